@@ -1,0 +1,189 @@
+"""Every setting of the service, read from the environment.
+
+Each setting is declared once in SETTINGS with its environment name, default,
+parser and a one-line description; the README's settings table is checked
+against this list by the tests, so the two cannot drift apart.
+
+Two profiles exist. `production` (the default) is closed: client JWTs are
+required and no FHIR server is trusted until configured. `development` opens
+what an integration engineer needs to try the service at once against the
+public CDS Hooks sandbox (its JWTs trusted, its R4 FHIR server allowed,
+plain-http loopback FHIR servers allowed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use; raised at start-up."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"expected true/false, got {raw!r}")
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"expected a whole number, got {raw!r}") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"expected a number, got {raw!r}") from None
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _profile(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"production", "development"}:
+        raise SettingsError(f"CDS_PROFILE must be production or development, got {raw!r}")
+    return value
+
+
+# The R4 FHIR server the public CDS Hooks sandbox uses when launched with
+# ?fhirServiceUrl=...; allowed only in the development profile.
+SANDBOX_FHIR_SERVER = "https://launch.smarthealthit.org/v/r4/fhir"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str  # attribute on Settings
+    env: str  # environment variable
+    parse: Callable[[str], Any]
+    default: Any  # production default
+    description: str
+    dev_default: Any = dataclasses.MISSING  # development-profile default, if different
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("profile", "CDS_PROFILE", _profile, "production",
+            "`production` (closed by default) or `development` (trusts the public CDS Hooks sandbox, "
+            "allows its R4 FHIR server and plain-http loopback FHIR servers)."),
+    Setting("database_url", "CDS_DATABASE_URL", _str, "sqlite:///cds_service.db",
+            "SQLAlchemy URL of the feedback store: a SQLite file by default, "
+            "e.g. `postgresql+psycopg://user@host/db` in production."),
+    Setting("allowed_fhir_servers", "CDS_ALLOWED_FHIR_SERVERS", _csv, (),
+            "Comma-separated FHIR base URLs the service may fetch missing prefetch data from. "
+            "Nothing else is ever contacted.",
+            dev_default=(SANDBOX_FHIR_SERVER,)),
+    Setting("allow_loopback_http", "CDS_ALLOW_LOOPBACK_HTTP", _bool, False,
+            "Allow plain-http FHIR servers on loopback addresses (development only; https is required otherwise).",
+            dev_default=True),
+    Setting("public_base_url", "CDS_PUBLIC_BASE_URL", _str, "",
+            "The service's external base URL (e.g. `https://cds.example.org`); the JWT audience is "
+            "this plus the endpoint path. Empty: taken from each request's Host."),
+    Setting("auth_required", "CDS_AUTH_REQUIRED", _bool, True,
+            "Require a CDS Hooks client JWT on every call. `false` lets calls through unauthenticated.",
+            dev_default=False),
+    Setting("trusted_issuers", "CDS_TRUSTED_ISSUERS", _str, "",
+            "Path to a JSON file: issuer -> {\"jwks\": {...}} or {\"jku\": [allowed URLs]}."),
+    Setting("discovery_open", "CDS_DISCOVERY_OPEN", _bool, False,
+            "Serve the discovery document without a JWT even when authentication is required."),
+    Setting("cors_origins", "CDS_CORS_ORIGINS", _csv, ("*",),
+            "Comma-separated origins allowed by CORS (`*` for any; browser clients such as the sandbox need it)."),
+    Setting("max_body_bytes", "CDS_MAX_BODY_BYTES", _int, 16 * 1024 * 1024,
+            "Largest request body accepted, in bytes (413 above it)."),
+    Setting("max_prefetch_resources", "CDS_MAX_PREFETCH_RESOURCES", _int, 20000,
+            "Most FHIR resources accepted in one request's prefetch, sent or fetched (413 above it)."),
+    Setting("max_draft_orders", "CDS_MAX_DRAFT_ORDERS", _int, 200,
+            "Most draft orders accepted in one order-select/order-sign request (413 above it)."),
+    Setting("fhir_timeout_seconds", "CDS_FHIR_TIMEOUT_SECONDS", _float, 5.0,
+            "Timeout of one outbound FHIR request (connect and read)."),
+    Setting("fhir_total_timeout_seconds", "CDS_FHIR_TOTAL_TIMEOUT_SECONDS", _float, 15.0,
+            "Time budget for all outbound FHIR requests of one hook call."),
+    Setting("fhir_retries", "CDS_FHIR_RETRIES", _int, 2,
+            "Retries of an outbound FHIR request after a timeout, connection error or 5xx."),
+    Setting("fhir_max_pages", "CDS_FHIR_MAX_PAGES", _int, 10,
+            "Most Bundle pages followed (via `next` links) for one prefetch query."),
+    Setting("log_level", "CDS_LOG_LEVEL", _str, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    profile: str
+    database_url: str
+    allowed_fhir_servers: tuple[str, ...]
+    allow_loopback_http: bool
+    public_base_url: str
+    auth_required: bool
+    trusted_issuers: str
+    discovery_open: bool
+    cors_origins: tuple[str, ...]
+    max_body_bytes: int
+    max_prefetch_resources: int
+    max_draft_orders: int
+    fhir_timeout_seconds: float
+    fhir_total_timeout_seconds: float
+    fhir_retries: int
+    fhir_max_pages: int
+    log_level: str
+
+    @property
+    def development(self) -> bool:
+        return self.profile == "development"
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment; `overrides` (keyed by env name or
+    attribute name) win over the environment. String overrides are parsed
+    like environment values; other values are taken as they are."""
+    env = dict(os.environ if environ is None else environ)
+    given: dict[str, Any] = {}
+    by_name = {s.name: s for s in SETTINGS}
+    for key, value in (overrides or {}).items():
+        setting = by_name.get(key) or next((s for s in SETTINGS if s.env == key), None)
+        if setting is None:
+            raise SettingsError(f"unknown setting {key!r}")
+        given[setting.env] = value
+
+    def raw(setting: Setting) -> Any:
+        if setting.env in given:
+            return given[setting.env]
+        return env.get(setting.env)
+
+    profile_raw = raw(SETTINGS[0])
+    profile = _profile(profile_raw) if isinstance(profile_raw, str) else (profile_raw or "production")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = raw(setting)
+        if value is None:
+            if profile == "development" and setting.dev_default is not dataclasses.MISSING:
+                value = setting.dev_default
+            else:
+                value = setting.default
+        elif isinstance(value, str):
+            try:
+                value = setting.parse(value)
+            except SettingsError as exc:
+                raise SettingsError(f"{setting.env}: {exc}") from None
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[setting.name] = value
+    values["profile"] = profile
+    for name in ("max_body_bytes", "max_prefetch_resources", "max_draft_orders", "fhir_max_pages"):
+        if values[name] < 1:
+            raise SettingsError(f"{by_name[name].env} must be at least 1")
+    return Settings(**values)

@@ -1,0 +1,22 @@
+"""The order-select service: `osteoporosis-order-select`."""
+
+from __future__ import annotations
+
+from cds_service.services import CdsService, HookCall
+from cds_service.services.prefetch_templates import PREFETCH, REQUIRED
+
+
+def evaluate(call: HookCall) -> list[dict]:
+    # Clinical rules are wired in by the clinical-engine issues.
+    return []
+
+
+SERVICE = CdsService(
+    id="osteoporosis-order-select",
+    hook="order-select",
+    title="Osteoporosis order check (selection)",
+    description="When a clinician selects an order: checks bone drugs, bone-density scans and massage-therapy referrals against this patient's kidney function, calcium, vitamin D, fractures and current therapy, with the safe alternative one click away.",
+    prefetch=PREFETCH,
+    required_prefetch=REQUIRED,
+    evaluate=evaluate,
+)

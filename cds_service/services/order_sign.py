@@ -1,0 +1,22 @@
+"""The order-sign service: `osteoporosis-order-sign`."""
+
+from __future__ import annotations
+
+from cds_service.services import CdsService, HookCall
+from cds_service.services.prefetch_templates import PREFETCH, REQUIRED
+
+
+def evaluate(call: HookCall) -> list[dict]:
+    # Clinical rules are wired in by the clinical-engine issues.
+    return []
+
+
+SERVICE = CdsService(
+    id="osteoporosis-order-sign",
+    hook="order-sign",
+    title="Osteoporosis order check (signing)",
+    description="Before orders are signed: the same safety checks as at selection, over every draft order, so nothing unsafe is signed.",
+    prefetch=PREFETCH,
+    required_prefetch=REQUIRED,
+    evaluate=evaluate,
+)

@@ -1,0 +1,22 @@
+"""The patient-view service: `osteoporosis-patient-view`."""
+
+from __future__ import annotations
+
+from cds_service.services import CdsService, HookCall
+from cds_service.services.prefetch_templates import PREFETCH, REQUIRED
+
+
+def evaluate(call: HookCall) -> list[dict]:
+    # Clinical rules are wired in by the clinical-engine issues.
+    return []
+
+
+SERVICE = CdsService(
+    id="osteoporosis-patient-view",
+    hook="patient-view",
+    title="Osteoporosis care review",
+    description="When a chart opens: osteoporosis diagnosis and fracture risk, treatment and drug-safety checks, calcium and vitamin D, bone-density monitoring, exercise, rehabilitation and fall prevention, each with the orders to act on it.",
+    prefetch=PREFETCH,
+    required_prefetch=REQUIRED,
+    evaluate=evaluate,
+)

@@ -1,0 +1,40 @@
+"""Prefetch templates shared by the three services.
+
+They ask for exactly what the rules read: the Patient; DXA, FRAX, lab,
+smoking and fall-risk Observations by LOINC code; Conditions; bone-drug and
+supplement exposure (MedicationRequest, MedicationAdministration,
+MedicationStatement); DXA and bariatric Procedures by code. The user
+Practitioner is not asked for: no rule needs it.
+"""
+
+from __future__ import annotations
+
+from cds_service.fhir import terminology as t
+
+
+def _codes(system: str, codes) -> str:
+    return ",".join(f"{system}|{code}" for code in sorted(codes))
+
+
+PATIENT = "{{context.patientId}}"
+
+PREFETCH: dict[str, str] = {
+    "patient": f"Patient/{PATIENT}",
+    "observations": f"Observation?patient={PATIENT}&code={_codes(t.LOINC, t.OBSERVATION_CODES)}",
+    "conditions": f"Condition?patient={PATIENT}",
+    "medicationRequests": f"MedicationRequest?patient={PATIENT}",
+    "medicationAdministrations": f"MedicationAdministration?patient={PATIENT}",
+    "medicationStatements": f"MedicationStatement?patient={PATIENT}",
+    "procedures": (
+        f"Procedure?patient={PATIENT}&code="
+        f"{_codes(t.CPT, t.DXA_CPT_CODES)},{_codes(t.SNOMED, t.DXA_SNOMED_CODES | t.BARIATRIC_SNOMED_CODES)}"
+    ),
+}
+
+# Without these the rules would decide on a false picture (e.g. "no bone drug"
+# when the drugs simply could not be read), so their absence is a 412.
+# MedicationStatement and Procedure searches are not supported by every FHIR
+# server; when they fail the rules go on with what the other keys give.
+REQUIRED: frozenset[str] = frozenset(
+    {"patient", "observations", "conditions", "medicationRequests", "medicationAdministrations"}
+)
