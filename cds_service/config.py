@@ -66,6 +66,9 @@ def _profile(raw: str) -> str:
 SANDBOX_FHIR_SERVER = "https://launch.smarthealthit.org/v/r4/fhir"
 
 
+_SAME = object()  # dev_default marker: the development profile uses the production default
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str  # attribute on Settings
@@ -73,7 +76,7 @@ class Setting:
     parse: Callable[[str], Any]
     default: Any  # production default
     description: str
-    dev_default: Any = dataclasses.MISSING  # development-profile default, if different
+    dev_default: Any = _SAME  # development-profile default, if different
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -170,7 +173,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     for setting in SETTINGS:
         value = raw(setting)
         if value is None:
-            if profile == "development" and setting.dev_default is not dataclasses.MISSING:
+            if profile == "development" and setting.dev_default is not _SAME:
                 value = setting.dev_default
             else:
                 value = setting.default

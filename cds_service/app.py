@@ -1,0 +1,93 @@
+"""The Flask application factory: `create_app()` reads its settings from the
+environment when called; an optional mapping overrides them (tests, CLI)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from flask import Flask, g, request
+from flask_cors import CORS
+
+from cds_service.config import Settings, load_settings
+from cds_service.fhir.allowlist import FhirServerAllowlist
+from cds_service.logs import configure_logging
+from cds_service.protocol import discovery, feedback, health, hooks
+from cds_service.protocol.errors import ApiError, register_error_handlers
+from cds_service.protocol.runtime import Runtime
+from cds_service.services import all_services
+from cds_service.store import Store
+
+request_log = logging.getLogger("cds_service.requests")
+
+
+def _authenticator(settings: Settings):
+    def authenticate(req, path: str) -> None:
+        if settings.auth_required:
+            # Replaced by JWT verification (CDS Hooks "Trusting CDS Clients").
+            raise ApiError(401, "client authentication is required but no trusted issuers are configured",
+                           code="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="cds-services"'})
+
+    return authenticate
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    settings = load_settings(overrides)
+    configure_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # keep cards' fields in the order written
+
+    store = Store.from_url(settings.database_url)
+    store.create_schema()
+    app.extensions["cds_runtime"] = Runtime(
+        settings=settings,
+        store=store,
+        allowlist=FhirServerAllowlist(settings.allowed_fhir_servers,
+                                      allow_loopback_http=settings.allow_loopback_http),
+        services={s.id: s for s in all_services()},
+        http=requests.Session(),
+        authenticate=_authenticator(settings),
+    )
+
+    CORS(
+        app,
+        resources={r"/cds-services*": {"origins": list(settings.cors_origins)}},
+        allow_headers=["Authorization", "Content-Type"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=86400,
+    )
+    register_error_handlers(app)
+    for blueprint in (discovery.bp, hooks.bp, feedback.bp, health.bp):
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _log_request(response):
+        if request.path in ("/healthz", "/readyz", "/metrics"):
+            return response
+        request_log.info(
+            "request",
+            extra={
+                "event": "request",
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+                "service_id": g.get("service_id"),
+                "hook_instance": g.get("hook_instance"),
+                "card_ids": g.get("card_ids"),
+                "fetch_ms": g.get("fetch_ms"),
+                "feedback_outcomes": g.get("feedback_outcomes"),
+            },
+        )
+        return response
+
+    return app

@@ -1,0 +1,70 @@
+"""The `cds-service` command: serve, print discovery, migrate the database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cds_service.config import SettingsError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {"CDS_PROFILE": "development"} if args.dev else {}
+    settings = load_settings(overrides)
+    host = args.host or "127.0.0.1"
+    port = args.port or 8080
+    from cds_service.app import create_app
+
+    app = create_app(overrides)
+    print(f"CDS discovery: http://{host}:{port}/cds-services (profile: {settings.profile})", file=sys.stderr)
+    app.run(host=host, port=port, threaded=True)
+    return 0
+
+
+def _discovery(args: argparse.Namespace) -> int:
+    from cds_service.services import all_services
+
+    print(json.dumps({"services": [s.discovery_entry() for s in all_services()]}, indent=2))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from cds_service.store import Store
+
+    settings = load_settings()
+    Store.from_url(settings.database_url).create_schema()
+    print("database schema is up to date", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cds-service", description="Osteoporosis CDS Hooks service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
+    serve.add_argument("--dev", action="store_true",
+                       help="development profile: trusts the public CDS Hooks sandbox, Flask's own server")
+    serve.set_defaults(func=_serve)
+
+    disc = sub.add_parser("discovery", help="print the discovery document")
+    disc.set_defaults(func=_discovery)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.set_defaults(func=_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"cds-service: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""Complete a hook call's prefetch: use what the client sent, fetch the rest.
+
+CDS Hooks semantics: a key the client sent as null (or as an empty Bundle)
+means "there is no such data"; a key left out means "not prefetched", and the
+service must fetch it from fhirServer itself. The public sandbox leaves out
+every key whose query failed, and sends nothing about the user we do not ask
+for, so only keys the rules truly need can lead to 412.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from cds_service.config import Settings
+from cds_service.fhir.allowlist import FhirServerAllowlist, NotAllowed
+from cds_service.fhir.client import FhirClient, FhirError
+
+log = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+
+
+class PrefetchError(Exception):
+    """The data the rules need cannot be had (HTTP 412)."""
+
+    def __init__(self, missing: dict[str, str]):
+        super().__init__("required prefetch data is missing")
+        self.missing = missing  # key -> reason
+
+
+class PrefetchInvalid(Exception):
+    """The client sent prefetch data that is not usable (HTTP 400)."""
+
+    def __init__(self, message: str, key: str):
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
+class TooMuchData(Exception):
+    """More resources than CDS_MAX_PREFETCH_RESOURCES (HTTP 413)."""
+
+    def __init__(self, count: int, limit: int):
+        super().__init__(f"the prefetch holds {count} resources; the limit is {limit}")
+        self.count = count
+        self.limit = limit
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefetchResult:
+    data: dict[str, Any]  # key -> resource, Bundle or None
+    fetched: tuple[str, ...]  # keys fetched from fhirServer
+    unavailable: dict[str, str]  # optional keys that could not be had -> reason
+    resource_count: int
+
+
+def render_template(template: str, context: Mapping[str, Any]) -> str | None:
+    """Fill {{context.x}} tokens; None if a token has no value to fill."""
+    failed = False
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal failed
+        token = match.group(1)
+        if token.startswith("context."):
+            value = context.get(token[len("context."):])
+            if isinstance(value, (str, int)) and str(value):
+                return quote(str(value), safe="")
+        failed = True
+        return ""
+
+    rendered = _TOKEN.sub(fill, template)
+    return None if failed else rendered
+
+
+def count_resources(value: Any) -> int:
+    if not isinstance(value, dict):
+        return 0
+    if value.get("resourceType") == "Bundle":
+        entries = value.get("entry")
+        return len(entries) if isinstance(entries, list) else 0
+    return 1
+
+
+def _check_sent_value(key: str, value: Any, context: Mapping[str, Any]) -> Any:
+    """Return the usable value of a sent key, or raise PrefetchInvalid.
+
+    An OperationOutcome in place of data means the client's own query failed:
+    treated as "not prefetched" so the service fetches it (returns ...)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        raise PrefetchInvalid(f"prefetch.{key} must be a FHIR resource (an object with resourceType) or null", key)
+    if value["resourceType"] == "OperationOutcome":
+        return ...
+    if value["resourceType"] == "Bundle" and "entry" in value and not isinstance(value["entry"], list):
+        raise PrefetchInvalid(f"prefetch.{key}.entry must be an array", key)
+    if key == "patient":
+        if value["resourceType"] != "Patient":
+            raise PrefetchInvalid("prefetch.patient must be a Patient resource", key)
+        sent_id = value.get("id")
+        if sent_id is not None and str(sent_id) != str(context.get("patientId")):
+            # Mixing two patients' data is the one mistake a CDS service must not make.
+            raise PrefetchInvalid("prefetch.patient.id does not match context.patientId", key)
+    return value
+
+
+def resolve_prefetch(
+    *,
+    templates: Mapping[str, str],
+    required: frozenset[str],
+    body: Mapping[str, Any],
+    settings: Settings,
+    allowlist: FhirServerAllowlist,
+    session: requests.Session | None = None,
+) -> PrefetchResult:
+    context = body.get("context") or {}
+    sent = body.get("prefetch") or {}
+    data: dict[str, Any] = {}
+    to_fetch: list[str] = []
+    for key in templates:
+        if key in sent:
+            value = _check_sent_value(key, sent[key], context)
+            if value is not ...:
+                data[key] = value
+                continue
+        to_fetch.append(key)
+
+    fetched: list[str] = []
+    failures: dict[str, str] = {}
+    if to_fetch:
+        client = _client_for(body, settings, allowlist, session, failures, to_fetch)
+        for key in to_fetch:
+            if client is None:
+                break
+            relative = render_template(templates[key], context)
+            if relative is None:
+                failures[key] = "the context lacks a value its query needs"
+                continue
+            try:
+                data[key] = client.read(relative)
+                fetched.append(key)
+            except FhirError as exc:
+                failures[key] = exc.message
+                if exc.kind in ("unauthorized", "timeout", "not_allowed"):
+                    # The same failure would repeat for every other key.
+                    for rest in to_fetch:
+                        if rest not in data and rest not in failures:
+                            failures[rest] = exc.message
+                    break
+
+    missing = {k: v for k, v in failures.items() if k in required}
+    if missing:
+        raise PrefetchError(missing)
+    for key, reason in failures.items():
+        data.setdefault(key, None)
+        log.warning("optional prefetch key unavailable", extra={"prefetch_key": key})
+
+    total = sum(count_resources(v) for v in data.values())
+    if total > settings.max_prefetch_resources:
+        raise TooMuchData(total, settings.max_prefetch_resources)
+    return PrefetchResult(
+        data=data,
+        fetched=tuple(fetched),
+        unavailable={k: v for k, v in failures.items() if k not in required},
+        resource_count=total,
+    )
+
+
+def _client_for(body, settings, allowlist, session, failures, keys) -> FhirClient | None:
+    server = body.get("fhirServer")
+    if not server:
+        for key in keys:
+            failures[key] = "not prefetched, and the request names no fhirServer to fetch it from"
+        return None
+    auth = body.get("fhirAuthorization") or {}
+    try:
+        return FhirClient(
+            server,
+            access_token=auth.get("access_token"),
+            allowlist=allowlist,
+            timeout=settings.fhir_timeout_seconds,
+            total_timeout=settings.fhir_total_timeout_seconds,
+            retries=settings.fhir_retries,
+            max_pages=settings.fhir_max_pages,
+            session=session,
+        )
+    except NotAllowed as exc:
+        for key in keys:
+            failures[key] = f"not prefetched, and {exc}"
+        return None

@@ -1,0 +1,44 @@
+"""Structured JSON logs: one object per line, ids and timings only.
+
+Patient data never reaches a log call in this code base; as a second guard
+the formatter only emits the standard fields and a fixed list of extras, so
+a stray `extra={...}` with a resource in it is not written out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+
+ALLOWED_EXTRAS = (
+    "event", "method", "path", "status", "duration_ms", "fetch_ms", "service_id", "hook_instance",
+    "card_ids", "feedback_outcomes", "error_type", "where", "card_id", "problem", "prefetch_key",
+    "resource_type", "resource_id", "skipped", "auth_reason", "issuer", "tenant", "count",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ALLOWED_EXTRAS:
+            if key in record.__dict__:
+                entry[key] = record.__dict__[key]
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        root.setLevel(level.upper())
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())

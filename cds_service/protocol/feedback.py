@@ -1,0 +1,59 @@
+"""POST /cds-services/{id}/feedback: store what the clinician did with a card.
+
+Answers 200 only after every entry is committed; a resubmission is
+recognised and not stored twice; feedback for a card this service never
+issued (or whose record was lost) is stored and flagged, not refused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, g, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from cds_service.protocol import schemas
+from cds_service.protocol.errors import ApiError
+from cds_service.protocol.hooks import find_service
+from cds_service.protocol.requests_json import read_json_object
+from cds_service.protocol.runtime import runtime
+from cds_service.store import FeedbackEntry
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("feedback", __name__)
+
+
+def _entry(item: dict) -> FeedbackEntry:
+    reason = (item.get("overrideReason") or {}).get("reason") or {}
+    return FeedbackEntry(
+        card_uuid=item["card"],
+        outcome=item["outcome"],
+        outcome_timestamp=item["outcomeTimestamp"],
+        accepted_suggestions=tuple(s["id"] for s in item.get("acceptedSuggestions") or []),
+        override_reason_system=reason.get("system"),
+        override_reason_code=reason.get("code"),
+        override_comment=(item.get("overrideReason") or {}).get("userComment"),
+    )
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def post_feedback(service_id: str):
+    rt = runtime()
+    service = find_service(service_id)
+    g.service_id = service.id
+    rt.authenticate(request, f"/cds-services/{service.id}/feedback")
+    body = read_json_object(request)
+    problems = schemas.errors("FeedbackRequest", body)
+    if problems:
+        raise ApiError(400, f"the feedback is not valid: {problems[0]}", code="invalid_feedback",
+                       details=problems[:20])
+    entries = [_entry(item) for item in body["feedback"]]
+    try:
+        result = rt.store.store_feedback(service.id, entries)
+    except SQLAlchemyError as exc:
+        log.error("feedback not stored", extra={"error_type": type(exc).__name__})
+        raise ApiError(503, "feedback could not be stored now; please send it again", code="store_unavailable",
+                       headers={"Retry-After": "5"}) from None
+    g.feedback_outcomes = [e.outcome for e in entries]
+    return jsonify({"stored": result.stored, "duplicates": result.duplicates, "unknownCards": result.unknown_cards})

@@ -1,0 +1,120 @@
+"""POST /cds-services/{id}: one hook call, from request to cards.
+
+Order of work: who is calling (JWT), is the body JSON, does it conform to the
+hook's schema, is it this service's hook, complete the prefetch, run the
+service's rules, make the cards conformant, record them, answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from flask import Blueprint, g, jsonify, request
+
+from cds_service.fhir.prefetch import PrefetchError, PrefetchInvalid, TooMuchData, resolve_prefetch
+from cds_service.protocol import schemas
+from cds_service.protocol.errors import ApiError
+from cds_service.protocol.requests_json import read_json_object
+from cds_service.protocol.responses import finish_cards, rule_id
+from cds_service.protocol.runtime import runtime
+from cds_service.services import CdsService, HookCall
+from cds_service.store import IssuedCard
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("hooks", __name__)
+
+REQUEST_SCHEMAS = {
+    "patient-view": "PatientViewRequest",
+    "order-select": "OrderSelectRequest",
+    "order-sign": "OrderSignRequest",
+}
+
+
+def find_service(service_id: str) -> CdsService:
+    service = runtime().services.get(service_id)
+    if service is None:
+        raise ApiError(404, f"no CDS service with id {service_id!r}; GET /cds-services lists them",
+                       code="unknown_service")
+    return service
+
+
+def validate_hook_request(service: CdsService, body: dict) -> None:
+    hook = body.get("hook")
+    if isinstance(hook, str) and hook != service.hook:
+        raise ApiError(400, f"service {service.id} answers the {service.hook} hook, not {hook!r}",
+                       code="wrong_hook", details=["hook"])
+    problems = schemas.errors(REQUEST_SCHEMAS[service.hook], body)
+    if problems:
+        raise ApiError(400, f"the {service.hook} request is not valid: {problems[0]}",
+                       code="invalid_request", details=problems[:20])
+    drafts = ((body.get("context") or {}).get("draftOrders") or {}).get("entry") or []
+    limit = runtime().settings.max_draft_orders
+    if len(drafts) > limit:
+        raise ApiError(413, f"context.draftOrders has {len(drafts)} entries; the limit is {limit}",
+                       code="too_many_draft_orders")
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str):
+    rt = runtime()
+    service = find_service(service_id)
+    g.service_id = service.id
+    rt.authenticate(request, f"/cds-services/{service.id}")
+    body = read_json_object(request)
+    if isinstance(body.get("hookInstance"), str):
+        g.hook_instance = body["hookInstance"][:128]
+    validate_hook_request(service, body)
+
+    started = time.perf_counter()
+    try:
+        prefetch = resolve_prefetch(
+            templates=service.prefetch,
+            required=service.required_prefetch,
+            body=body,
+            settings=rt.settings,
+            allowlist=rt.allowlist,
+            session=rt.http,
+        )
+    except PrefetchInvalid as exc:
+        raise ApiError(400, exc.message, code="invalid_prefetch", details=[f"prefetch.{exc.key}"]) from None
+    except TooMuchData as exc:
+        raise ApiError(413, str(exc), code="too_much_prefetch_data") from None
+    except PrefetchError as exc:
+        raise ApiError(
+            412,
+            "the data this service needs could not be had: "
+            + "; ".join(f"{key}: {reason}" for key, reason in sorted(exc.missing.items())),
+            code="prefetch_unavailable",
+            details={"missing": sorted(exc.missing)},
+        ) from None
+    g.fetch_ms = round((time.perf_counter() - started) * 1000, 2)
+
+    call = HookCall(
+        service_id=service.id,
+        hook=service.hook,
+        hook_instance=body["hookInstance"],
+        context=body["context"],
+        prefetch=prefetch.data,
+        today=dt.date.today(),
+        settings=rt.settings,
+    )
+    cards = finish_cards(service.evaluate(call))
+    g.card_ids = [rule_id(c) for c in cards]
+    try:
+        rt.store.record_cards([
+            IssuedCard(
+                card_uuid=c["uuid"],
+                service_id=service.id,
+                card_id=rule_id(c),
+                indicator=c["indicator"],
+                hook_instance=call.hook_instance,
+                suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
+            )
+            for c in cards
+        ])
+    except Exception as exc:  # the clinician still gets the cards; feedback will be flagged unknown
+        log.error("could not record issued cards", extra={"error_type": type(exc).__name__})
+    return jsonify({"cards": cards})

@@ -1,0 +1,28 @@
+"""Reading a JSON request body the strict way: right media type, valid JSON, an object."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Request
+
+from cds_service.protocol.errors import ApiError
+
+
+def read_json_object(request: Request) -> dict[str, Any]:
+    mimetype = (request.mimetype or "").lower()
+    if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        raise ApiError(415, "the body must be JSON, sent with Content-Type: application/json",
+                       details={"contentType": request.content_type or "(none)"})
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty; a JSON object is expected", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ApiError(400, f"the request body is not valid JSON{where}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    return body

@@ -1,0 +1,115 @@
+"""Turn the cards a service produced into a conformant CDS Hooks 2.0 response.
+
+The last line of defence before anything reaches an EHR: every card and
+suggestion gets a uuid; empty values (null, "", [], {}) are removed, as the
+spec forbids them; summaries are kept under 140 characters; suggestions
+without selectionBehavior get one; each suggested FHIR resource is validated
+with fhir.resources (R4B models, the closest to R4) and a suggestion whose
+resource fails is dropped and logged by rule id, never sent. A card that
+lacks what the spec requires is dropped the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
+SUMMARY_MAX = 139  # the spec: "<140 characters"
+
+
+def prune_empty(value: Any) -> Any:
+    """Recursively drop None, "", [] and {} (CDS Hooks forbids them)."""
+    if isinstance(value, dict):
+        cleaned = {k: prune_empty(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        cleaned = [prune_empty(v) for v in value]
+        return [v for v in cleaned if v not in (None, "", [], {})]
+    return value
+
+
+def fhir_problems(resource: Any) -> str | None:
+    """None if `resource` is a valid FHIR R4(B) resource, else a short reason."""
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return "not a FHIR resource"
+    try:
+        model = get_fhir_model_class(resource["resourceType"])
+    except (KeyError, ValueError):
+        return f"unknown resourceType {resource['resourceType']}"
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        # Field locations only: values could be patient data.
+        return "; ".join(".".join(str(p) for p in err["loc"]) + f" ({err['type']})" for err in exc.errors()[:5])
+    return None
+
+
+def _rule_id(card: dict[str, Any]) -> str:
+    topic = (card.get("source") or {}).get("topic") or {}
+    return str(topic.get("code") or "unknown")
+
+
+def _finish_suggestion(suggestion: dict[str, Any], rule: str) -> dict[str, Any] | None:
+    actions = []
+    for action in suggestion.get("actions") or []:
+        if action.get("type") not in ("create", "update", "delete") or not action.get("description"):
+            log.error("suggestion action dropped: no type or description", extra={"card_id": rule})
+            return None
+        if action["type"] in ("create", "update"):
+            problem = fhir_problems(action.get("resource"))
+            if problem:
+                log.error("suggestion dropped: invalid FHIR resource",
+                          extra={"card_id": rule, "problem": problem})
+                return None
+        elif not action.get("resourceId"):
+            log.error("suggestion dropped: delete without resourceId", extra={"card_id": rule})
+            return None
+        actions.append(action)
+    if not suggestion.get("label"):
+        log.error("suggestion dropped: no label", extra={"card_id": rule})
+        return None
+    finished = dict(suggestion)
+    finished["actions"] = actions
+    finished["uuid"] = str(uuid.uuid4())
+    return finished
+
+
+def finish_card(card: dict[str, Any]) -> dict[str, Any] | None:
+    rule = _rule_id(card)
+    card = prune_empty(card)
+    if not card.get("summary") or card.get("indicator") not in INDICATOR_ORDER or not (card.get("source") or {}).get("label"):
+        log.error("card dropped: summary, indicator or source.label missing", extra={"card_id": rule})
+        return None
+    if len(card["summary"]) > SUMMARY_MAX:
+        log.warning("card summary shortened to the spec's limit", extra={"card_id": rule})
+        card["summary"] = card["summary"][: SUMMARY_MAX - 1].rstrip() + "…"
+    suggestions = [s for s in (_finish_suggestion(s, rule) for s in card.get("suggestions") or []) if s]
+    if suggestions:
+        card["suggestions"] = suggestions
+        card.setdefault("selectionBehavior", "any")
+    else:
+        card.pop("suggestions", None)
+        card.pop("selectionBehavior", None)
+    for reason in card.get("overrideReasons") or []:
+        reason.setdefault("display", reason.get("code", ""))
+    card["uuid"] = str(uuid.uuid4())
+    return prune_empty(card)
+
+
+def finish_cards(cards: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    finished = [c for c in (finish_card(card) for card in cards) if c]
+    # Stable sort: the engine's order is kept within one indicator.
+    finished.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
+    return finished
+
+
+def rule_id(card: dict[str, Any]) -> str:
+    return _rule_id(card)

@@ -1,0 +1,30 @@
+"""What one running application holds: settings, store, allowlist, services."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from flask import Flask, current_app
+
+from cds_service.config import Settings
+from cds_service.fhir.allowlist import FhirServerAllowlist
+from cds_service.services import CdsService
+from cds_service.store import Store
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    allowlist: FhirServerAllowlist
+    services: dict[str, CdsService]
+    http: requests.Session
+    # (request, audience path) -> None, raising ApiError(401) when the caller is not trusted
+    authenticate: Callable[[Any, str], Any]
+
+
+def runtime(app: Flask | None = None) -> Runtime:
+    return (app or current_app).extensions["cds_runtime"]

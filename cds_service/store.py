@@ -1,0 +1,213 @@
+"""Persistence: cards issued, clinician feedback, and JWT ids already used.
+
+SQLAlchemy Core over any SQLAlchemy URL: a SQLite file by default, PostgreSQL
+in production. No patient data is stored: a card is kept as its uuid, the
+service and rule that produced it and the hookInstance, so feedback can be
+tied to a rule without keeping anything about the patient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+issued_cards = sa.Table(
+    "issued_cards",
+    metadata,
+    sa.Column("card_uuid", sa.String(64), primary_key=True),
+    sa.Column("service_id", sa.String(100), nullable=False),
+    sa.Column("card_id", sa.String(64), nullable=False),  # rule id, source.topic.code
+    sa.Column("indicator", sa.String(16), nullable=False),
+    sa.Column("hook_instance", sa.String(128), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("suggestion_uuids", sa.Text, nullable=False, default="[]"),
+)
+sa.Index("ix_issued_cards_card_id", issued_cards.c.card_id)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("service_id", sa.String(100), nullable=False),
+    sa.Column("card_uuid", sa.String(64), nullable=False),
+    sa.Column("card_id", sa.String(64), nullable=True),  # null when the card is unknown
+    sa.Column("known_card", sa.Boolean, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("outcome_timestamp", sa.String(64), nullable=False),
+    sa.Column("accepted_suggestions", sa.Text, nullable=False, default="[]"),
+    sa.Column("override_reason_system", sa.String(255), nullable=True),
+    sa.Column("override_reason_code", sa.String(128), nullable=True),
+    sa.Column("override_comment", sa.Text, nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    # A resubmitted feedback entry (same card, outcome and time) is not stored twice.
+    sa.UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="uq_feedback_entry"),
+)
+sa.Index("ix_feedback_card_id", feedback.c.card_id)
+
+used_jtis = sa.Table(
+    "used_jtis",
+    metadata,
+    sa.Column("issuer", sa.String(255), primary_key=True),
+    sa.Column("jti", sa.String(255), primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_used_jtis_expires_at", used_jtis.c.expires_at)
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedCard:
+    card_uuid: str
+    service_id: str
+    card_id: str
+    indicator: str
+    hook_instance: str
+    suggestion_uuids: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackEntry:
+    card_uuid: str
+    outcome: str
+    outcome_timestamp: str
+    accepted_suggestions: tuple[str, ...] = ()
+    override_reason_system: str | None = None
+    override_reason_code: str | None = None
+    override_comment: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackResult:
+    stored: int
+    duplicates: int
+    unknown_cards: int
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def make_engine(url: str) -> Engine:
+    kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        # Flask serves requests on several threads; one SQLite file is shared.
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    return sa.create_engine(url, **kwargs)
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> "Store":
+        return cls(make_engine(url))
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:  # any driver error means "not ready"
+            log.warning("database not reachable", exc_info=False)
+            return False
+
+    # --- cards -------------------------------------------------------------
+    def record_cards(self, cards: Sequence[IssuedCard]) -> None:
+        if not cards:
+            return
+        now = _now()
+        rows = [
+            {
+                "card_uuid": c.card_uuid,
+                "service_id": c.service_id,
+                "card_id": c.card_id,
+                "indicator": c.indicator,
+                "hook_instance": c.hook_instance,
+                "issued_at": now,
+                "suggestion_uuids": json.dumps(list(c.suggestion_uuids)),
+            }
+            for c in cards
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(issued_cards.insert(), rows)
+
+    def card(self, card_uuid: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(issued_cards).where(issued_cards.c.card_uuid == card_uuid)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    # --- feedback ----------------------------------------------------------
+    def store_feedback(self, service_id: str, entries: Iterable[FeedbackEntry]) -> FeedbackResult:
+        """Store every entry, each in its own transaction, and return counts.
+
+        Returns only after every write committed. A duplicate (same card,
+        outcome and timestamp) is detected by the unique constraint, so two
+        replicas receiving the same resubmission cannot both store it."""
+        stored = duplicates = unknown = 0
+        for entry in entries:
+            with self.engine.connect() as conn:
+                card_row = conn.execute(
+                    sa.select(issued_cards.c.card_id).where(issued_cards.c.card_uuid == entry.card_uuid)
+                ).first()
+            card_id = card_row[0] if card_row else None
+            if card_row is None:
+                unknown += 1
+            row = {
+                "service_id": service_id,
+                "card_uuid": entry.card_uuid,
+                "card_id": card_id,
+                "known_card": card_row is not None,
+                "outcome": entry.outcome,
+                "outcome_timestamp": entry.outcome_timestamp,
+                "accepted_suggestions": json.dumps(list(entry.accepted_suggestions)),
+                "override_reason_system": entry.override_reason_system,
+                "override_reason_code": entry.override_reason_code,
+                "override_comment": entry.override_comment,
+                "received_at": _now(),
+            }
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(feedback.insert(), [row])
+                stored += 1
+            except IntegrityError:
+                duplicates += 1
+        return FeedbackResult(stored=stored, duplicates=duplicates, unknown_cards=unknown)
+
+    def feedback_rows(self, card_uuid: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(feedback).order_by(feedback.c.id)
+        if card_uuid is not None:
+            query = query.where(feedback.c.card_uuid == card_uuid)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # --- JWT replay protection --------------------------------------------
+    def remember_jti(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:
+        """True if this (issuer, jti) is new; False if it was seen before.
+
+        The primary key makes the check atomic across replicas sharing the
+        database. Expired ids are swept first so the table stays small."""
+        now = _now()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(used_jtis.delete().where(used_jtis.c.expires_at < now))
+                conn.execute(used_jtis.insert(), [{"issuer": issuer, "jti": jti, "expires_at": expires_at}])
+            return True
+        except IntegrityError:
+            return False

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from cds_service.app import create_app
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Build an app on a fresh SQLite file; keyword overrides are settings."""
+
+    def factory(**overrides):
+        settings = {
+            "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/cds.db",
+            "CDS_AUTH_REQUIRED": "false",
+            "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4",
+        }
+        settings.update(overrides)
+        app = create_app(settings)
+        app.testing = True
+        return app
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

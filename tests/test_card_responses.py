@@ -1,0 +1,84 @@
+"""Whatever a service produces, the response that leaves is conformant CDS Hooks 2.0."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import pytest
+
+from cds_service.protocol.responses import finish_cards, prune_empty
+from cds_service.protocol.runtime import runtime
+from requests_for_tests import hook_request
+
+VALID_MR = {
+    "resourceType": "MedicationRequest", "status": "draft", "intent": "order",
+    "medicationCodeableConcept": {"text": "alendronate 70 mg"}, "subject": {"reference": "Patient/pat-1"},
+}
+
+
+def card(code="C-X", indicator="info", **extra):
+    c = {"summary": f"Card {code}", "indicator": indicator,
+         "source": {"label": "Brief", "topic": {"system": "https://example.org/rules", "code": code}}}
+    c.update(extra)
+    return c
+
+
+def with_cards(app, cards):
+    rt = runtime(app)
+    service = rt.services["osteoporosis-patient-view"]
+    rt.services["osteoporosis-patient-view"] = dataclasses.replace(service, evaluate=lambda call: cards)
+
+
+def test_uuids_sorting_and_selection_behavior(app):
+    with_cards(app, [
+        card("C-A", "info"),
+        card("C-B", "critical", suggestions=[{"label": "Order", "actions": [
+            {"type": "create", "description": "Order it", "resource": VALID_MR}]}]),
+        card("C-C", "warning"),
+    ])
+    cards = app.test_client().post("/cds-services/osteoporosis-patient-view", json=hook_request()).get_json()["cards"]
+    assert [c["indicator"] for c in cards] == ["critical", "warning", "info"]
+    for c in cards:
+        uuid.UUID(c["uuid"])
+    suggestion = cards[0]["suggestions"][0]
+    uuid.UUID(suggestion["uuid"])
+    assert cards[0]["selectionBehavior"] in ("any", "at-most-one")
+
+
+def test_invalid_suggested_resource_is_never_sent(app, caplog):
+    bad = {k: v for k, v in VALID_MR.items() if k != "subject"}  # subject is required in R4
+    with_cards(app, [card("C-BAD", suggestions=[
+        {"label": "Broken", "actions": [{"type": "create", "description": "x", "resource": bad}]},
+        {"label": "Fine", "actions": [{"type": "create", "description": "y", "resource": VALID_MR}]},
+    ])])
+    cards = app.test_client().post("/cds-services/osteoporosis-patient-view", json=hook_request()).get_json()["cards"]
+    assert [s["label"] for s in cards[0]["suggestions"]] == ["Fine"]
+    assert "suggestion dropped" in caplog.text
+
+
+def test_empty_values_are_removed_and_summary_kept_short():
+    out = finish_cards([card("C-E", detail="", links=[], summary="x" * 300,
+                             overrideReasons=[{"code": "declined", "system": "s", "display": "Patient declined"}],
+                             suggestions=[{"label": "L", "isRecommended": None, "actions": [
+                                 {"type": "delete", "description": "Remove draft", "resourceId": "MedicationRequest/1"}
+                             ]}])])
+    c = out[0]
+    assert "detail" not in c and "links" not in c
+    assert len(c["summary"]) < 140
+    assert "isRecommended" not in c["suggestions"][0]
+
+
+def test_card_without_required_fields_is_dropped():
+    assert finish_cards([{"summary": "no indicator", "source": {"label": "x"}}]) == []
+    assert finish_cards([{"indicator": "info", "source": {"label": "x"}}]) == []
+    assert finish_cards([card(indicator="urgent")]) == []
+
+
+@pytest.mark.parametrize("value,expected", [
+    ({"a": None, "b": "", "c": [], "d": {}, "e": 0, "f": False}, {"e": 0, "f": False}),
+    ({"a": [{"b": None}], "c": {"d": {"e": ""}}}, {}),
+    ([1, None, "", [2, []]], [1, [2]]),
+])
+def test_prune_empty(value, expected):
+    assert prune_empty(value) == expected

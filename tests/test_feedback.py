@@ -1,0 +1,130 @@
+"""Feedback: validated, stored before 200, tied to the card's rule, never duplicated."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import pytest
+
+from cds_service.protocol.runtime import runtime
+from cds_service.store import Store
+from requests_for_tests import hook_request
+
+FB = "/cds-services/osteoporosis-patient-view/feedback"
+
+
+def one_card(call):
+    return [{
+        "summary": "Test card",
+        "indicator": "info",
+        "source": {"label": "Test", "topic": {"system": "https://example.org/rules", "code": "C-TEST"}},
+        "suggestions": [{"label": "Do it", "actions": [{"type": "create", "description": "Order", "resource": {
+            "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+            "code": {"text": "DXA"}, "subject": {"reference": "Patient/pat-1"}}}]}],
+    }]
+
+
+@pytest.fixture
+def card_app(app):
+    rt = runtime(app)
+    service = rt.services["osteoporosis-patient-view"]
+    rt.services["osteoporosis-patient-view"] = dataclasses.replace(service, evaluate=one_card)
+    return app
+
+
+def issue_card(client):
+    resp = client.post("/cds-services/osteoporosis-patient-view", json=hook_request())
+    card = resp.get_json()["cards"][0]
+    return card["uuid"], card["suggestions"][0]["uuid"]
+
+
+def test_accepted_feedback_is_stored_and_tied_to_the_rule(card_app):
+    client = card_app.test_client()
+    card_uuid, suggestion_uuid = issue_card(client)
+    fb = {"feedback": [{"card": card_uuid, "outcome": "accepted", "acceptedSuggestions": [{"id": suggestion_uuid}],
+                        "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
+    resp = client.post(FB, json=fb)
+    assert resp.status_code == 200
+    assert resp.get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    # Read back through a separate connection: the write is committed.
+    rows = Store.from_url(runtime(card_app).settings.database_url).feedback_rows(card_uuid)
+    assert len(rows) == 1
+    assert rows[0]["card_id"] == "C-TEST" and rows[0]["known_card"] is True
+    assert rows[0]["outcome"] == "accepted"
+    assert suggestion_uuid in rows[0]["accepted_suggestions"]
+
+
+def test_sandbox_dismiss_without_override_reason_is_valid(card_app):
+    client = card_app.test_client()
+    card_uuid, _ = issue_card(client)
+    fb = {"feedback": [{"card": card_uuid, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
+    assert client.post(FB, json=fb).status_code == 200
+
+
+def test_override_reason_is_stored(card_app):
+    client = card_app.test_client()
+    card_uuid, _ = issue_card(client)
+    fb = {"feedback": [{"card": card_uuid, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z",
+                        "overrideReason": {"reason": {"code": "patient-declined", "system": "https://example.org/r"},
+                                           "userComment": "discussed"}}]}
+    assert client.post(FB, json=fb).status_code == 200
+    row = Store.from_url(runtime(card_app).settings.database_url).feedback_rows(card_uuid)[0]
+    assert (row["override_reason_code"], row["override_comment"]) == ("patient-declined", "discussed")
+
+
+def test_resubmission_does_not_duplicate(card_app):
+    client = card_app.test_client()
+    card_uuid, _ = issue_card(client)
+    fb = {"feedback": [{"card": card_uuid, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
+    assert client.post(FB, json=fb).get_json()["stored"] == 1
+    again = client.post(FB, json=fb)
+    assert again.status_code == 200
+    assert again.get_json() == {"stored": 0, "duplicates": 1, "unknownCards": 0}
+    assert len(Store.from_url(runtime(card_app).settings.database_url).feedback_rows(card_uuid)) == 1
+
+
+def test_feedback_for_unknown_card_is_stored_and_flagged(client, app):
+    unknown = str(uuid.uuid4())
+    fb = {"feedback": [{"card": unknown, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
+    resp = client.post(FB, json=fb)
+    assert resp.status_code == 200
+    assert resp.get_json()["unknownCards"] == 1
+    row = runtime(app).store.feedback_rows(unknown)[0]
+    assert row["known_card"] is False and row["card_id"] is None
+
+
+@pytest.mark.parametrize("entry,field", [
+    ({"outcome": "accepted", "acceptedSuggestions": [{"id": "x"}], "outcomeTimestamp": "2026-11-21T10:00:00Z"}, "card"),
+    ({"card": "c", "outcome": "maybe", "outcomeTimestamp": "2026-11-21T10:00:00Z"}, "outcome"),
+    ({"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-21T10:00:00Z"}, "acceptedSuggestions"),
+    ({"card": "c", "outcome": "overridden"}, "outcomeTimestamp"),
+    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z", "overrideReason": {}},
+     "overrideReason"),
+])
+def test_invalid_feedback_is_400_naming_the_problem(client, entry, field):
+    resp = client.post(FB, json={"feedback": [entry]})
+    assert resp.status_code == 400
+    body = resp.get_json()
+    assert body["error"] == "invalid_feedback"
+    assert field in body["message"] or any(field in d for d in body["details"])
+
+
+def test_feedback_body_problems(client):
+    assert client.post(FB, data="nope", content_type="application/json").status_code == 400
+    assert client.post(FB, data="{}", content_type="text/plain").status_code == 415
+    assert client.post(FB, json={"feedback": []}).status_code == 400
+    assert client.post("/cds-services/unknown/feedback", json={"feedback": []}).status_code == 404
+
+
+def test_issued_cards_are_recorded_without_patient_data(card_app):
+    client = card_app.test_client()
+    body = hook_request()
+    card_uuid, suggestion_uuid = issue_card(client)
+    row = runtime(card_app).store.card(card_uuid)
+    assert row["card_id"] == "C-TEST"
+    assert row["service_id"] == "osteoporosis-patient-view"
+    assert suggestion_uuid in row["suggestion_uuids"]
+    assert set(row) == {"card_uuid", "service_id", "card_id", "indicator", "hook_instance", "issued_at",
+                        "suggestion_uuids"}
+    assert body["context"]["patientId"] not in str(row)

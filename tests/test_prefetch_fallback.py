@@ -1,0 +1,227 @@
+"""Prefetch fallback to the EHR's FHIR server, with the FHIR server faked by `responses`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+import responses
+
+from cds_service.config import load_settings
+from cds_service.fhir.allowlist import FhirServerAllowlist
+from cds_service.fhir.prefetch import resolve_prefetch
+from cds_service.services.prefetch_templates import PREFETCH, REQUIRED
+from requests_for_tests import FHIR, PATIENT_ID, empty_bundle, hook_request, patient
+
+PV = "/cds-services/osteoporosis-patient-view"
+
+
+def bundle(*resources, next_url=None):
+    b = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+    if next_url:
+        b["link"] = [{"relation": "next", "url": next_url}]
+    return b
+
+
+def serve_everything(rsps, patient_status=200):
+    """Register the FHIR server's answers for every prefetch query."""
+    rsps.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=patient(), status=patient_status)
+    for rtype in ("Observation", "Condition", "MedicationRequest", "MedicationAdministration",
+                  "MedicationStatement", "Procedure"):
+        rsps.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/{rtype}\?.*"), json=empty_bundle())
+
+
+def no_prefetch_request(**kw):
+    return hook_request(prefetch={}, token="secret-token", **kw)
+
+
+@responses.activate
+def test_missing_prefetch_is_fetched_with_the_bearer_token(client):
+    serve_everything(responses)
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    urls = [c.request.url for c in responses.calls]
+    assert f"{FHIR}/Patient/{PATIENT_ID}" in urls
+    assert any(u.startswith(f"{FHIR}/Condition?patient={PATIENT_ID}") for u in urls)
+    assert any("Observation?patient=pat-1&code=http" in u and "38267-1" in u for u in urls)
+    assert len(urls) == 7
+    for call in responses.calls:
+        assert call.request.headers["Authorization"] == "Bearer secret-token"
+
+
+@responses.activate
+def test_only_missing_keys_are_fetched(client):
+    serve_everything(responses)
+    prefetch = hook_request()["prefetch"]
+    del prefetch["conditions"]
+    resp = client.post(PV, json=hook_request(prefetch=prefetch, token="t"))
+    assert resp.status_code == 200
+    assert [c.request.url.split("?")[0] for c in responses.calls] == [f"{FHIR}/Condition"]
+
+
+@responses.activate
+def test_operation_outcome_in_prefetch_is_refetched(client):
+    serve_everything(responses)
+    prefetch = hook_request()["prefetch"]
+    prefetch["conditions"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+    resp = client.post(PV, json=hook_request(prefetch=prefetch))
+    assert resp.status_code == 200
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_paging_follows_next_links_and_merges_entries():
+    settings = load_settings({"CDS_ALLOWED_FHIR_SERVERS": FHIR, "CDS_FHIR_MAX_PAGES": "5"})
+    page2 = f"{FHIR}/Condition?patient={PATIENT_ID}&_page=2"
+    page3 = f"{FHIR}/Condition?patient={PATIENT_ID}&_page=3"
+    responses.add(responses.GET, page2, json=bundle({"resourceType": "Condition", "id": "c2"}, next_url=page3))
+    responses.add(responses.GET, page3, json=bundle({"resourceType": "Condition", "id": "c3"}))
+    responses.add(responses.GET, f"{FHIR}/Condition", json=bundle({"resourceType": "Condition", "id": "c1"},
+                                                                   next_url=page2))
+    body = hook_request(prefetch={k: v for k, v in hook_request()["prefetch"].items() if k != "conditions"})
+    result = resolve_prefetch(templates=PREFETCH, required=REQUIRED, body=body, settings=settings,
+                              allowlist=FhirServerAllowlist(settings.allowed_fhir_servers))
+    assert [e["resource"]["id"] for e in result.data["conditions"]["entry"]] == ["c1", "c2", "c3"]
+    assert result.fetched == ("conditions",)
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_paging_through_the_endpoint(client):
+    serve_everything(responses)
+    responses.replace(responses.GET, re.compile(rf"{re.escape(FHIR)}/Condition\?.*"),
+                      json=bundle({"resourceType": "Condition", "id": "c1"}, next_url=f"{FHIR}/Condition?page=2"))
+    responses.add(responses.GET, f"{FHIR}/Condition?page=2", json=bundle({"resourceType": "Condition", "id": "c2"}))
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 200
+    assert any(c.request.url.endswith("/Condition?page=2") for c in responses.calls)
+
+
+@responses.activate
+def test_too_many_pages_is_412(make_app):
+    client = make_app(CDS_FHIR_MAX_PAGES="2").test_client()
+    serve_everything(responses)
+    responses.replace(responses.GET, re.compile(rf"{re.escape(FHIR)}/Condition\?.*"),
+                      json=bundle(next_url=f"{FHIR}/Condition?page=n"))
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 412
+    assert "conditions" in resp.get_json()["details"]["missing"]
+
+
+@responses.activate
+def test_next_link_to_another_host_is_not_followed(client):
+    serve_everything(responses)
+    responses.replace(responses.GET, re.compile(rf"{re.escape(FHIR)}/Condition\?.*"),
+                      json=bundle(next_url="https://evil.example.com/steal?page=2"))
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 412
+    assert not any("evil.example.com" in c.request.url for c in responses.calls)
+
+
+@responses.activate
+def test_timeout_is_retried_then_412_naming_the_missing_data(make_app):
+    client = make_app(CDS_FHIR_RETRIES="2").test_client()
+    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", body=requests.exceptions.ReadTimeout())
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 412
+    body = resp.get_json()
+    assert body["error"] == "prefetch_unavailable"
+    assert "patient" in body["details"]["missing"]
+    assert "in time" in body["message"]
+    # One try and two retries, then it stops: a timeout is not repeated per key.
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_server_error_is_retried_then_412(make_app):
+    client = make_app(CDS_FHIR_RETRIES="1").test_client()
+    serve_everything(responses)
+    responses.replace(responses.GET, re.compile(rf"{re.escape(FHIR)}/MedicationRequest\?.*"), status=503, json={})
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 412
+    assert resp.get_json()["details"]["missing"] == ["medicationRequests"]
+    assert sum("MedicationRequest?" in c.request.url for c in responses.calls) == 2
+
+
+@responses.activate
+def test_transient_error_then_success_is_200(client):
+    serve_everything(responses)
+    responses.replace(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", status=502, json={})
+    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=patient())
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+
+
+@responses.activate
+def test_unauthorized_from_fhir_server_is_412_without_retries(client):
+    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", status=401, json={})
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 412
+    assert "refused the access token" in resp.get_json()["message"]
+    assert "secret-token" not in resp.get_data(as_text=True)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_server_not_on_the_allowlist_is_412_without_any_call(client):
+    body = hook_request(prefetch={}, token="secret", fhir_server="https://other.example.net/fhir")
+    resp = client.post(PV, json=body)
+    assert resp.status_code == 412
+    assert "allowlist" in resp.get_json()["message"]
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_missing_prefetch_without_fhir_server_is_412(client):
+    resp = client.post(PV, json=hook_request(prefetch={}, fhir_server=None))
+    assert resp.status_code == 412
+    assert set(resp.get_json()["details"]["missing"]) == set(REQUIRED)
+
+
+@responses.activate
+def test_optional_key_failure_does_not_block(client):
+    serve_everything(responses)
+    responses.replace(responses.GET, re.compile(rf"{re.escape(FHIR)}/MedicationStatement\?.*"), status=400, json={})
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+
+
+@responses.activate
+def test_redirect_within_the_server_is_followed_and_off_server_refused(client):
+    serve_everything(responses)
+    responses.replace(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", status=302,
+                      headers={"Location": f"{FHIR}/Patient/{PATIENT_ID}/_history/1"})
+    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}/_history/1", json=patient())
+    assert client.post(PV, json=no_prefetch_request()).status_code == 200
+
+    responses.replace(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", status=302,
+                      headers={"Location": "http://169.254.169.254/latest/meta-data"})
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 412
+    assert not any("169.254" in c.request.url for c in responses.calls)
+
+
+@responses.activate
+def test_patient_not_found_is_412(client):
+    serve_everything(responses, patient_status=404)
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 412
+    assert "patient" in resp.get_json()["details"]["missing"]
+
+
+@responses.activate
+def test_non_fhir_answer_is_412(client):
+    serve_everything(responses)
+    responses.replace(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", body="<html>login</html>", status=200)
+    resp = client.post(PV, json=no_prefetch_request())
+    assert resp.status_code == 412
+
+
+@pytest.mark.parametrize("count,status", [(5, 200), (6, 413)])
+def test_prefetch_resource_limit(make_app, count, status):
+    client = make_app(CDS_MAX_PREFETCH_RESOURCES="6").test_client()
+    body = hook_request()
+    body["prefetch"]["conditions"] = bundle(*[{"resourceType": "Condition", "id": str(i)} for i in range(count)])
+    resp = client.post(PV, json=body)
+    assert resp.status_code == status
