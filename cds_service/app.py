@@ -12,26 +12,17 @@ import requests
 from flask import Flask, g, request
 from flask_cors import CORS
 
-from cds_service.config import Settings, load_settings
+from cds_service.config import load_settings
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
 from cds_service.protocol import discovery, feedback, health, hooks
-from cds_service.protocol.errors import ApiError, register_error_handlers
+from cds_service.protocol.client_auth import make_authenticator
+from cds_service.protocol.errors import register_error_handlers
 from cds_service.protocol.runtime import Runtime
 from cds_service.services import all_services
 from cds_service.store import Store
 
 request_log = logging.getLogger("cds_service.requests")
-
-
-def _authenticator(settings: Settings):
-    def authenticate(req, path: str) -> None:
-        if settings.auth_required:
-            # Replaced by JWT verification (CDS Hooks "Trusting CDS Clients").
-            raise ApiError(401, "client authentication is required but no trusted issuers are configured",
-                           code="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="cds-services"'})
-
-    return authenticate
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -44,14 +35,15 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     store = Store.from_url(settings.database_url)
     store.create_schema()
+    http = requests.Session()
     app.extensions["cds_runtime"] = Runtime(
         settings=settings,
         store=store,
         allowlist=FhirServerAllowlist(settings.allowed_fhir_servers,
                                       allow_loopback_http=settings.allow_loopback_http),
         services={s.id: s for s in all_services()},
-        http=requests.Session(),
-        authenticate=_authenticator(settings),
+        http=http,
+        authenticate=make_authenticator(settings, store, http),
     )
 
     CORS(
@@ -60,6 +52,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],
         max_age=86400,
+        # Chrome asks before a public page (the sandbox) calls a service on
+        # localhost; answer yes only in the development profile.
+        allow_private_network=settings.development,
     )
     register_error_handlers(app)
     for blueprint in (discovery.bp, hooks.bp, feedback.bp, health.bp):
@@ -86,6 +81,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
                 "card_ids": g.get("card_ids"),
                 "fetch_ms": g.get("fetch_ms"),
                 "feedback_outcomes": g.get("feedback_outcomes"),
+                "tenant": g.get("tenant"),
             },
         )
         return response

@@ -29,6 +29,29 @@ def _discovery(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_table() -> str:
+    """The README's settings table, generated from the one list of settings."""
+    from cds_service.config import SETTINGS, _SAME
+
+    def show(value) -> str:
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        if isinstance(value, bool):
+            value = str(value).lower()
+        return f"`{value}`" if value != "" else "(empty)"
+
+    lines = ["| Setting | Default | Development profile | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        dev = "same" if s.dev_default is _SAME else show(s.dev_default)
+        lines.append(f"| `{s.env}` | {show(s.default)} | {dev} | {s.description} |")
+    return "\n".join(lines)
+
+
+def _settings(args: argparse.Namespace) -> int:
+    print(settings_table())
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from cds_service.store import Store
 
@@ -51,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     disc = sub.add_parser("discovery", help="print the discovery document")
     disc.set_defaults(func=_discovery)
+
+    table = sub.add_parser("settings", help="print every setting with its default as a Markdown table")
+    table.set_defaults(func=_settings)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=_migrate)

@@ -101,6 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
             dev_default=False),
     Setting("trusted_issuers", "CDS_TRUSTED_ISSUERS", _str, "",
             "Path to a JSON file: issuer -> {\"jwks\": {...}} or {\"jku\": [allowed URLs]}."),
+    Setting("allow_legacy_jwt_algs", "CDS_ALLOW_LEGACY_JWT_ALGS", _bool, False,
+            "Also accept ES256 and RS256 client JWTs (CDS Hooks 2.0 asks for ES384/RS384)."),
     Setting("discovery_open", "CDS_DISCOVERY_OPEN", _bool, False,
             "Serve the discovery document without a JWT even when authentication is required."),
     Setting("cors_origins", "CDS_CORS_ORIGINS", _csv, ("*",),
@@ -132,6 +134,7 @@ class Settings:
     public_base_url: str
     auth_required: bool
     trusted_issuers: str
+    allow_legacy_jwt_algs: bool
     discovery_open: bool
     cors_origins: tuple[str, ...]
     max_body_bytes: int

@@ -57,3 +57,12 @@ def test_readyz_reports_the_database(app, tmp_path):
     resp = client.get("/readyz")
     assert resp.status_code == 503
     assert resp.get_json()["error"] == "database_unavailable"
+
+
+def test_private_network_preflight_allowed_only_in_development(make_app):
+    headers = {"Origin": ORIGIN, "Access-Control-Request-Method": "GET",
+               "Access-Control-Request-Private-Network": "true"}
+    dev = make_app(CDS_PROFILE="development").test_client().options("/cds-services", headers=headers)
+    assert dev.headers.get("Access-Control-Allow-Private-Network") == "true"
+    prod = make_app().test_client().options("/cds-services", headers=headers)
+    assert prod.headers.get("Access-Control-Allow-Private-Network") != "true"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cds_service.cli import settings_table
 from cds_service.config import SANDBOX_FHIR_SERVER, SETTINGS, SettingsError, load_settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -57,8 +58,10 @@ def test_unknown_override_is_refused():
         load_settings({"CDS_NOPE": "1"}, environ={})
 
 
-def test_readme_documents_every_setting_with_its_default():
+def test_readme_settings_table_is_current():
+    """The README table is exactly what `cds-service settings` prints."""
     text = README.read_text()
+    table = text.split("<!-- settings-table:start -->\n", 1)[1].split("\n<!-- settings-table:end -->", 1)[0]
+    assert table == settings_table(), "run `cds-service settings` and paste it into the README"
     for setting in SETTINGS:
-        row = next((line for line in text.splitlines() if line.startswith(f"| `{setting.env}`")), None)
-        assert row is not None, f"{setting.env} missing from the README settings table"
+        assert f"| `{setting.env}` |" in table

@@ -1,0 +1,63 @@
+"""Who is calling: the web side of CDS client authentication.
+
+The JWT checks themselves live in protocol/auth.py (no Flask there). Here a
+refusal becomes a 401 JSON error with a WWW-Authenticate header; the reason
+is logged, never the token. With CDS_AUTH_REQUIRED=false (the development
+profile) calls go through, but a token that is present is still checked and
+a failure is logged, so an integration engineer learns before production
+that their client's token would be refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from flask import g
+
+from cds_service.config import Settings
+from cds_service.protocol.auth import AuthError, ClientAuthenticator, expected_audience, load_trusted_issuers
+from cds_service.protocol.errors import ApiError
+from cds_service.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def make_authenticator(settings: Settings, store: Store, http: requests.Session,
+                       on_failure: Callable[[str], None] = lambda reason: None):
+    issuers = load_trusted_issuers(settings.trusted_issuers or None, settings.profile)
+    verifier = ClientAuthenticator(
+        issuers,
+        jti_store=store.remember_jti,
+        http_session=http,
+        allow_legacy_algs=settings.allow_legacy_jwt_algs,
+    )
+
+    def authenticate(request: Any, path: str):
+        header = request.headers.get("Authorization")
+        if not settings.auth_required and not header:
+            return None
+        try:
+            audience = expected_audience(settings.public_base_url, request.url_root, path)
+            context = verifier.authenticate(header, audience)
+        except AuthError as exc:
+            on_failure(exc.reason)
+            if not settings.auth_required:
+                log.info("client token would be refused in production", extra={"auth_reason": exc.reason})
+                return None
+            log.warning("client authentication failed", extra={"auth_reason": exc.reason})
+            raise ApiError(
+                401,
+                exc.message,
+                code="unauthorized",
+                details={"reason": exc.reason},
+                headers={"WWW-Authenticate": f'Bearer realm="cds-services", error="invalid_token", '
+                                             f'error_description="{exc.reason}"'},
+            ) from None
+        g.issuer = context.issuer
+        g.tenant = context.tenant
+        return context
+
+    return authenticate

@@ -1,0 +1,138 @@
+"""Client JWTs through the real endpoints: 401 shape, audience, replay across replicas."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cds_service.app import create_app
+from requests_for_tests import hook_request
+
+ISS = "https://ehr.example.org"
+BASE = "https://cds.example.org"
+
+
+@pytest.fixture(scope="module")
+def key():
+    private = ec.generate_private_key(ec.SECP384R1())
+    public = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(private.public_key()))
+    public.update(kid="k1", alg="ES384", use="sig")
+    return private, public
+
+
+@pytest.fixture
+def secured(tmp_path, key):
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
+
+    def factory(**extra):
+        settings = {
+            "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/cds.db",
+            "CDS_AUTH_REQUIRED": "true",
+            "CDS_TRUSTED_ISSUERS": str(issuers),
+            "CDS_PUBLIC_BASE_URL": BASE,
+        }
+        settings.update(extra)
+        return create_app(settings).test_client()
+
+    return factory
+
+
+def token(key, path, **claims):
+    now = int(time.time())
+    body = {"iss": ISS, "aud": BASE + path, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4()),
+            "tenant": "hospital-a"}
+    body.update(claims)
+    return jwt.encode(body, key[0], algorithm="ES384", headers={"kid": "k1", "typ": "JWT"})
+
+
+def auth(tok):
+    return {"Authorization": f"Bearer {tok}"}
+
+
+PV = "/cds-services/osteoporosis-patient-view"
+
+
+def test_no_token_is_401_json_with_www_authenticate(secured):
+    client = secured()
+    for resp in (client.get("/cds-services"), client.post(PV, json=hook_request()),
+                 client.post(PV + "/feedback", json={"feedback": []})):
+        assert resp.status_code == 401
+        assert resp.get_json()["error"] == "unauthorized"
+        assert resp.get_json()["details"]["reason"] == "missing_token"
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_valid_token_passes_on_every_endpoint(secured, key):
+    client = secured()
+    assert client.get("/cds-services", headers=auth(token(key, "/cds-services"))).status_code == 200
+    assert client.post(PV, json=hook_request(), headers=auth(token(key, PV))).status_code == 200
+    fb = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}
+    assert client.post(PV + "/feedback", json=fb, headers=auth(token(key, PV + "/feedback"))).status_code == 200
+
+
+def test_audience_must_be_the_endpoint_called(secured, key):
+    client = secured()
+    resp = client.post(PV, json=hook_request(), headers=auth(token(key, "/cds-services/osteoporosis-order-sign")))
+    assert resp.status_code == 401
+    assert resp.get_json()["details"]["reason"] == "wrong_audience"
+
+
+def test_replayed_token_is_refused_across_replicas(secured, key):
+    tok = token(key, PV)
+    first, second = secured(), secured()  # two app instances sharing one database
+    assert first.post(PV, json=hook_request(), headers=auth(tok)).status_code == 200
+    resp = second.post(PV, json=hook_request(), headers=auth(tok))
+    assert resp.status_code == 401
+    assert resp.get_json()["details"]["reason"] == "replayed_jti"
+
+
+def test_token_never_appears_in_the_error(secured, key):
+    tok = token(key, PV, exp=int(time.time()) - 3600, iat=int(time.time()) - 4000)
+    resp = secured().post(PV, json=hook_request(), headers=auth(tok))
+    assert resp.status_code == 401
+    assert tok not in resp.get_data(as_text=True)
+    assert tok.split(".")[2] not in resp.get_data(as_text=True)
+
+
+def test_discovery_can_be_opened(secured):
+    assert secured(CDS_DISCOVERY_OPEN="true").get("/cds-services").status_code == 200
+
+
+def test_auth_not_required_lets_calls_through_even_with_a_bad_token(secured):
+    client = secured(CDS_AUTH_REQUIRED="false")
+    assert client.post(PV, json=hook_request(), headers=auth("not-a-jwt")).status_code == 200
+    assert client.post(PV, json=hook_request()).status_code == 200
+
+
+def test_development_profile_trusts_the_sandbox_issuer(tmp_path):
+    client = create_app({"CDS_PROFILE": "development", "CDS_AUTH_REQUIRED": "true",
+                         "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"}).test_client()
+    # A token claiming the sandbox issuer but signed by someone else reaches the
+    # signature check against the shipped sandbox key, and fails there.
+    forged = jwt.encode({"iss": "https://sandbox.cds-hooks.org", "aud": "http://localhost/cds-services",
+                         "iat": int(time.time()), "exp": int(time.time()) + 60, "jti": "x"},
+                        ec.generate_private_key(ec.SECP384R1()), algorithm="ES384",
+                        headers={"kid": "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f",
+                                 "jku": "https://sandbox.cds-hooks.org/.well-known/jwks.json"})
+    resp = client.get("/cds-services", headers=auth(forged))
+    assert resp.status_code == 401
+    assert resp.get_json()["details"]["reason"] == "bad_signature"
+
+
+def test_production_never_trusts_the_sandbox(tmp_path, key):
+    issuers = tmp_path / "i.json"
+    issuers.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
+    client = create_app({"CDS_DATABASE_URL": f"sqlite:///{tmp_path}/p.db", "CDS_TRUSTED_ISSUERS": str(issuers),
+                         "CDS_PUBLIC_BASE_URL": BASE}).test_client()
+    tok = jwt.encode({"iss": "https://sandbox.cds-hooks.org", "aud": BASE + "/cds-services",
+                      "iat": int(time.time()), "exp": int(time.time()) + 60, "jti": "y"},
+                     key[0], algorithm="ES384", headers={"kid": "k1"})
+    resp = client.get("/cds-services", headers=auth(tok))
+    assert resp.status_code == 401
+    assert resp.get_json()["details"]["reason"] == "unknown_issuer"

@@ -1,0 +1,105 @@
+"""Storage on SQLite and, when CDS_TEST_POSTGRES_URL is set (as .ci/run does
+when a server answers), on a real PostgreSQL: each test gets its own schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from cds_service.store import FeedbackEntry, IssuedCard, Store
+
+PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL")
+
+
+def _pg_store(schema: str) -> Store:
+    engine = sa.create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"}, future=True)
+    return Store(engine)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """Yields (url-or-schema, store) on a clean database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/store.db"
+        store = Store.from_url(url)
+        store.create_schema()
+        yield ("sqlite", url), store
+        return
+    if not PG_URL:
+        pytest.skip("CDS_TEST_POSTGRES_URL not set (no PostgreSQL reachable)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, future=True)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    store = _pg_store(schema)
+    store.create_schema()
+    try:
+        yield ("postgresql", schema), store
+    finally:
+        store.engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _card(rule="C-TX-BP"):
+    return IssuedCard(card_uuid=str(uuid.uuid4()), service_id="osteoporosis-patient-view", card_id=rule,
+                      indicator="info", hook_instance=str(uuid.uuid4()), suggestion_uuids=("s1",))
+
+
+def test_cards_and_feedback_round_trip(db):
+    _, store = db
+    card = _card()
+    store.record_cards([card])
+    result = store.store_feedback("osteoporosis-patient-view", [
+        FeedbackEntry(card.card_uuid, "accepted", "2026-01-01T00:00:00Z", ("s1",)),
+        FeedbackEntry(str(uuid.uuid4()), "overridden", "2026-01-01T00:00:00Z", (), "sys", "declined", "no"),
+    ])
+    assert (result.stored, result.duplicates, result.unknown_cards) == (2, 0, 1)
+    rows = store.feedback_rows()
+    assert [r["card_id"] for r in rows] == ["C-TX-BP", None]
+    assert rows[1]["override_reason_code"] == "declined"
+
+
+def test_duplicate_feedback_is_detected(db):
+    _, store = db
+    entry = FeedbackEntry(str(uuid.uuid4()), "overridden", "2026-01-01T00:00:00Z")
+    assert store.store_feedback("s", [entry]).stored == 1
+    assert store.store_feedback("s", [entry]).duplicates == 1
+    assert len(store.feedback_rows()) == 1
+
+
+def test_jti_is_remembered_once(db):
+    _, store = db
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    assert store.remember_jti("iss", "j1", later) is True
+    assert store.remember_jti("iss", "j1", later) is False
+    assert store.remember_jti("other-iss", "j1", later) is True
+
+
+def _writer(kind: str, target: str, worker: int, count: int) -> None:
+    store = Store.from_url(target) if kind == "sqlite" else _pg_store(target)
+    entries = [FeedbackEntry(f"card-{worker}-{i}", "overridden", "2026-01-01T00:00:00Z") for i in range(count)]
+    # Every worker also resubmits one shared entry: exactly one copy may survive.
+    entries.append(FeedbackEntry("shared-card", "overridden", "2026-01-01T00:00:00Z"))
+    store.store_feedback("osteoporosis-patient-view", entries)
+
+
+def test_feedback_from_several_processes_loses_nothing(db):
+    (kind, target), store = db
+    workers, count = 4, 25
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(kind, target, w, count)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    rows = store.feedback_rows()
+    assert len(rows) == workers * count + 1
+    assert len({r["card_uuid"] for r in rows}) == workers * count + 1
