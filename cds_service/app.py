@@ -12,6 +12,7 @@ import requests
 from flask import Flask, g, request
 from flask_cors import CORS
 
+from cds_service import metrics
 from cds_service.config import load_settings
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
@@ -43,7 +44,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
                                       allow_loopback_http=settings.allow_loopback_http),
         services={s.id: s for s in all_services()},
         http=http,
-        authenticate=make_authenticator(settings, store, http),
+        authenticate=make_authenticator(settings, store, http,
+                                        on_failure=lambda reason: metrics.AUTH_FAILURES.labels(reason).inc()),
     )
 
     CORS(
@@ -66,6 +68,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _log_request(response):
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        # Label by route pattern, never by raw path: unknown paths must not
+        # create new time series.
+        label = g.get("service_id") or (request.url_rule.rule if request.url_rule else "unmatched")
+        metrics.REQUESTS.labels(label, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(label, request.method).observe(elapsed)
         if request.path in ("/healthz", "/readyz", "/metrics"):
             return response
         request_log.info(
@@ -75,7 +83,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
                 "method": request.method,
                 "path": request.path,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
                 "service_id": g.get("service_id"),
                 "hook_instance": g.get("hook_instance"),
                 "card_ids": g.get("card_ids"),

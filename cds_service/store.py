@@ -92,6 +92,7 @@ class FeedbackResult:
     stored: int
     duplicates: int
     unknown_cards: int
+    card_ids: tuple[str | None, ...] = ()  # rule id per entry, None for an unknown card
 
 
 def _now() -> dt.datetime:
@@ -161,12 +162,14 @@ class Store:
         outcome and timestamp) is detected by the unique constraint, so two
         replicas receiving the same resubmission cannot both store it."""
         stored = duplicates = unknown = 0
+        card_ids: list[str | None] = []
         for entry in entries:
             with self.engine.connect() as conn:
                 card_row = conn.execute(
                     sa.select(issued_cards.c.card_id).where(issued_cards.c.card_uuid == entry.card_uuid)
                 ).first()
             card_id = card_row[0] if card_row else None
+            card_ids.append(card_id)
             if card_row is None:
                 unknown += 1
             row = {
@@ -188,7 +191,8 @@ class Store:
                 stored += 1
             except IntegrityError:
                 duplicates += 1
-        return FeedbackResult(stored=stored, duplicates=duplicates, unknown_cards=unknown)
+        return FeedbackResult(stored=stored, duplicates=duplicates, unknown_cards=unknown,
+                              card_ids=tuple(card_ids))
 
     def feedback_rows(self, card_uuid: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(feedback).order_by(feedback.c.id)

@@ -30,9 +30,10 @@ _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 class PrefetchError(Exception):
     """The data the rules need cannot be had (HTTP 412)."""
 
-    def __init__(self, missing: dict[str, str]):
+    def __init__(self, missing: dict[str, str], kinds: tuple[str, ...] = ()):
         super().__init__("required prefetch data is missing")
         self.missing = missing  # key -> reason
+        self.kinds = kinds  # FhirError kinds met on the way, for metrics
 
 
 class PrefetchInvalid(Exception):
@@ -59,6 +60,7 @@ class PrefetchResult:
     fetched: tuple[str, ...]  # keys fetched from fhirServer
     unavailable: dict[str, str]  # optional keys that could not be had -> reason
     resource_count: int
+    error_kinds: tuple[str, ...] = ()
 
 
 def render_template(template: str, context: Mapping[str, Any]) -> str | None:
@@ -134,6 +136,7 @@ def resolve_prefetch(
 
     fetched: list[str] = []
     failures: dict[str, str] = {}
+    kinds: list[str] = []
     if to_fetch:
         client = _client_for(body, settings, allowlist, session, failures, to_fetch)
         for key in to_fetch:
@@ -148,6 +151,7 @@ def resolve_prefetch(
                 fetched.append(key)
             except FhirError as exc:
                 failures[key] = exc.message
+                kinds.append(exc.kind)
                 if exc.kind in ("unauthorized", "timeout", "not_allowed"):
                     # The same failure would repeat for every other key.
                     for rest in to_fetch:
@@ -157,7 +161,7 @@ def resolve_prefetch(
 
     missing = {k: v for k, v in failures.items() if k in required}
     if missing:
-        raise PrefetchError(missing)
+        raise PrefetchError(missing, tuple(kinds))
     for key, reason in failures.items():
         data.setdefault(key, None)
         log.warning("optional prefetch key unavailable", extra={"prefetch_key": key})
@@ -170,6 +174,7 @@ def resolve_prefetch(
         fetched=tuple(fetched),
         unavailable={k: v for k, v in failures.items() if k not in required},
         resource_count=total,
+        error_kinds=tuple(kinds),
     )
 
 

@@ -12,6 +12,7 @@ import logging
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from cds_service import metrics
 from cds_service.protocol import schemas
 from cds_service.protocol.errors import ApiError
 from cds_service.protocol.hooks import find_service
@@ -56,4 +57,6 @@ def post_feedback(service_id: str):
         raise ApiError(503, "feedback could not be stored now; please send it again", code="store_unavailable",
                        headers={"Retry-After": "5"}) from None
     g.feedback_outcomes = [e.outcome for e in entries]
+    for entry, card_id in zip(entries, result.card_ids):
+        metrics.FEEDBACK.labels(card_id or "unknown", entry.outcome).inc()
     return jsonify({"stored": result.stored, "duplicates": result.duplicates, "unknownCards": result.unknown_cards})

@@ -13,6 +13,7 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
+from cds_service import metrics
 from cds_service.fhir.prefetch import PrefetchError, PrefetchInvalid, TooMuchData, resolve_prefetch
 from cds_service.protocol import schemas
 from cds_service.protocol.errors import ApiError
@@ -83,6 +84,8 @@ def call_service(service_id: str):
     except TooMuchData as exc:
         raise ApiError(413, str(exc), code="too_much_prefetch_data") from None
     except PrefetchError as exc:
+        for kind in exc.kinds:
+            metrics.FHIR_ERRORS.labels(kind).inc()
         raise ApiError(
             412,
             "the data this service needs could not be had: "
@@ -91,6 +94,10 @@ def call_service(service_id: str):
             details={"missing": sorted(exc.missing)},
         ) from None
     g.fetch_ms = round((time.perf_counter() - started) * 1000, 2)
+    if prefetch.fetched:
+        metrics.FHIR_FETCH.observe(g.fetch_ms / 1000)
+    for kind in prefetch.error_kinds:
+        metrics.FHIR_ERRORS.labels(kind).inc()
 
     call = HookCall(
         service_id=service.id,
@@ -103,6 +110,8 @@ def call_service(service_id: str):
     )
     cards = finish_cards(service.evaluate(call))
     g.card_ids = [rule_id(c) for c in cards]
+    for c in cards:
+        metrics.CARDS.labels(rule_id(c), c["indicator"]).inc()
     try:
         rt.store.record_cards([
             IssuedCard(

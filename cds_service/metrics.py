@@ -1,0 +1,41 @@
+"""Prometheus metrics, served at /metrics.
+
+Labels are ids only (service, status, rule id, indicator, reason): never
+anything about a patient. Under gunicorn with several workers the chart sets
+PROMETHEUS_MULTIPROC_DIR, and /metrics then aggregates every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+REQUESTS = Counter("cds_http_requests_total", "HTTP requests answered", ["service", "method", "status"])
+LATENCY = Histogram("cds_http_request_duration_seconds", "Time to answer a request", ["service", "method"],
+                    buckets=_LATENCY_BUCKETS)
+CARDS = Counter("cds_cards_issued_total", "Cards returned to CDS clients", ["card_id", "indicator"])
+FEEDBACK = Counter("cds_feedback_total", "Feedback entries received", ["card_id", "outcome"])
+FHIR_FETCH = Histogram("cds_fhir_fetch_duration_seconds", "Prefetch fallback time per hook call",
+                       buckets=_LATENCY_BUCKETS)
+FHIR_ERRORS = Counter("cds_fhir_fetch_errors_total", "Prefetch fallback failures", ["kind"])
+AUTH_FAILURES = Counter("cds_auth_failures_total", "Refused client authentications", ["reason"])
+
+
+def exposition() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = DEFAULT_REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST
