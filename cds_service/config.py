@@ -66,6 +66,11 @@ def _profile(raw: str) -> str:
 SANDBOX_FHIR_SERVER = "https://launch.smarthealthit.org/v/r4/fhir"
 
 
+# Marks a setting without a development-profile default. Not dataclasses.MISSING:
+# as a field default that would make the field required.
+NO_DEV_DEFAULT: Any = object()
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str  # attribute on Settings
@@ -73,7 +78,7 @@ class Setting:
     parse: Callable[[str], Any]
     default: Any  # production default
     description: str
-    dev_default: Any = dataclasses.MISSING  # development-profile default, if different
+    dev_default: Any = NO_DEV_DEFAULT  # development-profile default, if different
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -170,7 +175,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     for setting in SETTINGS:
         value = raw(setting)
         if value is None:
-            if profile == "development" and setting.dev_default is not dataclasses.MISSING:
+            if profile == "development" and setting.dev_default is not NO_DEV_DEFAULT:
                 value = setting.dev_default
             else:
                 value = setting.default
