@@ -20,10 +20,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     CDS_DATA_DIR=/app \
     CDS_HOST=0.0.0.0 \
-    CDS_PORT=8080
+    CDS_PORT=8080 \
+    CDS_DATABASE_URL=sqlite:////var/lib/osteoporosis-cds/cds_service.db
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --system --gid 10001 cds \
- && useradd --system --uid 10001 --gid cds --home-dir /app --no-create-home --shell /usr/sbin/nologin cds
+ && useradd --system --uid 10001 --gid cds --home-dir /app --no-create-home --shell /usr/sbin/nologin cds \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/osteoporosis-cds
+# The only place the service writes: the default SQLite feedback store (set
+# CDS_DATABASE_URL to PostgreSQL in production). Migrate it first with
+#   docker run --entrypoint cds-service -v cds-data:/var/lib/osteoporosis-cds IMAGE migrate
+VOLUME /var/lib/osteoporosis-cds
 COPY --from=build /opt/venv /opt/venv
 # Data the service reads at run time (CDS_DATA_DIR); owned by root, read-only to the service.
 COPY cards /app/cards
