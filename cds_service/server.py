@@ -9,6 +9,7 @@ what runs in the container is exactly what the settings table documents.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -53,12 +54,41 @@ def gunicorn_options(settings: Settings, host: str | None = None,
         # gunicorn >= 25.1 opens a control socket under $HOME by default; the
         # container's root filesystem is read-only and nothing uses it.
         "control_socket_disable": True,
+        "on_starting": _prepare_metrics_dir,
+        "child_exit": _worker_gone,
     }
     # Worker heartbeat files: tmpfs when there is one, so a slow or read-only
     # disk cannot make healthy workers look dead.
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         options["worker_tmp_dir"] = "/dev/shm"
     return options
+
+
+def _prepare_metrics_dir(server: Any) -> None:
+    """gunicorn on_starting hook: with several worker processes, Prometheus
+    metrics live in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess
+    mode). Files left by a previous run would be counted again, so the master
+    empties the directory before any worker starts."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    if os.path.isdir(path):
+        for entry in os.listdir(path):
+            target = os.path.join(path, entry)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            else:
+                os.remove(target)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def _worker_gone(server: Any, worker: Any) -> None:
+    """gunicorn child_exit hook: drop a dead worker's live gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
 
 class ProductionServer(BaseApplication):

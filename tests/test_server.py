@@ -159,3 +159,17 @@ def test_options_follow_settings():
 def test_bad_server_settings_are_refused(env):
     with pytest.raises(SettingsError):
         load_settings(environ=env)
+
+
+def test_metrics_dir_is_emptied_before_workers_start(tmp_path):
+    metrics_dir = tmp_path / "prom"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_12345.db").write_bytes(b"stale")
+    proc, port = _start(STAND_IN, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    try:
+        _wait_until_answers(proc, f"http://127.0.0.1:{port}/")
+        assert not (metrics_dir / "counter_12345.db").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        _stop(proc)
