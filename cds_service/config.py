@@ -122,6 +122,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fhir_max_pages", "CDS_FHIR_MAX_PAGES", _int, 10,
             "Most Bundle pages followed (via `next` links) for one prefetch query."),
     Setting("log_level", "CDS_LOG_LEVEL", _str, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
+    # Production server (`cds-service serve`, gunicorn); see cds_service/server.py.
+    Setting("host", "CDS_HOST", _str, "127.0.0.1",
+            "Address the server binds to (`0.0.0.0` in the container image)."),
+    Setting("port", "CDS_PORT", _int, 8080, "TCP port the server listens on."),
+    Setting("workers", "CDS_WORKERS", _int, 2,
+            "Server worker processes (each loads its own app and database pool)."),
+    Setting("threads", "CDS_THREADS", _int, 4,
+            "Threads per worker process; a worker serves this many requests at once."),
+    Setting("request_timeout_seconds", "CDS_REQUEST_TIMEOUT_SECONDS", _int, 30,
+            "A worker silent for longer than this is killed and restarted; keep it above "
+            "CDS_FHIR_TOTAL_TIMEOUT_SECONDS."),
+    Setting("graceful_timeout_seconds", "CDS_GRACEFUL_TIMEOUT_SECONDS", _int, 20,
+            "On SIGTERM, time given to requests in flight to finish before workers are killed."),
+    Setting("keepalive_seconds", "CDS_KEEPALIVE_SECONDS", _int, 5,
+            "How long an idle HTTP keep-alive connection is held open."),
+    Setting("access_log", "CDS_ACCESS_LOG", _bool, False,
+            "Also write the server's own access log to stdout (the app already logs one JSON line "
+            "per request)."),
 )
 
 
@@ -145,6 +163,14 @@ class Settings:
     fhir_retries: int
     fhir_max_pages: int
     log_level: str
+    host: str
+    port: int
+    workers: int
+    threads: int
+    request_timeout_seconds: int
+    graceful_timeout_seconds: int
+    keepalive_seconds: int
+    access_log: bool
 
     @property
     def development(self) -> bool:
@@ -192,4 +218,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     for name in ("max_body_bytes", "max_prefetch_resources", "max_draft_orders", "fhir_max_pages"):
         if values[name] < 1:
             raise SettingsError(f"{by_name[name].env} must be at least 1")
+    for name in ("workers", "threads", "request_timeout_seconds"):
+        if values[name] < 1:
+            raise SettingsError(f"{by_name[name].env} must be at least 1")
+    for name in ("graceful_timeout_seconds", "keepalive_seconds"):
+        if values[name] < 0:
+            raise SettingsError(f"{by_name[name].env} must not be negative")
+    if not 1 <= values["port"] <= 65535:
+        raise SettingsError("CDS_PORT must be between 1 and 65535")
     return Settings(**values)

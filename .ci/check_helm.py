@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Check the Helm chart without a cluster.
+
+For the chart's default values and for helm/values-production.yaml:
+  1. `helm lint --strict` (Helm's own library via helm-python-sdk; warnings fail),
+  2. render the templates offline (as `helm template` would),
+  3. write the manifests to a temporary directory (kept with --keep),
+  4. validate every object with kubernetes-validate in strict mode (unknown
+     fields rejected) against each Kubernetes version in KUBE_VERSIONS,
+  5. check references between the objects (selectors, ConfigMap/Secret names).
+
+kubernetes-validate ships schemas only for built-in kinds. Its CLI merely
+warns, exit code 0, when it has no schema, which would let a misspelt
+apiVersion pass; here a missing schema fails, except for the CRD kinds in
+CRD_KINDS, which are reported as skipped and get a small structural check.
+
+Exit 0 when everything passes, 1 otherwise. Usage:
+    python .ci/check_helm.py [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "osteoporosis-cds"
+# The oldest Kubernetes minor still widely run, and the newest with schemas here.
+KUBE_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+LINT_KUBE_VERSION = "v1.30.0"
+RELEASE, NAMESPACE = "cds", "cds"
+CASES: dict[str, Path | None] = {
+    "default": None,
+    "production": ROOT / "helm" / "values-production.yaml",
+}
+# Custom resources without a schema in kubernetes-validate.
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+def load_values(path: Path | None) -> dict[str, Any] | None:
+    # Parsed by Helm's own values reader, exactly as `-f FILE` would be.
+    return None if path is None else helm.values_from_yaml(path.read_text())
+
+
+def lint(values: dict[str, Any] | None) -> list[str]:
+    report = helm.lint(CHART, values, strict=True, kube_version=LINT_KUBE_VERSION)
+    problems = [f"lint: {error}" for error in report.get("errors") or []]
+    for message in report.get("messages") or []:
+        if message["severity"] >= 2:  # 2 warning, 3 error
+            problems.append(f"lint: {message['path']}: {message['error']}")
+    return problems
+
+
+def render(values: dict[str, Any] | None) -> dict[str, str]:
+    """Template path -> rendered YAML, without NOTES.txt and empty templates."""
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return {path: text for path, text in rendered.items()
+            if not path.endswith("NOTES.txt") and text.strip()}
+
+
+def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    docs = []
+    for text in rendered.values():
+        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs
+
+
+def write(rendered: dict[str, str], directory: Path) -> None:
+    for path, text in rendered.items():
+        target = directory / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+def _check_crd(obj: dict[str, Any]) -> list[str]:
+    # Only the fields this chart sets; not a substitute for the CRD's schema.
+    problems = []
+    spec = obj.get("spec") or {}
+    if not (spec.get("selector") or {}).get("matchLabels"):
+        problems.append("spec.selector.matchLabels missing")
+    endpoints = spec.get("endpoints") or []
+    if not endpoints or not all(e.get("port") and e.get("path") for e in endpoints):
+        problems.append("spec.endpoints need port and path")
+    return problems
+
+
+def validate(objs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Strict schema validation; returns (problems, notes)."""
+    problems, notes = [], []
+    for obj in objs:
+        name = f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(str(p) for p in exc.path)
+                problems.append(f"{name} (k8s {version}): {path}: {exc.message}")
+            except SchemaNotFoundError as exc:
+                if (obj.get("apiVersion"), obj.get("kind")) in CRD_KINDS:
+                    notes.append(f"SKIPPED schema validation of {name}: custom resource "
+                                 f"{obj['apiVersion']} has no schema in kubernetes-validate; "
+                                 "structural check only")
+                    problems.extend(f"{name}: {p}" for p in _check_crd(obj))
+                    break
+                problems.append(f"{name}: {exc.message}")
+    return problems, notes
+
+
+def cross_check(objs: list[dict[str, Any]], values: dict[str, Any]) -> list[str]:
+    """References between objects that schemas cannot see."""
+    problems = []
+    by_kind: dict[str, dict[str, dict]] = {}
+    for obj in objs:
+        by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+    deployments = list(by_kind.get("Deployment", {}).values())
+    if len(deployments) != 1:
+        return [f"expected one Deployment, got {len(deployments)}"]
+    deployment = deployments[0]
+    pod = deployment["spec"]["template"]
+    pod_labels = pod["metadata"]["labels"]
+
+    def selects(selector: dict[str, str]) -> bool:
+        return bool(selector) and all(pod_labels.get(k) == v for k, v in selector.items())
+
+    if not selects(deployment["spec"]["selector"]["matchLabels"]):
+        problems.append("Deployment selector does not match its pod labels")
+    for kind in ("Service", "PodDisruptionBudget"):
+        for name, obj in by_kind.get(kind, {}).items():
+            selector = obj["spec"]["selector"]
+            selector = selector.get("matchLabels", selector) if kind != "Service" else selector
+            if not selects(selector):
+                problems.append(f"{kind}/{name} does not select the pods")
+    for name, hpa in by_kind.get("HorizontalPodAutoscaler", {}).items():
+        if hpa["spec"]["scaleTargetRef"]["name"] != deployment["metadata"]["name"]:
+            problems.append(f"HorizontalPodAutoscaler/{name} targets another Deployment")
+    service_ports = {p["name"] for s in by_kind.get("Service", {}).values() for p in s["spec"]["ports"]}
+    for name, monitor in by_kind.get("ServiceMonitor", {}).items():
+        for endpoint in monitor["spec"]["endpoints"]:
+            if endpoint["port"] not in service_ports:
+                problems.append(f"ServiceMonitor/{name} scrapes unknown port {endpoint['port']}")
+    services = by_kind.get("Service", {})
+    for name, ingress in by_kind.get("Ingress", {}).items():
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                if path["backend"]["service"]["name"] not in services:
+                    problems.append(f"Ingress/{name} routes to a Service the chart does not make")
+
+    # ConfigMaps/Secrets the pod needs: made by the chart, or named in values as existing.
+    existing_secrets = {values.get("database", {}).get("existingSecret"),
+                        values.get("trustedIssuers", {}).get("existingSecret")} - {None, ""}
+    existing_maps = {values.get("trustedIssuers", {}).get("existingConfigMap")} - {None, ""}
+    config_maps = set(by_kind.get("ConfigMap", {})) | existing_maps
+    secrets = set(by_kind.get("Secret", {})) | existing_secrets
+    spec = pod["spec"]
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        for source in container.get("envFrom", []):
+            if source.get("configMapRef", {}).get("name") not in config_maps:
+                problems.append(f"{container['name']}: envFrom names a missing ConfigMap")
+        for env in container.get("env", []):
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+            if ref and ref["name"] not in secrets:
+                problems.append(f"{container['name']}: {env['name']} names a missing Secret {ref['name']}")
+        mounts = {m["name"] for m in container.get("volumeMounts", [])}
+        missing = mounts - {v["name"] for v in spec.get("volumes", [])}
+        if missing:
+            problems.append(f"{container['name']}: mounts undeclared volumes {sorted(missing)}")
+    for volume in spec.get("volumes", []):
+        if "configMap" in volume and volume["configMap"]["name"] not in config_maps:
+            problems.append(f"volume {volume['name']} names a missing ConfigMap")
+        if "secret" in volume and volume["secret"]["secretName"] not in secrets:
+            problems.append(f"volume {volume['name']} names a missing Secret")
+    return problems
+
+
+def check_case(case: str, values_file: Path | None, out_dir: Path) -> list[str]:
+    values = load_values(values_file)
+    problems = lint(values)
+    try:
+        rendered = render(values)
+    except helm.HelmError as exc:
+        return problems + [f"render: {exc}"]
+    write(rendered, out_dir / case)
+    objs = objects(rendered)
+    schema_problems, notes = validate(objs)
+    for note in notes:
+        print(f"  note: {note}")
+    with helm.Chart.load(CHART) as chart:
+        merged = chart.merge_values(values)
+    problems += schema_problems + cross_check(objs, merged)
+    print(f"  {len(objs)} objects rendered to {out_dir / case}, "
+          f"validated strictly against Kubernetes {', '.join(KUBE_VERSIONS)}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, help="write the rendered manifests here and keep them")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="helm-render-") as tmp:
+        out_dir = args.keep or Path(tmp)
+        failed = False
+        for case, values_file in CASES.items():
+            print(f"{case} values{f' ({values_file.relative_to(ROOT)})' if values_file else ''}:")
+            problems = check_case(case, values_file, out_dir)
+            for problem in problems:
+                print(f"  FAIL {problem}")
+            failed |= bool(problems)
+            if not problems:
+                print("  ok")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

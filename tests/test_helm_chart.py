@@ -1,0 +1,184 @@
+"""The Helm chart: the CI check (.ci/check_helm.py) and properties of what it renders."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+from pathlib import Path
+
+import helm_python as helm  # test extra: a missing one fails loudly rather than skipping
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("check_helm", ROOT / ".ci" / "check_helm.py")
+check_helm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check_helm)
+
+POSTGRES = "postgresql+psycopg://cds:secret@postgres.db.svc:5432/cds"
+
+
+def render(values=None):
+    """kind -> {name: object}."""
+    out: dict[str, dict] = {}
+    for obj in check_helm.objects(check_helm.render(values)):
+        out.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+    return out
+
+
+def only(kinds, kind):
+    (obj,) = kinds[kind].values()
+    return obj
+
+
+def container(kinds, name="cds-service"):
+    spec = only(kinds, "Deployment")["spec"]["template"]["spec"]
+    return next(c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name)
+
+
+def env(c):
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def test_ci_check_passes(capsys, tmp_path):
+    assert check_helm.main(["--keep", str(tmp_path)]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    # The one CRD is reported as skipped, not silently passed.
+    assert "SKIPPED schema validation of ServiceMonitor" in out
+    assert (tmp_path / "default" / "osteoporosis-cds" / "templates" / "deployment.yaml").is_file()
+    assert (tmp_path / "production" / "osteoporosis-cds" / "templates" / "ingress.yaml").is_file()
+
+
+def test_ci_check_catches_schema_and_reference_errors(tmp_path):
+    # A misspelt field is caught by the strict schema ...
+    objs = check_helm.objects(check_helm.render({"securityContext": {"readOnlyRootFS": True}}))
+    problems, _ = check_helm.validate(objs)
+    assert any("readOnlyRootFS" in p for p in problems)
+    # ... a kind without a schema that is not a known CRD fails ...
+    problems, notes = check_helm.validate([{"apiVersion": "app/v1", "kind": "Deployment",
+                                            "metadata": {"name": "x"}}])
+    assert problems and not notes
+    # ... and a dangling reference by the cross-check.
+    objs = check_helm.objects(check_helm.render({"database": {"url": POSTGRES}}))
+    objs = [o for o in objs if o["kind"] != "Secret"]
+    with helm.Chart.load(check_helm.CHART) as chart:
+        merged = chart.merge_values({"database": {"url": POSTGRES}})
+    assert any("missing Secret" in p for p in check_helm.cross_check(objs, merged))
+
+
+def test_default_probes_and_security():
+    kinds = render()
+    main = container(kinds)
+    assert main["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"http": 8080}
+    pod = only(kinds, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    for c in pod["initContainers"] + pod["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    # Graceful shutdown fits in the grace period.
+    settings = kinds["ConfigMap"]["cds-osteoporosis-cds"]["data"]
+    assert pod["terminationGracePeriodSeconds"] > 5 + int(settings["CDS_GRACEFUL_TIMEOUT_SECONDS"])
+
+
+def test_default_is_single_pod_sqlite_evaluation_with_migrations():
+    kinds = render()
+    deployment = only(kinds, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert "HorizontalPodAutoscaler" not in kinds and "Secret" not in kinds
+    assert "Ingress" not in kinds and "ServiceMonitor" not in kinds
+    migrate = container(kinds, "migrate")
+    assert migrate["command"] == ["cds-service", "migrate"]
+    for c in (migrate, container(kinds)):
+        assert env(c)["CDS_DATABASE_URL"]["value"] == "sqlite:////var/lib/osteoporosis-cds/cds_service.db"
+        assert {"configMapRef": {"name": "cds-osteoporosis-cds"}} in c["envFrom"]
+    assert only(kinds, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_database_url_secret_made_by_chart():
+    kinds = render({"database": {"url": POSTGRES}})
+    secret = only(kinds, "Secret")
+    assert base64.b64decode(secret["data"]["database-url"]).decode() == POSTGRES
+    ref = env(container(kinds))["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "database-url"}
+    annotations = only(kinds, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/database" in annotations
+    # No URL anywhere in clear text.
+    assert POSTGRES not in json.dumps(only(kinds, "Deployment"))
+
+
+def test_existing_secret_switch():
+    kinds = render({"database": {"existingSecret": "pg-url", "secretKey": "url", "url": POSTGRES}})
+    assert "Secret" not in kinds  # existingSecret wins over url
+    for name in ("cds-service", "migrate"):
+        ref = env(container(kinds, name))["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "pg-url", "key": "url"}
+    volumes = {v["name"] for v in only(kinds, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert "data" not in volumes  # no in-pod SQLite then
+
+
+def test_config_change_rolls_pods():
+    def annotations(values):
+        return only(render(values), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+    base = annotations(None)
+    changed = annotations({"settings": {"CDS_LOG_LEVEL": "DEBUG"}})
+    assert base["checksum/config"] != changed["checksum/config"]
+    issuers = annotations({"trustedIssuers": {"issuers": {"https://ehr.example": {"jku": ["https://ehr.example/jwks"]}}}})
+    assert base["checksum/trusted-issuers"] != issuers["checksum/trusted-issuers"]
+
+
+def test_trusted_issuers_file():
+    issuers = {"https://ehr.example": {"jku": ["https://ehr.example/jwks"]}}
+    kinds = render({"trustedIssuers": {"issuers": issuers}})
+    config_map = kinds["ConfigMap"]["cds-osteoporosis-cds-trusted-issuers"]
+    assert json.loads(config_map["data"]["trusted_issuers.json"]) == issuers
+    assert env(container(kinds))["CDS_TRUSTED_ISSUERS"]["value"] == "/etc/osteoporosis-cds/trusted_issuers.json"
+
+    kinds = render({"trustedIssuers": {"existingSecret": "issuers"}})
+    assert "cds-osteoporosis-cds-trusted-issuers" not in kinds["ConfigMap"]
+    volume = next(v for v in only(kinds, "Deployment")["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "trusted-issuers")
+    assert volume["secret"]["secretName"] == "issuers"
+
+
+def test_hpa_bounds_from_values():
+    kinds = render({"database": {"existingSecret": "pg-url"},
+                    "autoscaling": {"enabled": True, "minReplicas": 4, "maxReplicas": 9,
+                                    "targetCPUUtilizationPercentage": 60}})
+    hpa = only(kinds, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (4, 9)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    # The HPA owns the replica count.
+    assert "replicas" not in only(kinds, "Deployment")["spec"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"replicaCount": 3}, "SQLite"),
+    ({"autoscaling": {"enabled": True}}, "SQLite"),
+    ({"settings": {"CDS_DATABASE_URL": POSTGRES}}, "managed by the chart"),
+    ({"settings": {"LOG_LEVEL": "x"}}, "only CDS_ settings"),
+])
+def test_refused_values(values, message):
+    with pytest.raises(helm.HelmError, match=message):
+        check_helm.render(values)
+
+
+def test_production_values():
+    kinds = render(check_helm.load_values(check_helm.CASES["production"]))
+    hpa = only(kinds, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["minReplicas"] == 3
+    ingress = only(kinds, "Ingress")
+    assert ingress["spec"]["tls"][0]["hosts"] == ["cds.example.org"]
+    assert [p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]] == ["/cds-services"]
+    assert only(kinds, "ServiceMonitor")["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert "Secret" not in kinds
+    ref = env(container(kinds))["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "osteoporosis-cds-database"
