@@ -12,13 +12,19 @@ from cds_service.config import SettingsError, load_settings
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"CDS_PROFILE": "development"} if args.dev else {}
     settings = load_settings(overrides)
-    host = args.host or "127.0.0.1"
-    port = args.port or 8080
-    from cds_service.app import create_app
-
-    app = create_app(overrides)
+    host = args.host or settings.host
+    port = args.port or settings.port
     print(f"CDS discovery: http://{host}:{port}/cds-services (profile: {settings.profile})", file=sys.stderr)
-    app.run(host=host, port=port, threaded=True)
+    if args.dev:
+        # Flask's own server: one process, fine for a laptop and the sandbox.
+        from cds_service.app import create_app
+        from cds_service.server import run_development
+
+        run_development(create_app(overrides), host, port)
+    else:
+        from cds_service.server import run_production
+
+        run_production(settings, host=host, port=port)
     return 0
 
 
@@ -66,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
+    serve.add_argument("--host", help="address to bind (default: CDS_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default: CDS_PORT, 8080)")
     serve.add_argument("--dev", action="store_true",
-                       help="development profile: trusts the public CDS Hooks sandbox, Flask's own server")
+                       help="development profile on Flask's own server (trusts the public CDS Hooks "
+                            "sandbox); without it, the production server (gunicorn)")
     serve.set_defaults(func=_serve)
 
     disc = sub.add_parser("discovery", help="print the discovery document")
