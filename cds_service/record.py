@@ -945,6 +945,8 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     `selections` (order-select) marks which drafts are judged; None = all.
     Never raises on bad data."""
     builder = _Builder(today, settings)
+    if selections is not None and not isinstance(selections, (list, tuple)):
+        selections = None  # malformed context.selections: judge every draft rather than none
     for value in (prefetch or {}).values():
         try:
             resources = list(_iter_resources(value))
