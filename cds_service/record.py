@@ -614,7 +614,7 @@ class _Builder:
 
     def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
         for group in t.condition_groups(code):
-            shown = next(iter(t.icd_codes(code) + t.codes_in(code, t.SNOMED)), "")
+            shown = next(iter([t.icd_display(c) for c in t.icd_codes(code)] + t.codes_in(code, t.SNOMED)), "")
             self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)

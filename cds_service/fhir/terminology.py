@@ -300,17 +300,22 @@ _SNOMED_FRACTURES: dict[str, tuple[str, bool]] = {
 }
 
 
+def icd_display(code: str) -> str:
+    """Normalised ICD-10-CM code back in its dotted form (M8008XA -> M80.08XA)."""
+    return code if len(code) <= 3 else f"{code[:3]}.{code[3:]}"
+
+
 def classify_fracture(concept: Any) -> FractureCode | None:
     """Site and fragility-specificity of a fracture code, or None."""
     for code in icd_codes(concept):
         if code.startswith(("M800", "M808")):
             site = _M80_SITE.get(code[4:5], OTHER)
-            return FractureCode(site, True, code)
+            return FractureCode(site, True, icd_display(code))
         if code.startswith("Z87310"):  # V: personal history of (healed) osteoporosis fracture
-            return FractureCode(OTHER, True, code)
+            return FractureCode(OTHER, True, icd_display(code))
         for prefix, site in _S_CODE_SITES:
             if code.startswith(prefix):
-                return FractureCode(site, False, code)
+                return FractureCode(site, False, icd_display(code))
     for code in codes_in(concept, SNOMED):
         if code in _SNOMED_FRACTURES:
             site, specific = _SNOMED_FRACTURES[code]

@@ -122,7 +122,10 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
                  f"(missing or older than {settings.lab_max_age_months} months). "
                  "A missing value is not an abnormal one; check kidney function, calcium and vitamin D first."
                  if missing else "Baseline kidney function, calcium and vitamin D are on file (see below).")
-    facts = list(a.reasons) + lab_facts(record, settings)
+    facts = list(a.reasons)
+    latest = record.latest_t_scores()
+    facts += [b.fact() for b in latest.values() if b.fact() not in " ".join(facts)]
+    facts += lab_facts(record, settings)
     return [Finding(
         "C-TX-BP",
         facts=tuple(facts),
