@@ -79,6 +79,7 @@ def rule(*hooks: str) -> Callable[[Rule], Rule]:
 
 def rules_for(hook: str) -> list[Rule]:
     """Rules registered for a hook; importing cds_service.rules loads them all."""
-    import cds_service.rules  # noqa: F401 - registration happens on import
+    from cds_service.rules import load_all
 
+    load_all()  # registration happens on import
     return list(_REGISTRY.get(hook, ()))
