@@ -41,7 +41,7 @@ def settings_table() -> str:
 
     def show(value) -> str:
         if isinstance(value, tuple):
-            value = ",".join(value)
+            value = ",".join(str(v) for v in value)
         if isinstance(value, bool):
             value = str(value).lower()
         return f"`{value}`" if value != "" else "(empty)"

@@ -54,6 +54,17 @@ def _str(raw: str) -> str:
     return raw.strip()
 
 
+def _int_list(raw: str) -> tuple[int, ...]:
+    return tuple(_int(part) for part in _csv(raw))
+
+
+def _vhr_profile(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"us", "nogg"}:
+        raise SettingsError(f"expected us or nogg, got {raw!r}")
+    return value
+
+
 def _profile(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"production", "development"}:
@@ -140,6 +151,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log", "CDS_ACCESS_LOG", _bool, False,
             "Also write the server's own access log to stdout (the app already logs one JSON line "
             "per request)."),
+    # Clinical thresholds the brief leaves to the project (cds_service.rules.settings).
+    Setting("fresh_fracture_weeks", "CDS_FRESH_FRACTURE_WEEKS", _int, 12,
+            "A fracture this many weeks old or less is \"fresh\" for massage and exercise safety (project choice)."),
+    Setting("recent_fracture_months", "CDS_RECENT_FRACTURE_MONTHS", _int, 12,
+            "A fracture this many months old or less makes the patient very high risk (AACE 2020)."),
+    Setting("dxa_duplicate_months", "CDS_DXA_DUPLICATE_MONTHS", _int, 12,
+            "A DXA ordered sooner than this many months after the last one is flagged as a duplicate."),
+    Setting("dxa_interval_months", "CDS_DXA_INTERVAL_MONTHS", _int, 24,
+            "Months between DXA scans for patients on therapy or with osteoporosis."),
+    Setting("osteopenia_dxa_years", "CDS_OSTEOPENIA_DXA_YEARS", _int_list, (2, 3, 5),
+            "Repeat-DXA years in untreated osteopenia for lowest T <= -2.0, -1.5 to -1.99, > -1.5 (design choice)."),
+    Setting("vhr_include_falls", "CDS_VHR_INCLUDE_FALLS", _bool, True,
+            "Count a coded injurious fall or a positive fall-risk assessment as very high fracture risk (design choice)."),
+    Setting("vhr_profile", "CDS_VHR_PROFILE", _vhr_profile, "us",
+            "Very-high-risk criteria: `us` (AACE 2020 plus seed) or `nogg` (adds UK NOGG 2022 criteria)."),
+    Setting("dmab_grace_weeks", "CDS_DMAB_GRACE_WEEKS", _int, 4,
+            "Weeks after the 6-month denosumab interval before a missed dose is overdue."),
+    Setting("calcium_lower_mg_dl", "CDS_CALCIUM_LOWER_MG_DL", _float, 8.5,
+            "Lower limit of (albumin-corrected) serum calcium, mg/dL."),
+    Setting("calcium_upper_mg_dl", "CDS_CALCIUM_UPPER_MG_DL", _float, 10.5,
+            "Upper limit of (albumin-corrected) serum calcium, mg/dL."),
+    Setting("long_term_corticosteroid_days", "CDS_LONG_TERM_CORTICOSTEROID_DAYS", _int, 90,
+            "Days on an active systemic corticosteroid after which it counts as long-term."),
 )
 
 
@@ -171,6 +205,19 @@ class Settings:
     graceful_timeout_seconds: int
     keepalive_seconds: int
     access_log: bool
+    # Clinical settings: defaults here too, so code that builds Settings by
+    # hand keeps working; load_settings always passes them.
+    fresh_fracture_weeks: int = 12
+    recent_fracture_months: int = 12
+    dxa_duplicate_months: int = 12
+    dxa_interval_months: int = 24
+    osteopenia_dxa_years: tuple[int, ...] = (2, 3, 5)
+    vhr_include_falls: bool = True
+    vhr_profile: str = "us"
+    dmab_grace_weeks: int = 4
+    calcium_lower_mg_dl: float = 8.5
+    calcium_upper_mg_dl: float = 10.5
+    long_term_corticosteroid_days: int = 90
 
     @property
     def development(self) -> bool:
@@ -226,4 +273,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             raise SettingsError(f"{by_name[name].env} must not be negative")
     if not 1 <= values["port"] <= 65535:
         raise SettingsError("CDS_PORT must be between 1 and 65535")
+    if len(values["osteopenia_dxa_years"]) != 3:
+        raise SettingsError("CDS_OSTEOPENIA_DXA_YEARS needs three numbers, e.g. 2,3,5")
     return Settings(**values)

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from cds_service.app import create_app
+from cds_service.config import load_settings
+
+TODAY = dt.date(2025, 6, 1)
 
 
 @pytest.fixture
@@ -31,3 +36,15 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def settings():
+    return load_settings(environ={})
+
+
+def coding(system, code, display=None):
+    c = {"system": system, "code": code}
+    if display:
+        c["display"] = display
+    return {"coding": [c]}

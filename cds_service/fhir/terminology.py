@@ -7,6 +7,11 @@ the code is weakly sourced, so a reviewer sees which codes to confirm.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -65,3 +70,434 @@ OBSERVATION_CODES: tuple[str, ...] = tuple(sorted(
 DXA_CPT_CODES = frozenset({"77080", "77081", "77085", "77086"})
 DXA_SNOMED_CODES = frozenset({"312681000", "241686001"})
 BARIATRIC_SNOMED_CODES = frozenset({"442338001"})
+
+# Fracture-finding codes are not LOINC: an Observation whose *code* is a
+# fracture (e.g. a DXA vertebral fracture assessment result) is only seen if
+# the client sends it; the LOINC filter above cannot ask for it by code.
+
+# Other systems the service reads or writes.
+NUCC = "http://nucc.org/provider-taxonomy"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+
+
+# ---------------------------------------------------------------------------
+# Reading CodeableConcepts
+# ---------------------------------------------------------------------------
+
+def codings(concept: Any) -> list[tuple[str, str]]:
+    """(system, code) pairs of a CodeableConcept dict; tolerant of junk."""
+    if not isinstance(concept, dict):
+        return []
+    out = []
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+            out.append((str(coding.get("system") or ""), coding["code"].strip()))
+    return out
+
+
+def concept_text(concept: Any) -> str:
+    """Lower-cased text + coding displays, for name fallback matching."""
+    if not isinstance(concept, dict):
+        return ""
+    parts = [concept.get("text")]
+    parts += [c.get("display") for c in concept.get("coding") or () if isinstance(c, dict)]
+    return " | ".join(p for p in parts if isinstance(p, str)).lower()
+
+
+_NAME_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def name_in(name: str, text: str) -> bool:
+    """Whole-word, case-insensitive name match on lower-cased `text`. A name
+    ending in "*" is a stem ("alendron*" matches alendronate and alendronic)."""
+    pattern = _NAME_PATTERNS.get(name)
+    if pattern is None:
+        stem = name.endswith("*")
+        body = re.escape(name.rstrip("*"))
+        pattern = re.compile(r"(?<![a-z0-9])" + body + ("" if stem else r"(?![a-z0-9])"))
+        _NAME_PATTERNS[name] = pattern
+    return pattern.search(text) is not None
+
+
+def any_name_in(names: Iterable[str], text: str) -> bool:
+    return bool(text) and any(name_in(n, text) for n in names)
+
+
+def codes_in(concept: Any, system: str) -> list[str]:
+    return [code for sys, code in codings(concept) if sys == system]
+
+
+def _icd_norm(code: str) -> str:
+    # ICD-10-CM codes arrive with or without the dot ("M80.08XA" / "M8008XA").
+    return code.replace(".", "").upper()
+
+
+def icd_codes(concept: Any) -> list[str]:
+    """ICD-10-CM codes of a concept, dot removed, upper case."""
+    return [_icd_norm(c) for c in codes_in(concept, ICD10CM)]
+
+
+def has_icd_prefix(concept: Any, prefixes: Iterable[str]) -> str | None:
+    """The first ICD-10-CM code of `concept` starting with one of `prefixes`."""
+    norm = tuple(_icd_norm(p) for p in prefixes)
+    for code in icd_codes(concept):
+        if code.startswith(norm):
+            return code
+    return None
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """A small value set: ICD-10-CM prefixes, exact SNOMED codes, optional
+    case-insensitive names matched against text/displays (only where codes
+    are unverified and a wrong name match is unlikely)."""
+
+    name: str
+    icd_prefixes: tuple[str, ...] = ()
+    snomed: frozenset[str] = frozenset()
+    names: tuple[str, ...] = ()
+
+    def matches(self, concept: Any) -> bool:
+        if self.icd_prefixes and has_icd_prefix(concept, self.icd_prefixes):
+            return True
+        if self.snomed and any(c in self.snomed for c in codes_in(concept, SNOMED)):
+            return True
+        if self.names:
+            return any_name_in(self.names, concept_text(concept))
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Condition value sets (brief 1, 4, 8.3, 8.4). Marks: V / V? / U as in the brief.
+# ---------------------------------------------------------------------------
+
+CONDITION_VALUE_SETS: dict[str, ValueSet] = {vs.name: vs for vs in (
+    ValueSet(
+        "osteoporosis",
+        # M81.0/M81.6/M81.8 V; M80.0- V, M80.8- U (by prefix); fracture implies osteoporosis.
+        icd_prefixes=("M81.0", "M81.6", "M81.8", "M80.0", "M80.8"),
+        snomed=frozenset({"64859006", "102447009", "18040001", "390833005",  # V
+                          # osteoporotic fractures (V) also mean osteoporosis
+                          "443165006", "11311601000119109", "203450003", "203451004",
+                          "203452006", "240198002", "431031001", "704334005",
+                          "704336007", "704335006"}),
+    ),
+    # M85.80-M85.89 V. The VSAC set also holds M89.8X- ("other specified
+    # disorders of bone"); left out on purpose: it is not specific to osteopenia.
+    ValueSet("osteopenia", icd_prefixes=("M85.8",), snomed=frozenset({"312894000", "735614005"})),
+    ValueSet("glucocorticoid_osteoporosis", snomed=frozenset({"390833005"})),  # V
+    # Esophageal disorders (SAFE-7): K22.0 achalasia, K22.2 stricture, K22.7- Barrett's
+    # (confirmed, older FY table), K22.4 dyskinesia U, I85 varices U.
+    ValueSet("esophageal", icd_prefixes=("K22.0", "K22.2", "K22.4", "K22.7", "I85"),
+             names=("achalasia", "esophageal stricture", "oesophageal stricture", "barrett",
+                    "esophageal varices", "oesophageal varices")),
+    # Bariatric surgery: SNOMED 442338001 bypass of stomach (confirmed); Z98.84 U.
+    ValueSet("bariatric", icd_prefixes=("Z98.84",), snomed=frozenset({"442338001"}),
+             names=("roux-en-y", "gastric bypass", "bariatric")),
+    # MI: I21.9 V, prefixes I21/I22 per brief; SNOMED 22298006 V.
+    ValueSet("mi", icd_prefixes=("I21", "I22"), snomed=frozenset({"22298006"})),
+    # Stroke: I63 V (cerebral infarction); I61 intracerebral haemorrhage U. SNOMED 230690007 V.
+    ValueSet("stroke", icd_prefixes=("I63", "I61"), snomed=frozenset({"230690007"})),
+    # CKD 4/5/ESRD: N18.4/N18.5/N18.6 V; Z99.2 dialysis dependence U; SNOMED ESRD 46177005 U.
+    ValueSet("ckd_4_5", icd_prefixes=("N18.4", "N18.5", "N18.6", "Z99.2"), snomed=frozenset({"46177005"})),
+    ValueSet("dialysis", icd_prefixes=("N18.6", "Z99.2"), names=("dialysis",)),  # U
+    # Hypercalcemia E83.52 U; SNOMED 66931009 U.
+    ValueSet("hypercalcemia", icd_prefixes=("E83.52",), snomed=frozenset({"66931009"}),
+             names=("hypercalcemia", "hypercalcaemia")),
+    # Hypocalcemia E83.51 confirmed (older FY table); SNOMED 5291005 U.
+    ValueSet("hypocalcemia", icd_prefixes=("E83.51",), snomed=frozenset({"5291005"}),
+             names=("hypocalcemia", "hypocalcaemia")),
+    # Paget disease of bone M88- U; SNOMED 2089002 U.
+    ValueSet("paget", icd_prefixes=("M88",), snomed=frozenset({"2089002"}), names=("paget disease of bone", "paget's disease of bone")),
+    # Skeletal malignancy / bone metastases: C40-C41 primary bone, C79.51-C79.52 bone/marrow
+    # metastasis, C90.0 multiple myeloma: all U.
+    ValueSet("skeletal_malignancy", icd_prefixes=("C40", "C41", "C79.5", "C90.0"),
+             names=("bone metasta*", "metastasis to bone", "metastatic bone*", "multiple myeloma")),
+    # Prior skeletal radiation: no specific code found; Z92.3 (history of irradiation) U is
+    # not skeletal-specific, so only names.
+    ValueSet("skeletal_radiation", names=("skeletal radiation", "radiation to bone", "bone irradiation")),
+    # Hyperparathyroidism E21.0-E21.3 U.
+    ValueSet("hyperparathyroidism", icd_prefixes=("E21.0", "E21.1", "E21.2", "E21.3"),
+             names=("hyperparathyroidism",)),
+    # Pregnancy: ICD-10-CM chapter O and Z33.1/Z34 U; SNOMED 77386006 U.
+    ValueSet("pregnancy", icd_prefixes=("O", "Z33.1", "Z34"), snomed=frozenset({"77386006"})),
+    # Vitamin D deficiency E55.9 confirmed (older FY table); SNOMED 34713006 U.
+    ValueSet("vitamin_d_deficiency", icd_prefixes=("E55.9",), snomed=frozenset({"34713006"})),
+    # History of falling Z91.81 V; W19 unspecified fall V; SNOMED 161898004 falls, 1912002 fall V.
+    ValueSet("falls", icd_prefixes=("Z91.81", "W19"), snomed=frozenset({"161898004", "1912002"})),
+    # Balance / gait abnormality (EX-2): R26- U, R42 dizziness not included.
+    ValueSet("gait_balance", icd_prefixes=("R26",), names=("gait abnormal*", "abnormal gait", "impaired balance", "balance problem*")),
+    # Menopausal status evidence (brief 1, 8.7): all codes U.
+    # Postmenopausal: Z78.0 asymptomatic menopausal state, N95.1 menopausal states,
+    # E28.31- premature menopause, Z90.72- acquired absence of ovaries; SNOMED 76498008.
+    ValueSet("postmenopausal", icd_prefixes=("Z78.0", "N95.1", "E28.31", "Z90.72"),
+             snomed=frozenset({"76498008"}), names=("postmenopaus*", "post-menopaus*")),
+    ValueSet("premenopausal", snomed=frozenset({"289903006"}), names=("premenopaus*", "pre-menopaus*")),  # U
+    # Fragile skin (massage modifier): no codes in the brief; names only, plus
+    # L90.5 U / D69.2 senile purpura U.
+    ValueSet("fragile_skin", icd_prefixes=("D69.2",), names=("fragile skin", "skin fragility", "thin skin")),
+    # Long-term systemic steroid use Z79.52 U.
+    ValueSet("long_term_steroids", icd_prefixes=("Z79.52",)),
+    # Tobacco: F17.2- nicotine dependence, Z72.0 tobacco use U; SNOMED smoker 77176002 /
+    # 449868002 confirmed.
+    ValueSet("smoker", icd_prefixes=("F17.2", "Z72.0"), snomed=frozenset({"77176002", "449868002"})),
+    # Alcohol use above limits: F10.1- abuse, F10.2- dependence U; SNOMED 7200002 alcoholism U.
+    ValueSet("alcohol_excess", icd_prefixes=("F10.1", "F10.2"), snomed=frozenset({"7200002"})),
+    # Documented bisphosphonate intolerance (TX-3): no code; name only.
+    ValueSet("bp_intolerance", names=("bisphosphonate intolerance", "intolerance to bisphosphonate",
+                                     "alendronate intolerance", "bisphosphonate allergy")),
+    # Transport accident external causes (V00-V99, brief 8.3 note): high-energy trauma.
+    ValueSet("transport_accident", icd_prefixes=tuple(f"V{n}" for n in range(10))),
+)}
+
+
+def condition_groups(concept: Any) -> list[str]:
+    """Names of the condition value sets a concept belongs to."""
+    return [name for name, vs in CONDITION_VALUE_SETS.items() if vs.matches(concept)]
+
+
+# ---------------------------------------------------------------------------
+# Fractures (brief 1, 8.3, 8.4)
+# ---------------------------------------------------------------------------
+
+HIP, VERTEBRAL, WRIST, HUMERUS, PELVIS, OTHER = "hip", "vertebral", "wrist/forearm", "humerus", "pelvis", "other"
+FRACTURE_SITES = (HIP, VERTEBRAL, WRIST, HUMERUS, PELVIS, OTHER)
+
+
+@dataclass(frozen=True)
+class FractureCode:
+    site: str
+    fragility_specific: bool  # M80.-, osteoporotic-fracture SNOMED, Z87.310
+    code: str                 # the matching code (for card facts)
+
+
+# M80.0-/M80.8- (osteoporosis with current pathological fracture): the 5th
+# character gives the site (M80.0[x]): 1 shoulder, 2 humerus, 3 forearm,
+# 4 hand, 5 femur, 6 lower leg, 7 ankle/foot, 8 vertebra, A other, B pelvis.
+# V for M80.0 samples in the brief; site letters from the ICD-10-CM structure.
+_M80_SITE = {"1": HUMERUS, "2": HUMERUS, "3": WRIST, "5": HIP, "8": VERTEBRAL, "B": PELVIS}
+
+# Injury S-codes (any mechanism: "probable" fragility only in patients >=50).
+_S_CODE_SITES: tuple[tuple[str, str], ...] = (
+    ("S720", HIP), ("S721", HIP), ("S722", HIP),            # V (samples)
+    ("S220", VERTEBRAL), ("S320", VERTEBRAL),               # V (samples)
+    ("S525", WRIST),                                        # V (samples)
+    ("S422", HUMERUS),                                      # V (samples)
+    ("S321", PELVIS), ("S323", PELVIS), ("S324", PELVIS),   # U: sacrum, ilium, acetabulum,
+    ("S325", PELVIS), ("S328", PELVIS),                     # U: pubis, other pelvis
+)
+
+# SNOMED fracture concepts: code -> (site, fragility specific). V unless noted.
+_SNOMED_FRACTURES: dict[str, tuple[str, bool]] = {
+    "443165006": (OTHER, True),           # Osteoporotic fracture of bone
+    "11311601000119109": (VERTEBRAL, True),
+    "203450003": (VERTEBRAL, True), "203451004": (VERTEBRAL, True), "203452006": (VERTEBRAL, True),
+    "240198002": (VERTEBRAL, True),       # Osteoporotic vertebral collapse
+    "431031001": (HIP, True), "704334005": (HIP, True),
+    "704336007": (WRIST, True),           # Osteoporotic fracture of radius
+    "704335006": (HUMERUS, True),
+    "5913000": (HIP, False), "359820003": (HIP, False),  # Fracture of neck of femur (any mechanism)
+}
+
+
+def icd_display(code: str) -> str:
+    """Normalised ICD-10-CM code back in its dotted form (M8008XA -> M80.08XA)."""
+    return code if len(code) <= 3 else f"{code[:3]}.{code[3:]}"
+
+
+def classify_fracture(concept: Any) -> FractureCode | None:
+    """Site and fragility-specificity of a fracture code, or None."""
+    for code in icd_codes(concept):
+        if code.startswith(("M800", "M808")):
+            site = _M80_SITE.get(code[4:5], OTHER)
+            return FractureCode(site, True, icd_display(code))
+        if code.startswith("Z87310"):  # V: personal history of (healed) osteoporosis fracture
+            return FractureCode(OTHER, True, icd_display(code))
+        for prefix, site in _S_CODE_SITES:
+            if code.startswith(prefix):
+                return FractureCode(site, False, icd_display(code))
+    for code in codes_in(concept, SNOMED):
+        if code in _SNOMED_FRACTURES:
+            site, specific = _SNOMED_FRACTURES[code]
+            return FractureCode(site, specific, code)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Drugs (brief 3, 8.6 and addendum): agent -> class, codes, names
+# ---------------------------------------------------------------------------
+
+ORAL_BP, IV_BP, DENOSUMAB, SERM, PTH_ANALOG, ROMOSOZUMAB = (
+    "oral_bp", "iv_bp", "denosumab", "serm", "pth_analog", "romosozumab")
+CALCIUM, VITAMIN_D = "calcium", "vitamin_d"
+ANTICOAGULANT, CORTICOSTEROID, PPI = "anticoagulant", "corticosteroid", "ppi"
+
+ANTIRESORPTIVE_CLASSES = frozenset({ORAL_BP, IV_BP, DENOSUMAB, SERM})
+BISPHOSPHONATE_CLASSES = frozenset({ORAL_BP, IV_BP})
+ANABOLIC_CLASSES = frozenset({PTH_ANALOG, ROMOSOZUMAB})
+OSTEOPOROSIS_DRUG_CLASSES = ANTIRESORPTIVE_CLASSES | ANABOLIC_CLASSES
+SUPPLEMENT_CLASSES = frozenset({CALCIUM, VITAMIN_D})
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str                       # agent id, e.g. "alendronate"
+    drug_class: str
+    rxnorm: frozenset[str] = frozenset()      # ingredient + product codes
+    names: tuple[str, ...] = ()               # lower-case generic/brand fragments
+    oncology_rxnorm: frozenset[str] = frozenset()  # oncology products: exposure, not a regimen
+    oncology_names: tuple[str, ...] = ()
+    dosing_interval_days: int = 1   # one dose covers this many days (for "current" and exposure)
+
+
+AGENTS: dict[str, Agent] = {a.name: a for a in (
+    # IN 46041 V; 70 mg tab SCD 904431 V (corrected); Fosamax 70 mg SBD 904433; 10 mg 904419;
+    # 904420 V? (Synthea display). Fosamax Plus D also contains cholecalciferol (name match finds both).
+    Agent("alendronate", ORAL_BP, frozenset({"46041", "904431", "904433", "904419", "904420"}),
+          ("alendron*", "fosamax", "binosto"), dosing_interval_days=7),
+    # IN 73056 V; 35 mg SCD 905024, Actonel 905026, delayed-release 1020064 (confirmed).
+    Agent("risedronate", ORAL_BP, frozenset({"73056", "905024", "905026", "1020064"}),
+          ("risedron*", "actonel", "atelvia"), dosing_interval_days=7),
+    # IN 115264 V; 150 mg SCD 904932, Boniva 904934 (confirmed).
+    Agent("ibandronate", ORAL_BP, frozenset({"115264", "904932", "904934"}),
+          ("ibandron*", "boniva"), dosing_interval_days=30),
+    # IN 77655 V; 5 mg/100 mL SCD 705824, Reclast 705875 (confirmed).
+    # Oncology 4 mg/5 mL 351114 and 4 mg/100 mL 1114085 (Zometa-type).
+    Agent("zoledronic_acid", IV_BP, frozenset({"77655", "705824", "705875"}),
+          ("zoledron*", "reclast", "aclasta"),
+          oncology_rxnorm=frozenset({"351114", "1114085"}), oncology_names=("zometa",),
+          dosing_interval_days=365),
+    # IN 993449 U; 60 mg/mL syringe SCD 993452, Prolia 993456 (confirmed).
+    # Names: Prolia; Jubbonti (biosimilar, in brief). Xgeva 120 mg is oncology (and Wyost, U).
+    Agent("denosumab", DENOSUMAB, frozenset({"993449", "993452", "993456"}),
+          ("denosumab", "prolia", "jubbonti"),
+          oncology_names=("xgeva", "wyost"), dosing_interval_days=182),
+    # IN 72143 V; 60 mg SCD 1490065, Evista 1490067 (confirmed).
+    Agent("raloxifene", SERM, frozenset({"72143", "1490065", "1490067"}), ("raloxifen*", "evista")),
+    # Ingredient not found; pen SCD 1435115, Forteo 1435117 (confirmed).
+    Agent("teriparatide", PTH_ANALOG, frozenset({"1435115", "1435117"}), ("teriparatide", "forteo", "bonsity")),
+    # IN 1921069 / pen 1921082 / Tymlos 1921083: weak (one source).
+    Agent("abaloparatide", PTH_ANALOG, frozenset({"1921069", "1921082", "1921083"}), ("abaloparatide", "tymlos")),
+    # No RxNorm code found: names only.
+    Agent("romosozumab", ROMOSOZUMAB, frozenset(), ("romosozumab", "evenity"), dosing_interval_days=30),
+    # calcium 1895 V, calcium carbonate 1897 V, citrate 47613 confirmed; carbonate 1250 mg
+    # (500 mg elemental) SCD 282465 and 1500 mg SCD 237420 confirmed. No bare "calcium" name:
+    # it would match salts such as "atorvastatin calcium".
+    Agent("calcium", CALCIUM, frozenset({"1895", "1897", "47613", "282465", "237420"}),
+          ("calcium carbonate", "calcium citrate", "calcium gluconate", "calcium lactate",
+           "caltrate", "os-cal", "oscal", "citracal", "tums")),
+    # cholecalciferol 2418 V, vitamin D 11253 V, ergocalciferol 4018 (corrected);
+    # cholecalciferol 1000 UNT capsule SCD 245500 confirmed. Calcitriol is not a supplement.
+    Agent("vitamin_d", VITAMIN_D, frozenset({"2418", "11253", "4018", "245500"}),
+          ("cholecalciferol", "ergocalciferol", "vitamin d", "vitamin d3", "vitamin d2",
+           "fosamax plus d")),
+    # Massage modifiers and calcium-citrate choice: matched by name only (no codes in the brief).
+    Agent("anticoagulant", ANTICOAGULANT, frozenset(),
+          ("warfarin", "coumadin", "apixaban", "eliquis", "rivaroxaban", "xarelto", "dabigatran",
+           "pradaxa", "edoxaban", "savaysa", "enoxaparin", "lovenox", "dalteparin", "fragmin",
+           "fondaparinux", "heparin")),
+    Agent("corticosteroid", CORTICOSTEROID, frozenset(),
+          ("prednisone", "prednisolone", "methylprednisolone", "medrol", "dexamethasone",
+           "hydrocortisone", "cortisone", "deflazacort", "betamethasone", "triamcinolone")),
+    Agent("ppi", PPI, frozenset(),
+          ("omeprazole", "esomeprazole", "lansoprazole", "dexlansoprazole", "pantoprazole",
+           "rabeprazole", "prilosec", "nexium", "prevacid", "protonix", "aciphex")),
+)}
+
+# Non-systemic forms: a steroid cream or inhaler is not a "long-term corticosteroid".
+NON_SYSTEMIC_WORDS = ("inhal*", "topical", "cream", "ointment", "lotion", "nasal", "ophthalmic",
+                      "otic", "eye drop*", "gel", "foam", "rectal", "enema", "shampoo", "intra-articular")
+
+_RXNORM_INDEX: dict[str, str] = {}
+for _agent in AGENTS.values():
+    for _code in _agent.rxnorm | _agent.oncology_rxnorm:
+        _RXNORM_INDEX[_code] = _agent.name
+
+
+@dataclass(frozen=True)
+class DrugMatch:
+    agents: tuple[str, ...]  # agent ids, e.g. ("alendronate", "vitamin_d") for Fosamax Plus D
+    oncology: bool           # Xgeva 120 mg / Zometa 4 mg: antiresorptive exposure, not a regimen
+
+    @property
+    def classes(self) -> frozenset[str]:
+        return frozenset(AGENTS[a].drug_class for a in self.agents)
+
+
+def classify_medication(concept: Any) -> DrugMatch:
+    """Agents in a medication concept: RxNorm codes first, then names."""
+    agents: list[str] = []
+    oncology = False
+    for code in codes_in(concept, RXNORM):
+        agent = _RXNORM_INDEX.get(code)
+        if agent and agent not in agents:
+            agents.append(agent)
+            oncology = oncology or code in AGENTS[agent].oncology_rxnorm
+    text = concept_text(concept)
+    if text:
+        for agent in AGENTS.values():
+            if any_name_in(agent.names + agent.oncology_names, text):
+                if agent.name not in agents:
+                    agents.append(agent.name)
+        for name in agents:
+            agent = AGENTS[name]
+            if any_name_in(agent.oncology_names, text):
+                oncology = True
+            # Denosumab 120 mg is the oncology dose (Xgeva-type) whatever the brand.
+            if agent.drug_class == DENOSUMAB and re.search(r"(?<![\d.])120\s*mg", text):
+                oncology = True
+    # A systemic-steroid match on a non-systemic form is dropped.
+    if "corticosteroid" in agents and any_name_in(NON_SYSTEMIC_WORDS, text):
+        agents.remove("corticosteroid")
+    return DrugMatch(tuple(agents), oncology)
+
+
+# ---------------------------------------------------------------------------
+# Orders: DXA, massage, physical therapy (brief 8.4, 8.5)
+# ---------------------------------------------------------------------------
+
+# DXA as an ordered service: CPT 77080/77081 V?, 77085/77086 U (brief asks to accept);
+# LOINC 38268-9 DXA views V; SNOMED 312681000 V, 241686001 V (technique).
+DXA_NAMES = ("dxa", "dexa", "bone density", "bone densitometry", "absorptiometry")
+MASSAGE_CPT = frozenset({"97124"})            # U
+MASSAGE_NUCC = frozenset({"225700000X"})      # V: Massage Therapist
+PT_REFERRAL_SNOMED = frozenset({"444831000124102", "306170007", "308447003", "416790000"})  # V
+PT_CPT = frozenset({"97161", "97162", "97163", "97164", "97110", "97112", "97116"})  # V / U
+PT_NUCC = frozenset({"225100000X", "225200000X"})  # U / V
+PT_NAMES = ("physical therap*", "physiotherap*")
+
+
+def is_dxa_concept(concept: Any) -> bool:
+    return (any(c in DXA_CPT_CODES for c in codes_in(concept, CPT))
+            or any(c in DXA_SNOMED_CODES for c in codes_in(concept, SNOMED))
+            or any(c in DXA_STUDY_CODES for c in codes_in(concept, LOINC))
+            or any_name_in(DXA_NAMES, concept_text(concept)))
+
+
+def is_massage_concept(concept: Any) -> bool:
+    return (any(c in MASSAGE_CPT for c in codes_in(concept, CPT))
+            or any(c in MASSAGE_NUCC for c in codes_in(concept, NUCC))
+            or name_in("massage*", concept_text(concept)))
+
+
+def is_pt_concept(concept: Any) -> bool:
+    return (any(c in PT_REFERRAL_SNOMED for c in codes_in(concept, SNOMED))
+            or any(c in PT_CPT for c in codes_in(concept, CPT))
+            or any(c in PT_NUCC for c in codes_in(concept, NUCC))
+            or any_name_in(PT_NAMES, concept_text(concept)))
+
+
+# ---------------------------------------------------------------------------
+# Observation values
+# ---------------------------------------------------------------------------
+
+# Smoking status values meaning "current smoker": 77176002 / 449868002 confirmed;
+# light / heavy / some-day smoker 428061000124105 / 428071000124103 / 428041000124106 U;
+# cigarette smoker 65568007 U.
+CURRENT_SMOKER_SNOMED = frozenset({"77176002", "449868002", "428061000124105",
+                                   "428071000124103", "428041000124106", "65568007"})
+# Non-smoker answers, so "never smoker" is not read as smoker by text: 8517006 ex-smoker,
+# 266919005 never smoked (U).
+NON_SMOKER_SNOMED = frozenset({"8517006", "266919005", "266927001"})
+
+FRAX_TEXT = "frax"

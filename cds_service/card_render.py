@@ -1,0 +1,229 @@
+"""Findings -> CDS Hooks card dicts, from the templates in cards/<id>.yaml.
+
+No uuids here (the web layer adds them). Every suggested resource is filled
+for the patient in context (subject, authoredOn, status draft, intent) and
+validated with the fhir.resources R4B model; a template that fails is a bug:
+`strict=True` raises, otherwise the suggestion is dropped and logged.
+
+Card YAML (one file per card id):
+  id, indicator (info|warning|critical), summary (<140 chars after filling),
+  detail (markdown), source {label, url, topic_display},
+  selectionBehavior (at-most-one|any), overrideReasons [codes from _override_reasons.yaml],
+  resources {name: FHIR resource template}, suggestions [{key, label, isRecommended,
+  actions: [{type: create|update, description, resource: <name>} | {type: delete, description}]}],
+  links (optional, CDS Hooks Link dicts).
+Placeholders: {{name}} anywhere in summary, detail, labels, descriptions and
+resource strings, from Finding.variables plus {{facts}}, {{today}}, {{patient_id}}.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cds_service.rules.base import INDICATORS, Action, Finding, Suggestion
+
+log = logging.getLogger(__name__)
+
+# The project's rule code system: source.topic.system on every card (README contract).
+RULES_SYSTEM = "https://github.com/osteoporosis-cds/rules"
+OVERRIDE_REASON_SYSTEM = "https://github.com/osteoporosis-cds/override-reasons"
+SUMMARY_MAX = 139  # CDS Hooks: summary SHOULD be < 140 characters
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
+
+
+class CardTemplateError(ValueError):
+    """A card template or its filling is broken (a programming/data error)."""
+
+
+def data_dir() -> Path:
+    """Directory holding cards/ and fhir_fixtures/: env CDS_DATA_DIR, else the
+    repository root (installs are editable)."""
+    env = os.environ.get("CDS_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=None)
+def load_card(card_id: str) -> dict[str, Any]:
+    path = data_dir() / "cards" / f"{card_id}.yaml"
+    if not path.is_file():
+        raise CardTemplateError(f"no card template {path.name}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("id") != card_id:
+        raise CardTemplateError(f"{path.name}: id must be {card_id}")
+    if data.get("indicator") not in INDICATORS:
+        raise CardTemplateError(f"{path.name}: bad indicator")
+    return data
+
+
+@functools.lru_cache(maxsize=None)
+def override_reason_catalogue() -> dict[str, str]:
+    path = data_dir() / "cards" / "_override_reasons.yaml"
+    return dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
+def card_ids() -> list[str]:
+    return sorted(p.stem for p in (data_dir() / "cards").glob("C-*.yaml"))
+
+
+def _fill(text: str, variables: dict[str, str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) not in variables:
+            raise CardTemplateError(f"no value for placeholder {{{{{m.group(1)}}}}}")
+        return str(variables[m.group(1)])
+    return _PLACEHOLDER.sub(sub, text)
+
+
+def _fill_tree(value: Any, variables: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return _fill(value, variables)
+    if isinstance(value, list):
+        return [_fill_tree(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill_tree(v, variables) for k, v in value.items()}
+    return value
+
+
+def prepare_resource(template: dict[str, Any], patient_id: str | None, today: dt.date) -> dict[str, Any]:
+    """Fill the patient-context fields of a suggested order."""
+    res = copy.deepcopy(template)
+    rtype = res.get("resourceType")
+    if patient_id and rtype not in ("Patient",):
+        res.setdefault("subject", {"reference": f"Patient/{patient_id}"})
+    if rtype in ("MedicationRequest", "ServiceRequest"):
+        res.setdefault("status", "draft")
+        res.setdefault("intent", "order")
+        res.setdefault("authoredOn", today.isoformat())
+    return res
+
+
+@functools.lru_cache(maxsize=None)
+def _model(resource_type: str) -> Any:
+    from fhir.resources.R4B import get_fhir_model_class
+    return get_fhir_model_class(resource_type)
+
+
+def validate_resource(resource: dict[str, Any]) -> None:
+    """Raise if the resource is not valid FHIR R4 (R4B models)."""
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        raise CardTemplateError("resource without resourceType")
+    try:
+        _model(rtype).model_validate(resource)
+    except Exception as exc:  # pydantic ValidationError or unknown type
+        raise CardTemplateError(f"invalid {rtype}: {str(exc)[:300]}") from None
+
+
+def _action(spec: dict[str, Any], card: dict[str, Any], finding: Finding, variables: dict[str, str],
+            patient_id: str | None, today: dt.date) -> dict[str, Any]:
+    kind = spec.get("type")
+    out: dict[str, Any] = {"type": kind, "description": _fill(spec.get("description", ""), variables)}
+    if kind == "delete":
+        if not finding.delete_draft:
+            raise CardTemplateError(f"{card['id']}: delete action without Finding.delete_draft")
+        out["resourceId"] = [finding.delete_draft]
+        return out
+    name = spec.get("resource")
+    template = (card.get("resources") or {}).get(name)
+    if not isinstance(template, dict):
+        raise CardTemplateError(f"{card['id']}: unknown resource template {name!r}")
+    resource = prepare_resource(_fill_tree(template, variables), patient_id, today)
+    validate_resource(resource)
+    out["resource"] = resource
+    return out
+
+
+def _built_suggestion(s: Suggestion, patient_id: str | None, today: dt.date) -> dict[str, Any]:
+    actions = []
+    for a in s.actions:
+        act: dict[str, Any] = {"type": a.type, "description": a.description}
+        if a.type == "delete":
+            act["resourceId"] = list(a.resource_id)
+        else:
+            resource = prepare_resource(dict(a.resource or {}), patient_id, today)
+            validate_resource(resource)
+            act["resource"] = resource
+        actions.append(act)
+    return {"label": s.label, "isRecommended": s.is_recommended, "actions": actions}
+
+
+def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: bool = False) -> dict[str, Any] | None:
+    """One Finding -> one card dict. Non-strict: a broken template logs the
+    card id and returns None (or drops just the broken suggestion)."""
+    try:
+        card = load_card(finding.card_id)
+        variables = {"today": today.isoformat(), "patient_id": patient_id or ""}
+        variables.update({k: str(v) for k, v in finding.variables.items()})
+        variables["facts"] = "\n".join(f"- {f}" for f in finding.facts) or "- (none)"
+        summary = _fill(card["summary"], variables).strip()
+        if len(summary) > SUMMARY_MAX:
+            if strict:
+                raise CardTemplateError(f"{finding.card_id}: summary longer than {SUMMARY_MAX}")
+            summary = summary[:SUMMARY_MAX - 1].rstrip() + "…"
+        source = card.get("source") or {}
+        out: dict[str, Any] = {
+            "summary": summary,
+            "detail": _fill(card.get("detail", ""), variables).strip(),
+            "indicator": finding.indicator or card["indicator"],
+            "source": {
+                "label": source.get("label", ""),
+                "url": source.get("url", ""),
+                "topic": {"system": RULES_SYSTEM, "code": finding.card_id,
+                          "display": source.get("topic_display", finding.card_id)},
+            },
+        }
+    except CardTemplateError:
+        if strict:
+            raise
+        log.exception("card %s could not be rendered", finding.card_id)
+        return None
+
+    suggestions = []
+    by_key = {s.get("key"): s for s in card.get("suggestions") or ()}
+    keys = finding.suggestions if finding.suggestions is not None else list(by_key)
+    for key in keys:
+        try:
+            spec = by_key.get(key)
+            if spec is None:
+                raise CardTemplateError(f"{finding.card_id}: no suggestion {key!r}")
+            suggestions.append({
+                "label": _fill(spec.get("label", ""), variables),
+                "isRecommended": bool(spec.get("isRecommended", False)),
+                "actions": [_action(a, card, finding, variables, patient_id, today) for a in spec.get("actions") or ()],
+            })
+        except CardTemplateError:
+            if strict:
+                raise
+            log.exception("card %s: suggestion %s dropped", finding.card_id, key)
+    for extra in finding.extra_suggestions:
+        try:
+            suggestions.append(_built_suggestion(extra, patient_id, today))
+        except CardTemplateError:
+            if strict:
+                raise
+            log.exception("card %s: built suggestion dropped", finding.card_id)
+    if suggestions:
+        out["suggestions"] = suggestions
+        out["selectionBehavior"] = card.get("selectionBehavior", "at-most-one")
+    reasons = override_reason_catalogue()
+    codes = [c for c in card.get("overrideReasons") or () if c in reasons]
+    if len(codes) != len(card.get("overrideReasons") or ()) and strict:
+        raise CardTemplateError(f"{finding.card_id}: unknown override reason")
+    if codes:
+        out["overrideReasons"] = [{"system": OVERRIDE_REASON_SYSTEM, "code": c, "display": reasons[c]} for c in codes]
+    if card.get("links"):
+        out["links"] = _fill_tree(card["links"], variables)
+    return out
+
+
+__all__ = ["RULES_SYSTEM", "OVERRIDE_REASON_SYSTEM", "render", "load_card", "card_ids", "data_dir",
+           "validate_resource", "prepare_resource", "CardTemplateError", "Action", "Suggestion"]

@@ -1,0 +1,68 @@
+"""Run a hook's rules over a PatientRecord and return ordered card dicts.
+
+Policy (DESIGN "quiet by default"): one card per card id (the most severe
+finding wins), at most one drug-start card (C-TX-ANABOLIC > C-TX-DMAB-ALT >
+C-TX-BP, brief TX-4: "do not also fire a separate TX-1 card"), cards ordered
+critical, warning, info. A rule that raises is logged by name and skipped, so
+one broken rule never hides the others (strict=True re-raises, for tests).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from cds_service import card_render
+from cds_service.record import PatientRecord
+from cds_service.rules.base import INDICATORS, Finding, rules_for
+from cds_service.rules.settings import DEFAULT, ClinicalSettings
+
+log = logging.getLogger(__name__)
+
+DRUG_START_CARDS = ("C-TX-ANABOLIC", "C-TX-DMAB-ALT", "C-TX-BP")  # first wins
+
+
+def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
+              *, strict: bool = False) -> list[Finding]:
+    findings: list[Finding] = []
+    for rule in rules_for(hook):
+        try:
+            findings.extend(rule(record, today, settings))
+        except Exception:
+            if strict:
+                raise
+            log.exception("rule %s failed (hook %s); skipped", getattr(rule, "__name__", rule), hook)
+    return select(findings)
+
+
+def _severity(finding: Finding) -> int:
+    indicator = finding.indicator or card_render.load_card(finding.card_id)["indicator"]
+    return INDICATORS.index(indicator)
+
+
+def select(findings: list[Finding]) -> list[Finding]:
+    """Dedupe card ids, keep one drug-start card, order by severity."""
+    best: dict[str, Finding] = {}
+    for f in findings:
+        if f.card_id not in best or _severity(f) < _severity(best[f.card_id]):
+            best[f.card_id] = f
+    starts = [c for c in DRUG_START_CARDS if c in best]
+    for loser in starts[1:]:
+        del best[loser]
+    order = {cid: i for i, cid in enumerate(dict.fromkeys(f.card_id for f in findings))}
+    return sorted(best.values(), key=lambda f: (_severity(f), order[f.card_id]))
+
+
+def evaluate(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
+             *, patient_id: str | None = None, strict: bool = False) -> list[dict[str, Any]]:
+    """Cards (dicts without uuids) for one hook call."""
+    pid = patient_id or record.patient_id
+    cards = []
+    for finding in run_rules(hook, record, today, settings, strict=strict):
+        card = card_render.render(finding, patient_id=pid, today=today, strict=strict)
+        if card is not None:
+            cards.append(card)
+    log.info("hook %s: %d cards (%s); %d resources skipped", hook, len(cards),
+             ",".join(c["source"]["topic"]["code"] for c in cards), record.skipped_count)
+    return cards

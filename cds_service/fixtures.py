@@ -1,0 +1,124 @@
+"""Synthetic patient fixtures: load, shift to today, turn into prefetch.
+
+A fixture is fhir_fixtures/patients/<scenario>.json, a FHIR R4 transaction
+Bundle written with absolute dates around an anchor date. The anchor is a
+Bundle meta.tag {system: ANCHOR_SYSTEM, code: "YYYY-MM-DD"}. Loading shifts
+every full date/dateTime/instant string in the Bundle by (today - anchor)
+days, so "a DXA 4 months ago" stays 4 months ago forever.
+
+Expectations, also meta.tags: {system: EXPECT_SYSTEM, code: "<hook>:<card id>"}
+must fire; {system: FORBID_SYSTEM, code: "<hook>:<card id>"} must not.
+Draft orders for order hooks are MedicationRequest/ServiceRequest entries
+with status "draft": they go to drafts_from_bundle(), never to the prefetch.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from cds_service.card_render import data_dir
+
+FIXTURE_SYSTEM = "https://github.com/osteoporosis-cds/fixtures"
+ANCHOR_SYSTEM = FIXTURE_SYSTEM + "/anchor-date"
+EXPECT_SYSTEM = FIXTURE_SYSTEM + "/expect-card"
+FORBID_SYSTEM = FIXTURE_SYSTEM + "/forbid-card"
+
+# prefetch key (cds_service.services.prefetch_templates) -> resource type
+PREFETCH_TYPES = {
+    "observations": "Observation",
+    "conditions": "Condition",
+    "medicationRequests": "MedicationRequest",
+    "medicationAdministrations": "MedicationAdministration",
+    "medicationStatements": "MedicationStatement",
+    "procedures": "Procedure",
+}
+
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})((?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)$")
+
+
+def fixtures_dir() -> Path:
+    return data_dir() / "fhir_fixtures"
+
+
+def patient_names() -> list[str]:
+    return sorted(p.stem for p in (fixtures_dir() / "patients").glob("*.json"))
+
+
+def _tags(bundle: dict[str, Any], system: str) -> list[str]:
+    return [t.get("code", "") for t in (bundle.get("meta") or {}).get("tag") or () if t.get("system") == system]
+
+
+def anchor_date(bundle: dict[str, Any]) -> dt.date:
+    codes = _tags(bundle, ANCHOR_SYSTEM)
+    if len(codes) != 1:
+        raise ValueError("fixture Bundle needs exactly one anchor-date meta.tag")
+    return dt.date.fromisoformat(codes[0])
+
+
+def shift_dates(value: Any, days: int) -> Any:
+    """Copy of `value` with every full date/dateTime string moved by `days`.
+    Partial dates ("1950", "1950-05") are left alone: write full dates."""
+    if isinstance(value, dict):
+        return {k: (v if k == "tag" else shift_dates(v, days)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shift_dates(v, days) for v in value]
+    if isinstance(value, str):
+        m = _DATE.match(value)
+        if m:
+            try:
+                day = dt.date.fromisoformat(m.group(1))
+            except ValueError:
+                return value
+            return (day + dt.timedelta(days=days)).isoformat() + m.group(2)
+    return value
+
+
+def load_patient(name: str, *, today: dt.date) -> dict[str, Any]:
+    """The fixture Bundle with its dates shifted so its anchor falls on `today`."""
+    bundle = json.loads((fixtures_dir() / "patients" / f"{name}.json").read_text(encoding="utf-8"))
+    return shift_dates(bundle, (today - anchor_date(bundle)).days)
+
+
+def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle.get("entry") or () if isinstance(e, dict) and "resource" in e]
+
+
+def _is_draft(res: dict[str, Any]) -> bool:
+    return res.get("resourceType") in ("MedicationRequest", "ServiceRequest") and res.get("status") == "draft"
+
+
+def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    """Prefetch dict for the services' keys: "patient" -> Patient (or None),
+    every other key -> a searchset Bundle of that resource type."""
+    resources = [r for r in _resources(bundle) if not _is_draft(r)]
+    out: dict[str, Any] = {"patient": next((r for r in resources if r.get("resourceType") == "Patient"), None)}
+    for key, rtype in PREFETCH_TYPES.items():
+        matches = [r for r in resources if r.get("resourceType") == rtype]
+        out[key] = {
+            "resourceType": "Bundle", "type": "searchset", "total": len(matches),
+            "entry": [{"fullUrl": f"urn:uuid:{r.get('id', i)}", "resource": r, "search": {"mode": "match"}}
+                      for i, r in enumerate(matches)],
+        }
+    return out
+
+
+def drafts_from_bundle(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in _resources(bundle) if _is_draft(r)]
+
+
+def draft_orders_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    """context.draftOrders as a CDS client sends it (a collection Bundle)."""
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"resource": r} for r in drafts_from_bundle(bundle)]}
+
+
+def expectations(bundle: dict[str, Any], hook: str) -> tuple[set[str], set[str]]:
+    """(card ids that must fire, card ids that must not) on `hook`."""
+    def pick(system: str) -> set[str]:
+        return {c.split(":", 1)[1] for c in _tags(bundle, system) if c.startswith(hook + ":")}
+    return pick(EXPECT_SYSTEM), pick(FORBID_SYSTEM)

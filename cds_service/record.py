@@ -1,0 +1,963 @@
+"""PatientRecord: the facts the rules need, read from FHIR R4 JSON dicts.
+
+No full model parsing (too slow for ~100 resources per call): each reader
+looks at the few fields it needs, tolerantly. A resource whose reader raises
+is skipped and counted (`skipped`, ids only). A missing value stays None or
+absent ("unknown"); it is never turned into an abnormal one.
+
+Normalised units (brief section 1): 25-OH vitamin D ng/mL (nmol/L / 2.496),
+calcium mg/dL (mmol/L * 4.008), albumin g/dL (g/L / 10), FRAX percent
+(a fraction is * 100), eGFR mL/min/1.73m2. Corrected calcium = Ca + 0.8 *
+(4.0 - albumin) with an albumin taken within `albumin_pair_days` of the Ca.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from cds_service.fhir import terminology as t
+from cds_service.rules.settings import DEFAULT, ClinicalSettings
+
+log = logging.getLogger(__name__)
+
+DIAGNOSTIC_SITES = ("LS", "FN", "TH", "RADIUS")  # sites that count for the lowest T-score
+SITE_NAMES = {"LS": "Lumbar spine", "FN": "Femoral neck", "TH": "Total hip",
+              "RADIUS": "1/3 radius", "CALCANEUS": "Calcaneus"}
+FRAGILITY_SPECIFIC, PROBABLE, UNPROVEN = "specific", "probable", "unproven"
+ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
+
+
+# ---------------------------------------------------------------------------
+# Record types
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class BmdScore:
+    site: str        # LS / FN / TH / RADIUS / CALCANEUS
+    kind: str        # "T" or "Z"
+    value: float
+    date: dt.date | None
+    ref: str         # "Observation/<id>"
+
+    def fact(self) -> str:
+        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {self.value:g} on {_d(self.date)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Frax:
+    kind: str        # "mof" or "hip"
+    percent: float
+    date: dt.date | None
+    ref: str
+
+    def fact(self) -> str:
+        label = "major osteoporotic fracture" if self.kind == "mof" else "hip fracture"
+        return f"FRAX 10-year {label} probability {self.percent:g}% on {_d(self.date)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fracture:
+    site: str          # terminology.FRACTURE_SITES
+    fragility: str     # "specific" (M80/osteoporotic SNOMED/Z87.310), "probable" (S-code at >=50), "unproven"
+    date: dt.date | None
+    code: str
+    ref: str
+
+    @property
+    def is_fragility(self) -> bool:
+        return self.fragility in (FRAGILITY_SPECIFIC, PROBABLE)
+
+    def fact(self) -> str:
+        kind = {FRAGILITY_SPECIFIC: "fragility fracture", PROBABLE: "fracture (probable fragility fracture)",
+                UNPROVEN: "fracture"}[self.fragility]
+        site = "" if self.site == t.OTHER else f"{self.site.capitalize()} "
+        text = f"{site}{kind} ({self.code})".strip()
+        return f"{text[0].upper()}{text[1:]} on {_d(self.date)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionHit:
+    group: str         # key of terminology.CONDITION_VALUE_SETS
+    date: dt.date | None  # onset (or recorded / performed date)
+    active: bool
+    code: str
+    ref: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Lab:
+    name: str          # egfr, calcium, calcium_corrected, albumin, vitamin_d, pth
+    value: float       # normalised unit
+    unit: str
+    date: dt.date | None
+    ref: str
+
+    def fact(self) -> str:
+        label = LAB_LABELS.get(self.name, self.name)
+        return f"{label} {self.value:g} {self.unit} on {_d(self.date)}"
+
+
+LAB_LABELS = {"egfr": "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
+              "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH"}
+LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
+             "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL"}
+
+
+@dataclasses.dataclass(frozen=True)
+class MedEvent:
+    """One medication resource, as exposure to one agent."""
+
+    agent: str
+    drug_class: str
+    resource_type: str   # MedicationRequest / MedicationAdministration / MedicationStatement
+    ref: str
+    status: str
+    start: dt.date | None
+    end: dt.date | None       # explicit end / stop date, if any
+    dose_date: dt.date | None  # administration date (or statement date for a single dose)
+    oncology: bool
+    status_reason: str = ""    # lower-cased text of statusReason (e.g. intolerance); never logged
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentExposure:
+    agent: str
+    drug_class: str
+    active: bool               # active/on-hold request, active statement, or a dose within the dosing interval
+    status: str                # status of the latest event
+    start: dt.date | None      # earliest start
+    last_dose: dt.date | None  # latest administration/statement date, else latest authoredOn
+    stopped: dt.date | None    # end date of a stopped/completed course, when not active
+    dose_count: int            # distinct administration / single-dose statement dates
+    exposure_days: int         # merged exposure intervals
+    oncology_only: bool        # every event is an oncology product (Xgeva / Zometa)
+    events: tuple[MedEvent, ...]
+
+    @property
+    def exposure_months(self) -> float:
+        return self.exposure_days / 30.4375
+
+
+@dataclasses.dataclass(frozen=True)
+class FallRisk:
+    date: dt.date | None
+    positive: bool | None  # None: result could not be read
+    ref: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftOrder:
+    resource_type: str
+    id: str
+    reference: str             # "MedicationRequest/<id>" for delete actions ("" without an id)
+    kind: str                  # medication / dxa / massage / pt_referral / other
+    agents: tuple[str, ...]    # medication agents (empty when the draft names no known drug)
+    drug_classes: frozenset[str]
+    oncology: bool
+    selected: bool             # order-select: in context.selections (always True on order-sign)
+    resource: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class PatientRecord:
+    today: dt.date
+    patient_id: str | None
+    birth_date: dt.date | None
+    age: int | None
+    sex: str | None                     # "female" / "male" / other FHIR gender / None
+    menopausal_status: str              # postmenopausal / premenopausal / unknown / not_applicable
+    bmd: tuple[BmdScore, ...]           # all T- and Z-scores, oldest first
+    dxa_dates: tuple[dt.date, ...]      # distinct DXA dates (Observations + Procedures), oldest first
+    frax: tuple[Frax, ...]              # oldest first
+    fractures: tuple[Fracture, ...]     # oldest first (undated first)
+    conditions: Mapping[str, tuple[ConditionHit, ...]]   # group -> hits
+    medications: Mapping[str, AgentExposure]              # agent -> exposure
+    labs: Mapping[str, tuple[Lab, ...]]  # name -> values, oldest first
+    smoker: bool | None                 # None: nothing coded
+    smoking_ref: str | None
+    alcohol_excess: bool | None
+    fall_risk: tuple[FallRisk, ...]
+    drafts: tuple[DraftOrder, ...]
+    skipped: tuple[str, ...]            # "Type/id" of resources that could not be read
+    long_term_corticosteroid: bool
+    anticoagulant: bool
+    fragile_skin: bool
+
+    # --- convenience for rules ---------------------------------------------
+    @property
+    def skipped_count(self) -> int:
+        return len(self.skipped)
+
+    def t_scores(self, sites: Iterable[str] = DIAGNOSTIC_SITES) -> list[BmdScore]:
+        wanted = set(sites)
+        return [b for b in self.bmd if b.kind == "T" and b.site in wanted]
+
+    def z_scores(self, sites: Iterable[str] = DIAGNOSTIC_SITES) -> list[BmdScore]:
+        wanted = set(sites)
+        return [b for b in self.bmd if b.kind == "Z" and b.site in wanted]
+
+    @property
+    def latest_dxa_date(self) -> dt.date | None:
+        return self.dxa_dates[-1] if self.dxa_dates else None
+
+    def latest_t_scores(self) -> dict[str, BmdScore]:
+        """Site -> T-score from the most recent date that has diagnostic T-scores."""
+        scores = [b for b in self.t_scores() if b.date]
+        if not scores:
+            return {}
+        last = max(b.date for b in scores)  # type: ignore[type-var]
+        out: dict[str, BmdScore] = {}
+        for b in scores:
+            if b.date == last and (b.site not in out or b.value < out[b.site].value):
+                out[b.site] = b
+        return out
+
+    @property
+    def lowest_t(self) -> BmdScore | None:
+        """Lowest diagnostic T-score at the latest DXA date with T-scores (brief 1)."""
+        latest = self.latest_t_scores()
+        return min(latest.values(), key=lambda b: b.value) if latest else None
+
+    @property
+    def lowest_t_ever(self) -> BmdScore | None:
+        scores = self.t_scores()
+        return min(scores, key=lambda b: b.value) if scores else None
+
+    def latest_frax(self, kind: str, max_age_months: int | None = None) -> Frax | None:
+        for f in reversed(self.frax):
+            if f.kind == kind:
+                if max_age_months is not None and not within_months(f.date, self.today, max_age_months):
+                    return None
+                return f
+        return None
+
+    def lab(self, name: str, max_age_months: int | None = None) -> Lab | None:
+        """Latest value of a lab (None if none, or older than max_age_months)."""
+        values = self.labs.get(name, ())
+        if not values:
+            return None
+        latest = values[-1]
+        if max_age_months is not None and not within_months(latest.date, self.today, max_age_months):
+            return None
+        return latest
+
+    def has(self, group: str, *, active_only: bool = True, within_months_: int | None = None) -> bool:
+        return bool(self.condition_hits(group, active_only=active_only, within_months_=within_months_))
+
+    def condition_hits(self, group: str, *, active_only: bool = True,
+                       within_months_: int | None = None) -> list[ConditionHit]:
+        hits = list(self.conditions.get(group, ()))
+        if active_only:
+            hits = [h for h in hits if h.active]
+        if within_months_ is not None:
+            hits = [h for h in hits if within_months(h.date, self.today, within_months_)]
+        return hits
+
+    def fragility_fractures(self) -> list[Fracture]:
+        return [f for f in self.fractures if f.is_fragility]
+
+    def exposures(self, classes: Iterable[str]) -> list[AgentExposure]:
+        wanted = set(classes)
+        return [e for e in self.medications.values() if e.drug_class in wanted]
+
+    def active_agents(self, classes: Iterable[str]) -> list[AgentExposure]:
+        return [e for e in self.exposures(classes) if e.active]
+
+    def class_exposure_months(self, drug_class: str) -> float:
+        """Cumulative months across all agents of a class, overlaps merged
+        (e.g. teriparatide + abaloparatide for the PTH-analog 24-month limit)."""
+        intervals = [iv for e in self.exposures([drug_class]) for iv in _event_intervals(e.events, self.today)]
+        return _merged_days(intervals) / 30.4375
+
+    @property
+    def judged_drafts(self) -> list[DraftOrder]:
+        """Draft orders the hook asks to judge (selected ones on order-select)."""
+        return [d for d in self.drafts if d.selected]
+
+    @property
+    def female(self) -> bool:
+        return self.sex == "female"
+
+    @property
+    def male(self) -> bool:
+        return self.sex == "male"
+
+
+# ---------------------------------------------------------------------------
+# Small readers
+# ---------------------------------------------------------------------------
+
+_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def parse_date(value: Any) -> dt.date | None:
+    """FHIR date/dateTime/instant -> date. Partial dates take the first day
+    (a year-only onset is read as 1 January: older, so rules stay quiet)."""
+    if not isinstance(value, str):
+        return None
+    m = _DATE_RE.match(value.strip())
+    if not m:
+        return None
+    try:
+        return dt.date(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1))
+    except ValueError:
+        return None
+
+
+def _d(value: dt.date | None) -> str:
+    return value.isoformat() if value else "an unknown date"
+
+
+def months_between(earlier: dt.date, later: dt.date) -> float:
+    return (later - earlier).days / 30.4375
+
+
+def within_months(value: dt.date | None, today: dt.date, months: float) -> bool:
+    """True if `value` is known and no more than `months` before today."""
+    return value is not None and months_between(value, today) <= months
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    y, m = divmod(day.month - 1 + months, 12)
+    year, month = day.year + y, m + 1
+    last = [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28, 31, 30, 31, 30,
+            31, 31, 30, 31, 30, 31][month - 1]
+    return dt.date(year, month, min(day.day, last))
+
+
+def _ref(resource: Mapping[str, Any]) -> str:
+    return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
+
+
+def _first_date(*values: Any) -> dt.date | None:
+    for v in values:
+        d = parse_date(v)
+        if d:
+            return d
+    return None
+
+
+def _period_start(period: Any) -> Any:
+    return period.get("start") if isinstance(period, dict) else None
+
+
+def _period_end(period: Any) -> Any:
+    return period.get("end") if isinstance(period, dict) else None
+
+
+def _effective(res: Mapping[str, Any]) -> dt.date | None:
+    return _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")),
+                       _period_end(res.get("effectivePeriod")), res.get("effectiveInstant"), res.get("issued"))
+
+
+def _quantity(value: Any) -> tuple[float, str] | None:
+    if isinstance(value, dict) and isinstance(value.get("value"), (int, float)) and not isinstance(value.get("value"), bool):
+        unit = value.get("code") or value.get("unit") or ""
+        return float(value["value"]), str(unit).strip()
+    return None
+
+
+def _iter_resources(value: Any) -> Iterator[Any]:
+    """Resources in a prefetch value: a resource, a Bundle (any type), None."""
+    if value is None:
+        return
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        for entry in value.get("entry") or ():
+            if isinstance(entry, dict) and entry.get("resource") is not None:
+                # search-mode "outcome" entries (OperationOutcome) carry no patient data
+                if (entry.get("search") or {}).get("mode") == "outcome":
+                    continue
+                yield from _iter_resources(entry["resource"])
+            elif entry is not None:
+                yield entry  # malformed entry: counted by the caller
+        return
+    yield value
+
+
+# ---------------------------------------------------------------------------
+# Unit normalisation (brief 1)
+# ---------------------------------------------------------------------------
+
+def _norm_unit(unit: str) -> str:
+    return unit.replace(" ", "").lower()
+
+
+def normalise_vitamin_d(value: float, unit: str, code: str) -> float | None:
+    u = _norm_unit(unit)
+    if "nmol" in u or (not u and code == "14635-7"):
+        return value / 2.496
+    if u in ("ng/ml", "ug/l", "µg/l", "mcg/l") or not u:
+        return value
+    return None  # unknown unit: unknown value
+
+
+def normalise_calcium(value: float, unit: str, code: str) -> float | None:
+    u = _norm_unit(unit)
+    if "mmol" in u or (not u and (code == "2000-8" or value < 4.0)):
+        return value * 4.008
+    if u in ("mg/dl", "") :
+        return value
+    if u in ("mg/l",):
+        return value / 10
+    return None
+
+
+def normalise_albumin(value: float, unit: str) -> float | None:
+    u = _norm_unit(unit)
+    if u == "g/l" or (not u and value > 10):
+        return value / 10
+    if u in ("g/dl", ""):
+        return value
+    return None
+
+
+def normalise_frax(value: float, unit: str) -> float | None:
+    """Percent. "%" is percent; "1"/fraction units are * 100; with no unit a
+    value above 1 is percent and a value <= 1 is ambiguous (hip 0.8% vs a
+    fraction 0.008), so unknown rather than guessed."""
+    u = _norm_unit(unit)
+    if u in ("%", "percent", "{percent}"):
+        return value
+    if u in ("1", "{fraction}", "{ratio}", "{probability}", "{likelihood}"):
+        return value * 100
+    if not u:
+        return value if value > 1 else None
+    return None
+
+
+def normalise_pth(value: float, unit: str) -> float | None:
+    u = _norm_unit(unit)
+    if "pmol" in u:
+        return value * 9.43  # U: PTH 1-84 molar mass conversion
+    if u in ("pg/ml", "ng/l", ""):
+        return value
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The builder
+# ---------------------------------------------------------------------------
+
+class _Builder:
+    def __init__(self, today: dt.date, settings: ClinicalSettings) -> None:
+        self.today = today
+        self.settings = settings
+        self.patient: Mapping[str, Any] | None = None
+        self.bmd: list[BmdScore] = []
+        self.dxa_dates: set[dt.date] = set()
+        self.frax: list[Frax] = []
+        self.fractures: list[Fracture] = []
+        self.conditions: dict[str, list[ConditionHit]] = {}
+        self.events: list[MedEvent] = []
+        self.labs: dict[str, list[Lab]] = {}
+        self.smoking: list[tuple[dt.date | None, bool, str]] = []
+        self.fall_risk: list[FallRisk] = []
+        self.drafts: list[DraftOrder] = []
+        self.skipped: list[str] = []
+        self.seen: set[str] = set()
+        self.trauma_dates: list[dt.date] = []
+
+    # --- dispatch -----------------------------------------------------------
+    def add(self, resource: Any) -> None:
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            self.skipped.append("?/?")
+            return
+        key = _ref(resource)
+        if resource.get("id") and key in self.seen:  # same resource under two prefetch keys
+            return
+        self.seen.add(key)
+        reader = getattr(self, "_read_" + resource["resourceType"], None)
+        if reader is None:
+            return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
+        try:
+            reader(resource)
+        except Exception:  # noqa: BLE001 - tolerant reader: one bad resource never fails the call
+            self.skipped.append(key)
+
+    # --- Patient ------------------------------------------------------------
+    def _read_Patient(self, res: Mapping[str, Any]) -> None:
+        if self.patient is None:
+            self.patient = res
+
+    # --- Observation --------------------------------------------------------
+    def _read_Observation(self, res: Mapping[str, Any]) -> None:
+        if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
+            return
+        ref = _ref(res)
+        when = _effective(res)
+        code = res.get("code")
+        # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
+        for concept in (code, res.get("valueCodeableConcept")):
+            frac = t.classify_fracture(concept)
+            if frac:
+                self._add_fracture(frac, when, ref)
+                break
+        pairs = [(code, res)]
+        for comp in res.get("component") or ():
+            if isinstance(comp, dict):
+                pairs.append((comp.get("code"), comp))
+        for concept, holder in pairs:
+            self._observation_value(concept, holder, when, ref, res)
+
+    def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
+                           ref: str, res: Mapping[str, Any]) -> None:
+        loinc = t.codes_in(concept, t.LOINC)
+        text = t.concept_text(concept)
+        qty = _quantity(holder.get("valueQuantity"))
+        if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
+            qty = (float(holder["valueInteger"]), "")
+        for code in loinc:
+            if code in t.DXA_T_SCORE_SITES and qty:
+                self.bmd.append(BmdScore(t.DXA_T_SCORE_SITES[code], "T", qty[0], when, ref))
+                self._dxa(when)
+                return
+            if code in t.DXA_Z_SCORE_SITES and qty:
+                self.bmd.append(BmdScore(t.DXA_Z_SCORE_SITES[code], "Z", qty[0], when, ref))
+                self._dxa(when)
+                return
+            if code in t.DXA_BMD_CODES or code in t.DXA_STUDY_CODES:
+                self._dxa(when)
+                return
+            if code in (t.FRAX_MOF, t.FRAX_HIP) and qty:
+                self._frax("mof" if code == t.FRAX_MOF else "hip", qty, when, ref)
+                return
+            if code in t.EGFR_CODES and qty:
+                self._lab("egfr", qty[0], when, ref)
+                return
+            if code in t.CALCIUM_TOTAL_CODES and qty:
+                v = normalise_calcium(qty[0], qty[1], code)
+                if v is not None:
+                    self._lab("calcium", v, when, ref)
+                return
+            if code in t.ALBUMIN_CODES and qty:
+                v = normalise_albumin(qty[0], qty[1])
+                if v is not None:
+                    self._lab("albumin", v, when, ref)
+                return
+            if code in t.VITAMIN_D_25OH_CODES and qty:
+                v = normalise_vitamin_d(qty[0], qty[1], code)
+                if v is not None:
+                    self._lab("vitamin_d", v, when, ref)
+                return
+            if code in t.PTH_CODES and qty:
+                v = normalise_pth(qty[0], qty[1])
+                if v is not None:
+                    self._lab("pth", v, when, ref)
+                return
+            if code == t.SMOKING_STATUS:
+                self._smoking(holder.get("valueCodeableConcept"), when, ref)
+                return
+            if code in t.FALL_RISK_ASSESSMENT_CODES:
+                self.fall_risk.append(FallRisk(when, _fall_positive(holder), ref))
+                return
+        # FRAX by display text (hip LOINC is weakly sourced; local codes are common).
+        if qty and t.name_in(t.FRAX_TEXT, text):
+            if t.name_in("hip", text):
+                self._frax("hip", qty, when, ref)
+            elif any(t.name_in(w, text) for w in ("major", "mof", "major osteoporotic")):
+                self._frax("mof", qty, when, ref)
+            return
+        # T-/Z-score with a local code: site from bodySite (code first, bodySite second).
+        if qty and ("t-score" in text or "z-score" in text):
+            site = _site_from_body(res.get("bodySite"), text)
+            if site:
+                self.bmd.append(BmdScore(site, "T" if "t-score" in text else "Z", qty[0], when, ref))
+                self._dxa(when)
+
+    def _frax(self, kind: str, qty: tuple[float, str], when: dt.date | None, ref: str) -> None:
+        percent = normalise_frax(*qty)
+        if percent is None:
+            log.info("FRAX value with ambiguous unit ignored: %s", ref)
+            return
+        self.frax.append(Frax(kind, percent, when, ref))
+
+    def _lab(self, name: str, value: float, when: dt.date | None, ref: str) -> None:
+        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref))
+
+    def _dxa(self, when: dt.date | None) -> None:
+        if when:
+            self.dxa_dates.add(when)
+
+    def _smoking(self, value: Any, when: dt.date | None, ref: str) -> None:
+        snomed = set(t.codes_in(value, t.SNOMED))
+        if snomed & t.CURRENT_SMOKER_SNOMED:
+            self.smoking.append((when, True, ref))
+        elif snomed & t.NON_SMOKER_SNOMED:
+            self.smoking.append((when, False, ref))
+        else:
+            text = t.concept_text(value)
+            if t.name_in("never", text) or t.name_in("former", text) or t.name_in("ex-smoker", text):
+                self.smoking.append((when, False, ref))
+            elif t.name_in("smoker", text) or t.name_in("smokes*", text):
+                self.smoking.append((when, True, ref))
+
+    # --- Condition ----------------------------------------------------------
+    def _read_Condition(self, res: Mapping[str, Any]) -> None:
+        verification = t.codes_in(res.get("verificationStatus"), "http://terminology.hl7.org/CodeSystem/condition-ver-status")
+        if any(v in ("entered-in-error", "refuted") for v in verification):
+            return
+        clinical = t.codes_in(res.get("clinicalStatus"), t.CONDITION_CLINICAL)
+        active = not clinical or any(c in ACTIVE_CLINICAL for c in clinical)
+        when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
+                           res.get("recordedDate"))
+        ref = _ref(res)
+        code = res.get("code")
+        frac = t.classify_fracture(code)
+        if frac:
+            self._add_fracture(frac, when, ref)
+        self._add_groups(code, when, active, ref)
+
+    def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
+        for group in t.condition_groups(code):
+            shown = next(iter([t.icd_display(c) for c in t.icd_codes(code)] + t.codes_in(code, t.SNOMED)), "")
+            self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref))
+            if group == "transport_accident" and when:
+                self.trauma_dates.append(when)
+
+    def _add_fracture(self, frac: t.FractureCode, when: dt.date | None, ref: str) -> None:
+        # fragility decided in finish(): it needs the birth date and trauma codes
+        self.fractures.append(Fracture(frac.site, FRAGILITY_SPECIFIC if frac.fragility_specific else UNPROVEN,
+                                       when, frac.code, ref))
+
+    # --- Procedure ----------------------------------------------------------
+    def _read_Procedure(self, res: Mapping[str, Any]) -> None:
+        if res.get("status") in ("not-done", "entered-in-error", "preparation", "stopped"):
+            return
+        when = _first_date(res.get("performedDateTime"), _period_start(res.get("performedPeriod")),
+                           _period_end(res.get("performedPeriod")))
+        code = res.get("code")
+        if t.is_dxa_concept(code):
+            self._dxa(when)
+        self._add_groups(code, when, True, _ref(res))
+
+    # --- Medications --------------------------------------------------------
+    def _medication_concept(self, res: Mapping[str, Any]) -> Any:
+        concept = res.get("medicationCodeableConcept")
+        if concept is None and isinstance(res.get("medicationReference"), dict):
+            ref = res["medicationReference"]
+            target = ref.get("reference") or ""
+            if isinstance(target, str) and target.startswith("#"):
+                for contained in res.get("contained") or ():
+                    if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                        concept = contained.get("code")
+            if concept is None and ref.get("display"):
+                concept = {"text": ref["display"]}
+        return concept
+
+    def _add_med(self, res: Mapping[str, Any], status: str, start: dt.date | None, end: dt.date | None,
+                 dose_date: dt.date | None) -> None:
+        match = t.classify_medication(self._medication_concept(res))
+        reason = " ".join(t.concept_text(r) for r in (res.get("statusReason") if isinstance(res.get("statusReason"), list)
+                                                       else [res.get("statusReason")]))
+        for agent in match.agents:
+            self.events.append(MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], _ref(res), status,
+                                        start, end, dose_date, match.oncology, reason))
+
+    def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
+        status = res.get("status") or "unknown"
+        if status in ("entered-in-error", "cancelled", "draft"):
+            return
+        dosage = (res.get("dosageInstruction") or [{}])[0] or {}
+        bounds = (((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod")) if isinstance(dosage, dict) else None
+        dispense = res.get("dispenseRequest") or {}
+        start = _first_date(_period_start(bounds), res.get("authoredOn"), _period_start(dispense.get("validityPeriod")))
+        end = _first_date(_period_end(bounds), _period_end(dispense.get("validityPeriod")))
+        if end is None and start and status in ("completed", "stopped"):
+            supply = dispense.get("expectedSupplyDuration")
+            q = _quantity(supply)
+            if q and q[1] in ("d", "day", "days"):
+                end = start + dt.timedelta(days=int(q[0] * (1 + int(dispense.get("numberOfRepeatsAllowed") or 0))))
+        self._add_med(res, status, start, end, None)
+
+    def _read_MedicationAdministration(self, res: Mapping[str, Any]) -> None:
+        status = res.get("status") or "completed"
+        if status not in ("completed", "in-progress"):
+            return  # not-done, stopped before given, entered-in-error: no dose
+        when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")))
+        self._add_med(res, "completed", when, None, when)
+
+    def _read_MedicationStatement(self, res: Mapping[str, Any]) -> None:
+        status = res.get("status") or "unknown"
+        if status in ("entered-in-error", "not-taken", "intended"):
+            return
+        period = res.get("effectivePeriod")
+        single = parse_date(res.get("effectiveDateTime"))
+        start = single or parse_date(_period_start(period))
+        end = parse_date(_period_end(period))
+        self._add_med(res, status, start, end, single or end)
+
+    # --- finish -------------------------------------------------------------
+    def finish(self, drafts: Sequence[Any], selections: Sequence[str] | None) -> PatientRecord:
+        today, s = self.today, self.settings
+        patient = self.patient or {}
+        birth = parse_date(patient.get("birthDate"))
+        age = _age(birth, today) if birth else None
+        sex = patient.get("gender") if isinstance(patient.get("gender"), str) else None
+
+        fractures = tuple(sorted((self._fragility(f, birth) for f in self.fractures),
+                                 key=lambda f: (f.date is not None, f.date or dt.date.min)))
+        conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
+        labs = {name: tuple(sorted(values, key=_by_date)) for name, values in self.labs.items()}
+        labs = self._corrected_calcium(labs)
+        medications = self._exposures()
+        smoking = sorted(self.smoking, key=lambda x: x[0] or dt.date.min)
+        smoker = smoking[-1][1] if smoking else None
+        smoking_ref = smoking[-1][2] if smoking else None
+        if any(h.active for h in conditions.get("smoker", ())):
+            smoker = True if smoker is None else smoker
+        alcohol = True if any(h.active for h in conditions.get("alcohol_excess", ())) else None
+
+        steroid_days = s.long_term_corticosteroid_days
+        long_term_steroid = any(
+            e.active and e.start and (today - e.start).days >= steroid_days
+            for e in medications.values() if e.drug_class == t.CORTICOSTEROID
+        ) or any(h.active for h in conditions.get("long_term_steroids", ())) or any(
+            h.active for h in conditions.get("glucocorticoid_osteoporosis", ()))
+        anticoagulant = any(e.active for e in medications.values() if e.drug_class == t.ANTICOAGULANT)
+        fragile_skin = any(h.active for h in conditions.get("fragile_skin", ()))
+
+        draft_orders = []
+        for raw in drafts:
+            try:
+                draft = _draft(raw, selections)
+            except Exception:  # noqa: BLE001 - a malformed draft is skipped like any resource
+                draft = None
+            if draft is None:
+                self.skipped.append(_ref(raw) if isinstance(raw, dict) else "?/?")
+            else:
+                draft_orders.append(draft)
+
+        if self.skipped:
+            log.warning("record: skipped %d unreadable resources: %s", len(self.skipped), ", ".join(self.skipped[:20]))
+        return PatientRecord(
+            today=today,
+            patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
+            birth_date=birth, age=age, sex=sex,
+            menopausal_status=_menopausal_status(sex, age, conditions),
+            bmd=tuple(sorted(self.bmd, key=_by_date)),
+            dxa_dates=tuple(sorted(self.dxa_dates)),
+            frax=tuple(sorted(self.frax, key=_by_date)),
+            fractures=fractures,
+            conditions=conditions,
+            medications=medications,
+            labs=labs,
+            smoker=smoker, smoking_ref=smoking_ref,
+            alcohol_excess=alcohol,
+            fall_risk=tuple(sorted(self.fall_risk, key=_by_date)),
+            drafts=tuple(draft_orders),
+            skipped=tuple(self.skipped),
+            long_term_corticosteroid=long_term_steroid,
+            anticoagulant=anticoagulant,
+            fragile_skin=fragile_skin,
+        )
+
+    def _fragility(self, f: Fracture, birth: dt.date | None) -> Fracture:
+        if f.fragility == FRAGILITY_SPECIFIC:
+            return f
+        # S-code / any-mechanism SNOMED: probable fragility fracture at >= 50, unless a
+        # transport-accident code sits next to it (brief 8.3 note).
+        if birth is None or f.date is None:
+            return f  # age at fracture unknown: not proven
+        if _age(birth, f.date) < self.settings.probable_fragility_min_age:
+            return f
+        if any(abs((d - f.date).days) <= self.settings.trauma_link_days for d in self.trauma_dates):
+            return f
+        return dataclasses.replace(f, fragility=PROBABLE)
+
+    def _corrected_calcium(self, labs: dict[str, tuple[Lab, ...]]) -> dict[str, tuple[Lab, ...]]:
+        corrected = []
+        albumins = labs.get("albumin", ())
+        for ca in labs.get("calcium", ()):
+            if ca.date is None:
+                continue
+            near = [a for a in albumins if a.date and abs((a.date - ca.date).days) <= self.settings.albumin_pair_days]
+            if near:
+                alb = min(near, key=lambda a: abs((a.date - ca.date).days))  # type: ignore[operator]
+                corrected.append(Lab("calcium_corrected", round(ca.value + 0.8 * (4.0 - alb.value), 2),
+                                     "mg/dL", ca.date, ca.ref))
+        if corrected:
+            labs = dict(labs, calcium_corrected=tuple(corrected))
+        return labs
+
+    def _exposures(self) -> dict[str, AgentExposure]:
+        by_agent: dict[str, list[MedEvent]] = {}
+        for e in self.events:
+            by_agent.setdefault(e.agent, []).append(e)
+        out = {}
+        for agent, events in by_agent.items():
+            events.sort(key=lambda e: e.start or e.dose_date or dt.date.min)
+            out[agent] = _exposure(agent, tuple(events), self.today)
+        return out
+
+
+def _by_date(item: Any) -> tuple[bool, dt.date]:
+    return (item.date is not None, item.date or dt.date.min)
+
+
+def _age(birth: dt.date, on: dt.date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def _menopausal_status(sex: str | None, age: int | None, conditions: Mapping[str, Sequence[ConditionHit]]) -> str:
+    """Brief 1: females >= 50 postmenopausal unless coded premenopausal; < 45
+    with no evidence premenopausal; 45-49 with no data unknown."""
+    if sex != "female":
+        return "not_applicable" if sex == "male" else "unknown"
+    if conditions.get("postmenopausal"):
+        return "postmenopausal"
+    if any(h.active for h in conditions.get("premenopausal", ())):
+        return "premenopausal"
+    if age is None:
+        return "unknown"
+    if age >= 50:
+        return "postmenopausal"
+    if age < 45:
+        return "premenopausal"
+    return "unknown"
+
+
+def _site_from_body(body: Any, text: str) -> str | None:
+    words = t.concept_text(body) + " " + text
+    if "spine" in words or "lumbar" in words:
+        return "LS"
+    if "neck" in words and "fem" in words:
+        return "FN"
+    if "hip" in words:
+        return "TH"
+    if "radius" in words or "forearm" in words:
+        return "RADIUS"
+    return None
+
+
+def _fall_positive(holder: Mapping[str, Any]) -> bool | None:
+    if isinstance(holder.get("valueBoolean"), bool):
+        return holder["valueBoolean"]
+    text = t.concept_text(holder.get("valueCodeableConcept"))
+    if isinstance(holder.get("valueString"), str):
+        text += " " + holder["valueString"].lower()
+    if not text.strip():
+        return None
+    if any(w in text for w in ("no risk", "low risk", "not at risk", "negative")):
+        return False
+    if any(w in text for w in ("high risk", "at risk", "positive", "moderate risk")):
+        return True
+    return None
+
+
+def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """Exposure intervals: a request/statement from start to its end (today
+    while active); an administration covers one dosing interval."""
+    out = []
+    for e in events:
+        interval_days = t.AGENTS[e.agent].dosing_interval_days
+        if e.resource_type == "MedicationAdministration" or (e.dose_date and e.end is None and e.start == e.dose_date
+                                                                and e.resource_type == "MedicationStatement"):
+            if e.dose_date:
+                out.append((e.dose_date, min(today, e.dose_date + dt.timedelta(days=interval_days))))
+            continue
+        if e.start is None:
+            continue
+        if e.end:
+            end = e.end
+        elif e.status in ("active", "on-hold"):
+            end = today
+        else:
+            end = e.start  # completed/stopped with no end date: duration unknown, not guessed
+        out.append((e.start, min(max(end, e.start), today)))
+    return out
+
+
+def _merged_days(intervals: list[tuple[dt.date, dt.date]]) -> int:
+    total, current = 0, None
+    for start, end in sorted(intervals):
+        if current and start <= current[1]:
+            current = (current[0], max(current[1], end))
+        else:
+            if current:
+                total += (current[1] - current[0]).days
+            current = (start, end)
+    if current:
+        total += (current[1] - current[0]).days
+    return total
+
+
+def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> AgentExposure:
+    interval = t.AGENTS[agent].dosing_interval_days
+    doses = sorted({e.dose_date for e in events if e.dose_date and e.resource_type != "MedicationRequest"})
+    requests = [e for e in events if e.resource_type == "MedicationRequest"]
+    last_dose = doses[-1] if doses else max((e.start for e in requests if e.start), default=None)
+    active = any(e.status in ("active", "on-hold") and e.resource_type != "MedicationAdministration"
+                 and (e.end is None or e.end >= today) for e in events)
+    # A clinician-given dose still covers the patient for one dosing interval.
+    if doses and (today - doses[-1]).days <= interval and interval > 1:
+        active = True
+    latest = max(events, key=lambda e: e.start or e.dose_date or dt.date.min)
+    stopped = None
+    if not active:
+        ends = [e.end or e.dose_date or e.start for e in events if e.status in ("stopped", "completed")]
+        stopped = max((d for d in ends if d), default=None)
+    return AgentExposure(
+        agent=agent, drug_class=t.AGENTS[agent].drug_class, active=active, status=latest.status,
+        start=min((e.start or e.dose_date for e in events if e.start or e.dose_date), default=None),
+        last_dose=last_dose, stopped=stopped, dose_count=len(doses),
+        exposure_days=_merged_days(_event_intervals(events, today)),
+        oncology_only=all(e.oncology for e in events), events=events,
+    )
+
+
+def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
+    if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+        return None
+    rtype = res["resourceType"]
+    rid = res.get("id") if isinstance(res.get("id"), str) else ""
+    reference = f"{rtype}/{rid}" if rid else ""
+    selected = selections is None or reference in selections
+    agents: tuple[str, ...] = ()
+    oncology = False
+    kind = "other"
+    if rtype == "MedicationRequest":
+        kind = "medication"
+        # drafts without any medication (the public sandbox sends them) simply name no agent
+        match = t.classify_medication(_Builder(dt.date.min, DEFAULT)._medication_concept(res))
+        agents, oncology = match.agents, match.oncology
+    elif rtype in ("ServiceRequest", "ProcedureRequest", "ReferralRequest"):
+        concepts = [res.get("code")] + list(res.get("performerType") and [res["performerType"]] or [])
+        if any(t.is_massage_concept(c) for c in concepts):
+            kind = "massage"
+        elif any(t.is_dxa_concept(c) for c in concepts):
+            kind = "dxa"
+        elif any(t.is_pt_concept(c) for c in concepts):
+            kind = "pt_referral"
+    classes = frozenset(t.AGENTS[a].drug_class for a in agents)
+    return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res)
+
+
+def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), today: dt.date,
+                 selections: Sequence[str] | None = None,
+                 settings: ClinicalSettings = DEFAULT) -> PatientRecord:
+    """Build the PatientRecord from prefetch values (a resource, a Bundle or
+    None each) and draft orders (resources from context.draftOrders).
+    `selections` (order-select) marks which drafts are judged; None = all.
+    Never raises on bad data."""
+    builder = _Builder(today, settings)
+    if selections is not None and not isinstance(selections, (list, tuple)):
+        selections = None  # malformed context.selections: judge every draft rather than none
+    for value in (prefetch or {}).values():
+        try:
+            resources = list(_iter_resources(value))
+        except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
+            builder.skipped.append("Bundle/?")
+            continue
+        for resource in resources:
+            builder.add(resource)
+    return builder.finish(drafts, selections)
+
+
+def drafts_from_context(context: Mapping[str, Any]) -> list[Any]:
+    """Resources of context.draftOrders (a Bundle); [] when absent."""
+    return list(_iter_resources((context or {}).get("draftOrders")))

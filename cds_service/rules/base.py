@@ -1,0 +1,85 @@
+"""What a rule returns (Finding) and how rules are registered per hook.
+
+A rule is a pure function `(record, today, settings) -> list[Finding]`: no
+Flask, no HTTP, no JSON output. It decides *whether* a card fires and with
+which patient facts; the wording and the order templates live in
+cards/<card id>.yaml and cds_service.card_render turns a Finding into a card.
+
+    @rule("patient-view")
+    def calcium_vitamin_d(record, today, settings):
+        ...
+        return [Finding("C-SUPP-CAVD", facts=(...), variables={...}, suggestions=("both",))]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cds_service.record import PatientRecord
+from cds_service.rules.settings import ClinicalSettings
+
+HOOKS = ("patient-view", "order-select", "order-sign")
+INDICATORS = ("critical", "warning", "info")  # most severe first
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """A suggestion action built in code (most come from the card YAML)."""
+
+    type: str                                  # create / update / delete
+    description: str
+    resource: Mapping[str, Any] | None = None  # create/update: a FHIR resource (subject etc. filled in)
+    resource_id: tuple[str, ...] = ()          # delete: relative references, e.g. ("MedicationRequest/1",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suggestion:
+    label: str
+    actions: tuple[Action, ...]
+    is_recommended: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    card_id: str                                  # catalogue id; picks cards/<card_id>.yaml
+    facts: tuple[str, ...] = ()                   # patient data used, with dates ("Lumbar spine T-score -2.7 on 2025-02-01")
+    variables: Mapping[str, str] = dataclasses.field(default_factory=dict)  # {{name}} values for summary/detail/resources
+    indicator: str | None = None                  # override the YAML indicator (e.g. C-VITD-LOW info vs warning)
+    suggestions: tuple[str, ...] | None = None    # YAML suggestion keys to offer, in order; None = all of them
+    extra_suggestions: tuple[Suggestion, ...] = ()  # suggestions built in code, after the YAML ones
+    delete_draft: str | None = None               # relative reference filled into YAML `delete` actions
+
+    def __post_init__(self) -> None:
+        if self.indicator is not None and self.indicator not in INDICATORS:
+            raise ValueError(f"bad indicator {self.indicator!r}")
+
+
+Rule = Callable[[PatientRecord, dt.date, ClinicalSettings], list[Finding]]
+
+_REGISTRY: dict[str, list[Rule]] = {hook: [] for hook in HOOKS}
+
+
+def rule(*hooks: str) -> Callable[[Rule], Rule]:
+    """Register a rule for the given hooks (in import order)."""
+    for hook in hooks:
+        if hook not in _REGISTRY:
+            raise ValueError(f"unknown hook {hook!r}")
+
+    def register(fn: Rule) -> Rule:
+        for hook in hooks:
+            if fn not in _REGISTRY[hook]:
+                _REGISTRY[hook].append(fn)
+        return fn
+
+    return register
+
+
+def rules_for(hook: str) -> list[Rule]:
+    """Rules registered for a hook; importing cds_service.rules loads them all."""
+    from cds_service.rules import load_all
+
+    load_all()  # registration happens on import
+    return list(_REGISTRY.get(hook, ()))

@@ -1,0 +1,44 @@
+from cds_service import engine
+from cds_service.record import build_record
+from cds_service.rules import base
+from cds_service.rules.base import Finding
+from tests.conftest import TODAY
+
+
+def test_select_dedupes_keeps_one_drug_start_and_orders_by_severity():
+    findings = [
+        Finding("C-SUPP-CAVD"),
+        Finding("C-TX-BP"),
+        Finding("C-TX-ANABOLIC"),
+        Finding("C-SUPP-CAVD", indicator="warning"),
+        Finding("C-TX-DMAB-ALT"),
+        Finding("C-SAFE-HYPOCA"),
+    ]
+    # indicators of templates that do not exist yet are given explicitly
+    findings = [f if f.card_id in ("C-SUPP-CAVD", "C-TX-BP") or f.indicator else
+                Finding(f.card_id, indicator={"C-TX-ANABOLIC": "warning", "C-TX-DMAB-ALT": "info",
+                                              "C-SAFE-HYPOCA": "critical"}[f.card_id]) for f in findings]
+    chosen = engine.select(findings)
+    assert [f.card_id for f in chosen] == ["C-SAFE-HYPOCA", "C-SUPP-CAVD", "C-TX-ANABOLIC"]
+    assert chosen[1].indicator == "warning"
+
+
+def test_broken_rule_is_skipped(monkeypatch):
+    def broken(record, today, settings):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(base._REGISTRY, "order-sign", [broken])
+    record = build_record({}, today=TODAY)
+    assert engine.evaluate("order-sign", record, TODAY) == []
+    try:
+        engine.evaluate("order-sign", record, TODAY, strict=True)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("strict mode must re-raise")
+
+
+def test_registration_per_hook():
+    names = {h: [r.__name__ for r in base.rules_for(h)] for h in base.HOOKS}
+    assert {"start_bisphosphonate", "calcium_vitamin_d"} <= set(names["patient-view"])
+    assert names["order-select"] == [] and names["order-sign"] == []
