@@ -118,7 +118,29 @@ def draft_orders_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
 
 
 def expectations(bundle: dict[str, Any], hook: str) -> tuple[set[str], set[str]]:
-    """(card ids that must fire, card ids that must not) on `hook`."""
+    """(card ids that must fire, card ids that must not) on `hook`.
+
+    A tag code is `hook:CARD-ID` or `hook:CARD-ID:indicator`."""
     def pick(system: str) -> set[str]:
-        return {c.split(":", 1)[1] for c in _tags(bundle, system) if c.startswith(hook + ":")}
+        return {c.split(":")[1] for c in _tags(bundle, system) if c.startswith(hook + ":")}
     return pick(EXPECT_SYSTEM), pick(FORBID_SYSTEM)
+
+
+def expected_indicators(bundle: dict[str, Any], hook: str) -> dict[str, str]:
+    """card id -> indicator, for expect-card tags that name one."""
+    out = {}
+    for code in _tags(bundle, EXPECT_SYSTEM):
+        parts = code.split(":")
+        if parts[0] == hook and len(parts) == 3:
+            out[parts[1]] = parts[2]
+    return out
+
+
+CONTEXT_ONLY_SYSTEM = "https://github.com/osteoporosis-cds/fixtures/context-only"
+
+
+def is_selected(resource: dict[str, Any]) -> bool:
+    """order-select: a draft is in `selections` unless it carries a
+    `context-only` meta.tag (then it is only context in draftOrders)."""
+    tags = (resource.get("meta") or {}).get("tag") or []
+    return not any(isinstance(t, dict) and t.get("system") == CONTEXT_ONLY_SYSTEM for t in tags)

@@ -1,56 +1,82 @@
-"""Every fixture through the real service entry points, against its own
-expect/forbid tags (fhir_fixtures/README.md)."""
+"""Every fixture patient through the real HTTP endpoint, against its own
+expect/forbid tags (fhir_fixtures/README.md), with dates shifted to today so
+the fixtures never go stale; and the catalogue's promises about them."""
+
+from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 
 from cds_service import fixtures as fx
+from cds_service.card_render import data_dir
 from cds_service.rules.base import HOOKS
-from cds_service.services import HookCall, order_select, order_sign, patient_view
+from cds_service.rules.catalogue import CATALOGUE
 
-SERVICES = {"patient-view": patient_view, "order-select": order_select, "order-sign": order_sign}
-# Not the anchor date: proves the shifting works.
-TODAY = dt.date.today()
+SERVICE_IDS = {"patient-view": "osteoporosis-patient-view", "order-select": "osteoporosis-order-select",
+               "order-sign": "osteoporosis-order-sign"}
+TODAY = dt.date.today()  # deliberately not the anchor date: proves the shifting
 
 
-def call_for(name, hook, settings):
-    bundle = fx.load_patient(name, today=TODAY)
-    pid = fx.prefetch_from_bundle(bundle)["patient"]["id"]
+def hook_body(bundle, hook):
+    prefetch = fx.prefetch_from_bundle(bundle)
+    pid = prefetch["patient"]["id"]
     context = {"patientId": pid, "userId": "Practitioner/example"}
     if hook != "patient-view":
         context["draftOrders"] = fx.draft_orders_bundle(bundle)
         if hook == "order-select":
-            context["selections"] = [f"{r['resourceType']}/{r['id']}" for r in fx.drafts_from_bundle(bundle)]
-    return bundle, HookCall(SERVICES[hook].SERVICE.id, hook, "instance-1", context,
-                            fx.prefetch_from_bundle(bundle), TODAY, settings)
+            context["selections"] = [f"{r['resourceType']}/{r['id']}" for r in fx.drafts_from_bundle(bundle)
+                                     if fx.is_selected(r)]
+    return {"hookInstance": str(uuid.uuid4()), "hook": hook, "context": context, "prefetch": prefetch}
 
 
-CASES = [(name, hook) for name in fx.patient_names() for hook in HOOKS
-         if any(fx.expectations(fx.load_patient(name, today=TODAY), hook))]
+def _cases():
+    for name in fx.patient_names():
+        bundle = fx.load_patient(name, today=TODAY)
+        for hook in HOOKS:
+            if any(fx.expectations(bundle, hook)):
+                yield name, hook
+
+
+CASES = list(_cases())
 
 
 @pytest.mark.parametrize("name,hook", CASES)
-def test_fixture_expectations(name, hook, settings):
-    bundle, call = call_for(name, hook, settings)
-    cards = SERVICES[hook].evaluate(call)
-    fired = [c["source"]["topic"]["code"] for c in cards]
+def test_fixture_expectations_through_http(client, name, hook):
+    bundle = fx.load_patient(name, today=TODAY)
+    body = hook_body(bundle, hook)
+    resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    cards = resp.get_json()["cards"]
+    fired = {c["source"]["topic"]["code"]: c["indicator"] for c in cards}
     must, must_not = fx.expectations(bundle, hook)
-    assert must <= set(fired), f"{name}: expected {must}, got {fired}"
-    assert not (must_not & set(fired)), f"{name}: must not fire {must_not & set(fired)}"
-    assert len(fired) == len(set(fired))
+    assert must <= set(fired), f"{name}: expected {sorted(must)}, got {sorted(fired)}"
+    assert not (must_not & set(fired)), f"{name}: must not fire {sorted(must_not & set(fired))}"
+    assert len(cards) == len(fired), "a card id appeared twice"
+    for card_id, indicator in fx.expected_indicators(bundle, hook).items():
+        assert fired[card_id] == indicator, f"{name}: {card_id} is {fired[card_id]}, expected {indicator}"
+    for card_id, indicator in fired.items():
+        hooks, indicators = CATALOGUE[card_id]
+        assert hook in hooks and indicator in indicators, f"{card_id} {indicator} on {hook} is not in the catalogue"
     for card in cards:
-        for s in card.get("suggestions", ()):
-            for a in s["actions"]:
-                if "resource" in a:
-                    assert a["resource"]["subject"]["reference"] == f"Patient/{call.context['patientId']}"
+        for suggestion in card.get("suggestions", ()):
+            for action in suggestion["actions"]:
+                if "resource" in action:
+                    assert action["resource"]["subject"]["reference"] == f"Patient/{body['context']['patientId']}"
 
 
-def test_each_implemented_card_has_a_firing_and_a_quiet_fixture():
-    for card_id in ("C-TX-BP", "C-SUPP-CAVD"):
+def implemented_cards():
+    return sorted(p.stem for p in (data_dir() / "cards").glob("C-*.yaml"))
+
+
+@pytest.mark.parametrize("card_id", implemented_cards())
+def test_each_card_has_a_firing_and_a_quiet_fixture_on_each_of_its_hooks(card_id):
+    hooks, _ = CATALOGUE[card_id]
+    for hook in hooks:
         fires = quiet = 0
         for name in fx.patient_names():
-            must, must_not = fx.expectations(fx.load_patient(name, today=TODAY), "patient-view")
+            must, must_not = fx.expectations(fx.load_patient(name, today=TODAY), hook)
             fires += card_id in must
             quiet += card_id in must_not
-        assert fires and quiet, card_id
+        assert fires and quiet, f"{card_id} on {hook}: {fires} firing and {quiet} quiet fixtures"

@@ -1,0 +1,44 @@
+"""The card catalogue the service commits to (brief section 7 and the ids
+added in ../shared/clinical/README.md): card id -> hooks and indicators.
+
+Acceptance tests and analytics key on these ids; a new rule gets a new id.
+"""
+
+from __future__ import annotations
+
+PV = ("patient-view",)
+ORDERS = ("order-select", "order-sign")
+ALL = PV + ORDERS
+
+# card id: (hooks it fires on, indicators it may carry)
+CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "C-TX-BP": (PV, ("info",)),
+    "C-TX-DMAB-ALT": (PV, ("info",)),
+    "C-TX-ANABOLIC": (PV, ("warning",)),
+    "C-SUPP-CAVD": (PV, ("info",)),  # order-select/sign: added with the order-time rules
+    "C-VITD-LOW": (ALL, ("warning", "info")),
+    "C-LAB-BASELINE": (PV, ("info",)),
+    "C-MON-DXA-DUE": (PV, ("info",)),
+    "C-MON-ONTX": (PV, ("info",)),
+    "C-MON-DXA-DUP": (ORDERS, ("warning",)),
+    "C-SCREEN-DXA": (PV, ("info",)),
+    "C-HOLIDAY": (PV, ("info",)),
+    "C-SAFE-RENAL": (ALL, ("warning", "critical")),
+    "C-SAFE-HYPOCA": (ORDERS, ("critical",)),
+    "C-SAFE-ESOPH": (ORDERS, ("warning",)),
+    "C-SAFE-ROMO-CV": (ORDERS, ("critical",)),
+    "C-SAFE-PTH-LIMIT": (ALL, ("warning",)),
+    "C-SAFE-ROMO-LIMIT": (ALL, ("warning",)),
+    "C-SAFE-ANABOLIC-CONTRA": (ORDERS, ("warning",)),
+    "C-SAFE-DMAB-CKD": (ORDERS, ("warning",)),
+    "C-ANABOLIC-FOLLOW-ON": (PV, ("warning",)),
+    "C-DMAB-DUE": (PV, ("info",)),
+    "C-DMAB-OVERDUE": (PV, ("critical",)),
+    "C-DMAB-STOP": (PV, ("warning",)),
+    "C-DUP-ANTIRES": (ALL, ("warning",)),
+    "C-SECONDARY-EVAL": (PV, ("info",)),
+    "C-LIFESTYLE": (PV, ("info",)),
+    "C-EXERCISE": (PV, ("info",)),
+    "C-FALLS": (PV, ("info",)),
+    "C-MASSAGE-SAFETY": (ORDERS, ("warning", "critical")),
+}
