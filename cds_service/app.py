@@ -12,7 +12,7 @@ import requests
 from flask import Flask, g, request
 from flask_cors import CORS
 
-from cds_service import metrics
+from cds_service import metrics, migrations
 from cds_service.config import load_settings
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
@@ -35,7 +35,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep cards' fields in the order written
 
     store = Store.from_url(settings.database_url)
-    store.create_schema()
+    if settings.auto_migrate:
+        migrations.upgrade(store.engine)
     http = requests.Session()
     app.extensions["cds_runtime"] = Runtime(
         settings=settings,

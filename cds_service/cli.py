@@ -59,11 +59,12 @@ def _settings(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from cds_service.store import Store
+    from cds_service import migrations
+    from cds_service.store import make_engine
 
     settings = load_settings()
-    Store.from_url(settings.database_url).create_schema()
-    print("database schema is up to date", file=sys.stderr)
+    revision = migrations.upgrade(make_engine(settings.database_url))
+    print(f"database schema is at revision {revision}", file=sys.stderr)
     return 0
 
 

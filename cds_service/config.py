@@ -97,6 +97,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", "CDS_DATABASE_URL", _str, "sqlite:///cds_service.db",
             "SQLAlchemy URL of the feedback store: a SQLite file by default, "
             "e.g. `postgresql+psycopg://user@host/db` in production."),
+    Setting("auto_migrate", "CDS_AUTO_MIGRATE", _bool, True,
+            "Bring the database schema up to date when the app starts (`cds-service migrate` does it on demand)."),
     Setting("allowed_fhir_servers", "CDS_ALLOWED_FHIR_SERVERS", _csv, (),
             "Comma-separated FHIR base URLs the service may fetch missing prefetch data from. "
             "Nothing else is ever contacted.",
@@ -181,6 +183,7 @@ SETTINGS: tuple[Setting, ...] = (
 class Settings:
     profile: str
     database_url: str
+    auto_migrate: bool
     allowed_fhir_servers: tuple[str, ...]
     allow_loopback_http: bool
     public_base_url: str

@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key in ALLOWED_EXTRAS:
-            if key in record.__dict__:
+            if record.__dict__.get(key) is not None:
                 entry[key] = record.__dict__[key]
         return json.dumps(entry, default=str)
 

@@ -1,0 +1,46 @@
+"""Database schema migrations (Alembic), run by `cds-service migrate` and,
+unless CDS_AUTO_MIGRATE=false, when the application starts.
+
+On PostgreSQL the upgrade holds an advisory lock, so replicas or init
+containers starting together migrate one at a time instead of racing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+_HERE = Path(__file__).resolve().parent
+_LOCK_ID = 0x0C_D5_05_7E  # arbitrary, fixed: "cds osteo"
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_HERE))
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the database to the newest schema; returns the revision."""
+    cfg = _config()
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return head_revision()
