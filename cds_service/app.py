@@ -16,7 +16,7 @@ from cds_service import metrics, migrations
 from cds_service.config import load_settings
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
-from cds_service.protocol import discovery, feedback, health, hooks
+from cds_service.protocol import discovery, feedback, health, hooks, report_api
 from cds_service.protocol.client_auth import make_authenticator
 from cds_service.protocol.errors import register_error_handlers
 from cds_service.protocol.runtime import Runtime
@@ -60,7 +60,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         allow_private_network=settings.development,
     )
     register_error_handlers(app)
-    for blueprint in (discovery.bp, hooks.bp, feedback.bp, health.bp):
+    for blueprint in (discovery.bp, hooks.bp, feedback.bp, health.bp, report_api.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

@@ -68,6 +68,23 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from cds_service.protocol.report_api import parse_since
+    from cds_service.report import as_text, outcome_report
+    from cds_service.store import Store
+
+    since = None
+    if args.since is not None:
+        try:
+            since = parse_since(args.since)
+        except Exception:
+            print("cds-service: --since must be an ISO 8601 date, e.g. 2026-01-01", file=sys.stderr)
+            return 2
+    report = outcome_report(Store.from_url(load_settings().database_url), since=since)
+    print(json.dumps(report, indent=2) if args.json else as_text(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds-service", description="Osteoporosis CDS Hooks service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("settings", help="print every setting with its default as a Markdown table")
     table.set_defaults(func=_settings)
+
+    report = sub.add_parser("report", help="acceptance and override rates and top override reasons by card id")
+    report.add_argument("--since", help="only cards and feedback since this ISO 8601 date")
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.set_defaults(func=_report)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=_migrate)

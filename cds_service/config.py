@@ -116,6 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Path to a JSON file: issuer -> {\"jwks\": {...}} or {\"jku\": [allowed URLs]}."),
     Setting("allow_legacy_jwt_algs", "CDS_ALLOW_LEGACY_JWT_ALGS", _bool, False,
             "Also accept ES256 and RS256 client JWTs (CDS Hooks 2.0 asks for ES384/RS384)."),
+    Setting("report_token", "CDS_REPORT_TOKEN", _str, "",
+            "Bearer token for `GET /admin/report` (the outcome report as JSON); empty turns the endpoint off."),
     Setting("discovery_open", "CDS_DISCOVERY_OPEN", _bool, False,
             "Serve the discovery document without a JWT even when authentication is required."),
     Setting("cors_origins", "CDS_CORS_ORIGINS", _csv, ("*",),
@@ -190,6 +192,7 @@ class Settings:
     auth_required: bool
     trusted_issuers: str
     allow_legacy_jwt_algs: bool
+    report_token: str
     discovery_open: bool
     cors_origins: tuple[str, ...]
     max_body_bytes: int

@@ -33,6 +33,7 @@ APP = create_app({
     "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4",
     "CDS_FHIR_RETRIES": "0",
     "CDS_FHIR_TOTAL_TIMEOUT_SECONDS": "1",
+    "CDS_REPORT_TOKEN": "report-token",
 })
 
 # The catch-all `{service_id}` operations describe every id *but* the three
@@ -56,6 +57,8 @@ class ClientJwt:
     """A fresh token per request: each jti is accepted once, and aud is the exact URL."""
 
     def get(self, case, context):
+        if case.path == "/admin/report":
+            return "report-token"
         return client_token(case.formatted_path)
 
     def set(self, case, data, context):
