@@ -182,3 +182,16 @@ def test_production_values():
     assert "Secret" not in kinds
     ref = env(container(kinds))["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == "osteoporosis-cds-database"
+
+
+
+def test_service_container_does_not_migrate_when_the_init_container_does():
+    variables = env(container(render()))
+    assert variables["CDS_AUTO_MIGRATE"]["value"] == "false"
+    assert "CDS_REPORT_TOKEN" not in variables
+
+
+def test_report_token_comes_from_its_secret_in_production_values():
+    kinds = render(check_helm.load_values(check_helm.CASES["production"]))
+    ref = env(container(kinds))["CDS_REPORT_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "osteoporosis-cds-report", "key": "report-token"}

@@ -88,6 +88,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "osteoporosis-cds.env" -}}
 - name: CDS_PORT
   value: {{ .Values.containerPort | quote }}
+# The init container migrates; the service itself only checks readiness.
+- name: CDS_AUTO_MIGRATE
+  value: {{ ternary "false" "true" .Values.migrations.enabled | quote }}
+{{- if .Values.report.existingSecret }}
+- name: CDS_REPORT_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.report.existingSecret }}
+      key: {{ .Values.report.secretKey }}
+{{- end }}
 - name: CDS_TRUSTED_ISSUERS
   value: {{ include "osteoporosis-cds.trustedIssuersPath" . | quote }}
 {{- if eq (include "osteoporosis-cds.databaseMode" .) "external" }}
