@@ -97,6 +97,9 @@ def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
     every other key -> a searchset Bundle of that resource type."""
     resources = [r for r in _resources(bundle) if not _is_draft(r)]
     out: dict[str, Any] = {"patient": next((r for r in resources if r.get("resourceType") == "Patient"), None)}
+    # Fixture Observations all travel in "observations"; the SNOMED-coded
+    # fracture-finding query is answered empty so nothing is sent twice.
+    out["fractureFindings"] = {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
     for key, rtype in PREFETCH_TYPES.items():
         matches = [r for r in resources if r.get("resourceType") == rtype]
         out[key] = {

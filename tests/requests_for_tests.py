@@ -25,6 +25,7 @@ def full_prefetch() -> dict:
         "medicationRequests": empty_bundle(),
         "medicationAdministrations": empty_bundle(),
         "medicationStatements": empty_bundle(),
+        "fractureFindings": empty_bundle(),
         "procedures": empty_bundle(),
     }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -129,8 +128,6 @@ def test_access_log_can_be_switched_on(tmp_path):
         _stop(proc)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cds_service.app") is None,
-                    reason="cds_service.app (create_app) is not in this tree yet")
 def test_serves_the_real_app(tmp_path):
     proc, port = _start(DEFAULT_APP, tmp_path,
                         CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'feedback.db'}")

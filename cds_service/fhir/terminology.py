@@ -72,8 +72,8 @@ DXA_SNOMED_CODES = frozenset({"312681000", "241686001"})
 BARIATRIC_SNOMED_CODES = frozenset({"442338001"})
 
 # Fracture-finding codes are not LOINC: an Observation whose *code* is a
-# fracture (e.g. a DXA vertebral fracture assessment result) is only seen if
-# the client sends it; the LOINC filter above cannot ask for it by code.
+# fracture (e.g. a vertebral fracture seen on imaging) is asked for by its
+# SNOMED code in a prefetch key of its own (SNOMED_FRACTURE_CODES, below).
 
 # Other systems the service reads or writes.
 NUCC = "http://nucc.org/provider-taxonomy"
@@ -298,6 +298,9 @@ _SNOMED_FRACTURES: dict[str, tuple[str, bool]] = {
     "704335006": (HUMERUS, True),
     "5913000": (HIP, False), "359820003": (HIP, False),  # Fracture of neck of femur (any mechanism)
 }
+
+
+SNOMED_FRACTURE_CODES = frozenset(_SNOMED_FRACTURES)
 
 
 def icd_display(code: str) -> str:

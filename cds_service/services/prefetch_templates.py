@@ -25,6 +25,8 @@ PREFETCH: dict[str, str] = {
     "medicationRequests": f"MedicationRequest?patient={PATIENT}",
     "medicationAdministrations": f"MedicationAdministration?patient={PATIENT}",
     "medicationStatements": f"MedicationStatement?patient={PATIENT}",
+    # Fractures recorded as findings (Observation.code is the fracture).
+    "fractureFindings": f"Observation?patient={PATIENT}&code={_codes(t.SNOMED, t.SNOMED_FRACTURE_CODES)}",
     "procedures": (
         f"Procedure?patient={PATIENT}&code="
         f"{_codes(t.CPT, t.DXA_CPT_CODES)},{_codes(t.SNOMED, t.DXA_SNOMED_CODES | t.BARIATRIC_SNOMED_CODES)}"
@@ -33,8 +35,9 @@ PREFETCH: dict[str, str] = {
 
 # Without these the rules would decide on a false picture (e.g. "no bone drug"
 # when the drugs simply could not be read), so their absence is a 412.
-# MedicationStatement and Procedure searches are not supported by every FHIR
-# server; when they fail the rules go on with what the other keys give.
+# MedicationStatement and Procedure searches, and fracture findings, are not
+# supported by every FHIR server; when they fail the rules go on with what
+# the other keys give.
 REQUIRED: frozenset[str] = frozenset(
     {"patient", "observations", "conditions", "medicationRequests", "medicationAdministrations"}
 )
