@@ -185,7 +185,7 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     Last dose = latest MedicationAdministration/MedicationStatement, else the
     latest MedicationRequest authoredOn. Quiet when: the denosumab order is
     stopped/completed (C-DMAB-STOP speaks), a bisphosphonate was given since
-    the last dose (transition done), or a new denosumab order was written
+    the last dose or is active (transition done), or a new denosumab order was written
     after the last administration (next dose already ordered).
     Suggests the next 60 mg SC dose, with a calcium check if eGFR < 30 (MON-8)."""
     timing = denosumab_timing(record, settings)
