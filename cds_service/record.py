@@ -187,6 +187,7 @@ class PatientRecord:
     long_term_corticosteroid: bool
     anticoagulant: bool
     fragile_skin: bool
+    smoking_date: dt.date | None = None  # date of the smoking status that set `smoker` (card facts)
 
     # --- convenience for rules ---------------------------------------------
     @property
@@ -708,8 +709,11 @@ class _Builder:
         smoking = sorted(self.smoking, key=lambda x: x[0] or dt.date.min)
         smoker = smoking[-1][1] if smoking else None
         smoking_ref = smoking[-1][2] if smoking else None
+        smoking_date = smoking[-1][0] if smoking else None
         if any(h.active for h in conditions.get("smoker", ())):
-            smoker = True if smoker is None else smoker
+            if smoker is None:
+                hit = max((h for h in conditions["smoker"] if h.active), key=lambda h: h.date or dt.date.min)
+                smoker, smoking_ref, smoking_date = True, hit.ref, hit.date
         alcohol = True if any(h.active for h in conditions.get("alcohol_excess", ())) else None
 
         steroid_days = s.long_term_corticosteroid_days
@@ -754,6 +758,7 @@ class _Builder:
             long_term_corticosteroid=long_term_steroid,
             anticoagulant=anticoagulant,
             fragile_skin=fragile_skin,
+            smoking_date=smoking_date,
         )
 
     def _fragility(self, f: Fracture, birth: dt.date | None) -> Fracture:

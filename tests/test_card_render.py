@@ -6,7 +6,10 @@ from tests.conftest import TODAY
 
 # Values for every placeholder the shipped templates use.
 VARIABLES = {"population": "a postmenopausal woman", "recommendation": "ACP 2023 Rec 1a", "labs_note": "labs ok",
-             "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D"}
+             "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D",
+             # follow_up / lifestyle cards
+             "last_dose": "2024-11-29", "grace_end": "2025-06-01", "days_since": "220",
+             "zoledronate_date": "2025-06-01", "end_date": "2025-02-01", "topics": "stop smoking"}
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())
