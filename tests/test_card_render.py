@@ -7,6 +7,10 @@ from tests.conftest import TODAY
 # Values for every placeholder the shipped templates use.
 VARIABLES = {"population": "a postmenopausal woman", "recommendation": "ACP 2023 Rec 1a", "labs_note": "labs ok",
              "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D"}
+# C-EXERCISE / C-FALLS (cds_service.rules.exercise)
+VARIABLES.update({"focus": " with spinal precautions", "precautions": "Spine-sparing movement.",
+                  "supervision": "Supervised.", "referral_reason": "vertebral fracture",
+                  "therapist_note": "Programme.", "assessment": "Order one.", "min_age": "65"})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())
