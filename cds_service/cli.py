@@ -72,6 +72,53 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- rules: the card catalogue as a Markdown table ------------------------------
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def rules_table() -> str:
+    """The README's "Clinical rules" table: every card in cards/, with its
+    hooks and indicators from the catalogue and the settings that tune it."""
+    import dataclasses
+
+    from cds_service.card_render import card_ids, load_card
+    from cds_service.config import SETTINGS
+    from cds_service.rules.catalogue import CATALOGUE
+    from cds_service.rules.settings import DEFAULT
+
+    env = {s.name: s.env for s in SETTINGS}
+    fields = {f.name for f in dataclasses.fields(DEFAULT)}
+    lines = ["| Card | Hooks | Indicators | Summary | Source | Tuned by |", "|---|---|---|---|---|---|"]
+    for card_id in card_ids():
+        card = load_card(card_id)
+        hooks, indicators = CATALOGUE.get(card_id, ((), ()))
+        source = card.get("source") or {}
+        tuned = []
+        for name in card.get("settings") or ():
+            if name not in fields:
+                raise ValueError(f"{card_id}.yaml: unknown setting {name!r}")
+            default = getattr(DEFAULT, name)
+            if isinstance(default, tuple):
+                default = ",".join(str(v) for v in default)
+            if isinstance(default, bool):
+                default = str(default).lower()
+            tuned.append(f"`{env[name]}` ({default})" if name in env else f"`{name}` = {default} (built-in)")
+        lines.append(" | ".join([
+            f"| `{card_id}`", ", ".join(hooks) or "(not in catalogue)", ", ".join(indicators),
+            _cell(card.get("summary", "")),
+            f"[{_cell(source.get('label', ''))}]({source.get('url', '')})",
+            "; ".join(tuned) or "-",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def _rules(args: argparse.Namespace) -> int:
+    print(rules_table())
+    return 0
+
+
 # --- evaluate: one patient Bundle through the real service, for reviewers ------
 
 _SYSTEMS = {
@@ -204,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=_migrate)
+
+    rules = sub.add_parser("rules", help="print every card (rule) with its hooks, source and settings as Markdown")
+    rules.set_defaults(func=_rules)
 
     evaluate = sub.add_parser("evaluate", help="run one patient Bundle through a hook and print the cards")
     evaluate.add_argument("path", help="a patient Bundle (fixture file, fixture name or any Bundle of that shape)")
