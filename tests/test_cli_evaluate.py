@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+from pathlib import Path
 
 from cds_service import fixtures as fx
 from cds_service.cli import main, plain_text
@@ -62,7 +63,7 @@ def test_order_hook_uses_the_bundle_drafts(capsys, tmp_path):
 
 
 def test_bundle_without_anchor_is_evaluated_as_written(capsys, tmp_path):
-    bundle = json.loads(open(FIXTURE).read())
+    bundle = json.loads(Path(FIXTURE).read_text())
     bundle["meta"]["tag"] = []
     path = tmp_path / "plain.json"
     path.write_text(json.dumps(bundle))

@@ -40,7 +40,7 @@ def test_committed_request_is_the_render_output_for_its_date(file_name):
     birth = {e["resource"]["birthDate"] for e in raw["entry"] if e["resource"]["resourceType"] == "Patient"}.pop()
     shift = (dt.date.fromisoformat(committed["prefetch"]["patient"]["birthDate"]) - dt.date.fromisoformat(birth)).days
     rendered_on = fx.anchor_date(raw) + dt.timedelta(days=shift)
-    assert fr.render_request(file_name, rendered_on) == committed
+    assert fr.render_request(file_name, rendered_on) == committed, "run `cds-service fixtures render-requests`"
 
 
 def test_render_command_writes_fresh_dates(tmp_path, capsys, client):

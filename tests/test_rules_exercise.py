@@ -1,7 +1,6 @@
 """C-EXERCISE (EX-1/EX-2) and C-FALLS (FALL-1): content, boundaries, suggestions."""
 
 import dataclasses
-import datetime as dt
 
 from cds_service import engine
 from cds_service import fixtures as fx
