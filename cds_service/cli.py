@@ -1,10 +1,15 @@
-"""The `cds-service` command: serve, print discovery, migrate the database."""
+"""The `cds-service` command: serve, print discovery, migrate the database,
+evaluate a patient file, list the clinical rules, render the example requests."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import re
 import sys
+import uuid
+from pathlib import Path
 
 from cds_service.config import SettingsError, load_settings
 
@@ -85,6 +90,165 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- rules: the card catalogue as a Markdown table ------------------------------
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def rules_table() -> str:
+    """The README's "Clinical rules" table: every card in cards/, with its
+    hooks and indicators from the catalogue and the settings that tune it."""
+    import dataclasses
+
+    from cds_service.card_render import card_ids, load_card
+    from cds_service.config import SETTINGS
+    from cds_service.rules.catalogue import CATALOGUE
+    from cds_service.rules.settings import DEFAULT
+
+    env = {s.name: s.env for s in SETTINGS}
+    fields = {f.name for f in dataclasses.fields(DEFAULT)}
+    lines = ["| Card | Hooks | Indicators | Summary | Source | Tuned by |", "|---|---|---|---|---|---|"]
+    for card_id in card_ids():
+        card = load_card(card_id)
+        hooks, indicators = CATALOGUE.get(card_id, ((), ()))
+        source = card.get("source") or {}
+        tuned = []
+        for name in card.get("settings") or ():
+            if name not in fields:
+                raise ValueError(f"{card_id}.yaml: unknown setting {name!r}")
+            default = getattr(DEFAULT, name)
+            if isinstance(default, tuple):
+                default = ",".join(str(v) for v in default)
+            if isinstance(default, bool):
+                default = str(default).lower()
+            tuned.append(f"`{env[name]}` ({default})" if name in env else f"`{name}` = {default} (built-in)")
+        lines.append(" | ".join([
+            f"| `{card_id}`", ", ".join(hooks) or "(not in catalogue)", ", ".join(indicators),
+            _cell(card.get("summary", "")),
+            f"[{_cell(source.get('label', ''))}]({source.get('url', '')})",
+            "; ".join(tuned) or "-",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def _rules(args: argparse.Namespace) -> int:
+    print(rules_table())
+    return 0
+
+
+# --- evaluate: one patient Bundle through the real service, for reviewers ------
+
+_SYSTEMS = {
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://snomed.info/sct": "SNOMED",
+    "http://loinc.org": "LOINC",
+    "http://www.ama-assn.org/go/cpt": "CPT",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://nucc.org/provider-taxonomy": "NUCC",
+}
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def plain_text(markdown: str) -> str:
+    """Card detail without Markdown markup (bold, code, links), for a terminal."""
+    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1 (\2)", markdown)
+    text = text.replace("**", "").replace("__", "").replace("`", "")
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _order_codes(resource: dict) -> str:
+    concept = resource.get("medicationCodeableConcept") or resource.get("code") or {}
+    codes = [f"{_SYSTEMS.get(c.get('system'), c.get('system', '?'))} {c.get('code')}"
+             + (f" {c['display']}" if c.get("display") else "")
+             for c in concept.get("coding") or ()]
+    return "; ".join(codes) or concept.get("text") or "(no code)"
+
+
+def format_cards(cards: list[dict], header: str) -> str:
+    """Cards as plain text: indicator, card id, summary, detail, suggestions
+    with their order codes, override reasons."""
+    out = [header, ""]
+    if not cards:
+        out.append("No cards.")
+    for card in cards:
+        topic = card.get("source", {}).get("topic", {})
+        out.append(f"[{card['indicator'].upper()}] {topic.get('code', '?')}: {card['summary']}")
+        source = card.get("source", {})
+        out.append(f"  Source: {source.get('label', '')}" + (f" <{source['url']}>" if source.get("url") else ""))
+        out.append("")
+        out += ["    " + line if line else "" for line in plain_text(card.get("detail", "")).splitlines()]
+        suggestions = card.get("suggestions") or []
+        if suggestions:
+            out.append("")
+            out.append(f"  Suggestions ({card.get('selectionBehavior', 'any')}):")
+            for s in suggestions:
+                out.append(f"  - {s['label']}" + (" [recommended]" if s.get("isRecommended") else ""))
+                for a in s.get("actions") or ():
+                    if a.get("type") == "delete":
+                        out.append(f"      delete {', '.join(a.get('resourceId') or ())}: {a.get('description', '')}")
+                    else:
+                        res = a.get("resource") or {}
+                        out.append(f"      {a.get('type')} {res.get('resourceType', '?')}: {_order_codes(res)}")
+        reasons = card.get("overrideReasons") or []
+        if reasons:
+            out.append("  Override reasons: " + "; ".join(r.get("display") or r.get("code", "") for r in reasons))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def evaluate_bundle(path: str, hook: str, today: dt.date) -> tuple[list[dict], str]:
+    """(finished CDS Hooks cards, header line) for one patient Bundle."""
+    from cds_service.fixture_requests import hook_request, load_bundle
+    from cds_service.protocol.responses import finish_cards
+    from cds_service.services import HookCall, all_services
+
+    bundle, anchor = load_bundle(path, today=today)
+    body = hook_request(bundle, hook, hook_instance=str(uuid.uuid4()))
+    service = next(s for s in all_services() if s.hook == hook)
+    call = HookCall(service_id=service.id, hook=hook, hook_instance=body["hookInstance"],
+                    context=body["context"], prefetch=body["prefetch"], today=today, settings=load_settings())
+    cards = finish_cards(service.evaluate(call))
+    when = (f"dates shifted from anchor {anchor} to {today}" if anchor
+            else f"evaluated on {today}, dates as written (no anchor tag)")
+    drafts = ""
+    if hook != "patient-view":
+        drafts = f", {len(body['context']['draftOrders']['entry'])} draft order(s)"
+    header = (f"{Path(path).name} | {hook} | patient {body['context']['patientId']} | {when}{drafts} | "
+              f"{len(cards)} card(s)")
+    return cards, header
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    today = args.today or dt.date.today()
+    try:
+        cards, header = evaluate_bundle(args.path, args.hook, today)
+    except (OSError, ValueError) as exc:  # unreadable file, bad JSON, not a Bundle
+        print(f"cds-service evaluate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"cards": cards}, indent=2))
+    else:
+        print(format_cards(cards, header), end="")
+    return 0
+
+
+def _render_requests(args: argparse.Namespace) -> int:
+    from cds_service.fixture_requests import render_requests
+    from cds_service.fixtures import fixtures_dir
+
+    out = Path(args.out) if args.out else fixtures_dir() / "requests"
+    for path in render_requests(out, args.today or dt.date.today()):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds-service", description="Osteoporosis CDS Hooks service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=_migrate)
+
+    rules = sub.add_parser("rules", help="print every card (rule) with its hooks, source and settings as Markdown")
+    rules.set_defaults(func=_rules)
+
+    evaluate = sub.add_parser("evaluate", help="run one patient Bundle through a hook and print the cards")
+    evaluate.add_argument("path", help="a patient Bundle (fixture file, fixture name or any Bundle of that shape)")
+    evaluate.add_argument("--hook", choices=("patient-view", "order-select", "order-sign"), default="patient-view")
+    evaluate.add_argument("--today", type=_date, help="evaluation date YYYY-MM-DD (default: today); "
+                                                      "anchor-dated fixtures are shifted to it")
+    evaluate.add_argument("--json", action="store_true", help="print the CDS Hooks response JSON")
+    evaluate.set_defaults(func=_evaluate)
+
+    fixtures = sub.add_parser("fixtures", help="fixture tools")
+    fixtures_sub = fixtures.add_subparsers(dest="fixtures_command", required=True)
+    render = fixtures_sub.add_parser("render-requests",
+                                     help="write the example hook requests in fhir_fixtures/requests/")
+    render.add_argument("--today", type=_date, help="date to shift the fixtures to (default: today)")
+    render.add_argument("--out", help="output directory (default: fhir_fixtures/requests)")
+    render.set_defaults(func=_render_requests)
     return parser
 
 

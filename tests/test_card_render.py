@@ -10,6 +10,10 @@ VARIABLES = {"population": "a postmenopausal woman", "recommendation": "ACP 2023
              # follow_up / lifestyle cards
              "last_dose": "2024-11-29", "grace_end": "2025-06-01", "days_since": "220",
              "zoledronate_date": "2025-06-01", "end_date": "2025-02-01", "topics": "stop smoking"}
+# C-EXERCISE / C-FALLS (cds_service.rules.exercise)
+VARIABLES.update({"focus": " with spinal precautions", "precautions": "Spine-sparing movement.",
+                  "supervision": "Supervised.", "referral_reason": "vertebral fracture",
+                  "therapist_note": "Programme.", "assessment": "Order one.", "min_age": "65"})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())
