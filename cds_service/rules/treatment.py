@@ -15,8 +15,17 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, PatientRecord, add_months, within_months
 from cds_service.rules.base import Finding, rule
-from cds_service.rules.diagnosis import (ADULT, HIGH, LOW_FOR_AGE, OSTEOPOROSIS, VERY_HIGH, YOUNG, Assessment,
-                                         assess, very_high_risk_reasons)
+from cds_service.rules.diagnosis import (
+    ADULT,
+    HIGH,
+    LOW_FOR_AGE,
+    OSTEOPOROSIS,
+    VERY_HIGH,
+    YOUNG,
+    Assessment,
+    assess,
+    very_high_risk_reasons,
+)
 from cds_service.rules.settings import ClinicalSettings
 
 # Seed 000 (and Fosamax label) administration instructions, used as patientInstruction.
@@ -381,8 +390,8 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
         return []
     if very_high_risk_reasons(record, settings):
         return []
-    facts = course + [b.fact() for b in hips.values()] + ["No hip or spine fragility fracture and no fracture "
-                                                          f"since therapy began ({bp_start})"]
+    facts = [*course, *(b.fact() for b in hips.values()),
+             f"No hip or spine fragility fracture and no fracture since therapy began ({bp_start})"]
     return [Finding("C-HOLIDAY", facts=tuple(facts),
                     variables={"re_eval_years": f"{settings.dxa_interval_months // 12}"})]
 
@@ -423,7 +432,23 @@ def secondary_evaluation(record: PatientRecord, today: dt.date, settings: Clinic
                     suggestions=("panel-male",) if record.male else ("panel-female",))]
 
 
-__all__ = ["start_bisphosphonate", "start_denosumab_alternative", "start_anabolic", "consider_drug_holiday",
-           "secondary_evaluation", "current_osteoporosis_therapy", "in_drug_holiday", "long_bp_course",
-           "oral_bp_days", "bp_problems", "bp_contraindications", "anabolic_options", "BpProblem",
-           "missing_baseline_labs", "lab_facts", "ORAL_BP_INSTRUCTIONS", "add_months", "within_months"]
+__all__ = [
+    "ORAL_BP_INSTRUCTIONS",
+    "BpProblem",
+    "add_months",
+    "anabolic_options",
+    "bp_contraindications",
+    "bp_problems",
+    "consider_drug_holiday",
+    "current_osteoporosis_therapy",
+    "in_drug_holiday",
+    "lab_facts",
+    "long_bp_course",
+    "missing_baseline_labs",
+    "oral_bp_days",
+    "secondary_evaluation",
+    "start_anabolic",
+    "start_bisphosphonate",
+    "start_denosumab_alternative",
+    "within_months",
+]
