@@ -1,0 +1,319 @@
+"""Treatment rules called directly with a record: C-TX-DMAB-ALT, C-TX-ANABOLIC,
+C-HOLIDAY, C-SECONDARY-EVAL and how they share out patients with C-TX-BP.
+(The boundary fixtures in fhir_fixtures/ go through HTTP in test_fixture_scenarios.)"""
+
+import datetime as dt
+
+import pytest
+
+from cds_service import card_render, engine
+from cds_service.fhir import terminology as t
+from cds_service.record import build_record
+from cds_service.rules import treatment as tx
+from cds_service.rules.settings import ClinicalSettings
+from tests.conftest import TODAY, coding
+
+S = ClinicalSettings()
+DRUG_RULES = (tx.start_bisphosphonate, tx.start_denosumab_alternative, tx.start_anabolic)
+
+
+def bmd(site_code, value, when="2025-02-01", oid=None):
+    return {"resourceType": "Observation", "id": oid or f"b{site_code}{value}{when}", "status": "final",
+            "code": coding(t.LOINC, site_code), "effectiveDateTime": when, "valueQuantity": {"value": value}}
+
+
+def lab(code, value, unit, when="2025-03-10"):
+    return {"resourceType": "Observation", "id": f"l{code}{when}", "status": "final", "code": coding(t.LOINC, code),
+            "effectiveDateTime": when, "valueQuantity": {"value": value, "unit": unit}}
+
+
+def egfr(value, when="2025-03-10"):
+    return lab("98979-8", value, "mL/min/{1.73_m2}", when)
+
+
+def cond(code, onset, system=t.ICD10CM, cid=None, text=None):
+    concept = coding(system, code) if code else {"text": text}
+    return {"resourceType": "Condition", "id": cid or f"c{code}{onset}", "code": concept, "onsetDateTime": onset}
+
+
+def med(concept, start, status="active", end=None, mid=None, reason=None):
+    r = {"resourceType": "MedicationRequest", "id": mid or f"m{start}{status}", "status": status,
+         "authoredOn": start, "medicationCodeableConcept": concept}
+    if end:
+        r["dispenseRequest"] = {"validityPeriod": {"start": start, "end": end}}
+    if reason:
+        r["statusReason"] = {"text": reason}
+    return r
+
+
+def admin(concept, when):
+    return {"resourceType": "MedicationAdministration", "id": f"a{when}", "status": "completed",
+            "effectiveDateTime": when, "medicationCodeableConcept": concept}
+
+
+ALENDRONATE = coding(t.RXNORM, "904431")
+RISEDRONATE = coding(t.RXNORM, "905024")
+ZOLEDRONATE = coding(t.RXNORM, "705824")
+PROLIA = coding(t.RXNORM, "993452")
+FORTEO = coding(t.RXNORM, "1435115")
+
+
+def patient(*obs, conditions=(), meds=(), admins=(), sex="female", birth="1952-01-01"):
+    def bundle(items):
+        return {"resourceType": "Bundle", "entry": [{"resource": r} for r in items]}
+    return build_record({"patient": {"resourceType": "Patient", "id": "p", "gender": sex, "birthDate": birth},
+                         "observations": bundle(obs), "conditions": bundle(conditions),
+                         "medicationRequests": bundle(meds), "medicationAdministrations": bundle(admins)},
+                        today=TODAY)
+
+
+def fired(record):
+    """Card ids of the treatment rules that fire, rule by rule (no engine selection)."""
+    out = []
+    for fn in (*DRUG_RULES, tx.consider_drug_holiday, tx.secondary_evaluation):
+        out += [f.card_id for f in fn(record, TODAY, S)]
+    return out
+
+
+def one(fn, record):
+    findings = fn(record, TODAY, S)
+    assert len(findings) == 1, findings
+    return findings[0]
+
+
+def render(finding):
+    return card_render.render(finding, patient_id="p", today=TODAY, strict=True)
+
+
+# --- drug-start rules share out patients by themselves --------------------------
+
+@pytest.mark.parametrize("t_score,expected", [(-2.4, []), (-2.5, ["C-TX-BP"]), (-3.0, ["C-TX-BP"]),
+                                              (-3.1, ["C-TX-ANABOLIC"])])
+def test_t_score_boundaries_pick_exactly_one_drug_rule(t_score, expected):
+    record = patient(bmd("38267-1", t_score), egfr(70))
+    assert [c for c in fired(record) if c.startswith("C-TX")] == expected
+
+
+@pytest.mark.parametrize("value,expected", [(34, "C-TX-DMAB-ALT"), (35, "C-TX-BP"), (None, "C-TX-BP")])
+def test_egfr_boundary_and_unknown_egfr(value, expected):
+    obs = [bmd("38267-1", -2.7)] + ([egfr(value)] if value is not None else [])
+    assert [c for c in fired(patient(*obs)) if c.startswith("C-TX")] == [expected]
+
+
+def test_stale_egfr_is_unknown_not_low():
+    # eGFR 28 measured 14 months ago: too old to count, so no contraindication (and TX-1a asks for labs)
+    finding = one(tx.start_bisphosphonate, patient(bmd("38267-1", -2.7), egfr(28, "2024-04-01")))
+    assert "eGFR" in finding.variables["labs_note"]
+
+
+# --- C-TX-DMAB-ALT ----------------------------------------------------------------
+
+def test_dmab_alt_renal_offers_denosumab_only_with_calcium_check():
+    finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34)))
+    assert finding.suggestions == ("denosumab",)
+    assert "eGFR 34 mL/min/1.73m2 on 2025-03-10 (below 35: alendronate not recommended)" in finding.facts
+    card = render(finding)
+    assert card["indicator"] == "info" and card["selectionBehavior"] == "at-most-one"
+    assert "contraindicated" in card["detail"] and "Patient data used" in card["detail"]
+    dmab, calcium = (a["resource"] for a in card["suggestions"][0]["actions"])
+    assert dmab["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
+    dosage = dmab["dosageInstruction"][0]
+    assert dosage["timing"]["repeat"] == {"frequency": 1, "period": 6, "periodUnit": "mo"}
+    assert dosage["route"]["coding"][0]["code"] == "34206005"
+    assert calcium["resourceType"] == "ServiceRequest" and calcium["code"]["coding"][0]["code"] == "17861-6"
+    assert {r["code"] for r in card["overrideReasons"]} >= {"patient-declined", "managed-by-specialist"}
+
+
+def test_dmab_alt_gi_problem_adds_zoledronate_only_with_known_egfr_35_or_more():
+    stricture = cond("K22.2", "2023-01-01")
+    both = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(35), conditions=[stricture]))
+    assert both.suggestions == ("denosumab", "zoledronic-acid")
+    zol = render(both)["suggestions"][1]["actions"][0]["resource"]
+    assert zol["medicationCodeableConcept"]["coding"][0]["code"] == "705824"
+    assert zol["dosageInstruction"][0]["timing"]["repeat"] == {"frequency": 1, "period": 1, "periodUnit": "a"}
+    # eGFR unknown: zoledronic acid waits for a value (the card says so)
+    unknown = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), conditions=[stricture]))
+    assert unknown.suggestions == ("denosumab",) and "not offered until kidney function is known" in unknown.variables["zoledronate_note"]
+    # GI problem and eGFR 34: two problems, renal rules zoledronic acid out
+    renal = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34), conditions=[stricture]))
+    assert renal.suggestions == ("denosumab",)
+
+
+def test_dmab_alt_intolerance_kinds():
+    gi_stop = med(ALENDRONATE, "2023-01-01", status="stopped", end="2023-04-01", reason="Severe heartburn")
+    gi = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(60), meds=[gi_stop]))
+    assert gi.suggestions == ("denosumab", "zoledronic-acid")
+    assert any("upper-GI intolerance" in f for f in gi.facts)
+    allergy_stop = med(ALENDRONATE, "2023-01-01", status="stopped", end="2023-04-01", reason="allergic reaction")
+    assert one(tx.start_denosumab_alternative,
+               patient(bmd("38267-1", -2.7), egfr(60), meds=[allergy_stop])).suggestions == ("denosumab",)
+    coded = cond(None, "2022-01-01", text="Bisphosphonate intolerance", cid="bpi")
+    assert one(tx.start_denosumab_alternative,
+               patient(bmd("38267-1", -2.7), egfr(60), conditions=[coded])).suggestions == ("denosumab",)
+    # a stop for another reason (cost) is no intolerance: C-TX-BP as usual
+    other = med(ALENDRONATE, "2023-01-01", status="stopped", end="2023-04-01", reason="cost")
+    assert [c for c in fired(patient(bmd("38267-1", -2.7), egfr(60), meds=[other])) if c.startswith("C-TX")] == ["C-TX-BP"]
+
+
+def test_dmab_alt_advanced_ckd_note():
+    finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(25)))
+    assert "severe hypocalcemia" in finding.variables["ckd_note"]
+    assert one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(30))).variables["ckd_note"] == ""
+
+
+# --- C-TX-ANABOLIC ----------------------------------------------------------------
+
+def test_anabolic_women_get_three_options_men_never_romosozumab():
+    woman = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), egfr(70)))
+    assert woman.suggestions == ("teriparatide", "abaloparatide", "romosozumab")
+    card = render(woman)
+    assert card["indicator"] == "warning"
+    romo = card["suggestions"][2]["actions"][0]["resource"]["medicationCodeableConcept"]
+    assert romo == {"text": "romosozumab 105 MG/1.17 ML prefilled syringe"}  # no unverified code
+    assert card["suggestions"][0]["actions"][0]["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "1435115"
+    assert "denosumab" in card["detail"] and "bisphosphonate" in card["detail"]  # alternatives in text
+
+    man = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), egfr(70), sex="male", birth="1950-01-01"))
+    assert man.suggestions == ("teriparatide", "abaloparatide")
+    assert "Romosozumab not suggested: approved only for postmenopausal women" in man.facts
+
+
+@pytest.mark.parametrize("onset,romo", [("2024-12-01", False), ("2024-05-15", True)])
+def test_romosozumab_excluded_within_12_months_of_mi(onset, romo):
+    finding = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), conditions=[cond("I21.9", onset)]))
+    assert ("romosozumab" in finding.suggestions) is romo
+    assert any("Myocardial infarction" in f for f in finding.facts) is not romo
+
+
+def test_pth_analog_contraindication_or_used_course_leaves_romosozumab():
+    paget = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), conditions=[cond("M88.9", "2020-01-01")]))
+    assert paget.suggestions == ("romosozumab",)
+    used = med(FORTEO, "2021-01-01", status="completed", end="2023-01-15")
+    after_pth = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), meds=[used]))
+    assert after_pth.suggestions == ("romosozumab",) and any("lifetime limit" in f for f in after_pth.facts)
+
+
+def test_vhr_without_any_anabolic_option_falls_back_to_antiresorptive():
+    # a man (no romosozumab) with hyperparathyroidism (no PTH analog): very high risk, BP card instead
+    record = patient(bmd("38267-1", -3.4), egfr(70), conditions=[cond("E21.0", "2022-01-01")],
+                     sex="male", birth="1950-01-01")
+    assert tx.start_anabolic(record, TODAY, S) == []
+    finding = one(tx.start_bisphosphonate, record)
+    assert finding.variables["risk_text"].startswith("very high fracture risk")
+    assert any("Teriparatide/abaloparatide not suggested" in f for f in finding.facts)
+    # and with eGFR 30 the denosumab card takes it
+    record = patient(bmd("38267-1", -3.4), egfr(30), conditions=[cond("E21.0", "2022-01-01")],
+                     sex="male", birth="1950-01-01")
+    assert [c for c in fired(record) if c.startswith("C-TX")] == ["C-TX-DMAB-ALT"]
+
+
+def test_no_drug_start_card_when_on_therapy_or_in_holiday():
+    assert tx.start_anabolic(patient(bmd("38267-1", -3.4), meds=[med(FORTEO, "2025-01-01")]), TODAY, S) == []
+    holiday = med(ALENDRONATE, "2017-01-01", status="completed", end="2022-06-01")
+    assert fired(patient(bmd("38267-1", -3.4), meds=[holiday])) == []
+
+
+# --- C-HOLIDAY --------------------------------------------------------------------
+
+def hips(fn=-2.0, th=-1.7, when="2025-03-01"):
+    return [bmd("38263-0", fn, when), bmd("38264-8", th, when)]
+
+
+@pytest.mark.parametrize("start,fires", [("2020-06-01", True), ("2020-06-02", False), ("2020-07-01", False)])
+def test_holiday_five_year_boundary(start, fires):
+    record = patient(*hips(), meds=[med(ALENDRONATE, start)])
+    assert bool(tx.consider_drug_holiday(record, TODAY, S)) is fires
+
+
+def test_five_years_counted_in_days_across_a_leap_year():
+    # 2021-03-01 .. 2026-03-01 is 1826 days (one 29 February): five calendar years
+    today = dt.date(2026, 3, 1)
+    record = build_record({"patient": {"resourceType": "Patient", "id": "p", "gender": "female", "birthDate": "1950-01-01"},
+                           "observations": {"resourceType": "Bundle", "entry": [{"resource": r} for r in hips()]},
+                           "medicationRequests": med(ALENDRONATE, "2021-03-01")}, today=today)
+    assert tx.oral_bp_days(record) == 1826
+    assert tx.consider_drug_holiday(record, today, S)
+
+
+def test_holiday_counts_switches_between_oral_bisphosphonates():
+    meds = [med(ALENDRONATE, "2020-05-01", status="completed", end="2023-05-01", mid="a"),
+            med(RISEDRONATE, "2023-05-01", mid="r")]
+    finding = one(tx.consider_drug_holiday, patient(*hips(), meds=meds))
+    assert "alendronate since 2020-05-01" in finding.facts[0] and "risedronate since 2023-05-01" in finding.facts[0]
+
+
+@pytest.mark.parametrize("doses,fires", [(3, True), (2, False)])
+def test_holiday_zoledronate_doses(doses, fires):
+    dates = ["2022-09-01", "2023-09-01", "2024-09-01"][-doses:]
+    record = patient(*hips(), admins=[admin(ZOLEDRONATE, d) for d in dates])
+    assert bool(tx.consider_drug_holiday(record, TODAY, S)) is fires
+
+
+@pytest.mark.parametrize("extra,fires", [
+    ([], True),
+    ([bmd("38264-8", -2.5, "2025-04-01")], False),           # most recent total hip T -2.5
+    ([bmd("38264-8", -2.4, "2025-04-01")], True),
+    ([bmd("38264-8", -2.7, "2020-01-01")], True),            # an older -2.7 does not count
+    ([bmd("38267-1", -3.1, "2025-03-01")], False),           # LS -3.1 at the same DXA: very high risk
+    ([bmd("38267-1", -2.8, "2025-03-01")], True),            # LS is not a holiday criterion itself
+])
+def test_holiday_bmd_conditions(extra, fires):
+    record = patient(*hips(), *extra, meds=[med(ALENDRONATE, "2019-01-01")])
+    assert bool(tx.consider_drug_holiday(record, TODAY, S)) is fires
+
+
+def test_holiday_needs_known_hip_t_scores():
+    assert tx.consider_drug_holiday(patient(bmd("38267-1", -2.0), meds=[med(ALENDRONATE, "2019-01-01")]), TODAY, S) == []
+
+
+@pytest.mark.parametrize("fracture,fires", [
+    (cond("S52.531A", "2015-03-01"), True),    # wrist fracture before therapy
+    (cond("S52.531A", "2021-03-01"), False),   # any fracture on therapy
+    (cond("S72.001A", "2012-03-01"), False),   # hip fracture before therapy
+    (cond("M80.08XA", "2010-03-01"), False),   # spine fragility fracture before therapy
+])
+def test_holiday_fracture_conditions(fracture, fires):
+    record = patient(*hips(), conditions=[fracture], meds=[med(ALENDRONATE, "2019-01-01")])
+    assert bool(tx.consider_drug_holiday(record, TODAY, S)) is fires
+
+
+def test_never_a_holiday_on_denosumab():
+    old_bp = med(ALENDRONATE, "2012-01-01", status="completed", end="2018-01-01")
+    record = patient(*hips(), meds=[old_bp], admins=[admin(PROLIA, "2025-02-01")])
+    assert tx.consider_drug_holiday(record, TODAY, S) == []
+
+
+# --- C-SECONDARY-EVAL -------------------------------------------------------------
+
+@pytest.mark.parametrize("z,fires", [(-2.0, True), (-1.9, False)])
+def test_secondary_eval_man_under_50_z_boundary_and_no_drug_card(z, fires):
+    record = patient(bmd("85394-5", z), bmd("38267-1", -3.2), sex="male", birth="1976-01-01")
+    assert fired(record) == (["C-SECONDARY-EVAL"] if fires else [])
+
+
+def test_secondary_eval_groups_and_panels():
+    man = one(tx.secondary_evaluation, patient(bmd("38263-0", -2.6), sex="male", birth="1955-01-01"))
+    assert man.suggestions == ("panel-male",) and "man with osteoporosis" in man.variables["reason"]
+    card = render(man)
+    codes = [a["resource"]["code"].get("coding", [{}])[0].get("code") for a in card["suggestions"][0]["actions"]]
+    assert {"17861-6", "62292-8", "2731-8", "1751-7"} <= set(codes)
+    assert any(a["resource"]["code"].get("text") == "Morning total testosterone" for a in card["suggestions"][0]["actions"])
+    assert all(a["resource"]["resourceType"] == "ServiceRequest" for a in card["suggestions"][0]["actions"])
+
+    young_fracture = patient(conditions=[cond("M80.031A", "2024-10-01")], birth="1988-01-01")
+    finding = one(tx.secondary_evaluation, young_fracture)
+    assert finding.suggestions == ("panel-female",) and "premenopausal woman with a fragility fracture" in finding.variables["reason"]
+    assert [c for c in fired(young_fracture) if c.startswith("C-TX")] == []
+    unknown_status = one(tx.secondary_evaluation, patient(bmd("85394-5", -2.2), birth="1978-01-01"))
+    assert "45-49" in unknown_status.variables["reason"]
+
+    # not: postmenopausal woman with osteoporosis; man >= 50 with osteopenia only
+    assert tx.secondary_evaluation(patient(bmd("38267-1", -2.7)), TODAY, S) == []
+    assert tx.secondary_evaluation(patient(bmd("38267-1", -2.2), sex="male", birth="1955-01-01"), TODAY, S) == []
+
+
+def test_engine_keeps_one_drug_start_card_and_orders_warning_first():
+    record = patient(bmd("38267-1", -3.4), egfr(30), sex="male", birth="1950-01-01")
+    codes = [c["source"]["topic"]["code"] for c in engine.evaluate("patient-view", record, TODAY, S, strict=True)]
+    assert codes[0] == "C-TX-ANABOLIC" and "C-SECONDARY-EVAL" in codes
+    assert len({"C-TX-BP", "C-TX-DMAB-ALT", "C-TX-ANABOLIC"} & set(codes)) == 1
