@@ -227,9 +227,10 @@ def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSetti
              "No current osteoporosis treatment",
              f"Missing or older than {settings.lab_max_age_months} months: {', '.join(missing)}"]
     facts += [f"{fact} (recent enough)" for fact in lab_facts(record, settings)]
-    older = [record.lab(name) for name in ("egfr", "calcium", "vitamin_d")
-             if record.lab(name) and not within_months(record.lab(name).date, today, settings.lab_max_age_months)]  # type: ignore[union-attr]
-    facts += [f"{lab.fact()} (too old)" for lab in older if lab]
+    for name in ("egfr", "calcium", "vitamin_d"):
+        latest = record.lab(name)  # any age: say what is on file and how old it is
+        if latest and not within_months(latest.date, today, settings.lab_max_age_months):
+            facts.append(f"{latest.fact()} (too old)")
     return [Finding("C-LAB-BASELINE", facts=tuple(facts),
                     variables={"missing": ", ".join(missing), "max_age": str(settings.lab_max_age_months)},
                     suggestions=tuple(keys))]
