@@ -18,6 +18,11 @@ VARIABLES.update({"focus": " with spinal precautions", "precautions": "Spine-spa
 VARIABLES.update({"risk_text": "high fracture risk", "zoledronate_note": "zoledronic acid", "ckd_note": "",
                   "options_text": "teriparatide 20 mcg SC daily", "alternatives": "denosumab",
                   "re_eval_years": "2", "reason": "This patient is a man with osteoporosis."})
+# C-VITD-LOW, C-MON-DXA-DUE, C-MON-ONTX, C-SCREEN-DXA, C-LAB-BASELINE
+VARIABLES.update({"level": "deficient", "headline": "replete", "status": "below 20 ng/mL", "target": "30",
+             "maintenance_start": "2025-07-27", "why": "last DXA on 2023-01-01", "due": "since 2025-01-01",
+             "interval": "2 years", "population": "on osteoporosis treatment", "review": "",
+             "next_due": "2026-01-01", "drugs": "alendronate", "advice": "USPSTF 2018", "max_age": "12"})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

@@ -1,8 +1,236 @@
 """Monitoring and screening (brief section 5, card family c).
 
-Rules to write here: MON-1 C-MON-DXA-DUE / C-MON-ONTX, MON-2 C-MON-DXA-DUP
-(order hooks, drafts kind == "dxa", settings.dxa_duplicate_months), MON-3
-C-SCREEN-DXA, MON-4, MON-6 (settings.osteopenia_dxa_years), MON-7
-C-LAB-BASELINE (see treatment.missing_baseline_labs), HOLIDAY-1 C-HOLIDAY.
-Record fields: dxa_dates / latest_dxa_date, lowest_t, medications, labs.
+Implemented (patient-view):
+- MON-1 + MON-6 -> C-MON-DXA-DUE: repeat DXA due (on therapy, in a drug
+  holiday or osteoporosis: dxa_interval_months; untreated osteopenia: by
+  lowest T-score, osteopenia_dxa_years).
+- MON-1 + seed 000 -> C-MON-ONTX: on therapy, DXA not yet due: next-due date
+  and a regular review of adherence, side effects and fracture risk.
+- MON-3/MON-4/MON-5 -> C-SCREEN-DXA: screening DXA for women (never men by age).
+- MON-7 / TX-1a -> C-LAB-BASELINE: baseline labs before starting therapy.
+Still to write here: MON-2 C-MON-DXA-DUP (order hooks, drafts kind == "dxa",
+settings.dxa_duplicate_months), HOLIDAY-1 C-HOLIDAY.
+
+The DXA cards are exclusive by design: a patient in the monitoring population
+(therapy, holiday, osteoporosis) gets C-MON-DXA-DUE or C-MON-ONTX, never
+C-SCREEN-DXA; screening is for patients with no diagnosis and no therapy.
 """
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cds_service.fhir import terminology as t
+from cds_service.record import AgentExposure, PatientRecord, add_months, within_months
+from cds_service.rules.base import Finding, rule
+from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.settings import ClinicalSettings
+from cds_service.rules.treatment import current_osteoporosis_therapy, in_drug_holiday, lab_facts, missing_baseline_labs
+
+
+def _name(agent: str) -> str:
+    return agent.replace("_", " ")
+
+
+def monitored_therapy(record: PatientRecord) -> list[AgentExposure]:
+    """Active osteoporosis drugs that call for BMD monitoring. Oncology-only
+    products (Xgeva, Zometa for bone metastases) are antiresorptive exposure
+    but not an osteoporosis regimen: their monitoring is the oncologist's."""
+    return [e for e in current_osteoporosis_therapy(record) if not e.oncology_only]
+
+
+def _therapy_fact(e: AgentExposure) -> str:
+    fact = f"On {_name(e.agent)} since {e.start or 'an unknown date'}"
+    if e.last_dose and e.drug_class in (t.IV_BP, t.DENOSUMAB, t.ROMOSOZUMAB):
+        fact += f", last dose on {e.last_dose}"
+    if e.exposure_months >= 1:
+        fact += f" (about {e.exposure_months:.0f} months of exposure on record)"
+    return fact
+
+
+def _last_dxa_fact(record: PatientRecord) -> str:
+    last = record.latest_dxa_date
+    lowest = record.lowest_t
+    if last is None:
+        return "No DXA on file"
+    if lowest is not None and lowest.date == last:
+        return f"Last DXA on {last}: lowest {lowest.fact()}"
+    return f"Last DXA on {last}"
+
+
+def dxa_schedule(record: PatientRecord, settings: ClinicalSettings) -> tuple[str, int, list[str]] | None:
+    """Who needs repeat DXA, and how often: (population, interval in months,
+    facts), or None when MON-1/MON-6 do not apply (or the interval cannot be
+    told). Population: "therapy", "holiday", "osteoporosis", "osteopenia"."""
+    therapy = monitored_therapy(record)
+    if therapy:
+        return "therapy", settings.dxa_interval_months, [_therapy_fact(e) for e in therapy]
+    if in_drug_holiday(record, settings):
+        # Brief HOLIDAY-1: re-evaluate BMD every 2 years while on holiday.
+        return "holiday", settings.dxa_interval_months, ["Bisphosphonate drug holiday (course finished, no new fracture)"]
+    a = assess(record, settings)
+    if a.diagnosis == OSTEOPOROSIS:
+        return "osteoporosis", settings.dxa_interval_months, [f"Osteoporosis: {r}" for r in a.reasons[:3]]
+    if a.diagnosis == OSTEOPENIA:
+        lowest = record.lowest_t
+        if lowest is None:
+            return None  # osteopenia on the problem list without a T-score: interval unknown, stay quiet
+        two, three, five = settings.osteopenia_dxa_years
+        years = two if lowest.value <= -2.0 else three if lowest.value <= -1.5 else five
+        return "osteopenia", years * 12, [f"Untreated osteopenia: {lowest.fact()}"]
+    return None
+
+
+def _interval_text(months: int) -> str:
+    return f"{months // 12} years" if months % 12 == 0 else f"{months} months"
+
+
+@rule("patient-view")
+def dxa_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-MON-DXA-DUE (info). MON-1 (SEED "BMD every 2 years"; AACE20; BHOF22):
+    on therapy, in a drug holiday, or osteoporosis, and the last DXA is at
+    least dxa_interval_months old (or none is on file) -> ServiceRequest DXA
+    (CPT 77080 + SNOMED 312681000). MON-6 (Gourlay 2012, U; design choice):
+    untreated osteopenia, interval by lowest T-score (<= -2.0 / -1.5..-1.99 /
+    > -1.5 -> osteopenia_dxa_years); needs a DXA date on file."""
+    schedule = dxa_schedule(record, settings)
+    if schedule is None:
+        return []
+    population, months, facts = schedule
+    last = record.latest_dxa_date
+    if last is None:
+        if population == "osteopenia":
+            return []
+        why = "no DXA on file: a baseline is needed to judge the response to treatment"
+        due_text = "now (no DXA on file)"
+    else:
+        due = add_months(last, months)
+        if due > today:
+            return []
+        why = f"last DXA on {last}, {_interval_text(months)} ago or more"
+        due_text = f"since {due}"
+    review = (" At the same visit, review adherence, side effects and fracture risk (seed)."
+              if population == "therapy" else "")
+    return [Finding(
+        "C-MON-DXA-DUE",
+        facts=(_last_dxa_fact(record), *facts),
+        variables={"why": why, "due": due_text, "interval": _interval_text(months),
+                   "population": {"therapy": "on osteoporosis treatment", "holiday": "in a bisphosphonate drug holiday",
+                                  "osteoporosis": "with osteoporosis",
+                                  "osteopenia": "with untreated osteopenia"}[population],
+                   "review": review},
+    )]
+
+
+@rule("patient-view")
+def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-MON-ONTX (info). MON-1 (SEED; AACE20; BHOF22) and seed 000
+    ("regular assessment of medication adherence, side effects, and fracture
+    risk"): on osteoporosis therapy with a DXA that is not yet due -> the next
+    DXA date and the review to do. No order (nothing to order yet)."""
+    therapy = monitored_therapy(record)
+    last = record.latest_dxa_date
+    if not therapy or last is None:
+        return []  # no DXA on file: C-MON-DXA-DUE asks for one
+    due = add_months(last, settings.dxa_interval_months)
+    if due <= today:
+        return []  # C-MON-DXA-DUE
+    facts = [_last_dxa_fact(record), *(_therapy_fact(e) for e in therapy)]
+    recent = [f for f in record.fractures if f.date and f.date > last]
+    facts += [f"{f.fact()} (after the last DXA)" for f in recent]
+    return [Finding("C-MON-ONTX", facts=tuple(facts),
+                    variables={"next_due": due.isoformat(), "drugs": ", ".join(_name(e.agent) for e in therapy)})]
+
+
+def screening_risk_factors(record: PatientRecord) -> list[str]:
+    """MON-4 risk factors readable from the record, as facts: prior fracture,
+    glucocorticoids, smoking, alcohol. Parental hip fracture and low BMI are
+    not read by the record yet (no FamilyMemberHistory / BMI), so they never
+    count; None (not coded) never counts either."""
+    out = [f.fact() for f in record.fragility_fractures()]
+    if record.long_term_corticosteroid:
+        out.append("Long-term systemic glucocorticoid use")
+    if record.smoker is True:
+        out.append("Current smoker")
+    if record.alcohol_excess is True:
+        hit = record.condition_hits("alcohol_excess")
+        out.append(f"Alcohol use above recommended limits ({hit[0].code})" if hit else "Alcohol use above recommended limits")
+    return out
+
+
+@rule("patient-view")
+def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SCREEN-DXA (info). USPSTF18: MON-3 woman >= screening_age_women with no
+    DXA on file -> screening DXA order (grade B). MON-4 postmenopausal woman
+    younger than that with a risk factor and no DXA -> consider a risk
+    assessment (FRAX without BMD, OST), then DXA (grade B). MON-5: men never by
+    age alone (grade I). Quiet for anyone in the monitoring population
+    (therapy, holiday, osteoporosis): C-MON-DXA-DUE covers them."""
+    if not record.female or record.age is None or record.latest_dxa_date is not None:
+        return []
+    if record.t_scores() or record.z_scores():
+        return []  # scores without a usable date still mean a DXA was done
+    if current_osteoporosis_therapy(record) or in_drug_holiday(record, settings):
+        return []
+    if assess(record, settings).diagnosis == OSTEOPOROSIS:
+        return []
+    age_fact = f"Woman aged {record.age}"
+    if record.age >= settings.screening_age_women:
+        return [Finding("C-SCREEN-DXA", facts=(age_fact, "No DXA on file"),
+                        variables={"headline": f"woman {settings.screening_age_women} or older with no DXA on file: "
+                                               "screening DXA",
+                                   "advice": (f"USPSTF 2018 recommends screening for osteoporosis with bone "
+                                              f"measurement in women aged {settings.screening_age_women} years or "
+                                              "older (grade B).")},
+                        suggestions=("dxa",))]
+    if record.menopausal_status != "postmenopausal":
+        return []
+    risks = screening_risk_factors(record)
+    if not risks:
+        return []
+    frax = record.latest_frax("mof", settings.frax_max_age_months)
+    facts = [f"{age_fact}, postmenopausal", "No DXA on file", *risks] + ([frax.fact()] if frax else [])
+    return [Finding("C-SCREEN-DXA", facts=tuple(facts),
+                    variables={"headline": "postmenopausal woman under 65 with a risk factor: assess risk, then DXA",
+                               "advice": ("USPSTF 2018 recommends screening postmenopausal women younger than "
+                                          f"{settings.screening_age_women} who are at increased risk, as judged by a "
+                                          "formal clinical risk assessment tool (grade B): estimate risk first "
+                                          "(FRAX without BMD, or OST), then order DXA if the risk is increased.")},
+                    suggestions=("dxa-after-risk-assessment",))]
+
+
+# treatment.missing_baseline_labs label -> suggestion key in cards/C-LAB-BASELINE.yaml
+BASELINE_LAB_KEYS = {"eGFR": "egfr", "serum calcium": "calcium", "25-OH vitamin D": "vitamin-d"}
+
+
+@rule("patient-view")
+def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-LAB-BASELINE (info). MON-7 (AACE20) and TX-1a: treatment is indicated
+    (adult at high or very high risk), the patient is not on therapy or in a
+    drug holiday, and eGFR, calcium or 25-OH vitamin D is missing or older
+    than lab_max_age_months -> lab orders by LOINC for the missing ones, plus
+    optional albumin, phosphate, ALP and PTH. A missing value is unknown, not
+    abnormal: this card asks for it, the safety cards wait for it."""
+    a = assess(record, settings)
+    if not a.treatable:
+        return []
+    if current_osteoporosis_therapy(record) or in_drug_holiday(record, settings):
+        return []
+    missing = missing_baseline_labs(record, settings)
+    if not missing:
+        return []
+    keys = [BASELINE_LAB_KEYS[label] for label in missing if label in BASELINE_LAB_KEYS]
+    if "calcium" in keys and record.lab("albumin", settings.lab_max_age_months) is None:
+        keys.append("albumin")  # to correct the calcium
+    keys.append("bone-panel-extra")
+    facts = [f"Treatment indicated ({'very high' if a.risk == 'very_high' else 'high'} fracture risk): {a.reasons[0]}",
+             "No current osteoporosis treatment",
+             f"Missing or older than {settings.lab_max_age_months} months: {', '.join(missing)}"]
+    facts += [f"{fact} (recent enough)" for fact in lab_facts(record, settings)]
+    for name in ("egfr", "calcium", "vitamin_d"):
+        latest = record.lab(name)  # any age: say what is on file and how old it is
+        if latest and not within_months(latest.date, today, settings.lab_max_age_months):
+            facts.append(f"{latest.fact()} (too old)")
+    return [Finding("C-LAB-BASELINE", facts=tuple(facts),
+                    variables={"missing": ", ".join(missing), "max_age": str(settings.lab_max_age_months)},
+                    suggestions=tuple(keys))]

@@ -1,9 +1,10 @@
 """Calcium and vitamin D (brief TX-7, TX-8; card family b).
 
-Implemented: TX-7 -> C-SUPP-CAVD on patient-view. The order-hook variant
-(README addition) is written and tested but not yet registered.
-To write here: TX-8 C-VITD-LOW (warning < 20 ng/mL, info 20-29; settings
-vitamin_d_deficient_ng_ml / vitamin_d_target_ng_ml) and SAFE-5 on order hooks.
+Implemented: TX-7 -> C-SUPP-CAVD on patient-view (the order-hook variant,
+README addition, is written and tested but not yet registered); TX-8 ->
+C-VITD-LOW on patient-view (warning < 20 ng/mL, info 20-29; settings
+vitamin_d_deficient_ng_ml / vitamin_d_target_ng_ml).
+Not here: SAFE-5 (C-VITD-LOW on order hooks) belongs to the order-safety rules.
 """
 
 from __future__ import annotations
@@ -17,17 +18,34 @@ from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
 
 
+def latest_calcium(record: PatientRecord, settings: ClinicalSettings):
+    """The most recent calcium within lab_max_age_months, albumin-corrected when
+    that same draw has a paired albumin (an older corrected value never
+    outranks a newer measured one)."""
+    measured = record.lab("calcium", settings.lab_max_age_months)
+    corrected = record.lab("calcium_corrected", settings.lab_max_age_months)
+    if corrected and (measured is None or (corrected.date and measured.date and corrected.date >= measured.date)):
+        return corrected
+    return measured
+
+
 def _calcium_contraindication(record: PatientRecord, settings: ClinicalSettings) -> str | None:
     """TX-7: no calcium when (corrected) calcium is above the upper limit or
     hypercalcemia is on the problem list."""
-    ca = (record.lab("calcium_corrected", settings.lab_max_age_months)
-          or record.lab("calcium", settings.lab_max_age_months))
+    ca = latest_calcium(record, settings)
     if ca and ca.value > settings.calcium_upper_mg_dl:
         return ca.fact()
     hits = record.condition_hits("hypercalcemia")
     if hits:
         return f"Hypercalcemia on the problem list ({hits[0].code})"
     return None
+
+
+def vitamin_d_deficient(record: PatientRecord, settings: ClinicalSettings):
+    """The latest 25-OH vitamin D within lab_max_age_months if it is below the
+    deficiency threshold (TX-8), else None. No value is unknown, not low."""
+    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
+    return vit_d if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml else None
 
 
 def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: list[str]) -> list[Finding]:
@@ -42,6 +60,13 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     if ca_block:
         facts.append(f"{ca_block}: calcium supplement not suggested")
         need_ca = False
+    deficient = vitamin_d_deficient(record, settings) if need_d else None
+    if deficient:
+        # TX-8: repletion (C-VITD-LOW) comes first; a maintenance dose offered
+        # here as well would put two vitamin D orders on the screen.
+        facts.append(f"{deficient.fact()}: vitamin D repletion first (see the vitamin D card), "
+                     "then maintenance 800-1000 IU daily")
+        need_d = False
     if not (need_ca or need_d):
         return []
     ppi = record.medications.get("ppi")
@@ -54,7 +79,8 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     elif need_ca:
         key = "calcium-citrate" if citrate else "calcium-carbonate"
         missing = "calcium"
-        facts.append("Active vitamin D supplement on file")
+        if vitamin_d and vitamin_d.active:
+            facts.append("Active vitamin D supplement on file")
     else:
         key = "vitamin-d"
         missing = "vitamin D"
@@ -63,13 +89,10 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     return [Finding("C-SUPP-CAVD", facts=tuple(facts), variables={"missing": missing}, suggestions=(key,))]
 
 
-@rule("patient-view")
-def calcium_vitamin_d(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SUPP-CAVD (info), TX-7: osteoporosis, osteopenia, a fragility fracture
-    or any osteoporosis drug, and no active calcium and vitamin D -> suggest
-    calcium carbonate 500 mg elemental BID (citrate on a PPI) and
-    cholecalciferol 1000 IU daily (SEED; BHOF22). Calcium part suppressed with
-    corrected Ca > upper limit or hypercalcemia."""
+def bone_indication(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """Why calcium / vitamin D matter for this patient (TX-7 population), as
+    facts: osteoporosis, osteopenia, a fragility fracture or an osteoporosis
+    drug. Empty: no bone indication on record."""
     a = assess(record, settings)
     why: list[str] = []
     if a.diagnosis in (OSTEOPOROSIS, OSTEOPENIA):
@@ -77,9 +100,66 @@ def calcium_vitamin_d(record: PatientRecord, today: dt.date, settings: ClinicalS
     why += [f.fact() for f in record.fragility_fractures() if f.fact() not in " ".join(why)]
     drugs = [e for e in record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES)]
     why += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" for e in drugs]
+    return why
+
+
+@rule("patient-view")
+def calcium_vitamin_d(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SUPP-CAVD (info), TX-7: osteoporosis, osteopenia, a fragility fracture
+    or any osteoporosis drug, and no active calcium and vitamin D -> suggest
+    calcium carbonate 500 mg elemental BID (citrate on a PPI) and
+    cholecalciferol 1000 IU daily (SEED; BHOF22). Calcium part suppressed with
+    corrected Ca > upper limit or hypercalcemia. Vitamin D part left to
+    C-VITD-LOW when 25OHD < 20 ng/mL (repletion first, TX-8)."""
+    why = bone_indication(record, settings)
     if not why:
         return []
     return _supplement_finding(record, settings, why)
+
+
+@rule("patient-view")
+def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-VITD-LOW, TX-8 (AACE20; LABEL for the hypocalcemia risk; repletion
+    regimen from memory, U): in a patient with a bone indication (TX-7
+    population), 25-OH vitamin D within lab_max_age_months
+    - < 20 ng/mL (50 nmol/L): warning, repletion order cholecalciferol 50,000 IU
+      weekly x 8 weeks; must be corrected before zoledronic acid or denosumab;
+    - 20 to < 30 ng/mL: info, target >= 30 ng/mL (AACE20), no order.
+    nmol/L values are converted by the record (/ 2.496). A deficient value
+    followed by a vitamin D start on or after its date: repletion is under way,
+    so info without an order (recheck before an injection)."""
+    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
+    if vit_d is None or vit_d.value >= settings.vitamin_d_target_ng_ml:
+        return []
+    why = bone_indication(record, settings)
+    if not why:
+        return []
+    facts = [vit_d.fact(), *why]
+    supplement = record.medications.get("vitamin_d")
+    on_d = bool(supplement and supplement.active)
+    if on_d:
+        facts.append(f"Vitamin D supplement on file since {supplement.start or 'an unknown date'}")  # type: ignore[union-attr]
+    threshold = f"{settings.vitamin_d_deficient_ng_ml:g}"
+    target = f"{settings.vitamin_d_target_ng_ml:g}"
+    variables = {"target": target, "maintenance_start": (today + dt.timedelta(weeks=8)).isoformat()}
+    if vit_d.value < settings.vitamin_d_deficient_ng_ml:
+        variables["level"] = "deficient"
+        if on_d and supplement.start and vit_d.date and supplement.start >= vit_d.date:  # type: ignore[union-attr]
+            variables["headline"] = "repletion under way; recheck before zoledronic acid or denosumab"
+            variables["status"] = (f"below {threshold} ng/mL; vitamin D was started after this result, so repletion "
+                                   "appears to be under way: recheck 25-OH vitamin D before zoledronic acid or denosumab")
+            return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="info", suggestions=(), variables=variables)]
+        variables["headline"] = "replete (D3 50,000 IU weekly x 8) before zoledronic acid or denosumab"
+        variables["status"] = (f"below {threshold} ng/mL: replete now; correct it before zoledronic acid or "
+                               "denosumab (risk of hypocalcemia)")
+        # Already on a daily supplement: add the repletion course only, not a second daily order.
+        key = "replete" if on_d else "replete-then-maintain"
+        return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="warning", suggestions=(key,), variables=variables)]
+    variables["level"] = "insufficient"
+    variables["headline"] = f"below the {target} ng/mL target; check intake and recheck"
+    variables["status"] = (f"between {threshold} and {target} ng/mL: below the AACE 2020 target of at least {target} "
+                           "ng/mL; make sure 800-1000 IU daily (or more) is actually taken")
+    return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="info", suggestions=(), variables=variables)]
 
 
 # Not registered yet: order-hook rule lists stay empty until the order rules are
