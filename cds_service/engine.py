@@ -2,7 +2,8 @@
 
 Policy (DESIGN "quiet by default"): one card per card id (the most severe
 finding wins), at most one drug-start card (C-TX-ANABOLIC > C-TX-DMAB-ALT >
-C-TX-BP, brief TX-4: "do not also fire a separate TX-1 card"), cards ordered
+C-TX-BP, brief TX-4: "do not also fire a separate TX-1 card") and none beside
+a course card (denosumab due/overdue/stop, anabolic follow-on), cards ordered
 critical, warning, info. A rule that raises is logged by name and skipped, so
 one broken rule never hides the others (strict=True re-raises, for tests).
 """
@@ -21,6 +22,10 @@ from cds_service.rules.settings import DEFAULT, ClinicalSettings
 log = logging.getLogger(__name__)
 
 DRUG_START_CARDS = ("C-TX-ANABOLIC", "C-TX-DMAB-ALT", "C-TX-BP")  # first wins
+# Cards about a course already under way carry their own drug decision (the
+# next denosumab dose, the follow-on after an anabolic): a "start therapy"
+# card beside them would contradict them, so they silence the drug-start cards.
+COURSE_CARDS = ("C-DMAB-DUE", "C-DMAB-OVERDUE", "C-DMAB-STOP", "C-ANABOLIC-FOLLOW-ON")
 
 
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
@@ -48,7 +53,8 @@ def select(findings: list[Finding]) -> list[Finding]:
         if f.card_id not in best or _severity(f) < _severity(best[f.card_id]):
             best[f.card_id] = f
     starts = [c for c in DRUG_START_CARDS if c in best]
-    for loser in starts[1:]:
+    keep = 0 if any(c in best for c in COURSE_CARDS) else 1
+    for loser in starts[keep:]:
         del best[loser]
     order = {cid: i for i, cid in enumerate(dict.fromkeys(f.card_id for f in findings))}
     return sorted(best.values(), key=lambda f: (_severity(f), order[f.card_id]))

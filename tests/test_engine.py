@@ -42,3 +42,11 @@ def test_registration_per_hook():
     names = {h: [r.__name__ for r in base.rules_for(h)] for h in base.HOOKS}
     assert {"start_bisphosphonate", "calcium_vitamin_d"} <= set(names["patient-view"])
     assert names["order-select"] == [] and names["order-sign"] == []
+
+
+def test_course_cards_silence_drug_start_cards():
+    """A due/overdue denosumab or anabolic follow-on card carries the drug
+    decision itself; a 'start therapy' card beside it would contradict it."""
+    for course in engine.COURSE_CARDS:
+        chosen = engine.select([Finding("C-TX-BP"), Finding(course, indicator="warning"), Finding("C-SUPP-CAVD")])
+        assert [f.card_id for f in chosen] == [course, "C-SUPP-CAVD"]
