@@ -6,12 +6,17 @@ from tests.conftest import TODAY
 
 # Values for every placeholder the shipped templates use.
 VARIABLES = {"population": "a postmenopausal woman", "recommendation": "ACP 2023 Rec 1a", "labs_note": "labs ok",
-             "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D"}
+             "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D",
+             "headline": "patient has osteopenia: gentle techniques only", "condition": "osteopenia",
+             "clearance": "Physician clearance after a recent fracture.", "modifiers": "- none",
+             "fresh_fracture_weeks": "12", "previous_dxa": "2024-07-01", "months_since": "11",
+             "duplicate_months": "12"}
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())
 def test_every_card_template_renders_valid_fhir(card_id):
-    card = cr.render(Finding(card_id, facts=("Lumbar spine T-score -2.7 on 2025-02-01",), variables=VARIABLES),
+    card = cr.render(Finding(card_id, facts=("Lumbar spine T-score -2.7 on 2025-02-01",), variables=VARIABLES,
+                             delete_draft="ServiceRequest/d1"),
                      patient_id="p1", today=TODAY, strict=True)
     assert len(card["summary"]) < 140
     assert card["indicator"] in ("info", "warning", "critical")
@@ -23,6 +28,9 @@ def test_every_card_template_renders_valid_fhir(card_id):
     assert all(r["system"] == cr.OVERRIDE_REASON_SYSTEM and r["display"] for r in card["overrideReasons"])
     for s in card["suggestions"]:
         for a in s["actions"]:
+            if a["type"] == "delete":
+                assert a["resourceId"] == ["ServiceRequest/d1"]
+                continue
             res = a["resource"]
             assert res["subject"] == {"reference": "Patient/p1"}
             assert res["status"] == "draft" and res["authoredOn"] == TODAY.isoformat()

@@ -18,6 +18,7 @@ RULE_MODULES = (
     "exercise",
     "massage",
     "order_safety",
+    "order_checks",
 )
 
 
