@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, DraftOrder, PatientRecord, months_between, parse_date
+from cds_service.record import AgentExposure, DraftOrder, PatientRecord, add_months, months_between, parse_date
 from cds_service.rules import supplementation
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.settings import ClinicalSettings
@@ -54,9 +54,10 @@ def dxa_duplicate(record: PatientRecord, today: dt.date, settings: ClinicalSetti
         return []
     draft = drafts[0]
     planned = _planned_date(draft, today)
-    months = months_between(previous, planned)
-    if months >= settings.dxa_duplicate_months:
+    # Calendar months: a scan on the same day a year later is "annually", not a duplicate.
+    if planned >= add_months(previous, settings.dxa_duplicate_months):
         return []
+    months = months_between(previous, planned)
     scores = [b.fact() for b in record.latest_t_scores().values() if b.date == previous]
     facts = [f"DXA order: {draft.reference or draft.resource_type} (draft), planned for {planned}",
              f"Previous DXA on {previous} ({months:.1f} months before the planned scan)"]
