@@ -194,6 +194,10 @@ def test_modifiers_corticosteroid_and_fragile_skin_are_named_with_their_facts():
     short_steroid = _med("prednisone 20 mg daily", (TODAY - dt.timedelta(days=20)).isoformat(), mid="pred")
     detail = _cards(_record([_t(-1.8)], meds=[short_steroid], drafts=[_massage()]))["C-MASSAGE-SAFETY"]["detail"]
     assert "corticosteroid (" not in detail and "No anticoagulant, long-term corticosteroid or fragile-skin" in detail
+    # long-term use coded on the problem list, with a short current course: the coded entry is the fact
+    z79 = _cond("Z79.52", "2022-01-10", cid="z79")
+    detail = _cards(_record([_t(-1.8)], [z79], [short_steroid], drafts=[_massage()]))["C-MASSAGE-SAFETY"]["detail"]
+    assert "Long-term corticosteroid use on the problem list (Z79.52, 2022-01-10)" in detail
 
 
 def test_massage_draft_already_carrying_the_precautions():

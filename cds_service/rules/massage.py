@@ -73,7 +73,7 @@ def _bone_facts(record: PatientRecord, settings: ClinicalSettings) -> tuple[str 
     return None, []
 
 
-def _modifiers(record: PatientRecord) -> list[tuple[str, str]]:
+def _modifiers(record: PatientRecord, settings: ClinicalSettings) -> list[tuple[str, str]]:
     """(modifier, fact) for seed 002's "modify techniques if on anticoagulants,
     corticosteroids, or fragile skin", each with the record entry behind it."""
     out = []
@@ -82,7 +82,8 @@ def _modifiers(record: PatientRecord) -> list[tuple[str, str]]:
         out.append(("anticoagulant (bruising and bleeding risk: light pressure, no deep or sustained compression)",
                     f"Active anticoagulant since {e.start or 'an unknown date'} ({e.events[-1].ref})"))
     if record.long_term_corticosteroid:
-        steroid = [e for e in record.active_agents([t.CORTICOSTEROID]) if e.start]
+        steroid = [e for e in record.active_agents([t.CORTICOSTEROID])
+                   if e.start and (record.today - e.start).days >= settings.long_term_corticosteroid_days]
         if steroid:
             e = steroid[0]
             fact = (f"Systemic corticosteroid since {e.start} ({(record.today - e.start).days} days: long-term)"
@@ -151,7 +152,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     if not fresh and all(_has_precautions(d) for d in drafts):
         return []
     condition = condition or "a recent fracture"
-    modifiers = _modifiers(record)
+    modifiers = _modifiers(record, settings)
 
     facts = [f"Massage order: {draft.reference or draft.resource_type} (draft)"] + facts
     recent = [f for f in record.fractures if f not in fresh and within_months(f.date, today, settings.recent_fracture_months)]
@@ -166,8 +167,8 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
         site = "" if f.site == t.OTHER else f"{f.site} "
         headline = (f"fresh {site}fracture {_weeks_ago(f.date, today)} weeks ago: "  # type: ignore[arg-type]
                     "never massage over or near it; physician clearance first")
-        clearance = ("**Fresh fracture (within {w} weeks): never massage over or near the fracture site.** "
-                     "Physician clearance is required before the first session.").format(w=settings.fresh_fracture_weeks)
+        clearance = (f"**Fresh fracture (within {settings.fresh_fracture_weeks} weeks): never massage over or near the fracture site.** "
+                     "Physician clearance is required before the first session.")
     else:
         headline = f"patient has {condition}: gentle techniques only, no deep pressure near spine, ribs, hips"
         clearance = ("**Physician clearance** is needed after a recent fracture (listed below) before massage near it."

@@ -22,11 +22,17 @@ import dataclasses
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, DraftOrder, PatientRecord, add_months, months_between, parse_date
+from cds_service.record import (
+    AgentExposure,
+    DraftOrder,
+    PatientRecord,
+    add_months,
+    months_between,
+    parse_date,
+)
 from cds_service.rules import supplementation
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.settings import ClinicalSettings
-
 
 # ---------------------------------------------------------------------------
 # MON-2: duplicate DXA
