@@ -205,6 +205,9 @@ def test_massage_draft_already_carrying_the_precautions():
     assert "C-MASSAGE-SAFETY" not in _cards(_record([_t(-1.8)], drafts=[noted]))
     fresh = [_cond("M80.08XA", (TODAY - dt.timedelta(weeks=4)).isoformat())]
     assert _cards(_record([_t(-2.6)], fresh, drafts=[noted]))["C-MASSAGE-SAFETY"]["indicator"] == "critical"
+    # two massage drafts, one already noted: the suggestion updates the other one
+    card = _cards(_record([_t(-1.8)], drafts=[noted, _massage("sr-m2")]))["C-MASSAGE-SAFETY"]
+    assert card["suggestions"][0]["actions"][0]["resource"]["id"] == "sr-m2"
 
 
 def test_massage_draft_without_id_gets_the_card_but_no_suggestion():

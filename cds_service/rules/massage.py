@@ -144,7 +144,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     drafts = [d for d in record.judged_drafts if d.kind == "massage"]
     if not drafts:
         return []
-    draft = drafts[0]
+    draft = next((d for d in drafts if not _has_precautions(d)), drafts[0])  # the one still lacking the note
     fresh = _fresh_fractures(record, today, settings)
     condition, facts = _bone_facts(record, settings)
     if condition is None and not fresh:
