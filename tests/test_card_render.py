@@ -23,11 +23,17 @@ VARIABLES.update({"level": "deficient", "headline": "replete", "status": "below 
              "maintenance_start": "2025-07-27", "why": "last DXA on 2023-01-01", "due": "since 2025-01-01",
              "interval": "2 years", "population": "on osteoporosis treatment", "review": "",
              "next_due": "2026-01-01", "drugs": "alendronate", "advice": "USPSTF 2018", "max_age": "12"})
+# C-MASSAGE-SAFETY, C-MON-DXA-DUP
+VARIABLES.update({"headline": "patient has osteopenia: gentle techniques only", "condition": "osteopenia",
+             "clearance": "Physician clearance after a recent fracture.", "modifiers": "- none",
+             "fresh_fracture_weeks": "12", "previous_dxa": "2024-07-01", "months_since": "11",
+             "duplicate_months": "12"})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())
 def test_every_card_template_renders_valid_fhir(card_id):
-    card = cr.render(Finding(card_id, facts=("Lumbar spine T-score -2.7 on 2025-02-01",), variables=VARIABLES),
+    card = cr.render(Finding(card_id, facts=("Lumbar spine T-score -2.7 on 2025-02-01",), variables=VARIABLES,
+                             delete_draft="ServiceRequest/d1"),
                      patient_id="p1", today=TODAY, strict=True)
     assert len(card["summary"]) < 140
     assert card["indicator"] in ("info", "warning", "critical")
@@ -40,6 +46,9 @@ def test_every_card_template_renders_valid_fhir(card_id):
         assert card["selectionBehavior"] in ("at-most-one", "any")
     for s in card.get("suggestions", ()):
         for a in s["actions"]:
+            if a["type"] == "delete":
+                assert a["resourceId"] == ["ServiceRequest/d1"]
+                continue
             res = a["resource"]
             assert res["subject"] == {"reference": "Patient/p1"}
             assert res["status"] == "draft" and res["authoredOn"] == TODAY.isoformat()

@@ -19,6 +19,7 @@ RULE_MODULES = (
     "massage",
     "order_safety",
     "follow_up",
+    "order_checks",
 )
 
 

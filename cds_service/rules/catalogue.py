@@ -15,7 +15,7 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "C-TX-BP": (PV, ("info",)),
     "C-TX-DMAB-ALT": (PV, ("info",)),
     "C-TX-ANABOLIC": (PV, ("warning",)),
-    "C-SUPP-CAVD": (PV, ("info",)),  # order-select/sign: added with the order-time rules
+    "C-SUPP-CAVD": (ALL, ("info",)),
     "C-VITD-LOW": (PV, ("warning", "info")),  # order-select/sign: added with SAFE-5 (order-safety rules)
     "C-LAB-BASELINE": (PV, ("info",)),
     "C-MON-DXA-DUE": (PV, ("info",)),

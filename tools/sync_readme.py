@@ -1,0 +1,38 @@
+"""Regenerate the README's generated tables (settings, clinical rules) in place.
+
+    python tools/sync_readme.py
+
+tests/test_settings.py and tests/test_rules_table.py fail until this is run
+after a setting or a card changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+from cds_service.cli import main, settings_table
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _between(text: str, name: str, body: str) -> str:
+    pattern = rf"<!-- {name}:start -->.*<!-- {name}:end -->"
+    return re.sub(pattern, lambda m: f"<!-- {name}:start -->\n{body}\n<!-- {name}:end -->", text, flags=re.S)
+
+
+def rules_table() -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["rules"])
+    return out.getvalue().rstrip("\n")
+
+
+if __name__ == "__main__":
+    text = README.read_text()
+    text = _between(text, "settings-table", settings_table())
+    text = _between(text, "rules-table", rules_table())
+    README.write_text(text)
+    print(f"updated {README}")
