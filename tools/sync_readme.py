@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import sys
 from pathlib import Path
 
-from cds_service.cli import main, settings_table
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from cds_service.cli import main, settings_table  # noqa: E402
+
+README = ROOT / "README.md"
 
 
 def _between(text: str, name: str, body: str) -> str:
