@@ -6,12 +6,18 @@ from tests.conftest import TODAY
 
 # Values for every placeholder the shipped templates use.
 VARIABLES = {"population": "a postmenopausal woman", "recommendation": "ACP 2023 Rec 1a", "labs_note": "labs ok",
-             "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D"}
+             "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D",
+             # order-safety cards
+             "drug": "Alendronate", "verdict": "not recommended", "renal_limit": "35", "label_text": "Fosamax label",
+             "situation": "Alendronate is being ordered.", "advice": "Consider denosumab.", "window": "12",
+             "max_doses": "12", "max_months": "24", "vitd_summary": "25-OH vitamin D 15 ng/mL: replete first",
+             "vitd_detail": "Replete vitamin D first."}
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())
 def test_every_card_template_renders_valid_fhir(card_id):
-    card = cr.render(Finding(card_id, facts=("Lumbar spine T-score -2.7 on 2025-02-01",), variables=VARIABLES),
+    card = cr.render(Finding(card_id, facts=("Lumbar spine T-score -2.7 on 2025-02-01",), variables=VARIABLES,
+                             delete_draft="MedicationRequest/draft-1"),
                      patient_id="p1", today=TODAY, strict=True)
     assert len(card["summary"]) < 140
     assert card["indicator"] in ("info", "warning", "critical")
@@ -19,10 +25,13 @@ def test_every_card_template_renders_valid_fhir(card_id):
                                        "display": card["source"]["topic"]["display"]}
     assert card["source"]["url"].startswith("https://")
     assert "Lumbar spine T-score -2.7 on 2025-02-01" in card["detail"]
-    assert card["selectionBehavior"] in ("at-most-one", "any")
+    assert "suggestions" not in card or card["selectionBehavior"] in ("at-most-one", "any")
     assert all(r["system"] == cr.OVERRIDE_REASON_SYSTEM and r["display"] for r in card["overrideReasons"])
-    for s in card["suggestions"]:
+    for s in card.get("suggestions", ()):
         for a in s["actions"]:
+            if a["type"] == "delete":  # YAML delete actions take the draft's reference
+                assert a["resourceId"] == ["MedicationRequest/draft-1"]
+                continue
             res = a["resource"]
             assert res["subject"] == {"reference": "Patient/p1"}
             assert res["status"] == "draft" and res["authoredOn"] == TODAY.isoformat()
