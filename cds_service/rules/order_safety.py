@@ -27,7 +27,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, ConditionHit, DraftOrder, Lab, PatientRecord, add_months
+from cds_service.record import AgentExposure, ConditionHit, DraftOrder, Lab, PatientRecord, months_between
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.settings import ClinicalSettings
 
@@ -555,7 +555,9 @@ def _is_transition(bp_start: dt.date | None, dmab: AgentExposure | None, setting
     (5) after the last denosumab dose is the planned follow-on (ECTS21)."""
     if dmab is None or dmab.last_dose is None or bp_start is None:
         return False
-    return bp_start >= add_months(dmab.last_dose, settings.bp_after_dmab_transition_months)
+    # months of 30.4 days, like every other window in the record (calendar months would move
+    # the boundary by a day or two depending on which months are crossed)
+    return months_between(dmab.last_dose, bp_start) >= settings.bp_after_dmab_transition_months
 
 
 def _duplicate(a_agent: str, a_start: dt.date | None, b_agent: str, b_start: dt.date | None,
