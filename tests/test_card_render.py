@@ -8,7 +8,7 @@ from tests.conftest import TODAY
 VARIABLES = {"population": "a postmenopausal woman", "recommendation": "ACP 2023 Rec 1a", "labs_note": "labs ok",
              "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D",
              # order-safety cards
-             "drug": "Alendronate", "verdict": "not recommended", "renal_limit": "35", "label_text": "Fosamax label",
+             "drug": "Alendronate", "drug_name": "alendronate", "verdict": "not recommended", "renal_limit": "35", "label_text": "Fosamax label",
              "situation": "Alendronate is being ordered.", "advice": "Consider denosumab.", "window": "12",
              "max_doses": "12", "max_months": "24", "vitd_summary": "25-OH vitamin D 15 ng/mL: replete first",
              "vitd_detail": "Replete vitamin D first."}

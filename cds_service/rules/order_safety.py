@@ -164,6 +164,7 @@ def _renal_variables(agent: str, indicator: str, settings: ClinicalSettings, sit
     critical = indicator == "critical"
     return {
         "drug": _title(agent),
+        "drug_name": _label(agent),
         "verdict": "contraindicated" if critical else "not recommended",
         "renal_limit": f"{_renal_limit(agent, settings):g}",
         "label_text": ("Reclast label: contraindicated with creatinine clearance < 35 mL/min and in acute renal "
@@ -246,7 +247,7 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
         vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
         facts = [_draft_fact(draft, agent), low] + ([vit_d.fact()] if vit_d else [])
         findings.append(Finding(
-            "C-SAFE-HYPOCA", facts=tuple(facts), variables={"drug": _title(agent)},
+            "C-SAFE-HYPOCA", facts=tuple(facts), variables={"drug": _title(agent), "drug_name": _label(agent)},
             suggestions=("defer-and-recheck", "remove") if draft.reference else (),
             delete_draft=draft.reference or None))
     return findings
@@ -369,7 +370,7 @@ def esophageal_order(record: PatientRecord, today: dt.date, settings: ClinicalSe
         egfr = _egfr(record, settings)
         findings.append(Finding(
             "C-SAFE-ESOPH", facts=(_draft_fact(draft, agent), *problems, *([egfr.fact()] if egfr else [])),
-            variables={"drug": _title(agent)},
+            variables={"drug": _title(agent), "drug_name": _label(agent)},
             suggestions=_replacement_keys(record, settings, draft, zoledronate=True),
             delete_draft=draft.reference or None))
     return findings
@@ -506,7 +507,7 @@ def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
     if months < settings.pth_max_months:
         return []
     return [Finding("C-SAFE-PTH-LIMIT", facts=(_draft_fact(draft, agent), *_pth_facts(record, months)),
-                    variables={"max_months": str(settings.pth_max_months), "drug": _label(agent)},
+                    variables={"max_months": str(settings.pth_max_months), "drug_name": _label(agent)},
                     suggestions=_transition_keys(record, settings, draft), delete_draft=draft.reference or None)
             for draft, agent in _ordered(record, PTH_AGENTS)]
 
@@ -519,7 +520,7 @@ def pth_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
     if months <= settings.pth_max_months or not record.active_agents([t.PTH_ANALOG]):
         return []
     return [Finding("C-SAFE-PTH-LIMIT", facts=tuple(_pth_facts(record, months)),
-                    variables={"max_months": str(settings.pth_max_months), "drug": "teriparatide/abaloparatide"},
+                    variables={"max_months": str(settings.pth_max_months), "drug_name": "teriparatide/abaloparatide"},
                     suggestions=_transition_keys(record, settings, None))]
 
 
@@ -534,7 +535,7 @@ def anabolic_contraindication_order(record: PatientRecord, today: dt.date, setti
     if not problems:
         return []
     return [Finding("C-SAFE-ANABOLIC-CONTRA", facts=(_draft_fact(draft, agent), *problems),
-                    variables={"drug": _title(agent)},
+                    variables={"drug": _title(agent), "drug_name": _label(agent)},
                     suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None)
             for draft, agent in _ordered(record, PTH_AGENTS)]
 
@@ -574,10 +575,10 @@ def _duplicate(a_agent: str, a_start: dt.date | None, b_agent: str, b_start: dt.
 
 
 def _exposure_fact(e: AgentExposure) -> str:
-    text = f"Active {_label(e.agent)}{' (oncology product)' if e.oncology_only else ''} since {_date(_current_start(e))}"
-    if e.dose_count:
-        text += f", last dose {_date(e.last_dose)}"
-    return text
+    name = f"{_title(e.agent)}{' (oncology product)' if e.oncology_only else ''}"
+    if e.dose_count:  # clinician-given: the last dose is what counts
+        return f"{name}: {e.dose_count} doses on record, last dose {_date(e.last_dose)}"
+    return f"{name}: active, current course since {_date(_current_start(e))}"
 
 
 def _antiresorptive_drafts(drafts: Iterable[DraftOrder]) -> list[tuple[DraftOrder, str]]:
