@@ -28,6 +28,10 @@ VARIABLES.update({"headline": "patient has osteopenia: gentle techniques only", 
              "clearance": "Physician clearance after a recent fracture.", "modifiers": "- none",
              "fresh_fracture_weeks": "12", "previous_dxa": "2024-07-01", "months_since": "11",
              "duplicate_months": "12"})
+# order-safety cards
+VARIABLES.update({"drug": "Alendronate", "drug_name": "alendronate", "verdict": "not recommended", "renal_limit": "35", "label_text": "Fosamax label",
+             "situation": "Alendronate is being ordered.", "advice": "Consider denosumab.", "window": "12",
+             "max_doses": "12", "max_months": "24"})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

@@ -45,6 +45,9 @@ def test_registration_per_hook():
     for hook in ("order-select", "order-sign"):
         assert {"massage_safety", "dxa_duplicate", "calcium_vitamin_d_on_order"} <= set(names[hook])
         assert "calcium_vitamin_d" not in names[hook]
+    assert {"renal_order", "hypocalcemia_order", "duplicate_antiresorptive_order"} <= set(names["order-select"])
+    assert names["order-select"] == names["order-sign"]  # order-select and order-sign run the same checks
+    assert "renal_order" not in names["patient-view"] and "renal_active" in names["patient-view"]
 
 
 def test_course_cards_silence_drug_start_cards():

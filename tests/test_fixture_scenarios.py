@@ -70,6 +70,11 @@ def implemented_cards():
     return sorted(p.stem for p in (data_dir() / "cards").glob("C-*.yaml"))
 
 
+def test_every_catalogue_card_is_implemented():
+    """Brief section 7 plus the added ids: each has its card template."""
+    assert sorted(CATALOGUE) == implemented_cards()
+
+
 @pytest.mark.parametrize("card_id", implemented_cards())
 def test_each_card_has_a_firing_and_a_quiet_fixture_on_each_of_its_hooks(card_id):
     hooks, _ = CATALOGUE[card_id]

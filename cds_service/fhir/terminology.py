@@ -248,6 +248,18 @@ CONDITION_VALUE_SETS: dict[str, ValueSet] = {vs.name: vs for vs in (
                                      "alendronate intolerance", "bisphosphonate allergy")),
     # Transport accident external causes (V00-V99, brief 8.3 note): high-energy trauma.
     ValueSet("transport_accident", icd_prefixes=tuple(f"V{n}" for n in range(10))),
+    # --- order safety (brief section 4) ---
+    # SAFE-3 "acute renal impairment": N17- acute kidney failure U; SNOMED 14669001 acute renal failure U.
+    ValueSet("acute_kidney_injury", icd_prefixes=("N17",), snomed=frozenset({"14669001"}),
+             names=("acute kidney injury", "acute renal failure", "acute renal impairment",
+                    "acute kidney failure")),
+    # SAFE-7 inability to sit or stand upright for 30 minutes: no code in the brief; names only
+    # (bedbound / bed-ridden U).
+    ValueSet("cannot_stay_upright", names=("bedbound", "bed-bound", "bedridden", "bed-ridden", "bed bound",
+                                           "unable to sit upright", "unable to stand", "unable to remain upright",
+                                           "cannot sit upright", "cannot remain upright")),
+    # SAFE-11 open epiphyses: no code in the brief; names only.
+    ValueSet("open_epiphyses", names=("open epiphys*", "unfused epiphys*", "open growth plate*")),
 )}
 
 

@@ -16,7 +16,7 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "C-TX-DMAB-ALT": (PV, ("info",)),
     "C-TX-ANABOLIC": (PV, ("warning",)),
     "C-SUPP-CAVD": (ALL, ("info",)),
-    "C-VITD-LOW": (PV, ("warning", "info")),  # order-select/sign: added with SAFE-5 (order-safety rules)
+    "C-VITD-LOW": (ALL, ("warning", "info")),
     "C-LAB-BASELINE": (PV, ("info",)),
     "C-MON-DXA-DUE": (PV, ("info",)),
     "C-MON-ONTX": (PV, ("info",)),

@@ -1,0 +1,342 @@
+"""Order-time drug safety (brief section 4): card content, suggestions
+(delete + create pairs), boundaries, and the sandbox's draftOrders shapes."""
+
+import dataclasses
+import uuid
+
+import pytest
+
+from cds_service import card_render, engine
+from cds_service import fixtures as fx
+from cds_service.fhir import terminology as t
+from cds_service.record import build_record
+from cds_service.rules.settings import ClinicalSettings
+from tests.conftest import TODAY, coding
+from tests.test_fixture_scenarios import SERVICE_IDS, hook_body
+from tests.test_fixture_scenarios import TODAY as HTTP_TODAY  # the service dates its calls today
+
+S = ClinicalSettings()
+ORDER_HOOKS = ("order-select", "order-sign")
+SAFETY_FIXTURES = [n for n in fx.patient_names() if n.startswith(("c-safe-", "c-dup-antires", "c-vitd-low"))]
+
+
+def record_for(name, hook, today=TODAY, settings=S):
+    bundle = fx.load_patient(name, today=today)
+    drafts = fx.drafts_from_bundle(bundle) if hook != "patient-view" else ()
+    selections = None
+    if hook == "order-select":
+        selections = [f"{r['resourceType']}/{r['id']}" for r in drafts if fx.is_selected(r)]
+    return bundle, build_record(fx.prefetch_from_bundle(bundle), drafts=drafts, today=today,
+                                selections=selections, settings=settings)
+
+
+def cards(name, hook, today=TODAY, settings=S):
+    bundle, record = record_for(name, hook, today, settings)
+    pid = bundle["entry"][0]["resource"]["id"]
+    return {c["source"]["topic"]["code"]: c
+            for c in engine.evaluate(hook, record, today, settings, patient_id=pid, strict=True)}
+
+
+def actions(card, kind):
+    return [a for s in card.get("suggestions", ()) for a in s["actions"] if a["type"] == kind]
+
+
+# ---------------------------------------------------------------------------
+# Every suggestion of every order-safety card on every fixture
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SAFETY_FIXTURES)
+@pytest.mark.parametrize("hook", ORDER_HOOKS + ("patient-view",))
+def test_delete_create_pairs_target_the_draft_and_create_valid_fhir(name, hook):
+    bundle, record = record_for(name, hook)
+    judged = {d.reference for d in record.judged_drafts}
+    pid = bundle["entry"][0]["resource"]["id"]
+    for card in engine.evaluate(hook, record, TODAY, S, patient_id=pid, strict=True):
+        card_id = card["source"]["topic"]["code"]
+        if card["indicator"] in ("warning", "critical"):
+            assert card["overrideReasons"] and all(r["display"] for r in card["overrideReasons"]), card_id
+        if not card_id.startswith(("C-SAFE-", "C-DUP-", "C-VITD-")):
+            continue
+        assert "{{" not in card["detail"] and "- (none)" not in card["detail"]
+        if card.get("suggestions"):
+            assert card["selectionBehavior"] == "at-most-one"
+        for suggestion in card.get("suggestions", ()):
+            deletes = [a for a in suggestion["actions"] if a["type"] == "delete"]
+            if hook == "patient-view":
+                assert not deletes, f"{card_id}: nothing to delete on patient-view"
+            for a in deletes:
+                # the relative reference of a draft the hook judges (never a context-only one)
+                assert len(a["resourceId"]) == 1 and a["resourceId"][0] in judged, (card_id, a)
+            for a in suggestion["actions"]:
+                if a["type"] == "create":
+                    card_render.validate_resource(a["resource"])
+                    assert a["resource"]["subject"] == {"reference": f"Patient/{pid}"}
+                    assert a["resource"]["status"] == "draft"
+
+
+# ---------------------------------------------------------------------------
+# Card content
+# ---------------------------------------------------------------------------
+
+def test_renal_alendronate_card_offers_denosumab_with_calcium_check_in_one_suggestion():
+    card = cards("c-safe-renal-alendronate-egfr-34", "order-select")["C-SAFE-RENAL"]
+    assert card["indicator"] == "warning"
+    assert "eGFR 34 mL/min/1.73m2 on 2025-05-01 (below 35 for alendronate)" in card["detail"]
+    assert "Draft order: alendronate (MedicationRequest/draft-alendronate)" in card["detail"]
+    first, last = card["suggestions"][0], card["suggestions"][-1]
+    assert first["isRecommended"]
+    kinds = [a["type"] for a in first["actions"]]
+    assert kinds == ["delete", "create", "create"]
+    assert first["actions"][0]["resourceId"] == ["MedicationRequest/draft-alendronate"]
+    dmab, calcium = first["actions"][1]["resource"], first["actions"][2]["resource"]
+    assert dmab["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
+    assert dmab["dosageInstruction"][0]["timing"]["repeat"] == {"frequency": 1, "period": 6, "periodUnit": "mo"}
+    assert calcium["resourceType"] == "ServiceRequest" and calcium["code"]["coding"][0]["code"] == "17861-6"
+    assert [a["type"] for a in last["actions"]] == ["delete"] and not last["isRecommended"]
+
+
+def test_renal_zoledronate_is_critical_and_risedronate_at_29_offers_denosumab_only_with_ckd_caveat():
+    zol = cards("c-safe-renal-zoledronate-egfr-34-critical", "order-sign")["C-SAFE-RENAL"]
+    assert zol["indicator"] == "critical" and "contraindicated" in zol["summary"]
+    ris = cards("c-safe-renal-risedronate-egfr-29", "order-sign")
+    labels = [s["label"] for s in ris["C-SAFE-RENAL"]["suggestions"]]
+    assert any("advanced CKD" in label for label in labels)
+    assert not any(s["isRecommended"] for s in ris["C-SAFE-RENAL"]["suggestions"])
+    pth = [a["resource"]["code"]["coding"][0]["code"] for a in actions(ris["C-SAFE-RENAL"], "create")
+           if a["resource"]["resourceType"] == "ServiceRequest"]
+    assert "2731-8" in pth and "17861-6" in pth
+
+
+def test_renal_patient_view_on_active_drug_has_no_delete_and_names_the_therapy():
+    card = cards("c-safe-renal-active-alendronate-egfr-34", "patient-view")["C-SAFE-RENAL"]
+    assert "On alendronate since 2024-09-01" in card["detail"] and "Review the therapy" in card["detail"]
+    assert not actions(card, "delete")
+
+
+def test_context_only_draft_is_quiet_on_select_and_fires_on_sign():
+    assert "C-SAFE-RENAL" not in cards("c-safe-renal-context-only-draft", "order-select")
+    card = cards("c-safe-renal-context-only-draft", "order-sign")["C-SAFE-RENAL"]
+    assert actions(card, "delete")[0]["resourceId"] == ["MedicationRequest/draft-alendronate"]
+
+
+def test_hypocalcemia_card_holds_the_drug_and_rechecks_calcium():
+    card = cards("c-safe-hypoca-denosumab-ca-8-4", "order-select")["C-SAFE-HYPOCA"]
+    assert "Corrected calcium 8.4 mg/dL on 2025-05-01 (below 8.5 mg/dL)" in card["detail"]
+    first = card["suggestions"][0]
+    assert [a["type"] for a in first["actions"]] == ["delete", "create"]
+    assert first["actions"][1]["resource"]["code"]["coding"][0]["code"] == "17861-6"
+    # no denosumab alternative is offered to a patient with low calcium anywhere
+    cond = cards("c-safe-hypoca-zoledronate-hypocalcemia-condition", "order-sign")["C-SAFE-HYPOCA"]
+    assert "Hypocalcemia (E83.51) on 2025-04-20" in cond["detail"]
+
+
+def test_vitamin_d_low_order_card_replaces_the_injection_with_repletion():
+    card = cards("c-vitd-low-zoledronate-25ohd-19", "order-sign")["C-VITD-LOW"]
+    assert card["indicator"] == "warning"
+    assert "25-OH vitamin D 19 ng/mL on 2025-05-01 (below 20 ng/mL)" in card["detail"]
+    [suggestion] = card["suggestions"]
+    delete, create = suggestion["actions"]
+    assert delete["resourceId"] == ["MedicationRequest/draft-zoledronate"]
+    assert create["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "2418"
+
+
+def test_denosumab_ckd_card_checks_calcium_and_pth():
+    card = cards("c-safe-dmab-ckd-egfr-29", "order-select")["C-SAFE-DMAB-CKD"]
+    codes = [a["resource"]["code"]["coding"][0]["code"] for a in card["suggestions"][0]["actions"]]
+    assert codes == ["17861-6", "2731-8"]
+    assert "specialist" in card["detail"] and "each" in card["detail"]
+    dialysis = cards("c-safe-dmab-ckd-dialysis-no-egfr", "order-select")["C-SAFE-DMAB-CKD"]
+    assert "Dialysis / CKD stage 4-5 (Z99.2) on 2023-03-01" in dialysis["detail"]
+
+
+def test_esophageal_card_offers_denosumab_and_zoledronate_as_exclusive_alternatives():
+    card = cards("c-safe-esoph-alendronate-achalasia", "order-select")["C-SAFE-ESOPH"]
+    created = [[a["resource"]["medicationCodeableConcept"]["coding"][0]["code"] for a in s["actions"]
+                if a["type"] == "create" and a["resource"]["resourceType"] == "MedicationRequest"]
+               for s in card["suggestions"]]
+    assert created == [["993452"], ["705824"], []]
+    assert "Esophageal disorder (K22.0) on 2019-06-01" in card["detail"]
+    bypass = cards("c-safe-esoph-risedronate-gastric-bypass", "order-select")["C-SAFE-ESOPH"]
+    assert "Bariatric surgery (442338001) on 2016-02-11" in bypass["detail"]
+
+
+def test_romosozumab_after_mi_suggests_teriparatide_or_abaloparatide_separately():
+    card = cards("c-safe-romo-cv-mi-11-months", "order-select")["C-SAFE-ROMO-CV"]
+    assert card["indicator"] == "critical"
+    assert "Myocardial infarction (I21.9) on 2024-07-01" in card["detail"]
+    pairs = [[a["type"] for a in s["actions"]] for s in card["suggestions"]]
+    assert pairs == [["delete", "create"], ["delete", "create"], ["delete"]]
+    made = [s["actions"][1]["resource"]["medicationCodeableConcept"]["coding"][0]["code"] for s in card["suggestions"][:2]]
+    assert made == ["1435115", "1921082"]
+    assert card["suggestions"][0]["isRecommended"] and not card["suggestions"][1]["isRecommended"]
+
+
+def test_romosozumab_limit_counts_administrations():
+    assert "13 monthly doses given" in cards("c-safe-romo-limit-13-doses-given", "patient-view")["C-SAFE-ROMO-LIMIT"]["detail"]
+    card = cards("c-safe-romo-limit-ordering-13th-dose", "order-sign")["C-SAFE-ROMO-LIMIT"]
+    assert "12 monthly doses given" in card["detail"]
+    assert card["suggestions"][0]["actions"][0]["resourceId"] == ["MedicationRequest/draft-romosozumab"]
+
+
+def test_pth_limit_sums_both_agents():
+    card = cards("c-safe-pth-limit-teriparatide-then-abaloparatide-25-months", "patient-view")["C-SAFE-PTH-LIMIT"]
+    assert "Cumulative teriparatide + abaloparatide exposure 25.0 months" in card["detail"]
+    assert [s["actions"][0]["type"] for s in card["suggestions"]] == ["create", "create"]  # start, no draft
+
+
+def test_anabolic_contraindication_names_the_condition():
+    card = cards("c-safe-anabolic-contra-abaloparatide-bone-metastases", "order-sign")["C-SAFE-ANABOLIC-CONTRA"]
+    assert "Bone metastases / skeletal malignancy (C79.51) on 2024-02-01" in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# Edge cases built in code
+# ---------------------------------------------------------------------------
+
+def _record(*, labs=(), conditions=(), meds=(), drafts=(), selections=None, gender="female", settings=S):
+    return build_record({
+        "patient": {"resourceType": "Patient", "id": "p", "gender": gender, "birthDate": "1950-01-01"},
+        "observations": {"resourceType": "Bundle", "entry": [{"resource": r} for r in labs]},
+        "conditions": {"resourceType": "Bundle", "entry": [{"resource": r} for r in conditions]},
+        "medicationRequests": {"resourceType": "Bundle", "entry": [{"resource": r} for r in meds
+                                                                    if r["resourceType"] == "MedicationRequest"]},
+        "medicationAdministrations": {"resourceType": "Bundle", "entry": [
+            {"resource": r} for r in meds if r["resourceType"] == "MedicationAdministration"]},
+    }, drafts=list(drafts), today=TODAY, selections=selections, settings=settings)
+
+
+def _lab(code, value, unit, date="2025-05-01", oid=None):
+    return {"resourceType": "Observation", "id": oid or f"o{code}", "status": "final", "code": coding(t.LOINC, code),
+            "effectiveDateTime": date, "valueQuantity": {"value": value, "unit": unit}}
+
+
+def _draft(did, concept):
+    res = {"resourceType": "MedicationRequest", "status": "draft", "intent": "order", "medicationCodeableConcept": concept}
+    if did:
+        res["id"] = did
+    return res
+
+
+def _codes(hook, record, settings=S):
+    return {c["source"]["topic"]["code"]: c for c in engine.evaluate(hook, record, TODAY, settings, strict=True)}
+
+
+ALENDRONATE = coding(t.RXNORM, "904431")
+
+
+def test_unknown_egfr_is_not_low():
+    record = _record(drafts=[_draft("d1", ALENDRONATE)])
+    assert "C-SAFE-RENAL" not in _codes("order-sign", record)
+
+
+def test_stale_egfr_is_unknown():
+    record = _record(labs=[_lab("98979-8", 20, "mL/min/{1.73_m2}", date="2024-01-01")],
+                     drafts=[_draft("d1", ALENDRONATE)])
+    assert "C-SAFE-RENAL" not in _codes("order-sign", record)
+
+
+def test_threshold_comes_from_settings():
+    record_args = dict(labs=[_lab("98979-8", 36, "mL/min/{1.73_m2}")], drafts=[_draft("d1", ALENDRONATE)])
+    assert "C-SAFE-RENAL" not in _codes("order-sign", _record(**record_args))
+    strict = dataclasses.replace(S, egfr_alendronate_min=40)
+    assert "C-SAFE-RENAL" in _codes("order-sign", _record(settings=strict, **record_args), strict)
+
+
+def test_drug_recognised_by_ingredient_code_and_by_brand_name():
+    egfr = [_lab("98979-8", 20, "mL/min/{1.73_m2}")]
+    for concept in (coding(t.RXNORM, "46041"), coding(t.RXNORM, "904433"), {"text": "FOSAMAX 70 mg tablet"}):
+        assert "C-SAFE-RENAL" in _codes("order-sign", _record(labs=egfr, drafts=[_draft("d1", concept)]))
+    for concept in (coding(t.RXNORM, "115264"), {"text": "Boniva 150 mg"}):  # ibandronate: SAFE-2
+        card = _codes("order-sign", _record(labs=egfr, drafts=[_draft("d1", concept)]))["C-SAFE-RENAL"]
+        assert "below 30 for ibandronate" in card["detail"]
+
+
+def test_draft_without_medication_or_id_never_errors():
+    egfr = [_lab("98979-8", 20, "mL/min/{1.73_m2}")]
+    blank = {"resourceType": "MedicationRequest", "id": "request-123", "status": "draft", "intent": "proposal"}
+    assert _codes("order-sign", _record(labs=egfr, drafts=[blank])) == {}
+    # a draft with no id still gets its card, with nothing to delete
+    card = _codes("order-sign", _record(labs=egfr, drafts=[_draft(None, ALENDRONATE)]))["C-SAFE-RENAL"]
+    assert "suggestions" not in card and "draft without id" in card["detail"]
+
+
+def test_oncology_products_skip_dosing_checks_but_count_as_duplicates():
+    xgeva = {"text": "Xgeva (denosumab) 120 mg/1.7 mL injection"}
+    low_ca = [_lab("17861-6", 7.9, "mg/dL")]
+    assert "C-SAFE-HYPOCA" not in _codes("order-sign", _record(labs=low_ca, drafts=[_draft("x", xgeva)]))
+    on_bp = [{"resourceType": "MedicationRequest", "id": "a", "status": "active", "intent": "order",
+              "medicationCodeableConcept": ALENDRONATE, "authoredOn": "2024-01-01"}]
+    assert "C-DUP-ANTIRES" in _codes("order-sign", _record(meds=on_bp, drafts=[_draft("x", xgeva)]))
+
+
+def test_ordering_denosumab_on_a_bisphosphonate_is_never_a_transition():
+    meds = [{"resourceType": "MedicationAdministration", "id": "m1", "status": "completed",
+             "medicationCodeableConcept": coding(t.RXNORM, "993452"), "effectiveDateTime": "2024-01-01"},
+            {"resourceType": "MedicationRequest", "id": "a", "status": "active", "intent": "order",
+             "medicationCodeableConcept": ALENDRONATE, "authoredOn": "2024-07-01"}]
+    record = _record(meds=meds, drafts=[_draft("d", coding(t.RXNORM, "993452"))])
+    assert "C-DUP-ANTIRES" in _codes("order-select", record)
+    # two antiresorptives in the same order session are a duplicate too
+    both = _record(drafts=[_draft("d", coding(t.RXNORM, "993452")), _draft("r", coding(t.RXNORM, "1490065"))],
+                   selections=["MedicationRequest/r"])
+    card = _codes("order-select", both)["C-DUP-ANTIRES"]
+    assert actions(card, "delete")[0]["resourceId"] == ["MedicationRequest/r"]
+
+
+def test_anabolic_with_antiresorptive_is_not_a_duplicate():
+    meds = [{"resourceType": "MedicationRequest", "id": "a", "status": "active", "intent": "order",
+             "medicationCodeableConcept": ALENDRONATE, "authoredOn": "2024-07-01"}]
+    record = _record(meds=meds, drafts=[_draft("t", coding(t.RXNORM, "1435115"))])
+    assert "C-DUP-ANTIRES" not in _codes("order-sign", record)  # SAFE-16 is a different card
+
+
+def test_romosozumab_in_a_man_after_stroke_offers_teriparatide_only():
+    stroke = [{"resourceType": "Condition", "id": "c", "code": coding(t.ICD10CM, "I63.9"), "onsetDateTime": "2025-01-01"}]
+    record = _record(conditions=stroke, drafts=[_draft("r", {"text": "romosozumab-aqqg"})], gender="male")
+    card = _codes("order-sign", record)["C-SAFE-ROMO-CV"]
+    assert [s["label"] for s in card["suggestions"]] == ["Order teriparatide 20 mcg daily instead",
+                                                        "Remove the draft romosozumab order"]
+
+
+def test_no_pth_alternative_once_the_pth_limit_is_used_up():
+    mi = [{"resourceType": "Condition", "id": "c", "code": coding(t.ICD10CM, "I21.9"), "onsetDateTime": "2025-01-01"}]
+    tptd = [{"resourceType": "MedicationRequest", "id": "tp", "status": "completed", "intent": "order",
+             "medicationCodeableConcept": coding(t.RXNORM, "1435115"), "authoredOn": "2021-01-01",
+             "dosageInstruction": [{"timing": {"repeat": {"boundsPeriod": {"start": "2021-01-01", "end": "2023-02-01"}}}}]}]
+    card = _codes("order-sign", _record(conditions=mi, meds=tptd, drafts=[_draft("r", {"text": "Evenity"})]))
+    assert [s["label"] for s in card["C-SAFE-ROMO-CV"]["suggestions"]] == ["Remove the draft romosozumab order"]
+
+
+# ---------------------------------------------------------------------------
+# Through HTTP, the way the public sandbox sends it: draftOrders Bundle without `type`
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hook", ORDER_HOOKS)
+def test_draft_orders_bundle_without_type_through_http(client, hook):
+    bundle = fx.load_patient("c-safe-renal-alendronate-egfr-34", today=HTTP_TODAY)
+    body = hook_body(bundle, hook)
+    del body["context"]["draftOrders"]["type"]
+    resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    card = {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}["C-SAFE-RENAL"]
+    assert card["uuid"]
+    delete = [a for s in card["suggestions"] for a in s["actions"] if a["type"] == "delete"]
+    assert delete and all(a["resourceId"] == ["MedicationRequest/draft-alendronate"] for a in delete)
+
+
+@pytest.mark.parametrize("hook", ORDER_HOOKS)
+def test_rx_view_blank_draft_without_type_through_http_gives_no_card(client, hook):
+    bundle = fx.load_patient("c-safe-rx-view-draft-without-medication", today=HTTP_TODAY)
+    pid = bundle["entry"][0]["resource"]["id"]
+    blank = {"resourceType": "MedicationRequest", "id": "request-123", "status": "draft", "intent": "proposal",
+             "subject": {"reference": f"Patient/{pid}"}}
+    context = {"patientId": pid, "userId": "Practitioner/example",
+               "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": blank}]}}
+    if hook == "order-select":
+        context["selections"] = ["MedicationRequest/request-123"]
+    body = {"hookInstance": str(uuid.uuid4()), "hook": hook, "context": context,
+            "prefetch": fx.prefetch_from_bundle(bundle)}
+    resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    fired = {c["source"]["topic"]["code"] for c in resp.get_json()["cards"]}
+    assert not {c for c in fired if c.startswith(("C-SAFE-", "C-DUP-", "C-VITD-"))}, fired
