@@ -14,7 +14,6 @@ with status "draft": they go to drafts_from_bundle(), never to the prefetch.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 import re

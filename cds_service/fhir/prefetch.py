@@ -162,7 +162,7 @@ def resolve_prefetch(
     missing = {k: v for k, v in failures.items() if k in required}
     if missing:
         raise PrefetchError(missing, tuple(kinds))
-    for key, reason in failures.items():
+    for key in failures:
         data.setdefault(key, None)
         log.warning("optional prefetch key unavailable", extra={"prefetch_key": key})
 

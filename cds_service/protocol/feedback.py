@@ -57,6 +57,6 @@ def post_feedback(service_id: str):
         raise ApiError(503, "feedback could not be stored now; please send it again", code="store_unavailable",
                        headers={"Retry-After": "5"}) from None
     g.feedback_outcomes = [e.outcome for e in entries]
-    for entry, card_id in zip(entries, result.card_ids):
+    for entry, card_id in zip(entries, result.card_ids, strict=True):
         metrics.FEEDBACK.labels(card_id or "unknown", entry.outcome).inc()
     return jsonify({"stored": result.stored, "duplicates": result.duplicates, "unknownCards": result.unknown_cards})

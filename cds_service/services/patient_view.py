@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cds_service import engine
-from cds_service.record import build_record, drafts_from_context
+from cds_service.record import build_record
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.services import CdsService, HookCall
 from cds_service.services.prefetch_templates import PREFETCH, REQUIRED
