@@ -130,7 +130,9 @@ def _action(spec: dict[str, Any], card: dict[str, Any], finding: Finding, variab
     if kind == "delete":
         if not finding.delete_draft:
             raise CardTemplateError(f"{card['id']}: delete action without Finding.delete_draft")
-        out["resourceId"] = [finding.delete_draft]
+        # A single relative reference (string), as the HL7 logical model
+        # CDSHooksResponse defines it (actions.resourceId 0..1 string).
+        out["resourceId"] = finding.delete_draft
         return out
     name = spec.get("resource")
     template = (card.get("resources") or {}).get(name)
@@ -145,14 +147,14 @@ def _action(spec: dict[str, Any], card: dict[str, Any], finding: Finding, variab
 def _built_suggestion(s: Suggestion, patient_id: str | None, today: dt.date) -> dict[str, Any]:
     actions = []
     for a in s.actions:
-        act: dict[str, Any] = {"type": a.type, "description": a.description}
         if a.type == "delete":
-            act["resourceId"] = list(a.resource_id)
-        else:
-            resource = prepare_resource(dict(a.resource or {}), patient_id, today)
-            validate_resource(resource)
-            act["resource"] = resource
-        actions.append(act)
+            # resourceId is one relative reference: one delete action per resource.
+            actions.extend({"type": "delete", "description": a.description, "resourceId": ref}
+                           for ref in a.resource_id)
+            continue
+        resource = prepare_resource(dict(a.resource or {}), patient_id, today)
+        validate_resource(resource)
+        actions.append({"type": a.type, "description": a.description, "resource": resource})
     return {"label": s.label, "isRecommended": s.is_recommended, "actions": actions}
 
 

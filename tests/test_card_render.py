@@ -51,7 +51,7 @@ def test_every_card_template_renders_valid_fhir(card_id):
     for s in card.get("suggestions", ()):
         for a in s["actions"]:
             if a["type"] == "delete":
-                assert a["resourceId"] == ["ServiceRequest/d1"]
+                assert a["resourceId"] == "ServiceRequest/d1"
                 continue
             res = a["resource"]
             assert res["subject"] == {"reference": "Patient/p1"}
@@ -72,7 +72,7 @@ def test_suggestion_selection_indicator_override_and_built_actions():
     assert card["indicator"] == "warning"
     assert [s["label"] for s in card["suggestions"]] == ["Order vitamin D3 1000 IU daily", "Remove the draft"]
     assert card["suggestions"][1]["actions"][0] == {"type": "delete", "description": "Delete draft",
-                                                    "resourceId": ["MedicationRequest/d1"]}
+                                                    "resourceId": "MedicationRequest/d1"}
 
 
 def test_invalid_resource_is_rejected():

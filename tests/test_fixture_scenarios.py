@@ -11,6 +11,7 @@ import pytest
 
 from cds_service import fixtures as fx
 from cds_service.card_render import data_dir
+from cds_service.protocol import schemas
 from cds_service.rules.base import HOOKS
 from cds_service.rules.catalogue import CATALOGUE
 
@@ -48,6 +49,7 @@ def test_fixture_expectations_through_http(client, name, hook):
     body = hook_body(bundle, hook)
     resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=body)
     assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert schemas.errors("CardsResponse", resp.get_json()) == []  # the OpenAPI contract, to the letter
     cards = resp.get_json()["cards"]
     fired = {c["source"]["topic"]["code"]: c["indicator"] for c in cards}
     must, must_not = fx.expectations(bundle, hook)

@@ -128,7 +128,7 @@ def test_fresh_fracture_10_weeks_is_critical_13_weeks_is_warning(hook):
     labels = {s["label"]: s for s in card["suggestions"]}
     cancel = labels["Remove this massage order until the fracture is cleared"]["actions"][0]
     assert cancel == {"type": "delete", "description": "Delete the draft massage order",
-                      "resourceId": ["ServiceRequest/sr-massage-m2"]}
+                      "resourceId": "ServiceRequest/sr-massage-m2"}
     update = labels["Add the osteoporosis massage precautions to this massage order"]["actions"][0]
     assert "FRESH VERTEBRAL FRACTURE on 2025-03-23 (10 weeks)" in update["resource"]["note"][-1]["text"]
     assert update["resource"]["performerType"]["coding"][0]["code"] == "225700000X"
@@ -240,7 +240,7 @@ def test_dxa_11_months_fires_13_months_quiet(hook):
     [suggestion] = card["suggestions"]
     assert suggestion["actions"] == [{"type": "delete",
                                       "description": "Delete the draft DXA order (the previous scan is less than 12 months old)",
-                                      "resourceId": ["ServiceRequest/sr-dxa-d1"]}]
+                                      "resourceId": "ServiceRequest/sr-dxa-d1"}]
     reasons = {r["code"]: r["display"] for r in card["overrideReasons"]}
     assert reasons["new-fracture"] == "New fracture since the last DXA"
     assert reasons["glucocorticoid-start"] == "Starting high-dose glucocorticoid therapy"
@@ -359,5 +359,5 @@ def test_typeless_draft_orders_bundle_through_http(client, hook):
     assert cards["C-MASSAGE-SAFETY"]["indicator"] == "warning"
     update = cards["C-MASSAGE-SAFETY"]["suggestions"][0]["actions"][0]
     assert update["type"] == "update" and update["resource"]["id"] == "sandbox-massage"
-    assert cards["C-MON-DXA-DUP"]["suggestions"][0]["actions"][0]["resourceId"] == ["ServiceRequest/sandbox-dxa"]
+    assert cards["C-MON-DXA-DUP"]["suggestions"][0]["actions"][0]["resourceId"] == "ServiceRequest/sandbox-dxa"
     assert all("uuid" in s for c in cards.values() for s in c.get("suggestions", ()))

@@ -66,7 +66,7 @@ def test_delete_create_pairs_target_the_draft_and_create_valid_fhir(name, hook):
                 assert not deletes, f"{card_id}: nothing to delete on patient-view"
             for a in deletes:
                 # the relative reference of a draft the hook judges (never a context-only one)
-                assert len(a["resourceId"]) == 1 and a["resourceId"][0] in judged, (card_id, a)
+                assert isinstance(a["resourceId"], str) and a["resourceId"] in judged, (card_id, a)
             for a in suggestion["actions"]:
                 if a["type"] == "create":
                     card_render.validate_resource(a["resource"])
@@ -87,7 +87,7 @@ def test_renal_alendronate_card_offers_denosumab_with_calcium_check_in_one_sugge
     assert first["isRecommended"]
     kinds = [a["type"] for a in first["actions"]]
     assert kinds == ["delete", "create", "create"]
-    assert first["actions"][0]["resourceId"] == ["MedicationRequest/draft-alendronate"]
+    assert first["actions"][0]["resourceId"] == "MedicationRequest/draft-alendronate"
     dmab, calcium = first["actions"][1]["resource"], first["actions"][2]["resource"]
     assert dmab["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
     assert dmab["dosageInstruction"][0]["timing"]["repeat"] == {"frequency": 1, "period": 6, "periodUnit": "mo"}
@@ -116,7 +116,7 @@ def test_renal_patient_view_on_active_drug_has_no_delete_and_names_the_therapy()
 def test_context_only_draft_is_quiet_on_select_and_fires_on_sign():
     assert "C-SAFE-RENAL" not in cards("c-safe-renal-context-only-draft", "order-select")
     card = cards("c-safe-renal-context-only-draft", "order-sign")["C-SAFE-RENAL"]
-    assert actions(card, "delete")[0]["resourceId"] == ["MedicationRequest/draft-alendronate"]
+    assert actions(card, "delete")[0]["resourceId"] == "MedicationRequest/draft-alendronate"
 
 
 def test_hypocalcemia_card_holds_the_drug_and_rechecks_calcium():
@@ -136,7 +136,7 @@ def test_vitamin_d_low_order_card_replaces_the_injection_with_repletion():
     assert "25-OH vitamin D 19 ng/mL on 2025-05-01 (below 20 ng/mL)" in card["detail"]
     [suggestion] = card["suggestions"]
     delete, create = suggestion["actions"]
-    assert delete["resourceId"] == ["MedicationRequest/draft-zoledronate"]
+    assert delete["resourceId"] == "MedicationRequest/draft-zoledronate"
     assert create["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "2418"
 
 
@@ -175,7 +175,7 @@ def test_romosozumab_limit_counts_administrations():
     assert "13 monthly doses given" in cards("c-safe-romo-limit-13-doses-given", "patient-view")["C-SAFE-ROMO-LIMIT"]["detail"]
     card = cards("c-safe-romo-limit-ordering-13th-dose", "order-sign")["C-SAFE-ROMO-LIMIT"]
     assert "12 monthly doses given" in card["detail"]
-    assert card["suggestions"][0]["actions"][0]["resourceId"] == ["MedicationRequest/draft-romosozumab"]
+    assert card["suggestions"][0]["actions"][0]["resourceId"] == "MedicationRequest/draft-romosozumab"
 
 
 def test_pth_limit_sums_both_agents():
@@ -280,7 +280,7 @@ def test_ordering_denosumab_on_a_bisphosphonate_is_never_a_transition():
     both = _record(drafts=[_draft("d", coding(t.RXNORM, "993452")), _draft("r", coding(t.RXNORM, "1490065"))],
                    selections=["MedicationRequest/r"])
     card = _codes("order-select", both)["C-DUP-ANTIRES"]
-    assert actions(card, "delete")[0]["resourceId"] == ["MedicationRequest/r"]
+    assert actions(card, "delete")[0]["resourceId"] == "MedicationRequest/r"
 
 
 def test_anabolic_with_antiresorptive_is_not_a_duplicate():
@@ -321,7 +321,7 @@ def test_draft_orders_bundle_without_type_through_http(client, hook):
     card = {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}["C-SAFE-RENAL"]
     assert card["uuid"]
     delete = [a for s in card["suggestions"] for a in s["actions"] if a["type"] == "delete"]
-    assert delete and all(a["resourceId"] == ["MedicationRequest/draft-alendronate"] for a in delete)
+    assert delete and all(a["resourceId"] == "MedicationRequest/draft-alendronate" for a in delete)
 
 
 @pytest.mark.parametrize("hook", ORDER_HOOKS)

@@ -32,7 +32,7 @@ class Action:
     type: str                                  # create / update / delete
     description: str
     resource: Mapping[str, Any] | None = None  # create/update: a FHIR resource (subject etc. filled in)
-    resource_id: tuple[str, ...] = ()          # delete: relative references, e.g. ("MedicationRequest/1",)
+    resource_id: tuple[str, ...] = ()          # delete: relative references, e.g. ("MedicationRequest/1",); one action each
 
 
 @dataclasses.dataclass(frozen=True)
