@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import traceback
 
 ALLOWED_EXTRAS = (
     "event", "method", "path", "status", "duration_ms", "fetch_ms", "service_id", "hook_instance",
@@ -31,6 +32,16 @@ class JsonFormatter(logging.Formatter):
             if key in record.__dict__:
                 entry[key] = record.__dict__[key]
         return json.dumps(entry, default=str)
+
+
+def error_fields(exc: BaseException) -> dict[str, object]:
+    """Log extras for a caught exception: its type and where it happened, never
+    its message or traceback text (a ValueError or a pydantic error quotes the
+    value it choked on, which may be patient data). Use instead of
+    log.exception(): `log.error("...", extra=error_fields(exc))`."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return {"error_type": type(exc).__name__,
+            "where": [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in frames[-6:]]}
 
 
 def configure_logging(level: str) -> None:
