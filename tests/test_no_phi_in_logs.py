@@ -259,3 +259,12 @@ def test_the_formatter_drops_extras_it_does_not_know(caplog):
         log.removeHandler(handler)
     line = json.loads(stream.getvalue())
     assert line["count"] == 3 and "resource" not in line and SENTINEL not in stream.getvalue()
+
+
+def test_debug_level_does_not_open_urllib3_request_lines(make_app):
+    # urllib3 logs each outbound request line at DEBUG: a FHIR search URL holds the patient id.
+    make_app(CDS_LOG_LEVEL="DEBUG")
+    assert logging.getLogger().level == logging.DEBUG
+    assert logging.getLogger("urllib3.connectionpool").getEffectiveLevel() >= logging.WARNING
+    make_app(CDS_LOG_LEVEL="ERROR")
+    assert logging.getLogger("urllib3").getEffectiveLevel() == logging.ERROR
