@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from cds_service.logs import error_fields
 from cds_service.rules.base import INDICATORS, Action, Finding, Suggestion
 
 log = logging.getLogger(__name__)
@@ -183,10 +184,11 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
                           "display": source.get("topic_display", finding.card_id)},
             },
         }
-    except CardTemplateError:
+    except CardTemplateError as exc:
         if strict:
             raise
-        log.exception("card %s could not be rendered", finding.card_id)
+        # Type and place only: a validation message quotes the values (patient data).
+        log.error("card %s could not be rendered", finding.card_id, extra=error_fields(exc))
         return None
 
     suggestions = []
@@ -202,17 +204,17 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
                 "isRecommended": bool(spec.get("isRecommended", False)),
                 "actions": [_action(a, card, finding, variables, patient_id, today) for a in spec.get("actions") or ()],
             })
-        except CardTemplateError:
+        except CardTemplateError as exc:
             if strict:
                 raise
-            log.exception("card %s: suggestion %s dropped", finding.card_id, key)
+            log.error("card %s: suggestion %s dropped", finding.card_id, key, extra=error_fields(exc))
     for extra in finding.extra_suggestions:
         try:
             suggestions.append(_built_suggestion(extra, patient_id, today))
-        except CardTemplateError:
+        except CardTemplateError as exc:
             if strict:
                 raise
-            log.exception("card %s: built suggestion dropped", finding.card_id)
+            log.error("card %s: built suggestion dropped", finding.card_id, extra=error_fields(exc))
     if suggestions:
         out["suggestions"] = suggestions
         out["selectionBehavior"] = card.get("selectionBehavior", "at-most-one")

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from cds_service import card_render
+from cds_service.logs import error_fields
 from cds_service.record import PatientRecord
 from cds_service.rules.base import INDICATORS, Finding, rules_for
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
@@ -34,10 +35,12 @@ def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: Clinic
     for rule in rules_for(hook):
         try:
             findings.extend(rule(record, today, settings))
-        except Exception:
+        except Exception as exc:
             if strict:
                 raise
-            log.exception("rule %s failed (hook %s); skipped", getattr(rule, "__name__", rule), hook)
+            # Type and place only: the exception's text may quote patient data.
+            log.error("rule %s failed (hook %s); skipped", getattr(rule, "__name__", rule), hook,
+                      extra=error_fields(exc))
     return select(findings)
 
 

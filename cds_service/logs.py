@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import traceback
 
 ALLOWED_EXTRAS = (
     "event", "method", "path", "status", "duration_ms", "fetch_ms", "service_id", "hook_instance",
@@ -33,12 +34,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def error_fields(exc: BaseException) -> dict[str, object]:
+    """Log extras for a caught exception: its type and where it happened, never
+    its message or traceback text (a ValueError or a pydantic error quotes the
+    value it choked on, which may be patient data). Use instead of
+    log.exception(): `log.error("...", extra=error_fields(exc))`."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return {"error_type": type(exc).__name__,
+            "where": [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in frames[-6:]]}
+
+
+# Third-party loggers that write request URLs at DEBUG: urllib3 logs every
+# outbound request line, and a FHIR search URL carries the patient's id.
+QUIET_LOGGERS = ("urllib3",)
+
+
 def configure_logging(level: str) -> None:
     root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        root.setLevel(level.upper())
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -359,7 +360,12 @@ def _effective(res: Mapping[str, Any]) -> dt.date | None:
 def _quantity(value: Any) -> tuple[float, str] | None:
     if isinstance(value, dict) and isinstance(value.get("value"), (int, float)) and not isinstance(value.get("value"), bool):
         unit = value.get("code") or value.get("unit") or ""
-        return float(value["value"]), str(unit).strip()
+        try:
+            number = float(value["value"])
+        except OverflowError:  # an integer too large for a float
+            return None
+        # NaN/Infinity (a FHIR server's JSON may carry them) are not values: unknown.
+        return (number, str(unit).strip()) if math.isfinite(number) else None
     return None
 
 
@@ -964,5 +970,8 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
 
 
 def drafts_from_context(context: Mapping[str, Any]) -> list[Any]:
-    """Resources of context.draftOrders (a Bundle); [] when absent."""
-    return list(_iter_resources((context or {}).get("draftOrders")))
+    """Resources of context.draftOrders (a Bundle); [] when absent or malformed."""
+    try:
+        return list(_iter_resources((context or {}).get("draftOrders")))
+    except Exception:  # noqa: BLE001 - e.g. entry not a list: nothing to judge, never a crash
+        return []

@@ -1,13 +1,105 @@
-"""Reading a JSON request body the strict way: right media type, valid JSON, an object."""
+"""Reading a JSON request body the strict way: right media type, valid JSON, an object.
+
+Strict beyond the json module's defaults, because every byte is
+attacker-controlled until proven otherwise:
+- a Content-Encoding (gzip, ...) is refused (415), never decompressed, so no
+  decompression bomb can get past the body size limit;
+- a streamed (chunked) body is refused at the size limit rather than
+  silently cut there;
+- NaN, Infinity and numbers too large for a float are not JSON (RFC 8259);
+- a member name given twice in one object is refused: two parsers could read
+  the body differently, and a validator could check one value while the
+  rules read the other;
+- a string with an unpaired surrogate ("\\ud800" is valid JSON syntax but not
+  text) is refused: no database, log or encoder downstream could take it;
+- nesting deeper than MAX_DEPTH is refused (400), both because Python's json
+  raises RecursionError on very deep input and because every later recursive
+  step (schema validation, the record builder) would risk the same.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
-from flask import Request
+from flask import Request, current_app
 
 from cds_service.protocol.errors import ApiError
+
+# A FHIR Bundle in a prefetch key sits ~12 levels deep at its deepest
+# (body > prefetch > Bundle > entry > resource > component > code > coding > extension...);
+# 100 leaves plenty of room for contained resources and extensions.
+MAX_DEPTH = 100
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not allowed in JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJson("a number is too large")
+    return value
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _NotJson("a member name appears twice in one object")
+        out[key] = value
+    return out
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def tree_problem(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why a parsed JSON value is not acceptable, or None (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+            continue
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return f"arrays or objects nest more than {max_depth} levels deep"
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, str)))
+    return None
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse strictly (see the module docstring); raise ApiError 400."""
+    try:
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_members)
+    except RecursionError:
+        raise ApiError(400, f"the request body nests arrays or objects more than {MAX_DEPTH} levels deep",
+                       code="invalid_json") from None
+    except _NotJson as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        # Also int() refusing a number of more than 4300 digits.
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ApiError(400, f"the request body is not valid JSON{where}", code="invalid_json") from None
+    problem = tree_problem(body)
+    if problem:
+        raise ApiError(400, f"the request body is not acceptable JSON: {problem}", code="invalid_json")
+    return body
 
 
 def read_json_object(request: Request) -> dict[str, Any]:
@@ -15,14 +107,18 @@ def read_json_object(request: Request) -> dict[str, Any]:
     if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
         raise ApiError(415, "the body must be JSON, sent with Content-Type: application/json",
                        details={"contentType": request.content_type or "(none)"})
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise ApiError(415, "compressed request bodies (Content-Encoding) are not accepted; send plain JSON",
+                       code="unsupported_content_encoding")
     raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A streamed body is cut at the limit by Werkzeug, not refused: refuse it here.
+        raise ApiError(413, "request body too large", code="payload_too_large")
     if not raw.strip():
         raise ApiError(400, "the request body is empty; a JSON object is expected", code="invalid_json")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ApiError(400, f"the request body is not valid JSON{where}", code="invalid_json") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     return body
