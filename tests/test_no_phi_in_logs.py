@@ -175,9 +175,11 @@ def test_fixture_patients_through_every_hook_and_feedback(debug_app, caplog):
                              "outcomeTimestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                              "overrideReason": {"userComment": f"Zqxcomment {n}: patient said her sister ..."}}
                             for c in cards]
-                feedback.append({"card": cards[0]["uuid"], "outcome": "accepted",
-                                 "outcomeTimestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                 "acceptedSuggestions": [{"id": s["uuid"]} for s in cards[0].get("suggestions", [])]})
+                actionable = next((c for c in cards if c.get("suggestions")), None)
+                if actionable:  # advice-only cards (e.g. C-MON-ONTX) cannot be "accepted"
+                    feedback.append({"card": actionable["uuid"], "outcome": "accepted",
+                                     "outcomeTimestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                     "acceptedSuggestions": [{"id": s["uuid"]} for s in actionable["suggestions"]]})
                 resp = client.post(f"/cds-services/{service}/feedback", json={"feedback": feedback})
                 assert resp.status_code == 200, resp.get_data(as_text=True)
         logs.assert_clean(forbidden, decimals)

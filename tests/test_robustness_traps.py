@@ -14,6 +14,8 @@ import pytest
 import requests
 import responses
 
+from cds_service.services.prefetch_templates import PREFETCH
+
 from requests_for_tests import FHIR, SERVICE_FOR, hook_request
 
 PV = "/cds-services/osteoporosis-patient-view"
@@ -199,7 +201,8 @@ def test_head_and_options_on_every_route(app, client):
         assert head.status_code < 500, (path, head.status_code)
         assert head.data == b""
         if "GET" in methods:
-            assert head.status_code == 200, path
+            # /admin/report is off (404) until CDS_REPORT_TOKEN is set.
+            assert head.status_code == (404 if path == "/admin/report" else 200), path
         elif methods:
             assert_json_error(client.get(path), 405)  # HEAD itself has no body to check
             assert head.status_code == 405 and "POST" in head.headers["Allow"], path
@@ -260,7 +263,7 @@ def test_a_slow_fhir_server_within_the_budget_still_answers(make_app):
         resp = client.post(PV, json=body)
     # Patient answered with a Bundle here: not a Patient, but no crash; the searches succeed.
     assert resp.status_code == 200, resp.get_data(as_text=True)
-    assert len(calls) == 7
+    assert len(calls) == len(PREFETCH)  # every prefetch key fetched once
 
 
 def test_slow_pages_stop_at_the_budget(make_app):
