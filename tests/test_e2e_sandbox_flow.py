@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -351,6 +352,32 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
                                                      "code": [",".join(c for r in served for c in _codes_of(r))]}))
             assert n_obs > PAGE_SIZE  # the fixture really needed two pages
 
+            # Several chart views at once (browser tabs, a busy EHR): the worker's
+            # threads share one SQLite file and one HTTP session.
+            def one_view(_):
+                body = {**pv_body, "hookInstance": str(uuid.uuid4())}
+                url = f"{base}/cds-services/{PV}"
+                with requests.post(url, json=body, timeout=TIMEOUT,
+                                   headers={"Authorization": f"Bearer {client.token(url)}"}) as r:
+                    return r.status_code, sorted(c["source"]["topic"]["code"] for c in r.json().get("cards", []))
+
+            with ThreadPoolExecutor(4) as pool:
+                results = list(pool.map(one_view, range(8)))
+            assert results == [(200, sorted(ids))] * 8, results
+
+            # Without the EHR's token the FHIR server answers 401: the service
+            # stops at the first refusal and answers 412, naming the missing keys.
+            fhir_calls_before = len(fhir.log)
+            no_token = {**pv_body, "hookInstance": str(uuid.uuid4())}
+            del no_token["fhirAuthorization"]
+            resp = call("POST", f"/cds-services/{PV}", json=no_token)
+            assert resp.status_code == 412, resp.text
+            assert "observations" in resp.json()["details"]["missing"]
+            with fhir.lock:
+                refused = fhir.log[fhir_calls_before:]
+            assert [r["status"] for r in refused] == [401]
+            assert refused[0]["authorization"] is None
+
             # 4. Rx View opens: order-select with a draft that names no
             # medication yet, draftOrders without `type`, partial prefetch.
             fhir_calls_before = len(fhir.log)
@@ -411,11 +438,19 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
             dismissed_card = ids["C-SUPP-CAVD"] if "C-SUPP-CAVD" in ids else pv_cards[-1]
             dismissed = {"feedback": [{"card": dismissed_card["uuid"], "outcome": "overridden",
                                        "outcomeTimestamp": now}]}
-            for service, body in ((OS, accepted), (PV, dismissed)):
+            # Dismissed from the sandbox's menu: reason {code, system}, no display, no comment.
+            reason_card = ids["C-TX-BP"]
+            offered = reason_card["overrideReasons"][0]
+            with_reason = {"feedback": [{"card": reason_card["uuid"], "outcome": "overridden",
+                                         "overrideReason": {"reason": {"code": offered["code"],
+                                                                       "system": offered["system"]}},
+                                         "outcomeTimestamp": now}]}
+            sent = ((OS, accepted), (PV, dismissed), (PV, with_reason))
+            for service, body in sent:
                 resp = call("POST", f"/cds-services/{service}/feedback", json=body)
                 assert resp.status_code == 200, resp.text
                 assert resp.json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
-            for service, body in ((OS, accepted), (PV, dismissed)):
+            for service, body in sent:
                 resp = call("POST", f"/cds-services/{service}/feedback", json=body)
                 assert resp.status_code == 200, resp.text
                 assert resp.json() == {"stored": 0, "duplicates": 1, "unknownCards": 0}
@@ -456,6 +491,8 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
             assert (rows[dismissed_id]["accepted"], rows[dismissed_id]["overridden"]) == (0, 1)
             assert rows[dismissed_id]["topOverrideReasons"] == [
                 {"system": "", "code": "(no reason given)", "count": 1}]
+            assert rows["C-TX-BP"]["topOverrideReasons"] == [
+                {"system": offered["system"], "code": offered["code"], "count": 1}]
             assert must <= rows.keys()
             out = subprocess.run([sys.executable, "-m", "cds_service.cli", "report"], cwd=tmp_path,
                                  env=report_env, capture_output=True, text=True, timeout=TIMEOUT)
