@@ -473,10 +473,11 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
             assert _metric(text, "cds_cards_issued_total", card_id="C-SAFE-RENAL", indicator=renal["indicator"]) == 1
             for card_id in must:
                 assert _metric(text, "cds_cards_issued_total", card_id=card_id) >= 1
-            # Duplicates count as received feedback entries too.
-            assert _metric(text, "cds_feedback_total", card_id="C-SAFE-RENAL", outcome="accepted") == 2
+            # Resubmissions are not counted twice.
+            assert _metric(text, "cds_feedback_total", card_id="C-SAFE-RENAL", outcome="accepted") == 1
             dismissed_id = dismissed_card["source"]["topic"]["code"]
-            assert _metric(text, "cds_feedback_total", card_id=dismissed_id, outcome="overridden") == 2
+            assert _metric(text, "cds_feedback_total", card_id=dismissed_id, outcome="overridden") == 1
+            assert _metric(text, "cds_fhir_fetch_errors_total", kind="unauthorized") == 1
             assert _metric(text, "cds_auth_failures_total", reason="replayed_jti") == 1
             assert _metric(text, "cds_auth_failures_total", reason="wrong_audience") == 1
 
