@@ -519,7 +519,8 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
             assert proc.wait(TIMEOUT) == 0, log_path.read_text()
             output = log_path.read_text()
             assert "Traceback" not in output, output
-            assert FHIR_TOKEN not in output  # the EHR's token never reaches the logs
+            # Neither the EHR's FHIR token nor a client JWT reaches the logs.
+            assert FHIR_TOKEN not in output and pv_token.split(".")[2] not in output
         finally:
             if proc.poll() is None:
                 proc.kill()
