@@ -25,7 +25,8 @@ REQUESTS = Counter("cds_http_requests_total", "HTTP requests answered", ["servic
 LATENCY = Histogram("cds_http_request_duration_seconds", "Time to answer a request", ["service", "method"],
                     buckets=_LATENCY_BUCKETS)
 CARDS = Counter("cds_cards_issued_total", "Cards returned to CDS clients", ["card_id", "indicator"])
-FEEDBACK = Counter("cds_feedback_total", "Feedback entries received", ["card_id", "outcome"])
+FEEDBACK = Counter("cds_feedback_total", "Feedback entries stored (resubmissions not counted)",
+                   ["card_id", "outcome"])
 FHIR_FETCH = Histogram("cds_fhir_fetch_duration_seconds", "Prefetch fallback time per hook call",
                        buckets=_LATENCY_BUCKETS)
 FHIR_ERRORS = Counter("cds_fhir_fetch_errors_total", "Prefetch fallback failures", ["kind"])

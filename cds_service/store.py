@@ -93,6 +93,7 @@ class FeedbackResult:
     duplicates: int
     unknown_cards: int
     card_ids: tuple[str | None, ...] = ()  # rule id per entry, None for an unknown card
+    new: tuple[bool, ...] = ()  # per entry: stored now (False: a resubmission already stored)
 
 
 def _now() -> dt.datetime:
@@ -163,6 +164,7 @@ class Store:
         replicas receiving the same resubmission cannot both store it."""
         stored = duplicates = unknown = 0
         card_ids: list[str | None] = []
+        new: list[bool] = []
         for entry in entries:
             with self.engine.connect() as conn:
                 card_row = conn.execute(
@@ -189,10 +191,12 @@ class Store:
                 with self.engine.begin() as conn:
                     conn.execute(feedback.insert(), [row])
                 stored += 1
+                new.append(True)
             except IntegrityError:
                 duplicates += 1
+                new.append(False)
         return FeedbackResult(stored=stored, duplicates=duplicates, unknown_cards=unknown,
-                              card_ids=tuple(card_ids))
+                              card_ids=tuple(card_ids), new=tuple(new))
 
     def feedback_rows(self, card_uuid: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(feedback).order_by(feedback.c.id)

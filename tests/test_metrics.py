@@ -66,3 +66,20 @@ def test_fhir_errors_and_auth_failures_are_counted(make_app):
     before = value(scrape(secured), "cds_auth_failures_total", reason="missing_token")
     secured.get("/cds-services")
     assert value(scrape(secured), "cds_auth_failures_total", reason="missing_token") == before + 1
+
+
+def test_resubmitted_feedback_is_not_counted_again(app):
+    # EHRs resend feedback when unsure it arrived; the store keeps one copy,
+    # and the counter must agree with it (and with `cds-service report`).
+    rt = runtime(app)
+    svc = rt.services["osteoporosis-patient-view"]
+    card = {"summary": "s", "indicator": "info",
+            "source": {"label": "l", "topic": {"system": "x", "code": "C-METRIC-RESEND"}}}
+    rt.services[svc.id] = dataclasses.replace(svc, evaluate=lambda call: [card])
+    client = app.test_client()
+    card_uuid = client.post("/cds-services/osteoporosis-patient-view", json=hook_request()).get_json()["cards"][0]["uuid"]
+    body = {"feedback": [{"card": card_uuid, "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}
+    first = client.post("/cds-services/osteoporosis-patient-view/feedback", json=body).get_json()
+    again = client.post("/cds-services/osteoporosis-patient-view/feedback", json=body).get_json()
+    assert (first["stored"], again["duplicates"]) == (1, 1)
+    assert value(scrape(client), "cds_feedback_total", card_id="C-METRIC-RESEND", outcome="overridden") == 1

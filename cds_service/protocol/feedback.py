@@ -57,6 +57,9 @@ def post_feedback(service_id: str):
         raise ApiError(503, "feedback could not be stored now; please send it again", code="store_unavailable",
                        headers={"Retry-After": "5"}) from None
     g.feedback_outcomes = [e.outcome for e in entries]
-    for entry, card_id in zip(entries, result.card_ids, strict=True):
-        metrics.FEEDBACK.labels(card_id or "unknown", entry.outcome).inc()
+    # Resubmissions (EHR retries) are not counted again, so rates computed
+    # from this counter agree with the outcome report.
+    for entry, card_id, is_new in zip(entries, result.card_ids, result.new, strict=True):
+        if is_new:
+            metrics.FEEDBACK.labels(card_id or "unknown", entry.outcome).inc()
     return jsonify({"stored": result.stored, "duplicates": result.duplicates, "unknownCards": result.unknown_cards})
