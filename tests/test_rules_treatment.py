@@ -189,8 +189,29 @@ def test_pth_analog_contraindication_or_used_course_leaves_romosozumab():
     paget = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), conditions=[cond("M88.9", "2020-01-01")]))
     assert paget.suggestions == ("romosozumab",)
     used = med(FORTEO, "2021-01-01", status="completed", end="2023-01-15")
-    after_pth = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), meds=[used]))
+    # The course was followed by an antiresorptive (a year of alendronate), as ACP 2023 Rec 3 asks;
+    # without one, the follow-on comes first (test_no_new_anabolic_before_the_follow_on_antiresorptive).
+    follow_on = med(ALENDRONATE, "2023-02-01", status="completed", end="2024-02-01", mid="m-aln-follow-on")
+    after_pth = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), meds=[used, follow_on]))
     assert after_pth.suggestions == ("romosozumab",) and any("lifetime limit" in f for f in after_pth.facts)
+
+
+def test_no_new_anabolic_before_the_follow_on_antiresorptive():
+    """Screen review: teriparatide stopped 2 months ago (C-ANABOLIC-FOLLOW-ON
+    still quiet) must not meet a C-TX-ANABOLIC recommending teriparatide
+    again; the antiresorptive start card carries the follow-on instead."""
+    stopped = med(FORTEO, "2024-01-01", status="stopped", end=(TODAY - dt.timedelta(days=60)).isoformat())
+    record = patient(bmd("38267-1", -3.4), egfr(70), meds=[stopped])
+    assert tx.start_anabolic(record, TODAY, S) == []
+    codes = [c["source"]["topic"]["code"] for c in engine.evaluate("patient-view", record, TODAY, S, strict=True)]
+    assert "C-TX-BP" in codes and "C-TX-ANABOLIC" not in codes and "C-ANABOLIC-FOLLOW-ON" not in codes
+    finding = one(tx.start_bisphosphonate, record)
+    assert any("follow it with an antiresorptive" in f for f in finding.facts)
+    # 4 months later the course card fires and the drug-start card is silenced (engine.COURSE_CARDS)
+    stopped = med(FORTEO, "2024-01-01", status="stopped", end=(TODAY - dt.timedelta(days=120)).isoformat())
+    codes = [c["source"]["topic"]["code"] for c in engine.evaluate(
+        "patient-view", patient(bmd("38267-1", -3.4), egfr(70), meds=[stopped]), TODAY, S, strict=True)]
+    assert "C-ANABOLIC-FOLLOW-ON" in codes and not {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(codes)
 
 
 def test_vhr_without_any_anabolic_option_falls_back_to_antiresorptive():

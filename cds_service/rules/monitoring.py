@@ -25,7 +25,12 @@ from cds_service.record import AgentExposure, PatientRecord, add_months, within_
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
-from cds_service.rules.treatment import current_osteoporosis_therapy, in_drug_holiday, lab_facts, missing_baseline_labs
+from cds_service.rules.treatment import (
+    current_osteoporosis_therapy,
+    in_drug_holiday,
+    lab_facts,
+    missing_baseline_labs,
+)
 
 
 def _name(agent: str) -> str:

@@ -163,9 +163,31 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     Teriparatide/abaloparatide: not with a SAFE-11 condition (or a measured
     calcium above the upper limit), nor after the 24-month lifetime course
     (SAFE-10). Romosozumab: postmenopausal women only (label), not after MI or
-    stroke within mi_stroke_window_months (SAFE-8), not after 12 doses (SAFE-9)."""
+    stroke within mi_stroke_window_months (SAFE-8), not after 12 doses (SAFE-9).
+
+    Screen decision (ACP23 Rec 3 "followed by a bisphosphonate"; SAFE-12):
+    once an anabolic course has ended (follow_up.anabolic_course_end) and no
+    antiresorptive was given since, the next step is an antiresorptive, not another anabolic course (a second
+    anabolic course is a specialist decision). No anabolic agent is offered
+    then, so the antiresorptive start card carries the follow-on in the
+    3-month window before C-ANABOLIC-FOLLOW-ON fires; after it, that course
+    card silences the drug-start cards (engine.COURSE_CARDS)."""
     options: list[str] = []
     excluded: list[str] = []
+    from cds_service.rules.follow_up import (
+        anabolic_course_end,  # follow_up imports this module
+    )
+
+    course = anabolic_course_end(record, settings)
+    followed = course is not None and any(
+        e.active or any((ev.dose_date or ev.start or dt.date.min) >= course[0] for ev in e.events)
+        for e in record.exposures(t.ANTIRESORPTIVE_CLASSES))
+    if course is not None and not followed:
+        end, course_facts = course
+        excluded += course_facts
+        excluded.append(f"No anabolic agent suggested: the anabolic course ended on {end}; follow it with an "
+                        "antiresorptive (ACP 2023 Rec 3), a second anabolic course is a specialist decision")
+        return options, excluded
     pth_block = [f"{label} ({hits[0].code or 'coded'})" for group, label in PTH_CONTRA_GROUPS
                  if (hits := record.condition_hits(group))]
     ca = record.lab("calcium_corrected", settings.lab_max_age_months) or record.lab("calcium", settings.lab_max_age_months)
@@ -476,7 +498,9 @@ def secondary_evaluation(record: PatientRecord, today: dt.date, settings: Clinic
             facts.append(lab.fact())
     if record.long_term_corticosteroid:
         facts.append("Long-term systemic glucocorticoid use on record")
-    from cds_service.rules.monitoring import baseline_labs_due  # monitoring imports this module
+    from cds_service.rules.monitoring import (
+        baseline_labs_due,  # monitoring imports this module
+    )
 
     key = "panel-male" if record.male else "panel-female"
     if baseline_labs_due(record, settings):
