@@ -17,7 +17,8 @@ VARIABLES.update({"focus": " with spinal precautions", "precautions": "Spine-spa
 # treatment cards (C-TX-BP, C-TX-DMAB-ALT, C-TX-ANABOLIC, C-HOLIDAY, C-SECONDARY-EVAL)
 VARIABLES.update({"risk_text": "high fracture risk", "zoledronate_note": "zoledronic acid", "ckd_note": "",
                   "options_text": "teriparatide 20 mcg SC daily", "alternatives": "denosumab",
-                  "re_eval_years": "2", "reason": "This patient is a man with osteoporosis."})
+                  "re_eval_years": "2", "reason": "This patient is a man with osteoporosis.",
+                  "subject": "Man with osteoporosis", "panel_note": "Drop the tests already done recently."})
 # C-VITD-LOW, C-MON-DXA-DUE, C-MON-ONTX, C-SCREEN-DXA, C-LAB-BASELINE
 VARIABLES.update({"level": "deficient", "headline": "replete", "status": "below 20 ng/mL", "target": "30",
              "maintenance_start": "2025-07-27", "why": "last DXA on 2023-01-01", "due": "since 2025-01-01",

@@ -189,8 +189,29 @@ def test_pth_analog_contraindication_or_used_course_leaves_romosozumab():
     paget = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), conditions=[cond("M88.9", "2020-01-01")]))
     assert paget.suggestions == ("romosozumab",)
     used = med(FORTEO, "2021-01-01", status="completed", end="2023-01-15")
-    after_pth = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), meds=[used]))
+    # The course was followed by an antiresorptive (a year of alendronate), as ACP 2023 Rec 3 asks;
+    # without one, the follow-on comes first (test_no_new_anabolic_before_the_follow_on_antiresorptive).
+    follow_on = med(ALENDRONATE, "2023-02-01", status="completed", end="2024-02-01", mid="m-aln-follow-on")
+    after_pth = one(tx.start_anabolic, patient(bmd("38267-1", -3.4), meds=[used, follow_on]))
     assert after_pth.suggestions == ("romosozumab",) and any("lifetime limit" in f for f in after_pth.facts)
+
+
+def test_no_new_anabolic_before_the_follow_on_antiresorptive():
+    """Screen review: teriparatide stopped 2 months ago (C-ANABOLIC-FOLLOW-ON
+    still quiet) must not meet a C-TX-ANABOLIC recommending teriparatide
+    again; the antiresorptive start card carries the follow-on instead."""
+    stopped = med(FORTEO, "2024-01-01", status="stopped", end=(TODAY - dt.timedelta(days=60)).isoformat())
+    record = patient(bmd("38267-1", -3.4), egfr(70), meds=[stopped])
+    assert tx.start_anabolic(record, TODAY, S) == []
+    codes = [c["source"]["topic"]["code"] for c in engine.evaluate("patient-view", record, TODAY, S, strict=True)]
+    assert "C-TX-BP" in codes and "C-TX-ANABOLIC" not in codes and "C-ANABOLIC-FOLLOW-ON" not in codes
+    finding = one(tx.start_bisphosphonate, record)
+    assert any("follow it with an antiresorptive" in f for f in finding.facts)
+    # 4 months later the course card fires and the drug-start card is silenced (engine.COURSE_CARDS)
+    stopped = med(FORTEO, "2024-01-01", status="stopped", end=(TODAY - dt.timedelta(days=120)).isoformat())
+    codes = [c["source"]["topic"]["code"] for c in engine.evaluate(
+        "patient-view", patient(bmd("38267-1", -3.4), egfr(70), meds=[stopped]), TODAY, S, strict=True)]
+    assert "C-ANABOLIC-FOLLOW-ON" in codes and not {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(codes)
 
 
 def test_vhr_without_any_anabolic_option_falls_back_to_antiresorptive():
@@ -291,8 +312,12 @@ def test_secondary_eval_man_under_50_z_boundary_and_no_drug_card(z, fires):
     assert fired(record) == (["C-SECONDARY-EVAL"] if fires else [])
 
 
+BASELINE_LABS = (egfr(70), lab("17861-6", 9.4, "mg/dL"), lab("62292-8", 32, "ng/mL"))
+
+
 def test_secondary_eval_groups_and_panels():
-    man = one(tx.secondary_evaluation, patient(bmd("38263-0", -2.6), sex="male", birth="1955-01-01"))
+    # Baseline labs on file (no C-LAB-BASELINE): the full panel, basic labs included.
+    man = one(tx.secondary_evaluation, patient(bmd("38263-0", -2.6), *BASELINE_LABS, sex="male", birth="1955-01-01"))
     assert man.suggestions == ("panel-male",) and "man with osteoporosis" in man.variables["reason"]
     card = render(man)
     codes = [a["resource"]["code"].get("coding", [{}])[0].get("code") for a in card["suggestions"][0]["actions"]]
@@ -310,6 +335,32 @@ def test_secondary_eval_groups_and_panels():
     # not: postmenopausal woman with osteoporosis; man >= 50 with osteopenia only
     assert tx.secondary_evaluation(patient(bmd("38267-1", -2.7)), TODAY, S) == []
     assert tx.secondary_evaluation(patient(bmd("38267-1", -2.2), sex="male", birth="1955-01-01"), TODAY, S) == []
+
+
+def test_secondary_panel_leaves_the_basic_labs_to_the_baseline_card():
+    """Screen review: a man with osteoporosis and no labs sees C-TX-BP,
+    C-LAB-BASELINE and C-SECONDARY-EVAL; each test is suggested once."""
+    record = patient(bmd("38263-0", -2.6), sex="male", birth="1955-01-01")
+    finding = one(tx.secondary_evaluation, record)
+    assert finding.suggestions == ("panel-male-extra",)
+    assert "baseline-labs card" in finding.variables["panel_note"]
+    assert finding.variables["subject"] == "Man with osteoporosis"
+    cards = {c["source"]["topic"]["code"]: c for c in engine.evaluate("patient-view", record, TODAY, S, strict=True)}
+    assert {"C-TX-BP", "C-LAB-BASELINE", "C-SECONDARY-EVAL"} <= set(cards)
+    assert cards["C-SECONDARY-EVAL"]["summary"].startswith("Man with osteoporosis: evaluate for secondary causes")
+
+    def ordered(card):
+        return [(a["resource"]["code"].get("coding") or [{"code": a["resource"]["code"]["text"]}])[0]["code"]
+                for s in card.get("suggestions", ()) for a in s["actions"] if a["type"] == "create"]
+    panel, baseline = ordered(cards["C-SECONDARY-EVAL"]), ordered(cards["C-LAB-BASELINE"])
+    assert {"98979-8", "17861-6", "62292-8", "1751-7", "2777-1", "6768-6", "2731-8"} <= set(baseline)
+    assert not set(panel) & set(baseline)
+    assert "Morning total testosterone" in panel and "TSH" in panel
+
+    # Same patient with the baseline labs on file: the full panel, now with LOINC for eGFR, phosphate, ALP.
+    full = render(one(tx.secondary_evaluation, patient(bmd("38263-0", -2.6), *BASELINE_LABS, sex="male",
+                                                        birth="1955-01-01")))
+    assert {"98979-8", "2777-1", "6768-6"} <= set(ordered(full))
 
 
 def test_engine_keeps_one_drug_start_card_and_orders_warning_first():

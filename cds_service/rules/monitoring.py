@@ -25,7 +25,12 @@ from cds_service.record import AgentExposure, PatientRecord, add_months, within_
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
-from cds_service.rules.treatment import current_osteoporosis_therapy, in_drug_holiday, lab_facts, missing_baseline_labs
+from cds_service.rules.treatment import (
+    current_osteoporosis_therapy,
+    in_drug_holiday,
+    lab_facts,
+    missing_baseline_labs,
+)
 
 
 def _name(agent: str) -> str:
@@ -203,6 +208,17 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
 BASELINE_LAB_KEYS = {"eGFR": "egfr", "serum calcium": "calcium", "25-OH vitamin D": "vitamin-d"}
 
 
+def baseline_labs_due(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """MON-7 / TX-1a: the missing or stale baseline labs when C-LAB-BASELINE
+    fires (treatment indicated, not on therapy or in a holiday), else []."""
+    a = assess(record, settings)
+    if not a.treatable:
+        return []
+    if current_osteoporosis_therapy(record) or in_drug_holiday(record, settings):
+        return []
+    return missing_baseline_labs(record, settings)
+
+
 @rule("patient-view")
 def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-LAB-BASELINE (info). MON-7 (AACE20) and TX-1a: treatment is indicated
@@ -210,15 +226,16 @@ def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     drug holiday, and eGFR, calcium or 25-OH vitamin D is missing or older
     than lab_max_age_months -> lab orders by LOINC for the missing ones, plus
     optional albumin, phosphate, ALP and PTH. A missing value is unknown, not
-    abnormal: this card asks for it, the safety cards wait for it."""
-    a = assess(record, settings)
-    if not a.treatable:
-        return []
-    if current_osteoporosis_therapy(record) or in_drug_holiday(record, settings):
-        return []
-    missing = missing_baseline_labs(record, settings)
+    abnormal: this card asks for it, the safety cards wait for it.
+
+    Screen decision: beside C-SECONDARY-EVAL (every man with osteoporosis)
+    this card keeps the baseline orders, including the phosphate/ALP/PTH
+    extras, and the secondary-cause panel leaves them out, so no test is
+    suggested twice on one screen (DESIGN "quiet by default")."""
+    missing = baseline_labs_due(record, settings)
     if not missing:
         return []
+    a = assess(record, settings)
     keys = [BASELINE_LAB_KEYS[label] for label in missing if label in BASELINE_LAB_KEYS]
     if "calcium" in keys and record.lab("albumin", settings.lab_max_age_months) is None:
         keys.append("albumin")  # to correct the calcium

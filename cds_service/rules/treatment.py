@@ -163,9 +163,31 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     Teriparatide/abaloparatide: not with a SAFE-11 condition (or a measured
     calcium above the upper limit), nor after the 24-month lifetime course
     (SAFE-10). Romosozumab: postmenopausal women only (label), not after MI or
-    stroke within mi_stroke_window_months (SAFE-8), not after 12 doses (SAFE-9)."""
+    stroke within mi_stroke_window_months (SAFE-8), not after 12 doses (SAFE-9).
+
+    Screen decision (ACP23 Rec 3 "followed by a bisphosphonate"; SAFE-12):
+    once an anabolic course has ended (follow_up.anabolic_course_end) and no
+    antiresorptive was given since, the next step is an antiresorptive, not another anabolic course (a second
+    anabolic course is a specialist decision). No anabolic agent is offered
+    then, so the antiresorptive start card carries the follow-on in the
+    3-month window before C-ANABOLIC-FOLLOW-ON fires; after it, that course
+    card silences the drug-start cards (engine.COURSE_CARDS)."""
     options: list[str] = []
     excluded: list[str] = []
+    from cds_service.rules.follow_up import (
+        anabolic_course_end,  # follow_up imports this module
+    )
+
+    course = anabolic_course_end(record, settings)
+    followed = course is not None and any(
+        e.active or any((ev.dose_date or ev.start or dt.date.min) >= course[0] for ev in e.events)
+        for e in record.exposures(t.ANTIRESORPTIVE_CLASSES))
+    if course is not None and not followed:
+        end, course_facts = course
+        excluded += course_facts
+        excluded.append(f"No anabolic agent suggested: the anabolic course ended on {end}; follow it with an "
+                        "antiresorptive (ACP 2023 Rec 3), a second anabolic course is a specialist decision")
+        return options, excluded
     pth_block = [f"{label} ({hits[0].code or 'coded'})" for group, label in PTH_CONTRA_GROUPS
                  if (hits := record.condition_hits(group))]
     ca = record.lab("calcium_corrected", settings.lab_max_age_months) or record.lab("calcium", settings.lab_max_age_months)
@@ -223,21 +245,40 @@ def _antiresorptive_start(record: PatientRecord, settings: ClinicalSettings) -> 
 
 
 def _facts(record: PatientRecord, settings: ClinicalSettings, first: list[str]) -> tuple[str, ...]:
-    facts = list(first)
-    for fact in [b.fact() for b in record.latest_t_scores().values()] + lab_facts(record, settings):
-        if fact not in " ".join(facts):  # already named (perhaps annotated) above
+    facts: list[str] = []
+    for fact in list(first) + [b.fact() for b in record.latest_t_scores().values()] + lab_facts(record, settings):
+        # already named (perhaps annotated, e.g. "Recent hip fracture ...") above: say it once
+        if fact.lower() not in " | ".join(facts).lower():
             facts.append(fact)
-    return tuple(dict.fromkeys(facts))
+    return tuple(facts)
 
 
-def _labs_note(record: PatientRecord, settings: ClinicalSettings) -> str:
-    """TX-1a: missing labs never suppress the card; the text asks for them."""
+def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral: bool = False) -> str:
+    """TX-1a: missing labs never suppress the card; the text asks for them.
+    Screen review: a drug-start card must not read "labs on file" beside the
+    vitamin D or calcium problem that C-VITD-LOW / the safety cards raise, so
+    the note names a deficient 25-OH vitamin D (TX-8: replete before
+    zoledronic acid or denosumab, with an oral bisphosphonate when starting)
+    and a low calcium (correct before any bone drug: Fosamax, Prolia, Reclast
+    labels). parenteral: the card's first choice is an injectable drug."""
     missing = missing_baseline_labs(record, settings)
     if not missing:
-        return "Baseline kidney function, calcium and vitamin D are on file (see below)."
-    return (f"**Before the first dose, obtain baseline labs:** {', '.join(missing)} "
-            f"(missing or older than {settings.lab_max_age_months} months). "
-            "A missing value is not an abnormal one; check kidney function, calcium and vitamin D first.")
+        note = "Baseline kidney function, calcium and vitamin D are on file (see below)."
+    else:
+        note = (f"**Before the first dose, obtain baseline labs:** {', '.join(missing)} "
+                f"(missing or older than {settings.lab_max_age_months} months). "
+                "A missing value is not an abnormal one; check kidney function, calcium and vitamin D first.")
+    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
+    if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml:
+        when = "before the first dose" if parenteral else "when starting"
+        note += (f" **Vitamin D is deficient** ({vit_d.fact()}): replete it {when} (see the vitamin D card); "
+                 "it must be corrected before zoledronic acid or denosumab.")
+    ca = record.lab("calcium_corrected", settings.calcium_max_age_months) or record.lab(
+        "calcium", settings.calcium_max_age_months)
+    if ca and ca.value < settings.calcium_lower_mg_dl:
+        note += (f" **Calcium is low** ({ca.fact()}, below {settings.calcium_lower_mg_dl:g} mg/dL): "
+                 "find the cause and correct it before starting any bone drug.")
+    return note
 
 
 def _population(record: PatientRecord) -> str:
@@ -312,7 +353,8 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
         "C-TX-DMAB-ALT",
         facts=_facts(record, settings, [p.fact for p in problems] + list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text,
-                   "labs_note": _labs_note(record, settings), "zoledronate_note": zol_note, "ckd_note": ckd_note},
+                   "labs_note": _labs_note(record, settings, parenteral=True), "zoledronate_note": zol_note,
+                   "ckd_note": ckd_note},
         suggestions=("denosumab", "zoledronic-acid") if zoledronate else ("denosumab",),
     )]
 
@@ -347,6 +389,13 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
     if bp_problem_facts:
         alternatives = ("Acceptable alternative if an anabolic agent is declined: denosumab 60 mg SC every "
                         "6 months (an oral bisphosphonate is not suitable here, see below).")
+        egfr = record.lab("egfr", settings.lab_max_age_months)
+        if egfr is not None and egfr.value < settings.egfr_denosumab_ckd:
+            # Same caution as C-TX-DMAB-ALT / C-SAFE-DMAB-CKD (SAFE-6), so the alternative named
+            # here does not contradict the card the order would meet.
+            alternatives += (f" With eGFR below {settings.egfr_denosumab_ckd:g}, denosumab carries a high risk of "
+                             "severe hypocalcemia: check calcium and PTH before each dose and involve a specialist "
+                             "(Prolia label).")
     else:
         alternatives = ("Acceptable alternatives if an anabolic agent is declined or not available: an oral "
                         "bisphosphonate (alendronate 70 mg weekly), IV zoledronic acid 5 mg yearly, or denosumab "
@@ -356,7 +405,7 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
         facts=_facts(record, settings, list(a.vhr_reasons) + list(a.reasons) + excluded + bp_problem_facts),
         variables={"population": _population(record), "options_text": "; ".join(names[o] for o in options),
                    "recommendation": recommendation, "alternatives": alternatives,
-                   "labs_note": _labs_note(record, settings)},
+                   "labs_note": _labs_note(record, settings, parenteral=True)},
         suggestions=tuple(options),
     )]
 
@@ -396,15 +445,10 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
                     variables={"re_eval_years": f"{settings.dxa_interval_months // 12}"})]
 
 
-@rule("patient-view")
-def secondary_evaluation(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SECONDARY-EVAL (info). SEC-1 / DX-4: (i) premenopausal women and men
-    < 50 (and women 45-49 of unknown menopausal status) with a Z-score <= -2.0
-    or a fragility fracture: look for secondary causes, no drug-start card
-    (ISCD via AACE20; the drug rules only treat the adult group); (ii) every man
-    with osteoporosis (Endocrine Society 2012 men's guideline, memory, U).
-    Suggests the secondary-cause lab panel (calcium, albumin, 25-OH vitamin D,
-    PTH coded by LOINC; the rest as text)."""
+def secondary_eval_reason(record: PatientRecord, settings: ClinicalSettings) -> tuple[str, str] | None:
+    """SEC-1 / DX-4: (summary subject, detail reason) when C-SECONDARY-EVAL
+    applies, else None. Shared with monitoring.baseline_labs, which leaves the
+    secondary-cause tests to this card when both fire."""
     a = assess(record, settings)
     if a.group == YOUNG and a.diagnosis in (LOW_FOR_AGE, OSTEOPOROSIS):
         who = "a premenopausal woman" if record.female else "a man under 50"
@@ -412,24 +456,62 @@ def secondary_evaluation(record: PatientRecord, today: dt.date, settings: Clinic
             who = "a woman aged 45-49 whose menopausal status is not recorded (treated as premenopausal)"
         finding = ("a fragility fracture" if a.diagnosis == OSTEOPOROSIS
                    else "bone density below the expected range for age (Z-score -2.0 or lower)")
-        reason = (f"This patient is {who} with {finding}. At this age T-scores and FRAX do not classify "
-                  "osteoporosis (ISCD, AACE 2020): look for a secondary cause first. Drug treatment in this group "
-                  "is a specialist decision, so no drug is suggested here.")
-    elif a.group == ADULT and record.male and a.diagnosis == OSTEOPOROSIS:
-        reason = ("This patient is a man with osteoporosis. Secondary causes are common in men and every man with "
-                  "osteoporosis should be evaluated for them (Endocrine Society 2012 guideline on osteoporosis "
-                  "in men), alongside any treatment.")
-    else:
+        subject = ("Premenopausal woman" if record.female else "Man under 50") + (
+            " with a fragility fracture" if a.diagnosis == OSTEOPOROSIS else " with low bone density for age")
+        return subject, (
+            f"This patient is {who} with {finding}. At this age T-scores and FRAX do not classify "
+            "osteoporosis (ISCD, AACE 2020): look for a secondary cause first. Drug treatment in this group "
+            "is a specialist decision, so no drug is suggested here.")
+    if a.group == ADULT and record.male and a.diagnosis == OSTEOPOROSIS:
+        return "Man with osteoporosis", (
+            "This patient is a man with osteoporosis. Secondary causes are common in men and every man with "
+            "osteoporosis should be evaluated for them (Endocrine Society 2012 guideline on osteoporosis "
+            "in men), alongside any treatment: the two cards do not exclude each other (brief SEC-1, TX-2).")
+    return None
+
+
+@rule("patient-view")
+def secondary_evaluation(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SECONDARY-EVAL (info). SEC-1 / DX-4: (i) premenopausal women and men
+    < 50 (and women 45-49 of unknown menopausal status) with a Z-score <= -2.0
+    or a fragility fracture: look for secondary causes, no drug-start card
+    (ISCD via AACE20; the drug rules only treat the adult group); (ii) every man
+    with osteoporosis (Endocrine Society 2012 men's guideline, memory, U),
+    beside C-TX-BP / C-TX-ANABOLIC (the brief allows both for men >= 50).
+    Suggests the secondary-cause lab panel, coded by LOINC where the project
+    has the code (calcium, albumin, 25-OH vitamin D, eGFR, phosphate, ALP,
+    PTH) and by name for the rest (CBC, TSH, SPEP, celiac serology, urine
+    calcium, testosterone: not in brief section 8).
+
+    Screen decision (DESIGN "quiet by default": no two cards order the same
+    test): when C-LAB-BASELINE fires too, it owns the basic labs (eGFR,
+    calcium, albumin, 25-OH vitamin D, phosphate, ALP, PTH) and this card's
+    panel leaves them out (keys panel-male-extra / panel-female-extra)."""
+    found = secondary_eval_reason(record, settings)
+    if found is None:
         return []
-    facts = list(a.reasons)
+    subject, reason = found
+    facts = list(assess(record, settings).reasons)
     for name in ("calcium", "albumin", "vitamin_d", "pth", "egfr"):
         lab = record.lab(name, settings.lab_max_age_months)
         if lab:
             facts.append(lab.fact())
     if record.long_term_corticosteroid:
         facts.append("Long-term systemic glucocorticoid use on record")
-    return [Finding("C-SECONDARY-EVAL", facts=tuple(dict.fromkeys(facts)), variables={"reason": reason},
-                    suggestions=("panel-male",) if record.male else ("panel-female",))]
+    from cds_service.rules.monitoring import (
+        baseline_labs_due,  # monitoring imports this module
+    )
+
+    key = "panel-male" if record.male else "panel-female"
+    if baseline_labs_due(record, settings):
+        key += "-extra"
+        panel_note = ("Calcium, albumin, 25-OH vitamin D, kidney function, phosphate, alkaline phosphatase and PTH "
+                      "are ordered from the baseline-labs card, so the panel here holds the other tests.")
+    else:
+        panel_note = "Drop the tests already done recently."
+    return [Finding("C-SECONDARY-EVAL", facts=tuple(dict.fromkeys(facts)),
+                    variables={"reason": reason, "subject": subject, "panel_note": panel_note},
+                    suggestions=(key,))]
 
 
 __all__ = [
@@ -446,6 +528,7 @@ __all__ = [
     "long_bp_course",
     "missing_baseline_labs",
     "oral_bp_days",
+    "secondary_eval_reason",
     "secondary_evaluation",
     "start_anabolic",
     "start_bisphosphonate",
