@@ -42,7 +42,7 @@ def screen(name: str, hook: str = "patient-view", edit=None) -> dict[str, dict]:
     cards = engine.evaluate(hook, record, today, strict=True)
     ids = [c["source"]["topic"]["code"] for c in cards]
     assert len(ids) == len(set(ids)), ids
-    return dict(zip(ids, cards))
+    return dict(zip(ids, cards, strict=True))
 
 
 def order_codes(card: dict) -> set[tuple[str, str]]:

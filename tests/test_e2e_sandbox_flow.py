@@ -429,7 +429,7 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
             swap = next(s for s in renal["suggestions"] if s.get("isRecommended"))
             kinds = [a["type"] for a in swap["actions"]]
             assert kinds[0] == "delete" and "create" in kinds
-            assert swap["actions"][0]["resourceId"] == ["MedicationRequest/request-123"]
+            assert swap["actions"][0]["resourceId"] == "MedicationRequest/request-123"
             created = next(a["resource"] for a in swap["actions"] if a["type"] == "create")
             assert created["resourceType"] == "MedicationRequest"
             assert created["subject"]["reference"] == f"Patient/{renal_patient['id']}"
