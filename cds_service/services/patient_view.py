@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from cds_service import engine
-from cds_service.record import build_record
-from cds_service.rules.settings import ClinicalSettings
-from cds_service.services import CdsService, HookCall
+from cds_service.services import CdsService
+from cds_service.services.clinical import evaluate
 from cds_service.services.prefetch_templates import PREFETCH, REQUIRED
-
-
-def evaluate(call: HookCall) -> list[dict]:
-    settings = ClinicalSettings.from_settings(call.settings)
-    record = build_record(call.prefetch, today=call.today, settings=settings)
-    return engine.evaluate(call.hook, record, call.today, settings,
-                           patient_id=call.context.get("patientId"))
-
 
 SERVICE = CdsService(
     id="osteoporosis-patient-view",

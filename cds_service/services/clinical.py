@@ -1,0 +1,21 @@
+"""The one evaluate function the three services share: hook call -> PatientRecord -> engine -> cards.
+
+What differs by hook is only which draft orders are judged: none on
+patient-view, the `selections` on order-select (the other drafts are
+context), every draft on order-sign.
+"""
+
+from __future__ import annotations
+
+from cds_service import engine
+from cds_service.record import build_record, drafts_from_context
+from cds_service.rules.settings import ClinicalSettings
+from cds_service.services import HookCall
+
+
+def evaluate(call: HookCall) -> list[dict]:
+    settings = ClinicalSettings.from_settings(call.settings)
+    drafts = drafts_from_context(call.context) if call.hook != "patient-view" else ()
+    selections = call.context.get("selections") if call.hook == "order-select" else None
+    record = build_record(call.prefetch, drafts=drafts, today=call.today, selections=selections, settings=settings)
+    return engine.evaluate(call.hook, record, call.today, settings, patient_id=call.context.get("patientId"))
