@@ -10,7 +10,14 @@ shaped like a FHIR server's search results (fullUrl, search mode, meta,
 category, subject, displays), so the body size per resource is realistic
 (about 0.6-1 kB).
 
-Deterministic: the same (n, seed, today) gives the same request.
+The patient is a 72-year-old woman with osteoporosis, untreated for years and
+without current calcium or vitamin D, so the current rules answer with cards
+(the cost of rendering and checking suggested orders is part of the measure).
+
+Deterministic: the same (n, seed, today) gives the same request. PATIENT_ID
+appears in context.patientId, the Patient and every subject reference; the
+benchmark swaps it per call (see run.py) so caches keyed on the patient
+cannot flatter the numbers.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ MIX = {
 
 # (code, display, unit, low, high) for lab Observations.
 LABS = [
-    ("62238-1", "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] in Serum, Plasma or Blood by Creatinine-based formula (CKD-EPI)", "mL/min/{1.73_m2}", 25, 95),
+    ("62238-1", "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] in Serum, Plasma or Blood by Creatinine-based formula (CKD-EPI)", "mL/min/{1.73_m2}", 48, 95),
     ("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL", 8.2, 10.6),
     ("1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/dL", 3.2, 4.8),
     ("62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma", "ng/mL", 12, 48),
@@ -65,9 +72,9 @@ OTHER_CONDITIONS = [
 ]
 # (rxnorm, display, status choices)
 MED_REQUESTS = [
-    ("904431", "alendronic acid 70 MG Oral Tablet", ("completed", "stopped")),
-    ("282465", "calcium carbonate 1250 MG Oral Tablet", ("active", "completed")),
-    ("245500", "cholecalciferol 1000 UNT Oral Capsule", ("active", "completed")),
+    ("904431", "alendronic acid 70 MG Oral Tablet", ("stopped", "entered-in-error")),
+    ("282465", "calcium carbonate 1250 MG Oral Tablet", ("completed", "stopped")),
+    ("245500", "cholecalciferol 1000 UNT Oral Capsule", ("completed", "stopped")),
     ("314076", "lisinopril 10 MG Oral Tablet", ("active", "completed")),
     ("860975", "24 HR metformin hydrochloride 500 MG Extended Release Oral Tablet", ("active", "completed")),
     ("617312", "atorvastatin 10 MG Oral Tablet", ("active", "stopped")),
@@ -95,8 +102,9 @@ class _Maker:
         self.today = today
         self.serial = 0
 
-    def day(self, max_years: float = 12) -> str:
-        return (self.today - dt.timedelta(days=self.rng.randint(1, int(365 * max_years)))).isoformat()
+    def day(self, max_years: float = 12, min_years: float = 0) -> str:
+        days = self.rng.randint(int(365 * min_years) + 1, int(365 * max_years))
+        return (self.today - dt.timedelta(days=days)).isoformat()
 
     def next_id(self, prefix: str) -> str:
         self.serial += 1
@@ -194,7 +202,8 @@ class _Maker:
             "status": "completed",
             "medicationCodeableConcept": self._med(rxnorm, display),
             "subject": {"reference": f"Patient/{PATIENT_ID}"},
-            "effectiveDateTime": f"{self.day(6)}T11:00:00Z",
+            # Bone-drug doses years ago: the patient is untreated now, as many are.
+            "effectiveDateTime": f"{self.day(10, min_years=4)}T11:00:00Z",
             "performer": [{"actor": {"reference": "Practitioner/prac-2"}}],
             "dosage": {"route": {"coding": [{"system": t.SNOMED, "code": "34206005", "display": "Subcutaneous route"}]}},
         })

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.generate import patient_view_request, resource_count  # noqa: E402
+from benchmarks.generate import PATIENT_ID, patient_view_request, resource_count  # noqa: E402
 
 ENDPOINT = "/cds-services/osteoporosis-patient-view"
 
@@ -95,18 +95,32 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "mean": statistics.fmean(ordered) * 1000, "max": ordered[-1] * 1000}
 
 
-def timed_loop(call, *, warmup: int, calls: int, seconds: float) -> list[float]:
+def timed_loop(call, *, warmup: int, calls: int, seconds: float, prepare=None) -> list[float]:
     """Run `call` warmup times unmeasured, then up to `calls` times or until
-    `seconds` have passed (at least 3 measured calls)."""
-    for _ in range(warmup):
-        call()
+    `seconds` have passed (at least 3 measured calls). With `prepare`, each
+    call gets prepare(i), made outside the measured time."""
+    for i in range(warmup):
+        call(prepare(i)) if prepare else call()
     samples: list[float] = []
     deadline = time.perf_counter() + seconds
     while len(samples) < calls and (len(samples) < 3 or time.perf_counter() < deadline):
+        arg = prepare(warmup + len(samples)) if prepare else None
         started = time.perf_counter()
-        call()
+        call(arg) if prepare else call()
         samples.append(time.perf_counter() - started)
     return samples
+
+
+class Rotating:
+    """The same request for a different patient each call: PATIENT_ID swapped
+    for "bp-<i>" everywhere (context, Patient, subject references), so that
+    nothing cached per patient (e.g. validated suggested orders) is reused."""
+
+    def __init__(self, raw: bytes):
+        self.parts = raw.split(PATIENT_ID.encode())
+
+    def __call__(self, i: int) -> bytes:
+        return f"bp-{i}".encode().join(self.parts)
 
 
 def machine() -> dict[str, Any]:
@@ -156,27 +170,33 @@ def _quiet_logging() -> None:
             handler.setStream(devnull)
 
 
-def in_process(bodies: dict[int, dict], raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str, Any]:
+def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str, Any]:
     import cds_service.app as service_app
     from benchmarks.baseline import create_bare_app
     from cds_service import engine
     from cds_service.config import load_settings
+    from cds_service.fhir import validation
     from cds_service.protocol import schemas
     from cds_service.record import build_record
     from cds_service.rules.settings import ClinicalSettings
+    from cds_service.server import prepare_worker
 
     overrides = {"CDS_DATABASE_URL": f"sqlite:///{workdir}/inprocess.db", "CDS_AUTH_REQUIRED": "false"}
     app = service_app.create_app(overrides)
     _quiet_logging()
+    prepare_worker()  # as production's app factory does (cds_service.server)
+    client = app.test_client()
     settings = load_settings(overrides)
     bare = create_bare_app(settings)
-    client, bare_client = app.test_client(), bare.test_client()
+    bare_client = bare.test_client()
     clinical = ClinicalSettings.from_settings(settings)
     today = dt.date.today()
 
     out: dict[str, Any] = {}
     for n, raw in raws.items():
-        body = bodies[n]
+        # Parsed here and dropped after: big parsed bodies kept alive would slow
+        # every later garbage collection, which a server does not suffer.
+        body = json.loads(raw)
         calls = profile["calls"].get(n, 10)
         loop = {"warmup": profile["warmup"], "calls": calls, "seconds": profile["inproc_seconds"]}
 
@@ -186,12 +206,12 @@ def in_process(bodies: dict[int, dict], raws: dict[int, bytes], profile: dict, w
                                f"{first.get_data(as_text=True)[:300]}")
         cards = [c["source"]["topic"]["code"] for c in first.get_json()["cards"]]
 
-        def service_call(raw=raw):
-            response = client.post(ENDPOINT, data=raw, content_type="application/json")
+        def service_call(data: bytes) -> None:
+            response = client.post(ENDPOINT, data=data, content_type="application/json")
             assert response.status_code == 200, response.status_code
 
-        def bare_call(raw=raw):
-            response = bare_client.post(ENDPOINT, data=raw, content_type="application/json")
+        def bare_call(data: bytes) -> None:
+            response = bare_client.post(ENDPOINT, data=data, content_type="application/json")
             assert response.status_code == 200, response.status_code
 
         record = build_record(body["prefetch"], today=today, settings=clinical)
@@ -202,15 +222,20 @@ def in_process(bodies: dict[int, dict], raws: dict[int, bytes], profile: dict, w
                 lambda body=body: schemas.errors("PatientViewRequest", body), **loop)),
             "build_record": percentiles(timed_loop(
                 lambda body=body: build_record(body["prefetch"], today=today, settings=clinical), **loop)),
+            # Validation answers are cached per resource; cleared so that each
+            # call pays for them as a new patient's call does.
             "rules_and_cards": percentiles(timed_loop(
-                lambda record=record: engine.evaluate("patient-view", record, today, clinical), **loop)),
+                lambda record=record: (validation._problems_of_json.cache_clear(),
+                                       engine.evaluate("patient-view", record, today, clinical)), **loop)),
         }
         out[str(n)] = {
             "cards": cards,
-            "service": percentiles(timed_loop(service_call, **loop)),
-            "bare_flask": percentiles(timed_loop(bare_call, **loop)),
+            "service": percentiles(timed_loop(service_call, prepare=Rotating(raw), **loop)),
+            "bare_flask": percentiles(timed_loop(bare_call, prepare=Rotating(raw), **loop)),
             "phases": phases,
         }
+        del body, record
+        gc.collect()
         print(f"  in-process {n:>6} resources: p50 {out[str(n)]['service']['p50']:.2f} ms, "
               f"p99 {out[str(n)]['service']['p99']:.2f} ms (bare {out[str(n)]['bare_flask']['p50']:.2f} ms)",
               file=sys.stderr)
@@ -308,11 +333,27 @@ def post_once(port: int, raw: bytes, timeout: float = 60.0) -> tuple[int, bytes]
 
 def load_wrk(port: int, body_path: Path, connections: int, seconds: float, workdir: Path) -> dict[str, Any]:
     script = workdir / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{body_path}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-    )
+    # Each request for another patient (see Rotating): the body is split on
+    # the patient id once, and joined with "bp-<counter>" per request.
+    script.write_text(f"""
+local f = io.open("{body_path}", "rb")
+local body = f:read("*a")
+f:close()
+local parts, start = {{}}, 1
+while true do
+  local i, j = string.find(body, "{PATIENT_ID}", start, true)
+  if not i then break end
+  parts[#parts + 1] = string.sub(body, start, i - 1)
+  start = j + 1
+end
+parts[#parts + 1] = string.sub(body, start)
+local headers = {{["Content-Type"] = "application/json"}}
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", nil, headers, table.concat(parts, "bp-w" .. counter))
+end
+""")
     duration = max(1, int(round(seconds)))
     command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "30s",
                "--latency", "-s", str(script), f"http://127.0.0.1:{port}{ENDPOINT}"]
@@ -348,15 +389,18 @@ def load_python(port: int, raw: bytes, connections: int, seconds: float, max_req
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
     headers = {"Content-Type": "application/json"}
+    rotating = Rotating(raw)
+    counter = iter(range(10**9))  # next() on it is atomic enough under the GIL
 
     def worker() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         mine: list[float] = []
         bad = 0
         while time.perf_counter() < deadline and len(latencies) + len(mine) < max_requests:
+            body = rotating(next(counter))
             started = time.perf_counter()
             try:
-                conn.request("POST", ENDPOINT, body=raw, headers=headers)
+                conn.request("POST", ENDPOINT, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
                 ok = response.status == 200
@@ -539,19 +583,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         profile["http_seconds"] = args.http_seconds
 
     today = dt.date.today()
-    bodies = {n: patient_view_request(n, today=today) for n in sizes}
-    raws = {n: json.dumps(body).encode() for n, body in bodies.items()}
+    raws, counts = {}, {}
+    for n in sizes:
+        body = patient_view_request(n, today=today)
+        raws[n], counts[n] = json.dumps(body).encode(), resource_count(body)
+    del body
+    gc.collect()
     results: dict[str, Any] = {
         "command": "python benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else " "
                                                 + " ".join(sys.argv[1:] if argv is None else argv)),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
-        "bodies": {str(n): {"resources": resource_count(bodies[n]), "bytes": len(raws[n])} for n in sizes},
+        "bodies": {str(n): {"resources": counts[n], "bytes": len(raws[n])} for n in sizes},
     }
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp:
         workdir = Path(tmp)
         print("in-process ...", file=sys.stderr)
-        results["in_process"] = in_process(bodies, raws, profile, workdir)
+        results["in_process"] = in_process(raws, profile, workdir)
         gc.collect()
         if not args.no_http:
             print("over HTTP ...", file=sys.stderr)

@@ -16,9 +16,14 @@ def main(argv: list[str]) -> None:
     settings = load_settings()
     if which == "bare":
         def factory():
+            import gc
+
             from benchmarks.baseline import create_bare_app
 
-            return create_bare_app(settings)
+            app = create_bare_app(settings)
+            gc.collect()
+            gc.freeze()  # as production's factory does (it also warms the service's caches first)
+            return app
     elif which == "service":
         factory = None  # production's own factory
     else:
