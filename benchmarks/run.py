@@ -277,7 +277,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.which} server exited; see {self.log_path}")
+                raise RuntimeError(f"{self.which} server exited: {self.log_tail()}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 conn.request("GET", "/healthz")
@@ -286,7 +286,13 @@ class Server:
                     return
                 conn.close()
             time.sleep(0.1)
-        raise RuntimeError(f"{self.which} server not ready after {timeout} s; see {self.log_path}")
+        raise RuntimeError(f"{self.which} server not ready after {timeout} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        self._log.flush()
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
 
     def worker_pids(self) -> list[int]:
         try:
@@ -309,6 +315,16 @@ class Server:
                 out.append({"pid": pid, "peak_rss_mb": round(fields.get("VmHWM", 0), 1),
                             "rss_mb": round(fields.get("VmRSS", 0), 1)})
         return out
+
+    def worker_cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the live workers."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.worker_pids():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -454,10 +470,14 @@ def over_http(raws: dict[int, bytes], profile: dict, workdir: Path, loadgen: str
                             max_requests=connections * 4)
                 body_path = workdir / f"body-{n}.json"
                 body_path.write_bytes(raw)
+                cpu_before = server.worker_cpu_seconds()
                 if use_wrk:
                     result = load_wrk(server.port, body_path, connections, profile["http_seconds"], workdir)
                 else:
                     result = load_python(server.port, raw, connections, profile["http_seconds"])
+                # Server CPU per request: steadier than req/s when other work shares the machine.
+                cpu = server.worker_cpu_seconds() - cpu_before
+                result["worker_cpu_ms_per_request"] = round(cpu * 1000 / result["requests"], 3) if result["requests"] else None
                 result["workers_memory_after"] = server.worker_memory()
                 out["results"].setdefault(str(n), {})[which] = result
                 print(f"  http {which:>7} {n:>6} resources: {result['rps']:.1f} req/s, "
@@ -492,9 +512,16 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     if "100" in http_results and {"service", "bare"} <= set(http_results["100"]):
         ratio = http_results["100"]["service"]["rps"] / max(http_results["100"]["bare"]["rps"], 1e-9)
         add("http_ratio_100", ratio, TARGETS["http_ratio_100"], higher_is_better=True)
-    peak = (results.get("http") or {}).get("service_peak_rss_mb")
-    if peak is not None:
-        add("rss_mb_per_worker", peak, TARGETS["rss_mb_per_worker"])
+        service_cpu = http_results["100"]["service"].get("worker_cpu_ms_per_request")
+        bare_cpu = http_results["100"]["bare"].get("worker_cpu_ms_per_request")
+        if service_cpu and bare_cpu:  # the same ratio measured as server CPU per request
+            add("http_cpu_ratio_100", bare_cpu / service_cpu, TARGETS["http_ratio_100"], higher_is_better=True)
+    # Peak RSS is cumulative (VmHWM) and sizes run in ascending order: the value
+    # after a size is the peak over it and every smaller one.
+    for size, result in http_results.items():
+        if "service" in result and result["service"].get("workers_memory_after"):
+            peak = max(w["peak_rss_mb"] for w in result["service"]["workers_memory_after"])
+            add(f"rss_mb_per_worker_upto_{size}", peak, TARGETS["rss_mb_per_worker"])
     # Linear cost: the per-resource cost from 1000 to 10000 resources should
     # stay within 1.5x of the per-resource cost from 100 to 1000.
     if {"100", "1000", "10000"} <= set(inproc):
@@ -508,13 +535,19 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _loads(values: Any) -> str:
+    return "/".join(f"{v:.2f}" for v in values) if values else "?"
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         f"Command: `{results['command']}`  ",
         f"Date: {results['date']}; commit {m['git_commit'] or '?'}  ",
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_mb']} MB RAM, Python {m['python']}, "
-        f"{m['platform']}",
+        f"{m['platform']}  ",
+        f"Load average (1/5/15 min) at start {_loads(results.get('loadavg_start'))}, at end "
+        f"{_loads(results.get('loadavg_end'))}: above the CPU count means other work shared the machine.",
         "",
         "In-process (Flask test client, whole request; ms):",
         "",
@@ -539,18 +572,33 @@ def markdown(results: dict[str, Any]) -> str:
             "latency ms):",
             "",
             "| resources | service req/s | bare Flask req/s | ratio | service p50 | service p99 | bare p50 "
-            "| bare p99 | errors |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| bare p99 | errors | service CPU ms/req | bare CPU ms/req | CPU ratio (bare/service) "
+            "| service peak RSS MB | bare peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+
+        def peak(result: dict) -> str:
+            workers = result.get("workers_memory_after") or []
+            return f"{max(w['peak_rss_mb'] for w in workers):.0f}" if workers else "?"
+
+        def cpu(result: dict) -> str:
+            value = result.get("worker_cpu_ms_per_request")
+            return f"{value:.2f}" if value else "?"
+
+        def cpu_ratio(service: dict, bare: dict) -> str:
+            a, b = bare.get("worker_cpu_ms_per_request"), service.get("worker_cpu_ms_per_request")
+            return f"{a / b:.2f}" if a and b else "?"
+
         for n, r in http_part["results"].items():
             s, b = r["service"], r["bare"]
             lines.append(
                 f"| {n} | {s['rps']:.1f} | {b['rps']:.1f} | {s['rps'] / max(b['rps'], 1e-9):.2f} | "
                 f"{s['latency_ms'].get('p50', 0):.1f} | {s['latency_ms'].get('p99', 0):.1f} | "
                 f"{b['latency_ms'].get('p50', 0):.1f} | {b['latency_ms'].get('p99', 0):.1f} | "
-                f"{s['non_2xx'] + b['non_2xx']} |")
-        lines += ["", f"Peak RSS per worker (VmHWM, after all sizes): service {http_part['service_peak_rss_mb']} MB, "
-                      f"bare Flask {http_part['bare_peak_rss_mb']} MB."]
+                f"{s['non_2xx'] + b['non_2xx']} | {cpu(s)} | {cpu(b)} | {cpu_ratio(s, b)} | {peak(s)} | {peak(b)} |")
+        lines += ["", "Peak RSS per worker (VmHWM, the largest of the workers; cumulative over the sizes run so far): "
+                      f"service {http_part['service_peak_rss_mb']} MB, bare Flask {http_part['bare_peak_rss_mb']} MB "
+                      "after all sizes."]
     targets = results.get("targets") or {}
     if targets:
         lines += ["", "| target | value | limit | met |", "|---|---:|---:|---|"]
@@ -594,6 +642,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                 + " ".join(sys.argv[1:] if argv is None else argv)),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        "loadavg_start": os.getloadavg(),
         "bodies": {str(n): {"resources": counts[n], "bytes": len(raws[n])} for n in sizes},
     }
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp:
@@ -604,6 +653,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.no_http:
             print("over HTTP ...", file=sys.stderr)
             results["http"] = over_http(raws, profile, workdir, args.loadgen)
+    results["loadavg_end"] = os.getloadavg()
     results["targets"] = evaluate_targets(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

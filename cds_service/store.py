@@ -133,7 +133,14 @@ class Store:
         return cls(make_engine(url))
 
     def create_schema(self) -> None:
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.DBAPIError:
+            # Several workers starting on a new database: each saw no table and
+            # tried CREATE, and one lost ("already exists"). Once more: the
+            # tables are now seen and skipped; a real error raises again.
+            log.info("schema created concurrently by another worker; checking again")
+            metadata.create_all(self.engine)
 
     def ping(self) -> bool:
         try:
