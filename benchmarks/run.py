@@ -175,11 +175,23 @@ def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str
     from benchmarks.baseline import create_bare_app
     from cds_service import engine
     from cds_service.config import load_settings
-    from cds_service.fhir import validation
     from cds_service.protocol import schemas
     from cds_service.record import build_record
     from cds_service.rules.settings import ClinicalSettings
-    from cds_service.server import prepare_worker
+
+    # Older commits (to compare before/after) lack these two: then no-ops.
+    try:
+        from cds_service.server import prepare_worker
+    except ImportError:
+        def prepare_worker() -> None:
+            return None
+    try:
+        from cds_service.fhir.validation import _problems_of_json
+
+        clear_validation_cache = _problems_of_json.cache_clear
+    except ImportError:
+        def clear_validation_cache() -> None:
+            return None
 
     overrides = {"CDS_DATABASE_URL": f"sqlite:///{workdir}/inprocess.db", "CDS_AUTH_REQUIRED": "false"}
     app = service_app.create_app(overrides)
@@ -225,7 +237,7 @@ def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str
             # Validation answers are cached per resource; cleared so that each
             # call pays for them as a new patient's call does.
             "rules_and_cards": percentiles(timed_loop(
-                lambda record=record: (validation._problems_of_json.cache_clear(),
+                lambda record=record: (clear_validation_cache(),
                                        engine.evaluate("patient-view", record, today, clinical)), **loop)),
         }
         out[str(n)] = {
