@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from cds_service.logs import error_fields
+from cds_service.fhir.validation import fhir_problems
 from cds_service.rules.base import INDICATORS, Action, Finding, Suggestion
 
 log = logging.getLogger(__name__)
@@ -107,21 +108,15 @@ def prepare_resource(template: dict[str, Any], patient_id: str | None, today: dt
     return res
 
 
-@functools.lru_cache(maxsize=None)
-def _model(resource_type: str) -> Any:
-    from fhir.resources.R4B import get_fhir_model_class
-    return get_fhir_model_class(resource_type)
-
-
 def validate_resource(resource: dict[str, Any]) -> None:
-    """Raise if the resource is not valid FHIR R4 (R4B models)."""
+    """Raise if the resource is not valid FHIR R4 (R4B models). Shares its
+    (cached) check with the web layer's, which checks the same resource again."""
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str):
         raise CardTemplateError("resource without resourceType")
-    try:
-        _model(rtype).model_validate(resource)
-    except Exception as exc:  # pydantic ValidationError or unknown type
-        raise CardTemplateError(f"invalid {rtype}: {str(exc)[:300]}") from None
+    problem = fhir_problems(resource)
+    if problem:
+        raise CardTemplateError(f"invalid {rtype}: {problem[:300]}")
 
 
 def _action(spec: dict[str, Any], card: dict[str, Any], finding: Finding, variables: dict[str, str],

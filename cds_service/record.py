@@ -13,6 +13,7 @@ calcium mg/dL (mmol/L * 4.008), albumin g/dL (g/L / 10), FRAX percent
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import logging
@@ -782,11 +783,15 @@ class _Builder:
 
     def _corrected_calcium(self, labs: dict[str, tuple[Lab, ...]]) -> dict[str, tuple[Lab, ...]]:
         corrected = []
-        albumins = labs.get("albumin", ())
+        # Albumins by date, searched by bisection: long charts hold hundreds of each lab.
+        albumins = sorted((a for a in labs.get("albumin", ()) if a.date), key=lambda a: a.date)  # type: ignore[arg-type,return-value]
+        days = [a.date.toordinal() for a in albumins]  # type: ignore[union-attr]
+        window = self.settings.albumin_pair_days
         for ca in labs.get("calcium", ()):
             if ca.date is None:
                 continue
-            near = [a for a in albumins if a.date and abs((a.date - ca.date).days) <= self.settings.albumin_pair_days]
+            day = ca.date.toordinal()
+            near = albumins[bisect.bisect_left(days, day - window):bisect.bisect_right(days, day + window)]
             if near:
                 alb = min(near, key=lambda a: abs((a.date - ca.date).days))  # type: ignore[operator]
                 corrected.append(Lab("calcium_corrected", round(ca.value + 0.8 * (4.0 - alb.value), 2),

@@ -127,3 +127,32 @@ def test_migrations_build_exactly_the_declared_schema(db):
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
     assert migrations.current_revision(engine) == migrations.head_revision()
+
+
+def _create_in_process(url: str) -> None:
+    # What each worker's create_app does on start-up (CDS_AUTO_MIGRATE).
+    from cds_service import migrations
+
+    migrations.upgrade(Store.from_url(url).engine)
+
+
+def test_workers_starting_together_on_a_new_sqlite_file(tmp_path):
+    # gunicorn starts its workers at once; each creates the schema on a new
+    # database. A worker that loses the CREATE race must still start.
+    for attempt in range(6):
+        url = f"sqlite:///{tmp_path}/race-{attempt}.db"
+        context = multiprocessing.get_context("spawn")
+        workers = [context.Process(target=_create_in_process, args=(url,)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+
+
+def test_sqlite_uses_wal_without_fsync_per_commit(tmp_path):
+    store = Store.from_url(f"sqlite:///{tmp_path}/wal.db")
+    store.create_schema()
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 1  # NORMAL

@@ -7,6 +7,7 @@ the code is weakly sourced, so a reviewer sees which codes to confirm.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -120,7 +121,15 @@ def name_in(name: str, text: str) -> bool:
 
 
 def any_name_in(names: Iterable[str], text: str) -> bool:
-    return bool(text) and any(name_in(n, text) for n in names)
+    return bool(text) and _names_pattern(tuple(names)).search(text) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for a list of names, same matching as name_in on each: one
+    search per concept instead of one per name (hot on long charts)."""
+    alternatives = [re.escape(n.rstrip("*")) + ("" if n.endswith("*") else r"(?![a-z0-9])") for n in names]
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives or [r"(?!)"]) + ")")
 
 
 def codes_in(concept: Any, system: str) -> list[str]:
@@ -158,13 +167,29 @@ class ValueSet:
     names: tuple[str, ...] = ()
 
     def matches(self, concept: Any) -> bool:
-        if self.icd_prefixes and has_icd_prefix(concept, self.icd_prefixes):
+        return self._matches(*_concept_parts(concept))
+
+    def _matches(self, icd: tuple[str, ...], snomed: frozenset[str], text: str) -> bool:
+        if icd and self.icd_prefixes and any(c.startswith(_norm_prefixes(self.icd_prefixes)) for c in icd):
             return True
-        if self.snomed and any(c in self.snomed for c in codes_in(concept, SNOMED)):
+        if self.snomed and not self.snomed.isdisjoint(snomed):
             return True
         if self.names:
-            return any_name_in(self.names, concept_text(concept))
+            return any_name_in(self.names, text)
         return False
+
+
+@functools.lru_cache(maxsize=256)
+def _norm_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_icd_norm(p) for p in prefixes)
+
+
+def _concept_parts(concept: Any) -> tuple[tuple[str, ...], frozenset[str], str]:
+    """(normalised ICD-10-CM codes, SNOMED codes, text) of a concept, read once
+    for all value sets rather than once per value set."""
+    pairs = codings(concept)
+    return (tuple(_icd_norm(c) for s, c in pairs if s == ICD10CM),
+            frozenset(c for s, c in pairs if s == SNOMED), concept_text(concept))
 
 
 # ---------------------------------------------------------------------------
@@ -265,7 +290,34 @@ CONDITION_VALUE_SETS: dict[str, ValueSet] = {vs.name: vs for vs in (
 
 def condition_groups(concept: Any) -> list[str]:
     """Names of the condition value sets a concept belongs to."""
-    return [name for name, vs in CONDITION_VALUE_SETS.items() if vs.matches(concept)]
+    parts = _concept_parts(concept)
+    if not any(parts):
+        return []
+    if len(parts[2]) <= _CACHE_TEXT_MAX:
+        return list(_groups_cached(parts))
+    return list(_groups(parts))
+
+
+def _groups(parts: tuple[tuple[str, ...], frozenset[str], str]) -> tuple[str, ...]:
+    icd, snomed, text = parts
+    # Most of a problem list is in no value set: three checks rule it out.
+    icd_all, snomed_all, names_all = _value_set_union()
+    if not (any(c.startswith(icd_all) for c in icd) or not snomed.isdisjoint(snomed_all)
+            or any_name_in(names_all, text)):
+        return ()
+    return tuple(name for name, vs in CONDITION_VALUE_SETS.items() if vs._matches(*parts))
+
+
+# Long charts repeat the same codes: remember recent answers.
+_groups_cached = functools.lru_cache(maxsize=2048)(_groups)
+
+
+@functools.lru_cache(maxsize=1)
+def _value_set_union() -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]:
+    sets = CONDITION_VALUE_SETS.values()
+    return (tuple(p for vs in sets for p in _norm_prefixes(vs.icd_prefixes)),
+            frozenset(c for vs in sets for c in vs.snomed),
+            tuple(n for vs in sets for n in vs.names))
 
 
 # ---------------------------------------------------------------------------
@@ -322,7 +374,10 @@ def icd_display(code: str) -> str:
 
 def classify_fracture(concept: Any) -> FractureCode | None:
     """Site and fragility-specificity of a fracture code, or None."""
-    for code in icd_codes(concept):
+    pairs = codings(concept)
+    if not pairs:
+        return None
+    for code in (_icd_norm(c) for system, c in pairs if system == ICD10CM):
         if code.startswith(("M800", "M808")):
             site = _M80_SITE.get(code[4:5], OTHER)
             return FractureCode(site, True, icd_display(code))
@@ -331,7 +386,7 @@ def classify_fracture(concept: Any) -> FractureCode | None:
         for prefix, site in _S_CODE_SITES:
             if code.startswith(prefix):
                 return FractureCode(site, False, icd_display(code))
-    for code in codes_in(concept, SNOMED):
+    for code in (c for system, c in pairs if system == SNOMED):
         if code in _SNOMED_FRACTURES:
             site, specific = _SNOMED_FRACTURES[code]
             return FractureCode(site, specific, code)
@@ -441,19 +496,30 @@ class DrugMatch:
 
 def classify_medication(concept: Any) -> DrugMatch:
     """Agents in a medication concept: RxNorm codes first, then names."""
+    rxnorm = tuple(code for system, code in codings(concept) if system == RXNORM)
+    text = concept_text(concept)
+    # Long charts repeat the same few drugs: remember recent answers (short texts only,
+    # so the cache stays small).
+    if len(text) <= _CACHE_TEXT_MAX:
+        return _classify_medication_cached(rxnorm, text)
+    return _classify_medication(rxnorm, text)
+
+
+def _classify_medication(rxnorm: tuple[str, ...], text: str) -> DrugMatch:
     agents: list[str] = []
     oncology = False
-    for code in codes_in(concept, RXNORM):
+    for code in rxnorm:
         agent = _RXNORM_INDEX.get(code)
         if agent and agent not in agents:
             agents.append(agent)
             oncology = oncology or code in AGENTS[agent].oncology_rxnorm
-    text = concept_text(concept)
     if text:
-        for agent in AGENTS.values():
-            if any_name_in(agent.names + agent.oncology_names, text):
-                if agent.name not in agents:
-                    agents.append(agent.name)
+        # Most drugs on a chart are none of ours: one search rules them out.
+        if any_name_in(_all_agent_names(), text):
+            for agent in AGENTS.values():
+                if any_name_in(agent.names + agent.oncology_names, text):
+                    if agent.name not in agents:
+                        agents.append(agent.name)
         for name in agents:
             agent = AGENTS[name]
             if any_name_in(agent.oncology_names, text):
@@ -465,6 +531,15 @@ def classify_medication(concept: Any) -> DrugMatch:
     if "corticosteroid" in agents and any_name_in(NON_SYSTEMIC_WORDS, text):
         agents.remove("corticosteroid")
     return DrugMatch(tuple(agents), oncology)
+
+
+_CACHE_TEXT_MAX = 300  # longer concept texts are classified but not cached
+_classify_medication_cached = functools.lru_cache(maxsize=2048)(_classify_medication)
+
+
+@functools.lru_cache(maxsize=1)
+def _all_agent_names() -> tuple[str, ...]:
+    return tuple(n for agent in AGENTS.values() for n in agent.names + agent.oncology_names)
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 _HERE = Path(__file__).resolve().parent
 _LOCK_ID = 0x0C_D5_05_7E  # arbitrary, fixed: "cds osteo"
@@ -38,9 +39,19 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine) -> str:
     """Bring the database to the newest schema; returns the revision."""
     cfg = _config()
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-    return head_revision()
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            return head_revision()
+        except DBAPIError:
+            # SQLite has no advisory lock: gunicorn workers starting together
+            # on a new file can race, and the loser sees "table already
+            # exists". Its transaction rolled back; the next try finds the
+            # schema current. PostgreSQL is serialised by the lock above.
+            if engine.dialect.name != "sqlite" or attempt == 2:
+                raise
+    raise AssertionError("unreachable")

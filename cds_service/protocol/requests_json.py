@@ -19,6 +19,7 @@ attacker-controlled until proven otherwise:
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -85,8 +86,8 @@ def tree_problem(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
 def parse_json(raw: bytes) -> Any:
     """Parse strictly (see the module docstring); raise ApiError 400."""
     try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float,
-                          object_pairs_hook=_unique_members)
+        body = _loads_without_gc(raw, parse_constant=_no_constant, parse_float=_finite_float,
+                                 object_pairs_hook=_unique_members)
     except RecursionError:
         raise ApiError(400, f"the request body nests arrays or objects more than {MAX_DEPTH} levels deep",
                        code="invalid_json") from None
@@ -122,3 +123,20 @@ def read_json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     return body
+
+
+def _loads_without_gc(raw: bytes, **options: Any) -> Any:
+    """json.loads with the cyclic garbage collector paused. Parsing a long
+    chart makes hundreds of thousands of containers, each growth of which
+    triggers collections that rescan the whole partial result (a 10000-resource
+    body parsed about twice as slowly); parsed JSON holds no reference cycles,
+    so there is nothing for them to find. The collector is global: another
+    thread may turn it back on early (only slower, never wrong), and it is
+    left off if it was off before."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(raw, **options)
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -16,8 +16,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from cds_service.fhir.validation import fhir_problems  # noqa: F401 - also re-exported
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +33,6 @@ def prune_empty(value: Any) -> Any:
         cleaned = [prune_empty(v) for v in value]
         return [v for v in cleaned if v not in (None, "", [], {})]
     return value
-
-
-def fhir_problems(resource: Any) -> str | None:
-    """None if `resource` is a valid FHIR R4(B) resource, else a short reason."""
-    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        return "not a FHIR resource"
-    try:
-        model = get_fhir_model_class(resource["resourceType"])
-    except (KeyError, ValueError):
-        return f"unknown resourceType {resource['resourceType']}"
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        # Field locations only: values could be patient data.
-        return "; ".join(".".join(str(p) for p in err["loc"]) + f" ({err['type']})" for err in exc.errors()[:5])
-    return None
 
 
 def _rule_id(card: dict[str, Any]) -> str:

@@ -1,0 +1,679 @@
+"""Benchmark of the patient-view hook, in one command.
+
+    python benchmarks/run.py            # full run (a few minutes)
+    python benchmarks/run.py --quick    # shorter (about a minute)
+    python benchmarks/run.py --smoke    # tiny sizes, seconds (used by the tests)
+
+For each size (prefetched resources besides the Patient; 10, 100, 1000, 10000)
+it builds one synthetic patient-view request (benchmarks/generate.py) and
+measures:
+
+1. in-process: the whole request through the Flask test client (JWT off,
+   SQLite card store, logging formatted as in production but written to
+   /dev/null): p50/p95/p99 after warm-up, bounded in calls and seconds; the
+   same for a bare Flask app that only parses the body (benchmarks/baseline.py);
+   plain json.loads / json.dumps of the body; and the main phases of the
+   service (schema check, record building, rules and cards) for profiling;
+2. over HTTP: the production server (cds_service.server, gunicorn, workers and
+   threads from the settings) in a subprocess on a loopback port, loaded by
+   wrk when it is installed (`apt-get install wrk`), else by a bounded Python
+   load generator (threads, keep-alive connections); the bare app under the
+   same gunicorn configuration; peak RSS (VmHWM) of each worker.
+
+Writes a JSON file (--out, default benchmarks/results.json) and prints a
+Markdown summary to paste into benchmarks/RESULTS.md. Loopback only; every
+loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import gc
+import http.client
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.generate import PATIENT_ID, patient_view_request, resource_count  # noqa: E402
+
+ENDPOINT = "/cds-services/osteoporosis-patient-view"
+
+# (warm-up calls, most measured calls, most seconds) per size, in-process.
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {"sizes": (10, 100, 1000, 10000), "http_seconds": 10.0, "inproc_seconds": 20.0,
+             "calls": {10: 2000, 100: 1000, 1000: 300, 10000: 30}, "warmup": 20},
+    "quick": {"sizes": (10, 100, 1000, 10000), "http_seconds": 4.0, "inproc_seconds": 6.0,
+              "calls": {10: 300, 100: 300, 1000: 100, 10000: 10}, "warmup": 5},
+    "smoke": {"sizes": (5, 20), "http_seconds": 0.5, "inproc_seconds": 1.0,
+              "calls": {5: 10, 20: 10}, "warmup": 2},
+}
+
+# Targets from the issue "Measure and make it fast" (2-core machine).
+TARGETS = {
+    "p50_ms_100": 5.0,
+    "p99_ms_100": 15.0,
+    "p50_ms_1000": 25.0,
+    "http_ratio_100": 0.5,
+    "rss_mb_per_worker": 150.0,
+}
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50/p95/p99/mean/max in milliseconds (nearest-rank percentiles)."""
+    if not samples:
+        return {"n": 0}
+    ordered = sorted(samples)
+
+    def rank(p: float) -> float:
+        index = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+        return ordered[index] * 1000
+
+    return {"n": len(ordered), "p50": rank(50), "p95": rank(95), "p99": rank(99),
+            "mean": statistics.fmean(ordered) * 1000, "max": ordered[-1] * 1000}
+
+
+def timed_loop(call, *, warmup: int, calls: int, seconds: float, prepare=None) -> list[float]:
+    """Run `call` warmup times unmeasured, then up to `calls` times or until
+    `seconds` have passed (at least 3 measured calls). With `prepare`, each
+    call gets prepare(i), made outside the measured time."""
+    for i in range(warmup):
+        call(prepare(i)) if prepare else call()
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(samples) < calls and (len(samples) < 3 or time.perf_counter() < deadline):
+        arg = prepare(warmup + len(samples)) if prepare else None
+        started = time.perf_counter()
+        call(arg) if prepare else call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+class Rotating:
+    """The same request for a different patient each call: PATIENT_ID swapped
+    for "bp-<i>" everywhere (context, Patient, subject references), so that
+    nothing cached per patient (e.g. validated suggested orders) is reused."""
+
+    def __init__(self, raw: bytes):
+        self.parts = raw.split(PATIENT_ID.encode())
+
+    def __call__(self, i: int) -> bytes:
+        return f"bp-{i}".encode().join(self.parts)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_mb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_mb = int(line.split()[1]) // 1024
+    versions = {}
+    for package in ("flask", "werkzeug", "gunicorn", "jsonschema", "sqlalchemy"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+    commit = ""
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_mb": mem_mb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_commit": commit,
+    }
+
+
+# ---------------------------------------------------------------------------
+# In-process
+# ---------------------------------------------------------------------------
+
+def _quiet_logging() -> None:
+    """Keep production's log formatting (its cost is real) but write to /dev/null."""
+    from cds_service.logs import JsonFormatter
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and isinstance(handler.formatter, JsonFormatter):
+            handler.setStream(devnull)
+
+
+def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str, Any]:
+    import cds_service.app as service_app
+    from benchmarks.baseline import create_bare_app
+    from cds_service import engine
+    from cds_service.config import load_settings
+    from cds_service.protocol import schemas
+    from cds_service.record import build_record
+    from cds_service.rules.settings import ClinicalSettings
+
+    # Older commits (to compare before/after) lack these two: then no-ops.
+    try:
+        from cds_service.server import prepare_worker
+    except ImportError:
+        def prepare_worker() -> None:
+            return None
+    try:
+        from cds_service.fhir.validation import _problems_of_json
+
+        clear_validation_cache = _problems_of_json.cache_clear
+    except ImportError:
+        def clear_validation_cache() -> None:
+            return None
+
+    overrides = {"CDS_DATABASE_URL": f"sqlite:///{workdir}/inprocess.db", "CDS_AUTH_REQUIRED": "false"}
+    app = service_app.create_app(overrides)
+    _quiet_logging()
+    prepare_worker()  # as production's app factory does (cds_service.server)
+    client = app.test_client()
+    settings = load_settings(overrides)
+    bare = create_bare_app(settings)
+    bare_client = bare.test_client()
+    clinical = ClinicalSettings.from_settings(settings)
+    today = dt.date.today()
+
+    out: dict[str, Any] = {}
+    for n, raw in raws.items():
+        # Parsed here and dropped after: big parsed bodies kept alive would slow
+        # every later garbage collection, which a server does not suffer.
+        body = json.loads(raw)
+        calls = profile["calls"].get(n, 10)
+        loop = {"warmup": profile["warmup"], "calls": calls, "seconds": profile["inproc_seconds"]}
+
+        first = client.post(ENDPOINT, data=raw, content_type="application/json")
+        if first.status_code != 200:
+            raise RuntimeError(f"patient-view with {n} resources answered {first.status_code}: "
+                               f"{first.get_data(as_text=True)[:300]}")
+        cards = [c["source"]["topic"]["code"] for c in first.get_json()["cards"]]
+
+        def service_call(data: bytes) -> None:
+            response = client.post(ENDPOINT, data=data, content_type="application/json")
+            assert response.status_code == 200, response.status_code
+
+        def bare_call(data: bytes) -> None:
+            response = bare_client.post(ENDPOINT, data=data, content_type="application/json")
+            assert response.status_code == 200, response.status_code
+
+        record = build_record(body["prefetch"], today=today, settings=clinical)
+        phases = {
+            "json_loads": percentiles(timed_loop(lambda raw=raw: json.loads(raw), **loop)),
+            "json_dumps": percentiles(timed_loop(lambda body=body: json.dumps(body), **loop)),
+            "schema_check": percentiles(timed_loop(
+                lambda body=body: schemas.errors("PatientViewRequest", body), **loop)),
+            "build_record": percentiles(timed_loop(
+                lambda body=body: build_record(body["prefetch"], today=today, settings=clinical), **loop)),
+            # Validation answers are cached per resource; cleared so that each
+            # call pays for them as a new patient's call does.
+            "rules_and_cards": percentiles(timed_loop(
+                lambda record=record: (clear_validation_cache(),
+                                       engine.evaluate("patient-view", record, today, clinical)), **loop)),
+        }
+        out[str(n)] = {
+            "cards": cards,
+            "service": percentiles(timed_loop(service_call, prepare=Rotating(raw), **loop)),
+            "bare_flask": percentiles(timed_loop(bare_call, prepare=Rotating(raw), **loop)),
+            "phases": phases,
+        }
+        del body, record
+        gc.collect()
+        print(f"  in-process {n:>6} resources: p50 {out[str(n)]['service']['p50']:.2f} ms, "
+              f"p99 {out[str(n)]['service']['p99']:.2f} ms (bare {out[str(n)]['bare_flask']['p50']:.2f} ms)",
+              file=sys.stderr)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Over HTTP
+# ---------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`python -m benchmarks.serve <app> <port>` in a subprocess we own."""
+
+    def __init__(self, which: str, workdir: Path, env_overrides: dict[str, str]):
+        self.which = which
+        self.port = free_port()
+        self.log_path = workdir / f"server-{which}.log"
+        metrics_dir = workdir / f"prometheus-{which}"
+        metrics_dir.mkdir(exist_ok=True)
+        env = dict(os.environ)
+        env.update({
+            "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            "CDS_DATABASE_URL": f"sqlite:///{workdir}/http-{which}.db",
+            "CDS_AUTH_REQUIRED": "false",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # as the Helm chart sets it
+        })
+        env.update(env_overrides)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve", which, str(self.port)],
+                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.which} server exited: {self.log_tail()}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200 and len(self.worker_pids()) > 0:
+                    conn.close()
+                    return
+                conn.close()
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.which} server not ready after {timeout} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        self._log.flush()
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def worker_pids(self) -> list[int]:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def worker_memory(self) -> list[dict[str, float]]:
+        """Peak (VmHWM) and current (VmRSS) resident memory of each worker, MB."""
+        out = []
+        for pid in self.worker_pids():
+            fields = {}
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    key, _, value = line.partition(":")
+                    if key in ("VmHWM", "VmRSS"):
+                        fields[key] = int(value.split()[0]) / 1024
+            if fields:
+                out.append({"pid": pid, "peak_rss_mb": round(fields.get("VmHWM", 0), 1),
+                            "rss_mb": round(fields.get("VmRSS", 0), 1)})
+        return out
+
+    def worker_cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the live workers."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.worker_pids():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def post_once(port: int, raw: bytes, timeout: float = 60.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", ENDPOINT, body=raw, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def load_wrk(port: int, body_path: Path, connections: int, seconds: float, workdir: Path) -> dict[str, Any]:
+    script = workdir / "post.lua"
+    # Each request for another patient (see Rotating): the body is split on
+    # the patient id once, and joined with "bp-<counter>" per request.
+    script.write_text(f"""
+local f = io.open("{body_path}", "rb")
+local body = f:read("*a")
+f:close()
+local parts, start = {{}}, 1
+while true do
+  local i, j = string.find(body, "{PATIENT_ID}", start, true)
+  if not i then break end
+  parts[#parts + 1] = string.sub(body, start, i - 1)
+  start = j + 1
+end
+parts[#parts + 1] = string.sub(body, start)
+local headers = {{["Content-Type"] = "application/json"}}
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", nil, headers, table.concat(parts, "bp-w" .. counter))
+end
+""")
+    duration = max(1, int(round(seconds)))
+    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "30s",
+               "--latency", "-s", str(script), f"http://127.0.0.1:{port}{ENDPOINT}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    text = result.stdout
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed: {result.stderr.strip()[:300]}")
+
+    def ms(value: str) -> float:
+        number, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+        return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+    latency = {f"p{p}": ms(v) for p, v in re.findall(r"^\s+(50|90|99)(?:\.\d+)?%\s+(\S+)", text, re.M)}
+    total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(r"Socket errors: (.*)", text)
+    return {
+        "tool": "wrk",
+        "command": " ".join(command),
+        "requests": int(total.group(1)) if total else 0,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),  # type: ignore[union-attr]
+        "latency_ms": latency,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
+    }
+
+
+def load_python(port: int, raw: bytes, connections: int, seconds: float, max_requests: int = 200_000) -> dict[str, Any]:
+    """Bounded closed-loop load: `connections` threads, each with one
+    keep-alive connection, until `seconds` pass or max_requests are sent."""
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+    headers = {"Content-Type": "application/json"}
+    rotating = Rotating(raw)
+    counter = iter(range(10**9))  # next() on it is atomic enough under the GIL
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine: list[float] = []
+        bad = 0
+        while time.perf_counter() < deadline and len(latencies) + len(mine) < max_requests:
+            body = rotating(next(counter))
+            started = time.perf_counter()
+            try:
+                conn.request("POST", ENDPOINT, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                ok = False
+            mine.append(time.perf_counter() - started)
+            bad += not ok
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            failures[0] += bad
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 120)
+    elapsed = time.perf_counter() - started
+    stats = percentiles(latencies)
+    return {
+        "tool": "python (threads, keep-alive http.client)",
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed if elapsed else 0.0,
+        "latency_ms": {k: stats[k] for k in ("p50", "p95", "p99") if k in stats},
+        "non_2xx": failures[0],
+        "socket_errors": "",
+    }
+
+
+def over_http(raws: dict[int, bytes], profile: dict, workdir: Path, loadgen: str) -> dict[str, Any]:
+    from cds_service.config import load_settings
+
+    settings = load_settings()  # workers/threads as production reads them (CDS_WORKERS, CDS_THREADS)
+    connections = settings.workers * settings.threads
+    use_wrk = loadgen == "wrk" or (loadgen == "auto" and shutil.which("wrk"))
+    out: dict[str, Any] = {"workers": settings.workers, "threads": settings.threads,
+                           "connections": connections, "results": {}}
+    for which in ("service", "bare"):
+        server = Server(which, workdir, {})
+        try:
+            server.wait_ready()
+            for n, raw in raws.items():
+                status, answer = post_once(server.port, raw)
+                if status != 200:
+                    raise RuntimeError(f"{which} server answered {status} for {n} resources: {answer[:300]!r}")
+                # Warm every worker and thread before measuring.
+                load_python(server.port, raw, connections, min(1.0, profile["http_seconds"] / 4),
+                            max_requests=connections * 4)
+                body_path = workdir / f"body-{n}.json"
+                body_path.write_bytes(raw)
+                cpu_before = server.worker_cpu_seconds()
+                if use_wrk:
+                    result = load_wrk(server.port, body_path, connections, profile["http_seconds"], workdir)
+                else:
+                    result = load_python(server.port, raw, connections, profile["http_seconds"])
+                # Server CPU per request: steadier than req/s when other work shares the machine.
+                cpu = server.worker_cpu_seconds() - cpu_before
+                result["worker_cpu_ms_per_request"] = round(cpu * 1000 / result["requests"], 3) if result["requests"] else None
+                result["workers_memory_after"] = server.worker_memory()
+                out["results"].setdefault(str(n), {})[which] = result
+                print(f"  http {which:>7} {n:>6} resources: {result['rps']:.1f} req/s, "
+                      f"p50 {result['latency_ms'].get('p50', float('nan')):.1f} ms "
+                      f"({result['tool'].split()[0]})", file=sys.stderr)
+            out[f"{which}_peak_rss_mb"] = max((w["peak_rss_mb"] for w in server.worker_memory()), default=None)
+        finally:
+            server.stop()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------
+
+def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
+    inproc = results.get("in_process", {})
+    http_results = (results.get("http") or {}).get("results", {})
+    found: dict[str, Any] = {}
+
+    def add(name: str, value: float | None, limit: float, higher_is_better: bool = False) -> None:
+        if value is None:
+            return
+        met = value >= limit if higher_is_better else value <= limit
+        found[name] = {"value": round(value, 3), "limit": limit, "met": met}
+
+    if "100" in inproc:
+        add("p50_ms_100", inproc["100"]["service"]["p50"], TARGETS["p50_ms_100"])
+        add("p99_ms_100", inproc["100"]["service"]["p99"], TARGETS["p99_ms_100"])
+    if "1000" in inproc:
+        add("p50_ms_1000", inproc["1000"]["service"]["p50"], TARGETS["p50_ms_1000"])
+    if "100" in http_results and {"service", "bare"} <= set(http_results["100"]):
+        ratio = http_results["100"]["service"]["rps"] / max(http_results["100"]["bare"]["rps"], 1e-9)
+        add("http_ratio_100", ratio, TARGETS["http_ratio_100"], higher_is_better=True)
+        service_cpu = http_results["100"]["service"].get("worker_cpu_ms_per_request")
+        bare_cpu = http_results["100"]["bare"].get("worker_cpu_ms_per_request")
+        if service_cpu and bare_cpu:  # the same ratio measured as server CPU per request
+            add("http_cpu_ratio_100", bare_cpu / service_cpu, TARGETS["http_ratio_100"], higher_is_better=True)
+    # Peak RSS is cumulative (VmHWM) and sizes run in ascending order: the value
+    # after a size is the peak over it and every smaller one.
+    for size, result in http_results.items():
+        if "service" in result and result["service"].get("workers_memory_after"):
+            peak = max(w["peak_rss_mb"] for w in result["service"]["workers_memory_after"])
+            add(f"rss_mb_per_worker_upto_{size}", peak, TARGETS["rss_mb_per_worker"])
+    # Linear cost: the per-resource cost from 1000 to 10000 resources should
+    # stay within 1.5x of the per-resource cost from 100 to 1000.
+    if {"100", "1000", "10000"} <= set(inproc):
+        p = {n: inproc[str(n)]["service"]["p50"] for n in (100, 1000, 10000)}
+        low = (p[1000] - p[100]) / 900
+        high = (p[10000] - p[1000]) / 9000
+        found["linear_cost"] = {"value": round(high / low, 2) if low > 0 else None, "limit": 1.5,
+                                "met": low > 0 and high / low <= 1.5,
+                                "us_per_resource_100_1000": round(low * 1000, 1),
+                                "us_per_resource_1000_10000": round(high * 1000, 1)}
+    return found
+
+
+def _loads(values: Any) -> str:
+    return "/".join(f"{v:.2f}" for v in values) if values else "?"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"Command: `{results['command']}`  ",
+        f"Date: {results['date']}; commit {m['git_commit'] or '?'}  ",
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_mb']} MB RAM, Python {m['python']}, "
+        f"{m['platform']}  ",
+        f"Load average (1/5/15 min) at start {_loads(results.get('loadavg_start'))}, at end "
+        f"{_loads(results.get('loadavg_end'))}: above the CPU count means other work shared the machine.",
+        "",
+        "In-process (Flask test client, whole request; ms):",
+        "",
+        "| resources | body kB | cards | p50 | p95 | p99 | n | bare Flask p50 | json.loads p50 | json.dumps p50 "
+        "| p50 / bare | schema | record | rules+cards |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in results.get("in_process", {}).items():
+        s, b, ph = r["service"], r["bare_flask"], r["phases"]
+        lines.append(
+            f"| {n} | {results['bodies'][n]['bytes'] / 1024:.0f} | {len(r['cards'])} | {s['p50']:.2f} | "
+            f"{s['p95']:.2f} | {s['p99']:.2f} | {s['n']} | {b['p50']:.2f} | {ph['json_loads']['p50']:.2f} | "
+            f"{ph['json_dumps']['p50']:.2f} | {s['p50'] / b['p50']:.1f}x | {ph['schema_check']['p50']:.2f} | "
+            f"{ph['build_record']['p50']:.2f} | {ph['rules_and_cards']['p50']:.2f} |")
+    http_part = results.get("http")
+    if http_part:
+        tools = {r[w]["tool"] for r in http_part["results"].values() for w in r}
+        lines += [
+            "",
+            f"Over HTTP (gunicorn gthread, {http_part['workers']} workers x {http_part['threads']} threads, "
+            f"{http_part['connections']} connections, load: {', '.join(sorted(tools))}; "
+            "latency ms):",
+            "",
+            "| resources | service req/s | bare Flask req/s | ratio | service p50 | service p99 | bare p50 "
+            "| bare p99 | errors | service CPU ms/req | bare CPU ms/req | CPU ratio (bare/service) "
+            "| service peak RSS MB | bare peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+
+        def peak(result: dict) -> str:
+            workers = result.get("workers_memory_after") or []
+            return f"{max(w['peak_rss_mb'] for w in workers):.0f}" if workers else "?"
+
+        def cpu(result: dict) -> str:
+            value = result.get("worker_cpu_ms_per_request")
+            return f"{value:.2f}" if value else "?"
+
+        def cpu_ratio(service: dict, bare: dict) -> str:
+            a, b = bare.get("worker_cpu_ms_per_request"), service.get("worker_cpu_ms_per_request")
+            return f"{a / b:.2f}" if a and b else "?"
+
+        for n, r in http_part["results"].items():
+            s, b = r["service"], r["bare"]
+            lines.append(
+                f"| {n} | {s['rps']:.1f} | {b['rps']:.1f} | {s['rps'] / max(b['rps'], 1e-9):.2f} | "
+                f"{s['latency_ms'].get('p50', 0):.1f} | {s['latency_ms'].get('p99', 0):.1f} | "
+                f"{b['latency_ms'].get('p50', 0):.1f} | {b['latency_ms'].get('p99', 0):.1f} | "
+                f"{s['non_2xx'] + b['non_2xx']} | {cpu(s)} | {cpu(b)} | {cpu_ratio(s, b)} | {peak(s)} | {peak(b)} |")
+        lines += ["", "Peak RSS per worker (VmHWM, the largest of the workers; cumulative over the sizes run so far): "
+                      f"service {http_part['service_peak_rss_mb']} MB, bare Flask {http_part['bare_peak_rss_mb']} MB "
+                      "after all sizes."]
+    targets = results.get("targets") or {}
+    if targets:
+        lines += ["", "| target | value | limit | met |", "|---|---:|---:|---|"]
+        for name, t in targets.items():
+            lines.append(f"| {name} | {t['value']} | {t['limit']} | {'yes' if t['met'] else 'NO'} |")
+        if "linear_cost" in targets:
+            lc = targets["linear_cost"]
+            lines.append("")
+            lines.append(f"Marginal cost per resource: {lc['us_per_resource_100_1000']} us (100 to 1000), "
+                         f"{lc['us_per_resource_1000_10000']} us (1000 to 10000).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="shorter run (about a minute)")
+    mode.add_argument("--smoke", action="store_true", help="tiny sizes and durations (tests)")
+    parser.add_argument("--sizes", help="comma-separated resource counts (default 10,100,1000,10000)")
+    parser.add_argument("--no-http", action="store_true", help="skip the gunicorn/HTTP part")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
+                        help="HTTP load generator (auto: wrk when installed)")
+    parser.add_argument("--http-seconds", type=float, help="seconds of load per size and app")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="JSON results file")
+    args = parser.parse_args(argv)
+
+    profile = dict(PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"])
+    sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else profile["sizes"]
+    if args.http_seconds:
+        profile["http_seconds"] = args.http_seconds
+
+    today = dt.date.today()
+    raws, counts = {}, {}
+    for n in sizes:
+        body = patient_view_request(n, today=today)
+        raws[n], counts[n] = json.dumps(body).encode(), resource_count(body)
+    del body
+    gc.collect()
+    results: dict[str, Any] = {
+        "command": "python benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else " "
+                                                + " ".join(sys.argv[1:] if argv is None else argv)),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "loadavg_start": os.getloadavg(),
+        "bodies": {str(n): {"resources": counts[n], "bytes": len(raws[n])} for n in sizes},
+    }
+    with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp:
+        workdir = Path(tmp)
+        print("in-process ...", file=sys.stderr)
+        results["in_process"] = in_process(raws, profile, workdir)
+        gc.collect()
+        if not args.no_http:
+            print("over HTTP ...", file=sys.stderr)
+            results["http"] = over_http(raws, profile, workdir, args.loadgen)
+    results["loadavg_end"] = os.getloadavg()
+    results["targets"] = evaluate_targets(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    print(f"(results written to {out})", file=sys.stderr)
+    return results
+
+
+if __name__ == "__main__":
+    main()
