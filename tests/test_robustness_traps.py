@@ -290,3 +290,19 @@ def test_slow_pages_stop_at_the_budget(make_app):
     assert_json_error(resp, 412)
     assert counter["n"] < 100
     assert elapsed < budget + 3, elapsed
+
+
+def test_deep_nesting_inside_prefetched_data_is_harmless(client):
+    """The tree check skips the prefetch (for speed): a deeply nested but
+    parseable resource there must still never cause a 5xx."""
+    deep: dict = {"url": "x"}
+    for _ in range(300):
+        deep = {"url": "x", "extension": [deep]}
+    body = hook_request()
+    body["prefetch"]["observations"]["entry"] = [{"resource": {
+        "resourceType": "Observation", "id": "deep", "status": "final", "extension": [deep],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "38267-1"}]},
+        "valueQuantity": {"value": -2.7}, "effectiveDateTime": "2025-01-01", "subject": {"reference": "Patient/pat-1"},
+        "note": [{"text": "\ud800 lone surrogate in a prefetched note"}]}}]
+    resp = client.post(PV, data=json.dumps(body), content_type="application/json")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
