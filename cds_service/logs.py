@@ -46,7 +46,7 @@ def error_fields(exc: BaseException) -> dict[str, object]:
 
 # Third-party loggers that write request URLs at DEBUG: urllib3 logs every
 # outbound request line, and a FHIR search URL carries the patient's id.
-QUIET_LOGGERS = ("urllib3",)
+QUIET_LOGGERS = ("urllib3", "alembic")  # urllib3 logs URLs (patient ids); alembic chats at start-up
 
 
 def configure_logging(level: str) -> None:
