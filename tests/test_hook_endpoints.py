@@ -198,3 +198,9 @@ def test_patient_id_mismatch_message_never_echoes_patient_data(client):
     text = post(client, "osteoporosis-patient-view", body).get_data(as_text=True)
     assert "Sentinelname" not in text
     assert PATIENT_ID not in text
+
+
+def test_discovery_answers_with_a_trailing_slash_too(client):
+    resp = client.get("/cds-services/")
+    assert resp.status_code == 200
+    assert len(resp.get_json()["services"]) == 3
