@@ -7,6 +7,8 @@ containers starting together migrate one at a time instead of racing.
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 
 from alembic import command
@@ -19,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 _HERE = Path(__file__).resolve().parent
 _LOCK_ID = 0x0C_D5_05_7E  # arbitrary, fixed: "cds osteo"
+_SQLITE_ATTEMPTS = 10
 
 
 def _config() -> Config:
@@ -39,7 +42,7 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine) -> str:
     """Bring the database to the newest schema; returns the revision."""
     cfg = _config()
-    for attempt in range(3):
+    for attempt in range(_SQLITE_ATTEMPTS):
         try:
             with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -50,8 +53,11 @@ def upgrade(engine: Engine) -> str:
         except DBAPIError:
             # SQLite has no advisory lock: gunicorn workers starting together
             # on a new file can race, and the loser sees "table already
-            # exists". Its transaction rolled back; the next try finds the
-            # schema current. PostgreSQL is serialised by the lock above.
-            if engine.dialect.name != "sqlite" or attempt == 2:
+            # exists". The winner may still be creating tables when a loser
+            # retries at once: wait a little (with jitter, so
+            # losers do not collide again) and retry until the schema is
+            # current. PostgreSQL is serialised by the lock above.
+            if engine.dialect.name != "sqlite" or attempt == _SQLITE_ATTEMPTS - 1:
                 raise
+            time.sleep(0.05 * (attempt + 1) + random.uniform(0, 0.05))
     raise AssertionError("unreachable")
