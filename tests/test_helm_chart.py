@@ -164,6 +164,10 @@ def test_hpa_bounds_from_values():
     ({"replicaCount": 3}, "SQLite"),
     ({"autoscaling": {"enabled": True}}, "SQLite"),
     ({"settings": {"CDS_DATABASE_URL": POSTGRES}}, "managed by the chart"),
+    # Set by the chart from migrations.enabled / report.existingSecret: a
+    # value in the ConfigMap would be silently overridden (or leak a secret).
+    ({"settings": {"CDS_AUTO_MIGRATE": "true"}}, "managed by the chart"),
+    ({"settings": {"CDS_REPORT_TOKEN": "s3cret"}}, "managed by the chart"),
     ({"settings": {"LOG_LEVEL": "x"}}, "only CDS_ settings"),
 ])
 def test_refused_values(values, message):

@@ -64,9 +64,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Refuse combinations that would deploy something broken, at render time. */}}
 {{- define "osteoporosis-cds.validate" -}}
-{{- range $key := list "CDS_DATABASE_URL" "CDS_TRUSTED_ISSUERS" "CDS_HOST" "CDS_PORT" }}
+{{- /* The chart sets these itself (container env wins over the ConfigMap, so a value here would be silently ignored), or they are secrets that do not belong in a ConfigMap. */}}
+{{- range $key := list "CDS_DATABASE_URL" "CDS_TRUSTED_ISSUERS" "CDS_HOST" "CDS_PORT" "CDS_AUTO_MIGRATE" "CDS_REPORT_TOKEN" }}
 {{- if hasKey $.Values.settings $key }}
-{{- fail (printf "settings.%s is managed by the chart: use database.*, trustedIssuers.* or containerPort" $key) }}
+{{- fail (printf "settings.%s is managed by the chart: use database.*, trustedIssuers.*, containerPort, migrations.enabled or report.existingSecret" $key) }}
 {{- end }}
 {{- end }}
 {{- range $key, $_ := .Values.settings }}
