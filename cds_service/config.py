@@ -133,7 +133,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fhir_total_timeout_seconds", "CDS_FHIR_TOTAL_TIMEOUT_SECONDS", _float, 15.0,
             "Time budget for all outbound FHIR requests of one hook call."),
     Setting("fhir_retries", "CDS_FHIR_RETRIES", _int, 2,
-            "Retries of an outbound FHIR request after a timeout, connection error or 5xx."),
+            "Retries of an outbound FHIR request after a timeout, connection error or a 429, 500, 502, 503 or 504 answer."),
     Setting("fhir_max_pages", "CDS_FHIR_MAX_PAGES", _int, 10,
             "Most Bundle pages followed (via `next` links) for one prefetch query."),
     Setting("log_level", "CDS_LOG_LEVEL", _str, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
