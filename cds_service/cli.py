@@ -85,7 +85,17 @@ def _report(args: argparse.Namespace) -> int:
         except Exception:
             print("cds-service: --since must be an ISO 8601 date, e.g. 2026-01-01", file=sys.stderr)
             return 2
-    report = outcome_report(Store.from_url(load_settings().database_url), since=since)
+    from cds_service import migrations
+
+    store = Store.from_url(load_settings().database_url)
+    if migrations.current_revision(store.engine) is None:
+        # E.g. run from another folder than the service (the default SQLite
+        # file is relative to the working directory): say so, not a traceback.
+        print("cds-service: the feedback database has no schema yet: check CDS_DATABASE_URL "
+              "(the default SQLite file is cds_service.db in the current folder) or run "
+              "`cds-service migrate`", file=sys.stderr)
+        return 1
+    report = outcome_report(store, since=since)
     print(json.dumps(report, indent=2) if args.json else as_text(report))
     return 0
 

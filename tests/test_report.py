@@ -87,3 +87,13 @@ def test_report_cli(reporting_app, monkeypatch, capsys):
     assert "C-A" in text and "50%" in text and "declined (1)" in text
     assert main(["report", "--json"]) == 0
     assert {r["cardId"] for r in json.loads(capsys.readouterr().out)["cards"]} == {"C-A", "C-B"}
+
+
+def test_report_cli_on_a_database_without_schema(tmp_path, monkeypatch, capsys):
+    # A newcomer running `cds-service report` in another folder than the
+    # service gets a fresh, empty SQLite file: a clear message, no traceback.
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
+    assert main(["report"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "no schema yet" in captured.err and "cds-service migrate" in captured.err
