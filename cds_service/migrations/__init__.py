@@ -2,13 +2,18 @@
 unless CDS_AUTO_MIGRATE=false, when the application starts.
 
 On PostgreSQL the upgrade holds an advisory lock, so replicas or init
-containers starting together migrate one at a time instead of racing.
+containers starting together migrate one at a time instead of racing. A
+SQLite file is only ever shared by processes on one machine (gunicorn's
+workers), which take an exclusive lock on a file beside it instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -39,8 +44,24 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def upgrade(engine: Engine) -> str:
     """Bring the database to the newest schema; returns the revision."""
+    with _sqlite_file_lock(engine):
+        return _upgrade(engine)
+
+
+def _upgrade(engine: Engine) -> str:
     cfg = _config()
     for attempt in range(_SQLITE_ATTEMPTS):
         try:
