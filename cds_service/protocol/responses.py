@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from cds_service.fhir.validation import fhir_problems  # noqa: F401 - also re-exported
+from cds_service.fhir.validation import fhir_problems
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ def prune_empty(value: Any) -> Any:
     return value
 
 
-def _rule_id(card: dict[str, Any]) -> str:
+def rule_id(card: dict[str, Any]) -> str:
+    """The card's rule id (source.topic.code), for logs, metrics and the store."""
     topic = (card.get("source") or {}).get("topic") or {}
     return str(topic.get("code") or "unknown")
 
@@ -66,7 +67,7 @@ def _finish_suggestion(suggestion: dict[str, Any], rule: str) -> dict[str, Any] 
 
 
 def finish_card(card: dict[str, Any]) -> dict[str, Any] | None:
-    rule = _rule_id(card)
+    rule = rule_id(card)
     card = prune_empty(card)
     if not card.get("summary") or card.get("indicator") not in INDICATOR_ORDER or not (card.get("source") or {}).get("label"):
         log.error("card dropped: summary, indicator or source.label missing", extra={"card_id": rule})
@@ -92,7 +93,3 @@ def finish_cards(cards: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     # Stable sort: the engine's order is kept within one indicator.
     finished.sort(key=lambda c: INDICATOR_ORDER[c["indicator"]])
     return finished
-
-
-def rule_id(card: dict[str, Any]) -> str:
-    return _rule_id(card)
