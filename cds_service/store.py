@@ -139,14 +139,11 @@ class Store:
         return cls(make_engine(url))
 
     def create_schema(self) -> None:
-        try:
-            metadata.create_all(self.engine)
-        except sa.exc.DBAPIError:
-            # Several workers starting on a new database: each saw no table and
-            # tried CREATE, and one lost ("already exists"). Once more: the
-            # tables are now seen and skipped; a real error raises again.
-            log.info("schema created concurrently by another worker; checking again")
-            metadata.create_all(self.engine)
+        """Bring the schema up to date the one way the service does it: the
+        Alembic migrations (with their lock against concurrent starts)."""
+        from cds_service import migrations  # migrations' env imports this module
+
+        migrations.upgrade(self.engine)
 
     def ping(self) -> bool:
         try:
