@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service import metrics
 from cds_service.protocol import schemas
 from cds_service.protocol.errors import ApiError
-from cds_service.protocol.hooks import find_service
-from cds_service.protocol.requests_json import read_json_object
+from cds_service.protocol.hooks import accept_call
 from cds_service.protocol.runtime import runtime
 from cds_service.store import FeedbackEntry
 
@@ -41,10 +40,7 @@ def _entry(item: dict) -> FeedbackEntry:
 @bp.post("/cds-services/<service_id>/feedback")
 def post_feedback(service_id: str):
     rt = runtime()
-    service = find_service(service_id)
-    g.service_id = service.id
-    rt.authenticate(request, f"/cds-services/{service.id}/feedback")
-    body = read_json_object(request)
+    service, body = accept_call(service_id, f"/cds-services/{service_id}/feedback")
     problems = schemas.errors("FeedbackRequest", body)
     if problems:
         raise ApiError(400, f"the feedback is not valid: {problems[0]}", code="invalid_feedback",

@@ -42,6 +42,16 @@ def find_service(service_id: str) -> CdsService:
     return service
 
 
+def accept_call(service_id: str, path: str) -> tuple[CdsService, dict]:
+    """What every POST to a service does first, in this order: the service
+    exists (404), the caller is trusted for this exact URL (401), the body is
+    a JSON object (415/400/413)."""
+    service = find_service(service_id)
+    g.service_id = service.id
+    runtime().authenticate(request, path)
+    return service, read_json_object(request)
+
+
 def validate_hook_request(service: CdsService, body: dict) -> None:
     hook = body.get("hook")
     if isinstance(hook, str) and hook != service.hook:
@@ -61,10 +71,7 @@ def validate_hook_request(service: CdsService, body: dict) -> None:
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
     rt = runtime()
-    service = find_service(service_id)
-    g.service_id = service.id
-    rt.authenticate(request, f"/cds-services/{service.id}")
-    body = read_json_object(request)
+    service, body = accept_call(service_id, f"/cds-services/{service_id}")
     if isinstance(body.get("hookInstance"), str):
         g.hook_instance = body["hookInstance"][:128]
     validate_hook_request(service, body)
