@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
 import re
@@ -93,11 +94,13 @@ class ConditionHit:
 
 @dataclasses.dataclass(frozen=True)
 class Lab:
-    name: str          # egfr, calcium, calcium_corrected, albumin, vitamin_d, pth
+    name: str          # LAB_LABELS keys: egfr, creatinine, calcium, calcium_corrected, albumin, ...
     value: float       # normalised unit
     unit: str
     date: dt.date | None
     ref: str
+    high: float | None = None  # reference-range upper limit, when the result carries one (ALP)
+    flag: str = ""             # interpretation code, upper case (H, HH, L, ...), when given
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
@@ -105,9 +108,36 @@ class Lab:
 
 
 LAB_LABELS = {"egfr": "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
-              "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH"}
+              "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
+              "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
+              "alp": "Alkaline phosphatase"}
 LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
-             "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL"}
+             "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL", "creatinine": "mg/dL",
+             "weight": "kg", "bmi": "kg/m2", "alp": "U/L"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PregnancyTest:
+    date: dt.date | None
+    positive: bool | None  # None: result could not be read
+    ref: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FallConcern:
+    """A fear-of-falling score (FES-I 16-64 or Short FES-I 7-28)."""
+
+    date: dt.date | None
+    score: float
+    short_form: bool
+    ref: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Surgery:
+    date: dt.date | None
+    name: str
+    ref: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +154,7 @@ class MedEvent:
     dose_date: dt.date | None  # administration date (or statement date for a single dose)
     oncology: bool
     status_reason: str = ""    # lower-cased text of statusReason (e.g. intolerance); never logged
+    daily_mg: float | None = None  # glucocorticoids: prednisone-equivalent mg/day from the dosage, if readable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,12 +188,13 @@ class DraftOrder:
     resource_type: str
     id: str
     reference: str             # "MedicationRequest/<id>" for delete actions ("" without an id)
-    kind: str                  # medication / dxa / massage / pt_referral / other
+    kind: str                  # medication / dxa / massage / manual_therapy / pt_referral / other
     agents: tuple[str, ...]    # medication agents (empty when the draft names no known drug)
     drug_classes: frozenset[str]
     oncology: bool
     selected: bool             # order-select: in context.selections (always True on order-sign)
     resource: Mapping[str, Any]
+    planned: dt.date | None = None  # when the order is for, if it says so (timing event / bounds / occurrence)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +222,10 @@ class PatientRecord:
     anticoagulant: bool
     fragile_skin: bool
     smoking_date: dt.date | None = None  # date of the smoking status that set `smoker` (card facts)
+    pregnancy_tests: tuple[PregnancyTest, ...] = ()   # oldest first
+    fall_concern: tuple[FallConcern, ...] = ()        # FES-I / Short FES-I scores, oldest first
+    surgeries: tuple[Surgery, ...] = ()               # surgical Procedures, oldest first
+    cancelled_orders: tuple[MedEvent, ...] = ()       # cancelled MedicationRequests: no exposure, but a decision
 
     # --- convenience for rules ---------------------------------------------
     @property
@@ -438,6 +474,37 @@ def normalise_frax(value: float, unit: str) -> float | None:
     return None
 
 
+def normalise_creatinine(value: float, unit: str, code: str) -> float | None:
+    """mg/dL. umol/L / 88.4; with no unit, values above 20 can only be umol/L."""
+    u = _norm_unit(unit)
+    if "mol" in u or (not u and (code == "14682-9" or value > 20)):
+        return value / 88.4
+    if u in ("mg/dl", ""):
+        return value
+    return None
+
+
+def normalise_weight(value: float, unit: str) -> float | None:
+    """kg; pounds and grams converted; anything else unknown."""
+    u = _norm_unit(unit)
+    if u in ("kg", "kilogram", "kilograms", ""):
+        return value
+    if u in ("[lb_av]", "lb", "lbs", "pound", "pounds"):
+        return value * 0.45359237
+    if u in ("g",):
+        return value / 1000
+    return None
+
+
+def normalise_alp(value: float, unit: str) -> float | None:
+    u = _norm_unit(unit)
+    if u in ("u/l", "iu/l", "[iu]/l", "units/l", ""):
+        return value
+    if u in ("ukat/l", "µkat/l"):
+        return value * 60
+    return None
+
+
 def normalise_pth(value: float, unit: str) -> float | None:
     u = _norm_unit(unit)
     if "pmol" in u:
@@ -469,6 +536,10 @@ class _Builder:
         self.skipped: list[str] = []
         self.seen: set[str] = set()
         self.trauma_dates: list[dt.date] = []
+        self.pregnancy_tests: list[PregnancyTest] = []
+        self.fall_concern: list[FallConcern] = []
+        self.surgeries: list[Surgery] = []
+        self.cancelled: list[MedEvent] = []
 
     # --- dispatch -----------------------------------------------------------
     def add(self, resource: Any) -> None:
@@ -557,12 +628,44 @@ class _Builder:
                 if v is not None:
                     self._lab("pth", v, when, ref)
                 return
+            if code in t.CREATININE_CODES and qty:
+                v = normalise_creatinine(qty[0], qty[1], code)
+                if v is not None:
+                    self._lab("creatinine", v, when, ref)
+                return
+            if code in t.BODY_WEIGHT_CODES and qty:
+                v = normalise_weight(qty[0], qty[1])
+                if v is not None:
+                    self._lab("weight", v, when, ref)
+                return
+            if code in t.BMI_CODES and qty:
+                self._lab("bmi", qty[0], when, ref)
+                return
+            if code in t.ALP_CODES and qty:
+                v = normalise_alp(qty[0], qty[1])
+                if v is not None:
+                    high = _reference_high(holder)
+                    self._lab("alp", v, when, ref, high=normalise_alp(high, qty[1]) if high is not None else None,
+                              flag=_interpretation(holder))
+                return
+            if code in t.HCG_QUALITATIVE_CODES or code in t.PREGNANCY_STATUS_CODES:
+                self.pregnancy_tests.append(PregnancyTest(when, _positive(holder), ref))
+                return
+            if code in t.HCG_QUANTITATIVE_CODES and qty:
+                # >= 25 mIU/mL positive, < 5 negative, in between equivocal (unknown).
+                positive = True if qty[0] >= t.HCG_POSITIVE_IU_L else False if qty[0] < 5 else None
+                self.pregnancy_tests.append(PregnancyTest(when, positive, ref))
+                return
             if code == t.SMOKING_STATUS:
                 self._smoking(holder.get("valueCodeableConcept"), when, ref)
                 return
             if code in t.FALL_RISK_ASSESSMENT_CODES:
                 self.fall_risk.append(FallRisk(when, _fall_positive(holder), ref))
                 return
+        # Fear of falling (FES-I / Short FES-I): no LOINC code found, read by name.
+        if qty and t.any_name_in(t.FES_I_NAMES, text):
+            self.fall_concern.append(FallConcern(when, qty[0], t.any_name_in(t.SHORT_FES_I_NAMES, text), ref))
+            return
         # FRAX by display text (hip LOINC is weakly sourced; local codes are common).
         if qty and t.name_in(t.FRAX_TEXT, text):
             if t.name_in("hip", text):
@@ -584,8 +687,9 @@ class _Builder:
             return
         self.frax.append(Frax(kind, percent, when, ref))
 
-    def _lab(self, name: str, value: float, when: dt.date | None, ref: str) -> None:
-        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref))
+    def _lab(self, name: str, value: float, when: dt.date | None, ref: str, *, high: float | None = None,
+             flag: str = "") -> None:
+        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag))
 
     def _dxa(self, when: dt.date | None) -> None:
         if when:
@@ -639,9 +743,16 @@ class _Builder:
         when = _first_date(res.get("performedDateTime"), _period_start(res.get("performedPeriod")),
                            _period_end(res.get("performedPeriod")))
         code = res.get("code")
+        ref = _ref(res)
         if t.is_dxa_concept(code):
             self._dxa(when)
-        self._add_groups(code, when, True, _ref(res))
+        self._add_groups(code, when, True, ref)
+        # CPT-coded dialysis (SNOMED-coded dialysis is in the "dialysis" value set already).
+        if t.is_dialysis_procedure(code) and "dialysis" not in t.condition_groups(code):
+            self.conditions.setdefault("dialysis", []).append(
+                ConditionHit("dialysis", when, True, next(iter(t.codes_in(code, t.CPT)), "dialysis"), ref))
+        if t.is_surgery(code, res.get("category")):
+            self.surgeries.append(Surgery(when, (t.concept_text(code).split(" | ") or ["surgery"])[0] or "surgery", ref))
 
     # --- Medications --------------------------------------------------------
     def _medication_concept(self, res: Mapping[str, Any]) -> Any:
@@ -658,17 +769,25 @@ class _Builder:
         return concept
 
     def _add_med(self, res: Mapping[str, Any], status: str, start: dt.date | None, end: dt.date | None,
-                 dose_date: dt.date | None) -> None:
-        match = t.classify_medication(self._medication_concept(res))
+                 dose_date: dt.date | None, into: list[MedEvent] | None = None) -> None:
+        concept = self._medication_concept(res)
+        match = t.classify_medication(concept)
         reason = " ".join(t.concept_text(r) for r in (res.get("statusReason") if isinstance(res.get("statusReason"), list)
                                                        else [res.get("statusReason")]))
         for agent in match.agents:
-            self.events.append(MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], _ref(res), status,
-                                        start, end, dose_date, match.oncology, reason))
+            daily = glucocorticoid_daily_mg(res, concept) if agent == "corticosteroid" else None
+            (self.events if into is None else into).append(
+                MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], _ref(res), status,
+                         start, end, dose_date, match.oncology, reason, daily))
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
         status = res.get("status") or "unknown"
-        if status in ("entered-in-error", "cancelled", "draft"):
+        if status == "cancelled":
+            # No dose was given under it (FHIR), so no exposure; but it records a decision
+            # (e.g. denosumab cancelled = stopped, C-DMAB-STOP).
+            self._add_med(res, status, parse_date(res.get("authoredOn")), None, None, into=self.cancelled)
+            return
+        if status in ("entered-in-error", "draft"):
             return
         dosage = (res.get("dosageInstruction") or [{}])[0] or {}
         bounds = (((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod")) if isinstance(dosage, dict) else None
@@ -745,6 +864,7 @@ class _Builder:
 
         if self.skipped:
             log.warning("record: skipped %d unreadable resources: %s", len(self.skipped), ", ".join(self.skipped[:20]))
+        by_date = functools.partial(sorted, key=_by_date)
         return PatientRecord(
             today=today,
             patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
@@ -766,6 +886,10 @@ class _Builder:
             anticoagulant=anticoagulant,
             fragile_skin=fragile_skin,
             smoking_date=smoking_date,
+            pregnancy_tests=tuple(by_date(self.pregnancy_tests)),
+            fall_concern=tuple(by_date(self.fall_concern)),
+            surgeries=tuple(by_date(self.surgeries)),
+            cancelled_orders=tuple(self.cancelled),
         )
 
     def _fragility(self, f: Fracture, birth: dt.date | None) -> Fracture:
@@ -865,6 +989,97 @@ def _fall_positive(holder: Mapping[str, Any]) -> bool | None:
     return None
 
 
+_POSITIVE_SNOMED = frozenset({"10828004", "77386006"})   # Positive; Pregnant (U)
+_NEGATIVE_SNOMED = frozenset({"260385009", "60001007"})  # Negative; Not pregnant (U)
+
+
+def _positive(holder: Mapping[str, Any]) -> bool | None:
+    """A qualitative result (pregnancy test / status): True, False or None (unreadable)."""
+    if isinstance(holder.get("valueBoolean"), bool):
+        return holder["valueBoolean"]
+    concept = holder.get("valueCodeableConcept")
+    snomed = set(t.codes_in(concept, t.SNOMED))
+    if snomed & _POSITIVE_SNOMED:
+        return True
+    if snomed & _NEGATIVE_SNOMED:
+        return False
+    text = t.concept_text(concept)
+    if isinstance(holder.get("valueString"), str):
+        text += " " + holder["valueString"].lower()
+    if any(w in text for w in ("negative", "not detected", "not pregnant", "absent")):
+        return False
+    if any(w in text for w in ("positive", "detected", "pregnant", "present")):
+        return True
+    return None
+
+
+def _reference_high(holder: Mapping[str, Any]) -> float | None:
+    for rng in holder.get("referenceRange") or ():
+        if isinstance(rng, dict):
+            q = _quantity(rng.get("high"))
+            if q:
+                return q[0]
+    return None
+
+
+def _interpretation(holder: Mapping[str, Any]) -> str:
+    interp = holder.get("interpretation")
+    for concept in interp if isinstance(interp, list) else [interp]:
+        for _, code in t.codings(concept):
+            return code.upper()
+    return ""
+
+
+_MG = re.compile(r"(\d+(?:\.\d+)?)\s*mg\b")
+_PER_DAY_WORDS = (("every other day", 0.5), ("alternate day", 0.5), ("four times", 4.0), ("qid", 4.0),
+                  ("three times", 3.0), ("tid", 3.0), ("t.i.d", 3.0), ("twice", 2.0), ("bid", 2.0),
+                  ("b.i.d", 2.0), ("two times", 2.0), ("once daily", 1.0), ("once a day", 1.0),
+                  ("daily", 1.0), ("every day", 1.0), ("qd", 1.0), ("every morning", 1.0), ("each morning", 1.0))
+_PERIOD_DAYS = {"h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
+
+
+def _per_day(dosage: Mapping[str, Any]) -> float | None:
+    repeat = ((dosage.get("timing") or {}).get("repeat") or {}) if isinstance(dosage.get("timing"), dict) else {}
+    freq, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
+    if isinstance(period, (int, float)) and period > 0 and unit in _PERIOD_DAYS:
+        return (freq if isinstance(freq, (int, float)) and freq > 0 else 1) / (period * _PERIOD_DAYS[unit])
+    text = str(dosage.get("text") or "").lower()
+    for word, per_day in _PER_DAY_WORDS:
+        if re.search(r"(?<![a-z])" + re.escape(word) + r"(?![a-z])", text):
+            return per_day
+    return None
+
+
+def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | None:
+    """Prednisone-equivalent mg/day of a glucocorticoid order or statement (ACR22), from
+    dosage doseQuantity (mg, or tablets x the strength named in the drug) and timing, else
+    from the dosage text ("5 mg daily"). None when it cannot be read: unknown, not low."""
+    factor = t.prednisone_factor(concept)
+    dosages = res.get("dosageInstruction") or res.get("dosage") or []
+    if not factor or not isinstance(dosages, list):
+        return None
+    strength = _MG.search(t.concept_text(concept))
+    total = 0.0
+    for dosage in dosages:
+        if not isinstance(dosage, dict):
+            continue
+        per_day = _per_day(dosage)
+        mg = None
+        for dr in dosage.get("doseAndRate") or ():
+            q = _quantity(dr.get("doseQuantity")) if isinstance(dr, dict) else None
+            if q and _norm_unit(q[1]) in ("mg", "milligram", "milligrams"):
+                mg = q[0]
+            elif q and strength and _norm_unit(q[1]) in ("tablet", "tab", "tablets", "{tbl}", "{tablet}"):
+                mg = q[0] * float(strength.group(1))
+        if mg is None:
+            found = _MG.search(str(dosage.get("text") or "").lower())
+            mg = float(found.group(1)) if found else None
+        if mg is None or per_day is None:
+            return None
+        total += mg * per_day
+    return round(total * factor[1], 2) if total else None
+
+
 def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[dt.date, dt.date]]:
     """Exposure intervals: a request/statement from start to its end (today
     while active); an administration covers one dosing interval."""
@@ -943,14 +1158,32 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
         agents, oncology = match.agents, match.oncology
     elif rtype in ("ServiceRequest", "ProcedureRequest", "ReferralRequest"):
         concepts = [res.get("code")] + list(res.get("performerType") and [res["performerType"]] or [])
-        if any(t.is_massage_concept(c) for c in concepts):
+        if any(t.is_manual_therapy_concept(c) for c in concepts):
+            kind = "manual_therapy"  # joint mobilisation / manipulation (second-pass 6)
+        elif any(t.is_massage_concept(c) for c in concepts):
             kind = "massage"
         elif any(t.is_dxa_concept(c) for c in concepts):
             kind = "dxa"
         elif any(t.is_pt_concept(c) for c in concepts):
             kind = "pt_referral"
     classes = frozenset(t.AGENTS[a].drug_class for a in agents)
-    return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res)
+    return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res, _planned(res))
+
+
+def _planned(res: Mapping[str, Any]) -> dt.date | None:
+    """The date an order is for, when it says: occurrence[x] (ServiceRequest), the first
+    timing event or bounds start of the dosage, or the dispense validity start."""
+    period = res.get("occurrencePeriod") if isinstance(res.get("occurrencePeriod"), dict) else {}
+    timing = res.get("occurrenceTiming") if isinstance(res.get("occurrenceTiming"), dict) else {}
+    dosage = (res.get("dosageInstruction") or [{}])[0]
+    dosage_timing = (dosage.get("timing") or {}) if isinstance(dosage, dict) else {}
+    if not isinstance(dosage_timing, dict):
+        dosage_timing = {}
+    bounds = (dosage_timing.get("repeat") or {}).get("boundsPeriod") if isinstance(dosage_timing.get("repeat"), dict) else None
+    dispense = res.get("dispenseRequest") if isinstance(res.get("dispenseRequest"), dict) else {}
+    events = list(timing.get("event") or ()) + list(dosage_timing.get("event") or ())
+    return _first_date(res.get("occurrenceDateTime"), period.get("start"), *events, _period_start(bounds),
+                       _period_start(dispense.get("validityPeriod")))
 
 
 def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), today: dt.date,

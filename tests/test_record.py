@@ -110,7 +110,7 @@ def test_conditions_status_and_menopause():
     r = build_record({"patient": patient(birth="1972-01-01"), "conditions": bundle(resolved, refuted, pre)},
                      today=TODAY)
     assert not r.has("mi") and r.has("mi", active_only=False, within_months_=12)
-    assert not r.has("ckd_4_5", active_only=False)
+    assert not r.has("kidney_failure", active_only=False)
     assert r.menopausal_status == "premenopausal"  # 53 but coded premenopausal
     r45 = build_record({"patient": patient(birth="1978-01-01")}, today=TODAY)
     assert r45.menopausal_status == "unknown"

@@ -31,7 +31,8 @@ def test_condition_groups():
     assert "osteoporosis" in t.condition_groups(coding(t.ICD10CM, "M81.0"))
     assert "osteopenia" in t.condition_groups(coding(t.ICD10CM, "M85.851"))
     assert "osteopenia" not in t.condition_groups(coding(t.ICD10CM, "M89.8X1"))
-    assert "ckd_4_5" in t.condition_groups(coding(t.ICD10CM, "N18.5"))
+    assert "kidney_failure" in t.condition_groups(coding(t.ICD10CM, "N18.5"))
+    assert t.condition_groups(coding(t.ICD10CM, "N18.31")) == []  # CKD 3a is not kidney failure
     assert "mi" in t.condition_groups(coding(t.ICD10CM, "I21.4"))
     assert "falls" in t.condition_groups(coding(t.SNOMED, "161898004"))
     assert "esophageal" in t.condition_groups({"text": "Barrett's esophagus"})

@@ -58,19 +58,49 @@ VITAMIN_D_25OH_CODES = frozenset({"62292-8", "1989-3", "14635-7", "49054-0"})
 PTH_CODES = frozenset({"2731-8"})  # U
 SMOKING_STATUS = "72166-2"
 FALL_RISK_ASSESSMENT_CODES = frozenset({"73830-2", "57254-5"})
+# Second pass (second-pass.md sections 1, 2, 8). Creatinine for Cockcroft-Gault:
+# 2160-0 serum/plasma mass V (many public lab tables), 38483-4 blood V [SYN], 14682-9 moles U.
+CREATININE_CODES = frozenset({"2160-0", "38483-4", "14682-9"})
+BODY_WEIGHT_CODES = frozenset({"29463-7", "3141-9"})  # 29463-7 V [SYN]; 3141-9 measured U
+BMI_CODES = frozenset({"39156-5"})                     # V [SYN]
+ALP_CODES = frozenset({"6768-6"})                      # U (already ordered by C-LAB-BASELINE)
+# Pregnancy tests: hCG urine 2106-3 V (HL7 IG examples), serum 2118-8 and beta-subunit
+# 2110-5 V? (one code list); quantitative beta-hCG 21198-7 and 19080-1 U; pregnancy status 82810-3 U.
+HCG_QUALITATIVE_CODES = frozenset({"2106-3", "2118-8", "2110-5"})
+HCG_QUANTITATIVE_CODES = frozenset({"21198-7", "19080-1"})
+PREGNANCY_STATUS_CODES = frozenset({"82810-3"})
+HCG_POSITIVE_IU_L = 25.0  # quantitative hCG at or above this (mIU/mL) reads as positive; U, common assay cut-off
+# Fear of falling: FES-I / Short FES-I have no LOINC code in the public sources seen; read by name.
+FES_I_NAMES = ("fes-i", "falls efficacy scale")
+SHORT_FES_I_NAMES = ("short fes-i", "short falls efficacy scale")
 
 # Every Observation code the rules read; the prefetch templates ask for these.
 OBSERVATION_CODES: tuple[str, ...] = tuple(sorted(
     set(DXA_T_SCORE_SITES) | set(DXA_Z_SCORE_SITES) | DXA_BMD_CODES | DXA_STUDY_CODES
     | {FRAX_MOF, FRAX_HIP} | EGFR_CODES | CALCIUM_TOTAL_CODES | CALCIUM_IONIZED_CODES
     | ALBUMIN_CODES | VITAMIN_D_25OH_CODES | PTH_CODES | {SMOKING_STATUS}
-    | FALL_RISK_ASSESSMENT_CODES
+    | FALL_RISK_ASSESSMENT_CODES | CREATININE_CODES | BODY_WEIGHT_CODES | BMI_CODES | ALP_CODES
+    | HCG_QUALITATIVE_CODES | HCG_QUANTITATIVE_CODES | PREGNANCY_STATUS_CODES
 ))
 
 # --- Procedures on file (brief 1, 8.4, 8.5) --------------------------------
 DXA_CPT_CODES = frozenset({"77080", "77081", "77085", "77086"})
 DXA_SNOMED_CODES = frozenset({"312681000", "241686001"})
 BARIATRIC_SNOMED_CODES = frozenset({"442338001"})
+# Dialysis services, VSAC 2.16.840.1.113883.3.464.1003.109.12.1013 (eCQM 2021 expansion, V):
+# a subset of its CPT and SNOMED codes. A dialysis Procedure is kidney failure (second-pass 1).
+DIALYSIS_CPT_CODES = frozenset({"90935", "90937", "90945", "90947", "90999", "99512"})
+DIALYSIS_SNOMED_CODES = frozenset({
+    "108241001", "265764009", "302497006", "71192002", "238318009", "238319001", "225230008",
+    "233575001", "428648006", "714749008", "34897002", "67970008", "14684005", "676002",
+})
+# Surgery within N weeks (massage safety, seed 002): a Procedure categorised as surgical
+# (SNOMED 387713003 "Surgical procedure", U) or whose name reads as an operation.
+SURGICAL_CATEGORY_SNOMED = frozenset({"387713003"})
+SURGERY_NAMES = ("surgery", "surgical", "operation", "arthroplasty", "fixation", "excision", "resection",
+                 "amputation", "replacement of", "repair of", "vertebroplasty", "kyphoplasty")
+NOT_SURGERY_NAMES = ("phlebotomy", "dialysis", "bone density", "dxa")  # "-otomy" / "-ectomy" look-alikes and routine procedures
+SURGERY_SUFFIXES = re.compile(r"[a-z](ectomy|otomy|ostomy|plasty|pexy)(?![a-z])")
 
 # Fracture-finding codes are not LOINC: an Observation whose *code* is a
 # fracture (e.g. a vertebral fracture seen on imaging) is asked for by its
@@ -223,9 +253,20 @@ CONDITION_VALUE_SETS: dict[str, ValueSet] = {vs.name: vs for vs in (
     ValueSet("mi", icd_prefixes=("I21", "I22"), snomed=frozenset({"22298006"})),
     # Stroke: I63 V (cerebral infarction); I61 intracerebral haemorrhage U. SNOMED 230690007 V.
     ValueSet("stroke", icd_prefixes=("I63", "I61"), snomed=frozenset({"230690007"})),
-    # CKD 4/5/ESRD: N18.4/N18.5/N18.6 V; Z99.2 dialysis dependence U; SNOMED ESRD 46177005 U.
-    ValueSet("ckd_4_5", icd_prefixes=("N18.4", "N18.5", "N18.6", "Z99.2"), snomed=frozenset({"46177005"})),
-    ValueSet("dialysis", icd_prefixes=("N18.6", "Z99.2"), names=("dialysis",)),  # U
+    # Kidney (second-pass 1: coded kidney failure reads as CrCl/eGFR < 30 whatever the lab says).
+    # CKD 4: N18.4 V; SNOMED 431857002 V (public CKD value sets). CKD 3 (N18.3-, 433144002,
+    # 3a 700378005) is deliberately absent: CKD 3a is not kidney failure.
+    ValueSet("ckd_4", icd_prefixes=("N18.4",), snomed=frozenset({"431857002"}),
+             names=("chronic kidney disease stage 4", "ckd stage 4")),
+    # CKD 5 / ESRD: N18.5, N18.6 V; SNOMED 433146000 CKD 5 V, 714152005 CKD 5 on dialysis V,
+    # 46177005 ESRD U.
+    ValueSet("kidney_failure", icd_prefixes=("N18.5", "N18.6"), snomed=frozenset({"433146000", "714152005", "46177005"}),
+             names=("end stage renal disease", "end-stage renal disease", "end stage kidney disease",
+                    "end-stage kidney disease", "chronic kidney disease stage 5", "ckd stage 5")),
+    # Dialysis: Z99.2 dependence on renal dialysis U, Z49.- encounter for dialysis U, CKD 5 on
+    # dialysis 714152005 V, and the dialysis Procedures (VSAC Dialysis Services, V).
+    ValueSet("dialysis", icd_prefixes=("Z99.2", "Z49"), snomed=frozenset({"714152005"}) | DIALYSIS_SNOMED_CODES,
+             names=("dialysis", "hemodialysis", "haemodialysis")),
     # Hypercalcemia E83.52 U; SNOMED 66931009 U.
     ValueSet("hypercalcemia", icd_prefixes=("E83.52",), snomed=frozenset({"66931009"}),
              names=("hypercalcemia", "hypercalcaemia")),
@@ -244,12 +285,31 @@ CONDITION_VALUE_SETS: dict[str, ValueSet] = {vs.name: vs for vs in (
     # Hyperparathyroidism E21.0-E21.3 U.
     ValueSet("hyperparathyroidism", icd_prefixes=("E21.0", "E21.1", "E21.2", "E21.3"),
              names=("hyperparathyroidism",)),
-    # Pregnancy: ICD-10-CM chapter O and Z33.1/Z34 U; SNOMED 77386006 U.
-    ValueSet("pregnancy", icd_prefixes=("O", "Z33.1", "Z34"), snomed=frozenset({"77386006"})),
+    # Pregnancy (second-pass 2): O09-O48 supervision and complications of pregnancy, Z33.1
+    # pregnant state, Z34 supervision of normal pregnancy, Z3A weeks of gestation (all U);
+    # SNOMED 77386006 pregnant U, 72892002 normal pregnancy V [SYN]. O00-O08 (pregnancy with
+    # abortive outcome) and delivery / puerperium codes mean the pregnancy ended: next set.
+    ValueSet("pregnancy", icd_prefixes=("O09", "O1", "O2", "O3", "O4", "Z33.1", "Z34", "Z3A"),
+             snomed=frozenset({"77386006", "72892002"})),
+    # Pregnancy ended: O00-O08, O80-O82 delivery, O85-O92 puerperium, Z37 outcome of delivery,
+    # Z39 postpartum care (U); SNOMED 714812005 induced termination of pregnancy V [SYN].
+    ValueSet("pregnancy_ended", icd_prefixes=("O0", "O80", "O81", "O82", "O85", "O86", "O87", "O88", "O89",
+                                              "O90", "O91", "O92", "Z37", "Z39"),
+             snomed=frozenset({"714812005"}),
+             names=("termination of pregnancy", "miscarriage", "postpartum", "delivery of")),
     # Vitamin D deficiency E55.9 confirmed (older FY table); SNOMED 34713006 U.
     ValueSet("vitamin_d_deficiency", icd_prefixes=("E55.9",), snomed=frozenset({"34713006"})),
-    # History of falling Z91.81 V; W19 unspecified fall V; SNOMED 161898004 falls, 1912002 fall V.
-    ValueSet("falls", icd_prefixes=("Z91.81", "W19"), snomed=frozenset({"161898004", "1912002"})),
+    # History of falling Z91.81 V; W19 unspecified fall V, W00-W18 the other fall external
+    # causes (U, ICD-10-CM structure); SNOMED 161898004 falls, 1912002 fall V.
+    ValueSet("falls", icd_prefixes=("Z91.81", "W0", "W10", "W11", "W12", "W13", "W14", "W15", "W16", "W17",
+                                    "W18", "W19"), snomed=frozenset({"161898004", "1912002"})),
+    # A fall with injury (AACE20 very high risk: "history of injurious falls"): no code in the
+    # brief; names only. A fall dated next to a fracture also counts (rules/facts.py).
+    ValueSet("injurious_fall", names=("fall with injury", "injurious fall", "fall resulting in injury",
+                                      "fall-related injury", "fall related injury")),
+    # Fear of falling (seed 001, second-pass 8): names only (no code found).
+    ValueSet("fear_of_falling", names=("fear of falling", "fear of falls", "concern about falling",
+                                       "fall anxiety", "falls anxiety")),
     # Balance / gait abnormality (EX-2): R26- U, R42 dizziness not included.
     ValueSet("gait_balance", icd_prefixes=("R26",), names=("gait abnormal*", "abnormal gait", "impaired balance", "balance problem*")),
     # Menopausal status evidence (brief 1, 8.7): all codes U.
@@ -285,6 +345,37 @@ CONDITION_VALUE_SETS: dict[str, ValueSet] = {vs.name: vs for vs in (
                                            "cannot sit upright", "cannot remain upright")),
     # SAFE-11 open epiphyses: no code in the brief; names only.
     ValueSet("open_epiphyses", names=("open epiphys*", "unfused epiphys*", "open growth plate*")),
+    # --- second pass (second-pass.md 4, 6, 8) ---
+    # Atypical femoral fracture M84.75- U (ICD-10-CM 2016+); SNOMED equivalent not found: names.
+    ValueSet("atypical_femoral_fracture", icd_prefixes=("M84.75",),
+             names=("atypical femoral fracture", "atypical femur fracture", "atypical fracture of femur",
+                    "atypical subtrochanteric fracture")),
+    # Osteonecrosis of the jaw: M87.18- osteonecrosis due to drugs (M87.180 jaw) U, as the contract
+    # names it; SNOMED equivalent not found: names.
+    ValueSet("osteonecrosis_jaw", icd_prefixes=("M87.18",),
+             names=("osteonecrosis of the jaw", "osteonecrosis of jaw", "jaw osteonecrosis",
+                    "medication-related osteonecrosis", "mronj", "bronj")),
+    # Open wound (massage safety, seed 002): S-codes whose 4th character is 1 (open wound of a
+    # region: S01, S11, ... S91), L89 pressure ulcer, L97 / L98.4 chronic ulcers (all U).
+    ValueSet("open_wound", icd_prefixes=("S01", "S11", "S21", "S31", "S41", "S51", "S61", "S71", "S81", "S91",
+                                         "L89", "L97", "L98.4"),
+             names=("open wound", "pressure ulcer", "pressure injury", "skin ulcer", "leg ulcer",
+                    "wound dehiscence")),
+    # Active skin or soft-tissue infection: L00-L08 U, A46 erysipelas U.
+    ValueSet("skin_infection", icd_prefixes=("L00", "L01", "L02", "L03", "L04", "L05", "L08", "A46"),
+             names=("cellulitis", "skin abscess", "cutaneous abscess", "erysipelas", "skin infection", "soft tissue infection",
+                    "soft-tissue infection", "impetigo")),
+    # Kyphosis (positioning caution): M40.0-M40.2 U; SNOMED 414564002 U.
+    ValueSet("kyphosis", icd_prefixes=("M40.0", "M40.1", "M40.2"), snomed=frozenset({"414564002"}),
+             names=("kyphosis", "hyperkyphosis", "dowager's hump")),
+    # Low calcium intake or low weight (dietitian referral, second-pass 8): E58 dietary calcium
+    # deficiency, R63.6 underweight, E40-E46 malnutrition (U).
+    ValueSet("low_intake_or_weight", icd_prefixes=("E58", "R63.6", "E40", "E41", "E42", "E43", "E44", "E45", "E46"),
+             names=("low calcium intake", "inadequate calcium intake", "dietary calcium deficiency",
+                    "underweight", "malnutrition")),
+    # Liver disease (an explanation for a raised alkaline phosphatase): K70-K77 U.
+    ValueSet("liver_disease", icd_prefixes=("K70", "K71", "K72", "K73", "K74", "K75", "K76", "K77"),
+             names=("cirrhosis", "hepatitis", "cholestasis", "liver disease")),
 )}
 
 
@@ -401,11 +492,14 @@ ORAL_BP, IV_BP, DENOSUMAB, SERM, PTH_ANALOG, ROMOSOZUMAB = (
     "oral_bp", "iv_bp", "denosumab", "serm", "pth_analog", "romosozumab")
 CALCIUM, VITAMIN_D = "calcium", "vitamin_d"
 ANTICOAGULANT, CORTICOSTEROID, PPI = "anticoagulant", "corticosteroid", "ppi"
+ESTROGEN = "estrogen"  # menopausal hormone therapy: bone-active (second-pass 4), not an osteoporosis drug
 
 ANTIRESORPTIVE_CLASSES = frozenset({ORAL_BP, IV_BP, DENOSUMAB, SERM})
 BISPHOSPHONATE_CLASSES = frozenset({ORAL_BP, IV_BP})
 ANABOLIC_CLASSES = frozenset({PTH_ANALOG, ROMOSOZUMAB})
 OSTEOPOROSIS_DRUG_CLASSES = ANTIRESORPTIVE_CLASSES | ANABOLIC_CLASSES
+# Bone-active therapy: no "start a drug" card beside any of these (second-pass 4).
+BONE_ACTIVE_CLASSES = OSTEOPOROSIS_DRUG_CLASSES | {ESTROGEN}
 SUPPLEMENT_CLASSES = frozenset({CALCIUM, VITAMIN_D})
 
 
@@ -418,38 +512,67 @@ class Agent:
     oncology_rxnorm: frozenset[str] = frozenset()  # oncology products: exposure, not a regimen
     oncology_names: tuple[str, ...] = ()
     dosing_interval_days: int = 1   # one dose covers this many days (for "current" and exposure)
+    label_setid: str = ""           # DailyMed SPL set id of the label the cards cite (second-pass 9)
+    label_brand: str = ""           # the label's brand name, for card text
 
 
 AGENTS: dict[str, Agent] = {a.name: a for a in (
     # IN 46041 V; 70 mg tab SCD 904431 V (corrected); Fosamax 70 mg SBD 904433; 10 mg 904419;
     # 904420 V? (Synthea display). Fosamax Plus D also contains cholecalciferol (name match finds both).
     Agent("alendronate", ORAL_BP, frozenset({"46041", "904431", "904433", "904419", "904420"}),
-          ("alendron*", "fosamax", "binosto"), dosing_interval_days=7),
+          ("alendron*", "fosamax", "binosto"), dosing_interval_days=7,
+          # Fosamax (Organon) SPL set id, V (openFDA NDC 78206-135)
+          label_setid="14e931fd-2c5f-4d90-b7db-5980706f4a56", label_brand="Fosamax"),
     # IN 73056 V; 35 mg SCD 905024, Actonel 905026, delayed-release 1020064 (confirmed).
     Agent("risedronate", ORAL_BP, frozenset({"73056", "905024", "905026", "1020064"}),
-          ("risedron*", "actonel", "atelvia"), dosing_interval_days=7),
+          ("risedron*", "actonel", "atelvia"), dosing_interval_days=7,
+          # Actonel's own set id was not found; risedronate 35 mg (Apotex) label, V (openFDA NDC 60505-3096)
+          label_setid="b90f2e5b-10b8-29a7-0360-31bd0dae0ec2", label_brand="risedronate"),
     # IN 115264 V; 150 mg SCD 904932, Boniva 904934 (confirmed).
     Agent("ibandronate", ORAL_BP, frozenset({"115264", "904932", "904934"}),
-          ("ibandron*", "boniva"), dosing_interval_days=30),
+          ("ibandron*", "boniva"), dosing_interval_days=30,
+          # Boniva's own set id was not found; ibandronate 150 mg (Aurobindo) label, V (openFDA NDC 65862-237)
+          label_setid="86c0b4ae-5e38-4efe-88af-50ac560e294f", label_brand="ibandronate"),
     # IN 77655 V; 5 mg/100 mL SCD 705824, Reclast 705875 (confirmed).
     # Oncology 4 mg/5 mL 351114 and 4 mg/100 mL 1114085 (Zometa-type).
     Agent("zoledronic_acid", IV_BP, frozenset({"77655", "705824", "705875"}),
           ("zoledron*", "reclast", "aclasta"),
           oncology_rxnorm=frozenset({"351114", "1114085"}), oncology_names=("zometa",),
-          dosing_interval_days=365),
+          dosing_interval_days=365,
+          # Reclast SPL set id, V (openFDA NDC 66758-155, rxcui 705824/705875)
+          label_setid="5a9b3737-9ce6-4a89-b76e-6aab79eba9cf", label_brand="Reclast"),
     # IN 993449 U; 60 mg/mL syringe SCD 993452, Prolia 993456 (confirmed).
     # Names: Prolia; Jubbonti (biosimilar, in brief). Xgeva 120 mg is oncology (and Wyost, U).
     Agent("denosumab", DENOSUMAB, frozenset({"993449", "993452", "993456"}),
           ("denosumab", "prolia", "jubbonti"),
-          oncology_names=("xgeva", "wyost"), dosing_interval_days=182),
+          oncology_names=("xgeva", "wyost"), dosing_interval_days=182,
+          # Prolia SPL set id, V (FDALabel SPL for NDC 55513-710, 2026 version with the 2024 boxed warning)
+          label_setid="49e5afe9-a0c7-40c4-af9f-f287a80c5c88", label_brand="Prolia"),
     # IN 72143 V; 60 mg SCD 1490065, Evista 1490067 (confirmed).
-    Agent("raloxifene", SERM, frozenset({"72143", "1490065", "1490067"}), ("raloxifen*", "evista")),
-    # Ingredient not found; pen SCD 1435115, Forteo 1435117 (confirmed).
-    Agent("teriparatide", PTH_ANALOG, frozenset({"1435115", "1435117"}), ("teriparatide", "forteo", "bonsity")),
+    Agent("raloxifene", SERM, frozenset({"72143", "1490065", "1490067"}), ("raloxifen*", "evista"),
+          # Evista SPL set id, V (openFDA NDC 0002-4184)
+          label_setid="fcaaa6dc-74e8-4fb8-800c-5574bf0f8de9", label_brand="Evista"),
+    # Bazedoxifene (with conjugated estrogens: Duavee; alone: Conbriza, EU): names only, codes not found.
+    Agent("bazedoxifene", SERM, frozenset(), ("bazedoxifene", "duavee", "conbriza")),
+    # Ingredient not found; pen SCD 1435115, Forteo 1435117 (confirmed); Bonsity SBD 2716408
+    # V (openFDA NDC 47781-852, rxcui 1435115/2716408).
+    Agent("teriparatide", PTH_ANALOG, frozenset({"1435115", "1435117", "2716408"}), ("teriparatide", "forteo", "bonsity"),
+          # Forteo SPL set id, V (openFDA NDC 0002-8400)
+          label_setid="aae667c5-381f-4f92-93df-2ed6158d07b0", label_brand="Forteo"),
     # IN 1921069 / pen 1921082 / Tymlos 1921083: weak (one source).
-    Agent("abaloparatide", PTH_ANALOG, frozenset({"1921069", "1921082", "1921083"}), ("abaloparatide", "tymlos")),
-    # No RxNorm code found: names only.
-    Agent("romosozumab", ROMOSOZUMAB, frozenset(), ("romosozumab", "evenity"), dosing_interval_days=30),
+    # Tymlos SPL set id not found in the public sources seen: cards link the DailyMed search for it.
+    Agent("abaloparatide", PTH_ANALOG, frozenset({"1921069", "1921082", "1921083"}), ("abaloparatide", "tymlos"),
+          label_brand="Tymlos"),
+    # No RxNorm code found (RxNav not reachable; openFDA and public code lists searched): names only.
+    Agent("romosozumab", ROMOSOZUMAB, frozenset(), ("romosozumab", "evenity"), dosing_interval_days=30,
+          # Evenity SPL set id, V? (fda.report DailyMed mirror of the Amgen label)
+          label_setid="471baba2-7154-4488-9891-0db2f46791e7", label_brand="Evenity"),
+    # Menopausal hormone therapy (second-pass 4): estradiol IN 4083 U, conjugated estrogens 4099 U;
+    # names for the common products. Vaginal (local) estrogen is not bone-active: NON_SYSTEMIC_ESTROGEN.
+    Agent("estrogen", ESTROGEN, frozenset({"4083", "4099"}),
+          ("estradiol", "conjugated estrogen*", "esterified estrogen*", "estropipate", "premarin", "prempro",
+           "premphase", "estrace", "activella", "climara", "vivelle", "divigel", "estrogel", "evamist",
+           "menostar", "femring", "bijuva", "angeliq", "duavee")),
     # calcium 1895 V, calcium carbonate 1897 V, citrate 47613 confirmed; carbonate 1250 mg
     # (500 mg elemental) SCD 282465 and 1500 mg SCD 237420 confirmed. No bare "calcium" name:
     # it would match salts such as "atorvastatin calcium".
@@ -477,6 +600,36 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
 # Non-systemic forms: a steroid cream or inhaler is not a "long-term corticosteroid".
 NON_SYSTEMIC_WORDS = ("inhal*", "topical", "cream", "ointment", "lotion", "nasal", "ophthalmic",
                       "otic", "eye drop*", "gel", "foam", "rectal", "enema", "shampoo", "intra-articular")
+# Local (vaginal) estrogen does not protect bone (transdermal gels and patches do).
+NON_SYSTEMIC_ESTROGEN = ("vaginal*", "intravaginal", "cream", "estring", "vagifem", "imvexxy", "yuvafem")
+
+# Glucocorticoid dose reading (ACR22, second-pass 5): mg of the drug -> mg of prednisone.
+# Standard equivalences (prednisone 5 mg = prednisolone 5 = methylprednisolone 4 = triamcinolone 4
+# = hydrocortisone 20 = cortisone 25 = dexamethasone 0.75 = betamethasone 0.6 = deflazacort 6): U,
+# textbook values; the clinician confirms. Order matters only for display.
+PREDNISONE_EQUIVALENT: dict[str, float] = {
+    "prednisone": 1.0, "prednisolone": 1.0, "methylprednisolone": 1.25, "medrol": 1.25,
+    "triamcinolone": 1.25, "hydrocortisone": 0.25, "cortisone": 0.2, "dexamethasone": 5 / 0.75,
+    "betamethasone": 5 / 0.6, "deflazacort": 5 / 6,
+}
+
+
+def prednisone_factor(concept: Any) -> tuple[str, float] | None:
+    """(glucocorticoid name, mg prednisone per mg) for a medication concept, or None."""
+    text = concept_text(concept)
+    for name, factor in PREDNISONE_EQUIVALENT.items():
+        if name_in(name, text):
+            return name, factor
+    return None
+
+
+def label_url(agent: str) -> str:
+    """DailyMed page of the drug's label: the SPL set id when known, else a search for the brand."""
+    a = AGENTS.get(agent)
+    if a and a.label_setid:
+        return f"https://dailymed.nlm.nih.gov/dailymed/drugInfo.cfm?setid={a.label_setid}"
+    brand = (a.label_brand if a and a.label_brand else agent.replace("_", " "))
+    return f"https://dailymed.nlm.nih.gov/dailymed/search.cfm?labeltype=all&query={brand.upper()}"
 
 _RXNORM_INDEX: dict[str, str] = {}
 for _agent in AGENTS.values():
@@ -530,6 +683,8 @@ def _classify_medication(rxnorm: tuple[str, ...], text: str) -> DrugMatch:
     # A systemic-steroid match on a non-systemic form is dropped.
     if "corticosteroid" in agents and any_name_in(NON_SYSTEMIC_WORDS, text):
         agents.remove("corticosteroid")
+    if "estrogen" in agents and any_name_in(NON_SYSTEMIC_ESTROGEN, text):
+        agents.remove("estrogen")
     return DrugMatch(tuple(agents), oncology)
 
 
@@ -551,6 +706,17 @@ def _all_agent_names() -> tuple[str, ...]:
 DXA_NAMES = ("dxa", "dexa", "bone density", "bone densitometry", "absorptiometry")
 MASSAGE_CPT = frozenset({"97124"})            # U
 MASSAGE_NUCC = frozenset({"225700000X"})      # V: Massage Therapist
+# Hands-on manual therapy (second-pass 6): CPT 97140 manual therapy techniques (mobilisation,
+# manipulation), 98940-98942 chiropractic spinal manipulation, 98943 extraspinal, 98925-98929
+# osteopathic manipulative treatment (all U); NUCC 111N00000X chiropractor U; SNOMED referral to
+# chiropractor 308449000 / osteopath 308450000 V (VSAC Referral 2.16.840.1.113883.3.464.1003.101.12.1046).
+MANUAL_THERAPY_CPT = frozenset({"97140", "98940", "98941", "98942", "98943",
+                                "98925", "98926", "98927", "98928", "98929"})
+SPINAL_MANIPULATION_CPT = frozenset({"98940", "98941", "98942", "98925", "98926", "98927", "98928", "98929"})
+MANUAL_THERAPY_NUCC = frozenset({"111N00000X"})
+MANUAL_THERAPY_SNOMED = frozenset({"308449000", "308450000"})
+MANUAL_THERAPY_NAMES = ("manual therapy", "joint mobili*", "mobilisation", "mobilization", "manipulat*",
+                        "chiropract*", "osteopathic", "spinal adjustment")
 PT_REFERRAL_SNOMED = frozenset({"444831000124102", "306170007", "308447003", "416790000"})  # V
 PT_CPT = frozenset({"97161", "97162", "97163", "97164", "97110", "97112", "97116"})  # V / U
 PT_NUCC = frozenset({"225100000X", "225200000X"})  # U / V
@@ -568,6 +734,29 @@ def is_massage_concept(concept: Any) -> bool:
     return (any(c in MASSAGE_CPT for c in codes_in(concept, CPT))
             or any(c in MASSAGE_NUCC for c in codes_in(concept, NUCC))
             or name_in("massage*", concept_text(concept)))
+
+
+def is_manual_therapy_concept(concept: Any) -> bool:
+    return (any(c in MANUAL_THERAPY_CPT for c in codes_in(concept, CPT))
+            or any(c in MANUAL_THERAPY_NUCC for c in codes_in(concept, NUCC))
+            or any(c in MANUAL_THERAPY_SNOMED for c in codes_in(concept, SNOMED))
+            or any_name_in(MANUAL_THERAPY_NAMES, concept_text(concept)))
+
+
+def is_dialysis_procedure(concept: Any) -> bool:
+    return (any(c in DIALYSIS_CPT_CODES for c in codes_in(concept, CPT))
+            or any(c in DIALYSIS_SNOMED_CODES for c in codes_in(concept, SNOMED)))
+
+
+def is_surgery(code: Any, category: Any) -> bool:
+    """A Procedure that reads as an operation (massage safety: post-surgical sites)."""
+    categories = category if isinstance(category, list) else [category]
+    if any(c in SURGICAL_CATEGORY_SNOMED for cat in categories for c in codes_in(cat, SNOMED)):
+        return True
+    text = concept_text(code)
+    if any_name_in(NOT_SURGERY_NAMES, text):
+        return False
+    return any_name_in(SURGERY_NAMES, text) or SURGERY_SUFFIXES.search(text) is not None
 
 
 def is_pt_concept(concept: Any) -> bool:
