@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 RULES_SYSTEM = "https://github.com/osteoporosis-cds/rules"
 OVERRIDE_REASON_SYSTEM = "https://github.com/osteoporosis-cds/override-reasons"
 SUMMARY_MAX = 139  # CDS Hooks: summary SHOULD be < 140 characters
+SAFETY_CARD_PREFIXES = ("C-SAFE-", "C-MASSAGE-SAFETY")  # no "patient declined" when these are critical
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
 
@@ -174,7 +175,7 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
             "indicator": finding.indicator or card["indicator"],
             "source": {
                 "label": source.get("label", ""),
-                "url": source.get("url", ""),
+                "url": finding.source_url or source.get("url", ""),
                 "topic": {"system": RULES_SYSTEM, "code": finding.card_id,
                           "display": source.get("topic_display", finding.card_id)},
             },
@@ -217,6 +218,9 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
     codes = [c for c in card.get("overrideReasons") or () if c in reasons]
     if len(codes) != len(card.get("overrideReasons") or ()) and strict:
         raise CardTemplateError(f"{finding.card_id}: unknown override reason")
+    if out["indicator"] == "critical" and finding.card_id.startswith(SAFETY_CARD_PREFIXES):
+        # second-pass 9: a label contraindication or imminent harm is not overridden by "patient declined"
+        codes = [c for c in codes if c != "patient-declined"]
     if codes:
         out["overrideReasons"] = [{"system": OVERRIDE_REASON_SYSTEM, "code": c, "display": reasons[c]} for c in codes]
     if card.get("links"):

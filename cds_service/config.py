@@ -167,7 +167,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("osteopenia_dxa_years", "CDS_OSTEOPENIA_DXA_YEARS", _int_list, (2, 3, 5),
             "Repeat-DXA years in untreated osteopenia for lowest T <= -2.0, -1.5 to -1.99, > -1.5 (design choice)."),
     Setting("vhr_include_falls", "CDS_VHR_INCLUDE_FALLS", _bool, True,
-            "Count a coded injurious fall or a positive fall-risk assessment as very high fracture risk (design choice)."),
+            "Count a history of injurious falls (a fall with injury, or a fall coded next to a fracture) as very high fracture risk (AACE 2020); a positive fall-risk screen alone does not count."),
     Setting("vhr_profile", "CDS_VHR_PROFILE", _vhr_profile, "us",
             "Very-high-risk criteria: `us` (AACE 2020 plus seed) or `nogg` (adds UK NOGG 2022 criteria)."),
     Setting("dmab_grace_weeks", "CDS_DMAB_GRACE_WEEKS", _int, 4,
@@ -177,7 +177,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("calcium_upper_mg_dl", "CDS_CALCIUM_UPPER_MG_DL", _float, 10.5,
             "Upper limit of (albumin-corrected) serum calcium, mg/dL."),
     Setting("long_term_corticosteroid_days", "CDS_LONG_TERM_CORTICOSTEROID_DAYS", _int, 90,
-            "Days on an active systemic corticosteroid after which it counts as long-term."),
+            "Days on an active systemic corticosteroid after which it counts as long-term (also the 3 months of C-GIOP)."),
+    Setting("kidney_lab_max_age_months", "CDS_KIDNEY_LAB_MAX_AGE_MONTHS", _int, 12,
+            "Kidney function (creatinine clearance, eGFR) older than this many months is unknown, never normal."),
+    Setting("predose_lab_days", "CDS_PREDOSE_LAB_DAYS", _int, 90,
+            "Zoledronic acid or denosumab ordered without kidney function and calcium this many days old or less: C-SAFE-PREDOSE-LABS."),
+    Setting("zoledronate_min_interval_months", "CDS_ZOLEDRONATE_MIN_INTERVAL_MONTHS", _int, 11,
+            "Zoledronic acid re-ordered sooner than this many months after the last infusion: C-SAFE-DOSE-INTERVAL."),
+    Setting("dmab_min_interval_months", "CDS_DMAB_MIN_INTERVAL_MONTHS", _int, 5,
+            "Denosumab re-ordered sooner than this many months after the last dose: C-SAFE-DOSE-INTERVAL."),
+    Setting("recent_surgery_weeks", "CDS_RECENT_SURGERY_WEEKS", _int, 12,
+            "Surgery this many weeks ago or less is a post-surgical site for massage and manual therapy."),
 )
 
 
@@ -224,6 +234,11 @@ class Settings:
     calcium_lower_mg_dl: float = 8.5
     calcium_upper_mg_dl: float = 10.5
     long_term_corticosteroid_days: int = 90
+    kidney_lab_max_age_months: int = 12
+    predose_lab_days: int = 90
+    zoledronate_min_interval_months: int = 11
+    dmab_min_interval_months: int = 5
+    recent_surgery_weeks: int = 12
 
     @property
     def development(self) -> bool:

@@ -20,6 +20,8 @@ RULE_MODULES = (
     "order_safety",
     "follow_up",
     "order_checks",
+    "dosing",
+    "on_therapy",
 )
 
 

@@ -51,6 +51,7 @@ class Finding:
     suggestions: tuple[str, ...] | None = None    # YAML suggestion keys to offer, in order; None = all of them
     extra_suggestions: tuple[Suggestion, ...] = ()  # suggestions built in code, after the YAML ones
     delete_draft: str | None = None               # relative reference filled into YAML `delete` actions
+    source_url: str | None = None                 # overrides the YAML source.url (e.g. the drug's own DailyMed label)
 
     def __post_init__(self) -> None:
         if self.indicator is not None and self.indicator not in INDICATORS:

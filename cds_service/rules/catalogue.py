@@ -1,5 +1,6 @@
-"""The card catalogue the service commits to (brief section 7 and the ids
-added in ../shared/clinical/README.md): card id -> hooks and indicators.
+"""The card catalogue the service commits to (brief section 7, the ids
+added in ../shared/clinical/README.md and the seven of second-pass.md):
+card id -> hooks and indicators.
 
 Acceptance tests and analytics key on these ids; a new rule gets a new id.
 """
@@ -26,11 +27,11 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "C-SAFE-RENAL": (ALL, ("warning", "critical")),
     "C-SAFE-HYPOCA": (ORDERS, ("critical",)),
     "C-SAFE-ESOPH": (ORDERS, ("warning",)),
-    "C-SAFE-ROMO-CV": (ORDERS, ("critical",)),
+    "C-SAFE-ROMO-CV": (ALL, ("critical",)),  # second pass: also an MI or stroke during the course
     "C-SAFE-PTH-LIMIT": (ALL, ("warning",)),
     "C-SAFE-ROMO-LIMIT": (ALL, ("warning",)),
     "C-SAFE-ANABOLIC-CONTRA": (ORDERS, ("warning",)),
-    "C-SAFE-DMAB-CKD": (ORDERS, ("warning",)),
+    "C-SAFE-DMAB-CKD": (ORDERS, ("warning", "critical")),  # second pass: critical on dialysis / CKD 5
     "C-ANABOLIC-FOLLOW-ON": (PV, ("warning",)),
     "C-DMAB-DUE": (PV, ("info",)),
     "C-DMAB-OVERDUE": (PV, ("critical",)),
@@ -41,4 +42,12 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "C-EXERCISE": (PV, ("info",)),
     "C-FALLS": (PV, ("info",)),
     "C-MASSAGE-SAFETY": (ORDERS, ("warning", "critical")),
+    # second pass (../shared/clinical/second-pass.md, "New card ids")
+    "C-SAFE-PREGNANCY": (ALL, ("critical",)),
+    "C-SAFE-PREDOSE-LABS": (ORDERS, ("warning",)),
+    "C-SAFE-DOSE-INTERVAL": (ORDERS, ("warning",)),
+    "C-DUP-ANABOLIC": (ALL, ("warning",)),
+    "C-TX-FAILURE": (PV, ("warning",)),
+    "C-AR-COMPLICATION": (ALL, ("warning",)),
+    "C-GIOP": (PV, ("info", "warning")),
 }

@@ -122,6 +122,21 @@ def _assess_young(record: PatientRecord, fractures: list[Fracture]) -> Assessmen
     return Assessment(YOUNG, NOT_KNOWN, NOT_ASSESSED, (), ())
 
 
+def injurious_falls(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """AACE20 "history of injurious falls" (second-pass 5): a fall coded with injury, or a
+    fall dated within injurious_fall_link_days of a fracture (a fall-related fracture). A
+    positive fall-risk screen is not one, nor is a "history of falling" code beside a
+    fracture from another year."""
+    out = [f"Fall with injury ({h.code or 'coded'}) on {h.date or 'an unknown date'}"
+           for h in record.condition_hits("injurious_fall", active_only=False)[:1]]
+    link = settings.injurious_fall_link_days
+    for fall in record.condition_hits("falls", active_only=False):
+        for f in record.fractures:
+            if fall.date and f.date and abs((f.date - fall.date).days) <= link:
+                return out + [f"Fall ({fall.code or 'coded'}) on {fall.date} with a fracture: {f.fact()}"]
+    return out
+
+
 def very_high_risk_reasons(record: PatientRecord, settings: ClinicalSettings,
                            fractures: list[Fracture] | None = None) -> tuple[str, ...]:
     """Brief 2.2, VHR = AACE20 union SEED (+ ES19, + NOGG22 with vhr_profile="nogg")."""
@@ -149,14 +164,11 @@ def very_high_risk_reasons(record: PatientRecord, settings: ClinicalSettings,
     # AACE20: T-score < -3.0.
     if lowest is not None and lowest.value < settings.vhr_t_score:
         out.append(lowest.fact())
-    # AACE20: high risk of falls / injurious falls, only when coded (design choice).
+    # AACE20: history of injurious falls (second-pass 5). A positive fall-risk screen alone
+    # no longer counts (the brief's "positive fall-risk assessment" made too many patients
+    # very high risk and sent them to anabolic-first orders; the review was right).
     if settings.vhr_include_falls:
-        falls = record.condition_hits("falls", active_only=False)
-        if falls and fractures:
-            out.append(f"History of falling ({falls[0].code}) with a fragility fracture")
-        recent = [a for a in record.fall_risk if a.positive and within_months(a.date, today, 12)]
-        if recent:
-            out.append(f"Positive fall-risk assessment on {recent[-1].date}")
+        out += injurious_falls(record, settings)
     # AACE20: FRAX MOF > 30% or hip > 4.5%.
     mof = record.latest_frax("mof", settings.frax_max_age_months)
     hip = record.latest_frax("hip", settings.frax_max_age_months)

@@ -11,6 +11,13 @@ Rules:
 - FALL-1 C-FALLS (info, patient-view): age >= settings.fall_prevention_min_age
   with osteopenia/osteoporosis/fragility fracture, or any fall history at
   >= 50 (SEED; BHOF22; CDC STEADI).
+- Second pass (second-pass.md 5 and 8), folded into the two cards: a positive
+  fall-risk screen makes C-EXERCISE supervised (PT referral) and C-FALLS
+  suggest its follow-up (occupational-therapy home-safety referral); fear of
+  falling (coded, or FES-I / Short FES-I at moderate concern or more) makes
+  supervised or group exercise the suggestion; pain after a vertebral
+  fracture, psychological support after a fracture, a dietitian referral when
+  calcium intake or weight is low, and yoga with the end-range flexion caution.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from cds_service.fhir import terminology as t
 from cds_service.record import Fracture, PatientRecord, within_months
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.orders import DIETITIAN, OCCUPATIONAL_THERAPY, referral_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
 FALL_HISTORY_MIN_AGE = 50        # FALL-1: "any fall history at any age >= 50" (brief, not a local choice)
@@ -34,8 +42,42 @@ SPINAL_PRECAUTIONS = (
     "teach them how to move rather than what to fear: modify movements that load the spine in "
     "flexion or rotation, that is rapid, repetitive, sustained, weighted or end-range spinal flexion "
     "and twisting (sit-ups, crunches, toe touches, twisting while lifting); lift with a hip hinge and "
-    "the load close to the body. Emphasise spine-extensor strengthening and posture training."
+    "the load close to the body. Emphasise spine-extensor strengthening and posture training. Yoga and "
+    "Pilates are fine without end-range spinal flexion or twisting poses (forward folds, plough)."
 )
+
+
+def positive_fall_screen(record: PatientRecord, today: dt.date) -> list[str]:
+    """A positive fall-risk assessment in the last 12 months, as a fact (second-pass 5:
+    it asks for supervised balance training and its follow-up, not for anabolic drugs)."""
+    recent = [a for a in record.fall_risk if a.positive and within_months(a.date, today, FALL_SCREEN_VALID_MONTHS)]
+    return [f"Positive fall-risk assessment on {recent[-1].date} ({recent[-1].ref})"] if recent else []
+
+
+def fear_of_falling(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """Fear of falling (seed 001; second-pass 8): coded, or the latest FES-I >= fes_i_concern
+    (Short FES-I >= short_fes_i_concern) within 12 months: moderate or high concern."""
+    out = [f"Fear of falling on record ({h.code or 'coded'}, {h.date or 'undated'})"
+           for h in record.condition_hits("fear_of_falling")[:1]]
+    scores = [c for c in record.fall_concern if within_months(c.date, record.today, 12)]
+    if scores:
+        c = scores[-1]
+        cut = settings.short_fes_i_concern if c.short_form else settings.fes_i_concern
+        if c.score >= cut:
+            out.append(f"{'Short FES-I' if c.short_form else 'FES-I'} {c.score:g} on {c.date} (concern about "
+                       f"falling: {cut:g} or more)")
+    return out
+
+
+def low_intake_or_weight(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """Low calcium intake or low weight (second-pass 8: dietitian referral): coded, or the
+    latest BMI within 24 months below low_bmi."""
+    out = [f"{h.code or 'Coded'}: low intake or low weight on the problem list ({h.date or 'undated'})"
+           for h in record.condition_hits("low_intake_or_weight")[:1]]
+    bmi = record.lab("bmi", 24)
+    if bmi and bmi.value < settings.low_bmi:
+        out.append(f"{bmi.fact()} (below {settings.low_bmi:g})")
+    return out
 
 
 def _fresh(f: Fracture, today: dt.date, settings: ClinicalSettings) -> bool:
@@ -88,13 +130,19 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
     fresh = [f for f in record.fractures if _fresh(f, today, settings)]
     falls = _fall_history(record)
     gait = [f"Gait or balance abnormality on the problem list ({h.code})" for h in record.condition_hits("gait_balance")]
+    screen = positive_fall_screen(record, today)
+    fear = fear_of_falling(record, settings)
+    diet = low_intake_or_weight(record, settings)
     for f in vertebral + hip + fresh:
         if f.fact() not in " ".join(facts):
             facts.append(f.fact())
-    facts += falls + gait
+    facts += falls + gait + screen + fear + diet
 
     spinal = diagnosis == OSTEOPOROSIS or bool(vertebral)
-    balance_impaired = bool(falls or gait)
+    balance_impaired = bool(falls or gait or screen)
+    recent_vertebral = [f for f in vertebral if within_months(f.date, today, settings.recent_fracture_months)]
+    recent_fracture = [f for f in record.fragility_fractures()
+                       if within_months(f.date, today, settings.recent_fracture_months)]
     referral_reasons = []
     if vertebral:
         referral_reasons.append("vertebral fracture")
@@ -104,15 +152,31 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
         referral_reasons.append("history of falls")
     if gait:
         referral_reasons.append("gait or balance abnormality")
+    if screen:
+        referral_reasons.append("positive fall-risk screen: supervised balance training")
+    if fear:
+        referral_reasons.append("fear of falling: supervised or group exercise")
     if fresh:
         referral_reasons.append(f"rehabilitation after a fracture in the last {settings.fresh_fracture_weeks} weeks")
 
     variables = {
         "focus": " with spinal precautions" if spinal else "",
-        "supervision": ("Balance is impaired (falls or a gait/balance problem on record): start **supervised**, "
-                        "e.g. with a physical therapist, until the exercises are done safely alone."
+        "supervision": ("Balance is impaired (falls, a gait/balance problem or a positive fall-risk screen on "
+                        "record): start **supervised** balance and strength training, e.g. with a physical "
+                        "therapist, until the exercises are done safely alone."
                         if balance_impaired else
                         "Supervise the first sessions if balance turns out to be impaired."),
+        "rehab": "\n\n".join(p for p in (
+            ("**Fear of falling is on record:** make supervised or group exercise (a class, or physical "
+             "therapy) the start; confidence grows with safe practice." if fear else
+             "**Fear of falling:** ask about it (FES-I or Short FES-I when available); if present, start with "
+             "supervised or group exercise."),
+            ("**Pain after the vertebral fracture:** analgesia and physical therapy; short-term bracing is a "
+             "specialist's choice." if recent_vertebral else ""),
+            ("**After a fracture:** offer psychological support (support groups, counselling); anxiety and low "
+             "mood slow recovery." if recent_fracture else ""),
+            ("**Low calcium intake or low weight:** refer to a dietitian." if diet else ""),
+        ) if p),
         # one slot for the conditional safety paragraphs, so an absent one leaves no gap
         "precautions": "\n\n".join(p for p in (
             SPINAL_PRECAUTIONS if spinal else "",
@@ -126,8 +190,10 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
                                            if spinal else "")
                            + "address fear of falling and build a routine the patient can keep."),
     }
+    dietitian = (referral_suggestion(DIETITIAN, "Refer to a dietitian (calcium intake or weight)",
+                                     "Osteoporosis care: low calcium intake or low body weight"),) if diet else ()
     return [Finding("C-EXERCISE", facts=tuple(facts), variables=variables,
-                    suggestions=("pt-referral",) if referral_reasons else ())]
+                    suggestions=("pt-referral",) if referral_reasons else (), extra_suggestions=dietitian)]
 
 
 @rule("patient-view")
@@ -160,11 +226,25 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
         facts.append(f"Fall-risk assessment on {latest.date}: {result}")
         if latest.positive is False and not falls:
             return []  # screened low risk this year, never fallen: nothing to add
+    fear = fear_of_falling(record, settings)
+    facts += fear
+    follow_up = ()
+    if latest is None:
+        assessment = ("No fall-risk assessment in the last 12 months: order one "
+                      "(e.g. STEADI: screen, assess gait, strength and balance).")
+    elif latest.positive:
+        # Second-pass 5: a positive screen asks for its follow-up (STEADI: intervene on what
+        # the assessment found); the exercise card carries the supervised balance training.
+        assessment = (f"The fall-risk screen on {latest.date} was **positive**: follow it up. Review medicines, "
+                      "orthostatic blood pressure, vision and feet, and have the home checked for hazards "
+                      "(occupational therapy); supervised balance training is on the exercise card.")
+        follow_up = (referral_suggestion(OCCUPATIONAL_THERAPY, "Refer to occupational therapy for a home-safety "
+                                                               "evaluation", "Positive fall-risk screen: home hazards "
+                                                                             "and assistive devices", True),)
+    else:
+        assessment = f"A fall-risk assessment was done on {latest.date}; act on its findings."
+    if fear:
+        assessment += " Fear of falling is on record: address it (supervised or group exercise builds confidence)."
     return [Finding("C-FALLS", facts=tuple(facts),
-                    variables={"min_age": str(settings.fall_prevention_min_age),
-                               "assessment": ("A fall-risk assessment was done on "
-                                              f"{latest.date}; act on its findings."
-                                              if latest else
-                                              "No fall-risk assessment in the last 12 months: order one "
-                                              "(e.g. STEADI: screen, assess gait, strength and balance).")},
-                    suggestions=() if latest else ("fall-risk-assessment",))]
+                    variables={"min_age": str(settings.fall_prevention_min_age), "assessment": assessment},
+                    suggestions=() if latest else ("fall-risk-assessment",), extra_suggestions=follow_up)]

@@ -1,28 +1,38 @@
-"""Massage-therapy safety (brief MASS-1; seed 002; card C-MASSAGE-SAFETY).
+"""Massage and manual-therapy safety (brief MASS-1; seed 002; second-pass 6;
+card C-MASSAGE-SAFETY).
 
 Rule: `massage_safety` on order-select (selected drafts) and order-sign (every
-draft). A massage draft is a ServiceRequest for CPT 97124, a referral to a
-massage therapist (NUCC 225700000X in code or performerType) or a name match
-"massage" (record.DraftOrder.kind == "massage").
+draft). A hands-on draft is either massage (CPT 97124, a referral to a massage
+therapist, the word "massage") or manual therapy (CPT 97140 mobilisation /
+manipulation, chiropractic 98940-98943, osteopathic 98925-98929, a referral to
+a chiropractor or osteopath, or those words): record.DraftOrder.kind "massage" /
+"manual_therapy".
 
-- Osteoporosis or osteopenia (diagnosis helper, or coded on the problem list),
-  or a fragility fracture on file: **warning** with the seed's technique
-  guidance (what to avoid, what is appropriate, positioning) and the modifiers
-  that apply (anticoagulant, long-term corticosteroid, fragile skin).
-- A fracture with onset <= settings.fresh_fracture_weeks (12, a project
-  choice): **critical**, never massage over or near a fresh fracture site;
-  physician clearance first. Any fracture counts here, not only fragility
-  fractures: the seed says "do not treat over fresh fractures", whatever their
-  cause (clinician review item).
+Critical:
+- a fracture with onset <= settings.fresh_fracture_weeks (12, a project
+  choice): never treat over or near a fresh fracture (SEED); any fracture counts
+  (the seed says "fresh fractures", whatever their cause);
+- spinal manipulation or joint mobilisation near the spine, hips or wrists with
+  osteoporosis or a vertebral fracture (SEED: avoid joint mobilisation near
+  osteoporotic regions). The site is the draft's bodySite; spinal CPT codes are
+  spinal; no site named counts as "near" (unknown is not safe here).
+Warning (each with what to do):
+- osteoporosis, osteopenia or a fragility fracture (technique guidance);
+- bone metastases or skeletal malignancy (no pressure over lesions);
+- an open wound, an active skin or soft-tissue infection, or surgery within
+  recent_surgery_weeks (12): not over wounds, infections or post-surgical sites
+  unless cleared (SEED).
+Always stated when they apply: kyphosis or vertebral fracture -> positioning
+(no unsupported prone; side-lying or seated with bolsters); passive stretching
+"careful, never forceful" (SEED); the modifiers for anticoagulants, long-term
+corticosteroids and fragile skin.
 
 Suggestion: an `update` of the draft itself with the precautions added to its
-`note` (the resource in its entirety, as CDS Hooks requires for update). An
-update keeps the draft's id, so the EHR edits the order in place; a
-delete + create pair would replace the clinician's draft and leave a
-duplicate or nothing if a client applies only part of it. A draft without an
-id cannot be updated: the card then carries no suggestion.
-A draft that already carries the precautions note is quiet unless there is a
-fresh fracture (the warning has been acted on).
+`note` and a patientInstruction (report new pain, change in mobility or injury
+promptly). An update keeps the draft's id, so the EHR edits the order in place;
+a draft without an id cannot be updated: the card then carries no suggestion. A
+draft that already carries the precautions note is quiet unless there is a
+critical finding (the warning has been acted on).
 """
 
 from __future__ import annotations
@@ -38,14 +48,20 @@ from cds_service.rules.settings import ClinicalSettings
 
 CARD = "C-MASSAGE-SAFETY"
 NOTE_MARK = "Osteoporosis massage precautions"  # first words of the note we add; seen again = already done
+PATIENT_INSTRUCTION = "Report any new pain, change in mobility or injury to your therapist and your doctor promptly."
 
 # Seed 002, in the words the therapist reads on the order.
-AVOID = ("deep tissue massage, vigorous compression, joint mobilisation, deep kneading, muscle stripping, "
-         "friction, forceful or passive stretching, and high pressure near osteoporotic regions "
+AVOID = ("deep tissue massage, vigorous compression, joint mobilisation and manipulation, deep kneading, "
+         "muscle stripping, friction, forceful stretching, and high pressure near osteoporotic regions "
          "(spine, ribs, hips, wrists)")
 APPROPRIATE = ("gentle Swedish massage (light effleurage, mild kneading, vibration), myofascial release, "
                "reflexology, lymphatic drainage, craniosacral therapy; supported positioning "
                "(chair, bolsters, side-lying) to protect the spine and hips")
+STRETCHING = "Passive stretching: careful, never forceful."
+POSITIONING = ("Positioning: no unsupported prone lying; side-lying or seated with bolsters "
+               "(kyphosis or vertebral fracture).")
+FRAGILE_REGION_WORDS = ("spine", "spinal", "back", "lumbar", "thoracic", "cervical", "neck", "sacr", "hip",
+                        "pelvi", "wrist", "rib", "vertebra")
 
 
 def _weeks_ago(day: dt.date, today: dt.date) -> int:
@@ -99,13 +115,37 @@ def _modifiers(record: PatientRecord, settings: ClinicalSettings) -> list[tuple[
     return out
 
 
-def _add_or_mark(facts: list[str], fact: str, when: str) -> None:
-    """Mark a fact already listed (e.g. as a diagnosis reason) with `when`, else add it."""
-    for i, existing in enumerate(facts):
-        if fact in existing:
-            facts[i] = f"{existing} ({when})"
-            return
-    facts.append(f"{fact} ({when})")
+def _site_cautions(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[tuple[str, str]]:
+    """(caution, fact) for the places not to treat (SEED: "do not treat over ... open
+    wounds, active infections, or post-surgical sites unless cleared by a physician";
+    second-pass 6: bone metastases, no pressure over lesions)."""
+    out = []
+    for group, label, caution in (
+            ("skeletal_malignancy", "Bone metastases / skeletal malignancy",
+             "bone metastases or skeletal malignancy: no pressure over or near the lesions"),
+            ("open_wound", "Open wound", "open wound: not over or near it"),
+            ("skin_infection", "Skin or soft-tissue infection", "active skin or soft-tissue infection: not over it")):
+        hits = record.condition_hits(group)
+        if hits:
+            h = hits[0]
+            out.append((caution, f"{label} ({h.code or 'coded'}) on {h.date or 'an unknown date'}"))
+    weeks = settings.recent_surgery_weeks
+    recent = [s for s in record.surgeries if s.date and 0 <= (today - s.date).days <= weeks * 7]
+    if recent:
+        s = recent[-1]
+        out.append((f"surgery {_weeks_ago(s.date, today)} weeks ago: not over the operated site until cleared by "  # type: ignore[arg-type]
+                    "the surgeon", f"Surgery: {s.name} on {s.date} ({s.ref})"))
+    return out
+
+
+def _near_fragile_region(draft: DraftOrder) -> bool:
+    """Spinal manipulation or mobilisation near the spine, hips or wrists: spinal CPT
+    codes always; otherwise the draft's bodySite, and no site named counts as near."""
+    if set(t.codes_in(draft.resource.get("code"), t.CPT)) & t.SPINAL_MANIPULATION_CPT:
+        return True
+    sites = draft.resource.get("bodySite") or []
+    text = " ".join(t.concept_text(s) for s in sites if isinstance(s, dict))
+    return not text.strip() or any(w in text for w in FRAGILE_REGION_WORDS)
 
 
 def _has_precautions(draft: DraftOrder) -> bool:
@@ -113,14 +153,14 @@ def _has_precautions(draft: DraftOrder) -> bool:
     return any(isinstance(n, dict) and NOTE_MARK.lower() in str(n.get("text", "")).lower() for n in notes)
 
 
-def _note(condition: str, fresh: list[Fracture], modifiers: list[tuple[str, str]], today: dt.date) -> str:
-    parts = [f"{NOTE_MARK} (patient has {condition}). Avoid: {AVOID}. Appropriate: {APPROPRIATE}."]
-    if modifiers:
-        parts.append("Modify technique: " + "; ".join(m for m, _ in modifiers) + ".")
+def _note(condition: str | None, fresh: list[Fracture], lines: list[str], today: dt.date) -> str:
+    who = f" (patient has {condition})" if condition else ""
+    parts = [f"{NOTE_MARK}{who}. Avoid: {AVOID}. Appropriate: {APPROPRIATE}. {STRETCHING}"]
+    parts += lines
     for f in fresh:
         site = "" if f.site == t.OTHER else f"{f.site} "
         parts.append(f"FRESH {site.upper()}FRACTURE on {f.date} ({_weeks_ago(f.date, today)} weeks): "  # type: ignore[arg-type]
-                     "never massage over or near the fracture site; physician clearance required before treatment.")
+                     "never treat over or near the fracture site; physician clearance required before treatment.")
     if not fresh:
         parts.append("Physician clearance needed after any recent fracture or surgery.")
     return " ".join(parts)
@@ -128,65 +168,109 @@ def _note(condition: str, fresh: list[Fracture], modifiers: list[tuple[str, str]
 
 def _update(draft: DraftOrder, note: str, today: dt.date) -> Suggestion:
     resource = copy.deepcopy(dict(draft.resource))
-    resource.setdefault("note", [])
-    resource["note"] = list(resource["note"]) + [{"time": today.isoformat(), "text": note}]
-    return Suggestion("Add the osteoporosis massage precautions to this massage order",
-                      (Action("update", "Massage order with the osteoporosis technique precautions in its note",
-                              resource=resource),), is_recommended=True)
+    resource["note"] = list(resource.get("note") or []) + [{"time": today.isoformat(), "text": note}]
+    given = resource.get("patientInstruction")
+    resource["patientInstruction"] = f"{given} {PATIENT_INSTRUCTION}" if isinstance(given, str) and given else \
+        PATIENT_INSTRUCTION
+    return Suggestion("Add the osteoporosis precautions to this order",
+                      (Action("update", "The same order with the osteoporosis precautions in its note and a "
+                                        "patient instruction to report new pain or injury", resource=resource),),
+                      is_recommended=True)
 
 
 @rule("order-select", "order-sign")
 def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-MASSAGE-SAFETY (warning / critical), MASS-1 (brief 6; SEED 002; TFTF):
-    massage ordered for a patient with osteoporosis, osteopenia or a fragility
-    fracture -> technique guidance; a fracture within fresh_fracture_weeks ->
-    critical, never massage over or near it."""
-    drafts = [d for d in record.judged_drafts if d.kind == "massage"]
+    """C-MASSAGE-SAFETY (warning / critical), MASS-1 (brief 6; SEED 002; TFTF) as
+    second-pass 6 widens it to every hands-on order: see the module docstring for
+    what is critical and what is a warning."""
+    drafts = [d for d in record.judged_drafts if d.kind in ("massage", "manual_therapy")]
     if not drafts:
         return []
-    draft = next((d for d in drafts if not _has_precautions(d)), drafts[0])  # the one still lacking the note
+    # the manual-therapy draft first (it can be critical), and one still lacking the note
+    drafts.sort(key=lambda d: (d.kind != "manual_therapy", _has_precautions(d)))
+    draft = drafts[0]
+    manual = draft.kind == "manual_therapy"
+    kind_word = "Manual therapy" if manual else "Massage"
     fresh = _fresh_fractures(record, today, settings)
     condition, facts = _bone_facts(record, settings)
-    if condition is None and not fresh:
-        return []  # normal or unknown bone status: a missing value is not abnormal
-    if not fresh and all(_has_precautions(d) for d in drafts):
+    vertebral = [f for f in record.fractures if f.site == t.VERTEBRAL]
+    osteoporosis = condition == OSTEOPOROSIS or bool(record.condition_hits("osteoporosis"))
+    manipulation_risk = manual and (osteoporosis or bool(vertebral)) and _near_fragile_region(draft)
+    sites = _site_cautions(record, today, settings)
+    if condition is None and not fresh and not sites and not manipulation_risk:
+        return []  # normal or unknown bone status, nothing else: a missing value is not abnormal
+    critical = bool(fresh) or manipulation_risk
+    if not critical and all(_has_precautions(d) for d in drafts):
         return []
-    condition = condition or "a recent fracture"
     modifiers = _modifiers(record, settings)
+    positioning = bool(vertebral) or bool(record.condition_hits("kyphosis"))
+    kyphosis = record.condition_hits("kyphosis")
 
-    facts = [f"Massage order: {draft.reference or draft.resource_type} (draft)"] + facts
+    facts = [f"{kind_word} order: {draft.reference or draft.resource_type} (draft)"] + facts
     recent = [f for f in record.fractures if f not in fresh and within_months(f.date, today, settings.recent_fracture_months)]
     for f in fresh + recent:
         when = (f"{_weeks_ago(f.date, today)} weeks ago" if f in fresh  # type: ignore[arg-type]
                 else f"within {settings.recent_fracture_months} months")
         _add_or_mark(facts, f.fact(), when)
-    facts += [fact for _, fact in modifiers]
+    for f in vertebral:
+        if f.fact() not in " ".join(facts):
+            facts.append(f.fact())
+    facts += [fact for _, fact in sites] + [fact for _, fact in modifiers]
+    if kyphosis:
+        facts.append(f"Kyphosis ({kyphosis[0].code or 'coded'}) on {kyphosis[0].date or 'an unknown date'}")
+
+    lines: list[str] = []
+    if manipulation_risk:
+        lines.append("NO spinal manipulation or joint mobilisation near the spine, hips or wrists "
+                     "(osteoporosis / vertebral fracture).")
+    lines += [f"Not here: {c}." for c, _ in sites]
+    if positioning:
+        lines.append(POSITIONING)
+    if modifiers:
+        lines.append("Modify technique: " + "; ".join(m for m, _ in modifiers) + ".")
 
     if fresh:
         f = fresh[-1]
         site = "" if f.site == t.OTHER else f"{f.site} "
         headline = (f"fresh {site}fracture {_weeks_ago(f.date, today)} weeks ago: "  # type: ignore[arg-type]
-                    "never massage over or near it; physician clearance first")
-        clearance = (f"**Fresh fracture (within {settings.fresh_fracture_weeks} weeks): never massage over or near the fracture site.** "
-                     "Physician clearance is required before the first session.")
-    else:
+                    "never treat over or near it; physician clearance first")
+    elif manipulation_risk:
+        headline = ("no spinal manipulation or joint mobilisation near the spine, hips or wrists "
+                    f"({'vertebral fracture' if vertebral else 'osteoporosis'})")
+    elif condition:
         headline = f"patient has {condition}: gentle techniques only, no deep pressure near spine, ribs, hips"
-        clearance = ("**Physician clearance** is needed after a recent fracture (listed below) before massage near it."
-                     if recent else
-                     "**Physician clearance** is needed after any recent fracture or surgery (no fracture within "
-                     f"{settings.recent_fracture_months} months on record; surgery is not checked).")
-    mod_text = ("\n".join(f"- **Modify technique: {m}.**" for m, _ in modifiers) if modifiers else
-                "- No anticoagulant, long-term corticosteroid or fragile-skin entry on record.")
+    else:
+        headline = sites[0][0]
+    if fresh:
+        clearance = (f"**Fresh fracture (within {settings.fresh_fracture_weeks} weeks): never treat over or near the "
+                     "fracture site.** Physician clearance is required before the first session.")
+    elif recent:
+        clearance = "**Physician clearance** is needed after a recent fracture (listed below) before treatment near it."
+    else:
+        clearance = ("**Physician clearance** is needed after any recent fracture or surgery (none within "
+                     f"{settings.recent_fracture_months} months / {settings.recent_surgery_weeks} weeks on record).")
+    cautions = "\n".join(f"- **{line}**" for line in lines) if lines else \
+        "- No anticoagulant, long-term corticosteroid, fragile skin, wound, infection or recent surgery on record."
 
     extra: tuple[Suggestion, ...] = ()
     if draft.id:
-        extra = (_update(draft, _note(condition, fresh, modifiers, today), today),)
+        extra = (_update(draft, _note(condition, fresh, lines, today), today),)
     return [Finding(
         CARD, facts=tuple(facts),
-        variables={"headline": headline, "condition": condition, "clearance": clearance, "modifiers": mod_text,
-                   "fresh_fracture_weeks": str(settings.fresh_fracture_weeks)},
-        indicator="critical" if fresh else "warning",
-        suggestions=("cancel",) if fresh and draft.reference else (),
+        variables={"headline": headline, "order_kind": kind_word, "order_word": kind_word.lower(),
+                   "condition": condition or "no osteoporosis on record", "clearance": clearance,
+                   "modifiers": cautions, "fresh_fracture_weeks": str(settings.fresh_fracture_weeks)},
+        indicator="critical" if critical else "warning",
+        suggestions=("cancel",) if critical and draft.reference else (),
         extra_suggestions=extra,
         delete_draft=draft.reference or None,
     )]
+
+
+def _add_or_mark(facts: list[str], fact: str, when: str) -> None:
+    """Mark a fact already listed (e.g. as a diagnosis reason) with `when`, else add it."""
+    for i, existing in enumerate(facts):
+        if fact in existing:
+            facts[i] = f"{existing} ({when})"
+            return
+    facts.append(f"{fact} ({when})")

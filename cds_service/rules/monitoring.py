@@ -8,8 +8,9 @@ Implemented (patient-view):
   and a regular review of adherence, side effects and fracture risk.
 - MON-3/MON-4/MON-5 -> C-SCREEN-DXA: screening DXA for women (never men by age).
 - MON-7 / TX-1a -> C-LAB-BASELINE: baseline labs before starting therapy.
-Still to write here: MON-2 C-MON-DXA-DUP (order hooks, drafts kind == "dxa",
-settings.dxa_duplicate_months), HOLIDAY-1 C-HOLIDAY.
+- ACR22 (second-pass 5) -> C-GIOP: glucocorticoid-induced osteoporosis
+  assessment for long-term glucocorticoid users >= 40.
+Elsewhere: MON-2 C-MON-DXA-DUP (order_checks), HOLIDAY-1 C-HOLIDAY (treatment).
 
 The DXA cards are exclusive by design: a patient in the monitoring population
 (therapy, holiday, osteoporosis) gets C-MON-DXA-DUE or C-MON-ONTX, never
@@ -25,11 +26,14 @@ from cds_service.record import AgentExposure, PatientRecord, add_months, within_
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
-from cds_service.rules.treatment import (
+from cds_service.rules.facts import (
+    baseline_labs_due,
+    bone_indication,
+    bp_problems,
     current_osteoporosis_therapy,
+    glucocorticoid_use,
     in_drug_holiday,
     lab_facts,
-    missing_baseline_labs,
 )
 
 
@@ -37,11 +41,17 @@ def _name(agent: str) -> str:
     return agent.replace("_", " ")
 
 
-def monitored_therapy(record: PatientRecord) -> list[AgentExposure]:
+def monitored_therapy(record: PatientRecord, settings: ClinicalSettings | None = None) -> list[AgentExposure]:
     """Active osteoporosis drugs that call for BMD monitoring. Oncology-only
     products (Xgeva, Zometa for bone metastases) are antiresorptive exposure
-    but not an osteoporosis regimen: their monitoring is the oncologist's."""
-    return [e for e in current_osteoporosis_therapy(record) if not e.oncology_only]
+    but not an osteoporosis regimen: their monitoring is the oncologist's.
+    Second-pass 4: systemic estrogen counts too when the patient has
+    osteoporosis (it silenced the drug-start card, so this card says it is on
+    board); estrogen for symptoms with normal bones is not bone monitoring."""
+    out = [e for e in current_osteoporosis_therapy(record) if not e.oncology_only]
+    if settings is not None and assess(record, settings).diagnosis == OSTEOPOROSIS:
+        out += record.active_agents([t.ESTROGEN])
+    return out
 
 
 def _therapy_fact(e: AgentExposure) -> str:
@@ -67,7 +77,7 @@ def dxa_schedule(record: PatientRecord, settings: ClinicalSettings) -> tuple[str
     """Who needs repeat DXA, and how often: (population, interval in months,
     facts), or None when MON-1/MON-6 do not apply (or the interval cannot be
     told). Population: "therapy", "holiday", "osteoporosis", "osteopenia"."""
-    therapy = monitored_therapy(record)
+    therapy = monitored_therapy(record, settings)
     if therapy:
         return "therapy", settings.dxa_interval_months, [_therapy_fact(e) for e in therapy]
     if in_drug_holiday(record, settings):
@@ -133,7 +143,7 @@ def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: Cli
     ("regular assessment of medication adherence, side effects, and fracture
     risk"): on osteoporosis therapy with a DXA that is not yet due -> the next
     DXA date and the review to do. No order (nothing to order yet)."""
-    therapy = monitored_therapy(record)
+    therapy = monitored_therapy(record, settings)
     last = record.latest_dxa_date
     if not therapy or last is None:
         return []  # no DXA on file: C-MON-DXA-DUE asks for one
@@ -149,42 +159,59 @@ def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: Cli
 
 def screening_risk_factors(record: PatientRecord) -> list[str]:
     """MON-4 risk factors readable from the record, as facts: prior fracture,
-    glucocorticoids, smoking, alcohol. Parental hip fracture and low BMI are
-    not read by the record yet (no FamilyMemberHistory / BMI), so they never
-    count; None (not coded) never counts either."""
+    smoking, alcohol, low body weight (BMI < 20). Glucocorticoids are not one
+    any more: their users go to C-GIOP (USPSTF 2025 excludes secondary
+    osteoporosis). Parental hip fracture is not read (no FamilyMemberHistory);
+    None (not coded) never counts."""
     out = [f.fact() for f in record.fragility_fractures()]
-    if record.long_term_corticosteroid:
-        out.append("Long-term systemic glucocorticoid use")
     if record.smoker is True:
         out.append("Current smoker")
     if record.alcohol_excess is True:
         hit = record.condition_hits("alcohol_excess")
         out.append(f"Alcohol use above recommended limits ({hit[0].code})" if hit else "Alcohol use above recommended limits")
+    bmi = record.lab("bmi", 24)
+    if bmi and bmi.value < 20:
+        out.append(f"{bmi.fact()} (low body weight)")
     return out
+
+
+def giop_candidate(record: PatientRecord, settings: ClinicalSettings):
+    """C-GIOP population (ACR22, second-pass 5): a man or woman >= giop_min_age on a
+    systemic glucocorticoid for >= 3 months at >= giop_min_mg_day prednisone-equivalent
+    (an unreadable dose counts: a missing value is not a low one). None otherwise."""
+    if record.age is None or record.age < settings.giop_min_age:
+        return None
+    use = glucocorticoid_use(record, settings)
+    if use is None or (use.mg_day is not None and use.mg_day < settings.giop_min_mg_day):
+        return None
+    return use
 
 
 @rule("patient-view")
 def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SCREEN-DXA (info). USPSTF18: MON-3 woman >= screening_age_women with no
-    DXA on file -> screening DXA order (grade B). MON-4 postmenopausal woman
-    younger than that with a risk factor and no DXA -> consider a risk
-    assessment (FRAX without BMD, OST), then DXA (grade B). MON-5: men never by
-    age alone (grade I). Quiet for anyone in the monitoring population
-    (therapy, holiday, osteoporosis): C-MON-DXA-DUE covers them."""
+    """C-SCREEN-DXA (info). USPSTF25 (final recommendation, JAMA 14 January
+    2025): MON-3 woman >= screening_age_women with no DXA on file -> screening
+    DXA order (grade B). MON-4 postmenopausal woman younger than that at
+    increased risk by a clinical risk tool and no DXA -> risk assessment first
+    (FRAX without BMD, OST), then DXA (grade B). MON-5: men never by age alone
+    (grade I). Quiet for anyone in the monitoring population (therapy, holiday,
+    osteoporosis): C-MON-DXA-DUE covers them. Quiet for long-term
+    glucocorticoid users: USPSTF25 does not cover secondary osteoporosis, so
+    C-GIOP (ACR22) asks for their DXA without a "risk tool first" step."""
     if not record.female or record.age is None or record.latest_dxa_date is not None:
         return []
     if record.t_scores() or record.z_scores():
         return []  # scores without a usable date still mean a DXA was done
     if current_osteoporosis_therapy(record) or in_drug_holiday(record, settings):
         return []
-    if assess(record, settings).diagnosis == OSTEOPOROSIS:
+    if assess(record, settings).diagnosis == OSTEOPOROSIS or giop_candidate(record, settings):
         return []
     age_fact = f"Woman aged {record.age}"
     if record.age >= settings.screening_age_women:
         return [Finding("C-SCREEN-DXA", facts=(age_fact, "No DXA on file"),
                         variables={"headline": f"woman {settings.screening_age_women} or older with no DXA on file: "
                                                "screening DXA",
-                                   "advice": (f"USPSTF 2018 recommends screening for osteoporosis with bone "
+                                   "advice": (f"USPSTF 2025 recommends screening for osteoporosis with bone "
                                               f"measurement in women aged {settings.screening_age_women} years or "
                                               "older (grade B).")},
                         suggestions=("dxa",))]
@@ -197,26 +224,89 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     facts = [f"{age_fact}, postmenopausal", "No DXA on file", *risks] + ([frax.fact()] if frax else [])
     return [Finding("C-SCREEN-DXA", facts=tuple(facts),
                     variables={"headline": "postmenopausal woman under 65 with a risk factor: assess risk, then DXA",
-                               "advice": ("USPSTF 2018 recommends screening postmenopausal women younger than "
+                               "advice": ("USPSTF 2025 recommends screening postmenopausal women younger than "
                                           f"{settings.screening_age_women} who are at increased risk, as judged by a "
-                                          "formal clinical risk assessment tool (grade B): estimate risk first "
+                                          "clinical risk assessment tool (grade B): estimate risk first "
                                           "(FRAX without BMD, or OST), then order DXA if the risk is increased.")},
                     suggestions=("dxa-after-risk-assessment",))]
 
 
-# treatment.missing_baseline_labs label -> suggestion key in cards/C-LAB-BASELINE.yaml
-BASELINE_LAB_KEYS = {"eGFR": "egfr", "serum calcium": "calcium", "25-OH vitamin D": "vitamin-d"}
-
-
-def baseline_labs_due(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
-    """MON-7 / TX-1a: the missing or stale baseline labs when C-LAB-BASELINE
-    fires (treatment indicated, not on therapy or in a holiday), else []."""
+@rule("patient-view")
+def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-GIOP (info; warning with no DXA in the last 12 months and >= giop_high_mg_day),
+    ACR22 (2022 ACR guideline for glucocorticoid-induced osteoporosis) via
+    second-pass 5: a man or woman >= 40 on prednisone-equivalent >= 2.5 mg/day for
+    >= 3 months (current). Fracture-risk assessment with BMD (DXA) if none in the
+    last 12 months; calcium and vitamin D; treatment when risk is moderate or high
+    (oral bisphosphonate first). Suggestions: the DXA, calcium + vitamin D when not
+    on them, alendronate when risk is moderate or high, no bone drug is on board and
+    no other card owns the drug start (at high risk C-TX-BP / C-TX-ANABOLIC do).
+    Risk per ACR22 for adults >= 40: high = prior osteoporotic fracture, T <= -2.5
+    (>= 50), or glucocorticoid-adjusted FRAX MOF >= 20% / hip >= 3%; moderate =
+    adjusted FRAX MOF 10-19% / hip > 1% and < 3%. FRAX is adjusted by x1.15 (MOF)
+    and x1.2 (hip) when the dose is > 7.5 mg/day (ACR22)."""
+    use = giop_candidate(record, settings)
+    if use is None:
+        return []
+    facts = [f"Age {record.age}, {record.sex or 'sex unknown'}", *use.facts]
+    last_dxa = record.latest_dxa_date
+    recent_dxa = last_dxa is not None and within_months(last_dxa, today, 12)
+    facts.append(f"Last DXA on {last_dxa}" if last_dxa else "No DXA on file")
     a = assess(record, settings)
-    if not a.treatable:
-        return []
-    if current_osteoporosis_therapy(record) or in_drug_holiday(record, settings):
-        return []
-    return missing_baseline_labs(record, settings)
+    high_dose = use.mg_day is not None and use.mg_day >= settings.giop_high_mg_day
+    adjust = use.mg_day is not None and use.mg_day > settings.giop_high_mg_day
+    mof = record.latest_frax("mof", settings.frax_max_age_months)
+    hip = record.latest_frax("hip", settings.frax_max_age_months)
+    mof_adj = mof.percent * (1.15 if adjust else 1.0) if mof else None
+    hip_adj = hip.percent * (1.2 if adjust else 1.0) if hip else None
+    for frax, value in ((mof, mof_adj), (hip, hip_adj)):
+        if frax and value is not None:
+            facts.append(frax.fact() + (f" (glucocorticoid-adjusted {value:.1f}%)" if adjust else ""))
+    if a.diagnosis == OSTEOPOROSIS or (mof_adj or 0) >= 20 or (hip_adj or 0) >= 3:
+        risk = "high"
+        facts += [r for r in a.reasons[:2]]
+    elif (mof_adj is not None and mof_adj >= 10) or (hip_adj is not None and hip_adj > 1):
+        risk = "moderate"
+    else:
+        risk = "not yet assessed" if not recent_dxa and mof is None else "low"
+    on_drug = current_osteoporosis_therapy(record)
+    facts += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" for e in on_drug]
+    keys: list[str] = []
+    # One order per screen: C-MON-DXA-DUE owns the DXA when it fires, C-SUPP-CAVD the
+    # supplements when the patient has a bone indication.
+    dxa_elsewhere = bool(dxa_due(record, today, settings))
+    if not recent_dxa and not dxa_elsewhere:
+        keys.append("dxa")
+    on_supplements = all((e := record.medications.get(a)) and e.active for a in ("calcium", "vitamin_d"))
+    if not on_supplements and not bone_indication(record, settings):
+        keys.append("calcium-vitamin-d")
+    if risk == "moderate" and not on_drug and not bp_problems(record, settings):
+        keys.append("alendronate")
+    if on_drug:
+        treatment = "A bone drug is on board (see above): keep it going while glucocorticoids continue."
+    elif risk == "high":
+        treatment = ("**Risk is high: treat.** Oral bisphosphonate first (ACR22); the treatment card on this screen "
+                     "carries the order.")
+    elif risk == "moderate":
+        treatment = "**Risk is moderate: treat** with an oral bisphosphonate first (ACR22): alendronate 70 mg weekly."
+    else:
+        treatment = ("Decide on treatment once the DXA and FRAX (adjusted for the glucocorticoid dose) are known: "
+                     "treat at moderate or high risk, oral bisphosphonate first (ACR22).")
+    warning = high_dose and not recent_dxa
+    dose_text = f"{use.mg_day:g} mg/day" if use.mg_day is not None else "a dose not readable from the order"
+    return [Finding(
+        "C-GIOP", facts=tuple(dict.fromkeys(facts)),
+        indicator="warning" if warning else "info",
+        variables={"dose": dose_text, "risk": risk, "treatment": treatment,
+                   "dxa_text": ("A DXA was done in the last 12 months." if recent_dxa else
+                                "**No DXA in the last 12 months: order one** (fracture-risk assessment with BMD)."),
+                   "headline": (f"glucocorticoid {dose_text} for 3+ months, no DXA in 12 months"
+                                if not recent_dxa else f"glucocorticoid {dose_text} for 3+ months, {risk} risk")},
+        suggestions=tuple(keys))]
+
+
+# facts.missing_baseline_labs label -> suggestion key in cards/C-LAB-BASELINE.yaml
+BASELINE_LAB_KEYS = {"eGFR": "egfr", "serum calcium": "calcium", "25-OH vitamin D": "vitamin-d"}
 
 
 @rule("patient-view")

@@ -4,9 +4,13 @@ Written here (card ids from brief section 7 and ../shared/clinical/README.md):
   SAFE-1/2/3 C-SAFE-RENAL (orders and active drugs), SAFE-4 C-SAFE-HYPOCA,
   SAFE-5 C-VITD-LOW on order hooks, SAFE-6 C-SAFE-DMAB-CKD, SAFE-7 C-SAFE-ESOPH,
   SAFE-8 C-SAFE-ROMO-CV, SAFE-9 C-SAFE-ROMO-LIMIT, SAFE-10 C-SAFE-PTH-LIMIT,
-  SAFE-11 C-SAFE-ANABOLIC-CONTRA, SAFE-15 C-DUP-ANTIRES.
-Not here: SAFE-12..14 (C-ANABOLIC-FOLLOW-ON, C-DMAB-DUE/OVERDUE/STOP) and
-SAFE-16 (anabolic + antiresorptive is not a duplicate).
+  SAFE-11 C-SAFE-ANABOLIC-CONTRA, SAFE-15 C-DUP-ANTIRES; second pass
+  (../shared/clinical/second-pass.md 2): C-SAFE-PREGNANCY, C-SAFE-ROMO-CV on
+  patient-view, the wider C-SAFE-HYPOCA and C-SAFE-ANABOLIC-CONTRA, the
+  PROLIA24 plan on C-SAFE-DMAB-CKD.
+Not here: SAFE-12..14 (follow_up), SAFE-16 (anabolic + antiresorptive is not a
+duplicate), dose intervals / pre-dose labs / two anabolics (dosing), AFF / ONJ
+(on_therapy).
 
 Order hooks judge record.judged_drafts (the selections on order-select, every
 draft on order-sign); the other drafts are context (SAFE-15 counts them as
@@ -14,7 +18,9 @@ concurrent). A draft that names no drug (the public sandbox sends one when Rx
 View opens) matches nothing and stays quiet. Oncology products (Xgeva 120 mg,
 Zometa 4 mg) are not osteoporosis regimens: their own labels govern them, so
 only SAFE-15 looks at them (brief 8.6). Safety cards need an actual value: an
-unknown eGFR, calcium or vitamin D is never read as abnormal.
+unknown kidney function, calcium or vitamin D is never read as abnormal; kidney
+function is the one reading of rules/facts.kidney (coded kidney failure and
+dialysis count whatever the last lab says).
 
 An unsafe draft gets one suggestion per mutually exclusive alternative, each a
 `delete` of the draft (its relative reference) plus the `create` of the safe
@@ -27,79 +33,41 @@ import datetime as dt
 from collections.abc import Iterable
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, ConditionHit, DraftOrder, Lab, PatientRecord, months_between
+from cds_service.record import AgentExposure, DraftOrder, PatientRecord, months_between
 from cds_service.rules.base import Action, Finding, Suggestion, rule
+from cds_service.rules.facts import (
+    FAILURE,
+    ORAL_BP_INSTRUCTIONS,
+    antiresorptive_complications,
+    calcium,
+    condition_fact,
+    course_start,
+    current_pregnancy,
+    draft_fact,
+    drug_label,
+    drug_title,
+    kidney,
+    kidney_fact,
+    low_calcium,
+    ordered,
+)
+from cds_service.rules.orders import (
+    ENDOCRINOLOGY,
+    PROLIA24_TEXT,
+    cholecalciferol_repletion,
+    follow_on_suggestions,
+    prolia24_actions,
+    pth_analog_daily,
+    prolia24_suggestion,
+    referral_suggestion,
+)
 from cds_service.rules.settings import ClinicalSettings
 
 ORDERS = ("order-select", "order-sign")
-LABELS = {"zoledronic_acid": "zoledronic acid"}
-
-
-def _label(agent: str) -> str:
-    return LABELS.get(agent, agent.replace("_", " "))
-
-
-def _title(agent: str) -> str:
-    text = _label(agent)
-    return text[0].upper() + text[1:]
 
 
 def _date(value: dt.date | None) -> str:
     return value.isoformat() if value else "an unknown date"
-
-
-def _condition_fact(hit: ConditionHit, label: str) -> str:
-    return f"{label} ({hit.code or 'coded'}) on {_date(hit.date)}"
-
-
-def _draft_fact(draft: DraftOrder, agent: str) -> str:
-    return f"Draft order: {_label(agent)} ({draft.reference or 'draft without id'})"
-
-
-def _ordered(record: PatientRecord, agents: Iterable[str]) -> list[tuple[DraftOrder, str]]:
-    """(draft, agent) for judged medication drafts naming one of `agents`,
-    oncology products left out."""
-    wanted = set(agents)
-    out = []
-    for draft in record.judged_drafts:
-        if draft.kind != "medication" or draft.oncology:
-            continue
-        for agent in draft.agents:
-            if agent in wanted:
-                out.append((draft, agent))
-                break
-    return out
-
-
-def _egfr(record: PatientRecord, settings: ClinicalSettings) -> Lab | None:
-    return record.lab("egfr", settings.lab_max_age_months)
-
-
-def _calcium(record: PatientRecord, settings: ClinicalSettings) -> Lab | None:
-    """Latest calcium within calcium_max_age_months (brief 1: <= 6 months before
-    an antiresorptive injection), albumin-corrected when an albumin pairs with it."""
-    total = record.lab("calcium", settings.calcium_max_age_months)
-    corrected = record.lab("calcium_corrected", settings.calcium_max_age_months)
-    if corrected and (total is None or corrected.date == total.date):
-        return corrected
-    return total
-
-
-def _low_calcium(record: PatientRecord, settings: ClinicalSettings) -> str | None:
-    """SAFE-4 trigger as a fact: (corrected) Ca below the lower limit, or an
-    active hypocalcemia Condition. None when neither is known."""
-    ca = _calcium(record, settings)
-    if ca and ca.value < settings.calcium_lower_mg_dl:
-        return f"{ca.fact()} (below {settings.calcium_lower_mg_dl:g} mg/dL)"
-    hits = record.condition_hits("hypocalcemia")
-    if hits:
-        return _condition_fact(hits[0], "Hypocalcemia")
-    return None
-
-
-def _dialysis(record: PatientRecord) -> ConditionHit | None:
-    hits = record.condition_hits("dialysis") or record.condition_hits("ckd_4_5")
-    return hits[0] if hits else None
 
 
 def _active(record: PatientRecord, agent: str) -> bool:
@@ -107,32 +75,51 @@ def _active(record: PatientRecord, agent: str) -> bool:
     return bool(e and e.active)
 
 
-def _replacement_keys(record: PatientRecord, settings: ClinicalSettings, draft: DraftOrder, *,
-                      zoledronate: bool = False, denosumab: bool = True, alendronate: bool = False) -> tuple[str, ...]:
-    """YAML suggestion keys replacing `draft` (delete + create), safest first;
-    "remove" (delete only) last. Only alternatives the record does not
-    already rule out: no injection with known low calcium, no zoledronate
-    without a known eGFR >= its limit, no drug the patient already takes."""
+def _delete(draft: DraftOrder, agent: str) -> Action:
+    return Action("delete", f"Remove the draft {drug_label(agent)} order", resource_id=(draft.reference,))
+
+
+def _ckd_workup(draft: DraftOrder, agent: str) -> Suggestion:
+    """Instead of one-click denosumab in advanced kidney disease (PROLIA24): remove the
+    draft, evaluate CKD-MBD and refer; denosumab is started under that supervision."""
+    return Suggestion(f"Remove the {drug_label(agent)} order; CKD-MBD work-up and nephrology referral before "
+                      "denosumab", (_delete(draft, agent),) + prolia24_actions(after_dose=False), True)
+
+
+def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: DraftOrder, agent: str, *,
+                  zoledronate: bool = False, denosumab: bool = True,
+                  alendronate: bool = False) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
+    """(YAML suggestion keys, built suggestions) replacing `draft` (delete + create), safest
+    first; "remove" (delete only) last. Only alternatives the record does not rule out: no
+    injection with known low calcium, no bisphosphonate unless kidney function is known to
+    be at or above its limit, no drug the patient already takes, no antiresorptive after a
+    coded atypical femoral fracture or jaw osteonecrosis, nothing in pregnancy. In advanced
+    kidney disease denosumab comes as the PROLIA24 work-up, not as an order."""
     if not draft.reference:
-        return ()  # nothing to delete: the card still explains
-    keys = []
-    egfr = _egfr(record, settings)
-    hypoca = _low_calcium(record, settings)
+        return (), ()  # nothing to delete: the card still explains
+    if current_pregnancy(record, settings) or antiresorptive_complications(record):
+        return ("remove",), ()
+    keys: list[str] = []
+    built: tuple[Suggestion, ...] = ()
+    reading = kidney(record, settings)
+    hypoca = low_calcium(record, settings)
     if denosumab and not hypoca and not _active(record, "denosumab"):
-        ckd = (egfr and egfr.value < settings.egfr_denosumab_ckd) or _dialysis(record)
-        keys.append("denosumab-instead-ckd" if ckd else "denosumab-instead")
-    if zoledronate and not hypoca and egfr and egfr.value >= settings.egfr_zoledronate_min \
+        if reading.below(settings.egfr_denosumab_ckd):
+            built = (_ckd_workup(draft, agent),)
+        else:
+            keys.append("denosumab-instead")
+    if zoledronate and not hypoca and reading.known and not reading.below(settings.egfr_zoledronate_min) \
             and not _active(record, "zoledronic_acid"):
         keys.append("zoledronate-instead")
-    if alendronate and egfr and egfr.value >= settings.egfr_alendronate_min and not _oral_bp_problem(record) \
-            and not _active(record, "alendronate"):
+    if alendronate and reading.known and not reading.below(settings.egfr_alendronate_min) \
+            and not _oral_bp_problem(record) and not _active(record, "alendronate"):
         keys.append("alendronate-instead")
     keys.append("remove")
-    return tuple(keys)
+    return tuple(keys), built
 
 
 # ---------------------------------------------------------------------------
-# SAFE-1/2/3: kidney function
+# SAFE-1/2/3: kidney function (the one kidney reading, second-pass 1)
 # ---------------------------------------------------------------------------
 
 RENAL_AGENTS = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid")
@@ -144,69 +131,86 @@ def _renal_limit(agent: str, settings: ClinicalSettings) -> float:
 
 
 def _renal_problem(record: PatientRecord, settings: ClinicalSettings, agent: str) -> tuple[str, list[str]] | None:
-    """(indicator, facts) when `agent` is unsafe for this kidney function."""
-    egfr = _egfr(record, settings)
+    """(indicator, facts) when `agent` is unsafe for this kidney function: the kidney
+    reading (coded kidney failure, dialysis or CKD 4 count whatever the last lab says;
+    unknown counts as nothing) below the label limit, or acute kidney injury (zoledronate)."""
+    reading = kidney(record, settings)
     limit = _renal_limit(agent, settings)
     facts = []
-    if egfr and egfr.value < limit:
-        facts.append(f"{egfr.fact()} (below {limit:g} for {_label(agent)})")
+    if reading.below(limit):
+        facts.append(kidney_fact(reading, limit, drug_label(agent)))
     if agent == "zoledronic_acid":
         aki = record.condition_hits("acute_kidney_injury")
         if aki:
-            facts.append(_condition_fact(aki[0], "Acute kidney injury"))
+            facts.append(condition_fact(aki[0], "Acute kidney injury"))
     if not facts:
         return None
     return ("critical" if agent == "zoledronic_acid" else "warning"), facts
 
 
-def _renal_variables(agent: str, indicator: str, settings: ClinicalSettings, situation: str,
-                     advice: str) -> dict[str, str]:
+def _renal_variables(record: PatientRecord, agent: str, indicator: str, settings: ClinicalSettings,
+                     situation: str, advice: str) -> dict[str, str]:
     critical = indicator == "critical"
+    brand = t.AGENTS[agent].label_brand or drug_label(agent)
     return {
-        "drug": _title(agent),
-        "drug_name": _label(agent),
+        "drug": drug_title(agent),
+        "drug_name": drug_label(agent),
         "verdict": "contraindicated" if critical else "not recommended",
         "renal_limit": f"{_renal_limit(agent, settings):g}",
+        "kidney": kidney(record, settings).label,
         "label_text": ("Reclast label: contraindicated with creatinine clearance < 35 mL/min and in acute renal "
                        "impairment" if critical else
-                       f"{'Fosamax' if agent == 'alendronate' else 'Actonel/Boniva'} label: not recommended "
-                       f"with creatinine clearance < {_renal_limit(agent, settings):g} mL/min"),
+                       f"{brand} label: not recommended with creatinine clearance < "
+                       f"{_renal_limit(agent, settings):g} mL/min"),
         "situation": situation,
         "advice": advice,
     }
 
 
+def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: bool, prefix: str) -> str:
+    if kidney(record, settings).below(settings.egfr_denosumab_ckd):
+        return (f"{prefix} Denosumab is the usual alternative when a bisphosphonate is ruled out by kidney function, "
+                f"but at this level it needs the CKD-MBD plan first. {PROLIA24_TEXT}")
+    if critical:
+        return (f"{prefix} Denosumab 60 mg every 6 months is the usual alternative when a bisphosphonate is ruled "
+                "out by kidney function; check serum calcium before the first dose.")
+    return f"{prefix} Consider denosumab 60 mg every 6 months instead, with a serum calcium check before the first dose."
+
+
 @rule(*ORDERS)
 def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SAFE-RENAL. SAFE-1: alendronate ordered with eGFR < 35 -> warning;
-    SAFE-2: risedronate or ibandronate with eGFR < 30 -> warning; SAFE-3:
-    zoledronic acid with eGFR < 35 or acute renal impairment -> critical
-    (LABEL: Fosamax, Actonel, Boniva, Reclast; AACE20; SEED). Alternative:
-    denosumab 60 mg every 6 months with a calcium check (TX-3; ACP23 Rec 2)."""
+    """C-SAFE-RENAL. SAFE-1: alendronate ordered with kidney function < 35 -> warning;
+    SAFE-2: risedronate or ibandronate < 30 -> warning; SAFE-3: zoledronic acid < 35 or
+    acute renal impairment -> critical (LABEL: Fosamax, Actonel, Boniva, Reclast; AACE20;
+    SEED). Kidney function is the one kidney reading (second-pass 1): coded kidney
+    failure, dialysis or CKD 4 count whatever the last lab says, then Cockcroft-Gault
+    creatinine clearance (the labels' own measure), then eGFR. Alternative: denosumab
+    60 mg every 6 months with a calcium check (TX-3; ACP23 Rec 2), or the PROLIA24 work-up
+    below 30."""
     findings = []
-    for draft, agent in _ordered(record, RENAL_AGENTS):
+    for draft, agent in ordered(record, RENAL_AGENTS):
         problem = _renal_problem(record, settings, agent)
         if not problem:
             continue
         indicator, facts = problem
-        advice = ("Do not give it. Denosumab 60 mg every 6 months is the usual alternative when a "
-                  "bisphosphonate is ruled out by kidney function; check serum calcium before the first dose."
-                  if indicator == "critical" else
-                  "Consider denosumab 60 mg every 6 months instead, with a serum calcium check before the "
-                  "first dose.")
+        keys, built = _replacements(record, settings, draft, agent)
+        advice = _renal_advice(record, settings, indicator == "critical",
+                               "Do not give it." if indicator == "critical" else "")
         findings.append(Finding(
-            "C-SAFE-RENAL", facts=(_draft_fact(draft, agent), *facts), indicator=indicator,
-            variables=_renal_variables(agent, indicator, settings, f"{_title(agent)} is being ordered.", advice),
-            suggestions=_replacement_keys(record, settings, draft), delete_draft=draft.reference or None))
+            "C-SAFE-RENAL", facts=(draft_fact(draft, agent), *facts), indicator=indicator,
+            variables=_renal_variables(record, agent, indicator, settings, f"{drug_title(agent)} is being ordered.",
+                                       advice.strip()),
+            suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
+            source_url=t.label_url(agent)))
     return findings
 
 
 @rule("patient-view")
 def renal_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SAFE-RENAL on patient-view (brief 4: "ordered/active"): an ACTIVE
-    alendronate / risedronate / ibandronate / zoledronic acid (dose within its
-    interval) with eGFR below the same limits. No order to delete: the card
-    asks for a review of the therapy."""
+    """C-SAFE-RENAL on patient-view (brief 4: "ordered/active"): an ACTIVE alendronate /
+    risedronate / ibandronate / zoledronic acid (dose within its interval) with kidney
+    function below the same limits, by the same one kidney reading. No order to delete:
+    the card asks for a review of the therapy."""
     findings = []
     for agent in RENAL_AGENTS:
         e = record.medications.get(agent)
@@ -216,14 +220,16 @@ def renal_active(record: PatientRecord, today: dt.date, settings: ClinicalSettin
         if not problem:
             continue
         indicator, facts = problem
-        since = f"On {_label(agent)} since {_date(e.start)}"
+        since = f"On {drug_label(agent)} since {_date(e.start)}"
         if e.last_dose and e.dose_count:
             since += f", last dose {_date(e.last_dose)}"
-        advice = ("Review the therapy: do not give the next dose at this kidney function. Denosumab "
-                  "60 mg every 6 months (with a calcium check) is the usual alternative.")
+        advice = _renal_advice(record, settings, True,
+                               "Review the therapy: do not give the next dose at this kidney function.")
         findings.append(Finding(
             "C-SAFE-RENAL", facts=(since, *facts), indicator=indicator, suggestions=(),
-            variables=_renal_variables(agent, indicator, settings, f"The patient is on {_label(agent)}.", advice)))
+            variables=_renal_variables(record, agent, indicator, settings, f"The patient is on {drug_label(agent)}.",
+                                       advice),
+            source_url=t.label_url(agent)))
     return findings
 
 
@@ -232,45 +238,31 @@ def renal_active(record: PatientRecord, today: dt.date, settings: ClinicalSettin
 # ---------------------------------------------------------------------------
 
 INJECTABLE_ANTIRESORPTIVES = ("zoledronic_acid", "denosumab")
+# Second-pass 2: every drug whose label says to correct hypocalcemia first.
+HYPOCALCEMIA_AGENTS = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid", "denosumab", "romosozumab")
 
 
 @rule(*ORDERS)
 def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SAFE-HYPOCA (critical), SAFE-4: zoledronic acid or denosumab ordered
-    with corrected calcium below calcium_lower_mg_dl (8.5 mg/dL) or an active
-    hypocalcemia Condition: correct it first (LABEL Prolia/Reclast; SEED)."""
-    low = _low_calcium(record, settings)
+    """C-SAFE-HYPOCA (critical), SAFE-4 as second-pass 2 widens it: an oral
+    bisphosphonate, zoledronic acid, denosumab or romosozumab ordered with corrected
+    calcium below calcium_lower_mg_dl (8.5 mg/dL, within calcium_max_age_months) or an
+    active hypocalcemia Condition: correct it first (LABEL Fosamax, Actonel, Boniva,
+    Reclast, Prolia, Evenity: hypocalcemia must be corrected before starting; SEED)."""
+    low = low_calcium(record, settings)
     if not low:
         return []
     findings = []
-    for draft, agent in _ordered(record, INJECTABLE_ANTIRESORPTIVES):
+    for draft, agent in ordered(record, HYPOCALCEMIA_AGENTS):
         vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-        facts = [_draft_fact(draft, agent), low] + ([vit_d.fact()] if vit_d else [])
+        facts = [draft_fact(draft, agent), low] + ([vit_d.fact()] if vit_d else [])
+        brand = t.AGENTS[agent].label_brand or drug_label(agent)
         findings.append(Finding(
-            "C-SAFE-HYPOCA", facts=tuple(facts), variables={"drug": _title(agent), "drug_name": _label(agent)},
+            "C-SAFE-HYPOCA", facts=tuple(facts),
+            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "brand": brand},
             suggestions=("defer-and-recheck", "remove") if draft.reference else (),
-            delete_draft=draft.reference or None))
+            delete_draft=draft.reference or None, source_url=t.label_url(agent)))
     return findings
-
-
-def _cholecalciferol_repletion() -> dict:
-    """TX-8 repletion order (D3 50,000 IU weekly x 8: dose from memory, U in
-    the brief; the clinician confirms). RxNorm 2418 cholecalciferol (V)."""
-    return {
-        "resourceType": "MedicationRequest",
-        "intent": "order",
-        "medicationCodeableConcept": {
-            "coding": [{"system": t.RXNORM, "code": "2418", "display": "cholecalciferol"}],
-            "text": "cholecalciferol (vitamin D3) 50,000 IU",
-        },
-        "dosageInstruction": [{
-            "text": "50,000 IU by mouth once weekly for 8 weeks, then 800-1000 IU daily; recheck 25-OH vitamin D.",
-            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk",
-                                  "boundsDuration": {"value": 8, "unit": "wk", "system": t.UCUM, "code": "wk"}}},
-            "route": {"text": "oral"},
-            "doseAndRate": [{"doseQuantity": {"value": 50000, "unit": "IU", "system": t.UCUM, "code": "[iU]"}}],
-        }],
-    }
 
 
 @rule(*ORDERS)
@@ -284,26 +276,26 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
     if not vit_d or vit_d.value >= settings.vitamin_d_deficient_ng_ml:
         return []
     findings = []
-    for draft, agent in _ordered(record, INJECTABLE_ANTIRESORPTIVES):
+    for draft, agent in ordered(record, INJECTABLE_ANTIRESORPTIVES):
         suggestions = ()
         if draft.reference:
             suggestions = (Suggestion(
-                f"Replete vitamin D first: cancel the {_label(agent)} order, start cholecalciferol repletion",
-                (Action("delete", f"Remove the draft {_label(agent)} order until vitamin D is replete",
+                f"Replete vitamin D first: cancel the {drug_label(agent)} order, start cholecalciferol repletion",
+                (Action("delete", f"Remove the draft {drug_label(agent)} order until vitamin D is replete",
                         resource_id=(draft.reference,)),
                  Action("create", "Cholecalciferol 50,000 IU weekly for 8 weeks, then maintenance",
-                        resource=_cholecalciferol_repletion())),
+                        resource=cholecalciferol_repletion())),
                 is_recommended=True),)
         findings.append(Finding(
             "C-VITD-LOW", indicator="warning",
-            facts=(_draft_fact(draft, agent), f"{vit_d.fact()} (below {settings.vitamin_d_deficient_ng_ml:g} ng/mL)"),
+            facts=(draft_fact(draft, agent), f"{vit_d.fact()} (below {settings.vitamin_d_deficient_ng_ml:g} ng/mL)"),
             # Variables of the shared C-VITD-LOW template (patient-view owns its wording).
             variables={
                 "level": "deficient",
-                "headline": f"replete before {_label(agent)}",
+                "headline": f"replete before {drug_label(agent)}",
                 "status": (f"{vit_d.value:g} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, while "
-                           f"{_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and calcium, "
-                           f"then give the {_label(agent)}"),
+                           f"{drug_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and "
+                           f"calcium, then give the {drug_label(agent)}"),
                 "target": f"{settings.vitamin_d_target_ng_ml:g}",
                 "maintenance_start": (today + dt.timedelta(weeks=8)).isoformat(),
             },
@@ -313,28 +305,37 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
 
 @rule(*ORDERS)
 def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SAFE-DMAB-CKD (warning), SAFE-6: denosumab ordered with eGFR < 30
-    (egfr_denosumab_ckd) or dialysis / coded CKD stage 4-5: severe
-    hypocalcemia risk; check calcium and PTH, involve a specialist; calcium
-    before each dose (MON-8). LABEL (2024 boxed warning: memory, U)."""
-    egfr = _egfr(record, settings)
-    dialysis = _dialysis(record)
-    facts = []
-    if egfr and egfr.value < settings.egfr_denosumab_ckd:
-        facts.append(f"{egfr.fact()} (below {settings.egfr_denosumab_ckd:g})")
-    if dialysis:
-        facts.append(_condition_fact(dialysis, "Dialysis / CKD stage 4-5"))
-    if not facts:
+    """C-SAFE-DMAB-CKD, SAFE-6 as second-pass 2 sets it (PROLIA24: January 2024 boxed
+    warning): denosumab ordered with kidney function below egfr_denosumab_ckd (30) by the
+    one kidney reading. Critical on dialysis or CKD 5 (coded, or below
+    kidney_failure_egfr), warning at 15-29 or coded CKD 4. The card carries the whole
+    plan: evaluate CKD-MBD first (intact PTH, calcium, 25-OH and 1,25-(OH)2 vitamin D),
+    calcium weekly for the first month then monthly, supervision by a clinician with
+    CKD-MBD expertise (nephrology referral). The brief had warning only and calcium/PTH;
+    the review was right that the label asks for more."""
+    reading = kidney(record, settings)
+    if not reading.below(settings.egfr_denosumab_ckd):
         return []
+    indicator = "critical" if reading.band == FAILURE else "warning"
     findings = []
-    for draft, agent in _ordered(record, ("denosumab",)):
-        ca = _calcium(record, settings)
-        pth = record.lab("pth", settings.lab_max_age_months)
-        known = [lab.fact() for lab in (ca, pth) if lab]
+    for draft, agent in ordered(record, ("denosumab",)):
+        known = [lab.fact() for lab in (calcium(record, settings.calcium_max_age_months),
+                                        record.lab("pth", settings.lab_max_age_months),
+                                        record.lab("vitamin_d", settings.lab_max_age_months)) if lab]
+        built = [prolia24_suggestion("Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly "
+                                     "x 4 then monthly, nephrology", recommended=False)]
+        if draft.reference:
+            built.insert(0, Suggestion("Hold denosumab: remove the draft; CKD-MBD work-up and nephrology referral first",
+                                       (_delete(draft, agent),) + prolia24_actions(after_dose=False), True))
         findings.append(Finding(
-            "C-SAFE-DMAB-CKD", facts=(_draft_fact(draft, agent), *facts, *known),
-            suggestions=("check-calcium-pth",) + (("remove",) if draft.reference else ()),
-            delete_draft=draft.reference or None))
+            "C-SAFE-DMAB-CKD", indicator=indicator,
+            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (below {settings.egfr_denosumab_ckd:g})",
+                   *known),
+            variables={"kidney": reading.label, "plan": PROLIA24_TEXT,
+                       "severity": ("Dialysis or CKD stage 5: the risk is highest." if indicator == "critical" else
+                                    "CKD stage 4 (kidney function 15-29).")},
+            suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
+            source_url=t.label_url("denosumab")))
     return findings
 
 
@@ -352,7 +353,7 @@ def _oral_bp_problem(record: PatientRecord) -> list[str]:
                                       ("cannot_stay_upright", "Cannot stay upright for 30 minutes", True)):
         hits = record.condition_hits(group, active_only=active_only)
         if hits:
-            facts.append(_condition_fact(hits[0], label))
+            facts.append(condition_fact(hits[0], label))
     return facts
 
 
@@ -361,18 +362,20 @@ def esophageal_order(record: PatientRecord, today: dt.date, settings: ClinicalSe
     """C-SAFE-ESOPH (warning), SAFE-7: oral bisphosphonate ordered with an
     esophageal disorder (stricture, achalasia, dysmotility, varices, Barrett's),
     bariatric (Roux-en-Y) surgery, or inability to stay upright for 30 minutes:
-    suggest IV zoledronic acid or denosumab (LABEL Fosamax; AACE20; TX-3)."""
+    suggest IV zoledronic acid (kidney function known and >= 35) or denosumab
+    (LABEL Fosamax; AACE20; TX-3)."""
     problems = _oral_bp_problem(record)
     if not problems:
         return []
     findings = []
-    for draft, agent in _ordered(record, ORAL_BPS):
-        egfr = _egfr(record, settings)
+    for draft, agent in ordered(record, ORAL_BPS):
+        reading = kidney(record, settings)
+        keys, built = _replacements(record, settings, draft, agent, zoledronate=True)
         findings.append(Finding(
-            "C-SAFE-ESOPH", facts=(_draft_fact(draft, agent), *problems, *([egfr.fact()] if egfr else [])),
-            variables={"drug": _title(agent), "drug_name": _label(agent)},
-            suggestions=_replacement_keys(record, settings, draft, zoledronate=True),
-            delete_draft=draft.reference or None))
+            "C-SAFE-ESOPH", facts=(draft_fact(draft, agent), *problems, *reading.facts),
+            variables={"drug": drug_title(agent), "drug_name": drug_label(agent)},
+            suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
+            source_url=t.label_url(agent)))
     return findings
 
 
@@ -391,26 +394,69 @@ ANABOLIC_CONTRA_GROUPS = (
 )
 
 
-def _anabolic_contra(record: PatientRecord) -> list[str]:
+def _unexplained_alp(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """A raised alkaline phosphatase (above the result's reference range, flagged high, or
+    above alp_upper_u_l when neither is given) with no explanation on record: no liver
+    disease and no fracture within recent_fracture_months (a healing fracture raises it).
+    Paget disease and bone metastases are contraindications in their own right."""
+    alp = record.lab("alp", settings.lab_max_age_months)
+    if alp is None:
+        return None
+    upper = alp.high if alp.high is not None else settings.alp_upper_u_l
+    if not (alp.value > upper or alp.flag in ("H", "HH", "HU")):
+        return None
+    if record.condition_hits("liver_disease"):
+        return None
+    if any(f.date and months_between(f.date, record.today) <= settings.recent_fracture_months
+           for f in record.fractures):
+        return None
+    return f"{alp.fact()} (above {upper:g} U/L, no liver disease or recent fracture to explain it)"
+
+
+def _anabolic_contra(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """SAFE-11 facts; second-pass 2 adds a measured corrected calcium above the upper limit
+    (not only coded hypercalcemia) and an unexplained raised alkaline phosphatase."""
     facts = []
     for group, label, active_only in ANABOLIC_CONTRA_GROUPS:
         hits = record.condition_hits(group, active_only=active_only)
         if hits:
-            facts.append(_condition_fact(hits[0], label))
+            facts.append(condition_fact(hits[0], label))
+    ca = calcium(record, settings.calcium_max_age_months)
+    if ca and ca.value > settings.calcium_upper_mg_dl:
+        facts.append(f"{ca.fact()} (above {settings.calcium_upper_mg_dl:g} mg/dL)")
+    alp = _unexplained_alp(record, settings)
+    if alp:
+        facts.append(alp)
     return facts
 
 
-def _pth_keys(record: PatientRecord, settings: ClinicalSettings, draft: DraftOrder) -> tuple[str, ...]:
-    """Teriparatide / abaloparatide instead of `draft` (SAFE-8), unless a PTH
-    analog is ruled out (SAFE-10 limit reached, SAFE-11 contraindication)."""
+def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
+                 draft: DraftOrder) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
+    """Teriparatide / abaloparatide instead of a romosozumab `draft` (SAFE-8; a man),
+    unless a PTH analog is ruled out (SAFE-10 limit reached, SAFE-11 contraindication,
+    pregnancy). The draft's "remove" stays last."""
     if not draft.reference:
-        return ()
-    if _anabolic_contra(record) or record.class_exposure_months(t.PTH_ANALOG) >= settings.pth_max_months:
-        return ("remove",)
-    keys = ["teriparatide-instead"]
-    if record.female:  # abaloparatide in men: approval from memory (brief TX-4, U); teriparatide is enough
-        keys.append("abaloparatide-instead")
-    return (*keys, "remove")
+        return (), ()
+    if (_anabolic_contra(record, settings) or current_pregnancy(record, settings)
+            or record.class_exposure_months(t.PTH_ANALOG) >= settings.pth_max_months):
+        return ("remove",), ()
+    built = tuple(Suggestion(f"Order {drug_label(a)} {dose} daily instead", (
+        _delete(draft, "romosozumab"),
+        Action("create", f"{drug_title(a)} {dose} subcutaneously once daily", resource=pth_analog_daily(a))),
+        a == "teriparatide") for a, dose in (("teriparatide", "20 mcg"), ("abaloparatide", "80 mcg")))
+    return ("remove",), built
+
+
+def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[str]:
+    """MI or stroke within mi_stroke_window_months (a resolved MI is still a recent MI),
+    or on/after `since` when given."""
+    events = []
+    for group, label in (("mi", "Myocardial infarction"), ("stroke", "Stroke")):
+        hits = record.condition_hits(group, active_only=False, within_months_=settings.mi_stroke_window_months)
+        if since is not None:
+            hits = [h for h in hits if h.date and h.date >= since]
+        events += [condition_fact(h, label) for h in hits[:1]]
+    return events
 
 
 @rule(*ORDERS)
@@ -418,17 +464,42 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
     """C-SAFE-ROMO-CV (critical), SAFE-8: romosozumab ordered with an MI or
     stroke with onset <= mi_stroke_window_months (12) ago: do not initiate;
     suggest teriparatide or abaloparatide (LABEL Evenity boxed warning; ES20)."""
-    events = []
-    for group, label in (("mi", "Myocardial infarction"), ("stroke", "Stroke")):
-        # a resolved MI is still a recent MI: history counts, not only active problems
-        hits = record.condition_hits(group, active_only=False, within_months_=settings.mi_stroke_window_months)
-        events += [_condition_fact(h, label) for h in hits[:1]]
+    events = _cv_events(record, settings)
     if not events:
         return []
-    return [Finding("C-SAFE-ROMO-CV", facts=(_draft_fact(draft, agent), *events),
-                    variables={"window": str(settings.mi_stroke_window_months)},
-                    suggestions=_pth_keys(record, settings, draft), delete_draft=draft.reference or None)
-            for draft, agent in _ordered(record, ("romosozumab",))]
+    findings = []
+    for draft, agent in ordered(record, ("romosozumab",)):
+        keys, built = _pth_instead(record, settings, draft)
+        findings.append(Finding("C-SAFE-ROMO-CV", facts=(draft_fact(draft, agent), *events),
+                                variables={"window": str(settings.mi_stroke_window_months),
+                                           "situation": "Romosozumab is being ordered after a recent myocardial "
+                                                        "infarction or stroke: do not start it."},
+                                suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None))
+    return findings
+
+
+@rule("patient-view")
+def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-ROMO-CV (critical) on patient-view, second-pass 2: an MI or stroke during
+    an active romosozumab course (onset on or after the course start, romosozumab still
+    active). Evenity boxed warning: "If a patient experiences a myocardial infarction or
+    stroke during therapy, EVENITY should be discontinued." Suggests stopping it and
+    planning the antiresorptive that follows (denosumab or alendronate)."""
+    e = record.medications.get("romosozumab")
+    if not e or not e.active:
+        return []
+    start = course_start(e) or e.start
+    events = _cv_events(record, settings, since=start)
+    if not events:
+        return []
+    keys, built = _transition_keys(record, settings, None)
+    return [Finding("C-SAFE-ROMO-CV", facts=(f"On romosozumab since {_date(start)}, last dose {_date(e.last_dose)}",
+                                             *events),
+                    variables={"window": str(settings.mi_stroke_window_months),
+                               "situation": "A myocardial infarction or stroke occurred during the romosozumab "
+                                            "course: stop romosozumab (no further doses) and plan the "
+                                            "antiresorptive that follows it."},
+                    suggestions=keys, extra_suggestions=built)]
 
 
 def _romo_course(record: PatientRecord) -> tuple[float, str] | None:
@@ -448,20 +519,28 @@ def _romo_course(record: PatientRecord) -> tuple[float, str] | None:
     return None
 
 
-def _transition_keys(record: PatientRecord, settings: ClinicalSettings, draft: DraftOrder | None) -> tuple[str, ...]:
-    """Follow-on antiresorptive after an anabolic course: denosumab (with a
-    calcium check) or alendronate; with a draft, each replaces it."""
-    if draft is None:
-        keys = []
-        egfr = _egfr(record, settings)
-        if not _low_calcium(record, settings) and not _active(record, "denosumab"):
-            ckd = (egfr and egfr.value < settings.egfr_denosumab_ckd) or _dialysis(record)
-            keys.append("start-denosumab-ckd" if ckd else "start-denosumab")
-        if egfr and egfr.value >= settings.egfr_alendronate_min and not _oral_bp_problem(record) \
-                and not _active(record, "alendronate"):
-            keys.append("start-alendronate")
-        return tuple(keys)
-    return _replacement_keys(record, settings, draft, alendronate=True)
+def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
+                     draft: DraftOrder | None, agent: str = "") -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
+    """Follow-on antiresorptive after an anabolic course: denosumab (with a calcium check;
+    the PROLIA24 work-up below kidney function 30) or alendronate (kidney function known
+    and >= 35); with a draft, each replaces it."""
+    if draft is not None:
+        return _replacements(record, settings, draft, agent, alendronate=True)
+    if current_pregnancy(record, settings) or antiresorptive_complications(record):
+        return (), ()
+    kinds = []
+    built: tuple[Suggestion, ...] = ()
+    reading = kidney(record, settings)
+    if not low_calcium(record, settings) and not _active(record, "denosumab"):
+        if reading.below(settings.egfr_denosumab_ckd):
+            built = (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab follows on",
+                                         after_dose=False),)
+        else:
+            kinds.append("denosumab")
+    if reading.known and not reading.below(settings.egfr_alendronate_min) and not _oral_bp_problem(record) \
+            and not _active(record, "alendronate"):
+        kinds.append("alendronate")
+    return (), built + follow_on_suggestions(tuple(kinds), ORAL_BP_INSTRUCTIONS)
 
 
 @rule(*ORDERS)
@@ -472,10 +551,13 @@ def romosozumab_limit_order(record: PatientRecord, today: dt.date, settings: Cli
     course = _romo_course(record)
     if not course or course[0] < settings.romo_max_doses:
         return []
-    return [Finding("C-SAFE-ROMO-LIMIT", facts=(_draft_fact(draft, agent), course[1]),
-                    variables={"max_doses": str(settings.romo_max_doses)},
-                    suggestions=_transition_keys(record, settings, draft), delete_draft=draft.reference or None)
-            for draft, agent in _ordered(record, ("romosozumab",))]
+    findings = []
+    for draft, agent in ordered(record, ("romosozumab",)):
+        keys, built = _transition_keys(record, settings, draft, agent)
+        findings.append(Finding("C-SAFE-ROMO-LIMIT", facts=(draft_fact(draft, agent), course[1]),
+                                variables={"max_doses": str(settings.romo_max_doses)},
+                                suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None))
+    return findings
 
 
 @rule("patient-view")
@@ -486,12 +568,13 @@ def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: Cl
     e = record.medications.get("romosozumab")
     if not course or not e or not e.active or course[0] <= settings.romo_max_doses:
         return []
+    keys, built = _transition_keys(record, settings, None)
     return [Finding("C-SAFE-ROMO-LIMIT", facts=(course[1],), variables={"max_doses": str(settings.romo_max_doses)},
-                    suggestions=_transition_keys(record, settings, None))]
+                    suggestions=keys, extra_suggestions=built)]
 
 
 def _pth_facts(record: PatientRecord, months: float) -> list[str]:
-    facts = [f"{_title(e.agent)}: {e.exposure_months:.1f} months since {_date(e.start)}"
+    facts = [f"{drug_title(e.agent)}: {e.exposure_months:.1f} months since {_date(e.start)}"
              for e in record.exposures([t.PTH_ANALOG])]
     facts.append(f"Cumulative teriparatide + abaloparatide exposure {months:.1f} months")
     return facts
@@ -506,10 +589,14 @@ def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
     months = record.class_exposure_months(t.PTH_ANALOG)
     if months < settings.pth_max_months:
         return []
-    return [Finding("C-SAFE-PTH-LIMIT", facts=(_draft_fact(draft, agent), *_pth_facts(record, months)),
-                    variables={"max_months": str(settings.pth_max_months), "drug_name": _label(agent)},
-                    suggestions=_transition_keys(record, settings, draft), delete_draft=draft.reference or None)
-            for draft, agent in _ordered(record, PTH_AGENTS)]
+    findings = []
+    for draft, agent in ordered(record, PTH_AGENTS):
+        keys, built = _transition_keys(record, settings, draft, agent)
+        findings.append(Finding("C-SAFE-PTH-LIMIT", facts=(draft_fact(draft, agent), *_pth_facts(record, months)),
+                                variables={"max_months": str(settings.pth_max_months), "drug_name": drug_label(agent)},
+                                suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
+                                source_url=t.label_url(agent)))
+    return findings
 
 
 @rule("patient-view")
@@ -517,27 +604,103 @@ def pth_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on patient-view: a PTH analog still
     active with cumulative exposure beyond pth_max_months (24)."""
     months = record.class_exposure_months(t.PTH_ANALOG)
-    if months <= settings.pth_max_months or not record.active_agents([t.PTH_ANALOG]):
+    active = record.active_agents([t.PTH_ANALOG])
+    if months <= settings.pth_max_months or not active:
         return []
+    keys, built = _transition_keys(record, settings, None)
     return [Finding("C-SAFE-PTH-LIMIT", facts=tuple(_pth_facts(record, months)),
                     variables={"max_months": str(settings.pth_max_months), "drug_name": "teriparatide/abaloparatide"},
-                    suggestions=_transition_keys(record, settings, None))]
+                    suggestions=keys, extra_suggestions=built, source_url=t.label_url(active[0].agent))]
 
 
 @rule(*ORDERS)
 def anabolic_contraindication_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SAFE-ANABOLIC-CONTRA (warning), SAFE-11: teriparatide or abaloparatide
+    """C-SAFE-ANABOLIC-CONTRA (warning). SAFE-11: teriparatide or abaloparatide
     ordered with Paget disease, open epiphyses, prior skeletal radiation, bone
-    metastases / skeletal malignancy, hypercalcemia or hyperparathyroidism
-    (LABEL, memory). "Unexplained high ALP" is not read yet (no ALP lab in the
-    record); the card text asks the prescriber to check it."""
-    problems = _anabolic_contra(record)
-    if not problems:
+    metastases / skeletal malignancy, hypercalcemia or hyperparathyroidism, and (second
+    pass 2) a measured corrected calcium above calcium_upper_mg_dl or an unexplained
+    raised alkaline phosphatase (LABEL Forteo, Tymlos). Second-pass 2 also: romosozumab
+    ordered for a man (Evenity is approved for postmenopausal women only): offer
+    teriparatide or abaloparatide."""
+    findings = []
+    problems = _anabolic_contra(record, settings)
+    if problems:
+        findings += [Finding("C-SAFE-ANABOLIC-CONTRA", facts=(draft_fact(draft, agent), *problems),
+                             variables={"drug": drug_title(agent), "drug_name": drug_label(agent),
+                                        "problem": "bone or calcium condition against a PTH analog",
+                                        "advice": ("Avoid it with Paget disease of bone, unexplained raised alkaline "
+                                                   "phosphatase, open epiphyses, prior radiation involving the "
+                                                   "skeleton, bone metastases or skeletal malignancy (osteosarcoma "
+                                                   "signal in animal studies), and with high calcium or "
+                                                   "hyperparathyroidism. Consider an antiresorptive instead, or "
+                                                   "discuss with a bone specialist.")},
+                             suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None,
+                             source_url=t.label_url(agent))
+                     for draft, agent in ordered(record, PTH_AGENTS)]
+    if record.male:
+        for draft, agent in ordered(record, ("romosozumab",)):
+            keys, built = _pth_instead(record, settings, draft)
+            findings.append(Finding(
+                "C-SAFE-ANABOLIC-CONTRA", facts=(draft_fact(draft, agent), "Sex: male"),
+                variables={"drug": "Romosozumab", "drug_name": "romosozumab", "problem": "not approved for men",
+                           "advice": ("Romosozumab (Evenity) is approved only for postmenopausal women. For a man "
+                                      "at very high fracture risk the anabolic options are teriparatide or "
+                                      "abaloparatide.")},
+                suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
+                source_url=t.label_url("romosozumab")))
+    return findings
+
+
+# ---------------------------------------------------------------------------
+# Pregnancy (second-pass 2)
+# ---------------------------------------------------------------------------
+
+@rule(*ORDERS)
+def pregnancy_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-PREGNANCY (critical), second-pass 2: any osteoporosis drug ordered in a
+    current pregnancy (an active pregnancy Condition, or a positive pregnancy test within
+    pregnancy_months, with no later negative test or coded end of pregnancy). LABEL:
+    Prolia (contraindicated in pregnancy: fetal harm), Evista and Evenity (not for use in
+    pregnancy), bisphosphonates and PTH analogs (not recommended; bisphosphonates stay in
+    bone for years). Suggests removing the draft."""
+    pregnancy = current_pregnancy(record, settings)
+    if not pregnancy:
         return []
-    return [Finding("C-SAFE-ANABOLIC-CONTRA", facts=(_draft_fact(draft, agent), *problems),
-                    variables={"drug": _title(agent), "drug_name": _label(agent)},
-                    suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None)
-            for draft, agent in _ordered(record, PTH_AGENTS)]
+    return [Finding("C-SAFE-PREGNANCY", facts=(draft_fact(draft, agent), *pregnancy),
+                    variables={"drug": drug_title(agent), "drug_name": drug_label(agent),
+                               "situation": f"{drug_title(agent)} is being ordered during a pregnancy.",
+                               "months": str(settings.pregnancy_months),
+                               "advice": "Do not give it. Remove the order and plan bone treatment after the "
+                                         "pregnancy (and breastfeeding) with the obstetric team."},
+                    suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None,
+                    source_url=t.label_url(agent))
+            for draft, agent in ordered(record, [a for a, x in t.AGENTS.items()
+                                                 if x.drug_class in t.OSTEOPOROSIS_DRUG_CLASSES])]
+
+
+@rule("patient-view")
+def pregnancy_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-PREGNANCY (critical) on patient-view, second-pass 2: denosumab or a
+    bisphosphonate active during a current pregnancy. Stop it; denosumab is not simply
+    dropped without a plan (rebound bone loss), so a bone specialist plans what follows
+    (suggested: referral to endocrinology, SNOMED 306278007, V)."""
+    pregnancy = current_pregnancy(record, settings)
+    active = [e for e in record.active_agents(t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB}) if not e.oncology_only]
+    if not pregnancy or not active:
+        return []
+    e = active[0]
+    since = f"On {drug_label(e.agent)} since {_date(e.start)}" + (f", last dose {_date(e.last_dose)}"
+                                                                 if e.dose_count else "")
+    return [Finding("C-SAFE-PREGNANCY", facts=(since, *pregnancy),
+                    variables={"drug": drug_title(e.agent), "drug_name": drug_label(e.agent),
+                               "situation": f"The patient is on {drug_label(e.agent)} and is pregnant.",
+                               "months": str(settings.pregnancy_months),
+                               "advice": "Stop it: no further doses in pregnancy. A bone specialist plans what "
+                                         "follows (after denosumab, bone loss rebounds when it wears off)."},
+                    suggestions=(), source_url=t.label_url(e.agent),
+                    extra_suggestions=(referral_suggestion(
+                        ENDOCRINOLOGY, "Refer to endocrinology to plan bone treatment around the pregnancy",
+                        f"{drug_title(e.agent)} during pregnancy: plan stopping and follow-on bone treatment", True),))]
 
 
 # ---------------------------------------------------------------------------
@@ -575,7 +738,7 @@ def _duplicate(a_agent: str, a_start: dt.date | None, b_agent: str, b_start: dt.
 
 
 def _exposure_fact(e: AgentExposure) -> str:
-    name = f"{_title(e.agent)}{' (oncology product)' if e.oncology_only else ''}"
+    name = f"{drug_title(e.agent)}{' (oncology product)' if e.oncology_only else ''}"
     if e.dose_count:  # clinician-given: the last dose is what counts
         return f"{name}: {e.dose_count} doses on record, last dose {_date(e.last_dose)}"
     return f"{name}: active, current course since {_date(_current_start(e))}"
@@ -603,15 +766,17 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
     for draft, agent in _antiresorptive_drafts(record.judged_drafts):
         # ordering denosumab gives a dose today: the BP -> denosumab direction is never a transition
         last_dmab = None if agent == "denosumab" else dmab
-        clashes = [_exposure_fact(e) for e in active
-                   if _duplicate(agent, today, e.agent, _current_start(e), last_dmab, settings)]
-        clashes += [_draft_fact(d, a) for d, a in everything
-                    if d is not draft and _duplicate(agent, today, a, today, None, settings)]
-        if clashes:
+        clashing = [e for e in active if _duplicate(agent, today, e.agent, _current_start(e), last_dmab, settings)]
+        drafted = [(d, a) for d, a in everything if d is not draft and _duplicate(agent, today, a, today, None, settings)]
+        if clashing or drafted:
+            other = clashing[0].agent if clashing else drafted[0][1]
             findings.append(Finding(
-                "C-DUP-ANTIRES", facts=(_draft_fact(draft, agent), *clashes),
-                variables={"situation": f"{_title(agent)} is being ordered while another antiresorptive "
-                                        "is active or being ordered."},
+                "C-DUP-ANTIRES",
+                facts=(draft_fact(draft, agent), *(_exposure_fact(e) for e in clashing),
+                       *(draft_fact(d, a) for d, a in drafted)),
+                variables={"drug_a": drug_label(agent), "drug_b": drug_label(other),
+                           "situation": f"{drug_title(agent)} is being ordered while {drug_label(other)} is active "
+                                        "or being ordered."},
                 suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None))
     return findings
 
@@ -626,12 +791,14 @@ def duplicate_antiresorptive_active(record: PatientRecord, today: dt.date, setti
         for b in active[i + 1:]:
             if _duplicate(a.agent, _current_start(a), b.agent, _current_start(b), dmab, settings):
                 return [Finding("C-DUP-ANTIRES", facts=(_exposure_fact(a), _exposure_fact(b)),
-                                variables={"situation": "The patient is on two antiresorptives at the same time."},
+                                variables={"drug_a": drug_label(a.agent), "drug_b": drug_label(b.agent),
+                                           "situation": f"The patient is on {drug_label(a.agent)} and "
+                                                        f"{drug_label(b.agent)} at the same time."},
                                 suggestions=())]
     return []
 
 
 __all__ = ["renal_order", "renal_active", "hypocalcemia_order", "vitamin_d_order", "denosumab_ckd_order",
-           "esophageal_order", "romosozumab_cv_order", "romosozumab_limit_order", "romosozumab_limit_active",
-           "pth_limit_order", "pth_limit_active", "anabolic_contraindication_order",
-           "duplicate_antiresorptive_order", "duplicate_antiresorptive_active"]
+           "esophageal_order", "romosozumab_cv_order", "romosozumab_cv_active", "romosozumab_limit_order",
+           "romosozumab_limit_active", "pth_limit_order", "pth_limit_active", "anabolic_contraindication_order",
+           "pregnancy_order", "pregnancy_active", "duplicate_antiresorptive_order", "duplicate_antiresorptive_active"]

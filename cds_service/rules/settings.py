@@ -28,7 +28,7 @@ class ClinicalSettings:
     frax_vhr_mof: float = 30.0            # AACE20 VHR, percent (">")
     frax_vhr_hip: float = 4.5
     vhr_t_score: float = -3.0             # AACE20 VHR: T-score < -3.0
-    vhr_include_falls: bool = True        # falls make VHR only when coded with injury / positive assessment; design choice
+    vhr_include_falls: bool = True        # AACE20 injurious falls make VHR (never a positive screen alone: second-pass 5)
     vhr_profile: str = "us"               # "us" (AACE20 + seed) or "nogg" (adds NOGG22 criteria)
     # --- labs (brief 1, TX-1a) ---
     lab_max_age_months: int = 12          # eGFR, 25OHD, baseline labs
@@ -61,6 +61,24 @@ class ClinicalSettings:
     screening_age_women: int = 65         # MON-3 (USPSTF18)
     # --- exercise / falls (brief 6) ---
     fall_prevention_min_age: int = 65     # FALL-1
+    # --- second pass (../shared/clinical/second-pass.md; "(setting)" there = environment here) ---
+    kidney_lab_max_age_months: int = 12   # s1: latest creatinine / eGFR / weight within this; older = unknown
+    kidney_failure_egfr: float = 15.0     # s2: below this (CKD 5) C-SAFE-DMAB-CKD is critical, 15-29 warning
+    predose_lab_days: int = 90            # s2 C-SAFE-PREDOSE-LABS: kidney function and calcium this recent
+    zoledronate_min_interval_months: int = 11  # s3 C-SAFE-DOSE-INTERVAL
+    dmab_min_interval_months: int = 5     # s3 C-SAFE-DOSE-INTERVAL (5.5 months is fine)
+    romo_min_interval_weeks: int = 3      # s3 C-SAFE-DOSE-INTERVAL (monthly drug)
+    pregnancy_months: int = 9             # s2: a positive test (or coded pregnancy) this recent is current
+    tx_failure_months: int = 12           # s4 C-TX-FAILURE: fracture this long after the antiresorptive started
+    giop_min_mg_day: float = 2.5          # s5 C-GIOP (ACR22): prednisone-equivalent dose ...
+    giop_high_mg_day: float = 7.5         # ... and the dose that makes "no DXA" a warning
+    giop_min_age: int = 40                # s5 C-GIOP population (ACR22 adults >= 40)
+    injurious_fall_link_days: int = 7     # s5: a fall coded this close to a fracture is a fall-related fracture; design choice
+    recent_surgery_weeks: int = 12        # s6 massage: surgery this recent is a post-surgical site
+    alp_upper_u_l: float = 120.0          # s2: ALP upper limit when the result carries no reference range; U
+    fes_i_concern: float = 23.0           # s8: FES-I >= 23 (Short FES-I >= 11) = moderate/high concern (Delbaere 2010; U)
+    short_fes_i_concern: float = 11.0
+    low_bmi: float = 20.0                 # s8: dietitian referral below this BMI (NOF low body weight; U)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ClinicalSettings":

@@ -14,25 +14,14 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord
 from cds_service.rules.base import Finding, rule
-from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.facts import FAILURE, SEVERE, bone_indication, calcium, kidney
 from cds_service.rules.settings import ClinicalSettings
-
-
-def latest_calcium(record: PatientRecord, settings: ClinicalSettings):
-    """The most recent calcium within lab_max_age_months, albumin-corrected when
-    that same draw has a paired albumin (an older corrected value never
-    outranks a newer measured one)."""
-    measured = record.lab("calcium", settings.lab_max_age_months)
-    corrected = record.lab("calcium_corrected", settings.lab_max_age_months)
-    if corrected and (measured is None or (corrected.date and measured.date and corrected.date >= measured.date)):
-        return corrected
-    return measured
 
 
 def _calcium_contraindication(record: PatientRecord, settings: ClinicalSettings) -> str | None:
     """TX-7: no calcium when (corrected) calcium is above the upper limit or
     hypercalcemia is on the problem list."""
-    ca = latest_calcium(record, settings)
+    ca = calcium(record, settings.lab_max_age_months)
     if ca and ca.value > settings.calcium_upper_mg_dl:
         return ca.fact()
     hits = record.condition_hits("hypercalcemia")
@@ -69,6 +58,18 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         need_d = False
     if not (need_ca or need_d):
         return []
+    reading = kidney(record, settings)
+    if reading.band in (FAILURE, SEVERE):
+        # Second-pass 1: with dialysis or CKD 4-5 the calcium load and the form of vitamin D
+        # (often activated vitamin D) belong to nephrology: no generic order here.
+        missing = " and ".join(w for w, need in (("calcium", need_ca), ("vitamin D", need_d)) if need)
+        facts += list(reading.facts)
+        return [Finding("C-SUPP-CAVD", facts=tuple(dict.fromkeys(facts)), suggestions=(), variables={
+            "missing": missing, "action": "agree calcium and vitamin D with nephrology",
+            "kidney_note": (f"**Kidney function is severely reduced ({reading.label}):** no generic calcium carbonate "
+                            "or cholecalciferol is suggested. The calcium load and the form of vitamin D (often "
+                            "activated vitamin D) belong to the nephrology team managing CKD-mineral bone "
+                            "disorder; agree the plan with them.")})]
     ppi = record.medications.get("ppi")
     citrate = bool(ppi and ppi.active)  # TX-7: calcium citrate if on a PPI (carbonate needs acid)
     if citrate:
@@ -86,21 +87,8 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         missing = "vitamin D"
         if calcium and calcium.active:
             facts.append("Active calcium supplement on file")
-    return [Finding("C-SUPP-CAVD", facts=tuple(facts), variables={"missing": missing}, suggestions=(key,))]
-
-
-def bone_indication(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
-    """Why calcium / vitamin D matter for this patient (TX-7 population), as
-    facts: osteoporosis, osteopenia, a fragility fracture or an osteoporosis
-    drug. Empty: no bone indication on record."""
-    a = assess(record, settings)
-    why: list[str] = []
-    if a.diagnosis in (OSTEOPOROSIS, OSTEOPENIA):
-        why += [f"{a.diagnosis.capitalize()}: {r}" for r in a.reasons[:3]]
-    why += [f.fact() for f in record.fragility_fractures() if f.fact() not in " ".join(why)]
-    drugs = [e for e in record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES)]
-    why += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" for e in drugs]
-    return why
+    return [Finding("C-SUPP-CAVD", facts=tuple(facts), suggestions=(key,),
+                    variables={"missing": missing, "action": f"suggest {missing}", "kidney_note": ""})]
 
 
 @rule("patient-view")

@@ -9,11 +9,10 @@ keeps at most one drug-start card (anabolic > denosumab-alt > BP).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, PatientRecord, add_months, within_months
+from cds_service.record import PatientRecord, add_months, within_months
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import (
     ADULT,
@@ -26,205 +25,39 @@ from cds_service.rules.diagnosis import (
     assess,
     very_high_risk_reasons,
 )
-from cds_service.rules.settings import ClinicalSettings
-
-# Seed 000 (and Fosamax label) administration instructions, used as patientInstruction.
-ORAL_BP_INSTRUCTIONS = (
-    "Take on waking, with a full glass (6-8 oz) of plain water only, at least 30 minutes before "
-    "the first food, drink or other medicine of the day. Stay upright (sitting or standing) for at "
-    "least 30 minutes afterwards and until after the first food of the day."
+from cds_service.rules.facts import (
+    COMPLICATION,
+    GI,
+    ORAL_BP_INSTRUCTIONS,
+    RENAL,
+    BpProblem,
+    anabolic_options,
+    baseline_labs_due,
+    bone_active_therapy,
+    bp_contraindications,
+    bp_problems,
+    current_osteoporosis_therapy,
+    in_drug_holiday,
+    kidney,
+    lab_facts,
+    low_calcium,
+    long_bp_course,
+    missing_baseline_labs,
+    oral_bp_days,
 )
-
-
-def current_osteoporosis_therapy(record: PatientRecord) -> list[AgentExposure]:
-    """TX-0: active osteoporosis drugs (active request/statement, or a
-    clinician-given dose still within its dosing interval). Oncology products
-    (Xgeva, Zometa) count: they are antiresorptive exposure."""
-    return record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES)
-
-
-def _min_days(years: float) -> int:
-    """Shortest number of days that is `years` calendar years (5 years is at
-    least 1826 days: it always holds a 29 February)."""
-    return int(years * 365.25)
-
-
-def oral_bp_days(record: PatientRecord) -> int:
-    """Cumulative oral bisphosphonate exposure across agents (alendronate ->
-    risedronate switches add up; overlaps merged), in days."""
-    return round(record.class_exposure_months(t.ORAL_BP) * 30.4375)
-
-
-def long_bp_course(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
-    """HOLIDAY-1 / TX-0 course length: oral BP >= bp_holiday_years cumulative,
-    or zoledronic acid >= zoledronate_holiday_doses doses. Facts, [] if neither."""
-    out = []
-    days = oral_bp_days(record)
-    if days and days >= _min_days(settings.bp_holiday_years):
-        oral = record.exposures([t.ORAL_BP])
-        agents = ", ".join(f"{e.agent} since {e.start or 'an unknown date'}" for e in oral)
-        out.append(f"Oral bisphosphonate for {days / 365.25:.1f} years in total ({agents})")
-    for e in record.exposures([t.IV_BP]):
-        if not e.oncology_only and e.dose_count >= settings.zoledronate_holiday_doses:
-            out.append(f"Zoledronic acid: {e.dose_count} doses, last on {e.last_dose or 'an unknown date'}")
-    return out
-
-
-def in_drug_holiday(record: PatientRecord, settings: ClinicalSettings) -> bool:
-    """TX-0 / HOLIDAY-1: a finished BP course long enough to be a holiday
-    (>= bp_holiday_years oral, >= zoledronate_holiday_doses IV), not ended by
-    a new fracture or BMD loss (T-score drop >= holiday_bmd_loss_t) since."""
-    if current_osteoporosis_therapy(record) or not long_bp_course(record, settings):
-        return False
-    ends = [e.stopped or e.last_dose for e in record.exposures(t.BISPHOSPHONATE_CLASSES)]
-    ended = max((d for d in ends if d), default=None)
-    if ended is None:
-        return False
-    if any(f.date and f.date > ended for f in record.fractures):
-        return False
-    before = {b.site: b for b in record.t_scores() if b.date and b.date <= ended}
-    for b in record.t_scores():
-        if b.date and b.date > ended and b.site in before and before[b.site].value - b.value >= settings.holiday_bmd_loss_t:
-            return False
-    return True
-
-
-# Kinds of reasons not to start an oral bisphosphonate (TX-3). Only "gi"
-# (oral-route) problems leave IV zoledronic acid open.
-RENAL, GI, INTOLERANCE = "renal", "gi", "intolerance"
-_GI_WORDS = ("reflux", "dyspeps", "heartburn", "esophag", "oesophag", "gastr", "swallow", "nausea", "abdominal")
-_INTOLERANCE_WORDS = ("intoler", "adverse", "side effect", "allerg") + _GI_WORDS
-
-
-@dataclasses.dataclass(frozen=True)
-class BpProblem:
-    kind: str   # RENAL / GI / INTOLERANCE
-    fact: str
-
-
-def bp_problems(record: PatientRecord, settings: ClinicalSettings) -> list[BpProblem]:
-    """TX-3: why an oral bisphosphonate should not be started. Only actual
-    values count: an unknown eGFR is not a contraindication."""
-    out = []
-    egfr = record.lab("egfr", settings.lab_max_age_months)
-    if egfr and egfr.value < settings.egfr_alendronate_min:
-        out.append(BpProblem(RENAL, f"{egfr.fact()} (below {settings.egfr_alendronate_min:g}: "
-                                    "alendronate not recommended)"))
-    for group, label in (("esophageal", "Esophageal disorder"), ("bariatric", "Bariatric surgery")):
-        hits = record.condition_hits(group, active_only=group != "bariatric")
-        if hits:
-            out.append(BpProblem(GI, f"{label} ({hits[0].code or 'coded'}) on {hits[0].date or 'an unknown date'}"))
-    hits = record.condition_hits("bp_intolerance")
-    if hits:  # not known to be GI only: may be class-wide (e.g. allergy)
-        out.append(BpProblem(INTOLERANCE, f"Bisphosphonate intolerance ({hits[0].code or 'coded'}) on "
-                                          f"{hits[0].date or 'an unknown date'}"))
-    # A stopped oral BP whose stop reason names intolerance / adverse effects.
-    for e in record.exposures([t.ORAL_BP]):
-        for ev in e.events:
-            if ev.status == "stopped" and any(w in ev.status_reason for w in _INTOLERANCE_WORDS):
-                gi = any(w in ev.status_reason for w in _GI_WORDS) and "allerg" not in ev.status_reason
-                when = ev.end or ev.start
-                out.append(BpProblem(GI if gi else INTOLERANCE,
-                                     f"{e.agent.capitalize()} stopped for {'upper-GI ' if gi else ''}intolerance"
-                                     f" ({when or 'date unknown'})"))
-                break
-    return out
-
-
-def bp_contraindications(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
-    """TX-3 reasons (as facts) an oral bisphosphonate should not be started."""
-    return [p.fact for p in bp_problems(record, settings)]
-
-
-def missing_baseline_labs(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
-    """TX-1a / MON-7: baseline labs missing or older than lab_max_age_months."""
-    names = {"egfr": "eGFR", "calcium": "serum calcium", "vitamin_d": "25-OH vitamin D"}
-    return [label for name, label in names.items() if record.lab(name, settings.lab_max_age_months) is None]
-
-
-def lab_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
-    out = []
-    for name in ("egfr", "calcium_corrected", "calcium", "vitamin_d"):
-        lab = record.lab(name, settings.lab_max_age_months)
-        if lab:
-            out.append(lab.fact())
-    return out
-
-
-# --- who may get a drug-start card --------------------------------------------
-
-PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone"), ("skeletal_malignancy", "Skeletal malignancy or bone metastases"),
-                     ("skeletal_radiation", "Prior skeletal radiation"), ("hypercalcemia", "Hypercalcemia"),
-                     ("hyperparathyroidism", "Hyperparathyroidism"))
-
-
-def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple[list[str], list[str]]:
-    """TX-4: (anabolic agents that may be suggested, facts on those left out).
-    Teriparatide/abaloparatide: not with a SAFE-11 condition (or a measured
-    calcium above the upper limit), nor after the 24-month lifetime course
-    (SAFE-10). Romosozumab: postmenopausal women only (label), not after MI or
-    stroke within mi_stroke_window_months (SAFE-8), not after 12 doses (SAFE-9).
-
-    Screen decision (ACP23 Rec 3 "followed by a bisphosphonate"; SAFE-12):
-    once an anabolic course has ended (follow_up.anabolic_course_end) and no
-    antiresorptive was given since, the next step is an antiresorptive, not another anabolic course (a second
-    anabolic course is a specialist decision). No anabolic agent is offered
-    then, so the antiresorptive start card carries the follow-on in the
-    3-month window before C-ANABOLIC-FOLLOW-ON fires; after it, that course
-    card silences the drug-start cards (engine.COURSE_CARDS)."""
-    options: list[str] = []
-    excluded: list[str] = []
-    from cds_service.rules.follow_up import (
-        anabolic_course_end,  # follow_up imports this module
-    )
-
-    course = anabolic_course_end(record, settings)
-    followed = course is not None and any(
-        e.active or any((ev.dose_date or ev.start or dt.date.min) >= course[0] for ev in e.events)
-        for e in record.exposures(t.ANTIRESORPTIVE_CLASSES))
-    if course is not None and not followed:
-        end, course_facts = course
-        excluded += course_facts
-        excluded.append(f"No anabolic agent suggested: the anabolic course ended on {end}; follow it with an "
-                        "antiresorptive (ACP 2023 Rec 3), a second anabolic course is a specialist decision")
-        return options, excluded
-    pth_block = [f"{label} ({hits[0].code or 'coded'})" for group, label in PTH_CONTRA_GROUPS
-                 if (hits := record.condition_hits(group))]
-    ca = record.lab("calcium_corrected", settings.lab_max_age_months) or record.lab("calcium", settings.lab_max_age_months)
-    if ca and ca.value > settings.calcium_upper_mg_dl:
-        pth_block.append(ca.fact())
-    pth_months = record.class_exposure_months(t.PTH_ANALOG)
-    if pth_block:
-        excluded.append(f"Teriparatide/abaloparatide not suggested: {'; '.join(pth_block)}")
-    elif pth_months >= settings.pth_max_months:
-        excluded.append(f"Teriparatide/abaloparatide not suggested: {pth_months:.0f} months already used "
-                        f"(lifetime limit {settings.pth_max_months} months)")
-    else:
-        options += ["teriparatide", "abaloparatide"]
-    romo = record.medications.get("romosozumab")
-    cv = [h for g in ("mi", "stroke") for h in record.condition_hits(g, active_only=False,
-                                                                    within_months_=settings.mi_stroke_window_months)]
-    if not record.female:
-        excluded.append("Romosozumab not suggested: approved only for postmenopausal women")
-    elif cv:
-        kind = "Myocardial infarction" if cv[0].group == "mi" else "Stroke"
-        excluded.append(f"Romosozumab not suggested: {kind} ({cv[0].code or 'coded'}) on {cv[0].date} "
-                        f"(within {settings.mi_stroke_window_months} months; boxed warning)")
-    elif romo and romo.dose_count >= settings.romo_max_doses:
-        excluded.append(f"Romosozumab not suggested: {romo.dose_count} doses already given "
-                        f"(limit {settings.romo_max_doses})")
-    else:
-        options.append("romosozumab")
-    return options, excluded
+from cds_service.rules.orders import ENDOCRINOLOGY, PROLIA24_TEXT, prolia24_suggestion, referral_suggestion
+from cds_service.rules.settings import ClinicalSettings
 
 
 def _start_candidate(record: PatientRecord, settings: ClinicalSettings) -> Assessment | None:
     """TX-0: adult (postmenopausal woman / man >= 50) at high or very high
-    risk, on no osteoporosis drug, not in a drug holiday that still holds."""
+    risk, on no bone-active drug, not in a drug holiday that still holds.
+    Second-pass 4: systemic estrogen, raloxifene and bazedoxifene are bone-active
+    (the monitoring card then says what is on board)."""
     a = assess(record, settings)
     if a.group != ADULT or a.risk not in (HIGH, VERY_HIGH):
         return None
-    if current_osteoporosis_therapy(record) or in_drug_holiday(record, settings):
+    if bone_active_therapy(record) or in_drug_holiday(record, settings):
         return None
     return a
 
@@ -273,11 +106,9 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
         when = "before the first dose" if parenteral else "when starting"
         note += (f" **Vitamin D is deficient** ({vit_d.fact()}): replete it {when} (see the vitamin D card); "
                  "it must be corrected before zoledronic acid or denosumab.")
-    ca = record.lab("calcium_corrected", settings.calcium_max_age_months) or record.lab(
-        "calcium", settings.calcium_max_age_months)
-    if ca and ca.value < settings.calcium_lower_mg_dl:
-        note += (f" **Calcium is low** ({ca.fact()}, below {settings.calcium_lower_mg_dl:g} mg/dL): "
-                 "find the cause and correct it before starting any bone drug.")
+    low = low_calcium(record, settings)
+    if low:
+        note += f" **Calcium is low** ({low}): find the cause and correct it before starting any bone drug."
     return note
 
 
@@ -316,47 +147,61 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
 @rule("patient-view")
 def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-TX-DMAB-ALT (info). TX-3: an oral bisphosphonate is contraindicated or
-    not tolerated (eGFR < egfr_alendronate_min, esophageal disorder, bariatric
-    surgery, documented intolerance) -> denosumab 60 mg SC every 6 months with a
-    calcium check (SEED; ACP23 Rec 2a/2b). IV zoledronic acid 5 mg yearly is
-    offered as the alternative only when every problem is GI (oral route) and a
-    measured eGFR >= egfr_zoledronate_min (AACE20; Reclast label). Same
-    population and TX-0 conditions as C-TX-BP."""
+    not tolerated (kidney function below egfr_alendronate_min by the one kidney
+    reading, coded kidney failure and dialysis included; esophageal disorder,
+    bariatric surgery, documented intolerance) -> denosumab 60 mg SC every 6
+    months with a calcium check (SEED; ACP23 Rec 2a/2b). IV zoledronic acid 5 mg
+    yearly is offered as the alternative only when every problem is GI (oral
+    route) and kidney function is known to be >= egfr_zoledronate_min (AACE20;
+    Reclast label). Same population and TX-0 conditions as C-TX-BP.
+    Second-pass 2: below egfr_denosumab_ckd (30) or on dialysis the card carries
+    the PROLIA24 plan (CKD-MBD work-up and a nephrology referral) instead of a
+    one-click denosumab order. Second-pass 4: after a coded atypical femoral
+    fracture or jaw osteonecrosis every antiresorptive is a specialist decision,
+    so the card offers a referral, not a drug."""
     start = _antiresorptive_start(record, settings)
     problems = bp_problems(record, settings) if start else []
     if start is None or not problems:
         return []
     a, risk_text, extra = start
-    egfr = record.lab("egfr", settings.lab_max_age_months)
+    reading = kidney(record, settings)
+    facts = _facts(record, settings, [p.fact for p in problems] + list(a.reasons) + extra)
+    variables = {"population": _population(record), "risk_text": risk_text,
+                 "labs_note": _labs_note(record, settings, parenteral=True), "ckd_note": ""}
+    if any(p.kind == COMPLICATION for p in problems):
+        variables["zoledronate_note"] = (
+            "**Atypical femoral fracture or osteonecrosis of the jaw on record:** bisphosphonates and denosumab both "
+            "carry these risks (labels; AACE 2020), so the choice of any antiresorptive, or an anabolic agent, "
+            "belongs to a bone specialist.")
+        return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
+                        extra_suggestions=(referral_suggestion(
+                            ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology) to choose the treatment",
+                            "Osteoporosis after an atypical femoral fracture or jaw osteonecrosis", True),))]
     only_gi = all(p.kind == GI for p in problems)
-    zoledronate = only_gi and egfr is not None and egfr.value >= settings.egfr_zoledronate_min
+    zoledronate = only_gi and reading.known and not reading.below(settings.egfr_zoledronate_min)
     if zoledronate:
-        zol_note = (f"Because the problem is with the oral route only and eGFR is at least "
+        zol_note = (f"Because the problem is with the oral route only and kidney function is at least "
                     f"{settings.egfr_zoledronate_min:g}, **zoledronic acid 5 mg IV once yearly** is an alternative "
-                    "(AACE 2020): hydrate well, check calcium and eGFR before each infusion.")
+                    "(AACE 2020): hydrate well, check calcium and kidney function before each infusion.")
     elif only_gi:
         zol_note = (f"Zoledronic acid 5 mg IV yearly would be an alternative for an oral-route problem, but it needs "
-                    f"a measured eGFR of at least {settings.egfr_zoledronate_min:g} (none in the last "
-                    f"{settings.lab_max_age_months} months): it is not offered until kidney function is known.")
+                    f"kidney function of at least {settings.egfr_zoledronate_min:g} measured in the last "
+                    f"{settings.kidney_lab_max_age_months} months: it is not offered until kidney function is known.")
     elif any(p.kind == RENAL for p in problems):
-        zol_note = (f"Zoledronic acid is not offered: eGFR is below {settings.egfr_zoledronate_min:g}, "
-                    "where it is contraindicated (Reclast label).")
+        zol_note = (f"Zoledronic acid is not offered: kidney function ({reading.label}) is below "
+                    f"{settings.egfr_zoledronate_min:g}, where it is contraindicated (Reclast label).")
     else:
         zol_note = ("Zoledronic acid is not offered: the documented bisphosphonate intolerance is not known to be "
                     "limited to the oral route.")
-    ckd_note = ""
-    if egfr is not None and egfr.value < settings.egfr_denosumab_ckd:
-        ckd_note = (f"**eGFR below {settings.egfr_denosumab_ckd:g}:** denosumab carries a high risk of severe "
-                    "hypocalcemia in advanced kidney disease; check calcium (and PTH) before each dose and involve "
-                    "a specialist (Prolia label).")
-    return [Finding(
-        "C-TX-DMAB-ALT",
-        facts=_facts(record, settings, [p.fact for p in problems] + list(a.reasons) + extra),
-        variables={"population": _population(record), "risk_text": risk_text,
-                   "labs_note": _labs_note(record, settings, parenteral=True), "zoledronate_note": zol_note,
-                   "ckd_note": ckd_note},
-        suggestions=("denosumab", "zoledronic-acid") if zoledronate else ("denosumab",),
-    )]
+    variables["zoledronate_note"] = zol_note
+    if reading.below(settings.egfr_denosumab_ckd):
+        variables["ckd_note"] = PROLIA24_TEXT + " No denosumab order is suggested until that work-up is done."
+        return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
+                        extra_suggestions=(prolia24_suggestion(
+                            "CKD-mineral bone disorder work-up and nephrology referral before denosumab",
+                            after_dose=False),))]
+    return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables,
+                    suggestions=("denosumab", "zoledronic-acid") if zoledronate else ("denosumab",))]
 
 
 @rule("patient-view")
@@ -385,17 +230,18 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
         recommendation = ("AACE 2020 and Endocrine Society 2019 advise an anabolic agent first at very high risk "
                           "(in men: teriparatide or abaloparatide only; ACP 2023 Recommendation 3 covers females); "
                           "a specialist opinion is reasonable")
-    bp_problem_facts = bp_contraindications(record, settings)
-    if bp_problem_facts:
+    problems = bp_problems(record, settings)
+    bp_problem_facts = [p.fact for p in problems]
+    if any(p.kind == COMPLICATION for p in problems):
+        alternatives = ("No antiresorptive alternative is suggested: an atypical femoral fracture or jaw "
+                        "osteonecrosis is on record (see below); that choice belongs to a bone specialist.")
+    elif bp_problem_facts:
         alternatives = ("Acceptable alternative if an anabolic agent is declined: denosumab 60 mg SC every "
                         "6 months (an oral bisphosphonate is not suitable here, see below).")
-        egfr = record.lab("egfr", settings.lab_max_age_months)
-        if egfr is not None and egfr.value < settings.egfr_denosumab_ckd:
-            # Same caution as C-TX-DMAB-ALT / C-SAFE-DMAB-CKD (SAFE-6), so the alternative named
+        if kidney(record, settings).below(settings.egfr_denosumab_ckd):
+            # Same plan as C-TX-DMAB-ALT / C-SAFE-DMAB-CKD (PROLIA24), so the alternative named
             # here does not contradict the card the order would meet.
-            alternatives += (f" With eGFR below {settings.egfr_denosumab_ckd:g}, denosumab carries a high risk of "
-                             "severe hypocalcemia: check calcium and PTH before each dose and involve a specialist "
-                             "(Prolia label).")
+            alternatives += " " + PROLIA24_TEXT
     else:
         alternatives = ("Acceptable alternatives if an anabolic agent is declined or not available: an oral "
                         "bisphosphonate (alendronate 70 mg weekly), IV zoledronic acid 5 mg yearly, or denosumab "
@@ -498,10 +344,6 @@ def secondary_evaluation(record: PatientRecord, today: dt.date, settings: Clinic
             facts.append(lab.fact())
     if record.long_term_corticosteroid:
         facts.append("Long-term systemic glucocorticoid use on record")
-    from cds_service.rules.monitoring import (
-        baseline_labs_due,  # monitoring imports this module
-    )
-
     key = "panel-male" if record.male else "panel-female"
     if baseline_labs_due(record, settings):
         key += "-extra"

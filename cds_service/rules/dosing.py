@@ -1,0 +1,161 @@
+"""Dosing: intervals, pre-dose labs and two anabolic agents at once
+(../shared/clinical/second-pass.md sections 2 and 3; card family a).
+
+Rules:
+  C-SAFE-DOSE-INTERVAL  warning  order hooks       the same drug re-ordered too soon after its last dose
+  C-SAFE-PREDOSE-LABS   warning  order hooks       zoledronic acid / denosumab without recent kidney function or calcium
+  C-DUP-ANABOLIC        warning  order hooks + PV  two anabolic agents at once
+
+A dose is one actually given: an administration or statement, or a `completed`
+single-dose order (facts.last_given). An active order not yet given is not a
+dose, so re-ordering a pending dose is not judged "too soon" here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cds_service.fhir import terminology as t
+from cds_service.record import PatientRecord
+from cds_service.rules.base import Finding, Suggestion, rule
+from cds_service.rules.facts import (
+    calcium,
+    draft_fact,
+    drug_label,
+    drug_title,
+    kidney,
+    last_given,
+    months_to_days,
+    ordered,
+)
+from cds_service.rules.orders import predose_lab_actions
+from cds_service.rules.settings import ClinicalSettings
+
+ORDERS = ("order-select", "order-sign")
+
+
+def _min_interval_days(agent: str, settings: ClinicalSettings) -> int:
+    return {"zoledronic_acid": months_to_days(settings.zoledronate_min_interval_months),
+            "denosumab": months_to_days(settings.dmab_min_interval_months),
+            "romosozumab": settings.romo_min_interval_weeks * 7}[agent]
+
+
+def _interval_text(agent: str, settings: ClinicalSettings) -> str:
+    return {"zoledronic_acid": f"{settings.zoledronate_min_interval_months} months (a yearly infusion)",
+            "denosumab": f"{settings.dmab_min_interval_months} months (a dose every 6 months)",
+            "romosozumab": f"{settings.romo_min_interval_weeks} weeks (a monthly dose)"}[agent]
+
+
+@rule(*ORDERS)
+def dose_interval_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-DOSE-INTERVAL (warning), second-pass 3: the same drug ordered for a day
+    (the order's own planned date, else today) too soon after its last dose: zoledronic
+    acid < zoledronate_min_interval_months (11), denosumab < dmab_min_interval_months (5:
+    a dose at 5.5 months is fine), romosozumab < romo_min_interval_weeks (3). LABEL:
+    Reclast once yearly, Prolia every 6 months, Evenity monthly. Months are 30.4375 days
+    (follow_up's convention). Oncology products are left out (their own schedules)."""
+    findings = []
+    for draft, agent in ordered(record, ("zoledronic_acid", "denosumab", "romosozumab")):
+        e = record.medications.get(agent)
+        last = last_given(e) if e and not e.oncology_only else None
+        if last is None:
+            continue
+        planned = draft.planned if draft.planned and draft.planned > today else today
+        days = (planned - last).days
+        minimum = _min_interval_days(agent, settings)
+        if days < 0 or days >= minimum:
+            continue
+        earliest = last + dt.timedelta(days=minimum)
+        findings.append(Finding(
+            "C-SAFE-DOSE-INTERVAL",
+            facts=(draft_fact(draft, agent), f"Last {drug_label(agent)} dose on {last}",
+                   f"Planned for {planned}: {days} days after the last dose (minimum "
+                   f"{_interval_text(agent, settings)}: not before {earliest})"),
+            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "days": str(days),
+                       "last_dose": last.isoformat(), "earliest": earliest.isoformat(),
+                       "interval": _interval_text(agent, settings)},
+            suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None,
+            source_url=t.label_url(agent)))
+    return findings
+
+
+@rule(*ORDERS)
+def predose_labs_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-PREDOSE-LABS (warning), second-pass 2: zoledronic acid or denosumab
+    ordered with no creatinine / eGFR or no calcium within predose_lab_days (90). Reclast
+    label: creatinine before each dose; Prolia label: correct hypocalcemia before each
+    dose. Coded kidney failure or dialysis counts as a known kidney function (the kidney
+    safety cards speak then); calcium is always needed. Suggests the missing labs."""
+    months = settings.predose_lab_days / 30.4375
+    reading = kidney(record, settings)
+    recent_kidney = reading.coded or any(record.lab(n, months) for n in ("egfr", "creatinine"))
+    recent_calcium = calcium(record, months)
+    if recent_kidney and recent_calcium:
+        return []
+    missing = [label for label, ok in (("kidney function (creatinine / eGFR)", recent_kidney),
+                                       ("serum calcium", recent_calcium)) if not ok]
+    older = [record.lab("creatinine"), record.lab("egfr")] if not recent_kidney else []
+    older += [record.lab("calcium")] if not recent_calcium else []
+    on_file = [f"{lab.fact()} (older than {settings.predose_lab_days} days)" for lab in older if lab]
+    findings = []
+    for draft, agent in ordered(record, ("zoledronic_acid", "denosumab")):
+        findings.append(Finding(
+            "C-SAFE-PREDOSE-LABS",
+            facts=(draft_fact(draft, agent),
+                   f"No {' and no '.join(missing)} in the last {settings.predose_lab_days} days", *on_file),
+            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "missing": " and ".join(missing),
+                       "days": str(settings.predose_lab_days)},
+            suggestions=(), extra_suggestions=(Suggestion(
+                f"Order {' and '.join(missing)} before the {drug_label(agent)} dose",
+                predose_lab_actions(kidney=not recent_kidney, calcium=not recent_calcium), True),),
+            source_url=t.label_url(agent)))
+    return findings
+
+
+ANABOLIC_AGENTS = ("teriparatide", "abaloparatide", "romosozumab")
+
+
+def _dup_finding(a: str, b: str, facts: tuple[str, ...], situation: str, **extra) -> Finding:
+    return Finding("C-DUP-ANABOLIC", facts=facts,
+                   variables={"drug_a": drug_label(a), "drug_b": drug_label(b), "situation": situation}, **extra)
+
+
+@rule(*ORDERS)
+def duplicate_anabolic_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-DUP-ANABOLIC (warning), second-pass 3: an anabolic agent ordered while a
+    different one is active or also being ordered (teriparatide + abaloparatide, either +
+    romosozumab). No label or guideline combines two anabolic agents (Forteo, Tymlos,
+    Evenity labels; AACE20). Switching is fine once the old order is stopped. Suggests
+    removing the new draft."""
+    findings = []
+    drafted = ordered(record, ANABOLIC_AGENTS)
+    for draft, agent in drafted:
+        active = [e for e in record.active_agents(t.ANABOLIC_CLASSES) if e.agent != agent]
+        others = [(d, a) for d, a in [(d, a) for d in record.drafts for a in d.agents if a in ANABOLIC_AGENTS]
+                  if d is not draft and a != agent]
+        if not active and not others:
+            continue
+        other = active[0].agent if active else others[0][1]
+        facts = (draft_fact(draft, agent), *(f"{drug_title(e.agent)} active since {e.start or 'an unknown date'}"
+                                             for e in active), *(draft_fact(d, a) for d, a in others))
+        findings.append(_dup_finding(agent, other, facts,
+                                     f"{drug_title(agent)} is being ordered while {drug_label(other)} is active or "
+                                     "being ordered.",
+                                     suggestions=("remove",) if draft.reference else (),
+                                     delete_draft=draft.reference or None))
+    return findings
+
+
+@rule("patient-view")
+def duplicate_anabolic_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-DUP-ANABOLIC (warning) on patient-view: two different anabolic agents active at
+    once (second-pass 3). No order to delete: the card asks to keep one."""
+    active = record.active_agents(t.ANABOLIC_CLASSES)
+    if len({e.agent for e in active}) < 2:
+        return []
+    a, b = active[0], next(e for e in active if e.agent != active[0].agent)
+    facts = tuple(f"{drug_title(e.agent)} active since {e.start or 'an unknown date'}"
+                  + (f", last dose {e.last_dose}" if e.dose_count else "") for e in (a, b))
+    return [_dup_finding(a.agent, b.agent, facts,
+                         f"The patient is on {drug_label(a.agent)} and {drug_label(b.agent)} at the same time.",
+                         suggestions=())]

@@ -1,0 +1,659 @@
+"""Facts several rules need, read once from the PatientRecord (DESIGN "no
+circle inside rules/"): kidney function, current therapy, course dates, lab
+freshness, oral-bisphosphonate problems, open anabolic options, pregnancy,
+glucocorticoid exposure, injurious falls. No cards here; rule modules import
+this one, never each other.
+
+Every fact keeps the brief's rule: a missing or stale value is unknown, never
+normal and never abnormal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from cds_service.fhir import terminology as t
+from collections.abc import Iterable
+
+from cds_service.record import AgentExposure, ConditionHit, DraftOrder, Lab, MedEvent, PatientRecord, within_months
+from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.settings import ClinicalSettings
+
+DAYS_PER_MONTH = 30.4375
+
+# Seed 000 (and Fosamax label) administration instructions, used as patientInstruction.
+ORAL_BP_INSTRUCTIONS = (
+    "Take on waking, with a full glass (6-8 oz) of plain water only, at least 30 minutes before "
+    "the first food, drink or other medicine of the day. Stay upright (sitting or standing) for at "
+    "least 30 minutes afterwards and until after the first food of the day."
+)
+
+
+def months_to_days(months: float) -> int:
+    return round(months * DAYS_PER_MONTH)
+
+
+def _date(value: dt.date | None) -> str:
+    return value.isoformat() if value else "an unknown date"
+
+
+def condition_fact(hit: ConditionHit, label: str) -> str:
+    return f"{label} ({hit.code or 'coded'}) on {_date(hit.date)}"
+
+
+# ---------------------------------------------------------------------------
+# Draft orders (order hooks)
+# ---------------------------------------------------------------------------
+
+def drug_label(agent: str) -> str:
+    return {"zoledronic_acid": "zoledronic acid"}.get(agent, agent.replace("_", " "))
+
+
+def drug_title(agent: str) -> str:
+    text = drug_label(agent)
+    return text[0].upper() + text[1:]
+
+
+def draft_fact(draft: DraftOrder, agent: str) -> str:
+    return f"Draft order: {drug_label(agent)} ({draft.reference or 'draft without id'})"
+
+
+def ordered(record: PatientRecord, agents: Iterable[str]) -> list[tuple[DraftOrder, str]]:
+    """(draft, agent) for the judged medication drafts (selected on order-select, all on
+    order-sign) naming one of `agents`, oncology products left out."""
+    wanted = set(agents)
+    out = []
+    for draft in record.judged_drafts:
+        if draft.kind != "medication" or draft.oncology:
+            continue
+        for agent in draft.agents:
+            if agent in wanted:
+                out.append((draft, agent))
+                break
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Kidney function: one reading for every rule (second-pass 1)
+# ---------------------------------------------------------------------------
+
+FAILURE, SEVERE, MEASURED, UNKNOWN = "failure", "severe", "measured", "unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class KidneyReading:
+    """Kidney function as the drug labels need it. `band`: FAILURE (dialysis,
+    coded CKD 5 / ESRD, or a value below kidney_failure_egfr), SEVERE (coded
+    CKD 4, or a value 15-29), MEASURED (a value of 30 or more), UNKNOWN
+    (nothing coded, no value within kidney_lab_max_age_months)."""
+
+    band: str
+    value: float | None      # mL/min (CrCl) or mL/min/1.73m2 (eGFR); None when coded only or unknown
+    kind: str                # "CrCl" / "eGFR" / "" (no value)
+    facts: tuple[str, ...]   # what the reading rests on, for "Patient data used"
+    dialysis: bool
+    coded: bool              # a coded kidney failure / CKD 4 / dialysis decided the band
+
+    @property
+    def known(self) -> bool:
+        return self.band != UNKNOWN
+
+    def below(self, limit: float) -> bool:
+        """True when kidney function is known to be below `limit` (mL/min). Coded kidney
+        failure or dialysis reads as below 15, coded CKD 4 as below 30, whatever the last
+        lab says (second-pass 1); an unknown reading is never below anything."""
+        if self.band == FAILURE and self.coded:
+            return limit >= 15
+        if self.band == SEVERE and self.coded:
+            return limit >= 30 or (self.value is not None and self.value < limit)
+        return self.value is not None and self.value < limit
+
+    @property
+    def label(self) -> str:
+        """Short phrase for card text, e.g. "dialysis", "creatinine clearance 28 mL/min"."""
+        if self.dialysis:
+            return "dialysis"
+        if self.coded:
+            return "kidney failure (CKD 5 / end-stage)" if self.band == FAILURE else "CKD stage 4"
+        if self.value is None:
+            return "kidney function unknown"
+        unit = "mL/min" if self.kind == "CrCl" else "mL/min/1.73m2"
+        return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {self.value:g} {unit}"
+
+
+def cockcroft_gault(record: PatientRecord, settings: ClinicalSettings) -> tuple[float, str, dt.date | None] | None:
+    """Creatinine clearance (mL/min) by Cockcroft-Gault, when creatinine, weight, age and
+    sex are all on file and recent: ((140 - age) x weight kg) / (72 x creatinine mg/dL),
+    x 0.85 for women. The bisphosphonate labels give their limits in CrCl (second-pass 1)."""
+    months = settings.kidney_lab_max_age_months
+    creatinine = record.lab("creatinine", months)
+    weight = record.lab("weight", months)
+    if creatinine is None or weight is None or record.age is None or record.sex not in ("male", "female"):
+        return None
+    if creatinine.value <= 0:
+        return None
+    crcl = (140 - record.age) * weight.value / (72 * creatinine.value) * (0.85 if record.female else 1.0)
+    crcl = round(crcl)
+    fact = (f"Creatinine clearance {crcl} mL/min (Cockcroft-Gault: {creatinine.fact()}, {weight.fact()}, "
+            f"age {record.age}, {record.sex})")
+    return crcl, fact, creatinine.date
+
+
+def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
+    """The one kidney reading every kidney rule uses (second-pass 1), strongest first:
+    coded kidney failure / dialysis (Conditions, or a dialysis Procedure within
+    kidney_lab_max_age_months) or CKD 4; then creatinine clearance by Cockcroft-Gault;
+    then eGFR. The latest value within kidney_lab_max_age_months counts (a newer eGFR
+    beats an older creatinine); older or absent is unknown."""
+    months = settings.kidney_lab_max_age_months
+    facts: list[str] = []
+    dialysis = [h for h in record.condition_hits("dialysis")
+                if not h.ref.startswith("Procedure/") or within_months(h.date, record.today, months)]
+    failure = record.condition_hits("kidney_failure")
+    ckd4 = record.condition_hits("ckd_4")
+    for hits, label in ((dialysis, "Dialysis"), (failure, "Kidney failure (CKD 5 / end-stage)"), (ckd4, "CKD stage 4")):
+        if hits:
+            latest = max(hits, key=lambda h: h.date or dt.date.min)
+            facts.append(condition_fact(latest, label))
+
+    value: float | None = None
+    kind = ""
+    egfr = record.lab("egfr", months)
+    crcl = cockcroft_gault(record, settings)
+    if crcl and (egfr is None or egfr.date is None or (crcl[2] and crcl[2] >= egfr.date)):
+        value, kind = crcl[0], "CrCl"
+        facts.append(crcl[1])
+    elif egfr:
+        value, kind = egfr.value, "eGFR"
+        facts.append(egfr.fact())
+
+    if dialysis or failure:
+        band, coded = FAILURE, True
+    elif ckd4:
+        band, coded = (FAILURE, False) if value is not None and value < settings.kidney_failure_egfr else (SEVERE, True)
+    elif value is None:
+        band, coded = UNKNOWN, False
+        stale = [lab for lab in (record.lab("egfr"), record.lab("creatinine")) if lab]
+        facts += [f"{lab.fact()} (older than {months} months: kidney function unknown)" for lab in stale]
+    else:
+        band = FAILURE if value < settings.kidney_failure_egfr else SEVERE if value < 30 else MEASURED
+        coded = False
+    return KidneyReading(band, value, kind, tuple(facts), bool(dialysis), coded)
+
+
+def kidney_fact(reading: KidneyReading, limit: float, drug: str) -> str:
+    """The reading as one fact with the label limit it falls under."""
+    return f"{'; '.join(reading.facts)} (below {limit:g} for {drug})"
+
+
+# ---------------------------------------------------------------------------
+# Labs
+# ---------------------------------------------------------------------------
+
+def calcium(record: PatientRecord, months: float) -> Lab | None:
+    """The most recent calcium within `months`, albumin-corrected when that same draw
+    has a paired albumin (an older corrected value never outranks a newer measured one)."""
+    measured = record.lab("calcium", months)
+    corrected = record.lab("calcium_corrected", months)
+    if corrected and (measured is None or (corrected.date and measured.date and corrected.date >= measured.date)):
+        return corrected
+    return measured
+
+
+def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
+    """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
+    (default calcium_max_age_months), or an active hypocalcemia Condition. None when neither."""
+    ca = calcium(record, settings.calcium_max_age_months if months is None else months)
+    if ca and ca.value < settings.calcium_lower_mg_dl:
+        return f"{ca.fact()} (below {settings.calcium_lower_mg_dl:g} mg/dL)"
+    hits = record.condition_hits("hypocalcemia")
+    if hits:
+        return condition_fact(hits[0], "Hypocalcemia")
+    return None
+
+
+def missing_baseline_labs(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """TX-1a / MON-7: baseline labs missing or older than lab_max_age_months. Kidney
+    function counts as known when the kidney reading is (coded failure, CrCl or eGFR)."""
+    out = []
+    if not kidney(record, settings).known:
+        out.append("eGFR")
+    for name, label in (("calcium", "serum calcium"), ("vitamin_d", "25-OH vitamin D")):
+        if record.lab(name, settings.lab_max_age_months) is None:
+            out.append(label)
+    return out
+
+
+def lab_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    out = list(kidney(record, settings).facts)
+    for name in ("calcium_corrected", "calcium", "vitamin_d"):
+        lab = record.lab(name, settings.lab_max_age_months)
+        if lab:
+            out.append(lab.fact())
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Therapy on board
+# ---------------------------------------------------------------------------
+
+def current_osteoporosis_therapy(record: PatientRecord) -> list[AgentExposure]:
+    """Active osteoporosis drugs (active request/statement, or a clinician-given dose
+    still within its dosing interval). Oncology products (Xgeva, Zometa) count: they are
+    antiresorptive exposure."""
+    return record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES)
+
+
+def bone_active_therapy(record: PatientRecord) -> list[AgentExposure]:
+    """TX-0 as second-pass 4 widens it: osteoporosis drugs plus systemic estrogen (raloxifene
+    and bazedoxifene are SERMs, already osteoporosis drugs). No drug-start card beside them."""
+    return record.active_agents(t.BONE_ACTIVE_CLASSES)
+
+
+def therapy_fact(e: AgentExposure) -> str:
+    fact = f"On {e.agent.replace('_', ' ')} since {_date(e.start)}"
+    if e.last_dose and e.drug_class in (t.IV_BP, t.DENOSUMAB, t.ROMOSOZUMAB):
+        fact += f", last dose on {e.last_dose}"
+    return fact
+
+
+def last_given(e: AgentExposure) -> dt.date | None:
+    """The last dose actually given: the latest administration or statement date, else
+    the latest `completed` order (a completed single-dose order is one dose given). An
+    active order not yet given is not a dose."""
+    doses = [ev.dose_date for ev in e.events if ev.dose_date and ev.resource_type != "MedicationRequest"]
+    doses += [ev.end or ev.start for ev in e.events if ev.resource_type == "MedicationRequest"
+              and ev.status == "completed" and (ev.end or ev.start)]
+    return max(doses) if doses else None  # type: ignore[type-var]
+
+
+def course_start(e: AgentExposure, gap_days: int = 548) -> dt.date | None:
+    """Start of the current course of an agent: the first event after the last explicit
+    stop, or after a gap of more than `gap_days` (18 months) between consecutive events.
+    Renewal orders of the same drug do not restart the course."""
+    dated = sorted((ev.start or ev.dose_date, ev) for ev in e.events if ev.start or ev.dose_date)
+    start = None
+    previous = None
+    for day, ev in dated:
+        if start is None or (previous and (day - previous).days > gap_days):
+            start = day
+        previous = day
+        if ev.status == "stopped" and ev.resource_type == "MedicationRequest":
+            start, previous = None, None  # the next event starts a new course
+    return start
+
+
+def bone_indication(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """Why calcium / vitamin D matter for this patient (TX-7 population), as facts:
+    osteoporosis, osteopenia, a fragility fracture or an osteoporosis drug. Empty: no
+    bone indication on record."""
+    a = assess(record, settings)
+    why: list[str] = []
+    if a.diagnosis in (OSTEOPOROSIS, OSTEOPENIA):
+        why += [f"{a.diagnosis.capitalize()}: {r}" for r in a.reasons[:3]]
+    why += [f.fact() for f in record.fragility_fractures() if f.fact() not in " ".join(why)]
+    drugs = [e for e in record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES)]
+    why += [f"On {e.agent.replace('_', ' ')} since {_date(e.start)}" for e in drugs]
+    return why
+
+
+# ---------------------------------------------------------------------------
+# Oral bisphosphonate problems (TX-3)
+# ---------------------------------------------------------------------------
+
+RENAL, GI, INTOLERANCE, COMPLICATION = "renal", "gi", "intolerance", "complication"
+_GI_WORDS = ("reflux", "dyspeps", "heartburn", "esophag", "oesophag", "gastr", "swallow", "nausea", "abdominal")
+_INTOLERANCE_WORDS = ("intoler", "adverse", "side effect", "allerg") + _GI_WORDS
+
+
+@dataclasses.dataclass(frozen=True)
+class BpProblem:
+    kind: str   # RENAL / GI / INTOLERANCE / COMPLICATION
+    fact: str
+
+
+def antiresorptive_complications(record: PatientRecord) -> list[str]:
+    """Coded atypical femoral fracture or osteonecrosis of the jaw (any status: a past
+    one still counts against re-exposure). Second-pass 4; LABEL, AACE20."""
+    out = []
+    for group, label in (("atypical_femoral_fracture", "Atypical femoral fracture"),
+                         ("osteonecrosis_jaw", "Osteonecrosis of the jaw")):
+        hits = record.condition_hits(group, active_only=False)
+        if hits:
+            out.append(condition_fact(max(hits, key=lambda h: h.date or dt.date.min), label))
+    return out
+
+
+def bp_problems(record: PatientRecord, settings: ClinicalSettings) -> list[BpProblem]:
+    """TX-3: why an oral bisphosphonate should not be started. Kidney function from the
+    one kidney reading (coded kidney failure or dialysis counts; unknown does not)."""
+    out = []
+    reading = kidney(record, settings)
+    if reading.below(settings.egfr_alendronate_min):
+        out.append(BpProblem(RENAL, kidney_fact(reading, settings.egfr_alendronate_min, "alendronate")))
+    for group, label in (("esophageal", "Esophageal disorder"), ("bariatric", "Bariatric surgery")):
+        hits = record.condition_hits(group, active_only=group != "bariatric")
+        if hits:
+            out.append(BpProblem(GI, f"{label} ({hits[0].code or 'coded'}) on {_date(hits[0].date)}"))
+    hits = record.condition_hits("bp_intolerance")
+    if hits:  # not known to be GI only: may be class-wide (e.g. allergy)
+        out.append(BpProblem(INTOLERANCE, f"Bisphosphonate intolerance ({hits[0].code or 'coded'}) on "
+                                          f"{_date(hits[0].date)}"))
+    # A stopped oral BP whose stop reason names intolerance / adverse effects.
+    for e in record.exposures([t.ORAL_BP]):
+        for ev in e.events:
+            if ev.status == "stopped" and any(w in ev.status_reason for w in _INTOLERANCE_WORDS):
+                gi = any(w in ev.status_reason for w in _GI_WORDS) and "allerg" not in ev.status_reason
+                out.append(BpProblem(GI if gi else INTOLERANCE,
+                                     f"{e.agent.capitalize()} stopped for {'upper-GI ' if gi else ''}intolerance"
+                                     f" ({_date(ev.end or ev.start)})"))
+                break
+    out += [BpProblem(COMPLICATION, fact) for fact in antiresorptive_complications(record)]
+    return out
+
+
+def bp_contraindications(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """TX-3 reasons (as facts) an oral bisphosphonate should not be started."""
+    return [p.fact for p in bp_problems(record, settings)]
+
+
+# ---------------------------------------------------------------------------
+# Courses: denosumab timing and stop, anabolic course end, bisphosphonate holiday
+# ---------------------------------------------------------------------------
+
+NOT_DUE, DUE, OVERDUE = "not_due", "due", "overdue"
+
+
+@dataclasses.dataclass(frozen=True)
+class DmabTiming:
+    exposure: AgentExposure
+    last_dose: dt.date
+    from_administration: bool   # False: no administration/statement, the order date stands in
+    days_since: int
+    due: dt.date                # last dose + interval
+    grace_end: dt.date          # last day still "due"
+    phase: str                  # NOT_DUE / DUE / OVERDUE
+
+    def facts(self) -> list[str]:
+        if self.from_administration:
+            first = f"Last denosumab dose on {self.last_dose} ({self.days_since} days ago)"
+        else:
+            first = (f"Denosumab last ordered on {self.last_dose} ({self.days_since} days ago); no administration "
+                     "on record, so the order date is taken as the last dose date")
+        return [first, f"6 months after the last dose: {self.due}; end of the grace period: {self.grace_end}"]
+
+
+def denosumab_timing(record: PatientRecord, settings: ClinicalSettings) -> DmabTiming | None:
+    """Where the patient is in the 6-monthly denosumab cycle, or None when there is no
+    osteoporosis denosumab with a known last dose (oncology-only denosumab, Xgeva, is dosed
+    monthly by oncology: not judged here). See follow_up's docstring for the day counts."""
+    e = record.medications.get("denosumab")
+    if e is None or e.oncology_only or e.last_dose is None:
+        return None
+    interval = months_to_days(settings.dmab_interval_months)
+    grace = settings.dmab_grace_weeks * 7
+    days = (record.today - e.last_dose).days
+    phase = NOT_DUE if days < interval else DUE if days <= interval + grace else OVERDUE
+    from_admin = any(ev.resource_type != "MedicationRequest" and ev.dose_date == e.last_dose for ev in e.events)
+    return DmabTiming(e, e.last_dose, from_admin, days, e.last_dose + dt.timedelta(days=interval),
+                      e.last_dose + dt.timedelta(days=interval + grace), phase)
+
+
+_STOP_WORDS = ("stopped", "discontinu", "stop ", "ceased", "withdrawn", "cancel")
+
+
+def denosumab_stop_order(record: PatientRecord) -> MedEvent | None:
+    """SAFE-14 as second-pass 3 corrects it: an EXPLICIT stop. The newest denosumab order
+    is `stopped` or `cancelled` (or its statusReason says stopped / discontinued) and no
+    order is active, on hold or newer. A `completed` order is one dose given, never a stop:
+    EHRs close each single-dose denosumab order as completed (the brief counted completed
+    as stopped; the review showed that fires on patients on schedule). A course that simply
+    lapsed is C-DMAB-OVERDUE's job."""
+    e = record.medications.get("denosumab")
+    requests = [ev for ev in (e.events if e else ()) if ev.resource_type == "MedicationRequest"]
+    requests += [ev for ev in record.cancelled_orders if ev.agent == "denosumab"]
+    if not requests or any(ev.status in ("active", "on-hold") for ev in requests):
+        return None
+
+    def explicit(ev: MedEvent) -> bool:
+        return ev.status in ("stopped", "cancelled") or any(w in ev.status_reason for w in _STOP_WORDS)
+
+    newest = max(requests, key=lambda ev: (ev.start or dt.date.min, explicit(ev)))
+    if not explicit(newest):
+        return None
+    # A dose given after the stop date the order carries (its end): the course went on. A
+    # standing order has no stop date but its end, so without one this cannot be told.
+    if e and newest.end and any(ev.dose_date and ev.dose_date > newest.end and ev.resource_type != "MedicationRequest"
+                                for ev in e.events):
+        return None
+    return newest
+
+
+def bisphosphonate_since(record: PatientRecord, since: dt.date | None) -> list[str]:
+    """Facts for bisphosphonates given or started after `since` (any status the record
+    keeps, oncology zoledronate included: it is antiresorptive exposure, brief 8.6), plus
+    any bisphosphonate active or planned now."""
+    out = []
+    for e in record.exposures(t.BISPHOSPHONATE_CLASSES):
+        later = [d for d in (ev.dose_date or ev.start for ev in e.events) if d and since and d > since]
+        if later:
+            verb = "given" if e.drug_class == t.IV_BP else "started"
+            out.append(f"{e.agent.replace('_', ' ').capitalize()} {verb} on {max(later)}")
+        elif e.active:
+            out.append(f"{e.agent.replace('_', ' ').capitalize()} active (since {_date(e.start)})")
+    return out
+
+
+def anabolic_course_end(record: PatientRecord, settings: ClinicalSettings) -> tuple[dt.date, list[str]] | None:
+    """SAFE-12: when the anabolic course finished, with facts; None while any anabolic is
+    still running or no course is known to have finished. Finished = teriparatide /
+    abaloparatide stopped or completed (end date from the order's bounds/supply, else its
+    date), romosozumab at romo_max_doses doses (end = last dose) or stopped earlier."""
+    ends: list[tuple[dt.date, str]] = []
+    for e in record.exposures(t.ANABOLIC_CLASSES):
+        if e.drug_class == t.ROMOSOZUMAB and e.dose_count >= settings.romo_max_doses and e.last_dose:
+            ends.append((e.last_dose, f"Romosozumab: {e.dose_count} monthly doses given, the last on {e.last_dose}"))
+        elif e.active:
+            return None  # an anabolic course is still under way
+        elif e.stopped:
+            ends.append((e.stopped, f"{e.agent.capitalize()} {e.status} on {e.stopped} "
+                                    f"(started {_date(e.start)}, about {e.exposure_months:.0f} months)"))
+    if not ends:
+        return None
+    return max(d for d, _ in ends), [f for _, f in sorted(ends)]
+
+
+def _min_days(years: float) -> int:
+    """Shortest number of days that is `years` calendar years (5 years is at least 1826
+    days: it always holds a 29 February)."""
+    return int(years * 365.25)
+
+
+def oral_bp_days(record: PatientRecord) -> int:
+    """Cumulative oral bisphosphonate exposure across agents (alendronate -> risedronate
+    switches add up; overlaps merged), in days."""
+    return round(record.class_exposure_months(t.ORAL_BP) * DAYS_PER_MONTH)
+
+
+def long_bp_course(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """HOLIDAY-1 / TX-0 course length: oral BP >= bp_holiday_years cumulative, or
+    zoledronic acid >= zoledronate_holiday_doses doses. Facts, [] if neither."""
+    out = []
+    days = oral_bp_days(record)
+    if days and days >= _min_days(settings.bp_holiday_years):
+        oral = record.exposures([t.ORAL_BP])
+        agents = ", ".join(f"{e.agent} since {_date(e.start)}" for e in oral)
+        out.append(f"Oral bisphosphonate for {days / 365.25:.1f} years in total ({agents})")
+    for e in record.exposures([t.IV_BP]):
+        if not e.oncology_only and e.dose_count >= settings.zoledronate_holiday_doses:
+            out.append(f"Zoledronic acid: {e.dose_count} doses, last on {_date(e.last_dose)}")
+    return out
+
+
+def in_drug_holiday(record: PatientRecord, settings: ClinicalSettings) -> bool:
+    """TX-0 / HOLIDAY-1: a finished BP course long enough to be a holiday, not ended by a
+    new fracture or BMD loss (T-score drop >= holiday_bmd_loss_t) since."""
+    if current_osteoporosis_therapy(record) or not long_bp_course(record, settings):
+        return False
+    ends = [e.stopped or e.last_dose for e in record.exposures(t.BISPHOSPHONATE_CLASSES)]
+    ended = max((d for d in ends if d), default=None)
+    if ended is None:
+        return False
+    if any(f.date and f.date > ended for f in record.fractures):
+        return False
+    before = {b.site: b for b in record.t_scores() if b.date and b.date <= ended}
+    for b in record.t_scores():
+        if b.date and b.date > ended and b.site in before and before[b.site].value - b.value >= settings.holiday_bmd_loss_t:
+            return False
+    return True
+
+
+def baseline_labs_due(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """MON-7 / TX-1a: the missing or stale baseline labs when C-LAB-BASELINE fires
+    (treatment indicated, not on bone-active therapy or in a holiday), else []."""
+    a = assess(record, settings)
+    if not a.treatable:
+        return []
+    if bone_active_therapy(record) or in_drug_holiday(record, settings):
+        return []
+    return missing_baseline_labs(record, settings)
+
+
+# ---------------------------------------------------------------------------
+# Anabolic agents open to this patient (TX-4)
+# ---------------------------------------------------------------------------
+
+PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone"), ("skeletal_malignancy", "Skeletal malignancy or bone metastases"),
+                     ("skeletal_radiation", "Prior skeletal radiation"), ("hypercalcemia", "Hypercalcemia"),
+                     ("hyperparathyroidism", "Hyperparathyroidism"))
+
+
+def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple[list[str], list[str]]:
+    """TX-4: (anabolic agents that may be suggested, facts on those left out).
+    Teriparatide/abaloparatide: not with a SAFE-11 condition or a measured calcium above
+    the upper limit, nor after the 24-month lifetime course (SAFE-10). Romosozumab:
+    postmenopausal women only (label), not after MI or stroke within
+    mi_stroke_window_months (SAFE-8), not after 12 doses (SAFE-9), not with low calcium.
+    Once an anabolic course has ended and no antiresorptive was given since, the next step
+    is an antiresorptive (ACP23 Rec 3), not a second anabolic course: nothing is offered."""
+    options: list[str] = []
+    excluded: list[str] = []
+    course = anabolic_course_end(record, settings)
+    followed = course is not None and any(
+        e.active or any((ev.dose_date or ev.start or dt.date.min) >= course[0] for ev in e.events)
+        for e in record.exposures(t.ANTIRESORPTIVE_CLASSES))
+    if course is not None and not followed:
+        end, course_facts = course
+        excluded += course_facts
+        excluded.append(f"No anabolic agent suggested: the anabolic course ended on {end}; follow it with an "
+                        "antiresorptive (ACP 2023 Rec 3), a second anabolic course is a specialist decision")
+        return options, excluded
+    pth_block = [f"{label} ({hits[0].code or 'coded'})" for group, label in PTH_CONTRA_GROUPS
+                 if (hits := record.condition_hits(group))]
+    ca = calcium(record, settings.lab_max_age_months)
+    if ca and ca.value > settings.calcium_upper_mg_dl:
+        pth_block.append(ca.fact())
+    pth_months = record.class_exposure_months(t.PTH_ANALOG)
+    if pth_block:
+        excluded.append(f"Teriparatide/abaloparatide not suggested: {'; '.join(pth_block)}")
+    elif pth_months >= settings.pth_max_months:
+        excluded.append(f"Teriparatide/abaloparatide not suggested: {pth_months:.0f} months already used "
+                        f"(lifetime limit {settings.pth_max_months} months)")
+    else:
+        options += ["teriparatide", "abaloparatide"]
+    romo = record.medications.get("romosozumab")
+    cv = [h for g in ("mi", "stroke") for h in record.condition_hits(g, active_only=False,
+                                                                    within_months_=settings.mi_stroke_window_months)]
+    low_ca = low_calcium(record, settings)
+    if not record.female:
+        excluded.append("Romosozumab not suggested: approved only for postmenopausal women")
+    elif cv:
+        kind = "Myocardial infarction" if cv[0].group == "mi" else "Stroke"
+        excluded.append(f"Romosozumab not suggested: {kind} ({cv[0].code or 'coded'}) on {cv[0].date} "
+                        f"(within {settings.mi_stroke_window_months} months; boxed warning)")
+    elif romo and romo.dose_count >= settings.romo_max_doses:
+        excluded.append(f"Romosozumab not suggested: {romo.dose_count} doses already given "
+                        f"(limit {settings.romo_max_doses})")
+    elif low_ca:
+        excluded.append(f"Romosozumab not suggested: {low_ca} (correct hypocalcemia first; Evenity label)")
+    else:
+        options.append("romosozumab")
+    return options, excluded
+
+
+# ---------------------------------------------------------------------------
+# Pregnancy (second-pass 2)
+# ---------------------------------------------------------------------------
+
+def current_pregnancy(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """Facts showing a current pregnancy, [] when none is known: an active pregnancy
+    Condition with onset within pregnancy_months (undated counts), or a positive pregnancy
+    test within pregnancy_months, in either case with no later negative test and no coded
+    end of pregnancy (delivery, loss, termination) since. hCG in a man is not a pregnancy."""
+    months = settings.pregnancy_months
+    ends = [h.date for h in record.condition_hits("pregnancy_ended", active_only=False) if h.date]
+    tests = [x for x in record.pregnancy_tests if x.positive is not None and within_months(x.date, record.today, months)]
+    negatives = [x.date for x in tests if x.positive is False and x.date]
+
+    def still(day: dt.date | None) -> bool:
+        later = ends + negatives
+        return day is None or not any(d >= day for d in later)
+
+    out = []
+    for hit in record.condition_hits("pregnancy"):
+        if (hit.date is None or within_months(hit.date, record.today, months)) and still(hit.date):
+            out.append(condition_fact(hit, "Pregnancy"))
+            break
+    if record.sex != "male":
+        positive = [x for x in tests if x.positive and still(x.date)]
+        if positive:
+            out.append(f"Positive pregnancy test on {_date(positive[-1].date)} ({positive[-1].ref})")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Glucocorticoids (second-pass 5)
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GlucocorticoidUse:
+    days: int | None             # on it this many days (None: coded long-term use, start unknown)
+    mg_day: float | None         # prednisone-equivalent mg/day; None: dose not readable
+    facts: tuple[str, ...]
+
+
+def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> GlucocorticoidUse | None:
+    """Current systemic glucocorticoid use of at least long_term_corticosteroid_days (3
+    months), with its prednisone-equivalent dose from the latest active order or statement
+    (record.glucocorticoid_daily_mg). A coded long-term steroid use (Z79.52) with no
+    readable medication counts with an unknown dose. None when neither."""
+    e = record.medications.get("corticosteroid")
+    if e and e.active:
+        start = course_start(e) or e.start
+        days = (record.today - start).days if start else None
+        if days is not None and days >= settings.long_term_corticosteroid_days:
+            current = [ev for ev in e.events if ev.status in ("active", "on-hold")]
+            latest = max(current, key=lambda ev: ev.start or dt.date.min) if current else None
+            mg = latest.daily_mg if latest else None
+            dose = (f"{mg:g} mg/day prednisone-equivalent" if mg is not None
+                    else "dose not readable from the order")
+            return GlucocorticoidUse(days, mg, (
+                f"Systemic glucocorticoid since {start} ({days} days), {dose} ({(latest or e.events[-1]).ref})",))
+    hits = record.condition_hits("long_term_steroids")
+    if hits:
+        return GlucocorticoidUse(None, None, (condition_fact(hits[0], "Long-term systemic steroid use") +
+                                              " (dose not on record)",))
+    return None
+
+
+__all__ = [
+    "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
+    "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
+    "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
+    "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
+    "oral_bp_days", "long_bp_course", "in_drug_holiday", "baseline_labs_due", "anabolic_options",
+    "current_pregnancy", "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
+    "condition_fact", "FAILURE", "SEVERE", "MEASURED", "UNKNOWN", "RENAL", "GI", "INTOLERANCE", "COMPLICATION",
+    "NOT_DUE", "DUE", "OVERDUE",
+]

@@ -1,0 +1,155 @@
+"""Events on therapy (../shared/clinical/second-pass.md section 4; card family a).
+
+Rules:
+  C-TX-FAILURE        warning  patient-view       fracture(s) on an antiresorptive: possible treatment failure
+  C-AR-COMPLICATION   warning  PV + order hooks   atypical femoral fracture or jaw osteonecrosis with a
+                                                  bisphosphonate or denosumab on board or being ordered
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cds_service.fhir import terminology as t
+from cds_service.record import AgentExposure, PatientRecord, within_months
+from cds_service.rules.base import Finding, Suggestion, rule
+from cds_service.rules.facts import (
+    anabolic_options,
+    antiresorptive_complications,
+    course_start,
+    draft_fact,
+    drug_label,
+    drug_title,
+    months_to_days,
+    ordered,
+)
+from cds_service.rules.orders import ENDOCRINOLOGY, ORAL_SURGERY, ORTHOPAEDICS
+from cds_service.rules.orders import referral_suggestion as _refer
+from cds_service.rules.settings import ClinicalSettings
+
+ORDERS = ("order-select", "order-sign")
+
+def _effect_end(e: AgentExposure, today: dt.date) -> dt.date:
+    """Last day the drug still acts: today while active, else the end of the course plus
+    one dosing interval (a zoledronic acid infusion covers a year, denosumab 6 months)."""
+    if e.active:
+        return today
+    end = e.stopped or e.last_dose or e.start or today
+    return end + dt.timedelta(days=t.AGENTS[e.agent].dosing_interval_days)
+
+
+@rule("patient-view")
+def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-TX-FAILURE (warning), second-pass 4; AACE20 (a fracture on therapy is very high
+    risk; consider a switch, an anabolic agent first), ES19 (re-assess after a fracture on
+    therapy). Fires for an antiresorptive (bisphosphonate, denosumab, raloxifene; not an
+    oncology product) when a fragility fracture is dated >= tx_failure_months (12) after
+    the current course started and while the drug acts (active, or within one dosing
+    interval of the last dose), or two fractures (different site or date) fall in that
+    time; the drug is still active or the fracture is within recent_fracture_months.
+    Check adherence and secondary causes, consider a switch. Suggests a bone specialist
+    referral (endocrinology)."""
+    fractures = [f for f in record.fragility_fractures() if f.date]
+    if not fractures:
+        return []
+    lag = months_to_days(settings.tx_failure_months)
+    for e in record.exposures(t.ANTIRESORPTIVE_CLASSES):
+        start = course_start(e)
+        if e.oncology_only or start is None:
+            continue
+        during = [f for f in fractures if start <= f.date <= _effect_end(e, today)]  # type: ignore[operator]
+        late = [f for f in during if (f.date - start).days >= lag]  # type: ignore[operator]
+        several = len({(f.site, f.date) for f in during}) >= 2
+        if not (late or several):
+            continue
+        if not e.active and not any(within_months(f.date, today, settings.recent_fracture_months) for f in during):
+            continue
+        facts = [f"On {drug_label(e.agent)} since {start}" + (", still active" if e.active else
+                                                              f", last dose {e.last_dose or e.stopped}")]
+        facts += [f"{f.fact()}: {(f.date - start).days // 30} months into the course" for f in during]  # type: ignore[operator]
+        options, excluded = anabolic_options(record, settings)
+        switch = (f"An anabolic agent is the usual switch at this risk ({', '.join(options)}), then an "
+                  "antiresorptive (AACE 2020)." if options else
+                  "No anabolic agent can be suggested from the record (" + "; ".join(excluded) + "): a bone "
+                  "specialist chooses the switch.")
+        return [Finding("C-TX-FAILURE", facts=tuple(facts),
+                        variables={"drug": drug_label(e.agent), "switch": switch,
+                                   "why": ("a new fracture 12 months or more into the course" if late else
+                                           "two fractures during the course")},
+                        suggestions=(),
+                        extra_suggestions=(_refer(ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology)",
+                                                  f"Fracture on {drug_label(e.agent)}: possible treatment failure",
+                                                  True),))]
+    return []
+
+
+def _complication_variables(agent: str, complications: list[str]) -> dict[str, str]:
+    denosumab = agent == "denosumab"
+    return {
+        "drug": drug_title(agent), "drug_name": drug_label(agent),
+        "complication": ("atypical femoral fracture" if any("femoral" in c for c in complications) else
+                         "osteonecrosis of the jaw"),
+        "advice": ("Denosumab is never simply stopped: bone turnover rebounds when it wears off and vertebral "
+                   "fractures can follow. Whether to continue it, or to stop it with a follow-on plan "
+                   "(e.g. a bisphosphonate, or an anabolic agent), is a bone specialist's decision; do not let "
+                   "the next dose lapse while that is decided." if denosumab else
+                   "Hold the bisphosphonate (do not give further doses) and refer; a bone specialist decides "
+                   "what, if anything, follows."),
+    }
+
+
+def _complication_referrals(complications: list[str], agent: str) -> tuple[Suggestion, ...]:
+    reason = f"{'; '.join(complications)} on {drug_label(agent)}"
+    out = [_refer(ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology) for the treatment plan", reason, True)]
+    if any("femoral" in c for c in complications):
+        out.append(_refer(ORTHOPAEDICS, "Refer to orthopaedics (atypical femoral fracture)", reason))
+    if any("jaw" in c for c in complications):
+        out.append(_refer(ORAL_SURGERY, "Refer to oral surgery (osteonecrosis of the jaw)", reason))
+    return tuple(out)
+
+
+AR_AGENTS = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid", "denosumab")
+
+
+@rule("patient-view")
+def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
+                                       settings: ClinicalSettings) -> list[Finding]:
+    """C-AR-COMPLICATION (warning) on patient-view, second-pass 4: a coded atypical
+    femoral fracture (M84.75-) or osteonecrosis of the jaw (M87.18-) while a
+    bisphosphonate or denosumab is on board (LABEL: Fosamax, Reclast, Prolia warnings;
+    AACE20). The bisphosphonate is held and the patient referred; denosumab is never
+    simply stopped, it needs a follow-on plan."""
+    complications = antiresorptive_complications(record)
+    active = [e for e in record.active_agents(t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB}) if not e.oncology_only]
+    if not complications or not active:
+        return []
+    e = active[0]
+    return [Finding("C-AR-COMPLICATION",
+                    facts=(f"On {drug_label(e.agent)} since {e.start or 'an unknown date'}", *complications),
+                    variables=_complication_variables(e.agent, complications), suggestions=(),
+                    extra_suggestions=_complication_referrals(complications, e.agent),
+                    source_url=t.label_url(e.agent))]
+
+
+@rule(*ORDERS)
+def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
+                                      settings: ClinicalSettings) -> list[Finding]:
+    """C-AR-COMPLICATION (warning) on order hooks, second-pass 4: a bisphosphonate or
+    denosumab ordered for a patient with a coded atypical femoral fracture or jaw
+    osteonecrosis. A bisphosphonate draft: suggest removing it (recommended) or a
+    referral. A denosumab draft: the referral comes first (recommended) and removal is
+    offered second, because stopping denosumab needs a follow-on plan."""
+    complications = antiresorptive_complications(record)
+    if not complications:
+        return []
+    findings = []
+    for draft, agent in ordered(record, AR_AGENTS):
+        referrals = _complication_referrals(complications, agent)
+        keys: tuple[str, ...] = ()
+        if draft.reference:
+            keys = ("remove",) if agent != "denosumab" else ("remove-later",)
+        findings.append(Finding("C-AR-COMPLICATION", facts=(draft_fact(draft, agent), *complications),
+                                variables=_complication_variables(agent, complications),
+                                suggestions=keys, extra_suggestions=referrals, delete_draft=draft.reference or None,
+                                source_url=t.label_url(agent)))
+    return findings
