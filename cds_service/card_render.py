@@ -214,6 +214,12 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
     if suggestions:
         out["suggestions"] = suggestions
         out["selectionBehavior"] = card.get("selectionBehavior", "at-most-one")
+        if out["selectionBehavior"] == "at-most-one":
+            # CDS Hooks: at most one recommended suggestion among mutually exclusive ones; the
+            # first one listed (the rule's order) keeps the flag.
+            first = next((i for i, sug in enumerate(suggestions) if sug["isRecommended"]), None)
+            for i, sug in enumerate(suggestions):
+                sug["isRecommended"] = sug["isRecommended"] and i == first
     reasons = override_reason_catalogue()
     codes = [c for c in card.get("overrideReasons") or () if c in reasons]
     if len(codes) != len(card.get("overrideReasons") or ()) and strict:

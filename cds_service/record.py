@@ -1124,8 +1124,13 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     last_dose = doses[-1] if doses else max((e.start for e in requests if e.start), default=None)
     active = any(e.status in ("active", "on-hold") and e.resource_type != "MedicationAdministration"
                  and (e.end is None or e.end >= today) for e in events)
-    # A clinician-given dose still covers the patient for one dosing interval.
-    if doses and (today - doses[-1]).days <= interval and interval > 1:
+    # A clinician-given dose still covers the patient for one dosing interval. Without any
+    # administration on record, a `completed` order of a drug given at intervals (denosumab,
+    # zoledronic acid, romosozumab, monthly ibandronate) is one dose given on its date: EHRs
+    # close each single-dose order as completed (second-pass 3).
+    given = doses or (sorted({e.start for e in requests if e.status == "completed" and e.start})
+                      if interval > 7 else [])
+    if given and (today - given[-1]).days <= interval and interval > 1:
         active = True
     latest = max(events, key=lambda e: e.start or e.dose_date or dt.date.min)
     stopped = None
