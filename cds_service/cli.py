@@ -202,7 +202,10 @@ def format_cards(cards: list[dict], header: str) -> str:
                 out.append(f"  - {s['label']}" + (" [recommended]" if s.get("isRecommended") else ""))
                 for a in s.get("actions") or ():
                     if a.get("type") == "delete":
-                        out.append(f"      delete {', '.join(a.get('resourceId') or ())}: {a.get('description', '')}")
+                        # resourceId is one relative reference (a string), not a list of them
+                        target = a.get("resourceId") or ""
+                        target = ", ".join(target) if isinstance(target, list) else target
+                        out.append(f"      delete {target}: {a.get('description', '')}")
                     else:
                         res = a.get("resource") or {}
                         out.append(f"      {a.get('type')} {res.get('resourceType', '?')}: {_order_codes(res)}")

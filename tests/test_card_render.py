@@ -33,6 +33,14 @@ VARIABLES.update({"headline": "patient has osteopenia: gentle techniques only", 
 VARIABLES.update({"drug": "Alendronate", "drug_name": "alendronate", "verdict": "not recommended", "renal_limit": "35", "label_text": "Fosamax label",
              "situation": "Alendronate is being ordered.", "advice": "Consider denosumab.", "window": "12",
              "max_doses": "12", "max_months": "24"})
+# second pass (new cards and new placeholders)
+VARIABLES.update({"kidney": "eGFR 28 mL/min/1.73m2", "action": "suggest calcium and vitamin D", "kidney_note": "",
+                  "rehab": "Fear of falling: ask.", "order_kind": "Massage", "order_word": "massage",
+                  "problem": "not approved for men", "drug_a": "alendronate", "drug_b": "denosumab",
+                  "brand": "Fosamax", "months": "9", "days": "120", "earliest": "2025-09-01",
+                  "why": "a new fracture", "switch": "An anabolic agent.", "complication": "osteonecrosis of the jaw",
+                  "plan": "PROLIA24 plan.", "severity": "Dialysis.", "dose": "10 mg/day", "risk": "high",
+                  "treatment": "Treat.", "dxa_text": "No DXA."})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

@@ -25,8 +25,17 @@ def test_readable_output_names_cards_facts_orders_and_override_reasons(capsys):
     assert "Lumbar spine T-score -2.8 on 2025-01-20" in out
     assert "create ServiceRequest: SNOMED 444831000124102 Referral for physical therapy" in out
     assert "create ServiceRequest: LOINC 73830-2 Fall risk assessment" in out
-    assert "Override reasons: Patient declined" in out
+    assert "Override reasons: Already in an exercise programme; Patient declined" in out
     assert "**" not in out  # detail printed as plain text
+
+
+def test_delete_targets_print_whole_references(capsys):
+    """The delete action's resourceId is one relative reference (a string): printed whole,
+    not one character at a time ("delete M, e, d, i, ...")."""
+    code, out, _ = run(capsys, "evaluate", "c-safe-renal-alendronate-egfr-34", "--hook", "order-sign",
+                       "--today", "2025-06-01")
+    assert code == 0
+    assert "delete MedicationRequest/" in out and "delete M, e" not in out
 
 
 def test_today_shifts_the_fixture_dates(capsys):

@@ -83,7 +83,9 @@ def test_hip_fracture_with_ckd_low_vitamin_d_and_falls():
     # eGFR 28: no oral or IV bisphosphonate named as the alternative; denosumab with the CKD caution
     assert "an oral bisphosphonate is not suitable here" in anabolic["detail"]
     assert "zoledronic acid 5 mg yearly" not in anabolic["detail"]
-    assert "With eGFR below 30, denosumab carries a high risk of severe hypocalcemia" in anabolic["detail"]
+    # ... with the PROLIA24 plan (second-pass 2): CKD-MBD work-up, calcium weekly then monthly, specialist
+    assert "Denosumab in advanced kidney disease (Prolia boxed warning, January 2024)" in anabolic["detail"]
+    assert "1,25-(OH)2 vitamin D" in anabolic["detail"] and "weekly for the first month" in anabolic["detail"]
     # it does not call the labs fine while vitamin D is 14
     assert "Vitamin D is deficient** (25-OH vitamin D 14 ng/mL on 2025-05-20)" in anabolic["detail"]
     assert anabolic["detail"].lower().count("hip fracture (probable fragility fracture) (s72.001a)") == 1
@@ -93,7 +95,8 @@ def test_hip_fracture_with_ckd_low_vitamin_d_and_falls():
 
     assert cards["C-VITD-LOW"]["indicator"] == "warning"
     supp = cards["C-SUPP-CAVD"]
-    assert {c for _, c in order_codes(supp)} == {"282465"}  # calcium only: vitamin D is on C-VITD-LOW
+    # eGFR 28 is CKD 4: no generic calcium / vitamin D order, nephrology decides (second-pass 1)
+    assert order_codes(supp) == set() and "nephrology" in supp["summary"]
     assert ("http://www.ama-assn.org/go/cpt", "77080") in order_codes(cards["C-MON-DXA-DUE"])
     assert ("http://snomed.info/sct", "444831000124102") in order_codes(cards["C-EXERCISE"])  # PT on one card only
     assert ("http://loinc.org", "73830-2") in order_codes(cards["C-FALLS"])

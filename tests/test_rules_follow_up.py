@@ -129,12 +129,25 @@ def test_due_card_content_and_dates():
     assert {r["code"] for r in card["overrideReasons"]} >= {"given-elsewhere", "patient-declined"}
 
 
-def test_due_with_egfr_below_30_adds_a_calcium_check():
+def _codes(suggestion):
+    out = []
+    for a in suggestion["actions"]:
+        concept = a["resource"].get("code") or a["resource"].get("medicationCodeableConcept")
+        out.append(concept["coding"][0]["code"])
+    return out
+
+
+def test_due_with_egfr_below_30_carries_the_prolia24_plan():
+    """Second-pass 2: the next dose rides with the whole PROLIA24 plan."""
     card = cards(record(*dmab_course(190), egfr=25))["C-DMAB-DUE"]
     (suggestion,) = card["suggestions"]
-    codes = [a["resource"].get("code", {}).get("coding", [{}])[0].get("code") for a in suggestion["actions"]]
-    assert codes[0] == "17861-6" and suggestion["actions"][1]["resource"]["medicationCodeableConcept"]
-    assert "eGFR 25" in card["detail"] and "MON-8" in card["detail"]
+    codes = _codes(suggestion)
+    assert codes[0] == "993452"  # the dose first
+    assert {"2731-8", "62292-8", "1649-3", "17861-6", "306286007"} <= set(codes)
+    timings = [a["resource"].get("occurrenceTiming", {}).get("repeat") for a in suggestion["actions"]]
+    assert {"count": 4, "frequency": 1, "period": 1, "periodUnit": "wk"} in timings  # weekly x 4
+    assert {"count": 5, "frequency": 1, "period": 1, "periodUnit": "mo"} in timings  # then monthly
+    assert "eGFR 25" in card["detail"] and "Prolia boxed warning, January 2024" in card["detail"]
 
 
 def test_unknown_egfr_is_not_low():
@@ -215,7 +228,9 @@ def test_stop_fires_without_bisphosphonate_and_schedules_zoledronate_at_six_mont
 
 
 def test_stop_in_the_due_window_replaces_due_and_overdue_replaces_stop():
-    assert set(fired(record(*dmab_course(200, status="completed")))) & DMAB_CARDS == {"C-DMAB-STOP"}
+    # second-pass 3: a completed order is a dose given, never a stop: the course is due
+    assert set(fired(record(*dmab_course(200, status="completed")))) & DMAB_CARDS == {"C-DMAB-DUE"}
+    assert set(fired(record(*dmab_course(200, status="stopped")))) & DMAB_CARDS == {"C-DMAB-STOP"}
     got = fired(record(*dmab_course(240, status="stopped")))
     assert set(got) & DMAB_CARDS == {"C-DMAB-OVERDUE"}
     assert any("Denosumab order stopped" in f for f in got["C-DMAB-OVERDUE"].facts)
@@ -273,7 +288,10 @@ def test_anabolic_follow_on_suggestions():
     assert [s["isRecommended"] for s in card["suggestions"]] == [True, False]
     assert card["suggestions"][0]["actions"][0]["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "904431"
     no_oral = fired(record(tptd_stopped(150), condition(t.ICD10CM, "K22.0"), egfr=25))["C-ANABOLIC-FOLLOW-ON"]
-    assert no_oral.suggestions == ("denosumab-with-calcium-check",)
+    assert no_oral.suggestions == ()  # kidney function 25: denosumab only with the PROLIA24 plan
+    (plan,) = no_oral.extra_suggestions
+    assert any(a.resource and a.resource.get("code", {}).get("coding", [{}])[0].get("code") == "306286007"
+               for a in plan.actions)
 
 
 # --- C-LIFESTYLE -----------------------------------------------------------------

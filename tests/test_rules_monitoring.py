@@ -236,7 +236,8 @@ def test_osteopenia_intervals_follow_settings():
     ("female", "1967-02-11", ("smoker",), "dxa-after-risk-assessment"),
     ("female", "1967-02-11", ("never",), None),
     ("female", "1967-02-11", ("wrist",), "dxa-after-risk-assessment"),
-    ("female", "1967-02-11", ("steroid",), "dxa-after-risk-assessment"),
+    # second-pass 5 / USPSTF25: glucocorticoid users are not screened by the risk-tool path (C-GIOP instead)
+    ("female", "1967-02-11", ("steroid",), None),
     ("female", "1967-02-11", ("alcohol",), "dxa-after-risk-assessment"),
     ("female", "1985-02-11", ("smoker",), None),  # 40: premenopausal
     ("male", "1965-01-01", ("smoker",), None),

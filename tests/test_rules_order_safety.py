@@ -95,16 +95,19 @@ def test_renal_alendronate_card_offers_denosumab_with_calcium_check_in_one_sugge
     assert [a["type"] for a in last["actions"]] == ["delete"] and not last["isRecommended"]
 
 
-def test_renal_zoledronate_is_critical_and_risedronate_at_29_offers_denosumab_only_with_ckd_caveat():
+def test_renal_zoledronate_is_critical_and_risedronate_at_29_offers_the_prolia24_work_up_not_denosumab():
     zol = cards("c-safe-renal-zoledronate-egfr-34-critical", "order-sign")["C-SAFE-RENAL"]
     assert zol["indicator"] == "critical" and "contraindicated" in zol["summary"]
-    ris = cards("c-safe-renal-risedronate-egfr-29", "order-sign")
-    labels = [s["label"] for s in ris["C-SAFE-RENAL"]["suggestions"]]
-    assert any("advanced CKD" in label for label in labels)
-    assert not any(s["isRecommended"] for s in ris["C-SAFE-RENAL"]["suggestions"])
-    pth = [a["resource"]["code"]["coding"][0]["code"] for a in actions(ris["C-SAFE-RENAL"], "create")
-           if a["resource"]["resourceType"] == "ServiceRequest"]
-    assert "2731-8" in pth and "17861-6" in pth
+    assert zol["source"]["url"].endswith("setid=5a9b3737-9ce6-4a89-b76e-6aab79eba9cf")  # Reclast's own label
+    ris = cards("c-safe-renal-risedronate-egfr-29", "order-sign")["C-SAFE-RENAL"]
+    # kidney function below 30: no one-click denosumab, the CKD-MBD work-up and a referral first (PROLIA24)
+    first = ris["suggestions"][0]
+    assert "CKD-MBD work-up" in first["label"] and first["isRecommended"]
+    created = [a["resource"] for a in actions(ris, "create")]
+    assert not any(r["resourceType"] == "MedicationRequest" for r in created)
+    codes = {r["code"]["coding"][0]["code"] for r in created}
+    assert {"2731-8", "17861-6", "62292-8", "1649-3", "306286007"} <= codes
+    assert ris["suggestions"][-1]["label"] == "Remove the draft risedronate order"
 
 
 def test_renal_patient_view_on_active_drug_has_no_delete_and_names_the_therapy():
@@ -140,13 +143,21 @@ def test_vitamin_d_low_order_card_replaces_the_injection_with_repletion():
     assert create["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "2418"
 
 
-def test_denosumab_ckd_card_checks_calcium_and_pth():
+def test_denosumab_ckd_card_carries_the_whole_prolia24_plan():
     card = cards("c-safe-dmab-ckd-egfr-29", "order-select")["C-SAFE-DMAB-CKD"]
-    codes = [a["resource"]["code"]["coding"][0]["code"] for a in card["suggestions"][0]["actions"]]
-    assert codes == ["17861-6", "2731-8"]
-    assert "specialist" in card["detail"] and "each" in card["detail"]
+    assert card["indicator"] == "warning"  # 15-29
+    hold, keep = card["suggestions"]
+    assert hold["isRecommended"] and hold["actions"][0] == {
+        "type": "delete", "description": "Remove the draft denosumab order", "resourceId": "MedicationRequest/draft-denosumab"}
+    work_up = {a["resource"]["code"]["coding"][0]["code"] for a in hold["actions"][1:]}
+    assert work_up == {"2731-8", "62292-8", "1649-3", "17861-6", "306286007"}
+    timings = [a["resource"].get("occurrenceTiming") for a in keep["actions"]]
+    assert {"repeat": {"count": 4, "frequency": 1, "period": 1, "periodUnit": "wk"}} in timings
+    assert "weekly for the first month, then monthly" in card["detail"] and "CKD-MBD" in card["detail"]
     dialysis = cards("c-safe-dmab-ckd-dialysis-no-egfr", "order-select")["C-SAFE-DMAB-CKD"]
-    assert "Dialysis / CKD stage 4-5 (Z99.2) on 2023-03-01" in dialysis["detail"]
+    assert dialysis["indicator"] == "critical"  # dialysis: critical (second-pass 2)
+    assert "Dialysis (Z99.2) on 2023-03-01" in dialysis["detail"]
+    assert "Patient declined" not in [r["display"] for r in dialysis.get("overrideReasons", ())]
 
 
 def test_esophageal_card_offers_denosumab_and_zoledronate_as_exclusive_alternatives():
@@ -290,12 +301,17 @@ def test_anabolic_with_antiresorptive_is_not_a_duplicate():
     assert "C-DUP-ANTIRES" not in _codes("order-sign", record)  # SAFE-16 is a different card
 
 
-def test_romosozumab_in_a_man_after_stroke_offers_teriparatide_only():
+def test_romosozumab_in_a_man_after_stroke_offers_the_pth_analogs_on_one_card():
     stroke = [{"resourceType": "Condition", "id": "c", "code": coding(t.ICD10CM, "I63.9"), "onsetDateTime": "2025-01-01"}]
     record = _record(conditions=stroke, drafts=[_draft("r", {"text": "romosozumab-aqqg"})], gender="male")
-    card = _codes("order-sign", record)["C-SAFE-ROMO-CV"]
+    got = _codes("order-sign", record)
+    card = got["C-SAFE-ROMO-CV"]
+    # abaloparatide is approved for men too (Tymlos label, indication 1.2, openFDA)
     assert [s["label"] for s in card["suggestions"]] == ["Order teriparatide 20 mcg daily instead",
+                                                        "Order abaloparatide 80 mcg daily instead",
                                                         "Remove the draft romosozumab order"]
+    assert "Not approved for men" in card["detail"]
+    assert "C-SAFE-ANABOLIC-CONTRA" not in got  # one card removes the draft and offers the PTH analogs
 
 
 def test_no_pth_alternative_once_the_pth_limit_is_used_up():

@@ -111,7 +111,7 @@ def test_stale_egfr_is_unknown_not_low():
 def test_dmab_alt_renal_offers_denosumab_only_with_calcium_check():
     finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34)))
     assert finding.suggestions == ("denosumab",)
-    assert "eGFR 34 mL/min/1.73m2 on 2025-03-10 (below 35: alendronate not recommended)" in finding.facts
+    assert "eGFR 34 mL/min/1.73m2 on 2025-03-10 (below 35 for alendronate)" in finding.facts
     card = render(finding)
     assert card["indicator"] == "info" and card["selectionBehavior"] == "at-most-one"
     assert "contraindicated" in card["detail"] and "Patient data used" in card["detail"]
@@ -155,9 +155,13 @@ def test_dmab_alt_intolerance_kinds():
     assert [c for c in fired(patient(bmd("38267-1", -2.7), egfr(60), meds=[other])) if c.startswith("C-TX")] == ["C-TX-BP"]
 
 
-def test_dmab_alt_advanced_ckd_note():
+def test_dmab_alt_advanced_ckd_note_and_prolia24_work_up_instead_of_an_order():
     finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(25)))
-    assert "severe hypocalcemia" in finding.variables["ckd_note"]
+    assert "fatal hypocalcemia" in finding.variables["ckd_note"] and "CKD-MBD" in finding.variables["ckd_note"]
+    assert finding.suggestions == ()  # no one-click denosumab below 30 (PROLIA24)
+    (plan,) = finding.extra_suggestions
+    codes = {a.resource["code"]["coding"][0]["code"] for a in plan.actions}
+    assert codes == {"2731-8", "62292-8", "1649-3", "17861-6", "306286007"}
     assert one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(30))).variables["ckd_note"] == ""
 
 

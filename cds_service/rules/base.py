@@ -80,7 +80,13 @@ def rule(*hooks: str) -> Callable[[Rule], Rule]:
 
 def rules_for(hook: str) -> list[Rule]:
     """Rules registered for a hook; importing cds_service.rules loads them all."""
-    from cds_service.rules import load_all
+    from cds_service.rules import RULE_MODULES, load_all
 
     load_all()  # registration happens on import
-    return list(_REGISTRY.get(hook, ()))
+    # Area order of RULE_MODULES, whatever order the modules happened to be imported in
+    # (the engine orders cards of equal severity by it).
+    def area(fn: Rule) -> int:
+        name = getattr(fn, "__module__", "").rsplit(".", 1)[-1]
+        return RULE_MODULES.index(name) if name in RULE_MODULES else len(RULE_MODULES)
+
+    return sorted(_REGISTRY.get(hook, ()), key=area)

@@ -133,7 +133,11 @@ def injurious_falls(record: PatientRecord, settings: ClinicalSettings) -> list[s
     for fall in record.condition_hits("falls", active_only=False):
         for f in record.fractures:
             if fall.date and f.date and abs((f.date - fall.date).days) <= link:
-                return out + [f"Fall ({fall.code or 'coded'}) on {fall.date} with a fracture: {f.fact()}"]
+                gap = abs((f.date - fall.date).days)
+                when = "the same day as" if gap == 0 else f"{gap} days from"
+                site = "" if f.site == t.OTHER else f"{f.site} "
+                return out + [f"Injurious fall: fall ({fall.code or 'coded'}) on {fall.date}, {when} the "
+                              f"{site}fracture ({f.code})"]
     return out
 
 

@@ -25,6 +25,7 @@ from cds_service.rules.facts import (
     drug_title,
     kidney,
     last_given,
+    low_calcium,
     months_to_days,
     ordered,
 )
@@ -89,7 +90,8 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
     months = settings.predose_lab_days / 30.4375
     reading = kidney(record, settings)
     recent_kidney = reading.coded or any(record.lab(n, months) for n in ("egfr", "creatinine"))
-    recent_calcium = calcium(record, months)
+    # Known hypocalcemia: C-SAFE-HYPOCA owns the calcium (one calcium order per screen).
+    recent_calcium = calcium(record, months) or low_calcium(record, settings)
     if recent_kidney and recent_calcium:
         return []
     missing = [label for label, ok in (("kidney function (creatinine / eGFR)", recent_kidney),

@@ -272,7 +272,8 @@ def course_start(e: AgentExposure, gap_days: int = 548) -> dt.date | None:
     """Start of the current course of an agent: the first event after the last explicit
     stop, or after a gap of more than `gap_days` (18 months) between consecutive events.
     Renewal orders of the same drug do not restart the course."""
-    dated = sorted((ev.start or ev.dose_date, ev) for ev in e.events if ev.start or ev.dose_date)
+    dated = sorted(((ev.start or ev.dose_date, ev) for ev in e.events if ev.start or ev.dose_date),
+                   key=lambda pair: pair[0])
     start = None
     previous = None
     for day, ev in dated:

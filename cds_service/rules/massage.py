@@ -153,26 +153,26 @@ def _has_precautions(draft: DraftOrder) -> bool:
     return any(isinstance(n, dict) and NOTE_MARK.lower() in str(n.get("text", "")).lower() for n in notes)
 
 
-def _note(condition: str | None, fresh: list[Fracture], lines: list[str], today: dt.date) -> str:
+def _note(condition: str | None, fresh: list[Fracture], lines: list[str], today: dt.date, verb: str) -> str:
     who = f" (patient has {condition})" if condition else ""
     parts = [f"{NOTE_MARK}{who}. Avoid: {AVOID}. Appropriate: {APPROPRIATE}. {STRETCHING}"]
     parts += lines
     for f in fresh:
         site = "" if f.site == t.OTHER else f"{f.site} "
         parts.append(f"FRESH {site.upper()}FRACTURE on {f.date} ({_weeks_ago(f.date, today)} weeks): "  # type: ignore[arg-type]
-                     "never treat over or near the fracture site; physician clearance required before treatment.")
+                     f"never {verb} over or near the fracture site; physician clearance required before treatment.")
     if not fresh:
         parts.append("Physician clearance needed after any recent fracture or surgery.")
     return " ".join(parts)
 
 
-def _update(draft: DraftOrder, note: str, today: dt.date) -> Suggestion:
+def _update(draft: DraftOrder, note: str, today: dt.date, word: str) -> Suggestion:
     resource = copy.deepcopy(dict(draft.resource))
     resource["note"] = list(resource.get("note") or []) + [{"time": today.isoformat(), "text": note}]
     given = resource.get("patientInstruction")
     resource["patientInstruction"] = f"{given} {PATIENT_INSTRUCTION}" if isinstance(given, str) and given else \
         PATIENT_INSTRUCTION
-    return Suggestion("Add the osteoporosis precautions to this order",
+    return Suggestion(f"Add the osteoporosis {word} precautions to this {word} order",
                       (Action("update", "The same order with the osteoporosis precautions in its note and a "
                                         "patient instruction to report new pain or injury", resource=resource),),
                       is_recommended=True)
@@ -191,6 +191,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     draft = drafts[0]
     manual = draft.kind == "manual_therapy"
     kind_word = "Manual therapy" if manual else "Massage"
+    word, verb = kind_word.lower(), "treat" if manual else "massage"
     fresh = _fresh_fractures(record, today, settings)
     condition, facts = _bone_facts(record, settings)
     vertebral = [f for f in record.fractures if f.site == t.VERTEBRAL]
@@ -226,14 +227,13 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     lines += [f"Not here: {c}." for c, _ in sites]
     if positioning:
         lines.append(POSITIONING)
-    if modifiers:
-        lines.append("Modify technique: " + "; ".join(m for m, _ in modifiers) + ".")
+    lines += [f"Modify technique: {m}." for m, _ in modifiers]
 
     if fresh:
         f = fresh[-1]
         site = "" if f.site == t.OTHER else f"{f.site} "
         headline = (f"fresh {site}fracture {_weeks_ago(f.date, today)} weeks ago: "  # type: ignore[arg-type]
-                    "never treat over or near it; physician clearance first")
+                    f"never {verb} over or near it; physician clearance first")
     elif manipulation_risk:
         headline = ("no spinal manipulation or joint mobilisation near the spine, hips or wrists "
                     f"({'vertebral fracture' if vertebral else 'osteoporosis'})")
@@ -242,7 +242,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     else:
         headline = sites[0][0]
     if fresh:
-        clearance = (f"**Fresh fracture (within {settings.fresh_fracture_weeks} weeks): never treat over or near the "
+        clearance = (f"**Fresh fracture (within {settings.fresh_fracture_weeks} weeks): never {verb} over or near the "
                      "fracture site.** Physician clearance is required before the first session.")
     elif recent:
         clearance = "**Physician clearance** is needed after a recent fracture (listed below) before treatment near it."
@@ -250,15 +250,17 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
         clearance = ("**Physician clearance** is needed after any recent fracture or surgery (none within "
                      f"{settings.recent_fracture_months} months / {settings.recent_surgery_weeks} weeks on record).")
     cautions = "\n".join(f"- **{line}**" for line in lines) if lines else \
-        "- No anticoagulant, long-term corticosteroid, fragile skin, wound, infection or recent surgery on record."
+        "- No anticoagulant, long-term corticosteroid or fragile-skin entry, wound, infection or recent surgery on record."
 
     extra: tuple[Suggestion, ...] = ()
     if draft.id:
-        extra = (_update(draft, _note(condition, fresh, lines, today), today),)
+        extra = (_update(draft, _note(condition, fresh, lines, today, verb), today, word),)
     return [Finding(
         CARD, facts=tuple(facts),
-        variables={"headline": headline, "order_kind": kind_word, "order_word": kind_word.lower(),
-                   "condition": condition or "no osteoporosis on record", "clearance": clearance,
+        variables={"headline": headline, "order_kind": kind_word, "order_word": word,
+                   "cleared": "the fracture is cleared" if fresh else "a physician clears it",
+                   "condition": condition or ("a recent fracture" if fresh else "no osteoporosis on record"),
+                   "clearance": clearance,
                    "modifiers": cautions, "fresh_fracture_weeks": str(settings.fresh_fracture_weeks)},
         indicator="critical" if critical else "warning",
         suggestions=("cancel",) if critical and draft.reference else (),

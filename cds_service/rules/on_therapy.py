@@ -12,7 +12,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, PatientRecord, within_months
-from cds_service.rules.base import Finding, Suggestion, rule
+from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     anabolic_options,
     antiresorptive_complications,
@@ -146,8 +146,12 @@ def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
     for draft, agent in ordered(record, AR_AGENTS):
         referrals = _complication_referrals(complications, agent)
         keys: tuple[str, ...] = ()
-        if draft.reference:
-            keys = ("remove",) if agent != "denosumab" else ("remove-later",)
+        if draft.reference and agent != "denosumab":
+            keys = ("remove",)  # hold the bisphosphonate: first and recommended
+        elif draft.reference:
+            referrals += (Suggestion(f"Remove the draft {drug_label(agent)} order (only with a follow-on plan agreed)",
+                                     (Action("delete", f"Remove the draft {drug_label(agent)} order",
+                                             resource_id=(draft.reference,)),)),)
         findings.append(Finding("C-AR-COMPLICATION", facts=(draft_fact(draft, agent), *complications),
                                 variables=_complication_variables(agent, complications),
                                 suggestions=keys, extra_suggestions=referrals, delete_draft=draft.reference or None,

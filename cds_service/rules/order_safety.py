@@ -79,6 +79,11 @@ def _delete(draft: DraftOrder, agent: str) -> Action:
     return Action("delete", f"Remove the draft {drug_label(agent)} order", resource_id=(draft.reference,))
 
 
+def _remove(draft: DraftOrder, agent: str) -> Suggestion:
+    """Delete only: always the last of the alternatives."""
+    return Suggestion(f"Remove the draft {drug_label(agent)} order", (_delete(draft, agent),))
+
+
 def _ckd_workup(draft: DraftOrder, agent: str) -> Suggestion:
     """Instead of one-click denosumab in advanced kidney disease (PROLIA24): remove the
     draft, evaluate CKD-MBD and refer; denosumab is started under that supervision."""
@@ -97,8 +102,9 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
     kidney disease denosumab comes as the PROLIA24 work-up, not as an order."""
     if not draft.reference:
         return (), ()  # nothing to delete: the card still explains
+    remove = (_remove(draft, agent),)
     if current_pregnancy(record, settings) or antiresorptive_complications(record):
-        return ("remove",), ()
+        return (), remove
     keys: list[str] = []
     built: tuple[Suggestion, ...] = ()
     reading = kidney(record, settings)
@@ -114,8 +120,7 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
     if alendronate and reading.known and not reading.below(settings.egfr_alendronate_min) \
             and not _oral_bp_problem(record) and not _active(record, "alendronate"):
         keys.append("alendronate-instead")
-    keys.append("remove")
-    return tuple(keys), built
+    return tuple(keys), built + remove
 
 
 # ---------------------------------------------------------------------------
@@ -437,14 +442,15 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
     pregnancy). The draft's "remove" stays last."""
     if not draft.reference:
         return (), ()
+    remove = (_remove(draft, "romosozumab"),)
     if (_anabolic_contra(record, settings) or current_pregnancy(record, settings)
             or record.class_exposure_months(t.PTH_ANALOG) >= settings.pth_max_months):
-        return ("remove",), ()
+        return (), remove
     built = tuple(Suggestion(f"Order {drug_label(a)} {dose} daily instead", (
         _delete(draft, "romosozumab"),
         Action("create", f"{drug_title(a)} {dose} subcutaneously once daily", resource=pth_analog_daily(a))),
         a == "teriparatide") for a, dose in (("teriparatide", "20 mcg"), ("abaloparatide", "80 mcg")))
-    return ("remove",), built
+    return (), built + remove
 
 
 def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[str]:
@@ -467,6 +473,8 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
     events = _cv_events(record, settings)
     if not events:
         return []
+    if record.male:  # this card then owns the "not for men" point too (one card per draft)
+        events.append("Sex: male (Not approved for men either: Evenity is for postmenopausal women)")
     findings = []
     for draft, agent in ordered(record, ("romosozumab",)):
         keys, built = _pth_instead(record, settings, draft)
@@ -637,7 +645,7 @@ def anabolic_contraindication_order(record: PatientRecord, today: dt.date, setti
                              suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None,
                              source_url=t.label_url(agent))
                      for draft, agent in ordered(record, PTH_AGENTS)]
-    if record.male:
+    if record.male and not _cv_events(record, settings):  # with an MI or stroke C-SAFE-ROMO-CV says it
         for draft, agent in ordered(record, ("romosozumab",)):
             keys, built = _pth_instead(record, settings, draft)
             findings.append(Finding(

@@ -1,10 +1,11 @@
 """Prefetch templates shared by the three services.
 
-They ask for exactly what the rules read: the Patient; DXA, FRAX, lab,
-smoking and fall-risk Observations by LOINC code; Conditions; bone-drug and
-supplement exposure (MedicationRequest, MedicationAdministration,
-MedicationStatement); DXA and bariatric Procedures by code. The user
-Practitioner is not asked for: no rule needs it.
+They ask for exactly what the rules read: the Patient; DXA, FRAX, lab (incl.
+creatinine, weight, BMI, ALP, pregnancy tests), smoking and fall-risk
+Observations by LOINC code; Conditions; bone-drug and supplement exposure
+(MedicationRequest, MedicationAdministration, MedicationStatement); the
+patient's Procedures (DXA, bariatric surgery, dialysis, recent operations).
+The user Practitioner is not asked for: no rule needs it.
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ PREFETCH: dict[str, str] = {
     "medicationStatements": f"MedicationStatement?patient={PATIENT}",
     # Fractures recorded as findings (Observation.code is the fracture).
     "fractureFindings": f"Observation?patient={PATIENT}&code={_codes(t.SNOMED, t.SNOMED_FRACTURE_CODES)}",
-    "procedures": (
-        f"Procedure?patient={PATIENT}&code="
-        f"{_codes(t.CPT, t.DXA_CPT_CODES)},{_codes(t.SNOMED, t.DXA_SNOMED_CODES | t.BARIATRIC_SNOMED_CODES)}"
-    ),
+    # Every Procedure: besides DXA and bariatric surgery the rules read dialysis (kidney
+    # reading) and any recent operation (massage safety), and operations have no short code list.
+    "procedures": f"Procedure?patient={PATIENT}",
 }
 
 # Without these the rules would decide on a false picture (e.g. "no bone drug"
