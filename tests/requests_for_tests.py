@@ -26,6 +26,7 @@ def full_prefetch() -> dict:
         "medicationAdministrations": empty_bundle(),
         "medicationStatements": empty_bundle(),
         "fractureFindings": empty_bundle(),
+        "safetyLabs": empty_bundle(),
         "procedures": empty_bundle(),
     }
 

@@ -40,7 +40,7 @@ VARIABLES.update({"kidney": "eGFR 28 mL/min/1.73m2", "action": "suggest calcium 
                   "brand": "Fosamax", "months": "9", "days": "120", "earliest": "2025-09-01",
                   "why": "a new fracture", "switch": "An anabolic agent.", "complication": "osteonecrosis of the jaw",
                   "plan": "PROLIA24 plan.", "severity": "Dialysis.", "dose": "10 mg/day", "risk": "high",
-                  "treatment": "Treat.", "dxa_text": "No DXA."})
+                  "treatment": "Treat.", "dxa_text": "No DXA.", "cleared": "the fracture is cleared"})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

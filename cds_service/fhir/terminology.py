@@ -79,7 +79,13 @@ OBSERVATION_CODES: tuple[str, ...] = tuple(sorted(
     set(DXA_T_SCORE_SITES) | set(DXA_Z_SCORE_SITES) | DXA_BMD_CODES | DXA_STUDY_CODES
     | {FRAX_MOF, FRAX_HIP} | EGFR_CODES | CALCIUM_TOTAL_CODES | CALCIUM_IONIZED_CODES
     | ALBUMIN_CODES | VITAMIN_D_25OH_CODES | PTH_CODES | {SMOKING_STATUS}
-    | FALL_RISK_ASSESSMENT_CODES | CREATININE_CODES | BODY_WEIGHT_CODES | BMI_CODES | ALP_CODES
+    | FALL_RISK_ASSESSMENT_CODES
+))
+# The second pass's labs (kidney function by Cockcroft-Gault, ALP, pregnancy tests), asked for
+# under a prefetch key of their own: one query with every code would pass the 2048-character
+# URL limit of the FHIR client (cds_service.fhir.allowlist) once a server pages it.
+SAFETY_LAB_CODES: tuple[str, ...] = tuple(sorted(
+    CREATININE_CODES | BODY_WEIGHT_CODES | BMI_CODES | ALP_CODES
     | HCG_QUALITATIVE_CODES | HCG_QUANTITATIVE_CODES | PREGNANCY_STATUS_CODES
 ))
 

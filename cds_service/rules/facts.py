@@ -16,7 +16,16 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from collections.abc import Iterable
 
-from cds_service.record import AgentExposure, ConditionHit, DraftOrder, Lab, MedEvent, PatientRecord, within_months
+from cds_service.record import (
+    AgentExposure,
+    ConditionHit,
+    DraftOrder,
+    Lab,
+    MedEvent,
+    PatientRecord,
+    as_written,
+    within_months,
+)
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
 
@@ -119,7 +128,7 @@ class KidneyReading:
         if self.value is None:
             return "kidney function unknown"
         unit = "mL/min" if self.kind == "CrCl" else "mL/min/1.73m2"
-        return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {self.value:g} {unit}"
+        return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {as_written(self.value, 0)} {unit}"
 
 
 def cockcroft_gault(record: PatientRecord, settings: ClinicalSettings) -> tuple[float, str, dt.date | None] | None:

@@ -33,7 +33,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, DraftOrder, PatientRecord, months_between
+from cds_service.record import AgentExposure, DraftOrder, PatientRecord, as_written, months_between
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     FAILURE,
@@ -298,8 +298,8 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
             variables={
                 "level": "deficient",
                 "headline": f"replete before {drug_label(agent)}",
-                "status": (f"{vit_d.value:g} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, while "
-                           f"{drug_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and "
+                "status": (f"{as_written(vit_d.value, 0)} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, "
+                           f"while {drug_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and "
                            f"calcium, then give the {drug_label(agent)}"),
                 "target": f"{settings.vitamin_d_target_ng_ml:g}",
                 "maintenance_start": (today + dt.timedelta(weeks=8)).isoformat(),

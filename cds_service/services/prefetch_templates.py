@@ -1,8 +1,8 @@
 """Prefetch templates shared by the three services.
 
-They ask for exactly what the rules read: the Patient; DXA, FRAX, lab (incl.
-creatinine, weight, BMI, ALP, pregnancy tests), smoking and fall-risk
-Observations by LOINC code; Conditions; bone-drug and supplement exposure
+They ask for exactly what the rules read: the Patient; DXA, FRAX, lab,
+smoking and fall-risk Observations by LOINC code (creatinine, weight, BMI, ALP
+and pregnancy tests under a key of their own); Conditions; bone-drug and supplement exposure
 (MedicationRequest, MedicationAdministration, MedicationStatement); the
 patient's Procedures (DXA, bariatric surgery, dialysis, recent operations).
 The user Practitioner is not asked for: no rule needs it.
@@ -22,6 +22,8 @@ PATIENT = "{{context.patientId}}"
 PREFETCH: dict[str, str] = {
     "patient": f"Patient/{PATIENT}",
     "observations": f"Observation?patient={PATIENT}&code={_codes(t.LOINC, t.OBSERVATION_CODES)}",
+    # creatinine, weight, BMI, ALP, pregnancy tests (a key of its own: URL length, see terminology)
+    "safetyLabs": f"Observation?patient={PATIENT}&code={_codes(t.LOINC, t.SAFETY_LAB_CODES)}",
     "conditions": f"Condition?patient={PATIENT}",
     "medicationRequests": f"MedicationRequest?patient={PATIENT}",
     "medicationAdministrations": f"MedicationAdministration?patient={PATIENT}",
