@@ -40,7 +40,9 @@ VARIABLES.update({"kidney": "eGFR 28 mL/min/1.73m2", "action": "suggest calcium 
                   "brand": "Fosamax", "months": "9", "days": "120", "earliest": "2025-09-01",
                   "why": "a new fracture", "switch": "An anabolic agent.", "complication": "osteonecrosis of the jaw",
                   "plan": "PROLIA24 plan.", "severity": "Dialysis.", "dose": "10 mg/day", "risk": "high",
-                  "treatment": "Treat.", "dxa_text": "No DXA.", "cleared": "the fracture is cleared"})
+                  "treatment": "Treat.", "dxa_text": "No DXA.", "cleared": "the fracture is cleared", "schedule": "every 6 months",
+                  "next_step": "hold it and refer to a bone specialist", "intro": "Fragile bones.",
+                  "technique": "- Avoid: deep tissue massage."})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

@@ -42,9 +42,12 @@ def _min_interval_days(agent: str, settings: ClinicalSettings) -> int:
 
 
 def _interval_text(agent: str, settings: ClinicalSettings) -> str:
-    return {"zoledronic_acid": f"{settings.zoledronate_min_interval_months} months (a yearly infusion)",
-            "denosumab": f"{settings.dmab_min_interval_months} months (a dose every 6 months)",
-            "romosozumab": f"{settings.romo_min_interval_weeks} weeks (a monthly dose)"}[agent]
+    return {"zoledronic_acid": f"{settings.zoledronate_min_interval_months} months",
+            "denosumab": f"{settings.dmab_min_interval_months} months",
+            "romosozumab": f"{settings.romo_min_interval_weeks} weeks"}[agent]
+
+
+SCHEDULE = {"zoledronic_acid": "once a year", "denosumab": "every 6 months", "romosozumab": "once a month"}
 
 
 @rule(*ORDERS)
@@ -70,11 +73,11 @@ def dose_interval_order(record: PatientRecord, today: dt.date, settings: Clinica
         findings.append(Finding(
             "C-SAFE-DOSE-INTERVAL",
             facts=(draft_fact(draft, agent), f"Last {drug_label(agent)} dose on {last}",
-                   f"Planned for {planned}: {days} days after the last dose (minimum "
-                   f"{_interval_text(agent, settings)}: not before {earliest})"),
+                   f"Planned for {planned}: {days} days after the last dose; the minimum is "
+                   f"{_interval_text(agent, settings)}, so not before {earliest}"),
             variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "days": str(days),
                        "last_dose": last.isoformat(), "earliest": earliest.isoformat(),
-                       "interval": _interval_text(agent, settings)},
+                       "interval": _interval_text(agent, settings), "schedule": SCHEDULE[agent]},
             suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None,
             source_url=t.label_url(agent)))
     return findings
@@ -95,7 +98,7 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
     if recent_kidney and recent_calcium:
         return []
     missing = [label for label, ok in (("kidney function (creatinine / eGFR)", recent_kidney),
-                                       ("serum calcium", recent_calcium)) if not ok]
+                                       ("serum calcium", recent_calcium)) if not ok]  # one or both
     older = [record.lab("creatinine"), record.lab("egfr")] if not recent_kidney else []
     older += [record.lab("calcium")] if not recent_calcium else []
     on_file = [f"{lab.fact()} (older than {settings.predose_lab_days} days)" for lab in older if lab]
@@ -105,7 +108,7 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
             "C-SAFE-PREDOSE-LABS",
             facts=(draft_fact(draft, agent),
                    f"No {' and no '.join(missing)} in the last {settings.predose_lab_days} days", *on_file),
-            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "missing": " and ".join(missing),
+            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "missing": " or ".join(missing),
                        "days": str(settings.predose_lab_days)},
             suggestions=(), extra_suggestions=(Suggestion(
                 f"Order {' and '.join(missing)} before the {drug_label(agent)} dose",

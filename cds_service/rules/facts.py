@@ -124,7 +124,7 @@ class KidneyReading:
         if self.dialysis:
             return "dialysis"
         if self.coded:
-            return "kidney failure (CKD 5 / end-stage)" if self.band == FAILURE else "CKD stage 4"
+            return "CKD 5 / end-stage kidney disease" if self.band == FAILURE else "CKD stage 4"
         if self.value is None:
             return "kidney function unknown"
         unit = "mL/min" if self.kind == "CrCl" else "mL/min/1.73m2"
@@ -173,6 +173,8 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     if crcl and (egfr is None or egfr.date is None or (crcl[2] and crcl[2] >= egfr.date)):
         value, kind = crcl[0], "CrCl"
         facts.append(crcl[1])
+        if egfr:  # shown, but the labels' limits are creatinine clearance
+            facts.append(f"{egfr.fact()} (not used: the drug labels set their limits in creatinine clearance)")
     elif egfr:
         value, kind = egfr.value, "eGFR"
         facts.append(egfr.fact())
@@ -193,7 +195,10 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
 
 def kidney_fact(reading: KidneyReading, limit: float, drug: str) -> str:
     """The reading as one fact with the label limit it falls under."""
-    return f"{'; '.join(reading.facts)} (below {limit:g} for {drug})"
+    why = ""
+    if reading.coded:
+        why = "coded kidney failure or dialysis counts as " if reading.band == FAILURE else "coded CKD stage 4 counts as "
+    return f"{'; '.join(reading.facts)} ({why}below {limit:g} for {drug})"
 
 
 # ---------------------------------------------------------------------------
@@ -386,8 +391,13 @@ class DmabTiming:
     phase: str                  # NOT_DUE / DUE / OVERDUE
 
     def facts(self) -> list[str]:
+        completed = [ev for ev in self.exposure.events if ev.resource_type == "MedicationRequest"
+                     and ev.status == "completed" and ev.start == self.last_dose]
         if self.from_administration:
             first = f"Last denosumab dose on {self.last_dose} ({self.days_since} days ago)"
+        elif completed:
+            first = (f"Last denosumab dose on {self.last_dose} ({self.days_since} days ago): the single-dose order "
+                     f"of that date is completed ({completed[-1].ref})")
         else:
             first = (f"Denosumab last ordered on {self.last_dose} ({self.days_since} days ago); no administration "
                      "on record, so the order date is taken as the last dose date")

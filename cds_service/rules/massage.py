@@ -38,6 +38,7 @@ critical finding (the warning has been acted on).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 
 from cds_service.fhir import terminology as t
@@ -58,6 +59,15 @@ APPROPRIATE = ("gentle Swedish massage (light effleurage, mild kneading, vibrati
                "reflexology, lymphatic drainage, craniosacral therapy; supported positioning "
                "(chair, bolsters, side-lying) to protect the spine and hips")
 STRETCHING = "Passive stretching: careful, never forceful."
+# Seed 002's technique guidance, for fragile bones (card detail).
+TECHNIQUE = (
+    "- **Avoid:** deep tissue massage, vigorous compression, joint mobilisation and manipulation near "
+    "osteoporotic regions (spine, ribs, hips, wrists), deep kneading, muscle stripping, friction and high "
+    "pressure. Never treat over or near a fracture from the last {weeks} weeks. Passive stretching: careful, "
+    "never forceful.\n"
+    "- **Appropriate:** gentle Swedish massage (light effleurage, mild kneading, vibration), myofascial release, "
+    "reflexology, lymphatic drainage, craniosacral therapy.\n"
+    "- **Positioning:** supported, for spinal and hip protection (chair, bolsters, side-lying).")
 POSITIONING = ("Positioning: no unsupported prone lying; side-lying or seated with bolsters "
                "(kyphosis or vertebral fracture).")
 FRAGILE_REGION_WORDS = ("spine", "spinal", "back", "lumbar", "thoracic", "cervical", "neck", "sacr", "hip",
@@ -166,13 +176,13 @@ def _note(condition: str | None, fresh: list[Fracture], lines: list[str], today:
     return " ".join(parts)
 
 
-def _update(draft: DraftOrder, note: str, today: dt.date, word: str) -> Suggestion:
+def _update(draft: DraftOrder, note: str, today: dt.date, word: str, fragile: bool) -> Suggestion:
     resource = copy.deepcopy(dict(draft.resource))
     resource["note"] = list(resource.get("note") or []) + [{"time": today.isoformat(), "text": note}]
     given = resource.get("patientInstruction")
     resource["patientInstruction"] = f"{given} {PATIENT_INSTRUCTION}" if isinstance(given, str) and given else \
         PATIENT_INSTRUCTION
-    return Suggestion(f"Add the osteoporosis {word} precautions to this {word} order",
+    return Suggestion(f"Add the {'osteoporosis ' if fragile else ''}{word} precautions to this {word} order",
                       (Action("update", "The same order with the osteoporosis precautions in its note and a "
                                         "patient instruction to report new pain or injury", resource=resource),),
                       is_recommended=True)
@@ -241,9 +251,12 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
         headline = f"patient has {condition}: gentle techniques only, no deep pressure near spine, ribs, hips"
     else:
         headline = sites[0][0]
+    surgery = any(c.startswith("surgery") for c, _ in sites)
     if fresh:
         clearance = (f"**Fresh fracture (within {settings.fresh_fracture_weeks} weeks): never {verb} over or near the "
                      "fracture site.** Physician clearance is required before the first session.")
+    elif surgery:
+        clearance = "**Surgeon's clearance** is needed before treatment near the operated site (listed below)."
     elif recent:
         clearance = "**Physician clearance** is needed after a recent fracture (listed below) before treatment near it."
     else:
@@ -253,17 +266,31 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
         "- No anticoagulant, long-term corticosteroid or fragile-skin entry, wound, infection or recent surgery on record."
 
     extra: tuple[Suggestion, ...] = ()
+    keys: tuple[str, ...] = ("cancel",) if critical and draft.reference else ()
+    fragile = condition is not None or bool(fresh)
     if draft.id:
-        extra = (_update(draft, _note(condition, fresh, lines, today, verb), today, word),)
+        update = _update(draft, _note(condition, fresh, lines, today, verb), today, word, fragile)
+        if manipulation_risk and draft.reference:
+            # Manipulation itself is the danger: precautions on it would contradict the order.
+            cancel = Suggestion(f"Remove this {word} order (spinal manipulation or joint mobilisation with fragile "
+                                "bones)", (Action("delete", f"Delete the draft {word} order",
+                                                  resource_id=(draft.reference,)),), True)
+            keys, extra = (), (cancel, dataclasses.replace(update, is_recommended=False))
+        else:
+            extra = (update,)
     return [Finding(
         CARD, facts=tuple(facts),
         variables={"headline": headline, "order_kind": kind_word, "order_word": word,
+                   "intro": ("Fragile bones need a modified, gentle technique; tell the therapist." if fragile else
+                             "Tell the therapist which sites to leave alone (below)."),
+                   "technique": (TECHNIQUE.format(weeks=settings.fresh_fracture_weeks) if fragile else
+                                 "- Passive stretching: careful, never forceful."),
                    "cleared": "the fracture is cleared" if fresh else "a physician clears it",
                    "condition": condition or ("a recent fracture" if fresh else "no osteoporosis on record"),
                    "clearance": clearance,
                    "modifiers": cautions, "fresh_fracture_weeks": str(settings.fresh_fracture_weeks)},
         indicator="critical" if critical else "warning",
-        suggestions=("cancel",) if critical and draft.reference else (),
+        suggestions=keys,
         extra_suggestions=extra,
         delete_draft=draft.reference or None,
     )]

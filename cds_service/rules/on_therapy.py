@@ -89,6 +89,8 @@ def _complication_variables(agent: str, complications: list[str]) -> dict[str, s
         "drug": drug_title(agent), "drug_name": drug_label(agent),
         "complication": ("atypical femoral fracture" if any("femoral" in c for c in complications) else
                          "osteonecrosis of the jaw"),
+        "next_step": ("refer; never stop it without a follow-on plan" if denosumab else
+                   "hold it and refer to a bone specialist"),
         "advice": ("Denosumab is never simply stopped: bone turnover rebounds when it wears off and vertebral "
                    "fractures can follow. Whether to continue it, or to stop it with a follow-on plan "
                    "(e.g. a bisphosphonate, or an anabolic agent), is a bone specialist's decision; do not let "

@@ -703,8 +703,10 @@ def pregnancy_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
                     variables={"drug": drug_title(e.agent), "drug_name": drug_label(e.agent),
                                "situation": f"The patient is on {drug_label(e.agent)} and is pregnant.",
                                "months": str(settings.pregnancy_months),
-                               "advice": "Stop it: no further doses in pregnancy. A bone specialist plans what "
-                                         "follows (after denosumab, bone loss rebounds when it wears off)."},
+                               "advice": "Stop it: no further doses in pregnancy. " + (
+                                   "A bone specialist plans what follows: bone loss rebounds when denosumab wears "
+                                   "off." if e.agent == "denosumab" else
+                                   "A bone specialist plans bone treatment after the pregnancy and breastfeeding.")},
                     suggestions=(), source_url=t.label_url(e.agent),
                     extra_suggestions=(referral_suggestion(
                         ENDOCRINOLOGY, "Refer to endocrinology to plan bone treatment around the pregnancy",
