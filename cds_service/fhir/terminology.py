@@ -58,9 +58,11 @@ VITAMIN_D_25OH_CODES = frozenset({"62292-8", "1989-3", "14635-7", "49054-0"})
 PTH_CODES = frozenset({"2731-8"})  # U
 SMOKING_STATUS = "72166-2"
 FALL_RISK_ASSESSMENT_CODES = frozenset({"73830-2", "57254-5"})
-# Second pass (second-pass.md sections 1, 2, 8). Creatinine for Cockcroft-Gault:
-# 2160-0 serum/plasma mass V (many public lab tables), 38483-4 blood V [SYN], 14682-9 moles U.
-CREATININE_CODES = frozenset({"2160-0", "38483-4", "14682-9"})
+# Second pass (second-pass.md sections 1, 2, 8). Creatinine for Cockcroft-Gault, which is
+# defined on SERUM creatinine: 2160-0 serum/plasma mass V (many public lab tables), 14682-9
+# serum/plasma moles U. Whole-blood creatinine (38483-4, what Synthea writes) is left out on
+# purpose: in the real-world corpus it disagrees with the same draw's eGFR by a factor of 4.
+CREATININE_CODES = frozenset({"2160-0", "14682-9"})
 BODY_WEIGHT_CODES = frozenset({"29463-7", "3141-9"})  # 29463-7 V [SYN]; 3141-9 measured U
 BMI_CODES = frozenset({"39156-5"})                     # V [SYN]
 ALP_CODES = frozenset({"6768-6"})                      # U (already ordered by C-LAB-BASELINE)
