@@ -3,8 +3,8 @@ as a printable, accessible HTML page with no patient data.
 
 Rendered from the card template (cards/<id>.yaml): its `guidance:` Markdown,
 or, while a card has none, its `detail` without the patient-specific parts
-(the "Patient data used" list is dropped, other {{placeholders}} shown as
-"…"). Each card links here with a CDS Hooks link of type `absolute`, built
+(the "Patient data used" list and paragraphs that are only a {{placeholder}}
+are dropped, other placeholders shown as "[…]"). Each card links here with a CDS Hooks link of type `absolute`, built
 from CDS_PUBLIC_BASE_URL (what a browser outside the proxy can reach) or,
 without it, the request's own root URL. No JWT: the pages hold nothing about
 a patient, and the clinician's browser, not the EHR, opens them.
@@ -33,6 +33,7 @@ LINK_LABEL = "Full guidance (no patient data)"
 _MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 _PATIENT_DATA = re.compile(r"\*\*Patient data used:?\*\*:?\s*\{\{\s*facts\s*\}\}", re.I)
 _PLACEHOLDER = re.compile(r"\{\{\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\}\}")
+_PLACEHOLDER_LINE = re.compile(r"^[ \t]*\{\{\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\}\}[ \t]*$", re.M)
 
 
 def page_path(card_id: str) -> str:
@@ -49,7 +50,8 @@ def guidance_link(card_id: str) -> dict[str, str]:
 def guidance_markdown(card: dict) -> str:
     text = card.get("guidance") or card.get("detail") or ""
     text = _PATIENT_DATA.sub("", text)
-    return _PLACEHOLDER.sub("…", text).strip()
+    text = _PLACEHOLDER_LINE.sub("", text)  # a paragraph that is all patient-specific
+    return _PLACEHOLDER.sub("[…]", text).strip()
 
 
 def _title(card: dict) -> str:
