@@ -235,7 +235,7 @@ def format_cards(cards: list[dict], header: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def evaluate_bundle(path: str, hook: str, today: dt.date) -> tuple[list[dict], str]:
+def evaluate_bundle(path: str, hook: str, today: dt.date, every_card: bool = False) -> tuple[list[dict], str]:
     """(finished CDS Hooks cards, header line) for one patient Bundle."""
     from cds_service.card_policy import CardPolicy
     from cds_service.fixture_requests import hook_request, load_bundle
@@ -246,8 +246,10 @@ def evaluate_bundle(path: str, hook: str, today: dt.date) -> tuple[list[dict], s
     body = hook_request(bundle, hook, hook_instance=str(uuid.uuid4()))
     service = next(s for s in all_services() if s.hook == hook)
     settings = load_settings()
-    # As the service answers a first chart open: the info budget applies, no feedback has quieted anything.
-    policy = CardPolicy(info_budget=settings.info_card_budget) if hook == "patient-view" else CardPolicy()
+    # As the service answers a first chart open: the info budget applies (unless
+    # every_card), no feedback has quieted anything.
+    budget = settings.info_card_budget if hook == "patient-view" and not every_card else None
+    policy = CardPolicy(info_budget=budget)
     call = HookCall(service_id=service.id, hook=hook, hook_instance=body["hookInstance"],
                     context=body["context"], prefetch=body["prefetch"], today=today, settings=settings,
                     policy=policy)
@@ -270,7 +272,7 @@ def evaluate_bundle(path: str, hook: str, today: dt.date) -> tuple[list[dict], s
 def _evaluate(args: argparse.Namespace) -> int:
     today = args.today or dt.date.today()
     try:
-        cards, header = evaluate_bundle(args.path, args.hook, today)
+        cards, header = evaluate_bundle(args.path, args.hook, today, every_card=args.all)
     except (OSError, ValueError) as exc:  # unreadable file, bad JSON, not a Bundle
         print(f"cds-service evaluate: {exc}", file=sys.stderr)
         return 2
@@ -330,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--today", type=_date, help="evaluation date YYYY-MM-DD (default: today); "
                                                       "anchor-dated fixtures are shifted to it")
     evaluate.add_argument("--json", action="store_true", help="print the CDS Hooks response JSON")
+    evaluate.add_argument("--all", action="store_true",
+                          help="every card the rules choose, without the info-card budget of patient-view")
     evaluate.set_defaults(func=_evaluate)
 
     fixtures = sub.add_parser("fixtures", help="fixture tools")
