@@ -164,6 +164,17 @@ def rules_table() -> str:
     return "\n".join(lines)
 
 
+def value_order_table() -> str:
+    """The README's order of value for the info-card budget, from the catalogue."""
+    from cds_service.rules.catalogue import UNRANKED_TIER, VALUE_TIERS
+
+    lines = ["| Rank | Tier | Card ids, most valuable first |", "|---|---|---|"]
+    for rank, (name, ids) in enumerate(VALUE_TIERS, start=1):
+        shown = ", ".join(f"`{i}`" for i in ids) if rank - 1 != UNRANKED_TIER else "any info id not listed"
+        lines.append(f"| {rank} | {name} | {shown} |")
+    return "\n".join(lines)
+
+
 def _rules(args: argparse.Namespace) -> int:
     print(rules_table())
     return 0

@@ -4,6 +4,7 @@ the order of value (second-pass section 7)."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from cds_service import card_policy
 from cds_service.card_policy import CardPolicy, apply, is_quieted
@@ -82,3 +83,11 @@ def test_every_info_card_has_a_place_in_the_order_of_value():
     ranked = {card_id for _, tier in VALUE_TIERS for card_id in tier}
     info_ids = {card_id for card_id, (_, indicators) in CATALOGUE.items() if "info" in indicators}
     assert info_ids - ranked == set()
+
+
+def test_readme_order_of_value_is_current():
+    from cds_service.cli import value_order_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- value-order:start -->\n", 1)[1].split("\n<!-- value-order:end -->", 1)[0]
+    assert block == value_order_table(), "run `python tools/sync_readme.py`"
