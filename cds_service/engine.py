@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from cds_service import card_policy, card_render
+from cds_service import card_policy, card_render, metrics
 from cds_service.logs import error_fields
 from cds_service.record import PatientRecord
 from cds_service.rules.base import INDICATORS, Finding, rules_for
@@ -79,6 +79,11 @@ def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalS
            *, patient_id: str | None = None, policy: card_policy.CardPolicy | None = None,
            strict: bool = False) -> Outcome:
     """Cards for one hook call, and what the policy held back."""
+    if record.deceased:
+        # Screening, drug starts and reminders for someone who has died are noise at best.
+        log.info("hook %s: 0 cards (patient deceased)", hook)
+        metrics.CARDS_WITHHELD.labels("deceased").inc()
+        return Outcome([])
     pid = patient_id or record.patient_id
     findings = run_rules(hook, record, today, settings, strict=strict)
     held: list[card_policy.Held] = []

@@ -124,6 +124,7 @@ def call_service(service_id: str):
         prefetch=prefetch.data,
         today=dt.date.today(),
         settings=rt.settings,
+        fhir_server=body.get("fhirServer"),
         policy=_policy(service, key),
     )
     outcome = service.evaluate(call)

@@ -31,6 +31,7 @@ class HookCall:
     prefetch: Mapping[str, Any]
     today: dt.date
     settings: Settings
+    fhir_server: str | None = None  # the request's fhirServer (absolute references are bound to it)
     # Quieting by feedback and the info budget (patient-view); the default shows every card chosen.
     policy: CardPolicy = CardPolicy()
 
