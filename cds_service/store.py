@@ -138,6 +138,11 @@ class FeedbackResult:
 _SEVERITY = ("critical", "warning", "info")  # most severe first, as rules.base.INDICATORS
 
 
+def _utc_date(value: dt.datetime) -> dt.date:
+    # PostgreSQL answers in the session's time zone; SQLite without one (stored as UTC).
+    return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -170,6 +175,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def quiet_query(patient_key: str, quiet_days: dict[str, int], now: dt.datetime) -> sa.Select | None:
+    """The one query per patient-view: served by ix_quieted_cards_patient."""
+    windows = [(ind, now - dt.timedelta(days=days)) for ind, days in quiet_days.items() if days > 0]
+    if not windows:
+        return None
+    q = quieted_cards.c
+    return (
+        sa.select(q.card_id, q.indicator, sa.func.max(q.issued_at))
+        .where(q.patient_key == patient_key,
+               q.decided_at >= min(cutoff for _, cutoff in windows),
+               sa.or_(*(sa.and_(q.indicator == ind, q.decided_at >= cutoff) for ind, cutoff in windows)))
+        .group_by(q.card_id, q.indicator)
+    )
 
 
 class Store:
@@ -294,28 +314,18 @@ class Store:
         """Card id -> QuietMark for feedback on this patient's cards still
         within its quiet period (`quiet_days`: indicator -> days; an indicator
         absent or at 0 never quiets). One query on (patient_key, decided_at)."""
-        now = now or _now()
-        windows = [(ind, now - dt.timedelta(days=days)) for ind, days in quiet_days.items() if days > 0]
-        if not windows:
+        query = quiet_query(patient_key, quiet_days, now or _now())
+        if query is None:
             return {}
-        q = quieted_cards.c
-        query = (
-            sa.select(q.card_id, q.indicator, sa.func.max(q.issued_at))
-            .where(q.patient_key == patient_key,
-                   q.decided_at >= min(cutoff for _, cutoff in windows),
-                   sa.or_(*(sa.and_(q.indicator == ind, q.decided_at >= cutoff) for ind, cutoff in windows)))
-            .group_by(q.card_id, q.indicator)
-        )
         marks: dict[str, QuietMark] = {}
         with self.engine.connect() as conn:
             for card_id, indicator, issued_at in conn.execute(query):
+                issued_on = _utc_date(issued_at)
                 old = marks.get(card_id)
                 if old is not None:
                     indicator = min(indicator, old.indicator, key=_SEVERITY.index)
-                    issued_at = max(issued_at.date(), old.issued_on)
-                else:
-                    issued_at = issued_at.date()
-                marks[card_id] = QuietMark(indicator=indicator, issued_on=issued_at)
+                    issued_on = max(issued_on, old.issued_on)
+                marks[card_id] = QuietMark(indicator=indicator, issued_on=issued_on)
         return marks
 
     # --- retention ---------------------------------------------------------

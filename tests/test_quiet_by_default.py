@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import os
 import uuid
 
@@ -37,8 +38,10 @@ VITD_PATIENT, VITD_CARD = "c-vitd-low-insufficient-20-ng", "C-VITD-LOW"
 
 def pv_body(name: str, *, patient_id: str | None = None, fhir_server: str = FHIR, extra: list | None = None):
     prefetch = fx.prefetch_from_bundle(fx.load_patient(name, today=TODAY))
-    if patient_id:
-        prefetch["patient"] = dict(prefetch["patient"], id=patient_id)
+    if patient_id:  # the same chart under another patient's id, references included
+        old = prefetch["patient"]["id"]
+        prefetch = json.loads(json.dumps(prefetch).replace(f'"Patient/{old}"', f'"Patient/{patient_id}"'))
+        prefetch["patient"]["id"] = patient_id
     for resource in extra or ():
         key = {"Observation": "observations", "Condition": "conditions"}[resource["resourceType"]]
         prefetch[key]["entry"].append({"resource": resource})
@@ -265,8 +268,6 @@ def test_development_secret_survives_a_restart(tmp_path):
 
 
 def test_purge_deletes_by_age(make_app, tmp_path, monkeypatch, capsys):
-    import json
-
     from cds_service.cli import main
     from cds_service.store import feedback, issued_cards
 
