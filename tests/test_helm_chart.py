@@ -170,6 +170,7 @@ def test_hpa_bounds_from_values():
     ({"settings": {"CDS_AUTO_MIGRATE": "true"}}, "managed by the chart"),
     ({"settings": {"CDS_REPORT_TOKEN": "s3cret"}}, "managed by the chart"),
     ({"settings": {"CDS_PATIENT_HASH_SECRET": "x" * 40}}, "managed by the chart"),
+    ({"purge": {"enabled": True}}, "purge.enabled needs the external database"),
     ({"settings": {"LOG_LEVEL": "x"}}, "only CDS_ settings"),
 ])
 def test_refused_values(values, message):
@@ -220,3 +221,16 @@ def test_patient_hash_secret_made_by_chart_or_named():
     assert "cds-osteoporosis-cds-patient-hash" not in kinds.get("Secret", {})
     ref = env(container(kinds))["CDS_PATIENT_HASH_SECRET"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "osteoporosis-cds-patient-hash", "key": "patient-hash-secret"}
+
+
+def test_purge_cronjob_in_production_values():
+    kinds = render(check_helm.load_values(check_helm.CASES["production"]))
+    job = only(kinds, "CronJob")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert c["command"] == ["cds-service", "purge"]
+    assert env(c)["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "osteoporosis-cds-database"
+    assert "app.kubernetes.io/name" not in pod["metadata"]["labels"]  # never behind the Service
+    assert "CronJob" not in render()  # off by default
+
+

@@ -88,6 +88,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "the SQLite evaluation store lives in one pod: set database.existingSecret (or database.url) for more than one replica or autoscaling" }}
 {{- end }}
 {{- end }}
+{{- if and .Values.purge.enabled (eq (include "osteoporosis-cds.databaseMode" .) "sqlite") }}
+{{- fail "purge.enabled needs the external database (database.existingSecret or database.url): the SQLite evaluation store lives in the pod" }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
