@@ -291,3 +291,11 @@ def test_purge_deletes_by_age(make_app, tmp_path, monkeypatch, capsys):
         assert conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar() == 0
         kept = conn.execute(sa.select(issued_cards.c.issued_at)).scalars().all()
     assert kept and all(t.replace(tzinfo=dt.timezone.utc) > old for t in kept)
+
+
+def test_store_down_shows_every_card_rather_than_none(app, monkeypatch):
+    def broken(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT", {}, Exception("database is down"))
+
+    monkeypatch.setattr(runtime(app).store, "quiet_marks", broken)
+    assert INFO_CARD in cards_of(app.test_client(), pv_body(INFO_PATIENT))
