@@ -49,6 +49,7 @@ def measure(corpus: str = "synthea") -> dict:
     today = dt.date.today()
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app({"CDS_DATABASE_URL": f"sqlite:///{tmp}/cds.db", "CDS_AUTH_REQUIRED": "false",
+                          "CDS_PATIENT_HASH_SECRET": "realworld-burden-patient-hash-secret-0123",
                           "CDS_LOG_LEVEL": "ERROR"})
         client = app.test_client()
         rows = []

@@ -1,5 +1,5 @@
-"""The `cds-service` command: serve, print discovery, migrate the database,
-evaluate a patient file, list the clinical rules, render the example requests."""
+"""The `cds-service` command: serve, print discovery, migrate and purge the
+database, evaluate a patient file, list the clinical rules, render the example requests."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import sys
 import uuid
 from pathlib import Path
 
-from cds_service.config import SettingsError, load_settings
+from cds_service.config import SettingsError, check_serving, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"CDS_PROFILE": "development"} if args.dev else {}
     settings = load_settings(overrides)
+    check_serving(settings)  # before gunicorn starts workers that would each fail on it
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"CDS discovery: http://{host}:{port}/cds-services (profile: {settings.profile})", file=sys.stderr)
@@ -100,6 +101,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _purge(args: argparse.Namespace) -> int:
+    """Delete issued cards and feedback older than CDS_RETENTION_DAYS, and
+    quieting rows older than the longest quiet period."""
+    from cds_service import migrations
+    from cds_service.store import Store
+
+    settings = load_settings()
+    store = Store.from_url(settings.database_url)
+    if migrations.current_revision(store.engine) is None:
+        print("cds-service: the feedback database has no schema yet: check CDS_DATABASE_URL", file=sys.stderr)
+        return 1
+    now = dt.datetime.now(dt.timezone.utc)
+    longest_quiet = max(settings.quiet_info_days, settings.quiet_warning_days)
+    result = store.purge(now - dt.timedelta(days=settings.retention_days),
+                         now - dt.timedelta(days=longest_quiet))
+    print(json.dumps({"retentionDays": settings.retention_days, "quietDays": longest_quiet,
+                      "deleted": {"issuedCards": result.issued_cards, "feedback": result.feedback,
+                                  "quietedCards": result.quieted_cards}}))
+    return 0
+
+
 # --- rules: the card catalogue as a Markdown table ------------------------------
 
 def _cell(text: str) -> str:
@@ -139,6 +161,17 @@ def rules_table() -> str:
             f"[{_cell(source.get('label', ''))}]({source.get('url', '')})",
             "; ".join(tuned) or "-",
         ]) + " |")
+    return "\n".join(lines)
+
+
+def value_order_table() -> str:
+    """The README's order of value for the info-card budget, from the catalogue."""
+    from cds_service.rules.catalogue import UNRANKED_TIER, VALUE_TIERS
+
+    lines = ["| Rank | Tier | Card ids, most valuable first |", "|---|---|---|"]
+    for rank, (name, ids) in enumerate(VALUE_TIERS, start=1):
+        shown = ", ".join(f"`{i}`" for i in ids) if rank - 1 != UNRANKED_TIER else "any info id not listed"
+        lines.append(f"| {rank} | {name} | {shown} |")
     return "\n".join(lines)
 
 
@@ -216,8 +249,9 @@ def format_cards(cards: list[dict], header: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def evaluate_bundle(path: str, hook: str, today: dt.date) -> tuple[list[dict], str]:
+def evaluate_bundle(path: str, hook: str, today: dt.date, every_card: bool = False) -> tuple[list[dict], str]:
     """(finished CDS Hooks cards, header line) for one patient Bundle."""
+    from cds_service.card_policy import CardPolicy
     from cds_service.fixture_requests import hook_request, load_bundle
     from cds_service.protocol.responses import finish_cards
     from cds_service.services import HookCall, all_services
@@ -225,23 +259,34 @@ def evaluate_bundle(path: str, hook: str, today: dt.date) -> tuple[list[dict], s
     bundle, anchor = load_bundle(path, today=today)
     body = hook_request(bundle, hook, hook_instance=str(uuid.uuid4()))
     service = next(s for s in all_services() if s.hook == hook)
+    settings = load_settings()
+    # As the service answers a first chart open: the info budget applies (unless
+    # every_card), no feedback has quieted anything.
+    budget = settings.info_card_budget if hook == "patient-view" and not every_card else None
+    policy = CardPolicy(info_budget=budget)
     call = HookCall(service_id=service.id, hook=hook, hook_instance=body["hookInstance"],
-                    context=body["context"], prefetch=body["prefetch"], today=today, settings=load_settings())
-    cards = finish_cards(service.evaluate(call))
+                    context=body["context"], prefetch=body["prefetch"], today=today, settings=settings,
+                    policy=policy)
+    outcome = service.evaluate(call)
+    cards = finish_cards(outcome.cards)
     when = (f"dates shifted from anchor {anchor} to {today}" if anchor
             else f"evaluated on {today}, dates as written (no anchor tag)")
     drafts = ""
     if hook != "patient-view":
         drafts = f", {len(body['context']['draftOrders']['entry'])} draft order(s)"
+    held = ""
+    if outcome.held:
+        held = (f" | held back by the info budget (CDS_INFO_CARD_BUDGET={settings.info_card_budget}): "
+                + ", ".join(h.card_id for h in outcome.held))
     header = (f"{Path(path).name} | {hook} | patient {body['context']['patientId']} | {when}{drafts} | "
-              f"{len(cards)} card(s)")
+              f"{len(cards)} card(s){held}")
     return cards, header
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     today = args.today or dt.date.today()
     try:
-        cards, header = evaluate_bundle(args.path, args.hook, today)
+        cards, header = evaluate_bundle(args.path, args.hook, today, every_card=args.all)
     except (OSError, ValueError) as exc:  # unreadable file, bad JSON, not a Bundle
         print(f"cds-service evaluate: {exc}", file=sys.stderr)
         return 2
@@ -288,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=_migrate)
 
+    purge = sub.add_parser("purge", help="delete issued cards and feedback older than CDS_RETENTION_DAYS "
+                                         "(and quieting older than the longest quiet period)")
+    purge.set_defaults(func=_purge)
+
     rules = sub.add_parser("rules", help="print every card (rule) with its hooks, source and settings as Markdown")
     rules.set_defaults(func=_rules)
 
@@ -297,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--today", type=_date, help="evaluation date YYYY-MM-DD (default: today); "
                                                       "anchor-dated fixtures are shifted to it")
     evaluate.add_argument("--json", action="store_true", help="print the CDS Hooks response JSON")
+    evaluate.add_argument("--all", action="store_true",
+                          help="every card the rules choose, without the info-card budget of patient-view")
     evaluate.set_defaults(func=_evaluate)
 
     fixtures = sub.add_parser("fixtures", help="fixture tools")

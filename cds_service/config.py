@@ -116,6 +116,21 @@ SETTINGS: tuple[Setting, ...] = (
             "Path to a JSON file: issuer -> {\"jwks\": {...}} or {\"jku\": [allowed URLs]}."),
     Setting("allow_legacy_jwt_algs", "CDS_ALLOW_LEGACY_JWT_ALGS", _bool, False,
             "Also accept ES256 and RS256 client JWTs (CDS Hooks 2.0 asks for ES384/RS384)."),
+    Setting("patient_hash_secret", "CDS_PATIENT_HASH_SECRET", _str, "",
+            "Server secret (at least 32 characters) keying the hash of fhirServer and patient id stored with "
+            "each issued card, so feedback can quiet a card for that patient; production refuses to start "
+            "without it. Development profile: made once and kept in a file beside the SQLite database."),
+    Setting("quiet_info_days", "CDS_QUIET_INFO_DAYS", _int, 180,
+            "Days an info card stays quiet for a patient after a clinician accepted or overrode it, "
+            "unless a new trigger appears (0: never quieted)."),
+    Setting("quiet_warning_days", "CDS_QUIET_WARNING_DAYS", _int, 30,
+            "The same for warning cards. Critical cards are never quieted."),
+    Setting("info_card_budget", "CDS_INFO_CARD_BUDGET", _int, 2,
+            "Most info cards per patient-view, highest value first (README, \"Quiet by default\"); "
+            "warning and critical cards are never dropped."),
+    Setting("retention_days", "CDS_RETENTION_DAYS", _int, 730,
+            "`cds-service purge` deletes issued cards and feedback older than this many days "
+            "(at least the longest quiet period)."),
     Setting("report_token", "CDS_REPORT_TOKEN", _str, "",
             "Bearer token for `GET /admin/report` (the outcome report as JSON); empty turns the endpoint off."),
     Setting("discovery_open", "CDS_DISCOVERY_OPEN", _bool, False,
@@ -239,10 +254,31 @@ class Settings:
     zoledronate_min_interval_months: int = 11
     dmab_min_interval_months: int = 5
     recent_surgery_weeks: int = 12
+    # Quiet by default (feedback quieting, card budget, retention).
+    patient_hash_secret: str = dataclasses.field(default="", repr=False)
+    quiet_info_days: int = 180
+    quiet_warning_days: int = 30
+    info_card_budget: int = 2
+    retention_days: int = 730
 
     @property
     def development(self) -> bool:
         return self.profile == "development"
+
+
+MIN_SECRET_LENGTH = 32
+
+
+def check_serving(settings: Settings) -> None:
+    """What the service needs before it answers hook calls (create_app and
+    `cds-service serve` call it; other commands such as `report` or
+    `evaluate` do not need it). Production refuses to start without the
+    patient-hash secret: without it, feedback could not quiet cards, or every
+    replica would invent its own key."""
+    if not settings.development and not settings.patient_hash_secret:
+        raise SettingsError("CDS_PATIENT_HASH_SECRET is required in the production profile "
+                            f"(at least {MIN_SECRET_LENGTH} characters, e.g. `openssl rand -hex 32`; "
+                            "the Helm chart takes it from a Secret)")
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,
@@ -294,6 +330,17 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             raise SettingsError(f"{by_name[name].env} must not be negative")
     if not 1 <= values["port"] <= 65535:
         raise SettingsError("CDS_PORT must be between 1 and 65535")
+    for name in ("quiet_info_days", "quiet_warning_days", "info_card_budget"):
+        if values[name] < 0:
+            raise SettingsError(f"{by_name[name].env} must not be negative")
+    longest_quiet = max(values["quiet_info_days"], values["quiet_warning_days"])
+    if values["retention_days"] < max(1, longest_quiet):
+        raise SettingsError(f"CDS_RETENTION_DAYS must be at least 1 and at least the longest quiet period "
+                            f"({longest_quiet} days)")
+    secret = values["patient_hash_secret"]
+    if secret and len(secret) < MIN_SECRET_LENGTH:
+        raise SettingsError(f"CDS_PATIENT_HASH_SECRET must be at least {MIN_SECRET_LENGTH} characters "
+                            "(e.g. `openssl rand -hex 32`)")
     if len(values["osteopenia_dxa_years"]) != 3:
         raise SettingsError("CDS_OSTEOPENIA_DXA_YEARS needs three numbers, e.g. 2,3,5")
     return Settings(**values)

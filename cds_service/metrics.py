@@ -25,6 +25,8 @@ REQUESTS = Counter("cds_http_requests_total", "HTTP requests answered", ["servic
 LATENCY = Histogram("cds_http_request_duration_seconds", "Time to answer a request", ["service", "method"],
                     buckets=_LATENCY_BUCKETS)
 CARDS = Counter("cds_cards_issued_total", "Cards returned to CDS clients", ["card_id", "indicator"])
+CARDS_HELD = Counter("cds_cards_held_total", "Cards the rules chose but patient-view did not show: "
+                     "quieted by feedback or over the info-card budget", ["card_id", "reason"])
 FEEDBACK = Counter("cds_feedback_total", "Feedback entries stored (resubmissions not counted)",
                    ["card_id", "outcome"])
 FHIR_FETCH = Histogram("cds_fhir_fetch_duration_seconds", "Prefetch fallback time per hook call",

@@ -45,7 +45,7 @@ def test_missing_prefetch_is_fetched_with_the_bearer_token(client):
     assert f"{FHIR}/Patient/{PATIENT_ID}" in urls
     assert any(u.startswith(f"{FHIR}/Condition?patient={PATIENT_ID}") for u in urls)
     assert any("Observation?patient=pat-1&code=http" in u and "38267-1" in u for u in urls)
-    assert len(urls) == 8
+    assert len(urls) == 9  # one query per prefetch template (observations and safetyLabs are two)
     for call in responses.calls:
         assert call.request.headers["Authorization"] == "Bearer secret-token"
 
