@@ -237,8 +237,12 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     ACR22 (2022 ACR guideline for glucocorticoid-induced osteoporosis) via
     second-pass 5: a man or woman >= 40 on prednisone-equivalent >= 2.5 mg/day for
     >= 3 months (current). Fracture-risk assessment with BMD (DXA) if none in the
-    last 12 months; calcium and vitamin D; treatment when risk is moderate or high
-    (oral bisphosphonate first). Suggestions: the DXA, calcium + vitamin D when not
+    last 12 months; calcium and vitamin D; treatment when risk is moderate or high.
+    Second-pass 5 said "oral bisphosphonate first"; the 2022 guideline itself does
+    not rank the drugs (oral or IV bisphosphonate, denosumab or a PTH analog by
+    shared decision-making; an anabolic agent first conditionally at high and very
+    high risk), so the card says that and offers alendronate as one option, not the
+    first line. Suggestions: the DXA, calcium + vitamin D when not
     on them, alendronate when risk is moderate or high, no bone drug is on board and
     no other card owns the drug start (at high risk C-TX-BP / C-TX-ANABOLIC do).
     Risk per ACR22 for adults >= 40: high = prior osteoporotic fracture, T <= -2.5
@@ -285,13 +289,14 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     if on_drug:
         treatment = "A bone drug is on board (see above): keep it going while glucocorticoids continue."
     elif risk == "high":
-        treatment = ("**Risk is high: treat.** Oral bisphosphonate first (ACR22); the treatment card on this screen "
-                     "carries the order.")
+        treatment = ("**Risk is high: treat**, with an anabolic agent first or an antiresorptive, chosen with the "
+                     "patient (ACR 2022); the treatment card on this screen carries the order.")
     elif risk == "moderate":
-        treatment = "**Risk is moderate: treat** with an oral bisphosphonate first (ACR22): alendronate 70 mg weekly."
+        treatment = ("**Risk is moderate: treat**: an oral or IV bisphosphonate, denosumab or a PTH analog, chosen "
+                     "with the patient (ACR 2022); alendronate 70 mg weekly is offered below.")
     else:
         treatment = ("Decide on treatment once the DXA and FRAX (adjusted for the glucocorticoid dose) are known: "
-                     "treat at moderate or high risk, oral bisphosphonate first (ACR22).")
+                     "treat at moderate or high risk (ACR 2022).")
     warning = high_dose and not recent_dxa
     dose_text = f"{use.mg_day:g} mg/day" if use.mg_day is not None else "a dose not readable from the order"
     return [Finding(
