@@ -21,7 +21,7 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from cds_service import plausibility
@@ -140,13 +140,6 @@ LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "
 
 
 @dataclasses.dataclass(frozen=True)
-class PregnancyTest:
-    date: dt.date | None
-    positive: bool | None  # None: result could not be read
-    ref: str
-
-
-@dataclasses.dataclass(frozen=True)
 class FallConcern:
     """A fear-of-falling score (FES-I 16-64 or Short FES-I 7-28)."""
 
@@ -200,10 +193,16 @@ class AgentExposure:
 
 
 @dataclasses.dataclass(frozen=True)
-class FallRisk:
+class BinaryResult:
+    """A positive / negative result: a fall-risk screen, a pregnancy test."""
+
     date: dt.date | None
     positive: bool | None  # None: result could not be read
     ref: str
+
+
+FallRisk = BinaryResult
+PregnancyTest = BinaryResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -553,6 +552,23 @@ def normalise_pth(value: float, unit: str) -> float | None:
     return None
 
 
+# LOINC code -> (lab name, value in the service's unit from (value, unit, code), None when
+# the unit is not understood). One entry per lab kept under PatientRecord.labs.
+_LabReading = tuple[str, Callable[[float, str, str], float | None]]
+_LAB_READINGS: dict[str, _LabReading] = {
+    **{c: ("egfr", lambda v, u, c: v) for c in t.EGFR_CODES},
+    **{c: ("calcium", normalise_calcium) for c in t.CALCIUM_TOTAL_CODES},
+    **{c: ("albumin", lambda v, u, c: normalise_albumin(v, u)) for c in t.ALBUMIN_CODES},
+    **{c: ("vitamin_d", normalise_vitamin_d) for c in t.VITAMIN_D_25OH_CODES},
+    **{c: ("pth", lambda v, u, c: normalise_pth(v, u)) for c in t.PTH_CODES},
+    **{c: ("creatinine", normalise_creatinine) for c in t.CREATININE_CODES},
+    **{c: ("weight", lambda v, u, c: normalise_weight(v, u)) for c in t.BODY_WEIGHT_CODES},
+    **{c: ("bmi", lambda v, u, c: v) for c in t.BMI_CODES},
+    **{c: ("alp", lambda v, u, c: normalise_alp(v, u)) for c in t.ALP_CODES},
+}
+_LABS_WITH_RANGE = frozenset({"alp"})  # ALP is read against the lab's own upper limit
+
+
 # ---------------------------------------------------------------------------
 # The builder
 # ---------------------------------------------------------------------------
@@ -664,48 +680,17 @@ class _Builder:
             if code in (t.FRAX_MOF, t.FRAX_HIP) and qty:
                 self._frax("mof" if code == t.FRAX_MOF else "hip", qty, when, ref)
                 return
-            if code in t.EGFR_CODES and qty:
-                self._lab("egfr", qty[0], when, ref)
-                return
-            if code in t.CALCIUM_TOTAL_CODES and qty:
-                v = normalise_calcium(qty[0], qty[1], code)
+            lab = _LAB_READINGS.get(code)
+            if lab and qty:
+                name, normalise = lab
+                v = normalise(qty[0], qty[1], code)
                 if v is not None:
-                    self._lab("calcium", v, when, ref)
-                return
-            if code in t.ALBUMIN_CODES and qty:
-                v = normalise_albumin(qty[0], qty[1])
-                if v is not None:
-                    self._lab("albumin", v, when, ref)
-                return
-            if code in t.VITAMIN_D_25OH_CODES and qty:
-                v = normalise_vitamin_d(qty[0], qty[1], code)
-                if v is not None:
-                    self._lab("vitamin_d", v, when, ref)
-                return
-            if code in t.PTH_CODES and qty:
-                v = normalise_pth(qty[0], qty[1])
-                if v is not None:
-                    self._lab("pth", v, when, ref)
-                return
-            if code in t.CREATININE_CODES and qty:
-                v = normalise_creatinine(qty[0], qty[1], code)
-                if v is not None:
-                    self._lab("creatinine", v, when, ref)
-                return
-            if code in t.BODY_WEIGHT_CODES and qty:
-                v = normalise_weight(qty[0], qty[1])
-                if v is not None:
-                    self._lab("weight", v, when, ref)
-                return
-            if code in t.BMI_CODES and qty:
-                self._lab("bmi", qty[0], when, ref)
-                return
-            if code in t.ALP_CODES and qty:
-                v = normalise_alp(qty[0], qty[1])
-                if v is not None:
-                    high = _reference_high(holder)
-                    self._lab("alp", v, when, ref, high=normalise_alp(high, qty[1]) if high is not None else None,
-                              flag=_interpretation(holder))
+                    if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
+                        high = _reference_high(holder)
+                        self._lab(name, v, when, ref, flag=_interpretation(holder),
+                                  high=normalise(high, qty[1], code) if high is not None else None)
+                    else:
+                        self._lab(name, v, when, ref)
                 return
             if code in t.HCG_QUALITATIVE_CODES or code in t.PREGNANCY_STATUS_CODES:
                 self.pregnancy_tests.append(PregnancyTest(when, _positive(holder), ref))

@@ -112,36 +112,37 @@ def prolia24_suggestion(label: str, *, dose: dict[str, Any] | None = None, work_
     return Suggestion(label, actions + prolia24_actions(work_up=work_up, after_dose=after_dose), recommended)
 
 
-def denosumab_dose(note: str) -> dict[str, Any]:
-    """Denosumab 60 mg once (RxNorm 993452, confirmed)."""
+def medication_order(rxnorm: str, display: str, text: str, dosage: dict[str, Any],
+                     **extra: Any) -> dict[str, Any]:
+    """A MedicationRequest order for one RxNorm product with one dosage instruction."""
     return {
         "resourceType": "MedicationRequest",
         "intent": "order",
-        "medicationCodeableConcept": {
-            "coding": [{"system": t.RXNORM, "code": "993452", "display": "1 ML denosumab 60 MG/ML Prefilled Syringe"}],
-            "text": "denosumab 60 mg/mL prefilled syringe"},
-        "dosageInstruction": [{
-            "text": f"60 mg subcutaneously once. {note}",
-            "route": {"text": "subcutaneous"},
-            "doseAndRate": [{"doseQuantity": {"value": 60, "unit": "mg", "system": t.UCUM, "code": "mg"}}],
-        }],
+        "medicationCodeableConcept": {"coding": [{"system": t.RXNORM, "code": rxnorm, "display": display}],
+                                      "text": text},
+        "dosageInstruction": [dosage],
+        **extra,
     }
+
+
+def _per(period_unit: str, **bounds: Any) -> dict[str, Any]:
+    return {"repeat": {"frequency": 1, "period": 1, "periodUnit": period_unit, **bounds}}
+
+
+def denosumab_dose(note: str) -> dict[str, Any]:
+    """Denosumab 60 mg once (RxNorm 993452, confirmed)."""
+    return medication_order("993452", "1 ML denosumab 60 MG/ML Prefilled Syringe", "denosumab 60 mg/mL prefilled syringe", {
+        "text": f"60 mg subcutaneously once. {note}", "route": {"text": "subcutaneous"},
+        "doseAndRate": [{"doseQuantity": {"value": 60, "unit": "mg", "system": t.UCUM, "code": "mg"}}]})
 
 
 def alendronate_weekly(patient_instruction: str) -> dict[str, Any]:
     """Alendronate 70 mg weekly (RxNorm 904431, corrected in the brief's addendum)."""
-    return {
-        "resourceType": "MedicationRequest",
-        "intent": "order",
-        "medicationCodeableConcept": {
-            "coding": [{"system": t.RXNORM, "code": "904431", "display": "alendronic acid 70 MG Oral Tablet"}],
-            "text": "alendronate 70 mg oral tablet"},
-        "dosageInstruction": [{
-            "text": "1 tablet (70 mg) by mouth once weekly.", "patientInstruction": patient_instruction,
-            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk"}}, "route": {"text": "oral"},
-            "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}]}],
-        "dispenseRequest": {"quantity": {"value": 4, "unit": "tablet"}, "numberOfRepeatsAllowed": 11},
-    }
+    return medication_order("904431", "alendronic acid 70 MG Oral Tablet", "alendronate 70 mg oral tablet", {
+        "text": "1 tablet (70 mg) by mouth once weekly.", "patientInstruction": patient_instruction,
+        "timing": _per("wk"), "route": {"text": "oral"},
+        "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}]},
+        dispenseRequest={"quantity": {"value": 4, "unit": "tablet"}, "numberOfRepeatsAllowed": 11})
 
 
 def pth_analog_daily(agent: str) -> dict[str, Any]:
@@ -152,15 +153,10 @@ def pth_analog_daily(agent: str) -> dict[str, Any]:
                          "teriparatide 20 mcg/dose pen injector", 20),
         "abaloparatide": ("1921082", "abaloparatide pen injector", "abaloparatide 80 mcg/dose pen injector", 80),
     }[agent]
-    return {
-        "resourceType": "MedicationRequest",
-        "intent": "order",
-        "medicationCodeableConcept": {"coding": [{"system": t.RXNORM, "code": code, "display": display}], "text": text},
-        "dosageInstruction": [{
-            "text": f"{mcg} mcg subcutaneously once daily (lifetime PTH-analog limit: 24 months in total).",
-            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}, "route": {"text": "subcutaneous"},
-            "doseAndRate": [{"doseQuantity": {"value": mcg, "unit": "mcg", "system": t.UCUM, "code": "ug"}}]}],
-    }
+    return medication_order(code, display, text, {
+        "text": f"{mcg} mcg subcutaneously once daily (lifetime PTH-analog limit: 24 months in total).",
+        "timing": _per("d"), "route": {"text": "subcutaneous"},
+        "doseAndRate": [{"doseQuantity": {"value": mcg, "unit": "mcg", "system": t.UCUM, "code": "ug"}}]})
 
 
 def follow_on_suggestions(kinds: tuple[str, ...], patient_instruction: str) -> tuple[Suggestion, ...]:
@@ -203,18 +199,8 @@ def predose_lab_actions(*, kidney: bool, calcium: bool) -> tuple[Action, ...]:
 def cholecalciferol_repletion() -> dict[str, Any]:
     """TX-8 repletion order (D3 50,000 IU weekly x 8: dose from memory, U in the brief;
     the clinician confirms). RxNorm 2418 cholecalciferol (V)."""
-    return {
-        "resourceType": "MedicationRequest",
-        "intent": "order",
-        "medicationCodeableConcept": {
-            "coding": [{"system": t.RXNORM, "code": "2418", "display": "cholecalciferol"}],
-            "text": "cholecalciferol (vitamin D3) 50,000 IU",
-        },
-        "dosageInstruction": [{
-            "text": "50,000 IU by mouth once weekly for 8 weeks, then 800-1000 IU daily; recheck 25-OH vitamin D.",
-            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk",
-                                  "boundsDuration": {"value": 8, "unit": "wk", "system": t.UCUM, "code": "wk"}}},
-            "route": {"text": "oral"},
-            "doseAndRate": [{"doseQuantity": {"value": 50000, "unit": "IU", "system": t.UCUM, "code": "[iU]"}}],
-        }],
-    }
+    return medication_order("2418", "cholecalciferol", "cholecalciferol (vitamin D3) 50,000 IU", {
+        "text": "50,000 IU by mouth once weekly for 8 weeks, then 800-1000 IU daily; recheck 25-OH vitamin D.",
+        "timing": _per("wk", boundsDuration={"value": 8, "unit": "wk", "system": t.UCUM, "code": "wk"}),
+        "route": {"text": "oral"},
+        "doseAndRate": [{"doseQuantity": {"value": 50000, "unit": "IU", "system": t.UCUM, "code": "[iU]"}}]})
