@@ -207,6 +207,15 @@ def test_pregnancy_card_is_critical_for_every_osteoporosis_drug_and_never_offers
         assert card["source"]["url"].startswith("https://dailymed.nlm.nih.gov/dailymed/")
 
 
+def test_no_calcium_card_for_a_drug_ordered_during_pregnancy():
+    """The order being removed is no reason for the supplement card on the same screen."""
+    hcg = {"resourceType": "Observation", "id": "h", "status": "final", "code": coding(t.LOINC, "2106-3"),
+           "effectiveDateTime": ago(40), "valueString": "Positive"}
+    screen = cards(record(hcg, age=36, drafts=[draft(DMAB)]), "order-sign")
+    assert "C-SAFE-PREGNANCY" in screen and "C-SUPP-CAVD" not in screen
+    assert "C-SUPP-CAVD" in cards(record(age=36, drafts=[draft(DMAB)]), "order-sign")
+
+
 # ---------------------------------------------------------------------------
 # 3. Courses, intervals, duplicates
 # ---------------------------------------------------------------------------

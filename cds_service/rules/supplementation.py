@@ -14,7 +14,7 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord
 from cds_service.rules.base import Finding, rule
-from cds_service.rules.facts import FAILURE, SEVERE, bone_indication, calcium, kidney
+from cds_service.rules.facts import FAILURE, SEVERE, bone_indication, calcium, current_pregnancy, kidney
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -154,9 +154,10 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
 # wired (then decorate with @rule("order-select", "order-sign")).
 def calcium_vitamin_d_with_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SUPP-CAVD on order hooks (README addition to TX-7): a bone-modifying
-    drug is being ordered for a patient without active calcium and vitamin D."""
+    drug is being ordered for a patient without active calcium and vitamin D. Quiet in
+    a current pregnancy: C-SAFE-PREGNANCY removes that order, so it is no reason here."""
     ordered = [d for d in record.judged_drafts if d.drug_classes & t.OSTEOPOROSIS_DRUG_CLASSES]
-    if not ordered:
+    if not ordered or current_pregnancy(record, settings):
         return []
     why = [f"Ordering {', '.join(a.replace('_', ' ') for a in ordered[0].agents)}"]
     return _supplement_finding(record, settings, why)
