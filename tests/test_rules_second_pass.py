@@ -216,6 +216,14 @@ def test_no_calcium_card_for_a_drug_ordered_during_pregnancy():
     assert "C-SUPP-CAVD" in cards(record(age=36, drafts=[draft(DMAB)]), "order-sign")
 
 
+def test_no_dxa_due_card_during_pregnancy():
+    coded = cond("Z34.90", 100)
+    on_drug = med(ALN, 300)
+    assert "C-MON-DXA-DUE" in cards(record(on_drug, age=36, t_score=False))
+    screen = cards(record(on_drug, coded, age=36, t_score=False))
+    assert "C-SAFE-PREGNANCY" in screen and "C-MON-DXA-DUE" not in screen
+
+
 # ---------------------------------------------------------------------------
 # 3. Courses, intervals, duplicates
 # ---------------------------------------------------------------------------

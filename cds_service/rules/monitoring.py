@@ -31,6 +31,7 @@ from cds_service.rules.facts import (
     bone_indication,
     bp_problems,
     current_osteoporosis_therapy,
+    current_pregnancy,
     glucocorticoid_use,
     in_drug_holiday,
     lab_facts,
@@ -107,9 +108,10 @@ def dxa_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -
     least dxa_interval_months old (or none is on file) -> ServiceRequest DXA
     (CPT 77080 + SNOMED 312681000). MON-6 (Gourlay 2012, U; design choice):
     untreated osteopenia, interval by lowest T-score (<= -2.0 / -1.5..-1.99 /
-    > -1.5 -> osteopenia_dxa_years); needs a DXA date on file."""
+    > -1.5 -> osteopenia_dxa_years); needs a DXA date on file. Quiet in a current
+    pregnancy: the scan waits until after it (C-SAFE-PREGNANCY speaks for the drug)."""
     schedule = dxa_schedule(record, settings)
-    if schedule is None:
+    if schedule is None or current_pregnancy(record, settings):
         return []
     population, months, facts = schedule
     last = record.latest_dxa_date
