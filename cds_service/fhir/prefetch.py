@@ -13,8 +13,9 @@ import dataclasses
 import logging
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 
@@ -30,9 +31,11 @@ _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 class PrefetchError(Exception):
     """The data the rules need cannot be had (HTTP 412)."""
 
-    def __init__(self, missing: dict[str, str], kinds: tuple[str, ...] = ()):
+    def __init__(self, missing: dict[str, str], kinds: tuple[str, ...] = (),
+                 failed: dict[str, str] | None = None):
         super().__init__("required prefetch data is missing")
-        self.missing = missing  # key -> reason
+        self.missing = missing  # required key -> reason
+        self.failed = failed if failed is not None else dict(missing)  # every key that failed -> reason
         self.kinds = kinds  # FhirError kinds met on the way, for metrics
 
 
@@ -64,7 +67,11 @@ class PrefetchResult:
 
 
 def render_template(template: str, context: Mapping[str, Any]) -> str | None:
-    """Fill {{context.x}} tokens; None if a token has no value to fill."""
+    """Fill {{context.x}} tokens; None if a token has no usable value.
+
+    Each value is percent-encoded whole, so it stays one path segment or one
+    query value whatever it holds; a value of only dots is refused, since
+    "." and ".." are path steps, not names, however they are encoded."""
     failed = False
 
     def fill(match: re.Match[str]) -> str:
@@ -72,7 +79,7 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
         token = match.group(1)
         if token.startswith("context."):
             value = context.get(token[len("context."):])
-            if isinstance(value, (str, int)) and str(value):
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip("."):
                 return quote(str(value), safe="")
         failed = True
         return ""
@@ -139,29 +146,31 @@ def resolve_prefetch(
     kinds: list[str] = []
     if to_fetch:
         client = _client_for(body, settings, allowlist, session, failures, to_fetch)
-        for key in to_fetch:
-            if client is None:
-                break
-            relative = render_template(templates[key], context)
-            if relative is None:
-                failures[key] = "the context lacks a value its query needs"
-                continue
-            try:
-                data[key] = client.read(relative)
-                fetched.append(key)
-            except FhirError as exc:
-                failures[key] = exc.message
-                kinds.append(exc.kind)
-                if exc.kind in ("unauthorized", "timeout", "not_allowed"):
-                    # The same failure would repeat for every other key.
-                    for rest in to_fetch:
-                        if rest not in data and rest not in failures:
-                            failures[rest] = exc.message
-                    break
+        if client is not None:
+            queries: dict[str, str] = {}
+            for key in to_fetch:
+                relative = render_template(templates[key], context)
+                if relative is None:
+                    failures[key] = "the context has no usable value for its query"
+                else:
+                    queries[key] = relative
+            # Each key is tried whatever happens to the others, several at a
+            # time; all share the client's time budget.
+            outcomes = _fetch_all(client, queries, settings.fhir_concurrency)
+            for key in to_fetch:
+                if key not in outcomes:
+                    continue
+                outcome = outcomes[key]
+                if isinstance(outcome, FhirError):
+                    failures[key] = outcome.message
+                    kinds.append(outcome.kind)
+                else:
+                    data[key] = outcome
+                    fetched.append(key)
 
     missing = {k: v for k, v in failures.items() if k in required}
     if missing:
-        raise PrefetchError(missing, tuple(kinds))
+        raise PrefetchError(missing, tuple(kinds), failed=failures)
     for key in failures:
         data.setdefault(key, None)
         log.warning("optional prefetch key unavailable", extra={"prefetch_key": key})
@@ -176,6 +185,39 @@ def resolve_prefetch(
         resource_count=total,
         error_kinds=tuple(kinds),
     )
+
+
+def _fetch_all(client: FhirClient, queries: Mapping[str, str], concurrency: int) -> dict[str, Any]:
+    """key -> the fetched resource or Bundle, or the FhirError it met."""
+    if not queries:
+        return {}
+
+    def fetch(relative: str) -> Any:
+        try:
+            return _checked_read(relative, client.read(relative))
+        except FhirError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(queries)), thread_name_prefix="fhir-fetch") as pool:
+        futures = {key: pool.submit(fetch, relative) for key, relative in queries.items()}
+    return {key: future.result() for key, future in futures.items()}
+
+
+def _checked_read(relative: str, resource: dict[str, Any]) -> dict[str, Any]:
+    """A read (`Type/id`) must answer with that very resource: a server that
+    sends another resource (a merged or wrong record, or a search Bundle)
+    would have the rules decide about someone else."""
+    path, _, query = relative.partition("?")
+    parts = path.split("/")
+    if query or len(parts) != 2:
+        return resource
+    rtype, rid = parts[0], unquote(parts[1])
+    if resource.get("resourceType") != rtype:
+        raise FhirError("wrong_resource", f"asked for a {rtype}, the FHIR server sent a "
+                                          f"{str(resource.get('resourceType'))[:64]}")
+    if resource.get("id") != rid:
+        raise FhirError("wrong_resource", f"asked for {rtype} {rid}, the FHIR server sent a {rtype} with another id")
+    return resource
 
 
 def _client_for(body, settings, allowlist, session, failures, keys) -> FhirClient | None:
@@ -194,6 +236,7 @@ def _client_for(body, settings, allowlist, session, failures, keys) -> FhirClien
             total_timeout=settings.fhir_total_timeout_seconds,
             retries=settings.fhir_retries,
             max_pages=settings.fhir_max_pages,
+            max_url_length=settings.fhir_max_url_length,
             session=session,
         )
     except NotAllowed as exc:
