@@ -117,7 +117,7 @@ class FhirClient:
                 # requests parses a redirect's Location even with redirects
                 # off (to offer it as `response.next`), and raises on a
                 # malformed one; nothing has been contacted for it yet.
-                raise FhirError("bad_response", "the FHIR server redirected to a malformed URL") from None
+                raise FhirError("bad_response", "a redirect is not a well-formed URL") from None
             if response.status_code in _REDIRECT_STATUS and response.headers.get("Location"):
                 url = self._resolve(url, response.headers["Location"], "a redirect")
                 what = "a redirect"
