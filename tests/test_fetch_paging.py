@@ -163,3 +163,60 @@ def test_one_at_a_time_when_so_configured(make_app):
         resp = client.post(PV, json=hook_request(prefetch={}, token="t", fhir_server=fhir.base))
     assert resp.status_code == 200
     assert fhir.max_in_flight == 1 and len(fhir.paths) == len(PREFETCH)
+
+
+# --- a sent Bundle that is only the first page ----------------------------------------
+
+def cond(i):
+    return {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/{PATIENT_ID}"}}
+
+
+def first_page_sent(key="conditions", next_url=f"{FHIR}/Condition?patient={PATIENT_ID}&page=2", **kw):
+    body = hook_request(**kw)
+    body["prefetch"][key] = bundle([cond(1), cond(2)], next_url)
+    return body
+
+
+def test_a_sent_first_page_is_completed_from_the_fhir_server():
+    settings = load_settings({"CDS_ALLOWED_FHIR_SERVERS": FHIR})
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, f"{FHIR}/Condition?patient={PATIENT_ID}&page=2",
+                 json=bundle([cond(3)], f"{FHIR}/Condition?patient={PATIENT_ID}&page=3"))
+        rsps.add(responses.GET, f"{FHIR}/Condition?patient={PATIENT_ID}&page=3", json=bundle([cond(4)]))
+        result = resolve_prefetch(templates=PREFETCH, required=REQUIRED, body=first_page_sent(token="t"),
+                                  settings=settings, allowlist=FhirServerAllowlist((FHIR,)))
+        assert all(c.request.headers["Authorization"] == "Bearer t" for c in rsps.calls)
+    assert [e["resource"]["id"] for e in result.data["conditions"]["entry"]] == ["c1", "c2", "c3", "c4"]
+    assert result.fetched == ("conditions",)
+
+
+def test_a_sent_first_page_through_the_endpoint(client):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, f"{FHIR}/Condition?patient={PATIENT_ID}&page=2", json=bundle([cond(3)]))
+        assert client.post(PV, json=first_page_sent()).status_code == 200
+
+
+def test_a_sent_first_page_that_cannot_be_completed_is_412_for_a_needed_key(client):
+    resp = client.post(PV, json=first_page_sent(fhir_server=None))
+    assert resp.status_code == 412
+    assert resp.get_json()["details"]["failed"] == {
+        "conditions": "the prefetched Bundle has more pages (a next link), "
+                      "and the request names no fhirServer to fetch it from"}
+
+
+def test_a_sent_first_page_of_an_optional_key_is_used_as_it_is_when_it_cannot_be_completed():
+    settings = load_settings({"CDS_ALLOWED_FHIR_SERVERS": FHIR})
+    body = first_page_sent("procedures", fhir_server=None)
+    result = resolve_prefetch(templates=PREFETCH, required=REQUIRED, body=body, settings=settings,
+                              allowlist=FhirServerAllowlist((FHIR,)))
+    assert [e["resource"]["id"] for e in result.data["procedures"]["entry"]] == ["c1", "c2"]
+    assert "more pages" in result.unavailable["procedures"]
+
+
+def test_a_sent_next_link_off_the_server_is_not_followed(client):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add(responses.GET, re.compile(".*"), json=empty_bundle())
+        resp = client.post(PV, json=first_page_sent(next_url="https://evil.example/steal?page=2", token="t"))
+        assert len(rsps.calls) == 0
+    assert resp.status_code == 412
+    assert resp.get_json()["details"]["failed"]["conditions"].startswith("refused to follow a Bundle next link")

@@ -165,16 +165,19 @@ class FhirClient:
         first = self._get_json(url, "the query")
         if first.get("resourceType") != "Bundle":
             return first
+        return self._all_pages(first, url)
+
+    def rest_of(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """A search Bundle the CDS client sent, with the pages its `next`
+        links lead to merged in (same rules as for fetched pages)."""
+        return self._all_pages(bundle, self.base + "/")
+
+    def _all_pages(self, first: dict[str, Any], url: str) -> dict[str, Any]:
         entries = _entries(first)
         page, page_url = first, url
         pages = 1
         while True:
-            links = page.get("link")
-            next_ref = next(
-                (link.get("url") for link in (links if isinstance(links, list) else [])
-                 if isinstance(link, dict) and link.get("relation") == "next"),
-                None,
-            )
+            next_ref = next_link(page)
             if next_ref is None:
                 break
             if pages >= self.max_pages:
@@ -192,6 +195,15 @@ class FhirClient:
         merged["entry"] = entries
         merged["total"] = len(entries)
         return merged
+
+
+def next_link(bundle: Any) -> Any:
+    """The url of a Bundle's `next` link (not necessarily a string), or None."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return None
+    links = bundle.get("link")
+    return next((link.get("url") for link in (links if isinstance(links, list) else [])
+                 if isinstance(link, dict) and link.get("relation") == "next"), None)
 
 
 def _entries(page: dict[str, Any]) -> list[Any]:

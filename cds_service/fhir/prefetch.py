@@ -10,9 +10,10 @@ for, so only keys the rules truly need can lead to 412.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, unquote
@@ -21,7 +22,7 @@ import requests
 
 from cds_service.config import Settings
 from cds_service.fhir.allowlist import FhirServerAllowlist, NotAllowed
-from cds_service.fhir.client import FhirClient, FhirError
+from cds_service.fhir.client import FhirClient, FhirError, next_link
 
 log = logging.getLogger(__name__)
 
@@ -133,40 +134,47 @@ def resolve_prefetch(
     sent = body.get("prefetch") or {}
     data: dict[str, Any] = {}
     to_fetch: list[str] = []
+    to_complete: list[str] = []  # sent first pages of a longer search
     for key in templates:
         if key in sent:
             value = _check_sent_value(key, sent[key], context)
             if value is not ...:
                 data[key] = value
+                if next_link(value) is not None:
+                    to_complete.append(key)
                 continue
         to_fetch.append(key)
 
     fetched: list[str] = []
     failures: dict[str, str] = {}
     kinds: list[str] = []
-    if to_fetch:
-        client = _client_for(body, settings, allowlist, session, failures, to_fetch)
-        if client is not None:
-            queries: dict[str, str] = {}
-            for key in to_fetch:
-                relative = render_template(templates[key], context)
-                if relative is None:
-                    failures[key] = "the context has no usable value for its query"
-                else:
-                    queries[key] = relative
-            # Each key is tried whatever happens to the others, several at a
-            # time; all share the client's time budget.
-            outcomes = _fetch_all(client, queries, settings.fhir_concurrency)
-            for key in to_fetch:
-                if key not in outcomes:
-                    continue
-                outcome = outcomes[key]
-                if isinstance(outcome, FhirError):
-                    failures[key] = outcome.message
-                    kinds.append(outcome.kind)
-                else:
-                    data[key] = outcome
-                    fetched.append(key)
+    if to_fetch or to_complete:
+        client, why_not = _client_for(body, settings, allowlist, session)
+        jobs: dict[str, Callable[[], Any]] = {}
+        for key in to_fetch:
+            relative = render_template(templates[key], context)
+            if client is None:
+                failures[key] = f"not prefetched, and {why_not}"
+            elif relative is None:
+                failures[key] = "the context has no usable value for its query"
+            else:
+                jobs[key] = functools.partial(_read, client, relative)
+        for key in to_complete:
+            if client is None:
+                # The first page stays: for a key the rules can do without,
+                # part of the list is better than none.
+                failures[key] = f"the prefetched Bundle has more pages (a next link), and {why_not}"
+            else:
+                jobs[key] = functools.partial(client.rest_of, data[key])
+        # Each key is tried whatever happens to the others, several at a
+        # time; all share the client's time budget.
+        for key, outcome in _run_all(jobs, settings.fhir_concurrency).items():
+            if isinstance(outcome, FhirError):
+                failures[key] = outcome.message
+                kinds.append(outcome.kind)
+            else:
+                data[key] = outcome
+                fetched.append(key)
 
     missing = {k: v for k, v in failures.items() if k in required}
     if missing:
@@ -187,20 +195,24 @@ def resolve_prefetch(
     )
 
 
-def _fetch_all(client: FhirClient, queries: Mapping[str, str], concurrency: int) -> dict[str, Any]:
-    """key -> the fetched resource or Bundle, or the FhirError it met."""
-    if not queries:
+def _run_all(jobs: Mapping[str, Callable[[], Any]], concurrency: int) -> dict[str, Any]:
+    """key -> what its job returned, or the FhirError it met."""
+    if not jobs:
         return {}
 
-    def fetch(relative: str) -> Any:
+    def run(job: Callable[[], Any]) -> Any:
         try:
-            return _checked_read(relative, client.read(relative))
+            return job()
         except FhirError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(queries)), thread_name_prefix="fhir-fetch") as pool:
-        futures = {key: pool.submit(fetch, relative) for key, relative in queries.items()}
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(jobs)), thread_name_prefix="fhir-fetch") as pool:
+        futures = {key: pool.submit(run, job) for key, job in jobs.items()}
     return {key: future.result() for key, future in futures.items()}
+
+
+def _read(client: FhirClient, relative: str) -> dict[str, Any]:
+    return _checked_read(relative, client.read(relative))
 
 
 def _checked_read(relative: str, resource: dict[str, Any]) -> dict[str, Any]:
@@ -220,12 +232,11 @@ def _checked_read(relative: str, resource: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-def _client_for(body, settings, allowlist, session, failures, keys) -> FhirClient | None:
+def _client_for(body, settings, allowlist, session) -> tuple[FhirClient | None, str]:
+    """A client for the request's fhirServer, or None and why not."""
     server = body.get("fhirServer")
     if not server:
-        for key in keys:
-            failures[key] = "not prefetched, and the request names no fhirServer to fetch it from"
-        return None
+        return None, "the request names no fhirServer to fetch it from"
     auth = body.get("fhirAuthorization") or {}
     try:
         return FhirClient(
@@ -238,8 +249,6 @@ def _client_for(body, settings, allowlist, session, failures, keys) -> FhirClien
             max_pages=settings.fhir_max_pages,
             max_url_length=settings.fhir_max_url_length,
             session=session,
-        )
+        ), ""
     except NotAllowed as exc:
-        for key in keys:
-            failures[key] = f"not prefetched, and {exc}"
-        return None
+        return None, str(exc)
