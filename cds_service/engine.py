@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from cds_service import card_render
+from cds_service import card_render, metrics
 from cds_service.logs import error_fields
 from cds_service.record import PatientRecord
 from cds_service.rules.base import INDICATORS, Finding, rules_for
@@ -66,6 +66,11 @@ def select(findings: list[Finding]) -> list[Finding]:
 def evaluate(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
              *, patient_id: str | None = None, strict: bool = False) -> list[dict[str, Any]]:
     """Cards (dicts without uuids) for one hook call."""
+    if record.deceased:
+        # Screening, drug starts and reminders for someone who has died are noise at best.
+        log.info("hook %s: 0 cards (patient deceased)", hook)
+        metrics.CARDS_WITHHELD.labels("deceased").inc()
+        return []
     pid = patient_id or record.patient_id
     cards = []
     for finding in run_rules(hook, record, today, settings, strict=strict):

@@ -30,6 +30,10 @@ FEEDBACK = Counter("cds_feedback_total", "Feedback entries stored (resubmissions
 FHIR_FETCH = Histogram("cds_fhir_fetch_duration_seconds", "Prefetch fallback time per hook call",
                        buckets=_LATENCY_BUCKETS)
 FHIR_ERRORS = Counter("cds_fhir_fetch_errors_total", "Prefetch fallback failures", ["kind"])
+RECORD_IGNORED = Counter("cds_record_ignored_total",
+                         "Resources or values not used: another patient's, no subject, implausible, future-dated",
+                         ["reason"])
+CARDS_WITHHELD = Counter("cds_cards_withheld_total", "Hook calls answered without cards by policy", ["reason"])
 AUTH_FAILURES = Counter("cds_auth_failures_total", "Refused client authentications", ["reason"])
 
 

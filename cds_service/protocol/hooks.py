@@ -120,6 +120,7 @@ def call_service(service_id: str):
         prefetch=prefetch.data,
         today=dt.date.today(),
         settings=rt.settings,
+        fhir_server=body.get("fhirServer"),
     )
     cards = finish_cards(service.evaluate(call))
     g.card_ids = [rule_id(c) for c in cards]

@@ -29,6 +29,7 @@ class HookCall:
     prefetch: Mapping[str, Any]
     today: dt.date
     settings: Settings
+    fhir_server: str | None = None  # the request's fhirServer (absolute references are bound to it)
 
 
 # A card here is a CDS Hooks card as a dict, without uuids: the web layer adds
