@@ -14,7 +14,7 @@ from cds_service.config import load_settings
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.fhir.prefetch import resolve_prefetch
 from cds_service.services.prefetch_templates import PAGE_SIZE, PREFETCH, REQUIRED
-from local_fhir import LocalFhirServer
+from fhir_test_server import FhirTestServer
 from requests_for_tests import FHIR, PATIENT_ID, empty_bundle, hook_request, patient
 
 PV = "/cds-services/osteoporosis-patient-view"
@@ -136,33 +136,31 @@ def test_an_optional_key_failing_alone_still_answers(make_app):
     assert resp.status_code == 200, resp.get_data(as_text=True)
 
 
-def answer_for(path, query):
-    if path == f"/fhir/Patient/{PATIENT_ID}":
-        return 200, patient()
-    assert query["patient"] == [PATIENT_ID] and query["_count"] == [str(PAGE_SIZE)]
-    return 200, empty_bundle()
+def searches_asked(server):
+    return [q for q in server.requests if "?" in q]
 
 
 @pytest.mark.parametrize("concurrency", [2, 4])
 def test_keys_are_fetched_at_the_same_time_up_to_the_setting(make_app, concurrency):
-    with LocalFhirServer(answer_for) as fhir:
+    with FhirTestServer([patient()]) as fhir:
         fhir.hold_until(concurrency)
         client = make_app(CDS_ALLOWED_FHIR_SERVERS=fhir.base, CDS_ALLOW_LOOPBACK_HTTP="true",
                           CDS_FHIR_CONCURRENCY=str(concurrency), CDS_FHIR_TIMEOUT_SECONDS="10").test_client()
         resp = client.post(PV, json=hook_request(prefetch={}, token="t", fhir_server=fhir.base))
     assert resp.status_code == 200, resp.get_data(as_text=True)
-    assert len(fhir.paths) == len(PREFETCH)
+    assert len(fhir.requests) == len(PREFETCH)
+    assert all(f"patient={PATIENT_ID}" in q and f"_count={PAGE_SIZE}" in q for q in searches_asked(fhir))
     # Reached the setting (a client fetching one key at a time would show 1), never more.
     assert fhir.max_in_flight == concurrency
 
 
 def test_one_at_a_time_when_so_configured(make_app):
-    with LocalFhirServer(answer_for) as fhir:
+    with FhirTestServer([patient()]) as fhir:
         client = make_app(CDS_ALLOWED_FHIR_SERVERS=fhir.base, CDS_ALLOW_LOOPBACK_HTTP="true",
                           CDS_FHIR_CONCURRENCY="1").test_client()
         resp = client.post(PV, json=hook_request(prefetch={}, token="t", fhir_server=fhir.base))
     assert resp.status_code == 200
-    assert fhir.max_in_flight == 1 and len(fhir.paths) == len(PREFETCH)
+    assert fhir.max_in_flight == 1 and len(fhir.requests) == len(PREFETCH)
 
 
 # --- a sent Bundle that is only the first page ----------------------------------------
