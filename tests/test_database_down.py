@@ -7,38 +7,26 @@ PostgreSQL: a private server of the test's own, stopped and started mid-test
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
-
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.app import create_app
 from cds_service.protocol.runtime import runtime
 from db_for_tests import PrivatePostgres
+from jwt_for_tests import BASE, auth, client_key, token, trust_file
 from requests_for_tests import hook_request
 
-ISS = "https://ehr.example.org"
-BASE = "https://cds.example.org"
 PV = "/cds-services/osteoporosis-patient-view"
 FB = PV + "/feedback"
 
 
 @pytest.fixture(scope="module")
 def key():
-    private = ec.generate_private_key(ec.SECP384R1())
-    public = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(private.public_key()))
-    public.update(kid="k1", alg="ES384", use="sig")
-    return private, public
+    return client_key()
 
 
 def secured_app(tmp_path, key, database_url, **extra):
-    issuers = tmp_path / "issuers.json"
-    issuers.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
     settings = {"CDS_DATABASE_URL": database_url, "CDS_AUTH_REQUIRED": "true",
-                "CDS_TRUSTED_ISSUERS": str(issuers), "CDS_PUBLIC_BASE_URL": BASE,
+                "CDS_TRUSTED_ISSUERS": trust_file(tmp_path / "issuers.json", key), "CDS_PUBLIC_BASE_URL": BASE,
                 "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4"}
     settings.update(extra)
     app = create_app(settings)
@@ -46,10 +34,8 @@ def secured_app(tmp_path, key, database_url, **extra):
     return app
 
 
-def auth(key, path):
-    now = int(time.time())
-    claims = {"iss": ISS, "aud": BASE + path, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
-    return {"Authorization": "Bearer " + jwt.encode(claims, key[0], algorithm="ES384", headers={"kid": "k1"})}
+def signed(key, path):
+    return auth(token(key, path))
 
 
 def feedback_body(card_uuid):
@@ -64,22 +50,22 @@ def assert_unavailable(resp):
 
 def exercise_outage(client, key, stop, start):
     """Up, down, up again: the same checks on any database."""
-    assert client.post(PV, json=hook_request(), headers=auth(key, PV)).status_code == 200
-    assert client.post(FB, json=feedback_body("before"), headers=auth(key, FB)).status_code == 200
+    assert client.post(PV, json=hook_request(), headers=signed(key, PV)).status_code == 200
+    assert client.post(FB, json=feedback_body("before"), headers=signed(key, FB)).status_code == 200
 
     stop()
     # The jti replay check cannot be made: the token is not accepted (fails closed), and
     # the answer says to come back, rather than 500 or 401.
-    assert_unavailable(client.post(PV, json=hook_request(), headers=auth(key, PV)))
-    assert_unavailable(client.post(FB, json=feedback_body("during"), headers=auth(key, FB)))
-    assert_unavailable(client.get("/cds-services", headers=auth(key, "/cds-services")))
+    assert_unavailable(client.post(PV, json=hook_request(), headers=signed(key, PV)))
+    assert_unavailable(client.post(FB, json=feedback_body("during"), headers=signed(key, FB)))
+    assert_unavailable(client.get("/cds-services", headers=signed(key, "/cds-services")))
     assert client.get("/readyz").status_code == 503
 
     start()
     assert client.get("/readyz").status_code == 200
-    resp = client.post(PV, json=hook_request(), headers=auth(key, PV))
+    resp = client.post(PV, json=hook_request(), headers=signed(key, PV))
     assert resp.status_code == 200, resp.get_data(as_text=True)
-    resp = client.post(FB, json=feedback_body("during"), headers=auth(key, FB))  # the client resends
+    resp = client.post(FB, json=feedback_body("during"), headers=signed(key, FB))  # the client resends
     assert resp.status_code == 200 and resp.get_json()["stored"] == 1
 
 

@@ -7,21 +7,17 @@ PostgreSQL (whose columns, unlike SQLite's, enforce lengths and refuse NUL)."""
 from __future__ import annotations
 
 import json
-import time
 
-import jwt
 import pytest
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.app import create_app
 from cds_service.protocol.runtime import runtime
 from cds_service.store import Store
 from db_for_tests import database_url
+from jwt_for_tests import BASE, auth, client_key, token, trust_file
 from requests_for_tests import hook_request
 
-ISS = "https://ehr.example.org"
-BASE = "https://cds.example.org"
 PV = "/cds-services/osteoporosis-patient-view"
 FB = PV + "/feedback"
 WHEN = "2026-01-01T00:00:00Z"
@@ -29,21 +25,17 @@ WHEN = "2026-01-01T00:00:00Z"
 
 @pytest.fixture(scope="module")
 def key():
-    private = ec.generate_private_key(ec.SECP384R1())
-    public = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(private.public_key()))
-    public.update(kid="k1", alg="ES384", use="sig")
-    return private, public
+    return client_key()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def make(request, tmp_path, key):
     """factory(**settings) -> app on a fresh database of the parametrised kind."""
-    issuers = tmp_path / "issuers.json"
-    issuers.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
+    issuers = trust_file(tmp_path / "issuers.json", key)
     apps = []
     with database_url(request.param, tmp_path) as url:
         def factory(**extra):
-            settings = {"CDS_DATABASE_URL": url, "CDS_AUTH_REQUIRED": "false", "CDS_TRUSTED_ISSUERS": str(issuers),
+            settings = {"CDS_DATABASE_URL": url, "CDS_AUTH_REQUIRED": "false", "CDS_TRUSTED_ISSUERS": issuers,
                         "CDS_PUBLIC_BASE_URL": BASE, "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4"}
             settings.update(extra)
             app = create_app(settings)
@@ -169,9 +161,7 @@ def test_duplicates_inside_one_request_and_across_requests(make):
 # --- jti and hookInstance --------------------------------------------------------------
 
 def bearer(key, path, jti):
-    now = int(time.time())
-    claims = {"iss": ISS, "aud": BASE + path, "iat": now, "exp": now + 300, "jti": jti}
-    return {"Authorization": "Bearer " + jwt.encode(claims, key[0], algorithm="ES384", headers={"kid": "k1"})}
+    return auth(token(key, path, jti=jti))
 
 
 @pytest.mark.parametrize("jti", ["j" * 256, "j" * 1000, "abc\u0000def", "tab\there", "\ud800x"],
