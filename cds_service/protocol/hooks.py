@@ -8,7 +8,6 @@ service's rules, make the cards conformant, record them, answer.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 
 from flask import Blueprint, g, jsonify, request
@@ -23,8 +22,6 @@ from cds_service.protocol.responses import finish_cards, rule_id
 from cds_service.protocol.runtime import runtime
 from cds_service.services import CdsService, HookCall
 from cds_service.store import IssuedCard
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("hooks", __name__)
 
