@@ -40,6 +40,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     if settings.auto_migrate:
         migrations.upgrade(store.engine)
     http = requests.Session()
+    # Every thread's concurrent FHIR queries keep their connections for reuse
+    # (requests' default pool keeps 10 per host).
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(10, settings.threads * settings.fhir_concurrency))
+    http.mount("https://", adapter)
+    http.mount("http://", adapter)
     app.extensions["cds_runtime"] = Runtime(
         settings=settings,
         store=store,
