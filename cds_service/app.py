@@ -13,7 +13,8 @@ from flask import Flask, g, request
 from flask_cors import CORS
 
 from cds_service import metrics, migrations
-from cds_service.config import load_settings
+from cds_service.config import SettingsError, load_settings
+from cds_service.fhir import valuesets
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
 from cds_service.protocol import discovery, feedback, health, hooks, report_api
@@ -29,6 +30,7 @@ request_log = logging.getLogger("cds_service.requests")
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(overrides)
     configure_logging(settings.log_level)
+    configure_valuesets(settings.extra_valuesets_dir)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -96,3 +98,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+def configure_valuesets(extra_dir: str) -> valuesets.Terminology:
+    """Load the value sets (shipped + the site's extra folder) once, at start-up:
+    a bad file stops the start with one line naming it."""
+    try:
+        return valuesets.configure(extra_dir or None)
+    except valuesets.ValueSetError as exc:
+        raise SettingsError(f"CDS_EXTRA_VALUESETS_DIR: {exc}") from None

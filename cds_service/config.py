@@ -137,6 +137,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fhir_max_pages", "CDS_FHIR_MAX_PAGES", _int, 10,
             "Most Bundle pages followed (via `next` links) for one prefetch query."),
     Setting("log_level", "CDS_LOG_LEVEL", _str, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
+    Setting("extra_valuesets_dir", "CDS_EXTRA_VALUESETS_DIR", _str, "",
+            "Folder of extra FHIR ValueSet files adding a site's local codes to the shipped value sets "
+            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). Empty: shipped sets only."),
     # Production server (`cds-service serve`, gunicorn); see cds_service/server.py.
     Setting("host", "CDS_HOST", _str, "127.0.0.1",
             "Address the server binds to (`0.0.0.0` in the container image)."),
@@ -224,6 +227,7 @@ class Settings:
     calcium_lower_mg_dl: float = 8.5
     calcium_upper_mg_dl: float = 10.5
     long_term_corticosteroid_days: int = 90
+    extra_valuesets_dir: str = ""
 
     @property
     def development(self) -> bool:
