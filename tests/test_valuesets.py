@@ -258,3 +258,85 @@ def test_shipped_files_are_package_data():
     data = project["tool"]["setuptools"]["package-data"]["cds_service"]
     assert "terminology_data/valuesets/*.json" in data
     assert vs.shipped_dir().is_dir() and len(SHIPPED) > 50
+
+
+# ---------------------------------------------------------------------------
+# Nothing the Python tables know is lost: terminology.py table -> value set file
+# (the map the rewire of terminology.py onto these files follows)
+# ---------------------------------------------------------------------------
+
+def _group_file(group: str) -> str:
+    return "condition-" + group.replace("_", "-")
+
+
+AGENT_FILE = {"zoledronic_acid": "drug-zoledronic-acid", "vitamin_d": "drug-vitamin-d"}
+OBSERVATION_TABLES = {  # terminology.py constant -> value set(s)
+    "DXA_BMD_CODES": ("dxa-bmd",), "DXA_STUDY_CODES": ("dxa-study",), "EGFR_CODES": ("lab-egfr",),
+    "CALCIUM_TOTAL_CODES": ("lab-calcium-total",), "CALCIUM_IONIZED_CODES": ("lab-calcium-ionized",),
+    "ALBUMIN_CODES": ("lab-albumin",), "VITAMIN_D_25OH_CODES": ("lab-vitamin-d-25oh",), "PTH_CODES": ("lab-pth",),
+    "FALL_RISK_ASSESSMENT_CODES": ("obs-fall-risk-assessment",),
+}
+DXA_SITE_FILE = {"LS": "ls", "FN": "fn", "TH": "th", "RADIUS": "radius", "CALCANEUS": "calcaneus"}
+ORDER_TABLES = {  # (terminology.py constant, system) -> value set
+    ("DXA_CPT_CODES", CPT): "order-dxa", ("DXA_SNOMED_CODES", SNOMED): "order-dxa",
+    ("BARIATRIC_SNOMED_CODES", SNOMED): "condition-bariatric",
+    ("MASSAGE_CPT", CPT): "order-massage", ("MASSAGE_NUCC", NUCC): "order-massage",
+    ("PT_REFERRAL_SNOMED", SNOMED): "order-physical-therapy", ("PT_CPT", CPT): "order-physical-therapy",
+    ("PT_NUCC", NUCC): "order-physical-therapy",
+    ("CURRENT_SMOKER_SNOMED", SNOMED): "answer-current-smoker", ("NON_SMOKER_SNOMED", SNOMED): "answer-non-smoker",
+}
+
+
+def _covers_icd(t, concept, prefix):
+    """An ICD-10-CM prefix of the Python tables is covered when it is a leaf
+    code of the value set, a root of the set is a prefix of it, or (a block
+    such as "V1") the set lists its categories one by one."""
+    norm = vs.normalise(ICD10CM, prefix)
+    return norm in t.codes(concept, ICD10CM) or concept in t.prefix_matches(ICD10CM, norm) or any(
+        r.startswith(norm) for r in t.prefixes(concept))
+
+
+def test_every_code_and_name_of_the_python_tables_is_in_a_value_set():
+    from cds_service.fhir import terminology as py
+
+    t = vs.load()
+    missing = []
+    for group, table in py.CONDITION_VALUE_SETS.items():
+        concept = _group_file(group)
+        missing += [f"{concept}: ICD {p}" for p in table.icd_prefixes if not _covers_icd(t, concept, p)]
+        missing += [f"{concept}: SNOMED {c}" for c in table.snomed - t.codes(concept, SNOMED)]
+        missing += [f"{concept}: name {n}" for n in table.names if n not in t.names(concept)]
+    for name, agent in py.AGENTS.items():
+        concept = AGENT_FILE.get(name, "drug-" + name)
+        onco = concept + "-oncology"
+        missing += [f"{concept}: RxNorm {c}" for c in agent.rxnorm - t.codes(concept, RXNORM)]
+        missing += [f"{concept}: name {n}" for n in agent.names if n not in t.names(concept)]
+        if agent.oncology_rxnorm or agent.oncology_names:
+            missing += [f"{onco}: RxNorm {c}" for c in agent.oncology_rxnorm - t.codes(onco, RXNORM)]
+            missing += [f"{onco}: name {n}" for n in agent.oncology_names if n not in t.names(onco)]
+    for table, concepts in OBSERVATION_TABLES.items():
+        have = frozenset().union(*(t.codes(c, LOINC) for c in concepts))
+        missing += [f"{table}: LOINC {c}" for c in getattr(py, table) - have]
+    for kind, table in (("t", py.DXA_T_SCORE_SITES), ("z", py.DXA_Z_SCORE_SITES)):
+        for code, site in table.items():
+            if code not in t.codes(f"dxa-{kind}-score-{DXA_SITE_FILE[site]}", LOINC):
+                missing.append(f"DXA_{kind.upper()}_SCORE_SITES: {code} ({site})")
+    for code, concept in ((py.FRAX_MOF, "frax-mof"), (py.FRAX_HIP, "frax-hip"),
+                          (py.SMOKING_STATUS, "obs-smoking-status")):
+        missing += [f"{concept}: LOINC {code}"] if code not in t.codes(concept, LOINC) else []
+    for (table, system), concept in ORDER_TABLES.items():
+        missing += [f"{table}: {c}" for c in getattr(py, table) - t.codes(concept, system)]
+    missing += [f"order-dxa: name {n}" for n in py.DXA_NAMES if n not in t.names("order-dxa")]
+    missing += [f"order-physical-therapy: name {n}" for n in py.PT_NAMES if n not in t.names("order-physical-therapy")]
+    # fractures: every code keeps its site and its fragility status
+    site_file = {py.HIP: "hip", py.VERTEBRAL: "vertebral", py.WRIST: "wrist-forearm", py.HUMERUS: "humerus",
+                 py.PELVIS: "pelvis"}
+    for code, (site, fragility) in py._SNOMED_FRACTURES.items():
+        found = t.concepts_for(SNOMED, code)
+        want = "fracture-site-" + site_file.get(site, "unspecified")
+        if want not in found or ("fracture-fragility" in found) != fragility:
+            missing.append(f"SNOMED fracture {code}: {sorted(found)}")
+    for prefix, site in py._S_CODE_SITES:
+        if not _covers_icd(t, "fracture-site-" + site_file[site], prefix[:3] + "." + prefix[3:]):
+            missing.append(f"S-code {prefix} ({site})")
+    assert missing == []
