@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
+import decimal
 import logging
 import math
 import re
@@ -49,7 +50,7 @@ class BmdScore:
     ref: str         # "Observation/<id>"
 
     def fact(self) -> str:
-        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {self.value:g} on {_d(self.date)}"
+        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {as_written(self.value, 1)} on {_d(self.date)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,16 +62,24 @@ class Frax:
 
     def fact(self) -> str:
         label = "major osteoporotic fracture" if self.kind == "mof" else "hip fracture"
-        return f"FRAX 10-year {label} probability {self.percent:g}% on {_d(self.date)}"
+        percent = as_written(self.percent, 1).removesuffix(".0")  # "22%", "3.5%", as the FRAX tool prints
+        return f"FRAX 10-year {label} probability {percent}% on {_d(self.date)}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Fracture:
+    """One fracture event. Codings, Conditions and Observations describing the
+    same fracture (same site family, or one of them site-unspecified, dated
+    within `fracture_event_window_days`) are merged into one event with the
+    most specific site, the earliest date and the strongest fragility status."""
+
     site: str          # terminology.FRACTURE_SITES
     fragility: str     # "specific" (M80/osteoporotic SNOMED/Z87.310), "probable" (S-code at >=50), "unproven"
     date: dt.date | None
-    code: str
+    code: str          # the code that gave the site (the first one, when none did)
     ref: str
+    codes: tuple[str, ...] = ()  # every code merged into this event (card facts)
+    refs: tuple[str, ...] = ()
 
     @property
     def is_fragility(self) -> bool:
@@ -80,7 +89,7 @@ class Fracture:
         kind = {FRAGILITY_SPECIFIC: "fragility fracture", PROBABLE: "fracture (probable fragility fracture)",
                 UNPROVEN: "fracture"}[self.fragility]
         site = "" if self.site == t.OTHER else f"{self.site.capitalize()} "
-        text = f"{site}{kind} ({self.code})".strip()
+        text = f"{site}{kind} ({', '.join(self.codes or (self.code,))})".strip()
         return f"{text[0].upper()}{text[1:]} on {_d(self.date)}"
 
 
@@ -103,11 +112,22 @@ class Lab:
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
-        return f"{label} {self.value:g} {self.unit} on {_d(self.date)}"
+        return f"{label} {as_written(self.value, LAB_DECIMALS.get(self.name, 1))} {self.unit} on {_d(self.date)}"
 
 
 LAB_LABELS = {"egfr": "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH"}
+# Decimals clinicians write each value with (T-scores and FRAX: one).
+LAB_DECIMALS = {"egfr": 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0}
+
+
+def as_written(value: float, decimals: int) -> str:
+    """A value as a clinician writes it: -3.73865 -> "-3.7", -2 -> "-2.0", eGFR 61.6 -> "62"."""
+    # Half away from zero on the decimal as written (2.55 -> 2.6), not on its binary approximation.
+    text = f"{decimal.Decimal(repr(value)).quantize(decimal.Decimal(1).scaleb(-decimals), decimal.ROUND_HALF_UP)}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
              "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL"}
 
@@ -767,8 +787,8 @@ class _Builder:
         sex = patient.get("gender") if isinstance(patient.get("gender"), str) else None
         deceased = self._deceased(patient)
 
-        fractures = tuple(sorted((self._fragility(f, birth) for f in self.fractures),
-                                 key=lambda f: (f.date is not None, f.date or dt.date.min)))
+        fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
+                                          s.fracture_event_window_days))
         conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
         labs = {name: tuple(sorted(values, key=_by_date)) for name, values in self.labs.items()}
         labs = self._corrected_calcium(labs)
@@ -887,6 +907,41 @@ class _Builder:
             events.sort(key=lambda e: e.start or e.dose_date or dt.date.min)
             out[agent] = _exposure(agent, tuple(events), self.today)
         return out
+
+
+_FRAGILITY_RANK = {UNPROVEN: 0, PROBABLE: 1, FRAGILITY_SPECIFIC: 2}
+
+
+def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fracture]:
+    """Merge fracture records that describe one event; oldest first (undated first).
+
+    Same event: dated within `window_days` of the event's first record, and the
+    same site family or one of them site-unspecified (e.g. "osteoporotic
+    fracture" 443165006 and "closed fracture of hip" on the same day). Undated
+    records merge only with an undated record of the same site and code."""
+    events: list[Fracture] = []
+    for f in sorted(fractures, key=lambda f: (f.date is not None, f.date or dt.date.min)):
+        for i, e in enumerate(events):
+            same_time = (e.date is None and f.date is None and e.code == f.code) or (
+                e.date is not None and f.date is not None and (f.date - e.date).days <= window_days)
+            if same_time and (e.site == f.site or t.OTHER in (e.site, f.site)):
+                events[i] = _merge_fracture(e, f)
+                break
+        else:
+            events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+    return events
+
+
+def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
+    sited = event if event.site != t.OTHER or other.site == t.OTHER else other
+    return Fracture(
+        site=sited.site,
+        fragility=max(event.fragility, other.fragility, key=_FRAGILITY_RANK.__getitem__),
+        date=event.date,  # the earlier one: records are merged oldest first
+        code=sited.code, ref=sited.ref,
+        codes=tuple(dict.fromkeys(event.codes + (other.code,))),
+        refs=tuple(dict.fromkeys(event.refs + (other.ref,))),
+    )
 
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:
