@@ -219,6 +219,8 @@ BAD_FILES = [
     ("stranger.json", {**LOCAL_CALCIUM, "url": "https://example.org/ValueSet/mine"}, "matches no shipped value set"),
     ("snomed-isa.json", {**LOCAL_HIP_BY_NAME, "compose": {"include": [{"system": SNOMED, "filter": [
         {"property": "concept", "op": "is-a", "value": "71620000"}]}]}}, "is not supported"),
+    ("whole-system.json", {**LOCAL_HIP_BY_NAME, "compose": {"include": [{"system": SNOMED}]}},
+     "including all of http://snomed.info/sct is not supported"),
     ("conflict.json", {**LOCAL_HIP_BY_NAME, "compose": {"include": [{"system": SNOMED, "concept": [
         {"code": "65966004"}]}]}}, "65966004 is in more than one fracture site set"),
 ]

@@ -252,6 +252,8 @@ def _parts(data: dict[str, Any], path: Path, default_source: str) -> _Parts:
             parts.prefixes.setdefault(ICD10CM, set()).add(normalise(ICD10CM, flt["value"]))
         if include.get("valueSet"):
             raise ValueSetError(f"{path}: compose.include.valueSet is not supported: list the codes")
+        if not include.get("concept") and not include.get("filter"):
+            raise ValueSetError(f"{path}: including all of {system} is not supported: list the codes")
     for item in _contains((data.get("expansion") or {}).get("contains") or ()):
         if "code" not in item:
             continue  # a grouping entry
