@@ -160,6 +160,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fhir_concurrency", "CDS_FHIR_CONCURRENCY", _int, 4,
             "Prefetch queries of one hook call fetched from the FHIR server at the same time."),
     Setting("log_level", "CDS_LOG_LEVEL", _str, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
+    Setting("extra_valuesets_dir", "CDS_EXTRA_VALUESETS_DIR", _str, "",
+            "Folder of extra FHIR ValueSet files adding a site's local codes to the shipped value sets "
+            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). Empty: shipped sets only."),
     # Production server (`cds-service serve`, gunicorn); see cds_service/server.py.
     Setting("host", "CDS_HOST", _str, "127.0.0.1",
             "Address the server binds to (`0.0.0.0` in the container image)."),
@@ -256,6 +259,7 @@ class Settings:
     quiet_warning_days: int = 30
     info_card_budget: int = 2
     retention_days: int = 730
+    extra_valuesets_dir: str = ""
 
     @property
     def development(self) -> bool:
