@@ -28,8 +28,10 @@ def _serve(args: argparse.Namespace) -> int:
 
         run_development(create_app(overrides), host, port)
     else:
+        from cds_service.app import configure_valuesets
         from cds_service.server import run_production
 
+        configure_valuesets(settings.extra_valuesets_dir)  # a bad file fails here, before any worker starts
         run_production(settings, host=host, port=port)
     return 0
 

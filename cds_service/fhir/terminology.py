@@ -299,9 +299,9 @@ CONDITION_VALUE_SETS: dict[str, ValueSet] = {vs.name: vs for vs in (
     # abortive outcome) and delivery / puerperium codes mean the pregnancy ended: next set.
     ValueSet("pregnancy", icd_prefixes=("O09", "O1", "O2", "O3", "O4", "Z33.1", "Z34", "Z3A"),
              snomed=frozenset({"77386006", "72892002"})),
-    # Pregnancy ended: O00-O08, O80-O82 delivery, O85-O92 puerperium, Z37 outcome of delivery,
+    # Pregnancy ended: O00-O08, O80 and O82 delivery (ICD-10-CM has no O81), O85-O92 puerperium, Z37 outcome of delivery,
     # Z39 postpartum care (U); SNOMED 714812005 induced termination of pregnancy V [SYN].
-    ValueSet("pregnancy_ended", icd_prefixes=("O0", "O80", "O81", "O82", "O85", "O86", "O87", "O88", "O89",
+    ValueSet("pregnancy_ended", icd_prefixes=("O0", "O80", "O82", "O85", "O86", "O87", "O88", "O89",
                                               "O90", "O91", "O92", "Z37", "Z39"),
              snomed=frozenset({"714812005"}),
              names=("termination of pregnancy", "miscarriage", "postpartum", "delivery of")),

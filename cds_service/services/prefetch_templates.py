@@ -6,6 +6,11 @@ and pregnancy tests under a key of their own); Conditions; bone-drug and supplem
 (MedicationRequest, MedicationAdministration, MedicationStatement); the
 patient's Procedures (DXA, bariatric surgery, dialysis, recent operations).
 The user Practitioner is not asked for: no rule needs it.
+
+Every search is keyed on the context patient and asks for PAGE_SIZE results
+a page (`_count`): servers default to 10-50, and a long chart would otherwise
+need dozens of pages (the service follows `next` links up to
+CDS_FHIR_MAX_PAGES; a server may still cap `_count` lower).
 """
 
 from __future__ import annotations
@@ -18,21 +23,23 @@ def _codes(system: str, codes) -> str:
 
 
 PATIENT = "{{context.patientId}}"
+PAGE_SIZE = 100
+COUNT = f"_count={PAGE_SIZE}"
 
 PREFETCH: dict[str, str] = {
     "patient": f"Patient/{PATIENT}",
-    "observations": f"Observation?patient={PATIENT}&code={_codes(t.LOINC, t.OBSERVATION_CODES)}",
+    "observations": f"Observation?patient={PATIENT}&code={_codes(t.LOINC, t.OBSERVATION_CODES)}&{COUNT}",
     # creatinine, weight, BMI, ALP, pregnancy tests (a key of its own: URL length, see terminology)
-    "safetyLabs": f"Observation?patient={PATIENT}&code={_codes(t.LOINC, t.SAFETY_LAB_CODES)}",
-    "conditions": f"Condition?patient={PATIENT}",
-    "medicationRequests": f"MedicationRequest?patient={PATIENT}",
-    "medicationAdministrations": f"MedicationAdministration?patient={PATIENT}",
-    "medicationStatements": f"MedicationStatement?patient={PATIENT}",
+    "safetyLabs": f"Observation?patient={PATIENT}&code={_codes(t.LOINC, t.SAFETY_LAB_CODES)}&{COUNT}",
+    "conditions": f"Condition?patient={PATIENT}&{COUNT}",
+    "medicationRequests": f"MedicationRequest?patient={PATIENT}&{COUNT}",
+    "medicationAdministrations": f"MedicationAdministration?patient={PATIENT}&{COUNT}",
+    "medicationStatements": f"MedicationStatement?patient={PATIENT}&{COUNT}",
     # Fractures recorded as findings (Observation.code is the fracture).
-    "fractureFindings": f"Observation?patient={PATIENT}&code={_codes(t.SNOMED, t.SNOMED_FRACTURE_CODES)}",
+    "fractureFindings": f"Observation?patient={PATIENT}&code={_codes(t.SNOMED, t.SNOMED_FRACTURE_CODES)}&{COUNT}",
     # Every Procedure: besides DXA and bariatric surgery the rules read dialysis (kidney
     # reading) and any recent operation (massage safety), and operations have no short code list.
-    "procedures": f"Procedure?patient={PATIENT}",
+    "procedures": f"Procedure?patient={PATIENT}&{COUNT}",
 }
 
 # Without these the rules would decide on a false picture (e.g. "no bone drug"
