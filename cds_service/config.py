@@ -144,14 +144,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", "CDS_WORKERS", _int, 2,
             "Server worker processes (each loads its own app and database pool)."),
     Setting("threads", "CDS_THREADS", _int, 4,
-            "Threads per worker process; a worker serves this many requests at once."),
+            "Requests one worker process works on at once; more wait their turn (a connection still "
+            "sending its request does not count)."),
+    Setting("worker_connections", "CDS_WORKER_CONNECTIONS", _int, 100,
+            "Connections one worker holds open at once (idle keep-alive and slow senders included); "
+            "further ones wait in the listen queue."),
+    Setting("max_requests_per_connection", "CDS_MAX_REQUESTS_PER_CONNECTION", _int, 10,
+            "A kept-alive connection is closed after this many requests, so each client's connections "
+            "spread over the workers (0: never)."),
+    Setting("body_timeout_seconds", "CDS_BODY_TIMEOUT_SECONDS", _int, 30,
+            "Time a client has to send a request body once its headers arrived (408 after it); the "
+            "headers themselves must arrive within CDS_KEEPALIVE_SECONDS."),
     Setting("request_timeout_seconds", "CDS_REQUEST_TIMEOUT_SECONDS", _int, 30,
             "A worker silent for longer than this is killed and restarted; keep it above "
             "CDS_FHIR_TOTAL_TIMEOUT_SECONDS."),
     Setting("graceful_timeout_seconds", "CDS_GRACEFUL_TIMEOUT_SECONDS", _int, 20,
             "On SIGTERM, time given to requests in flight to finish before workers are killed."),
     Setting("keepalive_seconds", "CDS_KEEPALIVE_SECONDS", _int, 5,
-            "How long an idle HTTP keep-alive connection is held open."),
+            "How long an idle HTTP keep-alive connection is held open, and the time a client has to "
+            "send a request's headers."),
     Setting("access_log", "CDS_ACCESS_LOG", _bool, False,
             "Also write the server's own access log to stdout (the app already logs one JSON line "
             "per request)."),
@@ -207,6 +218,9 @@ class Settings:
     port: int
     workers: int
     threads: int
+    worker_connections: int
+    max_requests_per_connection: int
+    body_timeout_seconds: int
     request_timeout_seconds: int
     graceful_timeout_seconds: int
     keepalive_seconds: int

@@ -1,5 +1,10 @@
 """Run the service: gunicorn in production, Flask's own server in development.
 
+The production arrangement (gevent worker, whole requests received before the
+app runs, kept-alive connections recycled so they spread over the workers) is
+explained in cds_service/gunicorn_worker.py and measured by
+benchmarks/serving.py; SECURITY.md has the figures.
+
 `cds-service serve` calls `run_production`. Gunicorn is used as a library
 (a `BaseApplication` subclass) so its configuration comes only from our
 settings: no gunicorn.conf.py, GUNICORN_CMD_ARGS or command line is read, and
@@ -64,10 +69,8 @@ def gunicorn_options(settings: Settings, host: str | None = None,
     options: dict[str, Any] = {
         "bind": [f"{bind_host}:{bind_port}"],
         "workers": settings.workers,
-        # gthread even with one thread: idle keep-alive connections then do
-        # not block a worker, which a sync worker behind a proxy would.
-        "worker_class": "gthread",
-        "threads": settings.threads,
+        "worker_class": "cds_service.gunicorn_worker.CdsWorker",
+        "worker_connections": settings.worker_connections,
         "timeout": settings.request_timeout_seconds,
         "graceful_timeout": settings.graceful_timeout_seconds,
         "keepalive": settings.keepalive_seconds,
@@ -81,12 +84,28 @@ def gunicorn_options(settings: Settings, host: str | None = None,
         "control_socket_disable": True,
         "on_starting": _prepare_metrics_dir,
         "child_exit": _worker_gone,
+        "pre_request": _recycle_connection(settings.max_requests_per_connection),
     }
     # Worker heartbeat files: tmpfs when there is one, so a slow or read-only
     # disk cannot make healthy workers look dead.
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         options["worker_tmp_dir"] = "/dev/shm"
     return options
+
+
+def _recycle_connection(limit: int) -> Callable[[Any, Any], None]:
+    """gunicorn pre_request hook: the limit-th request on a kept-alive
+    connection is answered with "Connection: close". A connection stays with
+    the worker that accepted it, so a client holding a small keep-alive pool
+    could otherwise keep one worker busy while the other idles (issue 15); the
+    client reconnects, and a busy gevent worker cannot accept while it
+    computes, so the new connection goes to the idler one."""
+
+    def pre_request(worker: Any, req: Any) -> None:
+        if limit and req.req_number >= limit:
+            req.must_close = True
+
+    return pre_request
 
 
 def _prepare_metrics_dir(server: Any) -> None:
@@ -119,9 +138,10 @@ def _worker_gone(server: Any, worker: Any) -> None:
 class ProductionServer(BaseApplication):
     """Gunicorn configured from Settings, loading the app in each worker."""
 
-    def __init__(self, options: dict[str, Any], app_factory: Callable[[], WsgiApp]):
+    def __init__(self, options: dict[str, Any], app_factory: Callable[[], WsgiApp], settings: Settings):
         self._options = options
         self._app_factory = app_factory
+        self._settings = settings
         super().__init__()
 
     def load_config(self) -> None:
@@ -133,7 +153,11 @@ class ProductionServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> WsgiApp:
-        return self._app_factory()
+        from .gunicorn_worker import RequestGate
+
+        return RequestGate(self._app_factory(), concurrency=self._settings.threads,
+                           body_timeout=self._settings.body_timeout_seconds,
+                           max_body_bytes=self._settings.max_body_bytes)
 
 
 def run_production(settings: Settings, host: str | None = None, port: int | None = None,
@@ -143,7 +167,7 @@ def run_production(settings: Settings, host: str | None = None, port: int | None
     `host`/`port` override the settings (the container passes --host 0.0.0.0).
     `app_factory` exists for tests; production always uses create_app."""
     ProductionServer(gunicorn_options(settings, host, port),
-                     app_factory or _default_factory).run()
+                     app_factory or _default_factory, settings).run()
 
 
 def run_development(app: Any, host: str, port: int) -> None:

@@ -140,13 +140,14 @@ def test_serves_the_real_app(tmp_path):
 
 
 def test_options_follow_settings():
-    settings = load_settings({"CDS_WORKERS": "3", "CDS_THREADS": "8", "CDS_REQUEST_TIMEOUT_SECONDS": "45",
+    settings = load_settings({"CDS_WORKERS": "3", "CDS_WORKER_CONNECTIONS": "50", "CDS_REQUEST_TIMEOUT_SECONDS": "45",
                               "CDS_GRACEFUL_TIMEOUT_SECONDS": "25", "CDS_KEEPALIVE_SECONDS": "7"},
                              environ={})
     options = gunicorn_options(settings, host="0.0.0.0")
     assert options["bind"] == ["0.0.0.0:8080"]
-    assert (options["workers"], options["threads"], options["timeout"],
-            options["graceful_timeout"], options["keepalive"]) == (3, 8, 45, 25, 7)
+    assert options["worker_class"] == "cds_service.gunicorn_worker.CdsWorker"
+    assert (options["workers"], options["worker_connections"], options["timeout"],
+            options["graceful_timeout"], options["keepalive"]) == (3, 50, 45, 25, 7)
     assert options["accesslog"] is None
     assert gunicorn_options(settings, host="::1", port=9000)["bind"] == ["[::1]:9000"]
 
