@@ -305,14 +305,17 @@ def _named(setting: Setting, raw: Any, problem: str) -> str:
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
+                  environ: Mapping[str, str] | None = None,
+                  probes: tuple[str, ...] | str = ()) -> Settings:
     """Build Settings from the environment; `overrides` (keyed by env name or
     attribute name) win over the environment. String overrides are parsed
     like environment values; other values are taken as they are.
 
     Raises SettingsError listing every value that cannot be parsed or fails
-    its setting's check (probes and warnings are separate: `probe_problems`,
-    `production_warnings`)."""
+    its setting's check, and the problems the probes of the settings named in
+    `probes` find ("all": every probe): the file system and installed drivers,
+    for the commands about to use them. Warnings are separate
+    (`production_warnings`)."""
     env = dict(os.environ if environ is None else environ)
     given: dict[str, Any] = {}
     by_name = {s.name: s for s in SETTINGS}
@@ -335,7 +338,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
         problems.append(_named(SETTINGS[0], profile_raw, str(exc)))
         profile = "production"
     values: dict[str, Any] = {}
-    parsed: set[str] = set()
     for setting in SETTINGS[1:]:
         value = raw(setting)
         if value is None:
@@ -352,39 +354,27 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
         elif isinstance(value, list):
             value = tuple(value)
         values[setting.name] = value
-        parsed.add(setting.name)
     values["profile"] = profile
     for setting in SETTINGS:
-        if setting.check and setting.name in values:
-            problem = setting.check(values[setting.name], values)
+        if setting.name not in values:
+            continue
+        wanted = probes == "all" or setting.env in probes
+        for check in (setting.check, setting.probe if wanted else None):
+            problem = check(values[setting.name], values) if check else None
             if problem:
                 problems.append(_named(setting, raw(setting), problem))
+                break
     if problems:
         raise SettingsError(*problems)
     return Settings(**values)
 
 
-def _run(kind: str, settings: Settings, only: tuple[str, ...] | None) -> list[str]:
-    values = dataclasses.asdict(settings)
-    raw_env = os.environ
-    out = []
-    for setting in SETTINGS:
-        check = getattr(setting, kind)
-        if check is None or (only is not None and setting.env not in only):
-            continue
-        problem = check(values[setting.name], values)
-        if problem:
-            out.append(_named(setting, raw_env.get(setting.env, values[setting.name]), problem))
-    return out
-
-
-def probe_problems(settings: Settings, only: tuple[str, ...] | None = None) -> list[str]:
-    """Problems that need the file system or installed drivers to find (the
-    database folder or driver, the trust file), for the settings in `only`
-    (env names; all when None). Commands run this before doing any work."""
-    return _run("probe", settings, only)
-
-
 def production_warnings(settings: Settings) -> list[str]:
     """Configurations that work but are unsafe or useless in production."""
-    return _run("warn", settings, None)
+    values = dataclasses.asdict(settings)
+    out = []
+    for setting in SETTINGS:
+        problem = setting.warn(values[setting.name], values) if setting.warn else None
+        if problem:
+            out.append(_named(setting, os.environ.get(setting.env, ""), problem))
+    return out

@@ -27,8 +27,10 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.workers.ggevent import GeventWorker
+
+from cds_service.logs import JsonFormatter
 
 # status -> (error code, message) for answers gunicorn writes itself, before
 # any request reaches the app. Fixed texts: gunicorn's own message may quote
@@ -64,6 +66,16 @@ class CdsWorker(GeventWorker):
     def init_process(self) -> None:
         util.write_error = write_json_error  # this worker process only
         super().init_process()
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's logger with every line as one JSON object, like the app's."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
 
 
 class BodyTimeout(Exception):

@@ -13,10 +13,13 @@ what runs in the container is exactly what the settings table documents.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import logging
 import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +81,9 @@ def gunicorn_options(settings: Settings, host: str | None = None,
         "accesslog": "-" if settings.access_log else None,
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
+        # gunicorn's own lines (start, worker boot, errors) as JSON too.
+        "logger_class": "cds_service.gunicorn_worker.JsonLogger",
+        "post_worker_init": _announce(bind_host, bind_port, settings.profile),
         "proc_name": "cds-service",
         # gunicorn >= 25.1 opens a control socket under $HOME by default; the
         # container's root filesystem is read-only and nothing uses it.
@@ -91,6 +97,19 @@ def gunicorn_options(settings: Settings, host: str | None = None,
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         options["worker_tmp_dir"] = "/dev/shm"
     return options
+
+
+def _announce(host: str, port: int, profile: str) -> Callable[[Any], None]:
+    """gunicorn post_worker_init hook: once the first worker has loaded the
+    app, say where discovery is (only after a successful start)."""
+
+    def post_worker_init(worker: Any) -> None:
+        if worker.age == 1:
+            logging.getLogger("cds_service.server").info(
+                f"CDS discovery: http://{host}:{port}/cds-services (profile: {profile})",
+                extra={"event": "ready"})
+
+    return post_worker_init
 
 
 def _recycle_connection(limit: int) -> Callable[[Any, Any], None]:
@@ -111,10 +130,16 @@ def _recycle_connection(limit: int) -> Callable[[Any, Any], None]:
 def _prepare_metrics_dir(server: Any) -> None:
     """gunicorn on_starting hook: with several worker processes, Prometheus
     metrics live in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess
-    mode). Files left by a previous run would be counted again, so the master
+    mode), so /metrics sums every worker instead of showing whichever worker
+    answered the scrape. Without the variable the server makes a private
+    folder under the temporary directory ($TMPDIR, /tmp) and removes it on
+    exit. Files left by a previous run would be counted again, so the master
     empties the directory before any worker starts."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
+        path = tempfile.mkdtemp(prefix="cds-service-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the workers
+        server.cfg.set("on_exit", lambda _server: shutil.rmtree(path, ignore_errors=True))
         return
     if os.path.isdir(path):
         for entry in os.listdir(path):
@@ -170,6 +195,32 @@ def run_production(settings: Settings, host: str | None = None, port: int | None
                      app_factory or _default_factory, settings).run()
 
 
+def exec_production(host: str, port: int) -> None:
+    """Replace this process with `python -m cds_service.server` (same pid, so
+    signals from a container runtime still reach gunicorn's master). Called by
+    `cds-service serve` after it has checked the settings and migrated; the
+    workers then start without migrating again."""
+    os.environ["CDS_AUTO_MIGRATE"] = "false"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "cds_service.server", "--host", host, "--port", str(port)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cds_service.server --host H --port P`: what `cds-service serve` execs."""
+    from .config import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m cds_service.server")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    run_production(load_settings(), host=args.host, port=args.port)
+
+
 def run_development(app: Any, host: str, port: int) -> None:
     """Flask's development server: one process, threaded, no reloader."""
     app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()
