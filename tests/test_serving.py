@@ -224,3 +224,52 @@ def test_keep_alive_clients_spread_over_both_workers(tmp_path):
         assert min(total.values()) >= 0.35 * 400, total
     finally:
         _stop(proc)
+
+
+def test_metrics_sum_both_workers_without_any_setup(service):
+    """`serve` sets up prometheus_client's multiprocess mode itself: /metrics
+    counts the requests every worker answered, whichever worker is scraped."""
+    import re
+
+    for _ in range(20):
+        conn = http.client.HTTPConnection("127.0.0.1", service, timeout=10)  # new connection: either worker
+        conn.request("GET", "/cds-services")
+        assert conn.getresponse().status == 200
+        conn.close()
+    for _ in range(3):
+        conn = http.client.HTTPConnection("127.0.0.1", service, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        counted = sum(float(v) for v in re.findall(
+            r'^cds_http_requests_total\{[^}]*service="/cds-services"[^}]*status="200"[^}]*\} (\S+)$', text, re.M))
+        assert counted == 20
+
+
+def test_serve_warns_in_json_and_announces_discovery_after_start(tmp_path):
+    """`cds-service serve` in production: unsafe settings are warned about,
+    every log line is one JSON object, and the discovery line comes once the
+    first worker has loaded the app."""
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))},
+           "PYTHONPATH": str(ROOT), "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/c.db"}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_answers(proc, f"http://127.0.0.1:{port}/healthz", timeout=30)
+        deadline = time.monotonic() + 20
+        while "CDS discovery" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.terminate()
+        proc.wait(20)
+        lines = [json.loads(line) for line in log_path.read_text().splitlines()]  # every line is JSON
+        messages = [entry["message"] for entry in lines]
+        warning = next(e for e in lines if e.get("event") == "configuration_warning")
+        assert warning["level"] == "warning" and warning["message"].startswith("CDS_AUTH_REQUIRED='false': ")
+        ready = next(i for i, m in enumerate(messages) if m.startswith("CDS discovery: "))
+        assert messages[ready] == f"CDS discovery: http://127.0.0.1:{port}/cds-services (profile: production)"
+        assert ready > next(i for i, m in enumerate(messages) if m.startswith("Booting worker"))
+    finally:
+        _stop(proc)
