@@ -157,7 +157,8 @@ def cross_check(objs: list[dict[str, Any]], values: dict[str, Any]) -> list[str]
     # ConfigMaps/Secrets the pod needs: made by the chart, or named in values as existing.
     existing_secrets = {values.get("database", {}).get("existingSecret"),
                         values.get("trustedIssuers", {}).get("existingSecret"),
-                        values.get("report", {}).get("existingSecret")} - {None, ""}
+                        values.get("report", {}).get("existingSecret"),
+                        values.get("patientHash", {}).get("existingSecret")} - {None, ""}
     existing_maps = {values.get("trustedIssuers", {}).get("existingConfigMap")} - {None, ""}
     config_maps = set(by_kind.get("ConfigMap", {})) | existing_maps
     secrets = set(by_kind.get("Secret", {})) | existing_secrets

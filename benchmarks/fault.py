@@ -32,6 +32,7 @@ import http.client
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -122,7 +123,7 @@ class Service:
         env.update({
             "PYTHONPATH": str(ROOT), "CDS_DATABASE_URL": database_url, "CDS_AUTH_REQUIRED": "true",
             "CDS_TRUSTED_ISSUERS": str(trust), "CDS_PUBLIC_BASE_URL": self.base, "CDS_WORKERS": "2",
-            "CDS_GRACEFUL_TIMEOUT_SECONDS": "5",
+            "CDS_GRACEFUL_TIMEOUT_SECONDS": "5", "CDS_PATIENT_HASH_SECRET": secrets.token_hex(32),
         })
         self.log_path = workdir / "service.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()

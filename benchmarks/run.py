@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.generate import PATIENT_ID, patient_view_request, resource_count  # noqa: E402
 
 ENDPOINT = "/cds-services/osteoporosis-patient-view"
+BENCH_SECRET = "benchmark-patient-hash-secret-0123456789"  # production profile needs one
 
 # (warm-up calls, most measured calls, most seconds) per size, in-process.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -193,7 +194,8 @@ def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str
         def clear_validation_cache() -> None:
             return None
 
-    overrides = {"CDS_DATABASE_URL": f"sqlite:///{workdir}/inprocess.db", "CDS_AUTH_REQUIRED": "false"}
+    overrides = {"CDS_DATABASE_URL": f"sqlite:///{workdir}/inprocess.db", "CDS_AUTH_REQUIRED": "false",
+                 "CDS_PATIENT_HASH_SECRET": BENCH_SECRET}
     app = service_app.create_app(overrides)
     _quiet_logging()
     prepare_worker()  # as production's app factory does (cds_service.server)
@@ -278,6 +280,7 @@ class Server:
             "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             "CDS_DATABASE_URL": f"sqlite:///{workdir}/http-{which}.db",
             "CDS_AUTH_REQUIRED": "false",
+            "CDS_PATIENT_HASH_SECRET": BENCH_SECRET,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # as the Helm chart sets it
         })
         env.update(env_overrides)

@@ -13,10 +13,11 @@ from flask import Flask, g, request
 from flask_cors import CORS
 
 from cds_service import metrics, migrations
-from cds_service.config import load_settings
+from cds_service.config import check_serving, load_settings
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
-from cds_service.protocol import discovery, feedback, health, hooks, report_api
+from cds_service.patient_key import resolve_secret
+from cds_service.protocol import discovery, feedback, guidance, health, hooks, report_api
 from cds_service.protocol.client_auth import make_authenticator
 from cds_service.protocol.errors import register_error_handlers
 from cds_service.protocol.runtime import Runtime
@@ -28,6 +29,7 @@ request_log = logging.getLogger("cds_service.requests")
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(overrides)
+    check_serving(settings)
     configure_logging(settings.log_level)
 
     app = Flask(__name__)
@@ -47,6 +49,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         http=http,
         authenticate=make_authenticator(settings, store, http,
                                         on_failure=lambda reason: metrics.AUTH_FAILURES.labels(reason).inc()),
+        patient_secret=resolve_secret(settings),
     )
 
     CORS(
@@ -60,7 +63,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         allow_private_network=settings.development,
     )
     register_error_handlers(app)
-    for blueprint in (discovery.bp, hooks.bp, feedback.bp, health.bp, report_api.bp):
+    for blueprint in (discovery.bp, hooks.bp, feedback.bp, guidance.bp, health.bp, report_api.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

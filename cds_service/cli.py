@@ -1,9 +1,10 @@
-"""The `cds-service` command: serve, print discovery, migrate the database,
-evaluate a patient file, list the clinical rules, render the example requests."""
+"""The `cds-service` command: serve, print discovery, migrate and purge the
+database, evaluate a patient file, list the clinical rules, render the example requests."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -125,14 +126,38 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _existing_store():
+    """(settings, store) for the feedback database named by CDS_DATABASE_URL,
+    which must exist with its schema; otherwise one line (and no empty SQLite
+    file left behind, which merely connecting would create)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
     from cds_service import migrations
+    from cds_service.store import Store
+
+    settings = _checked_settings(probes=("CDS_DATABASE_URL",))
+    no_schema = ("the feedback database has no schema yet: check CDS_DATABASE_URL (the default SQLite "
+                 "file is cds_service.db in the current folder) or run `cds-service migrate`")
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).exists():
+        raise CommandError(f"no database file {Path(url.database).resolve()}: " + no_schema)
+    store = Store.from_url(settings.database_url)
+    try:
+        if migrations.current_revision(store.engine) is None:
+            raise CommandError(no_schema)
+        yield settings, store
+    except OperationalError as exc:
+        raise CommandError(f"cannot reach the database (CDS_DATABASE_URL): {_first_line(exc.orig)}") from None
+    finally:
+        store.engine.dispose()
+
+
+def _report(args: argparse.Namespace) -> int:
     from cds_service.protocol.report_api import parse_since
     from cds_service.report import as_text, outcome_report
-    from cds_service.store import Store
 
     since = None
     if args.since is not None:
@@ -140,24 +165,23 @@ def _report(args: argparse.Namespace) -> int:
             since = parse_since(args.since)
         except Exception:
             raise CommandError("--since must be an ISO 8601 date, e.g. 2026-01-01", code=2) from None
-    settings = _checked_settings(probes=("CDS_DATABASE_URL",))
-    url = make_url(settings.database_url)
-    no_schema = ("the feedback database has no schema yet: check CDS_DATABASE_URL (the default SQLite "
-                 "file is cds_service.db in the current folder) or run `cds-service migrate`")
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-            and not Path(url.database).exists():
-        # Connecting would create an empty file; say what is missing instead.
-        raise CommandError(f"no database file {Path(url.database).resolve()}: " + no_schema)
-    store = Store.from_url(settings.database_url)
-    try:
-        if migrations.current_revision(store.engine) is None:
-            raise CommandError(no_schema)
+    with _existing_store() as (_settings, store):
         report = outcome_report(store, since=since)
-    except OperationalError as exc:
-        raise CommandError(f"cannot reach the database (CDS_DATABASE_URL): {_first_line(exc.orig)}") from None
-    finally:
-        store.engine.dispose()
     print(json.dumps(report, indent=2) if args.json else as_text(report))
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    """Delete issued cards and feedback older than CDS_RETENTION_DAYS, and
+    quieting rows older than the longest quiet period."""
+    with _existing_store() as (settings, store):
+        now = dt.datetime.now(dt.timezone.utc)
+        longest_quiet = max(settings.quiet_info_days, settings.quiet_warning_days)
+        result = store.purge(now - dt.timedelta(days=settings.retention_days),
+                             now - dt.timedelta(days=longest_quiet))
+    print(json.dumps({"retentionDays": settings.retention_days, "quietDays": longest_quiet,
+                      "deleted": {"issuedCards": result.issued_cards, "feedback": result.feedback,
+                                  "quietedCards": result.quieted_cards}}))
     return 0
 
 
@@ -200,6 +224,17 @@ def rules_table() -> str:
             f"[{_cell(source.get('label', ''))}]({source.get('url', '')})",
             "; ".join(tuned) or "-",
         ]) + " |")
+    return "\n".join(lines)
+
+
+def value_order_table() -> str:
+    """The README's order of value for the info-card budget, from the catalogue."""
+    from cds_service.rules.catalogue import UNRANKED_TIER, VALUE_TIERS
+
+    lines = ["| Rank | Tier | Card ids, most valuable first |", "|---|---|---|"]
+    for rank, (name, ids) in enumerate(VALUE_TIERS, start=1):
+        shown = ", ".join(f"`{i}`" for i in ids) if rank - 1 != UNRANKED_TIER else "any info id not listed"
+        lines.append(f"| {rank} | {name} | {shown} |")
     return "\n".join(lines)
 
 
@@ -274,8 +309,9 @@ def format_cards(cards: list[dict], header: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def evaluate_bundle(path: str, hook: str, today: dt.date) -> tuple[list[dict], str]:
+def evaluate_bundle(path: str, hook: str, today: dt.date, every_card: bool = False) -> tuple[list[dict], str]:
     """(finished CDS Hooks cards, header line) for one patient Bundle."""
+    from cds_service.card_policy import CardPolicy
     from cds_service.fixture_requests import hook_request, load_bundle
     from cds_service.protocol.responses import finish_cards
     from cds_service.services import HookCall, all_services
@@ -283,23 +319,34 @@ def evaluate_bundle(path: str, hook: str, today: dt.date) -> tuple[list[dict], s
     bundle, anchor = load_bundle(path, today=today)
     body = hook_request(bundle, hook, hook_instance=str(uuid.uuid4()))
     service = next(s for s in all_services() if s.hook == hook)
+    settings = load_settings()
+    # As the service answers a first chart open: the info budget applies (unless
+    # every_card), no feedback has quieted anything.
+    budget = settings.info_card_budget if hook == "patient-view" and not every_card else None
+    policy = CardPolicy(info_budget=budget)
     call = HookCall(service_id=service.id, hook=hook, hook_instance=body["hookInstance"],
-                    context=body["context"], prefetch=body["prefetch"], today=today, settings=load_settings())
-    cards = finish_cards(service.evaluate(call))
+                    context=body["context"], prefetch=body["prefetch"], today=today, settings=settings,
+                    policy=policy)
+    outcome = service.evaluate(call)
+    cards = finish_cards(outcome.cards)
     when = (f"dates shifted from anchor {anchor} to {today}" if anchor
             else f"evaluated on {today}, dates as written (no anchor tag)")
     drafts = ""
     if hook != "patient-view":
         drafts = f", {len(body['context']['draftOrders']['entry'])} draft order(s)"
+    held = ""
+    if outcome.held:
+        held = (f" | held back by the info budget (CDS_INFO_CARD_BUDGET={settings.info_card_budget}): "
+                + ", ".join(h.card_id for h in outcome.held))
     header = (f"{Path(path).name} | {hook} | patient {body['context']['patientId']} | {when}{drafts} | "
-              f"{len(cards)} card(s)")
+              f"{len(cards)} card(s){held}")
     return cards, header
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     today = args.today or dt.date.today()
     try:
-        cards, header = evaluate_bundle(args.path, args.hook, today)
+        cards, header = evaluate_bundle(args.path, args.hook, today, every_card=args.all)
     except SettingsError:
         raise
     except OSError as exc:  # unreadable file
@@ -414,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "at start-up unless CDS_AUTO_MIGRATE=false")
     migrate.set_defaults(func=_migrate)
 
+    purge = command("purge", "delete issued cards and feedback older than CDS_RETENTION_DAYS "
+                             "(and quieting older than the longest quiet period)",
+                    "Works on the database named by CDS_DATABASE_URL; prints what it deleted as JSON")
+    purge.set_defaults(func=_purge)
+
     rules = command("rules", "print every card (rule) with its hooks, source and settings as Markdown",
                     "One row per card in cards/: hooks, indicators, summary, cited source and the "
                     "settings that tune it (the README's clinical rules table)")
@@ -425,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--today", type=_date, help="evaluation date YYYY-MM-DD (default: today); "
                                                       "anchor-dated fixtures are shifted to it")
     evaluate.add_argument("--json", action="store_true", help="print the CDS Hooks response JSON")
+    evaluate.add_argument("--all", action="store_true",
+                          help="every card the rules choose, without the info-card budget of patient-view")
     evaluate.set_defaults(func=_evaluate)
 
     fixtures = command("fixtures", "fixture tools")

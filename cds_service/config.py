@@ -91,6 +91,10 @@ def _log_level(raw: str) -> str:
     return value
 
 
+MIN_SECRET_LENGTH = 32
+# Checked only by the commands that serve hook calls (create_app, `serve`).
+SERVING_PROBES = ("CDS_PATIENT_HASH_SECRET",)
+
 # The R4 FHIR server the public CDS Hooks sandbox uses when launched with
 # ?fhirServiceUrl=...; allowed only in the development profile.
 SANDBOX_FHIR_SERVER = "https://launch.smarthealthit.org/v/r4/fhir"
@@ -144,6 +148,29 @@ SETTINGS: tuple[Setting, ...] = (
             probe=checks.trusted_issuers, warn=checks.warn_no_issuers),
     Setting("allow_legacy_jwt_algs", "CDS_ALLOW_LEGACY_JWT_ALGS", _bool, False,
             "Also accept ES256 and RS256 client JWTs (CDS Hooks 2.0 asks for ES384/RS384)."),
+    Setting("patient_hash_secret", "CDS_PATIENT_HASH_SECRET", _str, "",
+            "Server secret (at least 32 characters) keying the hash of fhirServer and patient id stored with "
+            "each issued card, so feedback can quiet a card for that patient; production refuses to start "
+            "without it. Development profile: made once and kept in a file beside the SQLite database.",
+            check=checks.min_length(MIN_SECRET_LENGTH, "e.g. `openssl rand -hex 32`"),
+            probe=checks.required_in_production(f"at least {MIN_SECRET_LENGTH} characters, e.g. `openssl rand "
+                                                "-hex 32`; the Helm chart takes it from a Secret"),
+            secret=True),
+    Setting("quiet_info_days", "CDS_QUIET_INFO_DAYS", _int, 180,
+            "Days an info card stays quiet for a patient after a clinician accepted or overrode it, "
+            "unless a new trigger appears (0: never quieted).",
+            check=checks.at_least(0)),
+    Setting("quiet_warning_days", "CDS_QUIET_WARNING_DAYS", _int, 30,
+            "The same for warning cards. Critical cards are never quieted.",
+            check=checks.at_least(0)),
+    Setting("info_card_budget", "CDS_INFO_CARD_BUDGET", _int, 2,
+            "Most info cards per patient-view, highest value first (README, \"Quiet by default\"); "
+            "warning and critical cards are never dropped.",
+            check=checks.at_least(0)),
+    Setting("retention_days", "CDS_RETENTION_DAYS", _int, 730,
+            "`cds-service purge` deletes issued cards and feedback older than this many days "
+            "(at least the longest quiet period).",
+            check=checks.retention),
     Setting("report_token", "CDS_REPORT_TOKEN", _str, "",
             "Bearer token for `GET /admin/report` (the outcome report as JSON); empty turns the endpoint off.",
             secret=True),
@@ -291,6 +318,12 @@ class Settings:
     calcium_lower_mg_dl: float = 8.5
     calcium_upper_mg_dl: float = 10.5
     long_term_corticosteroid_days: int = 90
+    # Quiet by default (feedback quieting, card budget, retention).
+    patient_hash_secret: str = dataclasses.field(default="", repr=False)
+    quiet_info_days: int = 180
+    quiet_warning_days: int = 30
+    info_card_budget: int = 2
+    retention_days: int = 730
 
     @property
     def development(self) -> bool:
@@ -302,6 +335,15 @@ def _named(setting: Setting, raw: Any, problem: str) -> str:
     if setting.secret or not isinstance(raw, str) or not raw:
         return f"{setting.env}: {problem}"
     return f"{setting.env}={raw!r}: {problem}"
+
+
+def check_serving(settings: Settings) -> None:
+    """What the service needs before it answers hook calls, beyond what every
+    command needs (create_app calls it; `cds-service serve` runs every probe
+    before any worker starts): the probes of SERVING_PROBES."""
+    problems = _problems(settings, "probe", SERVING_PROBES)
+    if problems:
+        raise SettingsError(*problems)
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,
@@ -369,12 +411,19 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     return Settings(**values)
 
 
-def production_warnings(settings: Settings) -> list[str]:
-    """Configurations that work but are unsafe or useless in production."""
+def _problems(settings: Settings, kind: str, only: tuple[str, ...] | None = None) -> list[str]:
     values = dataclasses.asdict(settings)
     out = []
     for setting in SETTINGS:
-        problem = setting.warn(values[setting.name], values) if setting.warn else None
+        check = getattr(setting, kind)
+        if check is None or (only is not None and setting.env not in only):
+            continue
+        problem = check(values[setting.name], values)
         if problem:
             out.append(_named(setting, os.environ.get(setting.env, ""), problem))
     return out
+
+
+def production_warnings(settings: Settings) -> list[str]:
+    """Configurations that work but are unsafe or useless in production."""
+    return _problems(settings, "warn")

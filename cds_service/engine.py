@@ -4,17 +4,20 @@ Policy (DESIGN "quiet by default"): one card per card id (the most severe
 finding wins), at most one drug-start card (C-TX-ANABOLIC > C-TX-DMAB-ALT >
 C-TX-BP, brief TX-4: "do not also fire a separate TX-1 card") and none beside
 a course card (denosumab due/overdue/stop, anabolic follow-on), cards ordered
-critical, warning, info. A rule that raises is logged by name and skipped, so
+critical, warning, info. Then, when a CardPolicy is given (the hook calls),
+quieting by feedback and the info-card budget (cds_service.card_policy).
+A rule that raises is logged by name and skipped, so
 one broken rule never hides the others (strict=True re-raises, for tests).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from typing import Any
 
-from cds_service import card_render
+from cds_service import card_policy, card_render, metrics
 from cds_service.logs import error_fields
 from cds_service.record import PatientRecord
 from cds_service.rules.base import INDICATORS, Finding, rules_for
@@ -45,8 +48,7 @@ def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: Clinic
 
 
 def _severity(finding: Finding) -> int:
-    indicator = finding.indicator or card_render.load_card(finding.card_id)["indicator"]
-    return INDICATORS.index(indicator)
+    return INDICATORS.index(_indicator(finding))
 
 
 def select(findings: list[Finding]) -> list[Finding]:
@@ -63,15 +65,41 @@ def select(findings: list[Finding]) -> list[Finding]:
     return sorted(best.values(), key=lambda f: (_severity(f), order[f.card_id]))
 
 
-def evaluate(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
-             *, patient_id: str | None = None, strict: bool = False) -> list[dict[str, Any]]:
-    """Cards (dicts without uuids) for one hook call."""
+def _indicator(finding: Finding) -> str:
+    return finding.indicator or card_render.load_card(finding.card_id)["indicator"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    cards: list[dict[str, Any]]             # dicts without uuids
+    held: list[card_policy.Held] = dataclasses.field(default_factory=list)  # chosen but not shown
+
+
+def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
+           *, patient_id: str | None = None, policy: card_policy.CardPolicy | None = None,
+           strict: bool = False) -> Outcome:
+    """Cards for one hook call, and what the policy held back."""
+    if record.deceased:
+        # Screening, drug starts and reminders for someone who has died are noise at best.
+        log.info("hook %s: 0 cards (patient deceased)", hook)
+        metrics.CARDS_WITHHELD.labels("deceased").inc()
+        return Outcome([])
     pid = patient_id or record.patient_id
+    findings = run_rules(hook, record, today, settings, strict=strict)
+    held: list[card_policy.Held] = []
+    if policy is not None:
+        findings, held = card_policy.apply(findings, today, policy, _indicator)
     cards = []
-    for finding in run_rules(hook, record, today, settings, strict=strict):
+    for finding in findings:
         card = card_render.render(finding, patient_id=pid, today=today, strict=strict)
         if card is not None:
             cards.append(card)
-    log.info("hook %s: %d cards (%s); %d resources skipped", hook, len(cards),
-             ",".join(c["source"]["topic"]["code"] for c in cards), record.skipped_count)
-    return cards
+    log.info("hook %s: %d cards (%s), %d held back; %d resources skipped", hook, len(cards),
+             ",".join(c["source"]["topic"]["code"] for c in cards), len(held), record.skipped_count)
+    return Outcome(cards, held)
+
+
+def evaluate(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
+             *, patient_id: str | None = None, strict: bool = False) -> list[dict[str, Any]]:
+    """Every card the rules choose (no quieting, no budget): for rule tests and tools."""
+    return decide(hook, record, today, settings, patient_id=patient_id, strict=strict).cards

@@ -146,3 +146,33 @@ def is_selected(resource: dict[str, Any]) -> bool:
     `context-only` meta.tag (then it is only context in draftOrders)."""
     tags = (resource.get("meta") or {}).get("tag") or []
     return not any(isinstance(t, dict) and t.get("system") == CONTEXT_ONLY_SYSTEM for t in tags)
+
+
+# ---------------------------------------------------------------------------
+# Real-world charts (fhir_fixtures/realworld/): whole charts nobody here wrote
+# ---------------------------------------------------------------------------
+
+def realworld_paths(corpus: str = "synthea") -> list[Path]:
+    return sorted((fixtures_dir() / "realworld" / corpus).glob("*.json.gz"))
+
+
+def _strings(value: Any):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def load_realworld(path: Path, *, today: dt.date) -> list[dict[str, Any]]:
+    """A real-world chart's resources, every full date shifted so the latest
+    one is the day before `today` (the corpus README's rule)."""
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        resources = _resources(json.load(fh))
+    latest = max(dt.date.fromisoformat(s[:10]) for s in _strings(resources) if _DATE.match(s))
+    return shift_dates(resources, ((today - dt.timedelta(days=1)) - latest).days)

@@ -25,11 +25,17 @@ REQUESTS = Counter("cds_http_requests_total", "HTTP requests answered", ["servic
 LATENCY = Histogram("cds_http_request_duration_seconds", "Time to answer a request", ["service", "method"],
                     buckets=_LATENCY_BUCKETS)
 CARDS = Counter("cds_cards_issued_total", "Cards returned to CDS clients", ["card_id", "indicator"])
+CARDS_HELD = Counter("cds_cards_held_total", "Cards the rules chose but patient-view did not show: "
+                     "quieted by feedback or over the info-card budget", ["card_id", "reason"])
 FEEDBACK = Counter("cds_feedback_total", "Feedback entries stored (resubmissions not counted)",
                    ["card_id", "outcome"])
 FHIR_FETCH = Histogram("cds_fhir_fetch_duration_seconds", "Prefetch fallback time per hook call",
                        buckets=_LATENCY_BUCKETS)
 FHIR_ERRORS = Counter("cds_fhir_fetch_errors_total", "Prefetch fallback failures", ["kind"])
+RECORD_IGNORED = Counter("cds_record_ignored_total",
+                         "Resources or values not used: another patient's, no subject, implausible, future-dated",
+                         ["reason"])
+CARDS_WITHHELD = Counter("cds_cards_withheld_total", "Hook calls answered without cards by policy", ["reason"])
 AUTH_FAILURES = Counter("cds_auth_failures_total", "Refused client authentications", ["reason"])
 
 

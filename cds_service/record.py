@@ -16,13 +16,16 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
+import decimal
 import logging
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from cds_service import plausibility
 from cds_service.fhir import terminology as t
+from cds_service.fhir.patient_binding import NO_SUBJECT, PatientBinding, patient_aliases
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ class BmdScore:
     ref: str         # "Observation/<id>"
 
     def fact(self) -> str:
-        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {self.value:g} on {_d(self.date)}"
+        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {as_written(self.value, 1)} on {_d(self.date)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,16 +62,24 @@ class Frax:
 
     def fact(self) -> str:
         label = "major osteoporotic fracture" if self.kind == "mof" else "hip fracture"
-        return f"FRAX 10-year {label} probability {self.percent:g}% on {_d(self.date)}"
+        percent = as_written(self.percent, 1).removesuffix(".0")  # "22%", "3.5%", as the FRAX tool prints
+        return f"FRAX 10-year {label} probability {percent}% on {_d(self.date)}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Fracture:
+    """One fracture event. Codings, Conditions and Observations describing the
+    same fracture (same site family, or one of them site-unspecified, dated
+    within `fracture_event_window_days`) are merged into one event with the
+    most specific site, the earliest date and the strongest fragility status."""
+
     site: str          # terminology.FRACTURE_SITES
     fragility: str     # "specific" (M80/osteoporotic SNOMED/Z87.310), "probable" (S-code at >=50), "unproven"
     date: dt.date | None
-    code: str
+    code: str          # the code that gave the site (the first one, when none did)
     ref: str
+    codes: tuple[str, ...] = ()  # every code merged into this event (card facts)
+    refs: tuple[str, ...] = ()
 
     @property
     def is_fragility(self) -> bool:
@@ -78,7 +89,7 @@ class Fracture:
         kind = {FRAGILITY_SPECIFIC: "fragility fracture", PROBABLE: "fracture (probable fragility fracture)",
                 UNPROVEN: "fracture"}[self.fragility]
         site = "" if self.site == t.OTHER else f"{self.site.capitalize()} "
-        text = f"{site}{kind} ({self.code})".strip()
+        text = f"{site}{kind} ({', '.join(self.codes or (self.code,))})".strip()
         return f"{text[0].upper()}{text[1:]} on {_d(self.date)}"
 
 
@@ -101,11 +112,22 @@ class Lab:
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
-        return f"{label} {self.value:g} {self.unit} on {_d(self.date)}"
+        return f"{label} {as_written(self.value, LAB_DECIMALS.get(self.name, 1))} {self.unit} on {_d(self.date)}"
 
 
 LAB_LABELS = {"egfr": "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH"}
+# Decimals clinicians write each value with (T-scores and FRAX: one).
+LAB_DECIMALS = {"egfr": 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0}
+
+
+def as_written(value: float, decimals: int) -> str:
+    """A value as a clinician writes it: -3.73865 -> "-3.7", -2 -> "-2.0", eGFR 61.6 -> "62"."""
+    # Half away from zero on the decimal as written (2.55 -> 2.6), not on its binary approximation.
+    text = f"{decimal.Decimal(repr(value)).quantize(decimal.Decimal(1).scaleb(-decimals), decimal.ROUND_HALF_UP)}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
              "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL"}
 
@@ -190,6 +212,17 @@ class PatientRecord:
     anticoagulant: bool
     fragile_skin: bool
     smoking_date: dt.date | None = None  # date of the smoking status that set `smoker` (card facts)
+    # ("Type/id", reason) of resources or values not used: another patient's, no subject,
+    # an implausible value or a future date (cds_service.plausibility). Never quoted in a card.
+    ignored: tuple[tuple[str, str], ...] = ()
+    deceased: bool = False              # Patient.deceased[x] says so: no cards at all
+
+    @property
+    def ignored_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, reason in self.ignored:
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
 
     # --- convenience for rules ---------------------------------------------
     @property
@@ -372,6 +405,11 @@ def _quantity(value: Any) -> tuple[float, str] | None:
 
 def _iter_resources(value: Any) -> Iterator[Any]:
     """Resources in a prefetch value: a resource, a Bundle (any type), None."""
+    return (resource for _, resource in _iter_entries(value))
+
+
+def _iter_entries(value: Any, full_url: Any = None) -> Iterator[tuple[Any, Any]]:
+    """(fullUrl, resource) pairs of a prefetch value; fullUrl is None outside a Bundle."""
     if value is None:
         return
     if isinstance(value, dict) and value.get("resourceType") == "Bundle":
@@ -380,11 +418,11 @@ def _iter_resources(value: Any) -> Iterator[Any]:
                 # search-mode "outcome" entries (OperationOutcome) carry no patient data
                 if (entry.get("search") or {}).get("mode") == "outcome":
                     continue
-                yield from _iter_resources(entry["resource"])
+                yield from _iter_entries(entry["resource"], entry.get("fullUrl"))
             elif entry is not None:
-                yield entry  # malformed entry: counted by the caller
+                yield None, entry  # malformed entry: counted by the caller
         return
-    yield value
+    yield full_url, value
 
 
 # ---------------------------------------------------------------------------
@@ -452,9 +490,11 @@ def normalise_pth(value: float, unit: str) -> float | None:
 # ---------------------------------------------------------------------------
 
 class _Builder:
-    def __init__(self, today: dt.date, settings: ClinicalSettings) -> None:
+    def __init__(self, today: dt.date, settings: ClinicalSettings, binding: PatientBinding | None = None) -> None:
         self.today = today
         self.settings = settings
+        self.binding = binding
+        self.ignored: list[tuple[str, str]] = []
         self.patient: Mapping[str, Any] | None = None
         self.bmd: list[BmdScore] = []
         self.dxa_dates: set[dt.date] = set()
@@ -482,10 +522,28 @@ class _Builder:
         reader = getattr(self, "_read_" + resource["resourceType"], None)
         if reader is None:
             return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
+        if self.binding is not None:
+            reason = self.binding.reason_to_ignore(resource)
+            if reason is not None:
+                self.ignored.append((key, reason))
+                return
         try:
             reader(resource)
         except Exception:  # noqa: BLE001 - tolerant reader: one bad resource never fails the call
             self.skipped.append(key)
+
+    def _date_ok(self, when: dt.date | None, ref: str) -> bool:
+        """False (and the resource counted as ignored) for a future or impossible date."""
+        problem = plausibility.date_problem(when, self.today)
+        if problem:
+            self.ignored.append((ref, problem))
+        return problem is None
+
+    def _value_ok(self, kind: str, value: float, ref: str) -> bool:
+        if plausibility.value_ok(kind, value):
+            return True
+        self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
+        return False
 
     # --- Patient ------------------------------------------------------------
     def _read_Patient(self, res: Mapping[str, Any]) -> None:
@@ -498,6 +556,8 @@ class _Builder:
             return
         ref = _ref(res)
         when = _effective(res)
+        if not self._date_ok(when, ref):
+            return
         code = res.get("code")
         # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
         for concept in (code, res.get("valueCodeableConcept")):
@@ -521,12 +581,10 @@ class _Builder:
             qty = (float(holder["valueInteger"]), "")
         for code in loinc:
             if code in t.DXA_T_SCORE_SITES and qty:
-                self.bmd.append(BmdScore(t.DXA_T_SCORE_SITES[code], "T", qty[0], when, ref))
-                self._dxa(when)
+                self._bmd(t.DXA_T_SCORE_SITES[code], "T", qty[0], when, ref)
                 return
             if code in t.DXA_Z_SCORE_SITES and qty:
-                self.bmd.append(BmdScore(t.DXA_Z_SCORE_SITES[code], "Z", qty[0], when, ref))
-                self._dxa(when)
+                self._bmd(t.DXA_Z_SCORE_SITES[code], "Z", qty[0], when, ref)
                 return
             if code in t.DXA_BMD_CODES or code in t.DXA_STUDY_CODES:
                 self._dxa(when)
@@ -574,17 +632,25 @@ class _Builder:
         if qty and ("t-score" in text or "z-score" in text):
             site = _site_from_body(res.get("bodySite"), text)
             if site:
-                self.bmd.append(BmdScore(site, "T" if "t-score" in text else "Z", qty[0], when, ref))
-                self._dxa(when)
+                self._bmd(site, "T" if "t-score" in text else "Z", qty[0], when, ref)
+
+    def _bmd(self, site: str, kind: str, value: float, when: dt.date | None, ref: str) -> None:
+        if self._value_ok("t_score" if kind == "T" else "z_score", value, ref):
+            self.bmd.append(BmdScore(site, kind, value, when, ref))
+            self._dxa(when)
 
     def _frax(self, kind: str, qty: tuple[float, str], when: dt.date | None, ref: str) -> None:
         percent = normalise_frax(*qty)
         if percent is None:
             log.info("FRAX value with ambiguous unit ignored: %s", ref)
             return
+        if not self._value_ok("frax", percent, ref):
+            return
         self.frax.append(Frax(kind, percent, when, ref))
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str) -> None:
+        if not self._value_ok(name, value, ref):
+            return
         self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref))
 
     def _dxa(self, when: dt.date | None) -> None:
@@ -614,6 +680,8 @@ class _Builder:
         when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
                            res.get("recordedDate"))
         ref = _ref(res)
+        if not self._date_ok(when, ref):
+            return
         code = res.get("code")
         frac = t.classify_fracture(code)
         if frac:
@@ -638,6 +706,8 @@ class _Builder:
             return
         when = _first_date(res.get("performedDateTime"), _period_start(res.get("performedPeriod")),
                            _period_end(res.get("performedPeriod")))
+        if not self._date_ok(when, _ref(res)):
+            return
         code = res.get("code")
         if t.is_dxa_concept(code):
             self._dxa(when)
@@ -673,6 +743,9 @@ class _Builder:
         dosage = (res.get("dosageInstruction") or [{}])[0] or {}
         bounds = (((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod")) if isinstance(dosage, dict) else None
         dispense = res.get("dispenseRequest") or {}
+        # A future start is a planned course (kept); a future authoredOn is an impossible record.
+        if not self._date_ok(parse_date(res.get("authoredOn")), _ref(res)):
+            return
         start = _first_date(_period_start(bounds), res.get("authoredOn"), _period_start(dispense.get("validityPeriod")))
         end = _first_date(_period_end(bounds), _period_end(dispense.get("validityPeriod")))
         if end is None and start and status in ("completed", "stopped"):
@@ -687,6 +760,8 @@ class _Builder:
         if status not in ("completed", "in-progress"):
             return  # not-done, stopped before given, entered-in-error: no dose
         when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")))
+        if not self._date_ok(when, _ref(res)):
+            return
         self._add_med(res, "completed", when, None, when)
 
     def _read_MedicationStatement(self, res: Mapping[str, Any]) -> None:
@@ -696,6 +771,8 @@ class _Builder:
         period = res.get("effectivePeriod")
         single = parse_date(res.get("effectiveDateTime"))
         start = single or parse_date(_period_start(period))
+        if not self._date_ok(start, _ref(res)):
+            return
         end = parse_date(_period_end(period))
         self._add_med(res, status, start, end, single or end)
 
@@ -705,10 +782,13 @@ class _Builder:
         patient = self.patient or {}
         birth = parse_date(patient.get("birthDate"))
         age = _age(birth, today) if birth else None
+        if age is not None and not self._value_ok("age", age, _ref(patient)):
+            birth = age = None  # e.g. birthDate 0001-01-01 or next year: age unknown, not 2025
         sex = patient.get("gender") if isinstance(patient.get("gender"), str) else None
+        deceased = self._deceased(patient)
 
-        fractures = tuple(sorted((self._fragility(f, birth) for f in self.fractures),
-                                 key=lambda f: (f.date is not None, f.date or dt.date.min)))
+        fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
+                                          s.fracture_event_window_days))
         conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
         labs = {name: tuple(sorted(values, key=_by_date)) for name, values in self.labs.items()}
         labs = self._corrected_calcium(labs)
@@ -734,6 +814,11 @@ class _Builder:
 
         draft_orders = []
         for raw in drafts:
+            # A draft naming another patient is not judged (one with no subject is: the sandbox sends those).
+            reason = self.binding.reason_to_ignore(raw) if self.binding and isinstance(raw, dict) else None
+            if reason is not None and reason != NO_SUBJECT:
+                self.ignored.append((_ref(raw), reason))
+                continue
             try:
                 draft = _draft(raw, selections)
             except Exception:  # noqa: BLE001 - a malformed draft is skipped like any resource
@@ -745,6 +830,10 @@ class _Builder:
 
         if self.skipped:
             log.warning("record: skipped %d unreadable resources: %s", len(self.skipped), ", ".join(self.skipped[:20]))
+        if self.ignored:
+            log.warning("record: ignored %d resources or values (%s): %s", len(self.ignored),
+                        ", ".join(sorted({reason for _, reason in self.ignored})),
+                        ", ".join(f"{ref} ({reason})" for ref, reason in self.ignored[:20]))
         return PatientRecord(
             today=today,
             patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
@@ -766,7 +855,16 @@ class _Builder:
             anticoagulant=anticoagulant,
             fragile_skin=fragile_skin,
             smoking_date=smoking_date,
+            ignored=tuple(self.ignored),
+            deceased=deceased,
         )
+
+    def _deceased(self, patient: Mapping[str, Any]) -> bool:
+        if patient.get("deceasedBoolean") is True:
+            return True
+        when = parse_date(patient.get("deceasedDateTime"))
+        # A death dated in the future is a data error, not evidence: the patient is treated as living.
+        return when is not None and self._date_ok(when, _ref(patient))
 
     def _fragility(self, f: Fracture, birth: dt.date | None) -> Fracture:
         if f.fragility == FRAGILITY_SPECIFIC:
@@ -809,6 +907,41 @@ class _Builder:
             events.sort(key=lambda e: e.start or e.dose_date or dt.date.min)
             out[agent] = _exposure(agent, tuple(events), self.today)
         return out
+
+
+_FRAGILITY_RANK = {UNPROVEN: 0, PROBABLE: 1, FRAGILITY_SPECIFIC: 2}
+
+
+def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fracture]:
+    """Merge fracture records that describe one event; oldest first (undated first).
+
+    Same event: dated within `window_days` of the event's first record, and the
+    same site family or one of them site-unspecified (e.g. "osteoporotic
+    fracture" 443165006 and "closed fracture of hip" on the same day). Undated
+    records merge only with an undated record of the same site and code."""
+    events: list[Fracture] = []
+    for f in sorted(fractures, key=lambda f: (f.date is not None, f.date or dt.date.min)):
+        for i, e in enumerate(events):
+            same_time = (e.date is None and f.date is None and e.code == f.code) or (
+                e.date is not None and f.date is not None and (f.date - e.date).days <= window_days)
+            if same_time and (e.site == f.site or t.OTHER in (e.site, f.site)):
+                events[i] = _merge_fracture(e, f)
+                break
+        else:
+            events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+    return events
+
+
+def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
+    sited = event if event.site != t.OTHER or other.site == t.OTHER else other
+    return Fracture(
+        site=sited.site,
+        fragility=max(event.fragility, other.fragility, key=_FRAGILITY_RANK.__getitem__),
+        date=event.date,  # the earlier one: records are merged oldest first
+        code=sited.code, ref=sited.ref,
+        codes=tuple(dict.fromkeys(event.codes + (other.code,))),
+        refs=tuple(dict.fromkeys(event.refs + (other.ref,))),
+    )
 
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:
@@ -876,8 +1009,8 @@ def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[d
             if e.dose_date:
                 out.append((e.dose_date, min(today, e.dose_date + dt.timedelta(days=interval_days))))
             continue
-        if e.start is None:
-            continue
+        if e.start is None or e.start > today:
+            continue  # not started yet (a planned course): no exposure so far
         if e.end:
             end = e.end
         elif e.status in ("active", "on-hold"):
@@ -954,23 +1087,34 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
 
 
 def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), today: dt.date,
+                 patient_id: str | None = None, fhir_server: str | None = None,
                  selections: Sequence[str] | None = None,
                  settings: ClinicalSettings = DEFAULT) -> PatientRecord:
     """Build the PatientRecord from prefetch values (a resource, a Bundle or
     None each) and draft orders (resources from context.draftOrders).
+
+    `patient_id` (context.patientId) binds the record to that patient: any
+    resource that is not theirs is ignored and counted (fhir.patient_binding).
+    The services always pass it; None (no binding) is for rule unit tests on
+    hand-built single-patient data only.
     `selections` (order-select) marks which drafts are judged; None = all.
     Never raises on bad data."""
-    builder = _Builder(today, settings)
-    if selections is not None and not isinstance(selections, (list, tuple)):
-        selections = None  # malformed context.selections: judge every draft rather than none
+    entries: list[tuple[Any, Any]] = []
+    skipped = []
     for value in (prefetch or {}).values():
         try:
-            resources = list(_iter_resources(value))
+            entries.extend(_iter_entries(value))
         except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
-            builder.skipped.append("Bundle/?")
-            continue
-        for resource in resources:
-            builder.add(resource)
+            skipped.append("Bundle/?")
+    binding = None
+    if patient_id is not None:
+        binding = PatientBinding(patient_id, fhir_server=fhir_server, aliases=patient_aliases(entries, patient_id))
+    builder = _Builder(today, settings, binding)
+    builder.skipped.extend(skipped)
+    if selections is not None and not isinstance(selections, (list, tuple)):
+        selections = None  # malformed context.selections: judge every draft rather than none
+    for _, resource in entries:
+        builder.add(resource)
     return builder.finish(drafts, selections)
 
 

@@ -64,6 +64,22 @@ def three_numbers(value: tuple[int, ...], _values: Mapping[str, Any]) -> str | N
     return None
 
 
+def min_length(length: int, example: str) -> Check:
+    def check(value: str, _values: Mapping[str, Any]) -> str | None:
+        if value and len(value) < length:
+            return f"must be at least {length} characters ({example}), got {len(value)}"
+        return None
+    return check
+
+
+def retention(value: int, values: Mapping[str, Any]) -> str | None:
+    longest = max(values.get("quiet_info_days", 0), values.get("quiet_warning_days", 0))
+    if value < max(1, longest):
+        return (f"must be at least 1 and at least the longest quiet period ({longest} days, "
+                f"CDS_QUIET_INFO_DAYS/CDS_QUIET_WARNING_DAYS), got {value}")
+    return None
+
+
 def base_url(value: str, _values: Mapping[str, Any]) -> str | None:
     """CDS_PUBLIC_BASE_URL: empty, or an absolute http(s) URL without query."""
     from urllib.parse import urlsplit
@@ -153,6 +169,14 @@ def trusted_issuers(value: str, values: Mapping[str, Any]) -> str | None:
         # The loader names the setting and file itself; keep only its reason.
         return str(exc).split("): ", 1)[-1] + " (see the README, \"Trusting CDS clients\")"
     return None
+
+
+def required_in_production(how: str) -> Check:
+    def probe(value: Any, values: Mapping[str, Any]) -> str | None:
+        if _production(values) and not value:
+            return f"is required in the production profile ({how})"
+        return None
+    return probe
 
 
 # --- production warnings ----------------------------------------------------

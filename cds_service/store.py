@@ -1,9 +1,12 @@
-"""Persistence: cards issued, clinician feedback, and JWT ids already used.
+"""Persistence: cards issued, clinician feedback, cards quieted by feedback,
+and JWT ids already used.
 
 SQLAlchemy Core over any SQLAlchemy URL: a SQLite file by default, PostgreSQL
-in production. No patient data is stored: a card is kept as its uuid, the
-service and rule that produced it and the hookInstance, so feedback can be
-tied to a rule without keeping anything about the patient.
+in production. No patient identifier is stored: a card is kept as its uuid,
+the service and rule that produced it, the hookInstance and a keyed hash of
+fhirServer and patient id (cds_service.patient_key), so feedback can be tied
+to a rule, and to "the same patient" for quieting, without keeping who the
+patient is. `purge` deletes what is older than the retention period.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ issued_cards = sa.Table(
     sa.Column("hook_instance", sa.String(128), nullable=False),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("suggestion_uuids", sa.Text, nullable=False, default="[]"),
+    # HMAC of fhirServer and patient id; null for cards issued before it existed.
+    sa.Column("patient_key", sa.String(64), nullable=True),
 )
 sa.Index("ix_issued_cards_card_id", issued_cards.c.card_id)
+sa.Index("ix_issued_cards_issued_at", issued_cards.c.issued_at)  # purge, report --since
 
 feedback = sa.Table(
     "feedback",
@@ -55,6 +61,23 @@ feedback = sa.Table(
     sa.UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="uq_feedback_entry"),
 )
 sa.Index("ix_feedback_card_id", feedback.c.card_id)
+sa.Index("ix_feedback_received_at", feedback.c.received_at)  # purge, report --since
+
+# One row per accepted or overridden card that may quiet its card id for the
+# patient (critical cards never do). Read once per patient-view by
+# (patient_key, decided_at); rows older than the longest quiet period are purged.
+quieted_cards = sa.Table(
+    "quieted_cards",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("patient_key", sa.String(64), nullable=False),
+    sa.Column("card_id", sa.String(64), nullable=False),
+    sa.Column("indicator", sa.String(16), nullable=False),  # as issued: sets the quiet period
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),  # the card acted on: "new trigger" is newer
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),  # feedback received: the period starts
+)
+sa.Index("ix_quieted_cards_patient", quieted_cards.c.patient_key, quieted_cards.c.decided_at)
+sa.Index("ix_quieted_cards_decided_at", quieted_cards.c.decided_at)
 
 used_jtis = sa.Table(
     "used_jtis",
@@ -74,6 +97,22 @@ class IssuedCard:
     indicator: str
     hook_instance: str
     suggestion_uuids: tuple[str, ...] = ()
+    patient_key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class QuietMark:
+    """Feedback still quieting a card id for one patient."""
+
+    indicator: str        # the most severe indicator the card had when acted on
+    issued_on: dt.date    # the newest card acted on was issued that day (UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeResult:
+    issued_cards: int
+    feedback: int
+    quieted_cards: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +133,14 @@ class FeedbackResult:
     unknown_cards: int
     card_ids: tuple[str | None, ...] = ()  # rule id per entry, None for an unknown card
     new: tuple[bool, ...] = ()  # per entry: stored now (False: a resubmission already stored)
+
+
+_SEVERITY = ("critical", "warning", "info")  # most severe first, as rules.base.INDICATORS
+
+
+def _utc_date(value: dt.datetime) -> dt.date:
+    # PostgreSQL answers in the session's time zone; SQLite without one (stored as UTC).
+    return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
 
 
 def _now() -> dt.datetime:
@@ -128,6 +175,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def quiet_query(patient_key: str, quiet_days: dict[str, int], now: dt.datetime) -> sa.Select | None:
+    """The one query per patient-view: served by ix_quieted_cards_patient."""
+    windows = [(ind, now - dt.timedelta(days=days)) for ind, days in quiet_days.items() if days > 0]
+    if not windows:
+        return None
+    q = quieted_cards.c
+    return (
+        sa.select(q.card_id, q.indicator, sa.func.max(q.issued_at))
+        .where(q.patient_key == patient_key,
+               q.decided_at >= min(cutoff for _, cutoff in windows),
+               sa.or_(*(sa.and_(q.indicator == ind, q.decided_at >= cutoff) for ind, cutoff in windows)))
+        .group_by(q.card_id, q.indicator)
+    )
 
 
 class Store:
@@ -168,6 +230,7 @@ class Store:
                 "hook_instance": c.hook_instance,
                 "issued_at": now,
                 "suggestion_uuids": json.dumps(list(c.suggestion_uuids)),
+                "patient_key": c.patient_key,
             }
             for c in cards
         ]
@@ -187,16 +250,22 @@ class Store:
 
         Returns only after every write committed. A duplicate (same card,
         outcome and timestamp) is detected by the unique constraint, so two
-        replicas receiving the same resubmission cannot both store it."""
+        replicas receiving the same resubmission cannot both store it.
+
+        An accepted or overridden card that is not critical and was issued
+        for a known patient also gets a quieted_cards row, in the same
+        transaction as its feedback (once, however often it is resent)."""
         stored = duplicates = unknown = 0
         card_ids: list[str | None] = []
         new: list[bool] = []
         for entry in entries:
             with self.engine.connect() as conn:
                 card_row = conn.execute(
-                    sa.select(issued_cards.c.card_id).where(issued_cards.c.card_uuid == entry.card_uuid)
+                    sa.select(issued_cards.c.card_id, issued_cards.c.indicator, issued_cards.c.patient_key,
+                              issued_cards.c.issued_at)
+                    .where(issued_cards.c.card_uuid == entry.card_uuid)
                 ).first()
-            card_id = card_row[0] if card_row else None
+            card_id = card_row.card_id if card_row else None
             card_ids.append(card_id)
             if card_row is None:
                 unknown += 1
@@ -213,9 +282,17 @@ class Store:
                 "override_comment": entry.override_comment,
                 "received_at": _now(),
             }
+            quiets = (card_row is not None and card_row.patient_key is not None
+                      and card_row.indicator != "critical" and entry.outcome in ("accepted", "overridden"))
             try:
                 with self.engine.begin() as conn:
                     conn.execute(feedback.insert(), [row])
+                    if quiets:
+                        conn.execute(quieted_cards.insert(), [{
+                            "patient_key": card_row.patient_key, "card_id": card_row.card_id,
+                            "indicator": card_row.indicator, "issued_at": card_row.issued_at,
+                            "decided_at": row["received_at"],
+                        }])
                 stored += 1
                 new.append(True)
             except IntegrityError:
@@ -230,6 +307,48 @@ class Store:
             query = query.where(feedback.c.card_uuid == card_uuid)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    # --- quieting ----------------------------------------------------------
+    def quiet_marks(self, patient_key: str, quiet_days: dict[str, int],
+                    now: dt.datetime | None = None) -> dict[str, QuietMark]:
+        """Card id -> QuietMark for feedback on this patient's cards still
+        within its quiet period (`quiet_days`: indicator -> days; an indicator
+        absent or at 0 never quiets). One query on (patient_key, decided_at)."""
+        query = quiet_query(patient_key, quiet_days, now or _now())
+        if query is None:
+            return {}
+        marks: dict[str, QuietMark] = {}
+        with self.engine.connect() as conn:
+            for card_id, indicator, issued_at in conn.execute(query):
+                issued_on = _utc_date(issued_at)
+                old = marks.get(card_id)
+                if old is not None:
+                    indicator = min(indicator, old.indicator, key=_SEVERITY.index)
+                    issued_on = max(issued_on, old.issued_on)
+                marks[card_id] = QuietMark(indicator=indicator, issued_on=issued_on)
+        return marks
+
+    # --- retention ---------------------------------------------------------
+    def purge(self, older_than: dt.datetime, quiet_older_than: dt.datetime, batch: int = 5000) -> PurgeResult:
+        """Delete issued cards and feedback from before `older_than`, and
+        quieting rows from before `quiet_older_than`, in batches so that a
+        first purge of years of rows never holds long locks."""
+        counts = {}
+        for table, column, key, cutoff in (
+            (issued_cards, issued_cards.c.issued_at, issued_cards.c.card_uuid, older_than),
+            (feedback, feedback.c.received_at, feedback.c.id, older_than),
+            (quieted_cards, quieted_cards.c.decided_at, quieted_cards.c.id, quiet_older_than),
+        ):
+            total = 0
+            while True:
+                chosen = sa.select(key).where(column < cutoff).limit(batch).scalar_subquery()
+                with self.engine.begin() as conn:
+                    deleted = conn.execute(table.delete().where(key.in_(chosen))).rowcount
+                total += deleted
+                if deleted < batch:
+                    break
+            counts[table.name] = total
+        return PurgeResult(**counts)
 
     # --- JWT replay protection --------------------------------------------
     def remember_jti(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:

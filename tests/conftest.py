@@ -8,6 +8,7 @@ from cds_service.app import create_app
 from cds_service.config import load_settings
 
 TODAY = dt.date(2025, 6, 1)
+TEST_SECRET = "test-patient-hash-secret-0123456789abcdef"  # production needs CDS_PATIENT_HASH_SECRET
 
 
 @pytest.fixture
@@ -18,6 +19,7 @@ def make_app(tmp_path):
         settings = {
             "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/cds.db",
             "CDS_AUTH_REQUIRED": "false",
+            "CDS_PATIENT_HASH_SECRET": TEST_SECRET,
             "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4",
         }
         settings.update(overrides)

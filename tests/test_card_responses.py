@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from cds_service.protocol.responses import finish_cards, prune_empty
+from cds_service.engine import Outcome
 from cds_service.protocol.runtime import runtime
 from requests_for_tests import hook_request
 
@@ -27,7 +28,7 @@ def card(code="C-X", indicator="info", **extra):
 def with_cards(app, cards):
     rt = runtime(app)
     service = rt.services["osteoporosis-patient-view"]
-    rt.services["osteoporosis-patient-view"] = dataclasses.replace(service, evaluate=lambda call: cards)
+    rt.services["osteoporosis-patient-view"] = dataclasses.replace(service, evaluate=lambda call: Outcome(cards))
 
 
 def test_uuids_sorting_and_selection_behavior(app):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_SECRET = "test-patient-hash-secret-0123456789abcdef"
 # A driver that is not installed, as after the quick-start install.
 NO_PSYCOPG = "import sys; sys.modules['psycopg'] = None"
 
@@ -22,7 +23,8 @@ NO_PSYCOPG = "import sys; sys.modules['psycopg'] = None"
 def run_cli(args: list[str], env: dict[str, str] | None = None, *, cwd: Path, prelude: str = "",
             timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))}
-    full_env.update({"PYTHONPATH": str(ROOT), "CDS_DATABASE_URL": f"sqlite:///{cwd}/cds.db", **(env or {})})
+    full_env.update({"PYTHONPATH": str(ROOT), "CDS_DATABASE_URL": f"sqlite:///{cwd}/cds.db",
+                     "CDS_PATIENT_HASH_SECRET": TEST_SECRET, **(env or {})})
     code = f"{prelude}\nfrom cds_service.cli import main\nraise SystemExit(main())"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
@@ -70,6 +72,10 @@ BAD_SETTINGS = {
     "workers zero": ({"CDS_WORKERS": "0"}, "", "CDS_WORKERS='0': must be at least 1"),
     "boolean": ({"CDS_AUTH_REQUIRED": "perhaps"}, "", "CDS_AUTH_REQUIRED='perhaps'"),
     "profile": ({"CDS_PROFILE": "staging"}, "", "CDS_PROFILE='staging'"),
+    "secret missing": ({"CDS_PATIENT_HASH_SECRET": ""}, "",
+                       "CDS_PATIENT_HASH_SECRET: is required in the production profile"),
+    "secret too short": ({"CDS_PATIENT_HASH_SECRET": "short"}, "", "CDS_PATIENT_HASH_SECRET: must be at least 32"),
+    "retention below quiet period": ({"CDS_RETENTION_DAYS": "10"}, "", "CDS_RETENTION_DAYS='10'"),
     "base url without scheme": ({"CDS_PUBLIC_BASE_URL": "cds.example.org"}, "",
                                 "CDS_PUBLIC_BASE_URL='cds.example.org': not an absolute URL"),
 }

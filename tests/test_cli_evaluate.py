@@ -17,7 +17,7 @@ def run(capsys, *argv):
 
 
 def test_readable_output_names_cards_facts_orders_and_override_reasons(capsys):
-    code, out, _ = run(capsys, "evaluate", FIXTURE, "--today", "2025-06-01")
+    code, out, _ = run(capsys, "evaluate", FIXTURE, "--today", "2025-06-01", "--all")
     assert code == 0
     assert "patient pv-ex-01" in out and "dates shifted from anchor 2025-06-01 to 2025-06-01" in out
     assert "[INFO] C-EXERCISE: Bone health: prescribe" in out
@@ -29,13 +29,21 @@ def test_readable_output_names_cards_facts_orders_and_override_reasons(capsys):
     assert "**" not in out  # detail printed as plain text
 
 
+def test_patient_view_shows_what_the_service_sends_within_the_info_budget(capsys):
+    _, everything, _ = run(capsys, "evaluate", FIXTURE, "--today", "2025-06-01", "--all")
+    _, sent, _ = run(capsys, "evaluate", FIXTURE, "--today", "2025-06-01")
+    assert everything.count("[INFO]") > 2
+    assert sent.count("[INFO]") == 2
+    assert "held back by the info budget (CDS_INFO_CARD_BUDGET=2): " in sent.splitlines()[0]
+
+
 def test_today_shifts_the_fixture_dates(capsys):
     _, out, _ = run(capsys, "evaluate", FIXTURE, "--today", "2026-06-01")
     assert "Lumbar spine T-score -2.8 on 2026-01-20" in out and "2025-01-20" not in out
 
 
 def test_json_is_the_cds_hooks_response(capsys):
-    code, out, _ = run(capsys, "evaluate", "c-falls-osteopenia-age-65", "--today", "2025-06-01", "--json")
+    code, out, _ = run(capsys, "evaluate", "c-falls-osteopenia-age-65", "--today", "2025-06-01", "--json", "--all")
     assert code == 0
     cards = json.loads(out)["cards"]
     ids = [c["source"]["topic"]["code"] for c in cards]

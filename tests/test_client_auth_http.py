@@ -34,6 +34,7 @@ def secured(tmp_path, key):
         settings = {
             "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/cds.db",
             "CDS_AUTH_REQUIRED": "true",
+            "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
             "CDS_TRUSTED_ISSUERS": str(issuers),
             "CDS_PUBLIC_BASE_URL": BASE,
         }
@@ -129,6 +130,7 @@ def test_production_never_trusts_the_sandbox(tmp_path, key):
     issuers = tmp_path / "i.json"
     issuers.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
     client = create_app({"CDS_DATABASE_URL": f"sqlite:///{tmp_path}/p.db", "CDS_TRUSTED_ISSUERS": str(issuers),
+                         "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
                          "CDS_PUBLIC_BASE_URL": BASE}).test_client()
     tok = jwt.encode({"iss": "https://sandbox.cds-hooks.org", "aud": BASE + "/cds-services",
                       "iat": int(time.time()), "exp": int(time.time()) + 60, "jti": "y"},

@@ -261,6 +261,7 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
             "PYTHONPATH": str(ROOT),
             "CDS_DATABASE_URL": db_url,
             "CDS_AUTH_REQUIRED": "true",
+            "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
             "CDS_TRUSTED_ISSUERS": str(trust),
             "CDS_PUBLIC_BASE_URL": base,
             "CDS_ALLOWED_FHIR_SERVERS": fhir.base,

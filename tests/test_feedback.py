@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import uuid
 
 import pytest
 
+from cds_service.engine import Outcome
 from cds_service.protocol.runtime import runtime
 from cds_service.store import Store
 from requests_for_tests import hook_request
+from tests.conftest import TEST_SECRET
 
 FB = "/cds-services/osteoporosis-patient-view/feedback"
 
 
 def one_card(call):
-    return [{
+    return Outcome([{
         "summary": "Test card",
         "indicator": "info",
         "source": {"label": "Test", "topic": {"system": "https://example.org/rules", "code": "C-TEST"}},
         "suggestions": [{"label": "Do it", "actions": [{"type": "create", "description": "Order", "resource": {
             "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
             "code": {"text": "DXA"}, "subject": {"reference": "Patient/pat-1"}}}]}],
-    }]
+    }])
 
 
 @pytest.fixture
@@ -126,5 +130,10 @@ def test_issued_cards_are_recorded_without_patient_data(card_app):
     assert row["service_id"] == "osteoporosis-patient-view"
     assert suggestion_uuid in row["suggestion_uuids"]
     assert set(row) == {"card_uuid", "service_id", "card_id", "indicator", "hook_instance", "issued_at",
-                        "suggestion_uuids"}
+                        "suggestion_uuids", "patient_key"}
     assert body["context"]["patientId"] not in str(row)
+    assert body["fhirServer"] not in str(row)
+    # The patient is kept only as the keyed hash of fhirServer and patient id.
+    assert row["patient_key"] == hmac.new(TEST_SECRET.encode(),
+                                          f"{body['fhirServer']}\x00{body['context']['patientId']}".encode(),
+                                          hashlib.sha256).hexdigest()

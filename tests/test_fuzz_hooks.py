@@ -42,6 +42,7 @@ _DIR = Path(tempfile.mkdtemp(prefix="cds-fuzz-"))
 APP = create_app({
     "CDS_DATABASE_URL": f"sqlite:///{_DIR}/cds.db",
     "CDS_AUTH_REQUIRED": "false",
+    "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
     "CDS_ALLOWED_FHIR_SERVERS": FHIR,
     "CDS_FHIR_RETRIES": "0",
     "CDS_FHIR_TOTAL_TIMEOUT_SECONDS": "2",

@@ -91,7 +91,8 @@ def test_default_is_single_pod_sqlite_evaluation_with_migrations():
     kinds = render()
     deployment = only(kinds, "Deployment")
     assert deployment["spec"]["replicas"] == 1
-    assert "HorizontalPodAutoscaler" not in kinds and "Secret" not in kinds
+    assert "HorizontalPodAutoscaler" not in kinds
+    assert set(kinds["Secret"]) == {"cds-osteoporosis-cds-patient-hash"}  # no database Secret
     assert "Ingress" not in kinds and "ServiceMonitor" not in kinds
     migrate = container(kinds, "migrate")
     assert migrate["command"] == ["cds-service", "migrate"]
@@ -103,7 +104,7 @@ def test_default_is_single_pod_sqlite_evaluation_with_migrations():
 
 def test_database_url_secret_made_by_chart():
     kinds = render({"database": {"url": POSTGRES}})
-    secret = only(kinds, "Secret")
+    secret = kinds["Secret"]["cds-osteoporosis-cds-database"]
     assert base64.b64decode(secret["data"]["database-url"]).decode() == POSTGRES
     ref = env(container(kinds))["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": secret["metadata"]["name"], "key": "database-url"}
@@ -115,7 +116,7 @@ def test_database_url_secret_made_by_chart():
 
 def test_existing_secret_switch():
     kinds = render({"database": {"existingSecret": "pg-url", "secretKey": "url", "url": POSTGRES}})
-    assert "Secret" not in kinds  # existingSecret wins over url
+    assert set(kinds["Secret"]) == {"cds-osteoporosis-cds-patient-hash"}  # existingSecret wins over url
     for name in ("cds-service", "migrate"):
         ref = env(container(kinds, name))["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": "pg-url", "key": "url"}
@@ -168,6 +169,8 @@ def test_hpa_bounds_from_values():
     # value in the ConfigMap would be silently overridden (or leak a secret).
     ({"settings": {"CDS_AUTO_MIGRATE": "true"}}, "managed by the chart"),
     ({"settings": {"CDS_REPORT_TOKEN": "s3cret"}}, "managed by the chart"),
+    ({"settings": {"CDS_PATIENT_HASH_SECRET": "x" * 40}}, "managed by the chart"),
+    ({"purge": {"enabled": True}}, "purge.enabled needs the external database"),
     ({"settings": {"LOG_LEVEL": "x"}}, "only CDS_ settings"),
 ])
 def test_refused_values(values, message):
@@ -181,7 +184,7 @@ def test_production_values():
     assert hpa["spec"]["minReplicas"] == 3
     ingress = only(kinds, "Ingress")
     assert ingress["spec"]["tls"][0]["hosts"] == ["cds.example.org"]
-    assert [p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]] == ["/cds-services"]
+    assert [p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]] == ["/cds-services", "/guidance"]
     assert only(kinds, "ServiceMonitor")["spec"]["endpoints"][0]["path"] == "/metrics"
     assert "Secret" not in kinds
     ref = env(container(kinds))["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
@@ -199,3 +202,35 @@ def test_report_token_comes_from_its_secret_in_production_values():
     kinds = render(check_helm.load_values(check_helm.CASES["production"]))
     ref = env(container(kinds))["CDS_REPORT_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "osteoporosis-cds-report", "key": "report-token"}
+
+
+def test_patient_hash_secret_made_by_chart_or_named():
+    """Production refuses to start without CDS_PATIENT_HASH_SECRET: the chart
+    always passes one from a Secret, never in clear text."""
+    kinds = render()
+    secret = kinds["Secret"]["cds-osteoporosis-cds-patient-hash"]
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    value = base64.b64decode(secret["data"]["patient-hash-secret"]).decode()
+    assert len(value) >= 32
+    for name in ("cds-service", "migrate"):
+        ref = env(container(kinds, name))["CDS_PATIENT_HASH_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "cds-osteoporosis-cds-patient-hash", "key": "patient-hash-secret"}
+    assert value not in json.dumps(only(kinds, "Deployment"))
+
+    kinds = render(check_helm.load_values(check_helm.CASES["production"]))
+    assert "cds-osteoporosis-cds-patient-hash" not in kinds.get("Secret", {})
+    ref = env(container(kinds))["CDS_PATIENT_HASH_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "osteoporosis-cds-patient-hash", "key": "patient-hash-secret"}
+
+
+def test_purge_cronjob_in_production_values():
+    kinds = render(check_helm.load_values(check_helm.CASES["production"]))
+    job = only(kinds, "CronJob")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert c["command"] == ["cds-service", "purge"]
+    assert env(c)["CDS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "osteoporosis-cds-database"
+    assert "app.kubernetes.io/name" not in pod["metadata"]["labels"]  # never behind the Service
+    assert "CronJob" not in render()  # off by default
+
+

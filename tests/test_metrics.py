@@ -7,6 +7,7 @@ import re
 
 import responses
 
+from cds_service.engine import Outcome
 from cds_service.protocol.runtime import runtime
 from requests_for_tests import hook_request
 
@@ -33,7 +34,7 @@ def test_request_and_card_metrics(app):
     svc = rt.services["osteoporosis-patient-view"]
     card = {"summary": "s", "indicator": "warning",
             "source": {"label": "l", "topic": {"system": "x", "code": "C-METRIC-TEST"}}}
-    rt.services[svc.id] = dataclasses.replace(svc, evaluate=lambda call: [card])
+    rt.services[svc.id] = dataclasses.replace(svc, evaluate=lambda call: Outcome([card]))
     client = app.test_client()
     before = scrape(client)
     resp = client.post("/cds-services/osteoporosis-patient-view", json=hook_request())
@@ -75,7 +76,7 @@ def test_resubmitted_feedback_is_not_counted_again(app):
     svc = rt.services["osteoporosis-patient-view"]
     card = {"summary": "s", "indicator": "info",
             "source": {"label": "l", "topic": {"system": "x", "code": "C-METRIC-RESEND"}}}
-    rt.services[svc.id] = dataclasses.replace(svc, evaluate=lambda call: [card])
+    rt.services[svc.id] = dataclasses.replace(svc, evaluate=lambda call: Outcome([card]))
     client = app.test_client()
     card_uuid = client.post("/cds-services/osteoporosis-patient-view", json=hook_request()).get_json()["cards"][0]["uuid"]
     body = {"feedback": [{"card": card_uuid, "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}

@@ -205,3 +205,18 @@ def test_speed_100_resources():
     start = time.perf_counter()
     build_record({"observations": bundle(*obs_list)}, today=TODAY)
     assert time.perf_counter() - start < 0.05
+
+
+def test_values_are_written_the_way_clinicians_write_them():
+    from cds_service.record import as_written
+
+    r = build_record({"observations": bundle(
+        obs("t", "38267-1", "2025-01-01", -3.73865), obs("e", "98979-8", "2025-01-01", 61.6),
+        obs("c", "17861-6", "2025-01-01", 9.04, "mg/dL"), obs("f", t.FRAX_MOF, "2025-01-01", 22.04, "%"),
+    )}, today=TODAY)
+    assert r.lowest_t.fact() == "Lumbar spine T-score -3.7 on 2025-01-01"
+    assert r.lab("egfr").fact() == "eGFR 62 mL/min/1.73m2 on 2025-01-01"
+    assert r.lab("calcium").fact() == "Serum calcium 9.0 mg/dL on 2025-01-01"
+    assert r.latest_frax("mof").fact() == "FRAX 10-year major osteoporotic fracture probability 22% on 2025-01-01"
+    assert [as_written(v, 1) for v in (-2.0, -0.04, 2.55, -2.45)] == ["-2.0", "0.0", "2.6", "-2.5"]
+    assert as_written(61.5, 0) == "62"

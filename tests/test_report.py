@@ -8,6 +8,7 @@ import json
 import pytest
 
 from cds_service.cli import main
+from cds_service.engine import Outcome
 from cds_service.protocol.runtime import runtime
 from requests_for_tests import hook_request
 
@@ -21,7 +22,7 @@ def two_cards(call):
                 "suggestions": [{"label": "Do", "actions": [{"type": "create", "description": "d", "resource": {
                     "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
                     "code": {"text": "DXA"}, "subject": {"reference": "Patient/pat-1"}}}]}]}
-    return [card("C-A"), card("C-B")]
+    return Outcome([card("C-A"), card("C-B")])
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ _DIR = Path(tempfile.mkdtemp(prefix="cds-schemathesis-"))
 APP = create_app({
     "CDS_DATABASE_URL": f"sqlite:///{_DIR}/cds.db",
     "CDS_AUTH_REQUIRED": "true",
+    "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
     "CDS_TRUSTED_ISSUERS": str(_DIR / "issuers.json"),
     "CDS_PUBLIC_BASE_URL": BASE,
     "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4",

@@ -67,6 +67,7 @@ def _serve(script: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen, i
     full_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))},
                 "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port), "CDS_AUTH_REQUIRED": "false",
                 "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'cds.db'}", "CDS_GRACEFUL_TIMEOUT_SECONDS": "2",
+                "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
                 "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -252,7 +253,8 @@ def test_serve_warns_in_json_and_announces_discovery_after_start(tmp_path):
     first worker has loaded the app."""
     port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))},
-           "PYTHONPATH": str(ROOT), "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/c.db"}
+           "PYTHONPATH": str(ROOT), "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/c.db",
+           "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef"}
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port)],

@@ -122,7 +122,7 @@ def test_migrations_build_exactly_the_declared_schema(db):
         engine = sa.create_engine(target.replace("store.db", "migrated.db"))
     else:
         with engine.begin() as conn:
-            for table in ("used_jtis", "feedback", "issued_cards", "alembic_version"):
+            for table in [*metadata.tables, "alembic_version"]:
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
     assert migrations.upgrade(engine) == migrations.head_revision()
     assert migrations.upgrade(engine) == migrations.head_revision()  # idempotent
@@ -159,3 +159,33 @@ def test_sqlite_uses_wal_without_fsync_per_commit(tmp_path):
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+
+
+def test_quieting_lookup_is_one_indexed_query(tmp_path):
+    """The per-patient-view read goes through (patient_key, decided_at), not a scan."""
+    from cds_service.store import quiet_query
+
+    store = Store.from_url(f"sqlite:///{tmp_path}/plan.db")
+    store.create_schema()
+    query = quiet_query("a" * 64, {"info": 180, "warning": 30}, dt.datetime.now(dt.timezone.utc))
+    sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    with store.engine.connect() as conn:
+        plan = " ".join(str(row) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "USING INDEX ix_quieted_cards_patient" in plan
+    assert quiet_query("a" * 64, {"info": 0, "warning": 0}, dt.datetime.now(dt.timezone.utc)) is None
+
+
+def test_quiet_marks_take_the_newest_card_and_the_most_severe_indicator(db):
+    from cds_service.store import QuietMark, quieted_cards
+
+    _, store = db
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [("k1", "C-X", "info", 40, 10), ("k1", "C-X", "warning", 20, 5), ("k1", "C-Y", "info", 300, 200),
+            ("k1", "C-Z", "warning", 50, 40), ("k2", "C-X", "info", 1, 1)]
+    with store.engine.begin() as conn:
+        conn.execute(quieted_cards.insert(), [
+            {"patient_key": k, "card_id": c, "indicator": i, "issued_at": now - dt.timedelta(days=issued),
+             "decided_at": now - dt.timedelta(days=decided)} for k, c, i, issued, decided in rows])
+    marks = store.quiet_marks("k1", {"info": 180, "warning": 30}, now)
+    # C-Y's feedback is past 180 days, C-Z's warning past 30.
+    assert marks == {"C-X": QuietMark("warning", (now - dt.timedelta(days=20)).date())}

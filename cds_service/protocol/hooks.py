@@ -3,6 +3,12 @@
 Order of work: who is calling (JWT), is the body JSON, does it conform to the
 hook's schema, is it this service's hook, complete the prefetch, run the
 service's rules, make the cards conformant, record them, answer.
+
+On patient-view the service first reads which cards feedback has quieted for
+this patient (one indexed query on the patient key: a keyed hash of
+fhirServer and patient id) and hands them to the rules with the info-card
+budget; every card links to its guidance page and is recorded with the
+patient key, so later feedback on it can quiet it.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import time
 from flask import Blueprint, g, jsonify, request
 
 from cds_service import metrics
+from cds_service.card_policy import CardPolicy
 from cds_service.fhir.prefetch import PrefetchError, PrefetchInvalid, TooMuchData, resolve_prefetch
 from cds_service.protocol import schemas
+from cds_service.patient_key import patient_key
 from cds_service.protocol.errors import ApiError
+from cds_service.protocol.guidance import guidance_link
 from cds_service.protocol.requests_json import read_json_object
 from cds_service.protocol.responses import finish_cards, rule_id
 from cds_service.protocol.runtime import runtime
@@ -106,6 +115,7 @@ def call_service(service_id: str):
     for kind in prefetch.error_kinds:
         metrics.FHIR_ERRORS.labels(kind).inc()
 
+    key = patient_key(rt.patient_secret, body.get("fhirServer"), body["context"]["patientId"])
     call = HookCall(
         service_id=service.id,
         hook=service.hook,
@@ -114,11 +124,16 @@ def call_service(service_id: str):
         prefetch=prefetch.data,
         today=dt.date.today(),
         settings=rt.settings,
+        fhir_server=body.get("fhirServer"),
+        policy=_policy(service, key),
     )
-    cards = finish_cards(service.evaluate(call))
+    outcome = service.evaluate(call)
+    cards = finish_cards([{**c, "links": [*c.get("links", ()), guidance_link(rule_id(c))]} for c in outcome.cards])
     g.card_ids = [rule_id(c) for c in cards]
     for c in cards:
         metrics.CARDS.labels(rule_id(c), c["indicator"]).inc()
+    for held in outcome.held:
+        metrics.CARDS_HELD.labels(held.card_id, held.reason).inc()
     try:
         rt.store.record_cards([
             IssuedCard(
@@ -128,9 +143,25 @@ def call_service(service_id: str):
                 indicator=c["indicator"],
                 hook_instance=call.hook_instance,
                 suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
+                patient_key=key,
             )
             for c in cards
         ])
     except Exception as exc:  # the clinician still gets the cards; feedback will be flagged unknown
         log.error("could not record issued cards", extra={"error_type": type(exc).__name__})
     return jsonify({"cards": cards})
+
+
+def _policy(service: CdsService, key: str) -> CardPolicy:
+    """Quieting and the budget apply to patient-view, the chart-open burden;
+    an order hook's cards answer the order being placed now, each a new decision."""
+    if service.hook != "patient-view":
+        return CardPolicy()
+    rt = runtime()
+    settings = rt.settings
+    try:
+        quiet = rt.store.quiet_marks(key, {"info": settings.quiet_info_days, "warning": settings.quiet_warning_days})
+    except Exception as exc:  # the store is down: show every card rather than none
+        log.error("could not read quieted cards", extra={"error_type": type(exc).__name__})
+        quiet = {}
+    return CardPolicy(quiet=quiet, info_budget=settings.info_card_budget)

@@ -24,6 +24,7 @@ class Runtime:
     http: requests.Session
     # (request, audience path) -> None, raising ApiError(401) when the caller is not trusted
     authenticate: Callable[[Any, str], Any]
+    patient_secret: bytes  # keys the patient hash stored with issued cards (cds_service.patient_key)
 
 
 def runtime(app: Flask | None = None) -> Runtime:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,10 +52,40 @@ class Finding:
     suggestions: tuple[str, ...] | None = None    # YAML suggestion keys to offer, in order; None = all of them
     extra_suggestions: tuple[Suggestion, ...] = ()  # suggestions built in code, after the YAML ones
     delete_draft: str | None = None               # relative reference filled into YAML `delete` actions
+    # "New trigger" for quieting: the date of the newest data that made the card
+    # fire (a new fracture, diagnosis, lab across a threshold). None: the newest
+    # date before today in `facts` (see trigger_date). Give it when the facts
+    # carry dates that are not new data, or leave out data that should not wake
+    # a quieted card.
+    trigger: dt.date | None = None
 
     def __post_init__(self) -> None:
         if self.indicator is not None and self.indicator not in INDICATORS:
             raise ValueError(f"bad indicator {self.indicator!r}")
+
+
+_ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+
+
+def trigger_date(finding: Finding, today: dt.date) -> dt.date | None:
+    """The date of the newest data that made the card fire: Finding.trigger
+    when the rule gives it, else the newest YYYY-MM-DD date before `today`
+    written in its facts. A card quieted by feedback comes back when this is
+    later than the day the card acted on was issued (cds_service.card_policy).
+    Dates of today are left out (facts such as "Age 76 on <today>" carry the
+    evaluation day), and so are future ones (due dates)."""
+    if finding.trigger is not None:
+        return finding.trigger
+    newest = None
+    for fact in finding.facts:
+        for match in _ISO_DATE.finditer(fact):
+            try:
+                day = dt.date(*map(int, match.groups()))
+            except ValueError:
+                continue
+            if day < today and (newest is None or day > newest):
+                newest = day
+    return newest
 
 
 Rule = Callable[[PatientRecord, dt.date, ClinicalSettings], list[Finding]]

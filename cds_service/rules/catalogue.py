@@ -42,3 +42,36 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "C-FALLS": (PV, ("info",)),
     "C-MASSAGE-SAFETY": (ORDERS, ("warning", "critical")),
 }
+
+
+# --- Order of value, for the info-card budget (second-pass section 7) ----------
+# At most CDS_INFO_CARD_BUDGET info cards are shown per patient-view; these
+# tiers, most valuable first, decide which. Within a tier, the order written.
+# Warning and critical cards are never dropped, so only ids that can be info
+# need a place here (ids of issue 11 included ahead of their templates).
+VALUE_TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # A drug decision: start, switch, holiday, the next dose or follow-on.
+    ("drug decision", (
+        "C-DMAB-DUE", "C-TX-FAILURE", "C-TX-BP", "C-TX-DMAB-ALT", "C-HOLIDAY", "C-AR-COMPLICATION",
+        "C-SAFE-PREGNANCY", "C-SAFE-DOSE-INTERVAL", "C-DUP-ANABOLIC",
+    )),
+    # A test or lab that a decision waits on.
+    ("test or lab a decision waits on", (
+        "C-SAFE-PREDOSE-LABS", "C-LAB-BASELINE", "C-GIOP", "C-SECONDARY-EVAL", "C-MON-DXA-DUE",
+        "C-SCREEN-DXA", "C-MON-ONTX",
+    )),
+    # An info id not placed in a tier: after the decision and test tiers, so a
+    # new card cannot push out a ranked one, but ahead of the routine cards,
+    # which the budget exists to hold back. Give every new info id a tier.
+    ("not ranked", ()),
+    # Routine care.
+    ("routine", ("C-VITD-LOW", "C-SUPP-CAVD", "C-EXERCISE", "C-FALLS", "C-LIFESTYLE")),
+)
+UNRANKED_TIER = 2
+
+_RANK = {card_id: (tier, i) for tier, (_, ids) in enumerate(VALUE_TIERS) for i, card_id in enumerate(ids)}
+
+
+def value_rank(card_id: str) -> tuple[int, int]:
+    """Sort key, most valuable first: (tier, place in the tier)."""
+    return _RANK.get(card_id, (UNRANKED_TIER, 0))

@@ -27,7 +27,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, ConditionHit, DraftOrder, Lab, PatientRecord, months_between
+from cds_service.record import AgentExposure, ConditionHit, DraftOrder, Lab, PatientRecord, as_written, months_between
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.settings import ClinicalSettings
 
@@ -301,7 +301,7 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
             variables={
                 "level": "deficient",
                 "headline": f"replete before {_label(agent)}",
-                "status": (f"{vit_d.value:g} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, while "
+                "status": (f"{as_written(vit_d.value, 0)} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, while "
                            f"{_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and calcium, "
                            f"then give the {_label(agent)}"),
                 "target": f"{settings.vitamin_d_target_ng_ml:g}",

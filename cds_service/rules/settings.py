@@ -21,6 +21,7 @@ class ClinicalSettings:
     recent_fracture_months: int = 12      # VHR "fracture within past 12 months" (AACE20)
     probable_fragility_min_age: int = 50  # S-code fracture counts as probable fragility at >= this age
     trauma_link_days: int = 3             # a transport-accident code within this many days marks an S-code fracture traumatic
+    fracture_event_window_days: int = 30  # fracture records of one site this close together are one event; project choice
     # --- risk (brief 2) ---
     frax_max_age_months: int = 24         # older FRAX is stale (brief 1)
     frax_mof_threshold: float = 20.0      # BHOF22 treatment threshold, percent

@@ -14,7 +14,9 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cds_service.card_policy import CardPolicy
 from cds_service.config import Settings
+from cds_service.engine import Outcome
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,12 +31,15 @@ class HookCall:
     prefetch: Mapping[str, Any]
     today: dt.date
     settings: Settings
+    fhir_server: str | None = None  # the request's fhirServer (absolute references are bound to it)
+    # Quieting by feedback and the info budget (patient-view); the default shows every card chosen.
+    policy: CardPolicy = CardPolicy()
 
 
-# A card here is a CDS Hooks card as a dict, without uuids: the web layer adds
-# card and suggestion uuids, strips empty values and validates suggested
-# resources before anything is sent.
-Evaluate = Callable[[HookCall], list[dict[str, Any]]]
+# The outcome's cards are CDS Hooks cards as dicts, without uuids: the web
+# layer adds card and suggestion uuids, strips empty values and validates
+# suggested resources before anything is sent.
+Evaluate = Callable[[HookCall], Outcome]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,15 +7,20 @@ context), every draft on order-sign.
 
 from __future__ import annotations
 
-from cds_service import engine
+from cds_service import engine, metrics
+from cds_service.engine import Outcome
 from cds_service.record import build_record, drafts_from_context
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.services import HookCall
 
 
-def evaluate(call: HookCall) -> list[dict]:
+def evaluate(call: HookCall) -> Outcome:
     settings = ClinicalSettings.from_settings(call.settings)
     drafts = drafts_from_context(call.context) if call.hook != "patient-view" else ()
     selections = call.context.get("selections") if call.hook == "order-select" else None
-    record = build_record(call.prefetch, drafts=drafts, today=call.today, selections=selections, settings=settings)
-    return engine.evaluate(call.hook, record, call.today, settings, patient_id=call.context.get("patientId"))
+    record = build_record(call.prefetch, drafts=drafts, today=call.today, selections=selections, settings=settings,
+                          patient_id=call.context.get("patientId"), fhir_server=call.fhir_server)
+    for reason, count in record.ignored_counts.items():
+        metrics.RECORD_IGNORED.labels(reason).inc(count)
+    return engine.decide(call.hook, record, call.today, settings, patient_id=call.context.get("patientId"),
+                         policy=call.policy)

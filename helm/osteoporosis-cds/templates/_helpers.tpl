@@ -58,6 +58,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{- define "osteoporosis-cds.patientHashSecretName" -}}
+{{- if .Values.patientHash.existingSecret }}
+{{- .Values.patientHash.existingSecret }}
+{{- else }}
+{{- printf "%s-patient-hash" (include "osteoporosis-cds.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{- define "osteoporosis-cds.trustedIssuersPath" -}}
 {{- printf "%s/%s" (trimSuffix "/" .Values.trustedIssuers.mountPath) .Values.trustedIssuers.key }}
 {{- end }}
@@ -65,9 +73,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Refuse combinations that would deploy something broken, at render time. */}}
 {{- define "osteoporosis-cds.validate" -}}
 {{- /* The chart sets these itself (container env wins over the ConfigMap, so a value here would be silently ignored), or they are secrets that do not belong in a ConfigMap. */}}
-{{- range $key := list "CDS_DATABASE_URL" "CDS_TRUSTED_ISSUERS" "CDS_HOST" "CDS_PORT" "CDS_AUTO_MIGRATE" "CDS_REPORT_TOKEN" }}
+{{- range $key := list "CDS_DATABASE_URL" "CDS_TRUSTED_ISSUERS" "CDS_HOST" "CDS_PORT" "CDS_AUTO_MIGRATE" "CDS_REPORT_TOKEN" "CDS_PATIENT_HASH_SECRET" }}
 {{- if hasKey $.Values.settings $key }}
-{{- fail (printf "settings.%s is managed by the chart: use database.*, trustedIssuers.*, containerPort, migrations.enabled or report.existingSecret" $key) }}
+{{- fail (printf "settings.%s is managed by the chart: use database.*, trustedIssuers.*, containerPort, migrations.enabled, report.existingSecret or patientHash.*" $key) }}
 {{- end }}
 {{- end }}
 {{- range $key, $_ := .Values.settings }}
@@ -79,6 +87,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
 {{- fail "the SQLite evaluation store lives in one pod: set database.existingSecret (or database.url) for more than one replica or autoscaling" }}
 {{- end }}
+{{- end }}
+{{- if and .Values.purge.enabled (eq (include "osteoporosis-cds.databaseMode" .) "sqlite") }}
+{{- fail "purge.enabled needs the external database (database.existingSecret or database.url): the SQLite evaluation store lives in the pod" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
@@ -99,6 +110,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       name: {{ .Values.report.existingSecret }}
       key: {{ .Values.report.secretKey }}
 {{- end }}
+- name: CDS_PATIENT_HASH_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "osteoporosis-cds.patientHashSecretName" . }}
+      key: {{ .Values.patientHash.secretKey }}
 - name: CDS_TRUSTED_ISSUERS
   value: {{ include "osteoporosis-cds.trustedIssuersPath" . | quote }}
 {{- if eq (include "osteoporosis-cds.databaseMode" .) "external" }}

@@ -1,0 +1,69 @@
+"""Which of the cards the rules chose are shown: quieting by feedback and the
+info-card budget (second-pass section 7, "Quiet by default").
+
+Pure: the web layer looks up the quiet marks (one query per patient-view)
+and passes them in with the budget; the engine calls `apply` after its own
+selection.
+
+- Quieted: a card id accepted or overridden for this patient within its
+  quiet period (store.quiet_marks) is held back, unless it is critical now,
+  is more severe now than when it was acted on, or has a new trigger: data
+  newer than the day the card acted on was issued (rules.base.trigger_date).
+- Budget: of the info cards left, at most `info_budget`, highest value first
+  (rules.catalogue.VALUE_TIERS); warning and critical cards always pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Mapping
+
+from cds_service.rules.base import INDICATORS, Finding, trigger_date
+from cds_service.rules.catalogue import value_rank
+from cds_service.store import QuietMark
+
+QUIETED, OVER_BUDGET = "quieted", "over_budget"
+
+
+@dataclasses.dataclass(frozen=True)
+class CardPolicy:
+    quiet: Mapping[str, QuietMark] = dataclasses.field(default_factory=dict)
+    info_budget: int | None = None  # None: no budget (order hooks, tests of the rules)
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A card the rules chose but the policy did not show (ids only)."""
+
+    card_id: str
+    reason: str  # QUIETED or OVER_BUDGET
+
+
+def is_quieted(finding: Finding, indicator: str, mark: QuietMark | None, today: dt.date) -> bool:
+    if mark is None or indicator == "critical":
+        return False
+    if INDICATORS.index(indicator) < INDICATORS.index(mark.indicator):
+        return False  # more severe than what the clinician saw
+    trigger = trigger_date(finding, today)
+    return trigger is None or trigger <= mark.issued_on
+
+
+def apply(findings: list[Finding], today: dt.date, policy: CardPolicy,
+          indicator_of: Callable[[Finding], str]) -> tuple[list[Finding], list[Held]]:
+    """(findings shown, in order, and those held back). `findings` come
+    ordered by severity; info cards are reordered by value."""
+    held: list[Held] = []
+    shown: list[Finding] = []
+    for f in findings:
+        if is_quieted(f, indicator_of(f), policy.quiet.get(f.card_id), today):
+            held.append(Held(f.card_id, QUIETED))
+        else:
+            shown.append(f)
+    info = sorted((f for f in shown if indicator_of(f) == "info"), key=lambda f: value_rank(f.card_id))
+    if policy.info_budget is None:
+        keep = info
+    else:
+        keep = info[:policy.info_budget]
+        held += [Held(f.card_id, OVER_BUDGET) for f in info[policy.info_budget:]]
+    return [f for f in shown if indicator_of(f) != "info"] + keep, held

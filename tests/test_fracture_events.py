@@ -1,0 +1,89 @@
+"""Fractures are events, not codes: records of one fracture (a site-specific
+code and an "osteoporotic fracture, site unspecified" code on the same day, a
+Condition and an imaging finding) count once (issue: one fracture counted
+twice made a patient very high risk)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cds_service.fhir import terminology as t
+from cds_service.record import build_record
+from requests_for_tests import PATIENT_ID, full_prefetch, hook_request
+
+TODAY = dt.date.today()
+PV = "/cds-services/osteoporosis-patient-view"
+
+
+def ago(days):
+    return (TODAY - dt.timedelta(days=days)).isoformat()
+
+
+def condition(cid, system, code, days_ago):
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "code": {"coding": [{"system": system, "code": code}]}, "onsetDateTime": ago(days_ago)}
+
+
+def finding(oid, code, days_ago):
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "code": {"coding": [{"system": t.SNOMED, "code": code}]}, "effectiveDateTime": ago(days_ago)}
+
+
+def t_score(value):
+    return {"resourceType": "Observation", "id": "t", "status": "final", "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "code": {"coding": [{"system": t.LOINC, "code": "38267-1"}]}, "effectiveDateTime": ago(400),
+            "valueQuantity": {"value": value, "unit": "1"}}
+
+
+def prefetch(*resources):
+    p = full_prefetch()
+    for r in resources:
+        key = "conditions" if r["resourceType"] == "Condition" else "observations"
+        p[key]["entry"].append({"resource": r})
+    return p
+
+
+def record(*resources):
+    return build_record(prefetch(*resources), today=TODAY, patient_id=PATIENT_ID)
+
+
+def test_site_code_and_unspecified_osteoporotic_code_same_day_are_one_event():
+    r = record(condition("a", t.SNOMED, "5913000", 700), condition("b", t.SNOMED, "443165006", 700))
+    assert len(r.fractures) == 1
+    event = r.fractures[0]
+    assert event.site == t.HIP and event.fragility == "specific"  # site from one code, fragility from the other
+    assert set(event.refs) == {"Condition/a", "Condition/b"}
+    assert event.fact() == f"Hip fragility fracture (5913000, 443165006) on {ago(700)}"
+
+
+def test_condition_and_imaging_finding_of_one_fracture_are_one_event():
+    r = record(condition("a", t.ICD10CM, "M80.08XA", 100), finding("vfa", "11311601000119109", 90))
+    assert [(f.site, f.date) for f in r.fractures] == [(t.VERTEBRAL, dt.date.fromisoformat(ago(100)))]
+
+
+def test_different_sites_or_far_apart_stay_separate_events():
+    r = record(condition("a", t.SNOMED, "5913000", 700), condition("b", t.ICD10CM, "M80.08XA", 700),
+               condition("c", t.SNOMED, "5913000", 700 - 31))
+    assert sorted((f.site, f.date) for f in r.fractures) == sorted([
+        (t.HIP, dt.date.fromisoformat(ago(700))), (t.VERTEBRAL, dt.date.fromisoformat(ago(700))),
+        (t.HIP, dt.date.fromisoformat(ago(669)))])
+
+
+def test_window_boundary_is_inclusive_at_30_days():
+    assert len(record(condition("a", t.SNOMED, "5913000", 700), condition("b", t.SNOMED, "443165006", 670)).fractures) == 1
+    assert len(record(condition("a", t.SNOMED, "5913000", 700), condition("b", t.SNOMED, "443165006", 669)).fractures) == 2
+
+
+def test_one_dual_coded_fracture_does_not_make_very_high_risk(client):
+    def cards(*resources):
+        resp = client.post(PV, json=hook_request(prefetch=prefetch(*resources)))
+        assert resp.status_code == 200
+        return {c["source"]["topic"]["code"] for c in resp.get_json()["cards"]}
+
+    # T -2.6 and one wrist fracture two years ago (dual-coded): a drug-start card, not anabolic-first.
+    one = cards(t_score(-2.6), condition("a", t.ICD10CM, "S52.501A", 700), condition("b", t.SNOMED, "443165006", 700))
+    assert "C-TX-ANABOLIC" not in one and one & {"C-TX-BP", "C-TX-DMAB-ALT"}
+    # Two real fracture events (wrist and humerus, months apart) are "multiple fractures": very high risk.
+    two = cards(t_score(-2.6), condition("a", t.ICD10CM, "S52.501A", 700), condition("b", t.ICD10CM, "S42.201A", 500))
+    assert "C-TX-ANABOLIC" in two

@@ -1,0 +1,227 @@
+"""Only this patient's data: every resource the rules read is bound to
+context.patientId, whichever prefetch key or fetched search it came from.
+
+The method: a resource that demonstrably changes the cards when it is the
+patient's own must leave them exactly as they were when it names someone
+else (or no one), and its values must never be quoted."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+
+import pytest
+import responses
+
+from cds_service.fhir import terminology as t
+from cds_service.fhir.patient_binding import PatientBinding
+from cds_service.record import build_record
+from requests_for_tests import FHIR, PATIENT_ID, empty_bundle, full_prefetch, hook_request
+
+PV = "/cds-services/osteoporosis-patient-view"
+TODAY = dt.date.today()
+OTHER = "someone-else"
+
+
+def ago(days: int) -> str:
+    return (TODAY - dt.timedelta(days=days)).isoformat()
+
+
+def subject(pid: str = PATIENT_ID) -> dict:
+    return {"reference": f"Patient/{pid}"}
+
+
+def t_score(oid: str, value: float, days_ago: int, pid: str = PATIENT_ID) -> dict:
+    return {"resourceType": "Observation", "id": oid, "status": "final", "subject": subject(pid),
+            "code": {"coding": [{"system": t.LOINC, "code": "38267-1"}]},
+            "effectiveDateTime": ago(days_ago), "valueQuantity": {"value": value, "unit": "{T-score}"}}
+
+
+def searchset(*resources) -> dict:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+def base_prefetch() -> dict:
+    """A 75-year-old woman with lumbar spine T -2.6 a month ago and nothing else: C-TX-BP territory."""
+    prefetch = full_prefetch()
+    prefetch["observations"] = searchset(t_score("own-t", -2.6, 30))
+    return prefetch
+
+
+# One resource per prefetch key that, were it this patient's, would change the cards.
+def _hip_fracture_condition(pid):
+    return {"resourceType": "Condition", "id": "hipfx", "subject": subject(pid), "onsetDateTime": ago(60),
+            "clinicalStatus": {"coding": [{"system": t.CONDITION_CLINICAL, "code": "active"}]},
+            "code": {"coding": [{"system": t.ICD10CM, "code": "M80.051A"}]}}
+
+
+def _vertebral_finding(pid):
+    return {"resourceType": "Observation", "id": "vfx", "status": "final", "subject": subject(pid),
+            "code": {"coding": [{"system": t.SNOMED, "code": "11311601000119109"}]}, "effectiveDateTime": ago(60)}
+
+
+def _alendronate(rtype, pid):
+    res = {"resourceType": rtype, "id": f"aln-{rtype}", "status": "active", "subject": subject(pid),
+           "medicationCodeableConcept": {"coding": [{"system": t.RXNORM, "code": "904431"}]}}
+    if rtype == "MedicationRequest":
+        res.update(intent="order", authoredOn=ago(200))
+    else:
+        res["effectivePeriod"] = {"start": ago(200)}
+    return res
+
+
+def _denosumab_dose(pid):
+    return {"resourceType": "MedicationAdministration", "id": "dmab", "status": "completed", "subject": subject(pid),
+            "medicationCodeableConcept": {"coding": [{"system": t.RXNORM, "code": "993456"}]},
+            "effectiveDateTime": ago(60)}
+
+
+def _bariatric(pid):
+    return {"resourceType": "Procedure", "id": "rygb", "status": "completed", "subject": subject(pid),
+            "code": {"coding": [{"system": t.SNOMED, "code": "442338001"}]}, "performedDateTime": ago(2000)}
+
+
+PER_KEY = {
+    "observations": lambda pid: t_score("later-t", -3.6, 5, pid),
+    "conditions": _hip_fracture_condition,
+    "fractureFindings": _vertebral_finding,
+    "medicationRequests": lambda pid: _alendronate("MedicationRequest", pid),
+    "medicationStatements": lambda pid: _alendronate("MedicationStatement", pid),
+    "medicationAdministrations": _denosumab_dose,
+    "procedures": _bariatric,
+}
+
+
+def cards_of(client, prefetch, **kw):
+    resp = client.post(PV, json=hook_request(prefetch=prefetch, **kw))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return [(c["source"]["topic"]["code"], c["summary"], c.get("detail", "")) for c in resp.get_json()["cards"]]
+
+
+def with_resource(prefetch, key, resource):
+    prefetch = copy.deepcopy(prefetch)
+    prefetch[key]["entry"].append({"resource": resource})
+    return prefetch
+
+
+@pytest.mark.parametrize("key", sorted(PER_KEY))
+def test_another_patients_resource_in_any_key_is_ignored(client, key):
+    base = cards_of(client, base_prefetch())
+    own = cards_of(client, with_resource(base_prefetch(), key, PER_KEY[key](PATIENT_ID)))
+    assert own != base, f"the {key} resource must matter when it is the patient's own"
+    foreign = cards_of(client, with_resource(base_prefetch(), key, PER_KEY[key](OTHER)))
+    assert foreign == base
+
+
+@pytest.mark.parametrize("key", sorted(PER_KEY))
+def test_a_resource_without_subject_is_ignored(client, key):
+    resource = PER_KEY[key](PATIENT_ID)
+    del resource["subject"]
+    assert cards_of(client, with_resource(base_prefetch(), key, resource)) == cards_of(client, base_prefetch())
+
+
+def test_foreign_value_is_never_quoted(client):
+    cards = cards_of(client, with_resource(base_prefetch(), "observations", t_score("later-t", -3.6, 5, OTHER)))
+    assert cards and "-3.6" not in json.dumps(cards)
+    assert "-2.6" in json.dumps(cards)  # the patient's own value is what the card cites
+
+
+def test_reference_forms_that_name_the_patient(client):
+    base = cards_of(client, base_prefetch())
+    for ref in (f"Patient/{PATIENT_ID}", f"Patient/{PATIENT_ID}/_history/3", f"{FHIR}/Patient/{PATIENT_ID}",
+                f"{FHIR.upper().replace('/R4', '/r4')}/Patient/{PATIENT_ID}"):
+        res = t_score("later-t", -3.6, 5)
+        res["subject"] = {"reference": ref}
+        assert cards_of(client, with_resource(base_prefetch(), "observations", res)) != base, ref
+    for ref in (f"Patient/{PATIENT_ID}x", f"Patient/{OTHER}", f"https://other.example.org/r4/Patient/{PATIENT_ID}",
+                f"{FHIR}/Patient/{PATIENT_ID}?x=1", f"Group/{PATIENT_ID}", "urn:uuid:4f7b1c3e-0000-4000-8000-000000000001",
+                "#contained", ""):
+        res = t_score("later-t", -3.6, 5)
+        res["subject"] = {"reference": ref}
+        assert cards_of(client, with_resource(base_prefetch(), "observations", res)) == base, ref
+
+
+def test_urn_uuid_reference_resolves_through_the_patients_full_url(client):
+    urn = "urn:uuid:0b4e9d3c-1111-4222-8333-944455556666"
+    prefetch = base_prefetch()
+    res = t_score("later-t", -3.6, 5)
+    res["subject"] = {"reference": urn}
+    # A transaction-style Bundle carrying the patient under its urn:uuid fullUrl, and the Observation.
+    prefetch["observations"]["entry"] += [
+        {"fullUrl": urn, "resource": copy.deepcopy(prefetch["patient"])},
+        {"fullUrl": "urn:uuid:0b4e9d3c-1111-4222-8333-000000000000", "resource": res},
+    ]
+    assert cards_of(client, prefetch) != cards_of(client, base_prefetch())
+    # The same urn naming another patient's entry binds nothing.
+    other = copy.deepcopy(prefetch)
+    other["observations"]["entry"][-2]["resource"]["id"] = OTHER
+    assert cards_of(client, other) == cards_of(client, base_prefetch())
+
+
+def test_a_foreign_patient_never_supplies_age_or_sex(client):
+    # The context patient's own Patient is absent; a man of 40 arrives under another key.
+    stranger = {"resourceType": "Patient", "id": OTHER, "gender": "male", "birthDate": ago(40 * 366)}
+    prefetch = base_prefetch()
+    prefetch["patient"] = None
+    prefetch["conditions"]["entry"].append({"resource": stranger})
+    record = build_record(prefetch, today=TODAY, patient_id=PATIENT_ID)
+    assert record.age is None and record.sex is None
+    assert (f"Patient/{OTHER}", "foreign-patient") in record.ignored
+    # ...and with the patient's own Patient present, whichever key comes first, theirs is used.
+    prefetch["patient"] = full_prefetch()["patient"]
+    prefetch = {"conditions": prefetch.pop("conditions"), **prefetch}
+    record = build_record(prefetch, today=TODAY, patient_id=PATIENT_ID)
+    assert record.sex == "female" and record.patient_id == PATIENT_ID
+
+
+def test_a_draft_order_for_another_patient_is_not_judged(client):
+    body = hook_request("order-sign", prefetch=base_prefetch())
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["medicationCodeableConcept"] = {"coding": [{"system": t.RXNORM, "code": "993456"}]}  # denosumab
+    body["prefetch"]["medicationRequests"]["entry"].append({"resource": _alendronate("MedicationRequest", PATIENT_ID)})
+    own = client.post("/cds-services/osteoporosis-order-sign", json=body).get_json()["cards"]
+    assert "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in own}
+    draft["subject"] = subject(OTHER)
+    body["hookInstance"] = "b0e5a8a4-0000-4000-8000-000000000002"
+    foreign = client.post("/cds-services/osteoporosis-order-sign", json=body).get_json()["cards"]
+    assert "C-DUP-ANTIRES" not in {c["source"]["topic"]["code"] for c in foreign}
+
+
+def test_ignored_resources_are_counted_in_metrics(client):
+    client.post(PV, json=hook_request(prefetch=with_resource(base_prefetch(), "observations",
+                                                             t_score("later-t", -3.6, 5, OTHER))))
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r'cds_record_ignored_total\{reason="foreign-patient"\} [1-9]', metrics)
+
+
+@responses.activate
+def test_fetched_searches_are_held_to_the_same_rule(client):
+    def serve(observations):
+        responses.reset()
+        responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=full_prefetch()["patient"])
+        responses.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/Observation\?.*"), json=observations)
+        for rtype in ("Condition", "MedicationRequest", "MedicationAdministration", "MedicationStatement",
+                      "Procedure"):
+            responses.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/{rtype}\?.*"), json=empty_bundle())
+
+    serve(searchset(t_score("own-t", -2.6, 30)))
+    base = cards_of(client, {}, token="t")
+    serve(searchset(t_score("own-t", -2.6, 30), t_score("later-t", -3.6, 5, OTHER)))
+    assert cards_of(client, {}, token="t") == base
+    serve(searchset(t_score("own-t", -2.6, 30), t_score("later-t", -3.6, 5)))
+    assert cards_of(client, {}, token="t") != base
+
+
+def test_binding_unit_cases():
+    b = PatientBinding("p1", fhir_server="https://EHR.example.org/fhir/")
+    obs = {"resourceType": "Observation"}
+    assert b.reason_to_ignore({**obs, "subject": {"reference": "https://ehr.example.org/fhir/Patient/p1"}}) is None
+    assert b.reason_to_ignore({**obs, "subject": {"reference": "https://ehr.example.org/other/Patient/p1"}}) \
+        == "foreign-patient"
+    assert b.reason_to_ignore({**obs, "subject": {"display": "Jane"}}) == "no-subject"
+    assert b.reason_to_ignore({**obs, "subject": "Patient/p1"}) == "no-subject"
+    assert b.reason_to_ignore({"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p1"}}) is None
+    assert b.reason_to_ignore({"resourceType": "Patient", "id": "p2"}) == "foreign-patient"
+    assert b.reason_to_ignore({"resourceType": "Practitioner", "id": "x"}) is None  # not a patient's resource

@@ -1,0 +1,301 @@
+"""Quiet by default through HTTP (issue 12): feedback quiets a card for that
+patient, critical cards never, a new trigger wakes it, other patients are
+untouched; the info-card budget. Two app instances share one database
+(SQLite file, and PostgreSQL when CDS_TEST_POSTGRES_URL is set), as replicas do.
+
+The passing of time is simulated by moving the stored quieting rows back,
+as if the feedback had been given that many days ago.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from cds_service import fixtures as fx
+from cds_service.protocol.runtime import runtime
+from cds_service.store import quieted_cards
+from tests.conftest import TEST_SECRET
+
+PV = "/cds-services/osteoporosis-patient-view"
+FB = PV + "/feedback"
+FHIR = "https://fhir.example.org/r4"
+PG_URL = os.environ.get("CDS_TEST_POSTGRES_URL")
+TODAY = dt.date.today()  # the hooks evaluate on today's date; fixtures are shifted to it
+
+# Fixture patients and a card each gets on patient-view today.
+INFO_PATIENT, INFO_CARD = "tx-bp-postmenopausal-osteoporosis", "C-TX-BP"
+WARNING_PATIENT, WARNING_CARD = "c-tx-anabolic-man-recent-vertebral-fracture", "C-TX-ANABOLIC"
+CRITICAL_PATIENT, CRITICAL_CARD = "c-dmab-overdue-7-months-1-week", "C-DMAB-OVERDUE"
+VITD_PATIENT, VITD_CARD = "c-vitd-low-insufficient-20-ng", "C-VITD-LOW"
+
+
+def pv_body(name: str, *, patient_id: str | None = None, fhir_server: str = FHIR, extra: list | None = None):
+    prefetch = fx.prefetch_from_bundle(fx.load_patient(name, today=TODAY))
+    if patient_id:  # the same chart under another patient's id, references included
+        old = prefetch["patient"]["id"]
+        prefetch = json.loads(json.dumps(prefetch).replace(f'"Patient/{old}"', f'"Patient/{patient_id}"'))
+        prefetch["patient"]["id"] = patient_id
+    for resource in extra or ():
+        key = {"Observation": "observations", "Condition": "conditions"}[resource["resourceType"]]
+        prefetch[key]["entry"].append({"resource": resource})
+    return {"hookInstance": str(uuid.uuid4()), "hook": "patient-view", "fhirServer": fhir_server,
+            "context": {"patientId": prefetch["patient"]["id"], "userId": "Practitioner/example"},
+            "prefetch": prefetch}
+
+
+def cards_of(client, body) -> dict[str, dict]:
+    resp = client.post(PV, json=copy.deepcopy(body) | {"hookInstance": str(uuid.uuid4())})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}
+
+
+def send_feedback(client, card: dict, outcome: str) -> None:
+    entry = {"card": card["uuid"], "outcome": outcome, "outcomeTimestamp": "2026-01-01T10:00:00Z"}
+    if outcome == "overridden":
+        entry["overrideReason"] = {"reason": card["overrideReasons"][0]} if card.get("overrideReasons") else {}
+    else:
+        entry["acceptedSuggestions"] = [{"id": card["suggestions"][0]["uuid"]}] if card.get("suggestions") else []
+    resp = client.post(FB, json={"feedback": [entry]})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.get_json()["unknownCards"] == 0
+
+
+def age_feedback(app, days: int, *, cards_too: bool = False) -> None:
+    """As if every feedback so far had been given `days` earlier; with
+    `cards_too`, the cards acted on were issued then as well (so data dated
+    after that is new to the clinician). The fixture's own data must be older
+    than that, or it would count as a new trigger."""
+    engine = runtime(app).store.engine
+    delta = dt.timedelta(days=days)
+    with engine.begin() as conn:
+        for row in conn.execute(sa.select(quieted_cards)).mappings().all():
+            conn.execute(quieted_cards.update().where(quieted_cards.c.id == row["id"]).values(
+                issued_at=row["issued_at"] - (delta if cards_too else dt.timedelta()),
+                decided_at=row["decided_at"] - delta))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_apps(request, make_app, tmp_path):
+    """Two app instances (replicas) sharing one database."""
+    if request.param == "sqlite":
+        yield make_app(), make_app()
+        return
+    if not PG_URL:
+        pytest.skip("CDS_TEST_POSTGRES_URL not set (no PostgreSQL reachable)")
+    schema = f"q_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    apps = make_app(CDS_DATABASE_URL=url), make_app(CDS_DATABASE_URL=url)
+    try:
+        yield apps
+    finally:
+        for app in apps:
+            runtime(app).store.engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("outcome", ["overridden", "accepted"])
+def test_feedback_quiets_the_card_for_that_patient_only(two_apps, outcome):
+    a, b = (app.test_client() for app in two_apps)
+    body = pv_body(INFO_PATIENT)
+    first = cards_of(a, body)
+    assert INFO_CARD in first
+    send_feedback(b, first[INFO_CARD], outcome)  # feedback reaches the other replica
+
+    for client in (a, b):
+        again = cards_of(client, body)
+        assert INFO_CARD not in again
+        # The budget slot it freed goes to the next info card.
+        assert len([c for c in again.values() if c["indicator"] == "info"]) == len(
+            [c for c in first.values() if c["indicator"] == "info"])
+    # Another patient, and the same patient id on another FHIR server, still get it.
+    assert INFO_CARD in cards_of(a, pv_body(INFO_PATIENT, patient_id="someone-else"))
+    assert INFO_CARD in cards_of(b, pv_body(INFO_PATIENT, fhir_server="https://other.example.org/fhir"))
+
+
+def test_critical_card_is_never_quieted(two_apps):
+    a, b = (app.test_client() for app in two_apps)
+    body = pv_body(CRITICAL_PATIENT)
+    card = cards_of(a, body)[CRITICAL_CARD]
+    assert card["indicator"] == "critical"
+    send_feedback(b, card, "overridden")
+    assert CRITICAL_CARD in cards_of(b, body)
+    send_feedback(a, cards_of(a, body)[CRITICAL_CARD], "accepted")
+    assert CRITICAL_CARD in cards_of(a, body)
+    with runtime(two_apps[0]).store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(quieted_cards)).scalar() == 0
+
+
+def test_new_trigger_after_the_override_brings_the_card_back(two_apps):
+    a, b = (app.test_client() for app in two_apps)
+    body = pv_body(VITD_PATIENT)
+    card = cards_of(a, body)[VITD_CARD]
+    assert card["indicator"] == "info"
+    send_feedback(a, card, "overridden")
+    age_feedback(two_apps[0], 10, cards_too=True)  # the fixture's newest data is older than that
+    assert VITD_CARD not in cards_of(b, body)  # time alone wakes nothing
+
+    yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
+    lab = next(e["resource"] for e in body["prefetch"]["observations"]["entry"]
+               if e["resource"]["code"]["coding"][0]["code"] == "62292-8")
+    new_lab = dict(copy.deepcopy(lab), id="lab-25ohd-new", effectiveDateTime=yesterday,
+                   valueQuantity=dict(lab["valueQuantity"], value=22))
+    back = cards_of(b, pv_body(VITD_PATIENT, extra=[new_lab]))
+    assert VITD_CARD in back
+    assert yesterday in back[VITD_CARD]["detail"]  # the new lab is what the card used
+    # The other replica sees the same.
+    assert VITD_CARD in cards_of(a, pv_body(VITD_PATIENT, extra=[new_lab]))
+
+
+def test_quiet_periods_info_180_days_warning_30(two_apps):
+    a, _ = (app.test_client() for app in two_apps)
+    info_body, warning_body = pv_body(INFO_PATIENT), pv_body(WARNING_PATIENT)
+    send_feedback(a, cards_of(a, info_body)[INFO_CARD], "overridden")
+    warning = cards_of(a, warning_body)[WARNING_CARD]
+    assert warning["indicator"] == "warning"
+    send_feedback(a, warning, "overridden")
+    age_feedback(two_apps[0], 29)
+    assert WARNING_CARD not in cards_of(a, warning_body)
+    age_feedback(two_apps[0], 2)  # 31 days
+    assert WARNING_CARD in cards_of(a, warning_body)
+    assert INFO_CARD not in cards_of(a, info_body)
+    age_feedback(two_apps[0], 148)  # 179 days
+    assert INFO_CARD not in cards_of(a, info_body)
+    age_feedback(two_apps[0], 2)  # 181 days
+    assert INFO_CARD in cards_of(a, info_body)
+
+
+def test_quiet_periods_are_settings(make_app):
+    client = make_app(CDS_QUIET_INFO_DAYS="0").test_client()
+    body = pv_body(INFO_PATIENT)
+    send_feedback(client, cards_of(client, body)[INFO_CARD], "overridden")
+    assert INFO_CARD in cards_of(client, body)  # 0: feedback never quiets info cards
+
+
+def test_order_hooks_are_never_quieted(client):
+    """An order hook's card answers the order being placed now."""
+    bundle = fx.load_patient("c-safe-renal-alendronate-egfr-34", today=TODAY)
+    prefetch = fx.prefetch_from_bundle(bundle)
+    body = {"hookInstance": str(uuid.uuid4()), "hook": "order-sign", "fhirServer": FHIR,
+            "context": {"patientId": prefetch["patient"]["id"], "userId": "Practitioner/example",
+                        "draftOrders": fx.draft_orders_bundle(bundle)},
+            "prefetch": prefetch}
+    url = "/cds-services/osteoporosis-order-sign"
+    cards = {c["source"]["topic"]["code"]: c for c in client.post(url, json=body).get_json()["cards"]}
+    assert cards, "the fixture fires an order-sign card"
+    card_id, card = next(iter(cards.items()))
+    resp = client.post(url + "/feedback", json={"feedback": [
+        {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-01-01T10:00:00Z"}]})
+    assert resp.status_code == 200
+    again = client.post(url, json=dict(body, hookInstance=str(uuid.uuid4()))).get_json()["cards"]
+    assert card_id in {c["source"]["topic"]["code"] for c in again}
+
+
+def test_info_budget_keeps_the_most_valuable_and_never_drops_warnings(make_app):
+    body = pv_body(WARNING_PATIENT)
+    everything = cards_of(make_app(CDS_INFO_CARD_BUDGET="100").test_client(), body)
+    info = [cid for cid, c in everything.items() if c["indicator"] == "info"]
+    assert len(info) > 2, "the fixture fires more info cards than the default budget"
+
+    default = cards_of(make_app().test_client(), body)
+    from cds_service.rules.catalogue import value_rank
+
+    assert [cid for cid, c in default.items() if c["indicator"] == "info"] == sorted(info, key=value_rank)[:2]
+    assert WARNING_CARD in default
+
+    none = cards_of(make_app(CDS_INFO_CARD_BUDGET="0").test_client(), body)
+    assert set(none) == {cid for cid, c in everything.items() if c["indicator"] != "info"}
+
+
+def test_every_card_links_to_its_guidance_page(make_app):
+    client = make_app(CDS_PUBLIC_BASE_URL="https://cds.example.org/").test_client()
+    for card_id, card in cards_of(client, pv_body(WARNING_PATIENT)).items():
+        link = card["links"][-1]
+        assert link["type"] == "absolute"
+        assert link["url"] == f"https://cds.example.org/guidance/{card_id}"
+        assert client.get(link["url"].removeprefix("https://cds.example.org")).status_code == 200
+    # Without CDS_PUBLIC_BASE_URL: the request's own root.
+    plain = make_app().test_client()
+    card = next(iter(cards_of(plain, pv_body(INFO_PATIENT)).values()))
+    assert card["links"][-1]["url"].startswith("http://localhost/guidance/")
+
+
+def test_production_refuses_to_start_without_the_secret(tmp_path):
+    from cds_service.app import create_app
+    from cds_service.config import SettingsError
+
+    db = f"sqlite:///{tmp_path}/p.db"
+    with pytest.raises(SettingsError, match="CDS_PATIENT_HASH_SECRET"):
+        create_app({"CDS_DATABASE_URL": db})
+    with pytest.raises(SettingsError, match="at least 32"):
+        create_app({"CDS_DATABASE_URL": db, "CDS_PATIENT_HASH_SECRET": "short"})
+    create_app({"CDS_DATABASE_URL": db, "CDS_PATIENT_HASH_SECRET": TEST_SECRET})
+
+
+def test_serve_refuses_to_start_without_the_secret(monkeypatch, capsys):
+    from cds_service.cli import main
+
+    monkeypatch.delenv("CDS_PATIENT_HASH_SECRET", raising=False)
+    monkeypatch.delenv("CDS_PROFILE", raising=False)
+    assert main(["serve", "--port", "1"]) == 2
+    assert "CDS_PATIENT_HASH_SECRET" in capsys.readouterr().err
+
+
+def test_development_secret_survives_a_restart(tmp_path):
+    """The development profile keeps its secret beside the SQLite file, so a
+    restarted service (or another worker) still knows the quieted cards."""
+    from cds_service.app import create_app
+
+    settings = {"CDS_PROFILE": "development", "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/dev.db"}
+    first = create_app(settings).test_client()
+    body = pv_body(INFO_PATIENT)
+    send_feedback(first, cards_of(first, body)[INFO_CARD], "overridden")
+    secret_file = tmp_path / "dev.db.patient-hash-secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    restarted = create_app(settings).test_client()
+    assert INFO_CARD not in cards_of(restarted, body)
+
+
+def test_purge_deletes_by_age(make_app, tmp_path, monkeypatch, capsys):
+    from cds_service.cli import main
+    from cds_service.store import feedback, issued_cards
+
+    app = make_app()
+    client = app.test_client()
+    body = pv_body(INFO_PATIENT)
+    send_feedback(client, cards_of(client, body)[INFO_CARD], "overridden")
+    engine = runtime(app).store.engine
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=800)
+    with engine.begin() as conn:  # the first call's cards and feedback become 800 days old
+        conn.execute(issued_cards.update().values(issued_at=old))
+        conn.execute(feedback.update().values(received_at=old))
+        conn.execute(quieted_cards.update().values(decided_at=old))
+    cards_of(client, body)  # fresh cards, kept
+
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path}/cds.db")
+    assert main(["purge"]) == 0
+    deleted = json.loads(capsys.readouterr().out)["deleted"]
+    assert deleted["feedback"] == 1 and deleted["quietedCards"] == 1 and deleted["issuedCards"] >= 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar() == 0
+        kept = conn.execute(sa.select(issued_cards.c.issued_at)).scalars().all()
+    assert kept and all(t.replace(tzinfo=dt.timezone.utc) > old for t in kept)
+
+
+def test_store_down_shows_every_card_rather_than_none(app, monkeypatch):
+    def broken(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT", {}, Exception("database is down"))
+
+    monkeypatch.setattr(runtime(app).store, "quiet_marks", broken)
+    assert INFO_CARD in cards_of(app.test_client(), pv_body(INFO_PATIENT))
