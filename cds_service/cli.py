@@ -54,11 +54,34 @@ def _first_line(exc: object) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Bind once before anything starts, so a wrong address or a port in use
+    is one line (gunicorn would retry for 5 s, then exit)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise CommandError(f"--host/CDS_HOST {host!r} is not an address to listen on ({exc.strerror})",
+                           code=2) from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}"
+                               + ("; stop what uses it or choose another --port/CDS_PORT" if in_use else ""),
+                               code=1 if in_use else 2) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"CDS_PROFILE": "development"} if args.dev else {}
     settings = _checked_settings(overrides)
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
+    _check_listen(host, port)
     if settings.auto_migrate:
         # Here, once, before any worker starts: a worker restarted while the
         # database is down then still starts (and answers 503) instead of

@@ -149,6 +149,7 @@ def test_read_only_database_folder_is_named(tmp_path):
     (["serve", "--port", "70000"], "argument --port: must be between 1 and 65535, got 70000"),
     (["serve", "--port", "0"], "argument --port: must be between 1 and 65535, got 0"),
     (["serve", "--port", "http"], "argument --port: not a port number"),
+    (["serve", "--host", "999.1.1.1"], "--host/CDS_HOST '999.1.1.1' is not an address to listen on"),
     (["report", "--since", "last tuesday"], "--since must be an ISO 8601 date"),
     (["evaluate", "no-such-fixture"], "no-such-fixture: no such file, and no fixture of that name"),
     (["evaluate", "x", "--today", "someday"], "not a date"),
@@ -161,6 +162,15 @@ def test_read_only_database_folder_is_named(tmp_path):
 ])
 def test_bad_arguments_are_one_line(tmp_path, args, expected):
     assert_one_line(run_cli(args, cwd=tmp_path), expected)
+
+
+def test_port_in_use_is_one_line_exit_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["serve", "--port", str(port)], cwd=tmp_path)
+    assert_one_line(result, f"cannot listen on 127.0.0.1:{port}: Address already in use", code=1)
 
 
 def test_evaluate_names_the_file_that_is_not_json(tmp_path):
