@@ -60,7 +60,7 @@ def _start(script: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen, i
     full_env = {**os.environ, "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port),
                 "CDS_WORKERS": "1", "CDS_THREADS": "2", "CDS_GRACEFUL_TIMEOUT_SECONDS": "10",
                 "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
-                "PYTHONPATH": str(ROOT), **env}
+                "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return proc, port

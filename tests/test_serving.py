@@ -68,7 +68,8 @@ def _serve(script: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen, i
                 "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port), "CDS_AUTH_REQUIRED": "false",
                 "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'cds.db'}", "CDS_GRACEFUL_TIMEOUT_SECONDS": "2",
                 "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
-                "PYTHONPATH": str(ROOT), **env}
+                # serve's metrics folder lands here, even when a test kills the server
+                "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _wait_until_answers(proc, f"http://127.0.0.1:{port}/healthz", timeout=30)
@@ -254,7 +255,7 @@ def test_serve_warns_in_json_and_announces_discovery_after_start(tmp_path):
     port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS_"))},
            "PYTHONPATH": str(ROOT), "CDS_AUTH_REQUIRED": "false", "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/c.db",
-           "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef"}
+           "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef", "TMPDIR": str(tmp_path)}
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port)],
