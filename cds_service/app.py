@@ -13,7 +13,8 @@ from flask import Flask, g, request
 from flask_cors import CORS
 
 from cds_service import metrics, migrations
-from cds_service.config import check_serving, load_settings
+from cds_service.config import SettingsError, check_serving, load_settings
+from cds_service.fhir import valuesets
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
 from cds_service.patient_key import resolve_secret
@@ -31,6 +32,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(overrides)
     check_serving(settings)
     configure_logging(settings.log_level)
+    configure_valuesets(settings.extra_valuesets_dir)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -40,6 +42,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     if settings.auto_migrate:
         migrations.upgrade(store.engine)
     http = requests.Session()
+    # Every thread's concurrent FHIR queries keep their connections for reuse
+    # (requests' default pool keeps 10 per host).
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(10, settings.threads * settings.fhir_concurrency))
+    http.mount("https://", adapter)
+    http.mount("http://", adapter)
     app.extensions["cds_runtime"] = Runtime(
         settings=settings,
         store=store,
@@ -99,3 +106,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+def configure_valuesets(extra_dir: str) -> valuesets.Terminology:
+    """Load the value sets (shipped + the site's extra folder) once, at start-up:
+    a bad file stops the start with one line naming it."""
+    try:
+        return valuesets.configure(extra_dir or None)
+    except valuesets.ValueSetError as exc:
+        raise SettingsError(f"CDS_EXTRA_VALUESETS_DIR: {exc}") from None

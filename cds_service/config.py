@@ -187,6 +187,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_draft_orders", "CDS_MAX_DRAFT_ORDERS", _int, 200,
             "Most draft orders accepted in one order-select/order-sign request (413 above it).",
             check=checks.at_least(1)),
+    Setting("max_feedback_entries", "CDS_MAX_FEEDBACK_ENTRIES", _int, 100,
+            "Most entries accepted in one feedback request (400 above it).",
+            check=checks.at_least(1)),
     Setting("fhir_timeout_seconds", "CDS_FHIR_TIMEOUT_SECONDS", _float, 5.0,
             "Timeout of one outbound FHIR request (connect and read).",
             check=checks.more_than(0, ' s')),
@@ -196,10 +199,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fhir_retries", "CDS_FHIR_RETRIES", _int, 2,
             "Retries of an outbound FHIR request after a timeout, connection error or a 429, 500, 502, 503 or 504 answer.",
             check=checks.at_least(0)),
-    Setting("fhir_max_pages", "CDS_FHIR_MAX_PAGES", _int, 10,
-            "Most Bundle pages followed (via `next` links) for one prefetch query.",
+    Setting("fhir_max_pages", "CDS_FHIR_MAX_PAGES", _int, 50,
+            "Most Bundle pages read for one prefetch query (the first and those reached by `next` links); "
+            "the queries ask for 100 resources a page (`_count`), though a server may send fewer.",
+            check=checks.at_least(1)),
+    Setting("fhir_max_url_length", "CDS_FHIR_MAX_URL_LENGTH", _int, 8192,
+            "Longest URL the service requests or follows from a FHIR server (its queries, Bundle `next` links, "
+            "redirects), in characters; at least 2048. `fhirServer` itself may have at most 2048.",
+            # The service's own queries (long code lists) come close to 2048.
+            check=checks.at_least(2048)),
+    Setting("fhir_concurrency", "CDS_FHIR_CONCURRENCY", _int, 4,
+            "Prefetch queries of one hook call fetched from the FHIR server at the same time.",
             check=checks.at_least(1)),
     Setting("log_level", "CDS_LOG_LEVEL", _log_level, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)."),
+    Setting("extra_valuesets_dir", "CDS_EXTRA_VALUESETS_DIR", _str, "",
+            "Folder of extra FHIR ValueSet files adding a site's local codes to the shipped value sets "
+            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). Empty: shipped sets only.",
+            probe=checks.extra_valuesets),
     # Production server (`cds-service serve`, gunicorn); see cds_service/server.py.
     Setting("host", "CDS_HOST", _str, "127.0.0.1",
             "Address the server binds to (`0.0.0.0` in the container image).",
@@ -289,10 +305,13 @@ class Settings:
     max_body_bytes: int
     max_prefetch_resources: int
     max_draft_orders: int
+    max_feedback_entries: int
     fhir_timeout_seconds: float
     fhir_total_timeout_seconds: float
     fhir_retries: int
     fhir_max_pages: int
+    fhir_max_url_length: int
+    fhir_concurrency: int
     log_level: str
     host: str
     port: int
@@ -324,6 +343,7 @@ class Settings:
     quiet_warning_days: int = 30
     info_card_budget: int = 2
     retention_days: int = 730
+    extra_valuesets_dir: str = ""
 
     @property
     def development(self) -> bool:

@@ -179,6 +179,18 @@ def required_in_production(how: str) -> Check:
     return probe
 
 
+def extra_valuesets(value: str, _values: Mapping[str, Any]) -> str | None:
+    from cds_service.fhir import valuesets
+
+    if not value:
+        return None
+    try:
+        valuesets.load(value)
+    except valuesets.ValueSetError as exc:
+        return str(exc)
+    return None
+
+
 # --- production warnings ----------------------------------------------------
 
 def warn_auth_off(value: bool, values: Mapping[str, Any]) -> str | None:

@@ -15,14 +15,21 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 log = logging.getLogger(__name__)
+
+# What the database raises when it cannot be reached or is busy (stopped,
+# restarting, connection lost, pool exhausted): worth trying again later,
+# unlike a refused value, which would be refused again (a bug: the request
+# schemas keep such values out).
+UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
 metadata = sa.MetaData()
 
@@ -157,6 +164,10 @@ def make_engine(url: str) -> Engine:
             # instead of meeting SQLite's file lock, whose busy handler sleeps
             # for milliseconds at a time (it halved throughput under load).
             kwargs.update(pool_size=1, max_overflow=0)
+    if url.startswith("postgresql"):
+        # An unreachable server is an error within seconds, not a request
+        # held until the client gives up.
+        kwargs["connect_args"] = {"connect_timeout": 5}
     engine = sa.create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -245,61 +256,70 @@ class Store:
         return dict(row) if row else None
 
     # --- feedback ----------------------------------------------------------
-    def store_feedback(self, service_id: str, entries: Iterable[FeedbackEntry]) -> FeedbackResult:
-        """Store every entry, each in its own transaction, and return counts.
+    def store_feedback(self, service_id: str, entries: Sequence[FeedbackEntry]) -> FeedbackResult:
+        """Store the entries of one feedback request in one transaction (all
+        or nothing), and return counts.
 
-        Returns only after every write committed. A duplicate (same card,
-        outcome and timestamp) is detected by the unique constraint, so two
-        replicas receiving the same resubmission cannot both store it.
+        Returns only after the commit. A duplicate (same card, outcome and
+        timestamp, also within the request) is skipped by the unique
+        constraint, so two replicas receiving the same resubmission cannot
+        both store it.
 
         An accepted or overridden card that is not critical and was issued
         for a known patient also gets a quieted_cards row, in the same
         transaction as its feedback (once, however often it is resent)."""
-        stored = duplicates = unknown = 0
-        card_ids: list[str | None] = []
-        new: list[bool] = []
-        for entry in entries:
-            with self.engine.connect() as conn:
-                card_row = conn.execute(
-                    sa.select(issued_cards.c.card_id, issued_cards.c.indicator, issued_cards.c.patient_key,
-                              issued_cards.c.issued_at)
-                    .where(issued_cards.c.card_uuid == entry.card_uuid)
-                ).first()
-            card_id = card_row.card_id if card_row else None
-            card_ids.append(card_id)
-            if card_row is None:
-                unknown += 1
-            row = {
-                "service_id": service_id,
-                "card_uuid": entry.card_uuid,
-                "card_id": card_id,
-                "known_card": card_row is not None,
-                "outcome": entry.outcome,
-                "outcome_timestamp": entry.outcome_timestamp,
-                "accepted_suggestions": json.dumps(list(entry.accepted_suggestions)),
-                "override_reason_system": entry.override_reason_system,
-                "override_reason_code": entry.override_reason_code,
-                "override_comment": entry.override_comment,
-                "received_at": _now(),
-            }
-            quiets = (card_row is not None and card_row.patient_key is not None
-                      and card_row.indicator != "critical" and entry.outcome in ("accepted", "overridden"))
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(feedback.insert(), [row])
-                    if quiets:
-                        conn.execute(quieted_cards.insert(), [{
-                            "patient_key": card_row.patient_key, "card_id": card_row.card_id,
-                            "indicator": card_row.indicator, "issued_at": card_row.issued_at,
-                            "decided_at": row["received_at"],
-                        }])
-                stored += 1
-                new.append(True)
-            except IntegrityError:
-                duplicates += 1
-                new.append(False)
-        return FeedbackResult(stored=stored, duplicates=duplicates, unknown_cards=unknown,
-                              card_ids=tuple(card_ids), new=tuple(new))
+        received = _now()
+        with self.engine.begin() as conn:
+            uuids = sorted({e.card_uuid for e in entries})
+            issued = {row.card_uuid: row for row in conn.execute(
+                sa.select(issued_cards.c.card_uuid, issued_cards.c.card_id, issued_cards.c.indicator,
+                          issued_cards.c.patient_key, issued_cards.c.issued_at)
+                .where(issued_cards.c.card_uuid.in_(uuids))
+            )} if uuids else {}
+            new = []
+            for entry in entries:
+                card = issued.get(entry.card_uuid)
+                inserted = self._insert_feedback(conn, {
+                    "service_id": service_id,
+                    "card_uuid": entry.card_uuid,
+                    "card_id": card.card_id if card else None,
+                    "known_card": card is not None,
+                    "outcome": entry.outcome,
+                    "outcome_timestamp": entry.outcome_timestamp,
+                    "accepted_suggestions": json.dumps(list(entry.accepted_suggestions)),
+                    "override_reason_system": entry.override_reason_system,
+                    "override_reason_code": entry.override_reason_code,
+                    "override_comment": entry.override_comment,
+                    "received_at": received,
+                })
+                new.append(inserted)
+                if (inserted and card is not None and card.patient_key is not None
+                        and card.indicator != "critical" and entry.outcome in ("accepted", "overridden")):
+                    conn.execute(quieted_cards.insert(), [{
+                        "patient_key": card.patient_key, "card_id": card.card_id, "indicator": card.indicator,
+                        "issued_at": card.issued_at, "decided_at": received,
+                    }])
+        card_ids = tuple(issued[e.card_uuid].card_id if e.card_uuid in issued else None for e in entries)
+        return FeedbackResult(stored=sum(new), duplicates=len(new) - sum(new),
+                              unknown_cards=sum(card_id is None for card_id in card_ids),
+                              card_ids=card_ids, new=tuple(new))
+
+    @staticmethod
+    def _insert_feedback(conn: sa.Connection, row: dict[str, Any]) -> bool:
+        """Insert one row unless it is a duplicate; True if inserted. Inside
+        the caller's transaction: a duplicate must not abort the others."""
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(feedback)
+            result = conn.execute(insert.values(row).on_conflict_do_nothing(
+                index_elements=["card_uuid", "outcome", "outcome_timestamp"]).returning(feedback.c.id))
+            return result.first() is not None
+        try:  # other databases: a savepoint per row
+            with conn.begin_nested():
+                conn.execute(feedback.insert().values(row))
+            return True
+        except IntegrityError:
+            return False
 
     def feedback_rows(self, card_uuid: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(feedback).order_by(feedback.c.id)

@@ -130,7 +130,9 @@ class FhirTestServer:
         self.requests: list[str] = []
         self.max_in_flight = 0
         self._in_flight = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._rendezvous = 0
+        self._patience = 0.0
         self._pages: dict[str, tuple[str, list[dict]]] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -144,6 +146,12 @@ class FhirTestServer:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+    def hold_until(self, in_flight: int, patience: float = 3.0) -> None:
+        """Make the first requests wait (at most `patience` s) until `in_flight`
+        are being served at once: a client that asks one at a time then shows
+        as max_in_flight == 1, with no timing assertion."""
+        self._rendezvous, self._patience = in_flight, patience
 
     def set_resources(self, resources: list[dict]) -> None:
         self.store.resources = resources
@@ -195,6 +203,11 @@ class FhirTestServer:
                     server.requests.append(self.path)
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                    if server._in_flight >= server._rendezvous:
+                        server._rendezvous = 0  # met once: nobody waits after that
+                        server._lock.notify_all()
+                    else:
+                        server._lock.wait_for(lambda: server._rendezvous == 0, timeout=server._patience)
                 try:
                     status, body = server.get(self.path)
                 finally:

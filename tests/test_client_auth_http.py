@@ -11,49 +11,31 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.app import create_app
+from jwt_for_tests import BASE, ISS, auth, client_key, token, trust_file
 from requests_for_tests import hook_request
-
-ISS = "https://ehr.example.org"
-BASE = "https://cds.example.org"
 
 
 @pytest.fixture(scope="module")
 def key():
-    private = ec.generate_private_key(ec.SECP384R1())
-    public = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(private.public_key()))
-    public.update(kid="k1", alg="ES384", use="sig")
-    return private, public
+    return client_key()
 
 
 @pytest.fixture
 def secured(tmp_path, key):
-    issuers = tmp_path / "issuers.json"
-    issuers.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
+    issuers = trust_file(tmp_path / "issuers.json", key)
 
     def factory(**extra):
         settings = {
             "CDS_DATABASE_URL": f"sqlite:///{tmp_path}/cds.db",
             "CDS_AUTH_REQUIRED": "true",
             "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
-            "CDS_TRUSTED_ISSUERS": str(issuers),
+            "CDS_TRUSTED_ISSUERS": issuers,
             "CDS_PUBLIC_BASE_URL": BASE,
         }
         settings.update(extra)
         return create_app(settings).test_client()
 
     return factory
-
-
-def token(key, path, **claims):
-    now = int(time.time())
-    body = {"iss": ISS, "aud": BASE + path, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4()),
-            "tenant": "hospital-a"}
-    body.update(claims)
-    return jwt.encode(body, key[0], algorithm="ES384", headers={"kid": "k1", "typ": "JWT"})
-
-
-def auth(tok):
-    return {"Authorization": f"Bearer {tok}"}
 
 
 PV = "/cds-services/osteoporosis-patient-view"

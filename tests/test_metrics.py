@@ -9,6 +9,7 @@ import responses
 
 from cds_service.engine import Outcome
 from cds_service.protocol.runtime import runtime
+from cds_service.services.prefetch_templates import PREFETCH
 from requests_for_tests import hook_request
 
 
@@ -61,7 +62,8 @@ def test_fhir_errors_and_auth_failures_are_counted(make_app):
     responses.add(responses.GET, re.compile(r"https://fhir\.example\.org/r4/.*"), status=401, json={})
     before = value(scrape(client), "cds_fhir_fetch_errors_total", kind="unauthorized")
     client.post("/cds-services/osteoporosis-patient-view", json=hook_request(prefetch={}, token="t"))
-    assert value(scrape(client), "cds_fhir_fetch_errors_total", kind="unauthorized") == before + 1
+    # One per prefetch key that failed (all of them here).
+    assert value(scrape(client), "cds_fhir_fetch_errors_total", kind="unauthorized") == before + len(PREFETCH)
 
     secured = make_app(CDS_AUTH_REQUIRED="true").test_client()
     before = value(scrape(secured), "cds_auth_failures_total", reason="missing_token")

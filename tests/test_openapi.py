@@ -90,11 +90,11 @@ def test_paths_are_the_documented_ones(doc):
         assert set(hook) >= {"post", "options"}
         body = hook["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert body["$ref"] == f"#/components/schemas/{request_schema[service_id]}"
-        assert set(hook["post"]["responses"]) == {"200", "400", "401", "404", "405", "412", "413", "415"}
+        assert set(hook["post"]["responses"]) == {"200", "400", "401", "404", "405", "412", "413", "415", "503"}
         assert hook["post"]["security"] == [{"cdsClientJwt": []}]
         feedback = paths[f"/cds-services/{service_id}/feedback"]
         assert set(feedback) >= {"post", "options"}
-        assert set(feedback["post"]["responses"]) == {"200", "400", "401", "404", "413", "415"}
+        assert set(feedback["post"]["responses"]) == {"200", "400", "401", "404", "413", "415", "503"}
     for templated in ("/cds-services/{service_id}", "/cds-services/{service_id}/feedback"):
         assert "options" in paths[templated]
     assert "503" in paths["/readyz"]["get"]["responses"]

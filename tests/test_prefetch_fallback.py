@@ -122,15 +122,18 @@ def test_next_link_to_another_host_is_not_followed(client):
 @responses.activate
 def test_timeout_is_retried_then_412_naming_the_missing_data(make_app):
     client = make_app(CDS_FHIR_RETRIES="2").test_client()
-    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", body=requests.exceptions.ReadTimeout())
+    serve_everything(responses)
+    responses.replace(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", body=requests.exceptions.ReadTimeout())
     resp = client.post(PV, json=no_prefetch_request())
     assert resp.status_code == 412
     body = resp.get_json()
     assert body["error"] == "prefetch_unavailable"
-    assert "patient" in body["details"]["missing"]
+    assert body["details"]["missing"] == ["patient"]
+    assert "did not answer in time" in body["details"]["failed"]["patient"]
     assert "in time" in body["message"]
-    # One try and two retries, then it stops: a timeout is not repeated per key.
-    assert len(responses.calls) == 3
+    # One try and two retries, then it stops; the other keys were each read once.
+    assert sum(c.request.url.endswith(f"/Patient/{PATIENT_ID}") for c in responses.calls) == 3
+    assert len(responses.calls) == 3 + len(PREFETCH) - 1
 
 
 @responses.activate
@@ -155,12 +158,13 @@ def test_transient_error_then_success_is_200(client):
 
 @responses.activate
 def test_unauthorized_from_fhir_server_is_412_without_retries(client):
-    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", status=401, json={})
+    responses.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/.*"), status=401, json={})
     resp = client.post(PV, json=no_prefetch_request())
     assert resp.status_code == 412
     assert "refused the access token" in resp.get_json()["message"]
+    assert set(resp.get_json()["details"]["failed"]) == set(PREFETCH)
     assert "secret-token" not in resp.get_data(as_text=True)
-    assert len(responses.calls) == 1
+    assert len(responses.calls) == len(PREFETCH)  # each key once, none retried
 
 
 @responses.activate

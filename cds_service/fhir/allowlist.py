@@ -17,7 +17,11 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+# A fhirServer base URL; URLs the service builds or follows have their own,
+# larger limit (CDS_FHIR_MAX_URL_LENGTH).
+MAX_BASE_URL_LENGTH = 2048
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_BRACKETED_HOST = re.compile(r"\[([0-9A-Fa-f:.]+)\](:[0-9]*)?")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 LOOPBACK_NAMES = {"localhost"}
 
@@ -62,41 +66,66 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_origin(url: str, *, allow_query: bool = False) -> Origin:
+def malformed(url: str) -> str | None:
+    """Why `url` cannot even be parsed as a URL, or None.
+
+    Python's URL functions raise ValueError on these (a bracketed host that
+    is not an IPv6 address, an unbalanced bracket, a port out of range), and
+    so does requests when it meets one in a redirect's Location; everything
+    that reads a URL from outside asks this first, so such a URL is a
+    refusal rather than an exception."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return "is not a well-formed URL (malformed host or port)"
+    host_port = parts.netloc.rpartition("@")[2]
+    if "[" in host_port or "]" in host_port:
+        match = _BRACKETED_HOST.fullmatch(host_port)
+        if match is None or not _is_ip_literal(match.group(1)):
+            return "is not a well-formed URL (a bracketed host must be a plain IPv6 address)"
+    return None
+
+
+def parse_origin(url: str, *, allow_query: bool = False, max_length: int = MAX_BASE_URL_LENGTH,
+                 what: str = "fhirServer") -> Origin:
     """Parse a URL strictly; raise NotAllowed for anything ambiguous.
 
     `allow_query` is for URLs the service builds or follows (searches, Bundle
-    `next` links), not for the fhirServer base itself."""
-    if not isinstance(url, str) or not url or len(url) > 2048:
-        raise NotAllowed("fhirServer must be an absolute http(s) URL")
+    `next` links), not for the fhirServer base itself. `what` names the URL
+    in messages."""
+    if not isinstance(url, str) or not url:
+        raise NotAllowed(f"{what} must be an absolute http(s) URL")
+    if len(url) > max_length:
+        raise NotAllowed(f"{what} is longer than {max_length} characters")
     if any(ch.isspace() or ord(ch) < 0x20 for ch in url) or "\\" in url:
-        raise NotAllowed("fhirServer contains whitespace, control characters or backslashes")
+        raise NotAllowed(f"{what} contains whitespace, control characters or backslashes")
+    problem = malformed(url)
+    if problem:
+        raise NotAllowed(f"{what} {problem}")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise NotAllowed("fhirServer must use http or https")
+        raise NotAllowed(f"{what} must be an absolute URL using http or https")
     if "@" in parts.netloc:
-        raise NotAllowed("fhirServer must not contain user information")
+        raise NotAllowed(f"{what} must not contain user information")
     if parts.fragment or (parts.query and not allow_query):
-        raise NotAllowed("fhirServer must be a base URL without query or fragment")
+        raise NotAllowed(f"{what} must be a base URL without query or fragment")
     host = (parts.hostname or "").lower()
     if not host:
-        raise NotAllowed("fhirServer has no host")
+        raise NotAllowed(f"{what} has no host")
     if "%" in parts.netloc:
-        raise NotAllowed("fhirServer host must not be percent-encoded")
+        raise NotAllowed(f"{what} host must not be percent-encoded")
     if not _is_ip_literal(host) and not _HOSTNAME.match(host):
         # Catches numeric tricks such as 2130706433 or 0x7f.1, which some
         # resolvers turn into IP addresses.
-        raise NotAllowed("fhirServer host is not a valid host name")
+        raise NotAllowed(f"{what} host is not a valid host name")
     if host.rstrip(".") != host:
-        raise NotAllowed("fhirServer host must not end with a dot")
-    try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
-    except ValueError:
-        raise NotAllowed("fhirServer has an invalid port") from None
+        raise NotAllowed(f"{what} host must not end with a dot")
+    port = parts.port or _DEFAULT_PORTS[scheme]
     path = parts.path.rstrip("/")
     if "%" in path or "/./" in f"{path}/" or "/../" in f"{path}/":
-        raise NotAllowed("fhirServer path must not contain encoded characters or dot segments")
+        raise NotAllowed(f"{what} path must not contain encoded characters or dot segments")
     return Origin(scheme=scheme, host=host, port=port, path=path)
 
 
@@ -110,13 +139,14 @@ class FhirServerAllowlist:
             except NotAllowed as exc:
                 raise ValueError(f"CDS_ALLOWED_FHIR_SERVERS entry {entry!r}: {exc}") from None
 
-    def check(self, url: str, *, allow_query: bool = False) -> Origin:
+    def check(self, url: str, *, allow_query: bool = False, max_length: int = MAX_BASE_URL_LENGTH,
+              what: str = "fhirServer") -> Origin:
         """Return the normalised origin of `url`, or raise NotAllowed."""
-        origin = parse_origin(url, allow_query=allow_query)
+        origin = parse_origin(url, allow_query=allow_query, max_length=max_length, what=what)
         if origin.scheme == "http" and not (self.allow_loopback_http and is_loopback(origin.host)):
-            raise NotAllowed("fhirServer must use https (plain http only for loopback in development)")
+            raise NotAllowed(f"{what} must use https (plain http only for loopback in development)")
         if not any(allowed.contains(origin) for allowed in self.origins):
-            raise NotAllowed("fhirServer is not on this service's allowlist (CDS_ALLOWED_FHIR_SERVERS)")
+            raise NotAllowed(f"{what} is not on this service's allowlist (CDS_ALLOWED_FHIR_SERVERS)")
         return origin
 
     def allows(self, url: str) -> bool:

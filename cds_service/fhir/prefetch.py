@@ -10,17 +10,19 @@ for, so only keys the rules truly need can lead to 412.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 
 from cds_service.config import Settings
 from cds_service.fhir.allowlist import FhirServerAllowlist, NotAllowed
-from cds_service.fhir.client import FhirClient, FhirError
+from cds_service.fhir.client import FhirClient, FhirError, next_link
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,11 @@ _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 class PrefetchError(Exception):
     """The data the rules need cannot be had (HTTP 412)."""
 
-    def __init__(self, missing: dict[str, str], kinds: tuple[str, ...] = ()):
+    def __init__(self, missing: dict[str, str], kinds: tuple[str, ...] = (),
+                 failed: dict[str, str] | None = None):
         super().__init__("required prefetch data is missing")
-        self.missing = missing  # key -> reason
+        self.missing = missing  # required key -> reason
+        self.failed = failed if failed is not None else dict(missing)  # every key that failed -> reason
         self.kinds = kinds  # FhirError kinds met on the way, for metrics
 
 
@@ -64,7 +68,11 @@ class PrefetchResult:
 
 
 def render_template(template: str, context: Mapping[str, Any]) -> str | None:
-    """Fill {{context.x}} tokens; None if a token has no value to fill."""
+    """Fill {{context.x}} tokens; None if a token has no usable value.
+
+    Each value is percent-encoded whole, so it stays one path segment or one
+    query value whatever it holds; a value of only dots is refused, since
+    "." and ".." are path steps, not names, however they are encoded."""
     failed = False
 
     def fill(match: re.Match[str]) -> str:
@@ -72,7 +80,7 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
         token = match.group(1)
         if token.startswith("context."):
             value = context.get(token[len("context."):])
-            if isinstance(value, (str, int)) and str(value):
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip("."):
                 return quote(str(value), safe="")
         failed = True
         return ""
@@ -126,42 +134,51 @@ def resolve_prefetch(
     sent = body.get("prefetch") or {}
     data: dict[str, Any] = {}
     to_fetch: list[str] = []
+    to_complete: list[str] = []  # sent first pages of a longer search
     for key in templates:
         if key in sent:
             value = _check_sent_value(key, sent[key], context)
             if value is not ...:
                 data[key] = value
+                if next_link(value) is not None:
+                    to_complete.append(key)
                 continue
         to_fetch.append(key)
 
     fetched: list[str] = []
     failures: dict[str, str] = {}
     kinds: list[str] = []
-    if to_fetch:
-        client = _client_for(body, settings, allowlist, session, failures, to_fetch)
+    if to_fetch or to_complete:
+        client, why_not = _client_for(body, settings, allowlist, session)
+        jobs: dict[str, Callable[[], Any]] = {}
         for key in to_fetch:
-            if client is None:
-                break
             relative = render_template(templates[key], context)
-            if relative is None:
-                failures[key] = "the context lacks a value its query needs"
-                continue
-            try:
-                data[key] = client.read(relative)
+            if client is None:
+                failures[key] = f"not prefetched, and {why_not}"
+            elif relative is None:
+                failures[key] = "the context has no usable value for its query"
+            else:
+                jobs[key] = functools.partial(_read, client, relative)
+        for key in to_complete:
+            if client is None:
+                # The first page stays: for a key the rules can do without,
+                # part of the list is better than none.
+                failures[key] = f"the prefetched Bundle has more pages (a next link), and {why_not}"
+            else:
+                jobs[key] = functools.partial(client.rest_of, data[key])
+        # Each key is tried whatever happens to the others, several at a
+        # time; all share the client's time budget.
+        for key, outcome in _run_all(jobs, settings.fhir_concurrency).items():
+            if isinstance(outcome, FhirError):
+                failures[key] = outcome.message
+                kinds.append(outcome.kind)
+            else:
+                data[key] = outcome
                 fetched.append(key)
-            except FhirError as exc:
-                failures[key] = exc.message
-                kinds.append(exc.kind)
-                if exc.kind in ("unauthorized", "timeout", "not_allowed"):
-                    # The same failure would repeat for every other key.
-                    for rest in to_fetch:
-                        if rest not in data and rest not in failures:
-                            failures[rest] = exc.message
-                    break
 
     missing = {k: v for k, v in failures.items() if k in required}
     if missing:
-        raise PrefetchError(missing, tuple(kinds))
+        raise PrefetchError(missing, tuple(kinds), failed=failures)
     for key in failures:
         data.setdefault(key, None)
         log.warning("optional prefetch key unavailable", extra={"prefetch_key": key})
@@ -178,12 +195,48 @@ def resolve_prefetch(
     )
 
 
-def _client_for(body, settings, allowlist, session, failures, keys) -> FhirClient | None:
+def _run_all(jobs: Mapping[str, Callable[[], Any]], concurrency: int) -> dict[str, Any]:
+    """key -> what its job returned, or the FhirError it met."""
+    if not jobs:
+        return {}
+
+    def run(job: Callable[[], Any]) -> Any:
+        try:
+            return job()
+        except FhirError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(jobs)), thread_name_prefix="fhir-fetch") as pool:
+        futures = {key: pool.submit(run, job) for key, job in jobs.items()}
+    return {key: future.result() for key, future in futures.items()}
+
+
+def _read(client: FhirClient, relative: str) -> dict[str, Any]:
+    return _checked_read(relative, client.read(relative))
+
+
+def _checked_read(relative: str, resource: dict[str, Any]) -> dict[str, Any]:
+    """A read (`Type/id`) must answer with that very resource: a server that
+    sends another resource (a merged or wrong record, or a search Bundle)
+    would have the rules decide about someone else."""
+    path, _, query = relative.partition("?")
+    parts = path.split("/")
+    if query or len(parts) != 2:
+        return resource
+    rtype, rid = parts[0], unquote(parts[1])
+    if resource.get("resourceType") != rtype:
+        raise FhirError("wrong_resource", f"asked for a {rtype}, the FHIR server sent a "
+                                          f"{str(resource.get('resourceType'))[:64]}")
+    if resource.get("id") != rid:
+        raise FhirError("wrong_resource", f"asked for {rtype} {rid}, the FHIR server sent a {rtype} with another id")
+    return resource
+
+
+def _client_for(body, settings, allowlist, session) -> tuple[FhirClient | None, str]:
+    """A client for the request's fhirServer, or None and why not."""
     server = body.get("fhirServer")
     if not server:
-        for key in keys:
-            failures[key] = "not prefetched, and the request names no fhirServer to fetch it from"
-        return None
+        return None, "the request names no fhirServer to fetch it from"
     auth = body.get("fhirAuthorization") or {}
     try:
         return FhirClient(
@@ -194,9 +247,8 @@ def _client_for(body, settings, allowlist, session, failures, keys) -> FhirClien
             total_timeout=settings.fhir_total_timeout_seconds,
             retries=settings.fhir_retries,
             max_pages=settings.fhir_max_pages,
+            max_url_length=settings.fhir_max_url_length,
             session=session,
-        )
+        ), ""
     except NotAllowed as exc:
-        for key in keys:
-            failures[key] = f"not prefetched, and {exc}"
-        return None
+        return None, str(exc)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -68,6 +69,11 @@ _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_JWKS_BYTES = 256 * 1024
 _MAX_ECHO = 200  # longest claim value repeated back in an error message
+# The replay store's columns (store.used_jtis): issuer and jti up to 255
+# characters, and text a database can hold: no NUL (nor other control
+# characters), no unpaired surrogate.
+MAX_JTI_LENGTH = 255
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 class AuthError(Exception):
@@ -227,6 +233,9 @@ def _jku_allowed_for_profile(url: str, profile: str) -> bool:
 def _parse_issuer(issuer: Any, entry: Any, profile: str, where: str) -> IssuerConfig:
     if not isinstance(issuer, str) or not issuer.strip():
         raise SettingsError(f"{where}: issuer names must be non-empty strings")
+    if len(issuer) > MAX_JTI_LENGTH or _UNSTORABLE.search(issuer):
+        raise SettingsError(f"{where}: issuer names must be at most {MAX_JTI_LENGTH} characters "
+                            "without control characters")
     where = f"{where}: issuer {issuer!r}"
     if not isinstance(entry, dict):
         raise SettingsError(f"{where}: value must be an object with 'jwks' and/or 'jku'")
@@ -528,8 +537,10 @@ class ClientAuthenticator:
         jti = claims.get("jti")
         if jti is None or jti == "":
             raise AuthError("missing_claim", "the JWT has no 'jti' claim (required against replay)")
-        if not isinstance(jti, str) or len(jti) > 256:
-            raise AuthError("malformed_token", "'jti' must be a string of at most 256 characters")
+        if not isinstance(jti, str) or len(jti) > MAX_JTI_LENGTH or _UNSTORABLE.search(jti):
+            # Refused here rather than by the replay store, which could not hold it.
+            raise AuthError("malformed_token", f"'jti' must be a string of at most {MAX_JTI_LENGTH} characters "
+                                               "without control characters")
         subject = self._optional_string(claims, "sub")
         tenant = self._optional_string(claims, "tenant")
 

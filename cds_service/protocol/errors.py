@@ -14,6 +14,8 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from cds_service.store import UNAVAILABLE
+
 log = logging.getLogger(__name__)
 
 _CODES = {
@@ -31,6 +33,9 @@ _CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+RETRY_AFTER_SECONDS = "5"
 
 
 class ApiError(Exception):
@@ -72,6 +77,18 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
+
+    def _store_unavailable(exc: Exception):
+        # Database stopped, restarting or unreachable: every endpoint that
+        # needs it (the JWT replay check, recording cards, feedback, the
+        # report) answers 503 and says when to try again. Authentication
+        # fails closed: no token is accepted while its jti cannot be checked.
+        log.error("database unavailable", extra={"error_type": type(exc).__name__})
+        return error_response(503, "store_unavailable", "the service's database is unavailable; please try again",
+                              headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+    for kind in UNAVAILABLE:
+        app.register_error_handler(kind, _store_unavailable)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

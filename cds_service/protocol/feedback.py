@@ -1,6 +1,9 @@
 """POST /cds-services/{id}/feedback: store what the clinician did with a card.
 
-Answers 200 only after every entry is committed; a resubmission is
+Answers 200 only after every entry is committed, all in one transaction (a
+request is stored whole or not at all); values the database could not hold
+are refused by the schema (400), so a 503 always means "send it again"; a
+resubmission is
 recognised and not stored twice; feedback for a card this service never
 issued (or whose record was lost) is stored and flagged, not refused.
 """
@@ -10,14 +13,13 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, g, jsonify
-from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service import metrics
 from cds_service.protocol import schemas
-from cds_service.protocol.errors import ApiError
+from cds_service.protocol.errors import RETRY_AFTER_SECONDS, ApiError
 from cds_service.protocol.hooks import accept_call
 from cds_service.protocol.runtime import runtime
-from cds_service.store import FeedbackEntry
+from cds_service.store import UNAVAILABLE, FeedbackEntry
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +43,19 @@ def _entry(item: dict) -> FeedbackEntry:
 def post_feedback(service_id: str):
     rt = runtime()
     service, body = accept_call(service_id, f"/cds-services/{service_id}/feedback")
-    problems = schemas.errors("FeedbackRequest", body)
+    problems = schemas.errors("FeedbackRequest", body,
+                              max_items={"feedback": rt.settings.max_feedback_entries})
     if problems:
         raise ApiError(400, f"the feedback is not valid: {problems[0]}", code="invalid_feedback",
                        details=problems[:20])
     entries = [_entry(item) for item in body["feedback"]]
     try:
         result = rt.store.store_feedback(service.id, entries)
-    except SQLAlchemyError as exc:
+    except UNAVAILABLE as exc:
+        # Nothing was stored (one transaction): the whole request may be resent.
         log.error("feedback not stored", extra={"error_type": type(exc).__name__})
         raise ApiError(503, "feedback could not be stored now; please send it again", code="store_unavailable",
-                       headers={"Retry-After": "5"}) from None
+                       headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
     g.feedback_outcomes = [e.outcome for e in entries]
     # Resubmissions (EHR retries) are not counted again, so rates computed
     # from this counter agree with the outcome report.

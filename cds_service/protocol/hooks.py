@@ -21,6 +21,7 @@ from flask import Blueprint, g, jsonify, request
 
 from cds_service import metrics
 from cds_service.card_policy import CardPolicy
+from cds_service.fhir.allowlist import malformed
 from cds_service.fhir.prefetch import PrefetchError, PrefetchInvalid, TooMuchData, resolve_prefetch
 from cds_service.protocol import schemas
 from cds_service.patient_key import patient_key
@@ -33,7 +34,6 @@ from cds_service.services import CdsService, HookCall
 from cds_service.store import IssuedCard
 
 log = logging.getLogger(__name__)
-
 bp = Blueprint("hooks", __name__)
 
 REQUEST_SCHEMAS = {
@@ -67,6 +67,11 @@ def validate_hook_request(service: CdsService, body: dict) -> None:
         raise ApiError(400, f"service {service.id} answers the {service.hook} hook, not {hook!r}",
                        code="wrong_hook", details=["hook"])
     problems = schemas.errors(REQUEST_SCHEMAS[service.hook], body)
+    server = body.get("fhirServer")
+    if not problems and isinstance(server, str) and malformed(server):
+        # Beyond what JSON Schema's "uri" format checks: Python and requests
+        # would raise on such a URL wherever it is read.
+        problems = [f"fhirServer: {malformed(server)}"]
     if problems:
         raise ApiError(400, f"the {service.hook} request is not valid: {problems[0]}",
                        code="invalid_request", details=problems[:20])
@@ -107,7 +112,7 @@ def call_service(service_id: str):
             "the data this service needs could not be had: "
             + "; ".join(f"{key}: {reason}" for key, reason in sorted(exc.missing.items())),
             code="prefetch_unavailable",
-            details={"missing": sorted(exc.missing)},
+            details={"missing": sorted(exc.missing), "failed": dict(sorted(exc.failed.items()))},
         ) from None
     g.fetch_ms = round((time.perf_counter() - started) * 1000, 2)
     if prefetch.fetched:
@@ -134,21 +139,20 @@ def call_service(service_id: str):
         metrics.CARDS.labels(rule_id(c), c["indicator"]).inc()
     for held in outcome.held:
         metrics.CARDS_HELD.labels(held.card_id, held.reason).inc()
-    try:
-        rt.store.record_cards([
-            IssuedCard(
-                card_uuid=c["uuid"],
-                service_id=service.id,
-                card_id=rule_id(c),
-                indicator=c["indicator"],
-                hook_instance=call.hook_instance,
-                suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
-                patient_key=key,
-            )
-            for c in cards
-        ])
-    except Exception as exc:  # the clinician still gets the cards; feedback will be flagged unknown
-        log.error("could not record issued cards", extra={"error_type": type(exc).__name__})
+    # With the database down this raises, and the call answers 503: a card
+    # that is not recorded could not have its feedback tied to its rule.
+    rt.store.record_cards([
+        IssuedCard(
+            card_uuid=c["uuid"],
+            service_id=service.id,
+            card_id=rule_id(c),
+            indicator=c["indicator"],
+            hook_instance=call.hook_instance,
+            suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
+            patient_key=key,
+        )
+        for c in cards
+    ])
     return jsonify({"cards": cards})
 
 

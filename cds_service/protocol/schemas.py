@@ -89,18 +89,33 @@ def validator(name: str) -> Draft202012Validator:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def _bounded_validator(name: str, max_items: tuple[tuple[str, int], ...]) -> Draft202012Validator:
+    """`name` plus a maxItems on some of its top-level arrays, for limits that
+    are settings rather than part of the document."""
+    bounds = {member: {"maxItems": limit} for member, limit in max_items}
+    return Draft202012Validator(
+        {"allOf": [{"$ref": f"{DOCUMENT_URI}#/components/schemas/{name}"}, {"properties": bounds}]},
+        registry=_registry(),
+        format_checker=FormatChecker(),
+    )
+
+
 def _clear_caches() -> None:
     """Forget the document and everything built from it (tests, reloads)."""
+    _bounded_validator.cache_clear()
     validator.cache_clear()
     _registry.cache_clear()
     load_openapi.cache_clear()
 
 
-def errors(name: str, instance: Any) -> list[str]:
+def errors(name: str, instance: Any, max_items: dict[str, int] | None = None) -> list[str]:
     """Every way `instance` fails `#/components/schemas/<name>`, as
     "path: message" strings, most relevant first (shallow problems before
-    deep ones). An empty list means valid."""
-    found = sorted(validator(name).iter_errors(instance), key=_rank)
+    deep ones). An empty list means valid. `max_items` bounds top-level
+    array members (member -> most items) on top of the schema."""
+    checker = _bounded_validator(name, tuple(sorted(max_items.items()))) if max_items else validator(name)
+    found = sorted(checker.iter_errors(instance), key=_rank)
     messages: list[str] = []
     seen_paths: set[str] = set()
     for error in found:
