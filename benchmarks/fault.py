@@ -19,8 +19,8 @@ What it does, all on loopback:
    but not stored, which must be 0; then checks the service answers normally
    once the database is back.
 
-Exit status 1 if acknowledged feedback was lost or the service does not
-recover. Every process it starts is stopped at the end.
+Exit status 1 if acknowledged feedback was lost, any call answered 500 (the
+database being down is a 503), or the service does not recover. Every process it starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(result))
     recovered = result["statuses_after_recovery"] == {"200": 10} and result["workers_at_end"] == 2 \
         and result["log_lines_not_json"] == 0
-    ok = result["feedback_acknowledged_not_stored"] == 0 and recovered
+    server_errors = sum(counts.get("500", 0) for counts in result["statuses_by_phase"].values())
+    ok = result["feedback_acknowledged_not_stored"] == 0 and recovered and server_errors == 0
     print("fault drill: " + ("passed" if ok else "FAILED"), file=sys.stderr)
     return 0 if ok else 1
 
