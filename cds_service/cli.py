@@ -4,36 +4,113 @@ database, evaluate a patient file, list the clinical rules, render the example r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import logging
+import os
 import re
 import sys
 import uuid
 from pathlib import Path
 
-from cds_service.config import SettingsError, check_serving, load_settings
+from cds_service.config import SettingsError, load_settings
+
+log = logging.getLogger("cds_service.cli")
+
+
+class CommandError(Exception):
+    """A problem the operator can fix, told in one line; `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _checked_settings(overrides: dict | None = None, probes: tuple[str, ...] | None = None):
+    """Settings, with the probes of `probes` (env names; None: all) run too:
+    every problem at once as one SettingsError."""
+    return load_settings(overrides, probes=probes or "all")
+
+
+def _migrate_now(settings) -> str:
+    """Bring the schema to the latest revision; one line if the database
+    cannot be reached."""
+    from sqlalchemy.exc import OperationalError
+
+    from cds_service import migrations
+    from cds_service.store import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        return migrations.upgrade(engine)
+    except OperationalError as exc:
+        raise CommandError(f"cannot reach the database (CDS_DATABASE_URL): {_first_line(exc.orig)}") from None
+    finally:
+        engine.dispose()
+
+
+def _first_line(exc: object) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Bind once before anything starts, so a wrong address or a port in use
+    is one line (gunicorn would retry for 5 s, then exit)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise CommandError(f"--host/CDS_HOST {host!r} is not an address to listen on ({exc.strerror})",
+                           code=2) from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}"
+                               + ("; stop what uses it or choose another --port/CDS_PORT" if in_use else ""),
+                               code=1 if in_use else 2) from None
 
 
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"CDS_PROFILE": "development"} if args.dev else {}
-    settings = load_settings(overrides)
-    check_serving(settings)  # before gunicorn starts workers that would each fail on it
+    settings = _checked_settings(overrides)
     host = args.host or settings.host
-    port = args.port or settings.port
-    print(f"CDS discovery: http://{host}:{port}/cds-services (profile: {settings.profile})", file=sys.stderr)
+    port = settings.port if args.port is None else args.port
+    _check_listen(host, port)
+    if settings.auto_migrate:
+        # Here, once, before any worker starts: a worker restarted while the
+        # database is down then still starts (and answers 503) instead of
+        # failing to boot, which would stop the whole server.
+        _migrate_now(settings)
+    if not args.dev:
+        from cds_service.config import production_warnings
+        from cds_service.logs import configure_logging
+
+        configure_logging(settings.log_level)
+        for warning in production_warnings(settings):
+            log.warning(warning, extra={"event": "configuration_warning"})
     if args.dev:
         # Flask's own server: one process, fine for a laptop and the sandbox.
         from cds_service.app import create_app
         from cds_service.server import run_development
 
-        run_development(create_app(overrides), host, port)
-    else:
-        from cds_service.app import configure_valuesets
-        from cds_service.server import run_production
+        app = create_app({**overrides, "CDS_AUTO_MIGRATE": "false"})
+        print(f"CDS discovery: http://{host}:{port}/cds-services (profile: {settings.profile})", file=sys.stderr)
+        run_development(app, host, port)
+        return 0
+    # The production server runs in a fresh interpreter (same process id): the
+    # checks above imported database drivers and HTTP libraries that the
+    # gevent workers must only see after they have patched the standard
+    # library (see cds_service/gunicorn_worker.py).
+    from cds_service.server import exec_production
 
-        configure_valuesets(settings.extra_valuesets_dir)  # a bad file fails here, before any worker starts
-        run_production(settings, host=host, port=port)
-    return 0
+    exec_production(host, port)
+    return 0  # not reached
 
 
 def _discovery(args: argparse.Namespace) -> int:
@@ -67,38 +144,52 @@ def _settings(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from cds_service import migrations
-    from cds_service.store import make_engine
-
-    settings = load_settings()
-    revision = migrations.upgrade(make_engine(settings.database_url))
+    revision = _migrate_now(_checked_settings(probes=("CDS_DATABASE_URL",)))
     print(f"database schema is at revision {revision}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _existing_store():
+    """(settings, store) for the feedback database named by CDS_DATABASE_URL,
+    which must exist with its schema; otherwise one line (and no empty SQLite
+    file left behind, which merely connecting would create)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from cds_service import migrations
+    from cds_service.store import Store
+
+    settings = _checked_settings(probes=("CDS_DATABASE_URL",))
+    no_schema = ("the feedback database has no schema yet: check CDS_DATABASE_URL (the default SQLite "
+                 "file is cds_service.db in the current folder) or run `cds-service migrate`")
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).exists():
+        raise CommandError(f"no database file {Path(url.database).resolve()}: " + no_schema)
+    store = Store.from_url(settings.database_url)
+    try:
+        if migrations.current_revision(store.engine) is None:
+            raise CommandError(no_schema)
+        yield settings, store
+    except OperationalError as exc:
+        raise CommandError(f"cannot reach the database (CDS_DATABASE_URL): {_first_line(exc.orig)}") from None
+    finally:
+        store.engine.dispose()
 
 
 def _report(args: argparse.Namespace) -> int:
     from cds_service.protocol.report_api import parse_since
     from cds_service.report import as_text, outcome_report
-    from cds_service.store import Store
 
     since = None
     if args.since is not None:
         try:
             since = parse_since(args.since)
         except Exception:
-            print("cds-service: --since must be an ISO 8601 date, e.g. 2026-01-01", file=sys.stderr)
-            return 2
-    from cds_service import migrations
-
-    store = Store.from_url(load_settings().database_url)
-    if migrations.current_revision(store.engine) is None:
-        # E.g. run from another folder than the service (the default SQLite
-        # file is relative to the working directory): say so, not a traceback.
-        print("cds-service: the feedback database has no schema yet: check CDS_DATABASE_URL "
-              "(the default SQLite file is cds_service.db in the current folder) or run "
-              "`cds-service migrate`", file=sys.stderr)
-        return 1
-    report = outcome_report(store, since=since)
+            raise CommandError("--since must be an ISO 8601 date, e.g. 2026-01-01", code=2) from None
+    with _existing_store() as (_settings, store):
+        report = outcome_report(store, since=since)
     print(json.dumps(report, indent=2) if args.json else as_text(report))
     return 0
 
@@ -106,18 +197,11 @@ def _report(args: argparse.Namespace) -> int:
 def _purge(args: argparse.Namespace) -> int:
     """Delete issued cards and feedback older than CDS_RETENTION_DAYS, and
     quieting rows older than the longest quiet period."""
-    from cds_service import migrations
-    from cds_service.store import Store
-
-    settings = load_settings()
-    store = Store.from_url(settings.database_url)
-    if migrations.current_revision(store.engine) is None:
-        print("cds-service: the feedback database has no schema yet: check CDS_DATABASE_URL", file=sys.stderr)
-        return 1
-    now = dt.datetime.now(dt.timezone.utc)
-    longest_quiet = max(settings.quiet_info_days, settings.quiet_warning_days)
-    result = store.purge(now - dt.timedelta(days=settings.retention_days),
-                         now - dt.timedelta(days=longest_quiet))
+    with _existing_store() as (settings, store):
+        now = dt.datetime.now(dt.timezone.utc)
+        longest_quiet = max(settings.quiet_info_days, settings.quiet_warning_days)
+        result = store.purge(now - dt.timedelta(days=settings.retention_days),
+                             now - dt.timedelta(days=longest_quiet))
     print(json.dumps({"retentionDays": settings.retention_days, "quietDays": longest_quiet,
                       "deleted": {"issuedCards": result.issued_cards, "feedback": result.feedback,
                                   "quietedCards": result.quieted_cards}}))
@@ -289,9 +373,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     today = args.today or dt.date.today()
     try:
         cards, header = evaluate_bundle(args.path, args.hook, today, every_card=args.all)
-    except (OSError, ValueError) as exc:  # unreadable file, bad JSON, not a Bundle
-        print(f"cds-service evaluate: {exc}", file=sys.stderr)
-        return 2
+    except SettingsError:
+        raise
+    except OSError as exc:  # unreadable file
+        raise CommandError(f"{exc.filename or args.path}: {exc.strerror or exc}", code=2) from None
+    except ValueError as exc:  # unknown name, bad JSON, not a Bundle (the message names the file)
+        raise CommandError(str(exc), code=2) from None
     if args.json:
         print(json.dumps({"cards": cards}, indent=2))
     else:
@@ -304,45 +391,113 @@ def _render_requests(args: argparse.Namespace) -> int:
     from cds_service.fixtures import fixtures_dir
 
     out = Path(args.out) if args.out else fixtures_dir() / "requests"
-    for path in render_requests(out, args.today or dt.date.today()):
+    try:
+        written = render_requests(out, args.today or dt.date.today())
+    except OSError as exc:
+        raise CommandError(f"cannot write to {out}: {exc.strerror or exc}", code=2) from None
+    for path in written:
         print(path)
     return 0
 
 
+def _test_client_keys(args: argparse.Namespace) -> int:
+    from cds_service import test_client
+
+    try:
+        key_path, trust_path = test_client.make_keys(Path(args.dir))
+    except test_client.TestClientError as exc:
+        raise CommandError(str(exc), code=2) from None
+    print(f"FOR TESTING ONLY: private key {key_path}, trust file {trust_path}\n"
+          f"export CDS_TRUSTED_ISSUERS={trust_path.resolve()}", file=sys.stderr)
+    return 0
+
+
+def _test_client_token(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from cds_service import test_client
+
+    if urlsplit(args.url).scheme not in ("http", "https"):
+        raise CommandError(f"URL must be the full endpoint URL, e.g. http://127.0.0.1:8080/cds-services/"
+                           f"osteoporosis-patient-view; got {args.url!r}", code=2)
+    try:
+        print(test_client.make_token(Path(args.dir), args.url))
+    except test_client.TestClientError as exc:
+        raise CommandError(str(exc), code=2) from None
+    return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2); the full
+    usage is one --help away."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cds-service", description="Osteoporosis CDS Hooks service")
+    parser = _Parser(prog="cds-service", description="Osteoporosis CDS Hooks service")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP service")
+    def command(name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+        # `help` is the line in `cds-service --help`; `description` is what
+        # `cds-service NAME --help` shows.
+        return sub.add_parser(name, help=summary, description=summary + (". " + details if details else "."))
+
+    serve = command("serve", "run the HTTP service",
+                    "Settings come from CDS_... environment variables (`cds-service settings` lists them); "
+                    "they are all checked before the server starts, and each problem is reported on one "
+                    "line (exit status 2)")
     serve.add_argument("--host", help="address to bind (default: CDS_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default: CDS_PORT, 8080)")
+    serve.add_argument("--port", type=_port, help="port to bind (default: CDS_PORT, 8080)")
     serve.add_argument("--dev", action="store_true",
                        help="development profile on Flask's own server (trusts the public CDS Hooks "
                             "sandbox); without it, the production server (gunicorn)")
     serve.set_defaults(func=_serve)
 
-    disc = sub.add_parser("discovery", help="print the discovery document")
+    disc = command("discovery", "print the discovery document",
+                   "The JSON the service answers at GET /cds-services: its three CDS Hooks services "
+                   "with their prefetch templates")
     disc.set_defaults(func=_discovery)
 
-    table = sub.add_parser("settings", help="print every setting with its default as a Markdown table")
+    table = command("settings", "print every setting with its default as a Markdown table",
+                    "The CDS_... environment variables the service reads, with their production and "
+                    "development defaults and meaning (the README's settings table)")
     table.set_defaults(func=_settings)
 
-    report = sub.add_parser("report", help="acceptance and override rates and top override reasons by card id")
+    report = command("report", "acceptance and override rates and top override reasons by card id",
+                     "Reads the feedback database named by CDS_DATABASE_URL")
     report.add_argument("--since", help="only cards and feedback since this ISO 8601 date")
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.set_defaults(func=_report)
 
-    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate = command("migrate", "create or upgrade the database schema",
+                      "Applies the Alembic migrations to the database named by CDS_DATABASE_URL (SQLite or "
+                      "PostgreSQL); safe to run again, and from several pods at once. `serve` does the same "
+                      "at start-up unless CDS_AUTO_MIGRATE=false")
     migrate.set_defaults(func=_migrate)
 
-    purge = sub.add_parser("purge", help="delete issued cards and feedback older than CDS_RETENTION_DAYS "
-                                         "(and quieting older than the longest quiet period)")
+    purge = command("purge", "delete issued cards and feedback older than CDS_RETENTION_DAYS "
+                             "(and quieting older than the longest quiet period)",
+                    "Works on the database named by CDS_DATABASE_URL; prints what it deleted as JSON")
     purge.set_defaults(func=_purge)
 
-    rules = sub.add_parser("rules", help="print every card (rule) with its hooks, source and settings as Markdown")
+    rules = command("rules", "print every card (rule) with its hooks, source and settings as Markdown",
+                    "One row per card in cards/: hooks, indicators, summary, cited source and the "
+                    "settings that tune it (the README's clinical rules table)")
     rules.set_defaults(func=_rules)
 
-    evaluate = sub.add_parser("evaluate", help="run one patient Bundle through a hook and print the cards")
+    evaluate = command("evaluate", "run one patient Bundle through a hook and print the cards")
     evaluate.add_argument("path", help="a patient Bundle (fixture file, fixture name or any Bundle of that shape)")
     evaluate.add_argument("--hook", choices=("patient-view", "order-select", "order-sign"), default="patient-view")
     evaluate.add_argument("--today", type=_date, help="evaluation date YYYY-MM-DD (default: today); "
@@ -352,23 +507,52 @@ def build_parser() -> argparse.ArgumentParser:
                           help="every card the rules choose, without the info-card budget of patient-view")
     evaluate.set_defaults(func=_evaluate)
 
-    fixtures = sub.add_parser("fixtures", help="fixture tools")
+    fixtures = command("fixtures", "fixture tools")
     fixtures_sub = fixtures.add_subparsers(dest="fixtures_command", required=True)
     render = fixtures_sub.add_parser("render-requests",
                                      help="write the example hook requests in fhir_fixtures/requests/")
     render.add_argument("--today", type=_date, help="date to shift the fixtures to (default: today)")
     render.add_argument("--out", help="output directory (default: fhir_fixtures/requests)")
     render.set_defaults(func=_render_requests)
+
+    client = command("test-client", "FOR TESTING ONLY: a stand-in CDS client for smoke tests",
+                     "Makes a key pair and the trust file that trusts it, and signs client JWTs with it, "
+                     "so a production server can be tried end to end. A real EHR signs its own JWTs")
+    client_sub = client.add_subparsers(dest="test_client_command", required=True)
+    keys = client_sub.add_parser("keys", help="write a test key pair and trust file into a folder",
+                                 description="Write test-client-key.pem (the private key, owner-only) and "
+                                             "trusted_issuers.json (for CDS_TRUSTED_ISSUERS) into --dir.")
+    keys.add_argument("--dir", required=True, help="folder to write them in (created if missing)")
+    keys.set_defaults(func=_test_client_keys)
+    token = client_sub.add_parser("token", help="print a client JWT for one endpoint URL",
+                                  description="Print a client JWT for URL (its audience), valid 5 minutes, "
+                                              "signed with the key in --dir.")
+    token.add_argument("url", help="the full endpoint URL, e.g. "
+                                   "http://127.0.0.1:8080/cds-services/osteoporosis-patient-view")
+    token.add_argument("--dir", required=True, help="the folder `test-client keys` wrote")
+    token.set_defaults(func=_test_client_token)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    name = "cds-service " + args.command
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except SettingsError as exc:
-        print(f"cds-service: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"{name}: configuration error: {problem}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:
+        # The reader went away (`cds-service rules | head`): that is not an
+        # error. Point stdout at /dev/null so the final flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

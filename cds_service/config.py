@@ -1,8 +1,11 @@
 """Every setting of the service, read from the environment.
 
 Each setting is declared once in SETTINGS with its environment name, default,
-parser and a one-line description; the README's settings table is checked
-against this list by the tests, so the two cannot drift apart.
+parser, a one-line description and its checks (cds_service/settings_checks.py:
+a value the service cannot use, a file or driver that is missing, a production
+warning); the README's settings table is checked against this list by the
+tests, so the two cannot drift apart. Every problem is reported at once, one
+line each, naming the setting, what is wrong and how to fix it.
 
 Two profiles exist. `production` (the default) is closed: client JWTs are
 required and no FHIR server is trusted until configured. `development` opens
@@ -18,9 +21,15 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cds_service import settings_checks as checks
+
 
 class SettingsError(ValueError):
-    """A setting has a value the service cannot use; raised at start-up."""
+    """Settings the service cannot use: one line per problem (`problems`)."""
+
+    def __init__(self, *problems: str):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 def _bool(raw: str) -> bool:
@@ -68,9 +77,23 @@ def _vhr_profile(raw: str) -> str:
 def _profile(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"production", "development"}:
-        raise SettingsError(f"CDS_PROFILE must be production or development, got {raw!r}")
+        raise SettingsError(f"expected production or development, got {raw!r}")
     return value
 
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in LOG_LEVELS:
+        raise SettingsError(f"expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return value
+
+
+MIN_SECRET_LENGTH = 32
+# Checked only by the commands that serve hook calls (create_app, `serve`).
+SERVING_PROBES = ("CDS_PATIENT_HASH_SECRET",)
 
 # The R4 FHIR server the public CDS Hooks sandbox uses when launched with
 # ?fhirServiceUrl=...; allowed only in the development profile.
@@ -88,6 +111,10 @@ class Setting:
     default: Any  # production default
     description: str
     dev_default: Any = _SAME  # development-profile default, if different
+    check: checks.Check | None = None  # a value the service cannot use (always refused)
+    probe: checks.Check | None = None  # needs files or drivers: run before the server starts
+    warn: checks.Check | None = None  # unsafe or useless in production: a start-up warning
+    secret: bool = False  # never echo the value in a message
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -96,124 +123,183 @@ SETTINGS: tuple[Setting, ...] = (
             "allows its R4 FHIR server and plain-http loopback FHIR servers)."),
     Setting("database_url", "CDS_DATABASE_URL", _str, "sqlite:///cds_service.db",
             "SQLAlchemy URL of the feedback store: a SQLite file by default, "
-            "e.g. `postgresql+psycopg://user@host/db` in production."),
+            "e.g. `postgresql+psycopg://user@host/db` in production.",
+            probe=checks.database_url, secret=True),
     Setting("auto_migrate", "CDS_AUTO_MIGRATE", _bool, True,
             "Bring the database schema up to date when the app starts (`cds-service migrate` does it on demand)."),
     Setting("allowed_fhir_servers", "CDS_ALLOWED_FHIR_SERVERS", _csv, (),
             "Comma-separated FHIR base URLs the service may fetch missing prefetch data from. "
             "Nothing else is ever contacted.",
-            dev_default=(SANDBOX_FHIR_SERVER,)),
+            dev_default=(SANDBOX_FHIR_SERVER,),
+            check=checks.fhir_servers),
     Setting("allow_loopback_http", "CDS_ALLOW_LOOPBACK_HTTP", _bool, False,
             "Allow plain-http FHIR servers on loopback addresses (development only; https is required otherwise).",
             dev_default=True),
     Setting("public_base_url", "CDS_PUBLIC_BASE_URL", _str, "",
             "The service's external base URL (e.g. `https://cds.example.org`); the JWT audience is "
-            "this plus the endpoint path. Empty: taken from each request's Host."),
+            "this plus the endpoint path. Empty: taken from each request's Host.",
+            check=checks.base_url, warn=checks.warn_no_base_url),
     Setting("auth_required", "CDS_AUTH_REQUIRED", _bool, True,
             "Require a CDS Hooks client JWT on every call. `false` lets calls through unauthenticated.",
-            dev_default=False),
+            dev_default=False,
+            warn=checks.warn_auth_off),
     Setting("trusted_issuers", "CDS_TRUSTED_ISSUERS", _str, "",
-            "Path to a JSON file: issuer -> {\"jwks\": {...}} or {\"jku\": [allowed URLs]}."),
+            "Path to a JSON file: issuer -> {\"jwks\": {...}} or {\"jku\": [allowed URLs]}.",
+            probe=checks.trusted_issuers, warn=checks.warn_no_issuers),
     Setting("allow_legacy_jwt_algs", "CDS_ALLOW_LEGACY_JWT_ALGS", _bool, False,
             "Also accept ES256 and RS256 client JWTs (CDS Hooks 2.0 asks for ES384/RS384)."),
     Setting("patient_hash_secret", "CDS_PATIENT_HASH_SECRET", _str, "",
             "Server secret (at least 32 characters) keying the hash of fhirServer and patient id stored with "
             "each issued card, so feedback can quiet a card for that patient; production refuses to start "
-            "without it. Development profile: made once and kept in a file beside the SQLite database."),
+            "without it. Development profile: made once and kept in a file beside the SQLite database.",
+            check=checks.min_length(MIN_SECRET_LENGTH, "e.g. `openssl rand -hex 32`"),
+            probe=checks.required_in_production(f"at least {MIN_SECRET_LENGTH} characters, e.g. `openssl rand "
+                                                "-hex 32`; the Helm chart takes it from a Secret"),
+            secret=True),
     Setting("quiet_info_days", "CDS_QUIET_INFO_DAYS", _int, 180,
             "Days an info card stays quiet for a patient after a clinician accepted or overrode it, "
-            "unless a new trigger appears (0: never quieted)."),
+            "unless a new trigger appears (0: never quieted).",
+            check=checks.at_least(0)),
     Setting("quiet_warning_days", "CDS_QUIET_WARNING_DAYS", _int, 30,
-            "The same for warning cards. Critical cards are never quieted."),
+            "The same for warning cards. Critical cards are never quieted.",
+            check=checks.at_least(0)),
     Setting("info_card_budget", "CDS_INFO_CARD_BUDGET", _int, 2,
             "Most info cards per patient-view, highest value first (README, \"Quiet by default\"); "
-            "warning and critical cards are never dropped."),
+            "warning and critical cards are never dropped.",
+            check=checks.at_least(0)),
     Setting("retention_days", "CDS_RETENTION_DAYS", _int, 730,
             "`cds-service purge` deletes issued cards and feedback older than this many days "
-            "(at least the longest quiet period)."),
+            "(at least the longest quiet period).",
+            check=checks.retention),
     Setting("report_token", "CDS_REPORT_TOKEN", _str, "",
-            "Bearer token for `GET /admin/report` (the outcome report as JSON); empty turns the endpoint off."),
+            "Bearer token for `GET /admin/report` (the outcome report as JSON); empty turns the endpoint off.",
+            secret=True),
     Setting("discovery_open", "CDS_DISCOVERY_OPEN", _bool, False,
             "Serve the discovery document without a JWT even when authentication is required."),
     Setting("cors_origins", "CDS_CORS_ORIGINS", _csv, ("*",),
             "Comma-separated origins allowed by CORS (`*` for any; browser clients such as the sandbox need it)."),
     Setting("max_body_bytes", "CDS_MAX_BODY_BYTES", _int, 16 * 1024 * 1024,
-            "Largest request body accepted, in bytes (413 above it)."),
+            "Largest request body accepted, in bytes (413 above it).",
+            check=checks.at_least(1)),
     Setting("max_prefetch_resources", "CDS_MAX_PREFETCH_RESOURCES", _int, 20000,
-            "Most FHIR resources accepted in one request's prefetch, sent or fetched (413 above it)."),
+            "Most FHIR resources accepted in one request's prefetch, sent or fetched (413 above it).",
+            check=checks.at_least(1)),
     Setting("max_draft_orders", "CDS_MAX_DRAFT_ORDERS", _int, 200,
-            "Most draft orders accepted in one order-select/order-sign request (413 above it)."),
+            "Most draft orders accepted in one order-select/order-sign request (413 above it).",
+            check=checks.at_least(1)),
     Setting("max_feedback_entries", "CDS_MAX_FEEDBACK_ENTRIES", _int, 100,
-            "Most entries accepted in one feedback request (400 above it)."),
+            "Most entries accepted in one feedback request (400 above it).",
+            check=checks.at_least(1)),
     Setting("fhir_timeout_seconds", "CDS_FHIR_TIMEOUT_SECONDS", _float, 5.0,
-            "Timeout of one outbound FHIR request (connect and read)."),
+            "Timeout of one outbound FHIR request (connect and read).",
+            check=checks.more_than(0, ' s')),
     Setting("fhir_total_timeout_seconds", "CDS_FHIR_TOTAL_TIMEOUT_SECONDS", _float, 15.0,
-            "Time budget for all outbound FHIR requests of one hook call."),
+            "Time budget for all outbound FHIR requests of one hook call.",
+            check=checks.more_than(0, ' s')),
     Setting("fhir_retries", "CDS_FHIR_RETRIES", _int, 2,
-            "Retries of an outbound FHIR request after a timeout, connection error or a 429, 500, 502, 503 or 504 answer."),
+            "Retries of an outbound FHIR request after a timeout, connection error or a 429, 500, 502, 503 or 504 answer.",
+            check=checks.at_least(0)),
     Setting("fhir_max_pages", "CDS_FHIR_MAX_PAGES", _int, 50,
             "Most Bundle pages read for one prefetch query (the first and those reached by `next` links); "
-            "the queries ask for 100 resources a page (`_count`), though a server may send fewer."),
+            "the queries ask for 100 resources a page (`_count`), though a server may send fewer.",
+            check=checks.at_least(1)),
     Setting("fhir_max_url_length", "CDS_FHIR_MAX_URL_LENGTH", _int, 8192,
             "Longest URL the service requests or follows from a FHIR server (its queries, Bundle `next` links, "
-            "redirects), in characters; at least 2048. `fhirServer` itself may have at most 2048."),
+            "redirects), in characters; at least 2048. `fhirServer` itself may have at most 2048.",
+            # The service's own queries (long code lists) come close to 2048.
+            check=checks.at_least(2048)),
     Setting("fhir_concurrency", "CDS_FHIR_CONCURRENCY", _int, 4,
-            "Prefetch queries of one hook call fetched from the FHIR server at the same time."),
-    Setting("log_level", "CDS_LOG_LEVEL", _str, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
+            "Prefetch queries of one hook call fetched from the FHIR server at the same time.",
+            check=checks.at_least(1)),
+    Setting("log_level", "CDS_LOG_LEVEL", _log_level, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)."),
     Setting("extra_valuesets_dir", "CDS_EXTRA_VALUESETS_DIR", _str, "",
             "Folder of extra FHIR ValueSet files adding a site's local codes to the shipped value sets "
-            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). Empty: shipped sets only."),
+            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). Empty: shipped sets only.",
+            probe=checks.extra_valuesets),
     # Production server (`cds-service serve`, gunicorn); see cds_service/server.py.
     Setting("host", "CDS_HOST", _str, "127.0.0.1",
-            "Address the server binds to (`0.0.0.0` in the container image)."),
-    Setting("port", "CDS_PORT", _int, 8080, "TCP port the server listens on."),
+            "Address the server binds to (`0.0.0.0` in the container image).",
+            check=checks.not_empty),
+    Setting("port", "CDS_PORT", _int, 8080, "TCP port the server listens on.",
+            check=checks.port),
     Setting("workers", "CDS_WORKERS", _int, 2,
-            "Server worker processes (each loads its own app and database pool)."),
+            "Server worker processes (each loads its own app and database pool).",
+            check=checks.at_least(1)),
     Setting("threads", "CDS_THREADS", _int, 4,
-            "Threads per worker process; a worker serves this many requests at once."),
+            "Requests one worker process works on at once; more wait their turn (a connection still "
+            "sending its request does not count).",
+            check=checks.at_least(1)),
+    Setting("worker_connections", "CDS_WORKER_CONNECTIONS", _int, 100,
+            "Connections one worker holds open at once (idle keep-alive and slow senders included); "
+            "further ones wait in the listen queue.",
+            check=checks.at_least(1)),
+    Setting("max_requests_per_connection", "CDS_MAX_REQUESTS_PER_CONNECTION", _int, 10,
+            "A kept-alive connection is closed after this many requests, so each client's connections "
+            "spread over the workers (0: never).",
+            check=checks.at_least(0)),
+    Setting("body_timeout_seconds", "CDS_BODY_TIMEOUT_SECONDS", _int, 30,
+            "Time a client has to send a request body once its headers arrived (408 after it); the "
+            "headers themselves must arrive within CDS_KEEPALIVE_SECONDS.",
+            check=checks.at_least(1, ' s')),
     Setting("request_timeout_seconds", "CDS_REQUEST_TIMEOUT_SECONDS", _int, 30,
             "A worker silent for longer than this is killed and restarted; keep it above "
-            "CDS_FHIR_TOTAL_TIMEOUT_SECONDS."),
+            "CDS_FHIR_TOTAL_TIMEOUT_SECONDS.",
+            check=checks.request_timeout),
     Setting("graceful_timeout_seconds", "CDS_GRACEFUL_TIMEOUT_SECONDS", _int, 20,
-            "On SIGTERM, time given to requests in flight to finish before workers are killed."),
+            "On SIGTERM, time given to requests in flight to finish before workers are killed.",
+            check=checks.at_least(0, ' s')),
     Setting("keepalive_seconds", "CDS_KEEPALIVE_SECONDS", _int, 5,
-            "How long an idle HTTP keep-alive connection is held open."),
+            "How long an idle HTTP keep-alive connection is held open, and the time a client has to "
+            "send a request's headers.",
+            check=checks.at_least(1, ' s')),
     Setting("access_log", "CDS_ACCESS_LOG", _bool, False,
             "Also write the server's own access log to stdout (the app already logs one JSON line "
             "per request)."),
     # Clinical thresholds the brief leaves to the project (cds_service.rules.settings).
     Setting("fresh_fracture_weeks", "CDS_FRESH_FRACTURE_WEEKS", _int, 12,
-            "A fracture this many weeks old or less is \"fresh\" for massage and exercise safety (project choice)."),
+            "A fracture this many weeks old or less is \"fresh\" for massage and exercise safety (project choice).",
+            check=checks.at_least(0)),
     Setting("recent_fracture_months", "CDS_RECENT_FRACTURE_MONTHS", _int, 12,
-            "A fracture this many months old or less makes the patient very high risk (AACE 2020)."),
+            "A fracture this many months old or less makes the patient very high risk (AACE 2020).",
+            check=checks.at_least(0)),
     Setting("dxa_duplicate_months", "CDS_DXA_DUPLICATE_MONTHS", _int, 12,
-            "A DXA ordered sooner than this many months after the last one is flagged as a duplicate."),
+            "A DXA ordered sooner than this many months after the last one is flagged as a duplicate.",
+            check=checks.at_least(0)),
     Setting("dxa_interval_months", "CDS_DXA_INTERVAL_MONTHS", _int, 24,
-            "Months between DXA scans for patients on therapy or with osteoporosis."),
+            "Months between DXA scans for patients on therapy or with osteoporosis.",
+            check=checks.at_least(1)),
     Setting("osteopenia_dxa_years", "CDS_OSTEOPENIA_DXA_YEARS", _int_list, (2, 3, 5),
-            "Repeat-DXA years in untreated osteopenia for lowest T <= -2.0, -1.5 to -1.99, > -1.5 (design choice)."),
+            "Repeat-DXA years in untreated osteopenia for lowest T <= -2.0, -1.5 to -1.99, > -1.5 (design choice).",
+            check=checks.three_numbers),
     Setting("vhr_include_falls", "CDS_VHR_INCLUDE_FALLS", _bool, True,
             "Count a history of injurious falls (a fall with injury, or a fall coded next to a fracture) as very high fracture risk (AACE 2020); a positive fall-risk screen alone does not count."),
     Setting("vhr_profile", "CDS_VHR_PROFILE", _vhr_profile, "us",
             "Very-high-risk criteria: `us` (AACE 2020 plus seed) or `nogg` (adds UK NOGG 2022 criteria)."),
     Setting("dmab_grace_weeks", "CDS_DMAB_GRACE_WEEKS", _int, 4,
-            "Weeks after the 6-month denosumab interval before a missed dose is overdue."),
+            "Weeks after the 6-month denosumab interval before a missed dose is overdue.",
+            check=checks.at_least(0)),
     Setting("calcium_lower_mg_dl", "CDS_CALCIUM_LOWER_MG_DL", _float, 8.5,
             "Lower limit of (albumin-corrected) serum calcium, mg/dL."),
     Setting("calcium_upper_mg_dl", "CDS_CALCIUM_UPPER_MG_DL", _float, 10.5,
             "Upper limit of (albumin-corrected) serum calcium, mg/dL."),
     Setting("long_term_corticosteroid_days", "CDS_LONG_TERM_CORTICOSTEROID_DAYS", _int, 90,
-            "Days on an active systemic corticosteroid after which it counts as long-term (also the 3 months of C-GIOP)."),
+            "Days on an active systemic corticosteroid after which it counts as long-term (also the 3 months of C-GIOP).",
+            check=checks.at_least(0)),
     Setting("kidney_lab_max_age_months", "CDS_KIDNEY_LAB_MAX_AGE_MONTHS", _int, 12,
-            "Kidney function (creatinine clearance, eGFR) older than this many months is unknown, never normal."),
+            "Kidney function (creatinine clearance, eGFR) older than this many months is unknown, never normal.",
+            check=checks.at_least(1)),
     Setting("predose_lab_days", "CDS_PREDOSE_LAB_DAYS", _int, 90,
-            "Zoledronic acid or denosumab ordered without kidney function and calcium this many days old or less: C-SAFE-PREDOSE-LABS."),
+            "Zoledronic acid or denosumab ordered without kidney function and calcium this many days old or less: C-SAFE-PREDOSE-LABS.",
+            check=checks.at_least(1)),
     Setting("zoledronate_min_interval_months", "CDS_ZOLEDRONATE_MIN_INTERVAL_MONTHS", _int, 11,
-            "Zoledronic acid re-ordered sooner than this many months after the last infusion: C-SAFE-DOSE-INTERVAL."),
+            "Zoledronic acid re-ordered sooner than this many months after the last infusion: C-SAFE-DOSE-INTERVAL.",
+            check=checks.at_least(0)),
     Setting("dmab_min_interval_months", "CDS_DMAB_MIN_INTERVAL_MONTHS", _int, 5,
-            "Denosumab re-ordered sooner than this many months after the last dose: C-SAFE-DOSE-INTERVAL."),
+            "Denosumab re-ordered sooner than this many months after the last dose: C-SAFE-DOSE-INTERVAL.",
+            check=checks.at_least(0)),
     Setting("recent_surgery_weeks", "CDS_RECENT_SURGERY_WEEKS", _int, 12,
-            "Surgery this many weeks ago or less is a post-surgical site for massage and manual therapy."),
+            "Surgery this many weeks ago or less is a post-surgical site for massage and manual therapy.",
+            check=checks.at_least(0)),
 )
 
 
@@ -246,6 +332,9 @@ class Settings:
     port: int
     workers: int
     threads: int
+    worker_connections: int
+    max_requests_per_connection: int
+    body_timeout_seconds: int
     request_timeout_seconds: int
     graceful_timeout_seconds: int
     keepalive_seconds: int
@@ -281,26 +370,34 @@ class Settings:
         return self.profile == "development"
 
 
-MIN_SECRET_LENGTH = 32
+def _named(setting: Setting, raw: Any, problem: str) -> str:
+    """One message line: the setting, its value (unless secret), the problem."""
+    if setting.secret or not isinstance(raw, str) or not raw:
+        return f"{setting.env}: {problem}"
+    return f"{setting.env}={raw!r}: {problem}"
 
 
 def check_serving(settings: Settings) -> None:
-    """What the service needs before it answers hook calls (create_app and
-    `cds-service serve` call it; other commands such as `report` or
-    `evaluate` do not need it). Production refuses to start without the
-    patient-hash secret: without it, feedback could not quiet cards, or every
-    replica would invent its own key."""
-    if not settings.development and not settings.patient_hash_secret:
-        raise SettingsError("CDS_PATIENT_HASH_SECRET is required in the production profile "
-                            f"(at least {MIN_SECRET_LENGTH} characters, e.g. `openssl rand -hex 32`; "
-                            "the Helm chart takes it from a Secret)")
+    """What the service needs before it answers hook calls, beyond what every
+    command needs (create_app calls it; `cds-service serve` runs every probe
+    before any worker starts): the probes of SERVING_PROBES."""
+    problems = _problems(settings, "probe", SERVING_PROBES)
+    if problems:
+        raise SettingsError(*problems)
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
+                  environ: Mapping[str, str] | None = None,
+                  probes: tuple[str, ...] | str = ()) -> Settings:
     """Build Settings from the environment; `overrides` (keyed by env name or
     attribute name) win over the environment. String overrides are parsed
-    like environment values; other values are taken as they are."""
+    like environment values; other values are taken as they are.
+
+    Raises SettingsError listing every value that cannot be parsed or fails
+    its setting's check, and the problems the probes of the settings named in
+    `probes` find ("all": every probe): the file system and installed drivers,
+    for the commands about to use them. Warnings are separate
+    (`production_warnings`)."""
     env = dict(os.environ if environ is None else environ)
     given: dict[str, Any] = {}
     by_name = {s.name: s for s in SETTINGS}
@@ -315,10 +412,15 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             return given[setting.env]
         return env.get(setting.env)
 
+    problems: list[str] = []
     profile_raw = raw(SETTINGS[0])
-    profile = _profile(profile_raw) if isinstance(profile_raw, str) else (profile_raw or "production")
+    try:
+        profile = _profile(profile_raw) if isinstance(profile_raw, str) else (profile_raw or "production")
+    except SettingsError as exc:
+        problems.append(_named(SETTINGS[0], profile_raw, str(exc)))
+        profile = "production"
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
+    for setting in SETTINGS[1:]:
         value = raw(setting)
         if value is None:
             if profile == "development" and setting.dev_default is not _SAME:
@@ -329,37 +431,39 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             try:
                 value = setting.parse(value)
             except SettingsError as exc:
-                raise SettingsError(f"{setting.env}: {exc}") from None
+                problems.append(_named(setting, raw(setting), str(exc)))
+                continue
         elif isinstance(value, list):
             value = tuple(value)
         values[setting.name] = value
     values["profile"] = profile
-    for name in ("max_body_bytes", "max_prefetch_resources", "max_draft_orders", "max_feedback_entries",
-                 "fhir_max_pages", "fhir_concurrency"):
-        if values[name] < 1:
-            raise SettingsError(f"{by_name[name].env} must be at least 1")
-    if values["fhir_max_url_length"] < 2048:
-        # The service's own queries (long code lists) come close to that.
-        raise SettingsError("CDS_FHIR_MAX_URL_LENGTH must be at least 2048")
-    for name in ("workers", "threads", "request_timeout_seconds"):
-        if values[name] < 1:
-            raise SettingsError(f"{by_name[name].env} must be at least 1")
-    for name in ("graceful_timeout_seconds", "keepalive_seconds"):
-        if values[name] < 0:
-            raise SettingsError(f"{by_name[name].env} must not be negative")
-    if not 1 <= values["port"] <= 65535:
-        raise SettingsError("CDS_PORT must be between 1 and 65535")
-    for name in ("quiet_info_days", "quiet_warning_days", "info_card_budget"):
-        if values[name] < 0:
-            raise SettingsError(f"{by_name[name].env} must not be negative")
-    longest_quiet = max(values["quiet_info_days"], values["quiet_warning_days"])
-    if values["retention_days"] < max(1, longest_quiet):
-        raise SettingsError(f"CDS_RETENTION_DAYS must be at least 1 and at least the longest quiet period "
-                            f"({longest_quiet} days)")
-    secret = values["patient_hash_secret"]
-    if secret and len(secret) < MIN_SECRET_LENGTH:
-        raise SettingsError(f"CDS_PATIENT_HASH_SECRET must be at least {MIN_SECRET_LENGTH} characters "
-                            "(e.g. `openssl rand -hex 32`)")
-    if len(values["osteopenia_dxa_years"]) != 3:
-        raise SettingsError("CDS_OSTEOPENIA_DXA_YEARS needs three numbers, e.g. 2,3,5")
+    for setting in SETTINGS:
+        if setting.name not in values:
+            continue
+        wanted = probes == "all" or setting.env in probes
+        for check in (setting.check, setting.probe if wanted else None):
+            problem = check(values[setting.name], values) if check else None
+            if problem:
+                problems.append(_named(setting, raw(setting), problem))
+                break
+    if problems:
+        raise SettingsError(*problems)
     return Settings(**values)
+
+
+def _problems(settings: Settings, kind: str, only: tuple[str, ...] | None = None) -> list[str]:
+    values = dataclasses.asdict(settings)
+    out = []
+    for setting in SETTINGS:
+        check = getattr(setting, kind)
+        if check is None or (only is not None and setting.env not in only):
+            continue
+        problem = check(values[setting.name], values)
+        if problem:
+            out.append(_named(setting, os.environ.get(setting.env, ""), problem))
+    return out
+
+
+def production_warnings(settings: Settings) -> list[str]:
+    """Configurations that work but are unsafe or useless in production."""
+    return _problems(settings, "warn")

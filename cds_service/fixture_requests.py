@@ -50,9 +50,13 @@ def load_bundle(path_or_name: str, *, today: dt.date | None) -> tuple[dict[str, 
     path = Path(path_or_name)
     if not path.is_file():
         named = fx.fixtures_dir() / "patients" / f"{path_or_name}.json"
-        if named.is_file():
-            path = named
-    bundle = json.loads(path.read_text(encoding="utf-8"))
+        if not named.is_file():
+            raise ValueError(f"{path_or_name}: no such file, and no fixture of that name in {named.parent}")
+        path = named
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise ValueError(f"{path}: not a FHIR Bundle")
     try:

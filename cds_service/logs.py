@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import traceback
 
@@ -19,6 +20,10 @@ ALLOWED_EXTRAS = (
     "resource_type", "resource_id", "skipped", "auth_reason", "issuer", "tenant", "count",
 )
 
+# Terminal colour codes: the development server (werkzeug) colours its request
+# lines; inside a JSON string they are noise.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -26,11 +31,14 @@ class JsonFormatter(logging.Formatter):
             "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _ANSI.sub("", record.getMessage()),
         }
         for key in ALLOWED_EXTRAS:
             if record.__dict__.get(key) is not None:
                 entry[key] = record.__dict__[key]
+        if record.exc_info and "error_type" not in entry:
+            # The type only, never the traceback text (see error_fields).
+            entry["error_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
         return json.dumps(entry, default=str)
 
 

@@ -1,5 +1,10 @@
 """Run the service: gunicorn in production, Flask's own server in development.
 
+The production arrangement (gevent worker, whole requests received before the
+app runs, kept-alive connections recycled so they spread over the workers) is
+explained in cds_service/gunicorn_worker.py and measured by
+benchmarks/serving.py; SECURITY.md has the figures.
+
 `cds-service serve` calls `run_production`. Gunicorn is used as a library
 (a `BaseApplication` subclass) so its configuration comes only from our
 settings: no gunicorn.conf.py, GUNICORN_CMD_ARGS or command line is read, and
@@ -8,10 +13,13 @@ what runs in the container is exactly what the settings table documents.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import logging
 import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -64,10 +72,8 @@ def gunicorn_options(settings: Settings, host: str | None = None,
     options: dict[str, Any] = {
         "bind": [f"{bind_host}:{bind_port}"],
         "workers": settings.workers,
-        # gthread even with one thread: idle keep-alive connections then do
-        # not block a worker, which a sync worker behind a proxy would.
-        "worker_class": "gthread",
-        "threads": settings.threads,
+        "worker_class": "cds_service.gunicorn_worker.CdsWorker",
+        "worker_connections": settings.worker_connections,
         "timeout": settings.request_timeout_seconds,
         "graceful_timeout": settings.graceful_timeout_seconds,
         "keepalive": settings.keepalive_seconds,
@@ -75,12 +81,16 @@ def gunicorn_options(settings: Settings, host: str | None = None,
         "accesslog": "-" if settings.access_log else None,
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
+        # gunicorn's own lines (start, worker boot, errors) as JSON too.
+        "logger_class": "cds_service.gunicorn_worker.JsonLogger",
+        "post_worker_init": _announce(bind_host, bind_port, settings.profile),
         "proc_name": "cds-service",
         # gunicorn >= 25.1 opens a control socket under $HOME by default; the
         # container's root filesystem is read-only and nothing uses it.
         "control_socket_disable": True,
         "on_starting": _prepare_metrics_dir,
         "child_exit": _worker_gone,
+        "pre_request": _recycle_connection(settings.max_requests_per_connection),
     }
     # Worker heartbeat files: tmpfs when there is one, so a slow or read-only
     # disk cannot make healthy workers look dead.
@@ -89,13 +99,47 @@ def gunicorn_options(settings: Settings, host: str | None = None,
     return options
 
 
+def _announce(host: str, port: int, profile: str) -> Callable[[Any], None]:
+    """gunicorn post_worker_init hook: once the first worker has loaded the
+    app, say where discovery is (only after a successful start)."""
+
+    def post_worker_init(worker: Any) -> None:
+        if worker.age == 1:
+            logging.getLogger("cds_service.server").info(
+                f"CDS discovery: http://{host}:{port}/cds-services (profile: {profile})",
+                extra={"event": "ready"})
+
+    return post_worker_init
+
+
+def _recycle_connection(limit: int) -> Callable[[Any, Any], None]:
+    """gunicorn pre_request hook: the limit-th request on a kept-alive
+    connection is answered with "Connection: close". A connection stays with
+    the worker that accepted it, so a client holding a small keep-alive pool
+    could otherwise keep one worker busy while the other idles (issue 15); the
+    client reconnects, and a busy gevent worker cannot accept while it
+    computes, so the new connection goes to the idler one."""
+
+    def pre_request(worker: Any, req: Any) -> None:
+        if limit and req.req_number >= limit:
+            req.must_close = True
+
+    return pre_request
+
+
 def _prepare_metrics_dir(server: Any) -> None:
     """gunicorn on_starting hook: with several worker processes, Prometheus
     metrics live in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess
-    mode). Files left by a previous run would be counted again, so the master
+    mode), so /metrics sums every worker instead of showing whichever worker
+    answered the scrape. Without the variable the server makes a private
+    folder under the temporary directory ($TMPDIR, /tmp) and removes it on
+    exit. Files left by a previous run would be counted again, so the master
     empties the directory before any worker starts."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
+        path = tempfile.mkdtemp(prefix="cds-service-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the workers
+        server.cfg.set("on_exit", lambda _server: shutil.rmtree(path, ignore_errors=True))
         return
     if os.path.isdir(path):
         for entry in os.listdir(path):
@@ -119,9 +163,10 @@ def _worker_gone(server: Any, worker: Any) -> None:
 class ProductionServer(BaseApplication):
     """Gunicorn configured from Settings, loading the app in each worker."""
 
-    def __init__(self, options: dict[str, Any], app_factory: Callable[[], WsgiApp]):
+    def __init__(self, options: dict[str, Any], app_factory: Callable[[], WsgiApp], settings: Settings):
         self._options = options
         self._app_factory = app_factory
+        self._settings = settings
         super().__init__()
 
     def load_config(self) -> None:
@@ -133,7 +178,11 @@ class ProductionServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> WsgiApp:
-        return self._app_factory()
+        from .gunicorn_worker import RequestGate
+
+        return RequestGate(self._app_factory(), concurrency=self._settings.threads,
+                           body_timeout=self._settings.body_timeout_seconds,
+                           max_body_bytes=self._settings.max_body_bytes)
 
 
 def run_production(settings: Settings, host: str | None = None, port: int | None = None,
@@ -143,9 +192,35 @@ def run_production(settings: Settings, host: str | None = None, port: int | None
     `host`/`port` override the settings (the container passes --host 0.0.0.0).
     `app_factory` exists for tests; production always uses create_app."""
     ProductionServer(gunicorn_options(settings, host, port),
-                     app_factory or _default_factory).run()
+                     app_factory or _default_factory, settings).run()
+
+
+def exec_production(host: str, port: int) -> None:
+    """Replace this process with `python -m cds_service.server` (same pid, so
+    signals from a container runtime still reach gunicorn's master). Called by
+    `cds-service serve` after it has checked the settings and migrated; the
+    workers then start without migrating again."""
+    os.environ["CDS_AUTO_MIGRATE"] = "false"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "cds_service.server", "--host", host, "--port", str(port)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cds_service.server --host H --port P`: what `cds-service serve` execs."""
+    from .config import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m cds_service.server")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    run_production(load_settings(), host=args.host, port=args.port)
 
 
 def run_development(app: Any, host: str, port: int) -> None:
     """Flask's development server: one process, threaded, no reloader."""
     app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

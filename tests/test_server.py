@@ -60,7 +60,7 @@ def _start(script: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen, i
     full_env = {**os.environ, "CDS_HOST": "127.0.0.1", "CDS_PORT": str(port),
                 "CDS_WORKERS": "1", "CDS_THREADS": "2", "CDS_GRACEFUL_TIMEOUT_SECONDS": "10",
                 "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
-                "PYTHONPATH": str(ROOT), **env}
+                "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return proc, port
@@ -141,13 +141,14 @@ def test_serves_the_real_app(tmp_path):
 
 
 def test_options_follow_settings():
-    settings = load_settings({"CDS_WORKERS": "3", "CDS_THREADS": "8", "CDS_REQUEST_TIMEOUT_SECONDS": "45",
+    settings = load_settings({"CDS_WORKERS": "3", "CDS_WORKER_CONNECTIONS": "50", "CDS_REQUEST_TIMEOUT_SECONDS": "45",
                               "CDS_GRACEFUL_TIMEOUT_SECONDS": "25", "CDS_KEEPALIVE_SECONDS": "7"},
                              environ={})
     options = gunicorn_options(settings, host="0.0.0.0")
     assert options["bind"] == ["0.0.0.0:8080"]
-    assert (options["workers"], options["threads"], options["timeout"],
-            options["graceful_timeout"], options["keepalive"]) == (3, 8, 45, 25, 7)
+    assert options["worker_class"] == "cds_service.gunicorn_worker.CdsWorker"
+    assert (options["workers"], options["worker_connections"], options["timeout"],
+            options["graceful_timeout"], options["keepalive"]) == (3, 50, 45, 25, 7)
     assert options["accesslog"] is None
     assert gunicorn_options(settings, host="::1", port=9000)["bind"] == ["[::1]:9000"]
 

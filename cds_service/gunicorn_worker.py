@@ -1,0 +1,133 @@
+"""The gunicorn worker `cds-service serve` runs, and what it puts in front of the app.
+
+Why gevent and not threads: with the threaded worker a client that sends its
+headers or body one byte at a time holds a thread until it finishes, and
+8 such clients held every request slot of two workers (issue 10). Here each
+connection is a greenlet: a slow sender costs a socket and a few kilobytes,
+and the app only ever sees requests that have fully arrived. psycopg (>= 3.1.14)
+and requests cooperate with gevent once the worker has monkey-patched the
+standard library, which gunicorn's gevent worker does before the app loads.
+
+What this module adds to gunicorn's gevent worker:
+- `RequestGate`, WSGI middleware: the whole body is received before the app
+  runs, within CDS_BODY_TIMEOUT_SECONDS (408 after it); then at most
+  CDS_THREADS requests per worker are inside the app at once, so the memory of
+  parsed bodies stays bounded as it was with threads. The headers are bounded
+  by gunicorn itself: under gevent a request's headers must arrive within
+  CDS_KEEPALIVE_SECONDS.
+- gunicorn's own error answers (malformed request, 431 oversized header,
+  400 duplicated Host, ...) come out as the service's JSON error shape, not as
+  gunicorn's HTML page.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gunicorn import glogging, util
+from gunicorn.workers.ggevent import GeventWorker
+
+from cds_service.logs import JsonFormatter
+
+# status -> (error code, message) for answers gunicorn writes itself, before
+# any request reaches the app. Fixed texts: gunicorn's own message may quote
+# the offending request line or header.
+GUNICORN_ERRORS = {
+    400: ("bad_request", "malformed HTTP request (request line or headers)"),
+    403: ("forbidden", "request refused"),
+    414: ("uri_too_long", "request line too long"),
+    417: ("expectation_failed", "unsupported Expect header"),
+    431: ("header_fields_too_large", "request headers too large or too many"),
+    500: ("internal_error", "the service failed to handle this request"),
+    501: ("not_implemented", "unsupported transfer coding"),
+}
+
+
+def json_error_bytes(status: int, reason: str, code: str, message: str) -> bytes:
+    body = json.dumps({"error": code, "message": message}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """Stands in for gunicorn.util.write_error (its only caller is the worker's
+    handle_error, which picks the status and logs the problem)."""
+    code, message = GUNICORN_ERRORS.get(status_int, ("error", reason))
+    util.write_nonblock(sock, json_error_bytes(status_int, reason, code, message))
+
+
+class CdsWorker(GeventWorker):
+    """gunicorn's gevent worker, answering its own errors as JSON."""
+
+    def init_process(self) -> None:
+        util.write_error = write_json_error  # this worker process only
+        super().init_process()
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's logger with every line as one JSON object, like the app's."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+
+
+class BodyTimeout(Exception):
+    pass
+
+
+StartResponse = Callable[..., Any]
+
+
+class RequestGate:
+    """Receive the whole request, then let at most `concurrency` requests into
+    the app at once (see the module docstring). Runs under gevent only."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], *, concurrency: int,
+                 body_timeout: float, max_body_bytes: int):
+        from gevent.lock import BoundedSemaphore
+
+        self.app = app
+        self.slots = BoundedSemaphore(concurrency)
+        self.body_timeout = body_timeout
+        self.max_body_bytes = max_body_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            self._receive_body(environ)
+        except BodyTimeout:
+            body = json.dumps({"error": "request_timeout",
+                               "message": f"the request body did not arrive within {self.body_timeout:g} s"})
+            start_response("408 Request Timeout", [("Content-Type", "application/json"),
+                                                   ("Content-Length", str(len(body)))])
+            return [body.encode()]
+        with self.slots:
+            return self.app(environ, start_response)
+
+    def _receive_body(self, environ: dict[str, Any]) -> None:
+        import gevent
+
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            limit = int(length)  # gunicorn has checked it is a number
+            if limit > self.max_body_bytes:
+                return  # the app answers 413 without reading it
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            limit = self.max_body_bytes + 1  # one byte more lets the app see it is too large
+        else:
+            return
+        stream, chunks, received = environ["wsgi.input"], [], 0
+        with gevent.Timeout(self.body_timeout, BodyTimeout):
+            while received < limit:
+                chunk = stream.read(min(65536, limit - received))
+                if not chunk:
+                    break  # client gone or chunked body ended: the app sees what came
+                chunks.append(chunk)
+                received += len(chunk)
+        environ["wsgi.input"] = io.BytesIO(b"".join(chunks))

@@ -1,0 +1,213 @@
+"""The checks config.SETTINGS attaches to each setting.
+
+Three kinds, each a function returning a problem (one line that says what is
+wrong and how to fix it, without the setting's name: the caller adds it) or
+None:
+- check(value, values): a parsed value the service cannot use; refused
+  whenever settings are loaded. `values` holds every parsed setting, for the
+  checks that depend on another one (the profile, a related timeout).
+- probe(value, values): needs the file system or an installed driver
+  (database folder, trust file); run by the commands that use the setting,
+  before any server worker starts.
+- warn(value, values): works, but is unsafe or useless in production; a
+  warning at `cds-service serve` start-up.
+Heavy imports stay inside the functions: config.py is imported by the
+production server's master process, which must not load the libraries its
+gevent workers patch (see cds_service/gunicorn_worker.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Check = Callable[[Any, Mapping[str, Any]], "str | None"]
+
+
+def _production(values: Mapping[str, Any]) -> bool:
+    return values.get("profile") == "production"
+
+
+# --- value checks ------------------------------------------------------------
+
+def at_least(minimum: float, unit: str = "") -> Check:
+    def check(value: Any, _values: Mapping[str, Any]) -> str | None:
+        if value < minimum:
+            return f"must be at least {minimum:g}{unit}, got {value:g}"
+        return None
+    return check
+
+
+def more_than(minimum: float, unit: str = "") -> Check:
+    def check(value: Any, _values: Mapping[str, Any]) -> str | None:
+        if not value > minimum:
+            return f"must be more than {minimum:g}{unit}, got {value:g}"
+        return None
+    return check
+
+
+def port(value: int, _values: Mapping[str, Any]) -> str | None:
+    if not 1 <= value <= 65535:
+        return f"must be a TCP port between 1 and 65535, got {value}"
+    return None
+
+
+def not_empty(value: str, _values: Mapping[str, Any]) -> str | None:
+    return "must not be empty" if not value else None
+
+
+def three_numbers(value: tuple[int, ...], _values: Mapping[str, Any]) -> str | None:
+    if len(value) != 3:
+        return f"needs three numbers of years, e.g. 2,3,5; got {len(value)}"
+    return None
+
+
+def min_length(length: int, example: str) -> Check:
+    def check(value: str, _values: Mapping[str, Any]) -> str | None:
+        if value and len(value) < length:
+            return f"must be at least {length} characters ({example}), got {len(value)}"
+        return None
+    return check
+
+
+def retention(value: int, values: Mapping[str, Any]) -> str | None:
+    longest = max(values.get("quiet_info_days", 0), values.get("quiet_warning_days", 0))
+    if value < max(1, longest):
+        return (f"must be at least 1 and at least the longest quiet period ({longest} days, "
+                f"CDS_QUIET_INFO_DAYS/CDS_QUIET_WARNING_DAYS), got {value}")
+    return None
+
+
+def base_url(value: str, _values: Mapping[str, Any]) -> str | None:
+    """CDS_PUBLIC_BASE_URL: empty, or an absolute http(s) URL without query."""
+    from urllib.parse import urlsplit
+
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return ("not an absolute URL; write it as clients call the service, "
+                "e.g. https://cds.example.org (every client JWT's audience is checked against it)")
+    if parts.query or parts.fragment:
+        return "must be a base URL without query or fragment"
+    return None
+
+
+def fhir_servers(value: tuple[str, ...], _values: Mapping[str, Any]) -> str | None:
+    from cds_service.fhir.allowlist import NotAllowed, parse_origin
+
+    for entry in value:
+        try:
+            parse_origin(entry)
+        except NotAllowed as exc:
+            reason = str(exc).replace("fhirServer", "an entry")
+            return f"entry {entry!r}: {reason}; list FHIR base URLs such as https://fhir.example.org/r4"
+    return None
+
+
+def request_timeout(value: int, values: Mapping[str, Any]) -> str | None:
+    budget = values.get("fhir_total_timeout_seconds", 0)
+    if value <= budget:
+        return (f"{value} s is not above CDS_FHIR_TOTAL_TIMEOUT_SECONDS ({budget:g} s): a worker waiting "
+                "for a slow FHIR server would be killed; raise it or lower the FHIR budget")
+    return None
+
+
+# --- probes (file system, installed drivers) --------------------------------
+
+SUPPORTED_DATABASES = "postgresql+psycopg://user@host/db or sqlite:///path/to/file.db"
+
+
+def database_url(value: str, _values: Mapping[str, Any]) -> str | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not value:
+        return f"not set; set a database URL: {SUPPORTED_DATABASES}"
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        return f"is not a database URL; use {SUPPORTED_DATABASES}"
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend == "postgresql":
+        if driver != "psycopg":
+            return (f"driver {driver!r} is not supported; write the URL as postgresql+psycopg://... "
+                    "(psycopg 3, which cooperates with the server's gevent worker)")
+        if importlib.util.find_spec("psycopg") is None:
+            return ("needs the PostgreSQL driver, which is not installed: "
+                    "pip install 'osteoporosis-cds-service[postgres]' (in a checkout: pip install '.[postgres]')")
+        return None
+    if backend != "sqlite":
+        return f"{backend} databases are not supported; use {SUPPORTED_DATABASES}"
+    path = url.database
+    if path in (None, "", ":memory:"):
+        return None
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        return f"folder {folder} does not exist; create it or point the URL at another folder"
+    # SQLite writes a journal and a lock file beside the database: the folder
+    # itself must be writable, not only the file.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"folder {folder} is not writable by this user; make it writable or use another folder"
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return f"file {path} is not readable and writable by this user; fix its permissions"
+    return None
+
+
+def trusted_issuers(value: str, values: Mapping[str, Any]) -> str | None:
+    from cds_service.config import SettingsError
+    from cds_service.protocol.auth import load_trusted_issuers
+
+    if not value:
+        return None
+    try:
+        load_trusted_issuers(value, values.get("profile", "production"))
+    except SettingsError as exc:
+        # The loader names the setting and file itself; keep only its reason.
+        return str(exc).split("): ", 1)[-1] + " (see the README, \"Trusting CDS clients\")"
+    return None
+
+
+def required_in_production(how: str) -> Check:
+    def probe(value: Any, values: Mapping[str, Any]) -> str | None:
+        if _production(values) and not value:
+            return f"is required in the production profile ({how})"
+        return None
+    return probe
+
+
+def extra_valuesets(value: str, _values: Mapping[str, Any]) -> str | None:
+    from cds_service.fhir import valuesets
+
+    if not value:
+        return None
+    try:
+        valuesets.load(value)
+    except valuesets.ValueSetError as exc:
+        return str(exc)
+    return None
+
+
+# --- production warnings ----------------------------------------------------
+
+def warn_auth_off(value: bool, values: Mapping[str, Any]) -> str | None:
+    if _production(values) and not value:
+        return "anyone who can reach the service can call it; set it to true in production"
+    return None
+
+
+def warn_no_issuers(value: str, values: Mapping[str, Any]) -> str | None:
+    if _production(values) and values.get("auth_required") and not value:
+        return ("not set: no CDS client is trusted, so every hook call will be refused (401); point it at "
+                "a trust file (`cds-service test-client keys` makes one for testing)")
+    return None
+
+
+def warn_no_base_url(value: str, values: Mapping[str, Any]) -> str | None:
+    if _production(values) and values.get("auth_required") and not value:
+        return ("not set: the JWT audience is taken from each request's Host header; set it to the URL "
+                "clients call, e.g. https://cds.example.org")
+    return None
