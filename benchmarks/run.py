@@ -171,8 +171,31 @@ def _quiet_logging() -> None:
             handler.setStream(devnull)
 
 
-def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str, Any]:
+def service_client(workdir: Path):
+    """A test client of the service as production runs it (JWT off, SQLite card
+    store in `workdir`, logs formatted but written to /dev/null, the worker
+    start-up of production)."""
     import cds_service.app as service_app
+
+    # Older commits (to compare before/after) lack this: then a no-op.
+    try:
+        from cds_service.server import prepare_worker
+    except ImportError:
+        def prepare_worker() -> None:
+            return None
+
+    app = service_app.create_app(_overrides(workdir))
+    _quiet_logging()
+    prepare_worker()  # as production's app factory does (cds_service.server)
+    return app.test_client()
+
+
+def _overrides(workdir: Path) -> dict[str, str]:
+    return {"CDS_DATABASE_URL": f"sqlite:///{workdir}/inprocess.db", "CDS_AUTH_REQUIRED": "false",
+            "CDS_PATIENT_HASH_SECRET": BENCH_SECRET}
+
+
+def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str, Any]:
     from benchmarks.baseline import create_bare_app
     from cds_service import engine
     from cds_service.config import load_settings
@@ -180,12 +203,6 @@ def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str
     from cds_service.record import build_record
     from cds_service.rules.settings import ClinicalSettings
 
-    # Older commits (to compare before/after) lack these two: then no-ops.
-    try:
-        from cds_service.server import prepare_worker
-    except ImportError:
-        def prepare_worker() -> None:
-            return None
     try:
         from cds_service.fhir.validation import _problems_of_json
 
@@ -194,13 +211,8 @@ def in_process(raws: dict[int, bytes], profile: dict, workdir: Path) -> dict[str
         def clear_validation_cache() -> None:
             return None
 
-    overrides = {"CDS_DATABASE_URL": f"sqlite:///{workdir}/inprocess.db", "CDS_AUTH_REQUIRED": "false",
-                 "CDS_PATIENT_HASH_SECRET": BENCH_SECRET}
-    app = service_app.create_app(overrides)
-    _quiet_logging()
-    prepare_worker()  # as production's app factory does (cds_service.server)
-    client = app.test_client()
-    settings = load_settings(overrides)
+    client = service_client(workdir)
+    settings = load_settings(_overrides(workdir))
     bare = create_bare_app(settings)
     bare_client = bare.test_client()
     clinical = ClinicalSettings.from_settings(settings)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What the database raises when it cannot be reached or is busy (stopped,
 # restarting, connection lost, pool exhausted): worth trying again later,
@@ -155,7 +157,10 @@ def _now() -> dt.datetime:
 
 
 def make_engine(url: str) -> Engine:
-    kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
+    # No pool_pre_ping: it cost a round trip on every checkout, doubling the
+    # hook call's two (the quieting lookup, the issued-cards insert). A pooled
+    # connection found dead is retried instead (Store._retrying).
+    kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         # Flask serves requests on several threads; one SQLite file is shared.
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -189,27 +194,75 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def quiet_query(patient_key: str, quiet_days: dict[str, int], now: dt.datetime) -> sa.Select | None:
-    """The one query per patient-view: served by ix_quieted_cards_patient."""
-    windows = [(ind, now - dt.timedelta(days=days)) for ind, days in quiet_days.items() if days > 0]
-    if not windows:
+    """The one query per patient-view, served by ix_quieted_cards_patient, with
+    its parameters bound (for EXPLAIN and tests; Store runs the same statement)."""
+    statement = _quiet_statement(tuple(ind for ind, days in quiet_days.items() if days > 0))
+    if statement is None:
+        return None
+    return statement.params(_quiet_params(patient_key, quiet_days, now))
+
+
+@functools.lru_cache(maxsize=8)
+def _quiet_statement(indicators: tuple[str, ...]) -> sa.Select | None:
+    """Built once per set of quieting indicators, with bound parameters, so
+    each call reuses SQLAlchemy's compiled form instead of building and
+    compiling a new statement."""
+    if not indicators:
         return None
     q = quieted_cards.c
     return (
         sa.select(q.card_id, q.indicator, sa.func.max(q.issued_at))
-        .where(q.patient_key == patient_key,
-               q.decided_at >= min(cutoff for _, cutoff in windows),
-               sa.or_(*(sa.and_(q.indicator == ind, q.decided_at >= cutoff) for ind, cutoff in windows)))
+        .where(q.patient_key == sa.bindparam("patient_key"),
+               q.decided_at >= sa.bindparam("oldest", type_=q.decided_at.type),
+               sa.or_(*(sa.and_(q.indicator == ind, q.decided_at >= sa.bindparam(f"since_{ind}", type_=q.decided_at.type))
+                        for ind in indicators)))
         .group_by(q.card_id, q.indicator)
     )
+
+
+def _quiet_params(patient_key: str, quiet_days: dict[str, int], now: dt.datetime) -> dict[str, Any]:
+    cutoffs = {f"since_{ind}": now - dt.timedelta(days=days) for ind, days in quiet_days.items() if days > 0}
+    return {"patient_key": patient_key, "oldest": min(cutoffs.values()), **cutoffs}
+
+
+_INSERT_ISSUED = issued_cards.insert()
+# On a database server: RETURNING makes SQLAlchemy send all rows as one
+# multi-row INSERT ("insertmanyvalues"), atomic without a transaction around
+# it, so recording a call's cards is one round trip.
+_INSERT_ISSUED_ONE_TRIP = issued_cards.insert().returning(issued_cards.c.card_uuid)
 
 
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._local = engine.dialect.name == "sqlite"
 
     @classmethod
     def from_url(cls, url: str) -> "Store":
         return cls(make_engine(url))
+
+    def _autocommit(self) -> Any:
+        """A connection for one statement that commits by itself: on a database
+        server, no BEGIN, COMMIT or ROLLBACK round trips around the hook call's
+        single read or insert. SQLite has no round trips, and switching its
+        isolation level costs more than a local transaction."""
+        if self._local:
+            return self.engine.begin()
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    @staticmethod
+    def _retrying(work: Callable[[], T], then: Callable[[], T] | None = None) -> T:
+        """Run `work` (or `then`) once more when it failed on a pooled
+        connection that had died (the database restarted since it was last
+        used): SQLAlchemy has then dropped the pool's old connections, so the
+        second try connects anew. A database that is down fails both tries
+        (the caller's 503)."""
+        try:
+            return work()
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return (then or work)()
 
     def create_schema(self) -> None:
         """Bring the schema up to date the one way the service does it: the
@@ -219,9 +272,12 @@ class Store:
         migrations.upgrade(self.engine)
 
     def ping(self) -> bool:
-        try:
+        def select_1() -> None:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
+
+        try:
+            self._retrying(select_1)
             return True
         except Exception:  # any driver error means "not ready"
             log.warning("database not reachable", exc_info=False)
@@ -229,6 +285,7 @@ class Store:
 
     # --- cards -------------------------------------------------------------
     def record_cards(self, cards: Sequence[IssuedCard]) -> None:
+        """One multi-row INSERT, committed by itself (one round trip)."""
         if not cards:
             return
         now = _now()
@@ -245,14 +302,33 @@ class Store:
             }
             for c in cards
         ]
-        with self.engine.begin() as conn:
-            conn.execute(issued_cards.insert(), rows)
+
+        def insert() -> None:
+            with self._autocommit() as conn:
+                if self._local:
+                    conn.execute(_INSERT_ISSUED, rows)
+                else:
+                    conn.execute(_INSERT_ISSUED_ONE_TRIP, rows).all()
+
+        def insert_again() -> None:
+            try:
+                insert()
+            except IntegrityError:
+                # The first try's commit had gone through before its
+                # connection dropped: the rows are there.
+                if self.card(rows[0]["card_uuid"]) is None:
+                    raise
+
+        self._retrying(insert, then=insert_again)
 
     def card(self, card_uuid: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(issued_cards).where(issued_cards.c.card_uuid == card_uuid)
-            ).mappings().first()
+        def read() -> Any:
+            with self.engine.connect() as conn:
+                return conn.execute(
+                    sa.select(issued_cards).where(issued_cards.c.card_uuid == card_uuid)
+                ).mappings().first()
+
+        row = self._retrying(read)
         return dict(row) if row else None
 
     # --- feedback ----------------------------------------------------------
@@ -269,6 +345,12 @@ class Store:
         for a known patient also gets a quieted_cards row, in the same
         transaction as its feedback (once, however often it is resent)."""
         received = _now()
+        # Retried whole on a dead pooled connection: an entry already stored
+        # is skipped by the unique constraint, so nothing is stored twice.
+        return self._retrying(lambda: self._store_feedback(service_id, entries, received))
+
+    def _store_feedback(self, service_id: str, entries: Sequence[FeedbackEntry],
+                        received: dt.datetime) -> FeedbackResult:
         with self.engine.begin() as conn:
             uuids = sorted({e.card_uuid for e in entries})
             issued = {row.card_uuid: row for row in conn.execute(
@@ -325,8 +407,12 @@ class Store:
         query = sa.select(feedback).order_by(feedback.c.id)
         if card_uuid is not None:
             query = query.where(feedback.c.card_uuid == card_uuid)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+
+        def read() -> list[dict[str, Any]]:
+            with self.engine.connect() as conn:
+                return [dict(r) for r in conn.execute(query).mappings()]
+
+        return self._retrying(read)
 
     # --- quieting ----------------------------------------------------------
     def quiet_marks(self, patient_key: str, quiet_days: dict[str, int],
@@ -334,18 +420,23 @@ class Store:
         """Card id -> QuietMark for feedback on this patient's cards still
         within its quiet period (`quiet_days`: indicator -> days; an indicator
         absent or at 0 never quiets). One query on (patient_key, decided_at)."""
-        query = quiet_query(patient_key, quiet_days, now or _now())
-        if query is None:
+        statement = _quiet_statement(tuple(ind for ind, days in quiet_days.items() if days > 0))
+        if statement is None:
             return {}
+        params = _quiet_params(patient_key, quiet_days, now or _now())
+
+        def read() -> list[Any]:
+            with self._autocommit() as conn:
+                return conn.execute(statement, params).all()
+
         marks: dict[str, QuietMark] = {}
-        with self.engine.connect() as conn:
-            for card_id, indicator, issued_at in conn.execute(query):
-                issued_on = _utc_date(issued_at)
-                old = marks.get(card_id)
-                if old is not None:
-                    indicator = min(indicator, old.indicator, key=_SEVERITY.index)
-                    issued_on = max(issued_on, old.issued_on)
-                marks[card_id] = QuietMark(indicator=indicator, issued_on=issued_on)
+        for card_id, indicator, issued_at in self._retrying(read):
+            issued_on = _utc_date(issued_at)
+            old = marks.get(card_id)
+            if old is not None:
+                indicator = min(indicator, old.indicator, key=_SEVERITY.index)
+                issued_on = max(issued_on, old.issued_on)
+            marks[card_id] = QuietMark(indicator=indicator, issued_on=issued_on)
         return marks
 
     # --- retention ---------------------------------------------------------
@@ -377,10 +468,14 @@ class Store:
         The primary key makes the check atomic across replicas sharing the
         database. Expired ids are swept first so the table stays small."""
         now = _now()
-        try:
+
+        def remember() -> None:
             with self.engine.begin() as conn:
                 conn.execute(used_jtis.delete().where(used_jtis.c.expires_at < now))
                 conn.execute(used_jtis.insert(), [{"issuer": issuer, "jti": jti, "expires_at": expires_at}])
+
+        try:
+            self._retrying(remember)
             return True
         except IntegrityError:
             return False

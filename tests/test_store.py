@@ -3,6 +3,7 @@ when a server answers), on a real PostgreSQL: each test gets its own schema."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import multiprocessing
 import os
@@ -189,3 +190,62 @@ def test_quiet_marks_take_the_newest_card_and_the_most_severe_indicator(db):
     marks = store.quiet_marks("k1", {"info": 180, "warning": 30}, now)
     # C-Y's feedback is past 180 days, C-Z's warning past 30.
     assert marks == {"C-X": QuietMark("warning", (now - dt.timedelta(days=20)).date())}
+
+
+def test_recording_a_calls_cards_is_all_or_nothing(db):
+    """One multi-row INSERT: a refused row leaves none of the call's cards."""
+    _, store = db
+    first = _card()
+    store.record_cards([first])
+    fresh = [_card(), _card()]
+    with pytest.raises(sa.exc.IntegrityError):
+        store.record_cards([*fresh, dataclasses.replace(_card(), card_uuid=first.card_uuid)])
+    assert [store.card(c.card_uuid) for c in fresh] == [None, None]
+    store.record_cards(fresh)
+    assert [store.card(c.card_uuid)["card_id"] for c in fresh] == ["C-TX-BP", "C-TX-BP"]
+
+
+@pytest.mark.skipif(not PG_URL, reason="CDS_TEST_POSTGRES_URL is not set")
+def test_a_pooled_connection_the_server_dropped_is_replaced_not_an_error():
+    """No ping before each use (it cost a round trip per statement): a
+    connection that died in the pool (server restart, idle timeout) is found
+    on use and the work runs again on a new one."""
+    from cds_service.store import make_engine
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    name = f"cds-{schema}"
+    admin = sa.create_engine(PG_URL, future=True)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}",
+                                                         "application_name": name})
+    store = Store(make_engine(url.render_as_string(hide_password=False)))
+
+    def drop_connections() -> int:
+        with admin.begin() as conn:
+            return len(conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :n"),
+                {"n": name}).all())
+
+    try:
+        store.create_schema()
+        card = _card()
+        steps = [
+            lambda: store.record_cards([card]),
+            lambda: store.quiet_marks("k", {"info": 180}),
+            lambda: store.store_feedback("svc", [FeedbackEntry(card.card_uuid, "accepted", "2026-01-01T00:00:00Z")]),
+            lambda: store.remember_jti("iss", str(uuid.uuid4()), dt.datetime.now(dt.timezone.utc)),
+            lambda: store.card(card.card_uuid),
+            store.ping,
+        ]
+        for step in steps:
+            store.ping()  # a connection in the pool
+            assert drop_connections() >= 1
+            assert step() is not False
+        assert store.card(card.card_uuid)["card_id"] == "C-TX-BP"
+        assert [r["outcome"] for r in store.feedback_rows()] == ["accepted"]
+    finally:
+        store.engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
