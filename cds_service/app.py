@@ -21,6 +21,7 @@ from cds_service.patient_key import resolve_secret
 from cds_service.protocol import discovery, feedback, guidance, health, hooks, report_api
 from cds_service.protocol.client_auth import make_authenticator
 from cds_service.protocol.errors import register_error_handlers
+from cds_service.protocol.json_writer import OrjsonProvider
 from cds_service.protocol.runtime import Runtime
 from cds_service.services import all_services
 from cds_service.store import Store
@@ -36,7 +37,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # keep cards' fields in the order written
+    app.json = OrjsonProvider(app)
 
     store = Store.from_url(settings.database_url)
     if settings.auto_migrate:

@@ -97,8 +97,11 @@ def _fill_tree(value: Any, variables: dict[str, str]) -> Any:
 
 
 def prepare_resource(template: dict[str, Any], patient_id: str | None, today: dt.date) -> dict[str, Any]:
-    """Fill the patient-context fields of a suggested order."""
-    res = copy.deepcopy(template)
+    """Fill the patient-context fields of a suggested order (in a copy)."""
+    return _fill_context(copy.deepcopy(template), patient_id, today)
+
+
+def _fill_context(res: dict[str, Any], patient_id: str | None, today: dt.date) -> dict[str, Any]:
     rtype = res.get("resourceType")
     if patient_id and rtype not in ("Patient",):
         res.setdefault("subject", {"reference": f"Patient/{patient_id}"})
@@ -135,7 +138,8 @@ def _action(spec: dict[str, Any], card: dict[str, Any], finding: Finding, variab
     template = (card.get("resources") or {}).get(name)
     if not isinstance(template, dict):
         raise CardTemplateError(f"{card['id']}: unknown resource template {name!r}")
-    resource = prepare_resource(_fill_tree(template, variables), patient_id, today)
+    # _fill_tree made a new tree: no copy needed to fill it in place.
+    resource = _fill_context(_fill_tree(template, variables), patient_id, today)
     validate_resource(resource)
     out["resource"] = resource
     return out

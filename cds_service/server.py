@@ -42,16 +42,20 @@ def _default_factory() -> WsgiApp:
 
 def prepare_worker() -> None:
     """Load now what the first hook call would load lazily (rule modules, card
-    templates, FHIR models), then move everything made at start-up out of the
+    templates, FHIR models, the request schemas' validators), then move everything made at start-up out of the
     garbage collector's reach: it lives as long as the worker, and the full
     collections that large request bodies trigger then no longer scan it
     (p95/p99 on long charts about halved)."""
     try:
         from . import card_render
         from .fhir.validation import model_class
+        from .protocol import schemas
         from .rules import load_all
 
         load_all()
+        for name in schemas.FAST_CHECKED:
+            schemas.fast_validator(name)
+            schemas.validator(name)
         for card_id in card_render.card_ids():
             for resource in (card_render.load_card(card_id).get("resources") or {}).values():
                 model_class(resource["resourceType"])

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from cds_service import card_render as cr
@@ -98,3 +100,26 @@ def test_invalid_resource_is_rejected():
 def test_unknown_card_id():
     with pytest.raises(cr.CardTemplateError):
         cr.render(Finding("C-NOPE"), patient_id="p", today=TODAY, strict=True)
+
+
+def test_a_changed_template_is_validated_again(tmp_path, monkeypatch):
+    """Validation answers are remembered by the resource's content, so a
+    template edited after its orders were validated (a new release, a
+    site's copy) is checked anew, never passed on the old answer."""
+    shutil.copytree(cr.data_dir() / "cards", tmp_path / "cards")
+    monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path))
+    cr.load_card.cache_clear()
+    finding = Finding("C-SUPP-CAVD", variables=VARIABLES, suggestions=("vitamin-d",))
+    try:
+        card = cr.render(finding, patient_id="p", today=TODAY, strict=True)
+        assert card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]["timing"]["repeat"][
+            "frequency"] == 1
+        path = tmp_path / "cards" / "C-SUPP-CAVD.yaml"
+        path.write_text(path.read_text().replace("{frequency: 1,", "{frequency: daily,"))
+        cr.load_card.cache_clear()
+        with pytest.raises(cr.CardTemplateError, match="frequency"):
+            cr.render(finding, patient_id="p", today=TODAY, strict=True)
+        assert "suggestions" not in cr.render(finding, patient_id="p", today=TODAY)
+    finally:
+        monkeypatch.delenv("CDS_DATA_DIR")
+        cr.load_card.cache_clear()

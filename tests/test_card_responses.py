@@ -83,3 +83,12 @@ def test_card_without_required_fields_is_dropped():
 ])
 def test_prune_empty(value, expected):
     assert prune_empty(value) == expected
+
+
+def test_nothing_empty_is_added_after_pruning():
+    out = finish_cards([card("C-E", overrideReasons=[{"system": "s"}, {"code": "declined", "system": "s"}],
+                             suggestions=[{"label": "No actions", "actions": []},
+                                          {"label": "Only empties", "actions": [{}], "uuid": ""}])])
+    assert out[0]["overrideReasons"] == [{"system": "s"}, {"code": "declined", "system": "s", "display": "declined"}]
+    assert [sorted(s) for s in out[0]["suggestions"]] == [["label", "uuid"], ["label", "uuid"]]
+    assert prune_empty(out) == out

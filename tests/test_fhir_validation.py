@@ -45,3 +45,11 @@ def test_non_json_values_are_checked_uncached():
     import datetime as dt
 
     assert validation.fhir_problems(_order("p1", authoredOn=dt.date(2025, 6, 1))) is None
+
+
+def test_a_non_finite_number_is_not_answered_from_a_null_entry():
+    # orjson writes NaN as null: such a resource is checked as it is, uncached.
+    validation._problems_of_json.cache_clear()
+    nan = _order("p1", dosageInstruction=[{"doseAndRate": [{"doseQuantity": {"value": float("nan")}}]}])
+    validation.fhir_problems(nan)
+    assert validation._problems_of_json.cache_info().currsize == 0

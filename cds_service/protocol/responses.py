@@ -25,13 +25,30 @@ SUMMARY_MAX = 139  # the spec: "<140 characters"
 
 
 def prune_empty(value: Any) -> Any:
-    """Recursively drop None, "", [] and {} (CDS Hooks forbids them)."""
+    """Recursively drop None, "", [] and {} (CDS Hooks forbids them), also
+    containers left empty by the pruning; 0 and false stay."""
     if isinstance(value, dict):
-        cleaned = {k: prune_empty(v) for k, v in value.items()}
-        return {k: v for k, v in cleaned.items() if v not in (None, "", [], {})}
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                item = prune_empty(item)
+                if not item:
+                    continue
+            elif item is None or item == "":
+                continue
+            out[key] = item
+        return out
     if isinstance(value, list):
-        cleaned = [prune_empty(v) for v in value]
-        return [v for v in cleaned if v not in (None, "", [], {})]
+        kept = []
+        for item in value:
+            if isinstance(item, (dict, list)):
+                item = prune_empty(item)
+                if not item:
+                    continue
+            elif item is None or item == "":
+                continue
+            kept.append(item)
+        return kept
     return value
 
 
@@ -61,12 +78,15 @@ def _finish_suggestion(suggestion: dict[str, Any], rule: str) -> dict[str, Any] 
         log.error("suggestion dropped: no label", extra={"card_id": rule})
         return None
     finished = dict(suggestion)
-    finished["actions"] = actions
+    if actions:
+        finished["actions"] = actions
     finished["uuid"] = str(uuid.uuid4())
     return finished
 
 
 def finish_card(card: dict[str, Any]) -> dict[str, Any] | None:
+    """The card made conformant, or None. Pruned once, first: what is added
+    after (uuids, shortened summary, defaults) is never empty."""
     rule = rule_id(card)
     card = prune_empty(card)
     if not card.get("summary") or card.get("indicator") not in INDICATOR_ORDER or not (card.get("source") or {}).get("label"):
@@ -83,9 +103,10 @@ def finish_card(card: dict[str, Any]) -> dict[str, Any] | None:
         card.pop("suggestions", None)
         card.pop("selectionBehavior", None)
     for reason in card.get("overrideReasons") or []:
-        reason.setdefault("display", reason.get("code", ""))
+        if "display" not in reason and "code" in reason:
+            reason["display"] = reason["code"]
     card["uuid"] = str(uuid.uuid4())
-    return prune_empty(card)
+    return card
 
 
 def finish_cards(cards: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
