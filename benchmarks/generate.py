@@ -2,7 +2,7 @@
 
 The mix follows what an EHR sends for an older woman with a long chart:
 mostly lab and DXA/FRAX Observations (the prefetch asks for them by LOINC
-code), then Conditions (the prefetch asks for all of them, so most are not
+code; creatinine, weight and BMI under safetyLabs), then Conditions (the prefetch asks for all of them, so most are not
 about bone), MedicationRequests, MedicationAdministrations and a few DXA
 Procedures. Codes come from cds_service.fhir.terminology; the unrelated
 conditions and drugs use common real ICD-10-CM / RxNorm codes. Resources are
@@ -34,7 +34,8 @@ FHIR_BASE = "https://fhir.example.org/r4"
 
 # Share of the non-Patient resources by prefetch key (sums to 1).
 MIX = {
-    "observations": 0.55,
+    "observations": 0.45,
+    "safetyLabs": 0.10,
     "conditions": 0.15,
     "medicationRequests": 0.17,
     "medicationAdministrations": 0.08,
@@ -48,6 +49,12 @@ LABS = [
     ("1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/dL", 3.2, 4.8),
     ("62292-8", "25-Hydroxyvitamin D2+D3 [Mass/volume] in Serum or Plasma", "ng/mL", 12, 48),
     ("2731-8", "Parathyrin.intact [Mass/volume] in Serum or Plasma", "pg/mL", 15, 80),
+]
+# (code, display, unit, low, high) for the safetyLabs key: creatinine, weight, BMI.
+SAFETY_LABS = [
+    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", 0.6, 1.3),
+    ("29463-7", "Body weight", "kg", 52, 78),
+    ("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 19, 29),
 ]
 T_SITES = [("38267-1", "DXA Lumbar spine [T-score] Bone density"),
            ("38263-0", "DXA Femur [T-score] Bone density"),
@@ -150,6 +157,23 @@ class _Maker:
         })
         return res
 
+    def safety_lab(self, i: int) -> dict[str, Any]:
+        res = self.base("Observation", "lab")
+        code, display, unit, low, high = SAFETY_LABS[i % len(SAFETY_LABS)]
+        when = self.day()
+        res.update({
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "laboratory" if code == "2160-0" else "vital-signs"}]}],
+            "code": {"coding": [{"system": t.LOINC, "code": code, "display": display}], "text": display},
+            "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "effectiveDateTime": f"{when}T10:30:00Z",
+            "issued": f"{when}T14:02:11.000Z",
+            "valueQuantity": {"value": round(self.rng.uniform(low, high), 1), "unit": unit, "system": t.UCUM,
+                              "code": unit},
+        })
+        return res
+
     def condition(self, i: int) -> dict[str, Any]:
         res = self.base("Condition", "cond")
         pool = BONE_CONDITIONS if i % 4 == 0 else OTHER_CONDITIONS
@@ -223,6 +247,7 @@ class _Maker:
 
 _MAKERS = {
     "observations": _Maker.observation,
+    "safetyLabs": _Maker.safety_lab,
     "conditions": _Maker.condition,
     "medicationRequests": _Maker.medication_request,
     "medicationAdministrations": _Maker.medication_administration,
@@ -257,7 +282,10 @@ def patient_view_request(n: int, *, seed: int = 1, today: dt.date | None = None)
     for key, count in _split(n).items():
         make = _MAKERS[key]
         prefetch[key] = _bundle([make(maker, i) for i in range(count)])
-    prefetch["medicationStatements"] = {"resourceType": "Bundle", "type": "searchset", "total": 0}
+    # Keys the EHR searched and found nothing for: every key the service asks
+    # for is answered, as an EHR does (a missing one would be fetched or logged).
+    for key in ("medicationStatements", "fractureFindings"):
+        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": 0}
     return {
         "hook": "patient-view",
         "hookInstance": str(uuid.UUID(int=seed * 1_000_003 + n)),

@@ -171,10 +171,31 @@ def _quiet_logging() -> None:
             handler.setStream(devnull)
 
 
+QUIETED_ROWS = 20_000  # other patients' quieting feedback: the per-call lookup reads a real index
+
+
+def seed_quieted_cards(database_url: str, rows: int = QUIETED_ROWS) -> None:
+    """Fill quieted_cards with feedback on other patients' cards, as a store
+    in use holds: the benchmark's patients (new on every call) match none of
+    it, so every card still shows, but the lookup searches a full index."""
+    from cds_service.store import Store, quieted_cards
+
+    store = Store.from_url(database_url)
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(quieted_cards.insert(), [
+                {"patient_key": f"{i:064x}", "card_id": ("C-SUPP-CAVD", "C-TX-BP", "C-EXERCISE")[i % 3],
+                 "indicator": "info", "issued_at": now - dt.timedelta(days=40 + i % 90),
+                 "decided_at": now - dt.timedelta(days=30 + i % 90)} for i in range(rows)])
+    finally:
+        store.engine.dispose()
+
+
 def service_client(workdir: Path):
     """A test client of the service as production runs it (JWT off, SQLite card
-    store in `workdir`, logs formatted but written to /dev/null, the worker
-    start-up of production)."""
+    store in `workdir` with other patients' quieting feedback in it, logs
+    formatted but written to /dev/null, the worker start-up of production)."""
     import cds_service.app as service_app
 
     # Older commits (to compare before/after) lack this: then a no-op.
@@ -185,6 +206,7 @@ def service_client(workdir: Path):
             return None
 
     app = service_app.create_app(_overrides(workdir))
+    seed_quieted_cards(_overrides(workdir)["CDS_DATABASE_URL"])
     _quiet_logging()
     prepare_worker()  # as production's app factory does (cds_service.server)
     return app.test_client()
@@ -296,6 +318,7 @@ class Server:
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # as the Helm chart sets it
         })
         env.update(env_overrides)
+        self.database_url = env["CDS_DATABASE_URL"]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve", which, str(self.port)],
                                      cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -488,6 +511,8 @@ def over_http(raws: dict[int, bytes], profile: dict, workdir: Path, loadgen: str
         server = Server(which, workdir, {})
         try:
             server.wait_ready()
+            if which == "service":
+                seed_quieted_cards(server.database_url)
             for n, raw in raws.items():
                 status, answer = post_once(server.port, raw)
                 if status != 200:

@@ -241,13 +241,13 @@ class Store:
     def from_url(cls, url: str) -> "Store":
         return cls(make_engine(url))
 
-    def _autocommit(self) -> Any:
+    def _autocommit(self, write: bool) -> Any:
         """A connection for one statement that commits by itself: on a database
         server, no BEGIN, COMMIT or ROLLBACK round trips around the hook call's
         single read or insert. SQLite has no round trips, and switching its
-        isolation level costs more than a local transaction."""
+        isolation level costs more than a local transaction (a read needs none)."""
         if self._local:
-            return self.engine.begin()
+            return self.engine.begin() if write else self.engine.connect()
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     @staticmethod
@@ -304,7 +304,7 @@ class Store:
         ]
 
         def insert() -> None:
-            with self._autocommit() as conn:
+            with self._autocommit(write=True) as conn:
                 if self._local:
                     conn.execute(_INSERT_ISSUED, rows)
                 else:
@@ -426,7 +426,7 @@ class Store:
         params = _quiet_params(patient_key, quiet_days, now or _now())
 
         def read() -> list[Any]:
-            with self._autocommit() as conn:
+            with self._autocommit(write=False) as conn:
                 return conn.execute(statement, params).all()
 
         marks: dict[str, QuietMark] = {}

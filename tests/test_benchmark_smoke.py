@@ -31,8 +31,11 @@ def test_benchmark_smoke_run(tmp_path, capsys):
 
 def test_generated_request_has_requested_size():
     from benchmarks.generate import patient_view_request, resource_count
+    from cds_service.services.prefetch_templates import PREFETCH
 
     for n in (0, 7, 100):
         body = patient_view_request(n)
         assert resource_count(body) == n
         assert body["prefetch"]["patient"]["id"] == body["context"]["patientId"]
+        # Every key answered, as an EHR does: nothing left for the service to fetch or log.
+        assert set(body["prefetch"]) == set(PREFETCH)
