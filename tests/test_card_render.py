@@ -123,3 +123,17 @@ def test_a_changed_template_is_validated_again(tmp_path, monkeypatch):
     finally:
         monkeypatch.delenv("CDS_DATA_DIR")
         cr.load_card.cache_clear()
+
+
+def test_compiled_templates_fill_as_walking_them_does():
+    """Suggested orders are filled from a compiled copy of each template
+    (for speed): the same resource as filling every string, and a new tree
+    each time, so changing one never changes the template or the next card."""
+    for card_id in cr.card_ids():
+        for name, template in (cr.load_card(card_id).get("resources") or {}).items():
+            walked = cr._fill_tree(template, VARIABLES)
+            filled = cr._filled_resource(template, VARIABLES)
+            assert filled == walked and repr(filled) == repr(walked), (card_id, name)
+            filled["resourceType"] = "Changed"
+            filled.setdefault("code", {})["text"] = "changed"
+            assert cr._filled_resource(template, VARIABLES) == walked
