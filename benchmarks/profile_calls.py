@@ -63,7 +63,8 @@ def profile_server(size: int, seconds: float, out: Path, rate: int) -> None:
         body = workdir / "body.json"
         body.write_bytes(raw)
         load_wrk(server.port, body, 4, 2, workdir)  # warm both workers
-        spies = [subprocess.Popen(["py-spy", "record", "-r", str(rate), "-f", "raw", "-d", str(int(seconds)),
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))  # pip install py-spy
+        spies = [subprocess.Popen([spy, "record", "-r", str(rate), "-f", "raw", "-d", str(int(seconds)),
                                    "-o", f"{out}-{pid}.txt", "-p", str(pid)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for pid in server.worker_pids()]
