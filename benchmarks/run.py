@@ -320,6 +320,12 @@ class Server:
         env.update(env_overrides)
         self.database_url = env["CDS_DATABASE_URL"]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        if which != "bare":
+            # As `cds-service serve` does: migrate once, in a process of its own,
+            # then start gunicorn whose workers do not migrate (nor load Alembic).
+            subprocess.run([sys.executable, "-m", "cds_service.cli", "migrate"], cwd=ROOT, env=env,
+                           stdout=self._log, stderr=subprocess.STDOUT, timeout=120, check=True)
+            env["CDS_AUTO_MIGRATE"] = "false"
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve", which, str(self.port)],
                                      cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 

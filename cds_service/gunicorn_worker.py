@@ -10,9 +10,14 @@ standard library, which gunicorn's gevent worker does before the app loads.
 
 What this module adds to gunicorn's gevent worker:
 - `RequestGate`, WSGI middleware: the whole body is received before the app
-  runs, within CDS_BODY_TIMEOUT_SECONDS (408 after it); then at most
-  CDS_THREADS requests per worker are inside the app at once, so the memory of
-  parsed bodies stays bounded as it was with threads. The headers are bounded
+  runs, within CDS_BODY_TIMEOUT_SECONDS (408 after it), and handed to the
+  app as it came (no second copy); then at most
+  CDS_THREADS requests per worker are inside the app at once, and of these at
+  most one with a body over LARGE_BODY_BYTES, so the memory of parsed bodies
+  stays bounded: a parsed chart takes about 4.5 times its size, and a worker
+  holds one long chart at a time (a call only gives way to another while it
+  waits for the database, and computing two long charts in turns in one
+  process finishes neither sooner). The headers are bounded
   by gunicorn itself: under gevent a request's headers must arrive within
   CDS_KEEPALIVE_SECONDS.
 - gunicorn's own error answers (malformed request, 431 oversized header,
@@ -82,6 +87,10 @@ class BodyTimeout(Exception):
     pass
 
 
+# About 1,200 prefetched resources; a 10,000-resource chart is 8 MB.
+LARGE_BODY_BYTES = 1 << 20
+
+
 StartResponse = Callable[..., Any]
 
 
@@ -95,33 +104,42 @@ class RequestGate:
 
         self.app = app
         self.slots = BoundedSemaphore(concurrency)
+        self.large_slot = BoundedSemaphore(1)
         self.body_timeout = body_timeout
         self.max_body_bytes = max_body_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
-            self._receive_body(environ)
+            received = self._receive_body(environ)
         except BodyTimeout:
             body = json.dumps({"error": "request_timeout",
                                "message": f"the request body did not arrive within {self.body_timeout:g} s"})
             start_response("408 Request Timeout", [("Content-Type", "application/json"),
                                                    ("Content-Length", str(len(body)))])
             return [body.encode()]
+        if received > LARGE_BODY_BYTES:
+            with self.large_slot, self.slots:
+                return self.app(environ, start_response)
         with self.slots:
             return self.app(environ, start_response)
 
-    def _receive_body(self, environ: dict[str, Any]) -> None:
+    def _receive_body(self, environ: dict[str, Any]) -> int:
+        """Read the body into memory; how many bytes came (0: left to the app)."""
         import gevent
+
+        # Imported here, in the worker after gevent has patched the standard
+        # library: gunicorn's master imports this module before any patching.
+        from cds_service.protocol.requests_json import RECEIVED_BODY
 
         length = environ.get("CONTENT_LENGTH")
         if length:
             limit = int(length)  # gunicorn has checked it is a number
             if limit > self.max_body_bytes:
-                return  # the app answers 413 without reading it
+                return 0  # the app answers 413 without reading it
         elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             limit = self.max_body_bytes + 1  # one byte more lets the app see it is too large
         else:
-            return
+            return 0
         stream, chunks, received = environ["wsgi.input"], [], 0
         with gevent.Timeout(self.body_timeout, BodyTimeout):
             while received < limit:
@@ -130,4 +148,11 @@ class RequestGate:
                     break  # client gone or chunked body ended: the app sees what came
                 chunks.append(chunk)
                 received += len(chunk)
-        environ["wsgi.input"] = io.BytesIO(b"".join(chunks))
+        body = b"".join(chunks)
+        del chunks
+        environ["wsgi.input"] = io.BytesIO(body)  # shares `body`, no copy
+        if length and received == limit:
+            # The whole body, for the app to parse without reading the stream
+            # into yet another copy (a 10,000-resource chart is 8 MB).
+            environ[RECEIVED_BODY] = body
+        return received

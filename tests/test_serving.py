@@ -206,6 +206,26 @@ def test_at_most_threads_requests_are_inside_the_app_at_once(tmp_path):
         _stop(proc)
 
 
+def test_at_most_one_long_chart_is_inside_the_app_at_once(tmp_path):
+    """Large bodies take turns (a parsed chart is several times its size in
+    memory); small ones still share the CDS_THREADS slots."""
+    from cds_service.gunicorn_worker import LARGE_BODY_BYTES
+
+    proc, port = _serve(STAND_IN, tmp_path, CDS_WORKERS="1", CDS_THREADS="2")
+    try:
+        def hold(size: int) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/hold", body=b"x" * size, headers={"Content-Type": "application/json"})
+            return int(conn.getresponse().read())
+
+        with ThreadPoolExecutor(4) as pool:
+            assert max(pool.map(hold, [LARGE_BODY_BYTES + 1] * 4)) == 1
+        with ThreadPoolExecutor(4) as pool:
+            assert max(pool.map(hold, [1000] * 4)) == 2
+    finally:
+        _stop(proc)
+
+
 def test_keep_alive_clients_spread_over_both_workers(tmp_path):
     """Four kept-alive connections (an EHR's small pool, or wrk -c4) each
     sending CPU-bound calls: both workers serve a fair share (issue 15)."""

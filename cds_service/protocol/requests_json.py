@@ -41,6 +41,10 @@ from flask import Request, current_app
 
 from cds_service.protocol.errors import ApiError
 
+# WSGI environ key under which the production server (gunicorn_worker.RequestGate)
+# leaves the whole body it received, so that it is not copied again here.
+RECEIVED_BODY = "cds_service.received_body"
+
 # A FHIR Bundle in a prefetch key sits ~12 levels deep at its deepest
 # (body > prefetch > Bundle > entry > resource > component > code > coding > extension...);
 # 100 leaves plenty of room for contained resources and extensions.
@@ -124,13 +128,21 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 def _parse_fast(raw: bytes) -> Any:
     """orjson's reading when it is certainly the strict parser's, else _UNDECIDED."""
-    if b"0" * 19 in raw.translate(_DIGITS_AS_ZERO):
+    if _long_digit_run(raw):
         return _UNDECIDED  # maybe an integer beyond 64 bits (or just a long digit run in a string)
     try:
         body = _loads_without_gc(raw, orjson.loads)
     except orjson.JSONDecodeError:
         return _UNDECIDED  # not JSON, or not orjson's: the strict parser words the answer
     return _UNDECIDED if _members_lost(raw, body) else body
+
+
+def _long_digit_run(raw: bytes, piece: int = 1 << 20) -> bool:
+    """19 digits in a row anywhere, looked for a megabyte at a time (a copy
+    of a long chart at once would be 8 MB more at the worker's peak)."""
+    run = b"0" * 19
+    return any(run in raw[start:start + piece + 18].translate(_DIGITS_AS_ZERO)
+               for start in range(0, len(raw), piece))
 
 
 def _members_lost(raw: bytes, body: Any) -> bool:
@@ -146,11 +158,38 @@ def _members_lost(raw: bytes, body: Any) -> bool:
     object in the strict parser)."""
     if b"\\u003" in raw and (b"\\u003a" in raw or b"\\u003A" in raw):
         return True  # undecided: let the strict parser count
+    kept = _colons(body, levels=4)  # body > prefetch > Bundle > entry
+    return kept is None or raw.count(b":") != kept
+
+
+def _colons(value: Any, levels: int) -> int | None:
+    """The colons of `value` written by orjson, written in pieces (a member
+    at a time for the top `levels` levels, long arrays _SLICE items at a
+    time), so a 10,000-resource body is never held written out whole; None
+    past orjson's nesting limit."""
+    if levels and isinstance(value, dict):
+        total = 0
+        for key, item in value.items():
+            inner = _colons(item, levels - 1)
+            if inner is None:
+                return None
+            total += key.count(":") + 1 + inner
+        return total
+    if levels and isinstance(value, list) and len(value) > _SLICE:
+        total = 0
+        for start in range(0, len(value), _SLICE):
+            inner = _colons(value[start:start + _SLICE], 0)
+            if inner is None:
+                return None
+            total += inner
+        return total
     try:
-        rewritten = orjson.dumps(body)
+        return orjson.dumps(value).count(b":")
     except orjson.JSONEncodeError:  # nested beyond orjson's writer (254 levels)
-        return True
-    return raw.count(b":") != rewritten.count(b":")
+        return None
+
+
+_SLICE = 256
 
 
 def _parse_strict(raw: bytes) -> Any:
@@ -178,8 +217,10 @@ def read_json_object(request: Request) -> dict[str, Any]:
     if encoding != "identity":
         raise ApiError(415, "compressed request bodies (Content-Encoding) are not accepted; send plain JSON",
                        code="unsupported_content_encoding")
-    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    raw = _received_body(request, limit)
+    if raw is None:
+        raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # A streamed body is cut at the limit by Werkzeug, not refused: refuse it here.
         raise ApiError(413, "request body too large", code="payload_too_large")
@@ -188,6 +229,14 @@ def read_json_object(request: Request) -> dict[str, Any]:
     body = parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _received_body(request: Request, limit: int | None) -> bytes | None:
+    """The body the server already received whole (Content-Length met), or None."""
+    body = request.environ.get(RECEIVED_BODY)
+    if not isinstance(body, bytes) or request.content_length != len(body) or (limit is not None and len(body) > limit):
+        return None
     return body
 
 
