@@ -25,10 +25,8 @@ Exit status 1 when a check fails. Loopback only; every loop is bounded in time.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
-import os
 import shutil
 import socket
 import sys
@@ -43,22 +41,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.generate import patient_view_request  # noqa: E402
-from benchmarks.run import ENDPOINT, Server, load_python, load_wrk, post_once  # noqa: E402
+from benchmarks.run import ENDPOINT, Server, load_python, load_wrk, post_once, worker_cpu  # noqa: E402
 
 MIN_SHARE = 0.35
 SLOW_CONNECTIONS = 50
 WITHIN_SECONDS = 1.0
 MIN_SUCCESS = 0.99
-
-
-def worker_cpu(server: Server) -> dict[int, float]:
-    ticks = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for pid in server.worker_pids():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out[pid] = (int(fields[11]) + int(fields[12])) / ticks
-    return out
 
 
 def balance(server: Server, raw: bytes, workdir: Path, runs: int, seconds: float) -> dict[str, Any]:
