@@ -39,6 +39,8 @@ PREFETCH_TYPES = {
     "medicationAdministrations": "MedicationAdministration",
     "medicationStatements": "MedicationStatement",
     "procedures": "Procedure",
+    "serviceRequests": "ServiceRequest",  # placed orders only: drafts go to draftOrders
+    "encounters": "Encounter",
 }
 
 _DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})((?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)$")
