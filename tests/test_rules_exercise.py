@@ -179,10 +179,16 @@ def test_recent_assessment_is_not_reordered_and_negative_screen_is_quiet():
     assert "Fall-risk assessment on 2025-03-01: positive" in positive[0].facts
     negative = record(patient("1950-01-01"), bone, fall_risk("2025-03-01", False))
     assert exercise.fall_prevention(negative, TODAY, S) == []
-    # a negative screen does not silence a documented fall history
+    # a fall after the negative screen: the screen no longer describes the patient, assess again
     fallen = record(patient("1950-01-01"), bone, fall_risk("2025-03-01", False),
                     condition("f", ICD, "Z91.81", "2025-05-01"))
-    assert exercise.fall_prevention(fallen, TODAY, S)[0].suggestions == ()
+    again = exercise.fall_prevention(fallen, TODAY, S)
+    assert again[0].suggestions == ("fall-risk-assessment",)
+    assert any("after the fall-risk assessment" in f for f in again[0].facts)
+    # a fall before the negative screen is what the screen assessed: done
+    assessed = record(patient("1950-01-01"), bone, fall_risk("2025-03-01", False),
+                      condition("f", ICD, "Z91.81", "2025-02-01"))
+    assert exercise.fall_prevention(assessed, TODAY, S) == []
     # an old screen (over 12 months) is re-ordered
     old = exercise.fall_prevention(record(patient("1950-01-01"), bone, fall_risk("2024-03-01", False)), TODAY, S)
     assert old[0].suggestions == ("fall-risk-assessment",)
