@@ -43,16 +43,12 @@ FALL_SCREEN_VALID_MONTHS = 12    # STEADI screens yearly: a positive screen this
 EXERCISE_CARE = (t.PT_CARE, t.EXERCISE_CARE)
 FALL_FOLLOW_UP_CARE = (t.PT_CARE, t.EXERCISE_CARE, t.OT_CARE)
 
-# Spinal precautions (EX-1, SEED 000 / TFTF). Framed as how to move, not as a
-# ban on bending: the seed warns that generic prohibitions breed fear and
-# activity avoidance.
+# Spinal precautions (EX-1, SEED 000 / TFTF), the card's short form (the guidance page has the
+# full text). Framed as how to move, not as a ban on bending: the seed warns that generic
+# prohibitions breed fear and activity avoidance.
 SPINAL_PRECAUTIONS = (
-    "**Spine-sparing movement (osteoporosis or vertebral fracture).** Keep the patient active and "
-    "teach them how to move rather than what to fear: modify movements that load the spine in "
-    "flexion or rotation, that is rapid, repetitive, sustained, weighted or end-range spinal flexion "
-    "and twisting (sit-ups, crunches, toe touches, twisting while lifting); lift with a hip hinge and "
-    "the load close to the body. Emphasise spine-extensor strengthening and posture training. Yoga and "
-    "Pilates are fine without end-range spinal flexion or twisting poses (forward folds, plough)."
+    "**Spine-sparing:** no rapid, loaded or end-range bending or twisting (sit-ups, toe touches); lift with a "
+    "hip hinge; add spine-extensor and posture work. Yoga without end-range flexion."
 )
 
 
@@ -150,6 +146,7 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
             facts.append(f.fact())
     facts += falls + gait + screen + fear + diet
 
+    seen_dietitian = record.care_done((t.DIETITIAN_CARE,), settings.done_within_months)
     spinal = diagnosis == OSTEOPOROSIS or bool(vertebral)
     balance_impaired = bool(falls or gait or screen)
     recent_vertebral = [f for f in vertebral if within_months(f.date, today, settings.recent_fracture_months)]
@@ -173,27 +170,19 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
 
     variables = {
         "focus": " with spinal precautions" if spinal else "",
-        "supervision": ("Balance is impaired (falls, a gait/balance problem or a positive fall-risk screen on "
-                        "record): start **supervised** balance and strength training, e.g. with a physical "
-                        "therapist, until the exercises are done safely alone."
-                        if balance_impaired else
-                        "Supervise the first sessions if balance turns out to be impaired."),
-        "rehab": "\n\n".join(p for p in (
-            ("**Fear of falling is on record:** make supervised or group exercise (a class, or physical "
-             "therapy) the start; confidence grows with safe practice." if fear else
-             "**Fear of falling:** ask about it (FES-I or Short FES-I when available); if present, start with "
-             "supervised or group exercise."),
-            ("**Pain after the vertebral fracture:** analgesia and physical therapy; short-term bracing is a "
-             "specialist's choice." if recent_vertebral else ""),
-            ("**After a fracture:** offer psychological support (support groups, counselling); anxiety and low "
-             "mood slow recovery." if recent_fracture else ""),
-            ("**Low calcium intake or low weight:** refer to a dietitian." if diet else ""),
+        "supervision": ("Balance is impaired: start **supervised** (physical therapy)." if balance_impaired else
+                        "" if fear else "Ask about fear of falling (FES-I)."),
+        "rehab": "\n".join(f"- {p}" for p in (
+            "**Fear of falling** on record: supervised or group exercise first." if fear else "",
+            "**Pain after the vertebral fracture:** analgesia and physical therapy." if recent_vertebral else "",
+            "**After the fracture:** offer psychological support." if recent_fracture else "",
+            "**Low calcium intake or weight:** refer to a dietitian." if diet and not seen_dietitian else "",
         ) if p),
         # one slot for the conditional safety paragraphs, so an absent one leaves no gap
         "precautions": "\n\n".join(p for p in (
             SPINAL_PRECAUTIONS if spinal else "",
-            (f"**Fresh fracture (last {settings.fresh_fracture_weeks} weeks).** Agree loading of the fracture "
-             "site with the treating clinician; rehabilitation starts under a physical therapist.") if fresh else "",
+            (f"**Fresh fracture (last {settings.fresh_fracture_weeks} weeks):** agree loading with the treating "
+             "clinician.") if fresh else "",
         ) if p),
         "referral_reason": "; ".join(referral_reasons) or "none",
         "therapist_note": ("Osteoporosis exercise programme: progressive resistance, balance and weight-bearing "
@@ -202,7 +191,6 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
                                            if spinal else "")
                            + "address fear of falling and build a routine the patient can keep."),
     }
-    seen_dietitian = record.care_done((t.DIETITIAN_CARE,), settings.done_within_months)
     facts += [c.fact() for c in seen_dietitian[-1:] if diet]
     dietitian = (referral_suggestion(DIETITIAN, "Refer to a dietitian (calcium intake or weight)",
                                      "Osteoporosis care: low calcium intake or low body weight"),
@@ -297,9 +285,9 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
     elif latest.positive:
         # Second-pass 5: a positive screen asks for its follow-up (STEADI: intervene on what
         # the assessment found); the exercise card carries the supervised balance training.
-        assessment = (f"The fall-risk screen on {latest.date} was **positive**: follow it up. Review medicines, "
-                      "orthostatic blood pressure, vision and feet, and have the home checked for hazards "
-                      "(occupational therapy); supervised balance training is on the exercise card.")
+        assessment = (f"The fall-risk screen on {latest.date} was **positive** and no follow-up is on record: have "
+                      "the home checked for hazards (occupational therapy, suggested below); supervised balance "
+                      "training is on the exercise card.")
         follow_up = (referral_suggestion(OCCUPATIONAL_THERAPY, "Refer to occupational therapy for a home-safety "
                                                                "evaluation", "Positive fall-risk screen: home hazards "
                                                                              "and assistive devices", True),)
@@ -307,7 +295,7 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
         assessment = (f"A fall-risk assessment was done on {latest.date} and no follow-up is on record: act on "
                       "its findings (physical therapy, home safety).")
     if fear:
-        assessment += " Fear of falling is on record: address it (supervised or group exercise builds confidence)."
+        assessment += " Fear of falling is on record: supervised or group exercise builds confidence."
     return [Finding("C-FALLS", facts=tuple(facts),
                     variables={"min_age": str(settings.fall_prevention_min_age), "assessment": assessment},
                     suggestions=() if latest else ("fall-risk-assessment",), extra_suggestions=follow_up,

@@ -138,7 +138,7 @@ def dxa_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -
             return []
         why = f"last DXA on {last}, {_interval_text(months)} ago or more"
         due_text = f"since {due}"
-    review = (" At the same visit, review adherence, side effects and fracture risk (seed)."
+    review = (" At the same visit, review adherence, side effects and fracture risk."
               if population == "therapy" else "")
     return [Finding(
         "C-MON-DXA-DUE",
@@ -367,16 +367,15 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     if risk == "moderate" and not on_drug and not bp_problems(record, settings):
         keys.append("alendronate")
     if on_drug:
-        treatment = "A bone drug is on board (see above): keep it going while glucocorticoids continue."
+        treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
     elif risk == "high":
-        treatment = ("**Risk is high: treat**, with an anabolic agent first or an antiresorptive, chosen with the "
-                     "patient (ACR 2022); the treatment card on this screen carries the order.")
+        treatment = ("**Risk is high: treat**, an anabolic agent first or an antiresorptive, chosen with the "
+                     "patient; the treatment card carries the order.")
     elif risk == "moderate":
-        treatment = ("**Risk is moderate: treat**: an oral or IV bisphosphonate, denosumab or a PTH analog, chosen "
-                     "with the patient (ACR 2022); alendronate 70 mg weekly is offered below.")
+        treatment = ("**Risk is moderate: treat**: a bisphosphonate, denosumab or a PTH analog, chosen with the "
+                     "patient; alendronate 70 mg weekly is offered below.")
     else:
-        treatment = ("Decide on treatment once the DXA and FRAX (adjusted for the glucocorticoid dose) are known: "
-                     "treat at moderate or high risk (ACR 2022).")
+        treatment = "Decide once the DXA and dose-adjusted FRAX are known: treat at moderate or high risk."
     # Second-pass 7: only when something is to be done: an order above, a DXA to get, or a
     # treatment decision at moderate or high risk with no bone drug on board.
     if not keys and not (risk in ("moderate", "high") and not on_drug) and (recent_dxa or ordered_dxa or dxa_elsewhere):

@@ -74,10 +74,9 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         facts += list(reading.facts)
         return [Finding("C-SUPP-CAVD", facts=tuple(dict.fromkeys(facts)), suggestions=(), variables={
             "missing": missing, "action": "agree calcium and vitamin D with nephrology",
-            "kidney_note": (f"**Kidney function is severely reduced ({reading.label}):** no generic calcium carbonate "
-                            "or cholecalciferol is suggested. The calcium load and the form of vitamin D (often "
-                            "activated vitamin D) belong to the nephrology team managing CKD-mineral bone "
-                            "disorder; agree the plan with them.")})]
+            "kidney_note": (f"**Kidney function is severely reduced ({reading.label}):** no generic order; the calcium "
+                            "load and the form of vitamin D (often activated) belong to the nephrology team "
+                            "managing CKD-mineral bone disorder.")})]
     ppi = record.medications.get("ppi")
     citrate = bool(ppi and ppi.active)  # TX-7: calcium citrate if on a PPI (carbonate needs acid)
     if citrate:
