@@ -5,6 +5,7 @@ the fixtures never go stale; and the catalogue's promises about them."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 import pytest
@@ -18,6 +19,8 @@ from cds_service.rules.catalogue import CATALOGUE
 SERVICE_IDS = {"patient-view": "osteoporosis-patient-view", "order-select": "osteoporosis-order-select",
                "order-sign": "osteoporosis-order-sign"}
 TODAY = dt.date.today()  # deliberately not the anchor date: proves the shifting
+# "About 80 words" (second-pass 7): the richest fixture (every rehabilitation note at once) may run over a little.
+INFO_DETAIL_MAX_WORDS = 95
 
 
 def hook_body(bundle, hook):
@@ -61,6 +64,10 @@ def test_fixture_expectations_through_http(make_app, name, hook):
     assert len(cards) == len(fired), "a card id appeared twice"
     for card_id, indicator in fx.expected_indicators(bundle, hook).items():
         assert fired[card_id] == indicator, f"{name}: {card_id} is {fired[card_id]}, expected {indicator}"
+    for card in cards:  # second-pass 7: short info cards, the full text is on the guidance page
+        if card["indicator"] == "info":
+            words = len(re.findall(r"[A-Za-z0-9]\S*", card["detail"].split("**Patient data used")[0]))
+            assert words <= INFO_DETAIL_MAX_WORDS, f"{name}: {card['source']['topic']['code']} detail has {words} words"
     if fx.care_up_to_date(bundle, hook):  # second-pass 7: everything done, so no info card at all
         assert [c for c, ind in fired.items() if ind == "info"] == [], f"{name}: care is up to date"
     for card_id, indicator in fired.items():
