@@ -1,9 +1,10 @@
 """Card burden on the fixture patients (issue 12, second-pass section 7):
 every fhir_fixtures/patients fixture through patient-view over the real
 Flask app, first chart open (nothing quieted by feedback), dates shifted to
-today; the cards shown with the production info-card budget
-(CDS_INFO_CARD_BUDGET, default 2), and beside them what the rules chose
-before the budget (budget lifted).
+today; the cards shown with the production budgets (CDS_INFO_CARD_BUDGET,
+default 2 info cards; CDS_ROUTINE_CARD_BUDGET, default 1 routine card and
+only when no decision or test card is shown), and beside them what the
+rules chose before the budgets (both lifted).
 
     .venv/bin/python -m benchmarks.burden             # markdown tables
     .venv/bin/python -m benchmarks.burden --json      # the raw per-patient figures
@@ -40,13 +41,14 @@ def measure() -> dict:
     from cds_service.config import load_settings
 
     today = dt.date.today()
-    budget = load_settings(environ={}).info_card_budget
+    defaults = load_settings(environ={})
+    budget = f"{defaults.info_card_budget} info cards, {defaults.routine_card_budget} routine"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = {"CDS_AUTH_REQUIRED": "false", "CDS_PATIENT_HASH_SECRET": SECRET, "CDS_LOG_LEVEL": "ERROR"}
         shown_app = create_app(base | {"CDS_DATABASE_URL": f"sqlite:///{tmp}/shown.db"})
         chosen_app = create_app(base | {"CDS_DATABASE_URL": f"sqlite:///{tmp}/chosen.db",
-                                        "CDS_INFO_CARD_BUDGET": "1000"})
+                                        "CDS_INFO_CARD_BUDGET": "1000", "CDS_ROUTINE_CARD_BUDGET": "1000"})
         shown_client, chosen_client = shown_app.test_client(), chosen_app.test_client()
         for name in fx.patient_names():
             bundle = fx.load_patient(name, today=today)
@@ -69,8 +71,8 @@ def summarise(result: dict) -> str:
     n = len(rows)
     out = [f"{n} fixture patients, patient-view on {result['date']} (first chart open).", "",
            "| Cards per patient-view | Mean | Median | Max | Info cards (mean) |", "|---|---|---|---|---|"]
-    for label, key in ((f"shown (production budget, {result['budget']} info cards)", "shown"),
-                       ("chosen by the rules (budget lifted)", "chosen")):
+    for label, key in ((f"shown (production budgets: {result['budget']})", "shown"),
+                       ("chosen by the rules (budgets lifted)", "chosen")):
         mean, median, top, info = _stats([r[key] for r in rows])
         out.append(f"| {label} | {mean:.2f} | {median:g} | {top} | {info:.2f} |")
     shown = collections.Counter(cid for r in rows for cid, _ in r["shown"])

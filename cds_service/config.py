@@ -167,6 +167,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Most info cards per patient-view, highest value first (README, \"Quiet by default\"); "
             "warning and critical cards are never dropped.",
             check=checks.at_least(0)),
+    Setting("routine_card_budget", "CDS_ROUTINE_CARD_BUDGET", _int, 1,
+            "Most routine info cards (calcium and vitamin D, exercise, falls, lifestyle) per patient-view, "
+            "shown only when no drug-decision or test card is; the others wait for a later chart open "
+            "(README, \"Quiet by default\"). At or above CDS_INFO_CARD_BUDGET: routine cards compete on "
+            "value alone.",
+            check=checks.at_least(0)),
     Setting("retention_days", "CDS_RETENTION_DAYS", _int, 730,
             "`cds-service purge` deletes issued cards and feedback older than this many days "
             "(at least the longest quiet period).",
@@ -368,6 +374,7 @@ class Settings:
     quiet_info_days: int = 180
     quiet_warning_days: int = 30
     info_card_budget: int = 2
+    routine_card_budget: int = 1
     retention_days: int = 730
     extra_valuesets_dir: str = ""
 

@@ -265,6 +265,9 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
             "CDS_DATABASE_URL": db_url,
             "CDS_AUTH_REQUIRED": "true",
             "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
+            # The steps use the fixture's drug card and its calcium card on one chart
+            # open: routine cards compete on value alone here (turn-taking has its own tests).
+            "CDS_ROUTINE_CARD_BUDGET": "2",
             "CDS_TRUSTED_ISSUERS": str(trust),
             "CDS_PUBLIC_BASE_URL": base,
             "CDS_ALLOWED_FHIR_SERVERS": fhir.base,

@@ -50,7 +50,7 @@ CASES = list(_cases())
 def test_fixture_expectations_through_http(make_app, name, hook):
     # The tags say what the rules choose: the info-card budget (tested in
     # test_quiet_by_default.py) is lifted so every chosen card is seen.
-    client = make_app(CDS_INFO_CARD_BUDGET="1000").test_client()
+    client = make_app(CDS_INFO_CARD_BUDGET="1000", CDS_ROUTINE_CARD_BUDGET="1000").test_client()
     bundle = fx.load_patient(name, today=TODAY)
     body = hook_body(bundle, hook)
     resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=body)
