@@ -362,7 +362,7 @@ def test_routine_cards_wait_for_decision_cards_and_take_turns(make_app):
     default = cards_of(make_app().test_client(), body)
     assert not any(is_routine(cid) for cid in default)
     assert WARNING_CARD in default
-    # Only routine cards chosen (a treated patient): one of them per chart open, the most valuable first.
+    # Only routine cards chosen (a treated patient): one of them per chart open (whose turn it is today).
 
     only_routine = pv_body("c-supp-cavd-statements-completed")
     chosen = cards_of(make_app(CDS_INFO_CARD_BUDGET="100", CDS_ROUTINE_CARD_BUDGET="100").test_client(),
