@@ -1294,6 +1294,12 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
     return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res, _planned(res))
 
 
+def draft_order(res: Any) -> DraftOrder | None:
+    """One order resource as a selected draft (None if unreadable): for judging a
+    suggested order as if it were being signed (engine.withhold_vetoed_orders)."""
+    return _draft(res, None)
+
+
 def _planned(res: Mapping[str, Any]) -> dt.date | None:
     """The date an order is for, when it says: occurrence[x] (ServiceRequest), the first
     timing event or bounds start of the dosage, or the dispense validity start."""
