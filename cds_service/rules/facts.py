@@ -420,6 +420,22 @@ def denosumab_timing(record: PatientRecord, settings: ClinicalSettings) -> DmabT
                       e.last_dose + dt.timedelta(days=interval + grace), phase)
 
 
+def on_board(record: PatientRecord, settings: ClinicalSettings, classes: Iterable[str]) -> list[AgentExposure]:
+    """Drugs of `classes` the patient is on: the active ones, plus denosumab whose next
+    dose is due or overdue with no explicit stop. A lapsing denosumab course is still under
+    way (its effect is wearing off, and C-DMAB-DUE/OVERDUE plan the next dose), so cards
+    about a patient "on denosumab" (pregnancy, jaw osteonecrosis, atypical femoral
+    fracture: second-pass 2 and 4) must not fall silent the day the dose falls due."""
+    wanted = set(classes)
+    out = [e for e in record.active_agents(wanted) if not e.oncology_only]
+    dmab = record.medications.get("denosumab")
+    if t.DENOSUMAB in wanted and dmab and dmab not in out and not dmab.oncology_only:
+        timing = denosumab_timing(record, settings)
+        if timing and timing.phase in (DUE, OVERDUE) and denosumab_stop_order(record) is None:
+            out.append(dmab)
+    return out
+
+
 _STOP_WORDS = ("stopped", "discontinu", "stop ", "ceased", "withdrawn", "cancel")
 
 
@@ -673,7 +689,7 @@ __all__ = [
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "oral_bp_days", "long_bp_course", "in_drug_holiday", "baseline_labs_due", "anabolic_options",
-    "current_pregnancy", "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
+    "current_pregnancy", "on_board", "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
     "condition_fact", "FAILURE", "SEVERE", "MEASURED", "UNKNOWN", "RENAL", "GI", "INTOLERANCE", "COMPLICATION",
     "NOT_DUE", "DUE", "OVERDUE",
 ]

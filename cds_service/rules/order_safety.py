@@ -49,6 +49,7 @@ from cds_service.rules.facts import (
     kidney,
     kidney_fact,
     low_calcium,
+    on_board,
     ordered,
 )
 from cds_service.rules.orders import (
@@ -691,9 +692,11 @@ def pregnancy_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
     """C-SAFE-PREGNANCY (critical) on patient-view, second-pass 2: denosumab or a
     bisphosphonate active during a current pregnancy. Stop it; denosumab is not simply
     dropped without a plan (rebound bone loss), so a bone specialist plans what follows
-    (suggested: referral to endocrinology, SNOMED 306278007, V)."""
+    (suggested: referral to endocrinology, SNOMED 306278007, V). Review: denosumab whose
+    next dose is due or overdue counts (facts.on_board), else the card fell silent exactly
+    when C-DMAB-DUE asked for the next dose (Prolia label: contraindicated in pregnancy)."""
     pregnancy = current_pregnancy(record, settings)
-    active = [e for e in record.active_agents(t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB}) if not e.oncology_only]
+    active = on_board(record, settings, t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB})
     if not pregnancy or not active:
         return []
     e = active[0]
