@@ -35,6 +35,7 @@ from cds_service.rules.facts import (
     anabolic_course_end,
     bisphosphonate_since,
     bp_contraindications,
+    current_pregnancy,
     denosumab_stop_order,
     denosumab_timing,
     kidney,
@@ -126,9 +127,12 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     bisphosphonate was given since the last dose or is active (transition done),
     or a new denosumab order was written after the last administration (next dose
     already ordered). Suggests the next 60 mg SC dose; with kidney function below
-    30 or dialysis the dose rides with the PROLIA24 plan (second-pass 2)."""
+    30 or dialysis the dose rides with the PROLIA24 plan (second-pass 2).
+    Quiet in a current pregnancy: "give the next dose" beside C-SAFE-PREGNANCY ("must not
+    be given"; Prolia label: contraindicated in pregnancy) would contradict it; that card
+    carries the rebound warning and the specialist referral."""
     timing = denosumab_timing(record, settings)
-    if timing is None or timing.phase != DUE:
+    if timing is None or timing.phase != DUE or current_pregnancy(record, settings):
         return []
     if denosumab_stop_order(record) or bisphosphonate_since(record, timing.last_dose):
         return []
