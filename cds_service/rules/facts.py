@@ -215,6 +215,26 @@ def calcium(record: PatientRecord, months: float) -> Lab | None:
     return measured
 
 
+def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """Why a one-click high-dose cholecalciferol order must not be offered, as a fact, or
+    None. Dialysis or CKD 4-5: the form and dose of vitamin D belong to nephrology
+    (second-pass 1: no generic cholecalciferol order; KDIGO 2017 CKD-MBD). A calcium above
+    the upper limit or coded hypercalcemia: find its cause (PTH) first; vitamin D raises
+    calcium further (ergocalciferol / cholecalciferol labels: contraindicated in
+    hypercalcemia)."""
+    reading = kidney(record, settings)
+    if reading.band in (FAILURE, SEVERE):
+        return (f"Kidney function severely reduced ({reading.label}): agree vitamin D repletion with nephrology "
+                "(CKD-mineral bone disorder); no generic cholecalciferol order is suggested")
+    ca = calcium(record, settings.lab_max_age_months)
+    hits = record.condition_hits("hypercalcemia")
+    if (ca and ca.value > settings.calcium_upper_mg_dl) or hits:
+        what = ca.fact() if ca and ca.value > settings.calcium_upper_mg_dl else condition_fact(hits[0], "Hypercalcemia")
+        return (f"{what}: high calcium with low vitamin D, find the cause (PTH) before repleting; no vitamin D "
+                "order is suggested")
+    return None
+
+
 def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
     """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
     (default calcium_max_age_months), or an active hypocalcemia Condition. None when neither."""
@@ -685,7 +705,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "oral_bp_days", "long_bp_course", "in_drug_holiday", "baseline_labs_due", "anabolic_options",

@@ -51,6 +51,7 @@ from cds_service.rules.facts import (
     low_calcium,
     on_board,
     ordered,
+    vitamin_d_repletion_hold,
 )
 from cds_service.rules.orders import (
     ENDOCRINOLOGY,
@@ -282,9 +283,14 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
     if not vit_d or vit_d.value >= settings.vitamin_d_deficient_ng_ml:
         return []
     findings = []
+    hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5, high calcium: no D3 order
     for draft, agent in ordered(record, INJECTABLE_ANTIRESORPTIVES):
-        suggestions = ()
-        if draft.reference:
+        suggestions: tuple[Suggestion, ...] = ()
+        if draft.reference and hold:
+            suggestions = (Suggestion(f"Hold the {drug_label(agent)} order until vitamin D is corrected",
+                                      (Action("delete", f"Remove the draft {drug_label(agent)} order until vitamin D "
+                                                        "is replete", resource_id=(draft.reference,)),), True),)
+        elif draft.reference:
             suggestions = (Suggestion(
                 f"Replete vitamin D first: cancel the {drug_label(agent)} order, start cholecalciferol repletion",
                 (Action("delete", f"Remove the draft {drug_label(agent)} order until vitamin D is replete",
@@ -294,7 +300,8 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
                 is_recommended=True),)
         findings.append(Finding(
             "C-VITD-LOW", indicator="warning",
-            facts=(draft_fact(draft, agent), f"{vit_d.fact()} (below {settings.vitamin_d_deficient_ng_ml:g} ng/mL)"),
+            facts=(draft_fact(draft, agent), f"{vit_d.fact()} (below {settings.vitamin_d_deficient_ng_ml:g} ng/mL)",
+                   *((hold,) if hold else ())),
             # Variables of the shared C-VITD-LOW template (patient-view owns its wording).
             variables={
                 "level": "deficient",
