@@ -775,7 +775,15 @@ class _Builder:
         code = res.get("code")
         frac = t.classify_fracture(code)
         if frac:
-            self._add_fracture(frac, when, ref)
+            if frac.code.startswith(HISTORY_FRACTURE_CODES):
+                # A "personal history of (healed) fracture" dates the entry, not the fracture
+                # (EHRs and Synthea fill onset with the day it was noted). Review: Z87.310 noted
+                # on alendronate read as a new fracture on therapy (C-TX-FAILURE), and as a recent
+                # one making the patient very high risk (anabolic-first orders). Undated: it still
+                # counts for the diagnosis (DX-1.2), never as recent or on therapy.
+                self._add_fracture(frac, None, ref)
+            else:
+                self._add_fracture(frac, when, ref)
         self._add_groups(code, when, active, ref)
 
     def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
@@ -1018,6 +1026,9 @@ class _Builder:
             out[agent] = _exposure(agent, tuple(events), self.today)
         return out
 
+
+# Personal history of (healed) osteoporosis fracture (ICD-10-CM Z87.310, V).
+HISTORY_FRACTURE_CODES = ("Z87.31",)
 
 _FRAGILITY_RANK = {UNPROVEN: 0, PROBABLE: 1, FRAGILITY_SPECIFIC: 2}
 
