@@ -565,6 +565,21 @@ def in_drug_holiday(record: PatientRecord, settings: ClinicalSettings) -> bool:
     return True
 
 
+# The LOINC codes C-LAB-BASELINE orders (cards/C-LAB-BASELINE.yaml): per missing lab, and the
+# bone panel it always adds (phosphate, alkaline phosphatase, intact PTH).
+BASELINE_LAB_LOINC = {"eGFR": "98979-8", "serum calcium": "17861-6", "25-OH vitamin D": "62292-8"}
+BASELINE_PANEL_LOINC = ("2777-1", "6768-6", "2731-8")
+
+
+def baseline_lab_orders(record: PatientRecord, settings: ClinicalSettings) -> set[str]:
+    """LOINC codes C-LAB-BASELINE will order on this screen (empty when it does not fire):
+    other cards leave these out so no test is suggested twice."""
+    missing = baseline_labs_due(record, settings)
+    if not missing:
+        return set()
+    return {BASELINE_LAB_LOINC[m] for m in missing if m in BASELINE_LAB_LOINC} | set(BASELINE_PANEL_LOINC)
+
+
 def baseline_labs_due(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """MON-7 / TX-1a: the missing or stale baseline labs when C-LAB-BASELINE fires
     (treatment indicated, not on bone-active therapy or in a holiday), else []."""
@@ -708,7 +723,7 @@ __all__ = [
     "vitamin_d_repletion_hold", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
-    "oral_bp_days", "long_bp_course", "in_drug_holiday", "baseline_labs_due", "anabolic_options",
+    "oral_bp_days", "long_bp_course", "in_drug_holiday", "baseline_labs_due", "baseline_lab_orders", "anabolic_options",
     "current_pregnancy", "on_board", "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
     "condition_fact", "FAILURE", "SEVERE", "MEASURED", "UNKNOWN", "RENAL", "GI", "INTOLERANCE", "COMPLICATION",
     "NOT_DUE", "DUE", "OVERDUE",
