@@ -206,8 +206,12 @@ def test_overdue_suggestions_respect_contraindications():
     renal = fired(record(*dmab_course(230), egfr=32))["C-DMAB-OVERDUE"]
     assert renal.suggestions == ("denosumab",)  # 32 < 35 for both bisphosphonates, >= 30 for calcium check
     assert any("Zoledronic acid not suggested: eGFR 32" in f for f in renal.facts)
-    esoph = fired(record(*dmab_course(230), condition(t.ICD10CM, "K22.2")))["C-DMAB-OVERDUE"]
+    esoph = fired(record(*dmab_course(230), condition(t.ICD10CM, "K22.2"), egfr=60))["C-DMAB-OVERDUE"]
     assert esoph.suggestions == ("denosumab", "zoledronic-acid")
+    # Review: no kidney function on file -> no one-click infusion (Reclast: creatinine clearance first)
+    unknown = fired(record(*dmab_course(230), condition(t.ICD10CM, "K22.2")))["C-DMAB-OVERDUE"]
+    assert unknown.suggestions == ("denosumab",)
+    assert any("Zoledronic acid not suggested: no kidney function in the last 12 months" in f for f in unknown.facts)
     card = cards(record(*dmab_course(230), egfr=60))["C-DMAB-OVERDUE"]
     assert card["indicator"] == "critical" and card["selectionBehavior"] == "at-most-one"
     aln = card["suggestions"][2]["actions"][0]["resource"]
@@ -218,7 +222,7 @@ def test_overdue_suggestions_respect_contraindications():
 # --- stopped denosumab ---------------------------------------------------------
 
 def test_stop_fires_without_bisphosphonate_and_schedules_zoledronate_at_six_months():
-    rec = record(*dmab_course(120, status="stopped"))
+    rec = record(*dmab_course(120, status="stopped"), egfr=60)
     got = fired(rec)
     assert set(got) & DMAB_CARDS == {"C-DMAB-STOP"}
     assert got["C-DMAB-STOP"].variables["zoledronate_date"] == ago(120 - 183)

@@ -65,11 +65,19 @@ def _later_denosumab_order(timing: DmabTiming) -> MedEvent | None:
 # ---------------------------------------------------------------------------
 
 def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: list[str],
-                   key: str = "denosumab") -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
+                   key: str = "denosumab", *, start: bool = False) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
     """The next denosumab dose as (YAML keys, built suggestions). With kidney function
     below egfr_denosumab_ckd (30) or on dialysis the dose rides with the whole PROLIA24
-    plan (second-pass 2): CKD-MBD labs, calcium weekly x 4 then monthly, nephrology."""
+    plan (second-pass 2): CKD-MBD labs, calcium weekly x 4 then monthly, nephrology.
+    `start`: denosumab would be new to the patient; below 30 that is the CKD-MBD work-up
+    and referral first, no dose (as C-TX-DMAB-ALT; PROLIA24: evaluate CKD-MBD before
+    starting, under a CKD-MBD specialist)."""
     reading = kidney(record, settings)
+    if reading.below(settings.egfr_denosumab_ckd) and start:
+        facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT} "
+                     "No denosumab dose is suggested until that work-up is done.")
+        return (), (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab is started",
+                                        after_dose=False),)
     if reading.below(settings.egfr_denosumab_ckd):
         facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT}")
         return (), (prolia24_suggestion(
@@ -81,11 +89,16 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
 
 def zoledronate_blockers(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """Why IV zoledronic acid should not be suggested (SAFE-3, SAFE-4, intolerance, AFF /
-    ONJ). Only actual values count: an unknown kidney function blocks nothing."""
+    ONJ). Review: an unknown kidney function blocks it too, as on C-TX-DMAB-ALT (Reclast
+    label: creatinine clearance before each dose, contraindicated below 35; a one-click
+    infusion with no kidney value met C-SAFE-PREDOSE-LABS at signing)."""
     out = []
     reading = kidney(record, settings)
     if reading.below(settings.egfr_zoledronate_min):
         out.append(kidney_fact(reading, settings.egfr_zoledronate_min, "zoledronic acid"))
+    elif not reading.known:
+        out.append(f"no kidney function in the last {settings.kidney_lab_max_age_months} months (needed before "
+                   "each infusion)")
     low = low_calcium(record, settings)
     if low:
         out.append(low)
@@ -245,7 +258,7 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
         facts.append(f"Oral alendronate not suggested: {'; '.join(oral)}")
     else:
         keys = ("alendronate",)  # ACP23 Rec 3 names a bisphosphonate first
-    dmab_keys, built = denosumab_plan(record, settings, facts)
+    dmab_keys, built = denosumab_plan(record, settings, facts, start=True)
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
                     variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS},
                     suggestions=keys + dmab_keys, extra_suggestions=built)]

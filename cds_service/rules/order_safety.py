@@ -159,7 +159,14 @@ def _renal_variables(record: PatientRecord, agent: str, indicator: str, settings
                      situation: str, advice: str) -> dict[str, str]:
     critical = indicator == "critical"
     brand = t.AGENTS[agent].label_brand or drug_label(agent)
+    reading = kidney(record, settings)
+    aki = record.condition_hits("acute_kidney_injury") if agent == "zoledronic_acid" else []
+    # Review: acute kidney injury with a normal eGFR read "kidney function (eGFR 52) below 35".
+    problem = (f"kidney function ({reading.label}) below {_renal_limit(agent, settings):g} mL/min"
+               if reading.below(_renal_limit(agent, settings)) else
+               f"acute kidney injury ({aki[0].code or 'coded'})" if aki else f"kidney function ({reading.label})")
     return {
+        "kidney_problem": problem,
         "drug": drug_title(agent),
         "drug_name": drug_label(agent),
         "verdict": "contraindicated" if critical else "not recommended",
