@@ -113,3 +113,20 @@ def test_acute_kidney_injury_summary_names_the_injury_not_a_low_egfr(make_app):
     card = _cards(make_app, "c-safe-renal-zoledronate-acute-kidney-injury", "order-sign")["C-SAFE-RENAL"]
     assert "acute kidney injury" in card["summary"].lower()
     assert "below 35" not in card["summary"]
+
+
+def test_glucocorticoid_card_orders_no_calcium_on_dialysis(make_app):
+    """Second-pass 1: no generic calcium carbonate / cholecalciferol on dialysis or CKD 4-5,
+    C-GIOP included (it offered both to a man on dialysis with no other bone card)."""
+    card = _cards(make_app, "review-giop-dialysis-prednisone-10-mg")["C-GIOP"]
+    assert not [r for r in _created(card) if r["resourceType"] == "MedicationRequest"]
+    assert "nephrology" in card["detail"]
+
+
+def test_denosumab_on_dialysis_with_low_calcium_is_held_not_kept(make_app):
+    """C-SAFE-DMAB-CKD offered "keep the denosumab order" beside C-SAFE-HYPOCA's hold
+    (Prolia label: correct hypocalcemia before the dose): with a low calcium, hold only."""
+    cards = _cards(make_app, "review-combo-dialysis-hypoca-vitd-fracture-steroid-dmab-lapsed", "order-sign")
+    for card in (cards["C-SAFE-DMAB-CKD"], cards["C-SAFE-HYPOCA"]):
+        assert card["suggestions"] and all(any(a["type"] == "delete" for a in s["actions"])
+                                           for s in card["suggestions"])

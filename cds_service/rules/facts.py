@@ -216,22 +216,20 @@ def calcium(record: PatientRecord, months: float) -> Lab | None:
 
 
 def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) -> str | None:
-    """Why a one-click high-dose cholecalciferol order must not be offered, as a fact, or
-    None. Dialysis or CKD 4-5: the form and dose of vitamin D belong to nephrology
+    """Why no one-click vitamin D (or calcium) order may be offered, as a fact, or None. Dialysis or CKD 4-5: the form and dose of vitamin D belong to nephrology
     (second-pass 1: no generic cholecalciferol order; KDIGO 2017 CKD-MBD). A calcium above
     the upper limit or coded hypercalcemia: find its cause (PTH) first; vitamin D raises
     calcium further (ergocalciferol / cholecalciferol labels: contraindicated in
     hypercalcemia)."""
     reading = kidney(record, settings)
     if reading.band in (FAILURE, SEVERE):
-        return (f"Kidney function severely reduced ({reading.label}): agree vitamin D repletion with nephrology "
-                "(CKD-mineral bone disorder); no generic cholecalciferol order is suggested")
+        return (f"Kidney function severely reduced ({reading.label}): calcium and the form of vitamin D are agreed "
+                "with nephrology (CKD-mineral bone disorder)")
     ca = calcium(record, settings.lab_max_age_months)
     hits = record.condition_hits("hypercalcemia")
     if (ca and ca.value > settings.calcium_upper_mg_dl) or hits:
         what = ca.fact() if ca and ca.value > settings.calcium_upper_mg_dl else condition_fact(hits[0], "Hypercalcemia")
-        return (f"{what}: high calcium with low vitamin D, find the cause (PTH) before repleting; no vitamin D "
-                "order is suggested")
+        return f"{what}: a high calcium, find its cause (PTH) before giving vitamin D"
     return None
 
 
@@ -473,9 +471,13 @@ def denosumab_stop_order(record: PatientRecord) -> MedEvent | None:
         return None
 
     def explicit(ev: MedEvent) -> bool:
+        if any(w in ev.status_reason for w in ("duplicate", "error", "entered in error")):
+            return False  # an order withdrawn as a duplicate or an error is no decision about the drug
         return ev.status in ("stopped", "cancelled") or any(w in ev.status_reason for w in _STOP_WORDS)
 
-    newest = max(requests, key=lambda ev: (ev.start or dt.date.min, explicit(ev)))
+    # Same day: the dose given beats a cancelled twin (review: a duplicate order entered and
+    # cancelled beside the completed one of that day read as a stop; EHRs do that daily).
+    newest = max(requests, key=lambda ev: (ev.start or dt.date.min, not explicit(ev)))
     if not explicit(newest):
         return None
     # A dose given after the stop date the order carries (its end): the course went on. A

@@ -308,7 +308,7 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
         findings.append(Finding(
             "C-VITD-LOW", indicator="warning",
             facts=(draft_fact(draft, agent), f"{vit_d.fact()} (below {settings.vitamin_d_deficient_ng_ml:g} ng/mL)",
-                   *((hold,) if hold else ())),
+                   *((f"{hold}; no vitamin D order is suggested",) if hold else ())),
             # Variables of the shared C-VITD-LOW template (patient-view owns its wording).
             variables={
                 "level": "deficient",
@@ -342,11 +342,18 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
         known = [lab.fact() for lab in (calcium(record, settings.calcium_max_age_months),
                                         record.lab("pth", settings.lab_max_age_months),
                                         record.lab("vitamin_d", settings.lab_max_age_months)) if lab]
-        built = [prolia24_suggestion("Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly "
-                                     "x 4 then monthly, nephrology", recommended=False)]
+        # Review: with a low calcium on file C-SAFE-HYPOCA (critical) holds the dose; "keep the
+        # order" beside it would contradict it (Prolia label: correct hypocalcemia first).
+        low = low_calcium(record, settings)
+        built = [] if low else [prolia24_suggestion(
+            "Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly x 4 then monthly, "
+            "nephrology", recommended=False)]
         if draft.reference:
+            # with a low calcium C-SAFE-HYPOCA's recheck is the calcium order (one per screen)
+            work_up = tuple(a for a in prolia24_actions(after_dose=False)
+                            if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
             built.insert(0, Suggestion("Hold denosumab: remove the draft; CKD-MBD work-up and nephrology referral first",
-                                       (_delete(draft, agent),) + prolia24_actions(after_dose=False), True))
+                                       (_delete(draft, agent),) + work_up, True))
         findings.append(Finding(
             "C-SAFE-DMAB-CKD", indicator=indicator,
             facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (below {settings.egfr_denosumab_ckd:g})",

@@ -152,7 +152,7 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
         key = "replete" if on_d else "replete-then-maintain"
         hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5, high calcium: no order
         if hold:
-            facts.append(hold)
+            facts.append(f"{hold}; no vitamin D order is suggested")
             variables["headline"] = ("replete with nephrology (dialysis or CKD 4-5)" if kidney(record, settings).band
                                      in (FAILURE, SEVERE) else "calcium is high too: find the cause before repleting")
         return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="warning", suggestions=() if hold else (key,),
