@@ -130,3 +130,14 @@ def test_denosumab_on_dialysis_with_low_calcium_is_held_not_kept(make_app):
     for card in (cards["C-SAFE-DMAB-CKD"], cards["C-SAFE-HYPOCA"]):
         assert card["suggestions"] and all(any(a["type"] == "delete" for a in s["actions"])
                                            for s in card["suggestions"])
+
+
+def test_bisphosphonate_start_card_with_low_calcium_says_so_and_offers_no_order(make_app):
+    """Fosamax label: hypocalcemia is a contraindication. The start card still fires (the
+    osteoporosis needs treating) but says calcium comes first, offers no bisphosphonate
+    order and names the card that would stop it."""
+    card = _cards(make_app, "review-hypoca-ca-8-1-patient-view")["C-TX-BP"]
+    assert "nothing on record against" not in card["detail"]
+    assert "low calcium to correct before an oral bisphosphonate" in card["detail"]
+    assert not [r for r in _created(card) if r["resourceType"] == "MedicationRequest"]
+    assert "No alendronate or risedronate order offered here: Low calcium" in card["detail"]

@@ -142,7 +142,12 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
         "C-TX-BP",
         facts=_facts(record, settings, list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text, "recommendation": recommendation,
-                   "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS},
+                   "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                   # Review: hypocalcemia is a Fosamax contraindication, so "nothing on record against"
+                   # was false beside a low calcium (the order itself is withheld by the engine).
+                   "oral_bp_status": ("a low calcium to correct before an oral bisphosphonate (see below)"
+                                      if low_calcium(record, settings) else
+                                      "nothing on record against an oral bisphosphonate")},
     )]
 
 
