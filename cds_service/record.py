@@ -1050,6 +1050,17 @@ def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fra
                 break
         else:
             events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+    # An undated, site-unspecified "history of osteoporosis fracture" (Z87.310) beside a fracture
+    # on record documents that fracture, not another one (review: it made "2 fragility fractures",
+    # hence very high risk and anabolic-first orders, for one old vertebral fracture).
+    history = [e for e in events if e.date is None and e.site == t.OTHER
+               and all(c.startswith(HISTORY_FRACTURE_CODES) for c in e.codes)]
+    others = [e for e in events if e not in history]
+    if history and others:
+        first = others[0]
+        for h in history:
+            first = _merge_fracture(first, h)
+        events = [first] + others[1:]
     return events
 
 
