@@ -19,15 +19,14 @@ from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord
 from cds_service.rules.base import Finding, Suggestion, rule
 from cds_service.rules.facts import (
-    calcium,
     draft_fact,
     drug_label,
     drug_title,
     kidney,
     last_given,
-    low_calcium,
     months_to_days,
     ordered,
+    predose_labs_missing,
 )
 from cds_service.rules.orders import predose_lab_actions
 from cds_service.rules.settings import ClinicalSettings
@@ -93,11 +92,10 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
     Review: quiet for a zoledronic acid draft contraindicated by kidney function or acute
     kidney injury (no labs before a dose not to be given: C-SAFE-RENAL speaks), and leaves
     the calcium to C-SAFE-DMAB-CKD's plan below 30 (no test ordered twice on one screen)."""
-    months = settings.predose_lab_days / 30.4375
     reading = kidney(record, settings)
-    recent_kidney = bool(reading.coded or any(record.lab(n, months) for n in ("egfr", "creatinine")))
     # Known hypocalcemia: C-SAFE-HYPOCA owns the calcium (one calcium order per screen).
-    recent_calcium = bool(calcium(record, months) or low_calcium(record, settings))
+    no_kidney, no_calcium = predose_labs_missing(record, settings)
+    recent_kidney, recent_calcium = not no_kidney, not no_calcium
     findings = []
     for draft, agent in ordered(record, ("zoledronic_acid", "denosumab")):
         if agent == "zoledronic_acid" and (reading.below(settings.egfr_zoledronate_min)

@@ -24,6 +24,7 @@ from cds_service.record import (
     MedEvent,
     PatientRecord,
     as_written,
+    months_between,
     within_months,
 )
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
@@ -243,6 +244,18 @@ def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float
     if hits:
         return condition_fact(hits[0], "Hypocalcemia")
     return None
+
+
+def predose_labs_missing(record: PatientRecord, settings: ClinicalSettings) -> tuple[bool, bool]:
+    """(kidney function missing, calcium missing) within predose_lab_days before a zoledronic
+    acid or denosumab dose (second-pass 2, C-SAFE-PREDOSE-LABS). Coded kidney failure or
+    dialysis is a known kidney function; a known low calcium is not "missing" (C-SAFE-HYPOCA
+    owns it)."""
+    months = settings.predose_lab_days / 30.4375
+    reading = kidney(record, settings)
+    recent_kidney = bool(reading.coded or any(record.lab(n, months) for n in ("egfr", "creatinine")))
+    recent_calcium = bool(calcium(record, months) or low_calcium(record, settings))
+    return not recent_kidney, not recent_calcium
 
 
 def missing_baseline_labs(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
@@ -588,9 +601,30 @@ def baseline_labs_due(record: PatientRecord, settings: ClinicalSettings) -> list
     a = assess(record, settings)
     if not a.treatable:
         return []
-    if bone_active_therapy(record) or in_drug_holiday(record, settings):
+    # A denosumab course whose dose is due or overdue is treatment under way, not a start
+    # (review: "before starting treatment" beside C-DMAB-OVERDUE; its dose carries the labs).
+    if bone_active_therapy(record) or on_board(record, settings, {t.DENOSUMAB}) or in_drug_holiday(record, settings):
         return []
     return missing_baseline_labs(record, settings)
+
+
+def unexplained_alp(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """A raised alkaline phosphatase (above the result's reference range, flagged high, or
+    above alp_upper_u_l when neither is given) with no explanation on record: no liver
+    disease and no fracture within recent_fracture_months (a healing fracture raises it).
+    Paget disease and bone metastases are contraindications in their own right."""
+    alp = record.lab("alp", settings.lab_max_age_months)
+    if alp is None:
+        return None
+    upper = alp.high if alp.high is not None else settings.alp_upper_u_l
+    if not (alp.value > upper or alp.flag in ("H", "HH", "HU")):
+        return None
+    if record.condition_hits("liver_disease"):
+        return None
+    if any(f.date and months_between(f.date, record.today) <= settings.recent_fracture_months
+           for f in record.fractures):
+        return None
+    return f"{alp.fact()} (above {upper:g} U/L, no liver disease or recent fracture to explain it)"
 
 
 # ---------------------------------------------------------------------------
@@ -605,7 +639,8 @@ PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone"), ("skeletal_malignancy",
 def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple[list[str], list[str]]:
     """TX-4: (anabolic agents that may be suggested, facts on those left out).
     Teriparatide/abaloparatide: not with a SAFE-11 condition or a measured calcium above
-    the upper limit, nor after the 24-month lifetime course (SAFE-10). Romosozumab:
+    the upper limit or an unexplained raised alkaline phosphatase, nor after the 24-month
+    lifetime course (SAFE-10). Romosozumab:
     postmenopausal women only (label), not after MI or stroke within
     mi_stroke_window_months (SAFE-8), not after 12 doses (SAFE-9), not with low calcium.
     Once an anabolic course has ended and no antiresorptive was given since, the next step
@@ -627,6 +662,9 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     ca = calcium(record, settings.lab_max_age_months)
     if ca and ca.value > settings.calcium_upper_mg_dl:
         pth_block.append(ca.fact())
+    alp = unexplained_alp(record, settings)  # review: C-SAFE-ANABOLIC-CONTRA warns on it at signing
+    if alp:
+        pth_block.append(alp)
     pth_months = record.class_exposure_months(t.PTH_ANALOG)
     if pth_block:
         excluded.append(f"Teriparatide/abaloparatide not suggested: {'; '.join(pth_block)}")
@@ -722,11 +760,11 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "oral_bp_days", "long_bp_course", "in_drug_holiday", "baseline_labs_due", "baseline_lab_orders", "anabolic_options",
-    "current_pregnancy", "on_board", "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
+    "current_pregnancy", "on_board", "unexplained_alp", "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
     "condition_fact", "FAILURE", "SEVERE", "MEASURED", "UNKNOWN", "RENAL", "GI", "INTOLERANCE", "COMPLICATION",
     "NOT_DUE", "DUE", "OVERDUE",
 ]

@@ -25,7 +25,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import MedEvent, PatientRecord
-from cds_service.rules.base import Finding, Suggestion, rule
+from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DUE,
     NOT_DUE,
@@ -42,8 +42,9 @@ from cds_service.rules.facts import (
     kidney_fact,
     low_calcium,
     months_to_days,
+    predose_labs_missing,
 )
-from cds_service.rules.orders import PROLIA24_TEXT, denosumab_dose, prolia24_suggestion
+from cds_service.rules.orders import PROLIA24_TEXT, denosumab_dose, predose_lab_actions, prolia24_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -84,6 +85,15 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
             "Give denosumab 60 mg with the CKD-MBD plan: PTH, 25-OH and 1,25-(OH)2 vitamin D, calcium before, "
             "weekly x 4 then monthly; nephrology",
             dose=denosumab_dose("Advanced kidney disease: calcium weekly for 4 weeks, then monthly (Prolia 2024).")),)
+    no_kidney, no_calcium = predose_labs_missing(record, settings)
+    if no_kidney or no_calcium:
+        # Review: a one-click dose with no recent kidney function or calcium met
+        # C-SAFE-PREDOSE-LABS at signing; the labs ride with the dose (Prolia label: correct
+        # hypocalcemia before each dose).
+        return (), (Suggestion("Order the next denosumab 60 mg dose, with the pre-dose labs", (
+            Action("create", "Denosumab 60 mg subcutaneously", resource=denosumab_dose(
+                "Check the pre-dose labs first; repeat every 6 months.")),
+            *predose_lab_actions(kidney=no_kidney, calcium=no_calcium)), True),)
     return (key,), ()
 
 

@@ -51,6 +51,7 @@ from cds_service.rules.facts import (
     low_calcium,
     on_board,
     ordered,
+    unexplained_alp,
     vitamin_d_repletion_hold,
 )
 from cds_service.rules.orders import (
@@ -421,25 +422,6 @@ ANABOLIC_CONTRA_GROUPS = (
 )
 
 
-def _unexplained_alp(record: PatientRecord, settings: ClinicalSettings) -> str | None:
-    """A raised alkaline phosphatase (above the result's reference range, flagged high, or
-    above alp_upper_u_l when neither is given) with no explanation on record: no liver
-    disease and no fracture within recent_fracture_months (a healing fracture raises it).
-    Paget disease and bone metastases are contraindications in their own right."""
-    alp = record.lab("alp", settings.lab_max_age_months)
-    if alp is None:
-        return None
-    upper = alp.high if alp.high is not None else settings.alp_upper_u_l
-    if not (alp.value > upper or alp.flag in ("H", "HH", "HU")):
-        return None
-    if record.condition_hits("liver_disease"):
-        return None
-    if any(f.date and months_between(f.date, record.today) <= settings.recent_fracture_months
-           for f in record.fractures):
-        return None
-    return f"{alp.fact()} (above {upper:g} U/L, no liver disease or recent fracture to explain it)"
-
-
 def _anabolic_contra(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """SAFE-11 facts; second-pass 2 adds a measured corrected calcium above the upper limit
     (not only coded hypercalcemia) and an unexplained raised alkaline phosphatase."""
@@ -451,7 +433,7 @@ def _anabolic_contra(record: PatientRecord, settings: ClinicalSettings) -> list[
     ca = calcium(record, settings.calcium_max_age_months)
     if ca and ca.value > settings.calcium_upper_mg_dl:
         facts.append(f"{ca.fact()} (above {settings.calcium_upper_mg_dl:g} mg/dL)")
-    alp = _unexplained_alp(record, settings)
+    alp = unexplained_alp(record, settings)
     if alp:
         facts.append(alp)
     return facts
@@ -800,7 +782,10 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
     for draft, agent in _antiresorptive_drafts(record.judged_drafts):
         # ordering denosumab gives a dose today: the BP -> denosumab direction is never a transition
         last_dmab = None if agent == "denosumab" else dmab
-        clashing = [e for e in active if _duplicate(agent, today, e.agent, _current_start(e), last_dmab, settings)]
+        # an order for a later day starts then (review: the planned follow-on bisphosphonate,
+        # 6 months after the last denosumab dose, read as starting today)
+        start = draft.planned if draft.planned and draft.planned > today else today
+        clashing = [e for e in active if _duplicate(agent, start, e.agent, _current_start(e), last_dmab, settings)]
         drafted = [(d, a) for d, a in everything if d is not draft and _duplicate(agent, today, a, today, None, settings)]
         if clashing or drafted:
             other = clashing[0].agent if clashing else drafted[0][1]
