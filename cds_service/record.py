@@ -995,6 +995,11 @@ class _Builder:
             return f
         if any(abs((d - f.date).days) <= self.settings.trauma_link_days for d in self.trauma_dates):
             return f
+        # Bone metastases or skeletal malignancy on record: an any-mechanism fracture is more
+        # likely pathological than osteoporotic (review: a hip S-code beside C79.51 made
+        # "osteoporosis, very high risk" and anabolic-first orders; that belongs to oncology).
+        if any(h.active for h in self.conditions.get("skeletal_malignancy", ())):
+            return f
         return dataclasses.replace(f, fragility=PROBABLE)
 
     def _corrected_calcium(self, labs: dict[str, tuple[Lab, ...]]) -> dict[str, tuple[Lab, ...]]:
