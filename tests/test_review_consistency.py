@@ -18,11 +18,24 @@ import datetime as dt
 import pytest
 
 from cds_service import fixtures as fx
+from cds_service.app import create_app
 from cds_service.fhir import terminology as t
+from tests.conftest import TEST_SECRET
 from tests.test_fixture_scenarios import SERVICE_IDS, hook_body
 
 TODAY = dt.date.today()
 EXEMPT = {"C-SAFE-DMAB-CKD"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    """One app for the module (hundreds of fixture calls; no feedback is written, nothing
+    persists between them that a call could see)."""
+    app = create_app({"CDS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('review')}/cds.db",
+                      "CDS_AUTH_REQUIRED": "false", "CDS_PATIENT_HASH_SECRET": TEST_SECRET,
+                      "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4", "CDS_INFO_CARD_BUDGET": "1000"})
+    app.testing = True
+    return app.test_client()
 
 
 def _drug_orders(card):
@@ -48,8 +61,7 @@ def _sign_alone(client, bundle, order):
 
 
 @pytest.mark.parametrize("name", fx.patient_names())
-def test_no_card_offers_an_order_a_critical_card_forbids(make_app, name):
-    client = make_app(CDS_INFO_CARD_BUDGET="1000").test_client()
+def test_no_card_offers_an_order_a_critical_card_forbids(client, name):
     bundle = fx.load_patient(name, today=TODAY)
     hooks = ["patient-view"] + [h for h in ("order-select", "order-sign") if any(fx.expectations(bundle, h))]
     for hook in hooks:
@@ -64,8 +76,7 @@ def test_no_card_offers_an_order_a_critical_card_forbids(make_app, name):
 
 # --- Defects found in the review, each pinned on its edge-case fixture ------------
 
-def _cards(make_app, name, hook="patient-view"):
-    client = make_app(CDS_INFO_CARD_BUDGET="1000").test_client()
+def _cards(client, name, hook="patient-view"):
     bundle = fx.load_patient(name, today=TODAY)
     resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=hook_body(bundle, hook))
     assert resp.status_code == 200
@@ -81,62 +92,62 @@ def _rxnorm(resource):
 
 
 @pytest.mark.parametrize("name", ["review-dialysis-vitd-12", "review-hypercalcemia-vitd-15"])
-def test_no_one_click_vitamin_d_repletion_on_dialysis_or_with_high_calcium(make_app, name):
+def test_no_one_click_vitamin_d_repletion_on_dialysis_or_with_high_calcium(client, name):
     """Second-pass 1: dialysis or CKD 4-5 gets no generic cholecalciferol order (nephrology
     chooses the vitamin D, often activated; C-SUPP-CAVD already says so). Hypercalcemia:
     find its cause before high-dose vitamin D (ergocalciferol / cholecalciferol labels:
     contraindicated in hypercalcemia). The warning still fires."""
-    card = _cards(make_app, name)["C-VITD-LOW"]
+    card = _cards(client, name)["C-VITD-LOW"]
     assert card["indicator"] == "warning"
     assert not [r for r in _created(card) if r["resourceType"] == "MedicationRequest"]
 
 
-def test_overdue_denosumab_offers_no_zoledronic_acid_without_kidney_function(make_app):
+def test_overdue_denosumab_offers_no_zoledronic_acid_without_kidney_function(client):
     """Reclast: creatinine clearance before each dose, contraindicated below 35. As on
     C-TX-DMAB-ALT, zoledronic acid is offered only on a known kidney function."""
-    card = _cards(make_app, "review-dmab-overdue-kidney-unknown")["C-DMAB-OVERDUE"]
+    card = _cards(client, "review-dmab-overdue-kidney-unknown")["C-DMAB-OVERDUE"]
     codes = set().union(*(_rxnorm(r) for r in _created(card)))
     assert "705824" not in codes
     assert "993452" in codes  # the overdue denosumab dose is still offered
 
 
-def test_follow_on_denosumab_start_on_dialysis_is_the_work_up_not_a_dose(make_app):
+def test_follow_on_denosumab_start_on_dialysis_is_the_work_up_not_a_dose(client):
     """Starting denosumab on dialysis (PROLIA24): CKD-MBD work-up and nephrology first,
     as C-TX-DMAB-ALT does; a dose here would meet C-SAFE-DMAB-CKD critical at signing."""
-    card = _cards(make_app, "review-anabolic-follow-on-dialysis")["C-ANABOLIC-FOLLOW-ON"]
+    card = _cards(client, "review-anabolic-follow-on-dialysis")["C-ANABOLIC-FOLLOW-ON"]
     created = _created(card)
     assert not [r for r in created if r["resourceType"] == "MedicationRequest"]
     assert any(r["code"]["coding"][0]["code"] == "306286007" for r in created if r["resourceType"] == "ServiceRequest")
 
 
-def test_acute_kidney_injury_summary_names_the_injury_not_a_low_egfr(make_app):
-    card = _cards(make_app, "c-safe-renal-zoledronate-acute-kidney-injury", "order-sign")["C-SAFE-RENAL"]
+def test_acute_kidney_injury_summary_names_the_injury_not_a_low_egfr(client):
+    card = _cards(client, "c-safe-renal-zoledronate-acute-kidney-injury", "order-sign")["C-SAFE-RENAL"]
     assert "acute kidney injury" in card["summary"].lower()
     assert "below 35" not in card["summary"]
 
 
-def test_glucocorticoid_card_orders_no_calcium_on_dialysis(make_app):
+def test_glucocorticoid_card_orders_no_calcium_on_dialysis(client):
     """Second-pass 1: no generic calcium carbonate / cholecalciferol on dialysis or CKD 4-5,
     C-GIOP included (it offered both to a man on dialysis with no other bone card)."""
-    card = _cards(make_app, "review-giop-dialysis-prednisone-10-mg")["C-GIOP"]
+    card = _cards(client, "review-giop-dialysis-prednisone-10-mg")["C-GIOP"]
     assert not [r for r in _created(card) if r["resourceType"] == "MedicationRequest"]
     assert "nephrology" in card["detail"]
 
 
-def test_denosumab_on_dialysis_with_low_calcium_is_held_not_kept(make_app):
+def test_denosumab_on_dialysis_with_low_calcium_is_held_not_kept(client):
     """C-SAFE-DMAB-CKD offered "keep the denosumab order" beside C-SAFE-HYPOCA's hold
     (Prolia label: correct hypocalcemia before the dose): with a low calcium, hold only."""
-    cards = _cards(make_app, "review-combo-dialysis-hypoca-vitd-fracture-steroid-dmab-lapsed", "order-sign")
+    cards = _cards(client, "review-combo-dialysis-hypoca-vitd-fracture-steroid-dmab-lapsed", "order-sign")
     for card in (cards["C-SAFE-DMAB-CKD"], cards["C-SAFE-HYPOCA"]):
         assert card["suggestions"] and all(any(a["type"] == "delete" for a in s["actions"])
                                            for s in card["suggestions"])
 
 
-def test_bisphosphonate_start_card_with_low_calcium_says_so_and_offers_no_order(make_app):
+def test_bisphosphonate_start_card_with_low_calcium_says_so_and_offers_no_order(client):
     """Fosamax label: hypocalcemia is a contraindication. The start card still fires (the
     osteoporosis needs treating) but says calcium comes first, offers no bisphosphonate
     order and names the card that would stop it."""
-    card = _cards(make_app, "review-hypoca-ca-8-1-patient-view")["C-TX-BP"]
+    card = _cards(client, "review-hypoca-ca-8-1-patient-view")["C-TX-BP"]
     assert "nothing on record against" not in card["detail"]
     assert "low calcium to correct before an oral bisphosphonate" in card["detail"]
     assert not [r for r in _created(card) if r["resourceType"] == "MedicationRequest"]
