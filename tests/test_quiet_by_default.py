@@ -299,3 +299,45 @@ def test_store_down_shows_every_card_rather_than_none(app, monkeypatch):
 
     monkeypatch.setattr(runtime(app).store, "quiet_marks", broken)
     assert INFO_CARD in cards_of(app.test_client(), pv_body(INFO_PATIENT))
+
+
+# --- "New trigger" per card (second-pass 7): what wakes a quieted card, and what does not ---
+
+def _obs(oid, code, value, unit, day, subject):
+    return {"resourceType": "Observation", "id": oid, "status": "final", "subject": {"reference": subject},
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]}, "effectiveDateTime": day,
+            "valueQuantity": {"value": value, "unit": unit}}
+
+
+def _condition(cid, code, day, subject):
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": subject}, "onsetDateTime": day,
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]}}
+
+
+@pytest.mark.parametrize("patient,card_id,same_reason,new_reason", [
+    # a repeat DXA is no new reason to advise exercise; a fall is
+    ("c-exercise-osteopenia-no-spinal-precautions", "C-EXERCISE",
+     lambda s, d: _obs("dxa-new", "38267-1", -1.9, "{T-score}", d, s), lambda s, d: _condition("fall", "Z91.81", d, s)),
+    # a repeat DXA is no new reason for calcium and vitamin D; a new fracture is
+    ("tx-bp-postmenopausal-osteoporosis", "C-SUPP-CAVD",
+     lambda s, d: _obs("dxa-new", "38267-1", -2.8, "{T-score}", d, s), lambda s, d: _condition("vfx", "S32.010A", d, s)),
+    # a re-recorded smoking status is no new reason to repeat the advice; a new alcohol diagnosis is
+    ("c-lifestyle-smoker-osteoporosis", "C-LIFESTYLE",
+     lambda s, d: {**_obs("smoke-new", "72166-2", 0, "", d, s), "valueQuantity": None,
+                   "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "449868002"}]}},
+     lambda s, d: _condition("alc", "F10.10", d, s)),
+    # on treatment: a normal calcium wakes nothing, a new low one is the new trigger
+    ("c-mon-ontx-low-calcium-on-denosumab", "C-MON-ONTX",
+     lambda s, d: _obs("egfr-new", "98979-8", 70, "mL/min/{1.73_m2}", d, s),
+     lambda s, d: _obs("ca-new", "17861-6", 7.9, "mg/dL", d, s)),
+])
+def test_each_card_wakes_on_its_own_new_trigger(make_app, patient, card_id, same_reason, new_reason):
+    app = make_app(CDS_INFO_CARD_BUDGET="1000")
+    client = app.test_client()
+    body = pv_body(patient)
+    subject = f"Patient/{body['context']['patientId']}"
+    send_feedback(client, cards_of(client, body)[card_id], "overridden")
+    age_feedback(app, 10, cards_too=True)  # the fixture's own data is older than that
+    yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
+    assert card_id not in cards_of(client, pv_body(patient, extra=[same_reason(subject, yesterday)]))
+    assert card_id in cards_of(client, pv_body(patient, extra=[new_reason(subject, yesterday)]))

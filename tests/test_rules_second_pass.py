@@ -453,10 +453,10 @@ def test_short_fes_i_and_dietitian_thresholds():
     short = {"resourceType": "Observation", "id": "sf", "status": "final", "effectiveDateTime": ago(20),
              "code": {"text": "Short FES-I total"}, "valueInteger": 11}
     card = cards(record(short, obs("39156-5", 20, 19.9, "kg/m2")))["C-EXERCISE"]
-    assert "Fear of falling is on record" in card["detail"] and "dietitian" in str(card["suggestions"])
+    assert "**Fear of falling** on record" in card["detail"] and "dietitian" in str(card["suggestions"])
     low_concern = dict(short, valueInteger=10)
     card = cards(record(low_concern, obs("39156-5", 20, 20, "kg/m2")))["C-EXERCISE"]
-    assert "Fear of falling is on record" not in card["detail"] and "dietitian" not in str(card.get("suggestions"))
+    assert "**Fear of falling** on record" not in card["detail"] and "dietitian" not in str(card.get("suggestions"))
 
 
 def test_label_links_and_override_reasons():

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from cds_service.card_render import load_card
 from cds_service import card_render, engine
 from cds_service.fhir import terminology as t
 from cds_service.record import build_record
@@ -135,7 +136,7 @@ def test_dmab_alt_gi_problem_adds_zoledronate_only_with_known_egfr_35_or_more():
     assert zol["dosageInstruction"][0]["timing"]["repeat"] == {"frequency": 1, "period": 1, "periodUnit": "a"}
     # eGFR unknown: zoledronic acid waits for a value (the card says so)
     unknown = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, conditions=[stricture]))
-    assert "not offered until kidney function is known" in unknown.variables["zoledronate_note"]
+    assert "not offered until it is known" in unknown.variables["zoledronate_note"]
     assert unknown.suggestions == ()  # and no injection before the baseline labs (kidney function unknown)
     # GI problem and eGFR 34: two problems, renal rules zoledronic acid out
     renal = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(34), conditions=[stricture]))
@@ -160,7 +161,8 @@ def test_dmab_alt_intolerance_kinds():
 
 def test_dmab_alt_advanced_ckd_note_and_prolia24_work_up_instead_of_an_order():
     finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(25)))
-    assert "fatal hypocalcemia" in finding.variables["ckd_note"] and "CKD-MBD" in finding.variables["ckd_note"]
+    assert "severe hypocalcemia" in finding.variables["ckd_note"] and "CKD-mineral bone disorder" in finding.variables["ckd_note"]
+    assert "1,25-(OH)2 vitamin D" in load_card("C-TX-DMAB-ALT")["guidance"]  # the full plan, one click away
     assert finding.suggestions == ()  # no one-click denosumab below 30 (PROLIA24)
     (plan,) = finding.extra_suggestions
     codes = {a.resource["code"]["coding"][0]["code"] for a in plan.actions}
