@@ -805,7 +805,15 @@ class _Builder:
         code = res.get("code")
         frac = t.classify_fracture(code)
         if frac:
-            self._add_fracture(frac, when, ref)
+            if frac.code.startswith(HISTORY_FRACTURE_CODES):
+                # A "personal history of (healed) fracture" dates the entry, not the fracture
+                # (EHRs and Synthea fill onset with the day it was noted). Review: Z87.310 noted
+                # on alendronate read as a new fracture on therapy (C-TX-FAILURE), and as a recent
+                # one making the patient very high risk (anabolic-first orders). Undated: it still
+                # counts for the diagnosis (DX-1.2), never as recent or on therapy.
+                self._add_fracture(frac, None, ref)
+            else:
+                self._add_fracture(frac, when, ref)
         self._add_groups(code, when, active, ref)
 
     def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
@@ -1049,6 +1057,11 @@ class _Builder:
             return f
         if any(abs((d - f.date).days) <= self.settings.trauma_link_days for d in self.trauma_dates):
             return f
+        # Bone metastases or skeletal malignancy on record: an any-mechanism fracture is more
+        # likely pathological than osteoporotic (review: a hip S-code beside C79.51 made
+        # "osteoporosis, very high risk" and anabolic-first orders; that belongs to oncology).
+        if any(h.active for h in self.conditions.get("skeletal_malignancy", ())):
+            return f
         return dataclasses.replace(f, fragility=PROBABLE)
 
     def _corrected_calcium(self, labs: dict[str, tuple[Lab, ...]]) -> dict[str, tuple[Lab, ...]]:
@@ -1081,6 +1094,9 @@ class _Builder:
         return out
 
 
+# Personal history of (healed) osteoporosis fracture (ICD-10-CM Z87.310, V).
+HISTORY_FRACTURE_CODES = ("Z87.31",)
+
 _FRAGILITY_RANK = {UNPROVEN: 0, PROBABLE: 1, FRAGILITY_SPECIFIC: 2}
 
 
@@ -1101,6 +1117,17 @@ def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fra
                 break
         else:
             events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+    # An undated, site-unspecified "history of osteoporosis fracture" (Z87.310) beside a fracture
+    # on record documents that fracture, not another one (review: it made "2 fragility fractures",
+    # hence very high risk and anabolic-first orders, for one old vertebral fracture).
+    history = [e for e in events if e.date is None and e.site == t.OTHER
+               and all(c.startswith(HISTORY_FRACTURE_CODES) for c in e.codes)]
+    others = [e for e in events if e not in history]
+    if history and others:
+        first = others[0]
+        for h in history:
+            first = _merge_fracture(first, h)
+        events = [first] + others[1:]
     return events
 
 
@@ -1354,6 +1381,12 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
             kind = "pt_referral"
     classes = frozenset(t.AGENTS[a].drug_class for a in agents)
     return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res, _planned(res))
+
+
+def draft_order(res: Any) -> DraftOrder | None:
+    """One order resource as a selected draft (None if unreadable): for judging a
+    suggested order as if it were being signed (engine.withhold_vetoed_orders)."""
+    return _draft(res, None)
 
 
 _SUPPLY_UNIT_DAYS = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30, "month": 30, "months": 30}

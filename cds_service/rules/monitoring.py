@@ -37,6 +37,7 @@ from cds_service.rules.facts import (
     glucocorticoid_use,
     in_drug_holiday,
     lab_facts,
+    vitamin_d_repletion_hold,
 )
 
 
@@ -362,8 +363,12 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     if not recent_dxa and not dxa_elsewhere and not ordered_dxa:
         keys.append("dxa")
     on_supplements = all((e := record.medications.get(a)) and e.active for a in ("calcium", "vitamin_d"))
+    hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5 or high calcium (second-pass 1)
     if not on_supplements and not bone_indication(record, settings):
-        keys.append("calcium-vitamin-d")
+        if hold:
+            facts.append(f"{hold}; no calcium or vitamin D order is suggested")
+        else:
+            keys.append("calcium-vitamin-d")
     if risk == "moderate" and not on_drug and not bp_problems(record, settings):
         keys.append("alendronate")
     if on_drug:

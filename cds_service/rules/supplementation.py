@@ -22,7 +22,15 @@ import dataclasses
 
 from cds_service.rules.base import NO_TRIGGER, Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, assess
-from cds_service.rules.facts import FAILURE, SEVERE, bone_indication, calcium, current_pregnancy, kidney
+from cds_service.rules.facts import (
+    FAILURE,
+    SEVERE,
+    bone_indication,
+    calcium,
+    current_pregnancy,
+    kidney,
+    vitamin_d_repletion_hold,
+)
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -177,7 +185,13 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
                                "denosumab (risk of hypocalcemia)")
         # Already on a daily supplement: add the repletion course only, not a second daily order.
         key = "replete" if on_d else "replete-then-maintain"
-        return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="warning", suggestions=(key,), variables=variables)]
+        hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5, high calcium: no order
+        if hold:
+            facts.append(f"{hold}; no vitamin D order is suggested")
+            variables["headline"] = ("replete with nephrology (dialysis or CKD 4-5)" if kidney(record, settings).band
+                                     in (FAILURE, SEVERE) else "calcium is high too: find the cause before repleting")
+        return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="warning", suggestions=() if hold else (key,),
+                        variables=variables)]
     variables["level"] = "insufficient"
     variables["headline"] = f"below the {target} ng/mL target; check intake and recheck"
     variables["status"] = (f"between {threshold} and {target} ng/mL: below the AACE 2020 target of at least {target} "

@@ -9,6 +9,7 @@ keeps at most one drug-start card (anabolic > denosumab-alt > BP).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from cds_service.fhir import terminology as t
@@ -32,6 +33,7 @@ from cds_service.rules.facts import (
     RENAL,
     BpProblem,
     anabolic_options,
+    baseline_lab_orders,
     baseline_labs_due,
     bone_active_therapy,
     bp_contraindications,
@@ -130,7 +132,12 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
         "C-TX-BP",
         facts=_facts(record, settings, list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text, "recommendation": recommendation,
-                   "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS},
+                   "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                   # Review: hypocalcemia is a Fosamax contraindication, so "nothing on record against"
+                   # was false beside a low calcium (the order itself is withheld by the engine).
+                   "oral_bp_status": ("a low calcium to correct before an oral bisphosphonate (see below)"
+                                      if low_calcium(record, settings) else
+                                      "nothing on record against an oral bisphosphonate")},
     )]
 
 
@@ -179,16 +186,30 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     else:
         zol_note = "Zoledronic acid is not offered: the intolerance is not known to be limited to the oral route."
     variables["zoledronate_note"] = zol_note
+    # Baseline labs missing (C-LAB-BASELINE orders them): no injection yet, and no test ordered
+    # twice on one screen (DESIGN "quiet by default"). Calcium and vitamin D must be known and
+    # corrected before denosumab or zoledronic acid (Prolia, Reclast labels; TX-8).
+    baseline = baseline_lab_orders(record, settings)
     if reading.below(settings.egfr_denosumab_ckd):
-        variables["ckd_note"] = ("**eGFR below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk. "
-                                 "Work up CKD-mineral bone disorder with nephrology first (suggested below); no "
-                                 "denosumab order until then.")
+        variables["ckd_note"] = ("**eGFR below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk: "
+                                 "CKD-mineral bone disorder work-up with nephrology before any denosumab.")
+        variables["zoledronate_note"] = ""  # below 30 the CKD note speaks; zoledronic acid is out below 35 anyway
+        work_up = prolia24_suggestion("CKD-mineral bone disorder work-up and nephrology referral before denosumab",
+                                      after_dose=False)
+        work_up = dataclasses.replace(work_up, actions=tuple(
+            a for a in work_up.actions if not (a.resource and _loinc(a.resource) in baseline)))
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
-                        extra_suggestions=(prolia24_suggestion(
-                            "CKD-mineral bone disorder work-up and nephrology referral before denosumab",
-                            after_dose=False),))]
+                        extra_suggestions=(work_up,))]
+    if baseline:
+        facts += ("No injection ordered yet: baseline labs first (see the baseline-labs card)",)
+        return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=())]
     return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables,
                     suggestions=("denosumab", "zoledronic-acid") if zoledronate else ("denosumab",))]
+
+
+def _loinc(resource) -> str | None:
+    codings = ((resource.get("code") or {}).get("coding") or [{}])
+    return codings[0].get("code") if codings[0].get("system") == t.LOINC else None
 
 
 @rule("patient-view")
