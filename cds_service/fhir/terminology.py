@@ -788,3 +788,46 @@ CURRENT_SMOKER_SNOMED = frozenset({"77176002", "449868002", "428061000124105",
 NON_SMOKER_SNOMED = frozenset({"8517006", "266919005", "266927001"})
 
 FRAX_TEXT = "frax"
+
+
+# ---------------------------------------------------------------------------
+# Care already on record (second-pass section 7: an info card only when
+# something is to be done). Read from the value-set files, not from tables
+# here: each kind is the id of its value set.
+# ---------------------------------------------------------------------------
+
+PT_CARE = "order-physical-therapy"
+EXERCISE_CARE = "order-exercise-programme"
+OT_CARE = "order-occupational-therapy"
+FALL_ASSESSMENT_CARE = "order-fall-risk-assessment"
+SMOKING_CESSATION_CARE = "order-smoking-cessation"
+DIETITIAN_CARE = "order-dietitian"
+DXA_CARE = "order-dxa"
+CARE_KINDS = (PT_CARE, EXERCISE_CARE, OT_CARE, FALL_ASSESSMENT_CARE, SMOKING_CESSATION_CARE, DIETITIAN_CARE,
+              DXA_CARE)
+# Visits (Encounter.type) that count: the prefetch asks only for these.
+VISIT_CARE_KINDS = (PT_CARE, EXERCISE_CARE, OT_CARE)
+
+
+def care_kinds(*concepts: Any) -> frozenset[str]:
+    """The CARE_KINDS a ServiceRequest, Procedure or Encounter records, by code
+    or, failing that, by the value set's text-match names."""
+    from cds_service.fhir import valuesets
+
+    terms = valuesets.active()
+    found: set[str] = set()
+    for concept in concepts:
+        found |= terms.concepts_in(concept) & set(CARE_KINDS)
+        text = concept_text(concept)
+        if text:
+            found |= {kind for kind in CARE_KINDS if kind not in found and any_name_in(terms.names(kind), text)}
+    return frozenset(found)
+
+
+def visit_type_codes() -> tuple[str, ...]:
+    """`system|code` of the visit kinds (SNOMED CT and CPT: what Encounter.type carries)."""
+    from cds_service.fhir import valuesets
+
+    terms = valuesets.active()
+    return tuple(sorted(f"{system}|{code}" for kind in VISIT_CARE_KINDS for system in (SNOMED, CPT)
+                        for code in terms.codes(kind, system)))

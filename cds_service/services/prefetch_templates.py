@@ -4,7 +4,10 @@ They ask for exactly what the rules read: the Patient; DXA, FRAX, lab,
 smoking and fall-risk Observations by LOINC code (creatinine, weight, BMI, ALP
 and pregnancy tests under a key of their own); Conditions; bone-drug and supplement exposure
 (MedicationRequest, MedicationAdministration, MedicationStatement); the
-patient's Procedures (DXA, bariatric surgery, dialysis, recent operations).
+patient's Procedures (DXA, bariatric surgery, dialysis, recent operations);
+and the care already arranged that keeps an info card quiet (second-pass 7):
+ServiceRequests (PT, exercise, occupational-therapy, fall-risk, smoking-cessation,
+dietitian and DXA orders) and PT, exercise or occupational-therapy visits.
 The user Practitioner is not asked for: no rule needs it.
 
 Every search is keyed on the context patient and asks for PAGE_SIZE results
@@ -40,6 +43,11 @@ PREFETCH: dict[str, str] = {
     # Every Procedure: besides DXA and bariatric surgery the rules read dialysis (kidney
     # reading) and any recent operation (massage safety), and operations have no short code list.
     "procedures": f"Procedure?patient={PATIENT}&{COUNT}",
+    # Care already arranged (second-pass 7): every order of the patient (few, and referrals
+    # are often coded by text only), and only the visits of the kinds that count: a chart
+    # holds hundreds of encounters, almost none of them therapy.
+    "serviceRequests": f"ServiceRequest?patient={PATIENT}&{COUNT}",
+    "encounters": f"Encounter?patient={PATIENT}&type={','.join(t.visit_type_codes())}&{COUNT}",
 }
 
 # Without these the rules would decide on a false picture (e.g. "no bone drug"
