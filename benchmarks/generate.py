@@ -284,7 +284,7 @@ def patient_view_request(n: int, *, seed: int = 1, today: dt.date | None = None)
         prefetch[key] = _bundle([make(maker, i) for i in range(count)])
     # Keys the EHR searched and found nothing for: every key the service asks
     # for is answered, as an EHR does (a missing one would be fetched or logged).
-    for key in ("medicationStatements", "fractureFindings"):
+    for key in ("medicationStatements", "fractureFindings", "serviceRequests", "encounters"):
         prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": 0}
     return {
         "hook": "patient-view",

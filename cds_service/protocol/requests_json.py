@@ -158,7 +158,8 @@ def _members_lost(raw: bytes, body: Any) -> bool:
     object in the strict parser)."""
     if b"\\u003" in raw and (b"\\u003a" in raw or b"\\u003A" in raw):
         return True  # undecided: let the strict parser count
-    kept = _colons(body, levels=4)  # body > prefetch > Bundle > entry
+    # In pieces (body > prefetch > Bundle > entry) only where a whole copy would weigh.
+    kept = _colons(body, levels=4 if len(raw) > 1 << 20 else 0)
     return kept is None or raw.count(b":") != kept
 
 
