@@ -4,7 +4,7 @@ In-process (the same app, settings and rotating patients as run.py):
 
     py-spy record -r 500 -f raw -o /tmp/pv100.txt -- \
         .venv/bin/python -m benchmarks.profile_calls --size 100 --seconds 20
-    python -m benchmarks.profile_calls --summarise /tmp/pv100.txt
+    python -m benchmarks.profile_calls --summarise /tmp/pv100.txt [--parts]
 
 Under the production server (gunicorn, 2 workers, wrk -c4 for --seconds),
 sampling every worker:
@@ -109,6 +109,47 @@ def summarise(paths: list[str], top: int, within: str) -> str:
     return "\n".join(lines)
 
 
+# Where a sample goes: the first of these found in its stack, innermost
+# first, names its part of the call (the order settles nesting: the veto
+# check runs inside the rules, card rendering inside both).
+PARTS = (
+    ("read_json_object", "strict JSON parse"),
+    ("validate_hook_request", "schema check"),
+    ("resolve_prefetch", "prefetch check"),
+    ("build_record", "build_record (record.py)"),
+    ("quiet_marks", "quieting lookup (database)"),
+    ("record_cards", "issued-cards insert (database)"),
+    ("withhold_vetoed_orders", "rules: suggested orders judged by order-sign rules"),
+    ("finish_cards", "finishing cards (prune, uuids, validation)"),
+    ("card_render.py", "rendering cards"),
+    ("run_rules", "rules"),
+    ("jsonify", "writing the answer"),
+    ("Logger.", "logging"),
+    ("_log_request", "logging and metrics"),
+)
+
+
+def parts(paths: list[str], within: str) -> str:
+    """Shares of the samples within `within` by part of the call (PARTS)."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit() or within not in stack:
+                continue
+            frames = stack.split(";")
+            part = "the rest: web framework, server, sockets"
+            for needle, name in PARTS:
+                if any(needle in frame for frame in frames):
+                    part = name
+                    break
+            counts[part] += int(count)
+            total += int(count)
+    return "\n".join([f"{total} samples within {within}"]
+                     + [f"{100 * n / total:5.1f} %  {name}" for name, n in counts.most_common()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=100)
@@ -117,10 +158,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second (--server)")
     parser.add_argument("--out", default="/tmp/cds-profile", help="--server: py-spy raw output prefix")
     parser.add_argument("--summarise", nargs="+", metavar="RAW", help="summarise py-spy raw files")
+    parser.add_argument("--parts", action="store_true", help="--summarise: shares by part of the call")
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--within", default="Flask.wsgi_app", help="--summarise: count stacks holding this")
     args = parser.parse_args()
-    if args.summarise:
+    if args.summarise and args.parts:
+        print(parts(args.summarise, args.within))
+    elif args.summarise:
         print(summarise(args.summarise, args.top, args.within))
     elif args.server:
         profile_server(args.size, args.seconds, Path(args.out), args.rate)

@@ -232,8 +232,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Server worker processes (each loads its own app and database pool).",
             check=checks.at_least(1)),
     Setting("threads", "CDS_THREADS", _int, 4,
-            "Requests one worker process works on at once; more wait their turn (a connection still "
-            "sending its request does not count).",
+            "Requests one worker process works on at once, of which at most one long chart (a body over "
+            "1 MiB); more wait their turn (a connection still sending its request does not count).",
             check=checks.at_least(1)),
     Setting("worker_connections", "CDS_WORKER_CONNECTIONS", _int, 100,
             "Connections one worker holds open at once (idle keep-alive and slow senders included); "
