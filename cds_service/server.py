@@ -141,10 +141,17 @@ def _recycle_connection(limit: int) -> Callable[[Any, Any], None]:
     the worker that accepted it, so a client holding a small keep-alive pool
     could otherwise keep one worker busy while the other idles (issue 15); the
     client reconnects, and a busy gevent worker cannot accept while it
-    computes, so the new connection goes to the idler one."""
+    computes, so the new connection goes to the idler one. A long chart (a
+    body over LARGE_BODY_BYTES) closes its connection at once: a few such
+    calls take seconds, long before the limit is reached, and reconnecting
+    costs nothing beside them."""
+    from .gunicorn_worker import LARGE_BODY_BYTES
 
     def pre_request(worker: Any, req: Any) -> None:
         if limit and req.req_number >= limit:
+            req.must_close = True
+        elif any(name == "CONTENT-LENGTH" and value.isdigit() and int(value) > LARGE_BODY_BYTES
+                 for name, value in req.headers):
             req.must_close = True
 
     return pre_request

@@ -208,7 +208,8 @@ def test_at_most_threads_requests_are_inside_the_app_at_once(tmp_path):
 
 def test_at_most_one_long_chart_is_inside_the_app_at_once(tmp_path):
     """Large bodies take turns (a parsed chart is several times its size in
-    memory); small ones still share the CDS_THREADS slots."""
+    memory) and close their connection; small ones still share the
+    CDS_THREADS slots."""
     from cds_service.gunicorn_worker import LARGE_BODY_BYTES
 
     proc, port = _serve(STAND_IN, tmp_path, CDS_WORKERS="1", CDS_THREADS="2")
@@ -220,6 +221,16 @@ def test_at_most_one_long_chart_is_inside_the_app_at_once(tmp_path):
 
         with ThreadPoolExecutor(4) as pool:
             assert max(pool.map(hold, [LARGE_BODY_BYTES + 1] * 4)) == 1
+        # ... and do not keep their connection: the next one may go to the other worker.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/hold", body=b"x" * (LARGE_BODY_BYTES + 1), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        assert response.getheader("Connection") == "close"
+        conn.request("POST", "/hold", body=b"x" * 1000, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()  # a new connection: http.client reopens it
+        response.read()
+        assert response.getheader("Connection") == "keep-alive"
         with ThreadPoolExecutor(4) as pool:
             assert max(pool.map(hold, [1000] * 4)) == 2
     finally:
