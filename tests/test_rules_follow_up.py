@@ -243,6 +243,15 @@ def test_stop_fires_without_bisphosphonate_and_schedules_zoledronate_at_six_mont
     assert zol["dosageInstruction"][0]["timing"]["event"] == [ago(120 - 183)]
 
 
+def test_stop_summary_names_only_the_bisphosphonates_offered():
+    assert cards(record(*dmab_course(120, status="stopped"), egfr=60))["C-DMAB-STOP"]["summary"].endswith(
+        "plan zoledronic acid or alendronate")
+    # Kidney function 32: below 35 for both zoledronic acid and alendronate.
+    card = cards(record(*dmab_course(120, status="stopped"), egfr=32))["C-DMAB-STOP"]
+    assert card["summary"].endswith("no bisphosphonate possible: continue denosumab or refer")
+    assert "zoledronic" not in card["summary"] and not card.get("suggestions")
+
+
 def test_stop_in_the_due_window_replaces_due_and_overdue_replaces_stop():
     # second-pass 3: a completed order is a dose given, never a stop: the course is due
     assert set(fired(record(*dmab_course(200, status="completed")))) & DMAB_CARDS == {"C-DMAB-DUE"}

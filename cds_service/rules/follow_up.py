@@ -118,6 +118,12 @@ def zoledronate_blockers(record: PatientRecord, settings: ClinicalSettings) -> l
     return out
 
 
+def follow_on_plan(zoledronate: bool, alendronate: bool, otherwise: str) -> str:
+    """The follow-on a summary names: only the drugs actually offered."""
+    drugs = [name for name, offered in (("zoledronic acid", zoledronate), ("alendronate", alendronate)) if offered]
+    return f"plan {' or '.join(drugs)}" if drugs else otherwise
+
+
 def bisphosphonate_keys(record: PatientRecord, settings: ClinicalSettings, facts: list[str],
                         zoledronate_key: str = "zoledronic-acid") -> list[str]:
     """Bisphosphonate suggestions that are not contraindicated on record."""
@@ -237,8 +243,11 @@ def denosumab_stop(record: PatientRecord, today: dt.date, settings: ClinicalSett
         zol_day = today
     facts.append("No bisphosphonate started or planned after denosumab")
     keys = bisphosphonate_keys(record, settings, facts, zoledronate_key="zoledronic-acid-scheduled")
+    plan = follow_on_plan("zoledronic-acid-scheduled" in keys, "alendronate" in keys,
+                          "no bisphosphonate possible: continue denosumab or refer")
     return [Finding("C-DMAB-STOP", facts=tuple(facts),
-                    variables={"zoledronate_date": zol_day.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS},
+                    variables={"zoledronate_date": zol_day.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                               "plan": plan},
                     suggestions=tuple(keys))]
 
 
@@ -269,8 +278,19 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     else:
         keys = ("alendronate",)  # ACP23 Rec 3 names a bisphosphonate first
     dmab_keys, built = denosumab_plan(record, settings, facts, start=True)
+    if keys:
+        start, suggested = "start alendronate or denosumab", (
+            "alendronate 70 mg weekly (denosumab 60 mg every 6 months is the alternative, for example when an "
+            "oral bisphosphonate is not suitable)")
+    elif kidney(record, settings).below(settings.egfr_denosumab_ckd):
+        start, suggested = "plan denosumab with nephrology", (
+            "denosumab, started only after a CKD-MBD work-up with nephrology (an oral bisphosphonate is not "
+            "suitable here)")
+    else:
+        start, suggested = "start denosumab", "denosumab 60 mg every 6 months (an oral bisphosphonate is not suitable here)"
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
-                    variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS},
+                    variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                               "start": start, "suggested": suggested},
                     suggestions=keys + dmab_keys, extra_suggestions=built)]
 
 

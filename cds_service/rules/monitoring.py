@@ -375,7 +375,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
     elif risk == "high":
         treatment = ("**Risk is high: treat**, an anabolic agent first or an antiresorptive, chosen with the "
-                     "patient; the treatment card carries the order.")
+                     "patient (no drug order here: the choice is the clinician's).")
     elif risk == "moderate":
         treatment = ("**Risk is moderate: treat**: a bisphosphonate, denosumab or a PTH analog, chosen with the "
                      "patient; alendronate 70 mg weekly is offered below.")
