@@ -30,7 +30,6 @@ from cds_service.rules.facts import (
     COMPLICATION,
     GI,
     ORAL_BP_INSTRUCTIONS,
-    RENAL,
     BpProblem,
     anabolic_options,
     baseline_lab_orders,
@@ -197,11 +196,11 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     if zoledronate:
         zol_note = (f"Oral-route problem only, kidney function {settings.egfr_zoledronate_min:g} or more: "
                     "**zoledronic acid 5 mg IV once yearly** is an alternative (AACE 2020).")
+    elif reading.below(settings.egfr_zoledronate_min):
+        zol_note = f"Zoledronic acid: contraindicated below {settings.egfr_zoledronate_min:g} (Reclast label)."
     elif only_gi:
         zol_note = (f"Zoledronic acid needs kidney function of {settings.egfr_zoledronate_min:g} or more from the "
                     f"last {settings.kidney_lab_max_age_months} months: not offered until it is known.")
-    elif any(p.kind == RENAL for p in problems):
-        zol_note = f"Zoledronic acid: contraindicated below {settings.egfr_zoledronate_min:g} (Reclast label)."
     else:
         zol_note = "Zoledronic acid is not offered: the intolerance is not known to be limited to the oral route."
     variables["zoledronate_note"] = zol_note
