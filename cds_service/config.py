@@ -214,7 +214,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "CDS_LOG_LEVEL", _log_level, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)."),
     Setting("extra_valuesets_dir", "CDS_EXTRA_VALUESETS_DIR", _str, "",
             "Folder of extra FHIR ValueSet files adding a site's local codes to the shipped value sets "
-            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). Empty: shipped sets only.",
+            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). The reader and the "
+            "prefetch templates both use them, so the discovery document changes with the site's codes. "
+            "Empty: shipped sets only.",
             probe=checks.extra_valuesets),
     # Production server (`cds-service serve`, gunicorn); see cds_service/server.py.
     Setting("host", "CDS_HOST", _str, "127.0.0.1",
