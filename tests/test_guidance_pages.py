@@ -63,7 +63,12 @@ def test_unknown_card_is_a_json_404(client):
 def _chromium() -> str:
     found = os.environ.get("CDS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        pytest.fail("no chromium: `apt-get install -y chromium` (.ci/run does it) or set CDS_CHROMIUM")
+        # The README's test command must run on a machine with only Python; CI
+        # (.ci/run installs chromium and sets CDS_REQUIRE_BROWSER) never skips this.
+        message = "no chromium: `apt-get install -y chromium` (.ci/run does it) or set CDS_CHROMIUM"
+        if os.environ.get("CDS_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
     return found
 
 
