@@ -5,9 +5,14 @@ looks at the few fields it needs, tolerantly. A resource whose reader raises
 is skipped and counted (`skipped`, ids only). A missing value stays None or
 absent ("unknown"); it is never turned into an abnormal one.
 
-What each reader reads is declared in one place (WANTS, below), from the
-value sets: to read new codes of a type already read, add their value set to
-that type's line; to read a new type, add a `_read_<Type>` method to _Builder.
+Which resources are read is decided first, from the resource type and its
+codes alone (WANTS, below): a resource no reader wants is dropped before any
+work on it (patient binding, dates, quantities, text; so another patient's
+resource that no rule reads is dropped without being counted as ignored).
+Free text is matched only for resources none of whose codes is known. To read
+a new resource type, add a `_read_<Type>` method to _Builder and a line to
+WANTS; to read new codes of a type already read, add their value set to that
+line.
 
 Units (brief section 1) come from the value sets' `lab-unit` extensions:
 25-OH vitamin D ng/mL, calcium mg/dL, albumin g/dL, creatinine mg/dL, FRAX
@@ -74,16 +79,16 @@ class Want:
     every resource of the type is read."""
 
     sets: tuple[str, ...] = ()
-    where: Callable[[Mapping[str, Any]], Iterable[Any]] = lambda res: (res.get("code"),)
+    where: Callable[[Mapping[str, Any]], tuple[Any, ...]] = lambda res: (res.get("code"),)
     names: Callable[[str], bool] | None = None
 
 
-def _observation_concepts(res: Mapping[str, Any]) -> Iterator[Any]:
-    yield res.get("code")
-    yield res.get("valueCodeableConcept")
-    for comp in res.get("component") or ():
-        if isinstance(comp, dict):
-            yield comp.get("code")
+def _observation_concepts(res: Mapping[str, Any]) -> tuple[Any, ...]:
+    components = res.get("component")
+    if not components or not isinstance(components, list):
+        return res.get("code"), res.get("valueCodeableConcept")
+    return (res.get("code"), res.get("valueCodeableConcept"),
+            *(c.get("code") for c in components if isinstance(c, dict)))
 
 
 def medication_concept(res: Mapping[str, Any]) -> Any:
@@ -120,16 +125,73 @@ WANTS: dict[str, Want] = {
 def wanted(resource: Mapping[str, Any]) -> frozenset[str] | None:
     """The value sets (of its type's WANTS line) that a resource's codes are in; an empty
     set for a resource wanted whole or by name; None when no reader wants it."""
-    want = WANTS.get(resource["resourceType"], READ_ALL)
-    if not want.sets:
-        return frozenset()
-    concepts = tuple(want.where(resource))
-    found = frozenset(v for concept in concepts for v in t.concepts_of(concept) if v.startswith(want.sets))
-    if found:
+    return _codes().wanted(resource)
+
+
+class _CodeMemo:
+    """(resource type, system, code) -> the type's WANTS value sets holding the code: one
+    dict read per coding once warm. One per set of active value sets (create_app may
+    configure a site's); bounded, since requests carry arbitrary codes."""
+
+    LIMIT = 50_000
+
+    def __init__(self, terminology: Any) -> None:
+        self.terminology = terminology
+        self.memo: dict[tuple[str, str, str], frozenset[str]] = {}
+
+    def sets_of(self, rtype: str, concept: Any) -> frozenset[str]:
+        """The value sets of `rtype`'s WANTS line that the codings of a CodeableConcept are in."""
+        if not isinstance(concept, dict):
+            return _NONE
+        found = _NONE
+        for coding in concept.get("coding") or ():
+            if not isinstance(coding, dict):
+                continue
+            code, system = coding.get("code"), coding.get("system")
+            if not isinstance(code, str):
+                continue
+            key = (rtype, system if isinstance(system, str) else str(system or ""), code)
+            hit = self.memo.get(key)
+            if hit is None:
+                prefixes = WANTS.get(rtype, READ_ALL).sets
+                hit = frozenset(v for v in self.terminology.concepts_for(key[1], code) if v.startswith(prefixes))
+                if len(self.memo) >= self.LIMIT:
+                    self.memo.clear()
+                self.memo[key] = hit
+            if hit:
+                found = found | hit if found else hit
         return found
-    if want.names is not None and want.names(" | ".join(t.concept_text(c) for c in concepts)):
-        return frozenset()
-    return None
+
+    def wanted(self, resource: Mapping[str, Any]) -> frozenset[str] | None:
+        rtype = resource["resourceType"]
+        want = WANTS.get(rtype, READ_ALL)
+        if not want.sets:
+            return _NONE
+        concepts = want.where(resource)
+        found = _NONE
+        for concept in concepts:
+            hit = self.sets_of(rtype, concept)
+            if hit:
+                found = found | hit if found else hit
+        if found:
+            return found
+        if want.names is not None and want.names(" | ".join(t.concept_text(c) for c in concepts)):
+            return _NONE
+        return None
+
+
+_NONE: frozenset[str] = frozenset()
+_memo: list[_CodeMemo] = []
+
+
+def _codes() -> _CodeMemo:
+    """The code memo of the active value sets (a new one when they change)."""
+    active = t.terms()
+    current = _memo[0] if _memo else None
+    if current is None or current.terminology is not active:
+        current = _CodeMemo(active)
+        _memo[:] = [current]
+    return current
 
 
 # ---------------------------------------------------------------------------
@@ -466,7 +528,14 @@ def parse_date(value: Any) -> dt.date | None:
     (a year-only onset is read as 1 January: older, so rules stay quiet)."""
     if not isinstance(value, str):
         return None
-    m = _DATE_RE.match(value.strip())
+    value = value.strip()
+    # The usual full date (or dateTime) first, by C code; anything else by the pattern.
+    if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            pass
+    m = _DATE_RE.match(value)
     if not m:
         return None
     try:
@@ -633,6 +702,7 @@ class _Builder:
         self.surgeries: list[Surgery] = []
         self.cancelled: list[MedEvent] = []
         self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
+        self.codes = _codes()
 
     # --- dispatch -----------------------------------------------------------
     def add(self, resource: Any) -> None:
@@ -647,16 +717,18 @@ class _Builder:
         if reader is None:
             return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
         try:
-            found = wanted(resource)
+            found = self.codes.wanted(resource)
         except Exception:  # noqa: BLE001 - e.g. a code that is a list: unreadable, as in a reader
             self.skipped.append(key)
             return
+        if found is None:
+            return  # nothing any rule reads: dropped before binding, dates and values
         if self.binding is not None:
             reason = self.binding.reason_to_ignore(resource)
             if reason is not None:
                 self.ignored.append((key, reason))
                 return
-        self.found = found or frozenset()
+        self.found = found
         try:
             reader(resource)
         except Exception:  # noqa: BLE001 - tolerant reader: one bad resource never fails the call
@@ -703,7 +775,7 @@ class _Builder:
 
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
                            ref: str, res: Mapping[str, Any]) -> None:
-        sets = sorted(v for v in t.concepts_of(concept) if v.startswith(OBSERVATION_SETS))
+        sets = sorted(v for v in self.codes.sets_of("Observation", concept) if not v.startswith(FRACTURE_SETS))
         qty = _quantity(holder.get("valueQuantity"))
         if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
             qty = (float(holder["valueInteger"]), "")

@@ -152,7 +152,7 @@ def condition_groups(concept: Any) -> list[str]:
 
 def condition_names_in(text: str) -> bool:
     """Does free text name any condition group? (The reader's test for an uncoded diagnosis.)"""
-    return any_name_in(_tables().condition_names, text)
+    return bool(text) and _tables().names_found("condition", text)
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def classify_medication(concept: Any) -> DrugMatch:
 
 def drug_names_in(text: str) -> bool:
     """Does free text name any agent? (The reader's test for an uncoded medication.)"""
-    return any_name_in(_tables().agent_names, text)
+    return bool(text) and _tables().names_found("agent", text)
 
 
 # ---------------------------------------------------------------------------
@@ -430,9 +430,10 @@ SCORE_WORDS = ("t-score", "z-score")
 
 def observation_names_in(text: str) -> bool:
     """Does an Observation's name say something read by name (FRAX, FES-I, a T- or Z-score)?"""
-    return bool(text) and (any(w in text for w in SCORE_WORDS) or any_name_in(_tables().observation_names, text))
+    return bool(text) and (any(w in text for w in SCORE_WORDS) or _tables().names_found("observation", text))
 
 
+@functools.lru_cache(maxsize=512)
 def _unit_key(unit: str) -> str:
     """One spelling per unit: "µmol/L", "umol/l", "micromol/L" and "[IU]/L" vs "IU/L" are one each."""
     key = unit.replace(" ", "").lower().replace("[", "").replace("]", "")
@@ -498,6 +499,11 @@ class _Tables:
         self._units: dict[str, dict[str, float]] = {}
         self.groups_cached = functools.lru_cache(maxsize=2048)(self.groups)
         self.drugs_cached = functools.lru_cache(maxsize=2048)(self.drugs)
+        patterns = {"condition": _names_pattern(self.condition_names), "agent": _names_pattern(self.agent_names),
+                    "observation": _names_pattern(self.observation_names)}
+        # (kind, text) -> does the text hold a name: charts repeat the same few texts.
+        self.names_found = functools.lru_cache(maxsize=4096)(
+            lambda kind, text: patterns[kind].search(text) is not None)
 
     def unit_factors(self, value_set: str) -> dict[str, float]:
         factors = self._units.get(value_set)
