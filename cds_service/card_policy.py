@@ -11,6 +11,12 @@ selection.
   newer than the day the card acted on was issued (rules.base.trigger_date).
 - Budget: of the info cards left, at most `info_budget`, highest value first
   (rules.catalogue.VALUE_TIERS); warning and critical cards always pass.
+- Routine cards (calcium and vitamin D, exercise, falls, lifestyle) take
+  turns: at most `routine_budget` per chart open, none while a drug decision
+  or a test card is shown (BATES03: one thing at a time; the decision cards
+  name the routine care in their text), and which one goes first rotates by
+  day. A held routine card comes back at a later chart open, since nothing
+  was done. A routine budget at or above the info budget turns this off.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 
 from cds_service.rules.base import INDICATORS, Finding, trigger_date
-from cds_service.rules.catalogue import value_rank
+from cds_service.rules.catalogue import is_routine, value_rank
 from cds_service.store import QuietMark
 
 QUIETED, OVER_BUDGET = "quieted", "over_budget"
@@ -30,6 +36,7 @@ QUIETED, OVER_BUDGET = "quieted", "over_budget"
 class CardPolicy:
     quiet: Mapping[str, QuietMark] = dataclasses.field(default_factory=dict)
     info_budget: int | None = None  # None: no budget (order hooks, tests of the rules)
+    routine_budget: int | None = None  # routine-tier cards per chart open; None: no separate limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +56,18 @@ def is_quieted(finding: Finding, indicator: str, mark: QuietMark | None, today: 
     return trigger is None or trigger <= mark.issued_on
 
 
+def _routine_turns(info: list[Finding], today: dt.date) -> list[Finding]:
+    """Routine cards take turns by day: the one first in line changes from one
+    day to the next, so a card nobody acts on never keeps the others off the
+    screen for good (a card acted on is quieted and leaves the line)."""
+    routine = [f for f in info if is_routine(f.card_id)]
+    if len(routine) < 2:
+        return info
+    turn = today.toordinal() % len(routine)
+    rotated = iter(routine[turn:] + routine[:turn])
+    return [next(rotated) if is_routine(f.card_id) else f for f in info]
+
+
 def apply(findings: list[Finding], today: dt.date, policy: CardPolicy,
           indicator_of: Callable[[Finding], str]) -> tuple[list[Finding], list[Held]]:
     """(findings shown, in order, and those held back). `findings` come
@@ -62,8 +81,21 @@ def apply(findings: list[Finding], today: dt.date, policy: CardPolicy,
             shown.append(f)
     info = sorted((f for f in shown if indicator_of(f) == "info"), key=lambda f: value_rank(f.card_id))
     if policy.info_budget is None:
-        keep = info
-    else:
-        keep = info[:policy.info_budget]
-        held += [Held(f.card_id, OVER_BUDGET) for f in info[policy.info_budget:]]
+        return [f for f in shown if indicator_of(f) != "info"] + info, held
+    keep: list[Finding] = []
+    # A routine budget at or above the info budget lets routine cards compete on value alone.
+    routine_left = policy.routine_budget if (policy.routine_budget or 0) < policy.info_budget else None
+    if routine_left is not None:
+        info = _routine_turns(info, today)
+    for f in info:
+        routine = is_routine(f.card_id)
+        if routine and routine_left is not None:
+            if routine_left <= 0 or any(not is_routine(k.card_id) for k in keep):
+                held.append(Held(f.card_id, OVER_BUDGET))
+                continue
+            routine_left -= 1
+        if len(keep) < policy.info_budget:
+            keep.append(f)
+        else:
+            held.append(Held(f.card_id, OVER_BUDGET))
     return [f for f in shown if indicator_of(f) != "info"] + keep, held

@@ -155,6 +155,28 @@ def _built_suggestion(s: Suggestion, patient_id: str | None, today: dt.date) -> 
     return {"label": s.label, "isRecommended": s.is_recommended, "actions": actions}
 
 
+def suggestion_orders(finding: Finding, *, patient_id: str | None,
+                      today: dt.date) -> list[tuple[tuple[str, Any], list[dict[str, Any]]]]:
+    """The resources each of a finding's suggestions would create, as
+    [(("key", yaml key) or ("extra", index), [resource, ...])]. A suggestion whose
+    template does not render is left out (render() drops it too)."""
+    out: list[tuple[tuple[str, Any], list[dict[str, Any]]]] = []
+    card = load_card(finding.card_id)
+    variables = {"today": today.isoformat(), "patient_id": patient_id or ""}
+    variables.update({k: str(v) for k, v in finding.variables.items()})
+    by_key = {s.get("key"): s for s in card.get("suggestions") or ()}
+    for key in finding.suggestions if finding.suggestions is not None else list(by_key):
+        try:
+            specs = [a for a in (by_key[key].get("actions") or ()) if a.get("type") in ("create", "update")]
+            out.append((("key", key), [_action(a, card, finding, variables, patient_id, today)["resource"]
+                                       for a in specs]))
+        except (KeyError, CardTemplateError):
+            continue
+    for i, s in enumerate(finding.extra_suggestions):
+        out.append((("extra", i), [dict(a.resource) for a in s.actions if a.type in ("create", "update") and a.resource]))
+    return out
+
+
 def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: bool = False) -> dict[str, Any] | None:
     """One Finding -> one card dict. Non-strict: a broken template logs the
     card id and returns None (or drops just the broken suggestion)."""
@@ -234,5 +256,5 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
     return out
 
 
-__all__ = ["RULES_SYSTEM", "OVERRIDE_REASON_SYSTEM", "render", "load_card", "card_ids", "data_dir",
+__all__ = ["RULES_SYSTEM", "OVERRIDE_REASON_SYSTEM", "render", "suggestion_orders", "load_card", "card_ids", "data_dir",
            "validate_resource", "prepare_resource", "CardTemplateError", "Action", "Suggestion"]

@@ -348,8 +348,9 @@ def evaluate_bundle(path: str, hook: str, today: dt.date, every_card: bool = Fal
     settings = load_settings()
     # As the service answers a first chart open: the info budget applies (unless
     # every_card), no feedback has quieted anything.
-    budget = settings.info_card_budget if hook == "patient-view" and not every_card else None
-    policy = CardPolicy(info_budget=budget)
+    budget = hook == "patient-view" and not every_card
+    policy = CardPolicy(info_budget=settings.info_card_budget if budget else None,
+                        routine_budget=settings.routine_card_budget if budget else None)
     call = HookCall(service_id=service.id, hook=hook, hook_instance=body["hookInstance"],
                     context=body["context"], prefetch=body["prefetch"], today=today, settings=settings,
                     policy=policy)
@@ -362,7 +363,8 @@ def evaluate_bundle(path: str, hook: str, today: dt.date, every_card: bool = Fal
         drafts = f", {len(body['context']['draftOrders']['entry'])} draft order(s)"
     held = ""
     if outcome.held:
-        held = (f" | held back by the info budget (CDS_INFO_CARD_BUDGET={settings.info_card_budget}): "
+        held = (f" | held back by the info budget (CDS_INFO_CARD_BUDGET={settings.info_card_budget}, "
+                f"CDS_ROUTINE_CARD_BUDGET={settings.routine_card_budget}): "
                 + ", ".join(h.card_id for h in outcome.held))
     header = (f"{Path(path).name} | {hook} | patient {body['context']['patientId']} | {when}{drafts} | "
               f"{len(cards)} card(s){held}")

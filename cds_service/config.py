@@ -167,6 +167,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Most info cards per patient-view, highest value first (README, \"Quiet by default\"); "
             "warning and critical cards are never dropped.",
             check=checks.at_least(0)),
+    Setting("routine_card_budget", "CDS_ROUTINE_CARD_BUDGET", _int, 1,
+            "Most routine info cards (calcium and vitamin D, exercise, falls, lifestyle) per patient-view, "
+            "shown only when no drug-decision or test card is; the others wait for a later chart open "
+            "(README, \"Quiet by default\"). At or above CDS_INFO_CARD_BUDGET: routine cards compete on "
+            "value alone.",
+            check=checks.at_least(0)),
     Setting("retention_days", "CDS_RETENTION_DAYS", _int, 730,
             "`cds-service purge` deletes issued cards and feedback older than this many days "
             "(at least the longest quiet period).",
@@ -302,6 +308,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recent_surgery_weeks", "CDS_RECENT_SURGERY_WEEKS", _int, 12,
             "Surgery this many weeks ago or less is a post-surgical site for massage and manual therapy.",
             check=checks.at_least(0)),
+    Setting("done_within_months", "CDS_DONE_WITHIN_MONTHS", _int, 12,
+            "Care on record this many months ago or less counts as done and keeps its information card quiet: "
+            "a physical-therapy or exercise referral or visit, a fall-risk assessment and its follow-up, a "
+            "smoking-cessation referral, a DXA order (README, \"Quiet by default\").",
+            check=checks.at_least(1)),
 )
 
 
@@ -359,11 +370,13 @@ class Settings:
     zoledronate_min_interval_months: int = 11
     dmab_min_interval_months: int = 5
     recent_surgery_weeks: int = 12
+    done_within_months: int = 12
     # Quiet by default (feedback quieting, card budget, retention).
     patient_hash_secret: str = dataclasses.field(default="", repr=False)
     quiet_info_days: int = 180
     quiet_warning_days: int = 30
     info_card_budget: int = 2
+    routine_card_budget: int = 1
     retention_days: int = 730
     extra_valuesets_dir: str = ""
 

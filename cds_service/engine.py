@@ -4,7 +4,9 @@ Policy (DESIGN "quiet by default"): one card per card id (the most severe
 finding wins), at most one drug-start card (C-TX-ANABOLIC > C-TX-DMAB-ALT >
 C-TX-BP, brief TX-4: "do not also fire a separate TX-1 card") and none beside
 a course card (denosumab due/overdue/stop, anabolic follow-on), cards ordered
-critical, warning, info. Then, when a CardPolicy is given (the hook calls),
+critical, warning, info. No card offers an osteoporosis-drug order that a
+critical order-time safety card would stop (withhold_vetoed_orders). Then, when
+a CardPolicy is given (the hook calls),
 quieting by feedback and the info-card budget (cds_service.card_policy).
 A rule that raises is logged by name and skipped, so
 one broken rule never hides the others (strict=True re-raises, for tests).
@@ -19,7 +21,8 @@ from typing import Any
 
 from cds_service import card_policy, card_render, metrics
 from cds_service.logs import error_fields
-from cds_service.record import PatientRecord
+from cds_service.fhir import terminology as t
+from cds_service.record import PatientRecord, draft_order
 from cds_service.rules.base import INDICATORS, Finding, rules_for
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
@@ -30,6 +33,10 @@ DRUG_START_CARDS = ("C-TX-ANABOLIC", "C-TX-DMAB-ALT", "C-TX-BP")  # first wins
 # next denosumab dose, the follow-on after an anabolic): a "start therapy"
 # card beside them would contradict them, so they silence the drug-start cards.
 COURSE_CARDS = ("C-DMAB-DUE", "C-DMAB-OVERDUE", "C-DMAB-STOP", "C-ANABOLIC-FOLLOW-ON")
+# A critical order-time card that is part of the plan, not a veto: C-SAFE-DMAB-CKD
+# keeps a denosumab course under way with the PROLIA24 plan (second-pass 2: the plan
+# "rides on" C-DMAB-DUE/OVERDUE), and offers "keep the order and add the plan" itself.
+NOT_A_VETO = frozenset({"C-SAFE-DMAB-CKD"})
 
 
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
@@ -44,7 +51,74 @@ def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: Clinic
             # Type and place only: the exception's text may quote patient data.
             log.error("rule %s failed (hook %s); skipped", getattr(rule, "__name__", rule), hook,
                       extra=error_fields(exc))
-    return select(findings)
+    return withhold_vetoed_orders(select(findings), record, today, settings, strict=strict)
+
+
+def _vetoes(resource: dict[str, Any], record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+            strict: bool) -> list[Finding]:
+    """The critical order-sign findings an osteoporosis-drug order would meet if it
+    were signed on its own today (none for any other resource)."""
+    draft = draft_order(resource)
+    if draft is None or not (draft.drug_classes & t.OSTEOPOROSIS_DRUG_CLASSES):
+        return []
+    trial = dataclasses.replace(record, drafts=(draft,))
+    found = []
+    for rule in rules_for("order-sign"):
+        try:
+            found += [f for f in rule(trial, today, settings)
+                      if _indicator(f) == "critical" and f.card_id not in NOT_A_VETO]
+        except Exception as exc:
+            if strict:
+                raise
+            log.error("rule %s failed judging a suggested order; skipped", getattr(rule, "__name__", rule),
+                      extra=error_fields(exc))
+    return found
+
+
+def _veto_fact(drugs: list[str], veto: Finding, record: PatientRecord, today: dt.date) -> str:
+    card = card_render.render(veto, patient_id=record.patient_id, today=today)
+    why = "; ".join(f for f in veto.facts if not f.startswith("Draft order"))
+    named = drugs[0] if len(drugs) == 1 else f"{', '.join(drugs[:-1])} or {drugs[-1]}"
+    return (f"No {named} order offered here: {card['summary'] if card else veto.card_id}"
+            + (f" ({why})" if why else ""))
+
+
+def withhold_vetoed_orders(findings: list[Finding], record: PatientRecord, today: dt.date,
+                           settings: ClinicalSettings, *, strict: bool = False) -> list[Finding]:
+    """Clinical review of the second pass: cards must not contradict each other. A
+    suggestion that would create an osteoporosis-drug order meeting a critical
+    order-time card (C-SAFE-PREGNANCY, C-SAFE-HYPOCA, C-SAFE-RENAL for zoledronic acid,
+    C-SAFE-ROMO-CV; labels: Prolia, Fosamax, Reclast, Evenity) is dropped, and the
+    card's facts say why: e.g. a drug-start or denosumab-due card beside a pregnancy or
+    a low calcium. Judged by the order-sign rules themselves, so the two can never
+    disagree; the card still fires with its advice."""
+    out = []
+    for finding in findings:
+        drop_keys: set[str] = set()
+        drop_extra: set[int] = set()
+        vetoed: dict[str, tuple[Finding, list[str]]] = {}  # veto card id -> (its finding, drugs it stops)
+        for (kind, ident), resources in card_render.suggestion_orders(finding, patient_id=record.patient_id,
+                                                                       today=today):
+            for resource in resources:
+                vetoes = _vetoes(resource, record, today, settings, strict)
+                if vetoes:
+                    (drop_keys if kind == "key" else drop_extra).add(ident)
+                    draft = draft_order(resource)
+                    drug = draft.agents[0].replace("_", " ") if draft and draft.agents else "drug"
+                    drugs = vetoed.setdefault(vetoes[0].card_id, (vetoes[0], []))[1]
+                    if drug not in drugs:
+                        drugs.append(drug)
+                    break
+        notes = [_veto_fact(drugs, veto, record, today) for veto, drugs in vetoed.values()]
+        if notes:
+            keys = finding.suggestions if finding.suggestions is not None else tuple(
+                s.get("key") for s in card_render.load_card(finding.card_id).get("suggestions") or ())
+            finding = dataclasses.replace(
+                finding, facts=tuple(dict.fromkeys(finding.facts + tuple(notes))),
+                suggestions=tuple(k for k in keys if k not in drop_keys),
+                extra_suggestions=tuple(s for i, s in enumerate(finding.extra_suggestions) if i not in drop_extra))
+        out.append(finding)
+    return out
 
 
 def _severity(finding: Finding) -> int:

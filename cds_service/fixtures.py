@@ -26,6 +26,10 @@ FIXTURE_SYSTEM = "https://github.com/osteoporosis-cds/fixtures"
 ANCHOR_SYSTEM = FIXTURE_SYSTEM + "/anchor-date"
 EXPECT_SYSTEM = FIXTURE_SYSTEM + "/expect-card"
 FORBID_SYSTEM = FIXTURE_SYSTEM + "/forbid-card"
+# "Care up to date" on a hook (code: the hook): everything due is done, so no
+# info card may fire there (second-pass section 7: info cards only when
+# something is to be done now).
+UP_TO_DATE_SYSTEM = FIXTURE_SYSTEM + "/care-up-to-date"
 
 # prefetch key (cds_service.services.prefetch_templates) -> resource type
 PREFETCH_TYPES = {
@@ -35,6 +39,8 @@ PREFETCH_TYPES = {
     "medicationAdministrations": "MedicationAdministration",
     "medicationStatements": "MedicationStatement",
     "procedures": "Procedure",
+    "serviceRequests": "ServiceRequest",  # placed orders only: drafts go to draftOrders
+    "encounters": "Encounter",
 }
 
 _DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})((?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)$")
@@ -137,6 +143,11 @@ def expected_indicators(bundle: dict[str, Any], hook: str) -> dict[str, str]:
         if parts[0] == hook and len(parts) == 3:
             out[parts[1]] = parts[2]
     return out
+
+
+def care_up_to_date(bundle: dict[str, Any], hook: str) -> bool:
+    """True when the fixture says its care is up to date on `hook` (no info card)."""
+    return hook in _tags(bundle, UP_TO_DATE_SYSTEM)
 
 
 CONTEXT_ONLY_SYSTEM = "https://github.com/osteoporosis-cds/fixtures/context-only"

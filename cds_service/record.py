@@ -118,6 +118,10 @@ WANTS: dict[str, Want] = {
     "MedicationRequest": _MEDICATION,
     "MedicationAdministration": _MEDICATION,
     "MedicationStatement": _MEDICATION,
+    # Care already arranged (second-pass 7): orders and visits of the `order-*` kinds.
+    "ServiceRequest": Want(("order-",), lambda res: (res.get("code"), res.get("performerType")), t.care_names_in),
+    "Encounter": Want(("order-",), lambda res: (*(res.get("type") if isinstance(res.get("type"), list) else ()),
+                                                res.get("serviceType")), t.care_names_in),
 }
 # A type with a `_read_<Type>` method and no line here is read whole (READ_ALL).
 
@@ -252,7 +256,7 @@ class Fracture:
 
 @dataclasses.dataclass(frozen=True)
 class ConditionHit:
-    group: str         # key of terminology.CONDITION_VALUE_SETS
+    group: str         # a `condition-*` value set as a group name (terminology.group_of)
     date: dt.date | None  # onset (or recorded / performed date)
     active: bool
     code: str
@@ -313,6 +317,27 @@ class Surgery:
 
 
 @dataclasses.dataclass(frozen=True)
+class CareEvent:
+    """Care on record that may already answer an info card (second-pass 7): an
+    order or referral (ServiceRequest), a procedure done, a visit (Encounter)."""
+
+    kind: str             # terminology.CARE_KINDS: the value set it matched, e.g. "order-physical-therapy"
+    date: dt.date | None  # order date, performed date or visit start (a booked future visit: today)
+    source: str           # ServiceRequest / Procedure / Encounter
+    ref: str
+
+    def fact(self) -> str:
+        what = {"ServiceRequest": "ordered", "Procedure": "done", "Encounter": "visit"}.get(self.source, "on record")
+        return f"{CARE_LABELS.get(self.kind, self.kind)} {what} on {_d(self.date)}"
+
+
+CARE_LABELS = {t.PT_CARE: "Physical therapy", t.EXERCISE_CARE: "Exercise programme",
+               t.OT_CARE: "Occupational therapy", t.FALL_ASSESSMENT_CARE: "Fall-risk assessment",
+               t.SMOKING_CESSATION_CARE: "Smoking-cessation support", t.DIETITIAN_CARE: "Dietitian",
+               t.DXA_CARE: "DXA"}
+
+
+@dataclasses.dataclass(frozen=True)
 class MedEvent:
     """One medication resource, as exposure to one agent."""
 
@@ -327,6 +352,7 @@ class MedEvent:
     oncology: bool
     status_reason: str = ""    # lower-cased text of statusReason (e.g. intolerance); never logged
     daily_mg: float | None = None  # glucocorticoids: prednisone-equivalent mg/day from the dosage, if readable
+    supply_end: dt.date | None = None  # MedicationRequest: last day its dispenses cover (expectedSupplyDuration x fills)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,6 +434,7 @@ class PatientRecord:
     # an implausible value or a future date (cds_service.plausibility). Never quoted in a card.
     ignored: tuple[tuple[str, str], ...] = ()
     deceased: bool = False              # Patient.deceased[x] says so: no cards at all
+    care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
 
     @property
     def ignored_counts(self) -> dict[str, int]:
@@ -501,6 +528,12 @@ class PatientRecord:
         (e.g. teriparatide + abaloparatide for the PTH-analog 24-month limit)."""
         intervals = [iv for e in self.exposures([drug_class]) for iv in _event_intervals(e.events, self.today)]
         return _merged_days(intervals) / 30.4375
+
+    def care_done(self, kinds: Iterable[str], months: float, *, since: dt.date | None = None) -> list[CareEvent]:
+        """Care of these kinds on record within `months` (and on or after `since`), oldest first."""
+        wanted = set(kinds)
+        return [c for c in self.care if c.kind in wanted and within_months(c.date, self.today, months)
+                and (since is None or (c.date is not None and c.date >= since))]
 
     @property
     def judged_drafts(self) -> list[DraftOrder]:
@@ -701,6 +734,7 @@ class _Builder:
         self.fall_concern: list[FallConcern] = []
         self.surgeries: list[Surgery] = []
         self.cancelled: list[MedEvent] = []
+        self.care: list[CareEvent] = []
         self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
         self.codes = _codes()
 
@@ -892,7 +926,15 @@ class _Builder:
         code = res.get("code")
         frac = t.classify_fracture(code)
         if frac:
-            self._add_fracture(frac, when, ref)
+            if _history_code(frac.code):
+                # A "personal history of (healed) fracture" dates the entry, not the fracture
+                # (EHRs and Synthea fill onset with the day it was noted). Review: Z87.310 noted
+                # on alendronate read as a new fracture on therapy (C-TX-FAILURE), and as a recent
+                # one making the patient very high risk (anabolic-first orders). Undated: it still
+                # counts for the diagnosis (DX-1.2), never as recent or on therapy.
+                self._add_fracture(frac, None, ref)
+            else:
+                self._add_fracture(frac, when, ref)
         self._add_groups(code, when, active, ref)
 
     def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
@@ -923,10 +965,43 @@ class _Builder:
         self._add_groups(code, when, True, ref)
         if t.is_surgery(code, res.get("category")):
             self.surgeries.append(Surgery(when, (t.concept_text(code).split(" | ") or ["surgery"])[0] or "surgery", ref))
+        self._add_care(t.care_kinds(code) - {t.DXA_CARE}, when, res)  # a DXA done is a DXA date (above)
+
+    # --- Care on record: orders, referrals, visits (second-pass 7) ------------
+    def _add_care(self, kinds: Iterable[str], when: dt.date | None, res: Mapping[str, Any]) -> None:
+        for kind in sorted(kinds):
+            self.care.append(CareEvent(kind, when, res["resourceType"], _ref(res)))
+
+    def _booked(self, day: dt.date | None) -> dt.date | None:
+        """A date that may lie ahead (an order's occurrence, a booked visit): from today on it
+        counts as today, the day the care was arranged by at the latest."""
+        return min(day, self.today) if day else None
+
+    def _read_ServiceRequest(self, res: Mapping[str, Any]) -> None:
+        if res.get("status") in ("draft", "entered-in-error", "revoked"):
+            return  # not placed, or withdrawn: nothing was arranged
+        kinds = t.care_kinds(res.get("code"), *(res.get("performerType") and [res["performerType"]] or []))
+        if not kinds:
+            return
+        authored = parse_date(res.get("authoredOn"))
+        if authored is not None and not self._date_ok(authored, _ref(res)):
+            return
+        period = res.get("occurrencePeriod")
+        when = authored or self._booked(_first_date(res.get("occurrenceDateTime"), _period_start(period)))
+        self._add_care(kinds, when, res)
+
+    def _read_Encounter(self, res: Mapping[str, Any]) -> None:
+        if res.get("status") in ("cancelled", "entered-in-error"):
+            return
+        types = res.get("type") if isinstance(res.get("type"), list) else []
+        kinds = t.care_kinds(*types, res.get("serviceType"))
+        if kinds:
+            self._add_care(kinds, self._booked(_first_date(_period_start(res.get("period")))), res)
 
     # --- Medications --------------------------------------------------------
     def _add_med(self, res: Mapping[str, Any], status: str, start: dt.date | None, end: dt.date | None,
-                 dose_date: dt.date | None, into: list[MedEvent] | None = None) -> None:
+                 dose_date: dt.date | None, into: list[MedEvent] | None = None,
+                 supply_end: dt.date | None = None) -> None:
         concept = medication_concept(res)
         match = t.classify_medication(concept)
         reason = " ".join(t.concept_text(r) for r in (res.get("statusReason") if isinstance(res.get("statusReason"), list)
@@ -935,7 +1010,7 @@ class _Builder:
             daily = glucocorticoid_daily_mg(res, concept) if agent == "corticosteroid" else None
             (self.events if into is None else into).append(
                 MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], _ref(res), status,
-                         start, end, dose_date, match.oncology, reason, daily))
+                         start, end, dose_date, match.oncology, reason, daily, supply_end))
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
         status = res.get("status") or "unknown"
@@ -954,12 +1029,10 @@ class _Builder:
         dispense = res.get("dispenseRequest") or {}
         start = _first_date(_period_start(bounds), res.get("authoredOn"), _period_start(dispense.get("validityPeriod")))
         end = _first_date(_period_end(bounds), _period_end(dispense.get("validityPeriod")))
-        if end is None and start and status in ("completed", "stopped"):
-            supply = dispense.get("expectedSupplyDuration")
-            q = _quantity(supply)
-            if q and q[1] in ("d", "day", "days"):
-                end = start + dt.timedelta(days=int(q[0] * (1 + int(dispense.get("numberOfRepeatsAllowed") or 0))))
-        self._add_med(res, status, start, end, None)
+        supply_end = _supply_end(start, dispense)
+        if end is None and status in ("completed", "stopped"):
+            end = supply_end
+        self._add_med(res, status, start, end, None, supply_end=supply_end)
 
     def _read_MedicationAdministration(self, res: Mapping[str, Any]) -> None:
         status = res.get("status") or "completed"
@@ -1068,6 +1141,7 @@ class _Builder:
             cancelled_orders=tuple(self.cancelled),
             ignored=tuple(self.ignored),
             deceased=deceased,
+            care=tuple(by_date(self.care)),
         )
 
     def _deceased(self, patient: Mapping[str, Any]) -> bool:
@@ -1088,6 +1162,11 @@ class _Builder:
         if _age(birth, f.date) < self.settings.probable_fragility_min_age:
             return f
         if any(abs((d - f.date).days) <= self.settings.trauma_link_days for d in self.trauma_dates):
+            return f
+        # Bone metastases or skeletal malignancy on record: an any-mechanism fracture is more
+        # likely pathological than osteoporotic (review: a hip S-code beside C79.51 made
+        # "osteoporosis, very high risk" and anabolic-first orders; that belongs to oncology).
+        if any(h.active for h in self.conditions.get("skeletal_malignancy", ())):
             return f
         return dataclasses.replace(f, fragility=PROBABLE)
 
@@ -1121,6 +1200,14 @@ class _Builder:
         return out
 
 
+# Codes that record a past fracture (Z87.310 personal history of osteoporosis fracture).
+HISTORY_FRACTURE_SET = "fracture-history"
+
+
+def _history_code(shown: str) -> bool:
+    """Is a fracture's code (as facts print it: ICD-10-CM dotted) one that records a past fracture?"""
+    return HISTORY_FRACTURE_SET in t.terms().concepts_for(t.ICD10CM, shown)
+
 _FRAGILITY_RANK = {UNPROVEN: 0, PROBABLE: 1, FRAGILITY_SPECIFIC: 2}
 
 
@@ -1141,6 +1228,17 @@ def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fra
                 break
         else:
             events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+    # An undated, site-unspecified "history of osteoporosis fracture" (Z87.310) beside a fracture
+    # on record documents that fracture, not another one (review: it made "2 fragility fractures",
+    # hence very high risk and anabolic-first orders, for one old vertebral fracture).
+    history = [e for e in events if e.date is None and e.site == t.OTHER
+               and all(_history_code(c) for c in e.codes)]
+    others = [e for e in events if e not in history]
+    if history and others:
+        first = others[0]
+        for h in history:
+            first = _merge_fracture(first, h)
+        events = [first] + others[1:]
     return events
 
 
@@ -1400,6 +1498,27 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
             kind = "pt_referral"
     classes = frozenset(t.AGENTS[a].drug_class for a in agents)
     return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res, _planned(res))
+
+
+def draft_order(res: Any) -> DraftOrder | None:
+    """One order resource as a selected draft (None if unreadable): for judging a
+    suggested order as if it were being signed (engine.withhold_vetoed_orders)."""
+    return _draft(res, None)
+
+
+_SUPPLY_UNIT_DAYS = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30, "month": 30, "months": 30}
+
+
+def _supply_end(start: dt.date | None, dispense: Mapping[str, Any]) -> dt.date | None:
+    """The last day an order's dispenses cover: start + expectedSupplyDuration x (1 + repeats)."""
+    q = _quantity(dispense.get("expectedSupplyDuration"))
+    if start is None or q is None or q[1] not in _SUPPLY_UNIT_DAYS or q[0] <= 0:
+        return None
+    repeats = dispense.get("numberOfRepeatsAllowed")
+    fills = 1 + (repeats if isinstance(repeats, int) and not isinstance(repeats, bool) and repeats > 0 else 0)
+    days = q[0] * _SUPPLY_UNIT_DAYS[q[1]] * fills
+    # A supply of more than ten years is a data error, not a supply: unknown (never an overflow).
+    return start + dt.timedelta(days=int(days)) if days <= 3653 else None
 
 
 def _planned(res: Mapping[str, Any]) -> dt.date | None:

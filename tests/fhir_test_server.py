@@ -3,7 +3,7 @@ templates use, over real HTTP on loopback, with paging.
 
 It answers `Type/id` reads and `Type?param=...` searches over an in-memory
 list of resources, with the search parameters the prefetch templates use
-(`patient`/`subject`, `code`, `status`, `category`, `date`, `_count`).
+(`patient`/`subject`, `code`, `type`, `status`, `category`, `date`, `_count`).
 An unknown parameter is a 400, as strict servers answer, so a template
 that drifts from what servers support fails loudly here.
 
@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 SUBJECT_FIELDS = ("subject", "patient")
 DATE_FIELDS = ("effectiveDateTime", "authoredOn", "performedDateTime", "onsetDateTime", "recordedDate",
                "occurrenceDateTime")
-KNOWN_PARAMS = {"patient", "subject", "code", "status", "category", "date", "_count", "_offset"}
+KNOWN_PARAMS = {"patient", "subject", "code", "type", "status", "category", "date", "_count", "_offset"}
 
 
 class SearchError(Exception):
@@ -86,6 +86,8 @@ class FhirStore:
                 hits = [r for r in hits if any((r.get(f) or {}).get("reference") == ref for f in SUBJECT_FIELDS)]
             elif name == "code":
                 hits = [r for r in hits if _token_match([r.get("code")], value)]
+            elif name == "type":  # Encounter.type: a list of CodeableConcepts
+                hits = [r for r in hits if _token_match(list(r.get("type") or []), value)]
             elif name == "category":
                 hits = [r for r in hits if _token_match(list(r.get("category") or []), value)]
             elif name == "status":

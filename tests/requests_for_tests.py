@@ -28,6 +28,8 @@ def full_prefetch() -> dict:
         "fractureFindings": empty_bundle(),
         "safetyLabs": empty_bundle(),
         "procedures": empty_bundle(),
+        "serviceRequests": empty_bundle(),
+        "encounters": empty_bundle(),
     }
 
 

@@ -44,6 +44,10 @@ VARIABLES.update({"kidney": "eGFR 28 mL/min/1.73m2", "action": "suggest calcium 
                   "treatment": "Treat.", "dxa_text": "No DXA.", "cleared": "the fracture is cleared", "schedule": "every 6 months",
                   "next_step": "hold it and refer to a bone specialist", "intro": "Fragile bones.",
                   "technique": "- Avoid: deep tissue massage."})
+# review of the second pass
+VARIABLES.update({"kidney_problem": "kidney function (eGFR 28 mL/min/1.73m2) below 35 mL/min",
+                  "oral_bp_status": "nothing on record against an oral bisphosphonate",
+                  "start": "start alendronate or denosumab", "suggested": "alendronate 70 mg weekly"})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

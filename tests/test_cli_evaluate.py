@@ -43,7 +43,7 @@ def test_patient_view_shows_what_the_service_sends_within_the_info_budget(capsys
     _, sent, _ = run(capsys, "evaluate", FIXTURE, "--today", "2025-06-01")
     assert everything.count("[INFO]") > 2
     assert sent.count("[INFO]") == 2
-    assert "held back by the info budget (CDS_INFO_CARD_BUDGET=2): " in sent.splitlines()[0]
+    assert "held back by the info budget (CDS_INFO_CARD_BUDGET=2, CDS_ROUTINE_CARD_BUDGET=1): " in sent.splitlines()[0]
 
 
 def test_today_shifts_the_fixture_dates(capsys):

@@ -73,7 +73,7 @@ class FhirServer:
     HAPI-style paging (`_getpages`), a bearer token check and a request log."""
 
     SEARCHABLE = ("Observation", "Condition", "MedicationRequest", "MedicationAdministration",
-                  "MedicationStatement", "Procedure")
+                  "MedicationStatement", "Procedure", "ServiceRequest", "Encounter")
 
     def __init__(self, resources: list[dict], token: str):
         self.resources = resources
@@ -106,6 +106,9 @@ class FhirServer:
         if "code" in params:
             wanted = set(",".join(params["code"]).split(","))
             hits = [r for r in hits if _codes_of(r) & wanted]
+        if "type" in params:  # Encounter.type, a list of CodeableConcepts
+            wanted = set(",".join(params["type"]).split(","))
+            hits = [r for r in hits if set().union(*(_codes_of({"code": c}) for c in r.get("type") or [])) & wanted]
         return hits
 
     def _page(self, matches: list[dict], offset: int, page_id: str) -> dict:
@@ -262,6 +265,9 @@ def test_sandbox_flow_against_the_production_server(tmp_path):
             "CDS_DATABASE_URL": db_url,
             "CDS_AUTH_REQUIRED": "true",
             "CDS_PATIENT_HASH_SECRET": "test-patient-hash-secret-0123456789abcdef",
+            # The steps use the fixture's drug card and its calcium card on one chart
+            # open: routine cards compete on value alone here (turn-taking has its own tests).
+            "CDS_ROUTINE_CARD_BUDGET": "2",
             "CDS_TRUSTED_ISSUERS": str(trust),
             "CDS_PUBLIC_BASE_URL": base,
             "CDS_ALLOWED_FHIR_SERVERS": fhir.base,

@@ -5,6 +5,7 @@ the fixtures never go stale; and the catalogue's promises about them."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 import pytest
@@ -18,6 +19,8 @@ from cds_service.rules.catalogue import CATALOGUE
 SERVICE_IDS = {"patient-view": "osteoporosis-patient-view", "order-select": "osteoporosis-order-select",
                "order-sign": "osteoporosis-order-sign"}
 TODAY = dt.date.today()  # deliberately not the anchor date: proves the shifting
+# "About 80 words" (second-pass 7): the richest fixture (every rehabilitation note at once) may run over a little.
+INFO_DETAIL_MAX_WORDS = 95
 
 
 def hook_body(bundle, hook):
@@ -36,7 +39,7 @@ def _cases():
     for name in fx.patient_names():
         bundle = fx.load_patient(name, today=TODAY)
         for hook in HOOKS:
-            if any(fx.expectations(bundle, hook)):
+            if any(fx.expectations(bundle, hook)) or fx.care_up_to_date(bundle, hook):
                 yield name, hook
 
 
@@ -47,7 +50,7 @@ CASES = list(_cases())
 def test_fixture_expectations_through_http(make_app, name, hook):
     # The tags say what the rules choose: the info-card budget (tested in
     # test_quiet_by_default.py) is lifted so every chosen card is seen.
-    client = make_app(CDS_INFO_CARD_BUDGET="1000").test_client()
+    client = make_app(CDS_INFO_CARD_BUDGET="1000", CDS_ROUTINE_CARD_BUDGET="1000").test_client()
     bundle = fx.load_patient(name, today=TODAY)
     body = hook_body(bundle, hook)
     resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=body)
@@ -61,6 +64,12 @@ def test_fixture_expectations_through_http(make_app, name, hook):
     assert len(cards) == len(fired), "a card id appeared twice"
     for card_id, indicator in fx.expected_indicators(bundle, hook).items():
         assert fired[card_id] == indicator, f"{name}: {card_id} is {fired[card_id]}, expected {indicator}"
+    for card in cards:  # second-pass 7: short info cards, the full text is on the guidance page
+        if card["indicator"] == "info":
+            words = len(re.findall(r"[A-Za-z0-9]\S*", card["detail"].split("**Patient data used")[0]))
+            assert words <= INFO_DETAIL_MAX_WORDS, f"{name}: {card['source']['topic']['code']} detail has {words} words"
+    if fx.care_up_to_date(bundle, hook):  # second-pass 7: everything done, so no info card at all
+        assert [c for c, ind in fired.items() if ind == "info"] == [], f"{name}: care is up to date"
     for card_id, indicator in fired.items():
         hooks, indicators = CATALOGUE[card_id]
         assert hook in hooks and indicator in indicators, f"{card_id} {indicator} on {hook} is not in the catalogue"
@@ -90,3 +99,9 @@ def test_each_card_has_a_firing_and_a_quiet_fixture_on_each_of_its_hooks(card_id
             fires += card_id in must
             quiet += card_id in must_not
         assert fires and quiet, f"{card_id} on {hook}: {fires} firing and {quiet} quiet fixtures"
+
+
+def test_there_are_care_up_to_date_fixtures():
+    """Issue 12: treated and untreated patients whose care is done, checked above for zero info cards."""
+    names = [n for n in fx.patient_names() if fx.care_up_to_date(fx.load_patient(n, today=TODAY), "patient-view")]
+    assert len(names) >= 3, names

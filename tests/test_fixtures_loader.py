@@ -35,11 +35,13 @@ def test_prefetch_and_drafts_split():
         {"system": fx.FORBID_SYSTEM, "code": "patient-view:C-TX-BP"}]},
         "entry": [{"resource": {"resourceType": "Patient", "id": "p"}},
                   {"resource": {"resourceType": "MedicationRequest", "id": "m", "status": "active"}},
-                  {"resource": {"resourceType": "ServiceRequest", "id": "s", "status": "draft"}}]}
+                  {"resource": {"resourceType": "ServiceRequest", "id": "s", "status": "draft"}},
+                  {"resource": {"resourceType": "ServiceRequest", "id": "placed", "status": "active"}}]}
     pf = fx.prefetch_from_bundle(bundle)
     assert pf["patient"]["id"] == "p"
     assert [e["resource"]["id"] for e in pf["medicationRequests"]["entry"]] == ["m"]
     assert pf["procedures"]["entry"] == []
+    assert [e["resource"]["id"] for e in pf["serviceRequests"]["entry"]] == ["placed"]  # drafts are not on record
     assert [r["id"] for r in fx.drafts_from_bundle(bundle)] == ["s"]
     assert fx.draft_orders_bundle(bundle)["entry"][0]["resource"]["id"] == "s"
     assert fx.expectations(bundle, "order-sign") == ({"C-MASSAGE-SAFETY"}, set())

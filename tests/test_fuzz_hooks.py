@@ -113,6 +113,8 @@ def rich_prefetch() -> dict:
         "medicationAdministrations": searchset(),
         "medicationStatements": searchset(),
         "procedures": searchset(),
+        "serviceRequests": searchset(),
+        "encounters": searchset(),
     }
 
 
@@ -354,6 +356,10 @@ MED_STATEMENT = st.builds(lambda base, med: {**base, **med}, resource(
 ), MEDICATION)
 PROCEDURE = resource("Procedure", status=STATUS, code=CONCEPTS, performedDateTime=ODD_DATES,
                      performedPeriod=PERIOD)
+SERVICE_REQUEST = resource("ServiceRequest", status=STATUS, code=CONCEPTS, authoredOn=ODD_DATES,
+                           occurrenceDateTime=ODD_DATES, occurrencePeriod=PERIOD, performerType=CONCEPTS)
+ENCOUNTER = resource("Encounter", status=STATUS, type=st.one_of(st.lists(CONCEPTS, max_size=2), JUNK_SHALLOW),
+                     serviceType=CONCEPTS, period=PERIOD)
 PATIENT = st.fixed_dictionaries({"resourceType": st.just("Patient"), "id": st.just(PATIENT_ID)}, optional={
     "birthDate": ODD_DATES, "gender": st.one_of(st.sampled_from(["female", "male", "other", "unknown"]), JUNK_SHALLOW),
     "deceasedBoolean": JUNK_SHALLOW, "extension": JUNK_SHALLOW})
@@ -364,10 +370,12 @@ UNEXPECTED = st.one_of(
     st.fixed_dictionaries({"resourceType": JUNK_SHALLOW}),
     JUNK_SHALLOW,
 )
-ANY_RESOURCE = st.one_of(OBSERVATION, CONDITION, MED_REQUEST, MED_ADMIN, MED_STATEMENT, PROCEDURE, UNEXPECTED)
+ANY_RESOURCE = st.one_of(OBSERVATION, CONDITION, MED_REQUEST, MED_ADMIN, MED_STATEMENT, PROCEDURE, SERVICE_REQUEST,
+                         ENCOUNTER, UNEXPECTED)
 KEY_RESOURCES = {
     "observations": OBSERVATION, "conditions": CONDITION, "medicationRequests": MED_REQUEST,
     "medicationAdministrations": MED_ADMIN, "medicationStatements": MED_STATEMENT, "procedures": PROCEDURE,
+    "serviceRequests": SERVICE_REQUEST, "encounters": ENCOUNTER,
 }
 
 

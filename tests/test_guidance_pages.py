@@ -44,6 +44,15 @@ def test_each_page_is_the_card_guidance_without_patient_data(client, card_id):
     assert card["source"]["topic_display"] in page
 
 
+@pytest.mark.parametrize("card_id", card_ids())
+def test_every_card_has_its_own_cited_guidance_page(card_id):
+    """Issue 12: the full guidance of every card id is written out (not the short card's
+    detail shown again), and names its sources."""
+    card = load_card(card_id)
+    assert len(card.get("guidance", "").split()) >= 100, f"{card_id}: no guidance section of its own"
+    assert "## Source" in card["guidance"] and card["source"]["url"].startswith("https://")
+
+
 def test_guidance_section_wins_over_the_detail():
     card = {"id": "C-X", "detail": "Short. **Patient data used:**\n{{facts}}",
             "guidance": "## Full text\n\nAll of it."}

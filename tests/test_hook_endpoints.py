@@ -183,7 +183,7 @@ def test_prefetch_patient_for_another_patient_is_refused(client):
 def test_null_and_empty_prefetch_mean_no_data_and_cause_no_fetch(client):
     body = hook_request()
     for key in ("observations", "conditions", "medicationRequests", "medicationAdministrations",
-                "medicationStatements", "procedures"):
+                "medicationStatements", "procedures", "serviceRequests", "encounters"):
         body["prefetch"][key] = None
     body["prefetch"]["observations"] = {"resourceType": "Bundle", "type": "searchset"}
     resp = post(client, "osteoporosis-patient-view", body)

@@ -15,6 +15,7 @@ import re
 import pytest
 import responses
 
+from cds_service import fixtures as fx
 from cds_service.fhir import terminology as t
 from cds_service.fhir.patient_binding import PatientBinding
 from cds_service.record import build_record
@@ -225,3 +226,31 @@ def test_binding_unit_cases():
     assert b.reason_to_ignore({"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p1"}}) is None
     assert b.reason_to_ignore({"resourceType": "Patient", "id": "p2"}) == "foreign-patient"
     assert b.reason_to_ignore({"resourceType": "Practitioner", "id": "x"}) is None  # not a patient's resource
+
+
+# Care on record (second-pass 7) is bound to the patient like everything else: another
+# patient's physical-therapy referral or visit never quiets this patient's card.
+def _pt_referral(pid):
+    return {"resourceType": "ServiceRequest", "id": "pt", "status": "active", "intent": "order", "subject": subject(pid),
+            "code": {"coding": [{"system": t.SNOMED, "code": "444831000124102"}]}, "authoredOn": ago(30)}
+
+
+def _pt_visit(pid):
+    return {"resourceType": "Encounter", "id": "ptv", "status": "finished", "subject": subject(pid),
+            "type": [{"coding": [{"system": t.CPT, "code": "97161"}]}], "period": {"start": ago(30)}}
+
+
+@pytest.mark.parametrize("key,make", [("serviceRequests", _pt_referral), ("encounters", _pt_visit)])
+def test_another_patients_care_never_quiets_a_card(client, key, make):
+    prefetch = fx.prefetch_from_bundle(fx.load_patient("c-exercise-osteopenia-no-spinal-precautions",
+                                                       today=dt.date.today()))
+    pid = prefetch["patient"]["id"]
+
+    def exercise_card(extra):
+        body = hook_request(prefetch=with_resource(prefetch, key, extra), patientId=pid)
+        resp = client.post(PV, json=body)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return "C-EXERCISE" in {c["source"]["topic"]["code"] for c in resp.get_json()["cards"]}
+
+    assert not exercise_card(make(pid))  # the patient's own referral or visit: done, quiet
+    assert exercise_card(make(OTHER))    # someone else's: ignored

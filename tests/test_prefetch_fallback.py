@@ -28,7 +28,7 @@ def serve_everything(rsps, patient_status=200):
     """Register the FHIR server's answers for every prefetch query."""
     rsps.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=patient(), status=patient_status)
     for rtype in ("Observation", "Condition", "MedicationRequest", "MedicationAdministration",
-                  "MedicationStatement", "Procedure"):
+                  "MedicationStatement", "Procedure", "ServiceRequest", "Encounter"):
         rsps.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/{rtype}\?.*"), json=empty_bundle())
 
 
@@ -45,7 +45,10 @@ def test_missing_prefetch_is_fetched_with_the_bearer_token(client):
     assert f"{FHIR}/Patient/{PATIENT_ID}" in urls
     assert any(u.startswith(f"{FHIR}/Condition?patient={PATIENT_ID}") for u in urls)
     assert any("Observation?patient=pat-1&code=http" in u and "38267-1" in u for u in urls)
-    assert len(urls) == 9  # one query per prefetch template (observations and safetyLabs are two)
+    assert len(urls) == 11  # one query per prefetch template (observations and safetyLabs are two)
+    # visits: only the therapy kinds (a chart holds hundreds of other encounters)
+    assert any(u.startswith(f"{FHIR}/Encounter?patient={PATIENT_ID}&type=") and "97161" in u for u in urls)
+    assert any(u.startswith(f"{FHIR}/ServiceRequest?patient={PATIENT_ID}&_count=") for u in urls)
     for call in responses.calls:
         assert call.request.headers["Authorization"] == "Bearer secret-token"
 

@@ -81,11 +81,16 @@ def age_feedback(app, days: int, *, cards_too: bool = False) -> None:
                 decided_at=row["decided_at"] - delta))
 
 
+# These tests are about quieting: routine cards compete on value alone here (their
+# turn-taking is tested on its own below).
+NO_ROUTINE_TURNS = {"CDS_ROUTINE_CARD_BUDGET": "2"}
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def two_apps(request, make_app, tmp_path):
     """Two app instances (replicas) sharing one database."""
     if request.param == "sqlite":
-        yield make_app(), make_app()
+        yield make_app(**NO_ROUTINE_TURNS), make_app(**NO_ROUTINE_TURNS)
         return
     if not PG_URL:
         pytest.skip("CDS_TEST_POSTGRES_URL not set (no PostgreSQL reachable)")
@@ -94,7 +99,7 @@ def two_apps(request, make_app, tmp_path):
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    apps = make_app(CDS_DATABASE_URL=url), make_app(CDS_DATABASE_URL=url)
+    apps = make_app(CDS_DATABASE_URL=url, **NO_ROUTINE_TURNS), make_app(CDS_DATABASE_URL=url, **NO_ROUTINE_TURNS)
     try:
         yield apps
     finally:
@@ -204,11 +209,11 @@ def test_order_hooks_are_never_quieted(client):
 
 def test_info_budget_keeps_the_most_valuable_and_never_drops_warnings(make_app):
     body = pv_body(WARNING_PATIENT)
-    everything = cards_of(make_app(CDS_INFO_CARD_BUDGET="100").test_client(), body)
+    everything = cards_of(make_app(CDS_INFO_CARD_BUDGET="100", CDS_ROUTINE_CARD_BUDGET="100").test_client(), body)
     info = [cid for cid, c in everything.items() if c["indicator"] == "info"]
     assert len(info) > 2, "the fixture fires more info cards than the default budget"
 
-    default = cards_of(make_app().test_client(), body)
+    default = cards_of(make_app(**NO_ROUTINE_TURNS).test_client(), body)
     from cds_service.rules.catalogue import value_rank
 
     assert [cid for cid, c in default.items() if c["indicator"] == "info"] == sorted(info, key=value_rank)[:2]
@@ -299,3 +304,90 @@ def test_store_down_shows_every_card_rather_than_none(app, monkeypatch):
 
     monkeypatch.setattr(runtime(app).store, "quiet_marks", broken)
     assert INFO_CARD in cards_of(app.test_client(), pv_body(INFO_PATIENT))
+
+
+# --- "New trigger" per card (second-pass 7): what wakes a quieted card, and what does not ---
+
+def _obs(oid, code, value, unit, day, subject):
+    return {"resourceType": "Observation", "id": oid, "status": "final", "subject": {"reference": subject},
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]}, "effectiveDateTime": day,
+            "valueQuantity": {"value": value, "unit": unit}}
+
+
+def _condition(cid, code, day, subject):
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": subject}, "onsetDateTime": day,
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]}}
+
+
+@pytest.mark.parametrize("patient,card_id,same_reason,new_reason", [
+    # a repeat DXA is no new reason to advise exercise; a fall is
+    ("c-exercise-osteopenia-no-spinal-precautions", "C-EXERCISE",
+     lambda s, d: _obs("dxa-new", "38267-1", -1.9, "{T-score}", d, s), lambda s, d: _condition("fall", "Z91.81", d, s)),
+    # a repeat DXA is no new reason for calcium and vitamin D; a new fracture is
+    ("tx-bp-postmenopausal-osteoporosis", "C-SUPP-CAVD",
+     lambda s, d: _obs("dxa-new", "38267-1", -2.8, "{T-score}", d, s), lambda s, d: _condition("vfx", "S32.010A", d, s)),
+    # a re-recorded smoking status is no new reason to repeat the advice; a new alcohol diagnosis is
+    ("c-lifestyle-smoker-osteoporosis", "C-LIFESTYLE",
+     lambda s, d: {**_obs("smoke-new", "72166-2", 0, "", d, s), "valueQuantity": None,
+                   "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "449868002"}]}},
+     lambda s, d: _condition("alc", "F10.10", d, s)),
+    # on treatment: a normal calcium wakes nothing, a new low one is the new trigger
+    ("c-mon-ontx-low-calcium-on-denosumab", "C-MON-ONTX",
+     lambda s, d: _obs("egfr-new", "98979-8", 70, "mL/min/{1.73_m2}", d, s),
+     lambda s, d: _obs("ca-new", "17861-6", 7.9, "mg/dL", d, s)),
+])
+def test_each_card_wakes_on_its_own_new_trigger(make_app, patient, card_id, same_reason, new_reason):
+    app = make_app(CDS_INFO_CARD_BUDGET="1000", CDS_ROUTINE_CARD_BUDGET="1000")
+    client = app.test_client()
+    body = pv_body(patient)
+    subject = f"Patient/{body['context']['patientId']}"
+    send_feedback(client, cards_of(client, body)[card_id], "overridden")
+    age_feedback(app, 10, cards_too=True)  # the fixture's own data is older than that
+    yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
+    assert card_id not in cards_of(client, pv_body(patient, extra=[same_reason(subject, yesterday)]))
+    assert card_id in cards_of(client, pv_body(patient, extra=[new_reason(subject, yesterday)]))
+
+
+def test_routine_cards_wait_for_decision_cards_and_take_turns(make_app):
+    """A routine card (calcium and vitamin D, exercise, falls, lifestyle) is held
+    while a drug-decision or test card is shown, and at most one is shown per
+    chart open; it comes back when nothing more valuable is on screen."""
+    from cds_service.rules.catalogue import is_routine
+
+    body = pv_body(WARNING_PATIENT)
+    everything = cards_of(make_app(CDS_INFO_CARD_BUDGET="100", CDS_ROUTINE_CARD_BUDGET="100").test_client(), body)
+    info = [cid for cid, c in everything.items() if c["indicator"] == "info"]
+    routine = [cid for cid in info if is_routine(cid)]
+    assert routine and len(routine) < len(info), "the fixture fires routine and decision info cards"
+    default = cards_of(make_app().test_client(), body)
+    assert not any(is_routine(cid) for cid in default)
+    assert WARNING_CARD in default
+    # Only routine cards chosen (a treated patient): one of them per chart open (whose turn it is today).
+
+    only_routine = pv_body("c-supp-cavd-statements-completed")
+    chosen = cards_of(make_app(CDS_INFO_CARD_BUDGET="100", CDS_ROUTINE_CARD_BUDGET="100").test_client(),
+                      only_routine)
+    assert len(chosen) >= 2 and all(is_routine(cid) for cid in chosen)
+    shown = cards_of(make_app().test_client(), only_routine)
+    assert len(shown) == 1 and set(shown) <= set(chosen)
+    assert len(cards_of(make_app(CDS_ROUTINE_CARD_BUDGET="2").test_client(), only_routine)) == 2
+
+
+def test_routine_cards_take_turns_by_day():
+    """Unit level (the day is an argument): over as many days as there are
+    routine cards, each is first in line once; decision cards keep their place."""
+    from cds_service.card_policy import CardPolicy, apply
+    from cds_service.rules.base import Finding
+
+    findings = [Finding("C-TX-BP"), Finding("C-SUPP-CAVD"), Finding("C-EXERCISE"), Finding("C-FALLS")]
+    policy = CardPolicy(info_budget=2, routine_budget=1)
+    routine_only = findings[1:]
+    firsts = set()
+    for offset in range(3):
+        day = dt.date(2026, 1, 1) + dt.timedelta(days=offset)
+        shown, held = apply(routine_only, day, policy, lambda f: "info")
+        assert len(shown) == 1 and len(held) == 2
+        firsts.add(shown[0].card_id)
+        with_decision, _ = apply(findings, day, policy, lambda f: "info")
+        assert [f.card_id for f in with_decision] == ["C-TX-BP"]
+    assert firsts == {"C-SUPP-CAVD", "C-EXERCISE", "C-FALLS"}

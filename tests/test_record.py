@@ -220,3 +220,59 @@ def test_values_are_written_the_way_clinicians_write_them():
     assert r.latest_frax("mof").fact() == "FRAX 10-year major osteoporotic fracture probability 22% on 2025-01-01"
     assert [as_written(v, 1) for v in (-2.0, -0.04, 2.55, -2.45)] == ["-2.0", "0.0", "2.6", "-2.5"]
     assert as_written(61.5, 0) == "62"
+
+
+# ---------------------------------------------------------------------------
+# Care already on record (second-pass 7): orders, procedures, visits
+# ---------------------------------------------------------------------------
+
+def sr(sid, concept, status="active", **extra):
+    return {"resourceType": "ServiceRequest", "id": sid, "status": status, "intent": "order",
+            "subject": {"reference": f"Patient/{PID}"}, "code": concept, **extra}
+
+
+def test_care_on_record_from_orders_procedures_and_visits():
+    r = build_record({"patient": patient(), "serviceRequests": bundle(
+        sr("pt", coding(t.SNOMED, "444831000124102"), authoredOn="2025-03-01"),
+        sr("smoke", {"text": "Referral to the stop smoking service"}, authoredOn="2025-04-01"),
+        sr("dxa", coding(t.CPT, "77080"), status="completed", authoredOn="2025-05-01"),
+        sr("fall", coding(t.LOINC, "73830-2"), occurrenceDateTime="2025-07-01"),  # booked ahead: counts as today
+        sr("revoked", coding(t.SNOMED, "390864007"), status="revoked", authoredOn="2025-05-02"),
+        sr("draft", coding(t.SNOMED, "308453003"), status="draft", authoredOn="2025-05-02"),
+        sr("lab", coding(t.LOINC, "17861-6"), authoredOn="2025-05-02"),  # not care of these kinds
+    ), "procedures": bundle(
+        {"resourceType": "Procedure", "id": "ex", "status": "completed", "code": coding(t.CPT, "97110"),
+         "performedDateTime": "2025-02-01"},
+    ), "encounters": bundle(
+        {"resourceType": "Encounter", "id": "ot", "status": "finished", "period": {"start": "2025-01-15"},
+         "type": [coding(t.CPT, "97166")]},
+        {"resourceType": "Encounter", "id": "class", "status": "finished", "period": {"start": "2024-12-01"},
+         "type": [{"text": "Falls prevention programme, group session"}]},
+        {"resourceType": "Encounter", "id": "gone", "status": "cancelled", "period": {"start": "2025-01-20"},
+         "type": [coding(t.CPT, "97161")]},
+    )}, today=TODAY)
+    kinds = [(c.kind, c.date.isoformat(), c.source) for c in r.care]
+    assert kinds == [
+        (t.EXERCISE_CARE, "2024-12-01", "Encounter"), (t.OT_CARE, "2025-01-15", "Encounter"),
+        (t.PT_CARE, "2025-02-01", "Procedure"), (t.PT_CARE, "2025-03-01", "ServiceRequest"),
+        (t.SMOKING_CESSATION_CARE, "2025-04-01", "ServiceRequest"), (t.DXA_CARE, "2025-05-01", "ServiceRequest"),
+        (t.FALL_ASSESSMENT_CARE, TODAY.isoformat(), "ServiceRequest")]
+    assert [c.ref for c in r.care_done([t.PT_CARE], 12)] == ["Procedure/ex", "ServiceRequest/pt"]
+    assert [c.ref for c in r.care_done([t.PT_CARE], 12, since=dt.date(2025, 2, 2))] == ["ServiceRequest/pt"]
+    assert r.care_done([t.EXERCISE_CARE], 5) == []  # December is 6 months before June
+    assert r.care[3].fact() == "Physical therapy ordered on 2025-03-01"
+
+
+def test_supply_end_of_an_order():
+    alendronate = coding(t.RXNORM, "904431")
+    r = build_record({"patient": patient(), "medicationRequests": bundle(
+        med("MedicationRequest", "m", alendronate, authoredOn="2024-09-01",
+            dispenseRequest={"expectedSupplyDuration": {"value": 28, "unit": "days", "code": "d"},
+                             "numberOfRepeatsAllowed": 2}),
+        med("MedicationRequest", "junk", alendronate, authoredOn="2024-10-01",
+            dispenseRequest={"expectedSupplyDuration": {"value": 1e12, "code": "d"}}),
+    )}, today=TODAY)
+    events = {e.ref: e for e in r.medications["alendronate"].events}
+    assert events["MedicationRequest/m"].supply_end == dt.date(2024, 9, 1) + dt.timedelta(days=84)
+    assert events["MedicationRequest/junk"].supply_end is None  # a data error, not a supply (and no crash)
+    assert r.skipped == ()

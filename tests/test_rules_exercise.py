@@ -5,6 +5,7 @@ import dataclasses
 from cds_service import engine
 from cds_service import fixtures as fx
 from cds_service.record import build_record
+from cds_service.card_render import load_card
 from cds_service.rules import exercise
 from cds_service.rules.settings import ClinicalSettings
 from tests.conftest import TODAY, coding
@@ -66,10 +67,14 @@ def test_osteoporosis_with_vertebral_fracture_gets_precautions_and_pt_referral()
     assert "Vertebral fragility fracture (11311601000119109) on 2023-09-10" in detail
     assert detail.count("Vertebral fragility fracture (11311601000119109) on 2023-09-10") == 1
     assert "History of falling on record (Z91.81, 2024-11-02)" in detail
-    for words in ("progressive resistance", "balance", "weight-bearing", "60 minutes", "2-3 sessions",
-                  "7 months", "**supervised**", "Fear of falling", "spine-extensor", "posture",
-                  "end-range spinal flexion"):
+    for words in ("progressive resistance", "balance", "weight-bearing", "2-3 sessions",
+                  "7 months", "**supervised**", "spine-extensor", "posture",
+                  "end-range bending"):
         assert words in detail, words
+    # the full prescription is one click away, on the guidance page
+    guidance = load_card("C-EXERCISE")["guidance"]
+    for words in ("60 minutes", "end-range\nspinal flexion", "hip hinge", "FES-I", "Too Fit To Fracture"):
+        assert words in guidance, words
     assert PT_REFERRAL in suggested_codes(card)
     res = card["suggestions"][0]["actions"][0]["resource"]
     assert res["resourceType"] == "ServiceRequest" and res["subject"] == {"reference": "Patient/pv-ex-01"}
@@ -95,10 +100,11 @@ def test_osteopenia_with_vertebral_fracture_gets_spinal_precautions():
 
 
 def test_precautions_do_not_use_fear_inducing_generic_wording():
-    text = exercise.SPINAL_PRECAUTIONS.lower()
-    for generic in ("don't bend", "do not bend", "never bend", "never twist", "avoid bending"):
-        assert generic not in text
-    assert "rapid, repetitive" in text and "twisting" in text and "weighted" in text
+    for text in (exercise.SPINAL_PRECAUTIONS.lower(), load_card("C-EXERCISE")["guidance"].lower()):
+        for generic in ("don't bend", "do not bend", "never bend", "never twist", "avoid bending"):
+            assert generic not in text
+        assert "rapid" in text and "twisting" in text and "hip hinge" in text
+    assert "weighted" in load_card("C-EXERCISE")["guidance"]
 
 
 def test_normal_bmd_without_fracture_is_quiet():
@@ -134,9 +140,11 @@ def test_falls_fires_at_65_with_osteopenia_and_orders_assessment():
     card = cards_for("c-falls-osteopenia-age-65")["C-FALLS"]
     assert card["indicator"] == "info"
     assert "Age 65 on 2025-06-01" in card["detail"] and "Femoral neck T-score -1.6 on 2025-04-01" in card["detail"]
-    for words in ("Home safety", "Vision and hearing", "sedatives", "Orthostatic blood pressure",
-                  "Footwear", "assistive devices"):
+    for words in ("home hazards", "vision", "dizziness", "orthostatic blood pressure", "footwear"):
         assert words in card["detail"], words
+    for words in ("Home safety", "Vision and hearing", "sedatives", "Orthostatic blood pressure",
+                  "Feet and footwear", "assistive devices", "STEADI"):
+        assert words in load_card("C-FALLS")["guidance"], words
     codes = suggested_codes(card)
     assert "73830-2" in codes
     res = card["suggestions"][0]["actions"][0]["resource"]
@@ -179,10 +187,16 @@ def test_recent_assessment_is_not_reordered_and_negative_screen_is_quiet():
     assert "Fall-risk assessment on 2025-03-01: positive" in positive[0].facts
     negative = record(patient("1950-01-01"), bone, fall_risk("2025-03-01", False))
     assert exercise.fall_prevention(negative, TODAY, S) == []
-    # a negative screen does not silence a documented fall history
+    # a fall after the negative screen: the screen no longer describes the patient, assess again
     fallen = record(patient("1950-01-01"), bone, fall_risk("2025-03-01", False),
                     condition("f", ICD, "Z91.81", "2025-05-01"))
-    assert exercise.fall_prevention(fallen, TODAY, S)[0].suggestions == ()
+    again = exercise.fall_prevention(fallen, TODAY, S)
+    assert again[0].suggestions == ("fall-risk-assessment",)
+    assert any("after the fall-risk assessment" in f for f in again[0].facts)
+    # a fall before the negative screen is what the screen assessed: done
+    assessed = record(patient("1950-01-01"), bone, fall_risk("2025-03-01", False),
+                      condition("f", ICD, "Z91.81", "2025-02-01"))
+    assert exercise.fall_prevention(assessed, TODAY, S) == []
     # an old screen (over 12 months) is re-ordered
     old = exercise.fall_prevention(record(patient("1950-01-01"), bone, fall_risk("2024-03-01", False)), TODAY, S)
     assert old[0].suggestions == ("fall-risk-assessment",)

@@ -60,12 +60,14 @@ def condition(system, code, days=300):
     return {"resourceType": "Condition", "id": f"c{code}", "code": coding(system, code), "onsetDateTime": ago(days)}
 
 
-def record(*resources, t_score=-2.8, egfr=None, sex="female", today=TODAY, settings=S):
+def record(*resources, t_score=-2.8, egfr=None, ca=9.4, sex="female", today=TODAY, settings=S):
     res = list(resources)
     if t_score is not None:
         res.append(obs("38267-1", 300, t_score, oid="dxa"))
     if egfr is not None:
         res.append(obs("98979-8", 30, egfr, oid="egfr"))
+    if ca is not None:  # a recent calcium: the pre-dose lab a denosumab dose waits for
+        res.append(obs("17861-6", 30, ca, oid="ca"))
     patient = {"resourceType": "Patient", "id": "p1", "gender": sex, "birthDate": "1952-05-05"}
     return build_record({"patient": patient, "all": {"resourceType": "Bundle", "entry": [{"resource": r} for r in res]}},
                         today=today, settings=settings)
@@ -152,7 +154,16 @@ def test_due_with_egfr_below_30_carries_the_prolia24_plan():
 
 def test_unknown_egfr_is_not_low():
     finding = fired(record(*dmab_course(190), egfr=None))["C-DMAB-DUE"]
-    assert finding.suggestions == ("denosumab",)
+    assert not any("below 30" in f for f in finding.facts)  # no PROLIA24 plan on an unknown value
+    # Review: the dose still comes, with the pre-dose kidney function it waits for (Prolia /
+    # C-SAFE-PREDOSE-LABS: kidney function and calcium within 90 days before the dose).
+    (dose,) = finding.extra_suggestions
+    created = [a.resource for a in dose.actions]
+    assert created[0]["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
+    assert [r["code"]["coding"][0]["code"] for r in created[1:]] == ["2160-0"]
+    no_calcium = fired(record(*dmab_course(190), egfr=60, ca=None))["C-DMAB-DUE"]
+    assert [a.resource["code"]["coding"][0]["code"] for a in no_calcium.extra_suggestions[0].actions[1:]] == [
+        "17861-6", "1751-7"]
 
 
 # --- where the last dose date comes from --------------------------------------
@@ -206,8 +217,13 @@ def test_overdue_suggestions_respect_contraindications():
     renal = fired(record(*dmab_course(230), egfr=32))["C-DMAB-OVERDUE"]
     assert renal.suggestions == ("denosumab",)  # 32 < 35 for both bisphosphonates, >= 30 for calcium check
     assert any("Zoledronic acid not suggested: eGFR 32" in f for f in renal.facts)
-    esoph = fired(record(*dmab_course(230), condition(t.ICD10CM, "K22.2")))["C-DMAB-OVERDUE"]
+    esoph = fired(record(*dmab_course(230), condition(t.ICD10CM, "K22.2"), egfr=60))["C-DMAB-OVERDUE"]
     assert esoph.suggestions == ("denosumab", "zoledronic-acid")
+    # Review: no kidney function on file -> no one-click infusion (Reclast: creatinine clearance first)
+    unknown = fired(record(*dmab_course(230), condition(t.ICD10CM, "K22.2")))["C-DMAB-OVERDUE"]
+    assert unknown.suggestions == ()  # the overdue dose is built with its pre-dose kidney function
+    assert unknown.extra_suggestions[0].label == "Order the next denosumab 60 mg dose, with the pre-dose labs"
+    assert any("Zoledronic acid not suggested: no kidney function in the last 12 months" in f for f in unknown.facts)
     card = cards(record(*dmab_course(230), egfr=60))["C-DMAB-OVERDUE"]
     assert card["indicator"] == "critical" and card["selectionBehavior"] == "at-most-one"
     aln = card["suggestions"][2]["actions"][0]["resource"]
@@ -218,13 +234,22 @@ def test_overdue_suggestions_respect_contraindications():
 # --- stopped denosumab ---------------------------------------------------------
 
 def test_stop_fires_without_bisphosphonate_and_schedules_zoledronate_at_six_months():
-    rec = record(*dmab_course(120, status="stopped"))
+    rec = record(*dmab_course(120, status="stopped"), egfr=60)
     got = fired(rec)
     assert set(got) & DMAB_CARDS == {"C-DMAB-STOP"}
     assert got["C-DMAB-STOP"].variables["zoledronate_date"] == ago(120 - 183)
     card = cards(rec)["C-DMAB-STOP"]
     zol = card["suggestions"][0]["actions"][0]["resource"]
     assert zol["dosageInstruction"][0]["timing"]["event"] == [ago(120 - 183)]
+
+
+def test_stop_summary_names_only_the_bisphosphonates_offered():
+    assert cards(record(*dmab_course(120, status="stopped"), egfr=60))["C-DMAB-STOP"]["summary"].endswith(
+        "plan zoledronic acid or alendronate")
+    # Kidney function 32: below 35 for both zoledronic acid and alendronate.
+    card = cards(record(*dmab_course(120, status="stopped"), egfr=32))["C-DMAB-STOP"]
+    assert card["summary"].endswith("no bisphosphonate possible: continue denosumab or refer")
+    assert "zoledronic" not in card["summary"] and not card.get("suggestions")
 
 
 def test_stop_in_the_due_window_replaces_due_and_overdue_replaces_stop():

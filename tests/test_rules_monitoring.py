@@ -9,7 +9,7 @@ import pytest
 from cds_service import card_render, engine
 from cds_service.fhir import terminology as t
 from cds_service.record import build_record
-from cds_service.rules import monitoring, supplementation
+from cds_service.rules import monitoring, on_therapy, supplementation
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.rules.treatment import missing_baseline_labs
 from tests.conftest import TODAY, coding
@@ -115,7 +115,7 @@ def test_supp_leaves_vitamin_d_to_the_repletion_card_when_deficient():
                                                      med("c", CALCIUM)), TODAY, S) == []
     # 20-29: maintenance stays on the supplement card
     (f,) = supplementation.calcium_vitamin_d(patient(OSTEOPOROSIS_T, obs("d", "62292-8", 24, "ng/mL")), TODAY, S)
-    assert f.suggestions == ("calcium-carbonate-and-vitamin-d",)
+    assert f.suggestions == ("calcium-carbonate-and-vitamin-d", "vitamin-d-only")
 
 
 def test_supp_uses_latest_calcium_and_corrects_it_with_albumin():
@@ -124,7 +124,7 @@ def test_supp_uses_latest_calcium_and_corrects_it_with_albumin():
     old_alb = obs("a1", "1751-7", 3.4, "g/dL", "2024-09-01")  # corrected 11.08
     new_ca = obs("c2", "17861-6", 9.6, "mg/dL", "2025-04-01")
     (f,) = supplementation.calcium_vitamin_d(patient(OSTEOPOROSIS_T, old_ca, old_alb, new_ca), TODAY, S)
-    assert f.suggestions == ("calcium-carbonate-and-vitamin-d",)
+    assert f.suggestions == ("calcium-carbonate-and-vitamin-d", "vitamin-d-only")
     # measured 10.7 but high albumin: corrected 10.3, calcium allowed
     ca = obs("c", "17861-6", 10.7, "mg/dL")
     alb = obs("a", "1751-7", 4.5, "g/dL")
@@ -142,7 +142,30 @@ def test_supp_hypercalcemia_condition_and_summary_names_what_is_missing():
     (f,) = supplementation.calcium_vitamin_d(patient(OSTEOPOROSIS_T, hyper), TODAY, S)
     assert f.suggestions == ("vitamin-d",)
     card = cards(patient(OSTEOPOROSIS_T, hyper))["C-SUPP-CAVD"]
-    assert card["summary"] == "Bone health: no active vitamin D supplement; suggest vitamin D"
+    assert card["summary"] == "Bone health: no active vitamin D supplement; vitamin D3 800-1000 IU daily"
+
+
+def test_supp_diet_first_one_tablet_a_day_and_vitamin_d_alone_when_intake_is_adequate():
+    card = cards(patient(OSTEOPOROSIS_T))["C-SUPP-CAVD"]
+    combined, alone = card["suggestions"]
+    calcium_order = combined["actions"][0]["resource"]
+    assert calcium_order["dosageInstruction"][0]["timing"]["repeat"] == {"frequency": 1, "period": 1, "periodUnit": "d"}
+    assert "500 mg elemental" in calcium_order["dosageInstruction"][0]["text"]
+    assert [a["resource"]["medicationCodeableConcept"]["coding"][0]["code"] for a in alone["actions"]] == ["245500"]
+    assert combined["isRecommended"] and not alone["isRecommended"]
+    assert "Skip calcium when dietary intake is adequate" in card["detail"]
+
+
+def test_supp_untreated_osteopenia_only_with_low_intake():
+    osteopenia = obs("t", "38267-1", -1.8, "{T-score}", "2025-02-01")
+    assert supplementation.calcium_vitamin_d(patient(osteopenia), TODAY, S) == []  # USPSTF: primary prevention
+    low = {"resourceType": "Condition", "id": "e58", "code": coding(t.ICD10CM, "E58"), "onsetDateTime": "2025-01-10"}
+    (f,) = supplementation.calcium_vitamin_d(patient(osteopenia, low), TODAY, S)
+    assert any("Low calcium intake" in fact for fact in f.facts)
+    assert f.trigger == dt.date(2025, 1, 10)  # the low intake: a new reason; the DXA date is not
+    # treated osteopenia: the drug is the indication
+    (f,) = supplementation.calcium_vitamin_d(patient(osteopenia, med("a", ALENDRONATE, "2024-05-01")), TODAY, S)
+    assert f.trigger == dt.date(2024, 5, 1)
 
 
 # --- C-MON-DXA-DUE / C-MON-ONTX ----------------------------------------------
@@ -152,16 +175,17 @@ def treated(dxa_date, *extra):
                    med("c", CALCIUM), med("v", VIT_D), *extra)
 
 
-@pytest.mark.parametrize("dxa_date,due,ontx", [
-    ("2023-05-01", True, False),   # 25 months
-    ("2023-06-01", True, False),   # exactly 24 months: due today
-    ("2023-06-02", False, True),   # a day short of 24 months
-    ("2023-07-01", False, True),   # 23 months
+@pytest.mark.parametrize("dxa_date,due", [
+    ("2023-05-01", True),    # 25 months
+    ("2023-06-01", True),    # exactly 24 months: due today
+    ("2023-06-02", False),   # a day short of 24 months
+    ("2023-07-01", False),   # 23 months
 ])
-def test_dxa_due_at_24_months_on_therapy(dxa_date, due, ontx):
+def test_dxa_due_at_24_months_on_therapy(dxa_date, due):
     found = cards(treated(dxa_date))
     assert ("C-MON-DXA-DUE" in found) is due
-    assert ("C-MON-ONTX" in found) is ontx
+    # second-pass 7: nothing due or abnormal, no standing "next DXA" reminder
+    assert "C-MON-ONTX" not in found
     assert "C-SCREEN-DXA" not in found
 
 
@@ -175,11 +199,51 @@ def test_dxa_due_order_is_coded_cpt_and_snomed():
     assert "review adherence" in card["detail"]
 
 
-def test_ontx_content_next_due_and_no_order():
-    card = cards(treated("2024-03-15"))["C-MON-ONTX"]
-    assert "2026-03-15" in card["summary"] and "alendronate" in card["summary"]
+def supplied(start, days=28, repeats=2):
+    """Alendronate weekly, dispensed for `days` x (1 + repeats)."""
+    return {**med("a", ALENDRONATE, start), "dispenseRequest": {
+        "expectedSupplyDuration": {"value": days, "unit": "days", "code": "d"}, "numberOfRepeatsAllowed": repeats}}
+
+
+def test_ontx_refill_gap_fires_and_a_covered_supply_does_not():
+    base = (obs("t", "38267-1", -2.6, "{T-score}", "2024-03-15"), med("c", CALCIUM), med("v", VIT_D))
+    # 84 days from 2025-01-01 ends 2025-03-26: 67 days ago on 2025-06-01, more than 30
+    found = cards(patient(*base, supplied("2025-01-01")))
+    card = found["C-MON-ONTX"]
+    assert "no alendronate refill since 2025-03-26" in card["summary"]
     assert "suggestions" not in card and card["overrideReasons"]
-    assert "adherence" in card["detail"].lower() and "side effects" in card["detail"].lower()
+    assert "2026-03-15" in card["detail"]  # next DXA date
+    # 84 days from 2025-02-15 ends 2025-05-10: 22 days ago, inside the 30 days of grace
+    assert "C-MON-ONTX" not in cards(patient(*base, supplied("2025-02-15")))
+    # renewed after the supply ran out
+    renewed = {**supplied("2025-04-20"), "id": "a2"}
+    assert "C-MON-ONTX" not in cards(patient(*base, supplied("2025-01-01"), renewed))
+    # no supply on the order: unknown, not a gap
+    assert "C-MON-ONTX" not in cards(patient(*base, med("a", ALENDRONATE, "2022-01-01")))
+    (f,) = monitoring.on_treatment_monitoring(patient(*base, supplied("2025-01-01")), TODAY, S)
+    assert f.trigger == dt.date(2025, 3, 26)
+
+
+def test_ontx_new_fracture_on_treatment_and_calcium_out_of_range():
+    def started_recently(*extra):  # alendronate since 2024-09-01
+        return patient(obs("t", "38267-1", -2.6, "{T-score}", "2024-08-15"), med("a", ALENDRONATE, "2024-09-01"),
+                       med("c", CALCIUM), med("v", VIT_D), *extra)
+
+    wrist = {"resourceType": "Condition", "id": "w", "code": coding(t.ICD10CM, "S52.501A"),
+             "onsetDateTime": "2025-04-01"}
+    (f,) = monitoring.on_treatment_monitoring(started_recently(wrist), TODAY, S)
+    assert "a fracture on treatment" in f.variables["headline"] and f.trigger == dt.date(2025, 4, 1)
+    # the fracture before the drug started is no fracture on treatment
+    early = {**wrist, "onsetDateTime": "2024-06-01"}
+    assert monitoring.on_treatment_monitoring(started_recently(early), TODAY, S) == []
+    # three years into the course it is treatment failure: that card takes it, not this one
+    assert monitoring.on_treatment_monitoring(treated("2024-03-15", wrist), TODAY, S) == []
+    assert on_therapy.treatment_failure(treated("2024-03-15", wrist), TODAY, S)
+    low = obs("ca", "17861-6", 8.1, "mg/dL", "2025-05-01")
+    (f,) = monitoring.on_treatment_monitoring(treated("2024-03-15", low), TODAY, S)
+    assert f.variables["headline"] == "low calcium" and f.trigger == dt.date(2025, 5, 1)
+    assert monitoring.on_treatment_monitoring(treated("2024-03-15", obs("ca", "17861-6", 8.6, "mg/dL")),
+                                              TODAY, S) == []
 
 
 def test_dxa_due_without_any_dxa_for_treated_or_osteoporosis_but_not_screening():

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from cds_service.card_render import load_card
 from cds_service import card_render, engine
 from cds_service.fhir import terminology as t
 from cds_service.record import build_record
@@ -51,6 +52,8 @@ def admin(concept, when):
             "effectiveDateTime": when, "medicationCodeableConcept": concept}
 
 
+# Calcium and 25-OH vitamin D on file: the baseline labs a parenteral start waits for.
+CA_D = (lab("17861-6", 9.4, "mg/dL"), lab("62292-8", 32, "ng/mL"))
 ALENDRONATE = coding(t.RXNORM, "904431")
 RISEDRONATE = coding(t.RXNORM, "905024")
 ZOLEDRONATE = coding(t.RXNORM, "705824")
@@ -109,7 +112,7 @@ def test_stale_egfr_is_unknown_not_low():
 # --- C-TX-DMAB-ALT ----------------------------------------------------------------
 
 def test_dmab_alt_renal_offers_denosumab_only_with_calcium_check():
-    finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34)))
+    finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(34)))
     assert finding.suggestions == ("denosumab",)
     assert "eGFR 34 mL/min/1.73m2 on 2025-03-10 (below 35 for alendronate)" in finding.facts
     card = render(finding)
@@ -126,43 +129,57 @@ def test_dmab_alt_renal_offers_denosumab_only_with_calcium_check():
 
 def test_dmab_alt_gi_problem_adds_zoledronate_only_with_known_egfr_35_or_more():
     stricture = cond("K22.2", "2023-01-01")
-    both = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(35), conditions=[stricture]))
+    both = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(35), conditions=[stricture]))
     assert both.suggestions == ("denosumab", "zoledronic-acid")
     zol = render(both)["suggestions"][1]["actions"][0]["resource"]
     assert zol["medicationCodeableConcept"]["coding"][0]["code"] == "705824"
     assert zol["dosageInstruction"][0]["timing"]["repeat"] == {"frequency": 1, "period": 1, "periodUnit": "a"}
     # eGFR unknown: zoledronic acid waits for a value (the card says so)
-    unknown = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), conditions=[stricture]))
-    assert unknown.suggestions == ("denosumab",) and "not offered until kidney function is known" in unknown.variables["zoledronate_note"]
+    unknown = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, conditions=[stricture]))
+    assert "not offered until it is known" in unknown.variables["zoledronate_note"]
+    assert unknown.suggestions == ()  # and no injection before the baseline labs (kidney function unknown)
     # GI problem and eGFR 34: two problems, renal rules zoledronic acid out
-    renal = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34), conditions=[stricture]))
+    renal = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(34), conditions=[stricture]))
     assert renal.suggestions == ("denosumab",)
 
 
 def test_dmab_alt_intolerance_kinds():
     gi_stop = med(ALENDRONATE, "2023-01-01", status="stopped", end="2023-04-01", reason="Severe heartburn")
-    gi = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(60), meds=[gi_stop]))
+    gi = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(60), meds=[gi_stop]))
     assert gi.suggestions == ("denosumab", "zoledronic-acid")
     assert any("upper-GI intolerance" in f for f in gi.facts)
     allergy_stop = med(ALENDRONATE, "2023-01-01", status="stopped", end="2023-04-01", reason="allergic reaction")
     assert one(tx.start_denosumab_alternative,
-               patient(bmd("38267-1", -2.7), egfr(60), meds=[allergy_stop])).suggestions == ("denosumab",)
+               patient(bmd("38267-1", -2.7), *CA_D, egfr(60), meds=[allergy_stop])).suggestions == ("denosumab",)
     coded = cond(None, "2022-01-01", text="Bisphosphonate intolerance", cid="bpi")
     assert one(tx.start_denosumab_alternative,
-               patient(bmd("38267-1", -2.7), egfr(60), conditions=[coded])).suggestions == ("denosumab",)
+               patient(bmd("38267-1", -2.7), *CA_D, egfr(60), conditions=[coded])).suggestions == ("denosumab",)
     # a stop for another reason (cost) is no intolerance: C-TX-BP as usual
     other = med(ALENDRONATE, "2023-01-01", status="stopped", end="2023-04-01", reason="cost")
-    assert [c for c in fired(patient(bmd("38267-1", -2.7), egfr(60), meds=[other])) if c.startswith("C-TX")] == ["C-TX-BP"]
+    assert [c for c in fired(patient(bmd("38267-1", -2.7), *CA_D, egfr(60), meds=[other])) if c.startswith("C-TX")] == ["C-TX-BP"]
 
 
 def test_dmab_alt_advanced_ckd_note_and_prolia24_work_up_instead_of_an_order():
-    finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(25)))
-    assert "fatal hypocalcemia" in finding.variables["ckd_note"] and "CKD-MBD" in finding.variables["ckd_note"]
+    finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(25)))
+    assert "severe hypocalcemia" in finding.variables["ckd_note"] and "CKD-mineral bone disorder" in finding.variables["ckd_note"]
+    assert "1,25-(OH)2 vitamin D" in load_card("C-TX-DMAB-ALT")["guidance"]  # the full plan, one click away
     assert finding.suggestions == ()  # no one-click denosumab below 30 (PROLIA24)
     (plan,) = finding.extra_suggestions
     codes = {a.resource["code"]["coding"][0]["code"] for a in plan.actions}
     assert codes == {"2731-8", "62292-8", "1649-3", "17861-6", "306286007"}
-    assert one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(30))).variables["ckd_note"] == ""
+    assert one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(30))).variables["ckd_note"] == ""
+
+
+def test_dmab_alt_waits_for_baseline_labs_and_orders_no_test_twice():
+    """Review: calcium or vitamin D unknown -> no one-click injection (Prolia / Reclast:
+    correct hypocalcemia and vitamin D first); C-LAB-BASELINE orders the labs, and the
+    PROLIA24 work-up leaves out what that card orders (no test twice on one screen)."""
+    plain = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34)))
+    assert plain.suggestions == () and not plain.extra_suggestions
+    assert "No injection ordered yet: baseline labs first (see the baseline-labs card)" in plain.facts
+    ckd = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(25)))
+    (plan,) = ckd.extra_suggestions
+    assert {a.resource["code"]["coding"][0]["code"] for a in plan.actions} == {"1649-3", "306286007"}
 
 
 # --- C-TX-ANABOLIC ----------------------------------------------------------------
@@ -311,14 +328,14 @@ def test_a_course_beyond_ten_years_asks_for_a_duration_review_without_hip_t_scor
     if fires:
         text = render(findings[0])
         assert "review how long to go on" in text["summary"] and "No femoral neck or total hip T-score" in text["detail"]
-        assert "Decide with the patient between a drug holiday" in text["detail"]
+        assert "Decide with the patient: a drug holiday" in text["detail"]
 
 
 def test_a_very_long_course_with_a_fracture_on_therapy_is_reviewed_but_no_holiday_is_offered():
     record = patient(bmd("38267-1", -2.6), conditions=[cond("S52.531A", "2024-03-01")],
                      meds=[med(ALENDRONATE, "2002-05-01")])
     text = render(one(tx.consider_drug_holiday, record))
-    assert "23 years" in text["summary"] and "a holiday is not advised" in text["detail"]
+    assert "23 years" in text["summary"] and "so no holiday" in text["detail"]
 
 
 def test_never_a_holiday_on_denosumab():

@@ -98,7 +98,7 @@ CLASSIFY = [
     (ICD10CM, "M8008XA", {"fracture-site-vertebral", "fracture-fragility", "condition-osteoporosis"}),
     (ICD10CM, "m80.0b1a", {"fracture-site-pelvis", "fracture-fragility", "condition-osteoporosis"}),
     (ICD10CM, "M80.052A", {"fracture-site-hip", "fracture-fragility", "condition-osteoporosis"}),
-    (ICD10CM, "Z87.310", {"fracture-site-unspecified", "fracture-fragility"}),
+    (ICD10CM, "Z87.310", {"fracture-site-unspecified", "fracture-fragility", "fracture-history"}),
     (ICD10CM, "S72.001A", {"fracture-site-hip"}),
     (ICD10CM, "S52.531A", {"fracture-site-wrist-forearm"}),
     (ICD10CM, "S82.841A", {"fracture-site-ankle"}),

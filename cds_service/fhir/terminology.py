@@ -470,6 +470,41 @@ def default_unit(value_set: str, concept: Any) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Care already on record (second-pass section 7: an info card only when
+# something is to be done). Each kind is the id of its value set.
+# ---------------------------------------------------------------------------
+
+PT_CARE = "order-physical-therapy"
+EXERCISE_CARE = "order-exercise-programme"
+OT_CARE = "order-occupational-therapy"
+FALL_ASSESSMENT_CARE = "order-fall-risk-assessment"
+SMOKING_CESSATION_CARE = "order-smoking-cessation"
+DIETITIAN_CARE = "order-dietitian"
+DXA_CARE = "order-dxa"
+CARE_KINDS = (PT_CARE, EXERCISE_CARE, OT_CARE, FALL_ASSESSMENT_CARE, SMOKING_CESSATION_CARE, DIETITIAN_CARE,
+              DXA_CARE)
+# Visits (Encounter.type) that count: the prefetch asks only for these.
+VISIT_CARE_KINDS = (PT_CARE, EXERCISE_CARE, OT_CARE)
+
+
+def care_kinds(*concepts: Any) -> frozenset[str]:
+    """The CARE_KINDS a ServiceRequest, Procedure or Encounter records, by code
+    or, failing that, by the value set's text-match names."""
+    found: set[str] = set()
+    for concept in concepts:
+        found |= concepts_of(concept) & set(CARE_KINDS)
+        text = concept_text(concept)
+        if text:
+            found |= {kind for kind in CARE_KINDS if kind not in found and names_in(kind, text)}
+    return frozenset(found)
+
+
+def care_names_in(text: str) -> bool:
+    """Does free text name any kind of care? (The reader's test for an uncoded order or visit.)"""
+    return bool(text) and _tables().names_found("care", text)
+
+
+# ---------------------------------------------------------------------------
 # Everything derived from one Terminology, rebuilt when the active one changes
 # ---------------------------------------------------------------------------
 
@@ -499,8 +534,9 @@ class _Tables:
         self._units: dict[str, dict[str, float]] = {}
         self.groups_cached = functools.lru_cache(maxsize=2048)(self.groups)
         self.drugs_cached = functools.lru_cache(maxsize=2048)(self.drugs)
+        care_names = tuple(n for vs in CARE_KINDS if vs in t for n in t.names(vs))
         patterns = {"condition": _names_pattern(self.condition_names), "agent": _names_pattern(self.agent_names),
-                    "observation": _names_pattern(self.observation_names)}
+                    "observation": _names_pattern(self.observation_names), "care": _names_pattern(care_names)}
         # (kind, text) -> does the text hold a name: charts repeat the same few texts.
         self.names_found = functools.lru_cache(maxsize=4096)(
             lambda kind, text: patterns[kind].search(text) is not None)

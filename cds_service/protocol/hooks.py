@@ -168,4 +168,5 @@ def _policy(service: CdsService, key: str) -> CardPolicy:
     except Exception as exc:  # the store is down: show every card rather than none
         log.error("could not read quieted cards", extra={"error_type": type(exc).__name__})
         quiet = {}
-    return CardPolicy(quiet=quiet, info_budget=settings.info_card_budget)
+    return CardPolicy(quiet=quiet, info_budget=settings.info_card_budget,
+                      routine_budget=settings.routine_card_budget)

@@ -57,13 +57,16 @@ class Finding:
     # fire (a new fracture, diagnosis, lab across a threshold). None: the newest
     # date before today in `facts` (see trigger_date). Give it when the facts
     # carry dates that are not new data, or leave out data that should not wake
-    # a quieted card.
+    # a quieted card. NO_TRIGGER: nothing on record can wake it (only the end of
+    # the quiet period).
     trigger: dt.date | None = None
 
     def __post_init__(self) -> None:
         if self.indicator is not None and self.indicator not in INDICATORS:
             raise ValueError(f"bad indicator {self.indicator!r}")
 
+
+NO_TRIGGER = dt.date.min  # Finding.trigger when no data the card fired on counts as new
 
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 

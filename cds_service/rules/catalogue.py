@@ -81,6 +81,14 @@ UNRANKED_TIER = 2
 _RANK = {card_id: (tier, i) for tier, (_, ids) in enumerate(VALUE_TIERS) for i, card_id in enumerate(ids)}
 
 
+ROUTINE_TIER = next(i for i, (name, _) in enumerate(VALUE_TIERS) if name == "routine")
+
+
+def is_routine(card_id: str) -> bool:
+    """A routine-care card (calcium and vitamin D, exercise, falls, lifestyle)."""
+    return value_rank(card_id)[0] == ROUTINE_TIER
+
+
 def value_rank(card_id: str) -> tuple[int, int]:
     """Sort key, most valuable first: (tier, place in the tier)."""
     return _RANK.get(card_id, (UNRANKED_TIER, 0))

@@ -19,15 +19,14 @@ from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord
 from cds_service.rules.base import Finding, Suggestion, rule
 from cds_service.rules.facts import (
-    calcium,
     draft_fact,
     drug_label,
     drug_title,
     kidney,
     last_given,
-    low_calcium,
     months_to_days,
     ordered,
+    predose_labs_missing,
 )
 from cds_service.rules.orders import predose_lab_actions
 from cds_service.rules.settings import ClinicalSettings
@@ -89,21 +88,29 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
     ordered with no creatinine / eGFR or no calcium within predose_lab_days (90). Reclast
     label: creatinine before each dose; Prolia label: correct hypocalcemia before each
     dose. Coded kidney failure or dialysis counts as a known kidney function (the kidney
-    safety cards speak then); calcium is always needed. Suggests the missing labs."""
-    months = settings.predose_lab_days / 30.4375
+    safety cards speak then); calcium is always needed. Suggests the missing labs.
+    Review: quiet for a zoledronic acid draft contraindicated by kidney function or acute
+    kidney injury (no labs before a dose not to be given: C-SAFE-RENAL speaks), and leaves
+    the calcium to C-SAFE-DMAB-CKD's plan below 30 (no test ordered twice on one screen)."""
     reading = kidney(record, settings)
-    recent_kidney = reading.coded or any(record.lab(n, months) for n in ("egfr", "creatinine"))
     # Known hypocalcemia: C-SAFE-HYPOCA owns the calcium (one calcium order per screen).
-    recent_calcium = calcium(record, months) or low_calcium(record, settings)
-    if recent_kidney and recent_calcium:
-        return []
-    missing = [label for label, ok in (("kidney function (creatinine / eGFR)", recent_kidney),
-                                       ("serum calcium", recent_calcium)) if not ok]  # one or both
-    older = [record.lab("creatinine"), record.lab("egfr")] if not recent_kidney else []
-    older += [record.lab("calcium")] if not recent_calcium else []
-    on_file = [f"{lab.fact()} (older than {settings.predose_lab_days} days)" for lab in older if lab]
+    no_kidney, no_calcium = predose_labs_missing(record, settings)
+    recent_kidney, recent_calcium = not no_kidney, not no_calcium
     findings = []
     for draft, agent in ordered(record, ("zoledronic_acid", "denosumab")):
+        if agent == "zoledronic_acid" and (reading.below(settings.egfr_zoledronate_min)
+                                           or record.condition_hits("acute_kidney_injury")):
+            continue  # contraindicated (C-SAFE-RENAL, critical): no labs before a dose not to be given
+        # Denosumab below 30: C-SAFE-DMAB-CKD's PROLIA24 plan orders the calcium (one calcium order per screen).
+        need_calcium = not recent_calcium and not (agent == "denosumab"
+                                                   and reading.below(settings.egfr_denosumab_ckd))
+        if recent_kidney and not need_calcium:
+            continue
+        missing = [label for label, need in (("kidney function (creatinine / eGFR)", not recent_kidney),
+                                             ("serum calcium", need_calcium)) if need]  # one or both
+        older = [record.lab("creatinine"), record.lab("egfr")] if not recent_kidney else []
+        older += [record.lab("calcium")] if need_calcium else []
+        on_file = [f"{lab.fact()} (older than {settings.predose_lab_days} days)" for lab in older if lab]
         findings.append(Finding(
             "C-SAFE-PREDOSE-LABS",
             facts=(draft_fact(draft, agent),
@@ -112,7 +119,7 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
                        "days": str(settings.predose_lab_days)},
             suggestions=(), extra_suggestions=(Suggestion(
                 f"Order {' and '.join(missing)} before the {drug_label(agent)} dose",
-                predose_lab_actions(kidney=not recent_kidney, calcium=not recent_calcium), True),),
+                predose_lab_actions(kidney=not recent_kidney, calcium=need_calcium), True),),
             source_url=t.label_url(agent)))
     return findings
 

@@ -18,6 +18,13 @@ Rules:
   supervised or group exercise the suggestion; pain after a vertebral
   fracture, psychological support after a fracture, a dietitian referral when
   calcium intake or weight is low, and yoga with the end-range flexion caution.
+- Second pass section 7 (quiet by default): each card fires only when
+  something is to be done. C-EXERCISE is quiet with a physical-therapy or
+  exercise referral, procedure or visit on record within done_within_months
+  (12), unless a fracture came after it. C-FALLS is quiet with a fall-risk
+  assessment in that time that was negative, is still pending (ordered), or was
+  positive or unreadable and followed up (PT, exercise or occupational therapy
+  since), unless a fall or fracture came after it.
 """
 
 from __future__ import annotations
@@ -25,25 +32,23 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import Fracture, PatientRecord, within_months
-from cds_service.rules.base import Finding, rule
+from cds_service.record import BinaryResult, CareEvent, Fracture, PatientRecord, within_months
+from cds_service.rules.base import NO_TRIGGER, Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.orders import DIETITIAN, OCCUPATIONAL_THERAPY, referral_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
 FALL_HISTORY_MIN_AGE = 50        # FALL-1: "any fall history at any age >= 50" (brief, not a local choice)
-FALL_SCREEN_VALID_MONTHS = 12    # STEADI screens yearly: a fall-risk assessment this recent is not re-ordered
+FALL_SCREEN_VALID_MONTHS = 12    # STEADI screens yearly: a positive screen this recent asks for supervised training
+EXERCISE_CARE = (t.PT_CARE, t.EXERCISE_CARE)
+FALL_FOLLOW_UP_CARE = (t.PT_CARE, t.EXERCISE_CARE, t.OT_CARE)
 
-# Spinal precautions (EX-1, SEED 000 / TFTF). Framed as how to move, not as a
-# ban on bending: the seed warns that generic prohibitions breed fear and
-# activity avoidance.
+# Spinal precautions (EX-1, SEED 000 / TFTF), the card's short form (the guidance page has the
+# full text). Framed as how to move, not as a ban on bending: the seed warns that generic
+# prohibitions breed fear and activity avoidance.
 SPINAL_PRECAUTIONS = (
-    "**Spine-sparing movement (osteoporosis or vertebral fracture).** Keep the patient active and "
-    "teach them how to move rather than what to fear: modify movements that load the spine in "
-    "flexion or rotation, that is rapid, repetitive, sustained, weighted or end-range spinal flexion "
-    "and twisting (sit-ups, crunches, toe touches, twisting while lifting); lift with a hip hinge and "
-    "the load close to the body. Emphasise spine-extensor strengthening and posture training. Yoga and "
-    "Pilates are fine without end-range spinal flexion or twisting poses (forward folds, plough)."
+    "**Spine-sparing:** no rapid, loaded or end-range bending or twisting (sit-ups, toe touches); lift with a "
+    "hip hinge; add spine-extensor and posture work. Yoga without end-range flexion."
 )
 
 
@@ -125,6 +130,9 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
     diagnosis, facts = _bone_reasons(record, settings)
     if not diagnosis:
         return []
+    done = record.care_done(EXERCISE_CARE, settings.done_within_months)
+    if done and not [f for f in record.fractures if f.date and f.date > done[-1].date]:  # type: ignore[operator]
+        return []  # in a programme already, and no fracture since that needs rehabilitation again
     vertebral = [f for f in record.fractures if f.site == t.VERTEBRAL]
     hip = [f for f in record.fractures if f.site == t.HIP]
     fresh = [f for f in record.fractures if _fresh(f, today, settings)]
@@ -138,6 +146,7 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
             facts.append(f.fact())
     facts += falls + gait + screen + fear + diet
 
+    seen_dietitian = record.care_done((t.DIETITIAN_CARE,), settings.done_within_months)
     spinal = diagnosis == OSTEOPOROSIS or bool(vertebral)
     balance_impaired = bool(falls or gait or screen)
     recent_vertebral = [f for f in vertebral if within_months(f.date, today, settings.recent_fracture_months)]
@@ -161,27 +170,19 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
 
     variables = {
         "focus": " with spinal precautions" if spinal else "",
-        "supervision": ("Balance is impaired (falls, a gait/balance problem or a positive fall-risk screen on "
-                        "record): start **supervised** balance and strength training, e.g. with a physical "
-                        "therapist, until the exercises are done safely alone."
-                        if balance_impaired else
-                        "Supervise the first sessions if balance turns out to be impaired."),
-        "rehab": "\n\n".join(p for p in (
-            ("**Fear of falling is on record:** make supervised or group exercise (a class, or physical "
-             "therapy) the start; confidence grows with safe practice." if fear else
-             "**Fear of falling:** ask about it (FES-I or Short FES-I when available); if present, start with "
-             "supervised or group exercise."),
-            ("**Pain after the vertebral fracture:** analgesia and physical therapy; short-term bracing is a "
-             "specialist's choice." if recent_vertebral else ""),
-            ("**After a fracture:** offer psychological support (support groups, counselling); anxiety and low "
-             "mood slow recovery." if recent_fracture else ""),
-            ("**Low calcium intake or low weight:** refer to a dietitian." if diet else ""),
+        "supervision": ("Balance is impaired: start **supervised** (physical therapy)." if balance_impaired else
+                        "" if fear else "Ask about fear of falling (FES-I)."),
+        "rehab": "\n".join(f"- {p}" for p in (
+            "**Fear of falling** on record: supervised or group exercise first." if fear else "",
+            "**Pain after the vertebral fracture:** analgesia and physical therapy." if recent_vertebral else "",
+            "**After the fracture:** offer psychological support." if recent_fracture else "",
+            "**Low calcium intake or weight:** refer to a dietitian." if diet and not seen_dietitian else "",
         ) if p),
         # one slot for the conditional safety paragraphs, so an absent one leaves no gap
         "precautions": "\n\n".join(p for p in (
             SPINAL_PRECAUTIONS if spinal else "",
-            (f"**Fresh fracture (last {settings.fresh_fracture_weeks} weeks).** Agree loading of the fracture "
-             "site with the treating clinician; rehabilitation starts under a physical therapist.") if fresh else "",
+            (f"**Fresh fracture (last {settings.fresh_fracture_weeks} weeks):** agree loading with the treating "
+             "clinician.") if fresh else "",
         ) if p),
         "referral_reason": "; ".join(referral_reasons) or "none",
         "therapist_note": ("Osteoporosis exercise programme: progressive resistance, balance and weight-bearing "
@@ -190,10 +191,41 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
                                            if spinal else "")
                            + "address fear of falling and build a routine the patient can keep."),
     }
+    facts += [c.fact() for c in seen_dietitian[-1:] if diet]
     dietitian = (referral_suggestion(DIETITIAN, "Refer to a dietitian (calcium intake or weight)",
-                                     "Osteoporosis care: low calcium intake or low body weight"),) if diet else ()
+                                     "Osteoporosis care: low calcium intake or low body weight"),
+                 ) if diet and not seen_dietitian else ()
     return [Finding("C-EXERCISE", facts=tuple(facts), variables=variables,
-                    suggestions=("pt-referral",) if referral_reasons else (), extra_suggestions=dietitian)]
+                    suggestions=("pt-referral",) if referral_reasons else (), extra_suggestions=dietitian,
+                    trigger=_new_trigger(record, settings))]
+
+
+def _new_trigger(record: PatientRecord, settings: ClinicalSettings) -> dt.date:
+    """New trigger for the exercise and falls cards (card_policy): a fracture, a fall, a
+    gait or balance problem, a fall-risk screen or fear of falling recorded since the
+    card was acted on. Not a repeat DXA, BMI or age: no new reason to advise again."""
+    days = [f.date for f in record.fractures if f.date]
+    days += [h.date for group in ("falls", "gait_balance", "fear_of_falling")
+             for h in record.condition_hits(group, active_only=False) if h.date]
+    days += [a.date for a in record.fall_risk if a.date and a.positive]
+    days += [c.date for c in record.fall_concern if c.date]
+    return max(days, default=NO_TRIGGER)
+
+
+def _last_assessment(record: PatientRecord, today: dt.date,
+                     months: int) -> tuple[BinaryResult | None, CareEvent | None]:
+    """(latest fall-risk assessment within `months`, or an order for one placed after it
+    and still pending). A result is an Observation; a Procedure or visit without one
+    reads as "result not readable"."""
+    results = [a for a in record.fall_risk if within_months(a.date, today, months)]
+    latest = results[-1] if results else None
+    arranged = record.care_done((t.FALL_ASSESSMENT_CARE,), months)
+    if arranged and (latest is None or arranged[-1].date > latest.date):  # type: ignore[operator]
+        newest = arranged[-1]
+        if newest.source == "ServiceRequest":
+            return latest, newest
+        return BinaryResult(newest.date, None, newest.ref), None
+    return latest, None
 
 
 @rule("patient-view")
@@ -202,8 +234,11 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
     fall_prevention_min_age with osteopenia, osteoporosis or a fragility
     fracture, or any fall history at >= 50 -> multifactorial fall prevention
     and a fall-risk assessment order (LOINC 73830-2) unless one was done in the
-    last 12 months. Quiet when age is unknown, and when a negative assessment in
-    the last 12 months stands without any fall history (screened low risk)."""
+    last done_within_months (12). Quiet (second-pass 7) when age is unknown, and
+    when no fall or fracture came after the last assessment and that assessment
+    is pending (ordered), negative, or was followed up (PT, exercise or
+    occupational therapy on or after it). A positive screen without follow-up
+    asks for it (OT home-safety referral); a result that cannot be read, to act on it."""
     if record.age is None:
         return []
     falls = _fall_history(record)
@@ -219,32 +254,49 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
         facts += falls
     if not fires:
         return []
-    recent = [a for a in record.fall_risk if within_months(a.date, today, FALL_SCREEN_VALID_MONTHS)]
-    latest = recent[-1] if recent else None
+    latest, pending = _last_assessment(record, today, settings.done_within_months)
+    last = pending or latest
+    # A fall or fracture after the assessment: it no longer describes the patient.
+    since = [f"{f.fact()} (after the fall-risk assessment)" for f in record.fractures
+             if last and f.date and f.date > last.date]
+    since += [f"History of falling recorded {h.date} ({h.code}, after the fall-risk assessment)"
+              for h in record.condition_hits("falls", active_only=False) if last and h.date and h.date > last.date]
+    if not since:
+        if pending is not None:
+            return []  # a fall-risk assessment is ordered: wait for its result
+        if latest is not None and (latest.positive is False or record.care_done(
+                FALL_FOLLOW_UP_CARE, settings.done_within_months, since=latest.date)):
+            return []  # screened low risk, or screened and followed up: nothing to add
     if latest is not None:
         result = {True: "positive", False: "negative", None: "result not readable"}[latest.positive]
         facts.append(f"Fall-risk assessment on {latest.date}: {result}")
-        if latest.positive is False and not falls:
-            return []  # screened low risk this year, never fallen: nothing to add
+    facts += [pending.fact()] if pending else []
+    facts += since
     fear = fear_of_falling(record, settings)
     facts += fear
     follow_up = ()
-    if latest is None:
+    if since:
+        assessment = ("A fall or fracture since the last fall-risk assessment: assess again "
+                      "(STEADI: screen, assess gait, strength and balance).")
+        latest = None  # order a new one
+    elif latest is None:
         assessment = ("No fall-risk assessment in the last 12 months: order one "
                       "(e.g. STEADI: screen, assess gait, strength and balance).")
     elif latest.positive:
         # Second-pass 5: a positive screen asks for its follow-up (STEADI: intervene on what
         # the assessment found); the exercise card carries the supervised balance training.
-        assessment = (f"The fall-risk screen on {latest.date} was **positive**: follow it up. Review medicines, "
-                      "orthostatic blood pressure, vision and feet, and have the home checked for hazards "
-                      "(occupational therapy); supervised balance training is on the exercise card.")
+        assessment = (f"The fall-risk screen on {latest.date} was **positive** and no follow-up is on record: have "
+                      "the home checked for hazards (occupational therapy, suggested below); supervised balance "
+                      "training is on the exercise card.")
         follow_up = (referral_suggestion(OCCUPATIONAL_THERAPY, "Refer to occupational therapy for a home-safety "
                                                                "evaluation", "Positive fall-risk screen: home hazards "
                                                                              "and assistive devices", True),)
     else:
-        assessment = f"A fall-risk assessment was done on {latest.date}; act on its findings."
+        assessment = (f"A fall-risk assessment was done on {latest.date} and no follow-up is on record: act on "
+                      "its findings (physical therapy, home safety).")
     if fear:
-        assessment += " Fear of falling is on record: address it (supervised or group exercise builds confidence)."
+        assessment += " Fear of falling is on record: supervised or group exercise builds confidence."
     return [Finding("C-FALLS", facts=tuple(facts),
                     variables={"min_age": str(settings.fall_prevention_min_age), "assessment": assessment},
-                    suggestions=() if latest else ("fall-risk-assessment",), extra_suggestions=follow_up)]
+                    suggestions=() if latest else ("fall-risk-assessment",), extra_suggestions=follow_up,
+                    trigger=_new_trigger(record, settings))]

@@ -24,6 +24,7 @@ from cds_service.record import (
     MedEvent,
     PatientRecord,
     as_written,
+    months_between,
     within_months,
 )
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
@@ -240,6 +241,24 @@ def calcium(record: PatientRecord, months: float) -> Lab | None:
     return measured
 
 
+def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """Why no one-click vitamin D (or calcium) order may be offered, as a fact, or None. Dialysis or CKD 4-5: the form and dose of vitamin D belong to nephrology
+    (second-pass 1: no generic cholecalciferol order; KDIGO 2017 CKD-MBD). A calcium above
+    the upper limit or coded hypercalcemia: find its cause (PTH) first; vitamin D raises
+    calcium further (ergocalciferol / cholecalciferol labels: contraindicated in
+    hypercalcemia)."""
+    reading = kidney(record, settings)
+    if reading.band in (FAILURE, SEVERE):
+        return (f"Kidney function severely reduced ({reading.label}): calcium and the form of vitamin D are agreed "
+                "with nephrology (CKD-mineral bone disorder)")
+    ca = calcium(record, settings.lab_max_age_months)
+    hits = record.condition_hits("hypercalcemia")
+    if (ca and ca.value > settings.calcium_upper_mg_dl) or hits:
+        what = ca.fact() if ca and ca.value > settings.calcium_upper_mg_dl else condition_fact(hits[0], "Hypercalcemia")
+        return f"{what}: a high calcium, find its cause (PTH) before giving vitamin D"
+    return None
+
+
 def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
     """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
     (default calcium_max_age_months), or an active hypocalcemia Condition. None when neither."""
@@ -250,6 +269,18 @@ def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float
     if hits:
         return condition_fact(hits[0], "Hypocalcemia")
     return None
+
+
+def predose_labs_missing(record: PatientRecord, settings: ClinicalSettings) -> tuple[bool, bool]:
+    """(kidney function missing, calcium missing) within predose_lab_days before a zoledronic
+    acid or denosumab dose (second-pass 2, C-SAFE-PREDOSE-LABS). Coded kidney failure or
+    dialysis is a known kidney function; a known low calcium is not "missing" (C-SAFE-HYPOCA
+    owns it)."""
+    months = settings.predose_lab_days / 30.4375
+    reading = kidney(record, settings)
+    recent_kidney = bool(reading.coded or any(record.lab(n, months) for n in ("egfr", "creatinine")))
+    recent_calcium = bool(calcium(record, months) or low_calcium(record, settings))
+    return not recent_kidney, not recent_calcium
 
 
 def missing_baseline_labs(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
@@ -459,6 +490,22 @@ def denosumab_timing(record: PatientRecord, settings: ClinicalSettings) -> DmabT
                       e.last_dose + dt.timedelta(days=interval + grace), phase)
 
 
+def on_board(record: PatientRecord, settings: ClinicalSettings, classes: Iterable[str]) -> list[AgentExposure]:
+    """Drugs of `classes` the patient is on: the active ones, plus denosumab whose next
+    dose is due or overdue with no explicit stop. A lapsing denosumab course is still under
+    way (its effect is wearing off, and C-DMAB-DUE/OVERDUE plan the next dose), so cards
+    about a patient "on denosumab" (pregnancy, jaw osteonecrosis, atypical femoral
+    fracture: second-pass 2 and 4) must not fall silent the day the dose falls due."""
+    wanted = set(classes)
+    out = [e for e in record.active_agents(wanted) if not e.oncology_only]
+    dmab = record.medications.get("denosumab")
+    if t.DENOSUMAB in wanted and dmab and dmab not in out and not dmab.oncology_only:
+        timing = denosumab_timing(record, settings)
+        if timing and timing.phase in (DUE, OVERDUE) and denosumab_stop_order(record) is None:
+            out.append(dmab)
+    return out
+
+
 _STOP_WORDS = ("stopped", "discontinu", "stop ", "ceased", "withdrawn", "cancel")
 
 
@@ -476,9 +523,13 @@ def denosumab_stop_order(record: PatientRecord) -> MedEvent | None:
         return None
 
     def explicit(ev: MedEvent) -> bool:
+        if any(w in ev.status_reason for w in ("duplicate", "error", "entered in error")):
+            return False  # an order withdrawn as a duplicate or an error is no decision about the drug
         return ev.status in ("stopped", "cancelled") or any(w in ev.status_reason for w in _STOP_WORDS)
 
-    newest = max(requests, key=lambda ev: (ev.start or dt.date.min, explicit(ev)))
+    # Same day: the dose given beats a cancelled twin (review: a duplicate order entered and
+    # cancelled beside the completed one of that day read as a stop; EHRs do that daily).
+    newest = max(requests, key=lambda ev: (ev.start or dt.date.min, not explicit(ev)))
     if not explicit(newest):
         return None
     # A dose given after the stop date the order carries (its end): the course went on. A
@@ -583,15 +634,51 @@ def in_drug_holiday(record: PatientRecord, settings: ClinicalSettings) -> bool:
     return True
 
 
+# The LOINC codes C-LAB-BASELINE orders (cards/C-LAB-BASELINE.yaml): per missing lab, and the
+# bone panel it always adds (phosphate, alkaline phosphatase, intact PTH).
+BASELINE_LAB_LOINC = {"eGFR": "98979-8", "serum calcium": "17861-6", "25-OH vitamin D": "62292-8"}
+BASELINE_PANEL_LOINC = ("2777-1", "6768-6", "2731-8")
+
+
+def baseline_lab_orders(record: PatientRecord, settings: ClinicalSettings) -> set[str]:
+    """LOINC codes C-LAB-BASELINE will order on this screen (empty when it does not fire):
+    other cards leave these out so no test is suggested twice."""
+    missing = baseline_labs_due(record, settings)
+    if not missing:
+        return set()
+    return {BASELINE_LAB_LOINC[m] for m in missing if m in BASELINE_LAB_LOINC} | set(BASELINE_PANEL_LOINC)
+
+
 def baseline_labs_due(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """MON-7 / TX-1a: the missing or stale baseline labs when C-LAB-BASELINE fires
     (treatment indicated, not on bone-active therapy or in a holiday), else []."""
     a = assess(record, settings)
     if not a.treatable:
         return []
-    if bone_active_therapy(record) or in_drug_holiday(record, settings):
+    # A denosumab course whose dose is due or overdue is treatment under way, not a start
+    # (review: "before starting treatment" beside C-DMAB-OVERDUE; its dose carries the labs).
+    if bone_active_therapy(record) or on_board(record, settings, {t.DENOSUMAB}) or in_drug_holiday(record, settings):
         return []
     return missing_baseline_labs(record, settings)
+
+
+def unexplained_alp(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """A raised alkaline phosphatase (above the result's reference range, flagged high, or
+    above alp_upper_u_l when neither is given) with no explanation on record: no liver
+    disease and no fracture within recent_fracture_months (a healing fracture raises it).
+    Paget disease and bone metastases are contraindications in their own right."""
+    alp = record.lab("alp", settings.lab_max_age_months)
+    if alp is None:
+        return None
+    upper = alp.high if alp.high is not None else settings.alp_upper_u_l
+    if not (alp.value > upper or alp.flag in ("H", "HH", "HU")):
+        return None
+    if record.condition_hits("liver_disease"):
+        return None
+    if any(f.date and months_between(f.date, record.today) <= settings.recent_fracture_months
+           for f in record.fractures):
+        return None
+    return f"{alp.fact()} (above {upper:g} U/L, no liver disease or recent fracture to explain it)"
 
 
 # ---------------------------------------------------------------------------
@@ -606,7 +693,8 @@ PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone"), ("skeletal_malignancy",
 def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple[list[str], list[str]]:
     """TX-4: (anabolic agents that may be suggested, facts on those left out).
     Teriparatide/abaloparatide: not with a SAFE-11 condition or a measured calcium above
-    the upper limit, nor after the 24-month lifetime course (SAFE-10). Romosozumab:
+    the upper limit or an unexplained raised alkaline phosphatase, nor after the 24-month
+    lifetime course (SAFE-10). Romosozumab:
     postmenopausal women only (label), not after MI or stroke within
     mi_stroke_window_months (SAFE-8), not after 12 doses (SAFE-9), not with low calcium.
     Once an anabolic course has ended and no antiresorptive was given since, the next step
@@ -628,6 +716,9 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     ca = calcium(record, settings.lab_max_age_months)
     if ca and ca.value > settings.calcium_upper_mg_dl:
         pth_block.append(ca.fact())
+    alp = unexplained_alp(record, settings)  # review: C-SAFE-ANABOLIC-CONTRA warns on it at signing
+    if alp:
+        pth_block.append(alp)
     pth_months = record.class_exposure_months(t.PTH_ANALOG)
     if pth_block:
         excluded.append(f"Teriparatide/abaloparatide not suggested: {'; '.join(pth_block)}")
@@ -723,11 +814,12 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
-    "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due", "anabolic_options",
-    "current_pregnancy", "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
+    "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",
+    "baseline_lab_orders", "anabolic_options", "current_pregnancy", "on_board", "unexplained_alp",
+    "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
     "condition_fact", "FAILURE", "SEVERE", "MEASURED", "UNKNOWN", "RENAL", "GI", "INTOLERANCE", "COMPLICATION",
     "NOT_DUE", "DUE", "OVERDUE",
 ]

@@ -25,7 +25,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import MedEvent, PatientRecord
-from cds_service.rules.base import Finding, Suggestion, rule
+from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DUE,
     NOT_DUE,
@@ -35,14 +35,16 @@ from cds_service.rules.facts import (
     anabolic_course_end,
     bisphosphonate_since,
     bp_contraindications,
+    current_pregnancy,
     denosumab_stop_order,
     denosumab_timing,
     kidney,
     kidney_fact,
     low_calcium,
     months_to_days,
+    predose_labs_missing,
 )
-from cds_service.rules.orders import PROLIA24_TEXT, denosumab_dose, prolia24_suggestion
+from cds_service.rules.orders import PROLIA24_TEXT, denosumab_dose, predose_lab_actions, prolia24_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -64,27 +66,49 @@ def _later_denosumab_order(timing: DmabTiming) -> MedEvent | None:
 # ---------------------------------------------------------------------------
 
 def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: list[str],
-                   key: str = "denosumab") -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
+                   key: str = "denosumab", *, start: bool = False) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
     """The next denosumab dose as (YAML keys, built suggestions). With kidney function
     below egfr_denosumab_ckd (30) or on dialysis the dose rides with the whole PROLIA24
-    plan (second-pass 2): CKD-MBD labs, calcium weekly x 4 then monthly, nephrology."""
+    plan (second-pass 2): CKD-MBD labs, calcium weekly x 4 then monthly, nephrology.
+    `start`: denosumab would be new to the patient; below 30 that is the CKD-MBD work-up
+    and referral first, no dose (as C-TX-DMAB-ALT; PROLIA24: evaluate CKD-MBD before
+    starting, under a CKD-MBD specialist)."""
     reading = kidney(record, settings)
+    if reading.below(settings.egfr_denosumab_ckd) and start:
+        facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT} "
+                     "No denosumab dose is suggested until that work-up is done.")
+        return (), (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab is started",
+                                        after_dose=False),)
     if reading.below(settings.egfr_denosumab_ckd):
         facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT}")
         return (), (prolia24_suggestion(
             "Give denosumab 60 mg with the CKD-MBD plan: PTH, 25-OH and 1,25-(OH)2 vitamin D, calcium before, "
             "weekly x 4 then monthly; nephrology",
             dose=denosumab_dose("Advanced kidney disease: calcium weekly for 4 weeks, then monthly (Prolia 2024).")),)
+    no_kidney, no_calcium = predose_labs_missing(record, settings)
+    if no_kidney or no_calcium:
+        # Review: a one-click dose with no recent kidney function or calcium met
+        # C-SAFE-PREDOSE-LABS at signing; the labs ride with the dose (Prolia label: correct
+        # hypocalcemia before each dose).
+        return (), (Suggestion("Order the next denosumab 60 mg dose, with the pre-dose labs", (
+            Action("create", "Denosumab 60 mg subcutaneously", resource=denosumab_dose(
+                "Check the pre-dose labs first; repeat every 6 months.")),
+            *predose_lab_actions(kidney=no_kidney, calcium=no_calcium)), True),)
     return (key,), ()
 
 
 def zoledronate_blockers(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """Why IV zoledronic acid should not be suggested (SAFE-3, SAFE-4, intolerance, AFF /
-    ONJ). Only actual values count: an unknown kidney function blocks nothing."""
+    ONJ). Review: an unknown kidney function blocks it too, as on C-TX-DMAB-ALT (Reclast
+    label: creatinine clearance before each dose, contraindicated below 35; a one-click
+    infusion with no kidney value met C-SAFE-PREDOSE-LABS at signing)."""
     out = []
     reading = kidney(record, settings)
     if reading.below(settings.egfr_zoledronate_min):
         out.append(kidney_fact(reading, settings.egfr_zoledronate_min, "zoledronic acid"))
+    elif not reading.known:
+        out.append(f"no kidney function in the last {settings.kidney_lab_max_age_months} months (needed before "
+                   "each infusion)")
     low = low_calcium(record, settings)
     if low:
         out.append(low)
@@ -92,6 +116,12 @@ def zoledronate_blockers(record: PatientRecord, settings: ClinicalSettings) -> l
     if hits:
         out.append(f"Bisphosphonate intolerance on the problem list ({hits[0].code or 'coded'})")
     return out
+
+
+def follow_on_plan(zoledronate: bool, alendronate: bool, otherwise: str) -> str:
+    """The follow-on a summary names: only the drugs actually offered."""
+    drugs = [name for name, offered in (("zoledronic acid", zoledronate), ("alendronate", alendronate)) if offered]
+    return f"plan {' or '.join(drugs)}" if drugs else otherwise
 
 
 def bisphosphonate_keys(record: PatientRecord, settings: ClinicalSettings, facts: list[str],
@@ -126,9 +156,12 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     bisphosphonate was given since the last dose or is active (transition done),
     or a new denosumab order was written after the last administration (next dose
     already ordered). Suggests the next 60 mg SC dose; with kidney function below
-    30 or dialysis the dose rides with the PROLIA24 plan (second-pass 2)."""
+    30 or dialysis the dose rides with the PROLIA24 plan (second-pass 2).
+    Quiet in a current pregnancy: "give the next dose" beside C-SAFE-PREGNANCY ("must not
+    be given"; Prolia label: contraindicated in pregnancy) would contradict it; that card
+    carries the rebound warning and the specialist referral."""
     timing = denosumab_timing(record, settings)
-    if timing is None or timing.phase != DUE:
+    if timing is None or timing.phase != DUE or current_pregnancy(record, settings):
         return []
     if denosumab_stop_order(record) or bisphosphonate_since(record, timing.last_dose):
         return []
@@ -210,8 +243,11 @@ def denosumab_stop(record: PatientRecord, today: dt.date, settings: ClinicalSett
         zol_day = today
     facts.append("No bisphosphonate started or planned after denosumab")
     keys = bisphosphonate_keys(record, settings, facts, zoledronate_key="zoledronic-acid-scheduled")
+    plan = follow_on_plan("zoledronic-acid-scheduled" in keys, "alendronate" in keys,
+                          "no bisphosphonate possible: continue denosumab or refer")
     return [Finding("C-DMAB-STOP", facts=tuple(facts),
-                    variables={"zoledronate_date": zol_day.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS},
+                    variables={"zoledronate_date": zol_day.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                               "plan": plan},
                     suggestions=tuple(keys))]
 
 
@@ -241,9 +277,20 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
         facts.append(f"Oral alendronate not suggested: {'; '.join(oral)}")
     else:
         keys = ("alendronate",)  # ACP23 Rec 3 names a bisphosphonate first
-    dmab_keys, built = denosumab_plan(record, settings, facts)
+    dmab_keys, built = denosumab_plan(record, settings, facts, start=True)
+    if keys:
+        start, suggested = "start alendronate or denosumab", (
+            "alendronate 70 mg weekly (denosumab 60 mg every 6 months is the alternative, for example when an "
+            "oral bisphosphonate is not suitable)")
+    elif kidney(record, settings).below(settings.egfr_denosumab_ckd):
+        start, suggested = "plan denosumab with nephrology", (
+            "denosumab, started only after a CKD-MBD work-up with nephrology (an oral bisphosphonate is not "
+            "suitable here)")
+    else:
+        start, suggested = "start denosumab", "denosumab 60 mg every 6 months (an oral bisphosphonate is not suitable here)"
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
-                    variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS},
+                    variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                               "start": start, "suggested": suggested},
                     suggestions=keys + dmab_keys, extra_suggestions=built)]
 
 

@@ -3,15 +3,19 @@
 Rules here:
   C-LIFESTYLE (info, patient-view): smoking cessation and limiting alcohol for
   a current smoker, or alcohol use above recommended limits, in a patient with
-  osteoporosis, osteopenia or a fragility fracture.
+  osteoporosis, osteopenia or a fragility fracture. Second pass section 7: a
+  smoking-cessation referral, counselling or therapy on record within
+  done_within_months (12) answers the smoking part; the card then speaks of
+  alcohol only, or is quiet.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord
-from cds_service.rules.base import Finding, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
 
@@ -41,8 +45,11 @@ def lifestyle(record: PatientRecord, today: dt.date, settings: ClinicalSettings)
     status is unknown, not a smoker. The smoking-cessation referral suggestion
     is offered only to a current smoker."""
     habits: list[str] = []
-    if record.smoker is True:
+    support = record.care_done((t.SMOKING_CESSATION_CARE,), settings.done_within_months)
+    smoking = record.smoker is True and not support
+    if smoking:
         habits.append(f"Current smoker (recorded {record.smoking_date or 'on an unknown date'})")
+    hit = None
     if record.alcohol_excess is True:
         hits = record.condition_hits("alcohol_excess")
         hit = max(hits, key=lambda h: h.date or dt.date.min) if hits else None
@@ -53,7 +60,11 @@ def lifestyle(record: PatientRecord, today: dt.date, settings: ClinicalSettings)
     why = bone_reasons(record, settings)
     if not why:
         return []
-    topics = " and ".join(w for w, on in (("stop smoking", record.smoker is True),
+    habits += [f"{support[-1].fact()} (smoking addressed)"] if support and record.smoker is True else []
+    topics = " and ".join(w for w, on in (("stop smoking", smoking),
                                            ("limit alcohol", record.alcohol_excess is True)) if on)
+    # New trigger: a new alcohol diagnosis. Not a smoking status (re-recorded at most visits)
+    # nor the bone facts (a repeat DXA): no new reason to give the same advice.
+    trigger = hit.date if hit and hit.date else NO_TRIGGER
     return [Finding("C-LIFESTYLE", facts=tuple(habits + why), variables={"topics": topics},
-                    suggestions=("smoking-cessation",) if record.smoker is True else ())]
+                    suggestions=("smoking-cessation",) if smoking else (), trigger=trigger)]

@@ -4,8 +4,9 @@ Implemented (patient-view):
 - MON-1 + MON-6 -> C-MON-DXA-DUE: repeat DXA due (on therapy, in a drug
   holiday or osteoporosis: dxa_interval_months; untreated osteopenia: by
   lowest T-score, osteopenia_dxa_years).
-- MON-1 + seed 000 -> C-MON-ONTX: on therapy, DXA not yet due: next-due date
-  and a regular review of adherence, side effects and fracture risk.
+- MON-1 + seed 000, second-pass 7 -> C-MON-ONTX: on therapy, only when
+  something is due or abnormal (a refill gap, a new fracture, calcium out of
+  range), never as a standing reminder.
 - MON-3/MON-4/MON-5 -> C-SCREEN-DXA: screening DXA for women (never men by age).
 - MON-7 / TX-1a -> C-LAB-BASELINE: baseline labs before starting therapy.
 - ACR22 (second-pass 5) -> C-GIOP: glucocorticoid-induced osteoporosis
@@ -22,13 +23,14 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, PatientRecord, add_months, within_months
+from cds_service.record import AgentExposure, CareEvent, PatientRecord, add_months, within_months
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.rules.facts import (
     abnormal_then,
     baseline_labs_due,
+    calcium,
     bone_indication,
     bp_problems,
     current_osteoporosis_therapy,
@@ -37,6 +39,7 @@ from cds_service.rules.facts import (
     in_drug_holiday,
     kidney,
     lab_facts,
+    vitamin_d_repletion_hold,
 )
 
 
@@ -99,6 +102,15 @@ def dxa_schedule(record: PatientRecord, settings: ClinicalSettings) -> tuple[str
     return None
 
 
+def dxa_ordered(record: PatientRecord, settings: ClinicalSettings) -> CareEvent | None:
+    """A DXA already ordered (second-pass 7): a placed ServiceRequest within done_within_months
+    and after the last DXA on file (an order the scan then answered is spent)."""
+    last = record.latest_dxa_date
+    orders = [c for c in record.care_done((t.DXA_CARE,), settings.done_within_months)
+              if c.source == "ServiceRequest" and (last is None or c.date > last)]  # type: ignore[operator]
+    return orders[-1] if orders else None
+
+
 def _interval_text(months: int) -> str:
     return f"{months // 12} years" if months % 12 == 0 else f"{months} months"
 
@@ -111,9 +123,10 @@ def dxa_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -
     (CPT 77080 + SNOMED 312681000). MON-6 (Gourlay 2012, U; design choice):
     untreated osteopenia, interval by lowest T-score (<= -2.0 / -1.5..-1.99 /
     > -1.5 -> osteopenia_dxa_years); needs a DXA date on file. Quiet in a current
-    pregnancy: the scan waits until after it (C-SAFE-PREGNANCY speaks for the drug)."""
+    pregnancy: the scan waits until after it (C-SAFE-PREGNANCY speaks for the drug),
+    and when a DXA is already ordered (second-pass 7; dxa_ordered)."""
     schedule = dxa_schedule(record, settings)
-    if schedule is None or current_pregnancy(record, settings):
+    if schedule is None or current_pregnancy(record, settings) or dxa_ordered(record, settings):
         return []
     population, months, facts = schedule
     last = record.latest_dxa_date
@@ -128,7 +141,7 @@ def dxa_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -
             return []
         why = f"last DXA on {last}, {_interval_text(months)} ago or more"
         due_text = f"since {due}"
-    review = (" At the same visit, review adherence, side effects and fracture risk (seed)."
+    review = (" At the same visit, review adherence, side effects and fracture risk."
               if population == "therapy" else "")
     return [Finding(
         "C-MON-DXA-DUE",
@@ -141,24 +154,84 @@ def dxa_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -
     )]
 
 
+REFILL_CLASSES = frozenset({t.ORAL_BP, t.SERM, t.PTH_ANALOG})  # taken by the patient, refilled monthly
+
+
+def refill_gap(e: AgentExposure, today: dt.date, settings: ClinicalSettings) -> dt.date | None:
+    """The day the supply ran out, when an oral or daily drug's latest active order covered
+    less than today - refill_gap_days and nothing newer (order, statement, dose) followed.
+    None when there is no gap or the supply cannot be told (no expectedSupplyDuration)."""
+    if e.drug_class not in REFILL_CLASSES:
+        return None
+    orders = [ev for ev in e.events if ev.resource_type == "MedicationRequest" and ev.status in ("active", "on-hold")]
+    if not orders:
+        return None
+    latest = max(orders, key=lambda ev: ev.start or dt.date.min)
+    end = latest.supply_end
+    if end is None or (today - end).days <= settings.refill_gap_days:
+        return None
+    if any((ev.start or ev.dose_date or dt.date.min) > end for ev in e.events):
+        return None  # renewed, or taken as a statement says, after the supply ran out
+    return end
+
+
+def _calcium_out_of_range(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None):
+    """The latest (corrected) calcium within lab_max_age_months, measured on therapy, when outside
+    [calcium_lower_mg_dl, calcium_upper_mg_dl]: low on an antiresorptive, high on a PTH analog."""
+    ca = calcium(record, settings.lab_max_age_months)
+    if ca is None or ca.date is None or (since is not None and ca.date < since):
+        return None
+    if ca.value < settings.calcium_lower_mg_dl or ca.value > settings.calcium_upper_mg_dl:
+        return ca
+    return None
+
+
 @rule("patient-view")
 def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-MON-ONTX (info). MON-1 (SEED; AACE20; BHOF22) and seed 000
-    ("regular assessment of medication adherence, side effects, and fracture
-    risk"): on osteoporosis therapy with a DXA that is not yet due -> the next
-    DXA date and the review to do. No order (nothing to order yet)."""
+    """C-MON-ONTX (info). Second-pass 7: on osteoporosis therapy, only when something is
+    due or abnormal, never as a standing reminder (the "next DXA" card of the first
+    release fired at every visit). Fires for
+    - a refill gap: an oral bisphosphonate, SERM or PTH analog whose active order's supply
+      (expectedSupplyDuration x fills) ran out more than refill_gap_days (30) ago, with no
+      newer order, statement or dose (seed 000: adherence);
+    - a new fracture on therapy that C-TX-FAILURE does not take: within
+      recent_fracture_months (12), after the drug started (too early to call failure, or
+      on an anabolic or estrogen): check adherence and secondary causes (ES19, AACE20);
+    - a new calcium out of range: the latest (corrected) calcium within lab_max_age_months,
+      drawn after the drug started, below calcium_lower_mg_dl or above calcium_upper_mg_dl.
+    A DXA that is due is C-MON-DXA-DUE's (it carries the same review). No order: the card
+    asks for a review. New trigger: the date of the gap, fracture or lab."""
+    from cds_service.rules.on_therapy import treatment_failure  # the card that owns fractures after 12 months
+
     therapy = monitored_therapy(record, settings)
+    if not therapy:
+        return []
+    started = min((e.start for e in therapy if e.start), default=None)
+    findings: list[tuple[dt.date, str, str]] = []  # (date, headline part, fact)
+    for e in therapy:
+        gap = refill_gap(e, today, settings)
+        if gap:
+            findings.append((gap, f"no {_name(e.agent)} refill since {gap}",
+                             f"{_name(e.agent)}: the supply of the active order ran out on {gap}, no refill or "
+                             "newer order since"))
+    if not treatment_failure(record, today, settings):
+        for f in record.fragility_fractures():
+            if f.date and started and f.date > started and within_months(f.date, today,
+                                                                            settings.recent_fracture_months):
+                findings.append((f.date, "a fracture on treatment", f"{f.fact()} (on treatment)"))
+    ca = _calcium_out_of_range(record, settings, started)
+    if ca:
+        low = ca.value < settings.calcium_lower_mg_dl
+        findings.append((ca.date, f"{'low' if low else 'high'} calcium", f"{ca.fact()} (normal "  # type: ignore[arg-type]
+                         f"{settings.calcium_lower_mg_dl:g}-{settings.calcium_upper_mg_dl:g} mg/dL)"))
+    if not findings:
+        return []
     last = record.latest_dxa_date
-    if not therapy or last is None:
-        return []  # no DXA on file: C-MON-DXA-DUE asks for one
-    due = add_months(last, settings.dxa_interval_months)
-    if due <= today:
-        return []  # C-MON-DXA-DUE
-    facts = [_last_dxa_fact(record), *(_therapy_fact(e) for e in therapy)]
-    recent = [f for f in record.fractures if f.date and f.date > last]
-    facts += [f"{f.fact()} (after the last DXA)" for f in recent]
-    return [Finding("C-MON-ONTX", facts=tuple(facts),
-                    variables={"next_due": due.isoformat(), "drugs": ", ".join(_name(e.agent) for e in therapy)})]
+    facts = [*(fact for _, _, fact in findings), *(_therapy_fact(e) for e in therapy), _last_dxa_fact(record)]
+    next_due = add_months(last, settings.dxa_interval_months).isoformat() if last else "now (no DXA on file)"
+    return [Finding("C-MON-ONTX", facts=tuple(facts), trigger=max(d for d, _, _ in findings),
+                    variables={"drugs": ", ".join(_name(e.agent) for e in therapy),
+                               "headline": "; ".join(h for _, h, _ in findings), "next_due": next_due})]
 
 
 def screening_risk_factors(record: PatientRecord) -> list[str]:
@@ -201,7 +274,8 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     (grade I). Quiet for anyone in the monitoring population (therapy, holiday,
     osteoporosis): C-MON-DXA-DUE covers them. Quiet for long-term
     glucocorticoid users: USPSTF25 does not cover secondary osteoporosis, so
-    C-GIOP (ACR22) asks for their DXA without a "risk tool first" step."""
+    C-GIOP (ACR22) asks for their DXA without a "risk tool first" step. Quiet when
+    a DXA is already ordered (second-pass 7)."""
     if not record.female or record.age is None or record.latest_dxa_date is not None:
         return []
     if record.t_scores() or record.z_scores():
@@ -210,6 +284,8 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
         return []
     if assess(record, settings).diagnosis == OSTEOPOROSIS or giop_candidate(record, settings):
         return []
+    if dxa_ordered(record, settings):
+        return []  # second-pass 7: the screening DXA is ordered already
     age_fact = f"Woman aged {record.age}"
     if record.age >= settings.screening_age_women:
         return [Finding("C-SCREEN-DXA", facts=(age_fact, "No DXA on file"),
@@ -260,6 +336,9 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     last_dxa = record.latest_dxa_date
     recent_dxa = last_dxa is not None and within_months(last_dxa, today, 12)
     facts.append(f"Last DXA on {last_dxa}" if last_dxa else "No DXA on file")
+    ordered_dxa = None if recent_dxa else dxa_ordered(record, settings)
+    if ordered_dxa:
+        facts.append(ordered_dxa.fact())
     a = assess(record, settings)
     high_dose = use.mg_day is not None and use.mg_day >= settings.giop_high_mg_day
     adjust = use.mg_day is not None and use.mg_day > settings.giop_high_mg_day
@@ -283,31 +362,39 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     # One order per screen: C-MON-DXA-DUE owns the DXA when it fires, C-SUPP-CAVD the
     # supplements when the patient has a bone indication.
     dxa_elsewhere = bool(dxa_due(record, today, settings))
-    if not recent_dxa and not dxa_elsewhere:
+    if not recent_dxa and not dxa_elsewhere and not ordered_dxa:
         keys.append("dxa")
     on_supplements = all((e := record.medications.get(a)) and e.active for a in ("calcium", "vitamin_d"))
+    hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5 or high calcium (second-pass 1)
     if not on_supplements and not bone_indication(record, settings):
-        keys.append("calcium-vitamin-d")
+        if hold:
+            facts.append(f"{hold}; no calcium or vitamin D order is suggested")
+        else:
+            keys.append("calcium-vitamin-d")
     if risk == "moderate" and not on_drug and not bp_problems(record, settings):
         keys.append("alendronate")
     if on_drug:
-        treatment = "A bone drug is on board (see above): keep it going while glucocorticoids continue."
+        treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
     elif risk == "high":
-        treatment = ("**Risk is high: treat**, with an anabolic agent first or an antiresorptive, chosen with the "
-                     "patient (ACR 2022); the treatment card on this screen carries the order.")
+        treatment = ("**Risk is high: treat**, an anabolic agent first or an antiresorptive, chosen with the "
+                     "patient (no drug order here: the choice is the clinician's).")
     elif risk == "moderate":
-        treatment = ("**Risk is moderate: treat**: an oral or IV bisphosphonate, denosumab or a PTH analog, chosen "
-                     "with the patient (ACR 2022); alendronate 70 mg weekly is offered below.")
+        treatment = ("**Risk is moderate: treat**: a bisphosphonate, denosumab or a PTH analog, chosen with the "
+                     "patient; alendronate 70 mg weekly is offered below.")
     else:
-        treatment = ("Decide on treatment once the DXA and FRAX (adjusted for the glucocorticoid dose) are known: "
-                     "treat at moderate or high risk (ACR 2022).")
-    warning = high_dose and not recent_dxa
+        treatment = "Decide once the DXA and dose-adjusted FRAX are known: treat at moderate or high risk."
+    # Second-pass 7: only when something is to be done: an order above, a DXA to get, or a
+    # treatment decision at moderate or high risk with no bone drug on board.
+    if not keys and not (risk in ("moderate", "high") and not on_drug) and (recent_dxa or ordered_dxa or dxa_elsewhere):
+        return []
+    warning = high_dose and not recent_dxa and not ordered_dxa
     dose_text = f"{use.mg_day:g} mg/day" if use.mg_day is not None else "a dose not readable from the order"
     return [Finding(
         "C-GIOP", facts=tuple(dict.fromkeys(facts)),
         indicator="warning" if warning else "info",
         variables={"dose": dose_text, "risk": risk, "treatment": treatment,
                    "dxa_text": ("A DXA was done in the last 12 months." if recent_dxa else
+                                f"A DXA is ordered ({ordered_dxa.date})." if ordered_dxa else
                                 "**No DXA in the last 12 months: order one** (fracture-risk assessment with BMD)."),
                    "headline": (f"glucocorticoid {dose_text} for 3+ months, no DXA in 12 months"
                                 if not recent_dxa else f"glucocorticoid {dose_text} for 3+ months, {risk} risk")},

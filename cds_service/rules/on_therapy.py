@@ -21,6 +21,7 @@ from cds_service.rules.facts import (
     drug_label,
     drug_title,
     months_to_days,
+    on_board,
     ordered,
 )
 from cds_service.rules.orders import ENDOCRINOLOGY, ORAL_SURGERY, ORTHOPAEDICS
@@ -120,9 +121,10 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
     femoral fracture (M84.75-) or osteonecrosis of the jaw (M87.18-) while a
     bisphosphonate or denosumab is on board (LABEL: Fosamax, Reclast, Prolia warnings;
     AACE20). The bisphosphonate is held and the patient referred; denosumab is never
-    simply stopped, it needs a follow-on plan."""
+    simply stopped, it needs a follow-on plan. Review: denosumab whose next dose is due or
+    overdue is still on board (facts.on_board): the decision is due exactly then."""
     complications = antiresorptive_complications(record)
-    active = [e for e in record.active_agents(t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB}) if not e.oncology_only]
+    active = on_board(record, settings, t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB})
     if not complications or not active:
         return []
     e = active[0]

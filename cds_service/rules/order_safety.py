@@ -49,7 +49,10 @@ from cds_service.rules.facts import (
     kidney,
     kidney_fact,
     low_calcium,
+    on_board,
     ordered,
+    unexplained_alp,
+    vitamin_d_repletion_hold,
 )
 from cds_service.rules.orders import (
     ENDOCRINOLOGY,
@@ -167,9 +170,11 @@ def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str
     variables = _renal_variables(record, agent, "warning", settings, situation,
                                  f"Recheck creatinine and eGFR before the next dose of {drug_label(agent)}; until "
                                  "then its kidney safety is unknown, not assured.")
+    last = f"last {as_written(reading.last_value, 0)} on {_date(reading.last_date)}, over {months} months old"
     variables.update({
         "verdict": "needs a kidney recheck",
-        "kidney": f"last {as_written(reading.last_value, 0)} on {_date(reading.last_date)}, over {months} months old",
+        "kidney": last,
+        "kidney_problem": f"kidney function ({last}) was below {limit:g} mL/min",
         "kidney_status": (f"The last kidney function on file was below the labelled limit for this drug, but it is "
                           f"older than {months} months, so today's kidney function is unknown"),
     })
@@ -181,7 +186,14 @@ def _renal_variables(record: PatientRecord, agent: str, indicator: str, settings
                      situation: str, advice: str) -> dict[str, str]:
     critical = indicator == "critical"
     brand = t.AGENTS[agent].label_brand or drug_label(agent)
+    reading = kidney(record, settings)
+    aki = record.condition_hits("acute_kidney_injury") if agent == "zoledronic_acid" else []
+    # Review: acute kidney injury with a normal eGFR read "kidney function (eGFR 52) below 35".
+    problem = (f"kidney function ({reading.label}) below {_renal_limit(agent, settings):g} mL/min"
+               if reading.below(_renal_limit(agent, settings)) else
+               f"acute kidney injury ({aki[0].code or 'coded'})" if aki else f"kidney function ({reading.label})")
     return {
+        "kidney_problem": problem,
         "drug": drug_title(agent),
         "drug_name": drug_label(agent),
         "verdict": "contraindicated" if critical else "not recommended",
@@ -221,8 +233,10 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
     for draft, agent in ordered(record, RENAL_AGENTS):
         problem = _renal_problem(record, settings, agent)
         if not problem:
-            findings += _renal_recheck(record, settings, agent, draft_fact(draft, agent),
-                                       f"{drug_title(agent)} is being ordered.")
+            # An injectable's order meets C-SAFE-PREDOSE-LABS, which asks for fresh labs already.
+            if agent not in INJECTABLE_ANTIRESORPTIVES:
+                findings += _renal_recheck(record, settings, agent, draft_fact(draft, agent),
+                                           f"{drug_title(agent)} is being ordered.")
             continue
         indicator, facts = problem
         keys, built = _replacements(record, settings, draft, agent)
@@ -309,9 +323,14 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
     if not vit_d or vit_d.value >= settings.vitamin_d_deficient_ng_ml:
         return []
     findings = []
+    hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5, high calcium: no D3 order
     for draft, agent in ordered(record, INJECTABLE_ANTIRESORPTIVES):
-        suggestions = ()
-        if draft.reference:
+        suggestions: tuple[Suggestion, ...] = ()
+        if draft.reference and hold:
+            suggestions = (Suggestion(f"Hold the {drug_label(agent)} order until vitamin D is corrected",
+                                      (Action("delete", f"Remove the draft {drug_label(agent)} order until vitamin D "
+                                                        "is replete", resource_id=(draft.reference,)),), True),)
+        elif draft.reference:
             suggestions = (Suggestion(
                 f"Replete vitamin D first: cancel the {drug_label(agent)} order, start cholecalciferol repletion",
                 (Action("delete", f"Remove the draft {drug_label(agent)} order until vitamin D is replete",
@@ -321,7 +340,8 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
                 is_recommended=True),)
         findings.append(Finding(
             "C-VITD-LOW", indicator="warning",
-            facts=(draft_fact(draft, agent), f"{vit_d.fact()} (below {settings.vitamin_d_deficient_ng_ml:g} ng/mL)"),
+            facts=(draft_fact(draft, agent), f"{vit_d.fact()} (below {settings.vitamin_d_deficient_ng_ml:g} ng/mL)",
+                   *((f"{hold}; no vitamin D order is suggested",) if hold else ())),
             # Variables of the shared C-VITD-LOW template (patient-view owns its wording).
             variables={
                 "level": "deficient",
@@ -355,11 +375,18 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
         known = [lab.fact() for lab in (calcium(record, settings.calcium_max_age_months),
                                         record.lab("pth", settings.lab_max_age_months),
                                         record.lab("vitamin_d", settings.lab_max_age_months)) if lab]
-        built = [prolia24_suggestion("Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly "
-                                     "x 4 then monthly, nephrology", recommended=False)]
+        # Review: with a low calcium on file C-SAFE-HYPOCA (critical) holds the dose; "keep the
+        # order" beside it would contradict it (Prolia label: correct hypocalcemia first).
+        low = low_calcium(record, settings)
+        built = [] if low else [prolia24_suggestion(
+            "Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly x 4 then monthly, "
+            "nephrology", recommended=False)]
         if draft.reference:
+            # with a low calcium C-SAFE-HYPOCA's recheck is the calcium order (one per screen)
+            work_up = tuple(a for a in prolia24_actions(after_dose=False)
+                            if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
             built.insert(0, Suggestion("Hold denosumab: remove the draft; CKD-MBD work-up and nephrology referral first",
-                                       (_delete(draft, agent),) + prolia24_actions(after_dose=False), True))
+                                       (_delete(draft, agent),) + work_up, True))
         findings.append(Finding(
             "C-SAFE-DMAB-CKD", indicator=indicator,
             facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (below {settings.egfr_denosumab_ckd:g})",
@@ -427,25 +454,6 @@ ANABOLIC_CONTRA_GROUPS = (
 )
 
 
-def _unexplained_alp(record: PatientRecord, settings: ClinicalSettings) -> str | None:
-    """A raised alkaline phosphatase (above the result's reference range, flagged high, or
-    above alp_upper_u_l when neither is given) with no explanation on record: no liver
-    disease and no fracture within recent_fracture_months (a healing fracture raises it).
-    Paget disease and bone metastases are contraindications in their own right."""
-    alp = record.lab("alp", settings.lab_max_age_months)
-    if alp is None:
-        return None
-    upper = alp.high if alp.high is not None else settings.alp_upper_u_l
-    if not (alp.value > upper or alp.flag in ("H", "HH", "HU")):
-        return None
-    if record.condition_hits("liver_disease"):
-        return None
-    if any(f.date and months_between(f.date, record.today) <= settings.recent_fracture_months
-           for f in record.fractures):
-        return None
-    return f"{alp.fact()} (above {upper:g} U/L, no liver disease or recent fracture to explain it)"
-
-
 def _anabolic_contra(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """SAFE-11 facts; second-pass 2 adds a measured corrected calcium above the upper limit
     (not only coded hypercalcemia) and an unexplained raised alkaline phosphatase."""
@@ -457,7 +465,7 @@ def _anabolic_contra(record: PatientRecord, settings: ClinicalSettings) -> list[
     ca = calcium(record, settings.calcium_max_age_months)
     if ca and ca.value > settings.calcium_upper_mg_dl:
         facts.append(f"{ca.fact()} (above {settings.calcium_upper_mg_dl:g} mg/dL)")
-    alp = _unexplained_alp(record, settings)
+    alp = unexplained_alp(record, settings)
     if alp:
         facts.append(alp)
     return facts
@@ -719,9 +727,11 @@ def pregnancy_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
     """C-SAFE-PREGNANCY (critical) on patient-view, second-pass 2: denosumab or a
     bisphosphonate active during a current pregnancy. Stop it; denosumab is not simply
     dropped without a plan (rebound bone loss), so a bone specialist plans what follows
-    (suggested: referral to endocrinology, SNOMED 306278007, V)."""
+    (suggested: referral to endocrinology, SNOMED 306278007, V). Review: denosumab whose
+    next dose is due or overdue counts (facts.on_board), else the card fell silent exactly
+    when C-DMAB-DUE asked for the next dose (Prolia label: contraindicated in pregnancy)."""
     pregnancy = current_pregnancy(record, settings)
-    active = [e for e in record.active_agents(t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB}) if not e.oncology_only]
+    active = on_board(record, settings, t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB})
     if not pregnancy or not active:
         return []
     e = active[0]
@@ -804,7 +814,10 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
     for draft, agent in _antiresorptive_drafts(record.judged_drafts):
         # ordering denosumab gives a dose today: the BP -> denosumab direction is never a transition
         last_dmab = None if agent == "denosumab" else dmab
-        clashing = [e for e in active if _duplicate(agent, today, e.agent, _current_start(e), last_dmab, settings)]
+        # an order for a later day starts then (review: the planned follow-on bisphosphonate,
+        # 6 months after the last denosumab dose, read as starting today)
+        start = draft.planned if draft.planned and draft.planned > today else today
+        clashing = [e for e in active if _duplicate(agent, start, e.agent, _current_start(e), last_dmab, settings)]
         drafted = [(d, a) for d, a in everything if d is not draft and _duplicate(agent, today, a, today, None, settings)]
         if clashing or drafted:
             other = clashing[0].agent if clashing else drafted[0][1]

@@ -82,6 +82,8 @@ class ClinicalSettings:
     fes_i_concern: float = 23.0           # s8: FES-I >= 23 (Short FES-I >= 11) = moderate/high concern (Delbaere 2010; U)
     short_fes_i_concern: float = 11.0
     low_bmi: float = 20.0                 # s8: dietitian referral below this BMI (NOF low body weight; U)
+    done_within_months: int = 12          # s7: care on record this recent is done (its info card stays quiet)
+    refill_gap_days: int = 30             # s7 C-MON-ONTX: an oral or daily drug's supply ran out this long ago; design choice
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ClinicalSettings":

@@ -4,6 +4,11 @@ Implemented: TX-7 -> C-SUPP-CAVD on patient-view (the order-hook variant,
 README addition, is written and tested but not yet registered); TX-8 ->
 C-VITD-LOW on patient-view (warning < 20 ng/mL, info 20-29; settings
 vitamin_d_deficient_ng_ml / vitamin_d_target_ng_ml).
+Second pass, section 7 ("Calcium: diet first"): the supplement closes a
+dietary shortfall (one 500 mg elemental calcium tablet a day) with vitamin D3
+1000 IU (800-1000); the card says to skip calcium when intake is adequate
+and offers vitamin D alone for that; untreated osteopenia with no low intake
+on record gets no card (USPSTF: no low-dose supplements for primary prevention).
 Not here: SAFE-5 (C-VITD-LOW on order hooks) belongs to the order-safety rules.
 """
 
@@ -13,8 +18,19 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord
-from cds_service.rules.base import Finding, rule
-from cds_service.rules.facts import FAILURE, SEVERE, bone_indication, calcium, current_pregnancy, kidney
+import dataclasses
+
+from cds_service.rules.base import NO_TRIGGER, Finding, rule
+from cds_service.rules.diagnosis import OSTEOPENIA, assess
+from cds_service.rules.facts import (
+    FAILURE,
+    SEVERE,
+    bone_indication,
+    calcium,
+    current_pregnancy,
+    kidney,
+    vitamin_d_repletion_hold,
+)
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -66,43 +82,70 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         facts += list(reading.facts)
         return [Finding("C-SUPP-CAVD", facts=tuple(dict.fromkeys(facts)), suggestions=(), variables={
             "missing": missing, "action": "agree calcium and vitamin D with nephrology",
-            "kidney_note": (f"**Kidney function is severely reduced ({reading.label}):** no generic calcium carbonate "
-                            "or cholecalciferol is suggested. The calcium load and the form of vitamin D (often "
-                            "activated vitamin D) belong to the nephrology team managing CKD-mineral bone "
-                            "disorder; agree the plan with them.")})]
+            "kidney_note": (f"**Kidney function is severely reduced ({reading.label}):** no generic order; the calcium "
+                            "load and the form of vitamin D (often activated) belong to the nephrology team "
+                            "managing CKD-mineral bone disorder.")})]
     ppi = record.medications.get("ppi")
     citrate = bool(ppi and ppi.active)  # TX-7: calcium citrate if on a PPI (carbonate needs acid)
     if citrate:
         facts.append("On a proton pump inhibitor: calcium citrate is absorbed without stomach acid")
+    keys: tuple[str, ...]
     if need_ca and need_d:
-        key = "calcium-citrate-and-vitamin-d" if citrate else "calcium-carbonate-and-vitamin-d"
+        # Diet first: the calcium tablet closes a shortfall; with enough calcium in the diet, vitamin D alone.
+        keys = ("calcium-citrate-and-vitamin-d" if citrate else "calcium-carbonate-and-vitamin-d", "vitamin-d-only")
         missing = "calcium and vitamin D"
     elif need_ca:
-        key = "calcium-citrate" if citrate else "calcium-carbonate"
+        keys = ("calcium-citrate" if citrate else "calcium-carbonate",)
         missing = "calcium"
         if vitamin_d and vitamin_d.active:
             facts.append("Active vitamin D supplement on file")
     else:
-        key = "vitamin-d"
+        keys = ("vitamin-d",)
         missing = "vitamin D"
         if calcium and calcium.active:
             facts.append("Active calcium supplement on file")
-    return [Finding("C-SUPP-CAVD", facts=tuple(facts), suggestions=(key,),
-                    variables={"missing": missing, "action": f"suggest {missing}", "kidney_note": ""})]
+    action = "vitamin D3, plus calcium if the diet falls short" if need_ca and need_d else (
+        "calcium only if the diet falls short" if need_ca else "vitamin D3 800-1000 IU daily")
+    return [Finding("C-SUPP-CAVD", facts=tuple(facts), suggestions=keys,
+                    variables={"missing": missing, "action": action, "kidney_note": ""})]
+
+
+def _untreated_osteopenia(record: PatientRecord, settings: ClinicalSettings) -> bool:
+    """Osteopenia with no fragility fracture and no osteoporosis drug: primary prevention."""
+    return (assess(record, settings).diagnosis == OSTEOPENIA and not record.fragility_fractures()
+            and not record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES))
+
+
+def _supplement_trigger(record: PatientRecord) -> dt.date:
+    """New trigger (card_policy): a new fracture, a bone drug started, low intake coded.
+    Not a repeat DXA or lab: they are no new reason for calcium and vitamin D."""
+    days = [f.date for f in record.fractures if f.date]
+    days += [e.start for e in record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES) if e.start]
+    days += [h.date for h in record.condition_hits("low_intake_or_weight") if h.date]
+    return max(days, default=NO_TRIGGER)
 
 
 @rule("patient-view")
 def calcium_vitamin_d(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SUPP-CAVD (info), TX-7: osteoporosis, osteopenia, a fragility fracture
-    or any osteoporosis drug, and no active calcium and vitamin D -> suggest
-    calcium carbonate 500 mg elemental BID (citrate on a PPI) and
-    cholecalciferol 1000 IU daily (SEED; BHOF22). Calcium part suppressed with
-    corrected Ca > upper limit or hypercalcemia. Vitamin D part left to
-    C-VITD-LOW when 25OHD < 20 ng/mL (repletion first, TX-8)."""
+    """C-SUPP-CAVD (info), TX-7 with second-pass 7 (diet first): osteoporosis, a
+    fragility fracture or any osteoporosis drug, and no active calcium and vitamin D
+    (MedicationRequest or MedicationStatement) -> suggest calcium carbonate 500 mg
+    elemental once daily to close a dietary shortfall (citrate on a PPI) with
+    cholecalciferol 1000 IU daily, or vitamin D alone when dietary calcium is adequate
+    (SEED; BHOF22). Untreated osteopenia only with low intake or weight coded
+    (USPSTF: no supplements for primary prevention). Calcium part suppressed with
+    corrected Ca > upper limit or hypercalcemia. Vitamin D part left to C-VITD-LOW
+    when 25OHD < 20 ng/mL (repletion first, TX-8)."""
     why = bone_indication(record, settings)
     if not why:
         return []
-    return _supplement_finding(record, settings, why)
+    if _untreated_osteopenia(record, settings):
+        low = record.condition_hits("low_intake_or_weight")
+        if not low:
+            return []
+        why = [*why, f"Low calcium intake or weight on the problem list ({low[0].code}, {low[0].date or 'undated'})"]
+    return [dataclasses.replace(f, trigger=_supplement_trigger(record))
+            for f in _supplement_finding(record, settings, why)]
 
 
 @rule("patient-view")
@@ -142,7 +185,13 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
                                "denosumab (risk of hypocalcemia)")
         # Already on a daily supplement: add the repletion course only, not a second daily order.
         key = "replete" if on_d else "replete-then-maintain"
-        return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="warning", suggestions=(key,), variables=variables)]
+        hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5, high calcium: no order
+        if hold:
+            facts.append(f"{hold}; no vitamin D order is suggested")
+            variables["headline"] = ("replete with nephrology (dialysis or CKD 4-5)" if kidney(record, settings).band
+                                     in (FAILURE, SEVERE) else "calcium is high too: find the cause before repleting")
+        return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="warning", suggestions=() if hold else (key,),
+                        variables=variables)]
     variables["level"] = "insufficient"
     variables["headline"] = f"below the {target} ng/mL target; check intake and recheck"
     variables["status"] = (f"between {threshold} and {target} ng/mL: below the AACE 2020 target of at least {target} "

@@ -9,6 +9,7 @@ keeps at most one drug-start card (anabolic > denosumab-alt > BP).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from cds_service.fhir import terminology as t
@@ -32,6 +33,7 @@ from cds_service.rules.facts import (
     RENAL,
     BpProblem,
     anabolic_options,
+    baseline_lab_orders,
     baseline_labs_due,
     bone_active_therapy,
     bp_contraindications,
@@ -96,21 +98,17 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
     and a low calcium (correct before any bone drug: Fosamax, Prolia, Reclast
     labels). parenteral: the card's first choice is an injectable drug."""
     missing = missing_baseline_labs(record, settings)
-    if not missing:
-        note = "Baseline kidney function, calcium and vitamin D are on file (see below)."
-    else:
-        note = (f"**Before the first dose, obtain baseline labs:** {', '.join(missing)} "
-                f"(missing or older than {settings.lab_max_age_months} months). "
-                "A missing value is not an abnormal one; check kidney function, calcium and vitamin D first.")
+    notes = []
+    if missing:
+        notes.append(f"**Before the first dose, obtain baseline labs:** {', '.join(missing)} (missing or older "
+                     f"than {settings.lab_max_age_months} months).")
     vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
     if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml:
-        when = "before the first dose" if parenteral else "when starting"
-        note += (f" **Vitamin D is deficient** ({vit_d.fact()}): replete it {when} (see the vitamin D card); "
-                 "it must be corrected before zoledronic acid or denosumab.")
-    low = low_calcium(record, settings)
-    if low:
-        note += f" **Calcium is low** ({low}): find the cause and correct it before starting any bone drug."
-    return note
+        notes.append(f"**Vitamin D is deficient:** replete it {'before the first dose' if parenteral else 'when starting'}"
+                     " (the vitamin D card).")
+    if low_calcium(record, settings):
+        notes.append("**Calcium is low:** find the cause and correct it before any bone drug.")
+    return " ".join(notes)  # nothing missing or abnormal: the labs are in the patient data
 
 
 def _population(record: PatientRecord) -> str:
@@ -130,18 +128,17 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
     if start is None or bp_problems(record, settings):
         return []
     a, risk_text, extra = start
-    if record.female:
-        recommendation = ("ACP 2023 Recommendation 1a (strong recommendation, high-certainty evidence): "
-                          "bisphosphonates for initial pharmacologic treatment in postmenopausal females "
-                          "with primary osteoporosis")
-    else:
-        recommendation = ("ACP 2023 Recommendation 1b (conditional recommendation, low-certainty evidence): "
-                          "bisphosphonates for initial pharmacologic treatment in males with primary osteoporosis")
+    recommendation = "ACP 2023, Recommendation 1a, strong" if record.female else "ACP 2023, Recommendation 1b, conditional"
     return [Finding(
         "C-TX-BP",
         facts=_facts(record, settings, list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text, "recommendation": recommendation,
-                   "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS},
+                   "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                   # Review: hypocalcemia is a Fosamax contraindication, so "nothing on record against"
+                   # was false beside a low calcium (the order itself is withheld by the engine).
+                   "oral_bp_status": ("a low calcium to correct before an oral bisphosphonate (see below)"
+                                      if low_calcium(record, settings) else
+                                      "nothing on record against an oral bisphosphonate")},
     )]
 
 
@@ -171,9 +168,8 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
                  "labs_note": _labs_note(record, settings, parenteral=True), "ckd_note": ""}
     if any(p.kind == COMPLICATION for p in problems):
         variables["zoledronate_note"] = (
-            "**Atypical femoral fracture or osteonecrosis of the jaw on record:** bisphosphonates and denosumab both "
-            "carry these risks (labels; AACE 2020), so the choice of any antiresorptive, or an anabolic agent, "
-            "belongs to a bone specialist.")
+            "**Atypical femoral fracture or jaw osteonecrosis on record:** bisphosphonates and denosumab both carry "
+            "these risks, so the choice of treatment belongs to a bone specialist.")
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
                         extra_suggestions=(referral_suggestion(
                             ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology) to choose the treatment",
@@ -181,28 +177,40 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     only_gi = all(p.kind == GI for p in problems)
     zoledronate = only_gi and reading.known and not reading.below(settings.egfr_zoledronate_min)
     if zoledronate:
-        zol_note = (f"Because the problem is with the oral route only and kidney function is at least "
-                    f"{settings.egfr_zoledronate_min:g}, **zoledronic acid 5 mg IV once yearly** is an alternative "
-                    "(AACE 2020): hydrate well, check calcium and kidney function before each infusion.")
+        zol_note = (f"Oral-route problem only, kidney function {settings.egfr_zoledronate_min:g} or more: "
+                    "**zoledronic acid 5 mg IV once yearly** is an alternative (AACE 2020).")
     elif only_gi:
-        zol_note = (f"Zoledronic acid 5 mg IV yearly would be an alternative for an oral-route problem, but it needs "
-                    f"kidney function of at least {settings.egfr_zoledronate_min:g} measured in the last "
-                    f"{settings.kidney_lab_max_age_months} months: it is not offered until kidney function is known.")
+        zol_note = (f"Zoledronic acid needs kidney function of {settings.egfr_zoledronate_min:g} or more from the "
+                    f"last {settings.kidney_lab_max_age_months} months: not offered until it is known.")
     elif any(p.kind == RENAL for p in problems):
-        zol_note = (f"Zoledronic acid is not offered: kidney function ({reading.label}) is below "
-                    f"{settings.egfr_zoledronate_min:g}, where it is contraindicated (Reclast label).")
+        zol_note = f"Zoledronic acid: contraindicated below {settings.egfr_zoledronate_min:g} (Reclast label)."
     else:
-        zol_note = ("Zoledronic acid is not offered: the documented bisphosphonate intolerance is not known to be "
-                    "limited to the oral route.")
+        zol_note = "Zoledronic acid is not offered: the intolerance is not known to be limited to the oral route."
     variables["zoledronate_note"] = zol_note
+    # Baseline labs missing (C-LAB-BASELINE orders them): no injection yet, and no test ordered
+    # twice on one screen (DESIGN "quiet by default"). Calcium and vitamin D must be known and
+    # corrected before denosumab or zoledronic acid (Prolia, Reclast labels; TX-8).
+    baseline = baseline_lab_orders(record, settings)
     if reading.below(settings.egfr_denosumab_ckd):
-        variables["ckd_note"] = PROLIA24_TEXT + " No denosumab order is suggested until that work-up is done."
+        variables["ckd_note"] = ("**eGFR below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk: "
+                                 "CKD-mineral bone disorder work-up with nephrology before any denosumab.")
+        variables["zoledronate_note"] = ""  # below 30 the CKD note speaks; zoledronic acid is out below 35 anyway
+        work_up = prolia24_suggestion("CKD-mineral bone disorder work-up and nephrology referral before denosumab",
+                                      after_dose=False)
+        work_up = dataclasses.replace(work_up, actions=tuple(
+            a for a in work_up.actions if not (a.resource and _loinc(a.resource) in baseline)))
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
-                        extra_suggestions=(prolia24_suggestion(
-                            "CKD-mineral bone disorder work-up and nephrology referral before denosumab",
-                            after_dose=False),))]
+                        extra_suggestions=(work_up,))]
+    if baseline:
+        facts += ("No injection ordered yet: baseline labs first (see the baseline-labs card)",)
+        return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=())]
     return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables,
                     suggestions=("denosumab", "zoledronic-acid") if zoledronate else ("denosumab",))]
+
+
+def _loinc(resource) -> str | None:
+    codings = ((resource.get("code") or {}).get("coding") or [{}])
+    return codings[0].get("code") if codings[0].get("system") == t.LOINC else None
 
 
 @rule("patient-view")
@@ -286,18 +294,16 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
         facts += [f.fact() for f in record.fragility_fractures()]
         # At very high risk (a fracture on therapy is one) a holiday is not the answer.
         very_high = very_high_risk_reasons(record, settings)
-        choice = ("Fracture risk is very high now, so a holiday is not advised: change to another agent (an "
-                  "anabolic first at this risk, AACE 2020)." if very_high else
-                  "Decide with the patient between a drug holiday and, if risk stays high, another agent.")
+        choice = ("Risk is very high, so no holiday: change to another agent (an anabolic first, AACE 2020)."
+                  if very_high else "Decide with the patient: a drug holiday, or another agent if risk stays high.")
         return [Finding("C-HOLIDAY", facts=tuple(dict.fromkeys((*facts, *very_high))), variables={
             "re_eval_years": f"{settings.dxa_interval_months // 12}",
             "headline": f"Bisphosphonate for {length}: review how long to go on",
-            "situation": (f"This patient has taken a bisphosphonate for **{length}**, longer than the "
-                          f"{settings.bp_review_years} years of oral (or {settings.zoledronate_review_doses} yearly IV "
-                          "doses of) treatment AACE 2020 supports even at high fracture risk: going on has no "
-                          "proven benefit, and the rare harms (atypical femoral fracture, osteonecrosis of the "
-                          "jaw) grow with duration. **Review the duration now**: reassess fracture risk (DXA "
-                          f"with hip T-scores, fractures on therapy). {choice}"),
+            "situation": (f"A bisphosphonate for **{length}**, beyond the {settings.bp_review_years} years oral "
+                          f"({settings.zoledronate_review_doses} yearly IV doses) AACE 2020 supports even at high "
+                          "risk: going on has no proven benefit, and the rare harms (atypical femoral fracture, "
+                          "jaw osteonecrosis) grow with duration. **Review the duration**: reassess fracture risk "
+                          f"(DXA with hip T-scores). {choice}"),
         })]
     course = long_bp_course(record, settings)
     if not course:
@@ -318,10 +324,9 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
     return [Finding("C-HOLIDAY", facts=tuple(facts), variables={
         "re_eval_years": f"{settings.dxa_interval_months // 12}",
         "headline": "Long bisphosphonate course, moderate risk now: consider a drug holiday",
-        "situation": ("This patient has had a long bisphosphonate course, has had no hip or spine fragility "
-                      "fracture and no fracture on therapy, the latest hip T-scores are above -2.5, and fracture "
-                      "risk is not very high. A **drug holiday may be considered** (bisphosphonate effect "
-                      "persists after stopping)."),
+        "situation": ("A long bisphosphonate course, no hip or spine fragility fracture, no fracture on therapy, "
+                      "hip T-scores above -2.5 and risk not very high: a **drug holiday may be considered** "
+                      "(AACE 2020). Continuing is reasonable if risk stays high."),
     })]
 
 
@@ -340,13 +345,11 @@ def secondary_eval_reason(record: PatientRecord, settings: ClinicalSettings) -> 
             " with a fragility fracture" if a.diagnosis == OSTEOPOROSIS else " with low bone density for age")
         return subject, (
             f"This patient is {who} with {finding}. At this age T-scores and FRAX do not classify "
-            "osteoporosis (ISCD, AACE 2020): look for a secondary cause first. Drug treatment in this group "
-            "is a specialist decision, so no drug is suggested here.")
+            "osteoporosis (ISCD): look for a secondary cause first; drug treatment is a specialist decision.")
     if a.group == ADULT and record.male and a.diagnosis == OSTEOPOROSIS:
         return "Man with osteoporosis", (
-            "This patient is a man with osteoporosis. Secondary causes are common in men and every man with "
-            "osteoporosis should be evaluated for them (Endocrine Society 2012 guideline on osteoporosis "
-            "in men), alongside any treatment: the two cards do not exclude each other (brief SEC-1, TX-2).")
+            "A man with osteoporosis: secondary causes are common in men, and every man with osteoporosis "
+            "should be evaluated for them alongside any treatment (Endocrine Society 2012).")
     return None
 
 
@@ -381,8 +384,7 @@ def secondary_evaluation(record: PatientRecord, today: dt.date, settings: Clinic
     key = "panel-male" if record.male else "panel-female"
     if baseline_labs_due(record, settings):
         key += "-extra"
-        panel_note = ("Calcium, albumin, 25-OH vitamin D, kidney function, phosphate, alkaline phosphatase and PTH "
-                      "are ordered from the baseline-labs card, so the panel here holds the other tests.")
+        panel_note = "The baseline-labs card orders the basic labs; this panel holds the other tests."
     else:
         panel_note = "Drop the tests already done recently."
     return [Finding("C-SECONDARY-EVAL", facts=tuple(dict.fromkeys(facts)),

@@ -6,20 +6,23 @@ fall-risk; creatinine, weight, BMI, ALP and pregnancy tests under a key of
 their own; fracture findings under a third); Conditions; bone-drug and
 supplement exposure (MedicationRequest, MedicationAdministration,
 MedicationStatement); the patient's Procedures (DXA, bariatric surgery,
-dialysis, recent operations). The user Practitioner is not asked for: no rule
-needs it.
+dialysis, recent operations); and the care already arranged that keeps an
+info card quiet (second-pass 7): ServiceRequests (PT, exercise,
+occupational-therapy, fall-risk, smoking-cessation, dietitian and DXA orders)
+and PT, exercise or occupational-therapy visits. The user Practitioner is not
+asked for: no rule needs it.
 
-The Observation codes come from the active value sets, the same the reader
-uses, so query and reader cannot disagree; a site's extra value sets
-(CDS_EXTRA_VALUESETS_DIR) add their codes to the queries too, which changes
-the discovery document: an EHR that caches it must read it again after the
-site adds codes. ICD-10-CM codes are not asked for in Observation queries:
-they are diagnoses (every Condition is asked for), and their "code and
-everything under it" roots cannot be written as a search. The fracture
-findings key names its SNOMED CT codes without their system (about 290 codes:
-with the system the URL would pass 8 KiB, a common server limit; without it,
-3 kB); a code of another system that a server returns for it is dropped
-unread, since the reader matches system and code.
+The codes come from the active value sets, the same the reader uses, so query
+and reader cannot disagree; a site's extra value sets (CDS_EXTRA_VALUESETS_DIR)
+add their codes to the queries too, which changes the discovery document: an
+EHR that caches it must read it again after the site adds codes. ICD-10-CM
+codes are not asked for in Observation queries: they are diagnoses (every
+Condition is asked for), and their "code and everything under it" roots
+cannot be written as a search. The fracture findings key names its SNOMED CT
+codes without their system (about 290 codes: with the system the URL would
+pass 8 KiB, a common server limit; without it, 3 kB); a code of another
+system that a server returns for it is dropped unread, since the reader
+matches system and code.
 
 Every search is keyed on the context patient and asks for PAGE_SIZE results
 a page (`_count`): servers default to 10-50, and a long chart would otherwise
@@ -32,8 +35,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from urllib.parse import quote
 
+from cds_service.fhir import terminology as t
 from cds_service.fhir import valuesets
-from cds_service.fhir.valuesets import ICD10CM, SNOMED, Terminology
+from cds_service.fhir.valuesets import CPT, ICD10CM, SNOMED, Terminology
 from cds_service.record import FRACTURE_SETS, OBSERVATION_SETS
 
 PATIENT = "{{context.patientId}}"
@@ -103,7 +107,18 @@ def templates(terminology: Terminology) -> dict[str, str]:
         # Every Procedure: besides DXA and bariatric surgery the rules read dialysis (kidney
         # reading) and any recent operation (massage safety), and operations have no short code list.
         "procedures": f"Procedure?patient={PATIENT}&{COUNT}",
+        # Care already arranged (second-pass 7): every order of the patient (few, and referrals
+        # are often coded by text only), and only the visits of the kinds that count: a chart
+        # holds hundreds of encounters, almost none of them therapy.
+        "serviceRequests": f"ServiceRequest?patient={PATIENT}&{COUNT}",
+        "encounters": f"Encounter?patient={PATIENT}&type={','.join(visit_tokens(terminology))}&{COUNT}",
     }
+
+
+def visit_tokens(terminology: Terminology) -> tuple[str, ...]:
+    """`system|code` of the visit kinds (SNOMED CT and CPT: what Encounter.type carries)."""
+    return tuple(sorted(f"{_token(system)}|{_token(code)}" for kind in t.VISIT_CARE_KINDS
+                        for system in (SNOMED, CPT) for code in terminology.codes(kind, system)))
 
 
 class _ActiveTemplates(Mapping[str, str]):
