@@ -211,9 +211,10 @@ SETTINGS: tuple[Setting, ...] = (
             check=checks.at_least(1)),
     Setting("fhir_max_url_length", "CDS_FHIR_MAX_URL_LENGTH", _int, 8192,
             "Longest URL the service requests or follows from a FHIR server (its queries, Bundle `next` links, "
-            "redirects), in characters; at least 2048. `fhirServer` itself may have at most 2048.",
-            # The service's own queries (long code lists) come close to 2048.
-            check=checks.at_least(2048)),
+            "redirects), in characters; at least 4096. `fhirServer` itself may have at most 2048.",
+            # The service's own queries reach about 3 kB (the fracture findings code list, from the
+            # value sets), plus the server's base URL: below 4096 they could not be fetched.
+            check=checks.at_least(4096)),
     Setting("fhir_concurrency", "CDS_FHIR_CONCURRENCY", _int, 4,
             "Prefetch queries of one hook call fetched from the FHIR server at the same time.",
             check=checks.at_least(1)),

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 import pytest
 
 from cds_service import fixtures as fx
+from cds_service.config import load_settings
 from cds_service.fhir import valuesets as vs
 from cds_service.fhir.valuesets import ICD10CM, LOINC, SNOMED
 from cds_service.record import FRACTURE_SETS, OBSERVATION_SETS, build_record, wanted
@@ -99,8 +100,11 @@ def test_codes_new_to_the_queries_are_read(coding, value, check):
 
 
 def test_the_templates_stay_short_enough_for_real_servers():
-    # next links repeat the query: 8 KiB is the common server limit and CDS_FHIR_MAX_URL_LENGTH's default
-    assert max(len(template) for template in pt.PREFETCH.values()) < 4000
+    """With a 1,000-character server base URL every query fits under CDS_FHIR_MAX_URL_LENGTH's
+    floor (4096), and so under the 8 KiB most servers accept, with room for a next link's paging."""
+    assert max(len(template) for template in pt.PREFETCH.values()) + 1000 < 4096
+    with pytest.raises(ValueError, match="must be at least 4096"):
+        load_settings({"CDS_FHIR_MAX_URL_LENGTH": "4095"})
 
 
 # ---------------------------------------------------------------------------
