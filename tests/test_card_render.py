@@ -47,7 +47,8 @@ VARIABLES.update({"kidney": "eGFR 28 mL/min/1.73m2", "action": "suggest calcium 
 # review of the second pass
 VARIABLES.update({"kidney_problem": "kidney function (eGFR 28 mL/min/1.73m2) below 35 mL/min",
                   "oral_bp_status": "nothing on record against an oral bisphosphonate",
-                  "start": "start alendronate or denosumab", "suggested": "alendronate 70 mg weekly"})
+                  "start": "start alendronate or denosumab", "suggested": "alendronate 70 mg weekly",
+                  "first_choice": "alendronate 70 mg", "risedronate_label": " (alternative)"})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

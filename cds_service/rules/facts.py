@@ -410,13 +410,20 @@ def antiresorptive_complications(record: PatientRecord) -> list[str]:
     return out
 
 
-def bp_problems(record: PatientRecord, settings: ClinicalSettings) -> list[BpProblem]:
+def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
+                class_wide: bool = False) -> list[BpProblem]:
     """TX-3: why an oral bisphosphonate should not be started. Kidney function from the
-    one kidney reading (coded kidney failure or dialysis counts; unknown does not)."""
+    one kidney reading (coded kidney failure or dialysis counts; unknown does not).
+    The kidney limit is alendronate's (35, Fosamax label), or with `class_wide` the
+    lowest of the class (30: risedronate and ibandronate, Actonel/Boniva labels): the
+    review showed that between 30 and 35 a first-line oral bisphosphonate is still
+    within its label (ACP 2023 Rec 1a), so denosumab is not the only choice there."""
     out = []
     reading = kidney(record, settings)
-    if reading.below(settings.egfr_alendronate_min):
-        out.append(BpProblem(RENAL, kidney_fact(reading, settings.egfr_alendronate_min, "alendronate")))
+    limit, drug = ((settings.egfr_risedronate_min, "risedronate or ibandronate") if class_wide
+                   else (settings.egfr_alendronate_min, "alendronate"))
+    if reading.below(limit):
+        out.append(BpProblem(RENAL, kidney_fact(reading, limit, drug)))
     for group, label in (("esophageal", "Esophageal disorder"), ("bariatric", "Bariatric surgery")):
         hits = record.condition_hits(group, active_only=group != "bariatric")
         if hits:

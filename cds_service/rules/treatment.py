@@ -41,6 +41,7 @@ from cds_service.rules.facts import (
     current_osteoporosis_therapy,
     in_drug_holiday,
     kidney,
+    kidney_fact,
     lab_facts,
     low_calcium,
     long_bp_course,
@@ -125,12 +126,25 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
     Not when an oral BP is contraindicated (TX-3 -> C-TX-DMAB-ALT) or for VHR
     (TX-4 -> C-TX-ANABOLIC), unless no anabolic agent can be suggested."""
     start = _antiresorptive_start(record, settings)
-    if start is None or bp_problems(record, settings):
+    if start is None or bp_problems(record, settings, class_wide=True):
         return []
     a, risk_text, extra = start
     recommendation = "ACP 2023, Recommendation 1a, strong" if record.female else "ACP 2023, Recommendation 1b, conditional"
+    reading = kidney(record, settings)
+    suggestions = None
+    choice = {"first_choice": "alendronate 70 mg", "risedronate_label": " (alternative)",
+              "suggested": "alendronate 70 mg by mouth once weekly; risedronate 35 mg weekly is an alternative"}
+    if reading.below(settings.egfr_alendronate_min):
+        # Between 30 and 35: alendronate is not recommended (Fosamax), risedronate is within its label (Actonel).
+        extra = extra + [f"{kidney_fact(reading, settings.egfr_alendronate_min, 'alendronate')}: risedronate, "
+                         f"labelled down to {settings.egfr_risedronate_min:g}, is offered instead"]
+        suggestions = ("risedronate",)
+        choice = {"first_choice": "risedronate 35 mg", "risedronate_label": "",
+                  "suggested": (f"risedronate 35 mg by mouth once weekly (kidney function below "
+                                f"{settings.egfr_alendronate_min:g}: not alendronate)")}
     return [Finding(
         "C-TX-BP",
+        suggestions=suggestions,
         facts=_facts(record, settings, list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text, "recommendation": recommendation,
                    "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS,
@@ -138,15 +152,20 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
                    # was false beside a low calcium (the order itself is withheld by the engine).
                    "oral_bp_status": ("a low calcium to correct before an oral bisphosphonate (see below)"
                                       if low_calcium(record, settings) else
-                                      "nothing on record against an oral bisphosphonate")},
+                                      f"kidney function below {settings.egfr_alendronate_min:g}, still within "
+                                      "risedronate's label" if suggestions else
+                                      "nothing on record against an oral bisphosphonate"),
+                   **choice},
     )]
 
 
 @rule("patient-view")
 def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-TX-DMAB-ALT (info). TX-3: an oral bisphosphonate is contraindicated or
-    not tolerated (kidney function below egfr_alendronate_min by the one kidney
-    reading, coded kidney failure and dialysis included; esophageal disorder,
+    not tolerated (kidney function below egfr_risedronate_min (30), the lowest limit
+    of the class, by the one kidney reading, coded kidney failure and dialysis
+    included; between 30 and 35 C-TX-BP offers risedronate instead, review of the
+    second pass: ACP23 Rec 1a, Actonel/Boniva labels; esophageal disorder,
     bariatric surgery, documented intolerance) -> denosumab 60 mg SC every 6
     months with a calcium check (SEED; ACP23 Rec 2a/2b). IV zoledronic acid 5 mg
     yearly is offered as the alternative only when every problem is GI (oral
@@ -158,7 +177,7 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     fracture or jaw osteonecrosis every antiresorptive is a specialist decision,
     so the card offers a referral, not a drug."""
     start = _antiresorptive_start(record, settings)
-    problems = bp_problems(record, settings) if start else []
+    problems = bp_problems(record, settings, class_wide=True) if start else []
     if start is None or not problems:
         return []
     a, risk_text, extra = start
