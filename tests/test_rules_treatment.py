@@ -330,6 +330,25 @@ def test_holiday_fracture_conditions(fracture, fires):
     assert bool(tx.consider_drug_holiday(record, TODAY, S)) is fires
 
 
+@pytest.mark.parametrize("start,fires", [("2015-06-01", True), ("2015-06-03", False)])  # 10 years on TODAY
+def test_a_course_beyond_ten_years_asks_for_a_duration_review_without_hip_t_scores(start, fires):
+    """Issue 14: 23 years of alendronate drew nothing because no hip T-score was on file."""
+    record = patient(bmd("38267-1", -2.6), meds=[med(ALENDRONATE, start)])
+    findings = tx.consider_drug_holiday(record, TODAY, S)
+    assert bool(findings) is fires
+    if fires:
+        text = render(findings[0])
+        assert "review how long to go on" in text["summary"] and "No femoral neck or total hip T-score" in text["detail"]
+        assert "Decide with the patient: a drug holiday" in text["detail"]
+
+
+def test_a_very_long_course_with_a_fracture_on_therapy_is_reviewed_but_no_holiday_is_offered():
+    record = patient(bmd("38267-1", -2.6), conditions=[cond("S52.531A", "2024-03-01")],
+                     meds=[med(ALENDRONATE, "2002-05-01")])
+    text = render(one(tx.consider_drug_holiday, record))
+    assert "23 years" in text["summary"] and "so no holiday" in text["detail"]
+
+
 def test_never_a_holiday_on_denosumab():
     old_bp = med(ALENDRONATE, "2012-01-01", status="completed", end="2018-01-01")
     record = patient(*hips(), meds=[old_bp], admins=[admin(PROLIA, "2025-02-01")])
