@@ -211,16 +211,19 @@ SETTINGS: tuple[Setting, ...] = (
             check=checks.at_least(1)),
     Setting("fhir_max_url_length", "CDS_FHIR_MAX_URL_LENGTH", _int, 8192,
             "Longest URL the service requests or follows from a FHIR server (its queries, Bundle `next` links, "
-            "redirects), in characters; at least 2048. `fhirServer` itself may have at most 2048.",
-            # The service's own queries (long code lists) come close to 2048.
-            check=checks.at_least(2048)),
+            "redirects), in characters; at least 4096. `fhirServer` itself may have at most 2048.",
+            # The service's own queries reach about 3 kB (the fracture findings code list, from the
+            # value sets), plus the server's base URL: below 4096 they could not be fetched.
+            check=checks.at_least(4096)),
     Setting("fhir_concurrency", "CDS_FHIR_CONCURRENCY", _int, 4,
             "Prefetch queries of one hook call fetched from the FHIR server at the same time.",
             check=checks.at_least(1)),
     Setting("log_level", "CDS_LOG_LEVEL", _log_level, "INFO", "Log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)."),
     Setting("extra_valuesets_dir", "CDS_EXTRA_VALUESETS_DIR", _str, "",
             "Folder of extra FHIR ValueSet files adding a site's local codes to the shipped value sets "
-            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). Empty: shipped sets only.",
+            "(merged by `url` or `name`; see cds_service/terminology_data/README.md). The reader and the "
+            "prefetch templates both use them, so the discovery document changes with the site's codes. "
+            "Empty: shipped sets only.",
             probe=checks.extra_valuesets),
     # Production server (`cds-service serve`, gunicorn); see cds_service/server.py.
     Setting("host", "CDS_HOST", _str, "127.0.0.1",

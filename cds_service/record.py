@@ -5,10 +5,19 @@ looks at the few fields it needs, tolerantly. A resource whose reader raises
 is skipped and counted (`skipped`, ids only). A missing value stays None or
 absent ("unknown"); it is never turned into an abnormal one.
 
-Normalised units (brief section 1): 25-OH vitamin D ng/mL (nmol/L / 2.496),
-calcium mg/dL (mmol/L * 4.008), albumin g/dL (g/L / 10), FRAX percent
-(a fraction is * 100), eGFR mL/min/1.73m2. Corrected calcium = Ca + 0.8 *
-(4.0 - albumin) with an albumin taken within `albumin_pair_days` of the Ca.
+Which resources are read is decided first, from the resource type and its
+codes alone (WANTS, below): a resource no reader wants is dropped before any
+work on it (patient binding, dates, quantities, text; so another patient's
+resource that no rule reads is dropped without being counted as ignored).
+Free text is matched only for resources none of whose codes is known. To read
+a new resource type, add a `_read_<Type>` method to _Builder and a line to
+WANTS; to read new codes of a type already read, add their value set to that
+line.
+
+Units (brief section 1) come from the value sets' `lab-unit` extensions:
+25-OH vitamin D ng/mL, calcium mg/dL, albumin g/dL, creatinine mg/dL, FRAX
+percent (a fraction is * 100), eGFR mL/min/1.73m2. Corrected calcium = Ca +
+0.8 * (4.0 - albumin) with an albumin taken within `albumin_pair_days` of the Ca.
 """
 
 from __future__ import annotations
@@ -36,6 +45,157 @@ SITE_NAMES = {"LS": "Lumbar spine", "FN": "Femoral neck", "TH": "Total hip",
               "RADIUS": "1/3 radius", "CALCANEUS": "Calcaneus"}
 FRAGILITY_SPECIFIC, PROBABLE, UNPROVEN = "specific", "probable", "unproven"
 ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
+
+
+# ---------------------------------------------------------------------------
+# What the reader reads (the one place; see the module docstring)
+# ---------------------------------------------------------------------------
+
+# Observations read by code: value set -> what it is. Labs go under PatientRecord.labs by name.
+LAB_SETS: dict[str, str] = {
+    "lab-egfr": "egfr", "lab-calcium-total": "calcium", "lab-calcium-corrected": "calcium_corrected",
+    "lab-albumin": "albumin", "lab-vitamin-d-25oh": "vitamin_d", "lab-pth": "pth",
+    "lab-creatinine": "creatinine", "obs-body-weight": "weight", "obs-bmi": "bmi", "lab-alp": "alp",
+}
+T_SCORE_SETS, Z_SCORE_SETS = "dxa-t-score-", "dxa-z-score-"  # + site: ls, fn, th, radius, calcaneus
+DXA_RESULT_SETS = ("dxa-bmd", "dxa-study")                    # a DXA was done on that date
+PREGNANCY_TEST_SETS = ("lab-hcg-qualitative", "obs-pregnancy-status")  # positive / negative
+HCG_QUANTITATIVE_SET = "lab-hcg-quantitative"
+SMOKING_SET, FALL_RISK_SET = "obs-smoking-status", "obs-fall-risk-assessment"
+FES_I_SETS = (t.FES_I, t.SHORT_FES_I)  # fear of falling: no LOINC code known, read by name too
+FRACTURE_SETS = "fracture-"           # a fracture finding (code or value), as Conditions are
+OBSERVATION_SETS: tuple[str, ...] = (
+    *LAB_SETS, T_SCORE_SETS, Z_SCORE_SETS, *DXA_RESULT_SETS, *t.FRAX_SETS, *PREGNANCY_TEST_SETS,
+    HCG_QUANTITATIVE_SET, SMOKING_SET, FALL_RISK_SET, *FES_I_SETS)
+# lab-calcium-ionized is not read: the calcium limits are for total (or corrected) calcium.
+
+
+@dataclasses.dataclass(frozen=True)
+class Want:
+    """Which resources of one type a reader wants. `sets`: value-set ids (or id prefixes)
+    whose codes make a resource wanted; `where`: the CodeableConcepts holding those codes;
+    `names`: for a resource none of whose codes is in `sets`, a test on the lower-cased
+    text of those concepts (drugs by name, local T-score codes by their name). No `sets`:
+    every resource of the type is read."""
+
+    sets: tuple[str, ...] = ()
+    where: Callable[[Mapping[str, Any]], tuple[Any, ...]] = lambda res: (res.get("code"),)
+    names: Callable[[str], bool] | None = None
+
+
+def _observation_concepts(res: Mapping[str, Any]) -> tuple[Any, ...]:
+    components = res.get("component")
+    if not components or not isinstance(components, list):
+        return res.get("code"), res.get("valueCodeableConcept")
+    return (res.get("code"), res.get("valueCodeableConcept"),
+            *(c.get("code") for c in components if isinstance(c, dict)))
+
+
+def medication_concept(res: Mapping[str, Any]) -> Any:
+    """The medication of a MedicationRequest/Administration/Statement: its CodeableConcept,
+    a contained Medication's code, or the reference's display as text."""
+    concept = res.get("medicationCodeableConcept")
+    if concept is None and isinstance(res.get("medicationReference"), dict):
+        ref = res["medicationReference"]
+        target = ref.get("reference") or ""
+        if isinstance(target, str) and target.startswith("#"):
+            for contained in res.get("contained") or ():
+                if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                    concept = contained.get("code")
+        if concept is None and ref.get("display"):
+            concept = {"text": ref["display"]}
+    return concept
+
+
+READ_ALL = Want()
+_MEDICATION = Want(("drug-",), lambda res: (medication_concept(res),), t.drug_names_in)
+WANTS: dict[str, Want] = {
+    "Patient": READ_ALL,
+    "Observation": Want((*OBSERVATION_SETS, FRACTURE_SETS), _observation_concepts, t.observation_names_in),
+    "Condition": Want((t.CONDITION_PREFIX, FRACTURE_SETS), names=t.condition_names_in),
+    # Operations are read by name and word ending too (massage safety), and a chart holds few.
+    "Procedure": READ_ALL,
+    "MedicationRequest": _MEDICATION,
+    "MedicationAdministration": _MEDICATION,
+    "MedicationStatement": _MEDICATION,
+    # Care already arranged (second-pass 7): orders and visits of the `order-*` kinds.
+    "ServiceRequest": Want(("order-",), lambda res: (res.get("code"), res.get("performerType")), t.care_names_in),
+    "Encounter": Want(("order-",), lambda res: (*(res.get("type") if isinstance(res.get("type"), list) else ()),
+                                                res.get("serviceType")), t.care_names_in),
+}
+# A type with a `_read_<Type>` method and no line here is read whole (READ_ALL).
+
+
+def wanted(resource: Mapping[str, Any]) -> frozenset[str] | None:
+    """The value sets (of its type's WANTS line) that a resource's codes are in; an empty
+    set for a resource wanted whole or by name; None when no reader wants it."""
+    return _codes().wanted(resource)
+
+
+class _CodeMemo:
+    """(resource type, system, code) -> the type's WANTS value sets holding the code: one
+    dict read per coding once warm. One per set of active value sets (create_app may
+    configure a site's); bounded, since requests carry arbitrary codes."""
+
+    LIMIT = 50_000
+
+    def __init__(self, terminology: Any) -> None:
+        self.terminology = terminology
+        self.memo: dict[tuple[str, str, str], frozenset[str]] = {}
+
+    def sets_of(self, rtype: str, concept: Any) -> frozenset[str]:
+        """The value sets of `rtype`'s WANTS line that the codings of a CodeableConcept are in."""
+        if not isinstance(concept, dict):
+            return _NONE
+        found = _NONE
+        for coding in concept.get("coding") or ():
+            if not isinstance(coding, dict):
+                continue
+            code, system = coding.get("code"), coding.get("system")
+            if not isinstance(code, str):
+                continue
+            key = (rtype, system if isinstance(system, str) else str(system or ""), code)
+            hit = self.memo.get(key)
+            if hit is None:
+                prefixes = WANTS.get(rtype, READ_ALL).sets
+                hit = frozenset(v for v in self.terminology.concepts_for(key[1], code) if v.startswith(prefixes))
+                if len(self.memo) >= self.LIMIT:
+                    self.memo.clear()
+                self.memo[key] = hit
+            if hit:
+                found = found | hit if found else hit
+        return found
+
+    def wanted(self, resource: Mapping[str, Any]) -> frozenset[str] | None:
+        rtype = resource["resourceType"]
+        want = WANTS.get(rtype, READ_ALL)
+        if not want.sets:
+            return _NONE
+        concepts = want.where(resource)
+        found = _NONE
+        for concept in concepts:
+            hit = self.sets_of(rtype, concept)
+            if hit:
+                found = found | hit if found else hit
+        if found:
+            return found
+        if want.names is not None and want.names(" | ".join(t.concept_text(c) for c in concepts)):
+            return _NONE
+        return None
+
+
+_NONE: frozenset[str] = frozenset()
+_memo: list[_CodeMemo] = []
+
+
+def _codes() -> _CodeMemo:
+    """The code memo of the active value sets (a new one when they change)."""
+    active = t.terms()
+    current = _memo[0] if _memo else None
+    if current is None or current.terminology is not active:
+        current = _CodeMemo(active)
+        _memo[:] = [current]
+    return current
 
 
 # ---------------------------------------------------------------------------
@@ -96,7 +256,7 @@ class Fracture:
 
 @dataclasses.dataclass(frozen=True)
 class ConditionHit:
-    group: str         # key of terminology.CONDITION_VALUE_SETS
+    group: str         # a `condition-*` value set as a group name (terminology.group_of)
     date: dt.date | None  # onset (or recorded / performed date)
     active: bool
     code: str
@@ -401,7 +561,14 @@ def parse_date(value: Any) -> dt.date | None:
     (a year-only onset is read as 1 January: older, so rules stay quiet)."""
     if not isinstance(value, str):
         return None
-    m = _DATE_RE.match(value.strip())
+    value = value.strip()
+    # The usual full date (or dateTime) first, by C code; anything else by the pattern.
+    if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            pass
+    m = _DATE_RE.match(value)
     if not m:
         return None
     try:
@@ -491,40 +658,35 @@ def _iter_entries(value: Any, full_url: Any = None) -> Iterator[tuple[Any, Any]]
 
 
 # ---------------------------------------------------------------------------
-# Unit normalisation (brief 1)
+# Units (brief 1): factors from the value sets, guesses for results without one
 # ---------------------------------------------------------------------------
+
+# A result without a unit is in the unit its code implies (the value set's `default-unit`,
+# e.g. 14635-7 nmol/L); failing that these guesses from the value, which only one unit
+# can explain (a calcium of 2.4 is mmol/L, a creatinine of 80 umol/L, an albumin of 38 g/L);
+# failing that the set's reporting unit.
+_UNITLESS_GUESS: dict[str, Callable[[float], str]] = {
+    "calcium": lambda v: "mmol/L" if v < 4.0 else "",
+    "calcium_corrected": lambda v: "mmol/L" if v < 4.0 else "",
+    "creatinine": lambda v: "umol/L" if v > 20 else "",
+    "albumin": lambda v: "g/L" if v > 10 else "",
+}
+# Read as reported whatever the unit: labs write eGFR and BMI units a dozen ways, all one unit.
+_UNITS_NOT_CHECKED = frozenset({"egfr", "bmi"})
+
+
+def lab_value(value_set: str, value: float, unit: str, concept: Any) -> float | None:
+    """A lab value in the service's unit (the value set's first `lab-unit`); None when
+    its unit is not one the value set knows (unknown, never guessed)."""
+    name = LAB_SETS.get(value_set, "")
+    if name in _UNITS_NOT_CHECKED:
+        return value
+    default = "" if unit else (t.default_unit(value_set, concept) or _UNITLESS_GUESS.get(name, lambda v: "")(value))
+    return t.convert(value_set, value, unit, default)
+
 
 def _norm_unit(unit: str) -> str:
     return unit.replace(" ", "").lower()
-
-
-def normalise_vitamin_d(value: float, unit: str, code: str) -> float | None:
-    u = _norm_unit(unit)
-    if "nmol" in u or (not u and code == "14635-7"):
-        return value / 2.496
-    if u in ("ng/ml", "ug/l", "µg/l", "mcg/l") or not u:
-        return value
-    return None  # unknown unit: unknown value
-
-
-def normalise_calcium(value: float, unit: str, code: str) -> float | None:
-    u = _norm_unit(unit)
-    if "mmol" in u or (not u and (code == "2000-8" or value < 4.0)):
-        return value * 4.008
-    if u in ("mg/dl", "") :
-        return value
-    if u in ("mg/l",):
-        return value / 10
-    return None
-
-
-def normalise_albumin(value: float, unit: str) -> float | None:
-    u = _norm_unit(unit)
-    if u == "g/l" or (not u and value > 10):
-        return value / 10
-    if u in ("g/dl", ""):
-        return value
-    return None
 
 
 def normalise_frax(value: float, unit: str) -> float | None:
@@ -541,60 +703,6 @@ def normalise_frax(value: float, unit: str) -> float | None:
     return None
 
 
-def normalise_creatinine(value: float, unit: str, code: str) -> float | None:
-    """mg/dL. umol/L / 88.4; with no unit, values above 20 can only be umol/L."""
-    u = _norm_unit(unit)
-    if "mol" in u or (not u and (code == "14682-9" or value > 20)):
-        return value / 88.4
-    if u in ("mg/dl", ""):
-        return value
-    return None
-
-
-def normalise_weight(value: float, unit: str) -> float | None:
-    """kg; pounds and grams converted; anything else unknown."""
-    u = _norm_unit(unit)
-    if u in ("kg", "kilogram", "kilograms", ""):
-        return value
-    if u in ("[lb_av]", "lb", "lbs", "pound", "pounds"):
-        return value * 0.45359237
-    if u in ("g",):
-        return value / 1000
-    return None
-
-
-def normalise_alp(value: float, unit: str) -> float | None:
-    u = _norm_unit(unit)
-    if u in ("u/l", "iu/l", "[iu]/l", "units/l", ""):
-        return value
-    if u in ("ukat/l", "µkat/l"):
-        return value * 60
-    return None
-
-
-def normalise_pth(value: float, unit: str) -> float | None:
-    u = _norm_unit(unit)
-    if "pmol" in u:
-        return value * 9.43  # U: PTH 1-84 molar mass conversion
-    if u in ("pg/ml", "ng/l", ""):
-        return value
-    return None
-
-
-# LOINC code -> (lab name, value in the service's unit from (value, unit, code), None when
-# the unit is not understood). One entry per lab kept under PatientRecord.labs.
-_LabReading = tuple[str, Callable[[float, str, str], float | None]]
-_LAB_READINGS: dict[str, _LabReading] = {
-    **{c: ("egfr", lambda v, u, c: v) for c in t.EGFR_CODES},
-    **{c: ("calcium", normalise_calcium) for c in t.CALCIUM_TOTAL_CODES},
-    **{c: ("albumin", lambda v, u, c: normalise_albumin(v, u)) for c in t.ALBUMIN_CODES},
-    **{c: ("vitamin_d", normalise_vitamin_d) for c in t.VITAMIN_D_25OH_CODES},
-    **{c: ("pth", lambda v, u, c: normalise_pth(v, u)) for c in t.PTH_CODES},
-    **{c: ("creatinine", normalise_creatinine) for c in t.CREATININE_CODES},
-    **{c: ("weight", lambda v, u, c: normalise_weight(v, u)) for c in t.BODY_WEIGHT_CODES},
-    **{c: ("bmi", lambda v, u, c: v) for c in t.BMI_CODES},
-    **{c: ("alp", lambda v, u, c: normalise_alp(v, u)) for c in t.ALP_CODES},
-}
 _LABS_WITH_RANGE = frozenset({"alp"})  # ALP is read against the lab's own upper limit
 
 
@@ -627,6 +735,8 @@ class _Builder:
         self.surgeries: list[Surgery] = []
         self.cancelled: list[MedEvent] = []
         self.care: list[CareEvent] = []
+        self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
+        self.codes = _codes()
 
     # --- dispatch -----------------------------------------------------------
     def add(self, resource: Any) -> None:
@@ -640,11 +750,19 @@ class _Builder:
         reader = getattr(self, "_read_" + resource["resourceType"], None)
         if reader is None:
             return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
+        try:
+            found = self.codes.wanted(resource)
+        except Exception:  # noqa: BLE001 - e.g. a code that is a list: unreadable, as in a reader
+            self.skipped.append(key)
+            return
+        if found is None:
+            return  # nothing any rule reads: dropped before binding, dates and values
         if self.binding is not None:
             reason = self.binding.reason_to_ignore(resource)
             if reason is not None:
                 self.ignored.append((key, reason))
                 return
+        self.found = found
         try:
             reader(resource)
         except Exception:  # noqa: BLE001 - tolerant reader: one bad resource never fails the call
@@ -678,77 +796,80 @@ class _Builder:
             return
         code = res.get("code")
         # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
-        for concept in (code, res.get("valueCodeableConcept")):
-            frac = t.classify_fracture(concept)
-            if frac:
-                self._add_fracture(frac, when, ref)
-                break
-        pairs = [(code, res)]
+        if any(v.startswith(FRACTURE_SETS) for v in self.found):
+            for concept in (code, res.get("valueCodeableConcept")):
+                frac = t.classify_fracture(concept)
+                if frac:
+                    self._add_fracture(frac, when, ref)
+                    break
+        self._observation_value(code, res, when, ref, res)
         for comp in res.get("component") or ():
             if isinstance(comp, dict):
-                pairs.append((comp.get("code"), comp))
-        for concept, holder in pairs:
-            self._observation_value(concept, holder, when, ref, res)
+                self._observation_value(comp.get("code"), comp, when, ref, res)
 
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
                            ref: str, res: Mapping[str, Any]) -> None:
-        loinc = t.codes_in(concept, t.LOINC)
-        text = t.concept_text(concept)
+        sets = sorted(v for v in self.codes.sets_of("Observation", concept) if not v.startswith(FRACTURE_SETS))
         qty = _quantity(holder.get("valueQuantity"))
         if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
             qty = (float(holder["valueInteger"]), "")
-        for code in loinc:
-            if code in t.DXA_T_SCORE_SITES and qty:
-                self._bmd(t.DXA_T_SCORE_SITES[code], "T", qty[0], when, ref)
+        for value_set in sets:
+            if value_set.startswith((T_SCORE_SETS, Z_SCORE_SETS)) and qty:
+                kind = "T" if value_set.startswith(T_SCORE_SETS) else "Z"
+                self._bmd(value_set[len(T_SCORE_SETS):].upper(), kind, qty[0], when, ref)
                 return
-            if code in t.DXA_Z_SCORE_SITES and qty:
-                self._bmd(t.DXA_Z_SCORE_SITES[code], "Z", qty[0], when, ref)
-                return
-            if code in t.DXA_BMD_CODES or code in t.DXA_STUDY_CODES:
+            if value_set in DXA_RESULT_SETS:
                 self._dxa(when)
                 return
-            if code in (t.FRAX_MOF, t.FRAX_HIP) and qty:
-                self._frax("mof" if code == t.FRAX_MOF else "hip", qty, when, ref)
+            if value_set in t.FRAX_SETS and qty:
+                self._frax(value_set.removeprefix("frax-"), qty, when, ref)
                 return
-            lab = _LAB_READINGS.get(code)
-            if lab and qty:
-                name, normalise = lab
-                v = normalise(qty[0], qty[1], code)
+            if value_set in LAB_SETS and qty:
+                v = lab_value(value_set, qty[0], qty[1], concept)
                 if v is not None:
+                    name = LAB_SETS[value_set]
                     if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
                         high = _reference_high(holder)
                         self._lab(name, v, when, ref, flag=_interpretation(holder),
-                                  high=normalise(high, qty[1], code) if high is not None else None)
+                                  high=lab_value(value_set, high, qty[1], concept) if high is not None else None)
                     else:
                         self._lab(name, v, when, ref)
                 return
-            if code in t.HCG_QUALITATIVE_CODES or code in t.PREGNANCY_STATUS_CODES:
+            if value_set in PREGNANCY_TEST_SETS:
                 self.pregnancy_tests.append(PregnancyTest(when, _positive(holder), ref))
                 return
-            if code in t.HCG_QUANTITATIVE_CODES and qty:
-                # >= 25 mIU/mL positive, < 5 negative, in between equivocal (unknown).
-                positive = True if qty[0] >= t.HCG_POSITIVE_IU_L else False if qty[0] < 5 else None
+            if value_set == HCG_QUANTITATIVE_SET and qty:
+                iu_l = t.convert(value_set, qty[0], qty[1])
+                # >= 25 mIU/mL positive, < 5 negative, in between (or an unknown unit) unknown.
+                positive = None if iu_l is None else (
+                    True if iu_l >= t.HCG_POSITIVE_IU_L else False if iu_l < t.HCG_NEGATIVE_IU_L else None)
                 self.pregnancy_tests.append(PregnancyTest(when, positive, ref))
                 return
-            if code == t.SMOKING_STATUS:
+            if value_set == SMOKING_SET:
                 self._smoking(holder.get("valueCodeableConcept"), when, ref)
                 return
-            if code in t.FALL_RISK_ASSESSMENT_CODES:
+            if value_set == FALL_RISK_SET:
                 self.fall_risk.append(FallRisk(when, _fall_positive(holder), ref))
                 return
+            if value_set in FES_I_SETS and qty:
+                self.fall_concern.append(FallConcern(when, qty[0], value_set == t.SHORT_FES_I, ref))
+                return
+        if not qty:
+            return
+        text = t.concept_text(concept)
         # Fear of falling (FES-I / Short FES-I): no LOINC code found, read by name.
-        if qty and t.any_name_in(t.FES_I_NAMES, text):
-            self.fall_concern.append(FallConcern(when, qty[0], t.any_name_in(t.SHORT_FES_I_NAMES, text), ref))
+        if t.names_in(t.FES_I, text):
+            self.fall_concern.append(FallConcern(when, qty[0], t.names_in(t.SHORT_FES_I, text), ref))
             return
         # FRAX by display text (hip LOINC is weakly sourced; local codes are common).
-        if qty and t.name_in(t.FRAX_TEXT, text):
+        if any(t.names_in(frax, text) for frax in t.FRAX_SETS):
             if t.name_in("hip", text):
                 self._frax("hip", qty, when, ref)
             elif any(t.name_in(w, text) for w in ("major", "mof", "major osteoporotic")):
                 self._frax("mof", qty, when, ref)
             return
         # T-/Z-score with a local code: site from bodySite (code first, bodySite second).
-        if qty and ("t-score" in text or "z-score" in text):
+        if "t-score" in text or "z-score" in text:
             site = _site_from_body(res.get("bodySite"), text)
             if site:
                 self._bmd(site, "T" if "t-score" in text else "Z", qty[0], when, ref)
@@ -778,10 +899,10 @@ class _Builder:
             self.dxa_dates.add(when)
 
     def _smoking(self, value: Any, when: dt.date | None, ref: str) -> None:
-        snomed = set(t.codes_in(value, t.SNOMED))
-        if snomed & t.CURRENT_SMOKER_SNOMED:
+        answers = t.concepts_of(value)
+        if t.CURRENT_SMOKER in answers:
             self.smoking.append((when, True, ref))
-        elif snomed & t.NON_SMOKER_SNOMED:
+        elif t.NON_SMOKER in answers:
             self.smoking.append((when, False, ref))
         else:
             text = t.concept_text(value)
@@ -805,7 +926,7 @@ class _Builder:
         code = res.get("code")
         frac = t.classify_fracture(code)
         if frac:
-            if frac.code.startswith(HISTORY_FRACTURE_CODES):
+            if _history_code(frac.code):
                 # A "personal history of (healed) fracture" dates the entry, not the fracture
                 # (EHRs and Synthea fill onset with the day it was noted). Review: Z87.310 noted
                 # on alendronate read as a new fracture on therapy (C-TX-FAILURE), and as a recent
@@ -818,7 +939,7 @@ class _Builder:
 
     def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
         for group in t.condition_groups(code):
-            shown = next(iter([t.icd_display(c) for c in t.icd_codes(code)] + t.codes_in(code, t.SNOMED)), "")
+            shown = _shown_code(code, t.value_set_of(group))
             self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
@@ -840,11 +961,8 @@ class _Builder:
         ref = _ref(res)
         if t.is_dxa_concept(code):
             self._dxa(when)
+        # Groups by code: a dialysis Procedure (SNOMED CT or CPT, condition-dialysis) is kidney failure.
         self._add_groups(code, when, True, ref)
-        # CPT-coded dialysis (SNOMED-coded dialysis is in the "dialysis" value set already).
-        if t.is_dialysis_procedure(code) and "dialysis" not in t.condition_groups(code):
-            self.conditions.setdefault("dialysis", []).append(
-                ConditionHit("dialysis", when, True, next(iter(t.codes_in(code, t.CPT)), "dialysis"), ref))
         if t.is_surgery(code, res.get("category")):
             self.surgeries.append(Surgery(when, (t.concept_text(code).split(" | ") or ["surgery"])[0] or "surgery", ref))
         self._add_care(t.care_kinds(code) - {t.DXA_CARE}, when, res)  # a DXA done is a DXA date (above)
@@ -881,23 +999,10 @@ class _Builder:
             self._add_care(kinds, self._booked(_first_date(_period_start(res.get("period")))), res)
 
     # --- Medications --------------------------------------------------------
-    def _medication_concept(self, res: Mapping[str, Any]) -> Any:
-        concept = res.get("medicationCodeableConcept")
-        if concept is None and isinstance(res.get("medicationReference"), dict):
-            ref = res["medicationReference"]
-            target = ref.get("reference") or ""
-            if isinstance(target, str) and target.startswith("#"):
-                for contained in res.get("contained") or ():
-                    if isinstance(contained, dict) and contained.get("id") == target[1:]:
-                        concept = contained.get("code")
-            if concept is None and ref.get("display"):
-                concept = {"text": ref["display"]}
-        return concept
-
     def _add_med(self, res: Mapping[str, Any], status: str, start: dt.date | None, end: dt.date | None,
                  dose_date: dt.date | None, into: list[MedEvent] | None = None,
                  supply_end: dt.date | None = None) -> None:
-        concept = self._medication_concept(res)
+        concept = medication_concept(res)
         match = t.classify_medication(concept)
         reason = " ".join(t.concept_text(r) for r in (res.get("statusReason") if isinstance(res.get("statusReason"), list)
                                                        else [res.get("statusReason")]))
@@ -1049,9 +1154,10 @@ class _Builder:
     def _fragility(self, f: Fracture, birth: dt.date | None) -> Fracture:
         if f.fragility == FRAGILITY_SPECIFIC:
             return f
-        # S-code / any-mechanism SNOMED: probable fragility fracture at >= 50, unless a
-        # transport-accident code sits next to it (brief 8.3 note).
-        if birth is None or f.date is None:
+        # S-code / any-mechanism SNOMED: probable fragility fracture at >= 50 at a typical
+        # fragility site, unless a transport-accident code sits next to it (brief 8.3 note;
+        # which sites: terminology.PROBABLE_FRAGILITY_SITES).
+        if f.site not in t.PROBABLE_FRAGILITY_SITES or birth is None or f.date is None:
             return f  # age at fracture unknown: not proven
         if _age(birth, f.date) < self.settings.probable_fragility_min_age:
             return f
@@ -1094,8 +1200,13 @@ class _Builder:
         return out
 
 
-# Personal history of (healed) osteoporosis fracture (ICD-10-CM Z87.310, V).
-HISTORY_FRACTURE_CODES = ("Z87.31",)
+# Codes that record a past fracture (Z87.310 personal history of osteoporosis fracture).
+HISTORY_FRACTURE_SET = "fracture-history"
+
+
+def _history_code(shown: str) -> bool:
+    """Is a fracture's code (as facts print it: ICD-10-CM dotted) one that records a past fracture?"""
+    return HISTORY_FRACTURE_SET in t.terms().concepts_for(t.ICD10CM, shown)
 
 _FRAGILITY_RANK = {UNPROVEN: 0, PROBABLE: 1, FRAGILITY_SPECIFIC: 2}
 
@@ -1121,7 +1232,7 @@ def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fra
     # on record documents that fracture, not another one (review: it made "2 fragility fractures",
     # hence very high risk and anabolic-first orders, for one old vertebral fracture).
     history = [e for e in events if e.date is None and e.site == t.OTHER
-               and all(c.startswith(HISTORY_FRACTURE_CODES) for c in e.codes)]
+               and all(_history_code(c) for c in e.codes)]
     others = [e for e in events if e not in history]
     if history and others:
         first = others[0]
@@ -1169,6 +1280,16 @@ def _menopausal_status(sex: str | None, age: int | None, conditions: Mapping[str
     return "unknown"
 
 
+def _shown_code(code: Any, value_set: str) -> str:
+    """The code a card fact quotes for a group hit: the first coding in the group's value set
+    (ICD-10-CM first, then SNOMED CT, then others); matched by name, the first ICD-10-CM or SNOMED CT code."""
+    pairs = sorted(t.codings(code), key=lambda p: (p[0] != t.ICD10CM, p[0] != t.SNOMED))
+    for system, value in pairs:
+        if value_set in t.terms().concepts_for(system, value):
+            return t.shown_code(system, value)
+    return next((t.shown_code(s, v) for s, v in pairs if s in (t.ICD10CM, t.SNOMED)), "")
+
+
 def _site_from_body(body: Any, text: str) -> str | None:
     words = t.concept_text(body) + " " + text
     if "spine" in words or "lumbar" in words:
@@ -1197,19 +1318,15 @@ def _fall_positive(holder: Mapping[str, Any]) -> bool | None:
     return None
 
 
-_POSITIVE_SNOMED = frozenset({"10828004", "77386006"})   # Positive; Pregnant (U)
-_NEGATIVE_SNOMED = frozenset({"260385009", "60001007"})  # Negative; Not pregnant (U)
-
-
 def _positive(holder: Mapping[str, Any]) -> bool | None:
     """A qualitative result (pregnancy test / status): True, False or None (unreadable)."""
     if isinstance(holder.get("valueBoolean"), bool):
         return holder["valueBoolean"]
     concept = holder.get("valueCodeableConcept")
-    snomed = set(t.codes_in(concept, t.SNOMED))
-    if snomed & _POSITIVE_SNOMED:
+    answers = t.concepts_of(concept)
+    if t.POSITIVE in answers:
         return True
-    if snomed & _NEGATIVE_SNOMED:
+    if t.NEGATIVE in answers:
         return False
     text = t.concept_text(concept)
     if isinstance(holder.get("valueString"), str):
@@ -1367,7 +1484,7 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
     if rtype == "MedicationRequest":
         kind = "medication"
         # drafts without any medication (the public sandbox sends them) simply name no agent
-        match = t.classify_medication(_Builder(dt.date.min, DEFAULT)._medication_concept(res))
+        match = t.classify_medication(medication_concept(res))
         agents, oncology = match.agents, match.oncology
     elif rtype in ("ServiceRequest", "ProcedureRequest", "ReferralRequest"):
         concepts = [res.get("code")] + list(res.get("performerType") and [res["performerType"]] or [])

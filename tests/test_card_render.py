@@ -34,7 +34,8 @@ VARIABLES.update({"headline": "patient has osteopenia: gentle techniques only", 
 # order-safety cards
 VARIABLES.update({"drug": "Alendronate", "drug_name": "alendronate", "verdict": "not recommended", "renal_limit": "35", "label_text": "Fosamax label",
              "situation": "Alendronate is being ordered.", "advice": "Consider denosumab.", "window": "12",
-             "max_doses": "12", "max_months": "24"})
+             "max_doses": "12", "max_months": "24",
+             "kidney_status": "Kidney function is below the labelled limit for this drug"})
 # second pass (new cards and new placeholders)
 VARIABLES.update({"kidney": "eGFR 28 mL/min/1.73m2", "action": "suggest calcium and vitamin D", "kidney_note": "",
                   "rehab": "Fear of falling: ask.", "order_kind": "Massage", "order_word": "massage",

@@ -78,7 +78,7 @@ BAD_SETTINGS = {
     "retention below quiet period": ({"CDS_RETENTION_DAYS": "10"}, "", "CDS_RETENTION_DAYS='10'"),
     "value-set folder missing": ({"CDS_EXTRA_VALUESETS_DIR": "/nonexistent-valuesets"}, "",
                                 "CDS_EXTRA_VALUESETS_DIR='/nonexistent-valuesets': /nonexistent-valuesets: not a folder"),
-    "url length": ({"CDS_FHIR_MAX_URL_LENGTH": "100"}, "", "CDS_FHIR_MAX_URL_LENGTH='100': must be at least 2048"),
+    "url length": ({"CDS_FHIR_MAX_URL_LENGTH": "100"}, "", "CDS_FHIR_MAX_URL_LENGTH='100': must be at least 4096"),
     "base url without scheme": ({"CDS_PUBLIC_BASE_URL": "cds.example.org"}, "",
                                 "CDS_PUBLIC_BASE_URL='cds.example.org': not an absolute URL"),
 }

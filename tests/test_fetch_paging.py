@@ -86,7 +86,7 @@ def test_a_next_link_over_the_limit_is_refused_saying_so(make_app, limit, length
 
 
 def test_the_url_length_setting_has_a_floor():
-    with pytest.raises(ValueError, match="CDS_FHIR_MAX_URL_LENGTH.*must be at least 2048"):
+    with pytest.raises(ValueError, match="CDS_FHIR_MAX_URL_LENGTH.*must be at least 4096"):
         load_settings({"CDS_FHIR_MAX_URL_LENGTH": "1000"})
 
 

@@ -87,3 +87,18 @@ def test_one_dual_coded_fracture_does_not_make_very_high_risk(client):
     # Two real fracture events (wrist and humerus, months apart) are "multiple fractures": very high risk.
     two = cards(t_score(-2.6), condition("a", t.ICD10CM, "S52.501A", 700), condition("b", t.ICD10CM, "S42.201A", 500))
     assert "C-TX-ANABOLIC" in two
+
+
+def test_how_each_site_counts_at_50_or_over():
+    """terminology.PROBABLE_FRAGILITY_SITES: an any-mechanism code is a probable fragility
+    fracture at the typical fragility sites only (BHOF22: hip, spine, wrist, humerus, pelvis,
+    ribs); ankle and clavicle fractures are fractures, fragility only when coded osteoporotic."""
+    r = record(condition("rib", t.ICD10CM, "S22.32XA", 900), condition("ankle", t.SNOMED, "16114001", 600),
+               condition("clavicle", t.SNOMED, "58150001", 300), condition("oc", t.SNOMED, "704329006", 100))
+    by_ref = {f.ref: f for f in r.fractures}
+    assert (by_ref["Condition/rib"].site, by_ref["Condition/rib"].fragility) == (t.RIB, "probable")
+    assert (by_ref["Condition/ankle"].site, by_ref["Condition/ankle"].fragility) == (t.ANKLE, "unproven")
+    assert (by_ref["Condition/clavicle"].site, by_ref["Condition/clavicle"].fragility) == (t.CLAVICLE, "unproven")
+    # osteoporotic fracture of clavicle: a fragility fracture like any other
+    assert (by_ref["Condition/oc"].site, by_ref["Condition/oc"].fragility) == (t.CLAVICLE, "specific")
+    assert {f.ref for f in r.fragility_fractures()} == {"Condition/rib", "Condition/oc"}

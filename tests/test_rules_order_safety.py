@@ -240,10 +240,19 @@ def test_unknown_egfr_is_not_low():
     assert "C-SAFE-RENAL" not in _codes("order-sign", record)
 
 
-def test_stale_egfr_is_unknown():
+def test_stale_egfr_is_unknown_and_a_low_one_asks_for_a_recheck():
+    """Issue 14 changed this: an old eGFR is still unknown, never "low" (no verdict, nothing
+    deleted), but an old LOW one no longer vanishes: the card asks for a recheck."""
     record = _record(labs=[_lab("98979-8", 20, "mL/min/{1.73_m2}", date="2024-01-01")],
                      drafts=[_draft("d1", ALENDRONATE)])
-    assert "C-SAFE-RENAL" not in _codes("order-sign", record)
+    card = _codes("order-sign", record)["C-SAFE-RENAL"]
+    assert card["indicator"] == "warning" and "needs a kidney recheck" in card["summary"]
+    assert "not recommended" not in card["summary"]
+    actions = [a for s in card["suggestions"] for a in s["actions"]]
+    assert [a["type"] for a in actions] == ["create"] and actions[0]["resource"]["code"]["coding"][0]["code"] == "98979-8"
+    normal = _record(labs=[_lab("98979-8", 60, "mL/min/{1.73_m2}", date="2024-01-01")],
+                     drafts=[_draft("d1", ALENDRONATE)])
+    assert "C-SAFE-RENAL" not in _codes("order-sign", normal)  # an old normal value: nothing to recheck here
 
 
 def test_threshold_comes_from_settings():

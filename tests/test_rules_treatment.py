@@ -97,10 +97,16 @@ def test_t_score_boundaries_pick_exactly_one_drug_rule(t_score, expected):
     assert [c for c in fired(record) if c.startswith("C-TX")] == expected
 
 
-@pytest.mark.parametrize("value,expected", [(34, "C-TX-DMAB-ALT"), (35, "C-TX-BP"), (None, "C-TX-BP")])
-def test_egfr_boundary_and_unknown_egfr(value, expected):
+@pytest.mark.parametrize("value,expected,offered", [
+    (29, "C-TX-DMAB-ALT", None), (30, "C-TX-BP", ("risedronate",)), (34, "C-TX-BP", ("risedronate",)),
+    (35, "C-TX-BP", None), (None, "C-TX-BP", None)])
+def test_egfr_boundary_and_unknown_egfr(value, expected, offered):
+    """Below 30 no oral bisphosphonate is within its label; 30-34 risedronate still is
+    (Actonel), alendronate is not (Fosamax, below 35); review of the second pass."""
     obs = [bmd("38267-1", -2.7)] + ([egfr(value)] if value is not None else [])
     assert [c for c in fired(patient(*obs)) if c.startswith("C-TX")] == [expected]
+    if expected == "C-TX-BP":
+        assert one(tx.start_bisphosphonate, patient(*obs)).suggestions == offered
 
 
 def test_stale_egfr_is_unknown_not_low():
@@ -112,9 +118,12 @@ def test_stale_egfr_is_unknown_not_low():
 # --- C-TX-DMAB-ALT ----------------------------------------------------------------
 
 def test_dmab_alt_renal_offers_denosumab_only_with_calcium_check():
-    finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(34)))
+    # Between 30 and 35 only an oral-route problem sends a patient here (the kidney function then
+    # rules zoledronic acid out); below 30 the PROLIA24 work-up comes first (next test).
+    stricture = cond("K22.2", "2023-01-01")
+    finding = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(34), conditions=[stricture]))
     assert finding.suggestions == ("denosumab",)
-    assert "eGFR 34 mL/min/1.73m2 on 2025-03-10 (below 35 for alendronate)" in finding.facts
+    assert finding.variables["zoledronate_note"] == "Zoledronic acid: contraindicated below 35 (Reclast label)."
     card = render(finding)
     assert card["indicator"] == "info" and card["selectionBehavior"] == "at-most-one"
     assert "contraindicated" in card["detail"] and "Patient data used" in card["detail"]
@@ -138,7 +147,7 @@ def test_dmab_alt_gi_problem_adds_zoledronate_only_with_known_egfr_35_or_more():
     unknown = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, conditions=[stricture]))
     assert "not offered until it is known" in unknown.variables["zoledronate_note"]
     assert unknown.suggestions == ()  # and no injection before the baseline labs (kidney function unknown)
-    # GI problem and eGFR 34: two problems, renal rules zoledronic acid out
+    # GI problem and eGFR 34: the GI problem sends the patient here, the kidney rules zoledronic acid out
     renal = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(34), conditions=[stricture]))
     assert renal.suggestions == ("denosumab",)
 
@@ -167,14 +176,16 @@ def test_dmab_alt_advanced_ckd_note_and_prolia24_work_up_instead_of_an_order():
     (plan,) = finding.extra_suggestions
     codes = {a.resource["code"]["coding"][0]["code"] for a in plan.actions}
     assert codes == {"2731-8", "62292-8", "1649-3", "17861-6", "306286007"}
-    assert one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(30))).variables["ckd_note"] == ""
+    assert one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(29))).variables["ckd_note"]
+    assert tx.start_denosumab_alternative(patient(bmd("38267-1", -2.7), *CA_D, egfr(30)), TODAY, S) == []  # risedronate
 
 
 def test_dmab_alt_waits_for_baseline_labs_and_orders_no_test_twice():
     """Review: calcium or vitamin D unknown -> no one-click injection (Prolia / Reclast:
     correct hypocalcemia and vitamin D first); C-LAB-BASELINE orders the labs, and the
     PROLIA24 work-up leaves out what that card orders (no test twice on one screen)."""
-    plain = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34)))
+    plain = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34),
+                                                        conditions=[cond("K22.2", "2023-01-01")]))
     assert plain.suggestions == () and not plain.extra_suggestions
     assert "No injection ordered yet: baseline labs first (see the baseline-labs card)" in plain.facts
     ckd = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(25)))
@@ -243,8 +254,8 @@ def test_vhr_without_any_anabolic_option_falls_back_to_antiresorptive():
     finding = one(tx.start_bisphosphonate, record)
     assert finding.variables["risk_text"].startswith("very high fracture risk")
     assert any("Teriparatide/abaloparatide not suggested" in f for f in finding.facts)
-    # and with eGFR 30 the denosumab card takes it
-    record = patient(bmd("38267-1", -3.4), egfr(30), conditions=[cond("E21.0", "2022-01-01")],
+    # and with eGFR 29 the denosumab card takes it
+    record = patient(bmd("38267-1", -3.4), egfr(29), conditions=[cond("E21.0", "2022-01-01")],
                      sex="male", birth="1950-01-01")
     assert [c for c in fired(record) if c.startswith("C-TX")] == ["C-TX-DMAB-ALT"]
 
@@ -319,6 +330,25 @@ def test_holiday_fracture_conditions(fracture, fires):
     assert bool(tx.consider_drug_holiday(record, TODAY, S)) is fires
 
 
+@pytest.mark.parametrize("start,fires", [("2015-06-01", True), ("2015-06-03", False)])  # 10 years on TODAY
+def test_a_course_beyond_ten_years_asks_for_a_duration_review_without_hip_t_scores(start, fires):
+    """Issue 14: 23 years of alendronate drew nothing because no hip T-score was on file."""
+    record = patient(bmd("38267-1", -2.6), meds=[med(ALENDRONATE, start)])
+    findings = tx.consider_drug_holiday(record, TODAY, S)
+    assert bool(findings) is fires
+    if fires:
+        text = render(findings[0])
+        assert "review how long to go on" in text["summary"] and "No femoral neck or total hip T-score" in text["detail"]
+        assert "Decide with the patient: a drug holiday" in text["detail"]
+
+
+def test_a_very_long_course_with_a_fracture_on_therapy_is_reviewed_but_no_holiday_is_offered():
+    record = patient(bmd("38267-1", -2.6), conditions=[cond("S52.531A", "2024-03-01")],
+                     meds=[med(ALENDRONATE, "2002-05-01")])
+    text = render(one(tx.consider_drug_holiday, record))
+    assert "23 years" in text["summary"] and "so no holiday" in text["detail"]
+
+
 def test_never_a_holiday_on_denosumab():
     old_bp = med(ALENDRONATE, "2012-01-01", status="completed", end="2018-01-01")
     record = patient(*hips(), meds=[old_bp], admins=[admin(PROLIA, "2025-02-01")])
@@ -343,7 +373,8 @@ def test_secondary_eval_groups_and_panels():
     card = render(man)
     codes = [a["resource"]["code"].get("coding", [{}])[0].get("code") for a in card["suggestions"][0]["actions"]]
     assert {"17861-6", "62292-8", "2731-8", "1751-7"} <= set(codes)
-    assert any(a["resource"]["code"].get("text") == "Morning total testosterone" for a in card["suggestions"][0]["actions"])
+    assert any(a["resource"]["code"].get("text") == "Morning total testosterone"
+               and a["resource"]["code"]["coding"][0]["code"] == "2986-8" for a in card["suggestions"][0]["actions"])
     assert all(a["resource"]["resourceType"] == "ServiceRequest" for a in card["suggestions"][0]["actions"])
 
     young_fracture = patient(conditions=[cond("M80.031A", "2024-10-01")], birth="1988-01-01")
@@ -376,7 +407,7 @@ def test_secondary_panel_leaves_the_basic_labs_to_the_baseline_card():
     panel, baseline = ordered(cards["C-SECONDARY-EVAL"]), ordered(cards["C-LAB-BASELINE"])
     assert {"98979-8", "17861-6", "62292-8", "1751-7", "2777-1", "6768-6", "2731-8"} <= set(baseline)
     assert not set(panel) & set(baseline)
-    assert "Morning total testosterone" in panel and "TSH" in panel
+    assert "2986-8" in panel and "3016-3" in panel  # testosterone and TSH
 
     # Same patient with the baseline labs on file: the full panel, now with LOINC for eGFR, phosphate, ALP.
     full = render(one(tx.secondary_evaluation, patient(bmd("38263-0", -2.6), *BASELINE_LABS, sex="male",

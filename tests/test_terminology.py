@@ -16,6 +16,14 @@ def test_fracture_sites_and_fragility():
         ("sct", "11311601000119109"): (t.VERTEBRAL, True),
         ("sct", "704336007"): (t.WRIST, True),
         ("sct", "5913000"): (t.HIP, False),
+        # issue 14: distal ulna is the distal forearm (was read as no fracture); rib,
+        # clavicle and ankle fractures are fractures (see PROBABLE_FRAGILITY_SITES for how they count)
+        ("icd", "S52.6"): (t.WRIST, False),
+        ("icd", "S22.31XA"): (t.RIB, False),
+        ("icd", "S42.001A"): (t.CLAVICLE, False),
+        ("icd", "S82.51XA"): (t.ANKLE, False),
+        ("sct", "359817006"): (t.HIP, False),
+        ("sct", "65966004"): (t.WRIST, False),
     }
     for (kind, code), (site, specific) in cases.items():
         system = t.ICD10CM if kind == "icd" else t.SNOMED
@@ -23,7 +31,8 @@ def test_fracture_sites_and_fragility():
         assert got is not None, code
         assert (got.site, got.fragility_specific) == (site, specific), code
     assert t.classify_fracture(coding(t.ICD10CM, "M81.0")) is None
-    assert t.classify_fracture(coding(t.ICD10CM, "S52.6")) is None  # not in the brief's sets
+    assert t.classify_fracture(coding(t.ICD10CM, "S52.2")) is None  # forearm shaft: not a fragility site
+    assert t.classify_fracture(coding(t.ICD10CM, "S92.001A")) is None  # foot
     assert t.classify_fracture(None) is None
 
 

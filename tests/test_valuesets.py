@@ -98,7 +98,7 @@ CLASSIFY = [
     (ICD10CM, "M8008XA", {"fracture-site-vertebral", "fracture-fragility", "condition-osteoporosis"}),
     (ICD10CM, "m80.0b1a", {"fracture-site-pelvis", "fracture-fragility", "condition-osteoporosis"}),
     (ICD10CM, "M80.052A", {"fracture-site-hip", "fracture-fragility", "condition-osteoporosis"}),
-    (ICD10CM, "Z87.310", {"fracture-site-unspecified", "fracture-fragility"}),
+    (ICD10CM, "Z87.310", {"fracture-site-unspecified", "fracture-fragility", "fracture-history"}),
     (ICD10CM, "S72.001A", {"fracture-site-hip"}),
     (ICD10CM, "S52.531A", {"fracture-site-wrist-forearm"}),
     (ICD10CM, "S82.841A", {"fracture-site-ankle"}),
@@ -267,30 +267,48 @@ def test_shipped_files_are_package_data():
 
 
 # ---------------------------------------------------------------------------
-# Nothing the Python tables know is lost: terminology.py table -> value set file
-# (the map the rewire of terminology.py onto these files follows)
+# Nothing the Python tables knew is lost: the tables terminology.py held before
+# it read the value sets (tests/data/terminology_before_value_sets.json) ->
+# value set file, and the same meaning through the terminology API
 # ---------------------------------------------------------------------------
+
+BEFORE = json.loads((Path(__file__).parent / "data" / "terminology_before_value_sets.json").read_text())
+
 
 def _group_file(group: str) -> str:
     return "condition-" + group.replace("_", "-")
 
 
 AGENT_FILE = {"zoledronic_acid": "drug-zoledronic-acid", "vitamin_d": "drug-vitamin-d"}
-OBSERVATION_TABLES = {  # terminology.py constant -> value set(s)
+OBSERVATION_TABLES = {  # former terminology.py constant -> value set(s)
     "DXA_BMD_CODES": ("dxa-bmd",), "DXA_STUDY_CODES": ("dxa-study",), "EGFR_CODES": ("lab-egfr",),
     "CALCIUM_TOTAL_CODES": ("lab-calcium-total",), "CALCIUM_IONIZED_CODES": ("lab-calcium-ionized",),
     "ALBUMIN_CODES": ("lab-albumin",), "VITAMIN_D_25OH_CODES": ("lab-vitamin-d-25oh",), "PTH_CODES": ("lab-pth",),
-    "FALL_RISK_ASSESSMENT_CODES": ("obs-fall-risk-assessment",),
+    "FALL_RISK_ASSESSMENT_CODES": ("obs-fall-risk-assessment",), "CREATININE_CODES": ("lab-creatinine",),
+    "BODY_WEIGHT_CODES": ("obs-body-weight",), "BMI_CODES": ("obs-bmi",), "ALP_CODES": ("lab-alp",),
+    "HCG_QUALITATIVE_CODES": ("lab-hcg-qualitative",), "HCG_QUANTITATIVE_CODES": ("lab-hcg-quantitative",),
+    "PREGNANCY_STATUS_CODES": ("obs-pregnancy-status",),
 }
 DXA_SITE_FILE = {"LS": "ls", "FN": "fn", "TH": "th", "RADIUS": "radius", "CALCANEUS": "calcaneus"}
-ORDER_TABLES = {  # (terminology.py constant, system) -> value set
+ORDER_TABLES = {  # (former terminology.py constant, system) -> value set
     ("DXA_CPT_CODES", CPT): "order-dxa", ("DXA_SNOMED_CODES", SNOMED): "order-dxa",
     ("BARIATRIC_SNOMED_CODES", SNOMED): "condition-bariatric",
+    ("DIALYSIS_CPT_CODES", CPT): "condition-dialysis", ("DIALYSIS_SNOMED_CODES", SNOMED): "condition-dialysis",
+    ("SURGICAL_CATEGORY_SNOMED", SNOMED): "procedure-surgery",
     ("MASSAGE_CPT", CPT): "order-massage", ("MASSAGE_NUCC", NUCC): "order-massage",
+    ("MANUAL_THERAPY_CPT", CPT): "order-manual-therapy", ("MANUAL_THERAPY_NUCC", NUCC): "order-manual-therapy",
+    ("MANUAL_THERAPY_SNOMED", SNOMED): "order-manual-therapy",
+    ("SPINAL_MANIPULATION_CPT", CPT): "order-spinal-manipulation",
     ("PT_REFERRAL_SNOMED", SNOMED): "order-physical-therapy", ("PT_CPT", CPT): "order-physical-therapy",
     ("PT_NUCC", NUCC): "order-physical-therapy",
     ("CURRENT_SMOKER_SNOMED", SNOMED): "answer-current-smoker", ("NON_SMOKER_SNOMED", SNOMED): "answer-non-smoker",
+    ("record._POSITIVE_SNOMED", SNOMED): "answer-positive", ("record._NEGATIVE_SNOMED", SNOMED): "answer-negative",
 }
+NAME_TABLES = {"DXA_NAMES": "order-dxa", "PT_NAMES": "order-physical-therapy",
+               "MANUAL_THERAPY_NAMES": "order-manual-therapy", "SURGERY_NAMES": "procedure-surgery",
+               "FES_I_NAMES": "obs-fes-i", "SHORT_FES_I_NAMES": "obs-short-fes-i"}
+SITE_FILE = {"hip": "hip", "vertebral": "vertebral", "wrist/forearm": "wrist-forearm", "humerus": "humerus",
+             "pelvis": "pelvis", "other": "unspecified"}
 
 
 def _covers_icd(t, concept, prefix):
@@ -302,47 +320,89 @@ def _covers_icd(t, concept, prefix):
         r.startswith(norm) for r in t.prefixes(concept))
 
 
-def test_every_code_and_name_of_the_python_tables_is_in_a_value_set():
-    from cds_service.fhir import terminology as py
-
+def test_every_code_and_name_of_the_former_python_tables_is_in_a_value_set():
     t = vs.load()
     missing = []
-    for group, table in py.CONDITION_VALUE_SETS.items():
+    for group, table in BEFORE["CONDITION_VALUE_SETS"].items():
         concept = _group_file(group)
-        missing += [f"{concept}: ICD {p}" for p in table.icd_prefixes if not _covers_icd(t, concept, p)]
-        missing += [f"{concept}: SNOMED {c}" for c in table.snomed - t.codes(concept, SNOMED)]
-        missing += [f"{concept}: name {n}" for n in table.names if n not in t.names(concept)]
-    for name, agent in py.AGENTS.items():
+        missing += [f"{concept}: ICD {p}" for p in table["icd_prefixes"] if not _covers_icd(t, concept, p)]
+        missing += [f"{concept}: SNOMED {c}" for c in set(table["snomed"]) - t.codes(concept, SNOMED)]
+        missing += [f"{concept}: name {n}" for n in table["names"] if n not in t.names(concept)]
+    for name, agent in BEFORE["AGENTS"].items():
         concept = AGENT_FILE.get(name, "drug-" + name)
         onco = concept + "-oncology"
-        missing += [f"{concept}: RxNorm {c}" for c in agent.rxnorm - t.codes(concept, RXNORM)]
-        missing += [f"{concept}: name {n}" for n in agent.names if n not in t.names(concept)]
-        if agent.oncology_rxnorm or agent.oncology_names:
-            missing += [f"{onco}: RxNorm {c}" for c in agent.oncology_rxnorm - t.codes(onco, RXNORM)]
-            missing += [f"{onco}: name {n}" for n in agent.oncology_names if n not in t.names(onco)]
+        missing += [f"{concept}: RxNorm {c}" for c in set(agent["rxnorm"]) - t.codes(concept, RXNORM)]
+        missing += [f"{concept}: name {n}" for n in agent["names"] if n not in t.names(concept)]
+        if agent["oncology_rxnorm"] or agent["oncology_names"]:
+            missing += [f"{onco}: RxNorm {c}" for c in set(agent["oncology_rxnorm"]) - t.codes(onco, RXNORM)]
+            missing += [f"{onco}: name {n}" for n in agent["oncology_names"] if n not in t.names(onco)]
     for table, concepts in OBSERVATION_TABLES.items():
         have = frozenset().union(*(t.codes(c, LOINC) for c in concepts))
-        missing += [f"{table}: LOINC {c}" for c in getattr(py, table) - have]
-    for kind, table in (("t", py.DXA_T_SCORE_SITES), ("z", py.DXA_Z_SCORE_SITES)):
-        for code, site in table.items():
+        missing += [f"{table}: LOINC {c}" for c in set(BEFORE[table]) - have]
+    for kind in ("t", "z"):
+        for code, site in BEFORE[f"DXA_{kind.upper()}_SCORE_SITES"].items():
             if code not in t.codes(f"dxa-{kind}-score-{DXA_SITE_FILE[site]}", LOINC):
                 missing.append(f"DXA_{kind.upper()}_SCORE_SITES: {code} ({site})")
-    for code, concept in ((py.FRAX_MOF, "frax-mof"), (py.FRAX_HIP, "frax-hip"),
-                          (py.SMOKING_STATUS, "obs-smoking-status")):
-        missing += [f"{concept}: LOINC {code}"] if code not in t.codes(concept, LOINC) else []
+    for name, concept in (("FRAX_MOF", "frax-mof"), ("FRAX_HIP", "frax-hip"), ("SMOKING_STATUS", "obs-smoking-status")):
+        missing += [f"{concept}: LOINC {BEFORE[name]}"] if BEFORE[name] not in t.codes(concept, LOINC) else []
     for (table, system), concept in ORDER_TABLES.items():
-        missing += [f"{table}: {c}" for c in getattr(py, table) - t.codes(concept, system)]
-    missing += [f"order-dxa: name {n}" for n in py.DXA_NAMES if n not in t.names("order-dxa")]
-    missing += [f"order-physical-therapy: name {n}" for n in py.PT_NAMES if n not in t.names("order-physical-therapy")]
+        missing += [f"{table}: {c}" for c in set(BEFORE[table]) - t.codes(concept, system)]
+    for table, concept in NAME_TABLES.items():
+        missing += [f"{concept}: name {n}" for n in BEFORE[table] if n not in t.names(concept)]
     # fractures: every code keeps its site and its fragility status
-    site_file = {py.HIP: "hip", py.VERTEBRAL: "vertebral", py.WRIST: "wrist-forearm", py.HUMERUS: "humerus",
-                 py.PELVIS: "pelvis"}
-    for code, (site, fragility) in py._SNOMED_FRACTURES.items():
+    for code, (site, fragility) in BEFORE["_SNOMED_FRACTURES"].items():
         found = t.concepts_for(SNOMED, code)
-        want = "fracture-site-" + site_file.get(site, "unspecified")
-        if want not in found or ("fracture-fragility" in found) != fragility:
+        if "fracture-site-" + SITE_FILE[site] not in found or ("fracture-fragility" in found) != fragility:
             missing.append(f"SNOMED fracture {code}: {sorted(found)}")
-    for prefix, site in py._S_CODE_SITES:
-        if not _covers_icd(t, "fracture-site-" + site_file[site], prefix[:3] + "." + prefix[3:]):
+    for prefix, site in BEFORE["_S_CODE_SITES"]:
+        if not _covers_icd(t, "fracture-site-" + SITE_FILE[site], prefix[:3] + "." + prefix[3:]):
             missing.append(f"S-code {prefix} ({site})")
     assert missing == []
+
+
+def test_the_former_python_tables_mean_the_same_through_the_terminology_api():
+    """What the rules see: every former condition code lands in its group, every drug code
+    is its agent, every fracture code keeps site and fragility status (issue 14 only
+    added sites: rib, clavicle and ankle, and S52.6/S52.9 as wrist/forearm)."""
+    from cds_service.fhir import terminology as t
+
+    def coding(system, code):
+        return {"coding": [{"system": system, "code": code}]}
+
+    wrong = []
+    for group, table in BEFORE["CONDITION_VALUE_SETS"].items():
+        for code in table["snomed"]:
+            if group not in t.condition_groups(coding(SNOMED, code)):
+                wrong.append(f"{group}: SNOMED {code}")
+        for prefix in table["icd_prefixes"]:
+            code = prefix if len(prefix) >= 3 else prefix + "0"  # a block ("V1", "O1"): its first category
+            if group not in t.condition_groups(coding(ICD10CM, code)):
+                wrong.append(f"{group}: ICD {prefix}")
+        for name in table["names"]:
+            if group not in t.condition_groups({"text": f"history of {name.rstrip('*')}"}):
+                wrong.append(f"{group}: name {name}")
+    for agent, table in BEFORE["AGENTS"].items():
+        for code in table["rxnorm"]:
+            match = t.classify_medication(coding(RXNORM, code))
+            if match.agents != (agent,) or match.oncology:
+                wrong.append(f"{agent}: RxNorm {code} -> {match}")
+        for code in table["oncology_rxnorm"]:
+            match = t.classify_medication(coding(RXNORM, code))
+            if match.agents != (agent,) or not match.oncology:
+                wrong.append(f"{agent}: oncology RxNorm {code} -> {match}")
+        for name in table["names"]:
+            if agent not in t.classify_medication({"text": f"{name.rstrip('*')} tablet"}).agents:
+                wrong.append(f"{agent}: name {name}")
+    for code, (site, fragility) in BEFORE["_SNOMED_FRACTURES"].items():
+        got = t.classify_fracture(coding(SNOMED, code))
+        if got is None or (got.site, got.fragility_specific) != (site, fragility):
+            wrong.append(f"SNOMED fracture {code}: {got}")
+    for prefix, site in BEFORE["_S_CODE_SITES"]:
+        got = t.classify_fracture(coding(ICD10CM, prefix[:3] + "." + prefix[3:] + "1A"))
+        if got is None or (got.site, got.fragility_specific) != (site, False):
+            wrong.append(f"S-code {prefix}: {got}")
+    for char, site in BEFORE["_M80_SITE"].items():
+        got = t.classify_fracture(coding(ICD10CM, f"M80.0{char}XA"))
+        if got is None or (got.site, got.fragility_specific) != (site, True):
+            wrong.append(f"M80.0{char}: {got}")
+    assert wrong == []

@@ -1,9 +1,11 @@
-"""Regenerate the README's generated tables (settings, clinical rules, order of value) in place.
+"""Regenerate the README's generated tables (settings, clinical rules, order of value) in place,
+and the prefetch templates of the OpenAPI discovery example.
 
     python tools/sync_readme.py
 
-tests/test_settings.py, tests/test_rules_table.py and tests/test_card_policy.py
-fail until this is run after a setting, a card or the order of value changes.
+tests/test_settings.py, tests/test_rules_table.py, tests/test_card_policy.py and
+tests/test_openapi.py fail until this is run after a setting, a card, the order
+of value or a shipped value set changes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 from cds_service.cli import main, settings_table, value_order_table  # noqa: E402
 
 README = ROOT / "README.md"
+OPENAPI = ROOT / "openapi" / "openapi.yaml"
 
 
 def _between(text: str, name: str, body: str) -> str:
@@ -34,10 +37,26 @@ def rules_table() -> str:
     return out.getvalue().rstrip("\n")
 
 
+def openapi_prefetch(text: str) -> str:
+    """The discovery example's templates (one YAML anchor, `&prefetchTemplates`) as the
+    shipped value sets generate them."""
+    from cds_service.services.prefetch_templates import PREFETCH
+
+    lines = text.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.rstrip().endswith("prefetch: &prefetchTemplates"))
+    indent = " " * (len(lines[start]) - len(lines[start].lstrip()) + 2)
+    end = start + 1
+    while end < len(lines) and lines[end].startswith(indent):
+        end += 1
+    return "\n".join(lines[:start + 1] + [f"{indent}{key}: {value}" for key, value in PREFETCH.items()]
+                     + lines[end:])
+
+
 if __name__ == "__main__":
     text = README.read_text()
     text = _between(text, "settings-table", settings_table())
     text = _between(text, "rules-table", rules_table())
     text = _between(text, "value-order", value_order_table())
     README.write_text(text)
-    print(f"updated {README}")
+    OPENAPI.write_text(openapi_prefetch(OPENAPI.read_text()))
+    print(f"updated {README} and {OPENAPI}")

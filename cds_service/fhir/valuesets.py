@@ -18,7 +18,9 @@ dot or no dot).
 Marks (V / V? / U, as in the clinical brief) and sources are on each
 expansion entry (extensions `code-mark`, `code-source`); names matched in free
 text are `text-match` extensions; lab units `lab-unit` (UCUM code and the
-factor to the set's first, reporting, unit).
+factor to the set's first, reporting, unit), and `default-unit` on an
+expansion entry names the unit a result of that code is in when it carries
+none (LOINC's Moles/volume codes: 2000-8 calcium in mmol/L).
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ UCUM = "http://unitsofmeasure.org"
 KNOWN_SYSTEMS = frozenset({LOINC, SNOMED, ICD10CM, RXNORM, CPT, NUCC})
 
 _SD = "https://github.com/osteoporosis-cds/StructureDefinition/"
-EXT_MARK, EXT_SOURCE, EXT_TEXT, EXT_UNIT = (_SD + "code-mark", _SD + "code-source", _SD + "text-match",
-                                            _SD + "lab-unit")
+EXT_MARK, EXT_SOURCE, EXT_TEXT, EXT_UNIT, EXT_DEFAULT_UNIT = (
+    _SD + "code-mark", _SD + "code-source", _SD + "text-match", _SD + "lab-unit", _SD + "default-unit")
 
 # Concepts of one family never share a code: a fracture has one site, a drug
 # code one agent, an observation code one meaning, a diagnosis is osteoporosis
@@ -80,6 +82,10 @@ class Concept:
     units: tuple[tuple[str, float], ...] = ()  # (UCUM code, factor to the first unit)
     marks: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (system, code) -> (mark, source)
     files: tuple[str, ...] = ()               # shipped file first, then site files merged into it
+    default_units: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (system, code) -> UCUM unit
+
+
+_MEMO_MAX = 50_000
 
 
 class Terminology:
@@ -99,6 +105,9 @@ class Terminology:
         self._exact = {k: frozenset(v) for k, v in exact.items()}
         self._prefix = {k: frozenset(v) for k, v in prefix.items()}
         self._prefix_systems = frozenset(system for system, _ in self._prefix)
+        # (system, code as sent) -> concepts: the reader asks once per coding, and charts
+        # repeat the same few codes, so one dict read answers almost every call.
+        self._memo: dict[tuple[str, str], frozenset[str]] = {}
 
     # --- concepts ---------------------------------------------------------
     def __contains__(self, concept: str) -> bool:
@@ -131,6 +140,10 @@ class Terminology:
     def units(self, concept: str) -> tuple[tuple[str, float], ...]:
         return self.concept(concept).units
 
+    def default_unit(self, concept: str, system: str, code: str) -> str:
+        """The unit a result of this code is in when it gives none ("" when the file says nothing)."""
+        return self.concept(concept).default_units.get((system, normalise(system, code)), "")
+
     def mark(self, concept: str, system: str, code: str) -> tuple[str, str] | None:
         """(mark, source) of a code listed in the concept, None if not listed."""
         return self.concept(concept).marks.get((system, normalise(system, code)))
@@ -138,10 +151,15 @@ class Terminology:
     # --- lookups ----------------------------------------------------------
     def concepts_for(self, system: str, code: str) -> frozenset[str]:
         """Every concept the code belongs to, exactly or under an is-a root."""
-        norm = normalise(system, code)
-        found = self._exact.get((system, norm), frozenset())
-        if system in self._prefix_systems:
-            found = found | self.prefix_matches(system, norm)
+        found = self._memo.get((system, code))
+        if found is None:
+            norm = normalise(system, code)
+            found = self._exact.get((system, norm), frozenset())
+            if system in self._prefix_systems:
+                found = found | self.prefix_matches(system, norm)
+            if len(self._memo) >= _MEMO_MAX:  # bounded: arbitrary codes from requests cannot grow it forever
+                self._memo.clear()
+            self._memo[(system, code)] = found
         return found
 
     def prefix_matches(self, system: str, code: str) -> frozenset[str]:
@@ -195,6 +213,7 @@ class _Parts:
     names: list[str] = field(default_factory=list)
     units: list[tuple[str, float]] = field(default_factory=list)
     marks: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    default_units: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -263,6 +282,10 @@ def _parts(data: dict[str, Any], path: Path, default_source: str) -> _Parts:
         add(system, item["code"], mark, source)
         if mark:  # the expansion's mark wins over the bare compose entry
             parts.marks[(system, normalise(system, item["code"]))] = (mark, source)
+        for default in _ext(item, EXT_DEFAULT_UNIT):
+            if not isinstance(default.get("valueCode"), str):
+                raise ValueSetError(f"{path}: default-unit extension of {item['code']!r} needs a valueCode")
+            parts.default_units[(system, normalise(system, item["code"]))] = default["valueCode"]
     parts.names = [str(e.get("valueString")).lower() for e in _ext(data, EXT_TEXT) if e.get("valueString")]
     for unit in _ext(data, EXT_UNIT):
         sub = {e.get("url"): e for e in unit.get("extension") or ()}
@@ -279,7 +302,8 @@ def _concept(data: dict[str, Any], parts: _Parts, files: tuple[str, ...]) -> Con
         id=data["id"], url=data.get("url", ""), name=data.get("name", ""), title=data.get("title", ""),
         codes={s: frozenset(c) for s, c in parts.codes.items()},
         prefixes={s: frozenset(c) for s, c in parts.prefixes.items()},
-        names=tuple(dict.fromkeys(parts.names)), units=tuple(parts.units), marks=dict(parts.marks), files=files)
+        names=tuple(dict.fromkeys(parts.names)), units=tuple(parts.units), marks=dict(parts.marks), files=files,
+        default_units=dict(parts.default_units))
 
 
 @functools.lru_cache(maxsize=1)
@@ -331,6 +355,8 @@ def load(extra_dir: str | Path | None = None) -> Terminology:
             into.units.extend(u for u in extra.units if u not in into.units)
             for key, value in extra.marks.items():
                 into.marks.setdefault(key, value)
+            for key, unit in extra.default_units.items():
+                into.default_units.setdefault(key, unit)
             files[target].append(str(path))
     terminology = Terminology({i: _concept(datas[i], parts[i], tuple(files[i])) for i in datas})
     problems = terminology.conflicts()
@@ -342,7 +368,7 @@ def load(extra_dir: str | Path | None = None) -> Terminology:
 
 def _copy(p: _Parts) -> _Parts:
     return _Parts({s: set(c) for s, c in p.codes.items()}, {s: set(c) for s, c in p.prefixes.items()},
-                  list(p.names), list(p.units), dict(p.marks))
+                  list(p.names), list(p.units), dict(p.marks), dict(p.default_units))
 
 
 # The process-wide terminology: create_app configures it from

@@ -104,10 +104,19 @@ class KidneyReading:
     facts: tuple[str, ...]   # what the reading rests on, for "Patient data used"
     dialysis: bool
     coded: bool              # a coded kidney failure / CKD 4 / dialysis decided the band
+    # UNKNOWN only: the latest value on file, older than kidney_lab_max_age_months (value,
+    # date). Not a reading (an old value is unknown now), but an old LOW value asks for a
+    # recheck rather than silence (issue 14).
+    last_value: float | None = None
+    last_date: dt.date | None = None
 
     @property
     def known(self) -> bool:
         return self.band != UNKNOWN
+
+    def recheck_below(self, limit: float) -> bool:
+        """Unknown now, and the last value on file (too old to use) was below `limit`."""
+        return self.band == UNKNOWN and self.last_value is not None and self.last_value < limit
 
     def below(self, limit: float) -> bool:
         """True when kidney function is known to be below `limit` (mL/min). Coded kidney
@@ -132,11 +141,13 @@ class KidneyReading:
         return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {as_written(self.value, 0)} {unit}"
 
 
-def cockcroft_gault(record: PatientRecord, settings: ClinicalSettings) -> tuple[float, str, dt.date | None] | None:
+def cockcroft_gault(record: PatientRecord, settings: ClinicalSettings, *,
+                    any_age: bool = False) -> tuple[float, str, dt.date | None] | None:
     """Creatinine clearance (mL/min) by Cockcroft-Gault, when creatinine, weight, age and
-    sex are all on file and recent: ((140 - age) x weight kg) / (72 x creatinine mg/dL),
-    x 0.85 for women. The bisphosphonate labels give their limits in CrCl (second-pass 1)."""
-    months = settings.kidney_lab_max_age_months
+    sex are all on file and recent (any age with `any_age`: only for a recheck prompt):
+    ((140 - age) x weight kg) / (72 x creatinine mg/dL), x 0.85 for women. The
+    bisphosphonate labels give their limits in CrCl (second-pass 1)."""
+    months = None if any_age else settings.kidney_lab_max_age_months
     creatinine = record.lab("creatinine", months)
     weight = record.lab("weight", months)
     if creatinine is None or weight is None or record.age is None or record.sex not in ("male", "female"):
@@ -186,12 +197,26 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
         band, coded = (FAILURE, False) if value is not None and value < settings.kidney_failure_egfr else (SEVERE, True)
     elif value is None:
         band, coded = UNKNOWN, False
+        last = _last_kidney_value(record, settings)
+        low = last is not None and last[0] < settings.egfr_alendronate_min
+        recheck = f"; it was below {settings.egfr_alendronate_min:g} then: recheck it" if low else ""
         stale = [lab for lab in (record.lab("egfr"), record.lab("creatinine")) if lab]
-        facts += [f"{lab.fact()} (older than {months} months: kidney function unknown)" for lab in stale]
+        facts += [f"{lab.fact()} (older than {months} months: kidney function unknown{recheck})" for lab in stale]
+        if last is not None:
+            return KidneyReading(band, None, "", tuple(facts), False, False, last[0], last[1])
     else:
         band = FAILURE if value < settings.kidney_failure_egfr else SEVERE if value < 30 else MEASURED
         coded = False
     return KidneyReading(band, value, kind, tuple(facts), bool(dialysis), coded)
+
+
+def _last_kidney_value(record: PatientRecord, settings: ClinicalSettings) -> tuple[float, dt.date | None] | None:
+    """The kidney value the reading would take with no age limit (the newer of CrCl and eGFR)."""
+    egfr = record.lab("egfr")
+    crcl = cockcroft_gault(record, settings, any_age=True)
+    if crcl and (egfr is None or egfr.date is None or (crcl[2] and crcl[2] >= egfr.date)):
+        return crcl[0], crcl[2]
+    return (egfr.value, egfr.date) if egfr else None
 
 
 def kidney_fact(reading: KidneyReading, limit: float, drug: str) -> str:
@@ -268,6 +293,20 @@ def missing_baseline_labs(record: PatientRecord, settings: ClinicalSettings) -> 
         if record.lab(name, settings.lab_max_age_months) is None:
             out.append(label)
     return out
+
+
+def abnormal_then(lab: Lab, settings: ClinicalSettings) -> str:
+    """Why an old value is worth a recheck ("" when it was normal): a known-bad result older
+    than its window is unknown now, but prompts a recheck rather than vanishing (issue 14)."""
+    if lab.name == "egfr" and lab.value < settings.egfr_alendronate_min:
+        return f"below {settings.egfr_alendronate_min:g} then"
+    if lab.name in ("calcium", "calcium_corrected") and lab.value < settings.calcium_lower_mg_dl:
+        return f"below {settings.calcium_lower_mg_dl:g} mg/dL then"
+    if lab.name in ("calcium", "calcium_corrected") and lab.value > settings.calcium_upper_mg_dl:
+        return f"above {settings.calcium_upper_mg_dl:g} mg/dL then"
+    if lab.name == "vitamin_d" and lab.value < settings.vitamin_d_deficient_ng_ml:
+        return f"below {settings.vitamin_d_deficient_ng_ml:g} ng/mL then"
+    return ""
 
 
 def lab_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
@@ -569,6 +608,21 @@ def long_bp_course(record: PatientRecord, settings: ClinicalSettings) -> list[st
     return out
 
 
+def very_long_bp_course(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """HOLIDAY-1 duration review: oral BP >= bp_review_years cumulative, or zoledronic acid
+    >= zoledronate_review_doses doses (the longest courses AACE20 supports even at high
+    risk). Facts, [] if neither."""
+    out = []
+    days = oral_bp_days(record)
+    if days and days >= _min_days(settings.bp_review_years):
+        out.append(f"Oral bisphosphonate for {days / 365.25:.1f} years in total, "
+                   f"beyond {settings.bp_review_years} years")
+    for e in record.exposures([t.IV_BP]):
+        if not e.oncology_only and e.dose_count >= settings.zoledronate_review_doses:
+            out.append(f"Zoledronic acid: {e.dose_count} doses, beyond {settings.zoledronate_review_doses}")
+    return out
+
+
 def in_drug_holiday(record: PatientRecord, settings: ClinicalSettings) -> bool:
     """TX-0 / HOLIDAY-1: a finished BP course long enough to be a holiday, not ended by a
     new fracture or BMD loss (T-score drop >= holiday_bmd_loss_t) since."""
@@ -770,8 +824,9 @@ __all__ = [
     "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
-    "oral_bp_days", "long_bp_course", "in_drug_holiday", "baseline_labs_due", "baseline_lab_orders", "anabolic_options",
-    "current_pregnancy", "on_board", "unexplained_alp", "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
+    "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",
+    "baseline_lab_orders", "anabolic_options", "current_pregnancy", "on_board", "unexplained_alp",
+    "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
     "condition_fact", "FAILURE", "SEVERE", "MEASURED", "UNKNOWN", "RENAL", "GI", "INTOLERANCE", "COMPLICATION",
     "NOT_DUE", "DUE", "OVERDUE",
 ]

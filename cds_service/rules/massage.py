@@ -151,7 +151,7 @@ def _site_cautions(record: PatientRecord, today: dt.date, settings: ClinicalSett
 def _near_fragile_region(draft: DraftOrder) -> bool:
     """Spinal manipulation or mobilisation near the spine, hips or wrists: spinal CPT
     codes always; otherwise the draft's bodySite, and no site named counts as near."""
-    if set(t.codes_in(draft.resource.get("code"), t.CPT)) & t.SPINAL_MANIPULATION_CPT:
+    if t.is_spinal_manipulation(draft.resource.get("code")):
         return True
     sites = draft.resource.get("bodySite") or []
     text = " ".join(t.concept_text(s) for s in sites if isinstance(s, dict))

@@ -28,6 +28,7 @@ from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.rules.facts import (
+    abnormal_then,
     baseline_labs_due,
     calcium,
     bone_indication,
@@ -36,6 +37,7 @@ from cds_service.rules.facts import (
     current_pregnancy,
     glucocorticoid_use,
     in_drug_holiday,
+    kidney,
     lab_facts,
     vitamin_d_repletion_hold,
 )
@@ -427,11 +429,14 @@ def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     facts = [f"Treatment indicated ({'very high' if a.risk == 'very_high' else 'high'} fracture risk): {a.reasons[0]}",
              "No current osteoporosis treatment",
              f"Missing or older than {settings.lab_max_age_months} months: {', '.join(missing)}"]
-    facts += [f"{fact} (recent enough)" for fact in lab_facts(record, settings)]
+    # Recent results only: an unknown kidney reading's facts are the too-old values listed below.
+    stale_kidney = () if kidney(record, settings).known else kidney(record, settings).facts
+    facts += [f"{fact} (recent enough)" for fact in lab_facts(record, settings) if fact not in stale_kidney]
     for name in ("egfr", "calcium", "vitamin_d"):
         latest = record.lab(name)  # any age: say what is on file and how old it is
         if latest and not within_months(latest.date, today, settings.lab_max_age_months):
-            facts.append(f"{latest.fact()} (too old)")
+            why = abnormal_then(latest, settings)
+            facts.append(f"{latest.fact()} (too old{f'; it was {why}: recheck it' if why else ''})")
     return [Finding("C-LAB-BASELINE", facts=tuple(facts),
                     variables={"missing": ", ".join(missing), "max_age": str(settings.lab_max_age_months)},
                     suggestions=tuple(keys))]

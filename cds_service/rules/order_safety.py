@@ -156,6 +156,32 @@ def _renal_problem(record: PatientRecord, settings: ClinicalSettings, agent: str
     return ("critical" if agent == "zoledronic_acid" else "warning"), facts
 
 
+def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str, first_fact: str,
+                   situation: str) -> list[Finding]:
+    """C-SAFE-RENAL as a recheck (issue 14: an old abnormal result prompts a recheck rather than
+    vanishing): kidney function is unknown now, but the last value on file, older than
+    kidney_lab_max_age_months, was below this drug's limit -> warning with a creatinine / eGFR
+    order. Nothing is deleted: the value may have recovered."""
+    reading = kidney(record, settings)
+    limit = _renal_limit(agent, settings)
+    if not reading.recheck_below(limit):
+        return []
+    months = settings.kidney_lab_max_age_months
+    variables = _renal_variables(record, agent, "warning", settings, situation,
+                                 f"Recheck creatinine and eGFR before the next dose of {drug_label(agent)}; until "
+                                 "then its kidney safety is unknown, not assured.")
+    last = f"last {as_written(reading.last_value, 0)} on {_date(reading.last_date)}, over {months} months old"
+    variables.update({
+        "verdict": "needs a kidney recheck",
+        "kidney": last,
+        "kidney_problem": f"kidney function ({last}) was below {limit:g} mL/min",
+        "kidney_status": (f"The last kidney function on file was below the labelled limit for this drug, but it is "
+                          f"older than {months} months, so today's kidney function is unknown"),
+    })
+    return [Finding("C-SAFE-RENAL", facts=(first_fact, *reading.facts), indicator="warning", variables=variables,
+                    suggestions=("recheck-kidney",), source_url=t.label_url(agent))]
+
+
 def _renal_variables(record: PatientRecord, agent: str, indicator: str, settings: ClinicalSettings,
                      situation: str, advice: str) -> dict[str, str]:
     critical = indicator == "critical"
@@ -171,6 +197,7 @@ def _renal_variables(record: PatientRecord, agent: str, indicator: str, settings
         "drug": drug_title(agent),
         "drug_name": drug_label(agent),
         "verdict": "contraindicated" if critical else "not recommended",
+        "kidney_status": "Kidney function is below the labelled limit for this drug",
         "renal_limit": f"{_renal_limit(agent, settings):g}",
         "kidney": kidney(record, settings).label,
         "label_text": ("Reclast label: contraindicated with creatinine clearance < 35 mL/min and in acute renal "
@@ -206,6 +233,10 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
     for draft, agent in ordered(record, RENAL_AGENTS):
         problem = _renal_problem(record, settings, agent)
         if not problem:
+            # An injectable's order meets C-SAFE-PREDOSE-LABS, which asks for fresh labs already.
+            if agent not in INJECTABLE_ANTIRESORPTIVES:
+                findings += _renal_recheck(record, settings, agent, draft_fact(draft, agent),
+                                           f"{drug_title(agent)} is being ordered.")
             continue
         indicator, facts = problem
         keys, built = _replacements(record, settings, draft, agent)
@@ -232,12 +263,13 @@ def renal_active(record: PatientRecord, today: dt.date, settings: ClinicalSettin
         if not e or not e.active or e.oncology_only:
             continue
         problem = _renal_problem(record, settings, agent)
-        if not problem:
-            continue
-        indicator, facts = problem
         since = f"On {drug_label(agent)} since {_date(e.start)}"
         if e.last_dose and e.dose_count:
             since += f", last dose {_date(e.last_dose)}"
+        if not problem:
+            findings += _renal_recheck(record, settings, agent, since, f"The patient is on {drug_label(agent)}.")
+            continue
+        indicator, facts = problem
         advice = _renal_advice(record, settings, True,
                                "Review the therapy: do not give the next dose at this kidney function.")
         findings.append(Finding(

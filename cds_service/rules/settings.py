@@ -53,6 +53,8 @@ class ClinicalSettings:
     bp_after_dmab_transition_months: int = 5  # SAFE-15 overlap exemption
     bp_holiday_years: int = 5             # HOLIDAY-1 oral BP
     zoledronate_holiday_doses: int = 3    # HOLIDAY-1 IV BP
+    bp_review_years: int = 10             # HOLIDAY-1: oral BP this long -> duration review, hip T-scores or not (AACE20: 6-10 years at high risk)
+    zoledronate_review_doses: int = 6     # HOLIDAY-1: IV BP doses -> duration review (AACE20: 6 yearly doses at high risk)
     holiday_bmd_loss_t: float = 0.3       # drop in T-score ending a holiday; project choice, clinician to confirm
     long_term_corticosteroid_days: int = 90  # active systemic steroid this long = long-term (NOGG: 3 months)
     # --- monitoring (brief 5) ---

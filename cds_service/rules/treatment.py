@@ -30,7 +30,6 @@ from cds_service.rules.facts import (
     COMPLICATION,
     GI,
     ORAL_BP_INSTRUCTIONS,
-    RENAL,
     BpProblem,
     anabolic_options,
     baseline_lab_orders,
@@ -47,6 +46,7 @@ from cds_service.rules.facts import (
     long_bp_course,
     missing_baseline_labs,
     oral_bp_days,
+    very_long_bp_course,
 )
 from cds_service.rules.orders import ENDOCRINOLOGY, PROLIA24_TEXT, prolia24_suggestion, referral_suggestion
 from cds_service.rules.settings import ClinicalSettings
@@ -197,11 +197,11 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     if zoledronate:
         zol_note = (f"Oral-route problem only, kidney function {settings.egfr_zoledronate_min:g} or more: "
                     "**zoledronic acid 5 mg IV once yearly** is an alternative (AACE 2020).")
+    elif reading.below(settings.egfr_zoledronate_min):
+        zol_note = f"Zoledronic acid: contraindicated below {settings.egfr_zoledronate_min:g} (Reclast label)."
     elif only_gi:
         zol_note = (f"Zoledronic acid needs kidney function of {settings.egfr_zoledronate_min:g} or more from the "
                     f"last {settings.kidney_lab_max_age_months} months: not offered until it is known.")
-    elif any(p.kind == RENAL for p in problems):
-        zol_note = f"Zoledronic acid: contraindicated below {settings.egfr_zoledronate_min:g} (Reclast label)."
     else:
         zol_note = "Zoledronic acid is not offered: the intolerance is not known to be limited to the oral route."
     variables["zoledronate_note"] = zol_note
@@ -290,10 +290,39 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
     fracture before or during therapy, no fracture on therapy, most recent
     femoral neck and total hip T-scores > -2.5, not very high risk. Never for
     denosumab (ES19; ECTS21): nor while any non-bisphosphonate osteoporosis
-    drug is active. SEED; AACE20; ASBMR 2016 task force (memory)."""
+    drug is active. SEED; AACE20; ASBMR 2016 task force (memory).
+    A course beyond the longest AACE20 supports even at high risk (oral >=
+    bp_review_years, zoledronic acid >= zoledronate_review_doses) asks for a
+    duration review whatever the hip T-scores, fractures or risk (issue 14:
+    23 years of alendronate drew nothing because no hip T-score was on file)."""
     active = current_osteoporosis_therapy(record)
     if not active or any(e.drug_class not in t.BISPHOSPHONATE_CLASSES for e in active):
         return []
+    hips = {}
+    for b in record.t_scores(("FN", "TH")):
+        if b.date and (b.site not in hips or b.date >= hips[b.site].date):
+            hips[b.site] = b
+    very_long = very_long_bp_course(record, settings)
+    if very_long:
+        years = oral_bp_days(record) / 365.25
+        length = f"{years:.0f} years" if years >= settings.bp_review_years else "6 or more yearly doses"
+        facts = [*very_long, *(b.fact() for b in hips.values())]
+        if not hips:
+            facts.append("No femoral neck or total hip T-score on file")
+        facts += [f.fact() for f in record.fragility_fractures()]
+        # At very high risk (a fracture on therapy is one) a holiday is not the answer.
+        very_high = very_high_risk_reasons(record, settings)
+        choice = ("Risk is very high, so no holiday: change to another agent (an anabolic first, AACE 2020)."
+                  if very_high else "Decide with the patient: a drug holiday, or another agent if risk stays high.")
+        return [Finding("C-HOLIDAY", facts=tuple(dict.fromkeys((*facts, *very_high))), variables={
+            "re_eval_years": f"{settings.dxa_interval_months // 12}",
+            "headline": f"Bisphosphonate for {length}: review how long to go on",
+            "situation": (f"A bisphosphonate for **{length}**, beyond the {settings.bp_review_years} years oral "
+                          f"({settings.zoledronate_review_doses} yearly IV doses) AACE 2020 supports even at high "
+                          "risk: going on has no proven benefit, and the rare harms (atypical femoral fracture, "
+                          "jaw osteonecrosis) grow with duration. **Review the duration**: reassess fracture risk "
+                          f"(DXA with hip T-scores). {choice}"),
+        })]
     course = long_bp_course(record, settings)
     if not course:
         return []
@@ -303,10 +332,6 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
     bp_start = min((e.start for e in record.exposures(t.BISPHOSPHONATE_CLASSES) if e.start), default=None)
     if bp_start is None or any(f.date and f.date >= bp_start for f in record.fractures):
         return []
-    hips = {}
-    for b in record.t_scores(("FN", "TH")):
-        if b.date and (b.site not in hips or b.date >= hips[b.site].date):
-            hips[b.site] = b
     # The most recent hip T-scores must be known and above -2.5 (unknown: no card).
     if not hips or any(b.value <= -2.5 for b in hips.values()):
         return []
@@ -314,8 +339,13 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
         return []
     facts = [*course, *(b.fact() for b in hips.values()),
              f"No hip or spine fragility fracture and no fracture since therapy began ({bp_start})"]
-    return [Finding("C-HOLIDAY", facts=tuple(facts),
-                    variables={"re_eval_years": f"{settings.dxa_interval_months // 12}"})]
+    return [Finding("C-HOLIDAY", facts=tuple(facts), variables={
+        "re_eval_years": f"{settings.dxa_interval_months // 12}",
+        "headline": "Long bisphosphonate course, moderate risk now: consider a drug holiday",
+        "situation": ("A long bisphosphonate course, no hip or spine fragility fracture, no fracture on therapy, "
+                      "hip T-scores above -2.5 and risk not very high: a **drug holiday may be considered** "
+                      "(AACE 2020). Continuing is reasonable if risk stays high."),
+    })]
 
 
 def secondary_eval_reason(record: PatientRecord, settings: ClinicalSettings) -> tuple[str, str] | None:
