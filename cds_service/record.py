@@ -7,8 +7,11 @@ absent ("unknown"); it is never turned into an abnormal one.
 
 Which resources are read is decided first, from the resource type and its
 codes alone (WANTS, below): a resource no reader wants is dropped before any
-work on it (patient binding, dates, quantities, text; so another patient's
-resource that no rule reads is dropped without being counted as ignored).
+work on it (dates, quantities, text). Binding to the patient comes first, for
+every resource of a type the record reads: another patient's resource is
+counted as ignored even when no rule would have read it (a client mixing
+patients is worth seeing in the metrics), and it costs one reference
+comparison.
 Free text is matched only for resources none of whose codes is known. To read
 a new resource type, add a `_read_<Type>` method to _Builder and a line to
 WANTS; to read new codes of a type already read, add their value set to that
@@ -750,18 +753,18 @@ class _Builder:
         reader = getattr(self, "_read_" + resource["resourceType"], None)
         if reader is None:
             return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
+        if self.binding is not None:
+            reason = self.binding.reason_to_ignore(resource)
+            if reason is not None:
+                self.ignored.append((key, reason))
+                return
         try:
             found = self.codes.wanted(resource)
         except Exception:  # noqa: BLE001 - e.g. a code that is a list: unreadable, as in a reader
             self.skipped.append(key)
             return
         if found is None:
-            return  # nothing any rule reads: dropped before binding, dates and values
-        if self.binding is not None:
-            reason = self.binding.reason_to_ignore(resource)
-            if reason is not None:
-                self.ignored.append((key, reason))
-                return
+            return  # nothing any rule reads: dropped before dates and values
         self.found = found
         try:
             reader(resource)

@@ -254,3 +254,12 @@ def test_another_patients_care_never_quiets_a_card(client, key, make):
 
     assert not exercise_card(make(pid))  # the patient's own referral or visit: done, quiet
     assert exercise_card(make(OTHER))    # someone else's: ignored
+
+
+def test_another_patients_resource_is_counted_even_when_no_rule_reads_it():
+    heart_rate = {"resourceType": "Observation", "id": "hr", "status": "final", "subject": subject(OTHER),
+                  "code": {"coding": [{"system": t.LOINC, "code": "8867-4"}]}, "effectiveDateTime": ago(3),
+                  "valueQuantity": {"value": 70, "unit": "/min"}}
+    record = build_record(with_resource(base_prefetch(), "observations", heart_rate), today=TODAY,
+                          patient_id=PATIENT_ID)
+    assert ("Observation/hr", "foreign-patient") in record.ignored
