@@ -83,23 +83,27 @@ def _function(frame: str) -> str:
     return f"{name} ({where.rsplit(':', 1)[0]})" if name else frame
 
 
+def _stacks(paths: list[str], within: str):
+    """(frames, samples) of each py-spy raw line whose stack holds `within`."""
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if stack and count.isdigit() and within in stack:
+                yield stack.split(";"), int(count)
+
+
 def summarise(paths: list[str], top: int, within: str) -> str:
     """Shares of the samples whose stack holds `within` (a request being
     handled; idle waits and start-up are left out)."""
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     total = 0
-    for path in paths:
-        for line in Path(path).read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not stack or not count.isdigit() or within not in stack:
-                continue
-            n = int(count)
-            frames = [_function(f) for f in stack.split(";")]
-            total += n
-            for frame in set(frames):
-                inclusive[frame] += n
-            own[frames[-1]] += n
+    for raw_frames, n in _stacks(paths, within):
+        frames = [_function(f) for f in raw_frames]
+        total += n
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
     lines = [f"{total} samples within {within}", "", "inclusive %  self %  function"]
     for frame, n in inclusive.most_common(top):
         lines.append(f"{100 * n / total:10.1f}  {100 * own[frame] / total:6.1f}  {frame}")
@@ -133,19 +137,11 @@ def parts(paths: list[str], within: str) -> str:
     """Shares of the samples within `within` by part of the call (PARTS)."""
     counts: collections.Counter[str] = collections.Counter()
     total = 0
-    for path in paths:
-        for line in Path(path).read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not stack or not count.isdigit() or within not in stack:
-                continue
-            frames = stack.split(";")
-            part = "the rest: web framework, server, sockets"
-            for needle, name in PARTS:
-                if any(needle in frame for frame in frames):
-                    part = name
-                    break
-            counts[part] += int(count)
-            total += int(count)
+    for frames, n in _stacks(paths, within):
+        part = next((name for needle, name in PARTS if any(needle in frame for frame in frames)),
+                    "the rest: web framework, server, sockets")
+        counts[part] += n
+        total += n
     return "\n".join([f"{total} samples within {within}"]
                      + [f"{100 * n / total:5.1f} %  {name}" for name, n in counts.most_common()])
 
