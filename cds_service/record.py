@@ -244,6 +244,10 @@ class Fracture:
     ref: str
     codes: tuple[str, ...] = ()  # every code merged into this event (card facts)
     refs: tuple[str, ...] = ()
+    # Known only from a follow-up or sequela code (terminology.follow_up_code): `date` is
+    # None (the fracture happened earlier, on a day not on record) and this is the day the
+    # code was recorded, an upper bound for the age at fracture.
+    noted: dt.date | None = None
 
     @property
     def is_fragility(self) -> bool:
@@ -254,7 +258,9 @@ class Fracture:
                 UNPROVEN: "fracture"}[self.fragility]
         site = "" if self.site == t.OTHER else f"{self.site.capitalize()} "
         text = f"{site}{kind} ({', '.join(self.codes or (self.code,))})".strip()
-        return f"{text[0].upper()}{text[1:]} on {_d(self.date)}"
+        when = (f"before {self.noted} (follow-up code; fracture date not on record)"
+                if self.date is None and self.noted else f"on {_d(self.date)}")
+        return f"{text[0].upper()}{text[1:]} {when}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -936,6 +942,12 @@ class _Builder:
                 # one making the patient very high risk (anabolic-first orders). Undated: it still
                 # counts for the diagnosis (DX-1.2), never as recent or on therapy.
                 self._add_fracture(frac, None, ref)
+            elif frac.follow_up:
+                # A later encounter or sequela code (S72.001D, M80.08XS): the same fracture as
+                # its initial code, not a new one on the day of the follow-up (review: each
+                # follow-up visit became another "recent fracture", hence very high risk and
+                # anabolic-first orders, and a "fracture on therapy" years after the event).
+                self._add_fracture(frac, None, ref, noted=when)
             else:
                 self._add_fracture(frac, when, ref)
         self._add_groups(code, when, active, ref)
@@ -947,10 +959,11 @@ class _Builder:
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
 
-    def _add_fracture(self, frac: t.FractureCode, when: dt.date | None, ref: str) -> None:
+    def _add_fracture(self, frac: t.FractureCode, when: dt.date | None, ref: str, *,
+                      noted: dt.date | None = None) -> None:
         # fragility decided in finish(): it needs the birth date and trauma codes
         self.fractures.append(Fracture(frac.site, FRAGILITY_SPECIFIC if frac.fragility_specific else UNPROVEN,
-                                       when, frac.code, ref))
+                                       when, frac.code, ref, noted=noted))
 
     # --- Procedure ----------------------------------------------------------
     def _read_Procedure(self, res: Mapping[str, Any]) -> None:
@@ -1160,11 +1173,12 @@ class _Builder:
         # S-code / any-mechanism SNOMED: probable fragility fracture at >= 50 at a typical
         # fragility site, unless a transport-accident code sits next to it (brief 8.3 note;
         # which sites: terminology.PROBABLE_FRAGILITY_SITES).
-        if f.site not in t.PROBABLE_FRAGILITY_SITES or birth is None or f.date is None:
+        when = f.date or f.noted  # a follow-up code: the age when it was recorded bounds the age at fracture
+        if f.site not in t.PROBABLE_FRAGILITY_SITES or birth is None or when is None:
             return f  # age at fracture unknown: not proven
-        if _age(birth, f.date) < self.settings.probable_fragility_min_age:
+        if _age(birth, when) < self.settings.probable_fragility_min_age:
             return f
-        if any(abs((d - f.date).days) <= self.settings.trauma_link_days for d in self.trauma_dates):
+        if any(abs((d - when).days) <= self.settings.trauma_link_days for d in self.trauma_dates):
             return f
         # Bone metastases or skeletal malignancy on record: an any-mechanism fracture is more
         # likely pathological than osteoporotic (review: a hip S-code beside C79.51 made
@@ -1221,14 +1235,28 @@ def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fra
     same site family or one of them site-unspecified (e.g. "osteoporotic
     fracture" 443165006 and "closed fracture of hip" on the same day). Undated
     records merge only with an undated record of the same site and code."""
+    fractures = list(fractures)
+    follow_ups = sorted((f for f in fractures if f.date is None and f.noted), key=lambda f: f.noted)  # type: ignore[arg-type,return-value]
     events: list[Fracture] = []
-    for f in sorted(fractures, key=lambda f: (f.date is not None, f.date or dt.date.min)):
+    for f in sorted((f for f in fractures if not (f.date is None and f.noted)),
+                    key=lambda f: (f.date is not None, f.date or dt.date.min)):
         for i, e in enumerate(events):
             same_time = (e.date is None and f.date is None and e.code == f.code) or (
                 e.date is not None and f.date is not None and (f.date - e.date).days <= window_days)
             if same_time and (e.site == f.site or t.OTHER in (e.site, f.site)):
                 events[i] = _merge_fracture(e, f)
                 break
+        else:
+            events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+    # A follow-up or sequela code joins the latest fracture of its site recorded before it (its
+    # initial encounter), else an earlier follow-up of that site; alone, it is a fracture of
+    # unknown date (counted for the diagnosis, never as recent, fresh or on therapy).
+    for f in follow_ups:
+        same_site = [i for i, e in enumerate(events) if e.site == f.site or t.OTHER in (e.site, f.site)]
+        earlier = [i for i in same_site if (events[i].date or events[i].noted or dt.date.min) <= f.noted]  # type: ignore[operator]
+        if earlier or same_site:  # a later-dated initial code (a data slip) is still the same fracture
+            i = max(earlier or same_site, key=lambda i: events[i].date or events[i].noted or dt.date.min)
+            events[i] = _merge_fracture(events[i], f)
         else:
             events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
     # An undated, site-unspecified "history of osteoporosis fracture" (Z87.310) beside a fracture
@@ -1254,6 +1282,7 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
         code=sited.code, ref=sited.ref,
         codes=tuple(dict.fromkeys(event.codes + (other.code,))),
         refs=tuple(dict.fromkeys(event.refs + (other.ref,))),
+        noted=None if event.date else min((d for d in (event.noted, other.noted) if d), default=None),
     )
 
 
