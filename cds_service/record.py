@@ -1085,7 +1085,8 @@ class _Builder:
         fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
                                           s.fracture_event_window_days))
         conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
-        labs = {name: tuple(sorted(values, key=_by_date)) for name, values in self.labs.items()}
+        labs = {name: tuple(sorted(values, key=lambda lab: (*_by_date(lab), _same_day_rank(lab))))
+                for name, values in self.labs.items()}
         labs = self._corrected_calcium(labs)
         medications = self._exposures()
         smoking = sorted(self.smoking, key=lambda x: x[0] or dt.date.min)
@@ -1288,6 +1289,17 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:
     return (item.date is not None, item.date or dt.date.min)
+
+
+def _same_day_rank(lab: Lab) -> float:
+    """Order of results of one lab on one day, the one the rules read last. One draw can
+    report several: a fractionated 25-OH vitamin D gives the total beside its D2 and D3
+    fractions (LC-MS/MS reports), and until 2021 eGFR came as a pair "among blacks" /
+    "among non-blacks" (48643-1 / 48642-3, 88293-6 / 88294-4). The highest 25-OH vitamin D
+    is the total (no fraction reads as a deficiency); the lowest eGFR is the race-free,
+    conservative one (NKF-ASN 2021 task force). Review: which one the rules read had
+    depended on the order the server listed them in."""
+    return {"vitamin_d": lab.value, "egfr": -lab.value}.get(lab.name, 0.0)
 
 
 def _age(birth: dt.date, on: dt.date) -> int:
