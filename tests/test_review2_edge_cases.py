@@ -56,3 +56,31 @@ def test_fractionated_vitamin_d_reads_the_total(client):
     assert "C-VITD-LOW" not in shown
     low = cards(client, "review2-vitd-fractionated-near-miss-total-15")["C-VITD-LOW"]
     assert "25-OH vitamin D 15 ng/mL" in low["detail"]
+
+
+def suggestion_drugs(card):
+    """[(label, [drug displays created])] in the card's order."""
+    return [(s["label"], [c["display"] for a in s["actions"] if a["type"] == "create"
+                          for c in (a["resource"].get("medicationCodeableConcept") or {}).get("coding", ())])
+            for s in card.get("suggestions", ())]
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_alendronate_ordered_at_kidney_function_30_to_35_is_swapped_for_risedronate(client, hook):
+    """The 30-35 change: C-TX-BP offers risedronate there (Actonel label: not below 30; ACP 2023
+    Rec 1a, a bisphosphonate first). C-SAFE-RENAL on an alendronate order at eGFR 34 sent the
+    same patient to denosumab instead: one chart, two answers. Risedronate comes first, denosumab
+    stays as the alternative."""
+    card = cards(client, "c-safe-renal-alendronate-egfr-34", hook)["C-SAFE-RENAL"]
+    offered = suggestion_drugs(card)
+    assert "risedronate" in offered[0][1][0] and card["suggestions"][0]["isRecommended"]
+    assert any("denosumab" in d for _, drugs in offered for d in drugs)
+    assert "risedronate" in card["detail"].lower()
+    # below 30 no oral bisphosphonate is within its label: no risedronate
+    low = cards(client, "c-safe-renal-alendronate-crcl-28-egfr-48", hook)["C-SAFE-RENAL"]
+    assert not any("risedronate" in d for _, drugs in suggestion_drugs(low) for d in drugs)
+
+
+def test_active_alendronate_at_kidney_function_30_to_35_names_risedronate(client):
+    card = cards(client, "c-safe-renal-active-alendronate-egfr-34")["C-SAFE-RENAL"]
+    assert "risedronate 35 mg once weekly" in card["detail"].lower()
