@@ -84,3 +84,12 @@ def test_alendronate_ordered_at_kidney_function_30_to_35_is_swapped_for_risedron
 def test_active_alendronate_at_kidney_function_30_to_35_names_risedronate(client):
     card = cards(client, "c-safe-renal-active-alendronate-egfr-34")["C-SAFE-RENAL"]
     assert "risedronate 35 mg once weekly" in card["detail"].lower()
+
+
+def test_dxa_due_says_baseline_or_how_old_the_last_scan_is(client):
+    """Real-world charts read "A repeat bone density scan is due ...: no DXA on file", and
+    "last DXA on 2018-10-14, 2 years ago or more" for a scan 8 years old."""
+    none = cards(client, "enc-snomed-hip-fracture-359817006")["C-MON-DXA-DUE"]
+    assert "repeat" not in none["detail"].lower() and "no DXA on file" in none["detail"]
+    old = cards(client, "c-mon-dxa-due-on-alendronate-25-months")["C-MON-DXA-DUE"]
+    assert "25 months ago" in old["detail"] and "or more" not in old["detail"]
