@@ -93,3 +93,35 @@ def test_dxa_due_says_baseline_or_how_old_the_last_scan_is(client):
     assert "repeat" not in none["detail"].lower() and "no DXA on file" in none["detail"]
     old = cards(client, "c-mon-dxa-due-on-alendronate-25-months")["C-MON-DXA-DUE"]
     assert "25 months ago" in old["detail"] and "or more" not in old["detail"]
+
+
+@pytest.fixture(scope="module")
+def production_client(tmp_path_factory):
+    """Production budgets: 2 info cards, 1 routine card, routine cards wait for decision and test cards."""
+    app = create_app({"CDS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('review2-budget')}/cds.db",
+                      "CDS_AUTH_REQUIRED": "false", "CDS_PATIENT_HASH_SECRET": TEST_SECRET,
+                      "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4"})
+    app.testing = True
+    return app.test_client()
+
+
+@pytest.mark.parametrize("name", ["screen-hip-fracture-egfr-28-vitd-14-falls",
+                                  "review2-falls-fall-3-months-ago-untreated-osteoporosis"])
+def test_a_recent_fall_or_fracture_does_not_wait_for_its_falls_assessment(production_client, name):
+    """Routine cards wait while a drug-decision or test card shows (BATES03: one thing at a
+    time), and those cards do not mention falls. After a fall or a fragility fracture in the
+    last 12 months with no fall-risk assessment since, the assessment is part of the fracture's
+    care (World Falls Guidelines 2022: multifactorial assessment for anyone presenting with a
+    fall or fracture; CDC STEADI): it must not wait behind a DXA or a drug card for weeks."""
+    shown = cards(production_client, name)
+    assert "C-FALLS" in shown, sorted(shown)
+    assert "fall" in shown["C-FALLS"]["detail"].lower()
+
+
+@pytest.mark.parametrize("name", ["tx-bp-postmenopausal-osteoporosis", "review2-falls-near-miss-fall-14-months-ago",
+                                  "c-tx-anabolic-injurious-fall-wrist-fracture"])
+def test_falls_without_a_recent_event_still_take_their_turn(production_client, name):
+    """No fall or fracture in the last 12 months (an injurious fall two years ago included):
+    the yearly assessment is routine care and takes its turn."""
+    shown = cards(production_client, name)
+    assert "C-FALLS" not in shown and shown.keys() & {"C-TX-BP", "C-TX-ANABOLIC"}
