@@ -249,6 +249,7 @@ ORAL_BP, IV_BP, DENOSUMAB, SERM, PTH_ANALOG, ROMOSOZUMAB = (
     "oral_bp", "iv_bp", "denosumab", "serm", "pth_analog", "romosozumab")
 CALCIUM, VITAMIN_D = "calcium", "vitamin_d"
 ANTICOAGULANT, CORTICOSTEROID, PPI = "anticoagulant", "corticosteroid", "ppi"
+SMOKING_CESSATION = "smoking_cessation"  # cessation therapy on the medication list (C-LIFESTYLE: smoking addressed)
 ESTROGEN = "estrogen"  # menopausal hormone therapy: bone-active (second-pass 4), not an osteoporosis drug
 
 ANTIRESORPTIVE_CLASSES = frozenset({ORAL_BP, IV_BP, DENOSUMAB, SERM})
@@ -320,6 +321,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     Agent("anticoagulant", ANTICOAGULANT),
     Agent("corticosteroid", CORTICOSTEROID),
     Agent("ppi", PPI),
+    Agent("smoking_cessation", SMOKING_CESSATION),
 )}
 
 # Non-systemic forms: a steroid cream or inhaler is not a "long-term corticosteroid".
