@@ -950,7 +950,9 @@ class _Builder:
                 self._add_fracture(frac, None, ref, noted=when)
             else:
                 self._add_fracture(frac, when, ref)
-        self._add_groups(code, when, active, ref)
+        # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
+        # the visit, not the event: the condition is on record, its date unknown.
+        self._add_groups(code, None if t.follow_up_concept(code) else when, active, ref)
 
     def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
         for group in t.condition_groups(code):

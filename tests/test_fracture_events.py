@@ -135,3 +135,12 @@ def test_a_follow_up_code_alone_is_a_fracture_of_unknown_date():
             "code": {"coding": [{"system": t.ICD10CM, "code": "S72.141D"}, {"system": t.SNOMED, "code": "5913000"}]},
             "onsetDateTime": ago(50)}
     assert [f.date for f in record(dual).fractures] == [None]
+
+
+def test_a_later_encounter_code_of_a_fall_is_no_new_fall():
+    """W19.XXXD (a visit for an earlier fall's injury) keeps the history of falling on record
+    without dating a new fall; a digit in the 7th place is no encounter (pregnancy codes)."""
+    r = record(condition("a", t.ICD10CM, "W19.XXXA", 400), condition("d", t.ICD10CM, "W19.XXXD", 30))
+    assert sorted((h.code, h.date) for h in r.condition_hits("falls", active_only=False)) == [
+        ("W19.XXXA", TODAY - dt.timedelta(days=400)), ("W19.XXXD", None)]
+    assert not t.follow_up_code(t.ICD10CM, "O36.5930") and t.follow_up_code(t.ICD10CM, "W19.XXXS")

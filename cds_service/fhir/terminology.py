@@ -206,9 +206,17 @@ INITIAL_ENCOUNTER = frozenset("ABC")
 
 
 def follow_up_code(system: str, code: str) -> bool:
-    """An ICD-10-CM code with a 7th character that is not an initial encounter."""
+    """An ICD-10-CM code whose 7th character is an encounter letter other than an initial
+    encounter (a digit there is no encounter: pregnancy codes give the fetus)."""
     norm = valuesets.normalise(system, code)
-    return system == ICD10CM and len(norm) == 7 and norm[6] not in INITIAL_ENCOUNTER
+    return system == ICD10CM and len(norm) == 7 and norm[6].isalpha() and norm[6] not in INITIAL_ENCOUNTER
+
+
+def follow_up_concept(concept: Any) -> bool:
+    """Every ICD-10-CM coding of the concept is a later-encounter or sequela code (W19.XXXD: a
+    visit for the injury of an earlier fall, not a new fall); False without ICD-10-CM codings."""
+    icd = [c for s, c in codings(concept) if s == ICD10CM]
+    return bool(icd) and all(follow_up_code(ICD10CM, c) for c in icd)
 
 
 def classify_fracture(concept: Any) -> FractureCode | None:
