@@ -46,6 +46,8 @@ def test_race_specific_egfr_pair_reads_the_lower_value(client):
     assert "eGFR 32 " in card["detail"] and "eGFR 39" not in card["detail"]
     assert all("alendron" not in d for d in created_drugs(card))
     assert any("risedronate" in d for d in created_drugs(card))
+    # the one choice at this kidney function is the recommended one, not "an alternative"
+    assert [s["isRecommended"] for s in card["suggestions"]] == [True]
 
 
 def test_fractionated_vitamin_d_reads_the_total(client):

@@ -137,7 +137,7 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
         # Between 30 and 35: alendronate is not recommended (Fosamax), risedronate is within its label (Actonel).
         extra = extra + [f"{kidney_fact(reading, settings.egfr_alendronate_min, 'alendronate')}: risedronate, "
                          f"labelled down to {settings.egfr_risedronate_min:g}, is offered instead"]
-        suggestions = ("risedronate",)
+        suggestions = ("risedronate-first",)
         choice = {"first_choice": "risedronate 35 mg", "risedronate_label": "",
                   "suggested": (f"risedronate 35 mg by mouth once weekly (kidney function below "
                                 f"{settings.egfr_alendronate_min:g}: not alendronate)")}
