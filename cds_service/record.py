@@ -281,10 +281,12 @@ class Lab:
     ref: str
     high: float | None = None  # reference-range upper limit, when the result carries one (ALP)
     flag: str = ""             # interpretation code, upper case (H, HH, L, ...), when given
+    comparator: str = ""       # "<", "<=", ">=", ">" when the lab reported a bound ("eGFR >60"), not a value
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
-        return f"{label} {as_written(self.value, LAB_DECIMALS.get(self.name, 1))} {self.unit} on {_d(self.date)}"
+        value = as_written(self.value, LAB_DECIMALS.get(self.name, 1))
+        return f"{label} {self.comparator}{value} {self.unit} on {_d(self.date)}"
 
 
 LAB_LABELS = {"egfr": "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
@@ -820,8 +822,19 @@ class _Builder:
                            ref: str, res: Mapping[str, Any]) -> None:
         sets = sorted(v for v in self.codes.sets_of("Observation", concept) if not v.startswith(FRACTURE_SETS))
         qty = _quantity(holder.get("valueQuantity"))
+        comparator = (holder.get("valueQuantity") or {}).get("comparator") if qty else None
         if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
             qty = (float(holder["valueInteger"]), "")
+        if qty is None and EGFR_SET in sets and isinstance(holder.get("valueString"), str):
+            # Labs report a normal eGFR as a bound, often as text (">60", "> 90 mL/min/1.73m2"): the
+            # bound is what is known; read as unknown it asked for an eGFR that was on file.
+            bound = _BOUND.match(holder["valueString"])
+            if bound:
+                comparator, qty = bound.group(1), (float(bound.group(2)), "")
+        comparator = _COMPARATORS.get(comparator or "", "")
+        if comparator.startswith("<") and EGFR_SET in sets and qty and qty[0] > self.settings.egfr_risedronate_min:
+            # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no reading.
+            return
         for value_set in sets:
             if value_set.startswith((T_SCORE_SETS, Z_SCORE_SETS)) and qty:
                 kind = "T" if value_set.startswith(T_SCORE_SETS) else "Z"
@@ -839,10 +852,10 @@ class _Builder:
                     name = LAB_SETS[value_set]
                     if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
                         high = _reference_high(holder)
-                        self._lab(name, v, when, ref, flag=_interpretation(holder),
+                        self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
                                   high=lab_value(value_set, high, qty[1], concept) if high is not None else None)
                     else:
-                        self._lab(name, v, when, ref)
+                        self._lab(name, v, when, ref, comparator=comparator)
                 return
             if value_set in PREGNANCY_TEST_SETS:
                 self.pregnancy_tests.append(PregnancyTest(when, _positive(holder), ref))
@@ -898,10 +911,11 @@ class _Builder:
         self.frax.append(Frax(kind, percent, when, ref))
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str, *, high: float | None = None,
-             flag: str = "") -> None:
+             flag: str = "", comparator: str = "") -> None:
         if not self._value_ok(name, value, ref):
             return
-        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag))
+        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag,
+                                                  comparator))
 
     def _dxa(self, when: dt.date | None) -> None:
         if when:
@@ -1291,6 +1305,12 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:
     return (item.date is not None, item.date or dt.date.min)
+
+
+EGFR_SET = "lab-egfr"
+# A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
+_BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s]*)$")
+_COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 
 
 def _same_day_rank(lab: Lab) -> float:

@@ -127,3 +127,31 @@ def test_falls_without_a_recent_event_still_take_their_turn(production_client, n
     the yearly assessment is routine care and takes its turn."""
     shown = cards(production_client, name)
     assert "C-FALLS" not in shown and shown.keys() & {"C-TX-BP", "C-TX-ANABOLIC"}
+
+
+def test_egfr_reported_as_a_bound(client):
+    """Labs report a normal eGFR as a bound (">60"), as text or with a comparator: the bound is
+    known kidney function (no "eGFR missing" card) and the card says ">60", not "60". An upper
+    bound above the lowest kidney limit ("<60": could be 20) is no reading at all."""
+    from cds_service.record import build_record
+
+    for name in ("review2-egfr-value-string-above-60", "review2-egfr-comparator-above-60"):
+        shown = cards(client, name)
+        assert "C-LAB-BASELINE" not in shown and "eGFR >60 mL/min/1.73m2" in shown["C-TX-BP"]["detail"]
+
+    def egfr(value):
+        res = {"resourceType": "Observation", "id": "e", "status": "final", "subject": {"reference": "Patient/p"},
+               "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+               "effectiveDateTime": TODAY.isoformat(), **value}
+        record = build_record({"patient": {"resourceType": "Patient", "id": "p", "gender": "female",
+                                           "birthDate": "1950-01-01"},
+                               "observations": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": res}]}},
+                              today=TODAY, patient_id="p")
+        lab = record.lab("egfr")
+        return lab and (lab.comparator, lab.value)
+
+    assert egfr({"valueString": "< 15"}) == ("<", 15.0)
+    assert egfr({"valueString": "<60"}) is None
+    assert egfr({"valueQuantity": {"value": 60, "comparator": "<", "unit": "mL/min/{1.73_m2}"}}) is None
+    assert egfr({"valueString": "see note"}) is None
+
