@@ -280,16 +280,19 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
     # of that event's care (World Falls Guidelines 2022, Montero-Odasso et al., Age Ageing:
     # multifactorial assessment for anyone presenting with a fall or fracture; CDC STEADI), so
     # it does not wait behind drug and test cards as routine care does (card_policy).
-    recent = [f.date for f in record.fractures if within_months(f.date, today, settings.recent_fracture_months)]
-    recent += [h.date for group in ("falls", "injurious_fall") for h in record.condition_hits(group, active_only=False)
+    recent = [(f.date, "A fracture") for f in record.fractures
+              if within_months(f.date, today, settings.recent_fracture_months)]
+    recent += [(h.date, "A fall") for group in ("falls", "injurious_fall")
+               for h in record.condition_hits(group, active_only=False)
                if within_months(h.date, today, settings.recent_fracture_months)]
-    recent = [d for d in recent if d and (last is None or d > last.date)]  # type: ignore[operator]
+    recent = [(d, what) for d, what in recent if d and (last is None or d > last.date)]  # type: ignore[operator]
     if since:
         assessment = ("A fall or fracture since the last fall-risk assessment: assess again "
                       "(STEADI: screen, assess gait, strength and balance).")
         latest = None  # order a new one
     elif latest is None and recent:
-        assessment = (f"A fall or fracture on {max(recent)} and no fall-risk assessment since: assess now "
+        day, what = max(recent)
+        assessment = (f"{what} on {day} and no fall-risk assessment since: assess now "
                       "(STEADI: screen, assess gait, strength and balance).")
     elif latest is None:
         assessment = ("No fall-risk assessment in the last 12 months: order one "
