@@ -13,10 +13,12 @@ selection.
   (rules.catalogue.VALUE_TIERS); warning and critical cards always pass.
 - Routine cards (calcium and vitamin D, exercise, falls, lifestyle) take
   turns: at most `routine_budget` per chart open, none while a drug decision
-  or a test card is shown (BATES03: one thing at a time; the decision cards
-  name the routine care in their text), and which one goes first rotates by
-  day. A held routine card comes back at a later chart open, since nothing
-  was done. A routine budget at or above the info budget turns this off.
+  or a test card is shown (BATES03: one thing at a time), and which one goes
+  first rotates by day. A held routine card comes back at a later chart open,
+  since nothing was done. A routine budget at or above the info budget turns
+  this off. A finding a rule placed in a higher tier (Finding.tier: the falls
+  card after a recent fall or fracture) is not routine this time: it ranks,
+  and is budgeted, with that tier.
 """
 
 from __future__ import annotations
@@ -56,16 +58,20 @@ def is_quieted(finding: Finding, indicator: str, mark: QuietMark | None, today: 
     return trigger is None or trigger <= mark.issued_on
 
 
+def _routine(f: Finding) -> bool:
+    return is_routine(f.card_id, f.tier)
+
+
 def _routine_turns(info: list[Finding], today: dt.date) -> list[Finding]:
     """Routine cards take turns by day: the one first in line changes from one
     day to the next, so a card nobody acts on never keeps the others off the
     screen for good (a card acted on is quieted and leaves the line)."""
-    routine = [f for f in info if is_routine(f.card_id)]
+    routine = [f for f in info if _routine(f)]
     if len(routine) < 2:
         return info
     turn = today.toordinal() % len(routine)
     rotated = iter(routine[turn:] + routine[:turn])
-    return [next(rotated) if is_routine(f.card_id) else f for f in info]
+    return [next(rotated) if _routine(f) else f for f in info]
 
 
 def apply(findings: list[Finding], today: dt.date, policy: CardPolicy,
@@ -79,7 +85,7 @@ def apply(findings: list[Finding], today: dt.date, policy: CardPolicy,
             held.append(Held(f.card_id, QUIETED))
         else:
             shown.append(f)
-    info = sorted((f for f in shown if indicator_of(f) == "info"), key=lambda f: value_rank(f.card_id))
+    info = sorted((f for f in shown if indicator_of(f) == "info"), key=lambda f: value_rank(f.card_id, f.tier))
     if policy.info_budget is None:
         return [f for f in shown if indicator_of(f) != "info"] + info, held
     keep: list[Finding] = []
@@ -88,9 +94,9 @@ def apply(findings: list[Finding], today: dt.date, policy: CardPolicy,
     if routine_left is not None:
         info = _routine_turns(info, today)
     for f in info:
-        routine = is_routine(f.card_id)
+        routine = _routine(f)
         if routine and routine_left is not None:
-            if routine_left <= 0 or any(not is_routine(k.card_id) for k in keep):
+            if routine_left <= 0 or any(not _routine(k) for k in keep):
                 held.append(Held(f.card_id, OVER_BUDGET))
                 continue
             routine_left -= 1

@@ -244,6 +244,10 @@ class Fracture:
     ref: str
     codes: tuple[str, ...] = ()  # every code merged into this event (card facts)
     refs: tuple[str, ...] = ()
+    # Known only from a follow-up or sequela code (terminology.follow_up_code): `date` is
+    # None (the fracture happened earlier, on a day not on record) and this is the day the
+    # code was recorded, an upper bound for the age at fracture.
+    noted: dt.date | None = None
 
     @property
     def is_fragility(self) -> bool:
@@ -254,7 +258,9 @@ class Fracture:
                 UNPROVEN: "fracture"}[self.fragility]
         site = "" if self.site == t.OTHER else f"{self.site.capitalize()} "
         text = f"{site}{kind} ({', '.join(self.codes or (self.code,))})".strip()
-        return f"{text[0].upper()}{text[1:]} on {_d(self.date)}"
+        when = (f"before {self.noted} (follow-up code; fracture date not on record)"
+                if self.date is None and self.noted else f"on {_d(self.date)}")
+        return f"{text[0].upper()}{text[1:]} {when}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,10 +281,12 @@ class Lab:
     ref: str
     high: float | None = None  # reference-range upper limit, when the result carries one (ALP)
     flag: str = ""             # interpretation code, upper case (H, HH, L, ...), when given
+    comparator: str = ""       # "<", "<=", ">=", ">" when the lab reported a bound ("eGFR >60"), not a value
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
-        return f"{label} {as_written(self.value, LAB_DECIMALS.get(self.name, 1))} {self.unit} on {_d(self.date)}"
+        value = as_written(self.value, LAB_DECIMALS.get(self.name, 1))
+        return f"{label} {self.comparator}{value} {self.unit} on {_d(self.date)}"
 
 
 LAB_LABELS = {"egfr": "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
@@ -814,8 +822,19 @@ class _Builder:
                            ref: str, res: Mapping[str, Any]) -> None:
         sets = sorted(v for v in self.codes.sets_of("Observation", concept) if not v.startswith(FRACTURE_SETS))
         qty = _quantity(holder.get("valueQuantity"))
+        comparator = (holder.get("valueQuantity") or {}).get("comparator") if qty else None
         if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
             qty = (float(holder["valueInteger"]), "")
+        if qty is None and EGFR_SET in sets and isinstance(holder.get("valueString"), str):
+            # Labs report a normal eGFR as a bound, often as text (">60", "> 90 mL/min/1.73m2"): the
+            # bound is what is known; read as unknown it asked for an eGFR that was on file.
+            bound = _BOUND.match(holder["valueString"])
+            if bound:
+                comparator, qty = bound.group(1), (float(bound.group(2)), "")
+        comparator = _COMPARATORS.get(comparator or "", "")
+        if comparator.startswith("<") and EGFR_SET in sets and qty and qty[0] > self.settings.egfr_risedronate_min:
+            # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no reading.
+            return
         for value_set in sets:
             if value_set.startswith((T_SCORE_SETS, Z_SCORE_SETS)) and qty:
                 kind = "T" if value_set.startswith(T_SCORE_SETS) else "Z"
@@ -833,10 +852,10 @@ class _Builder:
                     name = LAB_SETS[value_set]
                     if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
                         high = _reference_high(holder)
-                        self._lab(name, v, when, ref, flag=_interpretation(holder),
+                        self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
                                   high=lab_value(value_set, high, qty[1], concept) if high is not None else None)
                     else:
-                        self._lab(name, v, when, ref)
+                        self._lab(name, v, when, ref, comparator=comparator)
                 return
             if value_set in PREGNANCY_TEST_SETS:
                 self.pregnancy_tests.append(PregnancyTest(when, _positive(holder), ref))
@@ -892,10 +911,11 @@ class _Builder:
         self.frax.append(Frax(kind, percent, when, ref))
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str, *, high: float | None = None,
-             flag: str = "") -> None:
+             flag: str = "", comparator: str = "") -> None:
         if not self._value_ok(name, value, ref):
             return
-        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag))
+        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag,
+                                                  comparator))
 
     def _dxa(self, when: dt.date | None) -> None:
         if when:
@@ -936,9 +956,17 @@ class _Builder:
                 # one making the patient very high risk (anabolic-first orders). Undated: it still
                 # counts for the diagnosis (DX-1.2), never as recent or on therapy.
                 self._add_fracture(frac, None, ref)
+            elif frac.follow_up:
+                # A later encounter or sequela code (S72.001D, M80.08XS): the same fracture as
+                # its initial code, not a new one on the day of the follow-up (review: each
+                # follow-up visit became another "recent fracture", hence very high risk and
+                # anabolic-first orders, and a "fracture on therapy" years after the event).
+                self._add_fracture(frac, None, ref, noted=when)
             else:
                 self._add_fracture(frac, when, ref)
-        self._add_groups(code, when, active, ref)
+        # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
+        # the visit, not the event: the condition is on record, its date unknown.
+        self._add_groups(code, None if t.follow_up_concept(code) else when, active, ref)
 
     def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
         for group in t.condition_groups(code):
@@ -947,10 +975,11 @@ class _Builder:
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
 
-    def _add_fracture(self, frac: t.FractureCode, when: dt.date | None, ref: str) -> None:
+    def _add_fracture(self, frac: t.FractureCode, when: dt.date | None, ref: str, *,
+                      noted: dt.date | None = None) -> None:
         # fragility decided in finish(): it needs the birth date and trauma codes
         self.fractures.append(Fracture(frac.site, FRAGILITY_SPECIFIC if frac.fragility_specific else UNPROVEN,
-                                       when, frac.code, ref))
+                                       when, frac.code, ref, noted=noted))
 
     # --- Procedure ----------------------------------------------------------
     def _read_Procedure(self, res: Mapping[str, Any]) -> None:
@@ -1072,7 +1101,8 @@ class _Builder:
         fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
                                           s.fracture_event_window_days))
         conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
-        labs = {name: tuple(sorted(values, key=_by_date)) for name, values in self.labs.items()}
+        labs = {name: tuple(sorted(values, key=lambda lab: (*_by_date(lab), _same_day_rank(lab))))
+                for name, values in self.labs.items()}
         labs = self._corrected_calcium(labs)
         medications = self._exposures()
         smoking = sorted(self.smoking, key=lambda x: x[0] or dt.date.min)
@@ -1160,11 +1190,12 @@ class _Builder:
         # S-code / any-mechanism SNOMED: probable fragility fracture at >= 50 at a typical
         # fragility site, unless a transport-accident code sits next to it (brief 8.3 note;
         # which sites: terminology.PROBABLE_FRAGILITY_SITES).
-        if f.site not in t.PROBABLE_FRAGILITY_SITES or birth is None or f.date is None:
+        when = f.date or f.noted  # a follow-up code: the age when it was recorded bounds the age at fracture
+        if f.site not in t.PROBABLE_FRAGILITY_SITES or birth is None or when is None:
             return f  # age at fracture unknown: not proven
-        if _age(birth, f.date) < self.settings.probable_fragility_min_age:
+        if _age(birth, when) < self.settings.probable_fragility_min_age:
             return f
-        if any(abs((d - f.date).days) <= self.settings.trauma_link_days for d in self.trauma_dates):
+        if any(abs((d - when).days) <= self.settings.trauma_link_days for d in self.trauma_dates):
             return f
         # Bone metastases or skeletal malignancy on record: an any-mechanism fracture is more
         # likely pathological than osteoporotic (review: a hip S-code beside C79.51 made
@@ -1221,14 +1252,28 @@ def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fra
     same site family or one of them site-unspecified (e.g. "osteoporotic
     fracture" 443165006 and "closed fracture of hip" on the same day). Undated
     records merge only with an undated record of the same site and code."""
+    fractures = list(fractures)
+    follow_ups = sorted((f for f in fractures if f.date is None and f.noted), key=lambda f: f.noted)  # type: ignore[arg-type,return-value]
     events: list[Fracture] = []
-    for f in sorted(fractures, key=lambda f: (f.date is not None, f.date or dt.date.min)):
+    for f in sorted((f for f in fractures if not (f.date is None and f.noted)),
+                    key=lambda f: (f.date is not None, f.date or dt.date.min)):
         for i, e in enumerate(events):
             same_time = (e.date is None and f.date is None and e.code == f.code) or (
                 e.date is not None and f.date is not None and (f.date - e.date).days <= window_days)
             if same_time and (e.site == f.site or t.OTHER in (e.site, f.site)):
                 events[i] = _merge_fracture(e, f)
                 break
+        else:
+            events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+    # A follow-up or sequela code joins the latest fracture of its site recorded before it (its
+    # initial encounter), else an earlier follow-up of that site; alone, it is a fracture of
+    # unknown date (counted for the diagnosis, never as recent, fresh or on therapy).
+    for f in follow_ups:
+        same_site = [i for i, e in enumerate(events) if e.site == f.site or t.OTHER in (e.site, f.site)]
+        earlier = [i for i in same_site if (events[i].date or events[i].noted or dt.date.min) <= f.noted]  # type: ignore[operator]
+        if earlier or same_site:  # a later-dated initial code (a data slip) is still the same fracture
+            i = max(earlier or same_site, key=lambda i: events[i].date or events[i].noted or dt.date.min)
+            events[i] = _merge_fracture(events[i], f)
         else:
             events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
     # An undated, site-unspecified "history of osteoporosis fracture" (Z87.310) beside a fracture
@@ -1254,11 +1299,29 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
         code=sited.code, ref=sited.ref,
         codes=tuple(dict.fromkeys(event.codes + (other.code,))),
         refs=tuple(dict.fromkeys(event.refs + (other.ref,))),
+        noted=None if event.date else min((d for d in (event.noted, other.noted) if d), default=None),
     )
 
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:
     return (item.date is not None, item.date or dt.date.min)
+
+
+EGFR_SET = "lab-egfr"
+# A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
+_BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s]*)$")
+_COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
+
+
+def _same_day_rank(lab: Lab) -> float:
+    """Order of results of one lab on one day, the one the rules read last. One draw can
+    report several: a fractionated 25-OH vitamin D gives the total beside its D2 and D3
+    fractions (LC-MS/MS reports), and until 2021 eGFR came as a pair "among blacks" /
+    "among non-blacks" (48643-1 / 48642-3, 88293-6 / 88294-4). The highest 25-OH vitamin D
+    is the total (no fraction reads as a deficiency); the lowest eGFR is the race-free,
+    conservative one (NKF-ASN 2021 task force). Review: which one the rules read had
+    depended on the order the server listed them in."""
+    return {"vitamin_d": lab.value, "egfr": -lab.value}.get(lab.name, 0.0)
 
 
 def _age(birth: dt.date, on: dt.date) -> int:

@@ -91,3 +91,18 @@ def test_readme_order_of_value_is_current():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("<!-- value-order:start -->\n", 1)[1].split("\n<!-- value-order:end -->", 1)[0]
     assert block == value_order_table(), "run `python tools/sync_readme.py`"
+
+
+def test_a_finding_placed_in_a_higher_tier_is_not_routine_this_time():
+    """Finding.tier: the falls card right after a fall or fracture ranks with the test cards, so
+    it is shown beside a drug card instead of waiting for its turn; other routine cards still wait."""
+    from cds_service.rules.catalogue import TEST_TIER
+
+    findings = [Finding("C-TX-BP"), Finding("C-EXERCISE"), Finding("C-FALLS", tier=TEST_TIER)]
+    shown, held = apply(findings, TODAY, CardPolicy(info_budget=2, routine_budget=1), lambda f: "info")
+    assert [f.card_id for f in shown] == ["C-TX-BP", "C-FALLS"]
+    assert [h.card_id for h in held] == ["C-EXERCISE"]
+    shown, _ = apply([Finding("C-TX-BP"), Finding("C-EXERCISE"), Finding("C-FALLS")], TODAY,
+                     CardPolicy(info_budget=2, routine_budget=1), lambda f: "info")
+    assert [f.card_id for f in shown] == ["C-TX-BP"]
+    assert value_rank("C-MON-DXA-DUE") < value_rank("C-FALLS", TEST_TIER) < value_rank("C-NEW-CARD")

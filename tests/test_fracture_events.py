@@ -102,3 +102,45 @@ def test_how_each_site_counts_at_50_or_over():
     # osteoporotic fracture of clavicle: a fragility fracture like any other
     assert (by_ref["Condition/oc"].site, by_ref["Condition/oc"].fragility) == (t.CLAVICLE, "specific")
     assert {f.ref for f in r.fragility_fractures()} == {"Condition/rib", "Condition/oc"}
+
+
+def test_follow_up_and_sequela_codes_are_the_fracture_of_their_initial_code():
+    """ICD-10-CM 7th character (Official Guidelines I.C.13.c, I.C.19.c.1): A/B/C is the initial
+    encounter; D, G, K, P (later encounters) and S (sequela) record the same fracture again, on the
+    day of that visit. Review: each follow-up visit became another, recent fracture."""
+    r = record(condition("a", t.ICD10CM, "S32.010A", 430), condition("d1", t.ICD10CM, "S32.010D", 340),
+               condition("d2", t.ICD10CM, "S32.010D", 250), condition("s", t.ICD10CM, "S32.010S", 20))
+    assert len(r.fractures) == 1
+    event = r.fractures[0]
+    assert event.date == TODAY - dt.timedelta(days=430) and event.site == t.VERTEBRAL
+    assert event.codes == ("S32.010A", "S32.010D", "S32.010S")
+    # M80 codes too: a subsequent encounter with delayed healing is no new osteoporotic fracture
+    r = record(condition("a", t.ICD10CM, "M80.08XA", 900), condition("g", t.ICD10CM, "M80.08XG", 30))
+    assert [(f.date, f.codes) for f in r.fractures] == [(TODAY - dt.timedelta(days=900), ("M80.08XA", "M80.08XG"))]
+    # a new initial-encounter code at another vertebra is a second fracture
+    r = record(condition("a", t.ICD10CM, "S32.010A", 430), condition("b", t.ICD10CM, "S22.060A", 60))
+    assert len(r.fractures) == 2
+
+
+def test_a_follow_up_code_alone_is_a_fracture_of_unknown_date():
+    """The initial encounter was elsewhere: the fracture counts (diagnosis, site, fragility at
+    the age the code was recorded) but is never recent, fresh or on therapy."""
+    r = record(condition("d", t.ICD10CM, "S72.141D", 50))
+    (event,) = r.fractures
+    assert (event.site, event.fragility, event.date) == (t.HIP, "probable", None)
+    assert event.fact() == (f"Hip fracture (probable fragility fracture) (S72.141D) before {ago(50)} "
+                            "(follow-up code; fracture date not on record)")
+    # a SNOMED CT coding beside the ICD-10-CM follow-up code does not make it a new fracture
+    dual = {"resourceType": "Condition", "id": "dual", "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "code": {"coding": [{"system": t.ICD10CM, "code": "S72.141D"}, {"system": t.SNOMED, "code": "5913000"}]},
+            "onsetDateTime": ago(50)}
+    assert [f.date for f in record(dual).fractures] == [None]
+
+
+def test_a_later_encounter_code_of_a_fall_is_no_new_fall():
+    """W19.XXXD (a visit for an earlier fall's injury) keeps the history of falling on record
+    without dating a new fall; a digit in the 7th place is no encounter (pregnancy codes)."""
+    r = record(condition("a", t.ICD10CM, "W19.XXXA", 400), condition("d", t.ICD10CM, "W19.XXXD", 30))
+    assert sorted((h.code, h.date) for h in r.condition_hits("falls", active_only=False)) == [
+        ("W19.XXXA", TODAY - dt.timedelta(days=400)), ("W19.XXXD", None)]
+    assert not t.follow_up_code(t.ICD10CM, "O36.5930") and t.follow_up_code(t.ICD10CM, "W19.XXXS")

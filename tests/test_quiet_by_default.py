@@ -32,6 +32,9 @@ TODAY = dt.date.today()  # the hooks evaluate on today's date; fixtures are shif
 # Fixture patients and a card each gets on patient-view today.
 INFO_PATIENT, INFO_CARD = "tx-bp-postmenopausal-osteoporosis", "C-TX-BP"
 WARNING_PATIENT, WARNING_CARD = "c-tx-anabolic-man-recent-vertebral-fracture", "C-TX-ANABOLIC"
+# A warning card, a test card and routine cards, and no fall or fracture in the last 12 months
+# (after one, the falls card ranks as a test card: test_review2_edge_cases).
+BUDGET_PATIENT = "c-safe-anabolic-contra-romosozumab-man"
 CRITICAL_PATIENT, CRITICAL_CARD = "c-dmab-overdue-7-months-1-week", "C-DMAB-OVERDUE"
 VITD_PATIENT, VITD_CARD = "c-vitd-low-insufficient-20-ng", "C-VITD-LOW"
 
@@ -208,7 +211,7 @@ def test_order_hooks_are_never_quieted(client):
 
 
 def test_info_budget_keeps_the_most_valuable_and_never_drops_warnings(make_app):
-    body = pv_body(WARNING_PATIENT)
+    body = pv_body(BUDGET_PATIENT)
     everything = cards_of(make_app(CDS_INFO_CARD_BUDGET="100", CDS_ROUTINE_CARD_BUDGET="100").test_client(), body)
     info = [cid for cid, c in everything.items() if c["indicator"] == "info"]
     assert len(info) > 2, "the fixture fires more info cards than the default budget"
@@ -354,7 +357,7 @@ def test_routine_cards_wait_for_decision_cards_and_take_turns(make_app):
     chart open; it comes back when nothing more valuable is on screen."""
     from cds_service.rules.catalogue import is_routine
 
-    body = pv_body(WARNING_PATIENT)
+    body = pv_body(BUDGET_PATIENT)
     everything = cards_of(make_app(CDS_INFO_CARD_BUDGET="100", CDS_ROUTINE_CARD_BUDGET="100").test_client(), body)
     info = [cid for cid, c in everything.items() if c["indicator"] == "info"]
     routine = [cid for cid in info if is_routine(cid)]

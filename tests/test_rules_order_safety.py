@@ -78,17 +78,20 @@ def test_delete_create_pairs_target_the_draft_and_create_valid_fhir(name, hook):
 # Card content
 # ---------------------------------------------------------------------------
 
-def test_renal_alendronate_card_offers_denosumab_with_calcium_check_in_one_suggestion():
+def test_renal_alendronate_card_offers_risedronate_then_denosumab_with_calcium_check():
+    # eGFR 34: below alendronate's 35, within risedronate's label (30), as C-TX-BP offers it there.
     card = cards("c-safe-renal-alendronate-egfr-34", "order-select")["C-SAFE-RENAL"]
     assert card["indicator"] == "warning"
     assert "eGFR 34 mL/min/1.73m2 on 2025-05-01 (below 35 for alendronate)" in card["detail"]
     assert "Draft order: alendronate (MedicationRequest/draft-alendronate)" in card["detail"]
-    first, last = card["suggestions"][0], card["suggestions"][-1]
-    assert first["isRecommended"]
-    kinds = [a["type"] for a in first["actions"]]
-    assert kinds == ["delete", "create", "create"]
+    first, second, last = card["suggestions"][0], card["suggestions"][1], card["suggestions"][-1]
+    assert first["isRecommended"] and not second["isRecommended"]
+    assert [a["type"] for a in first["actions"]] == ["delete", "create"]
     assert first["actions"][0]["resourceId"] == "MedicationRequest/draft-alendronate"
-    dmab, calcium = first["actions"][1]["resource"], first["actions"][2]["resource"]
+    assert first["actions"][1]["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "905024"
+    kinds = [a["type"] for a in second["actions"]]
+    assert kinds == ["delete", "create", "create"]
+    dmab, calcium = second["actions"][1]["resource"], second["actions"][2]["resource"]
     assert dmab["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
     assert dmab["dosageInstruction"][0]["timing"]["repeat"] == {"frequency": 1, "period": 6, "periodUnit": "mo"}
     assert calcium["resourceType"] == "ServiceRequest" and calcium["code"]["coding"][0]["code"] == "17861-6"

@@ -193,19 +193,47 @@ class FractureCode:
     site: str                 # FRACTURE_SITES
     fragility_specific: bool  # a code of the concept is in fracture-fragility
     code: str                 # the code that gave the site, as facts print it
+    follow_up: bool = False   # ICD-10-CM 7th character of a later encounter or a sequela (follow_up_code)
+
+
+# ICD-10-CM fracture codes (S-, M80, M84.4, M48.5) carry the encounter in their 7th
+# character: A, B, C initial encounter (a new fracture); D, E, F, G, H, J, K, M, N, P, Q, R
+# a later encounter for the same fracture (routine or delayed healing, nonunion, malunion);
+# S sequela (ICD-10-CM Official Guidelines for Coding and Reporting, sections I.C.13.c for
+# pathological fractures and I.C.19.a / I.C.19.c.1 for injuries). Only the initial encounter
+# dates a fracture: a follow-up recorded months or years later is the same fracture.
+INITIAL_ENCOUNTER = frozenset("ABC")
+
+
+def follow_up_code(system: str, code: str) -> bool:
+    """An ICD-10-CM code whose 7th character is an encounter letter other than an initial
+    encounter (a digit there is no encounter: pregnancy codes give the fetus)."""
+    norm = valuesets.normalise(system, code)
+    return system == ICD10CM and len(norm) == 7 and norm[6].isalpha() and norm[6] not in INITIAL_ENCOUNTER
+
+
+def follow_up_concept(concept: Any) -> bool:
+    """Every ICD-10-CM coding of the concept is a later-encounter or sequela code (W19.XXXD: a
+    visit for the injury of an earlier fall, not a new fall); False without ICD-10-CM codings."""
+    icd = [c for s, c in codings(concept) if s == ICD10CM]
+    return bool(icd) and all(follow_up_code(ICD10CM, c) for c in icd)
 
 
 def classify_fracture(concept: Any) -> FractureCode | None:
     """Site and fragility status of a fracture concept, or None. The codings of one
     concept describe one fracture: the most specific site wins (a named site over
-    "other"; ICD-10-CM before SNOMED CT), and any fragility code makes it specific."""
+    "other"; ICD-10-CM before SNOMED CT), and any fragility code makes it specific.
+    `follow_up` when its ICD-10-CM fracture codes are all later-encounter or sequela codes."""
     best: tuple[int, str, str] | None = None  # (rank, site, code)
     fragility = False
+    encounters: set[bool] = set()  # per ICD-10-CM fracture coding: is it a follow-up?
     for system, code in codings(concept):
         found = terms().concepts_for(system, code)
         if not found:
             continue
         fragility = fragility or FRAGILITY_SET in found
+        if system == ICD10CM and any(v in SITE_OF_SET for v in found):
+            encounters.add(follow_up_code(system, code))
         for value_set in found:
             site = SITE_OF_SET.get(value_set)
             if site is None:
@@ -215,7 +243,8 @@ def classify_fracture(concept: Any) -> FractureCode | None:
                 best = (rank, site, shown_code(system, code))
     if best is None:
         return None
-    return FractureCode(best[1], fragility, best[2])
+    # A follow-up when its ICD-10-CM codes all say so (a SNOMED CT coding beside them has no encounter).
+    return FractureCode(best[1], fragility, best[2], follow_up=encounters == {True})
 
 
 # ---------------------------------------------------------------------------
@@ -228,6 +257,7 @@ ORAL_BP, IV_BP, DENOSUMAB, SERM, PTH_ANALOG, ROMOSOZUMAB = (
     "oral_bp", "iv_bp", "denosumab", "serm", "pth_analog", "romosozumab")
 CALCIUM, VITAMIN_D = "calcium", "vitamin_d"
 ANTICOAGULANT, CORTICOSTEROID, PPI = "anticoagulant", "corticosteroid", "ppi"
+SMOKING_CESSATION = "smoking_cessation"  # cessation therapy on the medication list (C-LIFESTYLE: smoking addressed)
 ESTROGEN = "estrogen"  # menopausal hormone therapy: bone-active (second-pass 4), not an osteoporosis drug
 
 ANTIRESORPTIVE_CLASSES = frozenset({ORAL_BP, IV_BP, DENOSUMAB, SERM})
@@ -299,6 +329,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     Agent("anticoagulant", ANTICOAGULANT),
     Agent("corticosteroid", CORTICOSTEROID),
     Agent("ppi", PPI),
+    Agent("smoking_cessation", SMOKING_CESSATION),
 )}
 
 # Non-systemic forms: a steroid cream or inhaler is not a "long-term corticosteroid".

@@ -60,6 +60,10 @@ class Finding:
     # a quieted card. NO_TRIGGER: nothing on record can wake it (only the end of
     # the quiet period).
     trigger: dt.date | None = None
+    # Order of value for the info budget (rules.catalogue.VALUE_TIERS): a tier name when this
+    # finding is worth more than its card id usually is (e.g. a falls card right after a fall
+    # or fracture); None: the card id's tier.
+    tier: str | None = None
 
     def __post_init__(self) -> None:
         if self.indicator is not None and self.indicator not in INDICATORS:

@@ -84,11 +84,20 @@ _RANK = {card_id: (tier, i) for tier, (_, ids) in enumerate(VALUE_TIERS) for i, 
 ROUTINE_TIER = next(i for i, (name, _) in enumerate(VALUE_TIERS) if name == "routine")
 
 
-def is_routine(card_id: str) -> bool:
-    """A routine-care card (calcium and vitamin D, exercise, falls, lifestyle)."""
-    return value_rank(card_id)[0] == ROUTINE_TIER
+TEST_TIER = "test or lab a decision waits on"
+_TIER_INDEX = {name: i for i, (name, _) in enumerate(VALUE_TIERS)}
 
 
-def value_rank(card_id: str) -> tuple[int, int]:
-    """Sort key, most valuable first: (tier, place in the tier)."""
+def is_routine(card_id: str, tier: str | None = None) -> bool:
+    """A routine-care card (calcium and vitamin D, exercise, falls, lifestyle), unless
+    this finding was given a higher tier."""
+    return value_rank(card_id, tier)[0] == ROUTINE_TIER
+
+
+def value_rank(card_id: str, tier: str | None = None) -> tuple[int, int]:
+    """Sort key, most valuable first: (tier, place in the tier). `tier` (a VALUE_TIERS
+    name, from Finding.tier) places this finding at the end of that tier instead."""
+    if tier is not None:
+        index = _TIER_INDEX[tier]
+        return index, len(VALUE_TIERS[index][1])
     return _RANK.get(card_id, (UNRANKED_TIER, 0))

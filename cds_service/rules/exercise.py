@@ -34,6 +34,7 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import BinaryResult, CareEvent, Fracture, PatientRecord, within_months
 from cds_service.rules.base import NO_TRIGGER, Finding, rule
+from cds_service.rules.catalogue import TEST_TIER
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.orders import DIETITIAN, OCCUPATIONAL_THERAPY, referral_suggestion
 from cds_service.rules.settings import ClinicalSettings
@@ -275,10 +276,24 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
     fear = fear_of_falling(record, settings)
     facts += fear
     follow_up = ()
+    # A fall or fracture in the last 12 months with no assessment since: the assessment is part
+    # of that event's care (World Falls Guidelines 2022, Montero-Odasso et al., Age Ageing:
+    # multifactorial assessment for anyone presenting with a fall or fracture; CDC STEADI), so
+    # it does not wait behind drug and test cards as routine care does (card_policy).
+    recent = [(f.date, "A fracture") for f in record.fractures
+              if within_months(f.date, today, settings.recent_fracture_months)]
+    recent += [(h.date, "A fall") for group in ("falls", "injurious_fall")
+               for h in record.condition_hits(group, active_only=False)
+               if within_months(h.date, today, settings.recent_fracture_months)]
+    recent = [(d, what) for d, what in recent if d and (last is None or d > last.date)]  # type: ignore[operator]
     if since:
         assessment = ("A fall or fracture since the last fall-risk assessment: assess again "
                       "(STEADI: screen, assess gait, strength and balance).")
         latest = None  # order a new one
+    elif latest is None and recent:
+        day, what = max(recent)
+        assessment = (f"{what} on {day} and no fall-risk assessment since: assess now "
+                      "(STEADI: screen, assess gait, strength and balance).")
     elif latest is None:
         assessment = ("No fall-risk assessment in the last 12 months: order one "
                       "(e.g. STEADI: screen, assess gait, strength and balance).")
@@ -299,4 +314,4 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
     return [Finding("C-FALLS", facts=tuple(facts),
                     variables={"min_age": str(settings.fall_prevention_min_age), "assessment": assessment},
                     suggestions=() if latest else ("fall-risk-assessment",), extra_suggestions=follow_up,
-                    trigger=_new_trigger(record, settings))]
+                    trigger=_new_trigger(record, settings), tier=TEST_TIER if latest is None and recent else None)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import PatientRecord
+from cds_service.record import PatientRecord, within_months
 from cds_service.rules.base import NO_TRIGGER, Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
@@ -36,6 +36,16 @@ def bone_reasons(record: PatientRecord, settings: ClinicalSettings) -> list[str]
     return out
 
 
+def cessation_medicine(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[str]:
+    """Smoking-cessation pharmacotherapy (nicotine replacement, varenicline, Zyban) active or
+    started within done_within_months: cessation therapy, as a referral is (second-pass 7;
+    the card's guidance: "counselling, cessation therapy or a quit line, ordered or done")."""
+    e = record.medications.get(t.SMOKING_CESSATION)
+    if e is None or not (e.active or (e.start and within_months(e.start, today, settings.done_within_months))):
+        return []
+    return [f"Smoking-cessation medicine on the medication list since {e.start or 'an unknown date'}"]
+
+
 @rule("patient-view")
 def lifestyle(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-LIFESTYLE (info), seed 000 ("smoking cessation, limit alcohol"); README
@@ -45,7 +55,8 @@ def lifestyle(record: PatientRecord, today: dt.date, settings: ClinicalSettings)
     status is unknown, not a smoker. The smoking-cessation referral suggestion
     is offered only to a current smoker."""
     habits: list[str] = []
-    support = record.care_done((t.SMOKING_CESSATION_CARE,), settings.done_within_months)
+    support = [c.fact() for c in record.care_done((t.SMOKING_CESSATION_CARE,), settings.done_within_months)]
+    support += cessation_medicine(record, today, settings)
     smoking = record.smoker is True and not support
     if smoking:
         habits.append(f"Current smoker (recorded {record.smoking_date or 'on an unknown date'})")
@@ -60,7 +71,7 @@ def lifestyle(record: PatientRecord, today: dt.date, settings: ClinicalSettings)
     why = bone_reasons(record, settings)
     if not why:
         return []
-    habits += [f"{support[-1].fact()} (smoking addressed)"] if support and record.smoker is True else []
+    habits += [f"{support[-1]} (smoking addressed)"] if support and record.smoker is True else []
     topics = " and ".join(w for w, on in (("stop smoking", smoking),
                                            ("limit alcohol", record.alcohol_excess is True)) if on)
     # New trigger: a new alcohol diagnosis. Not a smoking status (re-recorded at most visits)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, CareEvent, PatientRecord, add_months, within_months
+from cds_service.record import AgentExposure, CareEvent, PatientRecord, add_months, months_between, within_months
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
@@ -139,7 +139,8 @@ def dxa_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -
         due = add_months(last, months)
         if due > today:
             return []
-        why = f"last DXA on {last}, {_interval_text(months)} ago or more"
+        age = int(months_between(last, today))
+        why = f"last DXA on {last}, {age // 12 if age >= 36 else age} {'years' if age >= 36 else 'months'} ago"
         due_text = f"since {due}"
     review = (" At the same visit, review adherence, side effects and fracture risk."
               if population == "therapy" else "")

@@ -95,8 +95,8 @@ def _ckd_workup(draft: DraftOrder, agent: str) -> Suggestion:
 
 
 def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: DraftOrder, agent: str, *,
-                  zoledronate: bool = False, denosumab: bool = True,
-                  alendronate: bool = False) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
+                  zoledronate: bool = False, denosumab: bool = True, alendronate: bool = False,
+                  risedronate: bool = False) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
     """(YAML suggestion keys, built suggestions) replacing `draft` (delete + create), safest
     first; "remove" (delete only) last. Only alternatives the record does not rule out: no
     injection with known low calcium, no bisphosphonate unless kidney function is known to
@@ -112,6 +112,9 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
     built: tuple[Suggestion, ...] = ()
     reading = kidney(record, settings)
     hypoca = low_calcium(record, settings)
+    if risedronate and risedronate_within_label(record, settings) and not _oral_bp_problem(record) \
+            and not _active(record, "risedronate"):
+        keys.append("risedronate-instead")  # the same kind of drug, within its label: first
     if denosumab and not hypoca and not _active(record, "denosumab"):
         if reading.below(settings.egfr_denosumab_ckd):
             built = (_ckd_workup(draft, agent),)
@@ -209,7 +212,21 @@ def _renal_variables(record: PatientRecord, agent: str, indicator: str, settings
     }
 
 
-def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: bool, prefix: str) -> str:
+def risedronate_within_label(record: PatientRecord, settings: ClinicalSettings) -> bool:
+    """Kidney function known, below alendronate's limit (35) but not below risedronate's (30):
+    risedronate is the bisphosphonate still within its label there (Actonel: not recommended
+    below a creatinine clearance of 30 mL/min), as C-TX-BP offers it (ACP 2023 Rec 1a)."""
+    reading = kidney(record, settings)
+    return reading.known and not reading.below(settings.egfr_risedronate_min)
+
+
+def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: bool, prefix: str,
+                  agent: str = "") -> str:
+    if agent == "alendronate" and risedronate_within_label(record, settings):
+        return (f"{prefix} Risedronate 35 mg once weekly is labelled down to a creatinine clearance of "
+                f"{settings.egfr_risedronate_min:g} mL/min (Actonel): it keeps a bisphosphonate, the first choice "
+                "(ACP 2023, Recommendation 1a). Denosumab 60 mg every 6 months, with a serum calcium check before the "
+                "first dose, is the alternative.")
     if kidney(record, settings).below(settings.egfr_denosumab_ckd):
         return (f"{prefix} Denosumab is the usual alternative when a bisphosphonate is ruled out by kidney function, "
                 f"but at this level it needs the CKD-MBD plan first. {PROLIA24_TEXT}")
@@ -226,9 +243,10 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
     acute renal impairment -> critical (LABEL: Fosamax, Actonel, Boniva, Reclast; AACE20;
     SEED). Kidney function is the one kidney reading (second-pass 1): coded kidney
     failure, dialysis or CKD 4 count whatever the last lab says, then Cockcroft-Gault
-    creatinine clearance (the labels' own measure), then eGFR. Alternative: denosumab
-    60 mg every 6 months with a calcium check (TX-3; ACP23 Rec 2), or the PROLIA24 work-up
-    below 30."""
+    creatinine clearance (the labels' own measure), then eGFR. Alternatives: for alendronate
+    at 30 to below 35, risedronate 35 mg weekly first (Actonel label limit 30; ACP23 Rec 1a:
+    a bisphosphonate first; the same answer as C-TX-BP there); denosumab 60 mg every 6
+    months with a calcium check (TX-3; ACP23 Rec 2), or the PROLIA24 work-up below 30."""
     findings = []
     for draft, agent in ordered(record, RENAL_AGENTS):
         problem = _renal_problem(record, settings, agent)
@@ -239,9 +257,9 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
                                            f"{drug_title(agent)} is being ordered.")
             continue
         indicator, facts = problem
-        keys, built = _replacements(record, settings, draft, agent)
+        keys, built = _replacements(record, settings, draft, agent, risedronate=agent == "alendronate")
         advice = _renal_advice(record, settings, indicator == "critical",
-                               "Do not give it." if indicator == "critical" else "")
+                               "Do not give it." if indicator == "critical" else "", agent)
         findings.append(Finding(
             "C-SAFE-RENAL", facts=(draft_fact(draft, agent), *facts), indicator=indicator,
             variables=_renal_variables(record, agent, indicator, settings, f"{drug_title(agent)} is being ordered.",
@@ -271,7 +289,7 @@ def renal_active(record: PatientRecord, today: dt.date, settings: ClinicalSettin
             continue
         indicator, facts = problem
         advice = _renal_advice(record, settings, True,
-                               "Review the therapy: do not give the next dose at this kidney function.")
+                               "Review the therapy: do not give the next dose at this kidney function.", agent)
         findings.append(Finding(
             "C-SAFE-RENAL", facts=(since, *facts), indicator=indicator, suggestions=(),
             variables=_renal_variables(record, agent, indicator, settings, f"The patient is on {drug_label(agent)}.",

@@ -137,7 +137,7 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
         # Between 30 and 35: alendronate is not recommended (Fosamax), risedronate is within its label (Actonel).
         extra = extra + [f"{kidney_fact(reading, settings.egfr_alendronate_min, 'alendronate')}: risedronate, "
                          f"labelled down to {settings.egfr_risedronate_min:g}, is offered instead"]
-        suggestions = ("risedronate",)
+        suggestions = ("risedronate-first",)
         choice = {"first_choice": "risedronate 35 mg", "risedronate_label": "",
                   "suggested": (f"risedronate 35 mg by mouth once weekly (kidney function below "
                                 f"{settings.egfr_alendronate_min:g}: not alendronate)")}
@@ -379,10 +379,10 @@ def secondary_evaluation(record: PatientRecord, today: dt.date, settings: Clinic
     (ISCD via AACE20; the drug rules only treat the adult group); (ii) every man
     with osteoporosis (Endocrine Society 2012 men's guideline, memory, U),
     beside C-TX-BP / C-TX-ANABOLIC (the brief allows both for men >= 50).
-    Suggests the secondary-cause lab panel, coded by LOINC where the project
-    has the code (calcium, albumin, 25-OH vitamin D, eGFR, phosphate, ALP,
-    PTH) and by name for the rest (CBC, TSH, SPEP, celiac serology, urine
-    calcium, testosterone: not in brief section 8).
+    Suggests the secondary-cause lab panel, each test by its LOINC code (calcium,
+    albumin, 25-OH vitamin D, eGFR, phosphate, ALP, PTH; CBC, TSH, SPEP, celiac
+    serology, urine calcium, testosterone: not in brief section 8, confirmed in
+    public LOINC mappings, cards/C-SECONDARY-EVAL.yaml).
 
     Screen decision (DESIGN "quiet by default": no two cards order the same
     test): when C-LAB-BASELINE fires too, it owns the basic labs (eGFR,
