@@ -69,6 +69,7 @@ def reason(code="declined", system="https://example.org/reasons", comment=None):
 BAD_ENTRIES = [
     ("card", entry(card="c" * 65), "feedback[1].card: must be at most 64 characters, has 65"),
     ("card NUL", entry(card="card\u0000x"), "feedback[1].card: must not contain control characters"),
+    ("card trailing newline", entry(card="card\n"), "feedback[1].card: must not contain control characters"),
     ("timestamp", entry(outcomeTimestamp="2026-01-01T00:00:00." + "1" * 60 + "Z"),
      "feedback[1].outcomeTimestamp: must be an RFC 3339 date-time such as 2025-06-01T14:03:27Z"),
     ("code", entry(overrideReason=reason(code="c" * 129)),
