@@ -33,7 +33,7 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cds_service import plausibility
@@ -170,21 +170,26 @@ class _CodeMemo:
         return found
 
     def wanted(self, resource: Mapping[str, Any]) -> frozenset[str] | None:
-        rtype = resource["resourceType"]
+        return self.wanted_by_concept(resource, resource["resourceType"])[0]
+
+    def wanted_by_concept(self, resource: Mapping[str, Any], rtype: str
+                          ) -> tuple[frozenset[str] | None, tuple[Any, ...], list[frozenset[str]]]:
+        """wanted(), with the concepts looked at and each one's value sets (the
+        Observation reader needs them again, per concept)."""
         want = WANTS.get(rtype, READ_ALL)
         if not want.sets:
-            return _NONE
+            return _NONE, (), []
         concepts = want.where(resource)
+        hits = [self.sets_of(rtype, concept) for concept in concepts]
         found = _NONE
-        for concept in concepts:
-            hit = self.sets_of(rtype, concept)
+        for hit in hits:
             if hit:
                 found = found | hit if found else hit
         if found:
-            return found
+            return found, concepts, hits
         if want.names is not None and want.names(" | ".join(t.concept_text(c) for c in concepts)):
-            return _NONE
-        return None
+            return _NONE, concepts, hits
+        return None, concepts, hits
 
 
 _NONE: frozenset[str] = frozenset()
@@ -646,26 +651,31 @@ def _quantity(value: Any) -> tuple[float, str] | None:
     return None
 
 
-def _iter_resources(value: Any) -> Iterator[Any]:
-    """Resources in a prefetch value: a resource, a Bundle (any type), None."""
-    return (resource for _, resource in _iter_entries(value))
-
-
-def _iter_entries(value: Any, full_url: Any = None) -> Iterator[tuple[Any, Any]]:
-    """(fullUrl, resource) pairs of a prefetch value; fullUrl is None outside a Bundle."""
+def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> None:
+    """The (fullUrl, resource) pairs of a prefetch value (a resource, a Bundle of any
+    type, None) appended to `out`; fullUrl is None outside a Bundle. A loop, not nested
+    generators (hot on long charts). On a malformed Bundle it raises, with the entries
+    before the fault already in `out`."""
     if value is None:
         return
-    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        for entry in value.get("entry") or ():
-            if isinstance(entry, dict) and entry.get("resource") is not None:
-                # search-mode "outcome" entries (OperationOutcome) carry no patient data
-                if (entry.get("search") or {}).get("mode") == "outcome":
-                    continue
-                yield from _iter_entries(entry["resource"], entry.get("fullUrl"))
-            elif entry is not None:
-                yield None, entry  # malformed entry: counted by the caller
+    if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+        out.append((full_url, value))
         return
-    yield full_url, value
+    for entry in value.get("entry") or ():
+        if isinstance(entry, dict):
+            resource = entry.get("resource")
+            if resource is not None:
+                search = entry.get("search")
+                # search-mode "outcome" entries (OperationOutcome) carry no patient data
+                if search and search.get("mode") == "outcome":
+                    continue
+                if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+                    _collect_entries(resource, entry.get("fullUrl"), out)
+                else:
+                    out.append((entry.get("fullUrl"), resource))
+                continue
+        if entry is not None:
+            out.append((None, entry))  # malformed entry: counted by the caller
 
 
 # ---------------------------------------------------------------------------
@@ -747,18 +757,22 @@ class _Builder:
         self.cancelled: list[MedEvent] = []
         self.care: list[CareEvent] = []
         self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
+        self.concepts: tuple[Any, ...] = ()  # its concepts `wanted` looked at, and the value sets of each
+        self.concept_sets: list[frozenset[str]] = []
+        self.ref = ""  # its "Type/id"
         self.codes = _codes()
 
     # --- dispatch -----------------------------------------------------------
     def add(self, resource: Any) -> None:
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not isinstance(rtype, str):
             self.skipped.append("?/?")
             return
-        key = _ref(resource)
-        if resource.get("id") and key in self.seen:  # same resource under two prefetch keys
+        key = f"{rtype}/{resource.get('id', '?')}"  # _ref(resource)
+        if key in self.seen and resource.get("id"):  # same resource under two prefetch keys
             return
         self.seen.add(key)
-        reader = getattr(self, "_read_" + resource["resourceType"], None)
+        reader = _READERS.get(rtype)
         if reader is None:
             return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
         if self.binding is not None:
@@ -767,17 +781,25 @@ class _Builder:
                 self.ignored.append((key, reason))
                 return
         try:
-            found = self.codes.wanted(resource)
+            found, self.concepts, self.concept_sets = self.codes.wanted_by_concept(resource, rtype)
         except Exception:  # noqa: BLE001 - e.g. a code that is a list: unreadable, as in a reader
             self.skipped.append(key)
             return
         if found is None:
             return  # nothing any rule reads: dropped before dates and values
         self.found = found
+        self.ref = key
         try:
-            reader(resource)
+            reader(self, resource)
         except Exception:  # noqa: BLE001 - tolerant reader: one bad resource never fails the call
             self.skipped.append(key)
+
+    def _sets_of(self, concept: Any) -> frozenset[str]:
+        """The Observation value sets of one of the resource's concepts, as `add` found them."""
+        for seen, sets in zip(self.concepts, self.concept_sets, strict=True):
+            if seen is concept:
+                return sets
+        return self.codes.sets_of("Observation", concept)
 
     def _date_ok(self, when: dt.date | None, ref: str) -> bool:
         """False (and the resource counted as ignored) for a future or impossible date."""
@@ -801,7 +823,7 @@ class _Builder:
     def _read_Observation(self, res: Mapping[str, Any]) -> None:
         if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
             return
-        ref = _ref(res)
+        ref = self.ref
         when = _effective(res)
         if not self._date_ok(when, ref):
             return
@@ -820,7 +842,7 @@ class _Builder:
 
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
                            ref: str, res: Mapping[str, Any]) -> None:
-        sets = sorted(v for v in self.codes.sets_of("Observation", concept) if not v.startswith(FRACTURE_SETS))
+        sets = _value_sets_in_order(self._sets_of(concept))
         qty = _quantity(holder.get("valueQuantity"))
         comparator = (holder.get("valueQuantity") or {}).get("comparator") if qty else None
         if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
@@ -943,7 +965,7 @@ class _Builder:
         active = not clinical or any(c in ACTIVE_CLINICAL for c in clinical)
         when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
                            res.get("recordedDate"))
-        ref = _ref(res)
+        ref = self.ref
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
@@ -987,10 +1009,10 @@ class _Builder:
             return
         when = _first_date(res.get("performedDateTime"), _period_start(res.get("performedPeriod")),
                            _period_end(res.get("performedPeriod")))
-        if not self._date_ok(when, _ref(res)):
+        if not self._date_ok(when, self.ref):
             return
         code = res.get("code")
-        ref = _ref(res)
+        ref = self.ref
         if t.is_dxa_concept(code):
             self._dxa(when)
         # Groups by code: a dialysis Procedure (SNOMED CT or CPT, condition-dialysis) is kidney failure.
@@ -1002,7 +1024,7 @@ class _Builder:
     # --- Care on record: orders, referrals, visits (second-pass 7) ------------
     def _add_care(self, kinds: Iterable[str], when: dt.date | None, res: Mapping[str, Any]) -> None:
         for kind in sorted(kinds):
-            self.care.append(CareEvent(kind, when, res["resourceType"], _ref(res)))
+            self.care.append(CareEvent(kind, when, res["resourceType"], self.ref))
 
     def _booked(self, day: dt.date | None) -> dt.date | None:
         """A date that may lie ahead (an order's occurrence, a booked visit): from today on it
@@ -1016,7 +1038,7 @@ class _Builder:
         if not kinds:
             return
         authored = parse_date(res.get("authoredOn"))
-        if authored is not None and not self._date_ok(authored, _ref(res)):
+        if authored is not None and not self._date_ok(authored, self.ref):
             return
         period = res.get("occurrencePeriod")
         when = authored or self._booked(_first_date(res.get("occurrenceDateTime"), _period_start(period)))
@@ -1041,7 +1063,7 @@ class _Builder:
         for agent in match.agents:
             daily = glucocorticoid_daily_mg(res, concept) if agent == "corticosteroid" else None
             (self.events if into is None else into).append(
-                MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], _ref(res), status,
+                MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], self.ref, status,
                          start, end, dose_date, match.oncology, reason, daily, supply_end))
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
@@ -1049,7 +1071,7 @@ class _Builder:
         if status in ("entered-in-error", "draft"):
             return
         # A future start is a planned course (kept); a future authoredOn is an impossible record.
-        if not self._date_ok(parse_date(res.get("authoredOn")), _ref(res)):
+        if not self._date_ok(parse_date(res.get("authoredOn")), self.ref):
             return
         if status == "cancelled":
             # No dose was given under it (FHIR), so no exposure; but it records a decision
@@ -1071,7 +1093,7 @@ class _Builder:
         if status not in ("completed", "in-progress"):
             return  # not-done, stopped before given, entered-in-error: no dose
         when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")))
-        if not self._date_ok(when, _ref(res)):
+        if not self._date_ok(when, self.ref):
             return
         self._add_med(res, "completed", when, None, when)
 
@@ -1082,7 +1104,7 @@ class _Builder:
         period = res.get("effectivePeriod")
         single = parse_date(res.get("effectiveDateTime"))
         start = single or parse_date(_period_start(period))
-        if not self._date_ok(start, _ref(res)):
+        if not self._date_ok(start, self.ref):
             return
         end = parse_date(_period_end(period))
         self._add_med(res, status, start, end, single or end)
@@ -1234,6 +1256,10 @@ class _Builder:
         return out
 
 
+# Resource type -> its reader (a `_read_<Type>` method of _Builder).
+_READERS: dict[str, Callable[[_Builder, Mapping[str, Any]], None]] = {
+    name.removeprefix("_read_"): method for name, method in vars(_Builder).items() if name.startswith("_read_")}
+
 # Codes that record a past fracture (Z87.310 personal history of osteoporosis fracture).
 HISTORY_FRACTURE_SET = "fracture-history"
 
@@ -1301,6 +1327,21 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
         refs=tuple(dict.fromkeys(event.refs + (other.ref,))),
         noted=None if event.date else min((d for d in (event.noted, other.noted) if d), default=None),
     )
+
+
+_IN_ORDER: dict[frozenset[str], tuple[str, ...]] = {}
+
+
+def _value_sets_in_order(found: frozenset[str]) -> tuple[str, ...]:
+    """An Observation's value sets, fracture sets left out, sorted (the order they are
+    tried in); remembered, since a chart repeats a handful of them."""
+    ordered = _IN_ORDER.get(found)
+    if ordered is None:
+        ordered = tuple(sorted(v for v in found if not v.startswith(FRACTURE_SETS)))
+        if len(_IN_ORDER) >= 10_000:
+            _IN_ORDER.clear()
+        _IN_ORDER[found] = ordered
+    return ordered
 
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:
@@ -1620,7 +1661,7 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     skipped = []
     for value in (prefetch or {}).values():
         try:
-            entries.extend(_iter_entries(value))
+            _collect_entries(value, None, entries)
         except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
             skipped.append("Bundle/?")
     binding = None
@@ -1637,7 +1678,9 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
 
 def drafts_from_context(context: Mapping[str, Any]) -> list[Any]:
     """Resources of context.draftOrders (a Bundle); [] when absent or malformed."""
+    entries: list[tuple[Any, Any]] = []
     try:
-        return list(_iter_resources((context or {}).get("draftOrders")))
+        _collect_entries((context or {}).get("draftOrders"), None, entries)
     except Exception:  # noqa: BLE001 - e.g. entry not a list: nothing to judge, never a crash
         return []
+    return [resource for _, resource in entries]
