@@ -635,6 +635,9 @@ def _period_end(period: Any) -> Any:
 
 
 def _effective(res: Mapping[str, Any]) -> dt.date | None:
+    when = parse_date(res.get("effectiveDateTime"))  # the usual one, first without the rest
+    if when:
+        return when
     return _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")),
                        _period_end(res.get("effectivePeriod")), res.get("effectiveInstant"), res.get("issued"))
 
@@ -761,6 +764,7 @@ class _Builder:
         self.concept_sets: list[frozenset[str]] = []
         self.ref = ""  # its "Type/id"
         self.codes = _codes()
+        self.believable = plausibility.believable_dates(today)
 
     # --- dispatch -----------------------------------------------------------
     def add(self, resource: Any) -> None:
@@ -803,6 +807,8 @@ class _Builder:
 
     def _date_ok(self, when: dt.date | None, ref: str) -> bool:
         """False (and the resource counted as ignored) for a future or impossible date."""
+        if when is None or self.believable[0] <= when <= self.believable[1]:
+            return True  # plausibility.date_problem would say None: the usual case, without a call
         problem = plausibility.date_problem(when, self.today)
         if problem:
             self.ignored.append((ref, problem))
@@ -829,7 +835,7 @@ class _Builder:
             return
         code = res.get("code")
         # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
-        if any(v.startswith(FRACTURE_SETS) for v in self.found):
+        if _has_fracture_set(self.found):
             for concept in (code, res.get("valueCodeableConcept")):
                 frac = t.classify_fracture(concept)
                 if frac:
@@ -843,8 +849,9 @@ class _Builder:
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
                            ref: str, res: Mapping[str, Any]) -> None:
         sets = _value_sets_in_order(self._sets_of(concept))
-        qty = _quantity(holder.get("valueQuantity"))
-        comparator = (holder.get("valueQuantity") or {}).get("comparator") if qty else None
+        quantity = holder.get("valueQuantity")
+        qty = _quantity(quantity)
+        comparator = quantity.get("comparator") if qty else None
         if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
             qty = (float(holder["valueInteger"]), "")
         if qty is None and EGFR_SET in sets and isinstance(holder.get("valueString"), str):
@@ -1123,8 +1130,7 @@ class _Builder:
         fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
                                           s.fracture_event_window_days))
         conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
-        labs = {name: tuple(sorted(values, key=lambda lab: (*_by_date(lab), _same_day_rank(lab))))
-                for name, values in self.labs.items()}
+        labs = {name: tuple(sorted(values, key=_lab_order)) for name, values in self.labs.items()}
         labs = self._corrected_calcium(labs)
         medications = self._exposures()
         smoking = sorted(self.smoking, key=lambda x: x[0] or dt.date.min)
@@ -1332,6 +1338,20 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
 _IN_ORDER: dict[frozenset[str], tuple[str, ...]] = {}
 
 
+_WITH_FRACTURE: dict[frozenset[str], bool] = {}
+
+
+def _has_fracture_set(found: frozenset[str]) -> bool:
+    """Is one of these value sets a fracture set? (Remembered like _value_sets_in_order.)"""
+    has = _WITH_FRACTURE.get(found)
+    if has is None:
+        has = any(v.startswith(FRACTURE_SETS) for v in found)
+        if len(_WITH_FRACTURE) >= 10_000:
+            _WITH_FRACTURE.clear()
+        _WITH_FRACTURE[found] = has
+    return has
+
+
 def _value_sets_in_order(found: frozenset[str]) -> tuple[str, ...]:
     """An Observation's value sets, fracture sets left out, sorted (the order they are
     tried in); remembered, since a chart repeats a handful of them."""
@@ -1354,6 +1374,11 @@ _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 
 
+def _lab_order(lab: Lab) -> tuple[bool, dt.date, float]:
+    """Oldest first (undated first), then _same_day_rank."""
+    return (lab.date is not None, lab.date or dt.date.min, _same_day_rank(lab))
+
+
 def _same_day_rank(lab: Lab) -> float:
     """Order of results of one lab on one day, the one the rules read last. One draw can
     report several: a fractionated 25-OH vitamin D gives the total beside its D2 and D3
@@ -1362,7 +1387,7 @@ def _same_day_rank(lab: Lab) -> float:
     is the total (no fraction reads as a deficiency); the lowest eGFR is the race-free,
     conservative one (NKF-ASN 2021 task force). Review: which one the rules read had
     depended on the order the server listed them in."""
-    return {"vitamin_d": lab.value, "egfr": -lab.value}.get(lab.name, 0.0)
+    return lab.value if lab.name == "vitamin_d" else -lab.value if lab.name == "egfr" else 0.0
 
 
 def _age(birth: dt.date, on: dt.date) -> int:
