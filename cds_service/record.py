@@ -33,6 +33,7 @@ import functools
 import logging
 import math
 import re
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -145,6 +146,32 @@ class _CodeMemo:
     def __init__(self, terminology: Any) -> None:
         self.terminology = terminology
         self.memo: dict[tuple[str, str, str], frozenset[str]] = {}
+        self.readings: dict[tuple[Any, ...], Any] = {}
+        self.names: dict[tuple[str, str], bool] = {}
+
+    def reading(self, read: Callable[[Any], Any], concept: Any) -> Any:
+        """read(concept), remembered by all that `read` may look at: the concept's codings
+        and its text (terminology reads nothing else of a CodeableConcept). Long charts
+        repeat a few codes many times; this saves the name searches of each."""
+        key = (read, _concept_key(concept))
+        found = self.readings.get(key, _UNREAD)
+        if found is _UNREAD:
+            found = read(concept)
+            if len(self.readings) >= self.LIMIT:
+                self.readings.clear()
+            self.readings[key] = found
+        return found
+
+    def names_in(self, rtype: str, test: Callable[[str], bool], text: str) -> bool:
+        """test(text) for a resource none of whose codes is known, remembered by the text."""
+        key = (rtype, text)
+        found = self.names.get(key)
+        if found is None:
+            found = test(text)
+            if len(self.names) >= self.LIMIT:
+                self.names.clear()
+            self.names[key] = found
+        return found
 
     def sets_of(self, rtype: str, concept: Any) -> frozenset[str]:
         """The value sets of `rtype`'s WANTS line that the codings of a CodeableConcept are in."""
@@ -187,13 +214,25 @@ class _CodeMemo:
                 found = found | hit if found else hit
         if found:
             return found, concepts, hits
-        if want.names is not None and want.names(" | ".join(t.concept_text(c) for c in concepts)):
+        if want.names is not None and self.names_in(rtype, want.names, " | ".join(t.concept_text(c) for c in concepts)):
             return _NONE, concepts, hits
         return None, concepts, hits
 
 
 _NONE: frozenset[str] = frozenset()
+_UNREAD = object()
 _memo: list[_CodeMemo] = []
+
+
+def _concept_key(concept: Any) -> tuple[tuple[tuple[str, str], ...], str] | None:
+    """What terminology reads of a CodeableConcept: (system, code) of each coding, as given,
+    and the lower-cased text with the displays (t.concept_text). None for a non-object,
+    which every reader takes as a concept without codes or text."""
+    if not isinstance(concept, dict):
+        return None
+    codes = tuple((str(coding.get("system") or ""), coding["code"]) for coding in concept.get("coding") or ()
+                  if isinstance(coding, dict) and isinstance(coding.get("code"), str))
+    return codes, t.concept_text(concept)
 
 
 def _codes() -> _CodeMemo:
@@ -210,6 +249,27 @@ def _codes() -> _CodeMemo:
 # Record types
 # ---------------------------------------------------------------------------
 
+
+def _quick_init(cls: type) -> type:
+    """A frozen dataclass with an __init__ that fills the instance's __dict__ directly.
+    The generated one calls object.__setattr__ per field (past the frozen guard), about
+    twice as slow: a long chart makes thousands of these. Everything else (frozen
+    attributes, equality, hashing, repr, replace()) stays the dataclass's own."""
+    fields = dataclasses.fields(cls)
+    defaults = {f"_default_{f.name}": f.default for f in fields if f.default is not dataclasses.MISSING}
+    if any(f.default_factory is not dataclasses.MISSING or not f.init for f in fields):
+        raise TypeError(f"{cls.__name__}: default_factory and init=False fields are not handled here")
+    params = ", ".join(f.name + (f"=_default_{f.name}" if f"_default_{f.name}" in defaults else "") for f in fields)
+    stores = "".join(f"\n    d[{f.name!r}] = {f.name}" for f in fields)
+    namespace = dict(defaults)
+    exec(f"def __init__(self, {params}):\n    d = self.__dict__{stores}\n", namespace)  # noqa: S102
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class BmdScore:
     site: str        # LS / FN / TH / RADIUS / CALCANEUS
@@ -222,6 +282,7 @@ class BmdScore:
         return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {as_written(self.value, 1)} on {_d(self.date)}"
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Frax:
     kind: str        # "mof" or "hip"
@@ -235,6 +296,7 @@ class Frax:
         return f"FRAX 10-year {label} probability {percent}% on {_d(self.date)}"
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Fracture:
     """One fracture event. Codings, Conditions and Observations describing the
@@ -268,6 +330,7 @@ class Fracture:
         return f"{text[0].upper()}{text[1:]} {when}"
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class ConditionHit:
     group: str         # a `condition-*` value set as a group name (terminology.group_of)
@@ -277,6 +340,7 @@ class ConditionHit:
     ref: str
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Lab:
     name: str          # LAB_LABELS keys: egfr, creatinine, calcium, calcium_corrected, albumin, ...
@@ -315,6 +379,7 @@ LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "
              "weight": "kg", "bmi": "kg/m2", "alp": "U/L"}
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class FallConcern:
     """A fear-of-falling score (FES-I 16-64 or Short FES-I 7-28)."""
@@ -325,6 +390,7 @@ class FallConcern:
     ref: str
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Surgery:
     date: dt.date | None
@@ -332,6 +398,7 @@ class Surgery:
     ref: str
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class CareEvent:
     """Care on record that may already answer an info card (second-pass 7): an
@@ -353,6 +420,7 @@ CARE_LABELS = {t.PT_CARE: "Physical therapy", t.EXERCISE_CARE: "Exercise program
                t.DXA_CARE: "DXA"}
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class MedEvent:
     """One medication resource, as exposure to one agent."""
@@ -371,6 +439,7 @@ class MedEvent:
     supply_end: dt.date | None = None  # MedicationRequest: last day its dispenses cover (expectedSupplyDuration x fills)
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class AgentExposure:
     agent: str
@@ -390,6 +459,7 @@ class AgentExposure:
         return self.exposure_days / 30.4375
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class BinaryResult:
     """A positive / negative result: a fall-risk screen, a pregnancy test."""
@@ -403,6 +473,7 @@ FallRisk = BinaryResult
 PregnancyTest = BinaryResult
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class DraftOrder:
     resource_type: str
@@ -417,6 +488,7 @@ class DraftOrder:
     planned: dt.date | None = None  # when the order is for, if it says so (timing event / bounds / occurrence)
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class PatientRecord:
     today: dt.date
@@ -976,9 +1048,9 @@ class _Builder:
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
-        frac = t.classify_fracture(code)
+        frac, history, groups, follow_up = self.codes.reading(_condition_code, code)
         if frac:
-            if _history_code(frac.code):
+            if history:
                 # A "personal history of (healed) fracture" dates the entry, not the fracture
                 # (EHRs and Synthea fill onset with the day it was noted). Review: Z87.310 noted
                 # on alendronate read as a new fracture on therapy (C-TX-FAILURE), and as a recent
@@ -995,11 +1067,11 @@ class _Builder:
                 self._add_fracture(frac, when, ref)
         # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
         # the visit, not the event: the condition is on record, its date unknown.
-        self._add_groups(code, None if t.follow_up_concept(code) else when, active, ref)
+        self._add_groups(groups, None if follow_up else when, active, ref)
 
-    def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
-        for group in t.condition_groups(code):
-            shown = _shown_code(code, t.value_set_of(group))
+    def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str) -> None:
+        """ConditionHits of a code's (group, shown code) pairs (_condition_groups)."""
+        for group, shown in groups:
             self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
@@ -1018,15 +1090,16 @@ class _Builder:
                            _period_end(res.get("performedPeriod")))
         if not self._date_ok(when, self.ref):
             return
-        code = res.get("code")
         ref = self.ref
-        if t.is_dxa_concept(code):
+        dxa, groups, surgery, care = self.codes.reading(_procedure_code, res.get("code"))
+        if dxa:
             self._dxa(when)
         # Groups by code: a dialysis Procedure (SNOMED CT or CPT, condition-dialysis) is kidney failure.
-        self._add_groups(code, when, True, ref)
-        if t.is_surgery(code, res.get("category")):
-            self.surgeries.append(Surgery(when, (t.concept_text(code).split(" | ") or ["surgery"])[0] or "surgery", ref))
-        self._add_care(t.care_kinds(code) - {t.DXA_CARE}, when, res)  # a DXA done is a DXA date (above)
+        self._add_groups(groups, when, True, ref)
+        category = res.get("category")
+        if surgery.operation or (category is not None and t.is_surgery(None, category)):
+            self.surgeries.append(Surgery(when, surgery.name, ref))
+        self._add_care(care, when, res)
 
     # --- Care on record: orders, referrals, visits (second-pass 7) ------------
     def _add_care(self, kinds: Iterable[str], when: dt.date | None, res: Mapping[str, Any]) -> None:
@@ -1265,6 +1338,31 @@ class _Builder:
 # Resource type -> its reader (a `_read_<Type>` method of _Builder).
 _READERS: dict[str, Callable[[_Builder, Mapping[str, Any]], None]] = {
     name.removeprefix("_read_"): method for name, method in vars(_Builder).items() if name.startswith("_read_")}
+
+class _SurgeryName(typing.NamedTuple):
+    operation: bool  # the code's name reads as an operation (t.is_surgery without a category)
+    name: str        # the name a Surgery takes
+
+
+def _condition_groups(code: Any) -> tuple[tuple[str, str], ...]:
+    """(group, the code a fact shows) for each condition group of a code."""
+    return tuple((group, _shown_code(code, t.value_set_of(group))) for group in t.condition_groups(code))
+
+
+def _condition_code(code: Any) -> tuple[t.FractureCode | None, bool, tuple[tuple[str, str], ...], bool]:
+    """What a Condition's code says (for _CodeMemo.reading): its fracture, whether that is a
+    history-of-fracture code, its condition groups, and whether it is a follow-up code."""
+    frac = t.classify_fracture(code)
+    return frac, bool(frac) and _history_code(frac.code), _condition_groups(code), t.follow_up_concept(code)
+
+
+def _procedure_code(code: Any) -> tuple[bool, tuple[tuple[str, str], ...], _SurgeryName, tuple[str, ...]]:
+    """What a Procedure's code says (for _CodeMemo.reading): a DXA, its condition groups, an
+    operation by its name, and the kinds of care it is (a DXA done is a DXA date, not care)."""
+    name = (t.concept_text(code).split(" | ") or ["surgery"])[0] or "surgery"
+    return (t.is_dxa_concept(code), _condition_groups(code), _SurgeryName(t.is_surgery(code, None), name),
+            tuple(sorted(t.care_kinds(code) - {t.DXA_CARE})))
+
 
 # Codes that record a past fracture (Z87.310 personal history of osteoporosis fracture).
 HISTORY_FRACTURE_SET = "fracture-history"
