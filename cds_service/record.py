@@ -148,6 +148,7 @@ class _CodeMemo:
         self.memo: dict[tuple[str, str, str], frozenset[str]] = {}
         self.readings: dict[tuple[Any, ...], Any] = {}
         self.names: dict[tuple[str, str], bool] = {}
+        self.factors: dict[tuple[str, str], float | None] = {}
 
     def reading(self, read: Callable[[Any], Any], concept: Any) -> Any:
         """read(concept), remembered by all that `read` may look at: the concept's codings
@@ -161,6 +162,18 @@ class _CodeMemo:
                 self.readings.clear()
             self.readings[key] = found
         return found
+
+    def factor(self, value_set: str, unit: str) -> float | None:
+        """The factor t.convert multiplies a value in `unit` by (None: a unit the set does not
+        know), found by converting 1.0: x * (1.0 * f) is x * f exactly."""
+        key = (value_set, unit)
+        found = self.factors.get(key, _UNREAD)
+        if found is _UNREAD:
+            found = t.convert(value_set, 1.0, unit)
+            if len(self.factors) >= self.LIMIT:
+                self.factors.clear()
+            self.factors[key] = found
+        return found  # type: ignore[return-value]
 
     def names_in(self, rtype: str, test: Callable[[str], bool], text: str) -> bool:
         """test(text) for a resource none of whose codes is known, remembered by the text."""
@@ -715,15 +728,18 @@ def _effective(res: Mapping[str, Any]) -> dt.date | None:
 
 
 def _quantity(value: Any) -> tuple[float, str] | None:
-    if isinstance(value, dict) and isinstance(value.get("value"), (int, float)) and not isinstance(value.get("value"), bool):
-        unit = value.get("code") or value.get("unit") or ""
-        try:
-            number = float(value["value"])
-        except OverflowError:  # an integer too large for a float
-            return None
-        # NaN/Infinity (a FHIR server's JSON may carry them) are not values: unknown.
-        return (number, str(unit).strip()) if math.isfinite(number) else None
-    return None
+    if not isinstance(value, dict):
+        return None
+    number = value.get("value")
+    if not isinstance(number, (int, float)) or isinstance(number, bool):
+        return None
+    unit = value.get("code") or value.get("unit") or ""
+    try:
+        number = float(number)
+    except OverflowError:  # an integer too large for a float
+        return None
+    # NaN/Infinity (a FHIR server's JSON may carry them) are not values: unknown.
+    return (number, str(unit).strip()) if math.isfinite(number) else None
 
 
 def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> None:
@@ -872,10 +888,17 @@ class _Builder:
 
     def _sets_of(self, concept: Any) -> frozenset[str]:
         """The Observation value sets of one of the resource's concepts, as `add` found them."""
-        for seen, sets in zip(self.concepts, self.concept_sets, strict=True):
+        for i, seen in enumerate(self.concepts):
             if seen is concept:
-                return sets
+                return self.concept_sets[i]
         return self.codes.sets_of("Observation", concept)
+
+    def _lab_value(self, value_set: str, value: float, unit: str, concept: Any) -> float | None:
+        """lab_value(), with the unit's factor remembered (a chart writes a few units many times)."""
+        if not unit or LAB_SETS.get(value_set, "") in _UNITS_NOT_CHECKED:
+            return lab_value(value_set, value, unit, concept)
+        factor = self.codes.factor(value_set, unit)
+        return None if factor is None else value * factor
 
     def _date_ok(self, when: dt.date | None, ref: str) -> bool:
         """False (and the resource counted as ignored) for a future or impossible date."""
@@ -948,13 +971,13 @@ class _Builder:
                 self._frax(value_set.removeprefix("frax-"), qty, when, ref)
                 return
             if value_set in LAB_SETS and qty:
-                v = lab_value(value_set, qty[0], qty[1], concept)
+                v = self._lab_value(value_set, qty[0], qty[1], concept)
                 if v is not None:
                     name = LAB_SETS[value_set]
                     if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
                         high = _reference_high(holder)
                         self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
-                                  high=lab_value(value_set, high, qty[1], concept) if high is not None else None)
+                                  high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None)
                     else:
                         self._lab(name, v, when, ref, comparator=comparator)
                 return
@@ -1013,7 +1036,9 @@ class _Builder:
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str, *, high: float | None = None,
              flag: str = "", comparator: str = "") -> None:
-        if not self._value_ok(name, value, ref):
+        low, top = plausibility.RANGES[name]  # _value_ok, inline: labs are most of a chart
+        if not low <= value <= top:
+            self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
         self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag,
                                                   comparator))
