@@ -1161,10 +1161,11 @@ class _Builder:
     def _add_med(self, res: Mapping[str, Any], status: str, start: dt.date | None, end: dt.date | None,
                  dose_date: dt.date | None, into: list[MedEvent] | None = None,
                  supply_end: dt.date | None = None) -> None:
-        concept = medication_concept(res)
+        # The medication concept `add` looked at (WANTS: _MEDICATION), not built again.
+        concept = self.concepts[0] if len(self.concepts) == 1 else medication_concept(res)
         match = t.classify_medication(concept)
-        reason = " ".join(t.concept_text(r) for r in (res.get("statusReason") if isinstance(res.get("statusReason"), list)
-                                                       else [res.get("statusReason")]))
+        why = res.get("statusReason")
+        reason = "" if why is None else " ".join(t.concept_text(r) for r in (why if isinstance(why, list) else [why]))
         for agent in match.agents:
             daily = glucocorticoid_daily_mg(res, concept) if agent == "corticosteroid" else None
             (self.events if into is None else into).append(
@@ -1176,18 +1177,20 @@ class _Builder:
         if status in ("entered-in-error", "draft"):
             return
         # A future start is a planned course (kept); a future authoredOn is an impossible record.
-        if not self._date_ok(parse_date(res.get("authoredOn")), self.ref):
+        authored = parse_date(res.get("authoredOn"))
+        if not self._date_ok(authored, self.ref):
             return
         if status == "cancelled":
             # No dose was given under it (FHIR), so no exposure; but it records a decision
             # (e.g. denosumab cancelled = stopped, C-DMAB-STOP).
-            self._add_med(res, status, parse_date(res.get("authoredOn")), None, None, into=self.cancelled)
+            self._add_med(res, status, authored, None, None, into=self.cancelled)
             return
         dosage = (res.get("dosageInstruction") or [{}])[0] or {}
         bounds = (((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod")) if isinstance(dosage, dict) else None
         dispense = res.get("dispenseRequest") or {}
-        start = _first_date(_period_start(bounds), res.get("authoredOn"), _period_start(dispense.get("validityPeriod")))
-        end = _first_date(_period_end(bounds), _period_end(dispense.get("validityPeriod")))
+        validity = dispense.get("validityPeriod")
+        start = parse_date(_period_start(bounds)) or authored or parse_date(_period_start(validity))  # _first_date
+        end = _first_date(_period_end(bounds), _period_end(validity))
         supply_end = _supply_end(start, dispense)
         if end is None and status in ("completed", "stopped"):
             end = supply_end
