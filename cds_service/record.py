@@ -220,7 +220,8 @@ class _CodeMemo:
         if not want.sets:
             return _NONE, (), []
         concepts = want.where(resource)
-        hits = [self.sets_of(rtype, concept) for concept in concepts]
+        sets_of = self.sets_of
+        hits = [_NONE if concept is None else sets_of(rtype, concept) for concept in concepts]
         found = _NONE
         for hit in hits:
             if hit:
