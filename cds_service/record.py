@@ -1041,8 +1041,12 @@ class _Builder:
         if not low <= value <= top:
             self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
-        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag,
-                                                  comparator))
+        lab = Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag, comparator)
+        values = self.labs.get(name)
+        if values is None:
+            self.labs[name] = [lab]
+        else:
+            values.append(lab)
 
     def _dxa(self, when: dt.date | None) -> None:
         if when:
