@@ -137,6 +137,7 @@ def test_outside_the_prefetch_a_long_integer_stays_exact():
     b'{"prefetch": {"a": 1}',
     b'{"prefetch" : \t{"a": 1} \n}\r\n',
     b'{"prefetch": []}', b'{"prefetch": {"a": 1}, "prefetch": []}',
+    b'\xef\xbb\xbf{"hook": "h", "prefetch": {"p": {"a": 1, "a": 2}}}', '{"prefetch": {"a": 1}}'.encode("utf-16"),
     b'["prefetch", {"a": 1}]',
     b'{"a": {"prefetch": {"b": 1}}}',
     b'{"prefetch": {"a": NaN}}', b'{"prefetch": {"a": "\\ud800"}}', b'{"prefetch": {"a": 1e400}}',
