@@ -436,6 +436,17 @@ class CareEvent:
         return f"{CARE_LABELS.get(self.kind, self.kind)} {what} on {_d(self.date)}"
 
 
+# A ServiceRequest is care arranged only when it is an order in force (FHIR R4 request-intent,
+# request-status). Intents: an order (and its kinds original-, reflex-, filler-, instance-order)
+# or a directive authorises care; a proposal, a plan or an option only suggests it (review: a
+# PT "proposal" kept C-EXERCISE quiet). Statuses: active and completed. Not draft, revoked,
+# entered-in-error; not on-hold (FHIR: the authorisation to act is temporarily withdrawn); not
+# unknown (FHIR: the sender does not know which status applies, and most of them mean no care).
+# An absent intent (required in R4) is not known to be an order either.
+ARRANGING_INTENTS = frozenset({"order", "original-order", "reflex-order", "filler-order", "instance-order",
+                               "directive"})
+ARRANGED_STATUSES = frozenset({"active", "completed"})
+
 CARE_LABELS = {t.PT_CARE: "Physical therapy", t.EXERCISE_CARE: "Exercise programme",
                t.OT_CARE: "Occupational therapy", t.FALL_ASSESSMENT_CARE: "Fall-risk assessment",
                t.SMOKING_CESSATION_CARE: "Smoking-cessation support", t.DIETITIAN_CARE: "Dietitian",
@@ -1150,8 +1161,8 @@ class _Builder:
         return min(day, self.today) if day else None
 
     def _read_ServiceRequest(self, res: Mapping[str, Any]) -> None:
-        if res.get("status") in ("draft", "entered-in-error", "revoked"):
-            return  # not placed, or withdrawn: nothing was arranged
+        if res.get("status") not in ARRANGED_STATUSES or res.get("intent") not in ARRANGING_INTENTS:
+            return  # not an order in force: nothing was arranged (see ARRANGING_INTENTS)
         kinds = t.care_kinds(res.get("code"), *(res.get("performerType") and [res["performerType"]] or []))
         if not kinds:
             return
