@@ -337,6 +337,10 @@ class Fracture:
     # None (the fracture happened earlier, on a day not on record) and this is the day the
     # code was recorded, an upper bound for the age at fracture.
     noted: dt.date | None = None
+    # The latest day a later-encounter code of this fracture (ICD-10-CM 7th character D to R:
+    # routine or delayed healing, nonunion, malunion; not S, sequela) was recorded: the fracture
+    # was still healing then (massage safety). It never dates the fracture (`date`).
+    healing: dt.date | None = None
 
     @property
     def is_fragility(self) -> bool:
@@ -1111,7 +1115,7 @@ class _Builder:
                 # its initial code, not a new one on the day of the follow-up (review: each
                 # follow-up visit became another "recent fracture", hence very high risk and
                 # anabolic-first orders, and a "fracture on therapy" years after the event).
-                self._add_fracture(frac, None, ref, noted=when)
+                self._add_fracture(frac, None, ref, noted=when, healing=None if frac.sequela else when)
             else:
                 self._add_fracture(frac, when, ref)
         # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
@@ -1126,10 +1130,10 @@ class _Builder:
                 self.trauma_dates.append(when)
 
     def _add_fracture(self, frac: t.FractureCode, when: dt.date | None, ref: str, *,
-                      noted: dt.date | None = None) -> None:
+                      noted: dt.date | None = None, healing: dt.date | None = None) -> None:
         # fragility decided in finish(): it needs the birth date and trauma codes
         self.fractures.append(Fracture(frac.site, FRAGILITY_SPECIFIC if frac.fragility_specific else UNPROVEN,
-                                       when, frac.code, ref, noted=noted))
+                                       when, frac.code, ref, noted=noted, healing=healing))
 
     # --- Procedure ----------------------------------------------------------
     def _read_Procedure(self, res: Mapping[str, Any]) -> None:
@@ -1482,6 +1486,7 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
         codes=tuple(dict.fromkeys(event.codes + (other.code,))),
         refs=tuple(dict.fromkeys(event.refs + (other.ref,))),
         noted=None if event.date else min((d for d in (event.noted, other.noted) if d), default=None),
+        healing=max((d for d in (event.healing, other.healing) if d), default=None),
     )
 
 

@@ -60,3 +60,60 @@ def test_a_dxa_proposal_is_not_a_dxa_ordered(client):
     due = cards(client, "review3-care-dxa-order-proposal")["C-MON-DXA-DUE"]
     assert "already ordered" not in due["detail"].lower()
     assert "C-MON-DXA-DUE" not in cards(client, "c-mon-dxa-due-near-miss-dxa-ordered")
+
+
+# --- 2. A fracture coded at a recent follow-up visit is still healing -------------------
+
+def _record(*conditions):
+    from cds_service.record import build_record
+    return build_record({"patient": {"resourceType": "Patient", "id": "p", "gender": "female", "birthDate": "1950-01-01"},
+                         "conditions": {"resourceType": "Bundle", "type": "searchset",
+                                        "entry": [{"resource": c} for c in conditions]}},
+                        today=TODAY, patient_id="p")
+
+
+def _condition(cid, code, days_ago):
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/p"},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]},
+            "onsetDateTime": (TODAY - dt.timedelta(days=days_ago)).isoformat()}
+
+
+@pytest.mark.parametrize("letter,healing", [("D", True), ("G", True), ("K", True), ("P", True), ("S", False)])
+def test_a_later_encounter_code_marks_the_fracture_healing_without_dating_it(letter, healing):
+    """ICD-10-CM 7th characters (Official Guidelines I.C.13.c, I.C.19.a): D/G/K/P are visits in
+    the healing phase (routine, delayed, nonunion, malunion), S a sequela. One event either way,
+    dated by its initial code (issue 14: C-TX-FAILURE and very-high-risk counting unchanged)."""
+    record = _record(_condition("a", "M80.08XA", 700), _condition("b", f"M80.08X{letter}", 20))
+    [event] = record.fractures
+    assert event.date == TODAY - dt.timedelta(days=700)
+    assert event.codes == ("M80.08XA", f"M80.08X{letter}")
+    assert event.healing == ((TODAY - dt.timedelta(days=20)) if healing else None)
+
+
+def test_the_latest_healing_code_of_an_event_counts():
+    record = _record(_condition("a", "S72.001A", 300), _condition("b", "S72.001D", 200),
+                     _condition("c", "S72.001G", 30), _condition("d", "S72.001S", 5))
+    [event] = record.fractures
+    assert event.healing == TODAY - dt.timedelta(days=30) and event.date == TODAY - dt.timedelta(days=300)
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+@pytest.mark.parametrize("name,site", [("review3-massage-vertebral-subsequent-routine-healing-4-weeks", "vertebral"),
+                                       ("review3-massage-hip-nonunion-only-code-2-weeks", "hip"),
+                                       ("review3-massage-wrist-malunion-6-weeks", "wrist/forearm")])
+def test_massage_after_a_recent_follow_up_visit_code_is_critical_and_says_why(client, hook, name, site):
+    card = cards(client, name, hook)["C-MASSAGE-SAFETY"]
+    assert card["indicator"] == "critical"
+    assert f"healing {site} fracture, follow-up" in card["summary"]
+    assert "Fracture still healing" in card["detail"] and "still healing: follow-up code" in card["detail"]
+    notes = [n["text"] for s in card["suggestions"] for a in s["actions"] if a.get("resource")
+             for n in a["resource"].get("note", ())]
+    assert any(f"HEALING {site.upper()} FRACTURE" in n for n in notes)
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+@pytest.mark.parametrize("name", ["review3-massage-near-miss-vertebral-sequela-2-weeks",
+                                  "review3-massage-near-miss-vertebral-subsequent-13-weeks"])
+def test_a_sequela_or_an_older_follow_up_code_is_no_fresh_fracture(client, hook, name):
+    card = cards(client, name, hook)["C-MASSAGE-SAFETY"]
+    assert card["indicator"] == "warning" and "healing" not in card["summary"] and "fresh" not in card["summary"]

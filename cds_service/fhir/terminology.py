@@ -194,6 +194,7 @@ class FractureCode:
     fragility_specific: bool  # a code of the concept is in fracture-fragility
     code: str                 # the code that gave the site, as facts print it
     follow_up: bool = False   # ICD-10-CM 7th character of a later encounter or a sequela (follow_up_code)
+    sequela: bool = False     # follow_up, and every such code is a sequela (7th character S): healed
 
 
 # ICD-10-CM fracture codes (S-, M80, M84.4, M48.5) carry the encounter in their 7th
@@ -202,7 +203,12 @@ class FractureCode:
 # S sequela (ICD-10-CM Official Guidelines for Coding and Reporting, sections I.C.13.c for
 # pathological fractures and I.C.19.a / I.C.19.c.1 for injuries). Only the initial encounter
 # dates a fracture: a follow-up recorded months or years later is the same fracture.
+# A later-encounter code (D to R) is care "during the healing or recovery phase" (I.C.19.a):
+# when it is recent the fracture is still healing (or not united); a sequela code (S) is a
+# late effect of a fracture that has healed (I.C.19.a: "complications or conditions that
+# arise as a direct result of an injury"), never a fresh fracture.
 INITIAL_ENCOUNTER = frozenset("ABC")
+SEQUELA = "S"
 
 
 def follow_up_code(system: str, code: str) -> bool:
@@ -227,6 +233,7 @@ def classify_fracture(concept: Any) -> FractureCode | None:
     best: tuple[int, str, str] | None = None  # (rank, site, code)
     fragility = False
     encounters: set[bool] = set()  # per ICD-10-CM fracture coding: is it a follow-up?
+    sequelae: set[bool] = set()    # per ICD-10-CM fracture coding: is it a sequela (7th character S)?
     for system, code in codings(concept):
         found = terms().concepts_for(system, code)
         if not found:
@@ -234,6 +241,7 @@ def classify_fracture(concept: Any) -> FractureCode | None:
         fragility = fragility or FRAGILITY_SET in found
         if system == ICD10CM and any(v in SITE_OF_SET for v in found):
             encounters.add(follow_up_code(system, code))
+            sequelae.add(follow_up_code(system, code) and valuesets.normalise(system, code)[6] == SEQUELA)
         for value_set in found:
             site = SITE_OF_SET.get(value_set)
             if site is None:
@@ -244,7 +252,7 @@ def classify_fracture(concept: Any) -> FractureCode | None:
     if best is None:
         return None
     # A follow-up when its ICD-10-CM codes all say so (a SNOMED CT coding beside them has no encounter).
-    return FractureCode(best[1], fragility, best[2], follow_up=encounters == {True})
+    return FractureCode(best[1], fragility, best[2], follow_up=encounters == {True}, sequela=sequelae == {True})
 
 
 # ---------------------------------------------------------------------------

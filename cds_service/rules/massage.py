@@ -11,7 +11,10 @@ a chiropractor or osteopath, or those words): record.DraftOrder.kind "massage" /
 Critical:
 - a fracture with onset <= settings.fresh_fracture_weeks (12, a project
   choice): never treat over or near a fresh fracture (SEED); any fracture counts
-  (the seed says "fresh fractures", whatever their cause);
+  (the seed says "fresh fractures", whatever their cause). So does a fracture
+  whose later-encounter code (ICD-10-CM 7th character D to R: routine or delayed
+  healing, nonunion, malunion) was recorded within that window, whatever its
+  onset: it was still healing then. A sequela code (S) is a healed fracture;
 - spinal manipulation or joint mobilisation near the spine, hips or wrists with
   osteoporosis or a vertebral fracture (SEED: avoid joint mobilisation near
   osteoporotic regions). The site is the draft's bodySite; spinal CPT codes are
@@ -79,9 +82,25 @@ def _weeks_ago(day: dt.date, today: dt.date) -> int:
 
 
 def _fresh_fractures(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Fracture]:
-    """Fractures with a known onset no more than fresh_fracture_weeks ago (undated: unknown, not fresh)."""
+    """Fractures with a known onset no more than fresh_fracture_weeks ago, or still healing then:
+    a later-encounter code (ICD-10-CM 7th character D to R, Fracture.healing) recorded within
+    the window, whatever the onset (undated: unknown, not fresh; a sequela code: healed)."""
+    return [f for f in record.fractures if _fresh_day(f, today, settings)]
+
+
+def _fresh_day(f: Fracture, today: dt.date, settings: ClinicalSettings) -> dt.date | None:
+    """The onset when it is within fresh_fracture_weeks, else the day of a healing-phase code within it."""
     limit = settings.fresh_fracture_weeks * 7
-    return [f for f in record.fractures if f.date is not None and 0 <= (today - f.date).days <= limit]
+    return next((d for d in (f.date, f.healing) if d is not None and 0 <= (today - d).days <= limit), None)
+
+
+def _fresh_words(f: Fracture, today: dt.date, settings: ClinicalSettings) -> str:
+    """'fresh hip fracture 3 weeks ago' (onset), or 'healing hip fracture, follow-up 3 weeks ago'."""
+    day = _fresh_day(f, today, settings)
+    site = "" if f.site == t.OTHER else f"{f.site} "
+    if day == f.date:
+        return f"fresh {site}fracture {_weeks_ago(day, today)} weeks ago"  # type: ignore[arg-type]
+    return f"healing {site}fracture, follow-up {_weeks_ago(day, today)} weeks ago"  # type: ignore[arg-type]
 
 
 def _bone_facts(record: PatientRecord, settings: ClinicalSettings) -> tuple[str | None, list[str]]:
@@ -163,13 +182,17 @@ def _has_precautions(draft: DraftOrder) -> bool:
     return any(isinstance(n, dict) and NOTE_MARK.lower() in str(n.get("text", "")).lower() for n in notes)
 
 
-def _note(condition: str | None, fresh: list[Fracture], lines: list[str], today: dt.date, verb: str) -> str:
+def _note(condition: str | None, fresh: list[Fracture], lines: list[str], today: dt.date, verb: str,
+          settings: ClinicalSettings) -> str:
     who = f" (patient has {condition})" if condition else ""
     parts = [f"{NOTE_MARK}{who}. Avoid: {AVOID}. Appropriate: {APPROPRIATE}. {STRETCHING}"]
     parts += lines
     for f in fresh:
         site = "" if f.site == t.OTHER else f"{f.site} "
-        parts.append(f"FRESH {site.upper()}FRACTURE on {f.date} ({_weeks_ago(f.date, today)} weeks): "  # type: ignore[arg-type]
+        day = _fresh_day(f, today, settings)
+        what = (f"FRESH {site.upper()}FRACTURE on {day}" if day == f.date else
+                f"HEALING {site.upper()}FRACTURE (follow-up visit code on {day})")
+        parts.append(f"{what} ({_weeks_ago(day, today)} weeks): "  # type: ignore[arg-type]
                      f"never {verb} over or near the fracture site; physician clearance required before treatment.")
     if not fresh:
         parts.append("Physician clearance needed after any recent fracture or surgery.")
@@ -220,8 +243,9 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     facts = [f"{kind_word} order: {draft.reference or draft.resource_type} (draft)"] + facts
     recent = [f for f in record.fractures if f not in fresh and within_months(f.date, today, settings.recent_fracture_months)]
     for f in fresh + recent:
-        when = (f"{_weeks_ago(f.date, today)} weeks ago" if f in fresh  # type: ignore[arg-type]
-                else f"within {settings.recent_fracture_months} months")
+        when = (f"within {settings.recent_fracture_months} months" if f not in fresh else
+                f"{_weeks_ago(f.date, today)} weeks ago" if _fresh_day(f, today, settings) == f.date else  # type: ignore[arg-type]
+                f"still healing: follow-up code {_weeks_ago(f.healing, today)} weeks ago")  # type: ignore[arg-type]
         _add_or_mark(facts, f.fact(), when)
     for f in vertebral:
         if f.fact() not in " ".join(facts):
@@ -240,10 +264,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     lines += [f"Modify technique: {m}." for m, _ in modifiers]
 
     if fresh:
-        f = fresh[-1]
-        site = "" if f.site == t.OTHER else f"{f.site} "
-        headline = (f"fresh {site}fracture {_weeks_ago(f.date, today)} weeks ago: "  # type: ignore[arg-type]
-                    f"never {verb} over or near it; physician clearance first")
+        headline = f"{_fresh_words(fresh[-1], today, settings)}: never {verb} over or near it; physician clearance first"
     elif manipulation_risk:
         headline = ("no spinal manipulation or joint mobilisation near the spine, hips or wrists "
                     f"({'vertebral fracture' if vertebral else 'osteoporosis'})")
@@ -253,7 +274,9 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
         headline = sites[0][0]
     surgery = any(c.startswith("surgery") for c, _ in sites)
     if fresh:
-        clearance = (f"**Fresh fracture (within {settings.fresh_fracture_weeks} weeks): never {verb} over or near the "
+        what = ("Fresh fracture (" if any(_fresh_day(f, today, settings) == f.date for f in fresh) else
+                "Fracture still healing (follow-up visit coded ")
+        clearance = (f"**{what}within {settings.fresh_fracture_weeks} weeks): never {verb} over or near the "
                      "fracture site.** Physician clearance is required before the first session.")
     elif surgery:
         clearance = "**Surgeon's clearance** is needed before treatment near the operated site (listed below)."
@@ -269,7 +292,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     keys: tuple[str, ...] = ("cancel",) if critical and draft.reference else ()
     fragile = condition is not None or bool(fresh)
     if draft.id:
-        update = _update(draft, _note(condition, fresh, lines, today, verb), today, word, fragile)
+        update = _update(draft, _note(condition, fresh, lines, today, verb, settings), today, word, fragile)
         if manipulation_risk and draft.reference:
             # Manipulation itself is the danger: precautions on it would contradict the order.
             cancel = Suggestion(f"Remove this {word} order (spinal manipulation or joint mobilisation with fragile "
