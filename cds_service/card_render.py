@@ -10,7 +10,8 @@ Card YAML (one file per card id):
   detail (markdown), source {label, url, topic_display},
   selectionBehavior (at-most-one|any), overrideReasons [codes from _override_reasons.yaml],
   resources {name: FHIR resource template}, suggestions [{key, label, isRecommended,
-  actions: [{type: create|update, description, resource: <name>} | {type: delete, description}]}],
+  actions: [{type: create|update, description, resource: <name>} | {type: delete, description}],
+  partialLabel (optional: the label when Finding.left_out removed some actions)}],
   links (optional, CDS Hooks Link dicts).
 Placeholders: {{name}} anywhere in summary, detail, labels, descriptions and
 resource strings, from Finding.variables plus {{facts}}, {{today}}, {{patient_id}}.
@@ -225,6 +226,17 @@ def _built_suggestion(s: Suggestion, patient_id: str | None, today: dt.date) -> 
     return {"label": s.label, "isRecommended": s.is_recommended, "actions": actions}
 
 
+def _kept(spec: dict[str, Any], finding: Finding, variables: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """A YAML suggestion's label and actions without those of Finding.left_out. Shortened, it
+    takes its `partialLabel`, where {{left_in}} lists the descriptions of the actions kept."""
+    actions = list(spec.get("actions") or ())
+    kept = [a for a in actions if a.get("resource") not in finding.left_out] if finding.left_out else actions
+    if len(kept) < len(actions) and spec.get("partialLabel"):
+        left_in = ", ".join(_fill(a.get("description", ""), variables) for a in kept)
+        return _fill(spec["partialLabel"], {**variables, "left_in": left_in}), kept
+    return _fill(spec.get("label", ""), variables), kept
+
+
 def suggestion_orders(finding: Finding, *, patient_id: str | None,
                       today: dt.date) -> list[tuple[tuple[str, Any], list[dict[str, Any]]]]:
     """The resources each of a finding's suggestions would create, as
@@ -237,7 +249,7 @@ def suggestion_orders(finding: Finding, *, patient_id: str | None,
     by_key = {s.get("key"): s for s in card.get("suggestions") or ()}
     for key in finding.suggestions if finding.suggestions is not None else list(by_key):
         try:
-            specs = [a for a in (by_key[key].get("actions") or ()) if a.get("type") in ("create", "update")]
+            specs = [a for a in _kept(by_key[key], finding, variables)[1] if a.get("type") in ("create", "update")]
             out.append((("key", key), [_action(a, card, finding, variables, patient_id, today)["resource"]
                                        for a in specs]))
         except (KeyError, CardTemplateError):
@@ -287,10 +299,13 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
             spec = by_key.get(key)
             if spec is None:
                 raise CardTemplateError(f"{finding.card_id}: no suggestion {key!r}")
+            label, kept = _kept(spec, finding, variables)
+            if not kept:
+                continue  # every action left out (Finding.left_out): nothing to suggest
             suggestions.append({
-                "label": _fill(spec.get("label", ""), variables),
+                "label": label,
                 "isRecommended": bool(spec.get("isRecommended", False)),
-                "actions": [_action(a, card, finding, variables, patient_id, today) for a in spec.get("actions") or ()],
+                "actions": [_action(a, card, finding, variables, patient_id, today) for a in kept],
             })
         except CardTemplateError as exc:
             if strict:

@@ -76,9 +76,16 @@ HCG_QUANTITATIVE_SET = "lab-hcg-quantitative"
 SMOKING_SET, FALL_RISK_SET = "obs-smoking-status", "obs-fall-risk-assessment"
 FES_I_SETS = (t.FES_I, t.SHORT_FES_I)  # fear of falling: no LOINC code known, read by name too
 FRACTURE_SETS = "fracture-"           # a fracture finding (code or value), as Conditions are
+# Tests read only as done on a date (C-SECONDARY-EVAL leaves a test on record out of its panel):
+# value set -> name under PatientRecord.tests_done. Any result counts; its value is not read.
+TEST_DONE_SETS: dict[str, str] = {
+    "lab-phosphate": "phosphate", "lab-tsh": "tsh", "lab-blood-count": "blood_count",
+    "lab-protein-electrophoresis": "protein_electrophoresis", "lab-celiac-ttg-iga": "celiac",
+    "lab-urine-calcium-24h": "urine_calcium", "lab-testosterone": "testosterone",
+}
 OBSERVATION_SETS: tuple[str, ...] = (
     *LAB_SETS, T_SCORE_SETS, Z_SCORE_SETS, *DXA_RESULT_SETS, *t.FRAX_SETS, *PREGNANCY_TEST_SETS,
-    HCG_QUANTITATIVE_SET, SMOKING_SET, FALL_RISK_SET, *FES_I_SETS)
+    HCG_QUANTITATIVE_SET, SMOKING_SET, FALL_RISK_SET, *FES_I_SETS, *TEST_DONE_SETS)
 # lab-calcium-ionized is not read: the calcium limits are for total (or corrected) calcium.
 
 
@@ -560,6 +567,8 @@ class PatientRecord:
     ignored: tuple[tuple[str, str], ...] = ()
     deceased: bool = False              # Patient.deceased[x] says so: no cards at all
     care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
+    # (TEST_DONE_SETS name, date, "Type/id") of each test's latest dated result, by name
+    tests_done: tuple[tuple[str, dt.date, str], ...] = ()
 
     @property
     def ignored_counts(self) -> dict[str, int]:
@@ -654,6 +663,11 @@ class PatientRecord:
         intervals = [iv for e in self.exposures([drug_class]) for iv in _event_intervals(e.events, self.today)]
         return _merged_days(intervals) / 30.4375
 
+    def test_done(self, name: str, months: float) -> tuple[dt.date, str] | None:
+        """(date, ref) of the latest result of a TEST_DONE_SETS test within `months`, else None."""
+        done = next(((when, ref) for n, when, ref in self.tests_done if n == name), None)
+        return done if done and within_months(done[0], self.today, months) else None
+
     def care_done(self, kinds: Iterable[str], months: float, *, since: dt.date | None = None) -> list[CareEvent]:
         """Care of these kinds on record within `months` (and on or after `since`), oldest first."""
         wanted = set(kinds)
@@ -733,6 +747,12 @@ def _first_date(*values: Any) -> dt.date | None:
         if d:
             return d
     return None
+
+
+def _has_result(holder: Mapping[str, Any]) -> bool:
+    """An Observation (or component) that reports something: a value, components or members
+    (a panel). Registered or data-absent results are not a test done."""
+    return any(k.startswith("value") for k in holder) or bool(holder.get("component") or holder.get("hasMember"))
 
 
 def _period_start(period: Any) -> Any:
@@ -871,6 +891,7 @@ class _Builder:
         self.surgeries: list[Surgery] = []
         self.cancelled: list[MedEvent] = []
         self.care: list[CareEvent] = []
+        self.tests_done: dict[str, tuple[dt.date, str]] = {}
         self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
         self.concepts: tuple[Any, ...] = ()  # its concepts `wanted` looked at, and the value sets of each
         self.concept_sets: list[frozenset[str]] = []
@@ -1023,6 +1044,12 @@ class _Builder:
                 return
             if value_set in FES_I_SETS and qty:
                 self.fall_concern.append(FallConcern(when, qty[0], value_set == t.SHORT_FES_I, ref))
+                return
+            if value_set in TEST_DONE_SETS:
+                name = TEST_DONE_SETS[value_set]
+                done = self.tests_done.get(name)
+                if when and _has_result(holder) and (done is None or when > done[0]):
+                    self.tests_done[name] = (when, ref)
                 return
         if not qty:
             return
@@ -1332,6 +1359,7 @@ class _Builder:
             ignored=tuple(self.ignored),
             deceased=deceased,
             care=tuple(by_date(self.care)),
+            tests_done=tuple((name, *done) for name, done in sorted(self.tests_done.items())),
         )
 
     def _deceased(self, patient: Mapping[str, Any]) -> bool:

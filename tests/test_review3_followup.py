@@ -117,3 +117,137 @@ def test_massage_after_a_recent_follow_up_visit_code_is_critical_and_says_why(cl
 def test_a_sequela_or_an_older_follow_up_code_is_no_fresh_fracture(client, hook, name):
     card = cards(client, name, hook)["C-MASSAGE-SAFETY"]
     assert card["indicator"] == "warning" and "healing" not in card["summary"] and "fresh" not in card["summary"]
+
+
+# --- 3. The secondary-cause panel leaves out what is on record -------------------------
+
+def _panel(card):
+    return [(a["resource"]["code"].get("coding") or [{}])[0].get("code")
+            for s in card.get("suggestions", ()) for a in s["actions"] if a["type"] == "create"]
+
+
+def test_only_the_test_not_on_record_is_suggested_and_the_text_says_so(client):
+    card = cards(client, "review3-secondary-man-66-panel-on-record-but-testosterone")["C-SECONDARY-EVAL"]
+    assert _panel(card) == ["2986-8"]
+    assert card["suggestions"][0]["label"] == ("Order the secondary-cause tests not on record in the last 12 "
+                                               "months (Morning total testosterone)")
+    assert "Drop the tests" not in card["detail"]
+    assert "not on record in the last 12 months" in card["detail"]
+    assert "left out of the panel: serum calcium (" in card["detail"] and "TSH (" in card["detail"]
+
+
+def test_tests_older_than_the_lab_window_are_suggested_again(client):
+    card = cards(client, "review3-secondary-man-66-tests-14-months-ago")["C-SECONDARY-EVAL"]
+    assert {"2731-8", "1751-7", "2777-1", "6768-6", "58410-2", "3016-3", "24351-9", "31017-7", "6874-2",
+            "2986-8"} == set(_panel(card))
+
+
+def test_the_young_adult_branch_keeps_its_reason_and_leaves_out_what_is_on_record(client):
+    card = cards(client, "review3-secondary-man-48-tsh-and-blood-count-on-record")["C-SECONDARY-EVAL"]
+    assert card["summary"].startswith("Man under 50 with low bone density for age")
+    assert "drug treatment is a specialist decision" in card["detail"]
+    assert "3016-3" not in _panel(card) and "58410-2" not in _panel(card) and "2986-8" in _panel(card)
+    assert "C-SECONDARY-EVAL" not in cards(client, "review3-secondary-man-48-whole-panel-on-record")
+
+
+def test_beside_the_baseline_card_the_other_tests_on_record_keep_it_quiet(client):
+    shown = cards(client, "review3-secondary-man-66-no-basic-labs-other-tests-on-record")
+    assert "C-SECONDARY-EVAL" not in shown and "C-LAB-BASELINE" in shown
+
+
+def test_with_nothing_on_record_the_panel_is_whole_and_says_it_truthfully(client):
+    card = cards(client, "c-secondary-eval-man-48-low-z")["C-SECONDARY-EVAL"]
+    assert card["suggestions"][0]["label"] == "Order the secondary-cause laboratory panel (with testosterone)"
+    assert len(_panel(card)) == 13
+    assert "No test of the panel is on record in the last 12 months." in card["detail"]
+    assert "Drop the tests" not in card["detail"]
+
+
+def _woman_40(*observations):
+    from cds_service.record import build_record
+    fracture = {"resourceType": "Condition", "id": "f", "subject": {"reference": "Patient/p"},
+                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M80.031A"}]},
+                "onsetDateTime": (TODAY - dt.timedelta(days=200)).isoformat()}
+    return build_record({"patient": {"resourceType": "Patient", "id": "p", "gender": "female",
+                                     "birthDate": (TODAY - dt.timedelta(days=40 * 366)).isoformat()},
+                         "conditions": {"resourceType": "Bundle", "entry": [{"resource": fracture}]},
+                         "observations": {"resourceType": "Bundle", "entry": [{"resource": o} for o in observations]}},
+                        today=TODAY, patient_id="p")
+
+
+def _result(code, days_ago=30, **value):
+    return {"resourceType": "Observation", "id": f"o{code}", "status": "final", "subject": {"reference": "Patient/p"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "effectiveDateTime": (TODAY - dt.timedelta(days=days_ago)).isoformat(),
+            **(value or {"valueQuantity": {"value": 1.0}})}
+
+
+FEMALE_PANEL = {"17861-6": 9.4, "1751-7": 4.0, "62292-8": 30, "2731-8": 40, "98979-8": 90, "2777-1": 3.5,
+                "6768-6": 70, "718-7": 13.5, "3016-3": 1.5, "24351-9": 1, "31017-7": 1, "6874-2": 150}
+
+
+def test_a_premenopausal_woman_needs_no_testosterone_and_a_result_needs_a_value():
+    from cds_service.rules import treatment as tx
+    from cds_service.rules.settings import ClinicalSettings
+
+    settings = ClinicalSettings()
+    whole = [_result(code, valueQuantity={"value": v}) for code, v in FEMALE_PANEL.items()]
+    assert tx.secondary_evaluation(_woman_40(*whole), TODAY, settings) == []
+    # a TSH with no result (data absent) is no test done: the card asks for it, and for it only
+    absent = [o for o in whole if o["id"] != "o3016-3"] + [
+        _result("3016-3", valueQuantity=None, dataAbsentReason={"text": "Sample haemolysed"})]
+    for o in absent:
+        if o.get("valueQuantity") is None:
+            o.pop("valueQuantity")
+    [finding] = tx.secondary_evaluation(_woman_40(*absent), TODAY, settings)
+    assert finding.suggestions == ("panel-female",)
+    assert set(tx.panel_tests("panel-female")) - set(finding.left_out) == {"tsh"}
+
+
+def test_a_test_result_does_not_wake_a_quieted_card():
+    """Feedback quiets a card until new data makes it fire (second-pass 7): a test result that
+    shortens the panel is no such data; the trigger stays that of the diagnosis and labs."""
+    from cds_service.rules import treatment as tx
+    from cds_service.rules.settings import ClinicalSettings
+
+    settings = ClinicalSettings()
+    before = tx.secondary_evaluation(_woman_40(), TODAY, settings)[0]
+    after = tx.secondary_evaluation(_woman_40(_result("3016-3", days_ago=2)), TODAY, settings)[0]
+    assert after.left_out == ("tsh",) and after.trigger == before.trigger
+
+
+def test_the_panels_in_code_are_the_panels_of_the_card():
+    from cds_service.card_render import load_card
+    from cds_service.rules import treatment as tx
+
+    for s in load_card("C-SECONDARY-EVAL")["suggestions"]:
+        assert tx.panel_tests(s["key"]) == tuple(a["resource"] for a in s["actions"]), s["key"]
+
+
+def test_the_discovery_prefetch_asks_for_every_panel_test(client):
+    safety = next(s for s in client.get("/cds-services").get_json()["services"]
+                  if s["id"] == "osteoporosis-patient-view")["prefetch"]["safetyLabs"]
+    for code in ("2777-1", "3016-3", "58410-2", "718-7", "24351-9", "31017-7", "6874-2", "2986-8"):
+        assert f"http://loinc.org|{code}" in safety, code
+
+
+def test_render_drops_left_out_actions_and_a_suggestion_left_empty():
+    from cds_service.card_render import render
+    from cds_service.rules.base import Finding
+
+    variables = {"reason": "r", "subject": "s", "panel_note": "n", "max_age": "12"}
+    full = render(Finding("C-SECONDARY-EVAL", variables=variables, suggestions=("panel-female-extra",)),
+                  patient_id="p", today=TODAY, strict=True)
+    assert full["suggestions"][0]["label"].startswith("Order the other secondary-cause tests (blood count")
+    short = render(Finding("C-SECONDARY-EVAL", variables=variables, suggestions=("panel-female-extra",),
+                           left_out=("tsh", "celiac")), patient_id="p", today=TODAY, strict=True)
+    assert [a["description"] for a in short["suggestions"][0]["actions"]] == [
+        "Complete blood count", "Serum protein electrophoresis with free light chains",
+        "24-hour urine calcium and creatinine"]
+    assert short["suggestions"][0]["label"] == (
+        "Order the other secondary-cause tests not on record in the last 12 months (Complete blood count, "
+        "Serum protein electrophoresis with free light chains, 24-hour urine calcium and creatinine)")
+    empty = render(Finding("C-SECONDARY-EVAL", variables=variables, suggestions=("panel-female-extra",),
+                           left_out=("blood-count", "tsh", "protein-electrophoresis", "celiac", "urine-calcium")),
+                   patient_id="p", today=TODAY, strict=True)
+    assert "suggestions" not in empty

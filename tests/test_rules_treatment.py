@@ -367,12 +367,15 @@ BASELINE_LABS = (egfr(70), lab("17861-6", 9.4, "mg/dL"), lab("62292-8", 32, "ng/
 
 
 def test_secondary_eval_groups_and_panels():
-    # Baseline labs on file (no C-LAB-BASELINE): the full panel, basic labs included.
+    # Baseline labs on file (no C-LAB-BASELINE): the full panel, basic labs included, less the
+    # tests on record in the last 12 months (eGFR, calcium, 25-OH vitamin D).
     man = one(tx.secondary_evaluation, patient(bmd("38263-0", -2.6), *BASELINE_LABS, sex="male", birth="1955-01-01"))
     assert man.suggestions == ("panel-male",) and "man with osteoporosis" in man.variables["reason"]
+    assert set(man.left_out) == {"calcium", "vitamin-d", "creatinine"}
     card = render(man)
     codes = [a["resource"]["code"].get("coding", [{}])[0].get("code") for a in card["suggestions"][0]["actions"]]
-    assert {"17861-6", "62292-8", "2731-8", "1751-7"} <= set(codes)
+    assert {"2731-8", "1751-7", "2777-1", "6768-6"} <= set(codes)
+    assert not {"17861-6", "62292-8", "98979-8"} & set(codes)
     assert any(a["resource"]["code"].get("text") == "Morning total testosterone"
                and a["resource"]["code"]["coding"][0]["code"] == "2986-8" for a in card["suggestions"][0]["actions"])
     assert all(a["resource"]["resourceType"] == "ServiceRequest" for a in card["suggestions"][0]["actions"])
@@ -409,10 +412,11 @@ def test_secondary_panel_leaves_the_basic_labs_to_the_baseline_card():
     assert not set(panel) & set(baseline)
     assert "2986-8" in panel and "3016-3" in panel  # testosterone and TSH
 
-    # Same patient with the baseline labs on file: the full panel, now with LOINC for eGFR, phosphate, ALP.
+    # Same patient with the baseline labs on file: the full panel, now with LOINC for phosphate and
+    # ALP (eGFR, calcium and 25-OH vitamin D are on record: left out).
     full = render(one(tx.secondary_evaluation, patient(bmd("38263-0", -2.6), *BASELINE_LABS, sex="male",
                                                         birth="1955-01-01")))
-    assert {"98979-8", "2777-1", "6768-6"} <= set(ordered(full))
+    assert {"2777-1", "6768-6"} <= set(ordered(full)) and "98979-8" not in ordered(full)
 
 
 def test_engine_keeps_one_drug_start_card_and_orders_warning_first():

@@ -64,6 +64,9 @@ class Finding:
     # finding is worth more than its card id usually is (e.g. a falls card right after a fall
     # or fracture); None: the card id's tier.
     tier: str | None = None
+    # YAML resource names whose actions are left out of the YAML suggestions (e.g. a test on
+    # record recently); a suggestion so shortened takes its `partialLabel`, one left empty is dropped.
+    left_out: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.indicator is not None and self.indicator not in INDICATORS:

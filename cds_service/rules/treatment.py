@@ -14,7 +14,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord, add_months, within_months
-from cds_service.rules.base import Finding, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, rule, trigger_date
 from cds_service.rules.diagnosis import (
     ADULT,
     HIGH,
@@ -371,6 +371,44 @@ def secondary_eval_reason(record: PatientRecord, settings: ClinicalSettings) -> 
     return None
 
 
+# The secondary-cause panel, test by test: (YAML resource of cards/C-SECONDARY-EVAL.yaml, name in
+# card text, the result on record within `months` that makes the test done: (date, ref) or None).
+# The basic labs first; the -extra panels (beside C-LAB-BASELINE) hold the tests after them.
+def _lab_done(*names: str):
+    def done(record: PatientRecord, months: int) -> tuple[dt.date, str] | None:
+        labs = [lab for lab in (record.lab(n, months) for n in names) if lab and lab.date]
+        return max(((lab.date, lab.ref) for lab in labs), default=None)  # type: ignore[misc]
+    return done
+
+
+def _test_done(name: str):
+    return lambda record, months: record.test_done(name, months)
+
+
+PANEL_TESTS = (
+    ("calcium", "serum calcium", _lab_done("calcium", "calcium_corrected")),
+    ("albumin", "albumin", _lab_done("albumin")),
+    ("vitamin-d", "25-OH vitamin D", _lab_done("vitamin_d")),
+    ("pth", "PTH", _lab_done("pth")),
+    ("creatinine", "creatinine/eGFR", _lab_done("egfr", "creatinine")),
+    ("phosphate", "phosphate", _test_done("phosphate")),
+    ("alkaline-phosphatase", "alkaline phosphatase", _lab_done("alp")),
+    ("blood-count", "blood count", _test_done("blood_count")),
+    ("tsh", "TSH", _test_done("tsh")),
+    ("protein-electrophoresis", "serum protein electrophoresis", _test_done("protein_electrophoresis")),
+    ("celiac", "celiac serology", _test_done("celiac")),
+    ("urine-calcium", "24-hour urine calcium", _test_done("urine_calcium")),
+    ("testosterone", "testosterone", _test_done("testosterone")),
+)
+BASIC_PANEL_TESTS = 7  # calcium to ALP: C-LAB-BASELINE orders these when it fires
+
+
+def panel_tests(key: str) -> tuple[str, ...]:
+    """The YAML resources of a panel suggestion key (panel-male, panel-female, ...-extra)."""
+    tests = PANEL_TESTS[BASIC_PANEL_TESTS:] if key.endswith("-extra") else PANEL_TESTS
+    return tuple(name for name, _, _ in tests if name != "testosterone" or key.startswith("panel-male"))
+
+
 @rule("patient-view")
 def secondary_evaluation(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SECONDARY-EVAL (info). SEC-1 / DX-4: (i) premenopausal women and men
@@ -387,27 +425,50 @@ def secondary_evaluation(record: PatientRecord, today: dt.date, settings: Clinic
     Screen decision (DESIGN "quiet by default": no two cards order the same
     test): when C-LAB-BASELINE fires too, it owns the basic labs (eGFR,
     calcium, albumin, 25-OH vitamin D, phosphate, ALP, PTH) and this card's
-    panel leaves them out (keys panel-male-extra / panel-female-extra)."""
+    panel leaves them out (keys panel-male-extra / panel-female-extra).
+
+    Quiet by default (second-pass 7: an info card fires only when something is
+    to be done now): a panel test with a result on record within
+    lab_max_age_months is left out of the panel (each read by its LOINC code,
+    PANEL_TESTS), and with every test of the panel on record the card does not
+    fire."""
     found = secondary_eval_reason(record, settings)
     if found is None:
         return []
     subject, reason = found
+    months = settings.lab_max_age_months
     facts = list(assess(record, settings).reasons)
     for name in ("calcium", "albumin", "vitamin_d", "pth", "egfr"):
-        lab = record.lab(name, settings.lab_max_age_months)
+        lab = record.lab(name, months)
         if lab:
             facts.append(lab.fact())
     if record.long_term_corticosteroid:
         facts.append("Long-term systemic glucocorticoid use on record")
     key = "panel-male" if record.male else "panel-female"
-    if baseline_labs_due(record, settings):
+    baseline = bool(baseline_labs_due(record, settings))
+    if baseline:
         key += "-extra"
-        panel_note = "The baseline-labs card orders the basic labs; this panel holds the other tests."
+    wanted = panel_tests(key)
+    done = {name: (label, when) for name, label, read in PANEL_TESTS if name in wanted
+            for when in [read(record, months)] if when}
+    if len(done) == len(wanted):
+        return []  # the whole panel is on record: nothing to order now
+    # New data that wakes a quieted card: as before, not a test result that shortens the panel.
+    trigger = trigger_date(Finding("C-SECONDARY-EVAL", facts=tuple(facts)), today) or NO_TRIGGER
+    if done:
+        facts.append(f"On record in the last {months} months, left out of the panel: "
+                     + ", ".join(f"{label} ({when[0]})" for label, when in done.values()))
+    not_done = f" not on record in the last {months} months (those on record are listed below)" if done else ""
+    if baseline:
+        panel_note = f"The baseline-labs card orders the basic labs; this panel holds the other tests{not_done}."
+    elif done:
+        panel_note = f"The panel holds the tests{not_done}."
     else:
-        panel_note = "Drop the tests already done recently."
+        panel_note = f"No test of the panel is on record in the last {months} months."
     return [Finding("C-SECONDARY-EVAL", facts=tuple(dict.fromkeys(facts)),
-                    variables={"reason": reason, "subject": subject, "panel_note": panel_note},
-                    suggestions=(key,))]
+                    variables={"reason": reason, "subject": subject, "panel_note": panel_note,
+                               "max_age": str(months)},
+                    suggestions=(key,), left_out=tuple(done), trigger=trigger)]
 
 
 __all__ = [
@@ -424,6 +485,7 @@ __all__ = [
     "long_bp_course",
     "missing_baseline_labs",
     "oral_bp_days",
+    "panel_tests",
     "secondary_eval_reason",
     "secondary_evaluation",
     "start_anabolic",

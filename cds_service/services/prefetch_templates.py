@@ -2,10 +2,10 @@
 
 They ask for exactly what the rules read: the Patient; the Observations the
 reader reads by code (record.OBSERVATION_SETS: DXA, FRAX, labs, smoking and
-fall-risk; creatinine, weight, BMI, ALP and pregnancy tests under a key of
-their own; fracture findings under a third); Conditions; bone-drug and
-supplement exposure (MedicationRequest, MedicationAdministration,
-MedicationStatement); the patient's Procedures (DXA, bariatric surgery,
+fall-risk; creatinine, weight, BMI, ALP, pregnancy tests and the
+secondary-cause tests under a key of their own; fracture findings under a
+third); Conditions; bone-drug and supplement exposure (MedicationRequest,
+MedicationAdministration, MedicationStatement); the patient's Procedures (DXA, bariatric surgery,
 dialysis, recent operations); and the care already arranged that keeps an
 info card quiet (second-pass 7): ServiceRequests (PT, exercise,
 occupational-therapy, fall-risk, smoking-cessation, dietitian and DXA orders)
@@ -51,8 +51,11 @@ OBSERVATION_KEYS: dict[str, tuple[str, ...]] = {
     "observations": ("dxa-", "frax-", "lab-egfr", "lab-calcium-total", "lab-calcium-corrected", "lab-albumin",
                      "lab-vitamin-d-25oh", "lab-pth", "obs-smoking-status", "obs-fall-risk-assessment",
                      "obs-fes-i", "obs-short-fes-i"),
-    # creatinine, weight, BMI, ALP, pregnancy tests (second pass)
-    "safetyLabs": ("lab-creatinine", "obs-body-weight", "obs-bmi", "lab-alp", "lab-hcg-", "obs-pregnancy-status"),
+    # creatinine, weight, BMI, ALP, pregnancy tests (second pass); the secondary-cause tests
+    # C-SECONDARY-EVAL leaves out when on record (record.TEST_DONE_SETS)
+    "safetyLabs": ("lab-creatinine", "obs-body-weight", "obs-bmi", "lab-alp", "lab-hcg-", "obs-pregnancy-status",
+                   "lab-phosphate", "lab-tsh", "lab-blood-count", "lab-protein-electrophoresis", "lab-celiac-ttg-iga",
+                   "lab-urine-calcium-24h", "lab-testosterone"),
     # Fractures recorded as findings (Observation.code is the fracture).
     "fractureFindings": (FRACTURE_SETS,),
 }
