@@ -41,6 +41,13 @@ NOT_A_VETO = frozenset({"C-SAFE-DMAB-CKD"})
 
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
               *, strict: bool = False) -> list[Finding]:
+    """Every finding chosen (select), each after its order review."""
+    return withhold_vetoed_orders(_chosen(hook, record, today, settings, strict), record, today, settings,
+                                  strict=strict)
+
+
+def _chosen(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+            strict: bool) -> list[Finding]:
     findings: list[Finding] = []
     for rule in rules_for(hook):
         try:
@@ -51,7 +58,7 @@ def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: Clinic
             # Type and place only: the exception's text may quote patient data.
             log.error("rule %s failed (hook %s); skipped", getattr(rule, "__name__", rule), hook,
                       extra=error_fields(exc))
-    return withhold_vetoed_orders(select(findings), record, today, settings, strict=strict)
+    return select(findings)
 
 
 def _vetoes(resource: dict[str, Any], record: PatientRecord, today: dt.date, settings: ClinicalSettings,
@@ -92,33 +99,37 @@ def withhold_vetoed_orders(findings: list[Finding], record: PatientRecord, today
     card's facts say why: e.g. a drug-start or denosumab-due card beside a pregnancy or
     a low calcium. Judged by the order-sign rules themselves, so the two can never
     disagree; the card still fires with its advice."""
-    out = []
-    for finding in findings:
-        drop_keys: set[str] = set()
-        drop_extra: set[int] = set()
-        vetoed: dict[str, tuple[Finding, list[str]]] = {}  # veto card id -> (its finding, drugs it stops)
-        for (kind, ident), resources in card_render.suggestion_orders(finding, patient_id=record.patient_id,
-                                                                       today=today):
-            for resource in resources:
-                vetoes = _vetoes(resource, record, today, settings, strict)
-                if vetoes:
-                    (drop_keys if kind == "key" else drop_extra).add(ident)
-                    draft = draft_order(resource)
-                    drug = draft.agents[0].replace("_", " ") if draft and draft.agents else "drug"
-                    drugs = vetoed.setdefault(vetoes[0].card_id, (vetoes[0], []))[1]
-                    if drug not in drugs:
-                        drugs.append(drug)
-                    break
-        notes = [_veto_fact(drugs, veto, record, today) for veto, drugs in vetoed.values()]
-        if notes:
-            keys = finding.suggestions if finding.suggestions is not None else tuple(
-                s.get("key") for s in card_render.load_card(finding.card_id).get("suggestions") or ())
-            finding = dataclasses.replace(
-                finding, facts=tuple(dict.fromkeys(finding.facts + tuple(notes))),
-                suggestions=tuple(k for k in keys if k not in drop_keys),
-                extra_suggestions=tuple(s for i, s in enumerate(finding.extra_suggestions) if i not in drop_extra))
-        out.append(finding)
-    return out
+    return [_reviewed(finding, record, today, settings, strict) for finding in findings]
+
+
+def _reviewed(finding: Finding, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+              strict: bool) -> Finding:
+    """One finding after the order review (withhold_vetoed_orders). It only ever adds facts
+    and drops suggestions: card_policy relies on that."""
+    drop_keys: set[str] = set()
+    drop_extra: set[int] = set()
+    vetoed: dict[str, tuple[Finding, list[str]]] = {}  # veto card id -> (its finding, drugs it stops)
+    for (kind, ident), resources in card_render.suggestion_orders(finding, patient_id=record.patient_id,
+                                                                   today=today):
+        for resource in resources:
+            vetoes = _vetoes(resource, record, today, settings, strict)
+            if vetoes:
+                (drop_keys if kind == "key" else drop_extra).add(ident)
+                draft = draft_order(resource)
+                drug = draft.agents[0].replace("_", " ") if draft and draft.agents else "drug"
+                drugs = vetoed.setdefault(vetoes[0].card_id, (vetoes[0], []))[1]
+                if drug not in drugs:
+                    drugs.append(drug)
+                break
+    notes = [_veto_fact(drugs, veto, record, today) for veto, drugs in vetoed.values()]
+    if not notes:
+        return finding
+    keys = finding.suggestions if finding.suggestions is not None else tuple(
+        s.get("key") for s in card_render.load_card(finding.card_id).get("suggestions") or ())
+    return dataclasses.replace(
+        finding, facts=tuple(dict.fromkeys(finding.facts + tuple(notes))),
+        suggestions=tuple(k for k in keys if k not in drop_keys),
+        extra_suggestions=tuple(s for i, s in enumerate(finding.extra_suggestions) if i not in drop_extra))
 
 
 def _severity(finding: Finding) -> int:
@@ -159,10 +170,21 @@ def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalS
         metrics.CARDS_WITHHELD.labels("deceased").inc()
         return Outcome([])
     pid = patient_id or record.patient_id
-    findings = run_rules(hook, record, today, settings, strict=strict)
+    chosen = _chosen(hook, record, today, settings, strict)
+    # The order review (and the rendering) only for the cards that will be shown: one
+    # that quieting or the budget holds back never pays for it. Quieting asks for the
+    # review of a card it would hold back (the review may add a newer date to its facts).
+    reviewed: dict[int, Finding] = {}  # id(finding of `chosen`) -> after review
+
+    def review(finding: Finding) -> Finding:
+        if id(finding) not in reviewed:
+            reviewed[id(finding)] = _reviewed(finding, record, today, settings, strict)
+        return reviewed[id(finding)]
+
     held: list[card_policy.Held] = []
     if policy is not None:
-        findings, held = card_policy.apply(findings, today, policy, _indicator)
+        chosen, held = card_policy.apply(chosen, today, policy, _indicator, review)
+    findings = [review(f) for f in chosen]
     cards = []
     for finding in findings:
         card = card_render.render(finding, patient_id=pid, today=today, strict=strict)
