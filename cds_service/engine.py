@@ -19,10 +19,13 @@ import datetime as dt
 import logging
 from typing import Any
 
+import orjson
+
 from cds_service import card_policy, card_render, metrics
 from cds_service.logs import error_fields
 from cds_service.fhir import terminology as t
-from cds_service.record import PatientRecord, draft_order
+from cds_service.record import DraftOrder, PatientRecord, draft_order
+from cds_service.rules import memo
 from cds_service.rules.base import INDICATORS, Finding, rules_for
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
@@ -42,8 +45,9 @@ NOT_A_VETO = frozenset({"C-SAFE-DMAB-CKD"})
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
               *, strict: bool = False) -> list[Finding]:
     """Every finding chosen (select), each after its order review."""
-    return withhold_vetoed_orders(_chosen(hook, record, today, settings, strict), record, today, settings,
-                                  strict=strict)
+    with memo.scope():
+        return withhold_vetoed_orders(_chosen(hook, record, today, settings, strict), record, today, settings,
+                                      strict=strict)
 
 
 def _chosen(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
@@ -64,11 +68,19 @@ def _chosen(hook: str, record: PatientRecord, today: dt.date, settings: Clinical
 def _vetoes(resource: dict[str, Any], record: PatientRecord, today: dt.date, settings: ClinicalSettings,
             strict: bool) -> list[Finding]:
     """The critical order-sign findings an osteoporosis-drug order would meet if it
-    were signed on its own today (none for any other resource)."""
+    were signed on its own today (none for any other resource). Judged once per call for
+    the same order (several cards may suggest it)."""
     draft = draft_order(resource)
     if draft is None or not (draft.drug_classes & t.OSTEOPOROSIS_DRUG_CLASSES):
         return []
+    return memo.remembered(("vetoes", orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), today, settings, strict),
+                           record, lambda: _judged(draft, record, today, settings, strict))
+
+
+def _judged(draft: DraftOrder, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+            strict: bool) -> list[Finding]:
     trial = dataclasses.replace(record, drafts=(draft,))
+    memo.same_chart(trial, record)  # the facts of the chart hold for the trial: no draft in them
     found = []
     for rule in rules_for("order-sign"):
         try:
@@ -99,7 +111,8 @@ def withhold_vetoed_orders(findings: list[Finding], record: PatientRecord, today
     card's facts say why: e.g. a drug-start or denosumab-due card beside a pregnancy or
     a low calcium. Judged by the order-sign rules themselves, so the two can never
     disagree; the card still fires with its advice."""
-    return [_reviewed(finding, record, today, settings, strict) for finding in findings]
+    with memo.scope():
+        return [_reviewed(finding, record, today, settings, strict) for finding in findings]
 
 
 def _reviewed(finding: Finding, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
@@ -169,6 +182,12 @@ def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalS
         log.info("hook %s: 0 cards (patient deceased)", hook)
         metrics.CARDS_WITHHELD.labels("deceased").inc()
         return Outcome([])
+    with memo.scope():
+        return _decide(hook, record, today, settings, patient_id=patient_id, policy=policy, strict=strict)
+
+
+def _decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings, *,
+            patient_id: str | None, policy: card_policy.CardPolicy | None, strict: bool) -> Outcome:
     pid = patient_id or record.patient_id
     chosen = _chosen(hook, record, today, settings, strict)
     # The order review (and the rendering) only for the cards that will be shown: one
