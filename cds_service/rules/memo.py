@@ -26,23 +26,28 @@ from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_PLAIN = (bool, int, float, str, bytes, dt.date, type(None))  # keyed by value
+_PLAIN = frozenset({bool, int, float, str, bytes, dt.date, type(None)})  # keyed by value (==)
+_OBJECT = object()  # marks an argument keyed by identity
 
 
 class _Memo:
     def __init__(self) -> None:
-        self.answers: dict[tuple[Any, ...], Any] = {}
+        self.answers: dict[tuple[Any, ...], tuple[Any, bool]] = {}  # key -> (answer, hand out copies)
         self.charts: dict[int, Any] = {}   # id(record built from a chart) -> the chart
-        self.keep: dict[int, Any] = {}     # objects keyed by identity, alive while their ids are keys
+        self.keep: dict[int, Any] = {}     # objects keyed by identity, alive while their ids may be keys
 
-    def ident(self, value: Any) -> tuple[Any, ...]:
-        if isinstance(value, _PLAIN):
-            return (type(value), value)  # by value (True and 1 apart)
-        self.keep[id(value)] = value
-        return ("id", id(value))
-
-    def chart(self, record: Any) -> Any:
-        return self.charts.get(id(record), record)
+    def key(self, record: Any, parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        chart = self.charts.get(id(record), record)
+        keep = self.keep
+        keep[id(chart)] = chart
+        out = [id(chart)]
+        for part in parts:
+            if type(part) in _PLAIN:
+                out.append(part)
+            else:
+                keep[id(part)] = part
+                out += (_OBJECT, id(part))
+        return tuple(out)
 
 
 _CURRENT: contextvars.ContextVar[_Memo | None] = contextvars.ContextVar("facts_memo", default=None)
@@ -65,32 +70,33 @@ def same_chart(record: Any, chart: Any) -> None:
     """`record` is `chart` with other draft orders: it shares the chart's answers."""
     memo = _CURRENT.get()
     if memo is not None:
-        chart = memo.chart(chart)
         memo.keep[id(record)] = record
-        memo.charts[id(record)] = chart
+        memo.charts[id(record)] = memo.charts.get(id(chart), chart)
 
 
-def _fresh(value: Any) -> Any:
+def _mutable(value: Any) -> bool:
     kind = type(value)
-    if kind is list or kind is dict or kind is set:
-        return kind.copy(value)
-    if kind is tuple and any(type(v) in (list, dict, set) for v in value):
-        return tuple(_fresh(v) for v in value)
-    return value
+    return kind in (list, dict, set) or (kind is tuple and any(type(v) in (list, dict, set) for v in value))
+
+
+def _copy(value: Any) -> Any:
+    if type(value) is tuple:
+        return tuple(_copy(v) for v in value)
+    return value.copy() if type(value) in (list, dict, set) else value
 
 
 def remembered(key: tuple[Any, ...], record: Any, compute: Callable[[], Any]) -> Any:
-    """compute() once per `key` (plain values or objects, by identity) and chart of
-    `record` within the current scope."""
+    """compute() once per `key` (plain values by value, other objects by identity) and
+    chart of `record` within the current scope; outside a scope, every time."""
     memo = _CURRENT.get()
     if memo is None:
         return compute()
-    full = (memo.ident(memo.chart(record)), *(memo.ident(k) for k in key))
-    try:
-        return _fresh(memo.answers[full])
-    except KeyError:
-        answer = memo.answers[full] = compute()
-        return _fresh(answer)
+    full = memo.key(record, key)
+    found = memo.answers.get(full)
+    if found is None:
+        answer = compute()
+        found = memo.answers[full] = (answer, _mutable(answer))
+    return _copy(found[0]) if found[1] else found[0]
 
 
 def per_call(fn: F) -> F:
@@ -98,10 +104,9 @@ def per_call(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(record: Any, *args: Any, **kwargs: Any) -> Any:
-        memo = _CURRENT.get()
-        if memo is None:
+        if _CURRENT.get() is None:
             return fn(record, *args, **kwargs)
-        key = (wrapper, *args, *(x for item in sorted(kwargs.items()) for x in item))
-        return remembered(key, record, lambda: fn(record, *args, **kwargs))
+        parts = (wrapper, *args, *(x for item in sorted(kwargs.items()) for x in item)) if kwargs else (wrapper, *args)
+        return remembered(parts, record, lambda: fn(record, *args, **kwargs))
 
     return wrapper  # type: ignore[return-value]
