@@ -34,20 +34,28 @@ class _Memo:
     def __init__(self) -> None:
         self.answers: dict[tuple[Any, ...], tuple[Any, bool]] = {}  # key -> (answer, hand out copies)
         self.charts: dict[int, Any] = {}   # id(record built from a chart) -> the chart
-        self.keep: dict[int, Any] = {}     # objects keyed by identity, alive while their ids may be keys
+        # Objects keyed by identity, kept alive with the scope so that no other object
+        # can take their id while it is part of a key.
+        self.keep: dict[int, Any] = {}
 
-    def key(self, record: Any, parts: tuple[Any, ...]) -> tuple[Any, ...]:
-        chart = self.charts.get(id(record), record)
-        keep = self.keep
-        keep[id(chart)] = chart
-        out = [id(chart)]
+    def key(self, chart: Any, parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        out: list[Any] = [id(chart)]
         for part in parts:
             if type(part) in _PLAIN:
                 out.append(part)
             else:
-                keep[id(part)] = part
                 out += (_OBJECT, id(part))
         return tuple(out)
+
+    def answer(self, key: tuple[Any, ...], chart: Any, parts: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        found = self.answers.get(key)
+        if found is None:
+            for kept in (chart, *parts):
+                if type(kept) not in _PLAIN:
+                    self.keep[id(kept)] = kept
+            answer = compute()
+            found = self.answers[key] = (answer, _mutable(answer))
+        return _copy(found[0]) if found[1] else found[0]
 
 
 _CURRENT: contextvars.ContextVar[_Memo | None] = contextvars.ContextVar("facts_memo", default=None)
@@ -91,12 +99,8 @@ def remembered(key: tuple[Any, ...], record: Any, compute: Callable[[], Any]) ->
     memo = _CURRENT.get()
     if memo is None:
         return compute()
-    full = memo.key(record, key)
-    found = memo.answers.get(full)
-    if found is None:
-        answer = compute()
-        found = memo.answers[full] = (answer, _mutable(answer))
-    return _copy(found[0]) if found[1] else found[0]
+    chart = memo.charts.get(id(record), record)
+    return memo.answer(memo.key(chart, key), chart, key, compute)
 
 
 MARKED: list[Callable[..., Any]] = []  # every @per_call function (tests check that none reads the drafts)
@@ -107,10 +111,26 @@ def per_call(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(record: Any, *args: Any, **kwargs: Any) -> Any:
-        if _CURRENT.get() is None:
+        memo = _CURRENT.get()
+        if memo is None:
             return fn(record, *args, **kwargs)
-        parts = (wrapper, *args, *(x for item in sorted(kwargs.items()) for x in item)) if kwargs else (wrapper, *args)
-        return remembered(parts, record, lambda: fn(record, *args, **kwargs))
+        chart = memo.charts.get(id(record), record)
+        # The usual calls, (record) and (record, settings), keyed without a loop: a hit
+        # must cost far less than the facts it saves.
+        if kwargs or len(args) > 1:
+            parts = (wrapper, *args, *(x for item in sorted(kwargs.items()) for x in item))
+            key = memo.key(chart, parts)
+        elif args:
+            parts = (wrapper, args[0])
+            key = ((id(chart), wrapper, args[0]) if type(args[0]) in _PLAIN
+                   else (id(chart), wrapper, _OBJECT, id(args[0])))
+        else:
+            parts = (wrapper,)
+            key = (id(chart), wrapper)
+        found = memo.answers.get(key)
+        if found is not None:
+            return _copy(found[0]) if found[1] else found[0]
+        return memo.answer(key, chart, parts, lambda: fn(record, *args, **kwargs))
 
     MARKED.append(wrapper)
     return wrapper  # type: ignore[return-value]
