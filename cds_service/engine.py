@@ -66,19 +66,23 @@ def _chosen(hook: str, record: PatientRecord, today: dt.date, settings: Clinical
 
 
 def _vetoes(resource: dict[str, Any], record: PatientRecord, today: dt.date, settings: ClinicalSettings,
-            strict: bool) -> list[Finding]:
-    """The critical order-sign findings an osteoporosis-drug order would meet if it
-    were signed on its own today (none for any other resource). Judged once per call for
-    the same order (several cards may suggest it)."""
+            strict: bool) -> tuple[DraftOrder | None, list[Finding]]:
+    """The resource as a draft order, and the critical order-sign findings it would meet
+    if it were signed on its own today (none unless it is an osteoporosis-drug order).
+    Judged once per call for the same order (several cards may suggest it)."""
+    try:
+        content = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not plain JSON data (a resource built in code): judged every time
+        return _judged(resource, record, today, settings, strict)
+    return memo.remembered(("vetoes", content, today, settings, strict), record,
+                           lambda: _judged(resource, record, today, settings, strict))
+
+
+def _judged(resource: dict[str, Any], record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+            strict: bool) -> tuple[DraftOrder | None, list[Finding]]:
     draft = draft_order(resource)
     if draft is None or not (draft.drug_classes & t.OSTEOPOROSIS_DRUG_CLASSES):
-        return []
-    return memo.remembered(("vetoes", orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), today, settings, strict),
-                           record, lambda: _judged(draft, record, today, settings, strict))
-
-
-def _judged(draft: DraftOrder, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
-            strict: bool) -> list[Finding]:
+        return draft, []
     trial = dataclasses.replace(record, drafts=(draft,))
     memo.same_chart(trial, record)  # the facts of the chart hold for the trial: no draft in them
     found = []
@@ -91,7 +95,7 @@ def _judged(draft: DraftOrder, record: PatientRecord, today: dt.date, settings: 
                 raise
             log.error("rule %s failed judging a suggested order; skipped", getattr(rule, "__name__", rule),
                       extra=error_fields(exc))
-    return found
+    return draft, found
 
 
 def _veto_fact(drugs: list[str], veto: Finding, record: PatientRecord, today: dt.date) -> str:
@@ -125,10 +129,9 @@ def _reviewed(finding: Finding, record: PatientRecord, today: dt.date, settings:
     for (kind, ident), resources in card_render.suggestion_orders(finding, patient_id=record.patient_id,
                                                                    today=today):
         for resource in resources:
-            vetoes = _vetoes(resource, record, today, settings, strict)
+            draft, vetoes = _vetoes(resource, record, today, settings, strict)
             if vetoes:
                 (drop_keys if kind == "key" else drop_extra).add(ident)
-                draft = draft_order(resource)
                 drug = draft.agents[0].replace("_", " ") if draft and draft.agents else "drug"
                 drugs = vetoed.setdefault(vetoes[0].card_id, (vetoes[0], []))[1]
                 if drug not in drugs:
