@@ -187,3 +187,26 @@ def test_a_rule_registered_later_is_run(monkeypatch):
     base.rule("order-sign")(late_rule)
     assert base.rules_for("order-sign") == before + [late_rule]
     assert late_rule not in base.rules_for("order-select")
+
+
+def test_each_app_judges_with_its_own_clinical_settings(make_app):
+    """The clinical settings are built once per service Settings object, not once per
+    process: two apps with different limits answer differently, call after call."""
+    bundle = fx.load_patient(HYPOCA, today=dt.date.today())
+    prefetch = fx.prefetch_from_bundle(bundle)
+    body = {"hookInstance": "d3b0a4a4-0000-4000-8000-000000000001", "hook": "patient-view",
+            "context": {"patientId": prefetch["patient"]["id"], "userId": "Practitioner/example"},
+            "prefetch": prefetch}
+    budget = {"CDS_INFO_CARD_BUDGET": "100", "CDS_ROUTINE_CARD_BUDGET": "100"}
+    usual = make_app(**budget).test_client()
+    lenient = make_app(CDS_CALCIUM_LOWER_MG_DL="7.5", **budget).test_client()
+
+    def details():
+        resp = (usual if client == "usual" else lenient).post("/cds-services/osteoporosis-patient-view", json=body)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return " ".join(c["detail"] for c in resp.get_json()["cards"])
+
+    answers = {}
+    for client in ("usual", "lenient", "usual", "lenient"):
+        answers.setdefault(client, set()).add("below 8.5 mg/dL" in details())
+    assert answers == {"usual": {True}, "lenient": {False}}
