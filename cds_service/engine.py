@@ -40,6 +40,9 @@ COURSE_CARDS = ("C-DMAB-DUE", "C-DMAB-OVERDUE", "C-DMAB-STOP", "C-ANABOLIC-FOLLO
 # keeps a denosumab course under way with the PROLIA24 plan (second-pass 2: the plan
 # "rides on" C-DMAB-DUE/OVERDUE), and offers "keep the order and add the plan" itself.
 NOT_A_VETO = frozenset({"C-SAFE-DMAB-CKD"})
+# The only suggested resources the order review can veto: record.draft_order reads drug
+# classes from a MedicationRequest alone, so other orders (labs, DXA, referrals) are not filled for it.
+DRUG_ORDER_TYPES = frozenset({"MedicationRequest"})
 
 
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
@@ -126,11 +129,13 @@ def _reviewed(finding: Finding, record: PatientRecord, today: dt.date, settings:
     drop_keys: set[str] = set()
     drop_extra: set[int] = set()
     vetoed: dict[str, tuple[Finding, list[str]]] = {}  # veto card id -> (its finding, drugs it stops)
-    for (kind, ident), resources in card_render.suggestion_orders(finding, patient_id=record.patient_id,
-                                                                   today=today):
+    for (kind, ident), resources, renders in card_render.suggestion_orders(
+            finding, patient_id=record.patient_id, today=today, resource_types=DRUG_ORDER_TYPES):
         for resource in resources:
             draft, vetoes = _vetoes(resource, record, today, settings, strict)
             if vetoes:
+                if not renders():
+                    break  # a suggestion render() drops: not offered, so nothing to withhold
                 (drop_keys if kind == "key" else drop_extra).add(ident)
                 drug = draft.agents[0].replace("_", " ") if draft and draft.agents else "drug"
                 drugs = vetoed.setdefault(vetoes[0].card_id, (vetoes[0], []))[1]

@@ -14,7 +14,8 @@ import pytest
 from cds_service import card_policy, card_render, engine
 from cds_service import fixtures as fx
 from cds_service.card_policy import CardPolicy
-from cds_service.record import build_record, drafts_from_context
+from cds_service.fhir.terminology import OSTEOPOROSIS_DRUG_CLASSES
+from cds_service.record import build_record, draft_order, drafts_from_context
 from cds_service.rules import base, memo
 from cds_service.rules.base import Finding, trigger_date
 from cds_service.rules.facts import kidney, long_bp_course
@@ -210,3 +211,58 @@ def test_each_app_judges_with_its_own_clinical_settings(make_app):
     for client in ("usual", "lenient", "usual", "lenient"):
         answers.setdefault(client, set()).add("below 8.5 mg/dL" in details())
     assert answers == {"usual": {True}, "lenient": {False}}
+
+
+def test_only_a_medication_request_can_be_an_osteoporosis_drug_order():
+    """The order review fills only MedicationRequests (engine.DRUG_ORDER_TYPES): any other
+    order naming an osteoporosis drug is still no drug order to the review."""
+    alendronate = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "904431"}],
+                   "text": "alendronate 70 mg oral tablet"}
+    types = {r.get("resourceType") for card_id in card_render.card_ids()
+             for r in (card_render.load_card(card_id).get("resources") or {}).values()}
+    assert engine.DRUG_ORDER_TYPES < types
+    for rtype in sorted(types | {"MedicationStatement", "DeviceRequest", "NutritionOrder"}):
+        resource = {"resourceType": rtype, "id": "x", "status": "draft", "intent": "order",
+                    "medicationCodeableConcept": alendronate, "code": alendronate}
+        draft = draft_order(resource)
+        named = bool(draft and draft.drug_classes & OSTEOPOROSIS_DRUG_CLASSES)
+        assert named == (rtype in engine.DRUG_ORDER_TYPES), rtype
+
+
+def test_a_suggestions_other_orders_are_filled_only_when_asked(monkeypatch):
+    card = {"id": "C-TX-BP", "indicator": "info", "summary": "s", "resources": {
+        "drug": {"resourceType": "MedicationRequest", "medicationCodeableConcept": {"text": "{{drug}}"}},
+        "lab": {"resourceType": "ServiceRequest", "code": {"text": "{{lab}}"}}},
+        "suggestions": [{"key": "both", "actions": [
+            {"type": "create", "description": "d", "resource": "lab"},
+            {"type": "create", "description": "d", "resource": "drug"}]}]}
+    monkeypatch.setattr(card_render, "load_card", lambda card_id: card)
+    finding = Finding("C-TX-BP", variables={"drug": "alendronate 70 mg oral tablet"})  # no {{lab}}: cannot render
+    assert card_render.suggestion_orders(finding, patient_id="p", today=TODAY) == []
+    [(ident, resources, renders)] = card_render.suggestion_orders(finding, patient_id="p", today=TODAY,
+                                                                  resource_types=engine.DRUG_ORDER_TYPES)
+    assert ident == ("key", "both") and [r["resourceType"] for r in resources] == ["MedicationRequest"]
+    assert renders() is False
+    finding = dataclasses.replace(finding, variables={**finding.variables, "lab": "calcium"})
+    [(_, resources, renders)] = card_render.suggestion_orders(finding, patient_id="p", today=TODAY,
+                                                              resource_types=engine.DRUG_ORDER_TYPES)
+    assert len(resources) == 1 and renders() is True
+    [(_, resources, renders)] = card_render.suggestion_orders(finding, patient_id="p", today=TODAY)
+    assert [r["resourceType"] for r in resources] == ["ServiceRequest", "MedicationRequest"] and renders()
+
+
+def test_a_vetoed_order_in_a_suggestion_that_cannot_render_is_not_withheld(monkeypatch):
+    """render() drops such a suggestion anyway: the review adds no note about it, as when
+    it filled every order of the suggestion first."""
+    record = _record(HYPOCA)
+    finding = _old_card_rule(record, TODAY, SETTINGS)[0]
+    card = card_render.load_card("C-TX-BP")
+    broken = {**card, "resources": {**card["resources"], "lab": {"resourceType": "ServiceRequest",
+                                                                  "code": {"text": "{{no_such_value}}"}}},
+              "suggestions": [{**s, "actions": [{"type": "create", "description": "x", "resource": "lab"},
+                                                *s["actions"]]} for s in card["suggestions"]]}
+    reviewed = engine.withhold_vetoed_orders([finding], record, TODAY, SETTINGS, strict=True)[0]
+    assert reviewed != finding  # the usual card: its alendronate order is withheld
+    real = card_render.load_card
+    monkeypatch.setattr(card_render, "load_card", lambda card_id: broken if card_id == "C-TX-BP" else real(card_id))
+    assert engine.withhold_vetoed_orders([finding], record, TODAY, SETTINGS, strict=True)[0] == finding
