@@ -7,7 +7,9 @@ a course card (denosumab due/overdue/stop, anabolic follow-on), cards ordered
 critical, warning, info. No card offers an osteoporosis-drug order that a
 critical order-time safety card would stop (withhold_vetoed_orders). Then, when
 a CardPolicy is given (the hook calls),
-quieting by feedback and the info-card budget (cds_service.card_policy).
+quieting by feedback and the info-card budget (cds_service.card_policy); only the
+cards shown go through that order review and are rendered. Facts the rules share
+are computed once per call (cds_service.rules.memo).
 A rule that raises is logged by name and skipped, so
 one broken rule never hides the others (strict=True re-raises, for tests).
 """
@@ -201,12 +203,12 @@ def _decide(hook: str, record: PatientRecord, today: dt.date, settings: Clinical
     # The order review (and the rendering) only for the cards that will be shown: one
     # that quieting or the budget holds back never pays for it. Quieting asks for the
     # review of a card it would hold back (the review may add a newer date to its facts).
-    reviewed: dict[int, Finding] = {}  # id(finding of `chosen`) -> after review
+    reviewed: dict[int, tuple[Finding, Finding]] = {}  # id(finding) -> (the finding, after review)
 
     def review(finding: Finding) -> Finding:
         if id(finding) not in reviewed:
-            reviewed[id(finding)] = _reviewed(finding, record, today, settings, strict)
-        return reviewed[id(finding)]
+            reviewed[id(finding)] = (finding, _reviewed(finding, record, today, settings, strict))
+        return reviewed[id(finding)][1]
 
     held: list[card_policy.Held] = []
     if policy is not None:
