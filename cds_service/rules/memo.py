@@ -9,10 +9,13 @@ rule tests do) it simply computes, so a scope can never leak one call's answers 
 another call, nor into a record built or changed later.
 
 A record the order review builds from the chart (the same record with one draft
-order: `chart_of`) shares the chart's answers, so a decorated function must not read
-the record's drafts (`drafts`, `judged_drafts`), directly or through what it calls.
+order, declared with `same_chart`) shares the chart's answers, so a decorated function
+must not read the record's drafts (`drafts`, `judged_drafts`), directly or through what
+it calls (tests/test_rules_memo.py checks every decorated function on every fixture
+with drafts). Any other record, even one copied from the chart, has answers of its own.
 Answers must not be changed by their callers: a list, dict or set (also one in a
-tuple) is handed out as a copy.
+tuple) is handed out as a copy. Arguments of plain types (numbers, strings, dates) are
+keyed by value, others (the settings) by identity.
 """
 
 from __future__ import annotations
