@@ -16,6 +16,14 @@ long ago) and each card quieted on its own under the production budget, so
 that a card held back lets another one through. The outcome is the cards
 (the engine adds no uuids) and the cards held back with their reasons.
 A fixed evaluation day keeps two runs comparable.
+
+`--http` does the same through the Flask app as a client sees it (card uuids
+left out): every fixture request on every hook, every corpus chart, and for
+patient-view, after feedback on the first card, the same request again.
+`--tree DIR` runs another source tree (an export of main, say), so the two
+snapshots can be taken in either order:
+
+    .venv/bin/python -m benchmarks.cards_snapshot --http --tree /tmp/main --out /tmp/main-http.json
 """
 
 from __future__ import annotations
@@ -76,7 +84,6 @@ def _cases(call: Any) -> dict[str, Any]:
 
 
 def snapshot() -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from fhir_test_server import FhirStore
 
     from cds_service import fixtures as fx
@@ -115,6 +122,74 @@ def snapshot() -> dict[str, Any]:
     return out
 
 
+def _strip_uuids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [_strip_uuids(v) for v in value]
+    return value
+
+
+def http_snapshot() -> dict[str, Any]:
+    import logging
+    import tempfile
+    import uuid
+
+    from fhir_test_server import FhirStore
+
+    from cds_service import fixtures as fx
+    from cds_service.app import create_app
+    from cds_service.fhir.prefetch import render_template
+    from cds_service.rules.base import HOOKS
+    from cds_service.services.prefetch_templates import PREFETCH
+
+    logging.disable(logging.CRITICAL)
+    today = dt.date.today()  # the app evaluates on today's date: charts are shifted to it
+    service = {"patient-view": "osteoporosis-patient-view", "order-select": "osteoporosis-order-select",
+               "order-sign": "osteoporosis-order-sign"}
+    tmp = tempfile.mkdtemp()
+    client = create_app({"CDS_DATABASE_URL": f"sqlite:///{tmp}/snapshot.db", "CDS_AUTH_REQUIRED": "false",
+                         "CDS_PATIENT_HASH_SECRET": "snapshot-patient-hash-secret-0123456789"}).test_client()
+    out: dict[str, Any] = {}
+
+    def post(hook: str, context: dict[str, Any], prefetch: dict[str, Any]) -> tuple[int, Any]:
+        body = {"hookInstance": str(uuid.uuid4()), "hook": hook, "context": context, "prefetch": prefetch}
+        resp = client.post(f"/cds-services/{service[hook]}", json=body)
+        return resp.status_code, resp.get_json()
+
+    def run(name: str, hook: str, context: dict[str, Any], prefetch: dict[str, Any]) -> None:
+        status, answer = post(hook, context, prefetch)
+        entry: dict[str, Any] = {"status": status, "answer": _strip_uuids(answer)}
+        if hook == "patient-view" and status == 200 and answer["cards"]:
+            card = answer["cards"][0]
+            reason = {"reason": card["overrideReasons"][0]} if card.get("overrideReasons") else {}
+            client.post(f"/cds-services/{service[hook]}/feedback", json={"feedback": [{
+                "card": card["uuid"], "outcome": "overridden", "overrideReason": reason,
+                "outcomeTimestamp": f"{today.isoformat()}T10:00:00Z"}]})
+            status, answer = post(hook, context, prefetch)
+            entry["after_feedback"] = {"status": status, "answer": _strip_uuids(answer)}
+        out[name] = {"http": entry}
+
+    for name in fx.patient_names():
+        bundle = fx.load_patient(name, today=today)
+        prefetch = fx.prefetch_from_bundle(bundle)
+        for hook in HOOKS:
+            context: dict[str, Any] = {"patientId": prefetch["patient"]["id"], "userId": "Practitioner/example"}
+            if hook != "patient-view":
+                context["draftOrders"] = fx.draft_orders_bundle(bundle)
+                if hook == "order-select":
+                    context["selections"] = [f"{r['resourceType']}/{r['id']}" for r in fx.drafts_from_bundle(bundle)
+                                             if fx.is_selected(r)]
+            run(f"fixture/{name}/{hook}", hook, context, prefetch)
+    for path in fx.realworld_paths("synthea"):
+        resources = fx.load_realworld(path, today=today)
+        pid = next(r["id"] for r in resources if r["resourceType"] == "Patient")
+        store = FhirStore(resources)
+        prefetch = {key: store.answer(render_template(t, {"patientId": pid})) for key, t in PREFETCH.items()}
+        run(f"realworld/{path.name}", "patient-view", {"patientId": pid, "userId": "Practitioner/example"}, prefetch)
+    return out
+
+
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     problems = [f"{k}: only in the first" for k in a if k not in b]
     problems += [f"{k}: only in the second" for k in b if k not in a]
@@ -130,14 +205,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="write the snapshot here")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two snapshots")
+    parser.add_argument("--http", action="store_true", help="through the Flask app, card uuids left out")
+    parser.add_argument("--tree", type=Path, help="another source tree to run (default: this checkout)")
     args = parser.parse_args()
+    root = (args.tree or Path(__file__).resolve().parents[1]).resolve()
+    sys.path[:0] = [str(root), str(root / "tests")]
     if args.compare:
         a, b = (json.loads(p.read_text()) for p in args.compare)
         problems = compare(a, b)
         cases = sum(len(v) for v in a.values())
         print("\n".join(problems[:200]) or f"identical: {len(a)} requests, {cases} outcomes")
         sys.exit(1 if problems else 0)
-    result = snapshot()
+    result = http_snapshot() if args.http else snapshot()
     text = json.dumps(result, indent=1, sort_keys=True, ensure_ascii=False)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
