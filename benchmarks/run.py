@@ -368,18 +368,21 @@ class Server:
         return [int(p) for p in text.split()]
 
     def worker_memory(self) -> list[dict[str, float]]:
-        """Peak (VmHWM) and current (VmRSS) resident memory of each worker, MB."""
+        """Peak (VmHWM) and current (VmRSS) resident memory of each worker, MB,
+        and its current PSS (pages shared with other processes divided among
+        them; Linux keeps no peak of it)."""
         out = []
         for pid in self.worker_pids():
             fields = {}
             with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    key, _, value = line.partition(":")
-                    if key in ("VmHWM", "VmRSS"):
-                        fields[key] = int(value.split()[0]) / 1024
+                for name in ("status", "smaps_rollup"):
+                    for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+                        key, _, value = line.partition(":")
+                        if key in ("VmHWM", "VmRSS", "Pss"):
+                            fields[key] = int(value.split()[0]) / 1024
             if fields:
                 out.append({"pid": pid, "peak_rss_mb": round(fields.get("VmHWM", 0), 1),
-                            "rss_mb": round(fields.get("VmRSS", 0), 1)})
+                            "rss_mb": round(fields.get("VmRSS", 0), 1), "pss_mb": round(fields.get("Pss", 0), 1)})
         return out
 
     def worker_cpu_seconds(self) -> float:

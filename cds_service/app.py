@@ -8,7 +8,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import requests
 from flask import Flask, g, request
 from flask_cors import CORS
 
@@ -46,12 +45,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         from cds_service import migrations
 
         migrations.upgrade(store.engine)
-    http = requests.Session()
     # Every thread's concurrent FHIR queries keep their connections for reuse
     # (requests' default pool keeps 10 per host).
-    adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(10, settings.threads * settings.fhir_concurrency))
-    http.mount("https://", adapter)
-    http.mount("http://", adapter)
+    http = LazySession(pool_maxsize=max(10, settings.threads * settings.fhir_concurrency))
     app.extensions["cds_runtime"] = Runtime(
         settings=settings,
         store=store,
@@ -111,6 +107,31 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+class LazySession:
+    """The app's one requests.Session, made when something is first sent (a
+    FHIR query, a key set download). Calls that bring their prefetch send
+    nothing, and a worker that only answers them never imports requests and
+    urllib3 (about 4 MB). Attribute reads go to the session."""
+
+    def __init__(self, pool_maxsize: int):
+        self._pool_maxsize = pool_maxsize
+        self._session: Any = None
+
+    def session(self) -> Any:
+        if self._session is None:
+            import requests
+
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=self._pool_maxsize)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            self._session = session
+        return self._session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session(), name)
 
 
 def configure_valuesets(extra_dir: str) -> valuesets.Terminology:

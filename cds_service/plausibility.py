@@ -45,6 +45,11 @@ def value_ok(kind: str, value: float) -> bool:
     return low <= value <= high
 
 
+def believable_dates(today: dt.date) -> tuple[dt.date, dt.date]:
+    """The first and last believable date: date_problem is None exactly between them."""
+    return EARLIEST, today + FUTURE_SLACK
+
+
 def date_problem(when: dt.date | None, today: dt.date) -> str | None:
     """None for a believable (or unknown) date; otherwise the reason to ignore it."""
     if when is None:

@@ -17,6 +17,14 @@ a new resource type, add a `_read_<Type>` method to _Builder and a line to
 WANTS; to read new codes of a type already read, add their value set to that
 line.
 
+Long charts (thousands of resources) make this the costliest step of a call,
+so what repeats is worked out once: the value sets of a coding, what a
+Procedure's or Condition's code says (by its codings and text), name searches,
+lab unit factors (each remembered per set of active value sets, see
+_CodeMemo); the record types skip the frozen guard per field when built
+(_quick_init). tests/test_record_fast_paths.py builds every fixture and
+real-world chart with and without these shortcuts: the records are equal.
+
 Units (brief section 1) come from the value sets' `lab-unit` extensions:
 25-OH vitamin D ng/mL, calcium mg/dL, albumin g/dL, creatinine mg/dL, FRAX
 percent (a fraction is * 100), eGFR mL/min/1.73m2. Corrected calcium = Ca +
@@ -33,7 +41,8 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cds_service import plausibility
@@ -145,6 +154,45 @@ class _CodeMemo:
     def __init__(self, terminology: Any) -> None:
         self.terminology = terminology
         self.memo: dict[tuple[str, str, str], frozenset[str]] = {}
+        self.readings: dict[tuple[Any, ...], Any] = {}
+        self.names: dict[tuple[str, str], bool] = {}
+        self.factors: dict[tuple[str, str], float | None] = {}
+
+    def reading(self, read: Callable[[Any], Any], concept: Any) -> Any:
+        """read(concept), remembered by all that `read` may look at: the concept's codings
+        and its text (terminology reads nothing else of a CodeableConcept). Long charts
+        repeat a few codes many times; this saves the name searches of each."""
+        key = (read, _concept_key(concept))
+        found = self.readings.get(key, _UNREAD)
+        if found is _UNREAD:
+            found = read(concept)
+            if len(self.readings) >= self.LIMIT:
+                self.readings.clear()
+            self.readings[key] = found
+        return found
+
+    def factor(self, value_set: str, unit: str) -> float | None:
+        """The factor t.convert multiplies a value in `unit` by (None: a unit the set does not
+        know), found by converting 1.0: x * (1.0 * f) is x * f exactly."""
+        key = (value_set, unit)
+        found = self.factors.get(key, _UNREAD)
+        if found is _UNREAD:
+            found = t.convert(value_set, 1.0, unit)
+            if len(self.factors) >= self.LIMIT:
+                self.factors.clear()
+            self.factors[key] = found
+        return found  # type: ignore[return-value]
+
+    def names_in(self, rtype: str, test: Callable[[str], bool], text: str) -> bool:
+        """test(text) for a resource none of whose codes is known, remembered by the text."""
+        key = (rtype, text)
+        found = self.names.get(key)
+        if found is None:
+            found = test(text)
+            if len(self.names) >= self.LIMIT:
+                self.names.clear()
+            self.names[key] = found
+        return found
 
     def sets_of(self, rtype: str, concept: Any) -> frozenset[str]:
         """The value sets of `rtype`'s WANTS line that the codings of a CodeableConcept are in."""
@@ -170,25 +218,43 @@ class _CodeMemo:
         return found
 
     def wanted(self, resource: Mapping[str, Any]) -> frozenset[str] | None:
-        rtype = resource["resourceType"]
+        return self.wanted_by_concept(resource, resource["resourceType"])[0]
+
+    def wanted_by_concept(self, resource: Mapping[str, Any], rtype: str
+                          ) -> tuple[frozenset[str] | None, tuple[Any, ...], list[frozenset[str]]]:
+        """wanted(), with the concepts looked at and each one's value sets (the
+        Observation reader needs them again, per concept)."""
         want = WANTS.get(rtype, READ_ALL)
         if not want.sets:
-            return _NONE
+            return _NONE, (), []
         concepts = want.where(resource)
+        sets_of = self.sets_of
+        hits = [_NONE if concept is None else sets_of(rtype, concept) for concept in concepts]
         found = _NONE
-        for concept in concepts:
-            hit = self.sets_of(rtype, concept)
+        for hit in hits:
             if hit:
                 found = found | hit if found else hit
         if found:
-            return found
-        if want.names is not None and want.names(" | ".join(t.concept_text(c) for c in concepts)):
-            return _NONE
-        return None
+            return found, concepts, hits
+        if want.names is not None and self.names_in(rtype, want.names, " | ".join(t.concept_text(c) for c in concepts)):
+            return _NONE, concepts, hits
+        return None, concepts, hits
 
 
 _NONE: frozenset[str] = frozenset()
+_UNREAD = object()
 _memo: list[_CodeMemo] = []
+
+
+def _concept_key(concept: Any) -> tuple[tuple[tuple[str, str], ...], str] | None:
+    """What terminology reads of a CodeableConcept: (system, code) of each coding, as given,
+    and the lower-cased text with the displays (t.concept_text). None for a non-object,
+    which every reader takes as a concept without codes or text."""
+    if not isinstance(concept, dict):
+        return None
+    codes = tuple((str(coding.get("system") or ""), coding["code"]) for coding in concept.get("coding") or ()
+                  if isinstance(coding, dict) and isinstance(coding.get("code"), str))
+    return codes, t.concept_text(concept)
 
 
 def _codes() -> _CodeMemo:
@@ -205,6 +271,27 @@ def _codes() -> _CodeMemo:
 # Record types
 # ---------------------------------------------------------------------------
 
+
+def _quick_init(cls: type) -> type:
+    """A frozen dataclass with an __init__ that fills the instance's __dict__ directly.
+    The generated one calls object.__setattr__ per field (past the frozen guard), about
+    twice as slow: a long chart makes thousands of these. Everything else (frozen
+    attributes, equality, hashing, repr, replace()) stays the dataclass's own."""
+    fields = dataclasses.fields(cls)
+    defaults = {f"_default_{f.name}": f.default for f in fields if f.default is not dataclasses.MISSING}
+    if any(f.default_factory is not dataclasses.MISSING or not f.init for f in fields):
+        raise TypeError(f"{cls.__name__}: default_factory and init=False fields are not handled here")
+    params = ", ".join(f.name + (f"=_default_{f.name}" if f"_default_{f.name}" in defaults else "") for f in fields)
+    stores = "".join(f"\n    d[{f.name!r}] = {f.name}" for f in fields)
+    namespace = dict(defaults)
+    exec(f"def __init__(self, {params}):\n    d = self.__dict__{stores}\n", namespace)  # noqa: S102
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class BmdScore:
     site: str        # LS / FN / TH / RADIUS / CALCANEUS
@@ -217,6 +304,7 @@ class BmdScore:
         return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {as_written(self.value, 1)} on {_d(self.date)}"
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Frax:
     kind: str        # "mof" or "hip"
@@ -230,6 +318,7 @@ class Frax:
         return f"FRAX 10-year {label} probability {percent}% on {_d(self.date)}"
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Fracture:
     """One fracture event. Codings, Conditions and Observations describing the
@@ -263,6 +352,7 @@ class Fracture:
         return f"{text[0].upper()}{text[1:]} {when}"
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class ConditionHit:
     group: str         # a `condition-*` value set as a group name (terminology.group_of)
@@ -272,6 +362,7 @@ class ConditionHit:
     ref: str
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Lab:
     name: str          # LAB_LABELS keys: egfr, creatinine, calcium, calcium_corrected, albumin, ...
@@ -310,6 +401,7 @@ LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "
              "weight": "kg", "bmi": "kg/m2", "alp": "U/L"}
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class FallConcern:
     """A fear-of-falling score (FES-I 16-64 or Short FES-I 7-28)."""
@@ -320,6 +412,7 @@ class FallConcern:
     ref: str
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Surgery:
     date: dt.date | None
@@ -327,6 +420,7 @@ class Surgery:
     ref: str
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class CareEvent:
     """Care on record that may already answer an info card (second-pass 7): an
@@ -348,6 +442,7 @@ CARE_LABELS = {t.PT_CARE: "Physical therapy", t.EXERCISE_CARE: "Exercise program
                t.DXA_CARE: "DXA"}
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class MedEvent:
     """One medication resource, as exposure to one agent."""
@@ -366,6 +461,7 @@ class MedEvent:
     supply_end: dt.date | None = None  # MedicationRequest: last day its dispenses cover (expectedSupplyDuration x fills)
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class AgentExposure:
     agent: str
@@ -385,6 +481,7 @@ class AgentExposure:
         return self.exposure_days / 30.4375
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class BinaryResult:
     """A positive / negative result: a fall-risk screen, a pregnancy test."""
@@ -398,6 +495,7 @@ FallRisk = BinaryResult
 PregnancyTest = BinaryResult
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class DraftOrder:
     resource_type: str
@@ -412,6 +510,7 @@ class DraftOrder:
     planned: dt.date | None = None  # when the order is for, if it says so (timing event / bounds / occurrence)
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class PatientRecord:
     today: dt.date
@@ -630,42 +729,53 @@ def _period_end(period: Any) -> Any:
 
 
 def _effective(res: Mapping[str, Any]) -> dt.date | None:
+    when = parse_date(res.get("effectiveDateTime"))  # the usual one, first without the rest
+    if when:
+        return when
     return _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")),
                        _period_end(res.get("effectivePeriod")), res.get("effectiveInstant"), res.get("issued"))
 
 
 def _quantity(value: Any) -> tuple[float, str] | None:
-    if isinstance(value, dict) and isinstance(value.get("value"), (int, float)) and not isinstance(value.get("value"), bool):
-        unit = value.get("code") or value.get("unit") or ""
-        try:
-            number = float(value["value"])
-        except OverflowError:  # an integer too large for a float
-            return None
-        # NaN/Infinity (a FHIR server's JSON may carry them) are not values: unknown.
-        return (number, str(unit).strip()) if math.isfinite(number) else None
-    return None
+    if not isinstance(value, dict):
+        return None
+    number = value.get("value")
+    if not isinstance(number, (int, float)) or isinstance(number, bool):
+        return None
+    unit = value.get("code") or value.get("unit") or ""
+    try:
+        number = float(number)
+    except OverflowError:  # an integer too large for a float
+        return None
+    # NaN/Infinity (a FHIR server's JSON may carry them) are not values: unknown.
+    return (number, str(unit).strip()) if math.isfinite(number) else None
 
 
-def _iter_resources(value: Any) -> Iterator[Any]:
-    """Resources in a prefetch value: a resource, a Bundle (any type), None."""
-    return (resource for _, resource in _iter_entries(value))
-
-
-def _iter_entries(value: Any, full_url: Any = None) -> Iterator[tuple[Any, Any]]:
-    """(fullUrl, resource) pairs of a prefetch value; fullUrl is None outside a Bundle."""
+def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> None:
+    """The (fullUrl, resource) pairs of a prefetch value (a resource, a Bundle of any
+    type, None) appended to `out`; fullUrl is None outside a Bundle. A loop, not nested
+    generators (hot on long charts). On a malformed Bundle it raises, with the entries
+    before the fault already in `out`."""
     if value is None:
         return
-    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        for entry in value.get("entry") or ():
-            if isinstance(entry, dict) and entry.get("resource") is not None:
-                # search-mode "outcome" entries (OperationOutcome) carry no patient data
-                if (entry.get("search") or {}).get("mode") == "outcome":
-                    continue
-                yield from _iter_entries(entry["resource"], entry.get("fullUrl"))
-            elif entry is not None:
-                yield None, entry  # malformed entry: counted by the caller
+    if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+        out.append((full_url, value))
         return
-    yield full_url, value
+    for entry in value.get("entry") or ():
+        if isinstance(entry, dict):
+            resource = entry.get("resource")
+            if resource is not None:
+                search = entry.get("search")
+                # search-mode "outcome" entries (OperationOutcome) carry no patient data
+                if search and search.get("mode") == "outcome":
+                    continue
+                if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+                    _collect_entries(resource, entry.get("fullUrl"), out)
+                else:
+                    out.append((entry.get("fullUrl"), resource))
+                continue
+        if entry is not None:
+            out.append((None, entry))  # malformed entry: counted by the caller
 
 
 # ---------------------------------------------------------------------------
@@ -747,18 +857,23 @@ class _Builder:
         self.cancelled: list[MedEvent] = []
         self.care: list[CareEvent] = []
         self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
+        self.concepts: tuple[Any, ...] = ()  # its concepts `wanted` looked at, and the value sets of each
+        self.concept_sets: list[frozenset[str]] = []
+        self.ref = ""  # its "Type/id"
         self.codes = _codes()
+        self.believable = plausibility.believable_dates(today)
 
     # --- dispatch -----------------------------------------------------------
     def add(self, resource: Any) -> None:
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not isinstance(rtype, str):
             self.skipped.append("?/?")
             return
-        key = _ref(resource)
-        if resource.get("id") and key in self.seen:  # same resource under two prefetch keys
+        key = f"{rtype}/{resource.get('id', '?')}"  # _ref(resource)
+        if key in self.seen and resource.get("id"):  # same resource under two prefetch keys
             return
         self.seen.add(key)
-        reader = getattr(self, "_read_" + resource["resourceType"], None)
+        reader = _READERS.get(rtype)
         if reader is None:
             return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
         if self.binding is not None:
@@ -767,20 +882,37 @@ class _Builder:
                 self.ignored.append((key, reason))
                 return
         try:
-            found = self.codes.wanted(resource)
+            found, self.concepts, self.concept_sets = self.codes.wanted_by_concept(resource, rtype)
         except Exception:  # noqa: BLE001 - e.g. a code that is a list: unreadable, as in a reader
             self.skipped.append(key)
             return
         if found is None:
             return  # nothing any rule reads: dropped before dates and values
         self.found = found
+        self.ref = key
         try:
-            reader(resource)
+            reader(self, resource)
         except Exception:  # noqa: BLE001 - tolerant reader: one bad resource never fails the call
             self.skipped.append(key)
 
+    def _sets_of(self, concept: Any) -> frozenset[str]:
+        """The Observation value sets of one of the resource's concepts, as `add` found them."""
+        for i, seen in enumerate(self.concepts):
+            if seen is concept:
+                return self.concept_sets[i]
+        return self.codes.sets_of("Observation", concept)
+
+    def _lab_value(self, value_set: str, value: float, unit: str, concept: Any) -> float | None:
+        """lab_value(), with the unit's factor remembered (a chart writes a few units many times)."""
+        if not unit or LAB_SETS.get(value_set, "") in _UNITS_NOT_CHECKED:
+            return lab_value(value_set, value, unit, concept)
+        factor = self.codes.factor(value_set, unit)
+        return None if factor is None else value * factor
+
     def _date_ok(self, when: dt.date | None, ref: str) -> bool:
         """False (and the resource counted as ignored) for a future or impossible date."""
+        if when is None or self.believable[0] <= when <= self.believable[1]:
+            return True  # plausibility.date_problem would say None: the usual case, without a call
         problem = plausibility.date_problem(when, self.today)
         if problem:
             self.ignored.append((ref, problem))
@@ -801,13 +933,13 @@ class _Builder:
     def _read_Observation(self, res: Mapping[str, Any]) -> None:
         if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
             return
-        ref = _ref(res)
+        ref = self.ref
         when = _effective(res)
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
         # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
-        if any(v.startswith(FRACTURE_SETS) for v in self.found):
+        if _has_fracture_set(self.found):
             for concept in (code, res.get("valueCodeableConcept")):
                 frac = t.classify_fracture(concept)
                 if frac:
@@ -820,9 +952,10 @@ class _Builder:
 
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
                            ref: str, res: Mapping[str, Any]) -> None:
-        sets = sorted(v for v in self.codes.sets_of("Observation", concept) if not v.startswith(FRACTURE_SETS))
-        qty = _quantity(holder.get("valueQuantity"))
-        comparator = (holder.get("valueQuantity") or {}).get("comparator") if qty else None
+        sets = _value_sets_in_order(self._sets_of(concept))
+        quantity = holder.get("valueQuantity")
+        qty = _quantity(quantity)
+        comparator = quantity.get("comparator") if qty else None
         if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
             qty = (float(holder["valueInteger"]), "")
         if qty is None and EGFR_SET in sets and isinstance(holder.get("valueString"), str):
@@ -847,13 +980,13 @@ class _Builder:
                 self._frax(value_set.removeprefix("frax-"), qty, when, ref)
                 return
             if value_set in LAB_SETS and qty:
-                v = lab_value(value_set, qty[0], qty[1], concept)
+                v = self._lab_value(value_set, qty[0], qty[1], concept)
                 if v is not None:
                     name = LAB_SETS[value_set]
                     if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
                         high = _reference_high(holder)
                         self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
-                                  high=lab_value(value_set, high, qty[1], concept) if high is not None else None)
+                                  high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None)
                     else:
                         self._lab(name, v, when, ref, comparator=comparator)
                 return
@@ -912,10 +1045,16 @@ class _Builder:
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str, *, high: float | None = None,
              flag: str = "", comparator: str = "") -> None:
-        if not self._value_ok(name, value, ref):
+        low, top = plausibility.RANGES[name]  # _value_ok, inline: labs are most of a chart
+        if not low <= value <= top:
+            self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
-        self.labs.setdefault(name, []).append(Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag,
-                                                  comparator))
+        lab = Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag, comparator)
+        values = self.labs.get(name)
+        if values is None:
+            self.labs[name] = [lab]
+        else:
+            values.append(lab)
 
     def _dxa(self, when: dt.date | None) -> None:
         if when:
@@ -943,13 +1082,13 @@ class _Builder:
         active = not clinical or any(c in ACTIVE_CLINICAL for c in clinical)
         when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
                            res.get("recordedDate"))
-        ref = _ref(res)
+        ref = self.ref
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
-        frac = t.classify_fracture(code)
+        frac, history, groups, follow_up = self.codes.reading(_condition_code, code)
         if frac:
-            if _history_code(frac.code):
+            if history:
                 # A "personal history of (healed) fracture" dates the entry, not the fracture
                 # (EHRs and Synthea fill onset with the day it was noted). Review: Z87.310 noted
                 # on alendronate read as a new fracture on therapy (C-TX-FAILURE), and as a recent
@@ -966,11 +1105,11 @@ class _Builder:
                 self._add_fracture(frac, when, ref)
         # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
         # the visit, not the event: the condition is on record, its date unknown.
-        self._add_groups(code, None if t.follow_up_concept(code) else when, active, ref)
+        self._add_groups(groups, None if follow_up else when, active, ref)
 
-    def _add_groups(self, code: Any, when: dt.date | None, active: bool, ref: str) -> None:
-        for group in t.condition_groups(code):
-            shown = _shown_code(code, t.value_set_of(group))
+    def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str) -> None:
+        """ConditionHits of a code's (group, shown code) pairs (_condition_groups)."""
+        for group, shown in groups:
             self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
@@ -987,22 +1126,23 @@ class _Builder:
             return
         when = _first_date(res.get("performedDateTime"), _period_start(res.get("performedPeriod")),
                            _period_end(res.get("performedPeriod")))
-        if not self._date_ok(when, _ref(res)):
+        if not self._date_ok(when, self.ref):
             return
-        code = res.get("code")
-        ref = _ref(res)
-        if t.is_dxa_concept(code):
+        ref = self.ref
+        dxa, groups, surgery, care = self.codes.reading(_procedure_code, res.get("code"))
+        if dxa:
             self._dxa(when)
         # Groups by code: a dialysis Procedure (SNOMED CT or CPT, condition-dialysis) is kidney failure.
-        self._add_groups(code, when, True, ref)
-        if t.is_surgery(code, res.get("category")):
-            self.surgeries.append(Surgery(when, (t.concept_text(code).split(" | ") or ["surgery"])[0] or "surgery", ref))
-        self._add_care(t.care_kinds(code) - {t.DXA_CARE}, when, res)  # a DXA done is a DXA date (above)
+        self._add_groups(groups, when, True, ref)
+        category = res.get("category")
+        if surgery.operation or (category is not None and t.is_surgery(None, category)):
+            self.surgeries.append(Surgery(when, surgery.name, ref))
+        self._add_care(care, when, res)
 
     # --- Care on record: orders, referrals, visits (second-pass 7) ------------
     def _add_care(self, kinds: Iterable[str], when: dt.date | None, res: Mapping[str, Any]) -> None:
         for kind in sorted(kinds):
-            self.care.append(CareEvent(kind, when, res["resourceType"], _ref(res)))
+            self.care.append(CareEvent(kind, when, res["resourceType"], self.ref))
 
     def _booked(self, day: dt.date | None) -> dt.date | None:
         """A date that may lie ahead (an order's occurrence, a booked visit): from today on it
@@ -1016,7 +1156,7 @@ class _Builder:
         if not kinds:
             return
         authored = parse_date(res.get("authoredOn"))
-        if authored is not None and not self._date_ok(authored, _ref(res)):
+        if authored is not None and not self._date_ok(authored, self.ref):
             return
         period = res.get("occurrencePeriod")
         when = authored or self._booked(_first_date(res.get("occurrenceDateTime"), _period_start(period)))
@@ -1034,14 +1174,15 @@ class _Builder:
     def _add_med(self, res: Mapping[str, Any], status: str, start: dt.date | None, end: dt.date | None,
                  dose_date: dt.date | None, into: list[MedEvent] | None = None,
                  supply_end: dt.date | None = None) -> None:
-        concept = medication_concept(res)
+        # The medication concept `add` looked at (WANTS: _MEDICATION), not built again.
+        concept = self.concepts[0] if len(self.concepts) == 1 else medication_concept(res)
         match = t.classify_medication(concept)
-        reason = " ".join(t.concept_text(r) for r in (res.get("statusReason") if isinstance(res.get("statusReason"), list)
-                                                       else [res.get("statusReason")]))
+        why = res.get("statusReason")
+        reason = "" if why is None else " ".join(t.concept_text(r) for r in (why if isinstance(why, list) else [why]))
         for agent in match.agents:
             daily = glucocorticoid_daily_mg(res, concept) if agent == "corticosteroid" else None
             (self.events if into is None else into).append(
-                MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], _ref(res), status,
+                MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], self.ref, status,
                          start, end, dose_date, match.oncology, reason, daily, supply_end))
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
@@ -1049,18 +1190,20 @@ class _Builder:
         if status in ("entered-in-error", "draft"):
             return
         # A future start is a planned course (kept); a future authoredOn is an impossible record.
-        if not self._date_ok(parse_date(res.get("authoredOn")), _ref(res)):
+        authored = parse_date(res.get("authoredOn"))
+        if not self._date_ok(authored, self.ref):
             return
         if status == "cancelled":
             # No dose was given under it (FHIR), so no exposure; but it records a decision
             # (e.g. denosumab cancelled = stopped, C-DMAB-STOP).
-            self._add_med(res, status, parse_date(res.get("authoredOn")), None, None, into=self.cancelled)
+            self._add_med(res, status, authored, None, None, into=self.cancelled)
             return
         dosage = (res.get("dosageInstruction") or [{}])[0] or {}
         bounds = (((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod")) if isinstance(dosage, dict) else None
         dispense = res.get("dispenseRequest") or {}
-        start = _first_date(_period_start(bounds), res.get("authoredOn"), _period_start(dispense.get("validityPeriod")))
-        end = _first_date(_period_end(bounds), _period_end(dispense.get("validityPeriod")))
+        validity = dispense.get("validityPeriod")
+        start = parse_date(_period_start(bounds)) or authored or parse_date(_period_start(validity))  # _first_date
+        end = _first_date(_period_end(bounds), _period_end(validity))
         supply_end = _supply_end(start, dispense)
         if end is None and status in ("completed", "stopped"):
             end = supply_end
@@ -1071,7 +1214,7 @@ class _Builder:
         if status not in ("completed", "in-progress"):
             return  # not-done, stopped before given, entered-in-error: no dose
         when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")))
-        if not self._date_ok(when, _ref(res)):
+        if not self._date_ok(when, self.ref):
             return
         self._add_med(res, "completed", when, None, when)
 
@@ -1082,7 +1225,7 @@ class _Builder:
         period = res.get("effectivePeriod")
         single = parse_date(res.get("effectiveDateTime"))
         start = single or parse_date(_period_start(period))
-        if not self._date_ok(start, _ref(res)):
+        if not self._date_ok(start, self.ref):
             return
         end = parse_date(_period_end(period))
         self._add_med(res, status, start, end, single or end)
@@ -1101,8 +1244,7 @@ class _Builder:
         fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
                                           s.fracture_event_window_days))
         conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
-        labs = {name: tuple(sorted(values, key=lambda lab: (*_by_date(lab), _same_day_rank(lab))))
-                for name, values in self.labs.items()}
+        labs = {name: tuple(sorted(values, key=_lab_order)) for name, values in self.labs.items()}
         labs = self._corrected_calcium(labs)
         medications = self._exposures()
         smoking = sorted(self.smoking, key=lambda x: x[0] or dt.date.min)
@@ -1234,6 +1376,35 @@ class _Builder:
         return out
 
 
+# Resource type -> its reader (a `_read_<Type>` method of _Builder).
+_READERS: dict[str, Callable[[_Builder, Mapping[str, Any]], None]] = {
+    name.removeprefix("_read_"): method for name, method in vars(_Builder).items() if name.startswith("_read_")}
+
+class _SurgeryName(typing.NamedTuple):
+    operation: bool  # the code's name reads as an operation (t.is_surgery without a category)
+    name: str        # the name a Surgery takes
+
+
+def _condition_groups(code: Any) -> tuple[tuple[str, str], ...]:
+    """(group, the code a fact shows) for each condition group of a code."""
+    return tuple((group, _shown_code(code, t.value_set_of(group))) for group in t.condition_groups(code))
+
+
+def _condition_code(code: Any) -> tuple[t.FractureCode | None, bool, tuple[tuple[str, str], ...], bool]:
+    """What a Condition's code says (for _CodeMemo.reading): its fracture, whether that is a
+    history-of-fracture code, its condition groups, and whether it is a follow-up code."""
+    frac = t.classify_fracture(code)
+    return frac, bool(frac) and _history_code(frac.code), _condition_groups(code), t.follow_up_concept(code)
+
+
+def _procedure_code(code: Any) -> tuple[bool, tuple[tuple[str, str], ...], _SurgeryName, tuple[str, ...]]:
+    """What a Procedure's code says (for _CodeMemo.reading): a DXA, its condition groups, an
+    operation by its name, and the kinds of care it is (a DXA done is a DXA date, not care)."""
+    name = (t.concept_text(code).split(" | ") or ["surgery"])[0] or "surgery"
+    return (t.is_dxa_concept(code), _condition_groups(code), _SurgeryName(t.is_surgery(code, None), name),
+            tuple(sorted(t.care_kinds(code) - {t.DXA_CARE})))
+
+
 # Codes that record a past fracture (Z87.310 personal history of osteoporosis fracture).
 HISTORY_FRACTURE_SET = "fracture-history"
 
@@ -1303,6 +1474,35 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
     )
 
 
+_IN_ORDER: dict[frozenset[str], tuple[str, ...]] = {}
+
+
+_WITH_FRACTURE: dict[frozenset[str], bool] = {}
+
+
+def _has_fracture_set(found: frozenset[str]) -> bool:
+    """Is one of these value sets a fracture set? (Remembered like _value_sets_in_order.)"""
+    has = _WITH_FRACTURE.get(found)
+    if has is None:
+        has = any(v.startswith(FRACTURE_SETS) for v in found)
+        if len(_WITH_FRACTURE) >= 10_000:
+            _WITH_FRACTURE.clear()
+        _WITH_FRACTURE[found] = has
+    return has
+
+
+def _value_sets_in_order(found: frozenset[str]) -> tuple[str, ...]:
+    """An Observation's value sets, fracture sets left out, sorted (the order they are
+    tried in); remembered, since a chart repeats a handful of them."""
+    ordered = _IN_ORDER.get(found)
+    if ordered is None:
+        ordered = tuple(sorted(v for v in found if not v.startswith(FRACTURE_SETS)))
+        if len(_IN_ORDER) >= 10_000:
+            _IN_ORDER.clear()
+        _IN_ORDER[found] = ordered
+    return ordered
+
+
 def _by_date(item: Any) -> tuple[bool, dt.date]:
     return (item.date is not None, item.date or dt.date.min)
 
@@ -1313,6 +1513,11 @@ _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 
 
+def _lab_order(lab: Lab) -> tuple[bool, dt.date, float]:
+    """Oldest first (undated first), then _same_day_rank."""
+    return (lab.date is not None, lab.date or dt.date.min, _same_day_rank(lab))
+
+
 def _same_day_rank(lab: Lab) -> float:
     """Order of results of one lab on one day, the one the rules read last. One draw can
     report several: a fractionated 25-OH vitamin D gives the total beside its D2 and D3
@@ -1321,7 +1526,7 @@ def _same_day_rank(lab: Lab) -> float:
     is the total (no fraction reads as a deficiency); the lowest eGFR is the race-free,
     conservative one (NKF-ASN 2021 task force). Review: which one the rules read had
     depended on the order the server listed them in."""
-    return {"vitamin_d": lab.value, "egfr": -lab.value}.get(lab.name, 0.0)
+    return lab.value if lab.name == "vitamin_d" else -lab.value if lab.name == "egfr" else 0.0
 
 
 def _age(birth: dt.date, on: dt.date) -> int:
@@ -1620,7 +1825,7 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     skipped = []
     for value in (prefetch or {}).values():
         try:
-            entries.extend(_iter_entries(value))
+            _collect_entries(value, None, entries)
         except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
             skipped.append("Bundle/?")
     binding = None
@@ -1637,7 +1842,9 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
 
 def drafts_from_context(context: Mapping[str, Any]) -> list[Any]:
     """Resources of context.draftOrders (a Bundle); [] when absent or malformed."""
+    entries: list[tuple[Any, Any]] = []
     try:
-        return list(_iter_resources((context or {}).get("draftOrders")))
+        _collect_entries((context or {}).get("draftOrders"), None, entries)
     except Exception:  # noqa: BLE001 - e.g. entry not a list: nothing to judge, never a crash
         return []
+    return [resource for _, resource in entries]

@@ -43,7 +43,8 @@ def _default_factory() -> WsgiApp:
 
 def prepare_worker() -> None:
     """Load now what the first hook call would load lazily (rule modules, card
-    templates, FHIR models, the request schemas' validators), then move
+    templates, FHIR models, the request schemas' fast validators; not the
+    jsonschema package, which only a refused request needs), then move
     everything made at start-up out of the garbage collector's reach: it
     lives as long as the worker, and the full collections that large request
     bodies trigger then no longer scan it (p95/p99 on long charts about
@@ -57,7 +58,6 @@ def prepare_worker() -> None:
         load_all()
         for name in schemas.FAST_CHECKED:
             schemas.fast_validator(name)
-            schemas.validator(name)
         for card_id in card_render.card_ids():
             for resource in (card_render.load_card(card_id).get("resources") or {}).values():
                 model_class(resource["resourceType"])

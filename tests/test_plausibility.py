@@ -145,3 +145,19 @@ def test_deceased_patients_get_no_cards(client, deceased, expect_cards):
     prefetch = prefetch_with(OWN_T)
     prefetch["patient"].update(deceased)
     assert bool(cards(client, prefetch)) is expect_cards
+
+
+@pytest.mark.parametrize("day, believable", [
+    (TODAY, True), (TODAY + dt.timedelta(days=1), True), (TODAY + dt.timedelta(days=2), False),
+    (dt.date(1900, 1, 1), True), (dt.date(1899, 12, 31), False), (dt.date(1, 1, 1), False), (dt.date.max, False),
+])
+def test_the_believable_range_is_exactly_where_no_date_problem_is(day, believable):
+    """The record checks dates against these bounds and asks date_problem only outside them."""
+    from cds_service import plausibility
+
+    first, last = plausibility.believable_dates(TODAY)
+    assert (first <= day <= last) is believable
+    assert (plausibility.date_problem(day, TODAY) is None) is believable
+    rec = build_record({"observations": obs("o1", "1751-7", day.isoformat(), 4.0, "g/dL")}, today=TODAY)
+    assert bool(rec.labs.get("albumin")) is believable
+    assert bool(rec.ignored) is not believable

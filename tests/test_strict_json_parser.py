@@ -1,7 +1,11 @@
 """The request body parser answers exactly as the strict json-module parser
-did, while orjson does the common case: every body, legal or not, gets the
+does, while orjson does the common case: every body, legal or not, gets the
 same value (types included) or the same 400 with the same wording, whichever
-path reads it. (The HTTP-level rules themselves: test_robustness_traps.py.)"""
+path reads it (the envelope and prefetch apart, orjson on the whole body, or
+the json module). Inside the prefetch object a repeated member name is read
+as its last value and an integer beyond 64 bits as a float, by every path;
+outside it both stay as before (refused; exact). (The HTTP-level rules
+themselves: test_robustness_traps.py.)"""
 
 from __future__ import annotations
 
@@ -28,17 +32,35 @@ def outcome(raw: bytes) -> tuple[str, str]:
 
 
 def strict_outcome(raw: bytes) -> tuple[str, str]:
-    with mock.patch.object(requests_json, "_parse_fast", lambda _raw: requests_json._UNDECIDED):
+    undecided = lambda _raw: requests_json._UNDECIDED  # noqa: E731
+    with mock.patch.object(requests_json, "_parse_split", undecided), \
+            mock.patch.object(requests_json, "_parse_fast", undecided):
+        return outcome(raw)
+
+
+def whole_outcome(raw: bytes) -> tuple[str, str]:
+    """Without the envelope/prefetch split: orjson on the whole body, else the json module."""
+    with mock.patch.object(requests_json, "_parse_split", lambda _raw: requests_json._UNDECIDED):
         return outcome(raw)
 
 
 def assert_same(raw: bytes) -> None:
-    assert outcome(raw) == strict_outcome(raw), raw[:300]
+    expected = strict_outcome(raw)
+    assert outcome(raw) == expected, raw[:300]
+    assert whole_outcome(raw) == expected, raw[:300]
 
 
 def test_a_usual_request_takes_the_fast_path():
     raw = json.dumps(hook_request()).encode()
     assert requests_json._parse_fast(raw) == json.loads(raw)
+
+
+def test_a_usual_request_is_read_as_envelope_and_prefetch_apart():
+    body = hook_request()
+    body["prefetch"] = body.pop("prefetch")  # last, as EHRs usually write it (else read whole)
+    raw = json.dumps(body, indent=1).encode() + b"\n"
+    assert requests_json._parse_split(raw) == json.loads(raw)
+    assert_same(raw)
 
 
 @pytest.mark.parametrize("raw", [
@@ -57,13 +79,74 @@ def test_what_orjson_would_read_otherwise_goes_to_the_strict_parser(raw):
     assert_same(raw)
 
 
+_PREFETCH = b'{"patient": {"resourceType": "Patient", "id": "p1"}, "obs": null}'
+
+
 @pytest.mark.parametrize("raw", [
     b'{"a": 1, "a": 2}', b'{"a": {"b": 1}, "c": [{"d": 1, "d": 2}]}', b'{"a": 1, "\\u0061": 2}',
     b'{"a": 1, "a": "\\u003a"}',
+    # Outside the prefetch a repeated name is refused, wherever the prefetch stands.
+    b'{"context": {"patientId": "p1", "patientId": "p2"}, "prefetch": ' + _PREFETCH + b'}',
+    b'{"fhirServer": "https://a.example", "prefetch": ' + _PREFETCH + b', "fhirServer": "https://b.example"}',
+    b'{"prefetch": ' + _PREFETCH + b', "context": {"patientId": "p1", "patientId": "p2"}}',
+    b'{"prefetch": {}, "prefetch": ' + _PREFETCH + b'}',
+    b'{"prefetch": ' + _PREFETCH + b', "prefetch": {}}',
+    b'{"pre\\u0066etch": {}, "prefetch": ' + _PREFETCH + b'}',
+    b'{"context": {"draftOrders": {"entry": [{"resource": {"id": "a", "id": "b"}}]}}, "prefetch": {}}',
 ])
 def test_a_repeated_member_name_is_still_refused(raw):
     kind, message = outcome(raw)
     assert kind == "error" and "a member name appears twice in one object" in message
+    assert_same(raw)
+
+
+@pytest.mark.parametrize("written, prefetch", [
+    (b'{"p": {"id": "a", "id": "b"}}', {"p": {"id": "b"}}),
+    (b'{"p": {"id": "a"}, "p": null}', {"p": None}),
+    (b'{"p": [{"subject": {"reference": "Patient/1"}, "subject": {"reference": "Patient/2"}}]}',
+     {"p": [{"subject": {"reference": "Patient/2"}}]}),
+    (b'{"p": {"valueInteger": 123456789012345678901234}}', {"p": {"valueInteger": 1.2345678901234568e23}}),
+    (b'{"p": [18446744073709551615, -9223372036854775809, 1]}', {"p": [18446744073709551615, -9.223372036854776e18, 1]}),
+])
+def test_inside_the_prefetch_the_data_is_read_as_orjson_reads_it(written, prefetch):
+    """A repeated name keeps its last value, a long integer is a float: by every path,
+    whether the prefetch comes last or not."""
+    for raw in (b'{"hook": "h", "prefetch": ' + written + b"}", b'{"prefetch": ' + written + b', "hook": "h"}'):
+        value = requests_json.parse_json(raw)
+        assert repr(value["prefetch"]) == repr(prefetch), raw  # repr: 1.0 is not 1
+        assert value["hook"] == "h"
+        assert_same(raw)
+
+
+def test_outside_the_prefetch_a_long_integer_stays_exact():
+    raw = b'{"context": {"n": 123456789012345678901234}, "prefetch": {"p": null}}'
+    assert outcome(raw) == ("value", repr({"context": {"n": 123456789012345678901234}, "prefetch": {"p": None}}))
+    assert_same(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    # Cuts that look right and are not: each is read whole, with the same answer.
+    b'{"context": {"note": "prefetch"}, "prefetch": ' + _PREFETCH + b'}',
+    b'{"context": {"prefetch": {"a": 1}}, "prefetch": ' + _PREFETCH + b'}',
+    b'{"context": {"prefetch": {"a": 1}}}',
+    b'{"x\\"prefetch": {"a": 1}}',
+    b'{"context": "x\\"prefetch\\": {", "prefetch": {"a": "}"}}',
+    b'{"prefetch": {"a": 1}, "b": {"c": 2}}',
+    b'{"prefetch": {"a": 1}} {"b": 2}',
+    b'{"prefetch": {"a": 1}}}',
+    b'{"prefetch": {"a": 1}',
+    b'{"prefetch" : \t{"a": 1} \n}\r\n',
+    b'{"prefetch": []}', b'{"prefetch": {"a": 1}, "prefetch": []}',
+    b'\xef\xbb\xbf{"hook": "h", "prefetch": {"p": {"a": 1, "a": 2}}}', '{"prefetch": {"a": 1}}'.encode("utf-16"),
+    b'["prefetch", {"a": 1}]',
+    b'{"a": {"prefetch": {"b": 1}}}',
+    b'{"prefetch": {"a": NaN}}', b'{"prefetch": {"a": "\\ud800"}}', b'{"prefetch": {"a": 1e400}}',
+    b'{"prefetch": {"a": "\xff"}}', b'{"hook": NaN, "prefetch": {"a": 1}}', b'{"hook": "\\ud800", "prefetch": {}}',
+    b'{"prefetch": {"a": ' + b"[" * 150 + b"]" * 150 + b'}}',
+    b'{"hook": ' + b"[" * 150 + b"]" * 150 + b', "prefetch": {}}',
+])
+def test_the_envelope_and_prefetch_cut_never_changes_the_answer(raw):
+    assert_same(raw)
 
 
 _scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
@@ -101,3 +184,9 @@ def test_both_paths_agree_on_generated_bodies(value, ensure_ascii, seed):
     for variant in _mutations(text, random.Random(seed)):
         assert_same(variant.encode("utf-8", "surrogatepass"))
         assert_same(("{" + f'"hook": {variant}' + "}").encode("utf-8", "surrogatepass"))
+        # In and around a prefetch object, last (read apart) or not (read whole).
+        for body in (f'{{"hook": {text}, "prefetch": {{"p": {variant}}}}}',
+                     f'{{"prefetch": {{"p": {variant}}}, "hook": {text}}}',
+                     f'{{"context": {variant}, "prefetch": {{"p": {text}}} }}',
+                     f'{{"prefetch": {variant}}}'):
+            assert_same(body.encode("utf-8", "surrogatepass"))

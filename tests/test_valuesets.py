@@ -214,6 +214,19 @@ def test_site_files_merge_into_shipped_concepts(tmp_path, make_app):
     assert vs.active().concepts_for("urn:oid:1.2.3.4.5", "CA-BLD") == frozenset()
 
 
+
+def test_site_files_leave_the_shipped_concepts_as_they_were(tmp_path):
+    """The shipped concepts are read once per process and shared by every
+    load: merging a site file builds new ones and changes none of them."""
+    before = vs.load(None).concept("lab-calcium-total")
+    folder = tmp_path / "valuesets"
+    _site_file(folder, "calcium.json", LOCAL_CALCIUM)
+    merged = vs.load(folder).concept("lab-calcium-total")
+    assert merged.codes["urn:oid:1.2.3.4.5"] == {"CA-BLD", "CA-SER"}
+    after = vs.load(None).concept("lab-calcium-total")
+    assert after == before and "urn:oid:1.2.3.4.5" not in after.codes and len(after.files) == 1
+    assert ("urn:oid:1.2.3.4.5", "CA-BLD") not in after.marks
+
 BAD_FILES = [
     ("broken.json", "{not json", "not valid JSON"),
     ("patient.json", {"resourceType": "Patient"}, "not a FHIR ValueSet"),

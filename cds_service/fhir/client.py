@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 from cds_service.fhir.allowlist import FhirServerAllowlist, NotAllowed, Origin, malformed
 
@@ -62,7 +63,11 @@ class FhirClient:
         self.retries = retries
         self.max_pages = max_pages
         self.max_url_length = max_url_length
-        self.session = session or requests.Session()
+        if session is None:
+            import requests  # here, not at module level: see cds_service.app.LazySession
+
+            session = requests.Session()
+        self.session = session
         self.sleep = sleep
 
     def url_for(self, relative: str) -> str:
@@ -99,6 +104,8 @@ class FhirClient:
         return self.deadline - time.monotonic()
 
     def _get_once(self, url: str, what: str) -> requests.Response:
+        import requests
+
         headers = {"Accept": "application/fhir+json, application/json"}
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
@@ -126,6 +133,8 @@ class FhirClient:
         raise FhirError("bad_response", "too many redirects from the FHIR server")
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        import requests
+
         attempt = 0
         while True:
             try:

@@ -72,6 +72,8 @@ class PatientBinding:
             return None  # a type the record does not read: nothing to bind
         ref = resource.get(field)
         target = ref.get("reference") if isinstance(ref, dict) else None
+        if target == self.relative:
+            return None  # the usual "Patient/<id>", answered without the checks below
         if not isinstance(target, str) or not target.strip():
             return NO_SUBJECT
         return self._reference_reason(target.strip())

@@ -15,14 +15,15 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
-
-import requests
 
 from cds_service.config import Settings
 from cds_service.fhir.allowlist import FhirServerAllowlist, NotAllowed
 from cds_service.fhir.client import FhirClient, FhirError, next_link
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -93,6 +91,9 @@ class Terminology:
 
     def __init__(self, concepts: Mapping[str, Concept]):
         self._concepts = dict(concepts)
+        # One frozenset object per distinct answer: most codes belong to one
+        # concept, and a small frozenset weighs 216 bytes.
+        self._answers: dict[frozenset[str], frozenset[str]] = {}
         exact: dict[tuple[str, str], set[str]] = {}
         prefix: dict[tuple[str, str], set[str]] = {}
         for concept in self._concepts.values():
@@ -102,12 +103,15 @@ class Terminology:
             for system, roots in concept.prefixes.items():
                 for root in roots:
                     prefix.setdefault((system, root), set()).add(concept.id)
-        self._exact = {k: frozenset(v) for k, v in exact.items()}
-        self._prefix = {k: frozenset(v) for k, v in prefix.items()}
+        self._exact = {k: self._answer(frozenset(v)) for k, v in exact.items()}
+        self._prefix = {k: self._answer(frozenset(v)) for k, v in prefix.items()}
         self._prefix_systems = frozenset(system for system, _ in self._prefix)
         # (system, code as sent) -> concepts: the reader asks once per coding, and charts
         # repeat the same few codes, so one dict read answers almost every call.
         self._memo: dict[tuple[str, str], frozenset[str]] = {}
+
+    def _answer(self, found: frozenset[str]) -> frozenset[str]:
+        return self._answers.setdefault(found, found)
 
     # --- concepts ---------------------------------------------------------
     def __contains__(self, concept: str) -> bool:
@@ -156,7 +160,7 @@ class Terminology:
             norm = normalise(system, code)
             found = self._exact.get((system, norm), frozenset())
             if system in self._prefix_systems:
-                found = found | self.prefix_matches(system, norm)
+                found = self._answer(found | self.prefix_matches(system, norm))
             if len(self._memo) >= _MEMO_MAX:  # bounded: arbitrary codes from requests cannot grow it forever
                 self._memo.clear()
             self._memo[(system, code)] = found
@@ -229,6 +233,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("resourceType") != "ValueSet":
         raise ValueSetError(f"{path}: not a FHIR ValueSet (resourceType must be \"ValueSet\")")
     from fhir.resources.R4B.valueset import ValueSet
+    from pydantic import ValidationError
 
     try:
         ValueSet.model_validate(data)
@@ -297,19 +302,28 @@ def _parts(data: dict[str, Any], path: Path, default_source: str) -> _Parts:
     return parts
 
 
-def _concept(data: dict[str, Any], parts: _Parts, files: tuple[str, ...]) -> Concept:
+def _concept(meta: Mapping[str, str], parts: _Parts, files: tuple[str, ...]) -> Concept:
     return Concept(
-        id=data["id"], url=data.get("url", ""), name=data.get("name", ""), title=data.get("title", ""),
+        id=meta["id"], url=meta.get("url", ""), name=meta.get("name", ""), title=meta.get("title", ""),
         codes={s: frozenset(c) for s, c in parts.codes.items()},
         prefixes={s: frozenset(c) for s, c in parts.prefixes.items()},
-        names=tuple(dict.fromkeys(parts.names)), units=tuple(parts.units), marks=dict(parts.marks), files=files,
+        names=tuple(dict.fromkeys(parts.names)), units=tuple(parts.units),
+        marks={key: _MARKS.setdefault(value, value) for key, value in parts.marks.items()}, files=files,
         default_units=dict(parts.default_units))
 
 
+# (mark, source) pairs are few (a mark, a source name): one tuple object each.
+_MARKS: dict[tuple[str, str], tuple[str, str]] = {}
+
+_META_KEYS = ("id", "url", "name", "title")
+
+
 @functools.lru_cache(maxsize=1)
-def _shipped() -> tuple[tuple[dict[str, Any], tuple[Concept, _Parts]], ...]:
+def _shipped() -> tuple[tuple[dict[str, str], Concept], ...]:
+    """The shipped sets, read once per process: each file's id, url, name and
+    title and its Concept (the parsed files themselves are not kept)."""
     out = []
-    seen: dict[str, str] = {}
+    seen: dict[tuple[str, Any], str] = {}
     for path in sorted(shipped_dir().glob("*.json")):
         data = _read(path)
         for key in ("id", "url", "name"):
@@ -321,8 +335,8 @@ def _shipped() -> tuple[tuple[dict[str, Any], tuple[Concept, _Parts]], ...]:
             seen[(key, value)] = path.name
         if path.stem != data["id"]:
             raise ValueSetError(f"{path}: file name must be the value set id ({data['id']}.json)")
-        parts = _parts(data, path, "")
-        out.append((data, (_concept(data, parts, (str(path),)), parts)))
+        meta = {key: data[key] for key in _META_KEYS if key in data}
+        out.append((meta, _concept(meta, _parts(data, path, ""), (str(path),))))
     return tuple(out)
 
 
@@ -330,15 +344,16 @@ def load(extra_dir: str | Path | None = None) -> Terminology:
     """The shipped value sets plus a site's extra files; ValueSetError if any
     file is unusable or a code ends up in two concepts of one exclusive family."""
     shipped = _shipped()
-    datas = {data["id"]: data for data, _ in shipped}
-    parts = {data["id"]: _copy(p) for data, (_, p) in shipped}
-    files = {data["id"]: list(c.files) for data, (c, _) in shipped}
+    metas = {meta["id"]: meta for meta, _ in shipped}
+    concepts = {meta["id"]: concept for meta, concept in shipped}
     if extra_dir:
         folder = Path(extra_dir)
         if not folder.is_dir():
             raise ValueSetError(f"{folder}: not a folder")
-        by_url = {d.get("url"): i for i, d in datas.items()}
-        by_name = {d.get("name"): i for i, d in datas.items()}
+        by_url = {m.get("url"): i for i, m in metas.items()}
+        by_name = {m.get("name"): i for i, m in metas.items()}
+        parts: dict[str, _Parts] = {}
+        files: dict[str, list[str]] = {}
         for path in sorted(folder.glob("*.json")):
             data = _read(path)
             target = by_url.get(data.get("url")) or by_name.get(data.get("name"))
@@ -346,6 +361,9 @@ def load(extra_dir: str | Path | None = None) -> Terminology:
                 raise ValueSetError(f"{path}: matches no shipped value set (url {data.get('url')!r}, "
                                     f"name {data.get('name')!r}); see cds_service/terminology_data/README.md")
             extra = _parts(data, path, f"site file {path.name}")
+            if target not in parts:
+                parts[target] = _parts_of(concepts[target])
+                files[target] = list(concepts[target].files)
             into = parts[target]
             for system, codes in extra.codes.items():
                 into.codes.setdefault(system, set()).update(codes)
@@ -358,7 +376,9 @@ def load(extra_dir: str | Path | None = None) -> Terminology:
             for key, unit in extra.default_units.items():
                 into.default_units.setdefault(key, unit)
             files[target].append(str(path))
-    terminology = Terminology({i: _concept(datas[i], parts[i], tuple(files[i])) for i in datas})
+        for target, merged in parts.items():
+            concepts[target] = _concept(metas[target], merged, tuple(files[target]))
+    terminology = Terminology(concepts)
     problems = terminology.conflicts()
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -366,9 +386,10 @@ def load(extra_dir: str | Path | None = None) -> Terminology:
     return terminology
 
 
-def _copy(p: _Parts) -> _Parts:
-    return _Parts({s: set(c) for s, c in p.codes.items()}, {s: set(c) for s, c in p.prefixes.items()},
-                  list(p.names), list(p.units), dict(p.marks), dict(p.default_units))
+def _parts_of(c: Concept) -> _Parts:
+    """A shipped concept's parts, as new containers a site file can merge into."""
+    return _Parts({s: set(codes) for s, codes in c.codes.items()}, {s: set(r) for s, r in c.prefixes.items()},
+                  list(c.names), list(c.units), dict(c.marks), dict(c.default_units))
 
 
 # The process-wide terminology: create_app configures it from

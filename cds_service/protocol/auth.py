@@ -36,11 +36,13 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import jwt
-import requests
+
+if TYPE_CHECKING:
+    import requests  # imported where a key set is fetched (see cds_service.app.LazySession)
 
 from cds_service.config import SettingsError
 
@@ -598,6 +600,8 @@ class ClientAuthenticator:
             return entry.keys.get(kid)
 
     def _fetch(self, url: str, previous: _CachedJwks | None, now: datetime) -> _CachedJwks:
+        import requests
+
         try:
             keys = self._download(url)
         except (requests.RequestException, ValueError) as exc:
@@ -614,6 +618,8 @@ class ClientAuthenticator:
     def _download(self, url: str) -> dict[str, dict[str, Any]]:
         session = self._session
         if session is None:
+            import requests
+
             session = self._session = requests.Session()
         # No redirects: a redirect could lead off the allowlisted URL.
         with session.get(url, timeout=self._fetch_timeout, allow_redirects=False, stream=True,

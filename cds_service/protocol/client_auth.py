@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from flask import g
 
 from cds_service.config import Settings
 from cds_service.protocol.auth import AuthError, ClientAuthenticator, expected_audience, load_trusted_issuers
 from cds_service.protocol.errors import ApiError
 from cds_service.store import Store
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 

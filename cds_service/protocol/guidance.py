@@ -18,7 +18,6 @@ import hashlib
 import re
 
 from flask import Blueprint, render_template, request
-from markdown_it import MarkdownIt
 
 from cds_service import card_render
 from cds_service.protocol.auth import expected_audience
@@ -29,8 +28,18 @@ from cds_service.rules.catalogue import VALUE_TIERS, value_rank
 bp = Blueprint("guidance", __name__)
 
 LINK_LABEL = "Full guidance (no patient data)"
-# Raw HTML in the Markdown is escaped, never passed through.
-_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+@functools.lru_cache(maxsize=1)
+def _markdown():
+    """The page renderer, made on the first guidance page: hook calls never
+    need markdown-it (about 2 MB a worker does not load until then). Raw
+    HTML in the Markdown is escaped, never passed through."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
 _PATIENT_DATA = re.compile(r"\*\*Patient data used:?\*\*:?\s*\{\{\s*facts\s*\}\}", re.I)
 _PLACEHOLDER = re.compile(r"\{\{\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\}\}")
 _PLACEHOLDER_LINE = re.compile(r"^[ \t]*\{\{\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\}\}[ \t]*$", re.M)
@@ -108,7 +117,7 @@ def _page(card_id: str) -> str:
     source = card.get("source") or {}
     return render_template(
         "guidance.html", style=_STYLE, title=_title(card), card_id=card_id, indicator=card["indicator"],
-        body=_MARKDOWN.render(guidance_markdown(card)), source_label=source.get("label", ""),
+        body=_markdown().render(guidance_markdown(card)), source_label=source.get("label", ""),
         source_url=source.get("url", ""))
 
 

@@ -7,9 +7,15 @@ attacker-controlled until proven otherwise:
 - a streamed (chunked) body is refused at the size limit rather than
   silently cut there;
 - NaN, Infinity and numbers too large for a float are not JSON (RFC 8259);
-- a member name given twice in one object is refused: two parsers could read
-  the body differently, and a validator could check one value while the
-  rules read the other;
+- a member name given twice in one object is refused outside the prefetch:
+  two parsers could read the body differently, and a validator could check
+  one value while the service uses the other (patientId, fhirServer, the
+  token). Inside the prefetch (its keys and the FHIR data under them) a
+  repeated name is read as orjson reads it, the last value, and so is an
+  integer beyond 64 bits (a float): nothing else acts on that data, every
+  check on it (patient binding, plausibility, prefetch checks) reads the
+  value the record then uses, and proving no name repeats there cost as much
+  as parsing it (see _parse_split);
 - a string with an unpaired surrogate ("\\ud800" is valid JSON syntax but not
   text) is refused: no database, log or encoder downstream could take it;
 - nesting deeper than MAX_DEPTH is refused (400), both because Python's json
@@ -24,7 +30,10 @@ let through differently is sent to the strict parser below (the json module
 with checking hooks, about 4x slower): a repeated member name (found by
 counting, see _members_lost), an integer beyond 64 bits (orjson makes it a
 float; the json module keeps it exact), and any body orjson refuses, so the
-answer and its wording are the strict parser's in every case.
+answer and its wording are the strict parser's in every case. When the
+prefetch is the body's last member (the usual order), the envelope and the
+prefetch are read apart (_parse_split): only the envelope, a few hundred
+bytes, is counted and scanned.
 """
 
 from __future__ import annotations
@@ -66,11 +75,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)  # built in C; a repeated name shows as a shorter dict
-    if len(out) != len(pairs):
-        raise _NotJson("a member name appears twice in one object")
-    return out
+_REPEATED = "a member name appears twice in one object"
+# orjson reads an integer outside these bounds as a float.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -113,7 +120,9 @@ def _without_prefetch(body: Any) -> Any:
 
 def parse_json(raw: bytes) -> Any:
     """Parse strictly (see the module docstring); raise ApiError 400."""
-    body = _parse_fast(raw)
+    body = _parse_split(raw)
+    if body is _UNDECIDED:
+        body = _parse_fast(raw)
     if body is _UNDECIDED:
         body = _parse_strict(raw)
     problem = tree_problem(_without_prefetch(body))
@@ -135,6 +144,68 @@ def _parse_fast(raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         return _UNDECIDED  # not JSON, or not orjson's: the strict parser words the answer
     return _UNDECIDED if _members_lost(raw, body) else body
+
+
+_JSON_SPACE = b" \t\r\n"
+
+
+def _parse_split(raw: bytes) -> Any:
+    """The body read as envelope and prefetch apart, when the prefetch object is its
+    last member; else _UNDECIDED (and the whole body is read as one).
+
+    The envelope is the body with the prefetch object replaced by `{}`: a few
+    hundred bytes, read with every check (_parse_fast, else _parse_strict). The
+    prefetch object is read by orjson alone: no duplicate-member count and no
+    digit scan over it (at 1000 resources they cost about as much as orjson's
+    parse), see the module docstring for why that data needs neither.
+
+    Why the cut is right whatever the bytes: `head + b"{}" + tail`, with
+    `tail` only white space and one "}", can be valid JSON only if that `{}`
+    is a value (a "{" inside a string would leave the string open, and
+    nothing after it can close one) and the value of the last member of the
+    top-level object (the "}" closes it, then the body ends). If that
+    member's name is "prefetch" (no repeated names: the envelope is strict)
+    and `raw[start:end]` is one JSON value, the body is the envelope with that
+    value in place of the `{}`. Any other cut fails one of these checks and
+    the body is read whole, with the same answer."""
+    close = _skip_space_back(raw, len(raw)) - 1   # the body's last "}"
+    end = _skip_space_back(raw, close) if close > 0 and raw[close] == 0x7D else 0
+    name = raw.find(b'"prefetch"')
+    colon = _skip_space(raw, name + 10) if name >= 0 else 0
+    start = _skip_space(raw, colon + 1)
+    if not (0 < colon < start < end and raw[colon] == 0x3A and raw[start] == 0x7B and raw[end - 1] == 0x7D):
+        return _UNDECIDED  # ":", "{", "}"
+    envelope = raw[:start] + b"{}" + raw[end:]
+    try:
+        body = _parse_fast(envelope)
+        if body is _UNDECIDED:
+            body = _parse_strict(envelope)
+    except ApiError:
+        return _UNDECIDED  # not JSON, or not cut here: the whole body words the answer
+    if not isinstance(body, dict) or next(reversed(body), None) != "prefetch" or body["prefetch"] != {}:
+        return _UNDECIDED
+    try:
+        prefetch = _loads_without_gc(memoryview(raw)[start:end], orjson.loads)
+    except orjson.JSONDecodeError:
+        return _UNDECIDED
+    if not isinstance(prefetch, dict):
+        return _UNDECIDED
+    body["prefetch"] = prefetch
+    return body
+
+
+def _skip_space(raw: bytes, at: int) -> int:
+    """The first index from `at` that is not JSON white space (len(raw) if none)."""
+    while at < len(raw) and raw[at] in _JSON_SPACE:
+        at += 1
+    return at
+
+
+def _skip_space_back(raw: bytes, end: int) -> int:
+    """`end` moved back over JSON white space (no copy of a long body, as rstrip makes)."""
+    while end > 0 and raw[end - 1] in _JSON_SPACE:
+        end -= 1
+    return end
 
 
 def _long_digit_run(raw: bytes, piece: int = 1 << 20) -> bool:
@@ -193,11 +264,60 @@ def _colons(value: Any, levels: int) -> int | None:
 _SLICE = 256
 
 
+def _repeats_outside_prefetch(body: Any, repeated: set[int]) -> bool:
+    """Is one of the `repeated` objects (by id) outside the prefetch object?"""
+    if id(body) in repeated:
+        return True
+    stack = [_without_prefetch(body)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if id(item) in repeated:
+                return True
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return False
+
+
+def _read_long_integers_as_orjson(value: dict[str, Any] | list[Any]) -> None:
+    """Integers beyond 64 bits in the prefetch made floats, in place, as orjson reads
+    them (float() rounds as orjson does); so both paths give the same prefetch. One
+    too large for a float (over 308 digits) stays: orjson refuses such a body, so only
+    this parser ever reads it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in pairs:
+            if isinstance(child, (dict, list)):
+                stack.append(child)
+            elif type(child) is int and not _INT_MIN <= child <= _INT_MAX:
+                try:
+                    item[key] = float(child)  # type: ignore[index]
+                except OverflowError:
+                    pass
+
+
 def _parse_strict(raw: bytes) -> Any:
+    repeated: list[dict[str, Any]] = []  # objects that lost a member to a repeated name
+
+    def members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)  # built in C; a repeated name shows as a shorter dict
+        if len(out) != len(pairs):
+            repeated.append(out)
+        return out
+
     try:
-        return _loads_without_gc(raw, lambda text: json.loads(text, parse_constant=_no_constant,
+        body = _loads_without_gc(raw, lambda text: json.loads(text, parse_constant=_no_constant,
                                                               parse_float=_finite_float,
-                                                              object_pairs_hook=_unique_members))
+                                                              object_pairs_hook=members))
+        if repeated and _repeats_outside_prefetch(body, {id(d) for d in repeated}):
+            raise _NotJson(_REPEATED)
+        prefetch = body.get("prefetch") if isinstance(body, dict) else None
+        if isinstance(prefetch, dict) and _long_digit_run(raw):
+            _read_long_integers_as_orjson(prefetch)
+        return body
     except RecursionError:
         raise ApiError(400, f"the request body nests arrays or objects more than {MAX_DEPTH} levels deep",
                        code="invalid_json") from None
