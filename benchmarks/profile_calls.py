@@ -124,9 +124,11 @@ PARTS = (
     ("quiet_marks", "quieting lookup (database)"),
     ("record_cards", "issued-cards insert (database)"),
     ("withhold_vetoed_orders", "rules: suggested orders judged by order-sign rules"),
+    ("_reviewed (", "rules: suggested orders judged by order-sign rules"),  # engine.decide reviews shown cards only
     ("finish_cards", "finishing cards (prune, uuids, validation)"),
     ("card_render.py", "rendering cards"),
     ("run_rules", "rules"),
+    ("_chosen (", "rules"),
     ("jsonify", "writing the answer"),
     ("Logger.", "logging"),
     ("_log_request", "logging and metrics"),

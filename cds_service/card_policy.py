@@ -75,13 +75,22 @@ def _routine_turns(info: list[Finding], today: dt.date) -> list[Finding]:
 
 
 def apply(findings: list[Finding], today: dt.date, policy: CardPolicy,
-          indicator_of: Callable[[Finding], str]) -> tuple[list[Finding], list[Held]]:
+          indicator_of: Callable[[Finding], str],
+          reviewed: Callable[[Finding], Finding] | None = None) -> tuple[list[Finding], list[Held]]:
     """(findings shown, in order, and those held back). `findings` come
-    ordered by severity; info cards are reordered by value."""
+    ordered by severity; info cards are reordered by value.
+
+    `reviewed(f)`: f as it will be shown, when `findings` are not yet through the
+    engine's order review. The review only adds facts (and drops suggestions), so it can
+    give a card a newer trigger but never an older one, and it changes nothing else
+    this policy reads (card id, indicator, tier): a card shown as it is stays shown, a
+    card held back as it is is held back only if it is held back as it will be shown."""
     held: list[Held] = []
     shown: list[Finding] = []
     for f in findings:
-        if is_quieted(f, indicator_of(f), policy.quiet.get(f.card_id), today):
+        mark = policy.quiet.get(f.card_id)
+        if is_quieted(f, indicator_of(f), mark, today) and (
+                reviewed is None or is_quieted(reviewed(f), indicator_of(f), mark, today)):
             held.append(Held(f.card_id, QUIETED))
         else:
             shown.append(f)

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -237,12 +238,18 @@ def _kept(spec: dict[str, Any], finding: Finding, variables: dict[str, str]) -> 
     return _fill(spec.get("label", ""), variables), kept
 
 
-def suggestion_orders(finding: Finding, *, patient_id: str | None,
-                      today: dt.date) -> list[tuple[tuple[str, Any], list[dict[str, Any]]]]:
+def suggestion_orders(finding: Finding, *, patient_id: str | None, today: dt.date,
+                      resource_types: frozenset[str] | None = None,
+                      ) -> list[tuple[tuple[str, Any], list[dict[str, Any]], Callable[[], bool]]]:
     """The resources each of a finding's suggestions would create, as
-    [(("key", yaml key) or ("extra", index), [resource, ...])]. A suggestion whose
-    template does not render is left out (render() drops it too)."""
-    out: list[tuple[tuple[str, Any], list[dict[str, Any]]]] = []
+    [(("key", yaml key) or ("extra", index), [resource, ...], renders)]. A suggestion whose
+    template does not render is left out (render() drops it too).
+
+    With `resource_types`, a YAML suggestion's resources whose template names another
+    type are neither filled nor listed: `renders()` says whether they would render too
+    (if not, the suggestion is one render() drops). Without it, or for the suggestions
+    built in code, every resource is listed and `renders()` is True."""
+    out: list[tuple[tuple[str, Any], list[dict[str, Any]], Callable[[], bool]]] = []
     card = load_card(finding.card_id)
     variables = {"today": today.isoformat(), "patient_id": patient_id or ""}
     variables.update({k: str(v) for k, v in finding.variables.items()})
@@ -250,13 +257,40 @@ def suggestion_orders(finding: Finding, *, patient_id: str | None,
     for key in finding.suggestions if finding.suggestions is not None else list(by_key):
         try:
             specs = [a for a in _kept(by_key[key], finding, variables)[1] if a.get("type") in ("create", "update")]
-            out.append((("key", key), [_action(a, card, finding, variables, patient_id, today)["resource"]
-                                       for a in specs]))
+            later = [a for a in specs if _other_type(a, card, resource_types)]
+            resources = [_action(a, card, finding, variables, patient_id, today)["resource"]
+                         for a in specs if not any(a is b for b in later)]
         except (KeyError, CardTemplateError):
             continue
+        out.append((("key", key), resources,
+                    functools.partial(_renders, later, card, finding, variables, patient_id, today)))
     for i, s in enumerate(finding.extra_suggestions):
-        out.append((("extra", i), [dict(a.resource) for a in s.actions if a.type in ("create", "update") and a.resource]))
+        out.append((("extra", i), [dict(a.resource) for a in s.actions if a.type in ("create", "update") and a.resource],
+                    _always))
     return out
+
+
+def _other_type(spec: dict[str, Any], card: dict[str, Any], resource_types: frozenset[str] | None) -> bool:
+    """The action's resource template names a type outside `resource_types`."""
+    if resource_types is None:
+        return False
+    template = (card.get("resources") or {}).get(spec.get("resource"))
+    rtype = template.get("resourceType") if isinstance(template, dict) else None
+    return isinstance(rtype, str) and "{{" not in rtype and rtype not in resource_types
+
+
+def _renders(specs: list[dict[str, Any]], card: dict[str, Any], finding: Finding, variables: dict[str, str],
+             patient_id: str | None, today: dt.date) -> bool:
+    try:
+        for spec in specs:
+            _action(spec, card, finding, variables, patient_id, today)
+    except CardTemplateError:
+        return False
+    return True
+
+
+def _always() -> bool:
+    return True
 
 
 def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: bool = False) -> dict[str, Any] | None:

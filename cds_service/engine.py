@@ -7,7 +7,9 @@ a course card (denosumab due/overdue/stop, anabolic follow-on), cards ordered
 critical, warning, info. No card offers an osteoporosis-drug order that a
 critical order-time safety card would stop (withhold_vetoed_orders). Then, when
 a CardPolicy is given (the hook calls),
-quieting by feedback and the info-card budget (cds_service.card_policy).
+quieting by feedback and the info-card budget (cds_service.card_policy); only the
+cards shown go through that order review and are rendered. Facts the rules share
+are computed once per call (cds_service.rules.memo).
 A rule that raises is logged by name and skipped, so
 one broken rule never hides the others (strict=True re-raises, for tests).
 """
@@ -19,10 +21,13 @@ import datetime as dt
 import logging
 from typing import Any
 
+import orjson
+
 from cds_service import card_policy, card_render, metrics
 from cds_service.logs import error_fields
 from cds_service.fhir import terminology as t
-from cds_service.record import PatientRecord, draft_order
+from cds_service.record import DraftOrder, PatientRecord, draft_order
+from cds_service.rules import memo
 from cds_service.rules.base import INDICATORS, Finding, rules_for
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
@@ -37,10 +42,21 @@ COURSE_CARDS = ("C-DMAB-DUE", "C-DMAB-OVERDUE", "C-DMAB-STOP", "C-ANABOLIC-FOLLO
 # keeps a denosumab course under way with the PROLIA24 plan (second-pass 2: the plan
 # "rides on" C-DMAB-DUE/OVERDUE), and offers "keep the order and add the plan" itself.
 NOT_A_VETO = frozenset({"C-SAFE-DMAB-CKD"})
+# The only suggested resources the order review can veto: record.draft_order reads drug
+# classes from a MedicationRequest alone, so other orders (labs, DXA, referrals) are not filled for it.
+DRUG_ORDER_TYPES = frozenset({"MedicationRequest"})
 
 
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
               *, strict: bool = False) -> list[Finding]:
+    """Every finding chosen (select), each after its order review."""
+    with memo.scope():
+        return withhold_vetoed_orders(_chosen(hook, record, today, settings, strict), record, today, settings,
+                                      strict=strict)
+
+
+def _chosen(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+            strict: bool) -> list[Finding]:
     findings: list[Finding] = []
     for rule in rules_for(hook):
         try:
@@ -51,17 +67,29 @@ def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: Clinic
             # Type and place only: the exception's text may quote patient data.
             log.error("rule %s failed (hook %s); skipped", getattr(rule, "__name__", rule), hook,
                       extra=error_fields(exc))
-    return withhold_vetoed_orders(select(findings), record, today, settings, strict=strict)
+    return select(findings)
 
 
 def _vetoes(resource: dict[str, Any], record: PatientRecord, today: dt.date, settings: ClinicalSettings,
-            strict: bool) -> list[Finding]:
-    """The critical order-sign findings an osteoporosis-drug order would meet if it
-    were signed on its own today (none for any other resource)."""
+            strict: bool) -> tuple[DraftOrder | None, list[Finding]]:
+    """The resource as a draft order, and the critical order-sign findings it would meet
+    if it were signed on its own today (none unless it is an osteoporosis-drug order).
+    Judged once per call for the same order (several cards may suggest it)."""
+    try:
+        content = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not plain JSON data (a resource built in code): judged every time
+        return _judged(resource, record, today, settings, strict)
+    return memo.remembered(("vetoes", content, today, settings, strict), record,
+                           lambda: _judged(resource, record, today, settings, strict))
+
+
+def _judged(resource: dict[str, Any], record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+            strict: bool) -> tuple[DraftOrder | None, list[Finding]]:
     draft = draft_order(resource)
     if draft is None or not (draft.drug_classes & t.OSTEOPOROSIS_DRUG_CLASSES):
-        return []
+        return draft, []
     trial = dataclasses.replace(record, drafts=(draft,))
+    memo.same_chart(trial, record)  # the facts of the chart hold for the trial: no draft in them
     found = []
     for rule in rules_for("order-sign"):
         try:
@@ -72,7 +100,7 @@ def _vetoes(resource: dict[str, Any], record: PatientRecord, today: dt.date, set
                 raise
             log.error("rule %s failed judging a suggested order; skipped", getattr(rule, "__name__", rule),
                       extra=error_fields(exc))
-    return found
+    return draft, found
 
 
 def _veto_fact(drugs: list[str], veto: Finding, record: PatientRecord, today: dt.date) -> str:
@@ -92,33 +120,39 @@ def withhold_vetoed_orders(findings: list[Finding], record: PatientRecord, today
     card's facts say why: e.g. a drug-start or denosumab-due card beside a pregnancy or
     a low calcium. Judged by the order-sign rules themselves, so the two can never
     disagree; the card still fires with its advice."""
-    out = []
-    for finding in findings:
-        drop_keys: set[str] = set()
-        drop_extra: set[int] = set()
-        vetoed: dict[str, tuple[Finding, list[str]]] = {}  # veto card id -> (its finding, drugs it stops)
-        for (kind, ident), resources in card_render.suggestion_orders(finding, patient_id=record.patient_id,
-                                                                       today=today):
-            for resource in resources:
-                vetoes = _vetoes(resource, record, today, settings, strict)
-                if vetoes:
-                    (drop_keys if kind == "key" else drop_extra).add(ident)
-                    draft = draft_order(resource)
-                    drug = draft.agents[0].replace("_", " ") if draft and draft.agents else "drug"
-                    drugs = vetoed.setdefault(vetoes[0].card_id, (vetoes[0], []))[1]
-                    if drug not in drugs:
-                        drugs.append(drug)
-                    break
-        notes = [_veto_fact(drugs, veto, record, today) for veto, drugs in vetoed.values()]
-        if notes:
-            keys = finding.suggestions if finding.suggestions is not None else tuple(
-                s.get("key") for s in card_render.load_card(finding.card_id).get("suggestions") or ())
-            finding = dataclasses.replace(
-                finding, facts=tuple(dict.fromkeys(finding.facts + tuple(notes))),
-                suggestions=tuple(k for k in keys if k not in drop_keys),
-                extra_suggestions=tuple(s for i, s in enumerate(finding.extra_suggestions) if i not in drop_extra))
-        out.append(finding)
-    return out
+    with memo.scope():
+        return [_reviewed(finding, record, today, settings, strict) for finding in findings]
+
+
+def _reviewed(finding: Finding, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+              strict: bool) -> Finding:
+    """One finding after the order review (withhold_vetoed_orders). It only ever adds facts
+    and drops suggestions: card_policy relies on that."""
+    drop_keys: set[str] = set()
+    drop_extra: set[int] = set()
+    vetoed: dict[str, tuple[Finding, list[str]]] = {}  # veto card id -> (its finding, drugs it stops)
+    for (kind, ident), resources, renders in card_render.suggestion_orders(
+            finding, patient_id=record.patient_id, today=today, resource_types=DRUG_ORDER_TYPES):
+        for resource in resources:
+            draft, vetoes = _vetoes(resource, record, today, settings, strict)
+            if vetoes:
+                if not renders():
+                    break  # a suggestion render() drops: not offered, so nothing to withhold
+                (drop_keys if kind == "key" else drop_extra).add(ident)
+                drug = draft.agents[0].replace("_", " ") if draft and draft.agents else "drug"
+                drugs = vetoed.setdefault(vetoes[0].card_id, (vetoes[0], []))[1]
+                if drug not in drugs:
+                    drugs.append(drug)
+                break
+    notes = [_veto_fact(drugs, veto, record, today) for veto, drugs in vetoed.values()]
+    if not notes:
+        return finding
+    keys = finding.suggestions if finding.suggestions is not None else tuple(
+        s.get("key") for s in card_render.load_card(finding.card_id).get("suggestions") or ())
+    return dataclasses.replace(
+        finding, facts=tuple(dict.fromkeys(finding.facts + tuple(notes))),
+        suggestions=tuple(k for k in keys if k not in drop_keys),
+        extra_suggestions=tuple(s for i, s in enumerate(finding.extra_suggestions) if i not in drop_extra))
 
 
 def _severity(finding: Finding) -> int:
@@ -158,11 +192,28 @@ def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalS
         log.info("hook %s: 0 cards (patient deceased)", hook)
         metrics.CARDS_WITHHELD.labels("deceased").inc()
         return Outcome([])
+    with memo.scope():
+        return _decide(hook, record, today, settings, patient_id=patient_id, policy=policy, strict=strict)
+
+
+def _decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings, *,
+            patient_id: str | None, policy: card_policy.CardPolicy | None, strict: bool) -> Outcome:
     pid = patient_id or record.patient_id
-    findings = run_rules(hook, record, today, settings, strict=strict)
+    chosen = _chosen(hook, record, today, settings, strict)
+    # The order review (and the rendering) only for the cards that will be shown: one
+    # that quieting or the budget holds back never pays for it. Quieting asks for the
+    # review of a card it would hold back (the review may add a newer date to its facts).
+    reviewed: dict[int, tuple[Finding, Finding]] = {}  # id(finding) -> (the finding, after review)
+
+    def review(finding: Finding) -> Finding:
+        if id(finding) not in reviewed:
+            reviewed[id(finding)] = (finding, _reviewed(finding, record, today, settings, strict))
+        return reviewed[id(finding)][1]
+
     held: list[card_policy.Held] = []
     if policy is not None:
-        findings, held = card_policy.apply(findings, today, policy, _indicator)
+        chosen, held = card_policy.apply(chosen, today, policy, _indicator, review)
+    findings = [review(f) for f in chosen]
     cards = []
     for finding in findings:
         card = card_render.render(finding, patient_id=pid, today=today, strict=strict)

@@ -119,15 +119,27 @@ def rule(*hooks: str) -> Callable[[Rule], Rule]:
     return register
 
 
+# hook -> (the registry list it was sorted from, its length then, the sorted rules): the
+# sort (and the imports of load_all) ran on every call, twice per suggested drug order.
+_SORTED: dict[str, tuple[list[Rule], int, list[Rule]]] = {}
+
+
 def rules_for(hook: str) -> list[Rule]:
     """Rules registered for a hook; importing cds_service.rules loads them all."""
+    registered = _REGISTRY.get(hook)
+    cached = _SORTED.get(hook)
+    if cached is not None and cached[0] is registered and cached[1] == len(registered):
+        return list(cached[2])
     from cds_service.rules import RULE_MODULES, load_all
 
     load_all()  # registration happens on import
+    registered = _REGISTRY.get(hook, [])
     # Area order of RULE_MODULES, whatever order the modules happened to be imported in
     # (the engine orders cards of equal severity by it).
     def area(fn: Rule) -> int:
         name = getattr(fn, "__module__", "").rsplit(".", 1)[-1]
         return RULE_MODULES.index(name) if name in RULE_MODULES else len(RULE_MODULES)
 
-    return sorted(_REGISTRY.get(hook, ()), key=area)
+    ordered = sorted(registered, key=area)
+    _SORTED[hook] = (registered, len(registered), ordered)
+    return list(ordered)

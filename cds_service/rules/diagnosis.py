@@ -14,6 +14,7 @@ import dataclasses
 
 from cds_service.fhir import terminology as t
 from cds_service.record import Fracture, PatientRecord, within_months
+from cds_service.rules.memo import per_call
 from cds_service.rules.settings import ClinicalSettings
 
 # Guideline groups
@@ -58,6 +59,7 @@ def _uniq(items: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+@per_call
 def assess(record: PatientRecord, settings: ClinicalSettings) -> Assessment:
     group = guideline_group(record)
     fractures = record.fragility_fractures()
@@ -122,6 +124,7 @@ def _assess_young(record: PatientRecord, fractures: list[Fracture]) -> Assessmen
     return Assessment(YOUNG, NOT_KNOWN, NOT_ASSESSED, (), ())
 
 
+@per_call
 def injurious_falls(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """AACE20 "history of injurious falls" (second-pass 5): a fall coded with injury, or a
     fall dated within injurious_fall_link_days of a fracture (a fall-related fracture). A

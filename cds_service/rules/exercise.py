@@ -36,6 +36,7 @@ from cds_service.record import BinaryResult, CareEvent, Fracture, PatientRecord,
 from cds_service.rules.base import NO_TRIGGER, Finding, rule
 from cds_service.rules.catalogue import TEST_TIER
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.memo import per_call
 from cds_service.rules.orders import DIETITIAN, OCCUPATIONAL_THERAPY, referral_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
@@ -90,6 +91,7 @@ def _fresh(f: Fracture, today: dt.date, settings: ClinicalSettings) -> bool:
     return f.date is not None and 0 <= (today - f.date).days <= settings.fresh_fracture_weeks * 7
 
 
+@per_call
 def _bone_reasons(record: PatientRecord, settings: ClinicalSettings) -> tuple[str, list[str]]:
     """(diagnosis, facts) for osteoporosis / osteopenia / fragility fracture;
     diagnosis "" when none applies. Problem-list entries count at any age."""

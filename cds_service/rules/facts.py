@@ -28,6 +28,7 @@ from cds_service.record import (
     within_months,
 )
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.memo import per_call
 from cds_service.rules.settings import ClinicalSettings
 
 DAYS_PER_MONTH = 30.4375
@@ -141,6 +142,7 @@ class KidneyReading:
         return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {as_written(self.value, 0)} {unit}"
 
 
+@per_call
 def cockcroft_gault(record: PatientRecord, settings: ClinicalSettings, *,
                     any_age: bool = False) -> tuple[float, str, dt.date | None] | None:
     """Creatinine clearance (mL/min) by Cockcroft-Gault, when creatinine, weight, age and
@@ -161,6 +163,7 @@ def cockcroft_gault(record: PatientRecord, settings: ClinicalSettings, *,
     return crcl, fact, creatinine.date
 
 
+@per_call
 def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     """The one kidney reading every kidney rule uses (second-pass 1), strongest first:
     coded kidney failure / dialysis (Conditions, or a dialysis Procedure within
@@ -241,6 +244,7 @@ def calcium(record: PatientRecord, months: float) -> Lab | None:
     return measured
 
 
+@per_call
 def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) -> str | None:
     """Why no one-click vitamin D (or calcium) order may be offered, as a fact, or None. Dialysis or CKD 4-5: the form and dose of vitamin D belong to nephrology
     (second-pass 1: no generic cholecalciferol order; KDIGO 2017 CKD-MBD). A calcium above
@@ -259,6 +263,7 @@ def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) 
     return None
 
 
+@per_call
 def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
     """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
     (default calcium_max_age_months), or an active hypocalcemia Condition. None when neither."""
@@ -271,6 +276,7 @@ def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float
     return None
 
 
+@per_call
 def predose_labs_missing(record: PatientRecord, settings: ClinicalSettings) -> tuple[bool, bool]:
     """(kidney function missing, calcium missing) within predose_lab_days before a zoledronic
     acid or denosumab dose (second-pass 2, C-SAFE-PREDOSE-LABS). Coded kidney failure or
@@ -283,6 +289,7 @@ def predose_labs_missing(record: PatientRecord, settings: ClinicalSettings) -> t
     return not recent_kidney, not recent_calcium
 
 
+@per_call
 def missing_baseline_labs(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """TX-1a / MON-7: baseline labs missing or older than lab_max_age_months. Kidney
     function counts as known when the kidney reading is (coded failure, CrCl or eGFR)."""
@@ -309,6 +316,7 @@ def abnormal_then(lab: Lab, settings: ClinicalSettings) -> str:
     return ""
 
 
+@per_call
 def lab_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     out = list(kidney(record, settings).facts)
     for name in ("calcium_corrected", "calcium", "vitamin_d"):
@@ -322,6 +330,7 @@ def lab_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
 # Therapy on board
 # ---------------------------------------------------------------------------
 
+@per_call
 def current_osteoporosis_therapy(record: PatientRecord) -> list[AgentExposure]:
     """Active osteoporosis drugs (active request/statement, or a clinician-given dose
     still within its dosing interval). Oncology products (Xgeva, Zometa) count: they are
@@ -329,6 +338,7 @@ def current_osteoporosis_therapy(record: PatientRecord) -> list[AgentExposure]:
     return record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES)
 
 
+@per_call
 def bone_active_therapy(record: PatientRecord) -> list[AgentExposure]:
     """TX-0 as second-pass 4 widens it: osteoporosis drugs plus systemic estrogen (raloxifene
     and bazedoxifene are SERMs, already osteoporosis drugs). No drug-start card beside them."""
@@ -369,6 +379,7 @@ def course_start(e: AgentExposure, gap_days: int = 548) -> dt.date | None:
     return start
 
 
+@per_call
 def bone_indication(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """Why calcium / vitamin D matter for this patient (TX-7 population), as facts:
     osteoporosis, osteopenia, a fragility fracture or an osteoporosis drug. Empty: no
@@ -398,6 +409,7 @@ class BpProblem:
     fact: str
 
 
+@per_call
 def antiresorptive_complications(record: PatientRecord) -> list[str]:
     """Coded atypical femoral fracture or osteonecrosis of the jaw (any status: a past
     one still counts against re-exposure). Second-pass 4; LABEL, AACE20."""
@@ -410,6 +422,7 @@ def antiresorptive_complications(record: PatientRecord) -> list[str]:
     return out
 
 
+@per_call
 def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
                 class_wide: bool = False) -> list[BpProblem]:
     """TX-3: why an oral bisphosphonate should not be started. Kidney function from the
@@ -481,6 +494,7 @@ class DmabTiming:
         return [first, f"6 months after the last dose: {self.due}; end of the grace period: {self.grace_end}"]
 
 
+@per_call
 def denosumab_timing(record: PatientRecord, settings: ClinicalSettings) -> DmabTiming | None:
     """Where the patient is in the 6-monthly denosumab cycle, or None when there is no
     osteoporosis denosumab with a known last dose (oncology-only denosumab, Xgeva, is dosed
@@ -516,6 +530,7 @@ def on_board(record: PatientRecord, settings: ClinicalSettings, classes: Iterabl
 _STOP_WORDS = ("stopped", "discontinu", "stop ", "ceased", "withdrawn", "cancel")
 
 
+@per_call
 def denosumab_stop_order(record: PatientRecord) -> MedEvent | None:
     """SAFE-14 as second-pass 3 corrects it: an EXPLICIT stop. The newest denosumab order
     is `stopped` or `cancelled` (or its statusReason says stopped / discontinued) and no
@@ -562,6 +577,7 @@ def bisphosphonate_since(record: PatientRecord, since: dt.date | None) -> list[s
     return out
 
 
+@per_call
 def anabolic_course_end(record: PatientRecord, settings: ClinicalSettings) -> tuple[dt.date, list[str]] | None:
     """SAFE-12: when the anabolic course finished, with facts; None while any anabolic is
     still running or no course is known to have finished. Finished = teriparatide /
@@ -587,12 +603,14 @@ def _min_days(years: float) -> int:
     return int(years * 365.25)
 
 
+@per_call
 def oral_bp_days(record: PatientRecord) -> int:
     """Cumulative oral bisphosphonate exposure across agents (alendronate -> risedronate
     switches add up; overlaps merged), in days."""
     return round(record.class_exposure_months(t.ORAL_BP) * DAYS_PER_MONTH)
 
 
+@per_call
 def long_bp_course(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """HOLIDAY-1 / TX-0 course length: oral BP >= bp_holiday_years cumulative, or
     zoledronic acid >= zoledronate_holiday_doses doses. Facts, [] if neither."""
@@ -608,6 +626,7 @@ def long_bp_course(record: PatientRecord, settings: ClinicalSettings) -> list[st
     return out
 
 
+@per_call
 def very_long_bp_course(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """HOLIDAY-1 duration review: oral BP >= bp_review_years cumulative, or zoledronic acid
     >= zoledronate_review_doses doses (the longest courses AACE20 supports even at high
@@ -623,6 +642,7 @@ def very_long_bp_course(record: PatientRecord, settings: ClinicalSettings) -> li
     return out
 
 
+@per_call
 def in_drug_holiday(record: PatientRecord, settings: ClinicalSettings) -> bool:
     """TX-0 / HOLIDAY-1: a finished BP course long enough to be a holiday, not ended by a
     new fracture or BMD loss (T-score drop >= holiday_bmd_loss_t) since."""
@@ -647,6 +667,7 @@ BASELINE_LAB_LOINC = {"eGFR": "98979-8", "serum calcium": "17861-6", "25-OH vita
 BASELINE_PANEL_LOINC = ("2777-1", "6768-6", "2731-8")
 
 
+@per_call
 def baseline_lab_orders(record: PatientRecord, settings: ClinicalSettings) -> set[str]:
     """LOINC codes C-LAB-BASELINE will order on this screen (empty when it does not fire):
     other cards leave these out so no test is suggested twice."""
@@ -656,6 +677,7 @@ def baseline_lab_orders(record: PatientRecord, settings: ClinicalSettings) -> se
     return {BASELINE_LAB_LOINC[m] for m in missing if m in BASELINE_LAB_LOINC} | set(BASELINE_PANEL_LOINC)
 
 
+@per_call
 def baseline_labs_due(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """MON-7 / TX-1a: the missing or stale baseline labs when C-LAB-BASELINE fires
     (treatment indicated, not on bone-active therapy or in a holiday), else []."""
@@ -669,6 +691,7 @@ def baseline_labs_due(record: PatientRecord, settings: ClinicalSettings) -> list
     return missing_baseline_labs(record, settings)
 
 
+@per_call
 def unexplained_alp(record: PatientRecord, settings: ClinicalSettings) -> str | None:
     """A raised alkaline phosphatase (above the result's reference range, flagged high, or
     above alp_upper_u_l when neither is given) with no explanation on record: no liver
@@ -697,6 +720,7 @@ PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone"), ("skeletal_malignancy",
                      ("hyperparathyroidism", "Hyperparathyroidism"))
 
 
+@per_call
 def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple[list[str], list[str]]:
     """TX-4: (anabolic agents that may be suggested, facts on those left out).
     Teriparatide/abaloparatide: not with a SAFE-11 condition or a measured calcium above
@@ -758,6 +782,7 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
 # Pregnancy (second-pass 2)
 # ---------------------------------------------------------------------------
 
+@per_call
 def current_pregnancy(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """Facts showing a current pregnancy, [] when none is known: an active pregnancy
     Condition with onset within pregnancy_months (undated counts), or a positive pregnancy
@@ -795,6 +820,7 @@ class GlucocorticoidUse:
     facts: tuple[str, ...]
 
 
+@per_call
 def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> GlucocorticoidUse | None:
     """Current systemic glucocorticoid use of at least long_term_corticosteroid_days (3
     months), with its prednisone-equivalent dose from the latest active order or statement

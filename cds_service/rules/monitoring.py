@@ -26,6 +26,7 @@ from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, CareEvent, PatientRecord, add_months, months_between, within_months
 from cds_service.rules.base import Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.memo import per_call
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.rules.facts import (
     abnormal_then,
@@ -47,6 +48,7 @@ def _name(agent: str) -> str:
     return agent.replace("_", " ")
 
 
+@per_call
 def monitored_therapy(record: PatientRecord, settings: ClinicalSettings | None = None) -> list[AgentExposure]:
     """Active osteoporosis drugs that call for BMD monitoring. Oncology-only
     products (Xgeva, Zometa for bone metastases) are antiresorptive exposure

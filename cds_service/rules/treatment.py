@@ -48,10 +48,12 @@ from cds_service.rules.facts import (
     oral_bp_days,
     very_long_bp_course,
 )
+from cds_service.rules.memo import per_call
 from cds_service.rules.orders import ENDOCRINOLOGY, PROLIA24_TEXT, prolia24_suggestion, referral_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
 
+@per_call
 def _start_candidate(record: PatientRecord, settings: ClinicalSettings) -> Assessment | None:
     """TX-0: adult (postmenopausal woman / man >= 50) at high or very high
     risk, on no bone-active drug, not in a drug holiday that still holds.
@@ -65,6 +67,7 @@ def _start_candidate(record: PatientRecord, settings: ClinicalSettings) -> Asses
     return a
 
 
+@per_call
 def _antiresorptive_start(record: PatientRecord, settings: ClinicalSettings) -> tuple[Assessment, str, list[str]] | None:
     """TX-1/2/3 apply at high risk, and at very high risk only when no anabolic
     agent can be suggested (TX-4 otherwise). Returns (assessment, risk text,

@@ -14,8 +14,21 @@ from cds_service.rules.settings import ClinicalSettings
 from cds_service.services import HookCall
 
 
+# (service settings, their clinical part) of the last call: the service's Settings is one
+# frozen object for the life of the app, so its clinical part is built once, not per call.
+_LAST: tuple[object, ClinicalSettings] | None = None
+
+
+def _clinical(service_settings: object) -> ClinicalSettings:
+    global _LAST
+    last = _LAST
+    if last is None or last[0] is not service_settings:
+        last = _LAST = (service_settings, ClinicalSettings.from_settings(service_settings))
+    return last[1]
+
+
 def evaluate(call: HookCall) -> Outcome:
-    settings = ClinicalSettings.from_settings(call.settings)
+    settings = _clinical(call.settings)
     drafts = drafts_from_context(call.context) if call.hook != "patient-view" else ()
     selections = call.context.get("selections") if call.hook == "order-select" else None
     record = build_record(call.prefetch, drafts=drafts, today=call.today, selections=selections, settings=settings,

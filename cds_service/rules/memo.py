@@ -1,0 +1,139 @@
+"""Facts derived from the record, computed once per hook call instead of once per rule.
+
+Many rules read the same derived facts (the kidney reading, the diagnosis assessment,
+current therapy), and the engine's order review runs every order-sign rule again for
+each suggested drug order. `engine` runs the rules inside `scope()`; there a function
+decorated with `@per_call` computes its answer once per record and arguments and
+returns the same answer afterwards. Outside a scope (a rule called on its own, as the
+rule tests do) it simply computes, so a scope can never leak one call's answers into
+another call, nor into a record built or changed later.
+
+A record the order review builds from the chart (the same record with one draft
+order, declared with `same_chart`) shares the chart's answers, so a decorated function
+must not read the record's drafts (`drafts`, `judged_drafts`), directly or through what
+it calls (tests/test_rules_memo.py checks every decorated function on every fixture
+with drafts). Any other record, even one copied from the chart, has answers of its own.
+Answers must not be changed by their callers: a list, dict or set (also one in a
+tuple) is handed out as a copy. Arguments of plain types (numbers, strings, dates) are
+keyed by value, others (the settings) by identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PLAIN = frozenset({bool, int, float, str, bytes, dt.date, type(None)})  # keyed by value (==)
+_OBJECT = object()  # marks an argument keyed by identity
+
+
+class _Memo:
+    def __init__(self) -> None:
+        self.answers: dict[tuple[Any, ...], tuple[Any, bool]] = {}  # key -> (answer, hand out copies)
+        self.charts: dict[int, Any] = {}   # id(record built from a chart) -> the chart
+        # Objects keyed by identity, kept alive with the scope so that no other object
+        # can take their id while it is part of a key.
+        self.keep: dict[int, Any] = {}
+
+    def key(self, chart: Any, parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        out: list[Any] = [id(chart)]
+        for part in parts:
+            if type(part) in _PLAIN:
+                out.append(part)
+            else:
+                out += (_OBJECT, id(part))
+        return tuple(out)
+
+    def answer(self, key: tuple[Any, ...], chart: Any, parts: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        found = self.answers.get(key)
+        if found is None:
+            for kept in (chart, *parts):
+                if type(kept) not in _PLAIN:
+                    self.keep[id(kept)] = kept
+            answer = compute()
+            found = self.answers[key] = (answer, _mutable(answer))
+        return _copy(found[0]) if found[1] else found[0]
+
+
+_CURRENT: contextvars.ContextVar[_Memo | None] = contextvars.ContextVar("facts_memo", default=None)
+
+
+@contextlib.contextmanager
+def scope() -> Iterator[None]:
+    """Derived facts are computed once within this block (nested blocks share it)."""
+    if _CURRENT.get() is not None:
+        yield
+        return
+    token = _CURRENT.set(_Memo())
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def same_chart(record: Any, chart: Any) -> None:
+    """`record` is `chart` with other draft orders: it shares the chart's answers."""
+    memo = _CURRENT.get()
+    if memo is not None:
+        memo.keep[id(record)] = record
+        memo.charts[id(record)] = memo.charts.get(id(chart), chart)
+
+
+def _mutable(value: Any) -> bool:
+    kind = type(value)
+    return kind in (list, dict, set) or (kind is tuple and any(type(v) in (list, dict, set) for v in value))
+
+
+def _copy(value: Any) -> Any:
+    if type(value) is tuple:
+        return tuple(_copy(v) for v in value)
+    return value.copy() if type(value) in (list, dict, set) else value
+
+
+def remembered(key: tuple[Any, ...], record: Any, compute: Callable[[], Any]) -> Any:
+    """compute() once per `key` (plain values by value, other objects by identity) and
+    chart of `record` within the current scope; outside a scope, every time."""
+    memo = _CURRENT.get()
+    if memo is None:
+        return compute()
+    chart = memo.charts.get(id(record), record)
+    return memo.answer(memo.key(chart, key), chart, key, compute)
+
+
+MARKED: list[Callable[..., Any]] = []  # every @per_call function (tests check that none reads the drafts)
+
+
+def per_call(fn: F) -> F:
+    """Compute fn(record, *args, **kwargs) once per call scope (see the module doc)."""
+
+    @functools.wraps(fn)
+    def wrapper(record: Any, *args: Any, **kwargs: Any) -> Any:
+        memo = _CURRENT.get()
+        if memo is None:
+            return fn(record, *args, **kwargs)
+        chart = memo.charts.get(id(record), record)
+        # The usual calls, (record) and (record, settings), keyed without a loop: a hit
+        # must cost far less than the facts it saves.
+        if kwargs or len(args) > 1:
+            parts = (wrapper, *args, *(x for item in sorted(kwargs.items()) for x in item))
+            key = memo.key(chart, parts)
+        elif args:
+            parts = (wrapper, args[0])
+            key = ((id(chart), wrapper, args[0]) if type(args[0]) in _PLAIN
+                   else (id(chart), wrapper, _OBJECT, id(args[0])))
+        else:
+            parts = (wrapper,)
+            key = (id(chart), wrapper)
+        found = memo.answers.get(key)
+        if found is not None:
+            return _copy(found[0]) if found[1] else found[0]
+        return memo.answer(key, chart, parts, lambda: fn(record, *args, **kwargs))
+
+    MARKED.append(wrapper)
+    return wrapper  # type: ignore[return-value]
