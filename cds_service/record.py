@@ -1194,6 +1194,8 @@ class _Builder:
     def _read_ServiceRequest(self, res: Mapping[str, Any]) -> None:
         if res.get("status") not in ARRANGED_STATUSES or res.get("intent") not in ARRANGING_INTENTS:
             return  # not an order in force: nothing was arranged (see ARRANGING_INTENTS)
+        if res.get("doNotPerform") is True:
+            return  # FHIR R4 ServiceRequest.doNotPerform (a modifier): an order NOT to do it
         kinds = t.care_kinds(res.get("code"), *(res.get("performerType") and [res["performerType"]] or []))
         if not kinds:
             return
