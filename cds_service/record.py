@@ -1142,12 +1142,24 @@ class _Builder:
                 # its initial code, not a new one on the day of the follow-up (review: each
                 # follow-up visit became another "recent fracture", hence very high risk and
                 # anabolic-first orders, and a "fracture on therapy" years after the event).
-                self._add_fracture(frac, None, ref, noted=when, healing=None if frac.sequela else when)
+                self._add_fracture(frac, None, ref, noted=when, healing=None if frac.sequela else self._visit_day(res, when))
             else:
                 self._add_fracture(frac, when, ref)
         # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
         # the visit, not the event: the condition is on record, its date unknown.
         self._add_groups(groups, None if follow_up else when, active, ref)
+
+    def _visit_day(self, res: Mapping[str, Any], when: dt.date | None) -> dt.date | None:
+        """The day a later-encounter fracture code was coded: the later of its onset and its
+        recordedDate (FHIR R4 Condition: onset is when the condition began, often the fracture's
+        day; recordedDate the day it was recorded, the follow-up visit). Review: a D code with the
+        fracture's onset and a visit last week read as no healing fracture before massage. A day
+        just ahead (plausibility.FUTURE_SLACK) is today."""
+        recorded = parse_date(res.get("recordedDate"))
+        if recorded and plausibility.date_problem(recorded, self.today):
+            recorded = None
+        day = max((d for d in (when, recorded) if d), default=None)
+        return min(day, self.today) if day else None
 
     def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str) -> None:
         """ConditionHits of a code's (group, shown code) pairs (_condition_groups)."""
