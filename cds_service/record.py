@@ -750,9 +750,19 @@ def _first_date(*values: Any) -> dt.date | None:
 
 
 def _has_result(holder: Mapping[str, Any]) -> bool:
-    """An Observation (or component) that reports something: a value, components or members
-    (a panel). Registered or data-absent results are not a test done."""
-    return any(k.startswith("value") for k in holder) or bool(holder.get("component") or holder.get("hasMember"))
+    """An Observation (or component) that reports something: a value, a component that does,
+    or members (a panel). Registered or data-absent results are not a test done, nor a
+    valueQuantity with a unit and no number, nor an empty value (FHIR R4 Observation.value[x]:
+    the result; dataAbsentReason when there is none). Review: a TSH sent as units only, or a
+    panel whose only component was data-absent, left the test out of the panel."""
+    for key, value in holder.items():
+        if not key.startswith("value") or value in (None, "", {}, []):
+            continue
+        if key == "valueQuantity" and not (isinstance(value, dict) and isinstance(value.get("value"), (int, float))):
+            continue
+        return True
+    components = holder.get("component") if isinstance(holder.get("component"), list) else []
+    return any(isinstance(c, dict) and _has_result(c) for c in components) or bool(holder.get("hasMember"))
 
 
 def _period_start(period: Any) -> Any:
