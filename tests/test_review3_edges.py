@@ -306,3 +306,12 @@ def test_beside_the_baseline_card_the_panels_do_not_overlap(client):
     assert _panel(shown["C-SECONDARY-EVAL"]) == ["3016-3"]
     baseline = {c for c in _panel(shown["C-LAB-BASELINE"])}
     assert not baseline & set(_panel(shown["C-SECONDARY-EVAL"]))
+
+
+@pytest.mark.parametrize("code,left", [("11580-8", "3016-3"), ("14637-3", "6874-2")])
+def test_a_sensitive_tsh_or_an_si_urine_calcium_counts_as_done(client, code, left):
+    """LOINC 11580-8 (third-generation TSH) and 14637-3 (24-h urine calcium in mmol/24 h) are the
+    same tests as the order codes 3016-3 and 6874-2: on record, they are not asked for again."""
+    b = bundle(WHOLE)
+    _obs(b, left)["code"] = {"coding": [{"system": "http://loinc.org", "code": code}]}
+    assert "C-SECONDARY-EVAL" not in cards(client, b)
