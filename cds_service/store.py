@@ -319,8 +319,17 @@ class Store:
         except dbapi_error as exc:
             disconnected = dialect.is_disconnect(exc, connection, cursor)
             if disconnected:
+                # What Connection does on a disconnect (no public equivalent):
+                # connections older than this one are replaced on checkout.
                 self.engine.pool._invalidate(pooled, exc)
             raise self._wrapped(exc, compiled, parameters, disconnected) from exc
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Interrupted mid-statement (a gevent Timeout, the worker
+                # stopping): the connection's state is unknown, so it is not
+                # reused (as SQLAlchemy does).
+                pooled.invalidate(exc)
+            raise
         finally:
             try:
                 if pooled.is_valid:

@@ -305,6 +305,33 @@ def test_the_pool_gets_its_connection_back_as_it_was(db):
     assert store.card(card.card_uuid)["card_id"] == "C-TX-BP"
 
 
+def test_a_statement_interrupted_midway_does_not_return_its_connection_to_the_pool(db, monkeypatch):
+    """A BaseException mid-statement (a gevent Timeout, the worker stopping)
+    leaves the connection in an unknown state: it is dropped, and the next
+    call connects anew."""
+    from cds_service import store as store_module
+
+    class Interrupted(BaseException):
+        pass
+
+    def interrupted(self, rows):
+        raise Interrupted
+
+    _, store = db
+    store.quiet_marks("k", {"info": 180})
+    pooled = store.engine.raw_connection()
+    before = pooled.dbapi_connection
+    pooled.close()
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module._Compiled, "rows", interrupted)
+        with pytest.raises(Interrupted):
+            store.quiet_marks("k", {"info": 180})
+    assert store.quiet_marks("k", {"info": 180}) == {}
+    pooled = store.engine.raw_connection()
+    assert pooled.dbapi_connection is not before
+    pooled.close()
+
+
 @pytest.mark.skipif(not PG_URL, reason="CDS_TEST_POSTGRES_URL is not set")
 def test_on_postgresql_the_lookup_and_the_insert_are_one_round_trip_each(tmp_path):
     """What libpq sends: one Sync per call (one round trip), no BEGIN, COMMIT
