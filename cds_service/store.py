@@ -309,7 +309,9 @@ class Store:
         connection, cursor = pooled.dbapi_connection, None
         try:
             if not self._local:
-                connection.autocommit = True
+                # What execution_options(isolation_level="AUTOCOMMIT") does,
+                # for any driver (psycopg: an attribute, no round trip).
+                dialect.set_isolation_level(connection, "AUTOCOMMIT")
             cursor = connection.cursor()
             cursor.execute(compiled.sql, parameters)
             rows = compiled.rows(cursor.fetchall()) if compiled.returns_rows else []
@@ -336,7 +338,7 @@ class Store:
                     if cursor is not None:
                         cursor.close()
                     if not self._local:
-                        connection.autocommit = False  # as the pool hands it out
+                        dialect.reset_isolation_level(connection)  # as the pool hands it out
             finally:
                 pooled.close()  # back to the pool (its rollback: none pending here)
 
