@@ -204,9 +204,8 @@ def quiet_query(patient_key: str, quiet_days: dict[str, int], now: dt.datetime) 
 
 @functools.lru_cache(maxsize=8)
 def _quiet_statement(indicators: tuple[str, ...]) -> sa.Select | None:
-    """Built once per set of quieting indicators, with bound parameters, so
-    each call reuses SQLAlchemy's compiled form instead of building and
-    compiling a new statement."""
+    """Built once per set of quieting indicators, with bound parameters (Store
+    compiles it once per dialect)."""
     if not indicators:
         return None
     q = quieted_cards.c
@@ -225,30 +224,129 @@ def _quiet_params(patient_key: str, quiet_days: dict[str, int], now: dt.datetime
     return {"patient_key": patient_key, "oldest": min(cutoffs.values()), **cutoffs}
 
 
-_INSERT_ISSUED = issued_cards.insert()
-# On a database server: RETURNING makes SQLAlchemy send all rows as one
-# multi-row INSERT ("insertmanyvalues"), atomic without a transaction around
-# it, so recording a call's cards is one round trip.
-_INSERT_ISSUED_ONE_TRIP = issued_cards.insert().returning(issued_cards.c.card_uuid)
+@functools.lru_cache(maxsize=64)
+def _insert_statement(count: int) -> sa.Insert:
+    """One INSERT of `count` issued cards (one VALUES row each, parameters
+    named column_i): a single statement, so atomic by itself, even in
+    autocommit (one round trip on a database server)."""
+    return issued_cards.insert().values([
+        {c.name: sa.bindparam(f"{c.name}_{i}", type_=c.type) for c in issued_cards.c} for i in range(count)])
+
+
+class _Compiled:
+    """A statement compiled once for one dialect, run on a DBAPI cursor
+    without SQLAlchemy's per-execution machinery (its Connection, execution
+    context and Result cost more CPU than the query on SQLite). Values pass
+    through the same type processors SQLAlchemy applies, so datetimes are
+    stored and read exactly as through a Connection."""
+
+    def __init__(self, statement: sa.Select | sa.Insert, dialect: sa.Dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.positions = compiled.positiontup  # None for a named paramstyle (psycopg)
+        # Values fixed in the statement (e.g. the quieting indicators).
+        self.fixed: dict[str, Any] = {}
+        self.bind_processors: dict[str, Callable[[Any], Any]] = {}
+        for bind, name in compiled.bind_names.items():
+            if not bind.required:
+                self.fixed[name] = bind.effective_value
+            elif bind.key != name:  # values are passed by the names given to bindparam()
+                raise ValueError(f"bind parameter {bind.key!r} compiled as {name!r}")
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.bind_processors[name] = processor
+        self.returns_rows = isinstance(statement, sa.Select)
+        self.result_processors = [col.type.dialect_impl(dialect).result_processor(dialect, None)
+                                  for col in statement.selected_columns] if self.returns_rows else []
+
+    def parameters(self, params: dict[str, Any]) -> dict[str, Any] | list[Any]:
+        values = {**self.fixed, **params}
+        for name, processor in self.bind_processors.items():
+            values[name] = processor(values[name])
+        return values if self.positions is None else [values[name] for name in self.positions]
+
+    def rows(self, rows: list[Any]) -> list[tuple[Any, ...]]:
+        processors = self.result_processors
+        if not any(processors):
+            return [tuple(row) for row in rows]
+        return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
 
 
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._local = engine.dialect.name == "sqlite"
+        self._compiled_forms: dict[Any, _Compiled] = {}
 
     @classmethod
     def from_url(cls, url: str) -> "Store":
         return cls(make_engine(url))
 
-    def _autocommit(self, write: bool) -> Any:
-        """A connection for one statement that commits by itself: on a database
-        server, no BEGIN, COMMIT or ROLLBACK round trips around the hook call's
-        single read or insert. SQLite has no round trips, and switching its
-        isolation level costs more than a local transaction (a read needs none)."""
-        if self._local:
-            return self.engine.begin() if write else self.engine.connect()
-        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    def _compiled(self, key: Any, statement: Callable[[], sa.Select | sa.Insert]) -> _Compiled:
+        compiled = self._compiled_forms.get(key)
+        if compiled is None:
+            compiled = self._compiled_forms[key] = _Compiled(statement(), self.engine.dialect)
+        return compiled
+
+    def _execute(self, compiled: _Compiled, params: dict[str, Any], write: bool) -> list[tuple[Any, ...]]:
+        """Run one statement on a pooled DBAPI connection, committed before
+        this returns. On a database server it runs in autocommit: no BEGIN,
+        COMMIT or ROLLBACK round trips (the pool's rollback on return is then
+        none either: the driver sends none outside a transaction). On SQLite
+        a write commits its implicit transaction; a read opens none.
+
+        Driver errors are raised as SQLAlchemy raises them (so the callers'
+        503 and Store._retrying work unchanged): a connection found dead is
+        invalidated with every connection of its generation, as SQLAlchemy
+        does, so that the retry connects anew."""
+        dialect = self.engine.dialect
+        dbapi_error = dialect.loaded_dbapi.Error
+        parameters = compiled.parameters(params)
+        try:
+            pooled = self.engine.raw_connection()
+        except dbapi_error as exc:
+            raise self._wrapped(exc, compiled, parameters, dialect.is_disconnect(exc, None, None)) from exc
+        connection, cursor = pooled.dbapi_connection, None
+        try:
+            if not self._local:
+                # What execution_options(isolation_level="AUTOCOMMIT") does,
+                # for any driver (psycopg: an attribute, no round trip).
+                dialect.set_isolation_level(connection, "AUTOCOMMIT")
+            cursor = connection.cursor()
+            cursor.execute(compiled.sql, parameters)
+            rows = compiled.rows(cursor.fetchall()) if compiled.returns_rows else []
+            if write and self._local:
+                connection.commit()
+            return rows
+        except dbapi_error as exc:
+            disconnected = dialect.is_disconnect(exc, connection, cursor)
+            if disconnected:
+                # What Connection does on a disconnect (no public equivalent):
+                # connections older than this one are replaced on checkout.
+                self.engine.pool._invalidate(pooled, exc)
+            raise self._wrapped(exc, compiled, parameters, disconnected) from exc
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Interrupted mid-statement (a gevent Timeout, the worker
+                # stopping): the connection's state is unknown, so it is not
+                # reused (as SQLAlchemy does).
+                pooled.invalidate(exc)
+            raise
+        finally:
+            try:
+                if pooled.is_valid:
+                    if cursor is not None:
+                        cursor.close()
+                    if not self._local:
+                        dialect.reset_isolation_level(connection)  # as the pool hands it out
+            finally:
+                pooled.close()  # back to the pool (its rollback: none pending here)
+
+    def _wrapped(self, exc: Exception, compiled: _Compiled, parameters: Any, disconnected: bool) -> sa.exc.DBAPIError:
+        dialect = self.engine.dialect
+        return sa.exc.DBAPIError.instance(compiled.sql, parameters, exc, dialect.loaded_dbapi.Error,
+                                          hide_parameters=self.engine.hide_parameters,
+                                          connection_invalidated=disconnected, dialect=dialect)
 
     @staticmethod
     def _retrying(work: Callable[[], T], then: Callable[[], T] | None = None) -> T:
@@ -285,7 +383,8 @@ class Store:
 
     # --- cards -------------------------------------------------------------
     def record_cards(self, cards: Sequence[IssuedCard]) -> None:
-        """One multi-row INSERT, committed by itself (one round trip)."""
+        """One multi-row INSERT, committed before this returns (on a database
+        server: one round trip)."""
         if not cards:
             return
         now = _now()
@@ -303,12 +402,11 @@ class Store:
             for c in cards
         ]
 
+        compiled = self._compiled(("insert", len(rows)), lambda: _insert_statement(len(rows)))
+        params = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+
         def insert() -> None:
-            with self._autocommit(write=True) as conn:
-                if self._local:
-                    conn.execute(_INSERT_ISSUED, rows)
-                else:
-                    conn.execute(_INSERT_ISSUED_ONE_TRIP, rows).all()
+            self._execute(compiled, params, write=True)
 
         def insert_again() -> None:
             try:
@@ -420,14 +518,14 @@ class Store:
         """Card id -> QuietMark for feedback on this patient's cards still
         within its quiet period (`quiet_days`: indicator -> days; an indicator
         absent or at 0 never quiets). One query on (patient_key, decided_at)."""
-        statement = _quiet_statement(tuple(ind for ind, days in quiet_days.items() if days > 0))
-        if statement is None:
+        indicators = tuple(ind for ind, days in quiet_days.items() if days > 0)
+        if not indicators:
             return {}
+        compiled = self._compiled(("quiet", indicators), lambda: _quiet_statement(indicators))
         params = _quiet_params(patient_key, quiet_days, now or _now())
 
         def read() -> list[Any]:
-            with self._autocommit(write=False) as conn:
-                return conn.execute(statement, params).all()
+            return self._execute(compiled, params, write=False)
 
         marks: dict[str, QuietMark] = {}
         for card_id, indicator, issued_at in self._retrying(read):

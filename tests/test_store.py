@@ -239,11 +239,130 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_not_an_error():
             store.ping,
         ]
         for step in steps:
-            store.ping()  # a connection in the pool
-            assert drop_connections() >= 1
+            with store.engine.connect(), store.engine.connect():
+                pass  # two connections in the pool: the retry must not be handed the other dead one
+            assert drop_connections() == 2
             assert step() is not False
         assert store.card(card.card_uuid)["card_id"] == "C-TX-BP"
         assert [r["outcome"] for r in store.feedback_rows()] == ["accepted"]
+    finally:
+        store.engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_cards_written_and_read_by_either_path_are_the_same(db, monkeypatch):
+    """record_cards and quiet_marks run their SQL on the DBAPI connection; what
+    they store and read is what SQLAlchemy's Connection stores and reads
+    (SQLite keeps datetimes as text: the same text)."""
+    from cds_service import store as store_module
+    from cds_service.store import QuietMark, issued_cards
+
+    _, store = db
+    when = dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=dt.timezone.utc)
+    monkeypatch.setattr(store_module, "_now", lambda: when)
+    fast = dataclasses.replace(_card("C-FAST"), patient_key="k1")
+    old = dataclasses.replace(_card("C-OLD"), patient_key="k1")
+    store.record_cards([fast])
+    with store.engine.begin() as conn:
+        conn.execute(issued_cards.insert(), [{**dataclasses.asdict(old), "issued_at": when,
+                                              "suggestion_uuids": '["s1"]'}])
+    with store.engine.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT card_uuid, issued_at FROM issued_cards").all())
+    assert stored[fast.card_uuid] == stored[old.card_uuid]
+    read_fast, read_old = store.card(fast.card_uuid), store.card(old.card_uuid)
+    assert read_fast["issued_at"] == read_old["issued_at"]
+    assert read_fast["issued_at"].replace(tzinfo=dt.timezone.utc) == when
+    assert {k: v for k, v in read_fast.items() if k not in ("card_uuid", "card_id", "hook_instance")} == \
+        {k: v for k, v in read_old.items() if k not in ("card_uuid", "card_id", "hook_instance")}
+    # Feedback (SQLAlchemy) copies each card's issued_at into quieted_cards; the lookup reads it back.
+    store.store_feedback("osteoporosis-patient-view", [
+        FeedbackEntry(c.card_uuid, "accepted", "2026-03-04T06:00:00Z") for c in (fast, old)])
+    marks = store.quiet_marks("k1", {"info": 180}, when + dt.timedelta(days=1))
+    assert marks == {"C-FAST": QuietMark("info", when.date()), "C-OLD": QuietMark("info", when.date())}
+
+
+def test_the_pool_gets_its_connection_back_as_it_was(db):
+    """After the lookup, the insert and a refused insert, the one pooled
+    connection still runs transactions (not left in autocommit) and holds
+    no transaction open."""
+    from cds_service.store import issued_cards
+
+    _, store = db
+    card = _card()
+    store.quiet_marks("k", {"info": 180})
+    store.record_cards([card])
+    with pytest.raises(sa.exc.IntegrityError):
+        store.record_cards([card])
+    assert (store.engine.pool.checkedin(), store.engine.pool.checkedout()) == (1, 0)
+    other = _card()
+    with store.engine.connect() as conn:
+        conn.execute(issued_cards.insert(), [{**dataclasses.asdict(other), "issued_at": dt.datetime.now(dt.timezone.utc),
+                                              "suggestion_uuids": "[]"}])
+        conn.rollback()
+    assert store.card(other.card_uuid) is None
+    assert store.card(card.card_uuid)["card_id"] == "C-TX-BP"
+
+
+def test_a_statement_interrupted_midway_does_not_return_its_connection_to_the_pool(db, monkeypatch):
+    """A BaseException mid-statement (a gevent Timeout, the worker stopping)
+    leaves the connection in an unknown state: it is dropped, and the next
+    call connects anew."""
+    from cds_service import store as store_module
+
+    class Interrupted(BaseException):
+        pass
+
+    def interrupted(self, rows):
+        raise Interrupted
+
+    _, store = db
+    store.quiet_marks("k", {"info": 180})
+    pooled = store.engine.raw_connection()
+    before = pooled.dbapi_connection
+    pooled.close()
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module._Compiled, "rows", interrupted)
+        with pytest.raises(Interrupted):
+            store.quiet_marks("k", {"info": 180})
+    assert store.quiet_marks("k", {"info": 180}) == {}
+    pooled = store.engine.raw_connection()
+    assert pooled.dbapi_connection is not before
+    pooled.close()
+
+
+@pytest.mark.skipif(not PG_URL, reason="CDS_TEST_POSTGRES_URL is not set")
+def test_on_postgresql_the_lookup_and_the_insert_are_one_round_trip_each(tmp_path):
+    """What libpq sends: one Sync per call (one round trip), no BEGIN, COMMIT
+    or ROLLBACK, and the server idle (no transaction) after each."""
+    from cds_service.store import make_engine
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, future=True)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    store = Store(make_engine(url.render_as_string(hide_password=False)))
+    try:
+        store.create_schema()
+        store.quiet_marks("k", {"info": 180})  # connects; the dialect's first-connect queries
+        pooled = store.engine.raw_connection()
+        pgconn = pooled.dbapi_connection.pgconn
+        pooled.close()
+        trace = tmp_path / "libpq.trace"
+        with open(trace, "wb") as out:
+            pgconn.trace(out.fileno())
+            try:
+                store.quiet_marks("k", {"info": 180, "warning": 30})
+                store.record_cards([_card(), _card(), _card()])
+            finally:
+                pgconn.untrace()
+        sent = [line.split("\t")[3] for line in trace.read_text().splitlines() if "\tF\t" in line]
+        received = [line.split("\t", 4)[3:] for line in trace.read_text().splitlines() if "\tB\t" in line]
+        assert sent == ["Parse", "Bind", "Describe", "Execute", "Sync"] * 2
+        assert [r for r in received if r[0] == "ReadyForQuery"] == [["ReadyForQuery", " I"]] * 2
+        assert store.engine.pool.checkedout() == 0
     finally:
         store.engine.dispose()
         with admin.begin() as conn:
