@@ -104,8 +104,7 @@ def test_an_order_not_to_do_it_is_no_care_done(client):
     b = bundle(QUIET_PT)
     _pt_referral(b).update(intent="order", status="active", doNotPerform=True)
     assert "C-EXERCISE" in cards(client, b)
-    _pt_referral(b)  # unchanged fixture still quiet with doNotPerform false
-    b2 = bundle(QUIET_PT)
+    b2 = bundle(QUIET_PT)  # doNotPerform false: an ordinary order, care done
     _pt_referral(b2).update(intent="order", status="active", doNotPerform=False)
     assert "C-EXERCISE" not in cards(client, b2)
 
@@ -117,7 +116,7 @@ OLD_D = "review3-massage-near-miss-vertebral-subsequent-13-weeks"  # D code 13 w
 SEQUELA = "review3-massage-near-miss-vertebral-sequela-2-weeks"
 
 
-def _follow_up(b, letter=None):
+def _follow_up(b):
     [c] = [r for r in resources(b, "Condition")
            if str(r["code"]["coding"][0]["code"])[-1] in "DGKPS" and len(r["code"]["coding"][0]["code"]) == 8]
     return c
