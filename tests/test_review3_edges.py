@@ -12,9 +12,8 @@ import functools
 import pytest
 
 from cds_service import fixtures as fx
-from cds_service.app import create_app
 from cds_service.record import add_months
-from tests.conftest import TEST_SECRET
+from tests.unbudgeted import unbudgeted_client
 from tests.test_fixture_scenarios import SERVICE_IDS, hook_body
 
 TODAY = dt.date.today()
@@ -22,12 +21,7 @@ TODAY = dt.date.today()
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    app = create_app({"CDS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('review3e')}/cds.db",
-                      "CDS_AUTH_REQUIRED": "false", "CDS_PATIENT_HASH_SECRET": TEST_SECRET,
-                      "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4", "CDS_INFO_CARD_BUDGET": "1000",
-                      "CDS_ROUTINE_CARD_BUDGET": "1000"})
-    app.testing = True
-    return app.test_client()
+    return unbudgeted_client(tmp_path_factory, "review3e")
 
 
 @functools.cache

@@ -9,29 +9,18 @@ import datetime as dt
 
 import pytest
 
-from cds_service import fixtures as fx
-from cds_service.app import create_app
-from tests.conftest import TEST_SECRET
-from tests.test_fixture_scenarios import SERVICE_IDS, hook_body
+from tests.unbudgeted import fixture_cards, unbudgeted_client
 
 TODAY = dt.date.today()
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    app = create_app({"CDS_DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('review3')}/cds.db",
-                      "CDS_AUTH_REQUIRED": "false", "CDS_PATIENT_HASH_SECRET": TEST_SECRET,
-                      "CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4", "CDS_INFO_CARD_BUDGET": "1000",
-                      "CDS_ROUTINE_CARD_BUDGET": "1000"})
-    app.testing = True
-    return app.test_client()
+    return unbudgeted_client(tmp_path_factory, "review3")
 
 
 def cards(client, name, hook="patient-view"):
-    bundle = fx.load_patient(name, today=TODAY)
-    resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=hook_body(bundle, hook))
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}
+    return fixture_cards(client, name, hook, TODAY)
 
 
 # --- 1. A ServiceRequest is care arranged only as an order in force ------------------
