@@ -17,7 +17,7 @@ from cds_service.fhir import valuesets
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
 from cds_service.patient_key import resolve_secret
-from cds_service.protocol import discovery, feedback, guidance, health, hooks, report_api
+from cds_service.protocol import discovery, feedback, gc_pause, guidance, health, hooks, report_api
 from cds_service.protocol.client_auth import make_authenticator
 from cds_service.protocol.errors import register_error_handlers
 from cds_service.protocol.json_writer import OrjsonProvider
@@ -73,6 +73,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     for blueprint in (discovery.bp, hooks.bp, feedback.bp, guidance.bp, health.bp, report_api.bp):
         app.register_blueprint(blueprint)
+
+    @app.teardown_request
+    def _end_gc_pause(_error):
+        gc_pause.release(request)
 
     @app.before_request
     def _start_timer():

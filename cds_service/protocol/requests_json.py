@@ -48,6 +48,7 @@ from typing import Any
 import orjson
 from flask import Request, current_app
 
+from cds_service.protocol import gc_pause
 from cds_service.protocol.errors import ApiError
 
 # WSGI environ key under which the production server (gunicorn_worker.RequestGate)
@@ -347,6 +348,7 @@ def read_json_object(request: Request) -> dict[str, Any]:
         raise ApiError(413, "request body too large", code="payload_too_large")
     if not raw.strip():
         raise ApiError(400, "the request body is empty; a JSON object is expected", code="invalid_json")
+    gc_pause.hold(request)  # until the request ends (gc_pause: the parsed chart has no cycles)
     body = parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
