@@ -224,11 +224,11 @@ def _quiet_params(patient_key: str, quiet_days: dict[str, int], now: dt.datetime
     return {"patient_key": patient_key, "oldest": min(cutoffs.values()), **cutoffs}
 
 
-@functools.lru_cache(maxsize=64)
 def _insert_statement(count: int) -> sa.Insert:
     """One INSERT of `count` issued cards (one VALUES row each, parameters
     named column_i): a single statement, so atomic by itself, even in
-    autocommit (one round trip on a database server)."""
+    autocommit (one round trip on a database server). Built only when a
+    Store first compiles it for that count (Store._compiled keeps the result)."""
     return issued_cards.insert().values([
         {c.name: sa.bindparam(f"{c.name}_{i}", type_=c.type) for c in issued_cards.c} for i in range(count)])
 

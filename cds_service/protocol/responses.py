@@ -30,26 +30,24 @@ def prune_empty(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if isinstance(item, (dict, list)):
-                item = prune_empty(item)
-                if not item:
-                    continue
-            elif item is None or item == "":
-                continue
-            out[key] = item
+            item = _kept(item)
+            if item is not _DROPPED:
+                out[key] = item
         return out
     if isinstance(value, list):
-        kept = []
-        for item in value:
-            if isinstance(item, (dict, list)):
-                item = prune_empty(item)
-                if not item:
-                    continue
-            elif item is None or item == "":
-                continue
-            kept.append(item)
-        return kept
+        return [item for item in map(_kept, value) if item is not _DROPPED]
     return value
+
+
+_DROPPED = object()
+
+
+def _kept(item: Any) -> Any:
+    """`item` pruned, or _DROPPED when it is empty (None, "", or a container left empty)."""
+    if isinstance(item, (dict, list)):
+        item = prune_empty(item)
+        return item if item else _DROPPED
+    return _DROPPED if item is None or item == "" else item
 
 
 def rule_id(card: dict[str, Any]) -> str:
