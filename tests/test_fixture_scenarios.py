@@ -74,10 +74,14 @@ def test_fixture_expectations_through_http(make_app, name, hook):
         hooks, indicators = CATALOGUE[card_id]
         assert hook in hooks and indicator in indicators, f"{card_id} {indicator} on {hook} is not in the catalogue"
     for card in cards:
+        offered = []  # each suggestion's orders: no card offers the same orders twice
         for suggestion in card.get("suggestions", ()):
+            offered.append(sorted(repr(action.get("resource")) for action in suggestion["actions"]))
             for action in suggestion["actions"]:
                 if "resource" in action:
                     assert action["resource"]["subject"]["reference"] == f"Patient/{body['context']['patientId']}"
+        assert len(offered) == len({tuple(o) for o in offered}), \
+            f"{name}: {card['source']['topic']['code']} offers the same orders in two suggestions"
 
 
 def implemented_cards():

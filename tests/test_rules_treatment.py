@@ -99,7 +99,7 @@ def test_t_score_boundaries_pick_exactly_one_drug_rule(t_score, expected):
 
 @pytest.mark.parametrize("value,expected,offered", [
     (29, "C-TX-DMAB-ALT", None), (30, "C-TX-BP", ("risedronate-first",)), (34, "C-TX-BP", ("risedronate-first",)),
-    (35, "C-TX-BP", None), (None, "C-TX-BP", None)])
+    (35, "C-TX-BP", ("alendronate", "risedronate")), (None, "C-TX-BP", ("alendronate", "risedronate"))])
 def test_egfr_boundary_and_unknown_egfr(value, expected, offered):
     """Below 30 no oral bisphosphonate is within its label; 30-34 risedronate still is
     (Actonel), alendronate is not (Fosamax, below 35); review of the second pass."""

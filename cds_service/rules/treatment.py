@@ -133,7 +133,7 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
     a, risk_text, extra = start
     recommendation = "ACP 2023, Recommendation 1a, strong" if record.female else "ACP 2023, Recommendation 1b, conditional"
     reading = kidney(record, settings)
-    suggestions = None
+    suggestions = ("alendronate", "risedronate")  # not risedronate-first: that one is for kidney function 30-35
     choice = {"first_choice": "alendronate 70 mg", "risedronate_label": " (alternative)",
               "suggested": "alendronate 70 mg by mouth once weekly; risedronate 35 mg weekly is an alternative"}
     if reading.below(settings.egfr_alendronate_min):
