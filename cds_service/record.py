@@ -164,6 +164,7 @@ class _CodeMemo:
         self.readings: dict[tuple[Any, ...], Any] = {}
         self.names: dict[tuple[str, str], bool] = {}
         self.factors: dict[tuple[str, str], float | None] = {}
+        self.plans: dict[tuple[Any, ...], _Plan] = {}
 
     def reading(self, read: Callable[[Any], Any], concept: Any) -> Any:
         """read(concept), remembered by all that `read` may look at: the concept's codings
@@ -228,28 +229,96 @@ class _CodeMemo:
         return self.wanted_by_concept(resource, resource["resourceType"])[0]
 
     def wanted_by_concept(self, resource: Mapping[str, Any], rtype: str
-                          ) -> tuple[frozenset[str] | None, tuple[Any, ...], list[frozenset[str]]]:
-        """wanted(), with the concepts looked at and each one's value sets (the
-        Observation reader needs them again, per concept)."""
+                          ) -> tuple[frozenset[str] | None, tuple[Any, ...], Sequence[frozenset[str]], _Plan | None]:
+        """wanted(), with the concepts looked at, each one's value sets (the Observation
+        reader needs them again, per concept) and their plan (None: concepts not plain)."""
         want = WANTS.get(rtype, READ_ALL)
         if not want.sets:
-            return _NONE, (), []
+            return _NONE, (), (), None
         concepts = want.where(resource)
+        key = _plain_key(rtype, concepts)
+        if key is None:
+            found, hits = self._wanted(rtype, want, concepts)
+            return found, concepts, hits, None
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = _Plan(*self._wanted(rtype, want, concepts))
+            if len(self.plans) >= self.LIMIT:
+                self.plans.clear()
+            self.plans[key] = plan
+        return plan.found, concepts, plan.hits, plan
+
+    def _wanted(self, rtype: str, want: Want, concepts: tuple[Any, ...]
+                ) -> tuple[frozenset[str] | None, tuple[frozenset[str], ...]]:
         sets_of = self.sets_of
-        hits = [_NONE if concept is None else sets_of(rtype, concept) for concept in concepts]
+        hits = tuple(_NONE if concept is None else sets_of(rtype, concept) for concept in concepts)
         found = _NONE
         for hit in hits:
             if hit:
                 found = found | hit if found else hit
         if found:
-            return found, concepts, hits
+            return found, hits
         if want.names is not None and self.names_in(rtype, want.names, " | ".join(t.concept_text(c) for c in concepts)):
-            return _NONE, concepts, hits
-        return None, concepts, hits
+            return _NONE, hits
+        return None, hits
+
+
+class _Plan:
+    """What the concepts of a resource say (see _plain_key), worked out for the first
+    resource with those concepts and kept for the next: wanted()'s answer, each concept's
+    value sets, and what the resource's reader worked out from its one concept (`reading`:
+    (read, read(concept)), see _Builder._reading)."""
+
+    __slots__ = ("found", "hits", "reading")
+
+    def __init__(self, found: frozenset[str] | None, hits: tuple[frozenset[str], ...]) -> None:
+        self.found, self.hits = found, hits
+        self.reading: tuple[Callable[[Any], Any], Any] | None = None
+
+
+def _plain(concept: Any) -> Any:
+    """All that terminology reads of a CodeableConcept, as a hashable key: its text and each
+    coding's system, code and display, as given. Only when each of those is a string or
+    absent (None for no concept at all); _NOT_PLAIN for anything else."""
+    if concept is None:
+        return None
+    if type(concept) is not dict:
+        return _NOT_PLAIN
+    text = concept.get("text")
+    if text is not None and type(text) is not str:
+        return _NOT_PLAIN
+    codings = concept.get("coding")
+    if codings is None:
+        return (text,)
+    if type(codings) is not list:
+        return _NOT_PLAIN
+    key: list[Any] = [text]
+    for coding in codings:
+        if type(coding) is not dict:
+            return _NOT_PLAIN
+        system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+        if ((system is not None and type(system) is not str) or (code is not None and type(code) is not str)
+                or (display is not None and type(display) is not str)):
+            return _NOT_PLAIN
+        key.append((system, code, display))
+    return tuple(key)
+
+
+def _plain_key(rtype: str, concepts: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The key of a resource's plan: its type and its concepts (_plain), or None when one
+    of them is not plain (read afresh, as before plans)."""
+    if len(concepts) == 2:  # an Observation's code and (usually no) value
+        first, second = _plain(concepts[0]), _plain(concepts[1])
+        if first is _NOT_PLAIN or second is _NOT_PLAIN:
+            return None
+        return rtype, first, second
+    key = (rtype, *map(_plain, concepts))
+    return None if _NOT_PLAIN in key else key
 
 
 _NONE: frozenset[str] = frozenset()
 _UNREAD = object()
+_NOT_PLAIN = object()
 _memo: list[_CodeMemo] = []
 
 
@@ -904,7 +973,8 @@ class _Builder:
         self.tests_done: dict[str, tuple[dt.date, str]] = {}
         self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
         self.concepts: tuple[Any, ...] = ()  # its concepts `wanted` looked at, and the value sets of each
-        self.concept_sets: list[frozenset[str]] = []
+        self.concept_sets: Sequence[frozenset[str]] = ()
+        self.plan: _Plan | None = None  # the plan of its concepts, when they are plain
         self.ref = ""  # its "Type/id"
         self.codes = _codes()
         self.believable = plausibility.believable_dates(today)
@@ -928,7 +998,7 @@ class _Builder:
                 self.ignored.append((key, reason))
                 return
         try:
-            found, self.concepts, self.concept_sets = self.codes.wanted_by_concept(resource, rtype)
+            found, self.concepts, self.concept_sets, self.plan = self.codes.wanted_by_concept(resource, rtype)
         except Exception:  # noqa: BLE001 - e.g. a code that is a list: unreadable, as in a reader
             self.skipped.append(key)
             return
@@ -947,6 +1017,17 @@ class _Builder:
             if seen is concept:
                 return self.concept_sets[i]
         return self.codes.sets_of("Observation", concept)
+
+    def _reading(self, read: Callable[[Any], Any], concept: Any) -> Any:
+        """read(concept) for the resource's only concept: kept in its plan (one dict read
+        for all its concepts say, in `add`), else in the code memo."""
+        plan = self.plan
+        if plan is None or len(self.concepts) != 1 or self.concepts[0] is not concept:
+            return self.codes.reading(read, concept)
+        reading = plan.reading
+        if reading is None or reading[0] is not read:
+            reading = plan.reading = (read, read(concept))
+        return reading[1]
 
     def _lab_value(self, value_set: str, value: float, unit: str, concept: Any) -> float | None:
         """lab_value(), with the unit's factor remembered (a chart writes a few units many times)."""
@@ -1101,7 +1182,7 @@ class _Builder:
         if not low <= value <= top:
             self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
-        lab = Lab(name, round(value, 2), LAB_UNITS[name], when, ref, high, flag, comparator)
+        lab = Lab(name, _round2(value), LAB_UNITS[name], when, ref, high, flag, comparator)
         values = self.labs.get(name)
         if values is None:
             self.labs[name] = [lab]
@@ -1138,7 +1219,7 @@ class _Builder:
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
-        frac, history, groups, follow_up = self.codes.reading(_condition_code, code)
+        frac, history, groups, follow_up = self._reading(_condition_code, code)
         if frac:
             if history:
                 # A "personal history of (healed) fracture" dates the entry, not the fracture
@@ -1242,7 +1323,7 @@ class _Builder:
                  supply_end: dt.date | None = None) -> None:
         # The medication concept `add` looked at (WANTS: _MEDICATION), not built again.
         concept = self.concepts[0] if len(self.concepts) == 1 else medication_concept(res)
-        match = t.classify_medication(concept)
+        match = self._reading(t.classify_medication, concept)
         why = res.get("statusReason")
         reason = "" if why is None else " ".join(t.concept_text(r) for r in (why if isinstance(why, list) else [why]))
         for agent in match.agents:
@@ -1569,6 +1650,22 @@ def _value_sets_in_order(found: frozenset[str]) -> tuple[str, ...]:
             _IN_ORDER.clear()
         _IN_ORDER[found] = ordered
     return ordered
+
+
+_ROUNDED: dict[float, float] = {}
+
+
+def _round2(value: float) -> float:
+    """round(value, 2), remembered: a float rounded to decimals goes through a decimal
+    string (about 0.5 us, the costliest step of a lab), and a chart repeats its values.
+    Zero is not remembered: 0.0 and -0.0 are one key but two results."""
+    rounded = _ROUNDED.get(value)
+    if rounded is None or not value:
+        rounded = round(value, 2)
+        if len(_ROUNDED) >= 10_000:
+            _ROUNDED.clear()
+        _ROUNDED[value] = rounded
+    return rounded
 
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:

@@ -50,6 +50,7 @@ def _without_shortcuts(monkeypatch):
     """Every remembered answer computed afresh, and the dataclasses' own __init__."""
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
+    monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
     monkeypatch.setattr(record._Builder, "_lab_value",
                         lambda self, value_set, value, unit, concept: record.lab_value(value_set, value, unit, concept))
     monkeypatch.setattr(record._Builder, "_sets_of",
