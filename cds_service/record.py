@@ -1079,69 +1079,61 @@ class _Builder:
 
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
                            ref: str, res: Mapping[str, Any]) -> None:
-        sets = _value_sets_in_order(self._sets_of(concept))
+        plan = _value_plan(self._sets_of(concept))
         quantity = holder.get("valueQuantity")
         qty = _quantity(quantity)
         comparator = quantity.get("comparator") if qty else None
         if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
             qty = (float(holder["valueInteger"]), "")
-        if qty is None and EGFR_SET in sets and isinstance(holder.get("valueString"), str):
+        if qty is None and plan.egfr and isinstance(holder.get("valueString"), str):
             # Labs report a normal eGFR as a bound, often as text (">60", "> 90 mL/min/1.73m2"): the
             # bound is what is known; read as unknown it asked for an eGFR that was on file.
             bound = _BOUND.match(holder["valueString"])
             if bound:
                 comparator, qty = bound.group(1), (float(bound.group(2)), "")
         comparator = _COMPARATORS.get(comparator or "", "")
-        if comparator.startswith("<") and EGFR_SET in sets and qty and qty[0] > self.settings.egfr_risedronate_min:
+        if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
             # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no reading.
             return
-        for value_set in sets:
-            if value_set.startswith((T_SCORE_SETS, Z_SCORE_SETS)) and qty:
-                kind = "T" if value_set.startswith(T_SCORE_SETS) else "Z"
-                self._bmd(value_set[len(T_SCORE_SETS):].upper(), kind, qty[0], when, ref)
-                return
-            if value_set in DXA_RESULT_SETS:
-                self._dxa(when)
-                return
-            if value_set in t.FRAX_SETS and qty:
-                self._frax(value_set.removeprefix("frax-"), qty, when, ref)
-                return
-            if value_set in LAB_SETS and qty:
-                v = self._lab_value(value_set, qty[0], qty[1], concept)
-                if v is not None:
-                    name = LAB_SETS[value_set]
-                    if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
-                        high = _reference_high(holder)
-                        self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
-                                  high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None)
-                    else:
-                        self._lab(name, v, when, ref, comparator=comparator)
-                return
-            if value_set in PREGNANCY_TEST_SETS:
-                self.pregnancy_tests.append(PregnancyTest(when, _positive(holder), ref))
-                return
-            if value_set == HCG_QUANTITATIVE_SET and qty:
-                iu_l = t.convert(value_set, qty[0], qty[1])
-                # >= 25 mIU/mL positive, < 5 negative, in between (or an unknown unit) unknown.
-                positive = None if iu_l is None else (
-                    True if iu_l >= t.HCG_POSITIVE_IU_L else False if iu_l < t.HCG_NEGATIVE_IU_L else None)
-                self.pregnancy_tests.append(PregnancyTest(when, positive, ref))
-                return
-            if value_set == SMOKING_SET:
-                self._smoking(holder.get("valueCodeableConcept"), when, ref)
-                return
-            if value_set == FALL_RISK_SET:
-                self.fall_risk.append(FallRisk(when, _fall_positive(holder), ref))
-                return
-            if value_set in FES_I_SETS and qty:
-                self.fall_concern.append(FallConcern(when, qty[0], value_set == t.SHORT_FES_I, ref))
-                return
-            if value_set in TEST_DONE_SETS:
-                name = TEST_DONE_SETS[value_set]
-                done = self.tests_done.get(name)
-                if when and _has_result(holder) and (done is None or when > done[0]):
-                    self.tests_done[name] = (when, ref)
-                return
+        kind, value_set = plan.with_number if qty else plan.without_number
+        if kind is _LAB:
+            v = self._lab_value(value_set, qty[0], qty[1], concept)  # type: ignore[index]
+            if v is not None:
+                name = LAB_SETS[value_set]
+                if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
+                    high = _reference_high(holder)
+                    self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
+                              high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None)  # type: ignore[index]
+                else:
+                    self._lab(name, v, when, ref, comparator=comparator)
+        elif kind is _BMD:
+            self._bmd(value_set[len(T_SCORE_SETS):].upper(), "T" if value_set.startswith(T_SCORE_SETS) else "Z",
+                      qty[0], when, ref)  # type: ignore[index]
+        elif kind is _FRAX:
+            self._frax(value_set.removeprefix("frax-"), qty, when, ref)  # type: ignore[arg-type]
+        elif kind is _DXA:
+            self._dxa(when)
+        elif kind is _PREGNANCY:
+            self.pregnancy_tests.append(PregnancyTest(when, _positive(holder), ref))
+        elif kind is _HCG:
+            iu_l = t.convert(value_set, qty[0], qty[1])  # type: ignore[index]
+            # >= 25 mIU/mL positive, < 5 negative, in between (or an unknown unit) unknown.
+            positive = None if iu_l is None else (
+                True if iu_l >= t.HCG_POSITIVE_IU_L else False if iu_l < t.HCG_NEGATIVE_IU_L else None)
+            self.pregnancy_tests.append(PregnancyTest(when, positive, ref))
+        elif kind is _SMOKING:
+            self._smoking(holder.get("valueCodeableConcept"), when, ref)
+        elif kind is _FALL_RISK:
+            self.fall_risk.append(FallRisk(when, _fall_positive(holder), ref))
+        elif kind is _FES_I:
+            self.fall_concern.append(FallConcern(when, qty[0], value_set == t.SHORT_FES_I, ref))  # type: ignore[index]
+        elif kind is _TEST_DONE:
+            name = TEST_DONE_SETS[value_set]
+            done = self.tests_done.get(name)
+            if when and _has_result(holder) and (done is None or when > done[0]):
+                self.tests_done[name] = (when, ref)
+        if kind is not None:
+            return
         if not qty:
             return
         text = t.concept_text(concept)
@@ -1623,14 +1615,11 @@ def _merge_fracture(event: Fracture, other: Fracture) -> Fracture:
     )
 
 
-_IN_ORDER: dict[frozenset[str], tuple[str, ...]] = {}
-
-
 _WITH_FRACTURE: dict[frozenset[str], bool] = {}
 
 
 def _has_fracture_set(found: frozenset[str]) -> bool:
-    """Is one of these value sets a fracture set? (Remembered like _value_sets_in_order.)"""
+    """Is one of these value sets a fracture set? (Remembered like _value_plan.)"""
     has = _WITH_FRACTURE.get(found)
     if has is None:
         has = any(v.startswith(FRACTURE_SETS) for v in found)
@@ -1640,16 +1629,68 @@ def _has_fracture_set(found: frozenset[str]) -> bool:
     return has
 
 
-def _value_sets_in_order(found: frozenset[str]) -> tuple[str, ...]:
-    """An Observation's value sets, fracture sets left out, sorted (the order they are
-    tried in); remembered, since a chart repeats a handful of them."""
-    ordered = _IN_ORDER.get(found)
-    if ordered is None:
-        ordered = tuple(sorted(v for v in found if not v.startswith(FRACTURE_SETS)))
-        if len(_IN_ORDER) >= 10_000:
-            _IN_ORDER.clear()
-        _IN_ORDER[found] = ordered
-    return ordered
+# What _observation_value does with a result of a value set: (kind, whether it needs a number).
+_BMD, _DXA, _FRAX, _LAB, _PREGNANCY, _HCG, _SMOKING, _FALL_RISK, _FES_I, _TEST_DONE = (
+    "bmd", "dxa", "frax", "lab", "pregnancy", "hcg", "smoking", "fall-risk", "fes-i", "test-done")
+
+
+def _value_kind(value_set: str) -> tuple[str, bool] | None:
+    """How _observation_value reads a result of one value set: its kind and whether that
+    needs a number (a result without one is then not read by this set); None: not read.
+    The kinds' value sets are disjoint (tests/test_record_fast_paths.py)."""
+    if value_set.startswith((T_SCORE_SETS, Z_SCORE_SETS)):
+        return _BMD, True
+    if value_set in DXA_RESULT_SETS:
+        return _DXA, False
+    if value_set in t.FRAX_SETS:
+        return _FRAX, True
+    if value_set in LAB_SETS:
+        return _LAB, True
+    if value_set in PREGNANCY_TEST_SETS:
+        return _PREGNANCY, False
+    if value_set == HCG_QUANTITATIVE_SET:
+        return _HCG, True
+    if value_set == SMOKING_SET:
+        return _SMOKING, False
+    if value_set == FALL_RISK_SET:
+        return _FALL_RISK, False
+    if value_set in FES_I_SETS:
+        return _FES_I, True
+    if value_set in TEST_DONE_SETS:
+        return _TEST_DONE, False
+    return None
+
+
+class _ValuePlan(typing.NamedTuple):
+    """How _observation_value reads a concept in these value sets: the first of them in
+    sorted order (fracture sets left out) whose kind reads the result, with a number and
+    without one ((None, ""): none does), and whether lab-egfr is one of them."""
+
+    with_number: tuple[str | None, str]
+    without_number: tuple[str | None, str]
+    egfr: bool
+
+
+def _plan_values(found: frozenset[str]) -> _ValuePlan:
+    ordered = sorted(v for v in found if not v.startswith(FRACTURE_SETS))
+    kinds = [(value_set, _value_kind(value_set)) for value_set in ordered]
+    with_number = next(((kind[0], v) for v, kind in kinds if kind), (None, ""))
+    without_number = next(((kind[0], v) for v, kind in kinds if kind and not kind[1]), (None, ""))
+    return _ValuePlan(with_number, without_number, EGFR_SET in found)
+
+
+_VALUE_PLANS: dict[frozenset[str], _ValuePlan] = {}
+
+
+def _value_plan(found: frozenset[str]) -> _ValuePlan:
+    """_plan_values, remembered: a chart repeats a handful of sets of value sets."""
+    plan = _VALUE_PLANS.get(found)
+    if plan is None:
+        plan = _plan_values(found)
+        if len(_VALUE_PLANS) >= 10_000:
+            _VALUE_PLANS.clear()
+        _VALUE_PLANS[found] = plan
+    return plan
 
 
 _ROUNDED: dict[float, float] = {}

@@ -55,8 +55,7 @@ def _without_shortcuts(monkeypatch):
                         lambda self, value_set, value, unit, concept: record.lab_value(value_set, value, unit, concept))
     monkeypatch.setattr(record._Builder, "_sets_of",
                         lambda self, concept: self.codes.sets_of("Observation", concept))
-    monkeypatch.setattr(record, "_value_sets_in_order",
-                        lambda found: tuple(sorted(v for v in found if not v.startswith(record.FRACTURE_SETS))))
+    monkeypatch.setattr(record, "_value_plan", record._plan_values)
     monkeypatch.setattr(record, "_has_fracture_set", lambda found: any(v.startswith(record.FRACTURE_SETS) for v in found))
     for cls in (record.BmdScore, record.Frax, record.Fracture, record.ConditionHit, record.Lab, record.FallConcern,
                 record.Surgery, record.CareEvent, record.MedEvent, record.AgentExposure, record.BinaryResult,
@@ -168,3 +167,124 @@ def test_a_remembered_reading_tells_the_same_code_apart_by_its_text():
                                   today=TODAY, patient_id="p1")
         assert [s.ref for s in rec.surgeries] == ["Procedure/a"]
         assert [h.ref for hits in rec.conditions.values() for h in hits] == ["Condition/c"]
+
+
+def _fast_and_slow(monkeypatch, *resources, patient="p1"):
+    """The record of these resources built warm (a first build fills the plans and memos)
+    and without any shortcut: they must be equal. Returns the warm one."""
+    prefetch = _prefetch(*resources)
+    record.build_record(prefetch, today=TODAY, patient_id=patient)
+    fast = record.build_record(prefetch, today=TODAY, patient_id=patient)
+    with monkeypatch.context() as patched:
+        _without_shortcuts(patched)
+        slow = record.build_record(prefetch, today=TODAY, patient_id=patient)
+    assert repr(fast) == repr(slow)
+    return fast
+
+
+def _obs(oid, code, day="2026-01-10", display="", **fields):
+    coding = {"system": t.LOINC, "code": code, **({"display": display} if display else {})}
+    return {"resourceType": "Observation", "id": oid, "status": "final", "effectiveDateTime": day,
+            "code": {"coding": [coding]}, **fields}
+
+
+def _qty(value, unit=None, **more):
+    return {"valueQuantity": {"value": value, **({"unit": unit} if unit else {}), **more}}
+
+
+def test_one_code_many_results_each_read_on_its_own(monkeypatch):
+    """The second and later results of a code take its plan: units, comparators, statuses,
+    dates and subjects are still each result's own."""
+    calcium, egfr = "17861-6", "33914-3"
+    rec = _fast_and_slow(
+        monkeypatch,
+        _obs("ca1", calcium, **_qty(9.1, "mg/dL")),
+        _obs("ca2", calcium, "2026-01-11", **_qty(2.3, "mmol/L")),
+        _obs("ca3", calcium, "2026-01-12", **_qty(9.0, "furlongs")),           # unit not known: not read
+        _obs("ca4", calcium, "2026-01-13", status="preliminary", **_qty(9.5, "mg/dL")),
+        _obs("ca5", calcium, "2027-06-01", **_qty(9.6, "mg/dL")),             # future: ignored
+        _obs("ca6", calcium, "2026-01-14", **_qty(2.4)),                      # no unit: mmol/L by its value
+        _obs("ca7", calcium, "2026-01-15", valueQuantity={"unit": "mg/dL"}),  # no number: nothing
+        _obs("ca8", calcium, "2026-01-16", **_qty(55.0, "mg/dL")),            # implausible: ignored
+        _obs("ca9", calcium, "2026-01-17", display="Calcium [Mass/volume] in Serum", **_qty(8.9, "mg/dL")),
+        _obs("e1", egfr, **_qty(60, comparator=">")),
+        _obs("e2", egfr, "2026-01-11", **_qty(45, comparator="<")),            # "<45" could be 20: no reading
+        _obs("e3", egfr, "2026-01-12", **_qty(20, comparator="<")),
+        _obs("e4", egfr, "2026-01-13", valueString="> 90 mL/min/1.73m2"),
+        _obs("e5", egfr, "2026-01-14", valueInteger=52),
+    )
+    assert [(lab.ref, lab.value, lab.comparator) for lab in rec.labs["calcium"]] == [
+        ("Observation/ca1", 9.1, ""), ("Observation/ca2", 9.22, ""), ("Observation/ca6", 9.62, ""),
+        ("Observation/ca9", 8.9, "")]
+    assert [(lab.ref, lab.value, lab.comparator) for lab in rec.labs["egfr"]] == [
+        ("Observation/e1", 60.0, ">"), ("Observation/e3", 20.0, "<"), ("Observation/e4", 90.0, ">"),
+        ("Observation/e5", 52.0, "")]
+    assert dict(rec.ignored) == {"Observation/ca5": "future-date", "Observation/ca8": "implausible-value"}
+
+
+def test_another_patients_result_of_a_known_code_stays_ignored(monkeypatch):
+    ours = _obs("ca1", "17861-6", **_qty(9.1, "mg/dL"))
+    theirs = {**_obs("ca2", "17861-6", **_qty(7.0, "mg/dL")), "subject": {"reference": "Patient/p2"}}
+    prefetch = _prefetch(ours)
+    prefetch["other"] = theirs  # _prefetch would give it our subject
+    for _ in range(2):  # the second time with the code's plan warm
+        rec = record.build_record(prefetch, today=TODAY, patient_id="p1")
+        assert [lab.ref for lab in rec.labs["calcium"]] == ["Observation/ca1"]
+        assert rec.ignored == (("Observation/ca2", "foreign-patient"),)
+
+
+def test_each_kind_of_result_with_and_without_a_number(monkeypatch):
+    """Every kind _observation_value reads, with a number and without one (a kind that needs
+    one reads nothing then); the same codes again in components of a local panel."""
+    bare = {"valueQuantity": {"unit": "%"}}
+    results = [
+        _obs("t1", "38267-1", **_qty(-2.6)), _obs("t2", "38267-1", "2026-02-01", **bare),
+        _obs("d1", "24701-5", "2026-03-01", **bare),
+        _obs("f1", "90265-0", **_qty(22, "%")), _obs("f2", "90265-0", "2026-02-02", **bare),
+        _obs("h1", "19080-1", **_qty(30, "m[IU]/mL")), _obs("h2", "19080-1", "2026-02-03", **bare),
+        _obs("q1", "2106-3", "2026-02-04", valueCodeableConcept={"text": "Negative"}),
+        _obs("s1", "72166-2", valueCodeableConcept={"text": "Never smoker"}),
+        _obs("r1", "57254-5", valueBoolean=True),
+        _obs("x1", "11580-8", **_qty(2.1, "m[IU]/L")), _obs("x2", "3016-3", "2026-03-02", **bare),
+        _obs("p1", "1751-7", "2026-01-10", **_qty(3.9, "g/dL")),
+    ]
+    rec = _fast_and_slow(monkeypatch, *results)
+    assert [(b.ref, b.value) for b in rec.bmd] == [("Observation/t1", -2.6)]
+    assert rec.dxa_dates == (dt.date(2026, 1, 10), dt.date(2026, 3, 1))
+    assert [(f.ref, f.kind, f.percent) for f in rec.frax] == [("Observation/f1", "mof", 22.0)]
+    assert [(p.ref, p.positive) for p in rec.pregnancy_tests] == [("Observation/h1", True),
+                                                                   ("Observation/q1", False)]
+    assert (rec.smoker, rec.smoking_ref) == (False, "Observation/s1")
+    assert [(f.ref, f.positive) for f in rec.fall_risk] == [("Observation/r1", True)]
+    assert rec.tests_done == (("tsh", dt.date(2026, 1, 10), "Observation/x1"),)
+    assert [lab.ref for lab in rec.labs["albumin"]] == ["Observation/p1"]
+    panel = {"resourceType": "Observation", "id": "panel", "status": "final", "effectiveDateTime": "2026-04-01",
+             "code": {"coding": [{"system": "http://example.org/local", "code": "PANEL"}]},
+             "component": [{"code": r["code"], **{k: v for k, v in r.items() if k.startswith("value")}}
+                           for r in results]}
+    again = _fast_and_slow(monkeypatch, *results, panel)
+    assert [b.ref for b in again.bmd] == ["Observation/t1", "Observation/panel"]
+    assert [f.ref for f in again.frax] == ["Observation/f1", "Observation/panel"]
+    assert again.tests_done == (("tsh", dt.date(2026, 4, 1), "Observation/panel"),)
+
+
+def test_the_kinds_of_result_are_disjoint():
+    """_value_kind answers by the first test that holds; _observation_value once tried each
+    value set against every kind in turn. The same answer needs disjoint kinds."""
+    named = [set(record.DXA_RESULT_SETS), set(t.FRAX_SETS), set(record.LAB_SETS), set(record.PREGNANCY_TEST_SETS),
+             {record.HCG_QUANTITATIVE_SET}, {record.SMOKING_SET}, {record.FALL_RISK_SET}, set(record.FES_I_SETS),
+             set(record.TEST_DONE_SETS)]
+    every = [v for sets in named for v in sets]
+    assert len(every) == len(set(every))
+    assert not [v for v in every if v.startswith((record.T_SCORE_SETS, record.Z_SCORE_SETS))]
+
+
+def test_a_value_plan_takes_the_first_set_that_reads_the_result():
+    plan = record._plan_values(frozenset({"lab-tsh", "frax-mof", "fracture-site-hip", "dxa-bmd"}))
+    assert plan.with_number == (record._DXA, "dxa-bmd")  # sorted first, and read with or without a number
+    assert plan.without_number == (record._DXA, "dxa-bmd")
+    plan = record._plan_values(frozenset({"lab-tsh", "frax-mof", "fracture-site-hip"}))
+    assert plan.with_number == (record._FRAX, "frax-mof") and plan.without_number == (record._TEST_DONE, "lab-tsh")
+    plan = record._plan_values(frozenset({"fracture-site-hip", "dxa-t-score-other"}))
+    assert plan.with_number == (record._BMD, "dxa-t-score-other") and plan.without_number == (None, "")
+    assert not plan.egfr and record._plan_values(frozenset({"lab-egfr"})).egfr
