@@ -47,7 +47,7 @@ from typing import Any
 
 from cds_service import plausibility
 from cds_service.fhir import terminology as t
-from cds_service.fhir.patient_binding import NO_SUBJECT, PatientBinding, patient_aliases
+from cds_service.fhir.patient_binding import NO_SUBJECT, SUBJECT_FIELD, PatientBinding, patient_aliases
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ class _CodeMemo:
         self.names: dict[tuple[str, str], bool] = {}
         self.factors: dict[tuple[str, str], float | None] = {}
         self.plans: dict[tuple[Any, ...], _Plan] = {}
+        self.by_code: dict[tuple[str, str], _Plan] = {}
 
     def reading(self, read: Callable[[Any], Any], concept: Any) -> Any:
         """read(concept), remembered by all that `read` may look at: the concept's codings
@@ -232,6 +233,11 @@ class _CodeMemo:
                           ) -> tuple[frozenset[str] | None, tuple[Any, ...], Sequence[frozenset[str]], _Plan | None]:
         """wanted(), with the concepts looked at, each one's value sets (the Observation
         reader needs them again, per concept) and their plan (None: concepts not plain)."""
+        if rtype == "Observation" and resource.get("valueCodeableConcept") is None and not resource.get("component"):
+            code = resource.get("code")
+            plan = self._by_code(code)
+            if plan is not None:
+                return plan.found, (code, None), plan.hits, plan
         want = WANTS.get(rtype, READ_ALL)
         if not want.sets:
             return _NONE, (), (), None
@@ -247,6 +253,32 @@ class _CodeMemo:
                 self.plans.clear()
             self.plans[key] = plan
         return plan.found, concepts, plan.hits, plan
+
+    def _by_code(self, code: Any) -> _Plan | None:
+        """The plan of the usual Observation (its concepts: `code` alone, no value concept, no
+        components) by its one coding's system and code: for a code in a value set read,
+        nothing else of the concept changes the plan (names are read only for a resource none
+        of whose codes is known). None for any other code: planned by _plain_key."""
+        if type(code) is not dict:
+            return None
+        codings = code.get("coding")
+        if type(codings) is not list or len(codings) != 1:
+            return None
+        coding = codings[0]
+        if type(coding) is not dict:
+            return None
+        system, value = coding.get("system"), coding.get("code")
+        if type(system) is not str or type(value) is not str:
+            return None
+        key = (system, value)
+        plan = self.by_code.get(key)
+        if plan is None:
+            found, hits = self._wanted("Observation", WANTS["Observation"], (code, None))
+            plan = _Plan(found, hits) if found else _BY_TEXT
+            if len(self.by_code) >= self.LIMIT:
+                self.by_code.clear()
+            self.by_code[key] = plan
+        return None if plan is _BY_TEXT else plan
 
     def _wanted(self, rtype: str, want: Want, concepts: tuple[Any, ...]
                 ) -> tuple[frozenset[str] | None, tuple[frozenset[str], ...]]:
@@ -276,32 +308,32 @@ class _Plan:
         self.reading: tuple[Callable[[Any], Any], Any] | None = None
 
 
+# A code whose Observation plan depends on more than the code (see _CodeMemo._by_code).
+_BY_TEXT = _Plan(None, ())
+
+
 def _plain(concept: Any) -> Any:
-    """All that terminology reads of a CodeableConcept, as a hashable key: its text and each
-    coding's system, code and display, as given. Only when each of those is a string or
-    absent (None for no concept at all); _NOT_PLAIN for anything else."""
+    """All that terminology reads of a CodeableConcept, as a hashable key: its text, then
+    each coding's system, code and display, as given. Only when each of those is a string
+    or absent (None for no concept at all); _NOT_PLAIN for anything else."""
     if concept is None:
         return None
     if type(concept) is not dict:
         return _NOT_PLAIN
     text = concept.get("text")
-    if text is not None and type(text) is not str:
-        return _NOT_PLAIN
     codings = concept.get("coding")
-    if codings is None:
-        return (text,)
-    if type(codings) is not list:
-        return _NOT_PLAIN
-    key: list[Any] = [text]
-    for coding in codings:
-        if type(coding) is not dict:
+    key: tuple[Any, ...] = (text,)
+    if codings is not None:
+        if type(codings) is not list:
             return _NOT_PLAIN
-        system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
-        if ((system is not None and type(system) is not str) or (code is not None and type(code) is not str)
-                or (display is not None and type(display) is not str)):
+        for coding in codings:
+            if type(coding) is not dict:
+                return _NOT_PLAIN
+            key += (coding.get("system"), coding.get("code"), coding.get("display"))
+    for part in key:
+        if part is not None and type(part) is not str:
             return _NOT_PLAIN
-        key.append((system, code, display))
-    return tuple(key)
+    return key
 
 
 def _plain_key(rtype: str, concepts: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -992,11 +1024,16 @@ class _Builder:
         reader = _READERS.get(rtype)
         if reader is None:
             return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
-        if self.binding is not None:
-            reason = self.binding.reason_to_ignore(resource)
-            if reason is not None:
-                self.ignored.append((key, reason))
-                return
+        binding = self.binding
+        if binding is not None:
+            subject = resource.get("subject")
+            # The usual subject "Patient/<id>" is this patient's without a call (as the first
+            # test of reason_to_ignore finds for the types bound by `subject`).
+            if not (rtype in _BOUND_BY_SUBJECT and type(subject) is dict and subject.get("reference") == binding.relative):
+                reason = binding.reason_to_ignore(resource)
+                if reason is not None:
+                    self.ignored.append((key, reason))
+                    return
         try:
             found, self.concepts, self.concept_sets, self.plan = self.codes.wanted_by_concept(resource, rtype)
         except Exception:  # noqa: BLE001 - e.g. a code that is a list: unreadable, as in a reader
@@ -1515,6 +1552,9 @@ class _Builder:
             out[agent] = _exposure(agent, tuple(events), self.today)
         return out
 
+
+# Types whose patient is named in `subject` (`add` checks the usual reference itself).
+_BOUND_BY_SUBJECT = frozenset(rtype for rtype, field in SUBJECT_FIELD.items() if field == "subject")
 
 # Resource type -> its reader (a `_read_<Type>` method of _Builder).
 _READERS: dict[str, Callable[[_Builder, Mapping[str, Any]], None]] = {

@@ -51,6 +51,8 @@ def _without_shortcuts(monkeypatch):
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
+    monkeypatch.setattr(record._CodeMemo, "_by_code", lambda self, code: None)
+    monkeypatch.setattr(record, "_BOUND_BY_SUBJECT", frozenset())
     monkeypatch.setattr(record._Builder, "_lab_value",
                         lambda self, value_set, value, unit, concept: record.lab_value(value_set, value, unit, concept))
     monkeypatch.setattr(record._Builder, "_sets_of",
