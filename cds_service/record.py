@@ -37,9 +37,9 @@ import bisect
 import dataclasses
 import datetime as dt
 import decimal
-import functools
 import logging
 import math
+import operator
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -299,13 +299,15 @@ class _Plan:
     """What the concepts of a resource say (see _plain_key), worked out for the first
     resource with those concepts and kept for the next: wanted()'s answer, each concept's
     value sets, and what the resource's reader worked out from its one concept (`reading`:
-    (read, read(concept)), see _Builder._reading)."""
+    (read, read(concept)), see _Builder._reading) or, for an Observation, how each
+    concept's result is read (`values`, see _Builder._read_Observation)."""
 
-    __slots__ = ("found", "hits", "reading")
+    __slots__ = ("found", "hits", "reading", "values")
 
     def __init__(self, found: frozenset[str] | None, hits: tuple[frozenset[str], ...]) -> None:
         self.found, self.hits = found, hits
         self.reading: tuple[Callable[[Any], Any], Any] | None = None
+        self.values: tuple[_ValuePlan, ...] | None = None
 
 
 # A code whose Observation plan depends on more than the code (see _CodeMemo._by_code).
@@ -1048,13 +1050,6 @@ class _Builder:
         except Exception:  # noqa: BLE001 - tolerant reader: one bad resource never fails the call
             self.skipped.append(key)
 
-    def _sets_of(self, concept: Any) -> frozenset[str]:
-        """The Observation value sets of one of the resource's concepts, as `add` found them."""
-        for i, seen in enumerate(self.concepts):
-            if seen is concept:
-                return self.concept_sets[i]
-        return self.codes.sets_of("Observation", concept)
-
     def _reading(self, read: Callable[[Any], Any], concept: Any) -> Any:
         """read(concept) for the resource's only concept: kept in its plan (one dict read
         for all its concepts say, in `add`), else in the code memo."""
@@ -1109,14 +1104,24 @@ class _Builder:
                 if frac:
                     self._add_fracture(frac, when, ref)
                     break
-        self._observation_value(code, res, when, ref, res)
+        # How each concept's result is read, by the value sets `add` found for it (kept in the plan).
+        resource_plan = self.plan
+        plans = None if resource_plan is None else resource_plan.values
+        if plans is None:
+            plans = tuple(map(_value_plan, self.concept_sets))
+            if resource_plan is not None:
+                resource_plan.values = plans
+        self._observation_value(code, res, when, ref, res, plans[0])
+        i = 2  # a component's concept follows the code and the value (_observation_concepts)
         for comp in res.get("component") or ():
             if isinstance(comp, dict):
-                self._observation_value(comp.get("code"), comp, when, ref, res)
+                concept = comp.get("code")
+                plan = plans[i] if i < len(plans) else _value_plan(self.codes.sets_of("Observation", concept))
+                self._observation_value(concept, comp, when, ref, res, plan)
+                i += 1
 
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
-                           ref: str, res: Mapping[str, Any]) -> None:
-        plan = _value_plan(self._sets_of(concept))
+                           ref: str, res: Mapping[str, Any], plan: _ValuePlan) -> None:
         quantity = holder.get("valueQuantity")
         qty = _quantity(quantity)
         comparator = quantity.get("comparator") if qty else None
@@ -1420,7 +1425,7 @@ class _Builder:
         fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
                                           s.fracture_event_window_days))
         conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
-        labs = {name: tuple(sorted(values, key=_lab_order)) for name, values in self.labs.items()}
+        labs = {name: tuple(_sorted_labs(name, values)) for name, values in self.labs.items()}
         labs = self._corrected_calcium(labs)
         medications = self._exposures()
         smoking = sorted(self.smoking, key=lambda x: x[0] or dt.date.min)
@@ -1460,7 +1465,7 @@ class _Builder:
 
         if self.skipped:
             log.warning("record: skipped %d unreadable resources: %s", len(self.skipped), ", ".join(self.skipped[:20]))
-        by_date = functools.partial(sorted, key=_by_date)
+        by_date = _oldest_first
         if self.ignored:
             log.warning("record: ignored %d resources or values (%s): %s", len(self.ignored),
                         ", ".join(sorted({reason for _, reason in self.ignored})),
@@ -1470,16 +1475,16 @@ class _Builder:
             patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
             birth_date=birth, age=age, sex=sex,
             menopausal_status=_menopausal_status(sex, age, conditions),
-            bmd=tuple(sorted(self.bmd, key=_by_date)),
+            bmd=tuple(by_date(self.bmd)),
             dxa_dates=tuple(sorted(self.dxa_dates)),
-            frax=tuple(sorted(self.frax, key=_by_date)),
+            frax=tuple(by_date(self.frax)),
             fractures=fractures,
             conditions=conditions,
             medications=medications,
             labs=labs,
             smoker=smoker, smoking_ref=smoking_ref,
             alcohol_excess=alcohol,
-            fall_risk=tuple(sorted(self.fall_risk, key=_by_date)),
+            fall_risk=tuple(by_date(self.fall_risk)),
             drafts=tuple(draft_orders),
             skipped=tuple(self.skipped),
             long_term_corticosteroid=long_term_steroid,
@@ -1753,6 +1758,21 @@ def _by_date(item: Any) -> tuple[bool, dt.date]:
     return (item.date is not None, item.date or dt.date.min)
 
 
+_DATE = operator.attrgetter("date")
+
+
+def _oldest_first(items: Sequence[Any]) -> list[Any]:
+    """sorted(items, key=_by_date): the undated first, then by date, ties as given (a stable
+    sort); with a key in C, not a Python call per item (long charts sort hundreds)."""
+    return [i for i in items if i.date is None] + sorted([i for i in items if i.date is not None], key=_DATE)
+
+
+def _sorted_labs(name: str, values: Sequence[Lab]) -> list[Lab]:
+    """Results of one lab sorted by _lab_order: by date alone (_oldest_first) for a lab whose
+    _same_day_rank is 0 for every result."""
+    return sorted(values, key=_lab_order) if name in _RANKED_SAME_DAY else _oldest_first(values)
+
+
 EGFR_SET = "lab-egfr"
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s]*)$")
@@ -1762,6 +1782,9 @@ _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2
 def _lab_order(lab: Lab) -> tuple[bool, dt.date, float]:
     """Oldest first (undated first), then _same_day_rank."""
     return (lab.date is not None, lab.date or dt.date.min, _same_day_rank(lab))
+
+
+_RANKED_SAME_DAY = frozenset({"vitamin_d", "egfr"})  # the labs _same_day_rank ranks
 
 
 def _same_day_rank(lab: Lab) -> float:

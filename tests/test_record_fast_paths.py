@@ -53,10 +53,10 @@ def _without_shortcuts(monkeypatch):
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
     monkeypatch.setattr(record._CodeMemo, "_by_code", lambda self, code: None)
     monkeypatch.setattr(record, "_BOUND_BY_SUBJECT", frozenset())
+    monkeypatch.setattr(record, "_oldest_first", lambda items: sorted(items, key=record._by_date))
+    monkeypatch.setattr(record, "_sorted_labs", lambda name, values: sorted(values, key=record._lab_order))
     monkeypatch.setattr(record._Builder, "_lab_value",
                         lambda self, value_set, value, unit, concept: record.lab_value(value_set, value, unit, concept))
-    monkeypatch.setattr(record._Builder, "_sets_of",
-                        lambda self, concept: self.codes.sets_of("Observation", concept))
     monkeypatch.setattr(record, "_value_plan", record._plan_values)
     monkeypatch.setattr(record, "_has_fracture_set", lambda found: any(v.startswith(record.FRACTURE_SETS) for v in found))
     for cls in (record.BmdScore, record.Frax, record.Fracture, record.ConditionHit, record.Lab, record.FallConcern,
@@ -290,3 +290,25 @@ def test_a_value_plan_takes_the_first_set_that_reads_the_result():
     plan = record._plan_values(frozenset({"fracture-site-hip", "dxa-t-score-other"}))
     assert plan.with_number == (record._BMD, "dxa-t-score-other") and plan.without_number == (None, "")
     assert not plan.egfr and record._plan_values(frozenset({"lab-egfr"})).egfr
+
+
+def test_only_the_ranked_labs_are_ranked_on_one_day():
+    """_sorted_labs sorts every other lab by date alone: its same-day rank must be 0."""
+    for name in {*record.LAB_LABELS, *record.LAB_SETS.values()}:
+        lab = record.Lab(name, 42.0, "u", TODAY, "Observation/1")
+        assert (record._same_day_rank(lab) != 0) == (name in record._RANKED_SAME_DAY), name
+
+
+def test_results_are_sorted_undated_first_then_by_date_ties_as_given(monkeypatch):
+    calcium, vitamin_d = "17861-6", "62292-8"
+    rec = _fast_and_slow(
+        monkeypatch,
+        _obs("c1", calcium, "2026-02-01", **_qty(9.4, "mg/dL")), _obs("c2", calcium, "2026-01-01", **_qty(9.1, "mg/dL")),
+        {**_obs("c3", calcium, **_qty(9.0, "mg/dL")), "effectiveDateTime": "unknown"},
+        _obs("c4", calcium, "2026-02-01", **_qty(8.8, "mg/dL")),
+        _obs("d1", vitamin_d, "2026-02-01", **_qty(31, "ng/mL")), _obs("d2", vitamin_d, "2026-02-01", **_qty(28, "ng/mL")),
+        _obs("t1", "38267-1", "2026-02-01", **_qty(-2.1)), _obs("t2", "38267-1", "2025-02-01", **_qty(-2.0)),
+    )
+    assert [lab.ref[12:] for lab in rec.labs["calcium"]] == ["c3", "c2", "c1", "c4"]
+    assert [lab.ref[12:] for lab in rec.labs["vitamin_d"]] == ["d2", "d1"]  # the highest (the total) last
+    assert [b.ref[12:] for b in rec.bmd] == ["t2", "t1"]
