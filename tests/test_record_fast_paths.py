@@ -312,3 +312,34 @@ def test_results_are_sorted_undated_first_then_by_date_ties_as_given(monkeypatch
     assert [lab.ref[12:] for lab in rec.labs["calcium"]] == ["c3", "c2", "c1", "c4"]
     assert [lab.ref[12:] for lab in rec.labs["vitamin_d"]] == ["d2", "d1"]  # the highest (the total) last
     assert [b.ref[12:] for b in rec.bmd] == ["t2", "t1"]
+
+
+def test_the_usual_subject_shortcut_binds_as_the_binding_does(monkeypatch):
+    """add() takes subject "Patient/<id>" itself; every other subject still goes to
+    PatientBinding (history, absolute, urn, foreign, missing, malformed, a Patient's id)."""
+    subjects = {"a": {"reference": "Patient/p1"}, "b": {"reference": "Patient/p1/_history/3"},
+                "c": {"reference": "https://fhir.example.org/r4/Patient/p1"}, "d": {"reference": "Patient/p2"},
+                "e": {"reference": "urn:uuid:0b8e"}, "f": None, "g": {"reference": 7}, "h": "Patient/p1",
+                "i": {"reference": " Patient/p1 "}, "j": {"display": "Patient/p1"}}
+    entries = [{"resource": {**_obs(oid, "17861-6", **_qty(9.1, "mg/dL")), "subject": subject}}
+               for oid, subject in subjects.items()]
+    entries.append({"fullUrl": "urn:uuid:0b8e", "resource": {"resourceType": "Patient", "id": "p1"}})
+    entries.append({"resource": {"resourceType": "Patient", "id": "p2"}})
+    entries.append({"resource": {"resourceType": "Condition", "id": "k", "patient": {"reference": "Patient/p1"},
+                                 "code": {"coding": [{"system": t.ICD10CM, "code": "M81.0"}]}}})
+    prefetch = {"all": {"resourceType": "Bundle", "type": "searchset", "entry": entries}}
+
+    def build():
+        return record.build_record(prefetch, today=TODAY, patient_id="p1", fhir_server="https://fhir.example.org/r4")
+
+    build()
+    fast = build()
+    with monkeypatch.context() as patched:
+        _without_shortcuts(patched)
+        slow = build()
+    assert repr(fast) == repr(slow)
+    assert [lab.ref[12:] for lab in fast.labs["calcium"]] == ["a", "b", "c", "e", "i"]
+    assert dict(fast.ignored) == {"Observation/d": "foreign-patient", "Observation/f": "no-subject",
+                                  "Observation/g": "no-subject", "Observation/h": "no-subject",
+                                  "Observation/j": "no-subject", "Patient/p2": "foreign-patient",
+                                  "Condition/k": "no-subject"}
