@@ -170,8 +170,10 @@ class _CodeMemo:
     def reading(self, read: Callable[[Any], Any], concept: Any) -> Any:
         """read(concept), remembered by all that `read` may look at: the concept's codings
         and its text (terminology reads nothing else of a CodeableConcept). Long charts
-        repeat a few codes many times; this saves the name searches of each."""
-        key = (read, _concept_key(concept))
+        repeat a few codes many times; this saves the name searches of each. Keyed by the
+        concept as given when it is plain (_plain: cheaper than lower-casing its text)."""
+        plain = _plain(concept)
+        key = (read, _concept_key(concept), None) if plain is _NOT_PLAIN else (read, plain)
         found = self.readings.get(key, _UNREAD)
         if found is _UNREAD:
             found = read(concept)
@@ -1243,10 +1245,10 @@ class _Builder:
     # --- Condition ----------------------------------------------------------
     def _read_Condition(self, res: Mapping[str, Any]) -> None:
         verification = t.codes_in(res.get("verificationStatus"), "http://terminology.hl7.org/CodeSystem/condition-ver-status")
-        if any(v in ("entered-in-error", "refuted") for v in verification):
+        if "entered-in-error" in verification or "refuted" in verification:
             return
         clinical = t.codes_in(res.get("clinicalStatus"), t.CONDITION_CLINICAL)
-        active = not clinical or any(c in ACTIVE_CLINICAL for c in clinical)
+        active = not clinical or not ACTIVE_CLINICAL.isdisjoint(clinical)
         when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
                            res.get("recordedDate"))
         ref = self.ref
