@@ -2060,7 +2060,9 @@ def _supply_end(start: dt.date | None, dispense: Mapping[str, Any]) -> dt.date |
     fills = 1 + (repeats if isinstance(repeats, int) and not isinstance(repeats, bool) and repeats > 0 else 0)
     days = q[0] * _SUPPLY_UNIT_DAYS[q[1]] * fills
     # A supply of more than ten years is a data error, not a supply: unknown (never an overflow).
-    return start + dt.timedelta(days=int(days)) if days <= 3653 else None
+    # By day numbers: a timedelta per order cost more than the rest of this. Past date.max
+    # both ways raise (the order is skipped as unreadable).
+    return dt.date.fromordinal(start.toordinal() + int(days)) if days <= 3653 else None
 
 
 def _planned(res: Mapping[str, Any]) -> dt.date | None:

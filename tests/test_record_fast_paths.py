@@ -343,3 +343,20 @@ def test_the_usual_subject_shortcut_binds_as_the_binding_does(monkeypatch):
                                   "Observation/g": "no-subject", "Observation/h": "no-subject",
                                   "Observation/j": "no-subject", "Patient/p2": "foreign-patient",
                                   "Condition/k": "no-subject"}
+
+
+def test_a_supply_end_past_the_last_date_skips_the_order(monkeypatch):
+    """_supply_end counts days by ordinal: an order whose supply would end after date.max
+    is unreadable (skipped), as it was with a timedelta."""
+    def order(oid, start):
+        return {"resourceType": "MedicationRequest", "id": oid, "status": "completed", "intent": "order",
+                "authoredOn": "2025-01-02",
+                "medicationCodeableConcept": {"coding": [{"system": t.RXNORM, "code": "904431"}],
+                                              "text": "alendronic acid 70 MG Oral Tablet"},
+                "dosageInstruction": [{"timing": {"repeat": {"boundsPeriod": {"start": start}}}}],
+                "dispenseRequest": {"expectedSupplyDuration": {"value": 90, "unit": "days", "code": "d"},
+                                    "numberOfRepeatsAllowed": 3}}
+    rec = _fast_and_slow(monkeypatch, order("m1", "2025-01-02"), order("m2", "9999-12-01"))
+    assert rec.skipped == ("MedicationRequest/m2",)
+    assert [(e.ref, e.supply_end) for e in rec.medications["alendronate"].events] == [
+        ("MedicationRequest/m1", dt.date(2025, 12, 28))]
