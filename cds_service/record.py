@@ -1956,7 +1956,8 @@ def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[d
         if e.resource_type == "MedicationAdministration" or (e.dose_date and e.end is None and e.start == e.dose_date
                                                                 and e.resource_type == "MedicationStatement"):
             if e.dose_date:
-                out.append((e.dose_date, min(today, e.dose_date + dt.timedelta(days=interval_days))))
+                # By day numbers (as _supply_end): cheaper than a timedelta per dose.
+                out.append((e.dose_date, min(today, dt.date.fromordinal(e.dose_date.toordinal() + interval_days))))
             continue
         if e.start is None or e.start > today:
             continue  # not started yet (a planned course): no exposure so far
