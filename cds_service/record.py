@@ -21,7 +21,11 @@ Long charts (thousands of resources) make this the costliest step of a call,
 so what repeats is worked out once: the value sets of a coding, what a
 Procedure's or Condition's code says (by its codings and text), name searches,
 lab unit factors (each remembered per set of active value sets, see
-_CodeMemo); the record types skip the frozen guard per field when built
+_CodeMemo). A resource's concepts, as given, key its plan (_Plan: whether it
+is wanted, each concept's value sets, what its reader makes of its code, how
+an Observation's results are read), so the second and later resources with
+the same codes skip all of that; the usual Observation is planned by its one
+system and code. The record types skip the frozen guard per field when built
 (_quick_init). tests/test_record_fast_paths.py builds every fixture and
 real-world chart with and without these shortcuts: the records are equal.
 
