@@ -105,11 +105,11 @@ def test_a_repeated_member_name_is_still_refused(raw):
     (b'{"p": {"id": "a"}, "p": null}', {"p": None}),
     (b'{"p": [{"subject": {"reference": "Patient/1"}, "subject": {"reference": "Patient/2"}}]}',
      {"p": [{"subject": {"reference": "Patient/2"}}]}),
-    (b'{"p": {"valueInteger": 123456789012345678901234}}', {"p": {"valueInteger": 1.2345678901234568e23}}),
-    (b'{"p": [18446744073709551615, -9223372036854775809, 1]}', {"p": [18446744073709551615, -9.223372036854776e18, 1]}),
+    (b'{"p": {"valueInteger": 123456789012345678901234}}', {"p": {"valueInteger": 123456789012345678901234}}),
+    (b'{"p": [18446744073709551615, -9223372036854775809, 1]}', {"p": [18446744073709551615, -9223372036854775809, 1]}),
 ])
-def test_inside_the_prefetch_the_data_is_read_as_orjson_reads_it(written, prefetch):
-    """A repeated name keeps its last value, a long integer is a float: by every path,
+def test_inside_the_prefetch_repeated_names_keep_the_last_value_and_integers_stay_exact(written, prefetch):
+    """A repeated name keeps its last value, a long integer stays exact: by every path,
     whether the prefetch comes last or not."""
     for raw in (b'{"hook": "h", "prefetch": ' + written + b"}", b'{"prefetch": ' + written + b', "hook": "h"}'):
         value = requests_json.parse_json(raw)
@@ -143,6 +143,11 @@ def test_outside_the_prefetch_a_long_integer_stays_exact():
     b'{"prefetch": {"a": NaN}}', b'{"prefetch": {"a": "\\ud800"}}', b'{"prefetch": {"a": 1e400}}',
     b'{"prefetch": {"a": "\xff"}}', b'{"hook": NaN, "prefetch": {"a": 1}}', b'{"hook": "\\ud800", "prefetch": {}}',
     b'{"prefetch": {"a": ' + b"[" * 150 + b"]" * 150 + b'}}',
+    # Where msgspec (the prefetch's reader) stops and orjson or the json module would not, or the reverse.
+    b'{"prefetch": {"a": ' + b"[" * 1010 + b"]" * 1010 + b'}}',
+    b'{"prefetch": {"a": {"b": ' + b"9" * 4301 + b'}}}', b'{"prefetch": {"a": {"b": ' + b"9" * 4300 + b'}}}',
+    b'{"prefetch": {"a": {"meta": 1.7976931348623157e309}}}', b'{"prefetch": {"a": {"text": "\xed\xa0\x80"}}}',
+    b'{"prefetch": {"a": {"b": "\\ud83d\\ude00", "c": -0, "d": 1E+2, "e": 1e-400}}}',
     b'{"hook": ' + b"[" * 150 + b"]" * 150 + b', "prefetch": {}}',
 ])
 def test_the_envelope_and_prefetch_cut_never_changes_the_answer(raw):
