@@ -166,7 +166,20 @@ def _compile(template: dict[str, Any]) -> tuple[bytes, list[tuple[Path_, str]]] 
 
 def prepare_resource(template: dict[str, Any], patient_id: str | None, today: dt.date) -> dict[str, Any]:
     """Fill the patient-context fields of a suggested order (in a copy)."""
-    return _fill_context(copy.deepcopy(template), patient_id, today)
+    return _fill_context(_deep_copy(template), patient_id, today)
+
+
+_PLAIN_ONLY = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _deep_copy(tree: Any) -> Any:
+    """copy.deepcopy(tree), through orjson when that gives an equal tree (plain JSON data,
+    as the orders rules build are): several times faster than deepcopy's walk."""
+    try:
+        copied = orjson.loads(orjson.dumps(tree, option=_PLAIN_ONLY))
+    except TypeError:
+        return copy.deepcopy(tree)
+    return copied if copied == tree else copy.deepcopy(tree)
 
 
 def _fill_context(res: dict[str, Any], patient_id: str | None, today: dt.date) -> dict[str, Any]:

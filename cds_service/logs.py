@@ -25,21 +25,30 @@ ALLOWED_EXTRAS = (
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+# json.dumps(entry, default=str) without making a new encoder for every line.
+_ENCODER = json.JSONEncoder(default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if "\x1b" in message:
+            message = _ANSI.sub("", message)
         entry = {
             "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": _ANSI.sub("", record.getMessage()),
+            "message": message,
         }
+        fields = record.__dict__
         for key in ALLOWED_EXTRAS:
-            if record.__dict__.get(key) is not None:
-                entry[key] = record.__dict__[key]
+            value = fields.get(key)
+            if value is not None:
+                entry[key] = value
         if record.exc_info and "error_type" not in entry:
             # The type only, never the traceback text (see error_fields).
             entry["error_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 def error_fields(exc: BaseException) -> dict[str, object]:

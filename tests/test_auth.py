@@ -27,6 +27,7 @@ from cds_service.protocol.auth import (
     expected_audience,
     load_trusted_issuers,
     normalize_url,
+    request_audience,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -549,3 +550,16 @@ def test_normalize_url(url, expected):
 def test_auth_error_reasons_are_closed():
     with pytest.raises(ValueError):
         AuthError("made_up", "x")
+
+
+def test_request_audience_reads_the_request_root_only_without_a_public_base_url():
+    class NoRoot:
+        @property
+        def url_root(self):
+            raise AssertionError("the request's root URL was read")
+
+    class Root:
+        url_root = "http://localhost:8080/"
+
+    assert request_audience(" https://cds.example.org/ ", NoRoot(), "/cds-services/x") == "https://cds.example.org/cds-services/x"
+    assert request_audience("", Root(), "/cds-services/x") == "http://localhost:8080/cds-services/x"

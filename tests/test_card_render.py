@@ -143,3 +143,18 @@ def test_compiled_templates_fill_as_walking_them_does():
             filled["resourceType"] = "Changed"
             filled.setdefault("code", {})["text"] = "changed"
             assert cr._filled_resource(template, VARIABLES) == walked
+
+
+@pytest.mark.parametrize("template", [
+    {"resourceType": "ServiceRequest", "code": {"coding": [{"code": "x"}]}, "note": [{"text": 'says "hi"'}]},
+    {"resourceType": "ServiceRequest", "code": {"coding": ({"code": "x"},)}},  # a tuple stays a tuple
+])
+def test_prepare_resource_fills_a_copy_and_leaves_the_template_alone(template):
+    before = repr(template)
+    out = cr.prepare_resource(template, "p1", TODAY)
+    assert repr(template) == before
+    assert out == {**template, "subject": {"reference": "Patient/p1"}, "status": "draft", "intent": "order",
+                   "authoredOn": TODAY.isoformat()}
+    assert type(out["code"]["coding"]) is type(template["code"]["coding"])
+    out["code"]["coding"][0]["code"] = "changed"
+    assert repr(template) == before

@@ -85,6 +85,26 @@ def test_prune_empty(value, expected):
     assert prune_empty(value) == expected
 
 
+def _containers(value):
+    """The dicts and lists prune_empty walks (a tuple, like any other value, is kept as it is)."""
+    if isinstance(value, (dict, list)):
+        yield value
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _containers(item)
+
+
+@pytest.mark.parametrize("value", [
+    {"summary": 'a text ending in a quote"', "n": 0, "ok": False, "x": 1.5, "actions": [{"resource": {"a": [1, 2]}}]},
+    {"codes": ("a", "b"), "nested": {"tuple": (1, {"k": "v"})}},  # tuples stay tuples
+    [{"a": "\u00e9"}, [1, [2]]],
+])
+def test_prune_empty_of_a_tree_with_nothing_empty_is_an_equal_new_tree(value):
+    pruned = prune_empty(value)
+    assert pruned == value
+    assert repr(pruned) == repr(value)  # the same types all through (a tuple stays a tuple)
+    assert not {id(c) for c in _containers(pruned)} & {id(c) for c in _containers(value)}  # new dicts and lists
+
+
 def test_nothing_empty_is_added_after_pruning():
     out = finish_cards([card("C-E", overrideReasons=[{"system": "s"}, {"code": "declined", "system": "s"}],
                              suggestions=[{"label": "No actions", "actions": []},

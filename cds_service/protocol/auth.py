@@ -184,6 +184,13 @@ def expected_audience(public_base_url: str, request_url_root: str, path: str) ->
     return base.rstrip("/") + "/" + path.lstrip("/")
 
 
+def request_audience(public_base_url: str, request: Any, path: str) -> str:
+    """expected_audience() for a Flask request: its root URL is read only without a
+    public base URL (werkzeug builds it anew for each request, and production sets one)."""
+    root = "" if (public_base_url or "").strip() else request.url_root
+    return expected_audience(public_base_url, root, path)
+
+
 def _check_public_jwk(jwk: Any, where: str) -> dict[str, Any]:
     """Validate one JWK from a trust file or the sandbox data; return it."""
     if not isinstance(jwk, dict):

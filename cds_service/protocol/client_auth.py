@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask import g
 
 from cds_service.config import Settings
-from cds_service.protocol.auth import AuthError, ClientAuthenticator, expected_audience, load_trusted_issuers
+from cds_service.protocol.auth import AuthError, ClientAuthenticator, load_trusted_issuers, request_audience
 from cds_service.protocol.errors import ApiError
 from cds_service.store import Store
 
@@ -42,7 +42,7 @@ def make_authenticator(settings: Settings, store: Store, http: requests.Session,
         if not settings.auth_required and not header:
             return None
         try:
-            audience = expected_audience(settings.public_base_url, request.url_root, path)
+            audience = request_audience(settings.public_base_url, request, path)
             context = verifier.authenticate(header, audience)
         except AuthError as exc:
             on_failure(exc.reason)

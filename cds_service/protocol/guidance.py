@@ -20,7 +20,7 @@ import re
 from flask import Blueprint, render_template, request
 
 from cds_service import card_render
-from cds_service.protocol.auth import expected_audience
+from cds_service.protocol.auth import request_audience
 from cds_service.protocol.errors import ApiError
 from cds_service.protocol.runtime import runtime
 from cds_service.rules.catalogue import VALUE_TIERS, value_rank
@@ -51,8 +51,7 @@ def page_path(card_id: str) -> str:
 
 def guidance_link(card_id: str) -> dict[str, str]:
     """The card's link to its page (call inside a request)."""
-    base = runtime().settings.public_base_url
-    return {"label": LINK_LABEL, "url": expected_audience(base, request.url_root, page_path(card_id)),
+    return {"label": LINK_LABEL, "url": request_audience(runtime().settings.public_base_url, request, page_path(card_id)),
             "type": "absolute"}
 
 

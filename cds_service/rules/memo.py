@@ -117,23 +117,28 @@ def per_call(fn: F) -> F:
         memo = _CURRENT.get()
         if memo is None:
             return fn(record, *args, **kwargs)
-        chart = memo.charts.get(id(record), record)
-        # The usual calls, (record) and (record, settings), keyed without a loop: a hit
-        # must cost far less than the facts it saves.
+        chart = memo.charts.get(id(record), record) if memo.charts else record
         if kwargs or len(args) > 1:
             parts = (wrapper, *args, *(x for item in sorted(kwargs.items()) for x in item))
-            key = memo.key(chart, parts)
-        elif args:
-            parts = (wrapper, args[0])
-            key = ((id(chart), wrapper, args[0]) if type(args[0]) in _PLAIN
-                   else (id(chart), wrapper, _OBJECT, id(args[0])))
+            return memo.answer(memo.key(chart, parts), chart, parts, lambda: fn(record, *args, **kwargs))
+        # The usual calls, (record) and (record, settings), keyed and answered without a
+        # loop or a closure: a hit must cost far less than the facts it saves, and a miss
+        # little more than the facts themselves.
+        if not args:
+            key: tuple[Any, ...] = (id(chart), wrapper)
+        elif type(args[0]) in _PLAIN:
+            key = (id(chart), wrapper, args[0])
         else:
-            parts = (wrapper,)
-            key = (id(chart), wrapper)
+            key = (id(chart), wrapper, _OBJECT, id(args[0]))
         found = memo.answers.get(key)
-        if found is not None:
-            return _copy(found[0]) if found[1] else found[0]
-        return memo.answer(key, chart, parts, lambda: fn(record, *args, **kwargs))
+        if found is None:
+            keep = memo.keep
+            keep[id(chart)] = chart  # `wrapper` lives as long as its module
+            if args and type(args[0]) not in _PLAIN:
+                keep[id(args[0])] = args[0]
+            answer = fn(record, *args)
+            found = memo.answers[key] = (answer, _mutable(answer))
+        return _copy(found[0]) if found[1] else found[0]
 
     MARKED.append(wrapper)
     return wrapper  # type: ignore[return-value]
