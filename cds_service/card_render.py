@@ -258,10 +258,11 @@ def suggestion_orders(finding: Finding, *, patient_id: str | None, today: dt.dat
     [(("key", yaml key) or ("extra", index), [resource, ...], renders)]. A suggestion whose
     template does not render is left out (render() drops it too).
 
-    With `resource_types`, a YAML suggestion's resources whose template names another
-    type are neither filled nor listed: `renders()` says whether they would render too
-    (if not, the suggestion is one render() drops). Without it, or for the suggestions
-    built in code, every resource is listed and `renders()` is True."""
+    With `resource_types`, only resources of those types are listed: a YAML suggestion's
+    resources whose template names another type are not even filled, and `renders()`
+    says whether they would render too (if not, the suggestion is one render() drops).
+    Without it every resource is listed; for the suggestions built in code `renders()`
+    is True."""
     out: list[tuple[tuple[str, Any], list[dict[str, Any]], Callable[[], bool]]] = []
     card = load_card(finding.card_id)
     variables = {"today": today.isoformat(), "patient_id": patient_id or ""}
@@ -275,12 +276,20 @@ def suggestion_orders(finding: Finding, *, patient_id: str | None, today: dt.dat
                          for a in specs if not any(a is b for b in later)]
         except (KeyError, CardTemplateError):
             continue
-        out.append((("key", key), resources,
+        out.append((("key", key), _of_types(resources, resource_types),
                     functools.partial(_renders, later, card, finding, variables, patient_id, today)))
     for i, s in enumerate(finding.extra_suggestions):
-        out.append((("extra", i), [dict(a.resource) for a in s.actions if a.type in ("create", "update") and a.resource],
-                    _always))
+        built = [dict(a.resource) for a in s.actions if a.type in ("create", "update") and a.resource]
+        out.append((("extra", i), _of_types(built, resource_types), _always))
     return out
+
+
+def _of_types(resources: list[dict[str, Any]], resource_types: frozenset[str] | None) -> list[dict[str, Any]]:
+    """The resources of `resource_types` (a template's type written with a variable is
+    known only once filled), or all of them."""
+    if resource_types is None:
+        return resources
+    return [r for r in resources if r.get("resourceType") in resource_types]
 
 
 def _other_type(spec: dict[str, Any], card: dict[str, Any], resource_types: frozenset[str] | None) -> bool:

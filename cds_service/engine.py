@@ -133,9 +133,7 @@ def _reviewed(finding: Finding, record: PatientRecord, today: dt.date, settings:
     vetoed: dict[str, tuple[Finding, list[str]]] = {}  # veto card id -> (its finding, drugs it stops)
     for (kind, ident), resources, renders in card_render.suggestion_orders(
             finding, patient_id=record.patient_id, today=today, resource_types=DRUG_ORDER_TYPES):
-        for resource in resources:
-            if resource.get("resourceType") not in DRUG_ORDER_TYPES:
-                continue  # a lab or referral a rule built in code: no drug, nothing to veto (_judged)
+        for resource in resources:  # drug orders only: a lab or referral has no drug to veto (_judged)
             draft, vetoes = _vetoes(resource, record, today, settings, strict)
             if vetoes:
                 if not renders():

@@ -17,7 +17,7 @@ from cds_service.card_policy import CardPolicy
 from cds_service.fhir.terminology import OSTEOPOROSIS_DRUG_CLASSES
 from cds_service.record import build_record, draft_order, drafts_from_context
 from cds_service.rules import base, memo
-from cds_service.rules.base import Finding, trigger_date
+from cds_service.rules.base import Action, Finding, Suggestion, trigger_date
 from cds_service.rules.facts import kidney, long_bp_course
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.store import QuietMark
@@ -249,6 +249,20 @@ def test_a_suggestions_other_orders_are_filled_only_when_asked(monkeypatch):
     assert len(resources) == 1 and renders() is True
     [(_, resources, renders)] = card_render.suggestion_orders(finding, patient_id="p", today=TODAY)
     assert [r["resourceType"] for r in resources] == ["ServiceRequest", "MedicationRequest"] and renders()
+
+
+def test_a_suggestion_built_in_code_lists_only_the_asked_types(monkeypatch):
+    card = {"id": "C-TX-BP", "indicator": "info", "summary": "s", "resources": {}, "suggestions": []}
+    monkeypatch.setattr(card_render, "load_card", lambda card_id: card)
+    lab = {"resourceType": "ServiceRequest", "code": {"text": "calcium"}}
+    drug = {"resourceType": "MedicationRequest", "medicationCodeableConcept": {"text": "alendronate"}}
+    finding = Finding("C-TX-BP", extra_suggestions=(
+        Suggestion("both", (Action("create", "d", lab), Action("create", "d", drug))),))
+    [(ident, resources, renders)] = card_render.suggestion_orders(finding, patient_id="p", today=TODAY,
+                                                                  resource_types=engine.DRUG_ORDER_TYPES)
+    assert ident == ("extra", 0) and resources == [drug] and renders() is True
+    [(_, resources, _)] = card_render.suggestion_orders(finding, patient_id="p", today=TODAY)
+    assert resources == [lab, drug]
 
 
 def test_a_vetoed_order_in_a_suggestion_that_cannot_render_is_not_withheld(monkeypatch):
