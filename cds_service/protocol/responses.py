@@ -16,9 +16,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from cds_service.fhir.validation import fhir_problems
+from cds_service.json_copy import NOT_COPIED, json_copy
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +29,18 @@ def prune_empty(value: Any) -> Any:
     """Recursively drop None, "", [] and {} (CDS Hooks forbids them), also
     containers left empty by the pruning; 0 and false stay. A new tree."""
     if isinstance(value, (dict, list)):
-        # Rendered cards seldom hold an empty value: when their compact JSON shows none
-        # (no null, "", [] or {} anywhere in it), the copy is made at C speed (walking a
-        # card's orders in Python cost more than the rest of finishing it). A match inside
-        # a string (a text ending in a quote) only sends it the slow way, as does anything
-        # but plain JSON types (a tuple, a subclass: the copy would not be equal).
-        try:
-            text = orjson.dumps(value, option=_PLAIN_ONLY)
-        except TypeError:
-            pass
-        else:
-            if not (b"[]" in text or b"{}" in text or b'""' in text or b"null" in text):
-                copied = orjson.loads(text)
-                if copied == value:
-                    return copied
+        # Rendered cards seldom hold an empty value: when their compact JSON shows none,
+        # the copy is made at C speed (walking a card's orders in Python cost more than
+        # the rest of finishing it). A match inside a string (a text ending in a quote)
+        # only sends it the slow way, as does anything but plain JSON data.
+        copied = json_copy(value, refuse=_may_hold_empty)
+        if copied is not NOT_COPIED:
+            return copied
     return _pruned(value)
 
 
-_PLAIN_ONLY = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+def _may_hold_empty(text: bytes) -> bool:
+    return b"[]" in text or b"{}" in text or b'""' in text or b"null" in text
 
 
 def _pruned(value: Any) -> Any:
