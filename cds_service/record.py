@@ -181,9 +181,7 @@ class _CodeMemo:
         found = self.readings.get(key, _UNREAD)
         if found is _UNREAD:
             found = read(concept)
-            if len(self.readings) >= self.LIMIT:
-                self.readings.clear()
-            self.readings[key] = found
+            _store(self.readings, key, found)
         return found
 
     def factor(self, value_set: str, unit: str) -> float | None:
@@ -193,9 +191,7 @@ class _CodeMemo:
         found = self.factors.get(key, _UNREAD)
         if found is _UNREAD:
             found = t.convert(value_set, 1.0, unit)
-            if len(self.factors) >= self.LIMIT:
-                self.factors.clear()
-            self.factors[key] = found
+            _store(self.factors, key, found)
         return found  # type: ignore[return-value]
 
     def names_in(self, rtype: str, test: Callable[[str], bool], text: str) -> bool:
@@ -204,9 +200,7 @@ class _CodeMemo:
         found = self.names.get(key)
         if found is None:
             found = test(text)
-            if len(self.names) >= self.LIMIT:
-                self.names.clear()
-            self.names[key] = found
+            _store(self.names, key, found)
         return found
 
     def sets_of(self, rtype: str, concept: Any) -> frozenset[str]:
@@ -225,9 +219,7 @@ class _CodeMemo:
             if hit is None:
                 prefixes = WANTS.get(rtype, READ_ALL).sets
                 hit = frozenset(v for v in self.terminology.concepts_for(key[1], code) if v.startswith(prefixes))
-                if len(self.memo) >= self.LIMIT:
-                    self.memo.clear()
-                self.memo[key] = hit
+                _store(self.memo, key, hit)
             if hit:
                 found = found | hit if found else hit
         return found
@@ -255,9 +247,7 @@ class _CodeMemo:
         plan = self.plans.get(key)
         if plan is None:
             plan = _Plan(*self._wanted(rtype, want, concepts))
-            if len(self.plans) >= self.LIMIT:
-                self.plans.clear()
-            self.plans[key] = plan
+            _store(self.plans, key, plan)
         return plan.found, concepts, plan.hits, plan
 
     def _by_code(self, code: Any) -> _Plan | None:
@@ -281,9 +271,7 @@ class _CodeMemo:
         if plan is None:
             found, hits = self._wanted("Observation", WANTS["Observation"], (code, None))
             plan = _Plan(found, hits) if found else _BY_TEXT
-            if len(self.by_code) >= self.LIMIT:
-                self.by_code.clear()
-            self.by_code[key] = plan
+            _store(self.by_code, key, plan)
         return None if plan is _BY_TEXT else plan
 
     def _wanted(self, rtype: str, want: Want, concepts: tuple[Any, ...]
@@ -354,6 +342,14 @@ def _plain_key(rtype: str, concepts: tuple[Any, ...]) -> tuple[Any, ...] | None:
         return rtype, first, second
     key = (rtype, *map(_plain, concepts))
     return None if _NOT_PLAIN in key else key
+
+
+def _store(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """cache[key] = value, the cache emptied first when full: the code memo's caches are
+    bounded (_CodeMemo.LIMIT), since requests carry arbitrary codes. Misses only."""
+    if len(cache) >= _CodeMemo.LIMIT:
+        cache.clear()
+    cache[key] = value
 
 
 _NONE: frozenset[str] = frozenset()

@@ -360,3 +360,19 @@ def test_a_supply_end_past_the_last_date_skips_the_order(monkeypatch):
     assert rec.skipped == ("MedicationRequest/m2",)
     assert [(e.ref, e.supply_end) for e in rec.medications["alendronate"].events] == [
         ("MedicationRequest/m1", dt.date(2025, 12, 28))]
+
+
+def test_the_code_memo_stays_within_its_bound_and_still_answers_right(charts, monkeypatch):
+    """Each of the memo's caches is emptied when full (requests carry arbitrary codes):
+    with room for only two answers each, every record is still the one built warm."""
+    warm = [_build(prefetch, pid, drafts) for _, prefetch, pid, drafts in charts[:60]]
+    monkeypatch.setattr(record._CodeMemo, "LIMIT", 2)
+    record._memo.clear()  # a new memo, filled under the small bound
+    try:
+        small = [_build(prefetch, pid, drafts) for _, prefetch, pid, drafts in charts[:60]]
+        memo = record._codes()
+        for cache in (memo.memo, memo.readings, memo.names, memo.factors, memo.plans, memo.by_code):
+            assert len(cache) <= 2
+    finally:
+        record._memo.clear()
+    assert [repr(r) for r in small] == [repr(r) for r in warm]
