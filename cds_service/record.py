@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cds_service import plausibility
+from cds_service.fhir import deferred
 from cds_service.fhir import terminology as t
 from cds_service.fhir.patient_binding import NO_SUBJECT, SUBJECT_FIELD, PatientBinding, patient_aliases
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
@@ -905,27 +906,50 @@ def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> N
     """The (fullUrl, resource) pairs of a prefetch value (a resource, a Bundle of any
     type, None) appended to `out`; fullUrl is None outside a Bundle. A loop, not nested
     generators (hot on long charts). On a malformed Bundle it raises, with the entries
-    before the fault already in `out`."""
+    before the fault already in `out`. An entry still kept as text (fhir.deferred) is
+    appended as (DEFERRED, its text), for build_record to read in its turn."""
     if value is None:
         return
     if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
         out.append((full_url, value))
         return
     for entry in value.get("entry") or ():
-        if isinstance(entry, dict):
-            resource = entry.get("resource")
-            if resource is not None:
-                search = entry.get("search")
-                # search-mode "outcome" entries (OperationOutcome) carry no patient data
-                if search and search.get("mode") == "outcome":
-                    continue
-                if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-                    _collect_entries(resource, entry.get("fullUrl"), out)
-                else:
-                    out.append((entry.get("fullUrl"), resource))
-                continue
-        if entry is not None:
-            out.append((None, entry))  # malformed entry: counted by the caller
+        if type(entry) is deferred.Deferred:
+            out.append((DEFERRED, entry))
+        else:
+            _collect_entry(entry, out)
+
+
+def _collect_entry(entry: Any, out: list[tuple[Any, Any]]) -> None:
+    if isinstance(entry, dict):
+        resource = entry.get("resource")
+        if resource is not None:
+            search = entry.get("search")
+            # search-mode "outcome" entries (OperationOutcome) carry no patient data
+            if search and search.get("mode") == "outcome":
+                return
+            if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+                _collect_entries(resource, entry.get("fullUrl"), out)
+            else:
+                out.append((entry.get("fullUrl"), resource))
+            return
+    if entry is not None:
+        out.append((None, entry))  # malformed entry: counted by the caller
+
+
+# The fullUrl place of an entry build_record reads from its text (fhir.deferred).
+DEFERRED = object()
+
+
+def _read_deferred(text: Any, skipped: list[str]) -> list[tuple[Any, Any]]:
+    """The (fullUrl, resource) pairs of one entry kept as text, read now."""
+    out: list[tuple[Any, Any]] = []
+    try:
+        _collect_entry(deferred.decode(text), out)
+    except Exception:  # noqa: BLE001 - e.g. nested past Python's limit: unreadable, as a bad entry
+        skipped.append("Bundle/?")
+    return out
+
 
 
 # ---------------------------------------------------------------------------
@@ -2096,7 +2120,7 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     `selections` (order-select) marks which drafts are judged; None = all.
     Never raises on bad data."""
     entries: list[tuple[Any, Any]] = []
-    skipped = []
+    skipped: list[str] = []
     for value in (prefetch or {}).values():
         try:
             _collect_entries(value, None, entries)
@@ -2104,13 +2128,18 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
             skipped.append("Bundle/?")
     binding = None
     if patient_id is not None:
+        # Entries still kept as text hold no `urn:` fullUrl (fhir.deferred): no alias.
         binding = PatientBinding(patient_id, fhir_server=fhir_server, aliases=patient_aliases(entries, patient_id))
     builder = _Builder(today, settings, binding)
     builder.skipped.extend(skipped)
     if selections is not None and not isinstance(selections, (list, tuple)):
         selections = None  # malformed context.selections: judge every draft rather than none
-    for _, resource in entries:
-        builder.add(resource)
+    for url, resource in entries:
+        if url is DEFERRED:  # parsed now, and freed once read
+            for _, read in _read_deferred(resource, builder.skipped):
+                builder.add(read)
+        else:
+            builder.add(resource)
     return builder.finish(drafts, selections)
 
 

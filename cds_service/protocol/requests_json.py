@@ -49,6 +49,7 @@ import msgspec
 import orjson
 from flask import Request, current_app
 
+from cds_service.fhir import deferred
 from cds_service.protocol import gc_pause
 from cds_service.protocol.errors import ApiError
 
@@ -186,8 +187,9 @@ def _parse_split(raw: bytes) -> Any:
         return _UNDECIDED  # not JSON, or not cut here: the whole body words the answer
     if not isinstance(body, dict) or next(reversed(body), None) != "prefetch" or body["prefetch"] != {}:
         return _UNDECIDED
+    view = memoryview(raw)[start:end]
     try:
-        prefetch = _loads_without_gc(memoryview(raw)[start:end], msgspec.json.decode)
+        prefetch = _loads_without_gc(view, _prefetch_reader(view))
     except (msgspec.MsgspecError, ValueError, RecursionError):
         # msgspec.DecodeError (not JSON), ValidationError (a number beyond a float, or an
         # integer of more than 4300 digits), UnicodeDecodeError; nesting past Python's limit
@@ -196,6 +198,15 @@ def _parse_split(raw: bytes) -> Any:
         return _UNDECIDED
     body["prefetch"] = prefetch
     return body
+
+
+def _prefetch_reader(view: memoryview) -> Callable[[memoryview], Any]:
+    """How the prefetch object is read: a long one with its Bundle entries
+    left as text until the record builder reads each (fhir.deferred), when
+    nothing in it could be refused by the full parse; else whole."""
+    if len(view) > deferred.DEFER_BYTES and deferred.can_defer(view):
+        return deferred.decode_prefetch
+    return msgspec.json.decode
 
 
 def _skip_space(raw: bytes, at: int) -> int:

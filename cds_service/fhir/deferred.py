@@ -1,0 +1,117 @@
+"""Bundle entries of a long prefetch kept as their JSON text until the record
+builder reads them, one at a time.
+
+Why: a 10,000-resource chart is 8 MB of JSON and about 36 MB once parsed into
+Python objects; parsed whole, all of it is alive at once, beside the body,
+while the record is built, and that sets a worker's peak memory. Kept as text
+(msgspec.Raw: a view of the body, no copy), an entry is parsed only when
+build_record reaches it and freed once read, so a long chart never exists
+whole as Python objects.
+
+What stays the same: every value is still parsed by msgspec, as the eager
+path parses it (the last of repeated names, integers exact), and nothing the
+eager path refuses gets through. msgspec checks an entry's syntax when it
+keeps it as text, but not two things its full parse refuses: invalid UTF-8
+and numbers too large for a float (or integers of thousands of digits).
+`can_defer` looks for both in the raw bytes first; a body where either could
+be is read the eager way, with the eager answer. Everything above the
+entries (the prefetch keys, each Bundle's other members) is parsed at once,
+so the prefetch checks (resourceType, entry an array, next links, counts)
+read what they read before; only an entry's content waits.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from typing import Any
+
+import msgspec
+
+# Prefetch objects larger than this are read with deferred entries (about
+# 1,200 resources; below it the whole chart is a few MB parsed).
+DEFER_BYTES = 1 << 20
+
+# Bundle values smaller than this are parsed whole (the patient, short lists).
+_SMALL_VALUE_BYTES = 1 << 16
+
+Deferred = msgspec.Raw
+
+_decode = msgspec.json.decode
+# Digits written as 0, "E" as "e", "+" as "-": then a number whose exponent has
+# three digits or more (1e309 is beyond a float) shows as "0e000" or "0e-000",
+# and a mantissa of 300 digits (which can be too) as 300 zeros. Either may also
+# be inside a string: then the body is only read the eager way, never wrongly.
+_NUMBER_SHAPES = bytes.maketrans(b"123456789E+", b"000000000e-")
+_MAYBE_OUT_OF_RANGE = (b"0e000", b"0e-000", b"0" * 300)
+_PIECE = 1 << 20
+
+
+def can_defer(raw: bytes | memoryview) -> bool:
+    """True when every number in `raw` fits a float and its bytes are UTF-8:
+    then keeping entries as text refuses nothing the full parse would."""
+    view = memoryview(raw)
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    for start in range(0, len(view), _PIECE):
+        # A megabyte at a time: no copy of the whole body at the worker's peak.
+        piece = view[start:start + _PIECE + 300].tobytes()
+        core = piece[:_PIECE]
+        if not core.isascii():
+            try:
+                utf8.decode(core)
+            except UnicodeDecodeError:
+                return False
+        translated = piece.translate(_NUMBER_SHAPES)
+        if any(pattern in translated for pattern in _MAYBE_OUT_OF_RANGE):
+            return False
+    try:
+        utf8.decode(b"", final=True)  # a sequence cut off at the end
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def decode_prefetch(raw: bytes | memoryview) -> dict[str, Any]:
+    """The prefetch object with the entries of its long Bundles kept as text.
+
+    Raises what msgspec raises (msgspec.MsgspecError, ValueError,
+    RecursionError): the caller then reads the body the eager way."""
+    out: dict[str, Any] = {}
+    for key, value in _decode(raw, type=dict[str, Deferred]).items():
+        out[key] = _decode(value) if len(value) < _SMALL_VALUE_BYTES else _bundle(value)
+    return out
+
+
+def _bundle(raw: Deferred) -> Any:
+    if bytes(memoryview(raw)[:1]) != b"{":
+        return _decode(raw)  # not an object: the checks after the parse refuse it
+    members = _decode(raw, type=dict[str, Deferred])
+    value = {name: _decode(member) if name != "entry" else member for name, member in members.items()}
+    entry = value.get("entry")
+    if entry is not None:
+        deferrable = (value.get("resourceType") == "Bundle" and bytes(memoryview(entry)[:1]) == b"["
+                      and not _may_name_an_alias(entry))
+        value["entry"] = _decode(entry, type=list[Deferred]) if deferrable else _decode(entry)
+    return value
+
+
+# The record builder looks through every entry for the context Patient under a
+# `urn:` fullUrl (fhir.patient_binding.patient_aliases) before it reads any. A
+# Bundle whose entries could hold one is parsed at once, so a deferred entry
+# never names an alias: a fullUrl member whose value starts with "urn:" written
+# plainly, or an escape of a character either could be spelled with
+# (f, u, l, U, r, n, ":"; the escape of an "é" is no such). Search results from a
+# FHIR server carry http(s) fullUrls; "urn:oid:" code systems are no alias.
+# Searched in place (no copy).
+_URN_FULL_URL = re.compile(rb'"fullUrl"[ \t\r\n]*:[ \t\r\n]*"urn:')
+_ESCAPED_LETTER = re.compile(rb"\\u00(?:66|75|6[cC]|55|72|6[eE]|3[aA])")
+
+
+def _may_name_an_alias(text: Deferred) -> bool:
+    return _URN_FULL_URL.search(text) is not None or _ESCAPED_LETTER.search(text) is not None
+
+
+def decode(entry: Deferred) -> Any:
+    """A deferred entry parsed (msgspec's errors propagate: RecursionError on
+    an entry nested past Python's limit)."""
+    return _decode(entry)
