@@ -214,3 +214,18 @@ def test_a_long_first_page_is_completed_from_the_server(client, monkeypatch):
 def test_an_entry_that_cannot_be_read_is_skipped_not_a_crash():
     out = record._read_deferred(msgspec.Raw(b"[" * 5000 + b"]" * 5000), skipped := [])
     assert out == [] and skipped == ["Bundle/?"]
+
+
+def test_values_that_are_not_objects_are_read_as_they_are(monkeypatch):
+    monkeypatch.setattr(deferred, "_SMALL_VALUE_BYTES", 0)
+    long = _long_request(300)["prefetch"]["observations"]
+    prefetch = {"a": [1, {"b": 2}], "n": None, "s": "text", "x": 1.5, "observations": long, "t": True}
+    raw = json.dumps(prefetch).encode()
+    lazy = deferred.decode_prefetch(raw)
+    eager = msgspec.json.decode(raw)
+    assert list(lazy) == list(eager)
+    assert {k: v for k, v in lazy.items() if k != "observations"} == {k: v for k, v in eager.items()
+                                                                          if k != "observations"}
+    entries = lazy["observations"]["entry"]
+    assert all(type(e) is deferred.Deferred for e in entries)
+    assert [msgspec.json.decode(e) for e in entries] == eager["observations"]["entry"]

@@ -32,18 +32,20 @@ import msgspec
 # 1,200 resources; below it the whole chart is a few MB parsed).
 DEFER_BYTES = 1 << 20
 
-# Bundle values smaller than this are parsed whole (the patient, short lists).
+# Entry arrays shorter than this are parsed whole (short lists).
 _SMALL_VALUE_BYTES = 1 << 16
 
 Deferred = msgspec.Raw
 
 _decode = msgspec.json.decode
-# Digits written as 0, "E" as "e", "+" as "-": then a number whose exponent has
-# three digits or more (1e309 is beyond a float) shows as "0e000" or "0e-000",
-# and a mantissa of 300 digits (which can be too) as 300 zeros. Either may also
-# be inside a string: then the body is only read the eager way, never wrongly.
-_NUMBER_SHAPES = bytes.maketrans(b"123456789E+", b"000000000e-")
-_MAYBE_OUT_OF_RANGE = (b"0e000", b"0e-000", b"0" * 300)
+# Digits written as 0, "E" as "e", signs left out: then a number whose
+# exponent has three digits or more (1e309 is beyond a float) shows as
+# "0e000", and a mantissa of 300 digits (which can be too) as 300 zeros.
+# Either may also be text inside a string: then the body is only read the
+# eager way, never wrongly.
+_NUMBER_SHAPES = bytes.maketrans(b"123456789E", b"000000000e")
+_SIGNS = b"+-"
+_MAYBE_OUT_OF_RANGE = (b"0e000", b"0" * 300)
 _PIECE = 1 << 20
 
 
@@ -61,7 +63,7 @@ def can_defer(raw: bytes | memoryview) -> bool:
                 utf8.decode(core)
             except UnicodeDecodeError:
                 return False
-        translated = piece.translate(_NUMBER_SHAPES)
+        translated = piece.translate(_NUMBER_SHAPES, _SIGNS)
         if any(pattern in translated for pattern in _MAYBE_OUT_OF_RANGE):
             return False
     try:
@@ -76,21 +78,28 @@ def decode_prefetch(raw: bytes | memoryview) -> dict[str, Any]:
 
     Raises what msgspec raises (msgspec.MsgspecError, ValueError,
     RecursionError): the caller then reads the body the eager way."""
-    out: dict[str, Any] = {}
-    for key, value in _decode(raw, type=dict[str, Deferred]).items():
-        out[key] = _decode(value) if len(value) < _SMALL_VALUE_BYTES else _bundle(value)
-    return out
+    try:
+        # Usually every value is an object or null: its members apart, in one pass.
+        values = _decode(raw, type=dict[str, dict[str, Deferred] | None])
+    except msgspec.ValidationError:
+        return {key: _decode(value) if len(value) < _SMALL_VALUE_BYTES else _value(value)
+                for key, value in _decode(raw, type=dict[str, Deferred]).items()}
+    return {key: None if members is None else _object(members) for key, members in values.items()}
 
 
-def _bundle(raw: Deferred) -> Any:
+def _value(raw: Deferred) -> Any:
     if bytes(memoryview(raw)[:1]) != b"{":
         return _decode(raw)  # not an object: the checks after the parse refuse it
-    members = _decode(raw, type=dict[str, Deferred])
+    return _object(_decode(raw, type=dict[str, Deferred]))
+
+
+def _object(members: dict[str, Deferred]) -> dict[str, Any]:
+    """An object from its members' text: a Bundle's long entry array left as texts."""
     value = {name: _decode(member) if name != "entry" else member for name, member in members.items()}
     entry = value.get("entry")
     if entry is not None:
-        deferrable = (value.get("resourceType") == "Bundle" and bytes(memoryview(entry)[:1]) == b"["
-                      and not _may_name_an_alias(entry))
+        deferrable = (len(entry) >= _SMALL_VALUE_BYTES and value.get("resourceType") == "Bundle"
+                      and bytes(memoryview(entry)[:1]) == b"[" and not _may_name_an_alias(entry))
         value["entry"] = _decode(entry, type=list[Deferred]) if deferrable else _decode(entry)
     return value
 
