@@ -2009,32 +2009,58 @@ def _merged_days(intervals: list[tuple[dt.date, dt.date]]) -> int:
     return total
 
 
+_ACTIVE_STATUSES = ("active", "on-hold")
+_ENDED_STATUSES = ("stopped", "completed")
+
+
 def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> AgentExposure:
+    """One agent's exposure from its events, in one pass over them (long charts hold
+    hundreds of orders of a drug): what each field is, is said where it is set."""
     interval = t.AGENTS[agent].dosing_interval_days
-    doses = sorted({e.dose_date for e in events if e.dose_date and e.resource_type != "MedicationRequest"})
-    requests = [e for e in events if e.resource_type == "MedicationRequest"]
-    last_dose = doses[-1] if doses else max((e.start for e in requests if e.start), default=None)
-    active = any(e.status in ("active", "on-hold") and e.resource_type != "MedicationAdministration"
-                 and (e.end is None or e.end >= today) for e in events)
+    doses: set[dt.date] = set()  # administration / statement dates
+    last_request = last_completed = None  # latest start of any order, of a completed one
+    active, oncology_only = False, True
+    first = latest = stopped = None
+    latest_key = dt.date.min
+    for e in events:
+        rtype, status, start = e.resource_type, e.status, e.start
+        if rtype == "MedicationRequest":
+            if start:
+                if last_request is None or start > last_request:
+                    last_request = start
+                if status == "completed" and (last_completed is None or start > last_completed):
+                    last_completed = start
+        elif e.dose_date:
+            doses.add(e.dose_date)
+        # Active: an active / on-hold order or statement not yet ended.
+        if (not active and status in _ACTIVE_STATUSES and rtype != "MedicationAdministration"
+                and (e.end is None or e.end >= today)):
+            active = True
+        when = start or e.dose_date
+        if when and (first is None or when < first):
+            first = when
+        key = when or dt.date.min
+        if latest is None or key > latest_key:  # the first of the latest, as max() picks
+            latest, latest_key = e, key
+        if status in _ENDED_STATUSES:
+            end = e.end or e.dose_date or start
+            if end and (stopped is None or end > stopped):
+                stopped = end
+        if not e.oncology:
+            oncology_only = False
+    last_dose = max(doses) if doses else last_request
     # A clinician-given dose still covers the patient for one dosing interval. Without any
     # administration on record, a `completed` order of a drug given at intervals (denosumab,
     # zoledronic acid, romosozumab, monthly ibandronate) is one dose given on its date: EHRs
     # close each single-dose order as completed (second-pass 3).
-    given = doses or (sorted({e.start for e in requests if e.status == "completed" and e.start})
-                      if interval > 7 else [])
-    if given and (today - given[-1]).days <= interval and interval > 1:
+    given = last_dose if doses else (last_completed if interval > 7 else None)
+    if given and (today - given).days <= interval and interval > 1:
         active = True
-    latest = max(events, key=lambda e: e.start or e.dose_date or dt.date.min)
-    stopped = None
-    if not active:
-        ends = [e.end or e.dose_date or e.start for e in events if e.status in ("stopped", "completed")]
-        stopped = max((d for d in ends if d), default=None)
     return AgentExposure(
-        agent=agent, drug_class=t.AGENTS[agent].drug_class, active=active, status=latest.status,
-        start=min((e.start or e.dose_date for e in events if e.start or e.dose_date), default=None),
-        last_dose=last_dose, stopped=stopped, dose_count=len(doses),
+        agent=agent, drug_class=t.AGENTS[agent].drug_class, active=active, status=latest.status,  # type: ignore[union-attr]
+        start=first, last_dose=last_dose, stopped=None if active else stopped, dose_count=len(doses),
         exposure_days=_merged_days(_event_intervals(events, today)),
-        oncology_only=all(e.oncology for e in events), events=events,
+        oncology_only=oncology_only, events=events,
     )
 
 

@@ -46,8 +46,36 @@ def _build(prefetch, pid, drafts):
                                fhir_server="https://fhir.example.org/r4")
 
 
+def _exposure_by_parts(agent, events, today):
+    """record._exposure as it was before its one pass: each field by its own walk."""
+    interval = t.AGENTS[agent].dosing_interval_days
+    doses = sorted({e.dose_date for e in events if e.dose_date and e.resource_type != "MedicationRequest"})
+    requests = [e for e in events if e.resource_type == "MedicationRequest"]
+    last_dose = doses[-1] if doses else max((e.start for e in requests if e.start), default=None)
+    active = any(e.status in ("active", "on-hold") and e.resource_type != "MedicationAdministration"
+                 and (e.end is None or e.end >= today) for e in events)
+    given = doses or (sorted({e.start for e in requests if e.status == "completed" and e.start})
+                      if interval > 7 else [])
+    if given and (today - given[-1]).days <= interval and interval > 1:
+        active = True
+    latest = max(events, key=lambda e: e.start or e.dose_date or dt.date.min)
+    stopped = None
+    if not active:
+        ends = [e.end or e.dose_date or e.start for e in events if e.status in ("stopped", "completed")]
+        stopped = max((d for d in ends if d), default=None)
+    return record.AgentExposure(
+        agent=agent, drug_class=t.AGENTS[agent].drug_class, active=active, status=latest.status,
+        start=min((e.start or e.dose_date for e in events if e.start or e.dose_date), default=None),
+        last_dose=last_dose, stopped=stopped, dose_count=len(doses),
+        exposure_days=record._merged_days(record._event_intervals(events, today)),
+        oncology_only=all(e.oncology for e in events), events=events,
+    )
+
+
 def _without_shortcuts(monkeypatch):
-    """Every remembered answer computed afresh, and the dataclasses' own __init__."""
+    """Every remembered answer computed afresh, each walk done the plain way, and the
+    dataclasses' own __init__."""
+    monkeypatch.setattr(record, "_exposure", _exposure_by_parts)
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
@@ -376,3 +404,22 @@ def test_the_code_memo_stays_within_its_bound_and_still_answers_right(charts, mo
     finally:
         record._memo.clear()
     assert [repr(r) for r in small] == [repr(r) for r in warm]
+
+
+def test_an_exposure_in_one_pass_is_the_exposure_field_by_field():
+    """_exposure walks an agent's events once; _exposure_by_parts walks them per field. Random
+    events (fixed seed) with the cases each field turns on: undated events, ties on the latest
+    date, completed orders of drugs given at intervals, doses within an interval, oncology mixes."""
+    import random
+    rng = random.Random(15)
+    days = [None, TODAY - dt.timedelta(days=400), TODAY - dt.timedelta(days=100), TODAY - dt.timedelta(days=20),
+            TODAY, TODAY + dt.timedelta(days=30)]
+    types = ("MedicationRequest", "MedicationAdministration", "MedicationStatement")
+    statuses = ("active", "on-hold", "completed", "stopped", "unknown", "cancelled")
+    for agent in ("denosumab", "alendronate", "corticosteroid", "zoledronic_acid"):
+        for n in range(1, 400):
+            events = tuple(record.MedEvent(agent, t.AGENTS[agent].drug_class, rng.choice(types), f"X/{i}",
+                                           rng.choice(statuses), rng.choice(days), rng.choice(days),
+                                           rng.choice(days), rng.random() < 0.3)
+                           for i in range(1 + n % 7))
+            assert record._exposure(agent, events, TODAY) == _exposure_by_parts(agent, events, TODAY), events
