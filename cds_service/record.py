@@ -341,6 +341,9 @@ def _plain_key(rtype: str, concepts: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if first is _NOT_PLAIN or second is _NOT_PLAIN:
             return None
         return rtype, first, second
+    if len(concepts) == 1:  # a Condition's code, a drug
+        first = _plain(concepts[0])
+        return None if first is _NOT_PLAIN else (rtype, first)
     key = (rtype, *map(_plain, concepts))
     return None if _NOT_PLAIN in key else key
 
@@ -402,6 +405,14 @@ def _quick_init(cls: type) -> type:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init  # type: ignore[misc]
     return cls
+
+
+def _replace(item: Any, **changes: Any) -> Any:
+    """dataclasses.replace(item, **changes) for a record type (_quick_init: its fields are
+    its __dict__), without replace()'s look at every field of the class (about 5 us a call)."""
+    new = object.__new__(type(item))
+    new.__dict__.update(item.__dict__, **changes)
+    return new
 
 
 @_quick_init
@@ -1552,7 +1563,7 @@ class _Builder:
         # "osteoporosis, very high risk" and anabolic-first orders; that belongs to oncology).
         if any(h.active for h in self.conditions.get("skeletal_malignancy", ())):
             return f
-        return dataclasses.replace(f, fragility=PROBABLE)
+        return _replace(f, fragility=PROBABLE)
 
     def _corrected_calcium(self, labs: dict[str, tuple[Lab, ...]]) -> dict[str, tuple[Lab, ...]]:
         corrected = []
@@ -1646,7 +1657,7 @@ def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fra
                 events[i] = _merge_fracture(e, f)
                 break
         else:
-            events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+            events.append(_replace(f, codes=(f.code,), refs=(f.ref,)))
     # A follow-up or sequela code joins the latest fracture of its site recorded before it (its
     # initial encounter), else an earlier follow-up of that site; alone, it is a fracture of
     # unknown date (counted for the diagnosis, never as recent, fresh or on therapy).
@@ -1657,7 +1668,7 @@ def fracture_events(fractures: Iterable[Fracture], window_days: int) -> list[Fra
             i = max(earlier or same_site, key=lambda i: events[i].date or events[i].noted or dt.date.min)
             events[i] = _merge_fracture(events[i], f)
         else:
-            events.append(dataclasses.replace(f, codes=(f.code,), refs=(f.ref,)))
+            events.append(_replace(f, codes=(f.code,), refs=(f.ref,)))
     # An undated, site-unspecified "history of osteoporosis fracture" (Z87.310) beside a fracture
     # on record documents that fracture, not another one (review: it made "2 fragility fractures",
     # hence very high risk and anabolic-first orders, for one old vertebral fracture).
@@ -1790,7 +1801,10 @@ _DATE = operator.attrgetter("date")
 def _oldest_first(items: Sequence[Any]) -> list[Any]:
     """sorted(items, key=_by_date): the undated first, then by date, ties as given (a stable
     sort); with a key in C, not a Python call per item (long charts sort hundreds)."""
-    return [i for i in items if i.date is None] + sorted([i for i in items if i.date is not None], key=_DATE)
+    try:  # every item dated (the usual case): one sort
+        return sorted(items, key=_DATE)
+    except TypeError:  # an undated item: None and a date do not compare (nor two Nones)
+        return [i for i in items if i.date is None] + sorted([i for i in items if i.date is not None], key=_DATE)
 
 
 def _sorted_labs(name: str, values: Sequence[Lab]) -> list[Lab]:

@@ -76,6 +76,7 @@ def _without_shortcuts(monkeypatch):
     """Every remembered answer computed afresh, each walk done the plain way, and the
     dataclasses' own __init__."""
     monkeypatch.setattr(record, "_exposure", _exposure_by_parts)
+    monkeypatch.setattr(record, "_replace", dataclasses.replace)
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
@@ -148,6 +149,10 @@ def test_record_types_keep_the_dataclass_behaviour():
     with pytest.raises(TypeError):
         record.Lab("calcium", 9.1)  # type: ignore[call-arg]
     assert repr(lab).startswith("Lab(name='calcium', value=9.1,")
+    flagged = record._replace(lab, flag="H")
+    assert repr(flagged) == repr(dataclasses.replace(lab, flag="H")) and lab.flag == ""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        flagged.flag = "L"  # type: ignore[misc]
 
 
 def test_a_lab_unit_factor_is_what_convert_gives():
