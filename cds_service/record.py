@@ -899,6 +899,17 @@ def _effective(res: Mapping[str, Any]) -> dt.date | None:
 
 
 def _quantity(value: Any) -> tuple[float, str] | None:
+    """(number, unit) of a Quantity: the usual one (a JSON decimal and a unit) read here,
+    anything else by _any_quantity (the same answer for this one, in more steps)."""
+    if type(value) is dict:
+        number = value.get("value")
+        unit = value.get("code") or value.get("unit") or ""
+        if type(number) is float and type(unit) is str:
+            return (number, unit.strip()) if math.isfinite(number) else None
+    return _any_quantity(value)
+
+
+def _any_quantity(value: Any) -> tuple[float, str] | None:
     if not isinstance(value, dict):
         return None
     number = value.get("value")
@@ -1102,8 +1113,10 @@ class _Builder:
         """lab_value(), with the unit's factor remembered (a chart writes a few units many times)."""
         if not unit or LAB_SETS.get(value_set, "") in _UNITS_NOT_CHECKED:
             return lab_value(value_set, value, unit, concept)
-        factor = self.codes.factor(value_set, unit)
-        return None if factor is None else value * factor
+        factor = self.codes.factors.get((value_set, unit), _UNREAD)  # CodeMemo.factor, its hit inline
+        if factor is _UNREAD:
+            factor = self.codes.factor(value_set, unit)
+        return None if factor is None else value * factor  # type: ignore[operator]
 
     def _date_ok(self, when: dt.date | None, ref: str) -> bool:
         """False (and the resource counted as ignored) for a future or impossible date."""

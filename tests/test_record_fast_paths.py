@@ -77,6 +77,7 @@ def _without_shortcuts(monkeypatch):
     dataclasses' own __init__."""
     monkeypatch.setattr(record, "_exposure", _exposure_by_parts)
     monkeypatch.setattr(record, "_replace", dataclasses.replace)
+    monkeypatch.setattr(record, "_quantity", record._any_quantity)
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
