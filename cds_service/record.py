@@ -327,10 +327,10 @@ def _plain(concept: Any) -> Any:
             if type(coding) is not dict:
                 return _NOT_PLAIN
             key += (coding.get("system"), coding.get("code"), coding.get("display"))
-    for part in key:
-        if part is not None and type(part) is not str:
-            return _NOT_PLAIN
-    return key
+    return key if _PLAIN_PARTS.issuperset(map(type, key)) else _NOT_PLAIN  # each a str or None, in C
+
+
+_PLAIN_PARTS = frozenset({str, type(None)})
 
 
 def _plain_key(rtype: str, concepts: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -935,9 +935,18 @@ def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> N
     if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
         out.append((full_url, value))
         return
+    kept_as_text, append = deferred.Deferred, out.append
     for entry in value.get("entry") or ():
-        if type(entry) is deferred.Deferred:
-            out.append((DEFERRED, entry))
+        if type(entry) is dict:
+            # The usual entry (a resource other than a Bundle, a match or no search mode) without
+            # a call: what _collect_entry does with it.
+            resource, search = entry.get("resource"), entry.get("search")
+            if (type(resource) is dict and resource.get("resourceType") != "Bundle"
+                    and (search is None or (type(search) is dict and search.get("mode") != "outcome"))):
+                append((entry.get("fullUrl"), resource))
+                continue
+        if type(entry) is kept_as_text:
+            append((DEFERRED, entry))
         else:
             _collect_entry(entry, out)
 

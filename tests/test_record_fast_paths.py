@@ -72,12 +72,27 @@ def _exposure_by_parts(agent, events, today):
     )
 
 
+def _collect_entries_by_call(value, full_url, out):
+    """record._collect_entries as it was before it read the usual entry itself: a call per entry."""
+    if value is None:
+        return
+    if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+        out.append((full_url, value))
+        return
+    for entry in value.get("entry") or ():
+        if type(entry) is record.deferred.Deferred:
+            out.append((record.DEFERRED, entry))
+        else:
+            record._collect_entry(entry, out)
+
+
 def _without_shortcuts(monkeypatch):
     """Every remembered answer computed afresh, each walk done the plain way, and the
     dataclasses' own __init__."""
     monkeypatch.setattr(record, "_exposure", _exposure_by_parts)
     monkeypatch.setattr(record, "_replace", dataclasses.replace)
     monkeypatch.setattr(record, "_quantity", record._any_quantity)
+    monkeypatch.setattr(record, "_collect_entries", _collect_entries_by_call)
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
@@ -429,3 +444,28 @@ def test_an_exposure_in_one_pass_is_the_exposure_field_by_field():
                                            rng.choice(days), rng.random() < 0.3)
                            for i in range(1 + n % 7))
             assert record._exposure(agent, events, TODAY) == _exposure_by_parts(agent, events, TODAY), events
+
+
+def test_odd_bundle_entries_are_collected_as_one_by_one(monkeypatch):
+    """_collect_entries reads the usual entry itself: every other shape goes to _collect_entry
+    as before (outcomes, search that is no object, nested Bundles, entries without a resource)."""
+    ca = _obs("ca1", "17861-6", **_qty(9.1, "mg/dL"), subject={"reference": "Patient/p1"})
+    nested = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"fullUrl": "urn:uuid:n1", "resource": {**ca, "id": "n1"}}]}
+    entries = [{"fullUrl": "https://x/Observation/ca1", "resource": ca, "search": {"mode": "match"}},
+               {"resource": {**ca, "id": "o1"}, "search": {"mode": "outcome"}},
+               {"resource": {**ca, "id": "s1"}, "search": {}},
+               {"resource": nested}, {"resource": None}, {"fullUrl": "urn:uuid:x"}, ["not", "an", "entry"],
+               {"resource": {**ca, "id": "s3"}, "search": {"mode": "include"}}]
+    read = ["Observation/ca1", "Observation/s1", "Observation/n1", "Observation/s3"]
+    # search.get on a string fails the rest of the Bundle (entries before it kept), as before
+    for tail, labs in (([], read), ([{"resource": {**ca, "id": "s2"}, "search": "match"}, entries[0]], read)):
+        prefetch = {"patient": {"resourceType": "Patient", "id": "p1"},
+                    "all": {"resourceType": "Bundle", "type": "searchset", "entry": entries + tail}}
+        fast = record.build_record(prefetch, today=TODAY, patient_id="p1")
+        with monkeypatch.context() as patched:
+            _without_shortcuts(patched)
+            slow = record.build_record(prefetch, today=TODAY, patient_id="p1")
+        assert repr(fast) == repr(slow)
+        assert [lab.ref for lab in fast.labs["calcium"]] == labs
+        assert ("Bundle/?" in fast.skipped) == bool(tail)
