@@ -1,0 +1,48 @@
+"""Edge cases of the deferred prefetch read (cds_service.fhir.deferred): each gives
+what the eager read gives, the same record or the same 400."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+from cds_service.fhir import deferred
+from tests.test_deferred_entries import _long_request, _record, _same
+
+
+def _prefetch_with(entries: dict[int, str], n: int = 200) -> tuple[bytes, str]:
+    """The prefetch of a chart of `n` resources with raw entry texts put into
+    prefetch.observations.entry at the given places."""
+    body = _long_request(n)
+    observations = body["prefetch"]["observations"]["entry"]
+    for at in sorted(entries):
+        observations.insert(at, f"@@{at}@@")
+    raw = json.dumps(body["prefetch"]).encode()
+    for at, text in entries.items():
+        raw = raw.replace(f'"@@{at}@@"'.encode(), text.encode())
+    return raw, body["context"]["patientId"]
+
+
+_NESTED_OBSERVATION = ('{"resource": {"resourceType": "Bundle", "entry": [%s, %s]}}'
+                       % (json.dumps(_long_request(1)["prefetch"]["observations"]["entry"][0]), "%s"))
+
+
+@pytest.mark.parametrize("fault", [
+    '{"resource": {"resourceType": "Observation", "id": "s"}, "search": "match"}',  # search not an object
+    '{"resource": {"resourceType": "Observation", "id": "s"}, "search": [1]}',
+    '{"resource": {"resourceType": "Bundle", "entry": 5}}',  # a nested Bundle's entry not a list
+    _NESTED_OBSERVATION % '{"resource": {"resourceType": "Condition"}, "search": true}',  # fault after a read
+])
+def test_a_malformed_entry_ends_its_bundle_as_the_eager_read_does(fault, monkeypatch):
+    """The eager read stops a prefetch value at an entry it cannot walk (the entries
+    before it kept, "Bundle/?" counted first); an entry read from its text must too,
+    or the records differ (here: every later DXA and lab kept, or not)."""
+    monkeypatch.setattr(deferred, "_SMALL_VALUE_BYTES", 0)
+    raw, pid = _prefetch_with({2: '"not an entry"', 40: fault})
+    lazy = deferred.decode_prefetch(raw)
+    assert type(lazy["observations"]["entry"][40]) is deferred.Deferred
+    eager = _record(msgspec.json.decode(raw), pid)
+    assert eager.skipped[0] == "Bundle/?" and "?/?" in eager.skipped
+    _same(_record(lazy, pid), eager, fault)
