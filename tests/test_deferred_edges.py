@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from cds_service.fhir import deferred
-from tests.test_deferred_entries import _long_request, _record, _same
+from tests.test_deferred_entries import _long_request, _no_deferring, _outcome, _record, _same, _with_value
 
 
 def _prefetch_with(entries: dict[int, str], n: int = 200) -> tuple[bytes, str]:
@@ -46,3 +46,17 @@ def test_a_malformed_entry_ends_its_bundle_as_the_eager_read_does(fault, monkeyp
     eager = _record(msgspec.json.decode(raw), pid)
     assert eager.skipped[0] == "Bundle/?" and "?/?" in eager.skipped
     _same(_record(lazy, pid), eager, fault)
+
+
+@pytest.mark.parametrize("text", [b"9" * 210 + b"e99", b"-" + b"1" * 250 + b".5E+90", b"2" * 299 + b"e10"])
+def test_a_number_beyond_a_float_with_a_two_digit_exponent_is_refused_alike(text, monkeypatch):
+    """Beyond a float with neither a three-digit exponent nor 300 digits: 210
+    digits before the point are enough with e99. The eager read refuses it (400);
+    the body must not be let through with the entry read later as unreadable."""
+    raw = _with_value(text)
+    assert not deferred.can_defer(memoryview(raw)[raw.index(b'"prefetch"'):])
+    got = _outcome(raw)
+    with monkeypatch.context() as patched:
+        _no_deferring(patched)
+        assert _outcome(raw) == got
+    assert got[0] == "error" and got[1].startswith("400 invalid_json"), got

@@ -39,11 +39,14 @@ Deferred = msgspec.Raw
 
 _decode = msgspec.json.decode
 # Digits written as 0, "E" as "e", "+" as "-": then a number whose exponent has
-# three digits or more (1e309 is beyond a float) shows as "0e000" or "0e-000",
-# and a mantissa of 300 digits (which can be too) as 300 zeros. Either may also
-# be inside a string: then the body is only read the eager way, never wrongly.
+# three digits or more (1e309 is beyond a float) shows as "0e000" or "0e-000".
+# With two exponent digits at most, a number is below 10**(digits before the
+# point + 99), so only one of 210 digits or more can be beyond a float
+# (9...9e99, 210 nines); such a run shows as 200 zeros (as does an integer too
+# long to read). Either may also be inside a string: then the body is only read
+# the eager way, never wrongly.
 _NUMBER_SHAPES = bytes.maketrans(b"123456789E+", b"000000000e-")
-_MAYBE_OUT_OF_RANGE = (b"0e000", b"0e-000", b"0" * 300)
+_MAYBE_OUT_OF_RANGE = (b"0e000", b"0e-000", b"0" * 200)
 _PIECE = 1 << 20
 
 
