@@ -3,6 +3,7 @@ what the eager read gives, the same record or the same 400."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import msgspec
@@ -55,6 +56,29 @@ def test_a_number_beyond_a_float_with_a_two_digit_exponent_is_refused_alike(text
     the body must not be let through with the entry read later as unreadable."""
     raw = _with_value(text)
     assert not deferred.can_defer(memoryview(raw)[raw.index(b'"prefetch"'):])
+    got = _outcome(raw)
+    with monkeypatch.context() as patched:
+        _no_deferring(patched)
+        assert _outcome(raw) == got
+    assert got[0] == "error" and got[1].startswith("400 invalid_json"), got
+
+
+def test_invalid_utf8_either_side_of_an_ascii_megabyte_is_refused_alike(monkeypatch):
+    """can_defer checks the bytes a megabyte at a time and skips an ASCII piece:
+    a sequence cut at the end of one piece must still be checked against the next
+    byte, not against the first non-ASCII byte two pieces on (here "\\xc3" + "a",
+    invalid, then a lone "\\xa9", which together would read as "é")."""
+    body = _long_request(1)
+    entry = copy.deepcopy(body["prefetch"]["observations"]["entry"][0])
+    entry["resource"]["note"] = [{"text": "a" * (5 << 19)}]
+    body["prefetch"]["observations"]["entry"].insert(0, entry)
+    raw = bytearray(json.dumps(body).encode())
+    start = raw.index(b"{", raw.index(b'"prefetch"'))
+    piece = 1 << 20
+    assert raw[start + piece - 1:start + 2 * piece + 1] == b"a" * (piece + 2)  # inside the note
+    raw[start + piece - 1], raw[start + 2 * piece] = 0xC3, 0xA9
+    raw = bytes(raw)
+    assert not deferred.can_defer(memoryview(raw)[start:])
     got = _outcome(raw)
     with monkeypatch.context() as patched:
         _no_deferring(patched)

@@ -59,7 +59,9 @@ def can_defer(raw: bytes | memoryview) -> bool:
         # A megabyte at a time: no copy of the whole body at the worker's peak.
         piece = view[start:start + _PIECE + 300].tobytes()
         core = piece[:_PIECE]
-        if not core.isascii():
+        # An ASCII piece is skipped only when no sequence cut at the end of the
+        # last piece waits for its next byte (that byte is this piece's first).
+        if not core.isascii() or utf8.getstate()[0]:
             try:
                 utf8.decode(core)
             except UnicodeDecodeError:
