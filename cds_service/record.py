@@ -2125,11 +2125,13 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     entries: list[tuple[Any, Any]] = []
     skipped: list[str] = []
     ends: list[int] = []  # where each prefetch value's entries end in `entries`
+    counted: set[int] = set()  # the values (their places in `ends`) already counted as "Bundle/?"
     for value in (prefetch or {}).values():
         try:
             _collect_entries(value, None, entries)
         except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
             skipped.append("Bundle/?")
+            counted.add(len(ends))
         ends.append(len(entries))
     binding = None
     if patient_id is not None:
@@ -2149,9 +2151,12 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
                 builder.add(read)
             if fault:
                 # As the eager read: the entries of this prefetch value after a malformed one
-                # are not read, and its "Bundle/?" comes before the resources' own skips.
-                builder.skipped[:0] = fault
-                resume = ends[bisect.bisect_right(ends, i)]
+                # are not read, and its "Bundle/?" (once, though a later entry of the value,
+                # e.g. of a fetched page, failed too) comes before the resources' own skips.
+                value_at = bisect.bisect_right(ends, i)
+                resume = ends[value_at]
+                if value_at not in counted:
+                    builder.skipped[:0] = fault
         else:
             builder.add(resource)
     return builder.finish(drafts, selections)

@@ -84,3 +84,22 @@ def test_invalid_utf8_either_side_of_an_ascii_megabyte_is_refused_alike(monkeypa
         _no_deferring(patched)
         assert _outcome(raw) == got
     assert got[0] == "error" and got[1].startswith("400 invalid_json"), got
+
+
+def test_a_bundle_completed_from_the_server_is_counted_once_when_both_pages_fail(monkeypatch):
+    """A long first page (entries as text) and a fetched page (parsed) merged in one
+    Bundle, as FhirClient.rest_of merges them, each with a malformed entry: the eager
+    read stops at the first and counts the value once ("Bundle/?"); so must the
+    deferred one. A later value that fails at its first entry is still counted."""
+    monkeypatch.setattr(deferred, "_SMALL_VALUE_BYTES", 0)
+    raw, pid = _prefetch_with({10: '{"resource": {"resourceType": "Observation"}, "search": "x"}'})
+    lazy = deferred.decode_prefetch(raw)
+    eager = msgspec.json.decode(raw)
+    fetched = [{"resource": {"resourceType": "Observation"}, "search": "y"}]
+    failing = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition"}, "search": 1}]}
+    for prefetch in (lazy, eager):
+        prefetch["observations"]["entry"] += copy.deepcopy(fetched)
+        prefetch["zz"] = copy.deepcopy(failing)
+    want = _record(eager, pid)
+    assert want.skipped[:2] == ("Bundle/?", "Bundle/?") and want.skipped.count("Bundle/?") == 2
+    _same(_record(lazy, pid), want, "two pages")
