@@ -103,6 +103,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
                 "service_id": g.get("service_id"),
                 "hook_instance": g.get("hook_instance"),
                 "card_ids": g.get("card_ids"),
+                "cards_held": g.get("cards_held"),
+                "resources_skipped": g.get("resources_skipped"),
                 "fetch_ms": g.get("fetch_ms"),
                 "feedback_outcomes": g.get("feedback_outcomes"),
                 "tenant": g.get("tenant"),

@@ -181,6 +181,7 @@ def _indicator(finding: Finding) -> str:
 class Outcome:
     cards: list[dict[str, Any]]             # dicts without uuids
     held: list[card_policy.Held] = dataclasses.field(default_factory=list)  # chosen but not shown
+    skipped: int = 0                        # resources of the chart that could not be read
 
 
 def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
@@ -189,9 +190,9 @@ def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalS
     """Cards for one hook call, and what the policy held back."""
     if record.deceased:
         # Screening, drug starts and reminders for someone who has died are noise at best.
-        log.info("hook %s: 0 cards (patient deceased)", hook)
+        log.debug("hook %s: 0 cards (patient deceased)", hook)
         metrics.CARDS_WITHHELD.labels("deceased").inc()
-        return Outcome([])
+        return Outcome([], skipped=record.skipped_count)
     with memo.scope():
         return _decide(hook, record, today, settings, patient_id=patient_id, policy=policy, strict=strict)
 
@@ -219,9 +220,11 @@ def _decide(hook: str, record: PatientRecord, today: dt.date, settings: Clinical
         card = card_render.render(finding, patient_id=pid, today=today, strict=strict)
         if card is not None:
             cards.append(card)
-    log.info("hook %s: %d cards (%s), %d held back; %d resources skipped", hook, len(cards),
-             ",".join(c["source"]["topic"]["code"] for c in cards), len(held), record.skipped_count)
-    return Outcome(cards, held)
+    # The request's own log line carries the counts (cds_service.app): one line per call.
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("hook %s: %d cards (%s), %d held back; %d resources skipped", hook, len(cards),
+                  ",".join(c["source"]["topic"]["code"] for c in cards), len(held), record.skipped_count)
+    return Outcome(cards, held, record.skipped_count)
 
 
 def evaluate(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,

@@ -973,7 +973,10 @@ DEFERRED = object()
 
 
 def _read_deferred(text: Any, skipped: list[str]) -> list[tuple[Any, Any]]:
-    """The (fullUrl, resource) pairs of one entry kept as text, read now."""
+    """The (fullUrl, resource) pairs of one entry kept as text, read now. On a fault
+    (an entry the eager walk raises on, or text nested past Python's limit) "Bundle/?"
+    goes to `skipped`, with the pairs before the fault returned: build_record then
+    stops that prefetch value there, as the eager read does."""
     out: list[tuple[Any, Any]] = []
     try:
         _collect_entry(deferred.decode(text), out)
@@ -2183,11 +2186,15 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     Never raises on bad data."""
     entries: list[tuple[Any, Any]] = []
     skipped: list[str] = []
+    ends: list[int] = []  # where each prefetch value's entries end in `entries`
+    counted: set[int] = set()  # the values (their places in `ends`) already counted as "Bundle/?"
     for value in (prefetch or {}).values():
         try:
             _collect_entries(value, None, entries)
         except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
             skipped.append("Bundle/?")
+            counted.add(len(ends))
+        ends.append(len(entries))
     binding = None
     if patient_id is not None:
         # Entries still kept as text hold no `urn:` fullUrl (fhir.deferred): no alias.
@@ -2196,10 +2203,22 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     builder.skipped.extend(skipped)
     if selections is not None and not isinstance(selections, (list, tuple)):
         selections = None  # malformed context.selections: judge every draft rather than none
-    for url, resource in entries:
+    resume = 0
+    for i, (url, resource) in enumerate(entries):
+        if i < resume:
+            continue
         if url is DEFERRED:  # parsed now, and freed once read
-            for _, read in _read_deferred(resource, builder.skipped):
+            fault: list[str] = []
+            for _, read in _read_deferred(resource, fault):
                 builder.add(read)
+            if fault:
+                # As the eager read: the entries of this prefetch value after a malformed one
+                # are not read, and its "Bundle/?" (once, though a later entry of the value,
+                # e.g. of a fetched page, failed too) comes before the resources' own skips.
+                value_at = bisect.bisect_right(ends, i)
+                resume = ends[value_at]
+                if value_at not in counted:
+                    builder.skipped[:0] = fault
         else:
             builder.add(resource)
     return builder.finish(drafts, selections)

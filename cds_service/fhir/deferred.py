@@ -39,13 +39,16 @@ Deferred = msgspec.Raw
 
 _decode = msgspec.json.decode
 # Digits written as 0, "E" as "e", signs left out: then a number whose
-# exponent has three digits or more (1e309 is beyond a float) shows as
-# "0e000", and a mantissa of 300 digits (which can be too) as 300 zeros.
-# Either may also be text inside a string: then the body is only read the
-# eager way, never wrongly.
+# exponent has three digits or more (1e309 is beyond a float) shows as "0e000".
+# With two exponent digits at most, a number is below 10**(digits before the
+# point + 99), so only one of 210 digits or more can be beyond a float
+# (9...9e99, 210 nines); such a run shows as 200 zeros (as does an integer too
+# long to read). Either may also be text inside a string (or digits joined
+# where a sign was left out): then the body is only read the eager way, never
+# wrongly.
 _NUMBER_SHAPES = bytes.maketrans(b"123456789E", b"000000000e")
 _SIGNS = b"+-"
-_MAYBE_OUT_OF_RANGE = (b"0e000", b"0" * 300)
+_MAYBE_OUT_OF_RANGE = (b"0e000", b"0" * 200)
 _PIECE = 1 << 20
 
 
@@ -58,7 +61,9 @@ def can_defer(raw: bytes | memoryview) -> bool:
         # A megabyte at a time: no copy of the whole body at the worker's peak.
         piece = view[start:start + _PIECE + 300].tobytes()
         core = piece[:_PIECE]
-        if not core.isascii():
+        # An ASCII piece is skipped only when no sequence cut at the end of the
+        # last piece waits for its next byte (that byte is this piece's first).
+        if not core.isascii() or utf8.getstate()[0]:
             try:
                 utf8.decode(core)
             except UnicodeDecodeError:

@@ -135,6 +135,7 @@ def call_service(service_id: str):
     outcome = service.evaluate(call)
     cards = finish_cards([{**c, "links": [*c.get("links", ()), guidance_link(rule_id(c))]} for c in outcome.cards])
     g.card_ids = [rule_id(c) for c in cards]
+    g.cards_held, g.resources_skipped = len(outcome.held), outcome.skipped
     for c in cards:
         metrics.CARDS.labels(rule_id(c), c["indicator"]).inc()
     for held in outcome.held:
