@@ -2184,43 +2184,39 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     hand-built single-patient data only.
     `selections` (order-select) marks which drafts are judged; None = all.
     Never raises on bad data."""
-    entries: list[tuple[Any, Any]] = []
-    skipped: list[str] = []
-    ends: list[int] = []  # where each prefetch value's entries end in `entries`
-    counted: set[int] = set()  # the values (their places in `ends`) already counted as "Bundle/?"
+    # Each prefetch value's (fullUrl, resource) pairs, and whether its walk failed.
+    values: list[tuple[list[tuple[Any, Any]], bool]] = []
     for value in (prefetch or {}).values():
+        pairs: list[tuple[Any, Any]] = []
         try:
-            _collect_entries(value, None, entries)
+            _collect_entries(value, None, pairs)
+            values.append((pairs, False))
         except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
-            skipped.append("Bundle/?")
-            counted.add(len(ends))
-        ends.append(len(entries))
+            values.append((pairs, True))
     binding = None
     if patient_id is not None:
         # Entries still kept as text hold no `urn:` fullUrl (fhir.deferred): no alias.
-        binding = PatientBinding(patient_id, fhir_server=fhir_server, aliases=patient_aliases(entries, patient_id))
+        binding = PatientBinding(patient_id, fhir_server=fhir_server, aliases=patient_aliases(
+            (pair for pairs, _ in values for pair in pairs), patient_id))
     builder = _Builder(today, settings, binding)
-    builder.skipped.extend(skipped)
+    builder.skipped.extend("Bundle/?" for _, failed in values if failed)
     if selections is not None and not isinstance(selections, (list, tuple)):
         selections = None  # malformed context.selections: judge every draft rather than none
-    resume = 0
-    for i, (url, resource) in enumerate(entries):
-        if i < resume:
-            continue
-        if url is DEFERRED:  # parsed now, and freed once read
-            fault: list[str] = []
+    for pairs, failed in values:
+        for url, resource in pairs:
+            if url is not DEFERRED:
+                builder.add(resource)
+                continue
+            fault: list[str] = []  # parsed now, and freed once read
             for _, read in _read_deferred(resource, fault):
                 builder.add(read)
             if fault:
                 # As the eager read: the entries of this prefetch value after a malformed one
                 # are not read, and its "Bundle/?" (once, though a later entry of the value,
                 # e.g. of a fetched page, failed too) comes before the resources' own skips.
-                value_at = bisect.bisect_right(ends, i)
-                resume = ends[value_at]
-                if value_at not in counted:
+                if not failed:
                     builder.skipped[:0] = fault
-        else:
-            builder.add(resource)
+                break
     return builder.finish(drafts, selections)
 
 

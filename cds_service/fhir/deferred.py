@@ -87,8 +87,7 @@ def decode_prefetch(raw: bytes | memoryview) -> dict[str, Any]:
         # Usually every value is an object or null: its members apart, in one pass.
         values = _decode(raw, type=dict[str, dict[str, Deferred] | None])
     except msgspec.ValidationError:
-        return {key: _decode(value) if len(value) < _SMALL_VALUE_BYTES else _value(value)
-                for key, value in _decode(raw, type=dict[str, Deferred]).items()}
+        return {key: _value(value) for key, value in _decode(raw, type=dict[str, Deferred]).items()}
     return {key: None if members is None else _object(members) for key, members in values.items()}
 
 
