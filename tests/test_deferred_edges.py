@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from cds_service.fhir import deferred
-from tests.test_deferred_entries import _long_request, _no_deferring, _outcome, _record, _same, _with_value
+from tests.test_deferred_entries import _answered_alike, _long_request, _record, _same, _with_value
 
 
 def _prefetch_with(entries: dict[int, str], n: int = 200) -> tuple[bytes, str]:
@@ -54,12 +54,7 @@ def test_a_number_beyond_a_float_with_a_two_digit_exponent_is_refused_alike(text
     """Beyond a float with neither a three-digit exponent nor 300 digits: 210
     digits before the point are enough with e99. The eager read refuses it (400);
     the body must not be let through with the entry read later as unreadable."""
-    raw = _with_value(text)
-    assert not deferred.can_defer(memoryview(raw)[raw.index(b'"prefetch"'):])
-    got = _outcome(raw)
-    with monkeypatch.context() as patched:
-        _no_deferring(patched)
-        assert _outcome(raw) == got
+    got = _answered_alike(_with_value(text), monkeypatch)
     assert got[0] == "error" and got[1].startswith("400 invalid_json"), got
 
 
@@ -77,12 +72,7 @@ def test_invalid_utf8_either_side_of_an_ascii_megabyte_is_refused_alike(monkeypa
     piece = 1 << 20
     assert raw[start + piece - 1:start + 2 * piece + 1] == b"a" * (piece + 2)  # inside the note
     raw[start + piece - 1], raw[start + 2 * piece] = 0xC3, 0xA9
-    raw = bytes(raw)
-    assert not deferred.can_defer(memoryview(raw)[start:])
-    got = _outcome(raw)
-    with monkeypatch.context() as patched:
-        _no_deferring(patched)
-        assert _outcome(raw) == got
+    got = _answered_alike(bytes(raw), monkeypatch, start)
     assert got[0] == "error" and got[1].startswith("400 invalid_json"), got
 
 
