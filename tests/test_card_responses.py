@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from cds_service.protocol.responses import finish_cards, prune_empty
+from cds_service.protocol.responses import finish_cards, new_uuid, prune_empty
 from cds_service.engine import Outcome
 from cds_service.protocol.runtime import runtime
 from requests_for_tests import hook_request
@@ -112,3 +112,14 @@ def test_nothing_empty_is_added_after_pruning():
     assert out[0]["overrideReasons"] == [{"system": "s"}, {"code": "declined", "system": "s", "display": "declined"}]
     assert [sorted(s) for s in out[0]["suggestions"]] == [["label", "uuid"], ["label", "uuid"]]
     assert prune_empty(out) == out
+
+
+def test_new_uuid_is_a_random_version_4_uuid_as_uuid4_writes_it():
+    seen = set()
+    for _ in range(2000):
+        value = new_uuid()
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value  # lower-case hex, 8-4-4-4-12
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        seen.add(value)
+    assert len(seen) == 2000

@@ -13,10 +13,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from flask import request
 from werkzeug.serving import make_server
 
 from cds_service.card_render import card_ids, load_card
-from cds_service.protocol.guidance import guidance_markdown
+from cds_service.protocol.auth import request_audience
+from cds_service.protocol.guidance import LINK_LABEL, guidance_links, guidance_markdown, page_path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = Path(os.environ.get("CDS_TEST_OUTPUT_DIR") or ROOT / "test-output") / "guidance"
@@ -152,3 +154,17 @@ def test_pages_in_a_real_browser(live_server, tmp_path):
             context.close()
     assert problems == []
     assert (OUTPUT / "C-EXERCISE-375px.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("public_base_url", ["", "https://cds.example.org/base/"])
+@pytest.mark.parametrize("root", ["/", "/prefix/"])
+def test_guidance_links_of_a_request_are_each_cards_own_audience_url(make_app, public_base_url, root):
+    """guidance_links reads the base once per request: each link is still what
+    request_audience gives for the card's own page."""
+    app = make_app(CDS_PUBLIC_BASE_URL=public_base_url) if public_base_url else make_app()
+    with app.test_request_context("/cds-services/osteoporosis-patient-view", method="POST",
+                                  base_url=f"http://ehr.example.org:8080{root}"):
+        link = guidance_links()
+        for card_id in card_ids()[:5]:
+            expected = request_audience(public_base_url, request, page_path(card_id))
+            assert link(card_id) == {"label": LINK_LABEL, "url": expected, "type": "absolute"}

@@ -16,6 +16,7 @@ import base64
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 
 from flask import Blueprint, render_template, request
 
@@ -49,10 +50,17 @@ def page_path(card_id: str) -> str:
     return f"/guidance/{card_id}"
 
 
-def guidance_link(card_id: str) -> dict[str, str]:
-    """The card's link to its page (call inside a request)."""
-    return {"label": LINK_LABEL, "url": request_audience(runtime().settings.public_base_url, request, page_path(card_id)),
-            "type": "absolute"}
+def guidance_links() -> Callable[[str], dict[str, str]]:
+    """card id -> the card's link to its page, for the cards of one request
+    (call inside it): the base URL is read at the first card, not at each."""
+    root: list[str] = []
+
+    def link(card_id: str) -> dict[str, str]:
+        if not root:  # request_audience(..., "/") is the base without its trailing /
+            root.append(request_audience(runtime().settings.public_base_url, request, "/"))
+        return {"label": LINK_LABEL, "url": root[0] + page_path(card_id), "type": "absolute"}
+
+    return link
 
 
 def guidance_markdown(card: dict) -> str:

@@ -26,7 +26,7 @@ from cds_service.fhir.prefetch import PrefetchError, PrefetchInvalid, TooMuchDat
 from cds_service.protocol import schemas
 from cds_service.patient_key import patient_key
 from cds_service.protocol.errors import ApiError
-from cds_service.protocol.guidance import guidance_link
+from cds_service.protocol.guidance import guidance_links
 from cds_service.protocol.requests_json import read_json_object
 from cds_service.protocol.responses import finish_cards, rule_id
 from cds_service.protocol.runtime import runtime
@@ -133,13 +133,14 @@ def call_service(service_id: str):
         policy=_policy(service, key),
     )
     outcome = service.evaluate(call)
-    cards = finish_cards([{**c, "links": [*c.get("links", ()), guidance_link(rule_id(c))]} for c in outcome.cards])
+    link = guidance_links()
+    cards = finish_cards([{**c, "links": [*c.get("links", ()), link(rule_id(c))]} for c in outcome.cards])
     g.card_ids = [rule_id(c) for c in cards]
     g.cards_held, g.resources_skipped = len(outcome.held), outcome.skipped
     for c in cards:
-        metrics.CARDS.labels(rule_id(c), c["indicator"]).inc()
+        metrics.child(metrics.CARDS, rule_id(c), c["indicator"]).inc()
     for held in outcome.held:
-        metrics.CARDS_HELD.labels(held.card_id, held.reason).inc()
+        metrics.child(metrics.CARDS_HELD, held.card_id, held.reason).inc()
     # With the database down this raises, and the call answers 503: a card
     # that is not recorded could not have its feedback tied to its rule.
     rt.store.record_cards([

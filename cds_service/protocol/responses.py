@@ -12,7 +12,7 @@ lacks what the spec requires is dropped the same way.
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,6 +67,16 @@ def _kept(item: Any) -> Any:
     return _DROPPED if item is None or item == "" else item
 
 
+def new_uuid() -> str:
+    """str(uuid.uuid4()), the same random version-4 uuid, written without a
+    UUID object (less than half its cost: a card and each suggestion take one)."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40  # version 4
+    b[8] = b[8] & 0x3F | 0x80  # variant RFC 4122
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def rule_id(card: dict[str, Any]) -> str:
     """The card's rule id (source.topic.code), for logs, metrics and the store."""
     topic = (card.get("source") or {}).get("topic") or {}
@@ -95,7 +105,7 @@ def _finish_suggestion(suggestion: dict[str, Any], rule: str) -> dict[str, Any] 
     finished = dict(suggestion)
     if actions:
         finished["actions"] = actions
-    finished["uuid"] = str(uuid.uuid4())
+    finished["uuid"] = new_uuid()
     return finished
 
 
@@ -120,7 +130,7 @@ def finish_card(card: dict[str, Any]) -> dict[str, Any] | None:
     for reason in card.get("overrideReasons") or []:
         if "display" not in reason and "code" in reason:
             reason["display"] = reason["code"]
-    card["uuid"] = str(uuid.uuid4())
+    card["uuid"] = new_uuid()
     return card
 
 
