@@ -84,30 +84,34 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _log_request(response):
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        # The request and g once each: every proxy read is a context lookup.
+        req, state = request._get_current_object(), g._get_current_object()
+        elapsed = time.perf_counter() - state.get("started", time.perf_counter())
         # Label by route pattern, never by raw path: unknown paths must not
         # create new time series.
-        label = g.get("service_id") or (request.url_rule.rule if request.url_rule else "unmatched")
-        metrics.REQUESTS.labels(label, request.method, str(response.status_code)).inc()
-        metrics.LATENCY.labels(label, request.method).observe(elapsed)
-        if request.path in ("/healthz", "/readyz", "/metrics"):
+        label = state.get("service_id") or (req.url_rule.rule if req.url_rule else "unmatched")
+        method, status = req.method, response.status_code
+        metrics.child(metrics.REQUESTS, label, method, str(status)).inc()
+        metrics.child(metrics.LATENCY, label, method).observe(elapsed)
+        path = req.path
+        if path in ("/healthz", "/readyz", "/metrics"):
             return response
         request_log.info(
             "request",
             extra={
                 "event": "request",
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
+                "method": method,
+                "path": path,
+                "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
-                "service_id": g.get("service_id"),
-                "hook_instance": g.get("hook_instance"),
-                "card_ids": g.get("card_ids"),
-                "cards_held": g.get("cards_held"),
-                "resources_skipped": g.get("resources_skipped"),
-                "fetch_ms": g.get("fetch_ms"),
-                "feedback_outcomes": g.get("feedback_outcomes"),
-                "tenant": g.get("tenant"),
+                "service_id": state.get("service_id"),
+                "hook_instance": state.get("hook_instance"),
+                "card_ids": state.get("card_ids"),
+                "cards_held": state.get("cards_held"),
+                "resources_skipped": state.get("resources_skipped"),
+                "fetch_ms": state.get("fetch_ms"),
+                "feedback_outcomes": state.get("feedback_outcomes"),
+                "tenant": state.get("tenant"),
             },
         )
         return response

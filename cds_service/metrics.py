@@ -8,6 +8,7 @@ PROMETHEUS_MULTIPROC_DIR, and /metrics then aggregates every worker's files.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -37,6 +38,20 @@ RECORD_IGNORED = Counter("cds_record_ignored_total",
                          ["reason"])
 CARDS_WITHHELD = Counter("cds_cards_withheld_total", "Hook calls answered without cards by policy", ["reason"])
 AUTH_FAILURES = Counter("cds_auth_failures_total", "Refused client authentications", ["reason"])
+
+
+_CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """metric.labels(*labels), remembered: labels() checks its values and takes
+    a lock each time (about 1 us), and a hook call takes several. Label values
+    are ids from bounded sets (routes, statuses, rule ids), as above."""
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
 
 
 def exposition() -> tuple[bytes, str]:
