@@ -18,11 +18,19 @@ _PLAIN_ONLY = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 def json_copy(tree: Any, *, refuse: Callable[[bytes], bool] | None = None) -> Any:
     """An equal deep copy of `tree`, or NOT_COPIED when it is not plain JSON data or
     `refuse` says no to its compact JSON."""
-    try:
-        text = orjson.dumps(tree, option=_PLAIN_ONLY)
-    except TypeError:
+    text = plain_json(tree)
+    if text is None:
         return NOT_COPIED
     if refuse is not None and refuse(text):
         return NOT_COPIED
     copied = orjson.loads(text)
     return copied if copied == tree else NOT_COPIED
+
+
+def plain_json(tree: Any) -> bytes | None:
+    """`tree`'s compact JSON, or None when it holds what plain JSON does not
+    (a tuple is written as an array, a NaN as null: the caller checks for that)."""
+    try:
+        return orjson.dumps(tree, option=_PLAIN_ONLY)
+    except TypeError:
+        return None

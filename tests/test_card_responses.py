@@ -123,3 +123,50 @@ def test_new_uuid_is_a_random_version_4_uuid_as_uuid4_writes_it():
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
         seen.add(value)
     assert len(seen) == 2000
+
+
+FINISHED_ALIKE = [
+    card("C-A", detail="d", overrideReasons=[{"system": "s", "code": "declined"}, {"system": "s", "code": "x", "display": "X"}],
+         links=[{"label": "l", "url": "https://example.org", "type": "absolute"}],
+         suggestions=[{"label": "Order", "isRecommended": True, "actions": [
+             {"type": "create", "description": "Order it", "resource": VALID_MR}]}]),
+    card("C-B", summary="x" * 200, selectionBehavior="at-most-one", overrideReasons=({"code": "c"},)),
+    card("C-C", codes=("a", "b"), suggestions=[{"label": "Delete", "actions": [
+        {"type": "delete", "description": "Stop", "resourceId": "MedicationRequest/1"}]}]),
+    card("C-D", detail='ends in a quote"', extra={"empty": {}, "none": None}),
+    card("C-E", summary=""),
+    card("C-F", suggestions=[{"label": "Bad", "actions": [{"type": "create", "description": "d",
+                                                          "resource": {"resourceType": "Nope"}}]}]),
+]
+
+
+def test_finished_cards_are_those_of_the_deep_pruned_copy(monkeypatch):
+    """_pruned_card (no deep copy when nothing is empty) finishes every card as
+    prune_empty's copy does, and leaves the cards given unchanged."""
+    import copy
+
+    from cds_service.protocol import responses
+
+    given = copy.deepcopy(FINISHED_ALIKE)
+    fast = finish_cards(given)
+    assert given == FINISHED_ALIKE
+    monkeypatch.setattr(responses, "_pruned_card", prune_empty)
+    slow = finish_cards(copy.deepcopy(FINISHED_ALIKE))
+
+    def without_uuids(value):
+        if isinstance(value, dict):
+            return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
+        return [without_uuids(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    assert without_uuids(fast) == without_uuids(slow) and len(fast) == 5  # C-E has no summary
+    assert [sorted(c) for c in fast] == [sorted(c) for c in slow]
+
+
+def test_a_card_with_nothing_empty_is_not_copied_deep():
+    from cds_service.protocol.responses import _pruned_card
+
+    given = FINISHED_ALIKE[0]
+    pruned = _pruned_card(given)
+    assert pruned == given and pruned is not given
+    assert pruned["source"] is given["source"]  # shared: finish_card does not change it
+    assert pruned["overrideReasons"][0] is not given["overrideReasons"][0]  # copied: finish_card fills display

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cds_service.fhir.validation import fhir_problems
-from cds_service.json_copy import NOT_COPIED, json_copy
+from cds_service.json_copy import NOT_COPIED, json_copy, plain_json
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,22 @@ def prune_empty(value: Any) -> Any:
 
 def _may_hold_empty(text: bytes) -> bool:
     return b"[]" in text or b"{}" in text or b'""' in text or b"null" in text
+
+
+def _pruned_card(card: dict[str, Any]) -> dict[str, Any]:
+    """prune_empty(card) as finish_card needs it. When the card's compact JSON
+    shows nothing empty, as a rendered card's seldom does, it is not copied
+    deep (reading the JSON back and comparing it cost as much as the check):
+    finish_card only sets its top-level members and fills in its
+    overrideReasons' displays, so those are copied; the rest is shared,
+    unchanged, with the card given. A tuple stays a tuple (written alike)."""
+    text = plain_json(card)
+    if text is None or _may_hold_empty(text):
+        return _pruned(card)
+    out = dict(card)
+    if isinstance(out.get("overrideReasons"), (list, tuple)):
+        out["overrideReasons"] = [dict(r) if isinstance(r, dict) else r for r in out["overrideReasons"]]
+    return out
 
 
 def _pruned(value: Any) -> Any:
@@ -113,7 +129,7 @@ def finish_card(card: dict[str, Any]) -> dict[str, Any] | None:
     """The card made conformant, or None. Pruned once, first: what is added
     after (uuids, shortened summary, defaults) is never empty."""
     rule = rule_id(card)
-    card = prune_empty(card)
+    card = _pruned_card(card)
     if not card.get("summary") or card.get("indicator") not in INDICATOR_ORDER or not (card.get("source") or {}).get("label"):
         log.error("card dropped: summary, indicator or source.label missing", extra={"card_id": rule})
         return None
