@@ -3,13 +3,16 @@ environment when called; an optional mapping overrides them (tests, CLI)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from flask_cors import CORS
+from flask_cors.core import FLASK_CORS_EVALUATED
+from werkzeug.datastructures import Headers
 
 from cds_service import metrics
 from cds_service.config import SettingsError, check_serving, load_settings
@@ -70,6 +73,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         # localhost; answer yes only in the development profile.
         allow_private_network=settings.development,
     )
+    # CORS' after_request (the last registered so far) replaced by the same, remembered.
+    funcs = app.after_request_funcs[None]
+    if funcs and funcs[-1].__name__ == "cors_after_request":
+        funcs[-1] = remembered_cors(funcs[-1])
     register_error_handlers(app)
     for blueprint in (discovery.bp, hooks.bp, feedback.bp, guidance.bp, health.bp, report_api.bp):
         app.register_blueprint(blueprint)
@@ -117,6 +124,42 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+# What flask_cors reads of a request besides its path and method (EnvironHeaders' keys).
+_CORS_REQUEST_HEADERS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_METHOD", "HTTP_ACCESS_CONTROL_REQUEST_HEADERS",
+                         "HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")
+_CORS_LOGGERS = (logging.getLogger("flask_cors.core"), logging.getLogger("flask_cors.extension"))
+
+
+def remembered_cors(cors_after_request: Callable[[Response], Response]) -> Callable[[Response], Response]:
+    """flask_cors's after_request with the headers it adds remembered for each
+    kind of request (path, method and the CORS request headers: all it reads):
+    it built them anew for each request, about 10 us. Preflights, responses
+    that already carry CORS headers, and flask_cors logging at DEBUG (it logs
+    per request) still go to flask_cors itself, so its log lines stay too."""
+
+    @functools.lru_cache(maxsize=64)
+    def added(_path: str, _method: str, *_headers: str | None) -> tuple[tuple[str, str], ...]:
+        # Called within the request these values are of: flask_cors reads them there.
+        blank = Response()
+        before = len(blank.headers)
+        cors_after_request(blank)
+        return tuple(blank.headers.items())[before:]
+
+    def after_request(response: Response) -> Response:
+        req = request._get_current_object()
+        if (req.method == "OPTIONS" or type(response.headers) is not Headers
+                or "Access-Control-Allow-Origin" in response.headers or hasattr(response, FLASK_CORS_EVALUATED)
+                or _CORS_LOGGERS[0].isEnabledFor(logging.DEBUG) or _CORS_LOGGERS[1].isEnabledFor(logging.DEBUG)):
+            return cors_after_request(response)
+        environ = req.environ
+        for name, value in added(req.path, req.method, *[environ.get(key) for key in _CORS_REQUEST_HEADERS]):
+            response.headers.add(name, value)
+        return response
+
+    after_request.__wrapped__ = cors_after_request  # type: ignore[attr-defined]
+    return after_request
 
 
 class LazySession:

@@ -66,3 +66,32 @@ def test_private_network_preflight_allowed_only_in_development(make_app):
     assert dev.headers.get("Access-Control-Allow-Private-Network") == "true"
     prod = make_app().test_client().options("/cds-services", headers=headers)
     assert prod.headers.get("Access-Control-Allow-Private-Network") != "true"
+
+
+@pytest.mark.parametrize("overrides", [{}, {"CDS_CORS_ORIGINS": "https://ehr.example.org,https://other.example.org"},
+                                       {"CDS_CORS_ORIGINS": "https://ehr.example.org", "CDS_PROFILE": "development"}])
+def test_remembered_cors_headers_are_flask_cors_own(make_app, overrides):
+    """The app's CORS after_request remembers what flask_cors adds per kind of
+    request: every response carries the headers flask_cors itself gives."""
+    app = make_app(**overrides)
+    funcs = app.after_request_funcs[None]
+    assert hasattr(funcs[0], "__wrapped__")  # remembered_cors is in place
+    plain = make_app(**overrides)
+    plain.after_request_funcs[None][0] = plain.after_request_funcs[None][0].__wrapped__
+    origins = [None, ORIGIN, "https://ehr.example.org", "https://EHR.example.org", "https://other.example.org",
+               "https://evil.example.com"]
+    extras = [{}, {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type,x-other"},
+              {"Access-Control-Request-Method": "DELETE"}, {"Access-Control-Request-Private-Network": "true"}]
+    calls = [("get", "/cds-services"), ("post", "/cds-services/nope"), ("options", "/cds-services/osteoporosis-patient-view"),
+             ("post", "/cds-services/osteoporosis-order-sign/feedback"), ("get", "/healthz"), ("get", "/guidance"),
+             ("get", "/cds-services%2Fx")]
+    remembered, flask_cors = app.test_client(), plain.test_client()
+    for _ in range(2):  # the second round is answered from what was remembered
+        for method, path in calls:
+            for origin in origins:
+                for extra in extras:
+                    headers = {**({"Origin": origin} if origin else {}), **extra}
+                    a = getattr(remembered, method)(path, headers=headers)
+                    b = getattr(flask_cors, method)(path, headers=headers)
+                    assert a.status_code == b.status_code
+                    assert a.headers.to_wsgi_list() == b.headers.to_wsgi_list(), (method, path, headers)
