@@ -53,3 +53,12 @@ def test_a_non_finite_number_is_not_answered_from_a_null_entry():
     nan = _order("p1", dosageInstruction=[{"doseAndRate": [{"doseQuantity": {"value": float("nan")}}]}])
     validation.fhir_problems(nan)
     assert validation._problems_of_json.cache_info().currsize == 0
+
+
+def test_a_resource_with_a_null_is_checked_as_it_is_each_time():
+    validation._problems_of_json.cache_clear()
+    for resource in (_order("p1", note=None), _order("p1", dosageInstruction=[{"sequence": float("inf")}])):
+        for _ in range(2):
+            assert validation.fhir_problems(resource) == validation._problems(dict(resource, subject={"reference": "Patient/any"}))
+    info = validation._problems_of_json.cache_info()
+    assert (info.hits, info.currsize) == (0, 0)

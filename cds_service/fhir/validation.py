@@ -45,19 +45,27 @@ def fhir_problems(resource: Any) -> str | None:
         key = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # not plain JSON data (orjson.JSONEncodeError): check it as it is, uncached
         return _problems(resource)
-    if b"null" in key:
-        # orjson writes NaN and infinities as null too: such a resource is
-        # checked as it is, uncached (a real null is rare in an order).
+    try:
+        return _problems_of_json(key)
+    except _WithNull:
         return _problems(resource)
-    return _problems_of_json(key)
 
 
 _PATIENT_REFERENCE = re.compile(r"Patient/[A-Za-z0-9\-.]{1,64}")
 _ANY_PATIENT = {"reference": "Patient/any"}
 
 
+class _WithNull(Exception):
+    """The key holds a null: not an answer to remember (lru_cache keeps no exception)."""
+
+
 @functools.lru_cache(maxsize=512)
 def _problems_of_json(key: bytes) -> str | None:
+    if b"null" in key:
+        # orjson writes NaN and infinities as null too: such a resource is
+        # checked as it is, uncached (a real null is rare in an order). Looked
+        # for only here, on a miss: a key in the cache holds none.
+        raise _WithNull
     return _problems(orjson.loads(key))
 
 
