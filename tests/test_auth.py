@@ -563,3 +563,25 @@ def test_request_audience_reads_the_request_root_only_without_a_public_base_url(
 
     assert request_audience(" https://cds.example.org/ ", NoRoot(), "/cds-services/x") == "https://cds.example.org/cds-services/x"
     assert request_audience("", Root(), "/cds-services/x") == "http://localhost:8080/cds-services/x"
+
+
+def test_request_audience_of_a_remembered_root_is_each_requests_own():
+    """The root URL is remembered by scheme, host and root path: each request
+    still gets what werkzeug builds for it."""
+    from flask import Request
+    from werkzeug.test import EnvironBuilder
+
+    from cds_service.protocol import auth
+
+    auth._URL_ROOTS.clear()
+    bases = ["http://localhost/", "http://localhost:8080/", "https://ehr.example.org/", "https://ehr.example.org:443/",
+             "http://[::1]:5000/", "http://xn--bcher-kva.example/", "http://localhost/prefix/", "http://localhost/a%20b/",
+             "http://LOCALHOST/"]
+    for _ in range(2):
+        for base in bases:
+            for host in (None, "other.example.org:81", "bücher.example"):
+                environ = EnvironBuilder(path="/cds-services/x", base_url=base,
+                                         headers={"Host": host} if host else None).get_environ()
+                expected = expected_audience("", Request(environ).url_root, "/cds-services/x")
+                assert request_audience("", Request(environ), "/cds-services/x") == expected
+    assert 0 < len(auth._URL_ROOTS) <= 64
