@@ -927,9 +927,9 @@ def _any_quantity(value: Any) -> tuple[float, str] | None:
 def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> None:
     """The (fullUrl, resource) pairs of a prefetch value (a resource, a Bundle of any
     type, None) appended to `out`; fullUrl is None outside a Bundle. A loop, not nested
-    generators (hot on long charts). On a malformed Bundle it raises, with the entries
-    before the fault already in `out`. An entry still kept as text (fhir.deferred) is
-    appended as (DEFERRED, its text), for build_record to read in its turn."""
+    generators. On a malformed Bundle it raises, with the entries before the fault
+    already in `out`. An entry still kept as text (fhir.deferred) is appended as
+    (DEFERRED, its text), unread. _Builder.add_value walks the entries the same way."""
     if value is None:
         return
     if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
@@ -970,6 +970,19 @@ def _collect_entry(entry: Any, out: list[tuple[Any, Any]]) -> None:
 
 # The fullUrl place of an entry build_record reads from its text (fhir.deferred).
 DEFERRED = object()
+
+
+def _pairs_of(values: Iterable[Any]) -> list[tuple[Any, Any]]:
+    """The (fullUrl, resource) pairs of every prefetch value, each up to its fault if any:
+    what fhir.patient_binding.patient_aliases looks through (entries kept as text hold no
+    `urn:` fullUrl, see fhir.deferred)."""
+    pairs: list[tuple[Any, Any]] = []
+    for value in values:
+        try:
+            _collect_entries(value, None, pairs)
+        except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list: the pairs before it
+            pass
+    return pairs
 
 
 def _read_deferred(text: Any, skipped: list[str]) -> list[tuple[Any, Any]]:
@@ -1057,6 +1070,7 @@ class _Builder:
         self.fall_risk: list[FallRisk] = []
         self.drafts: list[DraftOrder] = []
         self.skipped: list[str] = []
+        self.bundle_faults = 0  # prefetch values whose walk met a malformed entry ("Bundle/?" each)
         self.seen: set[str] = set()
         self.trauma_dates: list[dt.date] = []
         self.pregnancy_tests: list[PregnancyTest] = []
@@ -1074,6 +1088,46 @@ class _Builder:
         self.believable = plausibility.believable_dates(today)
 
     # --- dispatch -----------------------------------------------------------
+    def add_value(self, value: Any) -> None:
+        """Read a prefetch value (a resource, a Bundle of any type, None): each entry as it is
+        met, in one walk (what _collect_entries collects, in its order). On a malformed
+        Bundle the entries before the fault are read, the value ends there and counts in
+        bundle_faults. An entry kept as text (fhir.deferred) is parsed now and freed once read."""
+        if value is None:
+            return
+        if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+            self.add(value)
+            return
+        try:
+            entries = iter(value.get("entry") or ())
+        except TypeError:  # e.g. entry a number
+            self.bundle_faults += 1
+            return
+        add, kept_as_text = self.add, deferred.Deferred
+        for entry in entries:
+            if type(entry) is dict:
+                # The usual entry (a resource other than a Bundle, a match or no search mode):
+                # what _collect_entry does with it, without a call.
+                resource, search = entry.get("resource"), entry.get("search")
+                if (type(resource) is dict and resource.get("resourceType") != "Bundle"
+                        and (search is None or (type(search) is dict and search.get("mode") != "outcome"))):
+                    add(resource)
+                    continue
+            pairs: list[tuple[Any, Any]] = []
+            fault: list[str] = []
+            if type(entry) is kept_as_text:
+                pairs = _read_deferred(entry, fault)
+            else:
+                try:
+                    _collect_entry(entry, pairs)
+                except Exception:  # noqa: BLE001 - e.g. search not an object: the rest of the value is not read
+                    fault.append("Bundle/?")
+            for _, resource in pairs:
+                add(resource)
+            if fault:
+                self.bundle_faults += 1
+                return
+
     def add(self, resource: Any) -> None:
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
         if not isinstance(rtype, str):
@@ -2184,39 +2238,20 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     hand-built single-patient data only.
     `selections` (order-select) marks which drafts are judged; None = all.
     Never raises on bad data."""
-    # Each prefetch value's (fullUrl, resource) pairs, and whether its walk failed.
-    values: list[tuple[list[tuple[Any, Any]], bool]] = []
-    for value in (prefetch or {}).values():
-        pairs: list[tuple[Any, Any]] = []
-        try:
-            _collect_entries(value, None, pairs)
-            values.append((pairs, False))
-        except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
-            values.append((pairs, True))
+    values = tuple((prefetch or {}).values())
     binding = None
     if patient_id is not None:
-        # Entries still kept as text hold no `urn:` fullUrl (fhir.deferred): no alias.
-        binding = PatientBinding(patient_id, fhir_server=fhir_server, aliases=patient_aliases(
-            (pair for pairs, _ in values for pair in pairs), patient_id))
+        # The patient's `urn:` aliases are looked for only if a `urn:` reference needs them.
+        binding = PatientBinding(patient_id, fhir_server=fhir_server,
+                                 aliases=lambda: patient_aliases(_pairs_of(values), patient_id))
     builder = _Builder(today, settings, binding)
-    builder.skipped.extend("Bundle/?" for _, failed in values if failed)
     if selections is not None and not isinstance(selections, (list, tuple)):
         selections = None  # malformed context.selections: judge every draft rather than none
-    for pairs, failed in values:
-        for url, resource in pairs:
-            if url is not DEFERRED:
-                builder.add(resource)
-                continue
-            fault: list[str] = []  # parsed now, and freed once read
-            for _, read in _read_deferred(resource, fault):
-                builder.add(read)
-            if fault:
-                # As the eager read: the entries of this prefetch value after a malformed one
-                # are not read, and its "Bundle/?" (once, though a later entry of the value,
-                # e.g. of a fetched page, failed too) comes before the resources' own skips.
-                if not failed:
-                    builder.skipped[:0] = fault
-                break
+    for value in values:
+        builder.add_value(value)
+    # A malformed Bundle's "Bundle/?" comes before the resources' own skips (as when the
+    # entries were all collected first).
+    builder.skipped[:0] = ["Bundle/?"] * builder.bundle_faults
     return builder.finish(drafts, selections)
 
 
