@@ -323,10 +323,14 @@ def _plain(concept: Any) -> Any:
     if codings is not None:
         if type(codings) is not list:
             return _NOT_PLAIN
-        for coding in codings:
-            if type(coding) is not dict:
-                return _NOT_PLAIN
-            key += (coding.get("system"), coding.get("code"), coding.get("display"))
+        if len(codings) == 1 and type(codings[0]) is dict:  # the usual one coding, without a loop
+            coding = codings[0]
+            key = (text, coding.get("system"), coding.get("code"), coding.get("display"))
+        else:
+            for coding in codings:
+                if type(coding) is not dict:
+                    return _NOT_PLAIN
+                key += (coding.get("system"), coding.get("code"), coding.get("display"))
     return key if _PLAIN_PARTS.issuperset(map(type, key)) else _NOT_PLAIN  # each a str or None, in C
 
 
@@ -1103,16 +1107,20 @@ class _Builder:
         except TypeError:  # e.g. entry a number
             self.bundle_faults += 1
             return
-        add, kept_as_text = self.add, deferred.Deferred
+        add, add_typed, kept_as_text = self.add, self._add, deferred.Deferred
         for entry in entries:
             if type(entry) is dict:
                 # The usual entry (a resource other than a Bundle, a match or no search mode):
                 # what _collect_entry does with it, without a call.
                 resource, search = entry.get("resource"), entry.get("search")
-                if (type(resource) is dict and resource.get("resourceType") != "Bundle"
-                        and (search is None or (type(search) is dict and search.get("mode") != "outcome"))):
-                    add(resource)
-                    continue
+                if type(resource) is dict:
+                    rtype = resource.get("resourceType")
+                    if rtype != "Bundle" and (search is None or (type(search) is dict and search.get("mode") != "outcome")):
+                        if type(rtype) is str:
+                            add_typed(resource, rtype)
+                        else:
+                            add(resource)  # counted as unreadable
+                        continue
             pairs: list[tuple[Any, Any]] = []
             fault: list[str] = []
             if type(entry) is kept_as_text:
@@ -1133,6 +1141,10 @@ class _Builder:
         if not isinstance(rtype, str):
             self.skipped.append("?/?")
             return
+        self._add(resource, rtype)
+
+    def _add(self, resource: Mapping[str, Any], rtype: str) -> None:
+        """add() of a dict whose resourceType `rtype` is a str."""
         key = f"{rtype}/{resource.get('id', '?')}"  # _ref(resource)
         if key in self.seen and resource.get("id"):  # same resource under two prefetch keys
             return
@@ -1209,7 +1221,7 @@ class _Builder:
         if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
             return
         ref = self.ref
-        when = _effective(res)
+        when = parse_date(res.get("effectiveDateTime")) or _effective(res)  # the usual one, a call less
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
@@ -1240,16 +1252,19 @@ class _Builder:
                            ref: str, res: Mapping[str, Any], plan: _ValuePlan) -> None:
         quantity = holder.get("valueQuantity")
         qty = _quantity(quantity)
-        comparator = quantity.get("comparator") if qty else None
-        if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
-            qty = (float(holder["valueInteger"]), "")
-        if qty is None and plan.egfr and isinstance(holder.get("valueString"), str):
-            # Labs report a normal eGFR as a bound, often as text (">60", "> 90 mL/min/1.73m2"): the
-            # bound is what is known; read as unknown it asked for an eGFR that was on file.
-            bound = _BOUND.match(holder["valueString"])
-            if bound:
-                comparator, qty = bound.group(1), (float(bound.group(2)), "")
-        comparator = _COMPARATORS.get(comparator or "", "")
+        if qty is not None:
+            comparator = quantity.get("comparator")
+        else:
+            comparator = None
+            if isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
+                qty = (float(holder["valueInteger"]), "")
+            elif plan.egfr and isinstance(holder.get("valueString"), str):
+                # Labs report a normal eGFR as a bound, often as text (">60", "> 90 mL/min/1.73m2"): the
+                # bound is what is known; read as unknown it asked for an eGFR that was on file.
+                bound = _BOUND.match(holder["valueString"])
+                if bound:
+                    comparator, qty = bound.group(1), (float(bound.group(2)), "")
+        comparator = "" if comparator is None else _COMPARATORS.get(comparator or "", "")
         if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
             # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no reading.
             return

@@ -572,7 +572,40 @@ def test_malformed_bundles_count_before_the_resources_skips_in_one_walk(monkeypa
         "nested": {"resourceType": "Bundle", "entry": [good, nested_bad, {"resource": {**good["resource"], "id": "n3"}}]},
         "text": {"resourceType": "Bundle", "entry": "ab"},
         "list": [good],
+        "types": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": 5, "id": "t"}},
+                                                      {"resource": {"id": "u"}}]},
     }
     rec = _fast_and_slow_prefetch(monkeypatch, prefetch)
-    assert rec.skipped == ("Bundle/?", "Bundle/?", "MedicationRequest/x1", "?/?", "?/?", "?/?")
+    assert rec.skipped == ("Bundle/?", "Bundle/?", "MedicationRequest/x1", "?/?", "?/?", "?/?", "?/?", "?/?")
     assert [lab.ref[12:] for lab in rec.labs["calcium"]] == ["ca1", "n1"]
+
+
+def _plain_by_loop(concept):
+    """record._plain as it was before it read one coding without a loop."""
+    if concept is None:
+        return None
+    if type(concept) is not dict:
+        return record._NOT_PLAIN
+    codings = concept.get("coding")
+    key = (concept.get("text"),)
+    if codings is not None:
+        if type(codings) is not list:
+            return record._NOT_PLAIN
+        for coding in codings:
+            if type(coding) is not dict:
+                return record._NOT_PLAIN
+            key += (coding.get("system"), coding.get("code"), coding.get("display"))
+    return key if record._PLAIN_PARTS.issuperset(map(type, key)) else record._NOT_PLAIN
+
+
+def test_a_plain_key_of_one_coding_is_the_loops(charts):
+    odd = [None, [], "x", {}, {"coding": []}, {"coding": [None]}, {"coding": ["x"]}, {"coding": {"code": "1"}},
+           {"coding": [{"code": 1}]}, {"coding": [{"code": "1"}, None]}, {"text": 5, "coding": [{"code": "1"}]},
+           {"coding": [{"system": "s", "code": "c", "display": "d"}, {"code": "e"}], "text": "t"}]
+    concepts = odd + [concept for _, concept in _concepts(charts)] + [
+        record.medication_concept(entry["resource"]) for _, prefetch, _, _ in charts for value in prefetch.values()
+        if isinstance(value, dict) for entry in value.get("entry") or ()
+        if str(entry["resource"].get("resourceType")).startswith("Medication")]
+    assert len(concepts) > 1000
+    for concept in concepts:
+        assert record._plain(concept) == _plain_by_loop(concept), concept
