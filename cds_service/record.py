@@ -323,10 +323,14 @@ def _plain(concept: Any) -> Any:
     if codings is not None:
         if type(codings) is not list:
             return _NOT_PLAIN
-        for coding in codings:
-            if type(coding) is not dict:
-                return _NOT_PLAIN
-            key += (coding.get("system"), coding.get("code"), coding.get("display"))
+        if len(codings) == 1 and type(codings[0]) is dict:  # the usual one coding, without a loop
+            coding = codings[0]
+            key = (text, coding.get("system"), coding.get("code"), coding.get("display"))
+        else:
+            for coding in codings:
+                if type(coding) is not dict:
+                    return _NOT_PLAIN
+                key += (coding.get("system"), coding.get("code"), coding.get("display"))
     return key if _PLAIN_PARTS.issuperset(map(type, key)) else _NOT_PLAIN  # each a str or None, in C
 
 
@@ -927,9 +931,9 @@ def _any_quantity(value: Any) -> tuple[float, str] | None:
 def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> None:
     """The (fullUrl, resource) pairs of a prefetch value (a resource, a Bundle of any
     type, None) appended to `out`; fullUrl is None outside a Bundle. A loop, not nested
-    generators (hot on long charts). On a malformed Bundle it raises, with the entries
-    before the fault already in `out`. An entry still kept as text (fhir.deferred) is
-    appended as (DEFERRED, its text), for build_record to read in its turn."""
+    generators. On a malformed Bundle it raises, with the entries before the fault
+    already in `out`. An entry still kept as text (fhir.deferred) is appended as
+    (DEFERRED, its text), unread. _Builder.add_value walks the entries the same way."""
     if value is None:
         return
     if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
@@ -970,6 +974,19 @@ def _collect_entry(entry: Any, out: list[tuple[Any, Any]]) -> None:
 
 # The fullUrl place of an entry build_record reads from its text (fhir.deferred).
 DEFERRED = object()
+
+
+def _pairs_of(values: Iterable[Any]) -> list[tuple[Any, Any]]:
+    """The (fullUrl, resource) pairs of every prefetch value, each up to its fault if any:
+    what fhir.patient_binding.patient_aliases looks through (entries kept as text hold no
+    `urn:` fullUrl, see fhir.deferred)."""
+    pairs: list[tuple[Any, Any]] = []
+    for value in values:
+        try:
+            _collect_entries(value, None, pairs)
+        except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list: the pairs before it
+            pass
+    return pairs
 
 
 def _read_deferred(text: Any, skipped: list[str]) -> list[tuple[Any, Any]]:
@@ -1057,6 +1074,7 @@ class _Builder:
         self.fall_risk: list[FallRisk] = []
         self.drafts: list[DraftOrder] = []
         self.skipped: list[str] = []
+        self.bundle_faults = 0  # prefetch values whose walk met a malformed entry ("Bundle/?" each)
         self.seen: set[str] = set()
         self.trauma_dates: list[dt.date] = []
         self.pregnancy_tests: list[PregnancyTest] = []
@@ -1074,11 +1092,59 @@ class _Builder:
         self.believable = plausibility.believable_dates(today)
 
     # --- dispatch -----------------------------------------------------------
+    def add_value(self, value: Any) -> None:
+        """Read a prefetch value (a resource, a Bundle of any type, None): each entry as it is
+        met, in one walk (what _collect_entries collects, in its order). On a malformed
+        Bundle the entries before the fault are read, the value ends there and counts in
+        bundle_faults. An entry kept as text (fhir.deferred) is parsed now and freed once read."""
+        if value is None:
+            return
+        if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+            self.add(value)
+            return
+        try:
+            entries = iter(value.get("entry") or ())
+        except TypeError:  # e.g. entry a number
+            self.bundle_faults += 1
+            return
+        add, add_typed, kept_as_text = self.add, self._add, deferred.Deferred
+        for entry in entries:
+            if type(entry) is dict:
+                # The usual entry (a resource other than a Bundle, a match or no search mode):
+                # what _collect_entry does with it, without a call.
+                resource, search = entry.get("resource"), entry.get("search")
+                if type(resource) is dict:
+                    rtype = resource.get("resourceType")
+                    if rtype != "Bundle" and (search is None or (type(search) is dict and search.get("mode") != "outcome")):
+                        if type(rtype) is str:
+                            add_typed(resource, rtype)
+                        else:
+                            add(resource)  # counted as unreadable
+                        continue
+            pairs: list[tuple[Any, Any]] = []
+            fault: list[str] = []
+            if type(entry) is kept_as_text:
+                pairs = _read_deferred(entry, fault)
+            else:
+                try:
+                    _collect_entry(entry, pairs)
+                except Exception:  # noqa: BLE001 - e.g. search not an object: the rest of the value is not read
+                    fault.append("Bundle/?")
+            for _, resource in pairs:
+                add(resource)
+            if fault:
+                self.bundle_faults += 1
+                return
+
     def add(self, resource: Any) -> None:
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
         if not isinstance(rtype, str):
             self.skipped.append("?/?")
             return
+        self._add(resource, rtype)
+
+    def _add(self, resource: Mapping[str, Any], rtype: str) -> None:
+        """add() of a dict whose resourceType `rtype` is a str."""
         key = f"{rtype}/{resource.get('id', '?')}"  # _ref(resource)
         if key in self.seen and resource.get("id"):  # same resource under two prefetch keys
             return
@@ -1155,7 +1221,7 @@ class _Builder:
         if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
             return
         ref = self.ref
-        when = _effective(res)
+        when = parse_date(res.get("effectiveDateTime")) or _effective(res)  # the usual one, a call less
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
@@ -1186,16 +1252,19 @@ class _Builder:
                            ref: str, res: Mapping[str, Any], plan: _ValuePlan) -> None:
         quantity = holder.get("valueQuantity")
         qty = _quantity(quantity)
-        comparator = quantity.get("comparator") if qty else None
-        if qty is None and isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
-            qty = (float(holder["valueInteger"]), "")
-        if qty is None and plan.egfr and isinstance(holder.get("valueString"), str):
-            # Labs report a normal eGFR as a bound, often as text (">60", "> 90 mL/min/1.73m2"): the
-            # bound is what is known; read as unknown it asked for an eGFR that was on file.
-            bound = _BOUND.match(holder["valueString"])
-            if bound:
-                comparator, qty = bound.group(1), (float(bound.group(2)), "")
-        comparator = _COMPARATORS.get(comparator or "", "")
+        if qty is not None:
+            comparator = quantity.get("comparator")
+        else:
+            comparator = None
+            if isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
+                qty = (float(holder["valueInteger"]), "")
+            elif plan.egfr and isinstance(holder.get("valueString"), str):
+                # Labs report a normal eGFR as a bound, often as text (">60", "> 90 mL/min/1.73m2"): the
+                # bound is what is known; read as unknown it asked for an eGFR that was on file.
+                bound = _BOUND.match(holder["valueString"])
+                if bound:
+                    comparator, qty = bound.group(1), (float(bound.group(2)), "")
+        comparator = "" if comparator is None else _COMPARATORS.get(comparator or "", "")
         if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
             # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no reading.
             return
@@ -2184,39 +2253,20 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     hand-built single-patient data only.
     `selections` (order-select) marks which drafts are judged; None = all.
     Never raises on bad data."""
-    # Each prefetch value's (fullUrl, resource) pairs, and whether its walk failed.
-    values: list[tuple[list[tuple[Any, Any]], bool]] = []
-    for value in (prefetch or {}).values():
-        pairs: list[tuple[Any, Any]] = []
-        try:
-            _collect_entries(value, None, pairs)
-            values.append((pairs, False))
-        except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list
-            values.append((pairs, True))
+    values = tuple((prefetch or {}).values())
     binding = None
     if patient_id is not None:
-        # Entries still kept as text hold no `urn:` fullUrl (fhir.deferred): no alias.
-        binding = PatientBinding(patient_id, fhir_server=fhir_server, aliases=patient_aliases(
-            (pair for pairs, _ in values for pair in pairs), patient_id))
+        # The patient's `urn:` aliases are looked for only if a `urn:` reference needs them.
+        binding = PatientBinding(patient_id, fhir_server=fhir_server,
+                                 aliases=lambda: patient_aliases(_pairs_of(values), patient_id))
     builder = _Builder(today, settings, binding)
-    builder.skipped.extend("Bundle/?" for _, failed in values if failed)
     if selections is not None and not isinstance(selections, (list, tuple)):
         selections = None  # malformed context.selections: judge every draft rather than none
-    for pairs, failed in values:
-        for url, resource in pairs:
-            if url is not DEFERRED:
-                builder.add(resource)
-                continue
-            fault: list[str] = []  # parsed now, and freed once read
-            for _, read in _read_deferred(resource, fault):
-                builder.add(read)
-            if fault:
-                # As the eager read: the entries of this prefetch value after a malformed one
-                # are not read, and its "Bundle/?" (once, though a later entry of the value,
-                # e.g. of a fetched page, failed too) comes before the resources' own skips.
-                if not failed:
-                    builder.skipped[:0] = fault
-                break
+    for value in values:
+        builder.add_value(value)
+    # A malformed Bundle's "Bundle/?" comes before the resources' own skips (as when the
+    # entries were all collected first).
+    builder.skipped[:0] = ["Bundle/?"] * builder.bundle_faults
     return builder.finish(drafts, selections)
 
 

@@ -86,9 +86,45 @@ def _collect_entries_by_call(value, full_url, out):
             record._collect_entry(entry, out)
 
 
+def _build_record_in_three_walks(prefetch, *, drafts=(), today, patient_id=None, fhir_server=None,
+                                 selections=None, settings=record.DEFAULT):
+    """record.build_record as it was before its one walk: every entry of every prefetch
+    value collected, then the patient's aliases looked for in all of them, then each read."""
+    values = []
+    for value in (prefetch or {}).values():
+        pairs = []
+        try:
+            record._collect_entries(value, None, pairs)
+            values.append((pairs, False))
+        except Exception:  # noqa: BLE001
+            values.append((pairs, True))
+    binding = None
+    if patient_id is not None:
+        binding = record.PatientBinding(patient_id, fhir_server=fhir_server, aliases=record.patient_aliases(
+            (pair for pairs, _ in values for pair in pairs), patient_id))
+    builder = record._Builder(today, settings, binding)
+    builder.skipped.extend("Bundle/?" for _, failed in values if failed)
+    if selections is not None and not isinstance(selections, (list, tuple)):
+        selections = None
+    for pairs, failed in values:
+        for url, resource in pairs:
+            if url is not record.DEFERRED:
+                builder.add(resource)
+                continue
+            fault = []
+            for _, read in record._read_deferred(resource, fault):
+                builder.add(read)
+            if fault:
+                if not failed:
+                    builder.skipped[:0] = fault
+                break
+    return builder.finish(drafts, selections)
+
+
 def _without_shortcuts(monkeypatch):
     """Every remembered answer computed afresh, each walk done the plain way, and the
     dataclasses' own __init__."""
+    monkeypatch.setattr(record, "build_record", _build_record_in_three_walks)
     monkeypatch.setattr(record, "_exposure", _exposure_by_parts)
     monkeypatch.setattr(record, "_replace", dataclasses.replace)
     monkeypatch.setattr(record, "_quantity", record._any_quantity)
@@ -469,3 +505,107 @@ def test_odd_bundle_entries_are_collected_as_one_by_one(monkeypatch):
         assert repr(fast) == repr(slow)
         assert [lab.ref for lab in fast.labs["calcium"]] == labs
         assert ("Bundle/?" in fast.skipped) == bool(tail)
+
+
+def _fast_and_slow_prefetch(monkeypatch, prefetch, patient="p1", **kw):
+    """build_record in one walk and in three (no shortcut at all): the same record."""
+    fast = record.build_record(prefetch, today=TODAY, patient_id=patient, **kw)
+    with monkeypatch.context() as patched:
+        _without_shortcuts(patched)
+        slow = record.build_record(prefetch, today=TODAY, patient_id=patient, **kw)
+    assert repr(fast) == repr(slow)
+    return fast
+
+
+def test_urn_references_before_the_patients_alias_bind_as_in_three_walks(monkeypatch):
+    """One walk binds each resource as it meets it; a `urn:` reference still sees every
+    alias of the patient, wherever its entry comes (a later entry, a later prefetch value)."""
+    def ca(oid, ref):
+        return {"resource": {**_obs(oid, "17861-6", **_qty(9.1, "mg/dL")), "subject": {"reference": ref}}}
+
+    patient = {"resourceType": "Patient", "id": "p1"}
+    prefetch = {
+        "a": {"resourceType": "Bundle", "type": "searchset",
+              "entry": [ca("a1", "urn:uuid:late"), ca("a2", "urn:uuid:other"), ca("a3", "urn:uuid:next"),
+                        ca("a4", "Patient/p1"), {"fullUrl": "urn:uuid:late", "resource": patient}]},
+        "b": {"resourceType": "Bundle", "type": "collection",
+              "entry": [ca("b1", "urn:uuid:late"), {"fullUrl": "urn:uuid:next", "resource": patient},
+                        {"fullUrl": "urn:uuid:p2", "resource": {"resourceType": "Patient", "id": "p2"}},
+                        ca("b2", "urn:uuid:p2")]},
+    }
+    rec = _fast_and_slow_prefetch(monkeypatch, prefetch)
+    assert [lab.ref[12:] for lab in rec.labs["calcium"]] == ["a1", "a3", "a4", "b1"]
+    assert dict(rec.ignored) == {"Observation/a2": "unresolved-reference", "Patient/p2": "foreign-patient",
+                                 "Observation/b2": "unresolved-reference"}
+
+
+def test_aliases_are_looked_for_only_for_a_urn_reference(monkeypatch):
+    """Without a `urn:` reference the entries are walked once: no search for aliases."""
+    searched = []
+    real = record.patient_aliases
+    monkeypatch.setattr(record, "patient_aliases", lambda pairs, pid: searched.append(pid) or real(pairs, pid))
+    plain = _prefetch(_obs("ca1", "17861-6", **_qty(9.1, "mg/dL")))
+    record.build_record(plain, today=TODAY, patient_id="p1")
+    assert searched == []
+    plain["all"]["entry"].append({"resource": {**_obs("ca2", "17861-6", **_qty(9.2, "mg/dL")),
+                                               "subject": {"reference": "urn:uuid:x"}}})
+    plain["all"]["entry"].append({"resource": {**_obs("ca3", "17861-6", **_qty(9.3, "mg/dL")),
+                                               "subject": {"reference": "urn:uuid:y"}}})
+    record.build_record(plain, today=TODAY, patient_id="p1")
+    assert searched == ["p1"]  # once, at the first
+
+
+def test_malformed_bundles_count_before_the_resources_skips_in_one_walk(monkeypatch):
+    """A malformed Bundle met after resources were skipped still puts its "Bundle/?" first,
+    once per value, with the entries before its fault read."""
+    unreadable = {"resourceType": "MedicationRequest", "id": "x1", "status": "completed", "intent": "order",
+                  "medicationCodeableConcept": {"coding": [{"system": t.RXNORM, "code": "904431"}]},
+                  "dispenseRequest": "a supply that is no object"}
+    good = {"resource": {**_obs("ca1", "17861-6", **_qty(9.1, "mg/dL")), "subject": {"reference": "Patient/p1"}}}
+    nested_bad = {"resource": {"resourceType": "Bundle", "entry": [
+        {"resource": {**good["resource"], "id": "n1"}}, {"resource": {"resourceType": "Observation"}, "search": 5},
+        {"resource": {**good["resource"], "id": "n2"}}]}}
+    prefetch = {
+        "patient": {"resourceType": "Patient", "id": "p1"},
+        "first": {"resourceType": "Bundle", "entry": [{"resource": {**unreadable, "subject": {"reference": "Patient/p1"}}}]},
+        "number": {"resourceType": "Bundle", "entry": 7},
+        "nested": {"resourceType": "Bundle", "entry": [good, nested_bad, {"resource": {**good["resource"], "id": "n3"}}]},
+        "text": {"resourceType": "Bundle", "entry": "ab"},
+        "list": [good],
+        "types": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": 5, "id": "t"}},
+                                                      {"resource": {"id": "u"}}]},
+    }
+    rec = _fast_and_slow_prefetch(monkeypatch, prefetch)
+    assert rec.skipped == ("Bundle/?", "Bundle/?", "MedicationRequest/x1", "?/?", "?/?", "?/?", "?/?", "?/?")
+    assert [lab.ref[12:] for lab in rec.labs["calcium"]] == ["ca1", "n1"]
+
+
+def _plain_by_loop(concept):
+    """record._plain as it was before it read one coding without a loop."""
+    if concept is None:
+        return None
+    if type(concept) is not dict:
+        return record._NOT_PLAIN
+    codings = concept.get("coding")
+    key = (concept.get("text"),)
+    if codings is not None:
+        if type(codings) is not list:
+            return record._NOT_PLAIN
+        for coding in codings:
+            if type(coding) is not dict:
+                return record._NOT_PLAIN
+            key += (coding.get("system"), coding.get("code"), coding.get("display"))
+    return key if record._PLAIN_PARTS.issuperset(map(type, key)) else record._NOT_PLAIN
+
+
+def test_a_plain_key_of_one_coding_is_the_loops(charts):
+    odd = [None, [], "x", {}, {"coding": []}, {"coding": [None]}, {"coding": ["x"]}, {"coding": {"code": "1"}},
+           {"coding": [{"code": 1}]}, {"coding": [{"code": "1"}, None]}, {"text": 5, "coding": [{"code": "1"}]},
+           {"coding": [{"system": "s", "code": "c", "display": "d"}, {"code": "e"}], "text": "t"}]
+    concepts = odd + [concept for _, concept in _concepts(charts)] + [
+        record.medication_concept(entry["resource"]) for _, prefetch, _, _ in charts for value in prefetch.values()
+        if isinstance(value, dict) for entry in value.get("entry") or ()
+        if str(entry["resource"].get("resourceType")).startswith("Medication")]
+    assert len(concepts) > 1000
+    for concept in concepts:
+        assert record._plain(concept) == _plain_by_loop(concept), concept

@@ -109,7 +109,8 @@ def _object(members: dict[str, Deferred]) -> dict[str, Any]:
 
 
 # The record builder looks through every entry for the context Patient under a
-# `urn:` fullUrl (fhir.patient_binding.patient_aliases) before it reads any. A
+# `urn:` fullUrl (fhir.patient_binding.patient_aliases) when a `urn:` reference
+# first needs them, without reading the entries kept as text. A
 # Bundle whose entries could hold one is parsed at once, so a deferred entry
 # never names an alias: a fullUrl member whose value starts with "urn:" written
 # plainly, or an escape of a character either could be spelled with

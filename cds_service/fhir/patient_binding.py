@@ -17,7 +17,7 @@ search) it came from:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,14 +53,23 @@ def _base(url: str) -> str:
 
 
 class PatientBinding:
-    def __init__(self, patient_id: str, *, fhir_server: str | None = None, aliases: Iterable[str] = ()) -> None:
+    def __init__(self, patient_id: str, *, fhir_server: str | None = None,
+                 aliases: Iterable[str] | Callable[[], Iterable[str]] = ()) -> None:
+        """`aliases`: the context Patient's `urn:` fullUrls, or a function giving them, called
+        when a `urn:` reference is first met (most charts have none: no search for them)."""
         self.patient_id = patient_id
         self.relative = f"Patient/{patient_id}"
-        self.aliases = frozenset(aliases)
+        self._aliases = aliases if callable(aliases) else frozenset(aliases)
         try:
             self.server_base = _base(fhir_server) if isinstance(fhir_server, str) and fhir_server else None
         except ValueError:  # a malformed fhirServer is refused by the web layer; here it simply binds nothing absolute
             self.server_base = ""
+
+    @property
+    def aliases(self) -> frozenset[str]:
+        if callable(self._aliases):
+            self._aliases = frozenset(self._aliases())
+        return self._aliases
 
     def reason_to_ignore(self, resource: Mapping[str, Any]) -> str | None:
         """None when the resource is this patient's; otherwise why it is ignored."""
