@@ -27,6 +27,7 @@ from cds_service import card_policy, card_render, metrics
 from cds_service.logs import error_fields
 from cds_service.fhir import terminology as t
 from cds_service.record import DraftOrder, PatientRecord, draft_order
+from cds_service.record import _replace as record_replace
 from cds_service.rules import memo
 from cds_service.rules.base import INDICATORS, Finding, rules_for
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
@@ -88,7 +89,8 @@ def _judged(resource: dict[str, Any], record: PatientRecord, today: dt.date, set
     draft = draft_order(resource)
     if draft is None or not (draft.drug_classes & t.OSTEOPOROSIS_DRUG_CLASSES):
         return draft, []
-    trial = dataclasses.replace(record, drafts=(draft,))
+    # record_replace: dataclasses.replace re-runs __init__ over the record's ~30 fields (about 6 us more).
+    trial = record_replace(record, drafts=(draft,))
     memo.same_chart(trial, record)  # the facts of the chart hold for the trial: no draft in them
     found = []
     for rule in rules_for("order-sign"):

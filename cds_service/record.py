@@ -761,7 +761,10 @@ class PatientRecord:
 
     def condition_hits(self, group: str, *, active_only: bool = True,
                        within_months_: int | None = None) -> list[ConditionHit]:
-        hits = list(self.conditions.get(group, ()))
+        hits = self.conditions.get(group)
+        if not hits:  # most groups are absent from a chart: no copy, no filter
+            return []
+        hits = list(hits)
         if active_only:
             hits = [h for h in hits if h.active]
         if within_months_ is not None:
@@ -772,11 +775,12 @@ class PatientRecord:
         return [f for f in self.fractures if f.is_fragility]
 
     def exposures(self, classes: Iterable[str]) -> list[AgentExposure]:
-        wanted = set(classes)
+        wanted = classes if type(classes) is frozenset else set(classes)  # rules mostly pass a frozenset
         return [e for e in self.medications.values() if e.drug_class in wanted]
 
     def active_agents(self, classes: Iterable[str]) -> list[AgentExposure]:
-        return [e for e in self.exposures(classes) if e.active]
+        wanted = classes if type(classes) is frozenset else set(classes)
+        return [e for e in self.medications.values() if e.active and e.drug_class in wanted]
 
     def class_exposure_months(self, drug_class: str) -> float:
         """Cumulative months across all agents of a class, overlaps merged
