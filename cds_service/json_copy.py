@@ -5,7 +5,6 @@ refused, or shows as a copy that is not equal, and the caller copies its own way
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,13 +14,10 @@ NOT_COPIED = object()
 _PLAIN_ONLY = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
-def json_copy(tree: Any, *, refuse: Callable[[bytes], bool] | None = None) -> Any:
-    """An equal deep copy of `tree`, or NOT_COPIED when it is not plain JSON data or
-    `refuse` says no to its compact JSON."""
+def json_copy(tree: Any) -> Any:
+    """An equal deep copy of `tree`, or NOT_COPIED when it is not plain JSON data."""
     text = plain_json(tree)
     if text is None:
-        return NOT_COPIED
-    if refuse is not None and refuse(text):
         return NOT_COPIED
     copied = orjson.loads(text)
     return copied if copied == tree else NOT_COPIED

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cds_service.fhir.validation import fhir_problems
-from cds_service.json_copy import NOT_COPIED, json_copy, plain_json
+from cds_service.json_copy import plain_json
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +25,8 @@ INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
 SUMMARY_MAX = 139  # the spec: "<140 characters"
 
 
-def prune_empty(value: Any) -> Any:
-    """Recursively drop None, "", [] and {} (CDS Hooks forbids them), also
-    containers left empty by the pruning; 0 and false stay. A new tree."""
-    if isinstance(value, (dict, list)):
-        # Rendered cards seldom hold an empty value: when their compact JSON shows none,
-        # the copy is made at C speed (walking a card's orders in Python cost more than
-        # the rest of finishing it). A match inside a string (a text ending in a quote)
-        # only sends it the slow way, as does anything but plain JSON data.
-        copied = json_copy(value, refuse=_may_hold_empty)
-        if copied is not NOT_COPIED:
-            return copied
-    return _pruned(value)
-
-
 def _may_hold_empty(text: bytes) -> bool:
+    """A match inside a string (a text ending in a quote) only sends a card the slow way."""
     return b"[]" in text or b"{}" in text or b'""' in text or b"null" in text
 
 
@@ -52,14 +39,16 @@ def _pruned_card(card: dict[str, Any]) -> dict[str, Any]:
     unchanged, with the card given. A tuple stays a tuple (written alike)."""
     text = plain_json(card)
     if text is None or _may_hold_empty(text):
-        return _pruned(card)
+        return prune_empty(card)
     out = dict(card)
     if isinstance(out.get("overrideReasons"), (list, tuple)):
         out["overrideReasons"] = [dict(r) if isinstance(r, dict) else r for r in out["overrideReasons"]]
     return out
 
 
-def _pruned(value: Any) -> Any:
+def prune_empty(value: Any) -> Any:
+    """Recursively drop None, "", [] and {} (CDS Hooks forbids them), also
+    containers left empty by the pruning; 0 and false stay. A new tree."""
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
@@ -78,7 +67,7 @@ _DROPPED = object()
 def _kept(item: Any) -> Any:
     """`item` pruned, or _DROPPED when it is empty (None, "", or a container left empty)."""
     if isinstance(item, (dict, list)):
-        item = _pruned(item)
+        item = prune_empty(item)
         return item if item else _DROPPED
     return _DROPPED if item is None or item == "" else item
 
