@@ -937,24 +937,17 @@ def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> N
     type, None) appended to `out`; fullUrl is None outside a Bundle. A loop, not nested
     generators. On a malformed Bundle it raises, with the entries before the fault
     already in `out`. An entry still kept as text (fhir.deferred) is appended as
-    (DEFERRED, its text), unread. _Builder.add_value walks the entries the same way."""
+    (DEFERRED, its text), unread. _Builder.add_value walks the entries the same way
+    (the hot path, with the usual entry read inline); this walk serves the alias
+    search and the draft orders."""
     if value is None:
         return
     if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
         out.append((full_url, value))
         return
-    kept_as_text, append = deferred.Deferred, out.append
     for entry in value.get("entry") or ():
-        if type(entry) is dict:
-            # The usual entry (a resource other than a Bundle, a match or no search mode) without
-            # a call: what _collect_entry does with it.
-            resource, search = entry.get("resource"), entry.get("search")
-            if (type(resource) is dict and resource.get("resourceType") != "Bundle"
-                    and (search is None or (type(search) is dict and search.get("mode") != "outcome"))):
-                append((entry.get("fullUrl"), resource))
-                continue
-        if type(entry) is kept_as_text:
-            append((DEFERRED, entry))
+        if type(entry) is deferred.Deferred:
+            out.append((DEFERRED, entry))
         else:
             _collect_entry(entry, out)
 

@@ -72,20 +72,6 @@ def _exposure_by_parts(agent, events, today):
     )
 
 
-def _collect_entries_by_call(value, full_url, out):
-    """record._collect_entries as it was before it read the usual entry itself: a call per entry."""
-    if value is None:
-        return
-    if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
-        out.append((full_url, value))
-        return
-    for entry in value.get("entry") or ():
-        if type(entry) is record.deferred.Deferred:
-            out.append((record.DEFERRED, entry))
-        else:
-            record._collect_entry(entry, out)
-
-
 def _build_record_in_three_walks(prefetch, *, drafts=(), today, patient_id=None, fhir_server=None,
                                  selections=None, settings=record.DEFAULT):
     """record.build_record as it was before its one walk: every entry of every prefetch
@@ -128,7 +114,6 @@ def _without_shortcuts(monkeypatch):
     monkeypatch.setattr(record, "_exposure", _exposure_by_parts)
     monkeypatch.setattr(record, "_replace", dataclasses.replace)
     monkeypatch.setattr(record, "_quantity", record._any_quantity)
-    monkeypatch.setattr(record, "_collect_entries", _collect_entries_by_call)
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
@@ -483,7 +468,7 @@ def test_an_exposure_in_one_pass_is_the_exposure_field_by_field():
 
 
 def test_odd_bundle_entries_are_collected_as_one_by_one(monkeypatch):
-    """_collect_entries reads the usual entry itself: every other shape goes to _collect_entry
+    """_Builder.add_value reads the usual entry itself: every other shape goes to _collect_entry
     as before (outcomes, search that is no object, nested Bundles, entries without a resource)."""
     ca = _obs("ca1", "17861-6", **_qty(9.1, "mg/dL"), subject={"reference": "Patient/p1"})
     nested = {"resourceType": "Bundle", "type": "collection",
