@@ -76,19 +76,30 @@ def prepare_worker() -> None:
 
 
 def _large_blocks_from_mmap() -> None:
-    """Keep glibc from moving large blocks into the heap. By default, once a
-    block of several megabytes (a request body, its JSON written out) is
-    freed, glibc raises its mmap threshold to that size and serves the next
-    ones from the heap, whose freed holes a worker then keeps: a fixed
+    """Keep glibc from moving multi-megabyte blocks into the heap. By default,
+    once a block of several megabytes (a request body, its JSON written out)
+    is freed, glibc raises its mmap threshold to that size and serves the
+    next ones from the heap, whose freed holes a worker then keeps: a fixed
     threshold gives every such block back on free (peak RSS under wrk -c4
-    with 10,000-resource bodies about 25 MB lower). No-op without glibc."""
+    with 10,000-resource bodies about 25 MB lower).
+
+    The threshold is 1 MiB, not glibc's 128 KiB: a block mapped anew costs a
+    page fault per 4 KiB on first touch, and a 1000-resource body (840 kB)
+    cost about 400 faults and 1 ms of system time per call at 128 KiB, none
+    at 1 MiB. The trim threshold keeps 4 MiB free at the heap's top for the
+    next call instead of handing it back each time. Both measured in
+    benchmarks/RESULTS.md (issue 15, sixth round). No-op without glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)  # glibc's own default, made fixed
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     except (OSError, AttributeError):
         pass
 
 
+_MMAP_THRESHOLD = 1024 * 1024
+_TRIM_THRESHOLD = 4 * 1024 * 1024
+_M_TRIM_THRESHOLD = -1  # <malloc.h>
 _M_MMAP_THRESHOLD = -3  # <malloc.h>
 
 
