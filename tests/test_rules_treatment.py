@@ -106,7 +106,12 @@ def test_egfr_boundary_and_unknown_egfr(value, expected, offered):
     obs = [bmd("38267-1", -2.7)] + ([egfr(value)] if value is not None else [])
     assert [c for c in fired(patient(*obs)) if c.startswith("C-TX")] == [expected]
     if expected == "C-TX-BP":
-        assert one(tx.start_bisphosphonate, patient(*obs)).suggestions == offered
+        finding = one(tx.start_bisphosphonate, patient(*obs))
+        assert finding.suggestions == offered
+        # The card's kidney wording follows the reading: "below 35" only between 30 and 35.
+        below_35 = "kidney function below 35, still within risedronate's label"
+        assert (below_35 in finding.variables["oral_bp_status"]) == (offered == ("risedronate-first",))
+        assert (below_35 in render(finding)["detail"]) == (offered == ("risedronate-first",))
 
 
 def test_stale_egfr_is_unknown_not_low():

@@ -155,7 +155,7 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
                    "oral_bp_status": ("a low calcium to correct before an oral bisphosphonate (see below)"
                                       if low_calcium(record, settings) else
                                       f"kidney function below {settings.egfr_alendronate_min:g}, still within "
-                                      "risedronate's label" if suggestions else
+                                      "risedronate's label" if suggestions == ("risedronate-first",) else
                                       "nothing on record against an oral bisphosphonate"),
                    **choice},
     )]
