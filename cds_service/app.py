@@ -38,6 +38,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     configure_valuesets(settings.extra_valuesets_dir)
 
     app = Flask(__name__)
+    # A path with "//" in it is a 404 in JSON like any other unknown path, not
+    # Werkzeug's HTML 308 redirect, whose Location is built from the Host header.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
 

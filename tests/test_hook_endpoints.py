@@ -64,6 +64,15 @@ def test_unknown_path_is_404_json_not_html(client):
     assert_json_error(resp, 404)
 
 
+@pytest.mark.parametrize("path", ["/cds-services//osteoporosis-patient-view", "/cds-services/osteoporosis-patient-view//"])
+def test_a_double_slash_is_404_json_not_an_html_redirect(client, path):
+    """Werkzeug merges slashes with an HTML 308 whose Location is built from the
+    Host header: an EHR with a mistyped URL gets a JSON 404 like any other path."""
+    resp = client.post(path, json=hook_request(), headers={"Host": "evil.example"})
+    assert_json_error(resp, 404)
+    assert "Location" not in resp.headers
+
+
 def test_wrong_method_is_405_json(client):
     resp = client.get("/cds-services/osteoporosis-patient-view")
     assert_json_error(resp, 405, "method_not_allowed")
