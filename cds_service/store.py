@@ -451,10 +451,12 @@ class Store:
                         received: dt.datetime) -> FeedbackResult:
         with self.engine.begin() as conn:
             uuids = sorted({e.card_uuid for e in entries})
+            # A card another service issued is unknown to this one: its feedback is
+            # stored, flagged, and quiets nothing (an EHR posting to the wrong endpoint).
             issued = {row.card_uuid: row for row in conn.execute(
                 sa.select(issued_cards.c.card_uuid, issued_cards.c.card_id, issued_cards.c.indicator,
                           issued_cards.c.patient_key, issued_cards.c.issued_at)
-                .where(issued_cards.c.card_uuid.in_(uuids))
+                .where(issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)
             )} if uuids else {}
             new = []
             for entry in entries:

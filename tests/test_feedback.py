@@ -88,6 +88,27 @@ def test_resubmission_does_not_duplicate(card_app):
     assert len(Store.from_url(runtime(card_app).settings.database_url).feedback_rows(card_uuid)) == 1
 
 
+def test_feedback_sent_to_another_service_is_stored_as_unknown_and_quiets_nothing(card_app):
+    """A patient-view card's feedback posted to order-sign's feedback endpoint:
+    stored and flagged, not tied to the rule, no quieting of the chart's card."""
+    client = card_app.test_client()
+    card_uuid, _ = issue_card(client)
+    fb = {"feedback": [{"card": card_uuid, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
+    resp = client.post("/cds-services/osteoporosis-order-sign/feedback", json=fb)
+    assert resp.status_code == 200
+    assert resp.get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 1}
+    store = Store.from_url(runtime(card_app).settings.database_url)
+    row = store.feedback_rows(card_uuid)[0]
+    assert (row["service_id"], row["known_card"], row["card_id"]) == ("osteoporosis-order-sign", False, None)
+    patient_key = store.card(card_uuid)["patient_key"]
+    assert store.quiet_marks(patient_key, {"info": 90, "warning": 90}) == {}
+    # Sent where it belongs (a later decision: the same card, outcome and time is a
+    # duplicate whatever the endpoint), the feedback is the card's own and quiets it.
+    fb["feedback"][0]["outcomeTimestamp"] = "2026-11-21T10:05:00Z"
+    assert client.post(FB, json=fb).get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    assert set(store.quiet_marks(patient_key, {"info": 90, "warning": 90})) == {"C-TEST"}
+
+
 def test_feedback_for_unknown_card_is_stored_and_flagged(client, app):
     unknown = str(uuid.uuid4())
     fb = {"feedback": [{"card": unknown, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
