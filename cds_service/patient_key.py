@@ -1,6 +1,8 @@
 """The keyed hash that ties an issued card to its patient without saying who
 the patient is: HMAC-SHA256 over the request's fhirServer and patient id,
-keyed with a server secret (CDS_PATIENT_HASH_SECRET).
+keyed with a server secret (CDS_PATIENT_HASH_SECRET). A call without
+fhirServer passes the verified client's issuer and tenant in its place
+(protocol.hooks._patient_namespace).
 
 Feedback names only a card uuid; the hash stored with that card lets the
 service quiet the card for the same patient later. Without the secret the

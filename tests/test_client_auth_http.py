@@ -120,3 +120,24 @@ def test_production_never_trusts_the_sandbox(tmp_path, key):
     resp = client.get("/cds-services", headers=auth(tok))
     assert resp.status_code == 401
     assert resp.get_json()["details"]["reason"] == "unknown_issuer"
+
+
+def test_without_fhir_server_quieting_keeps_each_ehr_tenants_patients_apart(secured, key):
+    """Prefetch-only calls name no FHIR server: patient "X" of one tenant is not
+    patient "X" of another, so feedback in one does not quiet the other's card."""
+    from tests.test_quiet_by_default import INFO_CARD, INFO_PATIENT, cards_of, pv_body
+
+    client = secured()
+    body = pv_body(INFO_PATIENT)
+    del body["fhirServer"]
+
+    def cards(tenant):
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token(key, PV, tenant=tenant)}"
+        return cards_of(client, body)
+
+    card = cards("hospital-a")[INFO_CARD]
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token(key, PV + '/feedback', tenant='hospital-a')}"
+    fb = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-01-01T10:00:00Z"}]}
+    assert client.post(PV + "/feedback", json=fb).get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    assert INFO_CARD not in cards("hospital-a")
+    assert INFO_CARD in cards("hospital-b")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
@@ -82,6 +83,19 @@ def validate_hook_request(service: CdsService, body: dict) -> None:
                        code="too_many_draft_orders")
 
 
+def _patient_namespace(body: dict[str, Any]) -> str | None:
+    """Where the patient id is unique, for the quieting key: the request's FHIR
+    server; without one (prefetch only), the verified client's issuer and
+    tenant, so that patient "X" of one EHR is not patient "X" of another."""
+    if body.get("fhirServer"):
+        return body["fhirServer"]
+    issuer = g.get("issuer")
+    if not issuer:
+        return None
+    tenant = g.get("tenant")
+    return f"jwt-issuer:{issuer}" + (f"#{tenant}" if tenant else "")
+
+
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
     rt = runtime()
@@ -120,7 +134,7 @@ def call_service(service_id: str):
     for kind in prefetch.error_kinds:
         metrics.FHIR_ERRORS.labels(kind).inc()
 
-    key = patient_key(rt.patient_secret, body.get("fhirServer"), body["context"]["patientId"])
+    key = patient_key(rt.patient_secret, _patient_namespace(body), body["context"]["patientId"])
     call = HookCall(
         service_id=service.id,
         hook=service.hook,
