@@ -310,6 +310,9 @@ def _always() -> bool:
     return True
 
 
+_BLANK_LINES = re.compile(r"\n\s*\n(?:\s*\n)+")
+
+
 def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: bool = False) -> dict[str, Any] | None:
     """One Finding -> one card dict. Non-strict: a broken template logs the
     card id and returns None (or drops just the broken suggestion)."""
@@ -326,7 +329,8 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
         source = card.get("source") or {}
         out: dict[str, Any] = {
             "summary": summary,
-            "detail": _fill(card.get("detail", ""), variables).strip(),
+            # A variable left empty (no labs note) leaves no run of blank lines behind.
+            "detail": _BLANK_LINES.sub("\n\n", _fill(card.get("detail", ""), variables).strip()),
             "indicator": finding.indicator or card["indicator"],
             "source": {
                 "label": source.get("label", ""),

@@ -158,3 +158,15 @@ def test_prepare_resource_fills_a_copy_and_leaves_the_template_alone(template):
     assert type(out["code"]["coding"]) is type(template["code"]["coding"])
     out["code"]["coding"][0]["code"] = "changed"
     assert repr(template) == before
+
+
+@pytest.mark.parametrize("card_id", cr.card_ids())
+def test_empty_variables_leave_no_run_of_blank_lines(card_id):
+    """A variable with nothing to say (no labs note, no kidney note) must not
+    leave three or more line breaks in the detail an EHR may show as plain text."""
+    empty = {name: "" for name in VARIABLES if name not in ("facts",)}
+    card = cr.render(Finding(card_id, facts=("Lumbar spine T-score -2.7 on 2025-02-01",), variables=empty,
+                             delete_draft="ServiceRequest/d1"),
+                     patient_id="p1", today=TODAY)
+    assert "\n\n\n" not in card["detail"].replace(" ", "")
+    assert "Lumbar spine T-score -2.7 on 2025-02-01" in card["detail"]
