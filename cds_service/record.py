@@ -1339,7 +1339,7 @@ class _Builder:
     def _frax(self, kind: str, qty: tuple[float, str], when: dt.date | None, ref: str) -> None:
         percent = normalise_frax(*qty)
         if percent is None:
-            log.info("FRAX value with ambiguous unit ignored: %s", ref)
+            log.info("FRAX value with ambiguous unit ignored")  # no id: it may be free text
             return
         if not self._value_ok("frax", percent, ref):
             return
@@ -1601,13 +1601,15 @@ class _Builder:
             else:
                 draft_orders.append(draft)
 
+        # Counts by type (and reason) only, never ids: an id may be the patient's, another
+        # patient's, or free text (a name, a number) a client put there.
         if self.skipped:
-            log.warning("record: skipped %d unreadable resources: %s", len(self.skipped), ", ".join(self.skipped[:20]))
+            log.warning("record: skipped %d unreadable resources: %s", len(self.skipped),
+                        _counted(_type_of(ref) for ref in self.skipped))
         by_date = _oldest_first
         if self.ignored:
-            # Counts by type and reason only: an id may be the patient's, another patient's, or
-            # free text (a name, a number) a client put there.
-            log.warning("record: ignored %d resources or values: %s", len(self.ignored), _type_reason_counts(self.ignored))
+            log.warning("record: ignored %d resources or values: %s", len(self.ignored),
+                        _counted(f"{_type_of(ref)} {reason}" for ref, reason in self.ignored))
         return PatientRecord(
             today=today,
             patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
@@ -1696,15 +1698,18 @@ class _Builder:
         return out
 
 
-def _type_reason_counts(refs: Iterable[tuple[str, str]]) -> str:
-    """"Observation foreign-patient 2, Patient implausible-value 1": what a log may say of
-    ignored resources (a type the record does not read shows as "?")."""
-    counts: dict[tuple[str, str], int] = {}
-    for ref, reason in refs:
-        rtype = ref.partition("/")[0]
-        key = (rtype if rtype in _READERS else "?", reason)
-        counts[key] = counts.get(key, 0) + 1
-    return ", ".join(f"{rtype} {reason} {n}" for (rtype, reason), n in sorted(counts.items()))
+def _counted(labels: Iterable[str]) -> str:
+    """"Observation foreign-patient 2, Patient implausible-value 1": labels with their counts."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
+
+
+def _type_of(ref: str) -> str:
+    """The type of a "Type/id" as a log may give it: one the record reads, else "?"."""
+    rtype = ref.partition("/")[0]
+    return rtype if rtype in _READERS or rtype == "Bundle" else "?"
 
 
 # Types whose patient is named in `subject` (`add` checks the usual reference itself).
