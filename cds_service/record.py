@@ -52,7 +52,7 @@ from typing import Any
 from cds_service import plausibility
 from cds_service.fhir import deferred
 from cds_service.fhir import terminology as t
-from cds_service.fhir.patient_binding import NO_SUBJECT, SUBJECT_FIELD, PatientBinding, patient_aliases
+from cds_service.fhir.patient_binding import NO_SUBJECT, SUBJECT_FIELD, PatientBinding
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
 log = logging.getLogger(__name__)
@@ -938,8 +938,8 @@ def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> N
     generators. On a malformed Bundle it raises, with the entries before the fault
     already in `out`. An entry still kept as text (fhir.deferred) is appended as
     (DEFERRED, its text), unread. _Builder.add_value walks the entries the same way
-    (the hot path, with the usual entry read inline); this walk serves the alias
-    search and the draft orders."""
+    (the hot path, with the usual entry read inline, and a Bundle within a Bundle read
+    as its own); this walk serves the draft orders."""
     if value is None:
         return
     if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
@@ -952,52 +952,31 @@ def _collect_entries(value: Any, full_url: Any, out: list[tuple[Any, Any]]) -> N
             _collect_entry(entry, out)
 
 
-def _collect_entry(entry: Any, out: list[tuple[Any, Any]]) -> None:
+def _collect_entry(entry: Any, out: list[tuple[Any, Any]], *, nested_bundles: bool = True) -> Any:
+    """One entry's pairs appended to `out`. A Bundle in the entry is walked too, or, with
+    nested_bundles False, returned unwalked (the record builder reads it as a Bundle of
+    its own, where its `urn:` references resolve)."""
     if isinstance(entry, dict):
         resource = entry.get("resource")
         if resource is not None:
             search = entry.get("search")
             # search-mode "outcome" entries (OperationOutcome) carry no patient data
             if search and search.get("mode") == "outcome":
-                return
+                return None
             if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+                if not nested_bundles:
+                    return resource
                 _collect_entries(resource, entry.get("fullUrl"), out)
             else:
                 out.append((entry.get("fullUrl"), resource))
-            return
+            return None
     if entry is not None:
         out.append((None, entry))  # malformed entry: counted by the caller
+    return None
 
 
-# The fullUrl place of an entry build_record reads from its text (fhir.deferred).
+# The fullUrl place of an entry kept as text (fhir.deferred), unread.
 DEFERRED = object()
-
-
-def _pairs_of(values: Iterable[Any]) -> list[tuple[Any, Any]]:
-    """The (fullUrl, resource) pairs of every prefetch value, each up to its fault if any:
-    what fhir.patient_binding.patient_aliases looks through (entries kept as text hold no
-    `urn:` fullUrl, see fhir.deferred)."""
-    pairs: list[tuple[Any, Any]] = []
-    for value in values:
-        try:
-            _collect_entries(value, None, pairs)
-        except Exception:  # noqa: BLE001 - e.g. a Bundle whose entry is not a list: the pairs before it
-            pass
-    return pairs
-
-
-def _read_deferred(text: Any, skipped: list[str]) -> list[tuple[Any, Any]]:
-    """The (fullUrl, resource) pairs of one entry kept as text, read now. On a fault
-    (an entry the eager walk raises on, or text nested past Python's limit) "Bundle/?"
-    goes to `skipped`, with the pairs before the fault returned: build_record then
-    stops that prefetch value there, as the eager read does."""
-    out: list[tuple[Any, Any]] = []
-    try:
-        _collect_entry(deferred.decode(text), out)
-    except Exception:  # noqa: BLE001 - e.g. nested past Python's limit: unreadable, as a bad entry
-        skipped.append("Bundle/?")
-    return out
-
 
 
 # ---------------------------------------------------------------------------
@@ -1072,7 +1051,8 @@ class _Builder:
         self.drafts: list[DraftOrder] = []
         self.skipped: list[str] = []
         self.bundle_faults = 0  # prefetch values whose walk met a malformed entry ("Bundle/?" each)
-        self.seen: set[str] = set()
+        self.seen: set[str] = set()  # "Type/id" of the resources read (bound to the patient)
+        self.ignored_keys: set[str] = set()  # and of those not bound: each counted once
         self.trauma_dates: list[dt.date] = []
         self.pregnancy_tests: list[PregnancyTest] = []
         self.fall_concern: list[FallConcern] = []
@@ -1097,13 +1077,32 @@ class _Builder:
         if value is None:
             return
         if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
-            self.add(value)
+            self.add(value)  # a resource on its own: in no Bundle, so no `urn:` alias binds it
             return
         try:
-            entries = iter(value.get("entry") or ())
-        except TypeError:  # e.g. entry a number
+            faulted = self._add_bundle(value)
+        except RecursionError:  # Bundles nested past Python's limit: unreadable from there on
+            faulted = True
+        if faulted:
             self.bundle_faults += 1
-            return
+
+    def _add_bundle(self, bundle: Mapping[str, Any]) -> bool:
+        """Read a Bundle's entries, its `urn:` references resolved within it (a Bundle in an
+        entry is read as one of its own); True when a malformed entry ended the walk."""
+        binding = self.binding
+        if binding is not None:
+            outer, binding.bundle = binding.bundle, bundle
+        try:
+            return self._add_entries(bundle)
+        finally:
+            if binding is not None:
+                binding.bundle = outer
+
+    def _add_entries(self, bundle: Mapping[str, Any]) -> bool:
+        try:
+            entries = iter(bundle.get("entry") or ())
+        except TypeError:  # e.g. entry a number
+            return True
         add, add_typed, kept_as_text = self.add, self._add, deferred.Deferred
         for entry in entries:
             if type(entry) is dict:
@@ -1118,20 +1117,23 @@ class _Builder:
                         else:
                             add(resource)  # counted as unreadable
                         continue
-            pairs: list[tuple[Any, Any]] = []
-            fault: list[str] = []
             if type(entry) is kept_as_text:
-                pairs = _read_deferred(entry, fault)
-            else:
                 try:
-                    _collect_entry(entry, pairs)
-                except Exception:  # noqa: BLE001 - e.g. search not an object: the rest of the value is not read
-                    fault.append("Bundle/?")
+                    entry = deferred.decode(entry)
+                except Exception:  # noqa: BLE001 - e.g. nested past Python's limit: unreadable, as a bad entry
+                    return True
+            pairs: list[tuple[Any, Any]] = []
+            try:
+                nested = _collect_entry(entry, pairs, nested_bundles=False)
+            except Exception:  # noqa: BLE001 - e.g. search not an object: the rest of the value is not read
+                return True
+            if nested is not None:
+                if self._add_bundle(nested):
+                    return True
+                continue
             for _, resource in pairs:
                 add(resource)
-            if fault:
-                self.bundle_faults += 1
-                return
+        return False
 
     def add(self, resource: Any) -> None:
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -1142,23 +1144,28 @@ class _Builder:
 
     def _add(self, resource: Mapping[str, Any], rtype: str) -> None:
         """add() of a dict whose resourceType `rtype` is a str."""
-        key = f"{rtype}/{resource.get('id', '?')}"  # _ref(resource)
-        if key in self.seen and resource.get("id"):  # same resource under two prefetch keys
-            return
-        self.seen.add(key)
         reader = _READERS.get(rtype)
         if reader is None:
             return  # a type no rule reads (Practitioner, OperationOutcome, ...): ignored, not malformed
+        key = f"{rtype}/{resource.get('id', '?')}"  # _ref(resource)
         binding = self.binding
         if binding is not None:
             subject = resource.get("subject")
-            # The usual subject "Patient/<id>" is this patient's without a call (as the first
-            # test of reason_to_ignore finds for the types bound by `subject`).
-            if not (rtype in _BOUND_BY_SUBJECT and type(subject) is dict and subject.get("reference") == binding.relative):
+            # The usual subject "Patient/<id>" with no focus is this patient's without a call
+            # (as reason_to_ignore finds for the types bound by `subject`).
+            if not (rtype in _BOUND_BY_SUBJECT and type(subject) is dict and subject.get("reference") == binding.relative
+                    and "focus" not in resource):
                 reason = binding.reason_to_ignore(resource)
                 if reason is not None:
-                    self.ignored.append((key, reason))
+                    if key not in self.ignored_keys or not resource.get("id"):
+                        self.ignored_keys.add(key)
+                        self.ignored.append((key, reason))
                     return
+        # Same resource under two prefetch keys: read once. Only among resources that bound,
+        # so another patient's Observation/x never hides the patient's own Observation/x.
+        if key in self.seen and resource.get("id"):
+            return
+        self.seen.add(key)
         try:
             found, self.concepts, self.concept_sets, self.plan = self.codes.wanted_by_concept(resource, rtype)
         except Exception:  # noqa: BLE001 - e.g. a code that is a list: unreadable, as in a reader
@@ -1332,7 +1339,7 @@ class _Builder:
     def _frax(self, kind: str, qty: tuple[float, str], when: dt.date | None, ref: str) -> None:
         percent = normalise_frax(*qty)
         if percent is None:
-            log.info("FRAX value with ambiguous unit ignored: %s", ref)
+            log.info("FRAX value with ambiguous unit ignored")  # no id: it may be free text
             return
         if not self._value_ok("frax", percent, ref):
             return
@@ -1540,7 +1547,8 @@ class _Builder:
         self._add_med(res, status, start, end, single or end)
 
     # --- finish -------------------------------------------------------------
-    def finish(self, drafts: Sequence[Any], selections: Sequence[str] | None) -> PatientRecord:
+    def finish(self, drafts: Sequence[Any], selections: Sequence[str] | None,
+               drafts_bundle: Any = None) -> PatientRecord:
         today, s = self.today, self.settings
         patient = self.patient or {}
         birth = parse_date(patient.get("birthDate"))
@@ -1576,6 +1584,8 @@ class _Builder:
         fragile_skin = any(h.active for h in conditions.get("fragile_skin", ()))
 
         draft_orders = []
+        if self.binding is not None:
+            self.binding.bundle = drafts_bundle  # a draft's `urn:` subject resolves in context.draftOrders
         for raw in drafts:
             # A draft naming another patient is not judged (one with no subject is: the sandbox sends those).
             reason = self.binding.reason_to_ignore(raw) if self.binding and isinstance(raw, dict) else None
@@ -1591,13 +1601,15 @@ class _Builder:
             else:
                 draft_orders.append(draft)
 
+        # Counts by type (and reason) only, never ids: an id may be the patient's, another
+        # patient's, or free text (a name, a number) a client put there.
         if self.skipped:
-            log.warning("record: skipped %d unreadable resources: %s", len(self.skipped), ", ".join(self.skipped[:20]))
+            log.warning("record: skipped %d unreadable resources: %s", len(self.skipped),
+                        _counted(_type_of(ref) for ref in self.skipped))
         by_date = _oldest_first
         if self.ignored:
-            log.warning("record: ignored %d resources or values (%s): %s", len(self.ignored),
-                        ", ".join(sorted({reason for _, reason in self.ignored})),
-                        ", ".join(f"{ref} ({reason})" for ref, reason in self.ignored[:20]))
+            log.warning("record: ignored %d resources or values: %s", len(self.ignored),
+                        _counted(f"{_type_of(ref)} {reason}" for ref, reason in self.ignored))
         return PatientRecord(
             today=today,
             patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
@@ -1684,6 +1696,20 @@ class _Builder:
             events.sort(key=lambda e: e.start or e.dose_date or dt.date.min)
             out[agent] = _exposure(agent, tuple(events), self.today)
         return out
+
+
+def _counted(labels: Iterable[str]) -> str:
+    """"Observation foreign-patient 2, Patient implausible-value 1": labels with their counts."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
+
+
+def _type_of(ref: str) -> str:
+    """The type of a "Type/id" as a log may give it: one the record reads, else "?"."""
+    rtype = ref.partition("/")[0]
+    return rtype if rtype in _READERS or rtype == "Bundle" else "?"
 
 
 # Types whose patient is named in `subject` (`add` checks the usual reference itself).
@@ -2239,7 +2265,7 @@ def _planned(res: Mapping[str, Any]) -> dt.date | None:
 
 def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), today: dt.date,
                  patient_id: str | None = None, fhir_server: str | None = None,
-                 selections: Sequence[str] | None = None,
+                 selections: Sequence[str] | None = None, draft_orders: Any = None,
                  settings: ClinicalSettings = DEFAULT) -> PatientRecord:
     """Build the PatientRecord from prefetch values (a resource, a Bundle or
     None each) and draft orders (resources from context.draftOrders).
@@ -2247,24 +2273,20 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     `patient_id` (context.patientId) binds the record to that patient: any
     resource that is not theirs is ignored and counted (fhir.patient_binding).
     The services always pass it; None (no binding) is for rule unit tests on
-    hand-built single-patient data only.
+    hand-built single-patient data only. A `urn:` reference resolves within the
+    Bundle its resource is in; a draft's within `draft_orders` (context.draftOrders).
     `selections` (order-select) marks which drafts are judged; None = all.
     Never raises on bad data."""
-    values = tuple((prefetch or {}).values())
-    binding = None
-    if patient_id is not None:
-        # The patient's `urn:` aliases are looked for only if a `urn:` reference needs them.
-        binding = PatientBinding(patient_id, fhir_server=fhir_server,
-                                 aliases=lambda: patient_aliases(_pairs_of(values), patient_id))
+    binding = PatientBinding(patient_id, fhir_server=fhir_server) if patient_id is not None else None
     builder = _Builder(today, settings, binding)
     if selections is not None and not isinstance(selections, (list, tuple)):
         selections = None  # malformed context.selections: judge every draft rather than none
-    for value in values:
+    for value in (prefetch or {}).values():
         builder.add_value(value)
     # A malformed Bundle's "Bundle/?" comes before the resources' own skips (as when the
     # entries were all collected first).
     builder.skipped[:0] = ["Bundle/?"] * builder.bundle_faults
-    return builder.finish(drafts, selections)
+    return builder.finish(drafts, selections, draft_orders)
 
 
 def drafts_from_context(context: Mapping[str, Any]) -> list[Any]:

@@ -218,8 +218,12 @@ def test_a_long_first_page_is_completed_from_the_server(client, monkeypatch):
 
 
 def test_an_entry_that_cannot_be_read_is_skipped_not_a_crash():
-    out = record._read_deferred(msgspec.Raw(b"[" * 5000 + b"]" * 5000), skipped := [])
-    assert out == [] and skipped == ["Bundle/?"]
+    good = msgspec.Raw(json.dumps({"resource": {"resourceType": "Observation", "id": "ca1", "subject": {
+        "reference": "Patient/p1"}}}).encode())
+    deep = msgspec.Raw(b"[" * 5000 + b"]" * 5000)
+    prefetch = {"o": {"resourceType": "Bundle", "entry": [good, deep, good]}}
+    built = record.build_record(prefetch, today=dt.date(2026, 11, 30), patient_id="p1")
+    assert built.skipped == ("Bundle/?",)
 
 
 def test_values_that_are_not_objects_are_read_as_they_are(monkeypatch):

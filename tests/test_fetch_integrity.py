@@ -5,6 +5,7 @@ before any contact with them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -186,3 +187,51 @@ def test_a_page_whose_entry_is_not_an_array_is_412(client, entry):
         resp = client.post(PV, json=fetching())
     assert resp.status_code == 412
     assert resp.get_json()["details"]["failed"] == {"conditions": "a Bundle's entry is not an array"}
+
+
+# --- fetched resources bind as sent ones do (fhir.patient_binding) -------------
+
+def _t_score(oid: str, value: float, ref: str, **extra) -> dict:
+    return {"resourceType": "Observation", "id": oid, "status": "final", "subject": {"reference": ref},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "38267-1"}]},
+            "effectiveDateTime": (dt.date.today() - dt.timedelta(days=30)).isoformat(), "valueQuantity": {"value": value, "unit": "{T-score}"}, **extra}
+
+
+def _fetched_cards(client, *extra: dict) -> list:
+    """patient-view with every key fetched; the Observation searches answer a T-score -2.6
+    of the patient and `extra`."""
+    own = _t_score("own-t", -2.6, f"Patient/{PATIENT_ID}")
+    bundle = {"resourceType": "Bundle", "type": "searchset",
+              "entry": [{"fullUrl": f"{FHIR}/Observation/{r['id']}", "resource": r} for r in (own, *extra)]}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        serve(rsps, Observation=(200, bundle, {}))
+        resp = client.post(PV, json=fetching())
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return [(c["source"]["topic"]["code"], c["summary"], c.get("detail", "")) for c in resp.get_json()["cards"]]
+
+
+@pytest.mark.parametrize("ref,extra", [
+    (f"Patient/{PATIENT_ID}/_history/../../Patient/someone-else", {}),
+    (f"{FHIR}/Patient/{PATIENT_ID}/_history/../../someone-else", {}),
+    (f"https://other.example.org/r4/Patient/{PATIENT_ID}", {}),
+    (f"Patient/{PATIENT_ID}", {"focus": [{"reference": "Patient/someone-else"}]}),
+])
+def test_a_fetched_resource_that_does_not_name_the_patient_alone_is_ignored(client, ref, extra):
+    base = _fetched_cards(client)
+    cards = _fetched_cards(client, _t_score("later-t", -3.6, ref, **extra))
+    assert cards == base and "-3.6" not in str(cards)
+
+
+@pytest.mark.parametrize("ref", [f"Patient/{PATIENT_ID}/_history/4", f"{FHIR}/Patient/{PATIENT_ID}/_history/4",
+                                 f"{FHIR}/Patient/{PATIENT_ID}"])
+def test_a_fetched_resource_naming_the_patient_is_read(client, ref):
+    base = _fetched_cards(client)
+    cards = _fetched_cards(client, _t_score("later-t", -3.6, ref))
+    assert cards != base and "-3.6" in str(cards)
+
+
+def test_another_patients_fetched_resource_with_the_same_id_never_hides_the_patients_own(client):
+    own_only = _fetched_cards(client, _t_score("later-t", -3.6, f"Patient/{PATIENT_ID}"))
+    both = _fetched_cards(client, _t_score("later-t", -3.9, "Patient/someone-else"),
+                          _t_score("later-t", -3.6, f"Patient/{PATIENT_ID}"))
+    assert both == own_only and "-3.9" not in str(both)

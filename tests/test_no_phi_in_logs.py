@@ -29,7 +29,7 @@ from cds_service import engine
 from cds_service import fixtures as fx
 from cds_service.logs import JsonFormatter
 from cds_service.rules.base import Finding
-from requests_for_tests import FHIR, SERVICE_FOR
+from requests_for_tests import FHIR, SERVICE_FOR, full_prefetch
 
 TODAY = dt.date.today()
 SENTINEL = "Zqx"  # no log line may contain it, in any case
@@ -246,6 +246,44 @@ def test_a_failing_rule_or_card_logs_no_patient_data(debug_app, caplog, monkeypa
     text = logs.stream.getvalue()
     assert "rule crashing_rule failed" in text and '"error_type": "ValueError"' in text
     assert re.search(r"card C-TX-BP (could not be rendered|: suggestion no-such-suggestion dropped)", text)
+
+
+def test_ignored_and_skipped_resources_are_logged_by_type_and_reason_only(debug_app, caplog):
+    """Review finding 6: the `record: ignored` line gave `Type/id` of what it ignored: the
+    context Patient's id (its Patient ignored for a birthDate in 1800), another patient's id,
+    and resource ids that are free text (a name, a date of birth, an SSN, 3 KB of it)."""
+    client = debug_app.test_client()
+    pid = "Zqx-context-patient-8"
+    free_text = "Zqx Jane Doe DOB 1950-01-01 SSN 123-45-6789 " + "x" * 3000
+    t_score = {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{pid}"},
+               "code": {"coding": [{"system": "http://loinc.org", "code": "38267-1"}]},
+               "effectiveDateTime": TODAY.isoformat(), "valueQuantity": {"value": -40, "unit": "{T-score}"}}
+    unreadable = {"resourceType": "MedicationRequest", "id": "Zqx3 Jane Doe", "status": "completed", "intent": "order",
+                  "subject": {"reference": f"Patient/{pid}"},
+                  "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                            "code": "904431"}]},
+                  "dispenseRequest": "a supply that is no object"}
+    prefetch = {
+        **full_prefetch(),
+        "patient": {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1800-01-01"},
+        "observations": {"resourceType": "Bundle", "type": "searchset", "entry": [
+            {"resource": {**t_score, "id": free_text}},  # an implausible value
+            {"resource": {**t_score, "id": "Zqx2 Jane Doe", "subject": {"reference": "Patient/Zqx-other-77"}}}]},
+        "medicationRequests": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": unreadable}]},
+        "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "Zqx-other-patient-77"}}]},
+    }
+    body = {"hookInstance": str(uuid.uuid4()), "hook": "patient-view", "prefetch": prefetch,
+            "context": {"patientId": pid, "userId": "Practitioner/example"}}
+    with LogCapture(caplog) as logs:
+        resp = client.post(f"/cds-services/{SERVICE_FOR['patient-view']}", json=body)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        logs.assert_clean([SENTINEL.lower(), pid.lower(), "jane doe", "123-45-6789", "xxxxxxxx"])
+    lines = [json.loads(line)["message"] for line in logs.stream.getvalue().splitlines()]
+    ignored = next(m for m in lines if m.startswith("record: ignored"))
+    assert ignored == ("record: ignored 4 resources or values: Observation foreign-patient 1, "
+                       "Observation implausible-value 1, Patient foreign-patient 1, Patient implausible-value 1")
+    assert "record: skipped 1 unreadable resources: MedicationRequest 1" in lines
 
 
 def test_the_formatter_drops_extras_it_does_not_know(caplog):

@@ -263,3 +263,143 @@ def test_another_patients_resource_is_counted_even_when_no_rule_reads_it():
     record = build_record(with_resource(base_prefetch(), "observations", heart_rate), today=TODAY,
                           patient_id=PATIENT_ID)
     assert ("Observation/hr", "foreign-patient") in record.ignored
+
+
+# --- urn: aliases resolve within their own Bundle, and only when they name the patient alone ---
+
+URN = "urn:uuid:aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+
+
+def _urn_case(here: list[dict], in_conditions: list[dict]) -> dict:
+    """base_prefetch plus a T-score -3.6 whose subject is URN, with `here` (entries) in its
+    own Bundle (observations) and `in_conditions` in another prefetch Bundle."""
+    prefetch = base_prefetch()
+    res = t_score("later-t", -3.6, 5)
+    res["subject"] = {"reference": URN}
+    prefetch["observations"]["entry"] += [*here, {"fullUrl": "urn:uuid:bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb",
+                                                  "resource": res}]
+    prefetch["conditions"]["entry"] += in_conditions
+    return prefetch
+
+
+def _patient_at(urn: str, pid: str = PATIENT_ID) -> dict:
+    return {"fullUrl": urn, "resource": {**full_prefetch()["patient"], "id": pid}}
+
+
+@pytest.mark.parametrize("here,elsewhere", [
+    ([_patient_at(URN, OTHER)], [_patient_at(URN)]),  # another patient here, the patient in another Bundle
+    ([], [_patient_at(URN)]),                          # the patient only in another Bundle
+    ([_patient_at(URN, OTHER), _patient_at(URN)], []),  # both in this Bundle: which one is meant?
+    ([_patient_at(URN), _patient_at(URN, OTHER)], []),
+    ([_patient_at(URN), {"fullUrl": URN, "resource": {"resourceType": "Practitioner", "id": "dr"}}], []),
+], ids=["other-here-patient-elsewhere", "patient-elsewhere", "other-then-patient", "patient-then-other",
+        "patient-and-practitioner"])
+def test_a_urn_that_is_not_the_patients_alone_in_its_bundle_binds_nothing(client, here, elsewhere):
+    base = cards_of(client, base_prefetch())
+    cards = cards_of(client, _urn_case(here, elsewhere))
+    assert cards == base and "-3.6" not in json.dumps(cards)
+    # The counterpart: the same urn naming the patient alone in the Observation's own Bundle binds it.
+    own = cards_of(client, _urn_case([_patient_at(URN), _patient_at(URN)], [_patient_at(URN, OTHER)]))
+    assert own != base and "-3.6" in json.dumps(own)
+
+
+def test_a_draft_orders_urn_subject_resolves_within_draft_orders(client):
+    """context.draftOrders is a Bundle of its own: a draft whose subject is a urn: is judged
+    when that urn is the patient's fullUrl there, not when it is so only in a prefetch Bundle."""
+    def denosumab_draft_cards(draft_entries, prefetch_entries):
+        body = hook_request("order-sign", prefetch=base_prefetch())
+        draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+        draft["medicationCodeableConcept"] = {"coding": [{"system": t.RXNORM, "code": "993456"}]}  # denosumab
+        draft["subject"] = {"reference": URN}
+        body["context"]["draftOrders"]["entry"] += draft_entries
+        body["prefetch"]["medicationRequests"]["entry"].append({"resource": _alendronate("MedicationRequest",
+                                                                                        PATIENT_ID)})
+        body["prefetch"]["medicationRequests"]["entry"] += prefetch_entries
+        resp = client.post("/cds-services/osteoporosis-order-sign", json=body)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return {c["source"]["topic"]["code"] for c in resp.get_json()["cards"]}
+
+    assert "C-DUP-ANTIRES" in denosumab_draft_cards([_patient_at(URN)], [])
+    assert "C-DUP-ANTIRES" not in denosumab_draft_cards([], [_patient_at(URN)])
+    assert "C-DUP-ANTIRES" not in denosumab_draft_cards([_patient_at(URN), _patient_at(URN, OTHER)], [])
+
+
+# --- reference forms: Patient/<id> or Patient/<id>/_history/<vid>, nothing else ---
+
+@pytest.mark.parametrize("ref", [
+    f"Patient/{PATIENT_ID}/_history/../../Patient/{OTHER}",
+    f"Patient/{PATIENT_ID}/_history/..",
+    f"Patient/{PATIENT_ID}/_history/3/x",
+    f"Patient/{PATIENT_ID}/_history/",
+    f"{FHIR}/Patient/{PATIENT_ID}/_history/../../{OTHER}",
+    f"{FHIR}/Patient/{PATIENT_ID}/_history/%2e%2e/%2E%2E/{OTHER}",
+    f"{FHIR}/x/../Patient/{PATIENT_ID}",
+    f"{FHIR}/./Patient/{PATIENT_ID}",
+])
+def test_a_reference_with_a_dot_segment_or_more_path_binds_nothing(client, ref):
+    base = cards_of(client, base_prefetch())
+    res = t_score("later-t", -3.6, 5)
+    res["subject"] = {"reference": ref}
+    cards = cards_of(client, with_resource(base_prefetch(), "observations", res))
+    assert cards == base and "-3.6" not in json.dumps(cards)
+
+
+def test_an_absolute_reference_binds_only_under_the_calls_fhir_server(client):
+    """With no fhirServer there is no base to hold an absolute reference to (the same id on
+    another server is another patient): it binds nothing. Relative references still do."""
+    base = cards_of(client, base_prefetch(), fhir_server=None)
+    for ref in (f"https://other-hospital.example/fhir/Patient/{PATIENT_ID}", f"{FHIR}/Patient/{PATIENT_ID}"):
+        res = t_score("later-t", -3.6, 5)
+        res["subject"] = {"reference": ref}
+        cards = cards_of(client, with_resource(base_prefetch(), "observations", res), fhir_server=None)
+        assert cards == base and "-3.6" not in json.dumps(cards), ref
+        # ...and under the call's fhirServer, the one on it binds.
+        bound = cards_of(client, with_resource(base_prefetch(), "observations", res))
+        assert (bound != cards_of(client, base_prefetch())) == ref.startswith(FHIR), ref
+    for ref in (f"Patient/{PATIENT_ID}", f"Patient/{PATIENT_ID}/_history/2"):
+        res = t_score("later-t", -3.6, 5)
+        res["subject"] = {"reference": ref}
+        own = cards_of(client, with_resource(base_prefetch(), "observations", res), fhir_server=None)
+        assert own != base and "-3.6" in json.dumps(own), ref
+
+
+@pytest.mark.parametrize("focus", [
+    [{"reference": f"Patient/{OTHER}"}],                                   # e.g. the patient's mother
+    [{"reference": f"Patient/{PATIENT_ID}"}, {"reference": f"Patient/{OTHER}"}],
+    [{"reference": "RelatedPerson/mother"}],
+    [{"display": "fetus"}],
+    {"reference": f"Patient/{OTHER}"},                                     # not a list: still a focus
+])
+def test_an_observation_whose_focus_is_someone_else_is_about_them(client, focus):
+    base = cards_of(client, base_prefetch())
+    res = {**t_score("later-t", -3.6, 5), "focus": focus}
+    cards = cards_of(client, with_resource(base_prefetch(), "observations", res))
+    assert cards == base and "-3.6" not in json.dumps(cards)
+    record = build_record(with_resource(base_prefetch(), "observations", res), today=TODAY, patient_id=PATIENT_ID)
+    assert ("Observation/later-t", "foreign-patient") in record.ignored
+
+
+def test_an_observation_whose_focus_is_the_patient_is_theirs(client):
+    base = cards_of(client, base_prefetch())
+    for focus in ([{"reference": f"Patient/{PATIENT_ID}"}], [], None):
+        res = {**t_score("later-t", -3.6, 5), "focus": focus}
+        cards = cards_of(client, with_resource(base_prefetch(), "observations", res))
+        assert cards != base and "-3.6" in json.dumps(cards), focus
+
+
+def test_another_patients_resource_with_the_same_id_never_hides_the_patients_own(client):
+    """Duplicates are dropped only among resources that bound: another patient's Observation/x
+    first must not make the patient's own Observation/x a duplicate."""
+    own = t_score("later-t", -3.6, 5)
+    foreign = t_score("later-t", -3.9, 5, OTHER)
+    only_own = cards_of(client, with_resource(base_prefetch(), "observations", own))
+    assert only_own != cards_of(client, base_prefetch())
+    both = with_resource(with_resource(base_prefetch(), "observations", foreign), "observations", own)
+    cards = cards_of(client, both)
+    assert cards == only_own and "-3.9" not in json.dumps(cards)
+    # The patient's own copy under a second key is still read once; the foreign one is counted once.
+    both["fractureFindings"]["entry"] += [{"resource": foreign}, {"resource": own}]
+    assert cards_of(client, both) == only_own
+    record = build_record(both, today=TODAY, patient_id=PATIENT_ID)
+    assert record.ignored.count(("Observation/later-t", "foreign-patient")) == 1
+    assert [b.value for b in record.bmd].count(-3.6) == 1

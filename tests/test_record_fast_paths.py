@@ -17,6 +17,7 @@ import pytest
 
 from cds_service import fixtures as fx
 from cds_service import record
+from cds_service.fhir import deferred, patient_binding
 from cds_service.fhir import terminology as t
 
 TODAY = dt.date(2026, 11, 30)
@@ -72,39 +73,48 @@ def _exposure_by_parts(agent, events, today):
     )
 
 
+def _bundle_resources(bundle, out):
+    """(the Bundle it is in, resource) of each entry of a Bundle, a Bundle in an entry walked
+    as its own, entries kept as text parsed; raises on a malformed entry, what came before in out."""
+    for entry in bundle.get("entry") or ():
+        if type(entry) is deferred.Deferred:
+            entry = deferred.decode(entry)
+        pairs = []
+        nested = record._collect_entry(entry, pairs, nested_bundles=False)
+        if nested is not None:
+            _bundle_resources(nested, out)
+        out.extend((bundle, resource) for _, resource in pairs)
+
+
 def _build_record_in_three_walks(prefetch, *, drafts=(), today, patient_id=None, fhir_server=None,
-                                 selections=None, settings=record.DEFAULT):
+                                 selections=None, draft_orders=None, settings=record.DEFAULT):
     """record.build_record as it was before its one walk: every entry of every prefetch
-    value collected, then the patient's aliases looked for in all of them, then each read."""
+    value collected with the Bundle it is in, then each bound (its `urn:` references in
+    that Bundle) and read."""
     values = []
     for value in (prefetch or {}).values():
         pairs = []
+        if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+            values.append(([(None, value)] if value is not None else [], False))
+            continue
         try:
-            record._collect_entries(value, None, pairs)
+            _bundle_resources(value, pairs)
             values.append((pairs, False))
         except Exception:  # noqa: BLE001
             values.append((pairs, True))
     binding = None
     if patient_id is not None:
-        binding = record.PatientBinding(patient_id, fhir_server=fhir_server, aliases=record.patient_aliases(
-            (pair for pairs, _ in values for pair in pairs), patient_id))
+        binding = record.PatientBinding(patient_id, fhir_server=fhir_server)
     builder = record._Builder(today, settings, binding)
     builder.skipped.extend("Bundle/?" for _, failed in values if failed)
     if selections is not None and not isinstance(selections, (list, tuple)):
         selections = None
-    for pairs, failed in values:
-        for url, resource in pairs:
-            if url is not record.DEFERRED:
-                builder.add(resource)
-                continue
-            fault = []
-            for _, read in record._read_deferred(resource, fault):
-                builder.add(read)
-            if fault:
-                if not failed:
-                    builder.skipped[:0] = fault
-                break
-    return builder.finish(drafts, selections)
+    for pairs, _ in values:
+        for bundle, resource in pairs:
+            if binding is not None:
+                binding.bundle = bundle
+            builder.add(resource)
+    return builder.finish(drafts, selections, draft_orders)
 
 
 def _without_shortcuts(monkeypatch):
@@ -502,33 +512,46 @@ def _fast_and_slow_prefetch(monkeypatch, prefetch, patient="p1", **kw):
     return fast
 
 
-def test_urn_references_before_the_patients_alias_bind_as_in_three_walks(monkeypatch):
+def test_urn_references_bind_within_their_own_bundle_as_in_three_walks(monkeypatch):
     """One walk binds each resource as it meets it; a `urn:` reference still sees every
-    alias of the patient, wherever its entry comes (a later entry, a later prefetch value)."""
+    alias of the patient in its own Bundle, before or after it, and none of another Bundle
+    (another prefetch value, or the Bundle around or within its own). A fullUrl naming
+    the patient and something else in one Bundle is no alias."""
     def ca(oid, ref):
         return {"resource": {**_obs(oid, "17861-6", **_qty(9.1, "mg/dL")), "subject": {"reference": ref}}}
 
     patient = {"resourceType": "Patient", "id": "p1"}
+    nested = {"resourceType": "Bundle", "type": "collection",
+              "entry": [ca("n1", "urn:uuid:late"), ca("n2", "urn:uuid:inner"),
+                        {"fullUrl": "urn:uuid:inner", "resource": patient}]}
     prefetch = {
         "a": {"resourceType": "Bundle", "type": "searchset",
               "entry": [ca("a1", "urn:uuid:late"), ca("a2", "urn:uuid:other"), ca("a3", "urn:uuid:next"),
-                        ca("a4", "Patient/p1"), {"fullUrl": "urn:uuid:late", "resource": patient}]},
+                        ca("a4", "Patient/p1"), {"fullUrl": "urn:uuid:late", "resource": patient},
+                        {"resource": nested}, ca("a5", "urn:uuid:inner"), ca("a6", "urn:uuid:late")]},
         "b": {"resourceType": "Bundle", "type": "collection",
               "entry": [ca("b1", "urn:uuid:late"), {"fullUrl": "urn:uuid:next", "resource": patient},
                         {"fullUrl": "urn:uuid:p2", "resource": {"resourceType": "Patient", "id": "p2"}},
-                        ca("b2", "urn:uuid:p2")]},
+                        ca("b2", "urn:uuid:p2"), ca("b3", "urn:uuid:next")]},
+        "c": {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"fullUrl": "urn:uuid:twice", "resource": patient}, ca("c1", "urn:uuid:twice"),
+                        {"fullUrl": "urn:uuid:twice", "resource": {"resourceType": "Patient", "id": "p2"}}]},
     }
     rec = _fast_and_slow_prefetch(monkeypatch, prefetch)
-    assert [lab.ref[12:] for lab in rec.labs["calcium"]] == ["a1", "a3", "a4", "b1"]
-    assert dict(rec.ignored) == {"Observation/a2": "unresolved-reference", "Patient/p2": "foreign-patient",
-                                 "Observation/b2": "unresolved-reference"}
+    assert [lab.ref[12:] for lab in rec.labs["calcium"]] == ["a1", "a4", "n2", "a6", "b3"]
+    assert dict(rec.ignored) == {
+        "Observation/a2": "unresolved-reference", "Observation/a3": "unresolved-reference",
+        "Observation/n1": "unresolved-reference", "Observation/a5": "unresolved-reference",
+        "Observation/b1": "unresolved-reference", "Patient/p2": "foreign-patient",
+        "Observation/b2": "unresolved-reference", "Observation/c1": "unresolved-reference"}
 
 
 def test_aliases_are_looked_for_only_for_a_urn_reference(monkeypatch):
     """Without a `urn:` reference the entries are walked once: no search for aliases."""
     searched = []
-    real = record.patient_aliases
-    monkeypatch.setattr(record, "patient_aliases", lambda pairs, pid: searched.append(pid) or real(pairs, pid))
+    real = patient_binding.patient_aliases
+    monkeypatch.setattr(patient_binding, "patient_aliases",
+                        lambda pairs, pid: searched.append(pid) or real(pairs, pid))
     plain = _prefetch(_obs("ca1", "17861-6", **_qty(9.1, "mg/dL")))
     record.build_record(plain, today=TODAY, patient_id="p1")
     assert searched == []

@@ -8,18 +8,26 @@ search) it came from:
 - a Patient is used only when its id is `context.patientId`;
 - every other type must name that patient in its subject field (`subject`,
   or `patient` for the types that use that name). Accepted forms: the
-  relative `Patient/{id}` (with or without `/_history/{v}`), an absolute
-  URL ending in it (under `fhirServer` when the call names one), and a
-  `urn:uuid:` that is the `fullUrl` of the context Patient in the same data;
+  relative `Patient/{id}` or `Patient/{id}/_history/{vid}` (nothing else: no
+  dot segment, no further path), an absolute URL under `fhirServer` ending in
+  either, and a `urn:` that is the `fullUrl` of the context Patient in the
+  Bundle the resource is in (FHIR resolves `urn:` references within their
+  Bundle) and of nothing else there;
+- an absolute reference when the call names no `fhirServer` is not bound:
+  there is no base to hold it to, and the same id on another server is
+  another patient (prefetch references are relative, `Patient/{id}`);
+- a resource whose `focus` (Observation) names anyone or anything but the
+  context patient is about that, not the patient: ignored;
 - a resource of a type the record reads but with no subject, or with a
   reference that cannot be resolved to the context patient, is ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 # Resource type -> the element that names its patient (FHIR R4).
 SUBJECT_FIELD: dict[str, str] = {
@@ -46,6 +54,18 @@ NO_SUBJECT = "no-subject"
 UNRESOLVED_REFERENCE = "unresolved-reference"
 
 
+# A FHIR id, as a version id must be (and "." or ".." never is one: a dot segment).
+_ID = re.compile(r"[A-Za-z0-9.\-]{1,64}")
+
+
+def _is_version(text: str) -> bool:
+    return text not in (".", "..") and _ID.fullmatch(text) is not None
+
+
+def _has_dot_segment(path: str) -> bool:
+    return any(unquote(part) in (".", "..") for part in path.split("/"))
+
+
 def _base(url: str) -> str:
     """Scheme, host and path of a server base, normalised for comparison."""
     parts = urlsplit(url.strip())
@@ -53,13 +73,15 @@ def _base(url: str) -> str:
 
 
 class PatientBinding:
-    def __init__(self, patient_id: str, *, fhir_server: str | None = None,
-                 aliases: Iterable[str] | Callable[[], Iterable[str]] = ()) -> None:
-        """`aliases`: the context Patient's `urn:` fullUrls, or a function giving them, called
-        when a `urn:` reference is first met (most charts have none: no search for them)."""
+    def __init__(self, patient_id: str, *, fhir_server: str | None = None) -> None:
         self.patient_id = patient_id
         self.relative = f"Patient/{patient_id}"
-        self._aliases = aliases if callable(aliases) else frozenset(aliases)
+        self._history = self.relative + "/_history/"
+        # The Bundle whose entries are being read (set by the reader, see `within`), and the
+        # context Patient's `urn:` aliases in it, looked for at its first `urn:` reference
+        # (most charts have none: no search for them).
+        self.bundle: Any = None
+        self._aliases_of: tuple[Any, frozenset[str]] = (None, frozenset())
         try:
             self.server_base = _base(fhir_server) if isinstance(fhir_server, str) and fhir_server else None
         except ValueError:  # a malformed fhirServer is refused by the web layer; here it simply binds nothing absolute
@@ -67,9 +89,12 @@ class PatientBinding:
 
     @property
     def aliases(self) -> frozenset[str]:
-        if callable(self._aliases):
-            self._aliases = frozenset(self._aliases())
-        return self._aliases
+        """The context Patient's `urn:` fullUrls in the Bundle being read (none outside one)."""
+        bundle, found = self._aliases_of
+        if bundle is not self.bundle:
+            found = frozenset(patient_aliases(bundle_entries(self.bundle), self.patient_id))
+            self._aliases_of = (self.bundle, found)
+        return found
 
     def reason_to_ignore(self, resource: Mapping[str, Any]) -> str | None:
         """None when the resource is this patient's; otherwise why it is ignored."""
@@ -81,39 +106,78 @@ class PatientBinding:
             return None  # a type the record does not read: nothing to bind
         ref = resource.get(field)
         target = ref.get("reference") if isinstance(ref, dict) else None
-        if target == self.relative:
-            return None  # the usual "Patient/<id>", answered without the checks below
-        if not isinstance(target, str) or not target.strip():
-            return NO_SUBJECT
-        return self._reference_reason(target.strip())
+        if target != self.relative:  # the usual "Patient/<id>" needs none of the checks below
+            if not isinstance(target, str) or not target.strip():
+                return NO_SUBJECT
+            reason = self._reference_reason(target.strip())
+            if reason is not None:
+                return reason
+        focus = resource.get("focus")
+        return self._focus_reason(focus) if focus else None
+
+    def _focus_reason(self, focus: Any) -> str | None:
+        """An Observation's focus is what it is about when that is not its subject: all of
+        it must be this patient, else the observation is someone's (or something's) else."""
+        for item in focus if isinstance(focus, list) else (focus,):
+            target = item.get("reference") if isinstance(item, dict) else None
+            if not isinstance(target, str) or self._reference_reason(target.strip()) is not None:
+                return FOREIGN_PATIENT
+        return None
 
     def _reference_reason(self, target: str) -> str | None:
-        if target == self.relative or target.startswith(self.relative + "/_history/"):
+        if target == self.relative:
             return None
+        if target.startswith(self._history):
+            return None if _is_version(target[len(self._history):]) else FOREIGN_PATIENT
         if target.startswith("urn:"):
             return None if target in self.aliases else UNRESOLVED_REFERENCE
         if target[:8].lower().startswith(("http://", "https://")):
+            if self.server_base is None:
+                return UNRESOLVED_REFERENCE  # no fhirServer: no base to hold an absolute reference to
             try:
                 parts = urlsplit(target)
             except ValueError:
                 return UNRESOLVED_REFERENCE
             path = parts.path
+            if parts.query or parts.fragment or _has_dot_segment(path):
+                return FOREIGN_PATIENT
             marker = "/" + self.relative
             cut = path.find(marker + "/_history/")
-            if cut < 0 and path.endswith(marker):
+            if cut >= 0:
+                if not _is_version(path[cut + len(marker) + len("/_history/"):]):
+                    return FOREIGN_PATIENT
+            elif path.endswith(marker):
                 cut = len(path) - len(marker)
-            if cut < 0 or parts.query or parts.fragment:
+            else:
                 return FOREIGN_PATIENT
-            if self.server_base is not None:
-                base = f"{parts.scheme.lower()}://{parts.netloc.lower()}{path[:cut].rstrip('/')}"
-                if base != self.server_base:
-                    return FOREIGN_PATIENT  # the same id on another server is another patient
+            base = f"{parts.scheme.lower()}://{parts.netloc.lower()}{path[:cut].rstrip('/')}"
+            if base != self.server_base:
+                return FOREIGN_PATIENT  # the same id on another server is another patient
             return None
         return FOREIGN_PATIENT
 
 
+def bundle_entries(bundle: Any) -> list[tuple[Any, Any]]:
+    """The (fullUrl, resource) pairs of a Bundle's own entries (not those of a Bundle
+    within it, which resolve in theirs); [] for anything but a Bundle. Entries kept as
+    text (fhir.deferred) are left out: they hold no `urn:` fullUrl."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return []
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return []
+    return [(entry.get("fullUrl"), entry.get("resource")) for entry in entries if isinstance(entry, dict)]
+
+
 def patient_aliases(entries: Iterable[tuple[Any, Any]], patient_id: str) -> set[str]:
-    """`urn:` fullUrls under which the context Patient appears: (fullUrl, resource) pairs."""
-    return {url for url, res in entries
-            if isinstance(url, str) and url.startswith("urn:") and isinstance(res, dict)
-            and res.get("resourceType") == "Patient" and res.get("id") == patient_id}
+    """`urn:` fullUrls that name the context Patient, and nothing else, among one Bundle's
+    (fullUrl, resource) pairs. A fullUrl given to the patient and to another resource
+    (another patient, say) is no alias: which one a reference means cannot be told."""
+    patient, other = set(), set()
+    for url, res in entries:
+        if isinstance(url, str) and url.startswith("urn:") and res is not None:
+            if isinstance(res, dict) and res.get("resourceType") == "Patient" and res.get("id") == patient_id:
+                patient.add(url)
+            else:
+                other.add(url)
+    return patient - other

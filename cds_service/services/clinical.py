@@ -32,7 +32,8 @@ def evaluate(call: HookCall) -> Outcome:
     drafts = drafts_from_context(call.context) if call.hook != "patient-view" else ()
     selections = call.context.get("selections") if call.hook == "order-select" else None
     record = build_record(call.prefetch, drafts=drafts, today=call.today, selections=selections, settings=settings,
-                          patient_id=call.context.get("patientId"), fhir_server=call.fhir_server)
+                          patient_id=call.context.get("patientId"), fhir_server=call.fhir_server,
+                          draft_orders=call.context.get("draftOrders") if drafts else None)
     for reason, count in record.ignored_counts.items():
         metrics.RECORD_IGNORED.labels(reason).inc(count)
     return engine.decide(call.hook, record, call.today, settings, patient_id=call.context.get("patientId"),
