@@ -512,12 +512,15 @@ class Lab:
         return f"{label} {self.comparator}{value} {self.unit} on {_d(self.date)}"
 
 
-LAB_LABELS = {"egfr": "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
+# An eGFR reported only as an upper bound above the lowest kidney limit ("<35", "<60"): no eGFR
+# reading (rules.facts.kidney reads it as unknown), but below its own value.
+EGFR_UPPER_BOUND = "egfr_upper_bound"
+LAB_LABELS = {"egfr": "eGFR", EGFR_UPPER_BOUND: "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
               "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
               "alp": "Alkaline phosphatase"}
 # Decimals clinicians write each value with (T-scores and FRAX: one).
-LAB_DECIMALS = {"egfr": 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
+LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
                 "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0}
 
 
@@ -528,7 +531,7 @@ def as_written(value: float, decimals: int) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
-LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
+LAB_UNITS = {"egfr": "mL/min/1.73m2", EGFR_UPPER_BOUND: "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
              "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL", "creatinine": "mg/dL",
              "weight": "kg", "bmi": "kg/m2", "alp": "U/L"}
 
@@ -1263,7 +1266,9 @@ class _Builder:
                     comparator, qty = bound.group(1), (float(bound.group(2)), "")
         comparator = "" if comparator is None else _COMPARATORS.get(comparator or "", "")
         if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
-            # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no reading.
+            # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no eGFR reading,
+            # but kept apart: "<35" is still known below alendronate's and zoledronic acid's 35.
+            self._lab(EGFR_UPPER_BOUND, qty[0], when, ref, comparator=comparator)
             return
         kind, value_set = plan.with_number if qty else plan.without_number
         if kind is _LAB:

@@ -1,0 +1,126 @@
+"""Values the adversarial review (seventh round) showed read wrongly: an eGFR reported as an
+upper bound ("<30"), T-scores with a comparator or a BMD unit, malformed deceased markers and
+invalid dates. Each case builds a small chart (tests.test_rules_second_pass's helpers) and reads
+the reading or the cards the engine returns; the deceased and date cases go through the Flask
+test client as the review's repros did."""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.rules import facts
+from tests.test_rules_second_pass import ALN, DMAB, S, ZOL, cards, draft, obs, record
+
+RIS = {"text": "risedronate 35 mg oral tablet"}
+
+
+def egfr(value, comparator=None, days=20, oid=None):
+    o = obs("98979-8", days, value, "mL/min/1.73m2", oid=oid)
+    if comparator:
+        o["valueQuantity"]["comparator"] = comparator
+    return o
+
+
+def egfr_text(text, days=20):
+    o = obs("98979-8", days, 0, oid=f"egfr-text-{days}")
+    del o["valueQuantity"]
+    o["valueString"] = text
+    return o
+
+
+# ---------------------------------------------------------------------------
+# Finding 1: an eGFR upper bound is below every limit at or above it
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value,comparator,band,below", [
+    (30, "<", facts.SEVERE, {15: False, 30: True, 35: True}),
+    (30, "<=", facts.SEVERE, {15: False, 30: True, 35: True}),
+    (25, "<", facts.SEVERE, {15: False, 30: True, 35: True}),
+    (15, "<", facts.FAILURE, {15: True, 30: True, 35: True}),
+    (29, None, facts.SEVERE, {15: False, 30: True, 35: True}),     # the plain value, as before
+    (30, None, facts.MEASURED, {15: False, 30: False, 35: True}),  # 30 itself is not below 30
+])
+def test_an_upper_bound_reads_below_every_limit_at_or_above_it(value, comparator, band, below):
+    reading = facts.kidney(record(egfr(value, comparator)), S)
+    assert reading.band == band and reading.known
+    assert {limit: reading.below(limit) for limit in below} == below
+    assert reading.label == f"eGFR {comparator or ''}{value} mL/min/1.73m2"
+
+
+def test_a_bound_written_as_text_reads_as_the_same_bound():
+    reading = facts.kidney(record(egfr_text("<30 mL/min/1.73m2")), S)
+    assert reading.band == facts.SEVERE and reading.below(30) and reading.label == "eGFR <30 mL/min/1.73m2"
+
+
+def test_below_30_patient_view_offers_no_oral_bisphosphonate():
+    got = cards(record(egfr(30, "<")))
+    assert "C-TX-BP" not in got
+    alt = got["C-TX-DMAB-ALT"]
+    assert "eGFR <30 mL/min/1.73m2" in alt["detail"] and "Prolia boxed warning" in alt["detail"]
+    # Quiet control: exactly 30 is within risedronate's label.
+    quiet = cards(record(egfr(30)))
+    assert "C-TX-DMAB-ALT" not in quiet and "risedronate" in quiet["C-TX-BP"]["summary"]
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_risedronate_ordered_below_30_gets_the_renal_card(hook):
+    card = cards(record(egfr(30, "<"), drafts=[draft(RIS)]), hook)["C-SAFE-RENAL"]
+    assert card["indicator"] == "warning"
+    assert card["summary"] == "Risedronate not recommended: kidney function (eGFR <30 mL/min/1.73m2) below 30 mL/min"
+    assert "C-SAFE-RENAL" not in cards(record(egfr(30), drafts=[draft(RIS)]), hook)
+
+
+def test_below_15_is_kidney_failure_for_denosumab():
+    card = cards(record(egfr(15, "<"), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]
+    assert card["indicator"] == "critical" and "eGFR <15 mL/min/1.73m2" in card["summary"]
+    assert cards(record(egfr(15), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]["indicator"] == "warning"
+
+
+def test_below_35_is_no_reading_but_rules_out_alendronate_and_zoledronic_acid():
+    """"<35" says alendronate (Fosamax, <35) and zoledronic acid (Reclast, <35) are out, but not
+    whether risedronate's 30 (Actonel) is met: the kidney function stays unknown (an exact eGFR
+    is asked for), never offered as "within risedronate's label"."""
+    rec = record(egfr(35, "<"))
+    reading = facts.kidney(rec, S)
+    assert reading.band == facts.UNKNOWN and not reading.known
+    assert reading.below(35) and not reading.below(30) and reading.may_be_below(30)
+    got = cards(rec)
+    tx = got["C-TX-BP"]
+    assert "alendronate" not in tx["summary"] and [s["label"] for s in tx["suggestions"]] == [
+        "Order risedronate 35 mg once weekly"]
+    assert "once an exact eGFR shows 30 or more" in tx["detail"] and "eGFR <35 mL/min/1.73m2" in tx["detail"]
+    assert "eGFR" in got["C-LAB-BASELINE"]["summary"]  # the exact value is asked for
+    aln = cards(record(egfr(35, "<"), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert aln["indicator"] == "warning" and "eGFR <35 mL/min/1.73m2) below 35" in aln["summary"]
+    zol = cards(record(egfr(35, "<"), drafts=[draft(ZOL)]), "order-sign")["C-SAFE-RENAL"]
+    assert zol["indicator"] == "critical"
+    ris = cards(record(egfr(35, "<"), drafts=[draft(RIS)]), "order-sign")["C-SAFE-RENAL"]
+    assert ris["summary"].startswith("Risedronate needs a kidney recheck") and "may be below 30" in ris["summary"]
+    # Quiet control: a measured 36 is above every bisphosphonate limit.
+    assert "C-SAFE-RENAL" not in cards(record(egfr(36), drafts=[draft(ALN)]), "order-sign")
+
+
+def test_below_60_is_no_reading_and_asks_for_a_recheck_before_an_oral_bisphosphonate():
+    rec = record(egfr(60, "<"))
+    reading = facts.kidney(rec, S)
+    assert not reading.known and not reading.below(35)
+    assert "alendronate" in cards(rec)["C-TX-BP"]["summary"]  # as with no eGFR (TX-1a): labs first
+    card = cards(record(egfr(60, "<"), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert card["indicator"] == "warning" and "recheck" in card["summary"]
+    assert "C-SAFE-RENAL" not in cards(record(egfr(60, ">"), drafts=[draft(ALN)]), "order-sign")
+
+
+def test_the_newer_of_a_bound_and_an_exact_value_counts():
+    older_bound = facts.kidney(record(egfr(35, "<", days=200, oid="b"), egfr(52, days=20, oid="v")), S)
+    assert older_bound.band == facts.MEASURED and older_bound.value == 52
+    newer_bound = facts.kidney(record(egfr(35, "<", days=20, oid="b"), egfr(52, days=200, oid="v")), S)
+    assert not newer_bound.known and newer_bound.below(35)
+    same_day = facts.kidney(record(egfr(35, "<", oid="b"), egfr(33, oid="v")), S)
+    assert same_day.band == facts.MEASURED and same_day.value == 33  # consistent with the bound: the value
+
+
+def test_an_old_bound_below_30_asks_for_a_recheck():
+    reading = facts.kidney(record(egfr(30, "<", days=400)), S)
+    assert not reading.known and reading.recheck_below(30) and reading.recheck_below(35)
+    card = cards(record(egfr(30, "<", days=400), drafts=[draft(RIS)]), "order-sign")["C-SAFE-RENAL"]
+    assert "last <30 on" in card["summary"]
