@@ -39,6 +39,7 @@ FUTURE_SLACK = dt.timedelta(days=1)
 IMPLAUSIBLE_VALUE = "implausible-value"
 FUTURE_DATE = "future-date"
 IMPLAUSIBLE_DATE = "implausible-date"
+UNREADABLE_VALUE = "unreadable-value"  # a value that is not the reading it claims (a bounded T-score, say)
 
 
 def value_ok(kind: str, value: float) -> bool:

@@ -429,7 +429,7 @@ class BmdScore:
     ref: str         # "Observation/<id>"
 
     def fact(self) -> str:
-        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {as_written(self.value, 1)} on {_d(self.date)}"
+        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {score_as_written(self.value)} on {_d(self.date)}"
 
 
 @_quick_init
@@ -529,6 +529,23 @@ def as_written(value: float, decimals: int) -> str:
     # Half away from zero on the decimal as written (2.55 -> 2.6), not on its binary approximation.
     text = f"{decimal.Decimal(repr(value)).quantize(decimal.Decimal(1).scaleb(-decimals), decimal.ROUND_HALF_UP)}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+# The T- and Z-score cut-offs as the rules compare with them: DX-1..3 (T <= -2.5 osteoporosis,
+# T < -1.0 osteopenia), AACE20 VHR (T < -3.0), DX-4 (Z <= -2.0), MON-6 (T <= -2.0, <= -1.5).
+_SCORE_CUTOFFS = ((-1.0, False), (-1.5, True), (-2.0, True), (-2.5, True), (-3.0, False))  # (cut, inclusive)
+
+
+def score_as_written(value: float) -> str:
+    """A T- or Z-score with one decimal, as clinicians write it, or with as many more as keep it on
+    the same side of every cut-off (review: -2.45, osteopenia, read "T-score -2.5")."""
+    for decimals in range(1, 16):
+        text = as_written(value, decimals)
+        shown = float(text)
+        if all((value <= cut if inclusive else value < cut) == (shown <= cut if inclusive else shown < cut)
+               for cut, inclusive in _SCORE_CUTOFFS):
+            return text
+    return repr(value)
 
 
 LAB_UNITS = {"egfr": "mL/min/1.73m2", EGFR_UPPER_BOUND: "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
@@ -1264,6 +1281,7 @@ class _Builder:
                 bound = _BOUND.match(holder["valueString"])
                 if bound:
                     comparator, qty = bound.group(1), (float(bound.group(2)), "")
+        bounded = bool(comparator)  # any comparator, known or not ("ad"): a bound, not a value
         comparator = "" if comparator is None else _COMPARATORS.get(comparator or "", "")
         if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
             # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no eGFR reading,
@@ -1283,7 +1301,7 @@ class _Builder:
                     self._lab(name, v, when, ref, comparator=comparator)
         elif kind is _BMD:
             self._bmd(value_set[len(T_SCORE_SETS):].upper(), "T" if value_set.startswith(T_SCORE_SETS) else "Z",
-                      qty[0], when, ref)  # type: ignore[index]
+                      qty, bounded, when, ref)  # type: ignore[arg-type]
         elif kind is _FRAX:
             self._frax(value_set.removeprefix("frax-"), qty, when, ref)  # type: ignore[arg-type]
         elif kind is _DXA:
@@ -1327,9 +1345,16 @@ class _Builder:
         if "t-score" in text or "z-score" in text:
             site = _site_from_body(res.get("bodySite"), text)
             if site:
-                self._bmd(site, "T" if "t-score" in text else "Z", qty[0], when, ref)
+                self._bmd(site, "T" if "t-score" in text else "Z", qty, bounded, when, ref)
 
-    def _bmd(self, site: str, kind: str, value: float, when: dt.date | None, ref: str) -> None:
+    def _bmd(self, site: str, kind: str, qty: tuple[float, str], bounded: bool, when: dt.date | None,
+             ref: str) -> None:
+        value, unit = qty
+        if bounded or _norm_unit(unit) in _BMD_UNITS:
+            # ">-3.0" is a bound, not a score; 0.6 g/cm2 is a bone density, not a T- or Z-score
+            # (review: both were read as scores and started drug cards). Neither is a reading.
+            self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
+            return
         if self._value_ok("t_score" if kind == "T" else "z_score", value, ref):
             self.bmd.append(BmdScore(site, kind, value, when, ref))
             self._dxa(when)
@@ -1910,6 +1935,8 @@ def _sorted_labs(name: str, values: Sequence[Lab]) -> list[Lab]:
 
 
 EGFR_SET = "lab-egfr"
+# Bone mineral density units (_norm_unit): a value in one of these is a BMD, never a T- or Z-score.
+_BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm²"})
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s]*)$")
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}

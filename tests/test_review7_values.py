@@ -124,3 +124,48 @@ def test_an_old_bound_below_30_asks_for_a_recheck():
     assert not reading.known and reading.recheck_below(30) and reading.recheck_below(35)
     card = cards(record(egfr(30, "<", days=400), drafts=[draft(RIS)]), "order-sign")["C-SAFE-RENAL"]
     assert "last <30 on" in card["summary"]
+
+
+# ---------------------------------------------------------------------------
+# Finding 9: T-scores with a comparator or a BMD unit are no reading; shown as reported
+# ---------------------------------------------------------------------------
+
+def spine_t(value, oid="spine", **quantity):
+    o = obs("38267-1", 30, value, "{T-score}", oid=oid)
+    o["valueQuantity"].update(quantity)
+    return o
+
+
+@pytest.mark.parametrize("quantity", [
+    {"comparator": ">"}, {"comparator": ">="}, {"comparator": "<"}, {"comparator": "ad"},
+    {"unit": "g/cm2", "code": "g/cm2"}, {"unit": "g/cm²"}, {"unit": "g/cm2", "code": None},
+])
+def test_a_bounded_or_bmd_unit_t_score_is_no_reading(quantity):
+    quantity = {k: v for k, v in quantity.items() if v is not None}
+    rec = record(spine_t(-3.0, **quantity), t_score=False)
+    assert rec.t_scores() == [] and rec.ignored == (("Observation/spine", "unreadable-value"),)
+    assert not {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(cards(rec))
+    # Quiet control: the same score as a plain value starts a drug card.
+    plain = record(spine_t(-3.0), t_score=False)
+    assert [s.value for s in plain.t_scores()] == [-3.0] and plain.ignored == ()
+    assert {"C-TX-BP", "C-TX-ANABOLIC"} & set(cards(plain))
+
+
+def test_a_bounded_score_beside_a_plain_one_leaves_the_plain_one():
+    rec = record(spine_t(-3.0, comparator=">"), spine_t(-1.2, oid="hip"), t_score=False)
+    assert [s.value for s in rec.t_scores()] == [-1.2]
+
+
+@pytest.mark.parametrize("value,shown", [
+    (-2.45, "-2.45"), (-2.46, "-2.46"), (-2.44, "-2.4"), (-2.55, "-2.6"), (-3.04, "-3.04"), (-3.73865, "-3.7"),
+    (-1.04, "-1.04"), (-2.0, "-2.0"),
+])
+def test_a_t_score_is_never_shown_across_a_cut_off(value, shown):
+    rec = record(spine_t(value), t_score=False)
+    assert rec.lowest_t.fact().startswith(f"Lumbar spine T-score {shown} on")
+
+
+def test_minus_2_45_is_osteopenia_and_says_so():
+    """-2.45 is above -2.5 (DX-2 osteopenia): its card must not read "T-score -2.5"."""
+    text = " ".join(c["detail"] for c in cards(record(spine_t(-2.45), t_score=False)).values())
+    assert "T-score -2.45" in text and "T-score -2.5 " not in text
