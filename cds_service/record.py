@@ -1660,11 +1660,19 @@ class _Builder:
         )
 
     def _deceased(self, patient: Mapping[str, Any]) -> bool:
-        if patient.get("deceasedBoolean") is True:
+        """Fails closed (review: "true" as a string, "2025-02-30", "" or 1850 read as living and
+        got cards): deceasedBoolean true or "true", or any deceasedDateTime but a well-formed one
+        after tomorrow (a death in the future is a data error: treated as living, and counted)."""
+        flag = patient.get("deceasedBoolean")
+        if flag is True or (isinstance(flag, str) and flag.strip().lower() == "true"):
             return True
-        when = parse_date(patient.get("deceasedDateTime"))
-        # A death dated in the future is a data error, not evidence: the patient is treated as living.
-        return when is not None and self._date_ok(when, _ref(patient))
+        when = patient.get("deceasedDateTime")
+        if when is None:
+            return False
+        day = parse_date(when)
+        if day is not None and day > self.believable[1]:
+            return self._date_ok(day, _ref(patient))  # False, counted as future-date
+        return True
 
     def _fragility(self, f: Fracture, birth: dt.date | None) -> Fracture:
         if f.fragility == FRAGILITY_SPECIFIC:

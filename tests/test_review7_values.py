@@ -169,3 +169,32 @@ def test_minus_2_45_is_osteopenia_and_says_so():
     """-2.45 is above -2.5 (DX-2 osteopenia): its card must not read "T-score -2.5"."""
     text = " ".join(c["detail"] for c in cards(record(spine_t(-2.45), t_score=False)).values())
     assert "T-score -2.45" in text and "T-score -2.5 " not in text
+
+
+# ---------------------------------------------------------------------------
+# Finding 5: a deceased marker fails closed
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from tests.unbudgeted import unbudgeted_client
+
+    return unbudgeted_client(tmp_path_factory, "review7")
+
+
+@pytest.mark.parametrize("deceased,expect_cards", [
+    ({"deceasedBoolean": "true"}, False), ({"deceasedBoolean": " TRUE "}, False), ({"deceasedBoolean": True}, False),
+    ({"deceasedDateTime": "2025-13-45"}, False), ({"deceasedDateTime": "2025-02-30"}, False),
+    ({"deceasedDateTime": ""}, False), ({"deceasedDateTime": "1850-01-01"}, False), ({"deceasedDateTime": "2025"}, False),
+    ({"deceasedDateTime": "2025-01-01T25:00:00Z"}, False), ({"deceasedDateTime": 20250101}, False),
+    ({"deceasedBoolean": False, "deceasedDateTime": "2025-01-01"}, False),
+    # alive: false / "false", no marker, a null, and (as before) a well-formed death after tomorrow
+    ({"deceasedBoolean": "false"}, True), ({"deceasedBoolean": False}, True), ({}, True),
+    ({"deceasedDateTime": None}, True), ({"deceasedDateTime": "2999-01-01"}, True),
+])
+def test_a_malformed_deceased_marker_means_deceased(client, deceased, expect_cards):
+    from tests.test_plausibility import OWN_T, cards as pv_cards, prefetch_with
+
+    prefetch = prefetch_with(OWN_T)
+    prefetch["patient"].update(deceased)
+    assert bool(pv_cards(client, prefetch)) is expect_cards
