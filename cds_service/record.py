@@ -840,6 +840,24 @@ class PatientRecord:
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 
+class PartialDate(dt.date):
+    """A FHIR date given to the year or the month ("2024", "2024-03"): it reads as its first day
+    and is quoted as written (review: "2024" was quoted as "2024-01-01", a day no one wrote)."""
+
+    written = ""  # set on what parse_date makes; a date computed from one (+ days) is a full day
+
+    def isoformat(self) -> str:
+        return self.written or super().isoformat()
+
+    __str__ = isoformat
+
+
+def _partial_date(year: int, month: int, written: str) -> dt.date:
+    day = PartialDate(year, month, 1)
+    day.written = written
+    return day
+
+
 # What the readers of an event's date take for a date that is no date ("2024-02-30", "2999-13-01"):
 # a day before plausibility.EARLIEST, so _date_ok refuses it as implausible, as it does 1850 (review:
 # invalid dates had become "an unknown date" and were used while implausible ones were refused).
@@ -863,7 +881,9 @@ def parse_date(value: Any, invalid: dt.date | None = None) -> dt.date | None:
     if not m:
         return None
     try:
-        return dt.date(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1))
+        if m.group(3):
+            return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        return _partial_date(int(m.group(1)), int(m.group(2) or 1), m.group(0))
     except ValueError:
         return invalid
 

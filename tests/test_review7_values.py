@@ -6,10 +6,12 @@ test client as the review's repros did."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cds_service.rules import facts
-from tests.test_rules_second_pass import ALN, DMAB, S, ZOL, cards, draft, obs, record
+from tests.test_rules_second_pass import ALN, DMAB, S, TODAY as TODAY_, ZOL, cards, draft, obs, record
 
 RIS = {"text": "risedronate 35 mg oral tablet"}
 
@@ -241,3 +243,27 @@ def test_an_invalid_date_on_every_dated_resource_is_refused():
     assert rec.medications == {} and rec.fractures == () and not facts.kidney(rec, S).dialysis
     # Quiet control: 29 February of a leap year is a date.
     assert record({**obs("38267-1", 5, -3.6, oid="t"), "effectiveDateTime": "2024-02-29"}).ignored == ()
+
+
+@pytest.mark.parametrize("when", ["2024", "2024-03"])
+def test_a_partial_date_is_quoted_as_written_and_reads_as_its_first_day(client, when):
+    import datetime as dt
+
+    from cds_service.rules.base import Finding, trigger_date
+    from tests.test_plausibility import cards as pv_cards, obs as pobs, prefetch_with
+
+    rec = record({**obs("38267-1", 5, -3.6, oid="t"), "effectiveDateTime": when}, t_score=False)
+    [score] = rec.t_scores()
+    assert score.date == dt.date(2024, int(when[5:] or 1), 1) and score.fact() == f"Lumbar spine T-score -3.6 on {when}"
+    assert score.date + dt.timedelta(days=1) == dt.date(2024, int(when[5:] or 1), 2)  # computed days are full days
+    assert str(score.date + dt.timedelta(days=1)).count("-") == 2
+    text = json.dumps(pv_cards(client, prefetch_with(pobs("x", "38267-1", when, -3.6, "{T-score}"))))
+    assert f"T-score -3.6 on {when}" in text and f"T-score -3.6 on {score.date.isoformat()}" in text
+    assert f"T-score -3.6 on {dt.date(2024, int(when[5:] or 1), 1).strftime('%Y-%m-%d')}" not in text
+    # A quieted card still wakes for it: the partial date is the fact's trigger, as its first day.
+    assert trigger_date(Finding("C-TX-BP", facts=(score.fact(), "ACP 2023 Rec 1a")), TODAY_) == score.date
+
+
+def test_a_full_date_is_quoted_in_full():
+    rec = record({**obs("38267-1", 5, -3.6, oid="t"), "effectiveDateTime": "2024-03-05T10:00:00Z"}, t_score=False)
+    assert rec.t_scores()[0].fact() == "Lumbar spine T-score -3.6 on 2024-03-05"
