@@ -91,6 +91,8 @@ def test_below_35_is_no_reading_but_rules_out_alendronate_and_zoledronic_acid():
     assert "alendronate" not in tx["summary"] and [s["label"] for s in tx["suggestions"]] == [
         "Order risedronate 35 mg once weekly"]
     assert "once an exact eGFR shows 30 or more" in tx["detail"] and "eGFR <35 mL/min/1.73m2" in tx["detail"]
+    assert ("eGFR <35 mL/min/1.73m2: not alendronate, and risedronate only if an exact eGFR is 30 or more"
+            in tx["detail"] and "still within risedronate's label" not in tx["detail"])
     baseline = got["C-LAB-BASELINE"]  # the exact value is asked for, and why
     assert "eGFR" in baseline["summary"] and "eGFR <35 mL/min/1.73m2" in baseline["detail"]
     aln = cards(record(egfr(35, "<"), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]

@@ -157,6 +157,9 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
                    # was false beside a low calcium (the order itself is withheld by the engine).
                    "oral_bp_status": ("a low calcium to correct before an oral bisphosphonate (see below)"
                                       if low_calcium(record, settings) else
+                                      f"{reading.label}: not alendronate, and risedronate only if an exact eGFR is "
+                                      f"{settings.egfr_risedronate_min:g} or more" if reading.may_be_below(
+                                          settings.egfr_risedronate_min) and suggestions == ("risedronate-first",) else
                                       f"kidney function below {settings.egfr_alendronate_min:g}, still within "
                                       "risedronate's label" if suggestions == ("risedronate-first",) else
                                       "nothing on record against an oral bisphosphonate"),
