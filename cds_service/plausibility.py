@@ -18,6 +18,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "z_score": (-8.0, 8.0),
     "frax": (0.0, 100.0),              # percent
     "egfr": (0.0, 200.0),              # mL/min/1.73m2
+    "egfr_upper_bound": (0.0, 200.0),  # an eGFR reported as "<60" (record.EGFR_UPPER_BOUND)
     "calcium": (3.0, 20.0),            # mg/dL, total
     "calcium_corrected": (3.0, 20.0),  # mg/dL
     "albumin": (0.5, 7.0),             # g/dL
@@ -38,6 +39,7 @@ FUTURE_SLACK = dt.timedelta(days=1)
 IMPLAUSIBLE_VALUE = "implausible-value"
 FUTURE_DATE = "future-date"
 IMPLAUSIBLE_DATE = "implausible-date"
+UNREADABLE_VALUE = "unreadable-value"  # a value that is not the reading it claims (a bounded T-score, say)
 
 
 def value_ok(kind: str, value: float) -> bool:

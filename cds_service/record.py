@@ -429,7 +429,7 @@ class BmdScore:
     ref: str         # "Observation/<id>"
 
     def fact(self) -> str:
-        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {as_written(self.value, 1)} on {_d(self.date)}"
+        return f"{SITE_NAMES.get(self.site, self.site)} {self.kind}-score {score_as_written(self.value)} on {_d(self.date)}"
 
 
 @_quick_init
@@ -512,12 +512,15 @@ class Lab:
         return f"{label} {self.comparator}{value} {self.unit} on {_d(self.date)}"
 
 
-LAB_LABELS = {"egfr": "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
+# An eGFR reported only as an upper bound above the lowest kidney limit ("<35", "<60"): no eGFR
+# reading (rules.facts.kidney reads it as unknown), but below its own value.
+EGFR_UPPER_BOUND = "egfr_upper_bound"
+LAB_LABELS = {"egfr": "eGFR", EGFR_UPPER_BOUND: "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
               "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
               "alp": "Alkaline phosphatase"}
 # Decimals clinicians write each value with (T-scores and FRAX: one).
-LAB_DECIMALS = {"egfr": 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
+LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
                 "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0}
 
 
@@ -528,7 +531,24 @@ def as_written(value: float, decimals: int) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
-LAB_UNITS = {"egfr": "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
+# The T- and Z-score cut-offs as the rules compare with them: DX-1..3 (T <= -2.5 osteoporosis,
+# T < -1.0 osteopenia), AACE20 VHR (T < -3.0), DX-4 (Z <= -2.0), MON-6 (T <= -2.0, <= -1.5).
+_SCORE_CUTOFFS = ((-1.0, False), (-1.5, True), (-2.0, True), (-2.5, True), (-3.0, False))  # (cut, inclusive)
+
+
+def score_as_written(value: float) -> str:
+    """A T- or Z-score with one decimal, as clinicians write it, or with as many more as keep it on
+    the same side of every cut-off (review: -2.45, osteopenia, read "T-score -2.5")."""
+    for decimals in range(1, 16):
+        text = as_written(value, decimals)
+        shown = float(text)
+        if all((value <= cut if inclusive else value < cut) == (shown <= cut if inclusive else shown < cut)
+               for cut, inclusive in _SCORE_CUTOFFS):
+            return text
+    return repr(value)
+
+
+LAB_UNITS = {"egfr": "mL/min/1.73m2", EGFR_UPPER_BOUND: "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
              "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL", "creatinine": "mg/dL",
              "weight": "kg", "bmi": "kg/m2", "alp": "U/L"}
 
@@ -820,9 +840,34 @@ class PatientRecord:
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 
-def parse_date(value: Any) -> dt.date | None:
+class PartialDate(dt.date):
+    """A FHIR date given to the year or the month ("2024", "2024-03"): it reads as its first day
+    and is quoted as written (review: "2024" was quoted as "2024-01-01", a day no one wrote)."""
+
+    written = ""  # set on what parse_date makes; a date computed from one (+ days) is a full day
+
+    def isoformat(self) -> str:
+        return self.written or super().isoformat()
+
+    __str__ = isoformat
+
+
+def _partial_date(year: int, month: int, written: str) -> dt.date:
+    day = PartialDate(year, month, 1)
+    day.written = written
+    return day
+
+
+# What the readers of an event's date take for a date that is no date ("2024-02-30", "2999-13-01"):
+# a day before plausibility.EARLIEST, so _date_ok refuses it as implausible, as it does 1850 (review:
+# invalid dates had become "an unknown date" and were used while implausible ones were refused).
+INVALID_DATE = dt.date.min
+
+
+def parse_date(value: Any, invalid: dt.date | None = None) -> dt.date | None:
     """FHIR date/dateTime/instant -> date. Partial dates take the first day
-    (a year-only onset is read as 1 January: older, so rules stay quiet)."""
+    (a year-only onset is read as 1 January: older, so rules stay quiet).
+    A date-shaped value that is no date (month 13, 30 February) gives `invalid`."""
     if not isinstance(value, str):
         return None
     value = value.strip()
@@ -836,9 +881,11 @@ def parse_date(value: Any) -> dt.date | None:
     if not m:
         return None
     try:
-        return dt.date(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1))
+        if m.group(3):
+            return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        return _partial_date(int(m.group(1)), int(m.group(2) or 1), m.group(0))
     except ValueError:
-        return None
+        return invalid
 
 
 def _d(value: dt.date | None) -> str:
@@ -866,9 +913,9 @@ def _ref(resource: Mapping[str, Any]) -> str:
     return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
 
 
-def _first_date(*values: Any) -> dt.date | None:
+def _first_date(*values: Any, invalid: dt.date | None = None) -> dt.date | None:
     for v in values:
-        d = parse_date(v)
+        d = parse_date(v, invalid)
         if d:
             return d
     return None
@@ -899,11 +946,12 @@ def _period_end(period: Any) -> Any:
 
 
 def _effective(res: Mapping[str, Any]) -> dt.date | None:
-    when = parse_date(res.get("effectiveDateTime"))  # the usual one, first without the rest
+    when = parse_date(res.get("effectiveDateTime"), INVALID_DATE)  # the usual one, first without the rest
     if when:
         return when
     return _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")),
-                       _period_end(res.get("effectivePeriod")), res.get("effectiveInstant"), res.get("issued"))
+                       _period_end(res.get("effectivePeriod")), res.get("effectiveInstant"), res.get("issued"),
+                       invalid=INVALID_DATE)
 
 
 def _quantity(value: Any) -> tuple[float, str] | None:
@@ -1225,7 +1273,7 @@ class _Builder:
         if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
             return
         ref = self.ref
-        when = parse_date(res.get("effectiveDateTime")) or _effective(res)  # the usual one, a call less
+        when = parse_date(res.get("effectiveDateTime"), INVALID_DATE) or _effective(res)  # the usual one, a call less
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
@@ -1268,9 +1316,12 @@ class _Builder:
                 bound = _BOUND.match(holder["valueString"])
                 if bound:
                     comparator, qty = bound.group(1), (float(bound.group(2)), "")
+        bounded = bool(comparator)  # any comparator, known or not ("ad"): a bound, not a value
         comparator = "" if comparator is None else _COMPARATORS.get(comparator or "", "")
         if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
-            # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no reading.
+            # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no eGFR reading,
+            # but kept apart: "<35" is still known below alendronate's and zoledronic acid's 35.
+            self._lab(EGFR_UPPER_BOUND, qty[0], when, ref, comparator=comparator)
             return
         kind, value_set = plan.with_number if qty else plan.without_number
         if kind is _LAB:
@@ -1285,7 +1336,7 @@ class _Builder:
                     self._lab(name, v, when, ref, comparator=comparator)
         elif kind is _BMD:
             self._bmd(value_set[len(T_SCORE_SETS):].upper(), "T" if value_set.startswith(T_SCORE_SETS) else "Z",
-                      qty[0], when, ref)  # type: ignore[index]
+                      qty, bounded, when, ref)  # type: ignore[arg-type]
         elif kind is _FRAX:
             self._frax(value_set.removeprefix("frax-"), qty, when, ref)  # type: ignore[arg-type]
         elif kind is _DXA:
@@ -1329,9 +1380,16 @@ class _Builder:
         if "t-score" in text or "z-score" in text:
             site = _site_from_body(res.get("bodySite"), text)
             if site:
-                self._bmd(site, "T" if "t-score" in text else "Z", qty[0], when, ref)
+                self._bmd(site, "T" if "t-score" in text else "Z", qty, bounded, when, ref)
 
-    def _bmd(self, site: str, kind: str, value: float, when: dt.date | None, ref: str) -> None:
+    def _bmd(self, site: str, kind: str, qty: tuple[float, str], bounded: bool, when: dt.date | None,
+             ref: str) -> None:
+        value, unit = qty
+        if bounded or _norm_unit(unit) in _BMD_UNITS:
+            # ">-3.0" is a bound, not a score; 0.6 g/cm2 is a bone density, not a T- or Z-score
+            # (review: both were read as scores and started drug cards). Neither is a reading.
+            self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
+            return
         if self._value_ok("t_score" if kind == "T" else "z_score", value, ref):
             self.bmd.append(BmdScore(site, kind, value, when, ref))
             self._dxa(when)
@@ -1383,7 +1441,7 @@ class _Builder:
         clinical = t.codes_in(res.get("clinicalStatus"), t.CONDITION_CLINICAL)
         active = not clinical or not ACTIVE_CLINICAL.isdisjoint(clinical)
         when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
-                           res.get("recordedDate"))
+                           res.get("recordedDate"), invalid=INVALID_DATE)
         ref = self.ref
         if not self._date_ok(when, ref):
             return
@@ -1439,7 +1497,7 @@ class _Builder:
         if res.get("status") in ("not-done", "entered-in-error", "preparation", "stopped"):
             return
         when = _first_date(res.get("performedDateTime"), _period_start(res.get("performedPeriod")),
-                           _period_end(res.get("performedPeriod")))
+                           _period_end(res.get("performedPeriod")), invalid=INVALID_DATE)
         if not self._date_ok(when, self.ref):
             return
         ref = self.ref
@@ -1471,7 +1529,7 @@ class _Builder:
         kinds = t.care_kinds(res.get("code"), *(res.get("performerType") and [res["performerType"]] or []))
         if not kinds:
             return
-        authored = parse_date(res.get("authoredOn"))
+        authored = parse_date(res.get("authoredOn"), INVALID_DATE)
         if authored is not None and not self._date_ok(authored, self.ref):
             return
         period = res.get("occurrencePeriod")
@@ -1506,7 +1564,7 @@ class _Builder:
         if status in ("entered-in-error", "draft"):
             return
         # A future start is a planned course (kept); a future authoredOn is an impossible record.
-        authored = parse_date(res.get("authoredOn"))
+        authored = parse_date(res.get("authoredOn"), INVALID_DATE)
         if not self._date_ok(authored, self.ref):
             return
         if status == "cancelled":
@@ -1529,7 +1587,7 @@ class _Builder:
         status = res.get("status") or "completed"
         if status not in ("completed", "in-progress"):
             return  # not-done, stopped before given, entered-in-error: no dose
-        when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")))
+        when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")), invalid=INVALID_DATE)
         if not self._date_ok(when, self.ref):
             return
         self._add_med(res, "completed", when, None, when)
@@ -1539,8 +1597,8 @@ class _Builder:
         if status in ("entered-in-error", "not-taken", "intended"):
             return
         period = res.get("effectivePeriod")
-        single = parse_date(res.get("effectiveDateTime"))
-        start = single or parse_date(_period_start(period))
+        single = parse_date(res.get("effectiveDateTime"), INVALID_DATE)
+        start = single or parse_date(_period_start(period), INVALID_DATE)
         if not self._date_ok(start, self.ref):
             return
         end = parse_date(_period_end(period))
@@ -1551,7 +1609,7 @@ class _Builder:
                drafts_bundle: Any = None) -> PatientRecord:
         today, s = self.today, self.settings
         patient = self.patient or {}
-        birth = parse_date(patient.get("birthDate"))
+        birth = parse_date(patient.get("birthDate"), INVALID_DATE)  # no date: as implausible as 1850
         age = _age(birth, today) if birth else None
         if age is not None and not self._value_ok("age", age, _ref(patient)):
             birth = age = None  # e.g. birthDate 0001-01-01 or next year: age unknown, not 2025
@@ -1642,11 +1700,19 @@ class _Builder:
         )
 
     def _deceased(self, patient: Mapping[str, Any]) -> bool:
-        if patient.get("deceasedBoolean") is True:
+        """Fails closed (review: "true" as a string, "2025-02-30", "" or 1850 read as living and
+        got cards): deceasedBoolean true or "true", or any deceasedDateTime but a well-formed one
+        after tomorrow (a death in the future is a data error: treated as living, and counted)."""
+        flag = patient.get("deceasedBoolean")
+        if flag is True or (isinstance(flag, str) and flag.strip().lower() == "true"):
             return True
-        when = parse_date(patient.get("deceasedDateTime"))
-        # A death dated in the future is a data error, not evidence: the patient is treated as living.
-        return when is not None and self._date_ok(when, _ref(patient))
+        when = patient.get("deceasedDateTime")
+        if when is None:
+            return False
+        day = parse_date(when)
+        if day is not None and day > self.believable[1]:
+            return self._date_ok(day, _ref(patient))  # False, counted as future-date
+        return True
 
     def _fragility(self, f: Fracture, birth: dt.date | None) -> Fracture:
         if f.fragility == FRAGILITY_SPECIFIC:
@@ -1931,6 +1997,8 @@ def _sorted_labs(name: str, values: Sequence[Lab]) -> list[Lab]:
 
 
 EGFR_SET = "lab-egfr"
+# Bone mineral density units (_norm_unit): a value in one of these is a BMD, never a T- or Z-score.
+_BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm²"})
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s]*)$")
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}

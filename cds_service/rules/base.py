@@ -75,13 +75,15 @@ class Finding:
 
 NO_TRIGGER = dt.date.min  # Finding.trigger when no data the card fired on counts as new
 
-_ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+# A date in a fact: ISO (groups 1-3), or quoted as written to the year or month (record.PartialDate,
+# groups 4-5: "on 2024", "since 2024-03") after the words facts put before a date ("ACP 2023" is none).
+_FACT_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b|\b(?:on|since|started|recorded) (\d{4})(?:-(\d{2}))?(?![\w-])")
 
 
 def trigger_date(finding: Finding, today: dt.date) -> dt.date | None:
     """The date of the newest data that made the card fire: Finding.trigger
-    when the rule gives it, else the newest YYYY-MM-DD date before `today`
-    written in its facts. A card quieted by feedback comes back when this is
+    when the rule gives it, else the newest date before `today` written in its
+    facts (YYYY-MM-DD, or a partial date as written, read as its first day). A card quieted by feedback comes back when this is
     later than the day the card acted on was issued (cds_service.card_policy).
     Dates of today are left out (facts such as "Age 76 on <today>" carry the
     evaluation day), and so are future ones (due dates)."""
@@ -89,9 +91,11 @@ def trigger_date(finding: Finding, today: dt.date) -> dt.date | None:
         return finding.trigger
     newest = None
     for fact in finding.facts:
-        for match in _ISO_DATE.finditer(fact):
+        for match in _FACT_DATE.finditer(fact):
+            year, month, mday, partial_year, partial_month = match.groups()
             try:
-                day = dt.date(*map(int, match.groups()))
+                day = (dt.date(int(year), int(month), int(mday)) if year else
+                       dt.date(int(partial_year), int(partial_month or 1), 1))  # a partial date: its first day
             except ValueError:
                 continue
             if day < today and (newest is None or day > newest):

@@ -17,6 +17,7 @@ from cds_service.fhir import terminology as t
 from collections.abc import Iterable
 
 from cds_service.record import (
+    EGFR_UPPER_BOUND,
     AgentExposure,
     ConditionHit,
     DraftOrder,
@@ -97,7 +98,13 @@ class KidneyReading:
     """Kidney function as the drug labels need it. `band`: FAILURE (dialysis,
     coded CKD 5 / ESRD, or a value below kidney_failure_egfr), SEVERE (coded
     CKD 4, or a value 15-29), MEASURED (a value of 30 or more), UNKNOWN
-    (nothing coded, no value within kidney_lab_max_age_months)."""
+    (nothing coded, no value within kidney_lab_max_age_months).
+
+    `bound` ("<" or "<="): the lab reported an upper bound ("eGFR <30"), not a value.
+    It is known below every limit at or above it, so "<30" is at least SEVERE and "<15"
+    FAILURE. A bound above egfr_risedronate_min ("<35", "<60") is no reading (UNKNOWN:
+    not known whether risedronate's 30 is met) but still below alendronate's and
+    zoledronic acid's 35 when it says so (review: "<35" offered alendronate)."""
 
     band: str
     value: float | None      # mL/min (CrCl) or mL/min/1.73m2 (eGFR); None when coded only or unknown
@@ -110,6 +117,12 @@ class KidneyReading:
     # recheck rather than silence (issue 14).
     last_value: float | None = None
     last_date: dt.date | None = None
+    bound: str = ""          # "<" / "<=": `value` (or `last_value`) is an upper bound as reported
+
+    def _under(self, value: float | None, limit: float) -> bool:
+        # An upper bound "<v" / "<=v" is below every limit at or above v (a lab's "<=30" is read
+        # as below 30 too: at the reporting limit the value cannot be told from one below it).
+        return value is not None and (value <= limit if self.bound else value < limit)
 
     @property
     def known(self) -> bool:
@@ -117,7 +130,11 @@ class KidneyReading:
 
     def recheck_below(self, limit: float) -> bool:
         """Unknown now, and the last value on file (too old to use) was below `limit`."""
-        return self.band == UNKNOWN and self.last_value is not None and self.last_value < limit
+        return self.band == UNKNOWN and self.value is None and self._under(self.last_value, limit)
+
+    def may_be_below(self, limit: float) -> bool:
+        """Unknown, but a recent upper bound leaves `limit` open ("eGFR <35" for risedronate's 30)."""
+        return self.band == UNKNOWN and self.value is not None and not self.below(limit)
 
     def below(self, limit: float) -> bool:
         """True when kidney function is known to be below `limit` (mL/min). Coded kidney
@@ -126,8 +143,8 @@ class KidneyReading:
         if self.band == FAILURE and self.coded:
             return limit >= 15
         if self.band == SEVERE and self.coded:
-            return limit >= 30 or (self.value is not None and self.value < limit)
-        return self.value is not None and self.value < limit
+            return limit >= 30 or self._under(self.value, limit)
+        return self._under(self.value, limit)
 
     @property
     def label(self) -> str:
@@ -139,7 +156,7 @@ class KidneyReading:
         if self.value is None:
             return "kidney function unknown"
         unit = "mL/min" if self.kind == "CrCl" else "mL/min/1.73m2"
-        return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {as_written(self.value, 0)} {unit}"
+        return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {self.bound}{as_written(self.value, 0)} {unit}"
 
 
 @per_call
@@ -193,11 +210,23 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     elif egfr:
         value, kind = egfr.value, "eGFR"
         facts.append(egfr.fact())
+    bound = egfr.comparator if kind == "eGFR" and egfr and egfr.comparator.startswith("<") else ""
+    failure_limit = settings.kidney_failure_egfr
+    under_failure = value is not None and (value <= failure_limit if bound else value < failure_limit)
+    # "eGFR <35": known below 35 only. Newer than the reading above (or contradicting it on
+    # the same day), it replaces it: no reading, but below alendronate's and zoledronic acid's limit.
+    above = record.lab(EGFR_UPPER_BOUND, months)
+    reading_date = crcl[2] if kind == "CrCl" else egfr.date if egfr else None
+    if above and not (dialysis or failure or ckd4) and (
+            value is None or reading_date is None or (above.date and above.date > reading_date)
+            or (above.date == reading_date and value >= above.value)):
+        note = f"{above.fact()} (reported as a bound: below {above.value:g}, exact value unknown)"
+        return KidneyReading(UNKNOWN, above.value, "eGFR", (note,), False, False, bound=above.comparator)
 
     if dialysis or failure:
         band, coded = FAILURE, True
     elif ckd4:
-        band, coded = (FAILURE, False) if value is not None and value < settings.kidney_failure_egfr else (SEVERE, True)
+        band, coded = (FAILURE, False) if under_failure else (SEVERE, True)
     elif value is None:
         band, coded = UNKNOWN, False
         last = _last_kidney_value(record, settings)
@@ -206,20 +235,21 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
         stale = [lab for lab in (record.lab("egfr"), record.lab("creatinine")) if lab]
         facts += [f"{lab.fact()} (older than {months} months: kidney function unknown{recheck})" for lab in stale]
         if last is not None:
-            return KidneyReading(band, None, "", tuple(facts), False, False, last[0], last[1])
+            return KidneyReading(band, None, "", tuple(facts), False, False, last[0], last[1], bound=last[2])
     else:
-        band = FAILURE if value < settings.kidney_failure_egfr else SEVERE if value < 30 else MEASURED
+        band = FAILURE if under_failure else SEVERE if value < 30 or (bound and value <= 30) else MEASURED
         coded = False
-    return KidneyReading(band, value, kind, tuple(facts), bool(dialysis), coded)
+    return KidneyReading(band, value, kind, tuple(facts), bool(dialysis), coded, bound=bound)
 
 
-def _last_kidney_value(record: PatientRecord, settings: ClinicalSettings) -> tuple[float, dt.date | None] | None:
-    """The kidney value the reading would take with no age limit (the newer of CrCl and eGFR)."""
+def _last_kidney_value(record: PatientRecord, settings: ClinicalSettings) -> tuple[float, dt.date | None, str] | None:
+    """The kidney value the reading would take with no age limit (the newer of CrCl and eGFR),
+    with the eGFR's comparator when it is an upper bound."""
     egfr = record.lab("egfr")
     crcl = cockcroft_gault(record, settings, any_age=True)
     if crcl and (egfr is None or egfr.date is None or (crcl[2] and crcl[2] >= egfr.date)):
-        return crcl[0], crcl[2]
-    return (egfr.value, egfr.date) if egfr else None
+        return crcl[0], crcl[2], ""
+    return (egfr.value, egfr.date, egfr.comparator if egfr.comparator.startswith("<") else "") if egfr else None
 
 
 def kidney_fact(reading: KidneyReading, limit: float, drug: str) -> str:

@@ -432,9 +432,13 @@ def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     facts = [f"Treatment indicated ({'very high' if a.risk == 'very_high' else 'high'} fracture risk): {a.reasons[0]}",
              "No current osteoporosis treatment",
              f"Missing or older than {settings.lab_max_age_months} months: {', '.join(missing)}"]
-    # Recent results only: an unknown kidney reading's facts are the too-old values listed below.
-    stale_kidney = () if kidney(record, settings).known else kidney(record, settings).facts
+    # Recent results only: an unknown kidney reading's facts are the too-old values listed below,
+    # or an eGFR reported only as a bound ("<35"): why an exact one is asked for.
+    reading = kidney(record, settings)
+    stale_kidney = () if reading.known else reading.facts
     facts += [f"{fact} (recent enough)" for fact in lab_facts(record, settings) if fact not in stale_kidney]
+    if not reading.known and reading.value is not None:
+        facts += reading.facts
     for name in ("egfr", "calcium", "vitamin_d"):
         latest = record.lab(name)  # any age: say what is on file and how old it is
         if latest and not within_months(latest.date, today, settings.lab_max_age_months):

@@ -167,13 +167,26 @@ def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str
     order. Nothing is deleted: the value may have recovered."""
     reading = kidney(record, settings)
     limit = _renal_limit(agent, settings)
-    if not reading.recheck_below(limit):
+    # A recent eGFR reported only as a bound above the limit ("<35" for risedronate's 30) may be
+    # below it: a recheck as well, never silence (review: "<30" and "<35" passed a risedronate order).
+    open_bound = reading.may_be_below(limit)
+    if not (reading.recheck_below(limit) or open_bound):
         return []
     months = settings.kidney_lab_max_age_months
     variables = _renal_variables(record, agent, "warning", settings, situation,
                                  f"Recheck creatinine and eGFR before the next dose of {drug_label(agent)}; until "
                                  "then its kidney safety is unknown, not assured.")
-    last = f"last {as_written(reading.last_value, 0)} on {_date(reading.last_date)}, over {months} months old"
+    if open_bound:
+        variables.update({
+            "verdict": "needs a kidney recheck",
+            "kidney_problem": f"kidney function ({reading.label}) may be below {limit:g} mL/min",
+            "kidney_status": (f"The last kidney function was reported only as {reading.label}: it may be below "
+                              "the labelled limit for this drug"),
+        })
+        return [Finding("C-SAFE-RENAL", facts=(first_fact, *reading.facts), indicator="warning",
+                        variables=variables, suggestions=("recheck-kidney",), source_url=t.label_url(agent))]
+    bound = reading.bound if reading.last_value is not None else ""
+    last = f"last {bound}{as_written(reading.last_value, 0)} on {_date(reading.last_date)}, over {months} months old"
     variables.update({
         "verdict": "needs a kidney recheck",
         "kidney": last,

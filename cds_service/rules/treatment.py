@@ -138,8 +138,11 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
               "suggested": "alendronate 70 mg by mouth once weekly; risedronate 35 mg weekly is an alternative"}
     if reading.below(settings.egfr_alendronate_min):
         # Between 30 and 35: alendronate is not recommended (Fosamax), risedronate is within its label (Actonel).
+        # An eGFR reported only as "<35" (not known to be 30 or more): risedronate once an exact eGFR allows it.
+        offered = ("is offered instead" if reading.known else
+                   f"is offered once an exact eGFR shows {settings.egfr_risedronate_min:g} or more")
         extra = extra + [f"{kidney_fact(reading, settings.egfr_alendronate_min, 'alendronate')}: risedronate, "
-                         f"labelled down to {settings.egfr_risedronate_min:g}, is offered instead"]
+                         f"labelled down to {settings.egfr_risedronate_min:g}, {offered}"]
         suggestions = ("risedronate-first",)
         choice = {"first_choice": "risedronate 35 mg", "risedronate_label": "",
                   "suggested": (f"risedronate 35 mg by mouth once weekly (kidney function below "
@@ -154,6 +157,9 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
                    # was false beside a low calcium (the order itself is withheld by the engine).
                    "oral_bp_status": ("a low calcium to correct before an oral bisphosphonate (see below)"
                                       if low_calcium(record, settings) else
+                                      f"{reading.label}: not alendronate, and risedronate only if an exact eGFR is "
+                                      f"{settings.egfr_risedronate_min:g} or more" if reading.may_be_below(
+                                          settings.egfr_risedronate_min) and suggestions == ("risedronate-first",) else
                                       f"kidney function below {settings.egfr_alendronate_min:g}, still within "
                                       "risedronate's label" if suggestions == ("risedronate-first",) else
                                       "nothing on record against an oral bisphosphonate"),

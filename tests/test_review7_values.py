@@ -1,0 +1,272 @@
+"""Values the adversarial review (seventh round) showed read wrongly: an eGFR reported as an
+upper bound ("<30"), T-scores with a comparator or a BMD unit, malformed deceased markers and
+invalid dates. Each case builds a small chart (tests.test_rules_second_pass's helpers) and reads
+the reading or the cards the engine returns; the deceased and date cases go through the Flask
+test client as the review's repros did."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cds_service.rules import facts
+from tests.test_rules_second_pass import ALN, DMAB, S, TODAY as TODAY_, ZOL, cards, draft, obs, record
+
+RIS = {"text": "risedronate 35 mg oral tablet"}
+
+
+def egfr(value, comparator=None, days=20, oid=None):
+    o = obs("98979-8", days, value, "mL/min/1.73m2", oid=oid)
+    if comparator:
+        o["valueQuantity"]["comparator"] = comparator
+    return o
+
+
+def egfr_text(text, days=20):
+    o = obs("98979-8", days, 0, oid=f"egfr-text-{days}")
+    del o["valueQuantity"]
+    o["valueString"] = text
+    return o
+
+
+# ---------------------------------------------------------------------------
+# Finding 1: an eGFR upper bound is below every limit at or above it
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value,comparator,band,below", [
+    (30, "<", facts.SEVERE, {15: False, 30: True, 35: True}),
+    (30, "<=", facts.SEVERE, {15: False, 30: True, 35: True}),
+    (25, "<", facts.SEVERE, {15: False, 30: True, 35: True}),
+    (15, "<", facts.FAILURE, {15: True, 30: True, 35: True}),
+    (29, None, facts.SEVERE, {15: False, 30: True, 35: True}),     # the plain value, as before
+    (30, None, facts.MEASURED, {15: False, 30: False, 35: True}),  # 30 itself is not below 30
+])
+def test_an_upper_bound_reads_below_every_limit_at_or_above_it(value, comparator, band, below):
+    reading = facts.kidney(record(egfr(value, comparator)), S)
+    assert reading.band == band and reading.known
+    assert {limit: reading.below(limit) for limit in below} == below
+    assert reading.label == f"eGFR {comparator or ''}{value} mL/min/1.73m2"
+
+
+def test_a_bound_written_as_text_reads_as_the_same_bound():
+    reading = facts.kidney(record(egfr_text("<30 mL/min/1.73m2")), S)
+    assert reading.band == facts.SEVERE and reading.below(30) and reading.label == "eGFR <30 mL/min/1.73m2"
+
+
+def test_below_30_patient_view_offers_no_oral_bisphosphonate():
+    got = cards(record(egfr(30, "<")))
+    assert "C-TX-BP" not in got
+    alt = got["C-TX-DMAB-ALT"]
+    assert "eGFR <30 mL/min/1.73m2" in alt["detail"] and "Prolia boxed warning" in alt["detail"]
+    # Quiet control: exactly 30 is within risedronate's label.
+    quiet = cards(record(egfr(30)))
+    assert "C-TX-DMAB-ALT" not in quiet and "risedronate" in quiet["C-TX-BP"]["summary"]
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_risedronate_ordered_below_30_gets_the_renal_card(hook):
+    card = cards(record(egfr(30, "<"), drafts=[draft(RIS)]), hook)["C-SAFE-RENAL"]
+    assert card["indicator"] == "warning"
+    assert card["summary"] == "Risedronate not recommended: kidney function (eGFR <30 mL/min/1.73m2) below 30 mL/min"
+    assert "C-SAFE-RENAL" not in cards(record(egfr(30), drafts=[draft(RIS)]), hook)
+
+
+def test_below_15_is_kidney_failure_for_denosumab():
+    card = cards(record(egfr(15, "<"), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]
+    assert card["indicator"] == "critical" and "eGFR <15 mL/min/1.73m2" in card["summary"]
+    assert cards(record(egfr(15), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]["indicator"] == "warning"
+
+
+def test_below_35_is_no_reading_but_rules_out_alendronate_and_zoledronic_acid():
+    """"<35" says alendronate (Fosamax, <35) and zoledronic acid (Reclast, <35) are out, but not
+    whether risedronate's 30 (Actonel) is met: the kidney function stays unknown (an exact eGFR
+    is asked for), never offered as "within risedronate's label"."""
+    rec = record(egfr(35, "<"))
+    reading = facts.kidney(rec, S)
+    assert reading.band == facts.UNKNOWN and not reading.known
+    assert reading.below(35) and not reading.below(30) and reading.may_be_below(30)
+    got = cards(rec)
+    tx = got["C-TX-BP"]
+    assert "alendronate" not in tx["summary"] and [s["label"] for s in tx["suggestions"]] == [
+        "Order risedronate 35 mg once weekly"]
+    assert "once an exact eGFR shows 30 or more" in tx["detail"] and "eGFR <35 mL/min/1.73m2" in tx["detail"]
+    assert ("eGFR <35 mL/min/1.73m2: not alendronate, and risedronate only if an exact eGFR is 30 or more"
+            in tx["detail"] and "still within risedronate's label" not in tx["detail"])
+    baseline = got["C-LAB-BASELINE"]  # the exact value is asked for, and why
+    assert "eGFR" in baseline["summary"] and "eGFR <35 mL/min/1.73m2" in baseline["detail"]
+    aln = cards(record(egfr(35, "<"), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert aln["indicator"] == "warning" and "eGFR <35 mL/min/1.73m2) below 35" in aln["summary"]
+    zol = cards(record(egfr(35, "<"), drafts=[draft(ZOL)]), "order-sign")["C-SAFE-RENAL"]
+    assert zol["indicator"] == "critical"
+    ris = cards(record(egfr(35, "<"), drafts=[draft(RIS)]), "order-sign")["C-SAFE-RENAL"]
+    assert ris["summary"].startswith("Risedronate needs a kidney recheck") and "may be below 30" in ris["summary"]
+    # Quiet control: a measured 36 is above every bisphosphonate limit.
+    assert "C-SAFE-RENAL" not in cards(record(egfr(36), drafts=[draft(ALN)]), "order-sign")
+
+
+def test_below_60_is_no_reading_and_asks_for_a_recheck_before_an_oral_bisphosphonate():
+    rec = record(egfr(60, "<"))
+    reading = facts.kidney(rec, S)
+    assert not reading.known and not reading.below(35)
+    assert "alendronate" in cards(rec)["C-TX-BP"]["summary"]  # as with no eGFR (TX-1a): labs first
+    card = cards(record(egfr(60, "<"), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert card["indicator"] == "warning" and "recheck" in card["summary"]
+    assert "C-SAFE-RENAL" not in cards(record(egfr(60, ">"), drafts=[draft(ALN)]), "order-sign")
+
+
+def test_the_newer_of_a_bound_and_an_exact_value_counts():
+    older_bound = facts.kidney(record(egfr(35, "<", days=200, oid="b"), egfr(52, days=20, oid="v")), S)
+    assert older_bound.band == facts.MEASURED and older_bound.value == 52
+    newer_bound = facts.kidney(record(egfr(35, "<", days=20, oid="b"), egfr(52, days=200, oid="v")), S)
+    assert not newer_bound.known and newer_bound.below(35)
+    same_day = facts.kidney(record(egfr(35, "<", oid="b"), egfr(33, oid="v")), S)
+    assert same_day.band == facts.MEASURED and same_day.value == 33  # consistent with the bound: the value
+
+
+def test_an_old_bound_below_30_asks_for_a_recheck():
+    reading = facts.kidney(record(egfr(30, "<", days=400)), S)
+    assert not reading.known and reading.recheck_below(30) and reading.recheck_below(35)
+    card = cards(record(egfr(30, "<", days=400), drafts=[draft(RIS)]), "order-sign")["C-SAFE-RENAL"]
+    assert "last <30 on" in card["summary"]
+
+
+# ---------------------------------------------------------------------------
+# Finding 9: T-scores with a comparator or a BMD unit are no reading; shown as reported
+# ---------------------------------------------------------------------------
+
+def spine_t(value, oid="spine", **quantity):
+    o = obs("38267-1", 30, value, "{T-score}", oid=oid)
+    o["valueQuantity"].update(quantity)
+    return o
+
+
+@pytest.mark.parametrize("quantity", [
+    {"comparator": ">"}, {"comparator": ">="}, {"comparator": "<"}, {"comparator": "ad"},
+    {"unit": "g/cm2", "code": "g/cm2"}, {"unit": "g/cm²"}, {"unit": "g/cm2", "code": None},
+])
+def test_a_bounded_or_bmd_unit_t_score_is_no_reading(quantity):
+    quantity = {k: v for k, v in quantity.items() if v is not None}
+    rec = record(spine_t(-3.0, **quantity), t_score=False)
+    assert rec.t_scores() == [] and rec.ignored == (("Observation/spine", "unreadable-value"),)
+    assert not {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(cards(rec))
+    # Quiet control: the same score as a plain value starts a drug card.
+    plain = record(spine_t(-3.0), t_score=False)
+    assert [s.value for s in plain.t_scores()] == [-3.0] and plain.ignored == ()
+    assert {"C-TX-BP", "C-TX-ANABOLIC"} & set(cards(plain))
+
+
+def test_a_bounded_score_beside_a_plain_one_leaves_the_plain_one():
+    rec = record(spine_t(-3.0, comparator=">"), spine_t(-1.2, oid="hip"), t_score=False)
+    assert [s.value for s in rec.t_scores()] == [-1.2]
+
+
+@pytest.mark.parametrize("value,shown", [
+    (-2.45, "-2.45"), (-2.46, "-2.46"), (-2.44, "-2.4"), (-2.55, "-2.6"), (-3.04, "-3.04"), (-3.73865, "-3.7"),
+    (-1.04, "-1.04"), (-2.0, "-2.0"),
+])
+def test_a_t_score_is_never_shown_across_a_cut_off(value, shown):
+    rec = record(spine_t(value), t_score=False)
+    assert rec.lowest_t.fact().startswith(f"Lumbar spine T-score {shown} on")
+
+
+def test_minus_2_45_is_osteopenia_and_says_so():
+    """-2.45 is above -2.5 (DX-2 osteopenia): its card must not read "T-score -2.5"."""
+    text = " ".join(c["detail"] for c in cards(record(spine_t(-2.45), t_score=False)).values())
+    assert "T-score -2.45" in text and "T-score -2.5 " not in text
+
+
+# ---------------------------------------------------------------------------
+# Finding 5: a deceased marker fails closed
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from tests.unbudgeted import unbudgeted_client
+
+    return unbudgeted_client(tmp_path_factory, "review7")
+
+
+@pytest.mark.parametrize("deceased,expect_cards", [
+    ({"deceasedBoolean": "true"}, False), ({"deceasedBoolean": " TRUE "}, False), ({"deceasedBoolean": True}, False),
+    ({"deceasedDateTime": "2025-13-45"}, False), ({"deceasedDateTime": "2025-02-30"}, False),
+    ({"deceasedDateTime": ""}, False), ({"deceasedDateTime": "1850-01-01"}, False), ({"deceasedDateTime": "2025"}, False),
+    ({"deceasedDateTime": "2025-01-01T25:00:00Z"}, False), ({"deceasedDateTime": 20250101}, False),
+    ({"deceasedBoolean": False, "deceasedDateTime": "2025-01-01"}, False),
+    # alive: false / "false", no marker, a null, and (as before) a well-formed death after tomorrow
+    ({"deceasedBoolean": "false"}, True), ({"deceasedBoolean": False}, True), ({}, True),
+    ({"deceasedDateTime": None}, True), ({"deceasedDateTime": "2999-01-01"}, True),
+])
+def test_a_malformed_deceased_marker_means_deceased(client, deceased, expect_cards):
+    from tests.test_plausibility import OWN_T, cards as pv_cards, prefetch_with
+
+    prefetch = prefetch_with(OWN_T)
+    prefetch["patient"].update(deceased)
+    assert bool(pv_cards(client, prefetch)) is expect_cards
+
+
+# ---------------------------------------------------------------------------
+# Finding 10: an invalid date is refused like an implausible one
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("when", ["2024-02-30", "2999-13-01", "1899-13-01", "2024-13", "0000-01-01",
+                                  "2024-02-30T10:00:00Z", "1850-01-01", "2099-01-01"])
+def test_an_invalid_date_is_as_refused_as_an_implausible_one(client, when):
+    from cds_service.record import build_record
+    from tests.test_plausibility import OWN_T, PATIENT_ID, TODAY, ago, cards as pv_cards, obs as pobs, prefetch_with
+
+    base = pv_cards(client, prefetch_with(OWN_T))
+    assert pv_cards(client, prefetch_with(OWN_T, pobs("x", "38267-1", ago(5), -3.6, "{T-score}"))) != base
+    assert pv_cards(client, prefetch_with(OWN_T, pobs("x", "38267-1", when, -3.6, "{T-score}"))) == base
+    rec = build_record(prefetch_with(OWN_T, pobs("x", "38267-1", when, -3.6, "{T-score}")), today=TODAY,
+                       patient_id=PATIENT_ID)
+    assert [ref for ref, _ in rec.ignored] == ["Observation/x"]
+
+
+def test_an_invalid_date_on_every_dated_resource_is_refused():
+    from cds_service.fhir import terminology as t
+    from tests.conftest import coding
+
+    bad = "2024-02-30"
+    rec = record(
+        {**obs("38267-1", 5, -3.6, oid="t"), "effectiveDateTime": bad},
+        {"resourceType": "Condition", "id": "c", "code": coding(t.ICD10CM, "M80.051A"), "onsetDateTime": bad},
+        {"resourceType": "MedicationRequest", "id": "m", "status": "active", "intent": "order", "authoredOn": bad,
+         "medicationCodeableConcept": ALN},
+        {"resourceType": "MedicationAdministration", "id": "a", "status": "completed", "effectiveDateTime": bad,
+         "medicationCodeableConcept": DMAB},
+        {"resourceType": "MedicationStatement", "id": "s", "status": "active", "effectiveDateTime": bad,
+         "medicationCodeableConcept": ALN},
+        {"resourceType": "Procedure", "id": "p", "status": "completed", "code": coding(t.CPT, "90935"),
+         "performedDateTime": bad},
+    )
+    assert sorted(rec.ignored) == sorted((f"{r}", "implausible-date") for r in (
+        "Observation/t", "Condition/c", "MedicationRequest/m", "MedicationAdministration/a", "MedicationStatement/s",
+        "Procedure/p"))
+    assert rec.medications == {} and rec.fractures == () and not facts.kidney(rec, S).dialysis
+    # Quiet control: 29 February of a leap year is a date.
+    assert record({**obs("38267-1", 5, -3.6, oid="t"), "effectiveDateTime": "2024-02-29"}).ignored == ()
+
+
+@pytest.mark.parametrize("when", ["2024", "2024-03"])
+def test_a_partial_date_is_quoted_as_written_and_reads_as_its_first_day(client, when):
+    import datetime as dt
+
+    from cds_service.rules.base import Finding, trigger_date
+    from tests.test_plausibility import cards as pv_cards, obs as pobs, prefetch_with
+
+    rec = record({**obs("38267-1", 5, -3.6, oid="t"), "effectiveDateTime": when}, t_score=False)
+    [score] = rec.t_scores()
+    assert score.date == dt.date(2024, int(when[5:] or 1), 1) and score.fact() == f"Lumbar spine T-score -3.6 on {when}"
+    assert score.date + dt.timedelta(days=1) == dt.date(2024, int(when[5:] or 1), 2)  # computed days are full days
+    assert str(score.date + dt.timedelta(days=1)).count("-") == 2
+    text = json.dumps(pv_cards(client, prefetch_with(pobs("x", "38267-1", when, -3.6, "{T-score}"))))
+    assert f"T-score -3.6 on {when}" in text and f"T-score -3.6 on {score.date.isoformat()}" in text
+    assert f"T-score -3.6 on {dt.date(2024, int(when[5:] or 1), 1).strftime('%Y-%m-%d')}" not in text
+    # A quieted card still wakes for it: the partial date is the fact's trigger, as its first day.
+    assert trigger_date(Finding("C-TX-BP", facts=(score.fact(), "ACP 2023 Rec 1a")), TODAY_) == score.date
+
+
+def test_a_full_date_is_quoted_in_full():
+    rec = record({**obs("38267-1", 5, -3.6, oid="t"), "effectiveDateTime": "2024-03-05T10:00:00Z"}, t_score=False)
+    assert rec.t_scores()[0].fact() == "Lumbar spine T-score -3.6 on 2024-03-05"
