@@ -195,17 +195,22 @@ class FhirClient:
             with deadline.watching(self.deadline) as watch:
                 try:
                     body = self._get_json_once(url, what)
-                except requests.RequestException as exc:
-                    if watch.fired or isinstance(exc, requests.Timeout):
-                        error = FhirError("timeout", "the FHIR server did not answer in time")
-                    else:
-                        error = FhirError("unavailable", "the FHIR server could not be reached")
+                except requests.Timeout:
+                    error = FhirError("timeout", "the FHIR server did not answer in time")
+                except requests.RequestException:
+                    error = FhirError("unavailable", "the FHIR server could not be reached")
                 except FhirError as exc:
-                    if exc.kind != "unavailable":
+                    if exc.kind != "unavailable" and not watch.fired:
                         raise
                     error = exc
                 else:
-                    return body
+                    error = None
+            if watch.fired:
+                # Cut at the deadline: whatever came of it (a connection error,
+                # headers or a body cut short) is a timeout.
+                raise FhirError("timeout", "the FHIR server did not answer in time")
+            if error is None:
+                return body
             attempt += 1
             if attempt > self.retries or self._remaining() <= 0:
                 raise error
