@@ -169,11 +169,6 @@ def test_an_endless_reply_is_read_no_further_than_the_cap(make_app):
     assert server.sent < limit + 8_000_000
 
 
-def declared_too_long(rsps):
-    rsps.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", body=b"{}" * 10, headers={"Content-Length": "600000"},
-             auto_calculate_content_length=False)
-
-
 def test_a_declared_length_over_the_cap_is_refused_before_reading():
     client = FhirClient(FHIR, access_token="t", allowlist=FhirServerAllowlist((FHIR,)), timeout=1, total_timeout=5,
                         retries=0, max_pages=5, max_bytes=500_000)
@@ -241,6 +236,18 @@ def first_page(next_url):
     return {**empty_bundle(), "link": [{"relation": "next", "url": next_url}]}
 
 
+def fetch_with_conditions_next(client, next_url):
+    """Fetch every key; the Condition search's first page links to `next_url`,
+    and anything else on the server is an empty Bundle. The answer and the URLs read."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add(responses.GET, re.compile(rf"{re.escape(CONDITIONS)}\?patient={PATIENT_ID}&.*"),
+                 json=first_page(next_url))
+        rsps.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=patient())
+        rsps.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/?[A-Za-z/]*\?.*"), json=empty_bundle())
+        resp = client.post(PV, json=hook_request(prefetch={}, token="t"))
+        return resp, [c.request.url for c in rsps.calls]
+
+
 REFUSED = [
     f"{CONDITIONS}?patient=someone-else&_offset=100",
     f"{CONDITIONS}?_offset=100",  # no patient: a search over everyone
@@ -259,13 +266,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("next_url", REFUSED)
 def test_a_next_link_that_is_not_a_page_of_the_same_search_is_refused_and_not_read(client, next_url, caplog):
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add(responses.GET, re.compile(rf"{re.escape(CONDITIONS)}\?patient={PATIENT_ID}&.*"),
-                 json=first_page(next_url))
-        rsps.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=patient())
-        rsps.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/[A-Za-z]+\?.*"), json=empty_bundle())
-        resp = client.post(PV, json=hook_request(prefetch={}, token="t"))
-        urls = [c.request.url for c in rsps.calls]
+    resp, urls = fetch_with_conditions_next(client, next_url)
     assert resp.status_code == 412, resp.get_data(as_text=True)
     reason = resp.get_json()["details"]["failed"]["conditions"]
     assert reason.startswith("refused to follow a Bundle next link: ")
@@ -288,13 +289,7 @@ ACCEPTED = [
 
 @pytest.mark.parametrize("next_url", ACCEPTED)
 def test_a_next_link_to_a_page_of_the_same_search_is_followed(client, next_url):
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add(responses.GET, re.compile(rf"{re.escape(CONDITIONS)}\?patient={PATIENT_ID}&.*"),
-                 json=first_page(next_url))
-        rsps.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=patient())
-        rsps.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/?[A-Za-z/]*\?.*"), json=empty_bundle())
-        resp = client.post(PV, json=hook_request(prefetch={}, token="t"))
-        urls = [c.request.url for c in rsps.calls]
+    resp, urls = fetch_with_conditions_next(client, next_url)
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert len(urls) == len(PREFETCH) + 1
 
