@@ -325,3 +325,18 @@ def test_the_hostile_server_helper_hangs_up_cleanly():
         assert sock.recv(20).startswith(b"HTTP/1.")
         sock.close()
         assert server.finished.wait(5)
+
+
+def test_a_compressed_reply_is_capped_by_what_it_unpacks_to():
+    import gzip
+
+    unpacked = json.dumps({**empty_bundle(), "entry": [{"resource": {"resourceType": "Basic"}}] * 100_000}).encode()
+    packed = gzip.compress(unpacked)
+    assert len(packed) < 50_000 < 500_000 < len(unpacked)
+    client = FhirClient(FHIR, access_token="t", allowlist=FhirServerAllowlist((FHIR,)), timeout=1, total_timeout=5,
+                        retries=0, max_pages=5, max_bytes=500_000)
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/Condition\?.*"), body=packed,
+                 headers={"Content-Encoding": "gzip"})
+        with pytest.raises(FhirError, match="larger than this service accepts"):
+            client.read(f"Condition?patient={PATIENT_ID}")

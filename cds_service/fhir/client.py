@@ -164,25 +164,24 @@ class FhirClient:
     def _read_body(self, response: requests.Response) -> bytes:
         """The body, read a chunk at a time within the time budget and the byte cap."""
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit():
-            self._take_bytes(int(declared), declared=True)
+        if declared.isdigit() and self.bytes_left is not None and int(declared) > self.bytes_left:
+            raise _too_large()  # refused unread
         chunks = []
+        # Counted as decoded: a compressed reply is capped by what it unpacks to.
         for chunk in response.iter_content(_CHUNK):
             if self._remaining() <= 0:
                 raise FhirError("timeout", "the FHIR server did not answer in time")
-            if not declared.isdigit():
-                self._take_bytes(len(chunk))
+            self._take_bytes(len(chunk))
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _take_bytes(self, count: int, declared: bool = False) -> None:
+    def _take_bytes(self, count: int) -> None:
         with self._bytes_lock:
             if self.bytes_left is None:
                 return
             if count > self.bytes_left:
                 self.bytes_left = 0  # the call's other requests stop too
-                raise FhirError("too_large", "the FHIR server's replies are larger than this service accepts "
-                                             "for one hook call (CDS_MAX_BODY_BYTES)")
+                raise _too_large()
             self.bytes_left -= count
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
@@ -299,6 +298,11 @@ class FhirClient:
         log.warning("refused a Bundle next link", extra={"resource_type": path, "problem": why})
         raise FhirError("next_link_refused", f"refused to follow a Bundle next link: {why} "
                                              f"(a {path} search for this patient was asked for)")
+
+
+def _too_large() -> FhirError:
+    return FhirError("too_large", "the FHIR server's replies are larger than this service accepts "
+                                  "for one hook call (CDS_MAX_BODY_BYTES)")
 
 
 def _patient_params(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
