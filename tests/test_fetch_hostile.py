@@ -200,23 +200,36 @@ def test_a_normal_chart_is_well_within_the_default_cap(client):
         assert client.post(PV, json=hook_request(prefetch={}, token="t")).status_code == 200
 
 
-# --- replies are read with the request body's limits ---------------------------------
+# --- replies are read as a sent prefetch is ---------------------------------------------
 
-@pytest.mark.parametrize("raw,reason", [
-    (b"[" * 200_000 + b"]" * 200_000, "nests arrays or objects more than 100 levels deep"),
-    (b'{"resourceType":"Patient","id":"pat-1","x":' + b"[" * 150 + b"]" * 150 + b"}",
-     "is not acceptable JSON: arrays or objects nest more than 100 levels deep"),
-    (b'{"resourceType":"Patient","id":"pat-1","x":NaN}', "is not valid JSON: NaN is not allowed in JSON"),
-    (b'{"resourceType":"Patient","id":"other","id":"pat-1"}',
-     "is not valid JSON: a member name appears twice in one object"),
-])
-def test_a_reply_past_the_request_body_limits_is_412_not_500(client, raw, reason):
+def fetch_with_patient_reply(client, raw):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", body=raw, content_type="application/fhir+json")
         rsps.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/[A-Za-z]+\?.*"), json=empty_bundle())
-        resp = client.post(PV, json=hook_request(prefetch={}, token="t"))
+        return client.post(PV, json=hook_request(prefetch={}, token="t"))
+
+
+@pytest.mark.parametrize("raw,reason", [
+    (b"[" * 200_000 + b"]" * 200_000, "nests arrays or objects too deeply"),  # was a 500 (RecursionError)
+    (b'{"resourceType":"Patient","id":"pat-1","x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+     "nests arrays or objects too deeply"),
+    (b'{"resourceType":"Patient","id":"pat-1","x":NaN}', None),
+    (b'{"resourceType":"Patient","id":"pat-1","x":1e400}', "holds a number beyond a float"),
+    (b'{"resourceType":"Patient","id":"pat-1","x":"\\ud800"}', None),
+])
+def test_a_reply_that_is_not_acceptable_json_is_412_not_500(client, raw, reason):
+    resp = fetch_with_patient_reply(client, raw)
     assert resp.status_code == 412, resp.get_data(as_text=True)
-    assert resp.get_json()["details"]["failed"] == {"patient": f"the FHIR server's reply {reason}"}
+    expected = f"the FHIR server sent JSON that {reason}" if reason else "the FHIR server sent something that is not JSON"
+    assert resp.get_json()["details"]["failed"] == {"patient": expected}
+
+
+def test_a_reply_is_read_like_the_same_data_sent_in_the_prefetch(client):
+    # A repeated name reads as its last value, as in a sent prefetch: here the right patient.
+    raw = b'{"resourceType":"Patient","id":"someone-else","gender":"female","id":"' + PATIENT_ID.encode() + b'"}'
+    fetched = fetch_with_patient_reply(client, raw)
+    sent = client.post(PV, json=hook_request(prefetch={**hook_request()["prefetch"], "patient": json.loads(raw)}))
+    assert fetched.status_code == sent.status_code == 200
 
 
 def test_a_reply_that_is_not_json_is_still_worded_as_before(client):

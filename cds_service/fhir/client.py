@@ -10,7 +10,7 @@ A hostile (or broken) server cannot hold a hook call past its budget, nor
 fill a worker's memory: the time budget is a hard deadline for every request,
 headers and body included (fhir/deadline.py), the bytes of all replies of a
 call together are capped (CDS_MAX_BODY_BYTES, the most a client may send), and
-a reply is parsed with the same limits as a request body (nesting, NaN). A
+a reply is read as a sent prefetch is (no NaN, deep nesting refused). A
 `next` link is followed only if it is a page of the same search: the same
 resource type's search on this fhirServer for the same patient, or the
 server's opaque page form (`[base]?_getpages=...`, HAPI's).
@@ -32,8 +32,7 @@ if TYPE_CHECKING:
     import requests
 
 from cds_service.fhir.allowlist import FhirServerAllowlist, NotAllowed, Origin, malformed
-from cds_service.protocol.errors import ApiError
-from cds_service.protocol.requests_json import parse_json
+from cds_service.protocol.requests_json import NotFhirJson, parse_fhir_reply
 
 log = logging.getLogger(__name__)
 
@@ -316,16 +315,14 @@ def _patient_params(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _parse_resource(raw: bytes) -> dict[str, Any]:
-    """A reply's body as a FHIR resource, read like a request body (the same
-    nesting and number limits: deep nesting would otherwise end in an
-    uncaught RecursionError)."""
+    """A reply's body as a FHIR resource, read as a sent prefetch is read
+    (requests_json.parse_fhir_reply: no NaN, no RecursionError on deep nesting)."""
     try:
-        body = parse_json(raw)
-    except ApiError as exc:
-        detail = exc.message.removeprefix("the request body").strip()
-        if detail.startswith("is not valid JSON") and ":" not in detail:
+        body = parse_fhir_reply(raw)
+    except NotFhirJson as exc:
+        if str(exc) == "is not JSON":
             raise FhirError("bad_response", "the FHIR server sent something that is not JSON") from None
-        raise FhirError("bad_response", f"the FHIR server's reply {detail}") from None
+        raise FhirError("bad_response", f"the FHIR server sent JSON that {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise FhirError("bad_response", "the FHIR server sent JSON that is not a FHIR resource")
     return body
