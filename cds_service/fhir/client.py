@@ -16,8 +16,9 @@ resource type's search on this fhirServer for the same patient, or the
 server's opaque page form (`[base]?_getpages=...`, HAPI's).
 
 One client serves all the queries of one hook call, from several threads at
-once (prefetch.py): it holds nothing that changes after construction, and
-the time budget is one deadline they all share.
+once (prefetch.py): it holds nothing that changes after construction but
+the byte budget (under a lock), and the time budget is one deadline they all
+share.
 """
 
 from __future__ import annotations
