@@ -179,11 +179,10 @@ class LazySession:
         if self._session is None:
             import requests
 
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=self._pool_maxsize)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            self._session = session
+            from cds_service.fhir import deadline
+
+            # Its adapter lets a FHIR query hold to the call's time budget (fhir/deadline.py).
+            self._session = deadline.mount(requests.Session(), pool_maxsize=self._pool_maxsize)
         return self._session
 
     def __getattr__(self, name: str) -> Any:

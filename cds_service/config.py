@@ -185,7 +185,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cors_origins", "CDS_CORS_ORIGINS", _csv, ("*",),
             "Comma-separated origins allowed by CORS (`*` for any; browser clients such as the sandbox need it)."),
     Setting("max_body_bytes", "CDS_MAX_BODY_BYTES", _int, 16 * 1024 * 1024,
-            "Largest request body accepted, in bytes (413 above it).",
+            "Largest request body accepted, in bytes (413 above it); also the most bytes the FHIR server's "
+            "replies to one hook call may add up to (reading stops there and the key fails, 412 if needed).",
             check=checks.at_least(1)),
     Setting("max_prefetch_resources", "CDS_MAX_PREFETCH_RESOURCES", _int, 20000,
             "Most FHIR resources accepted in one request's prefetch, sent or fetched (413 above it).",
@@ -200,7 +201,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Timeout of one outbound FHIR request (connect and read).",
             check=checks.more_than(0, ' s')),
     Setting("fhir_total_timeout_seconds", "CDS_FHIR_TOTAL_TIMEOUT_SECONDS", _float, 15.0,
-            "Time budget for all outbound FHIR requests of one hook call.",
+            "Time budget for all outbound FHIR requests of one hook call, a hard deadline: a reply still "
+            "arriving then (however slowly) is cut.",
             check=checks.more_than(0, ' s')),
     Setting("fhir_retries", "CDS_FHIR_RETRIES", _int, 2,
             "Retries of an outbound FHIR request after a timeout, connection error or a 429, 500, 502, 503 or 504 answer.",

@@ -193,7 +193,7 @@ def test_a_long_first_page_is_completed_from_the_server(client, monkeypatch):
     """Entries kept as text and entries of a fetched page, merged in one Bundle."""
     body = _long_request()
     first = body["prefetch"]["observations"]
-    first["link"] = [{"relation": "next", "url": f"{SERVER}/Observation?page=2"}]
+    first["link"] = [{"relation": "next", "url": f"{SERVER}/Observation?patient={body['context']['patientId']}&page=2"}]
     second = {"resourceType": "Bundle", "type": "searchset", "entry": [
         {"fullUrl": f"{SERVER}/Observation/late-1", "resource": {
             "resourceType": "Observation", "id": "late-1", "status": "final",

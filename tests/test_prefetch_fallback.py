@@ -90,15 +90,19 @@ def test_paging_follows_next_links_and_merges_entries():
     assert len(responses.calls) == 3
 
 
+# A next link repeats the search (the patient included) with its paging state.
+PAGE_2 = f"patient={PATIENT_ID}&page=2"
+
+
 @responses.activate
 def test_paging_through_the_endpoint(client):
     serve_everything(responses)
     responses.replace(responses.GET, re.compile(rf"{re.escape(FHIR)}/Condition\?.*"),
-                      json=bundle({"resourceType": "Condition", "id": "c1"}, next_url=f"{FHIR}/Condition?page=2"))
-    responses.add(responses.GET, f"{FHIR}/Condition?page=2", json=bundle({"resourceType": "Condition", "id": "c2"}))
+                      json=bundle({"resourceType": "Condition", "id": "c1"}, next_url=f"{FHIR}/Condition?{PAGE_2}"))
+    responses.add(responses.GET, f"{FHIR}/Condition?{PAGE_2}", json=bundle({"resourceType": "Condition", "id": "c2"}))
     resp = client.post(PV, json=no_prefetch_request())
     assert resp.status_code == 200
-    assert any(c.request.url.endswith("/Condition?page=2") for c in responses.calls)
+    assert any(c.request.url.endswith(f"/Condition?{PAGE_2}") for c in responses.calls)
 
 
 @responses.activate
@@ -106,7 +110,7 @@ def test_too_many_pages_is_412(make_app):
     client = make_app(CDS_FHIR_MAX_PAGES="2").test_client()
     serve_everything(responses)
     responses.replace(responses.GET, re.compile(rf"{re.escape(FHIR)}/Condition\?.*"),
-                      json=bundle(next_url=f"{FHIR}/Condition?page=n"))
+                      json=bundle(next_url=f"{FHIR}/Condition?patient={PATIENT_ID}&page=n"))
     resp = client.post(PV, json=no_prefetch_request())
     assert resp.status_code == 412
     assert "conditions" in resp.get_json()["details"]["missing"]

@@ -279,7 +279,7 @@ def test_slow_pages_stop_at_the_budget(make_app):
         counter["n"] += 1
         time.sleep(0.05)
         return 200, {}, json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": [],
-                                    "link": [{"relation": "next", "url": f"{FHIR}/Condition?page={counter['n']}"}]})
+                                    "link": [{"relation": "next", "url": f"{FHIR}/Condition?patient={PATIENT_ID}&page={counter['n']}"}]})
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add_callback(responses.GET, re.compile(re.escape(FHIR) + r"/.*"), callback=page)
@@ -289,6 +289,7 @@ def test_slow_pages_stop_at_the_budget(make_app):
         resp = client.post(PV, json=hook_request(prefetch=prefetch))
         elapsed = time.monotonic() - started
     assert_json_error(resp, 412)
+    assert "in time" in resp.get_json()["details"]["failed"]["conditions"]
     assert counter["n"] < 100
     assert elapsed < budget + 3, elapsed
 

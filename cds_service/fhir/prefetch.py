@@ -161,12 +161,17 @@ def resolve_prefetch(
             else:
                 jobs[key] = functools.partial(_read, client, relative)
         for key in to_complete:
+            # Its next links must be pages of the search its template asks for.
+            relative = render_template(templates[key], context)
             if client is None:
                 # The first page stays: for a key the rules can do without,
                 # part of the list is better than none.
                 failures[key] = f"the prefetched Bundle has more pages (a next link), and {why_not}"
+            elif relative is None:
+                failures[key] = ("the prefetched Bundle has more pages (a next link), and the context "
+                                 "has no usable value for its query")
             else:
-                jobs[key] = functools.partial(client.rest_of, data[key])
+                jobs[key] = functools.partial(client.rest_of, data[key], relative)
         # Each key is tried whatever happens to the others, several at a
         # time; all share the client's time budget.
         for key, outcome in _run_all(jobs, settings.fhir_concurrency).items():
@@ -249,6 +254,7 @@ def _client_for(body, settings, allowlist, session) -> tuple[FhirClient | None, 
             retries=settings.fhir_retries,
             max_pages=settings.fhir_max_pages,
             max_url_length=settings.fhir_max_url_length,
+            max_bytes=settings.max_body_bytes,
             session=session,
         ), ""
     except NotAllowed as exc:

@@ -200,6 +200,28 @@ def _parse_split(raw: bytes) -> Any:
     return body
 
 
+class NotFhirJson(ValueError):
+    """A FHIR server's reply cannot be read as FHIR data; the message says why."""
+
+
+def parse_fhir_reply(raw: bytes) -> Any:
+    """A FHIR server's reply (fhir/client.py), read as the prefetch of a request
+    body is read (_parse_split): by msgspec, the last of repeated names, integers
+    exact; NaN, Infinity, numbers beyond a float, invalid UTF-8 and unpaired
+    surrogates refused, and so is nesting deeper than the interpreter's recursion
+    limit (about 1000 levels), which the json module met as an uncaught
+    RecursionError. Fetched and sent data are then read alike, and nothing is
+    walked (a tree check of every node would cost ~20 times the parse)."""
+    try:
+        return _loads_without_gc(raw, msgspec.json.decode)
+    except RecursionError:
+        raise NotFhirJson("nests arrays or objects too deeply") from None
+    except msgspec.ValidationError:
+        raise NotFhirJson("holds a number beyond a float") from None
+    except (msgspec.MsgspecError, ValueError):
+        raise NotFhirJson("is not JSON") from None
+
+
 def _prefetch_reader(view: memoryview) -> Callable[[memoryview], Any]:
     """How the prefetch object is read: a long one with its Bundle entries
     left as text until the record builder reads each (fhir.deferred), when
