@@ -35,7 +35,8 @@ _OBJECT = object()  # marks an argument keyed by identity
 
 class _Memo:
     def __init__(self) -> None:
-        self.answers: dict[tuple[Any, ...], tuple[Any, bool]] = {}  # key -> (answer, hand out copies)
+        # key -> (answer, how to copy it for a caller, None for an answer handed out as it is)
+        self.answers: dict[tuple[Any, ...], tuple[Any, Callable[[Any], Any] | None]] = {}
         self.charts: dict[int, Any] = {}   # id(record built from a chart) -> the chart
         # Objects keyed by identity, kept alive with the scope so that no other object
         # can take their id while it is part of a key.
@@ -57,8 +58,8 @@ class _Memo:
                 if type(kept) not in _PLAIN:
                     self.keep[id(kept)] = kept
             answer = compute()
-            found = self.answers[key] = (answer, _mutable(answer))
-        return _copy(found[0]) if found[1] else found[0]
+            found = self.answers[key] = (answer, _copier(answer))
+        return found[0] if found[1] is None else found[1](found[0])
 
 
 _CURRENT: contextvars.ContextVar[_Memo | None] = contextvars.ContextVar("facts_memo", default=None)
@@ -85,15 +86,25 @@ def same_chart(record: Any, chart: Any) -> None:
         memo.charts[id(record)] = memo.charts.get(id(chart), chart)
 
 
-def _mutable(value: Any) -> bool:
+_CONTAINERS = (list, dict, set)
+
+
+def _copier(value: Any) -> Callable[[Any], Any] | None:
+    """How a caller gets its own copy of an answer, chosen once when it is computed (a hit
+    then costs one call, not a look at the answer's type): the container's own copy, or
+    _copy for a tuple that holds one; None: nothing in it a caller could change."""
     kind = type(value)
-    return kind in (list, dict, set) or (kind is tuple and any(type(v) in (list, dict, set) for v in value))
+    if kind in _CONTAINERS:
+        return kind.copy  # type: ignore[no-any-return]
+    if kind is tuple and any(type(v) in _CONTAINERS for v in value):
+        return _copy
+    return None
 
 
 def _copy(value: Any) -> Any:
-    if type(value) is tuple:
-        return tuple(_copy(v) for v in value)
-    return value.copy() if type(value) in (list, dict, set) else value
+    if type(value) is tuple:  # a list, not a generator: tuple() of a list costs less
+        return tuple([_copy(v) if type(v) is tuple else v.copy() if type(v) in _CONTAINERS else v for v in value])
+    return value.copy() if type(value) in _CONTAINERS else value
 
 
 def remembered(key: tuple[Any, ...], record: Any, compute: Callable[[], Any]) -> Any:
@@ -137,8 +148,8 @@ def per_call(fn: F) -> F:
             if args and type(args[0]) not in _PLAIN:
                 keep[id(args[0])] = args[0]
             answer = fn(record, *args)
-            found = memo.answers[key] = (answer, _mutable(answer))
-        return _copy(found[0]) if found[1] else found[0]
+            found = memo.answers[key] = (answer, _copier(answer))
+        return found[0] if found[1] is None else found[1](found[0])
 
     MARKED.append(wrapper)
     return wrapper  # type: ignore[return-value]
