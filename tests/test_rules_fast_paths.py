@@ -23,7 +23,7 @@ from cds_service import engine
 from cds_service import fixtures as fx
 from cds_service import record
 from cds_service.fhir import terminology as t
-from cds_service.rules import memo, supplementation, treatment
+from cds_service.rules import load_all, memo, supplementation, treatment
 from cds_service.rules.diagnosis import assess
 from cds_service.rules.settings import DEFAULT
 
@@ -170,3 +170,50 @@ def test_supplement_card_carries_its_trigger_as_replace_gave_it(records):
             assert finding.trigger == supplementation._supplement_trigger(rec)
             fired += 1
     assert fired
+
+
+def test_the_usual_facts_have_the_short_wrappers_and_answer_as_the_general_one(records):
+    """fn(record, settings) and fn(record) get wrappers without *args/**kwargs; within a
+    call, and for a trial record that shares the chart's answers, each answers as the
+    general wrapper does, once per chart and settings (by identity, or by value for a
+    plain value)."""
+    load_all()
+    general_code = memo._per_call_any(len).__code__
+    short = [fn for fn in memo.MARKED if fn.__code__ is not general_code]
+    assert len(short) > 20
+    for fn in memo.MARKED:
+        params = inspect.signature(fn.__wrapped__).parameters.values()
+        usual = (tuple(p.name for p in params) in (("record", "settings"), ("record",))
+                 and all(p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD for p in params))
+        assert (fn in short) == usual, fn.__name__
+    other_settings = dataclasses.replace(DEFAULT, lab_max_age_months=1)
+    for rec in records:
+        trial = engine.record_replace(rec, drafts=())
+        for fn in short:
+            general = memo._per_call_any(fn.__wrapped__)
+            args_list = [(DEFAULT,), (other_settings,)] if fn.__code__.co_argcount == 2 else [()]
+            with memo.scope():
+                memo.same_chart(trial, rec)
+                got = [(fn(rec, *args), fn(trial, *args)) for args in args_list]
+                answers = len(memo._CURRENT.get().answers)
+            with memo.scope():
+                memo.same_chart(trial, rec)
+                assert got == [(general(rec, *args), general(trial, *args)) for args in args_list], fn.__name__
+                assert len(memo._CURRENT.get().answers) == answers, fn.__name__
+
+
+def test_a_plain_settings_value_is_keyed_by_value():
+    computed = []
+
+    @memo.per_call
+    def fact(record, settings):
+        computed.append(settings)
+        return [settings]
+
+    rec = object()
+    with memo.scope():
+        assert fact(rec, 3) == fact(rec, 3) == [3]
+        assert fact(rec, 4) == [4]
+        assert fact(rec, "4") == ["4"]
+    assert computed == [3, 4, "4"]
+    memo.MARKED.remove(fact)  # not a fact of the rules (test_rules_memo checks them all)
