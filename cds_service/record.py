@@ -527,8 +527,21 @@ LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected
 def as_written(value: float, decimals: int) -> str:
     """A value as a clinician writes it: -3.73865 -> "-3.7", -2 -> "-2.0", eGFR 61.6 -> "62"."""
     # Half away from zero on the decimal as written (2.55 -> 2.6), not on its binary approximation.
+    # Fast path (cards write several values a call; decimal costs about 1.5 us each): Python
+    # writes a float (repr) as the shortest decimal that reads back as the same float, so
+    # for a value of modest size that decimal and the float round alike, except at a tie of
+    # the written decimal ("2.55" to one place: the float is 2.5499...), left to decimal.
+    if type(value) in _FORMATTED and -1e9 < value < 1e9 and 0 <= decimals <= 6:
+        written = repr(value)
+        point = written.find(".")
+        if "e" not in written and not (written[-1] == "5" and point >= 0 and len(written) - point - 2 == decimals):
+            text = "%.*f" % (decimals, value)
+            return text[1:] if text[0] == "-" and not text.strip("-0.") else text
     text = f"{decimal.Decimal(repr(value)).quantize(decimal.Decimal(1).scaleb(-decimals), decimal.ROUND_HALF_UP)}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+_FORMATTED = frozenset({float, int})  # as_written's fast path (not bool: repr True is no number)
 
 
 # The T- and Z-score cut-offs as the rules compare with them: DX-1..3 (T <= -2.5 osteoporosis,

@@ -3,6 +3,7 @@ import shutil
 import pytest
 
 from cds_service import card_render as cr
+from cds_service import fixtures
 from cds_service.rules.base import Action, Finding, Suggestion
 from tests.conftest import TODAY
 
@@ -170,3 +171,32 @@ def test_empty_variables_leave_no_run_of_blank_lines(card_id):
                      patient_id="p1", today=TODAY)
     assert "\n\n\n" not in card["detail"].replace(" ", "")
     assert "Lumbar spine T-score -2.7 on 2025-02-01" in card["detail"]
+
+
+def _fill_plain(text, variables):
+    def sub(m):
+        if m.group(1) not in variables:
+            raise cr.CardTemplateError(f"no value for placeholder {{{{{m.group(1)}}}}}")
+        return str(variables[m.group(1)])
+    return cr._PLACEHOLDER.sub(sub, text)
+
+
+def test_fill_by_pieces_is_the_regex_substitution():
+    """_fill keeps each template string split at its placeholders (for speed): the same
+    text as substituting each match, and the same error for the first missing value."""
+    texts = [s for card_id in cr.card_ids() for s in fixtures._strings(cr.load_card(card_id))]
+    texts += ["{{a}}", "x{{ a }}y{{b}}", "{{a}}{{a}}", "{{ not closed", "{{1bad}} {{a}}", "}}{{a}}{{", "plain"]
+    assert sum("{{" in text for text in texts) > 100
+    for text in texts:
+        names = cr._PLACEHOLDER.findall(text)
+        full = {name: f"<{name}:{i}>" for i, name in enumerate(names)} | {"a": 7, "b": "B"}
+        for variables in (full, *({k: v for k, v in full.items() if k != name} for name in names[:3])):
+            for _ in range(2):  # the first fill splits the text, the second reads the pieces kept
+                try:
+                    plain = _fill_plain(text, variables)
+                except cr.CardTemplateError as exc:
+                    with pytest.raises(cr.CardTemplateError) as fast:
+                        cr._fill(text, variables)
+                    assert str(fast.value) == str(exc)
+                else:
+                    assert cr._fill(text, variables) == plain, text

@@ -4,12 +4,18 @@ PatientRecord's query methods skip the copy of an absent condition group and of 
 frozenset of drug classes, and the order review builds its trial record (the chart
 with one suggested draft) without dataclasses.replace. Over every fixture chart
 (and its drafts) each answer equals the one written the plain way, and every hook's
-cards are the same with dataclasses.replace in the review."""
+cards are the same with dataclasses.replace in the review. as_written formats most values
+without decimal arithmetic, the memo hands out its copies by a copier chosen once, the
+drug-start cards' facts are deduplicated without joining them anew for each, and
+C-SUPP-CAVD is built with its trigger: each equals the plain computation."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
+import inspect
+import random
 
 import pytest
 
@@ -17,6 +23,9 @@ from cds_service import engine
 from cds_service import fixtures as fx
 from cds_service import record
 from cds_service.fhir import terminology as t
+from cds_service.rules import load_all, memo, supplementation, treatment
+from cds_service.rules.diagnosis import assess
+from cds_service.rules.settings import DEFAULT
 
 TODAY = dt.date(2026, 11, 30)
 CLASS_SETS = (t.OSTEOPOROSIS_DRUG_CLASSES, t.BISPHOSPHONATE_CLASSES, t.ANTIRESORPTIVE_CLASSES,
@@ -80,3 +89,131 @@ def test_cards_are_the_same_with_dataclasses_replace_in_the_review(records, monk
     fast = [engine.evaluate(h, rec, TODAY, strict=True) for rec in records for h in hooks]
     monkeypatch.setattr(engine, "record_replace", dataclasses.replace)
     assert fast == [engine.evaluate(h, rec, TODAY, strict=True) for rec in records for h in hooks]
+
+
+def _as_written_plain(value, decimals):
+    text = f"{decimal.Decimal(repr(value)).quantize(decimal.Decimal(1).scaleb(-decimals), decimal.ROUND_HALF_UP)}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def test_as_written_is_the_decimal_rounding(records):
+    values = [lab.value for rec in records for labs in rec.labs.values() for lab in labs]
+    values += [b.value for rec in records for b in rec.bmd] + [f.percent for rec in records for f in rec.frax]
+    assert values
+    # Ties of the written decimal (binary 2.55 is 2.5499...), zeros and signs, ints, sizes.
+    values += [2.55, -2.55, 2.45, 0.05, -0.05, -0.04, 0.5, -0.5, 1.5, 2.5, 61.5, 999.995, 0.0, -0.0, 0, -2, 62,
+               1e9, -1e9, 1e15, 5e-7, -5e-7, 1.25, 0.125, float("inf"), True]
+    rng = random.Random(7)
+    values += [rng.uniform(-300, 300) for _ in range(3000)]
+    values += [rng.randint(-3000, 3000) / 10 ** rng.randint(0, 4) + rng.choice((0, 0.05, -0.005))
+               for _ in range(3000)]
+    for value in values:
+        for decimals in range(4):
+            try:
+                plain = _as_written_plain(value, decimals)
+            except decimal.InvalidOperation:
+                with pytest.raises(decimal.InvalidOperation):
+                    record.as_written(value, decimals)
+                continue
+            assert record.as_written(value, decimals) == plain, (value, decimals)
+
+
+def _fact_calls(rec):
+    for fn in memo.MARKED:
+        params = inspect.signature(fn).parameters
+        yield fn, ((DEFAULT,) if "settings" in params else ())
+
+
+def test_memo_hits_hand_out_fresh_copies_of_the_answer(records):
+    """Within a call every hit equals the plain answer; a list, dict or set (also one in a
+    tuple) is a new one each time, anything else the same object."""
+    containers = (list, dict, set)
+    copied = 0
+    for rec in records:
+        for fn, args in _fact_calls(rec):
+            plain = fn(rec, *args)
+            with memo.scope():
+                first, second = fn(rec, *args), fn(rec, *args)
+            assert first == second == plain, fn.__name__
+            if type(first) in containers:
+                assert first is not second, fn.__name__
+                copied += 1
+            elif type(first) is tuple and any(type(v) in containers for v in first):
+                for a, b in zip(first, second, strict=True):
+                    assert (a is not b) if type(a) in containers else (a is b), fn.__name__
+                copied += 1
+            else:
+                assert first is second, fn.__name__
+    assert copied
+
+
+def _facts_plain(rec, settings, first):
+    facts = []
+    for fact in list(first) + [b.fact() for b in rec.latest_t_scores().values()] + treatment.lab_facts(rec, settings):
+        if fact.lower() not in " | ".join(facts).lower():
+            facts.append(fact)
+    return tuple(facts)
+
+
+def test_drug_start_facts_are_the_plain_deduplication(records):
+    for rec in records:
+        a = assess(rec, DEFAULT)
+        for first in ([], list(a.reasons), list(a.vhr_reasons) + list(a.reasons),
+                      list(a.reasons) + [f"Recent {r.lower()}" for r in a.reasons]):
+            assert treatment._facts(rec, DEFAULT, first) == _facts_plain(rec, DEFAULT, first)
+
+
+def test_supplement_card_carries_its_trigger_as_replace_gave_it(records):
+    fired = 0
+    for rec in records:
+        for finding in supplementation.calcium_vitamin_d(rec, TODAY, DEFAULT):
+            assert finding.trigger == supplementation._supplement_trigger(rec)
+            fired += 1
+    assert fired
+
+
+def test_the_usual_facts_have_the_short_wrappers_and_answer_as_the_general_one(records):
+    """fn(record, settings) and fn(record) get wrappers without *args/**kwargs; within a
+    call, and for a trial record that shares the chart's answers, each answers as the
+    general wrapper does, once per chart and settings (by identity, or by value for a
+    plain value)."""
+    load_all()
+    general_code = memo._per_call_any(len).__code__
+    short = [fn for fn in memo.MARKED if fn.__code__ is not general_code]
+    assert len(short) > 20
+    for fn in memo.MARKED:
+        params = inspect.signature(fn.__wrapped__).parameters.values()
+        usual = (tuple(p.name for p in params) in (("record", "settings"), ("record",))
+                 and all(p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD for p in params))
+        assert (fn in short) == usual, fn.__name__
+    other_settings = dataclasses.replace(DEFAULT, lab_max_age_months=1)
+    for rec in records:
+        trial = engine.record_replace(rec, drafts=())
+        for fn in short:
+            general = memo._per_call_any(fn.__wrapped__)
+            args_list = [(DEFAULT,), (other_settings,)] if fn.__code__.co_argcount == 2 else [()]
+            with memo.scope():
+                memo.same_chart(trial, rec)
+                got = [(fn(rec, *args), fn(trial, *args)) for args in args_list]
+                answers = len(memo._CURRENT.get().answers)
+            with memo.scope():
+                memo.same_chart(trial, rec)
+                assert got == [(general(rec, *args), general(trial, *args)) for args in args_list], fn.__name__
+                assert len(memo._CURRENT.get().answers) == answers, fn.__name__
+
+
+def test_a_plain_settings_value_is_keyed_by_value():
+    computed = []
+
+    @memo.per_call
+    def fact(record, settings):
+        computed.append(settings)
+        return [settings]
+
+    rec = object()
+    with memo.scope():
+        assert fact(rec, 3) == fact(rec, 3) == [3]
+        assert fact(rec, 4) == [4]
+        assert fact(rec, "4") == ["4"]
+    assert computed == [3, 4, "4"]
+    memo.MARKED.remove(fact)  # not a fact of the rules (test_rules_memo checks them all)

@@ -203,6 +203,7 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
                     trigger=_new_trigger(record, settings))]
 
 
+@per_call  # both cards ask for it
 def _new_trigger(record: PatientRecord, settings: ClinicalSettings) -> dt.date:
     """New trigger for the exercise and falls cards (card_policy): a fracture, a fall, a
     gait or balance problem, a fall-risk screen or fear of falling recorded since the

@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import datetime as dt
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -35,7 +36,8 @@ _OBJECT = object()  # marks an argument keyed by identity
 
 class _Memo:
     def __init__(self) -> None:
-        self.answers: dict[tuple[Any, ...], tuple[Any, bool]] = {}  # key -> (answer, hand out copies)
+        # key -> (answer, how to copy it for a caller, None for an answer handed out as it is)
+        self.answers: dict[tuple[Any, ...], tuple[Any, Callable[[Any], Any] | None]] = {}
         self.charts: dict[int, Any] = {}   # id(record built from a chart) -> the chart
         # Objects keyed by identity, kept alive with the scope so that no other object
         # can take their id while it is part of a key.
@@ -57,8 +59,8 @@ class _Memo:
                 if type(kept) not in _PLAIN:
                     self.keep[id(kept)] = kept
             answer = compute()
-            found = self.answers[key] = (answer, _mutable(answer))
-        return _copy(found[0]) if found[1] else found[0]
+            found = self.answers[key] = (answer, _copier(answer))
+        return found[0] if found[1] is None else found[1](found[0])
 
 
 _CURRENT: contextvars.ContextVar[_Memo | None] = contextvars.ContextVar("facts_memo", default=None)
@@ -85,15 +87,25 @@ def same_chart(record: Any, chart: Any) -> None:
         memo.charts[id(record)] = memo.charts.get(id(chart), chart)
 
 
-def _mutable(value: Any) -> bool:
+_CONTAINERS = (list, dict, set)
+
+
+def _copier(value: Any) -> Callable[[Any], Any] | None:
+    """How a caller gets its own copy of an answer, chosen once when it is computed (a hit
+    then costs one call, not a look at the answer's type): the container's own copy, or
+    _copy for a tuple that holds one; None: nothing in it a caller could change."""
     kind = type(value)
-    return kind in (list, dict, set) or (kind is tuple and any(type(v) in (list, dict, set) for v in value))
+    if kind in _CONTAINERS:
+        return kind.copy  # type: ignore[no-any-return]
+    if kind is tuple and any(type(v) in _CONTAINERS for v in value):
+        return _copy
+    return None
 
 
 def _copy(value: Any) -> Any:
-    if type(value) is tuple:
-        return tuple(_copy(v) for v in value)
-    return value.copy() if type(value) in (list, dict, set) else value
+    if type(value) is tuple:  # a list, not a generator: tuple() of a list costs less
+        return tuple([_copy(v) if type(v) is tuple else v.copy() if type(v) in _CONTAINERS else v for v in value])
+    return value.copy() if type(value) in _CONTAINERS else value
 
 
 def remembered(key: tuple[Any, ...], record: Any, compute: Callable[[], Any]) -> Any:
@@ -111,7 +123,63 @@ MARKED: list[Callable[..., Any]] = []  # every @per_call function (tests check t
 
 def per_call(fn: F) -> F:
     """Compute fn(record, *args, **kwargs) once per call scope (see the module doc)."""
+    names = [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+    usual = [(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty) for name in ("record", "settings")]
+    if names == usual:
+        wrapper = _per_call_with_settings(fn)
+    elif names == usual[:1]:
+        wrapper = _per_call_of_record(fn)
+    else:
+        wrapper = _per_call_any(fn)
+    MARKED.append(wrapper)
+    return wrapper  # type: ignore[return-value]
 
+
+# Most facts are fn(record, settings) or fn(record): their wrappers take just those
+# parameters (no *args tuple, no **kwargs dict to build and test) and key them as
+# _per_call_any would, so that a hit costs far less than the facts it saves, and a miss
+# little more than the facts themselves.
+
+def _per_call_with_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(record: Any, settings: Any) -> Any:
+        memo = _CURRENT.get()
+        if memo is None:
+            return fn(record, settings)
+        chart = memo.charts.get(id(record), record) if memo.charts else record
+        plain = type(settings) in _PLAIN
+        key = (id(chart), wrapper, settings) if plain else (id(chart), wrapper, _OBJECT, id(settings))
+        found = memo.answers.get(key)
+        if found is None:
+            memo.keep[id(chart)] = chart  # `wrapper` lives as long as its module
+            if not plain:
+                memo.keep[id(settings)] = settings
+            answer = fn(record, settings)
+            found = memo.answers[key] = (answer, _copier(answer))
+        return found[0] if found[1] is None else found[1](found[0])
+
+    return wrapper
+
+
+def _per_call_of_record(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(record: Any) -> Any:
+        memo = _CURRENT.get()
+        if memo is None:
+            return fn(record)
+        chart = memo.charts.get(id(record), record) if memo.charts else record
+        key = (id(chart), wrapper)
+        found = memo.answers.get(key)
+        if found is None:
+            memo.keep[id(chart)] = chart
+            answer = fn(record)
+            found = memo.answers[key] = (answer, _copier(answer))
+        return found[0] if found[1] is None else found[1](found[0])
+
+    return wrapper
+
+
+def _per_call_any(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(record: Any, *args: Any, **kwargs: Any) -> Any:
         memo = _CURRENT.get()
@@ -121,9 +189,7 @@ def per_call(fn: F) -> F:
         if kwargs or len(args) > 1:
             parts = (wrapper, *args, *(x for item in sorted(kwargs.items()) for x in item))
             return memo.answer(memo.key(chart, parts), chart, parts, lambda: fn(record, *args, **kwargs))
-        # The usual calls, (record) and (record, settings), keyed and answered without a
-        # loop or a closure: a hit must cost far less than the facts it saves, and a miss
-        # little more than the facts themselves.
+        # (record) and (record, settings) as the two wrappers above key them.
         if not args:
             key: tuple[Any, ...] = (id(chart), wrapper)
         elif type(args[0]) in _PLAIN:
@@ -133,12 +199,11 @@ def per_call(fn: F) -> F:
         found = memo.answers.get(key)
         if found is None:
             keep = memo.keep
-            keep[id(chart)] = chart  # `wrapper` lives as long as its module
+            keep[id(chart)] = chart
             if args and type(args[0]) not in _PLAIN:
                 keep[id(args[0])] = args[0]
             answer = fn(record, *args)
-            found = memo.answers[key] = (answer, _mutable(answer))
-        return _copy(found[0]) if found[1] else found[0]
+            found = memo.answers[key] = (answer, _copier(answer))
+        return found[0] if found[1] is None else found[1](found[0])
 
-    MARKED.append(wrapper)
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -18,7 +18,6 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord
-import dataclasses
 
 from cds_service.rules.base import NO_TRIGGER, Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, assess
@@ -53,7 +52,10 @@ def vitamin_d_deficient(record: PatientRecord, settings: ClinicalSettings):
     return vit_d if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml else None
 
 
-def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: list[str]) -> list[Finding]:
+def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: list[str], *,
+                        with_trigger: bool = False) -> list[Finding]:
+    """with_trigger: the finding carries _supplement_trigger (patient-view; built here, not
+    by dataclasses.replace afterwards, which costs as much as the finding again)."""
     calcium = record.medications.get("calcium")
     vitamin_d = record.medications.get("vitamin_d")
     need_ca = not (calcium and calcium.active)
@@ -80,7 +82,8 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         # (often activated vitamin D) belong to nephrology: no generic order here.
         missing = " and ".join(w for w, need in (("calcium", need_ca), ("vitamin D", need_d)) if need)
         facts += list(reading.facts)
-        return [Finding("C-SUPP-CAVD", facts=tuple(dict.fromkeys(facts)), suggestions=(), variables={
+        return [Finding("C-SUPP-CAVD", facts=tuple(dict.fromkeys(facts)), suggestions=(),
+                        trigger=_supplement_trigger(record) if with_trigger else None, variables={
             "missing": missing, "action": "agree calcium and vitamin D with nephrology",
             "kidney_note": (f"**Kidney function is severely reduced ({reading.label}):** no generic order; the calcium "
                             "load and the form of vitamin D (often activated) belong to the nephrology team "
@@ -107,7 +110,8 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     action = "vitamin D3, plus calcium if the diet falls short" if need_ca and need_d else (
         "calcium only if the diet falls short" if need_ca else "vitamin D3 800-1000 IU daily")
     return [Finding("C-SUPP-CAVD", facts=tuple(facts), suggestions=keys,
-                    variables={"missing": missing, "action": action, "kidney_note": ""})]
+                    variables={"missing": missing, "action": action, "kidney_note": ""},
+                    trigger=_supplement_trigger(record) if with_trigger else None)]
 
 
 def _untreated_osteopenia(record: PatientRecord, settings: ClinicalSettings) -> bool:
@@ -144,8 +148,7 @@ def calcium_vitamin_d(record: PatientRecord, today: dt.date, settings: ClinicalS
         if not low:
             return []
         why = [*why, f"Low calcium intake or weight on the problem list ({low[0].code}, {low[0].date or 'undated'})"]
-    return [dataclasses.replace(f, trigger=_supplement_trigger(record))
-            for f in _supplement_finding(record, settings, why)]
+    return _supplement_finding(record, settings, why, with_trigger=True)
 
 
 @rule("patient-view")

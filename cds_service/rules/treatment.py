@@ -85,9 +85,12 @@ def _antiresorptive_start(record: PatientRecord, settings: ClinicalSettings) -> 
 
 def _facts(record: PatientRecord, settings: ClinicalSettings, first: list[str]) -> tuple[str, ...]:
     facts: list[str] = []
+    named = ""  # " | ".join(facts).lower(), kept as facts grow
     for fact in list(first) + [b.fact() for b in record.latest_t_scores().values()] + lab_facts(record, settings):
         # already named (perhaps annotated, e.g. "Recent hip fracture ...") above: say it once
-        if fact.lower() not in " | ".join(facts).lower():
+        lowered = fact.lower()
+        if lowered not in named:
+            named = f"{named} | {lowered}" if facts else lowered
             facts.append(fact)
     return tuple(facts)
 
