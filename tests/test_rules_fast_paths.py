@@ -145,3 +145,36 @@ def test_with_facts_is_dataclasses_replace(records):
                 assert type(got) is type(plain) and got == plain and got.__dict__ == plain.__dict__
                 seen += 1
     assert seen
+
+
+def _dataclass_init(cls):
+    """The __init__ dataclasses itself writes for cls's fields (and its __post_init__)."""
+    post = {"__post_init__": cls.__post_init__} if hasattr(cls, "__post_init__") else {}
+    plain = type(cls.__name__, (), {
+        "__annotations__": cls.__annotations__, **post,
+        **{f.name: (f.default if f.default_factory is dataclasses.MISSING else dataclasses.field(
+            default_factory=f.default_factory)) for f in dataclasses.fields(cls)
+           if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}})
+    return dataclasses.dataclass(frozen=True)(plain).__init__
+
+
+def test_findings_are_the_same_with_the_dataclass_init(records, monkeypatch):
+    """Finding, Suggestion and Action fill their __dict__ directly (record._quick_init):
+    every hook's findings and cards over the fixtures are the same with dataclasses' own
+    __init__, a default `variables` is a new dict each time, and a bad indicator still raises."""
+    from cds_service.rules import base
+
+    hooks = ("patient-view", "order-select", "order-sign")
+    fast = [(engine.run_rules(h, rec, TODAY, strict=True), engine.evaluate(h, rec, TODAY, strict=True))
+            for rec in records for h in hooks]
+    first, second = base.Finding("C-X"), base.Finding("C-X")
+    assert first.variables == {} and first.variables is not second.variables
+    with pytest.raises(ValueError):
+        base.Finding("C-X", indicator="urgent")
+    for cls in (base.Finding, base.Suggestion, base.Action):
+        monkeypatch.setattr(cls, "__init__", _dataclass_init(cls))
+    slow = [(engine.run_rules(h, rec, TODAY, strict=True), engine.evaluate(h, rec, TODAY, strict=True))
+            for rec in records for h in hooks]
+    assert fast == slow
+    assert repr(fast) == repr(slow)
+    assert sum(len(findings) for findings, _ in fast) > 100

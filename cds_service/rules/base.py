@@ -19,13 +19,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cds_service.record import PatientRecord
+from cds_service.record import PatientRecord, _quick_init
 from cds_service.rules.settings import ClinicalSettings
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 INDICATORS = ("critical", "warning", "info")  # most severe first
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Action:
     """A suggestion action built in code (most come from the card YAML)."""
@@ -36,6 +37,7 @@ class Action:
     resource_id: tuple[str, ...] = ()          # delete: relative references, e.g. ("MedicationRequest/1",); one action each
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Suggestion:
     label: str
@@ -43,6 +45,7 @@ class Suggestion:
     is_recommended: bool = False
 
 
+@_quick_init
 @dataclasses.dataclass(frozen=True)
 class Finding:
     card_id: str                                  # catalogue id; picks cards/<card_id>.yaml
