@@ -103,8 +103,9 @@ def _judged(resource: dict[str, Any], record: PatientRecord, today: dt.date, set
     found = []
     for rule in rules_for("order-sign"):
         try:
-            found += [f for f in rule(trial, today, settings)
-                      if _indicator(f) == "critical" and f.card_id not in NOT_A_VETO]
+            for f in rule(trial, today, settings):  # most return none: no comprehension to set up
+                if _indicator(f) == "critical" and f.card_id not in NOT_A_VETO:
+                    found.append(f)
         except Exception as exc:
             if strict:
                 raise
