@@ -46,6 +46,14 @@ NOT_A_VETO = frozenset({"C-SAFE-DMAB-CKD"})
 # The only suggested resources the order review can veto: record.draft_order reads drug
 # classes from a MedicationRequest alone, so other orders (labs, DXA, referrals) are not filled for it.
 DRUG_ORDER_TYPES = frozenset({"MedicationRequest"})
+# Suggested orders repeat from call to call (the same templates) but each names its patient
+# (`subject`, which record._draft never reads): their drafts are remembered across calls by
+# the content without the subject, for plain JSON data only (see _draft_of).
+_DRAFTS: dict[bytes, tuple[dict[str, Any], DraftOrder | None]] = {}
+_DRAFTS_MAX = 512
+# Dates, dataclasses and subclasses of str, int, dict or list are refused (TypeError), not written as JSON.
+_PLAIN_JSON = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+               | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
@@ -86,7 +94,7 @@ def _vetoes(resource: dict[str, Any], record: PatientRecord, today: dt.date, set
 
 def _judged(resource: dict[str, Any], record: PatientRecord, today: dt.date, settings: ClinicalSettings,
             strict: bool) -> tuple[DraftOrder | None, list[Finding]]:
-    draft = draft_order(resource)
+    draft = _draft_of(resource)
     if draft is None or not (draft.drug_classes & t.OSTEOPOROSIS_DRUG_CLASSES):
         return draft, []
     # record_replace: dataclasses.replace re-runs __init__ over the record's ~30 fields (about 6 us more).
@@ -95,14 +103,41 @@ def _judged(resource: dict[str, Any], record: PatientRecord, today: dt.date, set
     found = []
     for rule in rules_for("order-sign"):
         try:
-            found += [f for f in rule(trial, today, settings)
-                      if _indicator(f) == "critical" and f.card_id not in NOT_A_VETO]
+            for f in rule(trial, today, settings):  # most return none: no comprehension to set up
+                if _indicator(f) == "critical" and f.card_id not in NOT_A_VETO:
+                    found.append(f)
         except Exception as exc:
             if strict:
                 raise
             log.error("rule %s failed judging a suggested order; skipped", getattr(rule, "__name__", rule),
                       extra=error_fields(exc))
     return draft, found
+
+
+def _draft_of(resource: Any) -> DraftOrder | None:
+    """draft_order(resource), remembered across calls. The draft is read once from the
+    content as plain JSON (orjson's own objects); a resource equal (==) to that, subject
+    aside, is plain JSON data of the same value, so its draft is the same: only the
+    resource it holds is this one. Anything else (a tuple, a UUID) is read as it is."""
+    if type(resource) is not dict:
+        return draft_order(resource)
+    unnamed = dict(resource)
+    unnamed.pop("subject", None)
+    try:
+        content = orjson.dumps(unnamed, option=_PLAIN_JSON)
+    except TypeError:
+        return draft_order(resource)
+    known = _DRAFTS.get(content)
+    if known is None:
+        plain = orjson.loads(content)
+        known = (plain, draft_order(plain))
+        if len(_DRAFTS) >= _DRAFTS_MAX:
+            _DRAFTS.clear()
+        _DRAFTS[content] = known
+    plain, draft = known
+    if draft is None or unnamed != plain:
+        return draft_order(resource)
+    return record_replace(draft, resource=resource)
 
 
 def _veto_fact(drugs: list[str], veto: Finding, record: PatientRecord, today: dt.date) -> str:

@@ -396,15 +396,28 @@ def _quick_init(cls: type) -> type:
     """A frozen dataclass with an __init__ that fills the instance's __dict__ directly.
     The generated one calls object.__setattr__ per field (past the frozen guard), about
     twice as slow: a long chart makes thousands of these. Everything else (frozen
-    attributes, equality, hashing, repr, replace()) stays the dataclass's own."""
+    attributes, equality, hashing, repr, replace()) stays the dataclass's own; a
+    default_factory makes a new default per instance and __post_init__ runs last, as
+    the dataclass's own __init__ does."""
     fields = dataclasses.fields(cls)
-    defaults = {f"_default_{f.name}": f.default for f in fields if f.default is not dataclasses.MISSING}
-    if any(f.default_factory is not dataclasses.MISSING or not f.init for f in fields):
-        raise TypeError(f"{cls.__name__}: default_factory and init=False fields are not handled here")
-    params = ", ".join(f.name + (f"=_default_{f.name}" if f"_default_{f.name}" in defaults else "") for f in fields)
-    stores = "".join(f"\n    d[{f.name!r}] = {f.name}" for f in fields)
-    namespace = dict(defaults)
-    exec(f"def __init__(self, {params}):\n    d = self.__dict__{stores}\n", namespace)  # noqa: S102
+    if any(not f.init for f in fields):
+        raise TypeError(f"{cls.__name__}: init=False fields are not handled here")
+    namespace: dict[str, Any] = {"_NEW": object()}  # marks a default_factory field not given
+    params, stores = [], []
+    for f in fields:
+        value = f.name
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_NEW")
+            value = f"_factory_{f.name}() if {f.name} is _NEW else {f.name}"
+        else:
+            params.append(f.name)
+        stores.append(f"\n    d[{f.name!r}] = {value}")
+    post = "\n    self.__post_init__()" if hasattr(cls, "__post_init__") else ""
+    exec(f"def __init__(self, {', '.join(params)}):\n    d = self.__dict__{''.join(stores)}{post}\n", namespace)  # noqa: S102
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init  # type: ignore[misc]

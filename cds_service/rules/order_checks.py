@@ -31,7 +31,7 @@ from cds_service.record import (
     parse_date,
 )
 from cds_service.rules import supplementation
-from cds_service.rules.base import Finding, rule
+from cds_service.rules.base import Finding, rule, with_facts
 from cds_service.rules.settings import ClinicalSettings
 
 # ---------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def calcium_vitamin_d_on_order(record: PatientRecord, today: dt.date, settings: 
     for f in findings:
         facts = [_drafted_fact(x, drafted) for x in f.facts]
         facts.insert(1, f"Draft order {', '.join(ordered) or '(no id)'} on {today}")
-        out.append(dataclasses.replace(f, facts=tuple(facts)))
+        out.append(with_facts(f, tuple(facts)))
     return out
 
 
