@@ -884,16 +884,9 @@ def _partial_date(year: int, month: int, written: str) -> dt.date:
     return day
 
 
-# What the readers of an event's date take for a date that is no date ("2024-02-30", "2999-13-01"):
-# a day before plausibility.EARLIEST, so _date_ok refuses it as implausible, as it does 1850 (review:
-# invalid dates had become "an unknown date" and were used while implausible ones were refused).
-INVALID_DATE = dt.date.min
-
-
-def parse_date(value: Any, invalid: dt.date | None = None) -> dt.date | None:
+def parse_date(value: Any) -> dt.date | None:
     """FHIR date/dateTime/instant -> date. Partial dates take the first day
-    (a year-only onset is read as 1 January: older, so rules stay quiet).
-    A date-shaped value that is no date (month 13, 30 February) gives `invalid`."""
+    (a year-only onset is read as 1 January: older, so rules stay quiet)."""
     if not isinstance(value, str):
         return None
     value = value.strip()
@@ -911,7 +904,7 @@ def parse_date(value: Any, invalid: dt.date | None = None) -> dt.date | None:
             return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         return _partial_date(int(m.group(1)), int(m.group(2) or 1), m.group(0))
     except ValueError:
-        return invalid
+        return None
 
 
 def _d(value: dt.date | None) -> str:
@@ -939,9 +932,9 @@ def _ref(resource: Mapping[str, Any]) -> str:
     return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
 
 
-def _first_date(*values: Any, invalid: dt.date | None = None) -> dt.date | None:
+def _first_date(*values: Any) -> dt.date | None:
     for v in values:
-        d = parse_date(v, invalid)
+        d = parse_date(v)
         if d:
             return d
     return None
@@ -972,12 +965,11 @@ def _period_end(period: Any) -> Any:
 
 
 def _effective(res: Mapping[str, Any]) -> dt.date | None:
-    when = parse_date(res.get("effectiveDateTime"), INVALID_DATE)  # the usual one, first without the rest
+    when = parse_date(res.get("effectiveDateTime"))  # the usual one, first without the rest
     if when:
         return when
     return _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")),
-                       _period_end(res.get("effectivePeriod")), res.get("effectiveInstant"), res.get("issued"),
-                       invalid=INVALID_DATE)
+                       _period_end(res.get("effectivePeriod")), res.get("effectiveInstant"), res.get("issued"))
 
 
 def _quantity(value: Any) -> tuple[float, str] | None:
@@ -1299,7 +1291,7 @@ class _Builder:
         if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
             return
         ref = self.ref
-        when = parse_date(res.get("effectiveDateTime"), INVALID_DATE) or _effective(res)  # the usual one, a call less
+        when = parse_date(res.get("effectiveDateTime")) or _effective(res)  # the usual one, a call less
         if not self._date_ok(when, ref):
             return
         code = res.get("code")
@@ -1467,7 +1459,7 @@ class _Builder:
         clinical = t.codes_in(res.get("clinicalStatus"), t.CONDITION_CLINICAL)
         active = not clinical or not ACTIVE_CLINICAL.isdisjoint(clinical)
         when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
-                           res.get("recordedDate"), invalid=INVALID_DATE)
+                           res.get("recordedDate"))
         ref = self.ref
         if not self._date_ok(when, ref):
             return
@@ -1523,7 +1515,7 @@ class _Builder:
         if res.get("status") in ("not-done", "entered-in-error", "preparation", "stopped"):
             return
         when = _first_date(res.get("performedDateTime"), _period_start(res.get("performedPeriod")),
-                           _period_end(res.get("performedPeriod")), invalid=INVALID_DATE)
+                           _period_end(res.get("performedPeriod")))
         if not self._date_ok(when, self.ref):
             return
         ref = self.ref
@@ -1555,7 +1547,7 @@ class _Builder:
         kinds = t.care_kinds(res.get("code"), *(res.get("performerType") and [res["performerType"]] or []))
         if not kinds:
             return
-        authored = parse_date(res.get("authoredOn"), INVALID_DATE)
+        authored = parse_date(res.get("authoredOn"))
         if authored is not None and not self._date_ok(authored, self.ref):
             return
         period = res.get("occurrencePeriod")
@@ -1590,7 +1582,7 @@ class _Builder:
         if status in ("entered-in-error", "draft"):
             return
         # A future start is a planned course (kept); a future authoredOn is an impossible record.
-        authored = parse_date(res.get("authoredOn"), INVALID_DATE)
+        authored = parse_date(res.get("authoredOn"))
         if not self._date_ok(authored, self.ref):
             return
         if status == "cancelled":
@@ -1613,7 +1605,7 @@ class _Builder:
         status = res.get("status") or "completed"
         if status not in ("completed", "in-progress"):
             return  # not-done, stopped before given, entered-in-error: no dose
-        when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")), invalid=INVALID_DATE)
+        when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")))
         if not self._date_ok(when, self.ref):
             return
         self._add_med(res, "completed", when, None, when)
@@ -1623,8 +1615,8 @@ class _Builder:
         if status in ("entered-in-error", "not-taken", "intended"):
             return
         period = res.get("effectivePeriod")
-        single = parse_date(res.get("effectiveDateTime"), INVALID_DATE)
-        start = single or parse_date(_period_start(period), INVALID_DATE)
+        single = parse_date(res.get("effectiveDateTime"))
+        start = single or parse_date(_period_start(period))
         if not self._date_ok(start, self.ref):
             return
         end = parse_date(_period_end(period))
@@ -1635,7 +1627,7 @@ class _Builder:
                drafts_bundle: Any = None) -> PatientRecord:
         today, s = self.today, self.settings
         patient = self.patient or {}
-        birth = parse_date(patient.get("birthDate"), INVALID_DATE)  # no date: as implausible as 1850
+        birth = parse_date(patient.get("birthDate"))
         age = _age(birth, today) if birth else None
         if age is not None and not self._value_ok("age", age, _ref(patient)):
             birth = age = None  # e.g. birthDate 0001-01-01 or next year: age unknown, not 2025
