@@ -124,6 +124,19 @@ def test_the_newer_of_a_bound_and_an_exact_value_counts():
     assert same_day.band == facts.MEASURED and same_day.value == 33  # consistent with the bound: the value
 
 
+@pytest.mark.parametrize("bound", [35, 60])
+def test_a_newer_wider_bound_leaves_a_lower_value_standing(bound):
+    """Clinical review: eGFR 25, then "<60" (or "<35"), had erased the 25 and offered an
+    oral bisphosphonate. The bound does not contradict the value: the value stands."""
+    rec = record(egfr(25, days=60, oid="v"), egfr(bound, "<", days=10, oid="b"))
+    reading = facts.kidney(rec, S)
+    assert reading.band == facts.SEVERE and reading.value == 25 and reading.below(30)
+    got = cards(rec)
+    assert "C-TX-BP" not in got and "C-TX-DMAB-ALT" in got
+    # Quiet control: a value the newer bound contradicts (52, then "<35") is replaced by it.
+    assert not facts.kidney(record(egfr(52, days=60, oid="v"), egfr(35, "<", days=10, oid="b")), S).known
+
+
 def test_an_old_bound_below_30_asks_for_a_recheck():
     reading = facts.kidney(record(egfr(30, "<", days=400)), S)
     assert not reading.known and reading.recheck_below(30) and reading.recheck_below(35)

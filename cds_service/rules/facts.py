@@ -213,13 +213,14 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     bound = egfr.comparator if kind == "eGFR" and egfr and egfr.comparator.startswith("<") else ""
     failure_limit = settings.kidney_failure_egfr
     under_failure = value is not None and (value <= failure_limit if bound else value < failure_limit)
-    # "eGFR <35": known below 35 only. Newer than the reading above (or contradicting it on
-    # the same day), it replaces it: no reading, but below alendronate's and zoledronic acid's limit.
+    # "eGFR <35": known below 35 only. It replaces the reading above only when it contradicts
+    # it (the reading at or above the bound, and not newer): no reading then, but below
+    # alendronate's and zoledronic acid's limit. A lower value fits the bound and says more
+    # (clinical review: eGFR 25, then "<60", had offered alendronate).
     above = record.lab(EGFR_UPPER_BOUND, months)
     reading_date = crcl[2] if kind == "CrCl" else egfr.date if egfr else None
-    if above and not (dialysis or failure or ckd4) and (
-            value is None or reading_date is None or (above.date and above.date > reading_date)
-            or (above.date == reading_date and value >= above.value)):
+    if above and not (dialysis or failure or ckd4) and (value is None or (value >= above.value and (
+            reading_date is None or (above.date is not None and above.date >= reading_date)))):
         note = f"{above.fact()} (reported as a bound: below {above.value:g}, exact value unknown)"
         return KidneyReading(UNKNOWN, above.value, "eGFR", (note,), False, False, bound=above.comparator)
 
