@@ -521,7 +521,9 @@ class Lab:
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
-        value = as_written(self.value, LAB_DECIMALS.get(self.name, 1))
+        decimals = LAB_DECIMALS.get(self.name, 1)
+        value = (written_beside(self.value, decimals, KIDNEY_CUTOFFS) if self.name in _KIDNEY_LABS
+                 else as_written(self.value, decimals))
         return f"{label} {self.comparator}{value} {self.unit} on {_d(self.date)}"
 
 
@@ -532,6 +534,7 @@ LAB_LABELS = {"egfr": "eGFR", EGFR_UPPER_BOUND: "eGFR", "calcium": "Serum calciu
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
               "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
               "alp": "Alkaline phosphatase"}
+_KIDNEY_LABS = frozenset({"egfr", EGFR_UPPER_BOUND})
 # Decimals clinicians write each value with (T-scores and FRAX: one).
 LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
                 "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0}
@@ -565,11 +568,22 @@ _SCORE_CUTOFFS = ((-1.0, False), (-1.5, True), (-2.0, True), (-2.5, True), (-3.0
 def score_as_written(value: float) -> str:
     """A T- or Z-score with one decimal, as clinicians write it, or with as many more as keep it on
     the same side of every cut-off (review: -2.45, osteopenia, read "T-score -2.5")."""
-    for decimals in range(1, 16):
-        text = as_written(value, decimals)
+    return written_beside(value, 1, _SCORE_CUTOFFS)
+
+
+# The kidney limits the drug labels set (rules.facts.KidneyReading.below: value < limit): kidney
+# failure 15, risedronate/ibandronate 30, alendronate/zoledronic acid 35.
+KIDNEY_CUTOFFS = ((15.0, False), (30.0, False), (35.0, False))
+
+
+def written_beside(value: float, decimals: int, cutoffs: tuple[tuple[float, bool], ...]) -> str:
+    """as_written with `decimals`, or with as many more as keep the value on the same side of
+    every (cut, inclusive) cut-off (clinical review: eGFR 34.6 read "eGFR 35 ... below 35")."""
+    for places in range(decimals, 16):
+        text = as_written(value, places)
         shown = float(text)
         if all((value <= cut if inclusive else value < cut) == (shown <= cut if inclusive else shown < cut)
-               for cut, inclusive in _SCORE_CUTOFFS):
+               for cut, inclusive in cutoffs):
             return text
     return repr(value)
 

@@ -261,3 +261,13 @@ def test_a_partial_date_is_quoted_as_written_and_reads_as_its_first_day(client, 
 def test_a_full_date_is_quoted_in_full():
     rec = record({**obs("38267-1", 5, -3.6, oid="t"), "effectiveDateTime": "2024-03-05T10:00:00Z"}, t_score=False)
     assert rec.t_scores()[0].fact() == "Lumbar spine T-score -3.6 on 2024-03-05"
+
+
+@pytest.mark.parametrize("value,shown", [(34.6, "34.6"), (29.6, "29.6"), (14.6, "14.6"), (34.4, "34"),
+                                         (35.4, "35"), (61.6, "62"), (34.96, "34.96")])
+def test_an_egfr_is_never_shown_across_a_label_limit(value, shown):
+    """Clinical review: eGFR 34.6 read "Alendronate not recommended: (eGFR 35) below 35"."""
+    rec = record(egfr(value))
+    reading = facts.kidney(rec, S)
+    assert reading.label == f"eGFR {shown} mL/min/1.73m2"
+    assert rec.lab("egfr").fact().startswith(f"eGFR {shown} mL/min/1.73m2 on ")

@@ -18,15 +18,16 @@ from collections.abc import Iterable
 
 from cds_service.record import (
     EGFR_UPPER_BOUND,
+    KIDNEY_CUTOFFS,
     AgentExposure,
     ConditionHit,
     DraftOrder,
     Lab,
     MedEvent,
     PatientRecord,
-    as_written,
     months_between,
     within_months,
+    written_beside,
 )
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.memo import per_call
@@ -156,7 +157,7 @@ class KidneyReading:
         if self.value is None:
             return "kidney function unknown"
         unit = "mL/min" if self.kind == "CrCl" else "mL/min/1.73m2"
-        return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {self.bound}{as_written(self.value, 0)} {unit}"
+        return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {self.bound}{written_beside(self.value, 0, KIDNEY_CUTOFFS)} {unit}"
 
 
 @per_call
