@@ -1419,8 +1419,10 @@ class _Builder:
         value, unit = qty
         if bounded or _norm_unit(unit) in _BMD_UNITS:
             # ">-3.0" is a bound, not a score; 0.6 g/cm2 is a bone density, not a T- or Z-score
-            # (review: both were read as scores and started drug cards). Neither is a reading.
+            # (review: both were read as scores and started drug cards). Neither is a reading,
+            # but the scan was done: no "no DXA on file" card for it (clinical review).
             self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
+            self._dxa(when)
             return
         if self._value_ok("t_score" if kind == "T" else "z_score", value, ref):
             self.bmd.append(BmdScore(site, kind, value, when, ref))

@@ -271,3 +271,12 @@ def test_an_egfr_is_never_shown_across_a_label_limit(value, shown):
     reading = facts.kidney(rec, S)
     assert reading.label == f"eGFR {shown} mL/min/1.73m2"
     assert rec.lab("egfr").fact().startswith(f"eGFR {shown} mL/min/1.73m2 on ")
+
+
+@pytest.mark.parametrize("quantity", [{"unit": "g/cm2"}, {"comparator": "<"}])
+def test_an_unreadable_t_score_still_shows_the_scan_was_done(quantity):
+    """Clinical review: a T-score in g/cm2 or given as a bound, ignored as a score, also erased
+    its DXA, and C-SCREEN-DXA said "No DXA on file"."""
+    rec = record(spine_t(-3.0, **quantity), t_score=False)
+    assert rec.t_scores() == [] and rec.latest_dxa_date is not None
+    assert "C-SCREEN-DXA" not in cards(rec)
