@@ -2034,7 +2034,8 @@ EGFR_SET = "lab-egfr"
 # Bone mineral density units (_norm_unit): a value in one of these is a BMD, never a T- or Z-score.
 _BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm²"})
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
-_BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s]*)$")
+# The bound and a unit or method after it ("<30 mL/min/1.73m²", "<30 (CKD-EPI)": clinical review).
+_BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s\u00b2()\-,:]*)$")
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 
 

@@ -49,8 +49,9 @@ def test_an_upper_bound_reads_below_every_limit_at_or_above_it(value, comparator
     assert reading.label == f"eGFR {comparator or ''}{value} mL/min/1.73m2"
 
 
-def test_a_bound_written_as_text_reads_as_the_same_bound():
-    reading = facts.kidney(record(egfr_text("<30 mL/min/1.73m2")), S)
+@pytest.mark.parametrize("text", ["<30 mL/min/1.73m2", "<30 mL/min/1.73m\u00b2", "<30 (CKD-EPI)", "< 30"])
+def test_a_bound_written_as_text_reads_as_the_same_bound(text):
+    reading = facts.kidney(record(egfr_text(text)), S)
     assert reading.band == facts.SEVERE and reading.below(30) and reading.label == "eGFR <30 mL/min/1.73m2"
 
 
