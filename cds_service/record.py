@@ -1733,12 +1733,13 @@ class _Builder:
             tests_done=tuple((name, *done) for name, done in sorted(self.tests_done.items())),
         )
 
-    def _deceased(self, patient: Mapping[str, Any]) -> bool:
+    def _deceased(self, patient: Mapping[str, Any]) -> bool:  # deceasedBoolean 1, "yes", "1" too (invalid FHIR)
         """Fails closed (review: "true" as a string, "2025-02-30", "" or 1850 read as living and
         got cards): deceasedBoolean true or "true", or any deceasedDateTime but a well-formed one
         after tomorrow (a death in the future is a data error: treated as living, and counted)."""
         flag = patient.get("deceasedBoolean")
-        if flag is True or (isinstance(flag, str) and flag.strip().lower() == "true"):
+        if flag is True or (type(flag) is int and flag == 1) or (
+                isinstance(flag, str) and flag.strip().lower() in _DECEASED_WORDS):
             return True
         when = patient.get("deceasedDateTime")
         if when is None:
@@ -2036,6 +2037,7 @@ _BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm�
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 # The bound and a unit or method after it ("<30 mL/min/1.73m²", "<30 (CKD-EPI)": clinical review).
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s\u00b2()\-,:]*)$")
+_DECEASED_WORDS = frozenset({"true", "yes", "y", "1"})
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 
 

@@ -207,8 +207,10 @@ def client(tmp_path_factory):
     ({"deceasedDateTime": ""}, False), ({"deceasedDateTime": "1850-01-01"}, False), ({"deceasedDateTime": "2025"}, False),
     ({"deceasedDateTime": "2025-01-01T25:00:00Z"}, False), ({"deceasedDateTime": 20250101}, False),
     ({"deceasedBoolean": False, "deceasedDateTime": "2025-01-01"}, False),
+    ({"deceasedBoolean": "yes"}, False), ({"deceasedBoolean": 1}, False), ({"deceasedBoolean": "1"}, False),
     # alive: false / "false", no marker, a null, and (as before) a well-formed death after tomorrow
     ({"deceasedBoolean": "false"}, True), ({"deceasedBoolean": False}, True), ({}, True),
+    ({"deceasedBoolean": "no"}, True), ({"deceasedBoolean": 0}, True),
     ({"deceasedDateTime": None}, True), ({"deceasedDateTime": "2999-01-01"}, True),
 ])
 def test_a_malformed_deceased_marker_means_deceased(client, deceased, expect_cards):
