@@ -283,3 +283,15 @@ def test_an_unreadable_t_score_still_shows_the_scan_was_done(quantity):
     rec = record(spine_t(-3.0, **quantity), t_score=False)
     assert rec.t_scores() == [] and rec.latest_dxa_date is not None
     assert "C-SCREEN-DXA" not in cards(rec)
+
+
+def test_the_predose_card_names_a_recent_egfr_bound_instead_of_saying_there_is_none():
+    """Clinical review: zoledronic acid ordered 20 days after an eGFR "<60" got "no kidney
+    function in the last 90 days", the bound unlisted. It needs an exact value (Reclast: a
+    creatinine before every dose), and says so beside the bound."""
+    card = cards(record(egfr(60, "<"), drafts=[draft(ZOL)]), "order-sign")["C-SAFE-PREDOSE-LABS"]
+    assert "no exact kidney function" in card["summary"]
+    assert "eGFR <60 mL/min/1.73m2 on" in card["detail"] and "exact value unknown" in card["detail"]
+    # Quiet control: with nothing on file the card reads as before.
+    plain = cards(record(drafts=[draft(ZOL)]), "order-sign")["C-SAFE-PREDOSE-LABS"]
+    assert "no kidney function (creatinine / eGFR)" in plain["summary"] and "exact" not in plain["detail"]

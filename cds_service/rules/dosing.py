@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import PatientRecord
+from cds_service.record import EGFR_UPPER_BOUND, PatientRecord
 from cds_service.rules.base import Finding, Suggestion, rule
 from cds_service.rules.facts import (
     draft_fact,
@@ -106,11 +106,17 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
                                                    and reading.below(settings.egfr_denosumab_ckd))
         if recent_kidney and not need_calcium:
             continue
-        missing = [label for label, need in (("kidney function (creatinine / eGFR)", not recent_kidney),
+        # An eGFR reported only as a bound ("<60") is a recent result, but no value the label's
+        # limit can be read against (clinical review: the card said there was none at all).
+        bound = None if recent_kidney else record.lab(EGFR_UPPER_BOUND, settings.predose_lab_days / 30.4375)
+        kidney_label = f"{'exact ' if bound else ''}kidney function (creatinine / eGFR)"
+        missing = [label for label, need in ((kidney_label, not recent_kidney),
                                              ("serum calcium", need_calcium)) if need]  # one or both
         older = [record.lab("creatinine"), record.lab("egfr")] if not recent_kidney else []
         older += [record.lab("calcium")] if need_calcium else []
         on_file = [f"{lab.fact()} (older than {settings.predose_lab_days} days)" for lab in older if lab]
+        if bound:
+            on_file.append(f"{bound.fact()} (reported as a bound: exact value unknown)")
         findings.append(Finding(
             "C-SAFE-PREDOSE-LABS",
             facts=(draft_fact(draft, agent),
