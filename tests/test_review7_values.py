@@ -295,3 +295,14 @@ def test_the_predose_card_names_a_recent_egfr_bound_instead_of_saying_there_is_n
     # Quiet control: with nothing on file the card reads as before.
     plain = cards(record(drafts=[draft(ZOL)]), "order-sign")["C-SAFE-PREDOSE-LABS"]
     assert "no kidney function (creatinine / eGFR)" in plain["summary"] and "exact" not in plain["detail"]
+
+
+@pytest.mark.parametrize("old", [egfr(25, days=400), egfr(30, "<", days=400)])
+def test_a_stale_low_egfr_is_not_nothing_on_record(old):
+    """Clinical review: a stale "<30" (or 25) gave C-TX-BP "nothing on record against an oral
+    bisphosphonate" beside "it was below 35 then: recheck it" in the same card."""
+    card = cards(record(old))["C-TX-BP"]
+    assert "nothing on record against" not in card["detail"]
+    assert "an old kidney function below 35 on record, to recheck before the first dose" in card["detail"]
+    # Quiet control: a stale normal value leaves the usual wording.
+    assert "nothing on record against" in cards(record(egfr(72, days=400)))["C-TX-BP"]["detail"]

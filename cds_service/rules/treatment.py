@@ -165,6 +165,10 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
                                           settings.egfr_risedronate_min) and suggestions == ("risedronate-first",) else
                                       f"kidney function below {settings.egfr_alendronate_min:g}, still within "
                                       "risedronate's label" if suggestions == ("risedronate-first",) else
+                                      # Clinical review: a stale low value is no reading, but not "nothing".
+                                      f"an old kidney function below {settings.egfr_alendronate_min:g} on record, "
+                                      "to recheck before the first dose" if reading.recheck_below(
+                                          settings.egfr_alendronate_min) else
                                       "nothing on record against an oral bisphosphonate"),
                    **choice},
     )]
