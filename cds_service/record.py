@@ -38,6 +38,7 @@ percent (a fraction is * 100), eGFR mL/min/1.73m2. Corrected calcium = Ca +
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import datetime as dt
 import decimal
@@ -1733,10 +1734,11 @@ class _Builder:
             tests_done=tuple((name, *done) for name, done in sorted(self.tests_done.items())),
         )
 
-    def _deceased(self, patient: Mapping[str, Any]) -> bool:  # deceasedBoolean 1, "yes", "1" too (invalid FHIR)
+    def _deceased(self, patient: Mapping[str, Any]) -> bool:
         """Fails closed (review: "true" as a string, "2025-02-30", "" or 1850 read as living and
-        got cards): deceasedBoolean true or "true", or any deceasedDateTime but a well-formed one
-        after tomorrow (a death in the future is a data error: treated as living, and counted)."""
+        got cards): deceasedBoolean true, or "true", "yes", 1 or "1" (invalid FHIR), or any
+        deceasedDateTime but a well-formed one after tomorrow (a death in the future is a data
+        error: treated as living, and counted)."""
         flag = patient.get("deceasedBoolean")
         if flag is True or (type(flag) is int and flag == 1) or (
                 isinstance(flag, str) and flag.strip().lower() in _DECEASED_WORDS):
@@ -1801,10 +1803,7 @@ class _Builder:
 
 def _counted(labels: Iterable[str]) -> str:
     """"Observation foreign-patient 2, Patient implausible-value 1": labels with their counts."""
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    return ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
+    return ", ".join(f"{label} {n}" for label, n in sorted(collections.Counter(labels).items()))
 
 
 def _type_of(ref: str) -> str:

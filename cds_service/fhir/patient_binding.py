@@ -77,7 +77,7 @@ class PatientBinding:
         self.patient_id = patient_id
         self.relative = f"Patient/{patient_id}"
         self._history = self.relative + "/_history/"
-        # The Bundle whose entries are being read (set by the reader, see `within`), and the
+        # The Bundle whose entries are being read (set by the record builder as it reads each Bundle), and the
         # context Patient's `urn:` aliases in it, looked for at its first `urn:` reference
         # (most charts have none: no search for them).
         self.bundle: Any = None
