@@ -306,3 +306,10 @@ def test_a_stale_low_egfr_is_not_nothing_on_record(old):
     assert "an old kidney function below 35 on record, to recheck before the first dose" in card["detail"]
     # Quiet control: a stale normal value leaves the usual wording.
     assert "nothing on record against" in cards(record(egfr(72, days=400)))["C-TX-BP"]["detail"]
+
+
+def test_a_stale_egfr_in_the_recheck_card_is_not_shown_across_its_limit():
+    """The recheck card's "last <value>" is written as every other kidney value is (34.6, not 35,
+    beside "below 35")."""
+    card = cards(record(egfr(34.6, days=400), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert "last 34.6 on" in card["summary"] + card["detail"]

@@ -19,6 +19,7 @@ from cds_service.fhir import terminology as t
 from cds_service.record import EGFR_UPPER_BOUND, PatientRecord
 from cds_service.rules.base import Finding, Suggestion, rule
 from cds_service.rules.facts import (
+    DAYS_PER_MONTH,
     draft_fact,
     drug_label,
     drug_title,
@@ -108,7 +109,7 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
             continue
         # An eGFR reported only as a bound ("<60") is a recent result, but no value the label's
         # limit can be read against (clinical review: the card said there was none at all).
-        bound = None if recent_kidney else record.lab(EGFR_UPPER_BOUND, settings.predose_lab_days / 30.4375)
+        bound = None if recent_kidney else record.lab(EGFR_UPPER_BOUND, settings.predose_lab_days / DAYS_PER_MONTH)
         kidney_label = f"{'exact ' if bound else ''}kidney function (creatinine / eGFR)"
         missing = [label for label, need in ((kidney_label, not recent_kidney),
                                              ("serum calcium", need_calcium)) if need]  # one or both

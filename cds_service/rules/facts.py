@@ -120,18 +120,13 @@ class KidneyReading:
     last_date: dt.date | None = None
     bound: str = ""          # "<" / "<=": `value` (or `last_value`) is an upper bound as reported
 
-    def _under(self, value: float | None, limit: float) -> bool:
-        # An upper bound "<v" / "<=v" is below every limit at or above v (a lab's "<=30" is read
-        # as below 30 too: at the reporting limit the value cannot be told from one below it).
-        return value is not None and (value <= limit if self.bound else value < limit)
-
     @property
     def known(self) -> bool:
         return self.band != UNKNOWN
 
     def recheck_below(self, limit: float) -> bool:
         """Unknown now, and the last value on file (too old to use) was below `limit`."""
-        return self.band == UNKNOWN and self.value is None and self._under(self.last_value, limit)
+        return self.band == UNKNOWN and self.value is None and _under(self.last_value, limit, self.bound)
 
     def may_be_below(self, limit: float) -> bool:
         """Unknown, but a recent upper bound leaves `limit` open ("eGFR <35" for risedronate's 30)."""
@@ -144,8 +139,8 @@ class KidneyReading:
         if self.band == FAILURE and self.coded:
             return limit >= 15
         if self.band == SEVERE and self.coded:
-            return limit >= 30 or self._under(self.value, limit)
-        return self._under(self.value, limit)
+            return limit >= 30 or _under(self.value, limit, self.bound)
+        return _under(self.value, limit, self.bound)
 
     @property
     def label(self) -> str:
@@ -158,6 +153,13 @@ class KidneyReading:
             return "kidney function unknown"
         unit = "mL/min" if self.kind == "CrCl" else "mL/min/1.73m2"
         return f"{'creatinine clearance' if self.kind == 'CrCl' else 'eGFR'} {self.bound}{written_beside(self.value, 0, KIDNEY_CUTOFFS)} {unit}"
+
+
+def _under(value: float | None, limit: float, bound: str) -> bool:
+    """`value` below `limit`. An upper bound "<v" / "<=v" (`bound`) is below every limit at or
+    above v (a lab's "<=30" is read as below 30 too: at the reporting limit the value cannot be
+    told from one below it)."""
+    return value is not None and (value <= limit if bound else value < limit)
 
 
 @per_call
@@ -212,8 +214,7 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
         value, kind = egfr.value, "eGFR"
         facts.append(egfr.fact())
     bound = egfr.comparator if kind == "eGFR" and egfr and egfr.comparator.startswith("<") else ""
-    failure_limit = settings.kidney_failure_egfr
-    under_failure = value is not None and (value <= failure_limit if bound else value < failure_limit)
+    under_failure = _under(value, settings.kidney_failure_egfr, bound)
     # "eGFR <35": known below 35 only. It replaces the reading above only when it contradicts
     # it (the reading at or above the bound, and not newer): no reading then, but below
     # alendronate's and zoledronic acid's limit. A lower value fits the bound and says more
@@ -239,7 +240,7 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
         if last is not None:
             return KidneyReading(band, None, "", tuple(facts), False, False, last[0], last[1], bound=last[2])
     else:
-        band = FAILURE if under_failure else SEVERE if value < 30 or (bound and value <= 30) else MEASURED
+        band = FAILURE if under_failure else SEVERE if _under(value, 30, bound) else MEASURED
         coded = False
     return KidneyReading(band, value, kind, tuple(facts), bool(dialysis), coded, bound=bound)
 
@@ -314,7 +315,7 @@ def predose_labs_missing(record: PatientRecord, settings: ClinicalSettings) -> t
     acid or denosumab dose (second-pass 2, C-SAFE-PREDOSE-LABS). Coded kidney failure or
     dialysis is a known kidney function; a known low calcium is not "missing" (C-SAFE-HYPOCA
     owns it)."""
-    months = settings.predose_lab_days / 30.4375
+    months = settings.predose_lab_days / DAYS_PER_MONTH
     reading = kidney(record, settings)
     recent_kidney = bool(reading.coded or any(record.lab(n, months) for n in ("egfr", "creatinine")))
     recent_calcium = bool(calcium(record, months) or low_calcium(record, settings))

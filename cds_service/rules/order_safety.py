@@ -33,7 +33,15 @@ import datetime as dt
 from collections.abc import Iterable
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, DraftOrder, PatientRecord, as_written, months_between
+from cds_service.record import (
+    KIDNEY_CUTOFFS,
+    AgentExposure,
+    DraftOrder,
+    PatientRecord,
+    as_written,
+    months_between,
+    written_beside,
+)
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     FAILURE,
@@ -186,7 +194,7 @@ def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str
         return [Finding("C-SAFE-RENAL", facts=(first_fact, *reading.facts), indicator="warning",
                         variables=variables, suggestions=("recheck-kidney",), source_url=t.label_url(agent))]
     bound = reading.bound if reading.last_value is not None else ""
-    last = f"last {bound}{as_written(reading.last_value, 0)} on {_date(reading.last_date)}, over {months} months old"
+    last = f"last {bound}{written_beside(reading.last_value, 0, KIDNEY_CUTOFFS)} on {_date(reading.last_date)}, over {months} months old"
     variables.update({
         "verdict": "needs a kidney recheck",
         "kidney": last,
