@@ -321,9 +321,7 @@ def _parse_resource(raw: bytes) -> dict[str, Any]:
     try:
         body = parse_fhir_reply(raw)
     except NotFhirJson as exc:
-        if str(exc) == "is not JSON":
-            raise FhirError("bad_response", "the FHIR server sent something that is not JSON") from None
-        raise FhirError("bad_response", f"the FHIR server sent JSON that {exc}") from None
+        raise FhirError("bad_response", f"the FHIR server {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise FhirError("bad_response", "the FHIR server sent JSON that is not a FHIR resource")
     return body

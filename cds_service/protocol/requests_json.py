@@ -201,7 +201,8 @@ def _parse_split(raw: bytes) -> Any:
 
 
 class NotFhirJson(ValueError):
-    """A FHIR server's reply cannot be read as FHIR data; the message says why."""
+    """A FHIR server's reply cannot be read as FHIR data; the message says what it sent
+    ("sent something that is not JSON")."""
 
 
 def parse_fhir_reply(raw: bytes) -> Any:
@@ -215,11 +216,11 @@ def parse_fhir_reply(raw: bytes) -> Any:
     try:
         return _loads_without_gc(raw, msgspec.json.decode)
     except RecursionError:
-        raise NotFhirJson("nests arrays or objects too deeply") from None
+        raise NotFhirJson("sent JSON that nests arrays or objects too deeply") from None
     except msgspec.ValidationError:
-        raise NotFhirJson("holds a number beyond a float") from None
+        raise NotFhirJson("sent JSON that holds a number beyond a float") from None
     except (msgspec.MsgspecError, ValueError):
-        raise NotFhirJson("is not JSON") from None
+        raise NotFhirJson("sent something that is not JSON") from None
 
 
 def _prefetch_reader(view: memoryview) -> Callable[[memoryview], Any]:

@@ -27,6 +27,7 @@ from cds_service.rules.diagnosis import (
     very_high_risk_reasons,
 )
 from cds_service.rules.facts import (
+    KidneyReading,
     COMPLICATION,
     GI,
     ORAL_BP_INSTRUCTIONS,
@@ -156,22 +157,29 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
         facts=_facts(record, settings, list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text, "recommendation": recommendation,
                    "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS,
-                   # Review: hypocalcemia is a Fosamax contraindication, so "nothing on record against"
-                   # was false beside a low calcium (the order itself is withheld by the engine).
-                   "oral_bp_status": ("a low calcium to correct before an oral bisphosphonate (see below)"
-                                      if low_calcium(record, settings) else
-                                      f"{reading.label}: not alendronate, and risedronate only if an exact eGFR is "
-                                      f"{settings.egfr_risedronate_min:g} or more" if reading.may_be_below(
-                                          settings.egfr_risedronate_min) and suggestions == ("risedronate-first",) else
-                                      f"kidney function below {settings.egfr_alendronate_min:g}, still within "
-                                      "risedronate's label" if suggestions == ("risedronate-first",) else
-                                      # Clinical review: a stale low value is no reading, but not "nothing".
-                                      f"an old kidney function below {settings.egfr_alendronate_min:g} on record, "
-                                      "to recheck before the first dose" if reading.recheck_below(
-                                          settings.egfr_alendronate_min) else
-                                      "nothing on record against an oral bisphosphonate"),
+                   "oral_bp_status": _oral_bp_status(record, reading, suggestions == ("risedronate-first",),
+                                                     settings),
                    **choice},
     )]
+
+
+def _oral_bp_status(record: PatientRecord, reading: KidneyReading, risedronate_first: bool,
+                    settings: ClinicalSettings) -> str:
+    """C-TX-BP's "nothing on record against an oral bisphosphonate", or what there is."""
+    if low_calcium(record, settings):
+        # Review: hypocalcemia is a Fosamax contraindication, so "nothing on record against"
+        # was false beside a low calcium (the order itself is withheld by the engine).
+        return "a low calcium to correct before an oral bisphosphonate (see below)"
+    if risedronate_first and reading.may_be_below(settings.egfr_risedronate_min):
+        return (f"{reading.label}: not alendronate, and risedronate only if an exact eGFR is "
+                f"{settings.egfr_risedronate_min:g} or more")
+    if risedronate_first:
+        return f"kidney function below {settings.egfr_alendronate_min:g}, still within risedronate's label"
+    if reading.recheck_below(settings.egfr_alendronate_min):
+        # Clinical review: a stale low value is no reading, but not "nothing".
+        return (f"an old kidney function below {settings.egfr_alendronate_min:g} on record, "
+                "to recheck before the first dose")
+    return "nothing on record against an oral bisphosphonate"
 
 
 @rule("patient-view")
