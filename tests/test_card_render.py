@@ -52,6 +52,8 @@ VARIABLES.update({"kidney_problem": "kidney function (eGFR 28 mL/min/1.73m2) bel
                   "oral_bp_status": "nothing on record against an oral bisphosphonate",
                   "start": "start alendronate or denosumab", "suggested": "alendronate 70 mg weekly",
                   "first_choice": "alendronate 70 mg", "risedronate_label": " (alternative)"})
+# C-TX-BP with an eGFR known only as a bound ("<35")
+VARIABLES.update({"once": " once an exact eGFR is 30+", "order_note": "No order yet."})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

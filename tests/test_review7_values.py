@@ -11,7 +11,7 @@ import json
 import pytest
 
 from cds_service.rules import facts
-from tests.test_rules_second_pass import ALN, DMAB, S, TODAY as TODAY_, ZOL, cards, draft, obs, record
+from tests.test_rules_second_pass import ALN, DMAB, S, TODAY as TODAY_, ZOL, cards, draft, given, obs, record
 
 RIS = {"text": "risedronate 35 mg oral tablet"}
 
@@ -89,9 +89,11 @@ def test_below_35_is_no_reading_but_rules_out_alendronate_and_zoledronic_acid():
     assert reading.below(35) and not reading.below(30) and reading.may_be_below(30)
     got = cards(rec)
     tx = got["C-TX-BP"]
-    assert "alendronate" not in tx["summary"] and [s["label"] for s in tx["suggestions"]] == [
-        "Order risedronate 35 mg once weekly"]
+    # Clinical review: no one-click risedronate beside "only if an exact eGFR is 30 or more".
+    assert "alendronate" not in tx["summary"] and tx.get("suggestions", []) == []
+    assert tx["summary"].endswith("consider oral risedronate 35 mg weekly once an exact eGFR is 30+")
     assert "once an exact eGFR shows 30 or more" in tx["detail"] and "eGFR <35 mL/min/1.73m2" in tx["detail"]
+    assert "No order yet" in tx["detail"] and "The order carries" not in tx["detail"]
     assert ("eGFR <35 mL/min/1.73m2: not alendronate, and risedronate only if an exact eGFR is 30 or more"
             in tx["detail"] and "still within risedronate's label" not in tx["detail"])
     baseline = got["C-LAB-BASELINE"]  # the exact value is asked for, and why
@@ -313,3 +315,52 @@ def test_a_stale_egfr_in_the_recheck_card_is_not_shown_across_its_limit():
     beside "below 35")."""
     card = cards(record(egfr(34.6, days=400), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
     assert "last 34.6 on" in card["summary"] + card["detail"]
+
+
+def _created(card):
+    return [a["resource"] for s in card.get("suggestions", []) for a in s["actions"] if a["type"] == "create"]
+
+
+def _drugs(card):
+    return [r["medicationCodeableConcept"]["text"] for r in _created(card) if r["resourceType"] == "MedicationRequest"]
+
+
+def test_a_bound_leaving_30_open_never_offers_denosumab_in_one_click():
+    """Clinical review: "<35" may be below 30, where denosumab needs the CKD-MBD work-up first
+    (Prolia boxed warning, 2024), yet an alendronate order got a one-click denosumab with only a
+    calcium check. An exact eGFR comes first; the text names both limits."""
+    card = cards(record(egfr(35, "<"), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert _drugs(card) == []
+    first = card["suggestions"][0]
+    assert first["label"].startswith("Remove the alendronate order; an exact eGFR first")
+    assert [a["type"] for a in first["actions"]] == ["delete", "create"]
+    assert first["actions"][1]["resource"]["code"]["coding"][0]["code"] == "2160-0"
+    assert "may be below 30" in card["detail"] and "risedronate 35 mg once weekly is within its label" in card["detail"]
+    assert "Prolia boxed warning" in card["detail"]
+    # Quiet controls: an exact 33 offers risedronate first and denosumab as the alternative;
+    # an exact 25 the CKD-MBD work-up.
+    exact = cards(record(egfr(33), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert _drugs(exact) == ["risedronate 35 mg oral tablet", "denosumab 60 mg/mL prefilled syringe"]
+    assert "may be below" not in exact["detail"]
+    low = cards(record(egfr(25), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert _drugs(low) == [] and "CKD-MBD" in low["suggestions"][0]["label"]
+
+
+def test_a_denosumab_order_beside_a_bound_leaving_30_open_says_so():
+    card = cards(record(egfr(35, "<"), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-PREDOSE-LABS"]
+    assert ("eGFR <35 mL/min/1.73m2 may be below 30: then denosumab needs a CKD-MBD work-up with nephrology first"
+            in card["detail"])
+    # "<60" leaves 30 open as well; an exact 45 does not (quiet control).
+    wide = cards(record(egfr(60, "<"), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-PREDOSE-LABS"]
+    assert "may be below 30" in wide["detail"]
+    exact = cards(record(egfr(45), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-PREDOSE-LABS"]
+    assert "may be below" not in exact["detail"]
+
+
+@pytest.mark.parametrize("days,card_id", [(185, "C-DMAB-DUE"), (260, "C-DMAB-OVERDUE")])
+def test_a_denosumab_dose_due_beside_a_bound_leaving_30_open_names_the_plan(days, card_id):
+    card = cards(record(egfr(35, "<"), given(DMAB, days)))[card_id]
+    assert "eGFR <35 mL/min/1.73m2 may be below 30: an exact eGFR first" in card["detail"]
+    assert "calcium weekly x 4 then monthly" in card["detail"]
+    exact = cards(record(egfr(45), given(DMAB, days)))[card_id]
+    assert "may be below" not in exact["detail"]

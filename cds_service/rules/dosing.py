@@ -118,6 +118,10 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
         on_file = [f"{lab.fact()} (older than {settings.predose_lab_days} days)" for lab in older if lab]
         if bound:
             on_file.append(f"{bound.fact()} (reported as a bound: exact value unknown)")
+        if agent == "denosumab" and reading.may_be_below(settings.egfr_denosumab_ckd):
+            # "<35" leaves the Prolia boxed warning's 30 open (review: nothing said so).
+            on_file.append(f"{reading.label} may be below {settings.egfr_denosumab_ckd:g}: then denosumab needs a "
+                           "CKD-MBD work-up with nephrology first (Prolia boxed warning, 2024)")
         findings.append(Finding(
             "C-SAFE-PREDOSE-LABS",
             facts=(draft_fact(draft, agent),

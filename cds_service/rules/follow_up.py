@@ -85,6 +85,16 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
             "Give denosumab 60 mg with the CKD-MBD plan: PTH, 25-OH and 1,25-(OH)2 vitamin D, calcium before, "
             "weekly x 4 then monthly; nephrology",
             dose=denosumab_dose("Advanced kidney disease: calcium weekly for 4 weeks, then monthly (Prolia 2024).")),)
+    if reading.may_be_below(settings.egfr_denosumab_ckd):
+        # An eGFR known only as a bound that leaves 30 open ("<35"): below 30 the dose needs the
+        # PROLIA24 plan, and a start its work-up first (review: nothing said so).
+        facts.append(f"{reading.label} may be below {settings.egfr_denosumab_ckd:g}: an exact eGFR first; below "
+                     f"{settings.egfr_denosumab_ckd:g}, denosumab needs a CKD-MBD work-up, calcium weekly x 4 then "
+                     "monthly and nephrology (Prolia boxed warning, 2024)")
+        if start:
+            return (), (Suggestion(f"An exact eGFR before denosumab is started (below {settings.egfr_denosumab_ckd:g} "
+                                   "it needs the CKD-MBD work-up)", predose_lab_actions(kidney=True, calcium=False),
+                                   True),)
     no_kidney, no_calcium = predose_labs_missing(record, settings)
     if no_kidney or no_calcium:
         # Review: a one-click dose with no recent kidney function or calcium met

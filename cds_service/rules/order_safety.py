@@ -67,6 +67,7 @@ from cds_service.rules.orders import (
     PROLIA24_TEXT,
     cholecalciferol_repletion,
     follow_on_suggestions,
+    predose_lab_actions,
     prolia24_actions,
     pth_analog_daily,
     prolia24_suggestion,
@@ -102,6 +103,15 @@ def _ckd_workup(draft: DraftOrder, agent: str) -> Suggestion:
                       "denosumab", (_delete(draft, agent),) + prolia24_actions(after_dose=False), True)
 
 
+def _exact_kidney_first(draft: DraftOrder, agent: str) -> Suggestion:
+    """Instead of one-click denosumab when the eGFR is known only as a bound that leaves 30
+    open ("<35"): below 30 denosumab needs the PROLIA24 work-up first, so an exact kidney
+    function decides before any alternative is ordered."""
+    return Suggestion(f"Remove the {drug_label(agent)} order; an exact eGFR first (below 30, denosumab needs the "
+                      "CKD-MBD work-up)", (_delete(draft, agent), *predose_lab_actions(kidney=True, calcium=False)),
+                      True)
+
+
 def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: DraftOrder, agent: str, *,
                   zoledronate: bool = False, denosumab: bool = True, alendronate: bool = False,
                   risedronate: bool = False) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
@@ -126,6 +136,8 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
     if denosumab and not hypoca and not _active(record, "denosumab"):
         if reading.below(settings.egfr_denosumab_ckd):
             built = (_ckd_workup(draft, agent),)
+        elif reading.may_be_below(settings.egfr_denosumab_ckd):
+            built = (_exact_kidney_first(draft, agent),)
         else:
             keys.append("denosumab-instead")
     if zoledronate and not hypoca and reading.known and not reading.below(settings.egfr_zoledronate_min) \
@@ -248,9 +260,17 @@ def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: b
                 f"{settings.egfr_risedronate_min:g} mL/min (Actonel): it keeps a bisphosphonate, the first choice "
                 "(ACP 2023, Recommendation 1a). Denosumab 60 mg every 6 months, with a serum calcium check before the "
                 "first dose, is the alternative.")
-    if kidney(record, settings).below(settings.egfr_denosumab_ckd):
+    reading = kidney(record, settings)
+    if reading.below(settings.egfr_denosumab_ckd):
         return (f"{prefix} Denosumab is the usual alternative when a bisphosphonate is ruled out by kidney function, "
                 f"but at this level it needs the CKD-MBD plan first. {PROLIA24_TEXT}")
+    if reading.may_be_below(settings.egfr_denosumab_ckd):
+        # "<35" leaves 30 open: risedronate's limit and the Prolia boxed warning's both.
+        risedronate = (f"from {settings.egfr_risedronate_min:g} mL/min risedronate 35 mg once weekly is within its "
+                       "label (Actonel); " if agent == "alendronate" else "")
+        return (f"{prefix} An exact eGFR decides the alternative, {reading.label} may be below "
+                f"{settings.egfr_denosumab_ckd:g}: {risedronate}below {settings.egfr_denosumab_ckd:g}, denosumab needs "
+                "a CKD-MBD work-up with nephrology first (Prolia boxed warning, 2024).")
     if critical:
         return (f"{prefix} Denosumab 60 mg every 6 months is the usual alternative when a bisphosphonate is ruled "
                 "out by kidney function; check serum calcium before the first dose.")
@@ -618,6 +638,9 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
         if reading.below(settings.egfr_denosumab_ckd):
             built = (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab follows on",
                                          after_dose=False),)
+        elif reading.may_be_below(settings.egfr_denosumab_ckd):
+            built = (Suggestion("An exact eGFR before denosumab follows on (below 30 it needs the CKD-MBD work-up)",
+                                predose_lab_actions(kidney=True, calcium=False), True),)
         else:
             kinds.append("denosumab")
     if reading.known and not reading.below(settings.egfr_alendronate_min) and not _oral_bp_problem(record) \

@@ -138,7 +138,8 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
     recommendation = "ACP 2023, Recommendation 1a, strong" if record.female else "ACP 2023, Recommendation 1b, conditional"
     reading = kidney(record, settings)
     suggestions = ("alendronate", "risedronate")  # not risedronate-first: that one is for kidney function 30-35
-    choice = {"first_choice": "alendronate 70 mg", "risedronate_label": " (alternative)",
+    choice = {"first_choice": "alendronate 70 mg", "risedronate_label": " (alternative)", "once": "",
+              "order_note": "The order carries the patient's instructions (on waking, plain water, upright 30 minutes).",
               "suggested": "alendronate 70 mg by mouth once weekly; risedronate 35 mg weekly is an alternative"}
     if reading.below(settings.egfr_alendronate_min):
         # Between 30 and 35: alendronate is not recommended (Fosamax), risedronate is within its label (Actonel).
@@ -148,16 +149,23 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
         extra = extra + [f"{kidney_fact(reading, settings.egfr_alendronate_min, 'alendronate')}: risedronate, "
                          f"labelled down to {settings.egfr_risedronate_min:g}, {offered}"]
         suggestions = ("risedronate-first",)
-        choice = {"first_choice": "risedronate 35 mg", "risedronate_label": "",
+        choice = {**choice, "first_choice": "risedronate 35 mg", "risedronate_label": "",
                   "suggested": (f"risedronate 35 mg by mouth once weekly (kidney function below "
                                 f"{settings.egfr_alendronate_min:g}: not alendronate)")}
+        if reading.may_be_below(settings.egfr_risedronate_min):
+            # Review: "<35" offered risedronate in one click beside "only if an exact eGFR is 30 or
+            # more"; the exact eGFR comes first (C-LAB-BASELINE orders it: no bound is a reading).
+            suggestions = ()
+            choice["order_note"] = "No order yet: the baseline-labs card orders the eGFR."
+            choice["once"] = f" once an exact eGFR is {settings.egfr_risedronate_min:g}+"
+            choice["suggested"] += f", once an exact eGFR shows {settings.egfr_risedronate_min:g} or more"
     return [Finding(
         "C-TX-BP",
         suggestions=suggestions,
         facts=_facts(record, settings, list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text, "recommendation": recommendation,
                    "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS,
-                   "oral_bp_status": _oral_bp_status(record, reading, suggestions == ("risedronate-first",),
+                   "oral_bp_status": _oral_bp_status(record, reading, reading.below(settings.egfr_alendronate_min),
                                                      settings),
                    **choice},
     )]
