@@ -210,31 +210,46 @@ def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: Cli
     if not therapy:
         return []
     started = min((e.start for e in therapy if e.start), default=None)
-    findings: list[tuple[dt.date, str, str]] = []  # (date, headline part, fact)
+    findings: list[tuple[dt.date, str, str, str]] = []  # (date, headline part, fact, check)
     for e in therapy:
         gap = refill_gap(e, today, settings)
         if gap:
             findings.append((gap, f"no {_name(e.agent)} refill since {gap}",
                              f"{_name(e.agent)}: the supply of the active order ran out on {gap}, no refill or "
-                             "newer order since"))
+                             "newer order since", _CHECKS["gap"]))
     if not treatment_failure(record, today, settings):
         for f in record.fragility_fractures():
             if f.date and started and f.date > started and within_months(f.date, today,
                                                                             settings.recent_fracture_months):
-                findings.append((f.date, "a fracture on treatment", f"{f.fact()} (on treatment)"))
+                findings.append((f.date, "a fracture on treatment", f"{f.fact()} (on treatment)",
+                                 _CHECKS["fracture"]))
     ca = _calcium_out_of_range(record, settings, started)
     if ca:
         low = ca.value < settings.calcium_lower_mg_dl
         findings.append((ca.date, f"{'low' if low else 'high'} calcium", f"{ca.fact()} (normal "  # type: ignore[arg-type]
-                         f"{settings.calcium_lower_mg_dl:g}-{settings.calcium_upper_mg_dl:g} mg/dL)"))
+                         f"{settings.calcium_lower_mg_dl:g}-{settings.calcium_upper_mg_dl:g} mg/dL)",
+                         _CHECKS["calcium"]))
     if not findings:
         return []
     last = record.latest_dxa_date
-    facts = [*(fact for _, _, fact in findings), *(_therapy_fact(e) for e in therapy), _last_dxa_fact(record)]
-    next_due = add_months(last, settings.dxa_interval_months).isoformat() if last else "now (no DXA on file)"
-    return [Finding("C-MON-ONTX", facts=tuple(facts), trigger=max(d for d, _, _ in findings),
+    facts = [*(f[2] for f in findings), *(_therapy_fact(e) for e in therapy), _last_dxa_fact(record)]
+    # Clinical review: every check was listed whatever applied, and "next DXA due on or after
+    # now" repeated C-MON-DXA-DUE, which owns a DXA that is due.
+    next_dxa = (f"Next DXA due on or after {add_months(last, settings.dxa_interval_months).isoformat()}."
+                if last else "")
+    return [Finding("C-MON-ONTX", facts=tuple(facts), trigger=max(f[0] for f in findings),
                     variables={"drugs": ", ".join(_name(e.agent) for e in therapy),
-                               "headline": "; ".join(h for _, h, _ in findings), "next_due": next_due})]
+                               "headline": "; ".join(f[1] for f in findings),
+                               "checks": "\n".join(dict.fromkeys(f[3] for f in findings)), "next_dxa": next_dxa})]
+
+
+# What each C-MON-ONTX finding asks the clinician to check (only those that apply are shown).
+_CHECKS = {
+    "gap": ("- **Refill gap:** ask how the drug is taken; missed doses are the commonest reason treatment\n"
+            "  fails. Renew the order, or find out why it was stopped."),
+    "fracture": "- **Fracture on treatment:** check adherence and secondary causes (calcium, vitamin D, PTH).",
+    "calcium": "- **Calcium out of range:** repeat it with albumin; find the cause before the next dose.",
+}
 
 
 def screening_risk_factors(record: PatientRecord) -> list[str]:
