@@ -180,7 +180,7 @@ def _renal_problem(record: PatientRecord, settings: ClinicalSettings, agent: str
 
 
 def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str, first_fact: str,
-                   situation: str) -> list[Finding]:
+                   situation: str, when: str = "the next dose of") -> list[Finding]:
     """C-SAFE-RENAL as a recheck (issue 14: an old abnormal result prompts a recheck rather than
     vanishing): kidney function is unknown now, but the last value on file, older than
     kidney_lab_max_age_months, was below this drug's limit -> warning with a creatinine / eGFR
@@ -194,7 +194,7 @@ def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str
         return []
     months = settings.kidney_lab_max_age_months
     variables = _renal_variables(record, agent, "warning", settings, situation,
-                                 f"Recheck creatinine and eGFR before the next dose of {drug_label(agent)}; until "
+                                 f"Recheck creatinine and eGFR before {when} {drug_label(agent)}; until "
                                  "then its kidney safety is unknown, not assured.")
     if open_bound:
         variables.update({
@@ -294,8 +294,9 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
         if not problem:
             # An injectable's order meets C-SAFE-PREDOSE-LABS, which asks for fresh labs already.
             if agent not in INJECTABLE_ANTIRESORPTIVES:
+                # Review: a first order read "before the next dose".
                 findings += _renal_recheck(record, settings, agent, draft_fact(draft, agent),
-                                           f"{drug_title(agent)} is being ordered.")
+                                           f"{drug_title(agent)} is being ordered.", "giving")
             continue
         indicator, facts = problem
         keys, built = _replacements(record, settings, draft, agent, risedronate=agent == "alendronate")
@@ -448,8 +449,8 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
                                        (_delete(draft, agent),) + work_up, True))
         findings.append(Finding(
             "C-SAFE-DMAB-CKD", indicator=indicator,
-            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (below {settings.egfr_denosumab_ckd:g})",
-                   *known),
+            # kidney_fact says why coded CKD 4 beside an eGFR of 50 is "below 30" (review: it read bare).
+            facts=(draft_fact(draft, agent), kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"), *known),
             variables={"kidney": reading.label, "plan": PROLIA24_TEXT,
                        "severity": ("Dialysis or CKD stage 5: the risk is highest." if indicator == "critical" else
                                     "CKD stage 4 (kidney function 15-29).")},

@@ -242,7 +242,7 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     # corrected before denosumab or zoledronic acid (Prolia, Reclast labels; TX-8).
     baseline = baseline_lab_orders(record, settings)
     if reading.below(settings.egfr_denosumab_ckd):
-        variables["ckd_note"] = ("**eGFR below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk: "
+        variables["ckd_note"] = ("**Kidney function below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk: "
                                  "CKD-mineral bone disorder work-up with nephrology before any denosumab.")
         variables["zoledronate_note"] = ""  # below 30 the CKD note speaks; zoledronic acid is out below 35 anyway
         work_up = prolia24_suggestion("CKD-mineral bone disorder work-up and nephrology referral before denosumab",
