@@ -884,14 +884,23 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
         drafted = [(d, a) for d, a in everything if d is not draft and _duplicate(agent, today, a, today, None, settings)]
         if clashing or drafted:
             other = clashing[0].agent if clashing else drafted[0][1]
+            keys: tuple[str, ...] = ("remove",) if draft.reference else ()
+            either: tuple[Suggestion, ...] = ()
+            if not clashing:
+                # Two new orders, nothing current (clinical review: the card removed one of them as
+                # "duplicating current therapy"): either may be the one to keep.
+                keys = ()
+                pairs = [(draft, agent, drafted[0][1]), *((d, a, agent) for d, a in drafted)]  # (draft, drug, kept)
+                either = tuple(Suggestion(f"Keep the {drug_label(kept)} order: remove the {drug_label(a)} order",
+                                          (_delete(d, a),)) for d, a, kept in pairs if d.reference)
             findings.append(Finding(
                 "C-DUP-ANTIRES",
                 facts=(draft_fact(draft, agent), *(_exposure_fact(e) for e in clashing),
                        *(draft_fact(d, a) for d, a in drafted)),
                 variables={"drug_a": drug_label(agent), "drug_b": drug_label(other),
-                           "situation": f"{drug_title(agent)} is being ordered while {drug_label(other)} is active "
-                                        "or being ordered."},
-                suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None))
+                           "situation": f"{drug_title(agent)} is being ordered while {drug_label(other)} is "
+                                        f"{'active' if clashing else 'being ordered too'}."},
+                suggestions=keys, extra_suggestions=either, delete_draft=draft.reference or None))
     return findings
 
 
