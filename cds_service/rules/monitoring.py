@@ -25,7 +25,7 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, CareEvent, PatientRecord, add_months, months_between, within_months
 from cds_service.rules.base import Finding, rule
-from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, VERY_HIGH, assess
 from cds_service.rules.memo import per_call
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.rules.facts import (
@@ -368,12 +368,14 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         if frax and value is not None:
             facts.append(frax.fact() + (f" (glucocorticoid-adjusted {value:.1f}%)" if adjust else ""))
     if a.diagnosis == OSTEOPOROSIS or (mof_adj or 0) >= 20 or (hip_adj or 0) >= 3:
-        risk = "high"
+        risk = "very high" if a.risk == VERY_HIGH else "high"
         facts += [r for r in a.reasons[:2]]
     elif (mof_adj is not None and mof_adj >= 10) or (hip_adj is not None and hip_adj > 1):
         risk = "moderate"
     else:
-        risk = "not yet assessed" if not recent_dxa and mof is None else "low"
+        # Low only on a FRAX (clinical review: "low" with a DXA and no FRAX, beside "decide once
+        # the DXA and FRAX are known").
+        risk = "low" if mof is not None or hip is not None else "not yet assessed"
     on_drug = current_osteoporosis_therapy(record)
     facts += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" for e in on_drug]
     keys: list[str] = []
@@ -393,17 +395,27 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         keys.append("alendronate")
     if on_drug:
         treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
+    elif risk == "very high":
+        # Clinical review: "an anabolic agent first or an antiresorptive" beside C-TX-BP's
+        # alendronate read as two answers. The order follows the treatment cards' own reading of
+        # risk: very high -> an anabolic agent first (C-TX-ANABOLIC), else an oral
+        # bisphosphonate first (C-TX-BP; second-pass 5).
+        treatment = ("**Risk is very high: treat**, an anabolic agent first, then an antiresorptive (AACE 2020; ACR "
+                     "2022 conditionally), chosen with the patient (the drug order is the treatment card's).")
     elif risk == "high":
-        treatment = ("**Risk is high: treat**, an anabolic agent first or an antiresorptive, chosen with the "
-                     "patient (no drug order here: the choice is the clinician's).")
+        treatment = ("**Risk is high: treat**, an oral bisphosphonate first when nothing rules it out, else IV "
+                     "zoledronic acid, denosumab or an anabolic agent (ACR 2022), chosen with the patient (the "
+                     "drug order is the treatment card's).")
     elif risk == "moderate":
         treatment = ("**Risk is moderate: treat**: a bisphosphonate, denosumab or a PTH analog, chosen with the "
                      "patient; alendronate 70 mg weekly is offered below.")
+    elif recent_dxa:
+        treatment = "Decide with a dose-adjusted FRAX (the DXA is on file): treat at moderate or high risk."
     else:
         treatment = "Decide once the DXA and dose-adjusted FRAX are known: treat at moderate or high risk."
     # Second-pass 7: only when something is to be done: an order above, a DXA to get, or a
     # treatment decision at moderate or high risk with no bone drug on board.
-    if not keys and not (risk in ("moderate", "high") and not on_drug) and (recent_dxa or ordered_dxa or dxa_elsewhere):
+    if not keys and not (risk in ("moderate", "high", "very high") and not on_drug) and (recent_dxa or ordered_dxa or dxa_elsewhere):
         return []
     warning = high_dose and not recent_dxa and not ordered_dxa
     dose_text = f"{use.mg_day:g} mg/day" if use.mg_day is not None else "a dose not readable from the order"
