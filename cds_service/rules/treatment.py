@@ -315,6 +315,13 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
     )]
 
 
+def _bp_failure(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> bool:
+    """C-TX-FAILURE fires (C-HOLIDAY runs only when every active drug is a bisphosphonate)."""
+    from cds_service.rules.on_therapy import treatment_failure  # a sibling rule module, read at call time
+
+    return bool(treatment_failure(record, today, settings))
+
+
 @rule("patient-view")
 def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-HOLIDAY (info). HOLIDAY-1: on a bisphosphonate with oral BP >= 5 years
@@ -335,6 +342,11 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
         if b.date and (b.site not in hips or b.date >= hips[b.site].date):
             hips[b.site] = b
     very_long = very_long_bp_course(record, settings)
+    if very_long and _bp_failure(record, today, settings):
+        # Clinical review: beside C-TX-FAILURE (a fracture on the bisphosphonate) this card gave the
+        # same "change to another agent" advice again; that card asks for the switch and names
+        # the course's length.
+        return []
     if very_long:
         years = oral_bp_days(record) / 365.25
         length = f"{years:.0f} years" if years >= settings.bp_review_years else "6 or more yearly doses"
