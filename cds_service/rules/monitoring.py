@@ -400,12 +400,11 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         # alendronate read as two answers. The order follows the treatment cards' own reading of
         # risk: very high -> an anabolic agent first (C-TX-ANABOLIC), else an oral
         # bisphosphonate first (C-TX-BP; second-pass 5).
-        treatment = ("**Risk is very high: treat**, an anabolic agent first, then an antiresorptive (AACE 2020; ACR "
-                     "2022 conditionally), chosen with the patient (the drug order is the treatment card's).")
+        treatment = ("**Risk is very high: treat**: an anabolic agent first, then an antiresorptive (AACE 2020; ACR "
+                     "2022), chosen with the patient.")
     elif risk == "high":
-        treatment = ("**Risk is high: treat**, an oral bisphosphonate first when nothing rules it out, else IV "
-                     "zoledronic acid, denosumab or an anabolic agent (ACR 2022), chosen with the patient (the "
-                     "drug order is the treatment card's).")
+        treatment = ("**Risk is high: treat**: an oral bisphosphonate first, else zoledronic acid, denosumab or an "
+                     "anabolic agent (ACR 2022), chosen with the patient.")
     elif risk == "moderate":
         treatment = ("**Risk is moderate: treat**: a bisphosphonate, denosumab or a PTH analog, chosen with the "
                      "patient; alendronate 70 mg weekly is offered below.")
