@@ -315,3 +315,66 @@ def test_findings_are_the_same_with_the_dataclass_init(records, monkeypatch):
     assert fast == slow
     assert repr(fast) == repr(slow)
     assert sum(len(findings) for findings, _ in fast) > 100
+
+
+def _review_trials(records):
+    """(chart, trial record) for every fixture chart and every drug order a card of any
+    hook suggests or the fixture drafts, as the order review builds its trial."""
+    for rec, resources in zip(records, _suggested_and_drafted(records), strict=True):
+        for res in resources:
+            draft = record.draft_order(res)
+            if draft is not None:
+                yield rec, engine.record_replace(rec, drafts=(draft,)), res
+
+
+def test_order_rules_return_only_the_cards_they_declare(records):
+    """The review leaves out order-sign rules whose declared cards cannot be critical
+    (engine._review_rules): each rule returns only the cards it declares, at an indicator
+    the catalogue allows, on every fixture chart with its drafts and on every review trial."""
+    from cds_service import card_render
+    from cds_service.rules.base import rules_for
+    from cds_service.rules.catalogue import CATALOGUE
+
+    declared = [r for r in rules_for("order-sign") + rules_for("order-select") if getattr(r, "cards", None)]
+    assert len(declared) >= len(rules_for("order-sign"))  # every order-sign rule declares its cards
+    charts = [*records, *(trial for _, trial, _ in _review_trials(records))]
+    seen = 0
+    for rec in charts:
+        for rule in declared:
+            for finding in rule(rec, TODAY, DEFAULT):
+                assert finding.card_id in rule.cards, (rule.__name__, finding.card_id)
+                indicator = finding.indicator or card_render.load_card(finding.card_id)["indicator"]
+                assert indicator in CATALOGUE[finding.card_id][1], (rule.__name__, indicator)
+                seen += 1
+    assert seen > 20
+
+
+def test_the_review_judges_as_with_every_order_sign_rule(records, monkeypatch):
+    """Leaving out the rules that cannot veto changes no verdict: _judged over every suggested
+    or drafted order of every fixture, and every hook's cards, are the same with all
+    order-sign rules run."""
+    from cds_service.rules.base import rules_for
+
+    kept = engine._review_rules()
+    assert 0 < len(kept) < len(rules_for("order-sign"))
+    hooks = ("patient-view", "order-select", "order-sign")
+
+    def verdicts():
+        out = []
+        for rec, _, res in _review_trials(records):
+            with memo.scope():
+                draft, found = engine._judged(res, rec, TODAY, DEFAULT, True)
+            out.append((draft, found))
+        return out
+
+    fast = verdicts(), [engine.evaluate(h, rec, TODAY, strict=True) for rec in records for h in hooks]
+    assert any(found for _, found in fast[0])  # some suggested order is vetoed
+    monkeypatch.setattr(engine, "_review_rules", lambda: rules_for("order-sign"))
+    assert fast == (verdicts(), [engine.evaluate(h, rec, TODAY, strict=True) for rec in records for h in hooks])
+
+
+def test_a_rule_without_declared_cards_or_with_a_critical_card_is_reviewed():
+    assert engine._may_veto(None)
+    assert engine._may_veto(("C-SAFE-HYPOCA",)) and engine._may_veto(("C-SUPP-CAVD", "C-SAFE-RENAL"))
+    assert engine._may_veto(("C-NOT-IN-THE-CATALOGUE",))
+    assert not engine._may_veto(("C-SUPP-CAVD",)) and not engine._may_veto(("C-SAFE-DMAB-CKD",))
