@@ -378,3 +378,50 @@ def test_a_rule_without_declared_cards_or_with_a_critical_card_is_reviewed():
     assert engine._may_veto(("C-SAFE-HYPOCA",)) and engine._may_veto(("C-SUPP-CAVD", "C-SAFE-RENAL"))
     assert engine._may_veto(("C-NOT-IN-THE-CATALOGUE",))
     assert not engine._may_veto(("C-SUPP-CAVD",)) and not engine._may_veto(("C-SAFE-DMAB-CKD",))
+
+
+def test_the_first_chart_and_settings_are_kept_by_the_wrapper_alone_and_answer_once_each():
+    """The scope's first chart and settings object have their answers kept by the wrapper alone
+    (memo.of_chart, memo.of_chart_settings): whichever record and settings come first (a trial
+    record of the chart, a plain settings value, the chart on its own), every wrapper kind
+    computes once per chart and settings and answers what the fact answers outside a scope."""
+    computed = []
+
+    @memo.per_call
+    def with_settings(record, settings):
+        computed.append(("s", record, settings))
+        return [record.name, settings]
+
+    @memo.per_call
+    def of_record(record):
+        computed.append(("r", record))
+        return {"record": record.name}
+
+    @memo.per_call
+    def general(record, settings=None):
+        computed.append(("g", record, settings))
+        return (record.name, [settings])
+
+    class Chart:
+        def __init__(self, name):
+            self.name = name  # the trial, the chart with a draft, answers as the chart
+
+    chart, other, trial = Chart("chart"), Chart("other"), Chart("chart")
+    one, two = dataclasses.replace(DEFAULT), dataclasses.replace(DEFAULT, lab_max_age_months=1)
+    calls = [(with_settings, (one,)), (with_settings, (two,)), (with_settings, (3,)), (of_record, ()),
+             (general, ()), (general, (one,)), (general, (two,)), (general, (3,))]
+    for first in [(trial, 3), (trial, one), (chart, two), (other, one), (chart, None)]:
+        for order in (calls, calls[::-1]):
+            computed.clear()
+            with memo.scope():
+                memo.same_chart(trial, chart)
+                record, settings = first
+                (with_settings(record, settings) if settings is not None else of_record(record))
+                answers = [(fn, rec, args, fn(rec, *args)) for _ in range(2) for rec in (chart, trial, other)
+                           for fn, args in order]
+            keys = {(kind, id(rec) if rec is not trial else id(chart), *map(id, more)) for kind, rec, *more in computed}
+            assert len(keys) == len(computed) == 16  # each chart (the trial's is the chart) and settings once
+            for fn, rec, args, got in answers:
+                assert got == fn.__wrapped__(rec, *args)
+    for fn in (with_settings, of_record, general):
+        memo.MARKED.remove(fn)
