@@ -11,6 +11,7 @@ C-SUPP-CAVD is built with its trigger: each equals the plain computation."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
@@ -425,3 +426,19 @@ def test_the_first_chart_and_settings_are_kept_by_the_wrapper_alone_and_answer_o
                 assert got == fn.__wrapped__(rec, *args)
     for fn in (with_settings, of_record, general):
         memo.MARKED.remove(fn)
+
+
+def test_the_per_call_t_scores_are_the_records(records):
+    """diagnosis.latest_t_scores and lowest_t (once per call) answer as the record's own
+    latest_t_scores() and lowest_t, in a scope and out of one; t_scores and z_scores by the
+    default sites as by the same sites given."""
+    from cds_service.rules import diagnosis
+
+    for rec in records:
+        for scoped in (False, True):
+            with memo.scope() if scoped else contextlib.nullcontext():
+                for _ in range(2):
+                    assert diagnosis.latest_t_scores(rec) == rec.latest_t_scores()
+                    assert diagnosis.lowest_t(rec) is rec.lowest_t or diagnosis.lowest_t(rec) == rec.lowest_t
+        assert rec.t_scores() == rec.t_scores(list(record.DIAGNOSTIC_SITES))
+        assert rec.z_scores() == rec.z_scores(list(record.DIAGNOSTIC_SITES))
