@@ -224,7 +224,7 @@ def _update(draft: DraftOrder, note: str, today: dt.date, word: str, fragile: bo
                       is_recommended=True)
 
 
-@rule("order-select", "order-sign")
+@rule("order-select", "order-sign", cards=("C-MASSAGE-SAFETY",))
 def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-MASSAGE-SAFETY (warning / critical), MASS-1 (brief 6; SEED 002; TFTF) as
     second-pass 6 widens it to every hands-on order: see the module docstring for

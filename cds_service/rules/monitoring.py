@@ -25,7 +25,7 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, CareEvent, PatientRecord, add_months, months_between, within_months
 from cds_service.rules.base import Finding, rule
-from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, VERY_HIGH, assess
+from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, VERY_HIGH, assess, lowest_t
 from cds_service.rules.memo import per_call
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.rules.facts import (
@@ -73,7 +73,7 @@ def _therapy_fact(e: AgentExposure) -> str:
 
 def _last_dxa_fact(record: PatientRecord) -> str:
     last = record.latest_dxa_date
-    lowest = record.lowest_t
+    lowest = lowest_t(record)
     if last is None:
         return "No DXA on file"
     if lowest is not None and lowest.date == last:
@@ -95,7 +95,7 @@ def dxa_schedule(record: PatientRecord, settings: ClinicalSettings) -> tuple[str
     if a.diagnosis == OSTEOPOROSIS:
         return "osteoporosis", settings.dxa_interval_months, [f"Osteoporosis: {r}" for r in a.reasons[:3]]
     if a.diagnosis == OSTEOPENIA:
-        lowest = record.lowest_t
+        lowest = lowest_t(record)
         if lowest is None:
             return None  # osteopenia on the problem list without a T-score: interval unknown, stay quiet
         two, three, five = settings.osteopenia_dxa_years

@@ -138,7 +138,7 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
                     source_url=t.label_url(e.agent))]
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-AR-COMPLICATION",))
 def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
                                       settings: ClinicalSettings) -> list[Finding]:
     """C-AR-COMPLICATION (warning) on order hooks, second-pass 4: a bisphosphonate or

@@ -277,7 +277,7 @@ def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: b
     return f"{prefix} Consider denosumab 60 mg every 6 months instead, with a serum calcium check before the first dose."
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-RENAL",))
 def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-RENAL. SAFE-1: alendronate ordered with kidney function < 35 -> warning;
     SAFE-2: risedronate or ibandronate < 30 -> warning; SAFE-3: zoledronic acid < 35 or
@@ -349,7 +349,7 @@ INJECTABLE_ANTIRESORPTIVES = ("zoledronic_acid", "denosumab")
 HYPOCALCEMIA_AGENTS = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid", "denosumab", "romosozumab")
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-HYPOCA",))
 def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-HYPOCA (critical), SAFE-4 as second-pass 2 widens it: an oral
     bisphosphonate, zoledronic acid, denosumab or romosozumab ordered with corrected
@@ -372,7 +372,7 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
     return findings
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-VITD-LOW",))
 def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-VITD-LOW at warning on order hooks, SAFE-5: zoledronic acid or
     denosumab ordered with 25-OH vitamin D < vitamin_d_deficient_ng_ml (20):
@@ -416,7 +416,7 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
     return findings
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-DMAB-CKD",))
 def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-DMAB-CKD, SAFE-6 as second-pass 2 sets it (PROLIA24: January 2024 boxed
     warning): denosumab ordered with kidney function below egfr_denosumab_ckd (30) by the
@@ -477,7 +477,7 @@ def _oral_bp_problem(record: PatientRecord) -> list[str]:
     return facts
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-ESOPH",))
 def esophageal_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ESOPH (warning), SAFE-7: oral bisphosphonate ordered with an
     esophageal disorder (stricture, achalasia, dysmotility, varices, Barrett's),
@@ -561,7 +561,7 @@ def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date
     return events
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-ROMO-CV",))
 def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ROMO-CV (critical), SAFE-8: romosozumab ordered with an MI or
     stroke with onset <= mi_stroke_window_months (12) ago: do not initiate;
@@ -650,7 +650,7 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
     return (), built + follow_on_suggestions(tuple(kinds), ORAL_BP_INSTRUCTIONS)
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-ROMO-LIMIT",))
 def romosozumab_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ROMO-LIMIT (warning), SAFE-9 on order hooks: romosozumab ordered
     when romo_max_doses (12) monthly doses are already given, so the draft
@@ -687,7 +687,7 @@ def _pth_facts(record: PatientRecord, months: float) -> list[str]:
     return facts
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-PTH-LIMIT",))
 def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on order hooks: teriparatide or
     abaloparatide ordered when cumulative PTH-analog exposure (both agents
@@ -720,7 +720,7 @@ def pth_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
                     suggestions=keys, extra_suggestions=built, source_url=t.label_url(active[0].agent))]
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-ANABOLIC-CONTRA",))
 def anabolic_contraindication_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ANABOLIC-CONTRA (warning). SAFE-11: teriparatide or abaloparatide
     ordered with Paget disease, open epiphyses, prior skeletal radiation, bone
@@ -762,7 +762,7 @@ def anabolic_contraindication_order(record: PatientRecord, today: dt.date, setti
 # Pregnancy (second-pass 2)
 # ---------------------------------------------------------------------------
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-PREGNANCY",))
 def pregnancy_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PREGNANCY (critical), second-pass 2: any osteoporosis drug ordered in a
     current pregnancy (an active pregnancy Condition, or a positive pregnancy test within
@@ -860,7 +860,7 @@ def _antiresorptive_drafts(drafts: Iterable[DraftOrder]) -> list[tuple[DraftOrde
             for a in d.agents if t.AGENTS[a].drug_class in t.ANTIRESORPTIVE_CLASSES]
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-DUP-ANTIRES",))
 def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-DUP-ANTIRES (warning), SAFE-15 on order hooks: an antiresorptive
     ordered while a different one is active, or is also in the draft orders

@@ -24,6 +24,7 @@ from cds_service.rules.diagnosis import (
     YOUNG,
     Assessment,
     assess,
+    latest_t_scores,
     very_high_risk_reasons,
 )
 from cds_service.rules.facts import (
@@ -87,7 +88,7 @@ def _antiresorptive_start(record: PatientRecord, settings: ClinicalSettings) -> 
 def _facts(record: PatientRecord, settings: ClinicalSettings, first: list[str]) -> tuple[str, ...]:
     facts: list[str] = []
     named = ""  # " | ".join(facts).lower(), kept as facts grow
-    for fact in list(first) + [b.fact() for b in record.latest_t_scores().values()] + lab_facts(record, settings):
+    for fact in list(first) + [b.fact() for b in latest_t_scores(record).values()] + lab_facts(record, settings):
         # already named (perhaps annotated, e.g. "Recent hip fracture ...") above: say it once
         lowered = fact.lower()
         if lowered not in named:
