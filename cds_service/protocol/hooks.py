@@ -32,7 +32,7 @@ from cds_service.protocol.requests_json import read_json_object
 from cds_service.protocol.responses import finish_cards, rule_id
 from cds_service.protocol.runtime import Runtime, runtime
 from cds_service.services import CdsService, HookCall
-from cds_service.store import IssuedCard
+from cds_service.store import IssuedCard, Lease
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -138,51 +138,55 @@ def call_service(service_id: str):
         metrics.FHIR_ERRORS.labels(kind).inc()
 
     key = patient_key(rt.patient_secret, _patient_namespace(body), body["context"]["patientId"])
-    call = HookCall(
-        service_id=service.id,
-        hook=service.hook,
-        hook_instance=body["hookInstance"],
-        context=body["context"],
-        prefetch=prefetch.data,
-        today=dt.date.today(),
-        settings=rt.settings,
-        fhir_server=body.get("fhirServer"),
-        policy=_policy(service, key, rt),
-    )
-    outcome = service.evaluate(call)
-    link = guidance_links(rt.settings)
-    cards = finish_cards([{**c, "links": [*c.get("links", ()), link(rule_id(c))]} for c in outcome.cards])
-    state.card_ids = [rule_id(c) for c in cards]
-    state.cards_held, state.resources_skipped = len(outcome.held), outcome.skipped
-    for c in cards:
-        metrics.child(metrics.CARDS, rule_id(c), c["indicator"]).inc()
-    for held in outcome.held:
-        metrics.child(metrics.CARDS_HELD, held.card_id, held.reason).inc()
-    # With the database down this raises, and the call answers 503: a card
-    # that is not recorded could not have its feedback tied to its rule.
-    rt.store.record_cards([
-        IssuedCard(
-            card_uuid=c["uuid"],
+    # One pooled connection for the quieting lookup and the issued-cards
+    # insert (store.Lease); given back before the answer is written.
+    with rt.store.lease() as lease:
+        call = HookCall(
             service_id=service.id,
-            card_id=rule_id(c),
-            indicator=c["indicator"],
-            hook_instance=call.hook_instance,
-            suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
-            patient_key=key,
+            hook=service.hook,
+            hook_instance=body["hookInstance"],
+            context=body["context"],
+            prefetch=prefetch.data,
+            today=dt.date.today(),
+            settings=rt.settings,
+            fhir_server=body.get("fhirServer"),
+            policy=_policy(service, key, rt, lease),
         )
-        for c in cards
-    ])
+        outcome = service.evaluate(call)
+        link = guidance_links(rt.settings)
+        cards = finish_cards([{**c, "links": [*c.get("links", ()), link(rule_id(c))]} for c in outcome.cards])
+        state.card_ids = [rule_id(c) for c in cards]
+        state.cards_held, state.resources_skipped = len(outcome.held), outcome.skipped
+        for c in cards:
+            metrics.child(metrics.CARDS, rule_id(c), c["indicator"]).inc()
+        for held in outcome.held:
+            metrics.child(metrics.CARDS_HELD, held.card_id, held.reason).inc()
+        # With the database down this raises, and the call answers 503: a card
+        # that is not recorded could not have its feedback tied to its rule.
+        rt.store.record_cards([
+            IssuedCard(
+                card_uuid=c["uuid"],
+                service_id=service.id,
+                card_id=rule_id(c),
+                indicator=c["indicator"],
+                hook_instance=call.hook_instance,
+                suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
+                patient_key=key,
+            )
+            for c in cards
+        ], lease=lease)
     return jsonify({"cards": cards})
 
 
-def _policy(service: CdsService, key: str, rt: Runtime) -> CardPolicy:
+def _policy(service: CdsService, key: str, rt: Runtime, lease: Lease | None = None) -> CardPolicy:
     """Quieting and the budget apply to patient-view, the chart-open burden;
     an order hook's cards answer the order being placed now, each a new decision."""
     if service.hook != "patient-view":
         return CardPolicy()
     settings = rt.settings
     try:
-        quiet = rt.store.quiet_marks(key, {"info": settings.quiet_info_days, "warning": settings.quiet_warning_days})
+        quiet = rt.store.quiet_marks(key, {"info": settings.quiet_info_days, "warning": settings.quiet_warning_days},
+                                     lease=lease)
     except Exception as exc:  # the store is down: show every card rather than none
         log.error("could not read quieted cards", extra={"error_type": type(exc).__name__})
         quiet = {}
