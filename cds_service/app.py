@@ -4,8 +4,10 @@ environment when called; an optional mapping overrides them (tests, CLI)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,7 +39,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(settings.log_level)
     configure_valuesets(settings.extra_valuesets_dir)
 
-    app = Flask(__name__)
+    app = ServiceFlask(__name__)
     # A path with "//" in it is a 404 in JSON like any other unknown path, not
     # Werkzeug's HTML 308 redirect, whose Location is built from the Host header.
     app.url_map.merge_slashes = False
@@ -131,6 +133,19 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+class ServiceFlask(Flask):
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Flask's, with a short way for a plain function: Flask asks
+        inspect.iscoroutinefunction of the view and of each before-request,
+        after-request and teardown function on every request (six a hook
+        call), and for a plain function the answer is its code's flag (or a
+        marker set by inspect.markcoroutinefunction, left to Flask)."""
+        if (type(func) is types.FunctionType and not func.__code__.co_flags & inspect.CO_COROUTINE
+                and "_is_coroutine_marker" not in func.__dict__):
+            return func
+        return super().ensure_sync(func)
 
 
 # What flask_cors reads of a request besides its path and method (EnvironHeaders' keys).
