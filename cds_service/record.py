@@ -133,7 +133,9 @@ def medication_concept(res: Mapping[str, Any]) -> Any:
 
 
 READ_ALL = Want()
-_MEDICATION = Want(("drug-",), lambda res: (medication_concept(res),), t.drug_names_in)
+# medication_concept: the usual medicationCodeableConcept first, without the call (a falsy one, as it).
+_MEDICATION = Want(("drug-",), lambda res: (res.get("medicationCodeableConcept") or medication_concept(res),),
+                   t.drug_names_in)
 WANTS: dict[str, Want] = {
     "Patient": READ_ALL,
     "Observation": Want((*OBSERVATION_SETS, FRACTURE_SETS), _observation_concepts, t.observation_names_in),
@@ -265,12 +267,14 @@ class _CodeMemo:
         coding = codings[0]
         if type(coding) is not dict:
             return None
-        system, value = coding.get("system"), coding.get("code")
-        if type(system) is not str or type(value) is not str:
+        key = (coding.get("system"), coding.get("code"))
+        try:
+            plan = self.by_code.get(key)  # a hit's key equals a stored one, two strings: no type checks
+        except TypeError:  # an unhashable system or code
             return None
-        key = (system, value)
-        plan = self.by_code.get(key)
         if plan is None:
+            if type(key[0]) is not str or type(key[1]) is not str:
+                return None
             found, hits = self._wanted("Observation", WANTS["Observation"], (code, None))
             plan = _Plan(found, hits) if found else _BY_TEXT
             _store(self.by_code, key, plan)
@@ -901,9 +905,26 @@ def _partial_date(year: int, month: int, written: str) -> dt.date:
 
 def parse_date(value: Any) -> dt.date | None:
     """FHIR date/dateTime/instant -> date. Partial dates take the first day
-    (a year-only onset is read as 1 January: older, so rules stay quiet)."""
-    if not isinstance(value, str):
-        return None
+    (a year-only onset is read as 1 January: older, so rules stay quiet).
+    Remembered by the string (_DATES): a chart repeats its days, and a date is
+    the string's alone (a date object is immutable; a PartialDate's `written` is
+    set once, by _partial_date)."""
+    if type(value) is str:
+        day = _DATES.get(value, _UNREAD)
+        if day is _UNREAD:
+            day = _parse_date(value)
+            if len(_DATES) >= _DATES_LIMIT:
+                _DATES.clear()
+            _DATES[value] = day
+        return day  # type: ignore[return-value]
+    return _parse_date(value) if isinstance(value, str) else None
+
+
+_DATES: dict[str, dt.date | None] = {}
+_DATES_LIMIT = 4096  # strings; emptied when full (requests carry arbitrary text)
+
+
+def _parse_date(value: str) -> dt.date | None:
     value = value.strip()
     # The usual full date (or dateTime) first, by C code; anything else by the pattern.
     if len(value) >= 10 and value[4] == "-" and value[7] == "-":
@@ -993,9 +1014,15 @@ def _quantity(value: Any) -> tuple[float, str] | None:
     if type(value) is dict:
         number = value.get("value")
         unit = value.get("code") or value.get("unit") or ""
-        if type(number) is float and type(unit) is str:
-            return (number, unit.strip()) if math.isfinite(number) else None
+        if type(unit) is str:
+            if type(number) is float:
+                return (number, unit.strip()) if math.isfinite(number) else None
+            if type(number) is int and -_EXACT_INT < number < _EXACT_INT:  # float() exact, never overflows
+                return float(number), unit.strip()
     return _any_quantity(value)
+
+
+_EXACT_INT = 2 ** 53
 
 
 def _any_quantity(value: Any) -> tuple[float, str] | None:
@@ -1307,7 +1334,8 @@ class _Builder:
             return
         ref = self.ref
         when = parse_date(res.get("effectiveDateTime")) or _effective(res)  # the usual one, a call less
-        if not self._date_ok(when, ref):
+        believable = self.believable  # _date_ok's usual answer, without the call
+        if when is not None and not believable[0] <= when <= believable[1] and not self._date_ok(when, ref):
             return
         code = res.get("code")
         # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
@@ -1336,7 +1364,12 @@ class _Builder:
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
                            ref: str, res: Mapping[str, Any], plan: _ValuePlan) -> None:
         quantity = holder.get("valueQuantity")
-        qty = _quantity(quantity)
+        # _quantity's usual case (a JSON decimal and a string unit), without the call.
+        if type(quantity) is dict and type(number := quantity.get("value")) is float and type(
+                unit := quantity.get("code") or quantity.get("unit") or "") is str:
+            qty = (number, unit.strip()) if math.isfinite(number) else None
+        else:
+            qty = _quantity(quantity)
         if qty is not None:
             comparator = quantity.get("comparator")
         else:
@@ -1366,7 +1399,7 @@ class _Builder:
                     self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
                               high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None)  # type: ignore[index]
                 else:
-                    self._lab(name, v, when, ref, comparator=comparator)
+                    self._lab(name, v, when, ref, None, "", comparator)
         elif kind is _BMD:
             self._bmd(value_set[len(T_SCORE_SETS):].upper(), "T" if value_set.startswith(T_SCORE_SETS) else "Z",
                       qty, bounded, when, ref)  # type: ignore[arg-type]
@@ -1438,13 +1471,14 @@ class _Builder:
             return
         self.frax.append(Frax(kind, percent, when, ref))
 
-    def _lab(self, name: str, value: float, when: dt.date | None, ref: str, *, high: float | None = None,
+    def _lab(self, name: str, value: float, when: dt.date | None, ref: str, high: float | None = None,
              flag: str = "", comparator: str = "") -> None:
         low, top = plausibility.RANGES[name]  # _value_ok, inline: labs are most of a chart
         if not low <= value <= top:
             self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
-        lab = Lab(name, _round2(value), LAB_UNITS[name], when, ref, high, flag, comparator)
+        rounded = _ROUNDED.get(value) if value else None  # _round2, its hit inline
+        lab = Lab(name, _round2(value) if rounded is None else rounded, LAB_UNITS[name], when, ref, high, flag, comparator)
         values = self.labs.get(name)
         if values is None:
             self.labs[name] = [lab]
@@ -1612,7 +1646,7 @@ class _Builder:
         dispense = res.get("dispenseRequest") or {}
         validity = dispense.get("validityPeriod")
         start = parse_date(_period_start(bounds)) or authored or parse_date(_period_start(validity))  # _first_date
-        end = _first_date(_period_end(bounds), _period_end(validity))
+        end = None if bounds is None and validity is None else _first_date(_period_end(bounds), _period_end(validity))
         supply_end = _supply_end(start, dispense)
         if end is None and status in ("completed", "stopped"):
             end = supply_end
