@@ -299,15 +299,16 @@ class _Plan:
     """What the concepts of a resource say (see _plain_key), worked out for the first
     resource with those concepts and kept for the next: wanted()'s answer, each concept's
     value sets, and what the resource's reader worked out from its one concept (`reading`:
-    (read, read(concept)), see _Builder._reading) or, for an Observation, how each
-    concept's result is read (`values`, see _Builder._read_Observation)."""
+    (read, read(concept)), see _Builder._reading) or, for an Observation, whether a fracture
+    set is among its value sets and how each concept's result is read (`values`, see
+    _Builder._read_Observation)."""
 
     __slots__ = ("found", "hits", "reading", "values")
 
     def __init__(self, found: frozenset[str] | None, hits: tuple[frozenset[str], ...]) -> None:
         self.found, self.hits = found, hits
         self.reading: tuple[Callable[[Any], Any], Any] | None = None
-        self.values: tuple[_ValuePlan, ...] | None = None
+        self.values: tuple[bool, tuple[_ValuePlan, ...]] | None = None
 
 
 # A code whose Observation plan depends on more than the code (see _CodeMemo._by_code).
@@ -1338,21 +1339,25 @@ class _Builder:
         if when is not None and not believable[0] <= when <= believable[1] and not self._date_ok(when, ref):
             return
         code = res.get("code")
+        # Whether a fracture set is among the value sets `add` found, and how each concept's
+        # result is read, by the value sets found for it: both kept in the plan.
+        resource_plan = self.plan
+        values = None if resource_plan is None else resource_plan.values
+        if values is None:
+            values = (_has_fracture_set(self.found), tuple(map(_value_plan, self.concept_sets)))
+            if resource_plan is not None:
+                resource_plan.values = values
+        fracture, plans = values
         # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
-        if _has_fracture_set(self.found):
+        if fracture:
             for concept in (code, res.get("valueCodeableConcept")):
                 frac = t.classify_fracture(concept)
                 if frac:
                     self._add_fracture(frac, when, ref)
                     break
-        # How each concept's result is read, by the value sets `add` found for it (kept in the plan).
-        resource_plan = self.plan
-        plans = None if resource_plan is None else resource_plan.values
-        if plans is None:
-            plans = tuple(map(_value_plan, self.concept_sets))
-            if resource_plan is not None:
-                resource_plan.values = plans
         self._observation_value(code, res, when, ref, res, plans[0])
+        if len(plans) == 2:
+            return  # no component holds a concept (_observation_concepts): none is read below
         i = 2  # a component's concept follows the code and the value (_observation_concepts)
         for comp in res.get("component") or ():
             if isinstance(comp, dict):
@@ -1382,9 +1387,12 @@ class _Builder:
                 bound = _BOUND.match(holder["valueString"])
                 if bound:
                     comparator, qty = bound.group(1), (float(bound.group(2)), "")
-        bounded = bool(comparator)  # any comparator, known or not ("ad"): a bound, not a value
-        comparator = "" if comparator is None else _COMPARATORS.get(comparator or "", "")
-        if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
+        if comparator is None:
+            bounded, comparator = False, ""
+        else:
+            bounded = bool(comparator)  # any comparator, known or not ("ad"): a bound, not a value
+            comparator = _COMPARATORS.get(comparator or "", "")
+        if comparator[:1] == "<" and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
             # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no eGFR reading,
             # but kept apart: "<35" is still known below alendronate's and zoledronic acid's 35.
             self._lab(EGFR_UPPER_BOUND, qty[0], when, ref, comparator=comparator)
