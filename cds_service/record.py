@@ -1653,7 +1653,8 @@ class _Builder:
         bounds = (((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod")) if isinstance(dosage, dict) else None
         dispense = res.get("dispenseRequest") or {}
         validity = dispense.get("validityPeriod")
-        start = parse_date(_period_start(bounds)) or authored or parse_date(_period_start(validity))  # _first_date
+        start = (None if bounds is None else parse_date(_period_start(bounds))) or authored or (
+            None if validity is None else parse_date(_period_start(validity)))  # _first_date
         end = None if bounds is None and validity is None else _first_date(_period_end(bounds), _period_end(validity))
         supply_end = _supply_end(start, dispense)
         if end is None and status in ("completed", "stopped"):
