@@ -124,6 +124,7 @@ def _without_shortcuts(monkeypatch):
     monkeypatch.setattr(record, "_exposure", _exposure_by_parts)
     monkeypatch.setattr(record, "_replace", dataclasses.replace)
     monkeypatch.setattr(record, "_quantity", record._any_quantity)
+    monkeypatch.setattr(record, "parse_date", lambda value: record._parse_date(value) if isinstance(value, str) else None)
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
@@ -617,3 +618,33 @@ def test_a_plain_key_of_one_coding_is_the_loops(charts):
     assert len(concepts) > 1000
     for concept in concepts:
         assert record._plain(concept) == _plain_by_loop(concept), concept
+
+
+def test_a_remembered_date_is_the_date_read_afresh(monkeypatch):
+    """parse_date remembers each string's date: the same answer (type, value, the text a
+    partial date is quoted by) as reading it again, within its bound."""
+    texts = ["2024-03-05", "2024-03-05T10:30:00Z", " 2024-03-05 ", "2024", "2024-03", "2024-02-30",
+             "2024-13", "not a date", "", "20240305", "2024-03-05T25:00", "0001-01-01"]
+    for text in texts * 2:
+        remembered, fresh = record.parse_date(text), record._parse_date(text)
+        assert (type(remembered), remembered, str(remembered)) == (type(fresh), fresh, str(fresh)), text
+    assert record.parse_date(None) is None and record.parse_date(20240305) is None
+    monkeypatch.setattr(record, "_DATES_LIMIT", 3)
+    record._DATES.clear()
+    for day in range(1, 8):
+        assert record.parse_date(f"2024-01-0{day}") == dt.date(2024, 1, day)
+        assert len(record._DATES) <= 3
+
+
+def test_quantities_of_every_shape_read_as_the_plain_reader_does(monkeypatch):
+    """The usual Quantity read inline (a lab's value) and a whole number on _quantity's usual
+    path: the same as _any_quantity for numbers and units of every shape."""
+    values = [4.1, 4, 0, -0.0, 2 ** 53, 2 ** 60, 10 ** 400, True, "4.1", None, float("nan"), float("inf")]
+    units = [{"unit": "mg/dL"}, {"code": "mg/dL"}, {"unit": " mg/dL "}, {"code": 5}, {}, {"code": "", "unit": "mmol/L"}]
+    for value in values:
+        for unit in units:
+            quantity = {"value": value, **unit}
+            assert record._quantity(quantity) == record._any_quantity(quantity), quantity
+    results = [_obs(f"c{i}", "17861-6", f"2026-01-{i % 28 + 1:02d}", valueQuantity={"value": value, **unit})
+               for i, (value, unit) in enumerate((v, u) for v in values for u in units)]
+    _fast_and_slow(monkeypatch, *results)
