@@ -237,7 +237,21 @@ class _CodeMemo:
         reader needs them again, per concept) and their plan (None: concepts not plain)."""
         if rtype == "Observation" and resource.get("valueCodeableConcept") is None and not resource.get("component"):
             code = resource.get("code")
-            plan = self._by_code(code)
+            # _by_code's answer for a code it has planned, without the call: one coding whose
+            # (system, code) it keeps a plan for (a stored key is two strings). Anything else
+            # (a code met first, another shape) goes to _by_code itself.
+            plan = None
+            if type(code) is dict:
+                codings = code.get("coding")
+                if type(codings) is list and len(codings) == 1 and type(coding := codings[0]) is dict:
+                    try:
+                        plan = self.by_code.get((coding.get("system"), coding.get("code")))
+                    except TypeError:  # an unhashable system or code: never stored
+                        plan = None
+            if plan is None:
+                plan = self._by_code(code)
+            elif plan is _BY_TEXT:
+                plan = None
             if plan is not None:
                 return plan.found, (code, None), plan.hits, plan
         want = WANTS.get(rtype, READ_ALL)
@@ -352,7 +366,13 @@ def _plain_key(rtype: str, concepts: tuple[Any, ...]) -> tuple[Any, ...] | None:
             return None
         return rtype, first, second
     if len(concepts) == 1:  # a Condition's code, a drug
-        first = _plain(concepts[0])
+        concept = concepts[0]
+        if type(concept) is dict:  # _plain of the usual one coding, without the call
+            codings = concept.get("coding")
+            if type(codings) is list and len(codings) == 1 and type(coding := codings[0]) is dict:
+                first = (concept.get("text"), coding.get("system"), coding.get("code"), coding.get("display"))
+                return (rtype, first) if _PLAIN_PARTS.issuperset(map(type, first)) else None
+        first = _plain(concept)
         return None if first is _NOT_PLAIN else (rtype, first)
     key = (rtype, *map(_plain, concepts))
     return None if _NOT_PLAIN in key else key

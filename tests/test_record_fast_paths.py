@@ -129,6 +129,7 @@ def _without_shortcuts(monkeypatch):
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
     monkeypatch.setattr(record._CodeMemo, "_by_code", lambda self, code: None)
+    monkeypatch.setattr(record, "_memo", [])  # a code memo of its own: no plan by code kept from before
     monkeypatch.setattr(record, "_BOUND_BY_SUBJECT", frozenset())
     monkeypatch.setattr(record, "_oldest_first", lambda items: sorted(items, key=record._by_date))
     monkeypatch.setattr(record, "_sorted_labs", lambda name, values: sorted(values, key=record._lab_order))
