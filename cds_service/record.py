@@ -314,7 +314,7 @@ class _Plan:
     resource with those concepts and kept for the next: wanted()'s answer, each concept's
     value sets, and what the resource's reader worked out from its one concept (`reading`:
     (read, read(concept)), see _Builder._reading) or, for an Observation, whether a fracture
-    set is among its value sets, how each concept's result is read and its usual lab
+    set is among its value sets, how each concept's result is read and its usual result
     (`values`, see _Builder._read_Observation)."""
 
     __slots__ = ("found", "hits", "reading", "values")
@@ -322,7 +322,7 @@ class _Plan:
     def __init__(self, found: frozenset[str] | None, hits: tuple[frozenset[str], ...]) -> None:
         self.found, self.hits = found, hits
         self.reading: tuple[Callable[[Any], Any], Any] | None = None
-        self.values: tuple[bool, tuple[_ValuePlan, ...], _UsualLab | None] | None = None
+        self.values: tuple[bool, tuple[_ValuePlan, ...], _UsualResult | None] | None = None
 
 
 # A code whose Observation plan depends on more than the code (see _CodeMemo._by_code).
@@ -1360,15 +1360,15 @@ class _Builder:
             return
         code = res.get("code")
         # Whether a fracture set is among the value sets `add` found, how each concept's result
-        # is read, by the value sets found for it, and the usual lab's reading: kept in the plan.
+        # is read, by the value sets found for it, and its usual result's reading: kept in the plan.
         resource_plan = self.plan
         values = None if resource_plan is None else resource_plan.values
         if values is None:
             plans = tuple(map(_value_plan, self.concept_sets))
-            values = (_has_fracture_set(self.found), plans, _usual_lab(plans))
+            values = (_has_fracture_set(self.found), plans, _usual_result(plans))
             if resource_plan is not None:
                 resource_plan.values = values
-        fracture, plans, usual_lab = values
+        fracture, plans, usual = values
         # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
         if fracture:
             for concept in (code, res.get("valueCodeableConcept")):
@@ -1376,24 +1376,28 @@ class _Builder:
                 if frac:
                     self._add_fracture(frac, when, ref)
                     break
-        if usual_lab is not None:
-            # The usual lab result (a finite JSON decimal, a unit, no comparator), as
-            # _observation_value reads it (its steps for a _UsualLab), in fewer steps.
+        if usual is not None:
+            # The usual result (a finite JSON decimal, a unit, no comparator), as
+            # _observation_value reads it (its steps for a _UsualResult), in fewer steps.
             quantity = res.get("valueQuantity")
             if (type(quantity) is dict and quantity.get("comparator") is None
                     and type(number := quantity.get("value")) is float
                     and type(unit := quantity.get("code") or quantity.get("unit") or "") is str
                     and (unit := unit.strip()) and math.isfinite(number)):
-                name = usual_lab.name
-                if usual_lab.units_checked:
-                    factor = self.codes.factors.get((usual_lab.value_set, unit), _UNREAD)  # _lab_value
+                kind, name = usual.kind, usual.name
+                if kind is _BMD:
+                    self._bmd(name, usual.score, (number, unit), False, when, ref)
+                elif kind is _FRAX:
+                    self._frax(name, (number, unit), when, ref)
+                elif usual.units_checked:
+                    factor = self.codes.factors.get((usual.value_set, unit), _UNREAD)  # _lab_value
                     if factor is _UNREAD:
-                        factor = self.codes.factor(usual_lab.value_set, unit)
+                        factor = self.codes.factor(usual.value_set, unit)
                     if factor is not None:
                         self._lab(name, number * factor, when, ref, None, "", "")
                 else:
                     self._lab(name, number, when, ref, None, "", "")
-                return  # no component holds a concept (_usual_lab)
+                return  # no component holds a concept (_usual_result)
         self._observation_value(code, res, when, ref, res, plans[0])
         if len(plans) == 2:
             return  # no component holds a concept (_observation_concepts): none is read below
@@ -2063,28 +2067,36 @@ def _plan_values(found: frozenset[str]) -> _ValuePlan:
 _VALUE_PLANS: dict[frozenset[str], _ValuePlan] = {}
 
 
-class _UsualLab(typing.NamedTuple):
-    """What _observation_value's lab branch needs of a lab read with a number (_usual_lab)."""
+class _UsualResult(typing.NamedTuple):
+    """What _observation_value's branch for a result with a number needs (_usual_result)."""
 
+    kind: str            # _LAB, _BMD or _FRAX
     value_set: str
-    name: str            # LAB_SETS[value_set]
-    units_checked: bool  # not in _UNITS_NOT_CHECKED: the value times the unit's factor
+    name: str            # the lab (LAB_SETS[value_set]), the BMD site or the FRAX kind
+    units_checked: bool  # a lab not in _UNITS_NOT_CHECKED: the value times the unit's factor
+    score: str = ""      # a BMD: "T" or "Z"
 
 
-def _usual_lab(plans: tuple[_ValuePlan, ...]) -> _UsualLab | None:
+def _usual_result(plans: tuple[_ValuePlan, ...]) -> _UsualResult | None:
     """For an Observation whose concepts are its code and value alone (no component holds
-    one) and whose code reads a result with a number as a lab without a reference range:
-    that lab. _read_Observation then reads the usual result (a finite decimal with a unit,
-    no comparator) in fewer steps; None for anything else."""
+    one) and whose code reads a result with a number as a lab without a reference range,
+    a T- or Z-score or a FRAX: what _observation_value works out for it. _read_Observation
+    then reads the usual result (a finite decimal with a unit, no comparator) in fewer
+    steps; None for anything else."""
     if len(plans) != 2:
         return None
     kind, value_set = plans[0].with_number
+    if kind is _BMD:  # as _observation_value names the site and the score
+        return _UsualResult(kind, value_set, value_set[len(T_SCORE_SETS):].upper(), False,
+                            "T" if value_set.startswith(T_SCORE_SETS) else "Z")
+    if kind is _FRAX:
+        return _UsualResult(kind, value_set, value_set.removeprefix("frax-"), False)
     if kind is not _LAB:
         return None
     name = LAB_SETS[value_set]
     if name in _LABS_WITH_RANGE:
         return None
-    return _UsualLab(value_set, name, name not in _UNITS_NOT_CHECKED)
+    return _UsualResult(kind, value_set, name, name not in _UNITS_NOT_CHECKED)
 
 
 def _value_plan(found: frozenset[str]) -> _ValuePlan:

@@ -136,7 +136,7 @@ def _without_shortcuts(monkeypatch):
     monkeypatch.setattr(record._Builder, "_lab_value",
                         lambda self, value_set, value, unit, concept: record.lab_value(value_set, value, unit, concept))
     monkeypatch.setattr(record, "_value_plan", record._plan_values)
-    monkeypatch.setattr(record, "_usual_lab", lambda plans: None)
+    monkeypatch.setattr(record, "_usual_result", lambda plans: None)
     monkeypatch.setattr(record, "_has_fracture_set", lambda found: any(v.startswith(record.FRACTURE_SETS) for v in found))
     for cls in (record.BmdScore, record.Frax, record.Fracture, record.ConditionHit, record.Lab, record.FallConcern,
                 record.Surgery, record.CareEvent, record.MedEvent, record.AgentExposure, record.BinaryResult,
@@ -649,12 +649,13 @@ def test_quantities_of_every_shape_read_as_the_plain_reader_does(monkeypatch):
             assert record._quantity(quantity) == record._any_quantity(quantity), quantity
     units += [{"unit": "   "}, {"code": "mmol/L", "comparator": "<"}, {"code": "mg/dL", "comparator": None},
               {"code": "mg/dL", "comparator": ""}, {"code": "mg/dL", "comparator": "ad"}]
-    # calcium (units checked), eGFR (read as reported, bounds kept apart), ALP (its own range)
-    for code in ("17861-6", "33914-3", "6768-6"):
+    # calcium (units checked), eGFR (read as reported, bounds kept apart), ALP (its own range),
+    # a T-score, a Z-score, FRAX, an hCG (read otherwise)
+    for code in ("17861-6", "33914-3", "6768-6", "38267-1", "85394-5", "90265-0", "19080-1"):
         results = [_obs(f"c{i}", code, f"2026-01-{i % 28 + 1:02d}", valueQuantity={"value": value, **unit},
                         referenceRange=[{"high": {"value": 120.0, "unit": "U/L"}}])
                    for i, (value, unit) in enumerate((v, u) for v in values for u in units)]
         results.append(_obs("panel", code, component=[{"code": {"text": "x"}, "valueQuantity": {"value": 1.0}}],
                             valueQuantity={"value": 9.1, "unit": "mg/dL"}))
         rec = _fast_and_slow(monkeypatch, *results)
-        assert rec.labs, code
+        assert rec.labs or rec.bmd or rec.frax or rec.pregnancy_tests, code
