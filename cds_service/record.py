@@ -1354,7 +1354,8 @@ class _Builder:
         if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
             return
         ref = self.ref
-        when = parse_date(res.get("effectiveDateTime")) or _effective(res)  # the usual one, a call less
+        effective = res.get("effectiveDateTime")  # the usual one first: parse_date's memo, then the call
+        when = (_DATES.get(effective) if type(effective) is str else None) or parse_date(effective) or _effective(res)
         believable = self.believable  # _date_ok's usual answer, without the call
         if when is not None and not believable[0] <= when <= believable[1] and not self._date_ok(when, ref):
             return
@@ -1502,23 +1503,29 @@ class _Builder:
     def _bmd(self, site: str, kind: str, qty: tuple[float, str], bounded: bool, when: dt.date | None,
              ref: str) -> None:
         value, unit = qty
-        if bounded or _norm_unit(unit) in _BMD_UNITS:
+        if bounded or unit.replace(" ", "").lower() in _BMD_UNITS:  # _norm_unit
             # ">-3.0" is a bound, not a score; 0.6 g/cm2 is a bone density, not a T- or Z-score
             # (review: both were read as scores and started drug cards). Neither is a reading,
             # but the scan was done: no "no DXA on file" card for it (clinical review).
             self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
             self._dxa(when)
             return
-        if self._value_ok("t_score" if kind == "T" else "z_score", value, ref):
-            self.bmd.append(BmdScore(site, kind, value, when, ref))
-            self._dxa(when)
+        low, top = plausibility.RANGES["t_score" if kind == "T" else "z_score"]  # _value_ok, inline
+        if not low <= value <= top:
+            self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
+            return
+        self.bmd.append(BmdScore(site, kind, value, when, ref))
+        if when:  # _dxa
+            self.dxa_dates.add(when)
 
     def _frax(self, kind: str, qty: tuple[float, str], when: dt.date | None, ref: str) -> None:
         percent = normalise_frax(*qty)
         if percent is None:
             log.info("FRAX value with ambiguous unit ignored")  # no id: it may be free text
             return
-        if not self._value_ok("frax", percent, ref):
+        low, top = plausibility.RANGES["frax"]  # _value_ok, inline
+        if not low <= percent <= top:
+            self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
         self.frax.append(Frax(kind, percent, when, ref))
 
@@ -1685,7 +1692,8 @@ class _Builder:
             return
         # A future start is a planned course (kept); a future authoredOn is an impossible record.
         authored = parse_date(res.get("authoredOn"))
-        if not self._date_ok(authored, self.ref):
+        believable = self.believable  # _date_ok's usual answer, without the call
+        if authored is not None and not believable[0] <= authored <= believable[1] and not self._date_ok(authored, self.ref):
             return
         if status == "cancelled":
             # No dose was given under it (FHIR), so no exposure; but it records a decision
@@ -1708,8 +1716,9 @@ class _Builder:
         status = res.get("status") or "completed"
         if status not in ("completed", "in-progress"):
             return  # not-done, stopped before given, entered-in-error: no dose
-        when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")))
-        if not self._date_ok(when, self.ref):
+        when = parse_date(res.get("effectiveDateTime")) or parse_date(_period_start(res.get("effectivePeriod")))  # _first_date
+        believable = self.believable  # _date_ok's usual answer, without the call
+        if when is not None and not believable[0] <= when <= believable[1] and not self._date_ok(when, self.ref):
             return
         self._add_med(res, "completed", when, None, when)
 

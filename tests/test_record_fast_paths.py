@@ -125,6 +125,7 @@ def _without_shortcuts(monkeypatch):
     monkeypatch.setattr(record, "_replace", dataclasses.replace)
     monkeypatch.setattr(record, "_quantity", record._any_quantity)
     monkeypatch.setattr(record, "parse_date", lambda value: record._parse_date(value) if isinstance(value, str) else None)
+    monkeypatch.setattr(record, "_DATES", {})  # and none remembered from before
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
