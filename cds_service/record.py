@@ -934,15 +934,17 @@ def parse_date(value: Any) -> dt.date | None:
         day = _DATES.get(value, _UNREAD)
         if day is _UNREAD:
             day = _parse_date(value)
-            if len(_DATES) >= _DATES_LIMIT:
-                _DATES.clear()
-            _DATES[value] = day
+            if len(value) <= _DATE_LENGTH:  # a longer string is no date FHIR writes: not kept
+                if len(_DATES) >= _DATES_LIMIT:
+                    _DATES.clear()
+                _DATES[value] = day
         return day  # type: ignore[return-value]
     return _parse_date(value) if isinstance(value, str) else None
 
 
 _DATES: dict[str, dt.date | None] = {}
 _DATES_LIMIT = 4096  # strings; emptied when full (requests carry arbitrary text)
+_DATE_LENGTH = 40    # the longest string kept ("2024-03-05T10:30:00.123456789+05:00" is 35)
 
 
 def _parse_date(value: str) -> dt.date | None:

@@ -637,6 +637,8 @@ def test_a_remembered_date_is_the_date_read_afresh(monkeypatch):
     for day in range(1, 8):
         assert record.parse_date(f"2024-01-0{day}") == dt.date(2024, 1, day)
         assert len(record._DATES) <= 3
+    long = "2024-01-05" + " " * 100  # a string no FHIR date is that long: read, not kept
+    assert record.parse_date(long) == dt.date(2024, 1, 5) and long not in record._DATES
 
 
 def test_quantities_of_every_shape_read_as_the_plain_reader_does(monkeypatch):
