@@ -1108,6 +1108,8 @@ def _collect_entry(entry: Any, out: list[tuple[Any, Any]], *, nested_bundles: bo
 
 # The fullUrl place of an entry kept as text (fhir.deferred), unread.
 DEFERRED = object()
+# A searchset entry's usual `search` (a match), compared whole before its mode is read.
+_MATCH = {"mode": "match"}
 
 
 # ---------------------------------------------------------------------------
@@ -1242,7 +1244,8 @@ class _Builder:
                 resource, search = entry.get("resource"), entry.get("search")
                 if type(resource) is dict:
                     rtype = resource.get("resourceType")
-                    if rtype != "Bundle" and (search is None or (type(search) is dict and search.get("mode") != "outcome")):
+                    if rtype != "Bundle" and (search is None or search == _MATCH
+                                              or (type(search) is dict and search.get("mode") != "outcome")):
                         if type(rtype) is str:
                             add_typed(resource, rtype)
                         else:
