@@ -388,6 +388,8 @@ def _store(cache: dict[Any, Any], key: Any, value: Any) -> None:
 
 _NONE: frozenset[str] = frozenset()
 _UNREAD = object()
+# dt.date.min and dt.date.fromordinal once: an attribute of a class is a full look-up each time.
+_DAY_ZERO, _from_ordinal = dt.date.min, dt.date.fromordinal
 _NOT_PLAIN = object()
 _memo: list[_CodeMemo] = []
 
@@ -1397,15 +1399,15 @@ class _Builder:
                     and type(number := quantity.get("value")) is float
                     and type(unit := quantity.get("code") or quantity.get("unit") or "") is str
                     and (unit := unit.strip()) and math.isfinite(number)):
-                kind, name = usual.kind, usual.name
+                kind, value_set, name, units_checked, score = usual  # unpacked: a field read by name is slower
                 if kind is _BMD:
-                    self._bmd(name, usual.score, (number, unit), False, when, ref)
+                    self._bmd(name, score, (number, unit), False, when, ref)
                 elif kind is _FRAX:
                     self._frax(name, (number, unit), when, ref)
-                elif usual.units_checked:
-                    factor = self.codes.factors.get((usual.value_set, unit), _UNREAD)  # _lab_value
+                elif units_checked:
+                    factor = self.codes.factors.get((value_set, unit), _UNREAD)  # _lab_value
                     if factor is _UNREAD:
-                        factor = self.codes.factor(usual.value_set, unit)
+                        factor = self.codes.factor(value_set, unit)
                     if factor is not None:
                         self._lab(name, number * factor, when, ref, None, "", "")
                 else:
@@ -1689,7 +1691,10 @@ class _Builder:
                  supply_end: dt.date | None = None) -> None:
         # The medication concept `add` looked at (WANTS: _MEDICATION), not built again.
         concept = self.concepts[0] if len(self.concepts) == 1 else medication_concept(res)
-        match = self._reading(t.classify_medication, concept)
+        classify = t.classify_medication
+        plan = self.plan  # _reading's plan hit, without the call
+        reading = None if plan is None or len(self.concepts) != 1 else plan.reading
+        match = reading[1] if reading is not None and reading[0] is classify else self._reading(classify, concept)
         why = res.get("statusReason")
         reason = "" if why is None else " ".join(t.concept_text(r) for r in (why if isinstance(why, list) else [why]))
         for agent in match.agents:
@@ -1703,7 +1708,8 @@ class _Builder:
         if status in ("entered-in-error", "draft"):
             return
         # A future start is a planned course (kept); a future authoredOn is an impossible record.
-        authored = parse_date(res.get("authoredOn"))
+        written = res.get("authoredOn")  # parse_date's memo first, then the call
+        authored = (_DATES.get(written) if type(written) is str else None) or parse_date(written)
         believable = self.believable  # _date_ok's usual answer, without the call
         if authored is not None and not believable[0] <= authored <= believable[1] and not self._date_ok(authored, self.ref):
             return
@@ -1903,9 +1909,19 @@ class _Builder:
             by_agent.setdefault(e.agent, []).append(e)
         out = {}
         for agent, events in by_agent.items():
-            events.sort(key=lambda e: e.start or e.dose_date or dt.date.min)
+            try:  # every event has a start (the usual case): sorted by it, a key in C (a date is true)
+                events = sorted(events, key=_START)
+            except TypeError:  # an event without one: None and a date do not compare
+                events.sort(key=_event_day)
             out[agent] = _exposure(agent, tuple(events), self.today)
         return out
+
+
+_START = operator.attrgetter("start")
+
+
+def _event_day(event: MedEvent) -> dt.date:
+    return event.start or event.dose_date or _DAY_ZERO
 
 
 def _counted(labels: Iterable[str]) -> str:
@@ -2148,7 +2164,7 @@ def _round2(value: float) -> float:
 
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:
-    return (item.date is not None, item.date or dt.date.min)
+    return (item.date is not None, item.date or _DAY_ZERO)
 
 
 _DATE = operator.attrgetter("date")
@@ -2165,8 +2181,14 @@ def _oldest_first(items: Sequence[Any]) -> list[Any]:
 
 def _sorted_labs(name: str, values: Sequence[Lab]) -> list[Lab]:
     """Results of one lab sorted by _lab_order: by date alone (_oldest_first) for a lab whose
-    _same_day_rank is 0 for every result."""
-    return sorted(values, key=_lab_order) if name in _RANKED_SAME_DAY else _oldest_first(values)
+    _same_day_rank is 0 for every result, or whose results are each dated on a day of their own
+    (then no two share a date for the rank to order)."""
+    if name not in _RANKED_SAME_DAY:
+        return _oldest_first(values)
+    days = set(map(_DATE, values))
+    if len(days) == len(values) and None not in days:
+        return sorted(values, key=_DATE)
+    return sorted(values, key=_lab_order)
 
 
 EGFR_SET = "lab-egfr"
@@ -2181,7 +2203,7 @@ _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2
 
 def _lab_order(lab: Lab) -> tuple[bool, dt.date, float]:
     """Oldest first (undated first), then _same_day_rank."""
-    return (lab.date is not None, lab.date or dt.date.min, _same_day_rank(lab))
+    return (lab.date is not None, lab.date or _DAY_ZERO, _same_day_rank(lab))
 
 
 _RANKED_SAME_DAY = frozenset({"vitamin_d", "egfr"})  # the labs _same_day_rank ranks
@@ -2355,7 +2377,7 @@ def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[d
                                                                 and e.resource_type == "MedicationStatement"):
             if e.dose_date:
                 # By day numbers (as _supply_end): cheaper than a timedelta per dose.
-                out.append((e.dose_date, min(today, dt.date.fromordinal(e.dose_date.toordinal() + interval_days))))
+                out.append((e.dose_date, min(today, _from_ordinal(e.dose_date.toordinal() + interval_days))))
             continue
         if e.start is None or e.start > today:
             continue  # not started yet (a planned course): no exposure so far
@@ -2395,7 +2417,7 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     last_request = last_completed = None  # latest start of any order, of a completed one
     active, oncology_only = False, True
     first = latest = stopped = None
-    latest_key = dt.date.min
+    latest_key = _DAY_ZERO
     for e in events:
         rtype, status, start = e.resource_type, e.status, e.start
         if rtype == "MedicationRequest":
@@ -2413,7 +2435,7 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
         when = start or e.dose_date
         if when and (first is None or when < first):
             first = when
-        key = when or dt.date.min
+        key = when or _DAY_ZERO
         if latest is None or key > latest_key:  # the first of the latest, as max() picks
             latest, latest_key = e, key
         if status in _ENDED_STATUSES:
@@ -2487,7 +2509,7 @@ def _supply_end(start: dt.date | None, dispense: Mapping[str, Any]) -> dt.date |
     # A supply of more than ten years is a data error, not a supply: unknown (never an overflow).
     # By day numbers: a timedelta per order cost more than the rest of this. Past date.max
     # both ways raise (the order is skipped as unreadable).
-    return dt.date.fromordinal(start.toordinal() + int(days)) if days <= 3653 else None
+    return _from_ordinal(start.toordinal() + int(days)) if days <= 3653 else None
 
 
 def _planned(res: Mapping[str, Any]) -> dt.date | None:

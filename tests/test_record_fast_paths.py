@@ -662,3 +662,22 @@ def test_quantities_of_every_shape_read_as_the_plain_reader_does(monkeypatch):
                             valueQuantity={"value": 9.1, "unit": "mg/dL"}))
         rec = _fast_and_slow(monkeypatch, *results)
         assert rec.labs or rec.bmd or rec.frax or rec.pregnancy_tests, code
+
+
+def test_ranked_labs_and_drug_events_sort_as_their_keys_say():
+    """_sorted_labs by date alone when no two results share a day, and _exposures by start when
+    every event has one: the orders their full keys give, ties and undated items included."""
+    day = dt.date(2025, 1, 1)
+    for name in ("egfr", "vitamin_d", "calcium"):
+        for dates in ([day, day + dt.timedelta(1)], [day + dt.timedelta(1), day], [day, day], [None, day], [day], []):
+            labs = [record.Lab(name, 40.0 + i, "u", when, f"Observation/{i}") for i, when in enumerate(dates)]
+            assert record._sorted_labs(name, labs) == sorted(labs, key=record._lab_order), (name, dates)
+    builder = record._Builder(TODAY, record.DEFAULT)
+    starts = [day + dt.timedelta(2), None, day, day + dt.timedelta(2), None]
+    builder.events = [record.MedEvent("alendronate", "bisphosphonate", "MedicationRequest", f"r/{i}", "active",
+                                      start, None, day if start is None and i else None, False)
+                      for i, start in enumerate(starts)]
+    expected = sorted(builder.events, key=lambda e: e.start or e.dose_date or dt.date.min)
+    assert builder._exposures()["alendronate"].events == tuple(expected)
+    builder.events = [e for e in builder.events if e.start]
+    assert builder._exposures()["alendronate"].events == tuple(sorted(builder.events, key=lambda e: e.start))
