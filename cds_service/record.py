@@ -134,7 +134,9 @@ def medication_concept(res: Mapping[str, Any]) -> Any:
 
 
 READ_ALL = Want()
-_MEDICATION = Want(("drug-",), lambda res: (medication_concept(res),), t.drug_names_in)
+# medication_concept: the usual medicationCodeableConcept first, without the call (a falsy one, as it).
+_MEDICATION = Want(("drug-",), lambda res: (res.get("medicationCodeableConcept") or medication_concept(res),),
+                   t.drug_names_in)
 WANTS: dict[str, Want] = {
     "Patient": READ_ALL,
     "Observation": Want((*OBSERVATION_SETS, FRACTURE_SETS), _observation_concepts, t.observation_names_in),
@@ -236,7 +238,21 @@ class _CodeMemo:
         reader needs them again, per concept) and their plan (None: concepts not plain)."""
         if rtype == "Observation" and resource.get("valueCodeableConcept") is None and not resource.get("component"):
             code = resource.get("code")
-            plan = self._by_code(code)
+            # _by_code's answer for a code it has planned, without the call: one coding whose
+            # (system, code) it keeps a plan for (a stored key is two strings). Anything else
+            # (a code met first, another shape) goes to _by_code itself.
+            plan = None
+            if type(code) is dict:
+                codings = code.get("coding")
+                if type(codings) is list and len(codings) == 1 and type(coding := codings[0]) is dict:
+                    try:
+                        plan = self.by_code.get((coding.get("system"), coding.get("code")))
+                    except TypeError:  # an unhashable system or code: never stored
+                        plan = None
+            if plan is None:
+                plan = self._by_code(code)
+            elif plan is _BY_TEXT:
+                plan = None
             if plan is not None:
                 return plan.found, (code, None), plan.hits, plan
         want = WANTS.get(rtype, READ_ALL)
@@ -266,12 +282,14 @@ class _CodeMemo:
         coding = codings[0]
         if type(coding) is not dict:
             return None
-        system, value = coding.get("system"), coding.get("code")
-        if type(system) is not str or type(value) is not str:
+        key = (coding.get("system"), coding.get("code"))
+        try:
+            plan = self.by_code.get(key)  # a hit's key equals a stored one, two strings: no type checks
+        except TypeError:  # an unhashable system or code
             return None
-        key = (system, value)
-        plan = self.by_code.get(key)
         if plan is None:
+            if type(key[0]) is not str or type(key[1]) is not str:
+                return None
             found, hits = self._wanted("Observation", WANTS["Observation"], (code, None))
             plan = _Plan(found, hits) if found else _BY_TEXT
             _store(self.by_code, key, plan)
@@ -296,15 +314,16 @@ class _Plan:
     """What the concepts of a resource say (see _plain_key), worked out for the first
     resource with those concepts and kept for the next: wanted()'s answer, each concept's
     value sets, and what the resource's reader worked out from its one concept (`reading`:
-    (read, read(concept)), see _Builder._reading) or, for an Observation, how each
-    concept's result is read (`values`, see _Builder._read_Observation)."""
+    (read, read(concept)), see _Builder._reading) or, for an Observation, whether a fracture
+    set is among its value sets, how each concept's result is read and its usual result
+    (`values`, see _Builder._read_Observation)."""
 
     __slots__ = ("found", "hits", "reading", "values")
 
     def __init__(self, found: frozenset[str] | None, hits: tuple[frozenset[str], ...]) -> None:
         self.found, self.hits = found, hits
         self.reading: tuple[Callable[[Any], Any], Any] | None = None
-        self.values: tuple[_ValuePlan, ...] | None = None
+        self.values: tuple[bool, tuple[_ValuePlan, ...], _UsualResult | None] | None = None
 
 
 # A code whose Observation plan depends on more than the code (see _CodeMemo._by_code).
@@ -348,7 +367,13 @@ def _plain_key(rtype: str, concepts: tuple[Any, ...]) -> tuple[Any, ...] | None:
             return None
         return rtype, first, second
     if len(concepts) == 1:  # a Condition's code, a drug
-        first = _plain(concepts[0])
+        concept = concepts[0]
+        if type(concept) is dict:  # _plain of the usual one coding, without the call
+            codings = concept.get("coding")
+            if type(codings) is list and len(codings) == 1 and type(coding := codings[0]) is dict:
+                first = (concept.get("text"), coding.get("system"), coding.get("code"), coding.get("display"))
+                return (rtype, first) if _PLAIN_PARTS.issuperset(map(type, first)) else None
+        first = _plain(concept)
         return None if first is _NOT_PLAIN else (rtype, first)
     key = (rtype, *map(_plain, concepts))
     return None if _NOT_PLAIN in key else key
@@ -364,6 +389,8 @@ def _store(cache: dict[Any, Any], key: Any, value: Any) -> None:
 
 _NONE: frozenset[str] = frozenset()
 _UNREAD = object()
+# dt.date.min and dt.date.fromordinal once: an attribute of a class is a full look-up each time.
+_DAY_ZERO, _from_ordinal = dt.date.min, dt.date.fromordinal
 _NOT_PLAIN = object()
 _memo: list[_CodeMemo] = []
 
@@ -902,9 +929,28 @@ def _partial_date(year: int, month: int, written: str) -> dt.date:
 
 def parse_date(value: Any) -> dt.date | None:
     """FHIR date/dateTime/instant -> date. Partial dates take the first day
-    (a year-only onset is read as 1 January: older, so rules stay quiet)."""
-    if not isinstance(value, str):
-        return None
+    (a year-only onset is read as 1 January: older, so rules stay quiet).
+    Remembered by the string (_DATES): a chart repeats its days, and a date is
+    the string's alone (a date object is immutable; a PartialDate's `written` is
+    set once, by _partial_date)."""
+    if type(value) is str:
+        day = _DATES.get(value, _UNREAD)
+        if day is _UNREAD:
+            day = _parse_date(value)
+            if len(value) <= _DATE_LENGTH:  # a longer string is no date FHIR writes: not kept
+                if len(_DATES) >= _DATES_LIMIT:
+                    _DATES.clear()
+                _DATES[value] = day
+        return day  # type: ignore[return-value]
+    return _parse_date(value) if isinstance(value, str) else None
+
+
+_DATES: dict[str, dt.date | None] = {}
+_DATES_LIMIT = 4096  # strings; emptied when full (requests carry arbitrary text)
+_DATE_LENGTH = 40    # the longest string kept ("2024-03-05T10:30:00.123456789+05:00" is 35)
+
+
+def _parse_date(value: str) -> dt.date | None:
     value = value.strip()
     # The usual full date (or dateTime) first, by C code; anything else by the pattern.
     if len(value) >= 10 and value[4] == "-" and value[7] == "-":
@@ -994,9 +1040,15 @@ def _quantity(value: Any) -> tuple[float, str] | None:
     if type(value) is dict:
         number = value.get("value")
         unit = value.get("code") or value.get("unit") or ""
-        if type(number) is float and type(unit) is str:
-            return (number, unit.strip()) if math.isfinite(number) else None
+        if type(unit) is str:
+            if type(number) is float:
+                return (number, unit.strip()) if math.isfinite(number) else None
+            if type(number) is int and -_EXACT_INT < number < _EXACT_INT:  # float() exact, never overflows
+                return float(number), unit.strip()
     return _any_quantity(value)
+
+
+_EXACT_INT = 2 ** 53
 
 
 def _any_quantity(value: Any) -> tuple[float, str] | None:
@@ -1059,6 +1111,8 @@ def _collect_entry(entry: Any, out: list[tuple[Any, Any]], *, nested_bundles: bo
 
 # The fullUrl place of an entry kept as text (fhir.deferred), unread.
 DEFERRED = object()
+# A searchset entry's usual `search` (a match), compared whole before its mode is read.
+_MATCH = {"mode": "match"}
 
 
 # ---------------------------------------------------------------------------
@@ -1115,6 +1169,13 @@ _LABS_WITH_RANGE = frozenset({"alp"})  # ALP is read against the lab's own upper
 # ---------------------------------------------------------------------------
 
 class _Builder:
+    # Slots: more than 30 instance attributes would leave the dict unshared and every
+    # attribute read a keyed look-up (the record's hot loop reads several per resource).
+    __slots__ = ("today", "settings", "binding", "ignored", "patient", "bmd", "dxa_dates", "frax", "fractures",
+                 "conditions", "events", "labs", "smoking", "fall_risk", "drafts", "skipped", "bundle_faults",
+                 "seen", "ignored_keys", "trauma_dates", "pregnancy_tests", "fall_concern", "surgeries", "cancelled",
+                 "care", "tests_done", "found", "concepts", "concept_sets", "plan", "ref", "codes", "believable")
+
     def __init__(self, today: dt.date, settings: ClinicalSettings, binding: PatientBinding | None = None) -> None:
         self.today = today
         self.settings = settings
@@ -1193,7 +1254,8 @@ class _Builder:
                 resource, search = entry.get("resource"), entry.get("search")
                 if type(resource) is dict:
                     rtype = resource.get("resourceType")
-                    if rtype != "Bundle" and (search is None or (type(search) is dict and search.get("mode") != "outcome")):
+                    if rtype != "Bundle" and (search is None or search == _MATCH
+                                              or (type(search) is dict and search.get("mode") != "outcome")):
                         if type(rtype) is str:
                             add_typed(resource, rtype)
                         else:
@@ -1307,25 +1369,54 @@ class _Builder:
         if res.get("status") in ("entered-in-error", "cancelled", "preliminary"):
             return
         ref = self.ref
-        when = parse_date(res.get("effectiveDateTime")) or _effective(res)  # the usual one, a call less
-        if not self._date_ok(when, ref):
+        effective = res.get("effectiveDateTime")  # the usual one first: parse_date's memo, then the call
+        when = (_DATES.get(effective) if type(effective) is str else None) or parse_date(effective) or _effective(res)
+        believable = self.believable  # _date_ok's usual answer, without the call
+        if when is not None and not believable[0] <= when <= believable[1] and not self._date_ok(when, ref):
             return
         code = res.get("code")
+        # Whether a fracture set is among the value sets `add` found, how each concept's result
+        # is read, by the value sets found for it, and its usual result's reading: kept in the plan.
+        resource_plan = self.plan
+        values = None if resource_plan is None else resource_plan.values
+        if values is None:
+            plans = tuple(map(_value_plan, self.concept_sets))
+            values = (_has_fracture_set(self.found), plans, _usual_result(plans))
+            if resource_plan is not None:
+                resource_plan.values = values
+        fracture, plans, usual = values
         # A fracture finding, by code or by value (e.g. vertebral fracture seen on VFA).
-        if _has_fracture_set(self.found):
+        if fracture:
             for concept in (code, res.get("valueCodeableConcept")):
                 frac = t.classify_fracture(concept)
                 if frac:
                     self._add_fracture(frac, when, ref)
                     break
-        # How each concept's result is read, by the value sets `add` found for it (kept in the plan).
-        resource_plan = self.plan
-        plans = None if resource_plan is None else resource_plan.values
-        if plans is None:
-            plans = tuple(map(_value_plan, self.concept_sets))
-            if resource_plan is not None:
-                resource_plan.values = plans
+        if usual is not None:
+            # The usual result (a finite JSON decimal, a unit, no comparator), as
+            # _observation_value reads it (its steps for a _UsualResult), in fewer steps.
+            quantity = res.get("valueQuantity")
+            if (type(quantity) is dict and quantity.get("comparator") is None
+                    and type(number := quantity.get("value")) is float
+                    and type(unit := quantity.get("code") or quantity.get("unit") or "") is str
+                    and (unit := unit.strip()) and math.isfinite(number)):
+                kind, value_set, name, units_checked, score = usual  # unpacked: a field read by name is slower
+                if kind is _BMD:
+                    self._bmd(name, score, (number, unit), False, when, ref)
+                elif kind is _FRAX:
+                    self._frax(name, (number, unit), when, ref)
+                elif units_checked:
+                    factor = self.codes.factors.get((value_set, unit), _UNREAD)  # _lab_value
+                    if factor is _UNREAD:
+                        factor = self.codes.factor(value_set, unit)
+                    if factor is not None:
+                        self._lab(name, number * factor, when, ref, None, "", "")
+                else:
+                    self._lab(name, number, when, ref, None, "", "")
+                return  # no component holds a concept (_usual_result)
         self._observation_value(code, res, when, ref, res, plans[0])
+        if len(plans) == 2:
+            return  # no component holds a concept (_observation_concepts): none is read below
         i = 2  # a component's concept follows the code and the value (_observation_concepts)
         for comp in res.get("component") or ():
             if isinstance(comp, dict):
@@ -1337,7 +1428,12 @@ class _Builder:
     def _observation_value(self, concept: Any, holder: Mapping[str, Any], when: dt.date | None,
                            ref: str, res: Mapping[str, Any], plan: _ValuePlan) -> None:
         quantity = holder.get("valueQuantity")
-        qty = _quantity(quantity)
+        # _quantity's usual case (a JSON decimal and a string unit), without the call.
+        if type(quantity) is dict and type(number := quantity.get("value")) is float and type(
+                unit := quantity.get("code") or quantity.get("unit") or "") is str:
+            qty = (number, unit.strip()) if math.isfinite(number) else None
+        else:
+            qty = _quantity(quantity)
         if qty is not None:
             comparator = quantity.get("comparator")
         else:
@@ -1350,9 +1446,12 @@ class _Builder:
                 bound = _BOUND.match(holder["valueString"])
                 if bound:
                     comparator, qty = bound.group(1), (float(bound.group(2)), "")
-        bounded = bool(comparator)  # any comparator, known or not ("ad"): a bound, not a value
-        comparator = "" if comparator is None else _COMPARATORS.get(comparator or "", "")
-        if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
+        if comparator is None:
+            bounded, comparator = False, ""
+        else:
+            bounded = bool(comparator)  # any comparator, known or not ("ad"): a bound, not a value
+            comparator = _COMPARATORS.get(comparator or "", "")
+        if comparator[:1] == "<" and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
             # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no eGFR reading,
             # but kept apart: "<35" is still known below alendronate's and zoledronic acid's 35.
             self._lab(EGFR_UPPER_BOUND, qty[0], when, ref, comparator=comparator)
@@ -1367,7 +1466,7 @@ class _Builder:
                     self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
                               high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None)  # type: ignore[index]
                 else:
-                    self._lab(name, v, when, ref, comparator=comparator)
+                    self._lab(name, v, when, ref, None, "", comparator)
         elif kind is _BMD:
             self._bmd(value_set[len(T_SCORE_SETS):].upper(), "T" if value_set.startswith(T_SCORE_SETS) else "Z",
                       qty, bounded, when, ref)  # type: ignore[arg-type]
@@ -1419,33 +1518,40 @@ class _Builder:
     def _bmd(self, site: str, kind: str, qty: tuple[float, str], bounded: bool, when: dt.date | None,
              ref: str) -> None:
         value, unit = qty
-        if bounded or _norm_unit(unit) in _BMD_UNITS:
+        if bounded or unit.replace(" ", "").lower() in _BMD_UNITS:  # _norm_unit
             # ">-3.0" is a bound, not a score; 0.6 g/cm2 is a bone density, not a T- or Z-score
             # (review: both were read as scores and started drug cards). Neither is a reading,
             # but the scan was done: no "no DXA on file" card for it (clinical review).
             self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
             self._dxa(when)
             return
-        if self._value_ok("t_score" if kind == "T" else "z_score", value, ref):
-            self.bmd.append(BmdScore(site, kind, value, when, ref))
-            self._dxa(when)
+        low, top = plausibility.RANGES["t_score" if kind == "T" else "z_score"]  # _value_ok, inline
+        if not low <= value <= top:
+            self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
+            return
+        self.bmd.append(BmdScore(site, kind, value, when, ref))
+        if when:  # _dxa
+            self.dxa_dates.add(when)
 
     def _frax(self, kind: str, qty: tuple[float, str], when: dt.date | None, ref: str) -> None:
         percent = normalise_frax(*qty)
         if percent is None:
             log.info("FRAX value with ambiguous unit ignored")  # no id: it may be free text
             return
-        if not self._value_ok("frax", percent, ref):
+        low, top = plausibility.RANGES["frax"]  # _value_ok, inline
+        if not low <= percent <= top:
+            self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
         self.frax.append(Frax(kind, percent, when, ref))
 
-    def _lab(self, name: str, value: float, when: dt.date | None, ref: str, *, high: float | None = None,
+    def _lab(self, name: str, value: float, when: dt.date | None, ref: str, high: float | None = None,
              flag: str = "", comparator: str = "") -> None:
         low, top = plausibility.RANGES[name]  # _value_ok, inline: labs are most of a chart
         if not low <= value <= top:
             self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
-        lab = Lab(name, _round2(value), LAB_UNITS[name], when, ref, high, flag, comparator)
+        rounded = _ROUNDED.get(value) if value else None  # _round2, its hit inline
+        lab = Lab(name, _round2(value) if rounded is None else rounded, LAB_UNITS[name], when, ref, high, flag, comparator)
         values = self.labs.get(name)
         if values is None:
             self.labs[name] = [lab]
@@ -1586,7 +1692,10 @@ class _Builder:
                  supply_end: dt.date | None = None) -> None:
         # The medication concept `add` looked at (WANTS: _MEDICATION), not built again.
         concept = self.concepts[0] if len(self.concepts) == 1 else medication_concept(res)
-        match = self._reading(t.classify_medication, concept)
+        classify = t.classify_medication
+        plan = self.plan  # _reading's plan hit, without the call
+        reading = None if plan is None or len(self.concepts) != 1 else plan.reading
+        match = reading[1] if reading is not None and reading[0] is classify else self._reading(classify, concept)
         why = res.get("statusReason")
         reason = "" if why is None else " ".join(t.concept_text(r) for r in (why if isinstance(why, list) else [why]))
         for agent in match.agents:
@@ -1600,8 +1709,10 @@ class _Builder:
         if status in ("entered-in-error", "draft"):
             return
         # A future start is a planned course (kept); a future authoredOn is an impossible record.
-        authored = parse_date(res.get("authoredOn"))
-        if not self._date_ok(authored, self.ref):
+        written = res.get("authoredOn")  # parse_date's memo first, then the call
+        authored = (_DATES.get(written) if type(written) is str else None) or parse_date(written)
+        believable = self.believable  # _date_ok's usual answer, without the call
+        if authored is not None and not believable[0] <= authored <= believable[1] and not self._date_ok(authored, self.ref):
             return
         if status == "cancelled":
             # No dose was given under it (FHIR), so no exposure; but it records a decision
@@ -1612,8 +1723,9 @@ class _Builder:
         bounds = (((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod")) if isinstance(dosage, dict) else None
         dispense = res.get("dispenseRequest") or {}
         validity = dispense.get("validityPeriod")
-        start = parse_date(_period_start(bounds)) or authored or parse_date(_period_start(validity))  # _first_date
-        end = _first_date(_period_end(bounds), _period_end(validity))
+        start = (None if bounds is None else parse_date(_period_start(bounds))) or authored or (
+            None if validity is None else parse_date(_period_start(validity)))  # _first_date
+        end = None if bounds is None and validity is None else _first_date(_period_end(bounds), _period_end(validity))
         supply_end = _supply_end(start, dispense)
         if end is None and status in ("completed", "stopped"):
             end = supply_end
@@ -1623,8 +1735,9 @@ class _Builder:
         status = res.get("status") or "completed"
         if status not in ("completed", "in-progress"):
             return  # not-done, stopped before given, entered-in-error: no dose
-        when = _first_date(res.get("effectiveDateTime"), _period_start(res.get("effectivePeriod")))
-        if not self._date_ok(when, self.ref):
+        when = parse_date(res.get("effectiveDateTime")) or parse_date(_period_start(res.get("effectivePeriod")))  # _first_date
+        believable = self.believable  # _date_ok's usual answer, without the call
+        if when is not None and not believable[0] <= when <= believable[1] and not self._date_ok(when, self.ref):
             return
         self._add_med(res, "completed", when, None, when)
 
@@ -1797,9 +1910,19 @@ class _Builder:
             by_agent.setdefault(e.agent, []).append(e)
         out = {}
         for agent, events in by_agent.items():
-            events.sort(key=lambda e: e.start or e.dose_date or dt.date.min)
+            try:  # every event has a start (the usual case): sorted by it, a key in C (a date is true)
+                events = sorted(events, key=_START)
+            except TypeError:  # an event without one: None and a date do not compare
+                events.sort(key=_event_day)
             out[agent] = _exposure(agent, tuple(events), self.today)
         return out
+
+
+_START = operator.attrgetter("start")
+
+
+def _event_day(event: MedEvent) -> dt.date:
+    return event.start or event.dose_date or _DAY_ZERO
 
 
 def _counted(labels: Iterable[str]) -> str:
@@ -1982,6 +2105,38 @@ def _plan_values(found: frozenset[str]) -> _ValuePlan:
 _VALUE_PLANS: dict[frozenset[str], _ValuePlan] = {}
 
 
+class _UsualResult(typing.NamedTuple):
+    """What _observation_value's branch for a result with a number needs (_usual_result)."""
+
+    kind: str            # _LAB, _BMD or _FRAX
+    value_set: str
+    name: str            # the lab (LAB_SETS[value_set]), the BMD site or the FRAX kind
+    units_checked: bool  # a lab not in _UNITS_NOT_CHECKED: the value times the unit's factor
+    score: str = ""      # a BMD: "T" or "Z"
+
+
+def _usual_result(plans: tuple[_ValuePlan, ...]) -> _UsualResult | None:
+    """For an Observation whose concepts are its code and value alone (no component holds
+    one) and whose code reads a result with a number as a lab without a reference range,
+    a T- or Z-score or a FRAX: what _observation_value works out for it. _read_Observation
+    then reads the usual result (a finite decimal with a unit, no comparator) in fewer
+    steps; None for anything else."""
+    if len(plans) != 2:
+        return None
+    kind, value_set = plans[0].with_number
+    if kind is _BMD:  # as _observation_value names the site and the score
+        return _UsualResult(kind, value_set, value_set[len(T_SCORE_SETS):].upper(), False,
+                            "T" if value_set.startswith(T_SCORE_SETS) else "Z")
+    if kind is _FRAX:
+        return _UsualResult(kind, value_set, value_set.removeprefix("frax-"), False)
+    if kind is not _LAB:
+        return None
+    name = LAB_SETS[value_set]
+    if name in _LABS_WITH_RANGE:
+        return None
+    return _UsualResult(kind, value_set, name, name not in _UNITS_NOT_CHECKED)
+
+
 def _value_plan(found: frozenset[str]) -> _ValuePlan:
     """_plan_values, remembered: a chart repeats a handful of sets of value sets."""
     plan = _VALUE_PLANS.get(found)
@@ -2010,7 +2165,7 @@ def _round2(value: float) -> float:
 
 
 def _by_date(item: Any) -> tuple[bool, dt.date]:
-    return (item.date is not None, item.date or dt.date.min)
+    return (item.date is not None, item.date or _DAY_ZERO)
 
 
 _DATE = operator.attrgetter("date")
@@ -2027,8 +2182,14 @@ def _oldest_first(items: Sequence[Any]) -> list[Any]:
 
 def _sorted_labs(name: str, values: Sequence[Lab]) -> list[Lab]:
     """Results of one lab sorted by _lab_order: by date alone (_oldest_first) for a lab whose
-    _same_day_rank is 0 for every result."""
-    return sorted(values, key=_lab_order) if name in _RANKED_SAME_DAY else _oldest_first(values)
+    _same_day_rank is 0 for every result, or whose results are each dated on a day of their own
+    (then no two share a date for the rank to order)."""
+    if name not in _RANKED_SAME_DAY:
+        return _oldest_first(values)
+    days = set(map(_DATE, values))
+    if len(days) == len(values) and None not in days:
+        return sorted(values, key=_DATE)
+    return sorted(values, key=_lab_order)
 
 
 EGFR_SET = "lab-egfr"
@@ -2043,7 +2204,7 @@ _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2
 
 def _lab_order(lab: Lab) -> tuple[bool, dt.date, float]:
     """Oldest first (undated first), then _same_day_rank."""
-    return (lab.date is not None, lab.date or dt.date.min, _same_day_rank(lab))
+    return (lab.date is not None, lab.date or _DAY_ZERO, _same_day_rank(lab))
 
 
 _RANKED_SAME_DAY = frozenset({"vitamin_d", "egfr"})  # the labs _same_day_rank ranks
@@ -2217,7 +2378,7 @@ def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[d
                                                                 and e.resource_type == "MedicationStatement"):
             if e.dose_date:
                 # By day numbers (as _supply_end): cheaper than a timedelta per dose.
-                out.append((e.dose_date, min(today, dt.date.fromordinal(e.dose_date.toordinal() + interval_days))))
+                out.append((e.dose_date, min(today, _from_ordinal(e.dose_date.toordinal() + interval_days))))
             continue
         if e.start is None or e.start > today:
             continue  # not started yet (a planned course): no exposure so far
@@ -2257,7 +2418,7 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     last_request = last_completed = None  # latest start of any order, of a completed one
     active, oncology_only = False, True
     first = latest = stopped = None
-    latest_key = dt.date.min
+    latest_key = _DAY_ZERO
     for e in events:
         rtype, status, start = e.resource_type, e.status, e.start
         if rtype == "MedicationRequest":
@@ -2275,7 +2436,7 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
         when = start or e.dose_date
         if when and (first is None or when < first):
             first = when
-        key = when or dt.date.min
+        key = when or _DAY_ZERO
         if latest is None or key > latest_key:  # the first of the latest, as max() picks
             latest, latest_key = e, key
         if status in _ENDED_STATUSES:
@@ -2349,7 +2510,7 @@ def _supply_end(start: dt.date | None, dispense: Mapping[str, Any]) -> dt.date |
     # A supply of more than ten years is a data error, not a supply: unknown (never an overflow).
     # By day numbers: a timedelta per order cost more than the rest of this. Past date.max
     # both ways raise (the order is skipped as unreadable).
-    return dt.date.fromordinal(start.toordinal() + int(days)) if days <= 3653 else None
+    return _from_ordinal(start.toordinal() + int(days)) if days <= 3653 else None
 
 
 def _planned(res: Mapping[str, Any]) -> dt.date | None:

@@ -124,16 +124,20 @@ def _without_shortcuts(monkeypatch):
     monkeypatch.setattr(record, "_exposure", _exposure_by_parts)
     monkeypatch.setattr(record, "_replace", dataclasses.replace)
     monkeypatch.setattr(record, "_quantity", record._any_quantity)
+    monkeypatch.setattr(record, "parse_date", lambda value: record._parse_date(value) if isinstance(value, str) else None)
+    monkeypatch.setattr(record, "_DATES", {})  # and none remembered from before
     monkeypatch.setattr(record._CodeMemo, "reading", lambda self, read, concept: read(concept))
     monkeypatch.setattr(record._CodeMemo, "names_in", lambda self, rtype, test, text: test(text))
     monkeypatch.setattr(record, "_plain_key", lambda rtype, concepts: None)
     monkeypatch.setattr(record._CodeMemo, "_by_code", lambda self, code: None)
+    monkeypatch.setattr(record, "_memo", [])  # a code memo of its own: no plan by code kept from before
     monkeypatch.setattr(record, "_BOUND_BY_SUBJECT", frozenset())
     monkeypatch.setattr(record, "_oldest_first", lambda items: sorted(items, key=record._by_date))
     monkeypatch.setattr(record, "_sorted_labs", lambda name, values: sorted(values, key=record._lab_order))
     monkeypatch.setattr(record._Builder, "_lab_value",
                         lambda self, value_set, value, unit, concept: record.lab_value(value_set, value, unit, concept))
     monkeypatch.setattr(record, "_value_plan", record._plan_values)
+    monkeypatch.setattr(record, "_usual_result", lambda plans: None)
     monkeypatch.setattr(record, "_has_fracture_set", lambda found: any(v.startswith(record.FRACTURE_SETS) for v in found))
     for cls in (record.BmdScore, record.Frax, record.Fracture, record.ConditionHit, record.Lab, record.FallConcern,
                 record.Surgery, record.CareEvent, record.MedEvent, record.AgentExposure, record.BinaryResult,
@@ -617,3 +621,63 @@ def test_a_plain_key_of_one_coding_is_the_loops(charts):
     assert len(concepts) > 1000
     for concept in concepts:
         assert record._plain(concept) == _plain_by_loop(concept), concept
+
+
+def test_a_remembered_date_is_the_date_read_afresh(monkeypatch):
+    """parse_date remembers each string's date: the same answer (type, value, the text a
+    partial date is quoted by) as reading it again, within its bound."""
+    texts = ["2024-03-05", "2024-03-05T10:30:00Z", " 2024-03-05 ", "2024", "2024-03", "2024-02-30",
+             "2024-13", "not a date", "", "20240305", "2024-03-05T25:00", "0001-01-01"]
+    for text in texts * 2:
+        remembered, fresh = record.parse_date(text), record._parse_date(text)
+        assert (type(remembered), remembered, str(remembered)) == (type(fresh), fresh, str(fresh)), text
+    assert record.parse_date(None) is None and record.parse_date(20240305) is None
+    monkeypatch.setattr(record, "_DATES_LIMIT", 3)
+    record._DATES.clear()
+    for day in range(1, 8):
+        assert record.parse_date(f"2024-01-0{day}") == dt.date(2024, 1, day)
+        assert len(record._DATES) <= 3
+    long = "2024-01-05" + " " * 100  # a string no FHIR date is that long: read, not kept
+    assert record.parse_date(long) == dt.date(2024, 1, 5) and long not in record._DATES
+
+
+def test_quantities_of_every_shape_read_as_the_plain_reader_does(monkeypatch):
+    """The usual Quantity read inline (a lab's value) and a whole number on _quantity's usual
+    path: the same as _any_quantity for numbers and units of every shape."""
+    values = [4.1, 4, 0, -0.0, 2 ** 53, 2 ** 60, 10 ** 400, True, "4.1", None, float("nan"), float("inf")]
+    units = [{"unit": "mg/dL"}, {"code": "mg/dL"}, {"unit": " mg/dL "}, {"code": 5}, {}, {"code": "", "unit": "mmol/L"}]
+    for value in values:
+        for unit in units:
+            quantity = {"value": value, **unit}
+            assert record._quantity(quantity) == record._any_quantity(quantity), quantity
+    units += [{"unit": "   "}, {"code": "mmol/L", "comparator": "<"}, {"code": "mg/dL", "comparator": None},
+              {"code": "mg/dL", "comparator": ""}, {"code": "mg/dL", "comparator": "ad"}]
+    # calcium (units checked), eGFR (read as reported, bounds kept apart), ALP (its own range),
+    # a T-score, a Z-score, FRAX, an hCG (read otherwise)
+    for code in ("17861-6", "33914-3", "6768-6", "38267-1", "85394-5", "90265-0", "19080-1"):
+        results = [_obs(f"c{i}", code, f"2026-01-{i % 28 + 1:02d}", valueQuantity={"value": value, **unit},
+                        referenceRange=[{"high": {"value": 120.0, "unit": "U/L"}}])
+                   for i, (value, unit) in enumerate((v, u) for v in values for u in units)]
+        results.append(_obs("panel", code, component=[{"code": {"text": "x"}, "valueQuantity": {"value": 1.0}}],
+                            valueQuantity={"value": 9.1, "unit": "mg/dL"}))
+        rec = _fast_and_slow(monkeypatch, *results)
+        assert rec.labs or rec.bmd or rec.frax or rec.pregnancy_tests, code
+
+
+def test_ranked_labs_and_drug_events_sort_as_their_keys_say():
+    """_sorted_labs by date alone when no two results share a day, and _exposures by start when
+    every event has one: the orders their full keys give, ties and undated items included."""
+    day = dt.date(2025, 1, 1)
+    for name in ("egfr", "vitamin_d", "calcium"):
+        for dates in ([day, day + dt.timedelta(1)], [day + dt.timedelta(1), day], [day, day], [None, day], [day], []):
+            labs = [record.Lab(name, 40.0 + i, "u", when, f"Observation/{i}") for i, when in enumerate(dates)]
+            assert record._sorted_labs(name, labs) == sorted(labs, key=record._lab_order), (name, dates)
+    builder = record._Builder(TODAY, record.DEFAULT)
+    starts = [day + dt.timedelta(2), None, day, day + dt.timedelta(2), None]
+    builder.events = [record.MedEvent("alendronate", "bisphosphonate", "MedicationRequest", f"r/{i}", "active",
+                                      start, None, day if start is None and i else None, False)
+                      for i, start in enumerate(starts)]
+    expected = sorted(builder.events, key=lambda e: e.start or e.dose_date or dt.date.min)
+    assert builder._exposures()["alendronate"].events == tuple(expected)
+    builder.events = [e for e in builder.events if e.start]
+    assert builder._exposures()["alendronate"].events == tuple(sorted(builder.events, key=lambda e: e.start))
