@@ -126,6 +126,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
                 "cards_held": state.get("cards_held"),
                 "resources_skipped": state.get("resources_skipped"),
                 "fetch_ms": state.get("fetch_ms"),
+                "prefetch_missing": state.get("prefetch_missing"),
+                "prefetch_failed": state.get("prefetch_failed"),
                 "feedback_outcomes": state.get("feedback_outcomes"),
                 "tenant": state.get("tenant"),
             },

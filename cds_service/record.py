@@ -1182,6 +1182,7 @@ class _Builder:
         self.binding = binding
         self.ignored: list[tuple[str, str]] = []
         self.patient: Mapping[str, Any] | None = None
+        self.more_patients: list[Mapping[str, Any]] = []  # further copies of the context Patient
         self.bmd: list[BmdScore] = []
         self.dxa_dates: set[dt.date] = set()
         self.frax: list[Frax] = []
@@ -1308,6 +1309,8 @@ class _Builder:
         # Same resource under two prefetch keys: read once. Only among resources that bound,
         # so another patient's Observation/x never hides the patient's own Observation/x.
         if key in self.seen and resource.get("id"):
+            if rtype == "Patient":
+                self.more_patients.append(resource)  # another copy: deceased if any copy says so
             return
         self.seen.add(key)
         try:
@@ -1362,7 +1365,9 @@ class _Builder:
     # --- Patient ------------------------------------------------------------
     def _read_Patient(self, res: Mapping[str, Any]) -> None:
         if self.patient is None:
-            self.patient = res
+            self.patient = res  # the first copy gives age and sex
+        else:
+            self.more_patients.append(res)
 
     # --- Observation --------------------------------------------------------
     def _read_Observation(self, res: Mapping[str, Any]) -> None:
@@ -1763,7 +1768,9 @@ class _Builder:
         if age is not None and not self._value_ok("age", age, _ref(patient)):
             birth = age = None  # e.g. birthDate 0001-01-01 or next year: age unknown, not 2025
         sex = patient.get("gender") if isinstance(patient.get("gender"), str) else None
-        deceased = self._deceased(patient)
+        # Fails closed: two copies of the patient that disagree (under two prefetch keys,
+        # one deceased) are deceased, whichever came first.
+        deceased = self._deceased(patient) or any(self._deceased(p) for p in self.more_patients)
 
         fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
                                           s.fracture_event_window_days))

@@ -239,8 +239,10 @@ class FhirClient:
         back with every page's entries merged (up to max_pages pages)."""
         url = self.url_for(relative)
         first = self._get_json(url, "the query")
-        if first.get("resourceType") != "Bundle" or "?" not in relative:
+        if "?" not in relative:
             return first  # a read answered with a Bundle is refused by the caller, unpaged
+        if first.get("resourceType") != "Bundle":
+            raise search_problem(first)  # e.g. a 200 with an OperationOutcome: the search failed
         return self._all_pages(first, url, relative)
 
     def rest_of(self, bundle: dict[str, Any], relative: str) -> dict[str, Any]:
@@ -267,10 +269,16 @@ class FhirClient:
             page = self._get_json(page_url, "a Bundle next link")
             if page.get("resourceType") != "Bundle":
                 raise FhirError("bad_response", "a Bundle page was not a Bundle")
+            if page.get("type", "searchset") != "searchset":
+                raise search_problem(page)
             entries.extend(_entries(page))
             pages += 1
         merged = {k: v for k, v in first.items() if k not in ("entry", "link")}
         merged["entry"] = entries
+        # Every page's outcome entries, the first page's type and total, against all the matches.
+        problem = search_problem(merged)
+        if problem is not None:
+            raise problem
         merged["total"] = len(entries)
         return merged
 
@@ -298,6 +306,64 @@ class FhirClient:
         log.warning("refused a Bundle next link", extra={"resource_type": path, "problem": why})
         raise FhirError("next_link_refused", f"refused to follow a Bundle next link: {why} "
                                              f"(a {path} search for this patient was asked for)")
+
+
+_FAILED_SEVERITIES = ("error", "fatal")
+
+
+def search_problem(answer: Any) -> FhirError | None:
+    """Why a search's answer (fetched, or sent as prefetch) is no search result, or None.
+
+    A server may answer a failed search with 200 (FHIR R4 3.1.0.1.1, 3.1.1.4): an
+    OperationOutcome instead of a Bundle, or a searchset whose entry with search.mode
+    `outcome` holds an OperationOutcome of severity error or fatal (warning and
+    information ones come beside real results: fine). Also no result: a Bundle of
+    another type (transaction-response, batch-response, ...; a Bundle without `type`,
+    invalid FHIR, is read as a searchset), and a searchset whose `total`, the number of
+    matches (outcome and include entries not counted), is more than the matches it
+    carries with no `next` link to the rest: read as "no data", any of them would lose
+    what the rules need (a pregnancy test, a dialysis, a bone drug).
+
+    Entries kept as text (fhir.deferred) are counted as matches unread: deferred.py
+    keeps no entry array that could hold an outcome entry as text."""
+    if not isinstance(answer, dict) or answer.get("resourceType") != "Bundle":
+        rtype = answer.get("resourceType") if isinstance(answer, dict) else None
+        if rtype == "OperationOutcome":
+            return FhirError("search_failed", "the FHIR server answered the search with an OperationOutcome "
+                                              "(the search failed)")
+        return FhirError("bad_response", f"the FHIR server answered a search with a {str(rtype)[:64]}, "
+                                         "not a Bundle")
+    btype = answer.get("type", "searchset")
+    if btype != "searchset":
+        return FhirError("bad_response", f"a search answered with a Bundle of type {str(btype)[:64]}, "
+                                         "not a searchset")
+    entries = answer.get("entry")
+    matches = 0
+    for entry in entries if isinstance(entries, list) else ():
+        if type(entry) is dict:
+            search = entry.get("search")
+            mode = search.get("mode") if type(search) is dict else None
+            if mode == "outcome":
+                if _failed_outcome(entry.get("resource")):
+                    return FhirError("search_failed", "the search's Bundle carries an OperationOutcome of "
+                                                      "severity error or fatal (the search failed)")
+                continue
+            if mode == "include":
+                continue
+        matches += 1
+    total = answer.get("total")
+    if type(total) is int and total > matches and next_link(answer) is None:
+        return FhirError("incomplete_search", f"the search's Bundle says {total} matches but carries "
+                                              f"{matches}, with no next link to the rest")
+    return None
+
+
+def _failed_outcome(resource: Any) -> bool:
+    if not isinstance(resource, dict) or resource.get("resourceType") != "OperationOutcome":
+        return False
+    issues = resource.get("issue")
+    return any(isinstance(issue, dict) and issue.get("severity") in _FAILED_SEVERITIES
+               for issue in (issues if isinstance(issues, list) else ()))
 
 
 def _too_large() -> FhirError:

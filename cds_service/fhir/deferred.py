@@ -103,7 +103,8 @@ def _object(members: dict[str, Deferred]) -> dict[str, Any]:
     entry = value.get("entry")
     if entry is not None:
         deferrable = (len(entry) >= _SMALL_VALUE_BYTES and value.get("resourceType") == "Bundle"
-                      and bytes(memoryview(entry)[:1]) == b"[" and not _may_name_an_alias(entry))
+                      and bytes(memoryview(entry)[:1]) == b"[" and not _may_name_an_alias(entry)
+                      and _OUTCOME.search(entry) is None)
         value["entry"] = _decode(entry, type=list[Deferred]) if deferrable else _decode(entry)
     return value
 
@@ -116,9 +117,14 @@ def _object(members: dict[str, Deferred]) -> dict[str, Any]:
 # plainly, or an escape of a character either could be spelled with
 # (f, u, l, U, r, n, ":"; the escape of an "é" is no such). Search results from a
 # FHIR server carry http(s) fullUrls; "urn:oid:" code systems are no alias.
+# Likewise the prefetch checks (client.search_problem) look for an entry with
+# search.mode "outcome" (a failed search) without reading the entries kept as
+# text: a Bundle whose entries hold "outcome" (the mode, or a Procedure.outcome)
+# or an escape of one of its letters (o, u, t, c, m, e) is parsed at once.
 # Searched in place (no copy).
 _URN_FULL_URL = re.compile(rb'"fullUrl"[ \t\r\n]*:[ \t\r\n]*"urn:')
-_ESCAPED_LETTER = re.compile(rb"\\u00(?:66|75|6[cC]|55|72|6[eE]|3[aA])")
+_ESCAPED_LETTER = re.compile(rb"\\u00(?:66|75|6[cC]|55|72|6[eE]|3[aA]|6[fF]|74|63|6[dD]|65)")
+_OUTCOME = re.compile(rb"outcome")
 
 
 def _may_name_an_alias(text: Deferred) -> bool:

@@ -4,8 +4,9 @@ CDS Hooks semantics: a key the client sent as null (or as an empty Bundle)
 means "there is no such data"; a key left out means "not prefetched", and the
 service must fetch it from fhirServer itself. The public sandbox leaves out
 every key whose query failed, and sends nothing about the user we do not ask
-for, so only keys the rules truly need can lead to 412.
-"""
+for, so only keys the rules truly need can lead to 412. Other clients send an
+OperationOutcome, or a Bundle that says its search failed: fetched too, never
+read as "no data" (client.search_problem)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from urllib.parse import quote, unquote
 
 from cds_service.config import Settings
 from cds_service.fhir.allowlist import FhirServerAllowlist, NotAllowed
-from cds_service.fhir.client import FhirClient, FhirError, next_link
+from cds_service.fhir.client import FhirClient, FhirError, next_link, search_problem
 
 if TYPE_CHECKING:
     import requests
@@ -34,11 +35,13 @@ class PrefetchError(Exception):
     """The data the rules need cannot be had (HTTP 412)."""
 
     def __init__(self, missing: dict[str, str], kinds: tuple[str, ...] = (),
-                 failed: dict[str, str] | None = None):
+                 failed: dict[str, str] | None = None, failed_kinds: dict[str, str] | None = None):
         super().__init__("required prefetch data is missing")
         self.missing = missing  # required key -> reason
         self.failed = failed if failed is not None else dict(missing)  # every key that failed -> reason
         self.kinds = kinds  # FhirError kinds met on the way, for metrics
+        # every key that failed -> a fixed label (a FhirError kind, "no_fhir_server", ...), for the log line
+        self.failed_kinds = failed_kinds if failed_kinds is not None else {}
 
 
 class PrefetchInvalid(Exception):
@@ -103,7 +106,8 @@ def _check_sent_value(key: str, value: Any, context: Mapping[str, Any]) -> Any:
     """Return the usable value of a sent key, or raise PrefetchInvalid.
 
     An OperationOutcome in place of data means the client's own query failed:
-    treated as "not prefetched" so the service fetches it (returns ...)."""
+    treated as "not prefetched" so the service fetches it (returns ...), as is
+    a search Bundle that says its search failed (client.search_problem)."""
     if value is None:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
@@ -116,7 +120,13 @@ def _check_sent_value(key: str, value: Any, context: Mapping[str, Any]) -> Any:
         if value["resourceType"] != "Patient":
             raise PrefetchInvalid("prefetch.patient must be a Patient resource", key)
         sent_id = value.get("id")
-        if sent_id is not None and str(sent_id) != str(context.get("patientId")):
+        if sent_id is None:
+            # Binding reads a Patient only by its id: one without would pass unread, its
+            # deceased flag and age lost. Taking it for the context patient would trust an
+            # unnamed record to be this patient's; the client can send it with its id.
+            raise PrefetchInvalid("prefetch.patient has no id; it must be the Patient context.patientId "
+                                  "names, with that id", key)
+        if sent_id != context.get("patientId"):
             # Mixing two patients' data is the one mistake a CDS service must not make.
             raise PrefetchInvalid("prefetch.patient.id does not match context.patientId", key)
     return value
@@ -136,9 +146,19 @@ def resolve_prefetch(
     data: dict[str, Any] = {}
     to_fetch: list[str] = []
     to_complete: list[str] = []  # sent first pages of a longer search
+    sent_failed: dict[str, FhirError] = {}  # sent keys whose client query failed: fetched instead
     for key in templates:
         if key in sent:
             value = _check_sent_value(key, sent[key], context)
+            if value is ...:
+                sent_failed[key] = FhirError("search_failed", "the CDS client sent an OperationOutcome "
+                                                              "(its query failed)")
+            elif "?" in templates[key] and isinstance(value, dict) \
+                    and value.get("resourceType") == "Bundle":
+                problem = search_problem(value)
+                if problem is not None:
+                    sent_failed[key] = problem
+                    value = ...
             if value is not ...:
                 data[key] = value
                 if next_link(value) is not None:
@@ -148,16 +168,23 @@ def resolve_prefetch(
 
     fetched: list[str] = []
     failures: dict[str, str] = {}
-    kinds: list[str] = []
+    failed_kinds: dict[str, str] = {}  # key -> a fixed label of why (logged)
+    kinds: list[str] = []  # counted in cds_fhir_fetch_errors_total
     if to_fetch or to_complete:
-        client, why_not = _client_for(body, settings, allowlist, session)
+        client, why_not, why_kind = _client_for(body, settings, allowlist, session)
+        if why_kind == "server_not_allowed":
+            kinds.extend(why_kind for _ in range(len(to_fetch) + len(to_complete)))
         jobs: dict[str, Callable[[], Any]] = {}
         for key in to_fetch:
             relative = render_template(templates[key], context)
+            was = sent_failed.get(key)
             if client is None:
-                failures[key] = f"not prefetched, and {why_not}"
+                failures[key] = (f"the prefetched value is unusable ({was.message}), and {why_not}"
+                                 if was else f"not prefetched, and {why_not}")
+                failed_kinds[key] = was.kind if was else why_kind
             elif relative is None:
                 failures[key] = "the context has no usable value for its query"
+                failed_kinds[key] = "no_context_value"
             else:
                 jobs[key] = functools.partial(_read, client, relative)
         for key in to_complete:
@@ -167,9 +194,11 @@ def resolve_prefetch(
                 # The first page stays: for a key the rules can do without,
                 # part of the list is better than none.
                 failures[key] = f"the prefetched Bundle has more pages (a next link), and {why_not}"
+                failed_kinds[key] = why_kind
             elif relative is None:
                 failures[key] = ("the prefetched Bundle has more pages (a next link), and the context "
                                  "has no usable value for its query")
+                failed_kinds[key] = "no_context_value"
             else:
                 jobs[key] = functools.partial(client.rest_of, data[key], relative)
         # Each key is tried whatever happens to the others, several at a
@@ -177,6 +206,7 @@ def resolve_prefetch(
         for key, outcome in _run_all(jobs, settings.fhir_concurrency).items():
             if isinstance(outcome, FhirError):
                 failures[key] = outcome.message
+                failed_kinds[key] = outcome.kind
                 kinds.append(outcome.kind)
             else:
                 data[key] = outcome
@@ -184,10 +214,11 @@ def resolve_prefetch(
 
     missing = {k: v for k, v in failures.items() if k in required}
     if missing:
-        raise PrefetchError(missing, tuple(kinds), failed=failures)
+        raise PrefetchError(missing, tuple(kinds), failed=failures, failed_kinds=failed_kinds)
     for key in failures:
         data.setdefault(key, None)
-        log.warning("optional prefetch key unavailable", extra={"prefetch_key": key})
+        log.warning("optional prefetch key unavailable",
+                    extra={"prefetch_key": key, "problem": failed_kinds.get(key)})
 
     total = sum(count_resources(v) for v in data.values())
     if total > settings.max_prefetch_resources:
@@ -238,11 +269,11 @@ def _checked_read(relative: str, resource: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-def _client_for(body, settings, allowlist, session) -> tuple[FhirClient | None, str]:
-    """A client for the request's fhirServer, or None and why not."""
+def _client_for(body, settings, allowlist, session) -> tuple[FhirClient | None, str, str]:
+    """A client for the request's fhirServer, or None, why not and a fixed label for it."""
     server = body.get("fhirServer")
     if not server:
-        return None, "the request names no fhirServer to fetch it from"
+        return None, "the request names no fhirServer to fetch it from", "no_fhir_server"
     auth = body.get("fhirAuthorization") or {}
     try:
         return FhirClient(
@@ -256,6 +287,6 @@ def _client_for(body, settings, allowlist, session) -> tuple[FhirClient | None, 
             max_url_length=settings.fhir_max_url_length,
             max_bytes=settings.max_body_bytes,
             session=session,
-        ), ""
+        ), "", ""
     except NotAllowed as exc:
-        return None, str(exc)
+        return None, str(exc), "server_not_allowed"

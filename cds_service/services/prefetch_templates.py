@@ -62,13 +62,22 @@ OBSERVATION_KEYS: dict[str, tuple[str, ...]] = {
 BARE_SNOMED_KEYS = frozenset({"fractureFindings"})  # SNOMED CT codes written without their system
 
 # Without these the rules would decide on a false picture (e.g. "no bone drug"
-# when the drugs simply could not be read), so their absence is a 412.
-# MedicationStatement and Procedure searches, and fracture findings, are not
-# supported by every FHIR server; when they fail the rules go on with what
-# the other keys give.
+# when the drugs simply could not be read), so their absence is a 412:
+# `safetyLabs` holds what critical safety cards decide on (hCG and pregnancy
+# status for C-SAFE-PREGNANCY; creatinine and weight for the Cockcroft-Gault
+# clearance of C-SAFE-RENAL), on every hook.
+# MedicationStatement searches and fracture findings are not supported by every
+# FHIR server; when they fail the rules go on with what the other keys give.
 REQUIRED: frozenset[str] = frozenset(
-    {"patient", "observations", "conditions", "medicationRequests", "medicationAdministrations"}
+    {"patient", "observations", "safetyLabs", "conditions", "medicationRequests", "medicationAdministrations"}
 )
+# On the order hooks `procedures` too: a dialysis Procedure makes C-SAFE-RENAL (zoledronic
+# acid) and C-SAFE-DMAB-CKD critical for the drug being ordered now. On patient-view it
+# stays optional: Procedure search is not supported by every FHIR server, and a chart
+# open with it missing would otherwise be a 412 on every open; what it decides there (an
+# active zoledronic acid on dialysis known only by a Procedure) is judged again, with
+# procedures required, when the next dose is ordered.
+REQUIRED_ON_ORDERS: frozenset[str] = REQUIRED | {"procedures"}
 
 
 def observation_sets(key: str, terminology: Terminology) -> tuple[str, ...]:
