@@ -1171,8 +1171,8 @@ _LABS_WITH_RANGE = frozenset({"alp"})  # ALP is read against the lab's own upper
 class _Builder:
     # Slots: more than 30 instance attributes would leave the dict unshared and every
     # attribute read a keyed look-up (the record's hot loop reads several per resource).
-    __slots__ = ("today", "settings", "binding", "ignored", "patient", "bmd", "dxa_dates", "frax", "fractures",
-                 "conditions", "events", "labs", "smoking", "fall_risk", "drafts", "skipped", "bundle_faults",
+    __slots__ = ("today", "settings", "binding", "ignored", "patient", "more_patients", "bmd", "dxa_dates", "frax",
+                 "fractures", "conditions", "events", "labs", "smoking", "fall_risk", "drafts", "skipped", "bundle_faults",
                  "seen", "ignored_keys", "trauma_dates", "pregnancy_tests", "fall_concern", "surgeries", "cancelled",
                  "care", "tests_done", "found", "concepts", "concept_sets", "plan", "ref", "codes", "believable")
 
