@@ -17,6 +17,7 @@ plain-http loopback FHIR servers allowed).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,9 +51,12 @@ def _int(raw: str) -> int:
 
 def _float(raw: str) -> float:
     try:
-        return float(raw.strip())
+        value = float(raw.strip())
     except ValueError:
         raise SettingsError(f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"expected a finite number, got {raw!r}")
+    return value
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -125,6 +129,12 @@ SETTINGS: tuple[Setting, ...] = (
             "SQLAlchemy URL of the feedback store: a SQLite file by default, "
             "e.g. `postgresql+psycopg://user@host/db` in production.",
             probe=checks.database_url, secret=True),
+    Setting("database_timeout_seconds", "CDS_DATABASE_TIMEOUT_SECONDS", _float, 5.0,
+            "Longest wait for the database in a request: connecting (at least 2 s), a pooled connection, "
+            "each statement's reply (on PostgreSQL also the server's statement_timeout, and TCP keepalives). "
+            "A database that does not answer in time is a 503 with Retry-After; /readyz waits at most 2 s. "
+            "Migrations and `cds-service purge` are not bounded.",
+            check=checks.more_than(0, ' s')),
     Setting("auto_migrate", "CDS_AUTO_MIGRATE", _bool, True,
             "Bring the database schema up to date when the app starts (`cds-service migrate` does it on demand)."),
     Setting("allowed_fhir_servers", "CDS_ALLOWED_FHIR_SERVERS", _csv, (),
@@ -382,6 +392,7 @@ class Settings:
     routine_card_budget: int = 1
     retention_days: int = 730
     extra_valuesets_dir: str = ""
+    database_timeout_seconds: float = 5.0
 
     @property
     def development(self) -> bool:

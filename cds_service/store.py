@@ -24,6 +24,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from cds_service import db_bounds
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -156,11 +158,15 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, timeout: float | None = None) -> Engine:
+    """`timeout`: the bound on every wait for the database, in seconds
+    (CDS_DATABASE_TIMEOUT_SECONDS; cds_service.db_bounds). None: libpq's and
+    the pool's own (the commands that migrate or purge, which may take long)."""
     # No pool_pre_ping: it cost a round trip on every checkout, doubling the
     # hook call's two (the quieting lookup, the issued-cards insert). A pooled
     # connection found dead is retried instead (Store._retrying).
     kwargs: dict[str, Any] = {"future": True}
+    bounds = db_bounds.engine_options(sa.engine.make_url(url), timeout) if timeout is not None else {}
     if url.startswith("sqlite"):
         # Flask serves requests on several threads; one SQLite file is shared.
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -173,9 +179,14 @@ def make_engine(url: str) -> Engine:
         # An unreachable server is an error within seconds, not a request
         # held until the client gives up.
         kwargs["connect_args"] = {"connect_timeout": 5}
+    if bounds:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **bounds.pop("connect_args", {})}
+        kwargs.update(bounds)
     engine = sa.create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    if timeout is not None:
+        db_bounds.install(engine, timeout)
     return engine
 
 
@@ -279,8 +290,8 @@ class Store:
         self._compiled_forms: dict[Any, _Compiled] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> "Store":
-        return cls(make_engine(url))
+    def from_url(cls, url: str, timeout: float | None = None) -> "Store":
+        return cls(make_engine(url, timeout))
 
     def _compiled(self, key: Any, statement: Callable[[], sa.Select | sa.Insert]) -> _Compiled:
         compiled = self._compiled_forms.get(key)
@@ -358,7 +369,9 @@ class Store:
         try:
             return work()
         except sa.exc.DBAPIError as exc:
-            if not exc.connection_invalidated:
+            # A database that did not answer in time is hung, not restarted:
+            # trying again would only wait as long again.
+            if not exc.connection_invalidated or isinstance(exc.orig, db_bounds.DatabaseTimeout):
                 raise
         return (then or work)()
 
