@@ -159,8 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_legacy_jwt_algs", "CDS_ALLOW_LEGACY_JWT_ALGS", _bool, False,
             "Also accept ES256 and RS256 client JWTs (CDS Hooks 2.0 asks for ES384/RS384)."),
     Setting("patient_hash_secret", "CDS_PATIENT_HASH_SECRET", _str, "",
-            "Server secret (at least 32 characters) keying the hash of fhirServer and patient id stored with "
-            "each issued card, so feedback can quiet a card for that patient; production refuses to start "
+            "Server secret (at least 32 characters) keying the hash of patient id, fhirServer and the verified "
+            "client's issuer stored with each issued card, so feedback can quiet a card for that patient; production refuses to start "
             "without it. Development profile: made once and kept in a file beside the SQLite database.",
             check=checks.min_length(MIN_SECRET_LENGTH, "e.g. `openssl rand -hex 32`"),
             probe=checks.required_in_production(f"at least {MIN_SECRET_LENGTH} characters, e.g. `openssl rand "

@@ -4,7 +4,7 @@ and JWT ids already used.
 SQLAlchemy Core over any SQLAlchemy URL: a SQLite file by default, PostgreSQL
 in production. No patient identifier is stored: a card is kept as its uuid,
 the service and rule that produced it, the hookInstance and a keyed hash of
-fhirServer and patient id (cds_service.patient_key), so feedback can be tied
+patient id, fhirServer and client issuer (cds_service.patient_key), so feedback can be tied
 to a rule, and to "the same patient" for quieting, without keeping who the
 patient is. `purge` deletes what is older than the retention period.
 """
@@ -47,7 +47,7 @@ issued_cards = sa.Table(
     sa.Column("hook_instance", sa.String(128), nullable=False),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("suggestion_uuids", sa.Text, nullable=False, default="[]"),
-    # HMAC of fhirServer and patient id; null for cards issued before it existed.
+    # HMAC of patient id, fhirServer and client issuer; null for cards issued before it existed.
     sa.Column("patient_key", sa.String(64), nullable=True),
 )
 sa.Index("ix_issued_cards_card_id", issued_cards.c.card_id)
