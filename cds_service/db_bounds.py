@@ -113,7 +113,8 @@ def install(engine: Any, timeout: float) -> None:
         params = dict(cparams)  # the engine's own: never changed in place
         override = _override.get()
         if override is not None:
-            params["connect_timeout"] = min(params.get("connect_timeout", 10**6), connect_timeout(override))
+            # The URL's own value, if it wins, is a string.
+            params["connect_timeout"] = min(int(params.get("connect_timeout", 10**6)), connect_timeout(override))
         return connection_class.connect(*cargs, **params)
 
 

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from cds_service import db_bounds
 from cds_service.protocol.runtime import runtime
 from db_for_tests import database_url
 from jwt_for_tests import client_key
@@ -170,7 +171,7 @@ def test_the_url_keeps_its_own_options_beside_the_statement_timeout(tmp_path):
 
     with database_url("postgresql", tmp_path) as url:
         schema = sa.engine.make_url(url).query["options"].split("=", 1)[1]
-        engine = make_engine(url + "&keepalives_idle=77", timeout=1.5)
+        engine = make_engine(url + "&keepalives_idle=77&connect_timeout=10", timeout=1.5)
         try:
             with engine.connect() as conn:
                 assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "1500ms"
@@ -178,5 +179,8 @@ def test_the_url_keeps_its_own_options_beside_the_statement_timeout(tmp_path):
                 dbapi = conn.connection.dbapi_connection
                 assert dbapi.info.get_parameters()["keepalives_idle"] == "77"
                 assert dbapi.info.get_parameters()["tcp_user_timeout"] == "1500"
+            engine.dispose()
+            with db_bounds.bounded(2), engine.connect() as conn:  # /readyz's bound, beside the URL's own
+                assert conn.execute(sa.text("SELECT 1")).scalar() == 1
         finally:
             engine.dispose()
