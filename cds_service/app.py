@@ -46,13 +46,20 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
 
-    store = Store.from_url(settings.database_url)
+    store = Store.from_url(settings.database_url, timeout=settings.database_timeout_seconds)
     if settings.auto_migrate:
         # Imported only here: a worker that `cds-service serve` started (it
         # migrated first) never loads Alembic, about 10 MB less per worker.
         from cds_service import migrations
+        from cds_service.store import make_engine
 
-        migrations.upgrade(store.engine)
+        # On an engine of its own, without the requests' time bound: a
+        # migration may take longer, or wait for another replica's.
+        engine = make_engine(settings.database_url)
+        try:
+            migrations.upgrade(engine)
+        finally:
+            engine.dispose()
     # Every thread's concurrent FHIR queries keep their connections for reuse
     # (requests' default pool keeps 10 per host).
     http = LazySession(pool_maxsize=max(10, settings.threads * settings.fhir_concurrency))

@@ -17,6 +17,7 @@ plain-http loopback FHIR servers allowed).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,9 +51,12 @@ def _int(raw: str) -> int:
 
 def _float(raw: str) -> float:
     try:
-        return float(raw.strip())
+        value = float(raw.strip())
     except ValueError:
         raise SettingsError(f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"expected a finite number, got {raw!r}")
+    return value
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -124,7 +128,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", "CDS_DATABASE_URL", _str, "sqlite:///cds_service.db",
             "SQLAlchemy URL of the feedback store: a SQLite file by default, "
             "e.g. `postgresql+psycopg://user@host/db` in production.",
-            probe=checks.database_url, secret=True),
+            check=checks.database_url, probe=checks.database_url_usable, secret=True),
+    Setting("database_timeout_seconds", "CDS_DATABASE_TIMEOUT_SECONDS", _float, 5.0,
+            "Longest wait for the database in a request: connecting (at least 2 s), a pooled connection, "
+            "each statement's reply (on PostgreSQL also the server's statement_timeout, and TCP keepalives). "
+            "A database that does not answer in time is a 503 with Retry-After; /readyz waits at most 2 s. "
+            "Migrations and `cds-service purge` are not bounded.",
+            check=checks.more_than(0, ' s')),
     Setting("auto_migrate", "CDS_AUTO_MIGRATE", _bool, True,
             "Bring the database schema up to date when the app starts (`cds-service migrate` does it on demand)."),
     Setting("allowed_fhir_servers", "CDS_ALLOWED_FHIR_SERVERS", _csv, (),
@@ -149,8 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_legacy_jwt_algs", "CDS_ALLOW_LEGACY_JWT_ALGS", _bool, False,
             "Also accept ES256 and RS256 client JWTs (CDS Hooks 2.0 asks for ES384/RS384)."),
     Setting("patient_hash_secret", "CDS_PATIENT_HASH_SECRET", _str, "",
-            "Server secret (at least 32 characters) keying the hash of fhirServer and patient id stored with "
-            "each issued card, so feedback can quiet a card for that patient; production refuses to start "
+            "Server secret (at least 32 characters) keying the hash of patient id, fhirServer and the verified "
+            "client's issuer stored with each issued card, so feedback can quiet a card for that patient; production refuses to start "
             "without it. Development profile: made once and kept in a file beside the SQLite database.",
             check=checks.min_length(MIN_SECRET_LENGTH, "e.g. `openssl rand -hex 32`"),
             probe=checks.required_in_production(f"at least {MIN_SECRET_LENGTH} characters, e.g. `openssl rand "
@@ -277,10 +287,13 @@ SETTINGS: tuple[Setting, ...] = (
             "A DXA ordered sooner than this many months after the last one is flagged as a duplicate.",
             check=checks.at_least(0)),
     Setting("dxa_interval_months", "CDS_DXA_INTERVAL_MONTHS", _int, 24,
-            "Months between DXA scans for patients on therapy or with osteoporosis.",
-            check=checks.at_least(1)),
+            "Months between DXA scans for patients on therapy or with osteoporosis "
+            "(at least CDS_DXA_DUPLICATE_MONTHS).",
+            check=checks.all_of(checks.at_least(1),
+                                checks.above("dxa_duplicate_months", "CDS_DXA_DUPLICATE_MONTHS", or_equal=True))),
     Setting("osteopenia_dxa_years", "CDS_OSTEOPENIA_DXA_YEARS", _int_list, (2, 3, 5),
-            "Repeat-DXA years in untreated osteopenia for lowest T <= -2.0, -1.5 to -1.99, > -1.5 (design choice).",
+            "Repeat-DXA years in untreated osteopenia for lowest T <= -2.0, -1.5 to -1.99, > -1.5 (design choice; "
+            "at least 1 each, none shorter than the one before).",
             check=checks.three_numbers),
     Setting("vhr_include_falls", "CDS_VHR_INCLUDE_FALLS", _bool, True,
             "Count a history of injurious falls (a fall with injury, or a fall coded next to a fracture) as very high fracture risk (AACE 2020); a positive fall-risk screen alone does not count."),
@@ -290,9 +303,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Weeks after the 6-month denosumab interval before a missed dose is overdue.",
             check=checks.at_least(0)),
     Setting("calcium_lower_mg_dl", "CDS_CALCIUM_LOWER_MG_DL", _float, 8.5,
-            "Lower limit of (albumin-corrected) serum calcium, mg/dL."),
+            "Lower limit of (albumin-corrected) serum calcium, mg/dL.",
+            check=checks.more_than(0)),
     Setting("calcium_upper_mg_dl", "CDS_CALCIUM_UPPER_MG_DL", _float, 10.5,
-            "Upper limit of (albumin-corrected) serum calcium, mg/dL."),
+            "Upper limit of (albumin-corrected) serum calcium, mg/dL (above CDS_CALCIUM_LOWER_MG_DL).",
+            check=checks.above("calcium_lower_mg_dl", "CDS_CALCIUM_LOWER_MG_DL")),
     Setting("long_term_corticosteroid_days", "CDS_LONG_TERM_CORTICOSTEROID_DAYS", _int, 90,
             "Days on an active systemic corticosteroid after which it counts as long-term (also the 3 months of C-GIOP).",
             check=checks.at_least(0)),
@@ -382,6 +397,7 @@ class Settings:
     routine_card_budget: int = 1
     retention_days: int = 730
     extra_valuesets_dir: str = ""
+    database_timeout_seconds: float = 5.0
 
     @property
     def development(self) -> bool:

@@ -1,8 +1,10 @@
 """The keyed hash that ties an issued card to its patient without saying who
-the patient is: HMAC-SHA256 over the request's fhirServer and patient id,
-keyed with a server secret (CDS_PATIENT_HASH_SECRET). A call without
-fhirServer passes the verified client's issuer and tenant in its place
-(protocol.hooks._patient_namespace).
+the patient is: HMAC-SHA256 over the patient's namespace and id, keyed with a
+server secret (CDS_PATIENT_HASH_SECRET). The namespace
+(protocol.hooks._patient_namespace) is the verified client's issuer and
+tenant with the request's fhirServer when a client JWT was verified (so one
+trusted EHR cannot quiet another's cards by naming its fhirServer), and the
+fhirServer alone without authentication.
 
 Feedback names only a card uuid; the hash stored with that card lets the
 service quiet the card for the same patient later. Without the secret the
@@ -35,7 +37,8 @@ log = logging.getLogger(__name__)
 
 
 def patient_key(secret: bytes, fhir_server: str | None, patient_id: str) -> str:
-    """64 hex characters. The same patient id on two FHIR servers is two patients."""
+    """64 hex characters. The same patient id in two namespaces (FHIR servers,
+    issuers) is two patients."""
     message = f"{(fhir_server or '').rstrip('/')}\x00{patient_id}".encode()
     mac = _keyed(secret).copy()
     mac.update(message)

@@ -61,7 +61,32 @@ def not_empty(value: str, _values: Mapping[str, Any]) -> str | None:
 def three_numbers(value: tuple[int, ...], _values: Mapping[str, Any]) -> str | None:
     if len(value) != 3:
         return f"needs three numbers of years, e.g. 2,3,5; got {len(value)}"
+    if min(value) < 1:
+        return f"every interval must be at least 1 year, got {','.join(map(str, value))}"
+    if list(value) != sorted(value):
+        return (f"the intervals must not shrink as the T-score improves (lowest T first: <= -2.0, "
+                f"-1.5 to -1.99, > -1.5), e.g. 2,3,5; got {','.join(map(str, value))}")
     return None
+
+
+def all_of(*checks: Check) -> Check:
+    """The first problem any of `checks` finds."""
+    def check(value: Any, values: Mapping[str, Any]) -> str | None:
+        return next((problem for c in checks if (problem := c(value, values))), None)
+    return check
+
+
+def above(other: str, other_env: str, *, or_equal: bool = False) -> Check:
+    """A range's upper end, checked against its lower end (the setting `other`)."""
+    def check(value: Any, values: Mapping[str, Any]) -> str | None:
+        low = values.get(other)
+        if low is None:
+            return None  # the other end was refused itself
+        if value < low or (value == low and not or_equal):
+            word = "at least" if or_equal else "above"
+            return f"must be {word} {other_env} ({low:g}), got {value:g}"
+        return None
+    return check
 
 
 def min_length(length: int, example: str) -> Check:
@@ -121,8 +146,9 @@ SUPPORTED_DATABASES = "postgresql+psycopg://user@host/db or sqlite:///path/to/fi
 
 
 def database_url(value: str, _values: Mapping[str, Any]) -> str | None:
+    """The URL's form (a check: refused by every command, and by create_app)."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     if not value:
         return f"not set; set a database URL: {SUPPORTED_DATABASES}"
@@ -130,20 +156,43 @@ def database_url(value: str, _values: Mapping[str, Any]) -> str | None:
         url = make_url(value)
     except ArgumentError:
         return f"is not a database URL; use {SUPPORTED_DATABASES}"
-    backend, driver = url.get_backend_name(), url.get_driver_name()
-    if backend == "postgresql":
-        if driver != "psycopg":
-            return (f"driver {driver!r} is not supported; write the URL as postgresql+psycopg://... "
-                    "(psycopg 3, which cooperates with the server's gevent worker)")
+    backend = url.get_backend_name()
+    if backend not in ("postgresql", "sqlite"):
+        return f"{backend} databases are not supported; use {SUPPORTED_DATABASES}"
+    try:
+        driver = url.get_driver_name()
+    except NoSuchModuleError:  # e.g. postgresql+foo: SQLAlchemy knows no such driver
+        driver = url.drivername.partition("+")[2]
+    if backend == "postgresql" and driver != "psycopg":
+        return (f"driver {driver!r} is not supported; write the URL as postgresql+psycopg://... "
+                "(psycopg 3, which cooperates with the server's gevent worker)")
+    if backend == "sqlite" and (driver != "pysqlite" or _in_memory(url)):
+        if driver != "pysqlite":
+            return f"driver {driver!r} is not supported; write the URL as sqlite:///path/to/file.db"
+        # Each connection of the pool, and each worker, would have a database of its
+        # own: the schema on one, the hook calls' writes failing on the others (503).
+        return ("an in-memory SQLite database is not supported (each connection and each worker "
+                "would have its own); use a file, e.g. sqlite:///path/to/cds.db")
+    return None
+
+
+def _in_memory(url: Any) -> bool:
+    return (url.database in (None, "", ":memory:") or url.database.startswith("file::memory:")
+            or url.query.get("mode") == "memory")
+
+
+def database_url_usable(value: str, _values: Mapping[str, Any]) -> str | None:
+    """What the URL needs on this machine (a probe): the driver installed, the
+    SQLite file's folder writable. Runs after database_url accepted its form."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(value)
+    if url.get_backend_name() == "postgresql":
         if importlib.util.find_spec("psycopg") is None:
             return ("needs the PostgreSQL driver, which is not installed: "
                     "pip install 'osteoporosis-cds-service[postgres]' (in a checkout: pip install '.[postgres]')")
         return None
-    if backend != "sqlite":
-        return f"{backend} databases are not supported; use {SUPPORTED_DATABASES}"
     path = url.database
-    if path in (None, "", ":memory:"):
-        return None
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):

@@ -4,7 +4,7 @@ and JWT ids already used.
 SQLAlchemy Core over any SQLAlchemy URL: a SQLite file by default, PostgreSQL
 in production. No patient identifier is stored: a card is kept as its uuid,
 the service and rule that produced it, the hookInstance and a keyed hash of
-fhirServer and patient id (cds_service.patient_key), so feedback can be tied
+patient id, fhirServer and client issuer (cds_service.patient_key), so feedback can be tied
 to a rule, and to "the same patient" for quieting, without keeping who the
 patient is. `purge` deletes what is older than the retention period.
 """
@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+
+from cds_service import db_bounds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,7 +47,7 @@ issued_cards = sa.Table(
     sa.Column("hook_instance", sa.String(128), nullable=False),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("suggestion_uuids", sa.Text, nullable=False, default="[]"),
-    # HMAC of fhirServer and patient id; null for cards issued before it existed.
+    # HMAC of patient id, fhirServer and client issuer; null for cards issued before it existed.
     sa.Column("patient_key", sa.String(64), nullable=True),
 )
 sa.Index("ix_issued_cards_card_id", issued_cards.c.card_id)
@@ -156,11 +158,15 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, timeout: float | None = None) -> Engine:
+    """`timeout`: the bound on every wait for the database, in seconds
+    (CDS_DATABASE_TIMEOUT_SECONDS; cds_service.db_bounds). None: libpq's and
+    the pool's own (the commands that migrate or purge, which may take long)."""
     # No pool_pre_ping: it cost a round trip on every checkout, doubling the
     # hook call's two (the quieting lookup, the issued-cards insert). A pooled
     # connection found dead is retried instead (Store._retrying).
     kwargs: dict[str, Any] = {"future": True}
+    bounds = db_bounds.engine_options(sa.engine.make_url(url), timeout) if timeout is not None else {}
     if url.startswith("sqlite"):
         # Flask serves requests on several threads; one SQLite file is shared.
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -173,9 +179,14 @@ def make_engine(url: str) -> Engine:
         # An unreachable server is an error within seconds, not a request
         # held until the client gives up.
         kwargs["connect_args"] = {"connect_timeout": 5}
+    if bounds:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **bounds.pop("connect_args", {})}
+        kwargs.update(bounds)
     engine = sa.create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    if timeout is not None:
+        db_bounds.install(engine, timeout)
     return engine
 
 
@@ -312,8 +323,8 @@ class Store:
         self._compiled_forms: dict[Any, _Compiled] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> "Store":
-        return cls(make_engine(url))
+    def from_url(cls, url: str, timeout: float | None = None) -> "Store":
+        return cls(make_engine(url, timeout))
 
     def _compiled(self, key: Any, statement: Callable[[], sa.Select | sa.Insert]) -> _Compiled:
         compiled = self._compiled_forms.get(key)
@@ -415,7 +426,9 @@ class Store:
         try:
             return work()
         except sa.exc.DBAPIError as exc:
-            if not exc.connection_invalidated:
+            # A database that did not answer in time is hung, not restarted:
+            # trying again would only wait as long again.
+            if not exc.connection_invalidated or isinstance(exc.orig, db_bounds.DatabaseTimeout):
                 raise
         return (then or work)()
 

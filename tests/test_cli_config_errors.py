@@ -64,6 +64,16 @@ BAD_SETTINGS = {
                              "pip install"),
     "sqlite folder missing": ({"CDS_DATABASE_URL": "sqlite:////nonexistent-folder/cds.db"}, "",
                               "folder /nonexistent-folder does not exist"),
+    "unknown database scheme": ({"CDS_DATABASE_URL": "foo://"}, "", "foo databases are not supported"),
+    "unknown postgresql driver": ({"CDS_DATABASE_URL": "postgresql+foo://u@db.example/cds"}, "",
+                                  "driver 'foo' is not supported"),
+    "sqlite in memory": ({"CDS_DATABASE_URL": "sqlite://"}, "", "an in-memory SQLite database is not supported"),
+    "sqlite :memory:": ({"CDS_DATABASE_URL": "sqlite:///:memory:"}, "", "an in-memory SQLite database"),
+    "infinite timeout": ({"CDS_FHIR_TIMEOUT_SECONDS": "inf"}, "",
+                         "CDS_FHIR_TIMEOUT_SECONDS='inf': expected a finite number"),
+    "nan timeout": ({"CDS_FHIR_TIMEOUT_SECONDS": "nan"}, "", "CDS_FHIR_TIMEOUT_SECONDS='nan': expected a finite number"),
+    "calcium range inverted": ({"CDS_CALCIUM_LOWER_MG_DL": "10.5", "CDS_CALCIUM_UPPER_MG_DL": "8.5"}, "",
+                               "CDS_CALCIUM_UPPER_MG_DL='8.5': must be above CDS_CALCIUM_LOWER_MG_DL (10.5)"),
     "log level": ({"CDS_LOG_LEVEL": "LOUD"}, "", "CDS_LOG_LEVEL='LOUD'"),
     "fhir server scheme": ({"CDS_ALLOWED_FHIR_SERVERS": "ftp://x"}, "", "CDS_ALLOWED_FHIR_SERVERS='ftp://x'"),
     "negative timeout": ({"CDS_FHIR_TIMEOUT_SECONDS": "-1"}, "", "CDS_FHIR_TIMEOUT_SECONDS='-1': must be more"),
@@ -83,7 +93,7 @@ BAD_SETTINGS = {
                                 "CDS_PUBLIC_BASE_URL='cds.example.org': not an absolute URL"),
 }
 DATABASE_ROWS = ("database url garbage", "database url empty", "mysql", "psycopg2 url", "driver not installed",
-                 "sqlite folder missing")
+                 "sqlite folder missing", "unknown database scheme", "unknown postgresql driver", "sqlite in memory")
 
 
 @pytest.mark.parametrize("row", sorted(BAD_SETTINGS))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.cli import settings_table
-from cds_service.config import SANDBOX_FHIR_SERVER, SETTINGS, SettingsError, load_settings
+from cds_service.config import SANDBOX_FHIR_SERVER, SETTINGS, SettingsError, _float, load_settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -47,10 +47,44 @@ def test_explicit_setting_beats_the_development_default():
     {"CDS_FHIR_RETRIES": "many"},
     {"CDS_PROFILE": "staging"},
     {"CDS_MAX_BODY_BYTES": "0"},
+    # Non-finite numbers, for every number setting.
+    *[{setting.env: word} for setting in SETTINGS if setting.parse is _float for word in ("inf", "-inf", "nan")],
+    {"CDS_DATABASE_TIMEOUT_SECONDS": "0"},
+    # Ranges and orders that cannot hold.
+    {"CDS_CALCIUM_UPPER_MG_DL": "8.5"},
+    {"CDS_CALCIUM_UPPER_MG_DL": "7", "CDS_CALCIUM_LOWER_MG_DL": "9"},
+    {"CDS_CALCIUM_LOWER_MG_DL": "0"},
+    {"CDS_DXA_INTERVAL_MONTHS": "6"},
+    {"CDS_OSTEOPENIA_DXA_YEARS": "5,3,2"},
+    {"CDS_OSTEOPENIA_DXA_YEARS": "0,3,5"},
+    # Database URLs the service cannot use: refused by every command and by create_app.
+    {"CDS_DATABASE_URL": "foo://"},
+    {"CDS_DATABASE_URL": "postgresql+foo://u@db.example/cds"},
+    {"CDS_DATABASE_URL": "sqlite://"},
+    {"CDS_DATABASE_URL": "sqlite:///:memory:"},
+    {"CDS_DATABASE_URL": "sqlite:///file::memory:?uri=true"},
 ])
 def test_bad_values_are_refused_with_the_setting_named(env):
     with pytest.raises(SettingsError, match=next(iter(env))):
         load_settings(environ=env)
+
+
+def test_the_app_factory_refuses_an_unusable_database_url_in_one_line(tmp_path):
+    from cds_service.app import create_app
+
+    for url, expected in (("foo://", "foo databases are not supported"),
+                          ("sqlite://", "an in-memory SQLite database is not supported")):
+        with pytest.raises(SettingsError) as caught:
+            create_app({"CDS_DATABASE_URL": url, "CDS_PATIENT_HASH_SECRET": "s" * 40})
+        assert caught.value.problems == [f"CDS_DATABASE_URL: {caught.value.problems[0].split(': ', 1)[1]}"]
+        assert expected in str(caught.value)
+
+
+def test_the_defaults_pass_the_range_checks():
+    s = load_settings(environ={})
+    assert s.calcium_lower_mg_dl < s.calcium_upper_mg_dl and s.dxa_duplicate_months <= s.dxa_interval_months
+    assert load_settings(environ={"CDS_CALCIUM_LOWER_MG_DL": "8.6", "CDS_CALCIUM_UPPER_MG_DL": "10.2",
+                                  "CDS_OSTEOPENIA_DXA_YEARS": "2,2,5"}).calcium_upper_mg_dl == 10.2
 
 
 def test_unknown_override_is_refused():

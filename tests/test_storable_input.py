@@ -80,6 +80,10 @@ BAD_ENTRIES = [
      "feedback[1].overrideReason.reason.code: must not contain control characters"),
     ("comment NUL", entry(overrideReason=reason(comment="fine\u0000not")),
      "feedback[1].overrideReason.userComment: must not contain a NUL character"),
+    ("comment too long", entry(overrideReason=reason(comment="x" * 2001)),
+     "feedback[1].overrideReason.userComment: must be at most 2000 characters, has 2001"),
+    ("comment alone too long", entry(overrideReason={"userComment": "Declined " + "x" * 1_000_000}),
+     "feedback[1].overrideReason.userComment: must be at most 2000 characters, has 1000009"),
     ("suggestion", {"card": "c", "outcome": "accepted", "outcomeTimestamp": WHEN,
                     "acceptedSuggestions": [{"id": "s" * 65}]},
      "feedback[1].acceptedSuggestions[0].id: must be at most 64 characters, has 65"),
@@ -102,13 +106,15 @@ def test_feedback_at_every_limit_is_stored(make):
     app = make()
     longest = entry(card="c" * 64, outcomeTimestamp="2026-01-01T00:00:00.123456789+01:00",
                     overrideReason=reason(code="r" * 128, system="s" * 255, comment="line one\nline two\t\u00e9"))
+    longest_comment = entry(card="e" * 64, overrideReason={"userComment": "\u00e9" * 2000})
     accepted = {"card": "d" * 64, "outcome": "accepted", "outcomeTimestamp": WHEN,
                 "acceptedSuggestions": [{"id": "x" * 64}]}
-    resp = app.test_client().post(FB, json={"feedback": [longest, accepted]})
+    resp = app.test_client().post(FB, json={"feedback": [longest, accepted, longest_comment]})
     assert resp.status_code == 200, resp.get_data(as_text=True)
     stored = rows(app)
-    assert [r["card_uuid"] for r in stored] == ["c" * 64, "d" * 64]
+    assert [r["card_uuid"] for r in stored] == ["c" * 64, "d" * 64, "e" * 64]
     assert stored[0]["override_comment"] == "line one\nline two\t\u00e9"
+    assert stored[2]["override_comment"] == "\u00e9" * 2000
 
 
 def test_the_number_of_entries_is_bounded_by_the_setting(make):

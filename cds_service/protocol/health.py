@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from cds_service import metrics
+from cds_service import db_bounds, metrics
 
 from cds_service.protocol.errors import ApiError
 from cds_service.protocol.runtime import runtime
@@ -23,8 +23,15 @@ def prometheus_metrics():
     return Response(body, content_type=content_type)
 
 
+# Below the readiness probe's timeoutSeconds (3 in the Helm chart): a hung
+# database is "not ready" before the probe itself gives up.
+READY_WAIT_SECONDS = 2.0
+
+
 @bp.get("/readyz")
 def readyz():
-    if not runtime().store.ping():
+    with db_bounds.bounded(READY_WAIT_SECONDS):
+        ready = runtime().store.ping()
+    if not ready:
         raise ApiError(503, "the database is not reachable", code="database_unavailable")
     return jsonify({"status": "ready"})

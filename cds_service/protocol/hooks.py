@@ -6,7 +6,7 @@ service's rules, make the cards conformant, record them, answer.
 
 On patient-view the service first reads which cards feedback has quieted for
 this patient (one indexed query on the patient key: a keyed hash of
-fhirServer and patient id) and hands them to the rules with the info-card
+patient id, fhirServer and the verified client's issuer) and hands them to the rules with the info-card
 budget; every card links to its guidance page and is recorded with the
 patient key, so later feedback on it can quiet it.
 """
@@ -14,6 +14,7 @@ patient key, so later feedback on it can quiet it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from typing import Any
@@ -86,16 +87,21 @@ def validate_hook_request(service: CdsService, body: dict, rt: Runtime | None = 
 
 
 def _patient_namespace(body: dict[str, Any]) -> str | None:
-    """Where the patient id is unique, for the quieting key: the request's FHIR
-    server; without one (prefetch only), the verified client's issuer and
-    tenant, so that patient "X" of one EHR is not patient "X" of another."""
-    if body.get("fhirServer"):
-        return body["fhirServer"]
+    """Where the patient id is unique, for the quieting key. With a verified
+    client JWT: its issuer and tenant, and the request's FHIR server if it
+    names one. fhirServer is whatever the client sends, so alone it would let
+    one trusted EHR name another's server and patient and quiet that
+    patient's cards there with its own feedback (issuer A's patient "X" is
+    never issuer B's). Without a JWT (CDS_AUTH_REQUIRED=false): fhirServer."""
+    server = body.get("fhirServer")
     issuer = g.get("issuer")
     if not issuer:
-        return None
+        return server or None
     tenant = g.get("tenant")
-    return f"jwt-issuer:{issuer}" + (f"#{tenant}" if tenant else "")
+    if not server:  # the key's form before fhirServer was tied to the issuer: unchanged
+        return f"jwt-issuer:{issuer}" + (f"#{tenant}" if tenant else "")
+    # JSON: no issuer, tenant or server can be written to read as another's.
+    return "jwt:" + json.dumps([issuer, tenant, server.rstrip("/")], separators=(",", ":"))
 
 
 @bp.post("/cds-services/<service_id>")
