@@ -748,6 +748,23 @@ def unexplained_alp(record: PatientRecord, settings: ClinicalSettings) -> str | 
 # Anabolic agents open to this patient (TX-4)
 # ---------------------------------------------------------------------------
 
+def pth_months_used(record: PatientRecord) -> float:
+    """SAFE-10's lifetime reading, one for C-SAFE-PTH-LIMIT and C-TX-ANABOLIC: cumulative
+    teriparatide + abaloparatide months (both agents, overlaps merged), to the tenth of a month
+    the cards quote. Review: a course written as 24 calendar months (2021-11-30 to 2023-11-30)
+    is 730 days, 23.98 months of DAYS_PER_MONTH; read unrounded it was under the 24-month limit,
+    so C-TX-ANABOLIC offered teriparatide again (and an order would have passed)."""
+    return round(record.class_exposure_months(t.PTH_ANALOG), 1)
+
+
+def pth_course_facts(record: PatientRecord, months: float) -> list[str]:
+    """Each PTH-analog course on record and the cumulative months (C-SAFE-PTH-LIMIT's facts)."""
+    facts = [f"{drug_title(e.agent)}: {e.exposure_months:.1f} months since "
+             f"{e.start.isoformat() if e.start else 'an unknown date'}" for e in record.exposures([t.PTH_ANALOG])]
+    facts.append(f"Cumulative teriparatide + abaloparatide exposure {months:.1f} months")
+    return facts
+
+
 PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone"), ("skeletal_malignancy", "Skeletal malignancy or bone metastases"),
                      ("skeletal_radiation", "Prior skeletal radiation"), ("hypercalcemia", "Hypercalcemia"),
                      ("hyperparathyroidism", "Hyperparathyroidism"))
@@ -783,11 +800,13 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     alp = unexplained_alp(record, settings)  # review: C-SAFE-ANABOLIC-CONTRA warns on it at signing
     if alp:
         pth_block.append(alp)
-    pth_months = record.class_exposure_months(t.PTH_ANALOG)
+    pth_months = pth_months_used(record)
     if pth_block:
         excluded.append(f"Teriparatide/abaloparatide not suggested: {'; '.join(pth_block)}")
     elif pth_months >= settings.pth_max_months:
-        excluded.append(f"Teriparatide/abaloparatide not suggested: {pth_months:.0f} months already used "
+        # Review: the earlier course must show in "Patient data used" beside the reason.
+        excluded += pth_course_facts(record, pth_months)[:-1]
+        excluded.append(f"Teriparatide/abaloparatide not suggested: {pth_months:.0f} months used "
                         f"(lifetime limit {settings.pth_max_months} months)")
     else:
         options += ["teriparatide", "abaloparatide"]

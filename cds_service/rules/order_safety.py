@@ -59,6 +59,8 @@ from cds_service.rules.facts import (
     low_calcium,
     on_board,
     ordered,
+    pth_course_facts,
+    pth_months_used,
     unexplained_alp,
     vitamin_d_repletion_hold,
 )
@@ -539,7 +541,7 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
         return (), ()
     remove = (_remove(draft, "romosozumab"),)
     if (_anabolic_contra(record, settings) or current_pregnancy(record, settings)
-            or record.class_exposure_months(t.PTH_ANALOG) >= settings.pth_max_months):
+            or pth_months_used(record) >= settings.pth_max_months):
         return (), remove
     built = tuple(Suggestion(f"Order {drug_label(a)} {dose} daily instead", (
         _delete(draft, "romosozumab"),
@@ -679,26 +681,19 @@ def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: Cl
                     suggestions=keys, extra_suggestions=built)]
 
 
-def _pth_facts(record: PatientRecord, months: float) -> list[str]:
-    facts = [f"{drug_title(e.agent)}: {e.exposure_months:.1f} months since {_date(e.start)}"
-             for e in record.exposures([t.PTH_ANALOG])]
-    facts.append(f"Cumulative teriparatide + abaloparatide exposure {months:.1f} months")
-    return facts
-
-
 @rule(*ORDERS)
 def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on order hooks: teriparatide or
     abaloparatide ordered when cumulative PTH-analog exposure (both agents
     summed, overlaps merged) has already reached pth_max_months (24):
     transition to an antiresorptive (LABEL; SEED)."""
-    months = record.class_exposure_months(t.PTH_ANALOG)
+    months = pth_months_used(record)
     if months < settings.pth_max_months:
         return []
     findings = []
     for draft, agent in ordered(record, PTH_AGENTS):
         keys, built = _transition_keys(record, settings, draft, agent)
-        findings.append(Finding("C-SAFE-PTH-LIMIT", facts=(draft_fact(draft, agent), *_pth_facts(record, months)),
+        findings.append(Finding("C-SAFE-PTH-LIMIT", facts=(draft_fact(draft, agent), *pth_course_facts(record, months)),
                                 variables={"max_months": str(settings.pth_max_months), "drug_name": drug_label(agent)},
                                 suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
                                 source_url=t.label_url(agent)))
@@ -709,12 +704,12 @@ def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
 def pth_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on patient-view: a PTH analog still
     active with cumulative exposure beyond pth_max_months (24)."""
-    months = record.class_exposure_months(t.PTH_ANALOG)
+    months = pth_months_used(record)
     active = record.active_agents([t.PTH_ANALOG])
     if months <= settings.pth_max_months or not active:
         return []
     keys, built = _transition_keys(record, settings, None)
-    return [Finding("C-SAFE-PTH-LIMIT", facts=tuple(_pth_facts(record, months)),
+    return [Finding("C-SAFE-PTH-LIMIT", facts=tuple(pth_course_facts(record, months)),
                     variables={"max_months": str(settings.pth_max_months), "drug_name": "teriparatide/abaloparatide"},
                     suggestions=keys, extra_suggestions=built, source_url=t.label_url(active[0].agent))]
 

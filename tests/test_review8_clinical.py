@@ -1,0 +1,60 @@
+"""The eighth clinical review (cards the reviewer replayed, /tmp/clinrev e36, e09, e76, e24, e72):
+each finding with a chart that makes the fixed rule fire and a control that keeps it quiet.
+Charts are built with tests.test_rules_second_pass's helpers; dates count back from TODAY."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tests.test_rules_second_pass import ALN, TODAY, TPTD, cards, cond, draft, med, obs, record
+
+
+def _iso(day: dt.date) -> str:
+    return day.isoformat()
+
+
+def _years_ago(years: int, months: int = 0) -> dt.date:
+    total = TODAY.year * 12 + TODAY.month - 1 - years * 12 - months
+    return TODAY.replace(year=total // 12, month=total % 12 + 1)
+
+
+# ---------------------------------------------------------------------------
+# 1. A 24-calendar-month PTH-analog course is the lifetime limit (e36)
+# ---------------------------------------------------------------------------
+
+def _after_teriparatide(course_months: int, *, drafts=()):
+    """e36: teriparatide for `course_months` calendar months ending 3 years ago, then alendronate
+    (stopped), now a hip fracture with T -3.3: very high risk, no bone drug on board."""
+    end = _years_ago(3)
+    start = _years_ago(3, course_months)
+    tptd = med(TPTD, (TODAY - start).days, status="completed", rid="tptd",
+               dispenseRequest={"validityPeriod": {"start": _iso(start), "end": _iso(end)}})
+    aln = med(ALN, (TODAY - end).days - 30, status="stopped", rid="aln",
+              dispenseRequest={"validityPeriod": {"start": _iso(end + dt.timedelta(days=30)),
+                                                  "end": _iso(TODAY - dt.timedelta(days=365))}})
+    return record(tptd, aln, cond("S72.001A", 30), obs("38267-1", 60, -3.3), obs("98979-8", 20, 70),
+                  obs("17861-6", 20, 9.5, "mg/dL"), obs("62292-8", 20, 35, "ng/mL"), t_score=False, drafts=drafts)
+
+
+def _keys(card):
+    return [s["label"] for s in card.get("suggestions", [])]
+
+
+def test_24_calendar_months_of_teriparatide_rule_pth_analogues_out_of_the_anabolic_card():
+    card = cards(_after_teriparatide(24))["C-TX-ANABOLIC"]
+    assert _keys(card) == ["Order romosozumab 210 mg SC monthly x 12"]
+    assert "Teriparatide/abaloparatide not suggested: 24 months used (lifetime limit 24 months)" in card["detail"]
+    assert "- Teriparatide: 24.0 months since " in card["detail"]  # the earlier course is in the data used
+    assert "**Suggested: an anabolic agent first, followed by an antiresorptive:** romosozumab" in card["detail"]
+
+
+def test_24_calendar_months_of_teriparatide_meet_the_limit_at_signing_too():
+    rec = _after_teriparatide(24, drafts=[draft(TPTD)])
+    assert "C-SAFE-PTH-LIMIT" in cards(rec, "order-sign")
+
+
+def test_a_23_month_course_still_leaves_the_pth_analogues_open():
+    card = cards(_after_teriparatide(23))["C-TX-ANABOLIC"]
+    assert _keys(card)[:2] == ["Order teriparatide 20 mcg SC daily", "Order abaloparatide 80 mcg SC daily"]
+    assert "not suggested: 23" not in card["detail"]
+    assert "C-SAFE-PTH-LIMIT" not in cards(_after_teriparatide(23, drafts=[draft(TPTD)]), "order-sign")
