@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tests.test_rules_second_pass import ALN, TODAY, TPTD, cards, cond, draft, med, obs, record
+from tests.test_rules_second_pass import ALN, DMAB, TODAY, TPTD, cards, cond, draft, med, obs, record
 
 
 def _iso(day: dt.date) -> str:
@@ -58,3 +58,45 @@ def test_a_23_month_course_still_leaves_the_pth_analogues_open():
     assert _keys(card)[:2] == ["Order teriparatide 20 mcg SC daily", "Order abaloparatide 80 mcg SC daily"]
     assert "not suggested: 23" not in card["detail"]
     assert "C-SAFE-PTH-LIMIT" not in cards(_after_teriparatide(23, drafts=[draft(TPTD)]), "order-sign")
+
+
+# ---------------------------------------------------------------------------
+# 2. C-SAFE-HYPOCA names every drafted agent of HYPOCALCEMIA_AGENTS (e09)
+# ---------------------------------------------------------------------------
+
+def _dmab_and_aln(calcium: float):
+    return record(obs("17861-6", 20, calcium, "mg/dL"), obs("62292-8", 20, 15, "ng/mL"), obs("98979-8", 20, 70),
+                  drafts=[draft(DMAB, "d-dmab"), draft(ALN, "d-aln")])
+
+
+def _deletes(suggestion):
+    return [a["resourceId"] for a in suggestion["actions"] if a["type"] == "delete"]
+
+
+def test_low_calcium_with_denosumab_and_alendronate_drafted_names_and_removes_both():
+    card = cards(_dmab_and_aln(7.9), "order-sign")["C-SAFE-HYPOCA"]
+    assert card["indicator"] == "critical"
+    assert card["summary"] == "Low calcium: correct hypocalcemia before giving denosumab and alendronate"
+    assert len(card["summary"]) < 140
+    assert "Denosumab and alendronate are being ordered" in card["detail"]
+    assert "the Prolia and Fosamax labels say" in card["detail"]
+    assert "Draft order: denosumab (MedicationRequest/d-dmab)" in card["detail"]
+    assert "Draft order: alendronate (MedicationRequest/d-aln)" in card["detail"]
+    hold, *removes = card["suggestions"]
+    assert hold["isRecommended"] and _deletes(hold) == ["MedicationRequest/d-dmab", "MedicationRequest/d-aln"]
+    assert [a["resource"]["code"]["coding"][0]["code"] for a in hold["actions"] if a["type"] == "create"] == [
+        "17861-6"]
+    assert [(s["label"], _deletes(s)) for s in removes] == [
+        ("Remove the draft denosumab order", ["MedicationRequest/d-dmab"]),
+        ("Remove the draft alendronate order", ["MedicationRequest/d-aln"])]
+
+
+def test_one_hypocalcemia_draft_reads_as_before_and_a_normal_calcium_stays_quiet():
+    assert "C-SAFE-HYPOCA" not in cards(_dmab_and_aln(9.5), "order-sign")
+    one = record(obs("17861-6", 20, 7.9, "mg/dL"), obs("98979-8", 20, 70), drafts=[draft(ALN, "d-aln")])
+    card = cards(one, "order-sign")["C-SAFE-HYPOCA"]
+    assert card["summary"] == "Low calcium: correct hypocalcemia before giving alendronate"
+    assert "Alendronate is being ordered" in card["detail"] and "the Fosamax label says" in card["detail"]
+    assert "hold the order, correct calcium" in card["detail"] and "then give the drug." in card["detail"]
+    assert [s["label"] for s in card["suggestions"]] == [
+        "Hold alendronate: remove the draft and recheck serum calcium", "Remove the draft alendronate order"]

@@ -358,19 +358,56 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
     active hypocalcemia Condition: correct it first (LABEL Fosamax, Actonel, Boniva,
     Reclast, Prolia, Evenity: hypocalcemia must be corrected before starting; SEED)."""
     low = low_calcium(record, settings)
-    if not low:
+    hits = ordered(record, HYPOCALCEMIA_AGENTS) if low else []
+    if not hits:
         return []
-    findings = []
-    for draft, agent in ordered(record, HYPOCALCEMIA_AGENTS):
-        vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-        facts = [draft_fact(draft, agent), low] + ([vit_d.fact()] if vit_d else [])
-        brand = t.AGENTS[agent].label_brand or drug_label(agent)
-        findings.append(Finding(
-            "C-SAFE-HYPOCA", facts=tuple(facts),
-            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "brand": brand},
-            suggestions=("defer-and-recheck", "remove") if draft.reference else (),
-            delete_draft=draft.reference or None, source_url=t.label_url(agent)))
-    return findings
+    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
+    facts = tuple([draft_fact(draft, agent) for draft, agent in hits] + [low] + ([vit_d.fact()] if vit_d else []))
+    first_draft, first = hits[0]
+    if len(hits) == 1:
+        return [Finding(
+            "C-SAFE-HYPOCA", facts=facts,
+            variables={"drug": drug_title(first), "drug_name": drug_label(first), "being": "is being",
+                       "orders": "order", "drugs": "drug", "brand": t.AGENTS[first].label_brand or drug_label(first), "labels_say": "label says"},
+            suggestions=("defer-and-recheck", "remove") if first_draft.reference else (),
+            delete_draft=first_draft.reference or None, source_url=t.label_url(first))]
+    # Review (e09): denosumab and alendronate drafted together, calcium 7.9: the card (one per
+    # card id) named and removed only the denosumab, and the alendronate passed unmentioned.
+    # Every draft of HYPOCALCEMIA_AGENTS counts (second-pass 2): one card names them all, with a
+    # "hold them all and recheck" and a "remove" for each draft.
+    agents = list(dict.fromkeys(agent for _, agent in hits))
+    names = _and([drug_label(a) for a in agents])
+    brands = _and(list(dict.fromkeys(t.AGENTS[a].label_brand or drug_label(a) for a in agents)))
+    refs = tuple(dict.fromkeys(draft.reference for draft, _ in hits if draft.reference))
+    built: list[Suggestion] = []
+    if refs:
+        built.append(Suggestion(f"Hold {names}: remove the drafts and recheck serum calcium", (
+            Action("delete", "Remove the draft order until calcium is corrected", resource_id=refs),
+            Action("create", "Serum calcium (with albumin) after correction", resource=_CALCIUM_CHECK)), True))
+    labels = [drug_label(agent) for _, agent in hits]
+    for draft, agent in hits:
+        if draft.reference:
+            which = f" ({draft.reference})" if labels.count(drug_label(agent)) > 1 else ""
+            built.append(Suggestion(f"Remove the draft {drug_label(agent)} order{which}", (
+                Action("delete", f"Remove the draft {drug_label(agent)} order", resource_id=(draft.reference,)),)))
+    return [Finding(
+        "C-SAFE-HYPOCA", facts=facts,
+        variables={"drug": names[0].upper() + names[1:], "drug_name": names, "being": "are being",
+                   "orders": "orders", "drugs": "drugs", "brand": brands, "labels_say": "labels say"},
+        suggestions=(), extra_suggestions=tuple(built), source_url=t.label_url(first))]
+
+
+# cards/C-SAFE-HYPOCA.yaml's calcium-check, for the suggestions built in code above.
+_CALCIUM_CHECK = {
+    "resourceType": "ServiceRequest", "intent": "order",
+    "code": {"coding": [{"system": t.LOINC, "code": "17861-6", "display": "Calcium [Mass/volume] in Serum or Plasma"}],
+             "text": "Serum calcium"},
+    "note": [{"text": "Before the bone drug is given (with albumin for corrected calcium)."}],
+}
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 @rule(*ORDERS)
