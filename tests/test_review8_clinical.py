@@ -100,3 +100,64 @@ def test_one_hypocalcemia_draft_reads_as_before_and_a_normal_calcium_stays_quiet
     assert "hold the order, correct calcium" in card["detail"] and "then give the drug." in card["detail"]
     assert [s["label"] for s in card["suggestions"]] == [
         "Hold alendronate: remove the draft and recheck serum calcium", "Remove the draft alendronate order"]
+
+
+# ---------------------------------------------------------------------------
+# 3. Active skeletal malignancy / bone metastases: no one-click drug, a referral (e76)
+# ---------------------------------------------------------------------------
+
+def _mets_chart(t_score: float, *extra, status="active"):
+    return record(cond("C79.51", 200, status=status), obs("38267-1", 60, t_score), obs("17861-6", 20, 9.4, "mg/dL"),
+                  obs("62292-8", 20, 35, "ng/mL"), *extra, t_score=False)
+
+
+def _drug_orders(card):
+    return [a for s in card.get("suggestions", []) for a in s["actions"]
+            if a.get("resource", {}).get("resourceType") == "MedicationRequest"]
+
+
+def _assert_refers(card):
+    assert "bone metastases or skeletal malignancy" in card["summary"] and len(card["summary"]) < 140
+    assert "with osteoporosis" not in card["detail"]
+    assert "Bone metastases / skeletal malignancy (C79.51)" in card["detail"]
+    assert "not the primary\nosteoporosis" in card["detail"] and "Forteo and Tymlos labels" in card["detail"]
+    assert not _drug_orders(card)
+    [referral] = card["suggestions"]
+    assert referral["actions"][0]["resource"]["resourceType"] == "ServiceRequest"
+    assert referral["actions"][0]["resource"]["code"]["coding"][0]["code"] == "306278007"
+
+
+def test_bone_metastases_at_very_high_risk_refer_instead_of_romosozumab():
+    got = cards(_mets_chart(-3.4, obs("98979-8", 20, 70)))
+    card = got["C-TX-ANABOLIC"]
+    assert card["indicator"] == "warning"
+    _assert_refers(card)
+    assert "at very high fracture risk" in card["detail"]
+    assert "C-SUPP-CAVD" in got  # the other cards as the contract says
+
+
+def test_bone_metastases_at_high_risk_refer_from_the_bisphosphonate_and_denosumab_cards():
+    bp = cards(_mets_chart(-2.7, obs("98979-8", 20, 70)))
+    _assert_refers(bp["C-TX-BP"])
+    dmab = cards(_mets_chart(-2.7, obs("98979-8", 20, 25)))
+    assert "C-TX-BP" not in dmab
+    _assert_refers(dmab["C-TX-DMAB-ALT"])
+
+
+def test_without_an_active_skeletal_malignancy_the_drug_start_cards_offer_drugs():
+    no_mets = record(obs("38267-1", 60, -3.4), obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"),
+                     obs("62292-8", 20, 35, "ng/mL"), t_score=False)
+    card = cards(no_mets)["C-TX-ANABOLIC"]
+    assert card["summary"].startswith("Very high fracture risk, no bone drug") and len(_drug_orders(card)) == 3
+    resolved = cards(_mets_chart(-2.7, obs("98979-8", 20, 70), status="resolved"))["C-TX-BP"]
+    assert resolved["summary"].startswith("Osteoporosis at high fracture risk") and _drug_orders(resolved)
+
+
+def test_an_unknown_card_variant_is_a_template_error():
+    import pytest
+
+    from cds_service import card_render
+    from cds_service.rules.base import Finding
+
+    with pytest.raises(card_render.CardTemplateError):
+        card_render.render(Finding("C-TX-BP", variant="no-such-variant"), patient_id="p", today=TODAY, strict=True)
