@@ -1349,6 +1349,16 @@ class _Builder:
                 bound = _BOUND.match(holder["valueString"])
                 if bound:
                     comparator, qty = bound.group(1), (float(bound.group(2)), "")
+            elif plan.with_number[0] is _BMD and isinstance(holder.get("valueString"), str):
+                # Review 8: a T- or Z-score sent as text ("-2.6") was skipped, and C-SCREEN-DXA said
+                # "No DXA on file". A plain decimal is the score; anything else (a bound, a unit,
+                # words) is no reading, but the scan was done (as _bmd does for a bound).
+                plain = _PLAIN_DECIMAL.fullmatch(holder["valueString"])
+                if plain is None:
+                    self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
+                    self._dxa(when)
+                    return
+                qty = (float(plain.group(1)), "")
         bounded = bool(comparator)  # any comparator, known or not ("ad"): a bound, not a value
         comparator = "" if comparator is None else _COMPARATORS.get(comparator or "", "")
         if comparator.startswith("<") and plan.egfr and qty and qty[0] > self.settings.egfr_risedronate_min:
@@ -2036,6 +2046,8 @@ _BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm�
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 # The bound and a unit or method after it ("<30 mL/min/1.73m²", "<30 (CKD-EPI)": clinical review).
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s\u00b2()\-,:]*)$")
+# A plain decimal and nothing else (surrounding spaces aside): "-2.6", " -1 ", "+0.5".
+_PLAIN_DECIMAL = re.compile(r"\s*([+-]?\d{1,3}(?:\.\d+)?)\s*", re.ASCII)
 _DECEASED_WORDS = frozenset({"true", "yes", "y", "1"})
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 

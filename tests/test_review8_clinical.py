@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
+from cds_service import card_render
+from cds_service.rules.base import Finding
 from tests.test_rules_second_pass import ALN, DMAB, TODAY, TPTD, cards, cond, draft, med, obs, record
 
 
@@ -154,10 +158,42 @@ def test_without_an_active_skeletal_malignancy_the_drug_start_cards_offer_drugs(
 
 
 def test_an_unknown_card_variant_is_a_template_error():
-    import pytest
-
-    from cds_service import card_render
-    from cds_service.rules.base import Finding
-
     with pytest.raises(card_render.CardTemplateError):
         card_render.render(Finding("C-TX-BP", variant="no-such-variant"), patient_id="p", today=TODAY, strict=True)
+
+
+# ---------------------------------------------------------------------------
+# 4. A T-score sent as valueString (e24)
+# ---------------------------------------------------------------------------
+
+def _t_text(text, days=60):
+    o = obs("38267-1", days, 0, "{T-score}", oid="t-text")
+    del o["valueQuantity"]
+    o["valueString"] = text
+    return o
+
+
+def _screening_woman(*resources):
+    return record(*resources, obs("98979-8", 20, 70), obs("17861-6", 20, 9.5, "mg/dL"),
+                  obs("62292-8", 20, 35, "ng/mL"), age=70, t_score=False)
+
+
+def test_a_plain_decimal_t_score_in_text_is_the_score_and_the_dxa_is_done():
+    rec = _screening_woman(_t_text("-2.6"))
+    assert [(s.site, s.value) for s in rec.t_scores()] == [("LS", -2.6)] and rec.ignored == ()
+    got = cards(rec)
+    assert "C-SCREEN-DXA" not in got
+    assert "Lumbar spine T-score -2.6 on" in got["C-TX-BP"]["detail"]
+    assert [s.value for s in _screening_woman(_t_text(" -2.6 ")).t_scores()] == [-2.6]
+
+
+@pytest.mark.parametrize("text", ["<-2.5", "-2.6 SD", "T-score -2.6", "\u22122.6", "-2,6", "osteoporosis", ""])
+def test_other_t_score_text_is_no_score_but_the_dxa_still_counts(text):
+    rec = _screening_woman(_t_text(text))
+    assert rec.t_scores() == [] and rec.ignored == (("Observation/t-text", "unreadable-value"),)
+    got = cards(rec)
+    assert "C-SCREEN-DXA" not in got and not {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(got)
+
+
+def test_with_no_dxa_at_all_the_screening_card_still_fires():
+    assert "C-SCREEN-DXA" in cards(_screening_woman())
