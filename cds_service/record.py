@@ -74,6 +74,7 @@ LAB_SETS: dict[str, str] = {
     "lab-egfr": "egfr", "lab-calcium-total": "calcium", "lab-calcium-corrected": "calcium_corrected",
     "lab-albumin": "albumin", "lab-vitamin-d-25oh": "vitamin_d", "lab-pth": "pth",
     "lab-creatinine": "creatinine", "obs-body-weight": "weight", "obs-bmi": "bmi", "lab-alp": "alp",
+    "lab-calcium-ionized": "calcium_ionized",
 }
 T_SCORE_SETS, Z_SCORE_SETS = "dxa-t-score-", "dxa-z-score-"  # + site: ls, fn, th, radius, calcaneus
 DXA_RESULT_SETS = ("dxa-bmd", "dxa-study")                    # a DXA was done on that date
@@ -92,7 +93,8 @@ TEST_DONE_SETS: dict[str, str] = {
 OBSERVATION_SETS: tuple[str, ...] = (
     *LAB_SETS, T_SCORE_SETS, Z_SCORE_SETS, *DXA_RESULT_SETS, *t.FRAX_SETS, *PREGNANCY_TEST_SETS,
     HCG_QUANTITATIVE_SET, SMOKING_SET, FALL_RISK_SET, *FES_I_SETS, *TEST_DONE_SETS)
-# lab-calcium-ionized is not read: the calcium limits are for total (or corrected) calcium.
+# lab-calcium-ionized is read apart (calcium_ionized, mmol/L): the calcium limits are for total
+# (or corrected) calcium, so it is never one of those; rules.facts.low_calcium reads its own limit.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -519,6 +521,7 @@ class Lab:
     high: float | None = None  # reference-range upper limit, when the result carries one (ALP)
     flag: str = ""             # interpretation code, upper case (H, HH, L, ...), when given
     comparator: str = ""       # "<", "<=", ">=", ">" when the lab reported a bound ("eGFR >60"), not a value
+    low: float | None = None   # reference-range lower limit, when the result carries one (ionized calcium)
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
@@ -534,11 +537,11 @@ EGFR_UPPER_BOUND = "egfr_upper_bound"
 LAB_LABELS = {"egfr": "eGFR", EGFR_UPPER_BOUND: "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
               "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
-              "alp": "Alkaline phosphatase"}
+              "alp": "Alkaline phosphatase", "calcium_ionized": "Ionized calcium"}
 _KIDNEY_LABS = frozenset({"egfr", EGFR_UPPER_BOUND})
 # Decimals clinicians write each value with (T-scores and FRAX: one).
 LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
-                "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0}
+                "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0, "calcium_ionized": 2}
 
 
 def as_written(value: float, decimals: int) -> str:
@@ -591,7 +594,7 @@ def written_beside(value: float, decimals: int, cutoffs: tuple[tuple[float, bool
 
 LAB_UNITS = {"egfr": "mL/min/1.73m2", EGFR_UPPER_BOUND: "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
              "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL", "creatinine": "mg/dL",
-             "weight": "kg", "bmi": "kg/m2", "alp": "U/L"}
+             "weight": "kg", "bmi": "kg/m2", "alp": "U/L", "calcium_ionized": "mmol/L"}
 
 
 @_quick_init
@@ -1106,7 +1109,7 @@ def normalise_frax(value: float, unit: str) -> float | None:
     return None
 
 
-_LABS_WITH_RANGE = frozenset({"alp"})  # ALP is read against the lab's own upper limit
+_LABS_WITH_RANGE = frozenset({"alp", "calcium_ionized"})  # read against the lab's own limits (ALP: upper)
 
 
 # ---------------------------------------------------------------------------
@@ -1372,9 +1375,10 @@ class _Builder:
             if v is not None:
                 name = LAB_SETS[value_set]
                 if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
-                    high = _reference_high(holder)
+                    high, low = _reference_bound(holder, "high"), _reference_bound(holder, "low")
                     self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
-                              high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None)  # type: ignore[index]
+                              high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None,  # type: ignore[index]
+                              range_low=self._lab_value(value_set, low, qty[1], concept) if low is not None else None)  # type: ignore[index]
                 else:
                     self._lab(name, v, when, ref, comparator=comparator)
         elif kind is _BMD:
@@ -1449,12 +1453,12 @@ class _Builder:
         self.frax.append(Frax(kind, percent, when, ref))
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str, *, high: float | None = None,
-             flag: str = "", comparator: str = "") -> None:
+             flag: str = "", comparator: str = "", range_low: float | None = None) -> None:
         low, top = plausibility.RANGES[name]  # _value_ok, inline: labs are most of a chart
         if not low <= value <= top:
             self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
-        lab = Lab(name, _round2(value), LAB_UNITS[name], when, ref, high, flag, comparator)
+        lab = Lab(name, _round2(value), LAB_UNITS[name], when, ref, high, flag, comparator, range_low)
         values = self.labs.get(name)
         if values is None:
             self.labs[name] = [lab]
@@ -2151,10 +2155,11 @@ def _positive(holder: Mapping[str, Any]) -> bool | None:
     return None
 
 
-def _reference_high(holder: Mapping[str, Any]) -> float | None:
+def _reference_bound(holder: Mapping[str, Any], side: str) -> float | None:
+    """The result's own reference-range limit ("high" or "low"), the first one given."""
     for rng in holder.get("referenceRange") or ():
         if isinstance(rng, dict):
-            q = _quantity(rng.get("high"))
+            q = _quantity(rng.get(side))
             if q:
                 return q[0]
     return None

@@ -10,7 +10,7 @@ import pytest
 
 from cds_service import card_render
 from cds_service.rules.base import Finding
-from tests.test_rules_second_pass import ALN, DMAB, TODAY, TPTD, cards, cond, draft, med, obs, record
+from tests.test_rules_second_pass import ALN, DMAB, TODAY, TPTD, ZOL, cards, cond, draft, med, obs, record
 
 
 def _iso(day: dt.date) -> str:
@@ -197,3 +197,53 @@ def test_other_t_score_text_is_no_score_but_the_dxa_still_counts(text):
 
 def test_with_no_dxa_at_all_the_screening_card_still_fires():
     assert "C-SCREEN-DXA" in cards(_screening_woman())
+
+
+# ---------------------------------------------------------------------------
+# 5. Ionized calcium (LOINC 1995-0, brief 8.2): a low one is hypocalcemia (e72)
+# ---------------------------------------------------------------------------
+
+def _ionized(value, unit="mmol/L", days=20, low=None, oid="ica"):
+    o = obs("1995-0", days, value, unit, oid=oid)
+    if low is not None:
+        o["referenceRange"] = [{"low": {"value": low, "unit": unit}, "high": {"value": 1.32, "unit": unit}}]
+    return o
+
+
+def _zol_with(*labs):
+    return record(obs("98979-8", 20, 70), obs("62292-8", 20, 35, "ng/mL"), *labs, drafts=[draft(ZOL, "d-zol")])
+
+
+def test_a_low_ionized_calcium_stops_zoledronic_acid_like_a_low_total_calcium():
+    got = cards(_zol_with(_ionized(0.98)), "order-sign")
+    card = got["C-SAFE-HYPOCA"]
+    assert card["indicator"] == "critical"
+    assert f"Ionized calcium 0.98 mmol/L on {(TODAY - dt.timedelta(days=20)).isoformat()} (below 1.12 mmol/L" \
+        in card["detail"]
+    assert "calcium is low (an ionized calcium\nbelow its lower limit)" in card["detail"]
+    assert "C-SAFE-PREDOSE-LABS" not in got  # was: "no serum calcium in the last 90 days"
+    assert "C-SAFE-HYPOCA" in cards(_zol_with(_ionized(4.0, "mg/dL")), "order-sign")  # 1.00 mmol/L
+
+
+def test_the_results_own_lower_limit_wins_over_the_default():
+    assert "C-SAFE-HYPOCA" in cards(_zol_with(_ionized(1.10)), "order-sign")
+    assert "C-SAFE-HYPOCA" not in cards(_zol_with(_ionized(1.10, low=1.05)), "order-sign")
+    card = cards(_zol_with(_ionized(1.12, low=1.15)), "order-sign")["C-SAFE-HYPOCA"]
+    assert "(below 1.15 mmol/L, the lab's lower limit)" in card["detail"]
+
+
+def test_a_normal_ionized_calcium_is_a_calcium_on_file_and_a_newer_normal_total_stands():
+    got = cards(_zol_with(_ionized(1.20)), "order-sign")
+    assert "C-SAFE-HYPOCA" not in got and "C-SAFE-PREDOSE-LABS" not in got
+    newer_total = _zol_with(_ionized(0.98, days=40), obs("17861-6", 10, 9.4, "mg/dL"))
+    assert "C-SAFE-HYPOCA" not in cards(newer_total, "order-sign")
+    older_total = _zol_with(_ionized(0.98, days=10), obs("17861-6", 40, 9.4, "mg/dL"))
+    assert "C-SAFE-HYPOCA" in cards(older_total, "order-sign")
+    # No calcium of either kind: the pre-dose labs card asks for one, as before.
+    assert "C-SAFE-PREDOSE-LABS" in cards(_zol_with(), "order-sign")
+
+
+def test_ionized_calcium_is_asked_for_in_the_prefetch():
+    from cds_service.services.prefetch_templates import OBSERVATION_KEYS
+
+    assert "lab-calcium-ionized" in OBSERVATION_KEYS["safetyLabs"]

@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from cds_service.fhir import terminology as t
 from cds_service.record import (
     KIDNEY_CUTOFFS,
+    LAB_LABELS,
     AgentExposure,
     DraftOrder,
     PatientRecord,
@@ -364,10 +365,13 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
     vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
     facts = tuple([draft_fact(draft, agent) for draft, agent in hits] + [low] + ([vit_d.fact()] if vit_d else []))
     first_draft, first = hits[0]
+    # What is low, as the detail says it (an ionized calcium: review 8, e72).
+    low_what = ("an ionized calcium\nbelow its lower limit" if low.startswith(LAB_LABELS["calcium_ionized"])
+                else "corrected calcium below the lower limit,\nor hypocalcemia on the problem list")
     if len(hits) == 1:
         return [Finding(
             "C-SAFE-HYPOCA", facts=facts,
-            variables={"drug": drug_title(first), "drug_name": drug_label(first), "being": "is being",
+            variables={"drug": drug_title(first), "drug_name": drug_label(first), "being": "is being", "low_what": low_what,
                        "orders": "order", "drugs": "drug", "brand": t.AGENTS[first].label_brand or drug_label(first), "labels_say": "label says"},
             suggestions=("defer-and-recheck", "remove") if first_draft.reference else (),
             delete_draft=first_draft.reference or None, source_url=t.label_url(first))]
@@ -392,7 +396,7 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
                 Action("delete", f"Remove the draft {drug_label(agent)} order", resource_id=(draft.reference,)),)))
     return [Finding(
         "C-SAFE-HYPOCA", facts=facts,
-        variables={"drug": names[0].upper() + names[1:], "drug_name": names, "being": "are being",
+        variables={"drug": names[0].upper() + names[1:], "drug_name": names, "being": "are being", "low_what": low_what,
                    "orders": "orders", "drugs": "drugs", "brand": brands, "labels_say": "labels say"},
         suggestions=(), extra_suggestions=tuple(built), source_url=t.label_url(first))]
 
