@@ -247,3 +247,13 @@ def test_ionized_calcium_is_asked_for_in_the_prefetch():
     from cds_service.services.prefetch_templates import OBSERVATION_KEYS
 
     assert "lab-calcium-ionized" in OBSERVATION_KEYS["safetyLabs"]
+
+
+def _on_teriparatide(days: int):
+    return record(med(TPTD, days, status="active", rid="tptd"))
+
+
+def test_teriparatide_still_active_at_24_calendar_months_has_reached_the_limit():
+    # 730 days is 24 calendar months without a 29 February (23.98 months of 30.4375 days).
+    assert "C-SAFE-PTH-LIMIT" in cards(_on_teriparatide(730))
+    assert "C-SAFE-PTH-LIMIT" not in cards(_on_teriparatide(700))

@@ -744,10 +744,12 @@ def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
 @rule("patient-view")
 def pth_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on patient-view: a PTH analog still
-    active with cumulative exposure beyond pth_max_months (24)."""
+    active with cumulative exposure at or beyond pth_max_months (24). Review 8: read as the
+    order rule reads it (pth_months_used), a course still active at 24 calendar months
+    (730 or 731 days) has reached the limit: transition now."""
     months = pth_months_used(record)
     active = record.active_agents([t.PTH_ANALOG])
-    if months <= settings.pth_max_months or not active:
+    if months < settings.pth_max_months or not active:
         return []
     keys, built = _transition_keys(record, settings, None)
     return [Finding("C-SAFE-PTH-LIMIT", facts=tuple(pth_course_facts(record, months)),
