@@ -30,6 +30,7 @@ from cds_service.record import DraftOrder, PatientRecord, draft_order
 from cds_service.record import _replace as record_replace
 from cds_service.rules import memo
 from cds_service.rules.base import INDICATORS, Finding, rules_for
+from cds_service.rules.catalogue import CATALOGUE
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def _judged(resource: dict[str, Any], record: PatientRecord, today: dt.date, set
     trial = record_replace(record, drafts=(draft,))
     memo.same_chart(trial, record)  # the facts of the chart hold for the trial: no draft in them
     found = []
-    for rule in rules_for("order-sign"):
+    for rule in _review_rules():
         try:
             for f in rule(trial, today, settings):  # most return none: no comprehension to set up
                 if _indicator(f) == "critical" and f.card_id not in NOT_A_VETO:
@@ -112,6 +113,34 @@ def _judged(resource: dict[str, Any], record: PatientRecord, today: dt.date, set
             log.error("rule %s failed judging a suggested order; skipped", getattr(rule, "__name__", rule),
                       extra=error_fields(exc))
     return draft, found
+
+
+# (the order-sign rules as rules_for gave them, those of them the review runs)
+_REVIEW_RULES: tuple[list[Any], list[Any]] = ([], [])
+
+
+def _review_rules() -> list[Any]:
+    """The order-sign rules that can return a veto, in their order: a rule that declares
+    its cards (rules.base.rule) and none of them can be critical (CATALOGUE's indicators
+    and the card's own) or all are NOT_A_VETO never adds to _judged's findings, so the
+    review leaves it out. Chosen again only when the order-sign rules change."""
+    global _REVIEW_RULES
+    rules = rules_for("order-sign")
+    if rules != _REVIEW_RULES[0]:
+        _REVIEW_RULES = (rules, [rule for rule in rules if _may_veto(getattr(rule, "cards", None))])
+    return _REVIEW_RULES[1]
+
+
+def _may_veto(cards: tuple[str, ...] | None) -> bool:
+    if cards is None:
+        return True
+    for card_id in cards:
+        if card_id in NOT_A_VETO:
+            continue
+        if card_id not in CATALOGUE or "critical" in CATALOGUE[card_id][1] or (
+                card_render.load_card(card_id).get("indicator") == "critical"):
+            return True
+    return False
 
 
 def _draft_of(resource: Any) -> DraftOrder | None:

@@ -59,6 +59,7 @@ from cds_service.rules.settings import DEFAULT, ClinicalSettings
 log = logging.getLogger(__name__)
 
 DIAGNOSTIC_SITES = ("LS", "FN", "TH", "RADIUS")  # sites that count for the lowest T-score
+_DIAGNOSTIC_SET = frozenset(DIAGNOSTIC_SITES)  # the default of t_scores and z_scores, not built per call
 SITE_NAMES = {"LS": "Lumbar spine", "FN": "Femoral neck", "TH": "Total hip",
               "RADIUS": "1/3 radius", "CALCANEUS": "Calcaneus"}
 FRAGILITY_SPECIFIC, PROBABLE, UNPROVEN = "specific", "probable", "unproven"
@@ -768,11 +769,11 @@ class PatientRecord:
         return len(self.skipped)
 
     def t_scores(self, sites: Iterable[str] = DIAGNOSTIC_SITES) -> list[BmdScore]:
-        wanted = set(sites)
+        wanted = _DIAGNOSTIC_SET if sites is DIAGNOSTIC_SITES else set(sites)
         return [b for b in self.bmd if b.kind == "T" and b.site in wanted]
 
     def z_scores(self, sites: Iterable[str] = DIAGNOSTIC_SITES) -> list[BmdScore]:
-        wanted = set(sites)
+        wanted = _DIAGNOSTIC_SET if sites is DIAGNOSTIC_SITES else set(sites)
         return [b for b in self.bmd if b.kind == "Z" and b.site in wanted]
 
     @property

@@ -272,6 +272,39 @@ class _Compiled:
         return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
 
 
+class Lease:
+    """A pooled connection lent to a hook call's statements in turn
+    (Store.lease): checked out by the first statement, returned on close.
+    Each statement still commits before it returns, as on a connection of
+    its own. A statement that fails gives its connection back (a dead one
+    invalidated first, as Store._execute does), so the next statement, or
+    Store._retrying's second try, checks out another. Not for use by two
+    requests at once.
+
+    Between the statements the connection stays checked out while the
+    rules run. On SQLite the pool holds one connection per process, so
+    another request's statement waits for the lease to close; under the
+    production gevent worker the rules never yield, so nothing waits that
+    would otherwise have run."""
+
+    __slots__ = ("_store", "pooled")
+
+    def __init__(self, store: Store):
+        self._store = store
+        self.pooled: Any = None
+
+    def close(self) -> None:
+        pooled, self.pooled = self.pooled, None
+        if pooled is not None:
+            self._store._release(pooled)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -288,9 +321,17 @@ class Store:
             compiled = self._compiled_forms[key] = _Compiled(statement(), self.engine.dialect)
         return compiled
 
-    def _execute(self, compiled: _Compiled, params: dict[str, Any], write: bool) -> list[tuple[Any, ...]]:
-        """Run one statement on a pooled DBAPI connection, committed before
-        this returns. On a database server it runs in autocommit: no BEGIN,
+    def lease(self) -> Lease:
+        """One pooled connection for the statements of one hook call (the
+        quieting lookup, then the issued-cards insert), checked out at the
+        first and returned when the lease closes (a `with` block): one pool
+        checkout and return a call instead of two. See Lease."""
+        return Lease(self)
+
+    def _execute(self, compiled: _Compiled, params: dict[str, Any], write: bool,
+                 lease: Lease | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement on a pooled DBAPI connection (the lease's, when
+        given), committed before this returns. On a database server it runs in autocommit: no BEGIN,
         COMMIT or ROLLBACK round trips (the pool's rollback on return is then
         none either: the driver sends none outside a transaction). On SQLite
         a write commits its implicit transaction; a read opens none.
@@ -302,13 +343,17 @@ class Store:
         dialect = self.engine.dialect
         dbapi_error = dialect.loaded_dbapi.Error
         parameters = compiled.parameters(params)
-        try:
-            pooled = self.engine.raw_connection()
-        except dbapi_error as exc:
-            raise self._wrapped(exc, compiled, parameters, dialect.is_disconnect(exc, None, None)) from exc
+        pooled = lease.pooled if lease is not None else None
+        kept = pooled is not None  # already checked out and set up by an earlier statement
+        if not kept:
+            try:
+                pooled = self.engine.raw_connection()
+            except dbapi_error as exc:
+                raise self._wrapped(exc, compiled, parameters, dialect.is_disconnect(exc, None, None)) from exc
         connection, cursor = pooled.dbapi_connection, None
+        done = False
         try:
-            if not self._local:
+            if not self._local and not kept:
                 # What execution_options(isolation_level="AUTOCOMMIT") does,
                 # for any driver (psycopg: an attribute, no round trip).
                 dialect.set_isolation_level(connection, "AUTOCOMMIT")
@@ -317,6 +362,7 @@ class Store:
             rows = compiled.rows(cursor.fetchall()) if compiled.returns_rows else []
             if write and self._local:
                 connection.commit()
+            done = True
             return rows
         except dbapi_error as exc:
             disconnected = dialect.is_disconnect(exc, connection, cursor)
@@ -333,14 +379,25 @@ class Store:
                 pooled.invalidate(exc)
             raise
         finally:
-            try:
-                if pooled.is_valid:
-                    if cursor is not None:
-                        cursor.close()
-                    if not self._local:
-                        dialect.reset_isolation_level(connection)  # as the pool hands it out
-            finally:
-                pooled.close()  # back to the pool (its rollback: none pending here)
+            if done and lease is not None and pooled.is_valid:
+                # Kept for the lease's next statement: nothing is pending (a
+                # write committed, a read on SQLite opened no transaction).
+                cursor.close()
+                lease.pooled = pooled
+            else:
+                if lease is not None:
+                    lease.pooled = None  # a failed statement's connection is not reused
+                self._release(pooled, cursor)
+
+    def _release(self, pooled: Any, cursor: Any = None) -> None:
+        try:
+            if pooled.is_valid:
+                if cursor is not None:
+                    cursor.close()
+                if not self._local:
+                    self.engine.dialect.reset_isolation_level(pooled.dbapi_connection)  # as the pool hands it out
+        finally:
+            pooled.close()  # back to the pool (its rollback: none pending here)
 
     def _wrapped(self, exc: Exception, compiled: _Compiled, parameters: Any, disconnected: bool) -> sa.exc.DBAPIError:
         dialect = self.engine.dialect
@@ -382,9 +439,9 @@ class Store:
             return False
 
     # --- cards -------------------------------------------------------------
-    def record_cards(self, cards: Sequence[IssuedCard]) -> None:
+    def record_cards(self, cards: Sequence[IssuedCard], lease: Lease | None = None) -> None:
         """One multi-row INSERT, committed before this returns (on a database
-        server: one round trip)."""
+        server: one round trip). On the lease's connection, when given."""
         if not cards:
             return
         now = _now()
@@ -406,7 +463,7 @@ class Store:
         params = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
 
         def insert() -> None:
-            self._execute(compiled, params, write=True)
+            self._execute(compiled, params, write=True, lease=lease)
 
         def insert_again() -> None:
             try:
@@ -516,7 +573,7 @@ class Store:
 
     # --- quieting ----------------------------------------------------------
     def quiet_marks(self, patient_key: str, quiet_days: dict[str, int],
-                    now: dt.datetime | None = None) -> dict[str, QuietMark]:
+                    now: dt.datetime | None = None, lease: Lease | None = None) -> dict[str, QuietMark]:
         """Card id -> QuietMark for feedback on this patient's cards still
         within its quiet period (`quiet_days`: indicator -> days; an indicator
         absent or at 0 never quiets). One query on (patient_key, decided_at)."""
@@ -527,7 +584,7 @@ class Store:
         params = _quiet_params(patient_key, quiet_days, now or _now())
 
         def read() -> list[Any]:
-            return self._execute(compiled, params, write=False)
+            return self._execute(compiled, params, write=False, lease=lease)
 
         marks: dict[str, QuietMark] = {}
         for card_id, indicator, issued_at in self._retrying(read):

@@ -26,7 +26,7 @@ VARIABLES.update({"risk_text": "high fracture risk", "zoledronate_note": "zoledr
 VARIABLES.update({"level": "deficient", "headline": "replete", "status": "below 20 ng/mL", "target": "30",
              "maintenance_start": "2025-07-27", "why": "last DXA on 2023-01-01", "due": "since 2025-01-01",
              "interval": "2 years", "population": "on osteoporosis treatment", "review": "",
-             "next_due": "2026-01-01", "drugs": "alendronate", "advice": "USPSTF 2018", "max_age": "12"})
+             "next_dxa": "Next DXA due on or after 2026-01-01.", "checks": "- **Refill gap:** ask.", "drugs": "alendronate", "advice": "USPSTF 2018", "max_age": "12"})
 # C-MASSAGE-SAFETY, C-MON-DXA-DUP
 VARIABLES.update({"headline": "patient has osteopenia: gentle techniques only", "condition": "osteopenia",
              "clearance": "Physician clearance after a recent fracture.", "modifiers": "- none",

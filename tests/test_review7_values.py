@@ -11,7 +11,7 @@ import json
 import pytest
 
 from cds_service.rules import facts
-from tests.test_rules_second_pass import ALN, DMAB, S, TODAY as TODAY_, ZOL, cards, draft, given, obs, record
+from tests.test_rules_second_pass import ALN, DMAB, S, TODAY as TODAY_, ZOL, cards, cond, draft, given, med, obs, record
 
 RIS = {"text": "risedronate 35 mg oral tablet"}
 
@@ -364,3 +364,31 @@ def test_a_denosumab_dose_due_beside_a_bound_leaving_30_open_names_the_plan(days
     assert "calcium weekly x 4 then monthly" in card["detail"]
     exact = cards(record(egfr(45), given(DMAB, days)))[card_id]
     assert "may be below" not in exact["detail"]
+
+
+def test_coded_ckd_4_beside_a_normal_egfr_says_why_it_counts_as_below_30():
+    """Clinical review: "eGFR 50 mL/min/1.73m2 ... (below 30)" read as a contradiction."""
+    card = cards(record(cond("N18.4"), egfr(50), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]
+    assert "coded CKD stage 4 counts as below 30 for denosumab" in card["detail"]
+    plain = cards(record(egfr(25), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]
+    assert "counts as" not in plain["detail"] and "eGFR 25 mL/min/1.73m2" in plain["detail"]
+
+
+def test_a_recheck_on_an_order_asks_before_giving_it_not_before_the_next_dose():
+    """Clinical review: a first alendronate order read "before the next dose"."""
+    order = cards(record(egfr(25, days=400), drafts=[draft(ALN)]), "order-sign")["C-SAFE-RENAL"]
+    assert "before giving alendronate" in order["detail"] and "next dose" not in order["detail"]
+
+
+def test_two_new_antiresorptive_orders_offer_to_keep_either():
+    """Clinical review: denosumab and alendronate drafted together, nothing current: the card
+    removed the denosumab as 'the draft order that duplicates current therapy'."""
+    card = cards(record(egfr(45), drafts=[draft(DMAB, "d-dmab"), draft(ALN, "d-aln")]), "order-sign")["C-DUP-ANTIRES"]
+    assert [(s["label"], [a["resourceId"] for a in s["actions"]]) for s in card["suggestions"]] == [
+        ("Keep the alendronate order: remove the denosumab order", ["MedicationRequest/d-dmab"]),
+        ("Keep the denosumab order: remove the alendronate order", ["MedicationRequest/d-aln"])]
+    assert "being ordered too" in card["detail"] and "current therapy" not in json.dumps(card)
+    # Against an active drug the new order is the one to remove, as before.
+    active = cards(record(egfr(45), med(ALN, 30), drafts=[draft(DMAB, "d-dmab")]), "order-sign")["C-DUP-ANTIRES"]
+    assert [s["label"] for s in active["suggestions"]] == ["Remove the new antiresorptive order"]
+    assert "alendronate is active" in active["detail"]

@@ -11,6 +11,7 @@ C-SUPP-CAVD is built with its trigger: each equals the plain computation."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
@@ -315,3 +316,129 @@ def test_findings_are_the_same_with_the_dataclass_init(records, monkeypatch):
     assert fast == slow
     assert repr(fast) == repr(slow)
     assert sum(len(findings) for findings, _ in fast) > 100
+
+
+def _review_trials(records):
+    """(chart, trial record) for every fixture chart and every drug order a card of any
+    hook suggests or the fixture drafts, as the order review builds its trial."""
+    for rec, resources in zip(records, _suggested_and_drafted(records), strict=True):
+        for res in resources:
+            draft = record.draft_order(res)
+            if draft is not None:
+                yield rec, engine.record_replace(rec, drafts=(draft,)), res
+
+
+def test_order_rules_return_only_the_cards_they_declare(records):
+    """The review leaves out order-sign rules whose declared cards cannot be critical
+    (engine._review_rules): each rule returns only the cards it declares, at an indicator
+    the catalogue allows, on every fixture chart with its drafts and on every review trial."""
+    from cds_service import card_render
+    from cds_service.rules.base import rules_for
+    from cds_service.rules.catalogue import CATALOGUE
+
+    declared = [r for r in rules_for("order-sign") + rules_for("order-select") if getattr(r, "cards", None)]
+    assert len(declared) >= len(rules_for("order-sign"))  # every order-sign rule declares its cards
+    charts = [*records, *(trial for _, trial, _ in _review_trials(records))]
+    seen = 0
+    for rec in charts:
+        for rule in declared:
+            for finding in rule(rec, TODAY, DEFAULT):
+                assert finding.card_id in rule.cards, (rule.__name__, finding.card_id)
+                indicator = finding.indicator or card_render.load_card(finding.card_id)["indicator"]
+                assert indicator in CATALOGUE[finding.card_id][1], (rule.__name__, indicator)
+                seen += 1
+    assert seen > 20
+
+
+def test_the_review_judges_as_with_every_order_sign_rule(records, monkeypatch):
+    """Leaving out the rules that cannot veto changes no verdict: _judged over every suggested
+    or drafted order of every fixture, and every hook's cards, are the same with all
+    order-sign rules run."""
+    from cds_service.rules.base import rules_for
+
+    kept = engine._review_rules()
+    assert 0 < len(kept) < len(rules_for("order-sign"))
+    hooks = ("patient-view", "order-select", "order-sign")
+
+    def verdicts():
+        out = []
+        for rec, _, res in _review_trials(records):
+            with memo.scope():
+                draft, found = engine._judged(res, rec, TODAY, DEFAULT, True)
+            out.append((draft, found))
+        return out
+
+    fast = verdicts(), [engine.evaluate(h, rec, TODAY, strict=True) for rec in records for h in hooks]
+    assert any(found for _, found in fast[0])  # some suggested order is vetoed
+    monkeypatch.setattr(engine, "_review_rules", lambda: rules_for("order-sign"))
+    assert fast == (verdicts(), [engine.evaluate(h, rec, TODAY, strict=True) for rec in records for h in hooks])
+
+
+def test_a_rule_without_declared_cards_or_with_a_critical_card_is_reviewed():
+    assert engine._may_veto(None)
+    assert engine._may_veto(("C-SAFE-HYPOCA",)) and engine._may_veto(("C-SUPP-CAVD", "C-SAFE-RENAL"))
+    assert engine._may_veto(("C-NOT-IN-THE-CATALOGUE",))
+    assert not engine._may_veto(("C-SUPP-CAVD",)) and not engine._may_veto(("C-SAFE-DMAB-CKD",))
+
+
+def test_the_first_chart_and_settings_are_kept_by_the_wrapper_alone_and_answer_once_each():
+    """The scope's first chart and settings object have their answers kept by the wrapper alone
+    (memo.of_chart, memo.of_chart_settings): whichever record and settings come first (a trial
+    record of the chart, a plain settings value, the chart on its own), every wrapper kind
+    computes once per chart and settings and answers what the fact answers outside a scope."""
+    computed = []
+
+    @memo.per_call
+    def with_settings(record, settings):
+        computed.append(("s", record, settings))
+        return [record.name, settings]
+
+    @memo.per_call
+    def of_record(record):
+        computed.append(("r", record))
+        return {"record": record.name}
+
+    @memo.per_call
+    def general(record, settings=None):
+        computed.append(("g", record, settings))
+        return (record.name, [settings])
+
+    class Chart:
+        def __init__(self, name):
+            self.name = name  # the trial, the chart with a draft, answers as the chart
+
+    chart, other, trial = Chart("chart"), Chart("other"), Chart("chart")
+    one, two = dataclasses.replace(DEFAULT), dataclasses.replace(DEFAULT, lab_max_age_months=1)
+    calls = [(with_settings, (one,)), (with_settings, (two,)), (with_settings, (3,)), (of_record, ()),
+             (general, ()), (general, (one,)), (general, (two,)), (general, (3,))]
+    for first in [(trial, 3), (trial, one), (chart, two), (other, one), (chart, None)]:
+        for order in (calls, calls[::-1]):
+            computed.clear()
+            with memo.scope():
+                memo.same_chart(trial, chart)
+                record, settings = first
+                (with_settings(record, settings) if settings is not None else of_record(record))
+                answers = [(fn, rec, args, fn(rec, *args)) for _ in range(2) for rec in (chart, trial, other)
+                           for fn, args in order]
+            keys = {(kind, id(rec) if rec is not trial else id(chart), *map(id, more)) for kind, rec, *more in computed}
+            assert len(keys) == len(computed) == 16  # each chart (the trial's is the chart) and settings once
+            for fn, rec, args, got in answers:
+                assert got == fn.__wrapped__(rec, *args)
+    for fn in (with_settings, of_record, general):
+        memo.MARKED.remove(fn)
+
+
+def test_the_per_call_t_scores_are_the_records(records):
+    """diagnosis.latest_t_scores and lowest_t (once per call) answer as the record's own
+    latest_t_scores() and lowest_t, in a scope and out of one; t_scores and z_scores by the
+    default sites as by the same sites given."""
+    from cds_service.rules import diagnosis
+
+    for rec in records:
+        for scoped in (False, True):
+            with memo.scope() if scoped else contextlib.nullcontext():
+                for _ in range(2):
+                    assert diagnosis.latest_t_scores(rec) == rec.latest_t_scores()
+                    assert diagnosis.lowest_t(rec) is rec.lowest_t or diagnosis.lowest_t(rec) == rec.lowest_t
+        assert rec.t_scores() == rec.t_scores(list(record.DIAGNOSTIC_SITES))
+        assert rec.z_scores() == rec.z_scores(list(record.DIAGNOSTIC_SITES))

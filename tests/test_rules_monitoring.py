@@ -378,3 +378,20 @@ def test_every_missing_lab_label_maps_to_a_card_suggestion():
     assert len(labels) == 3 and set(labels) == set(monitoring.BASELINE_LAB_KEYS)
     keys = {s["key"] for s in card_render.load_card("C-LAB-BASELINE")["suggestions"]}
     assert set(monitoring.BASELINE_LAB_KEYS.values()) <= keys
+
+
+def test_ontx_lists_only_the_checks_that_apply_and_leaves_a_missing_dxa_to_its_own_card():
+    """Clinical review: every check (refill gap, fracture, calcium) was listed whatever applied,
+    and with no DXA on file the card said "Next DXA due on or after now", repeating C-MON-DXA-DUE."""
+    wrist = {"resourceType": "Condition", "id": "w", "code": coding(t.ICD10CM, "S52.501A"),
+             "onsetDateTime": "2025-04-01"}
+    found = cards(patient(med("a", ALENDRONATE, "2024-09-01"), med("c", CALCIUM), med("v", VIT_D), wrist))
+    detail = found["C-MON-ONTX"]["detail"]
+    assert "**Fracture on treatment:**" in detail
+    assert "Refill gap" not in detail and "Calcium out of range" not in detail
+    assert "Next DXA" not in detail and "C-MON-DXA-DUE" in found
+    # With a DXA on file the next one is dated; a low calcium brings its own check.
+    low = obs("ca", "17861-6", 8.1, "mg/dL", "2025-05-01")
+    detail = cards(treated("2024-03-15", low))["C-MON-ONTX"]["detail"]
+    assert "**Calcium out of range:**" in detail and "Fracture on treatment" not in detail
+    assert "Next DXA due on or after 2026-03-15." in detail

@@ -361,3 +361,16 @@ def test_typeless_draft_orders_bundle_through_http(client, hook):
     assert update["type"] == "update" and update["resource"]["id"] == "sandbox-massage"
     assert cards["C-MON-DXA-DUP"]["suggestions"][0]["actions"][0]["resourceId"] == "ServiceRequest/sandbox-dxa"
     assert all("uuid" in s for c in cards.values() for s in c.get("suggestions", ()))
+
+
+def test_massage_technique_is_not_said_twice_or_against_a_modifier():
+    """Clinical review: with an anticoagulant ("no deep or sustained compression") the card still
+    listed myofascial release (sustained pressure) as appropriate, and with a vertebral fracture
+    it gave two positioning lines."""
+    card = _fixture_cards("c-massage-safety-osteopenia-on-warfarin", "order-sign")["C-MASSAGE-SAFETY"]
+    note = card["suggestions"][0]["actions"][0]["resource"]["note"][-1]["text"]
+    assert "myofascial" not in card["detail"] and "myofascial" not in note
+    assert "gentle Swedish massage" in card["detail"] and "reflexology" in note
+    fresh = _fixture_cards("c-massage-safety-fresh-vertebral-fracture-10-weeks", "order-sign")["C-MASSAGE-SAFETY"]
+    assert fresh["detail"].count("Positioning") == 1 and "no unsupported prone lying" in fresh["detail"]
+    assert "myofascial release" in fresh["detail"]  # no anticoagulant there

@@ -392,6 +392,22 @@ def test_giop_offers_alendronate_only_at_moderate_risk_when_no_other_card_starts
     assert "C-TX-BP" in high and not any("alendronate" in s["label"] for s in high["C-GIOP"].get("suggestions", ()))
 
 
+def test_giop_treatment_order_agrees_with_the_treatment_cards():
+    """Clinical review: at high risk C-GIOP said "an anabolic agent first or an antiresorptive"
+    beside C-TX-BP's alendronate; and with a DXA on file but no FRAX it said "low risk, decide
+    once the DXA and FRAX are known"."""
+    high = cards(record(_pred(10, 200)))  # T -2.8, no fracture: high, not very high
+    assert "C-TX-BP" in high
+    assert "**Risk is high: treat**: an oral bisphosphonate first" in high["C-GIOP"]["detail"]
+    hip = cond("M80.051A", days=100)  # a recent hip fracture: very high
+    very = cards(record(_pred(10, 200), hip))
+    assert "C-TX-ANABOLIC" in very and "very high risk" in very["C-GIOP"]["summary"]
+    assert "**Risk is very high: treat**: an anabolic agent first" in very["C-GIOP"]["detail"]
+    no_frax = cards(record(_pred(10, 200), obs("38263-0", 60, -1.9), sex="male", age=45, t_score=False))["C-GIOP"]
+    assert "not yet assessed" in no_frax["detail"] and "the DXA is on file" in no_frax["detail"]
+    assert "low risk" not in no_frax["summary"]
+
+
 # ---------------------------------------------------------------------------
 # 6. Massage and manual therapy
 # ---------------------------------------------------------------------------

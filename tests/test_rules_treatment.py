@@ -11,6 +11,7 @@ from cds_service import card_render, engine
 from cds_service.fhir import terminology as t
 from cds_service.record import build_record
 from cds_service.rules import treatment as tx
+from cds_service.rules.on_therapy import treatment_failure
 from cds_service.rules.settings import ClinicalSettings
 from tests.conftest import TODAY, coding
 
@@ -347,11 +348,21 @@ def test_a_course_beyond_ten_years_asks_for_a_duration_review_without_hip_t_scor
         assert "Decide with the patient: a drug holiday" in text["detail"]
 
 
-def test_a_very_long_course_with_a_fracture_on_therapy_is_reviewed_but_no_holiday_is_offered():
-    record = patient(bmd("38267-1", -2.6), conditions=[cond("S52.531A", "2024-03-01")],
-                     meds=[med(ALENDRONATE, "2002-05-01")])
+def test_a_very_long_course_at_very_high_risk_is_reviewed_but_no_holiday_is_offered():
+    record = patient(bmd("38267-1", -3.6), meds=[med(ALENDRONATE, "2002-05-01")])  # below -3.0: very high
     text = render(one(tx.consider_drug_holiday, record))
     assert "23 years" in text["summary"] and "so no holiday" in text["detail"]
+
+
+def test_a_very_long_course_with_a_fracture_on_therapy_is_left_to_the_treatment_failure_card():
+    """Clinical review (a Synthea man, 29 years of alendronate, fractures on it): C-HOLIDAY gave
+    C-TX-FAILURE's switch advice again. The failure card speaks, with the course's length."""
+
+    record = patient(bmd("38267-1", -2.6), conditions=[cond("S52.531A", "2024-03-01")],
+                     meds=[med(ALENDRONATE, "2002-05-01")])
+    assert tx.consider_drug_holiday(record, TODAY, S) == []
+    (failure,) = treatment_failure(record, TODAY, S)
+    assert any(f.startswith("Oral bisphosphonate for 23.") and "beyond 10 years" in f for f in failure.facts)
 
 
 def test_never_a_holiday_on_denosumab():

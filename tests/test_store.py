@@ -368,3 +368,71 @@ def test_on_postgresql_the_lookup_and_the_insert_are_one_round_trip_each(tmp_pat
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_a_lease_checks_out_once_for_the_lookup_and_the_insert(db):
+    """Store.lease: the quieting lookup and the insert share one pooled
+    connection, checked out by the first and back in the pool, as it was,
+    when the lease closes; the insert is committed before record_cards returns."""
+    from sqlalchemy import event
+
+    _, store = db
+    store.quiet_marks("k", {"info": 180})  # connects
+    checkouts = []
+    event.listen(store.engine.pool, "checkout", lambda *args: checkouts.append(1))
+    card = _card()
+    with store.lease() as lease:
+        assert store.quiet_marks("k", {"info": 180}, lease=lease) == {}
+        assert store.engine.pool.checkedout() == 1
+        store.record_cards([card], lease=lease)
+        assert store.engine.pool.checkedout() == 1
+    assert len(checkouts) == 1
+    assert store.engine.pool.checkedout() == 0
+    assert store.card(card.card_uuid)["card_id"] == "C-TX-BP"
+    # A lease that never ran a statement holds nothing.
+    with store.lease():
+        assert store.engine.pool.checkedout() == 0
+
+
+def test_a_lease_gives_back_a_connection_whose_statement_failed(db):
+    """A refused insert on a lease returns its connection (rolled back): the
+    lease's next statement checks out again, and the pool's connection runs
+    transactions as before."""
+    _, store = db
+    card = _card()
+    store.record_cards([card])
+    with store.lease() as lease:
+        store.quiet_marks("k", {"info": 180}, lease=lease)
+        with pytest.raises(sa.exc.IntegrityError):
+            store.record_cards([card], lease=lease)
+        assert lease.pooled is None and store.engine.pool.checkedout() == 0
+        other = _card()
+        store.record_cards([other], lease=lease)
+        assert store.engine.pool.checkedout() == 1
+    assert store.engine.pool.checkedout() == 0
+    assert store.card(other.card_uuid)["card_id"] == "C-TX-BP"
+
+
+def test_a_lease_whose_connection_died_retries_on_a_new_one(db, monkeypatch):
+    """A statement on a lease that fails as on a dropped connection gives the
+    connection back and leaves the lease empty: Store._retrying's second try
+    checks one out again, as without a lease."""
+    from cds_service import store as store_module
+
+    _, store = db
+    calls = []
+    real = store_module._Compiled.rows
+
+    def dies_once(self, rows):
+        if not calls:
+            calls.append(1)
+            raise sa.exc.DBAPIError("SELECT", {}, Exception("gone"), connection_invalidated=True)
+        return real(self, rows)
+
+    with store.lease() as lease:
+        store.quiet_marks("k", {"info": 180}, lease=lease)
+        monkeypatch.setattr(store_module._Compiled, "rows", dies_once)
+        assert store.quiet_marks("k", {"info": 180}, lease=lease) == {}
+        assert calls == [1]
+        assert lease.pooled is not None and store.engine.pool.checkedout() == 1
+    assert store.engine.pool.checkedout() == 0

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from flask import Blueprint, render_template, request
 
 from cds_service import card_render
+from cds_service.config import Settings
 from cds_service.protocol.auth import request_audience
 from cds_service.protocol.errors import ApiError
 from cds_service.protocol.runtime import runtime
@@ -50,14 +51,15 @@ def page_path(card_id: str) -> str:
     return f"/guidance/{card_id}"
 
 
-def guidance_links() -> Callable[[str], dict[str, str]]:
+def guidance_links(settings: Settings | None = None) -> Callable[[str], dict[str, str]]:
     """card id -> the card's link to its page, for the cards of one request
-    (call inside it): the base URL is read at the first card, not at each."""
+    (call inside it): the base URL is read at the first card, not at each.
+    `settings`: the app's, when the caller has them."""
     root: list[str] = []
 
     def link(card_id: str) -> dict[str, str]:
         if not root:  # request_audience(..., "/") is the base without its trailing /
-            root.append(request_audience(runtime().settings.public_base_url, request, "/"))
+            root.append(request_audience((settings or runtime().settings).public_base_url, request, "/"))
         return {"label": LINK_LABEL, "url": root[0] + page_path(card_id), "type": "absolute"}
 
     return link

@@ -30,9 +30,9 @@ from cds_service.protocol.errors import ApiError
 from cds_service.protocol.guidance import guidance_links
 from cds_service.protocol.requests_json import read_json_object
 from cds_service.protocol.responses import finish_cards, rule_id
-from cds_service.protocol.runtime import runtime
+from cds_service.protocol.runtime import Runtime, runtime
 from cds_service.services import CdsService, HookCall
-from cds_service.store import IssuedCard
+from cds_service.store import IssuedCard, Lease
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -44,25 +44,27 @@ REQUEST_SCHEMAS = {
 }
 
 
-def find_service(service_id: str) -> CdsService:
-    service = runtime().services.get(service_id)
+def find_service(service_id: str, rt: Runtime | None = None) -> CdsService:
+    service = (rt or runtime()).services.get(service_id)
     if service is None:
         raise ApiError(404, f"no CDS service with id {service_id!r}; GET /cds-services lists them",
                        code="unknown_service")
     return service
 
 
-def accept_call(service_id: str, path: str) -> tuple[CdsService, dict]:
+def accept_call(service_id: str, path: str, rt: Runtime | None = None) -> tuple[CdsService, dict]:
     """What every POST to a service does first, in this order: the service
     exists (404), the caller is trusted for this exact URL (401), the body is
-    a JSON object (415/400/413)."""
-    service = find_service(service_id)
+    a JSON object (415/400/413). `rt`: the app's runtime, when the caller has it."""
+    rt = rt or runtime()
+    service = find_service(service_id, rt)
     g.service_id = service.id
-    runtime().authenticate(request, path)
-    return service, read_json_object(request)
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    rt.authenticate(req, path)
+    return service, read_json_object(req)
 
 
-def validate_hook_request(service: CdsService, body: dict) -> None:
+def validate_hook_request(service: CdsService, body: dict, rt: Runtime | None = None) -> None:
     hook = body.get("hook")
     if isinstance(hook, str) and hook != service.hook:
         raise ApiError(400, f"service {service.id} answers the {service.hook} hook, not {hook!r}",
@@ -77,7 +79,7 @@ def validate_hook_request(service: CdsService, body: dict) -> None:
         raise ApiError(400, f"the {service.hook} request is not valid: {problems[0]}",
                        code="invalid_request", details=problems[:20])
     drafts = ((body.get("context") or {}).get("draftOrders") or {}).get("entry") or []
-    limit = runtime().settings.max_draft_orders
+    limit = (rt or runtime()).settings.max_draft_orders
     if len(drafts) > limit:
         raise ApiError(413, f"context.draftOrders has {len(drafts)} entries; the limit is {limit}",
                        code="too_many_draft_orders")
@@ -98,11 +100,12 @@ def _patient_namespace(body: dict[str, Any]) -> str | None:
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
-    rt = runtime()
-    service, body = accept_call(service_id, f"/cds-services/{service_id}")
+    # The runtime and g read once: every proxy read is a context lookup.
+    rt, state = runtime(), g._get_current_object()
+    service, body = accept_call(service_id, f"/cds-services/{service_id}", rt)
     if isinstance(body.get("hookInstance"), str):
-        g.hook_instance = body["hookInstance"][:128]
-    validate_hook_request(service, body)
+        state.hook_instance = body["hookInstance"][:128]
+    validate_hook_request(service, body, rt)
 
     started = time.perf_counter()
     try:
@@ -128,59 +131,62 @@ def call_service(service_id: str):
             code="prefetch_unavailable",
             details={"missing": sorted(exc.missing), "failed": dict(sorted(exc.failed.items()))},
         ) from None
-    g.fetch_ms = round((time.perf_counter() - started) * 1000, 2)
+    state.fetch_ms = round((time.perf_counter() - started) * 1000, 2)
     if prefetch.fetched:
-        metrics.FHIR_FETCH.observe(g.fetch_ms / 1000)
+        metrics.FHIR_FETCH.observe(state.fetch_ms / 1000)
     for kind in prefetch.error_kinds:
         metrics.FHIR_ERRORS.labels(kind).inc()
 
     key = patient_key(rt.patient_secret, _patient_namespace(body), body["context"]["patientId"])
-    call = HookCall(
-        service_id=service.id,
-        hook=service.hook,
-        hook_instance=body["hookInstance"],
-        context=body["context"],
-        prefetch=prefetch.data,
-        today=dt.date.today(),
-        settings=rt.settings,
-        fhir_server=body.get("fhirServer"),
-        policy=_policy(service, key),
-    )
-    outcome = service.evaluate(call)
-    link = guidance_links()
-    cards = finish_cards([{**c, "links": [*c.get("links", ()), link(rule_id(c))]} for c in outcome.cards])
-    g.card_ids = [rule_id(c) for c in cards]
-    g.cards_held, g.resources_skipped = len(outcome.held), outcome.skipped
-    for c in cards:
-        metrics.child(metrics.CARDS, rule_id(c), c["indicator"]).inc()
-    for held in outcome.held:
-        metrics.child(metrics.CARDS_HELD, held.card_id, held.reason).inc()
-    # With the database down this raises, and the call answers 503: a card
-    # that is not recorded could not have its feedback tied to its rule.
-    rt.store.record_cards([
-        IssuedCard(
-            card_uuid=c["uuid"],
+    # One pooled connection for the quieting lookup and the issued-cards
+    # insert (store.Lease); given back before the answer is written.
+    with rt.store.lease() as lease:
+        call = HookCall(
             service_id=service.id,
-            card_id=rule_id(c),
-            indicator=c["indicator"],
-            hook_instance=call.hook_instance,
-            suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
-            patient_key=key,
+            hook=service.hook,
+            hook_instance=body["hookInstance"],
+            context=body["context"],
+            prefetch=prefetch.data,
+            today=dt.date.today(),
+            settings=rt.settings,
+            fhir_server=body.get("fhirServer"),
+            policy=_policy(service, key, rt, lease),
         )
-        for c in cards
-    ])
+        outcome = service.evaluate(call)
+        link = guidance_links(rt.settings)
+        cards = finish_cards([{**c, "links": [*c.get("links", ()), link(rule_id(c))]} for c in outcome.cards])
+        state.card_ids = [rule_id(c) for c in cards]
+        state.cards_held, state.resources_skipped = len(outcome.held), outcome.skipped
+        for c in cards:
+            metrics.child(metrics.CARDS, rule_id(c), c["indicator"]).inc()
+        for held in outcome.held:
+            metrics.child(metrics.CARDS_HELD, held.card_id, held.reason).inc()
+        # With the database down this raises, and the call answers 503: a card
+        # that is not recorded could not have its feedback tied to its rule.
+        rt.store.record_cards([
+            IssuedCard(
+                card_uuid=c["uuid"],
+                service_id=service.id,
+                card_id=rule_id(c),
+                indicator=c["indicator"],
+                hook_instance=call.hook_instance,
+                suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
+                patient_key=key,
+            )
+            for c in cards
+        ], lease=lease)
     return jsonify({"cards": cards})
 
 
-def _policy(service: CdsService, key: str) -> CardPolicy:
+def _policy(service: CdsService, key: str, rt: Runtime, lease: Lease | None = None) -> CardPolicy:
     """Quieting and the budget apply to patient-view, the chart-open burden;
     an order hook's cards answer the order being placed now, each a new decision."""
     if service.hook != "patient-view":
         return CardPolicy()
-    rt = runtime()
     settings = rt.settings
     try:
-        quiet = rt.store.quiet_marks(key, {"info": settings.quiet_info_days, "warning": settings.quiet_warning_days})
+        quiet = rt.store.quiet_marks(key, {"info": settings.quiet_info_days, "warning": settings.quiet_warning_days},
+                                     lease=lease)
     except Exception as exc:  # the store is down: show every card rather than none
         log.error("could not read quieted cards", extra={"error_type": type(exc).__name__})
         quiet = {}

@@ -123,13 +123,18 @@ Rule = Callable[[PatientRecord, dt.date, ClinicalSettings], list[Finding]]
 _REGISTRY: dict[str, list[Rule]] = {hook: [] for hook in HOOKS}
 
 
-def rule(*hooks: str) -> Callable[[Rule], Rule]:
-    """Register a rule for the given hooks (in import order)."""
+def rule(*hooks: str, cards: tuple[str, ...] | None = None) -> Callable[[Rule], Rule]:
+    """Register a rule for the given hooks (in import order). cards: every card id the
+    rule can return (the engine's order review leaves out an order-sign rule none of whose
+    cards can be critical, see engine._review_rules; tests check the declaration on every
+    fixture); None: not declared, any card."""
     for hook in hooks:
         if hook not in _REGISTRY:
             raise ValueError(f"unknown hook {hook!r}")
 
     def register(fn: Rule) -> Rule:
+        if cards is not None:
+            fn.cards = tuple(cards)  # type: ignore[attr-defined]
         for hook in hooks:
             if fn not in _REGISTRY[hook]:
                 _REGISTRY[hook].append(fn)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from cds_service.fhir import terminology as t
-from cds_service.record import Fracture, PatientRecord, within_months
+from cds_service.record import BmdScore, Fracture, PatientRecord, within_months
 from cds_service.rules.memo import per_call
 from cds_service.rules.settings import ClinicalSettings
 
@@ -60,6 +60,20 @@ def _uniq(items: list[str]) -> tuple[str, ...]:
 
 
 @per_call
+def latest_t_scores(record: PatientRecord) -> dict[str, BmdScore]:
+    """record.latest_t_scores(), once per call (the drug-start facts and lowest_t read it)."""
+    return record.latest_t_scores()
+
+
+@per_call
+def lowest_t(record: PatientRecord) -> BmdScore | None:
+    """record.lowest_t, once per call (assess, very_high_risk_reasons and monitoring read it),
+    from latest_t_scores as the record's own property reads it."""
+    latest = latest_t_scores(record)
+    return min(latest.values(), key=lambda b: b.value) if latest else None
+
+
+@per_call
 def assess(record: PatientRecord, settings: ClinicalSettings) -> Assessment:
     group = guideline_group(record)
     fractures = record.fragility_fractures()
@@ -69,7 +83,7 @@ def assess(record: PatientRecord, settings: ClinicalSettings) -> Assessment:
         return Assessment(group, NOT_KNOWN, NOT_ASSESSED, (), ())
 
     reasons: list[str] = []
-    lowest = record.lowest_t
+    lowest = lowest_t(record)
     ever = record.lowest_t_ever
     in_between = lowest is not None and -2.5 < lowest.value < -1.0
     mof = record.latest_frax("mof", settings.frax_max_age_months)
@@ -150,7 +164,7 @@ def very_high_risk_reasons(record: PatientRecord, settings: ClinicalSettings,
     today = record.today
     fractures = record.fragility_fractures() if fractures is None else fractures
     out: list[str] = []
-    lowest = record.lowest_t
+    lowest = lowest_t(record)
     # AACE20: fracture within the past 12 months (also SEED "recent vertebral fracture").
     for f in fractures:
         if within_months(f.date, today, settings.recent_fracture_months):

@@ -50,7 +50,7 @@ def _interval_text(agent: str, settings: ClinicalSettings) -> str:
 SCHEDULE = {"zoledronic_acid": "once a year", "denosumab": "every 6 months", "romosozumab": "once a month"}
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-DOSE-INTERVAL",))
 def dose_interval_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-DOSE-INTERVAL (warning), second-pass 3: the same drug ordered for a day
     (the order's own planned date, else today) too soon after its last dose: zoledronic
@@ -83,7 +83,7 @@ def dose_interval_order(record: PatientRecord, today: dt.date, settings: Clinica
     return findings
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-PREDOSE-LABS",))
 def predose_labs_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PREDOSE-LABS (warning), second-pass 2: zoledronic acid or denosumab
     ordered with no creatinine / eGFR or no calcium within predose_lab_days (90). Reclast
@@ -143,7 +143,7 @@ def _dup_finding(a: str, b: str, facts: tuple[str, ...], situation: str, **extra
                    variables={"drug_a": drug_label(a), "drug_b": drug_label(b), "situation": situation}, **extra)
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-DUP-ANABOLIC",))
 def duplicate_anabolic_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-DUP-ANABOLIC (warning), second-pass 3: an anabolic agent ordered while a
     different one is active or also being ordered (teriparatide + abaloparatide, either +

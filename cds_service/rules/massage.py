@@ -73,6 +73,18 @@ TECHNIQUE = (
     "- **Positioning:** supported, for spinal and hip protection (chair, bolsters, side-lying).")
 POSITIONING = ("Positioning: no unsupported prone lying; side-lying or seated with bolsters "
                "(kyphosis or vertebral fracture).")
+SUSTAINED = "myofascial release, "  # sustained pressure: not with an anticoagulant (clinical review)
+
+
+def _technique(weeks: int, positioning: bool, anticoagulant: bool) -> str:
+    """TECHNIQUE for this patient: without the general positioning line when POSITIONING (the
+    kyphosis / vertebral fracture one) is listed, and without myofascial release beside an
+    anticoagulant's "no deep or sustained compression" (clinical review: both read twice or
+    against each other)."""
+    text = TECHNIQUE.format(weeks=weeks)
+    if positioning:
+        text = text[:text.index("\n- **Positioning:**")]
+    return text.replace(SUSTAINED, "") if anticoagulant else text
 FRAGILE_REGION_WORDS = ("spine", "spinal", "back", "lumbar", "thoracic", "cervical", "neck", "sacr", "hip",
                         "pelvi", "wrist", "rib", "vertebra")
 
@@ -183,9 +195,10 @@ def _has_precautions(draft: DraftOrder) -> bool:
 
 
 def _note(condition: str | None, fresh: list[Fracture], lines: list[str], today: dt.date, verb: str,
-          settings: ClinicalSettings) -> str:
+          settings: ClinicalSettings, anticoagulant: bool = False) -> str:
     who = f" (patient has {condition})" if condition else ""
-    parts = [f"{NOTE_MARK}{who}. Avoid: {AVOID}. Appropriate: {APPROPRIATE}. {STRETCHING}"]
+    appropriate = APPROPRIATE.replace(SUSTAINED, "") if anticoagulant else APPROPRIATE
+    parts = [f"{NOTE_MARK}{who}. Avoid: {AVOID}. Appropriate: {appropriate}. {STRETCHING}"]
     parts += lines
     for f in fresh:
         site = "" if f.site == t.OTHER else f"{f.site} "
@@ -211,7 +224,7 @@ def _update(draft: DraftOrder, note: str, today: dt.date, word: str, fragile: bo
                       is_recommended=True)
 
 
-@rule("order-select", "order-sign")
+@rule("order-select", "order-sign", cards=("C-MASSAGE-SAFETY",))
 def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-MASSAGE-SAFETY (warning / critical), MASS-1 (brief 6; SEED 002; TFTF) as
     second-pass 6 widens it to every hands-on order: see the module docstring for
@@ -292,7 +305,8 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     keys: tuple[str, ...] = ("cancel",) if critical and draft.reference else ()
     fragile = condition is not None or bool(fresh)
     if draft.id:
-        update = _update(draft, _note(condition, fresh, lines, today, verb, settings), today, word, fragile)
+        update = _update(draft, _note(condition, fresh, lines, today, verb, settings, record.anticoagulant), today,
+                         word, fragile)
         if manipulation_risk and draft.reference:
             # Manipulation itself is the danger: precautions on it would contradict the order.
             cancel = Suggestion(f"Remove this {word} order (spinal manipulation or joint mobilisation with fragile "
@@ -306,7 +320,8 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
         variables={"headline": headline, "order_kind": kind_word, "order_word": word,
                    "intro": ("Fragile bones need a modified, gentle technique; tell the therapist." if fragile else
                              "Tell the therapist which sites to leave alone (below)."),
-                   "technique": (TECHNIQUE.format(weeks=settings.fresh_fracture_weeks) if fragile else
+                   "technique": (_technique(settings.fresh_fracture_weeks, positioning, record.anticoagulant)
+                                 if fragile else
                                  "- Passive stretching: careful, never forceful."),
                    "cleared": "the fracture is cleared" if fresh else "a physician clears it",
                    "condition": condition or ("a recent fracture" if fresh else "no osteoporosis on record"),

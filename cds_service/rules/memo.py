@@ -42,6 +42,14 @@ class _Memo:
         # Objects keyed by identity, kept alive with the scope so that no other object
         # can take their id while it is part of a key.
         self.keep: dict[int, Any] = {}
+        # The first chart and settings object a short wrapper meets in the scope (the call's
+        # own, in the engine): their answers are kept by the wrapper alone, in `of_chart`
+        # (fn(chart)) and `of_chart_settings` (fn(chart, settings)), and found without a key
+        # to build. Held here, so neither can be freed while the scope lasts.
+        self.chart: Any = None
+        self.settings: Any = _OBJECT  # never a caller's settings until set
+        self.of_chart: dict[Any, tuple[Any, Callable[[Any], Any] | None]] = {}
+        self.of_chart_settings: dict[Any, tuple[Any, Callable[[Any], Any] | None]] = {}
 
     def key(self, chart: Any, parts: tuple[Any, ...]) -> tuple[Any, ...]:
         out: list[Any] = [id(chart)]
@@ -146,19 +154,43 @@ def _per_call_with_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
         memo = _CURRENT.get()
         if memo is None:
             return fn(record, settings)
+        if record is memo.chart and settings is memo.settings:
+            answers = memo.of_chart_settings  # the usual case: no chart to look up, no key to build
+            found = answers.get(wrapper)
+            if found is None:
+                answer = fn(record, settings)
+                found = answers[wrapper] = (answer, _copier(answer))
+            return found[0] if found[1] is None else found[1](found[0])
         chart = memo.charts.get(id(record), record) if memo.charts else record
+        if memo.chart is None or (chart is memo.chart and memo.settings is _OBJECT):
+            _first_chart(memo, chart, settings)
         plain = type(settings) in _PLAIN
-        key = (id(chart), wrapper, settings) if plain else (id(chart), wrapper, _OBJECT, id(settings))
-        found = memo.answers.get(key)
+        if chart is memo.chart and settings is memo.settings:
+            answers, key = memo.of_chart_settings, wrapper
+        else:
+            answers = memo.answers
+            key = (id(chart), wrapper, settings) if plain else (id(chart), wrapper, _OBJECT, id(settings))
+        found = answers.get(key)
         if found is None:
             memo.keep[id(chart)] = chart  # `wrapper` lives as long as its module
             if not plain:
                 memo.keep[id(settings)] = settings
             answer = fn(record, settings)
-            found = memo.answers[key] = (answer, _copier(answer))
+            found = answers[key] = (answer, _copier(answer))
         return found[0] if found[1] is None else found[1](found[0])
 
     return wrapper
+
+
+def _first_chart(memo: _Memo, chart: Any, settings: Any = _OBJECT) -> None:
+    """The scope's first chart met by a wrapper, and the first settings object (not a plain
+    value) met with it: their answers go to memo.of_chart / memo.of_chart_settings, keyed
+    by the wrapper alone. No answer for that chart and settings was kept before (the first
+    call with them sets them)."""
+    if memo.chart is None:
+        memo.chart = chart
+    if memo.settings is _OBJECT and chart is memo.chart and settings is not _OBJECT and type(settings) not in _PLAIN:
+        memo.settings = settings
 
 
 def _per_call_of_record(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -167,13 +199,23 @@ def _per_call_of_record(fn: Callable[..., Any]) -> Callable[..., Any]:
         memo = _CURRENT.get()
         if memo is None:
             return fn(record)
-        chart = memo.charts.get(id(record), record) if memo.charts else record
-        key = (id(chart), wrapper)
-        found = memo.answers.get(key)
+        if record is not memo.chart:
+            chart = memo.charts.get(id(record), record) if memo.charts else record
+            if memo.chart is None:
+                _first_chart(memo, chart)
+            if chart is not memo.chart:
+                key = (id(chart), wrapper)
+                found = memo.answers.get(key)
+                if found is None:
+                    memo.keep[id(chart)] = chart
+                    answer = fn(record)
+                    found = memo.answers[key] = (answer, _copier(answer))
+                return found[0] if found[1] is None else found[1](found[0])
+        answers = memo.of_chart
+        found = answers.get(wrapper)
         if found is None:
-            memo.keep[id(chart)] = chart
             answer = fn(record)
-            found = memo.answers[key] = (answer, _copier(answer))
+            found = answers[wrapper] = (answer, _copier(answer))
         return found[0] if found[1] is None else found[1](found[0])
 
     return wrapper
@@ -190,20 +232,26 @@ def _per_call_any(fn: Callable[..., Any]) -> Callable[..., Any]:
             parts = (wrapper, *args, *(x for item in sorted(kwargs.items()) for x in item))
             return memo.answer(memo.key(chart, parts), chart, parts, lambda: fn(record, *args, **kwargs))
         # (record) and (record, settings) as the two wrappers above key them.
-        if not args:
-            key: tuple[Any, ...] = (id(chart), wrapper)
+        if memo.chart is None or (args and chart is memo.chart and memo.settings is _OBJECT):
+            _first_chart(memo, chart, *args)
+        answers = memo.answers
+        if chart is memo.chart and (not args or args[0] is memo.settings):
+            answers = memo.of_chart_settings if args else memo.of_chart
+            key: Any = wrapper
+        elif not args:
+            key = (id(chart), wrapper)
         elif type(args[0]) in _PLAIN:
             key = (id(chart), wrapper, args[0])
         else:
             key = (id(chart), wrapper, _OBJECT, id(args[0]))
-        found = memo.answers.get(key)
+        found = answers.get(key)
         if found is None:
             keep = memo.keep
             keep[id(chart)] = chart
             if args and type(args[0]) not in _PLAIN:
                 keep[id(args[0])] = args[0]
             answer = fn(record, *args)
-            found = memo.answers[key] = (answer, _copier(answer))
+            found = answers[key] = (answer, _copier(answer))
         return found[0] if found[1] is None else found[1](found[0])
 
     return wrapper

@@ -25,7 +25,7 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, CareEvent, PatientRecord, add_months, months_between, within_months
 from cds_service.rules.base import Finding, rule
-from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
+from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, VERY_HIGH, assess, lowest_t
 from cds_service.rules.memo import per_call
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.rules.facts import (
@@ -73,7 +73,7 @@ def _therapy_fact(e: AgentExposure) -> str:
 
 def _last_dxa_fact(record: PatientRecord) -> str:
     last = record.latest_dxa_date
-    lowest = record.lowest_t
+    lowest = lowest_t(record)
     if last is None:
         return "No DXA on file"
     if lowest is not None and lowest.date == last:
@@ -95,7 +95,7 @@ def dxa_schedule(record: PatientRecord, settings: ClinicalSettings) -> tuple[str
     if a.diagnosis == OSTEOPOROSIS:
         return "osteoporosis", settings.dxa_interval_months, [f"Osteoporosis: {r}" for r in a.reasons[:3]]
     if a.diagnosis == OSTEOPENIA:
-        lowest = record.lowest_t
+        lowest = lowest_t(record)
         if lowest is None:
             return None  # osteopenia on the problem list without a T-score: interval unknown, stay quiet
         two, three, five = settings.osteopenia_dxa_years
@@ -210,31 +210,46 @@ def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: Cli
     if not therapy:
         return []
     started = min((e.start for e in therapy if e.start), default=None)
-    findings: list[tuple[dt.date, str, str]] = []  # (date, headline part, fact)
+    findings: list[tuple[dt.date, str, str, str]] = []  # (date, headline part, fact, check)
     for e in therapy:
         gap = refill_gap(e, today, settings)
         if gap:
             findings.append((gap, f"no {_name(e.agent)} refill since {gap}",
                              f"{_name(e.agent)}: the supply of the active order ran out on {gap}, no refill or "
-                             "newer order since"))
+                             "newer order since", _CHECKS["gap"]))
     if not treatment_failure(record, today, settings):
         for f in record.fragility_fractures():
             if f.date and started and f.date > started and within_months(f.date, today,
                                                                             settings.recent_fracture_months):
-                findings.append((f.date, "a fracture on treatment", f"{f.fact()} (on treatment)"))
+                findings.append((f.date, "a fracture on treatment", f"{f.fact()} (on treatment)",
+                                 _CHECKS["fracture"]))
     ca = _calcium_out_of_range(record, settings, started)
     if ca:
         low = ca.value < settings.calcium_lower_mg_dl
         findings.append((ca.date, f"{'low' if low else 'high'} calcium", f"{ca.fact()} (normal "  # type: ignore[arg-type]
-                         f"{settings.calcium_lower_mg_dl:g}-{settings.calcium_upper_mg_dl:g} mg/dL)"))
+                         f"{settings.calcium_lower_mg_dl:g}-{settings.calcium_upper_mg_dl:g} mg/dL)",
+                         _CHECKS["calcium"]))
     if not findings:
         return []
     last = record.latest_dxa_date
-    facts = [*(fact for _, _, fact in findings), *(_therapy_fact(e) for e in therapy), _last_dxa_fact(record)]
-    next_due = add_months(last, settings.dxa_interval_months).isoformat() if last else "now (no DXA on file)"
-    return [Finding("C-MON-ONTX", facts=tuple(facts), trigger=max(d for d, _, _ in findings),
+    facts = [*(f[2] for f in findings), *(_therapy_fact(e) for e in therapy), _last_dxa_fact(record)]
+    # Clinical review: every check was listed whatever applied, and "next DXA due on or after
+    # now" repeated C-MON-DXA-DUE, which owns a DXA that is due.
+    next_dxa = (f"Next DXA due on or after {add_months(last, settings.dxa_interval_months).isoformat()}."
+                if last else "")
+    return [Finding("C-MON-ONTX", facts=tuple(facts), trigger=max(f[0] for f in findings),
                     variables={"drugs": ", ".join(_name(e.agent) for e in therapy),
-                               "headline": "; ".join(h for _, h, _ in findings), "next_due": next_due})]
+                               "headline": "; ".join(f[1] for f in findings),
+                               "checks": "\n".join(dict.fromkeys(f[3] for f in findings)), "next_dxa": next_dxa})]
+
+
+# What each C-MON-ONTX finding asks the clinician to check (only those that apply are shown).
+_CHECKS = {
+    "gap": ("- **Refill gap:** ask how the drug is taken; missed doses are the commonest reason treatment\n"
+            "  fails. Renew the order, or find out why it was stopped."),
+    "fracture": "- **Fracture on treatment:** check adherence and secondary causes (calcium, vitamin D, PTH).",
+    "calcium": "- **Calcium out of range:** repeat it with albumin; find the cause before the next dose.",
+}
 
 
 def screening_risk_factors(record: PatientRecord) -> list[str]:
@@ -353,12 +368,14 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         if frax and value is not None:
             facts.append(frax.fact() + (f" (glucocorticoid-adjusted {value:.1f}%)" if adjust else ""))
     if a.diagnosis == OSTEOPOROSIS or (mof_adj or 0) >= 20 or (hip_adj or 0) >= 3:
-        risk = "high"
+        risk = "very high" if a.risk == VERY_HIGH else "high"
         facts += [r for r in a.reasons[:2]]
     elif (mof_adj is not None and mof_adj >= 10) or (hip_adj is not None and hip_adj > 1):
         risk = "moderate"
     else:
-        risk = "not yet assessed" if not recent_dxa and mof is None else "low"
+        # Low only on a FRAX (clinical review: "low" with a DXA and no FRAX, beside "decide once
+        # the DXA and FRAX are known").
+        risk = "low" if mof is not None or hip is not None else "not yet assessed"
     on_drug = current_osteoporosis_therapy(record)
     facts += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" for e in on_drug]
     keys: list[str] = []
@@ -378,17 +395,26 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         keys.append("alendronate")
     if on_drug:
         treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
+    elif risk == "very high":
+        # Clinical review: "an anabolic agent first or an antiresorptive" beside C-TX-BP's
+        # alendronate read as two answers. The order follows the treatment cards' own reading of
+        # risk: very high -> an anabolic agent first (C-TX-ANABOLIC), else an oral
+        # bisphosphonate first (C-TX-BP; second-pass 5).
+        treatment = ("**Risk is very high: treat**: an anabolic agent first, then an antiresorptive (AACE 2020; ACR "
+                     "2022), chosen with the patient.")
     elif risk == "high":
-        treatment = ("**Risk is high: treat**, an anabolic agent first or an antiresorptive, chosen with the "
-                     "patient (no drug order here: the choice is the clinician's).")
+        treatment = ("**Risk is high: treat**: an oral bisphosphonate first, else zoledronic acid, denosumab or an "
+                     "anabolic agent (ACR 2022), chosen with the patient.")
     elif risk == "moderate":
         treatment = ("**Risk is moderate: treat**: a bisphosphonate, denosumab or a PTH analog, chosen with the "
                      "patient; alendronate 70 mg weekly is offered below.")
+    elif recent_dxa:
+        treatment = "Decide with a dose-adjusted FRAX (the DXA is on file): treat at moderate or high risk."
     else:
         treatment = "Decide once the DXA and dose-adjusted FRAX are known: treat at moderate or high risk."
     # Second-pass 7: only when something is to be done: an order above, a DXA to get, or a
     # treatment decision at moderate or high risk with no bone drug on board.
-    if not keys and not (risk in ("moderate", "high") and not on_drug) and (recent_dxa or ordered_dxa or dxa_elsewhere):
+    if not keys and not (risk in ("moderate", "high", "very high") and not on_drug) and (recent_dxa or ordered_dxa or dxa_elsewhere):
         return []
     warning = high_dose and not recent_dxa and not ordered_dxa
     dose_text = f"{use.mg_day:g} mg/day" if use.mg_day is not None else "a dose not readable from the order"

@@ -14,6 +14,7 @@ from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, PatientRecord, within_months
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
+    very_long_bp_course,
     anabolic_options,
     antiresorptive_complications,
     course_start,
@@ -68,6 +69,8 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
         facts = [f"On {drug_label(e.agent)} since {start}" + (", still active" if e.active else
                                                               f", last dose {e.last_dose or e.stopped}")]
         facts += [f"{f.fact()}: {(f.date - start).days // 30} months into the course" for f in during]  # type: ignore[operator]
+        if e.drug_class in t.BISPHOSPHONATE_CLASSES:
+            facts += very_long_bp_course(record, settings)  # C-HOLIDAY's duration review steps aside for this card
         options, excluded = anabolic_options(record, settings)
         switch = (f"An anabolic agent is the usual switch at this risk ({', '.join(options)}), then an "
                   "antiresorptive (AACE 2020)." if options else
@@ -135,7 +138,7 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
                     source_url=t.label_url(e.agent))]
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-AR-COMPLICATION",))
 def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
                                       settings: ClinicalSettings) -> list[Finding]:
     """C-AR-COMPLICATION (warning) on order hooks, second-pass 4: a bisphosphonate or

@@ -49,7 +49,7 @@ def _planned_date(draft: DraftOrder, today: dt.date) -> dt.date:
     return when if when and when > today else today
 
 
-@rule("order-select", "order-sign")
+@rule("order-select", "order-sign", cards=("C-MON-DXA-DUP",))
 def dxa_duplicate(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-MON-DXA-DUP (warning), MON-2 (brief 5; SEED 000 "not more often than
     annually"): a DXA draft planned < dxa_duplicate_months after the previous
@@ -99,7 +99,7 @@ def _with_drafted_supplements(record: PatientRecord) -> PatientRecord:
     return dataclasses.replace(record, medications=meds)
 
 
-@rule("order-select", "order-sign")
+@rule("order-select", "order-sign", cards=("C-SUPP-CAVD",))
 def calcium_vitamin_d_on_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SUPP-CAVD (info) on order-select/order-sign (TX-7, SEED "all treated
     patients get calcium + vitamin D"; BHOF22): a bone drug is being ordered

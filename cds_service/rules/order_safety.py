@@ -183,7 +183,7 @@ def _renal_problem(record: PatientRecord, settings: ClinicalSettings, agent: str
 
 
 def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str, first_fact: str,
-                   situation: str) -> list[Finding]:
+                   situation: str, when: str = "the next dose of") -> list[Finding]:
     """C-SAFE-RENAL as a recheck (issue 14: an old abnormal result prompts a recheck rather than
     vanishing): kidney function is unknown now, but the last value on file, older than
     kidney_lab_max_age_months, was below this drug's limit -> warning with a creatinine / eGFR
@@ -197,7 +197,7 @@ def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str
         return []
     months = settings.kidney_lab_max_age_months
     variables = _renal_variables(record, agent, "warning", settings, situation,
-                                 f"Recheck creatinine and eGFR before the next dose of {drug_label(agent)}; until "
+                                 f"Recheck creatinine and eGFR before {when} {drug_label(agent)}; until "
                                  "then its kidney safety is unknown, not assured.")
     if open_bound:
         variables.update({
@@ -280,7 +280,7 @@ def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: b
     return f"{prefix} Consider denosumab 60 mg every 6 months instead, with a serum calcium check before the first dose."
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-RENAL",))
 def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-RENAL. SAFE-1: alendronate ordered with kidney function < 35 -> warning;
     SAFE-2: risedronate or ibandronate < 30 -> warning; SAFE-3: zoledronic acid < 35 or
@@ -297,8 +297,9 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
         if not problem:
             # An injectable's order meets C-SAFE-PREDOSE-LABS, which asks for fresh labs already.
             if agent not in INJECTABLE_ANTIRESORPTIVES:
+                # Review: a first order read "before the next dose".
                 findings += _renal_recheck(record, settings, agent, draft_fact(draft, agent),
-                                           f"{drug_title(agent)} is being ordered.")
+                                           f"{drug_title(agent)} is being ordered.", "giving")
             continue
         indicator, facts = problem
         keys, built = _replacements(record, settings, draft, agent, risedronate=agent == "alendronate")
@@ -351,7 +352,7 @@ INJECTABLE_ANTIRESORPTIVES = ("zoledronic_acid", "denosumab")
 HYPOCALCEMIA_AGENTS = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid", "denosumab", "romosozumab")
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-HYPOCA",))
 def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-HYPOCA (critical), SAFE-4 as second-pass 2 widens it: an oral
     bisphosphonate, zoledronic acid, denosumab or romosozumab ordered with corrected
@@ -414,7 +415,7 @@ def _and(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-VITD-LOW",))
 def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-VITD-LOW at warning on order hooks, SAFE-5: zoledronic acid or
     denosumab ordered with 25-OH vitamin D < vitamin_d_deficient_ng_ml (20):
@@ -458,7 +459,7 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
     return findings
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-DMAB-CKD",))
 def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-DMAB-CKD, SAFE-6 as second-pass 2 sets it (PROLIA24: January 2024 boxed
     warning): denosumab ordered with kidney function below egfr_denosumab_ckd (30) by the
@@ -491,8 +492,8 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
                                        (_delete(draft, agent),) + work_up, True))
         findings.append(Finding(
             "C-SAFE-DMAB-CKD", indicator=indicator,
-            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (below {settings.egfr_denosumab_ckd:g})",
-                   *known),
+            # kidney_fact says why coded CKD 4 beside an eGFR of 50 is "below 30" (review: it read bare).
+            facts=(draft_fact(draft, agent), kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"), *known),
             variables={"kidney": reading.label, "plan": PROLIA24_TEXT,
                        "severity": ("Dialysis or CKD stage 5: the risk is highest." if indicator == "critical" else
                                     "CKD stage 4 (kidney function 15-29).")},
@@ -519,7 +520,7 @@ def _oral_bp_problem(record: PatientRecord) -> list[str]:
     return facts
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-ESOPH",))
 def esophageal_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ESOPH (warning), SAFE-7: oral bisphosphonate ordered with an
     esophageal disorder (stricture, achalasia, dysmotility, varices, Barrett's),
@@ -603,7 +604,7 @@ def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date
     return events
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-ROMO-CV",))
 def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ROMO-CV (critical), SAFE-8: romosozumab ordered with an MI or
     stroke with onset <= mi_stroke_window_months (12) ago: do not initiate;
@@ -692,7 +693,7 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
     return (), built + follow_on_suggestions(tuple(kinds), ORAL_BP_INSTRUCTIONS)
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-ROMO-LIMIT",))
 def romosozumab_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ROMO-LIMIT (warning), SAFE-9 on order hooks: romosozumab ordered
     when romo_max_doses (12) monthly doses are already given, so the draft
@@ -722,7 +723,7 @@ def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: Cl
                     suggestions=keys, extra_suggestions=built)]
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-PTH-LIMIT",))
 def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on order hooks: teriparatide or
     abaloparatide ordered when cumulative PTH-analog exposure (both agents
@@ -757,7 +758,7 @@ def pth_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
                     suggestions=keys, extra_suggestions=built, source_url=t.label_url(active[0].agent))]
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-ANABOLIC-CONTRA",))
 def anabolic_contraindication_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ANABOLIC-CONTRA (warning). SAFE-11: teriparatide or abaloparatide
     ordered with Paget disease, open epiphyses, prior skeletal radiation, bone
@@ -799,7 +800,7 @@ def anabolic_contraindication_order(record: PatientRecord, today: dt.date, setti
 # Pregnancy (second-pass 2)
 # ---------------------------------------------------------------------------
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-SAFE-PREGNANCY",))
 def pregnancy_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PREGNANCY (critical), second-pass 2: any osteoporosis drug ordered in a
     current pregnancy (an active pregnancy Condition, or a positive pregnancy test within
@@ -897,7 +898,7 @@ def _antiresorptive_drafts(drafts: Iterable[DraftOrder]) -> list[tuple[DraftOrde
             for a in d.agents if t.AGENTS[a].drug_class in t.ANTIRESORPTIVE_CLASSES]
 
 
-@rule(*ORDERS)
+@rule(*ORDERS, cards=("C-DUP-ANTIRES",))
 def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-DUP-ANTIRES (warning), SAFE-15 on order hooks: an antiresorptive
     ordered while a different one is active, or is also in the draft orders
@@ -921,14 +922,23 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
         drafted = [(d, a) for d, a in everything if d is not draft and _duplicate(agent, today, a, today, None, settings)]
         if clashing or drafted:
             other = clashing[0].agent if clashing else drafted[0][1]
+            keys: tuple[str, ...] = ("remove",) if draft.reference else ()
+            either: tuple[Suggestion, ...] = ()
+            if not clashing:
+                # Two new orders, nothing current (clinical review: the card removed one of them as
+                # "duplicating current therapy"): either may be the one to keep.
+                keys = ()
+                pairs = [(draft, agent, drafted[0][1]), *((d, a, agent) for d, a in drafted)]  # (draft, drug, kept)
+                either = tuple(Suggestion(f"Keep the {drug_label(kept)} order: remove the {drug_label(a)} order",
+                                          (_delete(d, a),)) for d, a, kept in pairs if d.reference)
             findings.append(Finding(
                 "C-DUP-ANTIRES",
                 facts=(draft_fact(draft, agent), *(_exposure_fact(e) for e in clashing),
                        *(draft_fact(d, a) for d, a in drafted)),
                 variables={"drug_a": drug_label(agent), "drug_b": drug_label(other),
-                           "situation": f"{drug_title(agent)} is being ordered while {drug_label(other)} is active "
-                                        "or being ordered."},
-                suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None))
+                           "situation": f"{drug_title(agent)} is being ordered while {drug_label(other)} is "
+                                        f"{'active' if clashing else 'being ordered too'}."},
+                suggestions=keys, extra_suggestions=either, delete_draft=draft.reference or None))
     return findings
 
 

@@ -24,6 +24,7 @@ from cds_service.rules.diagnosis import (
     YOUNG,
     Assessment,
     assess,
+    latest_t_scores,
     very_high_risk_reasons,
 )
 from cds_service.rules.facts import (
@@ -88,7 +89,7 @@ def _antiresorptive_start(record: PatientRecord, settings: ClinicalSettings) -> 
 def _facts(record: PatientRecord, settings: ClinicalSettings, first: list[str]) -> tuple[str, ...]:
     facts: list[str] = []
     named = ""  # " | ".join(facts).lower(), kept as facts grow
-    for fact in list(first) + [b.fact() for b in record.latest_t_scores().values()] + lab_facts(record, settings):
+    for fact in list(first) + [b.fact() for b in latest_t_scores(record).values()] + lab_facts(record, settings):
         # already named (perhaps annotated, e.g. "Recent hip fracture ...") above: say it once
         lowered = fact.lower()
         if lowered not in named:
@@ -272,7 +273,7 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     # corrected before denosumab or zoledronic acid (Prolia, Reclast labels; TX-8).
     baseline = baseline_lab_orders(record, settings)
     if reading.below(settings.egfr_denosumab_ckd):
-        variables["ckd_note"] = ("**eGFR below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk: "
+        variables["ckd_note"] = ("**Kidney function below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk: "
                                  "CKD-mineral bone disorder work-up with nephrology before any denosumab.")
         variables["zoledronate_note"] = ""  # below 30 the CKD note speaks; zoledronic acid is out below 35 anyway
         work_up = prolia24_suggestion("CKD-mineral bone disorder work-up and nephrology referral before denosumab",
@@ -348,6 +349,13 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
     )]
 
 
+def _bp_failure(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> bool:
+    """C-TX-FAILURE fires (C-HOLIDAY runs only when every active drug is a bisphosphonate)."""
+    from cds_service.rules.on_therapy import treatment_failure  # a sibling rule module, read at call time
+
+    return bool(treatment_failure(record, today, settings))
+
+
 @rule("patient-view")
 def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-HOLIDAY (info). HOLIDAY-1: on a bisphosphonate with oral BP >= 5 years
@@ -368,6 +376,11 @@ def consider_drug_holiday(record: PatientRecord, today: dt.date, settings: Clini
         if b.date and (b.site not in hips or b.date >= hips[b.site].date):
             hips[b.site] = b
     very_long = very_long_bp_course(record, settings)
+    if very_long and _bp_failure(record, today, settings):
+        # Clinical review: beside C-TX-FAILURE (a fracture on the bisphosphonate) this card gave the
+        # same "change to another agent" advice again; that card asks for the switch and names
+        # the course's length.
+        return []
     if very_long:
         years = oral_bp_days(record) / 365.25
         length = f"{years:.0f} years" if years >= settings.bp_review_years else "6 or more yearly doses"
