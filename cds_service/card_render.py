@@ -335,7 +335,12 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
         variables = {"today": today.isoformat(), "patient_id": patient_id or ""}
         variables.update({k: str(v) for k, v in finding.variables.items()})
         variables["facts"] = "\n".join(f"- {f}" for f in finding.facts) or "- (none)"
-        summary = _fill(card["summary"], variables).strip()
+        text = card
+        if finding.variant is not None:
+            text = (card.get("variants") or {}).get(finding.variant)
+            if not isinstance(text, dict) or "summary" not in text or "detail" not in text:
+                raise CardTemplateError(f"{finding.card_id}: no variant {finding.variant!r}")
+        summary = _fill(text["summary"], variables).strip()
         if len(summary) > SUMMARY_MAX:
             if strict:
                 raise CardTemplateError(f"{finding.card_id}: summary longer than {SUMMARY_MAX}")
@@ -344,7 +349,7 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
         out: dict[str, Any] = {
             "summary": summary,
             # A variable left empty (no labs note) leaves no run of blank lines behind.
-            "detail": _BLANK_LINES.sub("\n\n", _fill(card.get("detail", ""), variables).strip()),
+            "detail": _BLANK_LINES.sub("\n\n", _fill(text.get("detail", ""), variables).strip()),
             "indicator": finding.indicator or card["indicator"],
             "source": {
                 "label": source.get("label", ""),

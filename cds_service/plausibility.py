@@ -21,6 +21,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "egfr_upper_bound": (0.0, 200.0),  # an eGFR reported as "<60" (record.EGFR_UPPER_BOUND)
     "calcium": (3.0, 20.0),            # mg/dL, total
     "calcium_corrected": (3.0, 20.0),  # mg/dL
+    "calcium_ionized": (0.2, 5.0),     # mmol/L
     "albumin": (0.5, 7.0),             # g/dL
     "vitamin_d": (0.0, 300.0),         # 25-OH vitamin D, ng/mL
     "pth": (0.0, 5000.0),              # pg/mL

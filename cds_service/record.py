@@ -75,6 +75,7 @@ LAB_SETS: dict[str, str] = {
     "lab-egfr": "egfr", "lab-calcium-total": "calcium", "lab-calcium-corrected": "calcium_corrected",
     "lab-albumin": "albumin", "lab-vitamin-d-25oh": "vitamin_d", "lab-pth": "pth",
     "lab-creatinine": "creatinine", "obs-body-weight": "weight", "obs-bmi": "bmi", "lab-alp": "alp",
+    "lab-calcium-ionized": "calcium_ionized",
 }
 T_SCORE_SETS, Z_SCORE_SETS = "dxa-t-score-", "dxa-z-score-"  # + site: ls, fn, th, radius, calcaneus
 DXA_RESULT_SETS = ("dxa-bmd", "dxa-study")                    # a DXA was done on that date
@@ -93,7 +94,8 @@ TEST_DONE_SETS: dict[str, str] = {
 OBSERVATION_SETS: tuple[str, ...] = (
     *LAB_SETS, T_SCORE_SETS, Z_SCORE_SETS, *DXA_RESULT_SETS, *t.FRAX_SETS, *PREGNANCY_TEST_SETS,
     HCG_QUANTITATIVE_SET, SMOKING_SET, FALL_RISK_SET, *FES_I_SETS, *TEST_DONE_SETS)
-# lab-calcium-ionized is not read: the calcium limits are for total (or corrected) calcium.
+# lab-calcium-ionized is read apart (calcium_ionized, mmol/L): the calcium limits are for total
+# (or corrected) calcium, so it is never one of those; rules.facts.low_calcium reads its own limit.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -547,6 +549,7 @@ class Lab:
     high: float | None = None  # reference-range upper limit, when the result carries one (ALP)
     flag: str = ""             # interpretation code, upper case (H, HH, L, ...), when given
     comparator: str = ""       # "<", "<=", ">=", ">" when the lab reported a bound ("eGFR >60"), not a value
+    low: float | None = None   # reference-range lower limit, when the result carries one (ionized calcium)
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
@@ -562,11 +565,11 @@ EGFR_UPPER_BOUND = "egfr_upper_bound"
 LAB_LABELS = {"egfr": "eGFR", EGFR_UPPER_BOUND: "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
               "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
-              "alp": "Alkaline phosphatase"}
+              "alp": "Alkaline phosphatase", "calcium_ionized": "Ionized calcium"}
 _KIDNEY_LABS = frozenset({"egfr", EGFR_UPPER_BOUND})
 # Decimals clinicians write each value with (T-scores and FRAX: one).
 LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
-                "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0}
+                "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0, "calcium_ionized": 2}
 
 
 def as_written(value: float, decimals: int) -> str:
@@ -619,7 +622,7 @@ def written_beside(value: float, decimals: int, cutoffs: tuple[tuple[float, bool
 
 LAB_UNITS = {"egfr": "mL/min/1.73m2", EGFR_UPPER_BOUND: "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
              "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL", "creatinine": "mg/dL",
-             "weight": "kg", "bmi": "kg/m2", "alp": "U/L"}
+             "weight": "kg", "bmi": "kg/m2", "alp": "U/L", "calcium_ionized": "mmol/L"}
 
 
 @_quick_init
@@ -1161,7 +1164,7 @@ def normalise_frax(value: float, unit: str) -> float | None:
     return None
 
 
-_LABS_WITH_RANGE = frozenset({"alp"})  # ALP is read against the lab's own upper limit
+_LABS_WITH_RANGE = frozenset({"alp", "calcium_ionized"})  # read against the lab's own limits (ALP: upper)
 
 
 # ---------------------------------------------------------------------------
@@ -1451,6 +1454,16 @@ class _Builder:
                 bound = _BOUND.match(holder["valueString"])
                 if bound:
                     comparator, qty = bound.group(1), (float(bound.group(2)), "")
+            elif plan.with_number[0] is _BMD and isinstance(holder.get("valueString"), str):
+                # Review 8: a T- or Z-score sent as text ("-2.6") was skipped, and C-SCREEN-DXA said
+                # "No DXA on file". A plain decimal is the score; anything else (a bound, a unit,
+                # words) is no reading, but the scan was done (as _bmd does for a bound).
+                plain = _PLAIN_DECIMAL.fullmatch(holder["valueString"])
+                if plain is None:
+                    self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
+                    self._dxa(when)
+                    return
+                qty = (float(plain.group(1)), "")
         if comparator is None:
             bounded, comparator = False, ""
         else:
@@ -1467,9 +1480,10 @@ class _Builder:
             if v is not None:
                 name = LAB_SETS[value_set]
                 if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
-                    high = _reference_high(holder)
+                    high, low = _reference_bound(holder, "high"), _reference_bound(holder, "low")
                     self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
-                              high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None)  # type: ignore[index]
+                              high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None,  # type: ignore[index]
+                              range_low=self._lab_value(value_set, low, qty[1], concept) if low is not None else None)  # type: ignore[index]
                 else:
                     self._lab(name, v, when, ref, None, "", comparator)
         elif kind is _BMD:
@@ -1550,13 +1564,14 @@ class _Builder:
         self.frax.append(Frax(kind, percent, when, ref))
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str, high: float | None = None,
-             flag: str = "", comparator: str = "") -> None:
+             flag: str = "", comparator: str = "", range_low: float | None = None) -> None:
         low, top = plausibility.RANGES[name]  # _value_ok, inline: labs are most of a chart
         if not low <= value <= top:
             self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
         rounded = _ROUNDED.get(value) if value else None  # _round2, its hit inline
-        lab = Lab(name, _round2(value) if rounded is None else rounded, LAB_UNITS[name], when, ref, high, flag, comparator)
+        lab = Lab(name, _round2(value) if rounded is None else rounded, LAB_UNITS[name], when, ref, high, flag,
+                  comparator, range_low)
         values = self.labs.get(name)
         if values is None:
             self.labs[name] = [lab]
@@ -2205,6 +2220,8 @@ _BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm�
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 # The bound and a unit or method after it ("<30 mL/min/1.73m²", "<30 (CKD-EPI)": clinical review).
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s\u00b2()\-,:]*)$")
+# A plain decimal and nothing else (surrounding spaces aside): "-2.6", " -1 ", "+0.5".
+_PLAIN_DECIMAL = re.compile(r"\s*([+-]?\d{1,3}(?:\.\d+)?)\s*", re.ASCII)
 _DECEASED_WORDS = frozenset({"true", "yes", "y", "1"})
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 
@@ -2308,10 +2325,11 @@ def _positive(holder: Mapping[str, Any]) -> bool | None:
     return None
 
 
-def _reference_high(holder: Mapping[str, Any]) -> float | None:
+def _reference_bound(holder: Mapping[str, Any], side: str) -> float | None:
+    """The result's own reference-range limit ("high" or "low"), the first one given."""
     for rng in holder.get("referenceRange") or ():
         if isinstance(rng, dict):
-            q = _quantity(rng.get("high"))
+            q = _quantity(rng.get(side))
             if q:
                 return q[0]
     return None

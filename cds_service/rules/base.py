@@ -70,6 +70,9 @@ class Finding:
     # YAML resource names whose actions are left out of the YAML suggestions (e.g. a test on
     # record recently); a suggestion so shortened takes its `partialLabel`, one left empty is dropped.
     left_out: tuple[str, ...] = ()
+    # A `variants` entry of the card YAML whose summary and detail replace the card's own (the
+    # same card id, indicator and suggestions; e.g. a drug-start card that refers instead).
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         if self.indicator is not None and self.indicator not in INDICATORS:

@@ -300,13 +300,35 @@ def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) 
 def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
     """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
     (default calcium_max_age_months), or an active hypocalcemia Condition. None when neither."""
-    ca = calcium(record, settings.calcium_max_age_months if months is None else months)
+    months = settings.calcium_max_age_months if months is None else months
+    ca = calcium(record, months)
     if ca and ca.value < settings.calcium_lower_mg_dl:
         return f"{ca.fact()} (below {settings.calcium_lower_mg_dl:g} mg/dL)"
+    ionized = _low_ionized_calcium(record, settings, months, ca)
+    if ionized:
+        return ionized
     hits = record.condition_hits("hypocalcemia")
     if hits:
         return condition_fact(hits[0], "Hypocalcemia")
     return None
+
+
+def _low_ionized_calcium(record: PatientRecord, settings: ClinicalSettings, months: float,
+                         total: Lab | None) -> str | None:
+    """Review 8 (e72): an ionized calcium (LOINC 1995-0, brief 8.2; mmol/L) below the result's
+    own reference-range lower limit, or ionized_calcium_lower_mmol_l (1.12) when it gives none,
+    is hypocalcemia for SAFE-4 (labels: correct hypocalcemia first), unless a newer total or
+    corrected calcium is normal. As a fact, or None."""
+    ion = record.lab("calcium_ionized", months)
+    if ion is None:
+        return None
+    limit = ion.low if ion.low is not None else settings.ionized_calcium_lower_mmol_l
+    if ion.value >= limit:
+        return None
+    if total and total.date and ion.date and total.date > ion.date:
+        return None  # a newer total calcium, not low (low_calcium checked it first), stands
+    source = "the lab's lower limit" if ion.low is not None else "usual lower limit"
+    return f"{ion.fact()} (below {limit:g} mmol/L, {source})"
 
 
 @per_call
@@ -318,7 +340,9 @@ def predose_labs_missing(record: PatientRecord, settings: ClinicalSettings) -> t
     months = settings.predose_lab_days / DAYS_PER_MONTH
     reading = kidney(record, settings)
     recent_kidney = bool(reading.coded or any(record.lab(n, months) for n in ("egfr", "creatinine")))
-    recent_calcium = bool(calcium(record, months) or low_calcium(record, settings))
+    # Review 8: an ionized calcium is a calcium on file (e72 read "no serum calcium" beside one).
+    recent_calcium = bool(calcium(record, months) or record.lab("calcium_ionized", months)
+                          or low_calcium(record, settings))
     return not recent_kidney, not recent_calcium
 
 
@@ -748,6 +772,23 @@ def unexplained_alp(record: PatientRecord, settings: ClinicalSettings) -> str | 
 # Anabolic agents open to this patient (TX-4)
 # ---------------------------------------------------------------------------
 
+def pth_months_used(record: PatientRecord) -> float:
+    """SAFE-10's lifetime reading, one for C-SAFE-PTH-LIMIT and C-TX-ANABOLIC: cumulative
+    teriparatide + abaloparatide months (both agents, overlaps merged), to the tenth of a month
+    the cards quote. Review: a course written as 24 calendar months (2021-11-30 to 2023-11-30)
+    is 730 days, 23.98 months of DAYS_PER_MONTH; read unrounded it was under the 24-month limit,
+    so C-TX-ANABOLIC offered teriparatide again (and an order would have passed)."""
+    return round(record.class_exposure_months(t.PTH_ANALOG), 1)
+
+
+def pth_course_facts(record: PatientRecord, months: float) -> list[str]:
+    """Each PTH-analog course on record and the cumulative months (C-SAFE-PTH-LIMIT's facts)."""
+    facts = [f"{drug_title(e.agent)}: {e.exposure_months:.1f} months since "
+             f"{e.start.isoformat() if e.start else 'an unknown date'}" for e in record.exposures([t.PTH_ANALOG])]
+    facts.append(f"Cumulative teriparatide + abaloparatide exposure {months:.1f} months")
+    return facts
+
+
 PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone"), ("skeletal_malignancy", "Skeletal malignancy or bone metastases"),
                      ("skeletal_radiation", "Prior skeletal radiation"), ("hypercalcemia", "Hypercalcemia"),
                      ("hyperparathyroidism", "Hyperparathyroidism"))
@@ -783,11 +824,13 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     alp = unexplained_alp(record, settings)  # review: C-SAFE-ANABOLIC-CONTRA warns on it at signing
     if alp:
         pth_block.append(alp)
-    pth_months = record.class_exposure_months(t.PTH_ANALOG)
+    pth_months = pth_months_used(record)
     if pth_block:
         excluded.append(f"Teriparatide/abaloparatide not suggested: {'; '.join(pth_block)}")
     elif pth_months >= settings.pth_max_months:
-        excluded.append(f"Teriparatide/abaloparatide not suggested: {pth_months:.0f} months already used "
+        # Review: the earlier course must show in "Patient data used" beside the reason.
+        excluded += pth_course_facts(record, pth_months)[:-1]
+        excluded.append(f"Teriparatide/abaloparatide not suggested: {pth_months:.0f} months used "
                         f"(lifetime limit {settings.pth_max_months} months)")
     else:
         options += ["teriparatide", "abaloparatide"]

@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from cds_service.fhir import terminology as t
 from cds_service.record import (
     KIDNEY_CUTOFFS,
+    LAB_LABELS,
     AgentExposure,
     DraftOrder,
     PatientRecord,
@@ -59,6 +60,8 @@ from cds_service.rules.facts import (
     low_calcium,
     on_board,
     ordered,
+    pth_course_facts,
+    pth_months_used,
     unexplained_alp,
     vitamin_d_repletion_hold,
 )
@@ -357,19 +360,59 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
     active hypocalcemia Condition: correct it first (LABEL Fosamax, Actonel, Boniva,
     Reclast, Prolia, Evenity: hypocalcemia must be corrected before starting; SEED)."""
     low = low_calcium(record, settings)
-    if not low:
+    hits = ordered(record, HYPOCALCEMIA_AGENTS) if low else []
+    if not hits:
         return []
-    findings = []
-    for draft, agent in ordered(record, HYPOCALCEMIA_AGENTS):
-        vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-        facts = [draft_fact(draft, agent), low] + ([vit_d.fact()] if vit_d else [])
-        brand = t.AGENTS[agent].label_brand or drug_label(agent)
-        findings.append(Finding(
-            "C-SAFE-HYPOCA", facts=tuple(facts),
-            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "brand": brand},
-            suggestions=("defer-and-recheck", "remove") if draft.reference else (),
-            delete_draft=draft.reference or None, source_url=t.label_url(agent)))
-    return findings
+    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
+    facts = tuple([draft_fact(draft, agent) for draft, agent in hits] + [low] + ([vit_d.fact()] if vit_d else []))
+    first_draft, first = hits[0]
+    # What is low, as the detail says it (an ionized calcium: review 8, e72).
+    low_what = ("an ionized calcium\nbelow its lower limit" if low.startswith(LAB_LABELS["calcium_ionized"])
+                else "corrected calcium below the lower limit,\nor hypocalcemia on the problem list")
+    if len(hits) == 1:
+        return [Finding(
+            "C-SAFE-HYPOCA", facts=facts,
+            variables={"drug": drug_title(first), "drug_name": drug_label(first), "being": "is being", "low_what": low_what,
+                       "orders": "order", "drugs": "drug", "brand": t.AGENTS[first].label_brand or drug_label(first), "labels_say": "label says"},
+            suggestions=("defer-and-recheck", "remove") if first_draft.reference else (),
+            delete_draft=first_draft.reference or None, source_url=t.label_url(first))]
+    # Review (e09): denosumab and alendronate drafted together, calcium 7.9: the card (one per
+    # card id) named and removed only the denosumab, and the alendronate passed unmentioned.
+    # Every draft of HYPOCALCEMIA_AGENTS counts (second-pass 2): one card names them all, with a
+    # "hold them all and recheck" and a "remove" for each draft.
+    agents = list(dict.fromkeys(agent for _, agent in hits))
+    names = _and([drug_label(a) for a in agents])
+    brands = _and(list(dict.fromkeys(t.AGENTS[a].label_brand or drug_label(a) for a in agents)))
+    refs = tuple(dict.fromkeys(draft.reference for draft, _ in hits if draft.reference))
+    built: list[Suggestion] = []
+    if refs:
+        built.append(Suggestion(f"Hold {names}: remove the drafts and recheck serum calcium", (
+            Action("delete", "Remove the draft order until calcium is corrected", resource_id=refs),
+            Action("create", "Serum calcium (with albumin) after correction", resource=_CALCIUM_CHECK)), True))
+    labels = [drug_label(agent) for _, agent in hits]
+    for draft, agent in hits:
+        if draft.reference:
+            which = f" ({draft.reference})" if labels.count(drug_label(agent)) > 1 else ""
+            built.append(Suggestion(f"Remove the draft {drug_label(agent)} order{which}", (
+                Action("delete", f"Remove the draft {drug_label(agent)} order", resource_id=(draft.reference,)),)))
+    return [Finding(
+        "C-SAFE-HYPOCA", facts=facts,
+        variables={"drug": names[0].upper() + names[1:], "drug_name": names, "being": "are being", "low_what": low_what,
+                   "orders": "orders", "drugs": "drugs", "brand": brands, "labels_say": "labels say"},
+        suggestions=(), extra_suggestions=tuple(built), source_url=t.label_url(first))]
+
+
+# cards/C-SAFE-HYPOCA.yaml's calcium-check, for the suggestions built in code above.
+_CALCIUM_CHECK = {
+    "resourceType": "ServiceRequest", "intent": "order",
+    "code": {"coding": [{"system": t.LOINC, "code": "17861-6", "display": "Calcium [Mass/volume] in Serum or Plasma"}],
+             "text": "Serum calcium"},
+    "note": [{"text": "Before the bone drug is given (with albumin for corrected calcium)."}],
+}
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 @rule(*ORDERS, cards=("C-VITD-LOW",))
@@ -540,7 +583,7 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
         return (), ()
     remove = (_remove(draft, "romosozumab"),)
     if (_anabolic_contra(record, settings) or current_pregnancy(record, settings)
-            or record.class_exposure_months(t.PTH_ANALOG) >= settings.pth_max_months):
+            or pth_months_used(record) >= settings.pth_max_months):
         return (), remove
     built = tuple(Suggestion(f"Order {drug_label(a)} {dose} daily instead", (
         _delete(draft, "romosozumab"),
@@ -680,26 +723,19 @@ def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: Cl
                     suggestions=keys, extra_suggestions=built)]
 
 
-def _pth_facts(record: PatientRecord, months: float) -> list[str]:
-    facts = [f"{drug_title(e.agent)}: {e.exposure_months:.1f} months since {_date(e.start)}"
-             for e in record.exposures([t.PTH_ANALOG])]
-    facts.append(f"Cumulative teriparatide + abaloparatide exposure {months:.1f} months")
-    return facts
-
-
 @rule(*ORDERS, cards=("C-SAFE-PTH-LIMIT",))
 def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on order hooks: teriparatide or
     abaloparatide ordered when cumulative PTH-analog exposure (both agents
     summed, overlaps merged) has already reached pth_max_months (24):
     transition to an antiresorptive (LABEL; SEED)."""
-    months = record.class_exposure_months(t.PTH_ANALOG)
+    months = pth_months_used(record)
     if months < settings.pth_max_months:
         return []
     findings = []
     for draft, agent in ordered(record, PTH_AGENTS):
         keys, built = _transition_keys(record, settings, draft, agent)
-        findings.append(Finding("C-SAFE-PTH-LIMIT", facts=(draft_fact(draft, agent), *_pth_facts(record, months)),
+        findings.append(Finding("C-SAFE-PTH-LIMIT", facts=(draft_fact(draft, agent), *pth_course_facts(record, months)),
                                 variables={"max_months": str(settings.pth_max_months), "drug_name": drug_label(agent)},
                                 suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
                                 source_url=t.label_url(agent)))
@@ -709,13 +745,15 @@ def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
 @rule("patient-view")
 def pth_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on patient-view: a PTH analog still
-    active with cumulative exposure beyond pth_max_months (24)."""
-    months = record.class_exposure_months(t.PTH_ANALOG)
+    active with cumulative exposure at or beyond pth_max_months (24). Review 8: read as the
+    order rule reads it (pth_months_used), a course still active at 24 calendar months
+    (730 or 731 days) has reached the limit: transition now."""
+    months = pth_months_used(record)
     active = record.active_agents([t.PTH_ANALOG])
-    if months <= settings.pth_max_months or not active:
+    if months < settings.pth_max_months or not active:
         return []
     keys, built = _transition_keys(record, settings, None)
-    return [Finding("C-SAFE-PTH-LIMIT", facts=tuple(_pth_facts(record, months)),
+    return [Finding("C-SAFE-PTH-LIMIT", facts=tuple(pth_course_facts(record, months)),
                     variables={"max_months": str(settings.pth_max_months), "drug_name": "teriparatide/abaloparatide"},
                     suggestions=keys, extra_suggestions=built, source_url=t.label_url(active[0].agent))]
 

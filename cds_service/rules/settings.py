@@ -37,6 +37,8 @@ class ClinicalSettings:
     albumin_pair_days: int = 30           # albumin within this many days of a calcium corrects it
     calcium_lower_mg_dl: float = 8.5      # SAFE-4 default lower limit
     calcium_upper_mg_dl: float = 10.5     # TX-7 suppress calcium above this
+    ionized_calcium_lower_mmol_l: float = 1.12  # SAFE-4 with ionized calcium (LOINC 1995-0, brief 8.2) when
+    #                                             the result gives no reference range: usual adult lower limit
     vitamin_d_deficient_ng_ml: float = 20.0  # TX-8 warning / SAFE-5
     vitamin_d_target_ng_ml: float = 30.0     # TX-8 info (AACE20 target)
     # --- drug safety (brief 4) ---

@@ -39,6 +39,7 @@ from cds_service.rules.facts import (
     bone_active_therapy,
     bp_contraindications,
     bp_problems,
+    condition_fact,
     current_osteoporosis_therapy,
     in_drug_holiday,
     kidney,
@@ -123,6 +124,29 @@ def _population(record: PatientRecord) -> str:
     return "a postmenopausal woman" if record.female else "a man aged 50 or older"
 
 
+def _malignancy_referral(card_id: str, record: PatientRecord, settings: ClinicalSettings,
+                         a: Assessment) -> list[Finding]:
+    """Review 8 (e76): with an active skeletal malignancy (bone metastases included, the
+    `skeletal_malignancy` group) a drug-start card offers no drug: low bone density and
+    fractures may come from the malignancy, not the primary osteoporosis ACP 2023 (Rec 1-3,
+    brief TX-1..TX-4) covers; teriparatide and abaloparatide are to be avoided there (SAFE-11,
+    Forteo/Tymlos labels). The card keeps its id, says why (its `skeletal-malignancy`
+    variant) and refers to a bone specialist, to plan with the oncology team. [] when no
+    such condition is active. (An any-mechanism fracture beside it is already not a
+    probable fragility fracture: record.py.)"""
+    hits = record.condition_hits("skeletal_malignancy")
+    if not hits:
+        return []
+    facts = _facts(record, settings, [condition_fact(hits[0], "Bone metastases / skeletal malignancy"),
+                                      *a.vhr_reasons, *a.reasons])
+    risk_text = "very high fracture risk" if a.risk == VERY_HIGH else "high fracture risk"
+    return [Finding(card_id, facts=facts, variant="skeletal-malignancy", suggestions=(),
+                    variables={"population": _population(record), "risk_text": risk_text},
+                    extra_suggestions=(referral_suggestion(
+                        ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology) to plan bone treatment with oncology",
+                        "Fracture risk with bone metastases or a skeletal malignancy", True),))]
+
+
 @rule("patient-view")
 def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-TX-BP (info). TX-1: postmenopausal woman at high (not very high) risk ->
@@ -136,6 +160,9 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
     if start is None or bp_problems(record, settings, class_wide=True):
         return []
     a, risk_text, extra = start
+    malignancy = _malignancy_referral("C-TX-BP", record, settings, a)
+    if malignancy:
+        return malignancy
     recommendation = "ACP 2023, Recommendation 1a, strong" if record.female else "ACP 2023, Recommendation 1b, conditional"
     reading = kidney(record, settings)
     suggestions = ("alendronate", "risedronate")  # not risedronate-first: that one is for kidney function 30-35
@@ -213,6 +240,9 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     if start is None or not problems:
         return []
     a, risk_text, extra = start
+    malignancy = _malignancy_referral("C-TX-DMAB-ALT", record, settings, a)
+    if malignancy:
+        return malignancy
     reading = kidney(record, settings)
     facts = _facts(record, settings, [p.fact for p in problems] + list(a.reasons) + extra)
     variables = {"population": _population(record), "risk_text": risk_text,
@@ -279,6 +309,9 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
     options, excluded = anabolic_options(record, settings)
     if not options:
         return []  # an antiresorptive card fires instead (see _antiresorptive_start)
+    malignancy = _malignancy_referral("C-TX-ANABOLIC", record, settings, a)
+    if malignancy:
+        return malignancy
     names = {"teriparatide": "teriparatide 20 mcg SC daily", "abaloparatide": "abaloparatide 80 mcg SC daily",
              "romosozumab": "romosozumab 210 mg SC monthly for 12 doses"}
     if record.female:

@@ -53,7 +53,7 @@ OBSERVATION_KEYS: dict[str, tuple[str, ...]] = {
                      "obs-fes-i", "obs-short-fes-i"),
     # creatinine, weight, BMI, ALP, pregnancy tests (second pass); the secondary-cause tests
     # C-SECONDARY-EVAL leaves out when on record (record.TEST_DONE_SETS)
-    "safetyLabs": ("lab-creatinine", "obs-body-weight", "obs-bmi", "lab-alp", "lab-hcg-", "obs-pregnancy-status",
+    "safetyLabs": ("lab-creatinine", "lab-calcium-ionized", "obs-body-weight", "obs-bmi", "lab-alp", "lab-hcg-", "obs-pregnancy-status",
                    "lab-phosphate", "lab-tsh", "lab-blood-count", "lab-protein-electrophoresis", "lab-celiac-ttg-iga",
                    "lab-urine-calcium-24h", "lab-testosterone"),
     # Fractures recorded as findings (Observation.code is the fracture).
