@@ -296,6 +296,25 @@ def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) 
     return None
 
 
+def high_calcium(record: PatientRecord, settings: ClinicalSettings, months: float) -> str | None:
+    """A measured calcium above the upper limit within `months`, as a fact: the latest (corrected)
+    calcium above calcium_upper_mg_dl, or an ionized calcium above the result's own upper limit
+    (ionized_calcium_upper_mmol_l when it gives none) with no newer normal total calcium. The
+    ionized reading mirrors _low_ionized_calcium (clinical re-review: an ionized calcium of 1.45
+    mmol/L passed a teriparatide order, SAFE-11 / second-pass 2). None when neither."""
+    ca = calcium(record, months)
+    if ca and ca.value > settings.calcium_upper_mg_dl:
+        return f"{ca.fact()} (above {settings.calcium_upper_mg_dl:g} mg/dL)"
+    ion = record.lab("calcium_ionized", months)
+    if ion is None or (ca and ca.date and ion.date and ca.date > ion.date):
+        return None
+    limit = ion.high if ion.high is not None else settings.ionized_calcium_upper_mmol_l
+    if ion.value <= limit:
+        return None
+    source = "the lab's upper limit" if ion.high is not None else "usual upper limit"
+    return f"{ion.fact()} (above {limit:g} mmol/L, {source})"
+
+
 @per_call
 def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
     """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
@@ -789,9 +808,13 @@ def pth_course_facts(record: PatientRecord, months: float) -> list[str]:
     return facts
 
 
-PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone"), ("skeletal_malignancy", "Skeletal malignancy or bone metastases"),
-                     ("skeletal_radiation", "Prior skeletal radiation"), ("hypercalcemia", "Hypercalcemia"),
-                     ("hyperparathyroidism", "Hyperparathyroidism"))
+# (group, label, active only). A skeletal malignancy or bone metastases counts in remission or
+# resolved too (Forteo/Tymlos labels: "bone metastases or a history of skeletal malignancies";
+# clinical re-review), as prior skeletal radiation does.
+PTH_CONTRA_GROUPS = (("paget", "Paget disease of bone", True),
+                     ("skeletal_malignancy", "Skeletal malignancy or bone metastases", False),
+                     ("skeletal_radiation", "Prior skeletal radiation", False), ("hypercalcemia", "Hypercalcemia", True),
+                     ("hyperparathyroidism", "Hyperparathyroidism", True))
 
 
 @per_call
@@ -816,11 +839,11 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
         excluded.append(f"No anabolic agent suggested: the anabolic course ended on {end}; follow it with an "
                         "antiresorptive (ACP 2023 Rec 3), a second anabolic course is a specialist decision")
         return options, excluded
-    pth_block = [f"{label} ({hits[0].code or 'coded'})" for group, label in PTH_CONTRA_GROUPS
-                 if (hits := record.condition_hits(group))]
-    ca = calcium(record, settings.lab_max_age_months)
-    if ca and ca.value > settings.calcium_upper_mg_dl:
-        pth_block.append(ca.fact())
+    pth_block = [f"{label} ({hits[0].code or 'coded'})" for group, label, active_only in PTH_CONTRA_GROUPS
+                 if (hits := record.condition_hits(group, active_only=active_only))]
+    high = high_calcium(record, settings, settings.lab_max_age_months)
+    if high:
+        pth_block.append(high)
     alp = unexplained_alp(record, settings)  # review: C-SAFE-ANABOLIC-CONTRA warns on it at signing
     if alp:
         pth_block.append(alp)

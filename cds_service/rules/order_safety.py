@@ -55,6 +55,7 @@ from cds_service.rules.facts import (
     draft_fact,
     drug_label,
     drug_title,
+    high_calcium,
     kidney,
     kidney_fact,
     low_calcium,
@@ -549,7 +550,7 @@ def esophageal_order(record: PatientRecord, today: dt.date, settings: ClinicalSe
 PTH_AGENTS = ("teriparatide", "abaloparatide")
 ANABOLIC_CONTRA_GROUPS = (
     ("paget", "Paget disease of bone", True),
-    ("skeletal_malignancy", "Bone metastases / skeletal malignancy", True),
+    ("skeletal_malignancy", "Bone metastases / skeletal malignancy", False),  # history too (facts.PTH_CONTRA_GROUPS)
     ("skeletal_radiation", "Prior skeletal radiation", False),
     ("open_epiphyses", "Open epiphyses", True),
     ("hypercalcemia", "Hypercalcemia", True),
@@ -565,9 +566,9 @@ def _anabolic_contra(record: PatientRecord, settings: ClinicalSettings) -> list[
         hits = record.condition_hits(group, active_only=active_only)
         if hits:
             facts.append(condition_fact(hits[0], label))
-    ca = calcium(record, settings.calcium_max_age_months)
-    if ca and ca.value > settings.calcium_upper_mg_dl:
-        facts.append(f"{ca.fact()} (above {settings.calcium_upper_mg_dl:g} mg/dL)")
+    high = high_calcium(record, settings, settings.calcium_max_age_months)
+    if high:
+        facts.append(high)
     alp = unexplained_alp(record, settings)
     if alp:
         facts.append(alp)

@@ -39,6 +39,8 @@ class ClinicalSettings:
     calcium_upper_mg_dl: float = 10.5     # TX-7 suppress calcium above this
     ionized_calcium_lower_mmol_l: float = 1.12  # SAFE-4 with ionized calcium (LOINC 1995-0, brief 8.2) when
     #                                             the result gives no reference range: usual adult lower limit
+    ionized_calcium_upper_mmol_l: float = 1.32  # a high ionized calcium (SAFE-11 with a PTH analog) when the
+    #                                             result gives no reference range: usual adult upper limit
     vitamin_d_deficient_ng_ml: float = 20.0  # TX-8 warning / SAFE-5
     vitamin_d_target_ng_ml: float = 30.0     # TX-8 info (AACE20 target)
     # --- drug safety (brief 4) ---

@@ -1,0 +1,53 @@
+"""The ninth clinical review (a re-review of the eighth round's fixes): a skeletal malignancy
+in remission or resolved, and a high ionized calcium, keep teriparatide and abaloparatide out
+(SAFE-11; Forteo/Tymlos labels: "bone metastases or a history of skeletal malignancies";
+second-pass 2: a measured calcium above the upper limit). Each case with a quiet control."""
+
+from __future__ import annotations
+
+from tests.test_review8_clinical import _drug_orders, _ionized
+from tests.test_rules_second_pass import TPTD, cards, cond, draft, obs, record
+
+
+def _mets_chart(t_score, *extra, status="active", drafts=()):
+    return record(cond("C79.51", 200, status=status), obs("38267-1", 60, t_score), obs("17861-6", 20, 9.4, "mg/dL"),
+                  obs("62292-8", 20, 35, "ng/mL"), *extra, t_score=False, drafts=drafts)
+
+
+def _anabolic_drugs(card):
+    return sorted(a["resource"]["medicationCodeableConcept"]["text"].split()[0] for a in _drug_orders(card))
+
+
+def test_a_resolved_skeletal_malignancy_still_rules_out_the_pth_analogues():
+    for status in ("resolved", "remission"):
+        card = cards(_mets_chart(-3.4, obs("98979-8", 20, 70), status=status))["C-TX-ANABOLIC"]
+        assert _anabolic_drugs(card) == ["romosozumab"], status
+        assert "Teriparatide/abaloparatide not suggested: Skeletal malignancy or bone metastases (C79.51)" in card["detail"]
+        order = cards(_mets_chart(-3.4, obs("98979-8", 20, 70), status=status, drafts=[draft(TPTD)]), "order-sign")
+        assert "Bone metastases / skeletal malignancy" in order["C-SAFE-ANABOLIC-CONTRA"]["detail"]
+    # Quiet control: with no malignancy on record both PTH analogues are offered.
+    plain = record(obs("38267-1", 60, -3.4), obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"),
+                   obs("62292-8", 20, 35, "ng/mL"), t_score=False)
+    assert _anabolic_drugs(cards(plain)["C-TX-ANABOLIC"]) == ["abaloparatide", "romosozumab", "teriparatide"]
+
+
+def _very_high(*labs, drafts=()):
+    return record(obs("38267-1", 60, -3.4), obs("98979-8", 20, 70), obs("62292-8", 20, 35, "ng/mL"), *labs,
+                  t_score=False, drafts=drafts)
+
+
+def test_a_high_ionized_calcium_rules_out_the_pth_analogues_like_a_high_total_calcium():
+    card = cards(_very_high(_ionized(1.45)))["C-TX-ANABOLIC"]
+    assert _anabolic_drugs(card) == ["romosozumab"]
+    assert "(above 1.32 mmol/L, usual upper limit)" in card["detail"]
+    order = cards(_very_high(_ionized(1.45), drafts=[draft(TPTD)]), "order-sign")["C-SAFE-ANABOLIC-CONTRA"]
+    assert "Ionized calcium" in order["detail"] and "above 1.32 mmol/L" in order["detail"]
+    # The result's own upper limit wins: 1.40 within a range up to 1.42 is not high.
+    ranged = _ionized(1.40, low=1.05)
+    ranged["referenceRange"][0]["high"]["value"] = 1.42
+    assert _anabolic_drugs(cards(_very_high(ranged))["C-TX-ANABOLIC"]) == ["abaloparatide", "romosozumab",
+                                                                          "teriparatide"]
+    # Quiet controls: a normal ionized calcium; a newer normal total calcium beside an old high ionized one.
+    assert "C-SAFE-ANABOLIC-CONTRA" not in cards(_very_high(_ionized(1.25), drafts=[draft(TPTD)]), "order-sign")
+    newer = _very_high(_ionized(1.45, days=60), obs("17861-6", 20, 9.6, "mg/dL"), drafts=[draft(TPTD)])
+    assert "C-SAFE-ANABOLIC-CONTRA" not in cards(newer, "order-sign")
