@@ -6,7 +6,8 @@ second-pass 2: a measured calcium above the upper limit). Each case with a quiet
 from __future__ import annotations
 
 from tests.test_review8_clinical import _drug_orders, _ionized
-from tests.test_rules_second_pass import TPTD, cards, cond, draft, obs, record
+from tests.test_review7_values import egfr
+from tests.test_rules_second_pass import DMAB, TPTD, cards, cond, draft, obs, record
 
 
 def _mets_chart(t_score, *extra, status="active", drafts=()):
@@ -51,3 +52,11 @@ def test_a_high_ionized_calcium_rules_out_the_pth_analogues_like_a_high_total_ca
     assert "C-SAFE-ANABOLIC-CONTRA" not in cards(_very_high(_ionized(1.25), drafts=[draft(TPTD)]), "order-sign")
     newer = _very_high(_ionized(1.45, days=60), obs("17861-6", 20, 9.6, "mg/dL"), drafts=[draft(TPTD)])
     assert "C-SAFE-ANABOLIC-CONTRA" not in cards(newer, "order-sign")
+
+
+def test_a_bound_below_30_with_denosumab_says_it_may_be_below_15():
+    """Re-review: eGFR "<30" with a denosumab order read "CKD stage 4 (kidney function 15-29)"."""
+    card = cards(record(egfr(30, "<"), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]
+    assert "at least CKD stage 4, and it may be below 15" in card["detail"] and "(kidney function 15-29)" not in card["detail"]
+    exact = cards(record(egfr(25), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]
+    assert "CKD stage 4 (kidney function 15-29)." in exact["detail"]

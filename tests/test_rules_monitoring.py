@@ -395,3 +395,11 @@ def test_ontx_lists_only_the_checks_that_apply_and_leaves_a_missing_dxa_to_its_o
     detail = cards(treated("2024-03-15", low))["C-MON-ONTX"]["detail"]
     assert "**Calcium out of range:**" in detail and "Fracture on treatment" not in detail
     assert "Next DXA due on or after 2026-03-15." in detail
+
+
+def test_ontx_does_not_date_a_next_dxa_that_is_already_due():
+    """Re-review: 'Next DXA due on or after 2026-05-31' beside C-MON-DXA-DUE's 'due since 2026-05-31'."""
+    low = obs("ca", "17861-6", 8.1, "mg/dL", "2025-05-01")
+    found = cards(treated("2023-01-15", low))  # 28 months ago: due
+    assert "C-MON-DXA-DUE" in found and "Next DXA" not in found["C-MON-ONTX"]["detail"]
+    assert "Next DXA due on or after 2026-03-15." in cards(treated("2024-03-15", low))["C-MON-ONTX"]["detail"]

@@ -235,8 +235,9 @@ def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: Cli
     facts = [*(f[2] for f in findings), *(_therapy_fact(e) for e in therapy), _last_dxa_fact(record)]
     # Clinical review: every check was listed whatever applied, and "next DXA due on or after
     # now" repeated C-MON-DXA-DUE, which owns a DXA that is due.
-    next_dxa = (f"Next DXA due on or after {add_months(last, settings.dxa_interval_months).isoformat()}."
-                if last else "")
+    due = add_months(last, settings.dxa_interval_months) if last else None
+    # A DXA already due is C-MON-DXA-DUE's (review: "next DXA due on or after" a past date beside it).
+    next_dxa = f"Next DXA due on or after {due.isoformat()}." if due and due > today else ""
     return [Finding("C-MON-ONTX", facts=tuple(facts), trigger=max(f[0] for f in findings),
                     variables={"drugs": ", ".join(_name(e.agent) for e in therapy),
                                "headline": "; ".join(f[1] for f in findings),
@@ -426,7 +427,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
                                 f"A DXA is ordered ({ordered_dxa.date})." if ordered_dxa else
                                 "**No DXA in the last 12 months: order one** (fracture-risk assessment with BMD)."),
                    "headline": (f"glucocorticoid {dose_text} for 3+ months, no DXA in 12 months"
-                                if not recent_dxa else f"glucocorticoid {dose_text} for 3+ months, {risk} risk")},
+                                if not recent_dxa else f"glucocorticoid {dose_text} for 3+ months, risk {risk}")},
         suggestions=tuple(keys))]
 
 

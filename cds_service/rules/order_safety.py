@@ -497,6 +497,10 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
             facts=(draft_fact(draft, agent), kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"), *known),
             variables={"kidney": reading.label, "plan": PROLIA24_TEXT,
                        "severity": ("Dialysis or CKD stage 5: the risk is highest." if indicator == "critical" else
+                                    # Re-review: "<30" leaves 15 open; it is no CKD 4 reading.
+                                    f"Kidney function {reading.label}: at least CKD stage 4, and it may be below 15 "
+                                    "(CKD 5), where the risk is highest; an exact eGFR decides."
+                                    if reading.bound and not reading.below(settings.kidney_failure_egfr) else
                                     "CKD stage 4 (kidney function 15-29).")},
             suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
             source_url=t.label_url("denosumab")))
