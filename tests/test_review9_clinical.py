@@ -5,9 +5,11 @@ second-pass 2: a measured calcium above the upper limit). Each case with a quiet
 
 from __future__ import annotations
 
+import datetime as dt
+
 from tests.test_review8_clinical import _drug_orders, _ionized
 from tests.test_review7_values import egfr
-from tests.test_rules_second_pass import DMAB, TPTD, cards, cond, draft, obs, record
+from tests.test_rules_second_pass import DMAB, TODAY, TPTD, cards, cond, draft, med, obs, record
 
 
 def _mets_chart(t_score, *extra, status="active", drafts=()):
@@ -60,3 +62,21 @@ def test_a_bound_below_30_with_denosumab_says_it_may_be_below_15():
     assert "at least CKD stage 4, and it may be below 15" in card["detail"] and "(kidney function 15-29)" not in card["detail"]
     exact = cards(record(egfr(25), drafts=[draft(DMAB)]), "order-sign")["C-SAFE-DMAB-CKD"]
     assert "CKD stage 4 (kidney function 15-29)." in exact["detail"]
+
+
+def _tptd_used(days: int, drafts=()):
+    end = TODAY - dt.timedelta(days=400)
+    start = end - dt.timedelta(days=days)
+    tptd = med(TPTD, (TODAY - start).days, status="completed", rid="tptd",
+               dispenseRequest={"validityPeriod": {"start": start.isoformat(), "end": end.isoformat()}})
+    return record(tptd, obs("38267-1", 60, -3.1), obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"),
+                  t_score=False, drafts=drafts)
+
+
+def test_a_pth_order_that_would_take_the_total_past_24_months_is_warned():
+    """Re-review: 23.9 months used and a new teriparatide order passed silently; one more pen
+    (28 days) takes the lifetime total past 24 months (SAFE-10)."""
+    card = cards(_tptd_used(727, drafts=[draft(TPTD)]), "order-sign")["C-SAFE-PTH-LIMIT"]
+    assert "The draft adds at least one 28-day pen: 23.9 + 0.9 months is past 24" in card["detail"]
+    # Quiet control: 22 months used leaves room for the pen.
+    assert "C-SAFE-PTH-LIMIT" not in cards(_tptd_used(670, drafts=[draft(TPTD)]), "order-sign")

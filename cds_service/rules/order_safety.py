@@ -45,6 +45,7 @@ from cds_service.record import (
 )
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
+    DAYS_PER_MONTH,
     FAILURE,
     ORAL_BP_INSTRUCTIONS,
     antiresorptive_complications,
@@ -728,19 +729,27 @@ def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: Cl
                     suggestions=keys, extra_suggestions=built)]
 
 
+PEN_MONTHS = 28 / DAYS_PER_MONTH  # one teriparatide or abaloparatide pen: 28 daily doses
+
+
 @rule(*ORDERS, cards=("C-SAFE-PTH-LIMIT",))
 def pth_limit_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-PTH-LIMIT (warning), SAFE-10 on order hooks: teriparatide or
     abaloparatide ordered when cumulative PTH-analog exposure (both agents
     summed, overlaps merged) has already reached pth_max_months (24):
-    transition to an antiresorptive (LABEL; SEED)."""
+    transition to an antiresorptive (LABEL; SEED). Re-review: also when the draft, at least
+    one 28-day pen, takes the total past the limit (23.9 months used passed silently)."""
     months = pth_months_used(record)
-    if months < settings.pth_max_months:
+    if months + PEN_MONTHS <= settings.pth_max_months:
         return []
+    past = ([] if months >= settings.pth_max_months else
+            [f"The draft adds at least one 28-day pen: {months:.1f} + {PEN_MONTHS:.1f} months is past "
+             f"{settings.pth_max_months}"])
     findings = []
     for draft, agent in ordered(record, PTH_AGENTS):
         keys, built = _transition_keys(record, settings, draft, agent)
-        findings.append(Finding("C-SAFE-PTH-LIMIT", facts=(draft_fact(draft, agent), *pth_course_facts(record, months)),
+        findings.append(Finding("C-SAFE-PTH-LIMIT", facts=(draft_fact(draft, agent), *pth_course_facts(record, months),
+                                                           *past),
                                 variables={"max_months": str(settings.pth_max_months), "drug_name": drug_label(agent)},
                                 suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
                                 source_url=t.label_url(agent)))
