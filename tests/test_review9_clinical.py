@@ -9,7 +9,7 @@ import datetime as dt
 
 from tests.test_review8_clinical import _drug_orders, _ionized
 from tests.test_review7_values import egfr
-from tests.test_rules_second_pass import DMAB, TODAY, TPTD, cards, cond, draft, med, obs, record
+from tests.test_rules_second_pass import DMAB, TODAY, TPTD, _pred, cards, cond, draft, med, obs, record
 
 
 def _mets_chart(t_score, *extra, status="active", drafts=()):
@@ -80,3 +80,19 @@ def test_a_pth_order_that_would_take_the_total_past_24_months_is_warned():
     assert "The draft adds at least one 28-day pen: 23.9 + 0.9 months is past 24" in card["detail"]
     # Quiet control: 22 months used leaves room for the pen.
     assert "C-SAFE-PTH-LIMIT" not in cards(_tptd_used(670, drafts=[draft(TPTD)]), "order-sign")
+
+
+def test_a_steroid_user_with_osteopenia_and_no_frax_is_offered_calcium_and_vitamin_d():
+    """Re-review: prednisone 10 mg/day for 6 months, T -1.8 on a DXA 100 days old, no FRAX: C-GIOP
+    left the supplements to C-SUPP-CAVD, which is quiet for untreated osteopenia, so nothing
+    fired (ACR 2022: calcium and vitamin D, and a dose-adjusted FRAX)."""
+    got = cards(record(_pred(10, 180), obs("38263-0", 100, -1.8), obs("98979-8", 20, 70), t_score=False))
+    card = got["C-GIOP"]
+    assert "C-SUPP-CAVD" not in got and card["summary"].endswith("risk not yet assessed")
+    assert any("calcium" in s["label"].lower() for s in card["suggestions"])
+    assert "Decide with a dose-adjusted FRAX" in card["detail"]
+    # With a vitamin D deficiency C-VITD-LOW's repletion speaks: no second vitamin D order here.
+    low_d = cards(record(_pred(10, 180), obs("38263-0", 100, -1.8), obs("98979-8", 20, 70),
+                         obs("62292-8", 20, 12, "ng/mL"), t_score=False))
+    assert "C-VITD-LOW" in low_d
+    assert not any("vitamin" in s["label"].lower() for s in low_d.get("C-GIOP", {}).get("suggestions", []))

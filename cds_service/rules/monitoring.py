@@ -330,6 +330,19 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
                     suggestions=("dxa-after-risk-assessment",))]
 
 
+def _osteopenia_only(record: PatientRecord, settings: ClinicalSettings) -> bool:
+    """A bone indication C-SUPP-CAVD stays quiet for (untreated osteopenia, no low intake
+    coded: primary prevention), with no vitamin D deficiency (C-VITD-LOW's repletion would
+    meet a second vitamin D order). Re-review: C-GIOP left the supplements to C-SUPP-CAVD there
+    too, so a steroid user with osteopenia was offered none (ACR22 asks for calcium and
+    vitamin D)."""
+    from cds_service.rules import supplementation  # a sibling rule module, read at call time
+
+    return (supplementation.untreated_osteopenia(record, settings)
+            and not record.condition_hits("low_intake_or_weight")
+            and supplementation.vitamin_d_deficient(record, settings) is None)
+
+
 @rule("patient-view")
 def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-GIOP (info; warning with no DXA in the last 12 months and >= giop_high_mg_day),
@@ -387,7 +400,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         keys.append("dxa")
     on_supplements = all((e := record.medications.get(a)) and e.active for a in ("calcium", "vitamin_d"))
     hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5 or high calcium (second-pass 1)
-    if not on_supplements and not bone_indication(record, settings):
+    if not on_supplements and (not bone_indication(record, settings) or _osteopenia_only(record, settings)):
         if hold:
             facts.append(f"{hold}; no calcium or vitamin D order is suggested")
         else:

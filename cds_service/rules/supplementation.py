@@ -114,7 +114,7 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
                     trigger=_supplement_trigger(record) if with_trigger else None)]
 
 
-def _untreated_osteopenia(record: PatientRecord, settings: ClinicalSettings) -> bool:
+def untreated_osteopenia(record: PatientRecord, settings: ClinicalSettings) -> bool:
     """Osteopenia with no fragility fracture and no osteoporosis drug: primary prevention."""
     return (assess(record, settings).diagnosis == OSTEOPENIA and not record.fragility_fractures()
             and not record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES))
@@ -143,7 +143,7 @@ def calcium_vitamin_d(record: PatientRecord, today: dt.date, settings: ClinicalS
     why = bone_indication(record, settings)
     if not why:
         return []
-    if _untreated_osteopenia(record, settings):
+    if untreated_osteopenia(record, settings):
         low = record.condition_hits("low_intake_or_weight")
         if not low:
             return []
