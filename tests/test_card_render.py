@@ -53,7 +53,7 @@ VARIABLES.update({"kidney_problem": "kidney function (eGFR 28 mL/min/1.73m2) bel
                   "start": "start alendronate or denosumab", "suggested": "alendronate 70 mg weekly",
                   "first_choice": "alendronate 70 mg", "risedronate_label": " (alternative)"})
 # C-TX-BP with an eGFR known only as a bound ("<35")
-VARIABLES.update({"once": " once an exact eGFR is 30+", "order_note": "No order yet."})
+VARIABLES.update({"once": " once an exact eGFR is 30+", "order_note": "No order yet.", "risk_level": "high"})
 # C-SAFE-HYPOCA, one draft or several (review 8)
 VARIABLES.update({"being": "is being", "labels_say": "label says", "orders": "order",
                   "low_what": "corrected calcium below the lower limit"})

@@ -96,3 +96,16 @@ def test_a_steroid_user_with_osteopenia_and_no_frax_is_offered_calcium_and_vitam
                          obs("62292-8", 20, 12, "ng/mL"), t_score=False))
     assert "C-VITD-LOW" in low_d
     assert not any("vitamin" in s["label"].lower() for s in low_d.get("C-GIOP", {}).get("suggestions", []))
+
+
+def test_c_tx_bp_at_very_high_risk_says_very_high_in_its_summary():
+    """Re-review: 'Osteoporosis at high fracture risk' in the summary beside 'very high fracture
+    risk, but no anabolic agent can be suggested' in the detail. A man (no romosozumab) with
+    Paget disease (no PTH analogue) and a T-score of -3.4 (very high risk)."""
+    man = record(cond("M88.9", 300), obs("38267-1", 60, -3.4), obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"),
+                 sex="male", age=70, t_score=False)
+    card = cards(man)["C-TX-BP"]
+    assert card["summary"].startswith("Osteoporosis at very high fracture risk")
+    assert "no anabolic agent can be suggested" in card["detail"]
+    plain = cards(record(obs("38267-1", 60, -2.8), obs("98979-8", 20, 70), t_score=False))["C-TX-BP"]
+    assert plain["summary"].startswith("Osteoporosis at high fracture risk")

@@ -192,6 +192,8 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
         suggestions=suggestions,
         facts=_facts(record, settings, list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text, "recommendation": recommendation,
+                   # re-review: the summary said "high" beside "very high ... no anabolic agent" in the detail
+                   "risk_level": "very high" if a.risk == VERY_HIGH else "high",
                    "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS,
                    "oral_bp_status": _oral_bp_status(record, reading, reading.below(settings.egfr_alendronate_min),
                                                      settings),
