@@ -1458,7 +1458,8 @@ class _Builder:
                 # Review 8: a T- or Z-score sent as text ("-2.6") was skipped, and C-SCREEN-DXA said
                 # "No DXA on file". A plain decimal is the score; anything else (a bound, a unit,
                 # words) is no reading, but the scan was done (as _bmd does for a bound).
-                plain = _PLAIN_DECIMAL.fullmatch(holder["valueString"])
+                # U+2212 (the minus sign, as typeset reports write it) is a minus too (review 9).
+                plain = _PLAIN_DECIMAL.fullmatch(holder["valueString"].replace("\u2212", "-"))
                 if plain is None:
                     self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
                     self._dxa(when)
@@ -1473,6 +1474,12 @@ class _Builder:
             # "eGFR <60" could be 20: an upper bound above the lowest kidney limit is no eGFR reading,
             # but kept apart: "<35" is still known below alendronate's and zoledronic acid's 35.
             self._lab(EGFR_UPPER_BOUND, qty[0], when, ref, comparator=comparator)
+            return
+        if comparator[:1] == ">" and plan.egfr and qty and qty[0] < self.settings.egfr_alendronate_min:
+            # Review 9: "eGFR >30" says only "at least 30": read as 30 it was below zoledronic acid's
+            # 35. A lower bound below the highest kidney limit is no reading (as a missing eGFR);
+            # ">60" / ">=90" (at or above every limit) stay a normal eGFR.
+            self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
             return
         kind, value_set = plan.with_number if qty else plan.without_number
         if kind is _LAB:
@@ -2220,7 +2227,8 @@ _BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm�
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 # The bound and a unit or method after it ("<30 mL/min/1.73m²", "<30 (CKD-EPI)": clinical review).
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s\u00b2()\-,:]*)$")
-# A plain decimal and nothing else (surrounding spaces aside): "-2.6", " -1 ", "+0.5".
+# A plain decimal and nothing else (surrounding spaces aside): "-2.6", " -1 ", "+0.5" (U+2212 is
+# read as "-" before the match: "\u22123.4").
 _PLAIN_DECIMAL = re.compile(r"\s*([+-]?\d{1,3}(?:\.\d+)?)\s*", re.ASCII)
 _DECEASED_WORDS = frozenset({"true", "yes", "y", "1"})
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}

@@ -187,7 +187,7 @@ def test_a_plain_decimal_t_score_in_text_is_the_score_and_the_dxa_is_done():
     assert [s.value for s in _screening_woman(_t_text(" -2.6 ")).t_scores()] == [-2.6]
 
 
-@pytest.mark.parametrize("text", ["<-2.5", "-2.6 SD", "T-score -2.6", "\u22122.6", "-2,6", "osteoporosis", ""])
+@pytest.mark.parametrize("text", ["<-2.5", "-2.6 SD", "T-score -2.6", "-2,6", "osteoporosis", ""])
 def test_other_t_score_text_is_no_score_but_the_dxa_still_counts(text):
     rec = _screening_woman(_t_text(text))
     assert rec.t_scores() == [] and rec.ignored == (("Observation/t-text", "unreadable-value"),)

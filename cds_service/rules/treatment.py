@@ -187,6 +187,14 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
             choice["order_note"] = "No order yet: the baseline-labs card orders the eGFR."
             choice["once"] = f" once an exact eGFR is {settings.egfr_risedronate_min:g}+"
             choice["suggested"] += f", once an exact eGFR shows {settings.egfr_risedronate_min:g} or more"
+    elif reading.may_be_below(settings.egfr_alendronate_min):
+        # Review 9: "<60" / "<45" leaves alendronate's 35 open (C-SAFE-RENAL asks for a recheck on
+        # the order): no one-click bisphosphonate until an exact eGFR is known, as for "<35".
+        suggestions = ()
+        choice = {**choice, "order_note": "No order yet: the baseline-labs card orders the eGFR.",
+                  "once": f" once an exact eGFR is {settings.egfr_alendronate_min:g}+",
+                  "suggested": choice["suggested"] + (f", once an exact eGFR shows "
+                                                      f"{settings.egfr_alendronate_min:g} or more")}
     return [Finding(
         "C-TX-BP",
         suggestions=suggestions,
@@ -213,6 +221,9 @@ def _oral_bp_status(record: PatientRecord, reading: KidneyReading, risedronate_f
                 f"{settings.egfr_risedronate_min:g} or more")
     if risedronate_first:
         return f"kidney function below {settings.egfr_alendronate_min:g}, still within risedronate's label"
+    if reading.may_be_below(settings.egfr_alendronate_min):
+        return (f"{reading.label}: reported only as a bound that may be below "
+                f"{settings.egfr_alendronate_min:g}, to recheck as an exact eGFR before an oral bisphosphonate")
     if reading.recheck_below(settings.egfr_alendronate_min):
         # Clinical review: a stale low value is no reading, but not "nothing".
         return (f"an old kidney function below {settings.egfr_alendronate_min:g} on record, "
