@@ -23,12 +23,12 @@ from cds_service import fixtures as fx
 from cds_service import metrics
 from cds_service.fhir import deferred
 from cds_service.fhir.client import search_problem
-from cds_service.logs import JsonFormatter
 from cds_service.protocol import requests_json
 from cds_service.services import all_services
 from cds_service.services.prefetch_templates import REQUIRED, REQUIRED_ON_ORDERS
 from conftest import TODAY
 from requests_for_tests import FHIR, PATIENT_ID, SERVICE_FOR, empty_bundle, hook_request, patient
+from test_request_log_line import _Lines
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 CONDITIONS = re.compile(rf"{re.escape(FHIR)}/Condition\?.*")
@@ -323,14 +323,15 @@ def test_any_deceased_copy_of_the_patient_means_deceased(make_app, deceased_firs
 
 # --- 5. why a call got 412, for operators ------------------------------------------------
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
+def _post_logged(client, hook: str, body: dict):
+    """The answer and the request's log line (as the JSON formatter writes it)."""
+    lines = _Lines()
+    logging.getLogger().addHandler(lines)
+    try:
+        resp = client.post(url(hook), json=body)
+    finally:
+        logging.getLogger().removeHandler(lines)
+    return resp, next(line for line in lines.lines if line["message"] == "request")
 
 
 @responses.activate
@@ -341,14 +342,8 @@ def test_the_request_line_of_a_412_names_the_missing_keys_and_why(client):
     body["prefetch"]["safetyLabs"] = FAILED_ANSWERS["total over the entries, no next link"]
     # fetched again, and short again
     responses.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/Observation\?.*"), json=searchset(total=3))
-    lines = _Lines()
-    logging.getLogger().addHandler(lines)
-    try:
-        resp = client.post(url("order-sign"), json=body)
-    finally:
-        logging.getLogger().removeHandler(lines)
+    resp, line = _post_logged(client, "order-sign", body)
     assert resp.status_code == 412
-    line = next(line for line in lines.lines if line["message"] == "request")
     assert line["status"] == 412
     assert line["prefetch_missing"] == ["conditions", "safetyLabs"]
     assert line["prefetch_failed"] == {"conditions": "unavailable", "medicationStatements": "search_failed",
@@ -358,14 +353,8 @@ def test_the_request_line_of_a_412_names_the_missing_keys_and_why(client):
 
 
 def test_the_request_line_says_when_there_was_no_server_to_fetch_from(client):
-    lines = _Lines()
-    logging.getLogger().addHandler(lines)
-    try:
-        resp = client.post(url("order-sign"), json=without("procedures", hook="order-sign", fhir_server=None))
-    finally:
-        logging.getLogger().removeHandler(lines)
+    resp, line = _post_logged(client, "order-sign", without("procedures", hook="order-sign", fhir_server=None))
     assert resp.status_code == 412
-    line = next(line for line in lines.lines if line["message"] == "request")
     assert line["prefetch_missing"] == ["procedures"]
     assert line["prefetch_failed"] == {"procedures": "no_fhir_server"}
 
@@ -373,14 +362,8 @@ def test_the_request_line_says_when_there_was_no_server_to_fetch_from(client):
 def test_a_fhir_server_off_the_allowlist_is_counted(client):
     before = metrics.FHIR_ERRORS.labels("server_not_allowed")._value.get()
     body = without("conditions", "medicationStatements", fhir_server="https://other.example.net/fhir")
-    lines = _Lines()
-    logging.getLogger().addHandler(lines)
-    try:
-        resp = client.post(url("patient-view"), json=body)
-    finally:
-        logging.getLogger().removeHandler(lines)
+    resp, line = _post_logged(client, "patient-view", body)
     assert resp.status_code == 412
     assert metrics.FHIR_ERRORS.labels("server_not_allowed")._value.get() == before + 2  # one per key
-    line = next(line for line in lines.lines if line["message"] == "request")
     assert line["prefetch_failed"] == {"conditions": "server_not_allowed", "medicationStatements": "server_not_allowed"}
     assert "other.example.net" not in json.dumps(line)
