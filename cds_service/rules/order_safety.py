@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+from cds_service.card_render import load_card
 from cds_service.fhir import terminology as t
 from cds_service.record import (
     KIDNEY_CUTOFFS,
@@ -390,7 +391,9 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
     if refs:
         built.append(Suggestion(f"Hold {names}: remove the drafts and recheck serum calcium", (
             Action("delete", "Remove the draft order until calcium is corrected", resource_id=refs),
-            Action("create", "Serum calcium (with albumin) after correction", resource=_CALCIUM_CHECK)), True))
+            # the card's own calcium-check resource, as its one-draft "defer-and-recheck" orders it
+            Action("create", "Serum calcium (with albumin) after correction",
+                   resource=load_card("C-SAFE-HYPOCA")["resources"]["calcium-check"])), True))
     labels = [drug_label(agent) for _, agent in hits]
     for draft, agent in hits:
         if draft.reference:
@@ -402,15 +405,6 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
         variables={"drug": names[0].upper() + names[1:], "drug_name": names, "being": "are being", "low_what": low_what,
                    "orders": "orders", "drugs": "drugs", "brand": brands, "labels_say": "labels say"},
         suggestions=(), extra_suggestions=tuple(built), source_url=t.label_url(first))]
-
-
-# cards/C-SAFE-HYPOCA.yaml's calcium-check, for the suggestions built in code above.
-_CALCIUM_CHECK = {
-    "resourceType": "ServiceRequest", "intent": "order",
-    "code": {"coding": [{"system": t.LOINC, "code": "17861-6", "display": "Calcium [Mass/volume] in Serum or Plasma"}],
-             "text": "Serum calcium"},
-    "note": [{"text": "Before the bone drug is given (with albumin for corrected calcium)."}],
-}
 
 
 def _and(names: list[str]) -> str:
