@@ -233,10 +233,9 @@ def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: Cli
         return []
     last = record.latest_dxa_date
     facts = [*(f[2] for f in findings), *(_therapy_fact(e) for e in therapy), _last_dxa_fact(record)]
-    # Clinical review: every check was listed whatever applied, and "next DXA due on or after
-    # now" repeated C-MON-DXA-DUE, which owns a DXA that is due.
+    # Review: "next DXA due on or after" now (no DXA on file) or a past date repeated
+    # C-MON-DXA-DUE, which owns a DXA that is due.
     due = add_months(last, settings.dxa_interval_months) if last else None
-    # A DXA already due is C-MON-DXA-DUE's (review: "next DXA due on or after" a past date beside it).
     next_dxa = f"Next DXA due on or after {due.isoformat()}." if due and due > today else ""
     return [Finding("C-MON-ONTX", facts=tuple(facts), trigger=max(f[0] for f in findings),
                     variables={"drugs": ", ".join(_name(e.agent) for e in therapy),

@@ -180,21 +180,18 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
         choice = {**choice, "first_choice": "risedronate 35 mg", "risedronate_label": "",
                   "suggested": (f"risedronate 35 mg by mouth once weekly (kidney function below "
                                 f"{settings.egfr_alendronate_min:g}: not alendronate)")}
-        if reading.may_be_below(settings.egfr_risedronate_min):
-            # Review: "<35" offered risedronate in one click beside "only if an exact eGFR is 30 or
-            # more"; the exact eGFR comes first (C-LAB-BASELINE orders it: no bound is a reading).
-            suggestions = ()
-            choice["order_note"] = "No order yet: the baseline-labs card orders the eGFR."
-            choice["once"] = f" once an exact eGFR is {settings.egfr_risedronate_min:g}+"
-            choice["suggested"] += f", once an exact eGFR shows {settings.egfr_risedronate_min:g} or more"
-    elif reading.may_be_below(settings.egfr_alendronate_min):
-        # Review 9: "<60" / "<45" leaves alendronate's 35 open (C-SAFE-RENAL asks for a recheck on
-        # the order): no one-click bisphosphonate until an exact eGFR is known, as for "<35".
+    # An eGFR reported only as a bound that leaves the offered drug's limit open: "<35" for
+    # risedronate's 30 (review: it was offered in one click beside "only if an exact eGFR is 30
+    # or more"), "<60" / "<45" for alendronate's 35 (review 9: C-SAFE-RENAL then asked for a
+    # recheck on the order). No one-click bisphosphonate: the exact eGFR comes first
+    # (C-LAB-BASELINE orders it: no bound is a reading).
+    open_limit = (settings.egfr_risedronate_min if suggestions == ("risedronate-first",) else
+                  settings.egfr_alendronate_min)
+    if reading.may_be_below(open_limit):
         suggestions = ()
         choice = {**choice, "order_note": "No order yet: the baseline-labs card orders the eGFR.",
-                  "once": f" once an exact eGFR is {settings.egfr_alendronate_min:g}+",
-                  "suggested": choice["suggested"] + (f", once an exact eGFR shows "
-                                                      f"{settings.egfr_alendronate_min:g} or more")}
+                  "once": f" once an exact eGFR is {open_limit:g}+",
+                  "suggested": f"{choice['suggested']}, once an exact eGFR shows {open_limit:g} or more"}
     return [Finding(
         "C-TX-BP",
         suggestions=suggestions,
