@@ -131,8 +131,8 @@ def call_service(service_id: str):
         for kind in exc.kinds:
             metrics.FHIR_ERRORS.labels(kind).inc()
         # For the request log line: key names and fixed labels only (no ids, no URLs).
-        g.prefetch_missing = sorted(exc.missing)
-        g.prefetch_failed = dict(sorted(exc.failed_kinds.items()))
+        state.prefetch_missing = sorted(exc.missing)
+        state.prefetch_failed = dict(sorted(exc.failed_kinds.items()))
         raise ApiError(
             412,
             "the data this service needs could not be had: "
