@@ -2,6 +2,7 @@
 (delete + create pairs), boundaries, and the sandbox's draftOrders shapes."""
 
 import dataclasses
+import datetime as dt
 import uuid
 
 import pytest
@@ -368,3 +369,100 @@ def test_rx_view_blank_draft_without_type_through_http_gives_no_card(client, hoo
     assert resp.status_code == 200, resp.get_data(as_text=True)
     fired = {c["source"]["topic"]["code"] for c in resp.get_json()["cards"]}
     assert not {c for c in fired if c.startswith(("C-SAFE-", "C-DUP-", "C-VITD-"))}, fired
+
+
+# ---------------------------------------------------------------------------
+# Romosozumab and a recent MI or stroke, through the Flask app (review cv8).
+# Brief SAFE-8; second-pass 2; Evenity label, boxed warning: "should not be initiated in
+# patients who have had a myocardial infarction or stroke within the preceding year ...
+# If a patient experiences a myocardial infarction or stroke during therapy, EVENITY
+# should be discontinued."
+# ---------------------------------------------------------------------------
+
+def _days_ago(days):
+    return (HTTP_TODAY - dt.timedelta(days=days)).isoformat()
+
+
+def _post(client, hook, bundle):
+    resp = client.post(f"/cds-services/{SERVICE_IDS[hook]}", json=hook_body(bundle, hook))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}
+
+
+def _recode_condition(bundle, system, code, **dates):
+    """The fixture's one Condition, coded `system|code` and dated by `dates` alone."""
+    cond = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Condition")
+    cond["code"] = {"coding": [{"system": system, "code": code}]}
+    for key in ("onsetDateTime", "recordedDate"):
+        cond.pop(key, None)
+    cond.update(dates)
+    return bundle
+
+
+# Codes the review found missing; each is in condition-mi or condition-stroke with its source.
+CV_CODES = [
+    (t.SNOMED, "57054005"),    # acute myocardial infarction (VSAC 2.16.840.1.113883.3.526.3.403)
+    (t.SNOMED, "401303003"),   # acute STEMI (same)
+    (t.SNOMED, "401314000"),   # acute NSTEMI (same)
+    (t.SNOMED, "1755008"),     # old myocardial infarction (V?, OHDSI concept set)
+    (t.SNOMED, "399211009"),   # history of myocardial infarction (Synthea)
+    (t.SNOMED, "422504002"),   # ischemic stroke (VSAC Ischemic Stroke)
+    (t.SNOMED, "432504007"),   # cerebral infarction (V?)
+    (t.SNOMED, "274100004"),   # cerebral hemorrhage (VSAC Hemorrhagic Stroke)
+    (t.ICD10CM, "I25.2"),      # old myocardial infarction
+    (t.ICD10CM, "I60.9"),      # nontraumatic subarachnoid hemorrhage (VSAC Hemorrhagic Stroke)
+    (t.ICD10CM, "I23.3"),      # complication within 28 days of an MI
+    (t.ICD10CM, "I24.1"),      # Dressler's syndrome (post-MI syndrome)
+]
+
+
+@pytest.mark.parametrize("system,code", CV_CODES, ids=[c for _, c in CV_CODES])
+def test_romosozumab_order_after_any_coded_mi_or_stroke_is_critical(client, system, code):
+    bundle = _recode_condition(fx.load_patient("c-safe-romo-cv-mi-11-months", today=HTTP_TODAY),
+                               system, code, onsetDateTime=_days_ago(210))
+    card = _post(client, "order-sign", bundle)["C-SAFE-ROMO-CV"]
+    assert card["indicator"] == "critical" and f"({code}) on {_days_ago(210)}" in card["detail"]
+    assert actions(card, "delete")[0]["resourceId"] == "MedicationRequest/draft-romosozumab"
+
+
+@pytest.mark.parametrize("system,code", CV_CODES, ids=[c for _, c in CV_CODES])
+def test_romosozumab_order_quiet_when_the_same_code_is_older_than_a_year(client, system, code):
+    bundle = _recode_condition(fx.load_patient("c-safe-romo-cv-mi-11-months", today=HTTP_TODAY),
+                               system, code, onsetDateTime=_days_ago(400))
+    assert "C-SAFE-ROMO-CV" not in _post(client, "order-sign", bundle)
+
+
+def test_an_old_mi_code_is_dated_by_its_onset_else_by_when_it_was_recorded(client):
+    """An old-MI / history-of-MI code says when the MI was by its onset: onset 3 years ago,
+    recorded last month is an old MI (quiet). With no onset, the day it was recorded is
+    all there is: within the year it counts (the MI may be recent; the card shows the date)."""
+    name = "c-safe-romo-cv-mi-11-months"
+    old = _recode_condition(fx.load_patient(name, today=HTTP_TODAY), t.ICD10CM, "I25.2",
+                            onsetDateTime=_days_ago(3 * 365), recordedDate=_days_ago(30))
+    assert "C-SAFE-ROMO-CV" not in _post(client, "order-sign", old)
+    recorded = _recode_condition(fx.load_patient(name, today=HTTP_TODAY), t.SNOMED, "399211009",
+                                 recordedDate=_days_ago(30))
+    assert f"(399211009) on {_days_ago(30)}" in _post(client, "order-sign", recorded)["C-SAFE-ROMO-CV"]["detail"]
+
+
+def _anabolic_offer(client, condition=None):
+    bundle = fx.load_patient("c-tx-anabolic-t-minus-3-1", today=HTTP_TODAY)
+    if condition:
+        pid = bundle["entry"][0]["resource"]["id"]
+        bundle["entry"].append({"resource": dict(condition, resourceType="Condition", id="cv8-cv",
+                                                 subject={"reference": f"Patient/{pid}"})})
+    card = _post(client, "patient-view", bundle)["C-TX-ANABOLIC"]
+    offered = [a["resource"].get("medicationCodeableConcept", {}).get("text", "")
+               for a in actions(card, "create") if a["resource"]["resourceType"] == "MedicationRequest"]
+    return card, offered
+
+
+def test_no_one_click_romosozumab_after_a_stemi_coded_in_snomed(client):
+    _, offered = _anabolic_offer(client)
+    assert any("romosozumab" in text.lower() for text in offered)  # the control: offered without the MI
+    stemi = {"code": coding(t.SNOMED, "401303003"), "onsetDateTime": _days_ago(210)}
+    card, offered = _anabolic_offer(client, stemi)
+    assert not any("romosozumab" in text.lower() for text in offered), offered
+    assert "Romosozumab not suggested: Myocardial infarction (401303003)" in card["detail"]
+    _, offered = _anabolic_offer(client, dict(stemi, onsetDateTime=_days_ago(400)))
+    assert any("romosozumab" in text.lower() for text in offered)
