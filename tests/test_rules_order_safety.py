@@ -466,3 +466,47 @@ def test_no_one_click_romosozumab_after_a_stemi_coded_in_snomed(client):
     assert "Romosozumab not suggested: Myocardial infarction (401303003)" in card["detail"]
     _, offered = _anabolic_offer(client, dict(stemi, onsetDateTime=_days_ago(400)))
     assert any("romosozumab" in text.lower() for text in offered)
+
+
+def _on_romosozumab(mi_days_ago, started_days_ago=35, dose_days_ago=30):
+    """Active romosozumab (ordered `started_days_ago`, one dose `dose_days_ago`) and an
+    NSTEMI (I21.4) `mi_days_ago`, on the fixture of an MI during a course."""
+    bundle = fx.load_patient("c-safe-romo-cv-mi-during-romosozumab", today=HTTP_TODAY)
+    kept = []
+    for entry in bundle["entry"]:
+        r = entry["resource"]
+        text = (r.get("medicationCodeableConcept") or {}).get("text", "")
+        if r["resourceType"] == "MedicationAdministration" and "romosozumab" in text:
+            continue
+        if r["resourceType"] == "MedicationRequest" and "romosozumab" in text:
+            r["authoredOn"] = _days_ago(started_days_ago)
+        if r["resourceType"] == "Condition":
+            r["onsetDateTime"] = _days_ago(mi_days_ago)
+        kept.append(entry)
+    pid = kept[0]["resource"]["id"]
+    kept.append({"resource": {"resourceType": "MedicationAdministration", "id": "cv8-dose", "status": "completed",
+                              "medicationCodeableConcept": {"text": "Evenity (romosozumab-aqqg) 105 mg/1.17 mL"},
+                              "effectiveDateTime": _days_ago(dose_days_ago),
+                              "subject": {"reference": f"Patient/{pid}"}}})
+    bundle["entry"] = kept
+    return bundle
+
+
+def test_romosozumab_started_within_a_year_after_an_mi_warns_on_patient_view(client):
+    """Review cv8: started 35 days ago, 55 days after an NSTEMI (I21.4, 90 days ago). The
+    label says not to start it within a year of an MI; the card says so, and to stop."""
+    card = _post(client, "patient-view", _on_romosozumab(mi_days_ago=90))["C-SAFE-ROMO-CV"]
+    assert card["indicator"] == "critical"
+    assert "started within 12 months after a myocardial infarction or stroke" in card["detail"]
+    assert f"Myocardial infarction (I21.4) on {_days_ago(90)}" in card["detail"]
+    assert "give no further doses" in card["detail"] and not actions(card, "delete")
+
+
+def test_an_mi_during_the_course_still_says_it_occurred_during_it(client):
+    card = _post(client, "patient-view", _on_romosozumab(mi_days_ago=10))["C-SAFE-ROMO-CV"]
+    assert "occurred during the romosozumab course" in card["detail"]
+    assert "started within 12 months after" not in card["detail"]
+
+
+def test_romosozumab_started_more_than_a_year_after_the_mi_is_quiet(client):
+    assert "C-SAFE-ROMO-CV" not in _post(client, "patient-view", _on_romosozumab(mi_days_ago=400))

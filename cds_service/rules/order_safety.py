@@ -627,25 +627,33 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
 
 @rule("patient-view")
 def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SAFE-ROMO-CV (critical) on patient-view, second-pass 2: an MI or stroke during
-    an active romosozumab course (onset on or after the course start, romosozumab still
-    active). Evenity boxed warning: "If a patient experiences a myocardial infarction or
-    stroke during therapy, EVENITY should be discontinued." Suggests stopping it and
-    planning the antiresorptive that follows (denosumab or alendronate)."""
+    """C-SAFE-ROMO-CV (critical) on patient-view, second-pass 2: romosozumab still active
+    and an MI or stroke within mi_stroke_window_months (12). Evenity boxed warning: it
+    "should not be initiated in patients who have had a myocardial infarction or stroke
+    within the preceding year" and "If a patient experiences a myocardial infarction or
+    stroke during therapy, EVENITY should be discontinued." An event on or after the
+    course start occurred during it; an earlier one means the course was started against
+    the warning (review cv8: only the first case fired). Either way: no further doses, and
+    the antiresorptive that follows (denosumab or alendronate) is suggested."""
     e = record.medications.get("romosozumab")
     if not e or not e.active:
         return []
     start = course_start(e) or e.start
-    events = _cv_events(record, settings, since=start)
+    during = _cv_events(record, settings, since=start)
+    events = during or _cv_events(record, settings)
     if not events:
         return []
+    if during:
+        situation = ("A myocardial infarction or stroke occurred during the romosozumab course: stop "
+                     "romosozumab (no further doses) and plan the antiresorptive that follows it.")
+    else:
+        situation = (f"Romosozumab was started within {settings.mi_stroke_window_months} months after a "
+                     "myocardial infarction or stroke, when the label says not to start it: give no further "
+                     "doses and plan the antiresorptive that follows it.")
     keys, built = _transition_keys(record, settings, None)
     return [Finding("C-SAFE-ROMO-CV", facts=(f"On romosozumab since {_date(start)}, last dose {_date(e.last_dose)}",
                                              *events),
-                    variables={"window": str(settings.mi_stroke_window_months),
-                               "situation": "A myocardial infarction or stroke occurred during the romosozumab "
-                                            "course: stop romosozumab (no further doses) and plan the "
-                                            "antiresorptive that follows it."},
+                    variables={"window": str(settings.mi_stroke_window_months), "situation": situation},
                     suggestions=keys, extra_suggestions=built)]
 
 
