@@ -510,3 +510,52 @@ def test_an_mi_during_the_course_still_says_it_occurred_during_it(client):
 
 def test_romosozumab_started_more_than_a_year_after_the_mi_is_quiet(client):
     assert "C-SAFE-ROMO-CV" not in _post(client, "patient-view", _on_romosozumab(mi_days_ago=400))
+
+
+EVENITY = {"text": "Evenity (romosozumab-aqqg) 105 mg/1.17 mL prefilled syringe"}
+
+
+def _romo_course_as(record_of_course):
+    """The 13th-dose fixture with its romosozumab course (an active order and 12
+    administrations) replaced by `record_of_course` (resources); the draft stays."""
+    bundle = fx.load_patient("c-safe-romo-limit-ordering-13th-dose", today=HTTP_TODAY)
+    pid = bundle["entry"][0]["resource"]["id"]
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] not in (
+        "MedicationAdministration", "MedicationStatement") and not (
+        e["resource"]["resourceType"] == "MedicationRequest" and e["resource"]["status"] != "draft")]
+    bundle["entry"] += [{"resource": dict(r, subject={"reference": f"Patient/{pid}"})} for r in record_of_course]
+    return bundle
+
+
+def _statement(months, ended_days_ago=60):
+    start = HTTP_TODAY - dt.timedelta(days=ended_days_ago + round(months * 30.4375))
+    return {"resourceType": "MedicationStatement", "id": "cv8-stmt", "status": "completed",
+            "medicationCodeableConcept": EVENITY,
+            "effectivePeriod": {"start": start.isoformat(), "end": _days_ago(ended_days_ago)}}
+
+
+def _request(start_days_ago=425, end_days_ago=61, repeats=11):
+    return {"resourceType": "MedicationRequest", "id": "cv8-rx", "status": "completed", "intent": "order",
+            "medicationCodeableConcept": EVENITY, "authoredOn": _days_ago(start_days_ago),
+            "dispenseRequest": {"validityPeriod": {"start": _days_ago(start_days_ago), "end": _days_ago(end_days_ago)},
+                                "numberOfRepeatsAllowed": repeats}}
+
+
+# Ended 4 months ago: past C-ANABOLIC-FOLLOW-ON's 3 months of grace.
+@pytest.mark.parametrize("course", [[_statement(12, ended_days_ago=120)], [_request(485, 121)]],
+                         ids=["statement-12-months", "request-12-fills"])
+def test_a_finished_course_on_a_statement_or_an_order_limits_romosozumab_as_the_follow_on_rule_reads_it(client, course):
+    """Review cv8: C-ANABOLIC-FOLLOW-ON read a completed 12-month course (a MedicationStatement's
+    effectivePeriod, an order's validityPeriod with 11 repeats) as finished, while
+    C-SAFE-ROMO-LIMIT let a 13th dose be signed (the statement read as one dose, the order as
+    11.96 months). One reading of the course (facts.romosozumab_course) serves both."""
+    bundle = _romo_course_as(course)
+    card = _post(client, "order-sign", bundle)["C-SAFE-ROMO-LIMIT"]
+    assert "(no administrations on record: about 12 monthly doses)" in card["detail"]
+    assert card["suggestions"][0]["actions"][0]["resourceId"] == "MedicationRequest/draft-romosozumab"
+    assert "C-ANABOLIC-FOLLOW-ON" in _post(client, "patient-view", bundle)
+
+
+def test_a_six_month_statement_does_not_limit_romosozumab(client):
+    assert "C-SAFE-ROMO-LIMIT" not in _post(client, "order-sign", _romo_course_as([_statement(6)]))
+    assert "C-SAFE-ROMO-LIMIT" not in _post(client, "order-sign", _romo_course_as([_request(start_days_ago=240)]))

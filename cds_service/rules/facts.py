@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 
 from cds_service.fhir import terminology as t
 from collections.abc import Iterable
@@ -653,6 +654,47 @@ def bisphosphonate_since(record: PatientRecord, since: dt.date | None) -> list[s
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class RomoCourse:
+    doses: int                # monthly doses had so far
+    counted: bool             # from administrations (True) or from months prescribed or taken
+    start: dt.date | None
+    last: dt.date | None      # last dose given (counted), else the end of the months on record
+    fact: str
+
+
+def _one_dose(ev: MedEvent) -> bool:
+    """An administration, or a statement of one date (not a period): one dose given."""
+    return ev.resource_type == "MedicationAdministration" or (
+        ev.resource_type == "MedicationStatement" and ev.end is None and ev.dose_date is not None)
+
+
+@per_call
+def romosozumab_course(record: PatientRecord) -> RomoCourse | None:
+    """The romosozumab course, one reading for SAFE-9 (C-SAFE-ROMO-LIMIT), SAFE-12
+    (C-ANABOLIC-FOLLOW-ON) and TX-4 (review cv8: a finished 12-month course on a statement or
+    an order ended the course for one and was 1 or 11.96 doses for the other). Doses are the
+    administrations and single-date statements (brief: clinician-given drug); with none on
+    file, each month prescribed or taken (an order's or a statement's period, active ones to
+    today) stands for one monthly dose (Evenity: 210 mg once a month), a month begun more
+    than a week counting as a dose: a completed 12-month period (364 days) is 12 doses."""
+    e = record.medications.get("romosozumab")
+    if not e:
+        return None
+    given = sorted({ev.dose_date for ev in e.events if ev.dose_date and _one_dose(ev)})  # type: ignore[type-var]
+    if given:
+        return RomoCourse(len(given), True, given[0], given[-1],
+                          f"Romosozumab: {len(given)} monthly doses given since {given[0]}, last on {given[-1]}")
+    if not e.exposure_days:
+        return None
+    months = e.exposure_months
+    doses = max(1, math.ceil(months - 0.25))
+    verb = "taken" if all(ev.resource_type == "MedicationStatement" for ev in e.events) else "prescribed"
+    return RomoCourse(doses, False, e.start, None if e.active else e.stopped,
+                      f"Romosozumab {verb} for {months:.1f} months since {_date(e.start)} "
+                      f"(no administrations on record: about {doses} monthly doses)")
+
+
 @per_call
 def anabolic_course_end(record: PatientRecord, settings: ClinicalSettings) -> tuple[dt.date, list[str]] | None:
     """SAFE-12: when the anabolic course finished, with facts; None while any anabolic is
@@ -661,8 +703,9 @@ def anabolic_course_end(record: PatientRecord, settings: ClinicalSettings) -> tu
     date), romosozumab at romo_max_doses doses (end = last dose) or stopped earlier."""
     ends: list[tuple[dt.date, str]] = []
     for e in record.exposures(t.ANABOLIC_CLASSES):
-        if e.drug_class == t.ROMOSOZUMAB and e.dose_count >= settings.romo_max_doses and e.last_dose:
-            ends.append((e.last_dose, f"Romosozumab: {e.dose_count} monthly doses given, the last on {e.last_dose}"))
+        romo = romosozumab_course(record) if e.drug_class == t.ROMOSOZUMAB else None
+        if romo and romo.doses >= settings.romo_max_doses and romo.last:
+            ends.append((romo.last, romo.fact))
         elif e.active:
             return None  # an anabolic course is still under way
         elif e.stopped:
@@ -857,7 +900,7 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
                         f"(lifetime limit {settings.pth_max_months} months)")
     else:
         options += ["teriparatide", "abaloparatide"]
-    romo = record.medications.get("romosozumab")
+    romo = romosozumab_course(record)
     cv = [h for g in ("mi", "stroke") for h in record.condition_hits(g, active_only=False,
                                                                     within_months_=settings.mi_stroke_window_months)]
     low_ca = low_calcium(record, settings)
@@ -867,8 +910,8 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
         kind = "Myocardial infarction" if cv[0].group == "mi" else "Stroke"
         excluded.append(f"Romosozumab not suggested: {kind} ({cv[0].code or 'coded'}) on {cv[0].date} "
                         f"(within {settings.mi_stroke_window_months} months; boxed warning)")
-    elif romo and romo.dose_count >= settings.romo_max_doses:
-        excluded.append(f"Romosozumab not suggested: {romo.dose_count} doses already given "
+    elif romo and romo.doses >= settings.romo_max_doses:
+        excluded.append(f"Romosozumab not suggested: {romo.doses} doses already had "
                         f"(limit {settings.romo_max_doses})")
     elif low_ca:
         excluded.append(f"Romosozumab not suggested: {low_ca} (correct hypocalcemia first; Evenity label)")

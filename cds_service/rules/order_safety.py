@@ -65,6 +65,7 @@ from cds_service.rules.facts import (
     ordered,
     pth_course_facts,
     pth_months_used,
+    romosozumab_course,
     unexplained_alp,
     vitamin_d_repletion_hold,
 )
@@ -657,23 +658,6 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
                     suggestions=keys, extra_suggestions=built)]
 
 
-def _romo_course(record: PatientRecord) -> tuple[float, str] | None:
-    """(doses so far, fact). Doses are administrations (brief: clinician-given
-    drug); with none on file, months of prescribed romosozumab stand in
-    (one dose a month)."""
-    e = record.medications.get("romosozumab")
-    if not e:
-        return None
-    if e.dose_count:
-        return float(e.dose_count), (f"Romosozumab: {e.dose_count} monthly doses given since {_date(e.start)}, "
-                                     f"last on {_date(e.last_dose)}")
-    if e.exposure_days:
-        months = e.exposure_months
-        return months, (f"Romosozumab prescribed for {months:.1f} months since {_date(e.start)} "
-                        f"(no administrations on record)")
-    return None
-
-
 def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
                      draft: DraftOrder | None, agent: str = "") -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
     """Follow-on antiresorptive after an anabolic course: denosumab (with a calcium check;
@@ -706,13 +690,13 @@ def romosozumab_limit_order(record: PatientRecord, today: dt.date, settings: Cli
     """C-SAFE-ROMO-LIMIT (warning), SAFE-9 on order hooks: romosozumab ordered
     when romo_max_doses (12) monthly doses are already given, so the draft
     would be the 13th: stop, transition to an antiresorptive (LABEL)."""
-    course = _romo_course(record)
-    if not course or course[0] < settings.romo_max_doses:
+    course = romosozumab_course(record)
+    if not course or course.doses < settings.romo_max_doses:
         return []
     findings = []
     for draft, agent in ordered(record, ("romosozumab",)):
         keys, built = _transition_keys(record, settings, draft, agent)
-        findings.append(Finding("C-SAFE-ROMO-LIMIT", facts=(draft_fact(draft, agent), course[1]),
+        findings.append(Finding("C-SAFE-ROMO-LIMIT", facts=(draft_fact(draft, agent), course.fact),
                                 variables={"max_doses": str(settings.romo_max_doses)},
                                 suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None))
     return findings
@@ -722,12 +706,12 @@ def romosozumab_limit_order(record: PatientRecord, today: dt.date, settings: Cli
 def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-ROMO-LIMIT (warning), SAFE-9 on patient-view: romosozumab still
     active after more than romo_max_doses (12) monthly doses (LABEL)."""
-    course = _romo_course(record)
+    course = romosozumab_course(record)
     e = record.medications.get("romosozumab")
-    if not course or not e or not e.active or course[0] <= settings.romo_max_doses:
+    if not course or not e or not e.active or course.doses <= settings.romo_max_doses:
         return []
     keys, built = _transition_keys(record, settings, None)
-    return [Finding("C-SAFE-ROMO-LIMIT", facts=(course[1],), variables={"max_doses": str(settings.romo_max_doses)},
+    return [Finding("C-SAFE-ROMO-LIMIT", facts=(course.fact,), variables={"max_doses": str(settings.romo_max_doses)},
                     suggestions=keys, extra_suggestions=built)]
 
 
