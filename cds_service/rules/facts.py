@@ -705,7 +705,8 @@ def anabolic_course_end(record: PatientRecord, settings: ClinicalSettings) -> tu
     for e in record.exposures(t.ANABOLIC_CLASSES):
         romo = romosozumab_course(record) if e.drug_class == t.ROMOSOZUMAB else None
         if romo and romo.doses >= settings.romo_max_doses and romo.last:
-            ends.append((romo.last, romo.fact))
+            ends.append((romo.last, f"Romosozumab: {romo.doses} monthly doses given, the last on {romo.last}"
+                         if romo.counted else romo.fact))
         elif e.active:
             return None  # an anabolic course is still under way
         elif e.stopped:
