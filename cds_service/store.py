@@ -582,17 +582,18 @@ class Store:
                         received: dt.datetime, client: str) -> FeedbackResult:
         with self.engine.begin() as conn:
             uuids = sorted({e.card_uuid for e in entries})
+            issued = {row.card_uuid: row for row in conn.execute(
+                sa.select(issued_cards.c.card_uuid, issued_cards.c.service_id, issued_cards.c.card_id,
+                          issued_cards.c.indicator, issued_cards.c.patient_key, issued_cards.c.issued_at,
+                          issued_cards.c.client, issued_cards.c.suggestion_uuids)
+                .where(issued_cards.c.card_uuid.in_(uuids))
+            )} if uuids else {}
+            # Issued to another client, by any service: not stored (a stored row
+            # would take the place of that client's own entry as its "duplicate").
+            foreign = {u for u, row in issued.items() if row.client is not None and row.client != client}
             # A card another service issued is unknown to this one: its feedback is
             # stored, flagged, and quiets nothing (an EHR posting to the wrong endpoint).
-            issued = {row.card_uuid: row for row in conn.execute(
-                sa.select(issued_cards.c.card_uuid, issued_cards.c.card_id, issued_cards.c.indicator,
-                          issued_cards.c.patient_key, issued_cards.c.issued_at, issued_cards.c.client,
-                          issued_cards.c.suggestion_uuids)
-                .where(issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)
-            )} if uuids else {}
-            foreign = {u for u, row in issued.items() if row.client is not None and row.client != client}
-            for u in foreign:
-                del issued[u]
+            issued = {u: row for u, row in issued.items() if u not in foreign and row.service_id == service_id}
             for index, entry in enumerate(entries):
                 card = issued.get(entry.card_uuid)
                 if card is not None and entry.accepted_suggestions:

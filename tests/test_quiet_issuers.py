@@ -136,3 +136,19 @@ def test_an_unsigned_caller_cannot_give_feedback_on_a_signed_clients_card(make_a
     resp = unsigned.post(FB, json={"feedback": [{**entry, "card": own["uuid"]}]})
     assert resp.get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
     assert INFO_CARD not in cards_of(unsigned, body)
+
+
+def test_another_clients_feedback_sent_to_another_service_cannot_pre_empt_the_real_entry(make_app, tmp_path):
+    key_a, key_b = client_key(), client_key()
+    app = two_issuer_app(make_app, tmp_path, key_a, key_b)
+    a, b = Client(app, key_a, ISS), Client(app, key_b, ISS_B)
+    body = pv_body(INFO_PATIENT, fhir_server=FHIR)
+    card = a.cards(body)[INFO_CARD]
+    entry = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-30T10:00:00Z"}
+    wrong = "/cds-services/osteoporosis-order-sign/feedback"
+    resp = b.http.post(wrong, json={"feedback": [entry]}, headers=b.headers(wrong))
+    assert resp.get_json() == {"stored": 0, "duplicates": 0, "unknownCards": 1}
+    # Control: A's own entry on the right service is stored (not a "duplicate") and quiets.
+    resp = a.http.post(FB, json={"feedback": [entry]}, headers=a.headers(FB))
+    assert resp.get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    assert INFO_CARD not in a.cards(body)
