@@ -79,6 +79,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         app,
         resources={r"/cds-services*": {"origins": list(settings.cors_origins)}},
         allow_headers=["Authorization", "Content-Type"],
+        # A browser client (the sandbox) may read these: when to retry a 503,
+        # why a 401 refused its token.
+        expose_headers=["Retry-After", "WWW-Authenticate"],
         methods=["GET", "POST", "OPTIONS"],
         max_age=86400,
         # Chrome asks before a public page (the sandbox) calls a service on

@@ -101,6 +101,9 @@ def _serve(args: argparse.Namespace) -> int:
 
         app = create_app({**overrides, "CDS_AUTO_MIGRATE": "false"})
         print(f"CDS discovery: http://{host}:{port}/cds-services (profile: {settings.profile})", file=sys.stderr)
+        warning = _dev_exposure_warning(settings, host)
+        if warning:
+            print(warning, file=sys.stderr)
         run_development(app, host, port)
         return 0
     # The production server runs in a fresh interpreter (same process id): the
@@ -111,6 +114,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     exec_production(host, port)
     return 0  # not reached
+
+
+def _dev_exposure_warning(settings, host: str) -> str | None:
+    """--dev turns authentication off: say so when the address is reachable
+    from other machines (0.0.0.0, ::, a LAN address or name)."""
+    from cds_service.fhir.allowlist import is_loopback
+
+    if settings.auth_required or is_loopback(host.strip("[]")):
+        return None
+    where = "every interface" if host in ("0.0.0.0", "::", "[::]", "") else host
+    return (f"WARNING: development server listening on {where} ({host}) with client authentication off "
+            "(CDS_AUTH_REQUIRED=false): anyone who can reach this machine can call it and post feedback. "
+            "Use --host 127.0.0.1, or set CDS_AUTH_REQUIRED=true.")
 
 
 def _discovery(args: argparse.Namespace) -> int:

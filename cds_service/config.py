@@ -133,8 +133,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest wait for the database in a request: connecting (at least 2 s), a pooled connection, "
             "each statement's reply (on PostgreSQL also the server's statement_timeout, and TCP keepalives). "
             "A database that does not answer in time is a 503 with Retry-After; /readyz waits at most 2 s. "
-            "Migrations and `cds-service purge` are not bounded.",
-            check=checks.more_than(0, ' s')),
+            "Migrations and `cds-service purge` are not bounded. At most 3600.",
+            check=checks.database_timeout),
     Setting("auto_migrate", "CDS_AUTO_MIGRATE", _bool, True,
             "Bring the database schema up to date when the app starts (`cds-service migrate` does it on demand)."),
     Setting("allowed_fhir_servers", "CDS_ALLOWED_FHIR_SERVERS", _csv, (),
@@ -158,6 +158,10 @@ SETTINGS: tuple[Setting, ...] = (
             probe=checks.trusted_issuers, warn=checks.warn_no_issuers),
     Setting("allow_legacy_jwt_algs", "CDS_ALLOW_LEGACY_JWT_ALGS", _bool, False,
             "Also accept ES256 and RS256 client JWTs (CDS Hooks 2.0 asks for ES384/RS384)."),
+    Setting("jwt_max_lifetime_seconds", "CDS_JWT_MAX_LIFETIME_SECONDS", _int, 3600,
+            "Longest client JWT lifetime accepted (`exp` minus `iat`); a longer-lived token is refused (401). "
+            "CDS Hooks recommends at most 300 (the sandbox's); at most 86400.",
+            check=checks.jwt_lifetime),
     Setting("patient_hash_secret", "CDS_PATIENT_HASH_SECRET", _str, "",
             "Server secret (at least 32 characters) keying the hash of patient id, fhirServer and the verified "
             "client's issuer stored with each issued card, so feedback can quiet a card for that patient; production refuses to start "
@@ -193,7 +197,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("discovery_open", "CDS_DISCOVERY_OPEN", _bool, False,
             "Serve the discovery document without a JWT even when authentication is required."),
     Setting("cors_origins", "CDS_CORS_ORIGINS", _csv, ("*",),
-            "Comma-separated origins allowed by CORS (`*` for any; browser clients such as the sandbox need it)."),
+            "Comma-separated origins allowed by CORS (`*` for any; browser clients such as the sandbox need it), "
+            "each as browsers send it: `scheme://host[:port]`, lower case, no path or trailing slash.",
+            check=checks.cors_origins),
     Setting("max_body_bytes", "CDS_MAX_BODY_BYTES", _int, 16 * 1024 * 1024,
             "Largest request body accepted, in bytes (413 above it); also the most bytes the FHIR server's "
             "replies to one hook call may add up to (reading stops there and the key fails, 412 if needed).",
@@ -398,6 +404,7 @@ class Settings:
     retention_days: int = 730
     extra_valuesets_dir: str = ""
     database_timeout_seconds: float = 5.0
+    jwt_max_lifetime_seconds: int = 3600
 
     @property
     def development(self) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -120,15 +121,68 @@ def base_url(value: str, _values: Mapping[str, Any]) -> str | None:
     return None
 
 
-def fhir_servers(value: tuple[str, ...], _values: Mapping[str, Any]) -> str | None:
-    from cds_service.fhir.allowlist import NotAllowed, parse_origin
+def fhir_servers(value: tuple[str, ...], values: Mapping[str, Any]) -> str | None:
+    from cds_service.fhir.allowlist import NotAllowed, is_loopback, parse_origin
 
     for entry in value:
         try:
-            parse_origin(entry)
+            origin = parse_origin(entry)
         except NotAllowed as exc:
             reason = str(exc).replace("fhirServer", "an entry")
             return f"entry {entry!r}: {reason}; list FHIR base URLs such as https://fhir.example.org/r4"
+        # The allowlist would refuse every fetch from it (412 "must use https"): say so now.
+        if origin.scheme == "http" and not (values.get("allow_loopback_http") and is_loopback(origin.host)):
+            return (f"entry {entry!r}: plain http is never fetched; use https (http only for a loopback "
+                    "server with CDS_ALLOW_LOOPBACK_HTTP=true)")
+    return None
+
+
+def cors_origins(value: tuple[str, ...], _values: Mapping[str, Any]) -> str | None:
+    """Each entry `*` or an origin as browsers send it (scheme://host[:port],
+    lower case, no path): anything else would never match an Origin header."""
+    from urllib.parse import urlsplit
+
+    for entry in value:
+        if entry == "*":
+            continue
+        try:
+            parts = urlsplit(entry)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or not re.fullmatch(r"[a-z0-9.-]+|[0-9a-f:.]+", parts.hostname)):  # no wildcards, no regexes
+            return f"entry {entry!r}: not an origin; write scheme://host[:port], e.g. https://ehr.example.org"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        default_port = {"http": 80, "https": 443}[parts.scheme]
+        origin = f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
+        if parts.path or parts.query or parts.fragment or parts.username is not None or entry != origin.lower():
+            return (f"entry {entry!r}: not an origin (scheme://host[:port], lower case, no default port, path or "
+                    f"trailing slash); a browser's Origin would never match it: write {origin.lower()!r}")
+    return None
+
+
+# statement_timeout and tcp_user_timeout are PostgreSQL/libpq int32 milliseconds;
+# an hour is already far beyond any request's worth of waiting.
+MAX_DATABASE_TIMEOUT_SECONDS = 3600
+
+
+def database_timeout(value: float, _values: Mapping[str, Any]) -> str | None:
+    if not value > 0:
+        return f"must be more than 0 s, got {value:g}"
+    if value > MAX_DATABASE_TIMEOUT_SECONDS:
+        return (f"must be at most {MAX_DATABASE_TIMEOUT_SECONDS} s (PostgreSQL holds its timeouts in "
+                f"32-bit milliseconds), got {value:g}")
+    return None
+
+
+# The CDS Hooks spec recommends client JWTs live at most 5 minutes.
+MAX_JWT_LIFETIME_SECONDS = 86400
+
+
+def jwt_lifetime(value: int, _values: Mapping[str, Any]) -> str | None:
+    if not 1 <= value <= MAX_JWT_LIFETIME_SECONDS:
+        return f"must be between 1 and {MAX_JWT_LIFETIME_SECONDS} s (CDS Hooks asks for at most 300), got {value}"
     return None
 
 

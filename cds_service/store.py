@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -49,6 +51,9 @@ issued_cards = sa.Table(
     sa.Column("suggestion_uuids", sa.Text, nullable=False, default="[]"),
     # HMAC of patient id, fhirServer and client issuer; null for cards issued before it existed.
     sa.Column("patient_key", sa.String(64), nullable=True),
+    # Who the card was issued to (client_ref: the verified issuer and tenant, or
+    # ANONYMOUS): only that client's feedback counts. Null for cards issued before it existed.
+    sa.Column("client", sa.String(64), nullable=True),
 )
 sa.Index("ix_issued_cards_card_id", issued_cards.c.card_id)
 sa.Index("ix_issued_cards_issued_at", issued_cards.c.issued_at)  # purge, report --since
@@ -109,6 +114,7 @@ class IssuedCard:
     hook_instance: str
     suggestion_uuids: tuple[str, ...] = ()
     patient_key: str | None = None
+    client: str | None = None  # client_ref(); ANONYMOUS when None is given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +147,54 @@ class FeedbackEntry:
 class FeedbackResult:
     stored: int
     duplicates: int
-    unknown_cards: int
+    unknown_cards: int  # never issued (by this service) to the client giving the feedback
     card_ids: tuple[str | None, ...] = ()  # rule id per entry, None for an unknown card
-    new: tuple[bool, ...] = ()  # per entry: stored now (False: a resubmission already stored)
+    new: tuple[bool, ...] = ()  # per entry: stored now (False: a resubmission, or not stored)
+    foreign: int = 0  # of unknown_cards: issued to another client, so not stored at all
+
+
+class UnknownSuggestion(ValueError):
+    """An accepted suggestion id the card never carried (nothing was stored)."""
+
+    def __init__(self, index: int, card_uuid: str, suggestion_id: str):
+        super().__init__(f"feedback/{index}/acceptedSuggestions: {suggestion_id!r} is not a suggestion of "
+                         f"card {card_uuid}")
+        self.index, self.suggestion_id = index, suggestion_id
+
+
+# The client of a call without a verified JWT (CDS_AUTH_REQUIRED=false).
+ANONYMOUS = "anonymous"
+
+
+def client_ref(issuer: str | None, tenant: str | None) -> str:
+    """Who a card is issued to, as the quieting key's namespace sees it: the
+    verified issuer and tenant (hashed, to fit the column), or ANONYMOUS."""
+    if not issuer:
+        return ANONYMOUS
+    return hashlib.sha256(json.dumps([issuer, tenant], separators=(",", ":")).encode()).hexdigest()
+
+
+_TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def utc_timestamp(value: str) -> str:
+    """An RFC 3339 outcomeTimestamp (as the request schema admits it) in one
+    spelling, UTC: 2026-01-01T01:00:00+01:00, ...T00:00:00z and ...T00:00:00.000Z
+    are all 2026-01-01T00:00:00Z, so a resubmission is one entry whatever its
+    spelling. The fraction keeps its digits (trailing zeros dropped). A value
+    datetime cannot hold (a leap second, a year shifted out of range) is
+    kept as sent, T and Z in upper case."""
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        return value
+    day, time, fraction, offset = match.groups()
+    fraction = (fraction or "").rstrip("0")
+    try:
+        moment = dt.datetime.fromisoformat(f"{day}T{time}{'+00:00' if offset in 'Zz' else offset}")
+        utc = moment.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
+        return f"{day}T{time}{'.' + fraction if fraction else ''}{offset.upper()}"
+    return utc.replace(tzinfo=None).isoformat(timespec="seconds") + (f".{fraction}" if fraction else "") + "Z"
 
 
 _SEVERITY = ("critical", "warning", "info")  # most severe first, as rules.base.INDICATORS
@@ -468,6 +519,7 @@ class Store:
                 "issued_at": now,
                 "suggestion_uuids": json.dumps(list(c.suggestion_uuids)),
                 "patient_key": c.patient_key,
+                "client": ANONYMOUS if c.client is None else c.client,
             }
             for c in cards
         ]
@@ -500,36 +552,60 @@ class Store:
         return dict(row) if row else None
 
     # --- feedback ----------------------------------------------------------
-    def store_feedback(self, service_id: str, entries: Sequence[FeedbackEntry]) -> FeedbackResult:
+    def store_feedback(self, service_id: str, entries: Sequence[FeedbackEntry],
+                       client: str = ANONYMOUS) -> FeedbackResult:
         """Store the entries of one feedback request in one transaction (all
-        or nothing), and return counts.
+        or nothing), and return counts. `client`: who gives the feedback
+        (client_ref of the verified JWT).
 
         Returns only after the commit. A duplicate (same card, outcome and
-        timestamp, also within the request) is skipped by the unique
-        constraint, so two replicas receiving the same resubmission cannot
-        both store it.
+        timestamp, the timestamp in UTC, also within the request) is skipped
+        by the unique constraint, so two replicas receiving the same
+        resubmission cannot both store it.
 
-        An accepted or overridden card that is not critical and was issued
-        for a known patient also gets a quieted_cards row, in the same
-        transaction as its feedback (once, however often it is resent)."""
+        An entry for a card issued to another client is not stored (nor could
+        it then pre-empt that client's own entry as its "duplicate"): it counts
+        as an unknown card. An accepted suggestion the card never carried
+        raises UnknownSuggestion before anything is stored.
+
+        An accepted or overridden card that is not critical, was issued to
+        this client (cards issued before the client was recorded quiet
+        nothing: anyone might be giving the feedback) and for a known patient
+        also gets a quieted_cards row, in the same transaction as its feedback
+        (once, however often it is resent)."""
         received = _now()
         # Retried whole on a dead pooled connection: an entry already stored
         # is skipped by the unique constraint, so nothing is stored twice.
-        return self._retrying(lambda: self._store_feedback(service_id, entries, received))
+        return self._retrying(lambda: self._store_feedback(service_id, entries, received, client))
 
     def _store_feedback(self, service_id: str, entries: Sequence[FeedbackEntry],
-                        received: dt.datetime) -> FeedbackResult:
+                        received: dt.datetime, client: str) -> FeedbackResult:
         with self.engine.begin() as conn:
             uuids = sorted({e.card_uuid for e in entries})
+            issued = {row.card_uuid: row for row in conn.execute(
+                sa.select(issued_cards.c.card_uuid, issued_cards.c.service_id, issued_cards.c.card_id,
+                          issued_cards.c.indicator, issued_cards.c.patient_key, issued_cards.c.issued_at,
+                          issued_cards.c.client, issued_cards.c.suggestion_uuids)
+                .where(issued_cards.c.card_uuid.in_(uuids))
+            )} if uuids else {}
+            # Issued to another client, by any service: not stored (a stored row
+            # would take the place of that client's own entry as its "duplicate").
+            foreign = {u for u, row in issued.items() if row.client is not None and row.client != client}
             # A card another service issued is unknown to this one: its feedback is
             # stored, flagged, and quiets nothing (an EHR posting to the wrong endpoint).
-            issued = {row.card_uuid: row for row in conn.execute(
-                sa.select(issued_cards.c.card_uuid, issued_cards.c.card_id, issued_cards.c.indicator,
-                          issued_cards.c.patient_key, issued_cards.c.issued_at)
-                .where(issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)
-            )} if uuids else {}
+            issued = {u: row for u, row in issued.items() if u not in foreign and row.service_id == service_id}
+            for index, entry in enumerate(entries):
+                card = issued.get(entry.card_uuid)
+                if card is not None and entry.accepted_suggestions:
+                    offered = set(json.loads(card.suggestion_uuids or "[]"))
+                    for suggestion in entry.accepted_suggestions:
+                        if suggestion not in offered:
+                            raise UnknownSuggestion(index, entry.card_uuid, suggestion)
             new = []
             for entry in entries:
+                if entry.card_uuid in foreign:
+                    new.append(False)
+                    continue
                 card = issued.get(entry.card_uuid)
                 inserted = self._insert_feedback(conn, {
                     "service_id": service_id,
@@ -537,7 +613,7 @@ class Store:
                     "card_id": card.card_id if card else None,
                     "known_card": card is not None,
                     "outcome": entry.outcome,
-                    "outcome_timestamp": entry.outcome_timestamp,
+                    "outcome_timestamp": utc_timestamp(entry.outcome_timestamp),
                     "accepted_suggestions": json.dumps(list(entry.accepted_suggestions)),
                     "override_reason_system": entry.override_reason_system,
                     "override_reason_code": entry.override_reason_code,
@@ -545,16 +621,17 @@ class Store:
                     "received_at": received,
                 })
                 new.append(inserted)
-                if (inserted and card is not None and card.patient_key is not None
+                if (inserted and card is not None and card.patient_key is not None and card.client is not None
                         and card.indicator != "critical" and entry.outcome in ("accepted", "overridden")):
                     conn.execute(quieted_cards.insert(), [{
                         "patient_key": card.patient_key, "card_id": card.card_id, "indicator": card.indicator,
                         "issued_at": card.issued_at, "decided_at": received,
                     }])
         card_ids = tuple(issued[e.card_uuid].card_id if e.card_uuid in issued else None for e in entries)
-        return FeedbackResult(stored=sum(new), duplicates=len(new) - sum(new),
+        ignored = sum(e.card_uuid in foreign for e in entries)
+        return FeedbackResult(stored=sum(new), duplicates=len(new) - sum(new) - ignored,
                               unknown_cards=sum(card_id is None for card_id in card_ids),
-                              card_ids=card_ids, new=tuple(new))
+                              card_ids=card_ids, new=tuple(new), foreign=ignored)
 
     @staticmethod
     def _insert_feedback(conn: sa.Connection, row: dict[str, Any]) -> bool:

@@ -199,6 +199,12 @@ REFUSALS = [
     ("missing iat", "missing_claim", lambda k, a, auth: "Bearer " + k.sign(claims(iat=None))),
     ("nbf in the future", "not_yet_valid",
      lambda k, a, auth: "Bearer " + k.sign(claims(nbf=int((NOW + timedelta(minutes=3)).timestamp())))),
+    # Short-lived tokens only (CDS_JWT_MAX_LIFETIME_SECONDS, 3600 by default).
+    ("exp ten years ahead", "lifetime_too_long",
+     lambda k, a, auth: "Bearer " + k.sign(claims(exp=int((NOW + timedelta(days=3650)).timestamp())))),
+    ("iat in 1970", "lifetime_too_long", lambda k, a, auth: "Bearer " + k.sign(claims(iat=0))),
+    ("iat a day back, exp still ahead", "lifetime_too_long",
+     lambda k, a, auth: "Bearer " + k.sign(claims(iat=int((NOW - timedelta(days=1)).timestamp())))),
     ("replayed jti", "replayed_jti", lambda k, a, auth: _replayed(k, auth)),
     ("missing jti", "missing_claim", lambda k, a, auth: "Bearer " + k.sign(claims(jti=None))),
     ("typ not JWT", "malformed_token", lambda k, a, auth: "Bearer " + k.sign(claims(), typ="at+jwt")),
@@ -274,6 +280,17 @@ def test_clock_skew_tolerated(es384, auth, clock):
     with pytest.raises(AuthError) as info:
         auth.authenticate("Bearer " + es384.sign(claims(exp=int(NOW.timestamp()))), AUD)
     assert info.value.reason == "expired"
+
+
+def test_lifetime_cap_is_inclusive_and_configurable(es384, issuers, store, clock):
+    hour = claims(exp=int((NOW + timedelta(seconds=3600)).timestamp()))
+    default = ClientAuthenticator(issuers, jti_store=store, now=clock)
+    assert default.authenticate("Bearer " + es384.sign(hour), AUD).issuer == ISS  # exactly the cap: accepted
+    strict = ClientAuthenticator(issuers, jti_store=store, now=clock, max_lifetime_seconds=300)
+    assert strict.authenticate("Bearer " + es384.sign(claims()), AUD).issuer == ISS  # the sandbox's 5 minutes
+    with pytest.raises(AuthError) as info:
+        strict.authenticate("Bearer " + es384.sign(claims(exp=int((NOW + timedelta(seconds=301)).timestamp()))), AUD)
+    assert info.value.reason == "lifetime_too_long" and "CDS_JWT_MAX_LIFETIME_SECONDS" in info.value.message
 
 
 # --------------------------------------------------------------------------

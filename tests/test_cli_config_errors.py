@@ -89,6 +89,12 @@ BAD_SETTINGS = {
     "value-set folder missing": ({"CDS_EXTRA_VALUESETS_DIR": "/nonexistent-valuesets"}, "",
                                 "CDS_EXTRA_VALUESETS_DIR='/nonexistent-valuesets': /nonexistent-valuesets: not a folder"),
     "url length": ({"CDS_FHIR_MAX_URL_LENGTH": "100"}, "", "CDS_FHIR_MAX_URL_LENGTH='100': must be at least 4096"),
+    "database timeout beyond int32 ms": ({"CDS_DATABASE_TIMEOUT_SECONDS": "2200000"}, "",
+                                         "CDS_DATABASE_TIMEOUT_SECONDS='2200000': must be at most 3600 s"),
+    "plain-http fhir server": ({"CDS_ALLOWED_FHIR_SERVERS": "http://fhir.internal.example/r4"}, "",
+                               "entry 'http://fhir.internal.example/r4': plain http is never fetched"),
+    "cors origin with a path": ({"CDS_CORS_ORIGINS": "https://ehr.example.org/"}, "",
+                                "CDS_CORS_ORIGINS='https://ehr.example.org/': entry 'https://ehr.example.org/'"),
     "base url without scheme": ({"CDS_PUBLIC_BASE_URL": "cds.example.org"}, "",
                                 "CDS_PUBLIC_BASE_URL='cds.example.org': not an absolute URL"),
 }
@@ -228,3 +234,22 @@ def test_every_command_has_a_full_help(tmp_path, command, expected):
     result = run_cli([command, "--help"], cwd=tmp_path)
     assert result.returncode == 0
     assert expected in " ".join(result.stdout.split())
+
+
+# The development server itself is not started: its run is replaced by a no-op.
+NO_DEV_SERVER = "import cds_service.server as s; s.run_development = lambda *a: None"
+
+
+@pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("::", True), ("127.0.0.1", False),
+                                          ("localhost", False)])
+def test_dev_server_warns_when_auth_is_off_beyond_loopback(tmp_path, host, warned):
+    result = run_cli(["serve", "--dev", "--port", str(_unused_port())], {"CDS_HOST": host},
+                     cwd=tmp_path, prelude=NO_DEV_SERVER)
+    assert result.returncode == 0, result.stderr
+    assert "CDS discovery" in result.stderr
+    assert ("client authentication off" in result.stderr) is warned, result.stderr
+    if warned:
+        # Control: with JWTs required the development profile says nothing of it.
+        quiet = run_cli(["serve", "--dev", "--port", str(_unused_port())],
+                        {"CDS_HOST": host, "CDS_AUTH_REQUIRED": "true"}, cwd=tmp_path, prelude=NO_DEV_SERVER)
+        assert quiet.returncode == 0 and "client authentication off" not in quiet.stderr, quiet.stderr

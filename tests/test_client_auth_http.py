@@ -141,3 +141,26 @@ def test_without_fhir_server_quieting_keeps_each_ehr_tenants_patients_apart(secu
     assert client.post(PV + "/feedback", json=fb).get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
     assert INFO_CARD not in cards("hospital-a")
     assert INFO_CARD in cards("hospital-b")
+
+
+def test_long_lived_tokens_are_refused(secured, key):
+    client = secured()
+    now = int(time.time())
+    for claims in ({"exp": now + 10 * 365 * 86400}, {"iat": 0}):
+        resp = client.post(PV, json=hook_request(), headers=auth(token(key, PV, **claims)))
+        assert resp.status_code == 401, claims
+        assert resp.get_json()["details"]["reason"] == "lifetime_too_long"
+    # Control: an hour-long token passes by default; the setting lowers the cap.
+    assert client.post(PV, json=hook_request(), headers=auth(token(key, PV, exp=now + 3600))).status_code == 200
+    strict = secured(CDS_JWT_MAX_LIFETIME_SECONDS="300")
+    assert strict.post(PV, json=hook_request(), headers=auth(token(key, PV))).status_code == 200  # 5 minutes
+    resp = strict.post(PV, json=hook_request(), headers=auth(token(key, PV, exp=now + 600)))
+    assert resp.get_json()["details"]["reason"] == "lifetime_too_long"
+
+
+def test_a_browser_client_may_read_www_authenticate(secured):
+    resp = secured(CDS_CORS_ORIGINS="https://ehr.example.org").post(
+        PV, json=hook_request(), headers={"Origin": "https://ehr.example.org"})
+    assert resp.status_code == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+    exposed = [h.strip().lower() for h in resp.headers["Access-Control-Expose-Headers"].split(",")]
+    assert "www-authenticate" in exposed and "retry-after" in exposed

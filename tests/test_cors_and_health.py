@@ -45,6 +45,18 @@ def test_cors_origins_can_be_restricted(make_app):
     assert resp.headers["Access-Control-Allow-Origin"] == "https://ehr.example.org"
 
 
+def test_a_listed_origin_matches_the_browsers_origin(make_app):
+    # The entry as a browser sends Origin: preflight and actual call are allowed,
+    # another origin is not (entries that could never match are refused at start,
+    # tests/test_settings.py).
+    client = make_app(CDS_CORS_ORIGINS="https://ehr.example.org,http://localhost:3000").test_client()
+    for origin in ("https://ehr.example.org", "http://localhost:3000"):
+        pre = client.options("/cds-services/osteoporosis-patient-view",
+                             headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert pre.headers["Access-Control-Allow-Origin"] == origin
+    assert "Access-Control-Allow-Origin" not in client.get("/cds-services", headers={"Origin": "https://evil.example"}).headers
+
+
 def test_healthz(client):
     resp = client.get("/healthz")
     assert resp.status_code == 200 and resp.get_json() == {"status": "ok"}

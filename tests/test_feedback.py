@@ -151,10 +151,48 @@ def test_issued_cards_are_recorded_without_patient_data(card_app):
     assert row["service_id"] == "osteoporosis-patient-view"
     assert suggestion_uuid in row["suggestion_uuids"]
     assert set(row) == {"card_uuid", "service_id", "card_id", "indicator", "hook_instance", "issued_at",
-                        "suggestion_uuids", "patient_key"}
+                        "suggestion_uuids", "patient_key", "client"}
+    assert row["client"] == "anonymous"  # no client JWT: who it was issued to is "anyone unsigned"
     assert body["context"]["patientId"] not in str(row)
     assert body["fhirServer"] not in str(row)
     # The patient is kept only as the keyed hash of fhirServer and patient id.
     assert row["patient_key"] == hmac.new(TEST_SECRET.encode(),
                                           f"{body['fhirServer']}\x00{body['context']['patientId']}".encode(),
                                           hashlib.sha256).hexdigest()
+
+
+def test_one_instant_in_any_rfc3339_spelling_is_one_entry(card_app):
+    client = card_app.test_client()
+    card_uuid, _ = issue_card(client)
+    spellings = ["2025-01-01T00:00:00Z", "2025-01-01T00:00:00+00:00", "2025-01-01T01:00:00+01:00",
+                 "2025-01-01t00:00:00z", "2025-01-01T00:00:00.000Z", "2024-12-31T19:00:00-05:00"]
+    answers = [client.post(FB, json={"feedback": [{"card": card_uuid, "outcome": "overridden",
+                                                   "outcomeTimestamp": ts}]}).get_json() for ts in spellings]
+    assert answers[0] == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    assert all(a == {"stored": 0, "duplicates": 1, "unknownCards": 0} for a in answers[1:]), answers
+    rows = runtime(card_app).store.feedback_rows(card_uuid)
+    assert [r["outcome_timestamp"] for r in rows] == ["2025-01-01T00:00:00Z"]  # stored in UTC
+    # Control: another instant (a fraction of a second later) is another entry, its digits kept.
+    later = client.post(FB, json={"feedback": [{"card": card_uuid, "outcome": "overridden",
+                                                "outcomeTimestamp": "2025-01-01T01:00:00.250+01:00"}]})
+    assert later.get_json()["stored"] == 1
+    assert runtime(card_app).store.feedback_rows(card_uuid)[1]["outcome_timestamp"] == "2025-01-01T00:00:00.25Z"
+
+
+def test_an_accepted_suggestion_the_card_never_had_is_400_naming_it(card_app):
+    client = card_app.test_client()
+    card_uuid, suggestion_uuid = issue_card(client)
+    entry = {"card": card_uuid, "outcome": "accepted", "outcomeTimestamp": "2026-11-21T10:00:00Z",
+             "acceptedSuggestions": [{"id": suggestion_uuid}, {"id": "bogus-id"}]}
+    other = {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}
+    resp = client.post(FB, json={"feedback": [other, entry]})
+    assert resp.status_code == 400
+    body = resp.get_json()
+    assert body["error"] == "invalid_feedback" and "'bogus-id'" in body["message"]
+    assert "feedback/1/acceptedSuggestions" in body["message"]
+    assert runtime(card_app).store.feedback_rows() == []  # nothing stored, nothing quieted
+    # Control: the card's own suggestion is accepted; an unknown card's ids cannot be checked, and are stored.
+    entry["acceptedSuggestions"] = [{"id": suggestion_uuid}]
+    unknown = {**other, "outcome": "accepted", "acceptedSuggestions": [{"id": "whatever"}]}
+    resp = client.post(FB, json={"feedback": [entry, unknown]})
+    assert resp.get_json() == {"stored": 2, "duplicates": 0, "unknownCards": 1}

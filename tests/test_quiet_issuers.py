@@ -94,3 +94,61 @@ def test_an_unsigned_call_cannot_use_a_signed_clients_key(make_app, tmp_path):
                 for c in resp.get_json()["cards"]]
     assert unsigned.post(FB, json={"feedback": feedback}).status_code == 200
     assert INFO_CARD in signed.cards(body)
+
+
+def test_feedback_on_another_clients_card_uuid_is_not_stored_and_quiets_nothing(make_app, tmp_path):
+    """Issuer B (or another tenant of A's issuer) who learns a card uuid A was
+    shown cannot quiet A's patient with it, nor pre-empt A's own entry."""
+    key_a, key_b = client_key(), client_key()
+    app = two_issuer_app(make_app, tmp_path, key_a, key_b)
+    a, b = Client(app, key_a, ISS), Client(app, key_b, ISS_B)
+    a_other_tenant = Client(app, key_a, ISS, tenant="hospital-b")
+    body = pv_body(INFO_PATIENT, fhir_server=FHIR)
+    card = a.cards(body)[INFO_CARD]
+    entry = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-30T10:00:00Z"}
+    for other in (b, a_other_tenant):
+        resp = other.http.post(FB, json={"feedback": [entry]}, headers=other.headers(FB))
+        # As for a card this service never issued to the caller, but nothing is stored.
+        assert resp.status_code == 200 and resp.get_json() == {"stored": 0, "duplicates": 0, "unknownCards": 1}
+    assert runtime(app).store.feedback_rows(card["uuid"]) == []
+    assert INFO_CARD in a.cards(body)  # A's patient is not quieted
+
+    # Control: A's own entry, identical to the ones refused, is stored and quiets.
+    resp = a.http.post(FB, json={"feedback": [entry]}, headers=a.headers(FB))
+    assert resp.get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    assert INFO_CARD not in a.cards(body)
+
+
+def test_an_unsigned_caller_cannot_give_feedback_on_a_signed_clients_card(make_app, tmp_path):
+    # CDS_AUTH_REQUIRED=false: the unsigned caller is a client of its own.
+    key = client_key()
+    trust = tmp_path / "issuers.json"
+    trust.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
+    app = make_app(CDS_TRUSTED_ISSUERS=str(trust), CDS_PUBLIC_BASE_URL=BASE)
+    signed, unsigned = Client(app, key, ISS), app.test_client()
+    body = pv_body(INFO_PATIENT, fhir_server=FHIR)
+    card = signed.cards(body)[INFO_CARD]
+    entry = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-30T10:00:00Z"}
+    assert unsigned.post(FB, json={"feedback": [entry]}).get_json()["unknownCards"] == 1
+    assert INFO_CARD in signed.cards(body)
+    # Control: unsigned cards take unsigned feedback.
+    own = cards_of(unsigned, body)[INFO_CARD]
+    resp = unsigned.post(FB, json={"feedback": [{**entry, "card": own["uuid"]}]})
+    assert resp.get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    assert INFO_CARD not in cards_of(unsigned, body)
+
+
+def test_another_clients_feedback_sent_to_another_service_cannot_pre_empt_the_real_entry(make_app, tmp_path):
+    key_a, key_b = client_key(), client_key()
+    app = two_issuer_app(make_app, tmp_path, key_a, key_b)
+    a, b = Client(app, key_a, ISS), Client(app, key_b, ISS_B)
+    body = pv_body(INFO_PATIENT, fhir_server=FHIR)
+    card = a.cards(body)[INFO_CARD]
+    entry = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-30T10:00:00Z"}
+    wrong = "/cds-services/osteoporosis-order-sign/feedback"
+    resp = b.http.post(wrong, json={"feedback": [entry]}, headers=b.headers(wrong))
+    assert resp.get_json() == {"stored": 0, "duplicates": 0, "unknownCards": 1}
+    # Control: A's own entry on the right service is stored (not a "duplicate") and quiets.
+    resp = a.http.post(FB, json={"feedback": [entry]}, headers=a.headers(FB))
+    assert resp.get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    assert INFO_CARD not in a.cards(body)

@@ -63,10 +63,54 @@ def test_explicit_setting_beats_the_development_default():
     {"CDS_DATABASE_URL": "sqlite://"},
     {"CDS_DATABASE_URL": "sqlite:///:memory:"},
     {"CDS_DATABASE_URL": "sqlite:///file::memory:?uri=true"},
+    # Beyond PostgreSQL's 32-bit millisecond timeouts (every call would be 503).
+    {"CDS_DATABASE_TIMEOUT_SECONDS": "2200000"},
+    {"CDS_DATABASE_TIMEOUT_SECONDS": "1e9"},
+    {"CDS_DATABASE_TIMEOUT_SECONDS": "3601"},
+    # A plain-http FHIR server every fetch would refuse (412), but for loopback in development.
+    {"CDS_ALLOWED_FHIR_SERVERS": "http://fhir.internal.example/r4"},
+    {"CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4,http://127.0.0.1:8081/fhir"},
+    {"CDS_PROFILE": "development", "CDS_ALLOWED_FHIR_SERVERS": "http://fhir.internal.example/r4"},
+    # CORS origins a browser's Origin header could never match.
+    {"CDS_CORS_ORIGINS": "https://ehr.example.org/"},
+    {"CDS_CORS_ORIGINS": "ehr.example.org"},
+    {"CDS_CORS_ORIGINS": "https://ehr.example.org/app"},
+    {"CDS_CORS_ORIGINS": "https://EHR.example.org"},
+    {"CDS_CORS_ORIGINS": "https://ehr.example.org:443"},
+    {"CDS_CORS_ORIGINS": "https://*.example.org"},
+    {"CDS_JWT_MAX_LIFETIME_SECONDS": "0"},
+    {"CDS_JWT_MAX_LIFETIME_SECONDS": "864000"},
 ])
 def test_bad_values_are_refused_with_the_setting_named(env):
-    with pytest.raises(SettingsError, match=next(iter(env))):
+    with pytest.raises(SettingsError, match=list(env)[-1]):
         load_settings(environ=env)
+
+
+def test_bad_entries_are_named_with_the_fix():
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={"CDS_CORS_ORIGINS": "https://a.example.org,https://ehr.example.org/",
+                               "CDS_ALLOWED_FHIR_SERVERS": "https://ok.example/r4,http://fhir.internal.example/r4",
+                               "CDS_DATABASE_TIMEOUT_SECONDS": "1e9"})
+    text = str(info.value)
+    assert "entry 'https://ehr.example.org/'" in text and "write 'https://ehr.example.org'" in text
+    assert "entry 'http://fhir.internal.example/r4': plain http is never fetched" in text
+    assert "must be at most 3600 s" in text
+
+
+@pytest.mark.parametrize("env", [
+    # Controls: what the checks above must keep accepting.
+    {"CDS_DATABASE_TIMEOUT_SECONDS": "3600"},
+    {"CDS_DATABASE_TIMEOUT_SECONDS": "0.5"},
+    {"CDS_ALLOWED_FHIR_SERVERS": "https://fhir.example.org/r4"},
+    {"CDS_ALLOWED_FHIR_SERVERS": "http://127.0.0.1:8081/fhir", "CDS_ALLOW_LOOPBACK_HTTP": "true"},
+    {"CDS_PROFILE": "development", "CDS_ALLOWED_FHIR_SERVERS": "http://localhost:8081/fhir"},
+    {"CDS_CORS_ORIGINS": "*"},
+    {"CDS_CORS_ORIGINS": "https://ehr.example.org, http://localhost:3000,http://[::1]:8080"},
+    {"CDS_CORS_ORIGINS": ""},
+    {"CDS_JWT_MAX_LIFETIME_SECONDS": "300"},
+])
+def test_good_values_are_accepted(env):
+    load_settings(environ=env)
 
 
 def test_the_app_factory_refuses_an_unusable_database_url_in_one_line(tmp_path):

@@ -262,8 +262,8 @@ def test_cards_written_and_read_by_either_path_are_the_same(db, monkeypatch):
     _, store = db
     when = dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=dt.timezone.utc)
     monkeypatch.setattr(store_module, "_now", lambda: when)
-    fast = dataclasses.replace(_card("C-FAST"), patient_key="k1")
-    old = dataclasses.replace(_card("C-OLD"), patient_key="k1")
+    fast = dataclasses.replace(_card("C-FAST"), patient_key="k1", client="anonymous")
+    old = dataclasses.replace(_card("C-OLD"), patient_key="k1", client="anonymous")
     store.record_cards([fast])
     with store.engine.begin() as conn:
         conn.execute(issued_cards.insert(), [{**dataclasses.asdict(old), "issued_at": when,
@@ -436,3 +436,74 @@ def test_a_lease_whose_connection_died_retries_on_a_new_one(db, monkeypatch):
         assert calls == [1]
         assert lease.pooled is not None and store.engine.pool.checkedout() == 1
     assert store.engine.pool.checkedout() == 0
+
+
+def test_feedback_counts_only_from_the_client_the_card_was_issued_to(db):
+    from cds_service.store import client_ref
+
+    _, store = db
+    a, b = client_ref("https://a.example", "t1"), client_ref("https://b.example", "t1")
+    assert a != b != client_ref("https://a.example", "t2") and client_ref(None, None) == "anonymous"
+    card = dataclasses.replace(_card(), patient_key="k1", client=a)
+    store.record_cards([card])
+    entry = FeedbackEntry(card.card_uuid, "overridden", "2026-01-01T00:00:00Z")
+    foreign = store.store_feedback("osteoporosis-patient-view", [entry], client=b)
+    assert (foreign.stored, foreign.duplicates, foreign.unknown_cards, foreign.foreign) == (0, 0, 1, 1)
+    assert store.feedback_rows() == [] and store.quiet_marks("k1", {"info": 180}) == {}
+    own = store.store_feedback("osteoporosis-patient-view", [entry], client=a)
+    assert (own.stored, own.duplicates, own.unknown_cards) == (1, 0, 0)
+    assert set(store.quiet_marks("k1", {"info": 180})) == {"C-TX-BP"}
+
+
+def test_feedback_timestamps_are_compared_in_utc_and_suggestions_checked(db):
+    from cds_service.store import UnknownSuggestion
+
+    _, store = db
+    card = _card()
+    store.record_cards([card])
+    first = store.store_feedback("svc", [FeedbackEntry(card.card_uuid, "overridden", "2026-01-01T01:00:00+01:00")])
+    again = store.store_feedback("svc", [FeedbackEntry(card.card_uuid, "overridden", "2026-01-01t00:00:00z")])
+    assert (first.stored, again.duplicates) == (1, 1)
+    assert [r["outcome_timestamp"] for r in store.feedback_rows()] == ["2026-01-01T00:00:00Z"]
+    with pytest.raises(UnknownSuggestion, match="'bogus-id'"):
+        store.store_feedback("osteoporosis-patient-view", [
+            FeedbackEntry(str(uuid.uuid4()), "overridden", "2026-01-02T00:00:00Z"),
+            FeedbackEntry(card.card_uuid, "accepted", "2026-01-02T00:00:00Z", ("s1", "bogus-id"))])
+    assert len(store.feedback_rows()) == 1  # the whole request refused
+    ok = store.store_feedback("osteoporosis-patient-view",
+                              [FeedbackEntry(card.card_uuid, "accepted", "2026-01-02T00:00:00Z", ("s1",))])
+    assert ok.stored == 1
+
+
+def test_cards_issued_before_the_client_was_recorded_keep_their_feedback_but_quiet_nothing(db):
+    """Upgrade from schema 0002: an issued card has no client. Its feedback, from
+    whoever sends it, is stored and counted for the report as before, but
+    quiets nothing (the service cannot tell whose it is)."""
+    from cds_service import migrations
+    from cds_service.store import client_ref
+
+    (kind, target), _ = db
+    if kind == "sqlite":
+        engine = sa.create_engine(target.replace("store.db", "old.db"), future=True)
+    else:
+        engine = _pg_store(target).engine
+        with engine.begin() as conn:
+            for table in ["issued_cards", "feedback", "quieted_cards", "used_jtis", "alembic_version"]:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    assert migrations.upgrade(engine, "0002") == "0002"
+    legacy = str(uuid.uuid4())
+    with engine.begin() as conn:  # as the previous release wrote it
+        conn.execute(sa.text("INSERT INTO issued_cards (card_uuid, service_id, card_id, indicator, hook_instance, "
+                             "issued_at, suggestion_uuids, patient_key) VALUES (:u, 'osteoporosis-patient-view', "
+                             "'C-TX-BP', 'info', 'h', :t, '[\"s1\"]', 'k1')"),
+                     {"u": legacy, "t": dt.datetime.now(dt.timezone.utc)})
+    assert migrations.upgrade(engine) == migrations.head_revision()
+    store = Store(engine)
+    assert store.card(legacy)["client"] is None
+    result = store.store_feedback("osteoporosis-patient-view",
+                                  [FeedbackEntry(legacy, "accepted", "2026-01-01T00:00:00Z", ("s1",))],
+                                  client=client_ref("https://b.example", None))
+    assert (result.stored, result.unknown_cards) == (1, 0)
+    assert store.feedback_rows()[0]["card_id"] == "C-TX-BP"
+    assert store.quiet_marks("k1", {"info": 180}) == {}
+    engine.dispose()

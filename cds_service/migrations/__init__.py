@@ -55,13 +55,14 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-def upgrade(engine: Engine) -> str:
-    """Bring the database to the newest schema; returns the revision."""
+def upgrade(engine: Engine, target: str = "head") -> str:
+    """Bring the database to the newest schema (or to `target`, for tests of
+    an upgrade); returns the revision."""
     with _sqlite_file_lock(engine):
-        return _upgrade(engine)
+        return _upgrade(engine, target)
 
 
-def _upgrade(engine: Engine) -> str:
+def _upgrade(engine: Engine, target: str = "head") -> str:
     cfg = _config()
     for attempt in range(_SQLITE_ATTEMPTS):
         try:
@@ -69,8 +70,8 @@ def _upgrade(engine: Engine) -> str:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-            return head_revision()
+                command.upgrade(cfg, target)
+            return head_revision() if target == "head" else target
         except DBAPIError:
             # SQLite has no advisory lock: gunicorn workers starting together
             # on a new file can race, and the loser sees "table already

@@ -89,7 +89,7 @@ class AuthError(Exception):
     REASONS = frozenset({
         "missing_token", "malformed_token", "unsupported_alg", "unknown_issuer",
         "unknown_kid", "jku_not_allowed", "bad_signature", "wrong_audience",
-        "expired", "not_yet_valid", "iat_in_future", "replayed_jti",
+        "expired", "not_yet_valid", "iat_in_future", "lifetime_too_long", "replayed_jti",
         "missing_claim", "jwks_unavailable",
     })
 
@@ -362,6 +362,7 @@ class ClientAuthenticator:
         http_session: requests.Session | None = None,
         allow_legacy_algs: bool = False,
         clock_skew_seconds: float = 60,
+        max_lifetime_seconds: float = 3600,
         jwks_cache_seconds: float = 300,
         jwks_refetch_min_interval_seconds: float = 30,
         fetch_timeout: float = 3.0,
@@ -372,6 +373,7 @@ class ClientAuthenticator:
         self._session = http_session
         self._algorithms = STANDARD_ALGORITHMS | (LEGACY_ALGORITHMS if allow_legacy_algs else frozenset())
         self._skew = timedelta(seconds=clock_skew_seconds)
+        self._max_lifetime = timedelta(seconds=max_lifetime_seconds)
         self._cache_ttl = timedelta(seconds=jwks_cache_seconds)
         self._refetch_interval = timedelta(seconds=jwks_refetch_min_interval_seconds)
         self._fetch_timeout = fetch_timeout
@@ -557,6 +559,12 @@ class ClientAuthenticator:
             raise AuthError("expired", f"the JWT expired at {exp.isoformat()}")
         if iat > now + self._skew:
             raise AuthError("iat_in_future", f"the JWT was issued in the future ({iat.isoformat()}); check the client's clock")
+        # Short-lived tokens only: with exp within the lifetime of iat (and exp
+        # not past), iat cannot lie further back than the lifetime either.
+        if exp - iat > self._max_lifetime:
+            raise AuthError("lifetime_too_long",
+                            f"the JWT is valid for {int((exp - iat).total_seconds())} s (iat to exp); at most "
+                            f"{int(self._max_lifetime.total_seconds())} s is accepted (CDS_JWT_MAX_LIFETIME_SECONDS)")
         if "nbf" in claims:
             nbf = self._numeric_date(claims, "nbf")
             if nbf > now + self._skew:

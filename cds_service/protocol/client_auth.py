@@ -35,6 +35,7 @@ def make_authenticator(settings: Settings, store: Store, http: requests.Session,
         jti_store=store.remember_jti,
         http_session=http,
         allow_legacy_algs=settings.allow_legacy_jwt_algs,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
     )
 
     def authenticate(request: Any, path: str):

@@ -4,8 +4,12 @@ Answers 200 only after every entry is committed, all in one transaction (a
 request is stored whole or not at all); values the database could not hold
 are refused by the schema (400), so a 503 always means "send it again"; a
 resubmission is
-recognised and not stored twice; feedback for a card this service never
-issued (or whose record was lost) is stored and flagged, not refused.
+recognised and not stored twice (its outcomeTimestamp compared in UTC);
+feedback for a card this service never issued (or whose record was lost) is
+stored and flagged, not refused. Feedback for a card issued to another client
+(another issuer or tenant) is neither stored nor refused: it counts as an
+unknown card, and cannot quiet that client's card. An accepted suggestion
+the card never carried is a 400.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from flask import Blueprint, g, jsonify
 from cds_service import metrics
 from cds_service.protocol import schemas
 from cds_service.protocol.errors import RETRY_AFTER_SECONDS, ApiError
-from cds_service.protocol.hooks import accept_call
+from cds_service.protocol.hooks import accept_call, caller
 from cds_service.protocol.runtime import runtime
-from cds_service.store import UNAVAILABLE, FeedbackEntry
+from cds_service.store import UNAVAILABLE, FeedbackEntry, UnknownSuggestion
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +54,17 @@ def post_feedback(service_id: str):
                        details=problems[:20])
     entries = [_entry(item) for item in body["feedback"]]
     try:
-        result = rt.store.store_feedback(service.id, entries)
+        result = rt.store.store_feedback(service.id, entries, client=caller())
+    except UnknownSuggestion as exc:
+        raise ApiError(400, f"the feedback is not valid: {exc}", code="invalid_feedback",
+                       details=[str(exc)]) from None
     except UNAVAILABLE as exc:
         # Nothing was stored (one transaction): the whole request may be resent.
         log.error("feedback not stored", extra={"error_type": type(exc).__name__})
         raise ApiError(503, "feedback could not be stored now; please send it again", code="store_unavailable",
                        headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+    if result.foreign:
+        log.warning("feedback for cards issued to another client ignored", extra={"count": result.foreign})
     g.feedback_outcomes = [e.outcome for e in entries]
     # Resubmissions (EHR retries) are not counted again, so rates computed
     # from this counter agree with the outcome report.

@@ -33,7 +33,7 @@ from cds_service.protocol.requests_json import read_json_object
 from cds_service.protocol.responses import finish_cards, rule_id
 from cds_service.protocol.runtime import Runtime, runtime
 from cds_service.services import CdsService, HookCall
-from cds_service.store import IssuedCard, Lease
+from cds_service.store import IssuedCard, Lease, client_ref
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -102,6 +102,13 @@ def _patient_namespace(body: dict[str, Any]) -> str | None:
         return f"jwt-issuer:{issuer}" + (f"#{tenant}" if tenant else "")
     # JSON: no issuer, tenant or server can be written to read as another's.
     return "jwt:" + json.dumps([issuer, tenant, server.rstrip("/")], separators=(",", ":"))
+
+
+def caller() -> str:
+    """Who is calling, as the quieting key tells clients apart (the verified
+    issuer and tenant, else anonymous): recorded with each card issued, and
+    only that client's feedback on the card counts."""
+    return client_ref(g.get("issuer"), g.get("tenant"))
 
 
 @bp.post("/cds-services/<service_id>")
@@ -181,6 +188,7 @@ def call_service(service_id: str):
                 hook_instance=call.hook_instance,
                 suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
                 patient_key=key,
+                client=caller(),
             )
             for c in cards
         ], lease=lease)
