@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from cds_service.rules import facts
 from tests.test_review8_clinical import _drug_orders
-from tests.test_rules_second_pass import TPTD, cards, cond, draft, obs, record
+from tests.test_rules_second_pass import DMAB, TPTD, S, cards, cond, draft, obs, record
 
 
 # ---------------------------------------------------------------------------
@@ -50,3 +51,57 @@ def test_a_neoplastic_fracture_is_no_fragility_fracture():
     # Control: the hip S-code alone at 72 is a probable fragility fracture.
     alone = _labs(cond("S72.001A", 60), obs("38267-1", 60, -2.0), age=72)
     assert [f.fragility for f in alone.fractures] == ["probable"]
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM 7. eGFR in SI units (mL/s/1.73 m2) is converted (x 60), not read as mL/min; an eGFR
+# in a unit the service does not know is no reading (brief 1: no eGFR means "unknown", never
+# "low"; contract README "Units": normalise eGFR), counted as unreadable.
+# ---------------------------------------------------------------------------
+
+def _egfr(value, unit, oid="egfr-si"):
+    return obs("98979-8", 20, value, unit, oid=oid,
+               valueQuantity={"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit})
+
+
+@pytest.mark.parametrize("unit", ["mL/s/{1.73_m2}", "mL/s/1.73m2", "ml/s/1.73 m2", "mL/sec/1.73m2"])
+def test_an_egfr_in_ml_per_second_is_converted_to_ml_per_minute(unit):
+    rec = record(_egfr(1.0, unit), drafts=[draft(DMAB)])
+    assert facts.kidney(rec, S).value == 60
+    assert "C-SAFE-DMAB-CKD" not in cards(rec, "order-sign")
+    low = record(_egfr(0.4, unit), drafts=[draft(DMAB)])  # 24 mL/min: CKD 4
+    card = cards(low, "order-sign")["C-SAFE-DMAB-CKD"]
+    assert "eGFR 24" in card["detail"] and "eGFR 0" not in card["detail"]
+
+
+@pytest.mark.parametrize("unit", ["mL/min/{1.73_m2}", "mL/min/1.73m2", "mL/min per 1.73 m2", "ml/min", ""])
+def test_an_egfr_in_ml_per_minute_reads_as_reported(unit):
+    """Quiet control: every mL/min spelling (and no unit) is read as it stands."""
+    rec = record(obs("98979-8", 20, 25.0, unit, oid="egfr-min"), drafts=[draft(DMAB)])
+    assert facts.kidney(rec, S).value == 25
+    assert "C-SAFE-DMAB-CKD" in cards(rec, "order-sign")
+
+
+@pytest.mark.parametrize("unit", ["mg/dL", "%", "mL/h", "umol/L"])
+def test_an_egfr_in_an_unknown_unit_is_no_reading(unit):
+    rec = record(_egfr(1.0, unit, oid="egfr-odd"), drafts=[draft(DMAB)])
+    assert not facts.kidney(rec, S).known
+    assert ("Observation/egfr-odd", "unreadable-value") in rec.ignored
+    assert "C-SAFE-DMAB-CKD" not in cards(rec, "order-sign")
+
+
+def test_an_egfr_bound_in_text_converts_its_unit_too():
+    text = obs("98979-8", 20, 0, oid="egfr-text")
+    del text["valueQuantity"]
+    text["valueString"] = "> 1.5 mL/s/1.73m2"  # above 90 mL/min: a normal eGFR
+    assert facts.kidney(record(text), S).value == 90
+    text["valueString"] = "> 90 mL/min/1.73m2"
+    assert facts.kidney(record(text), S).value == 90
+    text["valueString"] = "< 1 mg/dL"
+    assert not facts.kidney(record(text), S).known
+
+
+def test_a_creatinine_in_an_unknown_unit_is_counted_as_unreadable():
+    rec = record(obs("2160-0", 20, 1.1, "mmol/kg", oid="cr-odd"))
+    assert ("Observation/cr-odd", "unreadable-value") in rec.ignored
+    assert all(lab.name != "creatinine" for labs in rec.labs.values() for lab in labs)
