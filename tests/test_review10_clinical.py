@@ -105,3 +105,52 @@ def test_a_creatinine_in_an_unknown_unit_is_counted_as_unreadable():
     rec = record(obs("2160-0", 20, 1.1, "mmol/kg", oid="cr-odd"))
     assert ("Observation/cr-odd", "unreadable-value") in rec.ignored
     assert all(lab.name != "creatinine" for labs in rec.labs.values() for lab in labs)
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM 5. An untreated patient with a high calcium: C-TX-BP names it (no "nothing on record
+# against an oral bisphosphonate"), and C-SECONDARY-EVAL asks for its cause (brief SEC-1:
+# hyperparathyroidism and myeloma are secondary causes; MON-7: PTH). The alendronate order stays:
+# no label or brief section 4 rule makes a high calcium a bisphosphonate contraindication.
+# ---------------------------------------------------------------------------
+
+def _high_ca_chart(calcium=11.2, *extra, t=-2.8, **kw):
+    return record(obs("17861-6", 20, calcium, "mg/dL"), obs("38267-1", 60, t), obs("62292-8", 20, 35, "ng/mL"),
+                  obs("98979-8", 20, 70), *extra, t_score=False, **kw)
+
+
+def _panel_codes(card):
+    return [a["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"] for a in s["actions"]
+            if a.get("resource", {}).get("resourceType") == "ServiceRequest"]
+
+
+def test_a_high_calcium_is_named_on_the_bisphosphonate_card_and_its_cause_is_sought():
+    got = cards(_high_ca_chart())
+    bp = got["C-TX-BP"]
+    assert "nothing on record against" not in bp["detail"]
+    assert "a **high calcium** (Serum calcium 11.2 mg/dL" in bp["detail"]
+    assert "to explain before or alongside starting: hyperparathyroidism (PTH)" in bp["detail"]
+    assert _drug_orders(bp)  # the one-click alendronate stays
+    sec = got["C-SECONDARY-EVAL"]
+    assert sec["summary"].startswith("High calcium with osteoporosis: evaluate for secondary causes")
+    assert "2731-8" in _panel_codes(sec)  # intact PTH
+    assert "17861-6" not in _panel_codes(sec)  # the calcium on record is not ordered again
+
+
+def test_a_high_calcium_with_low_bone_mass_asks_for_its_cause():
+    got = cards(_high_ca_chart(11.2, t=-1.8))
+    assert got["C-SECONDARY-EVAL"]["summary"].startswith("High calcium with low bone mass")
+
+
+def test_a_normal_or_explained_calcium_keeps_the_old_wording_and_no_work_up():
+    """Quiet controls: a normal calcium; coded hyperparathyroidism (the cause is known)."""
+    for chart in (_high_ca_chart(9.6), _high_ca_chart(11.2, cond("E21.0", 300))):
+        got = cards(chart)
+        assert "nothing on record against an oral bisphosphonate" in got["C-TX-BP"]["detail"]
+        assert "C-SECONDARY-EVAL" not in got
+
+
+def test_a_man_with_osteoporosis_and_a_high_calcium_hears_of_it_on_the_secondary_card():
+    card = cards(_high_ca_chart(sex="male", age=70))["C-SECONDARY-EVAL"]
+    assert card["summary"].startswith("Man with osteoporosis")
+    assert "A **high calcium** (Serum calcium 11.2 mg/dL" in card["detail"]

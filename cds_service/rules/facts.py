@@ -315,6 +315,23 @@ def high_calcium(record: PatientRecord, settings: ClinicalSettings, months: floa
     return f"{ion.fact()} (above {limit:g} mmol/L, {source})"
 
 
+def unexplained_high_calcium(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """A high calcium that needs a cause before (or alongside) starting bone treatment, as a fact:
+    a measured calcium above the upper limit within lab_max_age_months (high_calcium) or an active
+    coded hypercalcemia, with no hyperparathyroidism or skeletal malignancy coded to explain it.
+    Hyperparathyroidism is a secondary cause of osteoporosis (brief SEC-1; PTH is a MON-7
+    baseline lab); malignancy and myeloma are the causes not to miss. Review 10: C-TX-BP said
+    "nothing on record against an oral bisphosphonate" beside a calcium of 11.2 mg/dL, and no
+    card asked why it was high."""
+    if record.condition_hits("hyperparathyroidism") or record.condition_hits("skeletal_malignancy"):
+        return None
+    high = high_calcium(record, settings, settings.lab_max_age_months)
+    if high:
+        return high
+    hits = record.condition_hits("hypercalcemia")
+    return condition_fact(hits[0], "Hypercalcemia") if hits else None
+
+
 @per_call
 def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
     """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
