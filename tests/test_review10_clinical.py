@@ -154,3 +154,54 @@ def test_a_man_with_osteoporosis_and_a_high_calcium_hears_of_it_on_the_secondary
     card = cards(_high_ca_chart(sex="male", age=70))["C-SECONDARY-EVAL"]
     assert card["summary"].startswith("Man with osteoporosis")
     assert "A **high calcium** (Serum calcium 11.2 mg/dL" in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM 6. Glucocorticoid-induced osteoporosis at high risk by the dose-adjusted FRAX alone:
+# C-GIOP offers the oral bisphosphonate (second-pass 5: "treatment when risk is moderate or high
+# (ACR22; oral bisphosphonate first)"), quiet where a drug-start card owns the start or a guard
+# says no (bp_problems; the engine's critical-card veto for a low calcium or a pregnancy).
+# ---------------------------------------------------------------------------
+
+def _giop(*extra, t=-2.2, mof=15, hip=2.5, egfr=70, calcium=9.4, **kw):
+    from tests.test_rules_second_pass import _pred
+    labs = [obs("98979-8", 20, egfr)] if egfr is not None else []
+    return record(_pred(10, 180), obs("38267-1", 60, t), obs("90265-0", 30, mof, "%"), obs("90266-8", 30, hip, "%"),
+                  obs("17861-6", 20, calcium, "mg/dL"), obs("62292-8", 20, 35, "ng/mL"), *labs, *extra,
+                  t_score=False, **kw)
+
+
+def _alendronate(card):
+    return [a for a in _drug_orders(card) if "alendronate" in a["resource"]["medicationCodeableConcept"]["text"]]
+
+
+def test_giop_at_high_risk_by_the_adjusted_frax_offers_alendronate():
+    got = cards(_giop())
+    card = got["C-GIOP"]
+    assert card["summary"].endswith("risk high")
+    assert "glucocorticoid-adjusted 3.0%" in card["detail"]
+    assert "alendronate 70 mg weekly is offered below" in card["detail"] and _alendronate(card)
+    assert not {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(got)  # the only drug start
+
+
+def test_giop_leaves_the_start_to_the_drug_card_when_the_general_rules_see_high_risk():
+    """Quiet control: T -2.8 is osteoporosis: C-TX-BP offers alendronate, C-GIOP none."""
+    got = cards(_giop(t=-2.8))
+    assert _drug_orders(got["C-TX-BP"]) and not _alendronate(got.get("C-GIOP", {}))
+
+
+@pytest.mark.parametrize("extra, egfr, why", [
+    ((), 25, "eGFR 25"),                               # kidney below alendronate's 35 (Fosamax)
+    ((cond("K22.2", 300),), 70, "Esophageal disorder"),  # SAFE-7
+])
+def test_giop_offers_no_alendronate_where_a_guard_says_no(extra, egfr, why):
+    card = cards(_giop(*extra, egfr=egfr))["C-GIOP"]
+    assert not _alendronate(card)
+    assert "No alendronate offered: " in card["detail"] and why in card["detail"]
+    assert "offered below" not in card["detail"]
+
+
+def test_giop_alendronate_is_withheld_with_a_low_calcium():
+    card = cards(_giop(calcium=7.9))["C-GIOP"]
+    assert not _alendronate(card) and "No alendronate offered: Serum calcium 7.9 mg/dL" in card["detail"]
+    assert "offered below" not in card["detail"]

@@ -551,6 +551,24 @@ def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
     return out
 
 
+def alendronate_not_offered(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """Why a one-click alendronate 70 mg order is not offered, as facts ([] when it may be): TX-3's
+    problems at alendronate's own kidney limit (bp_problems: kidney, esophagus, bariatric surgery,
+    intolerance, antiresorptive complications), and an eGFR known only as a bound that may be below
+    that limit (C-TX-BP's rule: the exact eGFR first), a low calcium and a current pregnancy
+    (C-SAFE-HYPOCA, C-SAFE-PREGNANCY: the engine would withhold the order anyway,
+    withhold_vetoed_orders; named here so the card text does not promise it)."""
+    out = bp_contraindications(record, settings)
+    reading = kidney(record, settings)
+    if not out and reading.may_be_below(settings.egfr_alendronate_min):
+        out.append(f"{reading.label}: reported only as a bound that may be below "
+                   f"{settings.egfr_alendronate_min:g}; an exact eGFR first")
+    low = low_calcium(record, settings)
+    if low:
+        out.append(f"{low}: correct it first")
+    return out + current_pregnancy(record, settings)
+
+
 def bp_contraindications(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
     """TX-3 reasons (as facts) an oral bisphosphonate should not be started."""
     return [p.fact for p in bp_problems(record, settings)]
