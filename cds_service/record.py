@@ -2402,6 +2402,8 @@ def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | Non
             q = _quantity(dr.get("doseQuantity")) if isinstance(dr, dict) else None
             if q and _norm_unit(q[1]) in ("mg", "milligram", "milligrams"):
                 mg = q[0]
+            elif q and _norm_unit(q[1]) in ("g", "gram", "grams"):  # review 10: 0.01 g read as no dose
+                mg = q[0] * 1000
             elif q and strength and _norm_unit(q[1]) in ("tablet", "tab", "tablets", "{tbl}", "{tablet}"):
                 mg = q[0] * float(strength.group(1))
         if mg is None:

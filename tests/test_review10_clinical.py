@@ -205,3 +205,16 @@ def test_giop_alendronate_is_withheld_with_a_low_calcium():
     card = cards(_giop(calcium=7.9))["C-GIOP"]
     assert not _alendronate(card) and "No alendronate offered: Serum calcium 7.9 mg/dL" in card["detail"]
     assert "offered below" not in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# LOW. A glucocorticoid dose in grams (0.01 g = 10 mg) is read, not "a dose not readable".
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("unit, value, expected", [("g", 0.01, 10.0), ("gram", 0.005, 5.0), ("mg", 10, 10.0),
+                                                   ("mL", 10, None)])
+def test_a_prednisone_dose_in_grams_is_converted(unit, value, expected):
+    from cds_service.record import glucocorticoid_daily_mg
+    dosage = [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+               "doseAndRate": [{"doseQuantity": {"value": value, "unit": unit}}]}]
+    assert glucocorticoid_daily_mg({"dosageInstruction": dosage}, {"text": "prednisone"}) == expected
