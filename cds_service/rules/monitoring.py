@@ -409,8 +409,8 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     # at high or very high risk: C-TX-BP / C-TX-ANABOLIC / C-TX-DMAB-ALT) or a guard says no.
     # Review 10: high risk by the dose-adjusted FRAX alone (17.2% / 3.0%) fired no drug card, and
     # this card said "treat" with nothing to order.
-    blocked = alendronate_not_offered(record, settings) if risk in ("moderate", "high") and not on_drug else []
     if risk in ("moderate", "high") and not on_drug and not a.treatable:
+        blocked = alendronate_not_offered(record, settings)
         if blocked:
             facts.append(f"No alendronate offered: {'; '.join(blocked)}")
         else:
