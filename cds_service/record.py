@@ -1132,8 +1132,9 @@ _UNITLESS_GUESS: dict[str, Callable[[float], str]] = {
     "creatinine": lambda v: "umol/L" if v > 20 else "",
     "albumin": lambda v: "g/L" if v > 10 else "",
 }
-# Read as reported whatever the unit: labs write eGFR and BMI units a dozen ways, all one unit.
-_UNITS_NOT_CHECKED = frozenset({"egfr", "bmi"})
+# Read as reported whatever the unit: labs write BMI units a dozen ways, all one unit. (eGFR's
+# units are read by t.convert: mL/min as reported, mL/s x 60, any other unknown.)
+_UNITS_NOT_CHECKED = frozenset({"bmi"})
 
 
 def lab_value(value_set: str, value: float, unit: str, concept: Any) -> float | None:
@@ -1419,6 +1420,8 @@ class _Builder:
                         factor = self.codes.factor(value_set, unit)
                     if factor is not None:
                         self._lab(name, number * factor, when, ref, None, "", "")
+                    else:  # a unit the lab's set does not know: no reading (never guessed), counted
+                        self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
                 else:
                     self._lab(name, number, when, ref, None, "", "")
                 return  # no component holds a concept (_usual_result)
@@ -1453,7 +1456,14 @@ class _Builder:
                 # bound is what is known; read as unknown it asked for an eGFR that was on file.
                 bound = _BOUND.match(holder["valueString"])
                 if bound:
-                    comparator, qty = bound.group(1), (float(bound.group(2)), "")
+                    # A unit after the bound ("<1.0 mL/s/1.73m2") is read like a valueQuantity's; a
+                    # method ("(CKD-EPI)", no "/") or none leaves mL/min.
+                    tail = bound.group(3).strip()
+                    factor = t.convert(EGFR_SET, 1.0, tail) if "/" in tail else 1.0
+                    if factor is None:
+                        self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
+                        return
+                    comparator, qty = bound.group(1), (float(bound.group(2)) * factor, "")
             elif plan.with_number[0] is _BMD and isinstance(holder.get("valueString"), str):
                 # Review 8: a T- or Z-score sent as text ("-2.6") was skipped, and C-SCREEN-DXA said
                 # "No DXA on file". A plain decimal is the score; anything else (a bound, a unit,
@@ -1484,7 +1494,9 @@ class _Builder:
         kind, value_set = plan.with_number if qty else plan.without_number
         if kind is _LAB:
             v = self._lab_value(value_set, qty[0], qty[1], concept)  # type: ignore[index]
-            if v is not None:
+            if v is None:  # a unit the lab's set does not know: no reading (never guessed), counted
+                self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
+            else:
                 name = LAB_SETS[value_set]
                 if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
                     high, low = _reference_bound(holder, "high"), _reference_bound(holder, "low")
@@ -2226,7 +2238,7 @@ EGFR_SET = "lab-egfr"
 _BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm²"})
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 # The bound and a unit or method after it ("<30 mL/min/1.73m²", "<30 (CKD-EPI)": clinical review).
-_BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*(?:[a-zA-Z/{}.0-9_\s\u00b2()\-,:]*)$")
+_BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*([a-zA-Z/{}.0-9_\s\u00b2()\-,:]*)$")
 # A plain decimal and nothing else (surrounding spaces aside): "-2.6", " -1 ", "+0.5" (U+2212 is
 # read as "-" before the match: "\u22123.4").
 _PLAIN_DECIMAL = re.compile(r"\s*([+-]?\d{1,3}(?:\.\d+)?)\s*", re.ASCII)
@@ -2390,6 +2402,8 @@ def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | Non
             q = _quantity(dr.get("doseQuantity")) if isinstance(dr, dict) else None
             if q and _norm_unit(q[1]) in ("mg", "milligram", "milligrams"):
                 mg = q[0]
+            elif q and _norm_unit(q[1]) in ("g", "gram", "grams"):  # review 10: 0.01 g read as no dose
+                mg = q[0] * 1000
             elif q and strength and _norm_unit(q[1]) in ("tablet", "tab", "tablets", "{tbl}", "{tablet}"):
                 mg = q[0] * float(strength.group(1))
         if mg is None:

@@ -286,7 +286,7 @@ def test_one_code_many_results_each_read_on_its_own(monkeypatch):
         monkeypatch,
         _obs("ca1", calcium, **_qty(9.1, "mg/dL")),
         _obs("ca2", calcium, "2026-01-11", **_qty(2.3, "mmol/L")),
-        _obs("ca3", calcium, "2026-01-12", **_qty(9.0, "furlongs")),           # unit not known: not read
+        _obs("ca3", calcium, "2026-01-12", **_qty(9.0, "furlongs")),           # unit not known: not read, counted
         _obs("ca4", calcium, "2026-01-13", status="preliminary", **_qty(9.5, "mg/dL")),
         _obs("ca5", calcium, "2027-06-01", **_qty(9.6, "mg/dL")),             # future: ignored
         _obs("ca6", calcium, "2026-01-14", **_qty(2.4)),                      # no unit: mmol/L by its value
@@ -305,7 +305,9 @@ def test_one_code_many_results_each_read_on_its_own(monkeypatch):
     assert [(lab.ref, lab.value, lab.comparator) for lab in rec.labs["egfr"]] == [
         ("Observation/e1", 60.0, ">"), ("Observation/e3", 20.0, "<"), ("Observation/e4", 90.0, ">"),
         ("Observation/e5", 52.0, "")]
-    assert dict(rec.ignored) == {"Observation/ca5": "future-date", "Observation/ca8": "implausible-value"}
+    # A unit the set does not know is no reading, and counted (review 10), on both paths.
+    assert dict(rec.ignored) == {"Observation/ca3": "unreadable-value", "Observation/ca5": "future-date",
+                                 "Observation/ca8": "implausible-value"}
 
 
 def test_another_patients_result_of_a_known_code_stays_ignored(monkeypatch):

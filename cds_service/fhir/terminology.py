@@ -486,15 +486,27 @@ _UNIT_SYNONYMS = {"kilogram": "kg", "kilograms": "kg", "kgs": "kg", "lb": "lb_av
                   "pound": "lb_av", "pounds": "lb_av", "units/l": "u/l", "percent": "%"}
 
 
+# eGFR units (reading logic): labs write mL/min/1.73 m2 a dozen ways ("mL/min/{1.73_m2}",
+# "ml/min/1.73m2", "mL/min per 1.73 m2", ...), all one unit; SI labs report mL/s/1.73 m2
+# (UCUM "mL/s/{1.73_m2}"), x 60 = mL/min (review 10: 1.0 mL/s, a normal 60, read as an eGFR of 1).
+# Any other unit is no reading: unknown, never guessed.
+EGFR_SET = "lab-egfr"
+_EGFR_UNITS = ((re.compile(r"ml/min(ute)?(?:per|(?![a-z]))"), 1.0),
+               (re.compile(r"ml/s(ec|econd)?(?:per|(?![a-z]))"), 60.0))
+
+
+def _egfr_factor(key: str) -> float | None:
+    return next((factor for pattern, factor in _EGFR_UNITS if pattern.match(key)), None)
+
+
 def convert(value_set: str, value: float, unit: str, default_unit: str = "") -> float | None:
     """`value` in the value set's reporting unit (its first `lab-unit`), from `unit`, or
     from `default_unit` when the result has none; None when the unit is not one of the
     set's (unknown, never guessed)."""
-    factors = _tables().unit_factors(value_set)
     key = _unit_key(unit or default_unit)
     if not key:
         return value
-    factor = factors.get(key)
+    factor = _egfr_factor(key) if value_set == EGFR_SET else _tables().unit_factors(value_set).get(key)
     return None if factor is None else value * factor
 
 

@@ -316,6 +316,23 @@ def high_calcium(record: PatientRecord, settings: ClinicalSettings, months: floa
     return f"{ion.fact()} (above {limit:g} mmol/L, {source})"
 
 
+def unexplained_high_calcium(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """A high calcium that needs a cause before (or alongside) starting bone treatment, as a fact:
+    a measured calcium above the upper limit within lab_max_age_months (high_calcium) or an active
+    coded hypercalcemia, with no hyperparathyroidism or skeletal malignancy coded to explain it.
+    Hyperparathyroidism is a secondary cause of osteoporosis (brief SEC-1; PTH is a MON-7
+    baseline lab); malignancy and myeloma are the causes not to miss. Review 10: C-TX-BP said
+    "nothing on record against an oral bisphosphonate" beside a calcium of 11.2 mg/dL, and no
+    card asked why it was high."""
+    if record.condition_hits("hyperparathyroidism") or record.condition_hits("skeletal_malignancy"):
+        return None
+    high = high_calcium(record, settings, settings.lab_max_age_months)
+    if high:
+        return high
+    hits = record.condition_hits("hypercalcemia")
+    return condition_fact(hits[0], "Hypercalcemia") if hits else None
+
+
 @per_call
 def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
     """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
@@ -533,6 +550,24 @@ def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
                 break
     out += [BpProblem(COMPLICATION, fact) for fact in antiresorptive_complications(record)]
     return out
+
+
+def alendronate_not_offered(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """Why a one-click alendronate 70 mg order is not offered, as facts ([] when it may be): TX-3's
+    problems at alendronate's own kidney limit (bp_problems: kidney, esophagus, bariatric surgery,
+    intolerance, antiresorptive complications), and an eGFR known only as a bound that may be below
+    that limit (C-TX-BP's rule: the exact eGFR first), a low calcium and a current pregnancy
+    (C-SAFE-HYPOCA, C-SAFE-PREGNANCY: the engine would withhold the order anyway,
+    withhold_vetoed_orders; named here so the card text does not promise it)."""
+    out = bp_contraindications(record, settings)
+    reading = kidney(record, settings)
+    if not out and reading.may_be_below(settings.egfr_alendronate_min):
+        out.append(f"{reading.label}: reported only as a bound that may be below "
+                   f"{settings.egfr_alendronate_min:g}; an exact eGFR first")
+    low = low_calcium(record, settings)
+    if low:
+        out.append(f"{low}: correct it first")
+    return out + current_pregnancy(record, settings)
 
 
 def bp_contraindications(record: PatientRecord, settings: ClinicalSettings) -> list[str]:

@@ -33,7 +33,7 @@ from cds_service.rules.facts import (
     baseline_labs_due,
     calcium,
     bone_indication,
-    bp_problems,
+    alendronate_not_offered,
     current_osteoporosis_therapy,
     current_pregnancy,
     glucocorticoid_use,
@@ -404,8 +404,18 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
             facts.append(f"{hold}; no calcium or vitamin D order is suggested")
         else:
             keys.append("calcium-vitamin-d")
-    if risk == "moderate" and not on_drug and not bp_problems(record, settings):
-        keys.append("alendronate")
+    # ACR22 (second-pass 5: "treatment when risk is moderate or high; oral bisphosphonate first"):
+    # alendronate here unless a drug-start card owns the start (the general rules put the patient
+    # at high or very high risk: C-TX-BP / C-TX-ANABOLIC / C-TX-DMAB-ALT) or a guard says no.
+    # Review 10: high risk by the dose-adjusted FRAX alone (17.2% / 3.0%) fired no drug card, and
+    # this card said "treat" with nothing to order.
+    if risk in ("moderate", "high") and not on_drug and not a.treatable:
+        blocked = alendronate_not_offered(record, settings)
+        if blocked:
+            facts.append(f"No alendronate offered: {'; '.join(blocked)}")
+        else:
+            keys.append("alendronate")
+    offered = "alendronate" in keys
     if on_drug:
         treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
     elif risk == "very high":
@@ -417,10 +427,11 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
                      "2022), chosen with the patient.")
     elif risk == "high":
         treatment = ("**Risk is high: treat**: an oral bisphosphonate first, else zoledronic acid, denosumab or an "
-                     "anabolic agent (ACR 2022), chosen with the patient.")
+                     "anabolic agent (ACR 2022), chosen with the patient"
+                     + ("; alendronate 70 mg weekly is offered below." if offered else "."))
     elif risk == "moderate":
         treatment = ("**Risk is moderate: treat**: a bisphosphonate, denosumab or a PTH analog, chosen with the "
-                     "patient; alendronate 70 mg weekly is offered below.")
+                     "patient" + ("; alendronate 70 mg weekly is offered below." if offered else "."))
     elif recent_dxa:
         treatment = "Decide with a dose-adjusted FRAX (the DXA is on file): treat at moderate or high risk."
     else:

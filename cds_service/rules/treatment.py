@@ -19,6 +19,7 @@ from cds_service.rules.diagnosis import (
     ADULT,
     HIGH,
     LOW_FOR_AGE,
+    OSTEOPENIA,
     OSTEOPOROSIS,
     VERY_HIGH,
     YOUNG,
@@ -46,6 +47,7 @@ from cds_service.rules.facts import (
     kidney_fact,
     lab_facts,
     low_calcium,
+    unexplained_high_calcium,
     long_bp_course,
     missing_baseline_labs,
     oral_bp_days,
@@ -213,6 +215,13 @@ def _oral_bp_status(record: PatientRecord, reading: KidneyReading, risedronate_f
         # Review: hypocalcemia is a Fosamax contraindication, so "nothing on record against"
         # was false beside a low calcium (the order itself is withheld by the engine).
         return "a low calcium to correct before an oral bisphosphonate (see below)"
+    high = unexplained_high_calcium(record, settings)
+    if high:
+        # Review 10: not "nothing on record" beside a high calcium. It does not forbid an oral
+        # bisphosphonate (no label or brief section 4 rule says so: the order stays), but its
+        # cause comes first or alongside: C-SECONDARY-EVAL orders PTH and the panel.
+        return (f"a **high calcium** ({high}) to explain before or alongside starting: "
+                "hyperparathyroidism (PTH), myeloma (secondary-causes card)")
     if risedronate_first and reading.may_be_below(settings.egfr_risedronate_min):
         return (f"{reading.label}: not alendronate, and risedronate only if an exact eGFR is "
                 f"{settings.egfr_risedronate_min:g} or more")
@@ -452,10 +461,20 @@ def secondary_eval_reason(record: PatientRecord, settings: ClinicalSettings) -> 
         return subject, (
             f"This patient is {who} with {finding}. At this age T-scores and FRAX do not classify "
             "osteoporosis (ISCD): look for a secondary cause first; drug treatment is a specialist decision.")
+    high = unexplained_high_calcium(record, settings)
     if a.group == ADULT and record.male and a.diagnosis == OSTEOPOROSIS:
         return "Man with osteoporosis", (
             "A man with osteoporosis: secondary causes are common in men, and every man with osteoporosis "
-            "should be evaluated for them alongside any treatment (Endocrine Society 2012).")
+            "should be evaluated for them alongside any treatment (Endocrine Society 2012)."
+            + (f" A **high calcium** ({high}) needs its cause found (intact PTH first)." if high else ""))
+    # Review 10: a high calcium with low bone density before treatment (on therapy C-MON-ONTX flags
+    # it): hyperparathyroidism is a secondary cause (brief SEC-1), PTH a baseline lab (MON-7).
+    if high and a.group == ADULT and a.diagnosis in (OSTEOPOROSIS, OSTEOPENIA) and not bone_active_therapy(record):
+        what = "osteoporosis" if a.diagnosis == OSTEOPOROSIS else "low bone mass"
+        return f"High calcium with {what}", (
+            f"A **high calcium** ({high}) with {what}: find its cause before or alongside any bone "
+            "treatment. Primary hyperparathyroidism is the common one (intact PTH with the calcium); "
+            "malignancy and myeloma are the ones not to miss.")
     return None
 
 
