@@ -133,25 +133,29 @@ def test_migrations_build_exactly_the_declared_schema(db):
     assert migrations.current_revision(engine) == migrations.head_revision()
 
 
-def _create_in_process(url: str) -> None:
-    # What each worker's create_app does on start-up (CDS_AUTO_MIGRATE).
+def _create_in_process(urls: list[str], barrier) -> None:
+    # What each worker's create_app does on start-up (CDS_AUTO_MIGRATE), on each new
+    # database in turn; the barrier starts every process's attempt at the same moment.
     from cds_service import migrations
 
-    migrations.upgrade(Store.from_url(url).engine)
+    for url in urls:
+        barrier.wait(timeout=60)
+        migrations.upgrade(Store.from_url(url).engine)
 
 
 def test_workers_starting_together_on_a_new_sqlite_file(tmp_path):
     # gunicorn starts its workers at once; each creates the schema on a new
-    # database. A worker that loses the CREATE race must still start.
-    for attempt in range(6):
-        url = f"sqlite:///{tmp_path}/race-{attempt}.db"
-        context = multiprocessing.get_context("spawn")
-        workers = [context.Process(target=_create_in_process, args=(url,)) for _ in range(4)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=60)
-        assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    # database. A worker that loses the CREATE race must still start. Four
+    # processes (imported once) race on six new files, released together each time.
+    urls = [f"sqlite:///{tmp_path}/race-{attempt}.db" for attempt in range(6)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_create_in_process, args=(urls, barrier)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
 
 
 def test_sqlite_uses_wal_without_fsync_per_commit(tmp_path):
