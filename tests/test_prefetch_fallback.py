@@ -236,3 +236,43 @@ def test_prefetch_resource_limit(make_app, count, status):
     body["prefetch"]["conditions"] = bundle(*[{"resourceType": "Condition", "id": str(i)} for i in range(count)])
     resp = client.post(PV, json=body)
     assert resp.status_code == status
+
+
+# --- null: "no data" for a search, data not had for the read of the context patient (bind8 M2) ---
+
+def _with_null(key):
+    prefetch = hook_request()["prefetch"]
+    prefetch[key] = None
+    return prefetch
+
+
+@pytest.mark.parametrize("hook", ["patient-view", "order-sign"])
+def test_patient_sent_as_null_without_fhir_server_is_412_naming_it(client, hook):
+    """Review (bind8 M2): `"patient": null` answered 200 with no cards (no age, no sex: every
+    rule quiet). The context patient always exists, so null is data not had: 412, as left out."""
+    resp = client.post(f"/cds-services/osteoporosis-{hook}",
+                       json=hook_request(hook, prefetch=_with_null("patient"), fhir_server=None))
+    assert resp.status_code == 412, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert body["details"]["missing"] == ["patient"] and "null" in body["details"]["failed"]["patient"]
+
+
+@responses.activate
+def test_patient_sent_as_null_is_fetched_from_fhir_server(client):
+    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=patient())
+    resp = client.post(PV, json=hook_request(prefetch=_with_null("patient"), token="secret-token"))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert [c.request.url for c in responses.calls] == [f"{FHIR}/Patient/{PATIENT_ID}"]
+    sent = client.post(PV, json=hook_request()).get_json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in resp.get_json()["cards"]] == \
+        [c["source"]["topic"]["code"] for c in sent] != []
+
+
+@responses.activate
+@pytest.mark.parametrize("key", sorted(k for k in PREFETCH if k != "patient"))
+def test_a_search_sent_as_null_is_no_data_and_not_fetched(client, key):
+    """The control: for a search, null is CDS Hooks' "nothing found" (as an empty Bundle), not
+    "not prefetched": nothing is fetched, whether or not the rules need the key."""
+    resp = client.post(PV, json=hook_request(prefetch=_with_null(key), token="secret-token"))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert len(responses.calls) == 0

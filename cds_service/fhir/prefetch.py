@@ -2,7 +2,9 @@
 
 CDS Hooks semantics: a key the client sent as null (or as an empty Bundle)
 means "there is no such data"; a key left out means "not prefetched", and the
-service must fetch it from fhirServer itself. The public sandbox leaves out
+service must fetch it from fhirServer itself. A read (`patient`:
+Patient/{{context.patientId}}) sent as null is taken as left out: the patient
+in context always exists, so null there is data the client did not get. The public sandbox leaves out
 every key whose query failed, and sends nothing about the user we do not ask
 for, so only keys the rules truly need can lead to 412. Other clients send an
 OperationOutcome, or a Bundle that says its search failed: fetched too, never
@@ -150,7 +152,13 @@ def resolve_prefetch(
     for key in templates:
         if key in sent:
             value = _check_sent_value(key, sent[key], context)
-            if value is ...:
+            if value is None and "?" not in templates[key]:
+                # null is "no data" for a search (CDS Hooks), but a read of the context
+                # patient always finds them: null there is data not had, as a key left out.
+                sent_failed[key] = FhirError("sent_null", "the CDS client sent null for a read "
+                                                          "(Patient/{patientId} always exists)")
+                value = ...
+            if value is ... and key not in sent_failed:
                 sent_failed[key] = FhirError("search_failed", "the CDS client sent an OperationOutcome "
                                                               "(its query failed)")
             elif "?" in templates[key] and isinstance(value, dict) \
