@@ -96,12 +96,28 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
 
 
 def count_resources(value: Any) -> int:
+    """The resources the record reads in one prefetch value: 1 for a resource, a Bundle's
+    entries, and the entries of a Bundle within an entry too, however deep (the record
+    reads it as a Bundle of its own; no search of ours can answer with one, but counting
+    only the top level let 60,000 nested resources pass a limit of 20,000). An entry kept
+    as text (fhir.deferred) counts as one: a Bundle that could hold a Bundle is never kept
+    so."""
     if not isinstance(value, dict):
         return 0
-    if value.get("resourceType") == "Bundle":
-        entries = value.get("entry")
-        return len(entries) if isinstance(entries, list) else 0
-    return 1
+    if value.get("resourceType") != "Bundle":
+        return 1
+    total, bundles = 0, [value]
+    while bundles:  # a loop, not recursion: a Bundle may nest past Python's limit
+        entries = bundles.pop().get("entry")
+        if not isinstance(entries, list):
+            continue
+        total += len(entries)
+        for entry in entries:
+            if type(entry) is dict:
+                resource = entry.get("resource")
+                if type(resource) is dict and resource.get("resourceType") == "Bundle":
+                    bundles.append(resource)
+    return total
 
 
 def _check_sent_value(key: str, value: Any, context: Mapping[str, Any]) -> Any:
