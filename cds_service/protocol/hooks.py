@@ -81,6 +81,12 @@ def validate_hook_request(service: CdsService, body: dict, rt: Runtime | None = 
     if problems:
         raise ApiError(400, f"the {service.hook} request is not valid: {problems[0]}",
                        code="invalid_request", details=problems[:20])
+    token_patient = (body.get("fhirAuthorization") or {}).get("patient")
+    if token_patient is not None and token_patient != body["context"]["patientId"]:
+        # The token is scoped to that patient (CDS Hooks cds-r-2): what it fetches is theirs.
+        raise ApiError(400, "fhirAuthorization.patient is not context.patientId: the access token is "
+                            "scoped to another patient than the one in context", code="invalid_request",
+                       details=["fhirAuthorization.patient"])
     drafts = ((body.get("context") or {}).get("draftOrders") or {}).get("entry") or []
     limit = (rt or runtime()).settings.max_draft_orders
     if len(drafts) > limit:
