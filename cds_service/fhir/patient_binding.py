@@ -22,6 +22,10 @@ search) it came from:
   context patient is about that, not the patient: ignored;
 - a resource of a type the record reads but with no subject, or with a
   reference that cannot be resolved to the context patient, is ignored.
+
+Draft orders are the exception (record.finish, hooks.check_draft_subjects):
+one naming another patient (foreign-patient) makes the call a 400, one with no
+subject or an unresolved one is judged as the context patient's.
 """
 
 from __future__ import annotations
