@@ -205,7 +205,8 @@ SETTINGS: tuple[Setting, ...] = (
             "replies to one hook call may add up to (reading stops there and the key fails, 412 if needed).",
             check=checks.at_least(1)),
     Setting("max_prefetch_resources", "CDS_MAX_PREFETCH_RESOURCES", _int, 20000,
-            "Most FHIR resources accepted in one request's prefetch, sent or fetched (413 above it).",
+            "Most FHIR resources accepted in one request's prefetch, sent or fetched, those of a Bundle within a "
+            "Bundle included (413 above it).",
             check=checks.at_least(1)),
     Setting("max_draft_orders", "CDS_MAX_DRAFT_ORDERS", _int, 200,
             "Most draft orders accepted in one order-select/order-sign request (413 above it).",

@@ -36,6 +36,9 @@ FHIR_ERRORS = Counter("cds_fhir_fetch_errors_total", "Prefetch fallback failures
 RECORD_IGNORED = Counter("cds_record_ignored_total",
                          "Resources or values not used: another patient's, no subject, implausible, future-dated",
                          ["reason"])
+DRAFTS_UNBOUND = Counter("cds_draft_orders_unbound_total",
+                         "Draft orders judged as the context patient's though their subject could not be resolved",
+                         ["reason"])
 CARDS_WITHHELD = Counter("cds_cards_withheld_total", "Hook calls answered without cards by policy", ["reason"])
 AUTH_FAILURES = Counter("cds_auth_failures_total", "Refused client authentications", ["reason"])
 

@@ -53,7 +53,7 @@ from typing import Any
 from cds_service import plausibility
 from cds_service.fhir import deferred
 from cds_service.fhir import terminology as t
-from cds_service.fhir.patient_binding import NO_SUBJECT, SUBJECT_FIELD, PatientBinding
+from cds_service.fhir.patient_binding import FOREIGN_PATIENT, SUBJECT_FIELD, UNRESOLVED_REFERENCE, PatientBinding
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
 log = logging.getLogger(__name__)
@@ -778,6 +778,9 @@ class PatientRecord:
     # ("Type/id", reason) of resources or values not used: another patient's, no subject,
     # an implausible value or a future date (cds_service.plausibility). Never quoted in a card.
     ignored: tuple[tuple[str, str], ...] = ()
+    # "Type/id" of draft orders judged as the patient's though their subject could not be
+    # resolved to them (a urn: not in context.draftOrders, an absolute URL with no fhirServer).
+    unbound_drafts: tuple[str, ...] = ()
     deceased: bool = False              # Patient.deceased[x] says so: no cards at all
     care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
     # (TEST_DONE_SETS name, date, "Type/id") of each test's latest dated result, by name
@@ -1832,12 +1835,16 @@ class _Builder:
         fragile_skin = any(h.active for h in conditions.get("fragile_skin", ()))
 
         draft_orders = []
+        unbound_drafts: list[str] = []
         if self.binding is not None:
             self.binding.bundle = drafts_bundle  # a draft's `urn:` subject resolves in context.draftOrders
         for raw in drafts:
-            # A draft naming another patient is not judged (one with no subject is: the sandbox sends those).
+            # A draft is what the clinician is about to sign: one that names no subject (the sandbox
+            # sends those) or one that cannot be resolved (a urn: not in context.draftOrders, an
+            # absolute URL with no fhirServer) is judged as the context patient's. One naming
+            # another patient is not (the web layer refuses such a call: hooks.check_draft_subjects).
             reason = self.binding.reason_to_ignore(raw) if self.binding and isinstance(raw, dict) else None
-            if reason is not None and reason != NO_SUBJECT:
+            if reason == FOREIGN_PATIENT:
                 self.ignored.append((_ref(raw), reason))
                 continue
             try:
@@ -1848,6 +1855,8 @@ class _Builder:
                 self.skipped.append(_ref(raw) if isinstance(raw, dict) else "?/?")
             else:
                 draft_orders.append(draft)
+                if reason == UNRESOLVED_REFERENCE:
+                    unbound_drafts.append(_ref(raw))
 
         # Counts by type (and reason) only, never ids: an id may be the patient's, another
         # patient's, or free text (a name, a number) a client put there.
@@ -1858,6 +1867,9 @@ class _Builder:
         if self.ignored:
             log.warning("record: ignored %d resources or values: %s", len(self.ignored),
                         _counted(f"{_type_of(ref)} {reason}" for ref, reason in self.ignored))
+        if unbound_drafts:
+            log.warning("record: judged %d draft orders whose subject could not be resolved as the context "
+                        "patient's: %s", len(unbound_drafts), _counted(_type_of(ref) for ref in unbound_drafts))
         return PatientRecord(
             today=today,
             patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
@@ -1884,6 +1896,7 @@ class _Builder:
             surgeries=tuple(by_date(self.surgeries)),
             cancelled_orders=tuple(self.cancelled),
             ignored=tuple(self.ignored),
+            unbound_drafts=tuple(unbound_drafts),
             deceased=deceased,
             care=tuple(by_date(self.care)),
             tests_done=tuple((name, *done) for name, done in sorted(self.tests_done.items())),

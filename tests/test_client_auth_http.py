@@ -164,3 +164,45 @@ def test_a_browser_client_may_read_www_authenticate(secured):
     assert resp.status_code == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
     exposed = [h.strip().lower() for h in resp.headers["Access-Control-Expose-Headers"].split(",")]
     assert "www-authenticate" in exposed and "retry-after" in exposed
+
+
+# --- the Host header, when CDS_PUBLIC_BASE_URL is not set (bind8 L11) ---
+
+BAD_HOSTS = ["a b", 'x"y', "evil.example:99999", "[::1", "ex.example/../admin", "ex.example?x", "\u00e9x.example", ""]
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS)
+def test_an_invalid_host_is_400_on_every_endpoint_that_checks_the_caller(secured, key, host):
+    """Review (bind8 L11): with no CDS_PUBLIC_BASE_URL, werkzeug reads an invalid Host as "":
+    the JWT audience became http:///cds-services/... and the cards linked http:/guidance/...
+    in a 200. Refused with 400 JSON, token or not."""
+    client = secured(CDS_PUBLIC_BASE_URL="")
+    fb = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}
+    for resp in (client.get("/cds-services", headers={"Host": host}),
+                 client.post(PV, json=hook_request(), headers={"Host": host, **auth(token(key, PV))}),
+                 client.post(PV + "/feedback", json=fb, headers={"Host": host})):
+        assert resp.status_code == 400, (host, resp.get_data(as_text=True))
+        assert resp.get_json()["error"] == "invalid_host" and "Host" in resp.get_json()["message"]
+
+
+@pytest.mark.parametrize("host", ["a b", ""])
+def test_an_invalid_host_is_400_without_client_auth_too(make_app, host):
+    resp = make_app().test_client().post(PV, json=hook_request(), headers={"Host": host})
+    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_host"
+
+
+def test_a_valid_host_builds_the_audience_and_the_links(secured, key):
+    """The controls: a valid Host is the audience and the links' base; with CDS_PUBLIC_BASE_URL
+    set the Host is not read, so an invalid one changes nothing."""
+    client = secured(CDS_PUBLIC_BASE_URL="")
+    for host in ("cds.example.org", "cds.example.org:8443", "[::1]:8080"):
+        base = f"http://{host}"
+        tok = jwt.encode({"iss": ISS, "aud": base + PV, "iat": int(time.time()), "exp": int(time.time()) + 300,
+                          "jti": str(uuid.uuid4())}, key[0], algorithm="ES384", headers={"kid": "k1"})
+        resp = client.post(PV, json=hook_request(), headers={"Host": host, **auth(tok)})
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        links = [link["url"] for card in resp.get_json()["cards"] for link in card["links"]]
+        assert links and all(url.startswith(base + "/guidance/") for url in links)
+    resp = secured().post(PV, json=hook_request(), headers={"Host": "a b", **auth(token(key, PV))})
+    assert resp.status_code == 200
+    assert all(link["url"].startswith(BASE + "/guidance/") for c in resp.get_json()["cards"] for link in c["links"])

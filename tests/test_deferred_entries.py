@@ -173,6 +173,22 @@ def test_a_bundle_that_could_name_an_alias_is_parsed_at_once():
     assert _observations_deferred(json.dumps(body).encode())
 
 
+def test_a_bundle_that_could_hold_a_bundle_is_parsed_at_once():
+    """The resource limit counts the entries of a Bundle within an entry (bind8 L4), which an
+    entry kept as text would hide: "Bundle" anywhere, or an escape of one of its letters, keeps
+    the entries parsed."""
+    body = _long_request()
+    assert _observations_deferred(json.dumps(body).encode())
+    entry = body["prefetch"]["observations"]["entry"][5]
+    entry["resource"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": entry["resource"]}]}
+    raw = json.dumps(body).encode()
+    assert not _observations_deferred(raw)
+    for spelled in (b"\\u0042undle", b"Bun\\u0064le", b"B\\u0075ndle"):
+        escaped = raw.replace(b'"Bundle", "type": "collection"', b'"' + spelled + b'", "type": "collection"')
+        assert escaped.count(b"Bundle") == raw.count(b"Bundle") - 1
+        assert not _observations_deferred(escaped)
+
+
 def test_the_context_patient_under_a_urn_full_url_binds_as_before(monkeypatch):
     """A transaction-shaped Bundle names the patient by urn:uuid and its resources
     refer to that: the record keeps them, deferred or not."""

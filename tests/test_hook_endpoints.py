@@ -157,6 +157,46 @@ def test_fhir_authorization_shape_is_checked(client):
     assert_json_error(post(client, "osteoporosis-patient-view", body), 400)
 
 
+@responses.activate
+@pytest.mark.parametrize("token", ["tok\u20acn", "a\r\nX-Injected: 1", "a\u0000b", " ", "abc\n", "a b", "a=b"])
+def test_an_access_token_that_is_no_bearer_token_is_400_naming_it(client, token):
+    """Review (bind8 L10): a token that cannot be an RFC 6750 b64token ("tok\u20acn", a CR LF that
+    would split the Authorization header, a NUL, a space) was sent on, or read as a network
+    failure (a misleading 412). It is a 400 naming the field, the token never quoted, before
+    any request to the FHIR server."""
+    body = hook_request(prefetch={}, token=token)
+    err = assert_json_error(post(client, "osteoporosis-patient-view", body), 400, "invalid_request")
+    assert err["details"] == [err["message"].split("not valid: ", 1)[1]]
+    assert err["message"].startswith("the patient-view request is not valid: fhirAuthorization.access_token: ")
+    assert (token.strip() == "" or token not in err["message"]) and len(responses.calls) == 0
+
+
+@responses.activate
+def test_a_bearer_token_is_sent_as_given(client):
+    """The control: a JWT-shaped token (base64url, dots, '=' padding) passes and is sent."""
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_~+/=="
+    responses.add(responses.GET, f"https://fhir.example.org/r4/Patient/{PATIENT_ID}",
+                  json={"resourceType": "Patient", "id": PATIENT_ID, "gender": "female", "birthDate": "1950-03-04"})
+    body = hook_request(token=token)
+    del body["prefetch"]["patient"]
+    resp = post(client, "osteoporosis-patient-view", body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert [c.request.headers["Authorization"] for c in responses.calls] == [f"Bearer {token}"]
+
+
+@pytest.mark.parametrize("hook", ["patient-view", "order-select", "order-sign"])
+def test_a_token_scoped_to_another_patient_is_400(client, hook):
+    """Review (bind8 L10): fhirAuthorization.patient is the patient the token is scoped to (CDS
+    Hooks cds-r-2); another one than context.patientId would fetch that patient's data."""
+    body = hook_request(hook, token="abc")
+    body["fhirAuthorization"]["patient"] = PATIENT_ID
+    assert post(client, SERVICE_FOR[hook], body).status_code == 200  # the control: the same patient
+    body["fhirAuthorization"]["patient"] = "someone-else"
+    body["hookInstance"] = "0a2d1f7e-0000-4000-8000-00000000000b"
+    err = assert_json_error(post(client, SERVICE_FOR[hook], body), 400, "invalid_request")
+    assert err["details"] == ["fhirAuthorization.patient"] and "another patient" in err["message"]
+
+
 @pytest.mark.parametrize("hook", ["order-select", "order-sign"])
 def test_sandbox_draft_orders_without_type_and_without_medication_are_accepted(client, hook):
     body = hook_request(hook)

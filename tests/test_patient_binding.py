@@ -177,17 +177,100 @@ def test_a_foreign_patient_never_supplies_age_or_sex(client):
     assert record.sex == "female" and record.patient_id == PATIENT_ID
 
 
-def test_a_draft_order_for_another_patient_is_not_judged(client):
-    body = hook_request("order-sign", prefetch=base_prefetch())
+OS = "/cds-services/osteoporosis-order-sign"
+OSEL = "/cds-services/osteoporosis-order-select"
+
+
+def _denosumab_on_alendronate(hook="order-sign", **kw):
+    """An order hook whose draft is denosumab for a patient on alendronate: C-DUP-ANTIRES
+    fires when the draft is judged as the patient's."""
+    body = hook_request(hook, prefetch=base_prefetch(), **kw)
     draft = body["context"]["draftOrders"]["entry"][0]["resource"]
     draft["medicationCodeableConcept"] = {"coding": [{"system": t.RXNORM, "code": "993456"}]}  # denosumab
     body["prefetch"]["medicationRequests"]["entry"].append({"resource": _alendronate("MedicationRequest", PATIENT_ID)})
-    own = client.post("/cds-services/osteoporosis-order-sign", json=body).get_json()["cards"]
-    assert "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in own}
-    draft["subject"] = subject(OTHER)
+    return body, draft
+
+
+def _draft_call(client, body, path=OS):
+    resp = client.post(path, json=body)
+    return resp.status_code, resp.get_json()
+
+
+@pytest.mark.parametrize("ref,fhir_server", [
+    (f"Patient/{OTHER}", FHIR),
+    (f"Patient/{OTHER}/_history/2", FHIR),
+    (f"{FHIR}/Patient/{OTHER}", FHIR),
+    (f"{FHIR}/Patient/{OTHER}", None),                                # no fhirServer: the id alone says so
+    (f"https://other.example.org/r4/Patient/{PATIENT_ID}", FHIR),     # the same id on another server
+    (f"Group/{PATIENT_ID}", FHIR),
+])
+@pytest.mark.parametrize("hook,path", [("order-sign", OS), ("order-select", OSEL)])
+def test_a_draft_order_for_another_patient_is_400(client, ref, fhir_server, hook, path):
+    """Review (bind8 M1): such a draft was skipped, its safety cards gone with a 200. The EHR
+    sent another patient's order in this patient's context: say so."""
+    body, draft = _denosumab_on_alendronate(hook, fhir_server=fhir_server)
+    status, own = _draft_call(client, body, path)
+    assert status == 200 and "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in own["cards"]}
+    draft["subject"] = {"reference": ref}
     body["hookInstance"] = "b0e5a8a4-0000-4000-8000-000000000002"
-    foreign = client.post("/cds-services/osteoporosis-order-sign", json=body).get_json()["cards"]
-    assert "C-DUP-ANTIRES" not in {c["source"]["topic"]["code"] for c in foreign}
+    status, answer = _draft_call(client, body, path)
+    assert status == 400, answer
+    assert answer["error"] == "draft_for_another_patient" and answer["details"] == ["context.draftOrders"]
+    assert "another patient's order" in answer["message"] and OTHER not in answer["message"]
+
+
+def test_a_draft_order_for_another_patient_is_400_even_when_not_selected(client):
+    """order-select: the other drafts are context for the selected ones; one of another patient's
+    among them is the same EHR error."""
+    body, _ = _denosumab_on_alendronate("order-select")
+    body["context"]["draftOrders"]["entry"].append({"resource": {
+        "resourceType": "MedicationRequest", "id": "theirs", "status": "draft", "intent": "order",
+        "subject": subject(OTHER)}})
+    assert _draft_call(client, body, OSEL)[0] == 400
+
+
+def test_patient_view_ignores_draft_orders_in_its_context(client):
+    body = hook_request(prefetch=base_prefetch())
+    control = client.post(PV, json=body).get_json()["cards"]
+    body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": {
+        "resourceType": "MedicationRequest", "id": "x", "status": "draft", "intent": "order",
+        "subject": subject(OTHER)}}]}
+    resp = client.post(PV, json=body)
+    assert resp.status_code == 200
+    assert [c["source"]["topic"]["code"] for c in resp.get_json()["cards"]] == \
+        [c["source"]["topic"]["code"] for c in control]
+
+
+@pytest.mark.parametrize("ref,fhir_server", [
+    ("urn:uuid:4f7b1c3e-0000-4000-8000-000000000001", FHIR),  # not a fullUrl in context.draftOrders
+    (f"{FHIR}/Patient/{PATIENT_ID}", None),                  # the patient's id, but no base to check it by
+    (f"{FHIR}/Patient/{PATIENT_ID}/_history/4", None),
+])
+@pytest.mark.parametrize("hook,path", [("order-sign", OS), ("order-select", OSEL)])
+def test_a_draft_whose_subject_cannot_be_resolved_is_judged_and_counted(client, caplog, ref, fhir_server, hook,
+                                                                       path):
+    """Review (bind8 M1): these drafts were skipped (200, no safety card). A draft is what the
+    clinician is about to sign: it is judged as the context patient's, as one with no subject
+    is, and counted (its type, never an id)."""
+    body, draft = _denosumab_on_alendronate(hook, fhir_server=fhir_server)
+    draft["subject"] = {"reference": ref}
+    with caplog.at_level("WARNING"):
+        status, answer = _draft_call(client, body, path)
+    assert status == 200, answer
+    assert "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in answer["cards"]}
+    line = [r.getMessage() for r in caplog.records if "draft orders whose subject" in r.getMessage()]
+    assert line == ["record: judged 1 draft orders whose subject could not be resolved as the context "
+                    "patient's: MedicationRequest 1"]
+    assert re.search(r'cds_draft_orders_unbound_total\{reason="unresolved-reference"\} [1-9]',
+                     client.get("/metrics").get_data(as_text=True))
+
+
+def test_a_draft_with_no_subject_is_judged_and_not_counted_as_unbound():
+    body, draft = _denosumab_on_alendronate()
+    del draft["subject"]
+    record = build_record(body["prefetch"], drafts=[draft], today=TODAY, patient_id=PATIENT_ID, fhir_server=FHIR)
+    assert [d.reference for d in record.drafts] == ["MedicationRequest/request-123"]
+    assert record.unbound_drafts == () and record.ignored == ()
 
 
 def test_ignored_resources_are_counted_in_metrics(client):
@@ -304,8 +387,7 @@ def test_a_urn_that_is_not_the_patients_alone_in_its_bundle_binds_nothing(client
 
 
 def test_a_draft_orders_urn_subject_resolves_within_draft_orders(client):
-    """context.draftOrders is a Bundle of its own: a draft whose subject is a urn: is judged
-    when that urn is the patient's fullUrl there, not when it is so only in a prefetch Bundle."""
+    """context.draftOrders is a Bundle of its own: a draft's urn: subject resolves there."""
     def denosumab_draft_cards(draft_entries, prefetch_entries):
         body = hook_request("order-sign", prefetch=base_prefetch())
         draft = body["context"]["draftOrders"]["entry"][0]["resource"]
@@ -320,8 +402,13 @@ def test_a_draft_orders_urn_subject_resolves_within_draft_orders(client):
         return {c["source"]["topic"]["code"] for c in resp.get_json()["cards"]}
 
     assert "C-DUP-ANTIRES" in denosumab_draft_cards([_patient_at(URN)], [])
-    assert "C-DUP-ANTIRES" not in denosumab_draft_cards([], [_patient_at(URN)])
-    assert "C-DUP-ANTIRES" not in denosumab_draft_cards([_patient_at(URN), _patient_at(URN, OTHER)], [])
+    # Unresolved in context.draftOrders (the patient only in a prefetch Bundle): still judged as the
+    # patient's (bind8 M1: a draft is what is about to be signed), and counted.
+    assert "C-DUP-ANTIRES" in denosumab_draft_cards([], [_patient_at(URN)])
+    # A urn that is another patient's fullUrl in context.draftOrders: that patient's order, 400.
+    for entries in ([_patient_at(URN, OTHER)], [_patient_at(URN), _patient_at(URN, OTHER)]):
+        with pytest.raises(AssertionError, match="draft_for_another_patient"):
+            denosumab_draft_cards(entries, [])
 
 
 # --- reference forms: Patient/<id> or Patient/<id>/_history/<vid>, nothing else ---

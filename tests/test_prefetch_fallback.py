@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -236,3 +237,90 @@ def test_prefetch_resource_limit(make_app, count, status):
     body["prefetch"]["conditions"] = bundle(*[{"resourceType": "Condition", "id": str(i)} for i in range(count)])
     resp = client.post(PV, json=body)
     assert resp.status_code == status
+
+
+def _observations(count, start=0):
+    return [{"resourceType": "Observation", "id": f"o{i}", "status": "final",
+             "subject": {"reference": f"Patient/{PATIENT_ID}"},
+             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+             "effectiveDateTime": "2024-01-01", "valueQuantity": {"value": 70}} for i in range(start, start + count)]
+
+
+def _nested(resources, depth=1):
+    """A searchset whose one entry is a Bundle holding `resources` (within `depth` Bundles)."""
+    inner = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    for _ in range(depth - 1):
+        inner = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": inner}]}
+    return bundle(inner)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("count,status", [(5, 200), (40, 413)])
+def test_prefetch_resource_limit_counts_bundles_within_bundles(make_app, depth, count, status):
+    """Review (bind8 L4): only top-level entries were counted, and the record reads a Bundle in
+    an entry as one of its own: 60,000 nested Observations passed a limit of 20,000."""
+    client = make_app(CDS_MAX_PREFETCH_RESOURCES="20").test_client()
+    body = hook_request()
+    body["prefetch"]["observations"] = _nested(_observations(count), depth)
+    resp = client.post(PV, json=body)
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    if status == 413:
+        assert resp.get_json()["error"] == "too_much_prefetch_data"
+
+
+@pytest.mark.parametrize("count,status", [(900, 200), (7000, 413)])
+def test_nested_bundles_are_counted_in_a_long_body_too(make_app, count, status):
+    """Over 1 MB, Bundle entries are kept as text until read (fhir.deferred): a nested Bundle
+    there must still be counted, so such a Bundle is parsed at once. 7000 nested Observations
+    (about 1.8 MB, one top-level entry) pass no limit of 5000; the control, 900 of them beside
+    4000 Conditions (1 MB, deferred), does."""
+    client = make_app(CDS_MAX_PREFETCH_RESOURCES="5000").test_client()
+    body = hook_request()
+    body["prefetch"]["observations"] = _nested(_observations(count))
+    body["prefetch"]["conditions"]["entry"] = [{"resource": {"resourceType": "Condition", "id": f"c{i}",
+                                                             "note": [{"text": "x" * 200}]}} for i in range(4000)]
+    body["prefetch"] = body.pop("prefetch")  # the last member: read apart, entries deferred
+    raw = json.dumps(body).encode()
+    assert len(raw) > (1 << 20)
+    resp = client.post(PV, data=raw, content_type="application/json")
+    assert resp.status_code == status, resp.get_data(as_text=True)[:300]
+
+
+# --- null: "no data" for a search, data not had for the read of the context patient (bind8 M2) ---
+
+def _with_null(key):
+    prefetch = hook_request()["prefetch"]
+    prefetch[key] = None
+    return prefetch
+
+
+@pytest.mark.parametrize("hook", ["patient-view", "order-sign"])
+def test_patient_sent_as_null_without_fhir_server_is_412_naming_it(client, hook):
+    """Review (bind8 M2): `"patient": null` answered 200 with no cards (no age, no sex: every
+    rule quiet). The context patient always exists, so null is data not had: 412, as left out."""
+    resp = client.post(f"/cds-services/osteoporosis-{hook}",
+                       json=hook_request(hook, prefetch=_with_null("patient"), fhir_server=None))
+    assert resp.status_code == 412, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert body["details"]["missing"] == ["patient"] and "null" in body["details"]["failed"]["patient"]
+
+
+@responses.activate
+def test_patient_sent_as_null_is_fetched_from_fhir_server(client):
+    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=patient())
+    resp = client.post(PV, json=hook_request(prefetch=_with_null("patient"), token="secret-token"))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert [c.request.url for c in responses.calls] == [f"{FHIR}/Patient/{PATIENT_ID}"]
+    sent = client.post(PV, json=hook_request()).get_json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in resp.get_json()["cards"]] == \
+        [c["source"]["topic"]["code"] for c in sent] != []
+
+
+@responses.activate
+@pytest.mark.parametrize("key", sorted(k for k in PREFETCH if k != "patient"))
+def test_a_search_sent_as_null_is_no_data_and_not_fetched(client, key):
+    """The control: for a search, null is CDS Hooks' "nothing found" (as an empty Bundle), not
+    "not prefetched": nothing is fetched, whether or not the rules need the key."""
+    resp = client.post(PV, json=hook_request(prefetch=_with_null(key), token="secret-token"))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert len(responses.calls) == 0

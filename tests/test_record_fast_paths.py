@@ -549,7 +549,8 @@ def test_urn_references_bind_within_their_own_bundle_as_in_three_walks(monkeypat
         "Observation/a2": "unresolved-reference", "Observation/a3": "unresolved-reference",
         "Observation/n1": "unresolved-reference", "Observation/a5": "unresolved-reference",
         "Observation/b1": "unresolved-reference", "Patient/p2": "foreign-patient",
-        "Observation/b2": "unresolved-reference", "Observation/c1": "unresolved-reference"}
+        # a urn that is another Patient's fullUrl (alone, or beside the patient's) names them
+        "Observation/b2": "foreign-patient", "Observation/c1": "foreign-patient"}
 
 
 def test_aliases_are_looked_for_only_for_a_urn_reference(monkeypatch):

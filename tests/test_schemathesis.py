@@ -75,4 +75,15 @@ def test_api_conforms(case):
         # One rule the schema cannot state: the prefetched Patient is the
         # patient in context (a mismatch is refused with 400, tested elsewhere).
         body["context"]["patientId"] = patient["id"]
+    context = body.get("context") if isinstance(body.get("context"), dict) else {}
+    auth = body.get("fhirAuthorization")
+    if isinstance(auth, dict) and "patient" in auth and "patientId" in context:
+        # Likewise the patient the token is scoped to (fhirAuthorization.patient) ...
+        auth["patient"] = context["patientId"]
+    drafts = context.get("draftOrders") if isinstance(context.get("draftOrders"), dict) else {}
+    for entry in drafts.get("entry") if isinstance(drafts.get("entry"), list) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+            # ... and a draft order's subject (a draft naming another patient is a 400).
+            entry["resource"].pop("subject", None)
+            entry["resource"].pop("patient", None)
     case.call_and_validate()

@@ -13,13 +13,19 @@ search) it came from:
   either, and a `urn:` that is the `fullUrl` of the context Patient in the
   Bundle the resource is in (FHIR resolves `urn:` references within their
   Bundle) and of nothing else there;
-- an absolute reference when the call names no `fhirServer` is not bound:
-  there is no base to hold it to, and the same id on another server is
-  another patient (prefetch references are relative, `Patient/{id}`);
+- an absolute reference to `Patient/{patientId}` when the call names no
+  `fhirServer` is not bound (unresolved): there is no base to hold it to, and
+  the same id on another server is another patient (prefetch references are
+  relative, `Patient/{id}`); one to another id is another patient's, as is a
+  `urn:` that is the `fullUrl` of another Patient in its Bundle;
 - a resource whose `focus` (Observation) names anyone or anything but the
   context patient is about that, not the patient: ignored;
 - a resource of a type the record reads but with no subject, or with a
   reference that cannot be resolved to the context patient, is ignored.
+
+Draft orders are the exception (record.finish, hooks.check_draft_subjects):
+one naming another patient (foreign-patient) makes the call a 400, one with no
+subject or an unresolved one is judged as the context patient's.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ class PatientBinding:
         # (most charts have none: no search for them).
         self.bundle: Any = None
         self._aliases_of: tuple[Any, frozenset[str]] = (None, frozenset())
+        self._others_of: tuple[Any, frozenset[str]] = (None, frozenset())
         try:
             self.server_base = _base(fhir_server) if isinstance(fhir_server, str) and fhir_server else None
         except ValueError:  # a malformed fhirServer is refused by the web layer; here it simply binds nothing absolute
@@ -94,6 +101,18 @@ class PatientBinding:
         if bundle is not self.bundle:
             found = frozenset(patient_aliases(bundle_entries(self.bundle), self.patient_id))
             self._aliases_of = (self.bundle, found)
+        return found
+
+    @property
+    def other_patients(self) -> frozenset[str]:
+        """The `urn:` fullUrls of another Patient in the Bundle being read (looked for only
+        when a `urn:` reference is no alias of the context Patient)."""
+        bundle, found = self._others_of
+        if bundle is not self.bundle:
+            found = frozenset(url for url, res in bundle_entries(self.bundle)
+                              if isinstance(url, str) and url.startswith("urn:") and isinstance(res, dict)
+                              and res.get("resourceType") == "Patient" and res.get("id") != self.patient_id)
+            self._others_of = (self.bundle, found)
         return found
 
     def reason_to_ignore(self, resource: Mapping[str, Any]) -> str | None:
@@ -130,10 +149,10 @@ class PatientBinding:
         if target.startswith(self._history):
             return None if _is_version(target[len(self._history):]) else FOREIGN_PATIENT
         if target.startswith("urn:"):
-            return None if target in self.aliases else UNRESOLVED_REFERENCE
+            if target in self.aliases:
+                return None
+            return FOREIGN_PATIENT if target in self.other_patients else UNRESOLVED_REFERENCE
         if target[:8].lower().startswith(("http://", "https://")):
-            if self.server_base is None:
-                return UNRESOLVED_REFERENCE  # no fhirServer: no base to hold an absolute reference to
             try:
                 parts = urlsplit(target)
             except ValueError:
@@ -150,6 +169,8 @@ class PatientBinding:
                 cut = len(path) - len(marker)
             else:
                 return FOREIGN_PATIENT
+            if self.server_base is None:
+                return UNRESOLVED_REFERENCE  # no fhirServer: no base to hold it to
             base = f"{parts.scheme.lower()}://{parts.netloc.lower()}{path[:cut].rstrip('/')}"
             if base != self.server_base:
                 return FOREIGN_PATIENT  # the same id on another server is another patient

@@ -2,7 +2,9 @@
 
 CDS Hooks semantics: a key the client sent as null (or as an empty Bundle)
 means "there is no such data"; a key left out means "not prefetched", and the
-service must fetch it from fhirServer itself. The public sandbox leaves out
+service must fetch it from fhirServer itself. A read (`patient`:
+Patient/{{context.patientId}}) sent as null is taken as left out: the patient
+in context always exists, so null there is data the client did not get. The public sandbox leaves out
 every key whose query failed, and sends nothing about the user we do not ask
 for, so only keys the rules truly need can lead to 412. Other clients send an
 OperationOutcome, or a Bundle that says its search failed: fetched too, never
@@ -94,12 +96,28 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
 
 
 def count_resources(value: Any) -> int:
+    """The resources the record reads in one prefetch value: 1 for a resource, a Bundle's
+    entries, and the entries of a Bundle within an entry too, however deep (the record
+    reads it as a Bundle of its own; no search of ours can answer with one, but counting
+    only the top level let 60,000 nested resources pass a limit of 20,000). An entry kept
+    as text (fhir.deferred) counts as one: a Bundle that could hold a Bundle is never kept
+    so."""
     if not isinstance(value, dict):
         return 0
-    if value.get("resourceType") == "Bundle":
-        entries = value.get("entry")
-        return len(entries) if isinstance(entries, list) else 0
-    return 1
+    if value.get("resourceType") != "Bundle":
+        return 1
+    total, bundles = 0, [value]
+    while bundles:  # a loop, not recursion: a Bundle may nest past Python's limit
+        entries = bundles.pop().get("entry")
+        if not isinstance(entries, list):
+            continue
+        total += len(entries)
+        for entry in entries:
+            if type(entry) is dict:
+                resource = entry.get("resource")
+                if type(resource) is dict and resource.get("resourceType") == "Bundle":
+                    bundles.append(resource)
+    return total
 
 
 def _check_sent_value(key: str, value: Any, context: Mapping[str, Any]) -> Any:
@@ -150,7 +168,13 @@ def resolve_prefetch(
     for key in templates:
         if key in sent:
             value = _check_sent_value(key, sent[key], context)
-            if value is ...:
+            if value is None and "?" not in templates[key]:
+                # null is "no data" for a search (CDS Hooks), but a read of the context
+                # patient always finds them: null there is data not had, as a key left out.
+                sent_failed[key] = FhirError("sent_null", "the CDS client sent null for a read "
+                                                          "(Patient/{patientId} always exists)")
+                value = ...
+            if value is ... and key not in sent_failed:
                 sent_failed[key] = FhirError("search_failed", "the CDS client sent an OperationOutcome "
                                                               "(its query failed)")
             elif "?" in templates[key] and isinstance(value, dict) \

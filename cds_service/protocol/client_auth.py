@@ -39,6 +39,7 @@ def make_authenticator(settings: Settings, store: Store, http: requests.Session,
     )
 
     def authenticate(request: Any, path: str):
+        check_host(settings, request)
         header = request.headers.get("Authorization")
         if not settings.auth_required and not header:
             return None
@@ -64,3 +65,16 @@ def make_authenticator(settings: Settings, store: Store, http: requests.Session,
         return context
 
     return authenticate
+
+
+def check_host(settings: Settings, request: Any) -> None:
+    """400 when the request's root URL would be built from a Host header werkzeug found
+    invalid (it then reads the host as "": a card link `http:/guidance/...`, a JWT
+    audience `http:///cds-services/...`). With CDS_PUBLIC_BASE_URL set the Host is not used.
+    Runs first on every CDS endpoint that checks the caller (discovery unless open,
+    hooks, feedback), whether or not a token is required."""
+    if (settings.public_base_url or "").strip() or request.host:
+        return
+    raise ApiError(400, "the Host header is missing or is not a valid host[:port], and CDS_PUBLIC_BASE_URL "
+                        "is not set: the JWT audience and the cards' guidance links are built from it",
+                   code="invalid_host", details=["Host"])

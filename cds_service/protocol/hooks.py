@@ -24,6 +24,7 @@ from flask import Blueprint, g, jsonify, request
 from cds_service import metrics
 from cds_service.card_policy import CardPolicy
 from cds_service.fhir.allowlist import malformed
+from cds_service.fhir.patient_binding import FOREIGN_PATIENT, PatientBinding
 from cds_service.fhir.prefetch import PrefetchError, PrefetchInvalid, TooMuchData, resolve_prefetch
 from cds_service.protocol import schemas
 from cds_service.patient_key import patient_key
@@ -32,6 +33,7 @@ from cds_service.protocol.guidance import guidance_links
 from cds_service.protocol.requests_json import read_json_object
 from cds_service.protocol.responses import finish_cards, rule_id
 from cds_service.protocol.runtime import Runtime, runtime
+from cds_service.record import drafts_from_context
 from cds_service.services import CdsService, HookCall
 from cds_service.store import IssuedCard, Lease, client_ref
 
@@ -79,11 +81,44 @@ def validate_hook_request(service: CdsService, body: dict, rt: Runtime | None = 
     if problems:
         raise ApiError(400, f"the {service.hook} request is not valid: {problems[0]}",
                        code="invalid_request", details=problems[:20])
+    token_patient = (body.get("fhirAuthorization") or {}).get("patient")
+    if token_patient is not None and token_patient != body["context"]["patientId"]:
+        # The token is scoped to that patient (CDS Hooks cds-r-2): what it fetches is theirs.
+        raise ApiError(400, "fhirAuthorization.patient is not context.patientId: the access token is "
+                            "scoped to another patient than the one in context", code="invalid_request",
+                       details=["fhirAuthorization.patient"])
     drafts = ((body.get("context") or {}).get("draftOrders") or {}).get("entry") or []
     limit = (rt or runtime()).settings.max_draft_orders
     if len(drafts) > limit:
         raise ApiError(413, f"context.draftOrders has {len(drafts)} entries; the limit is {limit}",
                        code="too_many_draft_orders")
+    if service.hook != "patient-view":  # patient-view judges no drafts
+        check_draft_subjects(body)
+
+
+def check_draft_subjects(body: dict) -> None:
+    """400 when a draft order names another patient than context.patientId: the EHR sent
+    another patient's order in this patient's context. Skipping it would drop its safety
+    cards without a word; judging it against this patient's record would check the wrong
+    chart. A draft with no subject, or one that cannot be resolved (a urn: not in
+    context.draftOrders, an absolute URL when no fhirServer is given), is judged as this
+    patient's (record.finish counts it)."""
+    context = body.get("context") or {}
+    if not context.get("draftOrders"):
+        return
+    binding = PatientBinding(context["patientId"], fhir_server=body.get("fhirServer"))
+    binding.bundle = context["draftOrders"]  # a draft's urn: subject resolves there
+    for draft in drafts_from_context(context):
+        # A Patient among the drafts is no order (its own id is checked where a subject names it).
+        if (isinstance(draft, dict) and draft.get("resourceType") != "Patient"
+                and binding.reason_to_ignore(draft) == FOREIGN_PATIENT):
+            rtype, rid = draft.get("resourceType"), draft.get("id")
+            name = f"{rtype}/{rid}" if isinstance(rtype, str) and isinstance(rid, str) else str(rtype)
+            raise ApiError(400, f"context.draftOrders: the draft order {name[:140]} names someone other than "
+                                "context.patientId as its subject (another patient, a group, or the patient "
+                                "on another FHIR server than fhirServer): the EHR sent another patient's "
+                                "order in this patient's context", code="draft_for_another_patient",
+                           details=["context.draftOrders"])
 
 
 def _patient_namespace(body: dict[str, Any]) -> str | None:

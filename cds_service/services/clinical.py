@@ -36,5 +36,7 @@ def evaluate(call: HookCall) -> Outcome:
                           draft_orders=call.context.get("draftOrders") if drafts else None)
     for reason, count in record.ignored_counts.items():
         metrics.RECORD_IGNORED.labels(reason).inc(count)
+    if record.unbound_drafts:
+        metrics.DRAFTS_UNBOUND.labels("unresolved-reference").inc(len(record.unbound_drafts))
     return engine.decide(call.hook, record, call.today, settings, patient_id=call.context.get("patientId"),
                          policy=call.policy)
