@@ -268,6 +268,21 @@ def test_prefetch_resource_limit_counts_bundles_within_bundles(make_app, depth, 
         assert resp.get_json()["error"] == "too_much_prefetch_data"
 
 
+@pytest.mark.parametrize("first", [{"resource": {"resourceType": "Observation", "id": "top"}},  # the C check
+                                   {"fullUrl": "urn:uuid:no-resource"}, "not an entry"])    # the walk
+def test_a_nested_bundle_after_other_entries_is_counted(make_app, first):
+    """The nested Bundle is the last entry, after an ordinary one (found without a Python walk)
+    or an odd one (walked): counted either way; 15 beside it are the control."""
+    client = make_app(CDS_MAX_PREFETCH_RESOURCES="20").test_client()
+    for count, status in ((15, 200), (40, 413)):
+        body = hook_request()
+        nested = _nested(_observations(count))
+        nested["entry"].insert(0, first)
+        body["prefetch"]["observations"] = nested
+        resp = client.post(PV, json=body)
+        assert resp.status_code == status, (first, count, resp.get_data(as_text=True)[:300])
+
+
 @pytest.mark.parametrize("count,status", [(900, 200), (7000, 413)])
 def test_nested_bundles_are_counted_in_a_long_body_too(make_app, count, status):
     """Over 1 MB, Bundle entries are kept as text until read (fhir.deferred): a nested Bundle

