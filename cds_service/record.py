@@ -2511,7 +2511,12 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     # zoledronic acid, romosozumab, monthly ibandronate) is one dose given on its date: EHRs
     # close each single-dose order as completed (second-pass 3).
     given = last_dose if doses else (last_completed if interval > 7 else None)
-    if given and (today - given).days <= interval and interval > 1:
+    # A monthly romosozumab course given in clinic is still under way when the next dose falls
+    # due (review 10: it stopped counting on day 31, exactly then): current until that dose is
+    # overdue, while the 12-dose course is unfinished (Agent.course_doses / overdue_grace_days).
+    spec = t.AGENTS[agent]
+    cover = interval + (spec.overdue_grace_days if doses and len(doses) < spec.course_doses else 0)
+    if given and (today - given).days <= cover and interval > 1:
         active = True
     return AgentExposure(
         agent=agent, drug_class=t.AGENTS[agent].drug_class, active=active, status=latest.status,  # type: ignore[union-attr]

@@ -285,6 +285,10 @@ class Agent:
     dosing_interval_days: int = 1   # one dose covers this many days (for "current" and exposure)
     label_setid: str = ""           # DailyMed SPL set id of the label the cards cite (second-pass 9)
     label_brand: str = ""           # the label's brand name, for card text
+    # A course of `course_doses` clinic-given doses (0: none) stays current after the interval,
+    # until the next dose is overdue by `overdue_grace_days`, while fewer doses than that are given.
+    course_doses: int = 0
+    overdue_grace_days: int = 0
 
     @property
     def value_set(self) -> str:
@@ -329,7 +333,10 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     # Tymlos SPL set id not found in the public sources seen: cards link the DailyMed search for it.
     Agent("abaloparatide", PTH_ANALOG, 1, "", "Tymlos"),
     # Evenity SPL set id, V? (fda.report DailyMed mirror of the Amgen label)
-    Agent("romosozumab", ROMOSOZUMAB, 30, "471baba2-7154-4488-9891-0db2f46791e7", "Evenity"),
+    # Evenity: 12 monthly doses; the 4-week grace before a dose counts as overdue is the one the
+    # project uses for denosumab (SAFE-13, settings.dmab_grace_weeks default; review 10 H1).
+    Agent("romosozumab", ROMOSOZUMAB, 30, "471baba2-7154-4488-9891-0db2f46791e7", "Evenity",
+          course_doses=12, overdue_grace_days=28),
     Agent("estrogen", ESTROGEN),
     Agent("calcium", CALCIUM),
     Agent("vitamin_d", VITAMIN_D),

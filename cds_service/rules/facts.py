@@ -433,6 +433,15 @@ def current_osteoporosis_therapy(record: PatientRecord) -> list[AgentExposure]:
 
 
 @per_call
+def therapy_under_way(record: PatientRecord, settings: ClinicalSettings) -> list[AgentExposure]:
+    """current_osteoporosis_therapy plus a denosumab course whose dose is due or overdue
+    (on_board): the drug decision is C-DMAB-DUE / C-DMAB-OVERDUE's, as the engine leaves it to
+    them over the drug-start cards (review 10: C-GIOP offered alendronate beside them)."""
+    out = current_osteoporosis_therapy(record)
+    return out + [e for e in on_board(record, settings, {t.DENOSUMAB}) if e not in out]
+
+
+@per_call
 def bone_active_therapy(record: PatientRecord) -> list[AgentExposure]:
     """TX-0 as second-pass 4 widens it: osteoporosis drugs plus systemic estrogen (raloxifene
     and bazedoxifene are SERMs, already osteoporosis drugs). No drug-start card beside them."""
@@ -1025,7 +1034,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",

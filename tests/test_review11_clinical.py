@@ -1,0 +1,67 @@
+"""The eleventh clinical review (review 10's findings, fixed): each with a chart that makes the
+fixed rule fire and a quiet control. Charts are built with tests.test_rules_second_pass's helpers
+and judged by the engine as the app runs it (engine.evaluate, strict); dates count back from TODAY."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_review8_clinical import _drug_orders
+from tests.test_review10_clinical import _alendronate, _giop
+from tests.test_rules_second_pass import DMAB, ROMO, cards, cond, given, record
+
+START_CARDS = {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"}
+
+
+# ---------------------------------------------------------------------------
+# HIGH 1. A romosozumab course recorded only as clinic administrations is under way until the
+# next monthly dose is overdue (interval + the project's 4-week grace, SAFE-13's), while the
+# 12-dose course (Evenity label) is unfinished. It stopped counting on day 31, exactly when the
+# next dose falls due: C-SAFE-ROMO-CV (SAFE-8, second-pass 2: "If a patient experiences a
+# myocardial infarction or stroke during therapy, EVENITY should be discontinued") fell silent.
+# ---------------------------------------------------------------------------
+
+def test_an_mi_during_a_romosozumab_course_given_in_clinic_fires_when_the_next_dose_is_due():
+    got = cards(record(cond("I21.4", 50), given(ROMO, 95), given(ROMO, 65), given(ROMO, 33)))
+    assert "occurred during the romosozumab course" in got["C-SAFE-ROMO-CV"]["detail"]
+    assert not START_CARDS & set(got)
+
+
+def test_romosozumab_started_within_a_year_after_an_mi_fires_a_month_after_the_first_dose():
+    got = cards(record(cond("I21.4", 90), given(ROMO, 35)))
+    assert "started within 12 months after a myocardial infarction" in got["C-SAFE-ROMO-CV"]["detail"]
+
+
+def test_a_course_mid_way_is_no_time_to_start_alendronate():
+    got = cards(record(given(ROMO, 95), given(ROMO, 65), given(ROMO, 33)))
+    assert not START_CARDS & set(got)
+
+
+@pytest.mark.parametrize("doses", [
+    (95, 60),                                   # last dose 60 days ago: the next one overdue
+    tuple(33 + 30 * i for i in range(12)),      # the 12-dose course finished 33 days ago
+])
+def test_a_lapsed_or_finished_romosozumab_course_is_not_current(doses):
+    """Quiet control: no C-SAFE-ROMO-CV once the next dose is overdue or the course is done."""
+    got = cards(record(cond("I21.4", 50 if len(doses) < 12 else 20), *[given(ROMO, d) for d in doses]))
+    assert "C-SAFE-ROMO-CV" not in got
+
+
+# ---------------------------------------------------------------------------
+# HIGH 2. C-GIOP offered alendronate beside C-DMAB-DUE / C-DMAB-OVERDUE when denosumab is on
+# record only as administrations: a denosumab course whose dose is due or overdue is on board
+# (facts.on_board, as for the drug-start cards and C-LAB-BASELINE; second-pass 4, SAFE-13).
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("days, course_card", [(200, "C-DMAB-DUE"), (250, "C-DMAB-OVERDUE"),
+                                               (400, "C-DMAB-OVERDUE"), (800, "C-DMAB-OVERDUE")])
+def test_giop_offers_no_alendronate_beside_a_denosumab_dose_due(days, course_card):
+    got = cards(_giop(given(DMAB, days)))
+    card = got["C-GIOP"]
+    assert course_card in got and not _alendronate(card)
+    assert "A bone drug is on board" in card["detail"] and "offered below" not in card["detail"]
+
+
+def test_giop_still_offers_alendronate_with_no_denosumab_on_record():
+    """Quiet control: with no denosumab the same chart offers alendronate (review 10 M6)."""
+    assert _alendronate(cards(_giop())["C-GIOP"])
