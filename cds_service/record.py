@@ -536,6 +536,7 @@ class ConditionHit:
     active: bool
     code: str
     ref: str
+    recorded_only: bool = False  # dated by its recordedDate alone: no onset on record
 
 
 @_quick_init
@@ -1624,8 +1625,8 @@ class _Builder:
             return
         clinical = t.codes_in(res.get("clinicalStatus"), t.CONDITION_CLINICAL)
         active = not clinical or not ACTIVE_CLINICAL.isdisjoint(clinical)
-        when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
-                           res.get("recordedDate"))
+        onset = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")))
+        when = onset or parse_date(res.get("recordedDate"))
         ref = self.ref
         if not self._date_ok(when, ref):
             return
@@ -1649,7 +1650,7 @@ class _Builder:
                 self._add_fracture(frac, when, ref)
         # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
         # the visit, not the event: the condition is on record, its date unknown.
-        self._add_groups(groups, None if follow_up else when, active, ref)
+        self._add_groups(groups, None if follow_up else when, active, ref, recorded_only=onset is None)
 
     def _visit_day(self, res: Mapping[str, Any], when: dt.date | None) -> dt.date | None:
         """The day a later-encounter fracture code was coded: the later of its onset and its
@@ -1663,10 +1664,11 @@ class _Builder:
         day = max((d for d in (when, recorded) if d), default=None)
         return min(day, self.today) if day else None
 
-    def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str) -> None:
+    def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str,
+                    recorded_only: bool = False) -> None:
         """ConditionHits of a code's (group, shown code) pairs (_condition_groups)."""
         for group, shown in groups:
-            self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref))
+            self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref, recorded_only))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.test_review8_clinical import _drug_orders
 from tests.test_review10_clinical import _alendronate, _giop
-from tests.test_rules_second_pass import DMAB, ROMO, cards, cond, given, record
+from tests.test_rules_second_pass import DMAB, ROMO, ago, cards, cond, draft, given, obs, record
 
 START_CARDS = {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"}
 
@@ -65,3 +65,42 @@ def test_giop_offers_no_alendronate_beside_a_denosumab_dose_due(days, course_car
 def test_giop_still_offers_alendronate_with_no_denosumab_on_record():
     """Quiet control: with no denosumab the same chart offers alendronate (review 10 M6)."""
     assert _alendronate(cards(_giop())["C-GIOP"])
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM 4. An old / history-of MI code (ICD-10-CM I25.2, SNOMED CT 1755008, 399211009, 32574007)
+# with no onset is dated only by its recordedDate, the day of a problem-list entry: the card no
+# longer asserts "after a recent myocardial infarction"; it says the MI's date is not on record
+# and asks to confirm it was over 12 months ago. Still critical (Evenity boxed warning: not to be
+# started within a year of an MI; I25.2 is coded from 4 weeks after one), and C-TX-ANABOLIC still
+# withholds its one-click romosozumab, with the same words.
+# ---------------------------------------------------------------------------
+
+def _old_mi(code, days=30, onset=False):
+    system = "http://hl7.org/fhir/sid/icd-10-cm" if code.startswith("I") else "http://snomed.info/sct"
+    c = cond(code, days, system=system)
+    if not onset:
+        del c["onsetDateTime"]
+        c["recordedDate"] = ago(days)
+    return c
+
+
+@pytest.mark.parametrize("code", ["I25.2", "399211009", "1755008", "32574007"])
+def test_an_old_mi_dated_only_by_its_recorded_date_asks_for_the_mi_date(code):
+    card = cards(record(_old_mi(code), drafts=[draft(ROMO)]), "order-sign")["C-SAFE-ROMO-CV"]
+    assert card["indicator"] == "critical"
+    assert "unknown date: confirm it was over 12 months ago" in card["summary"]
+    assert f"({code}): the date of the MI is not on record (recorded on {ago(30)})" in card["detail"]
+    assert "after a recent myocardial infarction" not in card["detail"]
+    anabolic = cards(record(_old_mi(code), obs("38267-1", 60, -3.5), cond("M80.08XA", 60)))["C-TX-ANABOLIC"]
+    assert "Romosozumab not suggested: myocardial infarction" in anabolic["detail"]
+    assert "without its date" in anabolic["detail"]
+    assert not any("romosozumab" in a["description"].lower() for a in _drug_orders(anabolic))
+
+
+def test_an_mi_with_its_onset_keeps_the_recent_mi_wording():
+    """Control: the same codes with an onset, and an acute MI, read as a recent MI as before."""
+    for c in (_old_mi("I25.2", onset=True), cond("I21.4", 30)):
+        card = cards(record(c, drafts=[draft(ROMO)]), "order-sign")["C-SAFE-ROMO-CV"]
+        assert card["summary"] == "Romosozumab and a myocardial infarction or stroke in the past 12 months: do not give it"
+        assert "after a recent myocardial infarction or stroke: do not start it" in card["detail"]

@@ -268,6 +268,13 @@ ANTICOAGULANT, CORTICOSTEROID, PPI = "anticoagulant", "corticosteroid", "ppi"
 SMOKING_CESSATION = "smoking_cessation"  # cessation therapy on the medication list (C-LIFESTYLE: smoking addressed)
 ESTROGEN = "estrogen"  # menopausal hormone therapy: bone-active (second-pass 4), not an osteoporosis drug
 
+# Old / history-of MI codes (all in condition-mi): ICD-10-CM I25.2 "Old myocardial infarction" (coded
+# once the MI is over 4 weeks old, I21 being for the first 4 weeks), SNOMED CT 1755008 "Old
+# myocardial infarction", 399211009 "History of myocardial infarction", 32574007 "Past myocardial
+# infarction". With no onset their recordedDate is the day of a problem-list entry, not of the
+# MI (review 10 M4): C-SAFE-ROMO-CV then asks for the date instead of asserting a recent MI.
+OLD_MI_CODES = frozenset({"I25.2", "I252", "1755008", "399211009", "32574007"})
+
 ANTIRESORPTIVE_CLASSES = frozenset({ORAL_BP, IV_BP, DENOSUMAB, SERM})
 BISPHOSPHONATE_CLASSES = frozenset({ORAL_BP, IV_BP})
 ANABOLIC_CLASSES = frozenset({PTH_ANALOG, ROMOSOZUMAB})

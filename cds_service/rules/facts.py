@@ -56,6 +56,12 @@ def condition_fact(hit: ConditionHit, label: str) -> str:
     return f"{label} ({hit.code or 'coded'}) on {_date(hit.date)}"
 
 
+def mi_date_unknown(hit: ConditionHit) -> bool:
+    """An old / history-of MI code dated only by its recordedDate: the MI's own date is not on
+    record (t.OLD_MI_CODES; review 10 M4, a problem-list entry read as a recent MI)."""
+    return hit.recorded_only and hit.code in t.OLD_MI_CODES
+
+
 # ---------------------------------------------------------------------------
 # Draft orders (order hooks)
 # ---------------------------------------------------------------------------
@@ -946,11 +952,15 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     else:
         options += ["teriparatide", "abaloparatide"]
     romo = romosozumab_course(record)
-    cv = [h for g in ("mi", "stroke") for h in record.condition_hits(g, active_only=False,
-                                                                    within_months_=settings.mi_stroke_window_months)]
+    cv = sorted((h for g in ("mi", "stroke") for h in record.condition_hits(
+        g, active_only=False, within_months_=settings.mi_stroke_window_months)), key=mi_date_unknown)
     low_ca = low_calcium(record, settings)
     if not record.female:
         excluded.append("Romosozumab not suggested: approved only for postmenopausal women")
+    elif cv and mi_date_unknown(cv[0]):
+        excluded.append(f"Romosozumab not suggested: myocardial infarction ({cv[0].code}) on record without its "
+                        f"date (recorded on {cv[0].date}): confirm it was more than "
+                        f"{settings.mi_stroke_window_months} months ago (boxed warning)")
     elif cv:
         kind = "Myocardial infarction" if cv[0].group == "mi" else "Stroke"
         excluded.append(f"Romosozumab not suggested: {kind} ({cv[0].code or 'coded'}) on {cv[0].date} "
@@ -1034,7 +1044,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",
