@@ -2427,7 +2427,8 @@ def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | Non
         if mg is None or per_day is None:
             return None
         total += mg * per_day
-    return round(total * factor[1], 2) if total else None
+    daily = round(total * factor[1], 2)
+    return daily if total and plausibility.value_ok("glucocorticoid_mg_day", daily) else None
 
 
 def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[dt.date, dt.date]]:

@@ -104,3 +104,27 @@ def test_an_mi_with_its_onset_keeps_the_recent_mi_wording():
         card = cards(record(c, drafts=[draft(ROMO)]), "order-sign")["C-SAFE-ROMO-CV"]
         assert card["summary"] == "Romosozumab and a myocardial infarction or stroke in the past 12 months: do not give it"
         assert "after a recent myocardial infarction or stroke: do not start it" in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# LOW 9. A glucocorticoid dose beyond any usual regimen (above 1250 mg prednisone-equivalent a
+# day, pulse methylprednisolone 1 g/day; plausibility.RANGES) is a unit or entry error: "a dose
+# not readable from the order" (brief 1: unknown is never a value), not "10000 mg/day" (ACR22).
+# ---------------------------------------------------------------------------
+
+def _steroid(text, value, unit):
+    from tests.test_rules_second_pass import med
+    dosage = [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+               "doseAndRate": [{"doseQuantity": {"value": value, "unit": unit}}]}]
+    return med({"text": text}, 200, rid="gc", dosageInstruction=dosage)
+
+
+@pytest.mark.parametrize("text, value, unit, shown", [
+    ("prednisone", 10, "g", "glucocorticoid a dose not readable from the order"),
+    ("prednisone", 2000, "mg", "glucocorticoid a dose not readable from the order"),
+    ("prednisone", 10, "mg", "glucocorticoid 10 mg/day"),                 # control
+    ("methylprednisolone", 1000, "mg", "glucocorticoid 1250 mg/day"),     # control: pulse dose, at the bound
+])
+def test_an_implausible_glucocorticoid_dose_is_not_read(text, value, unit, shown):
+    card = cards(record(_steroid(text, value, unit), t_score=False))["C-GIOP"]
+    assert shown in card["summary"]
