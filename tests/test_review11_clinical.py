@@ -128,3 +128,24 @@ def _steroid(text, value, unit):
 def test_an_implausible_glucocorticoid_dose_is_not_read(text, value, unit, shown):
     card = cards(record(_steroid(text, value, unit), t_score=False))["C-GIOP"]
     assert shown in card["summary"]
+
+
+# ---------------------------------------------------------------------------
+# LOW 6. A coded hypercalcemia is outdated by a newer normal measured calcium (brief SEC-1 /
+# MON-7: the measured calcium is the reading; review 10 "high calcium" work-up): no
+# C-SECONDARY-EVAL and no "high calcium" on C-TX-BP. The code newer than the calcium still counts.
+# ---------------------------------------------------------------------------
+
+def _coded_high(code_days, calcium_days):
+    return record(obs("38267-1", 60, -2.8), cond("E83.52", code_days),
+                  obs("17861-6", calcium_days, 9.5, "mg/dL"), obs("98979-8", 20, 70), t_score=False)
+
+
+def test_a_newer_normal_calcium_outdates_a_coded_hypercalcemia():
+    got = cards(_coded_high(700, 20))
+    assert "C-SECONDARY-EVAL" not in got and "high calcium" not in got["C-TX-BP"]["detail"].lower()
+
+
+def test_a_coded_hypercalcemia_newer_than_the_calcium_still_asks_for_its_cause():
+    """Control: the code after the normal calcium is the newer word."""
+    assert "Hypercalcemia (E83.52)" in cards(_coded_high(10, 20))["C-SECONDARY-EVAL"]["detail"]

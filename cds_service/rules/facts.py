@@ -284,6 +284,17 @@ def calcium(record: PatientRecord, months: float) -> Lab | None:
     return measured
 
 
+def coded_hypercalcemia(record: PatientRecord, settings: ClinicalSettings) -> list[ConditionHit]:
+    """Active coded hypercalcemia not outdated by a newer measured calcium within
+    lab_max_age_months (review 10: E83.52 coded 700 days ago outweighed a normal calcium of
+    20 days ago). A newer value that is itself high is high_calcium's; an undated code stands."""
+    hits = record.condition_hits("hypercalcemia")
+    ca = calcium(record, settings.lab_max_age_months) if hits else None
+    if ca is None or ca.date is None:
+        return hits
+    return [h for h in hits if h.date is None or h.date >= ca.date]
+
+
 @per_call
 def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) -> str | None:
     """Why no one-click vitamin D (or calcium) order may be offered, as a fact, or None. Dialysis or CKD 4-5: the form and dose of vitamin D belong to nephrology
@@ -296,7 +307,7 @@ def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) 
         return (f"Kidney function severely reduced ({reading.label}): calcium and the form of vitamin D are agreed "
                 "with nephrology (CKD-mineral bone disorder)")
     ca = calcium(record, settings.lab_max_age_months)
-    hits = record.condition_hits("hypercalcemia")
+    hits = coded_hypercalcemia(record, settings)
     if (ca and ca.value > settings.calcium_upper_mg_dl) or hits:
         what = ca.fact() if ca and ca.value > settings.calcium_upper_mg_dl else condition_fact(hits[0], "Hypercalcemia")
         return f"{what}: a high calcium, find its cause (PTH) before giving vitamin D"
@@ -335,7 +346,7 @@ def unexplained_high_calcium(record: PatientRecord, settings: ClinicalSettings) 
     high = high_calcium(record, settings, settings.lab_max_age_months)
     if high:
         return high
-    hits = record.condition_hits("hypercalcemia")
+    hits = coded_hypercalcemia(record, settings)
     return condition_fact(hits[0], "Hypercalcemia") if hits else None
 
 
