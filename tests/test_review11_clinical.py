@@ -149,3 +149,25 @@ def test_a_newer_normal_calcium_outdates_a_coded_hypercalcemia():
 def test_a_coded_hypercalcemia_newer_than_the_calcium_still_asks_for_its_cause():
     """Control: the code after the normal calcium is the newer word."""
     assert "Hypercalcemia (E83.52)" in cards(_coded_high(10, 20))["C-SECONDARY-EVAL"]["detail"]
+
+
+# ---------------------------------------------------------------------------
+# LOW 7. A high calcium already explained by a coded cause asks for no cause (review 10
+# "high calcium" work-up, brief SEC-1): hyperparathyroidism of renal origin (N25.81) and primary
+# hyperparathyroidism in SNOMED CT (36348003) join condition-hyperparathyroidism; hypervitaminosis
+# D (E67.3) and sarcoidosis (D86-) are condition-hypercalcemia-cause (ICD-10-CM April 2026).
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, system", [("N25.81", None), ("36348003", "http://snomed.info/sct"),
+                                          ("E67.3", None), ("D86.9", None), ("D86.82", None)])
+def test_a_coded_cause_explains_a_high_calcium(code, system):
+    from tests.test_review10_clinical import _high_ca_chart
+    c = cond(code, 300) if system is None else cond(code, 300, system=system)
+    got = cards(_high_ca_chart(11.0, c))
+    assert "C-SECONDARY-EVAL" not in got and "high calcium" not in got["C-TX-BP"]["detail"].lower()
+
+
+def test_an_unrelated_code_leaves_the_high_calcium_unexplained():
+    """Control: a high calcium beside an unrelated code (N18.3, CKD 3) still asks for its cause."""
+    from tests.test_review10_clinical import _high_ca_chart
+    assert "C-SECONDARY-EVAL" in cards(_high_ca_chart(11.0, cond("N18.3", 300)))
