@@ -30,6 +30,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "bmi": (8.0, 100.0),               # kg/m2
     "alp": (1.0, 10000.0),             # alkaline phosphatase, U/L
     "age": (0.0, 120.0),               # years
+    # Prednisone-equivalent mg/day: the largest usual regimen is pulse methylprednisolone 1 g/day
+    # (= 1250 mg prednisone at terminology.PREDNISONE_EQUIVALENT's 1.25); review 10: "10 g" of
+    # prednisone read as 10000 mg/day.
+    "glucocorticoid_mg_day": (0.0, 1250.0),
 }
 
 EARLIEST = dt.date(1900, 1, 1)

@@ -536,6 +536,7 @@ class ConditionHit:
     active: bool
     code: str
     ref: str
+    recorded_only: bool = False  # dated by its recordedDate alone: no onset on record
 
 
 @_quick_init
@@ -1624,8 +1625,8 @@ class _Builder:
             return
         clinical = t.codes_in(res.get("clinicalStatus"), t.CONDITION_CLINICAL)
         active = not clinical or not ACTIVE_CLINICAL.isdisjoint(clinical)
-        when = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")),
-                           res.get("recordedDate"))
+        onset = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")))
+        when = onset or parse_date(res.get("recordedDate"))
         ref = self.ref
         if not self._date_ok(when, ref):
             return
@@ -1649,7 +1650,7 @@ class _Builder:
                 self._add_fracture(frac, when, ref)
         # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
         # the visit, not the event: the condition is on record, its date unknown.
-        self._add_groups(groups, None if follow_up else when, active, ref)
+        self._add_groups(groups, None if follow_up else when, active, ref, recorded_only=onset is None)
 
     def _visit_day(self, res: Mapping[str, Any], when: dt.date | None) -> dt.date | None:
         """The day a later-encounter fracture code was coded: the later of its onset and its
@@ -1663,10 +1664,11 @@ class _Builder:
         day = max((d for d in (when, recorded) if d), default=None)
         return min(day, self.today) if day else None
 
-    def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str) -> None:
+    def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str,
+                    recorded_only: bool = False) -> None:
         """ConditionHits of a code's (group, shown code) pairs (_condition_groups)."""
         for group, shown in groups:
-            self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref))
+            self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref, recorded_only))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
 
@@ -2425,7 +2427,8 @@ def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | Non
         if mg is None or per_day is None:
             return None
         total += mg * per_day
-    return round(total * factor[1], 2) if total else None
+    daily = round(total * factor[1], 2)
+    return daily if total and plausibility.value_ok("glucocorticoid_mg_day", daily) else None
 
 
 def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[dt.date, dt.date]]:
@@ -2511,7 +2514,12 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     # zoledronic acid, romosozumab, monthly ibandronate) is one dose given on its date: EHRs
     # close each single-dose order as completed (second-pass 3).
     given = last_dose if doses else (last_completed if interval > 7 else None)
-    if given and (today - given).days <= interval and interval > 1:
+    # A monthly romosozumab course given in clinic is still under way when the next dose falls
+    # due (review 10: it stopped counting on day 31, exactly then): current until that dose is
+    # overdue, while the 12-dose course is unfinished (Agent.course_doses / overdue_grace_days).
+    spec = t.AGENTS[agent]
+    cover = interval + (spec.overdue_grace_days if doses and len(doses) < spec.course_doses else 0)
+    if given and (today - given).days <= cover and interval > 1:
         active = True
     return AgentExposure(
         agent=agent, drug_class=t.AGENTS[agent].drug_class, active=active, status=latest.status,  # type: ignore[union-attr]

@@ -268,6 +268,13 @@ ANTICOAGULANT, CORTICOSTEROID, PPI = "anticoagulant", "corticosteroid", "ppi"
 SMOKING_CESSATION = "smoking_cessation"  # cessation therapy on the medication list (C-LIFESTYLE: smoking addressed)
 ESTROGEN = "estrogen"  # menopausal hormone therapy: bone-active (second-pass 4), not an osteoporosis drug
 
+# Old / history-of MI codes (all in condition-mi): ICD-10-CM I25.2 "Old myocardial infarction" (coded
+# once the MI is over 4 weeks old, I21 being for the first 4 weeks), SNOMED CT 1755008 "Old
+# myocardial infarction", 399211009 "History of myocardial infarction", 32574007 "Past myocardial
+# infarction". With no onset their recordedDate is the day of a problem-list entry, not of the
+# MI (review 10 M4): C-SAFE-ROMO-CV then asks for the date instead of asserting a recent MI.
+OLD_MI_CODES = frozenset({"I25.2", "I252", "1755008", "399211009", "32574007"})
+
 ANTIRESORPTIVE_CLASSES = frozenset({ORAL_BP, IV_BP, DENOSUMAB, SERM})
 BISPHOSPHONATE_CLASSES = frozenset({ORAL_BP, IV_BP})
 ANABOLIC_CLASSES = frozenset({PTH_ANALOG, ROMOSOZUMAB})
@@ -285,6 +292,10 @@ class Agent:
     dosing_interval_days: int = 1   # one dose covers this many days (for "current" and exposure)
     label_setid: str = ""           # DailyMed SPL set id of the label the cards cite (second-pass 9)
     label_brand: str = ""           # the label's brand name, for card text
+    # A course of `course_doses` clinic-given doses (0: none) stays current after the interval,
+    # until the next dose is overdue by `overdue_grace_days`, while fewer doses than that are given.
+    course_doses: int = 0
+    overdue_grace_days: int = 0
 
     @property
     def value_set(self) -> str:
@@ -329,7 +340,10 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     # Tymlos SPL set id not found in the public sources seen: cards link the DailyMed search for it.
     Agent("abaloparatide", PTH_ANALOG, 1, "", "Tymlos"),
     # Evenity SPL set id, V? (fda.report DailyMed mirror of the Amgen label)
-    Agent("romosozumab", ROMOSOZUMAB, 30, "471baba2-7154-4488-9891-0db2f46791e7", "Evenity"),
+    # Evenity: 12 monthly doses; the 4-week grace before a dose counts as overdue is the one the
+    # project uses for denosumab (SAFE-13, settings.dmab_grace_weeks default; review 10 H1).
+    Agent("romosozumab", ROMOSOZUMAB, 30, "471baba2-7154-4488-9891-0db2f46791e7", "Evenity",
+          course_doses=12, overdue_grace_days=28),
     Agent("estrogen", ESTROGEN),
     Agent("calcium", CALCIUM),
     Agent("vitamin_d", VITAMIN_D),

@@ -56,6 +56,12 @@ def condition_fact(hit: ConditionHit, label: str) -> str:
     return f"{label} ({hit.code or 'coded'}) on {_date(hit.date)}"
 
 
+def mi_date_unknown(hit: ConditionHit) -> bool:
+    """An old / history-of MI code dated only by its recordedDate: the MI's own date is not on
+    record (t.OLD_MI_CODES; review 10 M4, a problem-list entry read as a recent MI)."""
+    return hit.recorded_only and hit.code in t.OLD_MI_CODES
+
+
 # ---------------------------------------------------------------------------
 # Draft orders (order hooks)
 # ---------------------------------------------------------------------------
@@ -278,6 +284,17 @@ def calcium(record: PatientRecord, months: float) -> Lab | None:
     return measured
 
 
+def coded_hypercalcemia(record: PatientRecord, settings: ClinicalSettings) -> list[ConditionHit]:
+    """Active coded hypercalcemia not outdated by a newer measured calcium within
+    lab_max_age_months (review 10: E83.52 coded 700 days ago outweighed a normal calcium of
+    20 days ago). A newer value that is itself high is high_calcium's; an undated code stands."""
+    hits = record.condition_hits("hypercalcemia")
+    ca = calcium(record, settings.lab_max_age_months) if hits else None
+    if ca is None or ca.date is None:
+        return hits
+    return [h for h in hits if h.date is None or h.date >= ca.date]
+
+
 @per_call
 def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) -> str | None:
     """Why no one-click vitamin D (or calcium) order may be offered, as a fact, or None. Dialysis or CKD 4-5: the form and dose of vitamin D belong to nephrology
@@ -290,7 +307,7 @@ def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) 
         return (f"Kidney function severely reduced ({reading.label}): calcium and the form of vitamin D are agreed "
                 "with nephrology (CKD-mineral bone disorder)")
     ca = calcium(record, settings.lab_max_age_months)
-    hits = record.condition_hits("hypercalcemia")
+    hits = coded_hypercalcemia(record, settings)
     if (ca and ca.value > settings.calcium_upper_mg_dl) or hits:
         what = ca.fact() if ca and ca.value > settings.calcium_upper_mg_dl else condition_fact(hits[0], "Hypercalcemia")
         return f"{what}: a high calcium, find its cause (PTH) before giving vitamin D"
@@ -324,12 +341,12 @@ def unexplained_high_calcium(record: PatientRecord, settings: ClinicalSettings) 
     baseline lab); malignancy and myeloma are the causes not to miss. Review 10: C-TX-BP said
     "nothing on record against an oral bisphosphonate" beside a calcium of 11.2 mg/dL, and no
     card asked why it was high."""
-    if record.condition_hits("hyperparathyroidism") or record.condition_hits("skeletal_malignancy"):
-        return None
+    if any(record.condition_hits(g) for g in ("hyperparathyroidism", "skeletal_malignancy", "hypercalcemia_cause")):
+        return None  # hypercalcemia_cause: hypervitaminosis D, sarcoidosis (review 10 L7)
     high = high_calcium(record, settings, settings.lab_max_age_months)
     if high:
         return high
-    hits = record.condition_hits("hypercalcemia")
+    hits = coded_hypercalcemia(record, settings)
     return condition_fact(hits[0], "Hypercalcemia") if hits else None
 
 
@@ -430,6 +447,15 @@ def current_osteoporosis_therapy(record: PatientRecord) -> list[AgentExposure]:
     still within its dosing interval). Oncology products (Xgeva, Zometa) count: they are
     antiresorptive exposure."""
     return record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES)
+
+
+@per_call
+def therapy_under_way(record: PatientRecord, settings: ClinicalSettings) -> list[AgentExposure]:
+    """current_osteoporosis_therapy plus a denosumab course whose dose is due or overdue
+    (on_board): the drug decision is C-DMAB-DUE / C-DMAB-OVERDUE's, as the engine leaves it to
+    them over the drug-start cards (review 10: C-GIOP offered alendronate beside them)."""
+    out = current_osteoporosis_therapy(record)
+    return out + [e for e in on_board(record, settings, {t.DENOSUMAB}) if e not in out]
 
 
 @per_call
@@ -937,11 +963,15 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     else:
         options += ["teriparatide", "abaloparatide"]
     romo = romosozumab_course(record)
-    cv = [h for g in ("mi", "stroke") for h in record.condition_hits(g, active_only=False,
-                                                                    within_months_=settings.mi_stroke_window_months)]
+    cv = sorted((h for g in ("mi", "stroke") for h in record.condition_hits(
+        g, active_only=False, within_months_=settings.mi_stroke_window_months)), key=mi_date_unknown)
     low_ca = low_calcium(record, settings)
     if not record.female:
         excluded.append("Romosozumab not suggested: approved only for postmenopausal women")
+    elif cv and mi_date_unknown(cv[0]):
+        excluded.append(f"Romosozumab not suggested: myocardial infarction ({cv[0].code}) on record without its "
+                        f"date (recorded on {cv[0].date}): confirm it was more than "
+                        f"{settings.mi_stroke_window_months} months ago (boxed warning)")
     elif cv:
         kind = "Myocardial infarction" if cv[0].group == "mi" else "Stroke"
         excluded.append(f"Romosozumab not suggested: {kind} ({cv[0].code or 'coded'}) on {cv[0].date} "
@@ -1025,7 +1055,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",

@@ -35,6 +35,7 @@ from cds_service.rules.facts import (
     bone_indication,
     alendronate_not_offered,
     current_osteoporosis_therapy,
+    therapy_under_way,
     current_pregnancy,
     glucocorticoid_use,
     in_drug_holiday,
@@ -389,7 +390,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         # Low only on a FRAX (clinical review: "low" with a DXA and no FRAX, beside "decide once
         # the DXA and FRAX are known").
         risk = "low" if mof is not None or hip is not None else "not yet assessed"
-    on_drug = current_osteoporosis_therapy(record)
+    on_drug = therapy_under_way(record, settings)  # a denosumab dose due/overdue is a course under way
     facts += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" for e in on_drug]
     keys: list[str] = []
     # One order per screen: C-MON-DXA-DUE owns the DXA when it fires, C-SUPP-CAVD the

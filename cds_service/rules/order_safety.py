@@ -38,6 +38,7 @@ from cds_service.record import (
     KIDNEY_CUTOFFS,
     LAB_LABELS,
     AgentExposure,
+    ConditionHit,
     DraftOrder,
     PatientRecord,
     as_written,
@@ -61,6 +62,7 @@ from cds_service.rules.facts import (
     kidney,
     kidney_fact,
     low_calcium,
+    mi_date_unknown,
     on_board,
     ordered,
     pth_course_facts,
@@ -593,16 +595,36 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
     return (), built + remove
 
 
-def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[str]:
+def _cv_hits(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[ConditionHit]:
     """MI or stroke within mi_stroke_window_months (a resolved MI is still a recent MI),
-    or on/after `since` when given."""
-    events = []
-    for group, label in (("mi", "Myocardial infarction"), ("stroke", "Stroke")):
+    or on/after `since` when given (an MI of unknown date never counts as "during"); per
+    group the first dated event, else the first old MI of unknown date."""
+    out = []
+    for group in ("mi", "stroke"):
         hits = record.condition_hits(group, active_only=False, within_months_=settings.mi_stroke_window_months)
         if since is not None:
-            hits = [h for h in hits if h.date and h.date >= since]
-        events += [condition_fact(h, label) for h in hits[:1]]
-    return events
+            hits = [h for h in hits if h.date and h.date >= since and not mi_date_unknown(h)]
+        out += sorted(hits, key=mi_date_unknown)[:1]
+    return out
+
+
+def _cv_fact(hit: ConditionHit) -> str:
+    if mi_date_unknown(hit):
+        return (f"Myocardial infarction, old or history of ({hit.code}): the date of the MI is not on record "
+                f"(recorded on {_date(hit.date)})")
+    return condition_fact(hit, "Myocardial infarction" if hit.group == "mi" else "Stroke")
+
+
+def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[str]:
+    return [_cv_fact(h) for h in _cv_hits(record, settings, since)]
+
+
+def _cv_variant(hits: list[ConditionHit]) -> str | None:
+    """"mi-date-unknown" when the only event is an old MI of unknown date: the card still stops a
+    one-click start (critical: the boxed warning rules out starting within a year of an MI, and
+    I25.2 is coded from 4 weeks after one, so it may be recent) but asks for the MI's date
+    instead of asserting a recent MI."""
+    return "mi-date-unknown" if hits and all(mi_date_unknown(h) for h in hits) else None
 
 
 @rule(*ORDERS, cards=("C-SAFE-ROMO-CV",))
@@ -610,19 +632,24 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
     """C-SAFE-ROMO-CV (critical), SAFE-8: romosozumab ordered with an MI or
     stroke with onset <= mi_stroke_window_months (12) ago: do not initiate;
     suggest teriparatide or abaloparatide (LABEL Evenity boxed warning; ES20)."""
-    events = _cv_events(record, settings)
-    if not events:
+    hits = _cv_hits(record, settings)
+    if not hits:
         return []
+    events = [_cv_fact(h) for h in hits]
+    variant = _cv_variant(hits)
     if record.male:  # this card then owns the "not for men" point too (one card per draft)
         events.append("Sex: male (Not approved for men either: Evenity is for postmenopausal women)")
+    situation = (f"Romosozumab is being ordered and a myocardial infarction is on record without its date: confirm "
+                 f"it was more than {settings.mi_stroke_window_months} months ago before starting romosozumab."
+                 if variant else
+                 "Romosozumab is being ordered after a recent myocardial infarction or stroke: do not start it.")
     findings = []
     for draft, agent in ordered(record, ("romosozumab",)):
         keys, built = _pth_instead(record, settings, draft)
         findings.append(Finding("C-SAFE-ROMO-CV", facts=(draft_fact(draft, agent), *events),
-                                variables={"window": str(settings.mi_stroke_window_months),
-                                           "situation": "Romosozumab is being ordered after a recent myocardial "
-                                                        "infarction or stroke: do not start it."},
-                                suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None))
+                                variables={"window": str(settings.mi_stroke_window_months), "situation": situation},
+                                suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
+                                variant=variant))
     return findings
 
 
@@ -641,10 +668,16 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
         return []
     start = course_start(e) or e.start
     during = _cv_events(record, settings, since=start)
-    events = during or _cv_events(record, settings)
+    hits = [] if during else _cv_hits(record, settings)
+    events = during or [_cv_fact(h) for h in hits]
     if not events:
         return []
-    if during:
+    variant = _cv_variant(hits)
+    if variant:
+        situation = (f"Romosozumab is active and a myocardial infarction is on record without its date: confirm it "
+                     f"was more than {settings.mi_stroke_window_months} months before the course started; if "
+                     "not, give no further doses and plan the antiresorptive that follows it.")
+    elif during:
         situation = ("A myocardial infarction or stroke occurred during the romosozumab course: stop "
                      "romosozumab (no further doses) and plan the antiresorptive that follows it.")
     else:
@@ -655,7 +688,7 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
     return [Finding("C-SAFE-ROMO-CV", facts=(f"On romosozumab since {_date(start)}, last dose {_date(e.last_dose)}",
                                              *events),
                     variables={"window": str(settings.mi_stroke_window_months), "situation": situation},
-                    suggestions=keys, extra_suggestions=built)]
+                    suggestions=keys, extra_suggestions=built, variant=variant)]
 
 
 def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
