@@ -169,6 +169,9 @@ def test_a_browser_client_may_read_www_authenticate(secured):
 # --- the Host header, when CDS_PUBLIC_BASE_URL is not set (bind8 L11) ---
 
 BAD_HOSTS = ["a b", 'x"y', "evil.example:99999", "[::1", "ex.example/../admin", "ex.example?x", "\u00e9x.example", ""]
+# Review 11 M5: a name with "_" is used, but with anything else wrong it is still no host.
+BAD_HOSTS += ["cds_service:99999", "cds_service:0", "cds_service:", "cds service", 'cds_"service', "cds_service/x",
+              "cds_service?x", "cds_s\u00e9rvice", "[::1]_"]
 
 
 @pytest.mark.parametrize("host", BAD_HOSTS)
@@ -183,6 +186,7 @@ def test_an_invalid_host_is_400_on_every_endpoint_that_checks_the_caller(secured
                  client.post(PV + "/feedback", json=fb, headers={"Host": host})):
         assert resp.status_code == 400, (host, resp.get_data(as_text=True))
         assert resp.get_json()["error"] == "invalid_host" and "Host" in resp.get_json()["message"]
+        assert "Behind a proxy or ingress, set CDS_PUBLIC_BASE_URL" in resp.get_json()["message"]
 
 
 @pytest.mark.parametrize("host", ["a b", ""])
@@ -206,3 +210,27 @@ def test_a_valid_host_builds_the_audience_and_the_links(secured, key):
     resp = secured().post(PV, json=hook_request(), headers={"Host": "a b", **auth(token(key, PV))})
     assert resp.status_code == 200
     assert all(link["url"].startswith(BASE + "/guidance/") for c in resp.get_json()["cards"] for link in c["links"])
+
+
+@pytest.mark.parametrize("host", ["cds_service:8000", "cds_service", "my_app.internal:8443", "CDS_Service"])
+def test_a_host_name_with_an_underscore_builds_the_audience_and_the_links(secured, key, host):
+    """Review 11 M5: `Host: cds_service:8000` (a docker-compose service name, as nginx passes it
+    on by default) was a 400 invalid_host on discovery, hooks and feedback: werkzeug refuses "_"
+    and reads the host as "". A plain name is the base of the JWT audience and of the links,
+    one value for both (host names are case-blind: werkzeug's URL builder lowercases them)."""
+    client = secured(CDS_PUBLIC_BASE_URL="")
+    base = f"http://{host.lower()}"
+    resp = client.post(PV, json=hook_request(), headers={"Host": host, **auth(token(key, PV, aud=base + PV))})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    links = [link["url"] for card in resp.get_json()["cards"] for link in card["links"]]
+    assert links and all(url.startswith(base + "/guidance/") for url in links)
+    card = resp.get_json()["cards"][0]["uuid"]
+    fb = {"feedback": [{"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}
+    fb_token = token(key, PV + "/feedback", aud=base + PV + "/feedback")
+    resp = client.post(PV + "/feedback", json=fb, headers={"Host": host, **auth(fb_token)})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    resp = client.get("/cds-services", headers={"Host": host, **auth(token(key, "/cds-services", aud=base + "/cds-services"))})
+    assert resp.status_code == 200 and resp.get_json()["services"]
+    # The audience is this host's, not another's: a token for another host is refused.
+    other = client.post(PV, json=hook_request(), headers={"Host": host, **auth(token(key, PV))})
+    assert other.status_code == 401

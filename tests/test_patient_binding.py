@@ -490,3 +490,105 @@ def test_another_patients_resource_with_the_same_id_never_hides_the_patients_own
     record = build_record(both, today=TODAY, patient_id=PATIENT_ID)
     assert record.ignored.count(("Observation/later-t", "foreign-patient")) == 1
     assert [b.value for b in record.bmd].count(-3.6) == 1
+
+
+# --- Review 11 L8: a draft whose subject names the context patient in a form the binding did
+# not know was a 400 draft_for_another_patient. Only a reference that clearly names another
+# patient is; one that cannot be resolved is judged as the patient's and counted (bind8 M1). ---
+
+def _unbound_drafts(client):
+    found = re.search(r'cds_draft_orders_unbound_total\{reason="unresolved-reference"\} ([0-9.]+)',
+                      client.get("/metrics").get_data(as_text=True))
+    return float(found.group(1)) if found else 0.0
+
+
+def _ignored(client, reason):
+    found = re.search(rf'cds_record_ignored_total\{{reason="{reason}"\}} ([0-9.]+)',
+                      client.get("/metrics").get_data(as_text=True))
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.parametrize("ref,fhir_server", [
+    (f"https://fhir.example.org:443/r4/Patient/{PATIENT_ID}", FHIR),         # https's default port
+    (f"https://FHIR.example.org:443/r4/Patient/{PATIENT_ID}/_history/2", FHIR),
+    (f"https://fhir.example.org/r4/Patient/{PATIENT_ID}", "https://fhir.example.org:443/r4/"),
+    (f"http://localhost:80/r4/Patient/{PATIENT_ID}", "http://localhost/r4"),  # http's (loopback only)
+    (f"http://localhost/r4/Patient/{PATIENT_ID}", "http://localhost:80/r4"),
+])
+@pytest.mark.parametrize("hook,path", [("order-sign", OS), ("order-select", OSEL)])
+def test_a_default_port_names_the_same_server_for_drafts_and_prefetch(make_app, ref, fhir_server, hook, path):
+    client = make_app(CDS_ALLOWED_FHIR_SERVERS=fhir_server, CDS_ALLOW_LOOPBACK_HTTP="true").test_client()
+    body, draft = _denosumab_on_alendronate(hook, fhir_server=fhir_server)
+    draft["subject"] = {"reference": ref}
+    before = _unbound_drafts(client)
+    status, answer = _draft_call(client, body, path)
+    assert status == 200, answer
+    assert "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in answer["cards"]}
+    assert _unbound_drafts(client) == before  # bound, not merely judged
+    # A prefetched resource in the same form binds too (one rule for both).
+    res = t_score("later-t", -3.6, 5)
+    res["subject"] = {"reference": ref}
+    base = cards_of(client, base_prefetch(), fhir_server=fhir_server)
+    bound = cards_of(client, with_resource(base_prefetch(), "observations", res), fhir_server=fhir_server)
+    assert bound != base and "-3.6" in json.dumps(bound)
+
+
+URN_P = "urn:uuid:cccccccc-cccc-4ccc-8ccc-cccccccccccc"
+
+
+@pytest.mark.parametrize("ref,entries", [
+    ("Patient?identifier=http://hospital.example/mrn|12345", []),           # a conditional reference
+    ("#p", []),                                                              # a contained resource
+    (URN_P, [{"fullUrl": URN_P, "resource": {"resourceType": "Patient"}}]),  # its Patient has no id
+    (URN_P, [{"fullUrl": URN_P, "resource": {"resourceType": "Patient",
+                                             "identifier": [{"system": "http://hospital.example/mrn",
+                                                             "value": "12345"}]}}]),
+], ids=["conditional", "contained", "urn-patient-no-id", "urn-patient-identifier-only"])
+@pytest.mark.parametrize("hook,path", [("order-sign", OS), ("order-select", OSEL)])
+def test_a_draft_subject_that_cannot_be_resolved_is_judged_and_counted_not_400(client, ref, entries, hook, path):
+    body, draft = _denosumab_on_alendronate(hook)
+    draft["subject"] = {"reference": ref}
+    draft["contained"] = [{"resourceType": "Patient", "id": "p"}]
+    body["context"]["draftOrders"]["entry"] += entries
+    before = _unbound_drafts(client)
+    status, answer = _draft_call(client, body, path)
+    assert status == 200, answer
+    assert "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in answer["cards"]}
+    assert _unbound_drafts(client) == before + 1
+
+
+@pytest.mark.parametrize("ref,entries", [
+    (f"https://fhir.example.org:443/r4/Patient/{OTHER}", []),
+    (f"https://fhir.example.org:8443/r4/Patient/{PATIENT_ID}", []),  # another port: another server
+    (f"Patient/{OTHER}", []),
+    (URN_P, [{"fullUrl": URN_P, "resource": {"resourceType": "Patient", "id": OTHER}}]),
+    (URN_P, [{"fullUrl": URN_P, "resource": {"resourceType": "Patient", "id": OTHER,
+                                             "identifier": [{"value": "12345"}]}}]),
+])
+def test_the_controls_a_draft_that_clearly_names_another_patient_is_still_400(client, ref, entries):
+    body, draft = _denosumab_on_alendronate()
+    draft["subject"] = {"reference": ref}
+    body["context"]["draftOrders"]["entry"] += entries
+    status, answer = _draft_call(client, body)
+    assert status == 400 and answer["error"] == "draft_for_another_patient", answer
+
+
+@pytest.mark.parametrize("ref,entries", [
+    ("Patient?identifier=http://hospital.example/mrn|12345", []),
+    ("#p", []),
+    (URN_P, [{"fullUrl": URN_P, "resource": {"resourceType": "Patient"}}]),
+    (URN_P, [{"fullUrl": URN_P, "resource": {"resourceType": "Patient", "identifier": [{"value": "12345"}]}}]),
+])
+def test_a_prefetched_resource_with_such_a_subject_is_still_ignored_as_unresolved(client, ref, entries):
+    """Prefetched data stays as strict as before: a resource that cannot be tied to the patient is
+    not read (now counted as unresolved-reference, not foreign-patient)."""
+    base = cards_of(client, base_prefetch())
+    res = t_score("later-t", -3.6, 5)
+    res["subject"] = {"reference": ref}
+    res["contained"] = [{"resourceType": "Patient", "id": "p"}]
+    prefetch = with_resource(base_prefetch(), "observations", res)
+    prefetch["observations"]["entry"] += entries
+    before = _ignored(client, "unresolved-reference")
+    cards = cards_of(client, prefetch)
+    assert cards == base and "-3.6" not in json.dumps(cards)
+    assert _ignored(client, "unresolved-reference") == before + 1

@@ -218,3 +218,61 @@ def test_a_prednisone_dose_in_grams_is_converted(unit, value, expected):
     dosage = [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
                "doseAndRate": [{"doseQuantity": {"value": value, "unit": unit}}]}]
     assert glucocorticoid_daily_mg({"dosageInstruction": dosage}, {"text": "prednisone"}) == expected
+
+
+# ---------------------------------------------------------------------------
+# Review 11 M3 (a regression of the MEDIUM 7 fix, 2009a4c): UCUM "mL/(min.1.73.m2)" and
+# "mL/(min.{1.73_m2})", the French "mL/mn/1.73m2" and "ml/mn" read as no eGFR at all, so an eGFR
+# of 20 lost C-SAFE-DMAB-CKD on a denosumab order (Prolia label 5.3: severe
+# hypocalcemia with eGFR < 30). Every per-minute spelling is read; mL/s x 60; any other unit is
+# no reading and counted 'unreadable-value'. Through the Flask app, on the order-sign fixture.
+# ---------------------------------------------------------------------------
+
+def _dmab_order_with_egfr(client, value, unit):
+    import re
+
+    from cds_service import fixtures as fx
+    from tests.test_fixture_scenarios import SERVICE_IDS, TODAY, hook_body
+
+    bundle = fx.load_patient("c-safe-dmab-ckd-egfr-29", today=TODAY)
+    egfr = next(e["resource"] for e in bundle["entry"] if e["resource"].get("id") == "os-dmabckd-01-lab-2")
+    egfr["valueQuantity"] = {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+
+    def unreadable():
+        found = re.search(r'cds_record_ignored_total\{reason="unreadable-value"\} ([0-9.]+)',
+                          client.get("/metrics").get_data(as_text=True))
+        return float(found.group(1)) if found else 0.0
+
+    before = unreadable()
+    resp = client.post(f"/cds-services/{SERVICE_IDS['order-sign']}", json=hook_body(bundle, "order-sign"))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}, unreadable() - before
+
+
+PER_MINUTE = ["mL/(min.1.73.m2)", "mL/(min.{1.73_m2})", "mL/mn/1.73m2", "ml/mn", "mL/min/{1.73_m2}",
+              "mL/min/1.73m2", "mL/min/1.73 m²", "ml/minute/1.73m2", "mL/min per 1.73 m2", "mL.min-1.(1.73.m2)-1",
+              "ml/min", "mL/mins"]
+PER_SECOND = ["mL/s/{1.73_m2}", "mL/(s.1.73.m2)", "mL/sec/1.73m2", "mL.s-1"]
+NOT_EGFR = ["mL/h", "mL/d", "mg/dL", "umol/L", "%", "mL/m2", "ml/kg/min", "ml/month"]
+
+
+@pytest.mark.parametrize("unit", PER_MINUTE)
+def test_every_per_minute_egfr_spelling_is_read_through_http(client, unit):
+    got, unreadable = _dmab_order_with_egfr(client, 20, unit)
+    assert "eGFR 20 mL/min/1.73m2" in got["C-SAFE-DMAB-CKD"]["summary"]
+    assert unreadable == 0
+
+
+@pytest.mark.parametrize("unit", PER_SECOND)
+def test_every_per_second_egfr_spelling_is_read_times_60_through_http(client, unit):
+    got, _ = _dmab_order_with_egfr(client, 0.35, unit)  # 21 mL/min
+    assert "eGFR 21 mL/min/1.73m2" in got["C-SAFE-DMAB-CKD"]["summary"]
+    normal, _ = _dmab_order_with_egfr(client, 1.0, unit)  # 60 mL/min: no kidney card
+    assert "C-SAFE-DMAB-CKD" not in normal
+
+
+@pytest.mark.parametrize("unit", NOT_EGFR)
+def test_an_egfr_in_another_unit_is_no_reading_and_counted_through_http(client, unit):
+    got, unreadable = _dmab_order_with_egfr(client, 20, unit)
+    assert "C-SAFE-DMAB-CKD" not in got  # unknown eGFR: not low (brief 1), and no guessed value
+    assert unreadable == 1

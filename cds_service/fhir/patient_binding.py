@@ -10,14 +10,18 @@ search) it came from:
   or `patient` for the types that use that name). Accepted forms: the
   relative `Patient/{id}` or `Patient/{id}/_history/{vid}` (nothing else: no
   dot segment, no further path), an absolute URL under `fhirServer` ending in
-  either, and a `urn:` that is the `fullUrl` of the context Patient in the
-  Bundle the resource is in (FHIR resolves `urn:` references within their
+  either (scheme and host compared case-blind, a default port :443/:80 the
+  same as none), and a `urn:` that is the `fullUrl` of the context Patient in
+  the Bundle the resource is in (FHIR resolves `urn:` references within their
   Bundle) and of nothing else there;
 - an absolute reference to `Patient/{patientId}` when the call names no
   `fhirServer` is not bound (unresolved): there is no base to hold it to, and
   the same id on another server is another patient (prefetch references are
   relative, `Patient/{id}`); one to another id is another patient's, as is a
-  `urn:` that is the `fullUrl` of another Patient in its Bundle;
+  `urn:` that is the `fullUrl` of a Patient with another id in its Bundle
+  (one with no id is unresolved), and any other form (another type: a Group);
+- a contained reference (`#p`) or a conditional one (`Patient?identifier=x`)
+  names no patient the service can tell: unresolved;
 - a resource whose `focus` (Observation) names anyone or anything but the
   context patient is about that, not the patient: ignored;
 - a resource of a type the record reads but with no subject, or with a
@@ -72,10 +76,22 @@ def _has_dot_segment(path: str) -> bool:
     return any(unquote(part) in (".", "..") for part in path.split("/"))
 
 
+_DEFAULT_PORTS = {"https": ":443", "http": ":80"}
+
+
 def _base(url: str) -> str:
     """Scheme, host and path of a server base, normalised for comparison."""
     parts = urlsplit(url.strip())
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    return _normalised(parts.scheme, parts.netloc, parts.path)
+
+
+def _normalised(scheme: str, netloc: str, path: str) -> str:
+    """A base URL as compared: scheme and host lowercased, the scheme's default port dropped
+    (https://h:443/r4 is https://h/r4), no trailing '/'."""
+    scheme, netloc = scheme.lower(), netloc.lower()
+    if scheme in _DEFAULT_PORTS:
+        netloc = netloc.removesuffix(_DEFAULT_PORTS[scheme])
+    return f"{scheme}://{netloc}{path.rstrip('/')}"
 
 
 class PatientBinding:
@@ -109,9 +125,12 @@ class PatientBinding:
         when a `urn:` reference is no alias of the context Patient)."""
         bundle, found = self._others_of
         if bundle is not self.bundle:
+            # A Patient with no id (or only an identifier) cannot be told from the context patient:
+            # the reference is unresolved, not another patient's.
             found = frozenset(url for url, res in bundle_entries(self.bundle)
                               if isinstance(url, str) and url.startswith("urn:") and isinstance(res, dict)
-                              and res.get("resourceType") == "Patient" and res.get("id") != self.patient_id)
+                              and res.get("resourceType") == "Patient" and isinstance(res.get("id"), str)
+                              and res["id"] and res["id"] != self.patient_id)
             self._others_of = (self.bundle, found)
         return found
 
@@ -171,11 +190,15 @@ class PatientBinding:
                 return FOREIGN_PATIENT
             if self.server_base is None:
                 return UNRESOLVED_REFERENCE  # no fhirServer: no base to hold it to
-            base = f"{parts.scheme.lower()}://{parts.netloc.lower()}{path[:cut].rstrip('/')}"
-            if base != self.server_base:
+            if _normalised(parts.scheme, parts.netloc, path[:cut]) != self.server_base:
                 return FOREIGN_PATIENT  # the same id on another server is another patient
             return None
-        return FOREIGN_PATIENT
+        if target.startswith("#") or target.startswith("Patient?"):
+            # A contained resource ("#p": its id is local to the resource, no patient's) or a
+            # conditional reference ("Patient?identifier=x", resolved by a search the service
+            # does not make): which patient it names cannot be told. Not another patient's.
+            return UNRESOLVED_REFERENCE
+        return FOREIGN_PATIENT  # another patient's id, another type (a Group), or a path made into one
 
 
 def bundle_entries(bundle: Any) -> list[tuple[Any, Any]]:

@@ -501,12 +501,15 @@ _UNIT_SYNONYMS = {"kilogram": "kg", "kilograms": "kg", "kgs": "kg", "lb": "lb_av
 
 
 # eGFR units (reading logic): labs write mL/min/1.73 m2 a dozen ways ("mL/min/{1.73_m2}",
-# "ml/min/1.73m2", "mL/min per 1.73 m2", ...), all one unit; SI labs report mL/s/1.73 m2
-# (UCUM "mL/s/{1.73_m2}"), x 60 = mL/min (review 10: 1.0 mL/s, a normal 60, read as an eGFR of 1).
-# Any other unit is no reading: unknown, never guessed.
+# "ml/min/1.73m2", "mL/min per 1.73 m2", UCUM "mL/(min.1.73.m2)" and "mL.min-1", French
+# "mL/mn/1.73m2", ...), all one unit; SI labs report mL/s/1.73 m2 (UCUM "mL/s/{1.73_m2}"),
+# x 60 = mL/min (review 10: 1.0 mL/s, a normal 60, read as an eGFR of 1). Any other unit
+# (mL/h, mg/dL, ...) is no reading: unknown, never guessed. Matched on _unit_key's spelling.
 EGFR_SET = "lab-egfr"
-_EGFR_UNITS = ((re.compile(r"ml/min(ute)?(?:per|(?![a-z]))"), 1.0),
-               (re.compile(r"ml/s(ec|econd)?(?:per|(?![a-z]))"), 60.0))
+_PER = r"ml(?:/\(?|[.\u00b7*])"           # "ml/", "ml/(" (UCUM grouping) or "ml." / "ml·" (UCUM product)
+_PER_END = r"(?:-1|\^-1|\u207b\u00b9)?(?:per|(?![a-z]))"  # "min-1", then no further letters ("per" may follow)
+_EGFR_UNITS = ((re.compile(_PER + r"(?:min(?:ute)?s?|mn)" + _PER_END), 1.0),  # "mn": French minute
+               (re.compile(_PER + r"(?:s|secs?|seconds?)" + _PER_END), 60.0))
 
 
 def _egfr_factor(key: str) -> float | None:

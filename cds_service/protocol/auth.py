@@ -39,6 +39,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from werkzeug.sansio.utils import get_current_url
+
 import jwt
 
 if TYPE_CHECKING:
@@ -191,22 +193,43 @@ def request_audience(public_base_url: str, request: Any, path: str) -> str:
     return expected_audience(public_base_url, root, path)
 
 
+# A Host werkzeug refuses but that is a plain name: werkzeug's own pattern plus "_", which
+# docker-compose service names have ("cds_service:8000", what nginx passes on by default).
+_UNDERSCORE_HOST = re.compile(r"([a-z0-9._-]+)(?::([1-9][0-9]{0,4}))?", re.ASCII | re.IGNORECASE)
+
+
+def request_host(request: Any) -> str:
+    """The request's host[:port] for its root URL: werkzeug's `request.host`, or, where
+    werkzeug read the Host header as "" only for an underscore in the name, that header
+    (a default port dropped, as werkzeug does). "" for anything else: no usable host."""
+    host = request.host
+    if host:
+        return host
+    raw = request.headers.get("Host")
+    found = _UNDERSCORE_HOST.fullmatch(raw) if isinstance(raw, str) else None
+    if found is None or int(found.group(2) or 1) > 65535:
+        return ""
+    default = {"http": ":80", "ws": ":80", "https": ":443", "wss": ":443"}.get(request.scheme, "")
+    return raw.removesuffix(default) if default else raw
+
+
 _URL_ROOTS: dict[tuple[Any, ...], str] = {}
 
 
 def _url_root(request: Any) -> str:
     """request.url_root, remembered by what werkzeug builds it from (its
     root_url: get_current_url(scheme, host, root_path), about 17 us a request).
-    The Host header is the client's: the store is emptied when it fills."""
+    The Host header is the client's: the store is emptied when it fills.
+    The host is request_host's (werkzeug's, or a name with "_" it refused)."""
     try:
-        key = (request.scheme, request.host, request.root_path)
+        key = (request.scheme, request_host(request), request.root_path)
     except AttributeError:  # not a werkzeug request
         return request.url_root
     root = _URL_ROOTS.get(key)
     if root is None:
         if len(_URL_ROOTS) >= 64:
             _URL_ROOTS.clear()
-        root = _URL_ROOTS[key] = request.url_root
+        root = _URL_ROOTS[key] = request.url_root if key[1] == request.host else get_current_url(*key)
     return root
 
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from flask import g
 
 from cds_service.config import Settings
-from cds_service.protocol.auth import AuthError, ClientAuthenticator, load_trusted_issuers, request_audience
+from cds_service.protocol.auth import (AuthError, ClientAuthenticator, load_trusted_issuers, request_audience,
+                                       request_host)
 from cds_service.protocol.errors import ApiError
 from cds_service.store import Store
 
@@ -68,13 +69,15 @@ def make_authenticator(settings: Settings, store: Store, http: requests.Session,
 
 
 def check_host(settings: Settings, request: Any) -> None:
-    """400 when the request's root URL would be built from a Host header werkzeug found
-    invalid (it then reads the host as "": a card link `http:/guidance/...`, a JWT
-    audience `http:///cds-services/...`). With CDS_PUBLIC_BASE_URL set the Host is not used.
-    Runs first on every CDS endpoint that checks the caller (discovery unless open,
-    hooks, feedback), whether or not a token is required."""
-    if (settings.public_base_url or "").strip() or request.host:
+    """400 when the request's root URL would be built from a Host header that is no
+    host[:port] (werkzeug reads it as "": a card link `http:/guidance/...`, a JWT audience
+    `http:///cds-services/...`). A name with "_" that werkzeug refuses ("cds_service:8000")
+    is used as it stands (auth.request_host, the same for the audience and the links). With
+    CDS_PUBLIC_BASE_URL set the Host is not used. Runs first on every CDS endpoint that
+    checks the caller (discovery unless open, hooks, feedback), whether or not a token is required."""
+    if (settings.public_base_url or "").strip() or request_host(request):
         return
     raise ApiError(400, "the Host header is missing or is not a valid host[:port], and CDS_PUBLIC_BASE_URL "
-                        "is not set: the JWT audience and the cards' guidance links are built from it",
+                        "is not set: the JWT audience and the cards' guidance links are built from it. "
+                        "Behind a proxy or ingress, set CDS_PUBLIC_BASE_URL to the service's public base URL",
                    code="invalid_host", details=["Host"])

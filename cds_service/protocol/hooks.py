@@ -101,8 +101,9 @@ def check_draft_subjects(body: dict) -> None:
     another patient's order in this patient's context. Skipping it would drop its safety
     cards without a word; judging it against this patient's record would check the wrong
     chart. A draft with no subject, or one that cannot be resolved (a urn: not in
-    context.draftOrders, an absolute URL when no fhirServer is given), is judged as this
-    patient's (record.finish counts it)."""
+    context.draftOrders or whose Patient has no id, a contained "#p" or conditional
+    "Patient?identifier=x" reference, an absolute URL when no fhirServer is given), is
+    judged as this patient's (record.finish counts it)."""
     context = body.get("context") or {}
     if not context.get("draftOrders"):
         return
