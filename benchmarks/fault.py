@@ -256,12 +256,13 @@ def drill(seconds: float, max_requests: int) -> dict[str, Any]:
             thread.join(seconds + 60)
 
         # Acknowledged feedback must all be in the database.
-        from cds_service.store import Store
+        from cds_service.store import Store, utc_timestamp
 
         store = Store.from_url(pg.url)
         stored = {(r["card_uuid"], r["outcome"], r["outcome_timestamp"]) for r in store.feedback_rows()}
         store.engine.dispose()
-        lost = [entry for entry in load.acknowledged if entry not in stored]
+        # The store keeps each outcomeTimestamp in one UTC spelling (a fraction's trailing zeros dropped).
+        lost = [entry for entry in load.acknowledged if (*entry[:2], utc_timestamp(entry[2])) not in stored]
 
         # And the service works normally again.
         conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
