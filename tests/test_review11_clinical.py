@@ -154,12 +154,12 @@ def test_a_coded_hypercalcemia_newer_than_the_calcium_still_asks_for_its_cause()
 # ---------------------------------------------------------------------------
 # LOW 7. A high calcium already explained by a coded cause asks for no cause (review 10
 # "high calcium" work-up, brief SEC-1): hyperparathyroidism of renal origin (N25.81) and primary
-# hyperparathyroidism in SNOMED CT (36348003) join condition-hyperparathyroidism; hypervitaminosis
-# D (E67.3) and sarcoidosis (D86-) are condition-hypercalcemia-cause (ICD-10-CM April 2026).
+# hyperparathyroidism in SNOMED CT (36348003) join condition-hyperparathyroidism. Hypervitaminosis
+# D (E67.3) and sarcoidosis (D86-) do not explain it (review 12: the code does not show the calcium
+# came from it, most sarcoidosis has none, and the work-up starts with PTH either way).
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("code, system", [("N25.81", None), ("36348003", "http://snomed.info/sct"),
-                                          ("E67.3", None), ("D86.9", None), ("D86.82", None)])
+@pytest.mark.parametrize("code, system", [("N25.81", None), ("36348003", "http://snomed.info/sct")])
 def test_a_coded_cause_explains_a_high_calcium(code, system):
     from tests.test_review10_clinical import _high_ca_chart
     c = cond(code, 300) if system is None else cond(code, 300, system=system)
@@ -167,7 +167,35 @@ def test_a_coded_cause_explains_a_high_calcium(code, system):
     assert "C-SECONDARY-EVAL" not in got and "high calcium" not in got["C-TX-BP"]["detail"].lower()
 
 
+@pytest.mark.parametrize("code", ["E67.3", "D86.0", "D86.9"])
+def test_hypervitaminosis_d_or_sarcoidosis_still_asks_for_the_cause(code):
+    from tests.test_review10_clinical import _high_ca_chart
+    got = cards(_high_ca_chart(13.8, cond(code, 300)))
+    assert "C-SECONDARY-EVAL" in got and "high calcium" in got["C-TX-BP"]["detail"].lower()
+
+
 def test_an_unrelated_code_leaves_the_high_calcium_unexplained():
     """Control: a high calcium beside an unrelated code (N18.3, CKD 3) still asks for its cause."""
     from tests.test_review10_clinical import _high_ca_chart
     assert "C-SECONDARY-EVAL" in cards(_high_ca_chart(11.0, cond("N18.3", 300)))
+
+
+# ---------------------------------------------------------------------------
+# Review 12 (high). C-SUPP-CAVD offered vitamin D3 in one click beside a high calcium (measured
+# or coded), which C-VITD-LOW and C-GIOP hold (vitamin D labels: contraindicated in hypercalcemia).
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [(), (cond("E67.3", 300),)])
+def test_no_vitamin_d_order_beside_a_high_calcium(extra):
+    from tests.test_review10_clinical import _high_ca_chart
+    got = cards(_high_ca_chart(13.8, *extra))
+    orders = [s for card in got.values() for s in card.get("suggestions") or ()
+              for a in s.get("actions") or () if "vitamin d" in str(a.get("resource", {})).lower()]
+    assert orders == []
+
+
+def test_vitamin_d_is_still_offered_with_a_normal_calcium():
+    """Control: the same chart with a calcium of 9.5 is offered vitamin D (with or without calcium)."""
+    from tests.test_review10_clinical import _high_ca_chart
+    card = cards(_high_ca_chart(9.5))["C-SUPP-CAVD"]
+    assert any("vitamin d" in s["label"].lower() for s in card["suggestions"])

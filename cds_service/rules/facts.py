@@ -341,8 +341,10 @@ def unexplained_high_calcium(record: PatientRecord, settings: ClinicalSettings) 
     baseline lab); malignancy and myeloma are the causes not to miss. Review 10: C-TX-BP said
     "nothing on record against an oral bisphosphonate" beside a calcium of 11.2 mg/dL, and no
     card asked why it was high."""
-    if any(record.condition_hits(g) for g in ("hyperparathyroidism", "skeletal_malignancy", "hypercalcemia_cause")):
-        return None  # hypercalcemia_cause: hypervitaminosis D, sarcoidosis (review 10 L7)
+    # Not hypervitaminosis D or sarcoidosis (review 12): the code does not show the calcium came
+    # from it (most sarcoidosis has none), and the work-up starts with PTH either way.
+    if any(record.condition_hits(g) for g in ("hyperparathyroidism", "skeletal_malignancy")):
+        return None
     high = high_calcium(record, settings, settings.lab_max_age_months)
     if high:
         return high

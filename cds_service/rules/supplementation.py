@@ -67,6 +67,13 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     if ca_block:
         facts.append(f"{ca_block}: calcium supplement not suggested")
         need_ca = False
+    reading = kidney(record, settings)
+    d_hold = vitamin_d_repletion_hold(record, settings) if need_d and reading.band not in (FAILURE, SEVERE) else None
+    if d_hold:
+        # Review 12: vitamin D3 was offered in one click beside a calcium of 13.8 mg/dL, which
+        # C-VITD-LOW and C-GIOP already hold (labels: contraindicated in hypercalcemia).
+        facts.append(d_hold)
+        need_d = False
     deficient = vitamin_d_deficient(record, settings) if need_d else None
     if deficient:
         # TX-8: repletion (C-VITD-LOW) comes first; a maintenance dose offered
@@ -76,7 +83,6 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         need_d = False
     if not (need_ca or need_d):
         return []
-    reading = kidney(record, settings)
     if reading.band in (FAILURE, SEVERE):
         # Second-pass 1: with dialysis or CKD 4-5 the calcium load and the form of vitamin D
         # (often activated vitamin D) belong to nephrology: no generic order here.
