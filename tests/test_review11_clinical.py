@@ -106,6 +106,20 @@ def test_an_mi_with_its_onset_keeps_the_recent_mi_wording():
         assert "after a recent myocardial infarction or stroke: do not start it" in card["detail"]
 
 
+def test_an_old_mi_code_beside_a_dated_mi_is_that_mi():
+    """Review 12: I25.2 recorded last month beside I21.4 with its onset 600 days ago is the history
+    of that MI, not an MI of unknown date (a critical card): quiet, as the dated MI alone is. With
+    the dated MI inside the year, its own date decides (control)."""
+    old = _old_mi("I25.2")
+    got = cards(record(old, cond("I21.4", 600), drafts=[draft(ROMO)]), "order-sign")
+    assert "C-SAFE-ROMO-CV" not in got
+    anabolic = cards(record(old, cond("I21.4", 600), obs("38267-1", 60, -3.5), cond("M80.08XA", 60)))["C-TX-ANABOLIC"]
+    assert "without its date" not in anabolic["detail"]
+    assert any("romosozumab" in a["description"].lower() for a in _drug_orders(anabolic))
+    card = cards(record(old, cond("I21.4", 200), drafts=[draft(ROMO)]), "order-sign")["C-SAFE-ROMO-CV"]
+    assert "unknown date" not in card["summary"] and f"(I21.4) on {ago(200)}" in card["detail"]
+
+
 # ---------------------------------------------------------------------------
 # LOW 9. A glucocorticoid dose beyond any usual regimen (above 1250 mg prednisone-equivalent a
 # day, pulse methylprednisolone 1 g/day; plausibility.RANGES) is a unit or entry error: "a dose

@@ -67,6 +67,7 @@ from cds_service.rules.facts import (
     ordered,
     pth_course_facts,
     pth_months_used,
+    recent_cv_hits,
     romosozumab_course,
     unexplained_alp,
     vitamin_d_repletion_hold,
@@ -601,7 +602,7 @@ def _cv_hits(record: PatientRecord, settings: ClinicalSettings, since: dt.date |
     group the first dated event, else the first old MI of unknown date."""
     out = []
     for group in ("mi", "stroke"):
-        hits = record.condition_hits(group, active_only=False, within_months_=settings.mi_stroke_window_months)
+        hits = recent_cv_hits(record, group, settings.mi_stroke_window_months)
         if since is not None:
             hits = [h for h in hits if h.date and h.date >= since and not mi_date_unknown(h)]
         out += sorted(hits, key=mi_date_unknown)[:1]
