@@ -43,3 +43,65 @@ def test_giop_still_offers_alendronate_with_no_course_card():
 def cards_of(rec):
     from tests.test_rules_second_pass import cards
     return cards(rec)
+
+
+# ---------------------------------------------------------------------------
+# 2. An unexplained high calcium with an intact PTH on record within the lab window
+# (lab_max_age_months, brief MON-7: "if not measured in the last 12 months"): no PTH is ordered
+# again on the screen (C-SECONDARY-EVAL's panel leaves the basic labs to C-LAB-BASELINE when it
+# fires, and that card ordered PTH anyway), and a high PTH is named as pointing to
+# hyperparathyroidism (brief SEC-1), not "find its cause (intact PTH with the calcium)".
+# ---------------------------------------------------------------------------
+
+def _pth(days, value=120, high=65):
+    from tests.test_rules_second_pass import obs
+    return obs("2731-8", days, value, "pg/mL", referenceRange=[{"high": {"value": high, "unit": "pg/mL"}}])
+
+
+def _ca_chart(*extra, vitamin_d=False, **kw):
+    """High calcium, T -2.8, eGFR on file; no 25-OH vitamin D, so C-LAB-BASELINE fires too."""
+    from tests.test_rules_second_pass import obs, record
+    labs = [obs("17861-6", 20, 11.2, "mg/dL"), obs("38267-1", 60, -2.8), obs("98979-8", 20, 70)]
+    if vitamin_d:
+        labs.append(obs("62292-8", 20, 35, "ng/mL"))
+    return record(*labs, *extra, t_score=False, **kw)
+
+
+def _pth_orders(got):
+    return [k for k, c in got.items() for s in c.get("suggestions", ()) for a in s["actions"]
+            if a.get("resource", {}).get("code", {}).get("coding", [{}])[0].get("code") == "2731-8"]
+
+
+@pytest.mark.parametrize("vitamin_d", [False, True])
+def test_a_recent_high_pth_is_not_ordered_again_and_points_to_hyperparathyroidism(vitamin_d):
+    got = cards_of(_ca_chart(_pth(40), vitamin_d=vitamin_d))
+    assert _pth_orders(got) == []
+    sec = got["C-SECONDARY-EVAL"]
+    assert "with a **high PTH** (PTH 120 pg/mL" in sec["detail"]
+    assert "points to primary hyperparathyroidism" in sec["detail"]
+    assert "find its cause" not in sec["detail"]
+    if not vitamin_d:  # the baseline card still orders what is missing, less the PTH
+        extra = [s for s in got["C-LAB-BASELINE"]["suggestions"] if "secondary-cause" in s["label"]]
+        assert [a["description"] for a in extra[0]["actions"]] == [
+            "Serum phosphate (LOINC 2777-1)", "Alkaline phosphatase (LOINC 6768-6)"]
+
+
+def test_a_man_with_a_recent_high_pth_hears_it_points_to_hyperparathyroidism():
+    sec = cards_of(_ca_chart(_pth(40), vitamin_d=True, sex="male", age=70))["C-SECONDARY-EVAL"]
+    assert "with a **high PTH** (PTH 120 pg/mL" in sec["detail"] and "intact PTH first" not in sec["detail"]
+
+
+def test_a_recent_normal_pth_is_read_with_the_calcium_not_ordered_again():
+    got = cards_of(_ca_chart(_pth(40, value=40)))
+    assert _pth_orders(got) == []
+    sec = got["C-SECONDARY-EVAL"]["detail"]
+    assert "find its cause" in sec and "the PTH on record (PTH 40 pg/mL" in sec and "high PTH" not in sec
+
+
+@pytest.mark.parametrize("vitamin_d, orderer", [(False, "C-LAB-BASELINE"), (True, "C-SECONDARY-EVAL")])
+def test_an_old_pth_is_ordered_again_and_the_cause_is_still_sought(vitamin_d, orderer):
+    """Control: a PTH older than the lab window (12 months) is no reading: PTH is ordered once."""
+    got = cards_of(_ca_chart(_pth(400), vitamin_d=vitamin_d))
+    assert _pth_orders(got) == [orderer]
+    assert "find its cause" in got["C-SECONDARY-EVAL"]["detail"]
+    assert "high PTH" not in got["C-SECONDARY-EVAL"]["detail"]

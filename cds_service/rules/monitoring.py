@@ -504,10 +504,22 @@ def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     keys = [BASELINE_LAB_KEYS[label] for label in missing if label in BASELINE_LAB_KEYS]
     if "calcium" in keys and record.lab("albumin", settings.lab_max_age_months) is None:
         keys.append("albumin")  # to correct the calcium
-    keys.append("bone-panel-extra")
+    # MON-7 asks for these "if not measured in the last 12 months" too: one on record in the lab
+    # window is left out (review 12: a PTH on file was ordered again beside C-SECONDARY-EVAL,
+    # whose panel leaves the basic labs to this card).
+    months = settings.lab_max_age_months
+    extras = {"phosphate": record.test_done("phosphate", months), "alkaline-phosphatase": record.lab("alp", months),
+              "pth": record.lab("pth", months)}
+    extras_done = tuple(name for name, found in extras.items() if found)
+    if len(extras_done) < len(extras):
+        keys.append("bone-panel-extra")
     facts = [f"Treatment indicated ({'very high' if a.risk == 'very_high' else 'high'} fracture risk): {a.reasons[0]}",
              "No current osteoporosis treatment",
              f"Missing or older than {settings.lab_max_age_months} months: {', '.join(missing)}"]
+    for name in ("alp", "pth"):
+        lab = record.lab(name, months)
+        if lab:
+            facts.append(f"{lab.fact()} (recent enough)")
     # Recent results only: an unknown kidney reading's facts are the too-old values listed below,
     # or an eGFR reported only as a bound ("<35"): why an exact one is asked for.
     reading = kidney(record, settings)
@@ -522,4 +534,4 @@ def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSetti
             facts.append(f"{latest.fact()} (too old{f'; it was {why}: recheck it' if why else ''})")
     return [Finding("C-LAB-BASELINE", facts=tuple(facts),
                     variables={"missing": ", ".join(missing), "max_age": str(settings.lab_max_age_months)},
-                    suggestions=tuple(keys))]
+                    suggestions=tuple(keys), left_out=extras_done)]
