@@ -105,3 +105,41 @@ def test_an_old_pth_is_ordered_again_and_the_cause_is_still_sought(vitamin_d, or
     assert _pth_orders(got) == [orderer]
     assert "find its cause" in got["C-SECONDARY-EVAL"]["detail"]
     assert "high PTH" not in got["C-SECONDARY-EVAL"]["detail"]
+
+
+# ---------------------------------------------------------------------------
+# 3. Hospice or palliative care (condition-palliative-care: ICD-10-CM Z51.5, SNOMED CT hospice /
+# palliative care codes of the eCQM hospice and palliative-care value sets): no screening DXA.
+# Screening pays off over years; second-pass 9 gives C-SCREEN-DXA the override reason "limited
+# life expectancy". The contract says nothing more, so only screening goes quiet.
+# ---------------------------------------------------------------------------
+
+def _screening(*extra):
+    from tests.test_rules_second_pass import record
+    return record(*extra, age=70, t_score=False)  # a woman of 70 with no DXA: USPSTF25 screening
+
+
+@pytest.mark.parametrize("code, system", [("Z51.5", "http://hl7.org/fhir/sid/icd-10-cm"),
+                                          ("385763009", "http://snomed.info/sct"),
+                                          ("170935008", "http://snomed.info/sct"),
+                                          ("103735009", "http://snomed.info/sct")])
+def test_no_screening_dxa_in_hospice_or_palliative_care(code, system):
+    from tests.test_rules_second_pass import cond
+    assert "C-SCREEN-DXA" not in cards_of(_screening(cond(code, 30, system=system)))
+
+
+def test_a_recent_hospice_procedure_quiets_screening_an_old_one_does_not():
+    from tests.test_rules_second_pass import ago
+    def proc(days):
+        return {"resourceType": "Procedure", "id": f"hospice{days}", "status": "completed",
+                "subject": {"reference": "Patient/p2"}, "performedDateTime": ago(days),
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "385763009"}]}}
+    assert "C-SCREEN-DXA" not in cards_of(_screening(proc(30)))
+    assert "C-SCREEN-DXA" in cards_of(_screening(proc(800)))
+
+
+def test_screening_dxa_still_fires_without_palliative_care():
+    """Quiet control: the same woman with a resolved palliative-care code and with none."""
+    from tests.test_rules_second_pass import cond
+    assert "C-SCREEN-DXA" in cards_of(_screening())
+    assert "C-SCREEN-DXA" in cards_of(_screening(cond("Z51.5", 300, status="resolved")))

@@ -271,6 +271,15 @@ def screening_risk_factors(record: PatientRecord) -> list[str]:
     return out
 
 
+def in_palliative_care(record: PatientRecord, settings: ClinicalSettings) -> bool:
+    """Hospice or palliative care on record (condition-palliative-care: ICD-10-CM Z51.5, SNOMED CT
+    hospice / palliative care codes of the eCQM hospice and palliative-care value sets): an active
+    Condition, or a Procedure within done_within_months (a Procedure is a past event: one from
+    years ago says nothing about care now)."""
+    return any(not h.ref.startswith("Procedure/") or within_months(h.date, record.today, settings.done_within_months)
+               for h in record.condition_hits("palliative_care"))
+
+
 def giop_candidate(record: PatientRecord, settings: ClinicalSettings):
     """C-GIOP population (ACR22, second-pass 5): a man or woman >= giop_min_age on a
     systemic glucocorticoid for >= 3 months at >= giop_min_mg_day prednisone-equivalent
@@ -294,7 +303,9 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     osteoporosis): C-MON-DXA-DUE covers them. Quiet for long-term
     glucocorticoid users: USPSTF25 does not cover secondary osteoporosis, so
     C-GIOP (ACR22) asks for their DXA without a "risk tool first" step. Quiet when
-    a DXA is already ordered (second-pass 7)."""
+    a DXA is already ordered (second-pass 7). Quiet in hospice or palliative care
+    (in_palliative_care): screening pays off only over years, and second-pass 9
+    gives this card the override reason "limited life expectancy" (review 12)."""
     if not record.female or record.age is None or record.latest_dxa_date is not None:
         return []
     if record.t_scores() or record.z_scores():
@@ -305,6 +316,8 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
         return []
     if dxa_ordered(record, settings):
         return []  # second-pass 7: the screening DXA is ordered already
+    if in_palliative_care(record, settings):
+        return []  # screening pays off over years (second-pass 9: "limited life expectancy")
     age_fact = f"Woman aged {record.age}"
     if record.age >= settings.screening_age_women:
         return [Finding("C-SCREEN-DXA", facts=(age_fact, "No DXA on file"),
