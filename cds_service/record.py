@@ -1169,7 +1169,7 @@ def normalise_frax(value: float, unit: str) -> float | None:
     return None
 
 
-_LABS_WITH_RANGE = frozenset({"alp", "calcium_ionized"})  # read against the lab's own limits (ALP: upper)
+_LABS_WITH_RANGE = frozenset({"alp", "calcium_ionized", "pth"})  # read against the lab's own limits (ALP, PTH: upper)
 
 
 # ---------------------------------------------------------------------------

@@ -271,6 +271,15 @@ def screening_risk_factors(record: PatientRecord) -> list[str]:
     return out
 
 
+def in_palliative_care(record: PatientRecord, settings: ClinicalSettings) -> bool:
+    """Hospice or palliative care on record (condition-palliative-care: ICD-10-CM Z51.5, SNOMED CT
+    hospice / palliative care codes of the eCQM hospice and palliative-care value sets): an active
+    Condition, or a Procedure within done_within_months (a Procedure is a past event: one from
+    years ago says nothing about care now)."""
+    return any(not h.ref.startswith("Procedure/") or within_months(h.date, record.today, settings.done_within_months)
+               for h in record.condition_hits("palliative_care"))
+
+
 def giop_candidate(record: PatientRecord, settings: ClinicalSettings):
     """C-GIOP population (ACR22, second-pass 5): a man or woman >= giop_min_age on a
     systemic glucocorticoid for >= 3 months at >= giop_min_mg_day prednisone-equivalent
@@ -294,7 +303,9 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     osteoporosis): C-MON-DXA-DUE covers them. Quiet for long-term
     glucocorticoid users: USPSTF25 does not cover secondary osteoporosis, so
     C-GIOP (ACR22) asks for their DXA without a "risk tool first" step. Quiet when
-    a DXA is already ordered (second-pass 7)."""
+    a DXA is already ordered (second-pass 7). Quiet in hospice or palliative care
+    (in_palliative_care): screening pays off only over years, and second-pass 9
+    gives this card the override reason "limited life expectancy" (review 12)."""
     if not record.female or record.age is None or record.latest_dxa_date is not None:
         return []
     if record.t_scores() or record.z_scores():
@@ -305,6 +316,8 @@ def screening_dxa(record: PatientRecord, today: dt.date, settings: ClinicalSetti
         return []
     if dxa_ordered(record, settings):
         return []  # second-pass 7: the screening DXA is ordered already
+    if in_palliative_care(record, settings):
+        return []  # screening pays off over years (second-pass 9: "limited life expectancy")
     age_fact = f"Woman aged {record.age}"
     if record.age >= settings.screening_age_women:
         return [Finding("C-SCREEN-DXA", facts=(age_fact, "No DXA on file"),
@@ -343,6 +356,27 @@ def _osteopenia_only(record: PatientRecord, settings: ClinicalSettings) -> bool:
             and supplementation.vitamin_d_deficient(record, settings) is None)
 
 
+# Course cards that own the next drug (engine.COURSE_CARDS; C-DMAB-DUE/OVERDUE are
+# therapy_under_way already) -> what C-GIOP says in place of its own drug decision.
+_NEXT_DRUG_ELSEWHERE = {
+    "C-DMAB-STOP": "Denosumab was stopped: the follow-on bisphosphonate is on the denosumab-stop card.",
+    "C-ANABOLIC-FOLLOW-ON": "The anabolic course is over: the antiresorptive to follow it is on the follow-on card.",
+}
+
+
+def _next_drug_card(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> str | None:
+    """The course card that owns the next drug decision (brief SAFE-14 as second-pass 3
+    corrects it; SAFE-12, ACP23 Rec 3), if it fires: C-GIOP steps aside from the drug as the
+    engine makes the drug-start cards do beside it (review 12: alendronate beside them)."""
+    from cds_service.rules import follow_up  # a sibling rule module, read at call time
+
+    for fn in (follow_up.denosumab_stop, follow_up.anabolic_follow_on):
+        found = fn(record, today, settings)
+        if found:
+            return found[0].card_id
+    return None
+
+
 @rule("patient-view")
 def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-GIOP (info; warning with no DXA in the last 12 months and >= giop_high_mg_day),
@@ -356,7 +390,8 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     high risk), so the card says that and offers alendronate as one option, not the
     first line. Suggestions: the DXA, calcium + vitamin D when not
     on them, alendronate when risk is moderate or high, no bone drug is on board and
-    no other card owns the drug start (at high risk C-TX-BP / C-TX-ANABOLIC do).
+    no other card owns the drug start (at high risk C-TX-BP / C-TX-ANABOLIC do; after
+    denosumab is stopped or an anabolic course ends C-DMAB-STOP / C-ANABOLIC-FOLLOW-ON do).
     Risk per ACR22 for adults >= 40: high = prior osteoporotic fracture, T <= -2.5
     (>= 50), or glucocorticoid-adjusted FRAX MOF >= 20% / hip >= 3%; moderate =
     adjusted FRAX MOF 10-19% / hip > 1% and < 3%. FRAX is adjusted by x1.15 (MOF)
@@ -392,6 +427,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         risk = "low" if mof is not None or hip is not None else "not yet assessed"
     on_drug = therapy_under_way(record, settings)  # a denosumab dose due/overdue is a course under way
     facts += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" for e in on_drug]
+    course_card = None if on_drug else _next_drug_card(record, today, settings)
     keys: list[str] = []
     # One order per screen: C-MON-DXA-DUE owns the DXA when it fires, C-SUPP-CAVD the
     # supplements when the patient has a bone indication.
@@ -410,7 +446,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     # at high or very high risk: C-TX-BP / C-TX-ANABOLIC / C-TX-DMAB-ALT) or a guard says no.
     # Review 10: high risk by the dose-adjusted FRAX alone (17.2% / 3.0%) fired no drug card, and
     # this card said "treat" with nothing to order.
-    if risk in ("moderate", "high") and not on_drug and not a.treatable:
+    if risk in ("moderate", "high") and not on_drug and not course_card and not a.treatable:
         blocked = alendronate_not_offered(record, settings)
         if blocked:
             facts.append(f"No alendronate offered: {'; '.join(blocked)}")
@@ -419,6 +455,8 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     offered = "alendronate" in keys
     if on_drug:
         treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
+    elif course_card:
+        treatment = _NEXT_DRUG_ELSEWHERE[course_card]
     elif risk == "very high":
         # Clinical review: "an anabolic agent first or an antiresorptive" beside C-TX-BP's
         # alendronate read as two answers. The order follows the treatment cards' own reading of
@@ -439,7 +477,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         treatment = "Decide once the DXA and dose-adjusted FRAX are known: treat at moderate or high risk."
     # Second-pass 7: only when something is to be done: an order above, a DXA to get, or a
     # treatment decision at moderate or high risk with no bone drug on board.
-    if not keys and not (risk in ("moderate", "high", "very high") and not on_drug) and (recent_dxa or ordered_dxa or dxa_elsewhere):
+    if not keys and not (risk in ("moderate", "high", "very high") and not on_drug and not course_card) and (recent_dxa or ordered_dxa or dxa_elsewhere):
         return []
     warning = high_dose and not recent_dxa and not ordered_dxa
     dose_text = f"{use.mg_day:g} mg/day" if use.mg_day is not None else "a dose not readable from the order"
@@ -479,10 +517,22 @@ def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     keys = [BASELINE_LAB_KEYS[label] for label in missing if label in BASELINE_LAB_KEYS]
     if "calcium" in keys and record.lab("albumin", settings.lab_max_age_months) is None:
         keys.append("albumin")  # to correct the calcium
-    keys.append("bone-panel-extra")
+    # MON-7 asks for these "if not measured in the last 12 months" too: one on record in the lab
+    # window is left out (review 12: a PTH on file was ordered again beside C-SECONDARY-EVAL,
+    # whose panel leaves the basic labs to this card).
+    months = settings.lab_max_age_months
+    extras = {"phosphate": record.test_done("phosphate", months), "alkaline-phosphatase": record.lab("alp", months),
+              "pth": record.lab("pth", months)}
+    extras_done = tuple(name for name, found in extras.items() if found)
+    if len(extras_done) < len(extras):
+        keys.append("bone-panel-extra")
     facts = [f"Treatment indicated ({'very high' if a.risk == 'very_high' else 'high'} fracture risk): {a.reasons[0]}",
              "No current osteoporosis treatment",
              f"Missing or older than {settings.lab_max_age_months} months: {', '.join(missing)}"]
+    for name in ("alp", "pth"):
+        lab = record.lab(name, months)
+        if lab:
+            facts.append(f"{lab.fact()} (recent enough)")
     # Recent results only: an unknown kidney reading's facts are the too-old values listed below,
     # or an eGFR reported only as a bound ("<35"): why an exact one is asked for.
     reading = kidney(record, settings)
@@ -497,4 +547,4 @@ def baseline_labs(record: PatientRecord, today: dt.date, settings: ClinicalSetti
             facts.append(f"{latest.fact()} (too old{f'; it was {why}: recheck it' if why else ''})")
     return [Finding("C-LAB-BASELINE", facts=tuple(facts),
                     variables={"missing": ", ".join(missing), "max_age": str(settings.lab_max_age_months)},
-                    suggestions=tuple(keys))]
+                    suggestions=tuple(keys), left_out=extras_done)]

@@ -462,20 +462,47 @@ def secondary_eval_reason(record: PatientRecord, settings: ClinicalSettings) -> 
             f"This patient is {who} with {finding}. At this age T-scores and FRAX do not classify "
             "osteoporosis (ISCD): look for a secondary cause first; drug treatment is a specialist decision.")
     high = unexplained_high_calcium(record, settings)
+    pth = _pth_reading(record, settings) if high else None
     if a.group == ADULT and record.male and a.diagnosis == OSTEOPOROSIS:
+        if high and pth and pth[1]:
+            calcium_text = (f" A **high calcium** ({high}) with a **high PTH** ({pth[0]}) points to primary "
+                            "hyperparathyroidism.")
+        elif high and pth:
+            calcium_text = (f" A **high calcium** ({high}) needs its cause found; the PTH on record ({pth[0]}) "
+                            "is to be read with it.")
+        else:
+            calcium_text = f" A **high calcium** ({high}) needs its cause found (intact PTH first)." if high else ""
         return "Man with osteoporosis", (
             "A man with osteoporosis: secondary causes are common in men, and every man with osteoporosis "
-            "should be evaluated for them alongside any treatment (Endocrine Society 2012)."
-            + (f" A **high calcium** ({high}) needs its cause found (intact PTH first)." if high else ""))
+            "should be evaluated for them alongside any treatment (Endocrine Society 2012)." + calcium_text)
     # Review 10: a high calcium with low bone density before treatment (on therapy C-MON-ONTX flags
     # it): hyperparathyroidism is a secondary cause (brief SEC-1), PTH a baseline lab (MON-7).
     if high and a.group == ADULT and a.diagnosis in (OSTEOPOROSIS, OSTEOPENIA) and not bone_active_therapy(record):
         what = "osteoporosis" if a.diagnosis == OSTEOPOROSIS else "low bone mass"
+        if pth and pth[1]:
+            return f"High calcium with {what}", (
+                f"A **high calcium** ({high}) with a **high PTH** ({pth[0]}) and {what}: this points to "
+                "primary hyperparathyroidism, a secondary cause of bone loss; confirm and manage it before or "
+                "alongside any bone treatment.")
+        pth_text = (f"the PTH on record ({pth[0]}) is to be read with the calcium" if pth
+                    else "intact PTH with the calcium")
         return f"High calcium with {what}", (
             f"A **high calcium** ({high}) with {what}: find its cause before or alongside any bone "
-            "treatment. Primary hyperparathyroidism is the common one (intact PTH with the calcium); "
+            f"treatment. Primary hyperparathyroidism is the common one ({pth_text}); "
             "malignancy and myeloma are the ones not to miss.")
     return None
+
+
+def _pth_reading(record: PatientRecord, settings: ClinicalSettings) -> tuple[str, bool] | None:
+    """An intact PTH on record within lab_max_age_months (MON-7's "measured in the last 12
+    months"; the panel leaves it out, PANEL_TESTS) as (fact, high). High only by the result's
+    own reference range or its interpretation flag: PTH ranges are assay-dependent, and the
+    brief sets no limit of its own."""
+    lab = record.lab("pth", settings.lab_max_age_months)
+    if lab is None:
+        return None
+    high = (lab.high is not None and lab.value > lab.high) or lab.flag in ("H", "HH", "HU")
+    return lab.fact() + (f" (above {lab.high:g} pg/mL)" if lab.high is not None and high else ""), high
 
 
 # The secondary-cause panel, test by test: (YAML resource of cards/C-SECONDARY-EVAL.yaml, name in
