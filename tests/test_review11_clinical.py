@@ -54,12 +54,17 @@ def test_a_lapsed_or_finished_romosozumab_course_is_not_current(doses):
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("days, course_card", [(200, "C-DMAB-DUE"), (250, "C-DMAB-OVERDUE"),
-                                               (400, "C-DMAB-OVERDUE"), (800, "C-DMAB-OVERDUE")])
+                                               (400, "C-DMAB-OVERDUE"), (800, "C-DMAB-OVERDUE"),
+                                               (3000, "C-DMAB-OVERDUE")])
 def test_giop_offers_no_alendronate_beside_a_denosumab_dose_due(days, course_card):
+    """Review 12: the card named a course lapsed for years "on board" ("On denosumab since ...")
+    beside the critical C-DMAB-OVERDUE: it now names the dose due or overdue and its card."""
     got = cards(_giop(given(DMAB, days)))
     card = got["C-GIOP"]
     assert course_card in got and not _alendronate(card)
-    assert "A bone drug is on board" in card["detail"] and "offered below" not in card["detail"]
+    assert "A denosumab dose is due or overdue: the denosumab card decides it" in card["detail"]
+    assert "on board" not in card["detail"] and "offered below" not in card["detail"]
+    assert f"Denosumab last given {ago(days)}: a dose is due or overdue" in card["detail"]
 
 
 def test_giop_still_offers_alendronate_with_no_denosumab_on_record():

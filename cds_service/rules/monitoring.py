@@ -426,7 +426,12 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         # the DXA and FRAX are known").
         risk = "low" if mof is not None or hip is not None else "not yet assessed"
     on_drug = therapy_under_way(record, settings)  # a denosumab dose due/overdue is a course under way
-    facts += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" for e in on_drug]
+    current = current_osteoporosis_therapy(record)
+    # Review 12: a denosumab course lapsed for years read "On denosumab since ...": "on board" beside
+    # the critical C-DMAB-OVERDUE. A due or overdue dose is named as such, its card decides the dose.
+    facts += [f"On {e.agent.replace('_', ' ')} since {e.start or 'an unknown date'}" if e in current else
+              f"Denosumab last given {e.last_dose or 'on an unknown date'}: a dose is due or overdue"
+              for e in on_drug]
     course_card = None if on_drug else _next_drug_card(record, today, settings)
     keys: list[str] = []
     # One order per screen: C-MON-DXA-DUE owns the DXA when it fires, C-SUPP-CAVD the
@@ -453,8 +458,11 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         else:
             keys.append("alendronate")
     offered = "alendronate" in keys
-    if on_drug:
+    if current:
         treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
+    elif on_drug:
+        treatment = ("A denosumab dose is due or overdue: the denosumab card decides it; keep the course going "
+                     "while glucocorticoids continue.")
     elif course_card:
         treatment = _NEXT_DRUG_ELSEWHERE[course_card]
     elif risk == "very high":
