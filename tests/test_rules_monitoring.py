@@ -10,6 +10,7 @@ from cds_service import card_render, engine
 from cds_service.fhir import terminology as t
 from cds_service.record import build_record
 from cds_service.rules import monitoring, on_therapy, supplementation
+from cds_service.rules.facts import vitamin_d_repletion_hold
 from cds_service.rules.settings import ClinicalSettings
 from cds_service.rules.treatment import missing_baseline_labs
 from tests.conftest import TODAY, coding
@@ -130,18 +131,19 @@ def test_supp_uses_latest_calcium_and_corrects_it_with_albumin():
     alb = obs("a", "1751-7", 4.5, "g/dL")
     (f,) = supplementation.calcium_vitamin_d(patient(OSTEOPOROSIS_T, ca, alb), TODAY, S)
     assert "calcium" in f.suggestions[0]
-    # low albumin: measured 10.3, corrected 10.9 > 10.5: calcium suppressed
-    (f,) = supplementation.calcium_vitamin_d(patient(OSTEOPOROSIS_T, obs("c", "17861-6", 10.3, "mg/dL"),
-                                                     obs("a", "1751-7", 3.25, "g/dL")), TODAY, S)
-    assert f.suggestions == ("vitamin-d",)
-    assert any("Corrected calcium 10.9 mg/dL" in fact for fact in f.facts)
+    # low albumin: measured 10.3, corrected 10.9 > 10.5: calcium suppressed, and vitamin D too
+    # (review 12: find the high calcium's cause first, as C-VITD-LOW and C-GIOP hold it)
+    high = patient(OSTEOPOROSIS_T, obs("c", "17861-6", 10.3, "mg/dL"), obs("a", "1751-7", 3.25, "g/dL"))
+    assert supplementation.calcium_vitamin_d(high, TODAY, S) == []
+    assert "Corrected calcium 10.9 mg/dL" in vitamin_d_repletion_hold(high, S)
 
 
 def test_supp_hypercalcemia_condition_and_summary_names_what_is_missing():
     hyper = {"resourceType": "Condition", "id": "h", "code": coding(t.ICD10CM, "E83.52")}
-    (f,) = supplementation.calcium_vitamin_d(patient(OSTEOPOROSIS_T, hyper), TODAY, S)
-    assert f.suggestions == ("vitamin-d",)
-    card = cards(patient(OSTEOPOROSIS_T, hyper))["C-SUPP-CAVD"]
+    assert supplementation.calcium_vitamin_d(patient(OSTEOPOROSIS_T, hyper), TODAY, S) == []
+    assert "C-SUPP-CAVD" not in cards(patient(OSTEOPOROSIS_T, hyper))
+    # On calcium already, no vitamin D: the summary names only what is missing.
+    card = cards(patient(OSTEOPOROSIS_T, med("c", CALCIUM)))["C-SUPP-CAVD"]
     assert card["summary"] == "Bone health: no active vitamin D supplement; vitamin D3 800-1000 IU daily"
 
 
