@@ -81,13 +81,18 @@ def test_without_authentication_the_key_is_fhir_server_and_patient_id(make_app):
     assert keys == {patient_key(TEST_SECRET.encode(), FHIR, body["context"]["patientId"])}
 
 
-def test_an_unsigned_call_cannot_use_a_signed_clients_key(make_app, tmp_path):
-    # CDS_AUTH_REQUIRED=false: a call with a verified JWT and one without are two namespaces.
+def _signed_and_unsigned(make_app, tmp_path):
+    """CDS_AUTH_REQUIRED=false with one trusted issuer: a client with its JWT, and one without."""
     key = client_key()
     trust = tmp_path / "issuers.json"
     trust.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
     app = make_app(CDS_TRUSTED_ISSUERS=str(trust), CDS_PUBLIC_BASE_URL=BASE)
-    signed, unsigned = Client(app, key, ISS), app.test_client()
+    return Client(app, key, ISS), app.test_client()
+
+
+def test_an_unsigned_call_cannot_use_a_signed_clients_key(make_app, tmp_path):
+    # CDS_AUTH_REQUIRED=false: a call with a verified JWT and one without are two namespaces.
+    signed, unsigned = _signed_and_unsigned(make_app, tmp_path)
     body = pv_body(INFO_PATIENT, fhir_server=FHIR)
     resp = unsigned.post(PV, json=body)
     feedback = [{"card": c["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-30T10:00:00Z"}
@@ -121,11 +126,7 @@ def test_feedback_on_another_clients_card_uuid_is_not_stored_and_quiets_nothing(
 
 def test_an_unsigned_caller_cannot_give_feedback_on_a_signed_clients_card(make_app, tmp_path):
     # CDS_AUTH_REQUIRED=false: the unsigned caller is a client of its own.
-    key = client_key()
-    trust = tmp_path / "issuers.json"
-    trust.write_text(json.dumps({ISS: {"jwks": {"keys": [key[1]]}}}))
-    app = make_app(CDS_TRUSTED_ISSUERS=str(trust), CDS_PUBLIC_BASE_URL=BASE)
-    signed, unsigned = Client(app, key, ISS), app.test_client()
+    signed, unsigned = _signed_and_unsigned(make_app, tmp_path)
     body = pv_body(INFO_PATIENT, fhir_server=FHIR)
     card = signed.cards(body)[INFO_CARD]
     entry = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-30T10:00:00Z"}
