@@ -62,16 +62,24 @@ def mi_date_unknown(hit: ConditionHit) -> bool:
     return hit.recorded_only and hit.code in t.OLD_MI_CODES
 
 
-def recent_cv_hits(record: PatientRecord, group: str, months: float) -> list[ConditionHit]:
-    """MI ("mi") or stroke ("stroke") Conditions within `months`, resolved ones too. An old MI
-    code of unknown date is left out when an MI with its own date is on record at any time: the
+def cv_hits(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[ConditionHit]:
+    """MI or stroke within mi_stroke_window_months (a resolved MI is still a recent MI), or
+    on/after `since` when given (an MI of unknown date never counts as "during"): per group the
+    first dated event, else the first old MI of unknown date (mi_date_unknown). An old MI code
+    of unknown date is left out when an MI with its own date is on record at any time: the
     history code names that MI (review 12: I25.2 recorded last month beside I21.4 of 600 days
-    ago read as an MI of unknown date, a critical card)."""
-    hits = record.condition_hits(group, active_only=False, within_months_=months)
-    if group == "mi" and any(map(mi_date_unknown, hits)) and any(
-            h.date and not mi_date_unknown(h) for h in record.condition_hits("mi", active_only=False)):
-        hits = [h for h in hits if not mi_date_unknown(h)]
-    return hits
+    ago read as an MI of unknown date, a critical card). One reading for C-SAFE-ROMO-CV and
+    C-TX-ANABOLIC's romosozumab."""
+    out = []
+    for group in ("mi", "stroke"):
+        hits = record.condition_hits(group, active_only=False, within_months_=settings.mi_stroke_window_months)
+        if group == "mi" and any(map(mi_date_unknown, hits)) and any(
+                h.date and not mi_date_unknown(h) for h in record.condition_hits("mi", active_only=False)):
+            hits = [h for h in hits if not mi_date_unknown(h)]
+        if since is not None:
+            hits = [h for h in hits if h.date and h.date >= since and not mi_date_unknown(h)]
+        out += sorted(hits, key=mi_date_unknown)[:1]
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -977,8 +985,7 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     else:
         options += ["teriparatide", "abaloparatide"]
     romo = romosozumab_course(record)
-    cv = sorted((h for g in ("mi", "stroke") for h in recent_cv_hits(record, g, settings.mi_stroke_window_months)),
-                key=mi_date_unknown)
+    cv = sorted(cv_hits(record, settings), key=mi_date_unknown)  # a dated event first
     low_ca = low_calcium(record, settings)
     if not record.female:
         excluded.append("Romosozumab not suggested: approved only for postmenopausal women")
@@ -1069,7 +1076,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "recent_cv_hits", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_hits", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",

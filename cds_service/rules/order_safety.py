@@ -55,6 +55,7 @@ from cds_service.rules.facts import (
     condition_fact,
     course_start,
     current_pregnancy,
+    cv_hits,
     draft_fact,
     drug_label,
     drug_title,
@@ -67,7 +68,6 @@ from cds_service.rules.facts import (
     ordered,
     pth_course_facts,
     pth_months_used,
-    recent_cv_hits,
     romosozumab_course,
     unexplained_alp,
     vitamin_d_repletion_hold,
@@ -596,19 +596,6 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
     return (), built + remove
 
 
-def _cv_hits(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[ConditionHit]:
-    """MI or stroke within mi_stroke_window_months (a resolved MI is still a recent MI),
-    or on/after `since` when given (an MI of unknown date never counts as "during"); per
-    group the first dated event, else the first old MI of unknown date."""
-    out = []
-    for group in ("mi", "stroke"):
-        hits = recent_cv_hits(record, group, settings.mi_stroke_window_months)
-        if since is not None:
-            hits = [h for h in hits if h.date and h.date >= since and not mi_date_unknown(h)]
-        out += sorted(hits, key=mi_date_unknown)[:1]
-    return out
-
-
 def _cv_fact(hit: ConditionHit) -> str:
     if mi_date_unknown(hit):
         return (f"Myocardial infarction, old or history of ({hit.code}): the date of the MI is not on record "
@@ -617,7 +604,7 @@ def _cv_fact(hit: ConditionHit) -> str:
 
 
 def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[str]:
-    return [_cv_fact(h) for h in _cv_hits(record, settings, since)]
+    return [_cv_fact(h) for h in cv_hits(record, settings, since)]
 
 
 def _cv_variant(hits: list[ConditionHit]) -> str | None:
@@ -633,7 +620,7 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
     """C-SAFE-ROMO-CV (critical), SAFE-8: romosozumab ordered with an MI or
     stroke with onset <= mi_stroke_window_months (12) ago: do not initiate;
     suggest teriparatide or abaloparatide (LABEL Evenity boxed warning; ES20)."""
-    hits = _cv_hits(record, settings)
+    hits = cv_hits(record, settings)
     if not hits:
         return []
     events = [_cv_fact(h) for h in hits]
@@ -669,7 +656,7 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
         return []
     start = course_start(e) or e.start
     during = _cv_events(record, settings, since=start)
-    hits = [] if during else _cv_hits(record, settings)
+    hits = [] if during else cv_hits(record, settings)
     events = during or [_cv_fact(h) for h in hits]
     if not events:
         return []
