@@ -215,6 +215,7 @@ def call_service(service_id: str):
             metrics.child(metrics.CARDS_HELD, held.card_id, held.reason).inc()
         # With the database down this raises, and the call answers 503: a card
         # that is not recorded could not have its feedback tied to its rule.
+        client = caller()
         rt.store.record_cards([
             IssuedCard(
                 card_uuid=c["uuid"],
@@ -224,7 +225,7 @@ def call_service(service_id: str):
                 hook_instance=call.hook_instance,
                 suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
                 patient_key=key,
-                client=caller(),
+                client=client,
             )
             for c in cards
         ], lease=lease)
