@@ -2248,7 +2248,7 @@ def _sorted_labs(name: str, values: Sequence[Lab]) -> list[Lab]:
     return sorted(values, key=_lab_order)
 
 
-EGFR_SET = "lab-egfr"
+EGFR_SET = t.EGFR_SET  # its units are read by t.convert
 # Bone mineral density units (_norm_unit): a value in one of these is a BMD, never a T- or Z-score.
 _BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm²"})
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
