@@ -68,11 +68,10 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         facts.append(f"{ca_block}: calcium supplement not suggested")
         need_ca = False
     reading = kidney(record, settings)
-    d_hold = vitamin_d_repletion_hold(record, settings) if need_d and reading.band not in (FAILURE, SEVERE) else None
-    if d_hold:
+    if need_d and reading.band not in (FAILURE, SEVERE) and vitamin_d_repletion_hold(record, settings):
         # Review 12: vitamin D3 was offered in one click beside a calcium of 13.8 mg/dL, which
-        # C-VITD-LOW and C-GIOP already hold (labels: contraindicated in hypercalcemia).
-        facts.append(d_hold)
+        # C-VITD-LOW and C-GIOP already hold (labels: contraindicated in hypercalcemia). The same
+        # high calcium held the calcium part above (or calcium is taken): nothing is left to offer.
         need_d = False
     deficient = vitamin_d_deficient(record, settings) if need_d else None
     if deficient:
