@@ -35,7 +35,10 @@ Suggestion: an `update` of the draft itself with the precautions added to its
 promptly). An update keeps the draft's id, so the EHR edits the order in place;
 a draft without an id cannot be updated: the card then carries no suggestion. A
 draft that already carries the precautions note is quiet unless there is a
-critical finding (the warning has been acted on).
+critical finding (the warning has been acted on). Manipulation or mobilisation
+near fragile bone (critical): removing the draft is the recommended suggestion;
+for a spinal manipulation code (chiropractic, osteopathic) it is the only one,
+since the order is the manipulation itself.
 """
 
 from __future__ import annotations
@@ -312,7 +315,11 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
             cancel = Suggestion(f"Remove this {word} order (spinal manipulation or joint mobilisation with fragile "
                                 "bones)", (Action("delete", f"Delete the draft {word} order",
                                                   resource_id=(draft.reference,)),), True)
-            keys, extra = (), (cancel, dataclasses.replace(update, is_recommended=False))
+            # A spinal manipulation code is the manipulation itself: the same order with
+            # "no manipulation" in its note contradicts itself, so only removal is offered.
+            # Other manual therapy (97140) can be done without mobilising: kept as an option.
+            spinal = t.is_spinal_manipulation(draft.resource.get("code"))
+            keys, extra = (), (cancel,) if spinal else (cancel, dataclasses.replace(update, is_recommended=False))
         else:
             extra = (update,)
     return [Finding(
