@@ -555,8 +555,8 @@ class Lab:
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
         decimals = LAB_DECIMALS.get(self.name, 1)
-        value = (written_beside(self.value, decimals, KIDNEY_CUTOFFS) if self.name in _KIDNEY_LABS
-                 else as_written(self.value, decimals))
+        cutoffs = _CUTOFFS.get(self.name)
+        value = written_beside(self.value, decimals, cutoffs) if cutoffs else as_written(self.value, decimals)
         return f"{label} {self.comparator}{value} {self.unit} on {_d(self.date)}"
 
 
@@ -567,7 +567,6 @@ LAB_LABELS = {"egfr": "eGFR", EGFR_UPPER_BOUND: "eGFR", "calcium": "Serum calciu
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
               "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
               "alp": "Alkaline phosphatase", "calcium_ionized": "Ionized calcium"}
-_KIDNEY_LABS = frozenset({"egfr", EGFR_UPPER_BOUND})
 # Decimals clinicians write each value with (T-scores and FRAX: one).
 LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
                 "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0, "calcium_ionized": 2}
@@ -607,6 +606,10 @@ def score_as_written(value: float) -> str:
 # The kidney limits the drug labels set (rules.facts.KidneyReading.below: value < limit): kidney
 # failure 15, risedronate/ibandronate 30, alendronate/zoledronic acid 35.
 KIDNEY_CUTOFFS = ((15.0, False), (30.0, False), (35.0, False))
+# 25-OH vitamin D: deficient below 20, target 30 ng/mL (brief TX-8, SAFE-5; AACE20). 49 nmol/L
+# is 19.6 ng/mL: written "20" it contradicted the card's own "below 20 ng/mL" (clinical review 13).
+VITAMIN_D_CUTOFFS = ((20.0, False), (30.0, False))
+_CUTOFFS = {"egfr": KIDNEY_CUTOFFS, EGFR_UPPER_BOUND: KIDNEY_CUTOFFS, "vitamin_d": VITAMIN_D_CUTOFFS}
 
 
 def written_beside(value: float, decimals: int, cutoffs: tuple[tuple[float, bool], ...]) -> str:

@@ -32,3 +32,28 @@ def test_spinal_manipulation_is_only_offered_for_removal(code):
 
 def test_manual_therapy_keeps_the_order_with_precautions_as_an_option():
     assert _suggestion_types("97140") == [["delete"], ["update"]]
+
+
+# ---------------------------------------------------------------------------
+# A converted 25-OH vitamin D is written on the side of the 20 and 30 ng/mL cut-offs it is on
+# (brief TX-8, SAFE-5; AACE20): 49 nmol/L is 19.6 ng/mL, and "20 ng/mL" beside "below 20 ng/mL"
+# contradicted the card. A value clear of the cut-offs keeps whole numbers.
+# ---------------------------------------------------------------------------
+
+def _vitamin_d(nmol, *drafts):
+    from tests.test_rules_second_pass import obs
+    return record(obs("62292-8", 30, nmol, "nmol/L"), obs("98979-8", 30, 75), obs("17861-6", 30, 9.4, "mg/dL"),
+                  drafts=list(drafts))
+
+
+def test_vitamin_d_just_below_20_is_not_written_as_20():
+    from tests.test_rules_second_pass import ZOL, draft
+    view = cards(_vitamin_d(49))["C-VITD-LOW"]
+    assert "25-OH vitamin D 19.6 ng/mL" in view["detail"]
+    order = cards(_vitamin_d(49, draft(ZOL)), "order-sign")["C-VITD-LOW"]
+    assert "19.6 ng/mL, below 20 ng/mL" in order["detail"] and " 20 ng/mL, below" not in order["detail"]
+
+
+def test_vitamin_d_clear_of_the_cut_offs_keeps_whole_numbers():
+    view = cards(_vitamin_d(40))["C-VITD-LOW"]  # 16.0 ng/mL
+    assert "25-OH vitamin D 16 ng/mL" in view["detail"]

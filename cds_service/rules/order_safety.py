@@ -37,11 +37,11 @@ from cds_service.fhir import terminology as t
 from cds_service.record import (
     KIDNEY_CUTOFFS,
     LAB_LABELS,
+    VITAMIN_D_CUTOFFS,
     AgentExposure,
     ConditionHit,
     DraftOrder,
     PatientRecord,
-    as_written,
     months_between,
     written_beside,
 )
@@ -449,7 +449,7 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
             variables={
                 "level": "deficient",
                 "headline": f"replete before {drug_label(agent)}",
-                "status": (f"{as_written(vit_d.value, 0)} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, "
+                "status": (f"{written_beside(vit_d.value, 0, VITAMIN_D_CUTOFFS)} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, "
                            f"while {drug_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and "
                            f"calcium, then give the {drug_label(agent)}"),
                 "target": f"{settings.vitamin_d_target_ng_ml:g}",
