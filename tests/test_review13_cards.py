@@ -57,3 +57,23 @@ def test_vitamin_d_just_below_20_is_not_written_as_20():
 def test_vitamin_d_clear_of_the_cut_offs_keeps_whole_numbers():
     view = cards(_vitamin_d(40))["C-VITD-LOW"]  # 16.0 ng/mL
     assert "25-OH vitamin D 16 ng/mL" in view["detail"]
+
+
+# ---------------------------------------------------------------------------
+# C-MON-DXA-DUE beside a T-score with no date (MON-1): the scan is on record, its day is not.
+# "No DXA on file" contradicted C-TX-BP's "T-score -2.9 on an unknown date" on the same chart.
+# ---------------------------------------------------------------------------
+
+def test_an_undated_t_score_is_a_dxa_of_unknown_date_not_no_dxa():
+    from tests.test_rules_second_pass import obs
+    undated = obs("38267-1", 0, -2.9)
+    del undated["effectiveDateTime"]
+    card = cards(record(undated, t_score=False))["C-MON-DXA-DUE"]
+    assert "No DXA on file" not in card["detail"] and "no DXA on file" not in card["detail"]
+    assert "DXA date not on record: Lumbar spine T-score -2.9 on an unknown date" in card["detail"]
+
+
+def test_no_t_score_at_all_is_still_no_dxa_on_file():
+    from tests.test_rules_second_pass import cond
+    card = cards(record(cond("M81.0"), t_score=False))["C-MON-DXA-DUE"]
+    assert "No DXA on file" in card["detail"]

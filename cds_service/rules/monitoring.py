@@ -76,7 +76,10 @@ def _last_dxa_fact(record: PatientRecord) -> str:
     last = record.latest_dxa_date
     lowest = lowest_t(record)
     if last is None:
-        return "No DXA on file"
+        # A T-score with no date is a DXA whose day is not on record, not "no DXA" (review 13).
+        undated = record.t_scores()
+        return (f"DXA date not on record: {min(undated, key=lambda b: b.value).fact()}" if undated else
+                "No DXA on file")
     if lowest is not None and lowest.date == last:
         return f"Last DXA on {last}: lowest {lowest.fact()}"
     return f"Last DXA on {last}"
@@ -136,8 +139,13 @@ def dxa_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -
     if last is None:
         if population == "osteopenia":
             return []
-        why = "no DXA on file: a baseline is needed to judge the response to treatment"
-        due_text = "now (no DXA on file)"
+        if not record.t_scores():
+            why = "no DXA on file: a baseline is needed to judge the response to treatment"
+            due_text = "now (no DXA on file)"
+        else:
+            why = ("the last DXA's date is not on record (a T-score without a date): a dated baseline is needed "
+                   "to judge the response to treatment")
+            due_text = "now (DXA date not on record)"
     else:
         due = add_months(last, months)
         if due > today:
