@@ -77,3 +77,24 @@ def test_no_t_score_at_all_is_still_no_dxa_on_file():
     from tests.test_rules_second_pass import cond
     card = cards(record(cond("M81.0"), t_score=False))["C-MON-DXA-DUE"]
     assert "No DXA on file" in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# C-GIOP writes the prednisone-equivalent dose as a clinician does (second-pass 5, ACR22):
+# dexamethasone 4 mg/day is 26.7 mg, not "26.67"; a dose near ACR22's 7.5 mg/day keeps the side
+# of the cut-off it is on.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("drug, mg, written", [
+    ("dexamethasone", 4, "26.7 mg/day"),
+    ("prednisone", 10, "10 mg/day"),
+    ("prednisone", 7.49, "7.49 mg/day"),
+])
+def test_giop_dose_is_written_as_a_clinician_writes_it(drug, mg, written):
+    from tests.test_rules_second_pass import med, obs
+    steroid = med({"text": drug}, 180, rid="gc", dosageInstruction=[{"text": f"{mg} mg daily"}])
+    rec = record(steroid, obs("38267-1", 60, -2.2), obs("90265-0", 30, 15, "%"), obs("90266-8", 30, 2.5, "%"),
+                 obs("17861-6", 20, 9.4, "mg/dL"), obs("62292-8", 20, 35, "ng/mL"), obs("98979-8", 20, 70),
+                 t_score=False)
+    detail = cards(rec)["C-GIOP"]["detail"]
+    assert written in detail and "26.67" not in detail and "26.6667" not in detail

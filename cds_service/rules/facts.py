@@ -1049,6 +1049,15 @@ class GlucocorticoidUse:
     facts: tuple[str, ...]
 
 
+def glucocorticoid_mg_text(mg: float, settings: ClinicalSettings) -> str:
+    """A prednisone-equivalent dose as a clinician writes it: one decimal at most (dexamethasone
+    4 mg is "26.7", not "26.6667"), kept on its side of ACR22's 2.5 and 7.5 mg/day cut-offs."""
+    cuts = tuple((c, inclusive) for c in (settings.giop_min_mg_day, settings.giop_high_mg_day)
+                 for inclusive in (False, True))
+    text = written_beside(mg, 1, cuts)
+    return text[:-2] if text.endswith(".0") else text
+
+
 @per_call
 def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> GlucocorticoidUse | None:
     """Current systemic glucocorticoid use of at least long_term_corticosteroid_days (3
@@ -1063,7 +1072,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
             current = [ev for ev in e.events if ev.status in ("active", "on-hold")]
             latest = max(current, key=lambda ev: ev.start or dt.date.min) if current else None
             mg = latest.daily_mg if latest else None
-            dose = (f"{mg:g} mg/day prednisone-equivalent" if mg is not None
+            dose = (f"{glucocorticoid_mg_text(mg, settings)} mg/day prednisone-equivalent" if mg is not None
                     else "dose not readable from the order")
             return GlucocorticoidUse(days, mg, (
                 f"Systemic glucocorticoid since {start} ({days} days), {dose} ({(latest or e.events[-1]).ref})",))

@@ -37,6 +37,7 @@ from cds_service.rules.facts import (
     current_osteoporosis_therapy,
     therapy_under_way,
     current_pregnancy,
+    glucocorticoid_mg_text,
     glucocorticoid_use,
     in_drug_holiday,
     kidney,
@@ -496,7 +497,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     if not keys and not (risk in ("moderate", "high", "very high") and not on_drug and not course_card) and (recent_dxa or ordered_dxa or dxa_elsewhere):
         return []
     warning = high_dose and not recent_dxa and not ordered_dxa
-    dose_text = f"{use.mg_day:g} mg/day" if use.mg_day is not None else "a dose not readable from the order"
+    dose_text = f"{glucocorticoid_mg_text(use.mg_day, settings)} mg/day" if use.mg_day is not None else "a dose not readable from the order"
     return [Finding(
         "C-GIOP", facts=tuple(dict.fromkeys(facts)),
         indicator="warning" if warning else "info",
