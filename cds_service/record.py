@@ -1482,6 +1482,14 @@ class _Builder:
                     self._dxa(when)
                     return
                 qty = (float(plain.group(1)), "")
+            elif plan.with_number[0] is _LAB and isinstance(holder.get("valueString"), str):
+                # Review 13: a lab sent as text ("<5.0 ng/mL", "19 nmol/L") was no reading, and
+                # C-LAB-BASELINE ordered again a test done a month before. A number with an
+                # optional comparator and unit is read as the same valueQuantity would be (an
+                # unknown unit: no reading, counted); any other text stays unread, as before.
+                text = _TEXT_QUANTITY.match(holder["valueString"])
+                if text:
+                    comparator, qty = text.group(1), (float(text.group(2)), (text.group(3) or "").strip())
         if comparator is None:
             bounded, comparator = False, ""
         else:
@@ -2261,6 +2269,9 @@ _BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*([a-zA-Z
 # read as "-" before the match: "\u22123.4").
 _PLAIN_DECIMAL = re.compile(r"\s*([+-]?\d{1,3}(?:\.\d+)?)\s*", re.ASCII)
 _DECEASED_WORDS = frozenset({"true", "yes", "y", "1"})
+# A lab result written as text: optional comparator, a number, an optional unit (no digits in it
+# but UCUM's, e.g. "mL/min/1.73m2") and a remark in brackets: "<5.0 ng/mL", "12 ng/mL (L)", "> 150".
+_TEXT_QUANTITY = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)?\s*(\d+(?:\.\d+)?)\s*([A-Za-z%{\u00b5][^\s(]*)?\s*(?:\([^)]*\))?\s*$")
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 
 

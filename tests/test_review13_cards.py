@@ -98,3 +98,32 @@ def test_giop_dose_is_written_as_a_clinician_writes_it(drug, mg, written):
                  t_score=False)
     detail = cards(rec)["C-GIOP"]["detail"]
     assert written in detail and "26.67" not in detail and "26.6667" not in detail
+
+
+# ---------------------------------------------------------------------------
+# A lab result sent as text (valueString "<5.0 ng/mL") is read as the same valueQuantity would be:
+# unread, the 25-OH vitamin D a month old was "missing" and C-TX-BP asked for it again, and the
+# deficiency (brief TX-8, SAFE-5) went unseen. Text that is not a number stays unread.
+# ---------------------------------------------------------------------------
+
+def _vitamin_d_text(text):
+    from tests.test_rules_second_pass import obs
+    vit_d = obs("62292-8", 30, 0, "ng/mL")
+    del vit_d["valueQuantity"]
+    vit_d["valueString"] = text
+    return cards(record(vit_d, obs("98979-8", 30, 75), obs("17861-6", 30, 9.4, "mg/dL")))
+
+
+@pytest.mark.parametrize("text, written", [("<5.0 ng/mL", "25-OH vitamin D <5 ng/mL"),
+                                           ("30 nmol/L (L)", "25-OH vitamin D 12 ng/mL")])
+def test_a_vitamin_d_written_as_text_is_read(text, written):
+    got = _vitamin_d_text(text)
+    assert written in got["C-VITD-LOW"]["detail"]
+    assert "25-OH vitamin D" not in got["C-TX-BP"]["detail"].split("**Patient data used:**")[0]
+
+
+@pytest.mark.parametrize("text", ["pending", "see report", "12 furlongs"])
+def test_text_that_is_not_a_reading_stays_unread(text):
+    got = _vitamin_d_text(text)
+    assert "C-VITD-LOW" not in got
+    assert "25-OH vitamin D" in got["C-TX-BP"]["detail"].split("**Patient data used:**")[0]
