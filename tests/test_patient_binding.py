@@ -10,14 +10,19 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import pathlib
 import re
+from types import SimpleNamespace
 
 import pytest
 import responses
 
+import cds_service
 from cds_service import fixtures as fx
 from cds_service.fhir import terminology as t
+from cds_service.fhir.allowlist import DEFAULT_PORTS
 from cds_service.fhir.patient_binding import PatientBinding
+from cds_service.protocol.auth import request_host
 from cds_service.record import build_record
 from requests_for_tests import FHIR, PATIENT_ID, empty_bundle, full_prefetch, hook_request
 
@@ -537,6 +542,25 @@ def test_a_default_port_names_the_same_server_for_drafts_and_prefetch(make_app, 
     base = cards_of(client, base_prefetch(), fhir_server=fhir_server)
     bound = cards_of(client, with_resource(base_prefetch(), "observations", res), fhir_server=fhir_server)
     assert bound != base and "-3.6" in json.dumps(bound)
+
+
+def test_one_table_of_default_ports_for_references_and_the_request_host():
+    """patient_binding and auth.request_host each had their own table of default ports (the
+    binding's without ws/wss; three more places spelled {"http": 80, "https": 443}): one table,
+    allowlist.DEFAULT_PORTS, read the same way by both."""
+    pattern = re.compile(r"""["'](?:https?|wss?)["']\s*:\s*["']?:?(?:80|443)\b""")
+    root = pathlib.Path(cds_service.__file__).parent
+    tables = [str(path.relative_to(root)) for path in sorted(root.rglob("*.py"))
+              for line in path.read_text().splitlines() if pattern.search(line)]
+    assert tables == ["fhir/allowlist.py"]
+    for scheme, port in DEFAULT_PORTS.items():
+        assert PatientBinding("p", fhir_server=f"{scheme}://h:{port}/r4").server_base == f"{scheme}://h/r4"
+        request = SimpleNamespace(host="", headers={"Host": f"cds_service:{port}"}, scheme=scheme)
+        assert request_host(request) == "cds_service", scheme
+        other = PatientBinding("p", fhir_server=f"{scheme}://h:{port + 1}/r4").server_base  # not a default one
+        assert other == f"{scheme}://h:{port + 1}/r4"
+        assert request_host(SimpleNamespace(host="", headers={"Host": f"a_b:{port + 1}"}, scheme=scheme)) \
+            == f"a_b:{port + 1}"
 
 
 URN_P = "urn:uuid:cccccccc-cccc-4ccc-8ccc-cccccccccccc"

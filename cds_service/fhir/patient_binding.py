@@ -45,6 +45,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from cds_service.fhir.allowlist import DEFAULT_PORTS
+
 # Resource type -> the element that names its patient (FHIR R4).
 SUBJECT_FIELD: dict[str, str] = {
     "Observation": "subject",
@@ -95,9 +97,6 @@ def _has_dot_segment(path: str) -> bool:
     return any(unquote(part) in (".", "..") for part in path.split("/"))
 
 
-_DEFAULT_PORTS = {"https": ":443", "http": ":80"}
-
-
 def _base(url: str) -> str:
     """Scheme, host and path of a server base, normalised for comparison."""
     parts = urlsplit(url.strip())
@@ -108,8 +107,8 @@ def _normalised(scheme: str, netloc: str, path: str) -> str:
     """A base URL as compared: scheme and host lowercased, the scheme's default port dropped
     (https://h:443/r4 is https://h/r4), no trailing '/'."""
     scheme, netloc = scheme.lower(), netloc.lower()
-    if scheme in _DEFAULT_PORTS:
-        netloc = netloc.removesuffix(_DEFAULT_PORTS[scheme])
+    if scheme in DEFAULT_PORTS:
+        netloc = netloc.removesuffix(f":{DEFAULT_PORTS[scheme]}")
     return f"{scheme}://{netloc}{path.rstrip('/')}"
 
 
