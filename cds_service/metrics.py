@@ -34,7 +34,8 @@ FHIR_FETCH = Histogram("cds_fhir_fetch_duration_seconds", "Prefetch fallback tim
                        buckets=_LATENCY_BUCKETS)
 FHIR_ERRORS = Counter("cds_fhir_fetch_errors_total", "Prefetch fallback failures", ["kind"])
 RECORD_IGNORED = Counter("cds_record_ignored_total",
-                         "Resources or values not used: another patient's, no subject, implausible, future-dated",
+                         "Resources or values not used: another patient's, no subject, implausible, future-dated, "
+                         "a Patient's gender or birthDate its copies disagree on",
                          ["reason"])
 DRAFTS_UNBOUND = Counter("cds_draft_orders_unbound_total",
                          "Draft orders judged as the context patient's though their subject could not be resolved",

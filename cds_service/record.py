@@ -58,6 +58,11 @@ from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
 log = logging.getLogger(__name__)
 
+# Reasons in PatientRecord.ignored (and cds_record_ignored_total) for a Patient's gender or
+# birthDate that its copies disagree on: not used (finish, _Builder._agreed).
+PATIENT_GENDER_CONFLICT = "patient-gender-conflict"
+PATIENT_BIRTHDATE_CONFLICT = "patient-birthdate-conflict"
+
 DIAGNOSTIC_SITES = ("LS", "FN", "TH", "RADIUS")  # sites that count for the lowest T-score
 _DIAGNOSTIC_SET = frozenset(DIAGNOSTIC_SITES)  # the default of t_scores and z_scores, not built per call
 SITE_NAMES = {"LS": "Lumbar spine", "FN": "Femoral neck", "TH": "Total hip",
@@ -786,6 +791,9 @@ class PatientRecord:
     # resolved to them (a urn: not in context.draftOrders, an absolute URL with no fhirServer).
     unbound_drafts: tuple[str, ...] = ()
     deceased: bool = False              # Patient.deceased[x] says so: no cards at all
+    # The genders copies of the Patient disagree on (sex is then None), for the safety checks
+    # that fail closed on them.
+    sex_conflict: tuple[str, ...] = ()
     care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
     # (TEST_DONE_SETS name, date, "Type/id") of each test's latest dated result, by name
     tests_done: tuple[tuple[str, dt.date, str], ...] = ()
@@ -910,6 +918,12 @@ class PatientRecord:
     @property
     def male(self) -> bool:
         return self.sex == "male"
+
+    @property
+    def male_on_record(self) -> bool:
+        """Male, or male on one copy of the Patient where another disagrees: for a label
+        contraindication in men, which fails closed as a deceased copy does."""
+        return self.sex == "male" or "male" in self.sex_conflict
 
 
 # ---------------------------------------------------------------------------
@@ -1376,7 +1390,7 @@ class _Builder:
     # --- Patient ------------------------------------------------------------
     def _read_Patient(self, res: Mapping[str, Any]) -> None:
         if self.patient is None:
-            self.patient = res  # the first copy gives age and sex
+            self.patient = res  # the first copy; age and sex are read from every copy (finish)
         else:
             self.more_patients.append(res)
 
@@ -1813,11 +1827,19 @@ class _Builder:
                drafts_bundle: Any = None) -> PatientRecord:
         today, s = self.today, self.settings
         patient = self.patient or {}
-        birth = parse_date(patient.get("birthDate"))
+        # Age and sex from every copy of the context Patient (prefetch.patient, sent or fetched,
+        # and any in a Bundle), whatever the order they came in: a value the copies disagree on
+        # is unknown, as if absent, and counted (never its values). Which copy is right cannot be
+        # told (prefetch may be cached, a Bundle's copy stale), and each rule already reads an
+        # unknown age or sex its conservative way (no screening, romosozumab never suggested,
+        # pregnancy checked, no Cockcroft-Gault: eGFR); a wrong one would gate them wrongly.
+        copies = (patient, *self.more_patients)
+        birth_text, _ = self._agreed(copies, "birthDate", PATIENT_BIRTHDATE_CONFLICT)
+        birth = parse_date(birth_text)
         age = _age(birth, today) if birth else None
         if age is not None and not self._value_ok("age", age, _ref(patient)):
             birth = age = None  # e.g. birthDate 0001-01-01 or next year: age unknown, not 2025
-        sex = patient.get("gender") if isinstance(patient.get("gender"), str) else None
+        sex, sex_conflict = self._agreed(copies, "gender", PATIENT_GENDER_CONFLICT)
         # Fails closed: two copies of the patient that disagree (under two prefetch keys,
         # one deceased) are deceased, whichever came first.
         deceased = self._deceased(patient) or any(self._deceased(p) for p in self.more_patients)
@@ -1886,7 +1908,7 @@ class _Builder:
         return PatientRecord(
             today=today,
             patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
-            birth_date=birth, age=age, sex=sex,
+            birth_date=birth, age=age, sex=sex, sex_conflict=tuple(sorted(sex_conflict)),
             menopausal_status=_menopausal_status(sex, age, conditions),
             bmd=tuple(by_date(self.bmd)),
             dxa_dates=tuple(sorted(self.dxa_dates)),
@@ -1914,6 +1936,21 @@ class _Builder:
             care=tuple(by_date(self.care)),
             tests_done=tuple((name, *done) for name, done in sorted(self.tests_done.items())),
         )
+
+    def _agreed(self, copies: Sequence[Mapping[str, Any]], field: str,
+                conflict: str) -> tuple[str | None, frozenset[str]]:
+        """The text every copy of the Patient that gives `field` agrees on (None when none gives
+        it), and the values when two disagree: then the text is None and counted as `conflict`.
+        A birthDate given to a coarser precision ("1950", "1950-03") agrees with a finer one
+        that starts with it: the finer is taken."""
+        values = frozenset(value for copy in copies if isinstance(value := copy.get(field), str) and value)
+        if len(values) <= 1:
+            return next(iter(values), None), frozenset()
+        finest = max(values, key=len)
+        if field == "birthDate" and all(finest.startswith(value) for value in values):
+            return finest, frozenset()
+        self.ignored.append((_ref(copies[0]), conflict))
+        return None, values
 
     def _deceased(self, patient: Mapping[str, Any]) -> bool:
         """Fails closed (review: "true" as a string, "2025-02-30", "" or 1850 read as living and

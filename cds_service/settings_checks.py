@@ -24,6 +24,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cds_service.fhir.allowlist import DEFAULT_PORTS
+
 Check = Callable[[Any, Mapping[str, Any]], "str | None"]
 
 
@@ -154,7 +156,7 @@ def cors_origins(value: tuple[str, ...], _values: Mapping[str, Any]) -> str | No
                 or not re.fullmatch(r"[a-z0-9.-]+|[0-9a-f:.]+", parts.hostname)):  # no wildcards, no regexes
             return f"entry {entry!r}: not an origin; write scheme://host[:port], e.g. https://ehr.example.org"
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        default_port = {"http": 80, "https": 443}[parts.scheme]
+        default_port = DEFAULT_PORTS[parts.scheme]
         origin = f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
         if parts.path or parts.query or parts.fragment or parts.username is not None or entry != origin.lower():
             return (f"entry {entry!r}: not an origin (scheme://host[:port], lower case, no default port, path or "

@@ -212,6 +212,16 @@ def test_a_valid_host_builds_the_audience_and_the_links(secured, key):
     assert all(link["url"].startswith(BASE + "/guidance/") for c in resp.get_json()["cards"] for link in c["links"])
 
 
+def test_a_host_name_with_an_underscore_and_the_default_port_is_the_name_alone(secured, key):
+    """`Host: cds_service:80` on http is `cds_service`, as werkzeug reads a name it accepts (the
+    default ports are one table, allowlist.DEFAULT_PORTS, shared with the patient binding)."""
+    client = secured(CDS_PUBLIC_BASE_URL="")
+    base = "http://cds_service"
+    resp = client.post(PV, json=hook_request(), headers={"Host": "cds_service:80", **auth(token(key, PV, aud=base + PV))})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert all(link["url"].startswith(base + "/guidance/") for c in resp.get_json()["cards"] for link in c["links"])
+
+
 @pytest.mark.parametrize("host", ["cds_service:8000", "cds_service", "my_app.internal:8443", "CDS_Service"])
 def test_a_host_name_with_an_underscore_builds_the_audience_and_the_links(secured, key, host):
     """Review 11 M5: `Host: cds_service:8000` (a docker-compose service name, as nginx passes it

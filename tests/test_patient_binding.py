@@ -10,14 +10,19 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import pathlib
 import re
+from types import SimpleNamespace
 
 import pytest
 import responses
 
+import cds_service
 from cds_service import fixtures as fx
 from cds_service.fhir import terminology as t
+from cds_service.fhir.allowlist import DEFAULT_PORTS
 from cds_service.fhir.patient_binding import PatientBinding
+from cds_service.protocol.auth import request_host
 from cds_service.record import build_record
 from requests_for_tests import FHIR, PATIENT_ID, empty_bundle, full_prefetch, hook_request
 
@@ -502,6 +507,16 @@ def _unbound_drafts(client):
     return float(found.group(1)) if found else 0.0
 
 
+def _assert_judged(client, body, path, newly_unbound):
+    """The call is a 200 whose draft was judged (C-DUP-ANTIRES), with `newly_unbound` more drafts
+    counted as unbound."""
+    before = _unbound_drafts(client)
+    status, answer = _draft_call(client, body, path)
+    assert status == 200, answer
+    assert "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in answer["cards"]}
+    assert _unbound_drafts(client) == before + newly_unbound
+
+
 def _ignored(client, reason):
     found = re.search(rf'cds_record_ignored_total\{{reason="{reason}"\}} ([0-9.]+)',
                       client.get("/metrics").get_data(as_text=True))
@@ -520,17 +535,32 @@ def test_a_default_port_names_the_same_server_for_drafts_and_prefetch(make_app, 
     client = make_app(CDS_ALLOWED_FHIR_SERVERS=fhir_server, CDS_ALLOW_LOOPBACK_HTTP="true").test_client()
     body, draft = _denosumab_on_alendronate(hook, fhir_server=fhir_server)
     draft["subject"] = {"reference": ref}
-    before = _unbound_drafts(client)
-    status, answer = _draft_call(client, body, path)
-    assert status == 200, answer
-    assert "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in answer["cards"]}
-    assert _unbound_drafts(client) == before  # bound, not merely judged
+    _assert_judged(client, body, path, 0)  # bound, not merely judged
     # A prefetched resource in the same form binds too (one rule for both).
     res = t_score("later-t", -3.6, 5)
     res["subject"] = {"reference": ref}
     base = cards_of(client, base_prefetch(), fhir_server=fhir_server)
     bound = cards_of(client, with_resource(base_prefetch(), "observations", res), fhir_server=fhir_server)
     assert bound != base and "-3.6" in json.dumps(bound)
+
+
+def test_one_table_of_default_ports_for_references_and_the_request_host():
+    """patient_binding and auth.request_host each had their own table of default ports (the
+    binding's without ws/wss; three more places spelled {"http": 80, "https": 443}): one table,
+    allowlist.DEFAULT_PORTS, read the same way by both."""
+    pattern = re.compile(r"""["'](?:https?|wss?)["']\s*:\s*["']?:?(?:80|443)\b""")
+    root = pathlib.Path(cds_service.__file__).parent
+    tables = [str(path.relative_to(root)) for path in sorted(root.rglob("*.py"))
+              for line in path.read_text().splitlines() if pattern.search(line)]
+    assert tables == ["fhir/allowlist.py"]
+    for scheme, port in DEFAULT_PORTS.items():
+        assert PatientBinding("p", fhir_server=f"{scheme}://h:{port}/r4").server_base == f"{scheme}://h/r4"
+        request = SimpleNamespace(host="", headers={"Host": f"cds_service:{port}"}, scheme=scheme)
+        assert request_host(request) == "cds_service", scheme
+        other = PatientBinding("p", fhir_server=f"{scheme}://h:{port + 1}/r4").server_base  # not a default one
+        assert other == f"{scheme}://h:{port + 1}/r4"
+        assert request_host(SimpleNamespace(host="", headers={"Host": f"a_b:{port + 1}"}, scheme=scheme)) \
+            == f"a_b:{port + 1}"
 
 
 URN_P = "urn:uuid:cccccccc-cccc-4ccc-8ccc-cccccccccccc"
@@ -550,11 +580,7 @@ def test_a_draft_subject_that_cannot_be_resolved_is_judged_and_counted_not_400(c
     draft["subject"] = {"reference": ref}
     draft["contained"] = [{"resourceType": "Patient", "id": "p"}]
     body["context"]["draftOrders"]["entry"] += entries
-    before = _unbound_drafts(client)
-    status, answer = _draft_call(client, body, path)
-    assert status == 200, answer
-    assert "C-DUP-ANTIRES" in {c["source"]["topic"]["code"] for c in answer["cards"]}
-    assert _unbound_drafts(client) == before + 1
+    _assert_judged(client, body, path, 1)
 
 
 @pytest.mark.parametrize("ref,entries", [
@@ -592,3 +618,96 @@ def test_a_prefetched_resource_with_such_a_subject_is_still_ignored_as_unresolve
     cards = cards_of(client, prefetch)
     assert cards == base and "-3.6" not in json.dumps(cards)
     assert _ignored(client, "unresolved-reference") == before + 1
+
+
+# --- A conditional reference that is exactly one `_id` search, Patient?_id=<id>, names that id as
+# Patient/<id> does (the server resolves it to that Patient or none). It was judged as
+# unresolved: another patient's draft so named was checked against this patient's chart. ---
+
+@pytest.mark.parametrize("ref", [
+    f"Patient?_id={OTHER}",
+    f"Patient?_id={OTHER.replace('-', '%2D')}",              # percent-encoding is read as the server reads it
+    f"{FHIR}/Patient?_id={OTHER}",
+])
+@pytest.mark.parametrize("hook,path", [("order-sign", OS), ("order-select", OSEL)])
+def test_a_draft_whose_subject_is_an_id_search_for_another_patient_is_400(client, ref, hook, path):
+    body, draft = _denosumab_on_alendronate(hook)
+    draft["subject"] = {"reference": ref}
+    status, answer = _draft_call(client, body, path)
+    assert status == 400 and answer["error"] == "draft_for_another_patient", answer
+    assert OTHER not in answer["message"]
+
+
+@pytest.mark.parametrize("ref,fhir_server", [
+    (f"Patient?_id={PATIENT_ID}", FHIR),
+    (f"Patient?_id={PATIENT_ID}", None),                     # relative: no base needed, as for Patient/<id>
+    (f"{FHIR}/Patient?_id={PATIENT_ID}", FHIR),
+    (f"https://FHIR.example.org:443/r4/Patient?_id={PATIENT_ID}", FHIR),
+])
+@pytest.mark.parametrize("hook,path", [("order-sign", OS), ("order-select", OSEL)])
+def test_a_draft_whose_subject_is_an_id_search_for_the_patient_is_theirs(client, ref, fhir_server, hook, path):
+    body, draft = _denosumab_on_alendronate(hook, fhir_server=fhir_server)
+    draft["subject"] = {"reference": ref}
+    _assert_judged(client, body, path, 0)  # bound, not merely judged
+
+
+@pytest.mark.parametrize("ref,fhir_server", [
+    (f"Patient?_id={OTHER},{PATIENT_ID}", FHIR),            # a list of ids: which one cannot be told
+    (f"Patient?_id={OTHER}&active=true", FHIR),             # another parameter
+    (f"Patient?_id={PATIENT_ID}&_id={OTHER}", FHIR),
+    (f"Patient?_id:not={OTHER}", FHIR),                     # a modifier
+    ("Patient?_id=", FHIR),
+    (f"Patient?_ID={OTHER}", FHIR),                         # parameter names are case-sensitive
+    (f"Patient?identifier={OTHER}", FHIR),
+    (f"{FHIR}/Patient?_id={PATIENT_ID}", None),             # absolute with no fhirServer: as {FHIR}/Patient/<id>
+])
+@pytest.mark.parametrize("hook,path", [("order-sign", OS), ("order-select", OSEL)])
+def test_the_controls_any_other_conditional_draft_subject_is_judged_and_counted(client, ref, fhir_server, hook,
+                                                                              path):
+    body, draft = _denosumab_on_alendronate(hook, fhir_server=fhir_server)
+    draft["subject"] = {"reference": ref}
+    _assert_judged(client, body, path, 1)
+
+
+@pytest.mark.parametrize("ref", [
+    f"{FHIR}/Patient?identifier={PATIENT_ID}",                  # an absolute URL with another query: as before
+    f"https://other.example.org/r4/Patient?_id={PATIENT_ID}",    # the same id on another server
+])
+def test_the_controls_an_absolute_search_that_is_not_the_patients_is_still_400(client, ref):
+    body, draft = _denosumab_on_alendronate()
+    draft["subject"] = {"reference": ref}
+    status, answer = _draft_call(client, body)
+    assert status == 400 and answer["error"] == "draft_for_another_patient", answer
+
+
+def test_a_prefetched_resource_whose_subject_is_an_id_search_is_bound_the_same_way(client):
+    """One reading for prefetch and drafts: the patient's own is read; another patient's is
+    ignored and counted as another patient's (not merely unresolved), and never quoted."""
+    base = cards_of(client, base_prefetch())
+    for ref in (f"Patient?_id={PATIENT_ID}", f"{FHIR}/Patient?_id={PATIENT_ID}"):
+        res = t_score("later-t", -3.6, 5)
+        res["subject"] = {"reference": ref}
+        own = cards_of(client, with_resource(base_prefetch(), "observations", res))
+        assert own != base and "-3.6" in json.dumps(own), ref
+    for ref, reason in ((f"Patient?_id={OTHER}", "foreign-patient"), (f"{FHIR}/Patient?_id={OTHER}", "foreign-patient"),
+                        (f"Patient?_id={PATIENT_ID},{OTHER}", "unresolved-reference")):
+        res = t_score("later-t", -3.6, 5)
+        res["subject"] = {"reference": ref}
+        before = _ignored(client, reason)
+        cards = cards_of(client, with_resource(base_prefetch(), "observations", res))
+        assert cards == base and "-3.6" not in json.dumps(cards), ref
+        assert _ignored(client, reason) == before + 1, ref
+
+
+def test_id_search_binding_unit_cases():
+    b = PatientBinding("p1", fhir_server="https://ehr.example.org/fhir")
+    obs = {"resourceType": "Observation"}
+    for ref, reason in (("Patient?_id=p1", None), ("Patient?_id=p2", "foreign-patient"),
+                        ("Patient?_id=%70%31", None), ("https://EHR.example.org:443/fhir/Patient?_id=p1", None),
+                        ("https://ehr.example.org/fhir/Patient?_id=p2", "foreign-patient"),
+                        ("Patient?_id=..", "unresolved-reference"), ("Patient?_id=p1#x", "unresolved-reference"),
+                        ("Patient?_id=p1%2Cp2", "unresolved-reference"), ("Patient?_id=p1+", "unresolved-reference")):
+        assert b.reason_to_ignore({**obs, "subject": {"reference": ref}}) == reason, ref
+    # ...and in an Observation's focus, as any reference there.
+    assert b.reason_to_ignore({**obs, "subject": {"reference": "Patient/p1"},
+                               "focus": [{"reference": "Patient?_id=p2"}]}) == "foreign-patient"

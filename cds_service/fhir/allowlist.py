@@ -22,7 +22,10 @@ from urllib.parse import urlsplit
 MAX_BASE_URL_LENGTH = 2048
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _BRACKETED_HOST = re.compile(r"\[([0-9A-Fa-f:.]+)\](:[0-9]*)?")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Each URL scheme's default port: a URL naming it names the same server as one with no
+# port. The one table for every comparison of hosts (fhirServer, references to the patient,
+# JWKS and CORS URLs, the request's own Host, which may be a websocket's: ws, wss).
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 LOOPBACK_NAMES = {"localhost"}
 
 
@@ -38,7 +41,7 @@ class Origin:
     path: str  # normalised: no trailing slash, "" for the root
 
     def url(self) -> str:
-        default = _DEFAULT_PORTS[self.scheme]
+        default = DEFAULT_PORTS[self.scheme]
         port = "" if self.port == default else f":{self.port}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}{port}{self.path}"
@@ -105,7 +108,7 @@ def parse_origin(url: str, *, allow_query: bool = False, max_length: int = MAX_B
         raise NotAllowed(f"{what} {problem}")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in ("http", "https"):
         raise NotAllowed(f"{what} must be an absolute URL using http or https")
     if "@" in parts.netloc:
         raise NotAllowed(f"{what} must not contain user information")
@@ -122,7 +125,7 @@ def parse_origin(url: str, *, allow_query: bool = False, max_length: int = MAX_B
         raise NotAllowed(f"{what} host is not a valid host name")
     if host.rstrip(".") != host:
         raise NotAllowed(f"{what} host must not end with a dot")
-    port = parts.port or _DEFAULT_PORTS[scheme]
+    port = parts.port or DEFAULT_PORTS[scheme]
     path = parts.path.rstrip("/")
     if "%" in path or "/./" in f"{path}/" or "/../" in f"{path}/":
         raise NotAllowed(f"{what} path must not contain encoded characters or dot segments")

@@ -20,8 +20,14 @@ search) it came from:
   relative, `Patient/{id}`); one to another id is another patient's, as is a
   `urn:` that is the `fullUrl` of a Patient with another id in its Bundle
   (one with no id is unresolved), and any other form (another type: a Group);
-- a contained reference (`#p`) or a conditional one (`Patient?identifier=x`)
-  names no patient the service can tell: unresolved;
+- a conditional reference that is exactly one `_id` search, `Patient?_id={id}`
+  (relative, or absolute under `fhirServer`), names that id as `Patient/{id}`
+  does and is held to the same rules (the server resolves it to that Patient or
+  to none);
+- a contained reference (`#p`) or any other relative conditional one
+  (`Patient?identifier=x`, `Patient?_id=a,b`, `Patient?_id=a&active=true`)
+  names no patient the service can tell: unresolved (an absolute URL with any
+  other query is no reference to the context patient: another patient's);
 - a resource whose `focus` (Observation) names anyone or anything but the
   context patient is about that, not the patient: ignored;
 - a resource of a type the record reads but with no subject, or with a
@@ -38,6 +44,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from cds_service.fhir.allowlist import DEFAULT_PORTS
 
 # Resource type -> the element that names its patient (FHIR R4).
 SUBJECT_FIELD: dict[str, str] = {
@@ -64,19 +72,29 @@ NO_SUBJECT = "no-subject"
 UNRESOLVED_REFERENCE = "unresolved-reference"
 
 
-# A FHIR id, as a version id must be (and "." or ".." never is one: a dot segment).
+# A FHIR id, as a version id must be too (and "." or ".." never is one: a dot segment).
 _ID = re.compile(r"[A-Za-z0-9.\-]{1,64}")
 
 
-def _is_version(text: str) -> bool:
+def _is_id(text: str) -> bool:
     return text not in (".", "..") and _ID.fullmatch(text) is not None
+
+
+def _id_search(query: str) -> str | None:
+    """The id a conditional reference's query names when it is exactly one `_id` search
+    (`_id=<id>`, percent-encoding read): the server resolves it to that Patient or to none,
+    so it names that id as `Patient/<id>` does. None for any other query (another
+    parameter, a modifier, a list of ids, a second `_id`): which patient it finds cannot
+    be told without the search."""
+    name, sep, value = query.partition("=")
+    if name != "_id" or not sep:
+        return None
+    value = unquote(value)
+    return value if _is_id(value) else None
 
 
 def _has_dot_segment(path: str) -> bool:
     return any(unquote(part) in (".", "..") for part in path.split("/"))
-
-
-_DEFAULT_PORTS = {"https": ":443", "http": ":80"}
 
 
 def _base(url: str) -> str:
@@ -89,8 +107,8 @@ def _normalised(scheme: str, netloc: str, path: str) -> str:
     """A base URL as compared: scheme and host lowercased, the scheme's default port dropped
     (https://h:443/r4 is https://h/r4), no trailing '/'."""
     scheme, netloc = scheme.lower(), netloc.lower()
-    if scheme in _DEFAULT_PORTS:
-        netloc = netloc.removesuffix(_DEFAULT_PORTS[scheme])
+    if scheme in DEFAULT_PORTS:
+        netloc = netloc.removesuffix(f":{DEFAULT_PORTS[scheme]}")
     return f"{scheme}://{netloc}{path.rstrip('/')}"
 
 
@@ -166,7 +184,7 @@ class PatientBinding:
         if target == self.relative:
             return None
         if target.startswith(self._history):
-            return None if _is_version(target[len(self._history):]) else FOREIGN_PATIENT
+            return None if _is_id(target[len(self._history):]) else FOREIGN_PATIENT
         if target.startswith("urn:"):
             if target in self.aliases:
                 return None
@@ -176,13 +194,15 @@ class PatientBinding:
                 parts = urlsplit(target)
             except ValueError:
                 return UNRESOLVED_REFERENCE
-            path = parts.path
-            if parts.query or parts.fragment or _has_dot_segment(path):
+            path, query = parts.path, parts.query
+            if query and path.endswith("/Patient") and (found := _id_search(query)) is not None:
+                path, query = f"{path}/{found}", ""  # <base>/Patient?_id=x is <base>/Patient/x
+            if query or parts.fragment or _has_dot_segment(path):
                 return FOREIGN_PATIENT
             marker = "/" + self.relative
             cut = path.find(marker + "/_history/")
             if cut >= 0:
-                if not _is_version(path[cut + len(marker) + len("/_history/"):]):
+                if not _is_id(path[cut + len(marker) + len("/_history/"):]):
                     return FOREIGN_PATIENT
             elif path.endswith(marker):
                 cut = len(path) - len(marker)
@@ -193,10 +213,14 @@ class PatientBinding:
             if _normalised(parts.scheme, parts.netloc, path[:cut]) != self.server_base:
                 return FOREIGN_PATIENT  # the same id on another server is another patient
             return None
+        if target.startswith("Patient?"):
+            found = _id_search(target[len("Patient?"):])
+            if found is not None:  # Patient?_id=x is Patient/x
+                return None if found == self.patient_id else FOREIGN_PATIENT
         if target.startswith("#") or target.startswith("Patient?"):
-            # A contained resource ("#p": its id is local to the resource, no patient's) or a
-            # conditional reference ("Patient?identifier=x", resolved by a search the service
-            # does not make): which patient it names cannot be told. Not another patient's.
+            # A contained resource ("#p": its id is local to the resource, no patient's) or
+            # another conditional reference ("Patient?identifier=x", resolved by a search the
+            # service does not make): which patient it names cannot be told. Not another patient's.
             return UNRESOLVED_REFERENCE
         return FOREIGN_PATIENT  # another patient's id, another type (a Group), or a path made into one
 

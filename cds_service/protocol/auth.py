@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import requests  # imported where a key set is fetched (see cds_service.app.LazySession)
 
 from cds_service.config import SettingsError
+from cds_service.fhir.allowlist import DEFAULT_PORTS
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def normalize_url(url: str) -> str | None:
     host = parts.hostname.lower()
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+    if port is not None and port != DEFAULT_PORTS[scheme]:
         host = f"{host}:{port}"
     return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
 
@@ -209,8 +210,8 @@ def request_host(request: Any) -> str:
     found = _UNDERSCORE_HOST.fullmatch(raw) if isinstance(raw, str) else None
     if found is None or int(found.group(2) or 1) > 65535:
         return ""
-    default = {"http": ":80", "ws": ":80", "https": ":443", "wss": ":443"}.get(request.scheme, "")
-    return raw.removesuffix(default) if default else raw
+    default = DEFAULT_PORTS.get(request.scheme)
+    return raw.removesuffix(f":{default}") if default else raw
 
 
 _URL_ROOTS: dict[tuple[Any, ...], str] = {}

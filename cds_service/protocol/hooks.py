@@ -103,7 +103,7 @@ def check_draft_subjects(body: dict) -> None:
     chart. A draft with no subject, or one that cannot be resolved (a urn: not in
     context.draftOrders or whose Patient has no id, a contained "#p" or conditional
     "Patient?identifier=x" reference, an absolute URL when no fhirServer is given), is
-    judged as this patient's (record.finish counts it)."""
+    judged as this patient's (record.finish counts it). "Patient?_id=x" is "Patient/x"."""
     context = body.get("context") or {}
     if not context.get("draftOrders"):
         return

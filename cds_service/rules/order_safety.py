@@ -603,6 +603,13 @@ def _cv_fact(hit: ConditionHit) -> str:
     return condition_fact(hit, "Myocardial infarction" if hit.group == "mi" else "Stroke")
 
 
+def _sex_male_fact(record: PatientRecord) -> str:
+    if record.male:
+        return "Sex: male"
+    others = ", ".join(sex for sex in record.sex_conflict if sex != "male")
+    return f"Sex: male on one copy of the patient's record, {others} on another"
+
+
 def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[str]:
     return [_cv_fact(h) for h in cv_hits(record, settings, since)]
 
@@ -625,8 +632,8 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
         return []
     events = [_cv_fact(h) for h in hits]
     variant = _cv_variant(hits)
-    if record.male:  # this card then owns the "not for men" point too (one card per draft)
-        events.append("Sex: male (Not approved for men either: Evenity is for postmenopausal women)")
+    if record.male_on_record:  # this card then owns the "not for men" point too (one card per draft)
+        events.append(f"{_sex_male_fact(record)} (Not approved for men either: Evenity is for postmenopausal women)")
     situation = (f"Romosozumab is being ordered and a myocardial infarction is on record without its date: confirm "
                  f"it was more than {settings.mi_stroke_window_months} months ago before starting romosozumab."
                  if variant else
@@ -803,11 +810,12 @@ def anabolic_contraindication_order(record: PatientRecord, today: dt.date, setti
                              suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None,
                              source_url=t.label_url(agent))
                      for draft, agent in ordered(record, PTH_AGENTS)]
-    if record.male and not _cv_events(record, settings):  # with an MI or stroke C-SAFE-ROMO-CV says it
+    # Fails closed (LABEL Evenity): also when copies of the Patient disagree and one says male.
+    if record.male_on_record and not _cv_events(record, settings):  # with an MI or stroke C-SAFE-ROMO-CV says it
         for draft, agent in ordered(record, ("romosozumab",)):
             keys, built = _pth_instead(record, settings, draft)
             findings.append(Finding(
-                "C-SAFE-ANABOLIC-CONTRA", facts=(draft_fact(draft, agent), "Sex: male"),
+                "C-SAFE-ANABOLIC-CONTRA", facts=(draft_fact(draft, agent), _sex_male_fact(record)),
                 variables={"drug": "Romosozumab", "drug_name": "romosozumab", "problem": "not approved for men",
                            "advice": ("Romosozumab (Evenity) is approved only for postmenopausal women. For a man "
                                       "at very high fracture risk the anabolic options are teriparatide or "

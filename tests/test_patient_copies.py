@@ -1,0 +1,148 @@
+"""Copies of the context Patient that disagree on gender or birthDate.
+
+prefetch.patient (sent or fetched) and a copy of Patient/<id> in a Bundle (an `_include`, a
+transaction) are both the context patient's. Which one gave age and sex depended on the order
+they were read: a sent prefetch.patient first (resolve_prefetch keeps the templates' order), a
+fetched one after every sent key, so the Bundle's copy won. A value the copies disagree on is
+now unknown, as if absent, whatever the order (the rules read an unknown age or sex their
+conservative way), and counted by reason, never by value; a label contraindication in men
+(Evenity) still fires when one copy says male, as one deceased copy is enough."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+import responses
+
+from cds_service.fhir import terminology as t
+from cds_service.record import build_record
+from requests_for_tests import FHIR, PATIENT_ID, empty_bundle, full_prefetch, hook_request
+from test_patient_binding import OS, TODAY, _ignored, ago, base_prefetch, cards_of
+
+OWN = full_prefetch()["patient"]  # a woman born 1950-03-04: C-TX-BP with base_prefetch's T -2.6
+
+
+def with_copy(prefetch: dict, **changes) -> dict:
+    """The prefetch with a copy of the context Patient (its fields changed) in the conditions Bundle."""
+    prefetch = copy.deepcopy(prefetch)
+    prefetch["conditions"]["entry"].append({"resource": {**copy.deepcopy(OWN), **changes}})
+    return prefetch
+
+
+def without(field: str) -> dict:
+    prefetch = base_prefetch()
+    del prefetch["patient"][field]
+    return prefetch
+
+
+def codes(cards) -> set[str]:
+    return {code for code, _, _ in cards}
+
+
+@pytest.mark.parametrize("field,other,reason", [
+    ("gender", "male", "patient-gender-conflict"),
+    ("birthDate", ago(45 * 366), "patient-birthdate-conflict"),
+], ids=["gender", "birthDate"])
+def test_copies_that_disagree_give_that_value_as_unknown_and_count_it(client, caplog, field, other, reason):
+    base = cards_of(client, base_prefetch())
+    assert "C-TX-BP" in codes(base)
+    before = _ignored(client, reason)
+    with caplog.at_level("INFO"):
+        cards = cards_of(client, with_copy(base_prefetch(), **{field: other}))
+    assert cards == cards_of(client, without(field))  # as if neither copy gave it
+    assert "C-TX-BP" not in codes(cards)
+    assert _ignored(client, reason) == before + 1
+    logged = " ".join(r.getMessage() + json.dumps(r.__dict__, default=str) for r in caplog.records)
+    assert f"Patient {reason} 1" in logged
+    assert other not in logged and OWN[field] not in logged and not re.search(r"\b(fe)?male\b", logged)
+
+
+@pytest.mark.parametrize("changes", [
+    {},                                                   # the same copy twice
+    {"birthDate": OWN["birthDate"][:4]},                  # the same birthDate to a coarser precision
+    {"birthDate": OWN["birthDate"][:7]},
+    {"gender": None, "birthDate": None},                  # a copy that gives neither
+])
+def test_the_controls_copies_that_agree_change_nothing(client, changes):
+    base = cards_of(client, base_prefetch())
+    before = [_ignored(client, r) for r in ("patient-gender-conflict", "patient-birthdate-conflict")]
+    assert cards_of(client, with_copy(base_prefetch(), **changes)) == base
+    assert [_ignored(client, r) for r in ("patient-gender-conflict", "patient-birthdate-conflict")] == before
+
+
+def test_a_value_only_one_copy_gives_is_used():
+    """A copy that leaves a field out does not disagree: the copy that gives it is read, first or not."""
+    prefetch = without("gender")
+    prefetch["conditions"]["entry"].append({"resource": copy.deepcopy(OWN)})
+    assert build_record(prefetch, today=TODAY, patient_id=PATIENT_ID).sex == "female"
+
+
+@responses.activate
+def test_a_fetched_patient_and_a_sent_one_give_the_same_answer(client):
+    """The order no longer decides: the fetched prefetch.patient was read after every sent key,
+    so the Bundle's copy (45 years old) gave the age, where a sent one's (75) did."""
+    responses.add(responses.GET, f"{FHIR}/Patient/{PATIENT_ID}", json=OWN)
+    for rtype in ("Observation", "Condition", "MedicationRequest", "MedicationAdministration",
+                  "MedicationStatement", "Procedure", "ServiceRequest", "Encounter"):
+        responses.add(responses.GET, re.compile(rf"{re.escape(FHIR)}/{rtype}\?.*"), json=empty_bundle())
+    sent = with_copy(base_prefetch(), birthDate=ago(45 * 366))
+    fetched = copy.deepcopy(sent)
+    del fetched["patient"]
+    assert cards_of(client, fetched, token="t") == cards_of(client, sent)
+    assert cards_of(client, sent) == cards_of(client, without("birthDate"))
+
+
+def _romosozumab_call(prefetch: dict) -> dict:
+    body = hook_request("order-sign", prefetch=prefetch)
+    body["context"]["draftOrders"]["entry"][0]["resource"]["medicationCodeableConcept"] = {"text": "romosozumab"}
+    return body
+
+
+def _signed(client, prefetch: dict) -> dict:
+    resp = client.post(OS, json=_romosozumab_call(prefetch))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}
+
+
+def _man() -> dict:
+    prefetch = base_prefetch()
+    prefetch["patient"]["gender"] = "male"
+    return prefetch
+
+
+@pytest.mark.parametrize("prefetch", [lambda: with_copy(base_prefetch(), gender="male"),
+                                      lambda: with_copy(_man(), gender="female")],
+                         ids=["patient-female-copy-male", "patient-male-copy-female"])
+def test_romosozumab_is_still_flagged_when_one_copy_says_male(client, prefetch):
+    """LABEL Evenity: approved only for postmenopausal women. A safety card fails closed: the
+    copies' disagreement does not hide it, and its facts say so."""
+    card = _signed(client, prefetch())["C-SAFE-ANABOLIC-CONTRA"]
+    assert "Sex: male on one copy of the patient's record, female on another" in card["detail"]
+
+
+def test_the_controls_romosozumab_for_a_woman_or_a_man_with_one_copy(client):
+    assert "C-SAFE-ANABOLIC-CONTRA" not in _signed(client, base_prefetch())
+    assert "C-SAFE-ANABOLIC-CONTRA" not in _signed(client, with_copy(base_prefetch()))
+    card = _signed(client, with_copy(_man(), gender="male"))["C-SAFE-ANABOLIC-CONTRA"]
+    assert "- Sex: male\n" in card["detail"] + "\n" and "copy" not in card["detail"]
+
+
+def test_a_recent_mi_card_names_the_disagreement_too(client):
+    """C-SAFE-ROMO-CV owns the "not for men" point when it fires (one card per draft)."""
+    mi = {"resourceType": "Condition", "id": "mi", "subject": {"reference": f"Patient/{PATIENT_ID}"},
+          "onsetDateTime": ago(60),
+          "clinicalStatus": {"coding": [{"system": t.CONDITION_CLINICAL, "code": "active"}]},
+          "code": {"coding": [{"system": t.ICD10CM, "code": "I21.9"}]}}
+    prefetch = with_copy(base_prefetch(), gender="male")
+    prefetch["conditions"]["entry"].append({"resource": mi})
+    got = _signed(client, prefetch)
+    assert "C-SAFE-ANABOLIC-CONTRA" not in got
+    assert "Sex: male on one copy of the patient's record, female on another (Not approved for men either" \
+        in got["C-SAFE-ROMO-CV"]["detail"]
+    control = copy.deepcopy(prefetch)
+    control["conditions"]["entry"] = [e for e in control["conditions"]["entry"]
+                                      if e["resource"]["resourceType"] != "Patient"]
+    assert "Not approved for men" not in _signed(client, control)["C-SAFE-ROMO-CV"]["detail"]
