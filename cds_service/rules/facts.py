@@ -217,6 +217,22 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     kidney_lab_max_age_months) or CKD 4; then creatinine clearance by Cockcroft-Gault;
     then eGFR. The latest value within kidney_lab_max_age_months counts (a newer eGFR
     beats an older creatinine); older or absent is unknown."""
+    return _kidney(record, settings, egfr_first=False)
+
+
+@per_call
+def kidney_egfr(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
+    """The same reading for the rules written on eGFR, not creatinine clearance: the
+    PROLIA24 boxed warning (eGFR < 30 mL/min/1.73m2 or dialysis) and CKD stages 4-5
+    (KDIGO stages by GFR; the CKD-MBD referral of C-TX-ANABOLIC). Coded kidney failure,
+    dialysis and CKD 4 count as in kidney(); then the eGFR; a Cockcroft-Gault clearance
+    only when no eGFR is on record in kidney_lab_max_age_months (cautious: a low one still
+    counts). Review 13: a 95-year-old of 42 kg with eGFR 52 (clearance 22) was sent to a
+    CKD-MBD work-up before denosumab. Bisphosphonate limits stay on kidney()."""
+    return _kidney(record, settings, egfr_first=True)
+
+
+def _kidney(record: PatientRecord, settings: ClinicalSettings, *, egfr_first: bool) -> KidneyReading:
     months = settings.kidney_lab_max_age_months
     facts: list[str] = []
     dialysis = [h for h in record.condition_hits("dialysis")
@@ -232,7 +248,7 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     kind = ""
     egfr = record.lab("egfr", months)
     crcl = cockcroft_gault(record, settings)
-    if crcl and (egfr is None or egfr.date is None or (crcl[2] and crcl[2] >= egfr.date)):
+    if crcl and (egfr is None or (not egfr_first and (egfr.date is None or (crcl[2] and crcl[2] >= egfr.date)))):
         value, kind = crcl[0], "CrCl"
         facts.append(crcl[1])
         if egfr:  # shown, but the labels' limits are creatinine clearance
@@ -575,7 +591,10 @@ def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
     within its label (ACP 2023 Rec 1a), so denosumab is not the only choice there."""
     out = []
     reading = kidney(record, settings)
-    limit, drug = ((settings.egfr_risedronate_min, "risedronate or ibandronate") if class_wide
+    # Review 13: "below 30 for risedronate or ibandronate" read as if alendronate were still open.
+    limit, drug = ((settings.egfr_risedronate_min,
+                    f"every oral bisphosphonate: {settings.egfr_alendronate_min:g} is alendronate's label limit, "
+                    f"{settings.egfr_risedronate_min:g} risedronate's and ibandronate's") if class_wide
                    else (settings.egfr_alendronate_min, "alendronate"))
     if reading.below(limit):
         out.append(BpProblem(RENAL, kidney_fact(reading, limit, drug)))

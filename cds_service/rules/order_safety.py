@@ -61,6 +61,7 @@ from cds_service.rules.facts import (
     drug_title,
     high_calcium,
     kidney,
+    kidney_egfr,
     kidney_fact,
     low_calcium,
     mi_date_unknown,
@@ -144,9 +145,10 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
             and not _active(record, "risedronate"):
         keys.append("risedronate-instead")  # the same kind of drug, within its label: first
     if denosumab and not hypoca and not _active(record, "denosumab"):
-        if reading.below(settings.egfr_denosumab_ckd):
+        dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
+        if dmab_reading.below(settings.egfr_denosumab_ckd):
             built = (_ckd_workup(draft, agent),)
-        elif reading.may_be_below(settings.egfr_denosumab_ckd):
+        elif dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             built = (_exact_kidney_first(draft, agent),)
         else:
             keys.append("denosumab-instead")
@@ -270,7 +272,7 @@ def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: b
                 f"{settings.egfr_risedronate_min:g} mL/min (Actonel): it keeps a bisphosphonate, the first choice "
                 "(ACP 2023, Recommendation 1a). Denosumab 60 mg every 6 months, with a serum calcium check before the "
                 "first dose, is the alternative.")
-    reading = kidney(record, settings)
+    reading = kidney_egfr(record, settings)  # the advice is about denosumab: PROLIA24 is written on eGFR
     if reading.below(settings.egfr_denosumab_ckd):
         return (f"{prefix} Denosumab is the usual alternative when a bisphosphonate is ruled out by kidney function, "
                 f"but at this level it needs the CKD-MBD plan first. {PROLIA24_TEXT}")
@@ -468,8 +470,9 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
     plan: evaluate CKD-MBD first (intact PTH, calcium, 25-OH and 1,25-(OH)2 vitamin D),
     calcium weekly for the first month then monthly, supervision by a clinician with
     CKD-MBD expertise (nephrology referral). The brief had warning only and calcium/PTH;
-    the review was right that the label asks for more."""
-    reading = kidney(record, settings)
+    the review was right that the label asks for more. The boxed warning is written on eGFR
+    (mL/min/1.73m2): kidney_egfr, a creatinine clearance only when no eGFR is on record."""
+    reading = kidney_egfr(record, settings)
     if not reading.below(settings.egfr_denosumab_ckd):
         return []
     indicator = "critical" if reading.band == FAILURE else "warning"
@@ -692,10 +695,11 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
     built: tuple[Suggestion, ...] = ()
     reading = kidney(record, settings)
     if not low_calcium(record, settings) and not _active(record, "denosumab"):
-        if reading.below(settings.egfr_denosumab_ckd):
+        dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
+        if dmab_reading.below(settings.egfr_denosumab_ckd):
             built = (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab follows on",
                                          after_dose=False),)
-        elif reading.may_be_below(settings.egfr_denosumab_ckd):
+        elif dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             built = (Suggestion("An exact eGFR before denosumab follows on (below 30 it needs the CKD-MBD work-up)",
                                 predose_lab_actions(kidney=True, calcium=False), True),)
         else:
