@@ -76,6 +76,7 @@ from cds_service.rules.facts import (
 from cds_service.rules.orders import (
     ENDOCRINOLOGY,
     PROLIA24_TEXT,
+    ckd_mbd_work_up,
     cholecalciferol_repletion,
     follow_on_suggestions,
     predose_lab_actions,
@@ -319,6 +320,49 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
             variables=_renal_variables(record, agent, indicator, settings, f"{drug_title(agent)} is being ordered.",
                                        advice.strip()),
             suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
+            source_url=t.label_url(agent)))
+    return findings
+
+
+ANABOLIC_AGENTS = ("teriparatide", "abaloparatide", "romosozumab")
+
+
+@rule(*ORDERS, cards=("C-SAFE-RENAL",))
+def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-RENAL (warning), review 13: teriparatide, abaloparatide or romosozumab ordered in
+    CKD stage 4-5 or on dialysis (kidney_egfr: coded CKD 4-5 or dialysis, else eGFR below
+    egfr_denosumab_ckd, the same 30 where CKD stage 4 starts). A low T-score there does not
+    tell osteoporosis from CKD-mineral bone disorder (AACE20, ES19; KDIGO 2017 CKD-MBD), as
+    C-TX-ANABOLIC says on patient-view; romosozumab: severe renal impairment or dialysis carry
+    a greater hypocalcemia risk, monitor calcium (EVENITY label). Not a contraindication in
+    the labels, so a warning: hold for the CKD-MBD work-up and a specialist (recommended), or
+    keep the order under that supervision with the work-up added. With a low calcium the
+    romosozumab order meets C-SAFE-HYPOCA: no "keep", and its recheck is the calcium order."""
+    reading = kidney_egfr(record, settings)
+    if not reading.below(settings.egfr_denosumab_ckd):
+        return []
+    findings = []
+    for draft, agent in ordered(record, ANABOLIC_AGENTS):
+        low = agent in HYPOCALCEMIA_AGENTS and low_calcium(record, settings)
+        work_up = tuple(a for a in ckd_mbd_work_up(f"{drug_title(agent)} ordered in CKD stage 4-5 or on dialysis: "
+                                                   "evaluate CKD-mineral bone disorder first")
+                        if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
+        built = [] if low else [Suggestion(f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the "
+                                           "CKD-MBD labs and the referral", work_up)]
+        if draft.reference:
+            built.insert(0, Suggestion(f"Hold {drug_label(agent)}: remove the draft; CKD-MBD labs and a referral to "
+                                       "nephrology or a bone specialist first", (_delete(draft, agent),) + work_up, True))
+        note = ("Romosozumab: patients with severe renal impairment or on dialysis are at greater risk of "
+                "hypocalcemia (Evenity label): correct calcium and vitamin D first and monitor serum calcium."
+                if agent == "romosozumab" else
+                f"{drug_title(agent)} is a PTH analogue; with CKD-MBD the PTH is often already high (secondary "
+                "hyperparathyroidism), so whether it suits the bone disease is a specialist's call.")
+        findings.append(Finding(
+            "C-SAFE-RENAL", indicator="warning", variant="anabolic-ckd",
+            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (CKD stage 4-5 or dialysis)"),
+            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "drug_note": note,
+                       "kidney": reading.label},
+            suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
             source_url=t.label_url(agent)))
     return findings
 

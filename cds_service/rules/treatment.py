@@ -406,8 +406,7 @@ def _ckd_mbd_referral(record: PatientRecord, settings: ClinicalSettings, a: Asse
                                       *a.vhr_reasons, *a.reasons])
     return [Finding("C-TX-ANABOLIC", facts=facts, variant="ckd-mbd", suggestions=(),
                     variables={"population": _population(record),
-                               "kidney": reading.label if reading.dialysis or reading.coded else
-                               f"{reading.label} (CKD stage 4-5)",
+                               "kidney": reading.label,
                                "labs_note": _labs_note(record, settings, parenteral=True)},
                     extra_suggestions=(Suggestion(
                         "CKD-MBD labs and a referral to nephrology or a bone specialist before any osteoporosis drug",
