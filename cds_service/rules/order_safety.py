@@ -49,6 +49,7 @@ from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DAYS_PER_MONTH,
     FAILURE,
+    KidneyReading,
     ORAL_BP_INSTRUCTIONS,
     antiresorptive_complications,
     calcium,
@@ -56,6 +57,7 @@ from cds_service.rules.facts import (
     course_start,
     current_pregnancy,
     cv_hits,
+    denosumab_timing,
     draft_fact,
     drug_label,
     drug_title,
@@ -542,15 +544,50 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
             # kidney_fact says why coded CKD 4 beside an eGFR of 50 is "below 30" (review: it read bare).
             facts=(draft_fact(draft, agent), kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"), *known),
             variables={"kidney": reading.label, "plan": PROLIA24_TEXT,
-                       "severity": ("Dialysis or CKD stage 5: the risk is highest." if indicator == "critical" else
-                                    # Re-review: "<30" leaves 15 open; it is no CKD 4 reading.
-                                    f"Kidney function {reading.label}: at least CKD stage 4, and it may be below 15 "
-                                    "(CKD 5), where the risk is highest; an exact eGFR decides."
-                                    if reading.bound and not reading.below(settings.kidney_failure_egfr) else
-                                    "CKD stage 4 (kidney function 15-29).")},
+                       "severity": _dmab_ckd_severity(reading, settings)},
             suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
             source_url=t.label_url("denosumab")))
     return findings
+
+
+def _dmab_ckd_severity(reading: KidneyReading, settings: ClinicalSettings) -> str:
+    if reading.band == FAILURE:
+        return "Dialysis or CKD stage 5: the risk is highest."
+    if reading.bound and not reading.below(settings.kidney_failure_egfr):
+        # Re-review: "<30" leaves 15 open; it is no CKD 4 reading.
+        return (f"Kidney function {reading.label}: at least CKD stage 4, and it may be below 15 (CKD 5), where the "
+                "risk is highest; an exact eGFR decides.")
+    return "CKD stage 4 (kidney function 15-29)."
+
+
+@rule("patient-view", cards=("C-SAFE-DMAB-CKD",))
+def denosumab_ckd_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-DMAB-CKD on patient-view, second-pass 2 ("denosumab ordered **or due** with
+    eGFR < 30 or dialysis: critical for dialysis/CKD 5, warning for eGFR 15-29"; review 13: a
+    dose due on dialysis drew only the info C-DMAB-DUE). Fires when C-DMAB-DUE or
+    C-DMAB-OVERDUE does (the same course, the same quiet cases) and kidney_egfr is below
+    egfr_denosumab_ckd (PROLIA24: eGFR < 30 mL/min/1.73m2 or dialysis). Text only: the dose
+    card beside it carries the PROLIA24 plan as orders (no test ordered twice on one screen)."""
+    reading = kidney_egfr(record, settings)
+    if not reading.below(settings.egfr_denosumab_ckd):
+        return []
+    from cds_service.rules.follow_up import denosumab_due, denosumab_overdue  # sibling rules, read at call time
+
+    course = denosumab_overdue(record, today, settings) or denosumab_due(record, today, settings)
+    if not course:
+        return []
+    timing = denosumab_timing(record, settings)
+    phase = "overdue" if course[0].card_id == "C-DMAB-OVERDUE" else "due"
+    known = [lab.fact() for lab in (calcium(record, settings.calcium_max_age_months),
+                                    record.lab("pth", settings.lab_max_age_months),
+                                    record.lab("vitamin_d", settings.lab_max_age_months)) if lab]
+    return [Finding(
+        "C-SAFE-DMAB-CKD", indicator="critical" if reading.band == FAILURE else "warning", variant="dose-due",
+        facts=(*(timing.facts() if timing else ()), kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"),
+               *known),
+        variables={"kidney": reading.label, "plan": PROLIA24_TEXT, "phase": phase,
+                   "severity": _dmab_ckd_severity(reading, settings)},
+        suggestions=(), source_url=t.label_url("denosumab"))]
 
 
 # ---------------------------------------------------------------------------
