@@ -350,6 +350,20 @@ def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) 
     return None
 
 
+def vitamin_d_hold_note(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """C-VITD-LOW's text when vitamin_d_repletion_hold holds the order (its `held` variant; review
+    13: the summary said "no vitamin D order suggested" while the detail still prescribed 50,000 IU
+    weekly). None when nothing holds it."""
+    if not vitamin_d_repletion_hold(record, settings):
+        return None
+    if kidney(record, settings).band in (FAILURE, SEVERE):
+        return ("**Kidney function severely reduced (dialysis or CKD 4-5):** vitamin D is repleted with nephrology, "
+                "who choose the form (nutritional or active vitamin D) and the dose, with calcium, phosphate and PTH "
+                "read together (KDIGO 2017 CKD-MBD); no vitamin D order is suggested here.")
+    return ("**Calcium is high:** find its cause (PTH first) before giving vitamin D, which raises calcium further; "
+            "no vitamin D order is suggested here.")
+
+
 def high_calcium(record: PatientRecord, settings: ClinicalSettings, months: float) -> str | None:
     """A measured calcium above the upper limit within `months`, as a fact: the latest (corrected)
     calcium above calcium_upper_mg_dl, or an ionized calcium above the result's own upper limit

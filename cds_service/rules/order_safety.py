@@ -73,6 +73,7 @@ from cds_service.rules.facts import (
     pth_months_used,
     romosozumab_course,
     unexplained_alp,
+    vitamin_d_hold_note,
     vitamin_d_repletion_hold,
 )
 from cds_service.rules.orders import (
@@ -502,8 +503,9 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
                            f"calcium, then give the {drug_label(agent)}"),
                 "target": f"{settings.vitamin_d_target_ng_ml:g}",
                 "maintenance_start": (today + dt.timedelta(weeks=8)).isoformat(),
+                "hold_note": vitamin_d_hold_note(record, settings) or "",
             },
-            suggestions=(), extra_suggestions=suggestions))
+            suggestions=(), extra_suggestions=suggestions, variant="held" if hold else None))
     return findings
 
 
