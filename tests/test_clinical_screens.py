@@ -71,8 +71,8 @@ def text(card: dict) -> str:
 
 def test_hip_fracture_with_ckd_low_vitamin_d_and_falls():
     """Woman 78, hip fracture 7 weeks ago, eGFR 28, 25-OH D 14 ng/mL, falls,
-    no DXA, no bone drug: very high risk, anabolic first; the denosumab
-    alternative carries the CKD caution; vitamin D repletion on its own card,
+    no DXA, no bone drug: very high risk, but CKD 4: the CKD-MBD work-up and a
+    specialist before any bone drug (review 13); vitamin D repletion on its own card,
     calcium only on the supplement card; baseline DXA (not a screening DXA)."""
     cards = screen("screen-hip-fracture-egfr-28-vitd-14-falls")
     assert set(cards) == {"C-TX-ANABOLIC", "C-VITD-LOW", "C-SUPP-CAVD", "C-MON-DXA-DUE", "C-EXERCISE", "C-FALLS"}
@@ -80,19 +80,19 @@ def test_hip_fracture_with_ckd_low_vitamin_d_and_falls():
     assert_no_shared_orders(cards)
 
     anabolic = cards["C-TX-ANABOLIC"]
-    # eGFR 28: no oral or IV bisphosphonate named as the alternative; denosumab with the CKD caution
-    assert "an oral bisphosphonate is not suitable here" in anabolic["detail"]
+    # eGFR 28 is CKD 4 (review 13): a low T-score or a fracture does not tell osteoporosis from
+    # CKD-MBD (AACE20, ES19, KDIGO 2017): no one-click anabolic, the CKD-MBD labs and a referral
+    assert "CKD-mineral bone disorder work-up and specialist" in anabolic["summary"]
     assert "zoledronic acid 5 mg yearly" not in anabolic["detail"]
-    # ... with the PROLIA24 plan (second-pass 2): CKD-MBD work-up, calcium weekly then monthly, specialist
-    assert "Denosumab in advanced kidney disease (Prolia boxed warning, January 2024)" in anabolic["detail"]
-    assert "1,25-(OH)2 vitamin D" in anabolic["detail"] and "weekly for the first month" in anabolic["detail"]
+    assert "1,25-(OH)2 vitamin D" in anabolic["detail"] and "Evenity label" in anabolic["detail"]
     # it does not call the labs fine while vitamin D is 14
     assert "**Vitamin D is deficient:** replete it before the first dose" in anabolic["detail"]
     assert "25-OH vitamin D 14 ng/mL on 2025-05-20" in anabolic["detail"]
     assert anabolic["detail"].lower().count("hip fracture (probable fragility fracture) (s72.001a)") == 1
     labels = [s["label"] for s in anabolic["suggestions"]]
-    assert labels[0].startswith("Order teriparatide") and anabolic["selectionBehavior"] == "at-most-one"
-    assert not any("alendronate" in lab.lower() or "zoledron" in lab.lower() for lab in labels)
+    assert labels == ["CKD-MBD labs and a referral to nephrology or a bone specialist before any osteoporosis drug"]
+    assert ("http://snomed.info/sct", "306286007") in order_codes(anabolic)
+    assert not any(system == "http://www.nlm.nih.gov/research/umls/rxnorm" for system, _ in order_codes(anabolic))
 
     assert cards["C-VITD-LOW"]["indicator"] == "warning"
     supp = cards["C-SUPP-CAVD"]

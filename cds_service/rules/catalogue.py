@@ -31,7 +31,7 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "C-SAFE-PTH-LIMIT": (ALL, ("warning",)),
     "C-SAFE-ROMO-LIMIT": (ALL, ("warning",)),
     "C-SAFE-ANABOLIC-CONTRA": (ORDERS, ("warning",)),
-    "C-SAFE-DMAB-CKD": (ORDERS, ("warning", "critical")),  # second pass: critical on dialysis / CKD 5
+    "C-SAFE-DMAB-CKD": (ALL, ("warning", "critical")),  # second pass: critical on dialysis / CKD 5; "or due" on patient-view
     "C-ANABOLIC-FOLLOW-ON": (PV, ("warning",)),
     "C-DMAB-DUE": (PV, ("info",)),
     "C-DMAB-OVERDUE": (PV, ("critical",)),

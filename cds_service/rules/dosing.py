@@ -24,6 +24,7 @@ from cds_service.rules.facts import (
     drug_label,
     drug_title,
     kidney,
+    kidney_egfr,
     last_given,
     months_to_days,
     ordered,
@@ -94,6 +95,7 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
     kidney injury (no labs before a dose not to be given: C-SAFE-RENAL speaks), and leaves
     the calcium to C-SAFE-DMAB-CKD's plan below 30 (no test ordered twice on one screen)."""
     reading = kidney(record, settings)
+    dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR (C-SAFE-DMAB-CKD's reading)
     # Known hypocalcemia: C-SAFE-HYPOCA owns the calcium (one calcium order per screen).
     no_kidney, no_calcium = predose_labs_missing(record, settings)
     recent_kidney, recent_calcium = not no_kidney, not no_calcium
@@ -104,7 +106,7 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
             continue  # contraindicated (C-SAFE-RENAL, critical): no labs before a dose not to be given
         # Denosumab below 30: C-SAFE-DMAB-CKD's PROLIA24 plan orders the calcium (one calcium order per screen).
         need_calcium = not recent_calcium and not (agent == "denosumab"
-                                                   and reading.below(settings.egfr_denosumab_ckd))
+                                                   and dmab_reading.below(settings.egfr_denosumab_ckd))
         if recent_kidney and not need_calcium:
             continue
         # An eGFR reported only as a bound ("<60") is a recent result, but no value the label's
@@ -118,9 +120,9 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
         on_file = [f"{lab.fact()} (older than {settings.predose_lab_days} days)" for lab in older if lab]
         if bound:
             on_file.append(f"{bound.fact()} (reported as a bound: exact value unknown)")
-        if agent == "denosumab" and reading.may_be_below(settings.egfr_denosumab_ckd):
+        if agent == "denosumab" and dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             # "<35" leaves the Prolia boxed warning's 30 open (review: nothing said so).
-            on_file.append(f"{reading.label} may be below {settings.egfr_denosumab_ckd:g}: then denosumab needs a "
+            on_file.append(f"{dmab_reading.label} may be below {settings.egfr_denosumab_ckd:g}: then denosumab needs a "
                            "CKD-MBD work-up with nephrology first (Prolia boxed warning, 2024)")
         findings.append(Finding(
             "C-SAFE-PREDOSE-LABS",

@@ -217,6 +217,22 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     kidney_lab_max_age_months) or CKD 4; then creatinine clearance by Cockcroft-Gault;
     then eGFR. The latest value within kidney_lab_max_age_months counts (a newer eGFR
     beats an older creatinine); older or absent is unknown."""
+    return _kidney(record, settings, egfr_first=False)
+
+
+@per_call
+def kidney_egfr(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
+    """The same reading for the rules written on eGFR, not creatinine clearance: the
+    PROLIA24 boxed warning (eGFR < 30 mL/min/1.73m2 or dialysis) and CKD stages 4-5
+    (KDIGO stages by GFR; the CKD-MBD referral of C-TX-ANABOLIC). Coded kidney failure,
+    dialysis and CKD 4 count as in kidney(); then the eGFR; a Cockcroft-Gault clearance
+    only when no eGFR is on record in kidney_lab_max_age_months (cautious: a low one still
+    counts). Review 13: a 95-year-old of 42 kg with eGFR 52 (clearance 22) was sent to a
+    CKD-MBD work-up before denosumab. Bisphosphonate limits stay on kidney()."""
+    return _kidney(record, settings, egfr_first=True)
+
+
+def _kidney(record: PatientRecord, settings: ClinicalSettings, *, egfr_first: bool) -> KidneyReading:
     months = settings.kidney_lab_max_age_months
     facts: list[str] = []
     dialysis = [h for h in record.condition_hits("dialysis")
@@ -232,7 +248,7 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     kind = ""
     egfr = record.lab("egfr", months)
     crcl = cockcroft_gault(record, settings)
-    if crcl and (egfr is None or egfr.date is None or (crcl[2] and crcl[2] >= egfr.date)):
+    if crcl and (egfr is None or (not egfr_first and (egfr.date is None or (crcl[2] and crcl[2] >= egfr.date)))):
         value, kind = crcl[0], "CrCl"
         facts.append(crcl[1])
         if egfr:  # shown, but the labels' limits are creatinine clearance
@@ -332,6 +348,20 @@ def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) 
         what = ca.fact() if ca and ca.value > settings.calcium_upper_mg_dl else condition_fact(hits[0], "Hypercalcemia")
         return f"{what}: a high calcium, find its cause (PTH) before giving vitamin D"
     return None
+
+
+def vitamin_d_hold_note(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """C-VITD-LOW's text when vitamin_d_repletion_hold holds the order (its `held` variant; review
+    13: the summary said "no vitamin D order suggested" while the detail still prescribed 50,000 IU
+    weekly). None when nothing holds it."""
+    if not vitamin_d_repletion_hold(record, settings):
+        return None
+    if kidney(record, settings).band in (FAILURE, SEVERE):
+        return ("**Kidney function severely reduced (dialysis or CKD 4-5):** vitamin D is repleted with nephrology, "
+                "who choose the form (nutritional or active vitamin D) and the dose, with calcium, phosphate and PTH "
+                "read together (KDIGO 2017 CKD-MBD); no vitamin D order is suggested here.")
+    return ("**Calcium is high:** find its cause (PTH first) before giving vitamin D, which raises calcium further; "
+            "no vitamin D order is suggested here.")
 
 
 def high_calcium(record: PatientRecord, settings: ClinicalSettings, months: float) -> str | None:
@@ -575,7 +605,10 @@ def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
     within its label (ACP 2023 Rec 1a), so denosumab is not the only choice there."""
     out = []
     reading = kidney(record, settings)
-    limit, drug = ((settings.egfr_risedronate_min, "risedronate or ibandronate") if class_wide
+    # Review 13: "below 30 for risedronate or ibandronate" read as if alendronate were still open.
+    limit, drug = ((settings.egfr_risedronate_min,
+                    f"every oral bisphosphonate: {settings.egfr_alendronate_min:g} is alendronate's label limit, "
+                    f"{settings.egfr_risedronate_min:g} risedronate's and ibandronate's") if class_wide
                    else (settings.egfr_alendronate_min, "alendronate"))
     if reading.below(limit):
         out.append(BpProblem(RENAL, kidney_fact(reading, limit, drug)))

@@ -39,6 +39,7 @@ from cds_service.rules.facts import (
     denosumab_stop_order,
     denosumab_timing,
     kidney,
+    kidney_egfr,
     kidney_fact,
     low_calcium,
     months_to_days,
@@ -72,8 +73,8 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
     plan (second-pass 2): CKD-MBD labs, calcium weekly x 4 then monthly, nephrology.
     `start`: denosumab would be new to the patient; below 30 that is the CKD-MBD work-up
     and referral first, no dose (as C-TX-DMAB-ALT; PROLIA24: evaluate CKD-MBD before
-    starting, under a CKD-MBD specialist)."""
-    reading = kidney(record, settings)
+    starting, under a CKD-MBD specialist). PROLIA24 is written on eGFR: kidney_egfr."""
+    reading = kidney_egfr(record, settings)
     if reading.below(settings.egfr_denosumab_ckd) and start:
         facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT} "
                      "No denosumab dose is suggested until that work-up is done.")
@@ -292,7 +293,7 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
         start, suggested = "start alendronate or denosumab", (
             "alendronate 70 mg weekly (denosumab 60 mg every 6 months is the alternative, for example when an "
             "oral bisphosphonate is not suitable)")
-    elif kidney(record, settings).below(settings.egfr_denosumab_ckd):
+    elif kidney_egfr(record, settings).below(settings.egfr_denosumab_ckd):
         start, suggested = "plan denosumab with nephrology", (
             "denosumab, started only after a CKD-MBD work-up with nephrology (an oral bisphosphonate is not "
             "suitable here)")

@@ -49,6 +49,7 @@ from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DAYS_PER_MONTH,
     FAILURE,
+    KidneyReading,
     ORAL_BP_INSTRUCTIONS,
     antiresorptive_complications,
     calcium,
@@ -56,11 +57,13 @@ from cds_service.rules.facts import (
     course_start,
     current_pregnancy,
     cv_hits,
+    denosumab_timing,
     draft_fact,
     drug_label,
     drug_title,
     high_calcium,
     kidney,
+    kidney_egfr,
     kidney_fact,
     low_calcium,
     mi_date_unknown,
@@ -70,11 +73,13 @@ from cds_service.rules.facts import (
     pth_months_used,
     romosozumab_course,
     unexplained_alp,
+    vitamin_d_hold_note,
     vitamin_d_repletion_hold,
 )
 from cds_service.rules.orders import (
     ENDOCRINOLOGY,
     PROLIA24_TEXT,
+    ckd_mbd_work_up,
     cholecalciferol_repletion,
     follow_on_suggestions,
     predose_lab_actions,
@@ -144,9 +149,10 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
             and not _active(record, "risedronate"):
         keys.append("risedronate-instead")  # the same kind of drug, within its label: first
     if denosumab and not hypoca and not _active(record, "denosumab"):
-        if reading.below(settings.egfr_denosumab_ckd):
+        dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
+        if dmab_reading.below(settings.egfr_denosumab_ckd):
             built = (_ckd_workup(draft, agent),)
-        elif reading.may_be_below(settings.egfr_denosumab_ckd):
+        elif dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             built = (_exact_kidney_first(draft, agent),)
         else:
             keys.append("denosumab-instead")
@@ -270,7 +276,7 @@ def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: b
                 f"{settings.egfr_risedronate_min:g} mL/min (Actonel): it keeps a bisphosphonate, the first choice "
                 "(ACP 2023, Recommendation 1a). Denosumab 60 mg every 6 months, with a serum calcium check before the "
                 "first dose, is the alternative.")
-    reading = kidney(record, settings)
+    reading = kidney_egfr(record, settings)  # the advice is about denosumab: PROLIA24 is written on eGFR
     if reading.below(settings.egfr_denosumab_ckd):
         return (f"{prefix} Denosumab is the usual alternative when a bisphosphonate is ruled out by kidney function, "
                 f"but at this level it needs the CKD-MBD plan first. {PROLIA24_TEXT}")
@@ -317,6 +323,49 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
             variables=_renal_variables(record, agent, indicator, settings, f"{drug_title(agent)} is being ordered.",
                                        advice.strip()),
             suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
+            source_url=t.label_url(agent)))
+    return findings
+
+
+ANABOLIC_AGENTS = ("teriparatide", "abaloparatide", "romosozumab")
+
+
+@rule(*ORDERS, cards=("C-SAFE-RENAL",))
+def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-RENAL (warning), review 13: teriparatide, abaloparatide or romosozumab ordered in
+    CKD stage 4-5 or on dialysis (kidney_egfr: coded CKD 4-5 or dialysis, else eGFR below
+    egfr_denosumab_ckd, the same 30 where CKD stage 4 starts). A low T-score there does not
+    tell osteoporosis from CKD-mineral bone disorder (AACE20, ES19; KDIGO 2017 CKD-MBD), as
+    C-TX-ANABOLIC says on patient-view; romosozumab: severe renal impairment or dialysis carry
+    a greater hypocalcemia risk, monitor calcium (EVENITY label). Not a contraindication in
+    the labels, so a warning: hold for the CKD-MBD work-up and a specialist (recommended), or
+    keep the order under that supervision with the work-up added. With a low calcium the
+    romosozumab order meets C-SAFE-HYPOCA: no "keep", and its recheck is the calcium order."""
+    reading = kidney_egfr(record, settings)
+    if not reading.below(settings.egfr_denosumab_ckd):
+        return []
+    findings = []
+    for draft, agent in ordered(record, ANABOLIC_AGENTS):
+        low = agent in HYPOCALCEMIA_AGENTS and low_calcium(record, settings)
+        work_up = tuple(a for a in ckd_mbd_work_up(f"{drug_title(agent)} ordered in CKD stage 4-5 or on dialysis: "
+                                                   "evaluate CKD-mineral bone disorder first")
+                        if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
+        built = [] if low else [Suggestion(f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the "
+                                           "CKD-MBD labs and the referral", work_up)]
+        if draft.reference:
+            built.insert(0, Suggestion(f"Hold {drug_label(agent)}: remove the draft; CKD-MBD labs and a referral to "
+                                       "nephrology or a bone specialist first", (_delete(draft, agent),) + work_up, True))
+        note = ("Romosozumab: patients with severe renal impairment or on dialysis are at greater risk of "
+                "hypocalcemia (Evenity label): correct calcium and vitamin D first and monitor serum calcium."
+                if agent == "romosozumab" else
+                f"{drug_title(agent)} is a PTH analogue; with CKD-MBD the PTH is often already high (secondary "
+                "hyperparathyroidism), so whether it suits the bone disease is a specialist's call.")
+        findings.append(Finding(
+            "C-SAFE-RENAL", indicator="warning", variant="anabolic-ckd",
+            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (CKD stage 4-5 or dialysis)"),
+            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "drug_note": note,
+                       "kidney": reading.label},
+            suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
             source_url=t.label_url(agent)))
     return findings
 
@@ -454,8 +503,9 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
                            f"calcium, then give the {drug_label(agent)}"),
                 "target": f"{settings.vitamin_d_target_ng_ml:g}",
                 "maintenance_start": (today + dt.timedelta(weeks=8)).isoformat(),
+                "hold_note": vitamin_d_hold_note(record, settings) or "",
             },
-            suggestions=(), extra_suggestions=suggestions))
+            suggestions=(), extra_suggestions=suggestions, variant="held" if hold else None))
     return findings
 
 
@@ -468,8 +518,9 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
     plan: evaluate CKD-MBD first (intact PTH, calcium, 25-OH and 1,25-(OH)2 vitamin D),
     calcium weekly for the first month then monthly, supervision by a clinician with
     CKD-MBD expertise (nephrology referral). The brief had warning only and calcium/PTH;
-    the review was right that the label asks for more."""
-    reading = kidney(record, settings)
+    the review was right that the label asks for more. The boxed warning is written on eGFR
+    (mL/min/1.73m2): kidney_egfr, a creatinine clearance only when no eGFR is on record."""
+    reading = kidney_egfr(record, settings)
     if not reading.below(settings.egfr_denosumab_ckd):
         return []
     indicator = "critical" if reading.band == FAILURE else "warning"
@@ -495,15 +546,50 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
             # kidney_fact says why coded CKD 4 beside an eGFR of 50 is "below 30" (review: it read bare).
             facts=(draft_fact(draft, agent), kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"), *known),
             variables={"kidney": reading.label, "plan": PROLIA24_TEXT,
-                       "severity": ("Dialysis or CKD stage 5: the risk is highest." if indicator == "critical" else
-                                    # Re-review: "<30" leaves 15 open; it is no CKD 4 reading.
-                                    f"Kidney function {reading.label}: at least CKD stage 4, and it may be below 15 "
-                                    "(CKD 5), where the risk is highest; an exact eGFR decides."
-                                    if reading.bound and not reading.below(settings.kidney_failure_egfr) else
-                                    "CKD stage 4 (kidney function 15-29).")},
+                       "severity": _dmab_ckd_severity(reading, settings)},
             suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
             source_url=t.label_url("denosumab")))
     return findings
+
+
+def _dmab_ckd_severity(reading: KidneyReading, settings: ClinicalSettings) -> str:
+    if reading.band == FAILURE:
+        return "Dialysis or CKD stage 5: the risk is highest."
+    if reading.bound and not reading.below(settings.kidney_failure_egfr):
+        # Re-review: "<30" leaves 15 open; it is no CKD 4 reading.
+        return (f"Kidney function {reading.label}: at least CKD stage 4, and it may be below 15 (CKD 5), where the "
+                "risk is highest; an exact eGFR decides.")
+    return "CKD stage 4 (kidney function 15-29)."
+
+
+@rule("patient-view", cards=("C-SAFE-DMAB-CKD",))
+def denosumab_ckd_due(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-SAFE-DMAB-CKD on patient-view, second-pass 2 ("denosumab ordered **or due** with
+    eGFR < 30 or dialysis: critical for dialysis/CKD 5, warning for eGFR 15-29"; review 13: a
+    dose due on dialysis drew only the info C-DMAB-DUE). Fires when C-DMAB-DUE or
+    C-DMAB-OVERDUE does (the same course, the same quiet cases) and kidney_egfr is below
+    egfr_denosumab_ckd (PROLIA24: eGFR < 30 mL/min/1.73m2 or dialysis). Text only: the dose
+    card beside it carries the PROLIA24 plan as orders (no test ordered twice on one screen)."""
+    reading = kidney_egfr(record, settings)
+    if not reading.below(settings.egfr_denosumab_ckd):
+        return []
+    from cds_service.rules.follow_up import denosumab_due, denosumab_overdue  # sibling rules, read at call time
+
+    course = denosumab_overdue(record, today, settings) or denosumab_due(record, today, settings)
+    if not course:
+        return []
+    timing = denosumab_timing(record, settings)
+    phase = "overdue" if course[0].card_id == "C-DMAB-OVERDUE" else "due"
+    known = [lab.fact() for lab in (calcium(record, settings.calcium_max_age_months),
+                                    record.lab("pth", settings.lab_max_age_months),
+                                    record.lab("vitamin_d", settings.lab_max_age_months)) if lab]
+    return [Finding(
+        "C-SAFE-DMAB-CKD", indicator="critical" if reading.band == FAILURE else "warning", variant="dose-due",
+        facts=(*(timing.facts() if timing else ()), kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"),
+               *known),
+        variables={"kidney": reading.label, "plan": PROLIA24_TEXT, "phase": phase,
+                   "severity": _dmab_ckd_severity(reading, settings)},
+        suggestions=(), source_url=t.label_url("denosumab"))]
 
 
 # ---------------------------------------------------------------------------
@@ -699,10 +785,11 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
     built: tuple[Suggestion, ...] = ()
     reading = kidney(record, settings)
     if not low_calcium(record, settings) and not _active(record, "denosumab"):
-        if reading.below(settings.egfr_denosumab_ckd):
+        dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
+        if dmab_reading.below(settings.egfr_denosumab_ckd):
             built = (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab follows on",
                                          after_dose=False),)
-        elif reading.may_be_below(settings.egfr_denosumab_ckd):
+        elif dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             built = (Suggestion("An exact eGFR before denosumab follows on (below 30 it needs the CKD-MBD work-up)",
                                 predose_lab_actions(kidney=True, calcium=False), True),)
         else:

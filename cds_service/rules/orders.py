@@ -68,24 +68,35 @@ def calcium_order(note: str, timing: dict[str, Any] | None = None) -> dict[str, 
                      note=note, timing=timing)
 
 
+def ckd_mbd_lab_actions(calcium_note: str,
+                        calcium_label: str = "Serum calcium with albumin before the dose") -> tuple[Action, ...]:
+    """The CKD-MBD work-up of the PROLIA24 plan: intact PTH, 25-OH D, 1,25-(OH)2 D, calcium."""
+    return (
+        Action("create", "Intact PTH (CKD-mineral bone disorder work-up)",
+               resource=lab_order("2731-8", "Parathyrin.intact [Mass/volume] in Serum or Plasma", "Intact PTH")),
+        Action("create", "25-OH vitamin D",
+               resource=lab_order("62292-8", "25-Hydroxyvitamin D2+25-Hydroxyvitamin D3 [Mass/volume] in Serum "
+                                             "or Plasma", "25-OH vitamin D")),
+        Action("create", "1,25-dihydroxyvitamin D",
+               resource=lab_order("1649-3", "Calcitriol [Mass/volume] in Serum or Plasma",
+                                  "1,25-dihydroxyvitamin D (calcitriol)")),
+        Action("create", calcium_label, resource=calcium_order(calcium_note)),
+    )
+
+
+def nephrology_referral(description: str, reason: str) -> Action:
+    """Referral to nephrology or a bone specialist with CKD-MBD expertise (PROLIA24; KDIGO 2017)."""
+    return Action("create", description, resource=referral(
+        *NEPHROLOGY, "Referral to nephrology or a bone specialist with CKD-MBD expertise", reason))
+
+
 def prolia24_actions(*, work_up: bool = True, after_dose: bool = True) -> tuple[Action, ...]:
     """The PROLIA24 plan as orders: the CKD-MBD work-up (PTH, 25-OH D, 1,25-(OH)2 D,
     calcium), calcium weekly x 4 then monthly after a dose, and a nephrology / bone
     specialist referral."""
     actions: list[Action] = []
     if work_up:
-        actions += [
-            Action("create", "Intact PTH (CKD-mineral bone disorder work-up)",
-                   resource=lab_order("2731-8", "Parathyrin.intact [Mass/volume] in Serum or Plasma", "Intact PTH")),
-            Action("create", "25-OH vitamin D",
-                   resource=lab_order("62292-8", "25-Hydroxyvitamin D2+25-Hydroxyvitamin D3 [Mass/volume] in Serum "
-                                                 "or Plasma", "25-OH vitamin D")),
-            Action("create", "1,25-dihydroxyvitamin D",
-                   resource=lab_order("1649-3", "Calcitriol [Mass/volume] in Serum or Plasma",
-                                      "1,25-dihydroxyvitamin D (calcitriol)")),
-            Action("create", "Serum calcium with albumin before the dose",
-                   resource=calcium_order("Before the denosumab dose; with albumin for corrected calcium.")),
-        ]
+        actions += ckd_mbd_lab_actions("Before the denosumab dose; with albumin for corrected calcium.")
     if after_dose:
         actions += [
             Action("create", "Serum calcium weekly for 4 weeks after the dose",
@@ -97,12 +108,25 @@ def prolia24_actions(*, work_up: bool = True, after_dose: bool = True) -> tuple[
                                           "dose.", {"repeat": {"count": 5, "frequency": 1, "period": 1,
                                                                "periodUnit": "mo"}})),
         ]
-    actions.append(Action("create", "Referral to nephrology (CKD-mineral bone disorder) to supervise denosumab",
-                          resource=referral(*NEPHROLOGY,
-                                            "Referral to nephrology or a bone specialist with CKD-MBD expertise",
-                                            "Denosumab in advanced CKD: evaluate and manage CKD-mineral bone "
-                                            "disorder (Prolia boxed warning 2024)")))
+    actions.append(nephrology_referral("Referral to nephrology (CKD-mineral bone disorder) to supervise denosumab",
+                                       "Denosumab in advanced CKD: evaluate and manage CKD-mineral bone disorder "
+                                       "(Prolia boxed warning 2024)"))
     return tuple(actions)
+
+
+def ckd_mbd_work_up(why: str) -> tuple[Action, ...]:
+    """Before any osteoporosis drug in CKD 4-5 or on dialysis (review 13; AACE20, ES19, KDIGO 2017
+    CKD-MBD: calcium, phosphate and PTH read together, with ALP and vitamin D): the PROLIA24
+    work-up plus phosphate and alkaline phosphatase, and the CKD-MBD referral. `why`: the
+    referral's reason. LOINC 2777-1 phosphate, 6768-6 ALP as C-LAB-BASELINE orders them (V?)."""
+    return ckd_mbd_lab_actions("CKD-mineral bone disorder work-up; with albumin for corrected calcium.",
+                               "Serum calcium with albumin") + (
+        Action("create", "Serum phosphate", resource=lab_order(
+            "2777-1", "Phosphate [Mass/volume] in Serum or Plasma", "Serum phosphate")),
+        Action("create", "Alkaline phosphatase", resource=lab_order(
+            "6768-6", "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma", "Alkaline phosphatase")),
+        nephrology_referral("Referral to nephrology or a bone specialist (CKD-mineral bone disorder)", why),
+    )
 
 
 def prolia24_suggestion(label: str, *, dose: dict[str, Any] | None = None, work_up: bool = True,

@@ -28,6 +28,7 @@ from cds_service.rules.facts import (
     calcium,
     current_pregnancy,
     kidney,
+    vitamin_d_hold_note,
     vitamin_d_repletion_hold,
 )
 from cds_service.rules.settings import ClinicalSettings
@@ -196,10 +197,14 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
         hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5, high calcium: no order
         if hold:
             facts.append(f"{hold}; no vitamin D order is suggested")
-            variables["headline"] = ("replete with nephrology (dialysis or CKD 4-5)" if kidney(record, settings).band
-                                     in (FAILURE, SEVERE) else "calcium is high too: find the cause before repleting")
+            if kidney(record, settings).band in (FAILURE, SEVERE):
+                variables["headline"] = "replete with nephrology (dialysis or CKD 4-5)"
+            else:
+                variables["headline"] = "calcium is high too: find the cause before repleting"
+                variables["status"] = f"below {threshold} ng/mL, with a high calcium: find its cause before repleting"
+            variables["hold_note"] = vitamin_d_hold_note(record, settings) or ""
         return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="warning", suggestions=() if hold else (key,),
-                        variables=variables)]
+                        variables=variables, variant="held" if hold else None)]
     variables["level"] = "insufficient"
     variables["headline"] = f"below the {target} ng/mL target; check intake and recheck"
     variables["status"] = (f"between {threshold} and {target} ng/mL: below the AACE 2020 target of at least {target} "

@@ -14,7 +14,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord, add_months, within_months
-from cds_service.rules.base import NO_TRIGGER, Finding, rule, trigger_date
+from cds_service.rules.base import NO_TRIGGER, Finding, Suggestion, rule, trigger_date
 from cds_service.rules.diagnosis import (
     ADULT,
     HIGH,
@@ -44,6 +44,7 @@ from cds_service.rules.facts import (
     current_osteoporosis_therapy,
     in_drug_holiday,
     kidney,
+    kidney_egfr,
     kidney_fact,
     lab_facts,
     low_calcium,
@@ -54,7 +55,13 @@ from cds_service.rules.facts import (
     very_long_bp_course,
 )
 from cds_service.rules.memo import per_call
-from cds_service.rules.orders import ENDOCRINOLOGY, PROLIA24_TEXT, prolia24_suggestion, referral_suggestion
+from cds_service.rules.orders import (
+    ENDOCRINOLOGY,
+    PROLIA24_TEXT,
+    ckd_mbd_work_up,
+    prolia24_suggestion,
+    referral_suggestion,
+)
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -291,7 +298,13 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     # twice on one screen (DESIGN "quiet by default"). Calcium and vitamin D must be known and
     # corrected before denosumab or zoledronic acid (Prolia, Reclast labels; TX-8).
     baseline = baseline_lab_orders(record, settings)
-    if reading.below(settings.egfr_denosumab_ckd):
+    # PROLIA24 is written on eGFR (< 30 mL/min/1.73m2) or dialysis, not creatinine clearance:
+    # kidney_egfr (review 13: clearance 22 beside eGFR 52 went to a CKD-MBD work-up).
+    dmab_reading = kidney_egfr(record, settings)
+    if reading.below(settings.egfr_denosumab_ckd) and not dmab_reading.below(settings.egfr_denosumab_ckd):
+        facts += (f"{dmab_reading.label}: not below {settings.egfr_denosumab_ckd:g}, so the Prolia boxed warning for "
+                  "advanced kidney disease (eGFR below 30 or dialysis) does not apply",)
+    if dmab_reading.below(settings.egfr_denosumab_ckd):
         variables["ckd_note"] = ("**Kidney function below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk: "
                                  "CKD-mineral bone disorder work-up with nephrology before any denosumab.")
         variables["zoledronate_note"] = ""  # below 30 the CKD note speaks; zoledronic acid is out below 35 anyway
@@ -331,6 +344,9 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
     malignancy = _malignancy_referral("C-TX-ANABOLIC", record, settings, a)
     if malignancy:
         return malignancy
+    ckd = _ckd_mbd_referral(record, settings, a)
+    if ckd:
+        return ckd
     names = {"teriparatide": "teriparatide 20 mcg SC daily", "abaloparatide": "abaloparatide 80 mcg SC daily",
              "romosozumab": "romosozumab 210 mg SC monthly for 12 doses"}
     if record.female:
@@ -350,7 +366,7 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
     elif bp_problem_facts:
         alternatives = ("Acceptable alternative if an anabolic agent is declined: denosumab 60 mg SC every "
                         "6 months (an oral bisphosphonate is not suitable here, see below).")
-        if kidney(record, settings).below(settings.egfr_denosumab_ckd):
+        if kidney_egfr(record, settings).below(settings.egfr_denosumab_ckd):
             # Same plan as C-TX-DMAB-ALT / C-SAFE-DMAB-CKD (PROLIA24), so the alternative named
             # here does not contradict the card the order would meet.
             alternatives += " " + PROLIA24_TEXT
@@ -366,6 +382,35 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
                    "labs_note": _labs_note(record, settings, parenteral=True)},
         suggestions=tuple(options),
     )]
+
+
+def _ckd_mbd_referral(record: PatientRecord, settings: ClinicalSettings, a: Assessment) -> list[Finding]:
+    """Review 13: C-TX-ANABOLIC in CKD 4-5 or on dialysis (kidney_egfr: coded CKD 4-5, dialysis
+    Conditions or Procedures, else eGFR below egfr_denosumab_ckd (30); KDIGO stages by GFR).
+    There a low T-score or a fracture does not tell osteoporosis from CKD-mineral bone disorder
+    (AACE20, ES19; KDIGO 2017 CKD-MBD: in CKD G4-G5D with CKD-MBD abnormalities, treatment
+    choices weigh those abnormalities, with consideration of a bone biopsy), and romosozumab
+    carries a higher hypocalcemia risk in severe renal impairment or dialysis (EVENITY label).
+    The card keeps its id, offers no one-click anabolic order, and carries the CKD-MBD
+    labs (the PROLIA24 plan's work-up, with phosphate and ALP) and a CKD-MBD referral;
+    labs C-LAB-BASELINE orders on the same screen are left out. [] when kidney function is
+    not that low."""
+    reading = kidney_egfr(record, settings)
+    if not reading.below(settings.egfr_denosumab_ckd):
+        return []
+    baseline = baseline_lab_orders(record, settings)
+    actions = tuple(act for act in ckd_mbd_work_up("Very high fracture risk in CKD stage 4-5 or on dialysis: "
+                                                   "evaluate CKD-mineral bone disorder before any osteoporosis drug")
+                    if not (act.resource and _loinc(act.resource) in baseline))
+    facts = _facts(record, settings, [f"{'; '.join(reading.facts)} (CKD stage 4-5 or dialysis)",
+                                      *a.vhr_reasons, *a.reasons])
+    return [Finding("C-TX-ANABOLIC", facts=facts, variant="ckd-mbd", suggestions=(),
+                    variables={"population": _population(record),
+                               "kidney": reading.label,
+                               "labs_note": _labs_note(record, settings, parenteral=True)},
+                    extra_suggestions=(Suggestion(
+                        "CKD-MBD labs and a referral to nephrology or a bone specialist before any osteoporosis drug",
+                        actions, True),))]
 
 
 def _bp_failure(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> bool:

@@ -75,7 +75,7 @@ REQUIRED: frozenset[str] = frozenset(
 # acid) and C-SAFE-DMAB-CKD critical for the drug being ordered now. On patient-view it
 # stays optional: Procedure search is not supported by every FHIR server, and a chart
 # open with it missing would otherwise be a 412 on every open; what it decides there (an
-# active zoledronic acid on dialysis known only by a Procedure) is judged again, with
+# active zoledronic acid, or a denosumab dose due, on dialysis known only by a Procedure) is judged again, with
 # procedures required, when the next dose is ordered.
 REQUIRED_ON_ORDERS: frozenset[str] = REQUIRED | {"procedures"}
 
