@@ -55,6 +55,7 @@ from cds_service.rules.facts import (
     condition_fact,
     course_start,
     current_pregnancy,
+    cv_fact,
     cv_hits,
     draft_fact,
     drug_label,
@@ -600,7 +601,7 @@ def _cv_fact(hit: ConditionHit) -> str:
     if mi_date_unknown(hit):
         return (f"Myocardial infarction, old or history of ({hit.code}): the date of the MI is not on record "
                 f"(recorded on {_date(hit.date)})")
-    return condition_fact(hit, "Myocardial infarction" if hit.group == "mi" else "Stroke")
+    return cv_fact(hit, "Myocardial infarction" if hit.group == "mi" else "Stroke")
 
 
 def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[str]:

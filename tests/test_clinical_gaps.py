@@ -1,0 +1,117 @@
+"""Known clinical gaps closed on the clinfix branch: each fix with a chart that fails without it
+and a quiet control. Charts are built with tests.test_rules_second_pass's helpers and judged by
+the engine as the app runs it (engine.evaluate, strict); dates count back from TODAY
+(2025-06-01); record() gives a woman of 72 born 1953-01-01."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_review8_clinical import _drug_orders
+from tests.test_review11_clinical import _old_mi
+from tests.test_rules_second_pass import ROMO, ago, cards, cond, draft, obs, record
+
+# ---------------------------------------------------------------------------
+# 1. An MI or stroke dated only by an onset age, age range or date string, or by its abatement,
+# read as "date unknown" (an old-MI code: the critical mi-date-unknown variant) or by its
+# recordedDate (a stroke recorded last month: a recent stroke). EVENITY label: do not start
+# within 12 months of an MI or stroke. The latest day the record allows decides (facts.cv_latest,
+# record.EventWindow): over 12 months ago, not recent; possibly within them, recent (cautious);
+# nothing bounding it, unknown as before.
+# ---------------------------------------------------------------------------
+
+AGE = "http://unitsofmeasure.org"
+
+
+def _age(years):
+    return {"value": years, "unit": "years", "system": AGE, "code": "a"}
+
+
+def _cv(code="I25.2", **bounds):
+    """An MI (old-MI code by default) recorded 30 days ago, with no onsetDateTime."""
+    c = _old_mi(code) if code != "I63.9" else {**_old_mi("I25.2"), "code": cond("I63.9")["code"], "id": "stroke"}
+    c.update(bounds)
+    return c
+
+
+def _romo_cv(condition):
+    return cards(record(condition, drafts=[draft(ROMO)]), "order-sign").get("C-SAFE-ROMO-CV")
+
+
+OLD = [  # each puts the event more than 12 months before TODAY
+    {"onsetAge": _age(60)},                                          # 2013
+    {"onsetRange": {"low": _age(55), "high": _age(60)}},             # 2008-2013
+    {"onsetString": "2019"},
+    {"onsetString": "2023-04-17"},
+    {"abatementDateTime": "2020-01-01"},
+    {"abatementAge": _age(65)},
+    {"abatementString": "2021-03"},
+]
+
+
+@pytest.mark.parametrize("code", ["I25.2", "I21.4", "I63.9"])
+@pytest.mark.parametrize("bounds", OLD)
+def test_an_mi_or_stroke_bounded_more_than_a_year_ago_is_not_recent(code, bounds):
+    assert _romo_cv(_cv(code, **bounds)) is None
+
+
+def test_an_old_mi_bounded_more_than_a_year_ago_leaves_romosozumab_offered():
+    vhr = (obs("38267-1", 60, -3.5), cond("M80.08XA", 60))
+    anabolic = cards(record(_cv(onsetAge=_age(60)), *vhr))["C-TX-ANABOLIC"]
+    assert "Romosozumab not suggested" not in anabolic["detail"]
+    assert any("romosozumab" in a["description"].lower() for a in _drug_orders(anabolic))
+
+
+@pytest.mark.parametrize("bounds, fact", [
+    ({"onsetAge": _age(72)}, "Myocardial infarction (I25.2), onset at age 72: between 2025-01-01 and " + ago(30)),
+    ({"onsetString": "2024-09"}, "Myocardial infarction (I25.2), onset 2024-09: between 2024-09-01 and 2024-09-30"),
+    ({"onsetRange": {"low": _age(70), "high": _age(71)}},
+     "Myocardial infarction (I25.2), onset at age 70 to 71: between 2023-01-01 and 2024-12-31"),
+    ({"abatementDateTime": "2025-03-01"}, "Myocardial infarction (I25.2), abated 2025-03-01: on or before 2025-03-01"),
+])
+def test_an_mi_possibly_within_the_year_is_a_recent_mi_with_its_bounds(bounds, fact):
+    card = _romo_cv(_cv(**bounds))
+    assert card["indicator"] == "critical"
+    assert card["summary"] == "Romosozumab and a myocardial infarction or stroke in the past 12 months: do not give it"
+    assert fact in card["detail"]
+    vhr = (obs("38267-1", 60, -3.5), cond("M80.08XA", 60))
+    anabolic = cards(record(_cv(**bounds), *vhr))["C-TX-ANABOLIC"]
+    assert f"Romosozumab not suggested: {fact} (may be within 12 months; boxed warning)" in anabolic["detail"]
+
+
+def test_a_partial_onset_date_counts_by_its_last_day():
+    """I21.4 with onsetDateTime "2024": read as 1 January 2024 it was 17 months ago; it may have
+    been in December 2024, within the year."""
+    c = {**cond("I21.4"), "onsetDateTime": "2024"}
+    assert "onset 2024: between 2024-01-01 and 2024-12-31" in _romo_cv(c)["detail"]
+    assert _romo_cv({**c, "onsetDateTime": "2023"}) is None
+
+
+@pytest.mark.parametrize("bounds", [{}, {"onsetString": "after his bypass surgery"}, {"onsetString": "2019 or so"},
+                                    {"abatementString": "long ago"}, {"onsetAge": {"value": 60}},
+                                    {"onsetAge": {"value": 60, "code": "a", "comparator": ">"}},
+                                    {"abatementDateTime": "2030-01-01"}])
+def test_an_old_mi_with_nothing_that_bounds_it_keeps_the_unknown_date_card(bounds):
+    """Control: free text, an age with no unit or only a lower bound, a future abatement: no
+    bound, so the MI's date is unknown as before (critical, asks for the date)."""
+    card = _romo_cv(_cv(**bounds))
+    assert card["indicator"] == "critical"
+    assert "unknown date: confirm it was over 12 months ago" in card["summary"]
+
+
+def test_a_stroke_with_its_onset_day_is_read_as_before():
+    """Control: an onsetDateTime day decides alone (an abatement adds nothing)."""
+    card = _romo_cv({**cond("I63.9", 100), "abatementDateTime": "2019-01-01"})
+    assert f"Stroke (I63.9) on {ago(100)}" in card["detail"]
+    assert _romo_cv(cond("I63.9", 400)) is None
+
+
+@pytest.mark.parametrize("bounds, words", [
+    ({"onsetString": "2025-04"}, "occurred during the romosozumab course"),  # all after the first dose
+    ({"onsetAge": _age(72)}, "started within 12 months after a myocardial infarction"),  # may be before it
+])
+def test_an_mi_bounded_within_a_romosozumab_course_is_during_it_only_if_wholly_after_its_start(bounds, words):
+    from tests.test_rules_second_pass import given
+    course = (given(ROMO, 95), given(ROMO, 65), given(ROMO, 33))  # first dose 2025-02-26
+    card = cards(record(_cv(**bounds), *course))["C-SAFE-ROMO-CV"]
+    assert words in card["detail"] and "unknown date" not in card["summary"]
