@@ -115,3 +115,35 @@ def test_an_mi_bounded_within_a_romosozumab_course_is_during_it_only_if_wholly_a
     course = (given(ROMO, 95), given(ROMO, 65), given(ROMO, 33))  # first dose 2025-02-26
     card = cards(record(_cv(**bounds), *course))["C-SAFE-ROMO-CV"]
     assert words in card["detail"] and "unknown date" not in card["summary"]
+
+
+# ---------------------------------------------------------------------------
+# 2. A high calcium with a low vitamin D: C-VITD-LOW says to find the calcium's cause before
+# repleting (facts.vitamin_d_repletion_hold; cholecalciferol / ergocalciferol labels:
+# contraindicated in hypercalcemia), while C-TX-BP said "replete it when starting". The drug-start
+# cards now say what the vitamin D card says (and, with dialysis or CKD 4-5, "with nephrology").
+# ---------------------------------------------------------------------------
+
+def _vit_d_chart(*extra, calcium=9.5, egfr=70):
+    return record(obs("62292-8", 20, 15, "ng/mL"), obs("17861-6", 20, calcium, "mg/dL"), obs("98979-8", 20, egfr),
+                  *extra)
+
+
+def test_a_high_calcium_puts_its_cause_before_vitamin_d_repletion_on_the_bisphosphonate_card():
+    got = cards(_vit_d_chart(calcium=11.2))
+    assert "find the cause before repleting" in got["C-VITD-LOW"]["summary"]
+    detail = got["C-TX-BP"]["detail"]
+    assert "**Vitamin D is deficient, but calcium is high:** find the high calcium's cause first (intact PTH)" in detail
+    assert "replete it when starting" not in detail
+
+
+def test_severely_reduced_kidney_function_repletes_vitamin_d_with_nephrology_on_the_denosumab_card():
+    got = cards(_vit_d_chart(egfr=25))
+    assert "replete with nephrology" in got["C-VITD-LOW"]["summary"]
+    assert "**Vitamin D is deficient:** replete it with nephrology" in got["C-TX-DMAB-ALT"]["detail"]
+
+
+def test_a_normal_calcium_still_repletes_vitamin_d_when_starting():
+    """Control: the same chart with a normal calcium keeps the words it had."""
+    detail = cards(_vit_d_chart())["C-TX-BP"]["detail"]
+    assert "**Vitamin D is deficient:** replete it when starting (the vitamin D card)." in detail

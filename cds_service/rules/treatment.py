@@ -31,6 +31,8 @@ from cds_service.rules.diagnosis import (
 from cds_service.rules.facts import (
     KidneyReading,
     COMPLICATION,
+    FAILURE,
+    SEVERE,
     GI,
     ORAL_BP_INSTRUCTIONS,
     BpProblem,
@@ -52,6 +54,7 @@ from cds_service.rules.facts import (
     missing_baseline_labs,
     oral_bp_days,
     very_long_bp_course,
+    vitamin_d_repletion_hold,
 )
 from cds_service.rules.memo import per_call
 from cds_service.rules.orders import ENDOCRINOLOGY, PROLIA24_TEXT, prolia24_suggestion, referral_suggestion
@@ -107,7 +110,9 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
     the note names a deficient 25-OH vitamin D (TX-8: replete before
     zoledronic acid or denosumab, with an oral bisphosphonate when starting)
     and a low calcium (correct before any bone drug: Fosamax, Prolia, Reclast
-    labels). parenteral: the card's first choice is an injectable drug."""
+    labels). With a high calcium (or dialysis / CKD 4-5) the vitamin D note says what
+    C-VITD-LOW says (facts.vitamin_d_repletion_hold): find the calcium's cause first (or
+    replete with nephrology). parenteral: the card's first choice is an injectable drug."""
     missing = missing_baseline_labs(record, settings)
     notes = []
     if missing:
@@ -115,8 +120,20 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
                      f"than {settings.lab_max_age_months} months).")
     vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
     if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml:
-        notes.append(f"**Vitamin D is deficient:** replete it {'before the first dose' if parenteral else 'when starting'}"
-                     " (the vitamin D card).")
+        hold = vitamin_d_repletion_hold(record, settings)
+        if hold and kidney(record, settings).band in (FAILURE, SEVERE):
+            # The vitamin D card's words (C-VITD-LOW): the form of vitamin D belongs to nephrology.
+            notes.append("**Vitamin D is deficient:** replete it with nephrology (dialysis or CKD 4-5; the vitamin D "
+                         "card).")
+        elif hold:
+            # Review: "replete it when starting" beside C-VITD-LOW's "find the cause before repleting":
+            # vitamin D raises a high calcium further (cholecalciferol / ergocalciferol labels:
+            # contraindicated in hypercalcemia), so the calcium's cause (PTH) comes first.
+            notes.append("**Vitamin D is deficient, but calcium is high:** find the high calcium's cause first "
+                         "(intact PTH), then replete vitamin D (the vitamin D card).")
+        else:
+            notes.append(f"**Vitamin D is deficient:** replete it "
+                         f"{'before the first dose' if parenteral else 'when starting'} (the vitamin D card).")
     if low_calcium(record, settings):
         notes.append("**Calcium is low:** find the cause and correct it before any bone drug.")
     return " ".join(notes)  # nothing missing or abnormal: the labs are in the patient data
