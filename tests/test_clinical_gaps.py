@@ -147,3 +147,39 @@ def test_a_normal_calcium_still_repletes_vitamin_d_when_starting():
     """Control: the same chart with a normal calcium keeps the words it had."""
     detail = cards(_vit_d_chart())["C-TX-BP"]["detail"]
     assert "**Vitamin D is deficient:** replete it when starting (the vitamin D card)." in detail
+
+
+# ---------------------------------------------------------------------------
+# 3. C-TX-DMAB-ALT with a 25-OH vitamin D below 20 ng/mL offered denosumab (and zoledronic acid)
+# in one click with no word on the order. Brief TX-8 / SAFE-5 (AACE20; Prolia and Reclast labels:
+# hypocalcemia risk): corrected before the first dose. Still one click (SAFE-5 is a warning on the
+# order, not a veto); the label and the order's dosage text say the first dose waits for repletion.
+# ---------------------------------------------------------------------------
+
+def _dmab_alt(vitamin_d):
+    esophagus = cond("K22.2")  # an oral-route problem only: denosumab, zoledronic acid the alternative
+    return cards(record(esophagus, obs("62292-8", 20, vitamin_d, "ng/mL"), obs("17861-6", 20, 9.5, "mg/dL"),
+                        obs("98979-8", 20, 70)))["C-TX-DMAB-ALT"]
+
+
+def test_denosumab_offered_with_a_low_vitamin_d_says_the_first_dose_waits_for_repletion():
+    card = _dmab_alt(15)
+    labels = [s["label"] for s in card["suggestions"]]
+    assert labels == ["Order denosumab 60 mg SC every 6 months and a calcium check; first dose after vitamin D "
+                      "repletion",
+                      "Order zoledronic acid 5 mg IV yearly and a calcium check (alternative; first dose after "
+                      "vitamin D repletion)"]
+    for s in card["suggestions"]:
+        text = s["actions"][0]["resource"]["dosageInstruction"][0]["text"]
+        assert text.endswith("First dose only once 25-OH vitamin D is repleted (it was below 20 ng/mL): risk of "
+                             "hypocalcemia.")
+
+
+def test_denosumab_offered_with_vitamin_d_at_20_is_as_before():
+    """Control: 20 ng/mL is not deficient (TX-8 < 20): the orders read as they did."""
+    card = _dmab_alt(20)
+    assert [s["label"] for s in card["suggestions"]] == [
+        "Order denosumab 60 mg SC every 6 months and a calcium check",
+        "Order zoledronic acid 5 mg IV yearly and a calcium check (alternative)"]
+    assert card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]["text"] == (
+        "60 mg subcutaneously once every 6 months (upper arm, thigh or abdomen), given by a clinician.")

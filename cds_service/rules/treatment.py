@@ -282,7 +282,8 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     reading = kidney(record, settings)
     facts = _facts(record, settings, [p.fact for p in problems] + list(a.reasons) + extra)
     variables = {"population": _population(record), "risk_text": risk_text,
-                 "labs_note": _labs_note(record, settings, parenteral=True), "ckd_note": ""}
+                 "labs_note": _labs_note(record, settings, parenteral=True), "ckd_note": "",
+                 **_vitamin_d_first(record, settings)}
     if any(p.kind == COMPLICATION for p in problems):
         variables["zoledronate_note"] = (
             "**Atypical femoral fracture or jaw osteonecrosis on record:** bisphosphonates and denosumab both carry "
@@ -323,6 +324,20 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=())]
     return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables,
                     suggestions=("denosumab", "zoledronic-acid") if zoledronate else ("denosumab",))]
+
+
+def _vitamin_d_first(record: PatientRecord, settings: ClinicalSettings) -> dict[str, str]:
+    """C-TX-DMAB-ALT's orders with a 25-OH vitamin D below vitamin_d_deficient_ng_ml (20): the
+    label and the order itself say the first dose waits for repletion (brief TX-8 and SAFE-5:
+    corrected before zoledronic acid or denosumab, hypocalcemia risk; AACE20; Prolia and Reclast
+    labels). Still one click: SAFE-5 is a warning, not a veto (second-pass README: C-VITD-LOW at
+    warning on the order), and the order is the plan (repletion first, C-VITD-LOW orders it)."""
+    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
+    if not (vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml):
+        return {"vitamin_d_first": "", "vitamin_d_label": ""}
+    return {"vitamin_d_first": (f" First dose only once 25-OH vitamin D is repleted (it was below "
+                                f"{settings.vitamin_d_deficient_ng_ml:g} ng/mL): risk of hypocalcemia."),
+            "vitamin_d_label": "; first dose after vitamin D repletion"}
 
 
 def _loinc(resource) -> str | None:
