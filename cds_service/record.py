@@ -2606,6 +2606,7 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     hundreds of orders of a drug): what each field is, is said where it is set."""
     interval = t.AGENTS[agent].dosing_interval_days
     doses: set[dt.date] = set()  # administration / statement dates
+    single_orders: set[dt.date] = set()  # dates of completed orders for at most one dose (below)
     last_request = last_completed = None  # latest start of any order, of a completed one
     active, oncology_only = False, True
     first = latest = stopped = None
@@ -2616,8 +2617,11 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
             if start:
                 if last_request is None or start > last_request:
                     last_request = start
-                if status == "completed" and (last_completed is None or start > last_completed):
-                    last_completed = start
+                if status == "completed":
+                    if last_completed is None or start > last_completed:
+                        last_completed = start
+                    if e.end is None or (e.end - start).days <= interval:
+                        single_orders.add(start)
         elif e.dose_date:
             doses.add(e.dose_date)
         # Active: an active / on-hold order or statement not yet ended.
@@ -2645,8 +2649,12 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     # A monthly romosozumab course given in clinic is still under way when the next dose falls
     # due (review 10: it stopped counting on day 31, exactly then): current until that dose is
     # overdue, while the 12-dose course is unfinished (Agent.course_doses / overdue_grace_days).
+    # Its doses: the administrations, else the completed orders of one dose each (a course
+    # recorded that way lost its grace: C-SAFE-ROMO-CV went quiet and C-TX-BP offered
+    # alendronate mid-course; Evenity label: 12 monthly doses).
     spec = t.AGENTS[agent]
-    cover = interval + (spec.overdue_grace_days if doses and len(doses) < spec.course_doses else 0)
+    course = len(doses) if doses else (len(single_orders) if interval > 7 else 0)
+    cover = interval + (spec.overdue_grace_days if course and course < spec.course_doses else 0)
     if given and (today - given).days <= cover and interval > 1:
         active = True
     return AgentExposure(

@@ -183,3 +183,38 @@ def test_denosumab_offered_with_vitamin_d_at_20_is_as_before():
         "Order zoledronic acid 5 mg IV yearly and a calcium check (alternative)"]
     assert card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]["text"] == (
         "60 mg subcutaneously once every 6 months (upper arm, thigh or abdomen), given by a clinician.")
+
+
+# ---------------------------------------------------------------------------
+# 4. A romosozumab course recorded only as completed single-dose MedicationRequests (EHRs close
+# each clinic order as completed, one dose each: second-pass 3) had no grace: it stopped being
+# current 30 days after the last order, while a course of MedicationAdministrations stays current
+# until the next monthly dose is 28 days overdue (Agent.course_doses / overdue_grace_days; Evenity:
+# 12 monthly doses). C-SAFE-ROMO-CV went quiet and C-TX-BP offered alendronate mid-course.
+# ---------------------------------------------------------------------------
+
+START_CARDS = {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"}
+
+
+def _romo_orders(*days):
+    from tests.test_rules_second_pass import med
+    return tuple(med(ROMO, d, "completed") for d in days)
+
+
+def test_an_mi_during_a_course_of_completed_orders_fires_when_the_next_dose_is_due():
+    got = cards(record(cond("I21.4", 50), *_romo_orders(100, 70, 40)))
+    assert "occurred during the romosozumab course" in got["C-SAFE-ROMO-CV"]["detail"]
+    assert not START_CARDS & set(got)
+
+
+def test_a_course_of_completed_orders_mid_way_is_no_time_to_start_alendronate():
+    assert not START_CARDS & set(cards(record(*_romo_orders(100, 70, 40))))
+
+
+def test_a_course_of_completed_orders_lapsed_beyond_the_grace_or_finished_is_not_current():
+    """Controls: the last order 60 days ago (30 + 28 days passed), or 12 doses given: no longer
+    current, as with administrations (C-SAFE-ROMO-CV on patient-view needs an active course)."""
+    lapsed = cards(record(cond("I21.4", 50), *_romo_orders(120, 90, 60)))
+    assert "C-SAFE-ROMO-CV" not in lapsed
+    done = cards(record(cond("I21.4", 50), *_romo_orders(*(40 + 30 * i for i in range(12)))))
+    assert "C-SAFE-ROMO-CV" not in done
