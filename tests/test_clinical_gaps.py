@@ -218,3 +218,40 @@ def test_a_course_of_completed_orders_lapsed_beyond_the_grace_or_finished_is_not
     assert "C-SAFE-ROMO-CV" not in lapsed
     done = cards(record(cond("I21.4", 50), *_romo_orders(*(40 + 30 * i for i in range(12)))))
     assert "C-SAFE-ROMO-CV" not in done
+
+
+# ---------------------------------------------------------------------------
+# 5. C-SECONDARY-EVAL said the high-calcium / PTH sentence twice, in the men's branch and the
+# general one, in different words ("needs its cause found (intact PTH first)" / "find its cause
+# before or alongside any bone treatment ..."). One wording (treatment._high_calcium_text; brief
+# SEC-1, Endocrine Society 2012, PTH a MON-7 baseline lab).
+# ---------------------------------------------------------------------------
+
+def _high_ca(*extra, **kw):
+    from tests.test_review12_clinical import _ca_chart
+    return cards(_ca_chart(*extra, vitamin_d=True, **kw))["C-SECONDARY-EVAL"]["detail"]
+
+
+@pytest.mark.parametrize("pth", [None, 40, 120])
+def test_a_man_and_a_woman_hear_the_same_high_calcium_sentence(pth):
+    from tests.test_review12_clinical import _pth
+    extra = (_pth(40, value=pth),) if pth else ()
+    man, woman = _high_ca(*extra, sex="male", age=70), _high_ca(*extra)
+    calcium = "A **high calcium** (Serum calcium 11.2 mg/dL on " + ago(20) + " (above 10.5 mg/dL))"
+    assert man.startswith("A man with osteoporosis: secondary causes are common in men")
+    sentence = man.split("(Endocrine Society 2012). ", 1)[1].split("\n", 1)[0]
+    assert sentence.startswith(calcium)
+    # The woman's names the bone finding beside it; the rest is word for word the man's.
+    woman_sentence = woman.split("\n", 1)[0]
+    named = " and osteoporosis points" if pth == 120 else " with osteoporosis:"
+    assert named in woman_sentence
+    assert sentence == woman_sentence.replace(named, named.replace(" and osteoporosis", "").replace(
+        " with osteoporosis", ""))
+
+
+def test_a_man_with_a_normal_calcium_hears_no_calcium_sentence():
+    """Control: no high calcium, the men's reason alone."""
+    from tests.test_rules_second_pass import obs
+    detail = cards(record(obs("17861-6", 20, 9.5, "mg/dL"), obs("38267-1", 60, -2.8), obs("98979-8", 20, 70),
+                          sex="male", age=70, t_score=False))["C-SECONDARY-EVAL"]["detail"]
+    assert "high calcium" not in detail

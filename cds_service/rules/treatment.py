@@ -496,33 +496,31 @@ def secondary_eval_reason(record: PatientRecord, settings: ClinicalSettings) -> 
     high = unexplained_high_calcium(record, settings)
     pth = _pth_reading(record, settings) if high else None
     if a.group == ADULT and record.male and a.diagnosis == OSTEOPOROSIS:
-        if high and pth and pth[1]:
-            calcium_text = (f" A **high calcium** ({high}) with a **high PTH** ({pth[0]}) points to primary "
-                            "hyperparathyroidism.")
-        elif high and pth:
-            calcium_text = (f" A **high calcium** ({high}) needs its cause found; the PTH on record ({pth[0]}) "
-                            "is to be read with it.")
-        else:
-            calcium_text = f" A **high calcium** ({high}) needs its cause found (intact PTH first)." if high else ""
         return "Man with osteoporosis", (
             "A man with osteoporosis: secondary causes are common in men, and every man with osteoporosis "
-            "should be evaluated for them alongside any treatment (Endocrine Society 2012)." + calcium_text)
+            "should be evaluated for them alongside any treatment (Endocrine Society 2012)."
+            + (" " + _high_calcium_text(high, pth) if high else ""))
     # Review 10: a high calcium with low bone density before treatment (on therapy C-MON-ONTX flags
     # it): hyperparathyroidism is a secondary cause (brief SEC-1), PTH a baseline lab (MON-7).
     if high and a.group == ADULT and a.diagnosis in (OSTEOPOROSIS, OSTEOPENIA) and not bone_active_therapy(record):
         what = "osteoporosis" if a.diagnosis == OSTEOPOROSIS else "low bone mass"
-        if pth and pth[1]:
-            return f"High calcium with {what}", (
-                f"A **high calcium** ({high}) with a **high PTH** ({pth[0]}) and {what}: this points to "
-                "primary hyperparathyroidism, a secondary cause of bone loss; confirm and manage it before or "
-                "alongside any bone treatment.")
-        pth_text = (f"the PTH on record ({pth[0]}) is to be read with the calcium" if pth
-                    else "intact PTH with the calcium")
-        return f"High calcium with {what}", (
-            f"A **high calcium** ({high}) with {what}: find its cause before or alongside any bone "
-            f"treatment. Primary hyperparathyroidism is the common one ({pth_text}); "
-            "malignancy and myeloma are the ones not to miss.")
+        return f"High calcium with {what}", _high_calcium_text(high, pth, what)
     return None
+
+
+def _high_calcium_text(high: str, pth: tuple[str, bool] | None, what: str = "") -> str:
+    """C-SECONDARY-EVAL's high-calcium sentence, one wording for men with osteoporosis and for a
+    high calcium with low bone density (review: the two branches said it in different words).
+    Primary hyperparathyroidism is a secondary cause of bone loss (brief SEC-1; Endocrine Society
+    2012) found with an intact PTH beside the calcium (MON-7 baseline lab); malignancy and myeloma
+    are the causes not to miss. Short: the men's card says it beside their own reason (second-pass
+    7: an info card's detail about 80 words). `what`: the bone finding named beside it, if any."""
+    if pth and pth[1]:
+        return (f"A **high calcium** ({high}) with a **high PTH** ({pth[0]}){' and ' + what if what else ''} "
+                "points to primary hyperparathyroidism: confirm and manage it.")
+    cause = f"reading the PTH on record ({pth[0]}) with it" if pth else "intact PTH first"
+    return (f"A **high calcium** ({high}){' with ' + what if what else ''}: find its cause, {cause}; "
+            "malignancy and myeloma are not to miss.")
 
 
 def _pth_reading(record: PatientRecord, settings: ClinicalSettings) -> tuple[str, bool] | None:
