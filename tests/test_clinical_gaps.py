@@ -255,3 +255,29 @@ def test_a_man_with_a_normal_calcium_hears_no_calcium_sentence():
     detail = cards(record(obs("17861-6", 20, 9.5, "mg/dL"), obs("38267-1", 60, -2.8), obs("98979-8", 20, 70),
                           sex="male", age=70, t_score=False))["C-SECONDARY-EVAL"]["detail"]
     assert "high calcium" not in detail
+
+
+# ---------------------------------------------------------------------------
+# 6. C-SUPP-CAVD's calcium part read any coded hypercalcemia, while facts.vitamin_d_repletion_hold
+# (C-VITD-LOW, C-GIOP, the vitamin D part) reads it outdated by a newer measured calcium (review
+# 10: E83.52 coded 700 days ago outweighed a normal calcium of 20 days ago). One reading:
+# facts.coded_hypercalcemia (brief TX-7: no calcium with hypercalcemia). SAFE-11
+# (C-SAFE-ANABOLIC-CONTRA) keeps the raw code on purpose (cautious before a PTH analog).
+# ---------------------------------------------------------------------------
+
+def _supp(hypercalcemia_days):
+    got = cards(record(cond("E83.52", hypercalcemia_days), obs("17861-6", 20, 9.5, "mg/dL"), obs("98979-8", 20, 70)))
+    return got.get("C-SUPP-CAVD")
+
+
+def test_a_hypercalcemia_code_outdated_by_a_newer_normal_calcium_no_longer_holds_calcium():
+    card = _supp(700)
+    labels = [s["label"].lower() for s in card["suggestions"]]
+    assert any("calcium" in label for label in labels)
+    assert not any("calcium supplement not suggested" in f for f in card["detail"].splitlines())
+
+
+def test_a_hypercalcemia_code_newer_than_the_calcium_still_holds_both_parts():
+    """Control: coded after the last calcium, the hypercalcemia stands: no calcium, and no vitamin D
+    either (vitamin_d_repletion_hold), so no card, as before."""
+    assert _supp(10) is None
