@@ -133,7 +133,7 @@ def test_a_high_calcium_puts_its_cause_before_vitamin_d_repletion_on_the_bisphos
     got = cards(_vit_d_chart(calcium=11.2))
     assert "find the cause before repleting" in got["C-VITD-LOW"]["summary"]
     detail = got["C-TX-BP"]["detail"]
-    assert "**Vitamin D is deficient, but calcium is high:** find the high calcium's cause first (intact PTH)" in detail
+    assert "**Vitamin D is deficient:** find the high calcium's cause (PTH) before repleting it" in detail
     assert "replete it when starting" not in detail
 
 

@@ -86,8 +86,9 @@ def test_hip_fracture_with_ckd_low_vitamin_d_and_falls():
     # ... with the PROLIA24 plan (second-pass 2): CKD-MBD work-up, calcium weekly then monthly, specialist
     assert "Denosumab in advanced kidney disease (Prolia boxed warning, January 2024)" in anabolic["detail"]
     assert "1,25-(OH)2 vitamin D" in anabolic["detail"] and "weekly for the first month" in anabolic["detail"]
-    # it does not call the labs fine while vitamin D is 14
-    assert "**Vitamin D is deficient:** replete it before the first dose" in anabolic["detail"]
+    # it does not call the labs fine while vitamin D is 14; with eGFR 28 it repletes with nephrology,
+    # as C-VITD-LOW says (facts.vitamin_d_repletion_hold)
+    assert "**Vitamin D is deficient:** replete it with nephrology" in anabolic["detail"]
     assert "25-OH vitamin D 14 ng/mL on 2025-05-20" in anabolic["detail"]
     assert anabolic["detail"].lower().count("hip fracture (probable fragility fracture) (s72.001a)") == 1
     labels = [s["label"] for s in anabolic["suggestions"]]

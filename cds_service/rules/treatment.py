@@ -129,8 +129,8 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
             # Review: "replete it when starting" beside C-VITD-LOW's "find the cause before repleting":
             # vitamin D raises a high calcium further (cholecalciferol / ergocalciferol labels:
             # contraindicated in hypercalcemia), so the calcium's cause (PTH) comes first.
-            notes.append("**Vitamin D is deficient, but calcium is high:** find the high calcium's cause first "
-                         "(intact PTH), then replete vitamin D (the vitamin D card).")
+            notes.append("**Vitamin D is deficient:** find the high calcium's cause (PTH) before repleting it "
+                         "(the vitamin D card).")
         else:
             notes.append(f"**Vitamin D is deficient:** replete it "
                          f"{'before the first dose' if parenteral else 'when starting'} (the vitamin D card).")
