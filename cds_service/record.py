@@ -38,6 +38,7 @@ percent (a fraction is * 100), eGFR mL/min/1.73m2. Corrected calcium = Ca +
 from __future__ import annotations
 
 import bisect
+import calendar
 import collections
 import dataclasses
 import datetime as dt
@@ -2327,7 +2328,7 @@ def _last_day(day: dt.date) -> dt.date:
     if len(written) == 4:
         return dt.date(day.year, 12, 31)
     if len(written) == 7:
-        return add_months(dt.date(day.year, day.month, 1), 1) - dt.timedelta(days=1)
+        return dt.date(day.year, day.month, calendar.monthrange(day.year, day.month)[1])  # never past 9999-12-31
     return day
 
 

@@ -90,10 +90,13 @@ def test_a_partial_onset_date_counts_by_its_last_day():
 @pytest.mark.parametrize("bounds", [{}, {"onsetString": "after his bypass surgery"}, {"onsetString": "2019 or so"},
                                     {"abatementString": "long ago"}, {"onsetAge": {"value": 60}},
                                     {"onsetAge": {"value": 60, "code": "a", "comparator": ">"}},
-                                    {"abatementDateTime": "2030-01-01"}])
+                                    {"abatementDateTime": "2030-01-01"}, {"abatementDateTime": "9999-12"},
+                                    {"onsetAge": {"value": 1e308, "code": "a"}}, {"onsetRange": "junk"},
+                                    {"abatementAge": {"value": "60", "code": "a"}}, {"onsetAge": _age(90)}])
 def test_an_old_mi_with_nothing_that_bounds_it_keeps_the_unknown_date_card(bounds):
-    """Control: free text, an age with no unit or only a lower bound, a future abatement: no
-    bound, so the MI's date is unknown as before (critical, asks for the date)."""
+    """Control: free text, an age with no unit or only a lower bound, a future abatement or onset
+    age, malformed values: no bound, so the MI's date is unknown as before (critical, asks for the
+    date), and nothing fails."""
     card = _romo_cv(_cv(**bounds))
     assert card["indicator"] == "critical"
     assert "unknown date: confirm it was over 12 months ago" in card["summary"]
