@@ -284,3 +284,38 @@ def test_a_hypercalcemia_code_newer_than_the_calcium_still_holds_both_parts():
     """Control: coded after the last calcium, the hypercalcemia stands: no calcium, and no vitamin D
     either (vitamin_d_repletion_hold), so no card, as before."""
     assert _supp(10) is None
+
+
+# Through the app (order-sign on the c-safe-romo-cv-mi-11-months chart, its MI given no onset day).
+
+def _http_cards(client, bounds):
+    import copy
+    from tests.test_review3_edges import bundle, cards as http_cards
+    from tests.test_review3_edges import ago as today_ago
+    b = copy.deepcopy(bundle("c-safe-romo-cv-mi-11-months"))
+    for e in b["entry"]:
+        r = e["resource"]
+        if r["resourceType"] == "Condition" and r["code"]["coding"][0]["code"] == "I21.9":
+            r.pop("onsetDateTime")
+            r.update({"recordedDate": today_ago(30), **bounds})
+    return http_cards(client, b, "order-sign")
+
+
+def _http_age(years_before_now):
+    import datetime as dt
+    from tests.test_review3_edges import bundle
+    birth = dt.date.fromisoformat(next(e["resource"]["birthDate"] for e in bundle("c-safe-romo-cv-mi-11-months")["entry"]
+                                       if e["resource"]["resourceType"] == "Patient"))
+    today = dt.date.today()
+    age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    return _age(age - years_before_now)
+
+
+def test_through_the_app_an_mi_at_an_age_years_ago_is_not_recent_and_bad_bounds_do_not_fail(client):
+    assert "C-SAFE-ROMO-CV" not in _http_cards(client, {"onsetAge": _http_age(5)})
+    now = _http_cards(client, {"onsetAge": _http_age(0)})["C-SAFE-ROMO-CV"]
+    assert now["indicator"] == "critical" and ", onset at age " in now["detail"]
+    # Malformed or impossible bounds: ignored, the recordedDate (30 days ago) dates it, as before.
+    odd = _http_cards(client, {"onsetAge": {"value": "x"}, "abatementDateTime": "9999-12", "onsetRange": [],
+                               "abatementString": 7, "onsetString": "2019-13-45"})
+    assert odd["C-SAFE-ROMO-CV"]["indicator"] == "critical"
