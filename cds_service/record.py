@@ -38,6 +38,7 @@ percent (a fraction is * 100), eGFR mL/min/1.73m2. Corrected calcium = Ca +
 from __future__ import annotations
 
 import bisect
+import calendar
 import collections
 import dataclasses
 import datetime as dt
@@ -535,6 +536,19 @@ class Fracture:
 
 @_quick_init
 @dataclasses.dataclass(frozen=True)
+class EventWindow:
+    """When a condition began, as far as its record bounds it when it gives no onset day: a
+    partial onset date, an onset period, an onset age or age range (with the birth date: age N
+    years is [birth + N, birth + N + 1)), an onset string that is a FHIR date, and its
+    abatement and recordedDate (it began before either). FHIR R4 Condition.onset[x],
+    abatement[x]."""
+    earliest: dt.date | None  # the first day it can have begun (None: no lower bound)
+    latest: dt.date           # the last day it can have begun (never after today)
+    written: str              # what the record says, for card facts ("onset at age 70, abated 2024-03")
+
+
+@_quick_init
+@dataclasses.dataclass(frozen=True)
 class ConditionHit:
     group: str         # a `condition-*` value set as a group name (terminology.group_of)
     date: dt.date | None  # onset (or recorded / performed date)
@@ -542,6 +556,7 @@ class ConditionHit:
     code: str
     ref: str
     recorded_only: bool = False  # dated by its recordedDate alone: no onset on record
+    window: EventWindow | None = None  # no onset day, but bounds on it (facts.cv_hits reads them)
 
 
 @_quick_init
@@ -1199,7 +1214,8 @@ class _Builder:
     __slots__ = ("today", "settings", "binding", "ignored", "patient", "more_patients", "bmd", "dxa_dates", "frax",
                  "fractures", "conditions", "events", "labs", "smoking", "fall_risk", "drafts", "skipped", "bundle_faults",
                  "seen", "ignored_keys", "trauma_dates", "pregnancy_tests", "fall_concern", "surgeries", "cancelled",
-                 "care", "tests_done", "found", "concepts", "concept_sets", "plan", "ref", "codes", "believable")
+                 "care", "tests_done", "found", "concepts", "concept_sets", "plan", "ref", "codes", "believable",
+                 "windows")
 
     def __init__(self, today: dt.date, settings: ClinicalSettings, binding: PatientBinding | None = None) -> None:
         self.today = today
@@ -1213,6 +1229,7 @@ class _Builder:
         self.frax: list[Frax] = []
         self.fractures: list[Fracture] = []
         self.conditions: dict[str, list[ConditionHit]] = {}
+        self.windows: list[tuple[str, int, Mapping[str, Any]]] = []  # (group, index, Condition): _event_window
         self.events: list[MedEvent] = []
         self.labs: dict[str, list[Lab]] = {}
         self.smoking: list[tuple[dt.date | None, bool, str]] = []
@@ -1650,8 +1667,12 @@ class _Builder:
             return
         clinical = t.codes_in(res.get("clinicalStatus"), t.CONDITION_CLINICAL)
         active = not clinical or not ACTIVE_CLINICAL.isdisjoint(clinical)
-        onset = _first_date(res.get("onsetDateTime"), _period_start(res.get("onsetPeriod")))
+        day = parse_date(res.get("onsetDateTime"))
+        onset = day or parse_date(_period_start(res.get("onsetPeriod")))
         when = onset or parse_date(res.get("recordedDate"))
+        # No onset day (a partial date, a period, an age, a string) or an abatement: its bounds are
+        # read in finish(), once the birth date is known (an age needs it).
+        loose = type(day) is PartialDate or (day is None and not _LOOSE_ONSET.isdisjoint(res))
         ref = self.ref
         if not self._date_ok(when, ref):
             return
@@ -1675,7 +1696,8 @@ class _Builder:
                 self._add_fracture(frac, when, ref)
         # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
         # the visit, not the event: the condition is on record, its date unknown.
-        self._add_groups(groups, None if follow_up else when, active, ref, recorded_only=onset is None)
+        self._add_groups(groups, None if follow_up else when, active, ref, recorded_only=onset is None,
+                         loose=res if loose and not follow_up else None)
 
     def _visit_day(self, res: Mapping[str, Any], when: dt.date | None) -> dt.date | None:
         """The day a later-encounter fracture code was coded: the later of its onset and its
@@ -1690,10 +1712,14 @@ class _Builder:
         return min(day, self.today) if day else None
 
     def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str,
-                    recorded_only: bool = False) -> None:
-        """ConditionHits of a code's (group, shown code) pairs (_condition_groups)."""
+                    recorded_only: bool = False, loose: Mapping[str, Any] | None = None) -> None:
+        """ConditionHits of a code's (group, shown code) pairs (_condition_groups); `loose`: the
+        Condition, when finish() is to read its EventWindow."""
         for group, shown in groups:
-            self.conditions.setdefault(group, []).append(ConditionHit(group, when, active, shown, ref, recorded_only))
+            hits = self.conditions.setdefault(group, [])
+            hits.append(ConditionHit(group, when, active, shown, ref, recorded_only))
+            if loose is not None:
+                self.windows.append((group, len(hits) - 1, loose))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
 
@@ -1846,6 +1872,10 @@ class _Builder:
 
         fractures = tuple(fracture_events((self._fragility(f, birth) for f in self.fractures),
                                           s.fracture_event_window_days))
+        for group, i, res in self.windows:
+            window = _event_window(res, birth, today)
+            if window:
+                self.conditions[group][i] = _replace(self.conditions[group][i], window=window)
         conditions = {g: tuple(hits) for g, hits in self.conditions.items()}
         labs = {name: tuple(_sorted_labs(name, values)) for name, values in self.labs.items()}
         labs = self._corrected_calcium(labs)
@@ -2335,6 +2365,105 @@ def _age(birth: dt.date, on: dt.date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
+# Condition fields that bound the onset when no onset day is given (EventWindow).
+_LOOSE_ONSET = frozenset({"onsetPeriod", "onsetAge", "onsetRange", "onsetString", "abatementDateTime",
+                          "abatementAge", "abatementPeriod", "abatementRange", "abatementString"})
+_FHIR_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")  # a FHIR date: YYYY, YYYY-MM or YYYY-MM-DD
+_AGE_MONTHS = {"a": 12, "yr": 12, "year": 12, "years": 12, "mo": 1, "month": 1, "months": 1}
+_AGE_DAYS = {"wk": 7, "week": 7, "weeks": 7, "d": 1, "day": 1, "days": 1}
+
+
+def _last_day(day: dt.date) -> dt.date:
+    """The last day a date written to the year or month can mean ("2024" -> 2024-12-31)."""
+    written = day.isoformat()
+    if len(written) == 4:
+        return dt.date(day.year, 12, 31)
+    if len(written) == 7:
+        return dt.date(day.year, day.month, calendar.monthrange(day.year, day.month)[1])  # never past 9999-12-31
+    return day
+
+
+def _date_string(value: Any) -> dt.date | None:
+    """onsetString / abatementString: a date only when the whole string is a FHIR date."""
+    return parse_date(value.strip()) if isinstance(value, str) and _FHIR_DATE.fullmatch(value.strip()) else None
+
+
+def _after_birth(birth: dt.date, value: float, unit: str) -> dt.date | None:
+    months, days = _AGE_MONTHS.get(unit), _AGE_DAYS.get(unit)
+    try:
+        if months:
+            return add_months(birth, months * math.floor(value))
+        if days:
+            return birth + dt.timedelta(days=days * math.floor(value))
+    except (OverflowError, ValueError):
+        pass
+    return None
+
+
+def _age_span(quantity: Any, birth: dt.date | None) -> tuple[dt.date | None, dt.date, str] | None:
+    """(first day, last day, words) an Age means: age N (years, months, weeks or days: the unit is
+    needed, never guessed) is [birth + N, birth + N + 1 unit); "<" and "<=" keep the upper bound
+    only; ">" and ">=" give none."""
+    if birth is None or not isinstance(quantity, dict):
+        return None
+    value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
+    if type(value) not in (int, float) or not isinstance(unit, str) or not 0 <= value <= 150 * 366:
+        return None
+    unit = unit.strip().lower()
+    comparator = quantity.get("comparator")
+    if comparator in (">", ">="):
+        return None
+    start, end = _after_birth(birth, value, unit), _after_birth(birth, value + 1, unit)
+    if start is None or end is None:
+        return None
+    words = f"{value:g}" if _AGE_MONTHS.get(unit) == 12 else f"{value:g} {unit}"
+    return (None if comparator else start), end - dt.timedelta(days=1), words
+
+
+def _event_window(res: Mapping[str, Any], birth: dt.date | None, today: dt.date) -> EventWindow | None:
+    """The EventWindow of a Condition with no onset day, else None (nothing bounds its onset from
+    above: it stays undated or dated by its recordedDate). A bound before the birth date or the
+    believable past, or beginning in the future (an abatement next year), is no bound."""
+    spans: list[tuple[dt.date | None, dt.date, str]] = []  # (first day, last day, words)
+    day = parse_date(res.get("onsetDateTime"))
+    if day is not None:
+        spans.append((day, _last_day(day), f"onset {day}"))
+    period = res.get("onsetPeriod")
+    end = parse_date(_period_end(period)) if day is None else None
+    if end is not None:
+        start = parse_date(_period_start(period))
+        spans.append((start, _last_day(end), f"onset between {start} and {end}" if start else f"onset by {end}"))
+    if day is None and end is None:
+        age = _age_span(res.get("onsetAge"), birth)
+        if age:
+            spans.append((age[0], age[1], f"onset at age {age[2]}"))
+        age_range = res.get("onsetRange") if isinstance(res.get("onsetRange"), dict) else {}
+        high, low = _age_span(age_range.get("high"), birth), _age_span(age_range.get("low"), birth)
+        if high:
+            spans.append((low[0] if low else None, high[1],
+                          f"onset at age {low[2] if low else '?'} to {high[2]}"))
+        written = _date_string(res.get("onsetString"))
+        if written:
+            spans.append((written, _last_day(written), f"onset {written}"))
+    # It began before it abated (abatement[x]); an abatement period or range, by its end.
+    abated = (parse_date(res.get("abatementDateTime")) or _date_string(res.get("abatementString"))
+              or parse_date(_period_end(res.get("abatementPeriod"))))
+    if abated:
+        spans.append((None, _last_day(abated), f"abated {abated}"))
+    age = _age_span(res.get("abatementAge"), birth) or _age_span(
+        (res.get("abatementRange") or {}).get("high") if isinstance(res.get("abatementRange"), dict) else None, birth)
+    if age:
+        spans.append((None, age[1], f"abated by age {age[2]}"))
+    floor = max(birth or plausibility.EARLIEST, plausibility.EARLIEST)
+    spans = [s for s in spans if s[1] >= floor and (s[0] or s[1]) <= today + plausibility.FUTURE_SLACK]
+    if not spans:
+        return None
+    recorded = parse_date(res.get("recordedDate"))
+    latest = min([s[1] for s in spans] + [today] + ([recorded] if recorded and recorded >= floor else []))
+    earliest = max((dt.date.fromordinal(s[0].toordinal()) for s in spans if s[0]), default=None)  # a full day
+    return EventWindow(earliest if earliest and earliest <= latest else None, latest, ", ".join(s[2] for s in spans))
+
+
 def _menopausal_status(sex: str | None, age: int | None, conditions: Mapping[str, Sequence[ConditionHit]]) -> str:
     """Brief 1: females >= 50 postmenopausal unless coded premenopausal; < 45
     with no evidence premenopausal; 45-49 with no data unknown."""
@@ -2529,6 +2658,7 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     hundreds of orders of a drug): what each field is, is said where it is set."""
     interval = t.AGENTS[agent].dosing_interval_days
     doses: set[dt.date] = set()  # administration / statement dates
+    single_orders: set[dt.date] = set()  # dates of completed orders for at most one dose (below)
     last_request = last_completed = None  # latest start of any order, of a completed one
     active, oncology_only = False, True
     first = latest = stopped = None
@@ -2539,8 +2669,11 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
             if start:
                 if last_request is None or start > last_request:
                     last_request = start
-                if status == "completed" and (last_completed is None or start > last_completed):
-                    last_completed = start
+                if status == "completed":
+                    if last_completed is None or start > last_completed:
+                        last_completed = start
+                    if e.end is None or (e.end - start).days <= interval:
+                        single_orders.add(start)
         elif e.dose_date:
             doses.add(e.dose_date)
         # Active: an active / on-hold order or statement not yet ended.
@@ -2568,8 +2701,12 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     # A monthly romosozumab course given in clinic is still under way when the next dose falls
     # due (review 10: it stopped counting on day 31, exactly then): current until that dose is
     # overdue, while the 12-dose course is unfinished (Agent.course_doses / overdue_grace_days).
+    # Its doses: the administrations, else the completed orders of one dose each (a course
+    # recorded that way lost its grace: C-SAFE-ROMO-CV went quiet and C-TX-BP offered
+    # alendronate mid-course; Evenity label: 12 monthly doses).
     spec = t.AGENTS[agent]
-    cover = interval + (spec.overdue_grace_days if doses and len(doses) < spec.course_doses else 0)
+    course = len(doses) if doses else (len(single_orders) if interval > 7 else 0)
+    cover = interval + (spec.overdue_grace_days if course and course < spec.course_doses else 0)
     if given and (today - given).days <= cover and interval > 1:
         active = True
     return AgentExposure(

@@ -54,6 +54,9 @@ VARIABLES.update({"kidney_problem": "kidney function (eGFR 28 mL/min/1.73m2) bel
                   "first_choice": "alendronate 70 mg", "risedronate_label": " (alternative)"})
 # C-TX-BP with an eGFR known only as a bound ("<35")
 VARIABLES.update({"once": " once an exact eGFR is 30+", "order_note": "No order yet.", "risk_level": "high"})
+# C-TX-DMAB-ALT with a 25-OH vitamin D below 20 ng/mL (orders say the first dose waits for repletion)
+VARIABLES.update({"vitamin_d_first": " First dose only once 25-OH vitamin D is repleted.",
+                  "vitamin_d_label": "; first dose after vitamin D repletion"})
 # C-SAFE-HYPOCA, one draft or several (review 8)
 VARIABLES.update({"being": "is being", "labels_say": "label says", "orders": "order",
                   "low_what": "corrected calcium below the lower limit"})

@@ -85,8 +85,9 @@ def test_hip_fracture_with_ckd_low_vitamin_d_and_falls():
     assert "CKD-mineral bone disorder work-up and specialist" in anabolic["summary"]
     assert "zoledronic acid 5 mg yearly" not in anabolic["detail"]
     assert "1,25-(OH)2 vitamin D" in anabolic["detail"] and "Evenity label" in anabolic["detail"]
-    # it does not call the labs fine while vitamin D is 14
-    assert "**Vitamin D is deficient:** replete it before the first dose" in anabolic["detail"]
+    # it does not call the labs fine while vitamin D is 14; with eGFR 28 it repletes with nephrology,
+    # as C-VITD-LOW says (facts.vitamin_d_repletion_hold)
+    assert "**Vitamin D is deficient:** replete it with nephrology" in anabolic["detail"]
     assert "25-OH vitamin D 14 ng/mL on 2025-05-20" in anabolic["detail"]
     assert anabolic["detail"].lower().count("hip fracture (probable fragility fracture) (s72.001a)") == 1
     labels = [s["label"] for s in anabolic["suggestions"]]

@@ -58,13 +58,33 @@ def condition_fact(hit: ConditionHit, label: str) -> str:
 
 def mi_date_unknown(hit: ConditionHit) -> bool:
     """An old / history-of MI code dated only by its recordedDate: the MI's own date is not on
-    record (t.OLD_MI_CODES; review 10 M4, a problem-list entry read as a recent MI)."""
-    return hit.recorded_only and hit.code in t.OLD_MI_CODES
+    record (t.OLD_MI_CODES; review 10 M4, a problem-list entry read as a recent MI). An onset age,
+    range or date string, or an abatement, bounds it (record.EventWindow): not unknown."""
+    return hit.recorded_only and hit.code in t.OLD_MI_CODES and hit.window is None
+
+
+def cv_latest(hit: ConditionHit) -> dt.date | None:
+    """The latest day the MI or stroke can have happened: its EventWindow's last day when its
+    record bounds it without an onset day (a partial date, an onset period, age, age range or
+    date string, its abatement, its recordedDate), else its date. The latest, so that an event
+    that may be within the year counts as recent (EVENITY: do not start within 12 months of an
+    MI or stroke)."""
+    return hit.window.latest if hit.window else hit.date
+
+
+def cv_fact(hit: ConditionHit, label: str) -> str:
+    """condition_fact, with the bounds read when the event's day is not on record."""
+    w = hit.window
+    if w is None:
+        return condition_fact(hit, label)
+    span = f"between {w.earliest} and {w.latest}" if w.earliest else f"on or before {w.latest}"
+    return f"{label} ({hit.code or 'coded'}), {w.written}: {span}"
 
 
 def cv_hits(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[ConditionHit]:
-    """MI or stroke within mi_stroke_window_months (a resolved MI is still a recent MI), or
-    on/after `since` when given (an MI of unknown date never counts as "during"): per group the
+    """MI or stroke within mi_stroke_window_months by its latest possible day (cv_latest; a
+    resolved MI is still a recent MI), or on/after `since` when given (by its earliest day: an
+    MI of unknown date or of unknown earliest day never counts as "during"): per group the
     first dated event, else the first old MI of unknown date (mi_date_unknown). An old MI code
     of unknown date is left out when an MI with its own date is on record at any time: the
     history code names that MI (review 12: I25.2 recorded last month beside I21.4 of 600 days
@@ -72,12 +92,14 @@ def cv_hits(record: PatientRecord, settings: ClinicalSettings, since: dt.date | 
     C-TX-ANABOLIC's romosozumab."""
     out = []
     for group in ("mi", "stroke"):
-        hits = record.condition_hits(group, active_only=False, within_months_=settings.mi_stroke_window_months)
+        every = record.condition_hits(group, active_only=False)
+        hits = [h for h in every if within_months(cv_latest(h), record.today, settings.mi_stroke_window_months)]
         if group == "mi" and any(map(mi_date_unknown, hits)) and any(
-                h.date and not mi_date_unknown(h) for h in record.condition_hits("mi", active_only=False)):
+                cv_latest(h) and not mi_date_unknown(h) for h in every):
             hits = [h for h in hits if not mi_date_unknown(h)]
         if since is not None:
-            hits = [h for h in hits if h.date and h.date >= since and not mi_date_unknown(h)]
+            hits = [h for h in hits if not mi_date_unknown(h)
+                    and (first := h.window.earliest if h.window else h.date) and first >= since]
         out += sorted(hits, key=mi_date_unknown)[:1]
     return out
 
@@ -1028,8 +1050,9 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
                         f"{settings.mi_stroke_window_months} months ago (boxed warning)")
     elif cv:
         kind = "Myocardial infarction" if cv[0].group == "mi" else "Stroke"
-        excluded.append(f"Romosozumab not suggested: {kind} ({cv[0].code or 'coded'}) on {cv[0].date} "
-                        f"(within {settings.mi_stroke_window_months} months; boxed warning)")
+        within = "may be within" if cv[0].window else "within"
+        excluded.append(f"Romosozumab not suggested: {cv_fact(cv[0], kind)} "
+                        f"({within} {settings.mi_stroke_window_months} months; boxed warning)")
     elif romo and romo.doses >= settings.romo_max_doses:
         excluded.append(f"Romosozumab not suggested: {romo.doses} doses already had "
                         f"(limit {settings.romo_max_doses})")
@@ -1118,7 +1141,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_hits", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",

@@ -56,6 +56,7 @@ from cds_service.rules.facts import (
     condition_fact,
     course_start,
     current_pregnancy,
+    cv_fact,
     cv_hits,
     denosumab_timing,
     draft_fact,
@@ -686,7 +687,7 @@ def _cv_fact(hit: ConditionHit) -> str:
     if mi_date_unknown(hit):
         return (f"Myocardial infarction, old or history of ({hit.code}): the date of the MI is not on record "
                 f"(recorded on {_date(hit.date)})")
-    return condition_fact(hit, "Myocardial infarction" if hit.group == "mi" else "Stroke")
+    return cv_fact(hit, "Myocardial infarction" if hit.group == "mi" else "Stroke")
 
 
 def _sex_male_fact(record: PatientRecord) -> str:

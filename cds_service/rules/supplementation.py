@@ -26,6 +26,7 @@ from cds_service.rules.facts import (
     SEVERE,
     bone_indication,
     calcium,
+    coded_hypercalcemia,
     current_pregnancy,
     kidney,
     vitamin_d_hold_note,
@@ -36,11 +37,14 @@ from cds_service.rules.settings import ClinicalSettings
 
 def _calcium_contraindication(record: PatientRecord, settings: ClinicalSettings) -> str | None:
     """TX-7: no calcium when (corrected) calcium is above the upper limit or
-    hypercalcemia is on the problem list."""
+    hypercalcemia is on the problem list, read as facts.vitamin_d_repletion_hold reads it
+    (coded_hypercalcemia: a code outdated by a newer measured calcium no longer counts; review:
+    the calcium part was held by a code 700 days old beside a normal calcium of 20 days ago,
+    while the vitamin D part was offered)."""
     ca = calcium(record, settings.lab_max_age_months)
     if ca and ca.value > settings.calcium_upper_mg_dl:
         return ca.fact()
-    hits = record.condition_hits("hypercalcemia")
+    hits = coded_hypercalcemia(record, settings)
     if hits:
         return f"Hypercalcemia on the problem list ({hits[0].code})"
     return None

@@ -31,6 +31,8 @@ from cds_service.rules.diagnosis import (
 from cds_service.rules.facts import (
     KidneyReading,
     COMPLICATION,
+    FAILURE,
+    SEVERE,
     GI,
     ORAL_BP_INSTRUCTIONS,
     BpProblem,
@@ -53,6 +55,7 @@ from cds_service.rules.facts import (
     missing_baseline_labs,
     oral_bp_days,
     very_long_bp_course,
+    vitamin_d_repletion_hold,
 )
 from cds_service.rules.memo import per_call
 from cds_service.rules.orders import (
@@ -114,7 +117,9 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
     the note names a deficient 25-OH vitamin D (TX-8: replete before
     zoledronic acid or denosumab, with an oral bisphosphonate when starting)
     and a low calcium (correct before any bone drug: Fosamax, Prolia, Reclast
-    labels). parenteral: the card's first choice is an injectable drug."""
+    labels). With a high calcium (or dialysis / CKD 4-5) the vitamin D note says what
+    C-VITD-LOW says (facts.vitamin_d_repletion_hold): find the calcium's cause first (or
+    replete with nephrology). parenteral: the card's first choice is an injectable drug."""
     missing = missing_baseline_labs(record, settings)
     notes = []
     if missing:
@@ -122,8 +127,20 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
                      f"than {settings.lab_max_age_months} months).")
     vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
     if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml:
-        notes.append(f"**Vitamin D is deficient:** replete it {'before the first dose' if parenteral else 'when starting'}"
-                     " (the vitamin D card).")
+        hold = vitamin_d_repletion_hold(record, settings)
+        if hold and kidney(record, settings).band in (FAILURE, SEVERE):
+            # The vitamin D card's words (C-VITD-LOW): the form of vitamin D belongs to nephrology.
+            notes.append("**Vitamin D is deficient:** replete it with nephrology (dialysis or CKD 4-5; the vitamin D "
+                         "card).")
+        elif hold:
+            # Review: "replete it when starting" beside C-VITD-LOW's "find the cause before repleting":
+            # vitamin D raises a high calcium further (cholecalciferol / ergocalciferol labels:
+            # contraindicated in hypercalcemia), so the calcium's cause (PTH) comes first.
+            notes.append("**Vitamin D is deficient:** find the high calcium's cause (PTH) before repleting it "
+                         "(the vitamin D card).")
+        else:
+            notes.append(f"**Vitamin D is deficient:** replete it "
+                         f"{'before the first dose' if parenteral else 'when starting'} (the vitamin D card).")
     if low_calcium(record, settings):
         notes.append("**Calcium is low:** find the cause and correct it before any bone drug.")
     return " ".join(notes)  # nothing missing or abnormal: the labs are in the patient data
@@ -272,7 +289,8 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     reading = kidney(record, settings)
     facts = _facts(record, settings, [p.fact for p in problems] + list(a.reasons) + extra)
     variables = {"population": _population(record), "risk_text": risk_text,
-                 "labs_note": _labs_note(record, settings, parenteral=True), "ckd_note": ""}
+                 "labs_note": _labs_note(record, settings, parenteral=True), "ckd_note": "",
+                 **_vitamin_d_first(record, settings)}
     if any(p.kind == COMPLICATION for p in problems):
         variables["zoledronate_note"] = (
             "**Atypical femoral fracture or jaw osteonecrosis on record:** bisphosphonates and denosumab both carry "
@@ -319,6 +337,20 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=())]
     return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables,
                     suggestions=("denosumab", "zoledronic-acid") if zoledronate else ("denosumab",))]
+
+
+def _vitamin_d_first(record: PatientRecord, settings: ClinicalSettings) -> dict[str, str]:
+    """C-TX-DMAB-ALT's orders with a 25-OH vitamin D below vitamin_d_deficient_ng_ml (20): the
+    label and the order itself say the first dose waits for repletion (brief TX-8 and SAFE-5:
+    corrected before zoledronic acid or denosumab, hypocalcemia risk; AACE20; Prolia and Reclast
+    labels). Still one click: SAFE-5 is a warning, not a veto (second-pass README: C-VITD-LOW at
+    warning on the order), and the order is the plan (repletion first, C-VITD-LOW orders it)."""
+    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
+    if not (vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml):
+        return {"vitamin_d_first": "", "vitamin_d_label": ""}
+    return {"vitamin_d_first": (f" First dose only once 25-OH vitamin D is repleted (it was below "
+                                f"{settings.vitamin_d_deficient_ng_ml:g} ng/mL): risk of hypocalcemia."),
+            "vitamin_d_label": "; first dose after vitamin D repletion"}
 
 
 def _loinc(resource) -> str | None:
@@ -509,33 +541,31 @@ def secondary_eval_reason(record: PatientRecord, settings: ClinicalSettings) -> 
     high = unexplained_high_calcium(record, settings)
     pth = _pth_reading(record, settings) if high else None
     if a.group == ADULT and record.male and a.diagnosis == OSTEOPOROSIS:
-        if high and pth and pth[1]:
-            calcium_text = (f" A **high calcium** ({high}) with a **high PTH** ({pth[0]}) points to primary "
-                            "hyperparathyroidism.")
-        elif high and pth:
-            calcium_text = (f" A **high calcium** ({high}) needs its cause found; the PTH on record ({pth[0]}) "
-                            "is to be read with it.")
-        else:
-            calcium_text = f" A **high calcium** ({high}) needs its cause found (intact PTH first)." if high else ""
         return "Man with osteoporosis", (
             "A man with osteoporosis: secondary causes are common in men, and every man with osteoporosis "
-            "should be evaluated for them alongside any treatment (Endocrine Society 2012)." + calcium_text)
+            "should be evaluated for them alongside any treatment (Endocrine Society 2012)."
+            + (" " + _high_calcium_text(high, pth) if high else ""))
     # Review 10: a high calcium with low bone density before treatment (on therapy C-MON-ONTX flags
     # it): hyperparathyroidism is a secondary cause (brief SEC-1), PTH a baseline lab (MON-7).
     if high and a.group == ADULT and a.diagnosis in (OSTEOPOROSIS, OSTEOPENIA) and not bone_active_therapy(record):
         what = "osteoporosis" if a.diagnosis == OSTEOPOROSIS else "low bone mass"
-        if pth and pth[1]:
-            return f"High calcium with {what}", (
-                f"A **high calcium** ({high}) with a **high PTH** ({pth[0]}) and {what}: this points to "
-                "primary hyperparathyroidism, a secondary cause of bone loss; confirm and manage it before or "
-                "alongside any bone treatment.")
-        pth_text = (f"the PTH on record ({pth[0]}) is to be read with the calcium" if pth
-                    else "intact PTH with the calcium")
-        return f"High calcium with {what}", (
-            f"A **high calcium** ({high}) with {what}: find its cause before or alongside any bone "
-            f"treatment. Primary hyperparathyroidism is the common one ({pth_text}); "
-            "malignancy and myeloma are the ones not to miss.")
+        return f"High calcium with {what}", _high_calcium_text(high, pth, what)
     return None
+
+
+def _high_calcium_text(high: str, pth: tuple[str, bool] | None, what: str = "") -> str:
+    """C-SECONDARY-EVAL's high-calcium sentence, one wording for men with osteoporosis and for a
+    high calcium with low bone density (review: the two branches said it in different words).
+    Primary hyperparathyroidism is a secondary cause of bone loss (brief SEC-1; Endocrine Society
+    2012) found with an intact PTH beside the calcium (MON-7 baseline lab); malignancy and myeloma
+    are the causes not to miss. Short: the men's card says it beside their own reason (second-pass
+    7: an info card's detail about 80 words). `what`: the bone finding named beside it, if any."""
+    if pth and pth[1]:
+        return (f"A **high calcium** ({high}) with a **high PTH** ({pth[0]}){' and ' + what if what else ''} "
+                "points to primary hyperparathyroidism: confirm and manage it.")
+    cause = f"reading the PTH on record ({pth[0]}) with it" if pth else "intact PTH first"
+    return (f"A **high calcium** ({high}){' with ' + what if what else ''}: find its cause, {cause}; "
+            "malignancy and myeloma are not to miss.")
 
 
 def _pth_reading(record: PatientRecord, settings: ClinicalSettings) -> tuple[str, bool] | None:
