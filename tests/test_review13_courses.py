@@ -1,0 +1,51 @@
+"""Review 13, course and on-therapy fixes (branch coursefix): each with a chart that makes the
+fixed rule fire (or go quiet) and a quiet control. Charts are built with
+tests.test_rules_second_pass's helpers and judged by the engine as the app runs it
+(engine.evaluate, strict); dates count back from TODAY."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tests.test_rules_second_pass import ALN, S, ago, cards, cond, med, record
+
+VERTEBRAL = "M80.08XA"
+
+# ---------------------------------------------------------------------------
+# 1. C-TX-FAILURE had no time limit: a vertebral fracture 4 years ago, 4 years into alendronate,
+# raised "There is a new fracture" at every chart open. Second-pass 4 means a NEW fracture: only
+# one within tx_failure_window_months (CDS_TX_FAILURE_WINDOW_MONTHS, 24) counts (AACE20, ES19),
+# and the card names its date.
+# ---------------------------------------------------------------------------
+
+
+def test_an_old_fracture_on_therapy_is_not_a_new_treatment_failure():
+    got = cards(record(med(ALN, 2920), cond(VERTEBRAL, 1460)))  # alendronate 8 years, fracture 4 years ago
+    assert "C-TX-FAILURE" not in got
+
+
+def test_a_fracture_within_the_window_still_fails_and_is_dated():
+    """Control: the same course with the fracture 13 months ago."""
+    card = cards(record(med(ALN, 2920), cond(VERTEBRAL, 400)))["C-TX-FAILURE"]
+    assert f"There is a new vertebral fracture on {ago(400)}, 12 months or more into the course" in card["detail"]
+
+
+def test_two_old_fractures_on_therapy_are_not_a_failure_now_two_recent_ones_are():
+    old = cards(record(med(ALN, 4000), cond(VERTEBRAL, 3000, cid="v"), cond("M80.051A", 900, cid="h")))
+    assert "C-TX-FAILURE" not in old
+    recent = cards(record(med(ALN, 500), cond(VERTEBRAL, 400, cid="v"), cond("M80.051A", 100, cid="h")))
+    assert f"hip fracture on {ago(100)}" in recent["C-TX-FAILURE"]["detail"]
+
+
+def test_the_window_is_a_setting():
+    wide = dataclasses.replace(S, tx_failure_window_months=60)
+    rec = record(med(ALN, 2920), cond(VERTEBRAL, 1460), settings=wide)
+    assert "C-TX-FAILURE" in cards(rec, settings=wide)
+
+
+def test_the_window_setting_reads_from_the_environment():
+    from cds_service.config import load_settings
+    from cds_service.rules.settings import ClinicalSettings
+
+    settings = load_settings(environ={"CDS_TX_FAILURE_WINDOW_MONTHS": "36"})
+    assert ClinicalSettings.from_settings(settings).tx_failure_window_months == 36
