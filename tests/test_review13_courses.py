@@ -49,3 +49,37 @@ def test_the_window_setting_reads_from_the_environment():
 
     settings = load_settings(environ={"CDS_TX_FAILURE_WINDOW_MONTHS": "36"})
     assert ClinicalSettings.from_settings(settings).tx_failure_window_months == 36
+
+
+# ---------------------------------------------------------------------------
+# 2. Denosumab only as an active MedicationStatement with no dose dates drew no denosumab card at
+# all: due or overdue could not be told, so the rebound (ECTS21; Prolia label: vertebral
+# fractures after stopping) went unmentioned. C-DMAB-DUE's last-dose-unknown variant asks for the
+# date of the last injection; no one-click dose (too early under 5 months, C-SAFE-DOSE-INTERVAL).
+# ---------------------------------------------------------------------------
+
+def _prolia_statement(start_days, sid="ms-dmab"):
+    return {"resourceType": "MedicationStatement", "id": sid, "status": "active",
+            "medicationCodeableConcept": {"text": "Prolia 60 mg SC every 6 months"},
+            "effectivePeriod": {"start": ago(start_days)}, "dateAsserted": ago(30)}
+
+
+def test_denosumab_on_record_without_a_dose_date_asks_for_the_date():
+    got = cards(record(_prolia_statement(1095)))
+    card = got["C-DMAB-DUE"]
+    assert card["indicator"] == "info"
+    assert card["summary"] == (f"Denosumab on record since {ago(1095)}, date of the last injection unknown: "
+                               "confirm it (due every 6 months)")
+    assert "Confirm the date of the last injection" in card["detail"]
+    assert not card.get("suggestions")  # no one-click dose without the date
+    assert not {"C-DMAB-OVERDUE", "C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(got)
+
+
+def test_a_denosumab_statement_begun_within_6_months_or_with_a_dose_date_is_not_unknown():
+    """Controls: a statement begun 2 months ago (no dose since can be due yet); the same old
+    statement beside a dose given 100 days ago (not due) and 190 days ago (due: the dose card)."""
+    from tests.test_rules_second_pass import DMAB, given
+    assert "C-DMAB-DUE" not in cards(record(_prolia_statement(60)))
+    assert "C-DMAB-DUE" not in cards(record(_prolia_statement(1095), given(DMAB, 100)))
+    due = cards(record(_prolia_statement(1095), given(DMAB, 190)))["C-DMAB-DUE"]
+    assert due["summary"].startswith(f"Denosumab due: last dose {ago(190)}") and due["suggestions"]

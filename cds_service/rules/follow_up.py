@@ -170,8 +170,12 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     Quiet in a current pregnancy: "give the next dose" beside C-SAFE-PREGNANCY ("must not
     be given"; Prolia label: contraindicated in pregnancy) would contradict it; that card
     carries the rebound warning and the specialist referral."""
+    if current_pregnancy(record, settings):
+        return []
     timing = denosumab_timing(record, settings)
-    if timing is None or timing.phase != DUE or current_pregnancy(record, settings):
+    if timing is None:
+        return _denosumab_date_unknown(record, today, settings)
+    if timing.phase != DUE:
         return []
     if denosumab_stop_order(record) or bisphosphonate_since(record, timing.last_dose):
         return []
@@ -182,6 +186,30 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     return [Finding("C-DMAB-DUE", facts=tuple(facts),
                     variables={"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat()},
                     suggestions=keys, extra_suggestions=built)]
+
+
+def _denosumab_date_unknown(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-DMAB-DUE, variant last-dose-unknown (review 13): denosumab is on the medication list
+    (an active statement) but no dose date is (no administration, no single-dose statement,
+    no dated order), so neither DUE nor OVERDUE can be told and no card spoke. A dose more
+    than 7 months late lets bone turnover rebound (ECTS21; Prolia label: vertebral fractures
+    after stopping). Ask for the date of the last injection. No one-click dose: given less
+    than 5 months after an unrecorded one it is too early (C-SAFE-DOSE-INTERVAL), and late
+    or not is exactly what is unknown. Quiet when the statement began less than one
+    interval ago (no dose since can be due yet), with a bisphosphonate on board (the
+    transition), or on an explicit stop (C-DMAB-STOP)."""
+    e = record.medications.get("denosumab")
+    if e is None or e.oncology_only or not e.active or e.last_dose is not None:
+        return []
+    if e.start and (today - e.start).days < months_to_days(settings.dmab_interval_months):
+        return []
+    if denosumab_stop_order(record) or bisphosphonate_since(record, None):
+        return []
+    listed = [ev for ev in e.events if ev.status in ("active", "on-hold")]
+    facts = [f"Denosumab on the medication list ({listed[0].ref if listed else e.events[0].ref}, "
+             f"since {e.start or 'an unknown date'}); no injection date on record"]
+    return [Finding("C-DMAB-DUE", facts=tuple(facts), variant="last-dose-unknown", suggestions=(),
+                    variables={"since": f" since {e.start}" if e.start else ""})]
 
 
 @rule("patient-view")
