@@ -83,3 +83,43 @@ def test_a_denosumab_statement_begun_within_6_months_or_with_a_dose_date_is_not_
     assert "C-DMAB-DUE" not in cards(record(_prolia_statement(1095), given(DMAB, 100)))
     due = cards(record(_prolia_statement(1095), given(DMAB, 190)))["C-DMAB-DUE"]
     assert due["summary"].startswith(f"Denosumab due: last dose {ago(190)}") and due["suggestions"]
+
+
+# ---------------------------------------------------------------------------
+# 3. Denosumab -> teriparatide (DATA-Switch, Leder 2015: bone loss at hip and spine; AACE20 / ES20
+# advise against the switch). C-DMAB-OVERDUE (critical) stays, but names the anabolic on board,
+# says it does not prevent the rebound, and offers the denosumab dose alongside or a bone
+# specialist; no one-click bisphosphonate beside the anabolic (brief SAFE-16: an anabolic with an
+# antiresorptive is a specialist's combination).
+# ---------------------------------------------------------------------------
+
+def _dmab_lapsed(*extra):
+    from tests.test_rules_second_pass import DMAB, given, obs
+    labs = (obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"), obs("62292-8", 20, 34, "ng/mL"))
+    stopped = med(DMAB, 900, "stopped", rid="dmab-order", statusReason={"text": "switched to teriparatide"})
+    return record(*(given(DMAB, 213 + 182 * k) for k in range(4)), stopped, *labs, *extra)
+
+
+def _orders(card):
+    return [a["resource"].get("medicationCodeableConcept", a["resource"].get("code", {})).get("text", "")
+            for s in card.get("suggestions", ()) for a in s["actions"]]
+
+
+def test_overdue_denosumab_beside_teriparatide_names_it_and_offers_no_bisphosphonate():
+    from tests.test_rules_second_pass import TPTD
+    card = cards(_dmab_lapsed(med(TPTD, 30, rid="tptd")))["C-DMAB-OVERDUE"]
+    assert card["indicator"] == "critical"
+    assert card["summary"].endswith("teriparatide does not prevent the rebound")
+    assert "DATA-Switch" in card["detail"] and "advise against switching from denosumab to teriparatide" in card["detail"]
+    assert f"Teriparatide active since {ago(30)}" in card["detail"]
+    orders = _orders(card)
+    assert any("denosumab" in o for o in orders) and any("bone specialist" in o for o in orders)
+    assert not any("zoledronic" in o or "alendronate" in o for o in orders)
+
+
+def test_overdue_denosumab_without_an_anabolic_keeps_the_bisphosphonate_transition():
+    """Control: the same lapsed course with no anabolic agent."""
+    card = cards(_dmab_lapsed())["C-DMAB-OVERDUE"]
+    assert card["summary"].endswith("risk of rebound vertebral fractures")
+    orders = _orders(card)
+    assert any("zoledronic" in o for o in orders) and any("alendronate" in o for o in orders)

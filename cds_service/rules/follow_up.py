@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import MedEvent, PatientRecord
+from cds_service.record import AgentExposure, MedEvent, PatientRecord
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DUE,
@@ -38,13 +38,15 @@ from cds_service.rules.facts import (
     current_pregnancy,
     denosumab_stop_order,
     denosumab_timing,
+    drug_label,
     kidney,
     kidney_fact,
     low_calcium,
     months_to_days,
     predose_labs_missing,
 )
-from cds_service.rules.orders import PROLIA24_TEXT, denosumab_dose, predose_lab_actions, prolia24_suggestion
+from cds_service.rules.orders import (ENDOCRINOLOGY, PROLIA24_TEXT, denosumab_dose, predose_lab_actions,
+                                     prolia24_suggestion, referral_suggestion)
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -240,11 +242,35 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
                      "but no dose was given after it")
     facts.append("No bisphosphonate given since the last denosumab dose")
     keys, built = denosumab_plan(record, settings, facts)
+    anabolic = [e for e in record.active_agents(t.ANABOLIC_CLASSES) if not e.oncology_only]
+    variables = {"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
+                 "patient_instruction": ORAL_BP_INSTRUCTIONS}
+    if anabolic:
+        return [_overdue_beside_anabolic(anabolic[0], facts, keys, built, variables)]
     keys += tuple(bisphosphonate_keys(record, settings, facts))
-    return [Finding("C-DMAB-OVERDUE", facts=tuple(facts),
-                    variables={"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
-                               "patient_instruction": ORAL_BP_INSTRUCTIONS},
+    return [Finding("C-DMAB-OVERDUE", facts=tuple(facts), variables=variables,
                     suggestions=keys, extra_suggestions=built)]
+
+
+def _overdue_beside_anabolic(e: AgentExposure, facts: list[str], keys: tuple[str, ...],
+                             built: tuple[Suggestion, ...], variables: dict[str, str]) -> Finding:
+    """C-DMAB-OVERDUE, variant anabolic-on-board (review 13: denosumab -> teriparatide). An
+    anabolic agent started in denosumab's place does not hold off the rebound: in DATA-Switch
+    (Leder, Lancet 2015) women switched from denosumab to teriparatide lost bone at the hip and
+    spine, and AACE20 / ES20 advise against that switch. The card names the anabolic and offers
+    the overdue denosumab dose (continued alongside; brief SAFE-16: an anabolic with an
+    antiresorptive is a specialist combination) or a bone specialist. No one-click
+    bisphosphonate beside it: starting a bisphosphonate with an anabolic agent is also such a
+    combination (alendronate blunts teriparatide's effect), the specialist's call."""
+    name = drug_label(e.agent)
+    facts = [*facts, f"{name.capitalize()} active since {e.start or 'an unknown date'}"]
+    referral = referral_suggestion(ENDOCRINOLOGY, "Plan the sequence with a bone specialist (endocrinology)",
+                                   f"Denosumab overdue with {name} started: rebound risk")
+    return Finding("C-DMAB-OVERDUE", facts=tuple(facts), variant="anabolic-on-board",
+                   variables={**variables, "anabolic": name, "anabolic_title": name.capitalize(),
+                              "prevents": "does not prevent" if e.agent == "teriparatide" else
+                              "has not been shown to prevent"},
+                   suggestions=keys, extra_suggestions=(*built, referral))
 
 
 @rule("patient-view")
