@@ -150,3 +150,34 @@ def test_within_the_month_after_the_twelfth_dose_neither_card_speaks():
     """Control: the last dose 20 days ago still covers the patient (no start card, no follow-on)."""
     got = cards(_romo_course(20))
     assert not {"C-ANABOLIC-FOLLOW-ON", "C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(got)
+
+
+# ---------------------------------------------------------------------------
+# 5. An "active" alendronate MedicationStatement last confirmed (dateAsserted) 2 years ago, before
+# denosumab began, raised "Two antiresorptives at once". SAFE-15 still holds (the statement says
+# taken; both may be), so the card stays but asks to reconcile the medication list.
+# ---------------------------------------------------------------------------
+
+def _aln_statement(asserted_days):
+    return {"resourceType": "MedicationStatement", "id": "ms-aln", "status": "active",
+            "medicationCodeableConcept": ALN, "effectivePeriod": {"start": ago(2555)},
+            "dateAsserted": ago(asserted_days)}
+
+
+def _on_denosumab(*extra):
+    from tests.test_rules_second_pass import DMAB, given
+    return record(med(DMAB, 425, rid="dmab-order"), given(DMAB, 425), given(DMAB, 243), given(DMAB, 60), *extra)
+
+
+def test_a_statement_confirmed_before_denosumab_began_asks_to_reconcile_the_list():
+    card = cards(_on_denosumab(_aln_statement(730)))["C-DUP-ANTIRES"]
+    assert card["summary"] == ("Medication list shows alendronate and denosumab: alendronate last confirmed "
+                               "before denosumab began; reconcile the list")
+    assert f"(MedicationStatement/ms-aln), last confirmed on {ago(730)}: before denosumab began on {ago(425)}" \
+        in card["detail"]
+
+
+def test_a_statement_confirmed_on_denosumab_is_a_duplicate():
+    """Control: the same statement confirmed 30 days ago, on denosumab: both are taken."""
+    card = cards(_on_denosumab(_aln_statement(30)))["C-DUP-ANTIRES"]
+    assert card["summary"].startswith("Two antiresorptives at once (") and "reconcile" not in card["detail"].lower()
