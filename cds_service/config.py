@@ -333,6 +333,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recent_surgery_weeks", "CDS_RECENT_SURGERY_WEEKS", _int, 12,
             "Surgery this many weeks ago or less is a post-surgical site for massage and manual therapy.",
             check=checks.at_least(0)),
+    Setting("tx_failure_window_months", "CDS_TX_FAILURE_WINDOW_MONTHS", _int, 24,
+            "Only a fracture this many months old or less counts as a new fracture on therapy "
+            "(C-TX-FAILURE); an older one was already known and acted on.",
+            check=checks.at_least(1)),
     Setting("done_within_months", "CDS_DONE_WITHIN_MONTHS", _int, 12,
             "Care on record this many months ago or less counts as done and keeps its information card quiet: "
             "a physical-therapy or exercise referral or visit, a fall-risk assessment and its follow-up, a "
@@ -395,6 +399,7 @@ class Settings:
     zoledronate_min_interval_months: int = 11
     dmab_min_interval_months: int = 5
     recent_surgery_weeks: int = 12
+    tx_failure_window_months: int = 24
     done_within_months: int = 12
     # Quiet by default (feedback quieting, card budget, retention).
     patient_hash_secret: str = dataclasses.field(default="", repr=False)

@@ -718,6 +718,7 @@ class MedEvent:
     status_reason: str = ""    # lower-cased text of statusReason (e.g. intolerance); never logged
     daily_mg: float | None = None  # glucocorticoids: prednisone-equivalent mg/day from the dosage, if readable
     supply_end: dt.date | None = None  # MedicationRequest: last day its dispenses cover (expectedSupplyDuration x fills)
+    asserted: dt.date | None = None    # MedicationStatement.dateAsserted: when the statement was last confirmed
 
 
 @_quick_init
@@ -1784,7 +1785,7 @@ class _Builder:
     # --- Medications --------------------------------------------------------
     def _add_med(self, res: Mapping[str, Any], status: str, start: dt.date | None, end: dt.date | None,
                  dose_date: dt.date | None, into: list[MedEvent] | None = None,
-                 supply_end: dt.date | None = None) -> None:
+                 supply_end: dt.date | None = None, asserted: dt.date | None = None) -> None:
         # The medication concept `add` looked at (WANTS: _MEDICATION), not built again.
         concept = self.concepts[0] if len(self.concepts) == 1 else medication_concept(res)
         classify = t.classify_medication
@@ -1797,7 +1798,7 @@ class _Builder:
             daily = glucocorticoid_daily_mg(res, concept) if agent == "corticosteroid" else None
             (self.events if into is None else into).append(
                 MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], self.ref, status,
-                         start, end, dose_date, match.oncology, reason, daily, supply_end))
+                         start, end, dose_date, match.oncology, reason, daily, supply_end, asserted))
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
         status = res.get("status") or "unknown"
@@ -1846,7 +1847,9 @@ class _Builder:
         if not self._date_ok(start, self.ref):
             return
         end = parse_date(_period_end(period))
-        self._add_med(res, status, start, end, single or end)
+        asserted = parse_date(res.get("dateAsserted"))
+        self._add_med(res, status, start, end, single or end,
+                      asserted=asserted if asserted and asserted <= self.today else None)
 
     # --- finish -------------------------------------------------------------
     def finish(self, drafts: Sequence[Any], selections: Sequence[str] | None,

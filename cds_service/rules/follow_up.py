@@ -5,6 +5,8 @@ Rules here (all patient-view, card family a):
   C-DMAB-OVERDUE       SAFE-13   critical  denosumab overdue, no bisphosphonate since
   C-DMAB-STOP          SAFE-14   warning   denosumab stopped with no follow-on bisphosphonate
   C-ANABOLIC-FOLLOW-ON SAFE-12   warning   anabolic course over, no antiresorptive after it
+                                 (romosozumab: from a month after the 12th dose; a PTH
+                                 analog: info from its end until the 3 months are up)
 
 Time convention (chosen so that fixtures shifted by whole days keep their
 meaning): a month is 30.4375 days and intervals are rounded to whole days,
@@ -24,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import MedEvent, PatientRecord
+from cds_service.record import AgentExposure, MedEvent, PatientRecord
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DUE,
@@ -38,14 +40,17 @@ from cds_service.rules.facts import (
     current_pregnancy,
     denosumab_stop_order,
     denosumab_timing,
+    drug_label,
     kidney,
     kidney_egfr,
     kidney_fact,
     low_calcium,
     months_to_days,
     predose_labs_missing,
+    romosozumab_course,
 )
-from cds_service.rules.orders import PROLIA24_TEXT, denosumab_dose, predose_lab_actions, prolia24_suggestion
+from cds_service.rules.orders import (ENDOCRINOLOGY, PROLIA24_TEXT, denosumab_dose, predose_lab_actions,
+                                     prolia24_suggestion, referral_suggestion)
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -171,8 +176,12 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     Quiet in a current pregnancy: "give the next dose" beside C-SAFE-PREGNANCY ("must not
     be given"; Prolia label: contraindicated in pregnancy) would contradict it; that card
     carries the rebound warning and the specialist referral."""
+    if current_pregnancy(record, settings):
+        return []
     timing = denosumab_timing(record, settings)
-    if timing is None or timing.phase != DUE or current_pregnancy(record, settings):
+    if timing is None:
+        return _denosumab_date_unknown(record, today, settings)
+    if timing.phase != DUE:
         return []
     if denosumab_stop_order(record) or bisphosphonate_since(record, timing.last_dose):
         return []
@@ -183,6 +192,30 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     return [Finding("C-DMAB-DUE", facts=tuple(facts),
                     variables={"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat()},
                     suggestions=keys, extra_suggestions=built)]
+
+
+def _denosumab_date_unknown(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
+    """C-DMAB-DUE, variant last-dose-unknown (review 13): denosumab is on the medication list
+    (an active statement) but no dose date is (no administration, no single-dose statement,
+    no dated order), so neither DUE nor OVERDUE can be told and no card spoke. A dose more
+    than 7 months late lets bone turnover rebound (ECTS21; Prolia label: vertebral fractures
+    after stopping). Ask for the date of the last injection. No one-click dose: given less
+    than 5 months after an unrecorded one it is too early (C-SAFE-DOSE-INTERVAL), and late
+    or not is exactly what is unknown. Quiet when the statement began less than one
+    interval ago (no dose since can be due yet), with a bisphosphonate on board (the
+    transition), or on an explicit stop (C-DMAB-STOP)."""
+    e = record.medications.get("denosumab")
+    if e is None or e.oncology_only or not e.active or e.last_dose is not None:
+        return []
+    if e.start and (today - e.start).days < months_to_days(settings.dmab_interval_months):
+        return []
+    if denosumab_stop_order(record) or bisphosphonate_since(record, None):
+        return []
+    listed = [ev for ev in e.events if ev.status in ("active", "on-hold")]
+    facts = [f"Denosumab on the medication list ({listed[0].ref if listed else e.events[0].ref}, "
+             f"since {e.start or 'an unknown date'}); no injection date on record"]
+    return [Finding("C-DMAB-DUE", facts=tuple(facts), variant="last-dose-unknown", suggestions=(),
+                    variables={"since": f" since {e.start}" if e.start else ""})]
 
 
 @rule("patient-view")
@@ -213,11 +246,35 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
                      "but no dose was given after it")
     facts.append("No bisphosphonate given since the last denosumab dose")
     keys, built = denosumab_plan(record, settings, facts)
+    anabolic = [e for e in record.active_agents(t.ANABOLIC_CLASSES) if not e.oncology_only]
+    variables = {"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
+                 "patient_instruction": ORAL_BP_INSTRUCTIONS}
+    if anabolic:
+        return [_overdue_beside_anabolic(anabolic[0], facts, keys, built, variables)]
     keys += tuple(bisphosphonate_keys(record, settings, facts))
-    return [Finding("C-DMAB-OVERDUE", facts=tuple(facts),
-                    variables={"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
-                               "patient_instruction": ORAL_BP_INSTRUCTIONS},
+    return [Finding("C-DMAB-OVERDUE", facts=tuple(facts), variables=variables,
                     suggestions=keys, extra_suggestions=built)]
+
+
+def _overdue_beside_anabolic(e: AgentExposure, facts: list[str], keys: tuple[str, ...],
+                             built: tuple[Suggestion, ...], variables: dict[str, str]) -> Finding:
+    """C-DMAB-OVERDUE, variant anabolic-on-board (review 13: denosumab -> teriparatide). An
+    anabolic agent started in denosumab's place does not hold off the rebound: in DATA-Switch
+    (Leder, Lancet 2015) women switched from denosumab to teriparatide lost bone at the hip and
+    spine, and AACE20 / ES20 advise against that switch. The card names the anabolic and offers
+    the overdue denosumab dose (continued alongside; brief SAFE-16: an anabolic with an
+    antiresorptive is a specialist combination) or a bone specialist. No one-click
+    bisphosphonate beside it: starting a bisphosphonate with an anabolic agent is also such a
+    combination (alendronate blunts teriparatide's effect), the specialist's call."""
+    name = drug_label(e.agent)
+    facts = [*facts, f"{name.capitalize()} active since {e.start or 'an unknown date'}"]
+    referral = referral_suggestion(ENDOCRINOLOGY, "Plan the sequence with a bone specialist (endocrinology)",
+                                   f"Denosumab overdue with {name} started: rebound risk")
+    return Finding("C-DMAB-OVERDUE", facts=tuple(facts), variant="anabolic-on-board",
+                   variables={**variables, "anabolic": name, "anabolic_title": name.capitalize(),
+                              "prevents": "does not prevent" if e.agent == "teriparatide" else
+                              "has not been shown to prevent"},
+                   suggestions=keys, extra_suggestions=(*built, referral))
 
 
 @rule("patient-view")
@@ -268,16 +325,28 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     by a bisphosphonate"), AACE20, ES19. The anabolic course finished more
     than anabolic_followon_months (3 months = 91 days) ago and no
     antiresorptive (bisphosphonate, denosumab, raloxifene) is active or was
-    started after it. At 91 days or less: quiet, there is still time.
+    started after it. Review 13: the follow-on starts at course end (ACP23 Rec 3,
+    "followed by"). A romosozumab course counted in doses is over one dosing interval (a
+    month) after its 12th dose (Evenity: 12 monthly doses): warning from then. Another
+    course (a PTH analog stopped or completed): info (variant due) from its end until the
+    3 months are up, where C-TX-BP called the patient "no bone drug" (engine.COURSE_CARDS
+    now silence it), then the warning.
     Suggestions (at most one): alendronate 70 mg weekly, denosumab 60 mg (with
     the PROLIA24 plan in advanced kidney disease)."""
     course = anabolic_course_end(record, settings)
     if course is None:
         return []
     end, facts = course
+    romo = romosozumab_course(record)
     days = (today - end).days
-    if days <= months_to_days(settings.anabolic_followon_months):
-        return []
+    if romo and romo.counted and romo.last == end and romo.doses >= settings.romo_max_doses:
+        # Over a month after the 12th dose; its end is fixed a year ahead, so the follow-on is
+        # planned with it and a gap from then on is the warning (ACP23 Rec 3; review 13).
+        if days < t.AGENTS["romosozumab"].dosing_interval_days:
+            return []
+        due_now = False
+    else:
+        due_now = days <= months_to_days(settings.anabolic_followon_months)
     for e in record.exposures(t.ANTIRESORPTIVE_CLASSES):
         if e.active or any((_when(ev) or dt.date.min) >= end for ev in e.events):
             return []
@@ -302,7 +371,8 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
                     variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
                                "start": start, "suggested": suggested},
-                    suggestions=keys + dmab_keys, extra_suggestions=built)]
+                    suggestions=keys + dmab_keys, extra_suggestions=built,
+                    indicator="info" if due_now else None, variant="due" if due_now else None)]
 
 
 __all__ = ["denosumab_due", "denosumab_overdue", "denosumab_stop", "anabolic_follow_on", "denosumab_timing",

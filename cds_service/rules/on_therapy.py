@@ -40,6 +40,12 @@ def _effect_end(e: AgentExposure, today: dt.date) -> dt.date:
     return end + dt.timedelta(days=t.AGENTS[e.agent].dosing_interval_days)
 
 
+def _named(fractures: list) -> str:
+    """The fractures' sites and dates, newest first: "vertebral fracture on 2026-05-01"."""
+    return " and ".join(f"{'' if f.site == t.OTHER else f.site + ' '}fracture on {f.date}"
+                        for f in sorted(fractures, key=lambda f: f.date, reverse=True))
+
+
 @rule("patient-view")
 def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-TX-FAILURE (warning), second-pass 4; AACE20 (a fracture on therapy is very high
@@ -49,9 +55,13 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
     the current course started and while the drug acts (active, or within one dosing
     interval of the last dose), or two fractures (different site or date) fall in that
     time; the drug is still active or the fracture is within recent_fracture_months.
-    Check adherence and secondary causes, consider a switch. Suggests a bone specialist
-    referral (endocrinology)."""
-    fractures = [f for f in record.fragility_fractures() if f.date]
+    Only a NEW fracture counts (second-pass 4): one dated within tx_failure_window_months
+    (24) of today; an older one was known and acted on (review 13: a vertebral fracture 4
+    years ago on alendronate raised this warning at every chart open). The card names the
+    fracture's date. Check adherence and secondary causes, consider a switch. Suggests a
+    bone specialist referral (endocrinology)."""
+    fractures = [f for f in record.fragility_fractures()
+                 if within_months(f.date, today, settings.tx_failure_window_months)]
     if not fractures:
         return []
     lag = months_to_days(settings.tx_failure_months)
@@ -76,10 +86,10 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
                   "antiresorptive (AACE 2020)." if options else
                   "No anabolic agent can be suggested from the record (" + "; ".join(excluded) + "): a bone "
                   "specialist chooses the switch.")
+        why = (f"a new {_named([max(late, key=lambda f: f.date)])}, 12 months or more into the course" if late
+               else f"two fractures during the course ({_named(during)})")
         return [Finding("C-TX-FAILURE", facts=tuple(facts),
-                        variables={"drug": drug_label(e.agent), "switch": switch,
-                                   "why": ("a new fracture 12 months or more into the course" if late else
-                                           "two fractures during the course")},
+                        variables={"drug": drug_label(e.agent), "switch": switch, "why": why},
                         suggestions=(),
                         extra_suggestions=(_refer(ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology)",
                                                   f"Fracture on {drug_label(e.agent)}: possible treatment failure",

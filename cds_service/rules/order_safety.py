@@ -1068,12 +1068,38 @@ def duplicate_antiresorptive_active(record: PatientRecord, today: dt.date, setti
     for i, a in enumerate(active):
         for b in active[i + 1:]:
             if _duplicate(a.agent, _current_start(a), b.agent, _current_start(b), dmab, settings):
+                stale = _listed_before(a, b, today) or _listed_before(b, a, today)
+                if stale:
+                    return [stale]
                 return [Finding("C-DUP-ANTIRES", facts=(_exposure_fact(a), _exposure_fact(b)),
                                 variables={"drug_a": drug_label(a.agent), "drug_b": drug_label(b.agent),
                                            "situation": f"The patient is on {drug_label(a.agent)} and "
                                                         f"{drug_label(b.agent)} at the same time."},
                                 suggestions=())]
     return []
+
+
+def _listed_before(listed: AgentExposure, other: AgentExposure, today: dt.date) -> Finding | None:
+    """C-DUP-ANTIRES, variant stale-statement (review 13): `listed` is active only through a
+    MedicationStatement (no active order, no dose given) last confirmed (dateAsserted, else its
+    effective dates) before `other`'s course began: most likely a medication list not updated
+    when `other` was started. Still SAFE-15's card (the statement says taken, and both may be),
+    but worded as "reconcile the medication list", not as a combination being given."""
+    current = [ev for ev in listed.events if ev.status in ("active", "on-hold") and (ev.end is None or ev.end >= today)]
+    if not current or any(ev.resource_type != "MedicationStatement" for ev in current) or any(
+            ev.resource_type == "MedicationAdministration" for ev in listed.events):
+        return None
+    seen = max((d for ev in listed.events for d in (ev.asserted, ev.start, ev.end, ev.dose_date) if d), default=None)
+    began = course_start(other)
+    if seen is None or began is None or seen >= began:
+        return None
+    name, other_name = drug_label(listed.agent), drug_label(other.agent)
+    return Finding("C-DUP-ANTIRES", variant="stale-statement", suggestions=(),
+                   facts=(_exposure_fact(listed), _exposure_fact(other),
+                          f"{drug_title(listed.agent)} on the medication list ({current[0].ref}), last confirmed on "
+                          f"{seen}: before {other_name} began on {began}"),
+                   variables={"drug_a": name, "drug_b": other_name, "seen": seen.isoformat(),
+                              "began": began.isoformat(), "listed_title": drug_title(listed.agent)})
 
 
 __all__ = ["renal_order", "renal_active", "hypocalcemia_order", "vitamin_d_order", "denosumab_ckd_order",
