@@ -126,33 +126,6 @@ def test_overdue_denosumab_without_an_anabolic_keeps_the_bisphosphonate_transiti
 
 
 # ---------------------------------------------------------------------------
-# 4. Right after a 12-dose romosozumab course C-TX-BP said "no bone drug" and C-ANABOLIC-FOLLOW-ON
-# (warning) waited 3 months from the last dose. ACP23 Rec 3 (brief SAFE-12): the antiresorptive
-# follows at course end, a month after the 12th monthly dose (Evenity label). The follow-on card
-# fires from then, and (engine.COURSE_CARDS) no drug-start card beside it.
-# ---------------------------------------------------------------------------
-
-def _romo_course(last_days):
-    from tests.test_rules_second_pass import ROMO, given, obs
-    labs = (obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"), obs("62292-8", 20, 34, "ng/mL"))
-    return record(*(given(ROMO, last_days + 30 * k) for k in range(12)), obs("38267-1", 400, -3.4), *labs,
-                  age=69, t_score=False)
-
-
-def test_the_follow_on_is_due_a_month_after_the_twelfth_romosozumab_dose():
-    got = cards(_romo_course(40))
-    assert got["C-ANABOLIC-FOLLOW-ON"]["indicator"] == "warning"
-    assert "by a month after the 12th dose" in got["C-ANABOLIC-FOLLOW-ON"]["detail"]
-    assert not {"C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(got)
-
-
-def test_within_the_month_after_the_twelfth_dose_neither_card_speaks():
-    """Control: the last dose 20 days ago still covers the patient (no start card, no follow-on)."""
-    got = cards(_romo_course(20))
-    assert not {"C-ANABOLIC-FOLLOW-ON", "C-TX-BP", "C-TX-ANABOLIC", "C-TX-DMAB-ALT"} & set(got)
-
-
-# ---------------------------------------------------------------------------
 # 5. An "active" alendronate MedicationStatement last confirmed (dateAsserted) 2 years ago, before
 # denosumab began, raised "Two antiresorptives at once". SAFE-15 still holds (the statement says
 # taken; both may be), so the card stays but asks to reconcile the medication list.

@@ -32,7 +32,7 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "C-SAFE-ROMO-LIMIT": (ALL, ("warning",)),
     "C-SAFE-ANABOLIC-CONTRA": (ORDERS, ("warning",)),
     "C-SAFE-DMAB-CKD": (ALL, ("warning", "critical")),  # second pass: critical on dialysis / CKD 5; "or due" on patient-view
-    "C-ANABOLIC-FOLLOW-ON": (PV, ("warning", "info")),  # review 13: info from the course's end
+    "C-ANABOLIC-FOLLOW-ON": (PV, ("warning",)),
     "C-DMAB-DUE": (PV, ("info",)),
     "C-DMAB-OVERDUE": (PV, ("critical",)),
     "C-DMAB-STOP": (PV, ("warning",)),
@@ -61,7 +61,7 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 VALUE_TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # A drug decision: start, switch, holiday, the next dose or follow-on.
     ("drug decision", (
-        "C-DMAB-DUE", "C-ANABOLIC-FOLLOW-ON", "C-TX-FAILURE", "C-TX-BP", "C-TX-DMAB-ALT", "C-HOLIDAY", "C-AR-COMPLICATION",
+        "C-DMAB-DUE", "C-TX-FAILURE", "C-TX-BP", "C-TX-DMAB-ALT", "C-HOLIDAY", "C-AR-COMPLICATION",
         "C-SAFE-PREGNANCY", "C-SAFE-DOSE-INTERVAL", "C-DUP-ANABOLIC",
     )),
     # A test or lab that a decision waits on.

@@ -5,8 +5,6 @@ Rules here (all patient-view, card family a):
   C-DMAB-OVERDUE       SAFE-13   critical  denosumab overdue, no bisphosphonate since
   C-DMAB-STOP          SAFE-14   warning   denosumab stopped with no follow-on bisphosphonate
   C-ANABOLIC-FOLLOW-ON SAFE-12   warning   anabolic course over, no antiresorptive after it
-                                 (romosozumab: from a month after the 12th dose; a PTH
-                                 analog: info from its end until the 3 months are up)
 
 Time convention (chosen so that fixtures shifted by whole days keep their
 meaning): a month is 30.4375 days and intervals are rounded to whole days,
@@ -47,7 +45,6 @@ from cds_service.rules.facts import (
     low_calcium,
     months_to_days,
     predose_labs_missing,
-    romosozumab_course,
 )
 from cds_service.rules.orders import (ENDOCRINOLOGY, PROLIA24_TEXT, denosumab_dose, predose_lab_actions,
                                      prolia24_suggestion, referral_suggestion)
@@ -325,28 +322,16 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     by a bisphosphonate"), AACE20, ES19. The anabolic course finished more
     than anabolic_followon_months (3 months = 91 days) ago and no
     antiresorptive (bisphosphonate, denosumab, raloxifene) is active or was
-    started after it. Review 13: the follow-on starts at course end (ACP23 Rec 3,
-    "followed by"). A romosozumab course counted in doses is over one dosing interval (a
-    month) after its 12th dose (Evenity: 12 monthly doses): warning from then. Another
-    course (a PTH analog stopped or completed): info (variant due) from its end until the
-    3 months are up, where C-TX-BP called the patient "no bone drug" (engine.COURSE_CARDS
-    now silence it), then the warning.
+    started after it. At 91 days or less: quiet, there is still time.
     Suggestions (at most one): alendronate 70 mg weekly, denosumab 60 mg (with
     the PROLIA24 plan in advanced kidney disease)."""
     course = anabolic_course_end(record, settings)
     if course is None:
         return []
     end, facts = course
-    romo = romosozumab_course(record)
     days = (today - end).days
-    if romo and romo.counted and romo.last == end and romo.doses >= settings.romo_max_doses:
-        # Over a month after the 12th dose; its end is fixed a year ahead, so the follow-on is
-        # planned with it and a gap from then on is the warning (ACP23 Rec 3; review 13).
-        if days < t.AGENTS["romosozumab"].dosing_interval_days:
-            return []
-        due_now = False
-    else:
-        due_now = days <= months_to_days(settings.anabolic_followon_months)
+    if days <= months_to_days(settings.anabolic_followon_months):
+        return []
     for e in record.exposures(t.ANTIRESORPTIVE_CLASSES):
         if e.active or any((_when(ev) or dt.date.min) >= end for ev in e.events):
             return []
@@ -371,8 +356,7 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
                     variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
                                "start": start, "suggested": suggested},
-                    suggestions=keys + dmab_keys, extra_suggestions=built,
-                    indicator="info" if due_now else None, variant="due" if due_now else None)]
+                    suggestions=keys + dmab_keys, extra_suggestions=built)]
 
 
 __all__ = ["denosumab_due", "denosumab_overdue", "denosumab_stop", "anabolic_follow_on", "denosumab_timing",
