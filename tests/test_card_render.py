@@ -57,6 +57,8 @@ VARIABLES.update({"once": " once an exact eGFR is 30+", "order_note": "No order 
 # C-TX-DMAB-ALT with a 25-OH vitamin D below 20 ng/mL (orders say the first dose waits for repletion)
 VARIABLES.update({"vitamin_d_first": " First dose only once 25-OH vitamin D is repleted.",
                   "vitamin_d_label": "; first dose after vitamin D repletion"})
+# C-TX-BP / C-TX-DMAB-ALT: what is on board, or an anabolic course just over (review 13)
+VARIABLES.update({"drug_status": "no bone drug", "treatment_status": "no osteoporosis treatment"})
 # C-SAFE-HYPOCA, one draft or several (review 8)
 VARIABLES.update({"being": "is being", "labels_say": "label says", "orders": "order",
                   "low_what": "corrected calcium below the lower limit"})

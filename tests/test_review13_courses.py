@@ -154,3 +154,37 @@ def test_a_statement_confirmed_on_denosumab_is_a_duplicate():
     """Control: the same statement confirmed 30 days ago, on denosumab: both are taken."""
     card = cards(_on_denosumab(_aln_statement(30)))["C-DUP-ANTIRES"]
     assert card["summary"].startswith("Two antiresorptives at once (") and "reconcile" not in card["detail"].lower()
+
+
+# ---------------------------------------------------------------------------
+# 4. Right after an anabolic course (12 romosozumab doses, the last 40 days ago) C-TX-BP said "no
+# bone drug ... no osteoporosis treatment". Brief SAFE-12 keeps C-ANABOLIC-FOLLOW-ON's warning for
+# a course over 3 months with nothing after it (the catalogue's indicator: warning); before that,
+# the drug-start card is the follow-on and says so (ACP23 Rec 3: an anabolic agent "followed by a
+# bisphosphonate"; AACE20).
+# ---------------------------------------------------------------------------
+
+def _romo_course(last_days):
+    from tests.test_rules_second_pass import ROMO, given, obs
+    labs = (obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"), obs("62292-8", 20, 34, "ng/mL"))
+    return record(*(given(ROMO, last_days + 30 * k) for k in range(12)), obs("38267-1", 400, -3.4), *labs,
+                  age=69, t_score=False)
+
+
+def test_within_3_months_of_an_anabolic_course_the_start_card_is_its_follow_on():
+    got = cards(_romo_course(40))
+    card = got["C-TX-BP"]
+    assert "C-ANABOLIC-FOLLOW-ON" not in got
+    assert card["summary"].startswith("Osteoporosis at very high fracture risk, anabolic course over, follow-on due")
+    assert f"an anabolic course ended on {ago(40)} with no antiresorptive to follow it yet" in card["detail"]
+    assert "no osteoporosis treatment" not in card["detail"]
+    assert f"Romosozumab: 12 monthly doses given, the last on {ago(40)}" in card["detail"]
+
+
+def test_after_3_months_the_follow_on_warning_speaks_and_with_no_course_the_start_card_is_plain():
+    got = cards(_romo_course(100))
+    assert got["C-ANABOLIC-FOLLOW-ON"]["indicator"] == "warning" and "C-TX-BP" not in got
+    from tests.test_rules_second_pass import obs
+    plain = cards(record(obs("38267-1", 400, -2.8), obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"),
+                         obs("62292-8", 20, 34, "ng/mL"), t_score=False))["C-TX-BP"]
+    assert ", no bone drug:" in plain["summary"] and "no osteoporosis treatment" in plain["detail"]

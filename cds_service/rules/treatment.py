@@ -36,6 +36,7 @@ from cds_service.rules.facts import (
     GI,
     ORAL_BP_INSTRUCTIONS,
     BpProblem,
+    anabolic_course_end,
     anabolic_options,
     baseline_lab_orders,
     baseline_labs_due,
@@ -53,6 +54,7 @@ from cds_service.rules.facts import (
     unexplained_high_calcium,
     long_bp_course,
     missing_baseline_labs,
+    months_to_days,
     oral_bp_days,
     very_long_bp_course,
     vitamin_d_repletion_hold,
@@ -96,6 +98,21 @@ def _antiresorptive_start(record: PatientRecord, settings: ClinicalSettings) -> 
     if options:
         return None
     return a, "very high fracture risk, but no anabolic agent can be suggested (see below)", list(a.vhr_reasons) + excluded
+
+
+def _treatment_status(record: PatientRecord, settings: ClinicalSettings) -> tuple[dict[str, str], list[str]]:
+    """What the drug-start cards say is on board: "no osteoporosis treatment", or (review 13) an
+    anabolic course that ended within anabolic_followon_months with nothing since. Then the
+    card's antiresorptive is the follow-on (brief SAFE-12; ACP23 Rec 3: an anabolic agent
+    "followed by a bisphosphonate"; AACE20, ES19), not a first start; later C-ANABOLIC-FOLLOW-ON
+    warns instead (and silences these cards). Returns the template's variables and facts."""
+    course = anabolic_course_end(record, settings)
+    if course is None or (record.today - course[0]).days > months_to_days(settings.anabolic_followon_months):
+        return {"drug_status": "no bone drug", "treatment_status": "no osteoporosis treatment"}, []
+    end, facts = course
+    return {"drug_status": "anabolic course over, follow-on due",
+            "treatment_status": (f"an anabolic course ended on {end} with no antiresorptive to follow it yet "
+                                 "(**follow it now**: ACP 2023 Recommendation 3; AACE 2020)")}, facts
 
 
 def _facts(record: PatientRecord, settings: ClinicalSettings, first: list[str]) -> tuple[str, ...]:
@@ -189,6 +206,7 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
     malignancy = _malignancy_referral("C-TX-BP", record, settings, a)
     if malignancy:
         return malignancy
+    status, course_facts = _treatment_status(record, settings)
     recommendation = "ACP 2023, Recommendation 1a, strong" if record.female else "ACP 2023, Recommendation 1b, conditional"
     reading = kidney(record, settings)
     suggestions = ("alendronate", "risedronate")  # not risedronate-first: that one is for kidney function 30-35
@@ -221,8 +239,9 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
     return [Finding(
         "C-TX-BP",
         suggestions=suggestions,
-        facts=_facts(record, settings, list(a.reasons) + extra),
+        facts=_facts(record, settings, course_facts + list(a.reasons) + extra),
         variables={"population": _population(record), "risk_text": risk_text, "recommendation": recommendation,
+                   **status,
                    # re-review: the summary said "high" beside "very high ... no anabolic agent" in the detail
                    "risk_level": "very high" if a.risk == VERY_HIGH else "high",
                    "labs_note": _labs_note(record, settings), "patient_instruction": ORAL_BP_INSTRUCTIONS,
@@ -287,8 +306,9 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     if malignancy:
         return malignancy
     reading = kidney(record, settings)
-    facts = _facts(record, settings, [p.fact for p in problems] + list(a.reasons) + extra)
-    variables = {"population": _population(record), "risk_text": risk_text,
+    status, course_facts = _treatment_status(record, settings)
+    facts = _facts(record, settings, course_facts + [p.fact for p in problems] + list(a.reasons) + extra)
+    variables = {"population": _population(record), "risk_text": risk_text, **status,
                  "labs_note": _labs_note(record, settings, parenteral=True), "ckd_note": "",
                  **_vitamin_d_first(record, settings)}
     if any(p.kind == COMPLICATION for p in problems):
