@@ -41,13 +41,16 @@ def terms() -> Terminology:
 # ---------------------------------------------------------------------------
 
 def codings(concept: Any) -> list[tuple[str, str]]:
-    """(system, code) pairs of a CodeableConcept dict; tolerant of junk."""
+    """(system, code) pairs of a CodeableConcept dict, the system under the value sets' URI
+    (valuesets.SYSTEM_ALIASES: ICD-10-CM sent as its OID is ICD-10-CM); tolerant of junk."""
     if not isinstance(concept, dict):
         return []
     out = []
+    aliases = valuesets.SYSTEM_ALIASES
     for coding in concept.get("coding") or ():
         if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-            out.append((str(coding.get("system") or ""), coding["code"].strip()))
+            system = str(coding.get("system") or "")
+            out.append((aliases.get(system, system), coding["code"].strip()))
     return out
 
 
