@@ -127,3 +127,47 @@ def test_a_site_file_under_the_icd_oid_is_merged_as_icd_10_cm(tmp_path):
         "compose": {"include": [{"system": ICD_OID, "filter": [{"property": "concept", "op": "is-a",
                                                                 "value": "M97.0"}]}]}}))
     assert vs.load(tmp_path).concepts_for(t.ICD10CM, "M97.01XA") == {"fracture-site-hip"}
+
+
+# ---------------------------------------------------------------------------
+# 2. Denosumab biosimilars by brand (FDA approvals 2025, drug-denosumab / -oncology descriptions),
+# and the oncology strengths whatever the name: denosumab 70 MG/ML (120 mg/1.7 mL), zoledronic
+# acid 4 mg (Zometa) are exposure, not an osteoporosis regimen (no dose-interval warning).
+# ---------------------------------------------------------------------------
+
+def _bone_chart():
+    return (patient(age=68), obs("38267-1", -2.8, "{T-score}", days=60),
+            obs("98979-8", 72, "mL/min/{1.73_m2}", days=20), obs("17861-6", 9.4, "mg/dL", days=10),
+            obs("62292-8", 35, "ng/mL", days=10))
+
+
+def _doses(text, *days):
+    return tuple(given({"text": text}, d, rid=f"a{d}") for d in days)
+
+
+@pytest.mark.parametrize("brand", ["Stoboclo", "Ospomyv", "Obodence", "Conexxence", "Bildyos", "Bosaya", "Enoby",
+                                   "Osvyrti", "Boncresa", "Prolia"])
+def test_a_denosumab_biosimilar_by_brand_is_denosumab(client, brand):
+    """Last dose 8 months ago: the rebound warning, not "start a bisphosphonate" (Prolia: control)."""
+    got = cards(client, *_bone_chart(), *_doses(f"{brand} 60 mg/mL prefilled syringe", 243, 425))
+    assert got["C-DMAB-OVERDUE"]["indicator"] == "critical" and "C-TX-BP" not in got
+
+
+@pytest.mark.parametrize("text", ["1.7 ML denosumab 70 MG/ML Injection", "Osenvelt injection", "Xbryk injection",
+                                  "Bomyntra injection", "Bilprevda injection", "Aukelso injection",
+                                  "Xtrenbo injection", "Jubereq injection", "Oziltus injection",
+                                  "zoledronic acid 4 mg/5 mL injection", "zoledronic acid 4 MG in 100 ML Injection",
+                                  "100 ML zoledronic acid 0.04 MG/ML Injection"])
+def test_oncology_strengths_and_brands_are_not_an_osteoporosis_regimen(client, text):
+    """Monthly oncology dosing (bone metastases), last dose 28 days ago, re-ordered: read as the
+    drug (its calcium and vitamin D card), not as a dose given too soon."""
+    got = cards(client, *_bone_chart(), *_doses(text, 28, 56), hook="order-select", drafts=[draft({"text": text})])
+    assert "C-SAFE-DOSE-INTERVAL" not in got and "C-SUPP-CAVD" in got
+
+
+@pytest.mark.parametrize("text", ["Prolia 60 mg/mL prefilled syringe", "Stoboclo 60 mg/mL prefilled syringe",
+                                  "100 ML zoledronic acid 0.05 MG/ML Injection", "Reclast 5 mg/100 mL"])
+def test_osteoporosis_strengths_given_a_month_ago_still_warn(client, text):
+    """Control: the osteoporosis products (60 mg every 6 months, 5 mg yearly) keep the warning."""
+    got = cards(client, *_bone_chart(), *_doses(text, 28), hook="order-select", drafts=[draft({"text": text})])
+    assert got["C-SAFE-DOSE-INTERVAL"]["indicator"] == "warning"
