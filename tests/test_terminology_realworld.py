@@ -171,3 +171,30 @@ def test_osteoporosis_strengths_given_a_month_ago_still_warn(client, text):
     """Control: the osteoporosis products (60 mg every 6 months, 5 mg yearly) keep the warning."""
     got = cards(client, *_bone_chart(), *_doses(text, 28), hook="order-select", drafts=[draft({"text": text})])
     assert got["C-SAFE-DOSE-INTERVAL"]["indicator"] == "warning"
+
+
+# ---------------------------------------------------------------------------
+# 3. Albumin by method (LOINC 61151-7 BCG, 61152-5 BCP, 2862-1 electrophoresis) corrects the
+# calcium like 1751-7: Ca 8.2 mg/dL with albumin 3.0 g/dL is 9.0 corrected, not hypocalcemia.
+# ---------------------------------------------------------------------------
+
+DMAB = _concept(t.RXNORM, "993452", "1 ML denosumab 60 MG/ML Prefilled Syringe")
+
+
+def _low_calcium(albumin_code, albumin):
+    return (patient(), obs("38267-1", -2.8, "{T-score}", days=60), obs("98979-8", 72, "mL/min/{1.73_m2}", days=20),
+            obs("17861-6", 8.2, "mg/dL", days=10), obs("62292-8", 35, "ng/mL", days=10),
+            obs(albumin_code, albumin, "g/dL", days=10))
+
+
+@pytest.mark.parametrize("code", ["61151-7", "61152-5", "2862-1", "1751-7"])
+def test_albumin_by_method_corrects_the_calcium(client, code):
+    got = cards(client, *_low_calcium(code, 3.0), hook="order-select", drafts=[draft(DMAB)])
+    assert "C-SAFE-HYPOCA" not in got and "C-SUPP-CAVD" in got
+
+
+@pytest.mark.parametrize("code", ["61151-7", "1751-7"])
+def test_a_normal_albumin_by_method_leaves_a_low_calcium_low(client, code):
+    """Control: albumin 4.5 g/dL corrects 8.2 down to 7.8: still the critical card."""
+    got = cards(client, *_low_calcium(code, 4.5), hook="order-select", drafts=[draft(DMAB)])
+    assert got["C-SAFE-HYPOCA"]["indicator"] == "critical"
