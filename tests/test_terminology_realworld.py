@@ -198,3 +198,57 @@ def test_a_normal_albumin_by_method_leaves_a_low_calcium_low(client, code):
     """Control: albumin 4.5 g/dL corrects 8.2 down to 7.8: still the critical card."""
     got = cards(client, *_low_calcium(code, 4.5), hook="order-select", drafts=[draft(DMAB)])
     assert got["C-SAFE-HYPOCA"]["indicator"] == "critical"
+
+
+# ---------------------------------------------------------------------------
+# 4. Creatinine clearance reported by the lab (LOINC 35591-7 Cockcroft-Gault, 2164-2 measured on
+# 24 h urine; lab-creatinine-clearance, mL/min) is the kidney reading's creatinine clearance
+# (second-pass 1: the bisphosphonate labels are written in CrCl). The newer of it and the
+# service's own Cockcroft-Gault counts; on the same day the lab's.
+# ---------------------------------------------------------------------------
+
+ALN = _concept(t.RXNORM, "904431", "alendronic acid 70 MG Oral Tablet")
+
+
+def _on_alendronate(*labs):
+    return (patient(), obs("38267-1", -2.7, "{T-score}", days=60), med(ALN), *labs)
+
+
+@pytest.mark.parametrize("code", ["35591-7", "2164-2"])
+def test_a_reported_low_creatinine_clearance_is_read(client, code):
+    got = cards(client, *_on_alendronate(obs(code, 25, "mL/min", days=20)))
+    assert got["C-SAFE-RENAL"]["indicator"] == "warning"
+    assert "Creatinine clearance 25 mL/min" in got["C-SAFE-RENAL"]["detail"]
+
+
+@pytest.mark.parametrize("value, unit", [(60, "mL/min"), (25, "mL/min/{1.73_m2}")])
+def test_a_normal_clearance_or_one_per_body_surface_is_quiet(client, value, unit):
+    """Control: CrCl 60 is above every limit; a clearance per 1.73 m2 is another quantity (not read)."""
+    assert "C-SAFE-RENAL" not in cards(client, *_on_alendronate(obs("35591-7", value, unit, days=20)))
+
+
+def _kidney(*labs):
+    from cds_service.record import build_record
+    from cds_service.rules import facts
+    from cds_service.rules.settings import ClinicalSettings
+    from tests.conftest import TODAY as DAY
+    def lab(code, days, value, unit):
+        r = obs(code, value, unit, days)
+        r["effectiveDateTime"] = (DAY - dt.timedelta(days=days)).isoformat()
+        return r
+    rec = build_record({"patient": {"resourceType": "Patient", "id": PID, "gender": "female", "birthDate": "1940-01-01"},
+                        "all": {"resourceType": "Bundle", "entry": [{"resource": lab(*x)} for x in labs]}},
+                       drafts=[], today=DAY, settings=ClinicalSettings())
+    return facts.kidney(rec, ClinicalSettings())
+
+
+def test_the_newer_clearance_counts_and_the_lab_s_on_the_same_day():
+    # creatinine 1.0 mg/dL, 60 kg, 85-year-old woman: Cockcroft-Gault (140-85) x 60 / 72 x 0.85 = 39
+    computed = (("2160-0", 20, 1.0, "mg/dL"), ("29463-7", 20, 60, "kg"))
+    assert (_kidney(*computed).kind, _kidney(*computed).value) == ("CrCl", 39)
+    assert _kidney(*computed, ("35591-7", 10, 25, "mL/min")).value == 25      # reported, newer
+    assert _kidney(*computed, ("2164-2", 20, 25, "mL/min")).value == 25       # same day: the lab's
+    assert _kidney(*computed, ("35591-7", 60, 25, "mL/min")).value == 39      # computed, newer
+    assert _kidney(("35591-7", 20, 0.5, "mL/s")).value == 30                  # mL/s x 60
+    newer_egfr = _kidney(("35591-7", 60, 25, "mL/min"), ("98979-8", 20, 45, "mL/min/{1.73_m2}"))
+    assert newer_egfr.kind == "eGFR" and newer_egfr.value == 45               # the latest value counts
