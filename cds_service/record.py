@@ -1723,6 +1723,8 @@ class _Builder:
                 self.windows.append((group, len(hits) - 1, loose))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
+            elif group == "fall_risk" and active:  # "at risk for falls": a positive screen, not a fall
+                self.fall_risk.append(FallRisk(when, True, ref))
 
     def _add_fracture(self, frac: t.FractureCode, when: dt.date | None, ref: str, *,
                       noted: dt.date | None = None, healing: dt.date | None = None) -> None:

@@ -252,3 +252,52 @@ def test_the_newer_clearance_counts_and_the_lab_s_on_the_same_day():
     assert _kidney(("35591-7", 20, 0.5, "mL/s")).value == 30                  # mL/s x 60
     newer_egfr = _kidney(("35591-7", 60, 25, "mL/min"), ("98979-8", 20, 45, "mL/min/{1.73_m2}"))
     assert newer_egfr.kind == "eGFR" and newer_egfr.value == 45               # the latest value counts
+
+
+# ---------------------------------------------------------------------------
+# 5. Risk-factor and fall codes: SNOMED CT 110483000 "Tobacco user" is tobacco use (USPSTF25
+# screening risk factor); 217082002 "Accidental fall" is a fall; 129839007 "At risk for falls" is
+# a positive fall-risk screen (condition-fall-risk), never a fall (second-pass 5).
+# ---------------------------------------------------------------------------
+
+def test_a_tobacco_user_under_65_is_offered_screening(client):
+    woman = patient(age=58)
+    got = cards(client, woman, cond("110483000", "Tobacco user (finding)", t.SNOMED))
+    assert "C-SCREEN-DXA" in got and "Current smoker" in got["C-SCREEN-DXA"]["detail"]
+    assert "C-SCREEN-DXA" not in cards(client, woman)  # control: no risk factor at 58
+
+
+def test_z87_81_history_of_traumatic_fracture_is_not_a_screening_risk_factor(client):
+    """Control (left out on purpose): the screening reads fragility fractures only; a healed
+    traumatic fracture is in no fracture set (USPSTF25 risk tools have no 'any fracture' reading here)."""
+    got = cards(client, patient(age=58), cond("Z87.81", "Personal history of (healed) traumatic fracture"))
+    assert "C-SCREEN-DXA" not in got
+
+
+@pytest.mark.parametrize("code, display", [("217082002", "Accidental fall (event)"), ("161898004", "Falls (finding)")])
+def test_an_accidental_fall_is_a_fall(client, code, display):
+    """A woman of 60 with a normal DXA and a fall 2 months ago: fall prevention (161898004: control)."""
+    got = cards(client, patient(age=60), obs("38267-1", -0.5, "{T-score}", days=400), cond(code, display, t.SNOMED))
+    assert "C-FALLS" in got and f"History of falling on record ({code}" in got["C-FALLS"]["detail"]
+
+
+def _at_risk(status="active"):
+    c = cond("129839007", "At risk for falls (finding)", t.SNOMED)
+    c["clinicalStatus"]["coding"][0]["code"] = status
+    return c
+
+
+def test_at_risk_for_falls_is_a_positive_fall_screen_not_a_fall(client):
+    chart = (patient(age=70), obs("38267-1", -2.7, "{T-score}", days=60), med(ALN))
+    got = cards(client, *chart, _at_risk())
+    assert "Positive fall-risk assessment on" in got["C-EXERCISE"]["detail"]
+    assert "History of falling" not in str(got)
+    young = cards(client, patient(age=60), obs("38267-1", -0.5, "{T-score}", days=400), _at_risk())
+    assert "C-FALLS" not in young  # not a fall history: no fall-prevention card at 60 by itself
+
+
+def test_a_resolved_fall_risk_or_none_is_no_positive_screen(client):
+    """Control: no finding, or a resolved one, says nothing about a positive screen."""
+    chart = (patient(age=70), obs("38267-1", -2.7, "{T-score}", days=60), med(ALN))
+    for extra in ((), (_at_risk("resolved"),)):
+        assert "Positive fall-risk assessment" not in cards(client, *chart, *extra)["C-EXERCISE"]["detail"]
