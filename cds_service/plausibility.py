@@ -26,6 +26,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "vitamin_d": (0.0, 300.0),         # 25-OH vitamin D, ng/mL
     "pth": (0.0, 5000.0),              # pg/mL
     "creatinine": (0.1, 30.0),         # mg/dL
+    "crcl": (0.0, 300.0),              # creatinine clearance reported by the lab, mL/min
     "weight": (20.0, 350.0),           # kg
     "bmi": (8.0, 100.0),               # kg/m2
     "alp": (1.0, 10000.0),             # alkaline phosphatase, U/L

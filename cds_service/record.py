@@ -81,7 +81,7 @@ LAB_SETS: dict[str, str] = {
     "lab-egfr": "egfr", "lab-calcium-total": "calcium", "lab-calcium-corrected": "calcium_corrected",
     "lab-albumin": "albumin", "lab-vitamin-d-25oh": "vitamin_d", "lab-pth": "pth",
     "lab-creatinine": "creatinine", "obs-body-weight": "weight", "obs-bmi": "bmi", "lab-alp": "alp",
-    "lab-calcium-ionized": "calcium_ionized",
+    "lab-calcium-ionized": "calcium_ionized", "lab-creatinine-clearance": "crcl",
 }
 T_SCORE_SETS, Z_SCORE_SETS = "dxa-t-score-", "dxa-z-score-"  # + site: ls, fn, th, radius, calcaneus
 DXA_RESULT_SETS = ("dxa-bmd", "dxa-study")                    # a DXA was done on that date
@@ -586,10 +586,10 @@ EGFR_UPPER_BOUND = "egfr_upper_bound"
 LAB_LABELS = {"egfr": "eGFR", EGFR_UPPER_BOUND: "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
               "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
-              "alp": "Alkaline phosphatase", "calcium_ionized": "Ionized calcium"}
+              "alp": "Alkaline phosphatase", "calcium_ionized": "Ionized calcium", "crcl": "Creatinine clearance"}
 # Decimals clinicians write each value with (T-scores and FRAX: one).
 LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
-                "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0, "calcium_ionized": 2}
+                "creatinine": 2, "weight": 0, "bmi": 1, "alp": 0, "calcium_ionized": 2, "crcl": 0}
 
 
 def as_written(value: float, decimals: int) -> str:
@@ -629,7 +629,7 @@ KIDNEY_CUTOFFS = ((15.0, False), (30.0, False), (35.0, False))
 # 25-OH vitamin D: deficient below 20, target 30 ng/mL (brief TX-8, SAFE-5; AACE20). 49 nmol/L
 # is 19.6 ng/mL: written "20" it contradicted the card's own "below 20 ng/mL" (clinical review 13).
 VITAMIN_D_CUTOFFS = ((20.0, False), (30.0, False))
-_CUTOFFS = {"egfr": KIDNEY_CUTOFFS, EGFR_UPPER_BOUND: KIDNEY_CUTOFFS, "vitamin_d": VITAMIN_D_CUTOFFS}
+_CUTOFFS = {"egfr": KIDNEY_CUTOFFS, EGFR_UPPER_BOUND: KIDNEY_CUTOFFS, "crcl": KIDNEY_CUTOFFS, "vitamin_d": VITAMIN_D_CUTOFFS}
 
 
 def written_beside(value: float, decimals: int, cutoffs: tuple[tuple[float, bool], ...]) -> str:
@@ -646,7 +646,7 @@ def written_beside(value: float, decimals: int, cutoffs: tuple[tuple[float, bool
 
 LAB_UNITS = {"egfr": "mL/min/1.73m2", EGFR_UPPER_BOUND: "mL/min/1.73m2", "calcium": "mg/dL", "calcium_corrected": "mg/dL",
              "albumin": "g/dL", "vitamin_d": "ng/mL", "pth": "pg/mL", "creatinine": "mg/dL",
-             "weight": "kg", "bmi": "kg/m2", "alp": "U/L", "calcium_ionized": "mmol/L"}
+             "weight": "kg", "bmi": "kg/m2", "alp": "U/L", "calcium_ionized": "mmol/L", "crcl": "mL/min"}
 
 
 @_quick_init
@@ -1723,6 +1723,8 @@ class _Builder:
                 self.windows.append((group, len(hits) - 1, loose))
             if group == "transport_accident" and when:
                 self.trauma_dates.append(when)
+            elif group == "fall_risk" and active:  # "at risk for falls": a positive screen, not a fall
+                self.fall_risk.append(FallRisk(when, True, ref))
 
     def _add_fracture(self, frac: t.FractureCode, when: dt.date | None, ref: str, *,
                       noted: dt.date | None = None, healing: dt.date | None = None) -> None:

@@ -41,13 +41,16 @@ def terms() -> Terminology:
 # ---------------------------------------------------------------------------
 
 def codings(concept: Any) -> list[tuple[str, str]]:
-    """(system, code) pairs of a CodeableConcept dict; tolerant of junk."""
+    """(system, code) pairs of a CodeableConcept dict, the system under the value sets' URI
+    (valuesets.SYSTEM_ALIASES: ICD-10-CM sent as its OID is ICD-10-CM); tolerant of junk."""
     if not isinstance(concept, dict):
         return []
     out = []
+    aliases = valuesets.SYSTEM_ALIASES
     for coding in concept.get("coding") or ():
         if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-            out.append((str(coding.get("system") or ""), coding["code"].strip()))
+            system = str(coding.get("system") or "")
+            out.append((aliases.get(system, system), coding["code"].strip()))
     return out
 
 
@@ -359,8 +362,14 @@ NON_SYSTEMIC_WORDS = ("inhal*", "topical", "cream", "ointment", "lotion", "nasal
                       "otic", "eye drop*", "gel", "foam", "rectal", "enema", "shampoo", "intra-articular")
 # Local (vaginal) estrogen does not protect bone (transdermal gels and patches do).
 NON_SYSTEMIC_ESTROGEN = ("vaginal*", "intravaginal", "cream", "estring", "vagifem", "imvexxy", "yuvafem")
-# Denosumab 120 mg is the oncology dose (Xgeva-type) whatever the brand.
-_ONCOLOGY_DENOSUMAB_DOSE = re.compile(r"(?<![\d.])120\s*mg")
+# The oncology strengths, whatever the brand (exposure, not a regimen; LABEL): denosumab 120 mg,
+# which RxNorm's SCD writes "1.7 ML denosumab 70 MG/ML Injection" (Prolia and its biosimilars
+# are 60 MG/ML); zoledronic acid 4 mg (Zometa: 4 mg/5 mL = 0.8 MG/ML, 4 mg/100 mL = 0.04 MG/ML;
+# Reclast is 5 mg/100 mL = 0.05 MG/ML). The lookbehind keeps "0.04 mg" from reading as "4 mg".
+_ONCOLOGY_DOSE = {
+    "denosumab": re.compile(r"(?<![\d.])(?:120\s*mg|70\s*mg\s*/\s*ml)"),
+    "zoledronic_acid": re.compile(r"(?<![\d.])(?:4\s*mg(?![a-z])|0?\.8\s*mg\s*/\s*ml|0?\.04\s*mg\s*/\s*ml)"),
+}
 
 # Glucocorticoid dose reading (ACR22, second-pass 5): mg of the drug -> mg of prednisone.
 # Standard equivalences (prednisone 5 mg = prednisolone 5 = methylprednisolone 4 = triamcinolone 4
@@ -643,7 +652,8 @@ class _Tables:
             for name in agents:
                 if any_name_in(self.oncology_names_of.get(name, ()), text):
                     oncology = True
-                if AGENTS[name].drug_class == DENOSUMAB and _ONCOLOGY_DENOSUMAB_DOSE.search(text):
+                dose = _ONCOLOGY_DOSE.get(name)
+                if dose is not None and dose.search(text):
                     oncology = True
         # A systemic-steroid match on a non-systemic form is dropped.
         if "corticosteroid" in agents and any_name_in(NON_SYSTEMIC_WORDS, text):

@@ -42,6 +42,24 @@ NUCC = "http://nucc.org/provider-taxonomy"
 UCUM = "http://unitsofmeasure.org"
 KNOWN_SYSTEMS = frozenset({LOINC, SNOMED, ICD10CM, RXNORM, CPT, NUCC})
 
+# Other names EHRs send a code system under -> the URI the value sets use. HL7 v3 OIDs
+# (HL7 terminology.hl7.org NamingSystem entries for each system); Epic sends ICD-10-CM as
+# urn:oid:2.16.840.1.113883.6.90 in its R4 encounter diagnoses (termreview REPORT 1, V).
+# Applied once per (system, code) met (Terminology.concepts_for fills its memo with the
+# canonical answer), to the codings terminology.codings returns, and to site files.
+SYSTEM_ALIASES: Mapping[str, str] = {
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+}
+
+
+def canonical_system(system: str) -> str:
+    """The value sets' URI for a code system sent under a known alias (else as sent)."""
+    return SYSTEM_ALIASES.get(system, system)
+
 _SD = "https://github.com/osteoporosis-cds/StructureDefinition/"
 EXT_MARK, EXT_SOURCE, EXT_TEXT, EXT_UNIT, EXT_DEFAULT_UNIT = (
     _SD + "code-mark", _SD + "code-source", _SD + "text-match", _SD + "lab-unit", _SD + "default-unit")
@@ -157,17 +175,20 @@ class Terminology:
         """Every concept the code belongs to, exactly or under an is-a root."""
         found = self._memo.get((system, code))
         if found is None:
+            key = (system, code)  # the memo keeps the system as sent: a hit stays one dict read
+            system = canonical_system(system)
             norm = normalise(system, code)
             found = self._exact.get((system, norm), frozenset())
             if system in self._prefix_systems:
                 found = self._answer(found | self.prefix_matches(system, norm))
             if len(self._memo) >= _MEMO_MAX:  # bounded: arbitrary codes from requests cannot grow it forever
                 self._memo.clear()
-            self._memo[(system, code)] = found
+            self._memo[key] = found
         return found
 
     def prefix_matches(self, system: str, code: str) -> frozenset[str]:
         """Concepts that claim the code through an is-a root (the root itself included)."""
+        system = canonical_system(system)
         norm = normalise(system, code)
         found: frozenset[str] = frozenset()
         for end in range(1, len(norm) + 1):
@@ -261,12 +282,14 @@ def _parts(data: dict[str, Any], path: Path, default_source: str) -> _Parts:
     def add(system: Any, code: Any, mark: str, source: str) -> None:
         if not isinstance(system, str) or "://" not in system and not system.startswith("urn:"):
             raise ValueSetError(f"{path}: code {code!r} has no absolute code system URI")
+        system = canonical_system(system)
         norm = normalise(system, code)
         parts.codes.setdefault(system, set()).add(norm)
         parts.marks.setdefault((system, norm), (mark, source))
 
     for include in (data.get("compose") or {}).get("include") or ():
         system = include.get("system")
+        system = canonical_system(system) if isinstance(system, str) else system
         for concept in include.get("concept") or ():
             add(system, concept["code"], "", default_source)
         for flt in include.get("filter") or ():
@@ -284,6 +307,7 @@ def _parts(data: dict[str, Any], path: Path, default_source: str) -> _Parts:
         mark = next((e.get("valueCode") for e in _ext(item, EXT_MARK)), "") or ""
         source = next((e.get("valueString") for e in _ext(item, EXT_SOURCE)), "") or default_source
         system = item.get("system")
+        system = canonical_system(system) if isinstance(system, str) else system
         add(system, item["code"], mark, source)
         if mark:  # the expansion's mark wins over the bare compose entry
             parts.marks[(system, normalise(system, item["code"]))] = (mark, source)

@@ -214,11 +214,25 @@ def _under(value: float | None, limit: float, bound: str) -> bool:
 @per_call
 def cockcroft_gault(record: PatientRecord, settings: ClinicalSettings, *,
                     any_age: bool = False) -> tuple[float, str, dt.date | None] | None:
-    """Creatinine clearance (mL/min) by Cockcroft-Gault, when creatinine, weight, age and
-    sex are all on file and recent (any age with `any_age`: only for a recheck prompt):
-    ((140 - age) x weight kg) / (72 x creatinine mg/dL), x 0.85 for women. The
-    bisphosphonate labels give their limits in CrCl (second-pass 1)."""
+    """Creatinine clearance (mL/min), recent (any age with `any_age`: only for a recheck
+    prompt): the lab's reported one (lab-creatinine-clearance: Cockcroft-Gault, or measured
+    on 24 h urine) or the service's own Cockcroft-Gault, the newer of the two, as the reading
+    takes the latest value (second-pass 1); on the same day the lab's (a measured clearance is
+    what Cockcroft-Gault estimates, and a reported one used that draw). A clearance reported
+    as a bound ("<30") is no value. The bisphosphonate labels give their limits in CrCl."""
     months = None if any_age else settings.kidney_lab_max_age_months
+    computed = _computed_clearance(record, months)
+    reported = record.lab("crcl", months)
+    if reported is None or reported.comparator.startswith("<"):
+        return computed
+    if computed is None or computed[2] is None or (reported.date is not None and reported.date >= computed[2]):
+        return reported.value, reported.fact(), reported.date
+    return computed
+
+
+def _computed_clearance(record: PatientRecord, months: int | None) -> tuple[float, str, dt.date | None] | None:
+    """Cockcroft-Gault, when creatinine, weight, age and sex are all on file within `months`:
+    ((140 - age) x weight kg) / (72 x creatinine mg/dL), x 0.85 for women."""
     creatinine = record.lab("creatinine", months)
     weight = record.lab("weight", months)
     if creatinine is None or weight is None or record.age is None or record.sex not in ("male", "female"):
