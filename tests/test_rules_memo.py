@@ -71,7 +71,8 @@ def _old_card_rule(record, today, settings):
     return [Finding("C-TX-BP", facts=("Osteoporosis on the problem list on 2020-01-01",),
                     variables={"population": "x", "risk_text": "x", "recommendation": "x", "labs_note": "",
                                "patient_instruction": "x", "oral_bp_status": "x", "first_choice": "x",
-                               "risedronate_label": "", "suggested": "x", "once": "", "order_note": "", "risk_level": "high"})]
+                               "risedronate_label": "", "suggested": "x", "once": "", "order_note": "", "risk_level": "high",
+                               "drug_status": "no bone drug", "treatment_status": "no osteoporosis treatment"})]
 
 
 def test_a_card_quieted_as_it_is_comes_back_when_its_order_review_adds_newer_data(monkeypatch):
