@@ -1490,19 +1490,19 @@ class _Builder:
             comparator = None
             if isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
                 qty = (float(holder["valueInteger"]), "")
-            elif plan.egfr and isinstance(holder.get("valueString"), str):
+            elif plan.egfr and isinstance(holder.get("valueString"), str) and (
+                    bound := _BOUND.match(holder["valueString"])):
                 # Labs report a normal eGFR as a bound, often as text (">60", "> 90 mL/min/1.73m2"): the
                 # bound is what is known; read as unknown it asked for an eGFR that was on file.
-                bound = _BOUND.match(holder["valueString"])
-                if bound:
-                    # A unit after the bound ("<1.0 mL/s/1.73m2") is read like a valueQuantity's; a
-                    # method ("(CKD-EPI)", no "/") or none leaves mL/min.
-                    tail = bound.group(3).strip()
-                    factor = t.convert(EGFR_SET, 1.0, tail) if "/" in tail else 1.0
-                    if factor is None:
-                        self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
-                        return
-                    comparator, qty = bound.group(1), (float(bound.group(2)) * factor, "")
+                # A unit after the bound ("<1.0 mL/s/1.73m2") is read like a valueQuantity's; a
+                # method ("(CKD-EPI)", no "/") or none leaves mL/min. A plain number as text ("20")
+                # is read by the lab branch below (adversarial review 13: it was no reading).
+                tail = bound.group(3).strip()
+                factor = t.convert(EGFR_SET, 1.0, tail) if "/" in tail else 1.0
+                if factor is None:
+                    self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
+                    return
+                comparator, qty = bound.group(1), (float(bound.group(2)) * factor, "")
             elif plan.with_number[0] is _BMD and isinstance(holder.get("valueString"), str):
                 # Review 8: a T- or Z-score sent as text ("-2.6") was skipped, and C-SCREEN-DXA said
                 # "No DXA on file". A plain decimal is the score; anything else (a bound, a unit,
@@ -1514,7 +1514,8 @@ class _Builder:
                     self._dxa(when)
                     return
                 qty = (float(plain.group(1)), "")
-            elif plan.with_number[0] is _LAB and isinstance(holder.get("valueString"), str):
+            elif plan.with_number[0] is _LAB and isinstance(holder.get("valueString"), str) and \
+                    len(holder["valueString"]) <= _TEXT_QUANTITY_MAX:
                 # Review 13: a lab sent as text ("<5.0 ng/mL", "19 nmol/L") was no reading, and
                 # C-LAB-BASELINE ordered again a test done a month before. A number with an
                 # optional comparator and unit is read as the same valueQuantity would be (an
@@ -2336,14 +2337,18 @@ EGFR_SET = t.EGFR_SET  # its units are read by t.convert
 _BMD_UNITS = frozenset({"g/cm2", "g/cm²", "g/cm^2", "g.cm-2", "mg/cm2", "mg/cm²"})
 # A bound written as text: ">60", ">= 90 mL/min/1.73m2", "<15".
 # The bound and a unit or method after it ("<30 mL/min/1.73m²", "<30 (CKD-EPI)": clinical review).
-_BOUND = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)\s*(\d+(?:\.\d+)?)\s*([a-zA-Z/{}.0-9_\s\u00b2()\-,:]*)$")
+# Possessive quantifiers and ASCII digits throughout these text readers: backtracking made a long
+# run of digits or spaces quadratic or cubic (adversarial review 13: 60,000 digits, 13.7 s).
+_BOUND = re.compile(r"^\s*+(<=|>=|<|>|\u2264|\u2265)\s*+([0-9]++(?:\.[0-9]++)?+)\s*+([a-zA-Z/{}.0-9_\s\u00b2()\-,:]*+)$")
 # A plain decimal and nothing else (surrounding spaces aside): "-2.6", " -1 ", "+0.5" (U+2212 is
 # read as "-" before the match: "\u22123.4").
 _PLAIN_DECIMAL = re.compile(r"\s*([+-]?\d{1,3}(?:\.\d+)?)\s*", re.ASCII)
 _DECEASED_WORDS = frozenset({"true", "yes", "y", "1"})
 # A lab result written as text: optional comparator, a number, an optional unit (no digits in it
 # but UCUM's, e.g. "mL/min/1.73m2") and a remark in brackets: "<5.0 ng/mL", "12 ng/mL (L)", "> 150".
-_TEXT_QUANTITY = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)?\s*(\d+(?:\.\d+)?)\s*([A-Za-z%{\u00b5][^\s(]*)?\s*(?:\([^)]*\))?\s*$")
+_TEXT_QUANTITY = re.compile(
+    r"^\s*+(<=|>=|<|>|\u2264|\u2265)?+\s*+([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s(]*+)?+\s*+(?:\([^)]*+\))?+\s*+$")
+_TEXT_QUANTITY_MAX = 64  # longer text is not a lab value: not read (and never matched at length)
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
 
 
@@ -2563,7 +2568,8 @@ def _interpretation(holder: Mapping[str, Any]) -> str:
     return ""
 
 
-_MG = re.compile(r"(\d+(?:\.\d+)?)\s*mg\b")
+# A strength or dose in mg; never inside a longer number (the look-behind keeps the search linear).
+_MG = re.compile(r"(?<![0-9.])([0-9]++(?:\.[0-9]++)?+)\s*+mg\b")
 _PER_DAY_WORDS = (("every other day", 0.5), ("alternate day", 0.5), ("four times", 4.0), ("qid", 4.0),
                   ("three times", 3.0), ("tid", 3.0), ("t.i.d", 3.0), ("twice", 2.0), ("bid", 2.0),
                   ("b.i.d", 2.0), ("two times", 2.0), ("once daily", 1.0), ("once a day", 1.0),

@@ -127,3 +127,42 @@ def test_text_that_is_not_a_reading_stays_unread(text):
     got = _vitamin_d_text(text)
     assert "C-VITD-LOW" not in got
     assert "25-OH vitamin D" in got["C-TX-BP"]["detail"].split("**Patient data used:**")[0]
+
+
+# ---------------------------------------------------------------------------
+# Text values, adversarial review 13. The text readers are linear (possessive quantifiers, ASCII
+# digits): a vitamin D text of "5" + 1,500 spaces took 4-5 s and an eGFR bound of 60,000 digits
+# 13.7 s, a gevent worker stalled the while. These hostile values are answered as no reading.
+# An eGFR sent as a plain number in text ("20") is read (it was no reading: no kidney card).
+# ---------------------------------------------------------------------------
+
+def _egfr_text(text, *drafts):
+    from tests.test_rules_second_pass import obs
+    egfr = obs("98979-8", 20, 0)
+    del egfr["valueQuantity"]
+    egfr["valueString"] = text
+    return record(egfr, obs("17861-6", 20, 9.4, "mg/dL"), obs("62292-8", 20, 34, "ng/mL"), drafts=list(drafts))
+
+
+@pytest.mark.parametrize("text", ["20", "20 mL/min/1.73m2", "<20"])
+def test_an_egfr_of_20_as_text_is_read(text):
+    from tests.test_rules_second_pass import ZOL, draft
+    got = cards(_egfr_text(text, draft(ZOL)), "order-sign")
+    assert got["C-SAFE-RENAL"]["indicator"] == "critical"
+    assert "eGFR" in got["C-SAFE-RENAL"]["detail"] and "20" in got["C-SAFE-RENAL"]["detail"]
+
+
+@pytest.mark.parametrize("text", ["5" + " " * 1500 + "!", "<" + "1" * 60_000 + "!", "1" * 30_000,
+                                  "\u0665 ng/mL", "\uff15 ng/mL", "20" + " " * 70 + "ng/mL"])
+def test_hostile_or_foreign_digit_text_is_no_reading(text):
+    from cds_service.record import glucocorticoid_daily_mg
+    from tests.test_rules_second_pass import obs
+    vit_d = obs("62292-8", 20, 0)
+    del vit_d["valueQuantity"]
+    vit_d["valueString"] = text
+    egfr = dict(vit_d, id="egfr-text", code=coding(t.LOINC, "98979-8"))
+    steroid = {"resourceType": "MedicationRequest", "id": "gc", "status": "active", "intent": "order",
+               "medicationCodeableConcept": {"text": "prednisone"}, "dosageInstruction": [{"text": text}]}
+    rec = record(vit_d, egfr, steroid, t_score=False)
+    assert rec.lab("vitamin_d") is None and rec.lab("egfr") is None
+    assert glucocorticoid_daily_mg(steroid, steroid["medicationCodeableConcept"]) is None
