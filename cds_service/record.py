@@ -810,6 +810,9 @@ class PatientRecord:
     # The genders copies of the Patient disagree on (sex is then None), for the safety checks
     # that fail closed on them.
     sex_conflict: tuple[str, ...] = ()
+    # The oldest age the birthDates copies of the Patient disagree on give (age is then None), for
+    # the kidney estimate that fails closed on them (facts.cockcroft_gault: the lower clearance).
+    oldest_conflicting_age: int | None = None
     care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
     # (TEST_DONE_SETS name, date, "Type/id") of each test's latest dated result, by name
     tests_done: tuple[tuple[str, dt.date, str], ...] = ()
@@ -1300,6 +1303,8 @@ class _Builder:
                     rtype = resource.get("resourceType")
                     if rtype != "Bundle" and (search is None or search == _MATCH
                                               or (type(search) is dict and search.get("mode") != "outcome")):
+                        if rtype == "Patient" and self._patient_elsewhere(entry.get("fullUrl"), resource):
+                            continue
                         if type(rtype) is str:
                             add_typed(resource, rtype)
                         else:
@@ -1319,9 +1324,28 @@ class _Builder:
                 if self._add_bundle(nested):
                     return True
                 continue
-            for _, resource in pairs:
-                add(resource)
+            for full_url, resource in pairs:
+                if not (type(resource) is dict and resource.get("resourceType") == "Patient"
+                        and self._patient_elsewhere(full_url, resource)):
+                    add(resource)
         return False
+
+    def _patient_elsewhere(self, full_url: Any, resource: Mapping[str, Any]) -> bool:
+        """A Patient entry whose absolute fullUrl is on another server (or names another id) is
+        another patient whatever its id, as a reference to that URL is (adversarial review 13:
+        such a copy with another sex or birthDate made the context patient's unknown). Ignored
+        and counted; a urn: or relative fullUrl, or none, binds by id as before."""
+        if self.binding is None or type(full_url) is not str or not full_url[:8].lower().startswith(
+                ("http://", "https://")):
+            return False
+        reason = self.binding.reference_reason(full_url.strip())
+        if reason != FOREIGN_PATIENT:
+            return False
+        key = _ref(resource)
+        if key not in self.ignored_keys:
+            self.ignored_keys.add(key)
+            self.ignored.append((key, reason))
+        return True
 
     def add(self, resource: Any) -> None:
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -1866,11 +1890,13 @@ class _Builder:
         # unknown age or sex its conservative way (no screening, romosozumab never suggested,
         # pregnancy checked, no Cockcroft-Gault: eGFR); a wrong one would gate them wrongly.
         copies = (patient, *self.more_patients)
-        birth_text, _ = self._agreed(copies, "birthDate", PATIENT_BIRTHDATE_CONFLICT)
+        birth_text, birth_conflict = self._agreed(copies, "birthDate", PATIENT_BIRTHDATE_CONFLICT)
         birth = parse_date(birth_text)
         age = _age(birth, today) if birth else None
         if age is not None and not self._value_ok("age", age, _ref(patient)):
             birth = age = None  # e.g. birthDate 0001-01-01 or next year: age unknown, not 2025
+        conflicting_ages = [a for b in birth_conflict if (d := parse_date(b)) and 0 <= (a := _age(d, today)) <= 125]
+        oldest_conflicting_age = max(conflicting_ages) if conflicting_ages else None
         sex, sex_conflict = self._agreed(copies, "gender", PATIENT_GENDER_CONFLICT)
         # Fails closed: two copies of the patient that disagree (under two prefetch keys,
         # one deceased) are deceased, whichever came first.
@@ -1945,6 +1971,7 @@ class _Builder:
             today=today,
             patient_id=patient.get("id") if isinstance(patient.get("id"), str) else None,
             birth_date=birth, age=age, sex=sex, sex_conflict=tuple(sorted(sex_conflict)),
+            oldest_conflicting_age=oldest_conflicting_age,
             menopausal_status=_menopausal_status(sex, age, conditions),
             bmd=tuple(by_date(self.bmd)),
             dxa_dates=tuple(sorted(self.dxa_dates)),

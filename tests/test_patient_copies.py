@@ -146,3 +146,88 @@ def test_a_recent_mi_card_names_the_disagreement_too(client):
     control["conditions"]["entry"] = [e for e in control["conditions"]["entry"]
                                       if e["resource"]["resourceType"] != "Patient"]
     assert "Not approved for men" not in _signed(client, control)["C-SAFE-ROMO-CV"]["detail"]
+
+
+# ---------------------------------------------------------------------------
+# Adversarial review 13: the kidney limits fail closed. An 86-year-old woman, creatinine 2.0 mg/dL,
+# 50 kg, no eGFR: Cockcroft-Gault 16 mL/min, below every bisphosphonate's limit. A copy that made
+# sex or age unknown left no clearance, and every renal card went silent; a gender of "other" or
+# none in the only copy did the same. The lower estimate is taken instead: the women's factor
+# unless male on every copy, the oldest of the birth dates the copies disagree on.
+# ---------------------------------------------------------------------------
+
+def _frail_kidney_prefetch() -> dict:
+    prefetch = full_prefetch()
+    prefetch["patient"]["birthDate"] = ago(86 * 366)
+
+    def lab(oid, code, value, unit):
+        return {"resourceType": "Observation", "id": oid, "status": "final", "subject": {"reference": f"Patient/{PATIENT_ID}"},
+                "effectiveDateTime": ago(20), "code": {"coding": [{"system": t.LOINC, "code": code}]},
+                "valueQuantity": {"value": value, "unit": unit}}
+    prefetch["safetyLabs"]["entry"] = [{"resource": lab("cr", "2160-0", 2.0, "mg/dL")},
+                                       {"resource": lab("wt", "29463-7", 50.0, "kg")}]
+    return prefetch
+
+
+def _renal(client, prefetch) -> dict:
+    card = _signed_alendronate(client, prefetch).get("C-SAFE-RENAL")
+    assert card is not None, "the renal card went silent"
+    return card
+
+
+def _signed_alendronate(client, prefetch: dict) -> dict:
+    resp = client.post(OS, json=hook_request("order-sign", prefetch=prefetch))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"gender": "male"}, "sex not known: the women's factor, the lower estimate"),
+    ({"gender": "unknown"}, "sex not known: the women's factor, the lower estimate"),
+    ({"birthDate": "1990-01-01"}, "(the oldest of the birth dates on record)"),
+], ids=["gender-male", "gender-unknown", "birthDate"])
+def test_a_disagreeing_copy_keeps_the_renal_card(client, changes, words):
+    prefetch = _frail_kidney_prefetch()
+    card = _renal(client, with_copy(prefetch, **{"birthDate": prefetch["patient"]["birthDate"], **changes}))
+    assert "creatinine clearance 16 mL/min" in card["summary"] + card["detail"]
+    assert words in card["detail"]
+
+
+@pytest.mark.parametrize("gender", ["other", "unknown", None])
+def test_a_single_copy_without_male_or_female_takes_the_womens_factor(client, gender):
+    prefetch = _frail_kidney_prefetch()
+    if gender is None:
+        del prefetch["patient"]["gender"]
+    else:
+        prefetch["patient"]["gender"] = gender
+    assert "Creatinine clearance 16 mL/min" in _renal(client, prefetch)["detail"]
+
+
+def test_the_control_a_man_on_every_copy_gets_the_mens_estimate(client):
+    prefetch = _frail_kidney_prefetch()
+    prefetch["patient"]["gender"] = "male"
+    card = _renal(client, with_copy(prefetch, gender="male", birthDate=prefetch["patient"]["birthDate"]))
+    assert "Creatinine clearance 19 mL/min" in card["detail"] and "sex not known" not in card["detail"]
+
+
+# A Patient entry whose absolute fullUrl is on another server is another patient, whatever its id
+# (as a reference to that URL is): its sex, age or death no longer reach this patient's record.
+
+def _copy_elsewhere(prefetch: dict, full_url: str, **changes) -> dict:
+    prefetch = copy.deepcopy(prefetch)
+    prefetch["conditions"]["entry"].append({"fullUrl": full_url, "resource": {**copy.deepcopy(OWN), **changes}})
+    return prefetch
+
+
+@pytest.mark.parametrize("changes", [{"gender": "male"}, {"deceasedBoolean": True}, {"birthDate": "1990-01-01"}])
+def test_a_patient_entry_on_another_server_is_another_patient(client, changes):
+    before = _ignored(client, "foreign-patient")
+    elsewhere = cards_of(client, _copy_elsewhere(base_prefetch(), f"https://other.example.org/fhir/Patient/{PATIENT_ID}",
+                                                 **changes))
+    assert elsewhere == cards_of(client, base_prefetch())
+    assert _ignored(client, "foreign-patient") == before + 1
+
+
+def test_the_control_a_patient_entry_on_the_same_server_is_a_copy(client):
+    same = _copy_elsewhere(base_prefetch(), f"{FHIR}/Patient/{PATIENT_ID}", gender="male")
+    assert cards_of(client, same) == cards_of(client, without("gender"))

@@ -180,6 +180,10 @@ class PatientBinding:
                 return FOREIGN_PATIENT
         return None
 
+    def reference_reason(self, target: str) -> str | None:
+        """None when the reference `target` names this patient; otherwise why not."""
+        return self._reference_reason(target)
+
     def _reference_reason(self, target: str) -> str | None:
         if target == self.relative:
             return None

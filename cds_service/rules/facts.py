@@ -235,14 +235,17 @@ def _computed_clearance(record: PatientRecord, months: int | None) -> tuple[floa
     ((140 - age) x weight kg) / (72 x creatinine mg/dL), x 0.85 for women."""
     creatinine = record.lab("creatinine", months)
     weight = record.lab("weight", months)
-    if creatinine is None or weight is None or record.age is None or record.sex not in ("male", "female"):
+    # Fails closed (adversarial review 13): the kidney limits warn below a clearance, so an age or
+    # sex that is not known for sure takes the value giving the lower estimate: the oldest of the
+    # birthDates the Patient's copies disagree on, and the women's factor unless male on every copy.
+    # Unknown they had left the clearance, and with no eGFR every renal card, silent.
+    age = record.age if record.age is not None else record.oldest_conflicting_age
+    if creatinine is None or weight is None or age is None or creatinine.value <= 0:
         return None
-    if creatinine.value <= 0:
-        return None
-    crcl = (140 - record.age) * weight.value / (72 * creatinine.value) * (0.85 if record.female else 1.0)
-    crcl = round(crcl)
-    fact = (f"Creatinine clearance {crcl} mL/min (Cockcroft-Gault: {creatinine.fact()}, {weight.fact()}, "
-            f"age {record.age}, {record.sex})")
+    crcl = round((140 - age) * weight.value / (72 * creatinine.value) * (1.0 if record.male else 0.85))
+    age_text = f"age {age}" if record.age is not None else f"age {age} (the oldest of the birth dates on record)"
+    sex_text = record.sex if record.sex in ("male", "female") else "sex not known: the women's factor, the lower estimate"
+    fact = f"Creatinine clearance {crcl} mL/min (Cockcroft-Gault: {creatinine.fact()}, {weight.fact()}, {age_text}, {sex_text})"
     return crcl, fact, creatinine.date
 
 
