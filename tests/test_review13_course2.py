@@ -111,3 +111,27 @@ def test_denosumab_due_without_an_anabolic_is_unchanged():
     assert card["summary"] == f"Denosumab due: last dose {ago(190)}; give the next 60 mg dose by {ago(190 - 211)}"
     assert "DATA-Switch" not in card["detail"]
     assert _orders(card) == ["denosumab 60 mg/mL prefilled syringe"]
+
+
+# ---------------------------------------------------------------------------
+# 3. C-ANABOLIC-FOLLOW-ON (SAFE-12) after 12 romosozumab doses said "Anabolic course ended
+# <date>" with the last dose's date, read as a course that ran to that date: it now says
+# "last dose on <date>". A stopped teriparatide course keeps "ended <date>".
+# ---------------------------------------------------------------------------
+
+def test_a_12_dose_romosozumab_course_is_dated_by_its_last_dose():
+    rec = record(*(given(ROMO, 130 + 30 * k) for k in range(12)), *LABS)
+    card = cards(rec)["C-ANABOLIC-FOLLOW-ON"]
+    assert card["indicator"] == "warning"
+    assert card["summary"] == (f"Anabolic course complete (12 romosozumab doses, last dose on {ago(130)}) with no "
+                               "antiresorptive since: start alendronate or denosumab")
+    assert "130 days since the last romosozumab dose" in card["detail"]
+
+
+def test_a_stopped_teriparatide_course_still_ended_on_its_date():
+    """Control: a teriparatide order stopped 130 days ago."""
+    tptd = med(TPTD, 700, "stopped", rid="tptd", dispenseRequest={"validityPeriod": {"end": ago(130)}})
+    card = cards(record(tptd, *LABS))["C-ANABOLIC-FOLLOW-ON"]
+    assert card["summary"] == (f"Anabolic course ended {ago(130)} with no antiresorptive since: "
+                               "start alendronate or denosumab")
+    assert "130 days since the anabolic course ended" in card["detail"]

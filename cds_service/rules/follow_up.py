@@ -45,6 +45,7 @@ from cds_service.rules.facts import (
     low_calcium,
     months_to_days,
     predose_labs_missing,
+    romosozumab_course,
 )
 from cds_service.rules.orders import (ENDOCRINOLOGY, PROLIA24_TEXT, denosumab_dose, predose_lab_actions,
                                      prolia24_suggestion, referral_suggestion)
@@ -371,7 +372,14 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     for e in record.exposures(t.ANTIRESORPTIVE_CLASSES):
         if e.active or any((_when(ev) or dt.date.min) >= end for ev in e.events):
             return []
-    facts = facts + [f"{days} days since the anabolic course ended; no antiresorptive started since"]
+    # A romosozumab course ends at its 12th dose and `end` is that dose's date (review 13: "course
+    # ended <date>" read as a course that ran to that date): name it as the last dose.
+    romo = romosozumab_course(record)
+    if romo and romo.counted and romo.doses >= settings.romo_max_doses and romo.last == end:
+        ended, since = f"complete ({romo.doses} romosozumab doses, last dose on {end})", "the last romosozumab dose"
+    else:
+        ended, since = f"ended {end}", "the anabolic course ended"
+    facts = facts + [f"{days} days since {since}; no antiresorptive started since"]
     keys: tuple[str, ...] = ()
     oral = bp_contraindications(record, settings)
     if oral:
@@ -390,7 +398,7 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     else:
         start, suggested = "start denosumab", "denosumab 60 mg every 6 months (an oral bisphosphonate is not suitable here)"
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
-                    variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                    variables={"ended": ended, "patient_instruction": ORAL_BP_INSTRUCTIONS,
                                "start": start, "suggested": suggested},
                     suggestions=keys + dmab_keys, extra_suggestions=built)]
 
