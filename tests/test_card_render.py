@@ -12,7 +12,7 @@ VARIABLES = {"population": "a postmenopausal woman", "recommendation": "ACP 2023
              "patient_instruction": "Take on waking.", "missing": "calcium and vitamin D",
              # follow_up / lifestyle cards
              "last_dose": "2024-11-29", "grace_end": "2025-06-01", "days_since": "220",
-             "zoledronate_date": "2025-06-01", "end_date": "2025-02-01", "topics": "stop smoking"}
+             "zoledronate_date": "2025-06-01", "dose_date": "2025-06-01", "ended": "ended 2025-02-01", "topics": "stop smoking"}
 # C-EXERCISE / C-FALLS (cds_service.rules.exercise)
 VARIABLES.update({"focus": " with spinal precautions", "precautions": "Spine-sparing movement.",
                   "supervision": "Supervised.", "referral_reason": "vertebral fracture",

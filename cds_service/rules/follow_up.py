@@ -45,6 +45,7 @@ from cds_service.rules.facts import (
     low_calcium,
     months_to_days,
     predose_labs_missing,
+    romosozumab_course,
 )
 from cds_service.rules.orders import (ENDOCRINOLOGY, PROLIA24_TEXT, denosumab_dose, predose_lab_actions,
                                      prolia24_suggestion, referral_suggestion)
@@ -69,13 +70,15 @@ def _later_denosumab_order(timing: DmabTiming) -> MedEvent | None:
 # ---------------------------------------------------------------------------
 
 def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: list[str],
-                   key: str = "denosumab", *, start: bool = False) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
+                   key: str = "denosumab", *, start: bool = False,
+                   on: dt.date | None = None) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
     """The next denosumab dose as (YAML keys, built suggestions). With kidney function
     below egfr_denosumab_ckd (30) or on dialysis the dose rides with the whole PROLIA24
     plan (second-pass 2): CKD-MBD labs, calcium weekly x 4 then monthly, nephrology.
     `start`: denosumab would be new to the patient; below 30 that is the CKD-MBD work-up
     and referral first, no dose (as C-TX-DMAB-ALT; PROLIA24: evaluate CKD-MBD before
-    starting, under a CKD-MBD specialist). PROLIA24 is written on eGFR: kidney_egfr."""
+    starting, under a CKD-MBD specialist). PROLIA24 is written on eGFR: kidney_egfr.
+    `on`: the dose is not given before that date (a stopped course's next dose, C-DMAB-STOP)."""
     reading = kidney_egfr(record, settings)
     if reading.below(settings.egfr_denosumab_ckd) and start:
         facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT} "
@@ -87,7 +90,8 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
         return (), (prolia24_suggestion(
             "Give denosumab 60 mg with the CKD-MBD plan: PTH, 25-OH and 1,25-(OH)2 vitamin D, calcium before, "
             "weekly x 4 then monthly; nephrology",
-            dose=denosumab_dose("Advanced kidney disease: calcium weekly for 4 weeks, then monthly (Prolia 2024).")),)
+            dose=denosumab_dose("Advanced kidney disease: calcium weekly for 4 weeks, then monthly (Prolia 2024).",
+                                on)),)
     if reading.may_be_below(settings.egfr_denosumab_ckd):
         # An eGFR known only as a bound that leaves 30 open ("<35"): below 30 the dose needs the
         # PROLIA24 plan, and a start its work-up first (review: nothing said so).
@@ -105,7 +109,7 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
         # hypocalcemia before each dose).
         return (), (Suggestion("Order the next denosumab 60 mg dose, with the pre-dose labs", (
             Action("create", "Denosumab 60 mg subcutaneously", resource=denosumab_dose(
-                "Check the pre-dose labs first; repeat every 6 months.")),
+                "Check the pre-dose labs first; repeat every 6 months.", on)),
             *predose_lab_actions(kidney=no_kidney, calcium=no_calcium)), True),)
     return (key,), ()
 
@@ -172,7 +176,9 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
     30 or dialysis the dose rides with the PROLIA24 plan (second-pass 2).
     Quiet in a current pregnancy: "give the next dose" beside C-SAFE-PREGNANCY ("must not
     be given"; Prolia label: contraindicated in pregnancy) would contradict it; that card
-    carries the rebound warning and the specialist referral."""
+    carries the rebound warning and the specialist referral. Beside an active anabolic agent
+    (variant anabolic-on-board, beside_anabolic): it does not prevent the rebound (DATA-Switch;
+    AACE20, ES20); the dose stays, with a bone specialist referral as the other choice."""
     if current_pregnancy(record, settings):
         return []
     timing = denosumab_timing(record, settings)
@@ -186,8 +192,11 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
         return []
     facts = timing.facts()
     keys, built = denosumab_plan(record, settings, facts)
-    return [Finding("C-DMAB-DUE", facts=tuple(facts),
-                    variables={"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat()},
+    variables = {"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat()}
+    anabolic = active_anabolic(record)
+    if anabolic:  # the dose stays, the card says the anabolic does not replace it (beside_anabolic)
+        return [beside_anabolic("C-DMAB-DUE", "Denosumab due", anabolic, facts, keys, built, variables)]
+    return [Finding("C-DMAB-DUE", facts=tuple(facts), variables=variables,
                     suggestions=keys, extra_suggestions=built)]
 
 
@@ -243,31 +252,38 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
                      "but no dose was given after it")
     facts.append("No bisphosphonate given since the last denosumab dose")
     keys, built = denosumab_plan(record, settings, facts)
-    anabolic = [e for e in record.active_agents(t.ANABOLIC_CLASSES) if not e.oncology_only]
     variables = {"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
                  "patient_instruction": ORAL_BP_INSTRUCTIONS}
+    anabolic = active_anabolic(record)
     if anabolic:
-        return [_overdue_beside_anabolic(anabolic[0], facts, keys, built, variables)]
+        return [beside_anabolic("C-DMAB-OVERDUE", "Denosumab overdue", anabolic, facts, keys, built, variables)]
     keys += tuple(bisphosphonate_keys(record, settings, facts))
     return [Finding("C-DMAB-OVERDUE", facts=tuple(facts), variables=variables,
                     suggestions=keys, extra_suggestions=built)]
 
 
-def _overdue_beside_anabolic(e: AgentExposure, facts: list[str], keys: tuple[str, ...],
-                             built: tuple[Suggestion, ...], variables: dict[str, str]) -> Finding:
-    """C-DMAB-OVERDUE, variant anabolic-on-board (review 13: denosumab -> teriparatide). An
-    anabolic agent started in denosumab's place does not hold off the rebound: in DATA-Switch
-    (Leder, Lancet 2015) women switched from denosumab to teriparatide lost bone at the hip and
-    spine, and AACE20 / ES20 advise against that switch. The card names the anabolic and offers
-    the overdue denosumab dose (continued alongside; brief SAFE-16: an anabolic with an
-    antiresorptive is a specialist combination) or a bone specialist. No one-click
-    bisphosphonate beside it: starting a bisphosphonate with an anabolic agent is also such a
-    combination (alendronate blunts teriparatide's effect), the specialist's call."""
+def active_anabolic(record: PatientRecord) -> AgentExposure | None:
+    """The anabolic agent (teriparatide, abaloparatide, romosozumab) on board, if any."""
+    anabolic = [e for e in record.active_agents(t.ANABOLIC_CLASSES) if not e.oncology_only]
+    return anabolic[0] if anabolic else None
+
+
+def beside_anabolic(card_id: str, why: str, e: AgentExposure, facts: list[str], keys: tuple[str, ...],
+                    built: tuple[Suggestion, ...], variables: dict[str, str]) -> Finding:
+    """A denosumab card's variant anabolic-on-board (C-DMAB-OVERDUE, -STOP, -DUE; review 13:
+    denosumab -> teriparatide). An anabolic agent started in denosumab's place does not hold
+    off the rebound: in DATA-Switch (Leder, Lancet 2015) women switched from denosumab to
+    teriparatide lost bone at the hip and spine, and AACE20 / ES20 advise against that switch.
+    The card names the anabolic and offers the denosumab dose (continued alongside; brief
+    SAFE-16: an anabolic with an antiresorptive is a specialist combination) or a bone
+    specialist. No one-click bisphosphonate beside it: starting a bisphosphonate with an
+    anabolic agent is also such a combination (alendronate blunts teriparatide's effect), the
+    specialist's call."""
     name = drug_label(e.agent)
     facts = [*facts, f"{name.capitalize()} active since {e.start or 'an unknown date'}"]
     referral = referral_suggestion(ENDOCRINOLOGY, "Plan the sequence with a bone specialist (endocrinology)",
-                                   f"Denosumab overdue with {name} started: rebound risk")
-    return Finding("C-DMAB-OVERDUE", facts=tuple(facts), variant="anabolic-on-board",
+                                   f"{why} with {name} started: rebound risk")
+    return Finding(card_id, facts=tuple(facts), variant="anabolic-on-board",
                    variables={**variables, "anabolic": name, "anabolic_title": name.capitalize(),
                               "prevents": "does not prevent" if e.agent == "teriparatide" else
                               "has not been shown to prevent"},
@@ -286,7 +302,8 @@ def denosumab_stop(record: PatientRecord, today: dt.date, settings: ClinicalSett
     right that this fires on patients dosed on schedule (each single-dose order
     closed as completed) and put zoledronic acid on top of continuing denosumab,
     so a completed order never counts. Not when C-DMAB-OVERDUE fires (it carries
-    the same transition)."""
+    the same transition). Beside an active anabolic agent: variant anabolic-on-board (see
+    _stop_beside_anabolic)."""
     e = record.medications.get("denosumab")
     if e is not None and e.oncology_only:
         return []
@@ -307,6 +324,9 @@ def denosumab_stop(record: PatientRecord, today: dt.date, settings: ClinicalSett
         facts.append("Last denosumab dose date unknown")
         zol_day = today
     facts.append("No bisphosphonate started or planned after denosumab")
+    anabolic = active_anabolic(record)
+    if anabolic:
+        return [_stop_beside_anabolic(record, settings, anabolic, timing, zol_day, facts)]
     keys = bisphosphonate_keys(record, settings, facts, zoledronate_key="zoledronic-acid-scheduled")
     plan = follow_on_plan("zoledronic-acid-scheduled" in keys, "alendronate" in keys,
                           "no bisphosphonate possible: continue denosumab or refer")
@@ -314,6 +334,23 @@ def denosumab_stop(record: PatientRecord, today: dt.date, settings: ClinicalSett
                     variables={"zoledronate_date": zol_day.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
                                "plan": plan},
                     suggestions=tuple(keys))]
+
+
+def _stop_beside_anabolic(record: PatientRecord, settings: ClinicalSettings, e: AgentExposure,
+                          timing: DmabTiming | None, dose_day: dt.date, facts: list[str]) -> Finding:
+    """C-DMAB-STOP, variant anabolic-on-board (review 13): denosumab stopped for an anabolic
+    agent is DATA-Switch's denosumab -> teriparatide (beside_anabolic: no bisphosphonate, the
+    dose alongside or a bone specialist). The dose is the next one, on or after 6 months from
+    the last (earlier is C-SAFE-DOSE-INTERVAL's too soon); with no dose date on record, none is
+    offered (too early or late is unknown, as on C-DMAB-DUE's last-dose-unknown)."""
+    if timing:
+        keys, built = denosumab_plan(record, settings, facts, on=dose_day)
+        when = f"the next 60 mg dose on or after {dose_day} (6 months after the last dose), then every 6 months"
+    else:
+        keys, built = (), ()
+        when = "the next 60 mg dose once the date of the last injection is confirmed (none on record)"
+    return beside_anabolic("C-DMAB-STOP", "Denosumab stopped", e, facts, keys, built,
+                           {"dose_date": dose_day.isoformat(), "next_dose": when})
 
 
 @rule("patient-view")
@@ -335,7 +372,14 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     for e in record.exposures(t.ANTIRESORPTIVE_CLASSES):
         if e.active or any((_when(ev) or dt.date.min) >= end for ev in e.events):
             return []
-    facts = facts + [f"{days} days since the anabolic course ended; no antiresorptive started since"]
+    # A romosozumab course ends at its 12th dose and `end` is that dose's date (review 13: "course
+    # ended <date>" read as a course that ran to that date): name it as the last dose.
+    romo = romosozumab_course(record)
+    if romo and romo.counted and romo.doses >= settings.romo_max_doses and romo.last == end:
+        ended, since = f"complete ({romo.doses} romosozumab doses, last dose on {end})", "the last romosozumab dose"
+    else:
+        ended, since = f"ended {end}", "the anabolic course ended"
+    facts = facts + [f"{days} days since {since}; no antiresorptive started since"]
     keys: tuple[str, ...] = ()
     oral = bp_contraindications(record, settings)
     if oral:
@@ -354,7 +398,7 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     else:
         start, suggested = "start denosumab", "denosumab 60 mg every 6 months (an oral bisphosphonate is not suitable here)"
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
-                    variables={"end_date": end.isoformat(), "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                    variables={"ended": ended, "patient_instruction": ORAL_BP_INSTRUCTIONS,
                                "start": start, "suggested": suggested},
                     suggestions=keys + dmab_keys, extra_suggestions=built)]
 

@@ -11,6 +11,7 @@ referral to nephrologist V (VSAC Referral 2.16.840.1.113883.3.464.1003.101.12.10
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from cds_service.fhir import terminology as t
@@ -153,10 +154,13 @@ def _per(period_unit: str, **bounds: Any) -> dict[str, Any]:
     return {"repeat": {"frequency": 1, "period": 1, "periodUnit": period_unit, **bounds}}
 
 
-def denosumab_dose(note: str) -> dict[str, Any]:
-    """Denosumab 60 mg once (RxNorm 993452, confirmed)."""
+def denosumab_dose(note: str, on: dt.date | None = None) -> dict[str, Any]:
+    """Denosumab 60 mg once (RxNorm 993452, confirmed); `on`: not before that date (the next
+    dose of a course not yet due: earlier is C-SAFE-DOSE-INTERVAL)."""
+    when = f" on or after {on} (6 months after the last dose)" if on else ""
     return medication_order("993452", "1 ML denosumab 60 MG/ML Prefilled Syringe", "denosumab 60 mg/mL prefilled syringe", {
-        "text": f"60 mg subcutaneously once. {note}", "route": {"text": "subcutaneous"},
+        "text": f"60 mg subcutaneously once{when}. {note}", "route": {"text": "subcutaneous"},
+        **({"timing": {"event": [on.isoformat()]}} if on else {}),
         "doseAndRate": [{"doseQuantity": {"value": 60, "unit": "mg", "system": t.UCUM, "code": "mg"}}]})
 
 
