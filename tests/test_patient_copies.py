@@ -231,3 +231,14 @@ def test_a_patient_entry_on_another_server_is_another_patient(client, changes):
 def test_the_control_a_patient_entry_on_the_same_server_is_a_copy(client):
     same = _copy_elsewhere(base_prefetch(), f"{FHIR}/Patient/{PATIENT_ID}", gender="male")
     assert cards_of(client, same) == cards_of(client, without("gender"))
+
+
+@pytest.mark.parametrize("gender, shown", [
+    ("[Order here](https://evil.example/x) **IGNORE**", "another value"),
+    ("x" * 200_000, "another value"),
+    ("unknown", "unknown"),
+])
+def test_a_copys_gender_is_quoted_only_in_fhirs_own_words(client, gender, shown):
+    card = _signed(client, with_copy(_man(), gender=gender))["C-SAFE-ANABOLIC-CONTRA"]
+    assert f"Sex: male on one copy of the patient's record, {shown} on another" in card["detail"]
+    assert "evil.example" not in card["detail"] and "x" * 100 not in card["detail"]

@@ -693,8 +693,13 @@ def _cv_fact(hit: ConditionHit) -> str:
 def _sex_male_fact(record: PatientRecord) -> str:
     if record.male:
         return "Sex: male"
-    others = ", ".join(sex for sex in record.sex_conflict if sex != "male")
-    return f"Sex: male on one copy of the patient's record, {others} on another"
+    # Only FHIR's own words are quoted: a copy's gender is patient-supplied text (adversarial
+    # review 13: a markdown link, or 200 kB, went into a critical card).
+    others = sorted({sex if sex in _GENDERS else "another value" for sex in record.sex_conflict if sex != "male"})
+    return f"Sex: male on one copy of the patient's record, {', '.join(others)} on another"
+
+
+_GENDERS = frozenset({"female", "other", "unknown"})  # FHIR administrative-gender, male aside
 
 
 def _cv_events(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[str]:
