@@ -254,8 +254,10 @@ def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalS
            *, patient_id: str | None = None, policy: card_policy.CardPolicy | None = None,
            strict: bool = False) -> Outcome:
     """Cards for one hook call, and what the policy held back."""
-    if record.deceased:
-        # Screening, drug starts and reminders for someone who has died are noise at best.
+    if record.deceased and hook == "patient-view":
+        # Screening, drug starts and reminders for someone who has died are noise at best. An
+        # order being signed says the patient is alive (or the record is wrong): its safety
+        # cards still speak (adversarial review 13: a deceased copy silenced a critical one).
         log.debug("hook %s: 0 cards (patient deceased)", hook)
         metrics.CARDS_WITHHELD.labels("deceased").inc()
         return Outcome([], skipped=record.skipped_count)

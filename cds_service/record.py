@@ -807,11 +807,11 @@ class PatientRecord:
     # resolved to them (a urn: not in context.draftOrders, an absolute URL with no fhirServer).
     unbound_drafts: tuple[str, ...] = ()
     deceased: bool = False              # Patient.deceased[x] says so: no cards at all
-    # The genders copies of the Patient disagree on (sex is then None), for the safety checks
-    # that fail closed on them.
+    # The genders copies of the Patient disagree on (sex is then prefetch.patient's, or None),
+    # for the safety checks that fail closed on them.
     sex_conflict: tuple[str, ...] = ()
-    # The oldest age the birthDates copies of the Patient disagree on give (age is then None), for
-    # the kidney estimate that fails closed on them (facts.cockcroft_gault: the lower clearance).
+    # The oldest age the birthDates copies of the Patient disagree on give, for the kidney estimate
+    # that fails closed on them (facts.cockcroft_gault: the lower clearance).
     oldest_conflicting_age: int | None = None
     care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
     # (TEST_DONE_SETS name, date, "Type/id") of each test's latest dated result, by name
@@ -1215,7 +1215,7 @@ _LABS_WITH_RANGE = frozenset({"alp", "calcium_ionized", "pth"})  # read against 
 class _Builder:
     # Slots: more than 30 instance attributes would leave the dict unshared and every
     # attribute read a keyed look-up (the record's hot loop reads several per resource).
-    __slots__ = ("today", "settings", "binding", "ignored", "patient", "more_patients", "bmd", "dxa_dates", "frax",
+    __slots__ = ("today", "settings", "binding", "ignored", "patient", "more_patients", "primary_patient", "bmd", "dxa_dates", "frax",
                  "fractures", "conditions", "events", "labs", "smoking", "fall_risk", "drafts", "skipped", "bundle_faults",
                  "seen", "ignored_keys", "trauma_dates", "pregnancy_tests", "fall_concern", "surgeries", "cancelled",
                  "care", "tests_done", "found", "concepts", "concept_sets", "plan", "ref", "codes", "believable",
@@ -1228,6 +1228,7 @@ class _Builder:
         self.ignored: list[tuple[str, str]] = []
         self.patient: Mapping[str, Any] | None = None
         self.more_patients: list[Mapping[str, Any]] = []  # further copies of the context Patient
+        self.primary_patient: Mapping[str, Any] | None = None  # prefetch.patient, sent or fetched
         self.bmd: list[BmdScore] = []
         self.dxa_dates: set[dt.date] = set()
         self.frax: list[Frax] = []
@@ -1884,11 +1885,13 @@ class _Builder:
         today, s = self.today, self.settings
         patient = self.patient or {}
         # Age and sex from every copy of the context Patient (prefetch.patient, sent or fetched,
-        # and any in a Bundle), whatever the order they came in: a value the copies disagree on
-        # is unknown, as if absent, and counted (never its values). Which copy is right cannot be
-        # told (prefetch may be cached, a Bundle's copy stale), and each rule already reads an
-        # unknown age or sex its conservative way (no screening, romosozumab never suggested,
-        # pregnancy checked, no Cockcroft-Gault: eGFR); a wrong one would gate them wrongly.
+        # and any in a Bundle), whatever the order they came in. Where copies disagree, the
+        # EHR's own read of the context patient (prefetch.patient) gives the value, and the
+        # disagreement is counted (never its values); without prefetch.patient the value is
+        # unknown. Unknown for both had left a very-high-risk chart with no card at all (clinical
+        # review 14). The safety checks fail closed on the values the copies disagree on:
+        # romosozumab is a man's on any copy (male_on_record), Cockcroft-Gault takes the lower
+        # estimate, and a deceased copy is enough on patient-view.
         copies = (patient, *self.more_patients)
         birth_text, birth_conflict = self._agreed(copies, "birthDate", PATIENT_BIRTHDATE_CONFLICT)
         birth = parse_date(birth_text)
@@ -2003,7 +2006,8 @@ class _Builder:
     def _agreed(self, copies: Sequence[Mapping[str, Any]], field: str,
                 conflict: str) -> tuple[str | None, frozenset[str]]:
         """The text every copy of the Patient that gives `field` agrees on (None when none gives
-        it), and the values when two disagree: then the text is None and counted as `conflict`.
+        it), and the values when two disagree: then the text is prefetch.patient's (None without
+        it) and the disagreement is counted as `conflict`.
         A birthDate given to a coarser precision ("1950", "1950-03") agrees with a finer one
         that starts with it: the finer is taken."""
         values = frozenset(value for copy in copies if isinstance(value := copy.get(field), str) and value)
@@ -2013,7 +2017,8 @@ class _Builder:
         if field == "birthDate" and all(finest.startswith(value) for value in values):
             return finest, frozenset()
         self.ignored.append((_ref(copies[0]), conflict))
-        return None, values
+        primary = self.primary_patient.get(field) if self.primary_patient is not None else None
+        return (primary if isinstance(primary, str) and primary else None), values
 
     def _deceased(self, patient: Mapping[str, Any]) -> bool:
         """Fails closed (review: "true" as a string, "2025-02-30", "" or 1850 read as living and
@@ -2839,6 +2844,10 @@ def build_record(prefetch: Mapping[str, Any], *, drafts: Sequence[Any] = (), tod
     Never raises on bad data."""
     binding = PatientBinding(patient_id, fhir_server=fhir_server) if patient_id is not None else None
     builder = _Builder(today, settings, binding)
+    primary = (prefetch or {}).get("patient")
+    if type(primary) is dict and primary.get("resourceType") == "Patient" and (
+            binding is None or binding.reason_to_ignore(primary) is None):
+        builder.primary_patient = primary
     if selections is not None and not isinstance(selections, (list, tuple)):
         selections = None  # malformed context.selections: judge every draft rather than none
     for value in (prefetch or {}).values():

@@ -3,10 +3,12 @@
 prefetch.patient (sent or fetched) and a copy of Patient/<id> in a Bundle (an `_include`, a
 transaction) are both the context patient's. Which one gave age and sex depended on the order
 they were read: a sent prefetch.patient first (resolve_prefetch keeps the templates' order), a
-fetched one after every sent key, so the Bundle's copy won. A value the copies disagree on is
-now unknown, as if absent, whatever the order (the rules read an unknown age or sex their
-conservative way), and counted by reason, never by value; a label contraindication in men
-(Evenity) still fires when one copy says male, as one deceased copy is enough."""
+fetched one after every sent key, so the Bundle's copy won. Now prefetch.patient (the EHR's own
+read of the context patient) gives the value whatever the order, the disagreement is counted by
+reason, never by value, and without prefetch.patient the value is unknown. (Unknown for both, the
+first version, left a very-high-risk chart with no card at all: clinical review 14.) The safety
+checks fail closed: a label contraindication in men (Evenity) fires when one copy says male, as
+one deceased copy is enough; the kidney estimate takes the lower clearance."""
 
 from __future__ import annotations
 
@@ -46,14 +48,14 @@ def codes(cards) -> set[str]:
     ("gender", "male", "patient-gender-conflict"),
     ("birthDate", ago(45 * 366), "patient-birthdate-conflict"),
 ], ids=["gender", "birthDate"])
-def test_copies_that_disagree_give_that_value_as_unknown_and_count_it(client, caplog, field, other, reason):
+def test_copies_that_disagree_take_prefetch_patients_value_and_count_it(client, caplog, field, other, reason):
     base = cards_of(client, base_prefetch())
     assert "C-TX-BP" in codes(base)
+    assert "C-TX-BP" not in codes(cards_of(client, without(field)))  # the value matters here
     before = _ignored(client, reason)
     with caplog.at_level("INFO"):
         cards = cards_of(client, with_copy(base_prefetch(), **{field: other}))
-    assert cards == cards_of(client, without(field))  # as if neither copy gave it
-    assert "C-TX-BP" not in codes(cards)
+    assert cards == base  # prefetch.patient's value
     assert _ignored(client, reason) == before + 1
     logged = " ".join(r.getMessage() + json.dumps(r.__dict__, default=str) for r in caplog.records)
     assert f"Patient {reason} 1" in logged
@@ -92,7 +94,16 @@ def test_a_fetched_patient_and_a_sent_one_give_the_same_answer(client):
     fetched = copy.deepcopy(sent)
     del fetched["patient"]
     assert cards_of(client, fetched, token="t") == cards_of(client, sent)
-    assert cards_of(client, sent) == cards_of(client, without("birthDate"))
+    assert cards_of(client, sent) == cards_of(client, base_prefetch())  # prefetch.patient's age, both ways
+
+
+def test_without_prefetch_patient_a_disagreement_is_unknown():
+    """Two copies in Bundles and no prefetch.patient: neither can be preferred."""
+    prefetch = with_copy(base_prefetch(), gender="male")
+    prefetch["conditions"]["entry"].append({"resource": copy.deepcopy(OWN)})
+    del prefetch["patient"]
+    rec = build_record(prefetch, today=TODAY, patient_id=PATIENT_ID)
+    assert rec.sex is None and set(rec.sex_conflict) == {"male", "female"}
 
 
 def _romosozumab_call(prefetch: dict) -> dict:
@@ -182,8 +193,8 @@ def _signed_alendronate(client, prefetch: dict) -> dict:
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"gender": "male"}, "sex not known: the women's factor, the lower estimate"),
-    ({"gender": "unknown"}, "sex not known: the women's factor, the lower estimate"),
+    ({"gender": "male"}, "sex not known for sure: the women's factor, the lower estimate"),
+    ({"gender": "unknown"}, "sex not known for sure: the women's factor, the lower estimate"),
     ({"birthDate": "1990-01-01"}, "(the oldest of the birth dates on record)"),
 ], ids=["gender-male", "gender-unknown", "birthDate"])
 def test_a_disagreeing_copy_keeps_the_renal_card(client, changes, words):
@@ -229,8 +240,10 @@ def test_a_patient_entry_on_another_server_is_another_patient(client, changes):
 
 
 def test_the_control_a_patient_entry_on_the_same_server_is_a_copy(client):
+    before = [_ignored(client, r) for r in ("foreign-patient", "patient-gender-conflict")]
     same = _copy_elsewhere(base_prefetch(), f"{FHIR}/Patient/{PATIENT_ID}", gender="male")
-    assert cards_of(client, same) == cards_of(client, without("gender"))
+    assert cards_of(client, same) == cards_of(client, base_prefetch())
+    assert [_ignored(client, r) for r in ("foreign-patient", "patient-gender-conflict")] == [before[0], before[1] + 1]
 
 
 @pytest.mark.parametrize("gender, shown", [
@@ -242,3 +255,32 @@ def test_a_copys_gender_is_quoted_only_in_fhirs_own_words(client, gender, shown)
     card = _signed(client, with_copy(_man(), gender=gender))["C-SAFE-ANABOLIC-CONTRA"]
     assert f"Sex: male on one copy of the patient's record, {shown} on another" in card["detail"]
     assert "evil.example" not in card["detail"] and "x" * 100 not in card["detail"]
+
+
+def test_romosozumab_is_not_offered_when_any_copy_says_male():
+    """prefetch.patient says female, a Bundle copy male: C-TX-ANABOLIC (very high risk) offers the
+    PTH analogs but not romosozumab (Evenity: postmenopausal women only; fails closed)."""
+    from tests.test_rules_second_pass import PID, cards, obs, record
+
+    def anabolic(*copies):
+        card = cards(record(obs("38267-1", 200, -3.4), *copies, t_score=False))["C-TX-ANABOLIC"]
+        return " ".join(s["label"] for s in card["suggestions"]).lower()
+
+    male_copy = {"resourceType": "Patient", "id": PID, "gender": "male"}
+    assert "romosozumab" in anabolic()  # the control: a woman on every copy
+    offered = anabolic(male_copy)
+    assert "teriparatide" in offered and "romosozumab" not in offered
+
+
+def test_a_deceased_copy_quiets_patient_view_but_not_an_orders_safety_card(client):
+    """An order being signed says the patient is alive or the record is wrong: the critical
+    zoledronic acid card at eGFR 20 still speaks; patient-view stays quiet."""
+    prefetch = _frail_kidney_prefetch()
+    dead = with_copy(prefetch, birthDate=prefetch["patient"]["birthDate"], deceasedBoolean=True)
+    assert cards_of(client, dead) == []
+    body = hook_request("order-sign", prefetch=dead)
+    body["context"]["draftOrders"]["entry"][0]["resource"]["medicationCodeableConcept"] = {
+        "coding": [{"system": t.RXNORM, "code": "705824"}], "text": "zoledronic acid 5 mg/100 mL"}
+    resp = client.post(OS, json=body)
+    cards = {c["source"]["topic"]["code"]: c for c in resp.get_json()["cards"]}
+    assert cards["C-SAFE-RENAL"]["indicator"] == "critical"

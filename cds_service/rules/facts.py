@@ -239,12 +239,16 @@ def _computed_clearance(record: PatientRecord, months: int | None) -> tuple[floa
     # sex that is not known for sure takes the value giving the lower estimate: the oldest of the
     # birthDates the Patient's copies disagree on, and the women's factor unless male on every copy.
     # Unknown they had left the clearance, and with no eGFR every renal card, silent.
-    age = record.age if record.age is not None else record.oldest_conflicting_age
+    ages = [a for a in (record.age, record.oldest_conflicting_age) if a is not None]
+    age = max(ages) if ages else None
     if creatinine is None or weight is None or age is None or creatinine.value <= 0:
         return None
-    crcl = round((140 - age) * weight.value / (72 * creatinine.value) * (1.0 if record.male else 0.85))
-    age_text = f"age {age}" if record.age is not None else f"age {age} (the oldest of the birth dates on record)"
-    sex_text = record.sex if record.sex in ("male", "female") else "sex not known: the women's factor, the lower estimate"
+    male = record.male and not record.sex_conflict
+    crcl = round((140 - age) * weight.value / (72 * creatinine.value) * (1.0 if male else 0.85))
+    age_text = (f"age {age}" if record.oldest_conflicting_age is None else
+                f"age {age} (the oldest of the birth dates on record)")
+    sex_text = ("male" if male else "female" if record.female and not record.sex_conflict else
+                "sex not known for sure: the women's factor, the lower estimate")
     fact = f"Creatinine clearance {crcl} mL/min (Cockcroft-Gault: {creatinine.fact()}, {weight.fact()}, {age_text}, {sex_text})"
     return crcl, fact, creatinine.date
 
@@ -1059,7 +1063,7 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     romo = romosozumab_course(record)
     cv = sorted(cv_hits(record, settings), key=mi_date_unknown)  # a dated event first
     low_ca = low_calcium(record, settings)
-    if not record.female:
+    if not record.female or record.male_on_record:
         excluded.append("Romosozumab not suggested: approved only for postmenopausal women")
     elif cv and mi_date_unknown(cv[0]):
         excluded.append(f"Romosozumab not suggested: myocardial infarction ({cv[0].code}) on record without its "

@@ -691,7 +691,7 @@ def _cv_fact(hit: ConditionHit) -> str:
 
 
 def _sex_male_fact(record: PatientRecord) -> str:
-    if record.male:
+    if record.male and not record.sex_conflict:
         return "Sex: male"
     # Only FHIR's own words are quoted: a copy's gender is patient-supplied text (adversarial
     # review 13: a markdown link, or 200 kB, went into a critical card).
