@@ -628,6 +628,10 @@ def test_a_prefetched_resource_with_such_a_subject_is_still_ignored_as_unresolve
     f"Patient?_id={OTHER}",
     f"Patient?_id={OTHER.replace('-', '%2D')}",              # percent-encoding is read as the server reads it
     f"{FHIR}/Patient?_id={OTHER}",
+    # adversarial review 13: any `_id` search that leaves the patient out finds only others
+    f"Patient?_id={OTHER}&", f"Patient?&_id={OTHER}", f"Patient?_id:exact={OTHER}",
+    f"Patient?_id={OTHER},someone-third", f"Patient?_id={OTHER}#x", f"Patient?_id={OTHER}&active=true",
+    f"Patient?_id={PATIENT_ID}&_id={OTHER}", f"{FHIR}/Patient?_id:exact={OTHER}&",
 ])
 @pytest.mark.parametrize("hook,path", [("order-sign", OS), ("order-select", OSEL)])
 def test_a_draft_whose_subject_is_an_id_search_for_another_patient_is_400(client, ref, hook, path):
@@ -653,9 +657,9 @@ def test_a_draft_whose_subject_is_an_id_search_for_the_patient_is_theirs(client,
 
 @pytest.mark.parametrize("ref,fhir_server", [
     (f"Patient?_id={OTHER},{PATIENT_ID}", FHIR),            # a list of ids: which one cannot be told
-    (f"Patient?_id={OTHER}&active=true", FHIR),             # another parameter
-    (f"Patient?_id={PATIENT_ID}&_id={OTHER}", FHIR),
-    (f"Patient?_id:not={OTHER}", FHIR),                     # a modifier
+    (f"Patient?_id={PATIENT_ID}&active=true", FHIR),        # another parameter
+    (f"Patient?_id={PATIENT_ID}#x", FHIR),                  # a fragment
+    (f"Patient?_id:not={OTHER}", FHIR),                     # another modifier
     ("Patient?_id=", FHIR),
     (f"Patient?_ID={OTHER}", FHIR),                         # parameter names are case-sensitive
     (f"Patient?identifier={OTHER}", FHIR),

@@ -80,17 +80,34 @@ def _is_id(text: str) -> bool:
     return text not in (".", "..") and _ID.fullmatch(text) is not None
 
 
-def _id_search(query: str) -> str | None:
-    """The id a conditional reference's query names when it is exactly one `_id` search
-    (`_id=<id>`, percent-encoding read): the server resolves it to that Patient or to none,
-    so it names that id as `Patient/<id>` does. None for any other query (another
-    parameter, a modifier, a list of ids, a second `_id`): which patient it finds cannot
-    be told without the search."""
-    name, sep, value = query.partition("=")
-    if name != "_id" or not sep:
+SELF, OTHER = "self", "other"
+
+
+def _id_search(query: str, patient_id: str) -> str | None:
+    """What a conditional reference's `_id` search names (percent-encoding read, empty
+    parameters ignored, `_id:exact` as `_id`, a comma list of ids as the server reads it):
+    OTHER when the context patient's id is missing from an `_id` list (the search can find
+    only other patients, or none: adversarial review 13 got past the 400 with `&`, `:exact`,
+    a list, a second parameter); SELF when it is exactly one `_id` naming the context
+    patient; None otherwise (no `_id`, a malformed id, the patient among others or beside
+    another parameter): which patient it finds cannot be told without the search."""
+    lists, others = [], False
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if name in ("_id", "_id:exact") and sep:
+            ids = unquote(value).split(",")
+            if not all(_is_id(i) for i in ids):
+                return None
+            lists.append(ids)
+        else:
+            others = True
+    if not lists:
         return None
-    value = unquote(value)
-    return value if _is_id(value) else None
+    if any(patient_id not in ids for ids in lists):
+        return OTHER
+    return SELF if len(lists) == 1 and lists[0] == [patient_id] and not others else None
 
 
 def _has_dot_segment(path: str) -> bool:
@@ -199,8 +216,10 @@ class PatientBinding:
             except ValueError:
                 return UNRESOLVED_REFERENCE
             path, query = parts.path, parts.query
-            if query and path.endswith("/Patient") and (found := _id_search(query)) is not None:
-                path, query = f"{path}/{found}", ""  # <base>/Patient?_id=x is <base>/Patient/x
+            if query and path.endswith("/Patient") and (found := _id_search(query, self.patient_id)) is not None:
+                if found == OTHER:
+                    return FOREIGN_PATIENT
+                path, query = f"{path}/{self.patient_id}", ""  # <base>/Patient?_id=x is <base>/Patient/x
             if query or parts.fragment or _has_dot_segment(path):
                 return FOREIGN_PATIENT
             marker = "/" + self.relative
@@ -218,9 +237,12 @@ class PatientBinding:
                 return FOREIGN_PATIENT  # the same id on another server is another patient
             return None
         if target.startswith("Patient?"):
-            found = _id_search(target[len("Patient?"):])
-            if found is not None:  # Patient?_id=x is Patient/x
-                return None if found == self.patient_id else FOREIGN_PATIENT
+            query, fragment = target[len("Patient?"):].partition("#")[::2]
+            found = _id_search(query, self.patient_id)
+            if found == OTHER:  # Patient?_id=x is Patient/x
+                return FOREIGN_PATIENT
+            if found == SELF and not fragment:
+                return None
         if target.startswith("#") or target.startswith("Patient?"):
             # A contained resource ("#p": its id is local to the resource, no patient's) or
             # another conditional reference ("Patient?identifier=x", resolved by a search the
