@@ -92,6 +92,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     funcs = app.after_request_funcs[None]
     if funcs and funcs[-1].__name__ == "cors_after_request":
         funcs[-1] = remembered_cors(funcs[-1])
+
+    @app.after_request
+    def _vary_on_origin(response: Response) -> Response:
+        # The CORS headers depend on Origin (an allowed origin gets them, another none): a
+        # shared cache must key on it. flask_cors says so only with several allowed origins.
+        if request.path.startswith("/cds-services") and "Origin" not in response.vary:
+            response.vary.add("Origin")
+        return response
     register_error_handlers(app)
     for blueprint in (discovery.bp, hooks.bp, feedback.bp, guidance.bp, health.bp, report_api.bp):
         app.register_blueprint(blueprint)

@@ -45,6 +45,18 @@ def test_cors_origins_can_be_restricted(make_app):
     assert resp.headers["Access-Control-Allow-Origin"] == "https://ehr.example.org"
 
 
+@pytest.mark.parametrize("origin", ["https://ehr.example.org", "https://elsewhere.example.com", None])
+def test_cors_answers_vary_on_origin_for_a_shared_cache(make_app, origin):
+    """One allowed origin gets the CORS headers, another none: a cache must key on Origin
+    (adversarial review 13: flask_cors sends Vary only with several origins)."""
+    client = make_app(CDS_CORS_ORIGINS="https://ehr.example.org").test_client()
+    for resp in (client.get("/cds-services", headers={"Origin": origin} if origin else {}),
+                 client.post("/cds-services/osteoporosis-patient-view", data="{", content_type="application/json",
+                             headers={"Origin": origin} if origin else {})):
+        assert "Origin" in resp.headers.get("Vary", "")
+    assert "Vary" not in client.get("/healthz").headers
+
+
 def test_a_listed_origin_matches_the_browsers_origin(make_app):
     # The entry as a browser sends Origin: preflight and actual call are allowed,
     # another origin is not (entries that could never match are refused at start,
