@@ -1,0 +1,86 @@
+"""Review 14, kidney: each fix with a chart that makes the fixed rule fire and a quiet control.
+Charts are built with tests.test_rules_second_pass's helpers and judged by the engine as the app
+runs it (engine.evaluate, strict); dates count back from TODAY. Sources: second-pass.md sections
+1 and 2 (and 7: a card only when something is to be done now), PROLIA24, EVENITY label, KDIGO
+2017 CKD-MBD, AACE20, ES19."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_review13_kidney import LABS, _codes, _drug_orders
+from tests.test_rules_second_pass import ROMO, TPTD, cards, cond, draft, obs, record
+
+PTH_PENS = {"1435115", "1921082"}  # teriparatide, abaloparatide
+CKD_MBD = {"2731-8", "1649-3", "2777-1", "6768-6", "306286007"}  # PTH, 1,25-D, phosphate, ALP, nephrology
+
+
+def _order(*resources, sex="female", drafts=None, age=72):
+    return cards(record(*LABS, *resources, sex=sex, age=age, drafts=drafts or [draft(ROMO)]), "order-sign")
+
+
+def _labels(card):
+    return [s["label"] for s in card.get("suggestions", ())]
+
+
+MI = cond("I21.4", 60, cid="mi")
+DIALYSIS = (cond("Z99.2"), cond("N18.6"))
+
+
+# ---------------------------------------------------------------------------
+# 1. A romosozumab order stopped by C-SAFE-ROMO-CV (critical) or C-SAFE-ANABOLIC-CONTRA (a man)
+# offered one-click teriparatide / abaloparatide "instead" with eGFR < 30 or dialysis, where
+# C-SAFE-RENAL on the same draft (and C-TX-ANABOLIC) ask for the CKD-MBD work-up first (AACE20,
+# ES19, KDIGO 2017 CKD-MBD). The CKD-MBD labs and referral are offered instead.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("card_id, resources, sex", [
+    pytest.param("C-SAFE-ROMO-CV", (*DIALYSIS, MI), "female", id="dialysis-mi"),
+    pytest.param("C-SAFE-ANABOLIC-CONTRA", (obs("98979-8", 10, 20),), "male", id="man-egfr20"),
+])
+def test_no_pth_analog_instead_of_romosozumab_in_ckd_4_5(card_id, resources, sex):
+    card = _order(*resources, sex=sex)[card_id]
+    assert not (_drug_orders(card) & PTH_PENS)
+    assert CKD_MBD <= {code for _, code in _codes(card)}
+    assert "CKD-MBD labs" in card["suggestions"][0]["label"]
+    assert "CKD-mineral bone disorder work-up" in card["detail"]
+
+
+@pytest.mark.parametrize("card_id, resources, sex", [
+    pytest.param("C-SAFE-ROMO-CV", (obs("98979-8", 10, 70), MI), "female", id="mi-egfr70"),
+    pytest.param("C-SAFE-ANABOLIC-CONTRA", (obs("98979-8", 10, 30),), "male", id="man-egfr30"),
+])
+def test_pth_analog_still_offered_instead_of_romosozumab_above_30(card_id, resources, sex):
+    """Quiet control: kidney function 30 or more, the PTH analogs stay the alternative."""
+    card = _order(*resources, sex=sex)[card_id]
+    assert PTH_PENS <= _drug_orders(card)
+    assert "CKD-mineral bone disorder" not in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# 2. C-SAFE-RENAL's anabolic-ckd "keep the order under CKD-MBD supervision" beside a critical card
+# or a label contraindication on the same draft (C-SAFE-ROMO-CV, C-SAFE-PREGNANCY, romosozumab for
+# a man: EVENITY label). Only "hold" stays.
+# ---------------------------------------------------------------------------
+
+KEEP = "Keep the"
+
+
+@pytest.mark.parametrize("resources, sex, age, beside", [
+    pytest.param((*DIALYSIS, MI), "female", 72, "C-SAFE-ROMO-CV", id="romo-cv"),
+    pytest.param((cond("N18.4"), cond("Z33.1")), "female", 40, "C-SAFE-PREGNANCY", id="pregnancy"),
+    pytest.param((obs("98979-8", 10, 20),), "male", 72, "C-SAFE-ANABOLIC-CONTRA", id="man"),
+])
+def test_no_keep_under_supervision_beside_a_label_stop(resources, sex, age, beside):
+    got = _order(*resources, sex=sex, age=age)
+    assert beside in got
+    labels = _labels(got["C-SAFE-RENAL"])
+    assert labels and labels[0].startswith("Hold romosozumab")
+    assert not any(label.startswith(KEEP) for label in labels)
+
+
+@pytest.mark.parametrize("drafts", [[draft(ROMO)], [draft(TPTD)]], ids=["romosozumab", "teriparatide"])
+def test_keep_under_supervision_stays_with_no_label_stop(drafts):
+    """Quiet control: a woman, CKD 4, nothing else against the drug: hold and keep both offered."""
+    labels = _labels(_order(cond("N18.4"), drafts=drafts)["C-SAFE-RENAL"])
+    assert any(label.startswith(KEEP) for label in labels) and labels[0].startswith("Hold")
