@@ -84,3 +84,53 @@ def test_keep_under_supervision_stays_with_no_label_stop(drafts):
     """Quiet control: a woman, CKD 4, nothing else against the drug: hold and keep both offered."""
     labels = _labels(_order(cond("N18.4"), drafts=drafts)["C-SAFE-RENAL"])
     assert any(label.startswith(KEEP) for label in labels) and labels[0].startswith("Hold")
+
+
+# ---------------------------------------------------------------------------
+# 3. Two kidney readings on one chart: C-TX-ANABOLIC read the eGFR (CKD stages go by GFR, KDIGO),
+# the calcium / vitamin D holds read Cockcroft-Gault first. eGFR 25 with a clearance of 47: "CKD-MBD
+# work-up before any bone drug" beside a one-click vitamin D3 50,000 IU (second-pass 1 last bullet).
+# The CKD-stage decisions now read kidney_egfr; the bisphosphonate limits stay on the clearance.
+# ---------------------------------------------------------------------------
+
+VHR_T = obs("38267-1", 90, -3.1, oid="dxa")
+CG_47 = (obs("2160-0", 10, 1.9, "mg/dL"), obs("29463-7", 10, 95, "kg"))  # 60 y, 95 kg, woman: CrCl 47
+LOW_D = obs("62292-8", 10, 12, "ng/mL")
+
+
+def _pv(*resources, age=60):
+    return cards(record(obs("17861-6", 10, 9.2, "mg/dL"), *resources, t_score=False, age=age))
+
+
+def _orders_vitamin_d_or_calcium(card):
+    return any(a.get("resource", {}).get("resourceType") == "MedicationRequest"
+               for s in card.get("suggestions", ()) for a in s["actions"])
+
+
+def test_egfr_25_with_clearance_47_sends_calcium_and_vitamin_d_to_nephrology():
+    got = _pv(VHR_T, LOW_D, obs("98979-8", 10, 25), *CG_47)
+    assert "CKD-mineral bone disorder" in got["C-TX-ANABOLIC"]["summary"]
+    vitd = got["C-VITD-LOW"]
+    assert "nephrology" in vitd["summary"] and not _orders_vitamin_d_or_calcium(vitd)
+    assert "50,000" not in vitd["detail"]
+    cavd = got["C-SUPP-CAVD"]
+    assert "nephrology" in cavd["summary"] and not _orders_vitamin_d_or_calcium(cavd)
+
+
+def test_egfr_45_with_a_low_clearance_is_not_ckd_4_for_calcium_and_vitamin_d():
+    """The reverse (chart 05b): eGFR 45, clearance 20 (92 y, 45 kg): not CKD 4 by GFR, so
+    calcium and vitamin D are offered as usual."""
+    cg_low = (obs("2160-0", 10, 1.0, "mg/dL"), obs("29463-7", 10, 45, "kg"))
+    got = _pv(obs("38267-1", 90, -2.7, oid="dxa"), obs("62292-8", 10, 32, "ng/mL"), obs("98979-8", 10, 45),
+              *cg_low, age=92)
+    cavd = got["C-SUPP-CAVD"]
+    assert "nephrology" not in cavd["summary"] and _orders_vitamin_d_or_calcium(cavd)
+    # the bisphosphonate label limits stay on the clearance (20, below 30): no oral bisphosphonate
+    assert "C-TX-DMAB-ALT" in got and "C-TX-BP" not in got
+
+
+def test_egfr_25_alone_still_goes_to_nephrology():
+    """Quiet control: no clearance on file, eGFR 25: nephrology as before."""
+    got = _pv(VHR_T, LOW_D, obs("98979-8", 10, 25))
+    assert "nephrology" in got["C-VITD-LOW"]["summary"] and not _orders_vitamin_d_or_calcium(got["C-VITD-LOW"])
+    assert "nephrology" in got["C-SUPP-CAVD"]["summary"]

@@ -31,8 +31,6 @@ from cds_service.rules.diagnosis import (
 from cds_service.rules.facts import (
     KidneyReading,
     COMPLICATION,
-    FAILURE,
-    SEVERE,
     GI,
     ORAL_BP_INSTRUCTIONS,
     BpProblem,
@@ -43,6 +41,7 @@ from cds_service.rules.facts import (
     bone_active_therapy,
     bp_contraindications,
     bp_problems,
+    ckd_4_5,
     condition_fact,
     current_osteoporosis_therapy,
     in_drug_holiday,
@@ -145,7 +144,7 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
     vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
     if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml:
         hold = vitamin_d_repletion_hold(record, settings)
-        if hold and kidney(record, settings).band in (FAILURE, SEVERE):
+        if hold and ckd_4_5(record, settings):
             # The vitamin D card's words (C-VITD-LOW): the form of vitamin D belongs to nephrology.
             notes.append("**Vitamin D is deficient:** replete it with nephrology (dialysis or CKD 4-5; the vitamin D "
                          "card).")
