@@ -134,3 +134,49 @@ def test_egfr_25_alone_still_goes_to_nephrology():
     got = _pv(VHR_T, LOW_D, obs("98979-8", 10, 25))
     assert "nephrology" in got["C-VITD-LOW"]["summary"] and not _orders_vitamin_d_or_calcium(got["C-VITD-LOW"])
     assert "nephrology" in got["C-SUPP-CAVD"]["summary"]
+
+
+# ---------------------------------------------------------------------------
+# 5. Denosumab due with eGFR 22 and calcium 7.6: C-DMAB-DUE said "give the next 60 mg dose by ..."
+# while no dose is offered until the hypocalcemia is corrected (Prolia label; C-SAFE-HYPOCA vetoes
+# it). And the whole PROLIA24 boxed-warning paragraph sat inside a "Patient data used" bullet.
+# ---------------------------------------------------------------------------
+
+BOXED = "Denosumab in advanced kidney disease (Prolia boxed warning, January 2024)"
+
+
+def _dmab_due(calcium, egfr=22):
+    from tests.test_rules_second_pass import DMAB, given, med
+    return cards(record(obs("17861-6", 10, calcium, "mg/dL"), obs("62292-8", 10, 32, "ng/mL"),
+                        obs("98979-8", 10, egfr), med(DMAB, 190), given(DMAB, 190)))["C-DMAB-DUE"]
+
+
+def _facts_part(card):
+    return card["detail"].split("**Patient data used:**")
+
+
+def test_denosumab_due_with_low_calcium_says_no_dose_until_corrected():
+    card = _dmab_due(7.6)
+    assert "give the next 60 mg dose by" not in card["summary"]
+    assert "correct the low calcium before the next 60 mg dose" in card["summary"]
+    assert "none offered until then" in card["summary"]
+    assert not card.get("suggestions")
+    text, facts = _facts_part(card)
+    assert BOXED in text and BOXED not in facts
+
+
+def test_denosumab_due_with_normal_calcium_keeps_its_summary_and_dose():
+    """Quiet control: calcium 9.2, eGFR 22: the dose with the PROLIA24 plan, the summary as before;
+    the boxed warning in the text, the kidney reading in the facts."""
+    card = _dmab_due(9.2)
+    assert card["summary"].endswith("give the next 60 mg dose by " + card["summary"].rsplit(" ", 1)[1])
+    assert "993452" in {code for _, code in _codes(card)}
+    text, facts = _facts_part(card)
+    assert BOXED in text and BOXED not in facts
+    assert "eGFR 22 mL/min/1.73m2" in facts and "Calcium is low" not in text
+
+
+def test_denosumab_due_above_30_has_no_boxed_warning():
+    """Quiet control: eGFR 70, calcium normal: no PROLIA24 paragraph, the summary as before."""
+    card = _dmab_due(9.2, egfr=70)
+    assert BOXED not in card["detail"] and "give the next 60 mg dose by" in card["summary"]

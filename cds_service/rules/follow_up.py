@@ -69,6 +69,15 @@ def _later_denosumab_order(timing: DmabTiming) -> MedEvent | None:
 # Suggestion choice shared by the cards
 # ---------------------------------------------------------------------------
 
+def ckd_plan_note(record: PatientRecord, settings: ClinicalSettings, *, start: bool = False) -> str:
+    """The PROLIA24 paragraph for the detail of a card whose denosumab plan denosumab_plan built
+    ("" when kidney_egfr is not below egfr_denosumab_ckd). Review 14: it sat inside a "Patient
+    data used" bullet; the facts keep the kidney reading only."""
+    if not kidney_egfr(record, settings).below(settings.egfr_denosumab_ckd):
+        return ""
+    return PROLIA24_TEXT + (" No denosumab dose is suggested until that work-up is done." if start else "")
+
+
 def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: list[str],
                    key: str = "denosumab", *, start: bool = False,
                    on: dt.date | None = None) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
@@ -81,12 +90,11 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
     `on`: the dose is not given before that date (a stopped course's next dose, C-DMAB-STOP)."""
     reading = kidney_egfr(record, settings)
     if reading.below(settings.egfr_denosumab_ckd) and start:
-        facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT} "
-                     "No denosumab dose is suggested until that work-up is done.")
+        facts.append(kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"))  # the plan: ckd_plan_note
         return (), (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab is started",
                                         after_dose=False),)
     if reading.below(settings.egfr_denosumab_ckd):
-        facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT}")
+        facts.append(kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"))
         return (), (prolia24_suggestion(
             "Give denosumab 60 mg with the CKD-MBD plan: PTH, 25-OH and 1,25-(OH)2 vitamin D, calcium before, "
             "weekly x 4 then monthly; nephrology",
@@ -192,8 +200,19 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
         return []
     facts = timing.facts()
     keys, built = denosumab_plan(record, settings, facts)
-    variables = {"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat()}
     anabolic = active_anabolic(record)
+    # Review 14: with a low calcium the engine withholds the dose (C-SAFE-HYPOCA; Prolia label:
+    # correct hypocalcemia before each dose), so the summary does not say "give the next dose by".
+    low = low_calcium(record, settings)
+    next_step = f"give the next 60 mg dose by {timing.grace_end}"
+    if low:
+        next_step = ("correct the low calcium before the next dose" if anabolic else
+                     f"correct the low calcium before the next 60 mg dose (due by {timing.grace_end}; none offered "
+                     "until then)")
+    variables = {"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat(),
+                 "next_step": next_step, "ckd_plan": ckd_plan_note(record, settings),
+                 "calcium_note": ("**Calcium is low:** correct the hypocalcemia first (Prolia label); no dose is "
+                                  "offered here until then." if low else "")}
     if anabolic:  # the dose stays, the card says the anabolic does not replace it (beside_anabolic)
         return [beside_anabolic("C-DMAB-DUE", "Denosumab due", anabolic, facts, keys, built, variables)]
     return [Finding("C-DMAB-DUE", facts=tuple(facts), variables=variables,
@@ -253,7 +272,7 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
     facts.append("No bisphosphonate given since the last denosumab dose")
     keys, built = denosumab_plan(record, settings, facts)
     variables = {"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
-                 "patient_instruction": ORAL_BP_INSTRUCTIONS}
+                 "patient_instruction": ORAL_BP_INSTRUCTIONS, "ckd_plan": ckd_plan_note(record, settings)}
     anabolic = active_anabolic(record)
     if anabolic:
         return [beside_anabolic("C-DMAB-OVERDUE", "Denosumab overdue", anabolic, facts, keys, built, variables)]
@@ -350,7 +369,8 @@ def _stop_beside_anabolic(record: PatientRecord, settings: ClinicalSettings, e: 
         keys, built = (), ()
         when = "the next 60 mg dose once the date of the last injection is confirmed (none on record)"
     return beside_anabolic("C-DMAB-STOP", "Denosumab stopped", e, facts, keys, built,
-                           {"dose_date": dose_day.isoformat(), "next_dose": when})
+                           {"dose_date": dose_day.isoformat(), "next_dose": when,
+                            "ckd_plan": ckd_plan_note(record, settings) if timing else ""})
 
 
 @rule("patient-view")
@@ -399,7 +419,8 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
         start, suggested = "start denosumab", "denosumab 60 mg every 6 months (an oral bisphosphonate is not suitable here)"
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
                     variables={"ended": ended, "patient_instruction": ORAL_BP_INSTRUCTIONS,
-                               "start": start, "suggested": suggested},
+                               "start": start, "suggested": suggested,
+                               "ckd_plan": ckd_plan_note(record, settings, start=True)},
                     suggestions=keys + dmab_keys, extra_suggestions=built)]
 
 
