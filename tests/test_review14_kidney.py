@@ -6,6 +6,8 @@ runs it (engine.evaluate, strict); dates count back from TODAY. Sources: second-
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.test_review13_kidney import LABS, _codes, _drug_orders
@@ -143,6 +145,7 @@ def test_egfr_25_alone_still_goes_to_nephrology():
 # ---------------------------------------------------------------------------
 
 BOXED = "Denosumab in advanced kidney disease (Prolia boxed warning, January 2024)"
+SHORT = "eGFR below 30 or dialysis (Prolia boxed warning 2024)"  # an info card: C-SAFE-DMAB-CKD has the rest
 
 
 def _dmab_due(calcium, egfr=22):
@@ -162,7 +165,15 @@ def test_denosumab_due_with_low_calcium_says_no_dose_until_corrected():
     assert "none offered until then" in card["summary"]
     assert not card.get("suggestions")
     text, facts = _facts_part(card)
-    assert BOXED in text and BOXED not in facts
+    assert SHORT in text and "Calcium is low" in text and BOXED not in facts
+    assert len(re.findall(r"[A-Za-z0-9]\S*", text)) <= 95  # an info card stays short (second-pass 7)
+
+
+def test_denosumab_overdue_has_the_whole_boxed_warning_in_its_text_not_its_facts():
+    from tests.test_rules_second_pass import DMAB, given, med
+    card = cards(record(*LABS, obs("98979-8", 10, 22), med(DMAB, 250), given(DMAB, 250)))["C-DMAB-OVERDUE"]
+    text, facts = _facts_part(card)
+    assert BOXED in text and BOXED not in facts and "eGFR 22 mL/min/1.73m2" in facts
 
 
 def test_denosumab_due_with_normal_calcium_keeps_its_summary_and_dose():
@@ -172,11 +183,69 @@ def test_denosumab_due_with_normal_calcium_keeps_its_summary_and_dose():
     assert card["summary"].endswith("give the next 60 mg dose by " + card["summary"].rsplit(" ", 1)[1])
     assert "993452" in {code for _, code in _codes(card)}
     text, facts = _facts_part(card)
-    assert BOXED in text and BOXED not in facts
+    assert SHORT in text and BOXED not in facts
     assert "eGFR 22 mL/min/1.73m2" in facts and "Calcium is low" not in text
 
 
 def test_denosumab_due_above_30_has_no_boxed_warning():
     """Quiet control: eGFR 70, calcium normal: no PROLIA24 paragraph, the summary as before."""
     card = _dmab_due(9.2, egfr=70)
-    assert BOXED not in card["detail"] and "give the next 60 mg dose by" in card["summary"]
+    assert SHORT not in card["detail"] and "give the next 60 mg dose by" in card["summary"]
+
+
+# ---------------------------------------------------------------------------
+# 4. The CKD-MBD plan re-ordered labs and a referral just done (second-pass 7: a card fires only
+# when something is to be done now). Labs on record within predose_lab_days (90) and a nephrology
+# referral within done_within_months (12) are left out; with all done the card still says so and
+# orders nothing (KDIGO 2017 CKD-MBD; PROLIA24).
+# ---------------------------------------------------------------------------
+
+def _neph(days):
+    from tests.test_rules_second_pass import ago, coding, sr
+    from cds_service.fhir import terminology as t
+    return dict(sr(coding(t.SNOMED, "306286007"), sid="neph"), status="active", authoredOn=ago(days))
+
+
+def _work_up(days):
+    """PTH, phosphate, 1,25-D and ALP `days` old (calcium and 25-OH D come from LABS, 10 days)."""
+    return (obs("2731-8", days, 310, "pg/mL"), obs("2777-1", days, 5.1, "mg/dL"), obs("1649-3", days, 30, "pg/mL"),
+            obs("6768-6", days, 90, "U/L"))
+
+
+def _anabolic_ckd(*resources):
+    return cards(record(VHR_T, *LABS, *DIALYSIS, *resources, t_score=False, age=75))["C-TX-ANABOLIC"]
+
+
+def test_ckd_mbd_work_up_done_is_not_ordered_again():
+    card = _anabolic_ckd(_neph(30), *_work_up(20))
+    assert "CKD-mineral bone disorder" in card["summary"]  # the card still says so
+    assert not card.get("suggestions")
+    assert "**On record:** the CKD-MBD labs" in card["detail"]
+    assert "Nephrology referral ordered on" in card["detail"] and "1,25-dihydroxyvitamin D on" in card["detail"]
+
+
+def test_ckd_mbd_work_up_leaves_out_only_what_is_recent():
+    """Labs 100 days old and a referral 400 days old are due again; calcium and 25-OH D (10 days) are not."""
+    card = _anabolic_ckd(_neph(400), *_work_up(100))
+    codes = {code for _, code in _codes(card)}
+    assert codes == {"2731-8", "2777-1", "1649-3", "6768-6", "306286007"}
+    assert "those on record recently are not ordered again" in card["detail"]
+
+
+def test_ckd_mbd_work_up_with_nothing_on_record_orders_everything():
+    """Quiet control: no CKD-MBD labs, calcium and 25-OH D 100 days old: the whole work-up, as before."""
+    old_labs = (obs("17861-6", 100, 9.2, "mg/dL"), obs("62292-8", 100, 32, "ng/mL"))
+    card = cards(record(VHR_T, *old_labs, *DIALYSIS, t_score=False, age=75))["C-TX-ANABOLIC"]
+    assert CKD_MBD | {"17861-6", "62292-8"} == {code for _, code in _codes(card)}
+    assert "On record" not in card["detail"]
+
+
+def test_denosumab_due_plan_leaves_out_the_recent_work_up():
+    """Chart 33: PTH, phosphate and 1,25-D 20 days old, calcium and 25-OH D 10 days old: the dose, the
+    after-dose calcium checks and the referral; no pre-dose lab ordered again."""
+    from tests.test_rules_second_pass import DMAB, given, med
+    card = cards(record(*LABS, obs("98979-8", 10, 22), *_work_up(20), med(DMAB, 190), given(DMAB, 190)))["C-DMAB-DUE"]
+    (plan,) = card["suggestions"]
+    got = [((a["resource"].get("code") or a["resource"].get("medicationCodeableConcept"))["coding"][0]["code"],
+            bool(a["resource"].get("occurrenceTiming"))) for a in plan["actions"]]
+    assert got == [("993452", False), ("17861-6", True), ("17861-6", True), ("306286007", False)]

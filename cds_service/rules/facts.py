@@ -955,6 +955,41 @@ BASELINE_LAB_LOINC = {"eGFR": "98979-8", "serum calcium": "17861-6", "25-OH vita
 BASELINE_PANEL_LOINC = ("2777-1", "6768-6", "2731-8")
 
 
+# The CKD-MBD work-up's orders (rules.orders: ckd_mbd_work_up, prolia24_actions) by code: the lab's
+# name, and for a test read only as done on a date (record.TEST_DONE_SETS) the words of its fact.
+CKD_MBD_LABS = (("2731-8", "pth", ""), ("62292-8", "vitamin_d", ""), ("17861-6", "calcium", ""), ("6768-6", "alp", ""),
+                ("1649-3", "calcitriol", "1,25-dihydroxyvitamin D"), ("2777-1", "phosphate", "Serum phosphate"))
+NEPHROLOGY_REFERRAL = "306286007"
+
+
+@per_call
+def ckd_mbd_done(record: PatientRecord, settings: ClinicalSettings) -> dict[str, str]:
+    """Review 14 (second-pass 7: a card suggests only what is to be done now): the CKD-MBD work-up
+    already on record, code -> fact. A lab within predose_lab_days (90: the window the pre-dose
+    labs use, C-SAFE-PREDOSE-LABS); a nephrology referral within done_within_months (12, the
+    care-done window of the info cards). The work-up leaves these out; the card names them."""
+    months = settings.predose_lab_days / DAYS_PER_MONTH
+    done: dict[str, str] = {}
+    for code, name, words in CKD_MBD_LABS:
+        if words:
+            when = record.test_done(name, months)
+            fact = f"{words} on {when[0]}" if when else None
+        else:
+            lab = calcium(record, months) if name == "calcium" else record.lab(name, months)
+            fact = lab.fact() if lab else None
+        if fact:
+            done[code] = fact
+    referral = record.care_done((t.NEPHROLOGY_CARE,), settings.done_within_months)
+    if referral:
+        done[NEPHROLOGY_REFERRAL] = referral[-1].fact()
+    return done
+
+
+def ckd_mbd_done_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """ckd_mbd_done as the card's facts: what of the CKD-MBD work-up is on record recently."""
+    return [f"{fact} (recent: not ordered again)" for fact in ckd_mbd_done(record, settings).values()]
+
+
 @per_call
 def baseline_lab_orders(record: PatientRecord, settings: ClinicalSettings) -> set[str]:
     """LOINC codes C-LAB-BASELINE will order on this screen (empty when it does not fire):
@@ -1175,7 +1210,7 @@ __all__ = [
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",
-    "baseline_lab_orders", "anabolic_options", "current_pregnancy", "on_board", "unexplained_alp",
+    "baseline_lab_orders", "ckd_mbd_done", "ckd_mbd_done_facts", "anabolic_options", "current_pregnancy", "on_board", "unexplained_alp",
     "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
     "condition_fact", "FAILURE", "SEVERE", "MEASURED", "UNKNOWN", "RENAL", "GI", "INTOLERANCE", "COMPLICATION",
     "NOT_DUE", "DUE", "OVERDUE",

@@ -40,6 +40,8 @@ from cds_service.rules.facts import (
     denosumab_timing,
     drug_label,
     kidney,
+    ckd_mbd_done,
+    ckd_mbd_done_facts,
     kidney_egfr,
     kidney_fact,
     low_calcium,
@@ -69,12 +71,17 @@ def _later_denosumab_order(timing: DmabTiming) -> MedEvent | None:
 # Suggestion choice shared by the cards
 # ---------------------------------------------------------------------------
 
-def ckd_plan_note(record: PatientRecord, settings: ClinicalSettings, *, start: bool = False) -> str:
+def ckd_plan_note(record: PatientRecord, settings: ClinicalSettings, *, start: bool = False,
+                  short: bool = False) -> str:
     """The PROLIA24 paragraph for the detail of a card whose denosumab plan denosumab_plan built
     ("" when kidney_egfr is not below egfr_denosumab_ckd). Review 14: it sat inside a "Patient
-    data used" bullet; the facts keep the kidney reading only."""
+    data used" bullet; the facts keep the kidney reading only. `short`: for an info card (about
+    80 words, second-pass 7), beside C-SAFE-DMAB-CKD, which carries the whole text."""
     if not kidney_egfr(record, settings).below(settings.egfr_denosumab_ckd):
         return ""
+    if short:
+        return ("**eGFR below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk; the dose comes "
+                "only with the CKD-MBD plan (the kidney card).")
     return PROLIA24_TEXT + (" No denosumab dose is suggested until that work-up is done." if start else "")
 
 
@@ -89,17 +96,19 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
     starting, under a CKD-MBD specialist). PROLIA24 is written on eGFR: kidney_egfr.
     `on`: the dose is not given before that date (a stopped course's next dose, C-DMAB-STOP)."""
     reading = kidney_egfr(record, settings)
-    if reading.below(settings.egfr_denosumab_ckd) and start:
-        facts.append(kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"))  # the plan: ckd_plan_note
-        return (), (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab is started",
-                                        after_dose=False),)
     if reading.below(settings.egfr_denosumab_ckd):
-        facts.append(kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"))
+        # the plan's text: ckd_plan_note; the work-up done recently is not ordered again (review 14)
+        facts += [kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"), *ckd_mbd_done_facts(record, settings)]
+    done = ckd_mbd_done(record, settings) if reading.below(settings.egfr_denosumab_ckd) else {}
+    if reading.below(settings.egfr_denosumab_ckd) and start:
+        return (), (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab is started",
+                                        after_dose=False, done=done),)
+    if reading.below(settings.egfr_denosumab_ckd):
         return (), (prolia24_suggestion(
             "Give denosumab 60 mg with the CKD-MBD plan: PTH, 25-OH and 1,25-(OH)2 vitamin D, calcium before, "
             "weekly x 4 then monthly; nephrology",
             dose=denosumab_dose("Advanced kidney disease: calcium weekly for 4 weeks, then monthly (Prolia 2024).",
-                                on)),)
+                                on), done=done),)
     if reading.may_be_below(settings.egfr_denosumab_ckd):
         # An eGFR known only as a bound that leaves 30 open ("<35"): below 30 the dose needs the
         # PROLIA24 plan, and a start its work-up first (review: nothing said so).
@@ -210,9 +219,8 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
                      f"correct the low calcium before the next 60 mg dose (due by {timing.grace_end}; none offered "
                      "until then)")
     variables = {"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat(),
-                 "next_step": next_step, "ckd_plan": ckd_plan_note(record, settings),
-                 "calcium_note": ("**Calcium is low:** correct the hypocalcemia first (Prolia label); no dose is "
-                                  "offered here until then." if low else "")}
+                 "next_step": next_step, "ckd_plan": ckd_plan_note(record, settings, short=True),
+                 "calcium_note": "**Calcium is low:** correct it first; no dose is offered until then." if low else ""}
     if anabolic:  # the dose stays, the card says the anabolic does not replace it (beside_anabolic)
         return [beside_anabolic("C-DMAB-DUE", "Denosumab due", anabolic, facts, keys, built, variables)]
     return [Finding("C-DMAB-DUE", facts=tuple(facts), variables=variables,

@@ -64,6 +64,8 @@ from cds_service.rules.facts import (
     drug_title,
     high_calcium,
     kidney,
+    ckd_mbd_done,
+    ckd_mbd_done_facts,
     kidney_egfr,
     kidney_fact,
     low_calcium,
@@ -112,11 +114,13 @@ def _remove(draft: DraftOrder, agent: str) -> Suggestion:
     return Suggestion(f"Remove the draft {drug_label(agent)} order", (_delete(draft, agent),))
 
 
-def _ckd_workup(draft: DraftOrder, agent: str) -> Suggestion:
+def _ckd_workup(record: PatientRecord, settings: ClinicalSettings, draft: DraftOrder, agent: str) -> Suggestion:
     """Instead of one-click denosumab in advanced kidney disease (PROLIA24): remove the
-    draft, evaluate CKD-MBD and refer; denosumab is started under that supervision."""
+    draft, evaluate CKD-MBD and refer (less what is on record recently, facts.ckd_mbd_done);
+    denosumab is started under that supervision."""
     return Suggestion(f"Remove the {drug_label(agent)} order; CKD-MBD work-up and nephrology referral before "
-                      "denosumab", (_delete(draft, agent),) + prolia24_actions(after_dose=False), True)
+                      "denosumab", (_delete(draft, agent),) + prolia24_actions(
+                          after_dose=False, done=ckd_mbd_done(record, settings)), True)
 
 
 def _exact_kidney_first(draft: DraftOrder, agent: str) -> Suggestion:
@@ -152,7 +156,8 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
     if denosumab and not hypoca and not _active(record, "denosumab"):
         dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
         if dmab_reading.below(settings.egfr_denosumab_ckd):
-            built = (_ckd_workup(draft, agent),)
+            work_up = _ckd_workup(record, settings, draft, agent)
+            built = (work_up,) if len(work_up.actions) > 1 else ()  # all on record: "remove" is the same
         elif dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             built = (_exact_kidney_first(draft, agent),)
         else:
@@ -344,7 +349,7 @@ def _anabolic_work_up(record: PatientRecord, settings: ClinicalSettings, agent: 
     order (one per screen)."""
     low = agent in HYPOCALCEMIA_AGENTS and low_calcium(record, settings)
     return tuple(a for a in ckd_mbd_work_up(f"{drug_title(agent)} ordered in CKD stage 4-5 or on dialysis: "
-                                            "evaluate CKD-mineral bone disorder first")
+                                            "evaluate CKD-mineral bone disorder first", ckd_mbd_done(record, settings))
                  if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
 
 
@@ -392,7 +397,8 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
                 "hyperparathyroidism), so whether it suits the bone disease is a specialist's call.")
         findings.append(Finding(
             "C-SAFE-RENAL", indicator="warning", variant="anabolic-ckd",
-            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (CKD stage 4-5 or dialysis)"),
+            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (CKD stage 4-5 or dialysis)",
+                   *ckd_mbd_done_facts(record, settings)),
             variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "drug_note": note,
                        "kidney": reading.label},
             suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
@@ -562,12 +568,13 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
         # Review: with a low calcium on file C-SAFE-HYPOCA (critical) holds the dose; "keep the
         # order" beside it would contradict it (Prolia label: correct hypocalcemia first).
         low = low_calcium(record, settings)
+        done = ckd_mbd_done(record, settings)  # review 14: the work-up on record recently is not ordered again
         built = [] if low else [prolia24_suggestion(
             "Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly x 4 then monthly, "
-            "nephrology", recommended=False)]
+            "nephrology", recommended=False, done=done)]
         if draft.reference:
             # with a low calcium C-SAFE-HYPOCA's recheck is the calcium order (one per screen)
-            work_up = tuple(a for a in prolia24_actions(after_dose=False)
+            work_up = tuple(a for a in prolia24_actions(after_dose=False, done=done)
                             if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
             built.insert(0, Suggestion("Hold denosumab: remove the draft; CKD-MBD work-up and nephrology referral first",
                                        (_delete(draft, agent),) + work_up, True))
@@ -709,10 +716,10 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
         # Review 14: in CKD 4-5 or on dialysis a PTH analog waits for the CKD-MBD work-up as
         # C-SAFE-RENAL and C-TX-ANABOLIC say (AACE20, ES19; KDIGO 2017 CKD-MBD): that work-up,
         # not a one-click teriparatide, is the alternative here.
+        work_up = _anabolic_work_up(record, settings, "romosozumab")
         return (), (Suggestion("Remove the romosozumab order; CKD-MBD labs and a referral to nephrology or a bone "
-                               "specialist before any anabolic agent",
-                               (_delete(draft, "romosozumab"), *_anabolic_work_up(record, settings, "romosozumab")),
-                               True),) + remove
+                               "specialist before any anabolic agent", (_delete(draft, "romosozumab"), *work_up),
+                               True),) * bool(work_up) + remove
     built = tuple(Suggestion(f"Order {drug_label(a)} {dose} daily instead", (
         _delete(draft, "romosozumab"),
         Action("create", f"{drug_title(a)} {dose} subcutaneously once daily", resource=pth_analog_daily(a))),
@@ -837,7 +844,7 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
         dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
         if dmab_reading.below(settings.egfr_denosumab_ckd):
             built = (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab follows on",
-                                         after_dose=False),)
+                                         after_dose=False, done=ckd_mbd_done(record, settings)),)
         elif dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             built = (Suggestion("An exact eGFR before denosumab follows on (below 30 it needs the CKD-MBD work-up)",
                                 predose_lab_actions(kidney=True, calcium=False), True),)
