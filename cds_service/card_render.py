@@ -386,6 +386,8 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
                 raise
             log.error("card %s: suggestion %s dropped", finding.card_id, key, extra=error_fields(exc))
     for extra in finding.extra_suggestions:
+        if not extra.actions:
+            continue  # everything it would order is on record already (e.g. facts.ckd_mbd_done)
         try:
             suggestions.append(_built_suggestion(extra, patient_id, today))
         except CardTemplateError as exc:

@@ -96,6 +96,7 @@ TEST_DONE_SETS: dict[str, str] = {
     "lab-phosphate": "phosphate", "lab-tsh": "tsh", "lab-blood-count": "blood_count",
     "lab-protein-electrophoresis": "protein_electrophoresis", "lab-celiac-ttg-iga": "celiac",
     "lab-urine-calcium-24h": "urine_calcium", "lab-testosterone": "testosterone",
+    "lab-calcitriol": "calcitriol",  # the CKD-MBD work-up leaves a recent one out (review 14)
 }
 OBSERVATION_SETS: tuple[str, ...] = (
     *LAB_SETS, T_SCORE_SETS, Z_SCORE_SETS, *DXA_RESULT_SETS, *t.FRAX_SETS, *PREGNANCY_TEST_SETS,
@@ -698,7 +699,7 @@ ARRANGED_STATUSES = frozenset({"active", "completed"})
 CARE_LABELS = {t.PT_CARE: "Physical therapy", t.EXERCISE_CARE: "Exercise programme",
                t.OT_CARE: "Occupational therapy", t.FALL_ASSESSMENT_CARE: "Fall-risk assessment",
                t.SMOKING_CESSATION_CARE: "Smoking-cessation support", t.DIETITIAN_CARE: "Dietitian",
-               t.DXA_CARE: "DXA"}
+               t.DXA_CARE: "DXA", t.NEPHROLOGY_CARE: "Nephrology referral"}
 
 
 @_quick_init

@@ -62,6 +62,9 @@ VARIABLES.update({"drug_status": "no bone drug", "treatment_status": "no osteopo
 # C-SAFE-HYPOCA, one draft or several (review 8)
 VARIABLES.update({"being": "is being", "labels_say": "label says", "orders": "order",
                   "low_what": "corrected calcium below the lower limit"})
+# C-DMAB-DUE / -OVERDUE / -STOP / C-ANABOLIC-FOLLOW-ON: the next step, a low calcium, the PROLIA24 text (review 14)
+VARIABLES.update({"next_step": "give the next 60 mg dose by 2025-06-01", "calcium_note": "", "ckd_plan": "",
+                  "work_up": "**Suggested:** the CKD-MBD labs."})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

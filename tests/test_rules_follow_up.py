@@ -149,7 +149,8 @@ def test_due_with_egfr_below_30_carries_the_prolia24_plan():
     timings = [a["resource"].get("occurrenceTiming", {}).get("repeat") for a in suggestion["actions"]]
     assert {"count": 4, "frequency": 1, "period": 1, "periodUnit": "wk"} in timings  # weekly x 4
     assert {"count": 5, "frequency": 1, "period": 1, "periodUnit": "mo"} in timings  # then monthly
-    assert "eGFR 25" in card["detail"] and "Prolia boxed warning, January 2024" in card["detail"]
+    # review 14: the info card's short form in its text (C-SAFE-DMAB-CKD beside it has the whole warning)
+    assert "eGFR 25" in card["detail"] and "Prolia boxed warning 2024" in card["detail"]
 
 
 def test_unknown_egfr_is_not_low():

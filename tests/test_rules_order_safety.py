@@ -110,7 +110,8 @@ def test_renal_zoledronate_is_critical_and_risedronate_at_29_offers_the_prolia24
     created = [a["resource"] for a in actions(ris, "create")]
     assert not any(r["resourceType"] == "MedicationRequest" for r in created)
     codes = {r["code"]["coding"][0]["code"] for r in created}
-    assert {"2731-8", "17861-6", "62292-8", "1649-3", "306286007"} <= codes
+    # review 14: the calcium and 25-OH vitamin D on file (within 90 days) are not ordered again
+    assert {"2731-8", "1649-3", "306286007"} <= codes and not {"17861-6", "62292-8"} & codes
     assert ris["suggestions"][-1]["label"] == "Remove the draft risedronate order"
 
 
@@ -154,7 +155,7 @@ def test_denosumab_ckd_card_carries_the_whole_prolia24_plan():
     assert hold["isRecommended"] and hold["actions"][0] == {
         "type": "delete", "description": "Remove the draft denosumab order", "resourceId": "MedicationRequest/draft-denosumab"}
     work_up = {a["resource"]["code"]["coding"][0]["code"] for a in hold["actions"][1:]}
-    assert work_up == {"2731-8", "62292-8", "1649-3", "17861-6", "306286007"}
+    assert work_up == {"2731-8", "1649-3", "306286007"}  # calcium, 25-OH D within 90 days: not again (review 14)
     timings = [a["resource"].get("occurrenceTiming") for a in keep["actions"]]
     assert {"repeat": {"count": 4, "frequency": 1, "period": 1, "periodUnit": "wk"}} in timings
     assert "weekly for the first month, then monthly" in card["detail"] and "CKD-MBD" in card["detail"]

@@ -181,7 +181,7 @@ def test_dmab_alt_advanced_ckd_note_and_prolia24_work_up_instead_of_an_order():
     assert finding.suggestions == ()  # no one-click denosumab below 30 (PROLIA24)
     (plan,) = finding.extra_suggestions
     codes = {a.resource["code"]["coding"][0]["code"] for a in plan.actions}
-    assert codes == {"2731-8", "62292-8", "1649-3", "17861-6", "306286007"}
+    assert codes == {"2731-8", "1649-3", "306286007"}  # calcium, 25-OH D within 90 days: not again (review 14)
     assert one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), *CA_D, egfr(29))).variables["ckd_note"]
     assert tx.start_denosumab_alternative(patient(bmd("38267-1", -2.7), *CA_D, egfr(30)), TODAY, S) == []  # risedronate
 

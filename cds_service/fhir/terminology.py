@@ -558,8 +558,9 @@ FALL_ASSESSMENT_CARE = "order-fall-risk-assessment"
 SMOKING_CESSATION_CARE = "order-smoking-cessation"
 DIETITIAN_CARE = "order-dietitian"
 DXA_CARE = "order-dxa"
+NEPHROLOGY_CARE = "order-nephrology"  # the CKD-MBD referral already made (review 14)
 CARE_KINDS = (PT_CARE, EXERCISE_CARE, OT_CARE, FALL_ASSESSMENT_CARE, SMOKING_CESSATION_CARE, DIETITIAN_CARE,
-              DXA_CARE)
+              DXA_CARE, NEPHROLOGY_CARE)
 # Visits (Encounter.type) that count: the prefetch asks only for these.
 VISIT_CARE_KINDS = (PT_CARE, EXERCISE_CARE, OT_CARE)
 

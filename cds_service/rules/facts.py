@@ -255,11 +255,13 @@ def _computed_clearance(record: PatientRecord, months: int | None) -> tuple[floa
 
 @per_call
 def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
-    """The one kidney reading every kidney rule uses (second-pass 1), strongest first:
+    """The kidney reading of the drug label limits (second-pass 1), strongest first:
     coded kidney failure / dialysis (Conditions, or a dialysis Procedure within
     kidney_lab_max_age_months) or CKD 4; then creatinine clearance by Cockcroft-Gault;
     then eGFR. The latest value within kidney_lab_max_age_months counts (a newer eGFR
-    beats an older creatinine); older or absent is unknown."""
+    beats an older creatinine); older or absent is unknown. It sets the bisphosphonate label
+    limits (written in creatinine clearance); what is written on eGFR or CKD stages reads
+    kidney_egfr / ckd_4_5 (review 14: two readings, each for its own kind of rule)."""
     return _kidney(record, settings, egfr_first=False)
 
 
@@ -267,12 +269,23 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
 def kidney_egfr(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     """The same reading for the rules written on eGFR, not creatinine clearance: the
     PROLIA24 boxed warning (eGFR < 30 mL/min/1.73m2 or dialysis) and CKD stages 4-5
-    (KDIGO stages by GFR; the CKD-MBD referral of C-TX-ANABOLIC). Coded kidney failure,
+    (KDIGO stages by GFR; the CKD-MBD referral of C-TX-ANABOLIC and C-SAFE-RENAL's anabolic-ckd,
+    calcium and vitamin D agreed with nephrology through ckd_4_5). Coded kidney failure,
     dialysis and CKD 4 count as in kidney(); then the eGFR; a Cockcroft-Gault clearance
     only when no eGFR is on record in kidney_lab_max_age_months (cautious: a low one still
     counts). Review 13: a 95-year-old of 42 kg with eGFR 52 (clearance 22) was sent to a
     CKD-MBD work-up before denosumab. Bisphosphonate limits stay on kidney()."""
     return _kidney(record, settings, egfr_first=True)
+
+
+def ckd_4_5(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading | None:
+    """kidney_egfr when it is CKD stage 4-5 or dialysis (coded, or eGFR below 30), else None: the
+    CKD-stage decisions, calcium and vitamin D agreed with nephrology (second-pass 1 last bullet;
+    KDIGO 2017 CKD-MBD). Review 14: they read kidney() (clearance first) while C-TX-ANABOLIC and
+    the PROLIA24 rules read the eGFR, so eGFR 25 with a clearance of 47 got "CKD-MBD work-up
+    before any bone drug" beside a one-click vitamin D3 50,000 IU."""
+    reading = kidney_egfr(record, settings)
+    return reading if reading.band in (FAILURE, SEVERE) else None
 
 
 def _kidney(record: PatientRecord, settings: ClinicalSettings, *, egfr_first: bool) -> KidneyReading:
@@ -381,8 +394,8 @@ def vitamin_d_repletion_hold(record: PatientRecord, settings: ClinicalSettings) 
     the upper limit or coded hypercalcemia: find its cause (PTH) first; vitamin D raises
     calcium further (ergocalciferol / cholecalciferol labels: contraindicated in
     hypercalcemia)."""
-    reading = kidney(record, settings)
-    if reading.band in (FAILURE, SEVERE):
+    reading = ckd_4_5(record, settings)
+    if reading:
         return (f"Kidney function severely reduced ({reading.label}): calcium and the form of vitamin D are agreed "
                 "with nephrology (CKD-mineral bone disorder)")
     ca = calcium(record, settings.lab_max_age_months)
@@ -399,7 +412,7 @@ def vitamin_d_hold_note(record: PatientRecord, settings: ClinicalSettings) -> st
     weekly). None when nothing holds it."""
     if not vitamin_d_repletion_hold(record, settings):
         return None
-    if kidney(record, settings).band in (FAILURE, SEVERE):
+    if ckd_4_5(record, settings):
         return ("**Kidney function severely reduced (dialysis or CKD 4-5):** vitamin D is repleted with nephrology, "
                 "who choose the form (nutritional or active vitamin D) and the dose, with calcium, phosphate and PTH "
                 "read together (KDIGO 2017 CKD-MBD); no vitamin D order is suggested here.")
@@ -946,6 +959,41 @@ BASELINE_LAB_LOINC = {"eGFR": "98979-8", "serum calcium": "17861-6", "25-OH vita
 BASELINE_PANEL_LOINC = ("2777-1", "6768-6", "2731-8")
 
 
+# The CKD-MBD work-up's orders (rules.orders: ckd_mbd_work_up, prolia24_actions) by code: the lab's
+# name, and for a test read only as done on a date (record.TEST_DONE_SETS) the words of its fact.
+CKD_MBD_LABS = (("2731-8", "pth", ""), ("62292-8", "vitamin_d", ""), ("17861-6", "calcium", ""), ("6768-6", "alp", ""),
+                ("1649-3", "calcitriol", "1,25-dihydroxyvitamin D"), ("2777-1", "phosphate", "Serum phosphate"))
+NEPHROLOGY_REFERRAL = "306286007"
+
+
+@per_call
+def ckd_mbd_done(record: PatientRecord, settings: ClinicalSettings) -> dict[str, str]:
+    """Review 14 (second-pass 7: a card suggests only what is to be done now): the CKD-MBD work-up
+    already on record, code -> fact. A lab within predose_lab_days (90: the window the pre-dose
+    labs use, C-SAFE-PREDOSE-LABS); a nephrology referral within done_within_months (12, the
+    care-done window of the info cards). The work-up leaves these out; the card names them."""
+    months = settings.predose_lab_days / DAYS_PER_MONTH
+    done: dict[str, str] = {}
+    for code, name, words in CKD_MBD_LABS:
+        if words:
+            when = record.test_done(name, months)
+            fact = f"{words} on {when[0]}" if when else None
+        else:
+            lab = calcium(record, months) if name == "calcium" else record.lab(name, months)
+            fact = lab.fact() if lab else None
+        if fact:
+            done[code] = fact
+    referral = record.care_done((t.NEPHROLOGY_CARE,), settings.done_within_months)
+    if referral:
+        done[NEPHROLOGY_REFERRAL] = referral[-1].fact()
+    return done
+
+
+def ckd_mbd_done_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
+    """ckd_mbd_done as the card's facts: what of the CKD-MBD work-up is on record recently."""
+    return [f"{fact} (recent: not ordered again)" for fact in ckd_mbd_done(record, settings).values()]
+
+
 @per_call
 def baseline_lab_orders(record: PatientRecord, settings: ClinicalSettings) -> set[str]:
     """LOINC codes C-LAB-BASELINE will order on this screen (empty when it does not fire):
@@ -1161,12 +1209,12 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 
 __all__ = [
-    "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
+    "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "ckd_4_5", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
     "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",
-    "baseline_lab_orders", "anabolic_options", "current_pregnancy", "on_board", "unexplained_alp",
+    "baseline_lab_orders", "ckd_mbd_done", "ckd_mbd_done_facts", "anabolic_options", "current_pregnancy", "on_board", "unexplained_alp",
     "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",
     "condition_fact", "FAILURE", "SEVERE", "MEASURED", "UNKNOWN", "RENAL", "GI", "INTOLERANCE", "COMPLICATION",
     "NOT_DUE", "DUE", "OVERDUE",

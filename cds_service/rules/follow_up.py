@@ -40,6 +40,8 @@ from cds_service.rules.facts import (
     denosumab_timing,
     drug_label,
     kidney,
+    ckd_mbd_done,
+    ckd_mbd_done_facts,
     kidney_egfr,
     kidney_fact,
     low_calcium,
@@ -69,6 +71,20 @@ def _later_denosumab_order(timing: DmabTiming) -> MedEvent | None:
 # Suggestion choice shared by the cards
 # ---------------------------------------------------------------------------
 
+def ckd_plan_note(record: PatientRecord, settings: ClinicalSettings, *, start: bool = False,
+                  short: bool = False) -> str:
+    """The PROLIA24 paragraph for the detail of a card whose denosumab plan denosumab_plan built
+    ("" when kidney_egfr is not below egfr_denosumab_ckd). Review 14: it sat inside a "Patient
+    data used" bullet; the facts keep the kidney reading only. `short`: for an info card (about
+    80 words, second-pass 7), beside C-SAFE-DMAB-CKD, which carries the whole text."""
+    if not kidney_egfr(record, settings).below(settings.egfr_denosumab_ckd):
+        return ""
+    if short:
+        return ("**eGFR below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk; the dose comes "
+                "only with the CKD-MBD plan (the kidney card).")
+    return PROLIA24_TEXT + (" No denosumab dose is suggested until that work-up is done." if start else "")
+
+
 def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: list[str],
                    key: str = "denosumab", *, start: bool = False,
                    on: dt.date | None = None) -> tuple[tuple[str, ...], tuple[Suggestion, ...]]:
@@ -80,18 +96,19 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
     starting, under a CKD-MBD specialist). PROLIA24 is written on eGFR: kidney_egfr.
     `on`: the dose is not given before that date (a stopped course's next dose, C-DMAB-STOP)."""
     reading = kidney_egfr(record, settings)
-    if reading.below(settings.egfr_denosumab_ckd) and start:
-        facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT} "
-                     "No denosumab dose is suggested until that work-up is done.")
-        return (), (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab is started",
-                                        after_dose=False),)
     if reading.below(settings.egfr_denosumab_ckd):
-        facts.append(f"{kidney_fact(reading, settings.egfr_denosumab_ckd, 'denosumab')}: {PROLIA24_TEXT}")
+        # the plan's text: ckd_plan_note; the work-up done recently is not ordered again (review 14)
+        facts += [kidney_fact(reading, settings.egfr_denosumab_ckd, "denosumab"), *ckd_mbd_done_facts(record, settings)]
+    done = ckd_mbd_done(record, settings) if reading.below(settings.egfr_denosumab_ckd) else {}
+    if reading.below(settings.egfr_denosumab_ckd) and start:
+        return (), (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab is started",
+                                        after_dose=False, done=done),)
+    if reading.below(settings.egfr_denosumab_ckd):
         return (), (prolia24_suggestion(
             "Give denosumab 60 mg with the CKD-MBD plan: PTH, 25-OH and 1,25-(OH)2 vitamin D, calcium before, "
             "weekly x 4 then monthly; nephrology",
             dose=denosumab_dose("Advanced kidney disease: calcium weekly for 4 weeks, then monthly (Prolia 2024).",
-                                on)),)
+                                on), done=done),)
     if reading.may_be_below(settings.egfr_denosumab_ckd):
         # An eGFR known only as a bound that leaves 30 open ("<35"): below 30 the dose needs the
         # PROLIA24 plan, and a start its work-up first (review: nothing said so).
@@ -192,8 +209,18 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
         return []
     facts = timing.facts()
     keys, built = denosumab_plan(record, settings, facts)
-    variables = {"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat()}
     anabolic = active_anabolic(record)
+    # Review 14: with a low calcium the engine withholds the dose (C-SAFE-HYPOCA; Prolia label:
+    # correct hypocalcemia before each dose), so the summary does not say "give the next dose by".
+    low = low_calcium(record, settings)
+    next_step = f"give the next 60 mg dose by {timing.grace_end}"
+    if low:
+        next_step = ("correct the low calcium before the next dose" if anabolic else
+                     f"correct the low calcium before the next 60 mg dose (due by {timing.grace_end}; none offered "
+                     "until then)")
+    variables = {"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat(),
+                 "next_step": next_step, "ckd_plan": ckd_plan_note(record, settings, short=True),
+                 "calcium_note": "**Calcium is low:** correct it first; no dose is offered until then." if low else ""}
     if anabolic:  # the dose stays, the card says the anabolic does not replace it (beside_anabolic)
         return [beside_anabolic("C-DMAB-DUE", "Denosumab due", anabolic, facts, keys, built, variables)]
     return [Finding("C-DMAB-DUE", facts=tuple(facts), variables=variables,
@@ -253,7 +280,7 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
     facts.append("No bisphosphonate given since the last denosumab dose")
     keys, built = denosumab_plan(record, settings, facts)
     variables = {"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
-                 "patient_instruction": ORAL_BP_INSTRUCTIONS}
+                 "patient_instruction": ORAL_BP_INSTRUCTIONS, "ckd_plan": ckd_plan_note(record, settings)}
     anabolic = active_anabolic(record)
     if anabolic:
         return [beside_anabolic("C-DMAB-OVERDUE", "Denosumab overdue", anabolic, facts, keys, built, variables)]
@@ -350,7 +377,8 @@ def _stop_beside_anabolic(record: PatientRecord, settings: ClinicalSettings, e: 
         keys, built = (), ()
         when = "the next 60 mg dose once the date of the last injection is confirmed (none on record)"
     return beside_anabolic("C-DMAB-STOP", "Denosumab stopped", e, facts, keys, built,
-                           {"dose_date": dose_day.isoformat(), "next_dose": when})
+                           {"dose_date": dose_day.isoformat(), "next_dose": when,
+                            "ckd_plan": ckd_plan_note(record, settings) if timing else ""})
 
 
 @rule("patient-view")
@@ -399,7 +427,8 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
         start, suggested = "start denosumab", "denosumab 60 mg every 6 months (an oral bisphosphonate is not suitable here)"
     return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts),
                     variables={"ended": ended, "patient_instruction": ORAL_BP_INSTRUCTIONS,
-                               "start": start, "suggested": suggested},
+                               "start": start, "suggested": suggested,
+                               "ckd_plan": ckd_plan_note(record, settings, start=True)},
                     suggestions=keys + dmab_keys, extra_suggestions=built)]
 
 

@@ -64,6 +64,8 @@ from cds_service.rules.facts import (
     drug_title,
     high_calcium,
     kidney,
+    ckd_mbd_done,
+    ckd_mbd_done_facts,
     kidney_egfr,
     kidney_fact,
     low_calcium,
@@ -112,11 +114,13 @@ def _remove(draft: DraftOrder, agent: str) -> Suggestion:
     return Suggestion(f"Remove the draft {drug_label(agent)} order", (_delete(draft, agent),))
 
 
-def _ckd_workup(draft: DraftOrder, agent: str) -> Suggestion:
+def _ckd_workup(record: PatientRecord, settings: ClinicalSettings, draft: DraftOrder, agent: str) -> Suggestion:
     """Instead of one-click denosumab in advanced kidney disease (PROLIA24): remove the
-    draft, evaluate CKD-MBD and refer; denosumab is started under that supervision."""
+    draft, evaluate CKD-MBD and refer (less what is on record recently, facts.ckd_mbd_done);
+    denosumab is started under that supervision."""
     return Suggestion(f"Remove the {drug_label(agent)} order; CKD-MBD work-up and nephrology referral before "
-                      "denosumab", (_delete(draft, agent),) + prolia24_actions(after_dose=False), True)
+                      "denosumab", (_delete(draft, agent),) + prolia24_actions(
+                          after_dose=False, done=ckd_mbd_done(record, settings)), True)
 
 
 def _exact_kidney_first(draft: DraftOrder, agent: str) -> Suggestion:
@@ -152,7 +156,8 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
     if denosumab and not hypoca and not _active(record, "denosumab"):
         dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
         if dmab_reading.below(settings.egfr_denosumab_ckd):
-            built = (_ckd_workup(draft, agent),)
+            work_up = _ckd_workup(record, settings, draft, agent)
+            built = (work_up,) if len(work_up.actions) > 1 else ()  # all on record: "remove" is the same
         elif dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             built = (_exact_kidney_first(draft, agent),)
         else:
@@ -331,6 +336,35 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
 ANABOLIC_AGENTS = ("teriparatide", "abaloparatide", "romosozumab")
 
 
+def _anabolic_ckd(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading | None:
+    """kidney_egfr when it is CKD stage 4-5 or dialysis (below egfr_denosumab_ckd, the same 30
+    where CKD stage 4 starts; KDIGO stages by GFR), else None."""
+    reading = kidney_egfr(record, settings)
+    return reading if reading.below(settings.egfr_denosumab_ckd) else None
+
+
+def _anabolic_work_up(record: PatientRecord, settings: ClinicalSettings, agent: str) -> tuple[Action, ...]:
+    """The CKD-MBD work-up (labs and referral) before an anabolic agent in CKD 4-5 or on dialysis.
+    With a low calcium the romosozumab order meets C-SAFE-HYPOCA, whose recheck is the calcium
+    order (one per screen)."""
+    low = agent in HYPOCALCEMIA_AGENTS and low_calcium(record, settings)
+    return tuple(a for a in ckd_mbd_work_up(f"{drug_title(agent)} ordered in CKD stage 4-5 or on dialysis: "
+                                            "evaluate CKD-mineral bone disorder first", ckd_mbd_done(record, settings))
+                 if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
+
+
+def _label_stop(record: PatientRecord, settings: ClinicalSettings, agent: str) -> bool:
+    """Does a draft of this anabolic agent meet a critical card or C-SAFE-ANABOLIC-CONTRA on the
+    same screen? C-SAFE-HYPOCA (romosozumab, low calcium; EVENITY), C-SAFE-PREGNANCY,
+    C-SAFE-ROMO-CV (EVENITY boxed warning), C-SAFE-ANABOLIC-CONTRA (a PTH analog's label
+    contraindications; romosozumab for a man). The rules below decide each; this names them."""
+    if current_pregnancy(record, settings):
+        return True
+    if agent == "romosozumab":
+        return bool(low_calcium(record, settings) or cv_hits(record, settings) or record.male_on_record)
+    return bool(_anabolic_contra(record, settings))
+
+
 @rule(*ORDERS, cards=("C-SAFE-RENAL",))
 def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-RENAL (warning), review 13: teriparatide, abaloparatide or romosozumab ordered in
@@ -340,18 +374,18 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
     C-TX-ANABOLIC says on patient-view; romosozumab: severe renal impairment or dialysis carry
     a greater hypocalcemia risk, monitor calcium (EVENITY label). Not a contraindication in
     the labels, so a warning: hold for the CKD-MBD work-up and a specialist (recommended), or
-    keep the order under that supervision with the work-up added. With a low calcium the
-    romosozumab order meets C-SAFE-HYPOCA: no "keep", and its recheck is the calcium order."""
-    reading = kidney_egfr(record, settings)
-    if not reading.below(settings.egfr_denosumab_ckd):
+    keep the order under that supervision with the work-up added. No "keep" when the same draft
+    meets a critical card or C-SAFE-ANABOLIC-CONTRA (review 14: beside C-SAFE-ROMO-CV,
+    C-SAFE-PREGNANCY, romosozumab for a man; before, only C-SAFE-HYPOCA); with a low calcium
+    C-SAFE-HYPOCA's recheck is the calcium order."""
+    reading = _anabolic_ckd(record, settings)
+    if not reading:
         return []
     findings = []
     for draft, agent in ordered(record, ANABOLIC_AGENTS):
-        low = agent in HYPOCALCEMIA_AGENTS and low_calcium(record, settings)
-        work_up = tuple(a for a in ckd_mbd_work_up(f"{drug_title(agent)} ordered in CKD stage 4-5 or on dialysis: "
-                                                   "evaluate CKD-mineral bone disorder first")
-                        if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
-        built = [] if low else [Suggestion(f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the "
+        work_up = _anabolic_work_up(record, settings, agent)
+        # Review 14: no "keep the order" beside a card that says not to give it on this draft.
+        built = [] if _label_stop(record, settings, agent) else [Suggestion(f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the "
                                            "CKD-MBD labs and the referral", work_up)]
         if draft.reference:
             built.insert(0, Suggestion(f"Hold {drug_label(agent)}: remove the draft; CKD-MBD labs and a referral to "
@@ -363,7 +397,8 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
                 "hyperparathyroidism), so whether it suits the bone disease is a specialist's call.")
         findings.append(Finding(
             "C-SAFE-RENAL", indicator="warning", variant="anabolic-ckd",
-            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (CKD stage 4-5 or dialysis)"),
+            facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (CKD stage 4-5 or dialysis)",
+                   *ckd_mbd_done_facts(record, settings)),
             variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "drug_note": note,
                        "kidney": reading.label},
             suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
@@ -533,12 +568,13 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
         # Review: with a low calcium on file C-SAFE-HYPOCA (critical) holds the dose; "keep the
         # order" beside it would contradict it (Prolia label: correct hypocalcemia first).
         low = low_calcium(record, settings)
+        done = ckd_mbd_done(record, settings)  # review 14: the work-up on record recently is not ordered again
         built = [] if low else [prolia24_suggestion(
             "Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly x 4 then monthly, "
-            "nephrology", recommended=False)]
+            "nephrology", recommended=False, done=done)]
         if draft.reference:
             # with a low calcium C-SAFE-HYPOCA's recheck is the calcium order (one per screen)
-            work_up = tuple(a for a in prolia24_actions(after_dose=False)
+            work_up = tuple(a for a in prolia24_actions(after_dose=False, done=done)
                             if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
             built.insert(0, Suggestion("Hold denosumab: remove the draft; CKD-MBD work-up and nephrology referral first",
                                        (_delete(draft, agent),) + work_up, True))
@@ -676,11 +712,29 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
     if (_anabolic_contra(record, settings) or current_pregnancy(record, settings)
             or pth_months_used(record) >= settings.pth_max_months):
         return (), remove
+    if _anabolic_ckd(record, settings):
+        # Review 14: in CKD 4-5 or on dialysis a PTH analog waits for the CKD-MBD work-up as
+        # C-SAFE-RENAL and C-TX-ANABOLIC say (AACE20, ES19; KDIGO 2017 CKD-MBD): that work-up,
+        # not a one-click teriparatide, is the alternative here.
+        work_up = _anabolic_work_up(record, settings, "romosozumab")
+        return (), (Suggestion("Remove the romosozumab order; CKD-MBD labs and a referral to nephrology or a bone "
+                               "specialist before any anabolic agent", (_delete(draft, "romosozumab"), *work_up),
+                               True),) * bool(work_up) + remove
     built = tuple(Suggestion(f"Order {drug_label(a)} {dose} daily instead", (
         _delete(draft, "romosozumab"),
         Action("create", f"{drug_title(a)} {dose} subcutaneously once daily", resource=pth_analog_daily(a))),
         a == "teriparatide") for a, dose in (("teriparatide", "20 mcg"), ("abaloparatide", "80 mcg")))
     return (), built + remove
+
+
+def _pth_ckd_note(record: PatientRecord, settings: ClinicalSettings) -> str:
+    """What _pth_instead offers in CKD 4-5 or on dialysis, said on the card ("" otherwise)."""
+    reading = _anabolic_ckd(record, settings)
+    if not reading:
+        return ""
+    return (f" Kidney function {reading.label} (CKD stage 4-5 or dialysis): a PTH analog too waits for the "
+            "CKD-mineral bone disorder work-up and a specialist (AACE 2020, Endocrine Society 2019; KDIGO 2017 "
+            "CKD-MBD), so that work-up is suggested instead of teriparatide or abaloparatide.")
 
 
 def _cv_fact(hit: ConditionHit) -> str:
@@ -730,6 +784,7 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
                  f"it was more than {settings.mi_stroke_window_months} months ago before starting romosozumab."
                  if variant else
                  "Romosozumab is being ordered after a recent myocardial infarction or stroke: do not start it.")
+    situation += _pth_ckd_note(record, settings)
     findings = []
     for draft, agent in ordered(record, ("romosozumab",)):
         keys, built = _pth_instead(record, settings, draft)
@@ -794,7 +849,7 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
         dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
         if dmab_reading.below(settings.egfr_denosumab_ckd):
             built = (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab follows on",
-                                         after_dose=False),)
+                                         after_dose=False, done=ckd_mbd_done(record, settings)),)
         elif dmab_reading.may_be_below(settings.egfr_denosumab_ckd):
             built = (Suggestion("An exact eGFR before denosumab follows on (below 30 it needs the CKD-MBD work-up)",
                                 predose_lab_actions(kidney=True, calcium=False), True),)
@@ -912,7 +967,7 @@ def anabolic_contraindication_order(record: PatientRecord, today: dt.date, setti
                 variables={"drug": "Romosozumab", "drug_name": "romosozumab", "problem": "not approved for men",
                            "advice": ("Romosozumab (Evenity) is approved only for postmenopausal women. For a man "
                                       "at very high fracture risk the anabolic options are teriparatide or "
-                                      "abaloparatide.")},
+                                      "abaloparatide." + _pth_ckd_note(record, settings))},
                 suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
                 source_url=t.label_url("romosozumab")))
     return findings

@@ -12,6 +12,7 @@ referral to nephrologist V (VSAC Referral 2.16.840.1.113883.3.464.1003.101.12.10
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from typing import Any
 
 from cds_service.fhir import terminology as t
@@ -91,10 +92,19 @@ def nephrology_referral(description: str, reason: str) -> Action:
         *NEPHROLOGY, "Referral to nephrology or a bone specialist with CKD-MBD expertise", reason))
 
 
-def prolia24_actions(*, work_up: bool = True, after_dose: bool = True) -> tuple[Action, ...]:
+def _to_do(actions: tuple[Action, ...], done: Collection[str]) -> tuple[Action, ...]:
+    """`actions` less the one-off orders whose code is in `done` (facts.ckd_mbd_done: on record
+    recently; review 14). Scheduled calcium checks after a dose are never "done"."""
+    return tuple(a for a in actions if not (
+        a.resource and "occurrenceTiming" not in a.resource
+        and ((a.resource.get("code") or {}).get("coding") or [{}])[0].get("code") in done))
+
+
+def prolia24_actions(*, work_up: bool = True, after_dose: bool = True,
+                     done: Collection[str] = ()) -> tuple[Action, ...]:
     """The PROLIA24 plan as orders: the CKD-MBD work-up (PTH, 25-OH D, 1,25-(OH)2 D,
     calcium), calcium weekly x 4 then monthly after a dose, and a nephrology / bone
-    specialist referral."""
+    specialist referral; less what `done` names (facts.ckd_mbd_done)."""
     actions: list[Action] = []
     if work_up:
         actions += ckd_mbd_lab_actions("Before the denosumab dose; with albumin for corrected calcium.")
@@ -112,29 +122,33 @@ def prolia24_actions(*, work_up: bool = True, after_dose: bool = True) -> tuple[
     actions.append(nephrology_referral("Referral to nephrology (CKD-mineral bone disorder) to supervise denosumab",
                                        "Denosumab in advanced CKD: evaluate and manage CKD-mineral bone disorder "
                                        "(Prolia boxed warning 2024)"))
-    return tuple(actions)
+    return _to_do(tuple(actions), done)
 
 
-def ckd_mbd_work_up(why: str) -> tuple[Action, ...]:
+def ckd_mbd_work_up(why: str, done: Collection[str] = ()) -> tuple[Action, ...]:
     """Before any osteoporosis drug in CKD 4-5 or on dialysis (review 13; AACE20, ES19, KDIGO 2017
     CKD-MBD: calcium, phosphate and PTH read together, with ALP and vitamin D): the PROLIA24
     work-up plus phosphate and alkaline phosphatase, and the CKD-MBD referral. `why`: the
-    referral's reason. LOINC 2777-1 phosphate, 6768-6 ALP as C-LAB-BASELINE orders them (V?)."""
-    return ckd_mbd_lab_actions("CKD-mineral bone disorder work-up; with albumin for corrected calcium.",
+    referral's reason; `done`: codes on record recently, left out (facts.ckd_mbd_done). LOINC
+    2777-1 phosphate, 6768-6 ALP as C-LAB-BASELINE orders them (V?)."""
+    return _to_do(ckd_mbd_lab_actions("CKD-mineral bone disorder work-up; with albumin for corrected calcium.",
                                "Serum calcium with albumin") + (
         Action("create", "Serum phosphate", resource=lab_order(
             "2777-1", "Phosphate [Mass/volume] in Serum or Plasma", "Serum phosphate")),
         Action("create", "Alkaline phosphatase", resource=lab_order(
             "6768-6", "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma", "Alkaline phosphatase")),
         nephrology_referral("Referral to nephrology or a bone specialist (CKD-mineral bone disorder)", why),
-    )
+    ), done)
 
 
 def prolia24_suggestion(label: str, *, dose: dict[str, Any] | None = None, work_up: bool = True,
-                        after_dose: bool = True, recommended: bool = True) -> Suggestion:
-    """One suggestion carrying the PROLIA24 plan, with the denosumab dose first when given."""
+                        after_dose: bool = True, recommended: bool = True,
+                        done: Collection[str] = ()) -> Suggestion:
+    """One suggestion carrying the PROLIA24 plan, with the denosumab dose first when given; with
+    nothing left to order (all `done`) it has no actions and the card shows none."""
     actions = ((Action("create", "Denosumab 60 mg subcutaneously (next dose)", resource=dose),) if dose else ())
-    return Suggestion(label, actions + prolia24_actions(work_up=work_up, after_dose=after_dose), recommended)
+    return Suggestion(label, actions + prolia24_actions(work_up=work_up, after_dose=after_dose, done=done),
+                      recommended)
 
 
 def medication_order(rxnorm: str, display: str, text: str, dosage: dict[str, Any],

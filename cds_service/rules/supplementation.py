@@ -22,13 +22,11 @@ from cds_service.record import PatientRecord
 from cds_service.rules.base import NO_TRIGGER, Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, assess
 from cds_service.rules.facts import (
-    FAILURE,
-    SEVERE,
     bone_indication,
     calcium,
+    ckd_4_5,
     coded_hypercalcemia,
     current_pregnancy,
-    kidney,
     vitamin_d_hold_note,
     vitamin_d_repletion_hold,
 )
@@ -72,8 +70,8 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     if ca_block:
         facts.append(f"{ca_block}: calcium supplement not suggested")
         need_ca = False
-    reading = kidney(record, settings)
-    if need_d and reading.band not in (FAILURE, SEVERE) and vitamin_d_repletion_hold(record, settings):
+    reading = ckd_4_5(record, settings)  # a CKD stage: by eGFR (KDIGO), as C-TX-ANABOLIC reads it
+    if need_d and not reading and vitamin_d_repletion_hold(record, settings):
         # Review 12: vitamin D3 was offered in one click beside a calcium of 13.8 mg/dL, which
         # C-VITD-LOW and C-GIOP already hold (labels: contraindicated in hypercalcemia). The same
         # high calcium held the calcium part above (or calcium is taken): nothing is left to offer.
@@ -87,7 +85,7 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         need_d = False
     if not (need_ca or need_d):
         return []
-    if reading.band in (FAILURE, SEVERE):
+    if reading:
         # Second-pass 1: with dialysis or CKD 4-5 the calcium load and the form of vitamin D
         # (often activated vitamin D) belong to nephrology: no generic order here.
         missing = " and ".join(w for w, need in (("calcium", need_ca), ("vitamin D", need_d)) if need)
@@ -201,7 +199,7 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
         hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5, high calcium: no order
         if hold:
             facts.append(f"{hold}; no vitamin D order is suggested")
-            if kidney(record, settings).band in (FAILURE, SEVERE):
+            if ckd_4_5(record, settings):
                 variables["headline"] = "replete with nephrology (dialysis or CKD 4-5)"
             else:
                 variables["headline"] = "calcium is high too: find the cause before repleting"

@@ -31,8 +31,6 @@ from cds_service.rules.diagnosis import (
 from cds_service.rules.facts import (
     KidneyReading,
     COMPLICATION,
-    FAILURE,
-    SEVERE,
     GI,
     ORAL_BP_INSTRUCTIONS,
     BpProblem,
@@ -43,10 +41,13 @@ from cds_service.rules.facts import (
     bone_active_therapy,
     bp_contraindications,
     bp_problems,
+    ckd_4_5,
     condition_fact,
     current_osteoporosis_therapy,
     in_drug_holiday,
     kidney,
+    ckd_mbd_done,
+    ckd_mbd_done_facts,
     kidney_egfr,
     kidney_fact,
     lab_facts,
@@ -145,7 +146,7 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
     vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
     if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml:
         hold = vitamin_d_repletion_hold(record, settings)
-        if hold and kidney(record, settings).band in (FAILURE, SEVERE):
+        if hold and ckd_4_5(record, settings):
             # The vitamin D card's words (C-VITD-LOW): the form of vitamin D belongs to nephrology.
             notes.append("**Vitamin D is deficient:** replete it with nephrology (dialysis or CKD 4-5; the vitamin D "
                          "card).")
@@ -347,7 +348,8 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
                                  "CKD-mineral bone disorder work-up with nephrology before any denosumab.")
         variables["zoledronate_note"] = ""  # below 30 the CKD note speaks; zoledronic acid is out below 35 anyway
         work_up = prolia24_suggestion("CKD-mineral bone disorder work-up and nephrology referral before denosumab",
-                                      after_dose=False)
+                                      after_dose=False, done=ckd_mbd_done(record, settings))
+        facts += tuple(ckd_mbd_done_facts(record, settings))
         work_up = dataclasses.replace(work_up, actions=tuple(
             a for a in work_up.actions if not (a.resource and _loinc(a.resource) in baseline)))
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
@@ -451,18 +453,30 @@ def _ckd_mbd_referral(record: PatientRecord, settings: ClinicalSettings, a: Asse
     if not reading.below(settings.egfr_denosumab_ckd):
         return []
     baseline = baseline_lab_orders(record, settings)
-    actions = tuple(act for act in ckd_mbd_work_up("Very high fracture risk in CKD stage 4-5 or on dialysis: "
-                                                   "evaluate CKD-mineral bone disorder before any osteoporosis drug")
-                    if not (act.resource and _loinc(act.resource) in baseline))
+    # Review 14: the work-up done recently (labs within 90 days, a referral within 12 months) is not
+    # ordered again at every chart open; with all of it done the card still says so, with no order.
+    done = ckd_mbd_done(record, settings)
+    why = "Very high fracture risk in CKD stage 4-5 or on dialysis: evaluate CKD-mineral bone disorder before any " \
+          "osteoporosis drug"
+    actions = tuple(act for act in ckd_mbd_work_up(why, done) if not (act.resource and _loinc(act.resource) in baseline))
+    if len(done) == len(ckd_mbd_work_up(why)):
+        work_up = ("**On record:** the CKD-MBD labs (intact PTH, calcium, phosphate, alkaline phosphatase, 25-OH and "
+                   f"1,25-(OH)2 vitamin D, within {settings.predose_lab_days} days) and a referral to nephrology or a "
+                   f"bone specialist (within {settings.done_within_months} months): the specialist, reading them "
+                   "together, chooses the treatment; nothing is ordered again.")
+    else:
+        work_up = ("**Suggested:** the CKD-MBD labs (intact PTH, calcium, phosphate, alkaline phosphatase, 25-OH and "
+                   "1,25-(OH)2 vitamin D) and a referral to nephrology or a bone specialist with CKD-MBD expertise, "
+                   "who chooses the treatment" + ("; those on record recently are not ordered again." if done else "."))
     facts = _facts(record, settings, [f"{'; '.join(reading.facts)} (CKD stage 4-5 or dialysis)",
-                                      *a.vhr_reasons, *a.reasons])
+                                      *a.vhr_reasons, *a.reasons, *ckd_mbd_done_facts(record, settings)])
     return [Finding("C-TX-ANABOLIC", facts=facts, variant="ckd-mbd", suggestions=(),
                     variables={"population": _population(record),
-                               "kidney": reading.label,
+                               "kidney": reading.label, "work_up": work_up,
                                "labs_note": _labs_note(record, settings, parenteral=True)},
                     extra_suggestions=(Suggestion(
                         "CKD-MBD labs and a referral to nephrology or a bone specialist before any osteoporosis drug",
-                        actions, True),))]
+                        actions, True),) if actions else ())]
 
 
 def _bp_failure(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> bool:

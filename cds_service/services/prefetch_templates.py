@@ -52,10 +52,11 @@ OBSERVATION_KEYS: dict[str, tuple[str, ...]] = {
                      "lab-vitamin-d-25oh", "lab-pth", "obs-smoking-status", "obs-fall-risk-assessment",
                      "obs-fes-i", "obs-short-fes-i"),
     # creatinine, weight, BMI, ALP, pregnancy tests (second pass); the secondary-cause tests
-    # C-SECONDARY-EVAL leaves out when on record (record.TEST_DONE_SETS)
+    # C-SECONDARY-EVAL leaves out when on record (record.TEST_DONE_SETS); 1,25-dihydroxyvitamin D,
+    # which the CKD-MBD work-up leaves out when recent (review 14)
     "safetyLabs": ("lab-creatinine", "lab-calcium-ionized", "obs-body-weight", "obs-bmi", "lab-alp", "lab-hcg-", "obs-pregnancy-status",
                    "lab-phosphate", "lab-tsh", "lab-blood-count", "lab-protein-electrophoresis", "lab-celiac-ttg-iga",
-                   "lab-urine-calcium-24h", "lab-testosterone"),
+                   "lab-urine-calcium-24h", "lab-testosterone", "lab-calcitriol"),
     # Fractures recorded as findings (Observation.code is the fracture).
     "fractureFindings": (FRACTURE_SETS,),
 }
