@@ -530,9 +530,39 @@ def abnormal_then(lab: Lab, settings: ClinicalSettings) -> str:
         return f"below {settings.calcium_lower_mg_dl:g} mg/dL then"
     if lab.name in ("calcium", "calcium_corrected") and lab.value > settings.calcium_upper_mg_dl:
         return f"above {settings.calcium_upper_mg_dl:g} mg/dL then"
-    if lab.name == "vitamin_d" and lab.value < settings.vitamin_d_deficient_ng_ml:
+    if lab.name == "vitamin_d" and vitamin_d_below(lab, settings.vitamin_d_deficient_ng_ml):
         return f"below {settings.vitamin_d_deficient_ng_ml:g} ng/mL then"
     return ""
+
+
+def vitamin_d_below(lab: Lab, cut: float) -> bool:
+    """A 25-OH vitamin D below `cut` ng/mL: its value is, or the lab reported it only as "<X"
+    with X at or below the cut ("<20" is below 20: deficient, brief TX-8; AACE20). Review 14:
+    the bound was read as its number, so "<20 ng/mL" was called insufficient and "<30" drew no
+    card. A ">X" bound reads as X, as before. The bound to 0.1 ng/mL: "<50 nmol/L" (20.03 ng/mL)
+    is the same cut-off in the other unit."""
+    return lab.value < cut or (lab.comparator == "<" and round(lab.value, 1) <= cut)
+
+
+@per_call
+def vitamin_d_level(record: PatientRecord, settings: ClinicalSettings) -> tuple[Lab, str] | None:
+    """The one reading of the latest 25-OH vitamin D within lab_max_age_months (TX-8, AACE20):
+    (lab, "deficient") below vitamin_d_deficient_ng_ml (20), (lab, "insufficient") below
+    vitamin_d_target_ng_ml (30), else None; a "<X" bound by vitamin_d_below. No value is unknown."""
+    lab = record.lab("vitamin_d", settings.lab_max_age_months)
+    if lab is None:
+        return None
+    if vitamin_d_below(lab, settings.vitamin_d_deficient_ng_ml):
+        return lab, "deficient"
+    if vitamin_d_below(lab, settings.vitamin_d_target_ng_ml):
+        return lab, "insufficient"
+    return None
+
+
+def vitamin_d_deficient(record: PatientRecord, settings: ClinicalSettings) -> Lab | None:
+    """The latest 25-OH vitamin D within lab_max_age_months when vitamin_d_level calls it deficient."""
+    level = vitamin_d_level(record, settings)
+    return level[0] if level and level[1] == "deficient" else None
 
 
 @per_call
@@ -1210,7 +1240,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "ckd_4_5", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "vitamin_d_below", "vitamin_d_level", "vitamin_d_deficient", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",

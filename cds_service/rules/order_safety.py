@@ -76,6 +76,7 @@ from cds_service.rules.facts import (
     pth_months_used,
     romosozumab_course,
     unexplained_alp,
+    vitamin_d_deficient,
     vitamin_d_hold_note,
     vitamin_d_repletion_hold,
 )
@@ -507,8 +508,8 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
     replete vitamin D first (AACE20; SEED; TX-8). The patient-view C-VITD-LOW
     rule lives in supplementation.py; this order-time card builds its text
     variables and suggestions in code so the two share one card template."""
-    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-    if not vit_d or vit_d.value >= settings.vitamin_d_deficient_ng_ml:
+    vit_d = vitamin_d_deficient(record, settings)  # a "<20" bound too (review 14)
+    if not vit_d:
         return []
     findings = []
     hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5, high calcium: no D3 order
@@ -534,7 +535,7 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
             variables={
                 "level": "deficient",
                 "headline": f"replete before {drug_label(agent)}",
-                "status": (f"{written_beside(vit_d.value, 0, VITAMIN_D_CUTOFFS)} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, "
+                "status": (f"{vit_d.comparator}{written_beside(vit_d.value, 0, VITAMIN_D_CUTOFFS)} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, "
                            f"while {drug_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and "
                            f"calcium, then give the {drug_label(agent)}"),
                 "target": f"{settings.vitamin_d_target_ng_ml:g}",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import PatientRecord
+from cds_service.record import VITAMIN_D_CUTOFFS, PatientRecord, written_beside
 
 from cds_service.rules.base import NO_TRIGGER, Finding, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, assess
@@ -27,7 +27,9 @@ from cds_service.rules.facts import (
     ckd_4_5,
     coded_hypercalcemia,
     current_pregnancy,
+    vitamin_d_deficient,
     vitamin_d_hold_note,
+    vitamin_d_level,
     vitamin_d_repletion_hold,
 )
 from cds_service.rules.settings import ClinicalSettings
@@ -46,13 +48,6 @@ def _calcium_contraindication(record: PatientRecord, settings: ClinicalSettings)
     if hits:
         return f"Hypercalcemia on the problem list ({hits[0].code})"
     return None
-
-
-def vitamin_d_deficient(record: PatientRecord, settings: ClinicalSettings):
-    """The latest 25-OH vitamin D within lab_max_age_months if it is below the
-    deficiency threshold (TX-8), else None. No value is unknown, not low."""
-    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-    return vit_d if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml else None
 
 
 def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: list[str], *,
@@ -170,9 +165,10 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
     nmol/L values are converted by the record (/ 2.496). A deficient value
     followed by a vitamin D start on or after its date: repletion is under way,
     so info without an order (recheck before an injection)."""
-    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-    if vit_d is None or vit_d.value >= settings.vitamin_d_target_ng_ml:
+    level = vitamin_d_level(record, settings)  # a "<X" bound read as below X (review 14)
+    if level is None:
         return []
+    vit_d, level_word = level
     why = bone_indication(record, settings)
     if not why:
         return []
@@ -184,7 +180,7 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
     threshold = f"{settings.vitamin_d_deficient_ng_ml:g}"
     target = f"{settings.vitamin_d_target_ng_ml:g}"
     variables = {"target": target, "maintenance_start": (today + dt.timedelta(weeks=8)).isoformat()}
-    if vit_d.value < settings.vitamin_d_deficient_ng_ml:
+    if level_word == "deficient":
         variables["level"] = "deficient"
         if on_d and supplement.start and vit_d.date and supplement.start >= vit_d.date:  # type: ignore[union-attr]
             variables["headline"] = "repletion under way; recheck before zoledronic acid or denosumab"
@@ -209,7 +205,10 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
                         variables=variables, variant="held" if hold else None)]
     variables["level"] = "insufficient"
     variables["headline"] = f"below the {target} ng/mL target; check intake and recheck"
-    variables["status"] = (f"between {threshold} and {target} ng/mL: below the AACE 2020 target of at least {target} "
+    # A bound ("<30", "<=20") says below it, not how far: it may be deficient (review 14).
+    bound = written_beside(vit_d.value, 0, VITAMIN_D_CUTOFFS)
+    between = (f"below {bound} ng/mL (reported as {vit_d.comparator}{bound}, so possibly below {threshold})" if vit_d.comparator.startswith("<") else f"between {threshold} and {target} ng/mL")
+    variables["status"] = (f"{between}: below the AACE 2020 target of at least {target} "
                            "ng/mL; make sure 800-1000 IU daily (or more) is actually taken")
     return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="info", suggestions=(), variables=variables)]
 

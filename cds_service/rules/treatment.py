@@ -58,6 +58,7 @@ from cds_service.rules.facts import (
     months_to_days,
     oral_bp_days,
     very_long_bp_course,
+    vitamin_d_deficient,
     vitamin_d_repletion_hold,
 )
 from cds_service.rules.memo import per_call
@@ -143,8 +144,7 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
     if missing:
         notes.append(f"**Before the first dose, obtain baseline labs:** {', '.join(missing)} (missing or older "
                      f"than {settings.lab_max_age_months} months).")
-    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-    if vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml:
+    if vitamin_d_deficient(record, settings):  # "<20" too (review 14)
         hold = vitamin_d_repletion_hold(record, settings)
         if hold and ckd_4_5(record, settings):
             # The vitamin D card's words (C-VITD-LOW): the form of vitamin D belongs to nephrology.
@@ -367,8 +367,7 @@ def _vitamin_d_first(record: PatientRecord, settings: ClinicalSettings) -> dict[
     corrected before zoledronic acid or denosumab, hypocalcemia risk; AACE20; Prolia and Reclast
     labels). Still one click: SAFE-5 is a warning, not a veto (second-pass README: C-VITD-LOW at
     warning on the order), and the order is the plan (repletion first, C-VITD-LOW orders it)."""
-    vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-    if not (vit_d and vit_d.value < settings.vitamin_d_deficient_ng_ml):
+    if not vitamin_d_deficient(record, settings):
         return {"vitamin_d_first": "", "vitamin_d_label": ""}
     return {"vitamin_d_first": (f" First dose only once 25-OH vitamin D is repleted (it was below "
                                 f"{settings.vitamin_d_deficient_ng_ml:g} ng/mL): risk of hypocalcemia."),

@@ -1,0 +1,72 @@
+"""The fourteenth clinical re-review's smaller fixes (charts rebuilt with
+tests.test_rules_second_pass's helpers and judged by the engine as the app runs it, strict;
+dates count back from TODAY): each with a chart that shows the fix and a quiet control."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_rules_second_pass import DMAB, draft, obs, record
+from tests.test_rules_second_pass import cards as cards_of
+
+# ---------------------------------------------------------------------------
+# 1. A 25-OH vitamin D reported only as a bound ("<20 ng/mL", record.Lab.comparator) is below
+# that bound (brief TX-8, SAFE-5; AACE20: deficient below 20, target at least 30 ng/mL). Charts
+# 13_vitd_text_0/1: "<20" was read as 20 (insufficient) and "<30" as 30 (no card). A ">X" bound
+# stays read as X.
+# ---------------------------------------------------------------------------
+
+
+def _vitd(text=None, quantity=None, drafts=()):
+    v = obs("62292-8", 30, 0, "ng/mL", oid="vitd")
+    if text is None:
+        v["valueQuantity"] = quantity
+    else:
+        del v["valueQuantity"]
+        v["valueString"] = text
+    return record(v, obs("98979-8", 30, 75), obs("17861-6", 30, 9.4, "mg/dL"), drafts=list(drafts))
+
+
+@pytest.mark.parametrize("chart", [
+    {"text": "<20 ng/mL"},
+    {"text": "<12 ng/mL"},
+    {"quantity": {"value": 20, "comparator": "<", "unit": "ng/mL"}},
+    {"text": "<50 nmol/L"},  # the same cut-off in nmol/L (20.03 ng/mL)
+    {"text": ">15 ng/mL"},  # quiet control: a lower bound reads as its value, as before
+    {"text": "19 ng/mL"},  # quiet control: a value
+])
+def test_vitamin_d_below_20_as_a_bound_is_deficient(chart):
+    card = cards_of(_vitd(**chart))["C-VITD-LOW"]
+    assert card["indicator"] == "warning"
+    assert card["summary"].startswith("Vitamin D deficient: replete")
+    assert [s["label"] for s in card["suggestions"]] == ["Order vitamin D3 50,000 IU weekly for 8 weeks, then 1000 IU daily"]
+
+
+@pytest.mark.parametrize("chart", [{"text": "<30 ng/mL"}, {"text": "<=20 ng/mL"}, {"text": "<25 ng/mL"}])
+def test_vitamin_d_below_30_as_a_bound_is_at_least_insufficient(chart):
+    card = cards_of(_vitd(**chart))["C-VITD-LOW"]
+    assert card["indicator"] == "info" and card["summary"].startswith("Vitamin D insufficient")
+    bound = chart["text"].split()[0].lstrip("<=")
+    assert f"is below {bound} ng/mL (reported as {chart['text'].split()[0]}, so possibly below 20)" in card["detail"]
+    assert "between 20 and 30" not in card["detail"]
+
+
+def test_vitamin_d_value_between_20_and_30_keeps_its_words():
+    """Quiet control: a measured 25 ng/mL is insufficient, between 20 and 30."""
+    card = cards_of(_vitd("25 ng/mL"))["C-VITD-LOW"]
+    assert card["indicator"] == "info" and "is between 20 and 30 ng/mL" in card["detail"]
+
+
+@pytest.mark.parametrize("text", ["<35 ng/mL", ">150 ng/mL", "30 ng/mL"])
+def test_vitamin_d_not_known_below_30_draws_no_card(text):
+    """Quiet control: "<35" may be at target; ">150" and 30 are."""
+    assert "C-VITD-LOW" not in cards_of(_vitd(text))
+
+
+@pytest.mark.parametrize("text, fires", [("<20 ng/mL", True), ("20 ng/mL", False), ("<30 ng/mL", False)])
+def test_denosumab_order_with_vitamin_d_below_20_as_a_bound(text, fires):
+    """SAFE-5 on the order (PROLIA24: correct vitamin D deficiency first)."""
+    got = cards_of(_vitd(text, drafts=[draft(DMAB)]), "order-sign")
+    assert ("C-VITD-LOW" in got) is fires
+    if fires:
+        assert "This patient's 25-OH vitamin D is <20 ng/mL, below 20 ng/mL" in got["C-VITD-LOW"]["detail"]
