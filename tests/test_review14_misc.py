@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_rules_second_pass import DMAB, draft, obs, record
+from cds_service.fhir import terminology as t
+from tests.test_rules_second_pass import DMAB, cond, draft, given, med, obs, record
 from tests.test_rules_second_pass import cards as cards_of
 
 # ---------------------------------------------------------------------------
@@ -24,7 +25,10 @@ def _vitd(text=None, quantity=None, drafts=()):
     else:
         del v["valueQuantity"]
         v["valueString"] = text
-    return record(v, obs("98979-8", 30, 75), obs("17861-6", 30, 9.4, "mg/dL"), drafts=list(drafts))
+    return record(v, *_LABS, drafts=list(drafts))
+
+
+_LABS = (obs("98979-8", 30, 75), obs("17861-6", 30, 9.4, "mg/dL"))
 
 
 @pytest.mark.parametrize("chart", [
@@ -70,3 +74,41 @@ def test_denosumab_order_with_vitamin_d_below_20_as_a_bound(text, fires):
     assert ("C-VITD-LOW" in got) is fires
     if fires:
         assert "This patient's 25-OH vitamin D is <20 ng/mL, below 20 ng/mL" in got["C-VITD-LOW"]["detail"]
+
+
+# ---------------------------------------------------------------------------
+# 2. ICD-10-CM (and the other listed systems) under its OID spelt upper-case or bare
+# (valuesets.SYSTEM_ALIASES; HL7 NamingSystem OIDs): chart 15b, dialysis coded Z99.2 under
+# "URN:OID:2.16.840.1.113883.6.90" was missed beside a denosumab dose due (PROLIA24 boxed warning:
+# C-SAFE-DMAB-CKD). Read on a miss only: the usual URIs never reach the other-spelling reader.
+# ---------------------------------------------------------------------------
+
+_DMAB_DUE = (given(DMAB, 190), med(DMAB, 190))
+
+
+@pytest.mark.parametrize("system", ["urn:oid:2.16.840.1.113883.6.90", "URN:OID:2.16.840.1.113883.6.90",
+                                    "2.16.840.1.113883.6.90", " Urn:Oid:2.16.840.1.113883.6.90 ", t.ICD10CM])
+def test_dialysis_under_the_icd_oid_in_any_spelling(system):
+    got = cards_of(record(cond("Z99.2", 100, system), *_LABS, *_DMAB_DUE))
+    assert got["C-SAFE-DMAB-CKD"]["indicator"] == "critical" and "dialysis" in got["C-SAFE-DMAB-CKD"]["summary"]
+
+
+@pytest.mark.parametrize("system", ["urn:oid:2.16.840.1.113883.6.3", "2.16.840.1.113883.6.3", "urn:oid:"])
+def test_another_oid_is_not_read_as_icd_10_cm(system):
+    """Quiet control: ICD-10 (WHO, 6.3) and an empty OID stay unknown: no dialysis."""
+    assert "C-SAFE-DMAB-CKD" not in cards_of(record(cond("Z99.2", 100, system), *_LABS, *_DMAB_DUE))
+
+
+def test_other_spellings_are_read_only_on_a_miss(monkeypatch):
+    from cds_service.fhir import valuesets
+
+    assert t.codings({"coding": [{"system": "2.16.840.1.113883.6.96", "code": "1"}]}) == [(t.SNOMED, "1")]
+
+    def never(system):
+        raise AssertionError(f"{system} read as another spelling")
+
+    monkeypatch.setattr(valuesets, "other_spelling", never)
+    assert t.codings({"coding": [{"system": t.ICD10CM, "code": "Z99.2"},
+                                 {"system": "urn:oid:2.16.840.1.113883.6.90", "code": "N18.6"}]}) == [
+        (t.ICD10CM, "Z99.2"), (t.ICD10CM, "N18.6")]
+    assert valuesets.canonical_system(t.LOINC) == t.LOINC

@@ -46,11 +46,11 @@ def codings(concept: Any) -> list[tuple[str, str]]:
     if not isinstance(concept, dict):
         return []
     out = []
-    aliases = valuesets.SYSTEM_ALIASES
+    known = valuesets.SYSTEM_OF  # the usual systems in one look-up; other spellings after a miss
     for coding in concept.get("coding") or ():
         if isinstance(coding, dict) and isinstance(coding.get("code"), str):
             system = str(coding.get("system") or "")
-            out.append((aliases.get(system, system), coding["code"].strip()))
+            out.append((known.get(system) or valuesets.other_spelling(system), coding["code"].strip()))
     return out
 
 

@@ -56,9 +56,25 @@ SYSTEM_ALIASES: Mapping[str, str] = {
 }
 
 
+# The system as the value sets name it, for every spelling read in one dict look-up: the URIs
+# themselves and the aliases above (terminology.codings reads each coding through it).
+SYSTEM_OF: Mapping[str, str] = {**{uri: uri for uri in KNOWN_SYSTEMS}, **SYSTEM_ALIASES}
+# The same OIDs in other spellings: upper case ("URN:OID:2.16.840.1.113883.6.90") or bare, with no
+# "urn:oid:" (review 14, chart 15b: dialysis coded Z99.2 so was missed). Looked up only when
+# SYSTEM_OF misses (and Terminology.concepts_for only on a code-memo miss).
+_BARE_OIDS: Mapping[str, str] = {alias.removeprefix("urn:oid:"): uri for alias, uri in SYSTEM_ALIASES.items()}
+
+
 def canonical_system(system: str) -> str:
     """The value sets' URI for a code system sent under a known alias (else as sent)."""
-    return SYSTEM_ALIASES.get(system, system)
+    found = SYSTEM_OF.get(system)
+    return found if found is not None else other_spelling(system)
+
+
+def other_spelling(system: str) -> str:
+    """A listed OID sent upper-case, bare or padded -> its URI; else the system as sent."""
+    key = system.strip().lower()
+    return _BARE_OIDS.get(key.removeprefix("urn:oid:"), system)
 
 _SD = "https://github.com/osteoporosis-cds/StructureDefinition/"
 EXT_MARK, EXT_SOURCE, EXT_TEXT, EXT_UNIT, EXT_DEFAULT_UNIT = (
