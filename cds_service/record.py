@@ -2603,6 +2603,11 @@ def _interpretation(holder: Mapping[str, Any]) -> str:
 
 # A strength or dose in mg; never inside a longer number (the look-behind keeps the search linear).
 _MG = re.compile(r"(?<![0-9.])([0-9]++(?:\.[0-9]++)?+)\s*+mg\b")
+# A tablet count in dosage text ("2 tablets daily"), times the strength named in the drug when the
+# text names no mg (ACR22 dose thresholds; review 14). Not a fraction or range ("1/2", "2-3"): unread.
+# Possessive, as _MG: linear on a long run of digits.
+_TABLETS = re.compile(r"(?<![0-9a-z./-])([0-9]++(?:\.[0-9]++)?+|one|two|three|four)\s*+(?:tablets?|tabs?)\b")
+_TABLET_WORDS = {"one": 1.0, "two": 2.0, "three": 3.0, "four": 4.0}
 _PER_DAY_WORDS = (("every other day", 0.5), ("alternate day", 0.5), ("four times", 4.0), ("qid", 4.0),
                   ("three times", 3.0), ("tid", 3.0), ("t.i.d", 3.0), ("twice", 2.0), ("bid", 2.0),
                   ("b.i.d", 2.0), ("two times", 2.0), ("once daily", 1.0), ("once a day", 1.0),
@@ -2625,7 +2630,7 @@ def _per_day(dosage: Mapping[str, Any]) -> float | None:
 def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | None:
     """Prednisone-equivalent mg/day of a glucocorticoid order or statement (ACR22), from
     dosage doseQuantity (mg, or tablets x the strength named in the drug) and timing, else
-    from the dosage text ("5 mg daily"). None when it cannot be read: unknown, not low."""
+    from the dosage text ("5 mg daily", or "2 tablets daily" x the strength). None when it cannot be read: unknown, not low."""
     factor = t.prednisone_factor(concept)
     dosages = res.get("dosageInstruction") or res.get("dosage") or []
     if not factor or not isinstance(dosages, list):
@@ -2646,8 +2651,13 @@ def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | Non
             elif q and strength and _norm_unit(q[1]) in ("tablet", "tab", "tablets", "{tbl}", "{tablet}"):
                 mg = q[0] * float(strength.group(1))
         if mg is None:
-            found = _MG.search(str(dosage.get("text") or "").lower())
+            text = str(dosage.get("text") or "").lower()
+            found = _MG.search(text)
             mg = float(found.group(1)) if found else None
+            tablets = _TABLETS.search(text) if mg is None and strength else None
+            if tablets:
+                mg = _TABLET_WORDS.get(tablets.group(1)) or float(tablets.group(1))
+                mg *= float(strength.group(1))  # type: ignore[union-attr]
         if mg is None or per_day is None:
             return None
         total += mg * per_day

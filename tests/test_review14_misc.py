@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cds_service.fhir import terminology as t
+from cds_service.record import glucocorticoid_daily_mg
 from tests.test_rules_second_pass import DMAB, cond, draft, given, med, obs, record
 from tests.test_rules_second_pass import cards as cards_of
 
@@ -112,3 +113,39 @@ def test_other_spellings_are_read_only_on_a_miss(monkeypatch):
                                  {"system": "urn:oid:2.16.840.1.113883.6.90", "code": "N18.6"}]}) == [
         (t.ICD10CM, "Z99.2"), (t.ICD10CM, "N18.6")]
     assert valuesets.canonical_system(t.LOINC) == t.LOINC
+
+
+# ---------------------------------------------------------------------------
+# 3. A glucocorticoid dose written as a tablet count ("2 tablets daily") with the strength only in
+# the drug's name ("prednisone 5 MG Oral Tablet"): 10 mg/day (ACR22: >= 7.5 mg/day for 3 months or
+# more is high risk; C-GIOP). Chart 34_giop_tabs_text read it as an unreadable dose. mg written in
+# the text wins; a fraction, a range or a drug with no strength stays unread (unknown, not low).
+# ---------------------------------------------------------------------------
+
+_STRENGTH = {"text": "prednisone 5 MG Oral Tablet"}
+
+
+def _steroid(text, concept=_STRENGTH):
+    return record(med(concept, 180, rid="gc", dosageInstruction=[{"text": text}]),
+                  obs("62292-8", 20, 35, "ng/mL"), *_LABS, t_score=False, age=60)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2 tablets daily", 10.0), ("Take two tablets by mouth every morning", 10.0), ("1 tab bid", 10.0),
+    ("2 tablets (15 mg) daily", 15.0),  # the text's mg wins
+    ("1/2 tablet daily", None), ("2-3 tablets daily", None), ("as directed", None),
+    ("9" * 30_000 + " tablets daily", None),  # implausible (and read in one pass: possessive)
+])
+def test_tablet_count_in_the_text_times_the_strength(text, expected):
+    assert glucocorticoid_daily_mg({"dosageInstruction": [{"text": text}]}, _STRENGTH) == expected
+
+
+def test_giop_reads_tablets_in_the_text_as_a_dose():
+    card = cards_of(_steroid("2 tablets daily"))["C-GIOP"]
+    assert card["indicator"] == "warning" and "glucocorticoid 10 mg/day for 3+ months" in card["summary"]
+
+
+def test_giop_tablets_with_no_strength_stay_unread():
+    """Quiet control: a drug with no strength in its name: the dose is not readable, as before."""
+    card = cards_of(_steroid("2 tablets daily", {"text": "prednisone"}))["C-GIOP"]
+    assert card["indicator"] == "info" and "a dose not readable from the order" in card["summary"]
