@@ -4,11 +4,14 @@ dates count back from TODAY): each with a chart that shows the fix and a quiet c
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from cds_service.fhir import terminology as t
 from cds_service.record import glucocorticoid_daily_mg
-from tests.test_rules_second_pass import DMAB, cond, draft, given, med, obs, record
+from tests.conftest import TODAY
+from tests.test_rules_second_pass import DMAB, ROMO, cond, draft, given, med, obs, record
 from tests.test_rules_second_pass import cards as cards_of
 
 # ---------------------------------------------------------------------------
@@ -149,3 +152,55 @@ def test_giop_tablets_with_no_strength_stay_unread():
     """Quiet control: a drug with no strength in its name: the dose is not readable, as before."""
     card = cards_of(_steroid("2 tablets daily", {"text": "prednisone"}))["C-GIOP"]
     assert card["indicator"] == "info" and "a dose not readable from the order" in card["summary"]
+
+
+# ---------------------------------------------------------------------------
+# 4. A romosozumab course recorded as completed single-dose orders (second-pass 3: each is a dose
+# given on its date), 5 of 12 given and lapsed 75 days (chart 07c): the fact read "started
+# <date>, about 0 months" and the course "over". It is an interrupted course: "stopped after 5 of
+# 12 doses" (EVENITY: 12 monthly doses), still followed by an antiresorptive (SAFE-12; ACP23
+# Rec 3). The same reading counts twelve such orders for C-SAFE-ROMO-LIMIT (SAFE-9, EVENITY).
+# ---------------------------------------------------------------------------
+
+_ROMO_LABS = (obs("17861-6", 10, 9.2, "mg/dL"), obs("62292-8", 10, 32, "ng/mL"), obs("98979-8", 10, 70),
+              obs("38267-1", 400, -3.4, oid="dxa"))
+
+
+def _romo_orders(last, n):
+    return tuple(med(ROMO, last + 30 * k, "completed", rid=f"r{k}") for k in range(n))
+
+
+def _romo_chart(*course, **kw):
+    return record(*_ROMO_LABS, *course, t_score=False, age=69, **kw)
+
+
+def test_an_interrupted_romosozumab_course_in_completed_orders_is_stopped_after_n_doses():
+    card = cards_of(_romo_chart(*_romo_orders(75, 5)))["C-TX-BP"]
+    first, last = (TODAY - dt.timedelta(days=75 + 120)), (TODAY - dt.timedelta(days=75))
+    assert "romosozumab stopped early, follow-on due" in card["summary"]
+    assert (f"- Romosozumab stopped after 5 of 12 monthly doses (started {first}, last dose on {last}, "
+            "about 4 months)") in card["detail"]
+    assert f"the anabolic course stopped after 5 of 12 romosozumab doses (last on {last})" in card["detail"]
+    assert "about 0 months" not in card["detail"]
+
+
+def test_the_follow_on_card_names_an_interrupted_course():
+    card = cards_of(_romo_chart(*_romo_orders(120, 5)))["C-ANABOLIC-FOLLOW-ON"]
+    last = TODAY - dt.timedelta(days=120)
+    assert card["summary"].startswith(f"Anabolic course stopped after 5 of 12 romosozumab doses (last on {last}) "
+                                      "with no antiresorptive since")
+
+
+def test_twelve_completed_romosozumab_orders_are_the_course_limit():
+    got = cards_of(_romo_chart(*_romo_orders(120, 12), drafts=[draft(ROMO)]), "order-sign")
+    assert "12 monthly doses ordered and completed" in got["C-SAFE-ROMO-LIMIT"]["detail"]
+
+
+def test_a_complete_course_and_one_under_way_keep_their_words():
+    """Quiet controls: 12 doses given (complete, review 13); 5 orders, the last 20 days ago (under
+    way: no follow-on); 11 orders with a 12th drafted (not past the limit)."""
+    done = cards_of(_romo_chart(*(given(ROMO, 120 + 30 * k) for k in range(12))))["C-ANABOLIC-FOLLOW-ON"]
+    assert done["summary"].startswith("Anabolic course complete (12 romosozumab doses, last dose on")
+    under_way = cards_of(_romo_chart(*_romo_orders(20, 5)))
+    assert not {"C-TX-BP", "C-ANABOLIC-FOLLOW-ON"} & set(under_way)
+    assert "C-SAFE-ROMO-LIMIT" not in cards_of(_romo_chart(*_romo_orders(35, 11), drafts=[draft(ROMO)]), "order-sign")

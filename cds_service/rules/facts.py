@@ -887,10 +887,21 @@ def romosozumab_course(record: PatientRecord) -> RomoCourse | None:
     if given:
         return RomoCourse(len(given), True, given[0], given[-1],
                           f"Romosozumab: {len(given)} monthly doses given since {given[0]}, last on {given[-1]}")
-    if not e.exposure_days:
-        return None
+    # With no administration on record, a completed order of one dose is a dose given on its date
+    # (second-pass 3: EHRs close each single-dose order as completed; record._exposure counts them
+    # so). Review 14 chart 07c: five such orders had no course here ("about 0 months"), and twelve
+    # drew no C-SAFE-ROMO-LIMIT on a 13th order.
+    interval = t.AGENTS["romosozumab"].dosing_interval_days
+    orders = sorted({ev.start for ev in e.events if ev.resource_type == "MedicationRequest" and ev.status == "completed"
+                     and ev.start and (ev.end is None or (ev.end - ev.start).days <= interval)})  # type: ignore[type-var]
     months = e.exposure_months
-    doses = max(1, math.ceil(months - 0.25))
+    doses = max(1, math.ceil(months - 0.25)) if e.exposure_days else 0
+    if orders and len(orders) >= doses:
+        return RomoCourse(len(orders), True, orders[0], orders[-1],
+                          f"Romosozumab: {len(orders)} monthly doses ordered and completed since {orders[0]}, "
+                          f"last on {orders[-1]}")
+    if not doses:
+        return None
     verb = "taken" if all(ev.resource_type == "MedicationStatement" for ev in e.events) else "prescribed"
     return RomoCourse(doses, False, e.start, None if e.active else e.stopped,
                       f"Romosozumab {verb} for {months:.1f} months since {_date(e.start)} "
@@ -911,12 +922,41 @@ def anabolic_course_end(record: PatientRecord, settings: ClinicalSettings) -> tu
                          if romo.counted else romo.fact))
         elif e.active:
             return None  # an anabolic course is still under way
+        elif romo and e.stopped:
+            # Fewer than 12 doses, stopped or lapsed: an interrupted course, not one "completed"
+            # (EVENITY: 12 monthly doses; review 14 chart 07c).
+            ends.append((e.stopped, f"Romosozumab stopped after {'' if romo.counted else 'about '}{romo.doses} of "
+                                    f"{settings.romo_max_doses} monthly doses ({_span(romo.start, romo.last, e)})"))
         elif e.stopped:
-            ends.append((e.stopped, f"{e.agent.capitalize()} {e.status} on {e.stopped} "
-                                    f"(started {_date(e.start)}, about {e.exposure_months:.0f} months)"))
+            ends.append((e.stopped, f"{e.agent.capitalize()} {e.status} on {e.stopped} ({_span(e.start, None, e)})"))
     if not ends:
         return None
     return max(d for d, _ in ends), [f for _, f in sorted(ends)]
+
+
+def course_end_words(record: PatientRecord, settings: ClinicalSettings, end: dt.date) -> tuple[str, str]:
+    """How the follow-on cards (C-ANABOLIC-FOLLOW-ON, C-TX-BP / C-TX-DMAB-ALT's follow-on status)
+    name the anabolic course anabolic_course_end dates `end`: (what became of it, what the days
+    count from). A romosozumab course ends at its 12th dose and `end` is that dose (review 13:
+    "ended <date>" read as a course that ran to that date); one of fewer doses, stopped or lapsed,
+    was interrupted, not "over" (EVENITY: 12 monthly doses; review 14 chart 07c)."""
+    romo = romosozumab_course(record)
+    if romo and romo.counted and romo.last == end:
+        if romo.doses >= settings.romo_max_doses:
+            return f"complete ({romo.doses} romosozumab doses, last dose on {end})", "the last romosozumab dose"
+        return (f"stopped after {romo.doses} of {settings.romo_max_doses} romosozumab doses (last on {end})",
+                "the last romosozumab dose")
+    return f"ended {end}", "the anabolic course ended"
+
+
+def _span(start: dt.date | None, last: dt.date | None, e: AgentExposure) -> str:
+    """"started <date>, [last dose on <date>,] about N months": from the first to the last dose when
+    doses are dated, else the exposure on record; no months when none is (review 14: completed
+    single-dose orders read "about 0 months")."""
+    text = f"started {_date(start)}"
+    if last and start:
+        return f"{text}, last dose on {last}, about {months_between(start, last):.0f} months"
+    return f"{text}, about {e.exposure_months:.0f} months" if e.exposure_days else text
 
 
 def _min_days(years: float) -> int:
@@ -1242,7 +1282,7 @@ __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "ckd_4_5", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
     "vitamin_d_repletion_hold", "vitamin_d_below", "vitamin_d_level", "vitamin_d_deficient", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
-    "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end",
+    "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end", "course_end_words",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",
     "baseline_lab_orders", "ckd_mbd_done", "ckd_mbd_done_facts", "anabolic_options", "current_pregnancy", "on_board", "unexplained_alp",
     "GlucocorticoidUse", "glucocorticoid_use", "months_to_days",

@@ -33,6 +33,7 @@ from cds_service.rules.facts import (
     OVERDUE,
     DmabTiming,
     anabolic_course_end,
+    course_end_words,
     bisphosphonate_since,
     bp_contraindications,
     current_pregnancy,
@@ -400,13 +401,7 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     for e in record.exposures(t.ANTIRESORPTIVE_CLASSES):
         if e.active or any((_when(ev) or dt.date.min) >= end for ev in e.events):
             return []
-    # A romosozumab course ends at its 12th dose and `end` is that dose's date (review 13: "course
-    # ended <date>" read as a course that ran to that date): name it as the last dose.
-    romo = romosozumab_course(record)
-    if romo and romo.counted and romo.doses >= settings.romo_max_doses and romo.last == end:
-        ended, since = f"complete ({romo.doses} romosozumab doses, last dose on {end})", "the last romosozumab dose"
-    else:
-        ended, since = f"ended {end}", "the anabolic course ended"
+    ended, since = course_end_words(record, settings, end)  # a 12-dose or interrupted romosozumab course
     facts = facts + [f"{days} days since {since}; no antiresorptive started since"]
     keys: tuple[str, ...] = ()
     oral = bp_contraindications(record, settings)

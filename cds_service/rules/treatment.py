@@ -35,6 +35,7 @@ from cds_service.rules.facts import (
     ORAL_BP_INSTRUCTIONS,
     BpProblem,
     anabolic_course_end,
+    course_end_words,
     anabolic_options,
     baseline_lab_orders,
     baseline_labs_due,
@@ -112,8 +113,13 @@ def _treatment_status(record: PatientRecord, settings: ClinicalSettings) -> tupl
     if course is None or (record.today - course[0]).days > months_to_days(settings.anabolic_followon_months):
         return {"drug_status": "no bone drug", "treatment_status": "no osteoporosis treatment"}, []
     end, facts = course
-    return {"drug_status": "anabolic course over, follow-on due",
-            "treatment_status": (f"an anabolic course ended on {end} with no antiresorptive to follow it yet "
+    ended = course_end_words(record, settings, end)[0]
+    if ended.startswith("stopped"):  # an interrupted romosozumab course is not "over" (review 14)
+        over, what = "romosozumab stopped early, follow-on due", f"the anabolic course {ended}"
+    else:
+        over, what = "anabolic course over, follow-on due", f"an anabolic course ended on {end}"
+    return {"drug_status": over,
+            "treatment_status": (f"{what} with no antiresorptive to follow it yet "
                                  "(**follow it now**: ACP 2023 Recommendation 3; AACE 2020)")}, facts
 
 
