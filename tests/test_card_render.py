@@ -35,6 +35,7 @@ VARIABLES.update({"headline": "patient has osteopenia: gentle techniques only", 
 # order-safety cards
 VARIABLES.update({"drug": "Alendronate", "drug_name": "alendronate", "verdict": "not recommended", "renal_limit": "35", "label_text": "Fosamax label",
              "situation": "Alendronate is being ordered.", "advice": "Consider denosumab.", "window": "12",
+             "when": "in the past 12 months",
              "max_doses": "12", "max_months": "24",
              "kidney_status": "Kidney function is below the labelled limit for this drug"})
 # second pass (new cards and new placeholders)

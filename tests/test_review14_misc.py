@@ -10,7 +10,7 @@ import pytest
 
 from cds_service.fhir import terminology as t
 from cds_service.record import glucocorticoid_daily_mg
-from tests.conftest import TODAY
+from tests.conftest import TODAY, coding
 from tests.test_rules_second_pass import DMAB, ROMO, cond, draft, given, med, obs, record
 from tests.test_rules_second_pass import cards as cards_of
 
@@ -204,3 +204,49 @@ def test_a_complete_course_and_one_under_way_keep_their_words():
     under_way = cards_of(_romo_chart(*_romo_orders(20, 5)))
     assert not {"C-TX-BP", "C-ANABOLIC-FOLLOW-ON"} & set(under_way)
     assert "C-SAFE-ROMO-LIMIT" not in cards_of(_romo_chart(*_romo_orders(35, 11), drafts=[draft(ROMO)]), "order-sign")
+
+
+# ---------------------------------------------------------------------------
+# 5. C-SAFE-ROMO-CV (EVENITY boxed warning: not within a year of an MI or stroke; SAFE-8,
+# second-pass 2) for an MI whose record bounds its date only partly inside the 12 months (an
+# onset age, range or period, record.EventWindow): "possibly within the past 12 months", not
+# "in the past 12 months". Still critical, as before.
+# ---------------------------------------------------------------------------
+
+def _mi(**onset):
+    return {"resourceType": "Condition", "id": "mi", "code": coding(t.ICD10CM, "I21.4"), **onset}
+
+
+_AGE = {"unit": "a", "system": "http://unitsofmeasure.org", "code": "a"}
+
+
+@pytest.mark.parametrize("onset", [
+    {"onsetAge": {"value": 71, **_AGE}},  # age 72 today: 2024-01-01 to 2024-12-31
+    {"onsetPeriod": {"start": str(TODAY - dt.timedelta(days=900)), "end": str(TODAY - dt.timedelta(days=300))}},
+])
+def test_romosozumab_order_after_an_mi_possibly_within_the_year(onset):
+    card = cards_of(record(*_ROMO_LABS, _mi(**onset), drafts=[draft(ROMO)], t_score=False), "order-sign")["C-SAFE-ROMO-CV"]
+    assert card["indicator"] == "critical"
+    assert card["summary"] == ("Romosozumab and a myocardial infarction or stroke possibly within the past 12 months: "
+                               "do not give it")
+    assert "after a myocardial infarction or stroke possibly within the past 12 months" in card["detail"]
+    assert "recent" not in card["detail"].split("\n")[0]
+
+
+@pytest.mark.parametrize("onset", [{"onsetAge": {"value": 72, **_AGE}},  # wholly within the year
+                                   {"onsetDateTime": str(TODAY - dt.timedelta(days=100))}])
+def test_romosozumab_order_after_an_mi_within_the_year_keeps_its_words(onset):
+    """Quiet control: an MI dated, or bounded wholly inside the 12 months."""
+    card = cards_of(record(*_ROMO_LABS, _mi(**onset), drafts=[draft(ROMO)], t_score=False), "order-sign")["C-SAFE-ROMO-CV"]
+    assert card["summary"] == "Romosozumab and a myocardial infarction or stroke in the past 12 months: do not give it"
+    assert "after a recent myocardial infarction or stroke: do not start it." in card["detail"]
+
+
+def test_romosozumab_course_after_an_mi_possibly_within_the_year():
+    course = tuple(given(ROMO, 30 + 30 * k) for k in range(5))  # started 150 days ago, under way
+    card = cards_of(record(*_ROMO_LABS, *course, _mi(onsetAge={"value": 71, **_AGE}), t_score=False))["C-SAFE-ROMO-CV"]
+    assert "possibly within the past 12 months" in card["summary"]
+    assert card["detail"].startswith("Romosozumab may have been started within 12 months after a myocardial infarction")
+    dated = cards_of(record(*_ROMO_LABS, *course, _mi(onsetDateTime=str(TODAY - dt.timedelta(days=200))),
+                            t_score=False))["C-SAFE-ROMO-CV"]  # quiet control: a dated MI before the course
+    assert "in the past 12 months" in dated["summary"] and dated["detail"].startswith("Romosozumab was started within")

@@ -81,6 +81,17 @@ def cv_fact(hit: ConditionHit, label: str) -> str:
     return f"{label} ({hit.code or 'coded'}), {w.written}: {span}"
 
 
+def cv_possibly_recent(hits: Iterable[ConditionHit], record: PatientRecord, settings: ClinicalSettings) -> bool:
+    """Every MI or stroke of cv_hits only may fall within mi_stroke_window_months: its record bounds
+    its date (EventWindow) and its first possible day is before the window or unbounded (an onset
+    age, a range, an abatement alone). C-SAFE-ROMO-CV then says "possibly within" (review 14: "in
+    the past 12 months" for an MI at age 71, 2024-01-01 to 2024-12-31). Dated or wholly in: False."""
+    hits = list(hits)
+    return bool(hits) and all(
+        h.window is not None and not within_months(h.window.earliest, record.today, settings.mi_stroke_window_months)
+        for h in hits)
+
+
 def cv_hits(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[ConditionHit]:
     """MI or stroke within mi_stroke_window_months by its latest possible day (cv_latest; a
     resolved MI is still a recent MI), or on/after `since` when given (by its earliest day: an
@@ -1280,7 +1291,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "ckd_4_5", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "vitamin_d_below", "vitamin_d_level", "vitamin_d_deficient", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "vitamin_d_below", "vitamin_d_level", "vitamin_d_deficient", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_possibly_recent", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end", "course_end_words",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",

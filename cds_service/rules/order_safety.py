@@ -58,6 +58,7 @@ from cds_service.rules.facts import (
     current_pregnancy,
     cv_fact,
     cv_hits,
+    cv_possibly_recent,
     denosumab_timing,
     draft_fact,
     drug_label,
@@ -781,16 +782,22 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
     variant = _cv_variant(hits)
     if record.male_on_record:  # this card then owns the "not for men" point too (one card per draft)
         events.append(f"{_sex_male_fact(record)} (Not approved for men either: Evenity is for postmenopausal women)")
+    window = settings.mi_stroke_window_months
+    possibly = cv_possibly_recent(hits, record, settings)  # its record bounds the date, partly inside
     situation = (f"Romosozumab is being ordered and a myocardial infarction is on record without its date: confirm "
-                 f"it was more than {settings.mi_stroke_window_months} months ago before starting romosozumab."
+                 f"it was more than {window} months ago before starting romosozumab."
                  if variant else
+                 f"Romosozumab is being ordered after a myocardial infarction or stroke possibly within the past {window} "
+                 f"months (its record bounds the date, not the day): do not start it unless it was more than {window} "
+                 "months ago." if possibly else
                  "Romosozumab is being ordered after a recent myocardial infarction or stroke: do not start it.")
     situation += _pth_ckd_note(record, settings)
     findings = []
     for draft, agent in ordered(record, ("romosozumab",)):
         keys, built = _pth_instead(record, settings, draft)
         findings.append(Finding("C-SAFE-ROMO-CV", facts=(draft_fact(draft, agent), *events),
-                                variables={"window": str(settings.mi_stroke_window_months), "situation": situation},
+                                variables={"window": str(window), "situation": situation,
+                                           "when": f"{'possibly within' if possibly else 'in'} the past {window} months"},
                                 suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
                                 variant=variant))
     return findings
@@ -810,12 +817,15 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
     if not e or not e.active:
         return []
     start = course_start(e) or e.start
-    during = _cv_events(record, settings, since=start)
-    hits = [] if during else cv_hits(record, settings)
-    events = during or [_cv_fact(h) for h in hits]
+    during_hits = cv_hits(record, settings, since=start)
+    hits = [] if during_hits else cv_hits(record, settings)
+    events = [_cv_fact(h) for h in during_hits or hits]
     if not events:
         return []
+    during = bool(during_hits)
     variant = _cv_variant(hits)
+    window = settings.mi_stroke_window_months
+    possibly = cv_possibly_recent(during_hits or hits, record, settings)
     if variant:
         situation = (f"Romosozumab is active and a myocardial infarction is on record without its date: confirm it "
                      f"was more than {settings.mi_stroke_window_months} months before the course started; if "
@@ -823,6 +833,11 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
     elif during:
         situation = ("A myocardial infarction or stroke occurred during the romosozumab course: stop "
                      "romosozumab (no further doses) and plan the antiresorptive that follows it.")
+    elif possibly:
+        situation = (f"Romosozumab may have been started within {window} months after a myocardial infarction or "
+                     "stroke (its record bounds the date, not the day), when the label says not to start it: unless "
+                     f"it was more than {window} months before the course, give no further doses and plan the "
+                     "antiresorptive that follows it.")
     else:
         situation = (f"Romosozumab was started within {settings.mi_stroke_window_months} months after a "
                      "myocardial infarction or stroke, when the label says not to start it: give no further "
@@ -830,7 +845,8 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
     keys, built = _transition_keys(record, settings, None)
     return [Finding("C-SAFE-ROMO-CV", facts=(f"On romosozumab since {_date(start)}, last dose {_date(e.last_dose)}",
                                              *events),
-                    variables={"window": str(settings.mi_stroke_window_months), "situation": situation},
+                    variables={"window": str(window), "situation": situation,
+                               "when": f"{'possibly within' if possibly else 'in'} the past {window} months"},
                     suggestions=keys, extra_suggestions=built, variant=variant)]
 
 
