@@ -235,6 +235,17 @@ def _action(spec: dict[str, Any], card: dict[str, Any], finding: Finding, variab
     return out
 
 
+def yaml_suggestion(card_id: str, key: str, variables: dict[str, str]) -> Suggestion:
+    """A card's YAML suggestion `key` (create actions), filled and built as a Suggestion that is not
+    recommended: for a rule that lists it after one built in code (YAML keys come first)."""
+    card = load_card(card_id)
+    spec = next(s for s in card.get("suggestions") or () if s.get("key") == key)
+    return Suggestion(_fill(spec["label"], variables), tuple(
+        Action("create", _fill(a.get("description", ""), variables),
+               resource=_filled_resource(card["resources"][a["resource"]], variables))
+        for a in spec.get("actions") or ()))
+
+
 def _built_suggestion(s: Suggestion, patient_id: str | None, today: dt.date) -> dict[str, Any]:
     actions = []
     for a in s.actions:

@@ -11,7 +11,7 @@ import pytest
 from cds_service.fhir import terminology as t
 from cds_service.record import glucocorticoid_daily_mg
 from tests.conftest import TODAY, coding
-from tests.test_rules_second_pass import DMAB, ROMO, cond, draft, given, med, obs, record
+from tests.test_rules_second_pass import ABL, DMAB, ROMO, TPTD, cond, draft, given, med, obs, record
 from tests.test_rules_second_pass import cards as cards_of
 
 # ---------------------------------------------------------------------------
@@ -250,3 +250,63 @@ def test_romosozumab_course_after_an_mi_possibly_within_the_year():
     dated = cards_of(record(*_ROMO_LABS, *course, _mi(onsetDateTime=str(TODAY - dt.timedelta(days=200))),
                             t_score=False))["C-SAFE-ROMO-CV"]  # quiet control: a dated MI before the course
     assert "in the past 12 months" in dated["summary"] and dated["detail"].startswith("Romosozumab was started within")
+
+
+# ---------------------------------------------------------------------------
+# 6. The denosumab cards beside romosozumab or abaloparatide (follow_up.beside_anabolic, variant
+# anabolic-unstudied; chart 10_dmab_overdue_plus_romo): the DATA-Switch evidence (Leder, Lancet
+# 2015; AACE20, ES20 against the switch) is for teriparatide, and denosumab alongside either agent
+# has not been studied, so the bone specialist referral leads as the recommended suggestion and
+# the dose follows (brief SAFE-16: an anabolic with an antiresorptive is a specialist's
+# combination). Teriparatide keeps its variant: the dose first (review 13).
+# ---------------------------------------------------------------------------
+
+_REFERRAL = "Plan the sequence with a bone specialist (endocrinology)"
+_DMAB_LABS = (obs("98979-8", 20, 70), obs("17861-6", 20, 9.4, "mg/dL"), obs("62292-8", 20, 34, "ng/mL"))
+
+
+def _overdue(*extra):
+    stopped = med(DMAB, 900, "stopped", rid="dmab-order", statusReason={"text": "switched"})
+    return record(*(given(DMAB, 213 + 182 * k) for k in range(4)), stopped, *_DMAB_LABS, *extra, age=69)
+
+
+def _stopped(*extra):
+    stopped = med(DMAB, 400, "stopped", rid="dmab-order", statusReason={"text": "switched"})
+    return record(given(DMAB, 150), given(DMAB, 332), stopped, *_DMAB_LABS, *extra)
+
+
+def _due(*extra):
+    return record(given(DMAB, 190), given(DMAB, 372), med(DMAB, 372, rid="dmab-order"), *_DMAB_LABS, *extra)
+
+
+_CHARTS = [(_overdue, "C-DMAB-OVERDUE", "Give the overdue denosumab 60 mg dose now"),
+           (_stopped, "C-DMAB-STOP", f"Order the next denosumab 60 mg dose for {TODAY + dt.timedelta(days=33)}"),
+           (_due, "C-DMAB-DUE", "Order the next denosumab 60 mg dose")]
+
+
+def _labels(card):
+    return [(s["label"], s["isRecommended"]) for s in card["suggestions"]]
+
+
+@pytest.mark.parametrize("chart, card_id, dose", _CHARTS)
+@pytest.mark.parametrize("concept, name", [(ROMO, "romosozumab"), (ABL, "abaloparatide")])
+def test_beside_romosozumab_or_abaloparatide_the_specialist_leads(chart, card_id, dose, concept, name):
+    card = cards_of(chart(med(concept, 30, rid="anabolic")))[card_id]
+    assert _labels(card) == [(_REFERRAL, True), (dose, False)]
+    detail = " ".join(card["detail"].split())
+    assert "The evidence on switching is for teriparatide: in DATA-Switch" in detail
+    assert f"Denosumab given alongside {name} has not been studied" in detail
+    assert "advise against switching from denosumab to teriparatide" not in detail
+    assert card["summary"].endswith(f"{name} has not been shown to prevent the rebound")
+    dosed = [a["resource"] for s in card["suggestions"][1:] for a in s["actions"]]
+    assert dosed[0]["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
+
+
+@pytest.mark.parametrize("chart, card_id, dose", _CHARTS)
+def test_beside_teriparatide_the_dose_stays_first(chart, card_id, dose):
+    """Quiet control: DATA-Switch's own agent keeps the review-13 variant and order."""
+    card = cards_of(chart(med(TPTD, 30, rid="anabolic")))[card_id]
+    assert [label for label, _ in _labels(card)] == [dose, _REFERRAL]
+    detail = " ".join(card["detail"].split())
+    assert "advise against switching from denosumab to teriparatide" in detail
+    assert "not been studied" not in detail

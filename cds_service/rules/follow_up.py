@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cds_service.card_render import yaml_suggestion
 from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, MedEvent, PatientRecord
 from cds_service.rules.base import Action, Finding, Suggestion, rule
@@ -306,15 +307,22 @@ def beside_anabolic(card_id: str, why: str, e: AgentExposure, facts: list[str], 
     SAFE-16: an anabolic with an antiresorptive is a specialist combination) or a bone
     specialist. No one-click bisphosphonate beside it: starting a bisphosphonate with an
     anabolic agent is also such a combination (alendronate blunts teriparatide's effect), the
-    specialist's call."""
+    specialist's call.
+    Romosozumab or abaloparatide (variant anabolic-unstudied; review 14): DATA-Switch studied
+    teriparatide, and denosumab beside either agent is an unstudied combination, so the card says
+    so and the specialist referral leads as the recommended suggestion, the dose after it."""
     name = drug_label(e.agent)
     facts = [*facts, f"{name.capitalize()} active since {e.start or 'an unknown date'}"]
+    unstudied = e.agent != "teriparatide"
     referral = referral_suggestion(ENDOCRINOLOGY, "Plan the sequence with a bone specialist (endocrinology)",
-                                   f"{why} with {name} started: rebound risk")
-    return Finding(card_id, facts=tuple(facts), variant="anabolic-on-board",
-                   variables={**variables, "anabolic": name, "anabolic_title": name.capitalize(),
-                              "prevents": "does not prevent" if e.agent == "teriparatide" else
-                              "has not been shown to prevent"},
+                                   f"{why} with {name} started: rebound risk", recommended=unstudied)
+    variables = {**variables, "anabolic": name, "anabolic_title": name.capitalize(),
+                 "prevents": "has not been shown to prevent" if unstudied else "does not prevent"}
+    if unstudied:  # the referral first: the card's YAML dose is built after it
+        doses = tuple(yaml_suggestion(card_id, key, variables) for key in keys)
+        return Finding(card_id, facts=tuple(facts), variant="anabolic-unstudied", variables=variables,
+                       suggestions=(), extra_suggestions=(referral, *doses, *built))
+    return Finding(card_id, facts=tuple(facts), variant="anabolic-on-board", variables=variables,
                    suggestions=keys, extra_suggestions=(*built, referral))
 
 
