@@ -49,7 +49,6 @@ from cds_service.rules.facts import (
     low_calcium,
     months_to_days,
     predose_labs_missing,
-    romosozumab_course,
 )
 from cds_service.rules.orders import (ENDOCRINOLOGY, PROLIA24_TEXT, denosumab_dose, predose_lab_actions,
                                      prolia24_suggestion, referral_suggestion)
