@@ -286,6 +286,11 @@ def kidney_egfr(record: PatientRecord, settings: ClinicalSettings) -> KidneyRead
     only when no eGFR is on record in kidney_lab_max_age_months (cautious: a low one still
     counts). Review 13: a 95-year-old of 42 kg with eGFR 52 (clearance 22) was sent to a
     CKD-MBD work-up before denosumab. Bisphosphonate limits stay on kidney()."""
+    reading = kidney(record, settings)
+    # The two readings differ only where kidney() took a clearance over an eGFR on record
+    # (kidney() is read on nearly every call, so this one is then free).
+    if reading.kind != "CrCl" or record.lab("egfr", settings.kidney_lab_max_age_months) is None:
+        return reading
     return _kidney(record, settings, egfr_first=True)
 
 
