@@ -1899,7 +1899,8 @@ class _Builder:
         age = _age(birth, today) if birth else None
         if age is not None and not self._value_ok("age", age, _ref(patient)):
             birth = age = None  # e.g. birthDate 0001-01-01 or next year: age unknown, not 2025
-        conflicting_ages = [a for b in birth_conflict if (d := parse_date(b)) and 0 <= (a := _age(d, today)) <= 125]
+        conflicting_ages = [a for b in birth_conflict
+                            if (d := parse_date(b)) and plausibility.value_ok("age", a := _age(d, today))]
         oldest_conflicting_age = max(conflicting_ages) if conflicting_ages else None
         sex, sex_conflict = self._agreed(copies, "gender", PATIENT_GENDER_CONFLICT)
         # Fails closed: two copies of the patient that disagree (under two prefetch keys,
@@ -2615,12 +2616,28 @@ _PER_DAY_WORDS = (("every other day", 0.5), ("alternate day", 0.5), ("four times
 _PERIOD_DAYS = {"h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
 
 
+# Doses a week written out ("three times a week", "twice weekly", "2x/wk", "weekly"): the
+# day words below read "three times" as three a day (clinical review 15: prednisone 5 mg three
+# times a week read as 15 mg/day, a C-GIOP warning). "daily for 2 weeks" is daily.
+# Every alternative starts with a word or digit, never with a space run: linear on long text.
+_TIMES_A_WEEK = re.compile(
+    r"(?<![a-z0-9])(?:(once|one time|twice|two times|three times|four times|([1-7])\s*+(?:x|times))\s*+"
+    r"(?:a|per|each|every|/|in a)\s*+(?:week|wk)|(once|one time|twice|two times|three times|four times)\s*+weekly"
+    r"|weekly|(?:every|each|per|a)\s++week)(?![a-z])")
+_WEEK_COUNTS = {"once": 1, "one time": 1, "twice": 2, "two times": 2, "three times": 3, "four times": 4}
+
+
 def _per_day(dosage: Mapping[str, Any]) -> float | None:
     repeat = ((dosage.get("timing") or {}).get("repeat") or {}) if isinstance(dosage.get("timing"), dict) else {}
     freq, period, unit = repeat.get("frequency"), repeat.get("period"), repeat.get("periodUnit")
     if isinstance(period, (int, float)) and period > 0 and unit in _PERIOD_DAYS:
         return (freq if isinstance(freq, (int, float)) and freq > 0 else 1) / (period * _PERIOD_DAYS[unit])
     text = str(dosage.get("text") or "").lower()
+    weekly = _TIMES_A_WEEK.search(text)
+    if weekly:
+        words, digit, before_weekly = weekly.group(1, 2, 3)
+        count = int(digit) if digit else _WEEK_COUNTS.get(words or before_weekly or "", 1)
+        return count / 7
     for word, per_day in _PER_DAY_WORDS:
         if re.search(r"(?<![a-z])" + re.escape(word) + r"(?![a-z])", text):
             return per_day

@@ -195,7 +195,7 @@ def _signed_alendronate(client, prefetch: dict) -> dict:
 @pytest.mark.parametrize("changes, words", [
     ({"gender": "male"}, "sex not known for sure: the women's factor, the lower estimate"),
     ({"gender": "unknown"}, "sex not known for sure: the women's factor, the lower estimate"),
-    ({"birthDate": "1990-01-01"}, "(the oldest of the birth dates on record)"),
+    ({"birthDate": "1990-01-01"}, "age 86, female"),  # prefetch.patient's age, the older one
 ], ids=["gender-male", "gender-unknown", "birthDate"])
 def test_a_disagreeing_copy_keeps_the_renal_card(client, changes, words):
     prefetch = _frail_kidney_prefetch()

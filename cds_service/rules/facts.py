@@ -256,8 +256,7 @@ def _computed_clearance(record: PatientRecord, months: int | None) -> tuple[floa
         return None
     male = record.male and not record.sex_conflict
     crcl = round((140 - age) * weight.value / (72 * creatinine.value) * (1.0 if male else 0.85))
-    age_text = (f"age {age}" if record.oldest_conflicting_age is None else
-                f"age {age} (the oldest of the birth dates on record)")
+    age_text = f"age {age}" if age == record.age else f"age {age} (the oldest of the birth dates on record)"
     sex_text = ("male" if male else "female" if record.female and not record.sex_conflict else
                 "sex not known for sure: the women's factor, the lower estimate")
     fact = f"Creatinine clearance {crcl} mL/min (Cockcroft-Gault: {creatinine.fact()}, {weight.fact()}, {age_text}, {sex_text})"
