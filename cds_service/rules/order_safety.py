@@ -355,16 +355,24 @@ def _anabolic_work_up(record: PatientRecord, settings: ClinicalSettings, agent: 
                  if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
 
 
-def _label_stop(record: PatientRecord, settings: ClinicalSettings, agent: str) -> bool:
-    """Does a draft of this anabolic agent meet a critical card or C-SAFE-ANABOLIC-CONTRA on the
-    same screen? C-SAFE-HYPOCA (romosozumab, low calcium; EVENITY), C-SAFE-PREGNANCY,
-    C-SAFE-ROMO-CV (EVENITY boxed warning), C-SAFE-ANABOLIC-CONTRA (a PTH analog's label
-    contraindications; romosozumab for a man). The rules below decide each; this names them."""
-    if current_pregnancy(record, settings):
-        return True
-    if agent == "romosozumab":
-        return bool(low_calcium(record, settings) or cv_hits(record, settings) or record.male_on_record)
-    return bool(_anabolic_contra(record, settings))
+def _label_stop(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
+                agent: str) -> bool:
+    """Does another card on this same draft say not to give it now? Then C-SAFE-RENAL's
+    anabolic-ckd and C-SAFE-DMAB-CKD offer no "keep the order". The cards' own rules decide
+    (a card names its draft in its facts): C-SAFE-PREGNANCY (second-pass 2), C-SAFE-HYPOCA
+    (LABEL: correct hypocalcemia first), C-VITD-LOW's replete or hold first (SAFE-5, TX-8),
+    C-SAFE-ROMO-CV (EVENITY boxed warning), C-SAFE-ANABOLIC-CONTRA (SAFE-11; romosozumab for a
+    man), C-SAFE-ROMO-LIMIT (EVENITY: 12 doses, SAFE-9), C-SAFE-PTH-LIMIT (SAFE-10),
+    C-SAFE-DOSE-INTERVAL (too soon) and C-DUP-ANABOLIC (second-pass 3). Review 14 added the
+    first to C-SAFE-RENAL, review 15 the rest and C-SAFE-DMAB-CKD (PROLIA24)."""
+    from cds_service.rules.dosing import dose_interval_order, duplicate_anabolic_order  # sibling rules
+
+    named = draft_fact(draft, agent)
+    return any(named in f.facts
+               for stop in (pregnancy_order, hypocalcemia_order, vitamin_d_order, romosozumab_cv_order,
+                            anabolic_contraindication_order, romosozumab_limit_order, pth_limit_order,
+                            dose_interval_order, duplicate_anabolic_order)
+               for f in stop(record, today, settings))
 
 
 @rule(*ORDERS, cards=("C-SAFE-RENAL",))
@@ -376,10 +384,10 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
     C-TX-ANABOLIC says on patient-view; romosozumab: severe renal impairment or dialysis carry
     a greater hypocalcemia risk, monitor calcium (EVENITY label). Not a contraindication in
     the labels, so a warning: hold for the CKD-MBD work-up and a specialist (recommended), or
-    keep the order under that supervision with the work-up added. No "keep" when the same draft
-    meets a critical card or C-SAFE-ANABOLIC-CONTRA (review 14: beside C-SAFE-ROMO-CV,
-    C-SAFE-PREGNANCY, romosozumab for a man; before, only C-SAFE-HYPOCA); with a low calcium
-    C-SAFE-HYPOCA's recheck is the calcium order."""
+    keep the order under that supervision with the work-up added. No "keep" when another card on
+    the same draft says not to give it now (_label_stop; review 14, 15: C-SAFE-ROMO-CV,
+    C-SAFE-PREGNANCY, romosozumab for a man, C-SAFE-ROMO-LIMIT, C-DUP-ANABOLIC, a dose too soon);
+    with a low calcium C-SAFE-HYPOCA's recheck is the calcium order."""
     reading = _anabolic_ckd(record, settings)
     if not reading:
         return []
@@ -387,7 +395,7 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
     for draft, agent in ordered(record, ANABOLIC_AGENTS):
         work_up = _anabolic_work_up(record, settings, agent)
         # Review 14: no "keep the order" beside a card that says not to give it on this draft.
-        built = [] if _label_stop(record, settings, agent) else [Suggestion(f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the "
+        built = [] if _label_stop(record, today, settings, draft, agent) else [Suggestion(f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the "
                                            "CKD-MBD labs and the referral", work_up)]
         if draft.reference:
             built.insert(0, Suggestion(f"Hold {drug_label(agent)}: remove the draft; CKD-MBD labs and a referral to "
@@ -567,11 +575,11 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
         known = [lab.fact() for lab in (calcium(record, settings.calcium_max_age_months),
                                         record.lab("pth", settings.lab_max_age_months),
                                         record.lab("vitamin_d", settings.lab_max_age_months)) if lab]
-        # Review: with a low calcium on file C-SAFE-HYPOCA (critical) holds the dose; "keep the
-        # order" beside it would contradict it (Prolia label: correct hypocalcemia first).
+        # Review 15: no "keep the order" beside a card that says not to give it now (C-SAFE-HYPOCA,
+        # C-SAFE-PREGNANCY, C-VITD-LOW, C-SAFE-DOSE-INTERVAL; PROLIA24, SAFE-5, second-pass 2).
         low = low_calcium(record, settings)
         done = ckd_mbd_done(record, settings)  # review 14: the work-up on record recently is not ordered again
-        built = [] if low else [prolia24_suggestion(
+        built = [] if _label_stop(record, today, settings, draft, agent) else [prolia24_suggestion(
             "Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly x 4 then monthly, "
             "nephrology", recommended=False, done=done)]
         if draft.reference:
