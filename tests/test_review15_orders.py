@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_review13_kidney import LABS
-from tests.test_rules_second_pass import DMAB, ROMO, TPTD, cards, cond, draft, given, med, obs, record
+from tests.test_review13_kidney import LABS, _codes
+from tests.test_rules_second_pass import ALN, DMAB, ROMO, TPTD, ZOL, cards, cond, draft, given, med, obs, record
 
 KEEP = "Keep the"
 EGFR_22 = obs("98979-8", 10, 22)
@@ -79,3 +79,45 @@ def test_keep_romosozumab_stays_after_11_doses_a_month_apart():
     got = _order(*LABS, CKD4, *(given(ROMO, 30 + 30 * k) for k in range(11)), drafts=[draft(ROMO)])
     assert not {"C-SAFE-ROMO-LIMIT", "C-SAFE-DOSE-INTERVAL", "C-DUP-ANABOLIC"} & set(got)
     assert any(label.startswith(KEEP) for label in _labels(got["C-SAFE-RENAL"]))
+
+
+# ---------------------------------------------------------------------------
+# 3. eGFR 29 with a Cockcroft-Gault clearance of 40 (charts 01, 07b vs 01b): patient-view asks for the
+# CKD-MBD work-up before any bone drug (CKD 4 by eGFR, facts.ckd_4_5), but a zoledronic acid or
+# alendronate order got no kidney card (the clearance is within the label). Now C-SAFE-RENAL warns,
+# variant ckd-stage, with anabolic-ckd's hold or keep (KDIGO 2017 CKD-MBD 4.3.4; AACE20).
+# ---------------------------------------------------------------------------
+
+CG_40 = (obs("2160-0", 10, 2.0, "mg/dL"), obs("29463-7", 10, 85, "kg"))  # 60 y, 85 kg, woman: CrCl 40
+CKD_MBD = {"2731-8", "1649-3", "2777-1", "6768-6", "306286007"}  # PTH, 1,25-D, phosphate, ALP, nephrology
+
+
+@pytest.mark.parametrize("drug", [ZOL, ALN], ids=["zoledronic-acid", "alendronate"])
+def test_bisphosphonate_within_its_clearance_in_ckd_4_by_egfr_gets_the_ckd_mbd_work_up(drug):
+    card = _order(*LABS, obs("98979-8", 10, 29), *CG_40, age=60, drafts=[draft(drug)])["C-SAFE-RENAL"]
+    assert card["indicator"] == "warning"
+    assert "CKD stage 4 by eGFR" in card["summary"] and "KDIGO 2017" in card["detail"]
+    labels = _labels(card)
+    assert labels[0].startswith("Hold") and any(label.startswith(KEEP) for label in labels)
+    assert CKD_MBD <= {code for _, code in _codes(card)}
+
+
+def test_ckd_stage_note_keeps_only_the_hold_beside_vitamin_d_to_correct():
+    """Chart 01: vitamin D 12 with the zoledronic acid order, C-VITD-LOW holds it: no "keep"."""
+    got = _order(obs("17861-6", 10, 9.2, "mg/dL"), obs("62292-8", 10, 12, "ng/mL"), obs("98979-8", 10, 29), *CG_40,
+                 age=60, drafts=[draft(ZOL)])
+    assert "C-VITD-LOW" in got
+    assert not any(label.startswith(KEEP) for label in _labels(got["C-SAFE-RENAL"]))
+
+
+@pytest.mark.parametrize("drug", [ZOL, ALN], ids=["zoledronic-acid", "alendronate"])
+def test_egfr_45_with_clearance_40_stays_quiet(drug):
+    """Quiet control: eGFR 45 (CKD 3) with the same clearance of 40: no kidney card."""
+    assert "C-SAFE-RENAL" not in _order(*LABS, obs("98979-8", 10, 45), *CG_40, age=60, drafts=[draft(drug)])
+
+
+def test_zoledronic_acid_below_its_clearance_limit_stays_critical():
+    """Quiet control: eGFR 29 with a clearance of 30 (below Reclast's 35): the critical card as before."""
+    card = _order(*LABS, obs("98979-8", 10, 29), obs("2160-0", 10, 2.0, "mg/dL"), obs("29463-7", 10, 64, "kg"),
+                  age=60, drafts=[draft(ZOL)])["C-SAFE-RENAL"]
+    assert card["indicator"] == "critical" and "contraindicated" in card["summary"]
