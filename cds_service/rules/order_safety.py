@@ -53,6 +53,7 @@ from cds_service.rules.facts import (
     ORAL_BP_INSTRUCTIONS,
     antiresorptive_complications,
     calcium,
+    ckd_4_5,
     condition_fact,
     course_start,
     current_pregnancy,
@@ -316,8 +317,11 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
     for draft, agent in ordered(record, RENAL_AGENTS):
         problem = _renal_problem(record, settings, agent)
         if not problem:
+            stage = _ckd_stage(record, today, settings, draft, agent)
+            if stage:
+                findings.append(stage)
             # An injectable's order meets C-SAFE-PREDOSE-LABS, which asks for fresh labs already.
-            if agent not in INJECTABLE_ANTIRESORPTIVES:
+            elif agent not in INJECTABLE_ANTIRESORPTIVES:
                 # Review: a first order read "before the next dose".
                 findings += _renal_recheck(record, settings, agent, draft_fact(draft, agent),
                                            f"{drug_title(agent)} is being ordered.", "giving")
@@ -335,6 +339,33 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
     return findings
 
 
+def _ckd_stage(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
+               agent: str) -> Finding | None:
+    """C-SAFE-RENAL (warning), variant ckd-stage, review 15: a bisphosphonate ordered with the
+    clearance within its label but CKD stage 4-5 by eGFR (facts.ckd_4_5; coded CKD 4-5 and
+    dialysis are below every label limit already). The label is not crossed, so a warning, for
+    zoledronic acid too; but KDIGO 2017 (4.3.4: G4-5D, address CKD-MBD before an antiresorptive)
+    and AACE20 ask for the CKD-MBD work-up first, as C-TX-ANABOLIC says on patient-view. The
+    suggestions are anabolic-ckd's (_hold_or_keep)."""
+    reading = ckd_4_5(record, settings)
+    if not reading:
+        return None
+    # Only here do the readings differ: kidney() took a clearance over the eGFR (facts.kidney_egfr);
+    # its first fact is that clearance (the next says the eGFR is "not used", which it is here).
+    clearance = kidney(record, settings)
+    limit = f"{_renal_limit(agent, settings):g}"
+    return Finding(
+        "C-SAFE-RENAL", indicator="warning", variant="ckd-stage",
+        facts=(draft_fact(draft, agent), f"{'; '.join(reading.facts)} (CKD stage 4-5 by eGFR)",
+               *(f"{fact} (at or above the label limit of {limit} mL/min)" for fact in clearance.facts[:1]),
+               *ckd_mbd_done_facts(record, settings)),
+        variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "kidney": reading.label,
+                   "clearance": clearance.label, "renal_limit": limit,
+                   "stage": "CKD stage 5" if reading.band == FAILURE else "CKD stage 4"},
+        suggestions=(), extra_suggestions=_hold_or_keep(record, today, settings, draft, agent),
+        delete_draft=draft.reference or None, source_url=t.label_url(agent))
+
+
 ANABOLIC_AGENTS = ("teriparatide", "abaloparatide", "romosozumab")
 
 
@@ -345,26 +376,49 @@ def _anabolic_ckd(record: PatientRecord, settings: ClinicalSettings) -> KidneyRe
     return reading if reading.below(settings.egfr_denosumab_ckd) else None
 
 
-def _anabolic_work_up(record: PatientRecord, settings: ClinicalSettings, agent: str) -> tuple[Action, ...]:
-    """The CKD-MBD work-up (labs and referral) before an anabolic agent in CKD 4-5 or on dialysis.
-    With a low calcium the romosozumab order meets C-SAFE-HYPOCA, whose recheck is the calcium
-    order (one per screen)."""
+def _ckd_mbd_first(record: PatientRecord, settings: ClinicalSettings, agent: str) -> tuple[Action, ...]:
+    """The CKD-MBD work-up (labs and referral) before a bone drug in CKD 4-5 or on dialysis.
+    With a low calcium the order meets C-SAFE-HYPOCA, whose recheck is the calcium order (one
+    per screen)."""
     low = agent in HYPOCALCEMIA_AGENTS and low_calcium(record, settings)
     return tuple(a for a in ckd_mbd_work_up(f"{drug_title(agent)} ordered in CKD stage 4-5 or on dialysis: "
                                             "evaluate CKD-mineral bone disorder first", ckd_mbd_done(record, settings))
                  if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
 
 
-def _label_stop(record: PatientRecord, settings: ClinicalSettings, agent: str) -> bool:
-    """Does a draft of this anabolic agent meet a critical card or C-SAFE-ANABOLIC-CONTRA on the
-    same screen? C-SAFE-HYPOCA (romosozumab, low calcium; EVENITY), C-SAFE-PREGNANCY,
-    C-SAFE-ROMO-CV (EVENITY boxed warning), C-SAFE-ANABOLIC-CONTRA (a PTH analog's label
-    contraindications; romosozumab for a man). The rules below decide each; this names them."""
-    if current_pregnancy(record, settings):
-        return True
-    if agent == "romosozumab":
-        return bool(low_calcium(record, settings) or cv_hits(record, settings) or record.male_on_record)
-    return bool(_anabolic_contra(record, settings))
+def _label_stop(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
+                agent: str) -> bool:
+    """Does another card on this same draft say not to give it now? Then C-SAFE-RENAL's
+    anabolic-ckd and C-SAFE-DMAB-CKD offer no "keep the order". The cards' own rules decide
+    (a card names its draft in its facts): C-SAFE-PREGNANCY (second-pass 2), C-SAFE-HYPOCA
+    (LABEL: correct hypocalcemia first), C-VITD-LOW's replete or hold first (SAFE-5, TX-8),
+    C-SAFE-ROMO-CV (EVENITY boxed warning), C-SAFE-ANABOLIC-CONTRA (SAFE-11; romosozumab for a
+    man), C-SAFE-ROMO-LIMIT (EVENITY: 12 doses, SAFE-9), C-SAFE-PTH-LIMIT (SAFE-10),
+    C-SAFE-DOSE-INTERVAL (too soon) and C-DUP-ANABOLIC (second-pass 3). Review 14 added the
+    first to C-SAFE-RENAL, review 15 the rest and C-SAFE-DMAB-CKD (PROLIA24)."""
+    from cds_service.rules.dosing import dose_interval_order, duplicate_anabolic_order  # sibling rules
+
+    named = draft_fact(draft, agent)
+    return any(named in f.facts
+               for stop in (pregnancy_order, hypocalcemia_order, vitamin_d_order, romosozumab_cv_order,
+                            anabolic_contraindication_order, romosozumab_limit_order, pth_limit_order,
+                            dose_interval_order, duplicate_anabolic_order)
+               for f in stop(record, today, settings))
+
+
+def _hold_or_keep(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
+                  agent: str) -> tuple[Suggestion, ...]:
+    """C-SAFE-RENAL in CKD 4-5 or on dialysis (anabolic-ckd, ckd-stage): hold the draft for the
+    CKD-MBD work-up and a specialist (recommended), or keep it under that supervision with the
+    work-up added; no "keep" beside a card that says not to give it now (_label_stop)."""
+    work_up = _ckd_mbd_first(record, settings, agent)
+    built = [] if _label_stop(record, today, settings, draft, agent) else [Suggestion(
+        f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the CKD-MBD labs and the referral",
+        work_up)]
+    if draft.reference:
+        built.insert(0, Suggestion(f"Hold {drug_label(agent)}: remove the draft; CKD-MBD labs and a referral to "
+                                   "nephrology or a bone specialist first", (_delete(draft, agent),) + work_up, True))
+    return tuple(built)
 
 
 @rule(*ORDERS, cards=("C-SAFE-RENAL",))
@@ -376,22 +430,16 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
     C-TX-ANABOLIC says on patient-view; romosozumab: severe renal impairment or dialysis carry
     a greater hypocalcemia risk, monitor calcium (EVENITY label). Not a contraindication in
     the labels, so a warning: hold for the CKD-MBD work-up and a specialist (recommended), or
-    keep the order under that supervision with the work-up added. No "keep" when the same draft
-    meets a critical card or C-SAFE-ANABOLIC-CONTRA (review 14: beside C-SAFE-ROMO-CV,
-    C-SAFE-PREGNANCY, romosozumab for a man; before, only C-SAFE-HYPOCA); with a low calcium
-    C-SAFE-HYPOCA's recheck is the calcium order."""
+    keep the order under that supervision with the work-up added. No "keep" when another card on
+    the same draft says not to give it now (_label_stop; review 14, 15: C-SAFE-ROMO-CV,
+    C-SAFE-PREGNANCY, romosozumab for a man, C-SAFE-ROMO-LIMIT, C-DUP-ANABOLIC, a dose too soon);
+    with a low calcium C-SAFE-HYPOCA's recheck is the calcium order."""
     reading = _anabolic_ckd(record, settings)
     if not reading:
         return []
     findings = []
     for draft, agent in ordered(record, ANABOLIC_AGENTS):
-        work_up = _anabolic_work_up(record, settings, agent)
-        # Review 14: no "keep the order" beside a card that says not to give it on this draft.
-        built = [] if _label_stop(record, settings, agent) else [Suggestion(f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the "
-                                           "CKD-MBD labs and the referral", work_up)]
-        if draft.reference:
-            built.insert(0, Suggestion(f"Hold {drug_label(agent)}: remove the draft; CKD-MBD labs and a referral to "
-                                       "nephrology or a bone specialist first", (_delete(draft, agent),) + work_up, True))
+        built = _hold_or_keep(record, today, settings, draft, agent)
         note = ("Romosozumab: patients with severe renal impairment or on dialysis are at greater risk of "
                 "hypocalcemia (Evenity label): correct calcium and vitamin D first and monitor serum calcium."
                 if agent == "romosozumab" else
@@ -403,7 +451,7 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
                    *ckd_mbd_done_facts(record, settings)),
             variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "drug_note": note,
                        "kidney": reading.label},
-            suggestions=(), extra_suggestions=tuple(built), delete_draft=draft.reference or None,
+            suggestions=(), extra_suggestions=built, delete_draft=draft.reference or None,
             source_url=t.label_url(agent)))
     return findings
 
@@ -567,11 +615,11 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
         known = [lab.fact() for lab in (calcium(record, settings.calcium_max_age_months),
                                         record.lab("pth", settings.lab_max_age_months),
                                         record.lab("vitamin_d", settings.lab_max_age_months)) if lab]
-        # Review: with a low calcium on file C-SAFE-HYPOCA (critical) holds the dose; "keep the
-        # order" beside it would contradict it (Prolia label: correct hypocalcemia first).
+        # Review 15: no "keep the order" beside a card that says not to give it now (C-SAFE-HYPOCA,
+        # C-SAFE-PREGNANCY, C-VITD-LOW, C-SAFE-DOSE-INTERVAL; PROLIA24, SAFE-5, second-pass 2).
         low = low_calcium(record, settings)
         done = ckd_mbd_done(record, settings)  # review 14: the work-up on record recently is not ordered again
-        built = [] if low else [prolia24_suggestion(
+        built = [] if _label_stop(record, today, settings, draft, agent) else [prolia24_suggestion(
             "Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly x 4 then monthly, "
             "nephrology", recommended=False, done=done)]
         if draft.reference:
@@ -718,7 +766,7 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
         # Review 14: in CKD 4-5 or on dialysis a PTH analog waits for the CKD-MBD work-up as
         # C-SAFE-RENAL and C-TX-ANABOLIC say (AACE20, ES19; KDIGO 2017 CKD-MBD): that work-up,
         # not a one-click teriparatide, is the alternative here.
-        work_up = _anabolic_work_up(record, settings, "romosozumab")
+        work_up = _ckd_mbd_first(record, settings, "romosozumab")
         return (), (Suggestion("Remove the romosozumab order; CKD-MBD labs and a referral to nephrology or a bone "
                                "specialist before any anabolic agent", (_delete(draft, "romosozumab"), *work_up),
                                True),) * bool(work_up) + remove
