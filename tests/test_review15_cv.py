@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.test_review8_clinical import _drug_orders
-from tests.test_rules_second_pass import ROMO, ago, cards, cond, draft, obs, record
+from tests.test_rules_second_pass import ROMO, TPTD, ago, cards, cond, draft, obs, record
 
 # ---------------------------------------------------------------------------
 # 1. An MI or stroke with no date at all (no onset[x], abatement or recordedDate) was never
@@ -100,3 +100,60 @@ def test_an_mi_with_its_onset_100_days_ago_is_in_the_past_12_months():
     card = _romo_cv(cond("I21.4", 100))
     assert card["summary"] == "Romosozumab and a myocardial infarction or stroke in the past 12 months: do not give it"
     assert f"Myocardial infarction (I21.4) on {ago(100)}" in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# 2. With a low calcium no denosumab dose is offered (Prolia label, PROLIA24: correct hypocalcemia
+# before dosing), yet C-DMAB-OVERDUE said "Act now: give the overdue denosumab 60 mg dose now"
+# (charts 08b, 08e), and C-DMAB-DUE beside romosozumab "by <date>; the dose alongside romosozumab
+# is the other choice" (chart 08). 29b16b5's wording for C-DMAB-DUE now reaches these too.
+# ---------------------------------------------------------------------------
+
+def _dmab_chart(days, calcium=7.9, egfr=70, anabolic=None):
+    from tests.test_rules_second_pass import DMAB, given, med
+    extra = (med(anabolic, 60, rid="an"), given(anabolic, 30)) if anabolic else ()
+    return cards(record(obs("17861-6", 10, calcium, "mg/dL"), obs("62292-8", 10, 34, "ng/mL"), obs("98979-8", 10, egfr),
+                        med(DMAB, days, rid="dm1"), given(DMAB, days), *extra))
+
+
+@pytest.mark.parametrize("anabolic", [None, TPTD, ROMO])
+def test_an_overdue_denosumab_with_a_low_calcium_says_correct_it_first(anabolic):
+    card = _dmab_chart(250, anabolic=anabolic)["C-DMAB-OVERDUE"]
+    assert "**Calcium is low:** correct it first (Prolia label: correct hypocalcemia before dosing); no dose is " \
+           "offered here until then." in card["detail"]
+    assert "dose now" not in card["detail"] and "60 mg dose once the calcium is corrected" in card["detail"]
+    assert not any("denosumab" in (a.get("description") or "").lower()
+                   for s in card.get("suggestions", ()) for a in s["actions"])
+
+
+def test_a_due_denosumab_beside_romosozumab_with_a_low_calcium_says_correct_it_first():
+    card = _dmab_chart(190, egfr=22, anabolic=ROMO)["C-DMAB-DUE"]
+    assert card["summary"] == ("Denosumab due (last dose 2024-11-23, correct the low calcium first): romosozumab "
+                               "has not been shown to prevent the rebound")
+    assert "the dose alongside romosozumab, once the calcium is corrected, is the other choice" in card["detail"]
+    assert "**Calcium is low:** correct it first; no dose is offered until then." in card["detail"]
+
+
+def test_an_overdue_or_due_denosumab_with_a_normal_calcium_reads_as_before():
+    """Control: calcium 9.5: "give the overdue dose now", "by <date>", the dose offered."""
+    card = _dmab_chart(250, calcium=9.5)["C-DMAB-OVERDUE"]
+    assert "- give the overdue denosumab 60 mg dose now and continue every 6 months; or" in card["detail"]
+    assert "Calcium is low" not in card["detail"]
+    assert any("denosumab" in (a.get("description") or "").lower() for s in card["suggestions"] for a in s["actions"])
+    due = _dmab_chart(190, calcium=9.5, anabolic=ROMO)["C-DMAB-DUE"]
+    assert due["summary"] == ("Denosumab due (last dose 2024-11-23, by 2025-06-22): romosozumab has not been shown "
+                              "to prevent the rebound")
+    assert "the dose alongside romosozumab is the other choice" in due["detail"]
+
+
+@pytest.mark.parametrize("calcium, waits", [(7.9, True), (9.5, False)])
+def test_a_stopped_denosumab_beside_teriparatide_says_the_dose_waits_for_a_low_calcium(calcium, waits):
+    """C-DMAB-STOP beside an anabolic (beside_anabolic): "continue denosumab alongside: the next
+    dose on or after ..." gains "correct the low calcium first"; a normal calcium (control) not."""
+    from tests.test_rules_second_pass import DMAB, given, med
+    chart = record(obs("17861-6", 10, calcium, "mg/dL"), obs("62292-8", 10, 34, "ng/mL"), obs("98979-8", 10, 70),
+                   med(DMAB, 150, status="stopped", rid="dm1"), given(DMAB, 150), med(TPTD, 60, rid="an"),
+                   given(TPTD, 30))
+    detail = cards(chart)["C-DMAB-STOP"]["detail"]
+    assert "continue denosumab alongside: the next 60 mg dose on or after" in detail
+    assert ("correct the low calcium first (no dose is offered until then)" in detail) is waits
