@@ -66,6 +66,8 @@ VARIABLES.update({"being": "is being", "labels_say": "label says", "orders": "or
 # C-DMAB-DUE / -OVERDUE / -STOP / C-ANABOLIC-FOLLOW-ON: the next step, a low calcium, the PROLIA24 text (review 14)
 VARIABLES.update({"next_step": "give the next 60 mg dose by 2025-06-01", "calcium_note": "", "ckd_plan": "",
                   "work_up": "**Suggested:** the CKD-MBD labs."})
+# C-DMAB-OVERDUE / C-DMAB-DUE anabolic-unstudied: the dose waits for a low calcium (review 15)
+VARIABLES.update({"now": " now", "due_by": "by 2025-06-01", "after_calcium": ""})
 
 
 @pytest.mark.parametrize("card_id", cr.card_ids())

@@ -63,6 +63,21 @@ def mi_date_unknown(hit: ConditionHit) -> bool:
     return hit.recorded_only and hit.code in t.OLD_MI_CODES and hit.window is None
 
 
+def cv_undated(hit: ConditionHit) -> bool:
+    """An MI or stroke with no date at all (no onset[x], abatement or recordedDate) whose
+    clinicalStatus is active or absent: it may be this month's (review 15: I21.4 or I63.9 so gave no
+    C-SAFE-ROMO-CV and a one-click romosozumab). EVENITY boxed warning, SAFE-8: read as an MI of
+    unknown date. An inactive, resolved or in-remission one says the event is over, as a dated one
+    long ago: left as before (no card); an entered-in-error one is never read."""
+    return hit.date is None and hit.window is None and hit.active
+
+
+def cv_date_unknown(hit: ConditionHit) -> bool:
+    """The MI's or stroke's own date is not on record: an old-MI code dated only by its
+    recordedDate (mi_date_unknown) or an event with no date at all (cv_undated)."""
+    return mi_date_unknown(hit) or cv_undated(hit)
+
+
 def cv_latest(hit: ConditionHit) -> dt.date | None:
     """The latest day the MI or stroke can have happened: its EventWindow's last day when its
     record bounds it without an onset day (a partial date, an onset period, age, age range or
@@ -75,6 +90,8 @@ def cv_latest(hit: ConditionHit) -> dt.date | None:
 def cv_fact(hit: ConditionHit, label: str) -> str:
     """condition_fact, with the bounds read when the event's day is not on record."""
     w = hit.window
+    if w is None and hit.recorded_only and hit.date:  # it began on or before its recordedDate
+        return f"{label} ({hit.code or 'coded'}), no onset on record: on or before {hit.date} (recorded)"
     if w is None:
         return condition_fact(hit, label)
     span = f"between {w.earliest} and {w.latest}" if w.earliest else f"on or before {w.latest}"
@@ -87,31 +104,39 @@ def cv_possibly_recent(hits: Iterable[ConditionHit], record: PatientRecord, sett
     age, a range, an abatement alone). C-SAFE-ROMO-CV then says "possibly within" (review 14: "in
     the past 12 months" for an MI at age 71, 2024-01-01 to 2024-12-31). Dated or wholly in: False."""
     hits = list(hits)
-    return bool(hits) and all(
-        h.window is not None and not within_months(h.window.earliest, record.today, settings.mi_stroke_window_months)
-        for h in hits)
+    return bool(hits) and all(cv_bounded_only(h, record, settings) for h in hits)
+
+
+def cv_bounded_only(hit: ConditionHit, record: PatientRecord, settings: ClinicalSettings) -> bool:
+    """cv_possibly_recent for one event: its first possible day is before the window or unbounded.
+    An event dated by its recordedDate alone began on or before it (review 15: an I21.4 recorded
+    100 days ago read "in the past 12 months")."""
+    if hit.window is not None:
+        return not within_months(hit.window.earliest, record.today, settings.mi_stroke_window_months)
+    return hit.recorded_only and hit.date is not None and not cv_date_unknown(hit)
 
 
 def cv_hits(record: PatientRecord, settings: ClinicalSettings, since: dt.date | None = None) -> list[ConditionHit]:
     """MI or stroke within mi_stroke_window_months by its latest possible day (cv_latest; a
     resolved MI is still a recent MI), or on/after `since` when given (by its earliest day: an
     MI of unknown date or of unknown earliest day never counts as "during"): per group the
-    first dated event, else the first old MI of unknown date (mi_date_unknown). An old MI code
-    of unknown date is left out when an MI with its own date is on record at any time: the
-    history code names that MI (review 12: I25.2 recorded last month beside I21.4 of 600 days
+    first dated event, else the first of unknown date (cv_date_unknown: an old MI dated by its
+    recordedDate alone, or an active MI or stroke with no date at all). One of unknown date is
+    left out when one of its group with its own date is on record at any time: the history code
+    names that MI (review 12: I25.2 recorded last month beside I21.4 of 600 days
     ago read as an MI of unknown date, a critical card). One reading for C-SAFE-ROMO-CV and
     C-TX-ANABOLIC's romosozumab."""
     out = []
     for group in ("mi", "stroke"):
         every = record.condition_hits(group, active_only=False)
-        hits = [h for h in every if within_months(cv_latest(h), record.today, settings.mi_stroke_window_months)]
-        if group == "mi" and any(map(mi_date_unknown, hits)) and any(
-                cv_latest(h) and not mi_date_unknown(h) for h in every):
-            hits = [h for h in hits if not mi_date_unknown(h)]
+        hits = [h for h in every if cv_undated(h)
+                or within_months(cv_latest(h), record.today, settings.mi_stroke_window_months)]
+        if any(map(cv_date_unknown, hits)) and any(cv_latest(h) and not cv_date_unknown(h) for h in every):
+            hits = [h for h in hits if not cv_date_unknown(h)]
         if since is not None:
-            hits = [h for h in hits if not mi_date_unknown(h)
+            hits = [h for h in hits if not cv_date_unknown(h)
                     and (first := h.window.earliest if h.window else h.date) and first >= since]
-        out += sorted(hits, key=mi_date_unknown)[:1]
+        out += sorted(hits, key=cv_date_unknown)[:1]
     return out
 
 
@@ -1194,17 +1219,21 @@ def anabolic_options(record: PatientRecord, settings: ClinicalSettings) -> tuple
     else:
         options += ["teriparatide", "abaloparatide"]
     romo = romosozumab_course(record)
-    cv = sorted(cv_hits(record, settings), key=mi_date_unknown)  # a dated event first
+    cv = sorted(cv_hits(record, settings), key=cv_date_unknown)  # a dated event first
     low_ca = low_calcium(record, settings)
     if not record.female or record.male_on_record:
         excluded.append("Romosozumab not suggested: approved only for postmenopausal women")
+    elif cv and cv_undated(cv[0]):
+        kind = "myocardial infarction" if cv[0].group == "mi" else "stroke"
+        excluded.append(f"Romosozumab not suggested: {kind} ({cv[0].code}) on record with no date: confirm it was "
+                        f"more than {settings.mi_stroke_window_months} months ago (boxed warning)")
     elif cv and mi_date_unknown(cv[0]):
         excluded.append(f"Romosozumab not suggested: myocardial infarction ({cv[0].code}) on record without its "
                         f"date (recorded on {cv[0].date}): confirm it was more than "
                         f"{settings.mi_stroke_window_months} months ago (boxed warning)")
     elif cv:
         kind = "Myocardial infarction" if cv[0].group == "mi" else "Stroke"
-        within = "may be within" if cv[0].window else "within"
+        within = "may be within" if cv[0].window or cv[0].recorded_only else "within"  # its day not on record
         excluded.append(f"Romosozumab not suggested: {cv_fact(cv[0], kind)} "
                         f"({within} {settings.mi_stroke_window_months} months; boxed warning)")
     elif romo and romo.doses >= settings.romo_max_doses:
@@ -1295,7 +1324,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "ckd_4_5", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
-    "vitamin_d_repletion_hold", "vitamin_d_below", "vitamin_d_level", "vitamin_d_deficient", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_possibly_recent", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
+    "vitamin_d_repletion_hold", "vitamin_d_below", "vitamin_d_level", "vitamin_d_deficient", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_undated", "cv_date_unknown", "cv_bounded_only", "cv_possibly_recent", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
     "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end", "course_end_words",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",

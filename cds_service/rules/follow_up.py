@@ -221,7 +221,10 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
                      "until then)")
     variables = {"last_dose": timing.last_dose.isoformat(), "grace_end": timing.grace_end.isoformat(),
                  "next_step": next_step, "ckd_plan": ckd_plan_note(record, settings, short=True),
-                 "calcium_note": "**Calcium is low:** correct it first; no dose is offered until then." if low else ""}
+                 "calcium_note": "**Calcium is low:** correct it first; no dose is offered until then." if low else "",
+                 # variant anabolic-unstudied (review 15 chart 08: it still read "by <date>", the dose the other choice)
+                 "due_by": "correct the low calcium first" if low else f"by {timing.grace_end}",
+                 "after_calcium": ", once the calcium is corrected," if low else ""}
     if anabolic:  # the dose stays, the card says the anabolic does not replace it (beside_anabolic)
         return [beside_anabolic("C-DMAB-DUE", "Denosumab due", anabolic, facts, keys, built, variables)]
     return [Finding("C-DMAB-DUE", facts=tuple(facts), variables=variables,
@@ -280,8 +283,15 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
                      "but no dose was given after it")
     facts.append("No bisphosphonate given since the last denosumab dose")
     keys, built = denosumab_plan(record, settings, facts)
+    # Review 15 (charts 08b, 08e): with a low calcium no dose is offered (Prolia label, PROLIA24:
+    # correct hypocalcemia before dosing; the bisphosphonate labels too), so "Act now" no longer
+    # says "give the overdue dose now".
+    low = low_calcium(record, settings)
     variables = {"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
-                 "patient_instruction": ORAL_BP_INSTRUCTIONS, "ckd_plan": ckd_plan_note(record, settings)}
+                 "patient_instruction": ORAL_BP_INSTRUCTIONS, "ckd_plan": ckd_plan_note(record, settings),
+                 "now": " once the calcium is corrected" if low else " now",
+                 "calcium_note": ("**Calcium is low:** correct it first (Prolia label: correct hypocalcemia before "
+                                  "dosing); no dose is offered here until then." if low else "")}
     anabolic = active_anabolic(record)
     if anabolic:
         return [beside_anabolic("C-DMAB-OVERDUE", "Denosumab overdue", anabolic, facts, keys, built, variables)]
@@ -381,6 +391,8 @@ def _stop_beside_anabolic(record: PatientRecord, settings: ClinicalSettings, e: 
     if timing:
         keys, built = denosumab_plan(record, settings, facts, on=dose_day)
         when = f"the next 60 mg dose on or after {dose_day} (6 months after the last dose), then every 6 months"
+        if low_calcium(record, settings):  # no dose offered (Prolia label; review 15, as C-DMAB-DUE/-OVERDUE)
+            when += "; correct the low calcium first (no dose is offered until then)"
     else:
         keys, built = (), ()
         when = "the next 60 mg dose once the date of the last injection is confirmed (none on record)"

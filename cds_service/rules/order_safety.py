@@ -57,9 +57,11 @@ from cds_service.rules.facts import (
     condition_fact,
     course_start,
     current_pregnancy,
+    cv_date_unknown,
     cv_fact,
     cv_hits,
     cv_possibly_recent,
+    cv_undated,
     denosumab_timing,
     draft_fact,
     drug_label,
@@ -788,6 +790,9 @@ def _pth_ckd_note(record: PatientRecord, settings: ClinicalSettings) -> str:
 
 
 def _cv_fact(hit: ConditionHit) -> str:
+    if cv_undated(hit):
+        return (f"{'Myocardial infarction' if hit.group == 'mi' else 'Stroke'} ({hit.code}): no date on record "
+                "(no onset, abatement or recorded date)")
     if mi_date_unknown(hit):
         return (f"Myocardial infarction, old or history of ({hit.code}): the date of the MI is not on record "
                 f"(recorded on {_date(hit.date)})")
@@ -814,8 +819,16 @@ def _cv_variant(hits: list[ConditionHit]) -> str | None:
     """"mi-date-unknown" when the only event is an old MI of unknown date: the card still stops a
     one-click start (critical: the boxed warning rules out starting within a year of an MI, and
     I25.2 is coded from 4 weeks after one, so it may be recent) but asks for the MI's date
-    instead of asserting a recent MI."""
-    return "mi-date-unknown" if hits and all(mi_date_unknown(h) for h in hits) else None
+    instead of asserting a recent MI. "cv-date-unknown" the same when an MI or stroke has no date
+    at all (facts.cv_undated; review 15)."""
+    if not hits or not all(map(cv_date_unknown, hits)):
+        return None
+    return "cv-date-unknown" if any(map(cv_undated, hits)) else "mi-date-unknown"
+
+
+def _cv_undated_words(hits: list[ConditionHit]) -> str:
+    """What is on record without its date, for the date-unknown situations."""
+    return " or ".join(sorted({"a myocardial infarction" if h.group == "mi" else "a stroke" for h in hits}))
 
 
 @rule(*ORDERS, cards=("C-SAFE-ROMO-CV",))
@@ -832,7 +845,7 @@ def romosozumab_cv_order(record: PatientRecord, today: dt.date, settings: Clinic
         events.append(f"{_sex_male_fact(record)} (Not approved for men either: Evenity is for postmenopausal women)")
     window = settings.mi_stroke_window_months
     possibly = cv_possibly_recent(hits, record, settings)  # its record bounds the date, partly inside
-    situation = (f"Romosozumab is being ordered and a myocardial infarction is on record without its date: confirm "
+    situation = (f"Romosozumab is being ordered and {_cv_undated_words(hits)} is on record without its date: confirm "
                  f"it was more than {window} months ago before starting romosozumab."
                  if variant else
                  f"Romosozumab is being ordered after a myocardial infarction or stroke possibly within the past {window} "
@@ -875,7 +888,7 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
     window = settings.mi_stroke_window_months
     possibly = cv_possibly_recent(during_hits or hits, record, settings)
     if variant:
-        situation = (f"Romosozumab is active and a myocardial infarction is on record without its date: confirm it "
+        situation = (f"Romosozumab is active and {_cv_undated_words(hits)} is on record without its date: confirm it "
                      f"was more than {settings.mi_stroke_window_months} months before the course started; if "
                      "not, give no further doses and plan the antiresorptive that follows it.")
     elif during:
