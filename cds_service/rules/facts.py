@@ -580,8 +580,11 @@ def vitamin_d_below(lab: Lab, cut: float) -> bool:
     with X at or below the cut ("<20" is below 20: deficient, brief TX-8; AACE20). Review 14:
     the bound was read as its number, so "<20 ng/mL" was called insufficient and "<30" drew no
     card. A ">X" bound reads as X, as before. The bound to 0.1 ng/mL: "<50 nmol/L" (20.03 ng/mL)
-    is the same cut-off in the other unit."""
-    return lab.value < cut or (lab.comparator == "<" and round(lab.value, 1) <= cut)
+    is the same cut-off in the other unit. Review 15: the SI cut-offs are 50 and 75 nmol/L
+    (cut x 2.5) and the record converts by / 2.496 to 0.01 ng/mL, so "<75 nmol/L" arrives as
+    30.05 and was not below 30: a bound up to the SI cut-off, so converted, is at the cut."""
+    return lab.value < cut or (lab.comparator == "<" and (round(lab.value, 1) <= cut
+                                                           or lab.value <= round(cut * 2.5 / 2.496, 2)))
 
 
 @per_call
