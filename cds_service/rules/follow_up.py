@@ -68,6 +68,31 @@ def _later_denosumab_order(timing: DmabTiming) -> MedEvent | None:
     return max(later, key=lambda ev: ev.start) if later else None  # type: ignore[arg-type, return-value]
 
 
+def _listed_after_due(timing: DmabTiming) -> tuple[MedEvent, dt.date] | None:
+    """An active denosumab MedicationStatement confirmed (dateAsserted, else its effective dates)
+    after the last dose on record fell due (last dose + 6 months), with that date: the medication
+    list says denosumab is current, so doses were likely given elsewhere and the history on record
+    is incomplete (review 15 chart 04c: a statement confirmed 30 days ago beside a completed order
+    700 days old drew a one-click dose). None otherwise."""
+    listed = [(ev, ev.asserted or ev.end or ev.start) for ev in timing.exposure.events
+              if ev.resource_type == "MedicationStatement" and ev.status == "active"]
+    later = [(ev, seen) for ev, seen in listed if seen and seen > timing.due]
+    return max(later, key=lambda pair: pair[1]) if later else None
+
+
+def _history_incomplete(card_id: str, timing: DmabTiming, listed: tuple[MedEvent, dt.date]) -> Finding:
+    """C-DMAB-DUE / C-DMAB-OVERDUE, variant history-incomplete (review 15): the card keeps its
+    indicator (the rebound is real if the doses lapsed: ECTS21, Prolia label) but offers no dose
+    and no bisphosphonate: the date of the last injection first, as on C-DMAB-DUE's
+    last-dose-unknown (a dose too soon is C-SAFE-DOSE-INTERVAL's concern)."""
+    ev, seen = listed
+    facts = [*timing.facts(), f"Denosumab on the medication list as current ({ev.ref}), confirmed on {seen}: "
+                              f"after the last dose on record fell due ({timing.due})"]
+    return Finding(card_id, facts=tuple(facts), variant="history-incomplete", suggestions=(),
+                   variables={"last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since),
+                              "listed": seen.isoformat()})
+
+
 # ---------------------------------------------------------------------------
 # Suggestion choice shared by the cards
 # ---------------------------------------------------------------------------
@@ -208,6 +233,9 @@ def denosumab_due(record: PatientRecord, today: dt.date, settings: ClinicalSetti
         return []
     if _later_denosumab_order(timing):
         return []
+    listed = _listed_after_due(timing)
+    if listed:  # the medication list says current: the date first, no dose (review 15)
+        return [_history_incomplete("C-DMAB-DUE", timing, listed)]
     facts = timing.facts()
     keys, built = denosumab_plan(record, settings, facts)
     anabolic = active_anabolic(record)
@@ -272,6 +300,9 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
         return []
     if bisphosphonate_since(record, timing.last_dose):
         return []
+    listed = _listed_after_due(timing)
+    if listed:  # still critical, but the date of the last injection first (review 15 chart 04c)
+        return [_history_incomplete("C-DMAB-OVERDUE", timing, listed)]
     facts = timing.facts()
     stopped = denosumab_stop_order(record)
     if stopped:
