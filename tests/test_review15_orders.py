@@ -121,3 +121,17 @@ def test_zoledronic_acid_below_its_clearance_limit_stays_critical():
     card = _order(*LABS, obs("98979-8", 10, 29), obs("2160-0", 10, 2.0, "mg/dL"), obs("29463-7", 10, 64, "kg"),
                   age=60, drafts=[draft(ZOL)])["C-SAFE-RENAL"]
     assert card["indicator"] == "critical" and "contraindicated" in card["summary"]
+
+
+# ---------------------------------------------------------------------------
+# Review 15 (14d): C-SAFE-PREDOSE-LABS asked for labs "before the denosumab dose" beside
+# C-SAFE-PREGNANCY's "do not give it" (critical, the draft removed: second-pass 2, LABEL Prolia).
+# In a current pregnancy it stays quiet; without one it still asks for the missing labs.
+# ---------------------------------------------------------------------------
+
+def test_no_predose_labs_beside_a_pregnancy_that_stops_the_draft():
+    from tests.test_rules_second_pass import DMAB, cards, cond, draft, record
+    pregnant = cards(record(cond("Z34.90", 60), drafts=[draft(DMAB)], age=34), "order-sign")
+    assert pregnant["C-SAFE-PREGNANCY"]["indicator"] == "critical"
+    assert "C-SAFE-PREDOSE-LABS" not in pregnant
+    assert "C-SAFE-PREDOSE-LABS" in cards(record(drafts=[draft(DMAB)], age=34), "order-sign")

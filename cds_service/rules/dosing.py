@@ -20,6 +20,7 @@ from cds_service.record import EGFR_UPPER_BOUND, PatientRecord
 from cds_service.rules.base import Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DAYS_PER_MONTH,
+    current_pregnancy,
     draft_fact,
     drug_label,
     drug_title,
@@ -93,7 +94,11 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
     safety cards speak then); calcium is always needed. Suggests the missing labs.
     Review: quiet for a zoledronic acid draft contraindicated by kidney function or acute
     kidney injury (no labs before a dose not to be given: C-SAFE-RENAL speaks), and leaves
-    the calcium to C-SAFE-DMAB-CKD's plan below 30 (no test ordered twice on one screen)."""
+    the calcium to C-SAFE-DMAB-CKD's plan below 30 (no test ordered twice on one screen).
+    Quiet in a current pregnancy: C-SAFE-PREGNANCY (critical) removes the draft, and labs
+    "before the dose" beside "do not give it" contradicted it (clinical review 15)."""
+    if current_pregnancy(record, settings):
+        return []
     reading = kidney(record, settings)
     dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR (C-SAFE-DMAB-CKD's reading)
     # Known hypocalcemia: C-SAFE-HYPOCA owns the calcium (one calcium order per screen).
