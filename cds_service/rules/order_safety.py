@@ -371,13 +371,6 @@ def _ckd_stage(record: PatientRecord, today: dt.date, settings: ClinicalSettings
 ANABOLIC_AGENTS = ("teriparatide", "abaloparatide", "romosozumab")
 
 
-def _anabolic_ckd(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading | None:
-    """kidney_egfr when it is CKD stage 4-5 or dialysis (below egfr_denosumab_ckd, the same 30
-    where CKD stage 4 starts; KDIGO stages by GFR), else None."""
-    reading = kidney_egfr(record, settings)
-    return reading if reading.below(settings.egfr_denosumab_ckd) else None
-
-
 def _ckd_mbd_first(record: PatientRecord, settings: ClinicalSettings, agent: str) -> tuple[Action, ...]:
     """The CKD-MBD work-up (labs and referral) before a bone drug in CKD 4-5 or on dialysis.
     With a low calcium the order meets C-SAFE-HYPOCA, whose recheck is the calcium order (one
@@ -426,8 +419,8 @@ def _hold_or_keep(record: PatientRecord, today: dt.date, settings: ClinicalSetti
 @rule(*ORDERS, cards=("C-SAFE-RENAL",))
 def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-SAFE-RENAL (warning), review 13: teriparatide, abaloparatide or romosozumab ordered in
-    CKD stage 4-5 or on dialysis (kidney_egfr: coded CKD 4-5 or dialysis, else eGFR below
-    egfr_denosumab_ckd, the same 30 where CKD stage 4 starts). A low T-score there does not
+    CKD stage 4-5 or on dialysis (facts.ckd_4_5: coded CKD 4-5 or dialysis, else eGFR below
+    30, where CKD stage 4 starts). A low T-score there does not
     tell osteoporosis from CKD-mineral bone disorder (AACE20, ES19; KDIGO 2017 CKD-MBD), as
     C-TX-ANABOLIC says on patient-view; romosozumab: severe renal impairment or dialysis carry
     a greater hypocalcemia risk, monitor calcium (EVENITY label). Not a contraindication in
@@ -436,7 +429,7 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
     the same draft says not to give it now (_label_stop; review 14, 15: C-SAFE-ROMO-CV,
     C-SAFE-PREGNANCY, romosozumab for a man, C-SAFE-ROMO-LIMIT, C-DUP-ANABOLIC, a dose too soon);
     with a low calcium C-SAFE-HYPOCA's recheck is the calcium order."""
-    reading = _anabolic_ckd(record, settings)
+    reading = ckd_4_5(record, settings)
     if not reading:
         return []
     findings = []
@@ -764,7 +757,7 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
     if (_anabolic_contra(record, settings) or current_pregnancy(record, settings)
             or pth_months_used(record) >= settings.pth_max_months):
         return (), remove
-    if _anabolic_ckd(record, settings):
+    if ckd_4_5(record, settings):
         # Review 14: in CKD 4-5 or on dialysis a PTH analog waits for the CKD-MBD work-up as
         # C-SAFE-RENAL and C-TX-ANABOLIC say (AACE20, ES19; KDIGO 2017 CKD-MBD): that work-up,
         # not a one-click teriparatide, is the alternative here.
@@ -781,7 +774,7 @@ def _pth_instead(record: PatientRecord, settings: ClinicalSettings,
 
 def _pth_ckd_note(record: PatientRecord, settings: ClinicalSettings) -> str:
     """What _pth_instead offers in CKD 4-5 or on dialysis, said on the card ("" otherwise)."""
-    reading = _anabolic_ckd(record, settings)
+    reading = ckd_4_5(record, settings)
     if not reading:
         return ""
     return (f" Kidney function {reading.label} (CKD stage 4-5 or dialysis): a PTH analog too waits for the "

@@ -445,7 +445,7 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
 
 def _ckd_mbd_referral(record: PatientRecord, settings: ClinicalSettings, a: Assessment) -> list[Finding]:
     """Review 13: C-TX-ANABOLIC in CKD 4-5 or on dialysis (kidney_egfr: coded CKD 4-5, dialysis
-    Conditions or Procedures, else eGFR below egfr_denosumab_ckd (30); KDIGO stages by GFR).
+    Conditions or Procedures, else eGFR below 30: facts.ckd_4_5; KDIGO stages by GFR).
     There a low T-score or a fracture does not tell osteoporosis from CKD-mineral bone disorder
     (AACE20, ES19; KDIGO 2017 CKD-MBD: in CKD G4-G5D with CKD-MBD abnormalities, treatment
     choices weigh those abnormalities, with consideration of a bone biopsy), and romosozumab
@@ -454,8 +454,8 @@ def _ckd_mbd_referral(record: PatientRecord, settings: ClinicalSettings, a: Asse
     labs (the PROLIA24 plan's work-up, with phosphate and ALP) and a CKD-MBD referral;
     labs C-LAB-BASELINE orders on the same screen are left out. [] when kidney function is
     not that low."""
-    reading = kidney_egfr(record, settings)
-    if not reading.below(settings.egfr_denosumab_ckd):
+    reading = ckd_4_5(record, settings)
+    if not reading:
         return []
     baseline = baseline_lab_orders(record, settings)
     # Review 14: the work-up done recently (labs within 90 days, a referral within 12 months) is not
