@@ -736,6 +736,9 @@ class AgentExposure:
     exposure_days: int         # merged exposure intervals
     oncology_only: bool        # every event is an oncology product (Xgeva / Zometa)
     events: tuple[MedEvent, ...]
+    # Start dates of completed orders for at most one dose (within one dosing interval), oldest
+    # first: each is a dose given on its date when no administration is on record (second-pass 3).
+    single_orders: tuple[dt.date, ...] = ()
 
     @property
     def exposure_months(self) -> float:
@@ -1343,11 +1346,15 @@ class _Builder:
         reason = self.binding.reference_reason(full_url.strip())
         if reason != FOREIGN_PATIENT:
             return False
-        key = _ref(resource)
-        if key not in self.ignored_keys:
+        self._ignore(_ref(resource), reason, resource)
+        return True
+
+    def _ignore(self, key: str, reason: str, resource: Mapping[str, Any]) -> None:
+        """Count another patient's resource once by "Type/id" (under two prefetch keys it is
+        one resource), each one with no id."""
+        if key not in self.ignored_keys or not resource.get("id"):
             self.ignored_keys.add(key)
             self.ignored.append((key, reason))
-        return True
 
     def add(self, resource: Any) -> None:
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -1371,9 +1378,7 @@ class _Builder:
                     and "focus" not in resource):
                 reason = binding.reason_to_ignore(resource)
                 if reason is not None:
-                    if key not in self.ignored_keys or not resource.get("id"):
-                        self.ignored_keys.add(key)
-                        self.ignored.append((key, reason))
+                    self._ignore(key, reason, resource)
                     return
         # Same resource under two prefetch keys: read once. Only among resources that bound,
         # so another patient's Observation/x never hides the patient's own Observation/x.
@@ -2784,7 +2789,7 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
         agent=agent, drug_class=t.AGENTS[agent].drug_class, active=active, status=latest.status,  # type: ignore[union-attr]
         start=first, last_dose=last_dose, stopped=None if active else stopped, dose_count=len(doses),
         exposure_days=_merged_days(_event_intervals(events, today)),
-        oncology_only=oncology_only, events=events,
+        oncology_only=oncology_only, events=events, single_orders=tuple(sorted(single_orders)),
     )
 
 

@@ -70,6 +70,8 @@ def _exposure_by_parts(agent, events, today):
         last_dose=last_dose, stopped=stopped, dose_count=len(doses),
         exposure_days=record._merged_days(record._event_intervals(events, today)),
         oncology_only=all(e.oncology for e in events), events=events,
+        single_orders=tuple(sorted({e.start for e in requests if e.status == "completed" and e.start
+                                    and (e.end is None or (e.end - e.start).days <= interval)})),
     )
 
 

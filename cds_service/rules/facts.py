@@ -934,9 +934,7 @@ def romosozumab_course(record: PatientRecord) -> RomoCourse | None:
     # (second-pass 3: EHRs close each single-dose order as completed; record._exposure counts them
     # so). Review 14 chart 07c: five such orders had no course here ("about 0 months"), and twelve
     # drew no C-SAFE-ROMO-LIMIT on a 13th order.
-    interval = t.AGENTS["romosozumab"].dosing_interval_days
-    orders = sorted({ev.start for ev in e.events if ev.resource_type == "MedicationRequest" and ev.status == "completed"
-                     and ev.start and (ev.end is None or (ev.end - ev.start).days <= interval)})  # type: ignore[type-var]
+    orders = e.single_orders
     months = e.exposure_months
     doses = max(1, math.ceil(months - 0.25)) if e.exposure_days else 0
     if orders and len(orders) >= doses:
