@@ -572,12 +572,17 @@ class Lab:
     flag: str = ""             # interpretation code, upper case (H, HH, L, ...), when given
     comparator: str = ""       # "<", "<=", ">=", ">" when the lab reported a bound ("eGFR >60"), not a value
     low: float | None = None   # reference-range lower limit, when the result carries one (ionized calcium)
+    # A bound the lab reported in another unit, as it reported it ("<75 nmol/L"): the value above
+    # is converted, and "<30 ng/mL" alone was a number no lab wrote (review 16).
+    reported: str = ""
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
         decimals = LAB_DECIMALS.get(self.name, 1)
         cutoffs = _CUTOFFS.get(self.name)
         value = written_beside(self.value, decimals, cutoffs) if cutoffs else as_written(self.value, decimals)
+        if self.reported:
+            return f"{label} {self.comparator}{value} {self.unit} (reported as {self.reported}) on {_d(self.date)}"
         return f"{label} {self.comparator}{value} {self.unit} on {_d(self.date)}"
 
 
@@ -1551,9 +1556,9 @@ class _Builder:
                 # C-LAB-BASELINE ordered again a test done a month before. A number with an
                 # optional comparator and unit is read as the same valueQuantity would be (an
                 # unknown unit: no reading, counted); any other text stays unread, as before.
-                text = _TEXT_QUANTITY.match(holder["valueString"])
+                text = _lab_text(holder["valueString"])
                 if text:
-                    comparator, qty = text.group(1), (float(text.group(2)), (text.group(3) or "").strip())
+                    comparator, qty = text[0], text[1:]
         if comparator is None:
             bounded, comparator = False, ""
         else:
@@ -1577,13 +1582,17 @@ class _Builder:
                 self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
             else:
                 name = LAB_SETS[value_set]
+                # A bound converted from another unit ("<75 nmol/L" is "<30 ng/mL"): the lab's own
+                # words are kept beside it (Lab.reported), as no such number was reported.
+                reported = f"{comparator}{qty[0]:g} {qty[1]}" if comparator and v != qty[0] else ""  # type: ignore[index]
                 if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
                     high, low = _reference_bound(holder, "high"), _reference_bound(holder, "low")
                     self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
                               high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None,  # type: ignore[index]
-                              range_low=self._lab_value(value_set, low, qty[1], concept) if low is not None else None)  # type: ignore[index]
+                              range_low=self._lab_value(value_set, low, qty[1], concept) if low is not None else None,  # type: ignore[index]
+                              reported=reported)
                 else:
-                    self._lab(name, v, when, ref, None, "", comparator)
+                    self._lab(name, v, when, ref, None, "", comparator, reported=reported)
         elif kind is _BMD:
             self._bmd(value_set[len(T_SCORE_SETS):].upper(), "T" if value_set.startswith(T_SCORE_SETS) else "Z",
                       qty, bounded, when, ref)  # type: ignore[arg-type]
@@ -1662,14 +1671,14 @@ class _Builder:
         self.frax.append(Frax(kind, percent, when, ref))
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str, high: float | None = None,
-             flag: str = "", comparator: str = "", range_low: float | None = None) -> None:
+             flag: str = "", comparator: str = "", range_low: float | None = None, reported: str = "") -> None:
         low, top = plausibility.RANGES[name]  # _value_ok, inline: labs are most of a chart
         if not low <= value <= top:
             self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
         rounded = _ROUNDED.get(value) if value else None  # _round2, its hit inline
         lab = Lab(name, _round2(value) if rounded is None else rounded, LAB_UNITS[name], when, ref, high, flag,
-                  comparator, range_low)
+                  comparator, range_low, reported)
         values = self.labs.get(name)
         if values is None:
             self.labs[name] = [lab]
@@ -2385,10 +2394,44 @@ _PLAIN_DECIMAL = re.compile(r"\s*([+-]?\d{1,3}(?:\.\d+)?)\s*", re.ASCII)
 _DECEASED_WORDS = frozenset({"true", "yes", "y", "1"})
 # A lab result written as text: optional comparator, a number, an optional unit (no digits in it
 # but UCUM's, e.g. "mL/min/1.73m2") and a remark in brackets: "<5.0 ng/mL", "12 ng/mL (L)", "> 150".
-_TEXT_QUANTITY = re.compile(
-    r"^\s*+(<=|>=|<|>|\u2264|\u2265)?+\s*+([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s(]*+)?+\s*+(?:\([^)]*+\))?+\s*+$")
+_NUMBER_UNIT_REMARK = r"([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s(]*+)?+\s*+(?:\([^)]*+\))?+\s*+$"
+_TEXT_QUANTITY = re.compile(r"^\s*+(<=|>=|<|>|\u2264|\u2265)?+\s*+" + _NUMBER_UNIT_REMARK)
 _TEXT_QUANTITY_MAX = 64  # longer text is not a lab value: not read (and never matched at length)
+# The same written with words, as labs send a bound (review 16): "less than 20 ng/mL", "below 8",
+# "greater than 150 ng/mL"; unit and remark as _TEXT_QUANTITY's.
+_WORD_BOUND = re.compile(
+    r"^\s*+(?i:(less\s++than|lower\s++than|below|under)|(greater\s++than|more\s++than|higher\s++than|above|over))"
+    r"\s++((?i:or\s++equal\s++to)\s++)?+" + _NUMBER_UNIT_REMARK)
+# A result below the assay's limit, the limit beside it: "Below detection limit (<8 ng/mL)",
+# "Not detected (<4.0 ng/mL)", "Undetectable: <8". The number is the limit: the value is below it
+# (a written "<" or none; a ">" is not this form). Words first, then one bracket or a colon.
+_BELOW_LIMIT = re.compile(
+    r"^\s*+(?i:(?:below|under|less\s++than|lower\s++than)\s++(?:the\s++)?+(?:lower\s++)?+"
+    r"(?:(?:detection|detectable|quantitation|quantification|reporting|reportable)\s++limit"
+    r"|limit\s++of\s++(?:detection|quantitation|quantification)|detection|lod|loq|lloq)"
+    r"|not\s++detected|none\s++detected|undetectable|undetected)"
+    r"\s*+(?:\(\s*+(?:<|\u2264|<=)?+\s*+([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s()]*+)?+\s*+\)"
+    r"|:\s*+(?:<|\u2264|<=)?+\s*+([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s(]*+)?+)\s*+$")
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
+
+
+def _lab_text(text: str) -> tuple[str | None, float, str] | None:
+    """A lab value written as text, at most _TEXT_QUANTITY_MAX characters (the caller checks):
+    (comparator or None, number, unit) from "<5.0 ng/mL", "less than 20 ng/mL" or "Below
+    detection limit (<8 ng/mL)", else None (no reading). Each pattern is anchored and possessive
+    throughout: linear on any text (adversarial review 13)."""
+    found = _TEXT_QUANTITY.match(text)
+    if found:
+        return found.group(1), float(found.group(2)), (found.group(3) or "").strip()
+    found = _WORD_BOUND.match(text)
+    if found:
+        comparator = ("<" if found.group(1) else ">") + ("=" if found.group(3) else "")
+        return comparator, float(found.group(4)), (found.group(5) or "").strip()
+    found = _BELOW_LIMIT.match(text)
+    if found:
+        number, unit = found.group(1, 2) if found.group(1) else found.group(3, 4)
+        return "<", float(number), (unit or "").strip()
+    return None
 
 
 def _lab_order(lab: Lab) -> tuple[bool, dt.date, float]:

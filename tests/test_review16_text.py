@@ -1,0 +1,151 @@
+"""Real-world text and products (review 16): lab bounds written in words, a tablet count of a
+written strength in a steroid dose, and IV ibandronate. Charts rebuilt with
+tests.test_rules_second_pass's helpers and judged by the engine as the app runs it (strict);
+each fix with a chart that shows it and a quiet control."""
+
+from __future__ import annotations
+
+import re._parser as sre_parse
+
+import pytest
+
+from cds_service import record as record_module
+from tests.test_rules_second_pass import cards, obs, record
+
+_LABS = (obs("98979-8", 30, 75), obs("17861-6", 30, 9.4, "mg/dL"))
+
+
+def _vitd(text, **extra):
+    v = obs("62292-8", 30, 0, "ng/mL", oid="vitd", **extra)
+    del v["valueQuantity"]
+    v["valueString"] = text
+    return record(v, *_LABS)
+
+
+# ---------------------------------------------------------------------------
+# 1. A 25-OH vitamin D bound written as a lab writes it (brief TX-8, SAFE-5; AACE20: deficient
+# below 20 ng/mL). "less than 20 ng/mL" and "Below detection limit (<8 ng/mL)" were no reading:
+# the deficiency went unseen and C-TX-BP asked again for a test on file.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, written", [
+    ("less than 20 ng/mL", "25-OH vitamin D <20 ng/mL"),
+    ("Less than 8", "25-OH vitamin D <8 ng/mL"),
+    ("below 12 ng/mL", "25-OH vitamin D <12 ng/mL"),
+    ("less than or equal to 19 ng/mL", "25-OH vitamin D <=19 ng/mL"),
+    ("Below detection limit (<8 ng/mL)", "25-OH vitamin D <8 ng/mL"),
+    ("below the limit of quantitation (<4.0 ng/mL)", "25-OH vitamin D <4 ng/mL"),
+    ("Not detected (<8 ng/mL)", "25-OH vitamin D <8 ng/mL"),
+    ("Undetectable: <8", "25-OH vitamin D <8 ng/mL"),
+    ("less than 30 nmol/L", "25-OH vitamin D <12 ng/mL (reported as <30 nmol/L)"),
+])
+def test_a_vitamin_d_bound_in_words_is_deficient(text, written):
+    got = cards(_vitd(text))
+    card = got["C-VITD-LOW"]
+    assert card["indicator"] == "warning" and card["summary"].startswith("Vitamin D deficient: replete")
+    assert written in card["detail"]
+    assert "25-OH vitamin D" not in got["C-TX-BP"]["detail"].split("**Patient data used:**")[0]
+
+
+@pytest.mark.parametrize("text", ["< 8.0 ng/mL", "<8"])
+def test_spaced_or_bare_bounds_were_and_stay_read(text):
+    """Quiet control: forms review 13's reader already read (the brief listed them as unread)."""
+    assert cards(_vitd(text))["C-VITD-LOW"]["indicator"] == "warning"
+
+
+def test_a_bare_bound_with_a_low_flag_stays_deficient():
+    """Quiet control: "<8" with interpretation L reads as before (the flag changes nothing)."""
+    flag = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": "L"}]}
+    assert cards(_vitd("<8", interpretation=[flag]))["C-VITD-LOW"]["indicator"] == "warning"
+
+
+@pytest.mark.parametrize("text", ["greater than 40 ng/mL", "above 35", "more than 100 nmol/L"])
+def test_a_lower_bound_in_words_at_target_draws_no_card(text):
+    """Quiet control: a ">X" bound reads as X, as "<"/">" written with symbols do."""
+    assert "C-VITD-LOW" not in cards(_vitd(text))
+
+
+@pytest.mark.parametrize("text", ["Below detection limit", "less than", "Previous result (<8 ng/mL)",
+                                  "less than 20 furlongs", "pending (<8 ng/mL)", "greater than (<8 ng/mL)"])
+def test_words_that_are_no_reading_stay_unread(text):
+    """Quiet control: no number, another result's number, or an unknown unit: no reading."""
+    rec = _vitd(text)
+    assert rec.lab("vitamin_d") is None
+    assert "C-VITD-LOW" not in cards(rec)
+
+
+# A bound reported in nmol/L is converted to the cards' ng/mL (as a value is: 49 nmol/L is written
+# 19.6 ng/mL), and the lab's own bound stays beside it: "<30 ng/mL" alone is a number no lab
+# reported, and the status line said "reported as <30".
+
+def test_a_bound_in_nmol_is_shown_as_the_lab_reported_it():
+    card = cards(_vitd("<75 nmol/L"))["C-VITD-LOW"]
+    assert "25-OH vitamin D <30 ng/mL (reported as <75 nmol/L) on" in card["detail"]
+    assert "(reported as <75 nmol/L, so possibly below 20)" in card["detail"]
+    assert "reported as <30" not in card["detail"]
+
+
+def test_a_bound_quantity_in_nmol_is_shown_as_reported_too():
+    v = obs("62292-8", 30, 0, oid="vitd")
+    v["valueQuantity"] = {"value": 50, "comparator": "<", "unit": "nmol/L"}
+    card = cards(record(v, *_LABS))["C-VITD-LOW"]
+    assert "25-OH vitamin D <20 ng/mL (reported as <50 nmol/L) on" in card["detail"]
+
+
+@pytest.mark.parametrize("text, written", [("<25 ng/mL", "25-OH vitamin D <25 ng/mL on"),
+                                           ("49 nmol/L", "25-OH vitamin D 19.6 ng/mL on")])
+def test_a_bound_in_ng_or_a_value_in_nmol_is_written_as_before(text, written):
+    """Quiet control: nothing was converted (ng/mL), or it is a value (converted, as before)."""
+    detail = cards(_vitd(text))["C-VITD-LOW"]["detail"]
+    assert written in detail and "reported as <" not in detail.replace("reported as <25,", "")
+
+
+# ---------------------------------------------------------------------------
+# Hostile text (adversarial review 13): the text readers stay linear by their structure. Every
+# repeat in them is possessive (or at most once): no pattern can backtrack into a run it has
+# consumed, whatever the text. The hostile values below are then no reading; nothing is timed.
+# ---------------------------------------------------------------------------
+
+_TEXT_READERS = ("_TEXT_QUANTITY", "_WORD_BOUND", "_BELOW_LIMIT", "_BOUND", "_MG", "_TABLETS")
+
+
+def _backtracking_repeats(tree):
+    found = []
+    for op, arg in tree:
+        if isinstance(arg, sre_parse.SubPattern):
+            found += _backtracking_repeats(arg)
+        if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT) and arg[1] > 1:
+            found.append((op, arg[:2]))
+        for item in (arg if isinstance(arg, (list, tuple)) else ()):
+            if isinstance(item, sre_parse.SubPattern):
+                found += _backtracking_repeats(item)
+            elif isinstance(item, (list, tuple)):
+                for sub in item:
+                    if isinstance(sub, sre_parse.SubPattern):
+                        found += _backtracking_repeats(sub)
+    return found
+
+
+@pytest.mark.parametrize("name", _TEXT_READERS)
+def test_every_repeat_in_the_text_readers_is_possessive(name):
+    pattern = getattr(record_module, name)
+    tree = sre_parse.parse(pattern.pattern, pattern.flags)
+    assert _backtracking_repeats(tree) == []
+
+
+def test_the_structure_check_sees_a_backtracking_repeat():
+    """The check above is no tautology: a greedy repeat, even nested in a group, is found."""
+    assert _backtracking_repeats(sre_parse.parse(r"^(?:a|(b\s*c))+$"))
+    assert not _backtracking_repeats(sre_parse.parse(r"^(?:a|(b\s*+c))++$"))
+
+
+@pytest.mark.parametrize("text", [
+    "less than " * 7, "less" + " " * 60, "below " + "9" * 58, "Below detection limit (" + "<" * 40,
+    "not detected" + " " * 50 + "(",
+])
+def test_hostile_word_text_is_no_reading(text):
+    v = obs("62292-8", 20, 0)
+    del v["valueQuantity"]
+    v["valueString"] = text
+    assert record(v, t_score=False).lab("vitamin_d") is None
