@@ -2657,6 +2657,12 @@ _MG = re.compile(r"(?<![0-9.])([0-9]++(?:\.[0-9]++)?+)\s*+mg\b")
 # Possessive, as _MG: linear on a long run of digits.
 _TABLETS = re.compile(r"(?<![0-9a-z./-])([0-9]++(?:\.[0-9]++)?+|one|two|three|four)\s*+(?:tablets?|tabs?)\b")
 _TABLET_WORDS = {"one": 1.0, "two": 2.0, "three": 3.0, "four": 4.0}
+# A count of tablets of a written strength: "2 x 5 mg tablets", "2x5mg", "two 5 mg tablets" are
+# 10 mg (review 16: read as 5 mg, a steroid dose under-read can miss C-GIOP; ACR22). One digit
+# 1-9 before "x" (a dispensed "30 x 5 mg" is no dose), or a count word (_TABLET_WORDS) before
+# "x" or the strength. Possessive and anchored by the look-behind, as _TABLETS: linear.
+_COUNT_OF_MG = re.compile(r"(?<![0-9a-z./-])(?:([1-9])\s*+[x\u00d7*]|(one|two|three|four)\s*+[x\u00d7*]?+)"
+                          r"\s*+([0-9]++(?:\.[0-9]++)?+)\s*+mg\b")
 _PER_DAY_WORDS = (("every other day", 0.5), ("alternate day", 0.5), ("four times", 4.0), ("qid", 4.0),
                   ("three times", 3.0), ("tid", 3.0), ("t.i.d", 3.0), ("twice", 2.0), ("bid", 2.0),
                   ("b.i.d", 2.0), ("two times", 2.0), ("once daily", 1.0), ("once a day", 1.0),
@@ -2719,6 +2725,9 @@ def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | Non
             text = str(dosage.get("text") or "").lower()
             found = _MG.search(text)
             mg = float(found.group(1)) if found else None
+            count = _COUNT_OF_MG.search(text) if found else None
+            if count and count.start(3) == found.start(1):  # type: ignore[union-attr]  # the count is of that mg
+                mg *= float(count.group(1) or _TABLET_WORDS[count.group(2)])  # type: ignore[operator]
             tablets = _TABLETS.search(text) if mg is None and strength else None
             if tablets:
                 mg = _TABLET_WORDS.get(tablets.group(1)) or float(tablets.group(1))

@@ -10,7 +10,8 @@ import re._parser as sre_parse
 import pytest
 
 from cds_service import record as record_module
-from tests.test_rules_second_pass import cards, obs, record
+from cds_service.record import glucocorticoid_daily_mg
+from tests.test_rules_second_pass import cards, med, obs, record
 
 _LABS = (obs("98979-8", 30, 75), obs("17861-6", 30, 9.4, "mg/dL"))
 
@@ -107,7 +108,7 @@ def test_a_bound_in_ng_or_a_value_in_nmol_is_written_as_before(text, written):
 # consumed, whatever the text. The hostile values below are then no reading; nothing is timed.
 # ---------------------------------------------------------------------------
 
-_TEXT_READERS = ("_TEXT_QUANTITY", "_WORD_BOUND", "_BELOW_LIMIT", "_BOUND", "_MG", "_TABLETS")
+_TEXT_READERS = ("_TEXT_QUANTITY", "_WORD_BOUND", "_BELOW_LIMIT", "_BOUND", "_MG", "_TABLETS", "_COUNT_OF_MG")
 
 
 def _backtracking_repeats(tree):
@@ -142,10 +143,63 @@ def test_the_structure_check_sees_a_backtracking_repeat():
 
 @pytest.mark.parametrize("text", [
     "less than " * 7, "less" + " " * 60, "below " + "9" * 58, "Below detection limit (" + "<" * 40,
-    "not detected" + " " * 50 + "(",
+    "not detected" + " " * 50 + "(", "2 x " * 16, "two " * 16 + "5 mg",
 ])
 def test_hostile_word_text_is_no_reading(text):
     v = obs("62292-8", 20, 0)
     del v["valueQuantity"]
     v["valueString"] = text
     assert record(v, t_score=False).lab("vitamin_d") is None
+
+
+@pytest.mark.parametrize("text", ["2 x " * 20_000 + "5 mg daily", "two " * 20_000 + "x 5 mg daily",
+                                  "2" + " " * 50_000 + "x 5 mg daily", "1x" * 30_000])
+def test_hostile_steroid_text_is_read_in_one_pass(text):
+    """A long dosage text (not capped, unlike a lab's): the count reader is linear by structure.
+    Each is read as what its last few words say, or not at all."""
+    got = glucocorticoid_daily_mg({"dosageInstruction": [{"text": text}]}, {"text": "prednisone"})
+    assert got in (None, 5.0, 10.0)
+
+
+# ---------------------------------------------------------------------------
+# 2. A glucocorticoid dose written as a count of tablets of a written strength ("2 x 5 mg
+# tablets", "two 5 mg tablets") is 10 mg, not 5 (ACR22: >= 7.5 mg/day prednisone-equivalent for
+# 3 months or more is high risk; C-GIOP). Under-reading the dose can miss glucocorticoid-induced
+# osteoporosis. "1 x 5 mg" and a plain "5 mg" are 5, as before.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("2 x 5 mg tablets daily", 10.0), ("2 x 5mg daily", 10.0), ("2x5mg every morning", 10.0),
+    ("two 5 mg tablets daily", 10.0), ("Take two 5 mg tablets by mouth every morning", 10.0),
+    ("2 \u00d7 5 mg daily", 10.0), ("3 x 2.5 mg tablets twice daily", 15.0),
+])
+def test_a_count_of_a_written_strength_is_multiplied(text, expected):
+    assert glucocorticoid_daily_mg({"dosageInstruction": [{"text": text}]}, {"text": "prednisone"}) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1 x 5 mg daily", 5.0), ("one 5 mg tablet daily", 5.0), ("5 mg daily", 5.0),
+    ("2 tablets (15 mg) daily", 15.0),  # the mg written for the dose, as before
+    ("5 mg daily, 2 x 5 mg on flare days", 5.0),  # the count is of another mg than the dose read
+    ("30 x 5 mg tablets, 1 daily", 5.0),  # a dispensed quantity (two digits) is no count
+    ("10 mg x 2 weeks daily", 10.0),  # a count after the strength is a duration, not read
+])
+def test_one_or_no_count_reads_as_before(text, expected):
+    """Quiet control."""
+    assert glucocorticoid_daily_mg({"dosageInstruction": [{"text": text}]}, {"text": "prednisone"}) == expected
+
+
+def _steroid(text):
+    return record(med({"text": "prednisone"}, 180, rid="gc", dosageInstruction=[{"text": text}]),
+                  obs("62292-8", 20, 35, "ng/mL"), *_LABS, t_score=False, age=60)
+
+
+def test_giop_reads_two_5_mg_tablets_as_10_mg_a_day():
+    card = cards(_steroid("2 x 5 mg tablets daily"))["C-GIOP"]
+    assert card["indicator"] == "warning" and "glucocorticoid 10 mg/day for 3+ months" in card["summary"]
+
+
+def test_giop_one_5_mg_tablet_stays_5_mg():
+    """Quiet control: 5 mg/day, below ACR22's 7.5, as before."""
+    card = cards(_steroid("1 x 5 mg tablet daily"))["C-GIOP"]
+    assert "10 mg/day" not in card["summary"] and "5 mg/day" in card["detail"]
