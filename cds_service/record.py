@@ -725,6 +725,14 @@ class MedEvent:
     daily_mg: float | None = None  # glucocorticoids: prednisone-equivalent mg/day from the dosage, if readable
     supply_end: dt.date | None = None  # MedicationRequest: last day its dispenses cover (expectedSupplyDuration x fills)
     asserted: dt.date | None = None    # MedicationStatement.dateAsserted: when the statement was last confirmed
+    # The product's own dosing interval when it is not the agent's (IV ibandronate, every 3
+    # months: t.iv_ibandronate); 0: the agent's (Agent.dosing_interval_days).
+    interval_days: int = 0
+
+    @property
+    def interval(self) -> int:
+        """Days one dose of this product covers."""
+        return self.interval_days or t.AGENTS[self.agent].dosing_interval_days
 
 
 @_quick_init
@@ -777,6 +785,7 @@ class DraftOrder:
     selected: bool             # order-select: in context.selections (always True on order-sign)
     resource: Mapping[str, Any]
     planned: dt.date | None = None  # when the order is for, if it says so (timing event / bounds / occurrence)
+    interval_days: int = 0  # the product's own dosing interval (MedEvent.interval_days): IV ibandronate
 
 
 @_quick_init
@@ -1839,9 +1848,10 @@ class _Builder:
         reason = "" if why is None else " ".join(t.concept_text(r) for r in (why if isinstance(why, list) else [why]))
         for agent in match.agents:
             daily = glucocorticoid_daily_mg(res, concept) if agent == "corticosteroid" else None
+            interval = t.IV_IBANDRONATE_DAYS if agent == "ibandronate" and t.iv_ibandronate(concept, res) else 0
             (self.events if into is None else into).append(
                 MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], self.ref, status,
-                         start, end, dose_date, match.oncology, reason, daily, supply_end, asserted))
+                         start, end, dose_date, match.oncology, reason, daily, supply_end, asserted, interval))
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
         status = res.get("status") or "unknown"
@@ -2744,7 +2754,7 @@ def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[d
     while active); an administration covers one dosing interval."""
     out = []
     for e in events:
-        interval_days = t.AGENTS[e.agent].dosing_interval_days
+        interval_days = e.interval
         if e.resource_type == "MedicationAdministration" or (e.dose_date and e.end is None and e.start == e.dose_date
                                                                 and e.resource_type == "MedicationStatement"):
             if e.dose_date:
@@ -2833,6 +2843,9 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     # recorded that way lost its grace: C-SAFE-ROMO-CV went quiet and C-TX-BP offered
     # alendronate mid-course; Evenity label: 12 monthly doses).
     spec = t.AGENTS[agent]
+    if given and any(e.interval_days for e in events):
+        # A product with its own interval (IV ibandronate, 3 months): the one the last dose was of.
+        interval = max((e.interval for e in events if (e.dose_date if doses else e.start) == given), default=interval)
     course = len(doses) if doses else (len(single_orders) if interval > 7 else 0)
     cover = interval + (spec.overdue_grace_days if course and course < spec.course_doses else 0)
     if given and (today - given).days <= cover and interval > 1:
@@ -2855,11 +2868,15 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
     agents: tuple[str, ...] = ()
     oncology = False
     kind = "other"
+    interval_days = 0
     if rtype == "MedicationRequest":
         kind = "medication"
         # drafts without any medication (the public sandbox sends them) simply name no agent
-        match = t.classify_medication(medication_concept(res))
+        concept = medication_concept(res)
+        match = t.classify_medication(concept)
         agents, oncology = match.agents, match.oncology
+        if "ibandronate" in agents and t.iv_ibandronate(concept, res):
+            interval_days = t.IV_IBANDRONATE_DAYS
     elif rtype in ("ServiceRequest", "ProcedureRequest", "ReferralRequest"):
         concepts = [res.get("code")] + list(res.get("performerType") and [res["performerType"]] or [])
         if any(t.is_manual_therapy_concept(c) for c in concepts):
@@ -2870,8 +2887,9 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
             kind = "dxa"
         elif any(t.is_pt_concept(c) for c in concepts):
             kind = "pt_referral"
-    classes = frozenset(t.AGENTS[a].drug_class for a in agents)
-    return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res, _planned(res))
+    classes = frozenset(t.IV_BP if interval_days and a == "ibandronate" else t.AGENTS[a].drug_class for a in agents)
+    return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res, _planned(res),
+                      interval_days)
 
 
 def draft_order(res: Any) -> DraftOrder | None:

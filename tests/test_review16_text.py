@@ -11,7 +11,7 @@ import pytest
 
 from cds_service import record as record_module
 from cds_service.record import glucocorticoid_daily_mg
-from tests.test_rules_second_pass import cards, med, obs, record
+from tests.test_rules_second_pass import cards, cond, draft, given, med, obs, record
 
 _LABS = (obs("98979-8", 30, 75), obs("17861-6", 30, 9.4, "mg/dL"))
 
@@ -203,3 +203,86 @@ def test_giop_one_5_mg_tablet_stays_5_mg():
     """Quiet control: 5 mg/day, below ACR22's 7.5, as before."""
     card = cards(_steroid("1 x 5 mg tablet daily"))["C-GIOP"]
     assert "10 mg/day" not in card["summary"] and "5 mg/day" in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# 3. IV ibandronate (Boniva injection 3 mg/3 mL every 3 months; LABEL, U; AACE20 names it) was
+# read as the monthly tablet: a dose covered 30 days, so two months after one C-TX-BP asked to
+# start a bisphosphonate; an order drew C-SAFE-ESOPH ("by mouth is unsafe"); a second dose a
+# month after the first passed unseen. No RxNorm code for the injection is on record in this
+# project (../shared, value sets, corpus): the product is told by its words (form or route).
+# ---------------------------------------------------------------------------
+
+_IV = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "115264",
+                   "display": "ibandronate"}], "text": "ibandronate 3 MG in 3 ML Injection"}
+_TABLET = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "904932",
+                       "display": "ibandronic acid 150 MG Oral Tablet"}]}
+_ROUTE_IV = {"text": "ibandronate 3 mg (route below)"}
+_IB_LABS = (*_LABS, obs("62292-8", 20, 35, "ng/mL"))
+
+
+def _ib(concept):
+    """The concept, or for _ROUTE_IV a plain name with the route given in the dosage."""
+    if concept is _ROUTE_IV:
+        return {"text": "ibandronate 3 mg"}, {"dosageInstruction": [{"route": {"text": "Intravenous"}}]}
+    return concept, {}
+
+
+@pytest.mark.parametrize("concept", [_IV, {"text": "3 ML ibandronate 1 MG/ML Prefilled Syringe"}, _ROUTE_IV])
+def test_an_iv_ibandronate_dose_two_months_ago_is_current_therapy(concept):
+    med_concept, extra = _ib(concept)
+    rec = record(med(med_concept, 60, "completed", **extra), *_IB_LABS)
+    assert rec.medications["ibandronate"].active
+    assert "C-TX-BP" not in cards(rec)
+
+
+def test_an_iv_ibandronate_dose_four_months_ago_is_over():
+    """Quiet control: past 3 months the dose no longer covers (as a tablet's after a month)."""
+    rec = record(med(_IV, 120, "completed"), *_IB_LABS)
+    assert not rec.medications["ibandronate"].active
+
+
+def test_a_monthly_tablet_two_months_ago_is_still_over():
+    """Quiet control: the 150 mg tablet keeps its month."""
+    rec = record(med(_TABLET, 60, "completed"), *_IB_LABS)
+    assert not rec.medications["ibandronate"].active
+    assert "C-TX-BP" in cards(rec)
+
+
+@pytest.mark.parametrize("concept", [_IV, _ROUTE_IV])
+@pytest.mark.parametrize("last_days, fires", [(30, True), (76, True), (77, False), (91, False)])
+def test_iv_ibandronate_repeat_dose_interval(concept, last_days, fires):
+    med_concept, extra = _ib(concept)
+    dose = given(med_concept, last_days)
+    if extra:  # an administration's one dosage, with its route
+        dose["dosage"] = extra["dosageInstruction"][0]
+    got = cards(record(dose, *_IB_LABS, drafts=[draft(med_concept, **extra)]), "order-sign")
+    assert ("C-SAFE-DOSE-INTERVAL" in got) is fires
+    if fires:
+        card = got["C-SAFE-DOSE-INTERVAL"]
+        assert card["summary"].startswith(f"IV ibandronate ordered {last_days} days after the last dose")
+        assert "given every 3 months; the shortest acceptable interval is 11 weeks" in card["detail"]
+
+
+def test_a_completed_iv_order_counts_as_the_dose_given():
+    got = cards(record(med(_IV, 30, "completed"), *_IB_LABS, drafts=[draft(_IV)]), "order-sign")
+    assert got["C-SAFE-DOSE-INTERVAL"]["indicator"] == "warning"
+
+
+@pytest.mark.parametrize("last, new", [(_TABLET, _TABLET), (_TABLET, _IV)])
+def test_tablets_are_not_judged_for_dose_interval(last, new):
+    """Quiet control: the monthly tablet as before (no card); an IV dose after a tablet is a
+    switch, counted from no IV dose."""
+    got = cards(record(given(last, 20), *_IB_LABS, drafts=[draft(new)]), "order-sign")
+    assert "C-SAFE-DOSE-INTERVAL" not in got
+
+
+def test_iv_ibandronate_order_is_not_an_oral_bisphosphonate_for_the_esophagus():
+    got = cards(record(cond("K22.2"), *_IB_LABS, drafts=[draft(_IV)]), "order-sign")
+    assert "C-SAFE-ESOPH" not in got
+
+
+def test_the_monthly_tablet_with_an_esophageal_stricture_still_draws_c_safe_esoph():
+    """Quiet control."""
+    got = cards(record(cond("K22.2"), *_IB_LABS, drafts=[draft(_TABLET)]), "order-sign")
+    assert "by mouth is unsafe" in got["C-SAFE-ESOPH"]["summary"]
