@@ -2801,8 +2801,10 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     active, oncology_only = False, True
     first = latest = stopped = None
     latest_key = _DAY_ZERO
+    product = 0  # an event's own interval (MedEvent.interval_days): IV ibandronate
     for e in events:
         rtype, status, start = e.resource_type, e.status, e.start
+        product = product or e.interval_days
         if rtype == "MedicationRequest":
             if start:
                 if last_request is None or start > last_request:
@@ -2843,7 +2845,7 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     # recorded that way lost its grace: C-SAFE-ROMO-CV went quiet and C-TX-BP offered
     # alendronate mid-course; Evenity label: 12 monthly doses).
     spec = t.AGENTS[agent]
-    if given and any(e.interval_days for e in events):
+    if given and product:
         # A product with its own interval (IV ibandronate, 3 months): the one the last dose was of.
         interval = max((e.interval for e in events if (e.dose_date if doses else e.start) == given), default=interval)
     course = len(doses) if doses else (len(single_orders) if interval > 7 else 0)
