@@ -572,12 +572,17 @@ class Lab:
     flag: str = ""             # interpretation code, upper case (H, HH, L, ...), when given
     comparator: str = ""       # "<", "<=", ">=", ">" when the lab reported a bound ("eGFR >60"), not a value
     low: float | None = None   # reference-range lower limit, when the result carries one (ionized calcium)
+    # A bound the lab reported in another unit, as it reported it ("<75 nmol/L"): the value above
+    # is converted, and "<30 ng/mL" alone was a number no lab wrote (review 16).
+    reported: str = ""
 
     def fact(self) -> str:
         label = LAB_LABELS.get(self.name, self.name)
         decimals = LAB_DECIMALS.get(self.name, 1)
         cutoffs = _CUTOFFS.get(self.name)
         value = written_beside(self.value, decimals, cutoffs) if cutoffs else as_written(self.value, decimals)
+        if self.reported:
+            return f"{label} {self.comparator}{value} {self.unit} (reported as {self.reported}) on {_d(self.date)}"
         return f"{label} {self.comparator}{value} {self.unit} on {_d(self.date)}"
 
 
@@ -720,6 +725,14 @@ class MedEvent:
     daily_mg: float | None = None  # glucocorticoids: prednisone-equivalent mg/day from the dosage, if readable
     supply_end: dt.date | None = None  # MedicationRequest: last day its dispenses cover (expectedSupplyDuration x fills)
     asserted: dt.date | None = None    # MedicationStatement.dateAsserted: when the statement was last confirmed
+    # The product's own dosing interval when it is not the agent's (IV ibandronate, every 3
+    # months: t.iv_ibandronate); 0: the agent's (Agent.dosing_interval_days).
+    interval_days: int = 0
+
+    @property
+    def interval(self) -> int:
+        """Days one dose of this product covers."""
+        return self.interval_days or t.AGENTS[self.agent].dosing_interval_days
 
 
 @_quick_init
@@ -772,6 +785,7 @@ class DraftOrder:
     selected: bool             # order-select: in context.selections (always True on order-sign)
     resource: Mapping[str, Any]
     planned: dt.date | None = None  # when the order is for, if it says so (timing event / bounds / occurrence)
+    interval_days: int = 0  # the product's own dosing interval (MedEvent.interval_days): IV ibandronate
 
 
 @_quick_init
@@ -1551,9 +1565,9 @@ class _Builder:
                 # C-LAB-BASELINE ordered again a test done a month before. A number with an
                 # optional comparator and unit is read as the same valueQuantity would be (an
                 # unknown unit: no reading, counted); any other text stays unread, as before.
-                text = _TEXT_QUANTITY.match(holder["valueString"])
+                text = _lab_text(holder["valueString"])
                 if text:
-                    comparator, qty = text.group(1), (float(text.group(2)), (text.group(3) or "").strip())
+                    comparator, qty = text[0], text[1:]
         if comparator is None:
             bounded, comparator = False, ""
         else:
@@ -1577,13 +1591,17 @@ class _Builder:
                 self.ignored.append((ref, plausibility.UNREADABLE_VALUE))
             else:
                 name = LAB_SETS[value_set]
+                # A bound converted from another unit ("<75 nmol/L" is "<30 ng/mL"): the lab's own
+                # words are kept beside it (Lab.reported), as no such number was reported.
+                reported = f"{comparator}{qty[0]:g} {qty[1]}" if comparator and v != qty[0] else ""  # type: ignore[index]
                 if name in _LABS_WITH_RANGE:  # the lab's own upper limit and H/L flag
                     high, low = _reference_bound(holder, "high"), _reference_bound(holder, "low")
                     self._lab(name, v, when, ref, flag=_interpretation(holder), comparator=comparator,
                               high=self._lab_value(value_set, high, qty[1], concept) if high is not None else None,  # type: ignore[index]
-                              range_low=self._lab_value(value_set, low, qty[1], concept) if low is not None else None)  # type: ignore[index]
+                              range_low=self._lab_value(value_set, low, qty[1], concept) if low is not None else None,  # type: ignore[index]
+                              reported=reported)
                 else:
-                    self._lab(name, v, when, ref, None, "", comparator)
+                    self._lab(name, v, when, ref, None, "", comparator, reported=reported)
         elif kind is _BMD:
             self._bmd(value_set[len(T_SCORE_SETS):].upper(), "T" if value_set.startswith(T_SCORE_SETS) else "Z",
                       qty, bounded, when, ref)  # type: ignore[arg-type]
@@ -1662,14 +1680,14 @@ class _Builder:
         self.frax.append(Frax(kind, percent, when, ref))
 
     def _lab(self, name: str, value: float, when: dt.date | None, ref: str, high: float | None = None,
-             flag: str = "", comparator: str = "", range_low: float | None = None) -> None:
+             flag: str = "", comparator: str = "", range_low: float | None = None, reported: str = "") -> None:
         low, top = plausibility.RANGES[name]  # _value_ok, inline: labs are most of a chart
         if not low <= value <= top:
             self.ignored.append((ref, plausibility.IMPLAUSIBLE_VALUE))
             return
         rounded = _ROUNDED.get(value) if value else None  # _round2, its hit inline
         lab = Lab(name, _round2(value) if rounded is None else rounded, LAB_UNITS[name], when, ref, high, flag,
-                  comparator, range_low)
+                  comparator, range_low, reported)
         values = self.labs.get(name)
         if values is None:
             self.labs[name] = [lab]
@@ -1830,9 +1848,10 @@ class _Builder:
         reason = "" if why is None else " ".join(t.concept_text(r) for r in (why if isinstance(why, list) else [why]))
         for agent in match.agents:
             daily = glucocorticoid_daily_mg(res, concept) if agent == "corticosteroid" else None
+            interval = t.IV_IBANDRONATE_DAYS if agent == "ibandronate" and t.iv_ibandronate(concept, res) else 0
             (self.events if into is None else into).append(
                 MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], self.ref, status,
-                         start, end, dose_date, match.oncology, reason, daily, supply_end, asserted))
+                         start, end, dose_date, match.oncology, reason, daily, supply_end, asserted, interval))
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
         status = res.get("status") or "unknown"
@@ -2385,10 +2404,44 @@ _PLAIN_DECIMAL = re.compile(r"\s*([+-]?\d{1,3}(?:\.\d+)?)\s*", re.ASCII)
 _DECEASED_WORDS = frozenset({"true", "yes", "y", "1"})
 # A lab result written as text: optional comparator, a number, an optional unit (no digits in it
 # but UCUM's, e.g. "mL/min/1.73m2") and a remark in brackets: "<5.0 ng/mL", "12 ng/mL (L)", "> 150".
-_TEXT_QUANTITY = re.compile(
-    r"^\s*+(<=|>=|<|>|\u2264|\u2265)?+\s*+([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s(]*+)?+\s*+(?:\([^)]*+\))?+\s*+$")
+_NUMBER_UNIT_REMARK = r"([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s(]*+)?+\s*+(?:\([^)]*+\))?+\s*+$"
+_TEXT_QUANTITY = re.compile(r"^\s*+(<=|>=|<|>|\u2264|\u2265)?+\s*+" + _NUMBER_UNIT_REMARK)
 _TEXT_QUANTITY_MAX = 64  # longer text is not a lab value: not read (and never matched at length)
+# The same written with words, as labs send a bound (review 16): "less than 20 ng/mL", "below 8",
+# "greater than 150 ng/mL"; unit and remark as _TEXT_QUANTITY's.
+_WORD_BOUND = re.compile(
+    r"^\s*+(?i:(less\s++than|lower\s++than|below|under)|(greater\s++than|more\s++than|higher\s++than|above|over))"
+    r"\s++((?i:or\s++equal\s++to)\s++)?+" + _NUMBER_UNIT_REMARK)
+# A result below the assay's limit, the limit beside it: "Below detection limit (<8 ng/mL)",
+# "Not detected (<4.0 ng/mL)", "Undetectable: <8". The number is the limit: the value is below it
+# (a written "<" or none; a ">" is not this form). Words first, then one bracket or a colon.
+_BELOW_LIMIT = re.compile(
+    r"^\s*+(?i:(?:below|under|less\s++than|lower\s++than)\s++(?:the\s++)?+(?:lower\s++)?+"
+    r"(?:(?:detection|detectable|quantitation|quantification|reporting|reportable)\s++limit"
+    r"|limit\s++of\s++(?:detection|quantitation|quantification)|detection|lod|loq|lloq)"
+    r"|not\s++detected|none\s++detected|undetectable|undetected)"
+    r"\s*+(?:\(\s*+(?:<|\u2264|<=)?+\s*+([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s()]*+)?+\s*+\)"
+    r"|:\s*+(?:<|\u2264|<=)?+\s*+([0-9]++(?:\.[0-9]++)?+)\s*+([A-Za-z%{\u00b5\u03bc][^\s(]*+)?+)\s*+$")
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">="}
+
+
+def _lab_text(text: str) -> tuple[str | None, float, str] | None:
+    """A lab value written as text, at most _TEXT_QUANTITY_MAX characters (the caller checks):
+    (comparator or None, number, unit) from "<5.0 ng/mL", "less than 20 ng/mL" or "Below
+    detection limit (<8 ng/mL)", else None (no reading). Each pattern is anchored and possessive
+    throughout: linear on any text (adversarial review 13)."""
+    found = _TEXT_QUANTITY.match(text)
+    if found:
+        return found.group(1), float(found.group(2)), (found.group(3) or "").strip()
+    found = _WORD_BOUND.match(text)
+    if found:
+        comparator = ("<" if found.group(1) else ">") + ("=" if found.group(3) else "")
+        return comparator, float(found.group(4)), (found.group(5) or "").strip()
+    found = _BELOW_LIMIT.match(text)
+    if found:
+        number, unit = found.group(1, 2) if found.group(1) else found.group(3, 4)
+        return "<", float(number), (unit or "").strip()
+    return None
 
 
 def _lab_order(lab: Lab) -> tuple[bool, dt.date, float]:
@@ -2614,6 +2667,12 @@ _MG = re.compile(r"(?<![0-9.])([0-9]++(?:\.[0-9]++)?+)\s*+mg\b")
 # Possessive, as _MG: linear on a long run of digits.
 _TABLETS = re.compile(r"(?<![0-9a-z./-])([0-9]++(?:\.[0-9]++)?+|one|two|three|four)\s*+(?:tablets?|tabs?)\b")
 _TABLET_WORDS = {"one": 1.0, "two": 2.0, "three": 3.0, "four": 4.0}
+# A count of tablets of a written strength: "2 x 5 mg tablets", "2x5mg", "two 5 mg tablets" are
+# 10 mg (review 16: read as 5 mg, a steroid dose under-read can miss C-GIOP; ACR22). One digit
+# 1-9 before "x" (a dispensed "30 x 5 mg" is no dose), or a count word (_TABLET_WORDS) before
+# "x" or the strength. Possessive and anchored by the look-behind, as _TABLETS: linear.
+_COUNT_OF_MG = re.compile(r"(?<![0-9a-z./-])(?:([1-9])\s*+[x\u00d7*]|(one|two|three|four)\s*+[x\u00d7*]?+)"
+                          r"\s*+([0-9]++(?:\.[0-9]++)?+)\s*+mg\b")
 _PER_DAY_WORDS = (("every other day", 0.5), ("alternate day", 0.5), ("four times", 4.0), ("qid", 4.0),
                   ("three times", 3.0), ("tid", 3.0), ("t.i.d", 3.0), ("twice", 2.0), ("bid", 2.0),
                   ("b.i.d", 2.0), ("two times", 2.0), ("once daily", 1.0), ("once a day", 1.0),
@@ -2676,6 +2735,9 @@ def glucocorticoid_daily_mg(res: Mapping[str, Any], concept: Any) -> float | Non
             text = str(dosage.get("text") or "").lower()
             found = _MG.search(text)
             mg = float(found.group(1)) if found else None
+            count = _COUNT_OF_MG.search(text) if found else None
+            if count and count.start(3) == found.start(1):  # type: ignore[union-attr]  # the count is of that mg
+                mg *= float(count.group(1) or _TABLET_WORDS[count.group(2)])  # type: ignore[operator]
             tablets = _TABLETS.search(text) if mg is None and strength else None
             if tablets:
                 mg = _TABLET_WORDS.get(tablets.group(1)) or float(tablets.group(1))
@@ -2692,7 +2754,7 @@ def _event_intervals(events: Iterable[MedEvent], today: dt.date) -> list[tuple[d
     while active); an administration covers one dosing interval."""
     out = []
     for e in events:
-        interval_days = t.AGENTS[e.agent].dosing_interval_days
+        interval_days = e.interval
         if e.resource_type == "MedicationAdministration" or (e.dose_date and e.end is None and e.start == e.dose_date
                                                                 and e.resource_type == "MedicationStatement"):
             if e.dose_date:
@@ -2739,8 +2801,10 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     active, oncology_only = False, True
     first = latest = stopped = None
     latest_key = _DAY_ZERO
+    product = 0  # an event's own interval (MedEvent.interval_days): IV ibandronate
     for e in events:
         rtype, status, start = e.resource_type, e.status, e.start
+        product = product or e.interval_days
         if rtype == "MedicationRequest":
             if start:
                 if last_request is None or start > last_request:
@@ -2781,6 +2845,9 @@ def _exposure(agent: str, events: tuple[MedEvent, ...], today: dt.date) -> Agent
     # recorded that way lost its grace: C-SAFE-ROMO-CV went quiet and C-TX-BP offered
     # alendronate mid-course; Evenity label: 12 monthly doses).
     spec = t.AGENTS[agent]
+    if given and product:
+        # A product with its own interval (IV ibandronate, 3 months): the one the last dose was of.
+        interval = max((e.interval for e in events if (e.dose_date if doses else e.start) == given), default=interval)
     course = len(doses) if doses else (len(single_orders) if interval > 7 else 0)
     cover = interval + (spec.overdue_grace_days if course and course < spec.course_doses else 0)
     if given and (today - given).days <= cover and interval > 1:
@@ -2803,11 +2870,15 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
     agents: tuple[str, ...] = ()
     oncology = False
     kind = "other"
+    interval_days = 0
     if rtype == "MedicationRequest":
         kind = "medication"
         # drafts without any medication (the public sandbox sends them) simply name no agent
-        match = t.classify_medication(medication_concept(res))
+        concept = medication_concept(res)
+        match = t.classify_medication(concept)
         agents, oncology = match.agents, match.oncology
+        if "ibandronate" in agents and t.iv_ibandronate(concept, res):
+            interval_days = t.IV_IBANDRONATE_DAYS
     elif rtype in ("ServiceRequest", "ProcedureRequest", "ReferralRequest"):
         concepts = [res.get("code")] + list(res.get("performerType") and [res["performerType"]] or [])
         if any(t.is_manual_therapy_concept(c) for c in concepts):
@@ -2818,8 +2889,9 @@ def _draft(res: Any, selections: Sequence[str] | None) -> DraftOrder | None:
             kind = "dxa"
         elif any(t.is_pt_concept(c) for c in concepts):
             kind = "pt_referral"
-    classes = frozenset(t.AGENTS[a].drug_class for a in agents)
-    return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res, _planned(res))
+    classes = frozenset(t.IV_BP if interval_days and a == "ibandronate" else t.AGENTS[a].drug_class for a in agents)
+    return DraftOrder(rtype, rid, reference, kind, agents, classes, oncology, selected, res, _planned(res),
+                      interval_days)
 
 
 def draft_order(res: Any) -> DraftOrder | None:

@@ -86,7 +86,8 @@ def test_due_with_the_statement_confirmed_before_the_due_date_keeps_the_dose():
 def test_vitamin_d_below_75_nmol_is_insufficient():
     card = cards_of(_vitd("<75 nmol/L"))["C-VITD-LOW"]
     assert card["indicator"] == "info" and card["summary"].startswith("Vitamin D insufficient")
-    assert "is below 30 ng/mL (reported as <30, so possibly below 20)" in card["detail"]
+    # Review 16: the lab's own bound, not "<30" (a number it never reported).
+    assert "is below 30 ng/mL (reported as <75 nmol/L, so possibly below 20)" in card["detail"]
 
 
 def test_vitamin_d_below_50_nmol_stays_deficient():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -370,6 +370,32 @@ _ONCOLOGY_DOSE = {
     "denosumab": re.compile(r"(?<![\d.])(?:120\s*mg|70\s*mg\s*/\s*ml)"),
     "zoledronic_acid": re.compile(r"(?<![\d.])(?:4\s*mg(?![a-z])|0?\.8\s*mg\s*/\s*ml|0?\.04\s*mg\s*/\s*ml)"),
 }
+
+# IV ibandronate (Boniva injection, 3 mg/3 mL every 3 months; LABEL, U: the brief's source table
+# lists Boniva, not checked; AACE20 names ibandronate IV among the bisphosphonates) is one
+# agent with the monthly 150 mg tablet (the same value set: no RxNorm code for the injection is
+# on record in this project), told apart as a product by the form or route its text names
+# ("3 ML ibandronate 1 MG/ML Prefilled Syringe", "ibandronate 3 mg/3 mL injection", route IV).
+# Review 16: read as the monthly tablet, a dose covered 30 days (C-TX-BP asked to start a
+# bisphosphonate 2 months after one), an order drew C-SAFE-ESOPH ("by mouth"), and a second
+# dose a month after the first passed unseen. The tablets never name these words.
+_IV_IBANDRONATE = re.compile(r"inject|intraven|syringe|infusion|(?<![a-z])i\.?v\.?(?![a-z])"
+                             r"|(?<![\d.])3\s*mg\s*/\s*3\s*ml|(?<![\d.])1\s*mg\s*/\s*ml")
+IV_IBANDRONATE_DAYS = 91  # every 3 months (3 x 30.4375 days): one dose covers this long
+
+
+def iv_ibandronate(concept: Any, res: Mapping[str, Any] | None = None) -> bool:
+    """An ibandronate concept (or order) that is the 3-monthly injection, by the words of its
+    medication or, in an order, of its dosage's route."""
+    text = concept_text(concept)
+    if _IV_IBANDRONATE.search(text):
+        return True
+    dosages = (res.get("dosageInstruction") or res.get("dosage") or ()) if res else ()
+    for dosage in dosages if isinstance(dosages, list) else (dosages,):  # an administration's: one
+        if isinstance(dosage, dict) and _IV_IBANDRONATE.search(concept_text(dosage.get("route"))):
+            return True
+    return False
+
 
 # Glucocorticoid dose reading (ACR22, second-pass 5): mg of the drug -> mg of prednisone.
 # Standard equivalences (prednisone 5 mg = prednisolone 5 = methylprednisolone 4 = triamcinolone 4

@@ -40,16 +40,21 @@ ORDERS = ("order-select", "order-sign")
 def _min_interval_days(agent: str, settings: ClinicalSettings) -> int:
     return {"zoledronic_acid": months_to_days(settings.zoledronate_min_interval_months),
             "denosumab": months_to_days(settings.dmab_min_interval_months),
-            "romosozumab": settings.romo_min_interval_weeks * 7}[agent]
+            "romosozumab": settings.romo_min_interval_weeks * 7,
+            "ibandronate": settings.ibandronate_iv_min_interval_weeks * 7}[agent]
 
 
 def _interval_text(agent: str, settings: ClinicalSettings) -> str:
     return {"zoledronic_acid": f"{settings.zoledronate_min_interval_months} months",
             "denosumab": f"{settings.dmab_min_interval_months} months",
-            "romosozumab": f"{settings.romo_min_interval_weeks} weeks"}[agent]
+            "romosozumab": f"{settings.romo_min_interval_weeks} weeks",
+            "ibandronate": f"{settings.ibandronate_iv_min_interval_weeks} weeks"}[agent]
 
 
-SCHEDULE = {"zoledronic_acid": "once a year", "denosumab": "every 6 months", "romosozumab": "once a month"}
+SCHEDULE = {"zoledronic_acid": "once a year", "denosumab": "every 6 months", "romosozumab": "once a month",
+            "ibandronate": "every 3 months"}
+# IV ibandronate's label: no set id verified (terminology.iv_ibandronate); a DailyMed search for it.
+IV_IBANDRONATE_LABEL = "https://dailymed.nlm.nih.gov/dailymed/search.cfm?labeltype=all&query=IBANDRONATE+INJECTION"
 
 
 @rule(*ORDERS, cards=("C-SAFE-DOSE-INTERVAL",))
@@ -57,13 +62,18 @@ def dose_interval_order(record: PatientRecord, today: dt.date, settings: Clinica
     """C-SAFE-DOSE-INTERVAL (warning), second-pass 3: the same drug ordered for a day
     (the order's own planned date, else today) too soon after its last dose: zoledronic
     acid < zoledronate_min_interval_months (11), denosumab < dmab_min_interval_months (5:
-    a dose at 5.5 months is fine), romosozumab < romo_min_interval_weeks (3). LABEL:
-    Reclast once yearly, Prolia every 6 months, Evenity monthly. Months are 30.4375 days
-    (follow_up's convention). Oncology products are left out (their own schedules)."""
+    a dose at 5.5 months is fine), romosozumab < romo_min_interval_weeks (3), IV ibandronate
+    < ibandronate_iv_min_interval_weeks (11) after its last IV dose (review 16; the monthly
+    tablet is not judged here). LABEL: Reclast once yearly, Prolia every 6 months, Evenity
+    monthly, Boniva injection 3 mg every 3 months (LABEL, U; AACE20 names it). Months are
+    30.4375 days (follow_up's convention). Oncology products are left out (their own schedules)."""
     findings = []
-    for draft, agent in ordered(record, ("zoledronic_acid", "denosumab", "romosozumab")):
+    for draft, agent in ordered(record, ("zoledronic_acid", "denosumab", "romosozumab", "ibandronate")):
+        iv = agent == "ibandronate"
+        if iv and not draft.interval_days:
+            continue  # the monthly tablet: taken by the patient, no clinic-given dose to count from
         e = record.medications.get(agent)
-        last = last_given(e) if e and not e.oncology_only else None
+        last = (last_given(e, draft.interval_days) if iv else last_given(e)) if e and not e.oncology_only else None
         if last is None:
             continue
         planned = draft.planned if draft.planned and draft.planned > today else today
@@ -72,16 +82,17 @@ def dose_interval_order(record: PatientRecord, today: dt.date, settings: Clinica
         if days < 0 or days >= minimum:
             continue
         earliest = last + dt.timedelta(days=minimum)
+        name = "IV ibandronate" if iv else drug_label(agent)
         findings.append(Finding(
             "C-SAFE-DOSE-INTERVAL",
-            facts=(draft_fact(draft, agent), f"Last {drug_label(agent)} dose on {last}",
+            facts=(draft_fact(draft, agent), f"Last {name} dose on {last}",
                    f"Planned for {planned}: {days} days after the last dose; the minimum is "
                    f"{_interval_text(agent, settings)}, so not before {earliest}"),
-            variables={"drug": drug_title(agent), "drug_name": drug_label(agent), "days": str(days),
+            variables={"drug": name if iv else drug_title(agent), "drug_name": name, "days": str(days),
                        "last_dose": last.isoformat(), "earliest": earliest.isoformat(),
                        "interval": _interval_text(agent, settings), "schedule": SCHEDULE[agent]},
             suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None,
-            source_url=t.label_url(agent)))
+            source_url=IV_IBANDRONATE_LABEL if iv else t.label_url(agent)))
     return findings
 
 

@@ -653,12 +653,14 @@ def therapy_fact(e: AgentExposure) -> str:
     return fact
 
 
-def last_given(e: AgentExposure) -> dt.date | None:
+def last_given(e: AgentExposure, product_days: int | None = None) -> dt.date | None:
     """The last dose actually given: the latest administration or statement date, else
     the latest `completed` order (a completed single-dose order is one dose given). An
-    active order not yet given is not a dose."""
-    doses = [ev.dose_date for ev in e.events if ev.dose_date and ev.resource_type != "MedicationRequest"]
-    doses += [ev.end or ev.start for ev in e.events if ev.resource_type == "MedicationRequest"
+    active order not yet given is not a dose. `product_days`: only the doses of the product
+    with that interval (MedEvent.interval_days: IV ibandronate's, not the tablets')."""
+    events = e.events if product_days is None else [ev for ev in e.events if ev.interval_days == product_days]
+    doses = [ev.dose_date for ev in events if ev.dose_date and ev.resource_type != "MedicationRequest"]
+    doses += [ev.end or ev.start for ev in events if ev.resource_type == "MedicationRequest"
               and ev.status == "completed" and (ev.end or ev.start)]
     return max(doses) if doses else None  # type: ignore[type-var]
 

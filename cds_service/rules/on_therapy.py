@@ -37,7 +37,7 @@ def _effect_end(e: AgentExposure, today: dt.date) -> dt.date:
     if e.active:
         return today
     end = e.stopped or e.last_dose or e.start or today
-    return end + dt.timedelta(days=t.AGENTS[e.agent].dosing_interval_days)
+    return end + dt.timedelta(days=max((ev.interval for ev in e.events), default=t.AGENTS[e.agent].dosing_interval_days))
 
 
 def _named(fractures: list) -> str:

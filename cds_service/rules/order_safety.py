@@ -704,6 +704,8 @@ def esophageal_order(record: PatientRecord, today: dt.date, settings: ClinicalSe
         return []
     findings = []
     for draft, agent in ordered(record, ORAL_BPS):
+        if t.ORAL_BP not in draft.drug_classes:
+            continue  # IV ibandronate (review 16): not taken by mouth
         reading = kidney(record, settings)
         keys, built = _replacements(record, settings, draft, agent, zoledronate=True)
         findings.append(Finding(

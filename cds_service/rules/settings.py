@@ -75,6 +75,7 @@ class ClinicalSettings:
     zoledronate_min_interval_months: int = 11  # s3 C-SAFE-DOSE-INTERVAL
     dmab_min_interval_months: int = 5     # s3 C-SAFE-DOSE-INTERVAL (5.5 months is fine)
     romo_min_interval_weeks: int = 3      # s3 C-SAFE-DOSE-INTERVAL (monthly drug)
+    ibandronate_iv_min_interval_weeks: int = 11  # s3 C-SAFE-DOSE-INTERVAL (IV ibandronate, every 3 months); project choice, clinician to confirm
     pregnancy_months: int = 9             # s2: a positive test (or coded pregnancy) this recent is current
     tx_failure_months: int = 12           # s4 C-TX-FAILURE: fracture this long after the antiresorptive started
     tx_failure_window_months: int = 24    # s4 C-TX-FAILURE: only a NEW fracture, dated this recently, counts

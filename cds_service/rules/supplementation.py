@@ -207,7 +207,9 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
     variables["headline"] = f"below the {target} ng/mL target; check intake and recheck"
     # A bound ("<30", "<=20") says below it, not how far: it may be deficient (review 14).
     bound = written_beside(vit_d.value, 0, VITAMIN_D_CUTOFFS)
-    between = (f"below {bound} ng/mL (reported as {vit_d.comparator}{bound}, so possibly below {threshold})" if vit_d.comparator.startswith("<") else f"between {threshold} and {target} ng/mL")
+    # A bound in nmol/L is written as the lab reported it (Lab.reported: "<75 nmol/L", review 16).
+    reported = vit_d.reported or f"{vit_d.comparator}{bound}"
+    between = (f"below {bound} ng/mL (reported as {reported}, so possibly below {threshold})" if vit_d.comparator.startswith("<") else f"between {threshold} and {target} ng/mL")
     variables["status"] = (f"{between}: below the AACE 2020 target of at least {target} "
                            "ng/mL; make sure 800-1000 IU daily (or more) is actually taken")
     return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="info", suggestions=(), variables=variables)]
