@@ -1,0 +1,83 @@
+"""Review 15, follow-up: C-SAFE-PREDOSE-LABS ("order these labs before the dose") beside another card
+on the same draft that says the dose must not be given now. Charts are built with
+tests.test_rules_second_pass's helpers and judged by the engine as the app runs it (engine.evaluate,
+strict). Sources: second-pass.md 2-4; Reclast and Prolia labels (labs before each dose; correct
+hypocalcemia first); SAFE-5 (vitamin D first); AACE20."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_rules_second_pass import ALN, DMAB, ZOL, cards, cond, draft, given, med, obs, record
+
+PREDOSE = "C-SAFE-PREDOSE-LABS"
+AFF = cond("M84.751A", 60)  # atypical femoral fracture
+
+
+def _order(*resources, drug):
+    return cards(record(*resources, drafts=[draft(drug)]), "order-sign")
+
+
+# ---------------------------------------------------------------------------
+# 1. No labs "before the dose" beside a card that stops the same draft (order_safety.label_stop).
+# Each chart has no creatinine or eGFR in the last 90 days, so the card asked for one.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("resources, drug, beside", [
+    pytest.param((obs("17861-6", 10, 7.9, "mg/dL"),), DMAB, "C-SAFE-HYPOCA", id="calcium-7.9-denosumab"),
+    pytest.param((obs("17861-6", 10, 7.9, "mg/dL"),), ZOL, "C-SAFE-HYPOCA", id="calcium-7.9-zoledronic-acid"),
+    pytest.param((given(DMAB, 90), med(DMAB, 90, rid="dd")), DMAB, "C-SAFE-DOSE-INTERVAL",
+                 id="denosumab-dose-3-months-ago"),
+    pytest.param((given(ZOL, 200),), ZOL, "C-SAFE-DOSE-INTERVAL", id="zoledronic-acid-dose-200-days-ago"),
+    pytest.param((obs("62292-8", 10, 12, "ng/mL"),), DMAB, "C-VITD-LOW", id="vitamin-d-12-denosumab"),
+    pytest.param((AFF,), ZOL, "C-AR-COMPLICATION", id="atypical-femoral-fracture-zoledronic-acid"),
+])
+def test_no_predose_labs_beside_a_card_that_stops_the_draft(resources, drug, beside):
+    got = _order(*resources, drug=drug)
+    assert beside in got
+    assert PREDOSE not in got
+
+
+@pytest.mark.parametrize("resources, drug, beside", [
+    pytest.param((given(DMAB, 183), med(DMAB, 183, rid="dd")), DMAB, None, id="denosumab-dose-6-months-ago"),
+    pytest.param((given(ZOL, 400),), ZOL, None, id="zoledronic-acid-dose-13-months-ago"),
+    pytest.param((obs("62292-8", 10, 32, "ng/mL"),), DMAB, None, id="vitamin-d-32"),
+    # Denosumab is never simply stopped (second-pass 4): the referral comes first, the dose may go on.
+    pytest.param((AFF,), DMAB, "C-AR-COMPLICATION", id="atypical-femoral-fracture-denosumab"),
+    # "Keep one" (C-DUP-ANTIRES): the denosumab draft may be the one kept (a switch); labs still belong.
+    pytest.param((med(ALN, 90, rid="al"),), DMAB, "C-DUP-ANTIRES", id="alendronate-active-denosumab"),
+])
+def test_predose_labs_stay_when_nothing_stops_the_draft(resources, drug, beside):
+    """Quiet controls: the same charts with nothing against the dose still get the missing labs."""
+    got = _order(*resources, drug=drug)
+    assert PREDOSE in got and (beside is None or beside in got)
+    assert "creatinine" in got[PREDOSE]["summary"]
+
+
+# ---------------------------------------------------------------------------
+# 1b. The same shared test (label_stop) now counts C-AR-COMPLICATION on a bisphosphonate ("hold it",
+# second-pass 4): C-SAFE-RENAL's ckd-stage note offered "keep the order under CKD-MBD supervision"
+# beside it. Denosumab is never simply stopped, so C-SAFE-DMAB-CKD's "keep" stays there.
+# ---------------------------------------------------------------------------
+
+LABS = (obs("17861-6", 10, 9.2, "mg/dL"), obs("62292-8", 10, 32, "ng/mL"))
+CKD4_BY_EGFR = (obs("98979-8", 10, 29), obs("2160-0", 10, 2.0, "mg/dL"), obs("29463-7", 10, 85, "kg"))  # CrCl 40
+
+
+def _labels(card):
+    return [s["label"] for s in card.get("suggestions", ())]
+
+
+@pytest.mark.parametrize("drug", [ZOL, ALN], ids=["zoledronic-acid", "alendronate"])
+def test_no_keep_bisphosphonate_in_ckd_4_beside_an_atypical_femoral_fracture(drug):
+    got = cards(record(*LABS, *CKD4_BY_EGFR, AFF, age=60, drafts=[draft(drug)]), "order-sign")
+    assert "C-AR-COMPLICATION" in got
+    labels = _labels(got["C-SAFE-RENAL"])
+    assert labels[0].startswith("Hold") and not any(label.startswith("Keep the") for label in labels)
+
+
+def test_keep_denosumab_in_ckd_4_stays_beside_an_atypical_femoral_fracture():
+    """Quiet control: denosumab's C-AR-COMPLICATION refers first and does not stop the dose."""
+    got = cards(record(*LABS, obs("98979-8", 10, 22), AFF, drafts=[draft(DMAB)]), "order-sign")
+    assert "C-AR-COMPLICATION" in got
+    assert any(label.startswith("Keep the") for label in _labels(got["C-SAFE-DMAB-CKD"]))
