@@ -81,3 +81,69 @@ def test_keep_denosumab_in_ckd_4_stays_beside_an_atypical_femoral_fracture():
     got = cards(record(*LABS, obs("98979-8", 10, 22), AFF, drafts=[draft(DMAB)]), "order-sign")
     assert "C-AR-COMPLICATION" in got
     assert any(label.startswith("Keep the") for label in _labels(got["C-SAFE-DMAB-CKD"]))
+
+
+# ---------------------------------------------------------------------------
+# 2. One screen offered the same CKD-MBD labs and referral twice for one draft in CKD 4-5:
+# C-SAFE-RENAL's anabolic-ckd hold and the work-up C-SAFE-ROMO-CV, C-SAFE-ANABOLIC-CONTRA,
+# C-SAFE-ROMO-LIMIT or C-SAFE-PTH-LIMIT offer instead of a one-click drug (PROLIA24, KDIGO 2017,
+# AACE20). Each test or referral is offered once, on the more severe card (engine.offer_each_order_once).
+# ---------------------------------------------------------------------------
+
+CKD4 = cond("N18.4")
+ROMO = {"text": "romosozumab (Evenity) 210 mg"}
+TPTD = {"text": "teriparatide (Forteo) 20 mcg"}
+WORK_UP = {"2731-8", "1649-3", "306286007"}  # intact PTH, 1,25-(OH)2 D, nephrology referral
+PTH_24 = med(TPTD, 800, rid="tp")
+
+
+def _service_requests(card):
+    """(code, schedule) of every test or referral a card's suggestions would create."""
+    return [(a["resource"]["code"]["coding"][0]["code"], str(a["resource"].get("occurrenceTiming")))
+            for s in card.get("suggestions", ()) for a in s["actions"]
+            if a["type"] == "create" and a["resource"]["resourceType"] == "ServiceRequest"]
+
+
+def _repeated(got):
+    seen, twice = {}, set()
+    for cid, card in got.items():
+        for order in set(_service_requests(card)):
+            if order in seen:
+                twice.add((order, seen[order], cid))
+            seen.setdefault(order, cid)
+    return twice
+
+
+@pytest.mark.parametrize("resources, sex, drug, keeper, other", [
+    pytest.param((cond("I21.9", 60),), "female", ROMO, "C-SAFE-ROMO-CV", "C-SAFE-RENAL", id="mi-romosozumab"),
+    pytest.param((), "male", ROMO, "C-SAFE-RENAL", "C-SAFE-ANABOLIC-CONTRA", id="man-romosozumab"),
+    pytest.param(tuple(given(ROMO, 30 + 30 * k) for k in range(12)), "female", ROMO, "C-SAFE-RENAL",
+                 "C-SAFE-ROMO-LIMIT", id="13th-romosozumab"),
+    pytest.param((PTH_24,), "female", TPTD, "C-SAFE-RENAL", "C-SAFE-PTH-LIMIT", id="teriparatide-past-24-months"),
+])
+def test_ckd_mbd_work_up_offered_once_on_the_more_severe_card(resources, sex, drug, keeper, other):
+    got = cards(record(*LABS, CKD4, *resources, sex=sex, drafts=[draft(drug)]), "order-sign")
+    assert not _repeated(got)
+    assert WORK_UP <= {code for code, _ in _service_requests(got[keeper])}
+    assert not WORK_UP & {code for code, _ in _service_requests(got[other])}
+    assert "Not repeated here: Intact PTH" in got[other]["detail"]
+
+
+def test_ckd_mbd_work_up_stays_whole_on_its_one_card():
+    """Quiet control: romosozumab in CKD 4 with nothing else: C-SAFE-RENAL's hold and keep both carry
+    the whole work-up, and no card says anything is left to another."""
+    got = cards(record(*LABS, CKD4, drafts=[draft(ROMO)]), "order-sign")
+    card = got["C-SAFE-RENAL"]
+    assert [s["label"][:4] for s in card["suggestions"]] == ["Hold", "Keep"]
+    assert all(WORK_UP <= {a["resource"]["code"]["coding"][0]["code"] for a in s["actions"] if "resource" in a}
+               for s in card["suggestions"])
+    assert not any("Not repeated here" in c["detail"] for c in got.values())
+
+
+def test_denosumab_plan_and_predose_creatinine_both_stay():
+    """Quiet control: eGFR 22 from 200 days ago: C-SAFE-DMAB-CKD's plan and C-SAFE-PREDOSE-LABS's
+    creatinine are different orders; both stay (calcium was already left to the plan)."""
+    got = cards(record(*LABS, obs("98979-8", 200, 22), drafts=[draft(DMAB)]), "order-sign")
+    assert not _repeated(got)
+    assert [code for code, _ in _service_requests(got[PREDOSE])] == ["2160-0"]
+    assert WORK_UP <= {code for code, _ in _service_requests(got["C-SAFE-DMAB-CKD"])}
