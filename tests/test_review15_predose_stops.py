@@ -147,3 +147,41 @@ def test_denosumab_plan_and_predose_creatinine_both_stay():
     assert not _repeated(got)
     assert [code for code, _ in _service_requests(got[PREDOSE])] == ["2160-0"]
     assert WORK_UP <= {code for code, _ in _service_requests(got["C-SAFE-DMAB-CKD"])}
+
+
+# ---------------------------------------------------------------------------
+# 3. C-DMAB-DUE's last-dose-unknown variant said nothing of an anabolic agent on board, where the
+# other denosumab cards (follow_up.beside_anabolic) say it does not prevent the rebound (DATA-Switch,
+# Leder 2015; AACE20, ES20) and offer a bone specialist. It now says so and offers the referral;
+# still no dose (the date decides too early or late).
+# ---------------------------------------------------------------------------
+
+def _prolia_statement(start_days=1095):
+    from tests.test_rules_second_pass import ago
+    return {"resourceType": "MedicationStatement", "id": "ms-dmab", "status": "active",
+            "medicationCodeableConcept": {"text": "Prolia 60 mg SC every 6 months"},
+            "effectivePeriod": {"start": ago(start_days)}, "dateAsserted": ago(30)}
+
+
+@pytest.mark.parametrize("drug, name, prevents", [
+    pytest.param(TPTD, "teriparatide", "does not prevent", id="teriparatide"),
+    pytest.param(ROMO, "romosozumab", "has not been shown to prevent", id="romosozumab"),
+    pytest.param({"text": "abaloparatide (Tymlos) 80 mcg"}, "abaloparatide", "has not been shown to prevent",
+                 id="abaloparatide"),  # the longest name: the summary stays under 140 characters
+])
+def test_denosumab_date_unknown_names_the_anabolic_on_board(drug, name, prevents):
+    card = cards(record(_prolia_statement(), med(drug, 60, rid="ana")))["C-DMAB-DUE"]
+    assert card["summary"].endswith(f"last injection date unknown: confirm it; {name} {prevents} the rebound")
+    assert f"{name.capitalize()} active since" in card["detail"] and "DATA-Switch" in card["detail"]
+    [referral] = card["suggestions"]
+    assert [a["resource"]["resourceType"] for a in referral["actions"]] == ["ServiceRequest"]  # no dose
+    assert "bone specialist" in referral["label"]
+
+
+def test_denosumab_date_unknown_without_an_anabolic_is_unchanged():
+    """Quiet control: no anabolic on board: the same summary and no suggestion as before."""
+    from tests.test_rules_second_pass import ago
+    card = cards(record(_prolia_statement()))["C-DMAB-DUE"]
+    assert card["summary"] == (f"Denosumab on record since {ago(1095)}, date of the last injection unknown: "
+                               "confirm it (due every 6 months)")
+    assert not card.get("suggestions") and "DATA-Switch" not in card["detail"]
