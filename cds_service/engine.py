@@ -5,7 +5,9 @@ finding wins), at most one drug-start card (C-TX-ANABOLIC > C-TX-DMAB-ALT >
 C-TX-BP, brief TX-4: "do not also fire a separate TX-1 card") and none beside
 a course card (denosumab due/overdue/stop, anabolic follow-on), cards ordered
 critical, warning, info. No card offers an osteoporosis-drug order that a
-critical order-time safety card would stop (withhold_vetoed_orders). Then, when
+critical order-time safety card would stop (withhold_vetoed_orders), and no test or
+referral is offered on two cards of one screen (offer_each_order_once: the more
+severe card keeps it). Then, when
 a CardPolicy is given (the hook calls),
 quieting by feedback and the info-card budget (cds_service.card_policy); only the
 cards shown go through that order review and are rendered. Facts the rules share
@@ -29,7 +31,7 @@ from cds_service.fhir import terminology as t
 from cds_service.record import DraftOrder, PatientRecord, draft_order
 from cds_service.record import _replace as record_replace
 from cds_service.rules import memo
-from cds_service.rules.base import INDICATORS, Finding, rules_for
+from cds_service.rules.base import INDICATORS, Finding, Suggestion, rules_for
 from cds_service.rules.catalogue import CATALOGUE
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
@@ -47,6 +49,9 @@ NOT_A_VETO = frozenset({"C-SAFE-DMAB-CKD"})
 # The only suggested resources the order review can veto: record.draft_order reads drug
 # classes from a MedicationRequest alone, so other orders (labs, DXA, referrals) are not filled for it.
 DRUG_ORDER_TYPES = frozenset({"MedicationRequest"})
+# The orders one screen offers once (offer_each_order_once): tests and referrals. A drug order
+# offered twice is two alternatives (denosumab instead, on two cards), each of them complete.
+ONCE_PER_SCREEN_TYPES = frozenset({"ServiceRequest"})
 # Suggested orders repeat from call to call (the same templates) but each names its patient
 # (`subject`, which record._draft never reads): their drafts are remembered across calls by
 # the content without the subject, for plain JSON data only (see _draft_of).
@@ -59,10 +64,12 @@ _PLAIN_JSON = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.O
 
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
               *, strict: bool = False) -> list[Finding]:
-    """Every finding chosen (select), each after its order review."""
+    """Every finding chosen (select), each after its order review, each test or referral
+    offered once (offer_each_order_once)."""
     with memo.scope():
-        return withhold_vetoed_orders(_chosen(hook, record, today, settings, strict), record, today, settings,
-                                      strict=strict)
+        return offer_each_order_once(withhold_vetoed_orders(_chosen(hook, record, today, settings, strict), record,
+                                                            today, settings, strict=strict),
+                                     patient_id=record.patient_id, today=today)
 
 
 def _chosen(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings,
@@ -221,6 +228,94 @@ def _reviewed(finding: Finding, record: PatientRecord, today: dt.date, settings:
         extra_suggestions=tuple(s for i, s in enumerate(finding.extra_suggestions) if i not in drop_extra))
 
 
+def _order_key(resource: dict[str, Any]) -> tuple[Any, ...]:
+    """One test or referral, whatever card words it: its type, codes (else text) and schedule
+    (a calcium once before the dose and the PROLIA24 weekly calcium after it are two orders)."""
+    code = resource.get("code") if isinstance(resource.get("code"), dict) else {}
+    codings = tuple(sorted((str(c.get("system")), str(c.get("code"))) for c in code.get("coding") or ()
+                           if isinstance(c, dict)))
+    timing = resource.get("occurrenceTiming")
+    return (resource.get("resourceType"), codings or str(code.get("text")),
+            orjson.dumps(timing, option=orjson.OPT_SORT_KEYS) if timing else b"")
+
+
+def _order_name(resource: dict[str, Any]) -> str:
+    code = resource.get("code") if isinstance(resource.get("code"), dict) else {}
+    return str(code.get("text") or next((c.get("display") for c in code.get("coding") or () if isinstance(c, dict)
+                                          and c.get("display")), "an order"))
+
+
+def offer_each_order_once(findings: list[Finding], *, patient_id: str | None, today: dt.date) -> list[Finding]:
+    """Clinical review 15: two cards on one screen offered the same CKD-MBD labs and referral
+    (C-SAFE-RENAL's anabolic-ckd beside C-SAFE-ROMO-CV, C-SAFE-ANABOLIC-CONTRA, C-SAFE-ROMO-LIMIT
+    or C-SAFE-PTH-LIMIT in CKD 4-5; PROLIA24, KDIGO 2017): one click on each ordered each test
+    twice. A test or referral (ONCE_PER_SCREEN_TYPES) is offered by the most severe card that
+    suggests it (the earlier card among equals, as the cards are listed); a later card's
+    suggestion loses it, and one left creating nothing is dropped (its orders, a draft's removal
+    with them, are on the other card). The card says what it leaves to which card (by its
+    summary). Like the order review it only adds facts and drops suggestions."""
+    if sum(1 for f in findings if f.extra_suggestions or f.suggestions != ()) < 2:
+        return findings  # one card with suggestions (most calls): nothing can repeat
+    offered: dict[tuple[Any, ...], Finding] = {}  # order -> the finding whose card offers it
+    out = list(findings)
+    for i in sorted(range(len(findings)), key=lambda i: (_severity(findings[i]), i)):
+        out[i] = _once(findings[i], offered, patient_id, today)
+    return out
+
+
+def _once(finding: Finding, offered: dict[tuple[Any, ...], Finding], patient_id: str | None,
+          today: dt.date) -> Finding:
+    drop_keys: set[str] = set()
+    extras = list(finding.extra_suggestions)
+    left: dict[int, tuple[Finding, list[str]]] = {}  # id(finding offering them) -> (it, orders left to it)
+    mine: dict[tuple[Any, ...], Finding] = {}
+    for (kind, ident), resources, renders in card_render.suggestion_orders(
+            finding, patient_id=patient_id, today=today, resource_types=ONCE_PER_SCREEN_TYPES):
+        if not resources or not renders():
+            continue
+        repeated = [r for r in resources if _order_key(r) in offered]
+        if kind == "extra":
+            s = extras[ident]
+            keep = tuple(a for a in s.actions if not (a.type in ("create", "update") and a.resource
+                                                     and a.resource.get("resourceType") in ONCE_PER_SCREEN_TYPES
+                                                     and _order_key(dict(a.resource)) in offered))
+            if any(a.type in ("create", "update") for a in keep):
+                extras[ident] = Suggestion(s.label, keep, s.is_recommended) if repeated else s
+            else:
+                extras[ident] = None  # type: ignore[call-overload]
+        elif repeated:
+            # A YAML suggestion is the card's own set (no action is taken out of it): dropped when
+            # it orders nothing new, else kept whole (none on the order hooks does so today).
+            creates = next(res for (k, key), res, _ in card_render.suggestion_orders(
+                finding, patient_id=patient_id, today=today) if k == "key" and key == ident)
+            if len(creates) == len(repeated):
+                drop_keys.add(ident)
+            else:
+                repeated = []  # kept whole: nothing left to the other card
+        for r in repeated:
+            names = left.setdefault(id(offered[_order_key(r)]), (offered[_order_key(r)], []))[1]
+            if _order_name(r) not in names:
+                names.append(_order_name(r))
+        kept = kind == "extra" and extras[ident] is not None or kind == "key" and ident not in drop_keys
+        if kept:
+            mine.update({_order_key(r): finding for r in resources if _order_key(r) not in offered})
+    offered.update(mine)
+    if not left:
+        return finding
+    notes = tuple(_left_fact(other, names, patient_id, today) for other, names in left.values())
+    keys = finding.suggestions if finding.suggestions is not None else tuple(
+        s.get("key") for s in card_render.load_card(finding.card_id).get("suggestions") or ())
+    return dataclasses.replace(finding, facts=tuple(dict.fromkeys(finding.facts + notes)),
+                               suggestions=tuple(k for k in keys if k not in drop_keys),
+                               extra_suggestions=tuple(s for s in extras if s is not None))
+
+
+def _left_fact(other: Finding, names: list[str], patient_id: str | None, today: dt.date) -> str:
+    card = card_render.render(other, patient_id=patient_id, today=today)
+    return (f"Not repeated here: {', '.join(names)}, offered on the card "
+            f"\"{card['summary'] if card else other.card_id}\"")
+
+
 def _severity(finding: Finding) -> int:
     return INDICATORS.index(_indicator(finding))
 
@@ -282,7 +377,7 @@ def _decide(hook: str, record: PatientRecord, today: dt.date, settings: Clinical
     held: list[card_policy.Held] = []
     if policy is not None:
         chosen, held = card_policy.apply(chosen, today, policy, _indicator, review)
-    findings = [review(f) for f in chosen]
+    findings = offer_each_order_once([review(f) for f in chosen], patient_id=pid, today=today)
     cards = []
     for finding in findings:
         card = card_render.render(finding, patient_id=pid, today=today, strict=strict)

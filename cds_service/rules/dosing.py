@@ -20,7 +20,6 @@ from cds_service.record import EGFR_UPPER_BOUND, PatientRecord
 from cds_service.rules.base import Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DAYS_PER_MONTH,
-    current_pregnancy,
     draft_fact,
     drug_label,
     drug_title,
@@ -31,6 +30,7 @@ from cds_service.rules.facts import (
     ordered,
     predose_labs_missing,
 )
+from cds_service.rules.order_safety import label_stop
 from cds_service.rules.orders import predose_lab_actions
 from cds_service.rules.settings import ClinicalSettings
 
@@ -106,10 +106,14 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
     Review: quiet for a zoledronic acid draft contraindicated by kidney function or acute
     kidney injury (no labs before a dose not to be given: C-SAFE-RENAL speaks), and leaves
     the calcium to C-SAFE-DMAB-CKD's plan below 30 (no test ordered twice on one screen).
-    Quiet in a current pregnancy: C-SAFE-PREGNANCY (critical) removes the draft, and labs
-    "before the dose" beside "do not give it" contradicted it (clinical review 15)."""
-    if current_pregnancy(record, settings):
-        return []
+    Quiet for a draft another card says not to give now (order_safety.label_stop, the test
+    C-SAFE-RENAL and C-SAFE-DMAB-CKD use for their "keep the order"): labs "before the dose"
+    beside "do not give it" contradicted it (clinical review 15: C-SAFE-PREGNANCY; likewise
+    C-SAFE-HYPOCA, whose recheck owns the calcium, C-VITD-LOW's replete or hold first,
+    C-SAFE-DOSE-INTERVAL, C-AR-COMPLICATION on zoledronic acid). The labs belong to the dose:
+    the label asks for them before each dose (Reclast, Prolia), and the window
+    (predose_lab_days) counts back from it; a dose re-ordered later meets this card again then.
+    Still fires beside C-DUP-ANTIRES ("keep one": the draft may be the one kept)."""
     reading = kidney(record, settings)
     dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR (C-SAFE-DMAB-CKD's reading)
     # Known hypocalcemia: C-SAFE-HYPOCA owns the calcium (one calcium order per screen).
@@ -125,6 +129,8 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
                                                    and dmab_reading.below(settings.egfr_denosumab_ckd))
         if recent_kidney and not need_calcium:
             continue
+        if label_stop(record, today, settings, draft, agent):
+            continue  # another card stops this draft: no labs before a dose not to be given now
         # An eGFR reported only as a bound ("<60") is a recent result, but no value the label's
         # limit can be read against (clinical review: the card said there was none at all).
         bound = None if recent_kidney else record.lab(EGFR_UPPER_BOUND, settings.predose_lab_days / DAYS_PER_MONTH)

@@ -268,7 +268,10 @@ def _denosumab_date_unknown(record: PatientRecord, today: dt.date, settings: Cli
     than 5 months after an unrecorded one it is too early (C-SAFE-DOSE-INTERVAL), and late
     or not is exactly what is unknown. Quiet when the statement began less than one
     interval ago (no dose since can be due yet), with a bisphosphonate on board (the
-    transition), or on an explicit stop (C-DMAB-STOP)."""
+    transition), or on an explicit stop (C-DMAB-STOP). Beside an active anabolic agent (review 15:
+    the other denosumab cards named it, this one did not): the card says it does not prevent the
+    rebound (DATA-Switch; AACE20, ES20) and offers the bone specialist referral (_anabolic_parts),
+    still no dose."""
     e = record.medications.get("denosumab")
     if e is None or e.oncology_only or not e.active or e.last_dose is not None:
         return []
@@ -279,8 +282,23 @@ def _denosumab_date_unknown(record: PatientRecord, today: dt.date, settings: Cli
     listed = [ev for ev in e.events if ev.status in ("active", "on-hold")]
     facts = [f"Denosumab on the medication list ({listed[0].ref if listed else e.events[0].ref}, "
              f"since {e.start or 'an unknown date'}); no injection date on record"]
+    variables = {"since": f" since {e.start}" if e.start else "",
+                 "ask": "date of the last injection unknown: confirm it (due every 6 months)", "anabolic_note": ""}
+    anabolic = active_anabolic(record)
+    if not anabolic:
+        return [Finding("C-DMAB-DUE", facts=tuple(facts), variant="last-dose-unknown", suggestions=(),
+                        variables=variables)]
+    facts, referral, variables, _ = _anabolic_parts("Denosumab, last injection date unknown,", anabolic, facts,
+                                                    variables)
+    variables["ask"] = f"last injection date unknown: confirm it; {variables['anabolic']} {variables['prevents']} " \
+                       "the rebound"
+    variables["anabolic_note"] = (
+        f"**{variables['anabolic_title']}** is on board but {variables['prevents']} the rebound after denosumab "
+        "(DATA-Switch, Leder et al., Lancet 2015, studied teriparatide; AACE 2020 and the Endocrine Society 2020 "
+        "advise against switching from denosumab to teriparatide). Plan the sequence with a bone specialist "
+        "(referral below) before a dose lapses.")
     return [Finding("C-DMAB-DUE", facts=tuple(facts), variant="last-dose-unknown", suggestions=(),
-                    variables={"since": f" since {e.start}" if e.start else ""})]
+                    variables=variables, extra_suggestions=(referral,))]
 
 
 @rule("patient-view")
@@ -337,6 +355,21 @@ def active_anabolic(record: PatientRecord) -> AgentExposure | None:
     return anabolic[0] if anabolic else None
 
 
+def _anabolic_parts(why: str, e: AgentExposure, facts: list[str], variables: dict[str, str],
+                    ) -> tuple[list[str], Suggestion, dict[str, str], bool]:
+    """What every denosumab card says of an anabolic agent `e` on board (beside_anabolic,
+    C-DMAB-DUE's last-dose-unknown): its fact, the bone specialist referral (recommended when the
+    combination is unstudied: romosozumab, abaloparatide), the text variables, and unstudied."""
+    name = drug_label(e.agent)
+    facts = [*facts, f"{name.capitalize()} active since {e.start or 'an unknown date'}"]
+    unstudied = e.agent != "teriparatide"
+    referral = referral_suggestion(ENDOCRINOLOGY, "Plan the sequence with a bone specialist (endocrinology)",
+                                   f"{why} with {name} started: rebound risk", recommended=unstudied)
+    variables = {**variables, "anabolic": name, "anabolic_title": name.capitalize(),
+                 "prevents": "has not been shown to prevent" if unstudied else "does not prevent"}
+    return facts, referral, variables, unstudied
+
+
 def beside_anabolic(card_id: str, why: str, e: AgentExposure, facts: list[str], keys: tuple[str, ...],
                     built: tuple[Suggestion, ...], variables: dict[str, str]) -> Finding:
     """A denosumab card's variant anabolic-on-board (C-DMAB-OVERDUE, -STOP, -DUE; review 13:
@@ -351,13 +384,7 @@ def beside_anabolic(card_id: str, why: str, e: AgentExposure, facts: list[str], 
     Romosozumab or abaloparatide (variant anabolic-unstudied; review 14): DATA-Switch studied
     teriparatide, and denosumab beside either agent is an unstudied combination, so the card says
     so and the specialist referral leads as the recommended suggestion, the dose after it."""
-    name = drug_label(e.agent)
-    facts = [*facts, f"{name.capitalize()} active since {e.start or 'an unknown date'}"]
-    unstudied = e.agent != "teriparatide"
-    referral = referral_suggestion(ENDOCRINOLOGY, "Plan the sequence with a bone specialist (endocrinology)",
-                                   f"{why} with {name} started: rebound risk", recommended=unstudied)
-    variables = {**variables, "anabolic": name, "anabolic_title": name.capitalize(),
-                 "prevents": "has not been shown to prevent" if unstudied else "does not prevent"}
+    facts, referral, variables, unstudied = _anabolic_parts(why, e, facts, variables)
     if unstudied:  # the referral first: the card's YAML dose is built after it
         doses = tuple(yaml_suggestion(card_id, key, variables) for key in keys)
         return Finding(card_id, facts=tuple(facts), variant="anabolic-unstudied", variables=variables,

@@ -381,33 +381,40 @@ def _ckd_mbd_first(record: PatientRecord, settings: ClinicalSettings, agent: str
                  if not (low and a.resource and "17861-6" in str(a.resource.get("code"))))
 
 
-def _label_stop(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
-                agent: str) -> bool:
+def label_stop(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
+               agent: str) -> bool:
     """Does another card on this same draft say not to give it now? Then C-SAFE-RENAL's
-    anabolic-ckd and C-SAFE-DMAB-CKD offer no "keep the order". The cards' own rules decide
+    anabolic-ckd and C-SAFE-DMAB-CKD offer no "keep the order", and C-SAFE-PREDOSE-LABS asks
+    for no labs "before the dose" (dosing.predose_labs_order). The cards' own rules decide
     (a card names its draft in its facts): C-SAFE-PREGNANCY (second-pass 2), C-SAFE-HYPOCA
     (LABEL: correct hypocalcemia first), C-VITD-LOW's replete or hold first (SAFE-5, TX-8),
     C-SAFE-ROMO-CV (EVENITY boxed warning), C-SAFE-ANABOLIC-CONTRA (SAFE-11; romosozumab for a
     man), C-SAFE-ROMO-LIMIT (EVENITY: 12 doses, SAFE-9), C-SAFE-PTH-LIMIT (SAFE-10),
-    C-SAFE-DOSE-INTERVAL (too soon) and C-DUP-ANABOLIC (second-pass 3). Review 14 added the
-    first to C-SAFE-RENAL, review 15 the rest and C-SAFE-DMAB-CKD (PROLIA24)."""
+    C-SAFE-DOSE-INTERVAL (too soon) and C-DUP-ANABOLIC (second-pass 3), and C-AR-COMPLICATION
+    on a bisphosphonate (second-pass 4: hold it; denosumab is never simply stopped, so not
+    there). Review 14 added the first to C-SAFE-RENAL, review 15 the rest and C-SAFE-DMAB-CKD
+    (PROLIA24). Not a stop: C-DUP-ANTIRES ("keep one": the draft may be the one kept, a switch)
+    and C-SAFE-DMAB-CKD (its plan keeps a course under way). C-SAFE-RENAL's critical zoledronic
+    acid card is not read here (its ckd-stage variant asks this very question): the pre-dose
+    labs card reads the same kidney reading itself."""
     from cds_service.rules.dosing import dose_interval_order, duplicate_anabolic_order  # sibling rules
+    from cds_service.rules.on_therapy import antiresorptive_complication_order
 
     named = draft_fact(draft, agent)
-    return any(named in f.facts
-               for stop in (pregnancy_order, hypocalcemia_order, vitamin_d_order, romosozumab_cv_order,
-                            anabolic_contraindication_order, romosozumab_limit_order, pth_limit_order,
-                            dose_interval_order, duplicate_anabolic_order)
-               for f in stop(record, today, settings))
+    stops = (pregnancy_order, hypocalcemia_order, vitamin_d_order, romosozumab_cv_order,
+             anabolic_contraindication_order, romosozumab_limit_order, pth_limit_order,
+             dose_interval_order, duplicate_anabolic_order) + (
+        (antiresorptive_complication_order,) if t.AGENTS[agent].drug_class in t.BISPHOSPHONATE_CLASSES else ())
+    return any(named in f.facts for stop in stops for f in stop(record, today, settings))
 
 
 def _hold_or_keep(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
                   agent: str) -> tuple[Suggestion, ...]:
     """C-SAFE-RENAL in CKD 4-5 or on dialysis (anabolic-ckd, ckd-stage): hold the draft for the
     CKD-MBD work-up and a specialist (recommended), or keep it under that supervision with the
-    work-up added; no "keep" beside a card that says not to give it now (_label_stop)."""
+    work-up added; no "keep" beside a card that says not to give it now (label_stop)."""
     work_up = _ckd_mbd_first(record, settings, agent)
-    built = [] if _label_stop(record, today, settings, draft, agent) else [Suggestion(
+    built = [] if label_stop(record, today, settings, draft, agent) else [Suggestion(
         f"Keep the {drug_label(agent)} order under CKD-MBD supervision: add the CKD-MBD labs and the referral",
         work_up)]
     if draft.reference:
@@ -426,7 +433,7 @@ def renal_anabolic_order(record: PatientRecord, today: dt.date, settings: Clinic
     a greater hypocalcemia risk, monitor calcium (EVENITY label). Not a contraindication in
     the labels, so a warning: hold for the CKD-MBD work-up and a specialist (recommended), or
     keep the order under that supervision with the work-up added. No "keep" when another card on
-    the same draft says not to give it now (_label_stop; review 14, 15: C-SAFE-ROMO-CV,
+    the same draft says not to give it now (label_stop; review 14, 15: C-SAFE-ROMO-CV,
     C-SAFE-PREGNANCY, romosozumab for a man, C-SAFE-ROMO-LIMIT, C-DUP-ANABOLIC, a dose too soon);
     with a low calcium C-SAFE-HYPOCA's recheck is the calcium order."""
     reading = ckd_4_5(record, settings)
@@ -614,7 +621,7 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
         # C-SAFE-PREGNANCY, C-VITD-LOW, C-SAFE-DOSE-INTERVAL; PROLIA24, SAFE-5, second-pass 2).
         low = low_calcium(record, settings)
         done = ckd_mbd_done(record, settings)  # review 14: the work-up on record recently is not ordered again
-        built = [] if _label_stop(record, today, settings, draft, agent) else [prolia24_suggestion(
+        built = [] if label_stop(record, today, settings, draft, agent) else [prolia24_suggestion(
             "Keep the denosumab order and add the whole plan: CKD-MBD labs, calcium weekly x 4 then monthly, "
             "nephrology", recommended=False, done=done)]
         if draft.reference:
