@@ -34,15 +34,20 @@ def outcome_report(store: Store, *, since: dt.datetime | None = None, top_reason
     # A card counts once per outcome, however many times its feedback came.
     accepted: dict[str, set[str]] = defaultdict(set)
     overridden: dict[str, set[str]] = defaultdict(set)
+    # A reason counts once per card too: a card overridden three times for one reason
+    # counted 3 beside "overridden: 1" (operator review 16).
     reasons: dict[str, Counter] = defaultdict(Counter)
+    reasons_seen: set[tuple[str, str, str, str]] = set()
     unknown = 0
     for card_id, card_uuid, outcome, system, code in rows:
         if card_id is None:
             unknown += 1
             continue
         (accepted if outcome == "accepted" else overridden)[card_id].add(card_uuid)
-        if outcome == "overridden":
-            reasons[card_id][(system or "", code or "(no reason given)")] += 1
+        reason = (system or "", code or "(no reason given)")
+        if outcome == "overridden" and (card_uuid, *reason, card_id) not in reasons_seen:
+            reasons_seen.add((card_uuid, *reason, card_id))
+            reasons[card_id][reason] += 1
 
     cards = []
     for card_id in sorted(set(issued) | set(accepted) | set(overridden)):

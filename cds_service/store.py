@@ -636,19 +636,34 @@ class Store:
     @staticmethod
     def _insert_feedback(conn: sa.Connection, row: dict[str, Any]) -> bool:
         """Insert one row unless it is a duplicate; True if inserted. Inside
-        the caller's transaction: a duplicate must not abort the others."""
+        the caller's transaction: a duplicate must not abort the others.
+
+        The same entry first sent to another service's feedback endpoint was
+        stored as for an unknown card; sent then to the service that issued
+        the card, it is that card's feedback, not a duplicate: the stored row
+        takes this service, card id and known flag (and True is returned, so
+        it counts and quiets as a new entry). Before, the right entry was
+        dropped as a duplicate of the misrouted one (operator review 16)."""
+        unique = ["card_uuid", "outcome", "outcome_timestamp"]
+        known = {"service_id": row["service_id"], "card_id": row["card_id"], "known_card": True}
         dialect = conn.dialect.name
         if dialect in ("postgresql", "sqlite"):
-            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(feedback)
-            result = conn.execute(insert.values(row).on_conflict_do_nothing(
-                index_elements=["card_uuid", "outcome", "outcome_timestamp"]).returning(feedback.c.id))
-            return result.first() is not None
+            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(feedback).values(row)
+            if row["known_card"]:
+                insert = insert.on_conflict_do_update(index_elements=unique, set_=known,
+                                                      where=feedback.c.known_card == sa.false())
+            else:
+                insert = insert.on_conflict_do_nothing(index_elements=unique)
+            return conn.execute(insert.returning(feedback.c.id)).first() is not None
         try:  # other databases: a savepoint per row
             with conn.begin_nested():
                 conn.execute(feedback.insert().values(row))
             return True
         except IntegrityError:
-            return False
+            if not row["known_card"]:
+                return False
+            same = sa.and_(*(feedback.c[name] == row[name] for name in unique), feedback.c.known_card == sa.false())
+            return conn.execute(feedback.update().where(same).values(**known)).rowcount > 0
 
     def feedback_rows(self, card_uuid: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(feedback).order_by(feedback.c.id)

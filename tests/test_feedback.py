@@ -102,8 +102,8 @@ def test_feedback_sent_to_another_service_is_stored_as_unknown_and_quiets_nothin
     assert (row["service_id"], row["known_card"], row["card_id"]) == ("osteoporosis-order-sign", False, None)
     patient_key = store.card(card_uuid)["patient_key"]
     assert store.quiet_marks(patient_key, {"info": 90, "warning": 90}) == {}
-    # Sent where it belongs (a later decision: the same card, outcome and time is a
-    # duplicate whatever the endpoint), the feedback is the card's own and quiets it.
+    # Sent where it belongs (a later decision; the same entry resent there is covered by
+    # test_store's ..._resent_where_it_belongs), the feedback is the card's own and quiets it.
     fb["feedback"][0]["outcomeTimestamp"] = "2026-11-21T10:05:00Z"
     assert client.post(FB, json=fb).get_json() == {"stored": 1, "duplicates": 0, "unknownCards": 0}
     assert set(store.quiet_marks(patient_key, {"info": 90, "warning": 90})) == {"C-TEST"}

@@ -98,3 +98,20 @@ def test_report_cli_on_a_database_without_schema(tmp_path, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "no schema yet" in captured.err and "cds-service migrate" in captured.err
+
+
+def test_a_card_overridden_again_counts_its_reason_once(reporting_app):
+    """Operator review 16: one card overridden three times for one reason showed
+    "overridden: 1" beside a reason counted 3."""
+    client = reporting_app.test_client()
+    card = next(c for c in client.post(PV, json=hook_request()).get_json()["cards"]
+                if c["source"]["topic"]["code"] == "C-A")
+    for minute in range(3):
+        fb = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": f"2026-03-01T00:0{minute}:00Z",
+              "overrideReason": {"reason": {"system": "https://example.org/o", "code": "not-now"}}}
+        assert client.post(PV + "/feedback", json={"feedback": [fb]}).get_json()["stored"] == 1
+    body = client.get("/admin/report", headers={"Authorization": "Bearer s3cret"}).get_json()
+    row = next(r for r in body["cards"] if r["cardId"] == "C-A")
+    assert row["overridden"] == 2  # the fixture's one card and this one
+    assert {r["code"]: r["count"] for r in row["topOverrideReasons"]} == {"declined": 1, "not-now": 1}
+

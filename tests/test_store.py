@@ -511,3 +511,27 @@ def test_cards_issued_before_the_client_was_recorded_keep_their_feedback_but_qui
     assert store.feedback_rows()[0]["card_id"] == "C-TX-BP"
     assert store.quiet_marks("k1", {"info": 180}) == {}
     engine.dispose()
+
+
+def test_feedback_first_sent_to_another_service_is_the_cards_own_when_resent_where_it_belongs(db):
+    """Operator review 16: the same entry (card, outcome, time) posted to the wrong
+    service's endpoint, then to the service that issued the card, was dropped the
+    second time as a duplicate: the report counted nothing for the card and it quieted
+    nothing. The stored row now becomes the card's own, once."""
+    _, store = db
+    card = dataclasses.replace(_card(), patient_key="k1", client="anonymous")
+    store.record_cards([card])
+    entry = FeedbackEntry(card.card_uuid, "overridden", "2026-01-01T00:00:00Z")
+    wrong = store.store_feedback("osteoporosis-order-sign", [entry])
+    assert (wrong.stored, wrong.duplicates, wrong.unknown_cards) == (1, 0, 1)
+    assert store.quiet_marks("k1", {"info": 180}) == {}
+    right = store.store_feedback("osteoporosis-patient-view", [entry])
+    assert (right.stored, right.duplicates, right.unknown_cards) == (1, 0, 0)
+    [row] = store.feedback_rows()
+    assert (row["service_id"], row["card_id"], row["known_card"]) == ("osteoporosis-patient-view", "C-TX-BP", True)
+    assert set(store.quiet_marks("k1", {"info": 180})) == {"C-TX-BP"}
+    # Resent again, anywhere: a duplicate, and the row stays the card's own.
+    assert store.store_feedback("osteoporosis-patient-view", [entry]).duplicates == 1
+    assert store.store_feedback("osteoporosis-order-sign", [entry]).duplicates == 1
+    [row] = store.feedback_rows()
+    assert (row["service_id"], row["known_card"]) == ("osteoporosis-patient-view", True)

@@ -6,7 +6,8 @@ are refused by the schema (400), so a 503 always means "send it again"; a
 resubmission is
 recognised and not stored twice (its outcomeTimestamp compared in UTC);
 feedback for a card this service never issued (or whose record was lost) is
-stored and flagged, not refused. Feedback for a card issued to another client
+stored and flagged, not refused (the same entry resent later to the service
+that issued the card becomes that card's own). Feedback for a card issued to another client
 (another issuer or tenant) is neither stored nor refused: it counts as an
 unknown card, and cannot quiet that client's card. An accepted suggestion
 the card never carried is a 400.
