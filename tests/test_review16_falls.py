@@ -152,3 +152,30 @@ def test_through_the_app_a_pt_referral_is_on_every_screen_after_a_positive_scree
         entry = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-01-01T10:00:00Z",
                  "overrideReason": {"reason": card["overrideReasons"][0]}}
         assert client.post(PV + "/feedback", json={"feedback": [entry]}).status_code == 200
+
+
+def test_no_fixture_chart_shows_the_falls_card_naming_an_absent_exercise_card():
+    """Every fixture patient on patient-view, under the production budget on two
+    days (the routine turn changes), with no card quieted and with C-EXERCISE quieted: C-FALLS
+    names the exercise card only beside it, and every positive screen it shows carries a PT
+    referral on the screen (before the fix: 443 snapshot outcomes named an absent card)."""
+    from cds_service.store import QuietMark
+
+    policies = [PRODUCTION, CardPolicy(quiet={"C-EXERCISE": QuietMark("info", DAY)}, info_budget=2, routine_budget=1)]
+    charts = [fx.prefetch_from_bundle(fx.load_patient(name, today=DAY)) for name in fx.patient_names()]
+    seen = dangling = 0
+    for prefetch in charts:
+        for today in (DAY, DAY + dt.timedelta(days=1)):
+            record = build_record(prefetch, today=today, settings=S)
+            for policy in policies:
+                cards = {c["source"]["topic"]["code"]: c
+                         for c in engine.decide("patient-view", record, today, S, policy=policy).cards}
+                falls = cards.get("C-FALLS")
+                if falls is None:
+                    continue
+                seen += 1
+                if "exercise card" in falls["detail"] and "C-EXERCISE" not in cards:
+                    dangling += 1
+                if "was **positive**" in falls["detail"]:
+                    assert [code for c in cards.values() for code in _referrals(c)].count(PT) == 1
+    assert seen and dangling == 0

@@ -13,7 +13,9 @@ Rules:
   >= 50 (SEED; BHOF22; CDC STEADI).
 - Second pass (second-pass.md 5 and 8), folded into the two cards: a positive
   fall-risk screen makes C-EXERCISE supervised (PT referral) and C-FALLS
-  suggest its follow-up (occupational-therapy home-safety referral); fear of
+  suggest its follow-up (occupational-therapy home-safety referral, and the PT
+  referral for balance training itself whenever C-EXERCISE is not on the
+  screen: beside_exercise_card, review 16); fear of
   falling (coded, or FES-I / Short FES-I at moderate concern or more) makes
   supervised or group exercise the suggestion; pain after a vertebral
   fracture, psychological support after a fracture, a dietitian referral when
@@ -250,7 +252,9 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
     when no fall or fracture came after the last assessment and that assessment
     is pending (ordered), negative, or was followed up (PT, exercise or
     occupational therapy on or after it). A positive screen without follow-up
-    asks for it (OT home-safety referral); a result that cannot be read, to act on it."""
+    asks for it (CDC STEADI: intervene on what it found): supervised balance training (PT
+    referral) and an OT home-safety referral, the PT one left to C-EXERCISE when that card is
+    shown beside this one (beside_exercise_card); a result that cannot be read, to act on it."""
     if record.age is None:
         return []
     falls = _fall_history(record)
