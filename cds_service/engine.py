@@ -30,7 +30,7 @@ from cds_service.logs import error_fields
 from cds_service.fhir import terminology as t
 from cds_service.record import DraftOrder, PatientRecord, draft_order
 from cds_service.record import _replace as record_replace
-from cds_service.rules import memo
+from cds_service.rules import exercise, memo
 from cds_service.rules.base import INDICATORS, Finding, Suggestion, rules_for
 from cds_service.rules.catalogue import CATALOGUE
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
@@ -377,7 +377,9 @@ def _decide(hook: str, record: PatientRecord, today: dt.date, settings: Clinical
     held: list[card_policy.Held] = []
     if policy is not None:
         chosen, held = card_policy.apply(chosen, today, policy, _indicator, review)
-    findings = offer_each_order_once([review(f) for f in chosen], patient_id=pid, today=today)
+    # Worded for the cards shown beside it: C-FALLS names C-EXERCISE only when it is on the screen.
+    findings = offer_each_order_once(exercise.beside_exercise_card([review(f) for f in chosen]),
+                                     patient_id=pid, today=today)
     cards = []
     for finding in findings:
         card = card_render.render(finding, patient_id=pid, today=today, strict=strict)

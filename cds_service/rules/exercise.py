@@ -13,7 +13,9 @@ Rules:
   >= 50 (SEED; BHOF22; CDC STEADI).
 - Second pass (second-pass.md 5 and 8), folded into the two cards: a positive
   fall-risk screen makes C-EXERCISE supervised (PT referral) and C-FALLS
-  suggest its follow-up (occupational-therapy home-safety referral); fear of
+  suggest its follow-up (occupational-therapy home-safety referral, and the PT
+  referral for balance training itself whenever C-EXERCISE is not on the
+  screen: beside_exercise_card, review 16); fear of
   falling (coded, or FES-I / Short FES-I at moderate concern or more) makes
   supervised or group exercise the suggestion; pain after a vertebral
   fracture, psychological support after a fracture, a dietitian referral when
@@ -29,21 +31,29 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import BinaryResult, CareEvent, Fracture, PatientRecord, within_months
-from cds_service.rules.base import NO_TRIGGER, Finding, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, Suggestion, rule
 from cds_service.rules.catalogue import TEST_TIER
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.memo import per_call
-from cds_service.rules.orders import DIETITIAN, OCCUPATIONAL_THERAPY, referral_suggestion
+from cds_service.rules.orders import DIETITIAN, OCCUPATIONAL_THERAPY, PHYSICAL_THERAPY, referral_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
 FALL_HISTORY_MIN_AGE = 50        # FALL-1: "any fall history at any age >= 50" (brief, not a local choice)
 FALL_SCREEN_VALID_MONTHS = 12    # STEADI screens yearly: a positive screen this recent asks for supervised training
 EXERCISE_CARE = (t.PT_CARE, t.EXERCISE_CARE)
 FALL_FOLLOW_UP_CARE = (t.PT_CARE, t.EXERCISE_CARE, t.OT_CARE)
+
+# C-FALLS after a positive fall-risk screen (second-pass 5): supervised balance training, offered on
+# the falls card unless C-EXERCISE, whose physical-therapy referral carries it, is shown beside it.
+BALANCE_REFERRAL = referral_suggestion(PHYSICAL_THERAPY, "Refer to physical therapy for supervised balance training",
+                                       "Positive fall-risk screen: supervised gait, strength and balance training",
+                                       True)
+_BESIDE_EXERCISE = "assessment_beside_exercise"  # C-FALLS's text when C-EXERCISE is on the screen too
 
 # Spinal precautions (EX-1, SEED 000 / TFTF), the card's short form (the guidance page has the
 # full text). Framed as how to move, not as a ban on bending: the seed warns that generic
@@ -242,7 +252,9 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
     when no fall or fracture came after the last assessment and that assessment
     is pending (ordered), negative, or was followed up (PT, exercise or
     occupational therapy on or after it). A positive screen without follow-up
-    asks for it (OT home-safety referral); a result that cannot be read, to act on it."""
+    asks for it (CDC STEADI: intervene on what it found): supervised balance training (PT
+    referral) and an OT home-safety referral, the PT one left to C-EXERCISE when that card is
+    shown beside this one (beside_exercise_card); a result that cannot be read, to act on it."""
     if record.age is None:
         return []
     falls = _fall_history(record)
@@ -278,7 +290,8 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
     facts += since
     fear = fear_of_falling(record, settings)
     facts += fear
-    follow_up = ()
+    follow_up: tuple[Suggestion, ...] = ()
+    beside_exercise = ""  # the positive-screen text when C-EXERCISE is shown too
     # A fall or fracture in the last 12 months with no assessment since: the assessment is part
     # of that event's care (World Falls Guidelines 2022, Montero-Odasso et al., Age Ageing:
     # multifactorial assessment for anyone presenting with a fall or fracture; CDC STEADI), so
@@ -302,19 +315,42 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
                       "(e.g. STEADI: screen, assess gait, strength and balance).")
     elif latest.positive:
         # Second-pass 5: a positive screen asks for its follow-up (STEADI: intervene on what
-        # the assessment found); the exercise card carries the supervised balance training.
-        assessment = (f"The fall-risk screen on {latest.date} was **positive** and no follow-up is on record: have "
-                      "the home checked for hazards (occupational therapy, suggested below); supervised balance "
-                      "training is on the exercise card.")
-        follow_up = (referral_suggestion(OCCUPATIONAL_THERAPY, "Refer to occupational therapy for a home-safety "
-                                                               "evaluation", "Positive fall-risk screen: home hazards "
-                                                                             "and assistive devices", True),)
+        # the assessment found): supervised balance training (physical therapy) and home safety
+        # (occupational therapy). The balance training is C-EXERCISE's when that card is on the
+        # screen (beside_exercise_card); otherwise this card offers it, so a positive screen never
+        # goes without it (review 16: the budget held C-EXERCISE back).
+        head = f"The fall-risk screen on {latest.date} was **positive** and no follow-up is on record: "
+        assessment = (head + "refer for supervised balance training (physical therapy) and have the home checked "
+                      "for hazards (occupational therapy), both suggested below.")
+        beside_exercise = (head + "have the home checked for hazards (occupational therapy, suggested below); the "
+                           "exercise card beside this one refers for supervised balance training.")
+        follow_up = (BALANCE_REFERRAL, referral_suggestion(
+            OCCUPATIONAL_THERAPY, "Refer to occupational therapy for a home-safety evaluation",
+            "Positive fall-risk screen: home hazards and assistive devices", True))
     else:
         assessment = (f"A fall-risk assessment was done on {latest.date} and no follow-up is on record: act on "
                       "its findings (physical therapy, home safety).")
+    variables = {"min_age": str(settings.fall_prevention_min_age), "assessment": assessment}
+    if beside_exercise:
+        variables[_BESIDE_EXERCISE] = beside_exercise
     if fear:
-        assessment += " Fear of falling is on record: supervised or group exercise builds confidence."
-    return [Finding("C-FALLS", facts=tuple(facts),
-                    variables={"min_age": str(settings.fall_prevention_min_age), "assessment": assessment},
+        for key in (k for k in ("assessment", _BESIDE_EXERCISE) if k in variables):
+            variables[key] += " Fear of falling is on record: supervised or group exercise builds confidence."
+    return [Finding("C-FALLS", facts=tuple(facts), variables=variables,
                     suggestions=() if latest else ("fall-risk-assessment",), extra_suggestions=follow_up,
                     trigger=_new_trigger(record, settings), tier=TEST_TIER if latest is None and recent else None)]
+
+
+def beside_exercise_card(shown: list[Finding]) -> list[Finding]:
+    """The cards on the screen after the card policy, with C-FALLS worded for its company.
+    After a positive fall-risk screen C-FALLS offers the supervised balance training itself
+    (physical therapy): the budget or quieting may hold C-EXERCISE back, or it may not fire (no
+    bone diagnosis, a PT episode before the screen), and a card must not point to one that is
+    not on the screen (review 16). With C-EXERCISE shown and offering its physical-therapy
+    referral (second-pass 5: "C-EXERCISE suggest supervised balance training / PT and C-FALLS
+    suggest its follow-up"), C-FALLS points to it and leaves its own out: one referral, not two."""
+    if not any(f.card_id == "C-EXERCISE" and f.suggestions and "pt-referral" in f.suggestions for f in shown):
+        return shown
+    return [dataclasses.replace(f, variables={**f.variables, "assessment": f.variables[_BESIDE_EXERCISE]},
+                                extra_suggestions=tuple(s for s in f.extra_suggestions if s != BALANCE_REFERRAL))
+            if f.card_id == "C-FALLS" and _BESIDE_EXERCISE in f.variables else f for f in shown]

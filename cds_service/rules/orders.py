@@ -58,6 +58,8 @@ NEPHROLOGY = ("306286007", "Referral to nephrologist")
 DIETITIAN = ("103699006", "Patient referral to dietitian")
 OCCUPATIONAL_THERAPY = ("308453003", "Referral to occupational therapist")
 PSYCHOLOGIST = ("308459004", "Referral to psychologist")
+# V [CQF]: the code of C-EXERCISE's pt-referral (cards/C-EXERCISE.yaml); C-FALLS offers it in code
+PHYSICAL_THERAPY = ("444831000124102", "Referral for physical therapy")
 
 
 def referral_suggestion(code: tuple[str, str], text: str, reason: str, recommended: bool = False) -> Suggestion:
