@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, PatientRecord, within_months
+from cds_service.record import AgentExposure, Fracture, PatientRecord, within_months
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     very_long_bp_course,
@@ -46,39 +46,61 @@ def _named(fractures: list) -> str:
                         for f in sorted(fractures, key=lambda f: f.date, reverse=True))
 
 
+_COUNT = {2: "two", 3: "three", 4: "four"}
+
+
+def _fractures_on_therapy(record: PatientRecord, e: AgentExposure, start: dt.date, today: dt.date,
+                          settings: ClinicalSettings) -> list[Fracture]:
+    """The fragility fractures on this course: dated tx_failure_months (12) or more after it
+    started and while the drug acts (_effect_end); one per site and date. A fracture in the
+    first 12 months (often the one that led to the treatment) is too early to hold against the
+    drug: C-MON-ONTX asks for the review then."""
+    lag = months_to_days(settings.tx_failure_months)
+    end = _effect_end(e, today)
+    seen: dict[tuple[str, dt.date], Fracture] = {}
+    for f in record.fragility_fractures():
+        if f.date and start <= f.date <= end and (f.date - start).days >= lag:
+            seen.setdefault((f.site, f.date), f)
+    return list(seen.values())
+
+
 @rule("patient-view")
 def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-TX-FAILURE (warning), second-pass 4; AACE20 (a fracture on therapy is very high
     risk; consider a switch, an anabolic agent first), ES19 (re-assess after a fracture on
-    therapy). Fires for an antiresorptive (bisphosphonate, denosumab, raloxifene; not an
-    oncology product) when a fragility fracture is dated >= tx_failure_months (12) after
-    the current course started and while the drug acts (active, or within one dosing
-    interval of the last dose), or two fractures (different site or date) fall in that
-    time; the drug is still active or the fracture is within recent_fracture_months.
-    Only a NEW fracture counts (second-pass 4): one dated within tx_failure_window_months
-    (24) of today; an older one was known and acted on (review 13: a vertebral fracture 4
-    years ago on alendronate raised this warning at every chart open). The card names the
-    fracture's date. Check adherence and secondary causes, consider a switch. Suggests a
-    bone specialist referral (endocrinology)."""
-    fractures = [f for f in record.fragility_fractures()
-                 if within_months(f.date, today, settings.tx_failure_window_months)]
-    if not fractures:
-        return []
-    lag = months_to_days(settings.tx_failure_months)
+    therapy). For an antiresorptive (bisphosphonate, denosumab, raloxifene; not an oncology
+    product), a fragility fracture counts "on therapy" when dated >= tx_failure_months (12)
+    after the current course started and while the drug acts (active, or within one dosing
+    interval of the last dose): second-pass 4's own bar for a fracture held against the drug
+    (a fracture in the first year, often the one that led to the treatment, is C-MON-ONTX's).
+    Two clauses (second-pass 4: "a new fragility fracture ... or two fractures on therapy"):
+    - two fractures on therapy (different site or date) while the drug is still active, whatever
+      their age (review 16: a man with two fractures on 23 years of alendronate, 2017 and 2024,
+      got only C-HOLIDAY's duration review; a failure not acted on stays one). Variant
+      "two-fractures" names the drug and both dates. A drug no longer active needs the newest
+      within recent_fracture_months, as below.
+    - a NEW fracture on therapy: one dated within tx_failure_window_months (24) of today; an
+      older single fracture was known and acted on (review 13: a vertebral fracture 4 years ago
+      on alendronate raised this warning at every chart open). The drug is still active or the
+      fracture is within recent_fracture_months.
+    Check adherence and secondary causes, consider a switch. Suggests a bone specialist
+    referral (endocrinology)."""
     for e in record.exposures(t.ANTIRESORPTIVE_CLASSES):
         start = course_start(e)
         if e.oncology_only or start is None:
             continue
-        during = [f for f in fractures if start <= f.date <= _effect_end(e, today)]  # type: ignore[operator]
-        late = [f for f in during if (f.date - start).days >= lag]  # type: ignore[operator]
-        several = len({(f.site, f.date) for f in during}) >= 2
-        if not (late or several):
+        on_therapy = sorted(_fractures_on_therapy(record, e, start, today, settings), key=lambda f: f.date)
+        if not on_therapy:
             continue
-        if not e.active and not any(within_months(f.date, today, settings.recent_fracture_months) for f in during):
+        newest = on_therapy[-1]
+        if not e.active and not within_months(newest.date, today, settings.recent_fracture_months):
+            continue
+        several = len(on_therapy) >= 2
+        if not several and not within_months(newest.date, today, settings.tx_failure_window_months):
             continue
         facts = [f"On {drug_label(e.agent)} since {start}" + (", still active" if e.active else
                                                               f", last dose {e.last_dose or e.stopped}")]
-        facts += [f"{f.fact()}: {(f.date - start).days // 30} months into the course" for f in during]  # type: ignore[operator]
+        facts += [f"{f.fact()}: {(f.date - start).days // 30} months into the course" for f in on_therapy]
         if e.drug_class in t.BISPHOSPHONATE_CLASSES:
             facts += very_long_bp_course(record, settings)  # C-HOLIDAY's duration review steps aside for this card
         options, excluded = anabolic_options(record, settings)
@@ -86,13 +108,21 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
                   "antiresorptive (AACE 2020)." if options else
                   "No anabolic agent can be suggested from the record (" + "; ".join(excluded) + "): a bone "
                   "specialist chooses the switch.")
-        why = (f"a new {_named([max(late, key=lambda f: f.date)])}, 12 months or more into the course" if late
-               else f"two fractures during the course ({_named(during)})")
-        return [Finding("C-TX-FAILURE", facts=tuple(facts),
-                        variables={"drug": drug_label(e.agent), "switch": switch, "why": why},
+        variables = {"drug": drug_label(e.agent), "switch": switch}
+        if several:
+            count = _COUNT.get(len(on_therapy), str(len(on_therapy)))
+            first, last = on_therapy[0].date, newest.date
+            variables |= {"count": count.capitalize(), "fractures": f"{count} fractures",
+                          "dates": f"{first} and {last}" if len(on_therapy) == 2 else f"{first} to {last}",
+                          "why": _named(on_therapy)}
+        else:
+            variables["why"] = f"a new {_named([newest])}, 12 months or more into the course"
+        return [Finding("C-TX-FAILURE", facts=tuple(facts), variables=variables,
+                        variant="two-fractures" if several else None,
                         suggestions=(),
                         extra_suggestions=(_refer(ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology)",
-                                                  f"Fracture on {drug_label(e.agent)}: possible treatment failure",
+                                                  f"{'Fractures' if several else 'Fracture'} on "
+                                                  f"{drug_label(e.agent)}: possible treatment failure",
                                                   True),))]
     return []
 
