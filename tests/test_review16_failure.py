@@ -14,7 +14,9 @@ from cds_service import fixtures as fx
 from cds_service.fhir.prefetch import render_template
 from cds_service.services.prefetch_templates import PREFETCH
 from fhir_test_server import FhirStore
-from tests.test_rules_second_pass import ALN, ago, cards, cond, med, record
+from tests.conftest import TODAY
+from tests.test_review13_kidney import LABS
+from tests.test_rules_second_pass import ALN, PID, ROMO, ago, cards, cond, given, med, obs, record
 
 VERTEBRAL = "M80.08XA"
 HIP = "M80.051A"
@@ -69,10 +71,7 @@ def test_a_single_new_fracture_keeps_the_new_fracture_wording():
     assert f"There is a new vertebral fracture on {ago(400)}, 12 months or more into the course" in card["detail"]
 
 
-def _synthea_patient_view(client, name):
-    today = dt.date.today()  # the app judges as of today; the corpus is date-shifted to it
-    path = next(p for p in fx.realworld_paths() if p.name.startswith(name))
-    resources = fx.load_realworld(path, today=today)
+def _patient_view(client, resources):
     pid = next(r["id"] for r in resources if r["resourceType"] == "Patient")
     store = FhirStore(resources)
     prefetch = {k: store.answer(render_template(tpl, {"patientId": pid})) for k, tpl in PREFETCH.items()}
@@ -85,7 +84,62 @@ def _synthea_patient_view(client, name):
 
 def test_synthea_man_with_two_fractures_on_23_years_of_alendronate(client):
     """rw_43b6ae50: man of 83, alendronate since 2003, fractures about 9 and 2.5 years ago."""
-    got = _synthea_patient_view(client, "43b6ae50")
+    path = next(p for p in fx.realworld_paths() if p.name.startswith("43b6ae50"))
+    got = _patient_view(client, fx.load_realworld(path, today=dt.date.today()))  # the app judges as of today
     card = got["C-TX-FAILURE"]
     assert card["indicator"] == "warning" and card["summary"].startswith("Two fractures on alendronate (")
     assert "C-HOLIDAY" not in got
+
+
+# ---------------------------------------------------------------------------
+# 2. Twelve romosozumab doses given and the order still active (chart e28c, last dose 30 days ago):
+# nothing was said until a 13th dose was on record. The active order invites a 13th, beyond the
+# EVENITY label's 12 (SAFE-9), as a draft does on the order hooks; the catalogue lists
+# C-SAFE-ROMO-LIMIT on every hook, so it speaks on patient-view: stop, follow with an
+# antiresorptive (its follow-on orders). C-ANABOLIC-FOLLOW-ON waits until the order is stopped.
+# ---------------------------------------------------------------------------
+
+
+EGFR = obs("98979-8", 10, 70, "mL/min/{1.73_m2}")
+
+
+def _romo(n, last=30, status="active"):
+    """n monthly doses given, the last `last` days ago, under one order of that status."""
+    return (med(ROMO, last + 30 * n, status, rid="romo-order"), *(given(ROMO, last + 30 * k) for k in range(n)))
+
+
+def test_twelve_doses_with_the_order_still_active_draw_the_limit_card():
+    card = cards(record(*LABS, EGFR, *_romo(12)))["C-SAFE-ROMO-LIMIT"]
+    assert card["indicator"] == "warning"
+    assert f"12 monthly doses given since {ago(360)}, last on {ago(30)}" in card["detail"]
+    assert "The romosozumab order is still active: stop it" in card["detail"]
+    labels = [s["label"] for s in card["suggestions"]]
+    assert any("alendronate" in label for label in labels) and any("denosumab" in label for label in labels)
+
+
+def test_twelve_doses_four_months_on_with_the_order_active_draw_one_warning():
+    got = cards(record(*_romo(12, last=120)))
+    assert "C-SAFE-ROMO-LIMIT" in got and "C-ANABOLIC-FOLLOW-ON" not in got
+
+
+def test_eleven_doses_with_the_order_active_stay_quiet():
+    """Quiet control: the course is not complete."""
+    got = cards(record(*_romo(11)))
+    assert not {"C-SAFE-ROMO-LIMIT", "C-ANABOLIC-FOLLOW-ON"} & set(got)
+
+
+def test_twelve_doses_with_the_order_completed_are_left_to_the_follow_on_cards():
+    """Quiet control: no active order invites a 13th; at four months C-ANABOLIC-FOLLOW-ON speaks."""
+    assert "C-SAFE-ROMO-LIMIT" not in cards(record(*_romo(12, status="completed")))
+    late = cards(record(*_romo(12, last=120, status="completed")))
+    assert "C-ANABOLIC-FOLLOW-ON" in late and "C-SAFE-ROMO-LIMIT" not in late
+
+
+def test_chart_e28c_through_the_app(client):
+    """e28c: woman of 74, osteoporosis, 12 romosozumab doses, the order active, last dose 30 days ago
+    (dates moved from the tests' TODAY to the app's)."""
+    patient = {"resourceType": "Patient", "id": PID, "gender": "female", "birthDate": "1952-01-01"}
+    chart = [dict(r, subject={"reference": f"Patient/{PID}"}) for r in (cond("M81.0", 400), *LABS, EGFR, *_romo(12))]
+    got = _patient_view(client, [patient, *fx.shift_dates(chart, (dt.date.today() - TODAY).days)])
+    card = got["C-SAFE-ROMO-LIMIT"]
+    assert card["indicator"] == "warning" and "The romosozumab order is still active" in card["detail"]
