@@ -143,3 +143,13 @@ def test_chart_e28c_through_the_app(client):
     got = _patient_view(client, [patient, *fx.shift_dates(chart, (dt.date.today() - TODAY).days)])
     card = got["C-SAFE-ROMO-LIMIT"]
     assert card["indicator"] == "warning" and "The romosozumab order is still active" in card["detail"]
+
+
+def test_two_fractures_on_zoledronic_acid_in_its_effect_window_name_the_last_dose():
+    """The drug's effect window (a yearly infusion covers 12 months), the last dose 400 days ago: two
+    fractures on it, the newest recent; the card says when the last dose was, not that it goes on."""
+    from tests.test_rules_second_pass import ZOL
+    doses = [given(ZOL, d) for d in (1130, 765, 400)]
+    card = cards(record(*doses, cond(VERTEBRAL, 700, cid="v"), cond(HIP, 60, cid="h")))["C-TX-FAILURE"]
+    assert card["summary"].startswith(f"Two fractures on zoledronic acid ({ago(700)} and {ago(60)})")
+    assert f"the last dose was on {ago(400)}" in card["detail"] and "goes on" not in card["detail"]

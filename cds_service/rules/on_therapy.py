@@ -114,7 +114,9 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
             first, last = on_therapy[0].date, newest.date
             variables |= {"count": count.capitalize(), "fractures": f"{count} fractures",
                           "dates": f"{first} and {last}" if len(on_therapy) == 2 else f"{first} to {last}",
-                          "why": _named(on_therapy)}
+                          "why": _named(on_therapy),
+                          "state": (f"{drug_label(e.agent)} goes on" if e.active else
+                                    f"the last dose was on {e.last_dose or e.stopped}")}
         else:
             variables["why"] = f"a new {_named([newest])}, 12 months or more into the course"
         return [Finding("C-TX-FAILURE", facts=tuple(facts), variables=variables,
