@@ -59,6 +59,19 @@ def test_a_fracture_in_the_first_year_does_not_make_two_on_therapy():
                                               cond(HIP, 1460, cid="h")))
 
 
+def test_two_recent_fractures_in_the_first_year_of_therapy_are_two_on_therapy():
+    """second-pass 4: "or two fractures on therapy" has no 12-month bar of its own. Fractures 3
+    and 9 months into a course started 10 months ago (the newest a new one) are a failure."""
+    got = cards(record(med(ALN, 300), cond(VERTEBRAL, 210, cid="v"), cond(HIP, 30, cid="h")))
+    assert got["C-TX-FAILURE"]["summary"].startswith(f"Two fractures on alendronate ({ago(210)} and {ago(30)})")
+
+
+def test_the_fracture_that_led_to_treatment_is_not_on_it():
+    """Quiet control: a fracture on the day the course started, then one 3 months in (new, single,
+    too early to hold against the drug: C-MON-ONTX's)."""
+    assert "C-TX-FAILURE" not in cards(record(med(ALN, 120), cond(VERTEBRAL, 120, cid="v"), cond(HIP, 30, cid="h")))
+
+
 def test_two_old_fractures_on_a_stopped_drug_stay_quiet():
     """Quiet control: the drug was stopped (the failure was acted on); neither fracture is recent."""
     stopped = med(ALN, 4000, "stopped")
