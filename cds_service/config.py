@@ -335,7 +335,8 @@ SETTINGS: tuple[Setting, ...] = (
             check=checks.at_least(0)),
     Setting("tx_failure_window_months", "CDS_TX_FAILURE_WINDOW_MONTHS", _int, 24,
             "Only a fracture this many months old or less counts as a new fracture on therapy "
-            "(C-TX-FAILURE); an older one was already known and acted on.",
+            "(C-TX-FAILURE); an older single one was already known and acted on. Two fractures on a "
+            "drug still active count whatever their age.",
             check=checks.at_least(1)),
     Setting("done_within_months", "CDS_DONE_WITHIN_MONTHS", _int, 12,
             "Care on record this many months ago or less counts as done and keeps its information card quiet: "

@@ -30,8 +30,10 @@ def test_a_fracture_within_the_window_still_fails_and_is_dated():
     assert f"There is a new vertebral fracture on {ago(400)}, 12 months or more into the course" in card["detail"]
 
 
-def test_two_old_fractures_on_therapy_are_not_a_failure_now_two_recent_ones_are():
-    old = cards(record(med(ALN, 4000), cond(VERTEBRAL, 3000, cid="v"), cond("M80.051A", 900, cid="h")))
+def test_two_old_fractures_on_a_stopped_drug_are_not_a_failure_now_two_recent_ones_are():
+    """Review 16 reversed the first half for a drug still active: two fractures on it are a failure
+    not acted on, whatever their age (tests/test_review16_failure.py). Stopped, they stay quiet."""
+    old = cards(record(med(ALN, 4000, "stopped"), cond(VERTEBRAL, 3000, cid="v"), cond("M80.051A", 900, cid="h")))
     assert "C-TX-FAILURE" not in old
     recent = cards(record(med(ALN, 500), cond(VERTEBRAL, 400, cid="v"), cond("M80.051A", 100, cid="h")))
     assert f"hip fracture on {ago(100)}" in recent["C-TX-FAILURE"]["detail"]

@@ -296,8 +296,12 @@ def test_anabolic_still_running_is_quiet():
 
 def test_romosozumab_at_twelve_doses_counts_as_finished():
     doses = [given(ROMO, 100 + 30 * k) for k in range(12)]
-    finding = fired(record(request(ROMO, "active", authored=500, rid="romo"), *doses))["C-ANABOLIC-FOLLOW-ON"]
+    finding = fired(record(request(ROMO, "completed", authored=500, rid="romo"), *doses))["C-ANABOLIC-FOLLOW-ON"]
     assert any("12 monthly doses" in f and ago(100) in f for f in finding.facts)
+    # Review 16: with the order still active it invites a 13th dose; C-SAFE-ROMO-LIMIT asks to stop
+    # it and offers the follow-on, and this card waits.
+    active = fired(record(request(ROMO, "active", authored=500, rid="romo"), *doses))
+    assert "C-SAFE-ROMO-LIMIT" in active and "C-ANABOLIC-FOLLOW-ON" not in active
     assert "C-ANABOLIC-FOLLOW-ON" not in fired(record(*[given(ROMO, 60 + 30 * k) for k in range(12)]))
 
 

@@ -951,6 +951,25 @@ def romosozumab_course(record: PatientRecord) -> RomoCourse | None:
                       f"(no administrations on record: about {doses} monthly doses)")
 
 
+def romosozumab_order_at_limit(record: PatientRecord,
+                               settings: ClinicalSettings) -> tuple[RomoCourse, bool] | None:
+    """SAFE-9 on patient-view (C-SAFE-ROMO-LIMIT): the romosozumab course past romo_max_doses (12)
+    monthly doses while still on board, or at 12 with an order (or statement) still active, which
+    invites the next dose (a 13th, beyond the EVENITY label's 12): (the course, whether an order or
+    statement is still active); None otherwise. Review 16 (chart
+    e28c): 12 doses given, the order active, last dose 30 days ago drew nothing until a 13th was on
+    record. A finished order with the 12th dose recent is no invitation (the follow-on cards time
+    the antiresorptive). C-ANABOLIC-FOLLOW-ON steps aside for this: the card asks to stop the order
+    and offers the follow-on."""
+    course = romosozumab_course(record)
+    e = record.medications.get("romosozumab")
+    if not course or not e or not e.active or course.doses < settings.romo_max_doses:
+        return None
+    ordered = any(ev.resource_type != "MedicationAdministration" and ev.status in ("active", "on-hold")
+                  and (ev.end is None or ev.end >= record.today) for ev in e.events)
+    return (course, ordered) if ordered or course.doses > settings.romo_max_doses else None
+
+
 @per_call
 def anabolic_course_end(record: PatientRecord, settings: ClinicalSettings) -> tuple[dt.date, list[str]] | None:
     """SAFE-12: when the anabolic course finished, with facts; None while any anabolic is

@@ -49,6 +49,7 @@ from cds_service.rules.facts import (
     low_calcium,
     months_to_days,
     predose_labs_missing,
+    romosozumab_order_at_limit,
 )
 from cds_service.rules.orders import (ENDOCRINOLOGY, PROLIA24_TEXT, denosumab_dose, predose_lab_actions,
                                      prolia24_suggestion, referral_suggestion)
@@ -469,8 +470,8 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
     Suggestions (at most one): alendronate 70 mg weekly, denosumab 60 mg (with
     the PROLIA24 plan in advanced kidney disease)."""
     course = anabolic_course_end(record, settings)
-    if course is None:
-        return []
+    if course is None or romosozumab_order_at_limit(record, settings):
+        return []  # review 16: an active romosozumab order at 12 doses is C-SAFE-ROMO-LIMIT's (stop, follow on)
     end, facts = course
     days = (today - end).days
     if days <= months_to_days(settings.anabolic_followon_months):

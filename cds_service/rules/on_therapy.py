@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import AgentExposure, PatientRecord, within_months
+from cds_service.record import AgentExposure, Fracture, PatientRecord, within_months
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     very_long_bp_course,
@@ -46,39 +46,70 @@ def _named(fractures: list) -> str:
                         for f in sorted(fractures, key=lambda f: f.date, reverse=True))
 
 
+_COUNT = {2: "two", 3: "three", 4: "four"}
+
+
+def _fractures_on_therapy(record: PatientRecord, e: AgentExposure, start: dt.date, today: dt.date,
+                          settings: ClinicalSettings) -> tuple[list[Fracture], list[Fracture]]:
+    """The fragility fractures on this course, oldest first, one per site and date: (every one
+    dated after it started and while the drug acts (_effect_end), those of them dated
+    tx_failure_months (12) or more after the start). A fracture on or before the start day is
+    the one that led to the treatment, not a fracture on it."""
+    lag = months_to_days(settings.tx_failure_months)
+    end = _effect_end(e, today)
+    seen: dict[tuple[str, dt.date], Fracture] = {}
+    for f in record.fragility_fractures():
+        if f.date and start < f.date <= end:
+            seen.setdefault((f.site, f.date), f)
+    during = sorted(seen.values(), key=lambda f: f.date)  # type: ignore[arg-type, return-value]
+    return during, [f for f in during if (f.date - start).days >= lag]  # type: ignore[operator]
+
+
 @rule("patient-view")
 def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-TX-FAILURE (warning), second-pass 4; AACE20 (a fracture on therapy is very high
     risk; consider a switch, an anabolic agent first), ES19 (re-assess after a fracture on
-    therapy). Fires for an antiresorptive (bisphosphonate, denosumab, raloxifene; not an
-    oncology product) when a fragility fracture is dated >= tx_failure_months (12) after
-    the current course started and while the drug acts (active, or within one dosing
-    interval of the last dose), or two fractures (different site or date) fall in that
-    time; the drug is still active or the fracture is within recent_fracture_months.
-    Only a NEW fracture counts (second-pass 4): one dated within tx_failure_window_months
-    (24) of today; an older one was known and acted on (review 13: a vertebral fracture 4
-    years ago on alendronate raised this warning at every chart open). The card names the
-    fracture's date. Check adherence and secondary causes, consider a switch. Suggests a
-    bone specialist referral (endocrinology)."""
-    fractures = [f for f in record.fragility_fractures()
-                 if within_months(f.date, today, settings.tx_failure_window_months)]
-    if not fractures:
-        return []
-    lag = months_to_days(settings.tx_failure_months)
+    therapy). For an antiresorptive (bisphosphonate, denosumab, raloxifene; not an oncology
+    product), a fragility fracture is "on therapy" when dated after the current course started
+    and while the drug acts (active, or within one dosing interval of the last dose).
+    Clauses (second-pass 4: "a new fragility fracture dated >= 12 months after ... or two
+    fractures on therapy"):
+    - two fractures on therapy (different site or date), the newest a new one (within
+      tx_failure_window_months, 24);
+    - two fractures each dated >= tx_failure_months (12) into the course while the drug is
+      still active, whatever their age (review 16: a man with two fractures on 23 years of
+      alendronate, 2017 and 2024, got only C-HOLIDAY's duration review; a failure not acted
+      on stays one; a fracture in the first year, often near the one that led to treatment,
+      is not held against the drug for ever). Both: variant "two-fractures", naming the drug
+      and the dates. A drug no longer active needs the newest within recent_fracture_months.
+    - a NEW fracture on therapy: one dated within tx_failure_window_months (24) of today; an
+      older single fracture was known and acted on (review 13: a vertebral fracture 4 years ago
+      on alendronate raised this warning at every chart open). The drug is still active or the
+      fracture is within recent_fracture_months.
+    Check adherence and secondary causes, consider a switch. Suggests a bone specialist
+    referral (endocrinology)."""
     for e in record.exposures(t.ANTIRESORPTIVE_CLASSES):
         start = course_start(e)
         if e.oncology_only or start is None:
             continue
-        during = [f for f in fractures if start <= f.date <= _effect_end(e, today)]  # type: ignore[operator]
-        late = [f for f in during if (f.date - start).days >= lag]  # type: ignore[operator]
-        several = len({(f.site, f.date) for f in during}) >= 2
-        if not (late or several):
+        during, late = _fractures_on_therapy(record, e, start, today, settings)
+        if not during:
             continue
-        if not e.active and not any(within_months(f.date, today, settings.recent_fracture_months) for f in during):
+        if not e.active and not within_months(during[-1].date, today, settings.recent_fracture_months):
             continue
+        if len(late) >= 2 and e.active:
+            on_therapy = late  # a failure not acted on: whatever the fractures' age
+        elif len(during) >= 2 and within_months(during[-1].date, today, settings.tx_failure_window_months):
+            on_therapy = during  # second-pass 4: "two fractures on therapy", the newest a new one
+        elif late and within_months(late[-1].date, today, settings.tx_failure_window_months):
+            on_therapy = late[-1:]
+        else:
+            continue
+        newest = on_therapy[-1]
+        several = len(on_therapy) >= 2
         facts = [f"On {drug_label(e.agent)} since {start}" + (", still active" if e.active else
                                                               f", last dose {e.last_dose or e.stopped}")]
-        facts += [f"{f.fact()}: {(f.date - start).days // 30} months into the course" for f in during]  # type: ignore[operator]
+        facts += [f"{f.fact()}: {(f.date - start).days // 30} months into the course" for f in on_therapy]
         if e.drug_class in t.BISPHOSPHONATE_CLASSES:
             facts += very_long_bp_course(record, settings)  # C-HOLIDAY's duration review steps aside for this card
         options, excluded = anabolic_options(record, settings)
@@ -86,13 +117,23 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
                   "antiresorptive (AACE 2020)." if options else
                   "No anabolic agent can be suggested from the record (" + "; ".join(excluded) + "): a bone "
                   "specialist chooses the switch.")
-        why = (f"a new {_named([max(late, key=lambda f: f.date)])}, 12 months or more into the course" if late
-               else f"two fractures during the course ({_named(during)})")
-        return [Finding("C-TX-FAILURE", facts=tuple(facts),
-                        variables={"drug": drug_label(e.agent), "switch": switch, "why": why},
+        variables = {"drug": drug_label(e.agent), "switch": switch}
+        if several:
+            count = _COUNT.get(len(on_therapy), str(len(on_therapy)))
+            first, last = on_therapy[0].date, newest.date
+            variables |= {"count": count.capitalize(), "fractures": f"{count} fractures",
+                          "dates": f"{first} and {last}" if len(on_therapy) == 2 else f"{first} to {last}",
+                          "why": _named(on_therapy),
+                          "state": (f"{drug_label(e.agent)} goes on" if e.active else
+                                    f"the last dose was on {e.last_dose or e.stopped}")}
+        else:
+            variables["why"] = f"a new {_named([newest])}, 12 months or more into the course"
+        return [Finding("C-TX-FAILURE", facts=tuple(facts), variables=variables,
+                        variant="two-fractures" if several else None,
                         suggestions=(),
                         extra_suggestions=(_refer(ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology)",
-                                                  f"Fracture on {drug_label(e.agent)}: possible treatment failure",
+                                                  f"{'Fractures' if several else 'Fracture'} on "
+                                                  f"{drug_label(e.agent)}: possible treatment failure",
                                                   True),))]
     return []
 

@@ -79,6 +79,7 @@ from cds_service.rules.facts import (
     pth_course_facts,
     pth_months_used,
     romosozumab_course,
+    romosozumab_order_at_limit,
     unexplained_alp,
     vitamin_d_deficient,
     vitamin_d_hold_note,
@@ -960,14 +961,20 @@ def romosozumab_limit_order(record: PatientRecord, today: dt.date, settings: Cli
 
 @rule("patient-view")
 def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
-    """C-SAFE-ROMO-LIMIT (warning), SAFE-9 on patient-view: romosozumab still
-    active after more than romo_max_doses (12) monthly doses (LABEL)."""
-    course = romosozumab_course(record)
-    e = record.medications.get("romosozumab")
-    if not course or not e or not e.active or course.doses <= settings.romo_max_doses:
+    """C-SAFE-ROMO-LIMIT (warning), SAFE-9 on patient-view (the catalogue lists every hook): the
+    romosozumab order still active with romo_max_doses (12) monthly doses or more given
+    (facts.romosozumab_order_at_limit). At 12 the active order invites a 13th, as a draft does on
+    the order hooks (review 16, chart e28c: nothing was said until a 13th dose was on record; LABEL:
+    EVENITY, 12 monthly doses). Stop it and follow on: the follow-on antiresorptive orders
+    (C-ANABOLIC-FOLLOW-ON steps aside)."""
+    at_limit = romosozumab_order_at_limit(record, settings)
+    if not at_limit:
         return []
+    course, ordered = at_limit
     keys, built = _transition_keys(record, settings, None)
-    return [Finding("C-SAFE-ROMO-LIMIT", facts=(course.fact,), variables={"max_doses": str(settings.romo_max_doses)},
+    return [Finding("C-SAFE-ROMO-LIMIT", facts=(course.fact, *(["The romosozumab order is still active: stop it"]
+                                                             if ordered else [])),
+                    variables={"max_doses": str(settings.romo_max_doses)},
                     suggestions=keys, extra_suggestions=built)]
 
 

@@ -78,7 +78,7 @@ class ClinicalSettings:
     ibandronate_iv_min_interval_weeks: int = 11  # s3 C-SAFE-DOSE-INTERVAL (IV ibandronate, every 3 months); project choice, clinician to confirm
     pregnancy_months: int = 9             # s2: a positive test (or coded pregnancy) this recent is current
     tx_failure_months: int = 12           # s4 C-TX-FAILURE: fracture this long after the antiresorptive started
-    tx_failure_window_months: int = 24    # s4 C-TX-FAILURE: only a NEW fracture, dated this recently, counts
+    tx_failure_window_months: int = 24    # s4 C-TX-FAILURE: a single fracture counts only when NEW (this recent)
     giop_min_mg_day: float = 2.5          # s5 C-GIOP (ACR22): prednisone-equivalent dose ...
     giop_high_mg_day: float = 7.5         # ... and the dose that makes "no DXA" a warning
     giop_min_age: int = 40                # s5 C-GIOP population (ACR22 adults >= 40)
