@@ -1256,10 +1256,26 @@ def current_pregnancy(record: PatientRecord, settings: ClinicalSettings) -> list
     """Facts showing a current pregnancy, [] when none is known: an active pregnancy
     Condition with onset within pregnancy_months (undated counts), or a positive pregnancy
     test within pregnancy_months, in either case with no later negative test and no coded
-    end of pregnancy (delivery, loss, termination) since. hCG in a man is not a pregnancy."""
+    end of pregnancy (delivery, loss, termination) since. hCG in a man is not a pregnancy.
+    A pregnancy Condition that is resolved or inactive, or abated on a past day, ends that
+    pregnancy too (second-pass 2, "current pregnancy"; review 16 e38: Synthea records each
+    pregnancy as a resolved Condition, and a positive hCG of the pregnancy delivered 2 months
+    ago made an alendronate order critical): on its abatement day, or when it gives none, on
+    its onset (it ended after it began; a positive test since may be a new pregnancy and
+    stands). A later positive test is a new pregnancy."""
     months = settings.pregnancy_months
+    today = record.today
     ends = [h.date for h in record.condition_hits("pregnancy_ended", active_only=False) if h.date]
-    tests = [x for x in record.pregnancy_tests if x.positive is not None and within_months(x.date, record.today, months)]
+    current = []
+    for hit in record.condition_hits("pregnancy", active_only=False):
+        if hit.abated is not None and hit.abated <= today:
+            ends.append(hit.abated)
+        elif not hit.active:
+            if hit.date:
+                ends.append(hit.date)
+        else:
+            current.append(hit)
+    tests = [x for x in record.pregnancy_tests if x.positive is not None and within_months(x.date, today, months)]
     negatives = [x.date for x in tests if x.positive is False and x.date]
 
     def still(day: dt.date | None) -> bool:
@@ -1267,8 +1283,8 @@ def current_pregnancy(record: PatientRecord, settings: ClinicalSettings) -> list
         return day is None or not any(d >= day for d in later)
 
     out = []
-    for hit in record.condition_hits("pregnancy"):
-        if (hit.date is None or within_months(hit.date, record.today, months)) and still(hit.date):
+    for hit in current:
+        if (hit.date is None or within_months(hit.date, today, months)) and still(hit.date):
             out.append(condition_fact(hit, "Pregnancy"))
             break
     if record.sex != "male":

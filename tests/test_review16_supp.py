@@ -1,0 +1,87 @@
+"""Review 16 (charts in notes/review16): a pregnancy ended by its own resolved Condition, calcium
+and vitamin D with dialysis or CKD 4-5 and beside a low calcium, blood creatinine (38483-4) for
+Cockcroft-Gault, and the evidence lines of C-TX-DMAB-ALT and C-TX-ANABOLIC. Each fix with a chart
+that makes it show and a quiet control. Charts are built with tests.test_rules_second_pass's
+helpers and judged by the engine as the app runs it (engine.evaluate, strict); dates count back
+from TODAY. Sources: second-pass.md sections 1, 2 and 7; KDIGO 2017 CKD-MBD; the drug labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.fhir import terminology as t
+from cds_service.rules import facts
+from cds_service.services.prefetch_templates import PREFETCH
+from tests.conftest import coding
+from tests.test_rules_second_pass import ALN, DMAB, S, ZOL, ago, cards, cond, draft, obs, record
+
+HCG_7_MONTHS = {"resourceType": "Observation", "id": "hcg", "status": "final", "code": coding(t.LOINC, "2106-3"),
+                "effectiveDateTime": ago(210), "valueCodeableConcept": coding(t.SNOMED, "10828004")}
+YOUNG = dict(age=33, t_score=False)
+
+
+def _pregnancy(onset_days, status="active", abated_days=None, cid="preg"):
+    """Normal pregnancy (SNOMED 72892002), as Synthea writes it: resolved with an abatement."""
+    r = cond("72892002", onset_days, system=t.SNOMED, status=status, cid=cid)
+    if abated_days is not None:
+        r["abatementDateTime"] = ago(abated_days)
+    return r
+
+
+# ---------------------------------------------------------------------------
+# 1. e38: a positive hCG 7 months ago, the pregnancy Condition resolved (delivered) 60 days ago:
+# alendronate got C-SAFE-PREGNANCY (critical). Second-pass 2: "current pregnancy".
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ended", [
+    pytest.param(_pregnancy(240, "resolved", 60), id="resolved-abated-60-days-ago"),
+    pytest.param(_pregnancy(240, "active", 60), id="active-status-but-abated-60-days-ago"),
+    # no abatement day: it ended after its onset, so a test before that onset is of this pregnancy
+    pytest.param(_pregnancy(200, "inactive"), id="inactive-no-abatement-test-before-its-onset"),
+])
+def test_a_positive_test_of_an_ended_pregnancy_is_no_current_pregnancy(ended):
+    assert not facts.current_pregnancy(record(HCG_7_MONTHS, ended, **YOUNG), S)
+    got = cards(record(HCG_7_MONTHS, ended, cond("M81.0"), **YOUNG, drafts=[draft(ALN)]), "order-select")
+    assert "C-SAFE-PREGNANCY" not in got
+
+
+@pytest.mark.parametrize("resources", [
+    pytest.param((HCG_7_MONTHS,), id="positive-test-alone"),
+    # a positive test after the last pregnancy ended is a new pregnancy
+    pytest.param((dict(HCG_7_MONTHS, effectiveDateTime=ago(30)), _pregnancy(400, "resolved", 200)),
+                 id="new-positive-test-after-an-old-delivery"),
+    pytest.param((_pregnancy(60, "active"),), id="active-pregnancy-no-abatement"),
+    pytest.param((_pregnancy(60, "active", -150),), id="abatement-ahead-is-no-end"),
+    # inactive with no abatement day: it ended after its onset, a later positive test stands
+    pytest.param((dict(HCG_7_MONTHS, effectiveDateTime=ago(30)), _pregnancy(60, "inactive")),
+                 id="inactive-undated-end-positive-test-since-onset"),
+])
+def test_current_pregnancy_still_fires(resources):
+    """Quiet control: the pregnancy card stays where nothing ended the pregnancy shown."""
+    assert facts.current_pregnancy(record(*resources, **YOUNG), S)
+    got = cards(record(*resources, cond("M81.0"), **YOUNG, drafts=[draft(ALN)]), "order-select")
+    assert got["C-SAFE-PREGNANCY"]["indicator"] == "critical"
+
+
+# ---------------------------------------------------------------------------
+# 4. rw_7e60f506, rw_6b223f89: creatinine 3.1-3.2 mg/dL coded 38483-4 (Creatinine [Mass/volume] in
+# Blood, Synthea's code) was not read, so zoledronic acid met no creatinine-clearance limit.
+# ---------------------------------------------------------------------------
+
+def _blood_creatinine(value):
+    return obs("38483-4", 10, value, "mg/dL"), obs("29463-7", 10, 60, "kg"), obs("98979-8", 10, 80)
+
+
+def test_blood_creatinine_is_fetched_and_read_for_cockcroft_gault():
+    assert "http://loinc.org|38483-4" in PREFETCH["safetyLabs"]
+    rec = record(*_blood_creatinine(3.1), cond("M81.0"), age=80, drafts=[draft(ZOL)])
+    reading = facts.kidney(rec, S)
+    assert reading.kind == "CrCl" and reading.value < 35
+    assert cards(rec, "order-select")["C-SAFE-RENAL"]["indicator"] == "critical"
+
+
+def test_normal_blood_creatinine_leaves_zoledronic_acid_alone():
+    """Quiet control: 38483-4 at 0.8 mg/dL (CrCl above 35): no renal card."""
+    rec = record(*_blood_creatinine(0.8), cond("M81.0"), age=80, drafts=[draft(ZOL)])
+    assert facts.kidney(rec, S).kind == "CrCl"
+    assert "C-SAFE-RENAL" not in cards(rec, "order-select")
