@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
+from cds_service import card_render
 from cds_service.fhir import terminology as t
-from cds_service.rules import facts
+from cds_service.rules import facts, supplementation
 from cds_service.services.prefetch_templates import PREFETCH
 from tests.conftest import coding
-from tests.test_rules_second_pass import ALN, DMAB, S, ZOL, ago, cards, cond, draft, obs, record
+from tests.test_rules_second_pass import ALN, DMAB, PID, S, ZOL, ago, cards, cond, draft, obs, record
 
 HCG_7_MONTHS = {"resourceType": "Observation", "id": "hcg", "status": "final", "code": coding(t.LOINC, "2106-3"),
                 "effectiveDateTime": ago(210), "valueCodeableConcept": coding(t.SNOMED, "10828004")}
@@ -85,3 +86,90 @@ def test_normal_blood_creatinine_leaves_zoledronic_acid_alone():
     rec = record(*_blood_creatinine(0.8), cond("M81.0"), age=80, drafts=[draft(ZOL)])
     assert facts.kidney(rec, S).kind == "CrCl"
     assert "C-SAFE-RENAL" not in cards(rec, "order-select")
+
+
+# ---------------------------------------------------------------------------
+# 2. e14, e56: with dialysis C-SUPP-CAVD's detail still gave generic doses ("500-600 mg of elemental
+# calcium", "Vitamin D3 800-1000 IU daily", "maintenance 800-1000 IU") before its nephrology
+# caveat. Second-pass 1: no generic calcium carbonate/cholecalciferol order, the card says so.
+# ---------------------------------------------------------------------------
+
+DOSES = ("500-600", "800-1000", "1000 IU", "50,000")
+
+
+def _ckd_labs(egfr, vitd):
+    return (obs("17861-6", 10, 9.4, "mg/dL"), obs("1751-7", 10, 4.0, "g/dL"), obs("62292-8", 10, vitd, "ng/mL"),
+            obs("98979-8", 10, egfr))
+
+
+@pytest.mark.parametrize("resources", [
+    pytest.param((cond("Z99.2"), *_ckd_labs(60, 35)), id="e14-dialysis"),
+    pytest.param((cond("N18.6"), cond("Z99.2"), *_ckd_labs(9, 12)), id="e56-dialysis-vitamin-d-12"),
+    pytest.param(_ckd_labs(22, 35), id="egfr-22"),
+])
+def test_supplement_card_gives_no_generic_dose_with_dialysis_or_ckd_4_5(resources):
+    card = cards(record(*resources, cond("M81.0"), drafts=[draft(DMAB)]), "order-select")["C-SUPP-CAVD"]
+    assert not card.get("suggestions")
+    text = card["detail"]
+    assert "nephrology" in text and not any(dose in text for dose in DOSES), text
+
+
+def test_supplement_card_keeps_its_doses_with_ckd_3():
+    """Quiet control: eGFR 45 (CKD 3b): the usual text and orders."""
+    card = cards(record(*_ckd_labs(45, 35), cond("M81.0"), drafts=[draft(DMAB)]), "order-select")["C-SUPP-CAVD"]
+    assert "Vitamin D3 800-1000 IU daily" in card["detail"] and card["suggestions"]
+
+
+def _vitamin_d_card(*resources):
+    rec = record(*resources, cond("M81.0"))
+    found = supplementation.vitamin_d_status(rec, rec.today, S)
+    assert len(found) == 1
+    return card_render.render(found[0], patient_id=PID, today=rec.today, strict=True)
+
+
+def test_insufficient_vitamin_d_with_dialysis_gives_no_generic_dose():
+    """C-VITD-LOW at 20-29 ng/mL printed the 50,000 IU regimen and 800-1000 IU daily beside
+    dialysis (the 12 ng/mL text was fixed in review 13; KDIGO 2017 CKD-MBD)."""
+    card = _vitamin_d_card(cond("Z99.2"), *_ckd_labs(9, 25))
+    assert card["indicator"] == "info" and "nephrology" in card["detail"]
+    assert not any(dose in card["detail"] for dose in DOSES)
+
+
+def test_insufficient_vitamin_d_with_ckd_3_keeps_its_advice():
+    """Quiet control: eGFR 45, 25 ng/mL: the usual info text."""
+    card = _vitamin_d_card(*_ckd_labs(45, 25))
+    assert "800-1000 IU daily" in card["detail"] and "nephrology" not in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# 3. rw_7e60f506: corrected calcium 8.3 (C-SAFE-HYPOCA critical) and beside it C-SUPP-CAVD's
+# "Dietary calcium adequate: order vitamin D3 1000 IU daily only". Correcting it needs calcium.
+# ---------------------------------------------------------------------------
+
+VIT_D_ONLY = "Dietary calcium adequate: order vitamin D3 1000 IU daily only"
+
+
+def _calcium(value):
+    return obs("17861-6", 10, value, "mg/dL"), obs("1751-7", 10, 4.0, "g/dL"), obs("62292-8", 10, 35, "ng/mL")
+
+
+@pytest.mark.parametrize("agent", [ALN, ZOL, DMAB])
+def test_no_vitamin_d_only_beside_a_low_calcium(agent):
+    got = cards(record(*_calcium(8.3), cond("M81.0"), drafts=[draft(agent)]), "order-select")
+    assert got["C-SAFE-HYPOCA"]["indicator"] == "critical"
+    card = got["C-SUPP-CAVD"]
+    labels = [s["label"] for s in card["suggestions"]]
+    assert labels and VIT_D_ONLY not in labels
+    assert "Calcium is low" in card["detail"] and "Skip calcium" not in card["detail"]
+
+
+def test_no_vitamin_d_only_beside_coded_hypocalcemia_on_patient_view():
+    rec = record(*_calcium(9.0), cond("M81.0"), cond("E83.51", 30))
+    found = supplementation.calcium_vitamin_d(rec, rec.today, S)
+    assert found and "vitamin-d-only" not in found[0].suggestions
+
+
+def test_vitamin_d_only_stays_with_a_normal_calcium():
+    """Quiet control: calcium 9.4: both suggestions, the usual text."""
+    card = cards(record(*_calcium(9.4), cond("M81.0"), drafts=[draft(ALN)]), "order-select")["C-SUPP-CAVD"]
+    assert VIT_D_ONLY in [s["label"] for s in card["suggestions"]] and "Skip calcium" in card["detail"]
