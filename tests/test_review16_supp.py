@@ -12,6 +12,7 @@ import pytest
 from cds_service import card_render
 from cds_service.fhir import terminology as t
 from cds_service.rules import facts, supplementation
+from cds_service.rules.diagnosis import assess
 from cds_service.services.prefetch_templates import PREFETCH
 from tests.conftest import coding
 from tests.test_rules_second_pass import ALN, DMAB, PID, S, ZOL, ago, cards, cond, draft, obs, record
@@ -173,3 +174,51 @@ def test_vitamin_d_only_stays_with_a_normal_calcium():
     """Quiet control: calcium 9.4: both suggestions, the usual text."""
     card = cards(record(*_calcium(9.4), cond("M81.0"), drafts=[draft(ALN)]), "order-select")["C-SUPP-CAVD"]
     assert VIT_D_ONLY in [s["label"] for s in card["suggestions"]] and "Skip calcium" in card["detail"]
+
+
+# ---------------------------------------------------------------------------
+# 5. Evidence lines. e14, e41, e56: C-TX-DMAB-ALT listed 25-OH vitamin D and calcium twice (the lab
+# line, then "(recent: not ordered again)"). e46: C-TX-ANABOLIC's reasons read the hip fracture code
+# 431031001 (VSAC Osteoporosis With Current Fracture) as "Osteoporosis on the problem list".
+# ---------------------------------------------------------------------------
+
+def _said_once(card, *starts):
+    lines = [line for line in card["detail"].split("\n") if line.startswith("- ")]
+    for start in starts:
+        assert len([line for line in lines if line.startswith(f"- {start}")]) == 1, (start, lines)
+    return lines
+
+
+@pytest.mark.parametrize("kidney", [pytest.param((cond("N18.4"),), id="e41-ckd4"),
+                                    pytest.param((cond("Z99.2"), cond("N18.6")), id="e56-dialysis")])
+def test_denosumab_alternative_names_each_recent_lab_once(kidney):
+    card = cards(record(*kidney, *_ckd_labs(45, 12), cond("M81.0"), obs("38263-0", 100, -2.7)))["C-TX-DMAB-ALT"]
+    lines = _said_once(card, "25-OH vitamin D", "Corrected calcium")
+    assert any(line.endswith("(recent: not ordered again)") and "25-OH vitamin D" in line for line in lines)
+
+
+def test_denosumab_alternative_without_ckd_has_no_work_up_note():
+    """Quiet control: an oral bisphosphonate ruled out by an esophageal problem, kidneys fine: the
+    labs are named once, with no work-up note."""
+    card = cards(record(*_ckd_labs(70, 35), cond("K22.2"), cond("M81.0"), obs("38263-0", 100, -2.7)))["C-TX-DMAB-ALT"]
+    lines = _said_once(card, "25-OH vitamin D", "Corrected calcium")
+    assert not any("not ordered again" in line for line in lines)
+
+
+HIP_FX = cond("431031001", 60, system=t.SNOMED, cid="hipfx")
+
+
+def test_osteoporotic_hip_fracture_code_is_named_as_a_fracture_not_as_osteoporosis():
+    rec = record(HIP_FX, *_ckd_labs(80, 35), age=90, t_score=False)
+    reasons = assess(rec, S).reasons
+    assert any("431031001" in r and "fracture" in r.lower() for r in reasons)
+    assert not any(r.startswith("Osteoporosis on the problem list") for r in reasons)
+    detail = cards(rec)["C-TX-ANABOLIC"]["detail"]
+    assert "Osteoporosis on the problem list (431031001)" not in detail
+
+
+def test_osteoporosis_code_beside_a_fracture_still_named():
+    """Quiet control: M81.0 beside the hip fracture: both lines."""
+    reasons = assess(record(HIP_FX, cond("M81.0"), age=90, t_score=False), S).reasons
+    assert "Osteoporosis on the problem list (M81.0)" in reasons
+    assert any("431031001" in r for r in reasons)

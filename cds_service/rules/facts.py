@@ -15,7 +15,7 @@ import datetime as dt
 import math
 
 from cds_service.fhir import terminology as t
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cds_service.record import (
     EGFR_UPPER_BOUND,
@@ -1100,9 +1100,12 @@ def ckd_mbd_done(record: PatientRecord, settings: ClinicalSettings) -> dict[str,
     return done
 
 
-def ckd_mbd_done_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
-    """ckd_mbd_done as the card's facts: what of the CKD-MBD work-up is on record recently."""
-    return [f"{fact} (recent: not ordered again)" for fact in ckd_mbd_done(record, settings).values()]
+def ckd_mbd_done_facts(record: PatientRecord, settings: ClinicalSettings, beside: Sequence[str] = ()) -> list[str]:
+    """ckd_mbd_done as the card's facts: what of the CKD-MBD work-up is on record recently. With
+    `beside` (the card's other facts): those facts, a lab among them noted in its place, then the
+    rest of the work-up (review 16: C-TX-DMAB-ALT listed its 25-OH vitamin D and calcium twice)."""
+    notes = {fact: f"{fact} (recent: not ordered again)" for fact in ckd_mbd_done(record, settings).values()}
+    return [notes.pop(fact, fact) for fact in beside] + list(notes.values())
 
 
 @per_call
