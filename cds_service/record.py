@@ -558,6 +558,7 @@ class ConditionHit:
     ref: str
     recorded_only: bool = False  # dated by its recordedDate alone: no onset on record
     window: EventWindow | None = None  # no onset day, but bounds on it (facts.cv_hits reads them)
+    abated: dt.date | None = None  # abatement[x] as a day (a period by its end), when one is given
 
 
 @_quick_init
@@ -1748,7 +1749,8 @@ class _Builder:
         # A later-encounter or sequela code (W19.XXXD, a visit for an earlier fall's injury) dates
         # the visit, not the event: the condition is on record, its date unknown.
         self._add_groups(groups, None if follow_up else when, active, ref, recorded_only=onset is None,
-                         loose=res if loose and not follow_up else None)
+                         loose=res if loose and not follow_up else None,
+                         abated=_abated(res) if not _ABATEMENT.isdisjoint(res) else None)
 
     def _visit_day(self, res: Mapping[str, Any], when: dt.date | None) -> dt.date | None:
         """The day a later-encounter fracture code was coded: the later of its onset and its
@@ -1763,12 +1765,13 @@ class _Builder:
         return min(day, self.today) if day else None
 
     def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str,
-                    recorded_only: bool = False, loose: Mapping[str, Any] | None = None) -> None:
+                    recorded_only: bool = False, loose: Mapping[str, Any] | None = None,
+                    abated: dt.date | None = None) -> None:
         """ConditionHits of a code's (group, shown code) pairs (_condition_groups); `loose`: the
         Condition, when finish() is to read its EventWindow."""
         for group, shown in groups:
             hits = self.conditions.setdefault(group, [])
-            hits.append(ConditionHit(group, when, active, shown, ref, recorded_only))
+            hits.append(ConditionHit(group, when, active, shown, ref, recorded_only, None, abated))
             if loose is not None:
                 self.windows.append((group, len(hits) - 1, loose))
             if group == "transport_accident" and when:
@@ -2522,6 +2525,16 @@ def _age_span(quantity: Any, birth: dt.date | None) -> tuple[dt.date | None, dt.
     return (None if comparator else start), end - dt.timedelta(days=1), words
 
 
+_ABATEMENT = frozenset({"abatementDateTime", "abatementString", "abatementPeriod"})
+
+
+def _abated(res: Mapping[str, Any]) -> dt.date | None:
+    """The day a Condition abated (FHIR R4 abatement[x]: a dateTime, a string that is a FHIR
+    date, a period by its end), else None. A date to the month or year reads as its first day."""
+    return (parse_date(res.get("abatementDateTime")) or _date_string(res.get("abatementString"))
+            or parse_date(_period_end(res.get("abatementPeriod"))))
+
+
 def _event_window(res: Mapping[str, Any], birth: dt.date | None, today: dt.date) -> EventWindow | None:
     """The EventWindow of a Condition with no onset day, else None (nothing bounds its onset from
     above: it stays undated or dated by its recordedDate). A bound before the birth date or the
@@ -2548,8 +2561,7 @@ def _event_window(res: Mapping[str, Any], birth: dt.date | None, today: dt.date)
         if written:
             spans.append((written, _last_day(written), f"onset {written}"))
     # It began before it abated (abatement[x]); an abatement period or range, by its end.
-    abated = (parse_date(res.get("abatementDateTime")) or _date_string(res.get("abatementString"))
-              or parse_date(_period_end(res.get("abatementPeriod"))))
+    abated = _abated(res)
     if abated:
         spans.append((None, _last_day(abated), f"abated {abated}"))
     age = _age_span(res.get("abatementAge"), birth) or _age_span(

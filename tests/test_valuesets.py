@@ -116,6 +116,7 @@ CLASSIFY = [
     (LOINC, "33914-3", {"lab-egfr"}),
     (LOINC, "98979-8", {"lab-egfr"}),
     (LOINC, "2160-0", {"lab-creatinine"}),
+    (LOINC, "38483-4", {"lab-creatinine"}),  # blood creatinine (Synthea, point of care): review 16
     (LOINC, "14635-7", {"lab-vitamin-d-25oh"}),
     (LOINC, "38265-5", {"dxa-t-score-radius"}),
     (LOINC, "38263-0", {"dxa-t-score-fn"}),
@@ -143,7 +144,6 @@ def test_codes_classify_as_expected(system, code, expected):
     (ICD10CM, "M8"),           # a fragment is not a code under M80.0
     (SNOMED, "125605004"),     # fracture of bone, site and mechanism unknown
     (LOINC, "2345-7"),         # glucose
-    (LOINC, "38483-4"),        # whole-blood creatinine: Cockcroft-Gault takes serum creatinine
     (ICD10CM, "N18.30"),       # CKD 3 unspecified: not kidney failure
     (RXNORM, "123456789"),
     ("http://example.org/local", "904419"),  # right code, wrong system

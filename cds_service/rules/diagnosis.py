@@ -96,9 +96,11 @@ def assess(record: PatientRecord, settings: ClinicalSettings) -> Assessment:
         reasons.append(f"{ever.fact()} (osteoporosis, diagnosis persists)")
     # DX-1.2: low-trauma hip or vertebral fracture regardless of BMD; and
     # fractures coded as osteoporotic (M80.-, Z87.310, SNOMED osteoporotic).
+    named: set[str] = set()  # the resources behind the fractures named here
     for f in fractures:
         if f.site in (t.HIP, t.VERTEBRAL) or f.fragility == "specific":
             reasons.append(f.fact())
+            named.update((f.ref, *f.refs))
     # DX-1.3: osteopenic T plus humerus, pelvis or distal forearm fragility fracture.
     if in_between:
         for f in fractures:
@@ -110,9 +112,12 @@ def assess(record: PatientRecord, settings: ClinicalSettings) -> Assessment:
             reasons += [lowest.fact(), mof.fact()]  # type: ignore[union-attr]
         if hip and hip.percent >= settings.frax_hip_threshold:
             reasons += [lowest.fact(), hip.fact()]  # type: ignore[union-attr]
-    # DX-1.5: an active osteoporosis Condition.
+    # DX-1.5: an active osteoporosis Condition. An osteoporotic fracture code (VSAC Osteoporosis
+    # With Current Fracture: 431031001, M80.0-) already named above as its fracture is not
+    # "osteoporosis on the problem list" too (review 16 e46: a hip fracture read so).
     for hit in record.condition_hits("osteoporosis"):
-        reasons.append(f"Osteoporosis on the problem list ({hit.code})")
+        if hit.ref not in named:
+            reasons.append(f"Osteoporosis on the problem list ({hit.code})")
 
     if reasons:
         vhr = very_high_risk_reasons(record, settings, fractures)

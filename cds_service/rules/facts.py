@@ -15,7 +15,7 @@ import datetime as dt
 import math
 
 from cds_service.fhir import terminology as t
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cds_service.record import (
     EGFR_UPPER_BOUND,
@@ -1121,9 +1121,12 @@ def ckd_mbd_done(record: PatientRecord, settings: ClinicalSettings) -> dict[str,
     return done
 
 
-def ckd_mbd_done_facts(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
-    """ckd_mbd_done as the card's facts: what of the CKD-MBD work-up is on record recently."""
-    return [f"{fact} (recent: not ordered again)" for fact in ckd_mbd_done(record, settings).values()]
+def ckd_mbd_done_facts(record: PatientRecord, settings: ClinicalSettings, beside: Sequence[str] = ()) -> list[str]:
+    """ckd_mbd_done as the card's facts: what of the CKD-MBD work-up is on record recently. With
+    `beside` (the card's other facts): those facts, a lab among them noted in its place, then the
+    rest of the work-up (review 16: C-TX-DMAB-ALT listed its 25-OH vitamin D and calcium twice)."""
+    notes = {fact: f"{fact} (recent: not ordered again)" for fact in ckd_mbd_done(record, settings).values()}
+    return [notes.pop(fact, fact) for fact in beside] + list(notes.values())
 
 
 @per_call
@@ -1277,10 +1280,26 @@ def current_pregnancy(record: PatientRecord, settings: ClinicalSettings) -> list
     """Facts showing a current pregnancy, [] when none is known: an active pregnancy
     Condition with onset within pregnancy_months (undated counts), or a positive pregnancy
     test within pregnancy_months, in either case with no later negative test and no coded
-    end of pregnancy (delivery, loss, termination) since. hCG in a man is not a pregnancy."""
+    end of pregnancy (delivery, loss, termination) since. hCG in a man is not a pregnancy.
+    A pregnancy Condition that is resolved or inactive, or abated on a past day, ends that
+    pregnancy too (second-pass 2, "current pregnancy"; review 16 e38: Synthea records each
+    pregnancy as a resolved Condition, and a positive hCG of the pregnancy delivered 2 months
+    ago made an alendronate order critical): on its abatement day, or when it gives none, on
+    its onset (it ended after it began; a positive test since may be a new pregnancy and
+    stands). A later positive test is a new pregnancy."""
     months = settings.pregnancy_months
+    today = record.today
     ends = [h.date for h in record.condition_hits("pregnancy_ended", active_only=False) if h.date]
-    tests = [x for x in record.pregnancy_tests if x.positive is not None and within_months(x.date, record.today, months)]
+    current = []
+    for hit in record.condition_hits("pregnancy", active_only=False):
+        if hit.abated is not None and hit.abated <= today:
+            ends.append(hit.abated)
+        elif not hit.active:
+            if hit.date:
+                ends.append(hit.date)
+        else:
+            current.append(hit)
+    tests = [x for x in record.pregnancy_tests if x.positive is not None and within_months(x.date, today, months)]
     negatives = [x.date for x in tests if x.positive is False and x.date]
 
     def still(day: dt.date | None) -> bool:
@@ -1288,8 +1307,8 @@ def current_pregnancy(record: PatientRecord, settings: ClinicalSettings) -> list
         return day is None or not any(d >= day for d in later)
 
     out = []
-    for hit in record.condition_hits("pregnancy"):
-        if (hit.date is None or within_months(hit.date, record.today, months)) and still(hit.date):
+    for hit in current:
+        if (hit.date is None or within_months(hit.date, today, months)) and still(hit.date):
             out.append(condition_fact(hit, "Pregnancy"))
             break
     if record.sex != "male":

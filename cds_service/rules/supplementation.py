@@ -27,6 +27,7 @@ from cds_service.rules.facts import (
     ckd_4_5,
     coded_hypercalcemia,
     current_pregnancy,
+    low_calcium,
     vitamin_d_deficient,
     vitamin_d_hold_note,
     vitamin_d_level,
@@ -75,30 +76,36 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     if deficient:
         # TX-8: repletion (C-VITD-LOW) comes first; a maintenance dose offered
         # here as well would put two vitamin D orders on the screen.
-        facts.append(f"{deficient.fact()}: vitamin D repletion first (see the vitamin D card), "
+        facts.append(f"{deficient.fact()}: vitamin D repletion with nephrology (see the vitamin D card)" if reading
+                     else f"{deficient.fact()}: vitamin D repletion first (see the vitamin D card), "
                      "then maintenance 800-1000 IU daily")
         need_d = False
     if not (need_ca or need_d):
         return []
     if reading:
         # Second-pass 1: with dialysis or CKD 4-5 the calcium load and the form of vitamin D
-        # (often activated vitamin D) belong to nephrology: no generic order here.
+        # (often activated vitamin D) belong to nephrology: no generic order here, and (its
+        # `kidney` variant; review 16 e14, e56) no generic calcium or vitamin D dose in the text.
         missing = " and ".join(w for w, need in (("calcium", need_ca), ("vitamin D", need_d)) if need)
         facts += list(reading.facts)
-        return [Finding("C-SUPP-CAVD", facts=tuple(dict.fromkeys(facts)), suggestions=(),
+        return [Finding("C-SUPP-CAVD", facts=tuple(dict.fromkeys(facts)), suggestions=(), variant="kidney",
                         trigger=_supplement_trigger(record) if with_trigger else None, variables={
-            "missing": missing, "action": "agree calcium and vitamin D with nephrology",
-            "kidney_note": (f"**Kidney function is severely reduced ({reading.label}):** no generic order; the calcium "
-                            "load and the form of vitamin D (often activated) belong to the nephrology team "
-                            "managing CKD-mineral bone disorder.")})]
+            "missing": missing, "action": "agree calcium and vitamin D with nephrology", "kidney": reading.label})]
     ppi = record.medications.get("ppi")
     citrate = bool(ppi and ppi.active)  # TX-7: calcium citrate if on a PPI (carbonate needs acid)
     if citrate:
         facts.append("On a proton pump inhibitor: calcium citrate is absorbed without stomach acid")
+    # Review 16 (rw_7e60f506): beside a low calcium (C-SAFE-HYPOCA's reading, labels: correct
+    # hypocalcemia first) "dietary calcium adequate: vitamin D only" was offered; correcting a low
+    # calcium needs calcium, so calcium is never left to the diet then (its `low-calcium` variant).
+    low = low_calcium(record, settings) if need_ca else None
+    if low:
+        facts.append(low)
     keys: tuple[str, ...]
     if need_ca and need_d:
         # Diet first: the calcium tablet closes a shortfall; with enough calcium in the diet, vitamin D alone.
-        keys = ("calcium-citrate-and-vitamin-d" if citrate else "calcium-carbonate-and-vitamin-d", "vitamin-d-only")
+        keys = ("calcium-citrate-and-vitamin-d" if citrate else "calcium-carbonate-and-vitamin-d",
+                *(() if low else ("vitamin-d-only",)))
         missing = "calcium and vitamin D"
     elif need_ca:
         keys = ("calcium-citrate" if citrate else "calcium-carbonate",)
@@ -110,10 +117,14 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         missing = "vitamin D"
         if calcium and calcium.active:
             facts.append("Active calcium supplement on file")
-    action = "vitamin D3, plus calcium if the diet falls short" if need_ca and need_d else (
-        "calcium only if the diet falls short" if need_ca else "vitamin D3 800-1000 IU daily")
-    return [Finding("C-SUPP-CAVD", facts=tuple(facts), suggestions=keys,
-                    variables={"missing": missing, "action": action, "kidney_note": ""},
+    if low:
+        action = "calcium and vitamin D3 (calcium is low)" if need_d else "calcium (calcium is low)"
+    else:
+        action = "vitamin D3, plus calcium if the diet falls short" if need_ca and need_d else (
+            "calcium only if the diet falls short" if need_ca else "vitamin D3 800-1000 IU daily")
+    return [Finding("C-SUPP-CAVD", facts=tuple(facts), suggestions=keys, variant="low-calcium" if low else None,
+                    variables={"missing": missing, "action": action,
+                               "with_d": " with vitamin D3 1000 IU daily" if need_d else ""},
                     trigger=_supplement_trigger(record) if with_trigger else None)]
 
 
@@ -210,6 +221,14 @@ def vitamin_d_status(record: PatientRecord, today: dt.date, settings: ClinicalSe
     # A bound in nmol/L is written as the lab reported it (Lab.reported: "<75 nmol/L", review 16).
     reported = vit_d.reported or f"{vit_d.comparator}{bound}"
     between = (f"below {bound} ng/mL (reported as {reported}, so possibly below {threshold})" if vit_d.comparator.startswith("<") else f"between {threshold} and {target} ng/mL")
+    if ckd_4_5(record, settings):
+        # Review 16: with dialysis or CKD 4-5 the template's generic doses (50,000 IU weekly, 800-1000
+        # IU daily) are no advice either: the `held` variant says nephrology decides (KDIGO 2017 CKD-MBD).
+        variables["headline"] = f"below the {target} ng/mL target; vitamin D with nephrology (dialysis or CKD 4-5)"
+        variables["status"] = f"{between}: below the AACE 2020 target of at least {target} ng/mL"
+        variables["hold_note"] = vitamin_d_hold_note(record, settings) or ""
+        return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="info", suggestions=(), variables=variables,
+                        variant="held")]
     variables["status"] = (f"{between}: below the AACE 2020 target of at least {target} "
                            "ng/mL; make sure 800-1000 IU daily (or more) is actually taken")
     return [Finding("C-VITD-LOW", facts=tuple(facts), indicator="info", suggestions=(), variables=variables)]

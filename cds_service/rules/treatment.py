@@ -355,7 +355,7 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
         variables["zoledronate_note"] = ""  # below 30 the CKD note speaks; zoledronic acid is out below 35 anyway
         work_up = prolia24_suggestion("CKD-mineral bone disorder work-up and nephrology referral before denosumab",
                                       after_dose=False, done=ckd_mbd_done(record, settings))
-        facts += tuple(ckd_mbd_done_facts(record, settings))
+        facts = tuple(ckd_mbd_done_facts(record, settings, beside=facts))
         work_up = dataclasses.replace(work_up, actions=tuple(
             a for a in work_up.actions if not (a.resource and _loinc(a.resource) in baseline)))
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
