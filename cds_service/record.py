@@ -820,6 +820,10 @@ class PatientRecord:
     care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
     # (TEST_DONE_SETS name, date, "Type/id") of each test's latest dated result, by name
     tests_done: tuple[tuple[str, dt.date, str], ...] = ()
+    # "MedicationRequest/id" -> the resource as read, for the active / on-hold requests of a
+    # recognised drug: a card that stops one (an update action, rules.orders.stop_suggestion)
+    # returns the EHR's own order with only its status changed.
+    orders_in_force: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def ignored_counts(self) -> dict[str, int]:
@@ -1221,7 +1225,7 @@ class _Builder:
     # attribute read a keyed look-up (the record's hot loop reads several per resource).
     __slots__ = ("today", "settings", "binding", "ignored", "patient", "more_patients", "primary_patient", "bmd", "dxa_dates", "frax",
                  "fractures", "conditions", "events", "labs", "smoking", "fall_risk", "drafts", "skipped", "bundle_faults",
-                 "seen", "ignored_keys", "trauma_dates", "pregnancy_tests", "fall_concern", "surgeries", "cancelled",
+                 "seen", "ignored_keys", "trauma_dates", "pregnancy_tests", "fall_concern", "surgeries", "cancelled", "orders_in_force",
                  "care", "tests_done", "found", "concepts", "concept_sets", "plan", "ref", "codes", "believable",
                  "windows")
 
@@ -1253,6 +1257,7 @@ class _Builder:
         self.fall_concern: list[FallConcern] = []
         self.surgeries: list[Surgery] = []
         self.cancelled: list[MedEvent] = []
+        self.orders_in_force: dict[str, Mapping[str, Any]] = {}
         self.care: list[CareEvent] = []
         self.tests_done: dict[str, tuple[dt.date, str]] = {}
         self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
@@ -1833,6 +1838,8 @@ class _Builder:
             (self.events if into is None else into).append(
                 MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], self.ref, status,
                          start, end, dose_date, match.oncology, reason, daily, supply_end, asserted))
+        if match.agents and into is None and status in ("active", "on-hold") and res["resourceType"] == "MedicationRequest":
+            self.orders_in_force[self.ref] = res
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
         status = res.get("status") or "unknown"
@@ -2008,6 +2015,7 @@ class _Builder:
             deceased=deceased,
             care=tuple(by_date(self.care)),
             tests_done=tuple((name, *done) for name, done in sorted(self.tests_done.items())),
+            orders_in_force=self.orders_in_force,
         )
 
     def _agreed(self, copies: Sequence[Mapping[str, Any]], field: str,
