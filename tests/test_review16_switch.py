@@ -42,7 +42,17 @@ def test_atypical_fracture_on_alendronate_denosumab_order_stops_the_alendronate_
     assert stop["statusReason"]["text"] == "Held: atypical femoral fracture on record"
     assert stop["medicationCodeableConcept"] == ALN and stop["authoredOn"]  # the EHR's own order, status changed
     assert _deletes(dup[1]) == ["MedicationRequest/d-dmab"] and not dup[1]["isRecommended"]
+    assert dup[1]["label"] == "Remove the new denosumab order (alendronate is held either way)"  # no 'keep alendronate'
     assert "to be held after the atypical femoral fracture" in got["C-DUP-ANTIRES"]["detail"]
+
+
+def test_atypical_fracture_on_alendronate_zoledronic_acid_order_holds_both():
+    """A second bisphosphonate ordered after the fracture: C-AR-COMPLICATION removes the draft, C-DUP-ANTIRES
+    holds the alendronate; neither offers to keep a bisphosphonate."""
+    got = _order(AFF, med(ALN, 7 * 365, rid="aln"), drafts=[draft(ZOL, "d-zol")])
+    assert _stops(got["C-DUP-ANTIRES"]["suggestions"][0]) == ["aln"]
+    assert _deletes(got["C-AR-COMPLICATION"]["suggestions"][0]) == ["MedicationRequest/d-zol"]
+    assert not any(s["label"].startswith("Keep") for c in got.values() for s in c.get("suggestions", ()))
 
 
 def test_atypical_fracture_denosumab_draft_not_on_board_is_no_stop_of_denosumab():

@@ -1241,7 +1241,9 @@ def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, d
     stop = stop_suggestion(record, current.agent, old, label, reason, recommended=held or failed)
     if stop is None:
         return None
-    keep = (Suggestion(f"Keep {old}: remove the new {new} order", (_delete(draft, agent),)),) if draft.reference else ()
+    # After AFF/ONJ the current bisphosphonate is not kept whatever happens to the new order.
+    keep = (Suggestion(f"Remove the new {new} order ({old} is held either way)" if held else
+                       f"Keep {old}: remove the new {new} order", (_delete(draft, agent),)),) if draft.reference else ()
     return ((stop, *keep) if held or failed else (*keep, stop)), why
 
 
