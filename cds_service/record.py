@@ -820,10 +820,10 @@ class PatientRecord:
     care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
     # (TEST_DONE_SETS name, date, "Type/id") of each test's latest dated result, by name
     tests_done: tuple[tuple[str, dt.date, str], ...] = ()
-    # "MedicationRequest/id" -> the resource as read, for the active / on-hold requests of a
-    # recognised drug: a card that stops one (an update action, rules.orders.stop_suggestion)
+    # ("MedicationRequest/id", the resource as read) of the active / on-hold requests of a
+    # recognised drug, as read: a card that stops one (an update action, rules.orders.stop_actions)
     # returns the EHR's own order with only its status changed.
-    orders_in_force: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    orders_in_force: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
     @property
     def ignored_counts(self) -> dict[str, int]:
@@ -2015,7 +2015,7 @@ class _Builder:
             deceased=deceased,
             care=tuple(by_date(self.care)),
             tests_done=tuple((name, *done) for name, done in sorted(self.tests_done.items())),
-            orders_in_force=self.orders_in_force,
+            orders_in_force=tuple(self.orders_in_force.items()),
         )
 
     def _agreed(self, copies: Sequence[Mapping[str, Any]], field: str,

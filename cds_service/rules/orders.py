@@ -80,8 +80,9 @@ def stop_actions(record: PatientRecord, agent: str, name: str, reason: str) -> t
     if exposure is None:
         return ()
     actions = []
+    in_force = dict(record.orders_in_force)
     for ref in dict.fromkeys(ev.ref for ev in exposure.events if ev.resource_type == "MedicationRequest"):
-        order = record.orders_in_force.get(ref)
+        order = in_force.get(ref)
         if order is None:
             continue
         stopped = copy.deepcopy(dict(order))
