@@ -299,7 +299,11 @@ def suggestion_orders(finding: Finding, *, patient_id: str | None, today: dt.dat
         out.append((("key", key), _of_types(resources, resource_types),
                     functools.partial(_renders, later, card, finding, variables, patient_id, today)))
     for i, s in enumerate(finding.extra_suggestions):
-        built = [dict(a.resource) for a in s.actions if a.type in ("create", "update") and a.resource]
+        # An update that stops an order (rules.orders.stop_actions) orders nothing: it is never
+        # judged as a new order (engine.withhold_vetoed_orders would read a stopped alendronate
+        # order as an alendronate order and drop the stop beside, e.g., a pregnancy).
+        built = [dict(a.resource) for a in s.actions if a.type in ("create", "update") and a.resource
+                 and a.resource.get("status") != "stopped"]
         out.append((("extra", i), _of_types(built, resource_types), _always))
     return out
 

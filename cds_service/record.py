@@ -835,6 +835,10 @@ class PatientRecord:
     care: tuple[CareEvent, ...] = ()    # referrals, procedures and visits that answer info cards, oldest first
     # (TEST_DONE_SETS name, date, "Type/id") of each test's latest dated result, by name
     tests_done: tuple[tuple[str, dt.date, str], ...] = ()
+    # ("MedicationRequest/id", the resource as read) of the active / on-hold requests of a
+    # recognised drug, as read: a card that stops one (an update action, rules.orders.stop_actions)
+    # returns the EHR's own order with only its status changed.
+    orders_in_force: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
     @property
     def ignored_counts(self) -> dict[str, int]:
@@ -1236,7 +1240,7 @@ class _Builder:
     # attribute read a keyed look-up (the record's hot loop reads several per resource).
     __slots__ = ("today", "settings", "binding", "ignored", "patient", "more_patients", "primary_patient", "bmd", "dxa_dates", "frax",
                  "fractures", "conditions", "events", "labs", "smoking", "fall_risk", "drafts", "skipped", "bundle_faults",
-                 "seen", "ignored_keys", "trauma_dates", "pregnancy_tests", "fall_concern", "surgeries", "cancelled",
+                 "seen", "ignored_keys", "trauma_dates", "pregnancy_tests", "fall_concern", "surgeries", "cancelled", "orders_in_force",
                  "care", "tests_done", "found", "concepts", "concept_sets", "plan", "ref", "codes", "believable",
                  "windows")
 
@@ -1268,6 +1272,7 @@ class _Builder:
         self.fall_concern: list[FallConcern] = []
         self.surgeries: list[Surgery] = []
         self.cancelled: list[MedEvent] = []
+        self.orders_in_force: dict[str, Mapping[str, Any]] = {}
         self.care: list[CareEvent] = []
         self.tests_done: dict[str, tuple[dt.date, str]] = {}
         self.found: frozenset[str] = frozenset()  # value sets of the resource being read (from `wanted`)
@@ -1855,6 +1860,8 @@ class _Builder:
             (self.events if into is None else into).append(
                 MedEvent(agent, t.AGENTS[agent].drug_class, res["resourceType"], self.ref, status,
                          start, end, dose_date, match.oncology, reason, daily, supply_end, asserted, interval))
+        if match.agents and into is None and status in ("active", "on-hold") and res["resourceType"] == "MedicationRequest":
+            self.orders_in_force[self.ref] = res
 
     def _read_MedicationRequest(self, res: Mapping[str, Any]) -> None:
         status = res.get("status") or "unknown"
@@ -2030,6 +2037,7 @@ class _Builder:
             deceased=deceased,
             care=tuple(by_date(self.care)),
             tests_done=tuple((name, *done) for name, done in sorted(self.tests_done.items())),
+            orders_in_force=tuple(self.orders_in_force.items()),
         )
 
     def _agreed(self, copies: Sequence[Mapping[str, Any]], field: str,

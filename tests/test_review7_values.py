@@ -388,7 +388,9 @@ def test_two_new_antiresorptive_orders_offer_to_keep_either():
         ("Keep the alendronate order: remove the denosumab order", ["MedicationRequest/d-dmab"]),
         ("Keep the denosumab order: remove the alendronate order", ["MedicationRequest/d-aln"])]
     assert "being ordered too" in card["detail"] and "current therapy" not in json.dumps(card)
-    # Against an active drug the new order is the one to remove, as before.
+    # Against an active drug: keep it (remove the new order) first, or switch (review 16: stop the
+    # active order; tests/test_review16_switch.py).
     active = cards(record(egfr(45), med(ALN, 30), drafts=[draft(DMAB, "d-dmab")]), "order-sign")["C-DUP-ANTIRES"]
-    assert [s["label"] for s in active["suggestions"]] == ["Remove the new antiresorptive order"]
+    assert [s["label"] for s in active["suggestions"]] == ["Keep alendronate: remove the new denosumab order",
+                                                           "Switch to denosumab: stop the active alendronate order"]
     assert "alendronate is active" in active["detail"]

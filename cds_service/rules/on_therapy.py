@@ -27,6 +27,7 @@ from cds_service.rules.facts import (
 )
 from cds_service.rules.orders import ENDOCRINOLOGY, ORAL_SURGERY, ORTHOPAEDICS
 from cds_service.rules.orders import referral_suggestion as _refer
+from cds_service.rules.orders import stop_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
 ORDERS = ("order-select", "order-sign")
@@ -138,12 +139,17 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
     return []
 
 
+def complication_name(complications: list[str]) -> str:
+    """The complication a card names (facts.antiresorptive_complications' facts): an atypical
+    femoral fracture before jaw osteonecrosis."""
+    return "atypical femoral fracture" if any("femoral" in c for c in complications) else "osteonecrosis of the jaw"
+
+
 def _complication_variables(agent: str, complications: list[str]) -> dict[str, str]:
     denosumab = agent == "denosumab"
     return {
         "drug": drug_title(agent), "drug_name": drug_label(agent),
-        "complication": ("atypical femoral fracture" if any("femoral" in c for c in complications) else
-                         "osteonecrosis of the jaw"),
+        "complication": complication_name(complications),
         "next_step": ("refer; never stop it without a follow-on plan" if denosumab else
                    "hold it and refer to a bone specialist"),
         "advice": ("Denosumab is never simply stopped: bone turnover rebounds when it wears off and vertebral "
@@ -176,16 +182,26 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
     bisphosphonate or denosumab is on board (LABEL: Fosamax, Reclast, Prolia warnings;
     AACE20). The bisphosphonate is held and the patient referred; denosumab is never
     simply stopped, it needs a follow-on plan. Review: denosumab whose next dose is due or
-    overdue is still on board (facts.on_board): the decision is due exactly then."""
+    overdue is still on board (facts.on_board): the decision is due exactly then. Review 16:
+    "hold it" comes with the order that holds a bisphosphonate, first and recommended (its
+    active orders marked stopped, rules.orders.stop_suggestion); none for denosumab."""
     complications = antiresorptive_complications(record)
     active = on_board(record, settings, t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB})
     if not complications or not active:
         return []
     e = active[0]
+    hold: tuple[Suggestion, ...] = ()
+    if e.drug_class in t.BISPHOSPHONATE_CLASSES:
+        # "Hold it" with the order that does it (review 16): its active orders marked stopped,
+        # first and recommended; none when it is on record only as a statement or a dose given.
+        name = drug_label(e.agent)
+        stop = stop_suggestion(record, e.agent, name, f"Hold {name}: stop its active order",
+                               f"Held: {complication_name(complications)} on record", recommended=True)
+        hold = (stop,) if stop else ()
     return [Finding("C-AR-COMPLICATION",
                     facts=(f"On {drug_label(e.agent)} since {e.start or 'an unknown date'}", *complications),
                     variables=_complication_variables(e.agent, complications), suggestions=(),
-                    extra_suggestions=_complication_referrals(complications, e.agent),
+                    extra_suggestions=(*hold, *_complication_referrals(complications, e.agent)),
                     source_url=t.label_url(e.agent))]
 
 
@@ -196,22 +212,55 @@ def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
     denosumab ordered for a patient with a coded atypical femoral fracture or jaw
     osteonecrosis. A bisphosphonate draft: suggest removing it (recommended) or a
     referral. A denosumab draft: the referral comes first (recommended) and removal is
-    offered second, because stopping denosumab needs a follow-on plan."""
+    offered second, because stopping denosumab needs a follow-on plan; a denosumab draft
+    with none on board (a new start) has its own text (_new_denosumab_variables)."""
     complications = antiresorptive_complications(record)
     if not complications:
         return []
     findings = []
+    dmab_on_board = bool(on_board(record, settings, {t.DENOSUMAB}))
+    held = on_board(record, settings, t.BISPHOSPHONATE_CLASSES)
     for draft, agent in ordered(record, AR_AGENTS):
         referrals = _complication_referrals(complications, agent)
         keys: tuple[str, ...] = ()
+        variables = _complication_variables(agent, complications)
+        facts = [draft_fact(draft, agent), *complications]
+        if agent == "denosumab" and not dmab_on_board:
+            variables.update(_new_denosumab_variables(complications, held))
+            facts += [f"On {drug_label(e.agent)} since {e.start or 'an unknown date'}" for e in held]
         if draft.reference and agent != "denosumab":
             keys = ("remove",)  # hold the bisphosphonate: first and recommended
         elif draft.reference:
-            referrals += (Suggestion(f"Remove the draft {drug_label(agent)} order (only with a follow-on plan agreed)",
+            # Continuing denosumab, removal is last and needs a plan; a first dose removed stops nothing.
+            label = ("(only with a follow-on plan agreed)" if dmab_on_board else
+                     "(not yet given: nothing wears off)")
+            referrals += (Suggestion(f"Remove the draft {drug_label(agent)} order {label}",
                                      (Action("delete", f"Remove the draft {drug_label(agent)} order",
                                              resource_id=(draft.reference,)),)),)
-        findings.append(Finding("C-AR-COMPLICATION", facts=(draft_fact(draft, agent), *complications),
-                                variables=_complication_variables(agent, complications),
+        findings.append(Finding("C-AR-COMPLICATION", facts=tuple(facts), variables=variables,
                                 suggestions=keys, extra_suggestions=referrals, delete_draft=draft.reference or None,
                                 source_url=t.label_url(agent)))
     return findings
+
+
+def _new_denosumab_variables(complications: list[str], held: list[AgentExposure]) -> dict[str, str]:
+    """C-AR-COMPLICATION's text for a denosumab order that would START it (none on board;
+    review 16: the card said "never stop it without a follow-on plan" of a drug never
+    given). The rebound (Prolia label: multiple vertebral fractures after discontinuation)
+    needs a dose given to wear off, so removing this draft stops nothing. What the card
+    says instead: the Prolia label lists the same complications (atypical femoral
+    fractures, osteonecrosis of the jaw), so denosumab is no risk-free replacement for a
+    bisphosphonate; once started it cannot simply be stopped; the next agent is a bone
+    specialist's choice (second-pass 4: refer). A bisphosphonate on board is held
+    (second-pass 4; Fosamax/Actonel/Boniva/Reclast labels, AACE20): C-DUP-ANTIRES, which
+    fires beside it on the same order, offers stopping it."""
+    what = complication_name(complications)
+    hold = "".join(f" Hold {drug_label(e.agent)} (no further doses): stop its order." for e in held)
+    return {
+        "next_step": "a new start with the same labelled risk; agree it with a bone specialist",
+        "advice": (f"This order would start denosumab: none is on board, so removing the draft stops nothing and "
+                   f"no rebound follows. The Prolia label lists the same complications ({what} included), so "
+                   "denosumab is not a risk-free replacement, and once started it cannot simply be stopped (bone "
+                   "turnover rebounds when it wears off). Whether denosumab, another agent (such as an anabolic "
+                   f"agent) or none follows is a bone specialist's decision.{hold}"),
+    }

@@ -96,7 +96,9 @@ from cds_service.rules.orders import (
     pth_analog_daily,
     prolia24_suggestion,
     referral_suggestion,
+    stop_suggestion,
 )
+from cds_service.rules.on_therapy import complication_name, treatment_failure
 from cds_service.rules.settings import ClinicalSettings
 
 ORDERS = ("order-select", "order-sign")
@@ -876,7 +878,9 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
     stroke during therapy, EVENITY should be discontinued." An event on or after the
     course start occurred during it; an earlier one means the course was started against
     the warning (review cv8: only the first case fired). Either way: no further doses, and
-    the antiresorptive that follows (denosumab or alendronate) is suggested."""
+    the antiresorptive that follows (denosumab or alendronate) is suggested. Second-pass 2
+    "suggest stopping it": the stop is offered too (review 16), its active orders marked
+    stopped (rules.orders.stop_suggestion)."""
     e = record.medications.get("romosozumab")
     if not e or not e.active:
         return []
@@ -907,6 +911,15 @@ def romosozumab_cv_active(record: PatientRecord, today: dt.date, settings: Clini
                      "myocardial infarction or stroke, when the label says not to start it: give no further "
                      "doses and plan the antiresorptive that follows it.")
     keys, built = _transition_keys(record, settings, None)
+    # The stop itself (review 16: the card said stop romosozumab and offered only the follow-on):
+    # its active orders marked stopped. First and recommended when the event is dated in the
+    # window; after the follow-on orders when the date is unknown or only possibly inside it
+    # (the card asks to confirm first). None when no order of it is active (doses given only).
+    certain = not variant and not possibly
+    stop = stop_suggestion(record, "romosozumab", "romosozumab", "Stop romosozumab: no further doses",
+                           "Myocardial infarction or stroke: Evenity boxed warning", recommended=certain)
+    if stop:  # render keeps the recommended flag of the first suggestion that has one
+        built = (stop, *built) if certain else (*built, stop)
     return [Finding("C-SAFE-ROMO-CV", facts=(f"On romosozumab since {_date(start)}, last dose {_date(e.last_dose)}",
                                              *events),
                     variables={"window": str(window), "situation": situation,
@@ -1171,7 +1184,7 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
     months after the last denosumab dose is the transition (ECTS21). Oncology
     products count as exposure (brief 8.6). Anabolic + antiresorptive is
     SAFE-16, not this card. Sources: AACE20 (combination not recommended,
-    memory); SEED."""
+    memory); SEED. Against an active drug the card offers the switch too (_switch)."""
     active = record.active_agents(t.ANTIRESORPTIVE_CLASSES)
     dmab = record.medications.get("denosumab")
     everything = _antiresorptive_drafts(record.drafts)
@@ -1188,7 +1201,13 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
             other = clashing[0].agent if clashing else drafted[0][1]
             keys: tuple[str, ...] = ("remove",) if draft.reference else ()
             either: tuple[Suggestion, ...] = ()
-            if not clashing:
+            situation = (f"{drug_title(agent)} is being ordered while {drug_label(other)} is "
+                         f"{'active' if clashing else 'being ordered too'}.")
+            switch = _switch(record, today, settings, draft, agent, clashing[0]) if clashing else None
+            if switch:
+                keys, either, why = (), switch[0], switch[1]
+                situation += f" {why}"
+            elif not clashing:
                 # Two new orders, nothing current (clinical review: the card removed one of them as
                 # "duplicating current therapy"): either may be the one to keep.
                 keys = ()
@@ -1199,11 +1218,49 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
                 "C-DUP-ANTIRES",
                 facts=(draft_fact(draft, agent), *(_exposure_fact(e) for e in clashing),
                        *(draft_fact(d, a) for d, a in drafted)),
-                variables={"drug_a": drug_label(agent), "drug_b": drug_label(other),
-                           "situation": f"{drug_title(agent)} is being ordered while {drug_label(other)} is "
-                                        f"{'active' if clashing else 'being ordered too'}."},
+                variables={"drug_a": drug_label(agent), "drug_b": drug_label(other), "situation": situation},
                 suggestions=keys, extra_suggestions=either, delete_draft=draft.reference or None))
     return findings
+
+
+def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder, agent: str,
+            current: AgentExposure) -> tuple[tuple[Suggestion, ...], str] | None:
+    """C-DUP-ANTIRES when a new antiresorptive is ordered while another is active: most
+    often a switch, so the card offers both ways of keeping one (review 16: it offered only
+    "remove the new order", which after an atypical femoral fracture kept the alendronate
+    C-AR-COMPLICATION says to hold). Stop the current drug (its active MedicationRequests
+    marked stopped, rules.orders.stop_actions), or keep it and remove the new draft.
+    The stop comes first and is recommended when the contract intends the switch
+    (second-pass 4): an atypical femoral fracture or jaw osteonecrosis on record with a
+    bisphosphonate current (hold the bisphosphonate; LABEL Fosamax/Actonel/Boniva/Reclast,
+    AACE20), or C-TX-FAILURE's fracture on the current drug (consider a switch; AACE20,
+    ES19). Otherwise removing the new draft stays first, neither recommended: the card
+    cannot tell a switch from a duplicate. Returns the suggestions and a sentence for the
+    card, or None when no order of the current drug can be stopped (on record only as a
+    statement or a dose given): the card is then as before."""
+    old, new = drug_label(current.agent), drug_label(agent)
+    complications = antiresorptive_complications(record)
+    held = bool(complications) and current.drug_class in t.BISPHOSPHONATE_CLASSES
+    failed = not held and any(f.variables.get("drug") == old for f in treatment_failure(record, today, settings))
+    if held:
+        what = complication_name(complications)
+        label, reason = f"Hold {old} after the {what}: stop its active order", f"Held: {what} on record"
+        why = f"{drug_title(current.agent)} is to be held after the {what} on record: stop its order."
+    elif failed:
+        label = f"Switch to {new} after the fracture on {old}: stop the active {old} order"
+        reason = f"Switched to {new}: fracture on {old} (possible treatment failure)"
+        why = (f"A fracture on {old} suggests treatment failure and a switch is the usual step: if {new} is "
+               f"the switch, stop the {old} order.")
+    else:
+        label, reason = f"Switch to {new}: stop the active {old} order", f"Switched to {new}"
+        why = f"If this is a switch, stop the {old} order; if not, remove the new {new} order."
+    stop = stop_suggestion(record, current.agent, old, label, reason, recommended=held or failed)
+    if stop is None:
+        return None
+    # After AFF/ONJ the current bisphosphonate is not kept whatever happens to the new order.
+    keep = (Suggestion(f"Remove the new {new} order ({old} is held either way)" if held else
+                       f"Keep {old}: remove the new {new} order", (_delete(draft, agent),)),) if draft.reference else ()
+    return ((stop, *keep) if held or failed else (*keep, stop)), why
 
 
 @rule("patient-view")

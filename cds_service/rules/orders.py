@@ -11,12 +11,17 @@ referral to nephrologist V (VSAC Referral 2.16.840.1.113883.3.464.1003.101.12.10
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cds_service.fhir import terminology as t
+from cds_service.fhir.validation import fhir_problems
 from cds_service.rules.base import Action, Suggestion
+
+if TYPE_CHECKING:
+    from cds_service.record import PatientRecord
 
 PROLIA24_TEXT = (
     "**Denosumab in advanced kidney disease (Prolia boxed warning, January 2024):** severe, sometimes "
@@ -65,6 +70,40 @@ PHYSICAL_THERAPY = ("444831000124102", "Referral for physical therapy")
 def referral_suggestion(code: tuple[str, str], text: str, reason: str, recommended: bool = False) -> Suggestion:
     """One referral (ServiceRequest) as a suggestion."""
     return Suggestion(text, (Action("create", text, resource=referral(code[0], code[1], text, reason)),), recommended)
+
+
+def stop_actions(record: PatientRecord, agent: str, name: str, reason: str) -> tuple[Action, ...]:
+    """Stop the patient's active (or on-hold) MedicationRequests for `agent`: one FHIR
+    `update` action each (CDS Hooks: the resource to update), carrying the EHR's own order
+    with status `stopped` and `reason` as its statusReason, nothing else changed. None for
+    a drug on record only as a statement or a dose given (no order to stop), or an order
+    that would not validate as FHIR R4 once changed (the card then says it in words)."""
+    exposure = record.medications.get(agent)
+    if exposure is None:
+        return ()
+    actions = []
+    in_force = dict(record.orders_in_force)
+    for ref in dict.fromkeys(ev.ref for ev in exposure.events if ev.resource_type == "MedicationRequest"):
+        order = in_force.get(ref)
+        if order is None:
+            continue
+        stopped = copy.deepcopy(dict(order))
+        stopped["status"] = "stopped"
+        stopped["statusReason"] = {"text": reason}
+        if "subject" not in stopped and record.patient_id:  # as card_render fills a suggested order's
+            stopped["subject"] = {"reference": f"Patient/{record.patient_id}"}
+        if fhir_problems(stopped) is None:
+            actions.append(Action("update", f"Mark the {name} order {ref} stopped ({reason})",
+                                  resource=stopped))
+    return tuple(actions)
+
+
+def stop_suggestion(record: PatientRecord, agent: str, name: str, label: str, reason: str,
+                    recommended: bool = False) -> Suggestion | None:
+    """A suggestion that stops the patient's active `agent` (called `name` in the text)
+    orders (stop_actions), or None when there is none to stop."""
+    actions = stop_actions(record, agent, name, reason)
+    return Suggestion(label, actions, recommended) if actions else None
 
 
 def calcium_order(note: str, timing: dict[str, Any] | None = None) -> dict[str, Any]:
