@@ -87,13 +87,18 @@ def _serve(args: argparse.Namespace) -> int:
         # database is down then still starts (and answers 503) instead of
         # failing to boot, which would stop the whole server.
         _migrate_now(settings)
+    from cds_service.config import unknown_variables
+
     if not args.dev:
         from cds_service.config import production_warnings
         from cds_service.logs import configure_logging
 
         configure_logging(settings.log_level)
-        for warning in production_warnings(settings):
+        for warning in production_warnings(settings) + unknown_variables():
             log.warning(warning, extra={"event": "configuration_warning"})
+    else:
+        for warning in unknown_variables():
+            print(f"WARNING: {warning}", file=sys.stderr)
     if args.dev:
         # Flask's own server: one process, fine for a laptop and the sandbox.
         from cds_service.app import create_app
