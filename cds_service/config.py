@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -520,6 +521,11 @@ def production_warnings(settings: Settings) -> list[str]:
 # test harness (tests/, .ci/run), which may leave them in a server's environment.
 OTHER_VARIABLES = frozenset({"CDS_DATA_DIR", "CDS_REQUIRE_BROWSER", "CDS_CHROMIUM", "CDS_FUZZ_EXAMPLES"})
 OTHER_PREFIXES = ("CDS_TEST_",)
+# What Kubernetes puts in every pod for each Service of the namespace (service links):
+# the chart's own Service "cds-osteoporosis-cds" gives CDS_OSTEOPOROSIS_CDS_SERVICE_HOST,
+# CDS_OSTEOPOROSIS_CDS_PORT_80_TCP_ADDR and so on. No setting has such a name.
+KUBERNETES_SERVICE_LINK = re.compile(
+    r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)")
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -531,7 +537,8 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     known = {s.env for s in SETTINGS} | OTHER_VARIABLES
     lines = []
     for name in sorted(env):
-        if not name.startswith("CDS_") or name in known or name.startswith(OTHER_PREFIXES):
+        if (not name.startswith("CDS_") or name in known or name.startswith(OTHER_PREFIXES)
+                or KUBERNETES_SERVICE_LINK.fullmatch(name)):
             continue
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
         hint = f"did you mean {close[0]}? " if close else ""

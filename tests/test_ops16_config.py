@@ -34,10 +34,19 @@ def warnings(tmp_path, env: dict[str, str], *args: str) -> list[str]:
     return [e["message"] for e in lines if e.get("event") == "configuration_warning"]
 
 
+# What Kubernetes puts in a pod of the chart (release "cds") for its own Service.
+SERVICE_LINKS = {"CDS_OSTEOPOROSIS_CDS_SERVICE_HOST": "10.0.0.7", "CDS_OSTEOPOROSIS_CDS_SERVICE_PORT": "80",
+                 "CDS_OSTEOPOROSIS_CDS_SERVICE_PORT_HTTP": "80", "CDS_OSTEOPOROSIS_CDS_PORT": "tcp://10.0.0.7:80",
+                 "CDS_OSTEOPOROSIS_CDS_PORT_80_TCP": "tcp://10.0.0.7:80",
+                 "CDS_OSTEOPOROSIS_CDS_PORT_80_TCP_PROTO": "tcp", "CDS_OSTEOPOROSIS_CDS_PORT_80_TCP_PORT": "80",
+                 "CDS_OSTEOPOROSIS_CDS_PORT_80_TCP_ADDR": "10.0.0.7"}
+
+
 def test_control_no_warning_for_a_clean_configuration(tmp_path):
-    # Also: the packaging variable and the test harness's own are not "unknown".
+    # Also: the packaging variable, the test harness's own and Kubernetes'
+    # service links are not "unknown".
     assert warnings(tmp_path, {"CDS_DATA_DIR": str(tmp_path), "CDS_TEST_ANYTHING": "1",
-                               "CDS_REQUIRE_BROWSER": "1"}) == []
+                               "CDS_REQUIRE_BROWSER": "1", **SERVICE_LINKS}) == []
 
 
 @pytest.mark.parametrize("args", [(), ("--dev",)])
