@@ -30,7 +30,11 @@ CHART_SCHEMA = ROOT / "helm" / "osteoporosis-cds" / "values.schema.json"
 
 
 def chart_schema_text() -> str:
-    return json.dumps(chart_values_schema(), indent=2) + "\n"
+    text = json.dumps(chart_values_schema(), indent=2)
+    # One line per setting: {"type": ["string", "number", "boolean"]}.
+    text = re.sub(r'\{\s+"type": \[\s+([^\]]*?)\s+\]\s+\}',
+                  lambda m: '{"type": [' + re.sub(r",\s+", ", ", m.group(1)) + "]}", text)
+    return text + "\n"
 
 
 def _between(text: str, name: str, body: str) -> str:
