@@ -8,6 +8,13 @@ For the chart's default values and for helm/values-production.yaml:
   4. validate every object with kubernetes-validate in strict mode (unknown
      fields rejected) against each Kubernetes version in KUBE_VERSIONS,
   5. check references between the objects (selectors, ConfigMap/Secret names).
+Then, once:
+  6. values.schema.json is the one tools/sync_readme.py generates from the
+     service's settings (a setting added or renamed cannot drift from what
+     the chart accepts in `settings`),
+  7. operator mistakes in REFUSED fail to render, each with its message,
+  8. numbers and booleans in `settings` reach the ConfigMap as the service
+     parses them (EXACT).
 
 kubernetes-validate ships schemas only for built-in kinds. Its CLI merely
 warns, exit code 0, when it has no schema, which would let a misspelt
@@ -21,6 +28,7 @@ Exit 0 when everything passes, 1 otherwise. Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +40,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's cds_service, installed or not
 CHART = ROOT / "helm" / "osteoporosis-cds"
 # The oldest Kubernetes minor still widely run, and the newest with schemas here.
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -43,6 +52,39 @@ CASES: dict[str, Path | None] = {
 }
 # Custom resources without a schema in kubernetes-validate.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+def _refused() -> dict[str, tuple[str, str]]:
+    """Operator mistakes the chart refuses at render time: values (YAML, as in
+    a values file) -> words the refusal must contain."""
+    from cds_service.cli import CHART_MANAGED
+
+    cases = {
+        # Misspelt or unknown settings would be ignored by the service (values.schema.json).
+        "misspelt setting": ("settings: {CDS_LOG_LEVL: DEBUG}", "'CDS_LOG_LEVL' not allowed"),
+        "unknown setting": ("settings: {CDS_FOO: '1'}", "'CDS_FOO' not allowed"),
+        "not a CDS_ setting": ("settings: {LOG_LEVEL: DEBUG}", "'LOG_LEVEL' not allowed"),
+        "a list as a setting": ("settings: {CDS_FHIR_RETRIES: [1, 2]}", "/settings/CDS_FHIR_RETRIES"),
+        # SIGKILL would cut requests in flight.
+        "grace period too short": ("terminationGracePeriodSeconds: 10",
+                                   "terminationGracePeriodSeconds (10) must exceed"),
+        "graceful timeout beyond the grace period": ("settings: {CDS_GRACEFUL_TIMEOUT_SECONDS: '60'}",
+                                                     "+ settings.CDS_GRACEFUL_TIMEOUT_SECONDS (60)"),
+        "grace period equal to the sum": ("terminationGracePeriodSeconds: 25", "raise it to at least 26"),
+    }
+    for key in CHART_MANAGED:
+        cases[f"{key} in settings"] = (f"settings: {{{key}: x}}", f"settings.{key} is managed by the chart")
+    return cases
+
+
+# Values (YAML) -> what the ConfigMap must hold. Helm reads an unquoted number
+# as a float, which Go would print as 1.6777216e+07: the service refuses that.
+EXACT = (
+    "settings: {CDS_MAX_BODY_BYTES: 16777216, CDS_RETENTION_DAYS: 1000000, CDS_WORKERS: 4,"
+    " CDS_FHIR_TIMEOUT_SECONDS: 2.5, CDS_AUTH_REQUIRED: false, CDS_LOG_LEVEL: DEBUG}",
+    {"CDS_MAX_BODY_BYTES": "16777216", "CDS_RETENTION_DAYS": "1000000", "CDS_WORKERS": "4",
+     "CDS_FHIR_TIMEOUT_SECONDS": "2.5", "CDS_AUTH_REQUIRED": "false", "CDS_LOG_LEVEL": "DEBUG"},
+)
 
 
 def load_values(path: Path | None) -> dict[str, Any] | None:
@@ -203,6 +245,48 @@ def check_case(case: str, values_file: Path | None, out_dir: Path) -> list[str]:
     return problems
 
 
+def check_schema() -> list[str]:
+    """values.schema.json is what tools/sync_readme.py makes from the settings."""
+    from cds_service.cli import chart_values_schema
+
+    path = CHART / "values.schema.json"
+    try:
+        on_disk = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"{path}: {exc}"]
+    wanted = chart_values_schema()
+    if on_disk == wanted:
+        return []
+    names = set(on_disk.get("properties", {}).get("settings", {}).get("properties", {}))
+    expected = set(wanted["properties"]["settings"]["properties"])
+    drift = [f"+{n}" for n in sorted(expected - names)] + [f"-{n}" for n in sorted(names - expected)]
+    return [f"{path.name} does not match the service's settings"
+            f"{' (' + ', '.join(drift) + ')' if drift else ''}: run python tools/sync_readme.py"]
+
+
+def check_refused() -> list[str]:
+    # Helm logs each `fail` on stderr besides raising it; the refusals are expected here.
+    helm.disable_logging()
+    problems = []
+    for case, (text, words) in _refused().items():
+        try:
+            render(helm.values_from_yaml(text))
+        except helm.HelmError as exc:
+            if words not in str(exc):
+                problems.append(f"{case} ({text}): refused, but not saying {words!r}: {str(exc).strip()}")
+            continue
+        problems.append(f"{case} ({text}): rendered, should be refused ({words!r})")
+    return problems
+
+
+def check_exact() -> list[str]:
+    text, wanted = EXACT
+    objs = objects(render(helm.values_from_yaml(text)))
+    (data,) = [o["data"] for o in objs if o["kind"] == "ConfigMap" and "CDS_PROFILE" in (o.get("data") or {})]
+    return [f"settings.{key} renders as {data.get(key)!r}, not {value!r}"
+            for key, value in wanted.items() if data.get(key) != value]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="write the rendered manifests here and keep them")
@@ -218,6 +302,17 @@ def main(argv: list[str] | None = None) -> int:
             failed |= bool(problems)
             if not problems:
                 print("  ok")
+    checks = (("values.schema.json matches the settings", check_schema),
+              (f"operator mistakes refused ({len(_refused())})", check_refused),
+              ("numbers in settings rendered exactly", check_exact))
+    for title, check in checks:
+        print(f"{title}:")
+        problems = check()
+        for problem in problems:
+            print(f"  FAIL {problem}")
+        failed |= bool(problems)
+        if not problems:
+            print("  ok")
     return 1 if failed else 0
 
 

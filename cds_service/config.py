@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -144,7 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
             check=checks.fhir_servers),
     Setting("allow_loopback_http", "CDS_ALLOW_LOOPBACK_HTTP", _bool, False,
             "Allow plain-http FHIR servers on loopback addresses (development only; https is required otherwise).",
-            dev_default=True),
+            dev_default=True, warn=checks.warn_loopback_http),
     Setting("public_base_url", "CDS_PUBLIC_BASE_URL", _str, "",
             "The service's external base URL (e.g. `https://cds.example.org`); the JWT audience is "
             "this plus the endpoint path. Empty: taken from each request's Host.",
@@ -219,8 +220,8 @@ SETTINGS: tuple[Setting, ...] = (
             check=checks.more_than(0, ' s')),
     Setting("fhir_total_timeout_seconds", "CDS_FHIR_TOTAL_TIMEOUT_SECONDS", _float, 15.0,
             "Time budget for all outbound FHIR requests of one hook call, a hard deadline: a reply still "
-            "arriving then (however slowly) is cut.",
-            check=checks.more_than(0, ' s')),
+            "arriving then (however slowly) is cut; at least CDS_FHIR_TIMEOUT_SECONDS.",
+            check=checks.more_than(0, ' s'), warn=checks.warn_fhir_budget),
     Setting("fhir_retries", "CDS_FHIR_RETRIES", _int, 2,
             "Retries of an outbound FHIR request after a timeout, connection error or a 429, 500, 502, 503 or 504 answer.",
             check=checks.at_least(0)),
@@ -515,3 +516,33 @@ def _problems(settings: Settings, kind: str, only: tuple[str, ...] | None = None
 def production_warnings(settings: Settings) -> list[str]:
     """Configurations that work but are unsafe or useless in production."""
     return _problems(settings, "warn")
+
+
+# CDS_ variables read outside SETTINGS: packaging (README, "Settings") and the
+# test harness (tests/, .ci/run), which may leave them in a server's environment.
+OTHER_VARIABLES = frozenset({"CDS_DATA_DIR", "CDS_REQUIRE_BROWSER", "CDS_CHROMIUM", "CDS_FUZZ_EXAMPLES"})
+OTHER_PREFIXES = ("CDS_TEST_",)
+# What Kubernetes puts in every pod for each Service of the namespace (service links):
+# the chart's own Service "cds-osteoporosis-cds" gives CDS_OSTEOPOROSIS_CDS_SERVICE_HOST,
+# CDS_OSTEOPOROSIS_CDS_PORT_80_TCP_ADDR and so on. No setting has such a name.
+KUBERNETES_SERVICE_LINK = re.compile(
+    r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)")
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning line per CDS_ environment variable the service does not
+    read (a misspelt setting is otherwise silently ignored)."""
+    import difflib
+
+    env = os.environ if environ is None else environ
+    known = {s.env for s in SETTINGS} | OTHER_VARIABLES
+    lines = []
+    for name in sorted(env):
+        if (not name.startswith("CDS_") or name in known or name.startswith(OTHER_PREFIXES)
+                or KUBERNETES_SERVICE_LINK.fullmatch(name)):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f"did you mean {close[0]}? " if close else ""
+        lines.append(f"{name}: not a setting of this service, ignored; {hint}"
+                     "`cds-service settings` lists them")
+    return lines

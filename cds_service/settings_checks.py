@@ -257,9 +257,23 @@ def database_url_usable(value: str, _values: Mapping[str, Any]) -> str | None:
     # itself must be writable, not only the file.
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"folder {folder} is not writable by this user; make it writable or use another folder"
+    # Permission bits are not the whole story (/proc, a read-only or full mount, root's
+    # access() answering yes): create a file there, as SQLite and the migration lock will.
+    import tempfile
+
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".cds-write-check-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return (f"cannot create files in folder {folder} ({exc.strerror or exc}); "
+                "point the URL at a writable folder")
     if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
         return f"file {path} is not readable and writable by this user; fix its permissions"
     return None
+
+
+TRUST_FILE_HELP = 'see the README, "Trusted issuers"'
 
 
 def trusted_issuers(value: str, values: Mapping[str, Any]) -> str | None:
@@ -272,7 +286,7 @@ def trusted_issuers(value: str, values: Mapping[str, Any]) -> str | None:
         load_trusted_issuers(value, values.get("profile", "production"))
     except SettingsError as exc:
         # The loader names the setting and file itself; keep only its reason.
-        return str(exc).split("): ", 1)[-1] + " (see the README, \"Trusting CDS clients\")"
+        return str(exc).split("): ", 1)[-1] + f" ({TRUST_FILE_HELP})"
     return None
 
 
@@ -305,9 +319,22 @@ def warn_auth_off(value: bool, values: Mapping[str, Any]) -> str | None:
 
 
 def warn_no_issuers(value: str, values: Mapping[str, Any]) -> str | None:
-    if _production(values) and values.get("auth_required") and not value:
+    if not (_production(values) and values.get("auth_required")):
+        return None
+    if not value:
         return ("not set: no CDS client is trusted, so every hook call will be refused (401); point it at "
                 "a trust file (`cds-service test-client keys` makes one for testing)")
+    # A file trusting no one (the Helm chart's default `{}`) is as closed as no file.
+    from cds_service.config import SettingsError
+    from cds_service.protocol.auth import load_trusted_issuers
+
+    try:
+        issuers = load_trusted_issuers(value, "production")
+    except SettingsError:
+        return None  # the probe refuses it, before this warning would be given
+    if not issuers:
+        return ("the trust file names no issuer: no CDS client is trusted, so every hook call will be "
+                f"refused (401); add your EHR's issuer and keys to it ({TRUST_FILE_HELP})")
     return None
 
 
@@ -315,4 +342,20 @@ def warn_no_base_url(value: str, values: Mapping[str, Any]) -> str | None:
     if _production(values) and values.get("auth_required") and not value:
         return ("not set: the JWT audience is taken from each request's Host header; set it to the URL "
                 "clients call, e.g. https://cds.example.org")
+    return None
+
+
+def warn_loopback_http(value: bool, values: Mapping[str, Any]) -> str | None:
+    if _production(values) and value:
+        return ("plain-http FHIR servers on loopback addresses are allowed, a development aid (no TLS); "
+                "set it to false in production")
+    return None
+
+
+def warn_fhir_budget(value: float, values: Mapping[str, Any]) -> str | None:
+    per_request = values.get("fhir_timeout_seconds")
+    if per_request is not None and value < per_request:
+        return (f"{value:g} s is below CDS_FHIR_TIMEOUT_SECONDS ({per_request:g} s): the budget cuts a slow FHIR "
+                "request before its own timeout, leaving no time for a retry; raise it or lower "
+                "CDS_FHIR_TIMEOUT_SECONDS")
     return None

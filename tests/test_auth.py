@@ -409,6 +409,24 @@ def test_jwks_unavailable_and_failed_fetch_rate_limited(es384, remote_only, cloc
 
 
 @responses.activate
+def test_jwks_unavailable_says_when_the_key_set_is_fetched_again(es384, remote_only, clock):
+    """The web layer turns it into Retry-After (a 503): the next fetch is at
+    most jwks_refetch_min_interval_seconds (30) after the failed one."""
+    responses.get(JKU, status=503)
+    waits = []
+    for step in (0, 12, 17.5):
+        clock.advance(step)
+        with pytest.raises(AuthError) as info:
+            remote_only.authenticate("Bearer " + es384.sign(claims(), jku=JKU), AUD)
+        waits.append(info.value.retry_after)
+    assert waits == [30, 18, 1]
+    # Other refusals carry none.
+    with pytest.raises(AuthError) as info:
+        remote_only.authenticate("Bearer x.y.z", AUD)
+    assert info.value.retry_after is None
+
+
+@responses.activate
 def test_redirect_not_followed(es384, remote_only):
     responses.get(JKU, status=302, headers={"Location": "https://evil.example/jwks.json"})
     responses.get("https://evil.example/jwks.json", json={"keys": [es384.jwk]})

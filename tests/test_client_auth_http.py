@@ -244,3 +244,48 @@ def test_a_host_name_with_an_underscore_builds_the_audience_and_the_links(secure
     # The audience is this host's, not another's: a token for another host is refused.
     other = client.post(PV, json=hook_request(), headers={"Host": host, **auth(token(key, PV))})
     assert other.status_code == 401
+
+
+JKU = "https://ehr.example.org/.well-known/jwks.json"
+
+
+@pytest.fixture
+def jku_only(tmp_path, secured):
+    """An issuer trusted by its jku alone: its keys are fetched."""
+    path = tmp_path / "jku-issuers.json"
+    path.write_text(json.dumps({ISS: {"jku": [JKU]}}))
+    return secured(CDS_TRUSTED_ISSUERS=str(path))
+
+
+def test_unreachable_client_key_set_is_503_with_retry_after(jku_only, key):
+    """The client's JWKS cannot be fetched: its token is not wrong, only not
+    checked. 503 with Retry-After (the service's side to recover, as for the
+    database), not a 401 that would send the EHR after its own credentials."""
+    import responses
+
+    with responses.RequestsMock() as mock:
+        mock.get(JKU, status=502)
+        for path in (PV, "/cds-services", PV + "/feedback"):
+            method = jku_only.get if path == "/cds-services" else jku_only.post
+            resp = method(path, json=hook_request() if path == PV else {"feedback": []},
+                          headers=auth(token(key, path)))
+            assert resp.status_code == 503, resp.get_json()
+            body = resp.get_json()
+            assert (body["error"], body["details"]["reason"]) == ("jwks_unavailable", "jwks_unavailable")
+            assert "could not be fetched" in body["message"]
+            # Not refetched before the rate limit allows it: that is when to come back.
+            assert 1 <= int(resp.headers["Retry-After"]) <= 30
+            assert "WWW-Authenticate" not in resp.headers
+        assert len(mock.calls) == 1
+
+
+def test_key_set_that_answers_without_the_key_is_still_401(jku_only, key):
+    """Control: a key set fetched but lacking the token's kid is the token's fault."""
+    import responses
+
+    other = client_key()
+    with responses.RequestsMock() as mock:
+        mock.get(JKU, json={"keys": [other[1] | {"kid": "k2"}]})
+        resp = jku_only.post(PV, json=hook_request(), headers=auth(token(key, PV)))
+    assert resp.status_code == 401
+    assert resp.get_json()["details"]["reason"] == "unknown_kid"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import helm_python as helm  # test extra: a missing one fails loudly rather than skipping
@@ -171,7 +172,8 @@ def test_hpa_bounds_from_values():
     ({"settings": {"CDS_REPORT_TOKEN": "s3cret"}}, "managed by the chart"),
     ({"settings": {"CDS_PATIENT_HASH_SECRET": "x" * 40}}, "managed by the chart"),
     ({"purge": {"enabled": True}}, "purge.enabled needs the external database"),
-    ({"settings": {"LOG_LEVEL": "x"}}, "only CDS_ settings"),
+    # values.schema.json refuses it before the template's own check would.
+    ({"settings": {"LOG_LEVEL": "x"}}, "'LOG_LEVEL' not allowed"),
 ])
 def test_refused_values(values, message):
     with pytest.raises(helm.HelmError, match=message):
@@ -234,3 +236,86 @@ def test_purge_cronjob_in_production_values():
     assert "CronJob" not in render()  # off by default
 
 
+# Operator review 16 (item 1): values the chart used to accept although they
+# break the service or silently do nothing.
+
+def configmap(values=None):
+    return render(values)["ConfigMap"]["cds-osteoporosis-cds"]["data"]
+
+
+@pytest.mark.parametrize("name", ["CDS_LOG_LEVL", "CDS_FOO", "CDS_WORKER"])
+def test_unknown_setting_is_refused(name):
+    with pytest.raises(helm.HelmError, match=f"additional properties '{name}' not allowed"):
+        check_helm.render({"settings": {name: "1"}})
+
+
+def test_every_setting_of_the_service_is_accepted():
+    """Control: the schema does not refuse a real setting (all but the chart-managed ones at once)."""
+    from cds_service.cli import CHART_MANAGED
+    from cds_service.config import SETTINGS, load_settings
+
+    defaults = load_settings(environ={})
+    values = {s.env: str(getattr(defaults, s.name)) for s in SETTINGS
+              if s.env not in CHART_MANAGED and not isinstance(getattr(defaults, s.name), tuple)}
+    values["CDS_DATA_DIR"] = "/app"
+    data = configmap({"settings": values})
+    assert {k: data[k] for k in values} == values
+
+
+def test_schema_drift_is_caught(tmp_path, monkeypatch):
+    import shutil
+
+    chart = tmp_path / "chart"
+    shutil.copytree(check_helm.CHART, chart)
+    schema = json.loads((chart / "values.schema.json").read_text())
+    del schema["properties"]["settings"]["properties"]["CDS_LOG_LEVEL"]
+    schema["properties"]["settings"]["properties"]["CDS_OLD_NAME"] = {"type": "string"}
+    (chart / "values.schema.json").write_text(json.dumps(schema))
+    monkeypatch.setattr(check_helm, "CHART", chart)
+    (problem,) = check_helm.check_schema()
+    assert "(+CDS_LOG_LEVEL, -CDS_OLD_NAME): run python tools/sync_readme.py" in problem
+    monkeypatch.undo()
+    assert check_helm.check_schema() == []
+
+
+def test_unquoted_numbers_are_written_with_all_their_digits():
+    values = helm.values_from_yaml("settings:\n  CDS_MAX_BODY_BYTES: 16777216\n  CDS_RETENTION_DAYS: 1000000\n"
+                                   "  CDS_FHIR_TIMEOUT_SECONDS: 2.5\n  CDS_AUTH_REQUIRED: false\n")
+    data = configmap(values)
+    assert (data["CDS_MAX_BODY_BYTES"], data["CDS_RETENTION_DAYS"]) == ("16777216", "1000000")
+    assert (data["CDS_FHIR_TIMEOUT_SECONDS"], data["CDS_AUTH_REQUIRED"]) == ("2.5", "false")
+    # ... and the service takes them.
+    from cds_service.config import load_settings
+
+    settings = load_settings({k: data[k] for k in ("CDS_MAX_BODY_BYTES", "CDS_FHIR_TIMEOUT_SECONDS")}, environ={})
+    assert (settings.max_body_bytes, settings.fhir_timeout_seconds) == (16777216, 2.5)
+    assert check_helm.check_exact() == []
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"terminationGracePeriodSeconds": 10}, "terminationGracePeriodSeconds (10) must exceed "
+     "lifecycle.preStopSleepSeconds (5) + settings.CDS_GRACEFUL_TIMEOUT_SECONDS (20)"),
+    ({"terminationGracePeriodSeconds": 25}, "raise it to at least 26"),
+    ({"settings": {"CDS_GRACEFUL_TIMEOUT_SECONDS": "60"}}, "(40) must exceed"),
+    ({"lifecycle": {"preStopSleepSeconds": 30}}, "lifecycle.preStopSleepSeconds (30)"),
+])
+def test_grace_period_shorter_than_shutdown_is_refused(values, message):
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        check_helm.render(values)
+
+
+def test_grace_period_control():
+    pod = lambda v: only(render(v), "Deployment")["spec"]["template"]["spec"]  # noqa: E731
+    assert pod({"terminationGracePeriodSeconds": 26})["terminationGracePeriodSeconds"] == 26
+    assert pod({"settings": {"CDS_GRACEFUL_TIMEOUT_SECONDS": 60},
+                "terminationGracePeriodSeconds": 70})["terminationGracePeriodSeconds"] == 70
+    # Without the setting the service's own default (20) counts.
+    assert pod({"settings": {"CDS_GRACEFUL_TIMEOUT_SECONDS": None}, "lifecycle": {"preStopSleepSeconds": 0},
+                "terminationGracePeriodSeconds": 21})["terminationGracePeriodSeconds"] == 21
+    from cds_service.config import SETTINGS
+
+    assert next(s.default for s in SETTINGS if s.env == "CDS_GRACEFUL_TIMEOUT_SECONDS") == 20
+
+
+def test_refused_cases_of_the_ci_check():
+    assert check_helm.check_refused() == []

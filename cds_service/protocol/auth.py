@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -96,12 +97,15 @@ class AuthError(Exception):
         "missing_claim", "jwks_unavailable",
     })
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str, *, retry_after: int | None = None):
         if reason not in self.REASONS:  # keeps the set of codes documented and closed
             raise ValueError(f"unknown AuthError reason {reason!r}")
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        # jwks_unavailable: seconds until the key set may be fetched again. The
+        # token was not found wrong, it could not be checked (a 503, not a 401).
+        self.retry_after = retry_after
 
 
 @dataclasses.dataclass(frozen=True)
@@ -524,19 +528,20 @@ class ClientAuthenticator:
             return dict(issuer.keys[kid])
         if not urls:
             raise AuthError("unknown_kid", f"issuer {issuer.issuer!r} has no key with kid {_echo(kid)}")
-        failures = 0
+        waits = []
         for url in urls:
             try:
                 jwk = self._key_from_url(url, kid)
             except AuthError as exc:
                 if exc.reason != "jwks_unavailable":
                     raise
-                failures += 1
+                waits.append(exc.retry_after or 1)
                 continue
             if jwk is not None:
                 return jwk
-        if failures == len(urls):
-            raise AuthError("jwks_unavailable", f"the JWKS of issuer {issuer.issuer!r} could not be fetched")
+        if len(waits) == len(urls):
+            raise AuthError("jwks_unavailable", f"the JWKS of issuer {issuer.issuer!r} could not be fetched",
+                            retry_after=min(waits))
         raise AuthError("unknown_kid", f"issuer {issuer.issuer!r} has no key with kid {_echo(kid)}")
 
     def _verification_key(self, jwk: Mapping[str, Any], alg: str, kid: str) -> Any:
@@ -652,7 +657,9 @@ class ClientAuthenticator:
             if may_fetch:
                 entry = self._fetch(url, entry, now)
             if entry.fetched_at is None:
-                raise AuthError("jwks_unavailable", f"the JWKS at {url} could not be fetched")
+                wait = self._refetch_interval - (now - entry.last_attempt)
+                raise AuthError("jwks_unavailable", f"the JWKS at {url} could not be fetched",
+                                retry_after=max(1, math.ceil(wait.total_seconds())))
             # A stale set is still used when a refetch failed or was rate
             # limited: a JWKS host outage should not lock out a known key.
             return entry.keys.get(kid)

@@ -1,7 +1,8 @@
 """Who is calling: the web side of CDS client authentication.
 
 The JWT checks themselves live in protocol/auth.py (no Flask there). Here a
-refusal becomes a 401 JSON error with a WWW-Authenticate header; the reason
+refusal becomes a 401 JSON error with a WWW-Authenticate header (a 503 with
+Retry-After when the client's key set could not be fetched); the reason
 is logged, never the token. With CDS_AUTH_REQUIRED=false (the development
 profile) calls go through, but a token that is present is still checked and
 a failure is logged, so an integration engineer learns before production
@@ -53,6 +54,13 @@ def make_authenticator(settings: Settings, store: Store, http: requests.Session,
                 log.info("client token would be refused in production", extra={"auth_reason": exc.reason})
                 return None
             log.warning("client authentication failed", extra={"auth_reason": exc.reason})
+            if exc.reason == "jwks_unavailable":
+                # The client's key set could not be fetched: its token was not found
+                # wrong, only not checked. Fail closed, but say it is ours (or its key
+                # server's) to recover from, and when to try again, as for the database.
+                raise ApiError(503, f"{exc.message}; the client's token cannot be verified until it can, "
+                                    "please try again", code="jwks_unavailable", details={"reason": exc.reason},
+                               headers={"Retry-After": str(exc.retry_after or 1)}) from None
             raise ApiError(
                 401,
                 exc.message,

@@ -94,6 +94,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- /* SIGKILL comes terminationGracePeriodSeconds after the pod is told to stop: the preStop
+     sleep and the server's graceful timeout (the app's default, 20, when not in settings) must fit. */}}
+{{- $graceful := int (default 20 (index .Values.settings "CDS_GRACEFUL_TIMEOUT_SECONDS")) }}
+{{- $preStop := int (default 0 .Values.lifecycle.preStopSleepSeconds) }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add $preStop $graceful) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed lifecycle.preStopSleepSeconds (%d) + settings.CDS_GRACEFUL_TIMEOUT_SECONDS (%d): requests in flight would be killed; raise it to at least %d" (int .Values.terminationGracePeriodSeconds) $preStop $graceful (add $preStop $graceful 1)) }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by the service container and the migration init container. */}}
