@@ -1,8 +1,13 @@
 """Prometheus metrics, served at /metrics.
 
 Labels are ids only (service, status, rule id, indicator, reason): never
-anything about a patient. Under gunicorn with several workers the chart sets
-PROMETHEUS_MULTIPROC_DIR, and /metrics then aggregates every worker's files.
+anything about a patient.
+
+Under gunicorn the workers' metrics live in files in PROMETHEUS_MULTIPROC_DIR
+(the chart sets it to its memory emptyDir; without it `cds-service serve`
+makes a private folder), and /metrics aggregates every worker's files. The
+server clears that folder of prometheus_client's own files only
+(cds_service/metrics_dir.py).
 """
 
 from __future__ import annotations
