@@ -7,7 +7,8 @@ For the chart's default values and for helm/values-production.yaml:
   3. write the manifests to a temporary directory (kept with --keep),
   4. validate every object with kubernetes-validate in strict mode (unknown
      fields rejected) against each Kubernetes version in KUBE_VERSIONS,
-  5. check references between the objects (selectors, ConfigMap/Secret names).
+  5. check references between the objects (selectors, ConfigMap/Secret names,
+     PROMETHEUS_MULTIPROC_DIR on the metrics emptyDir).
 Then, once:
   6. values.schema.json is the one tools/sync_readme.py generates from the
      service's settings (a setting added or renamed cannot drift from what
@@ -222,7 +223,32 @@ def cross_check(objs: list[dict[str, Any]], values: dict[str, Any]) -> list[str]
             problems.append(f"volume {volume['name']} names a missing ConfigMap")
         if "secret" in volume and volume["secret"]["secretName"] not in secrets:
             problems.append(f"volume {volume['name']} names a missing Secret")
-    return problems
+    return problems + metrics_dir_problems(spec)
+
+
+def metrics_dir_problems(spec: dict[str, Any]) -> list[str]:
+    """The service container's PROMETHEUS_MULTIPROC_DIR is the mount path of
+    an emptyDir of its own: the workers' metric files go there (otherwise
+    serve makes a folder under /tmp, and the emptyDir meant for them sits
+    unused), and the server removes prometheus_client's files there at start."""
+    container = spec["containers"][0]
+    name = container["name"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    path = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return [f"{name}: PROMETHEUS_MULTIPROC_DIR is not set to the metrics emptyDir's mount path"]
+    mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"].rstrip("/") == path.rstrip("/")),
+                 None)
+    if mount is None:
+        return [f"{name}: PROMETHEUS_MULTIPROC_DIR={path} is not a volume mount of its own"]
+    volume = next((v for v in spec.get("volumes", []) if v["name"] == mount["name"]), {})
+    if "emptyDir" not in volume:
+        return [f"{name}: PROMETHEUS_MULTIPROC_DIR={path} is volume {mount['name']}, not an emptyDir"]
+    inside = [m["mountPath"] for m in container["volumeMounts"] if m["mountPath"].startswith(path.rstrip("/") + "/")]
+    if inside:
+        return [f"{name}: PROMETHEUS_MULTIPROC_DIR={path} is not a folder of its own ({', '.join(inside)} "
+                "mounted inside it)"]
+    return []
 
 
 def check_case(case: str, values_file: Path | None, out_dir: Path) -> list[str]:

@@ -32,6 +32,9 @@ from cds_service.store import Store
 
 request_log = logging.getLogger("cds_service.requests")
 
+# The view feedback POSTs reach (its requests get their own metrics label).
+FEEDBACK_ENDPOINT = f"{feedback.bp.name}.{feedback.post_feedback.__name__}"
+
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(overrides)
@@ -118,8 +121,16 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         req, state = request._get_current_object(), g._get_current_object()
         elapsed = time.perf_counter() - state.get("started", time.perf_counter())
         # Label by route pattern, never by raw path: unknown paths must not
-        # create new time series.
-        label = state.get("service_id") or (req.url_rule.rule if req.url_rule else "unmatched")
+        # create new time series. A hook call is labelled with its service id
+        # (set once the service is known), feedback to it with
+        # "<service id>/feedback": the hook's latency and error rate are its own.
+        service_id = state.get("service_id")
+        if service_id is None:
+            label = req.url_rule.rule if req.url_rule else "unmatched"
+        elif req.url_rule.endpoint == FEEDBACK_ENDPOINT:
+            label = service_id + metrics.FEEDBACK_SUFFIX
+        else:
+            label = service_id
         method, status = req.method, response.status_code
         metrics.child(metrics.REQUESTS, label, method, str(status)).inc()
         metrics.child(metrics.LATENCY, label, method).observe(elapsed)

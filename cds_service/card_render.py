@@ -23,15 +23,14 @@ import copy
 import datetime as dt
 import functools
 import logging
-import os
 import re
-from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import yaml
 
+from cds_service.data_files import data_dir
 from cds_service.logs import error_fields
 from cds_service.fhir.validation import fhir_problems
 from cds_service.json_copy import NOT_COPIED, json_copy
@@ -50,13 +49,6 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
 
 class CardTemplateError(ValueError):
     """A card template or its filling is broken (a programming/data error)."""
-
-
-def data_dir() -> Path:
-    """Directory holding cards/ and fhir_fixtures/: env CDS_DATA_DIR, else the
-    repository root (installs are editable)."""
-    env = os.environ.get("CDS_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
 
 
 @functools.lru_cache(maxsize=None)

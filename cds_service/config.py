@@ -429,8 +429,12 @@ def _named(setting: Setting, raw: Any, problem: str) -> str:
 def check_serving(settings: Settings) -> None:
     """What the service needs before it answers hook calls, beyond what every
     command needs (create_app calls it; `cds-service serve` runs every probe
-    before any worker starts): the probes of SERVING_PROBES."""
+    before any worker starts): the probes of SERVING_PROBES, and the data
+    files (CDS_DATA_DIR)."""
     problems = _problems(settings, "probe", SERVING_PROBES)
+    data_problem = checks.data_dir_problem(os.environ)
+    if data_problem:
+        problems.append(data_problem)
     if problems:
         raise SettingsError(*problems)
 
@@ -444,8 +448,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
 
     Raises SettingsError listing every value that cannot be parsed or fails
     its setting's check, and the problems the probes of the settings named in
-    `probes` find ("all": every probe): the file system and installed drivers,
-    for the commands about to use them. Warnings are separate
+    `probes` find ("all": every probe, and the data files and metrics folder
+    serving needs, settings_checks' environment checks): the file system and
+    installed drivers, for the commands about to use them. Warnings are separate
     (`production_warnings`)."""
     env = dict(os.environ if environ is None else environ)
     given: dict[str, Any] = {}
@@ -495,6 +500,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             if problem:
                 problems.append(_named(setting, raw(setting), problem))
                 break
+    if probes == "all":
+        # What serving needs outside the settings (see settings_checks).
+        problems += [p for p in (checks.data_dir_problem(env),
+                                 checks.metrics_dir_problem(env, values.get("database_url", ""))) if p]
     if problems:
         raise SettingsError(*problems)
     return Settings(**values)
@@ -515,7 +524,9 @@ def _problems(settings: Settings, kind: str, only: tuple[str, ...] | None = None
 
 def production_warnings(settings: Settings) -> list[str]:
     """Configurations that work but are unsafe or useless in production."""
-    return _problems(settings, "warn")
+    warnings = _problems(settings, "warn")
+    metrics_warning = checks.metrics_dir_warning(os.environ)
+    return warnings + [metrics_warning] if metrics_warning else warnings
 
 
 # CDS_ variables read outside SETTINGS: packaging (README, "Settings") and the

@@ -1,8 +1,15 @@
 """Prometheus metrics, served at /metrics.
 
 Labels are ids only (service, status, rule id, indicator, reason): never
-anything about a patient. Under gunicorn with several workers the chart sets
-PROMETHEUS_MULTIPROC_DIR, and /metrics then aggregates every worker's files.
+anything about a patient. The requests' `service` label is the service id for
+a hook call, "<service id>/feedback" for feedback to it (FEEDBACK_SUFFIX), the
+route pattern for anything else ("/cds-services", "/healthz", "unmatched").
+
+Under gunicorn the workers' metrics live in files in PROMETHEUS_MULTIPROC_DIR
+(the chart sets it to its memory emptyDir; without it `cds-service serve`
+makes a private folder), and /metrics aggregates every worker's files. The
+server clears that folder of prometheus_client's own files only
+(cds_service/metrics_dir.py).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+FEEDBACK_SUFFIX = "/feedback"
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

@@ -183,20 +183,19 @@ def _prepare_metrics_dir(server: Any) -> None:
     answered the scrape. Without the variable the server makes a private
     folder under the temporary directory ($TMPDIR, /tmp) and removes it on
     exit. Files left by a previous run would be counted again, so the master
-    empties the directory before any worker starts."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    removes them before any worker starts: prometheus_client's own files
+    only (cds_service/metrics_dir.py), never anything else in the folder,
+    which `cds-service serve` has checked and warned about."""
+    from . import metrics_dir
+
+    path = os.environ.get(metrics_dir.ENV)
     if not path:
         path = tempfile.mkdtemp(prefix="cds-service-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the workers
+        os.environ[metrics_dir.ENV] = path  # inherited by the workers
         server.cfg.set("on_exit", lambda _server: shutil.rmtree(path, ignore_errors=True))
         return
     if os.path.isdir(path):
-        for entry in os.listdir(path):
-            target = os.path.join(path, entry)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            else:
-                os.remove(target)
+        metrics_dir.clear(path)
     else:
         os.makedirs(path, exist_ok=True)
 

@@ -359,3 +359,49 @@ def warn_fhir_budget(value: float, values: Mapping[str, Any]) -> str | None:
                 "request before its own timeout, leaving no time for a retry; raise it or lower "
                 "CDS_FHIR_TIMEOUT_SECONDS")
     return None
+
+
+# --- the environment beyond SETTINGS ----------------------------------------
+# Two variables that are not the service's settings but decide whether it
+# works: CDS_DATA_DIR (packaging: where the card templates and the OpenAPI
+# document are) and PROMETHEUS_MULTIPROC_DIR (prometheus_client's folder).
+# Refused or warned about like a setting, one line each, naming the value.
+
+def _env_named(name: str, environ: Mapping[str, str], problem: str) -> str:
+    raw = (environ.get(name) or "").strip()
+    return f"{name}={raw!r}: {problem}" if raw else f"{name}: {problem}"
+
+
+def data_dir_problem(environ: Mapping[str, str]) -> str | None:
+    from cds_service import data_files
+
+    problem = data_files.problem(environ)
+    return _env_named(data_files.ENV, environ, problem) if problem else None
+
+
+def _sqlite_path(database_url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(database_url)
+    except Exception:  # refused by the database_url check itself
+        return None
+    return url.database if url.get_backend_name() == "sqlite" and url.database else None
+
+
+def metrics_dir_problem(environ: Mapping[str, str], database_url: str) -> str | None:
+    from cds_service import metrics_dir
+
+    path = (environ.get(metrics_dir.ENV) or "").strip()
+    if not path:
+        return None
+    problem = metrics_dir.problem(path, _sqlite_path(database_url))
+    return _env_named(metrics_dir.ENV, environ, problem) if problem else None
+
+
+def metrics_dir_warning(environ: Mapping[str, str]) -> str | None:
+    from cds_service import metrics_dir
+
+    path = (environ.get(metrics_dir.ENV) or "").strip()
+    warning = metrics_dir.warning(path) if path else None
+    return _env_named(metrics_dir.ENV, environ, warning) if warning else None

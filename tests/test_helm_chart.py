@@ -319,3 +319,28 @@ def test_grace_period_control():
 
 def test_refused_cases_of_the_ci_check():
     assert check_helm.check_refused() == []
+
+
+def test_metrics_folder_is_the_memory_emptydir_and_the_ci_check_says_so():
+    """The chart mounted a memory emptyDir at /tmp/prometheus-multiproc but never
+    set PROMETHEUS_MULTIPROC_DIR, so the workers wrote their files elsewhere."""
+    kinds = render()
+    deployment = only(kinds, "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    path = env(container(kinds))["PROMETHEUS_MULTIPROC_DIR"]["value"]
+    (mount,) = [m for m in container(kinds)["volumeMounts"] if m["mountPath"] == path]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    assert check_helm.metrics_dir_problems(spec) == []
+    # Without the variable, or pointed elsewhere, the cross-check fails.
+    main = spec["containers"][0]
+    main["env"] = [e for e in main["env"] if e["name"] != "PROMETHEUS_MULTIPROC_DIR"]
+    assert check_helm.metrics_dir_problems(spec) == [
+        "cds-service: PROMETHEUS_MULTIPROC_DIR is not set to the metrics emptyDir's mount path"]
+    main["env"].append({"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp"})
+    assert check_helm.metrics_dir_problems(spec) == [
+        "cds-service: PROMETHEUS_MULTIPROC_DIR=/tmp is not a folder of its own (/tmp/prometheus-multiproc "
+        "mounted inside it)"]
+    # The migration init container and the purge job keep no metrics.
+    for name in [c["name"] for c in spec.get("initContainers", [])]:
+        assert "PROMETHEUS_MULTIPROC_DIR" not in env(container(kinds, name))

@@ -44,10 +44,26 @@ def test_request_and_card_metrics(app):
         {"card": card_uuid, "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]})
     after = scrape(client)
     labels = dict(service="osteoporosis-patient-view", method="POST", status="200")
-    assert value(after, "cds_http_requests_total", **labels) == value(before, "cds_http_requests_total", **labels) + 2
+    assert value(after, "cds_http_requests_total", **labels) == value(before, "cds_http_requests_total", **labels) + 1
+    # Feedback has a label of its own: the hook's rate and latency are the hook's alone.
+    fb = dict(service="osteoporosis-patient-view/feedback", method="POST", status="200")
+    assert value(after, "cds_http_requests_total", **fb) == value(before, "cds_http_requests_total", **fb) + 1
+    assert value(after, "cds_http_request_duration_seconds_count", service="osteoporosis-patient-view/feedback",
+                 method="POST") == value(before, "cds_http_request_duration_seconds_count",
+                                         service="osteoporosis-patient-view/feedback", method="POST") + 1
+    assert value(after, "cds_http_request_duration_seconds_count", service="osteoporosis-patient-view",
+                 method="POST") == value(before, "cds_http_request_duration_seconds_count",
+                                         service="osteoporosis-patient-view", method="POST") + 1
     assert value(after, "cds_cards_issued_total", card_id="C-METRIC-TEST", indicator="warning") == 1
     assert value(after, "cds_feedback_total", card_id="C-METRIC-TEST", outcome="overridden") == 1
     assert "cds_http_request_duration_seconds_bucket" in after
+
+
+def test_feedback_to_an_unknown_service_is_labelled_by_its_route(client):
+    client.post("/cds-services/zqx-no-such-service/feedback", json={"feedback": []})
+    text = scrape(client)
+    assert "zqx-no-such-service" not in text
+    assert value(text, "cds_http_requests_total", service="/cds-services/<service_id>/feedback", status="404") >= 1
 
 
 def test_unknown_paths_do_not_create_series(client):

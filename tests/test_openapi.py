@@ -4,6 +4,7 @@ pass, and the request/response rules the web layer relies on."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from openapi_spec_validator.versions.shortcuts import get_spec_version
 from cds_service.protocol import schemas
 from cds_service.protocol.schemas import errors, load_openapi, validator
 
+ROOT = Path(__file__).resolve().parents[1]
 SERVICE_IDS = ("osteoporosis-patient-view", "osteoporosis-order-select", "osteoporosis-order-sign")
 
 REQUIRED_SCHEMAS = (
@@ -539,7 +541,7 @@ def test_load_openapi_is_cached_and_validators_too():
 
 def test_cds_data_dir_is_honoured(tmp_path, monkeypatch):
     (tmp_path / "openapi").mkdir()
-    source = schemas._REPO_ROOT / "openapi" / "openapi.yaml"
+    source = ROOT / "openapi" / "openapi.yaml"
     (tmp_path / "openapi" / "openapi.yaml").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path))
     schemas._clear_caches()

@@ -36,6 +36,24 @@ def test_readme_production_smoke_test_runs_as_written(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("cards: C-"), result.stdout
-    assert json.loads(lines[-1]) == {"stored": 1, "duplicates": 0, "unknownCards": 0}
+    # What the README says the block prints, read from the README: a change
+    # to the cards this request gets fails here until the README says so too.
+    promised = documented_output()
+    assert lines[0] == promised["cards"], result.stdout
+    assert json.loads(lines[-1]) == json.loads(promised["feedback"])
     assert "Traceback" not in result.stderr
+    (log,) = tmp_path.glob("tmp*/server.log")
+    warnings = [line for line in log.read_text().splitlines() if '"configuration_warning"' in line]
+    assert len(warnings) == promised["warnings"], warnings
+
+
+def documented_output() -> dict:
+    """The sentences after the block: its output and the server log's warnings."""
+    text = " ".join((ROOT / "README.md").read_text().split("<!-- smoke-test:end -->", 1)[1][:1500].split())
+    cards = re.search(r"It prints the cards' rule ids \(`(cards:[^`]*)`", text)
+    feedback = re.search(r"the feedback reply `(\{[^`]*\})`", text)
+    warnings = re.search(r"`\$SMOKE/server.log` holds the server's JSON log lines and (no|one|two|three) "
+                         r"configuration warnings?", text)
+    assert cards and feedback and warnings, "the README's sentences after the smoke-test block changed"
+    return {"cards": cards.group(1), "feedback": feedback.group(1),
+            "warnings": ("no", "one", "two", "three").index(warnings.group(1))}

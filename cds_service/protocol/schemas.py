@@ -8,10 +8,9 @@ it once and hands out validators for one named component at a time:
     validator("PatientViewRequest")  -> a Draft202012Validator (cached)
     errors("PatientViewRequest", body) -> ["context.patientId: ...", ...]
 
-Where the document is: `$CDS_DATA_DIR/openapi/openapi.yaml` (or
-`$CDS_DATA_DIR/openapi.yaml`) when CDS_DATA_DIR is set, for installs where the
-package and the repository tree are apart; otherwise `openapi/openapi.yaml` at
-the repository root, next to the `cds_service` package.
+Where the document is: `openapi/openapi.yaml` (or `openapi.yaml`) in the data
+folder (cds_service/data_files.py: CDS_DATA_DIR, else the copy a wheel
+carries, else the repository root next to the `cds_service` package).
 
 All `$ref`s in the document are internal (`#/components/...`); they resolve
 through a `referencing` registry that holds the whole document.
@@ -30,12 +29,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 import yaml
+
+from cds_service import data_files
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -54,22 +54,8 @@ DOCUMENT_URI = "urn:osteoporosis-cds:openapi"
 # which may be a whole FHIR resource with patient data in it.
 _MAX_MESSAGE = 200
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def _locate() -> Path:
-    data_dir = os.environ.get("CDS_DATA_DIR", "").strip()
-    if data_dir:
-        candidates = [Path(data_dir) / "openapi" / "openapi.yaml", Path(data_dir) / "openapi.yaml"]
-    else:
-        candidates = [_REPO_ROOT / "openapi" / "openapi.yaml"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        "openapi.yaml not found; looked at " + ", ".join(str(p) for p in candidates)
-        + (" (CDS_DATA_DIR is set)" if data_dir else " (set CDS_DATA_DIR to its folder)")
-    )
+    return data_files.openapi_path()
 
 
 @functools.lru_cache(maxsize=1)
