@@ -137,3 +137,60 @@ def test_other_requests_and_probes_with_a_body_still_wait_for_a_slot(held):
     for thread in [*waiting, *callers]:
         thread.join(60)
     assert sorted(events[1:]) == ["/cds-services:200", "/healthz:200", "call0:200", "call1:200"]
+
+
+def test_a_flood_of_readiness_probes_makes_one_database_check_at_a_time(make_app):
+    """/readyz skips the slots, so concurrent probes share the check that is
+    running when they arrive instead of each taking a database connection."""
+    from cds_service.db_schema import HEAD, SchemaState
+    from cds_service.protocol import health
+    from cds_service.protocol.runtime import runtime
+
+    app = make_app()
+    check = health.SharedCheck()
+    app.extensions["cds_ready_check"] = check
+    waiting, entered, checks = threading.Semaphore(0), threading.Event(), []
+
+    class CountingLock:
+        """The check's lock, counting requests that wait for it (they have noted their arrival)."""
+
+        def __init__(self, lock):
+            self.lock = lock
+
+        def acquire(self, timeout):
+            waiting.release()
+            return self.lock.acquire(timeout=timeout)
+
+        def release(self):
+            self.lock.release()
+
+    check._lock = CountingLock(check._lock)
+    others = 6
+
+    def slow_state():
+        checks.append(1)
+        if len(checks) == 1:  # held until every probe waits: the first one's own wait, then the others'
+            entered.set()
+            for _ in range(others + 1):
+                assert waiting.acquire(timeout=10)
+        return SchemaState(HEAD)
+
+    runtime(app).store.schema_state = slow_state
+    answers = []
+
+    def probe():
+        answers.append(app.test_client().get("/readyz").status_code)
+
+    first = threading.Thread(target=probe)
+    first.start()
+    assert entered.wait(10)
+    rest = [threading.Thread(target=probe) for _ in range(others)]
+    for thread in rest:
+        thread.start()
+    for thread in [first, *rest]:
+        thread.join(20)
+    assert answers == [200] * (others + 1)
+    assert len(checks) == 1
+    # Control: a probe arriving after that check ended makes its own.
+    probe()
+    assert len(checks) == 2 and answers[-1] == 200
