@@ -174,6 +174,12 @@ def test_a_running_server_stays_ready_on_a_newer_schema_with_a_warning(url):
     body = client.get("/readyz").get_json()
     assert body["status"] == "ready" and f"revision {NEWER}" in body["warning"]
     assert client.post(PV, json=hook_request()).status_code == 200
+    # A newer schema this release cannot use (the table renamed): 503 naming it, not 500.
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE issued_cards RENAME TO issued_cards_v2"))
+    engine.dispose()
+    assert_schema_503(client.post(PV, json=hook_request()), "newer")
 
 
 def test_the_database_unreachable_is_still_database_unavailable(tmp_path):
