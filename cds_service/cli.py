@@ -35,15 +35,18 @@ def _checked_settings(overrides: dict | None = None, probes: tuple[str, ...] | N
 
 def _migrate_now(settings) -> str:
     """Bring the schema to the latest revision; one line if the database
-    cannot be reached."""
+    cannot be reached or was migrated by a newer release."""
     from sqlalchemy.exc import OperationalError
 
     from cds_service import migrations
+    from cds_service.db_schema import SchemaNewer
     from cds_service.store import make_engine
 
     engine = make_engine(settings.database_url)
     try:
         return migrations.upgrade(engine)
+    except SchemaNewer as exc:
+        raise CommandError(str(exc)) from None
     except OperationalError as exc:
         raise CommandError(f"cannot reach the database (CDS_DATABASE_URL): {_first_line(exc.orig)}") from None
     finally:
@@ -207,7 +210,7 @@ def _existing_store():
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
-    from cds_service import migrations
+    from cds_service.db_schema import engine_state
     from cds_service.store import Store
 
     settings = _checked_settings(probes=("CDS_DATABASE_URL",))
@@ -219,7 +222,7 @@ def _existing_store():
         raise CommandError(f"no database file {Path(url.database).resolve()}: " + no_schema)
     store = Store.from_url(settings.database_url)
     try:
-        if migrations.current_revision(store.engine) is None:
+        if engine_state(store.engine).status == "missing":
             raise CommandError(no_schema)
         yield settings, store
     except OperationalError as exc:

@@ -137,7 +137,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Migrations and `cds-service purge` are not bounded. At most 3600.",
             check=checks.database_timeout),
     Setting("auto_migrate", "CDS_AUTO_MIGRATE", _bool, True,
-            "Bring the database schema up to date when the app starts (`cds-service migrate` does it on demand)."),
+            "Bring the database schema up to date when the app starts (`cds-service migrate` does it on demand). "
+            "With `false` the service starts anyway and /readyz answers 503 (`schema_missing`, "
+            "`schema_outdated`) until the schema is this release's."),
     Setting("allowed_fhir_servers", "CDS_ALLOWED_FHIR_SERVERS", _csv, (),
             "Comma-separated FHIR base URLs the service may fetch missing prefetch data from. "
             "Nothing else is ever contacted.",

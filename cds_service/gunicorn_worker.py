@@ -28,6 +28,17 @@ What this module adds to gunicorn's gevent worker:
   headers are bounded
   by gunicorn itself: under gevent a request's headers must arrive within
   CDS_KEEPALIVE_SECONDS.
+- The probes and /metrics (`OPERATIONS_PATHS`) do not wait for a slot: a
+  GET or HEAD to one of them with no body goes straight to the app. The
+  slots bound the memory of parsed bodies, and these have none; they must
+  answer while every slot is held by calls waiting on a slow FHIR server or
+  database, or the liveness probe restarts a pod that is merely busy
+  (ops16). Nothing else is exempt: discovery, guidance pages and CORS
+  preflights go with the calls they precede. A flood of them costs what any
+  connection costs (gunicorn's CDS_WORKER_CONNECTIONS bounds the greenlets);
+  one that declares a body (Content-Length above 0, any Transfer-Encoding)
+  is received and queued like every other request. /readyz's database check
+  runs once at a time per worker (cds_service.protocol.health).
 - gunicorn's own error answers (malformed request, 431 oversized header,
   400 duplicated Host, ...) come out as the service's JSON error shape, not as
   gunicorn's HTML page.
@@ -106,6 +117,16 @@ LARGE_TURN_WAIT_SECONDS = 5.0
 
 StartResponse = Callable[..., Any]
 
+# Answered without waiting for a request slot (see the module docstring).
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _bodiless_operations_request(environ: dict[str, Any]) -> bool:
+    return (environ.get("PATH_INFO") in OPERATIONS_PATHS
+            and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+            and environ.get("CONTENT_LENGTH") in (None, "", "0")
+            and "HTTP_TRANSFER_ENCODING" not in environ)
+
 
 class RequestGate:
     """Receive the whole request, then let at most `concurrency` requests into
@@ -123,6 +144,8 @@ class RequestGate:
         self.max_body_bytes = max_body_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if _bodiless_operations_request(environ):
+            return self.app(environ, start_response)
         length = environ.get("CONTENT_LENGTH")  # gunicorn has checked it is a number
         turn = (bool(length) and LARGE_BODY_BYTES < int(length) <= self.max_body_bytes
                 and self.large_turn.acquire(timeout=LARGE_TURN_WAIT_SECONDS))

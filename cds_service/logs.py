@@ -18,7 +18,7 @@ ALLOWED_EXTRAS = (
     "event", "method", "path", "status", "duration_ms", "fetch_ms", "service_id", "hook_instance",
     "card_ids", "cards_held", "resources_skipped", "feedback_outcomes", "error_type", "where", "card_id",
     "problem", "prefetch_key", "resource_type", "resource_id", "skipped", "auth_reason", "issuer", "tenant",
-    "count", "prefetch_missing", "prefetch_failed",
+    "count", "prefetch_missing", "prefetch_failed", "schema_status", "schema_revision", "schema_head",
 )
 
 # Terminal colour codes: the development server (werkzeug) colours its request

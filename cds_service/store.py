@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from cds_service import db_bounds
+from cds_service.db_schema import SchemaState, read_state
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -491,16 +492,20 @@ class Store:
         migrations.upgrade(self.engine)
 
     def ping(self) -> bool:
-        def select_1() -> None:
+        return self.schema_state() is not None
+
+    def schema_state(self) -> SchemaState | None:
+        """The schema's revision against this release's (cds_service.db_schema),
+        one statement; None when the database is not reachable."""
+        def read() -> SchemaState:
             with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+                return read_state(conn)
 
         try:
-            self._retrying(select_1)
-            return True
+            return self._retrying(read)
         except Exception:  # any driver error means "not ready"
             log.warning("database not reachable", exc_info=False)
-            return False
+            return None
 
     # --- cards -------------------------------------------------------------
     def record_cards(self, cards: Sequence[IssuedCard], lease: Lease | None = None) -> None:

@@ -5,6 +5,11 @@ On PostgreSQL the upgrade holds an advisory lock, so replicas or init
 containers starting together migrate one at a time instead of racing. A
 SQLite file is only ever shared by processes on one machine (gunicorn's
 workers), which take an exclusive lock on a file beside it instead.
+
+A database at a revision this release does not know (a newer release
+migrated it; `helm rollback` then starts this one) is not touched: the
+upgrade raises SchemaNewer, which the commands tell in one line, instead of
+Alembic's "Can't locate revision" traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+
+from cds_service.db_schema import KNOWN_REVISIONS, SchemaNewer
 
 _HERE = Path(__file__).resolve().parent
 _LOCK_ID = 0x0C_D5_05_7E  # arbitrary, fixed: "cds osteo"
@@ -69,6 +76,10 @@ def _upgrade(engine: Engine, target: str = "head") -> str:
             with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+                # Under the lock: a newer release migrating meanwhile is seen too.
+                current = MigrationContext.configure(conn).get_current_revision()
+                if current is not None and current not in KNOWN_REVISIONS:
+                    raise SchemaNewer(current)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, target)
             return head_revision() if target == "head" else target

@@ -11,9 +11,12 @@ import logging
 import traceback
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from cds_service import db_bounds
+from cds_service.db_schema import is_schema_error
 from cds_service.store import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,32 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
 
+    def _schema_not_current(exc: Exception):
+        # A table or column missing: the schema is not this release's (no
+        # `cds-service migrate` yet with CDS_AUTO_MIGRATE=false, or a newer
+        # release's). Said as such, not as a 500: the state is read again
+        # (the error path only) to name it.
+        from cds_service.protocol.health import READY_WAIT_SECONDS
+        from cds_service.protocol.runtime import runtime
+
+        with db_bounds.bounded(READY_WAIT_SECONDS):
+            state = runtime().store.schema_state()
+        if state is None:
+            return _store_unavailable(exc)
+        if state.status == "current":  # the schema is this release's: a real bug
+            return _unexpected(exc)
+        log.error("database schema not current", extra={"error_type": type(exc).__name__, **state.log_fields()})
+        return error_response(503, f"schema_{state.status}",
+                              "the service's database schema is not ready for this release; please try again later",
+                              headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+    def _database_error(exc: Exception):
+        if is_schema_error(exc):
+            return _schema_not_current(exc)
+        if isinstance(exc, UNAVAILABLE):
+            return _store_unavailable(exc)
+        return _unexpected(exc)
+
     def _store_unavailable(exc: Exception):
         # Database stopped, restarting or unreachable: every endpoint that
         # needs it (the JWT replay check, recording cards, feedback, the
@@ -87,8 +116,8 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(503, "store_unavailable", "the service's database is unavailable; please try again",
                               headers={"Retry-After": RETRY_AFTER_SECONDS})
 
-    for kind in UNAVAILABLE:
-        app.register_error_handler(kind, _store_unavailable)
+    for kind in (*UNAVAILABLE, sa.exc.DBAPIError):
+        app.register_error_handler(kind, _database_error)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -20,6 +20,7 @@ import logging
 from flask import Blueprint, g, jsonify
 
 from cds_service import metrics
+from cds_service.db_schema import is_schema_error
 from cds_service.protocol import schemas
 from cds_service.protocol.errors import RETRY_AFTER_SECONDS, ApiError
 from cds_service.protocol.hooks import accept_call, caller
@@ -60,6 +61,8 @@ def post_feedback(service_id: str):
         raise ApiError(400, f"the feedback is not valid: {exc}", code="invalid_feedback",
                        details=[str(exc)]) from None
     except UNAVAILABLE as exc:
+        if is_schema_error(exc):
+            raise  # the app's answer for a schema not this release's (protocol/errors.py)
         # Nothing was stored (one transaction): the whole request may be resent.
         log.error("feedback not stored", extra={"error_type": type(exc).__name__})
         raise ApiError(503, "feedback could not be stored now; please send it again", code="store_unavailable",
