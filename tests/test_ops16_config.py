@@ -8,6 +8,7 @@ production server itself is not started (exec_production is stubbed)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,9 @@ SERVICE_LINKS = {"CDS_OSTEOPOROSIS_CDS_SERVICE_HOST": "10.0.0.7", "CDS_OSTEOPORO
 def test_control_no_warning_for_a_clean_configuration(tmp_path):
     # Also: the packaging variable, the test harness's own and Kubernetes'
     # service links are not "unknown".
-    assert warnings(tmp_path, {"CDS_DATA_DIR": str(tmp_path), "CDS_TEST_ANYTHING": "1",
+    # CDS_DATA_DIR must be a real data folder (serve refuses one without card templates).
+    repo = str(Path(__file__).resolve().parents[1])
+    assert warnings(tmp_path, {"CDS_DATA_DIR": repo, "CDS_TEST_ANYTHING": "1",
                                "CDS_REQUIRE_BROWSER": "1", **SERVICE_LINKS}) == []
 
 
