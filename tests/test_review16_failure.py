@@ -59,11 +59,19 @@ def test_a_fracture_in_the_first_year_does_not_make_two_on_therapy():
                                               cond(HIP, 1460, cid="h")))
 
 
-def test_two_recent_fractures_in_the_first_year_of_therapy_are_two_on_therapy():
-    """second-pass 4: "or two fractures on therapy" has no 12-month bar of its own. Fractures 3
-    and 9 months into a course started 10 months ago (the newest a new one) are a failure."""
-    got = cards(record(med(ALN, 300), cond(VERTEBRAL, 210, cid="v"), cond(HIP, 30, cid="h")))
-    assert got["C-TX-FAILURE"]["summary"].startswith(f"Two fractures on alendronate ({ago(210)} and {ago(30)})")
+def test_two_fractures_in_the_first_year_of_therapy_are_not_a_failure():
+    """Review 17: fractures 1 and 5 months into a course (started 6 months ago) fired as "two
+    fractures on alendronate, each 12 months or more into the course", which the card's own
+    facts contradicted. Second-pass 4 judges failure after 12 months on the drug; early
+    fractures are C-MON-ONTX's."""
+    got = cards(record(med(ALN, 180), cond(VERTEBRAL, 150, cid="v"), cond(HIP, 30, cid="h")))
+    assert "C-TX-FAILURE" not in got and "C-MON-ONTX" in got
+
+
+def test_an_early_and_a_new_late_fracture_are_one_new_fracture():
+    """Control: one fracture 3 months in, one new 14 months in: the new one is the failure."""
+    got = cards(record(med(ALN, 500), cond(VERTEBRAL, 410, cid="v"), cond(HIP, 80, cid="h")))
+    assert got["C-TX-FAILURE"]["summary"].startswith("Fracture on alendronate: possible treatment failure")
 
 
 def test_the_fracture_that_led_to_treatment_is_not_on_it():

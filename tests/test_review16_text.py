@@ -286,3 +286,24 @@ def test_the_monthly_tablet_with_an_esophageal_stricture_still_draws_c_safe_esop
     """Quiet control."""
     got = cards(record(cond("K22.2"), *_IB_LABS, drafts=[draft(_TABLET)]), "order-sign")
     assert "by mouth is unsafe" in got["C-SAFE-ESOPH"]["summary"]
+
+
+def test_a_bound_on_the_order_card_is_not_said_below_its_cut_off_twice():
+    """Review 17: "25-OH vitamin D is <20 ng/mL, below 20 ng/mL" on C-VITD-LOW (order hooks);
+    the bound is below the cut-off by itself, and a bound in nmol/L keeps the lab's words."""
+    from tests.test_rules_second_pass import ZOL
+
+    def order_card(text):
+        v = obs("62292-8", 30, 0, "ng/mL", oid="vitd")
+        del v["valueQuantity"]
+        v["valueString"] = text
+        rec = record(v, *_LABS, drafts=[draft(ZOL)])
+        return cards(rec, "order-select")["C-VITD-LOW"]["detail"]
+
+    detail = order_card("<50 nmol/L")
+    assert "25-OH vitamin D is <20 ng/mL (reported as <50 nmol/L), while zoledronic acid is being ordered" in detail
+    assert "below 20 ng/mL, while" not in detail
+    # Control: a measured value keeps its "below 20 ng/mL".
+    v = obs("62292-8", 30, 12, "ng/mL", oid="vitd")
+    detail = cards(record(v, *_LABS, drafts=[draft(ZOL)]), "order-select")["C-VITD-LOW"]["detail"]
+    assert "25-OH vitamin D is 12 ng/mL, below 20 ng/mL, while zoledronic acid" in detail

@@ -589,8 +589,12 @@ def vitamin_d_order(record: PatientRecord, today: dt.date, settings: ClinicalSet
             variables={
                 "level": "deficient",
                 "headline": f"replete before {drug_label(agent)}",
-                "status": (f"{vit_d.comparator}{written_beside(vit_d.value, 0, VITAMIN_D_CUTOFFS)} ng/mL, below {settings.vitamin_d_deficient_ng_ml:g} ng/mL, "
-                           f"while {drug_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and "
+                # A bound ("<20", "<50 nmol/L") is below the cut-off by itself: not said twice (review 17).
+                "status": (f"{vit_d.comparator}{written_beside(vit_d.value, 0, VITAMIN_D_CUTOFFS)} ng/mL"
+                           + (f" (reported as {vit_d.reported})" if vit_d.reported else "")
+                           + ("" if vit_d.comparator.startswith("<") else
+                              f", below {settings.vitamin_d_deficient_ng_ml:g} ng/mL")
+                           + f", while {drug_label(agent)} is being ordered: replete first, recheck 25-OH vitamin D and "
                            f"calcium, then give the {drug_label(agent)}"),
                 "target": f"{settings.vitamin_d_target_ng_ml:g}",
                 "maintenance_start": (today + dt.timedelta(weeks=8)).isoformat(),
