@@ -15,6 +15,8 @@ Card YAML (one file per card id):
   links (optional, CDS Hooks Link dicts).
 Placeholders: {{name}} anywhere in summary, detail, labels, descriptions and
 resource strings, from Finding.variables plus {{facts}}, {{today}}, {{patient_id}}.
+Cross-references [[C-ID|beside|alone]] (rules.base.CROSS_REF) in the summary and detail, from
+the template, a variable or a fact: `beside` when render() is told the named card is shown too.
 """
 
 from __future__ import annotations
