@@ -74,25 +74,23 @@ def _dangling(cards: list[dict]) -> list[tuple[str, str]]:
     return [(c["source"]["topic"]["code"], name) for c in cards for name in _named(c) if not NAMED[name] & shown]
 
 
-def _calls() -> list[tuple[str, str, object]]:
-    """(fixture name, hook, record) for every fixture patient on every hook, as the snapshot
-    builds its requests (draft orders on order-select and order-sign, the selected ones)."""
+def _records(name: str) -> list[tuple[str, object]]:
+    """(hook, record) for a fixture patient on every hook, as the snapshot builds its requests
+    (draft orders on order-select and order-sign, the selected ones on order-select)."""
+    bundle = fx.load_patient(name, today=DAY)
+    prefetch = fx.prefetch_from_bundle(bundle)
     out = []
-    for name in fx.patient_names():
-        bundle = fx.load_patient(name, today=DAY)
-        prefetch = fx.prefetch_from_bundle(bundle)
-        for hook in HOOKS:
-            drafts, selections, draft_orders = (), None, None
-            if hook != "patient-view":
-                draft_orders = fx.draft_orders_bundle(bundle)
-                drafts = drafts_from_context({"draftOrders": draft_orders})
-                if hook == "order-select":
-                    selections = [f"{r['resourceType']}/{r['id']}" for r in fx.drafts_from_bundle(bundle)
-                                  if fx.is_selected(r)]
-            record = build_record(prefetch, drafts=drafts, today=DAY, selections=selections, settings=S,
-                                  patient_id=prefetch["patient"]["id"],
-                                  draft_orders=draft_orders if drafts else None)
-            out.append((name, hook, record))
+    for hook in HOOKS:
+        drafts, selections, draft_orders = (), None, None
+        if hook != "patient-view":
+            draft_orders = fx.draft_orders_bundle(bundle)
+            drafts = drafts_from_context({"draftOrders": draft_orders})
+            if hook == "order-select":
+                selections = [f"{r['resourceType']}/{r['id']}" for r in fx.drafts_from_bundle(bundle)
+                              if fx.is_selected(r)]
+        out.append((hook, build_record(prefetch, drafts=drafts, today=DAY, selections=selections, settings=S,
+                                       patient_id=prefetch["patient"]["id"],
+                                       draft_orders=draft_orders if drafts else None)))
     return out
 
 
@@ -105,7 +103,7 @@ def test_no_fixture_chart_shows_a_card_naming_a_card_not_on_the_screen():
     targets = set().union(*NAMED.values())
     dangling: set[tuple[str, str, str, str]] = set()
     seen = 0
-    for name, hook, record in _calls():
+    for name, hook, record in ((n, h, r) for n in fx.patient_names() for h, r in _records(n)):
         base = engine.decide(hook, record, DAY, S, policy=None, strict=True).cards
         policies = {"none": None, "production": CardPolicy(**PRODUCTION),
                     "budget-1-1": CardPolicy(info_budget=1, routine_budget=1),
@@ -161,3 +159,51 @@ def test_every_template_cross_reference_names_a_catalogue_card():
         assert raw.count("[[") == len(refs), cid
         for targets, _, _ in refs:
             assert set(targets.split(",")) <= ids, (cid, targets)
+
+
+# --- charts of the review: the pointer beside the card, the words that stand alone without it ------
+
+def _screen(name: str, hook: str, policy: CardPolicy | None) -> dict[str, dict]:
+    record = dict(_records(name))[hook]
+    return {c["source"]["topic"]["code"]: c
+            for c in engine.decide(hook, record, DAY, S, policy=policy, strict=True).cards}
+
+
+_VITD_QUIET = CardPolicy(quiet={"C-VITD-LOW": QuietMark("warning", DAY)}, **PRODUCTION)
+
+
+def test_drug_card_names_the_vitamin_d_card_beside_it_and_the_regimen_without_it():
+    """25-OH vitamin D 19.9 ng/mL: C-TX-BP says "(the vitamin D card)" beside C-VITD-LOW (quiet
+    control: as before), and the repletion regimen once feedback quieted C-VITD-LOW."""
+    beside = _screen("c-vitd-low-deficient-19-9-ng", "patient-view", CardPolicy(**PRODUCTION))
+    assert "C-VITD-LOW" in beside
+    assert "replete it when starting (the vitamin D card)." in beside["C-TX-BP"]["detail"]
+    alone = _screen("c-vitd-low-deficient-19-9-ng", "patient-view", _VITD_QUIET)
+    assert "C-VITD-LOW" not in alone
+    assert ("replete it when starting (cholecalciferol 50,000 IU weekly for 8 weeks, or 6000 IU daily)."
+            in alone["C-TX-BP"]["detail"])
+    assert beside.keys() - {"C-VITD-LOW"} == alone.keys()  # only the wording changed
+
+
+def test_calcium_card_on_an_order_hook_gives_the_repletion_regimen():
+    """25-OH vitamin D 37 nmol/L (deficient) on order-select: C-VITD-LOW is not on this screen,
+    so C-SUPP-CAVD no longer says "see the vitamin D card" (the rule's own pointer, no policy)."""
+    cards = _screen("enc-si-units-calcium-2-03-mmol-creatinine-115-umol-vitd-37-nmol", "order-select", None)
+    assert "C-SUPP-CAVD" in cards and "C-VITD-LOW" not in cards
+    detail = cards["C-SUPP-CAVD"]["detail"]
+    assert "vitamin D card" not in detail
+    assert ("vitamin D repletion first (cholecalciferol 50,000 IU weekly for 8 weeks, or 6000 IU daily), then "
+            "maintenance 800-1000 IU daily") in detail
+
+
+def test_denosumab_card_names_the_kidney_card_only_beside_it():
+    """eGFR 25 with a denosumab dose due: C-DMAB-DUE's short CKD note names the kidney card beside
+    it (quiet control) and the CKD-MBD plan's parts when C-SAFE-DMAB-CKD is quieted."""
+    name = "c-dmab-due-egfr-25-prolia24-plan"
+    beside = _screen(name, "patient-view", CardPolicy(**PRODUCTION))
+    assert "C-SAFE-DMAB-CKD" in beside and "(the kidney card)." in beside["C-DMAB-DUE"]["detail"]
+    alone = _screen(name, "patient-view", CardPolicy(quiet={"C-SAFE-DMAB-CKD": QuietMark("warning", DAY)},
+                                                     **PRODUCTION))
+    assert "C-SAFE-DMAB-CKD" not in alone
+    assert ("the dose comes only with the CKD-MBD plan (CKD-MBD labs, calcium weekly for 4 weeks then monthly, "
+            "nephrology).") in alone["C-DMAB-DUE"]["detail"]
