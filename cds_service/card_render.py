@@ -15,6 +15,8 @@ Card YAML (one file per card id):
   links (optional, CDS Hooks Link dicts).
 Placeholders: {{name}} anywhere in summary, detail, labels, descriptions and
 resource strings, from Finding.variables plus {{facts}}, {{today}}, {{patient_id}}.
+Cross-references [[C-ID|beside|alone]] (rules.base.CROSS_REF) in the summary and detail, from
+the template, a variable or a fact: `beside` when render() is told the named card is shown too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import datetime as dt
 import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -34,7 +36,7 @@ from cds_service.data_files import data_dir
 from cds_service.logs import error_fields
 from cds_service.fhir.validation import fhir_problems
 from cds_service.json_copy import NOT_COPIED, json_copy
-from cds_service.rules.base import INDICATORS, Action, Finding, Suggestion
+from cds_service.rules.base import CROSS_REF, INDICATORS, Action, Finding, Suggestion, resolve_cross_refs
 
 log = logging.getLogger(__name__)
 
@@ -331,12 +333,37 @@ def _always() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def _card_id_set() -> frozenset[str]:
+    return frozenset(card_ids())
+
+
+def _cross_refs(text: str, shown: Collection[str], strict: bool) -> str:
+    """`text` with its cross-references worded for the cards `shown`; strict: each names a card
+    of the catalogue, and no "[[" is left that is not one (a malformed cross-reference)."""
+    if "[[" not in text:
+        return text
+    if strict:
+        known = _card_id_set()
+        for match in CROSS_REF.finditer(text):
+            unknown = [c for c in match[1].split(",") if c not in known]
+            if unknown:
+                raise CardTemplateError(f"cross-reference to unknown card {unknown[0]}")
+    out = resolve_cross_refs(text, shown)
+    if strict and "[[" in out:
+        raise CardTemplateError("malformed cross-reference")
+    return out
+
+
 _BLANK_LINES = re.compile(r"\n\s*\n(?:\s*\n)+")
 
 
-def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: bool = False) -> dict[str, Any] | None:
+def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: bool = False,
+           shown: Collection[str] = ()) -> dict[str, Any] | None:
     """One Finding -> one card dict. Non-strict: a broken template logs the
-    card id and returns None (or drops just the broken suggestion)."""
+    card id and returns None (or drops just the broken suggestion). `shown`: the card ids on
+    the same screen; a cross-reference (rules.base.CROSS_REF) in the summary or detail names
+    one of them, or takes its words that stand alone."""
     try:
         card = load_card(finding.card_id)
         variables = {"today": today.isoformat(), "patient_id": patient_id or ""}
@@ -347,7 +374,7 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
             text = (card.get("variants") or {}).get(finding.variant)
             if not isinstance(text, dict) or "summary" not in text or "detail" not in text:
                 raise CardTemplateError(f"{finding.card_id}: no variant {finding.variant!r}")
-        summary = _fill(text["summary"], variables).strip()
+        summary = _cross_refs(_fill(text["summary"], variables), shown, strict).strip()
         if len(summary) > SUMMARY_MAX:
             if strict:
                 raise CardTemplateError(f"{finding.card_id}: summary longer than {SUMMARY_MAX}")
@@ -356,7 +383,8 @@ def render(finding: Finding, *, patient_id: str | None, today: dt.date, strict: 
         out: dict[str, Any] = {
             "summary": summary,
             # A variable left empty (no labs note) leaves no run of blank lines behind.
-            "detail": _BLANK_LINES.sub("\n\n", _fill(text.get("detail", ""), variables).strip()),
+            "detail": _BLANK_LINES.sub("\n\n", _cross_refs(_fill(text.get("detail", ""), variables), shown,
+                                                            strict).strip()),
             "indicator": finding.indicator or card["indicator"],
             "source": {
                 "label": source.get("label", ""),

@@ -380,9 +380,11 @@ def _decide(hook: str, record: PatientRecord, today: dt.date, settings: Clinical
     # Worded for the cards shown beside it: C-FALLS names C-EXERCISE only when it is on the screen.
     findings = offer_each_order_once(exercise.beside_exercise_card([review(f) for f in chosen]),
                                      patient_id=pid, today=today)
+    # A card names another card only when that one is on this screen (rules.base.CROSS_REF).
+    shown = frozenset(f.card_id for f in findings)
     cards = []
     for finding in findings:
-        card = card_render.render(finding, patient_id=pid, today=today, strict=strict)
+        card = card_render.render(finding, patient_id=pid, today=today, strict=strict, shown=shown)
         if card is not None:
             cards.append(card)
     # The request's own log line carries the counts (cds_service.app): one line per call.

@@ -37,10 +37,11 @@ def _record(name, hook="patient-view"):
 
 def _reference(record, policy):
     """The decision as it was made before: every chosen card through the order review,
-    then the policy, then rendering."""
+    then the policy, then rendering (each card's cross-references worded for the cards shown)."""
     findings = engine.run_rules("patient-view", record, TODAY, SETTINGS, strict=True)
     shown, held = card_policy.apply(findings, TODAY, policy, engine._indicator)
-    cards = [card_render.render(f, patient_id=record.patient_id, today=TODAY, strict=True) for f in shown]
+    ids = {f.card_id for f in shown}
+    cards = [card_render.render(f, patient_id=record.patient_id, today=TODAY, strict=True, shown=ids) for f in shown]
     return [c for c in cards if c is not None], held
 
 

@@ -11,6 +11,7 @@ from cds_service import card_render, engine
 from cds_service.fhir import terminology as t
 from cds_service.record import build_record
 from cds_service.rules import treatment as tx
+from cds_service.rules.base import resolve_cross_refs
 from cds_service.rules.on_therapy import treatment_failure
 from cds_service.rules.settings import ClinicalSettings
 from tests.conftest import TODAY, coding
@@ -193,7 +194,11 @@ def test_dmab_alt_waits_for_baseline_labs_and_orders_no_test_twice():
     plain = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(34),
                                                         conditions=[cond("K22.2", "2023-01-01")]))
     assert plain.suggestions == () and not plain.extra_suggestions
-    assert "No injection ordered yet: baseline labs first (see the baseline-labs card)" in plain.facts
+    # The fact names the baseline-labs card when it is on the screen, else the labs to order.
+    beside = [resolve_cross_refs(f, {"C-LAB-BASELINE"}) for f in plain.facts]
+    alone = [resolve_cross_refs(f, ()) for f in plain.facts]
+    assert "No injection ordered yet: baseline labs first (see the baseline-labs card)" in beside
+    assert "No injection ordered yet: order the baseline labs first (serum calcium, 25-OH vitamin D)" in alone
     ckd = one(tx.start_denosumab_alternative, patient(bmd("38267-1", -2.7), egfr(25)))
     (plan,) = ckd.extra_suggestions
     assert {a.resource["code"]["coding"][0]["code"] for a in plan.actions} == {"1649-3", "306286007"}

@@ -25,6 +25,7 @@ from cds_service.config import Settings
 from cds_service.protocol.auth import request_audience
 from cds_service.protocol.errors import ApiError
 from cds_service.protocol.runtime import runtime
+from cds_service.rules.base import resolve_cross_refs
 from cds_service.rules.catalogue import VALUE_TIERS, value_rank
 
 bp = Blueprint("guidance", __name__)
@@ -66,7 +67,9 @@ def guidance_links(settings: Settings | None = None) -> Callable[[str], dict[str
 
 
 def guidance_markdown(card: dict) -> str:
-    text = card.get("guidance") or card.get("detail") or ""
+    # A card without a guidance text shows its detail: a cross-reference there takes its words
+    # that stand alone (no other card is beside a guidance page).
+    text = resolve_cross_refs(card.get("guidance") or card.get("detail") or "", ())
     text = _PATIENT_DATA.sub("", text)
     text = _PLACEHOLDER_LINE.sub("", text)  # a paragraph that is all patient-specific
     return _PLACEHOLDER.sub("[…]", text).strip()

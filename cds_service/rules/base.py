@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from cds_service.record import PatientRecord, _quick_init
@@ -86,6 +86,33 @@ def with_facts(finding: Finding, facts: tuple[str, ...]) -> Finding:
     new = object.__new__(type(finding))
     new.__dict__.update(finding.__dict__, facts=facts)
     return new
+
+
+# A card's words that name another card ("see the vitamin D card"), review 16: the named card may
+# not be on the screen (it did not fire, feedback quieted it, the routine budget held it back, or
+# it belongs to another hook), and a pointer to a card that is not shown points to nothing. So a
+# rule or a card template writes such words as a cross-reference, [[C-ID|beside|alone]] (or
+# [[C-ID,C-ID2|...]]: any of them), and card_render.render, told which cards the engine shows
+# after the card policy, keeps `beside` when a named card is on the same screen and `alone`
+# otherwise: words that stand on their own (what to do, not where to look), or "" to drop the
+# pointer. Neither part holds "|", "[" or "]".
+CROSS_REF = re.compile(r"\[\[(C-[A-Z0-9-]+(?:,C-[A-Z0-9-]+)*)\|([^|\[\]]*)\|([^|\[\]]*)\]\]")
+
+
+def cross_ref(card_ids: str, beside: str, alone: str = "") -> str:
+    """The words `beside` when one of `card_ids` ("C-VITD-LOW", or several comma-separated) is on
+    the same screen, else `alone` (see CROSS_REF): for facts and variables built in code."""
+    text = f"[[{card_ids}|{beside}|{alone}]]"
+    if not CROSS_REF.fullmatch(text):
+        raise ValueError(f"bad cross-reference {text!r}")
+    return text
+
+
+def resolve_cross_refs(text: str, shown: Collection[str]) -> str:
+    """`text` with each cross-reference worded for the cards `shown` on the screen."""
+    if "[[" not in text:
+        return text
+    return CROSS_REF.sub(lambda m: m[2] if any(c in shown for c in m[1].split(",")) else m[3], text)
 
 
 NO_TRIGGER = dt.date.min  # Finding.trigger when no data the card fired on counts as new

@@ -26,7 +26,7 @@ import datetime as dt
 from cds_service.card_render import yaml_suggestion
 from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, MedEvent, PatientRecord
-from cds_service.rules.base import Action, Finding, Suggestion, rule
+from cds_service.rules.base import Action, Finding, Suggestion, cross_ref, rule
 from cds_service.rules.facts import (
     DUE,
     NOT_DUE,
@@ -108,7 +108,9 @@ def ckd_plan_note(record: PatientRecord, settings: ClinicalSettings, *, start: b
         return ""
     if short:
         return ("**eGFR below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk; the dose comes "
-                "only with the CKD-MBD plan (the kidney card).")
+                "only with the CKD-MBD plan ("
+                + cross_ref("C-SAFE-DMAB-CKD", "the kidney card",
+                            "CKD-MBD labs, calcium weekly for 4 weeks then monthly, nephrology") + ").")
     return PROLIA24_TEXT + (" No denosumab dose is suggested until that work-up is done." if start else "")
 
 

@@ -19,7 +19,7 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import VITAMIN_D_CUTOFFS, PatientRecord, written_beside
 
-from cds_service.rules.base import NO_TRIGGER, Finding, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, cross_ref, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, assess
 from cds_service.rules.facts import (
     bone_indication,
@@ -75,10 +75,16 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     deficient = vitamin_d_deficient(record, settings) if need_d else None
     if deficient:
         # TX-8: repletion (C-VITD-LOW) comes first; a maintenance dose offered
-        # here as well would put two vitamin D orders on the screen.
-        facts.append(f"{deficient.fact()}: vitamin D repletion with nephrology (see the vitamin D card)" if reading
-                     else f"{deficient.fact()}: vitamin D repletion first (see the vitamin D card), "
-                     "then maintenance 800-1000 IU daily")
+        # here as well would put two vitamin D orders on the screen. Without C-VITD-LOW on the
+        # screen (quieted, held back, or not on this hook) the fact gives its regimen instead;
+        # in dialysis or CKD 4-5 nephrology decides it (no generic dose, review 16).
+        facts.append(f"{deficient.fact()}: vitamin D repletion with nephrology "
+                     + cross_ref("C-VITD-LOW", "(see the vitamin D card)", "(no generic dose in dialysis or CKD 4-5)")
+                     if reading else
+                     f"{deficient.fact()}: vitamin D repletion first "
+                     + cross_ref("C-VITD-LOW", "(see the vitamin D card)",
+                                 "(cholecalciferol 50,000 IU weekly for 8 weeks, or 6000 IU daily)")
+                     + ", then maintenance 800-1000 IU daily")
         need_d = False
     if not (need_ca or need_d):
         return []

@@ -14,7 +14,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord, add_months, within_months
-from cds_service.rules.base import NO_TRIGGER, Finding, Suggestion, rule, trigger_date
+from cds_service.rules.base import NO_TRIGGER, Finding, Suggestion, cross_ref, rule, trigger_date
 from cds_service.rules.diagnosis import (
     ADULT,
     HIGH,
@@ -154,17 +154,19 @@ def _labs_note(record: PatientRecord, settings: ClinicalSettings, *, parenteral:
         hold = vitamin_d_repletion_hold(record, settings)
         if hold and ckd_4_5(record, settings):
             # The vitamin D card's words (C-VITD-LOW): the form of vitamin D belongs to nephrology.
-            notes.append("**Vitamin D is deficient:** replete it with nephrology (dialysis or CKD 4-5; the vitamin D "
-                         "card).")
+            notes.append("**Vitamin D is deficient:** replete it with nephrology (dialysis or CKD 4-5"
+                         + cross_ref("C-VITD-LOW", "; the vitamin D card") + ").")
         elif hold:
             # Review: "replete it when starting" beside C-VITD-LOW's "find the cause before repleting":
             # vitamin D raises a high calcium further (cholecalciferol / ergocalciferol labels:
             # contraindicated in hypercalcemia), so the calcium's cause (PTH) comes first.
-            notes.append("**Vitamin D is deficient:** find the high calcium's cause (PTH) before repleting it "
-                         "(the vitamin D card).")
+            notes.append("**Vitamin D is deficient:** find the high calcium's cause (PTH) before repleting it"
+                         + cross_ref("C-VITD-LOW", " (the vitamin D card)") + ".")
         else:
             notes.append(f"**Vitamin D is deficient:** replete it "
-                         f"{'before the first dose' if parenteral else 'when starting'} (the vitamin D card).")
+                         f"{'before the first dose' if parenteral else 'when starting'}"
+                         + cross_ref("C-VITD-LOW", " (the vitamin D card)", " (cholecalciferol 50,000 IU weekly for "
+                                                                             "8 weeks, or 6000 IU daily)") + ".")
     if low_calcium(record, settings):
         notes.append("**Calcium is low:** find the cause and correct it before any bone drug.")
     return " ".join(notes)  # nothing missing or abnormal: the labs are in the patient data
@@ -240,7 +242,8 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
                   settings.egfr_alendronate_min)
     if reading.may_be_below(open_limit):
         suggestions = ()
-        choice = {**choice, "order_note": "No order yet: the baseline-labs card orders the eGFR.",
+        choice = {**choice, "order_note": "No order yet: " + cross_ref(
+                      "C-LAB-BASELINE", "the baseline-labs card orders the eGFR.", "order an eGFR first."),
                   "once": f" once an exact eGFR is {open_limit:g}+",
                   "suggested": f"{choice['suggested']}, once an exact eGFR shows {open_limit:g} or more"}
     return [Finding(
@@ -271,7 +274,8 @@ def _oral_bp_status(record: PatientRecord, reading: KidneyReading, risedronate_f
         # bisphosphonate (no label or brief section 4 rule says so: the order stays), but its
         # cause comes first or alongside: C-SECONDARY-EVAL orders PTH and the panel.
         return (f"a **high calcium** ({high}) to explain before or alongside starting: "
-                "hyperparathyroidism (PTH), myeloma (secondary-causes card)")
+                "hyperparathyroidism (PTH), myeloma" + cross_ref("C-SECONDARY-EVAL", " (secondary-causes card)",
+                                                                 " (protein electrophoresis)"))
     if risedronate_first and reading.may_be_below(settings.egfr_risedronate_min):
         return (f"{reading.label}: not alendronate, and risedronate only if an exact eGFR is "
                 f"{settings.egfr_risedronate_min:g} or more")
@@ -361,7 +365,9 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
                         extra_suggestions=(work_up,))]
     if baseline:
-        facts += ("No injection ordered yet: baseline labs first (see the baseline-labs card)",)
+        facts += ("No injection ordered yet: " + cross_ref(
+            "C-LAB-BASELINE", "baseline labs first (see the baseline-labs card)",
+            f"order the baseline labs first ({', '.join(baseline_labs_due(record, settings))})"),)
         return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=())]
     return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables,
                     suggestions=("denosumab", "zoledronic-acid") if zoledronate else ("denosumab",))]
@@ -708,7 +714,12 @@ def secondary_evaluation(record: PatientRecord, today: dt.date, settings: Clinic
                      + ", ".join(f"{label} ({when[0]})" for label, when in done.values()))
     not_done = f" not on record in the last {months} months (those on record are listed below)" if done else ""
     if baseline:
-        panel_note = f"The baseline-labs card orders the basic labs; this panel holds the other tests{not_done}."
+        # Without C-LAB-BASELINE on the screen (quieted, held back) the basic tests it would order
+        # are named here: the panel below leaves them out.
+        basic = ", ".join(label for _, label, read in PANEL_TESTS[:BASIC_PANEL_TESTS] if not read(record, months))
+        panel_note = cross_ref("C-LAB-BASELINE", "The baseline-labs card orders the basic labs",
+                               f"Order the basic labs too ({basic}): this panel leaves them out"
+                               ) + f"; this panel holds the other tests{not_done}."
     elif done:
         panel_note = f"The panel holds the tests{not_done}."
     else:
