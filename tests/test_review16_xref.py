@@ -186,14 +186,25 @@ def test_drug_card_names_the_vitamin_d_card_beside_it_and_the_regimen_without_it
 
 
 def test_calcium_card_on_an_order_hook_gives_the_repletion_regimen():
-    """25-OH vitamin D 37 nmol/L (deficient) on order-select: C-VITD-LOW is not on this screen,
-    so C-SUPP-CAVD no longer says "see the vitamin D card" (the rule's own pointer, no policy)."""
-    cards = _screen("enc-si-units-calcium-2-03-mmol-creatinine-115-umol-vitd-37-nmol", "order-select", None)
+    """25-OH vitamin D 15 ng/mL on order-select with an alendronate draft: C-VITD-LOW is not on
+    this screen, so C-SUPP-CAVD no longer says "see the vitamin D card" (the rule's own pointer,
+    no policy) but gives the regimen; in CKD 4-5 it names no generic dose (review 16, suppfix)."""
+    from tests.test_review16_text import _LABS
+    from tests.test_rules_second_pass import ALN, draft, obs, record
+    from tests.test_rules_second_pass import cards as second_pass_cards
+
+    cards = second_pass_cards(record(obs("62292-8", 30, 15, "ng/mL", oid="vitd"), *_LABS, drafts=[draft(ALN)]),
+                              "order-select")
     assert "C-SUPP-CAVD" in cards and "C-VITD-LOW" not in cards
     detail = cards["C-SUPP-CAVD"]["detail"]
     assert "vitamin D card" not in detail
     assert ("vitamin D repletion first (cholecalciferol 50,000 IU weekly for 8 weeks, or 6000 IU daily), then "
             "maintenance 800-1000 IU daily") in detail
+    # Creatinine clearance 27 mL/min (CKD 4 by clearance, no eGFR): nephrology decides the dose.
+    cards = _screen("enc-si-units-calcium-2-03-mmol-creatinine-115-umol-vitd-37-nmol", "order-select", None)
+    detail = cards["C-SUPP-CAVD"]["detail"]
+    assert "vitamin D card" not in detail and "50,000" not in detail
+    assert "vitamin D repletion with nephrology (no generic dose in dialysis or CKD 4-5)" in detail
 
 
 def test_denosumab_card_names_the_kidney_card_only_beside_it():
