@@ -77,7 +77,8 @@ def test_denosumab_order_with_vitamin_d_below_20_as_a_bound(text, fires):
     got = cards_of(_vitd(text, drafts=[draft(DMAB)]), "order-sign")
     assert ("C-VITD-LOW" in got) is fires
     if fires:
-        assert "This patient's 25-OH vitamin D is <20 ng/mL, below 20 ng/mL" in got["C-VITD-LOW"]["detail"]
+        # The bound is below the cut-off by itself (review 17: no "<20 ng/mL, below 20 ng/mL").
+        assert "This patient's 25-OH vitamin D is <20 ng/mL, while denosumab is being ordered" in got["C-VITD-LOW"]["detail"]
 
 
 # ---------------------------------------------------------------------------
