@@ -96,3 +96,25 @@ def test_quiet_controls_other_switches_keep_their_stop():
                                                         "Switch to denosumab: stop the active raloxifene order"]
     failed = _order(med(ALN, 800, rid="aln"), VERTEBRAL, drafts=[draft(ZOL, "d-zol")])["C-DUP-ANTIRES"]
     assert _stops(failed["suggestions"][0]) == ["aln"] and failed["suggestions"][0]["isRecommended"]
+
+
+# ---------------------------------------------------------------------------
+# 4. o05_aff_aln_romo: romosozumab ordered after an atypical femoral fracture on alendronate: no card,
+# so the alendronate stayed active beside the anabolic.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_anabolic_ordered_with_a_bisphosphonate_on_board_after_aff_holds_the_bisphosphonate(hook):
+    rec = record(AFF, med(ALN, 6 * 365, rid="aln"), drafts=[draft(ROMO, "d-romo")])
+    card = cards(rec, hook)["C-AR-COMPLICATION"]
+    first = card["suggestions"][0]
+    assert _stops(first) == ["aln"] and first["isRecommended"] and first["label"] == "Hold alendronate: stop its active order"
+    assert "Ordering romosozumab does not stop alendronate" in card["detail"] and "MedicationRequest/d-romo" in card["detail"]
+    assert "endocrinolog" in card["suggestions"][1]["label"]
+
+
+def test_quiet_controls_anabolic_order_without_complication_or_bisphosphonate():
+    """No complication on record, or the complication with no bisphosphonate on board (alendronate
+    stopped): no C-AR-COMPLICATION on the romosozumab order, as before."""
+    assert "C-AR-COMPLICATION" not in _order(med(ALN, 6 * 365, rid="aln"), drafts=[draft(ROMO, "d-romo")])
+    assert "C-AR-COMPLICATION" not in _order(AFF, med(ALN, 6 * 365, "stopped", rid="aln"), drafts=[draft(ROMO, "d-romo")])
