@@ -118,3 +118,43 @@ def test_quiet_controls_anabolic_order_without_complication_or_bisphosphonate():
     stopped): no C-AR-COMPLICATION on the romosozumab order, as before."""
     assert "C-AR-COMPLICATION" not in _order(med(ALN, 6 * 365, rid="aln"), drafts=[draft(ROMO, "d-romo")])
     assert "C-AR-COMPLICATION" not in _order(AFF, med(ALN, 6 * 365, "stopped", rid="aln"), drafts=[draft(ROMO, "d-romo")])
+
+
+# ---------------------------------------------------------------------------
+# 5. r01_romo12_active: "The romosozumab order is still active: stop it" with no stop; r06: alendronate
+# offered to follow on while denosumab is on board; s07: AFF on alendronate AND denosumab, only
+# alendronate named.
+# ---------------------------------------------------------------------------
+
+ROMO_12 = tuple(given(ROMO, 25 + 30 * k) for k in range(12))
+
+
+def test_romosozumab_course_complete_with_the_order_active_offers_the_stop():
+    card = cards(record(med(ROMO, 380, rid="romo"), *ROMO_12))["C-SAFE-ROMO-LIMIT"]
+    first = card["suggestions"][0]
+    assert _stops(first) == ["romo"] and first["isRecommended"]
+    assert first["label"] == "Stop romosozumab: course complete (12 monthly doses)"
+    assert any("follow on" in s["label"] for s in card["suggestions"][1:])
+
+
+def test_romosozumab_stop_offered_once_beside_the_cv_card():
+    """Quiet control: an MI during the course: C-SAFE-ROMO-CV offers the stop, the limit card not again."""
+    got = cards(record(med(ROMO, 380, rid="romo"), *ROMO_12, cond("I21.4", 20)))
+    assert _updates(got) == {"C-SAFE-ROMO-CV": ["romo"]}
+
+
+def test_no_bisphosphonate_follow_on_beside_active_denosumab():
+    chart = (med(ROMO, 150, rid="romo"), given(ROMO, 25), cond("I21.4", 20), obs("33914-3", 20, 70))  # eGFR 70
+    got = cards(record(*chart, med(DMAB, 40, rid="dmab"), given(DMAB, 30)))
+    labels = [s["label"] for s in got["C-SAFE-ROMO-CV"]["suggestions"]]
+    assert labels == ["Stop romosozumab: no further doses"]
+    control = cards(record(*chart))
+    assert "Order alendronate 70 mg once weekly to follow on" in [s["label"] for s in control["C-SAFE-ROMO-CV"]["suggestions"]]
+
+
+def test_aff_on_alendronate_and_denosumab_names_denosumab_too():
+    card = cards(record(AFF, med(ALN, 5 * 365, rid="aln"), med(DMAB, 100, rid="dmab"), given(DMAB, 100)))["C-AR-COMPLICATION"]
+    assert "Denosumab is on board too: it is never simply stopped" in card["detail"] and "On denosumab since" in card["detail"]
+    assert _stops(card["suggestions"][0]) == ["aln"]
+    alone = cards(record(AFF, med(ALN, 5 * 365, rid="aln")))["C-AR-COMPLICATION"]
+    assert "Denosumab is on board too" not in alone["detail"]

@@ -198,9 +198,16 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
         stop = stop_suggestion(record, e.agent, name, f"Hold {name}: stop its active order",
                                f"Held: {complication_name(complications)} on record", recommended=True)
         hold = (stop,) if stop else ()
+    variables = _complication_variables(e.agent, complications)
+    both = [o for o in active[1:] if o.agent == "denosumab"] if e.drug_class in t.BISPHOSPHONATE_CLASSES else []
+    if both:  # review 17, s07: the card named only the bisphosphonate
+        variables["advice"] += (" Denosumab is on board too: it is never simply stopped (bone turnover rebounds); "
+                                "whether it continues, or stops with a follow-on plan, is the bone specialist's "
+                                "decision.")
     return [Finding("C-AR-COMPLICATION",
-                    facts=(f"On {drug_label(e.agent)} since {e.start or 'an unknown date'}", *complications),
-                    variables=_complication_variables(e.agent, complications), suggestions=(),
+                    facts=(*(f"On {drug_label(o.agent)} since {o.start or 'an unknown date'}" for o in (e, *both)),
+                           *complications),
+                    variables=variables, suggestions=(),
                     extra_suggestions=(*hold, *_complication_referrals(complications, e.agent)),
                     source_url=t.label_url(e.agent))]
 

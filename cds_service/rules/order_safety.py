@@ -949,8 +949,10 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
                                 predose_lab_actions(kidney=True, calcium=False), True),)
         else:
             kinds.append("denosumab")
+    # Denosumab active is the follow-on already on board: no bisphosphonate beside it (review 17,
+    # r06: two antiresorptives at once, SAFE-15).
     if reading.known and not reading.below(settings.egfr_alendronate_min) and not _oral_bp_problem(record) \
-            and not _active(record, "alendronate"):
+            and not _active(record, "alendronate") and not _active(record, "denosumab"):
         kinds.append("alendronate")
     return (), built + follow_on_suggestions(tuple(kinds), ORAL_BP_INSTRUCTIONS)
 
@@ -979,12 +981,18 @@ def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: Cl
     (facts.romosozumab_order_at_limit). At 12 the active order invites a 13th, as a draft does on
     the order hooks (review 16, chart e28c: nothing was said until a 13th dose was on record; LABEL:
     EVENITY, 12 monthly doses). Stop it and follow on: the follow-on antiresorptive orders
-    (C-ANABOLIC-FOLLOW-ON steps aside)."""
+    (C-ANABOLIC-FOLLOW-ON steps aside). Review 17 (r01): "the romosozumab order is still active:
+    stop it" comes with the order that does it (rules.orders.stop_suggestion), first and
+    recommended, as C-SAFE-ROMO-CV's stop; not beside that card, which offers the same stop."""
     at_limit = romosozumab_order_at_limit(record, settings)
     if not at_limit:
         return []
     course, ordered = at_limit
     keys, built = _transition_keys(record, settings, None)
+    stop = None if not ordered or romosozumab_cv_active(record, today, settings) else stop_suggestion(
+        record, "romosozumab", "romosozumab", f"Stop romosozumab: course complete ({settings.romo_max_doses} monthly "
+        "doses)", f"Course complete: {settings.romo_max_doses} monthly doses (Evenity label)", recommended=True)
+    built = (stop, *built) if stop else built
     return [Finding("C-SAFE-ROMO-LIMIT", facts=(course.fact, *(["The romosozumab order is still active: stop it"]
                                                              if ordered else [])),
                     variables={"max_doses": str(settings.romo_max_doses)},
