@@ -65,7 +65,7 @@ def test_no_denosumab_stop_when_the_follow_on_draft_is_stopped_by_another_card(c
     assert [s["label"] for s in dup["suggestions"]] == [s["label"] for s in dup["suggestions"]
                                                        if s["label"].startswith("Keep denosumab: remove the new")]
     assert len(dup["suggestions"]) == 1 and not dup["suggestions"][0]["isRecommended"]
-    assert "cannot follow denosumab" in dup["detail"]
+    assert "is not to be given now (a safety check on it says so), so it cannot follow denosumab" in dup["detail"]
 
 
 # ---------------------------------------------------------------------------

@@ -1261,8 +1261,9 @@ def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, d
         return _oncology(draft, agent, current)
     denosumab = current.agent == "denosumab"
     if denosumab and _draft_stopped(record, today, settings, draft, agent):
-        why = (f"Another card on this order says not to give {new} now, so it cannot follow denosumab, which is "
-               "never simply stopped (bone turnover rebounds): keep denosumab.")
+        # Stand-alone words (no pointer to the card that stops it: the cross-reference convention).
+        why = (f"The new {new} order is not to be given now (a safety check on it says so), so it cannot follow "
+               "denosumab, which is never simply stopped (bone turnover rebounds): keep denosumab.")
         return (Suggestion(f"Keep {old}: remove the new {new} order", (_delete(draft, agent),)),) \
             if draft.reference else (), why
     complications = antiresorptive_complications(record)
