@@ -274,7 +274,7 @@ def _held_beside_other_order(record: PatientRecord, complications: list[str],
                            f"Held: {complication_name(complications)} on record", recommended=True)
     variables = _complication_variables(e.agent, complications)
     new = " and ".join(dict.fromkeys(drug_label(a) for _, a in drafts))
-    variables["advice"] += f" Ordering {new} does not stop {name}: its order stays active until it is stopped."
+    variables["advice"] += f" Ordering {new} does not stop {name}: hold it too."
     return [Finding("C-AR-COMPLICATION",
                     facts=(*(draft_fact(d, a) for d, a in drafts),
                            f"On {name} since {e.start or 'an unknown date'}", *complications),
