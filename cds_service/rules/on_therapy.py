@@ -191,9 +191,16 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
         stop = stop_suggestion(record, e.agent, name, f"Hold {name}: stop its active order",
                                f"Held: {complication_name(complications)} on record", recommended=True)
         hold = (stop,) if stop else ()
+    variables = _complication_variables(e.agent, complications)
+    both = [o for o in active[1:] if o.agent == "denosumab"] if e.drug_class in t.BISPHOSPHONATE_CLASSES else []
+    if both:  # review 17, s07: the card named only the bisphosphonate
+        variables["advice"] += (" Denosumab is on board too: it is never simply stopped (bone turnover rebounds); "
+                                "whether it continues, or stops with a follow-on plan, is the bone specialist's "
+                                "decision.")
     return [Finding("C-AR-COMPLICATION",
-                    facts=(f"On {drug_label(e.agent)} since {e.start or 'an unknown date'}", *complications),
-                    variables=_complication_variables(e.agent, complications), suggestions=(),
+                    facts=(*(f"On {drug_label(o.agent)} since {o.start or 'an unknown date'}" for o in (e, *both)),
+                           *complications),
+                    variables=variables, suggestions=(),
                     extra_suggestions=(*hold, *_complication_referrals(complications, e.agent)),
                     source_url=t.label_url(e.agent))]
 
@@ -206,7 +213,9 @@ def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
     osteonecrosis. A bisphosphonate draft: suggest removing it (recommended) or a
     referral. A denosumab draft: the referral comes first (recommended) and removal is
     offered second, because stopping denosumab needs a follow-on plan; a denosumab draft
-    with none on board (a new start) has its own text (_new_denosumab_variables)."""
+    with none on board (a new start) has its own text (_new_denosumab_variables). Another bone
+    drug ordered with a bisphosphonate on board: the hold of that bisphosphonate
+    (_held_beside_other_order, review 17)."""
     complications = antiresorptive_complications(record)
     if not complications:
         return []
@@ -233,7 +242,38 @@ def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
         findings.append(Finding("C-AR-COMPLICATION", facts=tuple(facts), variables=variables,
                                 suggestions=keys, extra_suggestions=referrals, delete_draft=draft.reference or None,
                                 source_url=t.label_url(agent)))
+    if not findings and held:
+        findings += _held_beside_other_order(record, complications, held[0])
     return findings
+
+
+OTHER_BONE_AGENTS = tuple(a for a, agent in t.AGENTS.items()
+                          if agent.drug_class in t.OSTEOPOROSIS_DRUG_CLASSES and a not in AR_AGENTS)
+
+
+def _held_beside_other_order(record: PatientRecord, complications: list[str],
+                             e: AgentExposure) -> list[Finding]:
+    """C-AR-COMPLICATION on an order hook when the bisphosphonate is ON BOARD and the drug
+    ordered is another bone drug (review 17, o05: romosozumab ordered after an atypical femoral
+    fracture on alendronate; no card, so the alendronate stayed active beside the anabolic).
+    Second-pass 4: the card is for a patient "on, or being ordered" a bisphosphonate: hold it
+    (LABEL Fosamax/Actonel/Boniva/Reclast, AACE20), with the order that does it first and
+    recommended (rules.orders.stop_suggestion), as on patient-view, and the referrals."""
+    drafts = ordered(record, OTHER_BONE_AGENTS)
+    if not drafts:
+        return []
+    name = drug_label(e.agent)
+    stop = stop_suggestion(record, e.agent, name, f"Hold {name}: stop its active order",
+                           f"Held: {complication_name(complications)} on record", recommended=True)
+    variables = _complication_variables(e.agent, complications)
+    new = " and ".join(dict.fromkeys(drug_label(a) for _, a in drafts))
+    variables["advice"] += f" Ordering {new} does not stop {name}: hold it too."
+    return [Finding("C-AR-COMPLICATION",
+                    facts=(*(draft_fact(d, a) for d, a in drafts),
+                           f"On {name} since {e.start or 'an unknown date'}", *complications),
+                    variables=variables, suggestions=(),
+                    extra_suggestions=((stop,) if stop else ()) + _complication_referrals(complications, e.agent),
+                    source_url=t.label_url(e.agent))]
 
 
 def _new_denosumab_variables(complications: list[str], held: list[AgentExposure]) -> dict[str, str]:

@@ -953,8 +953,10 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
                                 predose_lab_actions(kidney=True, calcium=False), True),)
         else:
             kinds.append("denosumab")
+    # Denosumab active is the follow-on already on board: no bisphosphonate beside it (review 17,
+    # r06: two antiresorptives at once, SAFE-15).
     if reading.known and not reading.below(settings.egfr_alendronate_min) and not _oral_bp_problem(record) \
-            and not _active(record, "alendronate"):
+            and not _active(record, "alendronate") and not _active(record, "denosumab"):
         kinds.append("alendronate")
     return (), built + follow_on_suggestions(tuple(kinds), ORAL_BP_INSTRUCTIONS)
 
@@ -983,12 +985,18 @@ def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: Cl
     (facts.romosozumab_order_at_limit). At 12 the active order invites a 13th, as a draft does on
     the order hooks (review 16, chart e28c: nothing was said until a 13th dose was on record; LABEL:
     EVENITY, 12 monthly doses). Stop it and follow on: the follow-on antiresorptive orders
-    (C-ANABOLIC-FOLLOW-ON steps aside)."""
+    (C-ANABOLIC-FOLLOW-ON steps aside). Review 17 (r01): "the romosozumab order is still active:
+    stop it" comes with the order that does it (rules.orders.stop_suggestion), first and
+    recommended, as C-SAFE-ROMO-CV's stop; not beside that card, which offers the same stop."""
     at_limit = romosozumab_order_at_limit(record, settings)
     if not at_limit:
         return []
     course, ordered = at_limit
     keys, built = _transition_keys(record, settings, None)
+    stop = None if not ordered or romosozumab_cv_active(record, today, settings) else stop_suggestion(
+        record, "romosozumab", "romosozumab", f"Stop romosozumab: course complete ({settings.romo_max_doses} monthly "
+        "doses)", f"Course complete: {settings.romo_max_doses} monthly doses (Evenity label)", recommended=True)
+    built = (stop, *built) if stop else built
     return [Finding("C-SAFE-ROMO-LIMIT", facts=(course.fact, *(["The romosozumab order is still active: stop it"]
                                                              if ordered else [])),
                     variables={"max_doses": str(settings.romo_max_doses)},
@@ -1239,10 +1247,29 @@ def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, d
     bisphosphonate current (hold the bisphosphonate; LABEL Fosamax/Actonel/Boniva/Reclast,
     AACE20), or C-TX-FAILURE's fracture on the current drug (consider a switch; AACE20,
     ES19). Otherwise removing the new draft stays first, neither recommended: the card
-    cannot tell a switch from a duplicate. Returns the suggestions and a sentence for the
-    card, or None when no order of the current drug can be stopped (on record only as a
-    statement or a dose given): the card is then as before."""
+    cannot tell a switch from a duplicate. Review 17:
+    - an oncology product (Xgeva, Zometa) is never stopped here (brief 8.6: oncology's plan,
+      left out of osteoporosis logic): the osteoporosis draft is the redundant order, and
+      removing it is the one suggestion (_oncology);
+    - denosumab is never simply stopped (second-pass 4: rebound, it needs a follow-on plan):
+      its stop is never recommended, and is not offered when another card says not to give
+      the new draft now (label_stop, or C-SAFE-RENAL's kidney limit; _draft_stopped): the
+      follow-on would be gone, and the card says to keep denosumab. A bisphosphonate follows denosumab about 6 months after the
+      last dose (ECTS21; the Prolia label's 6-month interval), so the card names that date
+      (_after_denosumab).
+    Returns the suggestions and a sentence for the card, or None when no order of the
+    current drug can be stopped (on record only as a statement or a dose given): the card
+    is then as before."""
     old, new = drug_label(current.agent), drug_label(agent)
+    if current.oncology_only:
+        return _oncology(draft, agent, current)
+    denosumab = current.agent == "denosumab"
+    if denosumab and _draft_stopped(record, today, settings, draft, agent):
+        # Stand-alone words (no pointer to the card that stops it: the cross-reference convention).
+        why = (f"The new {new} order is not to be given now (a safety check on it says so), so it cannot follow "
+               "denosumab, which is never simply stopped (bone turnover rebounds): keep denosumab.")
+        return (Suggestion(f"Keep {old}: remove the new {new} order", (_delete(draft, agent),)),) \
+            if draft.reference else (), why
     complications = antiresorptive_complications(record)
     held = bool(complications) and current.drug_class in t.BISPHOSPHONATE_CLASSES
     failed = not held and any(f.variables.get("drug") == old for f in treatment_failure(record, today, settings))
@@ -1258,13 +1285,59 @@ def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, d
     else:
         label, reason = f"Switch to {new}: stop the active {old} order", f"Switched to {new}"
         why = f"If this is a switch, stop the {old} order; if not, remove the new {new} order."
-    stop = stop_suggestion(record, current.agent, old, label, reason, recommended=held or failed)
+    if denosumab:
+        label, why = _after_denosumab(record, settings, agent, failed, label, why)
+    recommended = (held or failed) and not denosumab
+    stop = stop_suggestion(record, current.agent, old, label, reason, recommended=recommended)
     if stop is None:
         return None
     # After AFF/ONJ the current bisphosphonate is not kept whatever happens to the new order.
     keep = (Suggestion(f"Remove the new {new} order ({old} is held either way)" if held else
                        f"Keep {old}: remove the new {new} order", (_delete(draft, agent),)),) if draft.reference else ()
-    return ((stop, *keep) if held or failed else (*keep, stop)), why
+    return ((stop, *keep) if recommended else (*keep, stop)), why
+
+
+def _oncology(draft: DraftOrder, agent: str, current: AgentExposure) -> tuple[tuple[Suggestion, ...], str]:
+    """C-DUP-ANTIRES beside an oncology product (review 17: the card offered to stop Zometa or
+    Xgeva given for bone metastases as a "switch to alendronate"): the oncology drug is
+    oncology's plan (brief 8.6), so it is named as such and the one suggestion removes the
+    new osteoporosis draft, the redundant order (AACE20: no combination)."""
+    old, new = drug_label(current.agent), drug_label(agent)
+    why = (f"The {old} on record is an oncology product: its plan belongs to oncology and is not changed here. "
+           f"It already acts on bone, so the new {new} order is the redundant one.")
+    keep = (Suggestion(f"Remove the new {new} order ({old} is oncology's: leave it to oncology)",
+                       (_delete(draft, agent),), True),) if draft.reference else ()
+    return keep, why
+
+
+def _draft_stopped(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
+                   agent: str) -> bool:
+    """Does another card say not to give this draft now (label_stop, or C-SAFE-RENAL: kidney
+    function below the bisphosphonate label's limit, "Do not give it" or "not recommended",
+    its first suggestion removing the draft)? Then it cannot be denosumab's follow-on (review 17)."""
+    return label_stop(record, today, settings, draft, agent) or (
+        agent in RENAL_AGENTS and bool(_renal_problem(record, settings, agent)))
+
+
+def _after_denosumab(record: PatientRecord, settings: ClinicalSettings, agent: str, failed: bool,
+                     label: str, why: str) -> tuple[str, str]:
+    """The stop-denosumab label and sentence (review 17): the bisphosphonate that follows
+    denosumab is given about 6 months after its last dose (ECTS21; Prolia label: one dose
+    covers 6 months), not now; after a fracture on denosumab C-TX-FAILURE's usual switch is
+    an anabolic agent (AACE20), so a bisphosphonate is not called "the usual step"."""
+    timing = denosumab_timing(record, settings)
+    when = f" (on or about {timing.due})" if timing else ""
+    if t.AGENTS[agent].drug_class not in t.BISPHOSPHONATE_CLASSES:
+        return label, (("A fracture on denosumab suggests treatment failure. " if failed else "") +
+                       "Denosumab is never simply stopped (bone turnover rebounds): stop it only with a "
+                       "follow-on plan.")
+    label = (f"Stop denosumab with {drug_label(agent)} to follow about 6 months after its last dose{when}: "
+             "stop the active denosumab order")
+    why = (("A fracture on denosumab suggests treatment failure; an anabolic agent is the usual switch (very "
+            "high risk after a fracture on therapy, AACE 2020). " if failed else "") +
+           f"Denosumab is never simply stopped (bone turnover rebounds). If {drug_label(agent)} is to follow it, "
+           f"it is given about 6 months after the last denosumab dose{when}, not now: order it for that date.")
+    return label, why
 
 
 @rule("patient-view")

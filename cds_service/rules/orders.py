@@ -76,14 +76,17 @@ def stop_actions(record: PatientRecord, agent: str, name: str, reason: str) -> t
     """Stop the patient's active (or on-hold) MedicationRequests for `agent`: one FHIR
     `update` action each (CDS Hooks: the resource to update), carrying the EHR's own order
     with status `stopped` and `reason` as its statusReason, nothing else changed. None for
-    a drug on record only as a statement or a dose given (no order to stop), or an order
-    that would not validate as FHIR R4 once changed (the card then says it in words)."""
+    a drug on record only as a statement or a dose given (no order to stop), an oncology
+    product's order (Xgeva, Zometa: oncology's plan, left out of osteoporosis logic; brief
+    8.6, review 17), or an order that would not validate as FHIR R4 once changed (the card
+    then says it in words)."""
     exposure = record.medications.get(agent)
     if exposure is None:
         return ()
     actions = []
     in_force = dict(record.orders_in_force)
-    for ref in dict.fromkeys(ev.ref for ev in exposure.events if ev.resource_type == "MedicationRequest"):
+    for ref in dict.fromkeys(ev.ref for ev in exposure.events
+                             if ev.resource_type == "MedicationRequest" and not ev.oncology):
         order = in_force.get(ref)
         if order is None:
             continue
