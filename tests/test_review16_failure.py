@@ -66,6 +66,8 @@ def test_two_fractures_in_the_first_year_of_therapy_are_not_a_failure():
     fractures are C-MON-ONTX's."""
     got = cards(record(med(ALN, 180), cond(VERTEBRAL, 150, cid="v"), cond(HIP, 30, cid="h")))
     assert "C-TX-FAILURE" not in got and "C-MON-ONTX" in got
+    # Review 18: the monitoring card said "a fracture on treatment; a fracture on treatment".
+    assert got["C-MON-ONTX"]["summary"] == "On alendronate: two fractures on treatment; review the treatment"
 
 
 def test_an_early_and_a_new_late_fracture_are_one_new_fracture():
