@@ -59,21 +59,23 @@ def test_a_fracture_in_the_first_year_does_not_make_two_on_therapy():
                                               cond(HIP, 1460, cid="h")))
 
 
-def test_two_fractures_in_the_first_year_of_therapy_are_not_a_failure():
-    """Review 17: fractures 1 and 5 months into a course (started 6 months ago) fired as "two
-    fractures on alendronate, each 12 months or more into the course", which the card's own
-    facts contradicted. Second-pass 4 judges failure after 12 months on the drug; early
-    fractures are C-MON-ONTX's."""
+def test_two_fractures_in_the_first_year_of_therapy_are_two_on_therapy_in_true_words():
+    """second-pass 4: "or two fractures on therapy" sets no 12-month bar (review 18). Fractures 1
+    and 5 months into a course started 6 months ago fire, and the card no longer says "each 12
+    months or more into the course" (review 17: its own facts said 1 and 5 months)."""
     got = cards(record(med(ALN, 180), cond(VERTEBRAL, 150, cid="v"), cond(HIP, 30, cid="h")))
-    assert "C-TX-FAILURE" not in got and "C-MON-ONTX" in got
-    # Review 18: the monitoring card said "a fracture on treatment; a fracture on treatment".
-    assert got["C-MON-ONTX"]["summary"] == "On alendronate: two fractures on treatment; review the treatment"
+    card = got["C-TX-FAILURE"]
+    assert card["summary"].startswith(f"Two fractures on alendronate ({ago(150)} and {ago(30)})")
+    assert "12 months or more" not in card["detail"] and "), during the course, and" in card["detail"]
+    assert "C-MON-ONTX" not in got
 
 
-def test_an_early_and_a_new_late_fracture_are_one_new_fracture():
-    """Control: one fracture 3 months in, one new 14 months in: the new one is the failure."""
+def test_an_early_and_a_new_late_fracture_are_two_during_the_course():
+    """One fracture 3 months in, one new 14 months in: two fractures on therapy (second-pass 4),
+    in true words ("during the course": the first was not 12 months in)."""
     got = cards(record(med(ALN, 500), cond(VERTEBRAL, 410, cid="v"), cond(HIP, 80, cid="h")))
-    assert got["C-TX-FAILURE"]["summary"].startswith("Fracture on alendronate: possible treatment failure")
+    assert got["C-TX-FAILURE"]["summary"].startswith(f"Two fractures on alendronate ({ago(410)} and {ago(80)})")
+    assert "), during the course, and" in got["C-TX-FAILURE"]["detail"]
 
 
 def test_the_fracture_that_led_to_treatment_is_not_on_it():

@@ -228,13 +228,11 @@ def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: Cli
                              f"{_name(e.agent)}: the supply of the active order ran out on {gap}, no refill or "
                              "newer order since", _CHECKS["gap"]))
     if not treatment_failure(record, today, settings):
-        on_treatment = [f for f in record.fragility_fractures() if f.date and started and f.date > started
-                        and within_months(f.date, today, settings.recent_fracture_months)]
-        # One headline for them all: two read "a fracture on treatment; a fracture on treatment" (review 18).
-        headline = ("a fracture on treatment" if len(on_treatment) == 1 else
-                    f"{_COUNT_WORDS.get(len(on_treatment), str(len(on_treatment)))} fractures on treatment")
-        for i, f in enumerate(on_treatment):
-            findings.append((f.date, headline if i == 0 else "", f"{f.fact()} (on treatment)", _CHECKS["fracture"]))
+        for f in record.fragility_fractures():
+            if f.date and started and f.date > started and within_months(f.date, today,
+                                                                            settings.recent_fracture_months):
+                findings.append((f.date, "a fracture on treatment", f"{f.fact()} (on treatment)",
+                                 _CHECKS["fracture"]))
     ca = _calcium_out_of_range(record, settings, started)
     if ca:
         low = ca.value < settings.calcium_lower_mg_dl
@@ -251,11 +249,9 @@ def on_treatment_monitoring(record: PatientRecord, today: dt.date, settings: Cli
     next_dxa = f"Next DXA due on or after {due.isoformat()}." if due and due > today else ""
     return [Finding("C-MON-ONTX", facts=tuple(facts), trigger=max(f[0] for f in findings),
                     variables={"drugs": ", ".join(_name(e.agent) for e in therapy),
-                               "headline": "; ".join(f[1] for f in findings if f[1]),
+                               "headline": "; ".join(f[1] for f in findings),
                                "checks": "\n".join(dict.fromkeys(f[3] for f in findings)), "next_dxa": next_dxa})]
 
-
-_COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 
 # What each C-MON-ONTX finding asks the clinician to check (only those that apply are shown).
 _CHECKS = {

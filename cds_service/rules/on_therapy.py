@@ -51,19 +51,19 @@ _COUNT = {2: "two", 3: "three", 4: "four"}
 
 
 def _fractures_on_therapy(record: PatientRecord, e: AgentExposure, start: dt.date, today: dt.date,
-                          settings: ClinicalSettings) -> list[Fracture]:
-    """The fragility fractures held against this course, oldest first, one per site and date:
-    dated tx_failure_months (12) or more after it started and while the drug acts
-    (_effect_end). A fracture in the first year (often near the one that led to the treatment,
-    before the drug can act) is C-MON-ONTX's, however many there are (review 17: fractures 1
-    and 5 months into a course read as a treatment failure)."""
+                          settings: ClinicalSettings) -> tuple[list[Fracture], list[Fracture]]:
+    """The fragility fractures on this course, oldest first, one per site and date: (every one
+    dated after it started and while the drug acts (_effect_end), those of them dated
+    tx_failure_months (12) or more after the start). A fracture on or before the start day is
+    the one that led to the treatment, not a fracture on it."""
     lag = months_to_days(settings.tx_failure_months)
     end = _effect_end(e, today)
     seen: dict[tuple[str, dt.date], Fracture] = {}
     for f in record.fragility_fractures():
-        if f.date and start <= f.date <= end and (f.date - start).days >= lag:
+        if f.date and start < f.date <= end:
             seen.setdefault((f.site, f.date), f)
-    return sorted(seen.values(), key=lambda f: f.date)  # type: ignore[arg-type, return-value]
+    during = sorted(seen.values(), key=lambda f: f.date)  # type: ignore[arg-type, return-value]
+    return during, [f for f in during if (f.date - start).days >= lag]  # type: ignore[operator]
 
 
 @rule("patient-view")
@@ -71,16 +71,19 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
     """C-TX-FAILURE (warning), second-pass 4; AACE20 (a fracture on therapy is very high
     risk; consider a switch, an anabolic agent first), ES19 (re-assess after a fracture on
     therapy). For an antiresorptive (bisphosphonate, denosumab, raloxifene; not an oncology
-    product), a fragility fracture is held against the drug when dated >= tx_failure_months
-    (12) after the current course started and while the drug acts (active, or within one
-    dosing interval of the last dose): second-pass 4's bar; a fracture in the first year, often
-    near the one that led to treatment, is C-MON-ONTX's (review 17). Clauses (second-pass 4:
-    "a new fragility fracture ... or two fractures on therapy"):
-    - two such fractures (different site or date) while the drug is still active, whatever
-      their age (review 16: a man with two fractures on 23 years of alendronate, 2017 and 2024,
-      got only C-HOLIDAY's duration review; a failure not acted on stays one); on a drug no
-      longer active, the newest must be new (below). Variant "two-fractures" names the drug
-      and the dates.
+    product), a fragility fracture is "on therapy" when dated after the current course started
+    (not on its first day: that one led to it) and while the drug acts (active, or within one
+    dosing interval of the last dose). Clauses (second-pass 4: "a new fragility fracture dated
+    >= 12 months after ... or two fractures on therapy"):
+    - two fractures on therapy (different site or date), the newest a new one (within
+      tx_failure_window_months, 24), whenever in the course: the contract sets no 12-month bar
+      for this clause (review 18; review 17's objection was the card calling such fractures
+      "12 months or more into the course": the words now say "during the course");
+    - two fractures each >= tx_failure_months (12) into the course while the drug is still
+      active, whatever their age (review 16: a man with two fractures on 23 years of
+      alendronate, 2017 and 2024, got only C-HOLIDAY's duration review; a failure not acted on
+      stays one). Both: variant "two-fractures", naming the drug and the dates. A drug no
+      longer active needs the newest within recent_fracture_months.
     - a NEW fracture on therapy: one dated within tx_failure_window_months (24) of today; an
       older single fracture was known and acted on (review 13: a vertebral fracture 4 years ago
       on alendronate raised this warning at every chart open). The drug is still active or the
@@ -91,14 +94,19 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
         start = course_start(e)
         if e.oncology_only or start is None:
             continue
-        on_therapy = _fractures_on_therapy(record, e, start, today, settings)
-        if not on_therapy:
+        during, late = _fractures_on_therapy(record, e, start, today, settings)
+        if not during:
             continue
-        if not e.active and not within_months(on_therapy[-1].date, today, settings.recent_fracture_months):
+        if not e.active and not within_months(during[-1].date, today, settings.recent_fracture_months):
             continue
-        if (len(on_therapy) < 2 or not e.active) and not within_months(on_therapy[-1].date, today,
-                                                                       settings.tx_failure_window_months):
-            continue  # one fracture, or fractures on a drug no longer taken: only a new one is news
+        if len(late) >= 2 and e.active:
+            on_therapy = late  # a failure not acted on: whatever the fractures' age
+        elif len(during) >= 2 and within_months(during[-1].date, today, settings.tx_failure_window_months):
+            on_therapy = during  # second-pass 4: "or two fractures on therapy", the newest a new one
+        elif late and within_months(late[-1].date, today, settings.tx_failure_window_months):
+            on_therapy = late[-1:]
+        else:
+            continue
         newest = on_therapy[-1]
         several = len(on_therapy) >= 2
         facts = [f"On {drug_label(e.agent)} since {start}" + (", still active" if e.active else
@@ -118,6 +126,9 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
             variables |= {"count": count.capitalize(), "fractures": f"{count} fractures",
                           "dates": f"{first} and {last}" if len(on_therapy) == 2 else f"{first} to {last}",
                           "why": _named(on_therapy),
+                          # True words only: fractures in the course's first year are on it too (review 18).
+                          "timing": (", each 12 months or more into the course" if all(f in late for f in on_therapy)
+                                     else ", during the course"),
                           "state": (f"{drug_label(e.agent)} goes on" if e.active else
                                     f"the last dose was on {e.last_dose or e.stopped}")}
         else:
