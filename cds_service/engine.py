@@ -5,9 +5,9 @@ finding wins), at most one drug-start card (C-TX-ANABOLIC > C-TX-DMAB-ALT >
 C-TX-BP, brief TX-4: "do not also fire a separate TX-1 card") and none beside
 a course card (denosumab due/overdue/stop, anabolic follow-on), cards ordered
 critical, warning, info. No card offers an osteoporosis-drug order that a
-critical order-time safety card would stop (withhold_vetoed_orders), and no test or
-referral is offered on two cards of one screen (offer_each_order_once: the more
-severe card keeps it). Then, when
+critical order-time safety card would stop (withhold_vetoed_orders), and no test,
+referral or drug order is offered on two cards of one screen (offer_each_order_once: the
+more severe card keeps it). Then, when
 a CardPolicy is given (the hook calls),
 quieting by feedback and the info-card budget (cds_service.card_policy); only the
 cards shown go through that order review and are rendered. Facts the rules share
@@ -49,9 +49,10 @@ NOT_A_VETO = frozenset({"C-SAFE-DMAB-CKD"})
 # The only suggested resources the order review can veto: record.draft_order reads drug
 # classes from a MedicationRequest alone, so other orders (labs, DXA, referrals) are not filled for it.
 DRUG_ORDER_TYPES = frozenset({"MedicationRequest"})
-# The orders one screen offers once (offer_each_order_once): tests and referrals. A drug order
-# offered twice is two alternatives (denosumab instead, on two cards), each of them complete.
-ONCE_PER_SCREEN_TYPES = frozenset({"ServiceRequest"})
+# The orders one screen offers once (offer_each_order_once): tests, referrals and drug orders
+# (review 18, n07: C-SAFE-ROMO-CV and C-SAFE-ROMO-LIMIT each offered the follow-on denosumab;
+# accepting both created two denosumab orders).
+ONCE_PER_SCREEN_TYPES = frozenset({"ServiceRequest", "MedicationRequest"})
 # Suggested orders repeat from call to call (the same templates) but each names its patient
 # (`subject`, which record._draft never reads): their drafts are remembered across calls by
 # the content without the subject, for plain JSON data only (see _draft_of).
@@ -64,8 +65,8 @@ _PLAIN_JSON = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.O
 
 def run_rules(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
               *, strict: bool = False) -> list[Finding]:
-    """Every finding chosen (select), each after its order review, each test or referral
-    offered once (offer_each_order_once)."""
+    """Every finding chosen (select), each after its order review, each test, referral or
+    drug order offered once (offer_each_order_once)."""
     with memo.scope():
         return offer_each_order_once(withhold_vetoed_orders(_chosen(hook, record, today, settings, strict), record,
                                                             today, settings, strict=strict),
@@ -228,19 +229,27 @@ def _reviewed(finding: Finding, record: PatientRecord, today: dt.date, settings:
         extra_suggestions=tuple(s for i, s in enumerate(finding.extra_suggestions) if i not in drop_extra))
 
 
+def _code(resource: dict[str, Any]) -> dict[str, Any]:
+    """What is ordered: a test's or referral's code, a drug order's medication."""
+    field = "medicationCodeableConcept" if resource.get("resourceType") == "MedicationRequest" else "code"
+    code = resource.get(field)
+    return code if isinstance(code, dict) else {}
+
+
 def _order_key(resource: dict[str, Any]) -> tuple[Any, ...]:
-    """One test or referral, whatever card words it: its type, codes (else text) and schedule
-    (a calcium once before the dose and the PROLIA24 weekly calcium after it are two orders)."""
-    code = resource.get("code") if isinstance(resource.get("code"), dict) else {}
+    """One test, referral or drug order, whatever card words it: its type, codes (else text) and
+    schedule (a calcium once before the dose and the PROLIA24 weekly calcium after it are two
+    orders; a drug is one order whatever its instructions)."""
+    code = _code(resource)
     codings = tuple(sorted((str(c.get("system")), str(c.get("code"))) for c in code.get("coding") or ()
                            if isinstance(c, dict)))
-    timing = resource.get("occurrenceTiming")
+    timing = resource.get("occurrenceTiming")  # a ServiceRequest's (a MedicationRequest has none)
     return (resource.get("resourceType"), codings or str(code.get("text")),
             orjson.dumps(timing, option=orjson.OPT_SORT_KEYS) if timing else b"")
 
 
 def _order_name(resource: dict[str, Any]) -> str:
-    code = resource.get("code") if isinstance(resource.get("code"), dict) else {}
+    code = _code(resource)
     return str(code.get("text") or next((c.get("display") for c in code.get("coding") or () if isinstance(c, dict)
                                           and c.get("display")), "an order"))
 
@@ -252,8 +261,11 @@ def offer_each_order_once(findings: list[Finding], *, patient_id: str | None, to
     twice. A test or referral (ONCE_PER_SCREEN_TYPES) is offered by the most severe card that
     suggests it (the earlier card among equals, as the cards are listed); a later card's
     suggestion loses it, and one left creating nothing is dropped (its orders, a draft's removal
-    with them, are on the other card). The card says what it leaves to which card (by its
-    summary). Like the order review it only adds facts and drops suggestions."""
+    with them, are on the other card). A drug order (review 18) is the point of its suggestion:
+    one that repeats a drug order is dropped whole (its tests come with the drug on the other
+    card). A stop (an update to stopped) orders nothing and is never dropped. The card says what
+    it leaves to which card (by its summary). Like the order review it only adds facts and drops
+    suggestions."""
     if sum(1 for f in findings if f.extra_suggestions or f.suggestions != ()) < 2:
         return findings  # one card with suggestions (most calls): nothing can repeat
     offered: dict[tuple[Any, ...], Finding] = {}  # order -> the finding whose card offers it
@@ -274,11 +286,14 @@ def _once(finding: Finding, offered: dict[tuple[Any, ...], Finding], patient_id:
         if not resources or not renders():
             continue
         repeated = [r for r in resources if _order_key(r) in offered]
+        drug = any(r.get("resourceType") == "MedicationRequest" for r in repeated)
         if kind == "extra":
             s = extras[ident]
-            keep = tuple(a for a in s.actions if not (a.type in ("create", "update") and a.resource
-                                                     and a.resource.get("resourceType") in ONCE_PER_SCREEN_TYPES
-                                                     and _order_key(dict(a.resource)) in offered))
+            keep = () if drug else tuple(
+                a for a in s.actions if not (a.type in ("create", "update") and a.resource
+                                             and a.resource.get("resourceType") in ONCE_PER_SCREEN_TYPES
+                                             and a.resource.get("status") != "stopped"
+                                             and _order_key(dict(a.resource)) in offered))
             if any(a.type in ("create", "update") for a in keep):
                 extras[ident] = Suggestion(s.label, keep, s.is_recommended) if repeated else s
             else:
@@ -288,7 +303,7 @@ def _once(finding: Finding, offered: dict[tuple[Any, ...], Finding], patient_id:
             # it orders nothing new, else kept whole (none on the order hooks does so today).
             creates = next(res for (k, key), res, _ in card_render.suggestion_orders(
                 finding, patient_id=patient_id, today=today) if k == "key" and key == ident)
-            if len(creates) == len(repeated):
+            if len(creates) == len(repeated) or drug:
                 drop_keys.add(ident)
             else:
                 repeated = []  # kept whole: nothing left to the other card

@@ -27,7 +27,7 @@ from cds_service.rules.facts import (
 )
 from cds_service.rules.orders import ENDOCRINOLOGY, ORAL_SURGERY, ORTHOPAEDICS
 from cds_service.rules.orders import referral_suggestion as _refer
-from cds_service.rules.orders import stop_suggestion
+from cds_service.rules.orders import stop_actions, stop_suggestion
 from cds_service.rules.settings import ClinicalSettings
 
 ORDERS = ("order-select", "order-sign")
@@ -224,7 +224,9 @@ def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
     osteonecrosis. A bisphosphonate draft: suggest removing it (recommended) or a
     referral. A denosumab draft: the referral comes first (recommended) and removal is
     offered second, because stopping denosumab needs a follow-on plan; a denosumab draft
-    with none on board (a new start) has its own text (_new_denosumab_variables). Another bone
+    with none on board (a new start) has its own text (_new_denosumab_variables). The same
+    bisphosphonate drafted while on board (a renewal, review 18): the hold stops its active
+    order and removes the draft, in one recommended suggestion. Another bone
     drug ordered with a bisphosphonate on board: the hold of that bisphosphonate
     (_held_beside_other_order, review 17)."""
     complications = antiresorptive_complications(record)
@@ -241,7 +243,19 @@ def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
         if agent == "denosumab" and not dmab_on_board:
             variables.update(_new_denosumab_variables(complications, held))
             facts += [f"On {drug_label(e.agent)} since {e.start or 'an unknown date'}" for e in held]
-        if draft.reference and agent != "denosumab":
+        renewal = [e for e in held if e.agent == agent]
+        stop = stop_actions(record, agent, drug_label(agent),
+                            f"Held: {complication_name(complications)} on record") if renewal else ()
+        if stop:
+            # Review 18 (n17): a renewal drafted while the same bisphosphonate is on board; removing
+            # the draft left the active order running (C-DUP-ANTIRES, which stops a different one, is silent).
+            name = drug_label(agent)
+            facts.append(f"On {name} since {renewal[0].start or 'an unknown date'}")
+            referrals = (Suggestion(f"Hold {name}: stop its active order" + (
+                " and remove the draft" if draft.reference else ""),
+                (*stop, *((Action("delete", f"Remove the draft {name} order", resource_id=(draft.reference,)),)
+                          if draft.reference else ())), True), *referrals)
+        elif draft.reference and agent != "denosumab":
             keys = ("remove",)  # hold the bisphosphonate: first and recommended
         elif draft.reference:
             # Continuing denosumab, removal is last and needs a plan; a first dose removed stops nothing.

@@ -1196,11 +1196,16 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
     months after the last denosumab dose is the transition (ECTS21). Oncology
     products count as exposure (brief 8.6). Anabolic + antiresorptive is
     SAFE-16, not this card. Sources: AACE20 (combination not recommended,
-    memory); SEED. Against an active drug the card offers the switch too (_switch)."""
+    memory); SEED. Against an active drug the card offers the switch too (_switch).
+    One card for all the drafts (review 18: the engine keeps one card per id, so with
+    denosumab active and alendronate and zoledronic acid both drafted the second draft got no
+    removal and the two drafts were never named as a pair): _one_card."""
     active = record.active_agents(t.ANTIRESORPTIVE_CLASSES)
     dmab = record.medications.get("denosumab")
     everything = _antiresorptive_drafts(record.drafts)
     findings = []
+    paired: list[str] = []  # drafts that duplicate another draft, beside an active drug
+    said: list[tuple[str, str] | None] = []  # per finding against an active drug: its sentence, the switch's
     for draft, agent in _antiresorptive_drafts(record.judged_drafts):
         # ordering denosumab gives a dose today: the BP -> denosumab direction is never a transition
         last_dmab = None if agent == "denosumab" else dmab
@@ -1215,6 +1220,7 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
             either: tuple[Suggestion, ...] = ()
             situation = (f"{drug_title(agent)} is being ordered while {drug_label(other)} is "
                          f"{'active' if clashing else 'being ordered too'}.")
+            head, why = situation, ""
             switch = _switch(record, today, settings, draft, agent, clashing[0]) if clashing else None
             if switch:
                 keys, either, why = (), switch[0], switch[1]
@@ -1226,13 +1232,50 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
                 pairs = [(draft, agent, drafted[0][1]), *((d, a, agent) for d, a in drafted)]  # (draft, drug, kept)
                 either = tuple(Suggestion(f"Keep the {drug_label(kept)} order: remove the {drug_label(a)} order",
                                           (_delete(d, a),)) for d, a, kept in pairs if d.reference)
+            said.append((head, why) if clashing else None)
+            if clashing and drafted:
+                paired.append(drug_label(agent))
             findings.append(Finding(
                 "C-DUP-ANTIRES",
                 facts=(draft_fact(draft, agent), *(_exposure_fact(e) for e in clashing),
                        *(draft_fact(d, a) for d, a in drafted)),
                 variables={"drug_a": drug_label(agent), "drug_b": drug_label(other), "situation": situation},
                 suggestions=keys, extra_suggestions=either, delete_draft=draft.reference or None))
-    return findings
+    return _one_card(findings, said, paired)
+
+
+def _one_card(findings: list[Finding], said: list[tuple[str, str] | None], paired: list[str]) -> list[Finding]:
+    """C-DUP-ANTIRES for every duplicate draft on one card (review 18, n13: one card per id, so
+    the findings of the second and later drafts were lost). The card names every drug, says each
+    clashing draft's sentence (the switch sentences once each) and that drafts duplicating each
+    other are a pair too, and offers
+    each finding's suggestions, a removal of each draft among them, once per set of actions (the
+    stop of one active order, offered for each draft, is offered once). Two drafts and nothing
+    current: the first draft's card already names both and offers keeping either."""
+    if len(findings) < 2:
+        return findings
+    names = list(dict.fromkeys([*(f.variables["drug_a"] for f in findings),
+                                *(f.variables["drug_b"] for f in findings)]))
+    clashed = [x for x in said if x]
+    # each draft's sentence, then the switch sentences once each (the same hold for every draft)
+    situation = " ".join(dict.fromkeys([*(head for head, _ in clashed), *(why for _, why in clashed if why)])
+                         ) or findings[0].variables["situation"]
+    if clashed and len(paired) > 1:
+        situation += f" The {' and '.join(paired)} orders also duplicate each other: keep one at most."
+    offered: list[Suggestion] = []
+    seen: set[tuple[tuple[str, tuple[str, ...], object], ...]] = set()
+    for f in findings:
+        removal = (Suggestion(f"Remove the new {f.variables['drug_a']} order",
+                              (Action("delete", f"Remove the draft {f.variables['drug_a']} order",
+                                      resource_id=(f.delete_draft,)),)),) if f.suggestions and f.delete_draft else ()
+        for s in (*removal, *f.extra_suggestions):
+            key = tuple((a.type, a.resource_id, (a.resource or {}).get("id")) for a in s.actions)
+            if key not in seen:
+                seen.add(key)
+                offered.append(s)
+    return [Finding("C-DUP-ANTIRES", facts=tuple(dict.fromkeys(x for f in findings for x in f.facts)),
+                    variables={"drug_a": ", ".join(names[:-1]), "drug_b": names[-1], "situation": situation},
+                    suggestions=(), extra_suggestions=tuple(offered))]
 
 
 def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder, agent: str,
@@ -1254,7 +1297,9 @@ def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, d
     - denosumab is never simply stopped (second-pass 4: rebound, it needs a follow-on plan):
       its stop is never recommended, and is not offered when another card says not to give
       the new draft now (label_stop, or C-SAFE-RENAL's kidney limit; _draft_stopped): the
-      follow-on would be gone, and the card says to keep denosumab. A bisphosphonate follows denosumab about 6 months after the
+      follow-on would be gone, and the card says to keep denosumab. Nor for raloxifene or
+      bazedoxifene (review 18): they do not prevent the rebound, a bisphosphonate does (ECTS21).
+      A bisphosphonate follows denosumab about 6 months after the
       last dose (ECTS21; the Prolia label's 6-month interval), so the card names that date
       (_after_denosumab).
     Returns the suggestions and a sentence for the card, or None when no order of the
@@ -1264,6 +1309,13 @@ def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, d
     if current.oncology_only:
         return _oncology(draft, agent, current)
     denosumab = current.agent == "denosumab"
+    if denosumab and t.AGENTS[agent].drug_class not in t.BISPHOSPHONATE_CLASSES:
+        # Review 18 (n12): raloxifene (or bazedoxifene) does not prevent the rebound; a bisphosphonate
+        # about 6 months after the last dose does (ECTS21): no stop of denosumab is offered.
+        why = (f"Denosumab is never simply stopped (bone turnover rebounds), and {new} does not prevent that "
+               "rebound (a bisphosphonate about 6 months after the last dose does): keep denosumab.")
+        return (Suggestion(f"Keep {old}: remove the new {new} order", (_delete(draft, agent),)),) \
+            if draft.reference else (), why
     if denosumab and _draft_stopped(record, today, settings, draft, agent):
         # Stand-alone words (no pointer to the card that stops it: the cross-reference convention).
         why = (f"The new {new} order is not to be given now (a safety check on it says so), so it cannot follow "
@@ -1286,7 +1338,7 @@ def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, d
         label, reason = f"Switch to {new}: stop the active {old} order", f"Switched to {new}"
         why = f"If this is a switch, stop the {old} order; if not, remove the new {new} order."
     if denosumab:
-        label, why = _after_denosumab(record, settings, agent, failed, label, why)
+        label, why = _after_denosumab(record, settings, agent, failed)
     recommended = (held or failed) and not denosumab
     stop = stop_suggestion(record, current.agent, old, label, reason, recommended=recommended)
     if stop is None:
@@ -1319,18 +1371,14 @@ def _draft_stopped(record: PatientRecord, today: dt.date, settings: ClinicalSett
         agent in RENAL_AGENTS and bool(_renal_problem(record, settings, agent)))
 
 
-def _after_denosumab(record: PatientRecord, settings: ClinicalSettings, agent: str, failed: bool,
-                     label: str, why: str) -> tuple[str, str]:
+def _after_denosumab(record: PatientRecord, settings: ClinicalSettings, agent: str,
+                     failed: bool) -> tuple[str, str]:
     """The stop-denosumab label and sentence (review 17): the bisphosphonate that follows
     denosumab is given about 6 months after its last dose (ECTS21; Prolia label: one dose
     covers 6 months), not now; after a fracture on denosumab C-TX-FAILURE's usual switch is
     an anabolic agent (AACE20), so a bisphosphonate is not called "the usual step"."""
     timing = denosumab_timing(record, settings)
     when = f" (on or about {timing.due})" if timing else ""
-    if t.AGENTS[agent].drug_class not in t.BISPHOSPHONATE_CLASSES:
-        return label, (("A fracture on denosumab suggests treatment failure. " if failed else "") +
-                       "Denosumab is never simply stopped (bone turnover rebounds): stop it only with a "
-                       "follow-on plan.")
     label = (f"Stop denosumab with {drug_label(agent)} to follow about 6 months after its last dose{when}: "
              "stop the active denosumab order")
     why = (("A fracture on denosumab suggests treatment failure; an anabolic agent is the usual switch (very "
