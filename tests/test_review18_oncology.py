@@ -43,6 +43,7 @@ def test_prolia_drafted_20_days_after_an_xgeva_dose_is_too_soon_and_the_prolia_d
     assert _all_deletes(card) == ["MedicationRequest/d-dmab"] and card["suggestions"][0]["isRecommended"]
     assert not _updates(got)  # Xgeva is never stopped here
     assert "setid=49e5afe9" in card["source"]["url"]  # the Prolia label
+    assert "C-DUP-ANTIRES" not in got  # one card per draft, though the Xgeva order is in force too
 
 
 def test_xgeva_drafted_60_days_after_a_prolia_dose_keeps_xgeva_and_offers_stopping_prolia():
@@ -67,6 +68,30 @@ def test_prolia_and_xgeva_both_active_on_patient_view():
     assert "should not receive Xgeva" in _words(card) and "oncology's plan" in _words(card)
     assert [_stops(s) for s in card["suggestions"]] == [["prolia"]]  # never the Xgeva order
     assert not card["suggestions"][0]["isRecommended"]
+
+
+def test_xgeva_drafted_while_a_prolia_order_is_in_force_beyond_the_interval():
+    # Prolia's last dose 5.5 months ago, its order still active: not too soon, but both at once
+    got = _select(METASTASES, med(DMAB, 3 * 365, rid="prolia"), given(DMAB, 168), drafts=[draft(XGEVA, "d-xg")])
+    assert "C-SAFE-DOSE-INTERVAL" not in got
+    card = got["C-DUP-ANTIRES"]
+    assert "Xgeva is being ordered while Prolia is active" in _words(card) and "oncology's plan" in _words(card)
+    assert not _all_deletes(card) and [_stops(s) for s in card["suggestions"]] == [["prolia"]]
+
+
+def test_prolia_drafted_while_an_xgeva_order_is_in_force_is_removed():
+    got = _select(METASTASES, med(XGEVA, 30, rid="xg"), drafts=[draft(PROLIA, "d-dmab")])
+    card = got["C-DUP-ANTIRES"]
+    assert _all_deletes(card) == ["MedicationRequest/d-dmab"] and card["suggestions"][0]["isRecommended"]
+    assert not _updates(got)
+
+
+def test_prolia_course_over_when_xgeva_starts_is_the_handover():
+    # Prolia's order completed, last dose 5.5 months ago; oncology gives Xgeva: no card either way
+    chart = (METASTASES, med(DMAB, 3 * 365, status="completed", rid="prolia"), given(DMAB, 168))
+    got = _select(*chart, drafts=[draft(XGEVA, "d-xg")])
+    assert "C-SAFE-DOSE-INTERVAL" not in got and "C-DUP-ANTIRES" not in got
+    assert "C-DUP-ANTIRES" not in cards(record(*chart, med(XGEVA, 10, rid="xg"), given(XGEVA, 10)))
 
 
 def test_quiet_controls_for_denosumab_products():

@@ -68,16 +68,16 @@ def dose_interval_order(record: PatientRecord, today: dt.date, settings: Clinica
     monthly, Boniva injection 3 mg every 3 months (LABEL, U; AACE20 names it). Months are
     30.4375 days (follow_up's convention). Oncology products are left out (their own schedules),
     bar denosumab's two products: a Prolia or Xgeva draft within the interval after a dose of
-    the other (_other_denosumab, review 18); a Prolia draft is judged on Prolia's doses."""
+    the other (other_denosumab, review 18); a Prolia draft is judged on Prolia's doses."""
     findings = [f for draft in record.judged_drafts if draft.kind == "medication" and "denosumab" in draft.agents
-                for f in (_other_denosumab(record, today, settings, draft),) if f]
+                for f in (other_denosumab(record, today, settings, draft),) if f]
     for draft, agent in ordered(record, ("zoledronic_acid", "denosumab", "romosozumab", "ibandronate")):
         iv = agent == "ibandronate"
         if iv and not draft.interval_days:
             continue  # the monthly tablet: taken by the patient, no clinic-given dose to count from
         if agent == "denosumab" and any(draft_fact(draft, agent) in f.facts for f in findings):
-            continue  # one card per draft: the other product's dose says it (_other_denosumab)
-        # Denosumab: Prolia's own doses here (Xgeva's: _other_denosumab, its words).
+            continue  # one card per draft: the other product's dose says it (other_denosumab)
+        # Denosumab: Prolia's own doses here (Xgeva's: other_denosumab, its words).
         e = record.product_exposure(agent, False) if agent == "denosumab" else record.medications.get(agent)
         last = (last_given(e, draft.interval_days) if iv else last_given(e)) if e and not e.oncology_only else None
         if last is None:
@@ -105,7 +105,7 @@ def dose_interval_order(record: PatientRecord, today: dt.date, settings: Clinica
 PRODUCT = {False: "Prolia", True: "Xgeva"}  # denosumab: osteoporosis (60 mg) / oncology (120 mg) product
 
 
-def _other_denosumab(record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+def other_denosumab(record: PatientRecord, today: dt.date, settings: ClinicalSettings,
                      draft: DraftOrder) -> Finding | None:
     """C-SAFE-DOSE-INTERVAL, variant other-product (review 18): a denosumab draft of one product
     (Prolia 60 mg, or Xgeva 120 mg, oncology's) within dmab_min_interval_months (5) of a dose of

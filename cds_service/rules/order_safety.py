@@ -1235,7 +1235,41 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
                 variables={"drug_a": drug_label(agent), "drug_b": drug_label(other), "situation": situation},
                 suggestions=keys, extra_suggestions=either,
                 delete_draft=None if draft.oncology else draft.reference or None))
+    judged = {f.facts[0] for f in findings}
+    findings += [f for draft, agent in _antiresorptive_drafts(record.judged_drafts)
+                 if agent == "denosumab" and draft_fact(draft, agent) not in judged
+                 for f in (_two_denosumab_order(record, today, settings, draft),) if f]
     return findings
+
+
+def _two_denosumab_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+                         draft: DraftOrder) -> Finding | None:
+    """C-DUP-ANTIRES, variant two-denosumab on order hooks (review 18): a Prolia or Xgeva draft
+    while the other product has an order in force (active or on-hold), and no dose of it within
+    the denosumab interval (that is C-SAFE-DOSE-INTERVAL's other-product variant: one card per
+    draft). An order in force, not a dose's cover: Prolia ordered 5.5 months after a last Xgeva
+    dose, Xgeva's course over, is the follow-on, as Prolia after Prolia. Prolia label (PROLIA24):
+    patients receiving Prolia should not receive Xgeva. The words and offers:
+    denosumab_products_plan (Xgeva is oncology's); a Prolia draft is removed (recommended)."""
+    from cds_service.rules.dosing import PRODUCT, other_denosumab  # sibling rule (label_stop's way)
+
+    other = record.product_exposure("denosumab", not draft.oncology)
+    if other is None or not _order_in_force(record, other):
+        return None
+    if other_denosumab(record, today, settings, draft):
+        return None
+    new, old = PRODUCT[draft.oncology], PRODUCT[not draft.oncology]
+    what, stop = denosumab_products_plan(record, new)
+    remove = () if draft.oncology or not draft.reference else (
+        Suggestion("Remove the draft Prolia order (Xgeva, oncology's, gives denosumab)",
+                   (_delete(draft, "denosumab"),), True),)
+    return Finding("C-DUP-ANTIRES", variant="two-denosumab",
+                   facts=(draft_fact(draft, "denosumab"), f"The draft is {new}", _product_fact(other, old)),
+                   variables={"drug_a": new, "drug_b": old, "what": what,
+                              "situation": f"{new} is being ordered while {old} is active."},
+                   suggestions=(), extra_suggestions=remove + stop,
+                   delete_draft=None if draft.oncology else draft.reference or None,
+                   source_url=t.label_url("denosumab"))
 
 
 def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder, agent: str,
@@ -1423,23 +1457,35 @@ def denosumab_products_plan(record: PatientRecord, ordering: str | None,
             "(bone turnover rebounds)."), (stop,) if stop else ()
 
 
+def _order_in_force(record: PatientRecord, e: AgentExposure) -> bool:
+    """An active or on-hold MedicationRequest among `e`'s events (PatientRecord.orders_in_force)."""
+    in_force = dict(record.orders_in_force)
+    return any(ev.ref in in_force for ev in e.events if ev.resource_type == "MedicationRequest")
+
+
+def _product_fact(e: AgentExposure, name: str) -> str:
+    """One denosumab product's exposure (e: PatientRecord.product_exposure), named."""
+    if e.dose_count:
+        return (f"{name} (denosumab): {e.dose_count} dose{'s' if e.dose_count != 1 else ''} on record, last dose "
+                f"{_date(e.last_dose)}")
+    return f"{name} (denosumab): active, current course since {_date(_current_start(e))}"
+
+
 def _two_denosumab(record: PatientRecord) -> Finding | None:
-    """C-DUP-ANTIRES, variant two-denosumab (review 18): Prolia and Xgeva both active (an active
-    order or a dose within its 6-month interval). One agent for the record, so the pairwise
-    check above never saw it. Prolia label (PROLIA24, 5 Warnings): patients receiving Prolia
+    """C-DUP-ANTIRES, variant two-denosumab (review 18): Xgeva active (an order in force or a dose
+    within the 6-month interval) while a Prolia order is in force: the next Prolia dose would be
+    given beside it. A Prolia course whose order is over (its last dose still covering) is the
+    handover to Xgeva, nothing to do. One agent for the record, so the pairwise check above
+    never saw it. Prolia label (PROLIA24, 5 Warnings): patients receiving Prolia
     should not receive Xgeva (same active ingredient). Xgeva is oncology's plan (brief 8.6):
     the card offers to stop the Prolia order, not recommended (whether Xgeva goes on is
     oncology's word, and denosumab is never simply stopped)."""
     prolia, xgeva = record.product_exposure("denosumab", False), record.product_exposure("denosumab", True)
-    if not (prolia and xgeva and prolia.active and xgeva.active):
+    if not (prolia and xgeva and xgeva.active and _order_in_force(record, prolia)):
         return None
     what, stop = denosumab_products_plan(record, None)
-
-    def fact(e: AgentExposure, name: str) -> str:
-        return (f"{name} (denosumab): {e.dose_count} dose{'s' if e.dose_count != 1 else ''} on record, last dose "
-                f"{_date(e.last_dose)}"
-                if e.dose_count else f"{name} (denosumab): active, current course since {_date(_current_start(e))}")
-    return Finding("C-DUP-ANTIRES", variant="two-denosumab", facts=(fact(prolia, "Prolia"), fact(xgeva, "Xgeva")),
+    return Finding("C-DUP-ANTIRES", variant="two-denosumab",
+                   facts=(_product_fact(prolia, "Prolia"), _product_fact(xgeva, "Xgeva")),
                    variables={"drug_a": "Prolia", "drug_b": "Xgeva", "what": what,
                               "situation": "The patient is on Prolia and Xgeva at the same time."},
                    suggestions=(), extra_suggestions=stop, source_url=t.label_url("denosumab"))
