@@ -931,6 +931,15 @@ class PatientRecord:
         wanted = classes if type(classes) is frozenset else set(classes)
         return [e for e in self.medications.values() if e.active and e.drug_class in wanted]
 
+    def product_exposure(self, agent: str, oncology: bool) -> AgentExposure | None:
+        """`agent`'s exposure through one kind of product only: the oncology products
+        (Xgeva, Zometa; oncology=True) or the osteoporosis ones. Denosumab is one agent
+        whichever product, so Prolia and Xgeva share one AgentExposure; the Prolia label's
+        "patients receiving Prolia should not receive Xgeva" needs them apart (review 18)."""
+        e = self.medications.get(agent)
+        events = tuple(ev for ev in e.events if ev.oncology == oncology) if e else ()
+        return _exposure(agent, events, self.today) if events else None
+
     def class_exposure_months(self, drug_class: str) -> float:
         """Cumulative months across all agents of a class, overlaps merged
         (e.g. teriparatide + abaloparatide for the PTH-analog 24-month limit)."""

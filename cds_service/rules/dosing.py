@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cds_service.fhir import terminology as t
-from cds_service.record import EGFR_UPPER_BOUND, PatientRecord
+from cds_service.record import EGFR_UPPER_BOUND, DraftOrder, PatientRecord
 from cds_service.rules.base import Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DAYS_PER_MONTH,
@@ -30,7 +30,7 @@ from cds_service.rules.facts import (
     ordered,
     predose_labs_missing,
 )
-from cds_service.rules.order_safety import label_stop
+from cds_service.rules.order_safety import denosumab_products_plan, label_stop
 from cds_service.rules.orders import predose_lab_actions
 from cds_service.rules.settings import ClinicalSettings
 
@@ -66,13 +66,19 @@ def dose_interval_order(record: PatientRecord, today: dt.date, settings: Clinica
     < ibandronate_iv_min_interval_weeks (11) after its last IV dose (review 16; the monthly
     tablet is not judged here). LABEL: Reclast once yearly, Prolia every 6 months, Evenity
     monthly, Boniva injection 3 mg every 3 months (LABEL, U; AACE20 names it). Months are
-    30.4375 days (follow_up's convention). Oncology products are left out (their own schedules)."""
-    findings = []
+    30.4375 days (follow_up's convention). Oncology products are left out (their own schedules),
+    bar denosumab's two products: a Prolia or Xgeva draft within the interval after a dose of
+    the other (other_denosumab, review 18); a Prolia draft is judged on Prolia's doses."""
+    findings = [f for draft in record.judged_drafts if draft.kind == "medication" and "denosumab" in draft.agents
+                for f in (other_denosumab(record, today, settings, draft),) if f]
     for draft, agent in ordered(record, ("zoledronic_acid", "denosumab", "romosozumab", "ibandronate")):
         iv = agent == "ibandronate"
         if iv and not draft.interval_days:
             continue  # the monthly tablet: taken by the patient, no clinic-given dose to count from
-        e = record.medications.get(agent)
+        if agent == "denosumab" and any(draft_fact(draft, agent) in f.facts for f in findings):
+            continue  # one card per draft: the other product's dose says it (other_denosumab)
+        # Denosumab: Prolia's own doses here (Xgeva's: other_denosumab, its words).
+        e = record.product_exposure(agent, False) if agent == "denosumab" else record.medications.get(agent)
         last = (last_given(e, draft.interval_days) if iv else last_given(e)) if e and not e.oncology_only else None
         if last is None:
             continue
@@ -94,6 +100,43 @@ def dose_interval_order(record: PatientRecord, today: dt.date, settings: Clinica
             suggestions=("remove",) if draft.reference else (), delete_draft=draft.reference or None,
             source_url=IV_IBANDRONATE_LABEL if iv else t.label_url(agent)))
     return findings
+
+
+PRODUCT = {False: "Prolia", True: "Xgeva"}  # denosumab: osteoporosis (60 mg) / oncology (120 mg) product
+
+
+def other_denosumab(record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+                     draft: DraftOrder) -> Finding | None:
+    """C-SAFE-DOSE-INTERVAL, variant other-product (review 18): a denosumab draft of one product
+    (Prolia 60 mg, or Xgeva 120 mg, oncology's) within dmab_min_interval_months (5) of a dose of
+    the other. Both are denosumab: Prolia label (PROLIA24, 5 Warnings: drug products with the
+    same active ingredient): "patients receiving Prolia should not receive Xgeva". Oncology
+    products count as antiresorptive exposure (brief 8.6), but their plan is oncology's: a
+    Prolia draft is the one removed (recommended); an Xgeva draft is never removed here
+    (order_safety.denosumab_products_plan: the words, and the offer to stop Prolia)."""
+    other = record.product_exposure("denosumab", not draft.oncology)
+    last = last_given(other) if other else None
+    if last is None:
+        return None
+    planned = draft.planned if draft.planned and draft.planned > today else today
+    days = (planned - last).days
+    minimum = _min_interval_days("denosumab", settings)
+    if days < 0 or days >= minimum:
+        return None
+    new, old = PRODUCT[draft.oncology], PRODUCT[not draft.oncology]
+    earliest = last + dt.timedelta(days=minimum)
+    what, extra = denosumab_products_plan(record, new, earliest)
+    return Finding(
+        "C-SAFE-DOSE-INTERVAL", variant="other-product",
+        facts=(draft_fact(draft, "denosumab"), f"The draft is {new}; the last {old} (denosumab) dose was on {last}",
+               f"Planned for {planned}: {days} days after the {old} dose; the shortest denosumab interval is "
+               f"{_interval_text('denosumab', settings)}"),
+        variables={"new": new, "old": old, "days": str(days), "last_dose": last.isoformat(),
+                   "earliest": earliest.isoformat(), "interval": _interval_text("denosumab", settings),
+                   "what": what, "drug_name": "Prolia (denosumab)"},
+        suggestions=("remove",) if draft.reference and not draft.oncology else (), extra_suggestions=extra,
+        delete_draft=(draft.reference or None) if not draft.oncology else None,
+        source_url=t.label_url("denosumab"))
 
 
 @rule(*ORDERS, cards=("C-SAFE-PREDOSE-LABS",))

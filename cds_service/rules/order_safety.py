@@ -1221,7 +1221,8 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
             situation = (f"{drug_title(agent)} is being ordered while {drug_label(other)} is "
                          f"{'active' if clashing else 'being ordered too'}.")
             head, why = situation, ""
-            switch = _switch(record, today, settings, draft, agent, clashing[0]) if clashing else None
+            switch = (_oncology_draft(record, draft, agent, clashing[0]) if draft.oncology and clashing else
+                      _switch(record, today, settings, draft, agent, clashing[0]) if clashing else None)
             if switch:
                 keys, either, why = (), switch[0], switch[1]
                 situation += f" {why}"
@@ -1231,7 +1232,8 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
                 keys = ()
                 pairs = [(draft, agent, drafted[0][1]), *((d, a, agent) for d, a in drafted)]  # (draft, drug, kept)
                 either = tuple(Suggestion(f"Keep the {drug_label(kept)} order: remove the {drug_label(a)} order",
-                                          (_delete(d, a),)) for d, a, kept in pairs if d.reference)
+                                          (_delete(d, a),)) for d, a, kept in pairs
+                               if d.reference and not d.oncology)  # an oncology draft is oncology's (review 18)
             said.append((head, why) if clashing else None)
             if clashing and drafted:
                 paired.append(drug_label(agent))
@@ -1240,8 +1242,13 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
                 facts=(draft_fact(draft, agent), *(_exposure_fact(e) for e in clashing),
                        *(draft_fact(d, a) for d, a in drafted)),
                 variables={"drug_a": drug_label(agent), "drug_b": drug_label(other), "situation": situation},
-                suggestions=keys, extra_suggestions=either, delete_draft=draft.reference or None))
-    return _one_card(findings, said, paired)
+                suggestions=keys, extra_suggestions=either,
+                delete_draft=None if draft.oncology else draft.reference or None))
+    if findings:
+        return _one_card(findings, said, paired)
+    # Prolia beside Xgeva (review 18): its own variant, when no other duplicate speaks (one card per id).
+    return [f for draft, agent in _antiresorptive_drafts(record.judged_drafts) if agent == "denosumab"
+            for f in (_two_denosumab_order(record, today, settings, draft),) if f]
 
 
 def _one_card(findings: list[Finding], said: list[tuple[str, str] | None], paired: list[str]) -> list[Finding]:
@@ -1276,6 +1283,36 @@ def _one_card(findings: list[Finding], said: list[tuple[str, str] | None], paire
     return [Finding("C-DUP-ANTIRES", facts=tuple(dict.fromkeys(x for f in findings for x in f.facts)),
                     variables={"drug_a": ", ".join(names[:-1]), "drug_b": names[-1], "situation": situation},
                     suggestions=(), extra_suggestions=tuple(offered))]
+
+
+def _two_denosumab_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings,
+                         draft: DraftOrder) -> Finding | None:
+    """C-DUP-ANTIRES, variant two-denosumab on order hooks (review 18): a Prolia or Xgeva draft
+    while the other product has an order in force (active or on-hold), and no dose of it within
+    the denosumab interval (that is C-SAFE-DOSE-INTERVAL's other-product variant: one card per
+    draft). An order in force, not a dose's cover: Prolia ordered 5.5 months after a last Xgeva
+    dose, Xgeva's course over, is the follow-on, as Prolia after Prolia. Prolia label (PROLIA24):
+    patients receiving Prolia should not receive Xgeva. The words and offers:
+    denosumab_products_plan (Xgeva is oncology's); a Prolia draft is removed (recommended)."""
+    from cds_service.rules.dosing import PRODUCT, other_denosumab  # sibling rule (label_stop's way)
+
+    other = record.product_exposure("denosumab", not draft.oncology)
+    if other is None or not _order_in_force(record, other):
+        return None
+    if other_denosumab(record, today, settings, draft):
+        return None
+    new, old = PRODUCT[draft.oncology], PRODUCT[not draft.oncology]
+    what, stop = denosumab_products_plan(record, new)
+    remove = () if draft.oncology or not draft.reference else (
+        Suggestion("Remove the draft Prolia order (Xgeva, oncology's, gives denosumab)",
+                   (_delete(draft, "denosumab"),), True),)
+    return Finding("C-DUP-ANTIRES", variant="two-denosumab",
+                   facts=(draft_fact(draft, "denosumab"), f"The draft is {new}", _product_fact(other, old)),
+                   variables={"drug_a": new, "drug_b": old, "what": what,
+                              "situation": f"{new} is being ordered while {old} is active."},
+                   suggestions=(), extra_suggestions=remove + stop,
+                   delete_draft=None if draft.oncology else draft.reference or None,
+                   source_url=t.label_url("denosumab"))
 
 
 def _switch(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder, agent: str,
@@ -1362,6 +1399,29 @@ def _oncology(draft: DraftOrder, agent: str, current: AgentExposure) -> tuple[tu
     return keep, why
 
 
+def _oncology_draft(record: PatientRecord, draft: DraftOrder, agent: str,
+                    current: AgentExposure) -> tuple[tuple[Suggestion, ...], str]:
+    """C-DUP-ANTIRES on an oncology draft (Zometa 4 mg, Xgeva 120 mg) beside an active osteoporosis
+    antiresorptive (review 18: the card offered "Keep alendronate: remove the new zoledronic acid
+    order" and called it a switch). The oncology product is oncology's plan (brief 8.6): its draft
+    is never removed here. Given for bone metastases in a larger dose and more often, it makes the
+    osteoporosis drug redundant (AACE20: no combination), so the card offers to stop that drug's
+    order, not recommended: the stop is right once the oncology drug is given, which is oncology's
+    word, and denosumab is never simply stopped (second-pass 4; rebound)."""
+    old, new = drug_label(current.agent), drug_label(agent)
+    why = (f"The new {new} order is an oncology product: its plan belongs to oncology and is not changed here.")
+    if current.oncology_only:
+        return (), why + f" The {old} on record is oncology's too: agree the plan with oncology."
+    why += (f" Once it is given it acts on bone more strongly than the {old}, which then adds nothing: "
+            f"stop the {old} order" + (" when the first dose is given (denosumab is never simply stopped: bone "
+                                       "turnover rebounds when it wears off)." if current.agent == "denosumab"
+                                       else " when oncology gives the first dose."))
+    stop = stop_suggestion(record, current.agent, old,
+                           f"{drug_title(agent)} (oncology's) makes {old} redundant: stop the active {old} order",
+                           f"Redundant beside {new} given by oncology")
+    return (stop,) if stop else (), why
+
+
 def _draft_stopped(record: PatientRecord, today: dt.date, settings: ClinicalSettings, draft: DraftOrder,
                    agent: str) -> bool:
     """Does another card say not to give this draft now (label_stop, or C-SAFE-RENAL: kidney
@@ -1391,7 +1451,12 @@ def _after_denosumab(record: PatientRecord, settings: ClinicalSettings, agent: s
 @rule("patient-view")
 def duplicate_antiresorptive_active(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-DUP-ANTIRES (warning), SAFE-15 on patient-view: two different active
-    antiresorptives, with the same transition exemption."""
+    antiresorptives, with the same transition exemption. An oncology product (Xgeva, Zometa)
+    counts (brief 8.6) but its plan is oncology's: the card says so, as the order hooks' does
+    (_oncology; review 18). Prolia and Xgeva both active: _two_denosumab."""
+    both = _two_denosumab(record)
+    if both:
+        return [both]
     active = record.active_agents(t.ANTIRESORPTIVE_CLASSES)
     dmab = record.medications.get("denosumab")
     for i, a in enumerate(active):
@@ -1400,12 +1465,78 @@ def duplicate_antiresorptive_active(record: PatientRecord, today: dt.date, setti
                 stale = _listed_before(a, b, today) or _listed_before(b, a, today)
                 if stale:
                     return [stale]
+                situation = f"The patient is on {drug_label(a.agent)} and {drug_label(b.agent)} at the same time."
+                onc = next((e for e in (a, b) if e.oncology_only), None)
+                if onc:
+                    kept = b if onc is a else a
+                    situation += (f" The {drug_label(onc.agent)} on record is an oncology product: its plan "
+                                  f"belongs to oncology and is not changed here. It already acts on bone, so the "
+                                  f"{drug_label(kept.agent)} is the redundant one.")
                 return [Finding("C-DUP-ANTIRES", facts=(_exposure_fact(a), _exposure_fact(b)),
                                 variables={"drug_a": drug_label(a.agent), "drug_b": drug_label(b.agent),
-                                           "situation": f"The patient is on {drug_label(a.agent)} and "
-                                                        f"{drug_label(b.agent)} at the same time."},
+                                           "situation": situation},
                                 suggestions=())]
     return []
+
+
+def denosumab_products_plan(record: PatientRecord, ordering: str | None,
+                            earliest: dt.date | None = None) -> tuple[str, tuple[Suggestion, ...]]:
+    """What to do when Prolia and Xgeva meet (review 18; Prolia label, PROLIA24: patients
+    receiving Prolia should not receive Xgeva, the same active ingredient). Xgeva is oncology's
+    plan (brief 8.6) and is never stopped or removed here; Prolia is the redundant one. `ordering`:
+    "Xgeva" (an Xgeva draft, Prolia on record), "Prolia" (a Prolia draft, Xgeva on record; the
+    caller removes the draft) or None (both active, patient-view). `earliest`: when Prolia could
+    follow Xgeva (the denosumab interval after the last Xgeva dose). The stop of Prolia is offered,
+    not recommended: whether Xgeva goes on is oncology's word, and Prolia is never simply stopped
+    without it (bone turnover rebounds when denosumab wears off)."""
+    if ordering == "Prolia":
+        return ("Xgeva is oncology's plan (bone metastases) and is not changed here: it already gives "
+                "denosumab, in a larger dose, so the Prolia order is the redundant one: remove it. If oncology "
+                "stops Xgeva, plan Prolia with them from then"
+                + (f" (not before {earliest})." if earliest else ".")), ()
+    stop = stop_suggestion(record, "denosumab", "Prolia", "Xgeva replaces Prolia: stop the active Prolia order "
+                           "(Xgeva is oncology's: leave it to oncology)",
+                           "Xgeva (denosumab) given by oncology: same active ingredient")
+    first = ("Xgeva is oncology's plan (bone metastases) and is not changed here; tell oncology when the last "
+             "Prolia dose was. If Xgeva goes ahead" if ordering else
+             "Xgeva is oncology's plan (bone metastases) and is not changed here. While Xgeva goes on")
+    return (first + " it replaces Prolia: agree it with oncology and stop the Prolia order (denosumab goes on as "
+            "Xgeva, so nothing wears off). If oncology stops Xgeva, Prolia goes on: it is never simply stopped "
+            "(bone turnover rebounds)."), (stop,) if stop else ()
+
+
+def _order_in_force(record: PatientRecord, e: AgentExposure) -> bool:
+    """An active or on-hold MedicationRequest among `e`'s events (PatientRecord.orders_in_force)."""
+    in_force = dict(record.orders_in_force)
+    return any(ev.ref in in_force for ev in e.events if ev.resource_type == "MedicationRequest")
+
+
+def _product_fact(e: AgentExposure, name: str) -> str:
+    """One denosumab product's exposure (e: PatientRecord.product_exposure), named."""
+    if e.dose_count:
+        return (f"{name} (denosumab): {e.dose_count} dose{'s' if e.dose_count != 1 else ''} on record, last dose "
+                f"{_date(e.last_dose)}")
+    return f"{name} (denosumab): active, current course since {_date(_current_start(e))}"
+
+
+def _two_denosumab(record: PatientRecord) -> Finding | None:
+    """C-DUP-ANTIRES, variant two-denosumab (review 18): Xgeva active (an order in force or a dose
+    within the 6-month interval) while a Prolia order is in force: the next Prolia dose would be
+    given beside it. A Prolia course whose order is over (its last dose still covering) is the
+    handover to Xgeva, nothing to do. One agent for the record, so the pairwise check above
+    never saw it. Prolia label (PROLIA24, 5 Warnings): patients receiving Prolia
+    should not receive Xgeva (same active ingredient). Xgeva is oncology's plan (brief 8.6):
+    the card offers to stop the Prolia order, not recommended (whether Xgeva goes on is
+    oncology's word, and denosumab is never simply stopped)."""
+    prolia, xgeva = record.product_exposure("denosumab", False), record.product_exposure("denosumab", True)
+    if not (prolia and xgeva and xgeva.active and _order_in_force(record, prolia)):
+        return None
+    what, stop = denosumab_products_plan(record, None)
+    return Finding("C-DUP-ANTIRES", variant="two-denosumab",
+                   facts=(_product_fact(prolia, "Prolia"), _product_fact(xgeva, "Xgeva")),
+                   variables={"drug_a": "Prolia", "drug_b": "Xgeva", "what": what,
+                              "situation": "The patient is on Prolia and Xgeva at the same time."},
+                   suggestions=(), extra_suggestions=stop, source_url=t.label_url("denosumab"))
 
 
 def _listed_before(listed: AgentExposure, other: AgentExposure, today: dt.date) -> Finding | None:
