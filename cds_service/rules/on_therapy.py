@@ -269,7 +269,29 @@ def antiresorptive_complication_order(record: PatientRecord, today: dt.date,
                                 source_url=t.label_url(agent)))
     if not findings and held:
         findings += _held_beside_other_order(record, complications, held[0])
-    return findings
+    return _every_bisphosphonate_draft(findings, complications)
+
+
+def _every_bisphosphonate_draft(findings: list[Finding], complications: list[str]) -> list[Finding]:
+    """Two or more bisphosphonate drafts removed (review 19, e10: alendronate and zoledronic
+    acid drafted after an atypical femoral fracture; one card per id, so only the first draft
+    was named and removed): one finding names them all and one recommended suggestion removes
+    every one of them (hold the bisphosphonate, second-pass 4; LABEL Fosamax/Reclast, AACE20)."""
+    removed = [f for f in findings if f.suggestions == ("remove",)]
+    if len(removed) < 2:
+        return findings
+    names = list(dict.fromkeys(f.variables["drug_name"] for f in removed))
+    words = " and ".join(names)
+    variables = {**removed[0].variables, "drug": words[:1].upper() + words[1:],
+                 "drug_name": f"a bisphosphonate ({words})", "next_step": "hold them and refer to a bone specialist"}
+    hold = Suggestion(f"Hold them: remove the draft {words} orders",
+                      tuple(Action("delete", f"Remove the draft {f.variables['drug_name']} order",
+                                   resource_id=(f.delete_draft,)) for f in removed), True)
+    merged = Finding("C-AR-COMPLICATION",
+                     facts=tuple(dict.fromkeys(x for f in removed for x in f.facts)), variables=variables,
+                     suggestions=(), extra_suggestions=(hold, *removed[0].extra_suggestions),
+                     source_url=removed[0].source_url)
+    return [merged if f is removed[0] else f for f in findings if not any(f is r for r in removed[1:])]
 
 
 OTHER_BONE_AGENTS = tuple(a for a, agent in t.AGENTS.items()
