@@ -29,6 +29,7 @@ alternative where the brief names one; cards say at-most-one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 
@@ -1247,8 +1248,16 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
     if findings:
         return _one_card(findings, said, paired)
     # Prolia beside Xgeva (review 18): its own variant, when no other duplicate speaks (one card per id).
-    return [f for draft, agent in _antiresorptive_drafts(record.judged_drafts) if agent == "denosumab"
-            for f in (_two_denosumab_order(record, today, settings, draft),) if f]
+    found = [f for draft, agent in _antiresorptive_drafts(record.judged_drafts) if agent == "denosumab"
+             for f in (_two_denosumab_order(record, today, settings, draft),) if f]
+    if len(found) < 2:
+        return found
+    # Both products drafted (review 19, e19): one card, the one offering most (it names both drafts),
+    # with every offer once.
+    first = max(found, key=lambda f: len(f.extra_suggestions))
+    offered = {tuple((a.type, a.resource_id) for a in s.actions): s for f in found for s in f.extra_suggestions}
+    return [dataclasses.replace(first, extra_suggestions=tuple(sorted(offered.values(),
+                                                                      key=lambda s: not s.is_recommended)))]
 
 
 def _one_card(findings: list[Finding], said: list[tuple[str, str] | None], paired: list[str]) -> list[Finding]:
@@ -1291,25 +1300,34 @@ def _two_denosumab_order(record: PatientRecord, today: dt.date, settings: Clinic
     while the other product has an order in force (active or on-hold), and no dose of it within
     the denosumab interval (that is C-SAFE-DOSE-INTERVAL's other-product variant: one card per
     draft). An order in force, not a dose's cover: Prolia ordered 5.5 months after a last Xgeva
-    dose, Xgeva's course over, is the follow-on, as Prolia after Prolia. Prolia label (PROLIA24):
+    dose, Xgeva's course over, is the follow-on, as Prolia after Prolia. The other product drafted
+    too (review 19) is the same drug twice as well: the Prolia draft is removed. Prolia label (PROLIA24):
     patients receiving Prolia should not receive Xgeva. The words and offers:
     denosumab_products_plan (Xgeva is oncology's); a Prolia draft is removed (recommended)."""
     from cds_service.rules.dosing import PRODUCT, other_denosumab  # sibling rule (label_stop's way)
 
     other = record.product_exposure("denosumab", not draft.oncology)
-    if other is None or not _order_in_force(record, other):
+    in_force = other is not None and _order_in_force(record, other)
+    if in_force and other_denosumab(record, today, settings, draft):
         return None
-    if other_denosumab(record, today, settings, draft):
+    # Review 19 (e19, e20): the other product drafted too is the same drug twice as well; the
+    # Prolia draft among them is the one removed (recommended), never the Xgeva one.
+    drafted = [d for d in record.drafts if d is not draft and d.kind == "medication"
+               and "denosumab" in d.agents and d.oncology != draft.oncology]
+    if not (in_force or drafted):
         return None
     new, old = PRODUCT[draft.oncology], PRODUCT[not draft.oncology]
-    what, stop = denosumab_products_plan(record, new)
-    remove = () if draft.oncology or not draft.reference else (
-        Suggestion("Remove the draft Prolia order (Xgeva, oncology's, gives denosumab)",
-                   (_delete(draft, "denosumab"),), True),)
+    what, stop = denosumab_products_plan(record, new if in_force else "Prolia")
+    prolia = drafted if draft.oncology else [draft]
+    remove = tuple(Suggestion("Remove the draft Prolia order (Xgeva, oncology's, gives denosumab)",
+                              (_delete(d, "denosumab"),), True) for d in prolia if d.reference)
+    situation = (f"{new} is being ordered while {old} is active." + (f" {old} is being ordered too." if drafted else "")
+                 if in_force else f"{new} is being ordered while {old} is being ordered too.")
     return Finding("C-DUP-ANTIRES", variant="two-denosumab",
-                   facts=(draft_fact(draft, "denosumab"), f"The draft is {new}", _product_fact(other, old)),
-                   variables={"drug_a": new, "drug_b": old, "what": what,
-                              "situation": f"{new} is being ordered while {old} is active."},
+                   facts=(draft_fact(draft, "denosumab"), f"The draft is {new}",
+                          *((_product_fact(other, old),) if in_force else ()),
+                          *(f"Draft order: {old} ({d.reference or 'draft without id'})" for d in drafted)),
+                   variables={"drug_a": new, "drug_b": old, "what": what, "situation": situation},
                    suggestions=(), extra_suggestions=remove + stop,
                    delete_draft=None if draft.oncology else draft.reference or None,
                    source_url=t.label_url("denosumab"))
