@@ -116,7 +116,9 @@ def test_a_10_mb_hook_instance_within_the_size_limit_is_refused(client, app):
 
 def test_body_over_the_limit_is_413(make_app):
     client = make_app(CDS_MAX_BODY_BYTES="1000").test_client()
-    assert_json_error(post_raw(client, PV, valid_body() + " " * 1000), 413)
+    answer = assert_json_error(post_raw(client, PV, valid_body() + " " * 1000), 413)
+    # Operator review 16: the answer names the limit, so the integrator knows what fits.
+    assert answer["message"] == "request body too large: at most 1000 bytes (CDS_MAX_BODY_BYTES)"
 
 
 # --- transport traps --------------------------------------------------------
@@ -144,7 +146,8 @@ def test_streamed_body_over_the_limit_is_413_not_cut(make_app):
     small = valid_body().encode()
     assert post_environ(client, small, **{"wsgi.input_terminated": True}).status_code == 200
     big = valid_body().encode()[:-1] + b', "padding": "' + b"x" * 200_000 + b'"}'
-    assert_json_error(post_environ(client, big, **{"wsgi.input_terminated": True}), 413)
+    answer = assert_json_error(post_environ(client, big, **{"wsgi.input_terminated": True}), 413)
+    assert answer["message"] == "request body too large: at most 100000 bytes (CDS_MAX_BODY_BYTES)"
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "gzip, identity"])

@@ -12,7 +12,7 @@ import traceback
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from cds_service import db_bounds
@@ -74,8 +74,11 @@ def register_error_handlers(app: Flask) -> None:
         message = {
             404: "no such endpoint or CDS service",
             405: "method not allowed on this endpoint",
-            413: "request body too large",
         }.get(status, exc.description or exc.name)
+        if status == 413:  # operator review 16: name the limit
+            from cds_service.protocol.requests_json import body_too_large_message
+
+            message = body_too_large_message(current_app.config.get("MAX_CONTENT_LENGTH"))
         response = error_response(status, _CODES.get(status, "error"), message)
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]

@@ -360,7 +360,7 @@ def read_json_object(request: Request) -> dict[str, Any]:
         raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # A streamed body is cut at the limit by Werkzeug, not refused: refuse it here.
-        raise ApiError(413, "request body too large", code="payload_too_large")
+        raise ApiError(413, body_too_large_message(limit), code="payload_too_large")
     if not raw.strip():
         raise ApiError(400, "the request body is empty; a JSON object is expected", code="invalid_json")
     gc_pause.hold(request)  # until the request ends (gc_pause: the parsed chart has no cycles)
@@ -393,3 +393,9 @@ def _loads_without_gc(raw: bytes, loads: Callable[[bytes], Any]) -> Any:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def body_too_large_message(limit: int | None) -> str:
+    """The 413 text, naming the limit (CDS_MAX_BODY_BYTES) so an integrator knows what to send."""
+    return (f"request body too large: at most {limit} bytes (CDS_MAX_BODY_BYTES)" if limit
+            else "request body too large")
