@@ -285,7 +285,8 @@ def _once(finding: Finding, offered: dict[tuple[Any, ...], Finding], patient_id:
             finding, patient_id=patient_id, today=today, resource_types=ONCE_PER_SCREEN_TYPES):
         if not resources or not renders():
             continue
-        repeated = [r for r in resources if _order_key(r) in offered]
+        keyed = [(r, _order_key(r)) for r in resources]
+        repeated = [r for r, key in keyed if key in offered]
         drug = any(r.get("resourceType") == "MedicationRequest" for r in repeated)
         if kind == "extra":
             s = extras[ident]
@@ -308,12 +309,13 @@ def _once(finding: Finding, offered: dict[tuple[Any, ...], Finding], patient_id:
             else:
                 repeated = []  # kept whole: nothing left to the other card
         for r in repeated:
-            names = left.setdefault(id(offered[_order_key(r)]), (offered[_order_key(r)], []))[1]
+            other = offered[_order_key(r)]
+            names = left.setdefault(id(other), (other, []))[1]
             if _order_name(r) not in names:
                 names.append(_order_name(r))
         kept = kind == "extra" and extras[ident] is not None or kind == "key" and ident not in drop_keys
         if kept:
-            mine.update({_order_key(r): finding for r in resources if _order_key(r) not in offered})
+            mine.update({key: finding for _, key in keyed if key not in offered})
     offered.update(mine)
     if not left:
         return finding

@@ -1255,7 +1255,7 @@ def duplicate_antiresorptive_order(record: PatientRecord, today: dt.date, settin
     # Both products drafted (review 19, e19): one card, the one offering most (it names both drafts),
     # with every offer once.
     first = max(found, key=lambda f: len(f.extra_suggestions))
-    offered = {tuple((a.type, a.resource_id) for a in s.actions): s for f in found for s in f.extra_suggestions}
+    offered = {_offer_key(s): s for f in found for s in f.extra_suggestions}
     return [dataclasses.replace(first, extra_suggestions=tuple(sorted(offered.values(),
                                                                       key=lambda s: not s.is_recommended)))]
 
@@ -1285,13 +1285,19 @@ def _one_card(findings: list[Finding], said: list[tuple[str, str] | None], paire
                               (Action("delete", f"Remove the draft {f.variables['drug_a']} order",
                                       resource_id=(f.delete_draft,)),)),) if f.suggestions and f.delete_draft else ()
         for s in (*removal, *f.extra_suggestions):
-            key = tuple((a.type, a.resource_id, (a.resource or {}).get("id")) for a in s.actions)
+            key = _offer_key(s)
             if key not in seen:
                 seen.add(key)
                 offered.append(s)
     return [Finding("C-DUP-ANTIRES", facts=tuple(dict.fromkeys(x for f in findings for x in f.facts)),
                     variables={"drug_a": ", ".join(names[:-1]), "drug_b": names[-1], "situation": situation},
                     suggestions=(), extra_suggestions=tuple(offered))]
+
+
+def _offer_key(s: Suggestion) -> tuple[tuple[str, tuple[str, ...], object], ...]:
+    """What a suggestion does, whatever its label: each action's type, the draft it removes and the
+    resource it creates or updates (by id: a stop of one order offered for two drafts is one offer)."""
+    return tuple((a.type, a.resource_id, (a.resource or {}).get("id")) for a in s.actions)
 
 
 def _two_denosumab_order(record: PatientRecord, today: dt.date, settings: ClinicalSettings,
