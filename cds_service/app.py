@@ -243,7 +243,7 @@ class LazySession:
 
 def configure_valuesets(extra_dir: str) -> valuesets.Terminology:
     """Load the value sets (shipped + the site's extra folder) once, at start-up:
-    a bad file stops the start with one line naming it."""
+    bad files stop the start with one line naming each."""
     try:
         return valuesets.configure(extra_dir or None)
     except valuesets.ValueSetError as exc:

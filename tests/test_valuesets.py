@@ -264,6 +264,21 @@ def test_a_bad_site_file_stops_start_up_with_one_clear_line(tmp_path, make_app, 
     assert len(err) == 1 and reason in err[0]
 
 
+def test_every_bad_site_file_is_named_in_the_one_line(tmp_path, make_app):
+    # a site fixing its folder should not meet its bad files one restart at a time
+    folder = tmp_path / "valuesets"
+    _site_file(folder, "good.json", LOCAL_CALCIUM)
+    chosen = [b for b in BAD_FILES if b[0] != "conflict.json"]
+    for name, body, _reason in chosen:
+        (folder / name).write_text(body if isinstance(body, str) else json.dumps(body), encoding="utf-8")
+    with pytest.raises(SettingsError) as exc:
+        make_app(CDS_EXTRA_VALUESETS_DIR=str(folder))
+    message = str(exc.value)
+    assert "\n" not in message and "good.json" not in message
+    shown = [name for name, _body, reason in chosen if str(folder / name) in message and reason in message]
+    assert len(shown) == 5 and message.endswith(f"(and {len(chosen) - 5} more)")
+
+
 def test_missing_folder_is_a_clear_error(tmp_path, make_app):
     with pytest.raises(SettingsError, match="not a folder"):
         make_app(CDS_EXTRA_VALUESETS_DIR=str(tmp_path / "nope"))

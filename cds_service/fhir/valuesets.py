@@ -394,13 +394,18 @@ def load(extra_dir: str | Path | None = None) -> Terminology:
         by_name = {m.get("name"): i for i, m in metas.items()}
         parts: dict[str, _Parts] = {}
         files: dict[str, list[str]] = {}
+        bad: list[str] = []  # every unusable file, so a site fixes them in one round
         for path in sorted(folder.glob("*.json")):
-            data = _read(path)
-            target = by_url.get(data.get("url")) or by_name.get(data.get("name"))
-            if target is None:
-                raise ValueSetError(f"{path}: matches no shipped value set (url {data.get('url')!r}, "
-                                    f"name {data.get('name')!r}); see cds_service/terminology_data/README.md")
-            extra = _parts(data, path, f"site file {path.name}")
+            try:
+                data = _read(path)
+                target = by_url.get(data.get("url")) or by_name.get(data.get("name"))
+                if target is None:
+                    raise ValueSetError(f"{path}: matches no shipped value set (url {data.get('url')!r}, "
+                                        f"name {data.get('name')!r}); see cds_service/terminology_data/README.md")
+                extra = _parts(data, path, f"site file {path.name}")
+            except ValueSetError as exc:
+                bad.append(str(exc))
+                continue
             if target not in parts:
                 parts[target] = _parts_of(concepts[target])
                 files[target] = list(concepts[target].files)
@@ -416,14 +421,21 @@ def load(extra_dir: str | Path | None = None) -> Terminology:
             for key, unit in extra.default_units.items():
                 into.default_units.setdefault(key, unit)
             files[target].append(str(path))
+        if bad:
+            raise ValueSetError(_listed(bad))
         for target, merged in parts.items():
             concepts[target] = _concept(metas[target], merged, tuple(files[target]))
     terminology = Terminology(concepts)
     problems = terminology.conflicts()
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ValueSetError(problems[0] + more)
+        raise ValueSetError(_listed(problems))
     return terminology
+
+
+def _listed(problems: list[str], shown: int = 5) -> str:
+    """Several problems in one line: the first few in full, then how many more."""
+    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
 
 
 def _parts_of(c: Concept) -> _Parts:
