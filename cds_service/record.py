@@ -1942,6 +1942,8 @@ class _Builder:
         age = _age(birth, today) if birth else None
         if age is not None and not self._value_ok("age", age, _ref(patient)):
             birth = age = None  # e.g. birthDate 0001-01-01 or next year: age unknown, not 2025
+        elif birth is None and birth_text:  # "1950-13-45": age unknown, counted as the bad dates of others are
+            self.ignored.append((_ref(patient), plausibility.UNREADABLE_VALUE))
         conflicting_ages = [a for b in birth_conflict
                             if (d := parse_date(b)) and plausibility.value_ok("age", a := _age(d, today))]
         oldest_conflicting_age = max(conflicting_ages) if conflicting_ages else None

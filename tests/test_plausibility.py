@@ -107,6 +107,19 @@ def test_an_impossible_birth_date_means_age_unknown(client, birth):
     assert "2025" not in json.dumps(cards(client, prefetch))
 
 
+@pytest.mark.parametrize("birth", ["1950-13-45", "nonsense", "04/03/1950"])
+def test_an_unreadable_birth_date_means_age_unknown_and_is_counted(client, birth):
+    prefetch = prefetch_with(OWN_T)
+    prefetch["patient"]["birthDate"] = birth
+    record = build_record(prefetch, today=TODAY, patient_id=PATIENT_ID)
+    assert record.age is None and record.birth_date is None
+    assert record.ignored == ((f"Patient/{PATIENT_ID}", "unreadable-value"),)
+    unknown = prefetch_with(OWN_T)
+    del unknown["patient"]["birthDate"]
+    assert cards(client, prefetch) == cards(client, unknown)
+    assert build_record(unknown, today=TODAY, patient_id=PATIENT_ID).ignored == ()
+
+
 def test_tomorrow_is_allowed_for_time_zones():
     prefetch = prefetch_with(obs("x", "38267-1", (TODAY + dt.timedelta(days=1)).isoformat(), -2.6, "1"))
     assert build_record(prefetch, today=TODAY, patient_id=PATIENT_ID).lowest_t.value == -2.6
