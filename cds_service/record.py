@@ -592,7 +592,7 @@ class Lab:
 EGFR_UPPER_BOUND = "egfr_upper_bound"
 LAB_LABELS = {"egfr": "eGFR", EGFR_UPPER_BOUND: "eGFR", "calcium": "Serum calcium", "calcium_corrected": "Corrected calcium",
               "albumin": "Albumin", "vitamin_d": "25-OH vitamin D", "pth": "PTH",
-              "creatinine": "Serum creatinine", "weight": "Body weight", "bmi": "BMI",
+              "creatinine": "Creatinine", "weight": "Body weight", "bmi": "BMI",
               "alp": "Alkaline phosphatase", "calcium_ionized": "Ionized calcium", "crcl": "Creatinine clearance"}
 # Decimals clinicians write each value with (T-scores and FRAX: one).
 LAB_DECIMALS = {"egfr": 0, EGFR_UPPER_BOUND: 0, "calcium": 1, "calcium_corrected": 1, "albumin": 1, "vitamin_d": 0, "pth": 0,
