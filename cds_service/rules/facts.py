@@ -725,6 +725,12 @@ def antiresorptive_complications(record: PatientRecord) -> list[str]:
     return out
 
 
+def complication_name(complications: list[str]) -> str:
+    """The complication a card names (antiresorptive_complications' facts): an atypical
+    femoral fracture before jaw osteonecrosis."""
+    return "atypical femoral fracture" if any("femoral" in c for c in complications) else "osteonecrosis of the jaw"
+
+
 @per_call
 def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
                 class_wide: bool = False) -> list[BpProblem]:

@@ -34,6 +34,8 @@ from cds_service.rules.facts import (
     OVERDUE,
     DmabTiming,
     anabolic_course_end,
+    antiresorptive_complications,
+    complication_name,
     course_end_words,
     bisphosphonate_since,
     bp_contraindications,
@@ -164,7 +166,9 @@ def zoledronate_blockers(record: PatientRecord, settings: ClinicalSettings) -> l
     """Why IV zoledronic acid should not be suggested (SAFE-3, SAFE-4, intolerance, AFF /
     ONJ). Review: an unknown kidney function blocks it too, as on C-TX-DMAB-ALT (Reclast
     label: creatinine clearance before each dose, contraindicated below 35; a one-click
-    infusion with no kidney value met C-SAFE-PREDOSE-LABS at signing)."""
+    infusion with no kidney value met C-SAFE-PREDOSE-LABS at signing). Review 20: the AFF /
+    ONJ of this docstring was never checked (Reclast label: both are its warnings; second-pass
+    4, C-AR-COMPLICATION: hold the bisphosphonate and refer)."""
     out = []
     reading = kidney(record, settings)
     if reading.below(settings.egfr_zoledronate_min):
@@ -178,7 +182,34 @@ def zoledronate_blockers(record: PatientRecord, settings: ClinicalSettings) -> l
     hits = record.condition_hits("bp_intolerance")
     if hits:
         out.append(f"Bisphosphonate intolerance on the problem list ({hits[0].code or 'coded'})")
-    return out
+    return out + antiresorptive_complications(record)
+
+
+BONE_SPECIALIST = "Refer to a bone specialist (endocrinology) for the treatment plan"  # C-AR-COMPLICATION's words
+
+
+def with_complication(card_id: str, complications: list[str], facts: list[str], keys: tuple[str, ...],
+                      built: tuple[Suggestion, ...], variables: dict[str, str], *,
+                      referral_first: bool) -> Finding:
+    """A denosumab course card (C-DMAB-STOP, C-DMAB-OVERDUE), variant complication (review 20):
+    an atypical femoral fracture or jaw osteonecrosis is on record, so no bisphosphonate, oral or
+    IV, is offered (Fosamax and Reclast labels list both; second-pass 4, C-AR-COMPLICATION: hold
+    the bisphosphonate and refer). The rebound is still real (ECTS21; Prolia label: multiple
+    vertebral fractures after stopping), so the patient is not left without a plan: a bone
+    specialist decides what follows (Prolia label: interrupting denosumab after AFF or ONJ is
+    an individual benefit-risk decision; AACE20), and the next denosumab dose is offered with
+    that referral, to keep the rebound off while it is decided ("do not let the next dose lapse",
+    C-AR-COMPLICATION). `referral_first`: the referral alone leads, recommended (a stop whose dose
+    is not yet due); else the dose leads (overdue: the rebound is under way)."""
+    reason = f"{'; '.join(complications)} on denosumab"
+    referral = referral_suggestion(ENDOCRINOLOGY, BONE_SPECIALIST, reason, recommended=referral_first)
+    doses = tuple(Suggestion(f"{d.label}, and refer to a bone specialist", (*d.actions, *referral.actions),
+                             d.is_recommended)
+                  for d in (*(yaml_suggestion(card_id, key, variables) for key in keys), *built))
+    facts = [*facts, f"No bisphosphonate suggested (oral or IV): {'; '.join(complications)}"]
+    variables = {**variables, "complication": complication_name(complications)}
+    return Finding(card_id, facts=tuple(facts), variant="complication", variables=variables, suggestions=(),
+                   extra_suggestions=(referral, *doses) if referral_first else (*doses, referral))
 
 
 def follow_on_plan(zoledronate: bool, alendronate: bool, otherwise: str) -> str:
@@ -347,6 +378,10 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
     anabolic = active_anabolic(record)
     if anabolic:
         return [beside_anabolic("C-DMAB-OVERDUE", "Denosumab overdue", anabolic, facts, keys, built, variables)]
+    complications = antiresorptive_complications(record)
+    if complications:  # review 20: no bisphosphonate; the dose now, and the bone specialist
+        return [with_complication("C-DMAB-OVERDUE", complications, facts, keys, built, variables,
+                                  referral_first=False)]
     keys += tuple(bisphosphonate_keys(record, settings, facts))
     return [Finding("C-DMAB-OVERDUE", facts=tuple(facts), variables=variables,
                     suggestions=keys, extra_suggestions=built)]
@@ -422,7 +457,15 @@ def denosumab_stop(record: PatientRecord, today: dt.date, settings: ClinicalSett
     if bisphosphonate_since(record, e.last_dose if e else None):
         return []
     why = f", reason: {stopped.status_reason}" if stopped.status_reason else ""
-    facts = [f"Denosumab order {stopped.status}{why} ({stopped.ref}, dated {stopped.start or 'an unknown date'})"]
+    written = f"dated {stopped.start or 'an unknown date'}"
+    if e and stopped.start and any(ev.resource_type != "MedicationRequest" and ev.dose_date
+                                   and ev.dose_date > stopped.start for ev in e.events):
+        # Review 20 (L4): a dose given after the stopped order's date read as given after the stop.
+        # FHIR R4 dates no status change (authoredOn is when the order was written), and a standing
+        # order written long before its last dose, then stopped, is the usual shape (fixture
+        # c-dmab-stop-no-bisphosphonate): still the explicit stop of second-pass 3, said as such.
+        written = f"written on {stopped.start}, before the last dose; the stop itself is not dated"
+    facts = [f"Denosumab order {stopped.status}{why} ({stopped.ref}, {written})"]
     if timing:
         facts += timing.facts()
         zol_day = max(timing.due, today)
@@ -433,6 +476,13 @@ def denosumab_stop(record: PatientRecord, today: dt.date, settings: ClinicalSett
     anabolic = active_anabolic(record)
     if anabolic:
         return [_stop_beside_anabolic(record, settings, anabolic, timing, zol_day, facts)]
+    complications = antiresorptive_complications(record)
+    if complications:  # review 20: no bisphosphonate; the bone specialist, the next dose meanwhile
+        dmab_keys, built, when = _next_dose(record, settings, timing, zol_day, facts)
+        return [with_complication("C-DMAB-STOP", complications, facts, dmab_keys, built,
+                                  {"dose_date": zol_day.isoformat(), "next_dose": when,
+                                   "ckd_plan": ckd_plan_note(record, settings) if timing else ""},
+                                  referral_first=True)]
     keys = bisphosphonate_keys(record, settings, facts, zoledronate_key="zoledronic-acid-scheduled")
     plan = follow_on_plan("zoledronic-acid-scheduled" in keys, "alendronate" in keys,
                           "no bisphosphonate possible: continue denosumab or refer")
@@ -449,17 +499,23 @@ def _stop_beside_anabolic(record: PatientRecord, settings: ClinicalSettings, e: 
     dose alongside or a bone specialist). The dose is the next one, on or after 6 months from
     the last (earlier is C-SAFE-DOSE-INTERVAL's too soon); with no dose date on record, none is
     offered (too early or late is unknown, as on C-DMAB-DUE's last-dose-unknown)."""
-    if timing:
-        keys, built = denosumab_plan(record, settings, facts, on=dose_day)
-        when = f"the next 60 mg dose on or after {dose_day} (6 months after the last dose), then every 6 months"
-        if low_calcium(record, settings):  # no dose offered (Prolia label; review 15, as C-DMAB-DUE/-OVERDUE)
-            when += "; correct the low calcium first (no dose is offered until then)"
-    else:
-        keys, built = (), ()
-        when = "the next 60 mg dose once the date of the last injection is confirmed (none on record)"
+    keys, built, when = _next_dose(record, settings, timing, dose_day, facts)
     return beside_anabolic("C-DMAB-STOP", "Denosumab stopped", e, facts, keys, built,
                            {"dose_date": dose_day.isoformat(), "next_dose": when,
                             "ckd_plan": ckd_plan_note(record, settings) if timing else ""})
+
+
+def _next_dose(record: PatientRecord, settings: ClinicalSettings, timing: DmabTiming | None, dose_day: dt.date,
+               facts: list[str]) -> tuple[tuple[str, ...], tuple[Suggestion, ...], str]:
+    """A stopped course's next denosumab dose (C-DMAB-STOP's variants): its YAML keys, built
+    suggestions and words; none without a last dose date on record."""
+    if not timing:
+        return (), (), "the next 60 mg dose once the date of the last injection is confirmed (none on record)"
+    keys, built = denosumab_plan(record, settings, facts, on=dose_day)
+    when = f"the next 60 mg dose on or after {dose_day} (6 months after the last dose), then every 6 months"
+    if low_calcium(record, settings):  # no dose offered (Prolia label; review 15, as C-DMAB-DUE/-OVERDUE)
+        when += "; correct the low calcium first (no dose is offered until then)"
+    return keys, built, when
 
 
 @rule("patient-view")
@@ -489,7 +545,28 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
         facts.append(f"Oral alendronate not suggested: {'; '.join(oral)}")
     else:
         keys = ("alendronate",)  # ACP23 Rec 3 names a bisphosphonate first
-    dmab_keys, built = denosumab_plan(record, settings, facts, start=True)
+    # Review 20 (L5): denosumab as the only drug is not labelled "(alternative)".
+    dmab_keys, built = denosumab_plan(record, settings, facts, "denosumab" if keys else "denosumab-first", start=True)
+    complications = antiresorptive_complications(record)
+    if complications:
+        # Review 20: an atypical femoral fracture or jaw osteonecrosis on record (bp_problems has kept
+        # alendronate off): no bisphosphonate (Fosamax, Reclast labels; second-pass 4: hold it and
+        # refer), and denosumab, new to the patient, carries the same label warnings and cannot simply
+        # be stopped once started (C-AR-COMPLICATION on a new start): the bone specialist leads.
+        name = complication_name(complications)
+        variables = {"ended": ended, "patient_instruction": ORAL_BP_INSTRUCTIONS,
+                     "start": "specialist's plan",  # the summary fits 139 characters
+                     "suggested": (f"a bone specialist's plan (referral below). With {name} on record no "
+                                   "bisphosphonate is offered (Fosamax and Reclast labels: hold it and refer). "
+                                   "Denosumab 60 mg every 6 months is the other option offered, but the Prolia label "
+                                   "lists the same complications and, once started, it cannot simply be stopped "
+                                   "(rebound)"),
+                     "ckd_plan": ckd_plan_note(record, settings, start=True)}
+        referral = referral_suggestion(ENDOCRINOLOGY, BONE_SPECIALIST, f"{'; '.join(complications)}: "
+                                       "antiresorptive after the anabolic course", recommended=True)
+        return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts), variables=variables, suggestions=(),
+                        extra_suggestions=(referral, *(yaml_suggestion("C-ANABOLIC-FOLLOW-ON", k, variables)
+                                                       for k in dmab_keys), *built))]
     if keys:
         start, suggested = "start alendronate or denosumab", (
             "alendronate 70 mg weekly (denosumab 60 mg every 6 months is the alternative, for example when an "

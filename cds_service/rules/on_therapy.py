@@ -17,7 +17,10 @@ from cds_service.rules.facts import (
     very_long_bp_course,
     anabolic_options,
     antiresorptive_complications,
+    complication_name,
     course_start,
+    denosumab_stop_order,
+    denosumab_timing,
     draft_fact,
     drug_label,
     drug_title,
@@ -143,12 +146,6 @@ def treatment_failure(record: PatientRecord, today: dt.date, settings: ClinicalS
     return []
 
 
-def complication_name(complications: list[str]) -> str:
-    """The complication a card names (facts.antiresorptive_complications' facts): an atypical
-    femoral fracture before jaw osteonecrosis."""
-    return "atypical femoral fracture" if any("femoral" in c for c in complications) else "osteonecrosis of the jaw"
-
-
 def _complication_variables(agent: str, complications: list[str]) -> dict[str, str]:
     denosumab = agent == "denosumab"
     return {
@@ -208,9 +205,18 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
         variables["advice"] += (" Denosumab is on board too: it is never simply stopped (bone turnover rebounds); "
                                 "whether it continues, or stops with a follow-on plan, is the bone specialist's "
                                 "decision.")
-    return [Finding("C-AR-COMPLICATION",
-                    facts=(*(f"On {drug_label(o.agent)} since {o.start or 'an unknown date'}" for o in (e, *both)),
-                           *complications),
+    on = tuple(f"On {drug_label(o.agent)} since {o.start or 'an unknown date'}" for o in (e, *both))
+    variant = None
+    stopped = denosumab_stop_order(record) if e.agent == "denosumab" else None
+    timing = denosumab_timing(record, settings) if stopped else None
+    if stopped and timing:
+        # Review 20 (L1): a stopped denosumab whose last dose still acts read "on board", "on
+        # denosumab since <the last dose>": the stop, the last dose and when it wears off instead.
+        variant = "denosumab-stopped"
+        on = (f"Denosumab order {stopped.status} ({stopped.ref}, dated {stopped.start or 'an unknown date'})",
+              f"Last denosumab dose on {timing.last_dose}; it acts until about {timing.due} (6 months)")
+        variables.update(last_dose=timing.last_dose.isoformat(), wears_off=timing.due.isoformat())
+    return [Finding("C-AR-COMPLICATION", facts=(*on, *complications), variant=variant,
                     variables=variables, suggestions=(),
                     extra_suggestions=(*hold, *_complication_referrals(complications, e.agent)),
                     source_url=t.label_url(e.agent))]
