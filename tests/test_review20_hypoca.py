@@ -10,7 +10,10 @@ from __future__ import annotations
 import pytest
 
 from tests.test_review18_oncology import _words
-from tests.test_rules_second_pass import ALN, DMAB, ROMO, ZOL, ago, cards, cond, draft, obs, record
+from cds_service.card_render import SUMMARY_MAX
+from cds_service.fhir import terminology as t
+from tests.conftest import coding
+from tests.test_rules_second_pass import ALN, DMAB, ROMO, ZOL, ago, cards, cond, draft, med, obs, record, sr
 
 CA = "17861-6"        # calcium, serum or plasma (mg/dL)
 ALBUMIN = "1751-7"    # g/dL
@@ -107,3 +110,62 @@ def test_romosozumab_and_a_resolved_code_unchanged():
     assert "C-SAFE-HYPOCA" in _order(_hypoca(20), obs(CA, 83, 9.4, "mg/dL"), agent=ROMO)
     resolved = cond("E83.51", 30, status="resolved")
     assert "C-SAFE-HYPOCA" not in _order(resolved)
+
+
+# ---------------------------------------------------------------------------
+# L2. massage-bonemets-anticoag: osteoporosis, bone metastases (C79.51), apixaban, a massage draft.
+# The bullet "Not here: bone metastases ...: no pressure over or near the lesions" read as "does not
+# apply", and the summary named only the osteoporosis, though the metastases are a warning trigger
+# of their own (second-pass 6).
+# ---------------------------------------------------------------------------
+
+MASSAGE = sr(coding(t.CPT, "97124"), sid="r3")
+APIXABAN = med({"text": "apixaban 5 mg"}, 100, rid="apix")
+METS = cond("C79.51", 100)
+
+
+def _massage(*resources, order=MASSAGE, t_score=True):
+    return cards(record(*resources, drafts=[order], t_score=t_score), "order-sign")["C-MASSAGE-SAFETY"]
+
+
+def test_bone_metastases_are_said_to_apply_and_named_in_the_summary():
+    card = _massage(METS, APIXABAN)
+    assert card["indicator"] == "warning"
+    assert card["summary"] == ("Massage order: bone metastases or skeletal malignancy: no pressure over or near the "
+                               "lesions; osteoporosis: gentle techniques only")
+    assert "- **Bone metastases or skeletal malignancy on record: no pressure over or near the lesions.**" \
+        in card["detail"]
+    note = card["suggestions"][0]["actions"][0]["resource"]["note"][-1]["text"]
+    assert "Bone metastases or skeletal malignancy on record: no pressure over or near the lesions." in note
+    assert "Not here" not in card["detail"] and "Not here" not in note
+
+
+@pytest.mark.parametrize("resource,line,summary", [
+    (cond("S81.812A", 10), "Open wound on record: do not massage over or near it.", "open wound: not over or near it"),
+    (cond("L03.115", 10), "Active skin or soft-tissue infection on record: do not massage over it.",
+     "skin or soft-tissue infection: not over it"),
+])
+def test_each_place_not_to_treat_reads_as_this_patients(resource, line, summary):
+    card = _massage(resource, t_score=False)
+    assert f"- **{line}**" in card["detail"] and "Not here" not in card["detail"]
+    assert card["summary"] == f"Massage order: {summary}"
+
+
+def test_every_warning_trigger_fits_the_summary():
+    """Bone metastases, a wound, an infection and surgery beside a fragility fracture: the summary
+    stays within the CDS Hooks limit (strict rendering raises otherwise) and still names each."""
+    surgery = {"resourceType": "Procedure", "id": "surg", "status": "completed", "performedDateTime": ago(20),
+               "code": {"text": "Laparoscopic cholecystectomy"}}
+    knee = sr(coding(t.CPT, "97140"), sid="r3", bodySite=[{"text": "left knee"}])
+    card = _massage(METS, cond("S81.812A", 10), cond("L03.115", 10), surgery, order=knee)
+    assert card["indicator"] == "warning" and len(card["summary"]) <= SUMMARY_MAX
+    for words in ("bone metastases", "open wound", "infection", "surgery 2 weeks ago", "osteoporosis"):
+        assert words in card["summary"]
+
+
+def test_osteoporosis_alone_keeps_its_summary():
+    """Quiet control: no place not to treat, the summary as before."""
+    card = _massage(APIXABAN)
+    assert card["summary"] == ("Massage order: patient has osteoporosis: gentle techniques only, no deep pressure near "
+                               "spine, ribs, hips")
+    assert "on record:" not in card["detail"]
