@@ -559,6 +559,9 @@ class ConditionHit:
     recorded_only: bool = False  # dated by its recordedDate alone: no onset on record
     window: EventWindow | None = None  # no onset day, but bounds on it (facts.cv_hits reads them)
     abated: dt.date | None = None  # abatement[x] as a day (a period by its end), when one is given
+    # The later of onset and recordedDate (when both are given; else `date`): the last day the
+    # chart says it was so. facts.coded_hypocalcemia weighs a newer calcium against it (review 20).
+    noted: dt.date | None = None
 
 
 @_quick_init
@@ -1764,7 +1767,8 @@ class _Builder:
         # the visit, not the event: the condition is on record, its date unknown.
         self._add_groups(groups, None if follow_up else when, active, ref, recorded_only=onset is None,
                          loose=res if loose and not follow_up else None,
-                         abated=_abated(res) if not _ABATEMENT.isdisjoint(res) else None)
+                         abated=_abated(res) if not _ABATEMENT.isdisjoint(res) else None,
+                         noted=self._visit_day(res, when) if onset is not None and "recordedDate" in res else when)
 
     def _visit_day(self, res: Mapping[str, Any], when: dt.date | None) -> dt.date | None:
         """The day a later-encounter fracture code was coded: the later of its onset and its
@@ -1780,12 +1784,12 @@ class _Builder:
 
     def _add_groups(self, groups: tuple[tuple[str, str], ...], when: dt.date | None, active: bool, ref: str,
                     recorded_only: bool = False, loose: Mapping[str, Any] | None = None,
-                    abated: dt.date | None = None) -> None:
+                    abated: dt.date | None = None, noted: dt.date | None = None) -> None:
         """ConditionHits of a code's (group, shown code) pairs (_condition_groups); `loose`: the
         Condition, when finish() is to read its EventWindow."""
         for group, shown in groups:
             hits = self.conditions.setdefault(group, [])
-            hits.append(ConditionHit(group, when, active, shown, ref, recorded_only, None, abated))
+            hits.append(ConditionHit(group, when, active, shown, ref, recorded_only, None, abated, noted))
             if loose is not None:
                 self.windows.append((group, len(hits) - 1, loose))
             if group == "transport_accident" and when:

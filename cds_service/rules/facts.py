@@ -501,7 +501,8 @@ def unexplained_high_calcium(record: PatientRecord, settings: ClinicalSettings) 
 @per_call
 def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float | None = None) -> str | None:
     """SAFE-4 trigger as a fact: (corrected) calcium below the lower limit within `months`
-    (default calcium_max_age_months), or an active hypocalcemia Condition. None when neither."""
+    (default calcium_max_age_months), or an active hypocalcemia Condition that no newer calcium
+    measurement outdates (coded_hypocalcemia). None when neither."""
     months = settings.calcium_max_age_months if months is None else months
     ca = calcium(record, months)
     if ca and ca.value < settings.calcium_lower_mg_dl:
@@ -509,10 +510,68 @@ def low_calcium(record: PatientRecord, settings: ClinicalSettings, months: float
     ionized = _low_ionized_calcium(record, settings, months, ca)
     if ionized:
         return ionized
-    hits = record.condition_hits("hypocalcemia")
+    hits = coded_hypocalcemia(record, settings, months)
     if hits:
-        return condition_fact(hits[0], "Hypocalcemia")
+        h = hits[0]
+        recorded = f" (recorded {_date(h.noted)})" if h.noted and h.date and h.noted != h.date else ""
+        return condition_fact(h, HYPOCALCEMIA) + recorded
     return None
+
+
+HYPOCALCEMIA = "Hypocalcemia"  # low_calcium's label for a coded hypocalcemia (calcium_beside_code reads it)
+
+
+def _calcium_readings(record: PatientRecord, months: float) -> list[Lab]:
+    """The latest total (albumin-corrected when paired) and ionized calcium within `months`, dated."""
+    return [lab for lab in (calcium(record, months), record.lab("calcium_ionized", months)) if lab and lab.date]
+
+
+def _not_low(lab: Lab, settings: ClinicalSettings) -> bool:
+    if lab.name == "calcium_ionized":
+        return lab.value >= (lab.low if lab.low is not None else settings.ionized_calcium_lower_mmol_l)
+    return lab.value >= settings.calcium_lower_mg_dl
+
+
+def coded_hypocalcemia(record: PatientRecord, settings: ClinicalSettings, months: float) -> list[ConditionHit]:
+    """Active coded hypocalcemia that still says the patient is hypocalcemic now: not outdated by
+    a calcium measured (total, corrected for albumin when paired, or ionized) within `months` after
+    the code was last dated (the later of onset and recordedDate) and not low. Review 20 (M4):
+    E83.51 five years old read as current beside a normal calcium of 83 days ago (critical
+    C-SAFE-HYPOCA, "calcium is low" on C-SUPP-CAVD). Second-pass 2 (C-SAFE-HYPOCA: "or coded
+    hypocalcemia") reads as hypocalcemia now: a newer measured value wins, as coded_hypercalcemia's
+    does. Fail closed: an undated code, or one with no calcium measured since, stands."""
+    hits = record.condition_hits("hypocalcemia")
+    if not hits:
+        return hits
+    newest = max((lab.date for lab in _calcium_readings(record, months) if _not_low(lab, settings)), default=None)
+    if newest is None:
+        return hits
+    return [h for h in hits if (h.noted or h.date) is None or (h.noted or h.date) >= newest]  # type: ignore[operator]
+
+
+def hypocalcemia_code_facts(record: PatientRecord, settings: ClinicalSettings, low: str | None) -> list[str]:
+    """The calcium weighed against a coded hypocalcemia, as facts to list beside low_calcium's
+    (review 20: the card did not show it). When `low` is the code: the calcium measured within
+    calcium_max_age_months (none newer, or the code would not stand). When nothing is low: an
+    active code that a newer normal calcium outdates, with that calcium. [] otherwise."""
+    months = settings.calcium_max_age_months
+    if low and low.startswith(f"{HYPOCALCEMIA} ("):
+        hits = coded_hypocalcemia(record, settings, months)
+        day = (hits[0].noted or hits[0].date) if hits else None
+        when = "the hypocalcemia code is undated" if day is None else "{} the hypocalcemia code"
+        return [f"{lab.fact()} ({when.format('the same day as' if lab.date == day else 'older than')})"
+                for lab in _calcium_readings(record, months)]
+    if low:
+        return []
+    hits = record.condition_hits("hypocalcemia")
+    standing = coded_hypocalcemia(record, settings, months) if hits else hits
+    outdated = [h for h in hits if h not in standing]
+    newer = max((lab for lab in _calcium_readings(record, months) if _not_low(lab, settings)),
+                key=lambda lab: lab.date, default=None)  # type: ignore[arg-type, return-value]
+    if not outdated or newer is None:
+        return []
+    return [f"{condition_fact(outdated[0], HYPOCALCEMIA)} on the problem list: not current, a newer calcium is "
+            f"not low ({newer.fact()})"]
 
 
 def _low_ionized_calcium(record: PatientRecord, settings: ClinicalSettings, months: float,

@@ -46,7 +46,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+from typing import NamedTuple
 
+from cds_service.card_render import SUMMARY_MAX
 from cds_service.fhir import terminology as t
 from cds_service.record import DraftOrder, Fracture, PatientRecord, within_months
 from cds_service.rules.base import Action, Finding, Suggestion, rule
@@ -159,27 +161,58 @@ def _modifiers(record: PatientRecord, settings: ClinicalSettings) -> list[tuple[
     return out
 
 
-def _site_cautions(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[tuple[str, str]]:
-    """(caution, fact) for the places not to treat (SEED: "do not treat over ... open
-    wounds, active infections, or post-surgical sites unless cleared by a physician";
-    second-pass 6: bone metastases, no pressure over lesions)."""
+class Site(NamedTuple):
+    """A place not to treat: `line` for the detail and the order note; `name: short` for the summary."""
+    line: str
+    name: str
+    short: str
+    fact: str
+    surgery: bool = False
+
+
+def _site_cautions(record: PatientRecord, today: dt.date, settings: ClinicalSettings, verb: str) -> list[Site]:
+    """The places not to treat (SEED: "do not treat over ... open wounds, active infections, or
+    post-surgical sites unless cleared by a physician"; second-pass 6: bone metastases, no pressure
+    over lesions). Each line says what this patient has and what to do (review 20: "Not here:
+    bone metastases ..." read as "does not apply")."""
     out = []
-    for group, label, caution in (
-            ("skeletal_malignancy", "Bone metastases / skeletal malignancy",
+    for group, label, has, todo, name, short in (
+            ("skeletal_malignancy", "Bone metastases / skeletal malignancy", "Bone metastases or skeletal malignancy",
+             "no pressure over or near the lesions", "bone metastases or malignancy",
              "bone metastases or skeletal malignancy: no pressure over or near the lesions"),
-            ("open_wound", "Open wound", "open wound: not over or near it"),
-            ("skin_infection", "Skin or soft-tissue infection", "active skin or soft-tissue infection: not over it")):
+            ("open_wound", "Open wound", "Open wound", f"do not {verb} over or near it", "open wound",
+             "open wound: not over or near it"),
+            ("skin_infection", "Skin or soft-tissue infection", "Active skin or soft-tissue infection",
+             f"do not {verb} over it", "skin infection", "skin or soft-tissue infection: not over it")):
         hits = record.condition_hits(group)
         if hits:
             h = hits[0]
-            out.append((caution, f"{label} ({h.code or 'coded'}) on {h.date or 'an unknown date'}"))
+            out.append(Site(f"{has} on record: {todo}.", name, short,
+                            f"{label} ({h.code or 'coded'}) on {h.date or 'an unknown date'}"))
     weeks = settings.recent_surgery_weeks
     recent = [s for s in record.surgeries if s.date and 0 <= (today - s.date).days <= weeks * 7]
     if recent:
         s = recent[-1]
-        out.append((f"surgery {_weeks_ago(s.date, today)} weeks ago: not over the operated site until cleared by "  # type: ignore[arg-type]
-                    "the surgeon", f"Surgery: {s.name} on {s.date} ({s.ref})"))
+        ago = f"surgery {_weeks_ago(s.date, today)} weeks ago"  # type: ignore[arg-type]
+        out.append(Site(f"{ago.capitalize()}: do not {verb} over the operated site until the surgeon clears it.",
+                        ago, f"{ago}: not over the operated site until cleared by the surgeon",
+                        f"Surgery: {s.name} on {s.date} ({s.ref})", surgery=True))
     return out
+
+
+def _headline(sites: list[Site], condition: str | None, kind_word: str) -> str:
+    """The summary's words at warning level: every trigger that set it (review 20: bone metastases
+    beside osteoporosis named only the osteoporosis), the places not to treat first. When all do
+    not fit the summary: the first in full and the others' names, else the names alone."""
+    room = SUMMARY_MAX - len(f"{kind_word} order: ")
+    fragile = [f"{condition}: gentle techniques only"] if condition else []
+    names = [site.name for site in sites] + ([condition] if condition else [])
+    for headline in ("; ".join([site.short for site in sites] + fragile),
+                     f"{sites[0].short}; also {', '.join(names[1:])} (below)",
+                     f"{', '.join(names)}: precautions below"):
+        if len(headline) <= room:
+            break
+    return headline
 
 
 def _near_fragile_region(draft: DraftOrder) -> bool:
@@ -246,7 +279,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     vertebral = [f for f in record.fractures if f.site == t.VERTEBRAL]
     osteoporosis = condition == OSTEOPOROSIS or bool(record.condition_hits("osteoporosis"))
     manipulation_risk = manual and (osteoporosis or bool(vertebral)) and _near_fragile_region(draft)
-    sites = _site_cautions(record, today, settings)
+    sites = _site_cautions(record, today, settings, verb)
     if condition is None and not fresh and not sites and not manipulation_risk:
         return []  # normal or unknown bone status, nothing else: a missing value is not abnormal
     critical = bool(fresh) or manipulation_risk
@@ -266,7 +299,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     for f in vertebral:
         if f.fact() not in " ".join(facts):
             facts.append(f.fact())
-    facts += [fact for _, fact in sites] + [fact for _, fact in modifiers]
+    facts += [site.fact for site in sites] + [fact for _, fact in modifiers]
     if kyphosis:
         facts.append(f"Kyphosis ({kyphosis[0].code or 'coded'}) on {kyphosis[0].date or 'an unknown date'}")
 
@@ -274,7 +307,7 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     if manipulation_risk:
         lines.append("NO spinal manipulation or joint mobilisation near the spine, hips or wrists "
                      "(osteoporosis / vertebral fracture).")
-    lines += [f"Not here: {c}." for c, _ in sites]
+    lines += [site.line for site in sites]
     if positioning:
         lines.append(POSITIONING)
     lines += [f"Modify technique: {m}." for m, _ in modifiers]
@@ -284,11 +317,11 @@ def massage_safety(record: PatientRecord, today: dt.date, settings: ClinicalSett
     elif manipulation_risk:
         headline = ("no spinal manipulation or joint mobilisation near the spine, hips or wrists "
                     f"({'vertebral fracture' if vertebral else 'osteoporosis'})")
-    elif condition:
-        headline = f"patient has {condition}: gentle techniques only, no deep pressure near spine, ribs, hips"
+    elif sites:
+        headline = _headline(sites, condition, kind_word)
     else:
-        headline = sites[0][0]
-    surgery = any(c.startswith("surgery") for c, _ in sites)
+        headline = f"patient has {condition}: gentle techniques only, no deep pressure near spine, ribs, hips"
+    surgery = any(site.surgery for site in sites)
     if fresh:
         what = ("Fresh fracture (" if any(_fresh_day(f, today, settings) == f.date for f in fresh) else
                 "Fracture still healing (follow-up visit coded ")

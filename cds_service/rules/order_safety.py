@@ -50,6 +50,7 @@ from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
     DAYS_PER_MONTH,
     FAILURE,
+    HYPOCALCEMIA,
     KidneyReading,
     ORAL_BP_INSTRUCTIONS,
     antiresorptive_complications,
@@ -68,6 +69,7 @@ from cds_service.rules.facts import (
     drug_label,
     drug_title,
     high_calcium,
+    hypocalcemia_code_facts,
     kidney,
     ckd_mbd_done,
     ckd_mbd_done_facts,
@@ -512,11 +514,19 @@ def hypocalcemia_order(record: PatientRecord, today: dt.date, settings: Clinical
     if not hits:
         return []
     vit_d = record.lab("vitamin_d", settings.lab_max_age_months)
-    facts = tuple([draft_fact(draft, agent) for draft, agent in hits] + [low] + ([vit_d.fact()] if vit_d else []))
+    # Review 20: a coded hypocalcemia lists the (older) calcium measured beside it.
+    facts = tuple([draft_fact(draft, agent) for draft, agent in hits] + [low] + hypocalcemia_code_facts(record, settings, low)
+                  + ([vit_d.fact()] if vit_d else []))
     first_draft, first = hits[0]
-    # What is low, as the detail says it (an ionized calcium: review 8, e72).
-    low_what = ("an ionized calcium\nbelow its lower limit" if low.startswith(LAB_LABELS["calcium_ionized"])
-                else "corrected calcium below the lower limit,\nor hypocalcemia on the problem list")
+    # What is low, as the detail says it: the one reading that fired (an ionized calcium: review 8,
+    # e72; a code: review 20, which no calcium measured since outdates).
+    if low.startswith(LAB_LABELS["calcium_ionized"]):
+        low_what = "an ionized calcium\nbelow its lower limit"
+    elif low.startswith(f"{HYPOCALCEMIA} ("):
+        low_what = "hypocalcemia on the problem list,\nwith no calcium measured since"
+    else:
+        low_what = ("corrected calcium" if low.startswith(LAB_LABELS["calcium_corrected"]) else "serum calcium") + \
+            "\nbelow the lower limit"
     if len(hits) == 1:
         return [Finding(
             "C-SAFE-HYPOCA", facts=facts,

@@ -27,6 +27,7 @@ from cds_service.rules.facts import (
     ckd_4_5,
     coded_hypercalcemia,
     current_pregnancy,
+    hypocalcemia_code_facts,
     low_calcium,
     vitamin_d_deficient,
     vitamin_d_hold_note,
@@ -107,6 +108,8 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     low = low_calcium(record, settings) if need_ca else None
     if low:
         facts.append(low)
+    if need_ca:  # review 20: a coded hypocalcemia with the calcium weighed against it
+        facts += hypocalcemia_code_facts(record, settings, low)
     keys: tuple[str, ...]
     if need_ca and need_d:
         # Diet first: the calcium tablet closes a shortfall; with enough calcium in the diet, vitamin D alone.
