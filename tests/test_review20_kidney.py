@@ -85,3 +85,55 @@ def test_quiet_controls_clearance_and_egfr_both_at_or_above_35():
     assert "C-TX-BP" in pv and "C-TX-DMAB-ALT" not in pv
     assert "C-SAFE-DMAB-CKD" not in _chart(*kidney, drafts=[draft(DMAB)], hook="order-sign")
     assert "C-SAFE-RENAL" not in _chart(*kidney, drafts=[draft(ZOL)], hook="order-sign")
+
+
+# ---------------------------------------------------------------------------
+# M3: C-GIOP reads the same kidney reading (charts giop-man-dialysis, giop-man-egfr25 and their
+# no-DXA variants): no bisphosphonate first, no generic calcium / vitamin D text
+# ---------------------------------------------------------------------------
+
+PRED = med({"text": "prednisone 10 mg"}, 200, rid="pred", dosageInstruction=[{"text": "10 mg daily"}])
+DIALYSIS = (cond("Z99.2", 300), obs("98979-8", 80, 72, "mL/min/{1.73_m2}"))
+EGFR_25 = (obs("98979-8", 20, 25, "mL/min/{1.73_m2}"),)
+
+
+def _giop_man(*resources, dxa=True):
+    return cards(record(*LABS, *(DXA if dxa else ()), PRED, *resources, sex="male", age=70, t_score=False))
+
+
+@pytest.mark.parametrize("kidney, label", [pytest.param(DIALYSIS, "dialysis", id="dialysis"),
+                                           pytest.param(EGFR_25, "eGFR 25", id="egfr-25")])
+def test_giop_in_advanced_ckd_says_what_the_treatment_card_says(kidney, label):
+    got = _giop_man(*kidney)
+    assert "oral bisphosphonate unsuitable" in got["C-TX-DMAB-ALT"]["summary"]
+    giop = got["C-GIOP"]["detail"]
+    assert "**Risk is high: treat**, but not with a bisphosphonate first" in giop and label in giop
+    assert "oral bisphosphonate first" not in giop and "500 mg tablet" not in giop
+    assert "Calcium and vitamin D: agreed with nephrology" in giop
+    assert not _med_orders(got["C-GIOP"])
+
+
+@pytest.mark.parametrize("kidney", [pytest.param(DIALYSIS, id="dialysis"), pytest.param(EGFR_25, id="egfr-25")])
+def test_giop_without_dxa_in_advanced_ckd_has_no_generic_calcium_line(kidney):
+    giop = _giop_man(*kidney, dxa=False)["C-GIOP"]
+    assert giop["indicator"] == "warning" and "500 mg tablet" not in giop["detail"]
+    assert "Calcium and vitamin D: agreed with nephrology" in giop["detail"]
+    assert [s["label"] for s in giop["suggestions"]] == ["Order a DXA (hips and spine)"]
+
+
+def test_giop_offers_no_alendronate_at_ckd_4_by_egfr_with_a_clearance_within_the_label():
+    """Moderate risk by the dose-adjusted FRAX (15% x 1.15), eGFR 25 beside a clearance of 80
+    (72 y, 80 kg, creatinine 0.8): CKD 4 by the lower reading, so no one-click alendronate (the
+    order would meet C-SAFE-RENAL's ckd-stage warning: CKD-MBD work-up first)."""
+    frax, dxa = obs("90265-0", 60, 15, "%"), obs("38263-0", 60, -1.9)
+    kidney = (obs("98979-8", 20, 25), obs("2160-0", 20, 0.8, "mg/dL"), obs("29463-7", 20, 80, "kg"))
+    giop = cards(record(*LABS, PRED, frax, dxa, *kidney, t_score=False))["C-GIOP"]
+    assert not any("alendronate" in s["label"] for s in giop.get("suggestions", ()))
+    assert "No alendronate offered: eGFR 25" in giop["detail"] and "CKD-mineral bone disorder" in giop["detail"]
+
+
+def test_giop_quiet_control_normal_kidney_function_keeps_the_usual_text():
+    got = _giop_man(obs("98979-8", 80, 72, "mL/min/{1.73_m2}"))
+    giop = got["C-GIOP"]["detail"]
+    assert "**Risk is high: treat**: an oral bisphosphonate first" in giop and "a 500 mg tablet" in giop
+    assert "nephrology" not in giop and "C-TX-BP" in got
