@@ -47,7 +47,7 @@ VARIABLES.update({"kidney": "eGFR 28 mL/min/1.73m2", "action": "suggest calcium 
                   "plan": "PROLIA24 plan.", "severity": "Dialysis.", "dose": "10 mg/day", "risk": "high",
                   "treatment": "Treat.", "dxa_text": "No DXA.", "cleared": "the fracture is cleared", "schedule": "every 6 months",
                   "next_step": "hold it and refer to a bone specialist", "intro": "Fragile bones.",
-                  "technique": "- Avoid: deep tissue massage."})
+                  "technique": "- Avoid: deep tissue massage.", "supplements": "Calcium and vitamin D."})
 # review of the second pass
 VARIABLES.update({"kidney_problem": "kidney function (eGFR 28 mL/min/1.73m2) below 35 mL/min",
                   "oral_bp_status": "nothing on record against an oral bisphosphonate",

@@ -98,10 +98,11 @@ def test_romosozumab_order_with_low_calcium_in_ckd_offers_no_keep():
 
 @pytest.mark.parametrize("kidney", [
     pytest.param((obs("98979-8", 10, 45),), id="egfr-45"),
-    pytest.param((obs("98979-8", 10, 52), *_cg()), id="egfr-52-crcl-22"),
+    pytest.param((obs("98979-8", 10, 52), *_cg(weight=90)), id="egfr-52-crcl-48"),
 ])
 def test_anabolic_order_quiet_above_egfr_30(kidney):
-    """Quiet controls: CKD 3a, and a low creatinine clearance beside an eGFR of 52."""
+    """Quiet controls: CKD 3a, and a clearance of 48 beside an eGFR of 52 (both at or above 30;
+    a clearance of 22 beside it now counts as below 30: review 20, second-pass 1)."""
     got = cards(record(*LABS, *kidney, age=95, drafts=[draft(ROMO)]), "order-sign")
     assert "C-SAFE-RENAL" not in got
 
@@ -171,37 +172,32 @@ def test_patient_view_ckd_card_through_the_app_and_feedback(client, extra, indic
 
 
 # ---------------------------------------------------------------------------
-# 3. PROLIA24 is written on eGFR (< 30 mL/min/1.73m2) or dialysis: a creatinine clearance of 22
-# beside an eGFR of 52 no longer sends denosumab to the CKD-MBD work-up; the clearance still
-# rules out every oral bisphosphonate, and counts when no eGFR is on record (cautious).
+# 3. PROLIA24 is written on eGFR (< 30 mL/min/1.73m2) or dialysis. Review 13 read the eGFR first,
+# so a clearance of 22 beside an eGFR of 52 kept a one-click denosumab; review 20 (second-pass 1:
+# one kidney reading for every rule) reads the lower of the two, fail-closed: the card that rules
+# out every oral bisphosphonate below 30 also carries the CKD-MBD work-up (tests in
+# test_review20_kidney). Controls here: eGFR 25 alone, clearance 22 alone.
 # ---------------------------------------------------------------------------
-
-def test_low_clearance_with_egfr_52_keeps_denosumab_one_click():
-    card = cards(record(*LABS, obs("98979-8", 10, 52), *_cg(), age=95))["C-TX-DMAB-ALT"]
-    assert ("http://www.nlm.nih.gov/research/umls/rxnorm", "993452") in _codes(card)
-    assert (t.SNOMED, "306286007") not in _codes(card) and "Prolia boxed warning 2024" not in card["detail"]
-    facts = card["detail"]
-    assert "the Prolia boxed warning for advanced kidney disease (eGFR below 30 or dialysis) does not apply" in facts
-    assert "below 30 for every oral bisphosphonate: 35 is alendronate's label limit" in facts
-    assert "risedronate or ibandronate)" not in facts
-
 
 @pytest.mark.parametrize("kidney", [
     pytest.param((obs("98979-8", 10, 25),), id="egfr-25"),
     pytest.param(_cg(), id="clearance-22-no-egfr"),
+    pytest.param((obs("98979-8", 10, 52), *_cg()), id="egfr-52-clearance-22"),
 ])
-def test_denosumab_alternative_keeps_the_work_up_below_egfr_30_or_on_clearance_alone(kidney):
-    """Controls: an eGFR of 25, and a clearance of 22 with no eGFR on record."""
+def test_denosumab_alternative_keeps_the_work_up_below_30_on_either_reading(kidney):
+    """An eGFR of 25, a clearance of 22 with no eGFR, and a clearance of 22 beside an eGFR of 52."""
     card = cards(record(*LABS, *kidney, age=95))["C-TX-DMAB-ALT"]
     assert (t.SNOMED, "306286007") in _codes(card) and not _drug_orders(card)
+    assert "does not apply" not in card["detail"]
 
 
-def test_denosumab_order_reads_egfr_not_clearance():
+def test_denosumab_order_reads_the_lower_of_clearance_and_egfr():
     order = draft(DMAB)
-    assert "C-SAFE-DMAB-CKD" not in cards(record(*LABS, obs("98979-8", 10, 52), *_cg(), age=95, drafts=[order]),
-                                          "order-sign")
-    only_clearance = cards(record(*LABS, *_cg(), age=95, drafts=[order]), "order-sign")
-    assert only_clearance["C-SAFE-DMAB-CKD"]["indicator"] == "warning"
+    for kidney in ((obs("98979-8", 10, 52), *_cg()), _cg()):
+        got = cards(record(*LABS, *kidney, age=95, drafts=[order]), "order-sign")
+        assert got["C-SAFE-DMAB-CKD"]["indicator"] == "warning"
+    both_high = cards(record(*LABS, obs("98979-8", 10, 52), *_cg(weight=90), age=95, drafts=[order]), "order-sign")
+    assert "C-SAFE-DMAB-CKD" not in both_high  # quiet control: clearance 48, eGFR 52
 
 
 # ---------------------------------------------------------------------------

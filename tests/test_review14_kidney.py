@@ -131,16 +131,20 @@ def test_egfr_25_with_clearance_47_sends_calcium_and_vitamin_d_to_nephrology():
     assert "nephrology" in cavd["summary"] and not _orders_vitamin_d_or_calcium(cavd)
 
 
-def test_egfr_45_with_a_low_clearance_is_not_ckd_4_for_calcium_and_vitamin_d():
-    """The reverse (chart 05b): eGFR 45, clearance 20 (92 y, 45 kg): not CKD 4 by GFR, so
-    calcium and vitamin D are offered as usual."""
+def test_egfr_45_with_a_low_clearance_goes_to_nephrology_too():
+    """The reverse (chart 05b): eGFR 45, clearance 20 (92 y, 45 kg). Review 14 had read CKD stages
+    on the eGFR alone and offered calcium and vitamin D here; review 20 (second-pass 1: one kidney
+    reading for every rule, C-SUPP-CAVD named; the lower reading governs, fail-closed): the
+    clearance of 20 is below 30, so no generic calcium or vitamin D order, as C-TX-DMAB-ALT's
+    CKD-MBD work-up on the same screen."""
     cg_low = (obs("2160-0", 10, 1.0, "mg/dL"), obs("29463-7", 10, 45, "kg"))
     got = _pv(obs("38267-1", 90, -2.7, oid="dxa"), obs("62292-8", 10, 32, "ng/mL"), obs("98979-8", 10, 45),
               *cg_low, age=92)
     cavd = got["C-SUPP-CAVD"]
-    assert "nephrology" not in cavd["summary"] and _orders_vitamin_d_or_calcium(cavd)
+    assert "nephrology" in cavd["summary"] and not _orders_vitamin_d_or_calcium(cavd)
     # the bisphosphonate label limits stay on the clearance (20, below 30): no oral bisphosphonate
     assert "C-TX-DMAB-ALT" in got and "C-TX-BP" not in got
+    assert "306286007" in {code for _, code in _codes(got["C-TX-DMAB-ALT"])}
 
 
 def test_egfr_25_alone_still_goes_to_nephrology():

@@ -158,7 +158,7 @@ def predose_labs_order(record: PatientRecord, today: dt.date, settings: Clinical
     (predose_lab_days) counts back from it; a dose re-ordered later meets this card again then.
     Still fires beside C-DUP-ANTIRES ("keep one": the draft may be the one kept)."""
     reading = kidney(record, settings)
-    dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR (C-SAFE-DMAB-CKD's reading)
+    dmab_reading = kidney_egfr(record, settings)  # PROLIA24: C-SAFE-DMAB-CKD's reading (the lower of clearance and eGFR)
     # Known hypocalcemia: C-SAFE-HYPOCA owns the calcium (one calcium order per screen).
     no_kidney, no_calcium = predose_labs_missing(record, settings)
     recent_kidney, recent_calcium = not no_kidney, not no_calcium

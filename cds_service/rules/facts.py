@@ -296,30 +296,41 @@ def kidney(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
     then eGFR. The latest value within kidney_lab_max_age_months counts (a newer eGFR
     beats an older creatinine); older or absent is unknown. It sets the bisphosphonate label
     limits (written in creatinine clearance); what is written on eGFR or CKD stages reads
-    kidney_egfr / ckd_4_5 (review 14: two readings, each for its own kind of rule)."""
+    kidney_egfr / ckd_4_5, which never reads higher than this one (review 20)."""
     return _kidney(record, settings, egfr_first=False)
 
 
 @per_call
 def kidney_egfr(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading:
-    """The same reading for the rules written on eGFR, not creatinine clearance: the
-    PROLIA24 boxed warning (eGFR < 30 mL/min/1.73m2 or dialysis) and CKD stages 4-5
-    (KDIGO stages by GFR; the CKD-MBD referral of C-TX-ANABOLIC and C-SAFE-RENAL's anabolic-ckd,
-    calcium and vitamin D agreed with nephrology through ckd_4_5). Coded kidney failure,
-    dialysis and CKD 4 count as in kidney(); then the eGFR; a Cockcroft-Gault clearance
-    only when no eGFR is on record in kidney_lab_max_age_months (cautious: a low one still
-    counts). Review 13: a 95-year-old of 42 kg with eGFR 52 (clearance 22) was sent to a
-    CKD-MBD work-up before denosumab. Bisphosphonate limits stay on kidney()."""
+    """The reading of the rules written on eGFR or CKD stages, not creatinine clearance: the
+    PROLIA24 boxed warning (eGFR < 30 mL/min/1.73m2 or dialysis: C-SAFE-DMAB-CKD, the plan on
+    C-TX-DMAB-ALT, C-SAFE-RENAL's denosumab advice, C-DMAB-DUE/OVERDUE) and CKD stages 4-5
+    (ckd_4_5: C-TX-ANABOLIC's CKD-MBD referral, C-SAFE-RENAL's anabolic-ckd and ckd-stage,
+    C-SUPP-CAVD, C-VITD-LOW, C-GIOP). Fail-closed (second-pass 1, "one reading for every
+    rule"; review 20): kidney() itself unless it took a creatinine clearance over an eGFR
+    on record in kidney_lab_max_age_months, then the LOWER of the two. Review 13 had read
+    the eGFR first (a clearance of 22 beside eGFR 52 sent denosumab to the CKD-MBD work-up);
+    review 20 found the other side of it: clearance 20 beside eGFR 38 gave C-TX-DMAB-ALT
+    "below 30 for every oral bisphosphonate" and, on the same screen, "the Prolia boxed
+    warning does not apply" with a one-click denosumab, and a denosumab draft no
+    C-SAFE-DMAB-CKD. The contract's one reading governs; where the Prolia label's eGFR is
+    the higher value, the lower one still governs the warning (never "does not apply" beside
+    "below 30"). Review 14's case, eGFR 25 beside a clearance of 47, stays below 30 here."""
     reading = kidney(record, settings)
     # The two readings differ only where kidney() took a clearance over an eGFR on record
     # (kidney() is read on nearly every call, so this one is then free).
     if reading.kind != "CrCl" or record.lab("egfr", settings.kidney_lab_max_age_months) is None:
         return reading
-    return _kidney(record, settings, egfr_first=True)
+    egfr = _kidney(record, settings, egfr_first=True)
+    if egfr.value is not None and reading.value is not None and (
+            egfr.value < reading.value or (egfr.value == reading.value and egfr.bound)):
+        return egfr
+    return reading
 
 
 def ckd_4_5(record: PatientRecord, settings: ClinicalSettings) -> KidneyReading | None:
-    """kidney_egfr when it is CKD stage 4-5 or dialysis (coded, or eGFR below 30), else None: the
+    """kidney_egfr when it is CKD stage 4-5 or dialysis (coded, or the lower of clearance and
+    eGFR below 30: second-pass 1, review 20), else None: the
     CKD-stage decisions, calcium and vitamin D agreed with nephrology (second-pass 1 last bullet;
     KDIGO 2017 CKD-MBD). Review 14: they read kidney() (clearance first) while C-TX-ANABOLIC and
     the PROLIA24 rules read the eGFR, so eGFR 25 with a clearance of 47 got "CKD-MBD work-up
@@ -348,7 +359,11 @@ def _kidney(record: PatientRecord, settings: ClinicalSettings, *, egfr_first: bo
         value, kind = crcl[0], "CrCl"
         facts.append(crcl[1])
         if egfr:  # shown, but the labels' limits are creatinine clearance
-            facts.append(f"{egfr.fact()} (not used: the drug labels set their limits in creatinine clearance)")
+            # Review 20: a lower clearance is also kidney_egfr's reading, so "the labels" (the
+            # bisphosphonates') is not the reason on the Prolia cards that show this fact.
+            why = ("the creatinine clearance is the lower reading and governs" if crcl[0] <= egfr.value else
+                   "the drug labels set their limits in creatinine clearance")
+            facts.append(f"{egfr.fact()} (not used: {why})")
     elif egfr:
         value, kind = egfr.value, "eGFR"
         facts.append(egfr.fact())

@@ -124,7 +124,7 @@ def denosumab_plan(record: PatientRecord, settings: ClinicalSettings, facts: lis
     plan (second-pass 2): CKD-MBD labs, calcium weekly x 4 then monthly, nephrology.
     `start`: denosumab would be new to the patient; below 30 that is the CKD-MBD work-up
     and referral first, no dose (as C-TX-DMAB-ALT; PROLIA24: evaluate CKD-MBD before
-    starting, under a CKD-MBD specialist). PROLIA24 is written on eGFR: kidney_egfr.
+    starting, under a CKD-MBD specialist). PROLIA24 reads kidney_egfr (the lower of clearance and eGFR).
     `on`: the dose is not given before that date (a stopped course's next dose, C-DMAB-STOP)."""
     reading = kidney_egfr(record, settings)
     if reading.below(settings.egfr_denosumab_ckd):

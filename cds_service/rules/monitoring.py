@@ -34,6 +34,7 @@ from cds_service.rules.facts import (
     calcium,
     bone_indication,
     alendronate_not_offered,
+    ckd_4_5,
     current_osteoporosis_therapy,
     therapy_under_way,
     current_pregnancy,
@@ -448,11 +449,20 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     dxa_elsewhere = bool(dxa_due(record, today, settings))
     if not recent_dxa and not dxa_elsewhere and not ordered_dxa:
         keys.append("dxa")
+    # Second-pass 1 (one kidney reading; third bullet) and 5 (review 20): in dialysis or CKD 4-5
+    # (ckd_4_5: coded, or the lower of clearance and eGFR below 30) no bisphosphonate is first
+    # line (the oral ones and zoledronic acid are below their label limits; at a clearance within
+    # them C-SAFE-RENAL's ckd-stage asks for the CKD-MBD work-up first) and denosumab needs the
+    # Prolia 2024 work-up, as C-TX-DMAB-ALT / C-TX-ANABOLIC say on the same screen; no generic
+    # calcium tablet or cholecalciferol either (KDIGO 2017 CKD-MBD).
+    ckd = ckd_4_5(record, settings)
+    kidney_fact_text = f"Kidney function: {'; '.join(ckd.facts)}" if ckd else ""
     on_supplements = all((e := record.medications.get(a)) and e.active for a in ("calcium", "vitamin_d"))
     hold = vitamin_d_repletion_hold(record, settings)  # dialysis / CKD 4-5 or high calcium (second-pass 1)
     if not on_supplements and (not bone_indication(record, settings) or _osteopenia_only(record, settings)):
         if hold:
             facts.append(f"{hold}; no calcium or vitamin D order is suggested")
+            kidney_fact_text = ""  # the hold names the kidney reading already
         else:
             keys.append("calcium-vitamin-d")
     # ACR22 (second-pass 5: "treatment when risk is moderate or high; oral bisphosphonate first"):
@@ -461,12 +471,15 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     # Review 10: high risk by the dose-adjusted FRAX alone (17.2% / 3.0%) fired no drug card, and
     # this card said "treat" with nothing to order.
     if risk in ("moderate", "high") and not on_drug and not course_card and not a.treatable:
-        blocked = alendronate_not_offered(record, settings)
+        blocked = alendronate_not_offered(record, settings) or (
+            [f"{ckd.label}: CKD-mineral bone disorder work-up first"] if ckd else [])
         if blocked:
             facts.append(f"No alendronate offered: {'; '.join(blocked)}")
         else:
             keys.append("alendronate")
     offered = "alendronate" in keys
+    if kidney_fact_text:
+        facts.append(kidney_fact_text)
     if current:
         treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
     elif on_drug:
@@ -474,6 +487,11 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
                      "while glucocorticoids continue.")
     elif course_card:
         treatment = _NEXT_DRUG_ELSEWHERE[course_card]
+    elif ckd and risk in ("moderate", "high", "very high"):
+        treatment = (f"**Risk is {risk}: treat**, but not with a bisphosphonate first: with {ckd.label} a "
+                     "CKD-mineral bone disorder work-up comes before any bone drug (KDIGO 2017; the bisphosphonate "
+                     "labels' kidney limits; for denosumab the Prolia boxed warning 2024), and the drug is chosen "
+                     "with nephrology or a bone specialist with CKD-MBD expertise.")
     elif risk == "very high":
         # Clinical review: "an anabolic agent first or an antiresorptive" beside C-TX-BP's
         # alendronate read as two answers. The order follows the treatment cards' own reading of
@@ -502,6 +520,10 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         "C-GIOP", facts=tuple(dict.fromkeys(facts)),
         indicator="warning" if warning else "info",
         variables={"dose": dose_text, "risk": risk, "treatment": treatment,
+                   "supplements": (f"Calcium and vitamin D: agreed with nephrology ({ckd.label}; CKD-mineral bone "
+                                   "disorder, KDIGO 2017), no generic calcium tablet or vitamin D3 dose."
+                                   if ckd else "Calcium from the diet first (a 500 mg tablet for a shortfall); "
+                                   "vitamin D3 800-1000 IU daily."),
                    "dxa_text": ("A DXA was done in the last 12 months." if recent_dxa else
                                 f"A DXA is ordered ({ordered_dxa.date})." if ordered_dxa else
                                 "**No DXA in the last 12 months: order one** (fracture-risk assessment with BMD)."),

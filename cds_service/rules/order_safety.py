@@ -165,7 +165,7 @@ def _replacements(record: PatientRecord, settings: ClinicalSettings, draft: Draf
             and not _active(record, "risedronate"):
         keys.append("risedronate-instead")  # the same kind of drug, within its label: first
     if denosumab and not hypoca and not _active(record, "denosumab"):
-        dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
+        dmab_reading = kidney_egfr(record, settings)  # PROLIA24: the lower of clearance and eGFR (review 20)
         if dmab_reading.below(settings.egfr_denosumab_ckd):
             work_up = _ckd_workup(record, settings, draft, agent)
             built = (work_up,) if len(work_up.actions) > 1 else ()  # all on record: "remove" is the same
@@ -293,7 +293,7 @@ def _renal_advice(record: PatientRecord, settings: ClinicalSettings, critical: b
                 f"{settings.egfr_risedronate_min:g} mL/min (Actonel): it keeps a bisphosphonate, the first choice "
                 "(ACP 2023, Recommendation 1a). Denosumab 60 mg every 6 months, with a serum calcium check before the "
                 "first dose, is the alternative.")
-    reading = kidney_egfr(record, settings)  # the advice is about denosumab: PROLIA24 is written on eGFR
+    reading = kidney_egfr(record, settings)  # the advice is about denosumab: PROLIA24 (kidney_egfr)
     if reading.below(settings.egfr_denosumab_ckd):
         return (f"{prefix} Denosumab is the usual alternative when a bisphosphonate is ruled out by kidney function, "
                 f"but at this level it needs the CKD-MBD plan first. {PROLIA24_TEXT}")
@@ -625,7 +625,8 @@ def denosumab_ckd_order(record: PatientRecord, today: dt.date, settings: Clinica
     calcium weekly for the first month then monthly, supervision by a clinician with
     CKD-MBD expertise (nephrology referral). The brief had warning only and calcium/PTH;
     the review was right that the label asks for more. The boxed warning is written on eGFR
-    (mL/min/1.73m2): kidney_egfr, a creatinine clearance only when no eGFR is on record."""
+    (mL/min/1.73m2); kidney_egfr reads the lower of it and a creatinine clearance (second-pass 1,
+    one reading; review 20: a clearance of 20 beside eGFR 38 left a denosumab draft silent)."""
     reading = kidney_egfr(record, settings)
     if not reading.below(settings.egfr_denosumab_ckd):
         return []
@@ -955,7 +956,7 @@ def _transition_keys(record: PatientRecord, settings: ClinicalSettings,
     built: tuple[Suggestion, ...] = ()
     reading = kidney(record, settings)
     if not low_calcium(record, settings) and not _active(record, "denosumab"):
-        dmab_reading = kidney_egfr(record, settings)  # PROLIA24 is written on eGFR
+        dmab_reading = kidney_egfr(record, settings)  # PROLIA24: the lower of clearance and eGFR (review 20)
         if dmab_reading.below(settings.egfr_denosumab_ckd):
             built = (prolia24_suggestion("CKD-MBD work-up and nephrology referral before denosumab follows on",
                                          after_dose=False, done=ckd_mbd_done(record, settings)),)

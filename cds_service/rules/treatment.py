@@ -347,12 +347,10 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     # twice on one screen (DESIGN "quiet by default"). Calcium and vitamin D must be known and
     # corrected before denosumab or zoledronic acid (Prolia, Reclast labels; TX-8).
     baseline = baseline_lab_orders(record, settings)
-    # PROLIA24 is written on eGFR (< 30 mL/min/1.73m2) or dialysis, not creatinine clearance:
-    # kidney_egfr (review 13: clearance 22 beside eGFR 52 went to a CKD-MBD work-up).
+    # PROLIA24 (eGFR < 30 mL/min/1.73m2 or dialysis): kidney_egfr, never above kidney() (second-pass 1,
+    # review 20: "below 30 for every oral bisphosphonate" beside "the Prolia boxed warning does not
+    # apply" with a one-click denosumab, on a clearance of 20 and an eGFR of 38).
     dmab_reading = kidney_egfr(record, settings)
-    if reading.below(settings.egfr_denosumab_ckd) and not dmab_reading.below(settings.egfr_denosumab_ckd):
-        facts += (f"{dmab_reading.label}: not below {settings.egfr_denosumab_ckd:g}, so the Prolia boxed warning for "
-                  "advanced kidney disease (eGFR below 30 or dialysis) does not apply",)
     if dmab_reading.below(settings.egfr_denosumab_ckd):
         variables["ckd_note"] = ("**Kidney function below 30 or dialysis (Prolia boxed warning 2024):** severe hypocalcemia risk: "
                                  "CKD-mineral bone disorder work-up with nephrology before any denosumab.")
