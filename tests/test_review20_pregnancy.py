@@ -110,6 +110,17 @@ def test_quiet_controls_denosumab_cards_without_a_pregnancy():
     assert "follow-on bisphosphonate: plan alendronate" in stop["summary"] and _drug_orders(stop)
 
 
+def test_romosozumab_course_in_pregnancy_gets_the_pregnancy_card():
+    """preg-romo-active: a positive test during an active romosozumab course got no pregnancy card on
+    patient-view. Extended (second-pass 2 row: "any osteoporosis drug ordered"; EVENITY:
+    postmenopausal women only; a monthly clinician-given injection, like denosumab)."""
+    card = cards(record(*ON_ROMO, HCG, age=41))["C-SAFE-PREGNANCY"]
+    assert card["indicator"] == "critical" and card["summary"] == "Pregnancy: romosozumab must not be given"
+    assert "no further doses in pregnancy" in card["detail"]
+    assert _referrals(card) == ["306278007"]
+    assert "C-SAFE-PREGNANCY" not in cards(record(*ON_ROMO, age=41))  # quiet control
+
+
 def test_anabolic_follow_on_in_pregnancy_starts_no_antiresorptive():
     """Same family (seen while fixing M2): C-ANABOLIC-FOLLOW-ON said "start alendronate or
     denosumab" in a pregnancy (orders withheld, words not)."""
