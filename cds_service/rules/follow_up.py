@@ -335,6 +335,25 @@ def _denosumab_date_unknown(record: PatientRecord, today: dt.date, settings: Cli
                     variables=variables, extra_suggestions=(referral,))]
 
 
+def _in_pregnancy(card_id: str, facts: list[str], pregnancy: list[str], variables: dict[str, str]) -> Finding:
+    """C-DMAB-OVERDUE or C-DMAB-STOP in a current pregnancy (facts.current_pregnancy, the reading
+    C-SAFE-PREGNANCY decides on), variant `pregnancy` (clinical review 20, M2): "give the overdue dose
+    now" or "plan zoledronic acid or alendronate" stood beside C-SAFE-PREGNANCY's "must not be given".
+    Neither is for pregnancy: denosumab is contraindicated (Prolia label: fetal harm), bisphosphonates
+    are not for use in it (Fosamax, Reclast labels; they stay in bone for years); second-pass 2. The
+    rebound is still the risk (ECTS21), so the card says so and offers the bone specialist referral
+    C-SAFE-PREGNANCY offers (one per screen: engine.offer_each_order_once); no drug."""
+    return Finding(card_id, facts=tuple(dict.fromkeys([*facts, *pregnancy])), variant="pregnancy",
+                   variables=variables, suggestions=(), extra_suggestions=(_pregnancy_referral(
+                       "Denosumab during pregnancy: plan stopping and follow-on bone treatment"),))
+
+
+def _pregnancy_referral(reason: str) -> Suggestion:
+    """C-SAFE-PREGNANCY's bone specialist referral (order_safety.pregnancy_active), offered once a screen."""
+    return referral_suggestion(ENDOCRINOLOGY, "Refer to endocrinology to plan bone treatment around the pregnancy",
+                               reason, True)
+
+
 @rule("patient-view")
 def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-DMAB-OVERDUE (critical), brief SAFE-13; ES20/ECTS21 ("alternative
@@ -352,8 +371,9 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
         return []
     if bisphosphonate_since(record, timing.last_dose):
         return []
+    pregnancy = current_pregnancy(record, settings)
     listed = _listed_after_due(timing)
-    if listed:  # still critical, but the date of the last injection first (review 15 chart 04c)
+    if listed and not pregnancy:  # still critical, but the date of the last injection first (review 15 chart 04c)
         return [_history_incomplete("C-DMAB-OVERDUE", timing, listed)]
     facts = timing.facts()
     stopped = denosumab_stop_order(record)
@@ -365,6 +385,9 @@ def denosumab_overdue(record: PatientRecord, today: dt.date, settings: ClinicalS
         facts.append(f"A denosumab order dated {max(ev.start for ev in pending if ev.start)} is on file "
                      "but no dose was given after it")
     facts.append("No bisphosphonate given since the last denosumab dose")
+    if pregnancy:  # no dose, no bisphosphonate, whatever the history (review 20; Prolia, Fosamax, Reclast)
+        return [_in_pregnancy("C-DMAB-OVERDUE", facts, pregnancy, {
+            "last_dose": timing.last_dose.isoformat(), "days_since": str(timing.days_since)})]
     keys, built = denosumab_plan(record, settings, facts)
     # Review 15 (charts 08b, 08e): with a low calcium no dose is offered (Prolia label, PROLIA24:
     # correct hypocalcemia before dosing; the bisphosphonate labels too), so "Act now" no longer
@@ -473,6 +496,9 @@ def denosumab_stop(record: PatientRecord, today: dt.date, settings: ClinicalSett
         facts.append("Last denosumab dose date unknown")
         zol_day = today
     facts.append("No bisphosphonate started or planned after denosumab")
+    pregnancy = current_pregnancy(record, settings)
+    if pregnancy:  # no bisphosphonate follow-on in pregnancy (review 20; Fosamax, Reclast labels)
+        return [_in_pregnancy("C-DMAB-STOP", facts, pregnancy, {"zoledronate_date": zol_day.isoformat()})]
     anabolic = active_anabolic(record)
     if anabolic:
         return [_stop_beside_anabolic(record, settings, anabolic, timing, zol_day, facts)]
@@ -539,6 +565,19 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
             return []
     ended, since = course_end_words(record, settings, end)  # a 12-dose or interrupted romosozumab course
     facts = facts + [f"{days} days since {since}; no antiresorptive started since"]
+    pregnancy = current_pregnancy(record, settings)
+    if pregnancy:
+        # Review 20 (M2): "start alendronate or denosumab" in a pregnancy (Prolia label:
+        # contraindicated; Fosamax: not for use in it; second-pass 2). The follow-on waits, planned
+        # by a bone specialist (the referral C-SAFE-PREGNANCY offers); no drug.
+        return [Finding("C-ANABOLIC-FOLLOW-ON", facts=tuple(facts + pregnancy), variables={
+            "ended": ended, "patient_instruction": ORAL_BP_INSTRUCTIONS, "ckd_plan": "",
+            "start": "none in pregnancy: specialist",
+            "suggested": ("no antiresorptive while pregnant: denosumab and raloxifene are contraindicated in "
+                          "pregnancy (Prolia, Evista labels), bisphosphonates are not for use in it (labels). A bone "
+                          "specialist plans the follow-on after the pregnancy and breastfeeding with the obstetric "
+                          "team (referral below)")}, suggestions=(), extra_suggestions=(_pregnancy_referral(
+                "Anabolic course over during pregnancy: plan the follow-on antiresorptive"),))]
     keys: tuple[str, ...] = ()
     oral = bp_contraindications(record, settings)
     if oral:

@@ -1131,9 +1131,16 @@ def pregnancy_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
     dropped without a plan (rebound bone loss), so a bone specialist plans what follows
     (suggested: referral to endocrinology, SNOMED 306278007, V). Review: denosumab whose
     next dose is due or overdue counts (facts.on_board), else the card fell silent exactly
-    when C-DMAB-DUE asked for the next dose (Prolia label: contraindicated in pregnancy)."""
+    when C-DMAB-DUE asked for the next dose (Prolia label: contraindicated in pregnancy).
+    Clinical review 20: every osteoporosis drug on board counts, as on the order hooks (the
+    contract's row names "any osteoporosis drug ordered"; its patient-view words name denosumab
+    and bisphosphonates only). A romosozumab course is a monthly clinician-given injection, like
+    denosumab, so the next dose is given unless a card says stop (as C-SAFE-ROMO-CV on
+    patient-view, second-pass 2); Evenity is for postmenopausal women only (EVENITY) and not for
+    use in pregnancy, raloxifene is contraindicated in it (Evista), and teriparatide and
+    abaloparatide are not for use in it (Forteo, Tymlos)."""
     pregnancy = current_pregnancy(record, settings)
-    active = on_board(record, settings, t.BISPHOSPHONATE_CLASSES | {t.DENOSUMAB})
+    active = on_board(record, settings, t.OSTEOPOROSIS_DRUG_CLASSES)
     if not pregnancy or not active:
         return []
     e = active[0]

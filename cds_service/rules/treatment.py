@@ -49,6 +49,7 @@ from cds_service.rules.facts import (
     kidney,
     ckd_mbd_done,
     ckd_mbd_done_facts,
+    current_pregnancy,
     kidney_egfr,
     kidney_fact,
     lab_facts,
@@ -199,6 +200,37 @@ def _malignancy_referral(card_id: str, record: PatientRecord, settings: Clinical
                         "Fracture risk with bone metastases or a skeletal malignancy", True),))]
 
 
+# One wording for the three drug-start cards' `pregnancy` variant (second-pass 7: about 80 words).
+PREGNANCY_ADVICE = (
+    "No osteoporosis drug is offered: denosumab and raloxifene are contraindicated in pregnancy (Prolia, Evista "
+    "labels); bisphosphonates, romosozumab, teriparatide and abaloparatide are not for use in it (labels). **Defer "
+    "drug treatment until after the pregnancy and breastfeeding**; a bone specialist plans it with the obstetric "
+    "team (referral below). If the pregnancy has ended or a later test was negative, record it: the card then "
+    "gives its usual advice.")
+
+
+def pregnancy_deferral(card_id: str, record: PatientRecord, settings: ClinicalSettings,
+                       a: Assessment) -> list[Finding]:
+    """Clinical review 20 (M2): a drug-start card in a current pregnancy (facts.current_pregnancy,
+    the reading C-SAFE-PREGNANCY decides on; second-pass 2) offers no drug and does not say
+    "consider" one: every osteoporosis drug is out in pregnancy (Prolia and Evista labels:
+    contraindicated; Fosamax, Reclast, Evenity, Forteo, Tymlos labels: not for use). The card
+    keeps its id and indicator, says to defer drug treatment until after the pregnancy and
+    breastfeeding, and refers to a bone specialist (its `pregnancy` variant). [] when no
+    pregnancy is current."""
+    pregnancy = current_pregnancy(record, settings)
+    if not pregnancy:
+        return []
+    risk_text = "very high fracture risk" if a.risk == VERY_HIGH else "high fracture risk"
+    return [Finding(card_id, facts=_facts(record, settings, [*pregnancy, *a.vhr_reasons, *a.reasons]),
+                    variant="pregnancy", suggestions=(),
+                    variables={"risk_text": risk_text, "pregnancy_advice": PREGNANCY_ADVICE},
+                    extra_suggestions=(referral_suggestion(
+                        ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology) to plan bone treatment after the "
+                        "pregnancy", "Osteoporosis in pregnancy: no osteoporosis drug until after the pregnancy "
+                        "and breastfeeding", True),))]
+
+
 @rule("patient-view")
 def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: ClinicalSettings) -> list[Finding]:
     """C-TX-BP (info). TX-1: postmenopausal woman at high (not very high) risk ->
@@ -212,6 +244,9 @@ def start_bisphosphonate(record: PatientRecord, today: dt.date, settings: Clinic
     if start is None or bp_problems(record, settings, class_wide=True):
         return []
     a, risk_text, extra = start
+    deferred = pregnancy_deferral("C-TX-BP", record, settings, a)
+    if deferred:
+        return deferred
     malignancy = _malignancy_referral("C-TX-BP", record, settings, a)
     if malignancy:
         return malignancy
@@ -313,6 +348,9 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     if start is None or not problems:
         return []
     a, risk_text, extra = start
+    deferred = pregnancy_deferral("C-TX-DMAB-ALT", record, settings, a)
+    if deferred:
+        return deferred
     malignancy = _malignancy_referral("C-TX-DMAB-ALT", record, settings, a)
     if malignancy:
         return malignancy
@@ -404,6 +442,9 @@ def start_anabolic(record: PatientRecord, today: dt.date, settings: ClinicalSett
     options, excluded = anabolic_options(record, settings)
     if not options:
         return []  # an antiresorptive card fires instead (see _antiresorptive_start)
+    deferred = pregnancy_deferral("C-TX-ANABOLIC", record, settings, a)
+    if deferred:
+        return deferred
     malignancy = _malignancy_referral("C-TX-ANABOLIC", record, settings, a)
     if malignancy:
         return malignancy
