@@ -54,7 +54,7 @@ from cds_service.rules.facts import (
     romosozumab_order_at_limit,
 )
 from cds_service.rules.orders import (ENDOCRINOLOGY, PROLIA24_TEXT, denosumab_dose, predose_lab_actions,
-                                     prolia24_suggestion, referral_suggestion)
+                                     pregnancy_referral, prolia24_suggestion, referral_suggestion)
 from cds_service.rules.settings import ClinicalSettings
 
 
@@ -344,14 +344,8 @@ def _in_pregnancy(card_id: str, facts: list[str], pregnancy: list[str], variable
     rebound is still the risk (ECTS21), so the card says so and offers the bone specialist referral
     C-SAFE-PREGNANCY offers (one per screen: engine.offer_each_order_once); no drug."""
     return Finding(card_id, facts=tuple(dict.fromkeys([*facts, *pregnancy])), variant="pregnancy",
-                   variables=variables, suggestions=(), extra_suggestions=(_pregnancy_referral(
+                   variables=variables, suggestions=(), extra_suggestions=(pregnancy_referral(
                        "Denosumab during pregnancy: plan stopping and follow-on bone treatment"),))
-
-
-def _pregnancy_referral(reason: str) -> Suggestion:
-    """C-SAFE-PREGNANCY's bone specialist referral (order_safety.pregnancy_active), offered once a screen."""
-    return referral_suggestion(ENDOCRINOLOGY, "Refer to endocrinology to plan bone treatment around the pregnancy",
-                               reason, True)
 
 
 @rule("patient-view")
@@ -576,7 +570,7 @@ def anabolic_follow_on(record: PatientRecord, today: dt.date, settings: Clinical
             "suggested": ("no antiresorptive while pregnant: denosumab and raloxifene are contraindicated in "
                           "pregnancy (Prolia, Evista labels), bisphosphonates are not for use in it (labels). A bone "
                           "specialist plans the follow-on after the pregnancy and breastfeeding with the obstetric "
-                          "team (referral below)")}, suggestions=(), extra_suggestions=(_pregnancy_referral(
+                          "team (referral below)")}, suggestions=(), extra_suggestions=(pregnancy_referral(
                 "Anabolic course over during pregnancy: plan the follow-on antiresorptive"),))]
     keys: tuple[str, ...] = ()
     oral = bp_contraindications(record, settings)

@@ -89,16 +89,15 @@ from cds_service.rules.facts import (
     vitamin_d_repletion_hold,
 )
 from cds_service.rules.orders import (
-    ENDOCRINOLOGY,
     PROLIA24_TEXT,
     ckd_mbd_work_up,
     cholecalciferol_repletion,
     follow_on_suggestions,
     predose_lab_actions,
+    pregnancy_referral,
     prolia24_actions,
     pth_analog_daily,
     prolia24_suggestion,
-    referral_suggestion,
     stop_suggestion,
 )
 from cds_service.rules.on_therapy import complication_name, treatment_failure
@@ -1155,9 +1154,8 @@ def pregnancy_active(record: PatientRecord, today: dt.date, settings: ClinicalSe
                                    "off." if e.agent == "denosumab" else
                                    "A bone specialist plans bone treatment after the pregnancy and breastfeeding.")},
                     suggestions=(), source_url=t.label_url(e.agent),
-                    extra_suggestions=(referral_suggestion(
-                        ENDOCRINOLOGY, "Refer to endocrinology to plan bone treatment around the pregnancy",
-                        f"{drug_title(e.agent)} during pregnancy: plan stopping and follow-on bone treatment", True),))]
+                    extra_suggestions=(pregnancy_referral(
+                        f"{drug_title(e.agent)} during pregnancy: plan stopping and follow-on bone treatment"),))]
 
 
 # ---------------------------------------------------------------------------

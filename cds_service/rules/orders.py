@@ -72,6 +72,13 @@ def referral_suggestion(code: tuple[str, str], text: str, reason: str, recommend
     return Suggestion(text, (Action("create", text, resource=referral(code[0], code[1], text, reason)),), recommended)
 
 
+def pregnancy_referral(reason: str) -> Suggestion:
+    """The bone specialist referral of a pregnancy (C-SAFE-PREGNANCY, and the denosumab course cards
+    beside it): one wording, so the engine offers it once a screen (engine.offer_each_order_once)."""
+    return referral_suggestion(ENDOCRINOLOGY, "Refer to endocrinology to plan bone treatment around the pregnancy",
+                               reason, True)
+
+
 def stop_actions(record: PatientRecord, agent: str, name: str, reason: str) -> tuple[Action, ...]:
     """Stop the patient's active (or on-hold) MedicationRequests for `agent`: one FHIR
     `update` action each (CDS Hooks: the resource to update), carrying the EHR's own order
