@@ -361,9 +361,14 @@ def _kidney(record: PatientRecord, settings: ClinicalSettings, *, egfr_first: bo
         if egfr:  # shown, but the labels' limits are creatinine clearance
             # Review 20: a lower clearance is also kidney_egfr's reading, so "the labels" (the
             # bisphosphonates') is not the reason on the Prolia cards that show this fact.
-            why = ("the creatinine clearance is the lower reading and governs" if crcl[0] <= egfr.value else
-                   "the drug labels set their limits in creatinine clearance")
-            facts.append(f"{egfr.fact()} (not used: {why})")
+            why = ("not used: the creatinine clearance is the lower reading and governs" if crcl[0] <= egfr.value else
+                   "not used: the drug labels set their limits in creatinine clearance")
+            if crcl[0] > egfr.value and _under(egfr.value, 30, egfr.comparator if egfr.comparator.startswith("<")
+                                               else ""):
+                # Review 21: "not used" beside the CKD 4-5 decisions this eGFR sets (kidney_egfr, ckd_4_5).
+                why = ("not used for the drug labels' limits, set in creatinine clearance; it sets the CKD stage "
+                       "(4-5)")
+            facts.append(f"{egfr.fact()} ({why})")
     elif egfr:
         value, kind = egfr.value, "eGFR"
         facts.append(egfr.fact())
@@ -823,6 +828,10 @@ def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
                    else (settings.egfr_alendronate_min, "alendronate"))
     if reading.below(limit):
         out.append(BpProblem(RENAL, kidney_fact(reading, limit, drug)))
+    else:
+        stage = ckd_mbd_before_bisphosphonate(record, settings)
+        if stage:
+            out.append(BpProblem(RENAL, stage))
     for group, label in (("esophageal", "Esophageal disorder"), ("bariatric", "Bariatric surgery")):
         hits = record.condition_hits(group, active_only=group != "bariatric")
         if hits:
@@ -842,6 +851,25 @@ def bp_problems(record: PatientRecord, settings: ClinicalSettings, *,
                 break
     out += [BpProblem(COMPLICATION, fact) for fact in antiresorptive_complications(record)]
     return out
+
+
+def ckd_mbd_before_bisphosphonate(record: PatientRecord, settings: ClinicalSettings) -> str | None:
+    """Review 21: CKD stage 4-5 by the lower of clearance and eGFR (ckd_4_5) while the clearance
+    itself (kidney(), the labels' reading) is within a bisphosphonate's label: a fact, else None.
+    Second-pass 1 ("one reading for every rule", C-TX-BP named) and the order the choice would
+    meet: a bisphosphonate drafted there gets C-SAFE-RENAL's ckd-stage warning (KDIGO 2017 4.3.4,
+    AACE20: the CKD-mineral bone disorder work-up first), and C-GIOP, C-TX-ANABOLIC, C-SUPP-CAVD
+    and C-VITD-LOW on the same screen already read CKD 4-5. eGFR 25 beside a clearance of 47 had
+    C-TX-BP's one-click alendronate ("nothing on record against an oral bisphosphonate") beside
+    C-SUPP-CAVD's "agree calcium and vitamin D with nephrology". bp_problems and
+    follow_up.zoledronate_blockers read it, so no card offers a bisphosphonate there."""
+    stage = ckd_4_5(record, settings)
+    if stage is None:
+        return None
+    clearance = kidney(record, settings)
+    return (f"{'; '.join(stage.facts)} (CKD stage {'5' if stage.band == FAILURE else '4'} by eGFR, the lower reading: "
+            f"a CKD-mineral bone disorder work-up comes before any bisphosphonate, KDIGO 2017; {clearance.label} "
+            "is within the label limits)")
 
 
 def alendronate_not_offered(record: PatientRecord, settings: ClinicalSettings) -> list[str]:
@@ -1446,7 +1474,7 @@ def glucocorticoid_use(record: PatientRecord, settings: ClinicalSettings) -> Glu
 __all__ = [
     "ORAL_BP_INSTRUCTIONS", "drug_label", "drug_title", "draft_fact", "ordered", "KidneyReading", "kidney", "ckd_4_5", "kidney_fact", "cockcroft_gault", "calcium", "low_calcium",
     "vitamin_d_repletion_hold", "vitamin_d_below", "vitamin_d_level", "vitamin_d_deficient", "predose_labs_missing", "missing_baseline_labs", "lab_facts", "bone_indication", "current_osteoporosis_therapy", "therapy_under_way", "mi_date_unknown", "cv_undated", "cv_date_unknown", "cv_bounded_only", "cv_possibly_recent", "cv_hits", "cv_latest", "cv_fact", "bone_active_therapy", "therapy_fact",
-    "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "antiresorptive_complications",
+    "last_given", "course_start", "BpProblem", "bp_problems", "bp_contraindications", "ckd_mbd_before_bisphosphonate", "antiresorptive_complications",
     "DmabTiming", "denosumab_timing", "denosumab_stop_order", "bisphosphonate_since", "anabolic_course_end", "course_end_words",
     "abnormal_then", "oral_bp_days", "long_bp_course", "very_long_bp_course", "in_drug_holiday", "baseline_labs_due",
     "baseline_lab_orders", "ckd_mbd_done", "ckd_mbd_done_facts", "anabolic_options", "current_pregnancy", "on_board", "unexplained_alp",

@@ -39,6 +39,7 @@ from cds_service.rules.facts import (
     course_end_words,
     bisphosphonate_since,
     bp_contraindications,
+    ckd_mbd_before_bisphosphonate,
     current_pregnancy,
     denosumab_stop_order,
     denosumab_timing,
@@ -176,6 +177,10 @@ def zoledronate_blockers(record: PatientRecord, settings: ClinicalSettings) -> l
     elif not reading.known:
         out.append(f"no kidney function in the last {settings.kidney_lab_max_age_months} months (needed before "
                    "each infusion)")
+    else:  # review 21: CKD 4-5 by the lower reading, the clearance within the label (C-SAFE-RENAL ckd-stage)
+        stage = ckd_mbd_before_bisphosphonate(record, settings)
+        if stage:
+            out.append(stage)
     low = low_calcium(record, settings)
     if low:
         out.append(low)

@@ -30,6 +30,8 @@ from cds_service.rules.diagnosis import (
 )
 from cds_service.rules.facts import (
     KidneyReading,
+    antiresorptive_complications,
+    complication_name,
     COMPLICATION,
     GI,
     ORAL_BP_INSTRUCTIONS,
@@ -63,6 +65,7 @@ from cds_service.rules.facts import (
     vitamin_d_deficient,
     vitamin_d_repletion_hold,
 )
+from cds_service.rules.follow_up import zoledronate_blockers
 from cds_service.rules.memo import per_call
 from cds_service.rules.orders import (
     ENDOCRINOLOGY,
@@ -360,24 +363,34 @@ def start_denosumab_alternative(record: PatientRecord, today: dt.date, settings:
     variables = {"population": _population(record), "risk_text": risk_text, **status,
                  "labs_note": _labs_note(record, settings, parenteral=True), "ckd_note": "",
                  **_vitamin_d_first(record, settings)}
-    if any(p.kind == COMPLICATION for p in problems):
-        variables["zoledronate_note"] = (
-            "**Atypical femoral fracture or jaw osteonecrosis on record:** bisphosphonates and denosumab both carry "
-            "these risks, so the choice of treatment belongs to a bone specialist.")
-        return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, suggestions=(),
+    complications = antiresorptive_complications(record)
+    if complications:
+        # Review 21: the default text ("Suggested: denosumab ... Never stop it without a follow-on
+        # bisphosphonate") stood beside the referral alone. Variant complication: no bisphosphonate
+        # (follow_up.zoledronate_blockers and bp_problems both carry the complication; Fosamax, Reclast
+        # labels; second-pass 4) and no denosumab start (Prolia label: the same complications; it
+        # cannot simply be stopped), as C-ANABOLIC-FOLLOW-ON and C-AR-COMPLICATION say.
+        variables["complication"] = complication_name(complications)
+        return [Finding("C-TX-DMAB-ALT", facts=facts, variables=variables, variant="complication", suggestions=(),
                         extra_suggestions=(referral_suggestion(
                             ENDOCRINOLOGY, "Refer to a bone specialist (endocrinology) to choose the treatment",
                             "Osteoporosis after an atypical femoral fracture or jaw osteonecrosis", True),))]
     only_gi = all(p.kind == GI for p in problems)
-    zoledronate = only_gi and reading.known and not reading.below(settings.egfr_zoledronate_min)
+    # Review 21: one list of what stands against zoledronic acid (follow_up.zoledronate_blockers: kidney
+    # below 35 or unknown, CKD 4-5 by the lower reading, a low calcium, intolerance, AFF / ONJ), as the
+    # denosumab course cards read it.
+    zol_blockers = zoledronate_blockers(record, settings)
+    zoledronate = only_gi and not zol_blockers
     if zoledronate:
         zol_note = (f"Oral-route problem only, kidney function {settings.egfr_zoledronate_min:g} or more: "
                     "**zoledronic acid 5 mg IV once yearly** is an alternative (AACE 2020).")
     elif reading.below(settings.egfr_zoledronate_min):
         zol_note = f"Zoledronic acid: contraindicated below {settings.egfr_zoledronate_min:g} (Reclast label)."
-    elif only_gi:
+    elif only_gi and not reading.known:
         zol_note = (f"Zoledronic acid needs kidney function of {settings.egfr_zoledronate_min:g} or more from the "
                     f"last {settings.kidney_lab_max_age_months} months: not offered until it is known.")
+    elif only_gi:
+        zol_note = f"Zoledronic acid is not offered: {'; '.join(zol_blockers)}."
     else:
         zol_note = "Zoledronic acid is not offered: the intolerance is not known to be limited to the oral route."
     variables["zoledronate_note"] = zol_note
