@@ -45,6 +45,7 @@ from cds_service.rules.facts import (
     lab_facts,
     vitamin_d_repletion_hold,
 )
+from cds_service.rules.orders import pregnancy_referral
 
 
 def _name(agent: str) -> str:
@@ -443,11 +444,19 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
               f"Denosumab last given {e.last_dose or 'on an unknown date'}: a dose is due or overdue"
               for e in on_drug]
     course_card = None if on_drug else _next_drug_card(record, today, settings)
+    # Review 21: a current pregnancy (facts.current_pregnancy, the reading C-SAFE-PREGNANCY uses;
+    # second-pass 2) defers every osteoporosis drug, as the drug-start cards' pregnancy variant
+    # (treatment.pregnancy_deferral) and the course cards say: no alendronate, no "treat" advice,
+    # the bone specialist referral (orders.pregnancy_referral). The DXA waits too, as
+    # C-MON-DXA-DUE's does in a pregnancy. Calcium and vitamin D stay (ACR22: everyone on
+    # long-term glucocorticoids).
+    pregnancy = current_pregnancy(record, settings)
+    facts += pregnancy
     keys: list[str] = []
     # One order per screen: C-MON-DXA-DUE owns the DXA when it fires, C-SUPP-CAVD the
     # supplements when the patient has a bone indication.
     dxa_elsewhere = bool(dxa_due(record, today, settings))
-    if not recent_dxa and not dxa_elsewhere and not ordered_dxa:
+    if not recent_dxa and not dxa_elsewhere and not ordered_dxa and not pregnancy:
         keys.append("dxa")
     # Second-pass 1 (one kidney reading; third bullet) and 5 (review 20): in dialysis or CKD 4-5
     # (ckd_4_5: coded, or the lower of clearance and eGFR below 30) no bisphosphonate is first
@@ -470,7 +479,7 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     # at high or very high risk: C-TX-BP / C-TX-ANABOLIC / C-TX-DMAB-ALT) or a guard says no.
     # Review 10: high risk by the dose-adjusted FRAX alone (17.2% / 3.0%) fired no drug card, and
     # this card said "treat" with nothing to order.
-    if risk in ("moderate", "high") and not on_drug and not course_card and not a.treatable:
+    if risk in ("moderate", "high") and not on_drug and not course_card and not a.treatable and not pregnancy:
         blocked = alendronate_not_offered(record, settings) or (
             [f"{ckd.label}: CKD-mineral bone disorder work-up first"] if ckd else [])
         if blocked:
@@ -480,7 +489,18 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
     offered = "alendronate" in keys
     if kidney_fact_text:
         facts.append(kidney_fact_text)
-    if current:
+    referral = None
+    if pregnancy:
+        from cds_service.rules.treatment import PREGNANCY_ADVICE  # the drug-start cards' words, read at call time
+
+        treatment = "**Current pregnancy:** " + PREGNANCY_ADVICE
+        if current or on_drug or course_card or risk in ("moderate", "high", "very high"):
+            referral = pregnancy_referral("Long-term glucocorticoids in pregnancy: plan bone treatment after the "
+                                          "pregnancy")
+        else:
+            treatment = ("**Current pregnancy:** no osteoporosis drug during it; assess the risk (DXA, dose-adjusted "
+                         "FRAX) after the pregnancy and breastfeeding.")
+    elif current:
         treatment = "A bone drug is on board: keep it going while glucocorticoids continue."
     elif on_drug:
         treatment = ("A denosumab dose is due or overdue: the denosumab card decides it; keep the course going "
@@ -512,9 +532,10 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
         treatment = "Decide once the DXA and dose-adjusted FRAX are known: treat at moderate or high risk."
     # Second-pass 7: only when something is to be done: an order above, a DXA to get, or a
     # treatment decision at moderate or high risk with no bone drug on board.
-    if not keys and not (risk in ("moderate", "high", "very high") and not on_drug and not course_card) and (recent_dxa or ordered_dxa or dxa_elsewhere):
+    # In a pregnancy the DXA waits, so a missing one alone is nothing to do now.
+    if not keys and not referral and not (risk in ("moderate", "high", "very high") and not on_drug and not course_card) and (recent_dxa or ordered_dxa or dxa_elsewhere or pregnancy):
         return []
-    warning = high_dose and not recent_dxa and not ordered_dxa
+    warning = high_dose and not recent_dxa and not ordered_dxa and not pregnancy
     dose_text = f"{glucocorticoid_mg_text(use.mg_day, settings)} mg/day" if use.mg_day is not None else "a dose not readable from the order"
     return [Finding(
         "C-GIOP", facts=tuple(dict.fromkeys(facts)),
@@ -526,10 +547,12 @@ def glucocorticoid_osteoporosis(record: PatientRecord, today: dt.date, settings:
                                    "vitamin D3 800-1000 IU daily."),
                    "dxa_text": ("A DXA was done in the last 12 months." if recent_dxa else
                                 f"A DXA is ordered ({ordered_dxa.date})." if ordered_dxa else
+                                "No DXA in the last 12 months: it waits until after the pregnancy." if pregnancy else
                                 "**No DXA in the last 12 months: order one** (fracture-risk assessment with BMD)."),
-                   "headline": (f"glucocorticoid {dose_text} for 3+ months, no DXA in 12 months"
+                   "headline": (f"glucocorticoid {dose_text} for 3+ months, pregnant: no bone drug now" if pregnancy
+                                else f"glucocorticoid {dose_text} for 3+ months, no DXA in 12 months"
                                 if not recent_dxa else f"glucocorticoid {dose_text} for 3+ months, risk {risk}")},
-        suggestions=tuple(keys))]
+        suggestions=tuple(keys), extra_suggestions=(referral,) if referral else ())]
 
 
 # facts.missing_baseline_labs label -> suggestion key in cards/C-LAB-BASELINE.yaml
