@@ -981,12 +981,24 @@ def romosozumab_limit_order(record: PatientRecord, today: dt.date, settings: Cli
     if not course or course.doses < settings.romo_max_doses:
         return []
     findings = []
+    pregnancy = current_pregnancy(record, settings)
     for draft, agent in ordered(record, ("romosozumab",)):
         keys, built = _transition_keys(record, settings, draft, agent)
-        findings.append(Finding("C-SAFE-ROMO-LIMIT", facts=(draft_fact(draft, agent), course.fact),
+        findings.append(Finding("C-SAFE-ROMO-LIMIT", facts=(draft_fact(draft, agent), course.fact, *pregnancy),
                                 variables={"max_doses": str(settings.romo_max_doses)},
-                                suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None))
+                                variant="pregnancy" if pregnancy else None,
+                                suggestions=keys, extra_suggestions=(*built, *_romo_limit_referral(pregnancy)),
+                                delete_draft=draft.reference or None))
     return findings
+
+
+def _romo_limit_referral(pregnancy: list[str]) -> tuple[Suggestion, ...]:
+    """Review 21: C-SAFE-ROMO-LIMIT in a current pregnancy (variant pregnancy) advises no follow-on
+    drug (Prolia, Evista: contraindicated; bisphosphonates: not for use in pregnancy; second-pass 2)
+    and offers the bone specialist referral C-SAFE-PREGNANCY offers beside it (one builder,
+    orders.pregnancy_referral: the engine keeps one a screen)."""
+    return (pregnancy_referral("Romosozumab course complete during a pregnancy: plan the follow-on "
+                               "antiresorptive after it"),) if pregnancy else ()
 
 
 @rule("patient-view")
@@ -1008,10 +1020,12 @@ def romosozumab_limit_active(record: PatientRecord, today: dt.date, settings: Cl
         record, "romosozumab", "romosozumab", f"Stop romosozumab: course complete ({settings.romo_max_doses} monthly "
         "doses)", f"Course complete: {settings.romo_max_doses} monthly doses (Evenity label)", recommended=True)
     built = (stop, *built) if stop else built
+    pregnancy = current_pregnancy(record, settings)  # review 21: no follow-on drug advised in pregnancy
     return [Finding("C-SAFE-ROMO-LIMIT", facts=(course.fact, *(["The romosozumab order is still active: stop it"]
-                                                             if ordered else [])),
+                                                             if ordered else []), *pregnancy),
                     variables={"max_doses": str(settings.romo_max_doses)},
-                    suggestions=keys, extra_suggestions=built)]
+                    variant="pregnancy" if pregnancy else None,
+                    suggestions=keys, extra_suggestions=(*built, *_romo_limit_referral(pregnancy)))]
 
 
 PEN_MONTHS = 28 / DAYS_PER_MONTH  # one teriparatide or abaloparatide pen: 28 daily doses
