@@ -119,7 +119,8 @@ def test_quiet_control_complication_card_on_denosumab_not_stopped_unchanged():
     card = _pv(*OVERDUE, AFF)["C-AR-COMPLICATION"]
     assert card["summary"] == ("Denosumab with atypical femoral fracture on record: refer; never stop it without "
                                "a follow-on plan")
-    assert "on board or being ordered" in card["detail"] and f"- On denosumab since {ago(240)}" in card["detail"]
+    # Review 21: the overdue course is named by its last dose, not "On denosumab since <that dose>".
+    assert "on board or being ordered" in card["detail"] and f"- Denosumab last given on {ago(240)}" in card["detail"]
 
 
 # ---------------------------------------------------------------------------

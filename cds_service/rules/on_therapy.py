@@ -14,6 +14,9 @@ from cds_service.fhir import terminology as t
 from cds_service.record import AgentExposure, Fracture, PatientRecord, within_months
 from cds_service.rules.base import Action, Finding, Suggestion, rule
 from cds_service.rules.facts import (
+    DUE,
+    OVERDUE,
+    DmabTiming,
     very_long_bp_course,
     anabolic_options,
     antiresorptive_complications,
@@ -205,7 +208,13 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
         variables["advice"] += (" Denosumab is on board too: it is never simply stopped (bone turnover rebounds); "
                                 "whether it continues, or stops with a follow-on plan, is the bone specialist's "
                                 "decision.")
-    on = tuple(f"On {drug_label(o.agent)} since {o.start or 'an unknown date'}" for o in (e, *both))
+    on = tuple(_on_fact(record, settings, o) for o in (e, *both))
+    lapsing = _denosumab_lapsing(record, settings) if e.agent == "denosumab" else None
+    if lapsing and lapsing.phase == OVERDUE:
+        # Review 21: "do not let the next dose lapse" on a course whose dose is overdue already.
+        variables["advice"] = variables["advice"].replace(
+            "do not let the next dose lapse while that is decided",
+            f"the next dose is overdue already (due on {lapsing.due}): decide it now, the rebound may be under way")
     variant = None
     stopped = denosumab_stop_order(record) if e.agent == "denosumab" else None
     timing = denosumab_timing(record, settings) if stopped else None
@@ -220,6 +229,30 @@ def antiresorptive_complication_active(record: PatientRecord, today: dt.date,
                     variables=variables, suggestions=(),
                     extra_suggestions=(*hold, *_complication_referrals(complications, e.agent)),
                     source_url=t.label_url(e.agent))]
+
+
+def _denosumab_lapsing(record: PatientRecord, settings: ClinicalSettings) -> DmabTiming | None:
+    """The denosumab timing when its next dose is due or overdue with no explicit stop (the
+    lapsing course facts.on_board counts as on board), else None."""
+    timing = denosumab_timing(record, settings)
+    if timing and timing.phase in (DUE, OVERDUE) and denosumab_stop_order(record) is None:
+        return timing
+    return None
+
+
+def _on_fact(record: PatientRecord, settings: ClinicalSettings, e: AgentExposure) -> str:
+    """What C-AR-COMPLICATION says of a drug on board. Review 21: a denosumab course whose dose is
+    due or overdue (facts.on_board keeps it on board) read "On denosumab since <the date of its only
+    dose>": the last dose and since when the next one is due or overdue instead (the dose timing
+    C-DMAB-DUE / C-DMAB-OVERDUE use: 6 months, then the grace weeks; ECTS21, Prolia label)."""
+    lapsing = _denosumab_lapsing(record, settings) if e.agent == "denosumab" else None
+    if lapsing is None:
+        return f"On {drug_label(e.agent)} since {e.start or 'an unknown date'}"
+    course = (f"Denosumab since {e.start}, last given" if e.start and e.start < lapsing.last_dose else
+              "Denosumab last given")
+    state = (f"was due on {lapsing.due}, overdue since {lapsing.grace_end + dt.timedelta(days=1)}"
+             if lapsing.phase == OVERDUE else f"is due (since {lapsing.due}, by {lapsing.grace_end})")
+    return f"{course} on {lapsing.last_dose} ({lapsing.days_since} days ago): the next dose {state}"
 
 
 @rule(*ORDERS, cards=("C-AR-COMPLICATION",))
