@@ -78,4 +78,6 @@ def lifestyle(record: PatientRecord, today: dt.date, settings: ClinicalSettings)
     # nor the bone facts (a repeat DXA): no new reason to give the same advice.
     trigger = hit.date if hit and hit.date else NO_TRIGGER
     return [Finding("C-LIFESTYLE", facts=tuple(habits + why), variables={"topics": topics},
-                    suggestions=("smoking-cessation",) if smoking else (), trigger=trigger)]
+                    suggestions=("smoking-cessation",) if smoking else (), trigger=trigger,
+                    trigger_codes=tuple(sorted({f"code:{h.code}" for h in record.condition_hits("alcohol_excess")
+                                                if h.code})))]

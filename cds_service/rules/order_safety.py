@@ -46,12 +46,13 @@ from cds_service.record import (
     months_between,
     written_beside,
 )
-from cds_service.rules.base import Action, Finding, Suggestion, rule
+from cds_service.rules.base import Action, Finding, Suggestion, record_codes, rule, trigger_tokens
 from cds_service.rules.facts import (
     DAYS_PER_MONTH,
     FAILURE,
     HYPOCALCEMIA,
     KidneyReading,
+    kidney_band_tokens,
     ORAL_BP_INSTRUCTIONS,
     antiresorptive_complications,
     calcium,
@@ -484,8 +485,12 @@ def renal_active(record: PatientRecord, today: dt.date, settings: ClinicalSettin
         indicator, facts = problem
         advice = _renal_advice(record, settings, True,
                                "Review the therapy: do not give the next dose at this kidney function.", agent)
+        # New triggers by content: the codes its facts quote, and a worse kidney band (a lab crossing
+        # a threshold on the very day of the feedback has no newer date to wake the card).
+        quoted = trigger_tokens(Finding("C-SAFE-RENAL", facts=tuple(facts)), record_codes(record))
         findings.append(Finding(
             "C-SAFE-RENAL", facts=(since, *facts), indicator=indicator, suggestions=(),
+            trigger_codes=tuple(sorted(quoted.union(kidney_band_tokens(kidney(record, settings))))),
             variables=_renal_variables(record, agent, indicator, settings, f"The patient is on {drug_label(agent)}.",
                                        advice),
             source_url=t.label_url(agent)))
