@@ -121,12 +121,17 @@ def test_a_new_trigger_token_wakes_a_quieted_card_whatever_its_date():
     def keys(f):
         return trigger_tokens(f, codes)
 
-    assert keys(back_dated) == {"code:M81.0", "code:S32.010A"}  # a full stop is no part of a code
+    assert keys(back_dated) == {"code:M81.0", "code:S32.010"}  # a full stop is no part of a code
     assert is_quieted(old, "info", mark, TODAY, keys)
     assert is_quieted(Finding("C-X"), "info", mark, TODAY, keys)  # fewer: nothing new
     assert not is_quieted(back_dated, "info", mark, TODAY, keys)
     assert is_quieted(back_dated, "info", QuietMark("info", D("2025-04-01")), TODAY, keys)  # no keys: date alone
     assert is_quieted(back_dated, "info", mark, TODAY)  # no tokens given: date alone
+    # A follow-up visit's code (7th character D, S) is the same fracture: no new token.
+    fx_codes = frozenset({"S72.001A", "S72.001D", "M80.08XA"})
+    assert trigger_tokens(Finding("C-X", facts=("Hip fracture (S72.001A, S72.001D) on 2024-01-01",)), fx_codes) == {
+        "code:S72.001"}
+    assert trigger_tokens(Finding("C-X", facts=("(M80.08XA)",)), fx_codes) == {"code:M80.08X"}
     # A code the record does not hold is no token (a number in a fact is not a code).
     assert trigger_tokens(Finding("C-X", facts=("Hypertension (I10)", "eGFR 34 on 2025-01-01 (N18.3)")),
                           codes) == {"code:I10"}

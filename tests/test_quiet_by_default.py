@@ -429,9 +429,12 @@ def test_a_back_dated_diagnosis_the_card_rests_on_wakes_it(two_apps):
     assert INFO_CARD in back
     assert "S32.010A" in back[INFO_CARD]["detail"]  # the new diagnosis is what the card rests on
     assert INFO_CARD in cards_of(a, pv_body(INFO_PATIENT, extra=[_back_dated("vfx", "S32.010A", subject)]))
-    # Acted on again, with the fracture: quiet again for that chart.
+    # Acted on again, with the fracture: quiet again for that chart, and its follow-up visit's
+    # code (the same fracture) wakes nothing.
     send_feedback(a, back[INFO_CARD], "accepted")
     assert INFO_CARD not in cards_of(b, pv_body(INFO_PATIENT, extra=[_back_dated("vfx", "S32.010A", subject)]))
+    assert INFO_CARD not in cards_of(b, pv_body(INFO_PATIENT, extra=[_back_dated("vfx", "S32.010A", subject),
+                                                                     _back_dated("vfx-d", "S32.010D", subject)]))
 
 
 def test_an_undated_diagnosis_the_card_rests_on_wakes_it(make_app):

@@ -157,6 +157,18 @@ def trigger_date(finding: Finding, today: dt.date) -> dt.date | None:
 _FACT_TOKEN = re.compile(r"[A-Za-z0-9]+(?:\.[A-Za-z0-9]+)*")
 
 
+# An ICD-10-CM code with its 7th character, the encounter extension (S72.001A initial, D a
+# follow-up visit, S sequela; M80.08XA, W19.XXXD).
+_ICD10_EXTENDED = re.compile(r"[A-Z][0-9][0-9A-Z]\.[0-9A-Z]{3}[A-Z]")
+
+
+def code_token(code: str) -> str:
+    """A trigger token for a code: "code:" and the code, an ICD-10-CM encounter extension left
+    out (a follow-up visit's S72.001D is the fracture of S72.001A, no new reason; a new fracture
+    at the same site has a newer date)."""
+    return f"code:{code[:-1] if _ICD10_EXTENDED.fullmatch(code) else code}"
+
+
 def record_codes(record: PatientRecord) -> frozenset[str]:
     """Every Condition and fracture code the record holds, as facts quote them."""
     codes = {h.code for hits in record.conditions.values() for h in hits if h.code}
@@ -167,14 +179,14 @@ def record_codes(record: PatientRecord) -> frozenset[str]:
 
 def trigger_tokens(finding: Finding, codes: frozenset[str]) -> frozenset[str]:
     """What a card rests on, by content (card_policy: a token the card acted on did not hold
-    wakes it): Finding.trigger_codes when the rule gives them, else "code:" and each code of
-    `codes` (record_codes) its facts quote. In memory only: the store keeps keyed hashes
+    wakes it): Finding.trigger_codes when the rule gives them, else the code_token of each code
+    of `codes` (record_codes) its facts quote. In memory only: the store keeps keyed hashes
     (patient_key.trigger_key)."""
     if finding.trigger_codes is not None:
         return frozenset(finding.trigger_codes)
     if not codes:
         return frozenset()
-    return frozenset(f"code:{token}" for fact in finding.facts for token in _FACT_TOKEN.findall(fact)
+    return frozenset(code_token(token) for fact in finding.facts for token in _FACT_TOKEN.findall(fact)
                      if token in codes)
 
 

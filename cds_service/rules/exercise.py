@@ -36,7 +36,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import BinaryResult, CareEvent, Fracture, PatientRecord, within_months
-from cds_service.rules.base import NO_TRIGGER, Finding, Suggestion, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, Suggestion, code_token, rule
 from cds_service.rules.catalogue import TEST_TIER
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.memo import per_call
@@ -234,7 +234,7 @@ def _trigger_codes(record: PatientRecord) -> tuple[str, ...]:
     codes = {c for f in record.fractures for c in (f.code, *f.codes) if c}
     codes.update(h.code for group in ("falls", "gait_balance", "fear_of_falling")
                  for h in record.condition_hits(group, active_only=False) if h.code)
-    return tuple(sorted(f"code:{c}" for c in codes))
+    return tuple(sorted({code_token(c) for c in codes}))
 
 
 def _last_assessment(record: PatientRecord, today: dt.date,

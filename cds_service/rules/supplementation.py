@@ -19,7 +19,7 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import VITAMIN_D_CUTOFFS, PatientRecord, written_beside
 
-from cds_service.rules.base import NO_TRIGGER, Finding, cross_ref, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, code_token, cross_ref, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, assess
 from cds_service.rules.facts import (
     bone_indication,
@@ -148,9 +148,9 @@ def untreated_osteopenia(record: PatientRecord, settings: ClinicalSettings) -> b
 def _supplement_codes(record: PatientRecord) -> tuple[str, ...]:
     """The same new triggers by content (Finding.trigger_codes): the fracture codes, the bone
     drugs on board and the low-intake codes on record, dated or not."""
-    codes = {f"code:{c}" for f in record.fractures for c in (f.code, *f.codes) if c}
+    codes = {code_token(c) for f in record.fractures for c in (f.code, *f.codes) if c}
     codes.update(f"drug:{e.agent}" for e in record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES))
-    codes.update(f"code:{h.code}" for h in record.condition_hits("low_intake_or_weight") if h.code)
+    codes.update(code_token(h.code) for h in record.condition_hits("low_intake_or_weight") if h.code)
     return tuple(sorted(codes))
 
 
