@@ -502,3 +502,28 @@ def test_kidney_function_in_a_worse_band_the_day_of_the_feedback_wakes_the_renal
     assert card_id not in cards_of(b, pv_body(patient, extra=[_egfr("egfr-33", 33, subject)]))
     back = cards_of(b, pv_body(patient, extra=[_egfr("egfr-25", 25, subject)]))
     assert card_id in back and "eGFR 25" in back[card_id]["summary"]
+
+
+def test_the_renal_card_acted_on_at_signing_stays_quiet_on_patient_view(make_app):
+    """Feedback on an order hook's card quiets the same card id on patient-view: the renal
+    card keeps the same trigger tokens on both hooks (its kidney band), so the chart-open card
+    is not taken for a new trigger; a worse band still is."""
+    client = make_app().test_client()
+    patient, card_id = "c-safe-renal-active-alendronate-egfr-34", "C-SAFE-RENAL"
+    body = pv_body(patient)
+    subject = f"Patient/{body['context']['patientId']}"
+    draft = {"resourceType": "MedicationRequest", "id": "draft-aln", "status": "draft", "intent": "order",
+             "subject": {"reference": subject}, "medicationCodeableConcept": {"coding": [
+                 {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "904431"}]}}
+    sign = dict(body, hook="order-sign", hookInstance=str(uuid.uuid4()),
+                context=dict(body["context"], draftOrders={"resourceType": "Bundle", "type": "collection",
+                                                           "entry": [{"resource": draft}]}))
+    url = "/cds-services/osteoporosis-order-sign"
+    resp = client.post(url, json=sign)
+    card = next(c for c in resp.get_json()["cards"] if c["source"]["topic"]["code"] == card_id)
+    assert card["indicator"] == "warning"
+    resp = client.post(url + "/feedback", json={"feedback": [
+        {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-01-01T10:00:00Z"}]})
+    assert resp.status_code == 200
+    assert card_id not in cards_of(client, body)
+    assert card_id in cards_of(client, pv_body(patient, extra=[_egfr("egfr-25", 25, subject)]))
