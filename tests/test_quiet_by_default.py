@@ -469,14 +469,14 @@ def test_feedback_stored_before_the_keys_keeps_the_date_alone(make_app):
 def test_trigger_keys_are_keyed_hashes_not_codes(make_app):
     """What the store keeps of a card's codes: HMACs with the server secret and the patient
     key, different for every patient; no code in clear."""
+    from cds_service.store import issued_cards
+
     app = make_app()
     client = app.test_client()
     stored = []
     for pid in (None, "someone-else"):
         extra = [_back_dated("vfx", "S32.010A", f"Patient/{pid or pv_body(INFO_PATIENT)['context']['patientId']}")]
         cards_of(client, pv_body(INFO_PATIENT, patient_id=pid, extra=extra))
-        from cds_service.store import issued_cards
-
         with runtime(app).store.engine.begin() as conn:
             row = conn.execute(sa.select(issued_cards.c.trigger_keys).where(issued_cards.c.card_id == INFO_CARD)
                                ).scalars().all()
