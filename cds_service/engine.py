@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -31,7 +32,7 @@ from cds_service.fhir import terminology as t
 from cds_service.record import DraftOrder, PatientRecord, draft_order
 from cds_service.record import _replace as record_replace
 from cds_service.rules import exercise, memo
-from cds_service.rules.base import INDICATORS, Finding, Suggestion, rules_for
+from cds_service.rules.base import INDICATORS, Finding, Suggestion, record_codes, rules_for, trigger_tokens
 from cds_service.rules.catalogue import CATALOGUE
 from cds_service.rules.settings import DEFAULT, ClinicalSettings
 
@@ -360,6 +361,9 @@ class Outcome:
     cards: list[dict[str, Any]]             # dicts without uuids
     held: list[card_policy.Held] = dataclasses.field(default_factory=list)  # chosen but not shown
     skipped: int = 0                        # resources of the chart that could not be read
+    # card id -> the trigger tokens of the card as shown (rules.base.trigger_tokens), for the store
+    # to keep as keyed hashes with the issued card (card_policy: a new trigger by content). In memory only.
+    triggers: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
 
 
 def decide(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,
@@ -391,24 +395,33 @@ def _decide(hook: str, record: PatientRecord, today: dt.date, settings: Clinical
             reviewed[id(finding)] = (finding, _reviewed(finding, record, today, settings, strict))
         return reviewed[id(finding)][1]
 
+    codes: list[frozenset[str]] = []  # the record's codes, read once, when first needed
+
+    def tokens(finding: Finding) -> frozenset[str]:
+        if not codes:
+            codes.append(record_codes(record))
+        return trigger_tokens(finding, codes[0])
+
     held: list[card_policy.Held] = []
     if policy is not None:
-        chosen, held = card_policy.apply(chosen, today, policy, _indicator, review)
+        chosen, held = card_policy.apply(chosen, today, policy, _indicator, review, tokens)
     # Worded for the cards shown beside it: C-FALLS names C-EXERCISE only when it is on the screen.
     findings = offer_each_order_once(exercise.beside_exercise_card([review(f) for f in chosen]),
                                      patient_id=pid, today=today)
     # A card names another card only when that one is on this screen (rules.base.CROSS_REF).
     shown = frozenset(f.card_id for f in findings)
     cards = []
+    triggers: dict[str, frozenset[str]] = {}
     for finding in findings:
         card = card_render.render(finding, patient_id=pid, today=today, strict=strict, shown=shown)
         if card is not None:
             cards.append(card)
+            triggers[finding.card_id] = tokens(finding)
     # The request's own log line carries the counts (cds_service.app): one line per call.
     if log.isEnabledFor(logging.DEBUG):
         log.debug("hook %s: %d cards (%s), %d held back; %d resources skipped", hook, len(cards),
                   ",".join(c["source"]["topic"]["code"] for c in cards), len(held), record.skipped_count)
-    return Outcome(cards, held, record.skipped_count)
+    return Outcome(cards, held, record.skipped_count, triggers)
 
 
 def evaluate(hook: str, record: PatientRecord, today: dt.date, settings: ClinicalSettings = DEFAULT,

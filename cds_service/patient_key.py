@@ -45,6 +45,17 @@ def patient_key(secret: bytes, fhir_server: str | None, patient_id: str) -> str:
     return mac.hexdigest()
 
 
+def trigger_key(secret: bytes, patient: str, token: str) -> str:
+    """What the store keeps of a trigger token (rules.base.trigger_tokens: a code such as
+    "code:M81.0", a kidney band) of a card issued to the patient with key `patient`: 32 hex
+    characters of an HMAC over both, with the server secret. Neither the code nor the patient
+    can be read from it, and the same code gives another key for every patient (no counting
+    which patients share a diagnosis)."""
+    mac = _keyed(secret).copy()
+    mac.update(f"trigger\x00{patient}\x00{token}".encode())
+    return mac.hexdigest()[:32]
+
+
 @functools.lru_cache(maxsize=4)
 def _keyed(secret: bytes) -> hmac.HMAC:
     """An HMAC keyed with `secret` and fed nothing, to copy: keying (hashing

@@ -55,6 +55,9 @@ issued_cards = sa.Table(
     # Who the card was issued to (client_ref: the verified issuer and tenant, or
     # ANONYMOUS): only that client's feedback counts. Null for cards issued before it existed.
     sa.Column("client", sa.String(64), nullable=True),
+    # Keyed hashes (patient_key.trigger_key) of the trigger tokens the card rested on, a JSON
+    # list; null for cards issued before they were kept (their feedback quiets by date alone).
+    sa.Column("trigger_keys", sa.Text, nullable=True),
 )
 sa.Index("ix_issued_cards_card_id", issued_cards.c.card_id)
 sa.Index("ix_issued_cards_issued_at", issued_cards.c.issued_at)  # purge, report --since
@@ -92,6 +95,7 @@ quieted_cards = sa.Table(
     sa.Column("indicator", sa.String(16), nullable=False),  # as issued: sets the quiet period
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),  # the card acted on: "new trigger" is newer
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),  # feedback received: the period starts
+    sa.Column("trigger_keys", sa.Text, nullable=True),  # the card acted on's (issued_cards); null: date alone
 )
 sa.Index("ix_quieted_cards_patient", quieted_cards.c.patient_key, quieted_cards.c.decided_at)
 sa.Index("ix_quieted_cards_decided_at", quieted_cards.c.decided_at)
@@ -116,6 +120,7 @@ class IssuedCard:
     suggestion_uuids: tuple[str, ...] = ()
     patient_key: str | None = None
     client: str | None = None  # client_ref(); ANONYMOUS when None is given
+    trigger_keys: tuple[str, ...] | None = None  # keyed trigger tokens (patient_key.trigger_key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +129,9 @@ class QuietMark:
 
     indicator: str        # the most severe indicator the card had when acted on
     issued_on: dt.date    # the newest card acted on was issued that day (UTC)
+    # Keyed hashes of the trigger tokens the cards acted on rested on (card_policy: a token not
+    # among them is a new trigger); None: feedback on cards issued before they were stored.
+    keys: frozenset[str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +214,17 @@ def _utc_date(value: dt.datetime) -> dt.date:
     return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
 
 
+def _trigger_keys(stored: str | None) -> frozenset[str] | None:
+    """A trigger_keys column as a set; None for a row from before they were kept (or not readable)."""
+    if stored is None:
+        return None
+    try:
+        keys = json.loads(stored)
+    except ValueError:
+        return None
+    return frozenset(keys) if isinstance(keys, list) and all(isinstance(k, str) for k in keys) else None
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -273,12 +292,12 @@ def _quiet_statement(indicators: tuple[str, ...]) -> sa.Select | None:
         return None
     q = quieted_cards.c
     return (
-        sa.select(q.card_id, q.indicator, sa.func.max(q.issued_at))
+        sa.select(q.card_id, q.indicator, sa.func.max(q.issued_at), q.trigger_keys)
         .where(q.patient_key == sa.bindparam("patient_key"),
                q.decided_at >= sa.bindparam("oldest", type_=q.decided_at.type),
                sa.or_(*(sa.and_(q.indicator == ind, q.decided_at >= sa.bindparam(f"since_{ind}", type_=q.decided_at.type))
                         for ind in indicators)))
-        .group_by(q.card_id, q.indicator)
+        .group_by(q.card_id, q.indicator, q.trigger_keys)
     )
 
 
@@ -525,6 +544,7 @@ class Store:
                 "suggestion_uuids": json.dumps(list(c.suggestion_uuids)),
                 "patient_key": c.patient_key,
                 "client": ANONYMOUS if c.client is None else c.client,
+                "trigger_keys": None if c.trigger_keys is None else json.dumps(sorted(c.trigger_keys)),
             }
             for c in cards
         ]
@@ -590,7 +610,7 @@ class Store:
             issued = {row.card_uuid: row for row in conn.execute(
                 sa.select(issued_cards.c.card_uuid, issued_cards.c.service_id, issued_cards.c.card_id,
                           issued_cards.c.indicator, issued_cards.c.patient_key, issued_cards.c.issued_at,
-                          issued_cards.c.client, issued_cards.c.suggestion_uuids)
+                          issued_cards.c.client, issued_cards.c.suggestion_uuids, issued_cards.c.trigger_keys)
                 .where(issued_cards.c.card_uuid.in_(uuids))
             )} if uuids else {}
             # Issued to another client, by any service: not stored (a stored row
@@ -630,7 +650,7 @@ class Store:
                         and card.indicator != "critical" and entry.outcome in ("accepted", "overridden")):
                     conn.execute(quieted_cards.insert(), [{
                         "patient_key": card.patient_key, "card_id": card.card_id, "indicator": card.indicator,
-                        "issued_at": card.issued_at, "decided_at": received,
+                        "issued_at": card.issued_at, "decided_at": received, "trigger_keys": card.trigger_keys,
                     }])
         card_ids = tuple(issued[e.card_uuid].card_id if e.card_uuid in issued else None for e in entries)
         ignored = sum(e.card_uuid in foreign for e in entries)
@@ -697,13 +717,16 @@ class Store:
             return self._execute(compiled, params, write=False, lease=lease)
 
         marks: dict[str, QuietMark] = {}
-        for card_id, indicator, issued_at in self._retrying(read):
+        for card_id, indicator, issued_at, stored_keys in self._retrying(read):
             issued_on = _utc_date(issued_at)
+            keys = _trigger_keys(stored_keys)
             old = marks.get(card_id)
             if old is not None:
                 indicator = min(indicator, old.indicator, key=_SEVERITY.index)
                 issued_on = max(issued_on, old.issued_on)
-            marks[card_id] = QuietMark(indicator=indicator, issued_on=issued_on)
+                # Every trigger the cards acted on rested on; rows from before the keys were kept add none.
+                keys = old.keys if keys is None else keys if old.keys is None else keys | old.keys
+            marks[card_id] = QuietMark(indicator=indicator, issued_on=issued_on, keys=keys)
         return marks
 
     # --- retention ---------------------------------------------------------

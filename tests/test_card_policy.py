@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cds_service import card_policy
 from cds_service.card_policy import CardPolicy, apply, is_quieted
-from cds_service.rules.base import Finding, trigger_date
+from cds_service.rules.base import Finding, trigger_date, trigger_tokens
 from cds_service.rules.catalogue import CATALOGUE, UNRANKED_TIER, VALUE_TIERS, value_rank
 from cds_service.store import QuietMark
 
@@ -106,3 +106,50 @@ def test_a_finding_placed_in_a_higher_tier_is_not_routine_this_time():
                      CardPolicy(info_budget=2, routine_budget=1), lambda f: "info")
     assert [f.card_id for f in shown] == ["C-TX-BP"]
     assert value_rank("C-MON-DXA-DUE") < value_rank("C-FALLS", TEST_TIER) < value_rank("C-NEW-CARD")
+
+
+def test_a_new_trigger_token_wakes_a_quieted_card_whatever_its_date():
+    """Review 21: a token (rules.base.trigger_tokens) the card acted on did not rest on is a
+    new trigger even with no newer date; tokens it rested on, or fewer, are not. A mark
+    without keys (feedback stored before they were kept) goes by the date alone."""
+    codes = frozenset({"M81.0", "S32.010A", "I10"})
+    old = Finding("C-X", facts=("Osteoporosis (M81.0) on 2020-01-01",))
+    back_dated = Finding("C-X", facts=("Osteoporosis (M81.0) on 2020-01-01",
+                                       "Vertebral fracture (S32.010A) on 2019-05-01."))
+    mark = QuietMark("info", D("2025-04-01"), keys=frozenset({"code:M81.0"}))
+
+    def keys(f):
+        return trigger_tokens(f, codes)
+
+    assert keys(back_dated) == {"code:M81.0", "code:S32.010"}  # a full stop is no part of a code
+    assert is_quieted(old, "info", mark, TODAY, keys)
+    assert is_quieted(Finding("C-X"), "info", mark, TODAY, keys)  # fewer: nothing new
+    assert not is_quieted(back_dated, "info", mark, TODAY, keys)
+    assert is_quieted(back_dated, "info", QuietMark("info", D("2025-04-01")), TODAY, keys)  # no keys: date alone
+    assert is_quieted(back_dated, "info", mark, TODAY)  # no tokens given: date alone
+    # A follow-up visit's code (7th character D, S) is the same fracture: no new token.
+    fx_codes = frozenset({"S72.001A", "S72.001D", "M80.08XA"})
+    assert trigger_tokens(Finding("C-X", facts=("Hip fracture (S72.001A, S72.001D) on 2024-01-01",)), fx_codes) == {
+        "code:S72.001"}
+    assert trigger_tokens(Finding("C-X", facts=("(M80.08XA)",)), fx_codes) == {"code:M80.08X"}
+    # A code the record does not hold is no token (a number in a fact is not a code).
+    assert trigger_tokens(Finding("C-X", facts=("Hypertension (I10)", "eGFR 34 on 2025-01-01 (N18.3)")),
+                          codes) == {"code:I10"}
+    # A rule's own tokens replace those its facts quote.
+    assert trigger_tokens(Finding("C-X", facts=("(I10)",), trigger_codes=("kidney:severe",)), codes) == {
+        "kidney:severe"}
+    # Through apply, with the tokens hashed as the store keeps them (CardPolicy.key_of).
+    policy = CardPolicy(quiet={"C-X": QuietMark("info", D("2025-04-01"), keys=frozenset({"h:code:M81.0"}))},
+                        key_of=lambda token: f"h:{token}")
+    assert apply([old], TODAY, policy, lambda f: "info", tokens=keys)[0] == []
+    assert apply([back_dated], TODAY, policy, lambda f: "info", tokens=keys)[0] == [back_dated]
+
+
+def test_kidney_band_tokens_wake_on_a_worse_band_only():
+    from cds_service.rules.facts import FAILURE, MEASURED, SEVERE, UNKNOWN, KidneyReading, kidney_band_tokens
+
+    def band(b):
+        return frozenset(kidney_band_tokens(KidneyReading(b, None, "eGFR", (), False, False)))
+
+    assert band(MEASURED) < band(SEVERE) < band(FAILURE)  # worse: a new token; better: none
+    assert band(UNKNOWN) == frozenset()

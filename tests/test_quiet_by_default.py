@@ -394,3 +394,136 @@ def test_routine_cards_take_turns_by_day():
         with_decision, _ = apply(findings, day, policy, lambda f: "info")
         assert [f.card_id for f in with_decision] == ["C-TX-BP"]
     assert firsts == {"C-SUPP-CAVD", "C-EXERCISE", "C-FALLS"}
+
+
+# --- A new trigger by content (review 21, second-pass 7: "a new diagnosis, a lab crossing a
+# threshold"): coded data the card acted on did not rest on wakes it, dated or not ---
+
+def _coded(cid, code, subject, **dates):
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": subject},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]}, **dates}
+
+
+def _back_dated(cid, code, subject):
+    """Entered today with an onset years ago: how EHRs back-enter a history."""
+    return _coded(cid, code, subject, onsetDateTime="2019-05-01", recordedDate=TODAY.isoformat())
+
+
+def _quieted(a, b, patient: str, card_id: str) -> str:
+    """`card_id` overridden for `patient` through client `a`, and quiet at the next view of the
+    same chart through `b`; returns the patient's reference."""
+    body = pv_body(patient)
+    send_feedback(a, cards_of(a, body)[card_id], "overridden")
+    assert card_id not in cards_of(b, body)
+    return f"Patient/{body['context']['patientId']}"
+
+
+def test_a_back_dated_diagnosis_the_card_rests_on_wakes_it(two_apps):
+    """A vertebral fracture from 2019 entered today: older than the card acted on, so no
+    newer date, but the drug card now rests on it. An unrelated diagnosis, entered the
+    same way, wakes nothing."""
+    a, b = (app.test_client() for app in two_apps)
+    subject = _quieted(a, b, INFO_PATIENT, INFO_CARD)
+    assert INFO_CARD not in cards_of(b, pv_body(INFO_PATIENT, extra=[_back_dated("htn", "I10", subject)]))
+    back = cards_of(b, pv_body(INFO_PATIENT, extra=[_back_dated("vfx", "S32.010A", subject)]))
+    assert INFO_CARD in back
+    assert "S32.010A" in back[INFO_CARD]["detail"]  # the new diagnosis is what the card rests on
+    assert INFO_CARD in cards_of(a, pv_body(INFO_PATIENT, extra=[_back_dated("vfx", "S32.010A", subject)]))
+    # Acted on again, with the fracture: quiet again for that chart, and its follow-up visit's
+    # code (the same fracture) wakes nothing.
+    send_feedback(a, back[INFO_CARD], "accepted")
+    assert INFO_CARD not in cards_of(b, pv_body(INFO_PATIENT, extra=[_back_dated("vfx", "S32.010A", subject)]))
+    assert INFO_CARD not in cards_of(b, pv_body(INFO_PATIENT, extra=[_back_dated("vfx", "S32.010A", subject),
+                                                                     _back_dated("vfx-d", "S32.010D", subject)]))
+
+
+def test_an_undated_diagnosis_the_card_rests_on_wakes_it(make_app):
+    """C-LIFESTYLE wakes on a new alcohol diagnosis (its rule's trigger): one with no date
+    at all (no onset, no recordedDate) had no date to be newer. An undated unrelated one
+    wakes nothing."""
+    client = make_app(CDS_INFO_CARD_BUDGET="1000", CDS_ROUTINE_CARD_BUDGET="1000").test_client()
+    patient, card_id = "c-lifestyle-smoker-osteoporosis", "C-LIFESTYLE"
+    subject = _quieted(client, client, patient, card_id)
+    assert card_id not in cards_of(client, pv_body(patient, extra=[_coded("htn", "I10", subject)]))
+    back = cards_of(client, pv_body(patient, extra=[_coded("alc", "F10.10", subject)]))
+    assert card_id in back and "F10.10" in back[card_id]["detail"]
+
+
+def test_feedback_stored_before_the_keys_keeps_the_date_alone(make_app):
+    """A quieting row from before migration 0004 (no trigger_keys): a back-dated diagnosis
+    does not wake the card (it has no newer date); a newer date does, as before."""
+    app = make_app()
+    client = app.test_client()
+    subject = _quieted(client, client, INFO_PATIENT, INFO_CARD)
+    engine = runtime(app).store.engine
+    with engine.begin() as conn:
+        assert all(conn.execute(sa.select(quieted_cards.c.trigger_keys)).scalars())  # kept with the feedback
+        conn.execute(quieted_cards.update().values(trigger_keys=None))
+    assert INFO_CARD not in cards_of(client, pv_body(INFO_PATIENT, extra=[_back_dated("vfx", "S32.010A", subject)]))
+    age_feedback(app, 10, cards_too=True)
+    yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
+    new_dxa = _obs("dxa-new", "38267-1", -2.8, "{T-score}", yesterday, subject)
+    assert INFO_CARD in cards_of(client, pv_body(INFO_PATIENT, extra=[new_dxa]))
+
+
+def test_trigger_keys_are_keyed_hashes_not_codes(make_app):
+    """What the store keeps of a card's codes: HMACs with the server secret and the patient
+    key, different for every patient; no code in clear."""
+    from cds_service.store import issued_cards
+
+    app = make_app()
+    client = app.test_client()
+    stored = []
+    for pid in (None, "someone-else"):
+        extra = [_back_dated("vfx", "S32.010A", f"Patient/{pid or pv_body(INFO_PATIENT)['context']['patientId']}")]
+        cards_of(client, pv_body(INFO_PATIENT, patient_id=pid, extra=extra))
+        with runtime(app).store.engine.begin() as conn:
+            row = conn.execute(sa.select(issued_cards.c.trigger_keys).where(issued_cards.c.card_id == INFO_CARD)
+                               ).scalars().all()
+            conn.execute(issued_cards.delete())
+        [keys] = [json.loads(r) for r in row]
+        assert keys and all(len(k) == 32 for k in keys) and "S32.010A" not in json.dumps(keys)
+        stored.append(set(keys))
+    assert not stored[0] & stored[1]
+
+
+def _egfr(oid, value, subject):
+    return _obs(oid, "98979-8", value, "mL/min/{1.73_m2}", TODAY.isoformat(), subject)
+
+
+def test_kidney_function_in_a_worse_band_the_day_of_the_feedback_wakes_the_renal_card(two_apps):
+    """C-SAFE-RENAL (warning, alendronate at an eGFR of 34) overridden today; an eGFR of 25
+    the same day has no newer date, but crosses into CKD stage 4 (band "severe"): the card
+    comes back. 33 (the same band) wakes nothing."""
+    a, b = (app.test_client() for app in two_apps)
+    patient, card_id = "c-safe-renal-active-alendronate-egfr-34", "C-SAFE-RENAL"
+    assert cards_of(a, pv_body(patient))[card_id]["indicator"] == "warning"
+    subject = _quieted(a, b, patient, card_id)
+    assert card_id not in cards_of(b, pv_body(patient, extra=[_egfr("egfr-33", 33, subject)]))
+    back = cards_of(b, pv_body(patient, extra=[_egfr("egfr-25", 25, subject)]))
+    assert card_id in back and "eGFR 25" in back[card_id]["summary"]
+
+
+def test_the_renal_card_acted_on_at_signing_stays_quiet_on_patient_view(make_app):
+    """Feedback on an order hook's card quiets the same card id on patient-view: the renal
+    card keeps the same trigger tokens on both hooks (its kidney band), so the chart-open card
+    is not taken for a new trigger; a worse band still is."""
+    client = make_app().test_client()
+    patient, card_id = "c-safe-renal-active-alendronate-egfr-34", "C-SAFE-RENAL"
+    body = pv_body(patient)
+    subject = f"Patient/{body['context']['patientId']}"
+    draft = {"resourceType": "MedicationRequest", "id": "draft-aln", "status": "draft", "intent": "order",
+             "subject": {"reference": subject}, "medicationCodeableConcept": {"coding": [
+                 {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "904431"}]}}
+    sign = dict(body, hook="order-sign", hookInstance=str(uuid.uuid4()),
+                context=dict(body["context"], draftOrders={"resourceType": "Bundle", "type": "collection",
+                                                           "entry": [{"resource": draft}]}))
+    url = "/cds-services/osteoporosis-order-sign"
+    resp = client.post(url, json=sign)
+    card = next(c for c in resp.get_json()["cards"] if c["source"]["topic"]["code"] == card_id)
+    assert card["indicator"] == "warning"
+    resp = client.post(url + "/feedback", json={"feedback": [
+        {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-01-01T10:00:00Z"}]})
+    assert resp.status_code == 200
+    assert card_id not in cards_of(client, body)
+    assert card_id in cards_of(client, pv_body(patient, extra=[_egfr("egfr-25", 25, subject)]))

@@ -479,29 +479,47 @@ def test_feedback_timestamps_are_compared_in_utc_and_suggestions_checked(db):
     assert ok.stored == 1
 
 
-def test_cards_issued_before_the_client_was_recorded_keep_their_feedback_but_quiet_nothing(db):
-    """Upgrade from schema 0002: an issued card has no client. Its feedback, from
-    whoever sends it, is stored and counted for the report as before, but
-    quiets nothing (the service cannot tell whose it is)."""
+def _engine_at(db, name: str, revision: str) -> sa.Engine:
+    """An engine on an empty database (a new SQLite file `name`, or the test's PostgreSQL
+    schema emptied) migrated to `revision`, as an older release left it."""
     from cds_service import migrations
-    from cds_service.store import client_ref
 
     (kind, target), _ = db
     if kind == "sqlite":
-        engine = sa.create_engine(target.replace("store.db", "old.db"), future=True)
+        engine = sa.create_engine(target.replace("store.db", name), future=True)
     else:
         engine = _pg_store(target).engine
         with engine.begin() as conn:
             for table in ["issued_cards", "feedback", "quieted_cards", "used_jtis", "alembic_version"]:
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-    assert migrations.upgrade(engine, "0002") == "0002"
+    assert migrations.upgrade(engine, revision) == revision
+    return engine
+
+
+def _upgraded_with_a_card(db, name: str, revision: str, **columns: str) -> tuple[sa.Engine, str]:
+    """_engine_at(db, name, revision) holding one C-TX-BP card for patient key "k1" as that
+    release wrote it (`columns`: the other columns it knew), then upgraded to the head."""
+    from cds_service import migrations
+
+    engine = _engine_at(db, name, revision)
     legacy = str(uuid.uuid4())
-    with engine.begin() as conn:  # as the previous release wrote it
-        conn.execute(sa.text("INSERT INTO issued_cards (card_uuid, service_id, card_id, indicator, hook_instance, "
-                             "issued_at, suggestion_uuids, patient_key) VALUES (:u, 'osteoporosis-patient-view', "
-                             "'C-TX-BP', 'info', 'h', :t, '[\"s1\"]', 'k1')"),
-                     {"u": legacy, "t": dt.datetime.now(dt.timezone.utc)})
+    row = {"card_uuid": legacy, "service_id": "osteoporosis-patient-view", "card_id": "C-TX-BP", "indicator": "info",
+           "hook_instance": "h", "issued_at": dt.datetime.now(dt.timezone.utc), "suggestion_uuids": "[]",
+           "patient_key": "k1", **columns}
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO issued_cards ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"),
+                     row)
     assert migrations.upgrade(engine) == migrations.head_revision()
+    return engine, legacy
+
+
+def test_cards_issued_before_the_client_was_recorded_keep_their_feedback_but_quiet_nothing(db):
+    """Upgrade from schema 0002: an issued card has no client. Its feedback, from
+    whoever sends it, is stored and counted for the report as before, but
+    quiets nothing (the service cannot tell whose it is)."""
+    from cds_service.store import client_ref
+
+    engine, legacy = _upgraded_with_a_card(db, "old.db", "0002", suggestion_uuids='["s1"]')
     store = Store(engine)
     assert store.card(legacy)["client"] is None
     result = store.store_feedback("osteoporosis-patient-view",
@@ -535,3 +553,32 @@ def test_feedback_first_sent_to_another_service_is_the_cards_own_when_resent_whe
     assert store.store_feedback("osteoporosis-order-sign", [entry]).duplicates == 1
     [row] = store.feedback_rows()
     assert (row["service_id"], row["known_card"]) == ("osteoporosis-patient-view", True)
+
+
+def test_trigger_keys_go_with_the_feedback_and_old_rows_keep_none(db):
+    """Upgrade from schema 0003 (migration 0004 adds trigger_keys): a card issued before it
+    quiets with no keys (the date alone, QuietMark.keys None); a card issued after it
+    carries its keys to the quieting row, and the marks of one card id hold every key the
+    cards acted on rested on."""
+    from cds_service import migrations
+
+    engine, legacy = _upgraded_with_a_card(db, "old3.db", "0003", client="anonymous")
+    assert migrations.current_revision(engine) == "0004"
+    store = Store(engine)
+    assert store.card(legacy)["trigger_keys"] is None
+    store.store_feedback("osteoporosis-patient-view", [FeedbackEntry(legacy, "overridden", "2026-01-01T00:00:00Z")])
+    assert store.quiet_marks("k1", {"info": 180})["C-TX-BP"].keys is None
+
+    def issue(card_id, keys):
+        card = dataclasses.replace(_card(card_id), patient_key="k2", client="anonymous", trigger_keys=keys)
+        store.record_cards([card])
+        store.store_feedback("osteoporosis-patient-view",
+                             [FeedbackEntry(card.card_uuid, "overridden", "2026-01-01T00:00:00Z")])
+
+    issue("C-TX-BP", ("a", "b"))
+    issue("C-TX-BP", ("c",))
+    issue("C-EXERCISE", ())
+    marks = store.quiet_marks("k2", {"info": 180})
+    assert marks["C-TX-BP"].keys == {"a", "b", "c"}
+    assert marks["C-EXERCISE"].keys == frozenset()  # kept, and empty: any token is new
+    engine.dispose()

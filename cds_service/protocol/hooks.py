@@ -14,9 +14,11 @@ patient key, so later feedback on it can quiet it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
@@ -27,7 +29,7 @@ from cds_service.fhir.allowlist import malformed
 from cds_service.fhir.patient_binding import FOREIGN_PATIENT, PatientBinding
 from cds_service.fhir.prefetch import PrefetchError, PrefetchInvalid, TooMuchData, resolve_prefetch
 from cds_service.protocol import schemas
-from cds_service.patient_key import patient_key
+from cds_service.patient_key import patient_key, trigger_key
 from cds_service.protocol.errors import ApiError
 from cds_service.protocol.guidance import guidance_links
 from cds_service.protocol.requests_json import read_json_object
@@ -190,6 +192,7 @@ def call_service(service_id: str):
         metrics.FHIR_ERRORS.labels(kind).inc()
 
     key = patient_key(rt.patient_secret, _patient_namespace(body), body["context"]["patientId"])
+    key_of = functools.partial(trigger_key, rt.patient_secret, key)
     # One pooled connection for the quieting lookup and the issued-cards
     # insert (store.Lease); given back before the answer is written.
     with rt.store.lease() as lease:
@@ -202,7 +205,7 @@ def call_service(service_id: str):
             today=dt.date.today(),
             settings=rt.settings,
             fhir_server=body.get("fhirServer"),
-            policy=_policy(service, key, rt, lease),
+            policy=_policy(service, key, rt, lease, key_of),
         )
         outcome = service.evaluate(call)
         link = guidance_links(rt.settings)
@@ -226,15 +229,18 @@ def call_service(service_id: str):
                 suggestion_uuids=tuple(s["uuid"] for s in c.get("suggestions", [])),
                 patient_key=key,
                 client=client,
+                trigger_keys=tuple(sorted(map(key_of, outcome.triggers.get(rule_id(c), ())))),
             )
             for c in cards
         ], lease=lease)
     return jsonify({"cards": cards})
 
 
-def _policy(service: CdsService, key: str, rt: Runtime, lease: Lease | None = None) -> CardPolicy:
+def _policy(service: CdsService, key: str, rt: Runtime, lease: Lease | None = None,
+            key_of: Callable[[str], str] | None = None) -> CardPolicy:
     """Quieting and the budget apply to patient-view, the chart-open burden;
-    an order hook's cards answer the order being placed now, each a new decision."""
+    an order hook's cards answer the order being placed now, each a new decision.
+    `key_of`: a trigger token as stored (patient_key.trigger_key for this patient)."""
     if service.hook != "patient-view":
         return CardPolicy()
     settings = rt.settings
@@ -245,4 +251,4 @@ def _policy(service: CdsService, key: str, rt: Runtime, lease: Lease | None = No
         log.error("could not read quieted cards", extra={"error_type": type(exc).__name__})
         quiet = {}
     return CardPolicy(quiet=quiet, info_budget=settings.info_card_budget,
-                      routine_budget=settings.routine_card_budget)
+                      routine_budget=settings.routine_card_budget, key_of=key_of)

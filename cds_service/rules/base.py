@@ -63,6 +63,13 @@ class Finding:
     # a quieted card. NO_TRIGGER: nothing on record can wake it (only the end of
     # the quiet period).
     trigger: dt.date | None = None
+    # "New trigger" by content (second-pass 7, review 21): the coded data the card rests on, as
+    # tokens; a quieted card comes back when it now holds a token the card acted on did not, dated
+    # or not (a diagnosis back-entered with an old onset, or none). None: the Condition and fracture
+    # codes its facts quote (trigger_tokens). Give it when the facts quote codes that are no new
+    # reason (rules that give `trigger` choose their data), or to add a state the codes do not
+    # carry (the kidney band, rules.facts.kidney_band_tokens); () wakes on no code.
+    trigger_codes: tuple[str, ...] | None = None
     # Order of value for the info budget (rules.catalogue.VALUE_TIERS): a tier name when this
     # finding is worth more than its card id usually is (e.g. a falls card right after a fall
     # or fracture); None: the card id's tier.
@@ -143,6 +150,44 @@ def trigger_date(finding: Finding, today: dt.date) -> dt.date | None:
             if day < today and (newest is None or day > newest):
                 newest = day
     return newest
+
+
+# A code as a fact quotes it: ICD-10-CM dotted ("S72.001A", "M80.08XA") or SNOMED CT digits; a
+# sentence's full stop after it is not part of it.
+_FACT_TOKEN = re.compile(r"[A-Za-z0-9]+(?:\.[A-Za-z0-9]+)*")
+
+
+# An ICD-10-CM code with its 7th character, the encounter extension (S72.001A initial, D a
+# follow-up visit, S sequela; M80.08XA, W19.XXXD).
+_ICD10_EXTENDED = re.compile(r"[A-Z][0-9][0-9A-Z]\.[0-9A-Z]{3}[A-Z]")
+
+
+def code_token(code: str) -> str:
+    """A trigger token for a code: "code:" and the code, an ICD-10-CM encounter extension left
+    out (a follow-up visit's S72.001D is the fracture of S72.001A, no new reason; a new fracture
+    at the same site has a newer date)."""
+    return f"code:{code[:-1] if _ICD10_EXTENDED.fullmatch(code) else code}"
+
+
+def record_codes(record: PatientRecord) -> frozenset[str]:
+    """Every Condition and fracture code the record holds, as facts quote them."""
+    codes = {h.code for hits in record.conditions.values() for h in hits if h.code}
+    for fracture in record.fractures:
+        codes.update(c for c in (fracture.code, *fracture.codes) if c)
+    return frozenset(codes)
+
+
+def trigger_tokens(finding: Finding, codes: frozenset[str]) -> frozenset[str]:
+    """What a card rests on, by content (card_policy: a token the card acted on did not hold
+    wakes it): Finding.trigger_codes when the rule gives them, else the code_token of each code
+    of `codes` (record_codes) its facts quote. In memory only: the store keeps keyed hashes
+    (patient_key.trigger_key)."""
+    if finding.trigger_codes is not None:
+        return frozenset(finding.trigger_codes)
+    if not codes:
+        return frozenset()
+    return frozenset(code_token(token) for fact in finding.facts for token in _FACT_TOKEN.findall(fact)
+                     if token in codes)
 
 
 Rule = Callable[[PatientRecord, dt.date, ClinicalSettings], list[Finding]]

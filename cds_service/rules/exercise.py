@@ -36,7 +36,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import BinaryResult, CareEvent, Fracture, PatientRecord, within_months
-from cds_service.rules.base import NO_TRIGGER, Finding, Suggestion, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, Suggestion, code_token, rule
 from cds_service.rules.catalogue import TEST_TIER
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.memo import per_call
@@ -210,7 +210,8 @@ def exercise_prescription(record: PatientRecord, today: dt.date, settings: Clini
                  ) if diet and not seen_dietitian else ()
     return [Finding("C-EXERCISE", facts=tuple(facts), variables=variables,
                     suggestions=("pt-referral",) if referral_reasons else (), extra_suggestions=dietitian,
-                    trigger=_new_trigger(record, settings))]
+                    trigger=_new_trigger(record, settings),
+                    trigger_codes=_trigger_codes(record))]
 
 
 @per_call  # both cards ask for it
@@ -224,6 +225,16 @@ def _new_trigger(record: PatientRecord, settings: ClinicalSettings) -> dt.date:
     days += [a.date for a in record.fall_risk if a.date and a.positive]
     days += [c.date for c in record.fall_concern if c.date]
     return max(days, default=NO_TRIGGER)
+
+
+@per_call
+def _trigger_codes(record: PatientRecord) -> tuple[str, ...]:
+    """The same new triggers by content (Finding.trigger_codes): the codes of the fractures and of
+    the falls, gait or balance problems and fear of falling on record, dated or not."""
+    codes = {c for f in record.fractures for c in (f.code, *f.codes) if c}
+    codes.update(h.code for group in ("falls", "gait_balance", "fear_of_falling")
+                 for h in record.condition_hits(group, active_only=False) if h.code)
+    return tuple(sorted({code_token(c) for c in codes}))
 
 
 def _last_assessment(record: PatientRecord, today: dt.date,
@@ -338,7 +349,8 @@ def fall_prevention(record: PatientRecord, today: dt.date, settings: ClinicalSet
             variables[key] += " Fear of falling is on record: supervised or group exercise builds confidence."
     return [Finding("C-FALLS", facts=tuple(facts), variables=variables,
                     suggestions=() if latest else ("fall-risk-assessment",), extra_suggestions=follow_up,
-                    trigger=_new_trigger(record, settings), tier=TEST_TIER if latest is None and recent else None)]
+                    trigger=_new_trigger(record, settings),
+                    trigger_codes=_trigger_codes(record), tier=TEST_TIER if latest is None and recent else None)]
 
 
 def beside_exercise_card(shown: list[Finding]) -> list[Finding]:

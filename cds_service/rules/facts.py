@@ -422,6 +422,20 @@ def kidney_fact(reading: KidneyReading, limit: float, drug: str) -> str:
     return f"{'; '.join(reading.facts)} ({why}below {limit:g} for {drug})"
 
 
+# Kidney bands, least severe first (KidneyReading.band; UNKNOWN is no band).
+_KIDNEY_BANDS = (MEASURED, SEVERE, FAILURE)
+
+
+def kidney_band_tokens(reading: KidneyReading) -> tuple[str, ...]:
+    """Finding.trigger_codes for a kidney card: its band and every milder one ("kidney:measured",
+    "kidney:severe", ...), so a quieted card comes back when kidney function falls into a worse band
+    (an eGFR from 33 to 25 on the day of the feedback: "kidney:severe" is new), and not when it
+    improves or stays within its band (nothing new). Unknown: none."""
+    if reading.band not in _KIDNEY_BANDS:
+        return ()
+    return tuple(f"kidney:{band}" for band in _KIDNEY_BANDS[:_KIDNEY_BANDS.index(reading.band) + 1])
+
+
 # ---------------------------------------------------------------------------
 # Labs
 # ---------------------------------------------------------------------------

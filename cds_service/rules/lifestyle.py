@@ -15,7 +15,7 @@ import datetime as dt
 
 from cds_service.fhir import terminology as t
 from cds_service.record import PatientRecord, within_months
-from cds_service.rules.base import NO_TRIGGER, Finding, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, code_token, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, OSTEOPOROSIS, assess
 from cds_service.rules.settings import ClinicalSettings
 
@@ -78,4 +78,6 @@ def lifestyle(record: PatientRecord, today: dt.date, settings: ClinicalSettings)
     # nor the bone facts (a repeat DXA): no new reason to give the same advice.
     trigger = hit.date if hit and hit.date else NO_TRIGGER
     return [Finding("C-LIFESTYLE", facts=tuple(habits + why), variables={"topics": topics},
-                    suggestions=("smoking-cessation",) if smoking else (), trigger=trigger)]
+                    suggestions=("smoking-cessation",) if smoking else (), trigger=trigger,
+                    trigger_codes=tuple(sorted({code_token(h.code) for h in record.condition_hits("alcohol_excess")
+                                                if h.code})))]

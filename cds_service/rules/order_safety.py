@@ -46,12 +46,13 @@ from cds_service.record import (
     months_between,
     written_beside,
 )
-from cds_service.rules.base import Action, Finding, Suggestion, rule
+from cds_service.rules.base import Action, Finding, Suggestion, record_codes, rule, trigger_tokens
 from cds_service.rules.facts import (
     DAYS_PER_MONTH,
     FAILURE,
     HYPOCALCEMIA,
     KidneyReading,
+    kidney_band_tokens,
     ORAL_BP_INSTRUCTIONS,
     antiresorptive_complications,
     calcium,
@@ -250,6 +251,15 @@ def _renal_recheck(record: PatientRecord, settings: ClinicalSettings, agent: str
                     suggestions=("recheck-kidney",), source_url=t.label_url(agent))]
 
 
+def _renal_tokens(record: PatientRecord, settings: ClinicalSettings, facts: list[str]) -> tuple[str, ...]:
+    """C-SAFE-RENAL's new triggers by content (Finding.trigger_codes), on every hook alike (feedback
+    on an order's card quiets the card on patient-view): the codes its kidney facts quote, and the
+    kidney band, so a lab crossing into a worse band on the very day of the feedback (no newer
+    date) wakes the card."""
+    quoted = trigger_tokens(Finding("C-SAFE-RENAL", facts=tuple(facts)), record_codes(record))
+    return tuple(sorted(quoted.union(kidney_band_tokens(kidney(record, settings)))))
+
+
 def _renal_variables(record: PatientRecord, agent: str, indicator: str, settings: ClinicalSettings,
                      situation: str, advice: str) -> dict[str, str]:
     critical = indicator == "critical"
@@ -339,6 +349,7 @@ def renal_order(record: PatientRecord, today: dt.date, settings: ClinicalSetting
                                "Do not give it." if indicator == "critical" else "", agent)
         findings.append(Finding(
             "C-SAFE-RENAL", facts=(draft_fact(draft, agent), *facts), indicator=indicator,
+            trigger_codes=_renal_tokens(record, settings, facts),
             variables=_renal_variables(record, agent, indicator, settings, f"{drug_title(agent)} is being ordered.",
                                        advice.strip()),
             suggestions=keys, extra_suggestions=built, delete_draft=draft.reference or None,
@@ -486,6 +497,7 @@ def renal_active(record: PatientRecord, today: dt.date, settings: ClinicalSettin
                                "Review the therapy: do not give the next dose at this kidney function.", agent)
         findings.append(Finding(
             "C-SAFE-RENAL", facts=(since, *facts), indicator=indicator, suggestions=(),
+            trigger_codes=_renal_tokens(record, settings, facts),
             variables=_renal_variables(record, agent, indicator, settings, f"The patient is on {drug_label(agent)}.",
                                        advice),
             source_url=t.label_url(agent)))

@@ -19,7 +19,7 @@ import datetime as dt
 from cds_service.fhir import terminology as t
 from cds_service.record import VITAMIN_D_CUTOFFS, PatientRecord, written_beside
 
-from cds_service.rules.base import NO_TRIGGER, Finding, cross_ref, rule
+from cds_service.rules.base import NO_TRIGGER, Finding, code_token, cross_ref, rule
 from cds_service.rules.diagnosis import OSTEOPENIA, assess
 from cds_service.rules.facts import (
     bone_indication,
@@ -96,7 +96,8 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
         missing = " and ".join(w for w, need in (("calcium", need_ca), ("vitamin D", need_d)) if need)
         facts += list(reading.facts)
         return [Finding("C-SUPP-CAVD", facts=tuple(dict.fromkeys(facts)), suggestions=(), variant="kidney",
-                        trigger=_supplement_trigger(record) if with_trigger else None, variables={
+                        trigger=_supplement_trigger(record) if with_trigger else None,
+                        trigger_codes=_supplement_codes(record) if with_trigger else None, variables={
             "missing": missing, "action": "agree calcium and vitamin D with nephrology", "kidney": reading.label})]
     ppi = record.medications.get("ppi")
     citrate = bool(ppi and ppi.active)  # TX-7: calcium citrate if on a PPI (carbonate needs acid)
@@ -134,13 +135,23 @@ def _supplement_finding(record: PatientRecord, settings: ClinicalSettings, why: 
     return [Finding("C-SUPP-CAVD", facts=tuple(facts), suggestions=keys, variant="low-calcium" if low else None,
                     variables={"missing": missing, "action": action,
                                "with_d": " with vitamin D3 1000 IU daily" if need_d else ""},
-                    trigger=_supplement_trigger(record) if with_trigger else None)]
+                    trigger=_supplement_trigger(record) if with_trigger else None,
+                    trigger_codes=_supplement_codes(record) if with_trigger else None)]
 
 
 def untreated_osteopenia(record: PatientRecord, settings: ClinicalSettings) -> bool:
     """Osteopenia with no fragility fracture and no osteoporosis drug: primary prevention."""
     return (assess(record, settings).diagnosis == OSTEOPENIA and not record.fragility_fractures()
             and not record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES))
+
+
+def _supplement_codes(record: PatientRecord) -> tuple[str, ...]:
+    """The same new triggers by content (Finding.trigger_codes): the fracture codes, the bone
+    drugs on board and the low-intake codes on record, dated or not."""
+    codes = {code_token(c) for f in record.fractures for c in (f.code, *f.codes) if c}
+    codes.update(f"drug:{e.agent}" for e in record.active_agents(t.OSTEOPOROSIS_DRUG_CLASSES))
+    codes.update(code_token(h.code) for h in record.condition_hits("low_intake_or_weight") if h.code)
+    return tuple(sorted(codes))
 
 
 def _supplement_trigger(record: PatientRecord) -> dt.date:
