@@ -517,7 +517,19 @@ BAD_FILES = [
     ("bad alg", json.dumps({ISS: {"jku": [JKU], "algorithms": ["HS256"]}}), "unsupported algorithm"),
     ("symmetric key", json.dumps({ISS: {"jwks": {"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]}}}),
      "private or symmetric"),
+    ("empty jwks, no jku", json.dumps({ISS: {"jwks": {"keys": []}}}), "'jwks' holds no keys and there is no 'jku'"),
+    ("empty jwks beside a good issuer", json.dumps({"https://other-ehr.example": {"jku": [JKU]},
+                                                    ISS: {"jwks": {"keys": []}, "algorithms": ["ES384"]}}),
+     f"issuer {ISS!r}: 'jwks' holds no keys"),
 ]
+
+
+def test_empty_inline_jwks_is_fine_beside_a_jku(tmp_path):
+    """Control: the keys are published at the jku; the empty inline set adds none."""
+    path = tmp_path / "issuers.json"
+    path.write_text(json.dumps({ISS: {"jwks": {"keys": []}, "jku": [JKU]}}))
+    loaded = load_trusted_issuers(str(path), "production")[ISS]
+    assert loaded.keys == {} and loaded.jku == {JKU}
 
 
 @pytest.mark.parametrize("case, text, expected", BAD_FILES, ids=[c[0] for c in BAD_FILES])

@@ -301,6 +301,11 @@ def _parse_issuer(issuer: Any, entry: Any, profile: str, where: str) -> IssuerCo
     if "jwks" not in entry and "jku" not in entry:
         raise SettingsError(f"{where}: needs 'jwks' (inline public keys) or 'jku' (allowed JWKS URLs)")
     keys = _parse_jwks(entry["jwks"], where) if "jwks" in entry else {}
+    if not keys and "jku" not in entry:
+        # As closed as no entry, but it looks like trust: every token of this
+        # issuer would be refused (unknown_kid) without a word at start-up.
+        raise SettingsError(f"{where}: 'jwks' holds no keys and there is no 'jku', so no token of this issuer "
+                            "could ever be verified; add its public keys to 'jwks' or its JWKS URL to 'jku'")
     jku: set[str] = set()
     if "jku" in entry:
         urls = entry["jku"]
