@@ -222,7 +222,9 @@ SETTINGS: tuple[Setting, ...] = (
             check=checks.more_than(0, ' s')),
     Setting("fhir_total_timeout_seconds", "CDS_FHIR_TOTAL_TIMEOUT_SECONDS", _float, 15.0,
             "Time budget for all outbound FHIR requests of one hook call, a hard deadline: a reply still "
-            "arriving then (however slowly) is cut; at least CDS_FHIR_TIMEOUT_SECONDS.",
+            "arriving then (however slowly) is cut. Keep it at least CDS_FHIR_TIMEOUT_SECONDS: below it the "
+            "service still works, each request cut at the budget and a slow one never retried, and "
+            "`cds-service serve` warns.",
             check=checks.more_than(0, ' s'), warn=checks.warn_fhir_budget),
     Setting("fhir_retries", "CDS_FHIR_RETRIES", _int, 2,
             "Retries of an outbound FHIR request after a timeout, connection error or a 429, 500, 502, 503 or 504 answer.",
