@@ -17,8 +17,7 @@ from flask_cors.core import FLASK_CORS_EVALUATED
 from werkzeug.datastructures import Headers
 
 from cds_service import metrics
-from cds_service.config import SettingsError, check_serving, load_settings
-from cds_service.fhir import valuesets
+from cds_service.config import check_serving, configure_terminology, load_settings
 from cds_service.fhir.allowlist import FhirServerAllowlist
 from cds_service.logs import configure_logging
 from cds_service.patient_key import resolve_secret
@@ -40,7 +39,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(overrides)
     check_serving(settings)
     configure_logging(settings.log_level)
-    configure_valuesets(settings.extra_valuesets_dir)
+    configure_terminology(settings)
 
     app = ServiceFlask(__name__)
     # A path with "//" in it is a 404 in JSON like any other unknown path, not
@@ -240,11 +239,3 @@ class LazySession:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.session(), name)
 
-
-def configure_valuesets(extra_dir: str) -> valuesets.Terminology:
-    """Load the value sets (shipped + the site's extra folder) once, at start-up:
-    bad files stop the start with one line naming each."""
-    try:
-        return valuesets.configure(extra_dir or None)
-    except valuesets.ValueSetError as exc:
-        raise SettingsError(f"CDS_EXTRA_VALUESETS_DIR: {exc}") from None

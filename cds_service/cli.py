@@ -137,9 +137,20 @@ def _dev_exposure_warning(settings, host: str) -> str | None:
             "Use --host 127.0.0.1, or set CDS_AUTH_REQUIRED=true.")
 
 
+def _card_settings():
+    """Settings for a command that evaluates or describes cards, with the server's
+    start-up configuration applied (the site's value sets: config.configure_terminology)."""
+    from cds_service.config import configure_terminology
+
+    settings = load_settings()
+    configure_terminology(settings)
+    return settings
+
+
 def _discovery(args: argparse.Namespace) -> int:
     from cds_service.services import all_services
 
+    _card_settings()  # the prefetch templates hold the site's codes too
     print(json.dumps({"services": [s.discovery_entry() for s in all_services()]}, indent=2))
     return 0
 
@@ -395,10 +406,10 @@ def evaluate_bundle(path: str, hook: str, today: dt.date, every_card: bool = Fal
     from cds_service.protocol.responses import finish_cards
     from cds_service.services import HookCall, all_services
 
+    settings = _card_settings()
     bundle, anchor = load_bundle(path, today=today)
     body = hook_request(bundle, hook, hook_instance=str(uuid.uuid4()))
     service = next(s for s in all_services() if s.hook == hook)
-    settings = load_settings()
     # As the service answers a first chart open: the info budget applies (unless
     # every_card), no feedback has quieted anything.
     budget = hook == "patient-view" and not every_card

@@ -222,7 +222,9 @@ SETTINGS: tuple[Setting, ...] = (
             check=checks.more_than(0, ' s')),
     Setting("fhir_total_timeout_seconds", "CDS_FHIR_TOTAL_TIMEOUT_SECONDS", _float, 15.0,
             "Time budget for all outbound FHIR requests of one hook call, a hard deadline: a reply still "
-            "arriving then (however slowly) is cut; at least CDS_FHIR_TIMEOUT_SECONDS.",
+            "arriving then (however slowly) is cut. Keep it at least CDS_FHIR_TIMEOUT_SECONDS: below it the "
+            "service still works, each request cut at the budget and a slow one never retried, and "
+            "`cds-service serve` warns.",
             check=checks.more_than(0, ' s'), warn=checks.warn_fhir_budget),
     Setting("fhir_retries", "CDS_FHIR_RETRIES", _int, 2,
             "Retries of an outbound FHIR request after a timeout, connection error or a 429, 500, 502, 503 or 504 answer.",
@@ -244,7 +246,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("extra_valuesets_dir", "CDS_EXTRA_VALUESETS_DIR", _str, "",
             "Folder of extra FHIR ValueSet files adding a site's local codes to the shipped value sets "
             "(merged by `url` or `name`; see cds_service/terminology_data/README.md). The reader and the "
-            "prefetch templates both use them, so the discovery document changes with the site's codes. "
+            "prefetch templates both use them, so the discovery document changes with the site's codes; "
+            "`cds-service discovery` and `cds-service evaluate` read them as the server does. "
             "Empty: shipped sets only.",
             probe=checks.extra_valuesets),
     # Production server (`cds-service serve`, gunicorn); see cds_service/server.py.
@@ -439,6 +442,22 @@ def check_serving(settings: Settings) -> None:
         problems.append(data_problem)
     if problems:
         raise SettingsError(*problems)
+
+
+def configure_terminology(settings: Settings) -> None:
+    """The start-up step behind every card and discovery document: the value sets
+    (the shipped ones plus the site's CDS_EXTRA_VALUESETS_DIR), loaded once and set
+    for the whole process. The server (create_app) and every command that evaluates
+    or describes cards (`discovery`, `evaluate`) call this one function, so they
+    read the same codes; an unusable folder or file stops each of them with the
+    line `cds-service serve` gives (the setting's probe): SettingsError."""
+    from cds_service.fhir import valuesets
+
+    try:
+        valuesets.configure(settings.extra_valuesets_dir or None)
+    except valuesets.ValueSetError as exc:
+        setting = next(s for s in SETTINGS if s.name == "extra_valuesets_dir")
+        raise SettingsError(_named(setting, settings.extra_valuesets_dir, str(exc))) from None
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,

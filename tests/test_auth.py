@@ -517,7 +517,19 @@ BAD_FILES = [
     ("bad alg", json.dumps({ISS: {"jku": [JKU], "algorithms": ["HS256"]}}), "unsupported algorithm"),
     ("symmetric key", json.dumps({ISS: {"jwks": {"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]}}}),
      "private or symmetric"),
+    ("empty jwks, no jku", json.dumps({ISS: {"jwks": {"keys": []}}}), "'jwks' holds no keys and there is no 'jku'"),
+    ("empty jwks beside a good issuer", json.dumps({"https://other-ehr.example": {"jku": [JKU]},
+                                                    ISS: {"jwks": {"keys": []}, "algorithms": ["ES384"]}}),
+     f"issuer {ISS!r}: 'jwks' holds no keys"),
 ]
+
+
+def test_empty_inline_jwks_is_fine_beside_a_jku(tmp_path):
+    """Control: the keys are published at the jku; the empty inline set adds none."""
+    path = tmp_path / "issuers.json"
+    path.write_text(json.dumps({ISS: {"jwks": {"keys": []}, "jku": [JKU]}}))
+    loaded = load_trusted_issuers(str(path), "production")[ISS]
+    assert loaded.keys == {} and loaded.jku == {JKU}
 
 
 @pytest.mark.parametrize("case, text, expected", BAD_FILES, ids=[c[0] for c in BAD_FILES])
@@ -620,3 +632,182 @@ def test_request_audience_of_a_remembered_root_is_each_requests_own():
                 expected = expected_audience("", Request(environ).url_root, "/cds-services/x")
                 assert request_audience("", Request(environ), "/cds-services/x") == expected
     assert 0 < len(auth._URL_ROOTS) <= 64
+
+
+# --------------------------------------------------------------------------
+# Key rotation and an unreachable key set (operator review 21)
+
+
+@pytest.fixture
+def default_remote(store, clock):
+    """An issuer published at its jku only, with the service's default intervals."""
+    cfg = {ISS: IssuerConfig(issuer=ISS, jku=frozenset({JKU}))}
+    return ClientAuthenticator(cfg, jti_store=store, http_session=requests.Session(), now=clock)
+
+
+def _fresh_claims(clock) -> dict:
+    return claims(iat=int(clock.t.timestamp()), exp=int((clock.t + timedelta(minutes=5)).timestamp()))
+
+
+FETCH_FAILURES = {
+    "http 503": {"status": 503},
+    "http 500": {"status": 500},
+    "connection refused": {"body": requests.ConnectionError("refused")},
+    "timeout": {"body": requests.ReadTimeout("slow")},
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FETCH_FAILURES))
+@responses.activate
+def test_unknown_kid_while_the_key_set_cannot_be_fetched_is_jwks_unavailable(failure, es384, rs384,
+                                                                              default_remote, clock):
+    """The key set was fetched once (es384); the client rotates to rs384 while its
+    JWKS host is down: the new key may well be there, so not a 401 unknown_kid."""
+    responses.get(JKU, json={"keys": [es384.jwk]})
+    default_remote.authenticate("Bearer " + es384.sign(_fresh_claims(clock), jku=JKU), AUD)
+    responses.replace(responses.GET, JKU, **FETCH_FAILURES[failure])
+    clock.advance(10)
+    with pytest.raises(AuthError) as info:
+        default_remote.authenticate("Bearer " + rs384.sign(_fresh_claims(clock), jku=JKU), AUD)
+    assert info.value.reason == "jwks_unavailable"
+    assert info.value.retry_after == 5
+    assert "could not be fetched" in info.value.message and "rsa-1" in info.value.message
+    # Within the interval: not fetched again, and still 503 with the time left.
+    clock.advance(2)
+    with pytest.raises(AuthError) as info:
+        default_remote.authenticate("Bearer " + rs384.sign(_fresh_claims(clock), jku=JKU), AUD)
+    assert (info.value.reason, info.value.retry_after) == ("jwks_unavailable", 3)
+    assert len(responses.calls) == 2
+    # Control: the cached key still works during the outage.
+    ctx = default_remote.authenticate("Bearer " + es384.sign(_fresh_claims(clock), jku=JKU), AUD)
+    assert ctx.kid == es384.kid
+    # The host is back: the rotated key is fetched and accepted.
+    responses.replace(responses.GET, JKU, json={"keys": [es384.jwk, rs384.jwk]})
+    clock.advance(3)
+    assert default_remote.authenticate("Bearer " + rs384.sign(_fresh_claims(clock), jku=JKU), AUD).kid == rs384.kid
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_forged_tokens_stay_401_while_the_key_set_is_down(es384, attacker, default_remote, clock):
+    """What is found wrong without the remote set is still a 401 when it is down."""
+    responses.get(JKU, json={"keys": [es384.jwk]})
+    default_remote.authenticate("Bearer " + es384.sign(_fresh_claims(clock), jku=JKU), AUD)
+    responses.replace(responses.GET, JKU, status=503)
+    clock.advance(10)
+    forged_known_kid = Key(attacker.private, "ES384", es384.kid).sign(_fresh_claims(clock), jku=JKU)
+    unsigned = _b64(b'{"alg":"none","kid":"x"}') + "." + _b64(json.dumps(_fresh_claims(clock)).encode()) + "."
+    other_jku = attacker.sign(_fresh_claims(clock), jku="https://evil.example/jwks.json")
+    for token, reason in ((forged_known_kid, "bad_signature"), (unsigned, "unsupported_alg"),
+                          (other_jku, "jku_not_allowed")):
+        with pytest.raises(AuthError) as info:
+            default_remote.authenticate("Bearer " + token, AUD)
+        assert info.value.reason == reason
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_rotated_kid_is_fetched_within_seconds_of_the_last_fetch(es384, rs384, default_remote, clock):
+    """A kid published right after a fetch is refused for at most the refetch
+    interval (5 s), not 30 s."""
+    responses.get(JKU, json={"keys": [es384.jwk]})
+    default_remote.authenticate("Bearer " + es384.sign(_fresh_claims(clock), jku=JKU), AUD)
+    responses.replace(responses.GET, JKU, json={"keys": [es384.jwk, rs384.jwk]})
+    clock.advance(1)
+    with pytest.raises(AuthError) as info:  # fetched 1 s ago without it: the token's fault for now
+        default_remote.authenticate("Bearer " + rs384.sign(_fresh_claims(clock), jku=JKU), AUD)
+    assert info.value.reason == "unknown_kid"
+    clock.advance(4)
+    assert default_remote.authenticate("Bearer " + rs384.sign(_fresh_claims(clock), jku=JKU), AUD).kid == rs384.kid
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_a_flood_of_random_kids_fetches_at_most_once_per_interval(es384, default_remote, clock):
+    """Four tokens a second with random kids for 60 s: one fetch per 5 s (13),
+    not one per token (240)."""
+    responses.get(JKU, json={"keys": [es384.jwk]})
+    forger = ec.generate_private_key(ec.SECP384R1())
+    refused = 0
+    for step in range(240):
+        clock.t = NOW + timedelta(seconds=step / 4)
+        token = Key(forger, "ES384", f"random-{uuid.uuid4()}").sign(_fresh_claims(clock), jku=JKU)
+        with pytest.raises(AuthError) as info:
+            default_remote.authenticate("Bearer " + token, AUD)
+        refused += info.value.reason == "unknown_kid"
+    assert refused == 240
+    assert len(responses.calls) == 60 // 5
+
+
+def _jwks_server(keys: list, delay: float):
+    """A JWKS host on loopback that answers `keys` (as they are when asked) after
+    `delay` seconds; `hits` counts its GETs."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            hits.append(self.path)
+            time.sleep(delay)
+            body = json.dumps({"keys": keys}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/jwks.json", hits
+
+
+def test_concurrent_unknown_kids_share_one_fetch_and_known_keys_never_wait(es384, rs384, store, clock):
+    """Over real HTTP on loopback, with a JWKS host that takes 1.5 s: 20 requests
+    with unknown kids at once cause one fetch, the rotated key among them is
+    accepted, and a token with a cached kid is answered meanwhile without waiting."""
+    import threading
+    import time
+
+    published = [es384.jwk]
+    server, url, hits = _jwks_server(published, delay=1.5)
+    try:
+        auth = ClientAuthenticator({ISS: IssuerConfig(issuer=ISS, jku=frozenset({url}))}, jti_store=store,
+                                   http_session=requests.Session(), now=clock)
+        auth.authenticate("Bearer " + es384.sign(_fresh_claims(clock)), AUD)
+        assert len(hits) == 1
+        published.append(rs384.jwk)  # the client rotates
+        clock.advance(10)
+        forger = ec.generate_private_key(ec.SECP384R1())
+        tokens = [Key(forger, "ES384", f"random-{i}").sign(_fresh_claims(clock)) for i in range(19)]
+        tokens.append(rs384.sign(_fresh_claims(clock)))
+        results: list = [None] * len(tokens)
+
+        def call(i):
+            try:
+                results[i] = auth.authenticate("Bearer " + tokens[i], AUD).kid
+            except AuthError as exc:
+                results[i] = exc.reason
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(tokens))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while len(hits) < 2 and time.monotonic() < deadline:  # until the fetch is in flight
+            time.sleep(0.01)
+        started = time.perf_counter()
+        assert auth.authenticate("Bearer " + es384.sign(_fresh_claims(clock)), AUD).kid == es384.kid
+        known_wait = time.perf_counter() - started
+        for t in threads:
+            t.join(10)
+        assert results == ["unknown_kid"] * 19 + [rs384.kid]
+        assert len(hits) == 2
+        assert known_wait < 0.6, f"a cached kid waited {known_wait:.2f} s behind the fetch"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -136,6 +136,9 @@ def test_several_problems_are_all_reported_one_line_each(tmp_path):
     ("a-list.json", "[]", "must be a JSON object"),
     ("bad-shape.json", json.dumps({"https://ehr.example": {"jwk": {}}}), "unknown field"),
     ("no-keys.json", json.dumps({"https://ehr.example": {"jwks": {"keys": [{"kty": "EC"}]}}}), "kid"),
+    ("empty-jwks.json", json.dumps({"https://ehr.example": {"jwks": {"keys": []}}}),
+     "issuer 'https://ehr.example': 'jwks' holds no keys and there is no 'jku', so no token of this issuer could "
+     'ever be verified; add its public keys to \'jwks\' or its JWKS URL to \'jku\' (see the README, "Trusted issuers")'),
 ])
 def test_serve_refuses_a_bad_trust_file_before_any_worker_starts(tmp_path, name, text, expected):
     path = str(tmp_path / name) if text is None else _file(tmp_path, name, text)

@@ -289,3 +289,28 @@ def test_key_set_that_answers_without_the_key_is_still_401(jku_only, key):
         resp = jku_only.post(PV, json=hook_request(), headers=auth(token(key, PV)))
     assert resp.status_code == 401
     assert resp.get_json()["details"]["reason"] == "unknown_kid"
+
+
+def test_rotated_key_while_the_key_set_is_down_is_503_not_401(jku_only, key):
+    """The key set was fetched (kid k1); the EHR rotates to k2 while its JWKS host
+    fails: k2 may be there, so 503 jwks_unavailable with Retry-After, not a 401
+    that would send the EHR after its own credentials. k1 keeps working."""
+    import responses
+
+    rotated_token = jwt.encode({"iss": ISS, "aud": "https://cds.example.org" + PV, "iat": int(time.time()),
+                                "exp": int(time.time()) + 300, "jti": str(uuid.uuid4())},
+                               client_key()[0], algorithm="ES384", headers={"kid": "k2", "typ": "JWT"})
+    with responses.RequestsMock() as mock:
+        mock.get(JKU, json={"keys": [key[1]]})
+        assert jku_only.post(PV, json=hook_request(), headers=auth(token(key, PV))).status_code == 200
+        mock.replace(responses.GET, JKU, body=responses.ConnectionError("refused"))
+        time.sleep(5.05)  # past the refetch interval: the unknown kid is looked for again
+        resp = jku_only.post(PV, json=hook_request(), headers=auth(rotated_token))
+        assert resp.status_code == 503, resp.get_json()
+        body = resp.get_json()
+        assert (body["error"], body["details"]["reason"]) == ("jwks_unavailable", "jwks_unavailable")
+        assert "'k2'" in body["message"] and "could not be fetched" in body["message"]
+        assert 1 <= int(resp.headers["Retry-After"]) <= 5 and "WWW-Authenticate" not in resp.headers
+        # Control: the cached key is still accepted during the outage, without a fetch.
+        assert jku_only.post(PV, json=hook_request(), headers=auth(token(key, PV))).status_code == 200
+        assert len(mock.calls) == 2

@@ -444,7 +444,7 @@ def _parts_of(c: Concept) -> _Parts:
                   list(c.names), list(c.units), dict(c.marks), dict(c.default_units))
 
 
-# The process-wide terminology: create_app configures it from
+# The process-wide terminology: config.configure_terminology (the server, `discovery`, `evaluate`) sets it from
 # CDS_EXTRA_VALUESETS_DIR; until then it is the shipped sets alone.
 _active: Terminology | None = None
 

@@ -301,6 +301,11 @@ def _parse_issuer(issuer: Any, entry: Any, profile: str, where: str) -> IssuerCo
     if "jwks" not in entry and "jku" not in entry:
         raise SettingsError(f"{where}: needs 'jwks' (inline public keys) or 'jku' (allowed JWKS URLs)")
     keys = _parse_jwks(entry["jwks"], where) if "jwks" in entry else {}
+    if not keys and "jku" not in entry:
+        # As closed as no entry, but it looks like trust: every token of this
+        # issuer would be refused (unknown_kid) without a word at start-up.
+        raise SettingsError(f"{where}: 'jwks' holds no keys and there is no 'jku', so no token of this issuer "
+                            "could ever be verified; add its public keys to 'jwks' or its JWKS URL to 'jku'")
     jku: set[str] = set()
     if "jku" in entry:
         urls = entry["jku"]
@@ -371,15 +376,29 @@ def load_trusted_issuers(path: str | None, profile: str) -> dict[str, IssuerConf
 @dataclasses.dataclass
 class _CachedJwks:
     keys: dict[str, dict[str, Any]]
-    fetched_at: datetime | None  # None: never fetched successfully
+    fetched_at: datetime | None  # the last successful fetch; None: never fetched successfully
     last_attempt: datetime
+    failed: bool = False  # the last attempt failed: `keys` (if any) are an older fetch's
+    attempts: int = 1  # fetches tried so far; a request that waited sees it grow
+
+
+# Least time between two fetches of one JWKS URL on behalf of unknown `kid`s (and
+# after a failed fetch). A client that rotates its key is refused (401 unknown_kid)
+# at most this long after the previous fetch; a flood of tokens with random kids
+# makes at most one fetch per URL per interval (per replica), so 5 s is 12 a minute
+# at worst, the load of an ordinary JWKS poller. Above the 3 s fetch timeout, so
+# at most one fetch per URL is in flight at a time, and a failed one is retried
+# at this pace too (the 503's Retry-After).
+JWKS_REFETCH_MIN_INTERVAL_SECONDS = 5.0
 
 
 class ClientAuthenticator:
     """Verifies CDS Client JWTs against a set of trusted issuers.
 
     Thread-safe: the JWKS cache is guarded, and each URL is fetched by one
-    thread at a time so a burst of requests with a new kid causes one fetch.
+    thread at a time so a burst of requests with a new kid causes one fetch
+    (the others wait for it and use its answer). A request whose kid is in the
+    cached set never waits for a fetch.
     """
 
     def __init__(
@@ -392,7 +411,7 @@ class ClientAuthenticator:
         clock_skew_seconds: float = 60,
         max_lifetime_seconds: float = 3600,
         jwks_cache_seconds: float = 300,
-        jwks_refetch_min_interval_seconds: float = 30,
+        jwks_refetch_min_interval_seconds: float = JWKS_REFETCH_MIN_INTERVAL_SECONDS,
         fetch_timeout: float = 3.0,
         now: Callable[[], datetime] | None = None,
     ):
@@ -539,8 +558,11 @@ class ClientAuthenticator:
                 continue
             if jwk is not None:
                 return jwk
-        if len(waits) == len(urls):
-            raise AuthError("jwks_unavailable", f"the JWKS of issuer {issuer.issuer!r} could not be fetched",
+        if waits:
+            # The key may be in a set that could not be read: the token is not
+            # found wrong, only not checked (503, not 401).
+            what = ("the JWKS" if len(waits) == len(urls) else "one of the JWKS") + f" of issuer {issuer.issuer!r}"
+            raise AuthError("jwks_unavailable", f"{what} could not be fetched to look up kid {_echo(kid)}",
                             retry_after=min(waits))
         raise AuthError("unknown_kid", f"issuer {issuer.issuer!r} has no key with kid {_echo(kid)}")
 
@@ -638,44 +660,64 @@ class ClientAuthenticator:
     # -- JWKS fetching -------------------------------------------------------
 
     def _key_from_url(self, url: str, kid: str) -> dict[str, Any] | None:
-        """The JWK with `kid` from the (cached) JWKS at an allowlisted URL.
+        """The JWK with `kid` from the (cached) JWKS at an allowlisted URL; None
+        when a set fetched just now has no such key. AuthError jwks_unavailable
+        when the kid is not in the cache and the set could not be fetched: the
+        key may be there, unreachable.
 
         Fetches when nothing fresh is cached, and refetches on an unknown kid
         (the client may have rotated its key), but never more often than the
         minimum interval per URL, so tokens with random kids cannot turn the
         service into a request amplifier against the client's JWKS host.
+        Requests that arrive during a fetch wait for it and share its answer,
+        except those whose kid is cached: they never wait.
         """
         with self._cache_lock:
             lock = self._fetch_locks.setdefault(url, threading.Lock())
-        with lock:
-            now = self._now()
             entry = self._cache.get(url)
-            fresh = entry is not None and entry.fetched_at is not None and now - entry.fetched_at < self._cache_ttl
-            if fresh and kid in entry.keys:
-                return entry.keys[kid]
-            may_fetch = entry is None or now - entry.last_attempt >= self._refetch_interval
-            if may_fetch:
+        now = self._now()
+        if entry is not None and kid in entry.keys and self._fresh(entry, now):
+            return entry.keys[kid]
+        seen = entry.attempts if entry is not None else 0
+        if not lock.acquire(blocking=entry is None or kid not in entry.keys):
+            # A stale set is being fetched again: the key it has still serves meanwhile.
+            return entry.keys[kid]
+        try:
+            now = self._now()
+            with self._cache_lock:
+                entry = self._cache.get(url)
+            fetched_meanwhile = entry is not None and entry.attempts > seen
+            if entry is None or (not fetched_meanwhile and (kid not in entry.keys or not self._fresh(entry, now))
+                                 and now - entry.last_attempt >= self._refetch_interval):
                 entry = self._fetch(url, entry, now)
-            if entry.fetched_at is None:
-                wait = self._refetch_interval - (now - entry.last_attempt)
-                raise AuthError("jwks_unavailable", f"the JWKS at {url} could not be fetched",
-                                retry_after=max(1, math.ceil(wait.total_seconds())))
-            # A stale set is still used when a refetch failed or was rate
-            # limited: a JWKS host outage should not lock out a known key.
-            return entry.keys.get(kid)
+        finally:
+            lock.release()
+        if kid in entry.keys:
+            # Also a stale set's key when a refetch failed or was rate limited:
+            # a JWKS host outage should not lock out a known key.
+            return entry.keys[kid]
+        if entry.failed:
+            wait = self._refetch_interval - (now - entry.last_attempt)
+            raise AuthError("jwks_unavailable", f"the JWKS at {url} could not be fetched",
+                            retry_after=max(1, math.ceil(wait.total_seconds())))
+        return None
+
+    def _fresh(self, entry: _CachedJwks, now: datetime) -> bool:
+        return entry.fetched_at is not None and now - entry.fetched_at < self._cache_ttl
 
     def _fetch(self, url: str, previous: _CachedJwks | None, now: datetime) -> _CachedJwks:
         import requests
 
+        attempts = previous.attempts + 1 if previous else 1
         try:
             keys = self._download(url)
         except (requests.RequestException, ValueError) as exc:
             log.warning("JWKS fetch from %s failed: %s", url, type(exc).__name__ if isinstance(exc, requests.RequestException) else exc)
             entry = _CachedJwks(keys=previous.keys if previous else {},
                                 fetched_at=previous.fetched_at if previous else None,
-                                last_attempt=now)
+                                last_attempt=now, failed=True, attempts=attempts)
         else:
-            entry = _CachedJwks(keys=keys, fetched_at=now, last_attempt=now)
+            entry = _CachedJwks(keys=keys, fetched_at=now, last_attempt=now, attempts=attempts)
         with self._cache_lock:
             self._cache[url] = entry
         return entry
