@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -125,6 +126,27 @@ def test_access_log_can_be_switched_on(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert "GET /probe-path" in proc.stdout.read().decode()
+    finally:
+        _stop(proc)
+
+
+def test_access_log_has_the_path_only(tmp_path):
+    """gunicorn's default access line has the raw request URI and the Referer:
+    a query string (?patient=...) or the EHR page that made the call may name
+    the patient. The line keeps the method, path and status (control)."""
+    proc, port = _start(STAND_IN, tmp_path, CDS_ACCESS_LOG="true")
+    try:
+        _wait_until_answers(proc, f"http://127.0.0.1:{port}/healthz")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/probe-path?patient=PT-SENTINEL-4711&mrn=8899",
+                                         headers={"Referer": "https://ehr.example.org/chart/PT-SENTINEL-4711"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        output = proc.stdout.read().decode()
+        (line,) = [line for line in output.splitlines() if "/probe-path" in line]
+        assert '"GET /probe-path HTTP/1.1" 200' in json.loads(line)["message"]
+        assert "PT-SENTINEL-4711" not in output and "8899" not in output and "ehr.example.org" not in output
     finally:
         _stop(proc)
 
