@@ -39,6 +39,9 @@ What this module adds to gunicorn's gevent worker:
   one that declares a body (Content-Length above 0, any Transfer-Encoding)
   is received and queued like every other request. /readyz's database check
   runs once at a time per worker (cds_service.protocol.health).
+- The gate keeps the saturation metrics (cds_service/metrics.py): requests
+  in flight (holding a slot) of the slots, requests queued for one, and how
+  long each waited, which the app adds to the request's duration.
 - gunicorn's own error answers (malformed request, 431 oversized header,
   400 duplicated Host, ...) come out as the service's JSON error shape, not as
   gunicorn's HTML page.
