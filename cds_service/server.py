@@ -275,8 +275,31 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_development(app: Any, host: str, port: int) -> None:
-    """Flask's development server: one process, threaded, no reloader."""
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    """Flask's development server: one process, threaded, no reloader; its
+    request lines have the path without the query string (as gunicorn's,
+    ACCESS_LOG_FORMAT)."""
+    app.run(host=host, port=port, threaded=True, use_reloader=False, request_handler=_path_only_handler())
+
+
+def _path_only_handler() -> Any:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class PathOnlyRequestHandler(WSGIRequestHandler):
+        """werkzeug's request line quotes the request target, query string
+        included (?patient=...): logged with the path only. It is written once
+        the app has answered, so the app saw the whole target."""
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            target = getattr(self, "path", None)
+            if isinstance(target, str):
+                self.path = target.split("?", 1)[0].split("#", 1)[0]
+            try:
+                super().log_request(code, size)
+            finally:
+                if target is not None:
+                    self.path = target
+
+    return PathOnlyRequestHandler
 
 
 if __name__ == "__main__":
