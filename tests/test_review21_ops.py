@@ -13,21 +13,11 @@ import uuid
 
 import pytest
 
-from cds_service.logs import JsonFormatter
 from tests.requests_for_tests import SERVICE_FOR, draft_bundle, hook_request
+from tests.test_request_log_line import _Lines
 
 OS = f"/cds-services/{SERVICE_FOR['order-select']}"
 PV = f"/cds-services/{SERVICE_FOR['patient-view']}"
-
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.text: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.text.append(self.format(record))
 
 
 def _post(client, path, body):
@@ -38,7 +28,7 @@ def _post(client, path, body):
         response = client.post(path, json=body)
     finally:
         root.removeHandler(lines)
-    return response, lines.text
+    return response, [json.dumps(line) for line in lines.lines]
 
 
 def _request_line(text):
