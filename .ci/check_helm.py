@@ -72,6 +72,10 @@ def _refused() -> dict[str, tuple[str, str]]:
         "graceful timeout beyond the grace period": ("settings: {CDS_GRACEFUL_TIMEOUT_SECONDS: '60'}",
                                                      "+ settings.CDS_GRACEFUL_TIMEOUT_SECONDS (60)"),
         "grace period equal to the sum": ("terminationGracePeriodSeconds: 25", "raise it to at least 26"),
+        # Kubernetes refuses a container whose volumeMounts share a mountPath.
+        "trust file folder on /tmp": ("trustedIssuers: {mountPath: /tmp/}", "need distinct mountPaths"),
+        "SQLite folder on the trust file folder": ("database: {sqlitePath: /etc/osteoporosis-cds/cds.db}",
+                                                   "need distinct mountPaths"),
     }
     for key in CHART_MANAGED:
         cases[f"{key} in settings"] = (f"settings: {{{key}: x}}", f"settings.{key} is managed by the chart")

@@ -119,6 +119,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         # The request and g once each: every proxy read is a context lookup.
         req, state = request._get_current_object(), g._get_current_object()
         elapsed = time.perf_counter() - state.get("started", time.perf_counter())
+        # Under `cds-service serve`: how long the request waited for a request
+        # slot before the app saw it (gunicorn_worker.RequestGate), part of its
+        # duration as its client saw it.
+        queued = req.environ.get(metrics.QUEUE_SECONDS, 0.0)
+        elapsed += queued
         # Label by route pattern, never by raw path: unknown paths must not
         # create new time series. A hook call is labelled with its service id
         # (set once the service is known), feedback to it with
@@ -148,6 +153,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
                 "path": path,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
+                "queue_ms": round(queued * 1000, 2) if queued else None,
                 "service_id": state.get("service_id"),
                 "hook_instance": state.get("hook_instance"),
                 "card_ids": state.get("card_ids"),

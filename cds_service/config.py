@@ -288,7 +288,8 @@ SETTINGS: tuple[Setting, ...] = (
             check=checks.at_least(1, ' s')),
     Setting("access_log", "CDS_ACCESS_LOG", _bool, False,
             "Also write the server's own access log to stdout (the app already logs one JSON line "
-            "per request)."),
+            "per request): client address, method, path without the query string, status, size, time, "
+            "user agent; no Referer."),
     # Clinical thresholds the brief leaves to the project (cds_service.rules.settings).
     Setting("fresh_fracture_weeks", "CDS_FRESH_FRACTURE_WEEKS", _int, 12,
             "A fracture this many weeks old or less is \"fresh\" for massage and exercise safety (project choice).",

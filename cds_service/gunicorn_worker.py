@@ -39,6 +39,9 @@ What this module adds to gunicorn's gevent worker:
   one that declares a body (Content-Length above 0, any Transfer-Encoding)
   is received and queued like every other request. /readyz's database check
   runs once at a time per worker (cds_service.protocol.health).
+- The gate keeps the saturation metrics (cds_service/metrics.py): requests
+  in flight (holding a slot) of the slots, requests queued for one, and how
+  long each waited, which the app adds to the request's duration.
 - gunicorn's own error answers (malformed request, 431 oversized header,
   400 duplicated Host, ...) come out as the service's JSON error shape, not as
   gunicorn's HTML page.
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -136,7 +140,13 @@ class RequestGate:
                  body_timeout: float, max_body_bytes: int):
         from gevent.lock import BoundedSemaphore
 
+        # Imported here, in the worker: prometheus_client's multiprocess files are per process.
+        from cds_service import metrics
+
         self.app = app
+        self.in_flight, self.queued, self.queue_wait = metrics.IN_FLIGHT, metrics.QUEUED, metrics.QUEUE_WAIT
+        self.queue_key = metrics.QUEUE_SECONDS
+        metrics.SLOTS.set(concurrency)
         self.slots = BoundedSemaphore(concurrency)
         self.large_slot = BoundedSemaphore(1)
         self.large_turn = BoundedSemaphore(1)
@@ -147,15 +157,23 @@ class RequestGate:
         if _bodiless_operations_request(environ):
             return self.app(environ, start_response)
         length = environ.get("CONTENT_LENGTH")  # gunicorn has checked it is a number
-        turn = (bool(length) and LARGE_BODY_BYTES < int(length) <= self.max_body_bytes
-                and self.large_turn.acquire(timeout=LARGE_TURN_WAIT_SECONDS))
+        turn, waited = False, 0.0
+        if bool(length) and LARGE_BODY_BYTES < int(length) <= self.max_body_bytes:
+            started = time.perf_counter()
+            self.queued.inc()
+            try:
+                turn = self.large_turn.acquire(timeout=LARGE_TURN_WAIT_SECONDS)
+            finally:
+                self.queued.dec()
+                waited = time.perf_counter() - started
         try:
-            return self._received_then_run(environ, start_response)
+            return self._received_then_run(environ, start_response, waited)
         finally:
             if turn:
                 self.large_turn.release()
 
-    def _received_then_run(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _received_then_run(self, environ: dict[str, Any], start_response: StartResponse,
+                           waited: float) -> Iterable[bytes]:
         try:
             received = self._receive_body(environ)
         except BodyTimeout:
@@ -164,11 +182,31 @@ class RequestGate:
             start_response("408 Request Timeout", [("Content-Type", "application/json"),
                                                    ("Content-Length", str(len(body)))])
             return [body.encode()]
-        if received > LARGE_BODY_BYTES:
-            with self.large_slot, self.slots:
-                return self.app(environ, start_response)
-        with self.slots:
+        large = received > LARGE_BODY_BYTES
+        # Waiting for the slots, counted and timed: the received request is queued.
+        started = time.perf_counter()
+        held: list[Any] = []
+        self.queued.inc()
+        try:
+            for semaphore in ((self.large_slot, self.slots) if large else (self.slots,)):
+                semaphore.acquire()
+                held.append(semaphore)
+        except BaseException:
+            for semaphore in reversed(held):
+                semaphore.release()
+            raise
+        finally:
+            self.queued.dec()
+        waited += time.perf_counter() - started
+        self.queue_wait.observe(waited)
+        environ[self.queue_key] = waited  # the app adds it to the request's duration
+        self.in_flight.inc()
+        try:
             return self.app(environ, start_response)
+        finally:
+            self.in_flight.dec()
+            for semaphore in reversed(held):
+                semaphore.release()
 
     def _receive_body(self, environ: dict[str, Any]) -> int:
         """Read the body into memory; how many bytes came (0: left to the app)."""

@@ -15,7 +15,7 @@ import sys
 import traceback
 
 ALLOWED_EXTRAS = (
-    "event", "method", "path", "status", "duration_ms", "fetch_ms", "service_id", "hook_instance",
+    "event", "method", "path", "status", "duration_ms", "queue_ms", "fetch_ms", "service_id", "hook_instance",
     "card_ids", "cards_held", "resources_skipped", "feedback_outcomes", "error_type", "where", "card_id",
     "problem", "prefetch_key", "resource_type", "resource_id", "skipped", "auth_reason", "issuer", "tenant",
     "count", "prefetch_missing", "prefetch_failed", "schema_status", "schema_revision", "schema_head",

@@ -21,6 +21,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -50,6 +51,22 @@ DRAFTS_UNBOUND = Counter("cds_draft_orders_unbound_total",
                          "Draft orders judged as the context patient's though their subject could not be resolved",
                          ["reason"])
 CARDS_WITHHELD = Counter("cds_cards_withheld_total", "Hook calls answered without cards by policy", ["reason"])
+# The WSGI environ key where the request gate leaves how long the request
+# waited for its slot (seconds); the app adds it to the request's duration.
+QUEUE_SECONDS = "cds.queue_seconds"
+
+# Saturation, kept by the production server's request gate (cds_service/gunicorn_worker.py,
+# RequestGate); absent from the development server. "livesum": the live workers' values summed,
+# a dead worker's dropped (server._worker_gone).
+IN_FLIGHT = Gauge("cds_http_requests_in_flight", "Requests inside the app, each holding a request slot",
+                  multiprocess_mode="livesum")
+QUEUED = Gauge("cds_http_requests_queued", "Requests waiting for a request slot (or a long chart for its turn)",
+               multiprocess_mode="livesum")
+SLOTS = Gauge("cds_http_request_slots", "Request slots: CDS_THREADS per worker, summed over the live workers",
+              multiprocess_mode="livesum")
+QUEUE_WAIT = Histogram("cds_http_request_queue_seconds",
+                       "Time a request waited for a request slot (and a long chart for its turn) "
+                       "before the app started on it", buckets=_LATENCY_BUCKETS)
 AUTH_FAILURES = Counter("cds_auth_failures_total", "Refused client authentications", ["reason"])
 
 

@@ -103,6 +103,11 @@ _M_TRIM_THRESHOLD = -1  # <malloc.h>
 _M_MMAP_THRESHOLD = -3  # <malloc.h>
 
 
+# gunicorn access log atoms: client address, time, method, path (PATH_INFO: no
+# query string), protocol, status, bytes sent, seconds taken, user agent.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s "%(a)s"'
+
+
 def gunicorn_options(settings: Settings, host: str | None = None,
                      port: int | None = None) -> dict[str, Any]:
     """The gunicorn settings derived from ours (public so tests can check them)."""
@@ -121,6 +126,10 @@ def gunicorn_options(settings: Settings, host: str | None = None,
         "keepalive": settings.keepalive_seconds,
         "preload_app": False,
         "accesslog": "-" if settings.access_log else None,
+        # The path only: gunicorn's default line has the raw request URI (its
+        # query string, e.g. ?patient=123) and the Referer (the EHR page that
+        # made the call, which may name the patient), and the basic-auth user.
+        "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         # gunicorn's own lines (start, worker boot, errors) as JSON too.
@@ -266,8 +275,31 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_development(app: Any, host: str, port: int) -> None:
-    """Flask's development server: one process, threaded, no reloader."""
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    """Flask's development server: one process, threaded, no reloader; its
+    request lines have the path without the query string (as gunicorn's,
+    ACCESS_LOG_FORMAT)."""
+    app.run(host=host, port=port, threaded=True, use_reloader=False, request_handler=_path_only_handler())
+
+
+def _path_only_handler() -> Any:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class PathOnlyRequestHandler(WSGIRequestHandler):
+        """werkzeug's request line quotes the request target, query string
+        included (?patient=...): logged with the path only. It is written once
+        the app has answered, so the app saw the whole target."""
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            target = getattr(self, "path", None)
+            if isinstance(target, str):
+                self.path = target.split("?", 1)[0].split("#", 1)[0]
+            try:
+                super().log_request(code, size)
+            finally:
+                if target is not None:
+                    self.path = target
+
+    return PathOnlyRequestHandler
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from cds_service.app import create_app
 from cds_service.fhir import terminology as t
 from cds_service.record import build_record, drafts_from_context
 from cds_service.rules.settings import DEFAULT
-from requests_for_tests import FHIR, PATIENT_ID, SERVICE_FOR, hook_request
+from requests_for_tests import FHIR, PATIENT_ID, SERVICE_FOR, draft_bundle, hook_request
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 TODAY = dt.date(2025, 6, 1)
@@ -433,8 +433,17 @@ def odd_request(draw, hook: str, *, valid_context: bool = False) -> dict:
             body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": r} for r in drafts]}
         else:
             body["context"]["draftOrders"] = draw(odd_drafts())
-    if hook == "order-select":
-        body["context"]["selections"] = draw(SELECTIONS if valid_context else st.one_of(SELECTIONS, JUNK_SHALLOW))
+    if hook == "order-select" and not valid_context:
+        body["context"]["selections"] = draw(st.one_of(SELECTIONS, JUNK_SHALLOW))
+    elif hook == "order-select":
+        # A selection must name one of the drafts (else 400): up to two of theirs, or a draft added.
+        entries = body["context"]["draftOrders"]["entry"]
+        named = [f"{r['resourceType']}/{r['id']}" for r in (e["resource"] for e in entries)
+                 if isinstance(r.get("resourceType"), str) and isinstance(r.get("id"), str) and r["id"]]
+        if not named:
+            entries.append({"resource": draft_bundle()["entry"][0]["resource"]})
+            named = ["MedicationRequest/request-123"]
+        body["context"]["selections"] = named[:2]
     return body
 
 

@@ -344,3 +344,97 @@ def test_metrics_folder_is_the_memory_emptydir_and_the_ci_check_says_so():
     # The migration init container and the purge job keep no metrics.
     for name in [c["name"] for c in spec.get("initContainers", [])]:
         assert "PROMETHEUS_MULTIPROC_DIR" not in env(container(kinds, name))
+
+
+# --- review 21: NOTES, topology spread by release, distinct mount paths ---------------
+
+def render_as(release, values=None):
+    """Template path -> text (NOTES.txt included), for a release of that name."""
+    with helm.Chart.load(check_helm.CHART) as chart:
+        return chart.render(values, name=release, namespace="cds", is_install=True)
+
+
+def notes(values=None):
+    return next(text for path, text in render_as("cds", values).items() if path.endswith("NOTES.txt"))
+
+
+def test_notes_show_discovery_with_a_token_while_jwts_are_required():
+    """The service refuses discovery without a client JWT by default: NOTES
+    showed a bare curl that could only get a 401."""
+    text = notes()
+    curls = [line.strip() for line in text.splitlines() if line.strip().startswith("curl")]
+    assert 'curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/cds-services' in curls
+    assert not any(c.endswith("/cds-services") and "Authorization" not in c for c in curls), curls
+    assert "curl http://127.0.0.1:8080/guidance" in curls  # needs no token
+    production = notes(check_helm.load_values(check_helm.CASES["production"]))
+    assert 'curl -H "Authorization: Bearer $TOKEN" https://cds.example.org/cds-services' in production
+    assert "(https://cds.example.org/cds-services" in production  # the audience under CDS_PUBLIC_BASE_URL
+
+
+@pytest.mark.parametrize("settings", [{"CDS_AUTH_REQUIRED": False}, {"CDS_AUTH_REQUIRED": "off"},
+                                      {"CDS_DISCOVERY_OPEN": "true"}])
+def test_notes_show_a_plain_curl_when_discovery_needs_no_token(settings):
+    """Control; and CDS_AUTH_REQUIRED: false (a YAML boolean) is off, as the
+    service reads it: Sprig's `default` took false for unset and warned that
+    every call would be refused."""
+    text = notes({"settings": settings})
+    assert "  curl http://127.0.0.1:8080/cds-services\n" in text
+    assert "Bearer" not in text
+    if "CDS_AUTH_REQUIRED" in settings:
+        assert "no trusted issuers configured" not in text
+    else:
+        assert "no trusted issuers configured" in text
+
+
+def _pod_spec(release, values):
+    import yaml
+
+    deployment = next(text for path, text in render_as(release, values).items()
+                      if path.endswith("/deployment.yaml"))
+    return yaml.safe_load(deployment)["spec"]
+
+
+@pytest.mark.parametrize("release", ["cds", "bone-health"])
+def test_production_topology_spread_selects_this_releases_pods(release):
+    """values-production.yaml hard-coded app.kubernetes.io/instance: cds, so
+    under any other release name the constraint counted no pod at all."""
+    spec = _pod_spec(release, check_helm.load_values(check_helm.CASES["production"]))
+    (constraint,) = spec["template"]["spec"]["topologySpreadConstraints"]
+    assert constraint["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == release
+    assert constraint["topologyKey"] == "topology.kubernetes.io/zone"
+
+
+def test_a_labelselector_given_in_values_is_kept_and_may_use_templates():
+    given = {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"team": "{{ .Release.Name }}-bone"}}}
+    spec = _pod_spec("abc", {"topologySpreadConstraints": [given]})
+    (constraint,) = spec["template"]["spec"]["topologySpreadConstraints"]
+    assert constraint == {**given, "labelSelector": {"matchLabels": {"team": "abc-bone"}}}
+    assert "topologySpreadConstraints" not in _pod_spec("abc", None)["template"]["spec"]  # none by default
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"trustedIssuers": {"mountPath": "/tmp"}},
+     "trustedIssuers.mountPath (/tmp) is also the mount path of the writable /tmp emptyDir"),
+    ({"trustedIssuers": {"mountPath": "/tmp/prometheus-multiproc/"}},
+     "trustedIssuers.mountPath (/tmp/prometheus-multiproc) is also the mount path of the metrics emptyDir"),
+    ({"database": {"sqlitePath": "/etc/osteoporosis-cds/cds.db"}},
+     "the folder of database.sqlitePath (/etc/osteoporosis-cds) is also the mount path of trustedIssuers.mountPath"),
+    ({"database": {"sqlitePath": "/tmp/cds.db"}}, "the folder of database.sqlitePath (/tmp)"),
+])
+def test_duplicate_mount_paths_are_refused(values, words):
+    """Kubernetes refuses the Deployment (volumeMounts must have distinct
+    mountPaths) only when it is applied; the chart says so at render time."""
+    with pytest.raises(helm.HelmError, match=re.escape(words)):
+        check_helm.render(values)
+
+
+def test_distinct_mount_paths_render():
+    """Control: nested folders are distinct mounts, and with the external
+    database the SQLite folder is not mounted at all."""
+    for values in (None, {"trustedIssuers": {"mountPath": "/tmp/issuers"}},
+                   {"database": {"existingSecret": "pg", "sqlitePath": "/tmp/cds.db"}}):
+        main = container(render(values))
+        paths = [m["mountPath"] for m in main["volumeMounts"]]
+        assert len(paths) == len(set(paths)), paths

@@ -129,7 +129,13 @@ def hook_body(bundle: dict, hook: str) -> dict:
         context["draftOrders"] = fx.draft_orders_bundle(bundle)
         if hook == "order-select":
             context["selections"] = [f"{r['resourceType']}/{r['id']}" for r in fx.drafts_from_bundle(bundle)
-                                     if fx.is_selected(r)] or ["MedicationRequest/none"]
+                                     if fx.is_selected(r)]
+            if not context["selections"]:
+                # A selection must name a draft order: the public sandbox's bare draft, selected.
+                context["draftOrders"]["entry"].append({"resource": {
+                    "resourceType": "MedicationRequest", "id": "request-123", "status": "draft", "intent": "order",
+                    "subject": {"reference": f"Patient/{context['patientId']}"}}})
+                context["selections"] = ["MedicationRequest/request-123"]
     return {"hookInstance": str(uuid.uuid4()), "hook": hook, "context": context, "prefetch": prefetch,
             "fhirServer": FHIR,
             "fhirAuthorization": {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -194,3 +196,56 @@ def test_a_flood_of_readiness_probes_makes_one_database_check_at_a_time(make_app
     # Control: a probe arriving after that check ended makes its own.
     probe()
     assert len(checks) == 2 and answers[-1] == 200
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """/metrics as {series (name and labels as written): value}."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
+def _until(port: int, wanted: Callable[[dict[str, float]], bool], timeout: float = 30) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _scrape(port)
+        if wanted(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_metrics_show_the_requests_in_flight_queued_and_their_wait(held):
+    """The README says /metrics shows the queue: with both slots held the
+    gauges say 2 in flight of 2 slots, a third request waiting shows as
+    queued, and once it runs the time it waited is in the queue histogram and
+    in its duration. Control: the two calls that found a free slot waited
+    (almost) nothing, and nothing is in flight or queued at the end."""
+    port, fhir, events, lock, callers = held
+    now = _scrape(port)
+    assert now["cds_http_request_slots"] == THREADS
+    assert now["cds_http_requests_in_flight"] == THREADS
+    assert now["cds_http_requests_queued"] == 0
+    assert now["cds_http_request_queue_seconds_count"] == THREADS
+    assert now['cds_http_request_queue_seconds_bucket{le="0.01"}'] == THREADS  # no wait for a free slot
+    waiting = threading.Thread(target=_get, args=(port, "/cds-services", events, lock), daemon=True)
+    waiting.start()
+    queued = _until(port, lambda m: m["cds_http_requests_queued"] == 1)
+    assert queued["cds_http_requests_queued"] == 1 and queued["cds_http_requests_in_flight"] == THREADS
+    time.sleep(0.5)
+    fhir.release.set()
+    for thread in [waiting, *callers]:
+        thread.join(60)
+    assert sorted(events) == ["/cds-services:200", "call0:200", "call1:200"]
+    done = _until(port, lambda m: m["cds_http_request_queue_seconds_count"] == THREADS + 1)
+    assert done["cds_http_requests_in_flight"] == 0 and done["cds_http_requests_queued"] == 0
+    assert done["cds_http_request_queue_seconds_count"] == THREADS + 1
+    assert done["cds_http_request_queue_seconds_sum"] >= 0.5  # discovery waited for a slot
+    assert done['cds_http_request_queue_seconds_bucket{le="0.01"}'] == THREADS
+    # Discovery itself takes milliseconds; its duration includes the wait.
+    assert done['cds_http_request_duration_seconds_sum{method="GET",service="/cds-services"}'] >= 0.5

@@ -28,7 +28,7 @@ def _call(make_app, level: str):
     bundle = fx.load_patient("c-anabolic-follow-on-near-miss-alendronate-started", today=TODAY)
     prefetch = fx.prefetch_from_bundle(bundle)
     prefetch["observations"]["entry"].append({"resource": {"id": "no-type"}})  # unreadable: no resourceType
-    body = {"hookInstance": "log-line-1", "hook": "patient-view", "prefetch": prefetch,
+    body = {"hookInstance": "5f0c6d2e-3b1a-4c8d-9e7f-0a1b2c3d4e5f", "hook": "patient-view", "prefetch": prefetch,
             "context": {"patientId": prefetch["patient"]["id"], "userId": "Practitioner/x"}}
     lines = _Lines()
     root = logging.getLogger()
@@ -50,7 +50,7 @@ def test_a_hook_call_writes_one_line_with_what_was_decided(make_app):
     assert line["card_ids"] == [c["source"]["topic"]["code"] for c in cards] and cards
     assert line["cards_held"] >= 1  # this chart's routine cards exceed the budget
     assert line["resources_skipped"] == 1
-    assert line["hook_instance"] == "log-line-1" and line["status"] == 200
+    assert line["hook_instance"] == "5f0c6d2e-3b1a-4c8d-9e7f-0a1b2c3d4e5f" and line["status"] == 200
 
 
 def test_the_engine_summary_is_still_there_at_debug(make_app):

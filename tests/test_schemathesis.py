@@ -86,4 +86,17 @@ def test_api_conforms(case):
             # ... and a draft order's subject (a draft naming another patient is a 400).
             entry["resource"].pop("subject", None)
             entry["resource"].pop("patient", None)
+    if isinstance(context.get("selections"), list) and drafts:
+        # ... and order-select's selections name draft orders (one naming none is a 400).
+        if not isinstance(drafts.get("entry"), list):
+            drafts["entry"] = []
+        named = [f"{r['resourceType']}/{r['id']}" for r in (e.get("resource") for e in drafts["entry"]
+                                                            if isinstance(e, dict))
+                 if isinstance(r, dict) and isinstance(r.get("resourceType"), str) and isinstance(r.get("id"), str)
+                 and r["id"]]
+        if not named:
+            drafts["entry"].append({"resource": {"resourceType": "MedicationRequest", "id": "request-123",
+                                                 "status": "draft", "intent": "order"}})
+            named = ["MedicationRequest/request-123"]
+        context["selections"] = named
     case.call_and_validate()

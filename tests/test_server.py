@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -129,6 +130,27 @@ def test_access_log_can_be_switched_on(tmp_path):
         _stop(proc)
 
 
+def test_access_log_has_the_path_only(tmp_path):
+    """gunicorn's default access line has the raw request URI and the Referer:
+    a query string (?patient=...) or the EHR page that made the call may name
+    the patient. The line keeps the method, path and status (control)."""
+    proc, port = _start(STAND_IN, tmp_path, CDS_ACCESS_LOG="true")
+    try:
+        _wait_until_answers(proc, f"http://127.0.0.1:{port}/healthz")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/probe-path?patient=PT-SENTINEL-4711&mrn=8899",
+                                         headers={"Referer": "https://ehr.example.org/chart/PT-SENTINEL-4711"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        output = proc.stdout.read().decode()
+        (line,) = [line for line in output.splitlines() if "/probe-path" in line]
+        assert '"GET /probe-path HTTP/1.1" 200' in json.loads(line)["message"]
+        assert "PT-SENTINEL-4711" not in output and "8899" not in output and "ehr.example.org" not in output
+    finally:
+        _stop(proc)
+
+
 def test_serves_the_real_app(tmp_path):
     proc, port = _start(DEFAULT_APP, tmp_path,
                         CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'feedback.db'}")
@@ -204,3 +226,31 @@ def test_worker_reuses_memory_for_a_long_chart_instead_of_page_faulting(tmp_path
                           timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.split()[-1]) < 40
+
+
+DEV_APP = textwrap.dedent("""
+    from cds_service.app import create_app
+    from cds_service.config import load_settings
+    from cds_service.server import run_development
+    settings = load_settings()
+    run_development(create_app(), settings.host, settings.port)
+""")
+
+
+def test_development_server_request_lines_have_the_path_only(tmp_path):
+    """werkzeug's request line (the development server) quoted the query
+    string too. Control: the method, path and status are there."""
+    proc, port = _start(DEV_APP, tmp_path, CDS_PROFILE="development",
+                        CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'dev.db'}")
+    try:
+        _wait_until_answers(proc, f"http://127.0.0.1:{port}/healthz")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/guidance?patient=PT-SENTINEL-4711", timeout=5) as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        output = proc.stdout.read().decode()
+        (line,) = [json.loads(line) for line in output.splitlines() if "GET /guidance" in line]
+        assert '"GET /guidance HTTP/1.1" 200' in line["message"]
+        assert "PT-SENTINEL-4711" not in output
+    finally:
+        _stop(proc)

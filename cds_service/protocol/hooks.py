@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +50,23 @@ REQUEST_SCHEMAS = {
     "order-select": "OrderSelectRequest",
     "order-sign": "OrderSignRequest",
 }
+
+
+# A UUID as CDS Hooks defines hookInstance (any case; no braces, no urn:uuid: prefix).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def loggable_hook_instance(value: str, secret: bytes) -> str:
+    """hookInstance as the request log line shows it: a UUID as sent (what CDS
+    Hooks and the public sandbox send: random, it says nothing of the patient);
+    anything else as "hmac:" and 16 hex digits of its keyed hash (the patient
+    hash secret). The schema accepts any short string there so that a client
+    with other identifiers is not refused its cards, and an EHR may build one
+    from an encounter or a medical record number; the hash still tells the
+    calls of one hookInstance apart from another's in the logs."""
+    if _UUID.fullmatch(value):
+        return value
+    return "hmac:" + hmac.new(secret, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
 
 
 def find_service(service_id: str, rt: Runtime | None = None) -> CdsService:
@@ -96,6 +116,34 @@ def validate_hook_request(service: CdsService, body: dict, rt: Runtime | None = 
                        code="too_many_draft_orders")
     if service.hook != "patient-view":  # patient-view judges no drafts
         check_draft_subjects(body)
+    if service.hook == "order-select":
+        check_selections(body)
+
+
+def check_selections(body: dict) -> None:
+    """400 when an entry of context.selections names no draft order in
+    context.draftOrders. CDS Hooks: selections are the references
+    (ResourceType/id) of the newly selected orders, and draftOrders holds every
+    unsigned order of the session including those; order-select judges only
+    the selected drafts, so a selection that matches none was answered with no
+    cards and no word. The public sandbox sends one draft and its own
+    reference as the selection. The message names the position, never the
+    reference (an order id is the EHR's, and may carry more)."""
+    context = body.get("context") or {}
+    selections = context.get("selections")
+    if not isinstance(selections, list):
+        return  # the schema has answered already
+    references = {f"{d['resourceType']}/{d['id']}" for d in drafts_from_context(context)
+                  if isinstance(d, dict) and isinstance(d.get("resourceType"), str)
+                  and isinstance(d.get("id"), str) and d["id"]}
+    unmatched = [i for i, selection in enumerate(selections) if selection not in references]
+    if unmatched:
+        shown = ", ".join(f"context.selections[{i}]" for i in unmatched[:5])
+        more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+        raise ApiError(400, f"{shown}{more} names no draft order in context.draftOrders: a selection must be "
+                            "the ResourceType/id of one of its entries (CDS Hooks order-select), and the "
+                            "selected order is the one judged", code="selection_not_in_draft_orders",
+                       details=[f"context.selections[{i}]" for i in unmatched[:20]])
 
 
 def check_draft_subjects(body: dict) -> None:
@@ -155,7 +203,7 @@ def call_service(service_id: str):
     rt, state = runtime(), g._get_current_object()
     service, body = accept_call(service_id, f"/cds-services/{service_id}", rt)
     if isinstance(body.get("hookInstance"), str):
-        state.hook_instance = body["hookInstance"][:128]
+        state.hook_instance = loggable_hook_instance(body["hookInstance"], rt.patient_secret)
     validate_hook_request(service, body, rt)
 
     started = time.perf_counter()

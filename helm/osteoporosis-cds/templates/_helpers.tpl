@@ -94,6 +94,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- /* Kubernetes refuses a container whose volumeMounts share a mountPath: each folder the
+     pod mounts (osteoporosis-cds.volumeMounts and the metrics emptyDir) must be its own. */}}
+{{- $mounts := dict }}
+{{- $named := list (list "the writable /tmp emptyDir" "/tmp") (list "the metrics emptyDir (PROMETHEUS_MULTIPROC_DIR)" "/tmp/prometheus-multiproc") (list "trustedIssuers.mountPath" .Values.trustedIssuers.mountPath) }}
+{{- if eq (include "osteoporosis-cds.databaseMode" .) "sqlite" }}
+{{- $named = append $named (list "the folder of database.sqlitePath" (dir .Values.database.sqlitePath)) }}
+{{- end }}
+{{- range $named }}
+{{- $path := clean (index . 1) }}
+{{- if hasKey $mounts $path }}
+{{- fail (printf "%s (%s) is also the mount path of %s: a container's volumeMounts need distinct mountPaths; choose another folder" (index . 0) $path (get $mounts $path)) }}
+{{- end }}
+{{- $_ := set $mounts $path (index . 0) }}
+{{- end }}
 {{- /* SIGKILL comes terminationGracePeriodSeconds after the pod is told to stop: the preStop
      sleep and the server's graceful timeout (the app's default, 20, when not in settings) must fit. */}}
 {{- $graceful := int (default 20 (index .Values.settings "CDS_GRACEFUL_TIMEOUT_SECONDS")) }}
