@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
+import re
 import uuid
 
 import pytest
@@ -151,7 +153,7 @@ def test_issued_cards_are_recorded_without_patient_data(card_app):
     assert row["service_id"] == "osteoporosis-patient-view"
     assert suggestion_uuid in row["suggestion_uuids"]
     assert set(row) == {"card_uuid", "service_id", "card_id", "indicator", "hook_instance", "issued_at",
-                        "suggestion_uuids", "patient_key", "client"}
+                        "suggestion_uuids", "patient_key", "client", "trigger_keys"}
     assert row["client"] == "anonymous"  # no client JWT: who it was issued to is "anyone unsigned"
     assert body["context"]["patientId"] not in str(row)
     assert body["fhirServer"] not in str(row)
@@ -159,6 +161,8 @@ def test_issued_cards_are_recorded_without_patient_data(card_app):
     assert row["patient_key"] == hmac.new(TEST_SECRET.encode(),
                                           f"{body['fhirServer']}\x00{body['context']['patientId']}".encode(),
                                           hashlib.sha256).hexdigest()
+    # Trigger codes are kept only as keyed hashes too (patient_key.trigger_key): 32 hex characters each.
+    assert all(re.fullmatch(r"[0-9a-f]{32}", k) for k in json.loads(row["trigger_keys"] or "[]"))
 
 
 def test_one_instant_in_any_rfc3339_spelling_is_one_entry(card_app):
